@@ -1,0 +1,229 @@
+//! The [`Authenticator`] trait and the request view it works on.
+
+use std::{future::Future, net::SocketAddr, sync::Arc};
+
+use async_trait::async_trait;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
+
+use crate::{AuthError, ChallengeScheme, Principal};
+
+/// What an authenticator may look at: the request's method, URI, headers and
+/// the peer's address. The body is never read for authentication.
+///
+/// Cloning copies the header map; the HTTP layer hands out a reference, so the
+/// copy happens only for closure authenticators, which take the request by
+/// value.
+#[derive(Debug, Clone, Default)]
+pub struct AuthRequest {
+    /// The HTTP method.
+    pub method: Method,
+    /// The request target.
+    pub uri: Uri,
+    /// All request headers.
+    pub headers: HeaderMap,
+    /// The TCP peer, when the server knows it.
+    pub peer: Option<SocketAddr>,
+}
+
+impl AuthRequest {
+    /// Builds a request view from HTTP request parts (the peer is read from
+    /// a `SocketAddr` extension when one is present).
+    pub fn from_parts(parts: &http::request::Parts, peer: Option<SocketAddr>) -> Self {
+        Self {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            headers: parts.headers.clone(),
+            peer,
+        }
+    }
+
+    /// A builder, mostly for tests and examples.
+    ///
+    /// ```
+    /// let req = mcp_auth_core::AuthRequest::builder()
+    ///     .method(http::Method::POST)
+    ///     .uri("/mcp")
+    ///     .header("x-api-key", "k")
+    ///     .build();
+    /// assert_eq!(req.headers["x-api-key"], "k");
+    /// ```
+    pub fn builder() -> AuthRequestBuilder {
+        AuthRequestBuilder::default()
+    }
+
+    /// The peer address as text, or `"unknown"`; handy for log lines.
+    pub fn peer_display(&self) -> String {
+        self.peer
+            .map(|p| p.ip().to_string())
+            .unwrap_or_else(|| "unknown".to_owned())
+    }
+}
+
+/// Builder for [`AuthRequest`]. Invalid header names or values are skipped.
+#[derive(Debug, Default)]
+pub struct AuthRequestBuilder {
+    req: AuthRequest,
+}
+
+impl AuthRequestBuilder {
+    /// Sets the method.
+    pub fn method(mut self, method: Method) -> Self {
+        self.req.method = method;
+        self
+    }
+    /// Sets the URI; an unparsable one leaves the default `/`.
+    pub fn uri(mut self, uri: &str) -> Self {
+        if let Ok(uri) = uri.parse() {
+            self.req.uri = uri;
+        }
+        self
+    }
+    /// Appends a header.
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            self.req.headers.append(n, v);
+        }
+        self
+    }
+    /// Sets the peer address.
+    pub fn peer(mut self, peer: SocketAddr) -> Self {
+        self.req.peer = Some(peer);
+        self
+    }
+    /// Finishes the request.
+    pub fn build(self) -> AuthRequest {
+        self.req
+    }
+}
+
+/// Decides who is calling.
+///
+/// Implementations answer every request with a [`Principal`] or an
+/// [`AuthError`]; the HTTP layer turns the error into the exact status,
+/// `WWW-Authenticate` challenge and JSON body RFC 6750 prescribes.
+///
+/// Any `Fn(AuthRequest) -> impl Future<Output = Result<Principal, AuthError>>`
+/// closure is an authenticator, and the trait is object safe, so strategies
+/// are usually held as [`SharedAuthenticator`] (`Arc<dyn Authenticator>`).
+///
+/// ```
+/// use std::sync::Arc;
+/// use mcp_auth_core::{AuthError, AuthRequest, Authenticator, Principal, SharedAuthenticator};
+///
+/// struct Office;
+///
+/// #[async_trait::async_trait]
+/// impl Authenticator for Office {
+///     async fn authenticate(&self, req: &AuthRequest) -> Result<Principal, AuthError> {
+///         match req.peer {
+///             Some(p) if p.ip().is_loopback() => Ok(Principal::new("local", "office")),
+///             _ => Err(AuthError::MissingCredentials),
+///         }
+///     }
+/// }
+///
+/// let shared: SharedAuthenticator = Arc::new(Office);
+/// assert_eq!(shared.name(), "custom");
+/// ```
+#[async_trait]
+pub trait Authenticator: Send + Sync + 'static {
+    /// Authenticates one request.
+    async fn authenticate(&self, req: &AuthRequest) -> Result<Principal, AuthError>;
+
+    /// A short name for logs and the `strategy` field of principals.
+    fn name(&self) -> &str {
+        "custom"
+    }
+
+    /// The `WWW-Authenticate` schemes this authenticator answers with.
+    /// Bearer by default; a chain answers with all of its members' schemes.
+    fn challenge_schemes(&self) -> Vec<ChallengeScheme> {
+        vec![ChallengeScheme::Bearer]
+    }
+
+    /// OAuth authorization servers that issue credentials for this
+    /// authenticator (RFC 9728 `authorization_servers`). When any authenticator
+    /// names one, the HTTP layer serves protected-resource metadata.
+    fn authorization_servers(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// Scopes to advertise in protected-resource metadata.
+    fn scopes_supported(&self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+/// An authenticator shared between tasks.
+pub type SharedAuthenticator = Arc<dyn Authenticator>;
+
+#[async_trait]
+impl<F, Fut> Authenticator for F
+where
+    F: Fn(AuthRequest) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Principal, AuthError>> + Send + 'static,
+{
+    async fn authenticate(&self, req: &AuthRequest) -> Result<Principal, AuthError> {
+        (self)(req.clone()).await
+    }
+}
+
+#[async_trait]
+impl<A: Authenticator + ?Sized> Authenticator for Arc<A> {
+    async fn authenticate(&self, req: &AuthRequest) -> Result<Principal, AuthError> {
+        (**self).authenticate(req).await
+    }
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+    fn challenge_schemes(&self) -> Vec<ChallengeScheme> {
+        (**self).challenge_schemes()
+    }
+    fn authorization_servers(&self) -> Vec<String> {
+        (**self).authorization_servers()
+    }
+    fn scopes_supported(&self) -> Vec<String> {
+        (**self).scopes_supported()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn closures_are_authenticators_and_can_be_shared() {
+        let auth: SharedAuthenticator = Arc::new(|req: AuthRequest| async move {
+            if req.method == Method::DELETE {
+                Err(AuthError::insufficient_scope(["mcp:admin"]))
+            } else {
+                Ok(Principal::new("x", "closure"))
+            }
+        });
+        let ok = auth
+            .authenticate(&AuthRequest::builder().build())
+            .await
+            .unwrap();
+        assert_eq!(ok.subject, "x");
+        let err = auth
+            .authenticate(&AuthRequest::builder().method(Method::DELETE).build())
+            .await
+            .unwrap_err();
+        assert_eq!(err.status(), http::StatusCode::FORBIDDEN);
+        assert_eq!(auth.challenge_schemes(), vec![ChallengeScheme::Bearer]);
+    }
+
+    #[test]
+    fn builder_skips_invalid_headers() {
+        let req = AuthRequest::builder()
+            .header("bad name", "v")
+            .header("ok", "line\nbreak")
+            .header("good", "v")
+            .build();
+        assert_eq!(req.headers.len(), 1);
+        assert_eq!(req.peer_display(), "unknown");
+    }
+}

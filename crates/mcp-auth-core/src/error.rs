@@ -1,0 +1,347 @@
+//! [`AuthError`]: every way authentication can fail, mapped to RFC 6750.
+
+use http::{HeaderValue, StatusCode};
+use serde::Serialize;
+
+use crate::{Challenge, ChallengeScheme};
+
+/// Why a request was not authenticated or not authorized.
+///
+/// | variant | status | challenge parameters |
+/// |---|---|---|
+/// | [`MissingCredentials`](Self::MissingCredentials) | 401 | none besides `resource_metadata` / `scope` |
+/// | [`InvalidToken`](Self::InvalidToken) | 401 | `error="invalid_token"`, `error_description` |
+/// | [`InvalidRequest`](Self::InvalidRequest) | 400 | `error="invalid_request"`, `error_description` |
+/// | [`InsufficientScope`](Self::InsufficientScope) | 403 | `error="insufficient_scope"`, `scope` = all needed |
+/// | [`Unavailable`](Self::Unavailable) | 503 | none (no `WWW-Authenticate`) |
+///
+/// Descriptions are sent to the client: never put a credential, a key or a
+/// stack trace in them.
+///
+/// ```
+/// use mcp_auth_core::{AuthError, ChallengeScheme};
+/// let err = AuthError::insufficient_scope(["mcp:tools", "mcp:admin"]);
+/// assert_eq!(err.status(), http::StatusCode::FORBIDDEN);
+/// let challenge = err.challenge(ChallengeScheme::Bearer, Some("https://h/.well-known/oauth-protected-resource/mcp"), &[]);
+/// assert_eq!(
+///     challenge.render(),
+///     r#"Bearer error="insufficient_scope", scope="mcp:tools mcp:admin", resource_metadata="https://h/.well-known/oauth-protected-resource/mcp""#
+/// );
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuthError {
+    /// The request carried no credentials this authenticator understands.
+    #[error("no credentials")]
+    MissingCredentials,
+    /// Credentials were presented but are not valid (unknown key, bad
+    /// signature, expired, wrong audience, ...).
+    #[error("invalid credentials: {description}")]
+    InvalidToken {
+        /// A short, safe explanation for the client.
+        description: String,
+    },
+    /// The credentials were not presented in a form the server accepts
+    /// (malformed `Authorization` header, duplicated headers, ...).
+    #[error("invalid request: {description}")]
+    InvalidRequest {
+        /// A short, safe explanation for the client.
+        description: String,
+    },
+    /// The caller is authenticated but lacks scopes.
+    #[error("insufficient scope: needs {}", required.join(" "))]
+    InsufficientScope {
+        /// Every scope the operation needs (not only the missing ones), so
+        /// clients can re-authorize with the union.
+        required: Vec<String>,
+    },
+    /// The authenticator could not decide (e.g. an issuer's keys cannot be
+    /// fetched and none are cached). The request is refused with 503.
+    #[error("authentication unavailable: {description}")]
+    Unavailable {
+        /// A short, safe explanation for the client.
+        description: String,
+    },
+}
+
+impl AuthError {
+    /// An [`InvalidToken`](Self::InvalidToken) error.
+    pub fn invalid_token(description: impl Into<String>) -> Self {
+        Self::InvalidToken {
+            description: description.into(),
+        }
+    }
+
+    /// An [`InvalidRequest`](Self::InvalidRequest) error.
+    pub fn invalid_request(description: impl Into<String>) -> Self {
+        Self::InvalidRequest {
+            description: description.into(),
+        }
+    }
+
+    /// An [`InsufficientScope`](Self::InsufficientScope) error.
+    pub fn insufficient_scope<I, S>(required: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Self::InsufficientScope {
+            required: required.into_iter().map(Into::into).collect(),
+        }
+    }
+
+    /// An [`Unavailable`](Self::Unavailable) error.
+    pub fn unavailable(description: impl Into<String>) -> Self {
+        Self::Unavailable {
+            description: description.into(),
+        }
+    }
+
+    /// The HTTP status for this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::MissingCredentials | Self::InvalidToken { .. } => StatusCode::UNAUTHORIZED,
+            Self::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
+            Self::InsufficientScope { .. } => StatusCode::FORBIDDEN,
+            Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The RFC 6750 error code, if this error has one.
+    pub fn code(&self) -> Option<&'static str> {
+        match self {
+            Self::MissingCredentials => None,
+            Self::InvalidToken { .. } => Some("invalid_token"),
+            Self::InvalidRequest { .. } => Some("invalid_request"),
+            Self::InsufficientScope { .. } => Some("insufficient_scope"),
+            Self::Unavailable { .. } => Some("temporarily_unavailable"),
+        }
+    }
+
+    /// Whether the response carries a `WWW-Authenticate` challenge (every
+    /// status but 503).
+    pub fn has_challenge(&self) -> bool {
+        !matches!(self, Self::Unavailable { .. })
+    }
+
+    fn description(&self) -> Option<String> {
+        match self {
+            Self::MissingCredentials => None,
+            Self::InvalidToken { description }
+            | Self::InvalidRequest { description }
+            | Self::Unavailable { description } => Some(sanitize_description(description)),
+            Self::InsufficientScope { required } => Some(sanitize_description(&format!(
+                "requires scope: {}",
+                required.join(" ")
+            ))),
+        }
+    }
+
+    /// Builds the challenge for one scheme.
+    ///
+    /// `resource_metadata` is the RFC 9728 metadata URL (Bearer only);
+    /// `default_scopes` is what a 401 advertises in `scope` (RFC 6750 §3) so a
+    /// client knows what to ask for. A 403 names the error's own scopes.
+    pub fn challenge(
+        &self,
+        scheme: ChallengeScheme,
+        resource_metadata: Option<&str>,
+        default_scopes: &[String],
+    ) -> Challenge {
+        let is_bearer = scheme == ChallengeScheme::Bearer;
+        let api_key_header = match &scheme {
+            ChallengeScheme::ApiKey { header } => Some(header.clone()),
+            _ => None,
+        };
+        let mut c = Challenge::new(scheme);
+        if let Some(header) = api_key_header {
+            c = c.param("header", header);
+        }
+        if let Some(code) = self.code() {
+            c = c.param("error", code);
+        }
+        let scopes: Vec<&str> = match self {
+            Self::InsufficientScope { required } => required.iter().map(String::as_str).collect(),
+            _ if is_bearer => default_scopes.iter().map(String::as_str).collect(),
+            _ => Vec::new(),
+        };
+        if !scopes.is_empty() {
+            c = c.param("scope", sanitize_scopes(&scopes));
+        }
+        if let (true, Some(url)) = (is_bearer, resource_metadata) {
+            c = c.param("resource_metadata", url);
+        }
+        if let Some(d) = self.description().filter(|_| {
+            matches!(
+                self,
+                Self::InvalidToken { .. } | Self::InvalidRequest { .. }
+            )
+        }) {
+            c = c.param("error_description", d);
+        }
+        c
+    }
+
+    /// The JSON body sent with the error response.
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody {
+            error: self.code().unwrap_or("unauthorized").to_owned(),
+            error_description: self
+                .description()
+                .unwrap_or_else(|| "authentication required".to_owned()),
+            scope: match self {
+                Self::InsufficientScope { required } => Some(required.join(" ")),
+                _ => None,
+            },
+        }
+    }
+
+    /// Renders all challenges for `schemes` as header values, in order.
+    pub fn challenge_headers(
+        &self,
+        schemes: &[ChallengeScheme],
+        resource_metadata: Option<&str>,
+        default_scopes: &[String],
+    ) -> Vec<HeaderValue> {
+        if !self.has_challenge() {
+            return Vec::new();
+        }
+        schemes
+            .iter()
+            .map(|s| {
+                self.challenge(s.clone(), resource_metadata, default_scopes)
+                    .to_header_value()
+            })
+            .collect()
+    }
+}
+
+/// The JSON body of an error response: `{"error": ..., "error_description": ...}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct ErrorBody {
+    /// The RFC 6750 error code, or `unauthorized` when none applies.
+    pub error: String,
+    /// A short explanation.
+    pub error_description: String,
+    /// The scopes needed, for `insufficient_scope`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub scope: Option<String>,
+}
+
+/// RFC 6750 §3: `error_description` uses %x20-21 / %x23-5B / %x5D-7E only.
+fn sanitize_description(s: &str) -> String {
+    s.chars()
+        .take(200)
+        .map(|c| match c {
+            '"' => '\'',
+            '\\' => '/',
+            ' '..='~' => c,
+            _ => '?',
+        })
+        .collect()
+}
+
+/// RFC 6750 §3: scope tokens use %x21 / %x23-5B / %x5D-7E, space-separated.
+fn sanitize_scopes(scopes: &[&str]) -> String {
+    scopes
+        .iter()
+        .map(|s| {
+            s.chars()
+                .filter(|c| matches!(c, '!' | '#'..='[' | ']'..='~'))
+                .collect::<String>()
+        })
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RM: &str = "http://127.0.0.1:8001/.well-known/oauth-protected-resource/mcp";
+
+    #[test]
+    fn missing_credentials_is_a_bare_401_challenge() {
+        let e = AuthError::MissingCredentials;
+        assert_eq!(e.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            e.challenge(ChallengeScheme::Bearer, Some(RM), &[]).render(),
+            format!(r#"Bearer resource_metadata="{RM}""#)
+        );
+        assert_eq!(
+            e.challenge(ChallengeScheme::Bearer, None, &[]).render(),
+            "Bearer"
+        );
+        assert_eq!(e.body().error, "unauthorized");
+    }
+
+    #[test]
+    fn missing_credentials_advertises_default_scopes() {
+        let e = AuthError::MissingCredentials;
+        let scopes = vec!["mcp:tools".to_owned(), "bad\"scope".to_owned()];
+        assert_eq!(
+            e.challenge(ChallengeScheme::Bearer, Some(RM), &scopes)
+                .render(),
+            format!(r#"Bearer scope="mcp:tools badscope", resource_metadata="{RM}""#)
+        );
+    }
+
+    #[test]
+    fn invalid_token_carries_error_and_sanitized_description() {
+        let e = AuthError::invalid_token("bad \"sig\" \\ é");
+        assert_eq!(e.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            e.challenge(ChallengeScheme::Bearer, Some(RM), &[]).render(),
+            format!(
+                r#"Bearer error="invalid_token", resource_metadata="{RM}", error_description="bad 'sig' / ?""#
+            )
+        );
+        assert_eq!(e.body().error, "invalid_token");
+    }
+
+    #[test]
+    fn invalid_request_is_400() {
+        let e = AuthError::invalid_request("two Authorization headers");
+        assert_eq!(e.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(e.code(), Some("invalid_request"));
+    }
+
+    #[test]
+    fn api_key_challenges_name_the_header_and_skip_bearer_params() {
+        let e = AuthError::invalid_token("unknown API key");
+        let scheme = ChallengeScheme::ApiKey {
+            header: "X-API-Key".into(),
+        };
+        assert_eq!(
+            e.challenge(scheme, Some(RM), &["s".into()]).render(),
+            r#"ApiKey header="X-API-Key", error="invalid_token", error_description="unknown API key""#
+        );
+    }
+
+    #[test]
+    fn unavailable_has_no_challenge_and_is_503() {
+        let e = AuthError::unavailable("issuer keys unavailable");
+        assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            e.challenge_headers(&[ChallengeScheme::Bearer], None, &[])
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn body_serializes_scope_only_for_insufficient_scope() {
+        let json = serde_json::to_value(AuthError::insufficient_scope(["a", "b"]).body()).unwrap();
+        assert_eq!(json["scope"], "a b");
+        assert_eq!(json["error"], "insufficient_scope");
+        let json = serde_json::to_value(AuthError::MissingCredentials.body()).unwrap();
+        assert!(json.get("scope").is_none());
+    }
+
+    #[test]
+    fn description_is_bounded() {
+        let e = AuthError::invalid_token("x".repeat(10_000));
+        let c = e.challenge(ChallengeScheme::Bearer, None, &[]);
+        assert_eq!(c.get("error_description").map(str::len), Some(200));
+    }
+}

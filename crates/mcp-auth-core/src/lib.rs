@@ -1,0 +1,48 @@
+//! Core types shared by every `mcp-auth` crate.
+//!
+//! ```
+//! use mcp_auth_core::{AuthError, AuthRequest, Authenticator, Principal};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! // A custom authenticator is one closure: it sees the request's method, URI,
+//! // headers and peer address, and answers with a principal or an error.
+//! let auth = |req: AuthRequest| async move {
+//!     match req.headers.get("x-team") {
+//!         Some(v) if v == "blue" => Ok(Principal::new("team-blue", "custom")),
+//!         Some(_) => Err(AuthError::invalid_token("unknown team")),
+//!         None => Err(AuthError::MissingCredentials),
+//!     }
+//! };
+//!
+//! let req = AuthRequest::builder().header("x-team", "blue").build();
+//! let who = auth.authenticate(&req).await.unwrap();
+//! assert_eq!(who.subject, "team-blue");
+//!
+//! // Every failure maps to the exact RFC 6750 status and challenge.
+//! let err = auth.authenticate(&AuthRequest::builder().build()).await.unwrap_err();
+//! assert_eq!(err.status(), http::StatusCode::UNAUTHORIZED);
+//! # }
+//! ```
+//!
+//! What lives here:
+//! - [`Authenticator`], the trait every strategy implements, with a blanket
+//!   implementation for async closures;
+//! - [`Principal`], the verified caller handed to tools;
+//! - [`AuthError`], mapped to RFC 6750 statuses, and [`Challenge`], which
+//!   renders `WWW-Authenticate` with correct quoted-string escaping;
+//! - [`ProtectedResourceMetadata`], the RFC 9728 document;
+//! - [`settings`], a tiny lookup abstraction so every crate can read its own
+//!   environment variables and name the one at fault in errors.
+
+mod authenticator;
+mod challenge;
+mod error;
+mod metadata;
+mod principal;
+pub mod settings;
+
+pub use authenticator::{AuthRequest, AuthRequestBuilder, Authenticator, SharedAuthenticator};
+pub use challenge::{Challenge, ChallengeScheme};
+pub use error::{AuthError, ErrorBody};
+pub use metadata::{ProtectedResourceMetadata, metadata_url_for};
+pub use principal::Principal;

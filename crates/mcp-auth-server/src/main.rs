@@ -1,0 +1,204 @@
+//! `mcp-auth-server`: an authenticated MCP server built from the `mcp-auth`
+//! crates. It only wires them together; see the README for the settings.
+
+mod settings;
+mod tools;
+
+use std::{
+    path::PathBuf,
+    process::ExitCode,
+    sync::Arc,
+    time::Duration,
+};
+
+use clap::Parser;
+use mcp_auth_core::{SharedAuthenticator, settings::ConfigError};
+use mcp_auth_strategies::{ApiKeyAuthenticator, NoAuth};
+use mcp_auth_transport::{HttpConfig, McpHttpApp};
+use rmcp::ServiceExt;
+use settings::{ServerSettings, Strategy, Transport};
+use tools::Tools;
+
+/// An authenticated MCP server (streamable HTTP or stdio).
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Port to listen on [env: PORT] (default 8001; 0 picks a free port).
+    #[arg(long)]
+    port: Option<u16>,
+    /// Address to bind [env: HOST] (default 127.0.0.1).
+    #[arg(long)]
+    host: Option<String>,
+    /// streamable-http or stdio [env: MCP_TRANSPORT].
+    #[arg(long)]
+    transport: Option<String>,
+    /// A TOML file with settings (lowest precedence above defaults).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum Error {
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("stdio transport: {0}")]
+    Stdio(String),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), Error> {
+    let merged = settings::merge(
+        cli.config.as_deref(),
+        Some(std::path::Path::new(".env")),
+        &mcp_auth_core::settings::ProcessEnv,
+        &[
+            ("PORT", cli.port.map(|p| p.to_string())),
+            ("HOST", cli.host.clone()),
+            ("MCP_TRANSPORT", cli.transport.clone()),
+        ],
+    )?;
+    let s = ServerSettings::from_merged(&merged)?;
+    init_logging(&s.log_level);
+    for name in ServerSettings::ignored(&merged) {
+        tracing::warn!(variable = name, "setting is not supported by this version and has no effect");
+    }
+    let tools = Tools::new(s.name.clone(), s.version.clone());
+    match s.transport {
+        Transport::Stdio => serve_stdio(tools).await,
+        Transport::StreamableHttp => serve_http(&s, &merged, tools).await,
+    }
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Logs go to stderr: stdout belongs to the stdio transport.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+async fn serve_stdio(tools: Tools) -> Result<(), Error> {
+    tracing::info!("serving MCP over stdio");
+    let service = tools
+        .serve(rmcp::transport::stdio())
+        .await
+        .map_err(|e| Error::Stdio(e.to_string()))?;
+    tokio::select! {
+        r = service.waiting() => { r.map_err(|e| Error::Stdio(e.to_string()))?; }
+        () = shutdown_signal() => {}
+    }
+    Ok(())
+}
+
+async fn serve_http(s: &ServerSettings, merged: &settings::Merged, tools: Tools) -> Result<(), Error> {
+    let addr = std::net::SocketAddr::new(s.host, s.port);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Bind { addr: addr.to_string(), source })?;
+    let bound = listener.local_addr()?;
+    let server_url = s.server_url_for(bound.port());
+    let http = HttpConfig::from_settings(merged, server_url.clone())?;
+
+    let (authenticator, generated): (SharedAuthenticator, Option<String>) = match s.strategy {
+        Strategy::None => {
+            tracing::warn!("MCP_AUTH_STRATEGY=none: every request is accepted without credentials");
+            (Arc::new(NoAuth), None)
+        }
+        Strategy::ApiKey => {
+            let keys = ApiKeyAuthenticator::from_settings(merged)?
+                .ok_or_else(|| ConfigError::new("MCP_API_KEYS", "required for the api_key strategy"))?;
+            tracing::info!(keys = keys.len(), "API-key authentication");
+            (Arc::new(keys), None)
+        }
+        Strategy::Generated => {
+            let key = generate_key()?;
+            let keys = ApiKeyAuthenticator::new([key.as_str()])
+                .map_err(|e| ConfigError::new("MCP_API_KEYS", e.to_string()))?;
+            (Arc::new(keys), Some(key))
+        }
+    };
+
+    let app = McpHttpApp::new(http, authenticator);
+    let router = app.rmcp_router(move || Ok(tools.clone()));
+    tracing::info!(%bound, url = %server_url, "serving MCP over streamable HTTP");
+    if let Some(key) = generated {
+        print_generated_key(&key, &server_url);
+    }
+    let cancel = app.cancellation_token();
+    let serving = mcp_auth_transport::serve(listener, router, cancel.clone(), shutdown_signal());
+    tokio::pin!(serving);
+    tokio::select! {
+        r = &mut serving => r?,
+        () = async { cancel.cancelled().await; tokio::time::sleep(Duration::from_secs(10)).await } => {
+            tracing::warn!("connections still open 10 s after shutdown began; exiting");
+        }
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn generate_key() -> Result<String, Error> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?;
+    Ok(format!("mcp_{}", hex::encode(bytes)))
+}
+
+fn print_generated_key(key: &str, url: &url::Url) {
+    eprintln!(
+        "\nNo authentication configured (MCP_AUTH_STRATEGY / MCP_API_KEYS unset): \
+         this run requires a generated API key, shown only now.\n\n  \
+         X-API-Key: {key}\n\n  \
+         Try it:\n  npx @modelcontextprotocol/inspector --cli {url} --transport http \
+         --header \"X-API-Key: {key}\" --method tools/list\n\n  \
+         Set MCP_API_KEYS to keep a key across restarts.\n"
+    );
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,392 @@
+//! Where settings come from, highest first: command-line flags, the process
+//! environment, `.env` in the working directory, a TOML file, defaults.
+//!
+//! Every source uses the same flat names (`PORT`, `MCP_API_KEYS`,
+//! `HTTP_MAX_REQUEST_SIZE`, ...); in the TOML file they may be lowercase.
+
+use std::{collections::HashMap, net::IpAddr, path::Path};
+
+use mcp_auth_core::settings::{ConfigError, Lookup, parse_bool};
+use url::Url;
+
+/// Every variable the server reads.
+pub const KNOWN: &[&str] = &[
+    "PORT",
+    "HOST",
+    "MCP_TRANSPORT",
+    "MCP_SERVER_URL",
+    "MCP_SERVER_NAME",
+    "MCP_SERVER_VERSION",
+    "MCP_AUTH_STRATEGY",
+    "MCP_AUTH_REQUIRE",
+    "MCP_API_KEYS",
+    "MCP_ALLOW_INSECURE_NONE",
+    "LOG_LEVEL",
+    "HTTP_ALLOWED_HOSTS",
+    "HTTP_DNS_REBINDING_PROTECTION",
+    "HTTP_ALLOWED_ORIGINS",
+    "HTTP_ENABLE_CORS",
+    "HTTP_CORS_ORIGINS",
+    "HTTP_CORS_METHODS",
+    "HTTP_CORS_HEADERS",
+    "HTTP_CORS_CREDENTIALS",
+    "HTTP_MAX_REQUEST_SIZE",
+    "HTTP_REQUEST_TIMEOUT",
+];
+
+/// Seed variables that this version does not act on yet. Setting one is
+/// reported, so nobody believes a protection is on when it is not.
+pub const NOT_YET: &[&str] = &[
+    "HTTP_RATE_LIMIT_ENABLED",
+    "HTTP_RATE_LIMIT_WINDOW",
+    "HTTP_RATE_LIMIT_MAX_REQUESTS",
+    "HTTP_SESSION_TIMEOUT",
+    "HTTP_SESSION_CLEANUP_INTERVAL",
+    "HTTP_MAX_CONCURRENT_SESSIONS",
+    "MCP_SESSION_AUTH_ENABLED",
+    "MCP_SESSION_AUTH_REQUIRE_FOR_SESSION",
+    "MCP_SESSION_AUTH_REQUIRE_FOR_OPERATIONS",
+];
+
+/// The merged settings.
+pub type Merged = HashMap<String, String>;
+
+/// Merges the sources. `flags` are the command-line values, already named
+/// by variable (`PORT`, `HOST`, `MCP_TRANSPORT`).
+pub fn merge(
+    config_file: Option<&Path>,
+    dotenv: Option<&Path>,
+    env: &dyn Lookup,
+    flags: &[(&str, Option<String>)],
+) -> Result<Merged, ConfigError> {
+    let mut m = Merged::new();
+    if let Some(path) = config_file {
+        for (k, v) in read_toml(path)? {
+            m.insert(k, v);
+        }
+    }
+    if let Some(path) = dotenv.filter(|p| p.exists()) {
+        let iter = dotenvy::from_path_iter(path)
+            .map_err(|e| ConfigError::new(".env", format!("cannot read {}: {e}", path.display())))?;
+        for item in iter {
+            let (k, v) = item.map_err(|e| ConfigError::new(".env", format!("{}: {e}", path.display())))?;
+            if KNOWN.contains(&k.as_str()) || NOT_YET.contains(&k.as_str()) {
+                m.insert(k, v);
+            }
+        }
+    }
+    for name in KNOWN.iter().chain(NOT_YET) {
+        if let Some(v) = env.get(name) {
+            m.insert((*name).to_owned(), v);
+        }
+    }
+    for (name, value) in flags {
+        if let Some(v) = value {
+            m.insert((*name).to_owned(), v.clone());
+        }
+    }
+    Ok(m)
+}
+
+fn read_toml(path: &Path) -> Result<Vec<(String, String)>, ConfigError> {
+    let var = "--config";
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::new(var, format!("cannot read {}: {e}", path.display())))?;
+    let table: HashMap<String, config::Value> = config::Config::builder()
+        .add_source(config::File::from_str(&text, config::FileFormat::Toml))
+        .build()
+        .and_then(|c| c.try_deserialize())
+        .map_err(|e| ConfigError::new(var, format!("{}: {e}", path.display())))?;
+    let mut out = Vec::new();
+    for (key, value) in table {
+        let name = key.to_ascii_uppercase();
+        if !KNOWN.contains(&name.as_str()) && !NOT_YET.contains(&name.as_str()) {
+            return Err(ConfigError::new(
+                var,
+                format!("{}: unknown setting {key:?}", path.display()),
+            ));
+        }
+        let text = match value.kind {
+            config::ValueKind::Array(items) => items
+                .into_iter()
+                .map(|v| v.into_string())
+                .collect::<Result<Vec<_>, _>>()
+                .map(|v| v.join(",")),
+            config::ValueKind::Table(_) => {
+                return Err(ConfigError::new(
+                    var,
+                    format!("{}: {key} must be a value, not a table", path.display()),
+                ));
+            }
+            kind => config::Value::new(None, kind).into_string(),
+        }
+        .map_err(|e| ConfigError::new(var, format!("{}: {key}: {e}", path.display())))?;
+        out.push((name, text));
+    }
+    Ok(out)
+}
+
+/// The transport to serve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// Streamable HTTP.
+    StreamableHttp,
+    /// Standard input and output.
+    Stdio,
+}
+
+/// Which authentication strategy to use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Strategy {
+    /// `none`, chosen explicitly.
+    None,
+    /// `api_key` with `MCP_API_KEYS`.
+    ApiKey,
+    /// Nothing configured: generate a key for this run.
+    Generated,
+}
+
+/// The server's own settings (the HTTP stack reads its `HTTP_*` itself).
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub transport: Transport,
+    pub host: IpAddr,
+    pub port: u16,
+    pub server_url: Option<Url>,
+    pub strategy: Strategy,
+    pub name: String,
+    pub version: String,
+    pub log_level: String,
+}
+
+impl ServerSettings {
+    /// Validates the merged settings.
+    pub fn from_merged(m: &Merged) -> Result<Self, ConfigError> {
+        let transport = match m.get("MCP_TRANSPORT").map(|s| s.to_ascii_lowercase()).as_deref() {
+            None | Some("streamable-http" | "streamable_http" | "http") => Transport::StreamableHttp,
+            Some("stdio") => Transport::Stdio,
+            Some("sse") => {
+                return Err(ConfigError::new(
+                    "MCP_TRANSPORT",
+                    "the legacy HTTP+SSE transport is not available in this version; use streamable-http or stdio",
+                ));
+            }
+            Some(other) => {
+                return Err(ConfigError::new(
+                    "MCP_TRANSPORT",
+                    format!("expected streamable-http or stdio, got {other:?}"),
+                ));
+            }
+        };
+        let host_text = Lookup::get(m, "HOST").unwrap_or_else(|| "127.0.0.1".to_owned());
+        let host: IpAddr = match host_text.as_str() {
+            "localhost" => IpAddr::from([127, 0, 0, 1]),
+            h => h.trim_matches(['[', ']']).parse().map_err(|_| {
+                ConfigError::new("HOST", format!("expected an IP address to bind (e.g. 127.0.0.1 or 0.0.0.0), got {h:?}"))
+            })?,
+        };
+        let port = match Lookup::get(m, "PORT") {
+            None => 8001,
+            Some(p) => p
+                .parse::<u16>()
+                .map_err(|_| ConfigError::new("PORT", format!("expected a port number 0-65535, got {p:?}")))?,
+        };
+        let server_url = match Lookup::get(m, "MCP_SERVER_URL") {
+            None => None,
+            Some(u) => Some(parse_server_url(&u)?),
+        };
+        let keys_set = Lookup::get(m, "MCP_API_KEYS").is_some();
+        let strategy = match Lookup::get(m, "MCP_AUTH_STRATEGY").map(|s| s.to_ascii_lowercase()).as_deref() {
+            None if keys_set => Strategy::ApiKey,
+            None => Strategy::Generated,
+            Some("none") => Strategy::None,
+            Some("api_key" | "apikey" | "api-key") => {
+                if !keys_set {
+                    return Err(ConfigError::new("MCP_API_KEYS", "required when MCP_AUTH_STRATEGY=api_key"));
+                }
+                Strategy::ApiKey
+            }
+            Some(s @ ("bearer" | "oauth2" | "cognito")) => {
+                return Err(ConfigError::new(
+                    "MCP_AUTH_STRATEGY",
+                    format!("{s:?} is not available in this version yet; choose api_key or none"),
+                ));
+            }
+            Some(other) => {
+                return Err(ConfigError::new(
+                    "MCP_AUTH_STRATEGY",
+                    format!("expected none or api_key, got {other:?}"),
+                ));
+            }
+        };
+        if !parse_bool(m, "MCP_AUTH_REQUIRE", true)? && strategy != Strategy::None {
+            return Err(ConfigError::new(
+                "MCP_AUTH_REQUIRE",
+                "false is not supported: every request is authenticated; set MCP_AUTH_STRATEGY=none to turn authentication off",
+            ));
+        }
+        if strategy == Strategy::None
+            && !host.is_loopback()
+            && !parse_bool(m, "MCP_ALLOW_INSECURE_NONE", false)?
+        {
+            return Err(ConfigError::new(
+                "MCP_AUTH_STRATEGY",
+                format!(
+                    "none on the non-loopback address {host} would let anyone in; bind to 127.0.0.1, choose a strategy, or set MCP_ALLOW_INSECURE_NONE=true"
+                ),
+            ));
+        }
+        if parse_bool(m, "HTTP_RATE_LIMIT_ENABLED", false)? {
+            return Err(ConfigError::new(
+                "HTTP_RATE_LIMIT_ENABLED",
+                "rate limiting is not available in this version; unset it or put a rate-limiting proxy in front",
+            ));
+        }
+        let log_level = Lookup::get(m, "LOG_LEVEL").unwrap_or_else(|| "info".to_owned());
+        tracing_subscriber::EnvFilter::try_new(&log_level)
+            .map_err(|_| ConfigError::new("LOG_LEVEL", format!("expected error, warn, info, debug, trace or filter directives, got {log_level:?}")))?;
+        Ok(Self {
+            transport,
+            host,
+            port,
+            server_url,
+            strategy,
+            name: Lookup::get(m, "MCP_SERVER_NAME").unwrap_or_else(|| "mcp-auth-server".to_owned()),
+            version: Lookup::get(m, "MCP_SERVER_VERSION").unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_owned()),
+            log_level,
+        })
+    }
+
+    /// Seed variables that are set but not acted on yet.
+    pub fn ignored(m: &Merged) -> Vec<&'static str> {
+        NOT_YET
+            .iter()
+            .copied()
+            .filter(|n| Lookup::get(m, n).is_some())
+            .collect()
+    }
+
+    /// `MCP_SERVER_URL`, or one derived from the bound address.
+    pub fn server_url_for(&self, bound_port: u16) -> Url {
+        if let Some(u) = &self.server_url {
+            return u.clone();
+        }
+        let host = match self.host {
+            h if h.is_unspecified() => "127.0.0.1".to_owned(),
+            IpAddr::V6(h) => format!("[{h}]"),
+            IpAddr::V4(h) => h.to_string(),
+        };
+        // Built from an IP and a port: always a valid URL.
+        Url::parse(&format!("http://{host}:{bound_port}/mcp")).unwrap_or_else(|_| {
+            Url::parse("http://127.0.0.1/mcp").expect("static URL parses")
+        })
+    }
+}
+
+fn parse_server_url(u: &str) -> Result<Url, ConfigError> {
+    let url = Url::parse(u).map_err(|e| ConfigError::new("MCP_SERVER_URL", format!("{u:?} is not a URL: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(ConfigError::new("MCP_SERVER_URL", format!("{u:?} must be an http:// or https:// URL with a host")));
+    }
+    if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() || url.password().is_some() {
+        return Err(ConfigError::new(
+            "MCP_SERVER_URL",
+            format!("{u:?} must not carry a query, fragment or credentials (it is the RFC 9728 resource identifier)"),
+        ));
+    }
+    Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn merged(pairs: &[(&str, &str)]) -> Merged {
+        pairs.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect()
+    }
+
+    #[test]
+    fn precedence_flags_env_dotenv_toml() {
+        let dir = tempfile::tempdir().unwrap();
+        let toml = dir.path().join("c.toml");
+        std::fs::File::create(&toml)
+            .unwrap()
+            .write_all(b"port = 1000\nhost = \"127.0.0.1\"\nlog_level = \"warn\"\nMCP_SERVER_NAME = \"from-toml\"\nhttp_allowed_hosts = [\"a\", \"b\"]\n")
+            .unwrap();
+        let dotenv = dir.path().join(".env");
+        std::fs::write(&dotenv, "PORT=2000\nLOG_LEVEL=debug\nUNRELATED=1\n").unwrap();
+        let env = merged(&[("PORT", "3000")]);
+        let m = merge(Some(&toml), Some(&dotenv), &env, &[("PORT", Some("4000".into())), ("HOST", None)]).unwrap();
+        assert_eq!(m["PORT"], "4000");
+        assert_eq!(m["LOG_LEVEL"], "debug");
+        assert_eq!(m["MCP_SERVER_NAME"], "from-toml");
+        assert_eq!(m["HTTP_ALLOWED_HOSTS"], "a,b");
+        assert!(!m.contains_key("UNRELATED"));
+        let m = merge(Some(&toml), Some(&dotenv), &env, &[]).unwrap();
+        assert_eq!(m["PORT"], "3000");
+    }
+
+    #[test]
+    fn toml_errors_name_the_file_and_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let toml = dir.path().join("c.toml");
+        std::fs::write(&toml, "prot = 1\n").unwrap();
+        let e = merge(Some(&toml), None, &Merged::new(), &[]).unwrap_err();
+        assert!(e.to_string().contains("unknown setting \"prot\""), "{e}");
+        std::fs::write(&toml, "[http]\nx = 1\n").unwrap();
+        assert!(merge(Some(&toml), None, &Merged::new(), &[]).is_err());
+        std::fs::write(&toml, "port = \n").unwrap();
+        assert!(merge(Some(&toml), None, &Merged::new(), &[]).is_err());
+    }
+
+    #[test]
+    fn strategy_selection() {
+        let s = ServerSettings::from_merged(&merged(&[])).unwrap();
+        assert_eq!(s.strategy, Strategy::Generated);
+        assert_eq!(s.port, 8001);
+        let s = ServerSettings::from_merged(&merged(&[("MCP_API_KEYS", "0123456789abcdef0")])).unwrap();
+        assert_eq!(s.strategy, Strategy::ApiKey);
+        let s = ServerSettings::from_merged(&merged(&[("MCP_AUTH_STRATEGY", "none")])).unwrap();
+        assert_eq!(s.strategy, Strategy::None);
+    }
+
+    #[test]
+    fn errors_name_the_variable() {
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (&[("PORT", "99999")], "PORT"),
+            (&[("HOST", "my-laptop")], "HOST"),
+            (&[("MCP_TRANSPORT", "carrier-pigeon")], "MCP_TRANSPORT"),
+            (&[("MCP_TRANSPORT", "sse")], "MCP_TRANSPORT"),
+            (&[("MCP_AUTH_STRATEGY", "magic")], "MCP_AUTH_STRATEGY"),
+            (&[("MCP_AUTH_STRATEGY", "api_key")], "MCP_API_KEYS"),
+            (&[("MCP_AUTH_STRATEGY", "none"), ("HOST", "0.0.0.0")], "MCP_AUTH_STRATEGY"),
+            (&[("MCP_AUTH_REQUIRE", "false")], "MCP_AUTH_REQUIRE"),
+            (&[("MCP_SERVER_URL", "ftp://x/mcp")], "MCP_SERVER_URL"),
+            (&[("MCP_SERVER_URL", "https://x/mcp?a=1")], "MCP_SERVER_URL"),
+            (&[("LOG_LEVEL", "loud[")], "LOG_LEVEL"),
+            (&[("HTTP_RATE_LIMIT_ENABLED", "true")], "HTTP_RATE_LIMIT_ENABLED"),
+        ];
+        for (pairs, var) in cases {
+            let e = ServerSettings::from_merged(&merged(pairs)).unwrap_err();
+            assert_eq!(e.variable, *var, "{pairs:?}: {e}");
+        }
+        let ok = ServerSettings::from_merged(&merged(&[
+            ("MCP_AUTH_STRATEGY", "none"),
+            ("HOST", "0.0.0.0"),
+            ("MCP_ALLOW_INSECURE_NONE", "true"),
+        ]));
+        assert!(ok.is_ok());
+    }
+
+    #[test]
+    fn derived_server_urls() {
+        let mut s = ServerSettings::from_merged(&merged(&[("HOST", "::1")])).unwrap();
+        assert_eq!(s.server_url_for(9).as_str(), "http://[::1]:9/mcp");
+        s.host = "0.0.0.0".parse().unwrap();
+        assert_eq!(s.server_url_for(9).as_str(), "http://127.0.0.1:9/mcp");
+        let s = ServerSettings::from_merged(&merged(&[("MCP_SERVER_URL", "https://mcp.example.com/mcp")])).unwrap();
+        assert_eq!(s.server_url_for(9).as_str(), "https://mcp.example.com/mcp");
+        assert_eq!(ServerSettings::ignored(&merged(&[("HTTP_SESSION_TIMEOUT", "5")])), vec!["HTTP_SESSION_TIMEOUT"]);
+    }
+}

@@ -1,0 +1,112 @@
+//! Starts the real `mcp-auth-server` binary on a free loopback port.
+#![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
+
+use std::{
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex, mpsc},
+    time::Duration,
+};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_mcp-auth-server");
+pub const KEY: &str = "test-key-0123456789abcdef";
+
+/// A running server; killed on drop.
+pub struct Server {
+    pub child: Child,
+    pub port: u16,
+    pub stderr: Arc<Mutex<String>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/mcp", self.port)
+    }
+    pub fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+    /// Starts the server with exactly these variables (the test's own
+    /// environment is not inherited) in an empty working directory.
+    pub fn start(env: &[(&str, &str)]) -> Server {
+        Self::start_in(env, &[], |_| {})
+    }
+    /// Like `start`, with extra arguments and a hook to write files (e.g.
+    /// `.env`) into the working directory first.
+    pub fn start_in(env: &[(&str, &str)], args: &[&str], prepare: impl FnOnce(&Path)) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        prepare(dir.path());
+        let mut child = command(dir.path(), env)
+            .args(["--port", "0"])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = mpsc::channel();
+        let pipe = child.stderr.take().unwrap();
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("bound=").nth(1) {
+                    let addr = rest.split_whitespace().next().unwrap_or_default().to_owned();
+                    let _ = tx.send(addr);
+                }
+                let mut s = sink.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(addr) => addr,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("server did not start: {}", stderr.lock().unwrap());
+            }
+        };
+        let port = addr.rsplit(':').next().unwrap().parse().unwrap();
+        Server {
+            child,
+            port,
+            stderr,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The binary with a clean environment and `dir` as working directory.
+pub fn command(dir: &Path, env: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.env_clear().current_dir(dir).env("LOG_LEVEL", "info");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+pub fn tempdir() -> PathBuf {
+    tempfile::tempdir().unwrap().keep()
+}
+
+pub const INIT: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
+
+/// A POST to the MCP endpoint with the MCP headers set.
+pub fn post(client: &reqwest::Client, url: &str, body: &str) -> reqwest::RequestBuilder {
+    client
+        .post(url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(body.to_owned())
+}

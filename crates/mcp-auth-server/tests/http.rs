@@ -1,0 +1,381 @@
+//! The real binary over real loopback HTTP: authentication, challenges,
+//! Host/Origin protection, limits, sessions, configuration errors.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::{collections::HashMap, time::Duration};
+
+use common::{INIT, KEY, Server, post};
+use http::{HeaderName, HeaderValue};
+use rmcp::{
+    ServiceExt,
+    model::CallToolRequestParams,
+    transport::{
+        StreamableHttpClientTransport,
+        streamable_http_client::StreamableHttpClientTransportConfig,
+    },
+};
+
+fn api_key_server() -> Server {
+    Server::start(&[("MCP_AUTH_STRATEGY", "api_key"), ("MCP_API_KEYS", KEY)])
+}
+
+fn challenges(resp: &reqwest::Response) -> Vec<String> {
+    resp.headers()
+        .get_all("www-authenticate")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn rmcp_client(
+    url: String,
+    key: &str,
+) -> Result<rmcp::service::RunningService<rmcp::RoleClient, ()>, rmcp::service::ClientInitializeError> {
+    let headers = HashMap::from([(
+        HeaderName::from_static("x-api-key"),
+        HeaderValue::from_str(key).unwrap(),
+    )]);
+    let transport = StreamableHttpClientTransport::from_config(
+        StreamableHttpClientTransportConfig::with_uri(url).custom_headers(headers),
+    );
+    ().serve(transport).await
+}
+
+#[tokio::test]
+async fn missing_wrong_and_query_keys_get_401_with_the_api_key_challenge() {
+    let s = api_key_server();
+    let c = reqwest::Client::new();
+
+    let r = post(&c, &s.url(), INIT).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(challenges(&r), vec![r#"ApiKey header="X-API-Key""#]);
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "unauthorized");
+
+    let r = post(&c, &s.url(), INIT)
+        .header("x-api-key", "not-the-key-0123456789")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(
+        challenges(&r),
+        vec![
+            r#"ApiKey header="X-API-Key", error="invalid_token", error_description="unknown API key""#
+        ]
+    );
+
+    for query in ["api_key", "key", "access_token"] {
+        let r = post(&c, &format!("{}?{query}={KEY}", s.url()), INIT)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "{query}");
+        assert_eq!(challenges(&r), vec![r#"ApiKey header="X-API-Key""#]);
+    }
+
+    let r = post(&c, &s.url(), INIT)
+        .header("authorization", format!("Bearer {KEY}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "keys are accepted in X-API-Key only");
+
+    // The failed attempt was logged with a fingerprint, never the key.
+    let logs = s.stderr();
+    assert!(logs.contains("API key rejected"), "{logs}");
+    assert!(!logs.contains("not-the-key-0123456789"), "{logs}");
+    assert!(!logs.contains(KEY), "{logs}");
+}
+
+#[tokio::test]
+async fn rmcp_client_with_the_right_key_lists_and_calls_tools() {
+    let s = api_key_server();
+    let client = rmcp_client(s.url(), KEY).await.expect("initialize");
+    let tools = client.list_all_tools().await.unwrap();
+    let mut names: Vec<_> = tools.iter().map(|t| t.name.to_string()).collect();
+    names.sort();
+    assert_eq!(names, ["get_time", "whoami"]);
+
+    let r = client
+        .call_tool(CallToolRequestParams::new("get_time"))
+        .await
+        .unwrap();
+    let text = r.content[0].as_text().unwrap().text.clone();
+    let t = chrono::DateTime::parse_from_rfc3339(&text).expect("ISO 8601");
+    let skew = (chrono::Utc::now() - t.to_utc()).num_seconds().abs();
+    assert!(skew < 60, "{text}");
+
+    let r = client
+        .call_tool(CallToolRequestParams::new("whoami"))
+        .await
+        .unwrap();
+    let who = r.structured_content.expect("structured whoami");
+    assert_eq!(who["strategy"], "api_key");
+    assert!(who["subject"].as_str().unwrap().starts_with("api-key:"));
+    assert!(!who.to_string().contains(KEY));
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn rmcp_client_with_a_wrong_key_fails_to_connect() {
+    let s = api_key_server();
+    assert!(rmcp_client(s.url(), "wrong-key-0123456789abc").await.is_err());
+}
+
+async fn open_session(c: &reqwest::Client, s: &Server) -> String {
+    let r = post(c, &s.url(), INIT)
+        .header("x-api-key", KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let sid = r.headers()["mcp-session-id"].to_str().unwrap().to_owned();
+    let _ = r.text().await;
+    let r = post(c, &s.url(), r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#)
+        .header("x-api-key", KEY)
+        .header("mcp-session-id", &sid)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    sid
+}
+
+#[tokio::test]
+async fn a_session_is_no_credential() {
+    let s = api_key_server();
+    let c = reqwest::Client::new();
+    let sid = open_session(&c, &s).await;
+    let list = r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#;
+
+    for key in [None, Some("wrong-key-0123456789abc")] {
+        let mut req = post(&c, &s.url(), list).header("mcp-session-id", &sid);
+        if let Some(k) = key {
+            req = req.header("x-api-key", k);
+        }
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status(), 401, "{key:?}");
+    }
+
+    let r = post(&c, &s.url(), list)
+        .header("x-api-key", KEY)
+        .header("mcp-session-id", &sid)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("get_time"));
+
+    // DELETE ends the session; it is then unknown (404).
+    let r = c
+        .delete(s.url())
+        .header("x-api-key", KEY)
+        .header("mcp-session-id", &sid)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    let r = post(&c, &s.url(), list)
+        .header("x-api-key", KEY)
+        .header("mcp-session-id", &sid)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}
+
+#[tokio::test]
+async fn foreign_host_and_origin_get_403_before_authentication() {
+    let s = api_key_server();
+    let c = reqwest::Client::new();
+    let r = post(&c, &s.url(), INIT)
+        .header("host", "attacker.example")
+        .header("x-api-key", KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let r = c
+        .get(format!("{}/health", s.base()))
+        .header("host", "attacker.example:8001")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+
+    let r = post(&c, &s.url(), INIT)
+        .header("origin", "https://attacker.example")
+        .header("x-api-key", KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error_description"], "Origin not allowed");
+
+    // A loopback browser origin is allowed by default and gets CORS headers.
+    let r = post(&c, &s.url(), INIT)
+        .header("origin", "http://localhost:6274")
+        .header("x-api-key", KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["access-control-allow-origin"], "http://localhost:6274");
+    let exposed = r.headers()["access-control-expose-headers"].to_str().unwrap();
+    assert!(exposed.contains("mcp-session-id") && exposed.contains("www-authenticate"));
+
+    // CORS preflight needs no credentials.
+    let r = c
+        .request(reqwest::Method::OPTIONS, s.url())
+        .header("origin", "http://localhost:6274")
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "x-api-key,content-type")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    assert_eq!(r.headers()["access-control-allow-origin"], "http://localhost:6274");
+}
+
+#[tokio::test]
+async fn configured_hosts_replace_the_defaults() {
+    let s = Server::start(&[
+        ("MCP_API_KEYS", KEY),
+        ("HTTP_ALLOWED_HOSTS", "mcp.example.com"),
+    ]);
+    let c = reqwest::Client::new();
+    let r = c.get(format!("{}/health", s.base())).send().await.unwrap();
+    assert_eq!(r.status(), 403, "127.0.0.1 is no longer listed");
+    let r = c
+        .get(format!("{}/health", s.base()))
+        .header("host", "mcp.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn oversized_bodies_get_413_and_malformed_json_a_4xx() {
+    let s = Server::start(&[
+        ("MCP_API_KEYS", KEY),
+        ("HTTP_MAX_REQUEST_SIZE", "1kb"),
+    ]);
+    let c = reqwest::Client::new();
+    let big = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"initialize","params":{{"pad":"{}"}}}}"#,
+        "x".repeat(4096)
+    );
+    let r = post(&c, &s.url(), &big)
+        .header("x-api-key", KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+
+    // Without Content-Length (chunked), the limit holds while streaming.
+    let chunks: Vec<Result<String, std::io::Error>> =
+        vec![Ok(big[..2000].to_owned()), Ok(big[2000..].to_owned())];
+    let r = c
+        .post(s.url())
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("x-api-key", KEY)
+        .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+
+    for bad in ["{", "not json", "[]", r#"{"jsonrpc":"2.0","id":1}"#, "\u{0}\u{1}"] {
+        let r = post(&c, &s.url(), bad)
+            .header("x-api-key", KEY)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_client_error(), "{bad:?}: {}", r.status());
+    }
+    let r = c.get(format!("{}/health", s.base())).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["status"], "ok");
+}
+
+#[tokio::test]
+async fn without_configuration_a_key_is_generated_printed_once_and_required() {
+    let s = Server::start(&[]);
+    let logs = s.stderr();
+    let key = logs
+        .split("X-API-Key: ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .expect("the generated key is printed")
+        .trim_end_matches('"')
+        .to_owned();
+    assert!(key.len() >= 32, "{key}");
+    assert!(logs.contains("--header \"X-API-Key: "), "a ready-to-paste command: {logs}");
+
+    let c = reqwest::Client::new();
+    let r = post(&c, &s.url(), INIT).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let client = rmcp_client(s.url(), &key).await.expect("generated key works");
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn none_must_be_chosen_and_lets_everyone_in_on_loopback() {
+    let s = Server::start(&[("MCP_AUTH_STRATEGY", "none")]);
+    let c = reqwest::Client::new();
+    let r = post(&c, &s.url(), INIT).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let client = rmcp_client(s.url(), "ignored").await.unwrap();
+    let r = client
+        .call_tool(CallToolRequestParams::new("whoami"))
+        .await
+        .unwrap();
+    assert_eq!(r.structured_content.unwrap()["subject"], "anonymous");
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn settings_come_from_dotenv_and_a_toml_file() {
+    let s = Server::start_in(&[], &["--config", "server.toml"], |dir| {
+        std::fs::write(dir.join(".env"), format!("MCP_API_KEYS={KEY}\n")).unwrap();
+        std::fs::write(
+            dir.join("server.toml"),
+            "mcp_server_name = \"from-toml\"\nmcp_api_keys = \"toml-key-is-overridden-by-dotenv\"\n",
+        )
+        .unwrap();
+    });
+    let client = rmcp_client(s.url(), KEY).await.expect(".env key wins over TOML");
+    let info = client.peer_info().unwrap();
+    assert_eq!(info.server_info.as_ref().unwrap().name, "from-toml");
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn sigterm_shuts_down_cleanly() {
+    let mut s = api_key_server();
+    let c = reqwest::Client::new();
+    let _sid = open_session(&c, &s).await;
+    let pid = s.child.id().to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(code) = s.child.try_wait().unwrap() {
+            assert!(code.success(), "{code:?}: {}", s.stderr());
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "still running");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

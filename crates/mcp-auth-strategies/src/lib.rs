@@ -1,0 +1,41 @@
+//! Ready-made [`Authenticator`](mcp_auth_core::Authenticator)s.
+//!
+//! ```
+//! use mcp_auth_core::{AuthRequest, Authenticator};
+//! use mcp_auth_strategies::{AnyOf, ApiKeyAuthenticator};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! // Keys as they would come from MCP_API_KEYS: a plain key and a SHA-256 digest.
+//! let keys = ApiKeyAuthenticator::from_list(
+//!     "service-key-0123456789,sha256:5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8",
+//! ).unwrap();
+//!
+//! // Chains try each member in order; here a closure for a health prober first.
+//! let auth = AnyOf::new()
+//!     .with(|req: AuthRequest| async move {
+//!         if req.headers.contains_key("x-probe") {
+//!             Ok(mcp_auth_core::Principal::new("probe", "custom"))
+//!         } else {
+//!             Err(mcp_auth_core::AuthError::MissingCredentials)
+//!         }
+//!     })
+//!     .with(keys);
+//!
+//! let req = AuthRequest::builder().header("x-api-key", "password").build();
+//! let who = auth.authenticate(&req).await.unwrap();
+//! assert_eq!(who.strategy, "api_key");
+//! # }
+//! ```
+//!
+//! - [`NoAuth`]: lets everyone in as an anonymous principal (choose it on purpose);
+//! - [`ApiKeyAuthenticator`]: static keys in the `X-API-Key` header, stored as
+//!   SHA-256 digests and compared in constant time;
+//! - [`AnyOf`]: a chain that accepts the first member that accepts.
+
+mod any_of;
+mod api_key;
+mod none;
+
+pub use any_of::AnyOf;
+pub use api_key::{API_KEY_HEADER, ApiKeyAuthenticator, ApiKeyError, MIN_PLAIN_KEY_LEN, fingerprint};
+pub use none::NoAuth;

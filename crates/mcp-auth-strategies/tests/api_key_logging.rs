@@ -1,0 +1,52 @@
+//! Failed API-key attempts are logged with the peer and a fingerprint, never
+//! the key. In its own test binary: tracing caches callsite interest per
+//! process, so a subscriber set by one test races with tests on other threads.
+#![allow(clippy::unwrap_used)]
+
+use std::{
+    io::Write,
+    sync::{Arc, Mutex},
+};
+
+use mcp_auth_core::{AuthRequest, Authenticator};
+use mcp_auth_strategies::{ApiKeyAuthenticator, fingerprint};
+
+#[derive(Clone, Default)]
+struct Buf(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Buf {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn failed_attempts_log_peer_and_fingerprint_never_the_key() {
+    let buf = Buf::default();
+    let writer = buf.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let good = "k-0123456789abcdef";
+    let auth = ApiKeyAuthenticator::from_list(good).unwrap();
+    let wrong = "wrong-key-that-must-not-be-logged";
+    let req = AuthRequest::builder()
+        .header("x-api-key", wrong)
+        .peer("192.0.2.7:5555".parse().unwrap())
+        .build();
+    assert!(auth.authenticate(&req).await.is_err());
+    let ok = AuthRequest::builder().header("x-api-key", good).build();
+    assert!(auth.authenticate(&ok).await.is_ok());
+    let logs = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+    assert!(logs.contains("API key rejected"), "{logs}");
+    assert!(logs.contains("192.0.2.7"), "{logs}");
+    assert!(logs.contains(&fingerprint(wrong.as_bytes())), "{logs}");
+    assert!(!logs.contains(wrong), "{logs}");
+    assert!(!logs.contains(good), "{logs}");
+}

@@ -1,0 +1,291 @@
+//! [`McpHttpApp`]: the whole HTTP stack from one config struct.
+
+use std::{convert::Infallible, future::Future, io, net::SocketAddr, sync::Arc};
+
+use axum::{
+    Json, Router,
+    extract::Request,
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use mcp_auth_core::{ProtectedResourceMetadata, SharedAuthenticator};
+use rmcp::{
+    ServerHandler,
+    transport::streamable_http_server::{
+        StreamableHttpServerConfig, StreamableHttpService, session::local::LocalSessionManager,
+    },
+};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceBuilder;
+use tower_http::{
+    cors::{AllowOrigin, CorsLayer},
+    limit::RequestBodyLimitLayer,
+    timeout::TimeoutLayer,
+};
+
+use crate::{AuthLayer, GuardLayer, HttpConfig, OriginRule};
+
+/// Assembles the authenticated HTTP app: Host/Origin guard, CORS, timeout,
+/// body limit, `GET /health`, RFC 9728 metadata (when the authenticator names
+/// authorization servers) and the MCP endpoint behind [`AuthLayer`].
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use mcp_auth_strategies::ApiKeyAuthenticator;
+/// use mcp_auth_transport::{HttpConfig, McpHttpApp};
+/// # #[derive(Clone)] struct MyServer;
+/// # impl rmcp::ServerHandler for MyServer {}
+///
+/// # #[tokio::main] async fn main() -> std::io::Result<()> {
+/// let config = HttpConfig::new("http://127.0.0.1:8001/mcp".parse().unwrap());
+/// let keys = ApiKeyAuthenticator::from_list("a-long-random-api-key").unwrap();
+/// let app = McpHttpApp::new(config, Arc::new(keys));
+/// let router = app.rmcp_router(|| Ok(MyServer));
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:8001").await?;
+/// mcp_auth_transport::serve(listener, router, app.cancellation_token(), async {
+///     let _ = tokio::signal::ctrl_c().await;
+/// }).await
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct McpHttpApp {
+    config: Arc<HttpConfig>,
+    authenticator: SharedAuthenticator,
+    cancel: CancellationToken,
+}
+
+impl McpHttpApp {
+    /// An app for `config`, authenticating with `authenticator`.
+    pub fn new(config: HttpConfig, authenticator: SharedAuthenticator) -> Self {
+        Self {
+            config: Arc::new(config),
+            authenticator,
+            cancel: CancellationToken::new(),
+        }
+    }
+
+    /// The config.
+    pub fn config(&self) -> &HttpConfig {
+        &self.config
+    }
+
+    /// Cancelled on shutdown; ends open MCP sessions and streams.
+    pub fn cancellation_token(&self) -> CancellationToken {
+        self.cancel.clone()
+    }
+
+    /// The protected-resource metadata, if the authenticator names
+    /// authorization servers (otherwise there is nothing to discover and the
+    /// well-known URLs answer 404).
+    pub fn metadata(&self) -> Option<ProtectedResourceMetadata> {
+        let servers = self.authenticator.authorization_servers();
+        if servers.is_empty() {
+            return None;
+        }
+        let mut scopes = self.authenticator.scopes_supported();
+        for s in &self.config.required_scopes {
+            if !scopes.contains(s) {
+                scopes.push(s.clone());
+            }
+        }
+        let mut md = ProtectedResourceMetadata::new(self.config.server_url.as_str())
+            .with_authorization_servers(servers)
+            .with_scopes(scopes);
+        if let Some(name) = &self.config.resource_name {
+            md = md.with_name(name.clone());
+        }
+        Some(md)
+    }
+
+    /// The auth layer as this app configures it.
+    pub fn auth_layer(&self) -> AuthLayer {
+        let mut layer = AuthLayer::new(self.authenticator.clone())
+            .with_required_scopes(self.config.required_scopes.clone());
+        if self.metadata().is_some() {
+            layer = layer.with_resource_metadata(self.config.resource_metadata_url().as_str());
+        }
+        layer
+    }
+
+    /// The router around any MCP service (an rmcp `StreamableHttpService`, or
+    /// anything else that speaks HTTP).
+    ///
+    /// Bodies over the limit are refused with 413: at once when
+    /// `Content-Length` says so, otherwise when the service reads past it.
+    pub fn router<S>(&self, mcp: S) -> Router
+    where
+        S: tower_service::Service<Request, Error = Infallible> + Clone + Send + Sync + 'static,
+        S::Response: IntoResponse + 'static,
+        S::Future: Send + 'static,
+    {
+        self.build(mcp, true)
+    }
+
+    fn build<S>(&self, mcp: S, limit_streaming_bodies: bool) -> Router
+    where
+        S: tower_service::Service<Request, Error = Infallible> + Clone + Send + Sync + 'static,
+        S::Response: IntoResponse + 'static,
+        S::Future: Send + 'static,
+    {
+        let cfg = &self.config;
+        let mcp = ServiceBuilder::new()
+            .layer(self.auth_layer())
+            .map_response(IntoResponse::into_response)
+            .service(mcp);
+        let mut router = Router::new()
+            .route_service(&cfg.mcp_path, mcp)
+            .route("/health", get(health));
+        if let Some(md) = self.metadata() {
+            let md = Arc::new(md);
+            let handler = move || {
+                let md = md.clone();
+                async move { metadata_response(&md) }
+            };
+            let inserted = cfg.resource_metadata_url().path().to_owned();
+            router = router.route("/.well-known/oauth-protected-resource", get(handler.clone()));
+            if inserted != "/.well-known/oauth-protected-resource" {
+                router = router.route(&inserted, get(handler));
+            }
+        }
+        // rmcp enforces the limit on streamed bodies itself, answering 413;
+        // wrapping its body here would turn that into a read error (500).
+        router = if limit_streaming_bodies {
+            router.layer(RequestBodyLimitLayer::new(cfg.max_request_bytes))
+        } else {
+            router.layer(axum::middleware::from_fn_with_state(
+                cfg.max_request_bytes,
+                content_length_limit,
+            ))
+        };
+        let mut router = router
+            .layer(TimeoutLayer::with_status_code(
+                StatusCode::REQUEST_TIMEOUT,
+                cfg.request_timeout,
+            ));
+        if cfg.cors.enabled {
+            router = router.layer(cors_layer(cfg));
+        }
+        router.layer(GuardLayer::new(cfg.hosts.clone(), cfg.origins.clone()))
+    }
+
+    /// The router around rmcp's streamable HTTP service for handlers made by
+    /// `factory` (one per session, or per request on the stateless wire).
+    pub fn rmcp_router<H, F>(&self, factory: F) -> Router
+    where
+        H: ServerHandler + Send + 'static,
+        F: Fn() -> Result<H, io::Error> + Send + Sync + 'static,
+    {
+        self.build(self.rmcp_service(factory), false)
+    }
+
+    /// rmcp's service configured to match this app: body limit, shutdown.
+    /// Host and Origin checks are done by the app's guard, in front of it.
+    pub fn rmcp_service<H, F>(&self, factory: F) -> StreamableHttpService<H, LocalSessionManager>
+    where
+        H: ServerHandler + Send + 'static,
+        F: Fn() -> Result<H, io::Error> + Send + Sync + 'static,
+    {
+        let config = StreamableHttpServerConfig::default()
+            .disable_allowed_hosts()
+            .disable_allowed_origins()
+            .with_max_request_body_bytes(self.config.max_request_bytes)
+            .with_cancellation_token(self.cancel.child_token());
+        StreamableHttpService::new(factory, Arc::new(LocalSessionManager::default()), config)
+    }
+}
+
+/// 413 when `Content-Length` exceeds the limit; the body is never read.
+async fn content_length_limit(
+    axum::extract::State(max): axum::extract::State<usize>,
+    req: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match declared {
+        Some(n) if n > max as u64 => (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            Json(serde_json::json!({
+                "error": "payload_too_large",
+                "error_description": format!("request body exceeds {max} bytes"),
+            })),
+        )
+            .into_response(),
+        _ => next.run(req).await,
+    }
+}
+
+async fn health() -> Response {
+    let mut resp = Json(serde_json::json!({ "status": "ok" })).into_response();
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+fn metadata_response(md: &ProtectedResourceMetadata) -> Response {
+    let mut resp = Json(md).into_response();
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
+    resp
+}
+
+fn cors_layer(cfg: &HttpConfig) -> CorsLayer {
+    let origins = cfg.origins.clone();
+    let allow_origin = match origins {
+        OriginRule::Any if !cfg.cors.credentials => AllowOrigin::any(),
+        rule => AllowOrigin::predicate(move |origin: &HeaderValue, _| {
+            origin.to_str().is_ok_and(|o| rule.allows(o))
+        }),
+    };
+    let methods: Vec<Method> = cfg
+        .cors
+        .methods
+        .iter()
+        .filter_map(|m| Method::from_bytes(m.as_bytes()).ok())
+        .collect();
+    let headers: Vec<HeaderName> = cfg
+        .cors
+        .headers
+        .iter()
+        .filter_map(|h| HeaderName::from_bytes(h.as_bytes()).ok())
+        .collect();
+    CorsLayer::new()
+        .allow_origin(allow_origin)
+        .allow_methods(methods)
+        .allow_headers(headers)
+        .allow_credentials(cfg.cors.credentials)
+        .expose_headers([
+            HeaderName::from_static("mcp-session-id"),
+            HeaderName::from_static("mcp-protocol-version"),
+            header::WWW_AUTHENTICATE,
+        ])
+}
+
+/// Serves `router` on `listener` with peer addresses available to
+/// authenticators, until `shutdown` completes; then cancels `cancel` (ending
+/// MCP sessions and streams) and lets in-flight requests finish.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    cancel: CancellationToken,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    let token = cancel.clone();
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        token.cancel();
+    })
+    .await
+}
+

@@ -1,0 +1,199 @@
+//! The authentication layer.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use axum::{Router, routing::get};
+//! use mcp_auth_core::Principal;
+//! use mcp_auth_strategies::ApiKeyAuthenticator;
+//! use mcp_auth_transport::AuthLayer;
+//!
+//! let keys = ApiKeyAuthenticator::from_list("an-api-key-of-some-length").unwrap();
+//! // Any axum app (or any tower service) gets the same checks and challenges.
+//! let app: Router = Router::new()
+//!     .route("/whoami", get(|p: Principal| async move { p.subject }))
+//!     .layer(AuthLayer::new(Arc::new(keys)));
+//! # let _ = app;
+//! ```
+
+use std::{
+    net::SocketAddr,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use axum::{
+    body::Body,
+    extract::ConnectInfo,
+    response::{IntoResponse, Response},
+};
+use futures::future::BoxFuture;
+use http::{HeaderValue, Request, header};
+use mcp_auth_core::{AuthError, AuthRequest, ChallengeScheme, Principal, SharedAuthenticator};
+use tower_layer::Layer;
+use tower_service::Service;
+
+/// Authenticates every request with an [`Authenticator`](mcp_auth_core::Authenticator).
+///
+/// On success the [`Principal`] is inserted into the request extensions and
+/// the request goes on; on failure the layer answers itself with the status,
+/// `WWW-Authenticate` challenges and JSON body of [`AuthError`], plus
+/// `Cache-Control: no-store`. Server-wide required scopes are checked after
+/// authentication (403 `insufficient_scope` naming all of them).
+#[derive(Clone)]
+pub struct AuthLayer {
+    inner: Arc<AuthSettings>,
+}
+
+struct AuthSettings {
+    authenticator: SharedAuthenticator,
+    schemes: Vec<ChallengeScheme>,
+    resource_metadata: Option<String>,
+    required_scopes: Vec<String>,
+}
+
+impl AuthLayer {
+    /// A layer that authenticates with `authenticator`.
+    pub fn new(authenticator: SharedAuthenticator) -> Self {
+        let schemes = authenticator.challenge_schemes();
+        Self {
+            inner: Arc::new(AuthSettings {
+                authenticator,
+                schemes,
+                resource_metadata: None,
+                required_scopes: Vec::new(),
+            }),
+        }
+    }
+
+    fn settings_mut(&mut self) -> &mut AuthSettings {
+        // The layer is configured before it is cloned into services, so this
+        // is the only reference; if not, copy the settings once.
+        if Arc::get_mut(&mut self.inner).is_none() {
+            let s = &self.inner;
+            self.inner = Arc::new(AuthSettings {
+                authenticator: s.authenticator.clone(),
+                schemes: s.schemes.clone(),
+                resource_metadata: s.resource_metadata.clone(),
+                required_scopes: s.required_scopes.clone(),
+            });
+        }
+        Arc::get_mut(&mut self.inner).expect("unique after copy")
+    }
+
+    /// Puts `resource_metadata="<url>"` into every Bearer challenge (RFC 9728 §5.1).
+    pub fn with_resource_metadata(mut self, url: impl Into<String>) -> Self {
+        self.settings_mut().resource_metadata = Some(url.into());
+        self
+    }
+
+    /// Scopes every request needs; a principal without them gets 403
+    /// `insufficient_scope`, and 401 challenges advertise them in `scope`.
+    pub fn with_required_scopes<I, S>(mut self, scopes: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.settings_mut().required_scopes = scopes.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Renders the response for an authentication failure, as this layer
+    /// would send it. Useful for other layers (e.g. per-tool scope checks)
+    /// that must answer with the same challenges.
+    pub fn error_response(&self, err: &AuthError) -> Response {
+        error_response(&self.inner, err)
+    }
+}
+
+fn error_response(s: &AuthSettings, err: &AuthError) -> Response {
+    let mut resp = (err.status(), axum::Json(err.body())).into_response();
+    let headers = resp.headers_mut();
+    for value in err.challenge_headers(
+        &s.schemes,
+        s.resource_metadata.as_deref(),
+        &s.required_scopes,
+    ) {
+        headers.append(header::WWW_AUTHENTICATE, value);
+    }
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+impl<S> Layer<S> for AuthLayer {
+    type Service = AuthService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        AuthService {
+            inner,
+            settings: self.inner.clone(),
+        }
+    }
+}
+
+/// The service produced by [`AuthLayer`].
+#[derive(Clone)]
+pub struct AuthService<S> {
+    inner: S,
+    settings: Arc<AuthSettings>,
+}
+
+impl<S, B, ResBody> Service<Request<B>> for AuthService<S>
+where
+    S: Service<Request<B>, Response = http::Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+    ResBody: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    ResBody::Error: Into<axum::BoxError>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        // Take the service that was polled ready; leave a fresh clone behind.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let settings = self.settings.clone();
+        Box::pin(async move {
+            let (mut parts, body) = req.into_parts();
+            let peer = parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0);
+            let view = AuthRequest {
+                method: parts.method.clone(),
+                uri: parts.uri.clone(),
+                headers: std::mem::take(&mut parts.headers),
+                peer,
+            };
+            let result = settings.authenticator.authenticate(&view).await;
+            parts.headers = view.headers;
+            let principal = match result.and_then(|p| check_scopes(p, &settings.required_scopes)) {
+                Ok(p) => p,
+                Err(err) => {
+                    tracing::debug!(
+                        peer = %peer.map(|p| p.ip().to_string()).unwrap_or_default(),
+                        status = err.status().as_u16(),
+                        reason = %err,
+                        "request not authenticated"
+                    );
+                    return Ok(error_response(&settings, &err));
+                }
+            };
+            parts.extensions.insert(principal);
+            let resp = inner.call(Request::from_parts(parts, body)).await?;
+            Ok(resp.map(Body::new))
+        })
+    }
+}
+
+fn check_scopes(p: Principal, required: &[String]) -> Result<Principal, AuthError> {
+    if p.missing_scopes(required).is_empty() {
+        Ok(p)
+    } else {
+        Err(AuthError::insufficient_scope(required.iter().cloned()))
+    }
+}

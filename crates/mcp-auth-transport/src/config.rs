@@ -1,0 +1,273 @@
+//! [`HttpConfig`]: everything the HTTP stack needs, readable from the seeds'
+//! environment variables.
+//!
+//! ```
+//! use std::collections::HashMap;
+//! use mcp_auth_transport::HttpConfig;
+//!
+//! let vars = HashMap::from([
+//!     ("HTTP_MAX_REQUEST_SIZE".to_owned(), "64kb".to_owned()),
+//!     ("HTTP_ALLOWED_HOSTS".to_owned(), "mcp.example.com".to_owned()),
+//! ]);
+//! let url = url::Url::parse("https://mcp.example.com/mcp").unwrap();
+//! let cfg = HttpConfig::from_settings(&vars, url).unwrap();
+//! assert_eq!(cfg.max_request_bytes, 64 * 1024);
+//! assert!(cfg.hosts.allows("mcp.example.com"));
+//! assert!(!cfg.hosts.allows("localhost"), "an explicit list replaces the defaults");
+//! ```
+
+use std::time::Duration;
+
+use mcp_auth_core::settings::{ConfigError, Lookup, parse_bool, parse_list, parse_millis, parse_size};
+use url::Url;
+
+use crate::{HostRule, OriginRule};
+
+/// Default request body limit: 4 MiB.
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 4 << 20;
+/// Default request timeout: 5 minutes (the seed's value).
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// CORS settings (`HTTP_ENABLE_CORS`, `HTTP_CORS_*`). Allowed origins are the
+/// same as [`HttpConfig::origins`]: a browser origin that may not call the
+/// server is not told it may.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CorsConfig {
+    /// Whether CORS headers are sent at all.
+    pub enabled: bool,
+    /// Allowed methods.
+    pub methods: Vec<String>,
+    /// Allowed request headers.
+    pub headers: Vec<String>,
+    /// Whether credentials (cookies) are allowed.
+    pub credentials: bool,
+}
+
+impl Default for CorsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            methods: ["GET", "POST", "DELETE", "OPTIONS"].map(String::from).to_vec(),
+            headers: [
+                "Content-Type",
+                "Authorization",
+                "X-API-Key",
+                "Mcp-Session-Id",
+                "MCP-Protocol-Version",
+                "Mcp-Method",
+                "Mcp-Name",
+                "Last-Event-ID",
+            ]
+            .map(String::from)
+            .to_vec(),
+            credentials: false,
+        }
+    }
+}
+
+/// Settings of the HTTP stack built by [`McpHttpApp`](crate::McpHttpApp).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct HttpConfig {
+    /// The canonical URL of the MCP endpoint (`MCP_SERVER_URL`): the RFC 9728
+    /// `resource`, and the default for where the endpoint is mounted.
+    pub server_url: Url,
+    /// The path the MCP service is mounted at (default: the path of
+    /// `server_url`, or `/mcp` when that is `/`).
+    pub mcp_path: String,
+    /// Accepted `Host` values (`HTTP_ALLOWED_HOSTS`).
+    pub hosts: HostRule,
+    /// Accepted `Origin` values (`HTTP_ALLOWED_ORIGINS`, else `HTTP_CORS_ORIGINS`).
+    pub origins: OriginRule,
+    /// CORS.
+    pub cors: CorsConfig,
+    /// Largest accepted request body (`HTTP_MAX_REQUEST_SIZE`).
+    pub max_request_bytes: usize,
+    /// Time allowed until a response starts (`HTTP_REQUEST_TIMEOUT`, ms).
+    pub request_timeout: Duration,
+    /// Scopes every request needs.
+    pub required_scopes: Vec<String>,
+    /// `resource_name` in protected-resource metadata.
+    pub resource_name: Option<String>,
+}
+
+impl HttpConfig {
+    /// Safe defaults for `server_url`: loopback hosts plus the server's own
+    /// host; the server's origin (plus loopback origins when the server is on
+    /// loopback); CORS on for those origins only; 4 MiB bodies; 5 min timeout.
+    pub fn new(server_url: Url) -> Self {
+        let mcp_path = match server_url.path() {
+            "" | "/" => "/mcp".to_owned(),
+            p => p.trim_end_matches('/').to_owned(),
+        };
+        Self {
+            hosts: default_hosts(&server_url),
+            origins: default_origins(&server_url),
+            mcp_path,
+            server_url,
+            cors: CorsConfig::default(),
+            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            required_scopes: Vec::new(),
+            resource_name: None,
+        }
+    }
+
+    /// Reads the `HTTP_*` variables over [`HttpConfig::new`]'s defaults.
+    /// Errors name the variable at fault.
+    pub fn from_settings(l: &dyn Lookup, server_url: Url) -> Result<Self, ConfigError> {
+        let mut cfg = Self::new(server_url);
+        if !parse_bool(l, "HTTP_DNS_REBINDING_PROTECTION", true)? {
+            tracing::warn!("HTTP_DNS_REBINDING_PROTECTION=false: Host header validation is off");
+            cfg.hosts = HostRule::Any;
+        } else if let Some(hosts) = parse_list(l, "HTTP_ALLOWED_HOSTS") {
+            if hosts.iter().any(|h| h == "*") {
+                cfg.hosts = HostRule::Any;
+            } else if hosts.is_empty() {
+                return Err(ConfigError::new("HTTP_ALLOWED_HOSTS", "the list is empty"));
+            } else {
+                cfg.hosts = HostRule::list(hosts);
+            }
+        }
+        let origin_var = ["HTTP_ALLOWED_ORIGINS", "HTTP_CORS_ORIGINS"]
+            .into_iter()
+            .find_map(|name| parse_list(l, name).map(|list| (name, list)));
+        if let Some((name, list)) = origin_var {
+            cfg.origins = OriginRule::list(&list).map_err(|e| ConfigError::new(name, e.to_string()))?;
+        }
+        cfg.cors.enabled = parse_bool(l, "HTTP_ENABLE_CORS", true)?;
+        if let Some(m) = parse_list(l, "HTTP_CORS_METHODS") {
+            for method in &m {
+                http::Method::from_bytes(method.as_bytes())
+                    .map_err(|_| ConfigError::new("HTTP_CORS_METHODS", format!("{method:?} is not an HTTP method")))?;
+            }
+            cfg.cors.methods = m;
+        }
+        if let Some(h) = parse_list(l, "HTTP_CORS_HEADERS") {
+            for name in &h {
+                http::HeaderName::from_bytes(name.as_bytes())
+                    .map_err(|_| ConfigError::new("HTTP_CORS_HEADERS", format!("{name:?} is not a header name")))?;
+            }
+            cfg.cors.headers = h;
+        }
+        cfg.cors.credentials = parse_bool(l, "HTTP_CORS_CREDENTIALS", false)?;
+        if cfg.cors.enabled && cfg.cors.credentials && cfg.origins == OriginRule::Any {
+            return Err(ConfigError::new(
+                "HTTP_CORS_CREDENTIALS",
+                "cannot be true while any origin is allowed (*): list the origins in HTTP_ALLOWED_ORIGINS",
+            ));
+        }
+        cfg.max_request_bytes = parse_size(l, "HTTP_MAX_REQUEST_SIZE", cfg.max_request_bytes)?;
+        cfg.request_timeout = parse_millis(l, "HTTP_REQUEST_TIMEOUT", cfg.request_timeout)?;
+        Ok(cfg)
+    }
+
+    /// The RFC 9728 metadata URL for this server.
+    pub fn resource_metadata_url(&self) -> Url {
+        mcp_auth_core::metadata_url_for(&self.server_url)
+    }
+}
+
+fn is_loopback_host(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+fn default_hosts(server_url: &Url) -> HostRule {
+    let mut hosts = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "[::1]".to_owned()];
+    if let Some(h) = server_url.host_str() {
+        hosts.push(h.to_owned());
+    }
+    HostRule::list(hosts)
+}
+
+fn default_origins(server_url: &Url) -> OriginRule {
+    let mut origins = vec![server_url.origin().ascii_serialization()];
+    if is_loopback_host(server_url) {
+        for h in ["localhost", "127.0.0.1", "[::1]"] {
+            origins.push(format!("http://{h}:*"));
+            origins.push(format!("https://{h}:*"));
+        }
+    }
+    // Every entry is built from a parsed URL, so parsing cannot fail; fall back
+    // to "no browser origins" rather than panic.
+    OriginRule::list(&origins).unwrap_or(OriginRule::List(Vec::new()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect()
+    }
+
+    #[test]
+    fn defaults_for_a_loopback_server() {
+        let cfg = HttpConfig::new(Url::parse("http://127.0.0.1:8001/mcp").unwrap());
+        assert_eq!(cfg.mcp_path, "/mcp");
+        assert!(cfg.hosts.allows("localhost:8001"));
+        assert!(!cfg.hosts.allows("evil.example"));
+        assert!(cfg.origins.allows("http://localhost:6274"));
+        assert!(!cfg.origins.allows("https://evil.example"));
+        assert_eq!(
+            cfg.resource_metadata_url().as_str(),
+            "http://127.0.0.1:8001/.well-known/oauth-protected-resource/mcp"
+        );
+    }
+
+    #[test]
+    fn defaults_for_a_public_server_exclude_loopback_origins() {
+        let cfg = HttpConfig::new(Url::parse("https://mcp.example.com/").unwrap());
+        assert_eq!(cfg.mcp_path, "/mcp");
+        assert!(cfg.hosts.allows("mcp.example.com"));
+        assert!(cfg.origins.allows("https://mcp.example.com"));
+        assert!(!cfg.origins.allows("http://localhost:3000"));
+    }
+
+    #[test]
+    fn errors_name_the_variable() {
+        let url = Url::parse("http://127.0.0.1:8001/mcp").unwrap();
+        let cases = [
+            ("HTTP_MAX_REQUEST_SIZE", "lots"),
+            ("HTTP_REQUEST_TIMEOUT", "5s"),
+            ("HTTP_ALLOWED_ORIGINS", "example.com"),
+            ("HTTP_CORS_ORIGINS", "example.com"),
+            ("HTTP_ENABLE_CORS", "perhaps"),
+            ("HTTP_CORS_METHODS", "GE T"),
+            ("HTTP_CORS_HEADERS", "bad header"),
+        ];
+        for (name, value) in cases {
+            let err = HttpConfig::from_settings(&vars(&[(name, value)]), url.clone()).unwrap_err();
+            assert_eq!(err.variable, name, "{err}");
+        }
+        let err = HttpConfig::from_settings(
+            &vars(&[("HTTP_CORS_ORIGINS", "*"), ("HTTP_CORS_CREDENTIALS", "true")]),
+            url,
+        )
+        .unwrap_err();
+        assert_eq!(err.variable, "HTTP_CORS_CREDENTIALS");
+    }
+
+    #[test]
+    fn allowed_origins_win_over_cors_origins() {
+        let url = Url::parse("http://127.0.0.1:8001/mcp").unwrap();
+        let cfg = HttpConfig::from_settings(
+            &vars(&[
+                ("HTTP_ALLOWED_ORIGINS", "https://a.example"),
+                ("HTTP_CORS_ORIGINS", "https://b.example"),
+                ("HTTP_DNS_REBINDING_PROTECTION", "false"),
+            ]),
+            url,
+        )
+        .unwrap();
+        assert!(cfg.origins.allows("https://a.example"));
+        assert!(!cfg.origins.allows("https://b.example"));
+        assert_eq!(cfg.hosts, HostRule::Any);
+    }
+}

@@ -1,0 +1,60 @@
+//! The HTTP side of MCP authentication, over rmcp's streamable HTTP service.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use mcp_auth_strategies::ApiKeyAuthenticator;
+//! use mcp_auth_transport::{Caller, HttpConfig, McpHttpApp};
+//! use rmcp::{ServerHandler, handler::server::router::tool::ToolRouter, tool, tool_handler, tool_router};
+//!
+//! #[derive(Clone)]
+//! struct Hello { tool_router: ToolRouter<Self> }
+//!
+//! #[tool_router]
+//! impl Hello {
+//!     /// The verified caller reaches tools as `Caller`.
+//!     #[tool(description = "Greets the caller")]
+//!     fn hello(&self, Caller(who): Caller) -> String {
+//!         format!("hello {}", who.subject)
+//!     }
+//! }
+//!
+//! #[tool_handler(router = self.tool_router)]
+//! impl ServerHandler for Hello {}
+//!
+//! # #[tokio::main] async fn main() -> std::io::Result<()> {
+//! let config = HttpConfig::from_settings(
+//!     &mcp_auth_core::settings::ProcessEnv,
+//!     "http://127.0.0.1:8001/mcp".parse().unwrap(),
+//! ).expect("valid HTTP_* settings");
+//! let keys = ApiKeyAuthenticator::from_list("a-long-random-api-key").unwrap();
+//! let app = McpHttpApp::new(config, Arc::new(keys));
+//! let router = app.rmcp_router(|| Ok(Hello { tool_router: Hello::tool_router() }));
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8001").await?;
+//! mcp_auth_transport::serve(listener, router, app.cancellation_token(), async {
+//!     let _ = tokio::signal::ctrl_c().await;
+//! }).await
+//! # }
+//! ```
+//!
+//! Pieces, each usable alone around any tower service or axum app:
+//! - [`AuthLayer`]: authenticates every request, hands the [`Principal`] on in
+//!   the request extensions, answers failures with exact RFC 6750 responses;
+//! - [`GuardLayer`]: `Host` allow-list and `Origin` check (403 otherwise);
+//! - [`HttpConfig`]: the settings, readable from the seeds' `HTTP_*` variables;
+//! - [`McpHttpApp`]: all of the above plus CORS, body limit (413), request
+//!   timeout (408), `GET /health` and RFC 9728 metadata, in front of rmcp;
+//! - [`Caller`] and [`principal_from_parts`]: the principal inside rmcp tools.
+//!
+//! [`Principal`]: mcp_auth_core::Principal
+
+mod app;
+mod auth;
+mod config;
+mod guard;
+mod principal;
+
+pub use app::{McpHttpApp, serve};
+pub use auth::{AuthLayer, AuthService};
+pub use config::{CorsConfig, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_REQUEST_TIMEOUT, HttpConfig};
+pub use guard::{BadOrigin, GuardLayer, GuardService, HostRule, OriginEntry, OriginRule};
+pub use principal::{Caller, principal_from_parts};

@@ -1,0 +1,42 @@
+//! The verified principal inside rmcp tools.
+
+use mcp_auth_core::Principal;
+use rmcp::{
+    ErrorData,
+    handler::server::common::{AsRequestContext, FromContextPart},
+};
+
+/// The principal of the HTTP request, from the `http::request::Parts` rmcp
+/// copies into each MCP request's extensions.
+///
+/// ```
+/// let (mut parts, _) = http::Request::new(()).into_parts();
+/// assert!(mcp_auth_transport::principal_from_parts(&parts).is_none());
+/// parts.extensions.insert(mcp_auth_core::Principal::new("alice", "api_key"));
+/// assert_eq!(mcp_auth_transport::principal_from_parts(&parts).unwrap().subject, "alice");
+/// ```
+pub fn principal_from_parts(parts: &http::request::Parts) -> Option<&Principal> {
+    parts.extensions.get::<Principal>()
+}
+
+/// A tool parameter that yields the verified caller.
+///
+/// Fails the call with an internal error when there is no principal (a
+/// transport without the auth layer, such as stdio): a tool that asks for a
+/// caller must never run anonymously by accident. Take `Option<Caller>`-like
+/// behaviour by reading [`principal_from_parts`] yourself.
+#[derive(Debug, Clone)]
+pub struct Caller(pub Principal);
+
+impl<C: AsRequestContext> FromContextPart<C> for Caller {
+    fn from_context_part(context: &mut C) -> Result<Self, ErrorData> {
+        context
+            .as_request_context()
+            .extensions
+            .get::<http::request::Parts>()
+            .and_then(principal_from_parts)
+            .cloned()
+            .map(Caller)
+            .ok_or_else(|| ErrorData::internal_error("no authenticated caller for this request", None))
+    }
+}

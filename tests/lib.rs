@@ -1,0 +1,1 @@
+//! Cross-crate tests live in this package's test targets; this library is empty.
