@@ -1,1 +1,339 @@
-fn main(){}
+//! The HTTP stack assembled from the library crates, as another project would
+//! embed it, driven over real loopback HTTP by reqwest and rmcp's client.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::{convert::Infallible, sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use axum::{Router, routing::get};
+use mcp_auth_core::{AuthError, AuthRequest, Authenticator, Principal, SharedAuthenticator};
+use mcp_auth_strategies::{AnyOf, ApiKeyAuthenticator};
+use mcp_auth_transport::{AuthLayer, Caller, HttpConfig, McpHttpApp};
+use rmcp::{
+    ServerHandler, ServiceExt,
+    handler::server::router::tool::ToolRouter,
+    model::CallToolRequestParams,
+    tool, tool_handler, tool_router,
+    transport::{
+        StreamableHttpClientTransport, streamable_http_client::StreamableHttpClientTransportConfig,
+    },
+};
+
+const KEY: &str = "service-key-0123456789";
+const ISSUER: &str = "https://issuer.example";
+
+/// Stands in for an OAuth resource-server strategy: fixed tokens, but it
+/// names an authorization server, so the stack serves RFC 9728 metadata.
+struct FixedTokens;
+
+#[async_trait]
+impl Authenticator for FixedTokens {
+    async fn authenticate(&self, req: &AuthRequest) -> Result<Principal, AuthError> {
+        let Some(value) = req.headers.get(http::header::AUTHORIZATION) else {
+            return Err(AuthError::MissingCredentials);
+        };
+        let value = value
+            .to_str()
+            .map_err(|_| AuthError::invalid_request("bad header"))?;
+        let Some((scheme, token)) = value.split_once(' ') else {
+            return Err(AuthError::invalid_request("malformed Authorization header"));
+        };
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return Err(AuthError::MissingCredentials);
+        }
+        match token {
+            "good" => Ok(Principal::new("alice", "fixed")
+                .with_issuer(ISSUER)
+                .with_scopes(["mcp:tools"])),
+            "narrow" => Ok(Principal::new("bob", "fixed").with_issuer(ISSUER)),
+            _ => Err(AuthError::invalid_token("token not recognised")),
+        }
+    }
+    fn authorization_servers(&self) -> Vec<String> {
+        vec![ISSUER.to_owned()]
+    }
+    fn scopes_supported(&self) -> Vec<String> {
+        vec!["mcp:tools".to_owned()]
+    }
+}
+
+#[derive(Clone)]
+struct Echo {
+    tool_router: ToolRouter<Self>,
+}
+
+#[tool_router]
+impl Echo {
+    #[tool(description = "Who is calling")]
+    fn caller(&self, Caller(who): Caller) -> String {
+        format!("{}|{}", who.subject, who.strategy)
+    }
+}
+
+#[tool_handler(router = self.tool_router)]
+impl ServerHandler for Echo {}
+
+async fn listen(router: Router) -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let cancel = tokio_util_token();
+    let handle = tokio::spawn(async move {
+        let _ = mcp_auth_transport::serve(listener, router, cancel, std::future::pending()).await;
+    });
+    (format!("http://{addr}"), handle)
+}
+
+fn tokio_util_token() -> mcp_auth_transport::CancellationToken {
+    mcp_auth_transport::CancellationToken::new()
+}
+
+/// An app whose canonical URL matches the port it is bound to.
+async fn start(
+    authenticator: SharedAuthenticator,
+    tweak: impl FnOnce(&mut HttpConfig),
+) -> (String, McpHttpApp) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let mut config = HttpConfig::new(format!("{base}/mcp").parse().unwrap());
+    tweak(&mut config);
+    let app = McpHttpApp::new(config, authenticator);
+    let router = app.rmcp_router(|| {
+        Ok(Echo {
+            tool_router: Echo::tool_router(),
+        })
+    });
+    let cancel = app.cancellation_token();
+    tokio::spawn(async move {
+        let _ = mcp_auth_transport::serve(listener, router, cancel, std::future::pending()).await;
+    });
+    (base, app)
+}
+
+fn chain() -> SharedAuthenticator {
+    Arc::new(
+        AnyOf::new()
+            .with(ApiKeyAuthenticator::from_list(KEY).unwrap())
+            .with(FixedTokens),
+    )
+}
+
+fn challenges(r: &reqwest::Response) -> Vec<String> {
+    r.headers()
+        .get_all("www-authenticate")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect()
+}
+
+const INIT: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
+
+fn post(c: &reqwest::Client, url: &str) -> reqwest::RequestBuilder {
+    c.post(url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(INIT)
+}
+
+#[tokio::test]
+async fn rfc9728_metadata_is_served_at_both_well_known_urls() {
+    let (base, _app) = start(chain(), |_| {}).await;
+    let c = reqwest::Client::new();
+    for path in [
+        "/.well-known/oauth-protected-resource/mcp",
+        "/.well-known/oauth-protected-resource",
+    ] {
+        let r = c.get(format!("{base}{path}")).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        let md: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(md["resource"], format!("{base}/mcp"));
+        assert_eq!(md["authorization_servers"], serde_json::json!([ISSUER]));
+        assert_eq!(md["scopes_supported"], serde_json::json!(["mcp:tools"]));
+        assert_eq!(
+            md["bearer_methods_supported"],
+            serde_json::json!(["header"])
+        );
+    }
+}
+
+#[tokio::test]
+async fn every_rejection_has_the_rfc6750_status_and_challenge() {
+    let (base, _app) = start(chain(), |_| {}).await;
+    let url = format!("{base}/mcp");
+    let rm = format!("{base}/.well-known/oauth-protected-resource/mcp");
+    let c = reqwest::Client::new();
+
+    // No credentials: 401, one challenge per scheme, no error code.
+    let r = post(&c, &url).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(
+        challenges(&r),
+        vec![
+            r#"ApiKey header="X-API-Key""#.to_owned(),
+            format!(r#"Bearer resource_metadata="{rm}""#),
+        ]
+    );
+
+    // A bad token: 401 invalid_token.
+    let r = post(&c, &url).bearer_auth("forged").send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(challenges(&r)[1].starts_with(r#"Bearer error="invalid_token", resource_metadata=""#));
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_token");
+
+    // A malformed Authorization header: 400 invalid_request.
+    let r = post(&c, &url)
+        .header("authorization", "Bearer")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(challenges(&r)[1].starts_with(r#"Bearer error="invalid_request""#));
+
+    // Valid credentials of either kind pass.
+    for req in [
+        post(&c, &url).bearer_auth("good"),
+        post(&c, &url).header("x-api-key", KEY),
+    ] {
+        assert_eq!(req.send().await.unwrap().status(), 200);
+    }
+}
+
+#[tokio::test]
+async fn server_wide_scopes_give_403_insufficient_scope_and_are_advertised() {
+    let (base, _app) = start(chain(), |c| c.required_scopes = vec!["mcp:tools".into()]).await;
+    let url = format!("{base}/mcp");
+    let rm = format!("{base}/.well-known/oauth-protected-resource/mcp");
+    let c = reqwest::Client::new();
+
+    let r = post(&c, &url).bearer_auth("narrow").send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(
+        challenges(&r)[1],
+        format!(
+            r#"Bearer error="insufficient_scope", scope="mcp:tools", resource_metadata="{rm}""#
+        )
+    );
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["scope"], "mcp:tools");
+
+    let r = post(&c, &url).send().await.unwrap();
+    assert_eq!(
+        challenges(&r)[1],
+        format!(r#"Bearer scope="mcp:tools", resource_metadata="{rm}""#)
+    );
+
+    assert_eq!(
+        post(&c, &url)
+            .bearer_auth("good")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn tools_see_the_verified_caller_through_rmcp() {
+    let (base, _app) = start(chain(), |_| {}).await;
+    let transport = StreamableHttpClientTransport::from_config(
+        StreamableHttpClientTransportConfig::with_uri(format!("{base}/mcp")).auth_header("good"),
+    );
+    let client = ().serve(transport).await.unwrap();
+    let r = client
+        .call_tool(CallToolRequestParams::new("caller"))
+        .await
+        .unwrap();
+    assert_eq!(r.content[0].as_text().unwrap().text, "alice|fixed");
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn without_authorization_servers_there_is_no_metadata_and_no_resource_metadata() {
+    let keys: SharedAuthenticator = Arc::new(ApiKeyAuthenticator::from_list(KEY).unwrap());
+    let (base, app) = start(keys, |_| {}).await;
+    assert!(app.metadata().is_none());
+    let c = reqwest::Client::new();
+    let r = c
+        .get(format!("{base}/.well-known/oauth-protected-resource/mcp"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let r = post(&c, &format!("{base}/mcp")).send().await.unwrap();
+    assert!(!challenges(&r).concat().contains("resource_metadata"));
+}
+
+#[tokio::test]
+async fn the_layer_wraps_a_plain_axum_app_and_principal_is_an_extractor() {
+    let keys: SharedAuthenticator = Arc::new(ApiKeyAuthenticator::from_list(KEY).unwrap());
+    let app = Router::new()
+        .route("/me", get(|p: Principal| async move { p.strategy }))
+        .layer(AuthLayer::new(keys));
+    let (base, _h) = listen(app).await;
+    let c = reqwest::Client::new();
+    let r = c.get(format!("{base}/me")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let r = c
+        .get(format!("{base}/me"))
+        .header("x-api-key", KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap(), "api_key");
+}
+
+#[tokio::test]
+async fn the_generic_router_times_out_slow_services_and_limits_streamed_bodies() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let mut config = HttpConfig::new(format!("{base}/mcp").parse().unwrap());
+    config.request_timeout = Duration::from_millis(200);
+    config.max_request_bytes = 1024;
+    let app = McpHttpApp::new(config, Arc::new(mcp_auth_strategies::NoAuth));
+    let slow = tower::service_fn(|req: axum::extract::Request| async move {
+        if req.uri().query() == Some("slow") {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
+        let n = axum::body::to_bytes(req.into_body(), usize::MAX)
+            .await
+            .map(|b| b.len());
+        Ok::<_, Infallible>(match n {
+            Ok(n) => (http::StatusCode::OK, n.to_string()),
+            Err(_) => (http::StatusCode::PAYLOAD_TOO_LARGE, "too large".to_owned()),
+        })
+    });
+    let router = app.router(slow);
+    tokio::spawn(mcp_auth_transport::serve(
+        listener,
+        router,
+        app.cancellation_token(),
+        std::future::pending(),
+    ));
+    let c = reqwest::Client::new();
+    let r = c.post(format!("{base}/mcp?slow")).send().await.unwrap();
+    assert_eq!(r.status(), 408);
+    let r = c
+        .post(format!("{base}/mcp"))
+        .body(vec![b'x'; 100])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap(), "100");
+    let r = c
+        .post(format!("{base}/mcp"))
+        .body(vec![b'x'; 4096])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        vec![Ok(vec![b'x'; 800]), Ok(vec![b'x'; 800])];
+    let r = c
+        .post(format!("{base}/mcp"))
+        .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+}

@@ -80,11 +80,18 @@ pub fn parse_bool(l: &dyn Lookup, name: &str, default: bool) -> Result<bool, Con
 
 /// Reads a duration given in milliseconds (the seeds' convention). Zero is
 /// refused: a zero timeout or interval is always a mistake.
-pub fn parse_millis(l: &dyn Lookup, name: &str, default: Duration) -> Result<Duration, ConfigError> {
+pub fn parse_millis(
+    l: &dyn Lookup,
+    name: &str,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
     match l.get(name) {
         None => Ok(default),
         Some(v) => match v.parse::<u64>() {
-            Ok(0) => Err(ConfigError::new(name, "must be greater than 0 (milliseconds)")),
+            Ok(0) => Err(ConfigError::new(
+                name,
+                "must be greater than 0 (milliseconds)",
+            )),
             Ok(ms) => Ok(Duration::from_millis(ms)),
             Err(_) => Err(ConfigError::new(
                 name,
@@ -168,7 +175,12 @@ mod tests {
         assert_eq!(parse_size(&m, "C", 1).unwrap(), 4096);
         assert_eq!(parse_size(&m, "G", 1).unwrap(), 1 << 30);
         assert_eq!(parse_size(&m, "Z", 7).unwrap(), 7);
-        assert!(parse_size(&m, "D", 1).unwrap_err().to_string().starts_with("D: "));
+        assert!(
+            parse_size(&m, "D", 1)
+                .unwrap_err()
+                .to_string()
+                .starts_with("D: ")
+        );
         assert!(parse_size(&m, "E", 1).is_err());
         assert!(parse_size(&m, "F", 1).is_err());
     }

@@ -4,12 +4,7 @@
 mod settings;
 mod tools;
 
-use std::{
-    path::PathBuf,
-    process::ExitCode,
-    sync::Arc,
-    time::Duration,
-};
+use std::{path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
 
 use clap::Parser;
 use mcp_auth_core::{SharedAuthenticator, settings::ConfigError};
@@ -54,7 +49,10 @@ enum Error {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -84,7 +82,10 @@ async fn run(cli: Cli) -> Result<(), Error> {
     let s = ServerSettings::from_merged(&merged)?;
     init_logging(&s.log_level);
     for name in ServerSettings::ignored(&merged) {
-        tracing::warn!(variable = name, "setting is not supported by this version and has no effect");
+        tracing::warn!(
+            variable = name,
+            "setting is not supported by this version and has no effect"
+        );
     }
     let tools = Tools::new(s.name.clone(), s.version.clone());
     match s.transport {
@@ -117,11 +118,18 @@ async fn serve_stdio(tools: Tools) -> Result<(), Error> {
     Ok(())
 }
 
-async fn serve_http(s: &ServerSettings, merged: &settings::Merged, tools: Tools) -> Result<(), Error> {
+async fn serve_http(
+    s: &ServerSettings,
+    merged: &settings::Merged,
+    tools: Tools,
+) -> Result<(), Error> {
     let addr = std::net::SocketAddr::new(s.host, s.port);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .map_err(|source| Error::Bind { addr: addr.to_string(), source })?;
+        .map_err(|source| Error::Bind {
+            addr: addr.to_string(),
+            source,
+        })?;
     let bound = listener.local_addr()?;
     let server_url = s.server_url_for(bound.port());
     let http = HttpConfig::from_settings(merged, server_url.clone())?;
@@ -132,8 +140,9 @@ async fn serve_http(s: &ServerSettings, merged: &settings::Merged, tools: Tools)
             (Arc::new(NoAuth), None)
         }
         Strategy::ApiKey => {
-            let keys = ApiKeyAuthenticator::from_settings(merged)?
-                .ok_or_else(|| ConfigError::new("MCP_API_KEYS", "required for the api_key strategy"))?;
+            let keys = ApiKeyAuthenticator::from_settings(merged)?.ok_or_else(|| {
+                ConfigError::new("MCP_API_KEYS", "required for the api_key strategy")
+            })?;
             tracing::info!(keys = keys.len(), "API-key authentication");
             (Arc::new(keys), None)
         }
@@ -147,10 +156,10 @@ async fn serve_http(s: &ServerSettings, merged: &settings::Merged, tools: Tools)
 
     let app = McpHttpApp::new(http, authenticator);
     let router = app.rmcp_router(move || Ok(tools.clone()));
-    tracing::info!(%bound, url = %server_url, "serving MCP over streamable HTTP");
     if let Some(key) = generated {
         print_generated_key(&key, &server_url);
     }
+    tracing::info!(%bound, url = %server_url, "serving MCP over streamable HTTP");
     let cancel = app.cancellation_token();
     let serving = mcp_auth_transport::serve(listener, router, cancel.clone(), shutdown_signal());
     tokio::pin!(serving);

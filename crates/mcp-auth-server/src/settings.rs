@@ -66,10 +66,12 @@ pub fn merge(
         }
     }
     if let Some(path) = dotenv.filter(|p| p.exists()) {
-        let iter = dotenvy::from_path_iter(path)
-            .map_err(|e| ConfigError::new(".env", format!("cannot read {}: {e}", path.display())))?;
+        let iter = dotenvy::from_path_iter(path).map_err(|e| {
+            ConfigError::new(".env", format!("cannot read {}: {e}", path.display()))
+        })?;
         for item in iter {
-            let (k, v) = item.map_err(|e| ConfigError::new(".env", format!("{}: {e}", path.display())))?;
+            let (k, v) =
+                item.map_err(|e| ConfigError::new(".env", format!("{}: {e}", path.display())))?;
             if KNOWN.contains(&k.as_str()) || NOT_YET.contains(&k.as_str()) {
                 m.insert(k, v);
             }
@@ -162,8 +164,14 @@ pub struct ServerSettings {
 impl ServerSettings {
     /// Validates the merged settings.
     pub fn from_merged(m: &Merged) -> Result<Self, ConfigError> {
-        let transport = match m.get("MCP_TRANSPORT").map(|s| s.to_ascii_lowercase()).as_deref() {
-            None | Some("streamable-http" | "streamable_http" | "http") => Transport::StreamableHttp,
+        let transport = match m
+            .get("MCP_TRANSPORT")
+            .map(|s| s.to_ascii_lowercase())
+            .as_deref()
+        {
+            None | Some("streamable-http" | "streamable_http" | "http") => {
+                Transport::StreamableHttp
+            }
             Some("stdio") => Transport::Stdio,
             Some("sse") => {
                 return Err(ConfigError::new(
@@ -182,27 +190,38 @@ impl ServerSettings {
         let host: IpAddr = match host_text.as_str() {
             "localhost" => IpAddr::from([127, 0, 0, 1]),
             h => h.trim_matches(['[', ']']).parse().map_err(|_| {
-                ConfigError::new("HOST", format!("expected an IP address to bind (e.g. 127.0.0.1 or 0.0.0.0), got {h:?}"))
+                ConfigError::new(
+                    "HOST",
+                    format!(
+                        "expected an IP address to bind (e.g. 127.0.0.1 or 0.0.0.0), got {h:?}"
+                    ),
+                )
             })?,
         };
         let port = match Lookup::get(m, "PORT") {
             None => 8001,
-            Some(p) => p
-                .parse::<u16>()
-                .map_err(|_| ConfigError::new("PORT", format!("expected a port number 0-65535, got {p:?}")))?,
+            Some(p) => p.parse::<u16>().map_err(|_| {
+                ConfigError::new("PORT", format!("expected a port number 0-65535, got {p:?}"))
+            })?,
         };
         let server_url = match Lookup::get(m, "MCP_SERVER_URL") {
             None => None,
             Some(u) => Some(parse_server_url(&u)?),
         };
         let keys_set = Lookup::get(m, "MCP_API_KEYS").is_some();
-        let strategy = match Lookup::get(m, "MCP_AUTH_STRATEGY").map(|s| s.to_ascii_lowercase()).as_deref() {
+        let strategy = match Lookup::get(m, "MCP_AUTH_STRATEGY")
+            .map(|s| s.to_ascii_lowercase())
+            .as_deref()
+        {
             None if keys_set => Strategy::ApiKey,
             None => Strategy::Generated,
             Some("none") => Strategy::None,
             Some("api_key" | "apikey" | "api-key") => {
                 if !keys_set {
-                    return Err(ConfigError::new("MCP_API_KEYS", "required when MCP_AUTH_STRATEGY=api_key"));
+                    return Err(ConfigError::new(
+                        "MCP_API_KEYS",
+                        "required when MCP_AUTH_STRATEGY=api_key",
+                    ));
                 }
                 Strategy::ApiKey
             }
@@ -252,7 +271,8 @@ impl ServerSettings {
             server_url,
             strategy,
             name: Lookup::get(m, "MCP_SERVER_NAME").unwrap_or_else(|| "mcp-auth-server".to_owned()),
-            version: Lookup::get(m, "MCP_SERVER_VERSION").unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_owned()),
+            version: Lookup::get(m, "MCP_SERVER_VERSION")
+                .unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_owned()),
             log_level,
         })
     }
@@ -277,21 +297,30 @@ impl ServerSettings {
             IpAddr::V4(h) => h.to_string(),
         };
         // Built from an IP and a port: always a valid URL.
-        Url::parse(&format!("http://{host}:{bound_port}/mcp")).unwrap_or_else(|_| {
-            Url::parse("http://127.0.0.1/mcp").expect("static URL parses")
-        })
+        Url::parse(&format!("http://{host}:{bound_port}/mcp"))
+            .unwrap_or_else(|_| Url::parse("http://127.0.0.1/mcp").expect("static URL parses"))
     }
 }
 
 fn parse_server_url(u: &str) -> Result<Url, ConfigError> {
-    let url = Url::parse(u).map_err(|e| ConfigError::new("MCP_SERVER_URL", format!("{u:?} is not a URL: {e}")))?;
+    let url = Url::parse(u)
+        .map_err(|e| ConfigError::new("MCP_SERVER_URL", format!("{u:?} is not a URL: {e}")))?;
     if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
-        return Err(ConfigError::new("MCP_SERVER_URL", format!("{u:?} must be an http:// or https:// URL with a host")));
-    }
-    if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() || url.password().is_some() {
         return Err(ConfigError::new(
             "MCP_SERVER_URL",
-            format!("{u:?} must not carry a query, fragment or credentials (it is the RFC 9728 resource identifier)"),
+            format!("{u:?} must be an http:// or https:// URL with a host"),
+        ));
+    }
+    if url.query().is_some()
+        || url.fragment().is_some()
+        || !url.username().is_empty()
+        || url.password().is_some()
+    {
+        return Err(ConfigError::new(
+            "MCP_SERVER_URL",
+            format!(
+                "{u:?} must not carry a query, fragment or credentials (it is the RFC 9728 resource identifier)"
+            ),
         ));
     }
     Ok(url)
@@ -303,7 +332,10 @@ mod tests {
     use std::io::Write;
 
     fn merged(pairs: &[(&str, &str)]) -> Merged {
-        pairs.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).into(), (*v).into()))
+            .collect()
     }
 
     #[test]
@@ -317,7 +349,13 @@ mod tests {
         let dotenv = dir.path().join(".env");
         std::fs::write(&dotenv, "PORT=2000\nLOG_LEVEL=debug\nUNRELATED=1\n").unwrap();
         let env = merged(&[("PORT", "3000")]);
-        let m = merge(Some(&toml), Some(&dotenv), &env, &[("PORT", Some("4000".into())), ("HOST", None)]).unwrap();
+        let m = merge(
+            Some(&toml),
+            Some(&dotenv),
+            &env,
+            &[("PORT", Some("4000".into())), ("HOST", None)],
+        )
+        .unwrap();
         assert_eq!(m["PORT"], "4000");
         assert_eq!(m["LOG_LEVEL"], "debug");
         assert_eq!(m["MCP_SERVER_NAME"], "from-toml");
@@ -345,7 +383,8 @@ mod tests {
         let s = ServerSettings::from_merged(&merged(&[])).unwrap();
         assert_eq!(s.strategy, Strategy::Generated);
         assert_eq!(s.port, 8001);
-        let s = ServerSettings::from_merged(&merged(&[("MCP_API_KEYS", "0123456789abcdef0")])).unwrap();
+        let s =
+            ServerSettings::from_merged(&merged(&[("MCP_API_KEYS", "0123456789abcdef0")])).unwrap();
         assert_eq!(s.strategy, Strategy::ApiKey);
         let s = ServerSettings::from_merged(&merged(&[("MCP_AUTH_STRATEGY", "none")])).unwrap();
         assert_eq!(s.strategy, Strategy::None);
@@ -360,12 +399,18 @@ mod tests {
             (&[("MCP_TRANSPORT", "sse")], "MCP_TRANSPORT"),
             (&[("MCP_AUTH_STRATEGY", "magic")], "MCP_AUTH_STRATEGY"),
             (&[("MCP_AUTH_STRATEGY", "api_key")], "MCP_API_KEYS"),
-            (&[("MCP_AUTH_STRATEGY", "none"), ("HOST", "0.0.0.0")], "MCP_AUTH_STRATEGY"),
+            (
+                &[("MCP_AUTH_STRATEGY", "none"), ("HOST", "0.0.0.0")],
+                "MCP_AUTH_STRATEGY",
+            ),
             (&[("MCP_AUTH_REQUIRE", "false")], "MCP_AUTH_REQUIRE"),
             (&[("MCP_SERVER_URL", "ftp://x/mcp")], "MCP_SERVER_URL"),
             (&[("MCP_SERVER_URL", "https://x/mcp?a=1")], "MCP_SERVER_URL"),
             (&[("LOG_LEVEL", "loud[")], "LOG_LEVEL"),
-            (&[("HTTP_RATE_LIMIT_ENABLED", "true")], "HTTP_RATE_LIMIT_ENABLED"),
+            (
+                &[("HTTP_RATE_LIMIT_ENABLED", "true")],
+                "HTTP_RATE_LIMIT_ENABLED",
+            ),
         ];
         for (pairs, var) in cases {
             let e = ServerSettings::from_merged(&merged(pairs)).unwrap_err();
@@ -385,8 +430,29 @@ mod tests {
         assert_eq!(s.server_url_for(9).as_str(), "http://[::1]:9/mcp");
         s.host = "0.0.0.0".parse().unwrap();
         assert_eq!(s.server_url_for(9).as_str(), "http://127.0.0.1:9/mcp");
-        let s = ServerSettings::from_merged(&merged(&[("MCP_SERVER_URL", "https://mcp.example.com/mcp")])).unwrap();
+        let s = ServerSettings::from_merged(&merged(&[(
+            "MCP_SERVER_URL",
+            "https://mcp.example.com/mcp",
+        )]))
+        .unwrap();
         assert_eq!(s.server_url_for(9).as_str(), "https://mcp.example.com/mcp");
-        assert_eq!(ServerSettings::ignored(&merged(&[("HTTP_SESSION_TIMEOUT", "5")])), vec!["HTTP_SESSION_TIMEOUT"]);
+        assert_eq!(
+            ServerSettings::ignored(&merged(&[("HTTP_SESSION_TIMEOUT", "5")])),
+            vec!["HTTP_SESSION_TIMEOUT"]
+        );
+    }
+}
+
+#[cfg(test)]
+mod documentation {
+    #[test]
+    fn every_variable_is_documented_in_env_example() {
+        let example = include_str!("../../../.env.example");
+        for name in super::KNOWN.iter().chain(super::NOT_YET) {
+            assert!(
+                example.contains(name),
+                "{name} is missing from .env.example"
+            );
+        }
     }
 }

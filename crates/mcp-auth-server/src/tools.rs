@@ -46,7 +46,9 @@ impl Tools {
         chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
     }
 
-    #[tool(description = "The authenticated caller: subject, issuer, client id, scopes, groups, strategy, expiry")]
+    #[tool(
+        description = "The authenticated caller: subject, issuer, client id, scopes, groups, strategy, expiry"
+    )]
     fn whoami(&self, ctx: RequestContext<RoleServer>) -> Result<CallToolResult, ErrorData> {
         let who = serde_json::to_value(caller(&ctx))
             .map_err(|e| ErrorData::internal_error(e.to_string(), None))?;
@@ -61,6 +63,8 @@ impl ServerHandler for Tools {
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
             .with_server_info(Implementation::new(self.name.clone(), self.version.clone()))
-            .with_instructions("get_time returns the current time; whoami shows who you are authenticated as.")
+            .with_instructions(
+                "get_time returns the current time; whoami shows who you are authenticated as.",
+            )
     }
 }

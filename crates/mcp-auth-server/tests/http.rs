@@ -12,8 +12,7 @@ use rmcp::{
     ServiceExt,
     model::CallToolRequestParams,
     transport::{
-        StreamableHttpClientTransport,
-        streamable_http_client::StreamableHttpClientTransportConfig,
+        StreamableHttpClientTransport, streamable_http_client::StreamableHttpClientTransportConfig,
     },
 };
 
@@ -32,7 +31,8 @@ fn challenges(resp: &reqwest::Response) -> Vec<String> {
 async fn rmcp_client(
     url: String,
     key: &str,
-) -> Result<rmcp::service::RunningService<rmcp::RoleClient, ()>, rmcp::service::ClientInitializeError> {
+) -> Result<rmcp::service::RunningService<rmcp::RoleClient, ()>, rmcp::service::ClientInitializeError>
+{
     let headers = HashMap::from([(
         HeaderName::from_static("x-api-key"),
         HeaderValue::from_str(key).unwrap(),
@@ -123,7 +123,11 @@ async fn rmcp_client_with_the_right_key_lists_and_calls_tools() {
 #[tokio::test]
 async fn rmcp_client_with_a_wrong_key_fails_to_connect() {
     let s = api_key_server();
-    assert!(rmcp_client(s.url(), "wrong-key-0123456789abc").await.is_err());
+    assert!(
+        rmcp_client(s.url(), "wrong-key-0123456789abc")
+            .await
+            .is_err()
+    );
 }
 
 async fn open_session(c: &reqwest::Client, s: &Server) -> String {
@@ -135,12 +139,16 @@ async fn open_session(c: &reqwest::Client, s: &Server) -> String {
     assert_eq!(r.status(), 200);
     let sid = r.headers()["mcp-session-id"].to_str().unwrap().to_owned();
     let _ = r.text().await;
-    let r = post(c, &s.url(), r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#)
-        .header("x-api-key", KEY)
-        .header("mcp-session-id", &sid)
-        .send()
-        .await
-        .unwrap();
+    let r = post(
+        c,
+        &s.url(),
+        r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+    )
+    .header("x-api-key", KEY)
+    .header("mcp-session-id", &sid)
+    .send()
+    .await
+    .unwrap();
     assert_eq!(r.status(), 202);
     sid
 }
@@ -225,8 +233,13 @@ async fn foreign_host_and_origin_get_403_before_authentication() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    assert_eq!(r.headers()["access-control-allow-origin"], "http://localhost:6274");
-    let exposed = r.headers()["access-control-expose-headers"].to_str().unwrap();
+    assert_eq!(
+        r.headers()["access-control-allow-origin"],
+        "http://localhost:6274"
+    );
+    let exposed = r.headers()["access-control-expose-headers"]
+        .to_str()
+        .unwrap();
     assert!(exposed.contains("mcp-session-id") && exposed.contains("www-authenticate"));
 
     // CORS preflight needs no credentials.
@@ -239,7 +252,10 @@ async fn foreign_host_and_origin_get_403_before_authentication() {
         .await
         .unwrap();
     assert!(r.status().is_success(), "{}", r.status());
-    assert_eq!(r.headers()["access-control-allow-origin"], "http://localhost:6274");
+    assert_eq!(
+        r.headers()["access-control-allow-origin"],
+        "http://localhost:6274"
+    );
 }
 
 #[tokio::test]
@@ -262,11 +278,13 @@ async fn configured_hosts_replace_the_defaults() {
 
 #[tokio::test]
 async fn oversized_bodies_get_413_and_malformed_json_a_4xx() {
-    let s = Server::start(&[
-        ("MCP_API_KEYS", KEY),
-        ("HTTP_MAX_REQUEST_SIZE", "1kb"),
-    ]);
-    let c = reqwest::Client::new();
+    let s = Server::start(&[("MCP_API_KEYS", KEY), ("HTTP_MAX_REQUEST_SIZE", "1kb")]);
+    // The server closes a connection whose body it refused to read; do not
+    // let the client reuse it for the next request.
+    let c = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
     let big = format!(
         r#"{{"jsonrpc":"2.0","id":1,"method":"initialize","params":{{"pad":"{}"}}}}"#,
         "x".repeat(4096)
@@ -292,7 +310,13 @@ async fn oversized_bodies_get_413_and_malformed_json_a_4xx() {
         .unwrap();
     assert_eq!(r.status(), 413);
 
-    for bad in ["{", "not json", "[]", r#"{"jsonrpc":"2.0","id":1}"#, "\u{0}\u{1}"] {
+    for bad in [
+        "{",
+        "not json",
+        "[]",
+        r#"{"jsonrpc":"2.0","id":1}"#,
+        "\u{0}\u{1}",
+    ] {
         let r = post(&c, &s.url(), bad)
             .header("x-api-key", KEY)
             .send()
@@ -318,12 +342,17 @@ async fn without_configuration_a_key_is_generated_printed_once_and_required() {
         .trim_end_matches('"')
         .to_owned();
     assert!(key.len() >= 32, "{key}");
-    assert!(logs.contains("--header \"X-API-Key: "), "a ready-to-paste command: {logs}");
+    assert!(
+        logs.contains("--header \"X-API-Key: "),
+        "a ready-to-paste command: {logs}"
+    );
 
     let c = reqwest::Client::new();
     let r = post(&c, &s.url(), INIT).send().await.unwrap();
     assert_eq!(r.status(), 401);
-    let client = rmcp_client(s.url(), &key).await.expect("generated key works");
+    let client = rmcp_client(s.url(), &key)
+        .await
+        .expect("generated key works");
     client.cancel().await.unwrap();
 }
 
@@ -352,7 +381,9 @@ async fn settings_come_from_dotenv_and_a_toml_file() {
         )
         .unwrap();
     });
-    let client = rmcp_client(s.url(), KEY).await.expect(".env key wins over TOML");
+    let client = rmcp_client(s.url(), KEY)
+        .await
+        .expect(".env key wins over TOML");
     let info = client.peer_info().unwrap();
     assert_eq!(info.server_info.as_ref().unwrap().name, "from-toml");
     client.cancel().await.unwrap();
@@ -378,4 +409,52 @@ async fn sigterm_shuts_down_cleanly() {
         assert!(std::time::Instant::now() < deadline, "still running");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+#[tokio::test]
+async fn the_stateless_2026_07_28_wire_is_authenticated_on_every_request() {
+    use rmcp::{ClientLifecycleMode, ClientServiceExt, model::ProtocolVersion};
+    let s = api_key_server();
+    let connect = |key: &str| {
+        let headers = HashMap::from([(
+            HeaderName::from_static("x-api-key"),
+            HeaderValue::from_str(key).unwrap(),
+        )]);
+        let transport = StreamableHttpClientTransport::from_config(
+            StreamableHttpClientTransportConfig::with_uri(s.url()).custom_headers(headers),
+        );
+        ().serve_with_lifecycle(
+            transport,
+            ClientLifecycleMode::Discover {
+                preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+            },
+        )
+    };
+    let client = connect(KEY).await.expect("discover with the right key");
+    assert_eq!(
+        client.peer_info().unwrap().protocol_version,
+        ProtocolVersion::V_2026_07_28
+    );
+    let r = client
+        .call_tool(CallToolRequestParams::new("whoami"))
+        .await
+        .unwrap();
+    assert_eq!(r.structured_content.unwrap()["strategy"], "api_key");
+    client.cancel().await.unwrap();
+    assert!(connect("wrong-key-0123456789abc").await.is_err());
+}
+
+#[tokio::test]
+async fn the_documented_env_example_works_as_a_dotenv_file() {
+    let example = include_str!("../../../.env.example");
+    let s = Server::start_in(&[], &[], |dir| {
+        std::fs::write(dir.join(".env"), example).unwrap();
+    });
+    // With the example's defaults: no keys, so a key is generated and required.
+    assert!(s.stderr().contains("X-API-Key: mcp_"), "{}", s.stderr());
+    let r = post(&reqwest::Client::new(), &s.url(), INIT)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
 }

@@ -118,7 +118,11 @@ impl Authenticator for AnyOf {
 mod tests {
     use super::*;
 
-    struct Fixed(Result<Principal, AuthError>, Vec<ChallengeScheme>, Vec<String>);
+    struct Fixed(
+        Result<Principal, AuthError>,
+        Vec<ChallengeScheme>,
+        Vec<String>,
+    );
 
     #[async_trait]
     impl Authenticator for Fixed {

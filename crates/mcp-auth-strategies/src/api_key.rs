@@ -195,9 +195,7 @@ impl Authenticator for ApiKeyAuthenticator {
             return Err(AuthError::MissingCredentials);
         };
         if values.next().is_some() {
-            return Err(AuthError::invalid_request(
-                "more than one X-API-Key header",
-            ));
+            return Err(AuthError::invalid_request("more than one X-API-Key header"));
         }
         let presented = value.as_bytes();
         match self.find(presented) {
@@ -258,7 +256,9 @@ mod tests {
                 AuthError::MissingCredentials,
             ),
             (
-                AuthRequest::builder().uri(&format!("/mcp?api_key={KEY}")).build(),
+                AuthRequest::builder()
+                    .uri(&format!("/mcp?api_key={KEY}"))
+                    .build(),
                 AuthError::MissingCredentials,
             ),
             (
@@ -292,7 +292,10 @@ mod tests {
 
     #[test]
     fn bad_lists_name_the_position_not_the_key() {
-        assert_eq!(ApiKeyAuthenticator::from_list(" , ").unwrap_err(), ApiKeyError::Empty);
+        assert_eq!(
+            ApiKeyAuthenticator::from_list(" , ").unwrap_err(),
+            ApiKeyError::Empty
+        );
         let e = ApiKeyAuthenticator::from_list(&format!("{KEY},short-secret")).unwrap_err();
         assert_eq!(e, ApiKeyError::TooShort { position: 2 });
         assert!(!e.to_string().contains("short-secret"));
@@ -310,9 +313,14 @@ mod tests {
     fn settings_errors_name_the_variable() {
         let m = std::collections::HashMap::from([("MCP_API_KEYS".to_owned(), "abc".to_owned())]);
         let e = ApiKeyAuthenticator::from_settings(&m).unwrap_err();
-        assert!(e.to_string().starts_with("MCP_API_KEYS: key #1 is shorter"), "{e}");
-        assert!(ApiKeyAuthenticator::from_settings(&std::collections::HashMap::new())
-            .unwrap()
-            .is_none());
+        assert!(
+            e.to_string().starts_with("MCP_API_KEYS: key #1 is shorter"),
+            "{e}"
+        );
+        assert!(
+            ApiKeyAuthenticator::from_settings(&std::collections::HashMap::new())
+                .unwrap()
+                .is_none()
+        );
     }
 }

@@ -37,5 +37,7 @@ mod api_key;
 mod none;
 
 pub use any_of::AnyOf;
-pub use api_key::{API_KEY_HEADER, ApiKeyAuthenticator, ApiKeyError, MIN_PLAIN_KEY_LEN, fingerprint};
+pub use api_key::{
+    API_KEY_HEADER, ApiKeyAuthenticator, ApiKeyError, MIN_PLAIN_KEY_LEN, fingerprint,
+};
 pub use none::NoAuth;

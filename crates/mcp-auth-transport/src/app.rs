@@ -144,7 +144,10 @@ impl McpHttpApp {
                 async move { metadata_response(&md) }
             };
             let inserted = cfg.resource_metadata_url().path().to_owned();
-            router = router.route("/.well-known/oauth-protected-resource", get(handler.clone()));
+            router = router.route(
+                "/.well-known/oauth-protected-resource",
+                get(handler.clone()),
+            );
             if inserted != "/.well-known/oauth-protected-resource" {
                 router = router.route(&inserted, get(handler));
             }
@@ -159,11 +162,10 @@ impl McpHttpApp {
                 content_length_limit,
             ))
         };
-        let mut router = router
-            .layer(TimeoutLayer::with_status_code(
-                StatusCode::REQUEST_TIMEOUT,
-                cfg.request_timeout,
-            ));
+        let mut router = router.layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            cfg.request_timeout,
+        ));
         if cfg.cors.enabled {
             router = router.layer(cors_layer(cfg));
         }
@@ -288,4 +290,3 @@ pub async fn serve(
     })
     .await
 }
-

@@ -18,7 +18,9 @@
 
 use std::time::Duration;
 
-use mcp_auth_core::settings::{ConfigError, Lookup, parse_bool, parse_list, parse_millis, parse_size};
+use mcp_auth_core::settings::{
+    ConfigError, Lookup, parse_bool, parse_list, parse_millis, parse_size,
+};
 use url::Url;
 
 use crate::{HostRule, OriginRule};
@@ -47,7 +49,9 @@ impl Default for CorsConfig {
     fn default() -> Self {
         Self {
             enabled: true,
-            methods: ["GET", "POST", "DELETE", "OPTIONS"].map(String::from).to_vec(),
+            methods: ["GET", "POST", "DELETE", "OPTIONS"]
+                .map(String::from)
+                .to_vec(),
             headers: [
                 "Content-Type",
                 "Authorization",
@@ -133,20 +137,29 @@ impl HttpConfig {
             .into_iter()
             .find_map(|name| parse_list(l, name).map(|list| (name, list)));
         if let Some((name, list)) = origin_var {
-            cfg.origins = OriginRule::list(&list).map_err(|e| ConfigError::new(name, e.to_string()))?;
+            cfg.origins =
+                OriginRule::list(&list).map_err(|e| ConfigError::new(name, e.to_string()))?;
         }
         cfg.cors.enabled = parse_bool(l, "HTTP_ENABLE_CORS", true)?;
         if let Some(m) = parse_list(l, "HTTP_CORS_METHODS") {
             for method in &m {
-                http::Method::from_bytes(method.as_bytes())
-                    .map_err(|_| ConfigError::new("HTTP_CORS_METHODS", format!("{method:?} is not an HTTP method")))?;
+                http::Method::from_bytes(method.as_bytes()).map_err(|_| {
+                    ConfigError::new(
+                        "HTTP_CORS_METHODS",
+                        format!("{method:?} is not an HTTP method"),
+                    )
+                })?;
             }
             cfg.cors.methods = m;
         }
         if let Some(h) = parse_list(l, "HTTP_CORS_HEADERS") {
             for name in &h {
-                http::HeaderName::from_bytes(name.as_bytes())
-                    .map_err(|_| ConfigError::new("HTTP_CORS_HEADERS", format!("{name:?} is not a header name")))?;
+                http::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+                    ConfigError::new(
+                        "HTTP_CORS_HEADERS",
+                        format!("{name:?} is not a header name"),
+                    )
+                })?;
             }
             cfg.cors.headers = h;
         }
@@ -178,7 +191,11 @@ fn is_loopback_host(url: &Url) -> bool {
 }
 
 fn default_hosts(server_url: &Url) -> HostRule {
-    let mut hosts = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "[::1]".to_owned()];
+    let mut hosts = vec![
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        "[::1]".to_owned(),
+    ];
     if let Some(h) = server_url.host_str() {
         hosts.push(h.to_owned());
     }
@@ -204,7 +221,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).into(), (*v).into()))
+            .collect()
     }
 
     #[test]
@@ -247,7 +267,10 @@ mod tests {
             assert_eq!(err.variable, name, "{err}");
         }
         let err = HttpConfig::from_settings(
-            &vars(&[("HTTP_CORS_ORIGINS", "*"), ("HTTP_CORS_CREDENTIALS", "true")]),
+            &vars(&[
+                ("HTTP_CORS_ORIGINS", "*"),
+                ("HTTP_CORS_CREDENTIALS", "true"),
+            ]),
             url,
         )
         .unwrap_err();

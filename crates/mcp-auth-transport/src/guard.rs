@@ -228,7 +228,11 @@ pub struct GuardService<S> {
 }
 
 /// Why a request was refused by the guard, if it was.
-fn check(rules: &(HostRule, OriginRule), uri: &Uri, headers: &HeaderMap) -> Option<(StatusCode, &'static str)> {
+fn check(
+    rules: &(HostRule, OriginRule),
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> Option<(StatusCode, &'static str)> {
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
@@ -245,8 +249,7 @@ fn check(rules: &(HostRule, OriginRule), uri: &Uri, headers: &HeaderMap) -> Opti
     }
     let mut origins = headers.get_all(header::ORIGIN).iter();
     if let Some(origin) = origins.next() {
-        let ok = origins.next().is_none()
-            && origin.to_str().is_ok_and(|o| rules.1.allows(o));
+        let ok = origins.next().is_none() && origin.to_str().is_ok_and(|o| rules.1.allows(o));
         if !ok {
             return Some((StatusCode::FORBIDDEN, "Origin not allowed"));
         }
@@ -271,7 +274,11 @@ where
         match check(&self.rules, req.uri(), req.headers()) {
             None => self.inner.call(req).boxed(),
             Some((status, why)) => {
-                tracing::debug!(status = status.as_u16(), why, "request refused by Host/Origin guard");
+                tracing::debug!(
+                    status = status.as_u16(),
+                    why,
+                    "request refused by Host/Origin guard"
+                );
                 let body = serde_json::json!({ "error": "forbidden", "error_description": why });
                 let resp = (status, axum::Json(body)).into_response();
                 async move { Ok(resp) }.boxed()
@@ -287,10 +294,26 @@ mod tests {
     #[test]
     fn hosts() {
         let r = HostRule::list(["localhost", "127.0.0.1", "::1", "Example.com:8443"]);
-        for ok in ["localhost", "localhost:8001", "LOCALHOST:1", "127.0.0.1:9", "[::1]:8001", "[::1]", "example.com:8443"] {
+        for ok in [
+            "localhost",
+            "localhost:8001",
+            "LOCALHOST:1",
+            "127.0.0.1:9",
+            "[::1]:8001",
+            "[::1]",
+            "example.com:8443",
+        ] {
             assert!(r.allows(ok), "{ok}");
         }
-        for bad in ["evil.com", "localhost.evil.com", "example.com", "example.com:443", "127.0.0.2", "[::2]:80", ""] {
+        for bad in [
+            "evil.com",
+            "localhost.evil.com",
+            "example.com",
+            "example.com:443",
+            "127.0.0.2",
+            "[::2]:80",
+            "",
+        ] {
             assert!(!r.allows(bad), "{bad}");
         }
         assert!(HostRule::Any.allows("anything"));
@@ -298,29 +321,56 @@ mod tests {
 
     #[test]
     fn origins() {
-        let r = OriginRule::list(["https://app.example.com", "http://localhost:*", "null"]).unwrap();
-        for ok in ["https://app.example.com", "https://app.example.com:443", "http://localhost:6274", "http://localhost", "null"] {
+        let r =
+            OriginRule::list(["https://app.example.com", "http://localhost:*", "null"]).unwrap();
+        for ok in [
+            "https://app.example.com",
+            "https://app.example.com:443",
+            "http://localhost:6274",
+            "http://localhost",
+            "null",
+        ] {
             assert!(r.allows(ok), "{ok}");
         }
-        for bad in ["http://app.example.com", "https://app.example.com:8443", "https://evil.com", "http://localhost.evil.com:80", "garbage", "https://app.example.com/path", ""] {
+        for bad in [
+            "http://app.example.com",
+            "https://app.example.com:8443",
+            "https://evil.com",
+            "http://localhost.evil.com:80",
+            "garbage",
+            "https://app.example.com/path",
+            "",
+        ] {
             assert!(!r.allows(bad), "{bad}");
         }
-        assert_eq!(OriginRule::list(["https://a", "*"]).unwrap(), OriginRule::Any);
+        assert_eq!(
+            OriginRule::list(["https://a", "*"]).unwrap(),
+            OriginRule::Any
+        );
         assert!(OriginRule::list(["app.example.com"]).is_err());
         assert!(OriginRule::list(["ftp://x"]).is_err());
     }
 
     #[test]
     fn check_refuses_duplicates_and_missing_host() {
-        let rules = (HostRule::list(["localhost"]), OriginRule::list(["http://localhost:*"]).unwrap());
+        let rules = (
+            HostRule::list(["localhost"]),
+            OriginRule::list(["http://localhost:*"]).unwrap(),
+        );
         let uri: Uri = "/mcp".parse().unwrap();
         let mut h = HeaderMap::new();
-        assert_eq!(check(&rules, &uri, &h).map(|c| c.0), Some(StatusCode::BAD_REQUEST));
+        assert_eq!(
+            check(&rules, &uri, &h).map(|c| c.0),
+            Some(StatusCode::BAD_REQUEST)
+        );
         h.insert(header::HOST, "localhost:1".parse().unwrap());
         assert_eq!(check(&rules, &uri, &h), None);
         h.append(header::ORIGIN, "http://localhost:3".parse().unwrap());
         assert_eq!(check(&rules, &uri, &h), None);
         h.append(header::ORIGIN, "http://localhost:3".parse().unwrap());
-        assert_eq!(check(&rules, &uri, &h).map(|c| c.0), Some(StatusCode::FORBIDDEN));
+        assert_eq!(
+            check(&rules, &uri, &h).map(|c| c.0),
+            Some(StatusCode::FORBIDDEN)
+        );
     }
 }

@@ -37,6 +37,8 @@ impl<C: AsRequestContext> FromContextPart<C> for Caller {
             .and_then(principal_from_parts)
             .cloned()
             .map(Caller)
-            .ok_or_else(|| ErrorData::internal_error("no authenticated caller for this request", None))
+            .ok_or_else(|| {
+                ErrorData::internal_error("no authenticated caller for this request", None)
+            })
     }
 }
