@@ -51,6 +51,52 @@ impl AuthRequest {
         AuthRequestBuilder::default()
     }
 
+    /// The bearer token of the `Authorization` header (RFC 6750 §2.1).
+    ///
+    /// `Ok(None)` when there is no `Authorization` header or it uses another
+    /// scheme; [`AuthError::InvalidRequest`] when it is malformed (duplicated,
+    /// not ASCII, no token, characters outside `token68`). The scheme is
+    /// matched case-insensitively. Tokens in the query string or body are
+    /// never looked at.
+    ///
+    /// ```
+    /// use mcp_auth_core::AuthRequest;
+    /// let req = AuthRequest::builder().header("authorization", "bearer abc.def-ghi_~+/==").build();
+    /// assert_eq!(req.bearer_token().unwrap(), Some("abc.def-ghi_~+/=="));
+    /// let req = AuthRequest::builder().header("authorization", "Bearer a b").build();
+    /// assert!(req.bearer_token().is_err());
+    /// ```
+    pub fn bearer_token(&self) -> Result<Option<&str>, AuthError> {
+        let mut values = self.headers.get_all(http::header::AUTHORIZATION).iter();
+        let Some(value) = values.next() else {
+            return Ok(None);
+        };
+        if values.next().is_some() {
+            return Err(AuthError::invalid_request(
+                "more than one Authorization header",
+            ));
+        }
+        let value = value
+            .to_str()
+            .map_err(|_| AuthError::invalid_request("Authorization header is not ASCII"))?;
+        let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return Ok(None);
+        }
+        let token = rest.trim_start_matches(' ');
+        let body = token.trim_end_matches('=');
+        let token68 = !body.is_empty()
+            && body
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b));
+        if !token68 {
+            return Err(AuthError::invalid_request(
+                "malformed Authorization header: expected `Bearer <token>`",
+            ));
+        }
+        Ok(Some(token))
+    }
+
     /// The peer address as text, or `"unknown"`; handy for log lines.
     pub fn peer_display(&self) -> String {
         self.peer
@@ -214,6 +260,37 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.status(), http::StatusCode::FORBIDDEN);
         assert_eq!(auth.challenge_schemes(), vec![ChallengeScheme::Bearer]);
+    }
+
+    #[test]
+    fn bearer_token_parsing() {
+        let tok = |h: &[&str]| {
+            let mut b = AuthRequest::builder();
+            for v in h {
+                b = b.header("authorization", v);
+            }
+            b.build().bearer_token().map(|t| t.map(str::to_owned))
+        };
+        assert_eq!(tok(&[]), Ok(None));
+        assert_eq!(tok(&["Basic dXNlcjpwYXNz"]), Ok(None));
+        assert_eq!(tok(&["BEARER  x.y.z"]), Ok(Some("x.y.z".into())));
+        for bad in [
+            "Bearer",
+            "Bearer ",
+            "Bearer a b",
+            "Bearer ===",
+            "Bearer é",
+            "Bearer a\\",
+        ] {
+            assert!(
+                matches!(tok(&[bad]), Err(AuthError::InvalidRequest { .. })),
+                "{bad:?}"
+            );
+        }
+        assert!(matches!(
+            tok(&["Bearer a", "Bearer b"]),
+            Err(AuthError::InvalidRequest { .. })
+        ));
     }
 
     #[test]

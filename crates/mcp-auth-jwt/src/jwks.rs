@@ -1,0 +1,315 @@
+//! A JWKS cache built for hostile traffic and flaky issuers.
+//!
+//! ```no_run
+//! # #[tokio::main] async fn main() {
+//! use std::time::Duration;
+//! use mcp_auth_jwt::JwksCache;
+//!
+//! let jwks = JwksCache::builder("https://issuer.example.com/.well-known/jwks.json".parse().unwrap())
+//!     .cooldown(Duration::from_secs(10))
+//!     .refresh_every(Duration::from_secs(600))
+//!     .build();
+//! let keys = jwks.keys().await.expect("the issuer is reachable");
+//! println!("{} keys", keys.len());
+//! # }
+//! ```
+//!
+//! Why our own cache and not `jwks_client_rs`: that crate's default features
+//! enable jsonwebtoken's `rust_crypto` backend (with our `aws_lc_rs` also on,
+//! the first verification panics), it refetches on every unknown `kid` (a
+//! flood of random kids becomes a flood of requests to the issuer), and it
+//! never checks `iss`. This cache:
+//! - fetches with connect and total timeouts, a size limit, http(s) only, no
+//!   redirects ([`FetchLimits`]);
+//! - is single-flight: concurrent misses wait for one fetch;
+//! - refreshes for an unknown `kid` at most once per cooldown (default 10 s);
+//!   a failed fetch also starts the cooldown, so an outage is not hammered;
+//! - refreshes in the background (default every 10 minutes);
+//! - keeps the last good key set when the issuer is down, slow or answers
+//!   garbage (an empty or unparsable set never replaces a good one);
+//! - replaces the whole set on every successful fetch, so a rotated-out key
+//!   stops verifying at once.
+
+use std::{
+    sync::{
+        Arc, RwLock, Weak,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use url::Url;
+
+use crate::{
+    KeySet,
+    discovery::discover,
+    fetch::{FetchLimits, get_json, http_client},
+};
+
+/// Where the key set comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Location {
+    Url(Url),
+    /// Discovered from the issuer's metadata on first use.
+    Issuer(String),
+}
+
+/// The key set could not be obtained and none is cached.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("signing keys unavailable: {0}")]
+pub struct JwksError(pub String);
+
+struct State {
+    keys: Option<Arc<KeySet>>,
+    jwks_url: Option<Url>,
+    last_attempt: Option<Instant>,
+    last_error: Option<String>,
+}
+
+struct Inner {
+    location: Location,
+    client: reqwest::Client,
+    limits: FetchLimits,
+    cooldown: Duration,
+    state: RwLock<State>,
+    fetch_lock: tokio::sync::Mutex<()>,
+    fetches: AtomicU64,
+}
+
+/// A shared, self-refreshing JWKS cache. Cheap to clone.
+#[derive(Clone)]
+pub struct JwksCache {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for JwksCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwksCache")
+            .field("location", &self.inner.location)
+            .field("fetches", &self.fetch_count())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builder for [`JwksCache`].
+#[derive(Debug)]
+pub struct JwksCacheBuilder {
+    location: Location,
+    limits: FetchLimits,
+    cooldown: Duration,
+    refresh_every: Option<Duration>,
+}
+
+impl JwksCacheBuilder {
+    /// Minimum time between refreshes triggered by unknown `kid`s or by a
+    /// missing key set (default 10 s).
+    pub fn cooldown(mut self, d: Duration) -> Self {
+        self.cooldown = d;
+        self
+    }
+
+    /// Background refresh period (default 10 minutes); `None` turns it off.
+    pub fn refresh_every(mut self, d: impl Into<Option<Duration>>) -> Self {
+        self.refresh_every = d.into();
+        self
+    }
+
+    /// Fetch limits (timeouts, size).
+    pub fn limits(mut self, limits: FetchLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Builds the cache. The background refresh starts when a Tokio runtime
+    /// is running; the first fetch happens on first use (or
+    /// [`JwksCache::refresh`]).
+    pub fn build(self) -> JwksCache {
+        let cache = JwksCache {
+            inner: Arc::new(Inner {
+                location: self.location,
+                client: http_client(self.limits),
+                limits: self.limits,
+                cooldown: self.cooldown,
+                state: RwLock::new(State {
+                    keys: None,
+                    jwks_url: None,
+                    last_attempt: None,
+                    last_error: None,
+                }),
+                fetch_lock: tokio::sync::Mutex::new(()),
+                fetches: AtomicU64::new(0),
+            }),
+        };
+        if let (Some(every), Ok(rt)) = (self.refresh_every, tokio::runtime::Handle::try_current()) {
+            let weak = Arc::downgrade(&cache.inner);
+            rt.spawn(background_refresh(weak, every));
+        }
+        cache
+    }
+}
+
+async fn background_refresh(weak: Weak<Inner>, every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(inner) = weak.upgrade() else { return };
+        let cache = JwksCache { inner };
+        if let Err(e) = cache.refresh().await {
+            tracing::warn!(error = %e, "background JWKS refresh failed; keeping the last good keys");
+        }
+    }
+}
+
+impl JwksCache {
+    /// A cache for the key set at `url`.
+    pub fn builder(url: Url) -> JwksCacheBuilder {
+        Self::builder_for(Location::Url(url))
+    }
+
+    /// A cache whose key set URL is discovered from `issuer`'s metadata
+    /// (RFC 8414 / OIDC) on first use.
+    pub fn discover(issuer: impl Into<String>) -> JwksCacheBuilder {
+        Self::builder_for(Location::Issuer(issuer.into()))
+    }
+
+    fn builder_for(location: Location) -> JwksCacheBuilder {
+        JwksCacheBuilder {
+            location,
+            limits: FetchLimits::default(),
+            cooldown: Duration::from_secs(10),
+            refresh_every: Some(Duration::from_secs(600)),
+        }
+    }
+
+    /// How many fetches of the key set (and discovery documents) were made.
+    pub fn fetch_count(&self) -> u64 {
+        self.inner.fetches.load(Ordering::Relaxed)
+    }
+
+    /// The cached keys, if any, without fetching.
+    pub fn cached(&self) -> Option<Arc<KeySet>> {
+        self.read_state(|s| s.keys.clone())
+    }
+
+    fn read_state<T>(&self, f: impl FnOnce(&State) -> T) -> T {
+        match self.inner.state.read() {
+            Ok(g) => f(&g),
+            Err(poisoned) => f(&poisoned.into_inner()),
+        }
+    }
+
+    fn write_state(&self, f: impl FnOnce(&mut State)) {
+        match self.inner.state.write() {
+            Ok(mut g) => f(&mut g),
+            Err(poisoned) => f(&mut poisoned.into_inner()),
+        }
+    }
+
+    /// The keys: cached ones, or fetched now when none are cached (a failed
+    /// fetch is retried only after the cooldown).
+    pub async fn keys(&self) -> Result<Arc<KeySet>, JwksError> {
+        if let Some(keys) = self.cached() {
+            return Ok(keys);
+        }
+        self.refresh_gated().await;
+        self.cached().ok_or_else(|| {
+            JwksError(
+                self.read_state(|s| s.last_error.clone())
+                    .unwrap_or_else(|| "not fetched yet".to_owned()),
+            )
+        })
+    }
+
+    /// Refetches because a token named an unknown `kid`, unless a fetch
+    /// happened within the cooldown. Returns the keys afterwards.
+    pub async fn keys_after_unknown_kid(&self) -> Option<Arc<KeySet>> {
+        self.refresh_gated().await;
+        self.cached()
+    }
+
+    /// Fetch unless one was attempted within the cooldown; concurrent callers
+    /// share one fetch.
+    async fn refresh_gated(&self) {
+        let asked = Instant::now();
+        let recent = |s: &State| {
+            s.last_attempt
+                .is_some_and(|t| t >= asked || t.elapsed() < self.inner.cooldown)
+        };
+        if self.read_state(recent) {
+            return;
+        }
+        let _guard = self.inner.fetch_lock.lock().await;
+        // Whoever held the lock may have just fetched for us.
+        if self.read_state(recent) {
+            return;
+        }
+        let _ = self.fetch_locked().await;
+    }
+
+    /// Fetches now (single-flight with other refreshes), ignoring the
+    /// cooldown. On failure the last good keys stay.
+    pub async fn refresh(&self) -> Result<Arc<KeySet>, JwksError> {
+        let _guard = self.inner.fetch_lock.lock().await;
+        self.fetch_locked().await
+    }
+
+    async fn fetch_locked(&self) -> Result<Arc<KeySet>, JwksError> {
+        let result = self.fetch_once().await;
+        self.write_state(|s| {
+            s.last_attempt = Some(Instant::now());
+            match &result {
+                Ok(keys) => {
+                    s.keys = Some(keys.clone());
+                    s.last_error = None;
+                }
+                Err(e) => s.last_error = Some(e.0.clone()),
+            }
+        });
+        match result {
+            Ok(keys) => {
+                tracing::debug!(keys = keys.len(), "JWKS fetched");
+                Ok(keys)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e.0, "JWKS fetch failed; keeping the last good keys");
+                Err(e)
+            }
+        }
+    }
+
+    async fn fetch_once(&self) -> Result<Arc<KeySet>, JwksError> {
+        let inner = &self.inner;
+        let url = match self.read_state(|s| s.jwks_url.clone()) {
+            Some(u) => u,
+            None => {
+                let url = match &inner.location {
+                    Location::Url(u) => u.clone(),
+                    Location::Issuer(issuer) => {
+                        inner.fetches.fetch_add(1, Ordering::Relaxed);
+                        let md = discover(&inner.client, issuer, inner.limits)
+                            .await
+                            .map_err(|e| JwksError(e.to_string()))?;
+                        let uri = md.jwks_uri.ok_or_else(|| {
+                            JwksError(format!("metadata of {issuer} has no jwks_uri"))
+                        })?;
+                        Url::parse(&uri)
+                            .map_err(|_| JwksError(format!("jwks_uri {uri:?} is not a URL")))?
+                    }
+                };
+                self.write_state(|s| s.jwks_url = Some(url.clone()));
+                url
+            }
+        };
+        inner.fetches.fetch_add(1, Ordering::Relaxed);
+        let doc = get_json(&inner.client, &url, inner.limits)
+            .await
+            .map_err(|e| JwksError(e.to_string()))?;
+        let (set, skipped) =
+            KeySet::from_jwks_json(&doc).map_err(|e| JwksError(format!("{url}: {e}")))?;
+        if set.is_empty() {
+            return Err(JwksError(format!(
+                "{url} has no usable signing keys ({skipped} skipped)"
+            )));
+        }
+        Ok(Arc::new(set))
+    }
+}

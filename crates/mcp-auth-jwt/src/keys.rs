@@ -1,0 +1,352 @@
+//! Verification keys and the algorithms each may verify.
+
+use std::sync::Arc;
+
+use jsonwebtoken::{
+    Algorithm, DecodingKey,
+    jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, KeyOperations, PublicKeyUse},
+};
+
+/// Shortest accepted HMAC secret, in bytes (RFC 7518 §3.2 asks for at least
+/// the hash size; 32 bytes covers HS256 and is the floor for all three).
+pub const MIN_HMAC_SECRET_LEN: usize = 32;
+
+/// A key that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// An HMAC secret is too short.
+    #[error(
+        "the secret must be at least {MIN_HMAC_SECRET_LEN} bytes long (e.g. `openssl rand -base64 48`)"
+    )]
+    ShortSecret,
+    /// The PEM text is not an RSA, EC (P-256/P-384) or Ed25519 key.
+    #[error("not an RSA, EC (P-256/P-384) or Ed25519 public key in PEM format")]
+    BadPem,
+    /// A JWK cannot be used for signature verification.
+    #[error("unusable JWK: {0}")]
+    BadJwk(String),
+    /// The requested algorithms do not fit the key.
+    #[error("algorithm {requested:?} does not fit a {family} key")]
+    AlgorithmMismatch {
+        /// What was asked for.
+        requested: Vec<Algorithm>,
+        /// The key's family.
+        family: &'static str,
+    },
+}
+
+/// One trusted key: the key, its `kid` (if any) and the algorithms it may
+/// verify. The algorithm list is tied to the key's type: an RSA key never
+/// verifies an HMAC token (the classic "HS256 signed with the public key"
+/// attack), an HMAC secret never verifies an RSA token, and `none` does not
+/// exist.
+#[derive(Clone)]
+pub struct VerifyKey {
+    pub(crate) kid: Option<String>,
+    pub(crate) key: Arc<DecodingKey>,
+    pub(crate) algorithms: Vec<Algorithm>,
+}
+
+impl std::fmt::Debug for VerifyKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifyKey")
+            .field("kid", &self.kid)
+            .field("algorithms", &self.algorithms)
+            .finish_non_exhaustive()
+    }
+}
+
+fn family_name(alg: Algorithm) -> &'static str {
+    match alg {
+        Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => "HMAC",
+        Algorithm::ES256 | Algorithm::ES384 => "EC",
+        Algorithm::EdDSA => "Ed25519",
+        _ => "RSA",
+    }
+}
+
+const RSA_ALGS: &[Algorithm] = &[
+    Algorithm::RS256,
+    Algorithm::RS384,
+    Algorithm::RS512,
+    Algorithm::PS256,
+    Algorithm::PS384,
+    Algorithm::PS512,
+];
+const HMAC_ALGS: &[Algorithm] = &[Algorithm::HS256, Algorithm::HS384, Algorithm::HS512];
+
+impl VerifyKey {
+    /// An HMAC secret for `alg` (HS256, HS384 or HS512). Secrets shorter than
+    /// [`MIN_HMAC_SECRET_LEN`] bytes are refused.
+    pub fn hmac(secret: &[u8], alg: Algorithm) -> Result<Self, KeyError> {
+        if !HMAC_ALGS.contains(&alg) {
+            return Err(KeyError::AlgorithmMismatch {
+                requested: vec![alg],
+                family: "HMAC",
+            });
+        }
+        if secret.len() < MIN_HMAC_SECRET_LEN {
+            return Err(KeyError::ShortSecret);
+        }
+        Ok(Self {
+            kid: None,
+            key: Arc::new(DecodingKey::from_secret(secret)),
+            algorithms: vec![alg],
+        })
+    }
+
+    /// A public key from PEM: RSA (RS*/PS*), EC P-256 or P-384 (ES256/ES384)
+    /// or Ed25519 (EdDSA).
+    pub fn from_pem(pem: &[u8]) -> Result<Self, KeyError> {
+        let text = std::str::from_utf8(pem).map_err(|_| KeyError::BadPem)?;
+        if text.contains("PRIVATE KEY") {
+            // A private key would work here, but it has no business on a
+            // verifying server; make the mistake loud.
+            return Err(KeyError::BadPem);
+        }
+        let (key, algorithms) = if let Ok(k) = DecodingKey::from_rsa_pem(pem) {
+            (k, RSA_ALGS.to_vec())
+        } else if let Ok(k) = DecodingKey::from_ec_pem(pem) {
+            (k, vec![Algorithm::ES256, Algorithm::ES384])
+        } else if let Ok(k) = DecodingKey::from_ed_pem(pem) {
+            (k, vec![Algorithm::EdDSA])
+        } else {
+            return Err(KeyError::BadPem);
+        };
+        Ok(Self {
+            kid: None,
+            key: Arc::new(key),
+            algorithms,
+        })
+    }
+
+    /// A public key from a JWK (RSA, EC P-256/P-384, OKP Ed25519). Keys
+    /// marked for encryption (`use: enc`), without `verify` in `key_ops`, or
+    /// symmetric (`kty: oct`: a shared secret has no place in a published key
+    /// set) are refused. A JWK `alg` narrows the allowed algorithms to it.
+    pub fn from_jwk(jwk: &Jwk) -> Result<Self, KeyError> {
+        if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
+            return Err(KeyError::BadJwk("marked for encryption (use=enc)".into()));
+        }
+        if let Some(ops) = &jwk.common.key_operations
+            && !ops.iter().any(|o| matches!(o, KeyOperations::Verify))
+        {
+            return Err(KeyError::BadJwk("key_ops does not include verify".into()));
+        }
+        let mut algorithms = match &jwk.algorithm {
+            AlgorithmParameters::RSA(_) => RSA_ALGS.to_vec(),
+            AlgorithmParameters::EllipticCurve(ec) => match ec.curve {
+                EllipticCurve::P256 => vec![Algorithm::ES256],
+                EllipticCurve::P384 => vec![Algorithm::ES384],
+                _ => return Err(KeyError::BadJwk("unsupported EC curve".into())),
+            },
+            AlgorithmParameters::OctetKeyPair(okp) => match okp.curve {
+                EllipticCurve::Ed25519 => vec![Algorithm::EdDSA],
+                _ => return Err(KeyError::BadJwk("unsupported OKP curve".into())),
+            },
+            AlgorithmParameters::OctetKey(_) => {
+                return Err(KeyError::BadJwk(
+                    "symmetric keys are not accepted from a key set".into(),
+                ));
+            }
+            _ => return Err(KeyError::BadJwk("unsupported key type".into())),
+        };
+        if let Some(alg) = jwk.common.key_algorithm {
+            let alg = signing_algorithm(alg).ok_or_else(|| {
+                KeyError::BadJwk(format!("alg {alg:?} is not a signature algorithm"))
+            })?;
+            if !algorithms.contains(&alg) {
+                return Err(KeyError::BadJwk(format!(
+                    "alg {alg:?} does not fit the key type"
+                )));
+            }
+            algorithms = vec![alg];
+        }
+        let key = DecodingKey::from_jwk(jwk).map_err(|e| KeyError::BadJwk(e.to_string()))?;
+        Ok(Self {
+            kid: jwk.common.key_id.clone(),
+            key: Arc::new(key),
+            algorithms,
+        })
+    }
+
+    /// Sets the key id tokens must name to select this key.
+    pub fn with_kid(mut self, kid: impl Into<String>) -> Self {
+        self.kid = Some(kid.into());
+        self
+    }
+
+    /// Narrows the algorithms this key verifies; refuses algorithms of another
+    /// family.
+    pub fn restrict(mut self, algs: &[Algorithm]) -> Result<Self, KeyError> {
+        let kept: Vec<Algorithm> = self
+            .algorithms
+            .iter()
+            .copied()
+            .filter(|a| algs.contains(a))
+            .collect();
+        if kept.is_empty() {
+            return Err(KeyError::AlgorithmMismatch {
+                requested: algs.to_vec(),
+                family: self
+                    .algorithms
+                    .first()
+                    .map_or("unknown", |a| family_name(*a)),
+            });
+        }
+        self.algorithms = kept;
+        Ok(self)
+    }
+
+    /// The key id.
+    pub fn kid(&self) -> Option<&str> {
+        self.kid.as_deref()
+    }
+
+    /// The algorithms this key verifies.
+    pub fn algorithms(&self) -> &[Algorithm] {
+        &self.algorithms
+    }
+}
+
+fn signing_algorithm(alg: KeyAlgorithm) -> Option<Algorithm> {
+    Some(match alg {
+        KeyAlgorithm::HS256 => Algorithm::HS256,
+        KeyAlgorithm::HS384 => Algorithm::HS384,
+        KeyAlgorithm::HS512 => Algorithm::HS512,
+        KeyAlgorithm::ES256 => Algorithm::ES256,
+        KeyAlgorithm::ES384 => Algorithm::ES384,
+        KeyAlgorithm::RS256 => Algorithm::RS256,
+        KeyAlgorithm::RS384 => Algorithm::RS384,
+        KeyAlgorithm::RS512 => Algorithm::RS512,
+        KeyAlgorithm::PS256 => Algorithm::PS256,
+        KeyAlgorithm::PS384 => Algorithm::PS384,
+        KeyAlgorithm::PS512 => Algorithm::PS512,
+        KeyAlgorithm::EdDSA => Algorithm::EdDSA,
+        _ => return None,
+    })
+}
+
+/// A set of trusted keys.
+#[derive(Debug, Clone, Default)]
+pub struct KeySet {
+    keys: Vec<VerifyKey>,
+}
+
+impl KeySet {
+    /// A set of these keys.
+    pub fn new(keys: Vec<VerifyKey>) -> Self {
+        Self { keys }
+    }
+
+    /// Parses a JWKS document, keeping the keys usable for verification and
+    /// skipping the rest (encryption keys, symmetric keys, unknown types).
+    /// Returns the set and how many entries were skipped.
+    pub fn from_jwks_json(doc: &serde_json::Value) -> Result<(Self, usize), KeyError> {
+        let entries = doc
+            .get("keys")
+            .and_then(|k| k.as_array())
+            .ok_or_else(|| KeyError::BadJwk("document has no \"keys\" array".into()))?;
+        let mut keys = Vec::new();
+        let mut skipped = 0;
+        for entry in entries {
+            match serde_json::from_value::<Jwk>(entry.clone())
+                .map_err(|e| KeyError::BadJwk(e.to_string()))
+                .and_then(|jwk| VerifyKey::from_jwk(&jwk))
+            {
+                Ok(k) => keys.push(k),
+                Err(e) => {
+                    skipped += 1;
+                    tracing::debug!(reason = %e, "skipping JWKS entry");
+                }
+            }
+        }
+        Ok((Self { keys }, skipped))
+    }
+
+    /// The number of keys.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// The keys.
+    pub fn keys(&self) -> &[VerifyKey] {
+        &self.keys
+    }
+
+    /// Candidate keys for a token header: the key with that `kid` when the
+    /// token names one (never a key with another or no kid), else every key
+    /// that may verify `alg`.
+    pub(crate) fn candidates<'a>(
+        &'a self,
+        kid: Option<&'a str>,
+        alg: Algorithm,
+    ) -> impl Iterator<Item = &'a VerifyKey> + 'a {
+        self.keys.iter().filter(move |k| match kid {
+            Some(kid) => k.kid.as_deref() == Some(kid),
+            None => k.algorithms.contains(&alg),
+        })
+    }
+
+    /// Whether some key carries this `kid`.
+    pub(crate) fn has_kid(&self, kid: &str) -> bool {
+        self.keys.iter().any(|k| k.kid.as_deref() == Some(kid))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hmac_secrets_need_32_bytes_and_an_hmac_algorithm() {
+        assert_eq!(
+            VerifyKey::hmac(&[1; 31], Algorithm::HS256).unwrap_err(),
+            KeyError::ShortSecret
+        );
+        assert!(VerifyKey::hmac(&[1; 32], Algorithm::RS256).is_err());
+        let k = VerifyKey::hmac(&[1; 32], Algorithm::HS384).unwrap();
+        assert_eq!(k.algorithms(), &[Algorithm::HS384]);
+    }
+
+    #[test]
+    fn restrict_refuses_other_families() {
+        let k = VerifyKey::hmac(&[1; 32], Algorithm::HS256).unwrap();
+        assert!(k.clone().restrict(&[Algorithm::RS256]).is_err());
+        assert!(k.restrict(&[Algorithm::HS256, Algorithm::RS256]).is_ok());
+    }
+
+    #[test]
+    fn jwks_parsing_skips_unusable_entries() {
+        let doc = serde_json::json!({"keys": [
+            {"kty": "oct", "k": "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0", "kid": "sym"},
+            {"kty": "EC", "crv": "P-256", "use": "enc", "kid": "enc",
+             "x": "MKBCTNIcKUSDii11ySs3526iDZ8AiTo7Tu6KPAqv7D4", "y": "4Etl6SRW2YiLUrN5vfvVHuhp7x8PxltmWWlbbM4IFyM"},
+            {"kty": "EC", "crv": "P-256", "kid": "sig",
+             "x": "MKBCTNIcKUSDii11ySs3526iDZ8AiTo7Tu6KPAqv7D4", "y": "4Etl6SRW2YiLUrN5vfvVHuhp7x8PxltmWWlbbM4IFyM"},
+            {"kty": "weird"},
+            "not even an object"
+        ]});
+        let (set, skipped) = KeySet::from_jwks_json(&doc).unwrap();
+        assert_eq!((set.len(), skipped), (1, 4));
+        assert_eq!(set.keys()[0].kid(), Some("sig"));
+        assert_eq!(set.keys()[0].algorithms(), &[Algorithm::ES256]);
+        assert!(KeySet::from_jwks_json(&serde_json::json!({"nokeys": []})).is_err());
+    }
+
+    #[test]
+    fn pem_private_keys_and_garbage_are_refused() {
+        assert_eq!(
+            VerifyKey::from_pem(b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
+                .unwrap_err(),
+            KeyError::BadPem
+        );
+        assert_eq!(VerifyKey::from_pem(b"hello").unwrap_err(), KeyError::BadPem);
+    }
+}

@@ -1,0 +1,526 @@
+//! [`JwtVerifier`]: one token in, verified claims or a precise error out.
+
+use std::{
+    collections::HashSet,
+    sync::Arc,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use jsonwebtoken::{Algorithm, Validation, errors::ErrorKind};
+use mcp_auth_core::{AuthError, Principal};
+use serde_json::{Map, Value};
+
+use crate::{JwksCache, KeySet, VerifyKey};
+
+/// Longest accepted token, in bytes. Real access tokens are a few KiB; a
+/// larger one is refused before any parsing.
+pub const DEFAULT_MAX_TOKEN_BYTES: usize = 16 * 1024;
+
+/// Why a token was refused. `Display` is safe to send to the client.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum JwtError {
+    /// Not a compact JWS, or larger than allowed.
+    #[error("malformed token")]
+    Malformed,
+    /// Larger than the limit.
+    #[error("token too large")]
+    TooLarge,
+    /// The header's `alg` is not allowed for the key (or at all).
+    #[error("algorithm not allowed")]
+    Algorithm,
+    /// The header names its own key (`jku`, `jwk`, `x5u`): keys come only from
+    /// the trusted set.
+    #[error("token header names its own key; only configured keys are trusted")]
+    EmbeddedKey,
+    /// The header lists `crit` extensions, none of which are understood.
+    #[error("unsupported critical header")]
+    Critical,
+    /// `typ` is neither `JWT` nor `at+jwt`.
+    #[error("unexpected token type")]
+    Type,
+    /// No trusted key carries the token's `kid`.
+    #[error("unknown key id")]
+    UnknownKey,
+    /// The signature does not verify.
+    #[error("invalid signature")]
+    Signature,
+    /// `exp` is in the past.
+    #[error("token expired")]
+    Expired,
+    /// `nbf` is in the future.
+    #[error("token not yet valid")]
+    NotYetValid,
+    /// A required claim is missing or malformed.
+    #[error("missing or malformed claim: {0}")]
+    Claim(String),
+    /// `iss` is not the configured issuer.
+    #[error("wrong issuer")]
+    Issuer,
+    /// `aud` does not name this resource.
+    #[error("token not issued for this resource (audience)")]
+    Audience,
+    /// A custom check refused the token.
+    #[error("{0}")]
+    Custom(String),
+    /// The keys cannot be obtained (issuer unreachable, nothing cached).
+    #[error("signing keys unavailable")]
+    KeysUnavailable,
+}
+
+impl From<JwtError> for AuthError {
+    fn from(e: JwtError) -> Self {
+        match e {
+            JwtError::KeysUnavailable => {
+                AuthError::unavailable("signing keys unavailable; try again later")
+            }
+            other => AuthError::invalid_token(other.to_string()),
+        }
+    }
+}
+
+/// A verified token: its header `kid`, `alg`, and all claims.
+#[derive(Debug, Clone)]
+pub struct VerifiedToken {
+    /// The algorithm the token was verified with.
+    pub alg: Algorithm,
+    /// The header's key id, if any.
+    pub kid: Option<String>,
+    /// Every claim.
+    pub claims: Map<String, Value>,
+}
+
+impl VerifiedToken {
+    /// A string claim.
+    pub fn str_claim(&self, name: &str) -> Option<&str> {
+        self.claims.get(name).and_then(Value::as_str)
+    }
+
+    /// Scopes from `scope` (space-separated string, RFC 8693 / RFC 9068) or
+    /// `scp` (array or string).
+    pub fn scopes(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for name in ["scope", "scp"] {
+            match self.claims.get(name) {
+                Some(Value::String(s)) => out.extend(s.split_whitespace().map(str::to_owned)),
+                Some(Value::Array(a)) => {
+                    out.extend(a.iter().filter_map(Value::as_str).map(str::to_owned))
+                }
+                _ => {}
+            }
+        }
+        out.dedup();
+        out
+    }
+
+    /// Groups from `groups`, `cognito:groups` or `roles` (arrays of strings).
+    pub fn groups(&self) -> Vec<String> {
+        ["groups", "cognito:groups", "roles"]
+            .iter()
+            .filter_map(|n| self.claims.get(*n).and_then(Value::as_array))
+            .flatten()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The expiry.
+    pub fn expires_at(&self) -> Option<SystemTime> {
+        self.claims
+            .get("exp")
+            .and_then(Value::as_u64)
+            .map(|s| UNIX_EPOCH + Duration::from_secs(s))
+    }
+
+    /// A [`Principal`]: `sub` (else `client_id`), `iss`, `client_id` (else
+    /// `azp`), scopes, groups, expiry and all claims.
+    pub fn into_principal(self, strategy: &str) -> Principal {
+        let subject = self
+            .str_claim("sub")
+            .or_else(|| self.str_claim("client_id"))
+            .unwrap_or_default()
+            .to_owned();
+        let mut p = Principal::new(subject, strategy)
+            .with_scopes(self.scopes())
+            .with_groups(self.groups());
+        if let Some(iss) = self.str_claim("iss") {
+            p = p.with_issuer(iss);
+        }
+        if let Some(cid) = self
+            .str_claim("client_id")
+            .or_else(|| self.str_claim("azp"))
+        {
+            p = p.with_client_id(cid);
+        }
+        if let Some(exp) = self.expires_at() {
+            p = p.with_expiry(exp);
+        }
+        p.with_claims(self.claims)
+    }
+}
+
+/// A custom claim check: return `Err(reason)` to refuse the token (the reason
+/// is sent to the client as `error_description`).
+pub type ClaimCheck = Arc<dyn Fn(&VerifiedToken) -> Result<(), String> + Send + Sync>;
+
+#[derive(Clone)]
+enum Keys {
+    Static(Arc<KeySet>),
+    Jwks(JwksCache),
+}
+
+/// The audience rule. There is no default: a verifier states whether and
+/// what it checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Audience {
+    /// `aud` must contain one of these (string or array form).
+    OneOf(Vec<String>),
+    /// `aud` is not checked. Only for tokens minted for this server alone
+    /// (e.g. by its own `token` command).
+    Unchecked,
+}
+
+/// Verifies JWTs against trusted keys with RFC 8725 hygiene.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+/// use mcp_auth_jwt::{Audience, JwtVerifier, VerifyKey};
+///
+/// let secret = b"0123456789abcdef0123456789abcdef";
+/// let verifier = JwtVerifier::builder()
+///     .static_keys(vec![VerifyKey::hmac(secret, Algorithm::HS256).unwrap()])
+///     .issuer("https://me.example")
+///     .audience(Audience::OneOf(vec!["https://mcp.example/mcp".into()]))
+///     .build()
+///     .unwrap();
+///
+/// let claims = serde_json::json!({
+///     "sub": "alice", "iss": "https://me.example", "aud": "https://mcp.example/mcp",
+///     "exp": jsonwebtoken::get_current_timestamp() + 60, "scope": "mcp:tools",
+/// });
+/// let token = encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret)).unwrap();
+/// let ok = verifier.verify(&token).await.unwrap();
+/// assert_eq!(ok.scopes(), vec!["mcp:tools"]);
+///
+/// let tampered = format!("{}x", token);
+/// assert!(verifier.verify(&tampered).await.is_err());
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct JwtVerifier {
+    keys: Keys,
+    issuer: Option<String>,
+    /// One validation per key family (jsonwebtoken requires a family per
+    /// validation); built once.
+    validations: Arc<[(Algorithm, Validation)]>,
+    allowed: Arc<[Algorithm]>,
+    max_token_bytes: usize,
+    check: Option<ClaimCheck>,
+}
+
+impl std::fmt::Debug for JwtVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtVerifier")
+            .field("issuer", &self.issuer)
+            .field("algorithms", &self.allowed)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A verifier that cannot be built. Names the missing or conflicting choice.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// Neither static keys nor a JWKS were given.
+    #[error("no keys: give static keys or a JWKS")]
+    NoKeys,
+    /// No audience rule was chosen.
+    #[error("no audience rule: choose the accepted audiences, or Audience::Unchecked on purpose")]
+    NoAudience,
+    /// No issuer rule was chosen.
+    #[error("no issuer rule: give the issuer, or call any_issuer() on purpose")]
+    NoIssuer,
+    /// The allowed algorithms list is empty.
+    #[error("no algorithms allowed")]
+    NoAlgorithms,
+}
+
+/// Builder for [`JwtVerifier`]. Issuer and audience must be chosen
+/// explicitly: there is no silent "don't check".
+pub struct JwtVerifierBuilder {
+    keys: Option<Keys>,
+    issuer: Option<Option<String>>,
+    audience: Option<Audience>,
+    leeway: Duration,
+    algorithms: Vec<Algorithm>,
+    max_token_bytes: usize,
+    check: Option<ClaimCheck>,
+}
+
+impl JwtVerifier {
+    /// A builder with RFC 8725 defaults: `exp` required, `nbf` honoured, 60 s
+    /// leeway, every asymmetric algorithm plus HS256/384/512 (each still tied
+    /// to its key's type), 16 KiB token limit.
+    pub fn builder() -> JwtVerifierBuilder {
+        JwtVerifierBuilder {
+            keys: None,
+            issuer: None,
+            audience: None,
+            leeway: Duration::from_secs(60),
+            algorithms: vec![
+                Algorithm::RS256,
+                Algorithm::RS384,
+                Algorithm::RS512,
+                Algorithm::PS256,
+                Algorithm::PS384,
+                Algorithm::PS512,
+                Algorithm::ES256,
+                Algorithm::ES384,
+                Algorithm::EdDSA,
+                Algorithm::HS256,
+                Algorithm::HS384,
+                Algorithm::HS512,
+            ],
+            max_token_bytes: DEFAULT_MAX_TOKEN_BYTES,
+            check: None,
+        }
+    }
+
+    /// The configured issuer, if any.
+    pub fn issuer(&self) -> Option<&str> {
+        self.issuer.as_deref()
+    }
+
+    /// The JWKS cache, when keys come from one.
+    pub fn jwks(&self) -> Option<&JwksCache> {
+        match &self.keys {
+            Keys::Jwks(c) => Some(c),
+            Keys::Static(_) => None,
+        }
+    }
+
+    /// Verifies `token`.
+    pub async fn verify(&self, token: &str) -> Result<VerifiedToken, JwtError> {
+        if token.len() > self.max_token_bytes {
+            return Err(JwtError::TooLarge);
+        }
+        if token.split('.').count() != 3 {
+            return Err(JwtError::Malformed);
+        }
+        let header = jsonwebtoken::decode_header(token).map_err(|e| match e.kind() {
+            // `alg: none` and unknown algorithms fail to parse as a header.
+            ErrorKind::Json(_) => JwtError::Algorithm,
+            _ => JwtError::Malformed,
+        })?;
+        if header.jku.is_some() || header.jwk.is_some() || header.x5u.is_some() {
+            return Err(JwtError::EmbeddedKey);
+        }
+        if header.crit.is_some() {
+            return Err(JwtError::Critical);
+        }
+        if let Some(typ) = &header.typ {
+            let t = typ.to_ascii_lowercase();
+            if !matches!(
+                t.as_str(),
+                "jwt" | "at+jwt" | "application/at+jwt" | "application/jwt"
+            ) {
+                return Err(JwtError::Type);
+            }
+        }
+        if !self.allowed.contains(&header.alg) {
+            return Err(JwtError::Algorithm);
+        }
+        let kid = header.kid.as_deref();
+        let keys = match &self.keys {
+            Keys::Static(k) => k.clone(),
+            Keys::Jwks(cache) => {
+                let keys = cache.keys().await.map_err(|_| JwtError::KeysUnavailable)?;
+                match kid {
+                    Some(kid) if !keys.has_kid(kid) => match cache.keys_after_unknown_kid().await {
+                        Some(fresh) if fresh.has_kid(kid) => fresh,
+                        _ => return Err(JwtError::UnknownKey),
+                    },
+                    _ => keys,
+                }
+            }
+        };
+        let validation = self
+            .validations
+            .iter()
+            .find(|(a, _)| *a == header.alg)
+            .map(|(_, v)| v)
+            .ok_or(JwtError::Algorithm)?;
+        // Without a kid, no candidate means no trusted key takes this alg.
+        let mut last = if kid.is_some() {
+            JwtError::UnknownKey
+        } else {
+            JwtError::Algorithm
+        };
+        let mut tried = 0;
+        for key in keys.candidates(kid, header.alg) {
+            if !key.algorithms.contains(&header.alg) {
+                last = JwtError::Algorithm;
+                continue;
+            }
+            tried += 1;
+            match jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, validation) {
+                Ok(data) => {
+                    let verified = VerifiedToken {
+                        alg: header.alg,
+                        kid: header.kid.clone(),
+                        claims: data.claims,
+                    };
+                    self.check_claims(&verified)?;
+                    return Ok(verified);
+                }
+                Err(e) => {
+                    last = map_error(e.kind());
+                    // Only a bad signature is worth trying the next key for.
+                    if last != JwtError::Signature {
+                        return Err(last);
+                    }
+                }
+            }
+            if tried >= 8 {
+                break;
+            }
+        }
+        Err(last)
+    }
+
+    fn check_claims(&self, t: &VerifiedToken) -> Result<(), JwtError> {
+        if let Some(iss) = &self.issuer
+            && t.claims.get("iss").and_then(Value::as_str) != Some(iss.as_str())
+        {
+            return Err(JwtError::Issuer);
+        }
+        if let Some(check) = &self.check {
+            check(t).map_err(JwtError::Custom)?;
+        }
+        Ok(())
+    }
+}
+
+fn map_error(kind: &ErrorKind) -> JwtError {
+    match kind {
+        ErrorKind::InvalidSignature => JwtError::Signature,
+        ErrorKind::ExpiredSignature => JwtError::Expired,
+        ErrorKind::ImmatureSignature => JwtError::NotYetValid,
+        ErrorKind::InvalidIssuer => JwtError::Issuer,
+        ErrorKind::InvalidAudience => JwtError::Audience,
+        ErrorKind::MissingRequiredClaim(c) if c == "aud" => JwtError::Audience,
+        ErrorKind::MissingRequiredClaim(c) if c == "iss" => JwtError::Issuer,
+        ErrorKind::MissingRequiredClaim(c) | ErrorKind::InvalidClaimFormat(c) => {
+            JwtError::Claim(c.clone())
+        }
+        ErrorKind::InvalidAlgorithm
+        | ErrorKind::MissingAlgorithm
+        | ErrorKind::UnsupportedAlgorithm => JwtError::Algorithm,
+        _ => JwtError::Malformed,
+    }
+}
+
+impl JwtVerifierBuilder {
+    /// Trust these keys.
+    pub fn static_keys(mut self, keys: Vec<VerifyKey>) -> Self {
+        self.keys = Some(Keys::Static(Arc::new(KeySet::new(keys))));
+        self
+    }
+
+    /// Trust the keys of this JWKS cache.
+    pub fn jwks(mut self, cache: JwksCache) -> Self {
+        self.keys = Some(Keys::Jwks(cache));
+        self
+    }
+
+    /// Require `iss` to be exactly `issuer` (no normalisation: a trailing
+    /// slash is a different issuer).
+    pub fn issuer(mut self, issuer: impl Into<String>) -> Self {
+        self.issuer = Some(Some(issuer.into()));
+        self
+    }
+
+    /// Accept any issuer. Only when the keys themselves identify a single
+    /// issuer (e.g. a shared secret of this server).
+    pub fn any_issuer(mut self) -> Self {
+        self.issuer = Some(None);
+        self
+    }
+
+    /// The audience rule.
+    pub fn audience(mut self, audience: Audience) -> Self {
+        self.audience = Some(audience);
+        self
+    }
+
+    /// Clock-skew leeway for `exp` and `nbf` (default 60 s).
+    pub fn leeway(mut self, leeway: Duration) -> Self {
+        self.leeway = leeway;
+        self
+    }
+
+    /// Only these algorithms (further narrowed per key by its type).
+    pub fn algorithms(mut self, algs: &[Algorithm]) -> Self {
+        self.algorithms = algs.to_vec();
+        self
+    }
+
+    /// Largest accepted token in bytes (default 16 KiB).
+    pub fn max_token_bytes(mut self, n: usize) -> Self {
+        self.max_token_bytes = n;
+        self
+    }
+
+    /// A custom check run after every standard check passed.
+    pub fn check(
+        mut self,
+        f: impl Fn(&VerifiedToken) -> Result<(), String> + Send + Sync + 'static,
+    ) -> Self {
+        self.check = Some(Arc::new(f));
+        self
+    }
+
+    /// Builds the verifier.
+    pub fn build(self) -> Result<JwtVerifier, BuildError> {
+        let keys = self.keys.ok_or(BuildError::NoKeys)?;
+        let audience = self.audience.ok_or(BuildError::NoAudience)?;
+        let issuer = self.issuer.ok_or(BuildError::NoIssuer)?;
+        if self.algorithms.is_empty() {
+            return Err(BuildError::NoAlgorithms);
+        }
+        let validations: Vec<(Algorithm, Validation)> = self
+            .algorithms
+            .iter()
+            .map(|alg| {
+                let mut v = Validation::new(*alg);
+                v.leeway = self.leeway.as_secs();
+                v.validate_exp = true;
+                v.validate_nbf = true;
+                let mut required: HashSet<String> = HashSet::from(["exp".to_owned()]);
+                if let Some(iss) = &issuer {
+                    v.set_issuer(&[iss]);
+                    required.insert("iss".to_owned());
+                }
+                match &audience {
+                    Audience::OneOf(list) => {
+                        v.set_audience(list);
+                        v.validate_aud = true;
+                        required.insert("aud".to_owned());
+                    }
+                    Audience::Unchecked => v.validate_aud = false,
+                }
+                v.required_spec_claims = required;
+                (*alg, v)
+            })
+            .collect();
+        Ok(JwtVerifier {
+            keys,
+            issuer,
+            validations: validations.into(),
+            allowed: self.algorithms.into(),
+            max_token_bytes: self.max_token_bytes,
+            check: self.check,
+        })
+    }
+}

@@ -1,0 +1,474 @@
+//! Verification against a real JWKS server on loopback: every supported
+//! algorithm, every classic attack, rotation, floods and outages.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::{sync::Arc, time::Duration};
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use mcp_auth_jwt::{Audience, FetchLimits, JwksCache, JwtError, JwtVerifier, VerifyKey};
+use serde_json::json;
+use support::{AUDIENCE, Issuer, Mode, TestKey, b64, claims, now, pem};
+
+fn verifier(issuer: &Issuer, cache: JwksCache) -> JwtVerifier {
+    JwtVerifier::builder()
+        .jwks(cache)
+        .issuer(&issuer.base)
+        .audience(Audience::OneOf(vec![AUDIENCE.into()]))
+        .build()
+        .unwrap()
+}
+
+async fn setup(keys: &[&TestKey]) -> (Issuer, JwtVerifier) {
+    let issuer = Issuer::start(keys.iter().map(|k| k.jwk(false)).collect()).await;
+    let cache = JwksCache::builder(issuer.jwks_url()).build();
+    let v = verifier(&issuer, cache);
+    (issuer, v)
+}
+
+#[tokio::test]
+async fn every_supported_asymmetric_algorithm_verifies() {
+    let rsa = TestKey::rsa("rsa");
+    let ec256 = TestKey::load("ec256", Algorithm::ES256, "ec256");
+    let ec384 = TestKey::load("ec384", Algorithm::ES384, "ec384");
+    let ed = TestKey::load("ed25519", Algorithm::EdDSA, "ed");
+    let (issuer, v) = setup(&[&rsa, &ec256, &ec384, &ed]).await;
+    let c = claims(&issuer.base);
+    for alg in [
+        Algorithm::RS256,
+        Algorithm::RS384,
+        Algorithm::RS512,
+        Algorithm::PS256,
+        Algorithm::PS384,
+        Algorithm::PS512,
+    ] {
+        let mut h = rsa.header();
+        h.alg = alg;
+        let t = v.verify(&rsa.sign_with(&h, &c)).await;
+        assert!(t.is_ok(), "{alg:?}: {t:?}");
+    }
+    for k in [&ec256, &ec384, &ed] {
+        let t = v.verify(&k.sign(&c)).await.unwrap();
+        assert_eq!(t.alg, k.alg);
+        let p = t.into_principal("oauth2");
+        assert_eq!(p.subject, "alice");
+        assert_eq!(p.client_id.as_deref(), Some("client-1"));
+        assert_eq!(p.scopes, vec!["mcp:tools", "mcp:read"]);
+    }
+    // typ at+jwt (RFC 9068) is accepted too; the key set was fetched once.
+    let mut h = rsa.header();
+    h.typ = Some("at+jwt".into());
+    assert!(v.verify(&rsa.sign_with(&h, &c)).await.is_ok());
+    assert_eq!(issuer.hits(), 1);
+}
+
+#[tokio::test]
+async fn hmac_secrets_verify_each_hs_algorithm_and_refuse_others() {
+    let secret = b"an-hmac-secret-of-at-least-32-bytes!";
+    for alg in [Algorithm::HS256, Algorithm::HS384, Algorithm::HS512] {
+        let v = JwtVerifier::builder()
+            .static_keys(vec![VerifyKey::hmac(secret, alg).unwrap()])
+            .issuer("me")
+            .audience(Audience::Unchecked)
+            .build()
+            .unwrap();
+        let c = json!({"sub": "s", "iss": "me", "exp": now() + 60, "aud": "anything"});
+        let token =
+            jsonwebtoken::encode(&Header::new(alg), &c, &EncodingKey::from_secret(secret)).unwrap();
+        assert!(v.verify(&token).await.is_ok(), "{alg:?}");
+        // The same secret under another HS algorithm is refused: one alg per key.
+        let other = if alg == Algorithm::HS256 {
+            Algorithm::HS512
+        } else {
+            Algorithm::HS256
+        };
+        let token =
+            jsonwebtoken::encode(&Header::new(other), &c, &EncodingKey::from_secret(secret))
+                .unwrap();
+        assert_eq!(
+            v.verify(&token).await.unwrap_err(),
+            JwtError::Algorithm,
+            "{other:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn classic_attacks_are_refused_with_401_reasons() {
+    let rsa = TestKey::rsa("rsa");
+    let (issuer, v) = setup(&[&rsa]).await;
+    let good = claims(&issuer.base);
+    let token = rsa.sign(&good);
+    assert!(v.verify(&token).await.is_ok());
+    let [h, p, s]: [&str; 3] = token.split('.').collect::<Vec<_>>().try_into().unwrap();
+
+    // alg none, with and without a signature.
+    let none = b64(&json!({"alg": "none", "typ": "JWT", "kid": "rsa"}));
+    for t in [format!("{none}.{p}."), format!("{none}.{p}.{s}")] {
+        assert_eq!(v.verify(&t).await.unwrap_err(), JwtError::Algorithm);
+    }
+    // HS256 "signed" with the RSA public key as the HMAC secret.
+    let mut hs = Header::new(Algorithm::HS256);
+    hs.kid = Some("rsa".into());
+    let forged =
+        jsonwebtoken::encode(&hs, &good, &EncodingKey::from_secret(&pem("rsa.pub"))).unwrap();
+    assert_eq!(v.verify(&forged).await.unwrap_err(), JwtError::Algorithm);
+    // Tampered payload: same signature, elevated scope.
+    let mut evil = good.clone();
+    evil["scope"] = json!("mcp:admin");
+    assert_eq!(
+        v.verify(&format!("{h}.{}.{s}", b64(&evil)))
+            .await
+            .unwrap_err(),
+        JwtError::Signature
+    );
+    // Stripped signature.
+    assert!(v.verify(&format!("{h}.{p}.")).await.is_err());
+    // Attacker's key under the trusted kid.
+    let attacker = TestKey::load("attacker_rsa", Algorithm::RS256, "rsa");
+    assert_eq!(
+        v.verify(&attacker.sign(&good)).await.unwrap_err(),
+        JwtError::Signature
+    );
+    // Unknown kid.
+    let stranger = TestKey::load("attacker_rsa", Algorithm::RS256, "who-knows");
+    assert_eq!(
+        v.verify(&stranger.sign(&good)).await.unwrap_err(),
+        JwtError::UnknownKey
+    );
+    // Unknown crit.
+    let mut crit = rsa.header();
+    crit.crit = Some(vec!["exp-ext".into()]);
+    crit.extras.insert("exp-ext", true);
+    assert_eq!(
+        v.verify(&rsa.sign_with(&crit, &good)).await.unwrap_err(),
+        JwtError::Critical
+    );
+    // Unexpected typ.
+    let mut typ = rsa.header();
+    typ.typ = Some("dpop+jwt".into());
+    assert_eq!(
+        v.verify(&rsa.sign_with(&typ, &good)).await.unwrap_err(),
+        JwtError::Type
+    );
+}
+
+#[tokio::test]
+async fn keys_named_by_the_token_are_never_fetched_or_trusted() {
+    let rsa = TestKey::rsa("rsa");
+    let (issuer, v) = setup(&[&rsa]).await;
+    let attacker = TestKey::load("attacker_rsa", Algorithm::RS256, "evil");
+    let good = claims(&issuer.base);
+
+    let mut jku = attacker.header();
+    jku.jku = Some(format!("{}/attacker/jwks.json", issuer.base));
+    let mut x5u = attacker.header();
+    x5u.x5u = Some(format!("{}/attacker/cert.pem", issuer.base));
+    let mut jwk = attacker.header();
+    jwk.jwk = Some(serde_json::from_value(attacker.jwk(true)).unwrap());
+    // Even with the kid of a trusted key.
+    let mut jwk_trusted_kid = jwk.clone();
+    jwk_trusted_kid.kid = Some("rsa".into());
+    for h in [jku, x5u, jwk, jwk_trusted_kid] {
+        assert_eq!(
+            v.verify(&attacker.sign_with(&h, &good)).await.unwrap_err(),
+            JwtError::EmbeddedKey
+        );
+    }
+    assert_eq!(
+        issuer
+            .attacker_hits
+            .load(std::sync::atomic::Ordering::SeqCst),
+        0
+    );
+}
+
+#[tokio::test]
+async fn time_issuer_and_audience_claims_are_enforced() {
+    let rsa = TestKey::rsa("rsa");
+    let (issuer, v) = setup(&[&rsa]).await;
+    let base = claims(&issuer.base);
+    let with = |k: &str, val: serde_json::Value| {
+        let mut c = base.clone();
+        c[k] = val;
+        rsa.sign(&c)
+    };
+    let without = |k: &str| {
+        let mut c = base.clone();
+        c.as_object_mut().unwrap().remove(k);
+        rsa.sign(&c)
+    };
+    let cases = [
+        (with("exp", json!(now() - 3600)), JwtError::Expired),
+        (with("nbf", json!(now() + 3600)), JwtError::NotYetValid),
+        (without("exp"), JwtError::Claim("exp".into())),
+        (
+            with("exp", json!("tomorrow")),
+            JwtError::Claim("exp".into()),
+        ),
+        (with("iss", json!("https://evil.example")), JwtError::Issuer),
+        (
+            with("iss", json!(format!("{}/", issuer.base))),
+            JwtError::Issuer,
+        ),
+        (without("iss"), JwtError::Issuer),
+        (
+            with("aud", json!("https://other.example/mcp")),
+            JwtError::Audience,
+        ),
+        (
+            with("aud", json!(["https://other.example/mcp"])),
+            JwtError::Audience,
+        ),
+        (without("aud"), JwtError::Audience),
+    ];
+    for (token, want) in cases {
+        assert_eq!(v.verify(&token).await.unwrap_err(), want);
+    }
+    // Within the 60 s leeway, and audience in array form, are fine.
+    assert!(v.verify(&with("exp", json!(now() - 30))).await.is_ok());
+    assert!(v.verify(&with("nbf", json!(now() + 30))).await.is_ok());
+    assert!(v.verify(&with("aud", json!(["x", AUDIENCE]))).await.is_ok());
+}
+
+#[tokio::test]
+async fn garbage_and_huge_tokens_are_refused_without_panicking() {
+    let rsa = TestKey::rsa("rsa");
+    let (_issuer, v) = setup(&[&rsa]).await;
+    let huge = "a".repeat(1 << 20);
+    let huge_jws = format!(
+        "{}.{}.{}",
+        "e".repeat(6000),
+        "e".repeat(6000),
+        "e".repeat(6000)
+    );
+    for t in [
+        "",
+        "abc",
+        "a.b",
+        "a.b.c",
+        "....",
+        "%%%.%%%.%%%",
+        "eyJhbGciOiJSUzI1NiJ9.e30.",
+        "eyJhbGciOiJSUzI1NiJ9",
+        huge.as_str(),
+        huge_jws.as_str(),
+        "\u{0}.\u{0}.\u{0}",
+    ] {
+        let r = v.verify(t).await;
+        assert!(r.is_err(), "{:?}", &t[..t.len().min(20)]);
+    }
+    assert_eq!(v.verify(&huge).await.unwrap_err(), JwtError::TooLarge);
+}
+
+#[tokio::test]
+async fn custom_checks_run_after_the_standard_ones() {
+    let rsa = TestKey::rsa("rsa");
+    let issuer = Issuer::start(vec![rsa.jwk(false)]).await;
+    let v = JwtVerifier::builder()
+        .jwks(JwksCache::builder(issuer.jwks_url()).build())
+        .issuer(&issuer.base)
+        .audience(Audience::OneOf(vec![AUDIENCE.into()]))
+        .check(|t| match t.str_claim("client_id") {
+            Some("client-1") => Ok(()),
+            _ => Err("client not allowed".into()),
+        })
+        .build()
+        .unwrap();
+    let mut c = claims(&issuer.base);
+    assert!(v.verify(&rsa.sign(&c)).await.is_ok());
+    c["client_id"] = json!("client-2");
+    assert_eq!(
+        v.verify(&rsa.sign(&c)).await.unwrap_err(),
+        JwtError::Custom("client not allowed".into())
+    );
+}
+
+#[tokio::test]
+async fn keys_rotate_in_on_unknown_kid_and_out_on_refresh() {
+    let old = TestKey::rsa("old");
+    let new = TestKey::load("rsa2", Algorithm::RS256, "new");
+    let issuer = Issuer::start(vec![old.jwk(false)]).await;
+    let cache = JwksCache::builder(issuer.jwks_url())
+        .cooldown(Duration::from_millis(200))
+        .build();
+    let v = verifier(&issuer, cache.clone());
+    let c = claims(&issuer.base);
+    assert!(v.verify(&old.sign(&c)).await.is_ok());
+
+    // Rotation in: the issuer publishes a new key; a token with its kid
+    // triggers one refresh (once the cooldown since the last fetch passed).
+    issuer.set_keys(vec![old.jwk(false), new.jwk(false)]);
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert!(v.verify(&new.sign(&c)).await.is_ok());
+    assert_eq!(issuer.hits(), 2);
+
+    // Rotation out: once the old key is gone from a successful fetch, its
+    // tokens stop verifying.
+    issuer.set_keys(vec![new.jwk(false)]);
+    cache.refresh().await.unwrap();
+    assert_eq!(
+        v.verify(&old.sign(&c)).await.unwrap_err(),
+        JwtError::UnknownKey
+    );
+    assert!(v.verify(&new.sign(&c)).await.is_ok());
+}
+
+#[tokio::test]
+async fn a_random_kid_flood_causes_at_most_one_refresh_per_cooldown() {
+    let rsa = TestKey::rsa("rsa");
+    let (issuer, v) = setup(&[&rsa]).await;
+    let c = claims(&issuer.base);
+    assert!(v.verify(&rsa.sign(&c)).await.is_ok());
+    let v = Arc::new(v);
+    let attacker = TestKey::load("attacker_rsa", Algorithm::RS256, "x");
+    let mut tasks = Vec::new();
+    for i in 0..300 {
+        let v = v.clone();
+        let mut h = attacker.header();
+        h.kid = Some(format!("random-{i}-{}", rand::random::<u64>()));
+        let t = attacker.sign_with(&h, &c);
+        tasks.push(tokio::spawn(async move { v.verify(&t).await }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap().unwrap_err(), JwtError::UnknownKey);
+    }
+    // The initial fetch plus at most one refresh for the whole flood.
+    assert!(issuer.hits() <= 2, "{} fetches", issuer.hits());
+    // Legitimate tokens keep working.
+    assert!(v.verify(&rsa.sign(&c)).await.is_ok());
+}
+
+#[tokio::test]
+async fn concurrent_first_use_is_single_flight() {
+    let rsa = TestKey::rsa("rsa");
+    let (issuer, v) = setup(&[&rsa]).await;
+    let v = Arc::new(v);
+    let t = rsa.sign(&claims(&issuer.base));
+    let tasks: Vec<_> = (0..100)
+        .map(|_| {
+            let (v, t) = (v.clone(), t.clone());
+            tokio::spawn(async move { v.verify(&t).await })
+        })
+        .collect();
+    for task in tasks {
+        assert!(task.await.unwrap().is_ok());
+    }
+    assert_eq!(issuer.hits(), 1);
+}
+
+#[tokio::test]
+async fn an_issuer_outage_keeps_cached_keys_working() {
+    let rsa = TestKey::rsa("rsa");
+    let issuer = Issuer::start(vec![rsa.jwk(false)]).await;
+    let limits = FetchLimits {
+        total_timeout: Duration::from_millis(300),
+        max_bytes: 64 * 1024,
+        ..FetchLimits::default()
+    };
+    let cache = JwksCache::builder(issuer.jwks_url()).limits(limits).build();
+    let v = verifier(&issuer, cache.clone());
+    let c = claims(&issuer.base);
+    let token = rsa.sign(&c);
+    assert!(v.verify(&token).await.is_ok());
+    for mode in [
+        Mode::Error500,
+        Mode::Garbage,
+        Mode::Empty,
+        Mode::Stall,
+        Mode::Huge,
+    ] {
+        issuer.set_mode(mode);
+        assert!(
+            cache.refresh().await.is_err(),
+            "{mode:?} must fail the refresh"
+        );
+        assert!(
+            v.verify(&token).await.is_ok(),
+            "{mode:?} must keep the last good keys"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_issuer_is_unavailable_not_hammered() {
+    let rsa = TestKey::rsa("rsa");
+    let issuer = Issuer::start(vec![rsa.jwk(false)]).await;
+    issuer.set_mode(Mode::Error500);
+    let cache = JwksCache::builder(issuer.jwks_url()).build();
+    let v = verifier(&issuer, cache);
+    let t = rsa.sign(&claims(&issuer.base));
+    for _ in 0..20 {
+        assert_eq!(v.verify(&t).await.unwrap_err(), JwtError::KeysUnavailable);
+    }
+    assert_eq!(issuer.hits(), 1, "failures start the cooldown too");
+    let err: mcp_auth_core::AuthError = JwtError::KeysUnavailable.into();
+    assert_eq!(err.status(), http_status(503));
+}
+
+fn http_status(n: u16) -> axum::http::StatusCode {
+    axum::http::StatusCode::from_u16(n).unwrap()
+}
+
+#[tokio::test]
+async fn keys_are_discovered_from_issuer_metadata_with_an_exact_issuer_match() {
+    let rsa = TestKey::rsa("rsa");
+    let issuer = Issuer::start(vec![rsa.jwk(false)]).await;
+    let v = verifier(&issuer, JwksCache::discover(&issuer.base).build());
+    assert!(v.verify(&rsa.sign(&claims(&issuer.base))).await.is_ok());
+
+    // Metadata naming another issuer is not used.
+    let other = Issuer::start(vec![rsa.jwk(false)]).await;
+    other.state.lock().unwrap().issuer_override = Some(format!("{}/", other.base));
+    let v = verifier(&other, JwksCache::discover(&other.base).build());
+    assert_eq!(
+        v.verify(&rsa.sign(&claims(&other.base))).await.unwrap_err(),
+        JwtError::KeysUnavailable
+    );
+    assert_eq!(other.hits(), 0);
+}
+
+#[tokio::test]
+async fn a_jwk_alg_restricts_its_key() {
+    let rsa = TestKey::rsa("rsa");
+    let issuer = Issuer::start(vec![rsa.jwk(true)]).await; // alg RS256
+    let v = verifier(&issuer, JwksCache::builder(issuer.jwks_url()).build());
+    let c = claims(&issuer.base);
+    assert!(v.verify(&rsa.sign(&c)).await.is_ok());
+    let mut h = rsa.header();
+    h.alg = Algorithm::PS256;
+    assert_eq!(
+        v.verify(&rsa.sign_with(&h, &c)).await.unwrap_err(),
+        JwtError::Algorithm
+    );
+}
+
+#[tokio::test]
+async fn static_pem_keys_of_each_type_verify() {
+    for (file, alg) in [
+        ("rsa", Algorithm::RS256),
+        ("ec256", Algorithm::ES256),
+        ("ec384", Algorithm::ES384),
+        ("ed25519", Algorithm::EdDSA),
+    ] {
+        let key = VerifyKey::from_pem(&pem(&format!("{file}.pub"))).unwrap();
+        let v = JwtVerifier::builder()
+            .static_keys(vec![key])
+            .issuer("me")
+            .audience(Audience::OneOf(vec![AUDIENCE.into()]))
+            .build()
+            .unwrap();
+        let signer = TestKey::load(file, alg, "ignored");
+        let mut h = Header::new(alg);
+        h.kid = None;
+        let c = json!({"sub": "s", "iss": "me", "aud": AUDIENCE, "exp": now() + 60});
+        assert!(v.verify(&signer.sign_with(&h, &c)).await.is_ok(), "{file}");
+        let attacker = TestKey::load("attacker_rsa", Algorithm::RS256, "x");
+        assert!(
+            v.verify(&attacker.sign_with(&Header::new(Algorithm::RS256), &c))
+                .await
+                .is_err()
+        );
+    }
+}
