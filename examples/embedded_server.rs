@@ -50,7 +50,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let auth = AnyOf::new().with(keys).with(sidecar);
 
     let config = HttpConfig::from_settings(&ProcessEnv, "http://127.0.0.1:8002/mcp".parse()?)?;
-    let app = McpHttpApp::new(config, Arc::new(auth));
+    let app = McpHttpApp::new(config, Arc::new(auth))?;
     let router = app.rmcp_router(|| {
         Ok(Notes {
             tool_router: Notes::tool_router(),

@@ -96,7 +96,7 @@ async fn start(
     let base = format!("http://{}", listener.local_addr().unwrap());
     let mut config = HttpConfig::new(format!("{base}/mcp").parse().unwrap());
     tweak(&mut config);
-    let app = McpHttpApp::new(config, authenticator);
+    let app = McpHttpApp::new(config, authenticator).unwrap();
     let router = app.rmcp_router(|| {
         Ok(Echo {
             tool_router: Echo::tool_router(),
@@ -173,12 +173,36 @@ async fn every_rejection_has_the_rfc6750_status_and_challenge() {
         ]
     );
 
-    // A bad token: 401 invalid_token.
+    // A bad token: 401 invalid_token, on the Bearer challenge only.
     let r = post(&c, &url).bearer_auth("forged").send().await.unwrap();
     assert_eq!(r.status(), 401);
-    assert!(challenges(&r)[1].starts_with(r#"Bearer error="invalid_token", resource_metadata=""#));
+    assert_eq!(
+        challenges(&r),
+        vec![
+            r#"ApiKey header="X-API-Key""#.to_owned(),
+            format!(
+                r#"Bearer error="invalid_token", resource_metadata="{rm}", error_description="token not recognised""#
+            ),
+        ]
+    );
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["error"], "invalid_token");
+
+    // A wrong API key: the error goes on the ApiKey challenge only.
+    let r = post(&c, &url)
+        .header("x-api-key", "wrong-key-0123456789")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(
+        challenges(&r),
+        vec![
+            r#"ApiKey header="X-API-Key", error="invalid_token", error_description="unknown API key""#
+                .to_owned(),
+            format!(r#"Bearer resource_metadata="{rm}""#),
+        ]
+    );
 
     // A malformed Authorization header: 400 invalid_request.
     let r = post(&c, &url)
@@ -187,6 +211,7 @@ async fn every_rejection_has_the_rfc6750_status_and_challenge() {
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
+    assert_eq!(challenges(&r)[0], r#"ApiKey header="X-API-Key""#);
     assert!(challenges(&r)[1].starts_with(r#"Bearer error="invalid_request""#));
 
     // Valid credentials of either kind pass.
@@ -208,10 +233,13 @@ async fn server_wide_scopes_give_403_insufficient_scope_and_are_advertised() {
     let r = post(&c, &url).bearer_auth("narrow").send().await.unwrap();
     assert_eq!(r.status(), 403);
     assert_eq!(
-        challenges(&r)[1],
-        format!(
-            r#"Bearer error="insufficient_scope", scope="mcp:tools", resource_metadata="{rm}""#
-        )
+        challenges(&r),
+        vec![
+            r#"ApiKey header="X-API-Key""#.to_owned(),
+            format!(
+                r#"Bearer error="insufficient_scope", scope="mcp:tools", resource_metadata="{rm}""#
+            ),
+        ]
     );
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["scope"], "mcp:tools");
@@ -290,7 +318,7 @@ async fn the_generic_router_times_out_slow_services_and_limits_streamed_bodies()
     let mut config = HttpConfig::new(format!("{base}/mcp").parse().unwrap());
     config.request_timeout = Duration::from_millis(200);
     config.max_request_bytes = 1024;
-    let app = McpHttpApp::new(config, Arc::new(mcp_auth_strategies::NoAuth));
+    let app = McpHttpApp::new(config, Arc::new(mcp_auth_strategies::NoAuth)).unwrap();
     let slow = tower::service_fn(|req: axum::extract::Request| async move {
         if req.uri().query() == Some("slow") {
             tokio::time::sleep(Duration::from_secs(5)).await;
@@ -336,4 +364,100 @@ async fn the_generic_router_times_out_slow_services_and_limits_streamed_bodies()
         .await
         .unwrap();
     assert_eq!(r.status(), 413);
+}
+
+#[tokio::test]
+async fn slow_headers_are_cut_off_by_the_header_read_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = McpHttpApp::new(
+        HttpConfig::new(format!("http://{addr}/mcp").parse().unwrap()),
+        Arc::new(mcp_auth_strategies::NoAuth),
+    )
+    .unwrap();
+    let router = app.rmcp_router(|| {
+        Ok(Echo {
+            tool_router: Echo::tool_router(),
+        })
+    });
+    let mut options = mcp_auth_transport::ServeOptions::default();
+    options.header_read_timeout = Duration::from_millis(300);
+    tokio::spawn(mcp_auth_transport::serve_with(
+        listener,
+        router,
+        app.cancellation_token(),
+        std::future::pending(),
+        options,
+    ));
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "the server kept a half-sent request open");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    // A complete request on a fresh connection is still served.
+    let r = reqwest::get(format!("http://{addr}/health")).await.unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn a_session_belongs_to_the_principal_that_opened_it() {
+    const OTHER: &str = "other-service-key-0123456789";
+    let auth: SharedAuthenticator =
+        Arc::new(ApiKeyAuthenticator::from_list(&format!("{KEY},{OTHER}")).unwrap());
+    let (base, app) = start(auth, |_| {}).await;
+    let url = format!("{base}/mcp");
+    let c = reqwest::Client::new();
+    let r = post(&c, &url)
+        .header("x-api-key", KEY)
+        .send()
+        .await
+        .unwrap();
+    let sid = r.headers()["mcp-session-id"].to_str().unwrap().to_owned();
+    drop(r.text().await);
+    assert_eq!(app.session_bindings().len(), 1);
+    let list = r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#;
+    let with = |key: &str| {
+        c.post(&url)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-session-id", &sid)
+            .header("x-api-key", key)
+    };
+    // Someone else, properly authenticated, presenting the session: 404 for
+    // requests, GET streams and DELETE alike.
+    assert_eq!(with(OTHER).body(list).send().await.unwrap().status(), 404);
+    let get = c
+        .get(&url)
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", &sid);
+    assert_eq!(
+        get.header("x-api-key", OTHER)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    let del = c
+        .delete(&url)
+        .header("mcp-session-id", &sid)
+        .header("x-api-key", OTHER);
+    assert_eq!(del.send().await.unwrap().status(), 404);
+    // The owner's session is untouched.
+    let r = with(KEY).body(list).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("caller"));
+    // The owner ends it; the binding goes with it.
+    let del = c
+        .delete(&url)
+        .header("mcp-session-id", &sid)
+        .header("x-api-key", KEY);
+    assert!(del.send().await.unwrap().status().is_success());
+    assert_eq!(app.session_bindings().len(), 0);
+    assert_eq!(with(KEY).body(list).send().await.unwrap().status(), 404);
 }

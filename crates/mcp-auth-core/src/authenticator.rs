@@ -13,7 +13,11 @@ use crate::{AuthError, ChallengeScheme, Principal};
 /// Cloning copies the header map; the HTTP layer hands out a reference, so the
 /// copy happens only for closure authenticators, which take the request by
 /// value.
-#[derive(Debug, Clone, Default)]
+///
+/// `Debug` redacts credential-bearing headers (`Authorization`,
+/// `Proxy-Authorization`, `X-API-Key`, `Cookie`), so logging a request view
+/// (e.g. through `#[tracing::instrument]`) cannot leak a credential.
+#[derive(Clone, Default)]
 pub struct AuthRequest {
     /// The HTTP method.
     pub method: Method,
@@ -23,6 +27,40 @@ pub struct AuthRequest {
     pub headers: HeaderMap,
     /// The TCP peer, when the server knows it.
     pub peer: Option<SocketAddr>,
+}
+
+/// Headers whose values are credentials.
+const SENSITIVE: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "x-api-key",
+    "cookie",
+];
+
+impl std::fmt::Debug for AuthRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        struct Headers<'a>(&'a HeaderMap);
+        impl std::fmt::Debug for Headers<'_> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_map()
+                    .entries(self.0.iter().map(|(k, v)| {
+                        let shown = if SENSITIVE.contains(&k.as_str()) {
+                            "<redacted>"
+                        } else {
+                            v.to_str().unwrap_or("<binary>")
+                        };
+                        (k.as_str(), shown)
+                    }))
+                    .finish()
+            }
+        }
+        f.debug_struct("AuthRequest")
+            .field("method", &self.method)
+            .field("uri", &self.uri)
+            .field("headers", &Headers(&self.headers))
+            .field("peer", &self.peer)
+            .finish()
+    }
 }
 
 impl AuthRequest {
@@ -291,6 +329,27 @@ mod tests {
             tok(&["Bearer a", "Bearer b"]),
             Err(AuthError::InvalidRequest { .. })
         ));
+    }
+
+    #[test]
+    fn debug_redacts_credentials() {
+        let req = AuthRequest::builder()
+            .header("authorization", "Bearer secret-token")
+            .header("x-api-key", "secret-key")
+            .header("cookie", "sid=secret-cookie")
+            .header("x-trace", "visible")
+            .build();
+        let dbg = format!("{req:?}");
+        assert!(!dbg.contains("secret"), "{dbg}");
+        assert!(
+            dbg.contains("visible") && dbg.contains("<redacted>"),
+            "{dbg}"
+        );
+        let dbg = format!(
+            "{:?}",
+            AuthRequest::builder().header("x-api-key", "secret-key")
+        );
+        assert!(!dbg.contains("secret"), "{dbg}");
     }
 
     #[test]

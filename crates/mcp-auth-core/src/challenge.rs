@@ -29,6 +29,35 @@ impl ChallengeScheme {
             Self::Other(s) => s,
         }
     }
+
+    /// Whether the request carries credentials of this scheme: an
+    /// `Authorization` header with the scheme's name, or, for API keys, the
+    /// key header.
+    ///
+    /// ```
+    /// use http::HeaderMap;
+    /// use mcp_auth_core::ChallengeScheme;
+    /// let mut h = HeaderMap::new();
+    /// h.insert("authorization", "bearer x".parse().unwrap());
+    /// assert!(ChallengeScheme::Bearer.presented_in(&h));
+    /// assert!(!ChallengeScheme::ApiKey { header: "X-API-Key".into() }.presented_in(&h));
+    /// ```
+    pub fn presented_in(&self, headers: &http::HeaderMap) -> bool {
+        let auth_scheme_is = |name: &str| {
+            headers
+                .get_all(http::header::AUTHORIZATION)
+                .iter()
+                .any(|v| {
+                    let v = v.as_bytes();
+                    let scheme = v.split(|b| *b == b' ').next().unwrap_or_default();
+                    scheme.eq_ignore_ascii_case(name.as_bytes())
+                })
+        };
+        match self {
+            Self::ApiKey { header } => headers.contains_key(header.as_str()),
+            other => auth_scheme_is(other.as_str()),
+        }
+    }
 }
 
 /// One challenge: a scheme and its auth-params, in order.

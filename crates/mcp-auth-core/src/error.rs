@@ -197,19 +197,33 @@ impl AuthError {
     }
 
     /// Renders all challenges for `schemes` as header values, in order.
+    ///
+    /// The error code goes only on the schemes whose credentials the request
+    /// carried (`headers`); the others get a bare challenge (RFC 6750 §3.1:
+    /// no error code for a scheme the client did not use). When the request
+    /// carried none of them, every challenge gets the error.
     pub fn challenge_headers(
         &self,
         schemes: &[ChallengeScheme],
         resource_metadata: Option<&str>,
         default_scopes: &[String],
+        headers: &http::HeaderMap,
     ) -> Vec<HeaderValue> {
         if !self.has_challenge() {
             return Vec::new();
         }
+        let presented: Vec<bool> = schemes.iter().map(|s| s.presented_in(headers)).collect();
+        let any = presented.contains(&true);
         schemes
             .iter()
-            .map(|s| {
-                self.challenge(s.clone(), resource_metadata, default_scopes)
+            .zip(presented)
+            .map(|(s, used)| {
+                let err = if used || !any {
+                    self
+                } else {
+                    &AuthError::MissingCredentials
+                };
+                err.challenge(s.clone(), resource_metadata, default_scopes)
                     .to_header_value()
             })
             .collect()
@@ -324,8 +338,13 @@ mod tests {
         let e = AuthError::unavailable("issuer keys unavailable");
         assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert!(
-            e.challenge_headers(&[ChallengeScheme::Bearer], None, &[])
-                .is_empty()
+            e.challenge_headers(
+                &[ChallengeScheme::Bearer],
+                None,
+                &[],
+                &http::HeaderMap::new()
+            )
+            .is_empty()
         );
     }
 
@@ -336,6 +355,46 @@ mod tests {
         assert_eq!(json["error"], "insufficient_scope");
         let json = serde_json::to_value(AuthError::MissingCredentials.body()).unwrap();
         assert!(json.get("scope").is_none());
+    }
+
+    #[test]
+    fn the_error_code_goes_only_on_the_scheme_the_client_used() {
+        let schemes = [
+            ChallengeScheme::ApiKey {
+                header: "X-API-Key".into(),
+            },
+            ChallengeScheme::Bearer,
+        ];
+        let e = AuthError::invalid_token("nope");
+        let mut h = http::HeaderMap::new();
+        h.insert("x-api-key", "k".parse().unwrap());
+        let got = e.challenge_headers(&schemes, Some(RM), &[], &h);
+        assert_eq!(
+            got[0],
+            r#"ApiKey header="X-API-Key", error="invalid_token", error_description="nope""#
+        );
+        assert_eq!(
+            got[1],
+            format!(r#"Bearer resource_metadata="{RM}""#).as_str()
+        );
+
+        let mut h = http::HeaderMap::new();
+        h.insert("authorization", "Bearer t".parse().unwrap());
+        let got = e.challenge_headers(&schemes, Some(RM), &[], &h);
+        assert_eq!(got[0], r#"ApiKey header="X-API-Key""#);
+        assert!(
+            got[1]
+                .to_str()
+                .unwrap()
+                .starts_with(r#"Bearer error="invalid_token""#)
+        );
+
+        // Credentials of no listed scheme: every challenge carries the error.
+        let got = e.challenge_headers(&schemes, None, &[], &http::HeaderMap::new());
+        assert!(
+            got.iter()
+                .all(|v| v.to_str().unwrap().contains("invalid_token"))
+        );
     }
 
     #[test]

@@ -154,7 +154,7 @@ async fn serve_http(
         }
     };
 
-    let app = McpHttpApp::new(http, authenticator);
+    let app = McpHttpApp::new(http, authenticator)?;
     let router = app.rmcp_router(move || Ok(tools.clone()));
     if let Some(key) = generated {
         print_generated_key(&key, &server_url);

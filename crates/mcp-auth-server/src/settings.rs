@@ -66,12 +66,16 @@ pub fn merge(
         }
     }
     if let Some(path) = dotenv.filter(|p| p.exists()) {
+        let shown = path.display();
         let iter = dotenvy::from_path_iter(path).map_err(|e| {
-            ConfigError::new(".env", format!("cannot read {}: {e}", path.display()))
+            ConfigError::new(
+                ".env",
+                format!("cannot read {shown}: {}", dotenv_reason(&e)),
+            )
         })?;
         for item in iter {
-            let (k, v) =
-                item.map_err(|e| ConfigError::new(".env", format!("{}: {e}", path.display())))?;
+            let (k, v) = item
+                .map_err(|e| ConfigError::new(".env", format!("{shown}: {}", dotenv_reason(&e))))?;
             if KNOWN.contains(&k.as_str()) || NOT_YET.contains(&k.as_str()) {
                 m.insert(k, v);
             }
@@ -90,42 +94,65 @@ pub fn merge(
     Ok(m)
 }
 
+/// Reads a flat TOML file. Errors give the line, never the line's text (it
+/// may hold a key).
 fn read_toml(path: &Path) -> Result<Vec<(String, String)>, ConfigError> {
     let var = "--config";
+    let shown = path.display();
     let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigError::new(var, format!("cannot read {}: {e}", path.display())))?;
-    let table: HashMap<String, config::Value> = config::Config::builder()
-        .add_source(config::File::from_str(&text, config::FileFormat::Toml))
-        .build()
-        .and_then(|c| c.try_deserialize())
-        .map_err(|e| ConfigError::new(var, format!("{}: {e}", path.display())))?;
+        .map_err(|e| ConfigError::new(var, format!("cannot read {shown}: {e}")))?;
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+        let line = e
+            .span()
+            .map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+        match line {
+            Some(n) => ConfigError::new(var, format!("{shown}: line {n}: not valid TOML")),
+            None => ConfigError::new(var, format!("{shown}: not valid TOML")),
+        }
+    })?;
     let mut out = Vec::new();
     for (key, value) in table {
         let name = key.to_ascii_uppercase();
         if !KNOWN.contains(&name.as_str()) && !NOT_YET.contains(&name.as_str()) {
             return Err(ConfigError::new(
                 var,
-                format!("{}: unknown setting {key:?}", path.display()),
+                format!("{shown}: unknown setting {key:?}"),
             ));
         }
-        let text = match value.kind {
-            config::ValueKind::Array(items) => items
-                .into_iter()
-                .map(|v| v.into_string())
-                .collect::<Result<Vec<_>, _>>()
+        let scalar = |v: &toml::Value| match v {
+            toml::Value::String(s) => Some(s.clone()),
+            toml::Value::Integer(i) => Some(i.to_string()),
+            toml::Value::Float(f) => Some(f.to_string()),
+            toml::Value::Boolean(b) => Some(b.to_string()),
+            _ => None,
+        };
+        let text = match &value {
+            toml::Value::Array(items) => items
+                .iter()
+                .map(scalar)
+                .collect::<Option<Vec<_>>>()
                 .map(|v| v.join(",")),
-            config::ValueKind::Table(_) => {
-                return Err(ConfigError::new(
-                    var,
-                    format!("{}: {key} must be a value, not a table", path.display()),
-                ));
-            }
-            kind => config::Value::new(None, kind).into_string(),
+            v => scalar(v),
         }
-        .map_err(|e| ConfigError::new(var, format!("{}: {key}: {e}", path.display())))?;
+        .ok_or_else(|| {
+            ConfigError::new(
+                var,
+                format!("{shown}: {key} must be a string, number, boolean or a list of them"),
+            )
+        })?;
         out.push((name, text));
     }
     Ok(out)
+}
+
+/// A `.env` error without the offending line's text (it may hold a key).
+fn dotenv_reason(e: &dotenvy::Error) -> String {
+    match e {
+        dotenvy::Error::LineParse(_, index) => format!("syntax error at character {index}"),
+        dotenvy::Error::Io(io) => io.to_string(),
+        dotenvy::Error::EnvVar(_) => "invalid variable".to_owned(),
+        _ => "cannot be parsed".to_owned(),
+    }
 }
 
 /// The transport to serve.
@@ -374,8 +401,23 @@ mod tests {
         assert!(e.to_string().contains("unknown setting \"prot\""), "{e}");
         std::fs::write(&toml, "[http]\nx = 1\n").unwrap();
         assert!(merge(Some(&toml), None, &Merged::new(), &[]).is_err());
-        std::fs::write(&toml, "port = \n").unwrap();
-        assert!(merge(Some(&toml), None, &Merged::new(), &[]).is_err());
+        std::fs::write(&toml, "port = 1\nmcp_api_keys = \"secret-value\n").unwrap();
+        let e = merge(Some(&toml), None, &Merged::new(), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 2: not valid TOML"), "{e}");
+        assert!(!e.contains("secret-value") && !e.contains('\n'), "{e}");
+    }
+
+    #[test]
+    fn dotenv_errors_never_echo_the_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let dotenv = dir.path().join(".env");
+        std::fs::write(&dotenv, "PORT=1\nMCP_API_KEYS=\"secret-value\n").unwrap();
+        let e = merge(None, Some(&dotenv), &Merged::new(), &[]).unwrap_err();
+        assert_eq!(e.variable, ".env");
+        let e = e.to_string();
+        assert!(!e.contains("secret-value") && !e.contains('\n'), "{e}");
     }
 
     #[test]

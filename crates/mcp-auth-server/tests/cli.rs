@@ -149,3 +149,23 @@ fn a_busy_port_is_reported_in_one_line() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_broken_dotenv_or_toml_line_is_reported_without_its_text() {
+    for (file, text, args) in [
+        (".env", "MCP_API_KEYS=\"super-secret-value-123\n", &[][..]),
+        (
+            "c.toml",
+            "mcp_api_keys = \"super-secret-value-123\n",
+            &["--config", "c.toml"][..],
+        ),
+    ] {
+        let dir = tempdir();
+        std::fs::write(dir.path().join(file), text).unwrap();
+        let out = command(dir.path(), &[]).args(args).output().unwrap();
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(!stderr.contains("super-secret"), "{stderr}");
+    }
+}

@@ -200,6 +200,22 @@ async fn a_session_is_no_credential() {
 async fn foreign_host_and_origin_get_403_before_authentication() {
     let s = api_key_server();
     let c = reqwest::Client::new();
+    // Without credentials: the guard answers before authentication would (401).
+    for (name, value) in [
+        ("host", "attacker.example"),
+        ("host", "localhost:80@attacker.example"),
+        ("origin", "https://attacker.example"),
+        ("origin", "null"),
+    ] {
+        let r = post(&c, &s.url(), INIT)
+            .header(name, value)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403, "{name}: {value}");
+        assert!(r.headers().get("www-authenticate").is_none());
+    }
+    // With valid credentials too.
     let r = post(&c, &s.url(), INIT)
         .header("host", "attacker.example")
         .header("x-api-key", KEY)
@@ -214,7 +230,6 @@ async fn foreign_host_and_origin_get_403_before_authentication() {
         .await
         .unwrap();
     assert_eq!(r.status(), 403);
-
     let r = post(&c, &s.url(), INIT)
         .header("origin", "https://attacker.example")
         .header("x-api-key", KEY)
@@ -256,6 +271,37 @@ async fn foreign_host_and_origin_get_403_before_authentication() {
         r.headers()["access-control-allow-origin"],
         "http://localhost:6274"
     );
+}
+
+#[tokio::test]
+async fn another_principal_cannot_use_or_end_someone_elses_session() {
+    const OTHER: &str = "second-key-0123456789abcdef";
+    let s = Server::start(&[("MCP_API_KEYS", &format!("{KEY},{OTHER}"))]);
+    let c = reqwest::Client::new();
+    let sid = open_session(&c, &s).await;
+    let call = r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"whoami","arguments":{}}}"#;
+    let r = post(&c, &s.url(), call)
+        .header("x-api-key", OTHER)
+        .header("mcp-session-id", &sid)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let r = c
+        .delete(s.url())
+        .header("x-api-key", OTHER)
+        .header("mcp-session-id", &sid)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let r = post(&c, &s.url(), call)
+        .header("x-api-key", KEY)
+        .header("mcp-session-id", &sid)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "the owner's session survives");
 }
 
 #[tokio::test]

@@ -1,6 +1,6 @@
 //! [`McpHttpApp`]: the whole HTTP stack from one config struct.
 
-use std::{convert::Infallible, future::Future, io, net::SocketAddr, sync::Arc};
+use std::{convert::Infallible, future::Future, io, sync::Arc, time::Duration};
 
 use axum::{
     Json, Router,
@@ -9,7 +9,7 @@ use axum::{
     routing::get,
 };
 use http::{HeaderName, HeaderValue, Method, StatusCode, header};
-use mcp_auth_core::{ProtectedResourceMetadata, SharedAuthenticator};
+use mcp_auth_core::{ProtectedResourceMetadata, SharedAuthenticator, settings::ConfigError};
 use rmcp::{
     ServerHandler,
     transport::streamable_http_server::{
@@ -25,7 +25,7 @@ use tower_http::{
     timeout::TimeoutLayer,
 };
 
-use crate::{AuthLayer, GuardLayer, HttpConfig, OriginRule};
+use crate::{AuthLayer, GuardLayer, HttpConfig, OriginRule, SessionBindingLayer};
 
 /// Assembles the authenticated HTTP app: Host/Origin guard, CORS, timeout,
 /// body limit, `GET /health`, RFC 9728 metadata (when the authenticator names
@@ -41,7 +41,7 @@ use crate::{AuthLayer, GuardLayer, HttpConfig, OriginRule};
 /// # #[tokio::main] async fn main() -> std::io::Result<()> {
 /// let config = HttpConfig::new("http://127.0.0.1:8001/mcp".parse().unwrap());
 /// let keys = ApiKeyAuthenticator::from_list("a-long-random-api-key").unwrap();
-/// let app = McpHttpApp::new(config, Arc::new(keys));
+/// let app = McpHttpApp::new(config, Arc::new(keys)).expect("valid config");
 /// let router = app.rmcp_router(|| Ok(MyServer));
 /// let listener = tokio::net::TcpListener::bind("127.0.0.1:8001").await?;
 /// mcp_auth_transport::serve(listener, router, app.cancellation_token(), async {
@@ -54,16 +54,46 @@ pub struct McpHttpApp {
     config: Arc<HttpConfig>,
     authenticator: SharedAuthenticator,
     cancel: CancellationToken,
+    bindings: SessionBindingLayer,
 }
 
+/// Bindings idle this long are dropped (rmcp ends idle sessions after 5
+/// minutes by default, so this only clears sessions that ended silently).
+const BINDING_IDLE: Duration = Duration::from_secs(3600);
+
 impl McpHttpApp {
-    /// An app for `config`, authenticating with `authenticator`.
-    pub fn new(config: HttpConfig, authenticator: SharedAuthenticator) -> Self {
-        Self {
+    /// An app for `config`, authenticating with `authenticator`. Refuses a
+    /// config that cannot be served safely (see [`HttpConfig::validate`]).
+    pub fn new(
+        config: HttpConfig,
+        authenticator: SharedAuthenticator,
+    ) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let bindings = SessionBindingLayer::new(config.max_bound_sessions);
+        let cancel = CancellationToken::new();
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let (sweeper, token) = (bindings.clone(), cancel.clone());
+            rt.spawn(async move {
+                loop {
+                    tokio::select! {
+                        () = token.cancelled() => return,
+                        () = tokio::time::sleep(Duration::from_secs(60)) => sweeper.sweep(BINDING_IDLE),
+                    }
+                }
+            });
+        }
+        Ok(Self {
             config: Arc::new(config),
             authenticator,
-            cancel: CancellationToken::new(),
-        }
+            cancel,
+            bindings,
+        })
+    }
+
+    /// The session-binding table (sessions bound to the principal that
+    /// opened them).
+    pub fn session_bindings(&self) -> &SessionBindingLayer {
+        &self.bindings
     }
 
     /// The config.
@@ -132,6 +162,7 @@ impl McpHttpApp {
         let cfg = &self.config;
         let mcp = ServiceBuilder::new()
             .layer(self.auth_layer())
+            .layer(self.bindings.clone())
             .map_response(IntoResponse::into_response)
             .service(mcp);
         let mut router = Router::new()
@@ -183,8 +214,9 @@ impl McpHttpApp {
     }
 
     /// rmcp's service configured to match this app: body limit, shutdown.
-    /// Host and Origin checks are done by the app's guard, in front of it.
-    pub fn rmcp_service<H, F>(&self, factory: F) -> StreamableHttpService<H, LocalSessionManager>
+    /// Host and Origin checks are done by the app's guard, in front of it,
+    /// which is why this is not public: mounted alone it would have none.
+    fn rmcp_service<H, F>(&self, factory: F) -> StreamableHttpService<H, LocalSessionManager>
     where
         H: ServerHandler + Send + 'static,
         F: Fn() -> Result<H, io::Error> + Send + Sync + 'static,
@@ -270,23 +302,97 @@ fn cors_layer(cfg: &HttpConfig) -> CorsLayer {
         ])
 }
 
-/// Serves `router` on `listener` with peer addresses available to
-/// authenticators, until `shutdown` completes; then cancels `cancel` (ending
-/// MCP sessions and streams) and lets in-flight requests finish.
+/// Connection-level limits for [`serve_with`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ServeOptions {
+    /// Time a client has to send a request's headers (slowloris defence).
+    pub header_read_timeout: Duration,
+    /// Most connections served at once; further ones wait in the backlog.
+    pub max_connections: usize,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(10),
+            max_connections: 4096,
+        }
+    }
+}
+
+/// [`serve_with`] with default [`ServeOptions`].
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     cancel: CancellationToken,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    let token = cancel.clone();
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        shutdown.await;
-        token.cancel();
-    })
-    .await
+    serve_with(listener, router, cancel, shutdown, ServeOptions::default()).await
+}
+
+/// Serves `router` on `listener` (HTTP/1.1 and HTTP/2) with the peer
+/// address available to authenticators (`ConnectInfo<SocketAddr>`), a
+/// header-read timeout and a connection cap, until `shutdown` completes; then
+/// cancels `cancel` (ending MCP sessions and streams) and waits for open
+/// connections to finish their requests.
+pub async fn serve_with(
+    listener: TcpListener,
+    router: Router,
+    cancel: CancellationToken,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    options: ServeOptions,
+) -> io::Result<()> {
+    use hyper_util::{
+        rt::{TokioExecutor, TokioIo, TokioTimer},
+        server::{conn::auto::Builder, graceful::GracefulShutdown},
+        service::TowerToHyperService,
+    };
+
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(options.header_read_timeout);
+    builder.http2().timer(TokioTimer::new());
+    let graceful = GracefulShutdown::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(options.max_connections.max(1)));
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            () = &mut shutdown => break,
+            p = slots.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let (stream, peer) = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off, go on.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let svc = router
+            .clone()
+            .layer(axum::Extension(axum::extract::ConnectInfo(peer)));
+        let conn = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(svc))
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    cancel.cancel();
+    graceful.shutdown().await;
+    Ok(())
 }

@@ -100,18 +100,21 @@ impl AuthLayer {
     /// Renders the response for an authentication failure, as this layer
     /// would send it. Useful for other layers (e.g. per-tool scope checks)
     /// that must answer with the same challenges.
-    pub fn error_response(&self, err: &AuthError) -> Response {
-        error_response(&self.inner, err)
+    /// `request` are the request's headers: the error code goes on the
+    /// challenge of the scheme the client used.
+    pub fn error_response(&self, err: &AuthError, request: &http::HeaderMap) -> Response {
+        error_response(&self.inner, err, request)
     }
 }
 
-fn error_response(s: &AuthSettings, err: &AuthError) -> Response {
+fn error_response(s: &AuthSettings, err: &AuthError, request: &http::HeaderMap) -> Response {
     let mut resp = (err.status(), axum::Json(err.body())).into_response();
     let headers = resp.headers_mut();
     for value in err.challenge_headers(
         &s.schemes,
         s.resource_metadata.as_deref(),
         &s.required_scopes,
+        request,
     ) {
         headers.append(header::WWW_AUTHENTICATE, value);
     }
@@ -180,7 +183,7 @@ where
                         reason = %err,
                         "request not authenticated"
                     );
-                    return Ok(error_response(&settings, &err));
+                    return Ok(error_response(&settings, &err, &parts.headers));
                 }
             };
             parts.extensions.insert(principal);

@@ -76,8 +76,8 @@ pub struct HttpConfig {
     /// The canonical URL of the MCP endpoint (`MCP_SERVER_URL`): the RFC 9728
     /// `resource`, and the default for where the endpoint is mounted.
     pub server_url: Url,
-    /// The path the MCP service is mounted at (default: the path of
-    /// `server_url`, or `/mcp` when that is `/`).
+    /// The path the MCP service is mounted at: exactly the path of
+    /// `server_url`, so the advertised `resource` is the URL clients call.
     pub mcp_path: String,
     /// Accepted `Host` values (`HTTP_ALLOWED_HOSTS`).
     pub hosts: HostRule,
@@ -93,6 +93,8 @@ pub struct HttpConfig {
     pub required_scopes: Vec<String>,
     /// `resource_name` in protected-resource metadata.
     pub resource_name: Option<String>,
+    /// Most sessions bound to principals at once (default 100 000).
+    pub max_bound_sessions: usize,
 }
 
 impl HttpConfig {
@@ -101,8 +103,8 @@ impl HttpConfig {
     /// loopback); CORS on for those origins only; 4 MiB bodies; 5 min timeout.
     pub fn new(server_url: Url) -> Self {
         let mcp_path = match server_url.path() {
-            "" | "/" => "/mcp".to_owned(),
-            p => p.trim_end_matches('/').to_owned(),
+            "" => "/".to_owned(),
+            p => p.to_owned(),
         };
         Self {
             hosts: default_hosts(&server_url),
@@ -114,7 +116,48 @@ impl HttpConfig {
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             required_scopes: Vec::new(),
             resource_name: None,
+            max_bound_sessions: 100_000,
         }
+    }
+
+    /// Checks what [`HttpConfig::from_settings`] cannot see when fields are
+    /// set from code: the mount path is plain (letters, digits, `-._~%/`),
+    /// does not clash with `/health` or `/.well-known/`, and equals the path
+    /// of `server_url`; credentials are not allowed for every origin.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let p = &self.mcp_path;
+        let plain = p.starts_with('/')
+            && p.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._~%/".contains(&b))
+            && !p.contains("//");
+        if !plain {
+            return Err(ConfigError::new(
+                "MCP_SERVER_URL",
+                format!("path {p:?} must be a plain path like /mcp (letters, digits, - . _ ~ %)"),
+            ));
+        }
+        if p == "/health" || p.starts_with("/.well-known") {
+            return Err(ConfigError::new(
+                "MCP_SERVER_URL",
+                format!("path {p:?} clashes with the server's own /health or /.well-known/ routes"),
+            ));
+        }
+        if self.server_url.path() != p {
+            return Err(ConfigError::new(
+                "MCP_SERVER_URL",
+                format!(
+                    "the endpoint is mounted at {p:?} but the URL says {:?}; the advertised resource must be the URL clients call",
+                    self.server_url.path()
+                ),
+            ));
+        }
+        if self.cors.enabled && self.cors.credentials && self.origins == OriginRule::Any {
+            return Err(ConfigError::new(
+                "HTTP_CORS_CREDENTIALS",
+                "cannot be true while any origin is allowed (*): list the origins in HTTP_ALLOWED_ORIGINS",
+            ));
+        }
+        Ok(())
     }
 
     /// Reads the `HTTP_*` variables over [`HttpConfig::new`]'s defaults.
@@ -130,7 +173,8 @@ impl HttpConfig {
             } else if hosts.is_empty() {
                 return Err(ConfigError::new("HTTP_ALLOWED_HOSTS", "the list is empty"));
             } else {
-                cfg.hosts = HostRule::list(hosts);
+                cfg.hosts = HostRule::parse_list(&hosts)
+                    .map_err(|e| ConfigError::new("HTTP_ALLOWED_HOSTS", e))?;
             }
         }
         let origin_var = ["HTTP_ALLOWED_ORIGINS", "HTTP_CORS_ORIGINS"]
@@ -164,14 +208,9 @@ impl HttpConfig {
             cfg.cors.headers = h;
         }
         cfg.cors.credentials = parse_bool(l, "HTTP_CORS_CREDENTIALS", false)?;
-        if cfg.cors.enabled && cfg.cors.credentials && cfg.origins == OriginRule::Any {
-            return Err(ConfigError::new(
-                "HTTP_CORS_CREDENTIALS",
-                "cannot be true while any origin is allowed (*): list the origins in HTTP_ALLOWED_ORIGINS",
-            ));
-        }
         cfg.max_request_bytes = parse_size(l, "HTTP_MAX_REQUEST_SIZE", cfg.max_request_bytes)?;
         cfg.request_timeout = parse_millis(l, "HTTP_REQUEST_TIMEOUT", cfg.request_timeout)?;
+        cfg.validate()?;
         Ok(cfg)
     }
 
@@ -244,7 +283,7 @@ mod tests {
     #[test]
     fn defaults_for_a_public_server_exclude_loopback_origins() {
         let cfg = HttpConfig::new(Url::parse("https://mcp.example.com/").unwrap());
-        assert_eq!(cfg.mcp_path, "/mcp");
+        assert_eq!(cfg.mcp_path, "/");
         assert!(cfg.hosts.allows("mcp.example.com"));
         assert!(cfg.origins.allows("https://mcp.example.com"));
         assert!(!cfg.origins.allows("http://localhost:3000"));
@@ -261,6 +300,7 @@ mod tests {
             ("HTTP_ENABLE_CORS", "perhaps"),
             ("HTTP_CORS_METHODS", "GE T"),
             ("HTTP_CORS_HEADERS", "bad header"),
+            ("HTTP_ALLOWED_HOSTS", "host/with/path"),
         ];
         for (name, value) in cases {
             let err = HttpConfig::from_settings(&vars(&[(name, value)]), url.clone()).unwrap_err();
@@ -275,6 +315,34 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.variable, "HTTP_CORS_CREDENTIALS");
+    }
+
+    #[test]
+    fn mount_paths_that_would_panic_or_clash_are_refused() {
+        for url in [
+            "http://h/:mcp",
+            "http://h/*x",
+            "http://h/health",
+            "http://h/.well-known/x",
+            "http://h/a//b",
+        ] {
+            let e = HttpConfig::from_settings(&vars(&[]), Url::parse(url).unwrap()).unwrap_err();
+            assert_eq!(e.variable, "MCP_SERVER_URL", "{url}");
+        }
+        for url in ["http://h/", "http://h/mcp/", "http://h/api/v1/mcp"] {
+            let cfg = HttpConfig::from_settings(&vars(&[]), Url::parse(url).unwrap()).unwrap();
+            assert_eq!(cfg.mcp_path, Url::parse(url).unwrap().path());
+        }
+        let mut cfg = HttpConfig::new(Url::parse("http://h/mcp").unwrap());
+        cfg.mcp_path = "/other".into();
+        assert!(cfg.validate().is_err());
+        let mut cfg = HttpConfig::new(Url::parse("http://h/mcp").unwrap());
+        cfg.origins = OriginRule::Any;
+        cfg.cors.credentials = true;
+        assert_eq!(
+            cfg.validate().unwrap_err().variable,
+            "HTTP_CORS_CREDENTIALS"
+        );
     }
 
     #[test]

@@ -31,66 +31,96 @@ pub enum HostRule {
     Any,
     /// These hosts. An entry without a port accepts any port; `host:port`
     /// accepts only that port. Case-insensitive; IPv6 with or without brackets.
-    List(Vec<String>),
+    List(Vec<HostEntry>),
+}
+
+/// One allowed host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostEntry {
+    host: String,
+    /// `None` = any port.
+    port: Option<u16>,
+}
+
+/// Parses `host[:port]` strictly: a DNS name or IPv4 address of letters,
+/// digits, `.`, `-` and `_`, or a bracketed IPv6 address, then optionally `:`
+/// and a numeric port. No userinfo, path or anything else. Hosts come back
+/// lowercase, IPv6 in brackets.
+fn parse_authority(s: &str) -> Option<(String, Option<u16>)> {
+    let s = s.trim();
+    let port = |p: &str| -> Option<u16> {
+        if p.is_empty() || p.len() > 5 || !p.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        p.parse().ok()
+    };
+    if let Ok(ip) = s.parse::<std::net::Ipv6Addr>() {
+        return Some((format!("[{ip}]"), None));
+    }
+    if let Some(rest) = s.strip_prefix('[') {
+        let (inner, after) = rest.split_once(']')?;
+        let ip: std::net::Ipv6Addr = inner.parse().ok()?;
+        let p = match after {
+            "" => None,
+            a => Some(port(a.strip_prefix(':')?)?),
+        };
+        return Some((format!("[{ip}]"), p));
+    }
+    let (host, p) = match s.rsplit_once(':') {
+        Some((h, p)) => (h, Some(port(p)?)),
+        None => (s, None),
+    };
+    let valid = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
+    valid.then(|| (host.to_ascii_lowercase(), p))
 }
 
 impl HostRule {
-    /// A list rule.
+    /// A list rule; entries that are not `host[:port]` are dropped (use
+    /// [`HostRule::parse_list`] to be told).
     pub fn list<I, S>(hosts: I) -> Self
     where
         I: IntoIterator<Item = S>,
-        S: Into<String>,
+        S: AsRef<str>,
     {
         Self::List(
             hosts
                 .into_iter()
-                .map(|h| normalize_host(&h.into()))
+                .filter_map(|h| parse_authority(h.as_ref()))
+                .map(|(host, port)| HostEntry { host, port })
                 .collect(),
         )
     }
 
-    /// Whether `authority` (`host[:port]`) is allowed.
+    /// A list rule, refusing any entry that is not `host[:port]`.
+    pub fn parse_list<I, S>(hosts: I) -> Result<Self, String>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let mut out = Vec::new();
+        for h in hosts {
+            let (host, port) = parse_authority(h.as_ref())
+                .ok_or_else(|| format!("{:?} is not a host or host:port", h.as_ref()))?;
+            out.push(HostEntry { host, port });
+        }
+        Ok(Self::List(out))
+    }
+
+    /// Whether `authority` (`host[:port]`, as in a `Host` header) is allowed.
+    /// Malformed authorities never are.
     pub fn allows(&self, authority: &str) -> bool {
+        let Some((host, port)) = parse_authority(authority) else {
+            return false;
+        };
         match self {
             Self::Any => true,
-            Self::List(list) => {
-                let authority = normalize_host(authority);
-                let (host, _) = split_host_port(&authority);
-                list.iter().any(|entry| {
-                    let (eh, ep) = split_host_port(entry);
-                    match ep {
-                        Some(_) => *entry == authority,
-                        None => eh == host,
-                    }
-                })
-            }
+            Self::List(list) => list
+                .iter()
+                .any(|e| e.host == host && (e.port.is_none() || e.port == port)),
         }
-    }
-}
-
-fn normalize_host(h: &str) -> String {
-    let h = h.trim().to_ascii_lowercase();
-    // Bare IPv6 addresses get brackets so a port can be told apart.
-    if h.parse::<std::net::Ipv6Addr>().is_ok() {
-        format!("[{h}]")
-    } else {
-        h
-    }
-}
-
-/// Splits `host[:port]`, bracket-aware.
-fn split_host_port(s: &str) -> (&str, Option<&str>) {
-    if let Some(rest) = s.strip_prefix('[') {
-        if let Some(end) = rest.find(']') {
-            let host = &s[..end + 2];
-            let port = rest[end + 1..].strip_prefix(':');
-            return (host, port);
-        }
-        return (s, None);
-    }
-    match s.rsplit_once(':') {
-        Some((h, p)) if !h.contains(':') => (h, Some(p)),
-        _ => (s, None),
     }
 }
 
@@ -120,34 +150,41 @@ pub struct OriginEntry {
 pub struct BadOrigin(pub String);
 
 impl OriginEntry {
-    /// Parses `scheme://host[:port|:*]` or `null`.
+    /// Parses `scheme://host[:port|:*]` (http or https) or `null`.
     pub fn parse(s: &str) -> Result<Self, BadOrigin> {
         let bad = || BadOrigin(s.to_owned());
-        let t = s.trim().trim_end_matches('/').to_ascii_lowercase();
-        if t == "null" {
+        let t = s.trim();
+        if t.eq_ignore_ascii_case("null") {
             return Ok(Self {
                 scheme: "null".into(),
                 host: String::new(),
                 port: Some(0),
             });
         }
-        let (scheme, rest) = t.split_once("://").ok_or_else(bad)?;
-        if scheme.is_empty() || rest.is_empty() || rest.contains('/') {
-            return Err(bad());
-        }
-        let (host, port) = split_host_port(rest);
-        let port = match port {
-            Some("*") => None,
-            Some(p) => Some(p.parse().map_err(|_| bad())?),
-            None => Some(default_port(scheme).ok_or_else(bad)?),
+        let (t, any_port) = match t.strip_suffix(":*") {
+            Some(rest) => (rest, true),
+            None => (t, false),
         };
-        if host.is_empty() {
+        let (scheme, rest) = t.split_once("://").ok_or_else(bad)?;
+        let scheme = scheme.to_ascii_lowercase();
+        let default = match scheme.as_str() {
+            "http" => 80,
+            "https" => 443,
+            _ => return Err(bad()),
+        };
+        let (host, port) =
+            parse_authority(rest.strip_suffix('/').unwrap_or(rest)).ok_or_else(bad)?;
+        if any_port && port.is_some() {
             return Err(bad());
         }
         Ok(Self {
-            scheme: scheme.to_owned(),
-            host: normalize_host(host),
-            port,
+            scheme,
+            host,
+            port: if any_port {
+                None
+            } else {
+                Some(port.unwrap_or(default))
+            },
         })
     }
 
@@ -155,14 +192,6 @@ impl OriginEntry {
         self.scheme == other.scheme
             && self.host == other.host
             && (self.port.is_none() || self.port == other.port)
-    }
-}
-
-fn default_port(scheme: &str) -> Option<u16> {
-    match scheme {
-        "http" => Some(80),
-        "https" => Some(443),
-        _ => None,
     }
 }
 
@@ -188,7 +217,10 @@ impl OriginRule {
         match self {
             Self::Any => true,
             Self::List(list) => match OriginEntry::parse(origin) {
-                Ok(o) if o.port.is_some() => list.iter().any(|e| e.matches(&o)),
+                // A request's Origin never has a path or a wildcard port.
+                Ok(o) if o.port.is_some() && !origin.trim_end().ends_with('/') => {
+                    list.iter().any(|e| e.matches(&o))
+                }
                 _ => false,
             },
         }
@@ -228,21 +260,33 @@ pub struct GuardService<S> {
 }
 
 /// Why a request was refused by the guard, if it was.
+///
+/// The authority is the request target's when it has one (absolute-form,
+/// HTTP/2 `:authority`), else the single `Host` header; several `Host`
+/// headers are a bad request (RFC 9112 §3.2).
 fn check(
     rules: &(HostRule, OriginRule),
     uri: &Uri,
     headers: &HeaderMap,
 ) -> Option<(StatusCode, &'static str)> {
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| uri.authority().map(|a| a.as_str().to_owned()));
-    match host {
+    let mut hosts = headers.get_all(header::HOST).iter();
+    let first = hosts.next();
+    if hosts.next().is_some() {
+        return Some((StatusCode::BAD_REQUEST, "more than one Host header"));
+    }
+    let authority = match (uri.authority(), first) {
+        (Some(a), _) => Some(a.as_str()),
+        (None, Some(h)) => match h.to_str() {
+            Ok(h) => Some(h),
+            Err(_) => return Some((StatusCode::BAD_REQUEST, "malformed Host header")),
+        },
+        (None, None) => None,
+    };
+    match authority {
         None if rules.0 != HostRule::Any => {
             return Some((StatusCode::BAD_REQUEST, "missing Host header"));
         }
-        Some(h) if !rules.0.allows(&h) => {
+        Some(h) if !rules.0.allows(h) => {
             return Some((StatusCode::FORBIDDEN, "Host not allowed"));
         }
         _ => {}
@@ -308,15 +352,27 @@ mod tests {
         for bad in [
             "evil.com",
             "localhost.evil.com",
+            "localhost.",
             "example.com",
             "example.com:443",
             "127.0.0.2",
             "[::2]:80",
             "",
+            "[::1]evil.com",
+            "localhost:80@evil.com",
+            "user@localhost",
+            "localhost:junk",
+            "localhost:junk/x",
+            "localhost:",
+            "localhost:99999",
+            "localhost/x",
+            "[localhost]",
         ] {
             assert!(!r.allows(bad), "{bad}");
         }
         assert!(HostRule::Any.allows("anything"));
+        assert!(!HostRule::Any.allows("a@b"));
+        assert!(HostRule::parse_list(["ok", "bad host"]).is_err());
     }
 
     #[test]
@@ -326,6 +382,7 @@ mod tests {
         for ok in [
             "https://app.example.com",
             "https://app.example.com:443",
+            "HTTPS://APP.example.com",
             "http://localhost:6274",
             "http://localhost",
             "null",
@@ -339,6 +396,10 @@ mod tests {
             "http://localhost.evil.com:80",
             "garbage",
             "https://app.example.com/path",
+            "https://app.example.com/",
+            "http://[::1]evil",
+            "http://user@localhost:1",
+            "http://localhost:*",
             "",
         ] {
             assert!(!r.allows(bad), "{bad}");
@@ -349,6 +410,26 @@ mod tests {
         );
         assert!(OriginRule::list(["app.example.com"]).is_err());
         assert!(OriginRule::list(["ftp://x"]).is_err());
+        assert!(OriginRule::list(["http://[::1]evil"]).is_err());
+        assert!(
+            OriginRule::list(["http://[::1]:*"])
+                .unwrap()
+                .allows("http://[::1]:3000")
+        );
+    }
+
+    #[test]
+    fn absolute_form_targets_are_checked_over_the_host_header() {
+        let rules = (HostRule::list(["localhost"]), OriginRule::Any);
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, "localhost".parse().unwrap());
+        let uri: Uri = "http://evil.example/mcp".parse().unwrap();
+        assert_eq!(
+            check(&rules, &uri, &h).map(|c| c.0),
+            Some(StatusCode::FORBIDDEN)
+        );
+        let uri: Uri = "http://localhost:8001/mcp".parse().unwrap();
+        assert_eq!(check(&rules, &uri, &h), None);
     }
 
     #[test]

@@ -27,7 +27,7 @@
 //!     "http://127.0.0.1:8001/mcp".parse().unwrap(),
 //! ).expect("valid HTTP_* settings");
 //! let keys = ApiKeyAuthenticator::from_list("a-long-random-api-key").unwrap();
-//! let app = McpHttpApp::new(config, Arc::new(keys));
+//! let app = McpHttpApp::new(config, Arc::new(keys)).expect("valid config");
 //! let router = app.rmcp_router(|| Ok(Hello { tool_router: Hello::tool_router() }));
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8001").await?;
 //! mcp_auth_transport::serve(listener, router, app.cancellation_token(), async {
@@ -40,6 +40,8 @@
 //! - [`AuthLayer`]: authenticates every request, hands the [`Principal`] on in
 //!   the request extensions, answers failures with exact RFC 6750 responses;
 //! - [`GuardLayer`]: `Host` allow-list and `Origin` check (403 otherwise);
+//! - [`SessionBindingLayer`]: a session belongs to the principal that opened
+//!   it; anyone else presenting its id gets 404;
 //! - [`HttpConfig`]: the settings, readable from the seeds' `HTTP_*` variables;
 //! - [`McpHttpApp`]: all of the above plus CORS, body limit (413), request
 //!   timeout (408), `GET /health` and RFC 9728 metadata, in front of rmcp;
@@ -49,12 +51,14 @@
 
 mod app;
 mod auth;
+mod binding;
 mod config;
 mod guard;
 mod principal;
 
-pub use app::{McpHttpApp, serve};
+pub use app::{McpHttpApp, ServeOptions, serve, serve_with};
 pub use auth::{AuthLayer, AuthService};
+pub use binding::{SessionBinding, SessionBindingLayer};
 pub use config::{CorsConfig, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_REQUEST_TIMEOUT, HttpConfig};
 pub use guard::{BadOrigin, GuardLayer, GuardService, HostRule, OriginEntry, OriginRule};
 pub use principal::{Caller, principal_from_parts};
