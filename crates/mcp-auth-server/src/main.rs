@@ -2,14 +2,18 @@
 //! crates. It only wires them together; see the README for the settings.
 
 mod settings;
+mod token;
 mod tools;
 
 use std::{path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
 
 use clap::Parser;
-use mcp_auth_core::{SharedAuthenticator, settings::ConfigError};
-use mcp_auth_strategies::{ApiKeyAuthenticator, NoAuth};
-use mcp_auth_transport::{HttpConfig, McpHttpApp};
+use mcp_auth_core::{
+    SharedAuthenticator,
+    settings::{ConfigError, parse_list},
+};
+use mcp_auth_strategies::{AnyOf, ApiKeyAuthenticator, JwtAuthenticator, NoAuth};
+use mcp_auth_transport::{HttpConfig, McpHttpApp, ToolScopes};
 use rmcp::ServiceExt;
 use settings::{ServerSettings, Strategy, Transport};
 use tools::Tools;
@@ -18,6 +22,8 @@ use tools::Tools;
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Port to listen on [env: PORT] (default 8001; 0 picks a free port).
     #[arg(long)]
     port: Option<u16>,
@@ -30,6 +36,13 @@ struct Cli {
     /// A TOML file with settings (lowest precedence above defaults).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Print a JWT for the bearer strategy, signed with MCP_JWT_SECRET (or
+    /// MCP_JWT_PRIVATE_KEY), with iss MCP_JWT_ISSUER and aud the server URL.
+    Token(token::TokenArgs),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +93,11 @@ async fn run(cli: Cli) -> Result<(), Error> {
         ],
     )?;
     let s = ServerSettings::from_merged(&merged)?;
+    if let Some(Command::Token(args)) = &cli.command {
+        let url = s.server_url_for(s.port);
+        println!("{}", token::mint(args, &merged, &url)?);
+        return Ok(());
+    }
     init_logging(&s.log_level);
     for name in ServerSettings::ignored(&merged) {
         tracing::warn!(
@@ -87,11 +105,24 @@ async fn run(cli: Cli) -> Result<(), Error> {
             "setting is not supported by this version and has no effect"
         );
     }
-    let tools = Tools::new(s.name.clone(), s.version.clone());
     match s.transport {
-        Transport::Stdio => serve_stdio(tools).await,
-        Transport::StreamableHttp => serve_http(&s, &merged, tools).await,
+        Transport::Stdio => {
+            serve_stdio(Tools::new(
+                s.name.clone(),
+                s.version.clone(),
+                tool_scopes(&merged)?,
+            ))
+            .await
+        }
+        Transport::StreamableHttp => serve_http(&s, &merged).await,
     }
+}
+
+/// The tools' scopes: `admin_status` needs `mcp:admin`, plus `MCP_TOOL_SCOPES`.
+fn tool_scopes(merged: &settings::Merged) -> Result<ToolScopes, ConfigError> {
+    ToolScopes::new()
+        .require("admin_status", ["mcp:admin"])
+        .with_settings(merged)
 }
 
 fn init_logging(level: &str) {
@@ -118,11 +149,7 @@ async fn serve_stdio(tools: Tools) -> Result<(), Error> {
     Ok(())
 }
 
-async fn serve_http(
-    s: &ServerSettings,
-    merged: &settings::Merged,
-    tools: Tools,
-) -> Result<(), Error> {
+async fn serve_http(s: &ServerSettings, merged: &settings::Merged) -> Result<(), Error> {
     let addr = std::net::SocketAddr::new(s.host, s.port);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -132,28 +159,24 @@ async fn serve_http(
         })?;
     let bound = listener.local_addr()?;
     let server_url = s.server_url_for(bound.port());
-    let http = HttpConfig::from_settings(merged, server_url.clone())?;
-
-    let (authenticator, generated): (SharedAuthenticator, Option<String>) = match s.strategy {
-        Strategy::None => {
-            tracing::warn!("MCP_AUTH_STRATEGY=none: every request is accepted without credentials");
-            (Arc::new(NoAuth), None)
+    let mut http = HttpConfig::from_settings(merged, server_url.clone())?;
+    http.tool_scopes = tool_scopes(merged)?;
+    if let Some(required) = parse_list(merged, "MCP_OAUTH_REQUIRED_SCOPES") {
+        if !s
+            .strategies
+            .iter()
+            .any(|k| matches!(k, Strategy::Bearer | Strategy::OAuth2))
+        {
+            return Err(ConfigError::new(
+                "MCP_OAUTH_REQUIRED_SCOPES",
+                "scopes come with tokens: needs the bearer or oauth2 strategy",
+            )
+            .into());
         }
-        Strategy::ApiKey => {
-            let keys = ApiKeyAuthenticator::from_settings(merged)?.ok_or_else(|| {
-                ConfigError::new("MCP_API_KEYS", "required for the api_key strategy")
-            })?;
-            tracing::info!(keys = keys.len(), "API-key authentication");
-            (Arc::new(keys), None)
-        }
-        Strategy::Generated => {
-            let key = generate_key()?;
-            let keys = ApiKeyAuthenticator::new([key.as_str()])
-                .map_err(|e| ConfigError::new("MCP_API_KEYS", e.to_string()))?;
-            (Arc::new(keys), Some(key))
-        }
-    };
-
+        http.required_scopes = required;
+    }
+    let (authenticator, generated) = authenticator(&s.strategies, merged, &server_url)?;
+    let tools = Tools::new(s.name.clone(), s.version.clone(), http.tool_scopes.clone());
     let app = McpHttpApp::new(http, authenticator)?;
     let router = app.rmcp_router(move || Ok(tools.clone()));
     if let Some(key) = generated {
@@ -171,6 +194,61 @@ async fn serve_http(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The configured strategies, chained when there are several.
+fn authenticator(
+    strategies: &[Strategy],
+    merged: &settings::Merged,
+    server_url: &url::Url,
+) -> Result<(SharedAuthenticator, Option<String>), Error> {
+    let mut chain = AnyOf::new();
+    let mut generated = None;
+    for kind in strategies {
+        let member: SharedAuthenticator = match kind {
+            Strategy::None => {
+                tracing::warn!(
+                    "MCP_AUTH_STRATEGY=none: every request is accepted without credentials"
+                );
+                Arc::new(NoAuth)
+            }
+            Strategy::ApiKey => {
+                let keys = ApiKeyAuthenticator::from_settings(merged)?.ok_or_else(|| {
+                    ConfigError::new("MCP_API_KEYS", "required for the api_key strategy")
+                })?;
+                tracing::info!(keys = keys.len(), "API-key authentication");
+                Arc::new(keys)
+            }
+            Strategy::Bearer => {
+                let auth = JwtAuthenticator::bearer_from_settings(merged, server_url)?;
+                tracing::info!("bearer JWT authentication");
+                Arc::new(auth)
+            }
+            Strategy::OAuth2 => {
+                let auth = JwtAuthenticator::oauth2_from_settings(merged, server_url)?;
+                tracing::info!(issuer = ?auth.verifier().issuer(), "OAuth 2.1 resource server");
+                if let Some(jwks) = auth.verifier().jwks().cloned() {
+                    // Warm the key cache; a failure is logged and retried on demand.
+                    tokio::spawn(async move {
+                        let _ = jwks.refresh().await;
+                    });
+                }
+                Arc::new(auth)
+            }
+            Strategy::Generated => {
+                let key = generate_key()?;
+                let keys = ApiKeyAuthenticator::new([key.as_str()])
+                    .map_err(|e| ConfigError::new("MCP_API_KEYS", e.to_string()))?;
+                generated = Some(key);
+                Arc::new(keys)
+            }
+        };
+        if strategies.len() == 1 {
+            return Ok((member, generated));
+        }
+        chain = chain.with_shared(member);
+    }
+    Ok((Arc::new(chain), generated))
 }
 
 fn generate_key() -> Result<String, Error> {

@@ -32,6 +32,23 @@ pub const KNOWN: &[&str] = &[
     "HTTP_CORS_CREDENTIALS",
     "HTTP_MAX_REQUEST_SIZE",
     "HTTP_REQUEST_TIMEOUT",
+    "MCP_TOOL_SCOPES",
+    "MCP_JWT_SECRET",
+    "MCP_JWT_ALGORITHM",
+    "MCP_JWT_ISSUER",
+    "MCP_JWT_AUDIENCE",
+    "MCP_JWT_PUBLIC_KEY",
+    "MCP_JWT_PRIVATE_KEY",
+    "MCP_JWT_LEEWAY",
+    "MCP_JWT_EXPIRES_IN",
+    "MCP_OAUTH_ISSUER",
+    "MCP_OAUTH_JWKS_URL",
+    "MCP_OAUTH_AUDIENCE",
+    "MCP_OAUTH_REQUIRED_SCOPES",
+    "MCP_OAUTH_SCOPES_SUPPORTED",
+    "MCP_OAUTH_INTROSPECTION_URL",
+    "MCP_OAUTH_CLIENT_ID",
+    "MCP_OAUTH_CLIENT_SECRET",
 ];
 
 /// Seed variables that this version does not act on yet. Setting one is
@@ -46,6 +63,13 @@ pub const NOT_YET: &[&str] = &[
     "MCP_SESSION_AUTH_ENABLED",
     "MCP_SESSION_AUTH_REQUIRE_FOR_SESSION",
     "MCP_SESSION_AUTH_REQUIRE_FOR_OPERATIONS",
+    // The seed's server-side OAuth client settings: this server is a
+    // resource server and never runs an authorization flow itself.
+    "MCP_OAUTH_AUTH_URL",
+    "MCP_OAUTH_TOKEN_URL",
+    "MCP_OAUTH_CALLBACK_URL",
+    "MCP_OAUTH_SCOPE",
+    "MCP_OAUTH_USERINFO_URL",
 ];
 
 /// The merged settings.
@@ -164,13 +188,18 @@ pub enum Transport {
     Stdio,
 }
 
-/// Which authentication strategy to use.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// An authentication strategy. Several may be chained
+/// (`MCP_AUTH_STRATEGY=api_key,oauth2`): the first that accepts wins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Strategy {
     /// `none`, chosen explicitly.
     None,
     /// `api_key` with `MCP_API_KEYS`.
     ApiKey,
+    /// `bearer`: JWTs signed with `MCP_JWT_SECRET` or `MCP_JWT_PUBLIC_KEY`.
+    Bearer,
+    /// `oauth2`: a resource server for `MCP_OAUTH_ISSUER`.
+    OAuth2,
     /// Nothing configured: generate a key for this run.
     Generated,
 }
@@ -182,7 +211,7 @@ pub struct ServerSettings {
     pub host: IpAddr,
     pub port: u16,
     pub server_url: Option<Url>,
-    pub strategy: Strategy,
+    pub strategies: Vec<Strategy>,
     pub name: String,
     pub version: String,
     pub log_level: String,
@@ -236,35 +265,52 @@ impl ServerSettings {
             Some(u) => Some(parse_server_url(&u)?),
         };
         let keys_set = Lookup::get(m, "MCP_API_KEYS").is_some();
-        let strategy = match Lookup::get(m, "MCP_AUTH_STRATEGY")
-            .map(|s| s.to_ascii_lowercase())
-            .as_deref()
-        {
-            None if keys_set => Strategy::ApiKey,
-            None => Strategy::Generated,
-            Some("none") => Strategy::None,
-            Some("api_key" | "apikey" | "api-key") => {
-                if !keys_set {
+        let strategies: Vec<Strategy> = match Lookup::get(m, "MCP_AUTH_STRATEGY") {
+            None if keys_set => vec![Strategy::ApiKey],
+            None => vec![Strategy::Generated],
+            Some(list) => {
+                let mut out = Vec::new();
+                for item in list.split(',').map(|s| s.trim().to_ascii_lowercase()) {
+                    let s = match item.as_str() {
+                        "none" => Strategy::None,
+                        "api_key" | "apikey" | "api-key" => Strategy::ApiKey,
+                        "bearer" | "jwt" => Strategy::Bearer,
+                        "oauth2" | "oauth" => Strategy::OAuth2,
+                        "cognito" => {
+                            return Err(ConfigError::new(
+                                "MCP_AUTH_STRATEGY",
+                                "\"cognito\" is not available in this version yet; use oauth2 with the pool's issuer",
+                            ));
+                        }
+                        other => {
+                            return Err(ConfigError::new(
+                                "MCP_AUTH_STRATEGY",
+                                format!(
+                                    "expected none, api_key, bearer or oauth2 (comma-separated to chain), got {other:?}"
+                                ),
+                            ));
+                        }
+                    };
+                    if !out.contains(&s) {
+                        out.push(s);
+                    }
+                }
+                if out.contains(&Strategy::None) && out.len() > 1 {
                     return Err(ConfigError::new(
-                        "MCP_API_KEYS",
-                        "required when MCP_AUTH_STRATEGY=api_key",
+                        "MCP_AUTH_STRATEGY",
+                        "none cannot be chained with other strategies",
                     ));
                 }
-                Strategy::ApiKey
-            }
-            Some(s @ ("bearer" | "oauth2" | "cognito")) => {
-                return Err(ConfigError::new(
-                    "MCP_AUTH_STRATEGY",
-                    format!("{s:?} is not available in this version yet; choose api_key or none"),
-                ));
-            }
-            Some(other) => {
-                return Err(ConfigError::new(
-                    "MCP_AUTH_STRATEGY",
-                    format!("expected none or api_key, got {other:?}"),
-                ));
+                if out.contains(&Strategy::ApiKey) && !keys_set {
+                    return Err(ConfigError::new(
+                        "MCP_API_KEYS",
+                        "required when MCP_AUTH_STRATEGY includes api_key",
+                    ));
+                }
+                out
             }
         };
+        let strategy = strategies[0];
         if !parse_bool(m, "MCP_AUTH_REQUIRE", true)? && strategy != Strategy::None {
             return Err(ConfigError::new(
                 "MCP_AUTH_REQUIRE",
@@ -296,7 +342,7 @@ impl ServerSettings {
             host,
             port,
             server_url,
-            strategy,
+            strategies,
             name: Lookup::get(m, "MCP_SERVER_NAME").unwrap_or_else(|| "mcp-auth-server".to_owned()),
             version: Lookup::get(m, "MCP_SERVER_VERSION")
                 .unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_owned()),
@@ -423,13 +469,19 @@ mod tests {
     #[test]
     fn strategy_selection() {
         let s = ServerSettings::from_merged(&merged(&[])).unwrap();
-        assert_eq!(s.strategy, Strategy::Generated);
+        assert_eq!(s.strategies, [Strategy::Generated]);
         assert_eq!(s.port, 8001);
         let s =
             ServerSettings::from_merged(&merged(&[("MCP_API_KEYS", "0123456789abcdef0")])).unwrap();
-        assert_eq!(s.strategy, Strategy::ApiKey);
+        assert_eq!(s.strategies, [Strategy::ApiKey]);
         let s = ServerSettings::from_merged(&merged(&[("MCP_AUTH_STRATEGY", "none")])).unwrap();
-        assert_eq!(s.strategy, Strategy::None);
+        assert_eq!(s.strategies, [Strategy::None]);
+        let s = ServerSettings::from_merged(&merged(&[
+            ("MCP_AUTH_STRATEGY", "api_key, oauth2,API_KEY"),
+            ("MCP_API_KEYS", "0123456789abcdef0"),
+        ]))
+        .unwrap();
+        assert_eq!(s.strategies, [Strategy::ApiKey, Strategy::OAuth2]);
     }
 
     #[test]
@@ -440,6 +492,8 @@ mod tests {
             (&[("MCP_TRANSPORT", "carrier-pigeon")], "MCP_TRANSPORT"),
             (&[("MCP_TRANSPORT", "sse")], "MCP_TRANSPORT"),
             (&[("MCP_AUTH_STRATEGY", "magic")], "MCP_AUTH_STRATEGY"),
+            (&[("MCP_AUTH_STRATEGY", "none,bearer")], "MCP_AUTH_STRATEGY"),
+            (&[("MCP_AUTH_STRATEGY", "cognito")], "MCP_AUTH_STRATEGY"),
             (&[("MCP_AUTH_STRATEGY", "api_key")], "MCP_API_KEYS"),
             (
                 &[("MCP_AUTH_STRATEGY", "none"), ("HOST", "0.0.0.0")],

@@ -1,11 +1,17 @@
-//! The server's tools: `get_time` and `whoami`.
+//! The server's tools: `get_time`, `whoami`, and `admin_status` (which needs
+//! the `mcp:admin` scope, to show per-tool scopes and step-up).
+
+use std::{sync::Arc, time::Instant};
 
 use mcp_auth_core::Principal;
-use mcp_auth_transport::principal_from_parts;
+use mcp_auth_transport::{ToolScopes, principal_from_parts};
 use rmcp::{
     ErrorData, RoleServer, ServerHandler,
     handler::server::router::tool::ToolRouter,
-    model::{CallToolResult, ContentBlock, Implementation, ServerCapabilities, ServerConfig},
+    model::{
+        CacheScope, CallToolResult, ContentBlock, Implementation, ListToolsResult,
+        PaginatedRequestParams, ProtocolVersion, ResultType, ServerCapabilities, ServerConfig,
+    },
     service::RequestContext,
     tool, tool_handler, tool_router,
 };
@@ -16,25 +22,34 @@ pub struct Tools {
     tool_router: ToolRouter<Self>,
     name: String,
     version: String,
+    scopes: Arc<ToolScopes>,
+    started: Instant,
 }
 
 impl Tools {
-    /// Tools announcing themselves as `name` `version`.
-    pub fn new(name: String, version: String) -> Self {
+    /// Tools announcing themselves as `name` `version`; `scopes` decides
+    /// which tools a caller sees and may call.
+    pub fn new(name: String, version: String, scopes: ToolScopes) -> Self {
         Self {
             tool_router: Self::tool_router(),
             name,
             version,
+            scopes: Arc::new(scopes),
+            started: Instant::now(),
         }
     }
+}
+
+fn http_principal(ctx: &RequestContext<RoleServer>) -> Option<&Principal> {
+    ctx.extensions
+        .get::<http::request::Parts>()
+        .and_then(principal_from_parts)
 }
 
 /// The caller of a request: the verified principal on HTTP, the local user
 /// on stdio (whoever started the process).
 fn caller(ctx: &RequestContext<RoleServer>) -> Principal {
-    ctx.extensions
-        .get::<http::request::Parts>()
-        .and_then(principal_from_parts)
+    http_principal(ctx)
         .cloned()
         .unwrap_or_else(|| Principal::new("local-process", "stdio"))
 }
@@ -56,10 +71,51 @@ impl Tools {
         result.content = vec![ContentBlock::text(who.to_string())];
         Ok(result)
     }
+
+    #[tool(description = "Server status for administrators (needs the mcp:admin scope)")]
+    fn admin_status(&self, ctx: RequestContext<RoleServer>) -> Result<CallToolResult, ErrorData> {
+        // The HTTP layer refuses callers without the scope before this runs;
+        // check again so the tool is safe behind any transport.
+        if let Some(p) = http_principal(&ctx)
+            && !self.scopes.may_call(p, "admin_status")
+        {
+            return Err(ErrorData::invalid_request("insufficient scope", None));
+        }
+        let status = serde_json::json!({
+            "server": self.name,
+            "version": self.version,
+            "uptime_seconds": self.started.elapsed().as_secs(),
+        });
+        let mut result = CallToolResult::structured(status.clone());
+        result.content = vec![ContentBlock::text(status.to_string())];
+        Ok(result)
+    }
 }
 
 #[tool_handler(router = self.tool_router)]
 impl ServerHandler for Tools {
+    /// Only the tools the caller may call.
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        let versioned = context
+            .protocol_version()
+            .is_some_and(|v| v >= ProtocolVersion::V_2026_07_28);
+        let tools = self
+            .scopes
+            .visible(http_principal(&context), self.tool_router.list_all());
+        let mut result = ListToolsResult::with_all_items(tools);
+        result.result_type = Some(ResultType::COMPLETE);
+        if versioned {
+            // The list depends on who asks: never share it between users.
+            result.ttl_ms = Some(0);
+            result.cache_scope = Some(CacheScope::Private);
+        }
+        Ok(result)
+    }
+
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
             .with_server_info(Implementation::new(self.name.clone(), self.version.clone()))

@@ -30,14 +30,26 @@
 //! - [`NoAuth`]: lets everyone in as an anonymous principal (choose it on purpose);
 //! - [`ApiKeyAuthenticator`]: static keys in the `X-API-Key` header, stored as
 //!   SHA-256 digests and compared in constant time;
+//! - `JwtAuthenticator` (feature `jwt`, on by default): the `bearer` strategy
+//!   (tokens signed with this server's secret or key) and the `oauth2`
+//!   strategy (a resource server for any OAuth 2.1 / OIDC issuer, with RFC
+//!   7662 introspection for opaque tokens);
 //! - [`AnyOf`]: a chain that accepts the first member that accepts.
 
 mod any_of;
 mod api_key;
+#[cfg(feature = "jwt")]
+mod introspection;
+#[cfg(feature = "jwt")]
+mod jwt;
 mod none;
 
 pub use any_of::AnyOf;
 pub use api_key::{
     API_KEY_HEADER, ApiKeyAuthenticator, ApiKeyError, MIN_PLAIN_KEY_LEN, fingerprint,
 };
+#[cfg(feature = "jwt")]
+pub use introspection::Introspector;
+#[cfg(feature = "jwt")]
+pub use jwt::{DEFAULT_JWT_ISSUER, JwtAuthenticator};
 pub use none::NoAuth;

@@ -25,7 +25,7 @@ use tower_http::{
     timeout::TimeoutLayer,
 };
 
-use crate::{AuthLayer, GuardLayer, HttpConfig, OriginRule, SessionBindingLayer};
+use crate::{AuthLayer, GuardLayer, HttpConfig, OriginRule, SessionBindingLayer, ToolScopeLayer};
 
 /// Assembles the authenticated HTTP app: Host/Origin guard, CORS, timeout,
 /// body limit, `GET /health`, RFC 9728 metadata (when the authenticator names
@@ -115,7 +115,8 @@ impl McpHttpApp {
             return None;
         }
         let mut scopes = self.authenticator.scopes_supported();
-        for s in &self.config.required_scopes {
+        let tool_scopes = self.config.tool_scopes.all();
+        for s in self.config.required_scopes.iter().chain(&tool_scopes) {
             if !scopes.contains(s) {
                 scopes.push(s.clone());
             }
@@ -160,8 +161,18 @@ impl McpHttpApp {
         S::Future: Send + 'static,
     {
         let cfg = &self.config;
+        let auth = self.auth_layer();
+        let tool_scopes = (!cfg.tool_scopes.is_empty()).then(|| {
+            ToolScopeLayer::new(
+                cfg.tool_scopes.clone(),
+                cfg.required_scopes.clone(),
+                auth.clone(),
+                cfg.max_request_bytes,
+            )
+        });
         let mcp = ServiceBuilder::new()
-            .layer(self.auth_layer())
+            .layer(auth)
+            .option_layer(tool_scopes)
             .layer(self.bindings.clone())
             .map_response(IntoResponse::into_response)
             .service(mcp);

@@ -23,7 +23,7 @@ use mcp_auth_core::settings::{
 };
 use url::Url;
 
-use crate::{HostRule, OriginRule};
+use crate::{HostRule, OriginRule, ToolScopes};
 
 /// Default request body limit: 4 MiB.
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 4 << 20;
@@ -95,6 +95,8 @@ pub struct HttpConfig {
     pub resource_name: Option<String>,
     /// Most sessions bound to principals at once (default 100 000).
     pub max_bound_sessions: usize,
+    /// Scopes individual tools need (`MCP_TOOL_SCOPES`).
+    pub tool_scopes: ToolScopes,
 }
 
 impl HttpConfig {
@@ -117,6 +119,7 @@ impl HttpConfig {
             required_scopes: Vec::new(),
             resource_name: None,
             max_bound_sessions: 100_000,
+            tool_scopes: ToolScopes::new(),
         }
     }
 
@@ -210,6 +213,7 @@ impl HttpConfig {
         cfg.cors.credentials = parse_bool(l, "HTTP_CORS_CREDENTIALS", false)?;
         cfg.max_request_bytes = parse_size(l, "HTTP_MAX_REQUEST_SIZE", cfg.max_request_bytes)?;
         cfg.request_timeout = parse_millis(l, "HTTP_REQUEST_TIMEOUT", cfg.request_timeout)?;
+        cfg.tool_scopes = std::mem::take(&mut cfg.tool_scopes).with_settings(l)?;
         cfg.validate()?;
         Ok(cfg)
     }

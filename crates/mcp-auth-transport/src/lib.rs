@@ -45,6 +45,8 @@
 //! - [`HttpConfig`]: the settings, readable from the seeds' `HTTP_*` variables;
 //! - [`McpHttpApp`]: all of the above plus CORS, body limit (413), request
 //!   timeout (408), `GET /health` and RFC 9728 metadata, in front of rmcp;
+//! - [`ToolScopes`]: per-tool scopes with 403 `insufficient_scope` step-up
+//!   challenges, and `tools/list` filtering;
 //! - [`Caller`] and [`principal_from_parts`]: the principal inside rmcp tools.
 //!
 //! [`Principal`]: mcp_auth_core::Principal
@@ -55,6 +57,7 @@ mod binding;
 mod config;
 mod guard;
 mod principal;
+mod scopes;
 
 pub use app::{McpHttpApp, ServeOptions, serve, serve_with};
 pub use auth::{AuthLayer, AuthService};
@@ -62,6 +65,7 @@ pub use binding::{SessionBinding, SessionBindingLayer};
 pub use config::{CorsConfig, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_REQUEST_TIMEOUT, HttpConfig};
 pub use guard::{BadOrigin, GuardLayer, GuardService, HostRule, OriginEntry, OriginRule};
 pub use principal::{Caller, principal_from_parts};
+pub use scopes::{ToolScopeLayer, ToolScopeService, ToolScopes};
 pub use tokio_util::sync::CancellationToken;
 
 /// The README's code blocks, compiled as doctests so the README stays true.

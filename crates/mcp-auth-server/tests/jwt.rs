@@ -1,0 +1,365 @@
+//! The `bearer` and `oauth2` strategies end to end: the real binary, its
+//! `token` command, a real issuer (metadata + JWKS) on loopback, rmcp's
+//! client, raw HTTP on both wires, per-tool step-up.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::process::Stdio;
+
+use axum::{Json, Router, routing::get};
+use common::{INIT, Server, command, post, tempdir};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use rmcp::{
+    ServiceExt,
+    model::CallToolRequestParams,
+    transport::{
+        StreamableHttpClientTransport, streamable_http_client::StreamableHttpClientTransportConfig,
+    },
+};
+use serde_json::json;
+
+const SECRET: &str = "a-test-secret-that-is-at-least-32-bytes";
+
+fn token(env: &[(&str, &str)], args: &[&str]) -> String {
+    let dir = tempdir();
+    let out = command(dir.path(), env)
+        .arg("token")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let t = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(t.lines().count(), 1, "only the token on stdout");
+    t.trim().to_owned()
+}
+
+fn challenges(r: &reqwest::Response) -> Vec<String> {
+    r.headers()
+        .get_all("www-authenticate")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn client(url: String, token: &str) -> rmcp::service::RunningService<rmcp::RoleClient, ()> {
+    let transport = StreamableHttpClientTransport::from_config(
+        StreamableHttpClientTransportConfig::with_uri(url).auth_header(token),
+    );
+    ().serve(transport).await.expect("initialize")
+}
+
+fn bearer_env() -> Vec<(&'static str, &'static str)> {
+    vec![("MCP_AUTH_STRATEGY", "bearer"), ("MCP_JWT_SECRET", SECRET)]
+}
+
+#[tokio::test]
+async fn the_token_command_mints_what_the_bearer_strategy_accepts() {
+    let s = Server::start(&bearer_env());
+    let mut env = bearer_env();
+    let url = s.url();
+    env.push(("MCP_SERVER_URL", &url));
+    let t = token(
+        &env,
+        &[
+            "--sub",
+            "alice",
+            "--scope",
+            "mcp:tools",
+            "--expires-in",
+            "10m",
+        ],
+    );
+    let c = client(s.url(), &t).await;
+    let who = c
+        .call_tool(CallToolRequestParams::new("whoami"))
+        .await
+        .unwrap()
+        .structured_content
+        .unwrap();
+    assert_eq!(who["subject"], "alice");
+    assert_eq!(who["strategy"], "bearer");
+    assert_eq!(who["issuer"], "mcp-auth-server");
+    assert_eq!(who["scopes"], json!(["mcp:tools"]));
+    c.cancel().await.unwrap();
+
+    let http = reqwest::Client::new();
+    // Without a token: a bare Bearer challenge (no metadata: no authorization server).
+    let r = post(&http, &s.url(), INIT).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(challenges(&r), vec!["Bearer"]);
+    // Minted for another audience, or by another secret: invalid_token.
+    let mut other = bearer_env();
+    other.push(("MCP_SERVER_URL", "http://127.0.0.1:1/mcp"));
+    let foreign = token(&other, &["--sub", "alice"]);
+    let forged = token(
+        &[
+            ("MCP_JWT_SECRET", "another-secret-that-is-also-32-bytes!!"),
+            ("MCP_SERVER_URL", &url),
+        ],
+        &["--sub", "alice"],
+    );
+    for t in [foreign, forged, format!("{t}x")] {
+        let r = post(&http, &s.url(), INIT)
+            .bearer_auth(&t)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+        assert!(
+            challenges(&r)[0].starts_with(r#"Bearer error="invalid_token""#),
+            "{:?}",
+            challenges(&r)
+        );
+    }
+    // The scheme is case-insensitive; a token in the query string is ignored.
+    let r = post(&http, &s.url(), INIT)
+        .header("authorization", format!("bEaReR {t}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = post(&http, &format!("{}?access_token={t}", s.url()), INIT)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+}
+
+#[tokio::test]
+async fn a_scoped_tool_answers_403_insufficient_scope_and_is_hidden_until_granted() {
+    let s = Server::start(&bearer_env());
+    let url = s.url();
+    let mut env = bearer_env();
+    env.push(("MCP_SERVER_URL", &url));
+    let plain = token(&env, &["--sub", "bob", "--scope", "mcp:tools"]);
+    let admin = token(&env, &["--sub", "root", "--scope", "mcp:tools mcp:admin"]);
+
+    // rmcp client, 2025-11-25 session wire.
+    let c = client(s.url(), &plain).await;
+    let names: Vec<String> = c
+        .list_all_tools()
+        .await
+        .unwrap()
+        .iter()
+        .map(|t| t.name.to_string())
+        .collect();
+    assert!(!names.contains(&"admin_status".to_owned()), "{names:?}");
+    assert!(
+        c.call_tool(CallToolRequestParams::new("admin_status"))
+            .await
+            .is_err()
+    );
+    c.cancel().await.unwrap();
+    let c = client(s.url(), &admin).await;
+    let names: Vec<String> = c
+        .list_all_tools()
+        .await
+        .unwrap()
+        .iter()
+        .map(|t| t.name.to_string())
+        .collect();
+    assert!(names.contains(&"admin_status".to_owned()), "{names:?}");
+    let r = c
+        .call_tool(CallToolRequestParams::new("admin_status"))
+        .await
+        .unwrap();
+    assert_eq!(r.structured_content.unwrap()["server"], "mcp-auth-server");
+    c.cancel().await.unwrap();
+
+    // Raw HTTP: the exact 403, in a session (JSON-RPC body) ...
+    let http = reqwest::Client::new();
+    let r = post(&http, &s.url(), INIT)
+        .bearer_auth(&plain)
+        .send()
+        .await
+        .unwrap();
+    let sid = r.headers()["mcp-session-id"].to_str().unwrap().to_owned();
+    drop(r.text().await);
+    let call = r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"admin_status","arguments":{}}}"#;
+    let r = post(&http, &s.url(), call)
+        .bearer_auth(&plain)
+        .header("mcp-session-id", &sid)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(
+        challenges(&r),
+        vec![r#"Bearer error="insufficient_scope", scope="mcp:admin""#]
+    );
+    // ... and stateless 2026-07-28, named by the Mcp-Method / Mcp-Name headers.
+    let r = post(&http, &s.url(), call)
+        .bearer_auth(&plain)
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "admin_status")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    // A body calling a harmless tool while the headers name the scoped one is
+    // still refused; so is an ambiguous body.
+    let harmless = r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"get_time","arguments":{}}}"#;
+    let r = post(&http, &s.url(), harmless)
+        .bearer_auth(&plain)
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "admin_status")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let dup = r#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"get_time","name":"admin_status"}}"#;
+    let r = post(&http, &s.url(), dup)
+        .bearer_auth(&plain)
+        .header("mcp-session-id", &sid)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+}
+
+/// A minimal issuer: OIDC metadata and a JWKS with one RSA key.
+async fn issuer() -> (String, EncodingKey) {
+    let pem = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../mcp-auth-jwt/tests/keys/rsa.pem"
+    ))
+    .unwrap();
+    let enc = EncodingKey::from_rsa_pem(&pem).unwrap();
+    let mut jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(&enc, Algorithm::RS256).unwrap();
+    jwk.common.key_id = Some("k1".into());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let md = json!({"issuer": base, "jwks_uri": format!("{base}/jwks.json")});
+    let jwks = json!({"keys": [jwk]});
+    let app = Router::new()
+        .route(
+            "/.well-known/openid-configuration",
+            get(move || async move { Json(md) }),
+        )
+        .route("/jwks.json", get(move || async move { Json(jwks) }));
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (base, enc)
+}
+
+fn sign(enc: &EncodingKey, claims: serde_json::Value) -> String {
+    let mut h = Header::new(Algorithm::RS256);
+    h.kid = Some("k1".into());
+    h.typ = Some("at+jwt".into());
+    jsonwebtoken::encode(&h, &claims, enc).unwrap()
+}
+
+#[tokio::test]
+async fn oauth2_accepts_only_tokens_of_its_issuer_minted_for_this_server() {
+    let (iss, enc) = issuer().await;
+    let s = Server::start(&[
+        ("MCP_AUTH_STRATEGY", "oauth2"),
+        ("MCP_OAUTH_ISSUER", &iss),
+        ("MCP_OAUTH_SCOPES_SUPPORTED", "mcp:tools,mcp:admin"),
+        ("MCP_OAUTH_REQUIRED_SCOPES", "mcp:tools"),
+    ]);
+    let http = reqwest::Client::new();
+    let rm = format!("{}/.well-known/oauth-protected-resource/mcp", s.base());
+
+    // RFC 9728 metadata names the issuer; the 401 points at it.
+    let md: serde_json::Value = http.get(&rm).send().await.unwrap().json().await.unwrap();
+    assert_eq!(md["resource"], s.url());
+    assert_eq!(md["authorization_servers"], json!([iss]));
+    assert_eq!(md["scopes_supported"], json!(["mcp:tools", "mcp:admin"]));
+    let r = post(&http, &s.url(), INIT).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(
+        challenges(&r),
+        vec![format!(
+            r#"Bearer scope="mcp:tools", resource_metadata="{rm}""#
+        )]
+    );
+
+    let now = jsonwebtoken::get_current_timestamp();
+    let claims = |aud: &str, scope: &str| json!({"sub": "dana", "iss": iss, "aud": aud, "exp": now + 300, "scope": scope, "client_id": "app"});
+    let good = sign(&enc, claims(&s.url(), "mcp:tools"));
+    let c = client(s.url(), &good).await;
+    let who = c
+        .call_tool(CallToolRequestParams::new("whoami"))
+        .await
+        .unwrap()
+        .structured_content
+        .unwrap();
+    assert_eq!(
+        (who["subject"].as_str(), who["client_id"].as_str()),
+        (Some("dana"), Some("app"))
+    );
+    c.cancel().await.unwrap();
+
+    // Minted for another resource: refused (no token passthrough, RFC 8707).
+    let r = post(&http, &s.url(), INIT)
+        .bearer_auth(sign(&enc, claims("https://other.example/mcp", "mcp:tools")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(challenges(&r)[0].contains(r#"error="invalid_token""#));
+    // Valid but without the server-wide scope: 403 naming it.
+    let r = post(&http, &s.url(), INIT)
+        .bearer_auth(sign(&enc, claims(&s.url(), "other")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(
+        challenges(&r),
+        vec![format!(
+            r#"Bearer error="insufficient_scope", scope="mcp:tools", resource_metadata="{rm}""#
+        )]
+    );
+    // Step-up for the admin tool names every scope needed.
+    let call = r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"admin_status","arguments":{}}}"#;
+    let r = post(&http, &s.url(), call)
+        .bearer_auth(&good)
+        .header("mcp-protocol-version", "2026-07-28")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(
+        challenges(&r),
+        vec![format!(
+            r#"Bearer error="insufficient_scope", scope="mcp:tools mcp:admin", resource_metadata="{rm}""#
+        )]
+    );
+}
+
+#[tokio::test]
+async fn bad_jwt_settings_stop_the_server_with_one_line() {
+    for (env, want) in [
+        (vec![("MCP_AUTH_STRATEGY", "bearer")], "MCP_JWT_SECRET: "),
+        (
+            vec![("MCP_AUTH_STRATEGY", "bearer"), ("MCP_JWT_SECRET", "short")],
+            "MCP_JWT_SECRET: ",
+        ),
+        (vec![("MCP_AUTH_STRATEGY", "oauth2")], "MCP_OAUTH_ISSUER: "),
+        (
+            vec![
+                ("MCP_API_KEYS", common::KEY),
+                ("MCP_OAUTH_REQUIRED_SCOPES", "x"),
+            ],
+            "MCP_OAUTH_REQUIRED_SCOPES: ",
+        ),
+    ] {
+        let dir = tempdir();
+        let out = command(dir.path(), &env)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.starts_with(&format!("error: {want}")), "{stderr}");
+    }
+}

@@ -1,0 +1,127 @@
+//! RFC 7662 introspection of opaque tokens against a real endpoint on loopback.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicU64, Ordering},
+};
+
+use axum::{Form, Json, Router, extract::State, http::HeaderMap, routing::post};
+use mcp_auth_core::{AuthError, AuthRequest, Authenticator};
+use mcp_auth_jwt::{Audience, JwksCache, JwtVerifier};
+use mcp_auth_strategies::{Introspector, JwtAuthenticator};
+use serde_json::{Value, json};
+
+const AUD: &str = "http://127.0.0.1:8001/mcp";
+const ISS: &str = "https://as.example";
+
+async fn introspect(
+    State(calls): State<Arc<AtomicU64>>,
+    headers: HeaderMap,
+    Form(form): Form<std::collections::HashMap<String, String>>,
+) -> Result<Json<Value>, axum::http::StatusCode> {
+    calls.fetch_add(1, Ordering::SeqCst);
+    // client-id:client-secret
+    if headers.get("authorization").and_then(|v| v.to_str().ok())
+        != Some("Basic Y2xpZW50LWlkOmNsaWVudC1zZWNyZXQ=")
+    {
+        return Err(axum::http::StatusCode::UNAUTHORIZED);
+    }
+    let exp = jsonwebtoken::get_current_timestamp() + 300;
+    Ok(Json(match form.get("token").map(String::as_str) {
+        Some("good") => json!({"active": true, "sub": "carol", "iss": ISS, "aud": [AUD],
+            "scope": "mcp:tools", "client_id": "c1", "exp": exp}),
+        Some("other-aud") => {
+            json!({"active": true, "sub": "carol", "iss": ISS, "aud": "https://else", "exp": exp})
+        }
+        Some("no-aud") => json!({"active": true, "sub": "carol", "iss": ISS, "exp": exp}),
+        Some("wrong-iss") => {
+            json!({"active": true, "sub": "carol", "iss": "https://evil", "aud": AUD, "exp": exp})
+        }
+        Some("expired") => {
+            json!({"active": true, "sub": "carol", "iss": ISS, "aud": AUD, "exp": 1})
+        }
+        _ => json!({"active": false}),
+    }))
+}
+
+async fn start(secret: &str) -> (JwtAuthenticator, Arc<AtomicU64>) {
+    let calls = Arc::new(AtomicU64::new(0));
+    let app = Router::new()
+        .route("/introspect", post(introspect))
+        .with_state(calls.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/introspect", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let verifier = JwtVerifier::builder()
+        .jwks(JwksCache::builder("http://127.0.0.1:9/jwks".parse().unwrap()).build())
+        .issuer(ISS)
+        .audience(Audience::OneOf(vec![AUD.into()]))
+        .build()
+        .unwrap();
+    let intro = Introspector::new(
+        url.parse().unwrap(),
+        "client-id".into(),
+        secret.into(),
+        Some(ISS.into()),
+        Some(vec![AUD.into()]),
+    );
+    (
+        JwtAuthenticator::oauth2(verifier, ISS).with_introspection(intro),
+        calls,
+    )
+}
+
+fn bearer(t: &str) -> AuthRequest {
+    AuthRequest::builder()
+        .header("authorization", &format!("Bearer {t}"))
+        .build()
+}
+
+#[tokio::test]
+async fn active_tokens_for_this_resource_pass_and_answers_are_cached() {
+    let (auth, calls) = start("client-secret").await;
+    let p = auth.authenticate(&bearer("good")).await.unwrap();
+    assert_eq!(p.subject, "carol");
+    assert_eq!(p.scopes, vec!["mcp:tools"]);
+    assert_eq!(p.client_id.as_deref(), Some("c1"));
+    assert_eq!(p.issuer.as_deref(), Some(ISS));
+    assert!(auth.authenticate(&bearer("good")).await.is_ok());
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "the second answer came from the cache"
+    );
+}
+
+#[tokio::test]
+async fn inactive_foreign_and_expired_tokens_are_invalid() {
+    let (auth, calls) = start("client-secret").await;
+    for t in ["inactive", "other-aud", "no-aud", "wrong-iss", "expired"] {
+        let e = auth.authenticate(&bearer(t)).await.unwrap_err();
+        assert!(matches!(e, AuthError::InvalidToken { .. }), "{t}: {e:?}");
+    }
+    assert!(auth.authenticate(&bearer("inactive")).await.is_err());
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        5,
+        "negative answers are cached briefly"
+    );
+}
+
+#[tokio::test]
+async fn a_refused_or_unreachable_endpoint_is_unavailable_not_invalid() {
+    let (auth, _) = start("wrong-secret").await;
+    let e = auth.authenticate(&bearer("good")).await.unwrap_err();
+    assert_eq!(e.status(), 503);
+}
+
+#[tokio::test]
+async fn jwt_shaped_tokens_are_verified_locally_not_introspected() {
+    let (auth, calls) = start("client-secret").await;
+    let e = auth.authenticate(&bearer("a.b.c")).await.unwrap_err();
+    // The JWKS is unreachable, so local verification cannot succeed, and the
+    // introspection endpoint was not asked.
+    assert!(e.status() == 401 || e.status() == 503, "{e:?}");
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+}

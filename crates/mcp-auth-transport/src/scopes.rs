@@ -1,0 +1,379 @@
+//! Per-tool scopes and step-up.
+//!
+//! ```
+//! use mcp_auth_core::Principal;
+//! use mcp_auth_transport::ToolScopes;
+//!
+//! let scopes = ToolScopes::new().require("delete_everything", ["mcp:admin"]);
+//! let alice = Principal::new("alice", "oauth2").with_scopes(["mcp:tools"]);
+//! assert!(scopes.may_call(&alice, "get_time"));
+//! assert!(!scopes.may_call(&alice, "delete_everything"));
+//! ```
+//!
+//! A tool that declares scopes can only be called by a principal holding
+//! them; otherwise the HTTP request is answered 403 with
+//! `WWW-Authenticate: Bearer error="insufficient_scope", scope="<all needed>"`
+//! (the server-wide scopes plus the tool's), so a standard client re-authorizes
+//! with the union and retries. The tool is found in the JSON-RPC body
+//! (2025-11-25 wire) and in the `Mcp-Method` / `Mcp-Name` headers
+//! (2026-07-28); either naming a scoped tool is enough to require its scopes.
+
+use std::{
+    borrow::Cow,
+    collections::BTreeMap,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use axum::{
+    body::Body,
+    response::{IntoResponse, Response},
+};
+use futures::future::BoxFuture;
+use http::{Method, Request, StatusCode};
+use mcp_auth_core::{
+    AuthError, Principal,
+    settings::{ConfigError, Lookup},
+};
+use serde::Deserialize;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::AuthLayer;
+
+/// The scopes each tool needs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ToolScopes {
+    tools: BTreeMap<String, Vec<String>>,
+}
+
+impl ToolScopes {
+    /// No tool needs a scope.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// `tool` needs every one of `scopes`.
+    pub fn require<I, S>(mut self, tool: impl Into<String>, scopes: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let entry = self.tools.entry(tool.into()).or_default();
+        for s in scopes {
+            let s = s.into();
+            if !entry.contains(&s) {
+                entry.push(s);
+            }
+        }
+        self
+    }
+
+    /// Reads `MCP_TOOL_SCOPES`: `tool=scope [scope...]`, comma-separated,
+    /// e.g. `admin_stats=mcp:admin,deploy=mcp:admin mcp:deploy`. Adds to `self`.
+    pub fn with_settings(mut self, l: &dyn Lookup) -> Result<Self, ConfigError> {
+        let Some(v) = l.get("MCP_TOOL_SCOPES") else {
+            return Ok(self);
+        };
+        for item in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let (tool, scopes) = item.split_once('=').ok_or_else(|| {
+                ConfigError::new(
+                    "MCP_TOOL_SCOPES",
+                    format!("{item:?} is not tool=scope [scope...]"),
+                )
+            })?;
+            let scopes: Vec<&str> = scopes.split_whitespace().collect();
+            if tool.trim().is_empty() || scopes.is_empty() {
+                return Err(ConfigError::new(
+                    "MCP_TOOL_SCOPES",
+                    format!("{item:?} is not tool=scope [scope...]"),
+                ));
+            }
+            self = self.require(tool.trim(), scopes);
+        }
+        Ok(self)
+    }
+
+    /// Every scope some tool needs, once each.
+    pub fn all(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for s in self.tools.values().flatten() {
+            if !out.contains(s) {
+                out.push(s.clone());
+            }
+        }
+        out
+    }
+
+    /// Whether no tool needs a scope.
+    pub fn is_empty(&self) -> bool {
+        self.tools.is_empty()
+    }
+
+    /// The scopes `tool` needs (empty for tools without requirements).
+    pub fn for_tool(&self, tool: &str) -> &[String] {
+        self.tools.get(tool).map_or(&[], Vec::as_slice)
+    }
+
+    /// Whether `p` may call `tool`.
+    pub fn may_call(&self, p: &Principal, tool: &str) -> bool {
+        p.missing_scopes(self.for_tool(tool)).is_empty()
+    }
+
+    /// The tools of `tools` that `p` may call (all of them when `p` is
+    /// `None`, e.g. on stdio, where no HTTP principal exists).
+    pub fn visible(
+        &self,
+        p: Option<&Principal>,
+        tools: Vec<rmcp::model::Tool>,
+    ) -> Vec<rmcp::model::Tool> {
+        match p {
+            None => tools,
+            Some(p) => tools
+                .into_iter()
+                .filter(|t| self.may_call(p, &t.name))
+                .collect(),
+        }
+    }
+}
+
+/// What part of a JSON-RPC message names the tool.
+#[derive(Deserialize)]
+struct Probe<'a> {
+    #[serde(borrow, default)]
+    method: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    params: Option<ProbeParams<'a>>,
+}
+
+#[derive(Deserialize)]
+struct ProbeParams<'a> {
+    #[serde(borrow, default)]
+    name: Option<Cow<'a, str>>,
+}
+
+/// Tool names a request body calls (one message or a batch).
+///
+/// `Err` when the body calls a tool but is ambiguous: JSON parsers disagree
+/// on duplicate keys (some take the first, some the last, some refuse), so a
+/// `tools/call` whose method or name cannot be read strictly is refused
+/// rather than guessed.
+fn called_tools(body: &[u8]) -> Result<Vec<String>, ()> {
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else {
+        // Not JSON: the MCP service rejects it; nothing is called.
+        return Ok(Vec::new());
+    };
+    let messages = match &value {
+        serde_json::Value::Array(items) => items.iter().collect(),
+        other => vec![other],
+    };
+    let mut names = Vec::new();
+    for m in messages {
+        if m.get("method").and_then(|v| v.as_str()) == Some("tools/call") {
+            match m.pointer("/params/name").and_then(|v| v.as_str()) {
+                Some(n) => names.push(n.to_owned()),
+                None => return Err(()),
+            }
+        }
+    }
+    let mentions_call = body.windows(10).any(|w| w == b"tools/call");
+    if names.is_empty() && !mentions_call {
+        return Ok(names);
+    }
+    let strict = |p: Probe<'_>| match (p.method.as_deref(), p.params.and_then(|x| x.name)) {
+        (Some("tools/call"), Some(name)) => Some(name.into_owned()),
+        _ => None,
+    };
+    let strict_names: Option<Vec<String>> = if value.is_array() {
+        serde_json::from_slice::<Vec<Probe<'_>>>(body)
+            .ok()
+            .map(|b| b.into_iter().filter_map(strict).collect())
+    } else {
+        serde_json::from_slice::<Probe<'_>>(body)
+            .ok()
+            .map(|p| strict(p).into_iter().collect())
+    };
+    match strict_names {
+        Some(s) if s == names => Ok(names),
+        _ => Err(()),
+    }
+}
+
+/// Enforces [`ToolScopes`] on `tools/call` (installed by
+/// [`McpHttpApp`](crate::McpHttpApp) when any tool declares scopes; must sit
+/// behind the auth layer).
+#[derive(Clone)]
+pub struct ToolScopeLayer {
+    scopes: Arc<ToolScopes>,
+    server_scopes: Arc<[String]>,
+    auth: AuthLayer,
+    max_body: usize,
+}
+
+impl ToolScopeLayer {
+    /// `auth` renders the 403 (its schemes and metadata URL); `server_scopes`
+    /// are added to every tool's scopes in the challenge; bodies are read up
+    /// to `max_body` bytes.
+    pub fn new(
+        scopes: ToolScopes,
+        server_scopes: Vec<String>,
+        auth: AuthLayer,
+        max_body: usize,
+    ) -> Self {
+        Self {
+            scopes: Arc::new(scopes),
+            server_scopes: server_scopes.into(),
+            auth,
+            max_body,
+        }
+    }
+}
+
+impl<S> Layer<S> for ToolScopeLayer {
+    type Service = ToolScopeService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        ToolScopeService {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// The service produced by [`ToolScopeLayer`].
+#[derive(Clone)]
+pub struct ToolScopeService<S> {
+    inner: S,
+    layer: ToolScopeLayer,
+}
+
+impl<S> Service<Request<Body>> for ToolScopeService<S>
+where
+    S: Service<Request<Body>, Response = Response> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let layer = self.layer.clone();
+        Box::pin(async move {
+            if req.method() != Method::POST || layer.scopes.is_empty() {
+                return inner.call(req).await;
+            }
+            let (parts, body) = req.into_parts();
+            let bytes = match axum::body::to_bytes(body, layer.max_body).await {
+                Ok(b) => b,
+                Err(_) => {
+                    return Ok(
+                        (StatusCode::PAYLOAD_TOO_LARGE, "request body too large").into_response()
+                    );
+                }
+            };
+            let Ok(mut tools) = called_tools(&bytes) else {
+                let err = AuthError::invalid_request("ambiguous tools/call message");
+                let body = serde_json::json!({"error": "invalid_request", "error_description": err.to_string()});
+                return Ok((StatusCode::BAD_REQUEST, axum::Json(body)).into_response());
+            };
+            let header = |n: &str| parts.headers.get(n).and_then(|v| v.to_str().ok());
+            if header("mcp-method") == Some("tools/call")
+                && let Some(name) = header("mcp-name")
+            {
+                tools.push(name.to_owned());
+            }
+            let mut needed: Vec<String> = Vec::new();
+            for tool in &tools {
+                for s in layer
+                    .server_scopes
+                    .iter()
+                    .chain(layer.scopes.for_tool(tool))
+                {
+                    if !needed.contains(s) {
+                        needed.push(s.clone());
+                    }
+                }
+            }
+            let principal = parts.extensions.get::<Principal>();
+            let lacking = principal.is_none_or(|p| !p.missing_scopes(&needed).is_empty());
+            if !tools.iter().all(|t| layer.scopes.for_tool(t).is_empty()) && lacking {
+                tracing::debug!(?tools, "tool call refused: insufficient scope");
+                let err = AuthError::insufficient_scope(needed);
+                return Ok(layer.auth.error_response(&err, &parts.headers));
+            }
+            inner
+                .call(Request::from_parts(parts, Body::from(bytes)))
+                .await
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_tools_in_single_and_batched_messages() {
+        let one = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","arguments":{"x":[1,2]}}}"#;
+        assert_eq!(called_tools(one), Ok(vec!["a".to_owned()]));
+        let batch = br#"[{"method":"tools/call","params":{"name":"a"}},{"method":"tools/list"},{"method":"tools/call","params":{"name":"b"}}]"#;
+        assert_eq!(
+            called_tools(batch),
+            Ok(vec!["a".to_owned(), "b".to_owned()])
+        );
+        assert_eq!(called_tools(br#"{"method":"tools/list"}"#), Ok(vec![]));
+        assert_eq!(called_tools(b"not json"), Ok(vec![]));
+        let mentions = br#"{"method":"tools/list","params":{"cursor":"tools/call"}}"#;
+        assert_eq!(called_tools(mentions), Ok(vec![]));
+        let escaped = br#"{"method":"tools/call","params":{"name":"ad\u006din"}}"#;
+        assert_eq!(called_tools(escaped), Ok(vec!["admin".to_owned()]));
+    }
+
+    #[test]
+    fn ambiguous_calls_are_refused() {
+        for body in [
+            &br#"{"method":"tools/call","params":{"name":"get_time","name":"admin"}}"#[..],
+            br#"{"method":"tools/list","method":"tools/call","params":{"name":"admin"}}"#,
+            br#"{"method":"tools/call","params":{"arguments":{}}}"#,
+            br#"{"method":"tools/call","params":{"name":7}}"#,
+            br#"[{"method":"tools/call","params":{"name":"a","name":"b"}}]"#,
+            br#"{"method":"tools/call","method":"tools/list","params":{"name":"admin"}}"#,
+        ] {
+            assert_eq!(
+                called_tools(body),
+                Err(()),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+
+    #[test]
+    fn settings() {
+        let vars = std::collections::HashMap::from([(
+            "MCP_TOOL_SCOPES".to_owned(),
+            "a=s1 s2, b=s3".to_owned(),
+        )]);
+        let t = ToolScopes::new()
+            .require("a", ["s0"])
+            .with_settings(&vars)
+            .unwrap();
+        assert_eq!(t.for_tool("a"), ["s0", "s1", "s2"]);
+        assert_eq!(t.for_tool("b"), ["s3"]);
+        assert!(t.for_tool("c").is_empty());
+        for bad in ["a", "=s", "a= ", "a=s,b"] {
+            let vars =
+                std::collections::HashMap::from([("MCP_TOOL_SCOPES".to_owned(), bad.to_owned())]);
+            assert_eq!(
+                ToolScopes::new().with_settings(&vars).unwrap_err().variable,
+                "MCP_TOOL_SCOPES",
+                "{bad}"
+            );
+        }
+    }
+}
