@@ -363,3 +363,32 @@ async fn bad_jwt_settings_stop_the_server_with_one_line() {
         assert!(stderr.starts_with(&format!("error: {want}")), "{stderr}");
     }
 }
+
+#[tokio::test]
+async fn huge_and_garbage_tokens_get_a_4xx_and_the_server_stays_up() {
+    let s = Server::start(&bearer_env());
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    for t in [
+        "x".repeat(20_000),
+        "a.b.c".to_owned(),
+        "eyJhbGciOiJub25lIn0.e30.".to_owned(),
+        format!("{}.{}.{}", "e".repeat(9000), "e".repeat(9000), "e"),
+    ] {
+        let r = post(&http, &s.url(), INIT).bearer_auth(&t).send().await.unwrap();
+        assert_eq!(r.status(), 401);
+    }
+    // Past the HTTP server's header limit the request is refused before
+    // authentication (431), or the connection is closed; never a crash.
+    let r = post(&http, &s.url(), INIT)
+        .header("authorization", format!("Bearer {}", "y".repeat(200_000)))
+        .send()
+        .await;
+    if let Ok(r) = r {
+        assert!(r.status().is_client_error(), "{}", r.status());
+    }
+    let r = http.get(format!("{}/health", s.base())).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}
