@@ -16,8 +16,11 @@ const AUD: &str = "https://mcp.example/mcp";
 const ISS: &str = "https://issuer.example";
 
 fn pem(name: &str) -> Vec<u8> {
-    std::fs::read(format!("{}/tests/keys/{name}.pem", env!("CARGO_MANIFEST_DIR")))
-        .expect("test key")
+    std::fs::read(format!(
+        "{}/tests/keys/{name}.pem",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .expect("test key")
 }
 
 fn claims() -> serde_json::Value {
@@ -48,7 +51,9 @@ fn bench(c: &mut Criterion) {
     group.measurement_time(Duration::from_secs(3));
 
     let secret = b"a-benchmark-secret-of-32-bytes-or-more";
-    let hs = verifier(vec![VerifyKey::hmac(secret, Algorithm::HS256).expect("key")]);
+    let hs = verifier(vec![
+        VerifyKey::hmac(secret, Algorithm::HS256).expect("key"),
+    ]);
     let t = sign(Algorithm::HS256, &EncodingKey::from_secret(secret), None);
     group.bench_function("HS256 static", |b| b.to_async(&rt).iter(|| hs.verify(&t)));
 
@@ -69,7 +74,9 @@ fn bench(c: &mut Criterion) {
             VerifyKey::from_pem(&pem(&format!("{file}.pub"))).expect("public key"),
         ]);
         let t = sign(alg, &enc, None);
-        group.bench_function(format!("{alg:?} static"), |b| b.to_async(&rt).iter(|| v.verify(&t)));
+        group.bench_function(format!("{alg:?} static"), |b| {
+            b.to_async(&rt).iter(|| v.verify(&t))
+        });
         let mut jwk = Jwk::from_encoding_key(&enc, alg).expect("jwk");
         jwk.common.key_id = Some(file.to_owned());
         jwks.push((jwk, sign(alg, &enc, Some(file)), alg));
@@ -78,7 +85,9 @@ fn bench(c: &mut Criterion) {
     // The same keys through the JWKS cache (fetched once, then cached).
     let doc = serde_json::json!({ "keys": jwks.iter().map(|(k, _, _)| k).collect::<Vec<_>>() });
     let url = rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let url = format!("http://{}/jwks.json", listener.local_addr().expect("addr"));
         let app = axum::Router::new().route(
             "/jwks.json",
@@ -99,7 +108,9 @@ fn bench(c: &mut Criterion) {
         .expect("verifier");
     for (_, t, alg) in &jwks {
         rt.block_on(v.verify(t)).expect("warm-up verify");
-        group.bench_function(format!("{alg:?} jwks"), |b| b.to_async(&rt).iter(|| v.verify(t)));
+        group.bench_function(format!("{alg:?} jwks"), |b| {
+            b.to_async(&rt).iter(|| v.verify(t))
+        });
     }
     group.finish();
 }

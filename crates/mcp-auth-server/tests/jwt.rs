@@ -377,7 +377,11 @@ async fn huge_and_garbage_tokens_get_a_4xx_and_the_server_stays_up() {
         "eyJhbGciOiJub25lIn0.e30.".to_owned(),
         format!("{}.{}.{}", "e".repeat(9000), "e".repeat(9000), "e"),
     ] {
-        let r = post(&http, &s.url(), INIT).bearer_auth(&t).send().await.unwrap();
+        let r = post(&http, &s.url(), INIT)
+            .bearer_auth(&t)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 401);
     }
     // Past the HTTP server's header limit the request is refused before
@@ -389,6 +393,10 @@ async fn huge_and_garbage_tokens_get_a_4xx_and_the_server_stays_up() {
     if let Ok(r) = r {
         assert!(r.status().is_client_error(), "{}", r.status());
     }
-    let r = http.get(format!("{}/health", s.base())).send().await.unwrap();
+    let r = http
+        .get(format!("{}/health", s.base()))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
 }
