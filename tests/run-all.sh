@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Runs every check and test of the workspace. This is the README's test
-# command, and what CI runs (.ci/run). Safe to run on a fresh machine: it
-# installs what it needs (today only the Rust components below).
+# Runs every check and test of the workspace, interop included. This is the
+# README's test command, and what CI runs (.ci/run). On a fresh machine it
+# installs what the tests need: the Rust components below, and moto (AWS
+# Cognito emulator) from PyPI into a virtualenv under target/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,11 +12,20 @@ if command -v rustup >/dev/null 2>&1; then
   rustup component add rustfmt clippy >/dev/null 2>&1 || true
 fi
 
+step "peers: moto (Cognito emulator)"
+venv=target/interop/venv
+if [ ! -x "$venv/bin/moto_server" ]; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check 'moto[cognitoidp,server]>=5.1,<6' 'boto3>=1.34'
+fi
+export MOTO_SERVER="$PWD/$venv/bin/moto_server" MOTO_PYTHON="$PWD/$venv/bin/python"
+"$MOTO_PYTHON" -c 'import moto, joserfc; print("moto", moto.__version__)'
+
 step "format"
 cargo fmt --all --check
 
 step "jsonwebtoken must use the aws_lc_rs backend only"
-if tree=$(cargo tree --workspace -e features -i jsonwebtoken 2>/dev/null); then
+if tree=$(cargo tree --workspace --all-features -e features -i jsonwebtoken 2>/dev/null); then
   if grep -q rust_crypto <<<"$tree"; then
     echo "jsonwebtoken's rust_crypto backend is enabled: with aws_lc_rs also on, the first verify panics" >&2
     exit 1
@@ -23,10 +33,10 @@ if tree=$(cargo tree --workspace -e features -i jsonwebtoken 2>/dev/null); then
 fi
 
 step "clippy"
-cargo clippy --workspace --all-targets -- -D warnings
+cargo clippy --workspace --all-targets --all-features -- -D warnings
 
 step "docs"
-RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --all-features --no-deps --quiet
 
-step "tests (unit, integration against the real binary, doctests)"
-cargo test --workspace --no-fail-fast
+step "tests (unit, integration against the real binaries, interop with moto, doctests)"
+cargo test --workspace --all-features --no-fail-fast -- --include-ignored

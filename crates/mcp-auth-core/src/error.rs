@@ -13,6 +13,7 @@ use crate::{Challenge, ChallengeScheme};
 /// | [`InvalidToken`](Self::InvalidToken) | 401 | `error="invalid_token"`, `error_description` |
 /// | [`InvalidRequest`](Self::InvalidRequest) | 400 | `error="invalid_request"`, `error_description` |
 /// | [`InsufficientScope`](Self::InsufficientScope) | 403 | `error="insufficient_scope"`, `scope` = all needed |
+/// | [`Forbidden`](Self::Forbidden) | 403 | `error="insufficient_scope"`, `error_description` |
 /// | [`Unavailable`](Self::Unavailable) | 503 | none (no `WWW-Authenticate`) |
 ///
 /// Descriptions are sent to the client: never put a credential, a key or a
@@ -55,6 +56,15 @@ pub enum AuthError {
         /// clients can re-authorize with the union.
         required: Vec<String>,
     },
+    /// The caller is authenticated but not permitted for a reason other than
+    /// a missing scope (e.g. not in a required group). 403 with
+    /// `error="insufficient_scope"` ("requires higher privileges", RFC 6750
+    /// §3.1) and no `scope`, since no scope would help.
+    #[error("forbidden: {description}")]
+    Forbidden {
+        /// A short, safe explanation for the client.
+        description: String,
+    },
     /// The authenticator could not decide (e.g. an issuer's keys cannot be
     /// fetched and none are cached). The request is refused with 503.
     #[error("authentication unavailable: {description}")]
@@ -90,6 +100,13 @@ impl AuthError {
         }
     }
 
+    /// A [`Forbidden`](Self::Forbidden) error.
+    pub fn forbidden(description: impl Into<String>) -> Self {
+        Self::Forbidden {
+            description: description.into(),
+        }
+    }
+
     /// An [`Unavailable`](Self::Unavailable) error.
     pub fn unavailable(description: impl Into<String>) -> Self {
         Self::Unavailable {
@@ -102,7 +119,7 @@ impl AuthError {
         match self {
             Self::MissingCredentials | Self::InvalidToken { .. } => StatusCode::UNAUTHORIZED,
             Self::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
-            Self::InsufficientScope { .. } => StatusCode::FORBIDDEN,
+            Self::InsufficientScope { .. } | Self::Forbidden { .. } => StatusCode::FORBIDDEN,
             Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -113,7 +130,7 @@ impl AuthError {
             Self::MissingCredentials => None,
             Self::InvalidToken { .. } => Some("invalid_token"),
             Self::InvalidRequest { .. } => Some("invalid_request"),
-            Self::InsufficientScope { .. } => Some("insufficient_scope"),
+            Self::InsufficientScope { .. } | Self::Forbidden { .. } => Some("insufficient_scope"),
             Self::Unavailable { .. } => Some("temporarily_unavailable"),
         }
     }
@@ -129,6 +146,7 @@ impl AuthError {
             Self::MissingCredentials => None,
             Self::InvalidToken { description }
             | Self::InvalidRequest { description }
+            | Self::Forbidden { description }
             | Self::Unavailable { description } => Some(sanitize_description(description)),
             Self::InsufficientScope { required } => Some(sanitize_description(&format!(
                 "requires scope: {}",
@@ -162,6 +180,7 @@ impl AuthError {
         }
         let scopes: Vec<&str> = match self {
             Self::InsufficientScope { required } => required.iter().map(String::as_str).collect(),
+            Self::Forbidden { .. } => Vec::new(),
             _ if is_bearer => default_scopes.iter().map(String::as_str).collect(),
             _ => Vec::new(),
         };
@@ -174,7 +193,7 @@ impl AuthError {
         if let Some(d) = self.description().filter(|_| {
             matches!(
                 self,
-                Self::InvalidToken { .. } | Self::InvalidRequest { .. }
+                Self::InvalidToken { .. } | Self::InvalidRequest { .. } | Self::Forbidden { .. }
             )
         }) {
             c = c.param("error_description", d);
@@ -394,6 +413,19 @@ mod tests {
         assert!(
             got.iter()
                 .all(|v| v.to_str().unwrap().contains("invalid_token"))
+        );
+    }
+
+    #[test]
+    fn forbidden_is_403_insufficient_scope_without_a_scope() {
+        let e = AuthError::forbidden("not in a required group");
+        assert_eq!(e.status(), StatusCode::FORBIDDEN);
+        assert_eq!(
+            e.challenge(ChallengeScheme::Bearer, Some(RM), &["s".into()])
+                .render(),
+            format!(
+                r#"Bearer error="insufficient_scope", resource_metadata="{RM}", error_description="not in a required group""#
+            )
         );
     }
 

@@ -8,6 +8,7 @@ mod tools;
 use std::{path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
 
 use clap::Parser;
+use mcp_auth_cognito::CognitoAuthenticator;
 use mcp_auth_core::{
     SharedAuthenticator,
     settings::{ConfigError, parse_list},
@@ -169,7 +170,7 @@ async fn serve_http(s: &ServerSettings, merged: &settings::Merged) -> Result<(),
         {
             return Err(ConfigError::new(
                 "MCP_OAUTH_REQUIRED_SCOPES",
-                "scopes come with tokens: needs the bearer or oauth2 strategy",
+                "scopes come with tokens: needs the bearer, oauth2 or cognito strategy",
             )
             .into());
         }
@@ -229,6 +230,16 @@ fn authenticator(
                 tracing::info!(issuer = ?auth.verifier().issuer(), "OAuth 2.1 resource server");
                 if let Some(jwks) = auth.verifier().jwks().cloned() {
                     // Warm the key cache; a failure is logged and retried on demand.
+                    tokio::spawn(async move {
+                        let _ = jwks.refresh().await;
+                    });
+                }
+                Arc::new(auth)
+            }
+            Strategy::Cognito => {
+                let auth = CognitoAuthenticator::from_settings(merged, server_url)?;
+                tracing::info!(issuers = ?auth.verifier().issuers(), "AWS Cognito tokens");
+                for jwks in auth.verifier().jwks() {
                     tokio::spawn(async move {
                         let _ = jwks.refresh().await;
                     });

@@ -49,6 +49,16 @@ pub const KNOWN: &[&str] = &[
     "MCP_OAUTH_INTROSPECTION_URL",
     "MCP_OAUTH_CLIENT_ID",
     "MCP_OAUTH_CLIENT_SECRET",
+    "COGNITO_REGION",
+    "COGNITO_USER_POOL_ID",
+    "COGNITO_APP_CLIENT_ID",
+    "COGNITO_APP_CLIENT_SECRET",
+    "COGNITO_DOMAIN",
+    "COGNITO_TOKEN_USE",
+    "COGNITO_REQUIRED_GROUPS",
+    "COGNITO_REQUIRED_SCOPES",
+    "COGNITO_RESOURCE_INDICATORS",
+    "COGNITO_JWKS_URL",
 ];
 
 /// Seed variables that this version does not act on yet. Setting one is
@@ -200,6 +210,8 @@ pub enum Strategy {
     Bearer,
     /// `oauth2`: a resource server for `MCP_OAUTH_ISSUER`.
     OAuth2,
+    /// `cognito`: AWS Cognito user-pool tokens (`COGNITO_*`).
+    Cognito,
     /// Nothing configured: generate a key for this run.
     Generated,
 }
@@ -276,17 +288,12 @@ impl ServerSettings {
                         "api_key" | "apikey" | "api-key" => Strategy::ApiKey,
                         "bearer" | "jwt" => Strategy::Bearer,
                         "oauth2" | "oauth" => Strategy::OAuth2,
-                        "cognito" => {
-                            return Err(ConfigError::new(
-                                "MCP_AUTH_STRATEGY",
-                                "\"cognito\" is not available in this version yet; use oauth2 with the pool's issuer",
-                            ));
-                        }
+                        "cognito" => Strategy::Cognito,
                         other => {
                             return Err(ConfigError::new(
                                 "MCP_AUTH_STRATEGY",
                                 format!(
-                                    "expected none, api_key, bearer or oauth2 (comma-separated to chain), got {other:?}"
+                                    "expected none, api_key, bearer, oauth2 or cognito (comma-separated to chain), got {other:?}"
                                 ),
                             ));
                         }
@@ -493,7 +500,6 @@ mod tests {
             (&[("MCP_TRANSPORT", "sse")], "MCP_TRANSPORT"),
             (&[("MCP_AUTH_STRATEGY", "magic")], "MCP_AUTH_STRATEGY"),
             (&[("MCP_AUTH_STRATEGY", "none,bearer")], "MCP_AUTH_STRATEGY"),
-            (&[("MCP_AUTH_STRATEGY", "cognito")], "MCP_AUTH_STRATEGY"),
             (&[("MCP_AUTH_STRATEGY", "api_key")], "MCP_API_KEYS"),
             (
                 &[("MCP_AUTH_STRATEGY", "none"), ("HOST", "0.0.0.0")],

@@ -1,0 +1,220 @@
+//! [`CognitoAuthenticator`]: the `cognito` strategy.
+
+use async_trait::async_trait;
+use mcp_auth_core::{
+    AuthError, AuthRequest, Authenticator, ChallengeScheme, Principal,
+    settings::{ConfigError, Lookup, parse_bool, parse_list},
+};
+use url::Url;
+
+use crate::{CognitoVerifier, TokenUse};
+
+/// Authenticates `Authorization: Bearer` Cognito tokens.
+#[derive(Debug, Clone)]
+pub struct CognitoAuthenticator {
+    verifier: CognitoVerifier,
+    scopes_supported: Vec<String>,
+}
+
+impl CognitoAuthenticator {
+    /// The strategy around a verifier.
+    pub fn new(verifier: CognitoVerifier) -> Self {
+        let scopes_supported = verifier.required_scopes().to_vec();
+        Self {
+            verifier,
+            scopes_supported,
+        }
+    }
+
+    /// Adds scopes to advertise in protected-resource metadata.
+    pub fn with_scopes_supported(mut self, scopes: Vec<String>) -> Self {
+        for s in scopes {
+            if !self.scopes_supported.contains(&s) {
+                self.scopes_supported.push(s);
+            }
+        }
+        self
+    }
+
+    /// The verifier.
+    pub fn verifier(&self) -> &CognitoVerifier {
+        &self.verifier
+    }
+
+    /// From the seed's variables:
+    ///
+    /// | variable | meaning |
+    /// |---|---|
+    /// | `COGNITO_REGION`, `COGNITO_USER_POOL_ID` | the pool (required) |
+    /// | `COGNITO_APP_CLIENT_ID` | allowed app client ids, comma-separated (required; `*` = any client of the pool) |
+    /// | `COGNITO_TOKEN_USE` | `access` (default), `id` or `both` |
+    /// | `COGNITO_REQUIRED_GROUPS` | the user must be in one of these |
+    /// | `COGNITO_REQUIRED_SCOPES` | access tokens must carry all of these |
+    /// | `COGNITO_RESOURCE_INDICATORS` | `true`: access tokens must have `aud` = the server URL |
+    /// | `COGNITO_JWKS_URL` | fetch keys here (emulators); the issuer checked stays the real one |
+    /// | `MCP_OAUTH_SCOPES_SUPPORTED` | extra scopes for the metadata |
+    /// | `MCP_JWT_LEEWAY` | clock-skew seconds (default 60) |
+    pub fn from_settings(l: &dyn Lookup, server_url: &Url) -> Result<Self, ConfigError> {
+        let region = l.get("COGNITO_REGION").ok_or_else(|| {
+            ConfigError::new("COGNITO_REGION", "required for the cognito strategy")
+        })?;
+        let pool = l.get("COGNITO_USER_POOL_ID").ok_or_else(|| {
+            ConfigError::new("COGNITO_USER_POOL_ID", "required for the cognito strategy")
+        })?;
+        let mut b = CognitoVerifier::builder(&region, &pool).map_err(|e| {
+            let var = if e.contains("region") && !e.contains("pool id") {
+                "COGNITO_REGION"
+            } else {
+                "COGNITO_USER_POOL_ID"
+            };
+            ConfigError::new(var, e)
+        })?;
+        let clients = parse_list(l, "COGNITO_APP_CLIENT_ID").ok_or_else(|| {
+            ConfigError::new(
+                "COGNITO_APP_CLIENT_ID",
+                "required: the app client ids whose tokens are accepted (`*` for any client of the pool)",
+            )
+        })?;
+        b = b.client_ids(if clients.iter().any(|c| c == "*") {
+            None
+        } else {
+            Some(clients)
+        });
+        let token_use = match l
+            .get("COGNITO_TOKEN_USE")
+            .as_deref()
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
+            None | Some("access") => TokenUse::Access,
+            Some("id") => TokenUse::Id,
+            Some("both" | "any") => TokenUse::Both,
+            Some(other) => {
+                return Err(ConfigError::new(
+                    "COGNITO_TOKEN_USE",
+                    format!("expected access, id or both, got {other:?}"),
+                ));
+            }
+        };
+        b = b.token_use(token_use);
+        if let Some(g) = parse_list(l, "COGNITO_REQUIRED_GROUPS") {
+            b = b.required_groups(g);
+        }
+        if let Some(s) = parse_list(l, "COGNITO_REQUIRED_SCOPES") {
+            b = b.required_scopes(s);
+        }
+        if parse_bool(l, "COGNITO_RESOURCE_INDICATORS", false)? {
+            b = b.resource_indicator(server_url.as_str());
+        }
+        if let Some(u) = l.get("COGNITO_JWKS_URL") {
+            let url = Url::parse(&u)
+                .ok()
+                .filter(|u| matches!(u.scheme(), "http" | "https"))
+                .ok_or_else(|| {
+                    ConfigError::new("COGNITO_JWKS_URL", format!("{u:?} is not an http(s) URL"))
+                })?;
+            b = b.jwks_url(url);
+        }
+        if let Some(v) = l.get("MCP_JWT_LEEWAY") {
+            let secs = v.parse::<u64>().ok().filter(|s| *s <= 600).ok_or_else(|| {
+                ConfigError::new(
+                    "MCP_JWT_LEEWAY",
+                    format!("expected whole seconds from 0 to 600, got {v:?}"),
+                )
+            })?;
+            b = b.leeway(std::time::Duration::from_secs(secs));
+        }
+        let verifier = b
+            .build()
+            .map_err(|e| ConfigError::new("COGNITO_APP_CLIENT_ID", e))?;
+        Ok(Self::new(verifier)
+            .with_scopes_supported(parse_list(l, "MCP_OAUTH_SCOPES_SUPPORTED").unwrap_or_default()))
+    }
+}
+
+#[async_trait]
+impl Authenticator for CognitoAuthenticator {
+    async fn authenticate(&self, req: &AuthRequest) -> Result<Principal, AuthError> {
+        let Some(token) = req.bearer_token()? else {
+            return Err(AuthError::MissingCredentials);
+        };
+        self.verifier.verify(token).await.map_err(|e| {
+            tracing::debug!(peer = %req.peer_display(), reason = %e, "Cognito token rejected");
+            AuthError::from(e)
+        })
+    }
+
+    fn name(&self) -> &str {
+        "cognito"
+    }
+
+    fn challenge_schemes(&self) -> Vec<ChallengeScheme> {
+        vec![ChallengeScheme::Bearer]
+    }
+
+    fn authorization_servers(&self) -> Vec<String> {
+        self.verifier.issuers()
+    }
+
+    fn scopes_supported(&self) -> Vec<String> {
+        self.scopes_supported.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).into(), (*v).into()))
+            .collect()
+    }
+
+    #[test]
+    fn settings_errors_name_the_variable() {
+        let url = Url::parse("http://127.0.0.1:8001/mcp").unwrap();
+        let base = [
+            ("COGNITO_REGION", "eu-west-1"),
+            ("COGNITO_USER_POOL_ID", "eu-west-1_AbC123"),
+            ("COGNITO_APP_CLIENT_ID", "client1"),
+        ];
+        let with = |k: &str, v: &str| {
+            let mut m = vars(&base);
+            m.insert(k.into(), v.into());
+            m
+        };
+        let without = |k: &str| {
+            let mut m = vars(&base);
+            m.remove(k);
+            m
+        };
+        for (m, var) in [
+            (without("COGNITO_REGION"), "COGNITO_REGION"),
+            (without("COGNITO_USER_POOL_ID"), "COGNITO_USER_POOL_ID"),
+            (without("COGNITO_APP_CLIENT_ID"), "COGNITO_APP_CLIENT_ID"),
+            (
+                with("COGNITO_USER_POOL_ID", "us-east-1_X"),
+                "COGNITO_USER_POOL_ID",
+            ),
+            (with("COGNITO_TOKEN_USE", "refresh"), "COGNITO_TOKEN_USE"),
+            (
+                with("COGNITO_RESOURCE_INDICATORS", "maybe"),
+                "COGNITO_RESOURCE_INDICATORS",
+            ),
+            (with("COGNITO_JWKS_URL", "file:///x"), "COGNITO_JWKS_URL"),
+        ] {
+            let e = CognitoAuthenticator::from_settings(&m, &url).unwrap_err();
+            assert_eq!(e.variable, var, "{e}");
+        }
+        let ok = CognitoAuthenticator::from_settings(&with("COGNITO_REQUIRED_SCOPES", "a/b"), &url)
+            .unwrap();
+        assert_eq!(
+            ok.authorization_servers(),
+            ["https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_AbC123"]
+        );
+        assert_eq!(ok.scopes_supported(), ["a/b"]);
+    }
+}

@@ -1,0 +1,768 @@
+//! `mcp-auth-cognito`: sets up an AWS Cognito user pool for an MCP server and
+//! registers the server as a resource server. Uses the AWS SDK's standard
+//! configuration (`AWS_REGION`, credentials, `AWS_ENDPOINT_URL`).
+
+use std::{
+    io::{BufRead, IsTerminal, Write},
+    process::ExitCode,
+};
+
+use aws_sdk_cognitoidentityprovider::{
+    Client,
+    types::{
+        AttributeType, ExplicitAuthFlowsType, MessageActionType, OAuthFlowType, PasswordPolicyType,
+        ResourceServerScopeType, UserPoolClientType, UserPoolPolicyType, UsernameAttributeType,
+        VerifiedAttributeType,
+    },
+};
+use clap::{Parser, Subcommand};
+
+const CALLBACKS: [&str; 2] = [
+    "http://localhost:3030/callback",
+    "http://127.0.0.1:3030/callback",
+];
+
+/// Sets up AWS Cognito for an MCP server protected by mcp-auth.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// AWS region [env: COGNITO_REGION, then AWS_REGION].
+    #[arg(long, global = true)]
+    region: Option<String>,
+    /// Name of the user pool to find or create [env: COGNITO_POOL_NAME; default mcp-auth].
+    #[arg(long, global = true)]
+    pool_name: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create (or find) the user pool, app client, hosted-UI domain and test
+    /// user; print the .env lines. Safe to run again.
+    Setup {
+        /// App client name [default mcp-auth-client].
+        #[arg(long, default_value = "mcp-auth-client")]
+        client_name: String,
+        /// Hosted-UI domain prefix [env: COGNITO_DOMAIN_PREFIX; default random].
+        #[arg(long)]
+        domain_prefix: Option<String>,
+        /// Test user's email [env: COGNITO_TEST_USER_EMAIL; default mcp-test-user@example.com].
+        #[arg(long)]
+        user_email: Option<String>,
+        /// Test user's permanent password [env: COGNITO_TEST_USER_PASSWORD; default generated and printed once].
+        #[arg(long)]
+        user_password: Option<String>,
+        /// Do not create a test user.
+        #[arg(long)]
+        no_user: bool,
+    },
+    /// Register MCP_SERVER_URL as a resource server with scopes, and grant
+    /// them to the app client. Safe to run again.
+    AddResourceServer {
+        /// The resource server identifier [env: MCP_SERVER_URL; default http://localhost:8001/mcp].
+        #[arg(long)]
+        server_url: Option<String>,
+        /// Scope names, comma-separated [env: COGNITO_RESOURCE_SCOPES; default tools,admin].
+        #[arg(long)]
+        scopes: Option<String>,
+        /// App client name [default mcp-auth-client].
+        #[arg(long, default_value = "mcp-auth-client")]
+        client_name: String,
+    },
+    /// Show what exists.
+    Status,
+    /// Delete the user pool (with its clients, domain, users) created by setup.
+    Teardown {
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+enum Error {
+    #[error("{0}")]
+    Usage(String),
+    #[error("AWS: {0}")]
+    Aws(String),
+}
+
+fn aws<E: std::fmt::Debug>(what: &str) -> impl Fn(E) -> Error + '_ {
+    move |e| {
+        let text = format!("{e:?}");
+        // SDK errors are verbose; keep the code and message, one line.
+        let short = text
+            .split("message: Some(\"")
+            .nth(1)
+            .and_then(|m| m.split('"').next())
+            .map(str::to_owned)
+            .unwrap_or_else(|| text.chars().take(200).collect());
+        Error::Aws(format!("{what}: {}", short.replace('\n', " ")))
+    }
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name)
+        .ok()
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+        .or_else(|| dotenv(name))
+}
+
+/// A value from `.env` in the working directory (never exported).
+fn dotenv(name: &str) -> Option<String> {
+    dotenv_iter()?
+        .filter_map(Result::ok)
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v)
+        .filter(|v| !v.is_empty())
+}
+
+fn dotenv_iter() -> Option<impl Iterator<Item = Result<(String, String), std::io::Error>>> {
+    let text = std::fs::read_to_string(".env").ok()?;
+    Some(
+        text.lines()
+            .filter_map(|l| {
+                let l = l.trim();
+                if l.starts_with('#') {
+                    return None;
+                }
+                let (k, v) = l.split_once('=')?;
+                let v = v.trim().trim_matches('"').trim_matches('\'');
+                Some(Ok((k.trim().to_owned(), v.to_owned())))
+            })
+            .collect::<Vec<_>>()
+            .into_iter(),
+    )
+}
+
+fn warn(msg: &str) {
+    eprintln!("warning: {msg}");
+}
+
+fn random_hex(bytes: usize) -> Result<String, Error> {
+    let mut buf = vec![0u8; bytes];
+    getrandom::fill(&mut buf).map_err(|e| Error::Usage(format!("no randomness: {e}")))?;
+    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// A password Cognito's default policy accepts: upper, lower, digit, symbol.
+fn generate_password() -> Result<String, Error> {
+    Ok(format!("Mcp-{}-a1!", random_hex(12)?))
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), Error> {
+    let region = cli
+        .region
+        .clone()
+        .or_else(|| env("COGNITO_REGION"))
+        .or_else(|| env("AWS_REGION"))
+        .ok_or_else(|| Error::Usage("set --region, COGNITO_REGION or AWS_REGION".into()))?;
+    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(region.clone()))
+        .load()
+        .await;
+    let client = Client::new(&conf);
+    let pool_name = cli
+        .pool_name
+        .clone()
+        .or_else(|| env("COGNITO_POOL_NAME"))
+        .unwrap_or_else(|| "mcp-auth".to_owned());
+    match cli.command {
+        Command::Setup {
+            client_name,
+            domain_prefix,
+            user_email,
+            user_password,
+            no_user,
+        } => {
+            setup(
+                &client,
+                &region,
+                &pool_name,
+                &client_name,
+                domain_prefix.or_else(|| env("COGNITO_DOMAIN_PREFIX")),
+                (!no_user).then(|| {
+                    (
+                        user_email
+                            .or_else(|| env("COGNITO_TEST_USER_EMAIL"))
+                            .unwrap_or_else(|| "mcp-test-user@example.com".to_owned()),
+                        user_password.or_else(|| env("COGNITO_TEST_USER_PASSWORD")),
+                    )
+                }),
+            )
+            .await
+        }
+        Command::AddResourceServer {
+            server_url,
+            scopes,
+            client_name,
+        } => {
+            let url = server_url
+                .or_else(|| env("MCP_SERVER_URL"))
+                .unwrap_or_else(|| "http://localhost:8001/mcp".to_owned());
+            let scopes: Vec<String> = scopes
+                .or_else(|| env("COGNITO_RESOURCE_SCOPES"))
+                .unwrap_or_else(|| "tools,admin".to_owned())
+                .split(',')
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect();
+            let pool = find_pool(&client, &pool_name).await?.ok_or_else(|| {
+                Error::Usage(format!("no user pool named {pool_name:?}: run setup first"))
+            })?;
+            add_resource_server(&client, &pool, &client_name, &url, &scopes).await
+        }
+        Command::Status => status(&client, &region, &pool_name).await,
+        Command::Teardown { yes } => teardown(&client, &pool_name, yes).await,
+    }
+}
+
+async fn find_pool(client: &Client, name: &str) -> Result<Option<String>, Error> {
+    if let Some(id) = env("COGNITO_USER_POOL_ID") {
+        // An explicit id wins, if it exists.
+        if client
+            .describe_user_pool()
+            .user_pool_id(&id)
+            .send()
+            .await
+            .is_ok()
+        {
+            return Ok(Some(id));
+        }
+    }
+    let mut next = None;
+    loop {
+        let page = client
+            .list_user_pools()
+            .max_results(60)
+            .set_next_token(next)
+            .send()
+            .await
+            .map_err(aws("list user pools"))?;
+        for p in page.user_pools() {
+            if p.name() == Some(name) {
+                return Ok(p.id().map(str::to_owned));
+            }
+        }
+        next = page.next_token().map(str::to_owned);
+        if next.is_none() {
+            return Ok(None);
+        }
+    }
+}
+
+async fn find_client(
+    client: &Client,
+    pool: &str,
+    name: &str,
+) -> Result<Option<UserPoolClientType>, Error> {
+    let mut next = None;
+    loop {
+        let page = client
+            .list_user_pool_clients()
+            .user_pool_id(pool)
+            .max_results(60)
+            .set_next_token(next)
+            .send()
+            .await
+            .map_err(aws("list app clients"))?;
+        for c in page.user_pool_clients() {
+            if c.client_name() == Some(name) {
+                let id = c.client_id().unwrap_or_default();
+                let full = client
+                    .describe_user_pool_client()
+                    .user_pool_id(pool)
+                    .client_id(id)
+                    .send()
+                    .await
+                    .map_err(aws("describe app client"))?;
+                return Ok(full.user_pool_client().cloned());
+            }
+        }
+        next = page.next_token().map(str::to_owned);
+        if next.is_none() {
+            return Ok(None);
+        }
+    }
+}
+
+async fn setup(
+    client: &Client,
+    region: &str,
+    pool_name: &str,
+    client_name: &str,
+    domain_prefix: Option<String>,
+    user: Option<(String, Option<String>)>,
+) -> Result<(), Error> {
+    let pool = match find_pool(client, pool_name).await? {
+        Some(id) => {
+            eprintln!("user pool {pool_name:?} exists: {id}");
+            id
+        }
+        None => {
+            let policy = PasswordPolicyType::builder()
+                .minimum_length(12)
+                .require_uppercase(true)
+                .require_lowercase(true)
+                .require_numbers(true)
+                .require_symbols(true)
+                .temporary_password_validity_days(7)
+                .build();
+            let created = client
+                .create_user_pool()
+                .pool_name(pool_name)
+                .username_attributes(UsernameAttributeType::Email)
+                .auto_verified_attributes(VerifiedAttributeType::Email)
+                .policies(
+                    UserPoolPolicyType::builder()
+                        .password_policy(policy)
+                        .build(),
+                )
+                .send()
+                .await
+                .map_err(aws("create user pool"))?;
+            let id = created
+                .user_pool()
+                .and_then(|p| p.id())
+                .ok_or_else(|| Error::Aws("create user pool returned no id".into()))?
+                .to_owned();
+            eprintln!("created user pool {pool_name:?}: {id}");
+            id
+        }
+    };
+
+    let app = match find_client(client, &pool, client_name).await? {
+        Some(c) => {
+            eprintln!(
+                "app client {client_name:?} exists: {}",
+                c.client_id().unwrap_or_default()
+            );
+            c
+        }
+        None => {
+            let created = client
+                .create_user_pool_client()
+                .user_pool_id(&pool)
+                .client_name(client_name)
+                .generate_secret(true)
+                .allowed_o_auth_flows(OAuthFlowType::Code)
+                .allowed_o_auth_flows_user_pool_client(true)
+                .allowed_o_auth_scopes("openid")
+                .allowed_o_auth_scopes("email")
+                .allowed_o_auth_scopes("profile")
+                .callback_urls(CALLBACKS[0])
+                .callback_urls(CALLBACKS[1])
+                .supported_identity_providers("COGNITO")
+                .explicit_auth_flows(ExplicitAuthFlowsType::AllowRefreshTokenAuth)
+                .explicit_auth_flows(ExplicitAuthFlowsType::AllowUserSrpAuth)
+                .refresh_token_validity(30)
+                .send()
+                .await
+                .map_err(aws("create app client"))?;
+            let c = created
+                .user_pool_client()
+                .cloned()
+                .ok_or_else(|| Error::Aws("create app client returned nothing".into()))?;
+            eprintln!(
+                "created app client {client_name:?}: {}",
+                c.client_id().unwrap_or_default()
+            );
+            c
+        }
+    };
+    let client_id = app.client_id().unwrap_or_default().to_owned();
+
+    let described = client
+        .describe_user_pool()
+        .user_pool_id(&pool)
+        .send()
+        .await
+        .map_err(aws("describe user pool"))?;
+    let mut domain = described
+        .user_pool()
+        .and_then(|p| p.domain())
+        .map(str::to_owned);
+    if domain.is_none() {
+        let prefix = match domain_prefix {
+            Some(p) => p,
+            None => format!("mcp-auth-{}", random_hex(4)?),
+        };
+        match client
+            .create_user_pool_domain()
+            .user_pool_id(&pool)
+            .domain(&prefix)
+            .managed_login_version(2)
+            .send()
+            .await
+        {
+            Ok(_) => {
+                eprintln!("created hosted-UI domain {prefix}");
+                domain = Some(prefix);
+            }
+            Err(e) => warn(&format!(
+                "could not create the hosted-UI domain {prefix:?} (continuing): {}",
+                aws::<_>("create domain")(e)
+            )),
+        }
+    }
+    if domain.is_some() {
+        // Managed Login v2 needs a branding style for the client; an existing
+        // one (second run) or an emulator without the API is fine.
+        if let Err(e) = client
+            .create_managed_login_branding()
+            .user_pool_id(&pool)
+            .client_id(&client_id)
+            .use_cognito_provided_values(true)
+            .send()
+            .await
+        {
+            let text = format!("{e:?}");
+            if !text.contains("ManagedLoginBrandingExists") {
+                warn("could not create the Managed Login branding (continuing)");
+            }
+        }
+    }
+
+    if let Some((email, password)) = user {
+        ensure_user(client, &pool, &email, password).await?;
+    }
+
+    println!("COGNITO_REGION={region}");
+    println!("COGNITO_USER_POOL_ID={pool}");
+    println!("COGNITO_APP_CLIENT_ID={client_id}");
+    if let Some(secret) = app.client_secret() {
+        println!("COGNITO_APP_CLIENT_SECRET={secret}");
+    }
+    if let Some(d) = domain {
+        println!("COGNITO_DOMAIN=https://{d}.auth.{region}.amazoncognito.com");
+    }
+    Ok(())
+}
+
+async fn ensure_user(
+    client: &Client,
+    pool: &str,
+    email: &str,
+    password: Option<String>,
+) -> Result<(), Error> {
+    if client
+        .admin_get_user()
+        .user_pool_id(pool)
+        .username(email)
+        .send()
+        .await
+        .is_ok()
+    {
+        eprintln!("test user {email} exists (its password is unchanged)");
+        return Ok(());
+    }
+    let (password, generated) = match password {
+        Some(p) => (p, false),
+        None => (generate_password()?, true),
+    };
+    client
+        .admin_create_user()
+        .user_pool_id(pool)
+        .username(email)
+        .message_action(MessageActionType::Suppress)
+        .user_attributes(
+            AttributeType::builder()
+                .name("email")
+                .value(email)
+                .build()
+                .map_err(aws("user attribute"))?,
+        )
+        .user_attributes(
+            AttributeType::builder()
+                .name("email_verified")
+                .value("true")
+                .build()
+                .map_err(aws("user attribute"))?,
+        )
+        .send()
+        .await
+        .map_err(aws("create test user"))?;
+    client
+        .admin_set_user_password()
+        .user_pool_id(pool)
+        .username(email)
+        .password(&password)
+        .permanent(true)
+        .send()
+        .await
+        .map_err(aws("set the test user's password"))?;
+    eprintln!("created test user {email}");
+    if generated {
+        eprintln!("  password (shown only now): {password}");
+    }
+    Ok(())
+}
+
+async fn add_resource_server(
+    client: &Client,
+    pool: &str,
+    client_name: &str,
+    identifier: &str,
+    scopes: &[String],
+) -> Result<(), Error> {
+    let url = url::Url::parse(identifier)
+        .map_err(|_| Error::Usage(format!("MCP_SERVER_URL {identifier:?} is not a URL")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(Error::Usage(format!(
+            "MCP_SERVER_URL {identifier:?} must be http(s)"
+        )));
+    }
+    if scopes.is_empty() {
+        return Err(Error::Usage("no scopes given".into()));
+    }
+    let existing = client
+        .describe_resource_server()
+        .user_pool_id(pool)
+        .identifier(identifier)
+        .send()
+        .await
+        .ok()
+        .and_then(|r| r.resource_server().cloned());
+    let mut all: Vec<String> = existing
+        .as_ref()
+        .map(|r| {
+            r.scopes()
+                .iter()
+                .map(|s| s.scope_name().to_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    for s in scopes {
+        if !all.contains(s) {
+            all.push(s.clone());
+        }
+    }
+    let scope_types = all
+        .iter()
+        .map(|s| {
+            ResourceServerScopeType::builder()
+                .scope_name(s)
+                .scope_description(format!("MCP scope {s}"))
+                .build()
+                .map_err(aws("scope"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let known = existing.as_ref().map_or(0, |r| r.scopes().len());
+    if existing.is_some() && known == all.len() {
+        eprintln!(
+            "resource server {identifier} exists with scopes {}",
+            all.join(" ")
+        );
+    } else if existing.is_some() {
+        match client
+            .update_resource_server()
+            .user_pool_id(pool)
+            .identifier(identifier)
+            .name("mcp-server")
+            .set_scopes(Some(scope_types))
+            .send()
+            .await
+        {
+            Ok(_) => eprintln!(
+                "resource server {identifier} exists; scopes now: {}",
+                all.join(" ")
+            ),
+            Err(e) => warn(&format!(
+                "could not add scopes to the existing resource server (continuing): {}",
+                aws::<_>("update resource server")(e)
+            )),
+        }
+    } else {
+        client
+            .create_resource_server()
+            .user_pool_id(pool)
+            .identifier(identifier)
+            .name("mcp-server")
+            .set_scopes(Some(scope_types))
+            .send()
+            .await
+            .map_err(aws("create resource server"))?;
+        eprintln!(
+            "registered resource server {identifier} with scopes {}",
+            all.join(" ")
+        );
+    }
+    let full: Vec<String> = all.iter().map(|s| format!("{identifier}/{s}")).collect();
+    let app = find_client(client, pool, client_name)
+        .await?
+        .ok_or_else(|| {
+            Error::Usage(format!(
+                "no app client named {client_name:?}: run setup first"
+            ))
+        })?;
+    let mut granted: Vec<String> = app.allowed_o_auth_scopes().to_vec();
+    let before = granted.len();
+    for s in &full {
+        if !granted.contains(s) {
+            granted.push(s.clone());
+        }
+    }
+    if granted.len() != before {
+        // UpdateUserPoolClient resets every field it is not given: pass them all.
+        client
+            .update_user_pool_client()
+            .user_pool_id(pool)
+            .client_id(app.client_id().unwrap_or_default())
+            .set_client_name(app.client_name().map(str::to_owned))
+            .set_refresh_token_validity(Some(app.refresh_token_validity()))
+            .set_access_token_validity(app.access_token_validity())
+            .set_id_token_validity(app.id_token_validity())
+            .set_token_validity_units(app.token_validity_units().cloned())
+            .set_read_attributes(Some(app.read_attributes().to_vec()).filter(|v| !v.is_empty()))
+            .set_write_attributes(Some(app.write_attributes().to_vec()).filter(|v| !v.is_empty()))
+            .set_explicit_auth_flows(
+                Some(app.explicit_auth_flows().to_vec()).filter(|v| !v.is_empty()),
+            )
+            .set_supported_identity_providers(
+                Some(app.supported_identity_providers().to_vec()).filter(|v| !v.is_empty()),
+            )
+            .set_callback_urls(Some(app.callback_urls().to_vec()).filter(|v| !v.is_empty()))
+            .set_logout_urls(Some(app.logout_urls().to_vec()).filter(|v| !v.is_empty()))
+            .set_default_redirect_uri(app.default_redirect_uri().map(str::to_owned))
+            .set_allowed_o_auth_flows(
+                Some(app.allowed_o_auth_flows().to_vec()).filter(|v| !v.is_empty()),
+            )
+            .set_allowed_o_auth_scopes(Some(granted))
+            .set_allowed_o_auth_flows_user_pool_client(app.allowed_o_auth_flows_user_pool_client())
+            .set_prevent_user_existence_errors(app.prevent_user_existence_errors().cloned())
+            .set_enable_token_revocation(app.enable_token_revocation())
+            .send()
+            .await
+            .map_err(aws("grant scopes to the app client"))?;
+        eprintln!("granted {} to app client {client_name:?}", full.join(" "));
+    }
+    println!("MCP_SERVER_URL={identifier}");
+    println!(
+        "COGNITO_REQUIRED_SCOPES={}",
+        full.first().cloned().unwrap_or_default()
+    );
+    println!("MCP_OAUTH_SCOPES_SUPPORTED={}", full.join(","));
+    Ok(())
+}
+
+async fn status(client: &Client, region: &str, pool_name: &str) -> Result<(), Error> {
+    let Some(pool) = find_pool(client, pool_name).await? else {
+        println!("no user pool named {pool_name:?} in {region}");
+        return Ok(());
+    };
+    let described = client
+        .describe_user_pool()
+        .user_pool_id(&pool)
+        .send()
+        .await
+        .map_err(aws("describe user pool"))?;
+    let p = described.user_pool();
+    println!("user pool   {pool} ({pool_name})");
+    println!(
+        "issuer      {}",
+        mcp_auth_cognito::issuer_for(region, &pool)
+    );
+    println!(
+        "domain      {}",
+        p.and_then(|p| p.domain())
+            .map(|d| format!("https://{d}.auth.{region}.amazoncognito.com"))
+            .unwrap_or_else(|| "(none)".into())
+    );
+    let clients = client
+        .list_user_pool_clients()
+        .user_pool_id(&pool)
+        .max_results(60)
+        .send()
+        .await
+        .map_err(aws("list app clients"))?;
+    for c in clients.user_pool_clients() {
+        println!(
+            "app client  {} ({})",
+            c.client_id().unwrap_or_default(),
+            c.client_name().unwrap_or_default()
+        );
+    }
+    let servers = client
+        .list_resource_servers()
+        .user_pool_id(&pool)
+        .max_results(50)
+        .send()
+        .await
+        .map_err(aws("list resource servers"))?;
+    for r in servers.resource_servers() {
+        let scopes: Vec<&str> = r.scopes().iter().map(|s| s.scope_name()).collect();
+        println!(
+            "resource    {} scopes: {}",
+            r.identifier().unwrap_or_default(),
+            scopes.join(" ")
+        );
+    }
+    Ok(())
+}
+
+async fn teardown(client: &Client, pool_name: &str, yes: bool) -> Result<(), Error> {
+    let Some(pool) = find_pool(client, pool_name).await? else {
+        eprintln!("no user pool named {pool_name:?}; nothing to delete");
+        return Ok(());
+    };
+    if !yes {
+        if !std::io::stdin().is_terminal() {
+            return Err(Error::Usage(
+                "refusing to delete without --yes when not interactive".into(),
+            ));
+        }
+        eprint!(
+            "delete user pool {pool} ({pool_name}) with all its users? type its id to confirm: "
+        );
+        let _ = std::io::stderr().flush();
+        let mut line = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .map_err(|e| Error::Usage(e.to_string()))?;
+        if line.trim() != pool {
+            return Err(Error::Usage("not confirmed; nothing deleted".into()));
+        }
+    }
+    let described = client
+        .describe_user_pool()
+        .user_pool_id(&pool)
+        .send()
+        .await
+        .map_err(aws("describe user pool"))?;
+    if let Some(d) = described.user_pool().and_then(|p| p.domain())
+        && let Err(e) = client
+            .delete_user_pool_domain()
+            .user_pool_id(&pool)
+            .domain(d)
+            .send()
+            .await
+    {
+        warn(&format!(
+            "could not delete domain {d}: {}",
+            aws::<_>("delete domain")(e)
+        ));
+    }
+    client
+        .delete_user_pool()
+        .user_pool_id(&pool)
+        .send()
+        .await
+        .map_err(aws("delete user pool"))?;
+    eprintln!("deleted user pool {pool} ({pool_name})");
+    Ok(())
+}

@@ -1,0 +1,399 @@
+//! Against moto's Cognito emulator (a real HTTP peer on loopback): the admin
+//! CLI's setup and resource-server registration, and token verification
+//! with moto-issued access and ID tokens.
+//!
+//! Ignored by plain `cargo test`; `tests/run-all.sh` installs moto and runs
+//! them. `MOTO_SERVER` / `MOTO_PYTHON` name the emulator and its Python.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::{
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use aws_sdk_cognitoidentityprovider::{Client, types::AuthFlowType};
+use mcp_auth_cognito::{CognitoError, CognitoVerifier, TokenUse};
+use mcp_auth_jwt::JwtError;
+
+const REGION: &str = "eu-west-1";
+const PASSWORD: &str = "Test-Passw0rd-123!";
+const EMAIL: &str = "alice@example.com";
+
+struct Moto {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn moto() -> Moto {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let bin = std::env::var("MOTO_SERVER").unwrap_or_else(|_| "moto_server".into());
+    let child = Command::new(&bin)
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("cannot start {bin} ({e}): run tests/run-all.sh, which installs moto[cognitoidp,server]")
+        });
+    let url = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "moto did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Moto { child, url }
+}
+
+fn cli(moto: &Moto, args: &[&str]) -> (bool, String, String) {
+    let dir = std::env::temp_dir();
+    let out = Command::new(env!("CARGO_BIN_EXE_mcp-auth-cognito"))
+        .args(args)
+        .current_dir(dir)
+        .env_clear()
+        .env("AWS_ENDPOINT_URL", &moto.url)
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", REGION)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+fn env_value(stdout: &str, name: &str) -> String {
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}=")))
+        .unwrap_or_else(|| panic!("{name} missing in {stdout}"))
+        .to_owned()
+}
+
+async fn sdk(moto: &Moto) -> Client {
+    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(REGION))
+        .endpoint_url(&moto.url)
+        .credentials_provider(aws_sdk_cognitoidentityprovider::config::Credentials::new(
+            "test", "test", None, None, "test",
+        ))
+        .load()
+        .await;
+    Client::new(&conf)
+}
+
+/// (pool id, client id) after `setup` with a known test user.
+fn setup(moto: &Moto, pool: &str) -> (String, String) {
+    let (ok, out, err) = cli(
+        moto,
+        &[
+            "--pool-name",
+            pool,
+            "setup",
+            "--user-email",
+            EMAIL,
+            "--user-password",
+            PASSWORD,
+        ],
+    );
+    assert!(ok, "{err}");
+    (
+        env_value(&out, "COGNITO_USER_POOL_ID"),
+        env_value(&out, "COGNITO_APP_CLIENT_ID"),
+    )
+}
+
+/// (access token, id token) for the test user from `client`.
+async fn tokens(sdk: &Client, pool: &str, client: &str) -> (String, String) {
+    let r = sdk
+        .admin_initiate_auth()
+        .user_pool_id(pool)
+        .client_id(client)
+        .auth_flow(AuthFlowType::AdminUserPasswordAuth)
+        .auth_parameters("USERNAME", EMAIL)
+        .auth_parameters("PASSWORD", PASSWORD)
+        .send()
+        .await
+        .unwrap();
+    let a = r.authentication_result().unwrap();
+    (
+        a.access_token().unwrap().to_owned(),
+        a.id_token().unwrap().to_owned(),
+    )
+}
+
+fn verifier(
+    moto: &Moto,
+    pool: &str,
+    use_: TokenUse,
+    clients: Option<Vec<String>>,
+) -> CognitoVerifier {
+    CognitoVerifier::builder(REGION, pool)
+        .unwrap()
+        .jwks_url(
+            format!("{}/{pool}/.well-known/jwks.json", moto.url)
+                .parse()
+                .unwrap(),
+        )
+        .token_use(use_)
+        .client_ids(clients)
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+#[ignore = "needs moto (tests/run-all.sh installs it)"]
+async fn setup_is_idempotent_and_registers_the_resource_server() {
+    let moto = moto();
+    let (ok, first, err) = cli(&moto, &["setup", "--user-password", PASSWORD]);
+    assert!(ok, "{err}");
+    assert!(err.contains("created user pool"), "{err}");
+    let (ok, second, err) = cli(&moto, &["setup"]);
+    assert!(ok, "{err}");
+    assert!(err.contains("exists"), "{err}");
+    for name in [
+        "COGNITO_USER_POOL_ID",
+        "COGNITO_APP_CLIENT_ID",
+        "COGNITO_APP_CLIENT_SECRET",
+    ] {
+        assert_eq!(env_value(&first, name), env_value(&second, name), "{name}");
+    }
+    assert!(!err.contains(PASSWORD), "a given password is never printed");
+    let sdk = sdk(&moto).await;
+    let pools = sdk.list_user_pools().max_results(60).send().await.unwrap();
+    let named: Vec<_> = pools
+        .user_pools()
+        .iter()
+        .filter(|p| p.name() == Some("mcp-auth"))
+        .collect();
+    assert_eq!(named.len(), 1, "one pool after two runs");
+    let pool = env_value(&first, "COGNITO_USER_POOL_ID");
+    let client = env_value(&first, "COGNITO_APP_CLIENT_ID");
+    let c = sdk
+        .describe_user_pool_client()
+        .user_pool_id(&pool)
+        .client_id(&client)
+        .send()
+        .await
+        .unwrap();
+    let c = c.user_pool_client().unwrap();
+    assert_eq!(
+        c.callback_urls(),
+        [
+            "http://localhost:3030/callback",
+            "http://127.0.0.1:3030/callback"
+        ]
+    );
+    assert!(c.client_secret().is_some());
+
+    // add-resource-server registers MCP_SERVER_URL, twice without harm.
+    let url = "http://127.0.0.1:8001/mcp";
+    for _ in 0..2 {
+        let (ok, out, err) = cli(
+            &moto,
+            &[
+                "add-resource-server",
+                "--server-url",
+                url,
+                "--scopes",
+                "tools,admin",
+            ],
+        );
+        assert!(ok, "{err}");
+        assert!(
+            out.contains(&format!("COGNITO_REQUIRED_SCOPES={url}/tools")),
+            "{out}"
+        );
+    }
+    let rs = sdk
+        .describe_resource_server()
+        .user_pool_id(&pool)
+        .identifier(url)
+        .send()
+        .await
+        .unwrap();
+    let names: Vec<&str> = rs
+        .resource_server()
+        .unwrap()
+        .scopes()
+        .iter()
+        .map(|s| s.scope_name())
+        .collect();
+    assert_eq!(names, ["tools", "admin"]);
+    let c = sdk
+        .describe_user_pool_client()
+        .user_pool_id(&pool)
+        .client_id(&client)
+        .send()
+        .await
+        .unwrap();
+    let c = c.user_pool_client().unwrap();
+    assert!(c.allowed_o_auth_scopes().contains(&format!("{url}/tools")));
+    assert_eq!(
+        c.callback_urls().len(),
+        2,
+        "granting scopes kept the client's settings"
+    );
+
+    let (ok, out, _) = cli(&moto, &["status"]);
+    assert!(ok);
+    assert!(out.contains(&pool) && out.contains(url), "{out}");
+    let (ok, _, err) = cli(&moto, &["teardown"]);
+    assert!(!ok && err.contains("--yes"), "{err}");
+    let (ok, _, err) = cli(&moto, &["teardown", "--yes"]);
+    assert!(ok, "{err}");
+    let (_, out, _) = cli(&moto, &["status"]);
+    assert!(out.contains("no user pool"), "{out}");
+}
+
+#[tokio::test]
+#[ignore = "needs moto (tests/run-all.sh installs it)"]
+async fn moto_tokens_are_checked_for_use_client_and_expiry() {
+    let moto = moto();
+    let (pool, client) = setup(&moto, "verify-pool");
+    let sdk = sdk(&moto).await;
+    let (access, id) = tokens(&sdk, &pool, &client).await;
+
+    // Access tokens of the allowed client pass and name the user.
+    let v = verifier(&moto, &pool, TokenUse::Access, Some(vec![client.clone()]));
+    let p = v.verify(&access).await.unwrap();
+    assert_eq!(p.strategy, "cognito");
+    assert_eq!(p.client_id.as_deref(), Some(client.as_str()));
+    assert!(p.claims.contains_key("username"));
+    assert_eq!(
+        p.issuer.as_deref(),
+        Some(mcp_auth_cognito::issuer_for(REGION, &pool).as_str())
+    );
+
+    // ID tokens are refused where access tokens are required, and the reverse.
+    assert_eq!(
+        v.verify(&id).await.unwrap_err(),
+        CognitoError::TokenUse("id".into())
+    );
+    let v_id = verifier(&moto, &pool, TokenUse::Id, Some(vec![client.clone()]));
+    let p = v_id.verify(&id).await.unwrap();
+    assert_eq!(p.claims["email"], EMAIL);
+    assert_eq!(
+        v_id.verify(&access).await.unwrap_err(),
+        CognitoError::TokenUse("access".into())
+    );
+    let both = verifier(&moto, &pool, TokenUse::Both, Some(vec![client.clone()]));
+    assert!(both.verify(&access).await.is_ok() && both.verify(&id).await.is_ok());
+
+    // Another app client of the same pool is refused.
+    let other = sdk
+        .create_user_pool_client()
+        .user_pool_id(&pool)
+        .client_name("other")
+        .send()
+        .await
+        .unwrap();
+    let other_id = other
+        .user_pool_client()
+        .unwrap()
+        .client_id()
+        .unwrap()
+        .to_owned();
+    let (other_access, other_id_token) = tokens(&sdk, &pool, &other_id).await;
+    assert_eq!(
+        v.verify(&other_access).await.unwrap_err(),
+        CognitoError::Client
+    );
+    assert_eq!(
+        v_id.verify(&other_id_token).await.unwrap_err(),
+        CognitoError::Client
+    );
+    // ... unless every client is accepted on purpose.
+    assert!(
+        verifier(&moto, &pool, TokenUse::Access, None)
+            .verify(&other_access)
+            .await
+            .is_ok()
+    );
+
+    // Groups and scopes: moto's access tokens carry aws.cognito.signin.user.admin.
+    let strict = CognitoVerifier::builder(REGION, &pool)
+        .unwrap()
+        .jwks_url(
+            format!("{}/{pool}/.well-known/jwks.json", moto.url)
+                .parse()
+                .unwrap(),
+        )
+        .token_use(TokenUse::Access)
+        .client_ids(Some(vec![client.clone()]))
+        .required_groups(["admins"])
+        .build()
+        .unwrap();
+    assert_eq!(
+        strict.verify(&access).await.unwrap_err(),
+        CognitoError::Group
+    );
+    let scoped = CognitoVerifier::builder(REGION, &pool)
+        .unwrap()
+        .jwks_url(
+            format!("{}/{pool}/.well-known/jwks.json", moto.url)
+                .parse()
+                .unwrap(),
+        )
+        .token_use(TokenUse::Access)
+        .client_ids(Some(vec![client.clone()]))
+        .required_scopes(["http://127.0.0.1:8001/mcp/tools"])
+        .build()
+        .unwrap();
+    assert!(matches!(
+        scoped.verify(&access).await.unwrap_err(),
+        CognitoError::Scope(_)
+    ));
+
+    // Expired: the same claims, re-signed by moto's own key with exp in the past.
+    let expired = resign_expired(&access);
+    assert_eq!(
+        v.verify(&expired).await.unwrap_err(),
+        CognitoError::Jwt(JwtError::Expired)
+    );
+    // A tampered token is refused.
+    let mut parts: Vec<&str> = access.split('.').collect();
+    let forged_payload = parts[1].replace('A', "B");
+    parts[1] = &forged_payload;
+    assert!(v.verify(&parts.join(".")).await.is_err());
+}
+
+/// Re-signs `token`'s claims with moto's signing key, expired an hour ago.
+fn resign_expired(token: &str) -> String {
+    let python = std::env::var("MOTO_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = r#"
+import base64, gzip, json, os, sys, time
+import moto
+from joserfc import jwk, jwt
+path = os.path.join(os.path.dirname(moto.__file__), "cognitoidp/resources/jwks-private.json.gz")
+key = jwk.RSAKey.import_key(json.load(gzip.open(path)))
+payload = sys.argv[1].split(".")[1]
+claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+claims["iat"] = int(time.time()) - 7200
+claims["exp"] = int(time.time()) - 3600
+print(jwt.encode({"alg": "RS256", "kid": "dummy", "typ": "JWT"}, claims, key))
+"#;
+    let out = Command::new(python)
+        .args(["-c", script, token])
+        .output()
+        .expect("python with moto");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
