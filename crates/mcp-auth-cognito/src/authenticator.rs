@@ -107,13 +107,17 @@ impl CognitoAuthenticator {
             b = b.resource_indicator(server_url.as_str());
         }
         if let Some(u) = l.get("COGNITO_JWKS_URL") {
+            let allow_http = parse_bool(l, "MCP_OAUTH_ALLOW_HTTP", false)?;
             let url = Url::parse(&u)
                 .ok()
-                .filter(|u| matches!(u.scheme(), "http" | "https"))
+                .filter(|url| mcp_auth_jwt::is_secure_url(url, allow_http))
                 .ok_or_else(|| {
-                    ConfigError::new("COGNITO_JWKS_URL", format!("{u:?} is not an http(s) URL"))
+                    ConfigError::new(
+                        "COGNITO_JWKS_URL",
+                        "must be an https URL (plain http only to loopback, or with MCP_OAUTH_ALLOW_HTTP=true)",
+                    )
                 })?;
-            b = b.jwks_url(url);
+            b = b.jwks_url(url).allow_insecure_http(allow_http);
         }
         if let Some(v) = l.get("MCP_JWT_LEEWAY") {
             let secs = v.parse::<u64>().ok().filter(|s| *s <= 600).ok_or_else(|| {

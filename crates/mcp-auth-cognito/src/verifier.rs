@@ -171,6 +171,7 @@ pub struct CognitoVerifierBuilder {
     scopes: Vec<String>,
     resource: Option<String>,
     leeway: Duration,
+    allow_insecure_http: bool,
 }
 
 impl CognitoVerifier {
@@ -184,6 +185,7 @@ impl CognitoVerifier {
             scopes: Vec::new(),
             resource: None,
             leeway: Duration::from_secs(60),
+            allow_insecure_http: false,
         })
     }
 
@@ -382,6 +384,12 @@ impl CognitoVerifierBuilder {
         self
     }
 
+    /// Allow a plain-http JWKS URL to a non-loopback host (default: no).
+    pub fn allow_insecure_http(mut self, allow: bool) -> Self {
+        self.allow_insecure_http = allow;
+        self
+    }
+
     /// Clock-skew leeway (default 60 s).
     pub fn leeway(mut self, leeway: Duration) -> Self {
         self.leeway = leeway;
@@ -402,7 +410,9 @@ impl CognitoVerifierBuilder {
         let mut pools = Vec::new();
         for p in &self.pools {
             let issuer = p.issuer();
-            let cache = JwksCache::builder(p.jwks()?).build();
+            let cache = JwksCache::builder(p.jwks()?)
+                .allow_insecure_http(self.allow_insecure_http)
+                .build();
             // `aud` is checked by `check` (it means different things for
             // access and ID tokens), so the JWT layer leaves it alone.
             let verifier = JwtVerifier::builder()

@@ -14,6 +14,9 @@ pub struct FetchLimits {
     pub total_timeout: Duration,
     /// Largest accepted body.
     pub max_bytes: usize,
+    /// Allow plain `http` to hosts other than loopback. Off by default:
+    /// anyone on the path could then serve their own keys.
+    pub allow_insecure_http: bool,
 }
 
 impl Default for FetchLimits {
@@ -22,6 +25,7 @@ impl Default for FetchLimits {
             connect_timeout: Duration::from_secs(5),
             total_timeout: Duration::from_secs(10),
             max_bytes: 512 * 1024,
+            allow_insecure_http: false,
         }
     }
 }
@@ -30,8 +34,9 @@ impl Default for FetchLimits {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum FetchError {
-    /// Not an http(s) URL.
-    #[error("{0} is not an http(s) URL")]
+    /// Not an https URL (plain http is allowed to loopback only, unless
+    /// [`FetchLimits::allow_insecure_http`]).
+    #[error("{0} is not an https URL (plain http only to loopback)")]
     Scheme(String),
     /// A non-success status.
     #[error("{url} answered HTTP {status}")]
@@ -57,6 +62,43 @@ pub enum FetchError {
     NotJson(String),
 }
 
+/// Whether `url` may be fetched: https, or http to a loopback host (or
+/// anywhere when `allow_insecure_http`).
+///
+/// ```
+/// use mcp_auth_jwt::is_secure_url;
+/// let u = |s: &str| url::Url::parse(s).unwrap();
+/// assert!(is_secure_url(&u("https://as.example/jwks"), false));
+/// assert!(is_secure_url(&u("http://127.0.0.1:8080/jwks"), false));
+/// assert!(!is_secure_url(&u("http://as.example/jwks"), false));
+/// assert!(is_secure_url(&u("http://as.example/jwks"), true));
+/// ```
+pub fn is_secure_url(url: &Url, allow_insecure_http: bool) -> bool {
+    match url.scheme() {
+        "https" => true,
+        "http" => {
+            allow_insecure_http
+                || match url.host() {
+                    Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+                    Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                    Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                    None => false,
+                }
+        }
+        _ => false,
+    }
+}
+
+/// `url` without credentials, query or fragment, for logs and errors.
+pub fn redact(url: &Url) -> String {
+    let mut u = url.clone();
+    let _ = u.set_username("");
+    let _ = u.set_password(None);
+    u.set_query(None);
+    u.set_fragment(None);
+    u.to_string()
+}
+
 /// Builds the HTTP client used for issuer documents.
 pub fn http_client(limits: FetchLimits) -> reqwest::Client {
     reqwest::Client::builder()
@@ -65,7 +107,12 @@ pub fn http_client(limits: FetchLimits) -> reqwest::Client {
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("mcp-auth-jwt/", env!("CARGO_PKG_VERSION")))
         .build()
-        .unwrap_or_else(|_| reqwest::Client::new())
+        .unwrap_or_else(|e| {
+            // Only fails when the TLS backend cannot start; there is no
+            // safer client to fall back to, so say so loudly.
+            tracing::error!(error = %e, "cannot build the bounded HTTP client");
+            reqwest::Client::new()
+        })
 }
 
 /// GETs `url` and parses the body as JSON, within `limits`.
@@ -74,10 +121,10 @@ pub async fn get_json(
     url: &Url,
     limits: FetchLimits,
 ) -> Result<serde_json::Value, FetchError> {
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(FetchError::Scheme(url.to_string()));
+    let shown = redact(url);
+    if !is_secure_url(url, limits.allow_insecure_http) {
+        return Err(FetchError::Scheme(shown));
     }
-    let shown = url.as_str().to_owned();
     let net = |e: reqwest::Error| FetchError::Network {
         url: shown.clone(),
         reason: if e.is_timeout() {

@@ -120,6 +120,13 @@ impl JwksCacheBuilder {
         self
     }
 
+    /// Allow plain `http` to non-loopback hosts (default: https only, http to
+    /// loopback). Anyone on the network path could then forge tokens.
+    pub fn allow_insecure_http(mut self, allow: bool) -> Self {
+        self.limits.allow_insecure_http = allow;
+        self
+    }
+
     /// Builds the cache. The background refresh starts when a Tokio runtime
     /// is running; the first fetch happens on first use (or
     /// [`JwksCache::refresh`]).
@@ -220,10 +227,17 @@ impl JwksCache {
     }
 
     /// Refetches because a token named an unknown `kid`, unless a fetch
-    /// happened within the cooldown. Returns the keys afterwards.
-    pub async fn keys_after_unknown_kid(&self) -> Option<Arc<KeySet>> {
+    /// happened within the cooldown. Returns the keys afterwards, or an error
+    /// when the latest fetch failed: then an unknown `kid` may be a rotation
+    /// the issuer could not tell us about yet, not a bad token.
+    pub async fn keys_after_unknown_kid(&self) -> Result<Arc<KeySet>, JwksError> {
         self.refresh_gated().await;
-        self.cached()
+        let (keys, error) = self.read_state(|s| (s.keys.clone(), s.last_error.clone()));
+        match (keys, error) {
+            (Some(keys), None) => Ok(keys),
+            (_, Some(e)) => Err(JwksError(e)),
+            (None, None) => Err(JwksError("not fetched yet".to_owned())),
+        }
     }
 
     /// Fetch unless one was attempted within the cooldown; concurrent callers
@@ -300,14 +314,26 @@ impl JwksCache {
             }
         };
         inner.fetches.fetch_add(1, Ordering::Relaxed);
-        let doc = get_json(&inner.client, &url, inner.limits)
+        let shown = crate::redact(&url);
+        let fetched = get_json(&inner.client, &url, inner.limits)
             .await
-            .map_err(|e| JwksError(e.to_string()))?;
-        let (set, skipped) =
-            KeySet::from_jwks_json(&doc).map_err(|e| JwksError(format!("{url}: {e}")))?;
+            .map_err(|e| JwksError(e.to_string()))
+            .and_then(|doc| {
+                KeySet::from_jwks_json(&doc).map_err(|e| JwksError(format!("{shown}: {e}")))
+            });
+        let (set, skipped) = match fetched {
+            Ok(v) => v,
+            Err(e) => {
+                if matches!(inner.location, Location::Issuer(_)) {
+                    // The issuer may have moved its keys: rediscover next time.
+                    self.write_state(|s| s.jwks_url = None);
+                }
+                return Err(e);
+            }
+        };
         if set.is_empty() {
             return Err(JwksError(format!(
-                "{url} has no usable signing keys ({skipped} skipped)"
+                "{shown} has no usable signing keys ({skipped} skipped)"
             )));
         }
         Ok(Arc::new(set))

@@ -41,11 +41,11 @@ mod keys;
 mod verifier;
 
 pub use discovery::{AuthServerMetadata, DiscoveryError, discover, discovery_urls};
-pub use fetch::{FetchError, FetchLimits, get_json, http_client};
+pub use fetch::{FetchError, FetchLimits, get_json, http_client, is_secure_url, redact};
 pub use jsonwebtoken::Algorithm;
 pub use jwks::{JwksCache, JwksCacheBuilder, JwksError};
 pub use keys::{KeyError, KeySet, MIN_HMAC_SECRET_LEN, VerifyKey};
 pub use verifier::{
     Audience, BuildError, ClaimCheck, DEFAULT_MAX_TOKEN_BYTES, JwtError, JwtVerifier,
-    JwtVerifierBuilder, VerifiedToken,
+    JwtVerifierBuilder, MAX_NUMERIC_DATE, VerifiedToken, numeric_date,
 };

@@ -124,12 +124,12 @@ impl VerifiedToken {
             .collect()
     }
 
-    /// The expiry.
+    /// The expiry (`exp` as integer or fractional seconds).
     pub fn expires_at(&self) -> Option<SystemTime> {
         self.claims
             .get("exp")
-            .and_then(Value::as_u64)
-            .map(|s| UNIX_EPOCH + Duration::from_secs(s))
+            .and_then(numeric_date)
+            .and_then(|s| UNIX_EPOCH.checked_add(Duration::from_secs(s)))
     }
 
     /// A [`Principal`]: `sub` (else `client_id`), `iss`, `client_id` (else
@@ -157,6 +157,24 @@ impl VerifiedToken {
         }
         p.with_claims(self.claims)
     }
+}
+
+/// The latest `exp`/`nbf` accepted: the end of year 9999. Larger values are
+/// malformed (and would overflow time arithmetic).
+pub const MAX_NUMERIC_DATE: u64 = 253_402_300_799;
+
+/// A JSON NumericDate (RFC 7519 §2): non-negative integer or finite
+/// fractional seconds, at most [`MAX_NUMERIC_DATE`]; `None` otherwise.
+pub fn numeric_date(v: &Value) -> Option<u64> {
+    let secs = match v {
+        Value::Number(n) => n.as_u64().or_else(|| {
+            n.as_f64()
+                .filter(|f| f.is_finite() && *f >= 0.0)
+                .map(|f| f as u64)
+        })?,
+        _ => return None,
+    };
+    (secs <= MAX_NUMERIC_DATE).then_some(secs)
 }
 
 /// A custom claim check: return `Err(reason)` to refuse the token (the reason
@@ -338,8 +356,9 @@ impl JwtVerifier {
                 let keys = cache.keys().await.map_err(|_| JwtError::KeysUnavailable)?;
                 match kid {
                     Some(kid) if !keys.has_kid(kid) => match cache.keys_after_unknown_kid().await {
-                        Some(fresh) if fresh.has_kid(kid) => fresh,
-                        _ => return Err(JwtError::UnknownKey),
+                        Ok(fresh) if fresh.has_kid(kid) => fresh,
+                        Ok(_) => return Err(JwtError::UnknownKey),
+                        Err(_) => return Err(JwtError::KeysUnavailable),
                     },
                     _ => keys,
                 }
@@ -390,6 +409,18 @@ impl JwtVerifier {
     }
 
     fn check_claims(&self, t: &VerifiedToken) -> Result<(), JwtError> {
+        for name in ["exp", "nbf", "iat"] {
+            if let Some(v) = t.claims.get(name)
+                && numeric_date(v).is_none()
+            {
+                return Err(JwtError::Claim(name.to_owned()));
+            }
+        }
+        let named = |k: &str| t.str_claim(k).is_some_and(|s| !s.is_empty());
+        if !named("sub") && !named("client_id") {
+            // Without a subject there is no identity to bind sessions to.
+            return Err(JwtError::Claim("sub".to_owned()));
+        }
         if let Some(iss) = &self.issuer
             && t.claims.get("iss").and_then(Value::as_str) != Some(iss.as_str())
         {

@@ -472,3 +472,77 @@ async fn static_pem_keys_of_each_type_verify() {
         );
     }
 }
+
+#[tokio::test]
+async fn an_unknown_kid_during_an_outage_is_503_not_401() {
+    let old = TestKey::rsa("old");
+    let new = TestKey::load("rsa2", Algorithm::RS256, "new");
+    let issuer = Issuer::start(vec![old.jwk(false)]).await;
+    let cache = JwksCache::builder(issuer.jwks_url())
+        .cooldown(Duration::from_millis(50))
+        .build();
+    let v = verifier(&issuer, cache);
+    let c = claims(&issuer.base);
+    assert!(v.verify(&old.sign(&c)).await.is_ok());
+    issuer.set_mode(Mode::Error500);
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    // The issuer may have rotated to "new" without being able to say so.
+    assert_eq!(
+        v.verify(&new.sign(&c)).await.unwrap_err(),
+        JwtError::KeysUnavailable
+    );
+    assert!(
+        v.verify(&old.sign(&c)).await.is_ok(),
+        "known keys keep working"
+    );
+    issuer.set_mode(Mode::Normal);
+    issuer.set_keys(vec![old.jwk(false), new.jwk(false)]);
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    assert!(v.verify(&new.sign(&c)).await.is_ok());
+}
+
+#[tokio::test]
+async fn absurd_or_missing_identity_claims_are_refused_without_panicking() {
+    let rsa = TestKey::rsa("rsa");
+    let (issuer, v) = setup(&[&rsa]).await;
+    let mut c = claims(&issuer.base);
+    c["exp"] = json!(u64::MAX);
+    assert_eq!(
+        v.verify(&rsa.sign(&c)).await.unwrap_err(),
+        JwtError::Claim("exp".into())
+    );
+    let mut c = claims(&issuer.base);
+    c["exp"] = json!((now() + 300) as f64 + 0.5);
+    let t = v.verify(&rsa.sign(&c)).await.unwrap();
+    assert!(t.expires_at().is_some(), "fractional exp is a NumericDate");
+    let mut c = claims(&issuer.base);
+    c.as_object_mut().unwrap().remove("sub");
+    c.as_object_mut().unwrap().remove("client_id");
+    assert_eq!(
+        v.verify(&rsa.sign(&c)).await.unwrap_err(),
+        JwtError::Claim("sub".into())
+    );
+}
+
+#[tokio::test]
+async fn plain_http_issuers_are_refused_except_on_loopback() {
+    let cache = JwksCache::builder("http://issuer.example/jwks.json".parse().unwrap()).build();
+    let v = JwtVerifier::builder()
+        .jwks(cache)
+        .issuer("http://issuer.example")
+        .audience(Audience::OneOf(vec![AUDIENCE.into()]))
+        .build()
+        .unwrap();
+    let rsa = TestKey::rsa("rsa");
+    assert_eq!(
+        v.verify(&rsa.sign(&claims("http://issuer.example")))
+            .await
+            .unwrap_err(),
+        JwtError::KeysUnavailable
+    );
+    assert_eq!(
+        v.jwks().unwrap().fetch_count(),
+        1,
+        "refused before any network access"
+    );
+}

@@ -95,6 +95,13 @@ async fn run(cli: Cli) -> Result<(), Error> {
     )?;
     let s = ServerSettings::from_merged(&merged)?;
     if let Some(Command::Token(args)) = &cli.command {
+        if s.port == 0 && s.server_url.is_none() && args.aud.is_none() {
+            return Err(ConfigError::new(
+                "MCP_SERVER_URL",
+                "with PORT=0 the server URL is unknown: set MCP_SERVER_URL or --aud",
+            )
+            .into());
+        }
         let url = s.server_url_for(s.port);
         println!("{}", token::mint(args, &merged, &url)?);
         return Ok(());

@@ -22,7 +22,8 @@ pub struct TokenArgs {
     /// Lifetime: 90s, 30m, 1h, 7d (default MCP_JWT_EXPIRES_IN, else 1h; at most 30d).
     #[arg(long)]
     pub expires_in: Option<String>,
-    /// Audience (`aud`); default: MCP_JWT_AUDIENCE's first entry, else MCP_SERVER_URL.
+    /// Audience (`aud`); default: MCP_JWT_AUDIENCE's first entry, else
+    /// MCP_SERVER_URL, else http://HOST:PORT/mcp.
     #[arg(long)]
     pub aud: Option<String>,
     /// Client id (`client_id`), optional.
@@ -91,10 +92,18 @@ pub fn mint(args: &TokenArgs, l: &dyn Lookup, default_aud: &Url) -> Result<Strin
             }
             (EncodingKey::from_secret(secret.as_bytes()), alg)
         }
-        (None, Some(path)) => {
-            let pem = std::fs::read(&path).map_err(|e| {
-                ConfigError::new("MCP_JWT_PRIVATE_KEY", format!("cannot read {path}: {e}"))
-            })?;
+        (None, Some(value)) => {
+            // Inline PEM or a file path; the value is never echoed (it may be the key).
+            let pem = if value.contains("-----BEGIN") {
+                value.replace("\\n", "\n").into_bytes()
+            } else {
+                std::fs::read(&value).map_err(|e| {
+                    ConfigError::new(
+                        "MCP_JWT_PRIVATE_KEY",
+                        format!("cannot read the file it names ({})", e.kind()),
+                    )
+                })?
+            };
             private_key(&pem, alg)?
         }
         (None, None) => {

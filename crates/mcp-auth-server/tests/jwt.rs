@@ -400,3 +400,49 @@ async fn huge_and_garbage_tokens_get_a_4xx_and_the_server_stays_up() {
         .unwrap();
     assert_eq!(r.status(), 200);
 }
+
+#[tokio::test]
+async fn asymmetric_keys_verify_tokens_minted_with_the_private_half() {
+    let keys = concat!(env!("CARGO_MANIFEST_DIR"), "/../mcp-auth-jwt/tests/keys");
+    let public = format!("{keys}/ec256.pub.pem");
+    let private = std::fs::read_to_string(format!("{keys}/ec256.pem")).unwrap();
+    let s = Server::start(&[
+        ("MCP_AUTH_STRATEGY", "bearer"),
+        ("MCP_JWT_PUBLIC_KEY", &public),
+    ]);
+    let url = s.url();
+    // The private key pasted into the variable (not a path) works ...
+    let t = token(
+        &[("MCP_JWT_PRIVATE_KEY", &private), ("MCP_SERVER_URL", &url)],
+        &["--sub", "erin"],
+    );
+    let r = post(&reqwest::Client::new(), &s.url(), INIT)
+        .bearer_auth(&t)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // ... and a broken one is reported without echoing it.
+    let dir = tempdir();
+    let broken = private.replace('A', "!");
+    let out = command(dir.path(), &[("MCP_JWT_PRIVATE_KEY", &broken)])
+        .args(["token", "--sub", "x"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with("error: MCP_JWT_PRIVATE_KEY: "),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("BEGIN") && stderr.lines().count() == 1,
+        "{stderr}"
+    );
+    let out = command(dir.path(), &[("MCP_JWT_PRIVATE_KEY", "/no/such/key.pem")])
+        .args(["token", "--sub", "x"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("/no/such"), "{stderr}");
+}

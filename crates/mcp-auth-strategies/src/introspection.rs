@@ -2,11 +2,12 @@
 
 use std::{
     collections::HashMap,
-    sync::Mutex,
+    sync::{Arc, Mutex},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use mcp_auth_core::{AuthError, Principal};
+use mcp_auth_jwt::numeric_date;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use url::Url;
@@ -15,20 +16,39 @@ use url::Url;
 const MAX_TTL: Duration = Duration::from_secs(60);
 /// How long a negative answer ("not active") is reused.
 const NEGATIVE_TTL: Duration = Duration::from_secs(10);
-/// Most cached answers.
+/// Most cached answers of each kind.
 const CAPACITY: usize = 10_000;
+/// Most introspection requests in flight at once.
+const MAX_IN_FLIGHT: usize = 16;
+/// Clock-skew leeway for `nbf`.
+const LEEWAY: u64 = 60;
 
-/// A cached answer and when it stops being used.
-type Cached = (Result<Principal, AuthError>, Instant);
+type Key = [u8; 32];
+
+#[derive(Default)]
+struct Caches {
+    /// Active tokens, each until min(exp, 60 s).
+    positive: HashMap<Key, (Principal, Instant)>,
+    /// Refused tokens, 10 s each; kept apart so a flood of garbage tokens
+    /// never evicts a good answer.
+    negative: HashMap<Key, (AuthError, Instant)>,
+    /// Per-token locks: concurrent requests with one token share one call.
+    in_flight: HashMap<Key, Arc<tokio::sync::Mutex<()>>>,
+}
 
 /// Asks the authorization server whether an opaque token is active
 /// (RFC 7662), authenticating as a client with HTTP Basic.
 ///
-/// Answers are cached for a short time (at most 60 s, never past the
-/// token's `exp`; "inactive" for 10 s), keyed by the token's SHA-256, in a
-/// bounded cache. The token must be active, unexpired, issued by the
-/// configured issuer (when the answer names one) and, when audiences are
-/// configured, carry one of them in `aud`.
+/// The token must be active, an access token (when `token_type` is given),
+/// unexpired and already valid (`exp`, `nbf`; malformed values refuse it),
+/// issued by the configured issuer (when the answer names one) and, when
+/// audiences are configured, carry one of them in `aud`.
+///
+/// Answers are cached, keyed by the token's SHA-256: "active" until the
+/// token's `exp` but at most 60 s, "inactive" for 10 s, in two bounded caches.
+/// Requests with the same token share one call, and at most 16 calls run at
+/// once, so a flood of random tokens cannot multiply into a flood against the
+/// authorization server.
 pub struct Introspector {
     url: Url,
     client_id: String,
@@ -36,20 +56,29 @@ pub struct Introspector {
     issuer: Option<String>,
     audiences: Option<Vec<String>>,
     client: reqwest::Client,
-    cache: Mutex<HashMap<[u8; 32], Cached>>,
+    caches: Mutex<Caches>,
+    slots: tokio::sync::Semaphore,
 }
 
 impl std::fmt::Debug for Introspector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Introspector")
-            .field("url", &self.url.as_str())
+            .field("url", &mcp_auth_jwt::redact(&self.url))
             .field("client_id", &self.client_id)
             .finish_non_exhaustive()
     }
 }
 
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+}
+
 impl Introspector {
-    /// An introspector for the endpoint `url`.
+    /// An introspector for the endpoint `url`. The caller checks that `url`
+    /// is https (or loopback): the client secret and tokens travel on it.
     pub fn new(
         url: Url,
         client_id: String,
@@ -64,40 +93,90 @@ impl Introspector {
             issuer,
             audiences,
             client: mcp_auth_jwt::http_client(mcp_auth_jwt::FetchLimits::default()),
-            cache: Mutex::new(HashMap::new()),
+            caches: Mutex::new(Caches::default()),
+            slots: tokio::sync::Semaphore::new(MAX_IN_FLIGHT),
         }
     }
 
-    fn cached(&self, key: &[u8; 32]) -> Option<Result<Principal, AuthError>> {
-        let cache = self.cache.lock().ok()?;
-        cache
-            .get(key)
-            .filter(|(_, until)| Instant::now() < *until)
-            .map(|(r, _)| r.clone())
+    fn with_caches<T>(&self, f: impl FnOnce(&mut Caches) -> T) -> T {
+        match self.caches.lock() {
+            Ok(mut c) => f(&mut c),
+            Err(poisoned) => f(&mut poisoned.into_inner()),
+        }
     }
 
-    fn store(&self, key: [u8; 32], result: Result<Principal, AuthError>, ttl: Duration) {
+    fn cached(&self, key: &Key) -> Option<Result<Principal, AuthError>> {
+        let now = Instant::now();
+        self.with_caches(|c| {
+            if let Some((p, until)) = c.positive.get(key)
+                && now < *until
+            {
+                return Some(Ok(p.clone()));
+            }
+            if let Some((e, until)) = c.negative.get(key)
+                && now < *until
+            {
+                return Some(Err(e.clone()));
+            }
+            None
+        })
+    }
+
+    fn store(&self, key: Key, result: &Result<Principal, AuthError>, ttl: Duration) {
         if ttl.is_zero() {
             return;
         }
-        if let Ok(mut cache) = self.cache.lock() {
-            if cache.len() >= CAPACITY {
-                let now = Instant::now();
-                cache.retain(|_, (_, until)| *until > now);
-                if cache.len() >= CAPACITY {
-                    cache.clear();
+        let now = Instant::now();
+        let until = now + ttl;
+        self.with_caches(|c| match result {
+            Ok(p) => {
+                if c.positive.len() >= CAPACITY {
+                    c.positive.retain(|_, (_, u)| *u > now);
+                }
+                // Still full of live answers: skip caching rather than evict one.
+                if c.positive.len() < CAPACITY {
+                    c.positive.insert(key, (p.clone(), until));
                 }
             }
-            cache.insert(key, (result, Instant::now() + ttl));
-        }
+            Err(e) => {
+                if c.negative.len() >= CAPACITY {
+                    c.negative.retain(|_, (_, u)| *u > now);
+                    if c.negative.len() >= CAPACITY {
+                        c.negative.clear();
+                    }
+                }
+                c.negative.insert(key, (e.clone(), until));
+            }
+        });
     }
 
     /// Introspects `token`; the principal's strategy is `strategy`.
     pub async fn introspect(&self, token: &str, strategy: &str) -> Result<Principal, AuthError> {
-        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let key: Key = Sha256::digest(token.as_bytes()).into();
         if let Some(hit) = self.cached(&key) {
             return hit;
         }
+        let lock = self.with_caches(|c| c.in_flight.entry(key).or_default().clone());
+        let _same_token = lock.lock().await;
+        let result = match self.cached(&key) {
+            // Another request with this token just asked.
+            Some(hit) => hit,
+            None => self.ask(key, token, strategy).await,
+        };
+        self.with_caches(|c| {
+            if Arc::strong_count(&lock) <= 2 {
+                c.in_flight.remove(&key);
+            }
+        });
+        result
+    }
+
+    async fn ask(&self, key: Key, token: &str, strategy: &str) -> Result<Principal, AuthError> {
+        let _slot = self
+            .slots
+            .acquire()
+            .await
+            .map_err(|_| AuthError::unavailable("token introspection unavailable"))?;
         let resp = self
             .client
             .post(self.url.clone())
@@ -121,28 +200,55 @@ impl Introspector {
             .json()
             .await
             .map_err(|_| AuthError::unavailable("token introspection answered garbage"))?;
-        let (result, ttl) = self.judge(&body, strategy);
-        self.store(key, result.clone(), ttl);
+        let (result, ttl) = self.judge(&body, strategy, now_secs());
+        self.store(key, &result, ttl);
         result
     }
 
-    fn judge(&self, body: &Value, strategy: &str) -> (Result<Principal, AuthError>, Duration) {
-        let inactive = |why: &str| (Err(AuthError::invalid_token(why)), NEGATIVE_TTL);
+    fn judge(
+        &self,
+        body: &Value,
+        strategy: &str,
+        now: u64,
+    ) -> (Result<Principal, AuthError>, Duration) {
+        let refuse = |why: &str| (Err(AuthError::invalid_token(why)), NEGATIVE_TTL);
         if body.get("active") != Some(&Value::Bool(true)) {
-            return inactive("token is not active");
+            return refuse("token is not active");
         }
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs();
-        let exp = body.get("exp").and_then(Value::as_u64);
+        if let Some(tt) = body.get("token_type") {
+            let ok = tt.as_str().is_some_and(|t| {
+                [
+                    "access_token",
+                    "bearer",
+                    "access",
+                    "urn:ietf:params:oauth:token-type:access_token",
+                ]
+                .iter()
+                .any(|a| t.eq_ignore_ascii_case(a))
+            });
+            if !ok {
+                return refuse("not an access token");
+            }
+        }
+        let date = |name: &str| -> Result<Option<u64>, ()> {
+            match body.get(name) {
+                None | Some(Value::Null) => Ok(None),
+                Some(v) => numeric_date(v).map(Some).ok_or(()),
+            }
+        };
+        let (Ok(exp), Ok(nbf)) = (date("exp"), date("nbf")) else {
+            return refuse("malformed exp or nbf");
+        };
         if exp.is_some_and(|e| e <= now) {
-            return inactive("token expired");
+            return refuse("token expired");
         }
-        if let (Some(want), Some(got)) = (&self.issuer, body.get("iss").and_then(Value::as_str))
-            && want != got
+        if nbf.is_some_and(|n| n > now + LEEWAY) {
+            return refuse("token not yet valid");
+        }
+        if let (Some(want), Some(got)) = (&self.issuer, body.get("iss"))
+            && got.as_str() != Some(want.as_str())
         {
-            return inactive("wrong issuer");
+            return refuse("wrong issuer");
         }
         if let Some(auds) = &self.audiences {
             let ok = match body.get("aud") {
@@ -154,14 +260,20 @@ impl Introspector {
                 _ => false,
             };
             if !ok {
-                return inactive("token not issued for this resource (audience)");
+                return refuse("token not issued for this resource (audience)");
             }
         }
-        let str_of = |k: &str| body.get(k).and_then(Value::as_str);
-        let subject = str_of("sub")
+        let str_of = |k: &str| {
+            body.get(k)
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+        };
+        let Some(subject) = str_of("sub")
             .or_else(|| str_of("username"))
             .or_else(|| str_of("client_id"))
-            .unwrap_or_default();
+        else {
+            return refuse("no subject");
+        };
         let mut p = Principal::new(subject, strategy).with_scopes(
             str_of("scope")
                 .unwrap_or_default()
@@ -174,13 +286,87 @@ impl Introspector {
         if let Some(c) = str_of("client_id") {
             p = p.with_client_id(c);
         }
-        if let Some(e) = exp {
-            p = p.with_expiry(UNIX_EPOCH + Duration::from_secs(e));
+        if let Some(at) = exp.and_then(|e| UNIX_EPOCH.checked_add(Duration::from_secs(e))) {
+            p = p.with_expiry(at);
         }
         if let Some(map) = body.as_object() {
             p = p.with_claims(map.clone());
         }
         let ttl = exp.map_or(MAX_TTL, |e| Duration::from_secs(e - now).min(MAX_TTL));
         (Ok(p), ttl)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn intro() -> Introspector {
+        Introspector::new(
+            "https://as.example/introspect".parse().unwrap(),
+            "c".into(),
+            "s".into(),
+            Some("https://as.example".into()),
+            Some(vec!["https://mcp.example/mcp".into()]),
+        )
+    }
+
+    fn good(now: u64) -> Value {
+        json!({"active": true, "sub": "u", "iss": "https://as.example",
+               "aud": "https://mcp.example/mcp", "exp": now + 300})
+    }
+
+    #[test]
+    fn refusals() {
+        let i = intro();
+        let now = 1_800_000_000;
+        let with = |k: &str, v: Value| {
+            let mut b = good(now);
+            b[k] = v;
+            b
+        };
+        let without = |k: &str| {
+            let mut b = good(now);
+            b.as_object_mut().unwrap().remove(k);
+            b
+        };
+        for (body, why) in [
+            (with("active", json!(false)), "inactive"),
+            (with("active", json!("true")), "active as string"),
+            (
+                with("exp", json!((now - 3600) as f64)),
+                "float exp in the past",
+            ),
+            (with("exp", json!(format!("{}", now + 3600))), "string exp"),
+            (with("exp", json!(u64::MAX)), "absurd exp"),
+            (with("nbf", json!(now + 3000)), "future nbf"),
+            (with("token_type", json!("refresh_token")), "refresh token"),
+            (with("iss", json!("https://evil")), "issuer"),
+            (with("aud", json!("https://other")), "audience"),
+            (without("aud"), "no audience"),
+            (without("sub"), "no subject"),
+        ] {
+            assert!(i.judge(&body, "oauth2", now).0.is_err(), "{why}");
+        }
+        let (ok, ttl) = i.judge(&with("token_type", json!("Bearer")), "oauth2", now);
+        assert_eq!(ok.unwrap().subject, "u");
+        assert_eq!(ttl, MAX_TTL);
+        let (_, ttl) = i.judge(&with("exp", json!(now + 5)), "oauth2", now);
+        assert_eq!(ttl, Duration::from_secs(5), "never cached past exp");
+    }
+
+    #[test]
+    fn a_garbage_flood_never_evicts_good_answers() {
+        let i = intro();
+        let p = Principal::new("u", "oauth2");
+        i.store([1; 32], &Ok(p), Duration::from_secs(60));
+        for n in 0..(CAPACITY + 10) {
+            let mut k = [0u8; 32];
+            k[..8].copy_from_slice(&(n as u64).to_le_bytes());
+            k[31] = 2;
+            i.store(k, &Err(AuthError::invalid_token("no")), NEGATIVE_TTL);
+        }
+        assert!(matches!(i.cached(&[1; 32]), Some(Ok(_))));
     }
 }

@@ -6,7 +6,7 @@ use std::{fs, sync::Arc, time::Duration};
 use async_trait::async_trait;
 use mcp_auth_core::{
     AuthError, AuthRequest, Authenticator, ChallengeScheme, Principal,
-    settings::{ConfigError, Lookup, parse_list},
+    settings::{ConfigError, Lookup, parse_bool, parse_list},
 };
 use mcp_auth_jwt::{Algorithm, Audience, JwksCache, JwtVerifier, VerifyKey};
 use url::Url;
@@ -181,6 +181,7 @@ impl JwtAuthenticator {
     /// | `MCP_OAUTH_AUDIENCE` | accepted `aud` values (default: the server URL) |
     /// | `MCP_OAUTH_SCOPES_SUPPORTED` | scopes advertised in protected-resource metadata |
     /// | `MCP_OAUTH_INTROSPECTION_URL` | RFC 7662 endpoint for opaque tokens, with `MCP_OAUTH_CLIENT_ID` / `MCP_OAUTH_CLIENT_SECRET` |
+    /// | `MCP_OAUTH_ALLOW_HTTP` | allow plain http to a non-loopback issuer, JWKS or introspection endpoint (default false) |
     /// | `MCP_JWT_LEEWAY` | clock-skew leeway in seconds (default 60) |
     ///
     /// `MCP_OAUTH_REQUIRED_SCOPES` is applied by the HTTP layer.
@@ -190,13 +191,14 @@ impl JwtAuthenticator {
         })?;
         mcp_auth_jwt::discovery_urls(&issuer)
             .map_err(|e| ConfigError::new("MCP_OAUTH_ISSUER", e.to_string()))?;
+        let allow_http = parse_bool(l, "MCP_OAUTH_ALLOW_HTTP", false)?;
+        secure_url(&issuer, "MCP_OAUTH_ISSUER", allow_http)?;
         let cache = match l.get("MCP_OAUTH_JWKS_URL") {
-            Some(u) => {
-                let url = http_url(&u, "MCP_OAUTH_JWKS_URL")?;
-                JwksCache::builder(url).build()
-            }
-            None => JwksCache::discover(issuer.clone()).build(),
-        };
+            Some(u) => JwksCache::builder(secure_url(&u, "MCP_OAUTH_JWKS_URL", allow_http)?),
+            None => JwksCache::discover(issuer.clone()),
+        }
+        .allow_insecure_http(allow_http)
+        .build();
         let audience = audience(l, "MCP_OAUTH_AUDIENCE", server_url)?;
         let verifier = JwtVerifier::builder()
             .jwks(cache)
@@ -220,7 +222,7 @@ impl JwtAuthenticator {
         let mut auth = Self::oauth2(verifier, issuer.clone())
             .with_scopes_supported(parse_list(l, "MCP_OAUTH_SCOPES_SUPPORTED").unwrap_or_default());
         if let Some(u) = l.get("MCP_OAUTH_INTROSPECTION_URL") {
-            let url = http_url(&u, "MCP_OAUTH_INTROSPECTION_URL")?;
+            let url = secure_url(&u, "MCP_OAUTH_INTROSPECTION_URL", allow_http)?;
             let id = l.get("MCP_OAUTH_CLIENT_ID").ok_or_else(|| {
                 ConfigError::new(
                     "MCP_OAUTH_CLIENT_ID",
@@ -249,18 +251,30 @@ impl JwtAuthenticator {
     }
 }
 
-fn http_url(u: &str, var: &str) -> Result<Url, ConfigError> {
-    Url::parse(u)
+/// An https URL, or http to loopback, or any http with `allow_http`.
+fn secure_url(u: &str, var: &str, allow_http: bool) -> Result<Url, ConfigError> {
+    let url = Url::parse(u)
         .ok()
         .filter(|url| matches!(url.scheme(), "http" | "https"))
-        .ok_or_else(|| ConfigError::new(var, format!("{u:?} is not an http(s) URL")))
+        .ok_or_else(|| ConfigError::new(var, format!("{u:?} is not an http(s) URL")))?;
+    if !mcp_auth_jwt::is_secure_url(&url, allow_http) {
+        return Err(ConfigError::new(
+            var,
+            format!(
+                "{} must be https (plain http only to loopback, or with MCP_OAUTH_ALLOW_HTTP=true): anyone on the path could forge keys or read secrets",
+                mcp_auth_jwt::redact(&url)
+            ),
+        ));
+    }
+    Ok(url)
 }
 
 fn read_pem(value: &str, var: &str) -> Result<Vec<u8>, ConfigError> {
     if value.contains("-----BEGIN") {
         return Ok(value.replace("\\n", "\n").into_bytes());
     }
-    fs::read(value).map_err(|e| ConfigError::new(var, format!("cannot read {value}: {e}")))
+    fs::read(value)
+        .map_err(|e| ConfigError::new(var, format!("cannot read the file it names ({})", e.kind())))
 }
 
 fn audience(l: &dyn Lookup, var: &str, server_url: &Url) -> Result<Audience, ConfigError> {
