@@ -1,0 +1,42 @@
+//! Session policy for authenticated MCP servers.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! use mcp_auth_session::{MemoryStore, SessionLimits, SessionStore, Reserve};
+//!
+//! let store = MemoryStore::new();
+//! let limits = SessionLimits { max_sessions: 2, ..SessionLimits::default() };
+//! // A slot is reserved before the session exists, then committed under its id.
+//! let Reserve::Granted(ticket) = store.reserve(Some("alice"), &limits).await.unwrap() else { panic!() };
+//! store.commit(&ticket, "sid-1", Some("alice"), &limits).await.unwrap();
+//! assert_eq!(store.lookup("sid-1", &limits).await.unwrap().unwrap().owner.as_deref(), Some("alice"));
+//! store.end("sid-1").await.unwrap();
+//! assert!(store.lookup("sid-1", &limits).await.unwrap().is_none());
+//! # }
+//! ```
+//!
+//! - [`SessionPolicy`]: may a client open a session without credentials, and
+//!   operate in one? (`MCP_SESSION_AUTH_*`; both "no" by default.)
+//! - [`SessionLimits`]: global, per-principal and anonymous caps, idle expiry.
+//! - [`SessionStore`]: where sessions, their owners, rmcp's session state and
+//!   rate counters live: [`MemoryStore`] for one process, `RedisStore`
+//!   (feature `redis`) for replicas sharing one deployment. Every operation
+//!   that admits a session is atomic, so caps hold across replicas.
+//!
+//! The HTTP side (binding sessions to principals, answering 401/404/429/503)
+//! is `mcp-auth-transport`'s `SessionLayer`.
+
+mod memory;
+mod policy;
+#[cfg(feature = "redis")]
+mod redis_store;
+mod store;
+
+pub use memory::MemoryStore;
+pub use policy::{SessionLimits, SessionPolicy, owner_of};
+#[cfg(feature = "redis")]
+pub use redis_store::RedisStore;
+pub use store::{
+    Full, Reserve, SessionRecord, SessionStore, SharedStore, StoreError, Ticket,
+    store_from_settings,
+};

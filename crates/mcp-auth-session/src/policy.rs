@@ -1,0 +1,196 @@
+//! [`SessionPolicy`] and [`SessionLimits`].
+
+use std::time::Duration;
+
+use mcp_auth_core::{
+    Principal,
+    settings::{ConfigError, Lookup, parse_bool, parse_millis},
+};
+
+/// Who may open and use sessions.
+///
+/// Our defaults are stricter than the seed's: opening a session needs
+/// credentials too (`MCP_SESSION_AUTH_REQUIRE_FOR_SESSION=true`), because an
+/// unauthenticated `initialize` costs a slot and server memory; with it off,
+/// anonymous sessions have their own small cap and are bound to the first
+/// principal that authenticates in them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionPolicy {
+    /// `initialize` needs credentials.
+    pub require_for_session: bool,
+    /// Every other request needs credentials.
+    pub require_for_operations: bool,
+}
+
+impl Default for SessionPolicy {
+    fn default() -> Self {
+        Self {
+            require_for_session: true,
+            require_for_operations: true,
+        }
+    }
+}
+
+impl SessionPolicy {
+    /// Reads `MCP_SESSION_AUTH_ENABLED` (false: both requirements on, the
+    /// strictest reading), `MCP_SESSION_AUTH_REQUIRE_FOR_SESSION` and
+    /// `MCP_SESSION_AUTH_REQUIRE_FOR_OPERATIONS` (default true).
+    pub fn from_settings(l: &dyn Lookup) -> Result<Self, ConfigError> {
+        if !parse_bool(l, "MCP_SESSION_AUTH_ENABLED", true)? {
+            return Ok(Self::default());
+        }
+        Ok(Self {
+            require_for_session: parse_bool(l, "MCP_SESSION_AUTH_REQUIRE_FOR_SESSION", true)?,
+            require_for_operations: parse_bool(l, "MCP_SESSION_AUTH_REQUIRE_FOR_OPERATIONS", true)?,
+        })
+    }
+
+    /// Whether any request may pass without credentials.
+    pub fn allows_anonymous(&self) -> bool {
+        !self.require_for_session || !self.require_for_operations
+    }
+}
+
+/// Caps and expiry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionLimits {
+    /// Live sessions at most, all principals (`HTTP_MAX_CONCURRENT_SESSIONS`).
+    pub max_sessions: usize,
+    /// Live sessions at most per principal (`MCP_MAX_SESSIONS_PER_PRINCIPAL`).
+    pub max_per_principal: usize,
+    /// Live anonymous sessions at most (`MCP_MAX_ANONYMOUS_SESSIONS`); they
+    /// can never take the slots of authenticated users beyond this.
+    pub max_anonymous: usize,
+    /// A session unused this long ends (`HTTP_SESSION_TIMEOUT`, ms).
+    pub idle_timeout: Duration,
+    /// How often expired sessions are swept (`HTTP_SESSION_CLEANUP_INTERVAL`, ms).
+    pub cleanup_interval: Duration,
+    /// How long a slot stays reserved while a session is being created.
+    pub reservation_ttl: Duration,
+}
+
+impl Default for SessionLimits {
+    fn default() -> Self {
+        Self {
+            max_sessions: 100,
+            max_per_principal: 10,
+            max_anonymous: 10,
+            idle_timeout: Duration::from_secs(1800),
+            cleanup_interval: Duration::from_secs(300),
+            reservation_ttl: Duration::from_secs(30),
+        }
+    }
+}
+
+fn parse_count(l: &dyn Lookup, name: &str, default: usize) -> Result<usize, ConfigError> {
+    match l.get(name) {
+        None => Ok(default),
+        Some(v) => v.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
+            ConfigError::new(name, format!("expected a whole number above 0, got {v:?}"))
+        }),
+    }
+}
+
+impl SessionLimits {
+    /// Reads the variables named on the fields.
+    pub fn from_settings(l: &dyn Lookup) -> Result<Self, ConfigError> {
+        let d = Self::default();
+        let limits = Self {
+            max_sessions: parse_count(l, "HTTP_MAX_CONCURRENT_SESSIONS", d.max_sessions)?,
+            max_per_principal: parse_count(
+                l,
+                "MCP_MAX_SESSIONS_PER_PRINCIPAL",
+                d.max_per_principal,
+            )?,
+            max_anonymous: parse_count(l, "MCP_MAX_ANONYMOUS_SESSIONS", d.max_anonymous)?,
+            idle_timeout: parse_millis(l, "HTTP_SESSION_TIMEOUT", d.idle_timeout)?,
+            cleanup_interval: parse_millis(l, "HTTP_SESSION_CLEANUP_INTERVAL", d.cleanup_interval)?,
+            reservation_ttl: d.reservation_ttl,
+        };
+        Ok(limits)
+    }
+}
+
+/// The identity a session is bound to: issuer, subject and client id, joined
+/// with a separator no identifier contains.
+///
+/// ```
+/// use mcp_auth_core::Principal;
+/// let a = Principal::new("alice", "oauth2").with_issuer("https://as").with_client_id("app");
+/// assert_eq!(mcp_auth_session::owner_of(&a), "https://as\u{1f}alice\u{1f}app");
+/// ```
+pub fn owner_of(p: &Principal) -> String {
+    let (iss, sub, cid) = p.identity_key();
+    format!(
+        "{}\u{1f}{sub}\u{1f}{}",
+        iss.unwrap_or_default(),
+        cid.unwrap_or_default()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).into(), (*v).into()))
+            .collect()
+    }
+
+    #[test]
+    fn policy_defaults_are_strict_and_disabling_means_strictest() {
+        assert_eq!(
+            SessionPolicy::from_settings(&vars(&[])).unwrap(),
+            SessionPolicy::default()
+        );
+        let p = SessionPolicy::from_settings(&vars(&[(
+            "MCP_SESSION_AUTH_REQUIRE_FOR_SESSION",
+            "false",
+        )]))
+        .unwrap();
+        assert!(p.allows_anonymous());
+        let p = SessionPolicy::from_settings(&vars(&[
+            ("MCP_SESSION_AUTH_ENABLED", "false"),
+            ("MCP_SESSION_AUTH_REQUIRE_FOR_SESSION", "false"),
+        ]))
+        .unwrap();
+        assert!(!p.allows_anonymous());
+        assert_eq!(
+            SessionPolicy::from_settings(&vars(&[(
+                "MCP_SESSION_AUTH_REQUIRE_FOR_OPERATIONS",
+                "nah"
+            )]))
+            .unwrap_err()
+            .variable,
+            "MCP_SESSION_AUTH_REQUIRE_FOR_OPERATIONS"
+        );
+    }
+
+    #[test]
+    fn limits() {
+        let l = SessionLimits::from_settings(&vars(&[
+            ("HTTP_MAX_CONCURRENT_SESSIONS", "5"),
+            ("HTTP_SESSION_TIMEOUT", "60000"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            (l.max_sessions, l.idle_timeout),
+            (5, Duration::from_secs(60))
+        );
+        for (k, v) in [
+            ("HTTP_MAX_CONCURRENT_SESSIONS", "0"),
+            ("MCP_MAX_ANONYMOUS_SESSIONS", "x"),
+            ("HTTP_SESSION_CLEANUP_INTERVAL", "-1"),
+        ] {
+            assert_eq!(
+                SessionLimits::from_settings(&vars(&[(k, v)]))
+                    .unwrap_err()
+                    .variable,
+                k
+            );
+        }
+    }
+}

@@ -1,0 +1,400 @@
+//! [`RedisStore`]: sessions shared by replicas.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use redis::{
+    AsyncCommands, Script,
+    aio::{ConnectionManager, ConnectionManagerConfig},
+};
+
+use crate::{Full, Reserve, SessionLimits, SessionRecord, SessionStore, StoreError, Ticket};
+
+const PREFIX: &str = "mcp-auth:";
+
+/// Drops expired members, checks the caps, reserves a slot.
+/// KEYS: all, group (own:<owner> or anon). ARGV: now_ms, ttl_ms, max_all, max_group, ticket.
+const RESERVE: &str = r"
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[1])
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then return 1 end
+if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[4]) then return 2 end
+local exp = tonumber(ARGV[1]) + tonumber(ARGV[2])
+redis.call('ZADD', KEYS[1], exp, ARGV[5])
+redis.call('ZADD', KEYS[2], exp, ARGV[5])
+redis.call('PEXPIRE', KEYS[2], ARGV[2] * 4 + 86400000)
+return 0
+";
+
+/// KEYS: all, group, sess. ARGV: now_ms, idle_ms, ticket, sid, owner.
+const COMMIT: &str = r"
+redis.call('ZREM', KEYS[1], ARGV[3])
+redis.call('ZREM', KEYS[2], ARGV[3])
+local exp = tonumber(ARGV[1]) + tonumber(ARGV[2])
+redis.call('ZADD', KEYS[1], exp, ARGV[4])
+redis.call('ZADD', KEYS[2], exp, ARGV[4])
+redis.call('PEXPIRE', KEYS[2], ARGV[2] * 4 + 86400000)
+redis.call('HSET', KEYS[3], 'owner', ARGV[5])
+redis.call('PEXPIRE', KEYS[3], ARGV[2])
+return 0
+";
+
+/// Reads and touches a session. KEYS: sess, state, all. ARGV: now_ms, idle_ms, sid, prefix.
+/// Returns false when gone, else the owner ('' = anonymous).
+const LOOKUP: &str = r"
+local owner = redis.call('HGET', KEYS[1], 'owner')
+if not owner then return false end
+local exp = tonumber(ARGV[1]) + tonumber(ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+redis.call('ZADD', KEYS[3], 'XX', exp, ARGV[3])
+local group = ARGV[4] .. 'anon'
+if owner ~= '' then group = ARGV[4] .. 'own:' .. owner end
+redis.call('ZADD', group, 'XX', exp, ARGV[3])
+return owner
+";
+
+/// Binds an anonymous session. KEYS: sess, anon, own. ARGV: now_ms, idle_ms, sid, owner.
+const BIND: &str = r"
+local owner = redis.call('HGET', KEYS[1], 'owner')
+if not owner then return false end
+if owner ~= '' then return owner end
+redis.call('HSET', KEYS[1], 'owner', ARGV[4])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('ZREM', KEYS[2], ARGV[3])
+redis.call('ZADD', KEYS[3], tonumber(ARGV[1]) + tonumber(ARGV[2]), ARGV[3])
+redis.call('PEXPIRE', KEYS[3], ARGV[2] * 4 + 86400000)
+return ARGV[4]
+";
+
+/// KEYS: sess, state, all. ARGV: sid, prefix.
+const END: &str = r"
+local owner = redis.call('HGET', KEYS[1], 'owner')
+redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('ZREM', KEYS[3], ARGV[1])
+if owner then
+  local group = ARGV[2] .. 'anon'
+  if owner ~= '' then group = ARGV[2] .. 'own:' .. owner end
+  redis.call('ZREM', group, ARGV[1])
+end
+return 0
+";
+
+/// Fixed-window counter. KEYS: counter. ARGV: window_ms. Returns {count, pttl}.
+const HIT: &str = r"
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]); ttl = tonumber(ARGV[1]) end
+return {n, ttl}
+";
+
+struct Conn {
+    manager: Option<ConnectionManager>,
+    last_failure: Option<Instant>,
+}
+
+/// Sessions, bindings, saved rmcp state and rate counters in Redis, shared
+/// by every replica that points at it. Every admission step is one Lua
+/// script, so caps and first-binding hold under concurrency across replicas.
+///
+/// It connects on first use and reconnects by itself: while Redis is
+/// unreachable every operation fails fast with [`StoreError`] (the HTTP
+/// layer answers 503), and service resumes when Redis returns.
+pub struct RedisStore {
+    client: redis::Client,
+    shown: String,
+    conn: tokio::sync::Mutex<Conn>,
+    scripts: Scripts,
+}
+
+struct Scripts {
+    reserve: Script,
+    commit: Script,
+    lookup: Script,
+    bind: Script,
+    end: Script,
+    hit: Script,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64
+}
+
+fn ms(d: Duration) -> u64 {
+    d.as_millis().max(1) as u64
+}
+
+impl RedisStore {
+    /// A store for `url` (`redis://[user:password@]host:port/db`, or
+    /// `rediss://` for TLS). Does not connect yet.
+    pub fn new(url: &str) -> Result<Self, String> {
+        let client = redis::Client::open(url).map_err(|e| format!("not a Redis URL: {e}"))?;
+        let info = client.get_connection_info();
+        let shown = format!("redis://{}", info.addr());
+        Ok(Self {
+            client,
+            shown,
+            conn: tokio::sync::Mutex::new(Conn {
+                manager: None,
+                last_failure: None,
+            }),
+            scripts: Scripts {
+                reserve: Script::new(RESERVE),
+                commit: Script::new(COMMIT),
+                lookup: Script::new(LOOKUP),
+                bind: Script::new(BIND),
+                end: Script::new(END),
+                hit: Script::new(HIT),
+            },
+        })
+    }
+
+    fn err(&self, reason: impl std::fmt::Display) -> StoreError {
+        StoreError {
+            store: self.shown.clone(),
+            reason: reason.to_string(),
+        }
+    }
+
+    async fn conn(&self) -> Result<ConnectionManager, StoreError> {
+        let mut c = self.conn.lock().await;
+        if let Some(m) = &c.manager {
+            return Ok(m.clone());
+        }
+        if c.last_failure
+            .is_some_and(|t| t.elapsed() < Duration::from_millis(500))
+        {
+            return Err(self.err("unreachable (retrying shortly)"));
+        }
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(2)))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(500));
+        match ConnectionManager::new_with_config(self.client.clone(), config).await {
+            Ok(m) => {
+                tracing::info!(store = %self.shown, "session store connected");
+                c.manager = Some(m.clone());
+                c.last_failure = None;
+                Ok(m)
+            }
+            Err(e) => {
+                c.last_failure = Some(Instant::now());
+                tracing::error!(store = %self.shown, error = %e, "session store unreachable");
+                Err(self.err(e))
+            }
+        }
+    }
+
+    fn key(&self, parts: &[&str]) -> String {
+        let mut k = String::from(PREFIX);
+        k.push_str(&parts.concat());
+        k
+    }
+
+    fn group(&self, owner: Option<&str>) -> String {
+        match owner {
+            Some(o) => self.key(&["own:", o]),
+            None => self.key(&["anon"]),
+        }
+    }
+
+    fn failed(&self, e: redis::RedisError) -> StoreError {
+        tracing::error!(store = %self.shown, error = %e, "session store operation failed");
+        self.err(e)
+    }
+}
+
+#[async_trait]
+impl SessionStore for RedisStore {
+    async fn reserve(
+        &self,
+        owner: Option<&str>,
+        limits: &SessionLimits,
+    ) -> Result<Reserve, StoreError> {
+        let mut c = self.conn().await?;
+        let ticket = Ticket::random();
+        let group_max = if owner.is_some() {
+            limits.max_per_principal
+        } else {
+            limits.max_anonymous
+        };
+        let r: i64 = self
+            .scripts
+            .reserve
+            .key(self.key(&["all"]))
+            .key(self.group(owner))
+            .arg(now_ms())
+            .arg(ms(limits.reservation_ttl))
+            .arg(limits.max_sessions)
+            .arg(group_max)
+            .arg(&ticket.0)
+            .invoke_async(&mut c)
+            .await
+            .map_err(|e| self.failed(e))?;
+        Ok(match (r, owner) {
+            (0, _) => Reserve::Granted(ticket),
+            (1, _) => Reserve::Full(Full::Global),
+            (_, Some(_)) => Reserve::Full(Full::Principal),
+            (_, None) => Reserve::Full(Full::Anonymous),
+        })
+    }
+
+    async fn commit(
+        &self,
+        ticket: &Ticket,
+        sid: &str,
+        owner: Option<&str>,
+        limits: &SessionLimits,
+    ) -> Result<(), StoreError> {
+        let mut c = self.conn().await?;
+        let _: i64 = self
+            .scripts
+            .commit
+            .key(self.key(&["all"]))
+            .key(self.group(owner))
+            .key(self.key(&["sess:", sid]))
+            .arg(now_ms())
+            .arg(ms(limits.idle_timeout))
+            .arg(&ticket.0)
+            .arg(sid)
+            .arg(owner.unwrap_or_default())
+            .invoke_async(&mut c)
+            .await
+            .map_err(|e| self.failed(e))?;
+        Ok(())
+    }
+
+    async fn release(&self, ticket: &Ticket, owner: Option<&str>) -> Result<(), StoreError> {
+        let mut c = self.conn().await?;
+        let _: () = redis::pipe()
+            .zrem(self.key(&["all"]), &ticket.0)
+            .ignore()
+            .zrem(self.group(owner), &ticket.0)
+            .ignore()
+            .query_async(&mut c)
+            .await
+            .map_err(|e| self.failed(e))?;
+        Ok(())
+    }
+
+    async fn lookup(
+        &self,
+        sid: &str,
+        limits: &SessionLimits,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        let mut c = self.conn().await?;
+        let owner: Option<String> = self
+            .scripts
+            .lookup
+            .key(self.key(&["sess:", sid]))
+            .key(self.key(&["state:", sid]))
+            .key(self.key(&["all"]))
+            .arg(now_ms())
+            .arg(ms(limits.idle_timeout))
+            .arg(sid)
+            .arg(PREFIX)
+            .invoke_async(&mut c)
+            .await
+            .map_err(|e| self.failed(e))?;
+        Ok(owner.map(|o| SessionRecord {
+            owner: (!o.is_empty()).then_some(o),
+        }))
+    }
+
+    async fn bind(
+        &self,
+        sid: &str,
+        owner: &str,
+        limits: &SessionLimits,
+    ) -> Result<Option<String>, StoreError> {
+        let mut c = self.conn().await?;
+        self.scripts
+            .bind
+            .key(self.key(&["sess:", sid]))
+            .key(self.key(&["anon"]))
+            .key(self.key(&["own:", owner]))
+            .arg(now_ms())
+            .arg(ms(limits.idle_timeout))
+            .arg(sid)
+            .arg(owner)
+            .invoke_async(&mut c)
+            .await
+            .map_err(|e| self.failed(e))
+    }
+
+    async fn end(&self, sid: &str) -> Result<(), StoreError> {
+        let mut c = self.conn().await?;
+        let _: i64 = self
+            .scripts
+            .end
+            .key(self.key(&["sess:", sid]))
+            .key(self.key(&["state:", sid]))
+            .key(self.key(&["all"]))
+            .arg(sid)
+            .arg(PREFIX)
+            .invoke_async(&mut c)
+            .await
+            .map_err(|e| self.failed(e))?;
+        Ok(())
+    }
+
+    async fn hit(&self, key: &str, window: Duration) -> Result<(u64, Duration), StoreError> {
+        let mut c = self.conn().await?;
+        let (n, ttl): (u64, i64) = self
+            .scripts
+            .hit
+            .key(self.key(&["rl:", key]))
+            .arg(ms(window))
+            .invoke_async(&mut c)
+            .await
+            .map_err(|e| self.failed(e))?;
+        Ok((n, Duration::from_millis(ttl.max(0) as u64)))
+    }
+
+    async fn count(&self, key: &str) -> Result<(u64, Duration), StoreError> {
+        let mut c = self.conn().await?;
+        let k = self.key(&["rl:", key]);
+        let (n, ttl): (Option<u64>, i64) = redis::pipe()
+            .get(&k)
+            .pttl(&k)
+            .query_async(&mut c)
+            .await
+            .map_err(|e| self.failed(e))?;
+        Ok((n.unwrap_or(0), Duration::from_millis(ttl.max(0) as u64)))
+    }
+
+    async fn save_state(
+        &self,
+        sid: &str,
+        state: &str,
+        limits: &SessionLimits,
+    ) -> Result<(), StoreError> {
+        let mut c = self.conn().await?;
+        let _: () = c
+            .pset_ex(self.key(&["state:", sid]), state, ms(limits.idle_timeout))
+            .await
+            .map_err(|e| self.failed(e))?;
+        Ok(())
+    }
+
+    async fn load_state(&self, sid: &str) -> Result<Option<String>, StoreError> {
+        let mut c = self.conn().await?;
+        c.get(self.key(&["state:", sid]))
+            .await
+            .map_err(|e| self.failed(e))
+    }
+
+    async fn sweep(&self) -> Result<(), StoreError> {
+        // Keys expire natively; sorted-set members are dropped on reserve.
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        self.shown.clone()
+    }
+}

@@ -1,0 +1,160 @@
+//! The [`SessionStore`] trait.
+
+use std::{sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use mcp_auth_core::settings::{ConfigError, Lookup};
+
+use crate::{MemoryStore, SessionLimits};
+
+/// A reserved session slot, committed under the session's id once it exists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ticket(pub String);
+
+impl Ticket {
+    /// A fresh random ticket.
+    pub fn random() -> Self {
+        let mut b = [0u8; 16];
+        // A ticket only needs to be unique; the clock is a fine fallback.
+        if getrandom::fill(&mut b).is_err() {
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos();
+            b = t.to_le_bytes();
+        }
+        Self(format!("pending:{}", hex::encode(b)))
+    }
+}
+
+/// Which cap is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Full {
+    /// `max_sessions`.
+    Global,
+    /// `max_per_principal`.
+    Principal,
+    /// `max_anonymous`.
+    Anonymous,
+}
+
+/// The answer to a reservation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reserve {
+    /// A slot, held for `reservation_ttl` until committed or released.
+    Granted(Ticket),
+    /// No slot.
+    Full(Full),
+}
+
+/// A live session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    /// The owner ([`owner_of`](crate::owner_of)), `None` while anonymous.
+    pub owner: Option<String>,
+}
+
+/// The store could not answer (e.g. Redis is unreachable). Callers fail
+/// closed: no session is created or served on a guess.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("session store {store} unavailable: {reason}")]
+pub struct StoreError {
+    /// Which store (`memory`, or the Redis URL without credentials).
+    pub store: String,
+    /// What went wrong.
+    pub reason: String,
+}
+
+/// Where sessions live. Implementations make [`reserve`](Self::reserve),
+/// [`commit`](Self::commit) and [`bind`](Self::bind) atomic, so caps and
+/// binding hold when several replicas share the store.
+#[async_trait]
+pub trait SessionStore: Send + Sync + 'static {
+    /// Reserves a slot for a new session of `owner` (`None`: anonymous),
+    /// unless a cap is reached. Expired sessions and reservations do not count.
+    async fn reserve(
+        &self,
+        owner: Option<&str>,
+        limits: &SessionLimits,
+    ) -> Result<Reserve, StoreError>;
+
+    /// Turns a reservation into the session `sid`.
+    async fn commit(
+        &self,
+        ticket: &Ticket,
+        sid: &str,
+        owner: Option<&str>,
+        limits: &SessionLimits,
+    ) -> Result<(), StoreError>;
+
+    /// Gives a reservation back (the session was not created).
+    async fn release(&self, ticket: &Ticket, owner: Option<&str>) -> Result<(), StoreError>;
+
+    /// The live session `sid`, touched (its idle expiry restarts); `None`
+    /// when unknown, ended or expired.
+    async fn lookup(
+        &self,
+        sid: &str,
+        limits: &SessionLimits,
+    ) -> Result<Option<SessionRecord>, StoreError>;
+
+    /// Binds an anonymous session to `owner`. Returns the owner afterwards
+    /// (`owner` itself, or whoever bound it first); `None` if the session is gone.
+    async fn bind(
+        &self,
+        sid: &str,
+        owner: &str,
+        limits: &SessionLimits,
+    ) -> Result<Option<String>, StoreError>;
+
+    /// Ends `sid` (and drops its saved state).
+    async fn end(&self, sid: &str) -> Result<(), StoreError>;
+
+    /// Counts one event for `key` in the current fixed window of `window`;
+    /// returns the count so far and the time until the window ends.
+    async fn hit(&self, key: &str, window: Duration) -> Result<(u64, Duration), StoreError>;
+
+    /// The count for `key` in the current window, without counting.
+    async fn count(&self, key: &str) -> Result<(u64, Duration), StoreError>;
+
+    /// Saves opaque per-session state (rmcp's `initialize` parameters, so
+    /// another replica can restore the session). Expires with the session.
+    async fn save_state(
+        &self,
+        sid: &str,
+        state: &str,
+        limits: &SessionLimits,
+    ) -> Result<(), StoreError>;
+
+    /// The saved state of `sid`.
+    async fn load_state(&self, sid: &str) -> Result<Option<String>, StoreError>;
+
+    /// Drops expired entries (stores with native expiry may do nothing).
+    async fn sweep(&self) -> Result<(), StoreError>;
+
+    /// A name for logs: `memory`, or the store's URL without credentials.
+    fn describe(&self) -> String;
+}
+
+/// A store shared between tasks.
+pub type SharedStore = Arc<dyn SessionStore>;
+
+/// Reads `MCP_SESSION_STORE`: `memory` (default) or `redis://host:port/db`
+/// (`rediss://` for TLS). The Redis store connects lazily: an unreachable
+/// Redis fails requests with 503 until it returns.
+pub fn store_from_settings(l: &dyn Lookup) -> Result<SharedStore, ConfigError> {
+    match l.get("MCP_SESSION_STORE") {
+        None => Ok(Arc::new(MemoryStore::new())),
+        Some(v) if v.eq_ignore_ascii_case("memory") => Ok(Arc::new(MemoryStore::new())),
+        #[cfg(feature = "redis")]
+        Some(v) if v.starts_with("redis://") || v.starts_with("rediss://") => {
+            crate::RedisStore::new(&v)
+                .map(|s| Arc::new(s) as SharedStore)
+                .map_err(|e| ConfigError::new("MCP_SESSION_STORE", e))
+        }
+        Some(_) => Err(ConfigError::new(
+            "MCP_SESSION_STORE",
+            "expected memory or a redis://host:port/db URL",
+        )),
+    }
+}

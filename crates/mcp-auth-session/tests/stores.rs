@@ -1,0 +1,208 @@
+//! The same behaviour from both stores: memory, and a real `redis-server`
+//! on loopback (ignored by plain `cargo test`; `tests/run-all.sh` installs
+//! Redis and runs it).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::{
+    process::{Child, Command, Stdio},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use mcp_auth_session::{Full, MemoryStore, RedisStore, Reserve, SessionLimits, SessionStore};
+
+fn limits() -> SessionLimits {
+    SessionLimits {
+        max_sessions: 4,
+        max_per_principal: 2,
+        max_anonymous: 1,
+        idle_timeout: Duration::from_secs(60),
+        ..SessionLimits::default()
+    }
+}
+
+async fn open(s: &dyn SessionStore, owner: Option<&str>, sid: &str) -> Reserve {
+    let l = limits();
+    let r = s.reserve(owner, &l).await.unwrap();
+    if let Reserve::Granted(t) = &r {
+        s.commit(t, sid, owner, &l).await.unwrap();
+    }
+    r
+}
+
+async fn conformance(s: &dyn SessionStore) {
+    let l = limits();
+    assert!(matches!(
+        open(s, Some("a"), "s1").await,
+        Reserve::Granted(_)
+    ));
+    assert!(matches!(
+        open(s, Some("a"), "s2").await,
+        Reserve::Granted(_)
+    ));
+    assert_eq!(
+        open(s, Some("a"), "s3").await,
+        Reserve::Full(Full::Principal)
+    );
+    assert!(matches!(open(s, None, "anon").await, Reserve::Granted(_)));
+    assert_eq!(open(s, None, "anon2").await, Reserve::Full(Full::Anonymous));
+    // A released reservation frees its slot.
+    let Reserve::Granted(t) = s.reserve(Some("b"), &l).await.unwrap() else {
+        panic!("b gets a slot")
+    };
+    assert_eq!(
+        s.reserve(Some("c"), &l).await.unwrap(),
+        Reserve::Full(Full::Global)
+    );
+    s.release(&t, Some("b")).await.unwrap();
+    assert!(matches!(
+        open(s, Some("c"), "s4").await,
+        Reserve::Granted(_)
+    ));
+    // Lookups, binding, end.
+    assert_eq!(
+        s.lookup("s1", &l).await.unwrap().unwrap().owner.as_deref(),
+        Some("a")
+    );
+    assert_eq!(s.lookup("anon", &l).await.unwrap().unwrap().owner, None);
+    assert_eq!(s.bind("anon", "z", &l).await.unwrap().as_deref(), Some("z"));
+    assert_eq!(s.bind("anon", "y", &l).await.unwrap().as_deref(), Some("z"));
+    // Once bound, the anonymous slot is free again.
+    s.end("s4").await.unwrap();
+    assert!(matches!(open(s, None, "anon3").await, Reserve::Granted(_)));
+    s.save_state("s1", r#"{"x":1}"#, &l).await.unwrap();
+    assert_eq!(
+        s.load_state("s1").await.unwrap().as_deref(),
+        Some(r#"{"x":1}"#)
+    );
+    s.end("s1").await.unwrap();
+    assert!(s.lookup("s1", &l).await.unwrap().is_none());
+    assert!(s.load_state("s1").await.unwrap().is_none());
+    assert!(s.lookup("never", &l).await.unwrap().is_none());
+    // Counters.
+    let w = Duration::from_secs(60);
+    assert_eq!(s.hit("k", w).await.unwrap().0, 1);
+    let (n, left) = s.hit("k", w).await.unwrap();
+    assert_eq!(n, 2);
+    assert!(left <= w && left > Duration::from_secs(50));
+    assert_eq!(s.count("k").await.unwrap().0, 2);
+    assert_eq!(s.count("other").await.unwrap().0, 0);
+}
+
+#[tokio::test]
+async fn memory_store_conformance() {
+    conformance(&MemoryStore::new()).await;
+}
+
+struct Redis {
+    child: Child,
+    port: u16,
+}
+
+impl Redis {
+    fn start(port: u16) -> Redis {
+        let bin = std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
+        let child = Command::new(&bin)
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start {bin} ({e}): run tests/run-all.sh, which installs redis-server"
+                )
+            });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Redis { child, port }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+#[ignore = "needs redis-server (tests/run-all.sh installs it)"]
+async fn redis_store_conformance_and_concurrent_caps() {
+    let redis = Redis::start(free_port());
+    let url = format!("redis://127.0.0.1:{}/0", redis.port);
+    conformance(&RedisStore::new(&url).unwrap()).await;
+
+    // Two "replicas" racing for the last slots never exceed the cap.
+    let a: Arc<dyn SessionStore> = Arc::new(RedisStore::new(&url).unwrap());
+    let b: Arc<dyn SessionStore> = Arc::new(RedisStore::new(&url).unwrap());
+    let l = SessionLimits {
+        max_sessions: 1000,
+        max_per_principal: 5,
+        ..limits()
+    };
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let s = if i % 2 == 0 { a.clone() } else { b.clone() };
+        tasks.push(tokio::spawn(async move {
+            matches!(
+                s.reserve(Some("racer"), &l).await.unwrap(),
+                Reserve::Granted(_)
+            )
+        }));
+    }
+    let mut granted = 0;
+    for t in tasks {
+        granted += usize::from(t.await.unwrap());
+    }
+    assert_eq!(granted, 5);
+}
+
+#[tokio::test]
+#[ignore = "needs redis-server (tests/run-all.sh installs it)"]
+async fn redis_outages_fail_closed_and_recover() {
+    let port = free_port();
+    let store = RedisStore::new(&format!("redis://127.0.0.1:{port}/0")).unwrap();
+    let l = limits();
+    // Unreachable at start.
+    let e = store.reserve(Some("a"), &l).await.unwrap_err();
+    assert!(e.to_string().contains(&format!("127.0.0.1:{port}")), "{e}");
+    let redis = Redis::start(port);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(matches!(
+        open(&store, Some("a"), "s1").await,
+        Reserve::Granted(_)
+    ));
+    // Killed mid-run.
+    drop(redis);
+    assert!(store.lookup("s1", &l).await.is_err());
+    // Back: the store reconnects by itself.
+    let _redis = Redis::start(port);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if store.reserve(Some("a"), &l).await.is_ok() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no recovery");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
