@@ -419,7 +419,14 @@ async fn a_session_belongs_to_the_principal_that_opened_it() {
         .unwrap();
     let sid = r.headers()["mcp-session-id"].to_str().unwrap().to_owned();
     drop(r.text().await);
-    assert_eq!(app.session_bindings().len(), 1);
+    let limits = mcp_auth_session::SessionLimits::default();
+    let record = app
+        .session_store()
+        .lookup(&sid, &limits)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(record.owner.is_some(), "bound to its opener");
     let list = r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#;
     let with = |key: &str| {
         c.post(&url)
@@ -458,6 +465,12 @@ async fn a_session_belongs_to_the_principal_that_opened_it() {
         .header("mcp-session-id", &sid)
         .header("x-api-key", KEY);
     assert!(del.send().await.unwrap().status().is_success());
-    assert_eq!(app.session_bindings().len(), 0);
+    assert!(
+        app.session_store()
+            .lookup(&sid, &limits)
+            .await
+            .unwrap()
+            .is_none()
+    );
     assert_eq!(with(KEY).body(list).send().await.unwrap().status(), 404);
 }

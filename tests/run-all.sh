@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every check and test of the workspace, interop included. This is the
 # README's test command, and what CI runs (.ci/run). On a fresh machine it
-# installs what the tests need: the Rust components below, and moto (AWS
-# Cognito emulator) from PyPI into a virtualenv under target/.
+# installs what the tests need: the Rust components below, redis-server
+# (Debian), and moto (AWS Cognito emulator) from PyPI into a virtualenv
+# under target/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +12,14 @@ step() { printf '\n==> %s\n' "$*"; }
 if command -v rustup >/dev/null 2>&1; then
   rustup component add rustfmt clippy >/dev/null 2>&1 || true
 fi
+
+step "peers: redis-server"
+if ! command -v redis-server >/dev/null 2>&1; then
+  sudo_=""; [ "$(id -u)" -eq 0 ] || sudo_="sudo"
+  $sudo_ apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq redis-server >/dev/null
+fi
+redis-server --version
 
 step "peers: moto (Cognito emulator)"
 venv=target/interop/venv
@@ -38,5 +47,5 @@ cargo clippy --workspace --all-targets --all-features -- -D warnings
 step "docs"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --all-features --no-deps --quiet
 
-step "tests (unit, integration against the real binaries, interop with moto, doctests)"
+step "tests (unit, integration against the real binaries, interop with Redis and moto, doctests)"
 cargo test --workspace --all-features --no-fail-fast -- --include-ignored

@@ -185,7 +185,9 @@ async fn serve_http(s: &ServerSettings, merged: &settings::Merged) -> Result<(),
     }
     let (authenticator, generated) = authenticator(&s.strategies, merged, &server_url)?;
     let tools = Tools::new(s.name.clone(), s.version.clone(), http.tool_scopes.clone());
-    let app = McpHttpApp::new(http, authenticator)?;
+    let store = mcp_auth_session::store_from_settings(merged)?;
+    tracing::info!(store = %store.describe(), "session store");
+    let app = McpHttpApp::new(http, authenticator)?.with_store(store);
     let router = app.rmcp_router(move || Ok(tools.clone()));
     if let Some(key) = generated {
         print_generated_key(&key, &server_url);

@@ -60,20 +60,25 @@ pub const KNOWN: &[&str] = &[
     "COGNITO_REQUIRED_SCOPES",
     "COGNITO_RESOURCE_INDICATORS",
     "COGNITO_JWKS_URL",
-];
-
-/// Seed variables that this version does not act on yet. Setting one is
-/// reported, so nobody believes a protection is on when it is not.
-pub const NOT_YET: &[&str] = &[
-    "HTTP_RATE_LIMIT_ENABLED",
-    "HTTP_RATE_LIMIT_WINDOW",
-    "HTTP_RATE_LIMIT_MAX_REQUESTS",
-    "HTTP_SESSION_TIMEOUT",
-    "HTTP_SESSION_CLEANUP_INTERVAL",
-    "HTTP_MAX_CONCURRENT_SESSIONS",
+    "MCP_SESSION_STORE",
     "MCP_SESSION_AUTH_ENABLED",
     "MCP_SESSION_AUTH_REQUIRE_FOR_SESSION",
     "MCP_SESSION_AUTH_REQUIRE_FOR_OPERATIONS",
+    "HTTP_MAX_CONCURRENT_SESSIONS",
+    "MCP_MAX_SESSIONS_PER_PRINCIPAL",
+    "MCP_MAX_ANONYMOUS_SESSIONS",
+    "HTTP_SESSION_TIMEOUT",
+    "HTTP_SESSION_CLEANUP_INTERVAL",
+    "HTTP_RATE_LIMIT_ENABLED",
+    "HTTP_RATE_LIMIT_WINDOW",
+    "HTTP_RATE_LIMIT_MAX_REQUESTS",
+    "HTTP_AUTH_FAILURE_LIMIT",
+    "HTTP_TRUSTED_PROXIES",
+];
+
+/// Seed variables that do not apply to this server. Setting one is
+/// reported, so nobody believes they have an effect.
+pub const NOT_YET: &[&str] = &[
     // The seed's server-side OAuth client settings: this server is a
     // resource server and never runs an authorization flow itself.
     "MCP_OAUTH_AUTH_URL",
@@ -336,12 +341,6 @@ impl ServerSettings {
                 ),
             ));
         }
-        if parse_bool(m, "HTTP_RATE_LIMIT_ENABLED", false)? {
-            return Err(ConfigError::new(
-                "HTTP_RATE_LIMIT_ENABLED",
-                "rate limiting is not available in this version; unset it or put a rate-limiting proxy in front",
-            ));
-        }
         let log_level = Lookup::get(m, "LOG_LEVEL").unwrap_or_else(|| "info".to_owned());
         tracing_subscriber::EnvFilter::try_new(&log_level)
             .map_err(|_| ConfigError::new("LOG_LEVEL", format!("expected error, warn, info, debug, trace or filter directives, got {log_level:?}")))?;
@@ -510,10 +509,6 @@ mod tests {
             (&[("MCP_SERVER_URL", "ftp://x/mcp")], "MCP_SERVER_URL"),
             (&[("MCP_SERVER_URL", "https://x/mcp?a=1")], "MCP_SERVER_URL"),
             (&[("LOG_LEVEL", "loud[")], "LOG_LEVEL"),
-            (
-                &[("HTTP_RATE_LIMIT_ENABLED", "true")],
-                "HTTP_RATE_LIMIT_ENABLED",
-            ),
         ];
         for (pairs, var) in cases {
             let e = ServerSettings::from_merged(&merged(pairs)).unwrap_err();
@@ -540,8 +535,8 @@ mod tests {
         .unwrap();
         assert_eq!(s.server_url_for(9).as_str(), "https://mcp.example.com/mcp");
         assert_eq!(
-            ServerSettings::ignored(&merged(&[("HTTP_SESSION_TIMEOUT", "5")])),
-            vec!["HTTP_SESSION_TIMEOUT"]
+            ServerSettings::ignored(&merged(&[("MCP_OAUTH_SCOPE", "x")])),
+            vec!["MCP_OAUTH_SCOPE"]
         );
     }
 }

@@ -25,7 +25,12 @@ use tower_http::{
     timeout::TimeoutLayer,
 };
 
-use crate::{AuthLayer, GuardLayer, HttpConfig, OriginRule, SessionBindingLayer, ToolScopeLayer};
+use mcp_auth_session::{MemoryStore, SharedStore};
+
+use crate::{
+    AuthFailureLimitLayer, AuthLayer, GuardLayer, HttpConfig, OriginRule, RequestRateLimitLayer,
+    RmcpSessionState, SessionLayer, ToolScopeLayer,
+};
 
 /// Assembles the authenticated HTTP app: Host/Origin guard, CORS, timeout,
 /// body limit, `GET /health`, RFC 9728 metadata (when the authenticator names
@@ -54,46 +59,56 @@ pub struct McpHttpApp {
     config: Arc<HttpConfig>,
     authenticator: SharedAuthenticator,
     cancel: CancellationToken,
-    bindings: SessionBindingLayer,
+    store: SharedStore,
 }
 
-/// Bindings idle this long are dropped (rmcp ends idle sessions after 5
-/// minutes by default, so this only clears sessions that ended silently).
-const BINDING_IDLE: Duration = Duration::from_secs(3600);
-
 impl McpHttpApp {
-    /// An app for `config`, authenticating with `authenticator`. Refuses a
-    /// config that cannot be served safely (see [`HttpConfig::validate`]).
+    /// An app for `config`, authenticating with `authenticator`, sessions in
+    /// memory. Refuses a config that cannot be served safely (see
+    /// [`HttpConfig::validate`]).
     pub fn new(
         config: HttpConfig,
         authenticator: SharedAuthenticator,
     ) -> Result<Self, ConfigError> {
         config.validate()?;
-        let bindings = SessionBindingLayer::new(config.max_bound_sessions);
-        let cancel = CancellationToken::new();
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            let (sweeper, token) = (bindings.clone(), cancel.clone());
-            rt.spawn(async move {
-                loop {
-                    tokio::select! {
-                        () = token.cancelled() => return,
-                        () = tokio::time::sleep(Duration::from_secs(60)) => sweeper.sweep(BINDING_IDLE),
-                    }
-                }
-            });
-        }
         Ok(Self {
             config: Arc::new(config),
             authenticator,
-            cancel,
-            bindings,
+            cancel: CancellationToken::new(),
+            store: Arc::new(MemoryStore::new()),
         })
     }
 
-    /// The session-binding table (sessions bound to the principal that
-    /// opened them).
-    pub fn session_bindings(&self) -> &SessionBindingLayer {
-        &self.bindings
+    /// Keep sessions and rate counters in `store` (e.g. Redis, shared by
+    /// replicas) instead of this process's memory.
+    pub fn with_store(mut self, store: SharedStore) -> Self {
+        self.store = store;
+        self
+    }
+
+    /// The session and rate-limit store.
+    pub fn session_store(&self) -> &SharedStore {
+        &self.store
+    }
+
+    fn start_sweeper(&self) {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (store, token) = (self.store.clone(), self.cancel.clone());
+        let every = self.config.session_limits.cleanup_interval;
+        rt.spawn(async move {
+            loop {
+                tokio::select! {
+                    () = token.cancelled() => return,
+                    () = tokio::time::sleep(every) => {
+                        if let Err(e) = store.sweep().await {
+                            tracing::warn!(store = %e.store, "session sweep failed");
+                        }
+                    }
+                }
+            }
+        });
     }
 
     /// The config.
@@ -133,7 +148,8 @@ impl McpHttpApp {
     /// The auth layer as this app configures it.
     pub fn auth_layer(&self) -> AuthLayer {
         let mut layer = AuthLayer::new(self.authenticator.clone())
-            .with_required_scopes(self.config.required_scopes.clone());
+            .with_required_scopes(self.config.required_scopes.clone())
+            .optional(self.config.session_policy.allows_anonymous());
         if self.metadata().is_some() {
             layer = layer.with_resource_metadata(self.config.resource_metadata_url().as_str());
         }
@@ -170,12 +186,29 @@ impl McpHttpApp {
                 cfg.max_request_bytes,
             )
         });
+        let sessions = SessionLayer::new(
+            self.store.clone(),
+            cfg.session_policy,
+            cfg.session_limits,
+            auth.clone(),
+            cfg.max_request_bytes,
+        );
+        let request_limit = cfg
+            .rate_limit
+            .enabled
+            .then(|| RequestRateLimitLayer::new(cfg.rate_limit.clone(), self.store.clone()));
         let mcp = ServiceBuilder::new()
+            .layer(AuthFailureLimitLayer::new(
+                cfg.rate_limit.clone(),
+                self.store.clone(),
+            ))
             .layer(auth)
+            .option_layer(request_limit)
             .option_layer(tool_scopes)
-            .layer(self.bindings.clone())
+            .layer(sessions)
             .map_response(IntoResponse::into_response)
             .service(mcp);
+        self.start_sweeper();
         let mut router = Router::new()
             .route_service(&cfg.mcp_path, mcp)
             .route("/health", get(health));
@@ -232,12 +265,20 @@ impl McpHttpApp {
         H: ServerHandler + Send + 'static,
         F: Fn() -> Result<H, io::Error> + Send + Sync + 'static,
     {
-        let config = StreamableHttpServerConfig::default()
+        let mut config = StreamableHttpServerConfig::default()
             .disable_allowed_hosts()
             .disable_allowed_origins()
             .with_max_request_body_bytes(self.config.max_request_bytes)
             .with_cancellation_token(self.cancel.child_token());
-        StreamableHttpService::new(factory, Arc::new(LocalSessionManager::default()), config)
+        // rmcp keeps the client's initialize parameters in the shared store,
+        // so a session opened on one replica continues on another.
+        config.session_store = Some(Arc::new(RmcpSessionState::new(
+            self.store.clone(),
+            self.config.session_limits,
+        )));
+        let mut sessions = LocalSessionManager::default();
+        sessions.session_config.keep_alive = Some(self.config.session_limits.idle_timeout);
+        StreamableHttpService::new(factory, Arc::new(sessions), config)
     }
 }
 

@@ -49,6 +49,7 @@ struct AuthSettings {
     schemes: Vec<ChallengeScheme>,
     resource_metadata: Option<String>,
     required_scopes: Vec<String>,
+    optional: bool,
 }
 
 impl AuthLayer {
@@ -61,6 +62,7 @@ impl AuthLayer {
                 schemes,
                 resource_metadata: None,
                 required_scopes: Vec::new(),
+                optional: false,
             }),
         }
     }
@@ -75,6 +77,7 @@ impl AuthLayer {
                 schemes: s.schemes.clone(),
                 resource_metadata: s.resource_metadata.clone(),
                 required_scopes: s.required_scopes.clone(),
+                optional: s.optional,
             });
         }
         Arc::get_mut(&mut self.inner).expect("unique after copy")
@@ -94,6 +97,14 @@ impl AuthLayer {
         S: Into<String>,
     {
         self.settings_mut().required_scopes = scopes.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Lets requests without any credentials through without a principal,
+    /// for a layer behind it to decide (the session policy's anonymous
+    /// sessions). Wrong or malformed credentials are still refused here.
+    pub fn optional(mut self, optional: bool) -> Self {
+        self.settings_mut().optional = optional;
         self
     }
 
@@ -174,6 +185,12 @@ where
             };
             let result = settings.authenticator.authenticate(&view).await;
             parts.headers = view.headers;
+            if settings.optional && matches!(result, Err(AuthError::MissingCredentials)) {
+                return inner
+                    .call(Request::from_parts(parts, body))
+                    .await
+                    .map(|r| r.map(Body::new));
+            }
             let principal = match result.and_then(|p| check_scopes(p, &settings.required_scopes)) {
                 Ok(p) => p,
                 Err(err) => {

@@ -23,7 +23,9 @@ use mcp_auth_core::settings::{
 };
 use url::Url;
 
-use crate::{HostRule, OriginRule, ToolScopes};
+use mcp_auth_session::{SessionLimits, SessionPolicy};
+
+use crate::{HostRule, OriginRule, RateLimitConfig, ToolScopes};
 
 /// Default request body limit: 4 MiB.
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 4 << 20;
@@ -93,10 +95,14 @@ pub struct HttpConfig {
     pub required_scopes: Vec<String>,
     /// `resource_name` in protected-resource metadata.
     pub resource_name: Option<String>,
-    /// Most sessions bound to principals at once (default 100 000).
-    pub max_bound_sessions: usize,
     /// Scopes individual tools need (`MCP_TOOL_SCOPES`).
     pub tool_scopes: ToolScopes,
+    /// Who may open and use sessions (`MCP_SESSION_AUTH_*`).
+    pub session_policy: SessionPolicy,
+    /// Session caps and expiry (`HTTP_MAX_CONCURRENT_SESSIONS`, ...).
+    pub session_limits: SessionLimits,
+    /// Rate limits (`HTTP_RATE_LIMIT_*`, `HTTP_AUTH_FAILURE_LIMIT`, `HTTP_TRUSTED_PROXIES`).
+    pub rate_limit: RateLimitConfig,
 }
 
 impl HttpConfig {
@@ -118,8 +124,10 @@ impl HttpConfig {
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             required_scopes: Vec::new(),
             resource_name: None,
-            max_bound_sessions: 100_000,
             tool_scopes: ToolScopes::new(),
+            session_policy: SessionPolicy::default(),
+            session_limits: SessionLimits::default(),
+            rate_limit: RateLimitConfig::default(),
         }
     }
 
@@ -214,6 +222,9 @@ impl HttpConfig {
         cfg.max_request_bytes = parse_size(l, "HTTP_MAX_REQUEST_SIZE", cfg.max_request_bytes)?;
         cfg.request_timeout = parse_millis(l, "HTTP_REQUEST_TIMEOUT", cfg.request_timeout)?;
         cfg.tool_scopes = std::mem::take(&mut cfg.tool_scopes).with_settings(l)?;
+        cfg.session_policy = SessionPolicy::from_settings(l)?;
+        cfg.session_limits = SessionLimits::from_settings(l)?;
+        cfg.rate_limit = RateLimitConfig::from_settings(l)?;
         cfg.validate()?;
         Ok(cfg)
     }

@@ -40,8 +40,11 @@
 //! - [`AuthLayer`]: authenticates every request, hands the [`Principal`] on in
 //!   the request extensions, answers failures with exact RFC 6750 responses;
 //! - [`GuardLayer`]: `Host` allow-list and `Origin` check (403 otherwise);
-//! - [`SessionBindingLayer`]: a session belongs to the principal that opened
-//!   it; anyone else presenting its id gets 404;
+//! - [`SessionLayer`]: a session belongs to the principal that opened it
+//!   (anyone else presenting its id gets 404), with caps and idle expiry, in
+//!   a store replicas can share (`mcp-auth-session`);
+//! - [`AuthFailureLimitLayer`] / [`RequestRateLimitLayer`]: 429 for key
+//!   guessing and for callers over their request budget;
 //! - [`HttpConfig`]: the settings, readable from the seeds' `HTTP_*` variables;
 //! - [`McpHttpApp`]: all of the above plus CORS, body limit (413), request
 //!   timeout (408), `GET /health` and RFC 9728 metadata, in front of rmcp;
@@ -53,19 +56,23 @@
 
 mod app;
 mod auth;
-mod binding;
 mod config;
 mod guard;
 mod principal;
+mod ratelimit;
 mod scopes;
+mod sessions;
 
 pub use app::{McpHttpApp, ServeOptions, serve, serve_with};
 pub use auth::{AuthLayer, AuthService};
-pub use binding::{SessionBinding, SessionBindingLayer};
 pub use config::{CorsConfig, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_REQUEST_TIMEOUT, HttpConfig};
 pub use guard::{BadOrigin, GuardLayer, GuardService, HostRule, OriginEntry, OriginRule};
 pub use principal::{Caller, principal_from_parts};
+pub use ratelimit::{
+    AuthFailureLimitLayer, IpNet, RateLimitConfig, RateLimitService, RequestRateLimitLayer,
+};
 pub use scopes::{ToolScopeLayer, ToolScopeService, ToolScopes};
+pub use sessions::{RmcpSessionState, SessionLayer, SessionService};
 pub use tokio_util::sync::CancellationToken;
 
 /// The README's code blocks, compiled as doctests so the README stays true.

@@ -299,12 +299,19 @@ where
                     }
                 }
             }
-            let principal = parts.extensions.get::<Principal>();
-            let lacking = principal.is_none_or(|p| !p.missing_scopes(&needed).is_empty());
-            if !tools.iter().all(|t| layer.scopes.for_tool(t).is_empty()) && lacking {
-                tracing::debug!(?tools, "tool call refused: insufficient scope");
-                let err = AuthError::insufficient_scope(needed);
-                return Ok(layer.auth.error_response(&err, &parts.headers));
+            let scoped = !tools.iter().all(|t| layer.scopes.for_tool(t).is_empty());
+            match parts.extensions.get::<Principal>() {
+                // Anonymous (the session policy allowed it): authenticate first.
+                None if scoped => {
+                    let err = AuthError::MissingCredentials;
+                    return Ok(layer.auth.error_response(&err, &parts.headers));
+                }
+                Some(p) if scoped && !p.missing_scopes(&needed).is_empty() => {
+                    tracing::debug!(?tools, "tool call refused: insufficient scope");
+                    let err = AuthError::insufficient_scope(needed);
+                    return Ok(layer.auth.error_response(&err, &parts.headers));
+                }
+                _ => {}
             }
             inner
                 .call(Request::from_parts(parts, Body::from(bytes)))

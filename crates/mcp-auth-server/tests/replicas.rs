@@ -1,0 +1,325 @@
+//! Two server processes sharing a real `redis-server`: sessions continue
+//! across replicas and restarts, binding and caps hold everywhere, rate
+//! limits are shared, and a Redis outage fails closed then recovers.
+//!
+//! Ignored by plain `cargo test`; `tests/run-all.sh` installs Redis and runs them.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::{
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use common::{INIT, KEY, Server, post};
+
+const BOB: &str = "bobs-key-0123456789abcdef";
+const LIST: &str = r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#;
+const INITIALIZED: &str = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
+
+struct Redis {
+    child: Child,
+    port: u16,
+}
+
+impl Redis {
+    fn start(port: u16) -> Redis {
+        let bin = std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
+        let child = Command::new(&bin)
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start {bin} ({e}): run tests/run-all.sh, which installs redis-server"
+                )
+            });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Redis { child, port }
+    }
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn replica(redis: &str, extra: &[(&str, &str)]) -> Server {
+    let keys = format!("{KEY},{BOB}");
+    let mut env = vec![
+        ("MCP_API_KEYS", keys.as_str()),
+        ("MCP_SESSION_STORE", redis),
+    ];
+    env.extend_from_slice(extra);
+    Server::start(&env)
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap()
+}
+
+/// Opens a session on `s` as `key` (or anonymously); returns its id.
+async fn open(
+    c: &reqwest::Client,
+    s: &Server,
+    key: Option<&str>,
+) -> Result<String, reqwest::StatusCode> {
+    let mut req = post(c, &s.url(), INIT);
+    if let Some(k) = key {
+        req = req.header("x-api-key", k);
+    }
+    let r = req.send().await.unwrap();
+    if r.status() != 200 {
+        return Err(r.status());
+    }
+    let sid = r.headers()["mcp-session-id"].to_str().unwrap().to_owned();
+    drop(r.text().await);
+    let mut req = post(c, &s.url(), INITIALIZED).header("mcp-session-id", &sid);
+    if let Some(k) = key {
+        req = req.header("x-api-key", k);
+    }
+    let r = req.send().await.unwrap();
+    assert!(
+        r.status().is_success() || r.status() == 401,
+        "{}",
+        r.status()
+    );
+    Ok(sid)
+}
+
+async fn list(
+    c: &reqwest::Client,
+    s: &Server,
+    sid: &str,
+    key: Option<&str>,
+) -> reqwest::StatusCode {
+    let mut req = post(c, &s.url(), LIST).header("mcp-session-id", sid);
+    if let Some(k) = key {
+        req = req.header("x-api-key", k);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status();
+    if status == 200 {
+        assert!(r.text().await.unwrap().contains("get_time"));
+    }
+    status
+}
+
+#[tokio::test]
+#[ignore = "needs redis-server (tests/run-all.sh installs it)"]
+async fn a_session_continues_on_another_replica_and_stays_bound() {
+    let redis = Redis::start(free_port());
+    let a = replica(&redis.url(), &[]);
+    let b = replica(&redis.url(), &[]);
+    let c = client();
+    let sid = open(&c, &a, Some(KEY)).await.unwrap();
+    assert_eq!(list(&c, &a, &sid, Some(KEY)).await, 200);
+    // The owner continues on B: the session is restored from Redis.
+    assert_eq!(list(&c, &b, &sid, Some(KEY)).await, 200);
+    // Another principal with the same id: refused on both replicas.
+    assert_eq!(list(&c, &a, &sid, Some(BOB)).await, 404);
+    assert_eq!(list(&c, &b, &sid, Some(BOB)).await, 404);
+    // A session id without credentials: 401.
+    assert_eq!(list(&c, &b, &sid, None).await, 401);
+
+    // A replica restart loses nothing: a new process continues the session.
+    let port_a = a.port;
+    drop(a);
+    let a2 = replica(&redis.url(), &[("PORT", &port_a.to_string())]);
+    assert_eq!(list(&c, &a2, &sid, Some(KEY)).await, 200);
+
+    // DELETE on one replica ends it everywhere.
+    let r = c
+        .delete(b.url())
+        .header("x-api-key", KEY)
+        .header("mcp-session-id", &sid)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    assert_eq!(list(&c, &a2, &sid, Some(KEY)).await, 404);
+    assert_eq!(list(&c, &b, &sid, Some(KEY)).await, 404);
+}
+
+#[tokio::test]
+#[ignore = "needs redis-server (tests/run-all.sh installs it)"]
+async fn caps_hold_across_replicas_and_anonymous_floods_cannot_take_them() {
+    let redis = Redis::start(free_port());
+    let policy = [
+        ("MCP_SESSION_AUTH_REQUIRE_FOR_SESSION", "false"),
+        ("MCP_MAX_SESSIONS_PER_PRINCIPAL", "2"),
+        ("MCP_MAX_ANONYMOUS_SESSIONS", "2"),
+        ("HTTP_MAX_CONCURRENT_SESSIONS", "5"),
+        ("HTTP_AUTH_FAILURE_LIMIT", "1000"),
+    ];
+    let a = replica(&redis.url(), &policy);
+    let b = replica(&redis.url(), &policy);
+    let c = client();
+
+    // An anonymous flood gets at most the anonymous cap, across replicas.
+    let mut anon = Vec::new();
+    let mut refused = 0;
+    for i in 0..10 {
+        match open(&c, if i % 2 == 0 { &a } else { &b }, None).await {
+            Ok(sid) => anon.push(sid),
+            Err(status) => {
+                assert_eq!(status, 503);
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!((anon.len(), refused), (2, 8));
+
+    // Authenticated users still get their sessions; the per-principal cap
+    // is shared by both replicas.
+    assert!(open(&c, &a, Some(KEY)).await.is_ok());
+    assert!(open(&c, &b, Some(KEY)).await.is_ok());
+    assert_eq!(open(&c, &a, Some(KEY)).await.unwrap_err(), 429);
+    assert_eq!(open(&c, &b, Some(KEY)).await.unwrap_err(), 429);
+
+    // An anonymous session is bound to the first principal that authenticates in it.
+    let sid = &anon[0];
+    assert_eq!(
+        list(&c, &a, sid, None).await,
+        401,
+        "operations need credentials"
+    );
+    assert_eq!(list(&c, &b, sid, Some(BOB)).await, 200);
+    assert_eq!(list(&c, &a, sid, Some(KEY)).await, 404, "now Bob's");
+    assert_eq!(list(&c, &a, sid, Some(BOB)).await, 200);
+
+    // Bob opens one more session; the global cap (5) is now reached for everyone.
+    assert!(open(&c, &b, Some(BOB)).await.is_ok());
+    assert_eq!(open(&c, &a, Some(BOB)).await.unwrap_err(), 503);
+}
+
+#[tokio::test]
+#[ignore = "needs redis-server (tests/run-all.sh installs it)"]
+async fn rate_limits_are_shared_across_replicas() {
+    let redis = Redis::start(free_port());
+    let limits = [
+        ("HTTP_RATE_LIMIT_ENABLED", "true"),
+        ("HTTP_RATE_LIMIT_MAX_REQUESTS", "5"),
+        ("HTTP_RATE_LIMIT_WINDOW", "60000"),
+        ("HTTP_AUTH_FAILURE_LIMIT", "3"),
+    ];
+    let a = replica(&redis.url(), &limits);
+    let b = replica(&redis.url(), &limits);
+    let c = client();
+    let mut statuses = Vec::new();
+    for i in 0..7 {
+        let s = if i % 2 == 0 { &a } else { &b };
+        let r = post(&c, &s.url(), INIT)
+            .header("x-api-key", KEY)
+            .send()
+            .await
+            .unwrap();
+        statuses.push(r.status().as_u16());
+        if r.status() == 429 {
+            let retry: u64 = r.headers()["retry-after"]
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert!((1..=60).contains(&retry), "{retry}");
+        }
+    }
+    assert_eq!(statuses, [200, 200, 200, 200, 200, 429, 429]);
+
+    // Failed authentications from one address are counted on both replicas.
+    for s in [&a, &b, &a] {
+        let r = post(&c, &s.url(), INIT)
+            .header("x-api-key", "guess-0123456789abcdef")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+    }
+    let r = post(&c, &b.url(), INIT)
+        .header("x-api-key", BOB)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        429,
+        "this address is locked out, even with a valid key"
+    );
+    assert!(r.headers().contains_key("retry-after"));
+}
+
+#[tokio::test]
+#[ignore = "needs redis-server (tests/run-all.sh installs it)"]
+async fn a_redis_outage_fails_closed_and_recovers() {
+    let port = free_port();
+    let redis = Redis::start(port);
+    let a = replica(&redis.url(), &[]);
+    let c = client();
+    let sid = open(&c, &a, Some(KEY)).await.unwrap();
+    drop(redis);
+
+    let r = post(&c, &a.url(), INIT)
+        .header("x-api-key", KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().contains_key("retry-after"));
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "temporarily_unavailable");
+    assert_eq!(list(&c, &a, &sid, Some(KEY)).await, 503);
+    assert!(
+        a.stderr().contains(&format!("127.0.0.1:{port}")),
+        "the log names the store"
+    );
+    assert!(
+        c.get(format!("{}/health", a.base()))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            == 200,
+        "the server itself is alive"
+    );
+
+    let _redis = Redis::start(port);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if open(&c, &a, Some(KEY)).await.is_ok() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no recovery: {}", a.stderr());
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}

@@ -1,0 +1,332 @@
+//! Sessions owned by principals, with caps and expiry, in a shared store.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use mcp_auth_session::{MemoryStore, SessionLimits, SessionPolicy};
+//! use mcp_auth_transport::{AuthLayer, SessionLayer};
+//!
+//! let auth = AuthLayer::new(Arc::new(mcp_auth_strategies::NoAuth));
+//! let layer = SessionLayer::new(
+//!     Arc::new(MemoryStore::new()),
+//!     SessionPolicy::default(),
+//!     SessionLimits::default(),
+//!     auth,
+//!     4 << 20,
+//! );
+//! # let _ = layer;
+//! ```
+//!
+//! Behind the auth layer, in front of the MCP service:
+//! - `initialize` reserves a slot before the session exists (global,
+//!   per-principal and anonymous caps, atomically in the store), commits it
+//!   under the new `Mcp-Session-Id` bound to the caller's identity (issuer,
+//!   subject, client id), or releases it;
+//! - a request with a session id must come from the owner (another principal
+//!   gets the same 404 as an unknown session); an anonymous session is bound
+//!   to the first principal that authenticates in it; every request is still
+//!   authenticated, since a session is never a credential;
+//! - `DELETE` ends the session (404 afterwards); idle sessions expire;
+//! - when the store cannot answer, nothing is created or served: 503.
+
+use std::{
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use axum::{
+    Json,
+    body::Body,
+    response::{IntoResponse, Response},
+};
+use futures::future::BoxFuture;
+use http::{HeaderValue, Method, Request, StatusCode, header};
+use mcp_auth_core::{AuthError, Principal};
+use mcp_auth_session::{Full, Reserve, SessionLimits, SessionPolicy, SharedStore, owner_of};
+use rmcp::transport::streamable_http_server::session::{
+    SessionState, SessionStore as RmcpStore, SessionStoreError,
+};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::AuthLayer;
+
+const SESSION_HEADER: &str = "mcp-session-id";
+
+/// See the [module docs](crate::SessionLayer).
+#[derive(Clone)]
+pub struct SessionLayer {
+    inner: Arc<Settings>,
+}
+
+struct Settings {
+    store: SharedStore,
+    policy: SessionPolicy,
+    limits: SessionLimits,
+    auth: AuthLayer,
+    max_body: usize,
+}
+
+impl SessionLayer {
+    /// Sessions in `store` under `policy` and `limits`; `auth` renders 401s;
+    /// `initialize` bodies are read up to `max_body` bytes.
+    pub fn new(
+        store: SharedStore,
+        policy: SessionPolicy,
+        limits: SessionLimits,
+        auth: AuthLayer,
+        max_body: usize,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Settings {
+                store,
+                policy,
+                limits,
+                auth,
+                max_body,
+            }),
+        }
+    }
+}
+
+impl<S> Layer<S> for SessionLayer {
+    type Service = SessionService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        SessionService {
+            inner,
+            settings: self.inner.clone(),
+        }
+    }
+}
+
+/// The service produced by [`SessionLayer`].
+#[derive(Clone)]
+pub struct SessionService<S> {
+    inner: S,
+    settings: Arc<Settings>,
+}
+
+fn plain(status: StatusCode, error: &str, description: &str) -> Response {
+    let mut r = (
+        status,
+        Json(serde_json::json!({ "error": error, "error_description": description })),
+    )
+        .into_response();
+    if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS {
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    }
+    r
+}
+
+fn not_found() -> Response {
+    (StatusCode::NOT_FOUND, "Not Found: Session not found").into_response()
+}
+
+fn unavailable(e: &mcp_auth_session::StoreError) -> Response {
+    tracing::error!(store = %e.store, reason = %e.reason, "session store unavailable; refusing");
+    plain(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "temporarily_unavailable",
+        "session store unavailable; try again shortly",
+    )
+}
+
+fn is_initialize(body: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Probe<'a> {
+        #[serde(borrow, default)]
+        method: Option<std::borrow::Cow<'a, str>>,
+    }
+    serde_json::from_slice::<Probe<'_>>(body)
+        .is_ok_and(|p| p.method.as_deref() == Some("initialize"))
+}
+
+impl<S> Service<Request<Body>> for SessionService<S>
+where
+    S: Service<Request<Body>, Response = Response> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        let s = self.settings.clone();
+        Box::pin(async move { s.handle(inner, req).await })
+    }
+}
+
+impl Settings {
+    fn needs_credentials(&self, req: &Request<Body>) -> Response {
+        self.auth
+            .error_response(&AuthError::MissingCredentials, req.headers())
+    }
+
+    async fn handle<S>(&self, mut inner: S, req: Request<Body>) -> Result<Response, S::Error>
+    where
+        S: Service<Request<Body>, Response = Response> + Send,
+        S::Future: Send,
+    {
+        let owner = req.extensions().get::<Principal>().map(owner_of);
+        let sid = req
+            .headers()
+            .get(SESSION_HEADER)
+            .map(|v| v.to_str().map(str::to_owned));
+        match sid {
+            Some(Err(_)) => Ok(not_found()),
+            Some(Ok(sid)) => {
+                if owner.is_none() && self.policy.require_for_operations {
+                    return Ok(self.needs_credentials(&req));
+                }
+                let record = match self.store.lookup(&sid, &self.limits).await {
+                    Ok(Some(r)) => r,
+                    Ok(None) => return Ok(not_found()),
+                    Err(e) => return Ok(unavailable(&e)),
+                };
+                match (&owner, record.owner) {
+                    (None, Some(_)) => return Ok(self.needs_credentials(&req)),
+                    (None, None) => {}
+                    (Some(me), Some(o)) if *me == o => {}
+                    (Some(_), Some(_)) => {
+                        tracing::debug!("session id presented by another principal");
+                        return Ok(not_found());
+                    }
+                    (Some(me), None) => match self.store.bind(&sid, me, &self.limits).await {
+                        Ok(Some(o)) if o == *me => {
+                            tracing::debug!("anonymous session bound to its first principal");
+                        }
+                        Ok(_) => return Ok(not_found()),
+                        Err(e) => return Ok(unavailable(&e)),
+                    },
+                }
+                let is_delete = req.method() == Method::DELETE;
+                let resp = inner.call(req).await?;
+                let ended = (is_delete && resp.status().is_success())
+                    || resp.status() == StatusCode::NOT_FOUND;
+                if ended && let Err(e) = self.store.end(&sid).await {
+                    tracing::warn!(store = %e.store, "could not end session in the store");
+                }
+                Ok(resp)
+            }
+            None if req.method() == Method::POST => {
+                let (parts, body) = req.into_parts();
+                let bytes = match axum::body::to_bytes(body, self.max_body).await {
+                    Ok(b) => b,
+                    Err(_) => {
+                        return Ok(plain(
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            "payload_too_large",
+                            "request body too large",
+                        ));
+                    }
+                };
+                let req = Request::from_parts(parts, Body::from(bytes.clone()));
+                if !is_initialize(&bytes) {
+                    // Stateless (2026-07-28) requests: the policy applies per request.
+                    if owner.is_none() && self.policy.require_for_operations {
+                        return Ok(self.needs_credentials(&req));
+                    }
+                    return inner.call(req).await;
+                }
+                if owner.is_none() && self.policy.require_for_session {
+                    return Ok(self.needs_credentials(&req));
+                }
+                let ticket = match self.store.reserve(owner.as_deref(), &self.limits).await {
+                    Ok(Reserve::Granted(t)) => t,
+                    Ok(Reserve::Full(which)) => {
+                        tracing::warn!(?which, "session cap reached");
+                        return Ok(match which {
+                            Full::Principal => plain(
+                                StatusCode::TOO_MANY_REQUESTS,
+                                "too_many_sessions",
+                                "you have too many open sessions; end one (DELETE) or wait for one to expire",
+                            ),
+                            Full::Anonymous => plain(
+                                StatusCode::SERVICE_UNAVAILABLE,
+                                "too_many_sessions",
+                                "too many anonymous sessions; authenticate to open one",
+                            ),
+                            Full::Global => plain(
+                                StatusCode::SERVICE_UNAVAILABLE,
+                                "too_many_sessions",
+                                "the server has reached its session limit; try again later",
+                            ),
+                        });
+                    }
+                    Err(e) => return Ok(unavailable(&e)),
+                };
+                let resp = inner.call(req).await?;
+                let new_sid = resp
+                    .headers()
+                    .get(SESSION_HEADER)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+                match new_sid {
+                    Some(sid) => {
+                        if let Err(e) = self
+                            .store
+                            .commit(&ticket, &sid, owner.as_deref(), &self.limits)
+                            .await
+                        {
+                            return Ok(unavailable(&e));
+                        }
+                    }
+                    None => {
+                        let _ = self.store.release(&ticket, owner.as_deref()).await;
+                    }
+                }
+                Ok(resp)
+            }
+            None => {
+                if owner.is_none() && self.policy.require_for_operations {
+                    return Ok(self.needs_credentials(&req));
+                }
+                inner.call(req).await
+            }
+        }
+    }
+}
+
+/// rmcp's session store (the client's `initialize` parameters, so another
+/// replica can restore a session) on top of a [`SharedStore`].
+pub struct RmcpSessionState {
+    store: SharedStore,
+    limits: SessionLimits,
+}
+
+impl RmcpSessionState {
+    /// rmcp state kept in `store`, expiring with the session.
+    pub fn new(store: SharedStore, limits: SessionLimits) -> Self {
+        Self { store, limits }
+    }
+}
+
+#[async_trait::async_trait]
+impl RmcpStore for RmcpSessionState {
+    async fn load(&self, session_id: &str) -> Result<Option<SessionState>, SessionStoreError> {
+        match self.store.load_state(session_id).await? {
+            None => Ok(None),
+            Some(json) => Ok(Some(serde_json::from_str(&json)?)),
+        }
+    }
+
+    async fn store(&self, session_id: &str, state: &SessionState) -> Result<(), SessionStoreError> {
+        let json = serde_json::to_string(state)?;
+        Ok(self
+            .store
+            .save_state(session_id, &json, &self.limits)
+            .await?)
+    }
+
+    async fn delete(&self, _session_id: &str) -> Result<(), SessionStoreError> {
+        // The session layer ends sessions (record and state together); a
+        // replica dropping its in-memory copy must not erase the shared state.
+        Ok(())
+    }
+}
