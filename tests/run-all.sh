@@ -21,14 +21,16 @@ if ! command -v redis-server >/dev/null 2>&1; then
 fi
 redis-server --version
 
-step "peers: moto (Cognito emulator)"
+step "peers: moto (Cognito emulator) and the official Python MCP SDK"
 venv=target/interop/venv
-if [ ! -x "$venv/bin/moto_server" ]; then
+if [ ! -x "$venv/bin/moto_server" ] || ! "$venv/bin/python" -c 'import mcp' 2>/dev/null; then
   python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check 'moto[cognitoidp,server]>=5.1,<6' 'boto3>=1.34'
+  "$venv/bin/pip" install --quiet --disable-pip-version-check \
+    'moto[cognitoidp,server]>=5.1,<6' 'boto3>=1.34' 'mcp>=2.3,<3'
 fi
 export MOTO_SERVER="$PWD/$venv/bin/moto_server" MOTO_PYTHON="$PWD/$venv/bin/python"
-"$MOTO_PYTHON" -c 'import moto, joserfc; print("moto", moto.__version__)'
+export INTEROP_PYTHON="$MOTO_PYTHON"
+"$MOTO_PYTHON" -c 'import importlib.metadata as m; print("moto", m.version("moto"), "mcp", m.version("mcp"))'
 
 step "format"
 cargo fmt --all --check
@@ -47,5 +49,5 @@ cargo clippy --workspace --all-targets --all-features -- -D warnings
 step "docs"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --all-features --no-deps --quiet
 
-step "tests (unit, integration against the real binaries, interop with Redis and moto, doctests)"
+step "tests (unit, integration against the real binaries, interop with Redis, moto and the Python SDK, doctests)"
 cargo test --workspace --all-features --no-fail-fast -- --include-ignored

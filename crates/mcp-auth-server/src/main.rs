@@ -14,7 +14,7 @@ use mcp_auth_core::{
     settings::{ConfigError, parse_list},
 };
 use mcp_auth_strategies::{AnyOf, ApiKeyAuthenticator, JwtAuthenticator, NoAuth};
-use mcp_auth_transport::{HttpConfig, McpHttpApp, ToolScopes};
+use mcp_auth_transport::{HttpConfig, McpHttpApp, ToolScopes, Transports};
 use rmcp::ServiceExt;
 use settings::{ServerSettings, Strategy, Transport};
 use tools::Tools;
@@ -31,7 +31,7 @@ struct Cli {
     /// Address to bind [env: HOST] (default 127.0.0.1).
     #[arg(long)]
     host: Option<String>,
-    /// streamable-http or stdio [env: MCP_TRANSPORT].
+    /// streamable-http, sse (legacy HTTP+SSE), both, or stdio [env: MCP_TRANSPORT].
     #[arg(long)]
     transport: Option<String>,
     /// A TOML file with settings (lowest precedence above defaults).
@@ -122,7 +122,9 @@ async fn run(cli: Cli) -> Result<(), Error> {
             ))
             .await
         }
-        Transport::StreamableHttp => serve_http(&s, &merged).await,
+        Transport::StreamableHttp => serve_http(&s, &merged, Transports::StreamableHttp).await,
+        Transport::Sse => serve_http(&s, &merged, Transports::Sse).await,
+        Transport::Both => serve_http(&s, &merged, Transports::Both).await,
     }
 }
 
@@ -157,7 +159,11 @@ async fn serve_stdio(tools: Tools) -> Result<(), Error> {
     Ok(())
 }
 
-async fn serve_http(s: &ServerSettings, merged: &settings::Merged) -> Result<(), Error> {
+async fn serve_http(
+    s: &ServerSettings,
+    merged: &settings::Merged,
+    transports: Transports,
+) -> Result<(), Error> {
     let addr = std::net::SocketAddr::new(s.host, s.port);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -188,11 +194,16 @@ async fn serve_http(s: &ServerSettings, merged: &settings::Merged) -> Result<(),
     let store = mcp_auth_session::store_from_settings(merged)?;
     tracing::info!(store = %store.describe(), "session store");
     let app = McpHttpApp::new(http, authenticator)?.with_store(store);
-    let router = app.rmcp_router(move || Ok(tools.clone()));
+    let router = app.rmcp_router_with(move || Ok(tools.clone()), transports);
     if let Some(key) = generated {
         print_generated_key(&key, &server_url);
     }
-    tracing::info!(%bound, url = %server_url, "serving MCP over streamable HTTP");
+    let what = match transports {
+        Transports::StreamableHttp => "streamable HTTP",
+        Transports::Sse => "HTTP+SSE (/sse, /messages)",
+        Transports::Both => "streamable HTTP and HTTP+SSE (/sse, /messages)",
+    };
+    tracing::info!(%bound, url = %server_url, transports = what, "serving MCP");
     let cancel = app.cancellation_token();
     let serving = mcp_auth_transport::serve(listener, router, cancel.clone(), shutdown_signal());
     tokio::pin!(serving);

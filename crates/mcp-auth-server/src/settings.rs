@@ -200,6 +200,10 @@ fn dotenv_reason(e: &dotenvy::Error) -> String {
 pub enum Transport {
     /// Streamable HTTP.
     StreamableHttp,
+    /// The legacy HTTP+SSE transport (2024-11-05).
+    Sse,
+    /// Both HTTP transports from one process.
+    Both,
     /// Standard input and output.
     Stdio,
 }
@@ -247,16 +251,12 @@ impl ServerSettings {
                 Transport::StreamableHttp
             }
             Some("stdio") => Transport::Stdio,
-            Some("sse") => {
-                return Err(ConfigError::new(
-                    "MCP_TRANSPORT",
-                    "the legacy HTTP+SSE transport is not available in this version; use streamable-http or stdio",
-                ));
-            }
+            Some("sse") => Transport::Sse,
+            Some("both" | "streamable-http+sse" | "http+sse") => Transport::Both,
             Some(other) => {
                 return Err(ConfigError::new(
                     "MCP_TRANSPORT",
-                    format!("expected streamable-http or stdio, got {other:?}"),
+                    format!("expected streamable-http, sse, both or stdio, got {other:?}"),
                 ));
             }
         };
@@ -497,7 +497,6 @@ mod tests {
             (&[("PORT", "99999")], "PORT"),
             (&[("HOST", "my-laptop")], "HOST"),
             (&[("MCP_TRANSPORT", "carrier-pigeon")], "MCP_TRANSPORT"),
-            (&[("MCP_TRANSPORT", "sse")], "MCP_TRANSPORT"),
             (&[("MCP_AUTH_STRATEGY", "magic")], "MCP_AUTH_STRATEGY"),
             (&[("MCP_AUTH_STRATEGY", "none,bearer")], "MCP_AUTH_STRATEGY"),
             (&[("MCP_AUTH_STRATEGY", "api_key")], "MCP_API_KEYS"),

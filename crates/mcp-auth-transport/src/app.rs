@@ -29,7 +29,8 @@ use mcp_auth_session::{MemoryStore, SharedStore};
 
 use crate::{
     AuthFailureLimitLayer, AuthLayer, GuardLayer, HttpConfig, OriginRule, RequestRateLimitLayer,
-    RmcpSessionState, SessionLayer, ToolScopeLayer,
+    RmcpSessionState, SessionLayer, ToolScopeLayer, Transports,
+    sse::{self, MESSAGES_PATH, SSE_PATH, SseState},
 };
 
 /// Assembles the authenticated HTTP app: Host/Origin guard, CORS, timeout,
@@ -167,10 +168,15 @@ impl McpHttpApp {
         S::Response: IntoResponse + 'static,
         S::Future: Send + 'static,
     {
-        self.build(mcp, true)
+        self.build(Some(mcp), None, true)
     }
 
-    fn build<S>(&self, mcp: S, limit_streaming_bodies: bool) -> Router
+    fn build<S>(
+        &self,
+        mcp: Option<S>,
+        sse: Option<Arc<SseState>>,
+        limit_streaming_bodies: bool,
+    ) -> Router
     where
         S: tower_service::Service<Request, Error = Infallible> + Clone + Send + Sync + 'static,
         S::Response: IntoResponse + 'static,
@@ -186,32 +192,47 @@ impl McpHttpApp {
                 cfg.max_request_bytes,
             )
         });
-        let sessions = SessionLayer::new(
-            self.store.clone(),
-            cfg.session_policy,
-            cfg.session_limits,
-            auth.clone(),
-            cfg.max_request_bytes,
-        );
         let request_limit = cfg
             .rate_limit
             .enabled
             .then(|| RequestRateLimitLayer::new(cfg.rate_limit.clone(), self.store.clone()));
-        let mcp = ServiceBuilder::new()
-            .layer(AuthFailureLimitLayer::new(
-                cfg.rate_limit.clone(),
+        let mut protected = Router::new();
+        if let Some(mcp) = mcp {
+            let sessions = SessionLayer::new(
                 self.store.clone(),
-            ))
-            .layer(auth)
-            .option_layer(request_limit)
-            .option_layer(tool_scopes)
-            .layer(sessions)
-            .map_response(IntoResponse::into_response)
-            .service(mcp);
+                cfg.session_policy,
+                cfg.session_limits,
+                auth.clone(),
+                cfg.max_request_bytes,
+            );
+            let mcp = ServiceBuilder::new()
+                .layer(sessions)
+                .map_response(IntoResponse::into_response)
+                .service(mcp);
+            protected = protected.route_service(&cfg.mcp_path, mcp);
+        }
+        if let Some(state) = sse {
+            protected = protected.merge(
+                Router::new()
+                    .route(SSE_PATH, get(sse::open_stream))
+                    .route(MESSAGES_PATH, axum::routing::post(sse::post_message))
+                    .with_state(state),
+            );
+        }
+        // Every MCP route: failed-auth limit, authentication, rate limit,
+        // per-tool scopes; then each route's own session handling.
+        let protected = protected.route_layer(
+            ServiceBuilder::new()
+                .layer(AuthFailureLimitLayer::new(
+                    cfg.rate_limit.clone(),
+                    self.store.clone(),
+                ))
+                .layer(auth)
+                .option_layer(request_limit)
+                .option_layer(tool_scopes),
+        );
         self.start_sweeper();
-        let mut router = Router::new()
-            .route_service(&cfg.mcp_path, mcp)
-            .route("/health", get(health));
+        let mut router = protected.route("/health", get(health));
         if let Some(md) = self.metadata() {
             let md = Arc::new(md);
             let handler = move || {
@@ -254,7 +275,32 @@ impl McpHttpApp {
         H: ServerHandler + Send + 'static,
         F: Fn() -> Result<H, io::Error> + Send + Sync + 'static,
     {
-        self.build(self.rmcp_service(factory), false)
+        self.rmcp_router_with(factory, Transports::StreamableHttp)
+    }
+
+    /// The router for `transports`: streamable HTTP at the MCP path, the
+    /// legacy HTTP+SSE transport at `/sse` + `/messages`, or both.
+    pub fn rmcp_router_with<H, F>(&self, factory: F, transports: Transports) -> Router
+    where
+        H: ServerHandler + Send + 'static,
+        F: Fn() -> Result<H, io::Error> + Send + Sync + 'static,
+    {
+        let factory = Arc::new(factory);
+        let sse = matches!(transports, Transports::Sse | Transports::Both).then(|| {
+            let f = factory.clone();
+            Arc::new(SseState::new(
+                move || f(),
+                self.store.clone(),
+                self.config.session_policy,
+                self.config.session_limits,
+                self.auth_layer(),
+                self.cancel.clone(),
+                self.config.max_request_bytes,
+            ))
+        });
+        let streamable = matches!(transports, Transports::StreamableHttp | Transports::Both)
+            .then(|| self.rmcp_service(move || factory()));
+        self.build(streamable, sse, false)
     }
 
     /// rmcp's service configured to match this app: body limit, shutdown.

@@ -62,6 +62,7 @@ mod principal;
 mod ratelimit;
 mod scopes;
 mod sessions;
+mod sse;
 
 pub use app::{McpHttpApp, ServeOptions, serve, serve_with};
 pub use auth::{AuthLayer, AuthService};
@@ -73,6 +74,7 @@ pub use ratelimit::{
 };
 pub use scopes::{ToolScopeLayer, ToolScopeService, ToolScopes};
 pub use sessions::{RmcpSessionState, SessionLayer, SessionService};
+pub use sse::{MESSAGES_PATH, SSE_PATH, Transports};
 pub use tokio_util::sync::CancellationToken;
 
 /// The README's code blocks, compiled as doctests so the README stays true.

@@ -1,0 +1,217 @@
+//! The legacy HTTP+SSE transport: a real SSE client (the official Python
+//! SDK's `sse_client`) with an API key and with a JWT, session ownership,
+//! the combined mode, and sessions ended by dropping the stream.
+//!
+//! The Python client tests are ignored by plain `cargo test`;
+//! `tests/run-all.sh` installs the SDK (`INTEROP_PYTHON`) and runs them.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::{process::Stdio, time::Duration};
+
+use common::{KEY, Server, command, tempdir};
+use futures::StreamExt;
+
+const BOB: &str = "bobs-key-0123456789abcdef";
+const SECRET: &str = "a-test-secret-that-is-at-least-32-bytes";
+
+fn python_client(url: &str, headers: &[(&str, &str)]) -> Result<serde_json::Value, String> {
+    let python = std::env::var("INTEROP_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/interop/sse_client.py"
+    );
+    let out = std::process::Command::new(python)
+        .arg(script)
+        .arg(url)
+        .args(headers.iter().map(|(k, v)| format!("{k}={v}")))
+        .stdin(Stdio::null())
+        .output()
+        .expect("python with the mcp SDK (tests/run-all.sh installs it)");
+    if out.status.success() {
+        Ok(serde_json::from_slice(&out.stdout).unwrap())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+fn sse_url(s: &Server) -> String {
+    format!("{}/sse", s.base())
+}
+
+#[tokio::test]
+#[ignore = "needs the official Python MCP SDK (tests/run-all.sh installs it)"]
+async fn the_python_sse_client_works_with_an_api_key_and_with_a_jwt() {
+    let s = Server::start(&[("MCP_TRANSPORT", "sse"), ("MCP_API_KEYS", KEY)]);
+    let url = sse_url(&s);
+    let r = tokio::task::spawn_blocking(move || python_client(&url, &[("X-API-Key", KEY)]))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(r["tools"], serde_json::json!(["get_time", "whoami"]));
+    assert_eq!(r["whoami"]["strategy"], "api_key");
+    let url = sse_url(&s);
+    let refused = tokio::task::spawn_blocking(move || python_client(&url, &[("X-API-Key", BOB)]))
+        .await
+        .unwrap();
+    assert!(refused.unwrap_err().contains("401"));
+
+    let s = Server::start(&[
+        ("MCP_TRANSPORT", "sse"),
+        ("MCP_AUTH_STRATEGY", "bearer"),
+        ("MCP_JWT_SECRET", SECRET),
+    ]);
+    let dir = tempdir();
+    let out = command(
+        dir.path(),
+        &[("MCP_JWT_SECRET", SECRET), ("MCP_SERVER_URL", &s.url())],
+    )
+    .args(["token", "--sub", "sse-user", "--scope", "mcp:tools"])
+    .output()
+    .unwrap();
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let url = sse_url(&s);
+    let bearer = format!("Bearer {token}");
+    let r = tokio::task::spawn_blocking(move || python_client(&url, &[("Authorization", &bearer)]))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(r["whoami"]["subject"], "sse-user");
+    assert_eq!(r["whoami"]["strategy"], "bearer");
+}
+
+#[tokio::test]
+#[ignore = "needs the official Python MCP SDK (tests/run-all.sh installs it)"]
+async fn the_combined_mode_serves_both_transports() {
+    let s = Server::start(&[("MCP_TRANSPORT", "both"), ("MCP_API_KEYS", KEY)]);
+    let url = sse_url(&s);
+    let r = tokio::task::spawn_blocking(move || python_client(&url, &[("X-API-Key", KEY)]))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(r["whoami"]["strategy"], "api_key");
+    // Streamable HTTP on the same process.
+    let r = common::post(&reqwest::Client::new(), &s.url(), common::INIT)
+        .header("x-api-key", KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().contains_key("mcp-session-id"));
+}
+
+/// Opens `GET /sse` as `key`; returns a task holding the stream open
+/// (abort it to close the stream) and the message endpoint from the first
+/// event.
+async fn open_stream(
+    c: &reqwest::Client,
+    s: &Server,
+    key: &str,
+) -> (tokio::task::JoinHandle<()>, String) {
+    let r = c
+        .get(sse_url(s))
+        .header("accept", "text/event-stream")
+        .header("x-api-key", key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mut stream = r.bytes_stream();
+    let mut buf = String::new();
+    let endpoint = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let chunk = stream.next().await.unwrap().unwrap();
+            buf.push_str(&String::from_utf8_lossy(&chunk));
+            if buf.contains("event: endpoint")
+                && let Some(line) = buf.lines().find_map(|l| l.strip_prefix("data: "))
+            {
+                return line.trim().to_owned();
+            }
+        }
+    })
+    .await
+    .expect("endpoint event");
+    let holder = tokio::spawn(async move { while stream.next().await.is_some() {} });
+    (holder, endpoint)
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn posts_into_someone_elses_sse_session_are_refused_and_closing_frees_the_slot() {
+    let s = Server::start(&[
+        ("MCP_TRANSPORT", "sse"),
+        ("MCP_API_KEYS", &format!("{KEY},{BOB}")),
+        ("MCP_MAX_SESSIONS_PER_PRINCIPAL", "1"),
+    ]);
+    let c = reqwest::Client::new();
+    let (holder, endpoint) = open_stream(&c, &s, KEY).await;
+    assert!(endpoint.starts_with("/messages?session_id="), "{endpoint}");
+    let sid = endpoint.split('=').nth(1).unwrap();
+    assert!(sid.len() >= 32, "unguessable id: {sid}");
+    let post = |key: Option<&str>| {
+        let mut r = c
+            .post(format!("{}{endpoint}", s.base()))
+            .header("content-type", "application/json")
+            .body(common::INIT);
+        if let Some(k) = key {
+            r = r.header("x-api-key", k);
+        }
+        r
+    };
+    assert_eq!(post(Some(KEY)).send().await.unwrap().status(), 202);
+    assert_eq!(post(Some(BOB)).send().await.unwrap().status(), 404);
+    assert_eq!(post(None).send().await.unwrap().status(), 401);
+    let unknown = c
+        .post(format!(
+            "{}/messages?session_id=00112233445566778899aabbccddeeff",
+            s.base()
+        ))
+        .header("x-api-key", KEY)
+        .body(common::INIT)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+    let r = c
+        .get(sse_url(&s))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "the stream needs credentials too");
+
+    // One session per principal here: a second stream is refused ...
+    let r = c
+        .get(sse_url(&s))
+        .header("accept", "text/event-stream")
+        .header("x-api-key", KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    // ... until the first one is closed, which ends its session.
+    holder.abort();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = c
+            .get(sse_url(&s))
+            .header("accept", "text/event-stream")
+            .header("x-api-key", KEY)
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 200 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the slot was never freed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        post(Some(KEY)).send().await.unwrap().status(),
+        404,
+        "the old session ended"
+    );
+}

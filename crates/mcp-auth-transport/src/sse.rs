@@ -1,0 +1,422 @@
+//! The legacy HTTP+SSE transport (MCP 2024-11-05), for clients that speak
+//! only it, with the same authentication, policy and limits.
+//!
+//! ```no_run
+//! # use std::sync::Arc;
+//! # #[derive(Clone)] struct MyServer;
+//! # impl rmcp::ServerHandler for MyServer {}
+//! use mcp_auth_transport::{HttpConfig, McpHttpApp, Transports};
+//! # fn f(auth: mcp_auth_core::SharedAuthenticator) {
+//! let app = McpHttpApp::new(HttpConfig::new("http://127.0.0.1:8001/mcp".parse().unwrap()), auth).unwrap();
+//! // Streamable HTTP at /mcp, and legacy SSE at /sse + /messages, from one process.
+//! let router = app.rmcp_router_with(|| Ok(MyServer), Transports::Both);
+//! # let _ = router; }
+//! ```
+//!
+//! `GET /sse` (authenticated like every route) opens a session in the
+//! session store (caps apply) bound to the caller, and an event stream whose
+//! first event, `endpoint`, names `/messages?session_id=<id>` (an unguessable
+//! id). `POST` there delivers client messages (202); responses and server
+//! notifications flow on the stream, with keep-alive comments while idle. A
+//! POST must come from the stream's owner (anyone else: 404, as for an
+//! unknown session). Closing the stream ends the session and frees its slot.
+
+use std::{
+    collections::HashMap,
+    convert::Infallible,
+    pin::Pin,
+    sync::{Arc, Mutex},
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use axum::{
+    Json,
+    body::Bytes,
+    extract::{Query, Request, State},
+    response::{
+        IntoResponse, Response,
+        sse::{Event, KeepAlive, Sse},
+    },
+};
+use futures::{SinkExt, Stream, StreamExt, channel::mpsc};
+use http::StatusCode;
+use mcp_auth_core::{AuthError, Principal};
+use mcp_auth_session::{Full, Reserve, SessionLimits, SessionPolicy, SharedStore, owner_of};
+use rmcp::{
+    ServerHandler, ServiceExt,
+    model::{ClientJsonRpcMessage, GetExtensions, ServerJsonRpcMessage},
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::AuthLayer;
+
+/// Which transports the app serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transports {
+    /// Streamable HTTP at the MCP path (the current transport).
+    StreamableHttp,
+    /// Only the legacy HTTP+SSE transport (`/sse`, `/messages`).
+    Sse,
+    /// Both, from one process.
+    Both,
+}
+
+/// Path of the SSE stream.
+pub const SSE_PATH: &str = "/sse";
+/// Path of the SSE transport's message endpoint.
+pub const MESSAGES_PATH: &str = "/messages";
+
+struct Session {
+    owner: Option<String>,
+    tx: mpsc::Sender<ClientJsonRpcMessage>,
+}
+
+pub(crate) struct SseState {
+    sessions: Mutex<HashMap<String, Session>>,
+    spawn: Box<dyn Fn(String, SessionIo) -> Result<(), std::io::Error> + Send + Sync>,
+    store: SharedStore,
+    policy: SessionPolicy,
+    limits: SessionLimits,
+    auth: AuthLayer,
+    keep_alive: Duration,
+    cancel: CancellationToken,
+    max_body: usize,
+}
+
+/// The two ends rmcp's service runs on.
+pub(crate) struct SessionIo {
+    incoming: mpsc::Receiver<ClientJsonRpcMessage>,
+    outgoing: mpsc::Sender<ServerJsonRpcMessage>,
+    cancel: CancellationToken,
+}
+
+impl SseState {
+    pub(crate) fn new<H, F>(
+        factory: F,
+        store: SharedStore,
+        policy: SessionPolicy,
+        limits: SessionLimits,
+        auth: AuthLayer,
+        cancel: CancellationToken,
+        max_body: usize,
+    ) -> Self
+    where
+        H: ServerHandler + Send + 'static,
+        F: Fn() -> Result<H, std::io::Error> + Send + Sync + 'static,
+    {
+        let spawn = move |sid: String, io: SessionIo| -> Result<(), std::io::Error> {
+            let handler = factory()?;
+            tokio::spawn(async move {
+                let SessionIo {
+                    incoming,
+                    outgoing,
+                    cancel,
+                } = io;
+                match handler
+                    .serve_with_ct((outgoing, incoming), cancel.clone())
+                    .await
+                {
+                    Ok(running) => {
+                        let _ = running.waiting().await;
+                    }
+                    Err(e) => {
+                        tracing::debug!(session = %short(&sid), error = %e, "SSE session ended during initialization")
+                    }
+                }
+            });
+            Ok(())
+        };
+        Self {
+            sessions: Mutex::new(HashMap::new()),
+            spawn: Box::new(spawn),
+            store,
+            policy,
+            limits,
+            auth,
+            keep_alive: Duration::from_secs(15),
+            cancel,
+            max_body,
+        }
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut HashMap<String, Session>) -> T) -> T {
+        match self.sessions.lock() {
+            Ok(mut s) => f(&mut s),
+            Err(poisoned) => f(&mut poisoned.into_inner()),
+        }
+    }
+}
+
+fn short(sid: &str) -> &str {
+    sid.get(..8).unwrap_or(sid)
+}
+
+/// 128 random bits from the OS, hex: an unguessable session id. Empty if
+/// the OS generator fails (the caller then refuses to open a session).
+fn random_sid() -> String {
+    let mut b = [0u8; 16];
+    match getrandom::fill(&mut b) {
+        Ok(()) => b.iter().map(|x| format!("{x:02x}")).collect(),
+        Err(_) => String::new(),
+    }
+}
+
+fn error(status: StatusCode, code: &str, description: &str) -> Response {
+    (
+        status,
+        Json(serde_json::json!({ "error": code, "error_description": description })),
+    )
+        .into_response()
+}
+
+/// Ends the session when the event stream is dropped (client gone, server
+/// shutting down).
+struct EndOnDrop {
+    state: Arc<SseState>,
+    sid: String,
+    cancel: CancellationToken,
+}
+
+impl Drop for EndOnDrop {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+        self.state.with(|s| s.remove(&self.sid));
+        let (store, sid) = (self.state.store.clone(), self.sid.clone());
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                if let Err(e) = store.end(&sid).await {
+                    tracing::warn!(store = %e.store, "could not end SSE session in the store");
+                }
+            });
+        }
+        tracing::debug!(session = %short(&self.sid), "SSE stream closed; session ended");
+    }
+}
+
+struct GuardedStream<S> {
+    inner: S,
+    _guard: EndOnDrop,
+}
+
+impl<S: Stream + Unpin> Stream for GuardedStream<S> {
+    type Item = S::Item;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<S::Item>> {
+        self.inner.poll_next_unpin(cx)
+    }
+}
+
+/// `GET /sse`.
+pub(crate) async fn open_stream(State(state): State<Arc<SseState>>, req: Request) -> Response {
+    let owner = req.extensions().get::<Principal>().map(owner_of);
+    if owner.is_none() && state.policy.require_for_session {
+        return state
+            .auth
+            .error_response(&AuthError::MissingCredentials, req.headers());
+    }
+    let ticket = match state.store.reserve(owner.as_deref(), &state.limits).await {
+        Ok(Reserve::Granted(t)) => t,
+        Ok(Reserve::Full(Full::Principal)) => {
+            return error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_sessions",
+                "you have too many open sessions",
+            );
+        }
+        Ok(Reserve::Full(_)) => {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too_many_sessions",
+                "the server has reached its session limit",
+            );
+        }
+        Err(e) => {
+            tracing::error!(store = %e.store, reason = %e.reason, "session store unavailable; refusing");
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                "session store unavailable",
+            );
+        }
+    };
+    let sid = random_sid();
+    let committed = if sid.is_empty() {
+        Err(())
+    } else {
+        state
+            .store
+            .commit(&ticket, &sid, owner.as_deref(), &state.limits)
+            .await
+            .map_err(|_| ())
+    };
+    if committed.is_err() {
+        let _ = state.store.release(&ticket, owner.as_deref()).await;
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            "could not open a session",
+        );
+    }
+    let (client_tx, client_rx) = mpsc::channel::<ClientJsonRpcMessage>(64);
+    let (server_tx, server_rx) = mpsc::channel::<ServerJsonRpcMessage>(64);
+    let cancel = state.cancel.child_token();
+    let io = SessionIo {
+        incoming: client_rx,
+        outgoing: server_tx,
+        cancel: cancel.clone(),
+    };
+    if let Err(e) = (state.spawn)(sid.clone(), io) {
+        let _ = state.store.end(&sid).await;
+        tracing::error!(error = %e, "cannot create the MCP handler");
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "cannot start the session",
+        );
+    }
+    state.with(|s| {
+        s.insert(
+            sid.clone(),
+            Session {
+                owner,
+                tx: client_tx,
+            },
+        )
+    });
+    tracing::debug!(session = %short(&sid), "SSE session opened");
+    let endpoint = Event::default()
+        .event("endpoint")
+        .data(format!("{MESSAGES_PATH}?session_id={sid}"));
+    let messages = server_rx.map(|msg| {
+        Ok::<Event, Infallible>(
+            Event::default()
+                .event("message")
+                .json_data(&msg)
+                .unwrap_or_else(|_| Event::default().comment("unserialisable message")),
+        )
+    });
+    let ended = cancel.clone();
+    let stream = futures::stream::once(async move { Ok::<Event, Infallible>(endpoint) })
+        .chain(messages)
+        .take_until(async move { ended.cancelled().await });
+    let guarded = GuardedStream {
+        inner: Box::pin(stream),
+        _guard: EndOnDrop {
+            state: state.clone(),
+            sid,
+            cancel,
+        },
+    };
+    Sse::new(guarded)
+        .keep_alive(KeepAlive::new().interval(state.keep_alive))
+        .into_response()
+}
+
+#[derive(serde::Deserialize)]
+pub(crate) struct MessageQuery {
+    session_id: Option<String>,
+}
+
+/// `POST /messages?session_id=…`.
+pub(crate) async fn post_message(
+    State(state): State<Arc<SseState>>,
+    Query(q): Query<MessageQuery>,
+    req: Request,
+) -> Response {
+    let Some(sid) = q.session_id else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "session_id is required",
+        );
+    };
+    let owner = req.extensions().get::<Principal>().map(owner_of);
+    if owner.is_none() && state.policy.require_for_operations {
+        return state
+            .auth
+            .error_response(&AuthError::MissingCredentials, req.headers());
+    }
+    let local = state.with(|s| s.get(&sid).map(|x| (x.owner.clone(), x.tx.clone())));
+    let Some((stream_owner, mut tx)) = local else {
+        return (StatusCode::NOT_FOUND, "Not Found: Session not found").into_response();
+    };
+    match (&owner, &stream_owner) {
+        (Some(me), Some(o)) if me == o => {}
+        (None, None) => {}
+        (Some(me), None) => match state.store.bind(&sid, me, &state.limits).await {
+            Ok(Some(o)) if o == *me => {
+                state.with(|s| {
+                    if let Some(x) = s.get_mut(&sid) {
+                        x.owner = Some(o);
+                    }
+                });
+            }
+            Ok(_) => {
+                return (StatusCode::NOT_FOUND, "Not Found: Session not found").into_response();
+            }
+            Err(_) => {
+                return error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "temporarily_unavailable",
+                    "session store unavailable",
+                );
+            }
+        },
+        (None, Some(_)) => {
+            return state
+                .auth
+                .error_response(&AuthError::MissingCredentials, req.headers());
+        }
+        (Some(_), Some(_)) => {
+            tracing::debug!(session = %short(&sid), "SSE message from another principal refused");
+            return (StatusCode::NOT_FOUND, "Not Found: Session not found").into_response();
+        }
+    }
+    // Keep the session alive in the store (idle expiry), and notice if it ended.
+    match state.store.lookup(&sid, &state.limits).await {
+        Ok(Some(_)) => {}
+        Ok(None) => return (StatusCode::NOT_FOUND, "Not Found: Session not found").into_response(),
+        Err(_) => {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                "session store unavailable",
+            );
+        }
+    }
+    let (parts, body) = req.into_parts();
+    let bytes: Bytes = match axum::body::to_bytes(body, state.max_body).await {
+        Ok(b) => b,
+        Err(_) => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "request body too large",
+            );
+        }
+    };
+    let mut message: ClientJsonRpcMessage = match serde_json::from_slice(&bytes) {
+        Ok(m) => m,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "parse_error",
+                &format!("not a JSON-RPC message: {e}"),
+            );
+        }
+    };
+    // Tools read the caller from the HTTP parts, as on streamable HTTP.
+    match &mut message {
+        ClientJsonRpcMessage::Request(r) => {
+            r.request.extensions_mut().insert(parts);
+        }
+        ClientJsonRpcMessage::Notification(n) => {
+            n.notification.extensions_mut().insert(parts);
+        }
+        _ => {}
+    }
+    match tx.send(message).await {
+        Ok(()) => StatusCode::ACCEPTED.into_response(),
+        Err(_) => (StatusCode::NOT_FOUND, "Not Found: Session not found").into_response(),
+    }
+}
