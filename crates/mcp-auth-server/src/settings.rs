@@ -74,6 +74,7 @@ pub const KNOWN: &[&str] = &[
     "HTTP_RATE_LIMIT_MAX_REQUESTS",
     "HTTP_AUTH_FAILURE_LIMIT",
     "HTTP_TRUSTED_PROXIES",
+    "HTTP_SSE_KEEP_ALIVE",
 ];
 
 /// Seed variables that do not apply to this server. Setting one is

@@ -215,3 +215,74 @@ async fn posts_into_someone_elses_sse_session_are_refused_and_closing_frees_the_
         "the old session ended"
     );
 }
+
+#[tokio::test]
+async fn idle_streams_get_keep_alive_comments() {
+    let s = Server::start(&[
+        ("MCP_TRANSPORT", "sse"),
+        ("MCP_API_KEYS", KEY),
+        ("HTTP_SSE_KEEP_ALIVE", "200"),
+    ]);
+    let r = reqwest::Client::new()
+        .get(sse_url(&s))
+        .header("accept", "text/event-stream")
+        .header("x-api-key", KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mut stream = r.bytes_stream();
+    let mut seen = String::new();
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while !seen.lines().any(|l| l.starts_with(':')) {
+            let chunk = stream.next().await.unwrap().unwrap();
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    })
+    .await
+    .expect("a keep-alive comment within 5 s");
+    assert!(seen.contains("event: endpoint"), "{seen}");
+}
+
+#[tokio::test]
+async fn an_idle_sse_session_expires_and_its_stream_closes() {
+    let s = Server::start(&[
+        ("MCP_TRANSPORT", "sse"),
+        ("MCP_API_KEYS", KEY),
+        ("HTTP_SESSION_TIMEOUT", "300"),
+    ]);
+    let c = reqwest::Client::new();
+    let r = c
+        .get(sse_url(&s))
+        .header("accept", "text/event-stream")
+        .header("x-api-key", KEY)
+        .send()
+        .await
+        .unwrap();
+    let mut stream = r.bytes_stream();
+    let first = String::from_utf8(stream.next().await.unwrap().unwrap().to_vec()).unwrap();
+    let endpoint = first
+        .lines()
+        .find_map(|l| l.strip_prefix("data: "))
+        .unwrap()
+        .trim()
+        .to_owned();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let r = c
+        .post(format!("{}{endpoint}", s.base()))
+        .header("x-api-key", KEY)
+        .body(common::INIT)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "idle past HTTP_SESSION_TIMEOUT");
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(chunk) = stream.next().await {
+            if chunk.is_err() {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the stream of an expired session is closed");
+}

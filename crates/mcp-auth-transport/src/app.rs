@@ -296,6 +296,7 @@ impl McpHttpApp {
                 self.auth_layer(),
                 self.cancel.clone(),
                 self.config.max_request_bytes,
+                self.config.sse_keep_alive,
             ))
         });
         let streamable = matches!(transports, Transports::StreamableHttp | Transports::Both)
@@ -315,6 +316,7 @@ impl McpHttpApp {
             .disable_allowed_hosts()
             .disable_allowed_origins()
             .with_max_request_body_bytes(self.config.max_request_bytes)
+            .with_sse_keep_alive(Some(self.config.sse_keep_alive))
             .with_cancellation_token(self.cancel.child_token());
         // rmcp keeps the client's initialize parameters in the shared store,
         // so a session opened on one replica continues on another.

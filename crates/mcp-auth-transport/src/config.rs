@@ -103,6 +103,8 @@ pub struct HttpConfig {
     pub session_limits: SessionLimits,
     /// Rate limits (`HTTP_RATE_LIMIT_*`, `HTTP_AUTH_FAILURE_LIMIT`, `HTTP_TRUSTED_PROXIES`).
     pub rate_limit: RateLimitConfig,
+    /// Keep-alive comment period on idle event streams (`HTTP_SSE_KEEP_ALIVE`, ms; default 15 s).
+    pub sse_keep_alive: Duration,
 }
 
 impl HttpConfig {
@@ -128,6 +130,7 @@ impl HttpConfig {
             session_policy: SessionPolicy::default(),
             session_limits: SessionLimits::default(),
             rate_limit: RateLimitConfig::default(),
+            sse_keep_alive: Duration::from_secs(15),
         }
     }
 
@@ -225,6 +228,7 @@ impl HttpConfig {
         cfg.session_policy = SessionPolicy::from_settings(l)?;
         cfg.session_limits = SessionLimits::from_settings(l)?;
         cfg.rate_limit = RateLimitConfig::from_settings(l)?;
+        cfg.sse_keep_alive = parse_millis(l, "HTTP_SSE_KEEP_ALIVE", cfg.sse_keep_alive)?;
         cfg.validate()?;
         Ok(cfg)
     }

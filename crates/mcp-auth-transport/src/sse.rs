@@ -70,6 +70,7 @@ pub const MESSAGES_PATH: &str = "/messages";
 struct Session {
     owner: Option<String>,
     tx: mpsc::Sender<ClientJsonRpcMessage>,
+    cancel: CancellationToken,
 }
 
 pub(crate) struct SseState {
@@ -100,6 +101,7 @@ impl SseState {
         auth: AuthLayer,
         cancel: CancellationToken,
         max_body: usize,
+        keep_alive: Duration,
     ) -> Self
     where
         H: ServerHandler + Send + 'static,
@@ -134,7 +136,7 @@ impl SseState {
             policy,
             limits,
             auth,
-            keep_alive: Duration::from_secs(15),
+            keep_alive,
             cancel,
             max_body,
         }
@@ -280,6 +282,7 @@ pub(crate) async fn open_stream(State(state): State<Arc<SseState>>, req: Request
             Session {
                 owner,
                 tx: client_tx,
+                cancel: cancel.clone(),
             },
         )
     });
@@ -375,7 +378,13 @@ pub(crate) async fn post_message(
     // Keep the session alive in the store (idle expiry), and notice if it ended.
     match state.store.lookup(&sid, &state.limits).await {
         Ok(Some(_)) => {}
-        Ok(None) => return (StatusCode::NOT_FOUND, "Not Found: Session not found").into_response(),
+        Ok(None) => {
+            // Expired (idle) or ended elsewhere: close the stream too.
+            if let Some(gone) = state.with(|s| s.remove(&sid)) {
+                gone.cancel.cancel();
+            }
+            return (StatusCode::NOT_FOUND, "Not Found: Session not found").into_response();
+        }
         Err(_) => {
             return error(
                 StatusCode::SERVICE_UNAVAILABLE,
