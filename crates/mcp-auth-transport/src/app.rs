@@ -291,12 +291,9 @@ impl McpHttpApp {
             Arc::new(SseState::new(
                 move || f(),
                 self.store.clone(),
-                self.config.session_policy,
-                self.config.session_limits,
+                &self.config,
                 self.auth_layer(),
                 self.cancel.clone(),
-                self.config.max_request_bytes,
-                self.config.sse_keep_alive,
             ))
         });
         let streamable = matches!(transports, Transports::StreamableHttp | Transports::Both)

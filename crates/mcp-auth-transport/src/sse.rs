@@ -49,7 +49,7 @@ use rmcp::{
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::AuthLayer;
+use crate::{AuthLayer, HttpConfig};
 
 /// Which transports the app serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,12 +96,9 @@ impl SseState {
     pub(crate) fn new<H, F>(
         factory: F,
         store: SharedStore,
-        policy: SessionPolicy,
-        limits: SessionLimits,
+        cfg: &HttpConfig,
         auth: AuthLayer,
         cancel: CancellationToken,
-        max_body: usize,
-        keep_alive: Duration,
     ) -> Self
     where
         H: ServerHandler + Send + 'static,
@@ -133,12 +130,12 @@ impl SseState {
             sessions: Mutex::new(HashMap::new()),
             spawn: Box::new(spawn),
             store,
-            policy,
-            limits,
+            policy: cfg.session_policy,
+            limits: cfg.session_limits,
             auth,
-            keep_alive,
+            keep_alive: cfg.sse_keep_alive,
             cancel,
-            max_body,
+            max_body: cfg.max_request_bytes,
         }
     }
 
