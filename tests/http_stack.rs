@@ -474,3 +474,66 @@ async fn a_session_belongs_to_the_principal_that_opened_it() {
     );
     assert_eq!(with(KEY).body(list).send().await.unwrap().status(), 404);
 }
+
+#[tokio::test]
+async fn parallel_guesses_cannot_outrun_the_failed_login_limit() {
+    // A slow authenticator (as when introspecting or fetching keys).
+    let slow: SharedAuthenticator = Arc::new(|_req: AuthRequest| async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        Err::<Principal, _>(AuthError::invalid_token("no"))
+    });
+    let (base, _app) = start(slow, |c| c.rate_limit.max_auth_failures = 3).await;
+    let c = reqwest::Client::new();
+    let url = format!("{base}/mcp");
+    let tasks: Vec<_> = (0..30)
+        .map(|_| {
+            let req = post(&c, &url).header("x-guess", "x");
+            tokio::spawn(async move { req.send().await.unwrap().status().as_u16() })
+        })
+        .collect();
+    let mut evaluated = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            401 => evaluated += 1,
+            429 => {}
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(
+        evaluated, 3,
+        "only the allowed number of guesses reached the authenticator"
+    );
+}
+
+#[tokio::test]
+async fn protocol_errors_of_authenticated_clients_are_not_failed_logins() {
+    let keys: SharedAuthenticator = Arc::new(ApiKeyAuthenticator::from_list(KEY).unwrap());
+    let (base, _app) = start(keys, |c| c.rate_limit.max_auth_failures = 2).await;
+    let c = reqwest::Client::new();
+    let url = format!("{base}/mcp");
+    for _ in 0..5 {
+        let r = c
+            .post(&url)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("x-api-key", KEY)
+            .body("{ not json")
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            r.status().is_client_error() && r.status() != 429,
+            "{}",
+            r.status()
+        );
+    }
+    assert_eq!(
+        post(&c, &url)
+            .header("x-api-key", KEY)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}

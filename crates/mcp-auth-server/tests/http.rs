@@ -504,3 +504,20 @@ async fn the_documented_env_example_works_as_a_dotenv_file() {
         .unwrap();
     assert_eq!(r.status(), 401);
 }
+
+#[tokio::test]
+async fn under_none_every_client_counts_as_anonymous_not_as_one_user() {
+    let s = Server::start(&[
+        ("MCP_AUTH_STRATEGY", "none"),
+        ("MCP_MAX_SESSIONS_PER_PRINCIPAL", "1"),
+    ]);
+    let c = reqwest::Client::new();
+    for _ in 0..3 {
+        let r = post(&c, &s.url(), INIT).send().await.unwrap();
+        assert_eq!(
+            r.status(),
+            200,
+            "the per-principal cap does not apply to `none`"
+        );
+    }
+}

@@ -33,10 +33,10 @@ mod redis_store;
 mod store;
 
 pub use memory::MemoryStore;
-pub use policy::{SessionLimits, SessionPolicy, owner_of};
+pub use policy::{SessionLimits, SessionPolicy, owner_of, session_owner};
 #[cfg(feature = "redis")]
 pub use redis_store::RedisStore;
 pub use store::{
-    Full, Reserve, SessionRecord, SessionStore, SharedStore, StoreError, Ticket,
+    Bind, Full, Reserve, SessionRecord, SessionStore, SharedStore, StoreError, Ticket,
     store_from_settings,
 };

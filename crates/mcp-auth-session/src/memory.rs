@@ -8,7 +8,7 @@ use std::{
 
 use async_trait::async_trait;
 
-use crate::{Full, Reserve, SessionLimits, SessionRecord, SessionStore, StoreError, Ticket};
+use crate::{Bind, Full, Reserve, SessionLimits, SessionRecord, SessionStore, StoreError, Ticket};
 
 #[derive(Default)]
 struct State {
@@ -89,16 +89,32 @@ impl SessionStore for MemoryStore {
         sid: &str,
         owner: Option<&str>,
         limits: &SessionLimits,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let now = Instant::now();
-        self.with(|s| {
-            s.slots.remove(&ticket.0);
+        Ok(self.with(|s| {
+            if s.slots.remove(&ticket.0).is_none() {
+                // The reservation lapsed: only commit if there is still room.
+                s.purge(now);
+                let mine = s
+                    .slots
+                    .values()
+                    .filter(|(o, _)| o.as_deref() == owner)
+                    .count();
+                let cap = if owner.is_some() {
+                    limits.max_per_principal
+                } else {
+                    limits.max_anonymous
+                };
+                if s.slots.len() >= limits.max_sessions || mine >= cap {
+                    return false;
+                }
+            }
             s.slots.insert(
                 sid.to_owned(),
                 (owner.map(str::to_owned), now + limits.idle_timeout),
             );
-        });
-        Ok(())
+            true
+        }))
     }
 
     async fn release(&self, ticket: &Ticket, _owner: Option<&str>) -> Result<(), StoreError> {
@@ -128,15 +144,30 @@ impl SessionStore for MemoryStore {
         sid: &str,
         owner: &str,
         limits: &SessionLimits,
-    ) -> Result<Option<String>, StoreError> {
+    ) -> Result<Bind, StoreError> {
         let now = Instant::now();
-        Ok(self.with(|s| match s.slots.get_mut(sid) {
-            Some((o, until)) if *until > now => {
-                let bound = o.get_or_insert_with(|| owner.to_owned()).clone();
-                *until = now + limits.idle_timeout;
-                Some(bound)
+        Ok(self.with(|s| {
+            s.purge(now);
+            let mine = s
+                .slots
+                .values()
+                .filter(|(o, _)| o.as_deref() == Some(owner))
+                .count();
+            match s.slots.get_mut(sid) {
+                Some((Some(o), until)) => {
+                    *until = now + limits.idle_timeout;
+                    Bind::Owner(o.clone())
+                }
+                Some((o @ None, until)) => {
+                    if mine >= limits.max_per_principal {
+                        return Bind::Full;
+                    }
+                    *o = Some(owner.to_owned());
+                    *until = now + limits.idle_timeout;
+                    Bind::Owner(owner.to_owned())
+                }
+                None => Bind::Gone,
             }
-            _ => None,
         }))
     }
 
@@ -172,6 +203,15 @@ impl SessionStore for MemoryStore {
             Some((n, end)) if *end > now => (*n, *end - now),
             _ => (0, Duration::ZERO),
         }))
+    }
+
+    async fn unhit(&self, key: &str) -> Result<(), StoreError> {
+        self.with(|s| {
+            if let Some((n, _)) = s.counters.get_mut(key) {
+                *n = n.saturating_sub(1);
+            }
+        });
+        Ok(())
     }
 
     async fn save_state(
@@ -255,12 +295,12 @@ mod tests {
         let l = limits();
         open(&s, None, "anon").await;
         assert_eq!(
-            s.bind("anon", "alice", &l).await.unwrap().as_deref(),
-            Some("alice")
+            s.bind("anon", "alice", &l).await.unwrap(),
+            Bind::Owner("alice".into())
         );
         assert_eq!(
-            s.bind("anon", "mallory", &l).await.unwrap().as_deref(),
-            Some("alice")
+            s.bind("anon", "mallory", &l).await.unwrap(),
+            Bind::Owner("alice".into())
         );
         assert_eq!(
             s.lookup("anon", &l)
@@ -271,7 +311,7 @@ mod tests {
                 .as_deref(),
             Some("alice")
         );
-        assert_eq!(s.bind("gone", "alice", &l).await.unwrap(), None);
+        assert_eq!(s.bind("gone", "alice", &l).await.unwrap(), Bind::Gone);
     }
 
     #[tokio::test]

@@ -102,11 +102,21 @@ impl SessionLimits {
                 "MCP_MAX_SESSIONS_PER_PRINCIPAL",
                 d.max_per_principal,
             )?,
-            max_anonymous: parse_count(l, "MCP_MAX_ANONYMOUS_SESSIONS", d.max_anonymous)?,
+            max_anonymous: 0,
             idle_timeout: parse_millis(l, "HTTP_SESSION_TIMEOUT", d.idle_timeout)?,
             cleanup_interval: parse_millis(l, "HTTP_SESSION_CLEANUP_INTERVAL", d.cleanup_interval)?,
             reservation_ttl: d.reservation_ttl,
         };
+        let mut limits = limits;
+        // By default anonymous sessions get at most half of the slots.
+        let default_anon = d.max_anonymous.min((limits.max_sessions / 2).max(1));
+        limits.max_anonymous = parse_count(l, "MCP_MAX_ANONYMOUS_SESSIONS", default_anon)?;
+        if limits.max_anonymous >= limits.max_sessions && limits.max_sessions > 1 {
+            return Err(ConfigError::new(
+                "MCP_MAX_ANONYMOUS_SESSIONS",
+                "must be below HTTP_MAX_CONCURRENT_SESSIONS, or anonymous clients could take every slot",
+            ));
+        }
         Ok(limits)
     }
 }
@@ -126,6 +136,13 @@ pub fn owner_of(p: &Principal) -> String {
         iss.unwrap_or_default(),
         cid.unwrap_or_default()
     )
+}
+
+/// The owner a principal's sessions are bound to, or `None` for a principal
+/// that identifies nobody: the `none` strategy lets everyone in as the same
+/// "anonymous" principal, which must count as anonymous, not as one user.
+pub fn session_owner(p: Option<&Principal>) -> Option<String> {
+    p.filter(|p| p.strategy != "none").map(owner_of)
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! [`RedisStore`]: sessions shared by replicas.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use redis::{
@@ -8,63 +8,80 @@ use redis::{
     aio::{ConnectionManager, ConnectionManagerConfig},
 };
 
-use crate::{Full, Reserve, SessionLimits, SessionRecord, SessionStore, StoreError, Ticket};
+use crate::{Bind, Full, Reserve, SessionLimits, SessionRecord, SessionStore, StoreError, Ticket};
 
 const PREFIX: &str = "mcp-auth:";
 
-/// Drops expired members, checks the caps, reserves a slot.
-/// KEYS: all, group (own:<owner> or anon). ARGV: now_ms, ttl_ms, max_all, max_group, ticket.
-const RESERVE: &str = r"
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[1])
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then return 1 end
-if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[4]) then return 2 end
-local exp = tonumber(ARGV[1]) + tonumber(ARGV[2])
-redis.call('ZADD', KEYS[1], exp, ARGV[5])
-redis.call('ZADD', KEYS[2], exp, ARGV[5])
-redis.call('PEXPIRE', KEYS[2], ARGV[2] * 4 + 86400000)
-return 0
-";
+/// Every script reads the clock from Redis (`TIME`), so replicas with
+/// skewed clocks agree on expiry.
+const NOW: &str =
+    "local t = redis.call('TIME'); local now = t[1] * 1000 + math.floor(t[2] / 1000)\n";
 
-/// KEYS: all, group, sess. ARGV: now_ms, idle_ms, ticket, sid, owner.
-const COMMIT: &str = r"
-redis.call('ZREM', KEYS[1], ARGV[3])
-redis.call('ZREM', KEYS[2], ARGV[3])
-local exp = tonumber(ARGV[1]) + tonumber(ARGV[2])
+/// Drops expired members, checks the caps, reserves a slot.
+/// KEYS: all, group (own:<owner> or anon). ARGV: ttl_ms, max_all, max_group, ticket.
+const RESERVE: &str = r"
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 1 end
+if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[3]) then return 2 end
+local exp = now + tonumber(ARGV[1])
 redis.call('ZADD', KEYS[1], exp, ARGV[4])
 redis.call('ZADD', KEYS[2], exp, ARGV[4])
-redis.call('PEXPIRE', KEYS[2], ARGV[2] * 4 + 86400000)
-redis.call('HSET', KEYS[3], 'owner', ARGV[5])
-redis.call('PEXPIRE', KEYS[3], ARGV[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[1] * 4 + 86400000)
 return 0
 ";
 
-/// Reads and touches a session. KEYS: sess, state, all. ARGV: now_ms, idle_ms, sid, prefix.
+/// Commits a reservation; if it lapsed, only when there is still room.
+/// KEYS: all, group, sess. ARGV: idle_ms, ticket, sid, owner, max_all, max_group.
+const COMMIT: &str = r"
+local held = redis.call('ZREM', KEYS[1], ARGV[2])
+redis.call('ZREM', KEYS[2], ARGV[2])
+if held == 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+  if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[5]) then return 1 end
+  if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[6]) then return 1 end
+end
+local exp = now + tonumber(ARGV[1])
+redis.call('ZADD', KEYS[1], exp, ARGV[3])
+redis.call('ZADD', KEYS[2], exp, ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ARGV[1] * 4 + 86400000)
+redis.call('HSET', KEYS[3], 'owner', ARGV[4])
+redis.call('PEXPIRE', KEYS[3], ARGV[1])
+return 0
+";
+
+/// Reads and touches a session. KEYS: sess, state, all. ARGV: idle_ms, sid, prefix.
 /// Returns false when gone, else the owner ('' = anonymous).
 const LOOKUP: &str = r"
 local owner = redis.call('HGET', KEYS[1], 'owner')
 if not owner then return false end
-local exp = tonumber(ARGV[1]) + tonumber(ARGV[2])
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-redis.call('PEXPIRE', KEYS[2], ARGV[2])
-redis.call('ZADD', KEYS[3], 'XX', exp, ARGV[3])
-local group = ARGV[4] .. 'anon'
-if owner ~= '' then group = ARGV[4] .. 'own:' .. owner end
-redis.call('ZADD', group, 'XX', exp, ARGV[3])
+local exp = now + tonumber(ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+redis.call('PEXPIRE', KEYS[2], ARGV[1])
+redis.call('ZADD', KEYS[3], 'XX', exp, ARGV[2])
+local group = ARGV[3] .. 'anon'
+if owner ~= '' then group = ARGV[3] .. 'own:' .. owner end
+redis.call('ZADD', group, 'XX', exp, ARGV[2])
+redis.call('PEXPIRE', group, ARGV[1] * 4 + 86400000)
 return owner
 ";
 
-/// Binds an anonymous session. KEYS: sess, anon, own. ARGV: now_ms, idle_ms, sid, owner.
+/// Binds an anonymous session unless the owner is at its cap.
+/// KEYS: sess, anon, own. ARGV: idle_ms, sid, owner, max_group.
+/// Returns the owner, '' when the owner is at its cap, false when gone.
 const BIND: &str = r"
 local owner = redis.call('HGET', KEYS[1], 'owner')
 if not owner then return false end
 if owner ~= '' then return owner end
-redis.call('HSET', KEYS[1], 'owner', ARGV[4])
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-redis.call('ZREM', KEYS[2], ARGV[3])
-redis.call('ZADD', KEYS[3], tonumber(ARGV[1]) + tonumber(ARGV[2]), ARGV[3])
-redis.call('PEXPIRE', KEYS[3], ARGV[2] * 4 + 86400000)
-return ARGV[4]
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
+if redis.call('ZCARD', KEYS[3]) >= tonumber(ARGV[4]) then return '' end
+redis.call('HSET', KEYS[1], 'owner', ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[2])
+redis.call('ZADD', KEYS[3], now + tonumber(ARGV[1]), ARGV[2])
+redis.call('PEXPIRE', KEYS[3], ARGV[1] * 4 + 86400000)
+return ARGV[3]
 ";
 
 /// KEYS: sess, state, all. ARGV: sid, prefix.
@@ -87,6 +104,13 @@ if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
 local ttl = redis.call('PTTL', KEYS[1])
 if ttl < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]); ttl = tonumber(ARGV[1]) end
 return {n, ttl}
+";
+
+/// Takes back one count. KEYS: counter.
+const UNHIT: &str = r"
+local n = tonumber(redis.call('GET', KEYS[1]) or '0')
+if n > 0 then redis.call('DECR', KEYS[1]) end
+return 0
 ";
 
 struct Conn {
@@ -115,13 +139,7 @@ struct Scripts {
     bind: Script,
     end: Script,
     hit: Script,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis() as u64
+    unhit: Script,
 }
 
 fn ms(d: Duration) -> u64 {
@@ -143,12 +161,13 @@ impl RedisStore {
                 last_failure: None,
             }),
             scripts: Scripts {
-                reserve: Script::new(RESERVE),
-                commit: Script::new(COMMIT),
-                lookup: Script::new(LOOKUP),
-                bind: Script::new(BIND),
+                reserve: Script::new(&format!("{NOW}{RESERVE}")),
+                commit: Script::new(&format!("{NOW}{COMMIT}")),
+                lookup: Script::new(&format!("{NOW}{LOOKUP}")),
+                bind: Script::new(&format!("{NOW}{BIND}")),
                 end: Script::new(END),
                 hit: Script::new(HIT),
+                unhit: Script::new(UNHIT),
             },
         })
     }
@@ -228,7 +247,6 @@ impl SessionStore for RedisStore {
             .reserve
             .key(self.key(&["all"]))
             .key(self.group(owner))
-            .arg(now_ms())
             .arg(ms(limits.reservation_ttl))
             .arg(limits.max_sessions)
             .arg(group_max)
@@ -250,23 +268,29 @@ impl SessionStore for RedisStore {
         sid: &str,
         owner: Option<&str>,
         limits: &SessionLimits,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let mut c = self.conn().await?;
-        let _: i64 = self
+        let group_max = if owner.is_some() {
+            limits.max_per_principal
+        } else {
+            limits.max_anonymous
+        };
+        let r: i64 = self
             .scripts
             .commit
             .key(self.key(&["all"]))
             .key(self.group(owner))
             .key(self.key(&["sess:", sid]))
-            .arg(now_ms())
             .arg(ms(limits.idle_timeout))
             .arg(&ticket.0)
             .arg(sid)
             .arg(owner.unwrap_or_default())
+            .arg(limits.max_sessions)
+            .arg(group_max)
             .invoke_async(&mut c)
             .await
             .map_err(|e| self.failed(e))?;
-        Ok(())
+        Ok(r == 0)
     }
 
     async fn release(&self, ticket: &Ticket, owner: Option<&str>) -> Result<(), StoreError> {
@@ -294,7 +318,6 @@ impl SessionStore for RedisStore {
             .key(self.key(&["sess:", sid]))
             .key(self.key(&["state:", sid]))
             .key(self.key(&["all"]))
-            .arg(now_ms())
             .arg(ms(limits.idle_timeout))
             .arg(sid)
             .arg(PREFIX)
@@ -311,20 +334,26 @@ impl SessionStore for RedisStore {
         sid: &str,
         owner: &str,
         limits: &SessionLimits,
-    ) -> Result<Option<String>, StoreError> {
+    ) -> Result<Bind, StoreError> {
         let mut c = self.conn().await?;
-        self.scripts
+        let r: Option<String> = self
+            .scripts
             .bind
             .key(self.key(&["sess:", sid]))
             .key(self.key(&["anon"]))
             .key(self.key(&["own:", owner]))
-            .arg(now_ms())
             .arg(ms(limits.idle_timeout))
             .arg(sid)
             .arg(owner)
+            .arg(limits.max_per_principal)
             .invoke_async(&mut c)
             .await
-            .map_err(|e| self.failed(e))
+            .map_err(|e| self.failed(e))?;
+        Ok(match r {
+            None => Bind::Gone,
+            Some(o) if o.is_empty() => Bind::Full,
+            Some(o) => Bind::Owner(o),
+        })
     }
 
     async fn end(&self, sid: &str) -> Result<(), StoreError> {
@@ -366,6 +395,18 @@ impl SessionStore for RedisStore {
             .await
             .map_err(|e| self.failed(e))?;
         Ok((n.unwrap_or(0), Duration::from_millis(ttl.max(0) as u64)))
+    }
+
+    async fn unhit(&self, key: &str) -> Result<(), StoreError> {
+        let mut c = self.conn().await?;
+        let _: i64 = self
+            .scripts
+            .unhit
+            .key(self.key(&["rl:", key]))
+            .invoke_async(&mut c)
+            .await
+            .map_err(|e| self.failed(e))?;
+        Ok(())
     }
 
     async fn save_state(

@@ -47,6 +47,17 @@ pub enum Reserve {
     Full(Full),
 }
 
+/// The outcome of binding an anonymous session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bind {
+    /// The session's owner now (the caller, or whoever bound it first).
+    Owner(String),
+    /// The caller already has `max_per_principal` sessions; it stays anonymous.
+    Full,
+    /// The session is gone.
+    Gone,
+}
+
 /// A live session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionRecord {
@@ -78,14 +89,16 @@ pub trait SessionStore: Send + Sync + 'static {
         limits: &SessionLimits,
     ) -> Result<Reserve, StoreError>;
 
-    /// Turns a reservation into the session `sid`.
+    /// Turns a reservation into the session `sid`. Returns false when the
+    /// reservation had lapsed and the caps are full now: no session was
+    /// recorded.
     async fn commit(
         &self,
         ticket: &Ticket,
         sid: &str,
         owner: Option<&str>,
         limits: &SessionLimits,
-    ) -> Result<(), StoreError>;
+    ) -> Result<bool, StoreError>;
 
     /// Gives a reservation back (the session was not created).
     async fn release(&self, ticket: &Ticket, owner: Option<&str>) -> Result<(), StoreError>;
@@ -98,14 +111,13 @@ pub trait SessionStore: Send + Sync + 'static {
         limits: &SessionLimits,
     ) -> Result<Option<SessionRecord>, StoreError>;
 
-    /// Binds an anonymous session to `owner`. Returns the owner afterwards
-    /// (`owner` itself, or whoever bound it first); `None` if the session is gone.
+    /// Binds an anonymous session to `owner`, unless `owner` is at its cap.
     async fn bind(
         &self,
         sid: &str,
         owner: &str,
         limits: &SessionLimits,
-    ) -> Result<Option<String>, StoreError>;
+    ) -> Result<Bind, StoreError>;
 
     /// Ends `sid` (and drops its saved state).
     async fn end(&self, sid: &str) -> Result<(), StoreError>;
@@ -116,6 +128,10 @@ pub trait SessionStore: Send + Sync + 'static {
 
     /// The count for `key` in the current window, without counting.
     async fn count(&self, key: &str) -> Result<(u64, Duration), StoreError>;
+
+    /// Takes back one [`hit`](Self::hit) (an event counted in advance that
+    /// turned out not to count).
+    async fn unhit(&self, key: &str) -> Result<(), StoreError>;
 
     /// Saves opaque per-session state (rmcp's `initialize` parameters, so
     /// another replica can restore the session). Expires with the session.

@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use mcp_auth_session::{Full, MemoryStore, RedisStore, Reserve, SessionLimits, SessionStore};
+use mcp_auth_session::{Bind, Full, MemoryStore, RedisStore, Reserve, SessionLimits, SessionStore};
 
 fn limits() -> SessionLimits {
     SessionLimits {
@@ -65,11 +65,26 @@ async fn conformance(s: &dyn SessionStore) {
         Some("a")
     );
     assert_eq!(s.lookup("anon", &l).await.unwrap().unwrap().owner, None);
-    assert_eq!(s.bind("anon", "z", &l).await.unwrap().as_deref(), Some("z"));
-    assert_eq!(s.bind("anon", "y", &l).await.unwrap().as_deref(), Some("z"));
+    assert_eq!(
+        s.bind("anon", "z", &l).await.unwrap(),
+        Bind::Owner("z".into())
+    );
+    assert_eq!(
+        s.bind("anon", "y", &l).await.unwrap(),
+        Bind::Owner("z".into())
+    );
+
     // Once bound, the anonymous slot is free again.
     s.end("s4").await.unwrap();
+    assert_eq!(s.bind("gone", "a", &l).await.unwrap(), Bind::Gone);
     assert!(matches!(open(s, None, "anon3").await, Reserve::Granted(_)));
+    // Binding respects the per-principal cap: "a" already has two sessions.
+    assert_eq!(s.bind("anon3", "a", &l).await.unwrap(), Bind::Full);
+    assert_eq!(
+        s.lookup("anon3", &l).await.unwrap().unwrap().owner,
+        None,
+        "stays anonymous"
+    );
     s.save_state("s1", r#"{"x":1}"#, &l).await.unwrap();
     assert_eq!(
         s.load_state("s1").await.unwrap().as_deref(),
@@ -87,6 +102,13 @@ async fn conformance(s: &dyn SessionStore) {
     assert!(left <= w && left > Duration::from_secs(50));
     assert_eq!(s.count("k").await.unwrap().0, 2);
     assert_eq!(s.count("other").await.unwrap().0, 0);
+    s.unhit("k").await.unwrap();
+    assert_eq!(s.count("k").await.unwrap().0, 1);
+    s.unhit("nothing").await.unwrap();
+    // A lapsed reservation commits only if there is still room.
+    let lapsed = mcp_auth_session::Ticket::random();
+    assert!(s.commit(&lapsed, "late", Some("q"), &l).await.unwrap());
+    s.end("late").await.unwrap();
 }
 
 #[tokio::test]

@@ -130,8 +130,16 @@ fn error_response(s: &AuthSettings, err: &AuthError, request: &http::HeaderMap) 
         headers.append(header::WWW_AUTHENTICATE, value);
     }
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if matches!(err.status().as_u16(), 400 | 401) {
+        resp.extensions_mut().insert(AuthRejected);
+    }
     resp
 }
+
+/// Marks a response as an authentication failure answered by the auth
+/// layer (not some other 400/401), for the failed-login limiter.
+#[derive(Debug, Clone, Copy)]
+pub struct AuthRejected;
 
 impl<S> Layer<S> for AuthLayer {
     type Service = AuthService<S>;

@@ -65,7 +65,7 @@ mod sessions;
 mod sse;
 
 pub use app::{McpHttpApp, ServeOptions, serve, serve_with};
-pub use auth::{AuthLayer, AuthService};
+pub use auth::{AuthLayer, AuthRejected, AuthService};
 pub use config::{CorsConfig, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_REQUEST_TIMEOUT, HttpConfig};
 pub use guard::{BadOrigin, GuardLayer, GuardService, HostRule, OriginEntry, OriginRule};
 pub use principal::{Caller, principal_from_parts};

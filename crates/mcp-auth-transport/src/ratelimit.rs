@@ -33,7 +33,7 @@ use mcp_auth_core::{
     Principal,
     settings::{ConfigError, Lookup, parse_bool, parse_list, parse_millis},
 };
-use mcp_auth_session::{SharedStore, owner_of};
+use mcp_auth_session::{SharedStore, session_owner};
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -139,7 +139,8 @@ impl RateLimitConfig {
     /// The client's address: the TCP peer, or, when the peer is a trusted
     /// proxy, the right-most `X-Forwarded-For` entry that is not one.
     pub fn client_ip(&self, peer: Option<IpAddr>, headers: &HeaderMap) -> Option<IpAddr> {
-        let peer = peer?;
+        // IPv4 clients of a dual-stack listener arrive as ::ffff:a.b.c.d.
+        let peer = peer?.to_canonical();
         let trusted = |ip: IpAddr| self.trusted_proxies.iter().any(|n| n.contains(ip));
         if !trusted(peer) {
             return Some(peer);
@@ -149,7 +150,7 @@ impl RateLimitConfig {
             let Ok(v) = v.to_str() else { return Some(peer) };
             for item in v.split(',') {
                 match item.trim().parse::<IpAddr>() {
-                    Ok(ip) => hops.push(ip),
+                    Ok(ip) => hops.push(ip.to_canonical()),
                     // A malformed chain cannot be trusted past this proxy.
                     Err(_) => return Some(peer),
                 }
@@ -161,6 +162,19 @@ impl RateLimitConfig {
                 .find(|ip| !trusted(*ip))
                 .unwrap_or(peer),
         )
+    }
+}
+
+/// The rate-limit key of an address: IPv4 as is, IPv6 by its /64 (one
+/// client usually owns a whole /64, and could otherwise rotate through it).
+fn address_key(ip: Option<IpAddr>) -> String {
+    match ip {
+        Some(IpAddr::V6(v6)) => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+        Some(ip) => ip.to_string(),
+        None => "unknown".to_owned(),
     }
 }
 
@@ -284,13 +298,15 @@ where
         let failures = self.failures;
         Box::pin(async move {
             let cfg = &shared.cfg;
-            let ip = cfg
-                .client_ip(peer_of(&req), req.headers())
-                .map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
+            let ip = address_key(cfg.client_ip(peer_of(&req), req.headers()));
             if failures {
+                // Count first, atomically: parallel guesses cannot all slip in
+                // before any is counted. A request that turns out not to be an
+                // authentication failure is taken back.
                 let key = format!("fail:{ip}");
-                match shared.store.count(&key).await {
-                    Ok((n, left)) if n >= cfg.max_auth_failures => {
+                match shared.store.hit(&key, cfg.window).await {
+                    Ok((n, left)) if n > cfg.max_auth_failures => {
+                        let _ = shared.store.unhit(&key).await;
                         tracing::warn!(client = %ip, "too many failed authentications");
                         return Ok(too_many(
                             left,
@@ -301,17 +317,15 @@ where
                     Err(e) => return Ok(store_down(&e)),
                 }
                 let resp = inner.call(req).await?;
-                if matches!(
-                    resp.status(),
-                    StatusCode::UNAUTHORIZED | StatusCode::BAD_REQUEST
-                ) && let Err(e) = shared.store.hit(&key, cfg.window).await
+                if resp.extensions().get::<crate::AuthRejected>().is_none()
+                    && let Err(e) = shared.store.unhit(&key).await
                 {
-                    tracing::warn!(store = %e.store, "could not count a failed authentication");
+                    tracing::warn!(store = %e.store, "could not settle a login-attempt count");
                 }
                 return Ok(resp);
             }
-            let key = match req.extensions().get::<Principal>() {
-                Some(p) => format!("req:p:{}", owner_of(p)),
+            let key = match session_owner(req.extensions().get::<Principal>()) {
+                Some(owner) => format!("req:p:{owner}"),
                 None => format!("req:ip:{ip}"),
             };
             match shared.store.hit(&key, cfg.window).await {
@@ -371,6 +385,23 @@ mod tests {
         h.insert("x-forwarded-for", "garbage, 2.2.2.2".parse().unwrap());
         assert_eq!(cfg.client_ip(Some(proxy), &h), Some(proxy));
         assert_eq!(cfg.client_ip(Some(proxy), &HeaderMap::new()), Some(proxy));
+        // Dual-stack listeners see IPv4 peers as mapped IPv6 addresses.
+        let mapped: IpAddr = "::ffff:10.0.0.9".parse().unwrap();
+        h.insert("x-forwarded-for", "2.2.2.2".parse().unwrap());
+        assert_eq!(
+            cfg.client_ip(Some(mapped), &h),
+            Some("2.2.2.2".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn ipv6_clients_are_keyed_by_their_64() {
+        let a = address_key(Some("2001:db8:1:2:aaaa::1".parse().unwrap()));
+        let b = address_key(Some("2001:db8:1:2:bbbb::9".parse().unwrap()));
+        assert_eq!(a, b);
+        assert_eq!(a, "2001:db8:1:2::/64");
+        assert_ne!(a, address_key(Some("2001:db8:1:3::1".parse().unwrap())));
+        assert_eq!(address_key(Some("1.2.3.4".parse().unwrap())), "1.2.3.4");
     }
 
     #[test]

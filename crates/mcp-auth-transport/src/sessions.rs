@@ -41,7 +41,9 @@ use axum::{
 use futures::future::BoxFuture;
 use http::{HeaderValue, Method, Request, StatusCode, header};
 use mcp_auth_core::{AuthError, Principal};
-use mcp_auth_session::{Full, Reserve, SessionLimits, SessionPolicy, SharedStore, owner_of};
+use mcp_auth_session::{
+    Bind, Full, Reserve, SessionLimits, SessionPolicy, SharedStore, session_owner,
+};
 use rmcp::transport::streamable_http_server::session::{
     SessionState, SessionStore as RmcpStore, SessionStoreError,
 };
@@ -119,7 +121,7 @@ fn plain(status: StatusCode, error: &str, description: &str) -> Response {
 }
 
 fn not_found() -> Response {
-    (StatusCode::NOT_FOUND, "Not Found: Session not found").into_response()
+    (StatusCode::NOT_FOUND, RMCP_SESSION_NOT_FOUND).into_response()
 }
 
 fn unavailable(e: &mcp_auth_session::StoreError) -> Response {
@@ -145,6 +147,7 @@ impl<S> Service<Request<Body>> for SessionService<S>
 where
     S: Service<Request<Body>, Response = Response> + Clone + Send + 'static,
     S::Future: Send + 'static,
+    S::Error: Send + 'static,
 {
     type Response = Response;
     type Error = S::Error;
@@ -158,7 +161,7 @@ where
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
         let s = self.settings.clone();
-        Box::pin(async move { s.handle(inner, req).await })
+        Box::pin(s.handle(inner, req))
     }
 }
 
@@ -168,129 +171,218 @@ impl Settings {
             .error_response(&AuthError::MissingCredentials, req.headers())
     }
 
-    async fn handle<S>(&self, mut inner: S, req: Request<Body>) -> Result<Response, S::Error>
+    async fn handle<S>(self: Arc<Self>, inner: S, req: Request<Body>) -> Result<Response, S::Error>
     where
-        S: Service<Request<Body>, Response = Response> + Send,
+        S: Service<Request<Body>, Response = Response> + Send + 'static,
         S::Future: Send,
+        S::Error: Send + 'static,
     {
-        let owner = req.extensions().get::<Principal>().map(owner_of);
+        let principal = req.extensions().get::<Principal>();
+        // `authenticated`: credentials were checked (the `none` strategy
+        // included); `owner`: an identity to bind to (`none` has none).
+        let authenticated = principal.is_some();
+        let owner = session_owner(principal);
         let sid = req
             .headers()
             .get(SESSION_HEADER)
             .map(|v| v.to_str().map(str::to_owned));
         match sid {
             Some(Err(_)) => Ok(not_found()),
-            Some(Ok(sid)) => {
-                if owner.is_none() && self.policy.require_for_operations {
-                    return Ok(self.needs_credentials(&req));
-                }
-                let record = match self.store.lookup(&sid, &self.limits).await {
-                    Ok(Some(r)) => r,
-                    Ok(None) => return Ok(not_found()),
-                    Err(e) => return Ok(unavailable(&e)),
-                };
-                match (&owner, record.owner) {
-                    (None, Some(_)) => return Ok(self.needs_credentials(&req)),
-                    (None, None) => {}
-                    (Some(me), Some(o)) if *me == o => {}
-                    (Some(_), Some(_)) => {
-                        tracing::debug!("session id presented by another principal");
-                        return Ok(not_found());
-                    }
-                    (Some(me), None) => match self.store.bind(&sid, me, &self.limits).await {
-                        Ok(Some(o)) if o == *me => {
-                            tracing::debug!("anonymous session bound to its first principal");
-                        }
-                        Ok(_) => return Ok(not_found()),
-                        Err(e) => return Ok(unavailable(&e)),
-                    },
-                }
-                let is_delete = req.method() == Method::DELETE;
-                let resp = inner.call(req).await?;
-                let ended = (is_delete && resp.status().is_success())
-                    || resp.status() == StatusCode::NOT_FOUND;
-                if ended && let Err(e) = self.store.end(&sid).await {
-                    tracing::warn!(store = %e.store, "could not end session in the store");
-                }
-                Ok(resp)
-            }
+            Some(Ok(sid)) => self.in_session(inner, req, authenticated, owner, sid).await,
             None if req.method() == Method::POST => {
-                let (parts, body) = req.into_parts();
-                let bytes = match axum::body::to_bytes(body, self.max_body).await {
-                    Ok(b) => b,
-                    Err(_) => {
-                        return Ok(plain(
-                            StatusCode::PAYLOAD_TOO_LARGE,
-                            "payload_too_large",
-                            "request body too large",
-                        ));
-                    }
-                };
-                let req = Request::from_parts(parts, Body::from(bytes.clone()));
-                if !is_initialize(&bytes) {
-                    // Stateless (2026-07-28) requests: the policy applies per request.
-                    if owner.is_none() && self.policy.require_for_operations {
-                        return Ok(self.needs_credentials(&req));
-                    }
-                    return inner.call(req).await;
-                }
-                if owner.is_none() && self.policy.require_for_session {
-                    return Ok(self.needs_credentials(&req));
-                }
-                let ticket = match self.store.reserve(owner.as_deref(), &self.limits).await {
-                    Ok(Reserve::Granted(t)) => t,
-                    Ok(Reserve::Full(which)) => {
-                        tracing::warn!(?which, "session cap reached");
-                        return Ok(match which {
-                            Full::Principal => plain(
-                                StatusCode::TOO_MANY_REQUESTS,
-                                "too_many_sessions",
-                                "you have too many open sessions; end one (DELETE) or wait for one to expire",
-                            ),
-                            Full::Anonymous => plain(
-                                StatusCode::SERVICE_UNAVAILABLE,
-                                "too_many_sessions",
-                                "too many anonymous sessions; authenticate to open one",
-                            ),
-                            Full::Global => plain(
-                                StatusCode::SERVICE_UNAVAILABLE,
-                                "too_many_sessions",
-                                "the server has reached its session limit; try again later",
-                            ),
-                        });
-                    }
-                    Err(e) => return Ok(unavailable(&e)),
-                };
-                let resp = inner.call(req).await?;
-                let new_sid = resp
-                    .headers()
-                    .get(SESSION_HEADER)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_owned);
-                match new_sid {
-                    Some(sid) => {
-                        if let Err(e) = self
-                            .store
-                            .commit(&ticket, &sid, owner.as_deref(), &self.limits)
-                            .await
-                        {
-                            return Ok(unavailable(&e));
-                        }
-                    }
-                    None => {
-                        let _ = self.store.release(&ticket, owner.as_deref()).await;
-                    }
-                }
-                Ok(resp)
+                self.without_session(inner, req, authenticated, owner).await
             }
             None => {
-                if owner.is_none() && self.policy.require_for_operations {
+                if !authenticated && self.policy.require_for_operations {
                     return Ok(self.needs_credentials(&req));
                 }
+                let mut inner = inner;
                 inner.call(req).await
             }
         }
     }
+
+    /// A request naming a session: only its owner may use it.
+    async fn in_session<S>(
+        &self,
+        mut inner: S,
+        req: Request<Body>,
+        authenticated: bool,
+        owner: Option<String>,
+        sid: String,
+    ) -> Result<Response, S::Error>
+    where
+        S: Service<Request<Body>, Response = Response> + Send,
+        S::Future: Send,
+    {
+        if !authenticated && self.policy.require_for_operations {
+            return Ok(self.needs_credentials(&req));
+        }
+        let record = match self.store.lookup(&sid, &self.limits).await {
+            Ok(Some(r)) => r,
+            Ok(None) => return Ok(not_found()),
+            Err(e) => return Ok(unavailable(&e)),
+        };
+        match (&owner, record.owner) {
+            (None, Some(_)) if !authenticated => return Ok(self.needs_credentials(&req)),
+            (None, Some(_)) => return Ok(not_found()),
+            (None, None) => {}
+            (Some(me), Some(o)) if *me == o => {}
+            (Some(_), Some(_)) => {
+                tracing::debug!("session id presented by another principal");
+                return Ok(not_found());
+            }
+            (Some(me), None) => match self.store.bind(&sid, me, &self.limits).await {
+                Ok(Bind::Owner(o)) if o == *me => {
+                    tracing::debug!("anonymous session bound to its first principal");
+                }
+                Ok(Bind::Full) => return Ok(too_many_of_yours()),
+                Ok(_) => return Ok(not_found()),
+                Err(e) => return Ok(unavailable(&e)),
+            },
+        }
+        if req.method() == Method::DELETE {
+            // End it in the store first: a DELETE the client saw succeed must
+            // never be undone by a failed bookkeeping step.
+            if let Err(e) = self.store.end(&sid).await {
+                return Ok(unavailable(&e));
+            }
+            return inner.call(req).await;
+        }
+        let resp = inner.call(req).await?;
+        if resp.status() != StatusCode::NOT_FOUND {
+            return Ok(resp);
+        }
+        // rmcp no longer knows the session (e.g. it ended on this replica and
+        // could not be restored): end it in the store too. Other 404s (an
+        // unknown method on the stateless wire) leave the session alone.
+        let (parts, body) = resp.into_parts();
+        let bytes = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+        if bytes.as_ref() == RMCP_SESSION_NOT_FOUND.as_bytes()
+            && let Err(e) = self.store.end(&sid).await
+        {
+            tracing::warn!(store = %e.store, "could not end session in the store");
+        }
+        Ok(Response::from_parts(parts, Body::from(bytes)))
+    }
+
+    /// A POST without a session: `initialize` opens one, anything else is a
+    /// stateless request.
+    async fn without_session<S>(
+        self: Arc<Self>,
+        mut inner: S,
+        req: Request<Body>,
+        authenticated: bool,
+        owner: Option<String>,
+    ) -> Result<Response, S::Error>
+    where
+        S: Service<Request<Body>, Response = Response> + Send + 'static,
+        S::Future: Send,
+        S::Error: Send + 'static,
+    {
+        let (parts, body) = req.into_parts();
+        let bytes = match axum::body::to_bytes(body, self.max_body).await {
+            Ok(b) => b,
+            Err(_) => {
+                return Ok(plain(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    "request body too large",
+                ));
+            }
+        };
+        let req = Request::from_parts(parts, Body::from(bytes.clone()));
+        if !is_initialize(&bytes) {
+            // Stateless (2026-07-28) requests: the policy applies per request.
+            if !authenticated && self.policy.require_for_operations {
+                return Ok(self.needs_credentials(&req));
+            }
+            return inner.call(req).await;
+        }
+        if !authenticated && self.policy.require_for_session {
+            return Ok(self.needs_credentials(&req));
+        }
+        let ticket = match self.store.reserve(owner.as_deref(), &self.limits).await {
+            Ok(Reserve::Granted(t)) => t,
+            Ok(Reserve::Full(which)) => {
+                tracing::warn!(?which, "session cap reached");
+                return Ok(match which {
+                    Full::Principal => too_many_of_yours(),
+                    Full::Anonymous => plain(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "too_many_sessions",
+                        "too many anonymous sessions; authenticate to open one",
+                    ),
+                    Full::Global => plain(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "too_many_sessions",
+                        "the server has reached its session limit; try again later",
+                    ),
+                });
+            }
+            Err(e) => return Ok(unavailable(&e)),
+        };
+        // Run the creation to its end even if the client goes away mid-way,
+        // so a session rmcp created is always recorded (or closed) and a
+        // reservation is always committed or released.
+        let settings = self.clone();
+        let task = tokio::spawn(async move {
+            let resp = inner.call(req).await?;
+            let new_sid = resp
+                .headers()
+                .get(SESSION_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let Some(sid) = new_sid else {
+                let _ = settings.store.release(&ticket, owner.as_deref()).await;
+                return Ok(resp);
+            };
+            let committed = settings
+                .store
+                .commit(&ticket, &sid, owner.as_deref(), &settings.limits)
+                .await;
+            match committed {
+                Ok(true) => Ok(resp),
+                other => {
+                    // Not recorded: close the session rmcp just opened.
+                    let close = Request::builder()
+                        .method(Method::DELETE)
+                        .header(SESSION_HEADER, &sid)
+                        .body(Body::empty());
+                    if let Ok(close) = close {
+                        let _ = inner.call(close).await;
+                    }
+                    Ok(match other {
+                        Err(e) => unavailable(&e),
+                        _ => plain(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "too_many_sessions",
+                            "the server has reached its session limit; try again later",
+                        ),
+                    })
+                }
+            }
+        });
+        match task.await {
+            Ok(r) => r,
+            Err(_) => Ok(plain(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                "session creation failed",
+            )),
+        }
+    }
+}
+
+/// rmcp's answer for an unknown session.
+const RMCP_SESSION_NOT_FOUND: &str = "Not Found: Session not found";
+
+fn too_many_of_yours() -> Response {
+    plain(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too_many_sessions",
+        "you have too many open sessions; end one (DELETE) or wait for one to expire",
+    )
 }
 
 /// rmcp's session store (the client's `initialize` parameters, so another

@@ -42,7 +42,9 @@ use axum::{
 use futures::{SinkExt, Stream, StreamExt, channel::mpsc};
 use http::StatusCode;
 use mcp_auth_core::{AuthError, Principal};
-use mcp_auth_session::{Full, Reserve, SessionLimits, SessionPolicy, SharedStore, owner_of};
+use mcp_auth_session::{
+    Bind, Full, Reserve, SessionLimits, SessionPolicy, SharedStore, session_owner,
+};
 use rmcp::{
     ServerHandler, ServiceExt,
     model::{ClientJsonRpcMessage, GetExtensions, ServerJsonRpcMessage},
@@ -207,8 +209,10 @@ impl<S: Stream + Unpin> Stream for GuardedStream<S> {
 
 /// `GET /sse`.
 pub(crate) async fn open_stream(State(state): State<Arc<SseState>>, req: Request) -> Response {
-    let owner = req.extensions().get::<Principal>().map(owner_of);
-    if owner.is_none() && state.policy.require_for_session {
+    let principal = req.extensions().get::<Principal>();
+    let authenticated = principal.is_some();
+    let owner = session_owner(principal);
+    if !authenticated && state.policy.require_for_session {
         return state
             .auth
             .error_response(&AuthError::MissingCredentials, req.headers());
@@ -330,8 +334,10 @@ pub(crate) async fn post_message(
             "session_id is required",
         );
     };
-    let owner = req.extensions().get::<Principal>().map(owner_of);
-    if owner.is_none() && state.policy.require_for_operations {
+    let principal = req.extensions().get::<Principal>();
+    let authenticated = principal.is_some();
+    let owner = session_owner(principal);
+    if !authenticated && state.policy.require_for_operations {
         return state
             .auth
             .error_response(&AuthError::MissingCredentials, req.headers());
@@ -344,12 +350,19 @@ pub(crate) async fn post_message(
         (Some(me), Some(o)) if me == o => {}
         (None, None) => {}
         (Some(me), None) => match state.store.bind(&sid, me, &state.limits).await {
-            Ok(Some(o)) if o == *me => {
+            Ok(Bind::Owner(o)) if o == *me => {
                 state.with(|s| {
                     if let Some(x) = s.get_mut(&sid) {
                         x.owner = Some(o);
                     }
                 });
+            }
+            Ok(Bind::Full) => {
+                return error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too_many_sessions",
+                    "you have too many open sessions",
+                );
             }
             Ok(_) => {
                 return (StatusCode::NOT_FOUND, "Not Found: Session not found").into_response();
@@ -362,10 +375,13 @@ pub(crate) async fn post_message(
                 );
             }
         },
-        (None, Some(_)) => {
+        (None, Some(_)) if !authenticated => {
             return state
                 .auth
                 .error_response(&AuthError::MissingCredentials, req.headers());
+        }
+        (None, Some(_)) => {
+            return (StatusCode::NOT_FOUND, "Not Found: Session not found").into_response();
         }
         (Some(_), Some(_)) => {
             tracing::debug!(session = %short(&sid), "SSE message from another principal refused");

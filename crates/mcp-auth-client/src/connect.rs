@@ -1,0 +1,326 @@
+//! [`connect`]: an rmcp client session with the right credentials.
+
+use std::{collections::HashMap, time::Duration};
+
+use http::{HeaderName, HeaderValue};
+use rmcp::{
+    RoleClient, ServiceExt,
+    service::RunningService,
+    transport::{
+        StreamableHttpClientTransport,
+        auth::{AuthClient, AuthorizationManager, AuthorizationRequest, OAuthState},
+        streamable_http_client::StreamableHttpClientTransportConfig,
+    },
+};
+
+use crate::{CallbackServer, FileCredentialStore, open_browser};
+
+/// How to authenticate.
+#[derive(Debug, Clone)]
+pub enum Auth {
+    /// No credentials.
+    None,
+    /// `X-API-Key`.
+    ApiKey(String),
+    /// `Authorization: Bearer` with a token obtained elsewhere.
+    Bearer(String),
+    /// OAuth 2.1 with whatever the server's authorization server supports.
+    OAuth(OAuthOptions),
+}
+
+/// OAuth settings.
+#[derive(Debug, Clone)]
+pub struct OAuthOptions {
+    /// A pre-registered client (Cognito: the only option); tried first.
+    pub client_id: Option<String>,
+    /// Its secret, for confidential clients.
+    pub client_secret: Option<String>,
+    /// A client ID metadata document URL (CIMD), tried when the server
+    /// advertises support; else dynamic registration.
+    pub client_metadata_url: Option<String>,
+    /// Scopes to ask for; default: the challenge's, else the metadata's.
+    pub scopes: Vec<String>,
+    /// Loopback callback port (default 3030; 0 = any).
+    pub callback_port: u16,
+    /// Open a browser (else only print the URL).
+    pub open_browser: bool,
+    /// Follow the authorization redirects in-process instead of a browser
+    /// (for authorization servers that approve without a person, e.g. the
+    /// conformance suite).
+    pub headless: bool,
+    /// Keep tokens in the per-server file store (default true).
+    pub persist: bool,
+    /// How long to wait for the login.
+    pub timeout: Duration,
+}
+
+impl Default for OAuthOptions {
+    fn default() -> Self {
+        Self {
+            client_id: None,
+            client_secret: None,
+            client_metadata_url: None,
+            scopes: Vec::new(),
+            callback_port: 3030,
+            open_browser: true,
+            headless: false,
+            persist: true,
+            timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+/// A step of connecting failed. `Display` says which step and why.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The server could not be reached or answered unexpectedly.
+    #[error("contacting the server: {0}")]
+    Server(String),
+    /// The server wants credentials the options do not provide.
+    #[error("the server requires authentication: {0}")]
+    AuthRequired(String),
+    /// OAuth discovery (protected-resource or authorization-server metadata).
+    #[error("OAuth discovery: {0}")]
+    Discovery(String),
+    /// Registration or the authorization request.
+    #[error("OAuth authorization: {0}")]
+    Authorization(String),
+    /// The browser step (callback, state, user refusal, timeout).
+    #[error("login: {0}")]
+    Login(String),
+    /// Exchanging the code for tokens.
+    #[error("token exchange: {0}")]
+    Token(String),
+    /// The MCP session itself.
+    #[error("MCP: {0}")]
+    Mcp(String),
+}
+
+type Client = RunningService<RoleClient, ()>;
+
+/// Connects to `server_url` and initializes an MCP session.
+pub async fn connect(server_url: &str, auth: Auth) -> Result<Client, ClientError> {
+    match auth {
+        Auth::None => plain(server_url, HashMap::new()).await,
+        Auth::ApiKey(k) => {
+            let v = HeaderValue::from_str(&k).map_err(|_| {
+                ClientError::AuthRequired("the API key is not a valid header value".into())
+            })?;
+            plain(
+                server_url,
+                HashMap::from([(HeaderName::from_static("x-api-key"), v)]),
+            )
+            .await
+        }
+        Auth::Bearer(t) => {
+            let v = HeaderValue::from_str(&format!("Bearer {t}")).map_err(|_| {
+                ClientError::AuthRequired("the token is not a valid header value".into())
+            })?;
+            plain(
+                server_url,
+                HashMap::from([(http::header::AUTHORIZATION, v)]),
+            )
+            .await
+        }
+        Auth::OAuth(opts) => oauth(server_url, &opts).await,
+    }
+}
+
+async fn plain(
+    server_url: &str,
+    headers: HashMap<HeaderName, HeaderValue>,
+) -> Result<Client, ClientError> {
+    let config = StreamableHttpClientTransportConfig::with_uri(server_url).custom_headers(headers);
+    ().serve(StreamableHttpClientTransport::from_config(config))
+        .await
+        .map_err(|e| ClientError::Mcp(e.to_string()))
+}
+
+/// POSTs an `initialize` without credentials: `None` if the server lets
+/// us in, else its `WWW-Authenticate` challenge.
+async fn probe(server_url: &str) -> Result<Option<String>, ClientError> {
+    let body = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"mcp-auth-client","version":"0"}}}"#;
+    let r = reqwest::Client::new()
+        .post(server_url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| ClientError::Server(e.without_url().to_string()))?;
+    if r.status().is_success() {
+        return Ok(None);
+    }
+    let challenge = r
+        .headers()
+        .get_all(http::header::WWW_AUTHENTICATE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.len() >= 6 && c[..6].eq_ignore_ascii_case("bearer"))
+        .map(str::to_owned);
+    match (r.status().as_u16(), challenge) {
+        (401 | 403, Some(c)) => Ok(Some(c)),
+        (401, None) => Err(ClientError::AuthRequired(
+            "no Bearer challenge (try --api-key or --bearer)".into(),
+        )),
+        (status, _) => Err(ClientError::Server(format!(
+            "initialize answered HTTP {status}"
+        ))),
+    }
+}
+
+async fn manager(
+    server_url: &str,
+    opts: &OAuthOptions,
+) -> Result<AuthorizationManager, ClientError> {
+    let mut m = AuthorizationManager::new(server_url)
+        .await
+        .map_err(|e| ClientError::Discovery(e.to_string()))?;
+    if opts.persist {
+        m.set_credential_store(FileCredentialStore::for_server(server_url));
+    }
+    Ok(m)
+}
+
+async fn with_manager(server_url: &str, m: AuthorizationManager) -> Result<Client, ClientError> {
+    let client = AuthClient::new(reqwest::Client::new(), m);
+    let transport = StreamableHttpClientTransport::with_client(
+        client,
+        StreamableHttpClientTransportConfig::with_uri(server_url),
+    );
+    ().serve(transport)
+        .await
+        .map_err(|e| ClientError::Mcp(e.to_string()))
+}
+
+async fn oauth(server_url: &str, opts: &OAuthOptions) -> Result<Client, ClientError> {
+    // Tokens from an earlier run (refreshed by rmcp when expired).
+    if opts.persist {
+        let mut m = manager(server_url, opts).await?;
+        if m.initialize_from_store().await.unwrap_or(false) {
+            match with_manager(server_url, m).await {
+                Ok(c) => return Ok(c),
+                Err(e) => {
+                    tracing::info!(error = %e, "stored tokens did not work; logging in again")
+                }
+            }
+        }
+    }
+    let Some(challenge) = probe(server_url).await? else {
+        return plain(server_url, HashMap::new()).await;
+    };
+    let callback = CallbackServer::bind(opts.callback_port)
+        .await
+        .map_err(|e| {
+            ClientError::Login(format!(
+                "cannot listen for the redirect on 127.0.0.1:{}: {e}",
+                opts.callback_port
+            ))
+        })?;
+    let mut request = AuthorizationRequest::new(callback.redirect_uri())
+        .with_challenge(challenge)
+        .with_client_name("mcp-auth-client");
+    if let Some(id) = &opts.client_id {
+        request = request.with_preregistered_client(id.clone());
+        if let Some(secret) = &opts.client_secret {
+            request = request.with_client_secret(secret.clone());
+        }
+    }
+    if let Some(url) = &opts.client_metadata_url {
+        request = request.with_client_metadata_url(url.clone());
+    }
+    if !opts.scopes.is_empty() {
+        request = request.with_scopes(opts.scopes.iter().cloned());
+    }
+    let mut state = OAuthState::Unauthorized(manager(server_url, opts).await?);
+    state
+        .start_authorization(request)
+        .await
+        .map_err(|e| ClientError::Authorization(e.to_string()))?;
+    let url = state
+        .get_authorization_url()
+        .await
+        .map_err(|e| ClientError::Authorization(e.to_string()))?;
+    let expected = url::Url::parse(&url)
+        .ok()
+        .and_then(|u| {
+            u.query_pairs()
+                .find(|(k, _)| k == "state")
+                .map(|(_, v)| v.into_owned())
+        })
+        .ok_or_else(|| ClientError::Authorization("the authorization URL has no state".into()))?;
+    if opts.headless {
+        let redirect = callback.redirect_uri();
+        tokio::spawn(async move {
+            if let Err(e) = follow(&url, &redirect).await {
+                tracing::warn!(error = %e, "headless authorization did not reach the callback");
+            }
+        });
+    } else {
+        eprintln!("Log in at:\n  {url}");
+        if opts.open_browser && !open_browser(&url) {
+            eprintln!("(no browser could be started: open the URL yourself)");
+        }
+    }
+    let (_, full) = callback
+        .wait(&expected, opts.timeout)
+        .await
+        .map_err(|e| ClientError::Login(e.to_string()))?;
+    state
+        .handle_callback_url(&full)
+        .await
+        .map_err(|e| ClientError::Token(e.to_string()))?;
+    state
+        .complete_authorization()
+        .await
+        .map_err(|e| ClientError::Token(e.to_string()))?;
+    let m = state
+        .into_authorization_manager()
+        .ok_or_else(|| ClientError::Token("no authorization state after login".into()))?;
+    with_manager(server_url, m).await
+}
+
+/// Follows redirects from the authorization URL until the callback,
+/// keeping cookies, without a browser.
+async fn follow(start: &str, redirect_uri: &str) -> Result<(), String> {
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut cookies: HashMap<String, String> = HashMap::new();
+    let mut url = url::Url::parse(start).map_err(|e| e.to_string())?;
+    for _ in 0..20 {
+        let cookie = cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        let mut req = client.get(url.clone());
+        if !cookie.is_empty() {
+            req = req.header(http::header::COOKIE, cookie);
+        }
+        let r = req.send().await.map_err(|e| e.without_url().to_string())?;
+        for v in r.headers().get_all(http::header::SET_COOKIE) {
+            if let Some((k, v)) = v
+                .to_str()
+                .ok()
+                .and_then(|s| s.split(';').next()?.split_once('='))
+            {
+                cookies.insert(k.trim().to_owned(), v.trim().to_owned());
+            }
+        }
+        if url.as_str().starts_with(redirect_uri) {
+            return Ok(());
+        }
+        let Some(loc) = r
+            .headers()
+            .get(http::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+        else {
+            return Err(format!("stopped at HTTP {} without a redirect", r.status()));
+        };
+        url = url.join(loc).map_err(|e| e.to_string())?;
+    }
+    Err("too many redirects".into())
+}

@@ -1,0 +1,294 @@
+//! `mcp-auth-client`: an MCP client that authenticates the way the server
+//! asks (OAuth with a browser login, an API key, or a bearer token), then
+//! lists and calls tools, one-shot or at a prompt.
+
+use std::{
+    collections::HashMap,
+    io::{BufRead, Write},
+    process::ExitCode,
+    time::Duration,
+};
+
+use clap::{Parser, Subcommand};
+use mcp_auth_client::{Auth, ClientError, FileCredentialStore, OAuthOptions, connect};
+use rmcp::model::CallToolRequestParams;
+
+/// An MCP client for servers protected by OAuth 2.1, API keys or bearer tokens.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// The MCP endpoint [env: MCP_SERVER_URL; default http://localhost:8001/mcp].
+    #[arg(long)]
+    server: Option<String>,
+    /// Pre-registered OAuth client id [env: COGNITO_APP_CLIENT_ID].
+    #[arg(long)]
+    client_id: Option<String>,
+    /// Its secret [env: COGNITO_APP_CLIENT_SECRET].
+    #[arg(long)]
+    client_secret: Option<String>,
+    /// A client ID metadata document URL, used when the server supports them.
+    #[arg(long)]
+    client_metadata_url: Option<String>,
+    /// Scopes to request (space-separated); default: what the server says.
+    #[arg(long)]
+    scope: Option<String>,
+    /// Send this API key (X-API-Key) instead of OAuth [env: MCP_API_KEY].
+    #[arg(long)]
+    api_key: Option<String>,
+    /// Send this bearer token instead of OAuth.
+    #[arg(long)]
+    bearer: Option<String>,
+    /// Print the login URL instead of opening a browser.
+    #[arg(long)]
+    no_browser: bool,
+    /// Loopback port for the OAuth redirect.
+    #[arg(long, default_value_t = 3030)]
+    callback_port: u16,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// List the tools.
+    List,
+    /// Call a tool with JSON arguments (default {}).
+    Call {
+        /// The tool.
+        tool: String,
+        /// Its arguments as a JSON object.
+        args: Option<String>,
+    },
+    /// Who the server thinks you are (the whoami tool).
+    Whoami,
+    /// Forget the stored tokens for the server.
+    Logout,
+    /// Entry point for the official conformance suite's client scenarios:
+    /// no browser, credentials from MCP_CONFORMANCE_CONTEXT.
+    Conformance {
+        /// The server URL (appended by the suite).
+        url: String,
+    },
+}
+
+/// `.env` in the working directory, read but never exported.
+fn dotenv() -> HashMap<String, String> {
+    dotenvy::from_path_iter(".env")
+        .map(|it| it.filter_map(Result::ok).collect())
+        .unwrap_or_default()
+}
+
+fn setting(name: &str, dotenv: &HashMap<String, String>) -> Option<String> {
+    std::env::var(name)
+        .ok()
+        .or_else(|| dotenv.get(name).cloned())
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("LOG_LEVEL")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), ClientError> {
+    let env = dotenv();
+    if let Some(Command::Conformance { url }) = &cli.command {
+        return conformance(url).await;
+    }
+    let server = cli
+        .server
+        .clone()
+        .or_else(|| setting("MCP_SERVER_URL", &env))
+        .unwrap_or_else(|| "http://localhost:8001/mcp".to_owned());
+    if let Some(Command::Logout) = &cli.command {
+        let store = FileCredentialStore::for_server(&server);
+        let removed = store.remove().map_err(|e| {
+            ClientError::Server(format!("cannot remove {}: {e}", store.path().display()))
+        })?;
+        println!(
+            "{}",
+            if removed {
+                "logged out"
+            } else {
+                "no stored tokens"
+            }
+        );
+        return Ok(());
+    }
+    let auth = if let Some(k) = cli.api_key.clone().or_else(|| setting("MCP_API_KEY", &env)) {
+        Auth::ApiKey(k)
+    } else if let Some(t) = cli.bearer.clone() {
+        Auth::Bearer(t)
+    } else {
+        Auth::OAuth(OAuthOptions {
+            client_id: cli
+                .client_id
+                .clone()
+                .or_else(|| setting("COGNITO_APP_CLIENT_ID", &env)),
+            client_secret: cli
+                .client_secret
+                .clone()
+                .or_else(|| setting("COGNITO_APP_CLIENT_SECRET", &env)),
+            client_metadata_url: cli.client_metadata_url.clone(),
+            scopes: cli
+                .scope
+                .as_deref()
+                .map(|s| s.split_whitespace().map(str::to_owned).collect())
+                .unwrap_or_default(),
+            callback_port: cli.callback_port,
+            open_browser: !cli.no_browser,
+            ..OAuthOptions::default()
+        })
+    };
+    let client = connect(&server, auth).await?;
+    let result = match cli.command {
+        Some(Command::List) => list(&client).await,
+        Some(Command::Call { tool, args }) => call(&client, &tool, args.as_deref()).await,
+        Some(Command::Whoami) => call(&client, "whoami", None).await,
+        None => repl(&client).await,
+        Some(Command::Logout | Command::Conformance { .. }) => Ok(()),
+    };
+    let _ = client.cancel().await;
+    result
+}
+
+type Client = rmcp::service::RunningService<rmcp::RoleClient, ()>;
+
+async fn list(client: &Client) -> Result<(), ClientError> {
+    let tools = client
+        .list_all_tools()
+        .await
+        .map_err(|e| ClientError::Mcp(format!("tools/list: {e}")))?;
+    for t in tools {
+        println!(
+            "{:<16} {}",
+            t.name,
+            t.description.as_deref().unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+async fn call(client: &Client, tool: &str, args: Option<&str>) -> Result<(), ClientError> {
+    let args = match args {
+        None => serde_json::Map::new(),
+        Some(a) => match serde_json::from_str::<serde_json::Value>(a) {
+            Ok(serde_json::Value::Object(m)) => m,
+            _ => {
+                return Err(ClientError::Mcp(format!(
+                    "arguments must be a JSON object, got {a}"
+                )));
+            }
+        },
+    };
+    let r = client
+        .call_tool(CallToolRequestParams::new(tool.to_owned()).with_arguments(args))
+        .await
+        .map_err(|e| ClientError::Mcp(format!("tools/call {tool}: {e}")))?;
+    for c in &r.content {
+        if let Some(t) = c.as_text() {
+            println!("{}", t.text);
+        }
+    }
+    if r.is_error == Some(true) {
+        return Err(ClientError::Mcp(format!("{tool} reported an error")));
+    }
+    Ok(())
+}
+
+async fn repl(client: &Client) -> Result<(), ClientError> {
+    println!("Connected. Commands: list, call <tool> [json-args], whoami, help, quit");
+    let stdin = std::io::stdin();
+    loop {
+        print!("mcp> ");
+        let _ = std::io::stdout().flush();
+        let mut line = String::new();
+        if stdin.lock().read_line(&mut line).unwrap_or(0) == 0 {
+            return Ok(());
+        }
+        let line = line.trim();
+        let (cmd, rest) = line.split_once(' ').unwrap_or((line, ""));
+        let outcome = match cmd {
+            "" => Ok(()),
+            "quit" | "exit" => return Ok(()),
+            "help" => {
+                println!("list | call <tool> [json-args] | whoami | quit");
+                Ok(())
+            }
+            "list" => list(client).await,
+            "whoami" => call(client, "whoami", None).await,
+            "call" => {
+                let (tool, args) = rest.trim().split_once(' ').unwrap_or((rest.trim(), ""));
+                if tool.is_empty() {
+                    println!("usage: call <tool> [json-args]");
+                    Ok(())
+                } else {
+                    call(client, tool, Some(args).filter(|a| !a.trim().is_empty())).await
+                }
+            }
+            other => {
+                println!("unknown command {other:?}; try help");
+                Ok(())
+            }
+        };
+        if let Err(e) = outcome {
+            println!("error: {e}");
+        }
+    }
+}
+
+/// The conformance suite's client entry point.
+async fn conformance(url: &str) -> Result<(), ClientError> {
+    let context: serde_json::Value = std::env::var("MCP_CONFORMANCE_CONTEXT")
+        .ok()
+        .and_then(|c| serde_json::from_str(&c).ok())
+        .unwrap_or_default();
+    let field = |k: &str| context.get(k).and_then(|v| v.as_str()).map(str::to_owned);
+    let opts = OAuthOptions {
+        client_id: field("client_id"),
+        client_secret: field("client_secret"),
+        client_metadata_url: field("client_metadata_url"),
+        callback_port: 0,
+        open_browser: false,
+        headless: true,
+        persist: false,
+        timeout: Duration::from_secs(60),
+        ..OAuthOptions::default()
+    };
+    let client = connect(url, Auth::OAuth(opts)).await?;
+    let tools = client
+        .list_all_tools()
+        .await
+        .map_err(|e| ClientError::Mcp(format!("tools/list: {e}")))?;
+    if let Some(t) = tools.first() {
+        let _ = client
+            .call_tool(CallToolRequestParams::new(t.name.clone()))
+            .await;
+    }
+    let _ = client.cancel().await;
+    Ok(())
+}

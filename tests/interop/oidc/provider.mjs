@@ -1,0 +1,89 @@
+// A real authorization server for the tests: oidc-provider with PKCE
+// required, resource indicators issuing JWT access tokens whose aud is the
+// MCP server, dynamic registration, two pre-registered clients, and an
+// interaction endpoint that approves login and consent without a person.
+//
+// Env: PORT (required), RESOURCE (the MCP server URL), REDIRECT_URIS
+// (comma-separated, for the pre-registered clients).
+import { generateKeyPairSync } from 'node:crypto';
+import Provider from 'oidc-provider';
+
+const port = Number(process.env.PORT);
+const resource = process.env.RESOURCE;
+const redirects = (process.env.REDIRECT_URIS || 'http://127.0.0.1:3030/callback').split(',');
+const issuer = `http://127.0.0.1:${port}`;
+const scopes = 'mcp:tools mcp:admin';
+
+const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+const jwk = { ...privateKey.export({ format: 'jwk' }), kid: 'test-key', use: 'sig', alg: 'RS256' };
+
+const provider = new Provider(issuer, {
+  jwks: { keys: [jwk] },
+  cookies: { keys: ['interop-cookie-key-not-a-secret'] },
+  clients: [
+    {
+      client_id: 'mcp-confidential',
+      client_secret: 'mcp-confidential-secret-0123456789',
+      redirect_uris: redirects,
+      grant_types: ['authorization_code', 'refresh_token'],
+      response_types: ['code'],
+      token_endpoint_auth_method: 'client_secret_basic',
+      application_type: 'native',
+    },
+    {
+      client_id: 'mcp-public',
+      redirect_uris: redirects,
+      grant_types: ['authorization_code', 'refresh_token'],
+      response_types: ['code'],
+      token_endpoint_auth_method: 'none',
+      application_type: 'native',
+    },
+  ],
+  scopes: ['openid', 'offline_access', 'mcp:tools', 'mcp:admin'],
+  pkce: { required: () => true },
+  features: {
+    devInteractions: { enabled: false },
+    registration: { enabled: true },
+    resourceIndicators: {
+      enabled: true,
+      defaultResource: () => resource,
+      useGrantedResource: () => true,
+      getResourceServerInfo: (ctx, resourceIndicator) => ({
+        scope: scopes,
+        audience: resourceIndicator,
+        accessTokenTTL: 3600,
+        accessTokenFormat: 'jwt',
+        jwt: { sign: { alg: 'RS256' } },
+      }),
+    },
+  },
+  issueRefreshToken: async (ctx, client) => client.grantTypeAllowed('refresh_token'),
+  findAccount: async (ctx, id) => ({ accountId: id, claims: async () => ({ sub: id }) }),
+  interactions: { url: (ctx, interaction) => `/interaction/${interaction.uid}` },
+});
+
+provider.use(async (ctx, next) => {
+  if (!ctx.path.startsWith('/interaction/')) return next();
+  const details = await provider.interactionDetails(ctx.req, ctx.res);
+  const { prompt, params } = details;
+  let result;
+  if (prompt.name === 'login') {
+    result = { login: { accountId: 'test-user' } };
+  } else {
+    const grant = details.grantId
+      ? await provider.Grant.find(details.grantId)
+      : new provider.Grant({ accountId: details.session.accountId, clientId: params.client_id });
+    const missing = prompt.details || {};
+    if (missing.missingOIDCScope) grant.addOIDCScope(missing.missingOIDCScope.join(' '));
+    if (missing.missingOIDCClaims) grant.addOIDCClaims(missing.missingOIDCClaims);
+    for (const [indicator, s] of Object.entries(missing.missingResourceScopes || {})) {
+      grant.addResourceScope(indicator, s.join(' '));
+    }
+    result = { consent: { grantId: await grant.save() } };
+  }
+  await provider.interactionFinished(ctx.req, ctx.res, result, { mergeWithLastSubmission: true });
+});
+
+provider.listen(port, '127.0.0.1', () => {
+  console.log(`ready ${issuer}`);
+});
