@@ -2,8 +2,9 @@
 # Runs every check and test of the workspace, interop included. This is the
 # README's test command, and what CI runs (.ci/run). On a fresh machine it
 # installs what the tests need: the Rust components below, redis-server
-# (Debian), and moto (AWS Cognito emulator) from PyPI into a virtualenv
-# under target/.
+# (Debian), moto (AWS Cognito emulator) and the Python MCP SDK from PyPI into
+# a virtualenv under target/, and Node 22 with oidc-provider from npm under
+# tests/interop/oidc/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,6 +33,13 @@ export MOTO_SERVER="$PWD/$venv/bin/moto_server" MOTO_PYTHON="$PWD/$venv/bin/pyth
 export INTEROP_PYTHON="$MOTO_PYTHON"
 "$MOTO_PYTHON" -c 'import importlib.metadata as m; print("moto", m.version("moto"), "mcp", m.version("mcp"))'
 
+step "peers: Node 22 and oidc-provider (a real OAuth 2.1 / OIDC authorization server)"
+if [ ! -x tests/interop/oidc/node_modules/node/bin/node ] || [ ! -d tests/interop/oidc/node_modules/oidc-provider ]; then
+  (cd tests/interop/oidc && npm ci --silent --no-audit --no-fund)
+fi
+export INTEROP_NODE="$PWD/tests/interop/oidc/node_modules/node/bin/node"
+"$INTEROP_NODE" --version
+
 step "format"
 cargo fmt --all --check
 
@@ -49,5 +57,5 @@ cargo clippy --workspace --all-targets --all-features -- -D warnings
 step "docs"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --all-features --no-deps --quiet
 
-step "tests (unit, integration against the real binaries, interop with Redis, moto and the Python SDK, doctests)"
+step "tests (unit, integration against the real binaries, interop with Redis, moto, oidc-provider and the Python SDK, doctests)"
 cargo test --workspace --all-features --no-fail-fast -- --include-ignored

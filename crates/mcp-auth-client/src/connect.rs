@@ -267,12 +267,10 @@ async fn oauth(server_url: &str, opts: &OAuthOptions) -> Result<Client, ClientEr
         .wait(&expected, opts.timeout)
         .await
         .map_err(|e| ClientError::Login(e.to_string()))?;
+    // Checks state and the RFC 9207 `iss`, exchanges the code (with PKCE
+    // and `resource`), and moves to the authorized state.
     state
         .handle_callback_url(&full)
-        .await
-        .map_err(|e| ClientError::Token(e.to_string()))?;
-    state
-        .complete_authorization()
         .await
         .map_err(|e| ClientError::Token(e.to_string()))?;
     let m = state

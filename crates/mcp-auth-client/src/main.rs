@@ -44,6 +44,9 @@ struct Cli {
     /// Loopback port for the OAuth redirect.
     #[arg(long, default_value_t = 3030)]
     callback_port: u16,
+    /// Seconds to wait for the browser login.
+    #[arg(long, default_value_t = 300)]
+    login_timeout: u64,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -161,6 +164,7 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
                 .unwrap_or_default(),
             callback_port: cli.callback_port,
             open_browser: !cli.no_browser,
+            timeout: Duration::from_secs(cli.login_timeout),
             ..OAuthOptions::default()
         })
     };

@@ -23,7 +23,8 @@
 //!   redirects ([`FetchLimits`]);
 //! - is single-flight: concurrent misses wait for one fetch;
 //! - refreshes for an unknown `kid` at most once per cooldown (default 10 s);
-//!   a failed fetch also starts the cooldown, so an outage is not hammered;
+//!   a failed fetch also starts the cooldown, so an outage is not hammered
+//!   (while no keys were ever fetched, at most once a second);
 //! - refreshes in the background (default every 10 minutes);
 //! - keeps the last good key set when the issuer is down, slow or answers
 //!   garbage (an empty or unparsable set never replaces a good one);
@@ -53,6 +54,9 @@ enum Location {
     /// Discovered from the issuer's metadata on first use.
     Issuer(String),
 }
+
+/// Retry period while no key set has ever been fetched.
+const NO_KEYS_RETRY: Duration = Duration::from_secs(1);
 
 /// The key set could not be obtained and none is cached.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -244,9 +248,16 @@ impl JwksCache {
     /// share one fetch.
     async fn refresh_gated(&self) {
         let asked = Instant::now();
+        // With nothing cached every request fails anyway: retry sooner (at
+        // most once a second) so a startup race with the issuer heals fast.
         let recent = |s: &State| {
+            let cooldown = if s.keys.is_none() {
+                self.inner.cooldown.min(NO_KEYS_RETRY)
+            } else {
+                self.inner.cooldown
+            };
             s.last_attempt
-                .is_some_and(|t| t >= asked || t.elapsed() < self.inner.cooldown)
+                .is_some_and(|t| t >= asked || t.elapsed() < cooldown)
         };
         if self.read_state(recent) {
             return;

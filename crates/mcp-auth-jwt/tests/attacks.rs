@@ -403,6 +403,12 @@ async fn an_unreachable_issuer_is_unavailable_not_hammered() {
         assert_eq!(v.verify(&t).await.unwrap_err(), JwtError::KeysUnavailable);
     }
     assert_eq!(issuer.hits(), 1, "failures start the cooldown too");
+    // With nothing cached, retries come once a second, so the issuer
+    // coming up is noticed quickly.
+    issuer.set_mode(Mode::Normal);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert!(v.verify(&t).await.is_ok());
+    assert_eq!(issuer.hits(), 2);
     let err: mcp_auth_core::AuthError = JwtError::KeysUnavailable.into();
     assert_eq!(err.status(), http_status(503));
 }

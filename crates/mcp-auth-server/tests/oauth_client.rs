@@ -1,0 +1,280 @@
+//! The full OAuth flow end to end: `mcp-auth-client` against
+//! `mcp-auth-server` (oauth2 strategy) behind a real authorization server
+//! (npm `oidc-provider`), with a headless "browser" script as `$BROWSER`.
+//!
+//! Ignored by plain `cargo test`; `tests/run-all.sh` installs Node 22 and
+//! oidc-provider (`INTEROP_NODE`) and runs it.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::{
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+};
+
+use common::Server;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn client_bin() -> PathBuf {
+    let p = Path::new(env!("CARGO_BIN_EXE_mcp-auth-server")).with_file_name("mcp-auth-client");
+    assert!(
+        p.exists(),
+        "{} is not built: run `cargo build -p mcp-auth-client`",
+        p.display()
+    );
+    p
+}
+
+struct Provider(Child);
+
+impl Drop for Provider {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts oidc-provider on `port` issuing tokens for `resource`.
+fn provider(port: u16, resource: &str) -> Provider {
+    let node = std::env::var("INTEROP_NODE").unwrap_or_else(|_| "node".into());
+    let child = Command::new(&node)
+        .arg(repo().join("tests/interop/oidc/provider.mjs"))
+        .env("PORT", port.to_string())
+        .env("RESOURCE", resource)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {node} ({e}): run tests/run-all.sh, which installs Node 22 and oidc-provider"));
+    Provider(wait_ready(child))
+}
+
+/// Waits for the provider's "ready" line, then keeps draining its output
+/// (a closed pipe would kill it at its next log line).
+fn wait_ready(mut child: Child) -> Child {
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert!(line.starts_with("ready"), "oidc-provider: {line}");
+    std::thread::spawn(move || {
+        let mut sink = String::new();
+        while out.read_line(&mut sink).unwrap_or(0) > 0 {
+            sink.clear();
+        }
+    });
+    child
+}
+
+fn run_client(home: &Path, browser_log: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(client_bin())
+        .args(args)
+        .env("MCP_AUTH_CLIENT_HOME", home)
+        .env("BROWSER", repo().join("tests/interop/headless-browser.sh"))
+        .env("BROWSER_LOG", browser_log)
+        .env_remove("MCP_SERVER_URL")
+        .env_remove("MCP_API_KEY")
+        .current_dir(home)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn logins(log: &Path) -> usize {
+    std::fs::read_to_string(log)
+        .map(|s| s.lines().count())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+#[ignore = "needs Node 22 and oidc-provider (tests/run-all.sh installs them)"]
+async fn login_in_a_browser_then_reuse_the_stored_token() {
+    let as_port = free_port();
+    let issuer = format!("http://127.0.0.1:{as_port}");
+    let server = Server::start(&[
+        ("MCP_AUTH_STRATEGY", "oauth2"),
+        ("MCP_OAUTH_ISSUER", &issuer),
+        ("MCP_OAUTH_SCOPES_SUPPORTED", "mcp:tools"),
+    ]);
+    let _as = provider(as_port, &server.url());
+    // The server tried the issuer's keys at start-up, before the issuer was
+    // up; it retries within a second.
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    let home = tempfile::tempdir().unwrap();
+    let log = home.path().join("browser.log");
+    let url = server.url();
+
+    // First run: 401 → discovery → dynamic registration → browser login →
+    // code → token (audience = this server) → the call.
+    let (ok, out, err) = tokio::task::spawn_blocking({
+        let (home, log, url) = (home.path().to_owned(), log.clone(), url.clone());
+        move || {
+            run_client(
+                &home,
+                &log,
+                &[
+                    "--server",
+                    &url,
+                    "--callback-port",
+                    "0",
+                    "--login-timeout",
+                    "30",
+                    "call",
+                    "get_time",
+                ],
+            )
+        }
+    })
+    .await
+    .unwrap();
+    assert!(ok, "first run failed: {err}");
+    assert!(chrono_like(out.trim()), "{out}");
+    assert_eq!(logins(&log), 1, "one browser login");
+
+    // Second run: the stored token, no login.
+    let (ok, out, err) = tokio::task::spawn_blocking({
+        let (home, log, url) = (home.path().to_owned(), log.clone(), url.clone());
+        move || {
+            run_client(
+                &home,
+                &log,
+                &[
+                    "--server",
+                    &url,
+                    "--callback-port",
+                    "0",
+                    "--login-timeout",
+                    "30",
+                    "whoami",
+                ],
+            )
+        }
+    })
+    .await
+    .unwrap();
+    assert!(ok, "second run failed: {err}");
+    let who: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(who["subject"], "test-user");
+    assert_eq!(who["strategy"], "oauth2");
+    assert_eq!(who["issuer"], issuer);
+    assert_eq!(logins(&log), 1, "no second login");
+    // The stored tokens are private to the user.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = home.path().join("credentials");
+        let file = std::fs::read_dir(&dir)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        assert_eq!(
+            std::fs::metadata(file).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+
+    // logout forgets them; the next run logs in again.
+    let (ok, out, _) = run_client(home.path(), &log, &["--server", &url, "logout"]);
+    assert!(ok && out.contains("logged out"), "{out}");
+    let (ok, _, err) = tokio::task::spawn_blocking({
+        let (home, log, url) = (home.path().to_owned(), log.clone(), url.clone());
+        move || {
+            run_client(
+                &home,
+                &log,
+                &[
+                    "--server",
+                    &url,
+                    "--callback-port",
+                    "0",
+                    "--login-timeout",
+                    "30",
+                    "list",
+                ],
+            )
+        }
+    })
+    .await
+    .unwrap();
+    assert!(ok, "{err}");
+    assert_eq!(logins(&log), 2);
+}
+
+#[tokio::test]
+#[ignore = "needs Node 22 and oidc-provider (tests/run-all.sh installs them)"]
+async fn a_pre_registered_confidential_client_logs_in() {
+    let as_port = free_port();
+    let issuer = format!("http://127.0.0.1:{as_port}");
+    let server = Server::start(&[
+        ("MCP_AUTH_STRATEGY", "oauth2"),
+        ("MCP_OAUTH_ISSUER", &issuer),
+        ("MCP_OAUTH_SCOPES_SUPPORTED", "mcp:tools"),
+    ]);
+    let callback = free_port();
+    let redirect = format!("http://127.0.0.1:{callback}/callback");
+    let node = std::env::var("INTEROP_NODE").unwrap_or_else(|_| "node".into());
+    let child = Command::new(&node)
+        .arg(repo().join("tests/interop/oidc/provider.mjs"))
+        .env("PORT", as_port.to_string())
+        .env("RESOURCE", server.url())
+        .env("REDIRECT_URIS", &redirect)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _as = Provider(wait_ready(child));
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    let home = tempfile::tempdir().unwrap();
+    let log = home.path().join("browser.log");
+    let port = callback.to_string();
+    let url = server.url();
+    let (ok, out, err) = tokio::task::spawn_blocking({
+        let (home, log) = (home.path().to_owned(), log.clone());
+        move || {
+            run_client(
+                &home,
+                &log,
+                &[
+                    "--server",
+                    &url,
+                    "--client-id",
+                    "mcp-confidential",
+                    "--client-secret",
+                    "mcp-confidential-secret-0123456789",
+                    "--callback-port",
+                    &port,
+                    "--login-timeout",
+                    "30",
+                    "whoami",
+                ],
+            )
+        }
+    })
+    .await
+    .unwrap();
+    assert!(ok, "{err}");
+    let who: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(who["client_id"], "mcp-confidential");
+}
+
+fn chrono_like(s: &str) -> bool {
+    s.len() >= 20 && s.as_bytes()[4] == b'-' && s.contains('T')
+}
