@@ -40,6 +40,11 @@ fi
 export INTEROP_NODE="$PWD/tests/interop/oidc/node_modules/node/bin/node"
 "$INTEROP_NODE" --version
 
+step "peers: the official MCP conformance suite (pinned)"
+if [ ! -d tests/interop/conformance/node_modules/@modelcontextprotocol/conformance ]; then
+  (cd tests/interop/conformance && npm ci --silent --no-audit --no-fund)
+fi
+
 step "format"
 cargo fmt --all --check
 
@@ -59,3 +64,13 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --all-features --no-deps --quie
 
 step "tests (unit, integration against the real binaries, interop with Redis, moto, oidc-provider and the Python SDK, doctests)"
 cargo test --workspace --all-features --no-fail-fast -- --include-ignored
+
+step "conformance: client authorization scenarios against mcp-auth-client"
+cargo build --quiet -p mcp-auth-client
+client="$PWD/target/debug/mcp-auth-client"
+(
+  cd tests/interop/conformance
+  PATH="$PWD/node_modules/node/bin:$PATH" npx --no-install conformance client \
+    --command "$client conformance" --suite auth --timeout 30000 \
+    --expected-failures expected-failures.yml -o results
+)

@@ -52,6 +52,10 @@ pub struct OAuthOptions {
     pub persist: bool,
     /// How long to wait for the login.
     pub timeout: Duration,
+    /// A challenge the server already sent (a 401 or a 403
+    /// `insufficient_scope` mid-session): log in for it now, without
+    /// reusing stored tokens.
+    pub challenge: Option<String>,
 }
 
 impl Default for OAuthOptions {
@@ -66,6 +70,7 @@ impl Default for OAuthOptions {
             headless: false,
             persist: true,
             timeout: Duration::from_secs(300),
+            challenge: None,
         }
     }
 }
@@ -196,7 +201,7 @@ async fn with_manager(server_url: &str, m: AuthorizationManager) -> Result<Clien
 
 async fn oauth(server_url: &str, opts: &OAuthOptions) -> Result<Client, ClientError> {
     // Tokens from an earlier run (refreshed by rmcp when expired).
-    if opts.persist {
+    if opts.persist && opts.challenge.is_none() {
         let mut m = manager(server_url, opts).await?;
         if m.initialize_from_store().await.unwrap_or(false) {
             match with_manager(server_url, m).await {
@@ -207,8 +212,12 @@ async fn oauth(server_url: &str, opts: &OAuthOptions) -> Result<Client, ClientEr
             }
         }
     }
-    let Some(challenge) = probe(server_url).await? else {
-        return plain(server_url, HashMap::new()).await;
+    let challenge = match &opts.challenge {
+        Some(c) => c.clone(),
+        None => match probe(server_url).await? {
+            Some(c) => c,
+            None => return plain(server_url, HashMap::new()).await,
+        },
     };
     let callback = CallbackServer::bind(opts.callback_port)
         .await
@@ -321,4 +330,24 @@ async fn follow(start: &str, redirect_uri: &str) -> Result<(), String> {
         url = url.join(loc).map_err(|e| e.to_string())?;
     }
     Err("too many redirects".into())
+}
+
+/// The `WWW-Authenticate` challenge behind an MCP operation's error, when
+/// the server answered 401 or 403 mid-session.
+pub fn auth_challenge(error: &rmcp::service::ServiceError) -> Option<String> {
+    use rmcp::transport::streamable_http_client::{AuthRequiredError, InsufficientScopeError};
+    let rmcp::service::ServiceError::TransportSend(transport) = error else {
+        return None;
+    };
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(transport);
+    while let Some(e) = current {
+        if let Some(a) = e.downcast_ref::<AuthRequiredError>() {
+            return Some(a.www_authenticate_header.clone());
+        }
+        if let Some(i) = e.downcast_ref::<InsufficientScopeError>() {
+            return Some(i.www_authenticate_header.clone());
+        }
+        current = e.source();
+    }
+    None
 }

@@ -28,5 +28,5 @@ mod store;
 
 pub use browser::open_browser;
 pub use callback::{CallbackError, CallbackParams, CallbackServer};
-pub use connect::{Auth, ClientError, OAuthOptions, connect};
+pub use connect::{Auth, ClientError, OAuthOptions, auth_challenge, connect};
 pub use store::FileCredentialStore;

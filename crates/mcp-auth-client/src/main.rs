@@ -168,25 +168,87 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
             ..OAuthOptions::default()
         })
     };
-    let client = connect(&server, auth).await?;
-    let result = match cli.command {
-        Some(Command::List) => list(&client).await,
-        Some(Command::Call { tool, args }) => call(&client, &tool, args.as_deref()).await,
-        Some(Command::Whoami) => call(&client, "whoami", None).await,
-        None => repl(&client).await,
-        Some(Command::Logout | Command::Conformance { .. }) => Ok(()),
+    let op = match cli.command {
+        Some(Command::List) => Op::List,
+        Some(Command::Call { tool, args }) => Op::Call(tool, args),
+        Some(Command::Whoami) => Op::Call("whoami".into(), None),
+        _ => Op::Repl,
     };
-    let _ = client.cancel().await;
-    result
+    perform(&server, auth, &op).await
 }
 
 type Client = rmcp::service::RunningService<rmcp::RoleClient, ()>;
 
-async fn list(client: &Client) -> Result<(), ClientError> {
-    let tools = client
-        .list_all_tools()
-        .await
-        .map_err(|e| ClientError::Mcp(format!("tools/list: {e}")))?;
+/// Failures of an operation: the MCP error (which may carry a challenge to
+/// step up for), or anything else.
+enum OpErr {
+    Service(rmcp::service::ServiceError),
+    Other(ClientError),
+}
+
+impl From<OpErr> for ClientError {
+    fn from(e: OpErr) -> Self {
+        match e {
+            OpErr::Service(e) => ClientError::Mcp(e.to_string()),
+            OpErr::Other(e) => e,
+        }
+    }
+}
+
+/// What to do once connected.
+#[derive(Debug, Clone)]
+enum Op {
+    List,
+    Call(String, Option<String>),
+    Repl,
+    /// List the tools, then call the first (the conformance run).
+    Exercise,
+}
+
+/// Step-ups (re-authorizations after a 401/403 mid-session) at most.
+const MAX_STEP_UPS: usize = 2;
+
+/// Connects and runs `op`. A 401, or a 403 `insufficient_scope`, in the
+/// middle of it starts a new authorization for the server's challenge
+/// (which names every scope needed), then `op` runs again, at most
+/// [`MAX_STEP_UPS`] times.
+async fn perform(server: &str, mut auth: Auth, op: &Op) -> Result<(), ClientError> {
+    for attempt in 0..=MAX_STEP_UPS {
+        let client = connect(server, auth.clone()).await?;
+        let result = match op {
+            Op::List => list(&client).await,
+            Op::Call(tool, args) => call(&client, tool, args.as_deref()).await,
+            Op::Repl => repl(&client).await.map_err(OpErr::Other),
+            Op::Exercise => exercise(&client).await,
+        };
+        let _ = client.cancel().await;
+        let e = match result {
+            Ok(()) => return Ok(()),
+            Err(OpErr::Service(e)) => e,
+            Err(other) => return Err(other.into()),
+        };
+        let challenge = mcp_auth_client::auth_challenge(&e);
+        match (challenge, &auth) {
+            (Some(c), Auth::OAuth(opts)) if attempt < MAX_STEP_UPS => {
+                eprintln!("the server asks for (more) authorization; logging in again");
+                auth = Auth::OAuth(OAuthOptions {
+                    challenge: Some(c),
+                    ..opts.clone()
+                });
+            }
+            (Some(_), Auth::OAuth(_)) => {
+                return Err(ClientError::Authorization(format!(
+                    "still refused after {MAX_STEP_UPS} re-authorizations: {e}"
+                )));
+            }
+            _ => return Err(ClientError::Mcp(e.to_string())),
+        }
+    }
+    Err(ClientError::Authorization("gave up".into()))
+}
+
+async fn list(client: &Client) -> Result<(), OpErr> {
+    let tools = client.list_all_tools().await.map_err(OpErr::Service)?;
     for t in tools {
         println!(
             "{:<16} {}",
@@ -197,29 +259,31 @@ async fn list(client: &Client) -> Result<(), ClientError> {
     Ok(())
 }
 
-async fn call(client: &Client, tool: &str, args: Option<&str>) -> Result<(), ClientError> {
+async fn call(client: &Client, tool: &str, args: Option<&str>) -> Result<(), OpErr> {
     let args = match args {
         None => serde_json::Map::new(),
         Some(a) => match serde_json::from_str::<serde_json::Value>(a) {
             Ok(serde_json::Value::Object(m)) => m,
             _ => {
-                return Err(ClientError::Mcp(format!(
+                return Err(OpErr::Other(ClientError::Mcp(format!(
                     "arguments must be a JSON object, got {a}"
-                )));
+                ))));
             }
         },
     };
     let r = client
         .call_tool(CallToolRequestParams::new(tool.to_owned()).with_arguments(args))
         .await
-        .map_err(|e| ClientError::Mcp(format!("tools/call {tool}: {e}")))?;
+        .map_err(OpErr::Service)?;
     for c in &r.content {
         if let Some(t) = c.as_text() {
             println!("{}", t.text);
         }
     }
     if r.is_error == Some(true) {
-        return Err(ClientError::Mcp(format!("{tool} reported an error")));
+        return Err(OpErr::Other(ClientError::Mcp(format!(
+            "{tool} reported an error"
+        ))));
     }
     Ok(())
 }
@@ -243,15 +307,19 @@ async fn repl(client: &Client) -> Result<(), ClientError> {
                 println!("list | call <tool> [json-args] | whoami | quit");
                 Ok(())
             }
-            "list" => list(client).await,
-            "whoami" => call(client, "whoami", None).await,
+            "list" => list(client).await.map_err(ClientError::from),
+            "whoami" => call(client, "whoami", None)
+                .await
+                .map_err(ClientError::from),
             "call" => {
                 let (tool, args) = rest.trim().split_once(' ').unwrap_or((rest.trim(), ""));
                 if tool.is_empty() {
                     println!("usage: call <tool> [json-args]");
                     Ok(())
                 } else {
-                    call(client, tool, Some(args).filter(|a| !a.trim().is_empty())).await
+                    call(client, tool, Some(args).filter(|a| !a.trim().is_empty()))
+                        .await
+                        .map_err(ClientError::from)
                 }
             }
             other => {
@@ -283,16 +351,16 @@ async fn conformance(url: &str) -> Result<(), ClientError> {
         timeout: Duration::from_secs(60),
         ..OAuthOptions::default()
     };
-    let client = connect(url, Auth::OAuth(opts)).await?;
-    let tools = client
-        .list_all_tools()
-        .await
-        .map_err(|e| ClientError::Mcp(format!("tools/list: {e}")))?;
+    perform(url, Auth::OAuth(opts), &Op::Exercise).await
+}
+
+async fn exercise(client: &Client) -> Result<(), OpErr> {
+    let tools = client.list_all_tools().await.map_err(OpErr::Service)?;
     if let Some(t) = tools.first() {
-        let _ = client
+        client
             .call_tool(CallToolRequestParams::new(t.name.clone()))
-            .await;
+            .await
+            .map_err(OpErr::Service)?;
     }
-    let _ = client.cancel().await;
     Ok(())
 }
