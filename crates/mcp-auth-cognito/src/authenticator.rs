@@ -108,26 +108,10 @@ impl CognitoAuthenticator {
         }
         if let Some(u) = l.get("COGNITO_JWKS_URL") {
             let allow_http = parse_bool(l, "MCP_OAUTH_ALLOW_HTTP", false)?;
-            let url = Url::parse(&u)
-                .ok()
-                .filter(|url| mcp_auth_jwt::is_secure_url(url, allow_http))
-                .ok_or_else(|| {
-                    ConfigError::new(
-                        "COGNITO_JWKS_URL",
-                        "must be an https URL (plain http only to loopback, or with MCP_OAUTH_ALLOW_HTTP=true)",
-                    )
-                })?;
+            let url = mcp_auth_jwt::secure_url_setting(&u, "COGNITO_JWKS_URL", allow_http)?;
             b = b.jwks_url(url).allow_insecure_http(allow_http);
         }
-        if let Some(v) = l.get("MCP_JWT_LEEWAY") {
-            let secs = v.parse::<u64>().ok().filter(|s| *s <= 600).ok_or_else(|| {
-                ConfigError::new(
-                    "MCP_JWT_LEEWAY",
-                    format!("expected whole seconds from 0 to 600, got {v:?}"),
-                )
-            })?;
-            b = b.leeway(std::time::Duration::from_secs(secs));
-        }
+        b = b.leeway(mcp_auth_jwt::leeway_from_settings(l)?);
         let verifier = b
             .build()
             .map_err(|e| ConfigError::new("COGNITO_APP_CLIENT_ID", e))?;

@@ -1,7 +1,7 @@
 //! The `bearer` and `oauth2` strategies: JWT access tokens in
 //! `Authorization: Bearer`, and RFC 7662 introspection for opaque tokens.
 
-use std::{fs, sync::Arc, time::Duration};
+use std::{fs, sync::Arc};
 
 use async_trait::async_trait;
 use mcp_auth_core::{
@@ -166,7 +166,7 @@ impl JwtAuthenticator {
             .static_keys(vec![key])
             .issuer(issuer)
             .audience(audience(l, "MCP_JWT_AUDIENCE", server_url)?)
-            .leeway(leeway(l)?)
+            .leeway(mcp_auth_jwt::leeway_from_settings(l)?)
             .build()
             .map_err(|e| ConfigError::new("MCP_JWT_SECRET", e.to_string()))?;
         Ok(Self::bearer(verifier))
@@ -192,9 +192,13 @@ impl JwtAuthenticator {
         mcp_auth_jwt::discovery_urls(&issuer)
             .map_err(|e| ConfigError::new("MCP_OAUTH_ISSUER", e.to_string()))?;
         let allow_http = parse_bool(l, "MCP_OAUTH_ALLOW_HTTP", false)?;
-        secure_url(&issuer, "MCP_OAUTH_ISSUER", allow_http)?;
+        mcp_auth_jwt::secure_url_setting(&issuer, "MCP_OAUTH_ISSUER", allow_http)?;
         let cache = match l.get("MCP_OAUTH_JWKS_URL") {
-            Some(u) => JwksCache::builder(secure_url(&u, "MCP_OAUTH_JWKS_URL", allow_http)?),
+            Some(u) => JwksCache::builder(mcp_auth_jwt::secure_url_setting(
+                &u,
+                "MCP_OAUTH_JWKS_URL",
+                allow_http,
+            )?),
             None => JwksCache::discover(issuer.clone()),
         }
         .allow_insecure_http(allow_http)
@@ -204,7 +208,7 @@ impl JwtAuthenticator {
             .jwks(cache)
             .issuer(issuer.clone())
             .audience(audience.clone())
-            .leeway(leeway(l)?)
+            .leeway(mcp_auth_jwt::leeway_from_settings(l)?)
             // Shared secrets have no place with a third-party issuer.
             .algorithms(&[
                 Algorithm::RS256,
@@ -222,7 +226,8 @@ impl JwtAuthenticator {
         let mut auth = Self::oauth2(verifier, issuer.clone())
             .with_scopes_supported(parse_list(l, "MCP_OAUTH_SCOPES_SUPPORTED").unwrap_or_default());
         if let Some(u) = l.get("MCP_OAUTH_INTROSPECTION_URL") {
-            let url = secure_url(&u, "MCP_OAUTH_INTROSPECTION_URL", allow_http)?;
+            let url =
+                mcp_auth_jwt::secure_url_setting(&u, "MCP_OAUTH_INTROSPECTION_URL", allow_http)?;
             let id = l.get("MCP_OAUTH_CLIENT_ID").ok_or_else(|| {
                 ConfigError::new(
                     "MCP_OAUTH_CLIENT_ID",
@@ -251,24 +256,6 @@ impl JwtAuthenticator {
     }
 }
 
-/// An https URL, or http to loopback, or any http with `allow_http`.
-fn secure_url(u: &str, var: &str, allow_http: bool) -> Result<Url, ConfigError> {
-    let url = Url::parse(u)
-        .ok()
-        .filter(|url| matches!(url.scheme(), "http" | "https"))
-        .ok_or_else(|| ConfigError::new(var, format!("{u:?} is not an http(s) URL")))?;
-    if !mcp_auth_jwt::is_secure_url(&url, allow_http) {
-        return Err(ConfigError::new(
-            var,
-            format!(
-                "{} must be https (plain http only to loopback, or with MCP_OAUTH_ALLOW_HTTP=true): anyone on the path could forge keys or read secrets",
-                mcp_auth_jwt::redact(&url)
-            ),
-        ));
-    }
-    Ok(url)
-}
-
 fn read_pem(value: &str, var: &str) -> Result<Vec<u8>, ConfigError> {
     if value.contains("-----BEGIN") {
         return Ok(value.replace("\\n", "\n").into_bytes());
@@ -295,23 +282,6 @@ fn audience(l: &dyn Lookup, var: &str, server_url: &Url) -> Result<Audience, Con
         }
         Some(list) if list.is_empty() => Err(ConfigError::new(var, "the list is empty")),
         Some(list) => Ok(Audience::OneOf(list)),
-    }
-}
-
-fn leeway(l: &dyn Lookup) -> Result<Duration, ConfigError> {
-    match l.get("MCP_JWT_LEEWAY") {
-        None => Ok(Duration::from_secs(60)),
-        Some(v) => v
-            .parse::<u64>()
-            .ok()
-            .filter(|s| *s <= 600)
-            .map(Duration::from_secs)
-            .ok_or_else(|| {
-                ConfigError::new(
-                    "MCP_JWT_LEEWAY",
-                    format!("expected whole seconds from 0 to 600, got {v:?}"),
-                )
-            }),
     }
 }
 
