@@ -1,6 +1,8 @@
 #![allow(missing_docs)] // criterion_group! generates an undocumented fn
 //! Token verification per algorithm with a cached key: static keys, and a
-//! JWKS fetched once from a real server on loopback.
+//! JWKS fetched once from a real server on loopback. These measure the full
+//! check (the verified-token cache is off); the "repeated" cases measure a
+//! token seen before, served from that cache.
 //!
 //! ```text
 //! cargo bench -p mcp-auth-jwt --bench verify
@@ -41,6 +43,7 @@ fn verifier(keys: Vec<VerifyKey>) -> JwtVerifier {
         .static_keys(keys)
         .issuer(ISS)
         .audience(Audience::OneOf(vec![AUD.into()]))
+        .cache_capacity(0)
         .build()
         .expect("verifier")
 }
@@ -100,16 +103,27 @@ fn bench(c: &mut Criterion) {
         url
     });
     let cache = rt.block_on(async { JwksCache::builder(url.parse().expect("url")).build() });
-    let v = JwtVerifier::builder()
-        .jwks(cache)
-        .issuer(ISS)
-        .audience(Audience::OneOf(vec![AUD.into()]))
-        .build()
-        .expect("verifier");
+    let build = |capacity: usize| {
+        JwtVerifier::builder()
+            .jwks(cache.clone())
+            .issuer(ISS)
+            .audience(Audience::OneOf(vec![AUD.into()]))
+            .cache_capacity(capacity)
+            .build()
+            .expect("verifier")
+    };
+    let v = build(0);
     for (_, t, alg) in &jwks {
         rt.block_on(v.verify(t)).expect("warm-up verify");
         group.bench_function(format!("{alg:?} jwks"), |b| {
             b.to_async(&rt).iter(|| v.verify(t))
+        });
+    }
+    let cached = build(10_000);
+    for (_, t, alg) in &jwks {
+        rt.block_on(cached.verify(t)).expect("warm-up verify");
+        group.bench_function(format!("{alg:?} jwks repeated"), |b| {
+            b.to_async(&rt).iter(|| cached.verify(t))
         });
     }
     group.finish();

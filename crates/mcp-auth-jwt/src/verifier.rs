@@ -9,6 +9,7 @@ use std::{
 use jsonwebtoken::{Algorithm, Validation, errors::ErrorKind};
 use mcp_auth_core::{AuthError, Principal};
 use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
 
 use crate::{JwksCache, KeySet, VerifyKey};
 
@@ -124,6 +125,10 @@ impl VerifiedToken {
             .collect()
     }
 
+    fn exp_secs(&self) -> Option<u64> {
+        self.claims.get("exp").and_then(numeric_date)
+    }
+
     /// The expiry (`exp` as integer or fractional seconds).
     pub fn expires_at(&self) -> Option<SystemTime> {
         self.claims
@@ -235,6 +240,51 @@ pub struct JwtVerifier {
     allowed: Arc<[Algorithm]>,
     max_token_bytes: usize,
     check: Option<ClaimCheck>,
+    leeway: u64,
+    cache: Option<Arc<TokenCache>>,
+}
+
+/// Tokens already verified, by SHA-256 of the token. An entry is used only
+/// while the token is unexpired and its key is still trusted.
+struct TokenCache {
+    entries: std::sync::Mutex<std::collections::HashMap<[u8; 32], VerifiedToken>>,
+    capacity: usize,
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+}
+
+impl TokenCache {
+    fn get(&self, key: &[u8; 32]) -> Option<VerifiedToken> {
+        self.entries.lock().ok()?.get(key).cloned()
+    }
+
+    fn forget(&self, key: &[u8; 32]) {
+        if let Ok(mut m) = self.entries.lock() {
+            m.remove(key);
+        }
+    }
+
+    fn put(&self, key: [u8; 32], token: &VerifiedToken, leeway: u64) {
+        let Ok(mut m) = self.entries.lock() else {
+            return;
+        };
+        if m.len() >= self.capacity {
+            let now = now_secs();
+            m.retain(|_, t| {
+                t.exp_secs()
+                    .is_some_and(|e| e.saturating_add(leeway) >= now)
+            });
+            if m.len() >= self.capacity {
+                m.clear();
+            }
+        }
+        m.insert(key, token.clone());
+    }
 }
 
 impl std::fmt::Debug for JwtVerifier {
@@ -274,6 +324,7 @@ pub struct JwtVerifierBuilder {
     algorithms: Vec<Algorithm>,
     max_token_bytes: usize,
     check: Option<ClaimCheck>,
+    cache_capacity: usize,
 }
 
 impl JwtVerifier {
@@ -302,6 +353,7 @@ impl JwtVerifier {
             ],
             max_token_bytes: DEFAULT_MAX_TOKEN_BYTES,
             check: None,
+            cache_capacity: 10_000,
         }
     }
 
@@ -323,6 +375,35 @@ impl JwtVerifier {
         if token.len() > self.max_token_bytes {
             return Err(JwtError::TooLarge);
         }
+        let Some(cache) = &self.cache else {
+            return self.verify_uncached(token).await;
+        };
+        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        if let Some(hit) = cache.get(&key) {
+            let fresh = hit
+                .exp_secs()
+                .is_some_and(|e| e.saturating_add(self.leeway) >= now_secs());
+            let key_trusted = match (&self.keys, &hit.kid) {
+                (Keys::Jwks(c), Some(kid)) => c.cached().is_some_and(|k| k.has_kid(kid)),
+                // Without a kid we cannot tell whether its key is still
+                // published, so such tokens are always verified afresh.
+                (Keys::Jwks(_), None) => false,
+                _ => true,
+            };
+            if fresh && key_trusted {
+                return Ok(hit);
+            }
+            cache.forget(&key);
+        }
+        let verified = self.verify_uncached(token).await?;
+        let key_known = verified.kid.is_some() || matches!(self.keys, Keys::Static(_));
+        if verified.exp_secs().is_some() && key_known {
+            cache.put(key, &verified, self.leeway);
+        }
+        Ok(verified)
+    }
+
+    async fn verify_uncached(&self, token: &str) -> Result<VerifiedToken, JwtError> {
         if token.split('.').count() != 3 {
             return Err(JwtError::Malformed);
         }
@@ -504,11 +585,27 @@ impl JwtVerifierBuilder {
     }
 
     /// A custom check run after every standard check passed.
+    ///
+    /// It runs when a token is fully verified; a repeated token served from
+    /// the verified-token cache is not checked again. If the check consults
+    /// state that changes (a revocation list, say), turn the cache off with
+    /// [`cache_capacity(0)`](Self::cache_capacity).
     pub fn check(
         mut self,
         f: impl Fn(&VerifiedToken) -> Result<(), String> + Send + Sync + 'static,
     ) -> Self {
         self.check = Some(Arc::new(f));
+        self
+    }
+
+    /// How many verified tokens to remember (default 10 000; 0 turns the
+    /// cache off). A repeated token then costs a hash and a lookup instead of
+    /// a signature check; an entry is never used past the token's `exp`
+    /// (plus leeway), nor once its `kid` has left the JWKS. Tokens without
+    /// `exp`, and JWKS-verified tokens without `kid`, are never cached. When
+    /// full, expired entries are dropped, and if none were, all of them.
+    pub fn cache_capacity(mut self, n: usize) -> Self {
+        self.cache_capacity = n;
         self
     }
 
@@ -552,6 +649,13 @@ impl JwtVerifierBuilder {
             allowed: self.algorithms.into(),
             max_token_bytes: self.max_token_bytes,
             check: self.check,
+            leeway: self.leeway.as_secs(),
+            cache: (self.cache_capacity > 0).then(|| {
+                Arc::new(TokenCache {
+                    entries: std::sync::Mutex::new(std::collections::HashMap::new()),
+                    capacity: self.cache_capacity,
+                })
+            }),
         })
     }
 }

@@ -552,3 +552,70 @@ async fn plain_http_issuers_are_refused_except_on_loopback() {
         "refused before any network access"
     );
 }
+
+#[tokio::test]
+async fn a_repeated_token_is_served_from_cache_only_until_it_expires() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let rsa = TestKey::rsa("rsa");
+    let issuer = Issuer::start(vec![rsa.jwk(false)]).await;
+    let checks = Arc::new(AtomicUsize::new(0));
+    let seen = checks.clone();
+    let v = JwtVerifier::builder()
+        .jwks(JwksCache::builder(issuer.jwks_url()).build())
+        .issuer(&issuer.base)
+        .audience(Audience::OneOf(vec![AUDIENCE.into()]))
+        .leeway(Duration::from_secs(1))
+        .check(move |_| {
+            seen.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        })
+        .build()
+        .unwrap();
+    let mut c = claims(&issuer.base);
+    c["exp"] = json!(now() + 1);
+    let token = rsa.sign(&c);
+    // The custom check runs only on a full verification: the second call
+    // is a cache hit.
+    v.verify(&token).await.unwrap();
+    v.verify(&token).await.unwrap();
+    assert_eq!(checks.load(Ordering::SeqCst), 1);
+    // Once exp + leeway has passed the cached entry is not used.
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    assert_eq!(v.verify(&token).await.unwrap_err(), JwtError::Expired);
+}
+
+#[tokio::test]
+async fn the_cache_can_be_turned_off_and_never_keeps_kidless_jwks_tokens() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let rsa = TestKey::rsa("rsa");
+    let issuer = Issuer::start(vec![rsa.jwk(false)]).await;
+    let checks = Arc::new(AtomicUsize::new(0));
+    let build = |capacity: usize| {
+        let seen = checks.clone();
+        JwtVerifier::builder()
+            .jwks(JwksCache::builder(issuer.jwks_url()).build())
+            .issuer(&issuer.base)
+            .audience(Audience::OneOf(vec![AUDIENCE.into()]))
+            .cache_capacity(capacity)
+            .check(move |_| {
+                seen.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            })
+            .build()
+            .unwrap()
+    };
+    let c = claims(&issuer.base);
+    let off = build(0);
+    let token = rsa.sign(&c);
+    off.verify(&token).await.unwrap();
+    off.verify(&token).await.unwrap();
+    assert_eq!(checks.load(Ordering::SeqCst), 2);
+
+    let on = build(16);
+    let mut header = rsa.header();
+    header.kid = None;
+    let kidless = rsa.sign_with(&header, &c);
+    on.verify(&kidless).await.unwrap();
+    on.verify(&kidless).await.unwrap();
+    assert_eq!(checks.load(Ordering::SeqCst), 4);
+}
