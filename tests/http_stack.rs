@@ -537,3 +537,46 @@ async fn protocol_errors_of_authenticated_clients_are_not_failed_logins() {
         200
     );
 }
+
+#[tokio::test]
+async fn many_slow_legitimate_requests_in_parallel_are_not_counted_as_failed_logins() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let mut config = HttpConfig::new(format!("{base}/mcp").parse().unwrap());
+    config.rate_limit.max_auth_failures = 3;
+    let keys: SharedAuthenticator = Arc::new(ApiKeyAuthenticator::from_list(KEY).unwrap());
+    let app = McpHttpApp::new(config, keys).unwrap();
+    // A tool call that takes a while: the request is in flight long after
+    // its credentials were accepted.
+    let slow = tower::service_fn(|_req: axum::extract::Request| async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        Ok::<_, Infallible>("done")
+    });
+    tokio::spawn(mcp_auth_transport::serve(
+        listener,
+        app.router(slow),
+        app.cancellation_token(),
+        std::future::pending(),
+    ));
+    let c = reqwest::Client::new();
+    let url = format!("{base}/mcp");
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let req = c.post(&url).header("x-api-key", KEY).body("{}");
+            tokio::spawn(async move { req.send().await.unwrap().status().as_u16() })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 200);
+    }
+    // Failures still count: the fourth wrong key from this address is refused.
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        let r = c
+            .post(&url)
+            .header("x-api-key", "wrong-key-0123456789")
+            .send();
+        statuses.push(r.await.unwrap().status().as_u16());
+    }
+    assert_eq!(statuses, [401, 401, 401, 429]);
+}

@@ -63,10 +63,12 @@ step "docs"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --all-features --no-deps --quiet
 
 step "tests (unit, integration against the real binaries, interop with Redis, moto, oidc-provider and the Python SDK, doctests)"
+# Tests of one package drive the binaries of others (the client against the
+# server, the load benchmark against the server): build every binary first.
+cargo build --workspace --all-features --bins --quiet
 cargo test --workspace --all-features --no-fail-fast -- --include-ignored
 
 step "conformance: client authorization scenarios against mcp-auth-client"
-cargo build --quiet -p mcp-auth-client
 client="$PWD/target/debug/mcp-auth-client"
 (
   cd tests/interop/conformance

@@ -194,6 +194,7 @@ where
             let result = settings.authenticator.authenticate(&view).await;
             parts.headers = view.headers;
             if settings.optional && matches!(result, Err(AuthError::MissingCredentials)) {
+                settle_attempt(&parts.extensions).await;
                 return inner
                     .call(Request::from_parts(parts, body))
                     .await
@@ -212,9 +213,21 @@ where
                 }
             };
             parts.extensions.insert(principal);
+            settle_attempt(&parts.extensions).await;
             let resp = inner.call(Request::from_parts(parts, body)).await?;
             Ok(resp.map(Body::new))
         })
+    }
+}
+
+/// Tells the failed-login limiter in front (if any) that this request's
+/// credentials were accepted.
+async fn settle_attempt(extensions: &http::Extensions) {
+    if let Some(attempt) = extensions
+        .get::<crate::ratelimit::PendingAttempt>()
+        .cloned()
+    {
+        attempt.accepted().await;
     }
 }
 

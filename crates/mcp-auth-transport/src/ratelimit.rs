@@ -208,6 +208,31 @@ struct Shared {
     store: SharedStore,
 }
 
+/// One request's provisional entry in the failed-login count. The auth
+/// layer settles it the moment it accepts the credentials, so legitimate
+/// requests hold a slot only while they are being authenticated, not for
+/// as long as the tool call they carry takes.
+#[derive(Clone)]
+pub(crate) struct PendingAttempt(Arc<Attempt>);
+
+struct Attempt {
+    shared: Arc<Shared>,
+    key: String,
+    settled: std::sync::atomic::AtomicBool,
+}
+
+impl PendingAttempt {
+    /// Takes the provisional count back (once; later calls do nothing).
+    pub(crate) async fn accepted(&self) {
+        let a = &self.0;
+        if !a.settled.swap(true, std::sync::atomic::Ordering::AcqRel)
+            && let Err(e) = a.shared.store.unhit(&a.key).await
+        {
+            tracing::warn!(store = %e.store, "could not settle a login-attempt count");
+        }
+    }
+}
+
 fn peer_of<B>(req: &Request<B>) -> Option<IpAddr> {
     req.extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -291,7 +316,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<B>) -> Self::Future {
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let shared = self.shared.clone();
@@ -316,11 +341,15 @@ where
                     Ok(_) => {}
                     Err(e) => return Ok(store_down(&e)),
                 }
+                let attempt = PendingAttempt(Arc::new(Attempt {
+                    shared: shared.clone(),
+                    key,
+                    settled: false.into(),
+                }));
+                req.extensions_mut().insert(attempt.clone());
                 let resp = inner.call(req).await?;
-                if resp.extensions().get::<crate::AuthRejected>().is_none()
-                    && let Err(e) = shared.store.unhit(&key).await
-                {
-                    tracing::warn!(store = %e.store, "could not settle a login-attempt count");
+                if resp.extensions().get::<crate::AuthRejected>().is_none() {
+                    attempt.accepted().await;
                 }
                 return Ok(resp);
             }
