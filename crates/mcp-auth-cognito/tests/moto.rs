@@ -365,10 +365,14 @@ async fn moto_tokens_are_checked_for_use_client_and_expiry() {
         CognitoError::Jwt(JwtError::Expired)
     );
     // A tampered token is refused.
-    let mut parts: Vec<&str> = access.split('.').collect();
-    let forged_payload = parts[1].replace('A', "B");
-    parts[1] = &forged_payload;
-    assert!(v.verify(&parts.join(".")).await.is_err());
+    // (One payload character always changes: the 6th, to a different one.)
+    let mut parts: Vec<String> = access.split('.').map(str::to_owned).collect();
+    let mut payload: Vec<char> = parts[1].chars().collect();
+    payload[5] = if payload[5] == 'A' { 'B' } else { 'A' };
+    parts[1] = payload.into_iter().collect();
+    let forged = parts.join(".");
+    assert_ne!(forged, access);
+    assert!(v.verify(&forged).await.is_err());
 }
 
 /// Re-signs `token`'s claims with moto's signing key, expired an hour ago.
