@@ -129,11 +129,16 @@ impl VerifiedToken {
         self.claims.get("exp").and_then(numeric_date)
     }
 
+    /// Whether `exp` plus `leeway` has not passed at `now` (seconds since
+    /// the epoch); false without `exp`.
+    fn unexpired(&self, leeway: u64, now: u64) -> bool {
+        self.exp_secs()
+            .is_some_and(|e| e.saturating_add(leeway) >= now)
+    }
+
     /// The expiry (`exp` as integer or fractional seconds).
     pub fn expires_at(&self) -> Option<SystemTime> {
-        self.claims
-            .get("exp")
-            .and_then(numeric_date)
+        self.exp_secs()
             .and_then(|s| UNIX_EPOCH.checked_add(Duration::from_secs(s)))
     }
 
@@ -275,10 +280,7 @@ impl TokenCache {
         };
         if m.len() >= self.capacity {
             let now = now_secs();
-            m.retain(|_, t| {
-                t.exp_secs()
-                    .is_some_and(|e| e.saturating_add(leeway) >= now)
-            });
+            m.retain(|_, t| t.unexpired(leeway, now));
             if m.len() >= self.capacity {
                 m.clear();
             }
@@ -380,27 +382,29 @@ impl JwtVerifier {
         };
         let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         if let Some(hit) = cache.get(&key) {
-            let fresh = hit
-                .exp_secs()
-                .is_some_and(|e| e.saturating_add(self.leeway) >= now_secs());
-            let key_trusted = match (&self.keys, &hit.kid) {
-                (Keys::Jwks(c), Some(kid)) => c.cached().is_some_and(|k| k.has_kid(kid)),
-                // Without a kid we cannot tell whether its key is still
-                // published, so such tokens are always verified afresh.
-                (Keys::Jwks(_), None) => false,
-                _ => true,
-            };
-            if fresh && key_trusted {
+            if self.cache_may_serve(&hit) {
                 return Ok(hit);
             }
             cache.forget(&key);
         }
         let verified = self.verify_uncached(token).await?;
-        let key_known = verified.kid.is_some() || matches!(self.keys, Keys::Static(_));
-        if verified.exp_secs().is_some() && key_known {
+        if self.cache_may_serve(&verified) {
             cache.put(key, &verified, self.leeway);
         }
         Ok(verified)
+    }
+
+    /// Whether a verified token may be answered from the cache: it has not
+    /// expired and its key is still trusted.
+    fn cache_may_serve(&self, t: &VerifiedToken) -> bool {
+        t.unexpired(self.leeway, now_secs())
+            && match (&self.keys, &t.kid) {
+                (Keys::Static(_), _) => true,
+                (Keys::Jwks(c), Some(kid)) => c.cached().is_some_and(|k| k.has_kid(kid)),
+                // Without a kid we cannot tell whether its key is still
+                // published, so such tokens are always verified afresh.
+                (Keys::Jwks(_), None) => false,
+            }
     }
 
     async fn verify_uncached(&self, token: &str) -> Result<VerifiedToken, JwtError> {
