@@ -1,1 +1,117 @@
-//! Cross-crate tests live in this package's test targets; this library is empty.
+//! Test support shared by the workspace's test targets: real peer
+//! processes (Redis, moto's Cognito emulator) on loopback ports. The
+//! cross-crate tests themselves live in this package's test targets.
+//!
+//! ```no_run
+//! let redis = mcp_auth_integration_tests::Peer::redis(mcp_auth_integration_tests::free_port());
+//! assert!(redis.redis_url().starts_with("redis://127.0.0.1:"));
+//! ```
+
+use std::{
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+/// A free TCP port on 127.0.0.1 (free when asked; bind it soon).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// A peer process listening on a loopback port; killed when dropped.
+pub struct Peer {
+    child: Child,
+    port: u16,
+}
+
+impl Peer {
+    /// `redis-server` (or `$REDIS_SERVER`) on `port`, without persistence.
+    /// Panics, naming the install step, when it cannot be started.
+    pub fn redis(port: u16) -> Peer {
+        let port_arg = port.to_string();
+        Self::spawn(
+            "REDIS_SERVER",
+            "redis-server",
+            &[
+                "--port",
+                &port_arg,
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            "redis-server",
+            port,
+            Duration::from_secs(10),
+        )
+    }
+
+    /// moto's server (`$MOTO_SERVER`, else `moto_server`) on a free port.
+    pub fn moto() -> Peer {
+        let port = free_port();
+        let port_arg = port.to_string();
+        Self::spawn(
+            "MOTO_SERVER",
+            "moto_server",
+            &["-H", "127.0.0.1", "-p", &port_arg],
+            "moto[cognitoidp,server]",
+            port,
+            Duration::from_secs(30),
+        )
+    }
+
+    fn spawn(
+        var: &str,
+        default: &str,
+        args: &[&str],
+        package: &str,
+        port: u16,
+        wait: Duration,
+    ) -> Peer {
+        let bin = std::env::var(var).unwrap_or_else(|_| default.into());
+        let child = Command::new(&bin)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start {bin} ({e}): run tests/run-all.sh, which installs {package}")
+            });
+        let peer = Peer { child, port };
+        let deadline = Instant::now() + wait;
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "{bin} did not start on port {port}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        peer
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn http_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// `redis://127.0.0.1:<port>/0`.
+    pub fn redis_url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

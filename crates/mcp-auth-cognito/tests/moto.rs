@@ -6,10 +6,9 @@
 //! them. `MOTO_SERVER` / `MOTO_PYTHON` name the emulator and its Python.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::{
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
-};
+use std::process::{Command, Stdio};
+
+use mcp_auth_integration_tests::Peer;
 
 use aws_sdk_cognitoidentityprovider::{Client, types::AuthFlowType};
 use mcp_auth_cognito::{CognitoError, CognitoVerifier, TokenUse};
@@ -19,49 +18,13 @@ const REGION: &str = "eu-west-1";
 const PASSWORD: &str = "Test-Passw0rd-123!";
 const EMAIL: &str = "alice@example.com";
 
-struct Moto {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn moto() -> Moto {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let bin = std::env::var("MOTO_SERVER").unwrap_or_else(|_| "moto_server".into());
-    let child = Command::new(&bin)
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!("cannot start {bin} ({e}): run tests/run-all.sh, which installs moto[cognitoidp,server]")
-        });
-    let url = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "moto did not start");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Moto { child, url }
-}
-
-fn cli(moto: &Moto, args: &[&str]) -> (bool, String, String) {
+fn cli(moto: &Peer, args: &[&str]) -> (bool, String, String) {
     let dir = std::env::temp_dir();
     let out = Command::new(env!("CARGO_BIN_EXE_mcp-auth-cognito"))
         .args(args)
         .current_dir(dir)
         .env_clear()
-        .env("AWS_ENDPOINT_URL", &moto.url)
+        .env("AWS_ENDPOINT_URL", moto.http_url())
         .env("AWS_ACCESS_KEY_ID", "test")
         .env("AWS_SECRET_ACCESS_KEY", "test")
         .env("AWS_REGION", REGION)
@@ -83,10 +46,10 @@ fn env_value(stdout: &str, name: &str) -> String {
         .to_owned()
 }
 
-async fn sdk(moto: &Moto) -> Client {
+async fn sdk(moto: &Peer) -> Client {
     let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .region(aws_config::Region::new(REGION))
-        .endpoint_url(&moto.url)
+        .endpoint_url(moto.http_url())
         .credentials_provider(aws_sdk_cognitoidentityprovider::config::Credentials::new(
             "test", "test", None, None, "test",
         ))
@@ -96,7 +59,7 @@ async fn sdk(moto: &Moto) -> Client {
 }
 
 /// (pool id, client id) after `setup` with a known test user.
-fn setup(moto: &Moto, pool: &str) -> (String, String) {
+fn setup(moto: &Peer, pool: &str) -> (String, String) {
     let (ok, out, err) = cli(
         moto,
         &[
@@ -136,7 +99,7 @@ async fn tokens(sdk: &Client, pool: &str, client: &str) -> (String, String) {
 }
 
 fn verifier(
-    moto: &Moto,
+    moto: &Peer,
     pool: &str,
     use_: TokenUse,
     clients: Option<Vec<String>>,
@@ -144,7 +107,7 @@ fn verifier(
     CognitoVerifier::builder(REGION, pool)
         .unwrap()
         .jwks_url(
-            format!("{}/{pool}/.well-known/jwks.json", moto.url)
+            format!("{}/{pool}/.well-known/jwks.json", moto.http_url())
                 .parse()
                 .unwrap(),
         )
@@ -157,7 +120,7 @@ fn verifier(
 #[tokio::test]
 #[ignore = "needs moto (tests/run-all.sh installs it)"]
 async fn setup_is_idempotent_and_registers_the_resource_server() {
-    let moto = moto();
+    let moto = Peer::moto();
     let (ok, first, err) = cli(&moto, &["setup", "--user-password", PASSWORD]);
     assert!(ok, "{err}");
     assert!(err.contains("created user pool"), "{err}");
@@ -262,7 +225,7 @@ async fn setup_is_idempotent_and_registers_the_resource_server() {
 #[tokio::test]
 #[ignore = "needs moto (tests/run-all.sh installs it)"]
 async fn moto_tokens_are_checked_for_use_client_and_expiry() {
-    let moto = moto();
+    let moto = Peer::moto();
     let (pool, client) = setup(&moto, "verify-pool");
     let sdk = sdk(&moto).await;
     let (access, id) = tokens(&sdk, &pool, &client).await;
@@ -328,7 +291,7 @@ async fn moto_tokens_are_checked_for_use_client_and_expiry() {
     let strict = CognitoVerifier::builder(REGION, &pool)
         .unwrap()
         .jwks_url(
-            format!("{}/{pool}/.well-known/jwks.json", moto.url)
+            format!("{}/{pool}/.well-known/jwks.json", moto.http_url())
                 .parse()
                 .unwrap(),
         )
@@ -344,7 +307,7 @@ async fn moto_tokens_are_checked_for_use_client_and_expiry() {
     let scoped = CognitoVerifier::builder(REGION, &pool)
         .unwrap()
         .jwks_url(
-            format!("{}/{pool}/.well-known/jwks.json", moto.url)
+            format!("{}/{pool}/.well-known/jwks.json", moto.http_url())
                 .parse()
                 .unwrap(),
         )

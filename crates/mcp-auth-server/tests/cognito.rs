@@ -6,10 +6,7 @@
 
 mod common;
 
-use std::{
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
-};
+use mcp_auth_integration_tests::Peer;
 
 use aws_sdk_cognitoidentityprovider::{Client, types::AuthFlowType};
 use common::{INIT, Server, post};
@@ -23,45 +20,13 @@ use rmcp::{
 
 const REGION: &str = "us-east-1";
 
-struct Moto(Child, String);
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn moto() -> Moto {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let bin = std::env::var("MOTO_SERVER").unwrap_or_else(|_| "moto_server".into());
-    let child = Command::new(&bin)
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!("cannot start {bin} ({e}): run tests/run-all.sh, which installs moto")
-        });
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "moto did not start");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Moto(child, format!("http://127.0.0.1:{port}"))
-}
-
 #[tokio::test]
 #[ignore = "needs moto (tests/run-all.sh installs it)"]
 async fn moto_access_tokens_of_the_allowed_client_reach_whoami() {
-    let moto = moto();
+    let moto = Peer::moto();
     let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .region(aws_config::Region::new(REGION))
-        .endpoint_url(&moto.1)
+        .endpoint_url(moto.http_url())
         .credentials_provider(aws_sdk_cognitoidentityprovider::config::Credentials::new(
             "test", "test", None, None, "test",
         ))
@@ -130,7 +95,7 @@ async fn moto_access_tokens_of_the_allowed_client_reach_whoami() {
     let (access, id) = tokens(clients[0].clone()).await;
     let (other_access, _) = tokens(clients[1].clone()).await;
 
-    let jwks = format!("{}/{pool}/.well-known/jwks.json", moto.1);
+    let jwks = format!("{}/{pool}/.well-known/jwks.json", moto.http_url());
     let s = Server::start(&[
         ("MCP_AUTH_STRATEGY", "cognito"),
         ("COGNITO_REGION", REGION),

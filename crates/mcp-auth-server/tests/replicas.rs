@@ -7,70 +7,15 @@
 
 mod common;
 
-use std::{
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
+
+use mcp_auth_integration_tests::{Peer, free_port};
 
 use common::{INIT, KEY, Server, post};
 
 const BOB: &str = "bobs-key-0123456789abcdef";
 const LIST: &str = r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#;
 const INITIALIZED: &str = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
-
-struct Redis {
-    child: Child,
-    port: u16,
-}
-
-impl Redis {
-    fn start(port: u16) -> Redis {
-        let bin = std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
-        let child = Command::new(&bin)
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot start {bin} ({e}): run tests/run-all.sh, which installs redis-server"
-                )
-            });
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Redis { child, port }
-    }
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn replica(redis: &str, extra: &[(&str, &str)]) -> Server {
     let keys = format!("{KEY},{BOB}");
@@ -139,9 +84,9 @@ async fn list(
 #[tokio::test]
 #[ignore = "needs redis-server (tests/run-all.sh installs it)"]
 async fn a_session_continues_on_another_replica_and_stays_bound() {
-    let redis = Redis::start(free_port());
-    let a = replica(&redis.url(), &[]);
-    let b = replica(&redis.url(), &[]);
+    let redis = Peer::redis(free_port());
+    let a = replica(&redis.redis_url(), &[]);
+    let b = replica(&redis.redis_url(), &[]);
     let c = client();
     let sid = open(&c, &a, Some(KEY)).await.unwrap();
     assert_eq!(list(&c, &a, &sid, Some(KEY)).await, 200);
@@ -156,7 +101,7 @@ async fn a_session_continues_on_another_replica_and_stays_bound() {
     // A replica restart loses nothing: a new process continues the session.
     let port_a = a.port;
     drop(a);
-    let a2 = replica(&redis.url(), &[("PORT", &port_a.to_string())]);
+    let a2 = replica(&redis.redis_url(), &[("PORT", &port_a.to_string())]);
     assert_eq!(list(&c, &a2, &sid, Some(KEY)).await, 200);
 
     // DELETE on one replica ends it everywhere.
@@ -175,7 +120,7 @@ async fn a_session_continues_on_another_replica_and_stays_bound() {
 #[tokio::test]
 #[ignore = "needs redis-server (tests/run-all.sh installs it)"]
 async fn caps_hold_across_replicas_and_anonymous_floods_cannot_take_them() {
-    let redis = Redis::start(free_port());
+    let redis = Peer::redis(free_port());
     let policy = [
         ("MCP_SESSION_AUTH_REQUIRE_FOR_SESSION", "false"),
         ("MCP_MAX_SESSIONS_PER_PRINCIPAL", "2"),
@@ -183,8 +128,8 @@ async fn caps_hold_across_replicas_and_anonymous_floods_cannot_take_them() {
         ("HTTP_MAX_CONCURRENT_SESSIONS", "5"),
         ("HTTP_AUTH_FAILURE_LIMIT", "1000"),
     ];
-    let a = replica(&redis.url(), &policy);
-    let b = replica(&redis.url(), &policy);
+    let a = replica(&redis.redis_url(), &policy);
+    let b = replica(&redis.redis_url(), &policy);
     let c = client();
 
     // An anonymous flood gets at most the anonymous cap, across replicas.
@@ -227,15 +172,15 @@ async fn caps_hold_across_replicas_and_anonymous_floods_cannot_take_them() {
 #[tokio::test]
 #[ignore = "needs redis-server (tests/run-all.sh installs it)"]
 async fn rate_limits_are_shared_across_replicas() {
-    let redis = Redis::start(free_port());
+    let redis = Peer::redis(free_port());
     let limits = [
         ("HTTP_RATE_LIMIT_ENABLED", "true"),
         ("HTTP_RATE_LIMIT_MAX_REQUESTS", "5"),
         ("HTTP_RATE_LIMIT_WINDOW", "60000"),
         ("HTTP_AUTH_FAILURE_LIMIT", "3"),
     ];
-    let a = replica(&redis.url(), &limits);
-    let b = replica(&redis.url(), &limits);
+    let a = replica(&redis.redis_url(), &limits);
+    let b = replica(&redis.redis_url(), &limits);
     let c = client();
     let mut statuses = Vec::new();
     for i in 0..7 {
@@ -283,8 +228,8 @@ async fn rate_limits_are_shared_across_replicas() {
 #[ignore = "needs redis-server (tests/run-all.sh installs it)"]
 async fn a_redis_outage_fails_closed_and_recovers() {
     let port = free_port();
-    let redis = Redis::start(port);
-    let a = replica(&redis.url(), &[]);
+    let redis = Peer::redis(port);
+    let a = replica(&redis.redis_url(), &[]);
     let c = client();
     let sid = open(&c, &a, Some(KEY)).await.unwrap();
     drop(redis);
@@ -313,7 +258,7 @@ async fn a_redis_outage_fails_closed_and_recovers() {
         "the server itself is alive"
     );
 
-    let _redis = Redis::start(port);
+    let _redis = Peer::redis(port);
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         if open(&c, &a, Some(KEY)).await.is_ok() {

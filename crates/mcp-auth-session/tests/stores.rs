@@ -4,10 +4,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::{
-    process::{Child, Command, Stdio},
     sync::Arc,
     time::{Duration, Instant},
 };
+
+use mcp_auth_integration_tests::{Peer, free_port};
 
 use mcp_auth_session::{Bind, Full, MemoryStore, RedisStore, Reserve, SessionLimits, SessionStore};
 
@@ -116,62 +117,11 @@ async fn memory_store_conformance() {
     conformance(&MemoryStore::new()).await;
 }
 
-struct Redis {
-    child: Child,
-    port: u16,
-}
-
-impl Redis {
-    fn start(port: u16) -> Redis {
-        let bin = std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
-        let child = Command::new(&bin)
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot start {bin} ({e}): run tests/run-all.sh, which installs redis-server"
-                )
-            });
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Redis { child, port }
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test]
 #[ignore = "needs redis-server (tests/run-all.sh installs it)"]
 async fn redis_store_conformance_and_concurrent_caps() {
-    let redis = Redis::start(free_port());
-    let url = format!("redis://127.0.0.1:{}/0", redis.port);
+    let redis = Peer::redis(free_port());
+    let url = redis.redis_url();
     conformance(&RedisStore::new(&url).unwrap()).await;
 
     // Two "replicas" racing for the last slots never exceed the cap.
@@ -208,7 +158,7 @@ async fn redis_outages_fail_closed_and_recover() {
     // Unreachable at start.
     let e = store.reserve(Some("a"), &l).await.unwrap_err();
     assert!(e.to_string().contains(&format!("127.0.0.1:{port}")), "{e}");
-    let redis = Redis::start(port);
+    let redis = Peer::redis(port);
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert!(matches!(
         open(&store, Some("a"), "s1").await,
@@ -218,7 +168,7 @@ async fn redis_outages_fail_closed_and_recover() {
     drop(redis);
     assert!(store.lookup("s1", &l).await.is_err());
     // Back: the store reconnects by itself.
-    let _redis = Redis::start(port);
+    let _redis = Peer::redis(port);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         if store.reserve(Some("a"), &l).await.is_ok() {
