@@ -96,6 +96,39 @@ fn run_client(home: &Path, browser_log: &Path, args: &[&str]) -> (bool, String, 
     )
 }
 
+/// `run_client` on a blocking thread, so the test's runtime stays free
+/// while the client waits for its browser login.
+async fn run_client_blocking(home: &Path, log: &Path, args: &[&str]) -> (bool, String, String) {
+    let (home, log) = (home.to_owned(), log.to_owned());
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run_client(&home, &log, &args)
+    })
+    .await
+    .unwrap()
+}
+
+/// A client command against `url` that may need a browser login (any free
+/// callback port, 30 s to complete it).
+async fn with_login(
+    home: &Path,
+    log: &Path,
+    url: &str,
+    command: &[&str],
+) -> (bool, String, String) {
+    let mut args = vec![
+        "--server",
+        url,
+        "--callback-port",
+        "0",
+        "--login-timeout",
+        "30",
+    ];
+    args.extend_from_slice(command);
+    run_client_blocking(home, log, &args).await
+}
+
 fn logins(log: &Path) -> usize {
     std::fs::read_to_string(log)
         .map(|s| s.lines().count())
@@ -122,52 +155,13 @@ async fn login_in_a_browser_then_reuse_the_stored_token() {
 
     // First run: 401 → discovery → dynamic registration → browser login →
     // code → token (audience = this server) → the call.
-    let (ok, out, err) = tokio::task::spawn_blocking({
-        let (home, log, url) = (home.path().to_owned(), log.clone(), url.clone());
-        move || {
-            run_client(
-                &home,
-                &log,
-                &[
-                    "--server",
-                    &url,
-                    "--callback-port",
-                    "0",
-                    "--login-timeout",
-                    "30",
-                    "call",
-                    "get_time",
-                ],
-            )
-        }
-    })
-    .await
-    .unwrap();
+    let (ok, out, err) = with_login(home.path(), &log, &url, &["call", "get_time"]).await;
     assert!(ok, "first run failed: {err}");
     assert!(chrono_like(out.trim()), "{out}");
     assert_eq!(logins(&log), 1, "one browser login");
 
     // Second run: the stored token, no login.
-    let (ok, out, err) = tokio::task::spawn_blocking({
-        let (home, log, url) = (home.path().to_owned(), log.clone(), url.clone());
-        move || {
-            run_client(
-                &home,
-                &log,
-                &[
-                    "--server",
-                    &url,
-                    "--callback-port",
-                    "0",
-                    "--login-timeout",
-                    "30",
-                    "whoami",
-                ],
-            )
-        }
-    })
-    .await
-    .unwrap();
+    let (ok, out, err) = with_login(home.path(), &log, &url, &["whoami"]).await;
     assert!(ok, "second run failed: {err}");
     let who: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(who["subject"], "test-user");
@@ -194,26 +188,7 @@ async fn login_in_a_browser_then_reuse_the_stored_token() {
     // logout forgets them; the next run logs in again.
     let (ok, out, _) = run_client(home.path(), &log, &["--server", &url, "logout"]);
     assert!(ok && out.contains("logged out"), "{out}");
-    let (ok, _, err) = tokio::task::spawn_blocking({
-        let (home, log, url) = (home.path().to_owned(), log.clone(), url.clone());
-        move || {
-            run_client(
-                &home,
-                &log,
-                &[
-                    "--server",
-                    &url,
-                    "--callback-port",
-                    "0",
-                    "--login-timeout",
-                    "30",
-                    "list",
-                ],
-            )
-        }
-    })
-    .await
-    .unwrap();
+    let (ok, _, err) = with_login(home.path(), &log, &url, &["list"]).await;
     assert!(ok, "{err}");
     assert_eq!(logins(&log), 2);
 }
@@ -246,30 +221,24 @@ async fn a_pre_registered_confidential_client_logs_in() {
     let log = home.path().join("browser.log");
     let port = callback.to_string();
     let url = server.url();
-    let (ok, out, err) = tokio::task::spawn_blocking({
-        let (home, log) = (home.path().to_owned(), log.clone());
-        move || {
-            run_client(
-                &home,
-                &log,
-                &[
-                    "--server",
-                    &url,
-                    "--client-id",
-                    "mcp-confidential",
-                    "--client-secret",
-                    "mcp-confidential-secret-0123456789",
-                    "--callback-port",
-                    &port,
-                    "--login-timeout",
-                    "30",
-                    "whoami",
-                ],
-            )
-        }
-    })
-    .await
-    .unwrap();
+    let (ok, out, err) = run_client_blocking(
+        home.path(),
+        &log,
+        &[
+            "--server",
+            &url,
+            "--client-id",
+            "mcp-confidential",
+            "--client-secret",
+            "mcp-confidential-secret-0123456789",
+            "--callback-port",
+            &port,
+            "--login-timeout",
+            "30",
+            "whoami",
+        ],
+    )
+    .await;
     assert!(ok, "{err}");
     let who: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(who["client_id"], "mcp-confidential");
