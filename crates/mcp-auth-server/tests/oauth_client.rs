@@ -15,6 +15,7 @@ use std::{
 };
 
 use common::Server;
+use mcp_auth_integration_tests::free_port;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -37,14 +38,6 @@ impl Drop for Provider {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Starts oidc-provider on `port` issuing tokens for `resource`.
