@@ -464,7 +464,7 @@ async fn a_session_belongs_to_the_principal_that_opened_it() {
         .delete(&url)
         .header("mcp-session-id", &sid)
         .header("x-api-key", KEY);
-    assert!(del.send().await.unwrap().status().is_success());
+    assert_eq!(del.send().await.unwrap().status(), 204);
     assert!(
         app.session_store()
             .lookup(&sid, &limits)

@@ -175,6 +175,14 @@ async fn serve_http(
     let server_url = s.server_url_for(bound.port());
     let mut http = HttpConfig::from_settings(merged, server_url.clone())?;
     http.tool_scopes = tool_scopes(merged)?;
+    if s.strategies == [Strategy::None]
+        && mcp_auth_core::settings::Lookup::get(merged, "MCP_MAX_ANONYMOUS_SESSIONS").is_none()
+    {
+        // Every caller is anonymous: the anonymous cap, meant to keep
+        // unauthenticated clients from crowding out authenticated ones,
+        // would only shrink the global one.
+        http.session_limits.max_anonymous = http.session_limits.max_sessions;
+    }
     if let Some(required) = parse_list(merged, "MCP_OAUTH_REQUIRED_SCOPES") {
         if !s
             .strategies

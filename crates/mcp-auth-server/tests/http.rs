@@ -186,7 +186,7 @@ async fn a_session_is_no_credential() {
         .send()
         .await
         .unwrap();
-    assert!(r.status().is_success(), "{}", r.status());
+    assert_eq!(r.status(), 204, "a finished DELETE says 204 No Content");
     let r = post(&c, &s.url(), list)
         .header("x-api-key", KEY)
         .header("mcp-session-id", &sid)
@@ -520,4 +520,37 @@ async fn under_none_every_client_counts_as_anonymous_not_as_one_user() {
             "the per-principal cap does not apply to `none`"
         );
     }
+}
+
+/// Under `none` every caller is anonymous, so the anonymous cap (meant to keep
+/// unauthenticated clients from crowding out authenticated ones) defaults to
+/// the global cap: clients that never end their sessions (the conformance
+/// suite) must not lock everyone out after ten. An explicit cap still holds.
+#[tokio::test]
+async fn under_none_the_anonymous_cap_is_the_global_cap_unless_set() {
+    let c = reqwest::Client::new();
+    let s = Server::start(&[
+        ("MCP_AUTH_STRATEGY", "none"),
+        ("HTTP_MAX_CONCURRENT_SESSIONS", "15"),
+    ]);
+    for n in 1..=15 {
+        let r = post(&c, &s.url(), INIT).send().await.unwrap();
+        assert_eq!(r.status(), 200, "session {n} of 15");
+    }
+    let r = post(&c, &s.url(), INIT).send().await.unwrap();
+    assert_eq!(r.status(), 503, "the global cap still holds");
+
+    let s = Server::start(&[
+        ("MCP_AUTH_STRATEGY", "none"),
+        ("MCP_MAX_ANONYMOUS_SESSIONS", "2"),
+    ]);
+    for _ in 0..2 {
+        assert_eq!(post(&c, &s.url(), INIT).send().await.unwrap().status(), 200);
+    }
+    let r = post(&c, &s.url(), INIT).send().await.unwrap();
+    assert_eq!(
+        r.status(),
+        503,
+        "an explicit MCP_MAX_ANONYMOUS_SESSIONS holds"
+    );
 }

@@ -247,7 +247,13 @@ impl Settings {
             if let Err(e) = self.store.end(&sid).await {
                 return Ok(unavailable(&e));
             }
-            return inner.call(req).await;
+            let resp = inner.call(req).await?;
+            // rmcp answers 202 Accepted, but the session has ended by now:
+            // say so with 204 (the Python SDK warns on anything but 200/204).
+            if resp.status() == StatusCode::ACCEPTED {
+                return Ok(StatusCode::NO_CONTENT.into_response());
+            }
+            return Ok(resp);
         }
         let resp = inner.call(req).await?;
         if resp.status() != StatusCode::NOT_FOUND {
