@@ -3,8 +3,9 @@
 # README's test command, and what CI runs (.ci/run). On a fresh machine it
 # installs what the tests need: the Rust components below, redis-server
 # (Debian), moto (AWS Cognito emulator) and the Python MCP SDK from PyPI into
-# a virtualenv under target/, and Node 22 with oidc-provider from npm under
-# tests/interop/oidc/.
+# a virtualenv under target/, and from npm under tests/interop/: Node 22,
+# oidc-provider, the conformance suite, the TypeScript SDK and the MCP
+# Inspector. Ends with the interop matrix (tests/interop/matrix.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -45,6 +46,11 @@ if [ ! -d tests/interop/conformance/node_modules/@modelcontextprotocol/conforman
   (cd tests/interop/conformance && npm ci --silent --no-audit --no-fund)
 fi
 
+step "peers: the official TypeScript SDK (v1 and the v2 client) and the MCP Inspector CLI (pinned)"
+if [ ! -x tests/interop/clients/node_modules/node/bin/node ] || [ ! -d tests/interop/clients/node_modules/@modelcontextprotocol/inspector ]; then
+  (cd tests/interop/clients && npm ci --silent --no-audit --no-fund)
+fi
+
 step "format"
 cargo fmt --all --check
 
@@ -76,3 +82,6 @@ client="$PWD/target/debug/mcp-auth-client"
     --command "$client conformance" --suite auth --timeout 30000 \
     --expected-failures expected-failures.yml -o results
 )
+
+step "interop matrix: the Python SDK, the TypeScript SDK (v1, v2), the MCP Inspector CLI and the conformance suite (server mode) against mcp-auth-server"
+npm_config_update_notifier=false "$MOTO_PYTHON" tests/interop/matrix.py

@@ -62,6 +62,27 @@ const provider = new Provider(issuer, {
   interactions: { url: (ctx, interaction) => `/interaction/${interaction.uid}` },
 });
 
+// Like most deployed authorization servers, scopes are not fixed at dynamic
+// registration: oidc-provider would otherwise allow a registered client only
+// the scopes it named when registering, and an MCP client that registered on
+// the first 401 could never step up to a scope a later 403 asks for.
+provider.use(async (ctx, next) => {
+  if (ctx.method !== 'POST' || ctx.path !== '/reg' || !ctx.is('application/json')) return next();
+  const chunks = [];
+  for await (const chunk of ctx.req) chunks.push(chunk);
+  let metadata;
+  try {
+    metadata = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+  } catch {
+    ctx.status = 400;
+    ctx.body = { error: 'invalid_client_metadata', error_description: 'body is not JSON' };
+    return undefined;
+  }
+  if (metadata && typeof metadata === 'object') delete metadata.scope;
+  ctx.request.body = metadata;
+  return next();
+});
+
 provider.use(async (ctx, next) => {
   if (!ctx.path.startsWith('/interaction/')) return next();
   const details = await provider.interactionDetails(ctx.req, ctx.res);

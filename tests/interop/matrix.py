@@ -1,0 +1,627 @@
+"""Interop matrix: real third-party MCP clients against the real mcp-auth-server binary.
+
+Run by tests/run-all.sh (the README's test command) after the workspace is built, with the
+peers it installs: the official Python SDK (this interpreter's venv), the official TypeScript
+SDK (v1 `@modelcontextprotocol/sdk` and the v2 client `@modelcontextprotocol/client`) and the
+MCP Inspector CLI on Node 22 (tests/interop/clients), oidc-provider as the authorization server
+(tests/interop/oidc), moto as AWS Cognito, and the official conformance suite
+(tests/interop/conformance).
+
+    python tests/interop/matrix.py [--only CLIENT[,CLIENT]] [--update-docs]
+
+Each cell starts what it needs on free loopback ports, drives one client, and checks what the
+client saw (the principal in `whoami`, the scopes after a step-up, the `resource` it asked
+for, that a bad credential is refused). Prints the matrix (client x strategy) at the end,
+writes it to target/interop/matrix/, and with --update-docs into docs/INTEROP.md. Exits 1 when a
+cell fails, or when a cell listed in EXPECTED_FAILURES passes (so the list stays true).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+ROOT = Path(__file__).resolve().parents[2]
+INTEROP = ROOT / "tests" / "interop"
+CLIENTS = INTEROP / "clients"
+OUT = ROOT / "target" / "interop" / "matrix"
+SERVER_BIN = Path(os.environ.get("MCP_AUTH_SERVER_BIN", ROOT / "target" / "debug" / "mcp-auth-server"))
+NODE = CLIENTS / "node_modules" / "node" / "bin" / "node"
+PYTHON = sys.executable
+MOTO_SERVER = Path(PYTHON).with_name("moto_server")
+CLIENT_TIMEOUT = 120
+
+API_KEY = "interop-api-key-0123456789abcdef"
+JWT_SECRET = "interop-jwt-secret-0123456789abcdef0123456789"
+
+STRATEGIES = ["none", "api_key", "bearer", "oauth2", "oauth2 step-up", "cognito"]
+
+
+def versions() -> dict[str, str]:
+    def npm(pkg: str) -> str:
+        return json.loads((CLIENTS / "node_modules" / pkg / "package.json").read_text())["version"]
+
+    def conformance() -> str:
+        p = INTEROP / "conformance" / "node_modules" / "@modelcontextprotocol" / "conformance" / "package.json"
+        return json.loads(p.read_text())["version"]
+
+    import importlib.metadata as md
+
+    return {
+        "python-sdk": f"mcp {md.version('mcp')} (PyPI)",
+        "typescript-sdk-v1": f"@modelcontextprotocol/sdk {npm('@modelcontextprotocol/sdk')}",
+        "typescript-sdk-v2": f"@modelcontextprotocol/client {npm('@modelcontextprotocol/client')}",
+        "inspector-cli": f"@modelcontextprotocol/inspector {npm('@modelcontextprotocol/inspector')}",
+        "conformance": f"@modelcontextprotocol/conformance {conformance()}, server mode",
+    }
+
+
+CLIENT_ROWS = ["python-sdk", "typescript-sdk-v1", "typescript-sdk-v2", "inspector-cli", "conformance"]
+
+# Cells known to fail, each with the reason. Everything else must pass, and these must fail.
+EXPECTED_FAILURES: dict[tuple[str, str], str] = {
+    ("typescript-sdk-v1", "oauth2 step-up"): (
+        "on 403 insufficient_scope the v1 SDK refreshes its token instead of re-authorizing; a "
+        "refresh cannot widen scope (RFC 6749 section 6), so the retry gets the same 403 and it gives "
+        "up ('Server returned 403 after trying upscoping'): "
+        "https://github.com/modelcontextprotocol/typescript-sdk/issues/2255, fixed in the v2 "
+        "client (row typescript-sdk-v2)"
+    ),
+}
+
+# Cells that do not apply, each with the reason.
+NOT_APPLICABLE: dict[tuple[str, str], str] = {
+    ("inspector-cli", "oauth2 step-up"): (
+        "on its first login the CLI asks for every scope the authorization server advertises "
+        "(mcp:admin included), so the scoped tool never answers 403 and no step-up arises"
+    ),
+    **{
+        ("conformance", s): "the suite's server mode sends no credentials; it runs against auth off"
+        for s in STRATEGIES
+        if s != "none"
+    },
+}
+
+
+@dataclass
+class Cell:
+    status: str  # pass, FAIL, xfail, XPASS, n/a
+    detail: str = ""
+
+
+@dataclass
+class Matrix:
+    cells: dict[tuple[str, str], Cell] = field(default_factory=dict)
+
+    def record(self, client: str, strategy: str, ok: bool, detail: str) -> None:
+        key = (client, strategy)
+        if key in EXPECTED_FAILURES:
+            status = "XPASS" if ok else "xfail"
+            detail = detail if ok else f"{EXPECTED_FAILURES[key]} (saw: {detail})"
+        else:
+            status = "pass" if ok else "FAIL"
+        self.cells[key] = Cell(status, detail)
+        mark = {"pass": "ok", "xfail": "expected failure", "FAIL": "FAILED", "XPASS": "PASSED, but listed as failing"}
+        print(f"  [{mark[status]}] {client} x {strategy}: {detail}", flush=True)
+
+    def failed(self) -> list[tuple[str, str]]:
+        return [k for k, c in self.cells.items() if c.status in ("FAIL", "XPASS")]
+
+
+# ---------------------------------------------------------------------------- processes
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, proc: subprocess.Popen, log: Path, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"exited with {proc.returncode}: {log.read_text()[-2000:]}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"port {port} not listening after {timeout}s: {log.read_text()[-2000:]}")
+
+
+@contextlib.contextmanager
+def process(name: str, argv: list[str], port: int, env: dict[str, str] | None = None, cwd: Path | None = None) -> Iterator[None]:
+    OUT.mkdir(parents=True, exist_ok=True)
+    log = OUT / f"{name}.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, cwd=cwd)
+    try:
+        wait_for_port(port, proc, log)
+        yield
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@contextlib.contextmanager
+def server(name: str, env: dict[str, str], port: int | None = None) -> Iterator[str]:
+    port = port or free_port()
+    full = {
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "LOG_LEVEL": "info",
+        "MCP_SERVER_URL": f"http://127.0.0.1:{port}/mcp",
+        **env,
+    }
+    # A developer's own settings must not leak into the cells.
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("MCP_", "COGNITO_", "HTTP_"))}
+    with tempfile.TemporaryDirectory() as cwd:  # no stray .env is read
+        log = OUT / f"server-{name}.log"
+        OUT.mkdir(parents=True, exist_ok=True)
+        with open(log, "w") as out:
+            proc = subprocess.Popen([str(SERVER_BIN)], stdout=out, stderr=subprocess.STDOUT, env={**base, **full}, cwd=cwd)
+        try:
+            wait_for_port(port, proc, log)
+            yield full["MCP_SERVER_URL"]
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@contextlib.contextmanager
+def authorization_server(resource: str) -> Iterator[str]:
+    port = free_port()
+    with process(
+        "oidc-provider",
+        [str(NODE), "provider.mjs"],
+        port,
+        env={"PORT": str(port), "RESOURCE": resource},
+        cwd=INTEROP / "oidc",
+    ):
+        yield f"http://127.0.0.1:{port}"
+
+
+@dataclass
+class Run:
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> dict:
+        lines = [line for line in self.out.splitlines() if line.startswith("{")]
+        if not lines:
+            raise ValueError(f"no JSON on stdout (exit {self.code}): {self.err.strip()[-600:]}")
+        return json.loads(lines[-1])
+
+    def why(self) -> str:
+        text = (self.err.strip() or self.out.strip()).splitlines()
+        return f"exit {self.code}: {text[-1][:300] if text else 'no output'}"
+
+
+def run(argv: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> Run:
+    try:
+        p = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            timeout=CLIENT_TIMEOUT,
+            env={**os.environ, **(env or {})},
+            cwd=cwd,
+        )
+    except subprocess.TimeoutExpired as e:
+        out = e.stdout.decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
+        result = Run(124, out, f"timed out after {CLIENT_TIMEOUT}s")
+    else:
+        result = Run(p.returncode, p.stdout, p.stderr)
+    with open(OUT / "clients.log", "a") as log:
+        log.write(f"$ {' '.join(argv)}\n(exit {result.code})\n{result.out}{result.err}\n")
+    return result
+
+
+# ---------------------------------------------------------------------------- clients
+
+
+def py_client(*args: str) -> Run:
+    return run([PYTHON, str(CLIENTS / "py_client.py"), *args])
+
+
+def ts_client(version: str, *args: str) -> Run:
+    return run([str(NODE), "ts_client.mjs", *args], env={"TS_SDK": version}, cwd=CLIENTS)
+
+
+def inspector(url: str, *args: str, env: dict[str, str] | None = None) -> Run:
+    # A private HOME: the Inspector keeps OAuth state and a catalog under ~/.mcp-inspector.
+    home = tempfile.mkdtemp(prefix="inspector-home-")
+    try:
+        return run(
+            [str(NODE), str(CLIENTS / "node_modules" / ".bin" / "mcp-inspector"), "--cli", url, "--transport", "http", *args],
+            env={"HOME": home, "PATH": f"{NODE.parent}:{os.environ.get('PATH', '')}", **(env or {})},
+            cwd=CLIENTS,
+        )
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+SDK_CLIENTS: dict[str, Callable[..., Run]] = {
+    "python-sdk": py_client,
+    "typescript-sdk-v1": lambda *a: ts_client("v1", *a),
+    "typescript-sdk-v2": lambda *a: ts_client("v2", *a),
+}
+
+
+# ---------------------------------------------------------------------------- checks
+
+
+def check_calls(r: Run, strategy: str, subject: str | None) -> tuple[bool, str]:
+    if r.code != 0:
+        return False, r.why()
+    try:
+        out = r.json()
+    except ValueError as e:
+        return False, str(e)
+    if not {"get_time", "whoami"} <= set(out["tools"]):
+        return False, f"tools/list gave {out['tools']}"
+    who = out["whoami"]
+    if who.get("strategy") != strategy:
+        return False, f"whoami strategy {who.get('strategy')!r}, expected {strategy!r}"
+    if subject is not None and who.get("subject") != subject:
+        return False, f"whoami subject {who.get('subject')!r}, expected {subject!r}"
+    return True, f"tools/list, get_time, whoami as {who.get('subject')!r} ({strategy})"
+
+
+def check_refused(r: Run, what: str) -> tuple[bool, str]:
+    if r.code == 0:
+        return False, f"{what} was accepted"
+    return True, f"{what} refused ({r.why()})"
+
+
+def both(a: tuple[bool, str], b: tuple[bool, str]) -> tuple[bool, str]:
+    return a[0] and b[0], f"{a[1]}; {b[1]}"
+
+
+# ---------------------------------------------------------------------------- cells
+
+
+def cells_none(m: Matrix, rows: list[str]) -> None:
+    with server("none", {"MCP_AUTH_STRATEGY": "none"}) as url:
+        for client in rows:
+            if client in SDK_CLIENTS:
+                m.record(client, "none", *check_calls(SDK_CLIENTS[client]("headers", url), "none", None))
+            elif client == "inspector-cli":
+                r = inspector(url, "--method", "tools/call", "--tool-name", "whoami")
+                ok = r.code == 0 and '"strategy": "none"' in r.out.replace('\\"', '"')
+                m.record(client, "none", ok, "tools/call whoami without credentials" if ok else r.why())
+            elif client == "conformance":
+                m.record(client, "none", *conformance_server(url))
+
+
+def cells_api_key(m: Matrix, rows: list[str]) -> None:
+    with server("api_key", {"MCP_AUTH_STRATEGY": "api_key", "MCP_API_KEYS": API_KEY}) as url:
+        for client in rows:
+            if client in SDK_CLIENTS:
+                c = SDK_CLIENTS[client]
+                m.record(
+                    client,
+                    "api_key",
+                    *both(
+                        check_calls(c("headers", url, f"X-API-Key={API_KEY}"), "api_key", None),
+                        check_refused(c("headers", url, "X-API-Key=wrong-key-0123456789abcdef"), "a wrong key"),
+                    ),
+                )
+            elif client == "inspector-cli":
+                good = inspector(url, "--header", f"X-API-Key: {API_KEY}", "--method", "tools/list")
+                bad = inspector(url, "--header", "X-API-Key: wrong-key-0123456789abcdef", "--method", "tools/list")
+                ok_good = good.code == 0 and "get_time" in good.out
+                m.record(
+                    client,
+                    "api_key",
+                    *both(
+                        (ok_good, "tools/list with the key" if ok_good else good.why()),
+                        check_refused(bad, "a wrong key"),
+                    ),
+                )
+
+
+def mint(url: str, subject: str, scope: str) -> str:
+    r = subprocess.run(
+        [str(SERVER_BIN), "token", "--sub", subject, "--scope", scope, "--expires-in", "1h"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "MCP_JWT_SECRET": JWT_SECRET, "MCP_SERVER_URL": url},
+        check=True,
+        timeout=30,
+    )
+    return r.stdout.strip()
+
+
+def cells_bearer(m: Matrix, rows: list[str]) -> None:
+    with server("bearer", {"MCP_AUTH_STRATEGY": "bearer", "MCP_JWT_SECRET": JWT_SECRET}) as url:
+        token = mint(url, "alice", "mcp:tools")
+        # Same claims, signature of another key: must be refused.
+        forged = token.rsplit(".", 1)[0] + "." + ("A" * 43)
+        for client in rows:
+            if client in SDK_CLIENTS:
+                c = SDK_CLIENTS[client]
+                m.record(
+                    client,
+                    "bearer",
+                    *both(
+                        check_calls(c("headers", url, f"Authorization=Bearer {token}"), "bearer", "alice"),
+                        check_refused(c("headers", url, f"Authorization=Bearer {forged}"), "a forged token"),
+                    ),
+                )
+            elif client == "inspector-cli":
+                good = inspector(url, "--header", f"Authorization: Bearer {token}", "--method", "tools/list")
+                none = inspector(url, "--method", "tools/list", "--stored-auth-only")
+                ok_good = good.code == 0 and "get_time" in good.out
+                # Exit code 3 is the Inspector's "authentication required".
+                ok_none = none.code == 3 and "auth" in (none.out + none.err).lower()
+                m.record(
+                    client,
+                    "bearer",
+                    ok_good and ok_none,
+                    ("tools/list with the token" if ok_good else good.why())
+                    + "; "
+                    + ("without one: exit 3, authentication required" if ok_none else f"without one: {none.why()}"),
+                )
+
+
+def check_oauth(r: Run, url: str, issuer: str) -> tuple[tuple[bool, str], tuple[bool, str]]:
+    """(the flow and calls, the 403 step-up) from one oauth run."""
+    flow = check_calls(r, "oauth2", "test-user")
+    if not flow[0]:
+        if r.code == 0:
+            return flow, (False, "no flow")
+        return flow, (False, "the flow failed first")
+    out = r.json()
+    who = out["whoami"]
+    if who.get("issuer") != issuer:
+        return (False, f"whoami issuer {who.get('issuer')!r}, expected {issuer!r}"), (False, "")
+    if "mcp:admin" in who.get("scopes", []):
+        return (False, "the first token already had mcp:admin: no step-up tested"), (False, "")
+    if not out["resource"] or any(res != url for res in out["resource"]):
+        return (False, f"authorization requests named resource {out['resource']}, expected {url}"), (False, "")
+    flow = (True, f"discovery, registration, PKCE, resource={url}, then calls as 'test-user'")
+    if "step_up_error" in out:
+        return flow, (False, out["step_up_error"])
+    after = out.get("whoami_after_step_up", {}).get("scopes", [])
+    if "mcp:admin" not in after or "mcp:tools" not in after or len(out["authorizations"]) < 2:
+        return flow, (False, f"after admin_status: scopes {after}, authorizations {out['authorizations']}")
+    return flow, (True, f"403 insufficient_scope -> re-authorized with {out['authorizations'][-1]!r} -> admin_status")
+
+
+def cells_oauth2(m: Matrix, rows: list[str]) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/mcp"
+    with authorization_server(url) as issuer:
+        env = {
+            "MCP_AUTH_STRATEGY": "oauth2",
+            "MCP_OAUTH_ISSUER": issuer,
+            "MCP_OAUTH_SCOPES_SUPPORTED": "mcp:tools,mcp:admin",
+            "MCP_OAUTH_REQUIRED_SCOPES": "mcp:tools",
+        }
+        # The port is chosen first: the authorization server needs the resource URL.
+        with server("oauth2", env, port):
+            for client in rows:
+                if client in SDK_CLIENTS:
+                    flow, step_up = check_oauth(SDK_CLIENTS[client]("oauth", url), url, issuer)
+                    m.record(client, "oauth2", *flow)
+                    m.record(client, "oauth2 step-up", *step_up)
+                elif client == "inspector-cli":
+                    m.record(client, "oauth2", *inspector_oauth(url, issuer))
+
+
+def inspector_oauth(url: str, issuer: str) -> tuple[bool, str]:
+    log = OUT / "inspector-browser.log"
+    log.unlink(missing_ok=True)
+    r = inspector(
+        url,
+        "--method",
+        "tools/call",
+        "--tool-name",
+        "whoami",
+        env={
+            "MCP_AUTO_OPEN_ENABLED": "true",
+            "BROWSER": str(INTEROP / "headless-browser.sh"),
+            "BROWSER_LOG": str(log),
+        },
+    )
+    if r.code != 0:
+        return False, r.why()
+    text = r.out.replace('\\"', '"')
+    if f'"issuer": "{issuer}"' not in text and f'"issuer":"{issuer}"' not in text:
+        return False, f"whoami did not name the issuer {issuer}: {r.out[-300:]}"
+    opened = log.read_text().splitlines() if log.exists() else []
+    if len(opened) != 1 or "resource=" not in opened[0]:
+        return False, f"the browser was opened {len(opened)} times: {opened}"
+    return True, "headless login (MCP_AUTO_OPEN_ENABLED, $BROWSER), then tools/call whoami with the issuer's token"
+
+
+def cells_cognito(m: Matrix, rows: list[str]) -> None:
+    import boto3
+
+    port = free_port()
+    with process("moto", [str(MOTO_SERVER), "-H", "127.0.0.1", "-p", str(port)], port):
+        region = "us-east-1"
+        idp = boto3.client(
+            "cognito-idp",
+            region_name=region,
+            endpoint_url=f"http://127.0.0.1:{port}",
+            aws_access_key_id="test",
+            aws_secret_access_key="test",
+        )
+        pool = idp.create_user_pool(PoolName="interop")["UserPool"]["Id"]
+        app = idp.create_user_pool_client(
+            UserPoolId=pool, ClientName="interop", ExplicitAuthFlows=["ALLOW_USER_PASSWORD_AUTH", "ALLOW_REFRESH_TOKEN_AUTH"]
+        )["UserPoolClient"]["ClientId"]
+        other = idp.create_user_pool_client(UserPoolId=pool, ClientName="other")["UserPoolClient"]["ClientId"]
+        idp.admin_create_user(UserPoolId=pool, Username="carol", MessageAction="SUPPRESS")
+        idp.admin_set_user_password(UserPoolId=pool, Username="carol", Password="Interop-Passw0rd-1!", Permanent=True)
+
+        def access_token(client_id: str) -> str:
+            r = idp.initiate_auth(
+                ClientId=client_id,
+                AuthFlow="USER_PASSWORD_AUTH",
+                AuthParameters={"USERNAME": "carol", "PASSWORD": "Interop-Passw0rd-1!"},
+            )
+            return r["AuthenticationResult"]["AccessToken"]
+
+        token, foreign = access_token(app), access_token(other)
+        env = {
+            "MCP_AUTH_STRATEGY": "cognito",
+            "COGNITO_REGION": region,
+            "COGNITO_USER_POOL_ID": pool,
+            "COGNITO_APP_CLIENT_ID": app,
+            "COGNITO_JWKS_URL": f"http://127.0.0.1:{port}/{pool}/.well-known/jwks.json",
+        }
+        with server("cognito", env) as url:
+            for client in rows:
+                if client in SDK_CLIENTS:
+                    c = SDK_CLIENTS[client]
+                    m.record(
+                        client,
+                        "cognito",
+                        *both(
+                            check_calls(c("headers", url, f"Authorization=Bearer {token}"), "cognito", None),
+                            check_refused(
+                                c("headers", url, f"Authorization=Bearer {foreign}"),
+                                "a token of another app client",
+                            ),
+                        ),
+                    )
+                elif client == "inspector-cli":
+                    r = inspector(url, "--header", f"Authorization: Bearer {token}", "--method", "tools/call", "--tool-name", "whoami")
+                    ok = r.code == 0 and "cognito" in r.out
+                    m.record(client, "cognito", ok, "tools/call whoami with a moto access token" if ok else r.why())
+
+
+def conformance_server(url: str) -> tuple[bool, str]:
+    suite = INTEROP / "conformance"
+    results = OUT / "conformance-server"
+    shutil.rmtree(results, ignore_errors=True)
+    r = run(
+        [
+            str(suite / "node_modules" / ".bin" / "conformance"),
+            "server",
+            "--url",
+            url,
+            "--expected-failures",
+            "expected-failures.yml",
+            "-o",
+            str(results),
+        ],
+        env={"PATH": f"{NODE.parent}:{os.environ.get('PATH', '')}"},
+        cwd=suite,
+    )
+    summary = [line for line in r.out.splitlines() if line.startswith("Total:")]
+    (OUT / "conformance-server.log").write_text(r.out + r.err)
+    if r.code != 0:
+        return False, f"{r.why()} ({summary[-1] if summary else 'no summary'}; log in {OUT / 'conformance-server.log'})"
+    return True, f"{summary[-1] if summary else ''}; the failures are exactly the baseline in tests/interop/conformance/expected-failures.yml"
+
+
+# ---------------------------------------------------------------------------- report
+
+
+def render(m: Matrix, rows: list[str]) -> str:
+    names = versions()
+    head = "| client | package | " + " | ".join(STRATEGIES) + " |"
+    lines = [head, "|" + "---|" * (len(STRATEGIES) + 2)]
+    for client in rows:
+        cells = []
+        for s in STRATEGIES:
+            cell = m.cells.get((client, s))
+            cells.append(cell.status if cell else ("n/a" if (client, s) in NOT_APPLICABLE else "not run"))
+        lines.append(f"| {client} | {names[client]} | " + " | ".join(cells) + " |")
+    notes = ["", "Expected failures and cells that do not apply:", ""]
+    for (client, s), why in {**EXPECTED_FAILURES, **NOT_APPLICABLE}.items():
+        if client in rows:
+            notes.append(f"- {client} x {s}: {why}")
+    return "\n".join(lines + notes) + "\n"
+
+
+def update_docs(table: str) -> None:
+    doc = ROOT / "docs" / "INTEROP.md"
+    text = doc.read_text()
+    start, end = "<!-- matrix:start -->", "<!-- matrix:end -->"
+    before, rest = text.split(start, 1)
+    _, after = rest.split(end, 1)
+    doc.write_text(f"{before}{start}\n{table}{end}{after}")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", help="comma-separated client rows to run (default: all)")
+    ap.add_argument("--update-docs", action="store_true", help="write the matrix into docs/INTEROP.md")
+    args = ap.parse_args()
+    rows = args.only.split(",") if args.only else CLIENT_ROWS
+    unknown = set(rows) - set(CLIENT_ROWS)
+    if unknown:
+        ap.error(f"unknown client rows {sorted(unknown)}; known: {', '.join(CLIENT_ROWS)}")
+    for need in (SERVER_BIN, NODE, MOTO_SERVER):
+        if not Path(need).exists():
+            print(f"error: {need} is missing (run tests/run-all.sh, which builds and installs it)", file=sys.stderr)
+            return 2
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "clients.log").unlink(missing_ok=True)
+    m = Matrix()
+    for name, cells in [
+        ("none", cells_none),
+        ("api_key", cells_api_key),
+        ("bearer", cells_bearer),
+        ("oauth2 (oidc-provider)", cells_oauth2),
+        ("cognito (moto)", cells_cognito),
+    ]:
+        print(f"--- {name}", flush=True)
+        try:
+            cells(m, rows)
+        except Exception as e:  # a broken setup fails every cell it owns, and the run
+            traceback.print_exc()
+            for client in rows:
+                for s in STRATEGIES:
+                    if s.startswith(name.split()[0]) and (client, s) not in m.cells and (client, s) not in NOT_APPLICABLE:
+                        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+                        m.cells[(client, s)] = Cell("FAIL", f"setup failed: {first}")
+    for client in rows:
+        for s in STRATEGIES:
+            if (client, s) not in m.cells and (client, s) not in NOT_APPLICABLE:
+                m.cells[(client, s)] = Cell("FAIL", "no result")
+    table = render(m, rows)
+    (OUT / "matrix.md").write_text(table)
+    (OUT / "results.json").write_text(
+        json.dumps({f"{c} x {s}": {"status": v.status, "detail": v.detail} for (c, s), v in m.cells.items()}, indent=2)
+    )
+    print("\n=== interop matrix (client x strategy) ===\n")
+    print(table)
+    if args.update_docs:
+        update_docs(table)
+    failed = m.failed()
+    if failed:
+        print("failing cells:", file=sys.stderr)
+        for key in failed:
+            print(f"  {key[0]} x {key[1]}: {m.cells[key].status}: {m.cells[key].detail}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
