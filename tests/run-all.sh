@@ -25,10 +25,10 @@ redis-server --version
 
 step "peers: moto (Cognito emulator) and the official Python MCP SDK"
 venv=target/interop/venv
-if [ ! -x "$venv/bin/moto_server" ] || ! "$venv/bin/python" -c 'import mcp' 2>/dev/null; then
+if [ ! -x "$venv/bin/moto_server" ] || ! "$venv/bin/python" -c 'import mcp, jwt, boto3' 2>/dev/null; then
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check \
-    'moto[cognitoidp,server]>=5.1,<6' 'boto3>=1.34' 'mcp>=2.3,<3'
+    'moto[cognitoidp,server]>=5.1,<6' 'boto3>=1.34' 'mcp>=2.3,<3' 'pyjwt[crypto]>=2.8'
 fi
 export MOTO_SERVER="$PWD/$venv/bin/moto_server" MOTO_PYTHON="$PWD/$venv/bin/python"
 export INTEROP_PYTHON="$MOTO_PYTHON"
@@ -49,6 +49,11 @@ fi
 step "peers: the official TypeScript SDK (v1 and the v2 client) and the MCP Inspector CLI (pinned)"
 if [ ! -x tests/interop/clients/node_modules/node/bin/node ] || [ ! -d tests/interop/clients/node_modules/@modelcontextprotocol/inspector ]; then
   (cd tests/interop/clients && npm ci --silent --no-audit --no-fund)
+fi
+
+step "peers: the load benchmark's TypeScript SDK server (pinned)"
+if [ ! -x crates/mcp-auth-bench/peers/node_modules/node/bin/node ] || [ ! -d crates/mcp-auth-bench/peers/node_modules/@modelcontextprotocol/sdk ]; then
+  (cd crates/mcp-auth-bench/peers && npm ci --silent --no-audit --no-fund)
 fi
 
 step "format"

@@ -12,6 +12,12 @@
 //! T seconds, and prints requests/s, p50/p99 latency, peak RSS and the ratio
 //! of each mode to no-auth measured in the same run. It then opens
 //! `--idle-sessions` authenticated sessions and reports the server's RSS.
+//!
+//! The modes `python-sdk` and `typescript-sdk` run the same load against the
+//! servers users would pick instead, with the same RS256 tokens and JWKS:
+//! `peers/python_server.py` (official Python SDK, JWT verifier over JWKS) and
+//! `peers/ts_server.mjs` (official TypeScript SDK, `requireBearerAuth` with a
+//! JWKS verifier). `peers/run.sh` installs them and runs every mode.
 
 use std::{
     process::{Child, Command, Stdio},
@@ -43,7 +49,10 @@ struct Args {
     /// Seconds of load per mode.
     #[arg(long, default_value_t = 10)]
     seconds: u64,
-    /// Modes to run, comma-separated: none, api_key, oauth2, oauth2-distinct.
+    /// Modes to run, comma-separated: none, api_key, oauth2, oauth2-distinct,
+    /// the peers python-sdk, typescript-sdk (see `--python`, `--node`), and
+    /// none-bearer (no auth, but clients send the oauth2 mode's token: the
+    /// cost of carrying the header, apart from checking it).
     #[arg(
         long,
         default_value = "none,api_key,oauth2,oauth2-distinct",
@@ -60,7 +69,18 @@ struct Args {
     /// Path of the server binary (default: next to this one).
     #[arg(long)]
     server: Option<std::path::PathBuf>,
+    /// Python with the `mcp` SDK and PyJWT, for the python-sdk mode.
+    #[arg(long, default_value = "python3")]
+    python: std::path::PathBuf,
+    /// Node 22 for the typescript-sdk mode (default: the one `peers/run.sh`
+    /// installs under peers/node_modules).
+    #[arg(long)]
+    node: Option<std::path::PathBuf>,
 }
+
+/// Where the peer servers' sources are (this crate's `peers/`).
+const PEERS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/peers");
+const PEER_MODES: [&str; 2] = ["python-sdk", "typescript-sdk"];
 
 /// One mode's measurements.
 struct Outcome {
@@ -71,11 +91,21 @@ struct Outcome {
     p50: Duration,
     p99: Duration,
     peak_rss_kib: u64,
+    /// CPU time the server process spent during the load window.
+    server_cpu: Duration,
 }
 
 impl Outcome {
     fn rate(&self) -> f64 {
         self.requests as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// Server CPU per answered call: what the server itself pays, apart from
+    /// the load generator that shares the machine.
+    fn cpu_per_request(&self) -> Duration {
+        self.server_cpu
+            .checked_div(u32::try_from(self.requests.max(1)).unwrap_or(u32::MAX))
+            .unwrap_or_default()
     }
 }
 
@@ -101,6 +131,20 @@ impl Server {
             .find_map(|l| l.strip_prefix(field))
             .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
             .unwrap_or(0)
+    }
+
+    /// CPU time of every thread of the process so far (the first field of
+    /// each `/proc/PID/task/*/schedstat`, in nanoseconds).
+    fn cpu_time(&self) -> Duration {
+        let dir = format!("/proc/{}/task", self.child.id());
+        let ns: u64 = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+            .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+            .sum();
+        Duration::from_nanos(ns)
     }
 }
 
@@ -184,7 +228,7 @@ async fn start_server(
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());
     match mode {
-        "none" => cmd.env("MCP_AUTH_STRATEGY", "none"),
+        "none" | "none-bearer" => cmd.env("MCP_AUTH_STRATEGY", "none"),
         "api_key" => cmd
             .env("MCP_AUTH_STRATEGY", "api_key")
             .env("MCP_API_KEYS", API_KEY),
@@ -211,6 +255,57 @@ async fn start_server(
         }
         if Instant::now() > deadline {
             return Err(format!("server in mode {mode} did not start"));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(server)
+}
+
+/// Starts a peer server (`python-sdk` or `typescript-sdk`) verifying the
+/// issuer's RS256 tokens for its own URL.
+async fn start_peer(args: &Args, mode: &str, issuer: &Issuer) -> Result<Server, String> {
+    let port = free_port()?;
+    let url = format!("http://127.0.0.1:{port}/mcp");
+    let jwks = format!("{}/jwks.json", issuer.base);
+    let (program, script) = match mode {
+        "python-sdk" => (args.python.clone(), "python_server.py"),
+        _ => (
+            args.node
+                .clone()
+                .unwrap_or_else(|| format!("{PEERS}/node_modules/node/bin/node").into()),
+            "ts_server.mjs",
+        ),
+    };
+    // The peer runs in peers/: a relative path given on the command line
+    // means one relative to here (a bare name is looked up in PATH).
+    let program = if program.components().count() > 1 {
+        std::path::absolute(&program).map_err(|e| format!("{}: {e}", program.display()))?
+    } else {
+        program
+    };
+    let child = Command::new(&program)
+        .current_dir(PEERS)
+        .args([script, &port.to_string(), &issuer.base, &jwks, &url])
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| {
+            format!(
+                "{mode}: cannot start {} (run crates/mcp-auth-bench/peers/run.sh, which installs the peers): {e}",
+                program.display()
+            )
+        })?;
+    let mut server = Server { child, url };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        if let Ok(Some(status)) = server.child.try_wait() {
+            return Err(format!("{mode} peer exited ({status})"));
+        }
+        if Instant::now() > deadline {
+            return Err(format!("{mode} peer did not start"));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -311,6 +406,7 @@ async fn load(
             .bytes()
             .await;
     }
+    let cpu_before = server.cpu_time();
     let start = Instant::now();
     let end = start + Duration::from_secs(seconds);
     let mut tasks = Vec::new();
@@ -348,6 +444,7 @@ async fn load(
         errors += e;
     }
     let elapsed = start.elapsed();
+    let server_cpu = server.cpu_time().saturating_sub(cpu_before);
     all.sort_unstable();
     let pct = |p: f64| {
         all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
@@ -362,6 +459,7 @@ async fn load(
         p50: pct(0.50),
         p99: pct(0.99),
         peak_rss_kib: server.status_kib("VmHWM:"),
+        server_cpu,
     })
 }
 
@@ -409,7 +507,15 @@ async fn run(args: Args) -> Result<(), String> {
     if args.clients == 0 || args.seconds == 0 {
         return Err("--clients and --seconds must be at least 1".into());
     }
-    const MODES: [&str; 4] = ["none", "api_key", "oauth2", "oauth2-distinct"];
+    const MODES: [&str; 7] = [
+        "none",
+        "none-bearer",
+        "api_key",
+        "oauth2",
+        "oauth2-distinct",
+        "python-sdk",
+        "typescript-sdk",
+    ];
     if let Some(bad) = args.modes.iter().find(|m| !MODES.contains(&m.as_str())) {
         return Err(format!(
             "--modes: unknown mode {bad:?} (expected {})",
@@ -425,11 +531,15 @@ async fn run(args: Args) -> Result<(), String> {
     let issuer = Arc::new(Issuer::start().await?);
     let mut outcomes: Vec<Outcome> = Vec::new();
     for mode in &args.modes {
-        let server = start_server(&bin, mode, &issuer, args.clients).await?;
+        let server = if PEER_MODES.contains(&mode.as_str()) {
+            start_peer(&args, mode, &issuer).await?
+        } else {
+            start_server(&bin, mode, &issuer, args.clients).await?
+        };
         let creds = match mode.as_str() {
             "none" => Creds::None,
             "api_key" => Creds::Header("x-api-key", API_KEY.into()),
-            "oauth2" => {
+            "oauth2" | "none-bearer" | "python-sdk" | "typescript-sdk" => {
                 // One token per client would need per-client creds; the
                 // same token for all shows the cached path just the same.
                 Creds::Header(
@@ -466,28 +576,42 @@ async fn run(args: Args) -> Result<(), String> {
     let baseline = outcomes
         .iter()
         .find(|o| o.mode == "none")
-        .map(|o| (o.rate(), o.p99));
+        .map(|o| (o.rate(), o.p99, o.cpu_per_request()));
     println!(
-        "| mode | requests/s | p50 | p99 | errors | peak RSS | throughput vs none | p99 vs none |"
+        "| mode | requests/s | p50 | p99 | errors | peak RSS | server CPU per call | throughput vs none | p99 vs none | server CPU vs none |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for o in &outcomes {
-        let (ratio, dp99) = match baseline {
-            Some((rate, p99)) => (
+        let (ratio, dp99, dcpu) = match baseline {
+            Some((rate, p99, cpu)) => (
                 format!("{:.2}×", o.rate() / rate),
                 format!("{:+.3} ms", (o.p99.as_secs_f64() - p99.as_secs_f64()) * 1e3),
+                format!(
+                    "{:.2}×",
+                    o.cpu_per_request().as_secs_f64() / cpu.as_secs_f64().max(1e-9)
+                ),
             ),
-            None => ("-".into(), "-".into()),
+            None => ("-".into(), "-".into(), "-".into()),
         };
         println!(
-            "| {} | {:.0} | {:.3} ms | {:.3} ms | {} | {:.1} MiB | {ratio} | {dp99} |",
+            "| {} | {:.0} | {:.3} ms | {:.3} ms | {} | {:.1} MiB | {:.1} µs | {ratio} | {dp99} | {dcpu} |",
             o.mode,
             o.rate(),
             o.p50.as_secs_f64() * 1e3,
             o.p99.as_secs_f64() * 1e3,
             o.errors,
             o.peak_rss_kib as f64 / 1024.0,
+            o.cpu_per_request().as_secs_f64() * 1e6,
         );
+    }
+    // Ours against the peers, each with the same RS256 tokens over JWKS.
+    let rate_of = |mode: &str| outcomes.iter().find(|o| o.mode == mode).map(Outcome::rate);
+    if let Some(ours) = rate_of("oauth2") {
+        for peer in PEER_MODES {
+            if let Some(theirs) = rate_of(peer).filter(|r| *r > 0.0) {
+                println!("\noauth2 throughput vs {peer}: {:.1}×", ours / theirs);
+            }
+        }
     }
     if args.idle_sessions > 0 {
         let (before, after) = idle_sessions(&bin, &issuer, args.idle_sessions).await?;

@@ -46,6 +46,8 @@ fn every_mode_serves_calls_without_errors_and_idle_sessions_are_measured() {
         let rate: f64 = cells[2].parse().unwrap();
         assert!(rate > 0.0, "{row}");
         assert_eq!(cells[5], "0", "errors in {row}");
+        let cpu: f64 = cells[7].trim_end_matches(" µs").parse().unwrap();
+        assert!(cpu > 0.0, "the server's CPU time is read: {row}");
     }
     assert!(
         stdout.contains("idle sessions: 20 authenticated"),
@@ -63,4 +65,42 @@ fn an_unknown_mode_is_refused_by_name() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--modes") && err.contains("kerberos"), "{err}");
+}
+
+/// The peers (official Python and TypeScript SDK servers) serve the same load
+/// with the same tokens, and the report compares ours with each. Needs the
+/// Python SDK (`INTEROP_PYTHON`, set by tests/run-all.sh) and the peers' Node
+/// packages (`npm ci` in crates/mcp-auth-bench/peers, also run-all.sh).
+#[test]
+#[ignore = "needs the Python MCP SDK (INTEROP_PYTHON) and the peers' npm packages"]
+fn the_peers_serve_the_same_load_and_are_compared() {
+    let python =
+        std::env::var("INTEROP_PYTHON").expect("INTEROP_PYTHON: a Python with the mcp SDK");
+    let out = Command::new(BENCH)
+        .args(["--modes", "oauth2,python-sdk,typescript-sdk"])
+        .args(["--clients", "2", "--seconds", "1", "--idle-sessions", "0"])
+        .args(["--python", &python, "--server"])
+        .arg(server())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for mode in ["python-sdk", "typescript-sdk"] {
+        let row = stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("| {mode} |")))
+            .unwrap_or_else(|| panic!("no row for {mode} in\n{stdout}"));
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        let rate: f64 = cells[2].parse().unwrap();
+        assert!(rate > 0.0, "{row}");
+        assert_eq!(cells[5], "0", "errors in {row}");
+        assert!(
+            stdout.contains(&format!("oauth2 throughput vs {mode}: ")),
+            "{stdout}"
+        );
+    }
 }
