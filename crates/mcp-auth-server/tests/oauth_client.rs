@@ -42,11 +42,17 @@ impl Drop for Provider {
 
 /// Starts oidc-provider on `port` issuing tokens for `resource`.
 fn provider(port: u16, resource: &str) -> Provider {
+    provider_with(port, resource, &[])
+}
+
+/// [`provider`] with more of its settings (`ACCESS_TOKEN_TTL`, ...).
+fn provider_with(port: u16, resource: &str, env: &[(&str, &str)]) -> Provider {
     let node = std::env::var("INTEROP_NODE").unwrap_or_else(|_| "node".into());
     let child = Command::new(&node)
         .arg(repo().join("tests/interop/oidc/provider.mjs"))
         .env("PORT", port.to_string())
         .env("RESOURCE", resource)
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -235,6 +241,49 @@ async fn a_pre_registered_confidential_client_logs_in() {
     assert!(ok, "{err}");
     let who: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(who["client_id"], "mcp-confidential");
+}
+
+/// An expired access token is renewed with the stored refresh token: no
+/// second browser login, and the server sees a new token.
+#[tokio::test]
+#[ignore = "needs Node 22 and oidc-provider (tests/run-all.sh installs them)"]
+async fn an_expired_access_token_is_refreshed_without_a_login() {
+    let as_port = free_port();
+    let issuer = format!("http://127.0.0.1:{as_port}");
+    let server = Server::start(&[
+        ("MCP_AUTH_STRATEGY", "oauth2"),
+        ("MCP_OAUTH_ISSUER", &issuer),
+        ("MCP_OAUTH_SCOPES_SUPPORTED", "mcp:tools"),
+        // No clock-skew allowance: a token past its exp is refused at once.
+        ("MCP_JWT_LEEWAY", "0"),
+    ]);
+    let _as = provider_with(as_port, &server.url(), &[("ACCESS_TOKEN_TTL", "2")]);
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    let home = tempfile::tempdir().unwrap();
+    let log = home.path().join("browser.log");
+    let url = server.url();
+
+    let (ok, out, err) = with_login(home.path(), &log, &url, &["whoami"]).await;
+    assert!(ok, "first run failed: {err}");
+    let first: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(logins(&log), 1);
+
+    // Past the access token's exp (2 s): the stored token is no longer
+    // accepted, the refresh token still is.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let (ok, out, err) = with_login(home.path(), &log, &url, &["whoami"]).await;
+    assert!(ok, "second run failed: {err}");
+    let second: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(logins(&log), 1, "refreshed, not logged in again: {err}");
+    assert_eq!(second["subject"], "test-user");
+    assert_ne!(
+        first["claims"]["jti"], second["claims"]["jti"],
+        "the server saw a new access token"
+    );
+    assert!(
+        second["expires_at"].as_u64() > first["expires_at"].as_u64(),
+        "{first} / {second}"
+    );
 }
 
 fn chrono_like(s: &str) -> bool {

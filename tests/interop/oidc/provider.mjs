@@ -4,7 +4,8 @@
 // interaction endpoint that approves login and consent without a person.
 //
 // Env: PORT (required), RESOURCE (the MCP server URL), REDIRECT_URIS
-// (comma-separated, for the pre-registered clients).
+// (comma-separated, for the pre-registered clients), ACCESS_TOKEN_TTL
+// (seconds, default 3600).
 import { generateKeyPairSync } from 'node:crypto';
 import Provider from 'oidc-provider';
 
@@ -13,6 +14,7 @@ const resource = process.env.RESOURCE;
 const redirects = (process.env.REDIRECT_URIS || 'http://127.0.0.1:3030/callback').split(',');
 const issuer = `http://127.0.0.1:${port}`;
 const scopes = 'mcp:tools mcp:admin';
+const accessTokenTTL = Number(process.env.ACCESS_TOKEN_TTL || 3600);
 
 const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
 const jwk = { ...privateKey.export({ format: 'jwk' }), kid: 'test-key', use: 'sig', alg: 'RS256' };
@@ -51,7 +53,7 @@ const provider = new Provider(issuer, {
       getResourceServerInfo: (ctx, resourceIndicator) => ({
         scope: scopes,
         audience: resourceIndicator,
-        accessTokenTTL: 3600,
+        accessTokenTTL,
         accessTokenFormat: 'jwt',
         jwt: { sign: { alg: 'RS256' } },
       }),
