@@ -7,4 +7,4 @@ set -euo pipefail
 [ -n "${BROWSER_LOG:-}" ] && echo "$1" >> "$BROWSER_LOG"
 jar=$(mktemp)
 trap 'rm -f "$jar"' EXIT
-curl -sS -L --max-redirs 20 -c "$jar" -b "$jar" -o /dev/null "$1"
+curl -sS -L --max-time 30 --max-redirs 20 -c "$jar" -b "$jar" -o /dev/null "$1"

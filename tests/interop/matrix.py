@@ -49,7 +49,28 @@ JWT_SECRET = "interop-jwt-secret-0123456789abcdef0123456789"
 STRATEGIES = ["none", "api_key", "bearer", "oauth2", "oauth2 step-up", "cognito"]
 
 
+def clean_env() -> dict[str, str]:
+    """This process's environment without what could change a cell: the server's and the
+    Inspector's own settings (MCP_*, COGNITO_*, HTTP_*, LOG_LEVEL, ...) and proxies."""
+    drop_prefixes = ("MCP_", "COGNITO_", "HTTP_", "HTTPS_", "AWS_")
+    drop = {"LOG_LEVEL", "HOST", "PORT", "BROWSER", "BROWSER_LOG", "TS_SDK", "NODE_OPTIONS", "PYTHONPATH"}
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if not k.upper().startswith(drop_prefixes)
+        and k.upper() not in drop
+        and not k.lower().endswith("_proxy")
+    }
+
+
 def versions() -> dict[str, str]:
+    try:
+        return _versions()
+    except (OSError, ValueError, KeyError) as e:
+        return {row: f"version unknown ({type(e).__name__})" for row in CLIENT_ROWS}
+
+
+def _versions() -> dict[str, str]:
     def npm(pkg: str) -> str:
         return json.loads((CLIENTS / "node_modules" / pkg / "package.json").read_text())["version"]
 
@@ -70,7 +91,8 @@ def versions() -> dict[str, str]:
 
 CLIENT_ROWS = ["python-sdk", "typescript-sdk-v1", "typescript-sdk-v2", "inspector-cli", "conformance"]
 
-# Cells known to fail, each with the reason. Everything else must pass, and these must fail.
+# Cells known to fail, each with the reason and the text the failure must show (a different
+# failure is a failure). Everything else must pass, and these must fail that way.
 EXPECTED_FAILURES: dict[tuple[str, str], str] = {
     ("typescript-sdk-v1", "oauth2 step-up"): (
         "on 403 insufficient_scope the v1 SDK refreshes its token instead of re-authorizing; a "
@@ -79,6 +101,9 @@ EXPECTED_FAILURES: dict[tuple[str, str], str] = {
         "https://github.com/modelcontextprotocol/typescript-sdk/issues/2255, fixed in the v2 "
         "client (row typescript-sdk-v2)"
     ),
+}
+EXPECTED_FAILURE_TEXT: dict[tuple[str, str], str] = {
+    ("typescript-sdk-v1", "oauth2 step-up"): "after trying upscoping",
 }
 
 # Cells that do not apply, each with the reason.
@@ -108,8 +133,12 @@ class Matrix:
     def record(self, client: str, strategy: str, ok: bool, detail: str) -> None:
         key = (client, strategy)
         if key in EXPECTED_FAILURES:
-            status = "XPASS" if ok else "xfail"
-            detail = detail if ok else f"{EXPECTED_FAILURES[key]} (saw: {detail})"
+            if ok:
+                status = "XPASS"
+            elif EXPECTED_FAILURE_TEXT[key] in detail:
+                status, detail = "xfail", f"{EXPECTED_FAILURES[key]} (saw: {detail})"
+            else:
+                status, detail = "FAIL", f"failed, but not the expected way ({EXPECTED_FAILURE_TEXT[key]!r}): {detail}"
         else:
             status = "pass" if ok else "FAIL"
         self.cells[key] = Cell(status, detail)
@@ -145,7 +174,9 @@ def process(name: str, argv: list[str], port: int, env: dict[str, str] | None = 
     OUT.mkdir(parents=True, exist_ok=True)
     log = OUT / f"{name}.log"
     with open(log, "w") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, cwd=cwd)
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env={**clean_env(), **(env or {})}, cwd=cwd
+        )
     try:
         wait_for_port(port, proc, log)
         yield
@@ -169,12 +200,14 @@ def server(name: str, env: dict[str, str], port: int | None = None) -> Iterator[
         **env,
     }
     # A developer's own settings must not leak into the cells.
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("MCP_", "COGNITO_", "HTTP_"))}
+    base = clean_env()
     with tempfile.TemporaryDirectory() as cwd:  # no stray .env is read
         log = OUT / f"server-{name}.log"
         OUT.mkdir(parents=True, exist_ok=True)
         with open(log, "w") as out:
-            proc = subprocess.Popen([str(SERVER_BIN)], stdout=out, stderr=subprocess.STDOUT, env={**base, **full}, cwd=cwd)
+            proc = subprocess.Popen(
+                [str(SERVER_BIN)], stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env={**base, **full}, cwd=cwd
+            )
         try:
             wait_for_port(port, proc, log)
             yield full["MCP_SERVER_URL"]
@@ -221,10 +254,11 @@ def run(argv: list[str], env: dict[str, str] | None = None, cwd: Path | None = N
     try:
         p = subprocess.run(
             argv,
+            stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
             timeout=CLIENT_TIMEOUT,
-            env={**os.environ, **(env or {})},
+            env={**clean_env(), **(env or {})},
             cwd=cwd,
         )
     except subprocess.TimeoutExpired as e:
@@ -289,9 +323,21 @@ def check_calls(r: Run, strategy: str, subject: str | None) -> tuple[bool, str]:
 
 
 def check_refused(r: Run, what: str) -> tuple[bool, str]:
+    """The client failed, and because the server answered 401 (not a timeout or a crash): the
+    clients name the status or the RFC 6750 error they got."""
     if r.code == 0:
         return False, f"{what} was accepted"
-    return True, f"{what} refused ({r.why()})"
+    text = r.out + r.err
+    if r.code == 124 or not ("401" in text or "invalid_token" in text):
+        return False, f"{what}: the client failed without a 401 ({r.why()})"
+    return True, f"{what} refused with 401 ({r.why()})"
+
+
+def inspector_refused(r: Run, what: str) -> tuple[bool, str]:
+    """The Inspector reports a 401 as exit code 3, error `auth_required`."""
+    if r.code == 3 and "auth_required" in r.out + r.err:
+        return True, f"{what} refused (exit 3, auth_required)"
+    return False, f"{what}: expected exit 3 auth_required, got {r.why()}"
 
 
 def both(a: tuple[bool, str], b: tuple[bool, str]) -> tuple[bool, str]:
@@ -308,7 +354,7 @@ def cells_none(m: Matrix, rows: list[str]) -> None:
                 m.record(client, "none", *check_calls(SDK_CLIENTS[client]("headers", url), "none", None))
             elif client == "inspector-cli":
                 r = inspector(url, "--method", "tools/call", "--tool-name", "whoami")
-                ok = r.code == 0 and '"strategy": "none"' in r.out.replace('\\"', '"')
+                ok = r.code == 0 and inspector_whoami(r).get("strategy") == "none"
                 m.record(client, "none", ok, "tools/call whoami without credentials" if ok else r.why())
             elif client == "conformance":
                 m.record(client, "none", *conformance_server(url))
@@ -329,27 +375,30 @@ def cells_api_key(m: Matrix, rows: list[str]) -> None:
                 )
             elif client == "inspector-cli":
                 good = inspector(url, "--header", f"X-API-Key: {API_KEY}", "--method", "tools/list")
-                bad = inspector(url, "--header", "X-API-Key: wrong-key-0123456789abcdef", "--method", "tools/list")
+                bad = inspector(url, "--header", "X-API-Key: wrong-key-0123456789abcdef", "--method", "tools/list", "--stored-auth-only")
                 ok_good = good.code == 0 and "get_time" in good.out
                 m.record(
                     client,
                     "api_key",
                     *both(
                         (ok_good, "tools/list with the key" if ok_good else good.why()),
-                        check_refused(bad, "a wrong key"),
+                        inspector_refused(bad, "a wrong key"),
                     ),
                 )
 
 
 def mint(url: str, subject: str, scope: str) -> str:
-    r = subprocess.run(
-        [str(SERVER_BIN), "token", "--sub", subject, "--scope", scope, "--expires-in", "1h"],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "MCP_JWT_SECRET": JWT_SECRET, "MCP_SERVER_URL": url},
-        check=True,
-        timeout=30,
-    )
+    with tempfile.TemporaryDirectory() as cwd:  # no stray .env is read
+        r = subprocess.run(
+            [str(SERVER_BIN), "token", "--sub", subject, "--scope", scope, "--expires-in", "1h"],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            env={**clean_env(), "MCP_JWT_SECRET": JWT_SECRET, "MCP_SERVER_URL": url},
+            check=True,
+            timeout=30,
+            cwd=cwd,
+        )
     return r.stdout.strip()
 
 
@@ -373,15 +422,13 @@ def cells_bearer(m: Matrix, rows: list[str]) -> None:
                 good = inspector(url, "--header", f"Authorization: Bearer {token}", "--method", "tools/list")
                 none = inspector(url, "--method", "tools/list", "--stored-auth-only")
                 ok_good = good.code == 0 and "get_time" in good.out
-                # Exit code 3 is the Inspector's "authentication required".
-                ok_none = none.code == 3 and "auth" in (none.out + none.err).lower()
                 m.record(
                     client,
                     "bearer",
-                    ok_good and ok_none,
-                    ("tools/list with the token" if ok_good else good.why())
-                    + "; "
-                    + ("without one: exit 3, authentication required" if ok_none else f"without one: {none.why()}"),
+                    *both(
+                        (ok_good, "tools/list with the token" if ok_good else good.why()),
+                        inspector_refused(none, "a request without a token"),
+                    ),
                 )
 
 
@@ -430,6 +477,15 @@ def cells_oauth2(m: Matrix, rows: list[str]) -> None:
                     m.record(client, "oauth2", *inspector_oauth(url, issuer))
 
 
+def inspector_whoami(r: Run) -> dict:
+    """The principal in the Inspector's `tools/call whoami` output ({} when absent)."""
+    try:
+        result = json.loads(r.out[r.out.index("{") :])
+        return result.get("structuredContent") or json.loads(result["content"][0]["text"])
+    except (ValueError, KeyError, IndexError, TypeError):
+        return {}
+
+
 def inspector_oauth(url: str, issuer: str) -> tuple[bool, str]:
     log = OUT / "inspector-browser.log"
     log.unlink(missing_ok=True)
@@ -447,9 +503,9 @@ def inspector_oauth(url: str, issuer: str) -> tuple[bool, str]:
     )
     if r.code != 0:
         return False, r.why()
-    text = r.out.replace('\\"', '"')
-    if f'"issuer": "{issuer}"' not in text and f'"issuer":"{issuer}"' not in text:
-        return False, f"whoami did not name the issuer {issuer}: {r.out[-300:]}"
+    who = inspector_whoami(r)
+    if who.get("issuer") != issuer or who.get("strategy") != "oauth2":
+        return False, f"whoami did not show an oauth2 principal of {issuer}: {r.out[-300:]}"
     opened = log.read_text().splitlines() if log.exists() else []
     if len(opened) != 1 or "resource=" not in opened[0]:
         return False, f"the browser was opened {len(opened)} times: {opened}"
@@ -510,8 +566,16 @@ def cells_cognito(m: Matrix, rows: list[str]) -> None:
                     )
                 elif client == "inspector-cli":
                     r = inspector(url, "--header", f"Authorization: Bearer {token}", "--method", "tools/call", "--tool-name", "whoami")
-                    ok = r.code == 0 and "cognito" in r.out
-                    m.record(client, "cognito", ok, "tools/call whoami with a moto access token" if ok else r.why())
+                    bad = inspector(url, "--header", f"Authorization: Bearer {foreign}", "--method", "tools/list", "--stored-auth-only")
+                    ok = r.code == 0 and inspector_whoami(r).get("strategy") == "cognito"
+                    m.record(
+                        client,
+                        "cognito",
+                        *both(
+                            (ok, "tools/call whoami with a moto access token" if ok else r.why()),
+                            inspector_refused(bad, "a token of another app client"),
+                        ),
+                    )
 
 
 def conformance_server(url: str) -> tuple[bool, str]:
@@ -532,18 +596,20 @@ def conformance_server(url: str) -> tuple[bool, str]:
         env={"PATH": f"{NODE.parent}:{os.environ.get('PATH', '')}"},
         cwd=suite,
     )
-    summary = [line for line in r.out.splitlines() if line.startswith("Total:")]
+    lines = r.out.splitlines()
+    passed = sum(1 for line in lines if line.startswith("✓ "))
+    failed = sum(1 for line in lines if line.startswith("✗ "))
+    summary = f"{passed} of {passed + failed} scenarios pass"
     (OUT / "conformance-server.log").write_text(r.out + r.err)
-    if r.code != 0:
-        return False, f"{r.why()} ({summary[-1] if summary else 'no summary'}; log in {OUT / 'conformance-server.log'})"
-    return True, f"{summary[-1] if summary else ''}; the failures are exactly the baseline in tests/interop/conformance/expected-failures.yml"
+    if r.code != 0 or passed == 0:
+        return False, f"{r.why()} ({summary}; log in {OUT / 'conformance-server.log'})"
+    return True, f"{summary}; the others are exactly the baseline in tests/interop/conformance/expected-failures.yml"
 
 
 # ---------------------------------------------------------------------------- report
 
 
-def render(m: Matrix, rows: list[str]) -> str:
-    names = versions()
+def render(m: Matrix, rows: list[str], names: dict[str, str]) -> str:
     head = "| client | package | " + " | ".join(STRATEGIES) + " |"
     lines = [head, "|" + "---|" * (len(STRATEGIES) + 2)]
     for client in rows:
@@ -551,7 +617,7 @@ def render(m: Matrix, rows: list[str]) -> str:
         for s in STRATEGIES:
             cell = m.cells.get((client, s))
             cells.append(cell.status if cell else ("n/a" if (client, s) in NOT_APPLICABLE else "not run"))
-        lines.append(f"| {client} | {names[client]} | " + " | ".join(cells) + " |")
+        lines.append(f"| {client} | {names.get(client, 'version unknown')} | " + " | ".join(cells) + " |")
     notes = ["", "Expected failures and cells that do not apply:", ""]
     for (client, s), why in {**EXPECTED_FAILURES, **NOT_APPLICABLE}.items():
         if client in rows:
@@ -583,6 +649,7 @@ def main() -> int:
             return 2
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "clients.log").unlink(missing_ok=True)
+    names = versions()
     m = Matrix()
     for name, cells in [
         ("none", cells_none),
@@ -605,7 +672,7 @@ def main() -> int:
         for s in STRATEGIES:
             if (client, s) not in m.cells and (client, s) not in NOT_APPLICABLE:
                 m.cells[(client, s)] = Cell("FAIL", "no result")
-    table = render(m, rows)
+    table = render(m, rows, names)
     (OUT / "matrix.md").write_text(table)
     (OUT / "results.json").write_text(
         json.dumps({f"{c} x {s}": {"status": v.status, "detail": v.detail} for (c, s), v in m.cells.items()}, indent=2)

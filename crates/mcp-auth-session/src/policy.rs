@@ -59,7 +59,10 @@ pub struct SessionLimits {
     /// Live sessions at most per principal (`MCP_MAX_SESSIONS_PER_PRINCIPAL`).
     pub max_per_principal: usize,
     /// Live anonymous sessions at most (`MCP_MAX_ANONYMOUS_SESSIONS`); they
-    /// can never take the slots of authenticated users beyond this.
+    /// can never take the slots of authenticated users beyond this. Behind
+    /// an authenticator that identifies no one (`NoAuth` alone) every session
+    /// is anonymous: set it to `max_sessions` there (`mcp-auth-server` does
+    /// so when `MCP_MAX_ANONYMOUS_SESSIONS` is unset).
     pub max_anonymous: usize,
     /// A session unused this long ends (`HTTP_SESSION_TIMEOUT`, ms).
     pub idle_timeout: Duration,

@@ -18,6 +18,7 @@ redirect to the callback, whose query it hands to the SDK.
 """
 
 import asyncio
+import builtins
 import json
 import sys
 import traceback
@@ -30,6 +31,14 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.auth import OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
 
 CALLBACK = "http://127.0.0.1:3030/callback"
+
+# Every HTTP status the MCP endpoint answered, reported on failure (the SDK's
+# own error for a refused request does not name it).
+STATUSES: list[int] = []
+
+
+async def record_status(response: httpx2.Response) -> None:
+    STATUSES.append(response.status_code)
 
 
 class MemoryStorage:
@@ -103,7 +112,7 @@ async def session_calls(session: ClientSession) -> dict:
 
 
 async def with_headers(url: str, headers: dict[str, str]) -> dict:
-    async with httpx2.AsyncClient(headers=headers, timeout=30) as http:
+    async with httpx2.AsyncClient(headers=headers, timeout=30, event_hooks={"response": [record_status]}) as http:
         async with streamable_http_client(url, http_client=http) as (read, write):
             async with ClientSession(read, write) as session:
                 return await session_calls(session)
@@ -165,8 +174,11 @@ if __name__ == "__main__":
         if isinstance(e, SystemExit):
             raise
         # Exception groups from the SDK's task groups hide the cause: show the leaves.
+        # Exception groups exist from Python 3.11 on.
+        groups = getattr(builtins, "BaseExceptionGroup", ())
+
         def leaves(x: BaseException):
-            if isinstance(x, BaseExceptionGroup):
+            if groups and isinstance(x, groups):
                 for inner in x.exceptions:
                     yield from leaves(inner)
             else:
@@ -174,5 +186,6 @@ if __name__ == "__main__":
 
         traceback.print_exc()
         # Last, so it is the line a caller shows.
-        print("; ".join(f"{type(x).__name__}: {x}" for x in leaves(e)), file=sys.stderr)
+        seen = f" (HTTP statuses: {STATUSES})" if STATUSES else ""
+        print("; ".join(f"{type(x).__name__}: {x}" for x in leaves(e)) + seen, file=sys.stderr)
         sys.exit(1)
