@@ -3,7 +3,7 @@
 PyJWKClient, keys cached), as in the seed project. Serves `get_time` over streamable HTTP.
 
 Usage: python_server.py PORT ISSUER JWKS_URL RESOURCE
-Started by mcp-auth-bench (--peers); not a test fixture.
+Started by mcp-auth-bench (mode python-sdk); not a test fixture.
 """
 
 import sys

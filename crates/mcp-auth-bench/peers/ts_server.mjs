@@ -5,7 +5,7 @@
 // session, as in the SDK's examples.
 //
 // Usage: node ts_server.mjs PORT ISSUER JWKS_URL RESOURCE
-// Started by mcp-auth-bench (--peers); not a test fixture.
+// Started by mcp-auth-bench (mode typescript-sdk); not a test fixture.
 import { randomUUID } from 'node:crypto';
 import express from 'express';
 import { createRemoteJWKSet, jwtVerify } from 'jose';

@@ -133,19 +133,39 @@ impl Server {
             .unwrap_or(0)
     }
 
-    /// CPU time of every thread of the process so far (the first field of
-    /// each `/proc/PID/task/*/schedstat`, in nanoseconds).
-    fn cpu_time(&self) -> Duration {
-        let dir = format!("/proc/{}/task", self.child.id());
-        let ns: u64 = std::fs::read_dir(dir)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
-            .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-            .sum();
-        Duration::from_nanos(ns)
+    /// CPU time of the process so far, user and system, threads that have
+    /// exited included (`utime` + `stime` of `/proc/PID/stat`).
+    fn cpu_time(&self, ticks_per_second: u64) -> Result<Duration, String> {
+        let path = format!("/proc/{}/stat", self.child.id());
+        let stat = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
+        // The command name (field 2) may contain spaces: count from its `)`.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        let field = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
+        // utime and stime are fields 14 and 15: 12 and 13 after the `)`.
+        match (field(11), field(12)) {
+            (Some(user), Some(system)) => Ok(Duration::from_secs_f64(
+                (user + system) as f64 / ticks_per_second as f64,
+            )),
+            _ => Err(format!("{path}: no utime/stime in {stat:?}")),
+        }
     }
+}
+
+/// Clock ticks per second of `/proc/*/stat` times (`getconf CLK_TCK`).
+fn clock_ticks() -> Result<u64, String> {
+    let out = Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .map_err(|e| format!("getconf CLK_TCK: {e}"))?;
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .filter(|t| *t > 0)
+        .ok_or_else(|| "getconf CLK_TCK: not a positive number".to_owned())
 }
 
 /// The token issuer: an RS256 key whose JWKS and metadata this process serves.
@@ -388,6 +408,7 @@ async fn load(
     creds: Creds,
     clients: usize,
     seconds: u64,
+    ticks: u64,
 ) -> Result<Outcome, String> {
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(clients)
@@ -406,7 +427,7 @@ async fn load(
             .bytes()
             .await;
     }
-    let cpu_before = server.cpu_time();
+    let cpu_before = server.cpu_time(ticks)?;
     let start = Instant::now();
     let end = start + Duration::from_secs(seconds);
     let mut tasks = Vec::new();
@@ -444,7 +465,7 @@ async fn load(
         errors += e;
     }
     let elapsed = start.elapsed();
-    let server_cpu = server.cpu_time().saturating_sub(cpu_before);
+    let server_cpu = server.cpu_time(ticks)?.saturating_sub(cpu_before);
     all.sort_unstable();
     let pct = |p: f64| {
         all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
@@ -528,6 +549,7 @@ async fn run(args: Args) -> Result<(), String> {
             bin.display()
         ));
     }
+    let ticks = clock_ticks()?;
     let issuer = Arc::new(Issuer::start().await?);
     let mut outcomes: Vec<Outcome> = Vec::new();
     for mode in &args.modes {
@@ -569,7 +591,7 @@ async fn run(args: Args) -> Result<(), String> {
             }
         };
         eprintln!("{mode}: {} clients for {} s", args.clients, args.seconds);
-        let o = load(&server, mode, creds, args.clients, args.seconds).await?;
+        let o = load(&server, mode, creds, args.clients, args.seconds, ticks).await?;
         outcomes.push(o);
     }
 
@@ -604,12 +626,15 @@ async fn run(args: Args) -> Result<(), String> {
             o.cpu_per_request().as_secs_f64() * 1e6,
         );
     }
-    // Ours against the peers, each with the same RS256 tokens over JWKS.
+    // Ours against the peers, each with the same RS256 tokens over JWKS: with
+    // a repeated token (our verified-token cache answers; the peers verify
+    // every time) and with every token distinct (a full verification each).
     let rate_of = |mode: &str| outcomes.iter().find(|o| o.mode == mode).map(Outcome::rate);
-    if let Some(ours) = rate_of("oauth2") {
+    for ours in ["oauth2", "oauth2-distinct"] {
+        let Some(rate) = rate_of(ours) else { continue };
         for peer in PEER_MODES {
             if let Some(theirs) = rate_of(peer).filter(|r| *r > 0.0) {
-                println!("\noauth2 throughput vs {peer}: {:.1}×", ours / theirs);
+                println!("\n{ours} throughput vs {peer}: {:.1}×", rate / theirs);
             }
         }
     }
