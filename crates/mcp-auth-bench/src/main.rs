@@ -76,6 +76,24 @@ struct Args {
     /// installs under peers/node_modules).
     #[arg(long)]
     node: Option<std::path::PathBuf>,
+    /// Extra environment for mcp-auth-server, KEY=VALUE, repeatable (e.g.
+    /// `LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2` to compare
+    /// allocators).
+    #[arg(long = "server-env", value_name = "KEY=VALUE")]
+    server_env: Vec<String>,
+}
+
+/// `--server-env` as pairs; an entry without `=` is refused by name.
+fn server_env(args: &Args) -> Result<Vec<(String, String)>, String> {
+    args.server_env
+        .iter()
+        .map(|kv| {
+            kv.split_once('=')
+                .filter(|(k, _)| !k.is_empty())
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .ok_or_else(|| format!("--server-env: expected KEY=VALUE, got {kv:?}"))
+        })
+        .collect()
 }
 
 /// Where the peer servers' sources are (this crate's `peers/`).
@@ -229,12 +247,14 @@ async fn start_server(
     mode: &str,
     issuer: &Issuer,
     sessions: usize,
+    extra_env: &[(String, String)],
 ) -> Result<Server, String> {
     let port = free_port()?;
     let limit = (sessions + 64).to_string();
     let total = (sessions + 65).to_string();
     let mut cmd = Command::new(bin);
     cmd.env_clear()
+        .envs(extra_env.iter().map(|(k, v)| (k, v)))
         .env("LOG_LEVEL", "warn")
         .env("HTTP_MAX_CONCURRENT_SESSIONS", &total)
         .env("MCP_MAX_SESSIONS_PER_PRINCIPAL", &limit)
@@ -484,17 +504,27 @@ async fn load(
     })
 }
 
+/// RSS of the server: with one session, with `n` more idle ones, and after
+/// all of them were ended with `DELETE` (what parking idle sessions could
+/// give back at best with the server's allocator).
+struct IdleMemory {
+    one_kib: u64,
+    idle_kib: u64,
+    ended_kib: u64,
+}
+
 async fn idle_sessions(
     bin: &std::path::Path,
     issuer: &Issuer,
     n: usize,
-) -> Result<(u64, u64), String> {
-    let server = start_server(bin, "oauth2", issuer, n).await?;
+    extra_env: &[(String, String)],
+) -> Result<IdleMemory, String> {
+    let server = start_server(bin, "oauth2", issuer, n, extra_env).await?;
     let token = issuer.mint(&server.url, 0)?;
     let creds = Creds::Header("authorization", format!("Bearer {token}"));
     let http = reqwest::Client::new();
     open_session(&http, &server.url, &creds).await?;
-    let before = server.status_kib("VmRSS:");
+    let one_kib = server.status_kib("VmRSS:");
     let next = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for _ in 0..32 {
@@ -505,8 +535,32 @@ async fn idle_sessions(
             next.clone(),
         );
         tasks.push(tokio::spawn(async move {
+            let mut ids = Vec::new();
             while next.fetch_add(1, Ordering::Relaxed) < n {
-                open_session(&http, &url, &creds).await?;
+                ids.push(open_session(&http, &url, &creds).await?);
+            }
+            Ok::<Vec<String>, String>(ids)
+        }));
+    }
+    let mut batches = Vec::new();
+    for t in tasks {
+        batches.push(t.await.map_err(|e| e.to_string())??);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let idle_kib = server.status_kib("VmRSS:");
+    let mut tasks = Vec::new();
+    for ids in batches {
+        let (http, url, creds) = (http.clone(), server.url.clone(), creds.clone());
+        tasks.push(tokio::spawn(async move {
+            for id in ids {
+                let r = creds
+                    .apply(http.delete(&url).header("mcp-session-id", &id))
+                    .send()
+                    .await
+                    .map_err(|e| format!("DELETE: {e}"))?;
+                if !r.status().is_success() {
+                    return Err(format!("DELETE answered {}", r.status()));
+                }
             }
             Ok::<(), String>(())
         }));
@@ -514,8 +568,14 @@ async fn idle_sessions(
     for t in tasks {
         t.await.map_err(|e| e.to_string())??;
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    Ok((before, server.status_kib("VmRSS:")))
+    // Allocators give freed memory back on their own schedule (jemalloc's
+    // default decay is 10 s): wait that long before reading.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    Ok(IdleMemory {
+        one_kib,
+        idle_kib,
+        ended_kib: server.status_kib("VmRSS:"),
+    })
 }
 
 async fn run(args: Args) -> Result<(), String> {
@@ -550,13 +610,14 @@ async fn run(args: Args) -> Result<(), String> {
         ));
     }
     let ticks = clock_ticks()?;
+    let extra_env = server_env(&args)?;
     let issuer = Arc::new(Issuer::start().await?);
     let mut outcomes: Vec<Outcome> = Vec::new();
     for mode in &args.modes {
         let server = if PEER_MODES.contains(&mode.as_str()) {
             start_peer(&args, mode, &issuer).await?
         } else {
-            start_server(&bin, mode, &issuer, args.clients).await?
+            start_server(&bin, mode, &issuer, args.clients, &extra_env).await?
         };
         let creds = match mode.as_str() {
             "none" => Creds::None,
@@ -639,13 +700,14 @@ async fn run(args: Args) -> Result<(), String> {
         }
     }
     if args.idle_sessions > 0 {
-        let (before, after) = idle_sessions(&bin, &issuer, args.idle_sessions).await?;
+        let m = idle_sessions(&bin, &issuer, args.idle_sessions, &extra_env).await?;
         println!(
-            "\nidle sessions: {} authenticated (oauth2) sessions: RSS {:.1} MiB (was {:.1} MiB with one session; {:.2} KiB per session)",
+            "\nidle sessions: {} authenticated (oauth2) sessions: RSS {:.1} MiB (was {:.1} MiB with one session; {:.2} KiB per session); {:.1} MiB after ending them all (DELETE)",
             args.idle_sessions,
-            after as f64 / 1024.0,
-            before as f64 / 1024.0,
-            after.saturating_sub(before) as f64 / args.idle_sessions as f64,
+            m.idle_kib as f64 / 1024.0,
+            m.one_kib as f64 / 1024.0,
+            m.idle_kib.saturating_sub(m.one_kib) as f64 / args.idle_sessions as f64,
+            m.ended_kib as f64 / 1024.0,
         );
     }
     Ok(())

@@ -50,8 +50,30 @@ fn every_mode_serves_calls_without_errors_and_idle_sessions_are_measured() {
         assert!(cpu > 0.0, "the server's CPU time is read: {row}");
     }
     assert!(
-        stdout.contains("idle sessions: 20 authenticated"),
+        stdout.contains("idle sessions: 20 authenticated")
+            && stdout.contains("after ending them all (DELETE)"),
         "{stdout}"
+    );
+}
+
+#[test]
+fn a_server_env_without_a_value_is_refused_by_name() {
+    let out = Command::new(BENCH)
+        .args([
+            "--server-env",
+            "LD_PRELOAD",
+            "--idle-sessions",
+            "0",
+            "--server",
+        ])
+        .arg(server())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--server-env") && err.contains("LD_PRELOAD"),
+        "{err}"
     );
 }
 
