@@ -318,10 +318,10 @@ fn principal(t: VerifiedToken) -> Principal {
     let mut p = t.into_principal("cognito");
     p.client_id = client;
     if let Some(u) = username {
-        p.claims.insert("username".into(), u.into());
+        Arc::make_mut(&mut p.claims).insert("username".into(), u.into());
     }
     if let Some(e) = email {
-        p.claims.insert("email".into(), e.into());
+        Arc::make_mut(&mut p.claims).insert("email".into(), e.into());
     }
     p
 }

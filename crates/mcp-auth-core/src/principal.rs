@@ -2,6 +2,7 @@
 
 use std::{
     fmt,
+    sync::Arc,
     time::{SystemTime, UNIX_EPOCH},
 };
 
@@ -46,8 +47,25 @@ pub struct Principal {
     #[serde(serialize_with = "ser_time", skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<SystemTime>,
     /// The raw claims, for custom checks. Never contains the credential itself.
-    #[serde(skip_serializing_if = "Map::is_empty")]
-    pub claims: Map<String, Value>,
+    /// Shared, not copied: a principal built from a cached token costs one
+    /// reference count for its claims (`Arc::make_mut` to change them).
+    #[serde(serialize_with = "ser_claims", skip_serializing_if = "no_claims")]
+    pub claims: Arc<Map<String, Value>>,
+}
+
+fn ser_claims<S: Serializer>(c: &Arc<Map<String, Value>>, s: S) -> Result<S::Ok, S::Error> {
+    c.as_ref().serialize(s)
+}
+
+fn no_claims(c: &Arc<Map<String, Value>>) -> bool {
+    c.is_empty()
+}
+
+/// One shared empty claim set, so principals without claims allocate none.
+fn no_claims_yet() -> Arc<Map<String, Value>> {
+    static EMPTY: std::sync::LazyLock<Arc<Map<String, Value>>> =
+        std::sync::LazyLock::new(|| Arc::new(Map::new()));
+    EMPTY.clone()
 }
 
 fn ser_time<S: Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
@@ -69,7 +87,7 @@ impl Principal {
             groups: Vec::new(),
             strategy: strategy.into(),
             expires_at: None,
-            claims: Map::new(),
+            claims: no_claims_yet(),
         }
     }
 
@@ -113,6 +131,13 @@ impl Principal {
 
     /// Sets the raw claims.
     pub fn with_claims(mut self, claims: Map<String, Value>) -> Self {
+        self.claims = Arc::new(claims);
+        self
+    }
+
+    /// Sets the raw claims, shared with whoever else holds them (a token
+    /// cache, say) instead of copied.
+    pub fn with_shared_claims(mut self, claims: Arc<Map<String, Value>>) -> Self {
         self.claims = claims;
         self
     }

@@ -87,8 +87,9 @@ pub struct VerifiedToken {
     pub alg: Algorithm,
     /// The header's key id, if any.
     pub kid: Option<String>,
-    /// Every claim.
-    pub claims: Map<String, Value>,
+    /// Every claim (shared with the verified-token cache and the principals
+    /// built from it).
+    pub claims: Arc<Map<String, Value>>,
 }
 
 impl VerifiedToken {
@@ -165,7 +166,7 @@ impl VerifiedToken {
         if let Some(exp) = self.expires_at() {
             p = p.with_expiry(exp);
         }
-        p.with_claims(self.claims)
+        p.with_shared_claims(self.claims)
     }
 }
 
@@ -473,7 +474,7 @@ impl JwtVerifier {
                     let verified = VerifiedToken {
                         alg: header.alg,
                         kid: header.kid.clone(),
-                        claims: data.claims,
+                        claims: Arc::new(data.claims),
                     };
                     self.check_claims(&verified)?;
                     return Ok(verified);

@@ -576,9 +576,15 @@ async fn a_repeated_token_is_served_from_cache_only_until_it_expires() {
     let token = rsa.sign(&c);
     // The custom check runs only on a full verification: the second call
     // is a cache hit.
-    v.verify(&token).await.unwrap();
-    v.verify(&token).await.unwrap();
+    let first = v.verify(&token).await.unwrap();
+    let again = v.verify(&token).await.unwrap();
     assert_eq!(checks.load(Ordering::SeqCst), 1);
+    // A hit shares the cached claims (and so does the principal built from
+    // it): no per-request copy.
+    assert!(Arc::ptr_eq(&first.claims, &again.claims));
+    let p = again.into_principal("oauth2");
+    assert!(Arc::ptr_eq(&first.claims, &p.claims));
+    assert_eq!(p.claims["sub"], "alice");
     // Once exp + leeway has passed the cached entry is not used.
     tokio::time::sleep(Duration::from_millis(3100)).await;
     assert_eq!(v.verify(&token).await.unwrap_err(), JwtError::Expired);
