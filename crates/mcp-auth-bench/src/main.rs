@@ -141,6 +141,25 @@ impl Drop for Server {
 }
 
 impl Server {
+    /// Waits until the process accepts connections on `port`; an error
+    /// naming `what` if it exits first or takes longer than `timeout`.
+    async fn listening(mut self, port: u16, timeout: Duration, what: &str) -> Result<Self, String> {
+        let deadline = Instant::now() + timeout;
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(format!("{what} exited ({status})"));
+            }
+            if Instant::now() > deadline {
+                return Err(format!("{what} did not start"));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(self)
+    }
+
     fn status_kib(&self, field: &str) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
             .unwrap_or_default();
@@ -281,24 +300,17 @@ async fn start_server(
     let child = cmd
         .spawn()
         .map_err(|e| format!("--server {}: {e}", bin.display()))?;
-    let mut server = Server {
+    let server = Server {
         child,
         url: format!("http://127.0.0.1:{port}/mcp"),
     };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+    server
+        .listening(
+            port,
+            Duration::from_secs(30),
+            &format!("server in mode {mode}"),
+        )
         .await
-        .is_err()
-    {
-        if let Ok(Some(status)) = server.child.try_wait() {
-            return Err(format!("server in mode {mode} exited ({status})"));
-        }
-        if Instant::now() > deadline {
-            return Err(format!("server in mode {mode} did not start"));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Ok(server)
 }
 
 /// Starts a peer server (`python-sdk` or `typescript-sdk`) verifying the
@@ -335,21 +347,9 @@ async fn start_peer(args: &Args, mode: &str, issuer: &Issuer) -> Result<Server, 
                 program.display()
             )
         })?;
-    let mut server = Server { child, url };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+    Server { child, url }
+        .listening(port, Duration::from_secs(60), &format!("{mode} peer"))
         .await
-        .is_err()
-    {
-        if let Ok(Some(status)) = server.child.try_wait() {
-            return Err(format!("{mode} peer exited ({status})"));
-        }
-        if Instant::now() > deadline {
-            return Err(format!("{mode} peer did not start"));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Ok(server)
 }
 
 /// Where a client's credentials come from.

@@ -16,38 +16,51 @@ fn server() -> std::path::PathBuf {
     p
 }
 
-#[test]
-fn every_mode_serves_calls_without_errors_and_idle_sessions_are_measured() {
-    let out = Command::new(BENCH)
-        .args([
-            "--clients",
-            "2",
-            "--seconds",
-            "1",
-            "--distinct-tokens",
-            "50",
-        ])
-        .args(["--idle-sessions", "20", "--server"])
-        .arg(server())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+/// Runs the benchmark, which must succeed; its report.
+fn report(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
         "{stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    stdout
+}
+
+/// The cells of `mode`'s row, after checking it answered calls and none
+/// failed.
+fn served_without_errors<'a>(report: &'a str, mode: &str) -> Vec<&'a str> {
+    let row = report
+        .lines()
+        .find(|l| l.starts_with(&format!("| {mode} |")))
+        .unwrap_or_else(|| panic!("no row for {mode} in\n{report}"));
+    let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+    let rate: f64 = cells[2].parse().unwrap();
+    assert!(rate > 0.0, "{row}");
+    assert_eq!(cells[5], "0", "errors in {row}");
+    cells
+}
+
+#[test]
+fn every_mode_serves_calls_without_errors_and_idle_sessions_are_measured() {
+    let stdout = report(
+        Command::new(BENCH)
+            .args([
+                "--clients",
+                "2",
+                "--seconds",
+                "1",
+                "--distinct-tokens",
+                "50",
+            ])
+            .args(["--idle-sessions", "20", "--server"])
+            .arg(server()),
+    );
     for mode in ["none", "api_key", "oauth2", "oauth2-distinct"] {
-        let row = stdout
-            .lines()
-            .find(|l| l.starts_with(&format!("| {mode} |")))
-            .unwrap_or_else(|| panic!("no row for {mode} in\n{stdout}"));
-        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
-        let rate: f64 = cells[2].parse().unwrap();
-        assert!(rate > 0.0, "{row}");
-        assert_eq!(cells[5], "0", "errors in {row}");
+        let cells = served_without_errors(&stdout, mode);
         let cpu: f64 = cells[7].trim_end_matches(" µs").parse().unwrap();
-        assert!(cpu > 0.0, "the server's CPU time is read: {row}");
+        assert!(cpu > 0.0, "the server's CPU time is read: {cells:?}");
     }
     assert!(
         stdout.contains("idle sessions: 20 authenticated")
@@ -98,28 +111,15 @@ fn an_unknown_mode_is_refused_by_name() {
 fn the_peers_serve_the_same_load_and_are_compared() {
     let python =
         std::env::var("INTEROP_PYTHON").expect("INTEROP_PYTHON: a Python with the mcp SDK");
-    let out = Command::new(BENCH)
-        .args(["--modes", "oauth2,python-sdk,typescript-sdk"])
-        .args(["--clients", "2", "--seconds", "1", "--idle-sessions", "0"])
-        .args(["--python", &python, "--server"])
-        .arg(server())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = report(
+        Command::new(BENCH)
+            .args(["--modes", "oauth2,python-sdk,typescript-sdk"])
+            .args(["--clients", "2", "--seconds", "1", "--idle-sessions", "0"])
+            .args(["--python", &python, "--server"])
+            .arg(server()),
     );
     for mode in ["python-sdk", "typescript-sdk"] {
-        let row = stdout
-            .lines()
-            .find(|l| l.starts_with(&format!("| {mode} |")))
-            .unwrap_or_else(|| panic!("no row for {mode} in\n{stdout}"));
-        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
-        let rate: f64 = cells[2].parse().unwrap();
-        assert!(rate > 0.0, "{row}");
-        assert_eq!(cells[5], "0", "errors in {row}");
+        served_without_errors(&stdout, mode);
         assert!(
             stdout.contains(&format!("oauth2 throughput vs {mode}: ")),
             "{stdout}"
