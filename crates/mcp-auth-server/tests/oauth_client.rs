@@ -40,13 +40,32 @@ impl Drop for Provider {
     }
 }
 
-/// Starts oidc-provider on `port` issuing tokens for `resource`.
-fn provider(port: u16, resource: &str) -> Provider {
-    provider_with(port, resource, &[])
+/// An `oauth2` server (plus `server_env`) behind oidc-provider (plus
+/// `provider_env`: `ACCESS_TOKEN_TTL`, `REDIRECT_URIS`, ...), both up; the
+/// issuer's URL.
+async fn behind_oidc_provider(
+    server_env: &[(&str, &str)],
+    provider_env: &[(&str, &str)],
+) -> (Server, Provider, String) {
+    let as_port = free_port();
+    let issuer = format!("http://127.0.0.1:{as_port}");
+    let mut env = vec![
+        ("MCP_AUTH_STRATEGY", "oauth2"),
+        ("MCP_OAUTH_ISSUER", issuer.as_str()),
+        ("MCP_OAUTH_SCOPES_SUPPORTED", "mcp:tools"),
+    ];
+    env.extend_from_slice(server_env);
+    let server = Server::start(&env);
+    let provider = provider(as_port, &server.url(), provider_env);
+    // The server tried the issuer's keys at start-up, before the issuer was
+    // up; it retries within a second.
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    (server, provider, issuer)
 }
 
-/// [`provider`] with more of its settings (`ACCESS_TOKEN_TTL`, ...).
-fn provider_with(port: u16, resource: &str, env: &[(&str, &str)]) -> Provider {
+/// Starts oidc-provider on `port` issuing tokens for `resource`, with more
+/// of its settings in `env`.
+fn provider(port: u16, resource: &str, env: &[(&str, &str)]) -> Provider {
     let node = std::env::var("INTEROP_NODE").unwrap_or_else(|_| "node".into());
     let child = Command::new(&node)
         .arg(repo().join("tests/interop/oidc/provider.mjs"))
@@ -137,17 +156,7 @@ fn logins(log: &Path) -> usize {
 #[tokio::test]
 #[ignore = "needs Node 22 and oidc-provider (tests/run-all.sh installs them)"]
 async fn login_in_a_browser_then_reuse_the_stored_token() {
-    let as_port = free_port();
-    let issuer = format!("http://127.0.0.1:{as_port}");
-    let server = Server::start(&[
-        ("MCP_AUTH_STRATEGY", "oauth2"),
-        ("MCP_OAUTH_ISSUER", &issuer),
-        ("MCP_OAUTH_SCOPES_SUPPORTED", "mcp:tools"),
-    ]);
-    let _as = provider(as_port, &server.url());
-    // The server tried the issuer's keys at start-up, before the issuer was
-    // up; it retries within a second.
-    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    let (server, _as, issuer) = behind_oidc_provider(&[], &[]).await;
     let home = tempfile::tempdir().unwrap();
     let log = home.path().join("browser.log");
     let url = server.url();
@@ -195,27 +204,9 @@ async fn login_in_a_browser_then_reuse_the_stored_token() {
 #[tokio::test]
 #[ignore = "needs Node 22 and oidc-provider (tests/run-all.sh installs them)"]
 async fn a_pre_registered_confidential_client_logs_in() {
-    let as_port = free_port();
-    let issuer = format!("http://127.0.0.1:{as_port}");
-    let server = Server::start(&[
-        ("MCP_AUTH_STRATEGY", "oauth2"),
-        ("MCP_OAUTH_ISSUER", &issuer),
-        ("MCP_OAUTH_SCOPES_SUPPORTED", "mcp:tools"),
-    ]);
     let callback = free_port();
     let redirect = format!("http://127.0.0.1:{callback}/callback");
-    let node = std::env::var("INTEROP_NODE").unwrap_or_else(|_| "node".into());
-    let child = Command::new(&node)
-        .arg(repo().join("tests/interop/oidc/provider.mjs"))
-        .env("PORT", as_port.to_string())
-        .env("RESOURCE", server.url())
-        .env("REDIRECT_URIS", &redirect)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _as = Provider(wait_ready(child));
-    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    let (server, _as, _) = behind_oidc_provider(&[], &[("REDIRECT_URIS", &redirect)]).await;
     let home = tempfile::tempdir().unwrap();
     let log = home.path().join("browser.log");
     let port = callback.to_string();
@@ -248,17 +239,12 @@ async fn a_pre_registered_confidential_client_logs_in() {
 #[tokio::test]
 #[ignore = "needs Node 22 and oidc-provider (tests/run-all.sh installs them)"]
 async fn an_expired_access_token_is_refreshed_without_a_login() {
-    let as_port = free_port();
-    let issuer = format!("http://127.0.0.1:{as_port}");
-    let server = Server::start(&[
-        ("MCP_AUTH_STRATEGY", "oauth2"),
-        ("MCP_OAUTH_ISSUER", &issuer),
-        ("MCP_OAUTH_SCOPES_SUPPORTED", "mcp:tools"),
+    let (server, _as, _) = behind_oidc_provider(
         // No clock-skew allowance: a token past its exp is refused at once.
-        ("MCP_JWT_LEEWAY", "0"),
-    ]);
-    let _as = provider_with(as_port, &server.url(), &[("ACCESS_TOKEN_TTL", "2")]);
-    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+        &[("MCP_JWT_LEEWAY", "0")],
+        &[("ACCESS_TOKEN_TTL", "2")],
+    )
+    .await;
     let home = tempfile::tempdir().unwrap();
     let log = home.path().join("browser.log");
     let url = server.url();
