@@ -199,25 +199,10 @@ def server(name: str, env: dict[str, str], port: int | None = None) -> Iterator[
         "MCP_SERVER_URL": f"http://127.0.0.1:{port}/mcp",
         **env,
     }
-    # A developer's own settings must not leak into the cells.
-    base = clean_env()
-    with tempfile.TemporaryDirectory() as cwd:  # no stray .env is read
-        log = OUT / f"server-{name}.log"
-        OUT.mkdir(parents=True, exist_ok=True)
-        with open(log, "w") as out:
-            proc = subprocess.Popen(
-                [str(SERVER_BIN)], stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env={**base, **full}, cwd=cwd
-            )
-        try:
-            wait_for_port(port, proc, log)
-            yield full["MCP_SERVER_URL"]
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    # process() already drops the developer's own settings; an empty working
+    # directory keeps a stray .env from being read.
+    with tempfile.TemporaryDirectory() as cwd, process(f"server-{name}", [str(SERVER_BIN)], port, full, Path(cwd)):
+        yield full["MCP_SERVER_URL"]
 
 
 @contextlib.contextmanager

@@ -153,14 +153,15 @@ async function withHeaders(url, pairs) {
 }
 
 // Runs `step`; when the SDK stops for a login (UnauthorizedError after
-// redirectToAuthorization), hands it the code and runs `step` again.
+// redirectToAuthorization), hands the code to the transport `step` used
+// (`transport()`) and runs `step` again.
 async function authorized(browser, transport, step) {
   try {
     return await step();
   } catch (e) {
     if (!(e instanceof UnauthorizedError)) throw e;
     const { code, iss } = browser.takeCode();
-    await transport.finishAuth(code, iss);
+    await transport().finishAuth(code, iss);
     return step();
   }
 }
@@ -175,20 +176,14 @@ async function withOAuth(url) {
     transport = new StreamableHTTPClientTransport(new URL(url), { authProvider: provider });
     await client.connect(transport);
   };
-  try {
-    await connect();
-  } catch (e) {
-    if (!(e instanceof UnauthorizedError)) throw e;
-    const { code, iss } = browser.takeCode();
-    await transport.finishAuth(code, iss);
-    await connect();
-  }
+  // The first request meets the 401: log in, then connect again.
+  await authorized(browser, () => transport, connect);
   try {
     const out = await calls(client);
     // Needs mcp:admin, which the first token lacks: a 403 step-up.
     try {
       out.admin_status = JSON.parse(
-        text(await authorized(browser, transport, () => client.callTool({ name: 'admin_status', arguments: {} }))),
+        text(await authorized(browser, () => transport, () => client.callTool({ name: 'admin_status', arguments: {} }))),
       );
       out.whoami_after_step_up = JSON.parse(text(await client.callTool({ name: 'whoami', arguments: {} })));
     } catch (e) {
