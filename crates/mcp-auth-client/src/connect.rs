@@ -8,12 +8,15 @@ use rmcp::{
     service::RunningService,
     transport::{
         StreamableHttpClientTransport,
-        auth::{AuthClient, AuthorizationManager, AuthorizationRequest, OAuthState},
+        auth::{
+            AuthClient, AuthorizationManager, AuthorizationRequest, AuthorizationSession,
+            OAuthState,
+        },
         streamable_http_client::StreamableHttpClientTransportConfig,
     },
 };
 
-use crate::{CallbackServer, FileCredentialStore, open_browser};
+use crate::{CallbackServer, FileCredentialStore, IssuerCheck, open_browser};
 
 /// How to authenticate.
 #[derive(Debug, Clone)]
@@ -228,7 +231,7 @@ async fn oauth(server_url: &str, opts: &OAuthOptions) -> Result<Client, ClientEr
             ))
         })?;
     let mut request = AuthorizationRequest::new(callback.redirect_uri())
-        .with_challenge(challenge)
+        .with_challenge(challenge.clone())
         .with_client_name("mcp-auth-client");
     if let Some(id) = &opts.client_id {
         request = request.with_preregistered_client(id.clone());
@@ -242,23 +245,37 @@ async fn oauth(server_url: &str, opts: &OAuthOptions) -> Result<Client, ClientEr
     if !opts.scopes.is_empty() {
         request = request.with_scopes(opts.scopes.iter().cloned());
     }
-    let mut state = OAuthState::Unauthorized(manager(server_url, opts).await?);
-    state
-        .start_authorization(request)
+    // What `OAuthState::start_authorization` does (discovery from the
+    // challenge, then the session: registration and the authorization URL),
+    // keeping the metadata's issuer so the callback page can check `iss`.
+    let mut m = manager(server_url, opts).await?;
+    let metadata = m
+        .resolve_metadata_from_challenge(Some(&challenge))
         .await
-        .map_err(|e| ClientError::Authorization(e.to_string()))?;
-    let url = state
-        .get_authorization_url()
+        .map_err(|e| ClientError::Discovery(e.to_string()))?
+        .metadata;
+    let callback = callback.with_issuer_check(IssuerCheck::from_metadata(&metadata));
+    m.set_metadata(metadata);
+    let session = AuthorizationSession::new(m, request)
         .await
-        .map_err(|e| ClientError::Authorization(e.to_string()))?;
-    let expected = url::Url::parse(&url)
-        .ok()
-        .and_then(|u| {
-            u.query_pairs()
-                .find(|(k, _)| k == "state")
-                .map(|(_, v)| v.into_owned())
-        })
+        .map_err(|(_, e)| ClientError::Authorization(e.to_string()))?;
+    let url = session.get_authorization_url().to_owned();
+    let mut state = OAuthState::Session(session);
+    let parsed = url::Url::parse(&url).map_err(|e| {
+        ClientError::Authorization(format!("the authorization URL is not a URL: {e}"))
+    })?;
+    let expected = parsed
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .map(|(_, v)| v.into_owned())
         .ok_or_else(|| ClientError::Authorization("the authorization URL has no state".into()))?;
+    if let Some(warning) = insecure_authorization_warning(&parsed) {
+        tracing::warn!(
+            host = parsed.host_str().unwrap_or_default(),
+            "the authorization endpoint is plain http on a non-loopback host"
+        );
+        eprintln!("{warning}");
+    }
     if opts.headless {
         let redirect = callback.redirect_uri();
         tokio::spawn(async move {
@@ -272,20 +289,58 @@ async fn oauth(server_url: &str, opts: &OAuthOptions) -> Result<Client, ClientEr
             eprintln!("(no browser could be started: open the URL yourself)");
         }
     }
-    let (_, full) = callback
-        .wait(&expected, opts.timeout)
+    // Checks the error, `state`, `iss` and the code; a refused redirect's
+    // page says why. The browser then waits for the token exchange's outcome.
+    let redirect = callback
+        .receive(&expected, opts.timeout)
         .await
         .map_err(|e| ClientError::Login(e.to_string()))?;
-    // Checks state and the RFC 9207 `iss`, exchanges the code (with PKCE
-    // and `resource`), and moves to the authorized state.
-    state
-        .handle_callback_url(&full)
-        .await
-        .map_err(|e| ClientError::Token(e.to_string()))?;
+    // rmcp checks state and `iss` again, exchanges the code (with PKCE and
+    // `resource`), and moves to the authorized state.
+    if let Err(e) = state.handle_callback_url(redirect.url()).await {
+        redirect.failed("the authorization code could not be exchanged for tokens");
+        return Err(ClientError::Token(e.to_string()));
+    }
+    redirect.succeeded();
     let m = state
         .into_authorization_manager()
         .ok_or_else(|| ClientError::Token("no authorization state after login".into()))?;
     with_manager(server_url, m).await
+}
+
+/// Whether sending a person to `url` to log in exposes the login to the
+/// network: plain `http://` to a host that is not loopback (`localhost`,
+/// `127.0.0.0/8`, `::1`). Their password, session cookies and the
+/// authorization code would travel unencrypted.
+pub fn is_insecure_authorization_url(url: &url::Url) -> bool {
+    if url.scheme() != "http" {
+        return false;
+    }
+    match url.host() {
+        Some(url::Host::Domain(d)) => {
+            let d = d.strip_suffix('.').unwrap_or(d);
+            !d.eq_ignore_ascii_case("localhost")
+        }
+        Some(url::Host::Ipv4(ip)) => !ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => {
+            !(ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()))
+        }
+        None => true,
+    }
+}
+
+/// The warning to print before sending a person to `url`, when
+/// [`is_insecure_authorization_url`]; it names the host.
+pub fn insecure_authorization_warning(url: &url::Url) -> Option<String> {
+    if !is_insecure_authorization_url(url) {
+        return None;
+    }
+    let host = url.host_str().unwrap_or("(no host)");
+    Some(format!(
+        "WARNING: the login page at {host} is plain http://, not https://: your password and \
+         the authorization code would cross the network unencrypted. Continue only if you \
+         trust every network between you and {host}."
+    ))
 }
 
 /// Follows redirects from the authorization URL until the callback,
@@ -350,4 +405,54 @@ pub fn auth_challenge(error: &rmcp::service::ServiceError) -> Option<String> {
         current = e.source();
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn insecure(u: &str) -> bool {
+        is_insecure_authorization_url(&url::Url::parse(u).unwrap())
+    }
+
+    #[test]
+    fn plain_http_is_insecure_unless_loopback() {
+        for u in [
+            "http://as.example/authorize",
+            "http://as.example:8080/authorize?state=x",
+            "http://10.0.0.5/authorize",
+            "http://192.168.1.10/authorize",
+            "http://[2001:db8::1]/authorize",
+            "http://localhost.evil.example/authorize",
+            "http://128.0.0.1/authorize",
+        ] {
+            assert!(insecure(u), "{u}");
+        }
+        for u in [
+            "https://as.example/authorize",
+            "https://10.0.0.5/authorize",
+            "http://localhost/authorize",
+            "http://LOCALHOST:9000/authorize",
+            "http://localhost./authorize",
+            "http://127.0.0.1:8080/authorize",
+            "http://127.1.2.3/authorize",
+            "http://[::1]:8080/authorize",
+            "http://[::ffff:127.0.0.1]/authorize",
+        ] {
+            assert!(!insecure(u), "{u}");
+        }
+    }
+
+    #[test]
+    fn the_warning_names_the_host() {
+        let u = url::Url::parse("http://as.example:8080/authorize?state=s").unwrap();
+        let w = insecure_authorization_warning(&u).unwrap();
+        assert!(w.contains("as.example"), "{w}");
+        assert!(w.contains("http://") && w.contains("unencrypted"), "{w}");
+        assert!(!w.contains("state=s"), "the URL's query stays out: {w}");
+        let u = url::Url::parse("https://as.example/authorize").unwrap();
+        assert_eq!(insecure_authorization_warning(&u), None);
+        let u = url::Url::parse("http://127.0.0.1:9/authorize").unwrap();
+        assert_eq!(insecure_authorization_warning(&u), None);
+    }
 }

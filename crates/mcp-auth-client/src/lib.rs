@@ -14,12 +14,16 @@
 //! # Ok(()) }
 //! ```
 //!
-//! - [`CallbackServer`]: a loopback redirect target that checks `state`,
-//!   answers the browser with a small escaped page and times out cleanly;
+//! - [`CallbackServer`]: a loopback redirect target that checks `state` and
+//!   the RFC 9207 `iss` ([`IssuerCheck`]), holds the browser's request until
+//!   the client's verdict ([`Redirect`]), answers with a small escaped page
+//!   ("Signed in" only when the login succeeded) and times out cleanly;
 //! - [`open_browser`]: `$BROWSER`, then the desktop's opener, else print;
 //! - [`FileCredentialStore`]: tokens per server, under the user's config
-//!   directory, file mode 0600;
-//! - [`connect`]: API key, bearer token, or the full OAuth flow.
+//!   directory, directories 0700, files 0600;
+//! - [`connect`]: API key, bearer token, or the full OAuth flow; it warns
+//!   before sending a person to a plain-http, non-loopback login page
+//!   ([`is_insecure_authorization_url`]).
 
 mod browser;
 mod callback;
@@ -27,6 +31,9 @@ mod connect;
 mod store;
 
 pub use browser::open_browser;
-pub use callback::{CallbackError, CallbackParams, CallbackServer};
-pub use connect::{Auth, ClientError, OAuthOptions, auth_challenge, connect};
+pub use callback::{CallbackError, CallbackParams, CallbackServer, IssuerCheck, Redirect};
+pub use connect::{
+    Auth, ClientError, OAuthOptions, auth_challenge, connect, insecure_authorization_warning,
+    is_insecure_authorization_url,
+};
 pub use store::FileCredentialStore;

@@ -57,11 +57,18 @@ impl FileCredentialStore {
 
     fn write(&self, bytes: &[u8]) -> std::io::Result<()> {
         if let Some(dir) = self.path.parent() {
-            std::fs::create_dir_all(dir)?;
+            private_dir(dir)?;
         }
         let tmp = self.path.with_extension("tmp");
+        // A leftover temporary file keeps its mode when reopened: start
+        // afresh, so the new one is created 0600 (and is not a link).
+        match std::fs::remove_file(&tmp) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
         let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create(true).truncate(true);
+        opts.write(true).create_new(true);
         #[cfg(unix)]
         {
             use std::os::unix::fs::OpenOptionsExt;
@@ -71,6 +78,44 @@ impl FileCredentialStore {
         f.write_all(bytes)?;
         f.sync_all()?;
         std::fs::rename(&tmp, &self.path)
+    }
+}
+
+/// Creates `dir` and its missing parents with mode 0700 (on unix). If
+/// `dir` (the `credentials` directory) already exists with group or other
+/// permissions, e.g. from an older version that created it 0755, it is
+/// narrowed to 0700 (logged at info; a warning if that is not allowed).
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+        let mode = std::fs::metadata(dir)?.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            // Not fatal when it cannot be changed (another owner): the file
+            // itself is still 0600.
+            match std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)) {
+                Ok(()) => tracing::info!(
+                    dir = %dir.display(),
+                    old_mode = %format!("{mode:o}"),
+                    "credentials directory was open to others; narrowed to 0700"
+                ),
+                Err(e) => tracing::warn!(
+                    dir = %dir.display(),
+                    mode = %format!("{mode:o}"),
+                    error = %e,
+                    "credentials directory is open to others and cannot be narrowed to 0700"
+                ),
+            }
+        }
+        Ok(())
+    }
+    #[cfg(not(unix))]
+    {
+        std::fs::create_dir_all(dir)
     }
 }
 
@@ -132,6 +177,57 @@ mod tests {
         store.clear().await.unwrap();
         assert!(store.load().await.unwrap().is_none());
         assert!(!store.remove().unwrap());
+    }
+
+    fn sample() -> StoredCredentials {
+        StoredCredentials::new("client".into(), None, vec!["a".into()], Some(1))
+    }
+
+    #[cfg(unix)]
+    fn mode(p: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    /// Issue #13: every directory created for credentials is 0700.
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn creates_directories_0700() {
+        let home = tempfile::tempdir().unwrap();
+        let config = home.path().join("config").join("mcp-auth-client");
+        let credentials = config.join("credentials");
+        let store = FileCredentialStore {
+            path: credentials.join("x.json"),
+        };
+        store.save(sample()).await.unwrap();
+        assert_eq!(mode(&home.path().join("config")), 0o700);
+        assert_eq!(mode(&config), 0o700);
+        assert_eq!(mode(&credentials), 0o700);
+        assert_eq!(mode(store.path()), 0o600);
+    }
+
+    /// Issue #13: a `credentials` directory left 0755 by an older version
+    /// is narrowed to 0700 at the next save; a leftover temporary file does
+    /// not pass its mode on.
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn narrows_an_existing_credentials_directory() {
+        use std::os::unix::fs::PermissionsExt;
+        let home = tempfile::tempdir().unwrap();
+        let credentials = home.path().join("credentials");
+        std::fs::create_dir(&credentials).unwrap();
+        std::fs::set_permissions(&credentials, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let store = FileCredentialStore {
+            path: credentials.join("x.json"),
+        };
+        let tmp = store.path().with_extension("tmp");
+        std::fs::write(&tmp, b"stale").unwrap();
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644)).unwrap();
+        store.save(sample()).await.unwrap();
+        assert_eq!(mode(&credentials), 0o700);
+        assert_eq!(mode(store.path()), 0o600);
+        assert!(!tmp.exists());
+        assert_eq!(store.load().await.unwrap().unwrap().client_id, "client");
     }
 
     #[test]
