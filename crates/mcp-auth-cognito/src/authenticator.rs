@@ -54,6 +54,7 @@ impl CognitoAuthenticator {
     /// | `COGNITO_JWKS_URL` | fetch keys here (emulators); the issuer checked stays the real one |
     /// | `MCP_OAUTH_SCOPES_SUPPORTED` | extra scopes for the metadata |
     /// | `MCP_JWT_LEEWAY` | clock-skew seconds (default 60) |
+    /// | `MCP_JWT_MAX_LIFETIME` | longest accepted `exp` − `iat` (e.g. `1h`; default none) |
     pub fn from_settings(l: &dyn Lookup, server_url: &Url) -> Result<Self, ConfigError> {
         let region = l.get("COGNITO_REGION").ok_or_else(|| {
             ConfigError::new("COGNITO_REGION", "required for the cognito strategy")
@@ -111,7 +112,8 @@ impl CognitoAuthenticator {
             let url = mcp_auth_jwt::secure_url_setting(&u, "COGNITO_JWKS_URL", allow_http)?;
             b = b.jwks_url(url).allow_insecure_http(allow_http);
         }
-        b = b.leeway(mcp_auth_jwt::leeway_from_settings(l)?);
+        let time = mcp_auth_jwt::TimeRules::from_settings(l)?;
+        b = b.leeway(time.leeway).max_lifetime(time.max_lifetime);
         let verifier = b
             .build()
             .map_err(|e| ConfigError::new("COGNITO_APP_CLIENT_ID", e))?;

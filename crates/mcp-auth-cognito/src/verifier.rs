@@ -171,6 +171,7 @@ pub struct CognitoVerifierBuilder {
     scopes: Vec<String>,
     resource: Option<String>,
     leeway: Duration,
+    max_lifetime: Option<Duration>,
     allow_insecure_http: bool,
 }
 
@@ -185,6 +186,7 @@ impl CognitoVerifier {
             scopes: Vec::new(),
             resource: None,
             leeway: Duration::from_secs(60),
+            max_lifetime: None,
             allow_insecure_http: false,
         })
     }
@@ -396,6 +398,13 @@ impl CognitoVerifierBuilder {
         self
     }
 
+    /// Longest accepted token lifetime, `exp` minus `iat` (default none;
+    /// Cognito's own tokens live 5 minutes to 1 day, and carry `iat`).
+    pub fn max_lifetime(mut self, max: Option<Duration>) -> Self {
+        self.max_lifetime = max;
+        self
+    }
+
     /// Builds the verifier.
     pub fn build(self) -> Result<CognitoVerifier, String> {
         let token_use = self
@@ -421,6 +430,7 @@ impl CognitoVerifierBuilder {
                 .audience(Audience::Unchecked)
                 .algorithms(&[Algorithm::RS256])
                 .leeway(self.leeway)
+                .max_lifetime(self.max_lifetime)
                 .build()
                 .map_err(|e| e.to_string())?;
             pools.push(Pool { issuer, verifier });

@@ -137,6 +137,40 @@ pub fn parse_size(l: &dyn Lookup, name: &str, default: usize) -> Result<usize, C
     }
 }
 
+/// Parses a lifetime: `90s`, `30m`, `1h`, `7d` or plain seconds, above zero.
+/// `var` names the setting in the error.
+///
+/// ```
+/// use std::time::Duration;
+/// use mcp_auth_core::settings::parse_lifetime;
+/// assert_eq!(parse_lifetime("30m", "X").unwrap(), Duration::from_secs(1800));
+/// assert_eq!(parse_lifetime("90", "X").unwrap(), Duration::from_secs(90));
+/// assert!(parse_lifetime("1w", "X").is_err());
+/// ```
+pub fn parse_lifetime(v: &str, var: &str) -> Result<Duration, ConfigError> {
+    let v = v.trim();
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (n, unit) = v.split_at(split);
+    let bad = || {
+        ConfigError::new(
+            var,
+            format!("expected a lifetime like 90s, 30m, 1h or 7d, got {v:?}"),
+        )
+    };
+    let n: u64 = n.parse().map_err(|_| bad())?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n.saturating_mul(60),
+        "h" => n.saturating_mul(3600),
+        "d" => n.saturating_mul(86_400),
+        _ => return Err(bad()),
+    };
+    if secs == 0 {
+        return Err(ConfigError::new(var, "must be greater than 0"));
+    }
+    Ok(Duration::from_secs(secs))
+}
+
 /// Reads a comma-separated list; items are trimmed and empty items dropped.
 pub fn parse_list(l: &dyn Lookup, name: &str) -> Option<Vec<String>> {
     l.get(name).map(|v| {

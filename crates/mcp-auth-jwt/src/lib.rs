@@ -46,7 +46,7 @@ pub use fetch::{FetchError, FetchLimits, get_json, http_client, is_secure_url, r
 pub use jsonwebtoken::Algorithm;
 pub use jwks::{JwksCache, JwksCacheBuilder, JwksError};
 pub use keys::{KeyError, KeySet, MIN_HMAC_SECRET_LEN, VerifyKey};
-pub use settings::{leeway_from_settings, secure_url_setting};
+pub use settings::{TimeRules, leeway_from_settings, secure_url_setting};
 pub use verifier::{
     Audience, BuildError, ClaimCheck, DEFAULT_MAX_TOKEN_BYTES, JwtError, JwtVerifier,
     JwtVerifierBuilder, MAX_NUMERIC_DATE, VerifiedToken, numeric_date,

@@ -31,6 +31,44 @@ pub fn leeway_from_settings(l: &dyn Lookup) -> Result<Duration, ConfigError> {
     }
 }
 
+/// The time rules every token verifier shares, from settings.
+///
+/// ```
+/// use std::{collections::HashMap, time::Duration};
+/// use mcp_auth_jwt::TimeRules;
+/// let vars = HashMap::from([("MCP_JWT_MAX_LIFETIME".to_owned(), "1h".to_owned())]);
+/// let r = TimeRules::from_settings(&vars).unwrap();
+/// assert_eq!(r.max_lifetime, Some(Duration::from_secs(3600)));
+/// assert_eq!(r.leeway, Duration::from_secs(60));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TimeRules {
+    /// Clock-skew leeway (`MCP_JWT_LEEWAY`, seconds, default 60).
+    pub leeway: Duration,
+    /// Longest accepted token lifetime, `exp` minus `iat`
+    /// (`MCP_JWT_MAX_LIFETIME`: `90s`, `30m`, `1h`, `7d` or seconds; default
+    /// none). When set, tokens without `iat` are refused.
+    pub max_lifetime: Option<Duration>,
+}
+
+impl TimeRules {
+    /// Reads `MCP_JWT_LEEWAY` and `MCP_JWT_MAX_LIFETIME`.
+    pub fn from_settings(l: &dyn Lookup) -> Result<Self, ConfigError> {
+        let max_lifetime = match l.get("MCP_JWT_MAX_LIFETIME") {
+            None => None,
+            Some(v) => Some(mcp_auth_core::settings::parse_lifetime(
+                &v,
+                "MCP_JWT_MAX_LIFETIME",
+            )?),
+        };
+        Ok(Self {
+            leeway: leeway_from_settings(l)?,
+            max_lifetime,
+        })
+    }
+}
+
 /// A URL setting (`var`) that tokens' keys or secrets travel over: https,
 /// or http to loopback, or any http when `allow_http`
 /// (`MCP_OAUTH_ALLOW_HTTP`).

@@ -49,9 +49,12 @@ pub enum JwtError {
     /// `exp` is in the past.
     #[error("token expired")]
     Expired,
-    /// `nbf` is in the future.
+    /// `nbf` (or, with a maximum lifetime, `iat`) is in the future.
     #[error("token not yet valid")]
     NotYetValid,
+    /// `exp` lies further after `iat` than the configured maximum lifetime.
+    #[error("token lifetime exceeds the allowed maximum")]
+    Lifetime,
     /// A required claim is missing or malformed.
     #[error("missing or malformed claim: {0}")]
     Claim(String),
@@ -247,6 +250,7 @@ pub struct JwtVerifier {
     max_token_bytes: usize,
     check: Option<ClaimCheck>,
     leeway: u64,
+    max_lifetime: Option<u64>,
     cache: Option<Arc<TokenCache>>,
 }
 
@@ -328,6 +332,7 @@ pub struct JwtVerifierBuilder {
     max_token_bytes: usize,
     check: Option<ClaimCheck>,
     cache_capacity: usize,
+    max_lifetime: Option<Duration>,
 }
 
 impl JwtVerifier {
@@ -357,6 +362,7 @@ impl JwtVerifier {
             max_token_bytes: DEFAULT_MAX_TOKEN_BYTES,
             check: None,
             cache_capacity: 10_000,
+            max_lifetime: None,
         }
     }
 
@@ -409,11 +415,15 @@ impl JwtVerifier {
     }
 
     async fn verify_uncached(&self, token: &str) -> Result<VerifiedToken, JwtError> {
-        if token.split('.').count() != 3 {
+        let Some((header_b64, _)) = token.split_once('.') else {
+            return Err(JwtError::Malformed);
+        };
+        if token.split('.').count() != 3 || !header_names_an_algorithm(header_b64) {
             return Err(JwtError::Malformed);
         }
         let header = jsonwebtoken::decode_header(token).map_err(|e| match e.kind() {
-            // `alg: none` and unknown algorithms fail to parse as a header.
+            // A well-formed header that does not parse: `alg: none` or an
+            // unknown algorithm.
             ErrorKind::Json(_) => JwtError::Algorithm,
             _ => JwtError::Malformed,
         })?;
@@ -502,6 +512,23 @@ impl JwtVerifier {
                 return Err(JwtError::Claim(name.to_owned()));
             }
         }
+        if let Some(max) = self.max_lifetime {
+            let iat = t
+                .claims
+                .get("iat")
+                .and_then(numeric_date)
+                .ok_or_else(|| JwtError::Claim("iat".to_owned()))?;
+            if iat > now_secs().saturating_add(self.leeway) {
+                return Err(JwtError::NotYetValid);
+            }
+            // `exp` is required and was checked as a NumericDate above.
+            let exp = t
+                .exp_secs()
+                .ok_or_else(|| JwtError::Claim("exp".to_owned()))?;
+            if exp.saturating_sub(iat) > max {
+                return Err(JwtError::Lifetime);
+            }
+        }
         let named = |k: &str| t.str_claim(k).is_some_and(|s| !s.is_empty());
         if !named("sub") && !named("client_id") {
             // Without a subject there is no identity to bind sessions to.
@@ -517,6 +544,18 @@ impl JwtVerifier {
         }
         Ok(())
     }
+}
+
+/// Whether a JOSE header segment is base64url of a JSON object with a
+/// string `alg`: what a token must be before its algorithm can be judged.
+/// Anything else (`abc.def.ghi`) is malformed, not a disallowed algorithm.
+fn header_names_an_algorithm(segment: &str) -> bool {
+    use base64::Engine;
+    let Ok(bytes) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(segment) else {
+        return false;
+    };
+    serde_json::from_slice::<Map<String, Value>>(&bytes)
+        .is_ok_and(|h| h.get("alg").is_some_and(Value::is_string))
 }
 
 fn map_error(kind: &ErrorKind) -> JwtError {
@@ -575,6 +614,22 @@ impl JwtVerifierBuilder {
     pub fn leeway(mut self, leeway: Duration) -> Self {
         self.leeway = leeway;
         self
+    }
+
+    /// Refuse tokens whose `exp` lies more than `max` after their `iat`
+    /// (default: no maximum). With a maximum, `iat` is required and may not
+    /// lie in the future (beyond the leeway), so no accepted token is valid
+    /// for longer than `max` from now: a token minted with `exp` in the year
+    /// 9999 is refused.
+    pub fn max_lifetime(mut self, max: Option<Duration>) -> Self {
+        self.max_lifetime = max;
+        self
+    }
+
+    /// The time rules read from settings ([`TimeRules::from_settings`]):
+    /// leeway and maximum lifetime.
+    pub fn time_rules(self, rules: crate::TimeRules) -> Self {
+        self.leeway(rules.leeway).max_lifetime(rules.max_lifetime)
     }
 
     /// Only these algorithms (further narrowed per key by its type).
@@ -655,6 +710,7 @@ impl JwtVerifierBuilder {
             max_token_bytes: self.max_token_bytes,
             check: self.check,
             leeway: self.leeway.as_secs(),
+            max_lifetime: self.max_lifetime.map(|d| d.as_secs()),
             cache: (self.cache_capacity > 0).then(|| {
                 Arc::new(TokenCache {
                     entries: std::sync::Mutex::new(std::collections::HashMap::new()),

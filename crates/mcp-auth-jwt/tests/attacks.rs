@@ -260,6 +260,68 @@ async fn garbage_and_huge_tokens_are_refused_without_panicking() {
         assert!(r.is_err(), "{:?}", &t[..t.len().min(20)]);
     }
     assert_eq!(v.verify(&huge).await.unwrap_err(), JwtError::TooLarge);
+    // Garbage is malformed, not "algorithm not allowed": that answer is for
+    // a real header naming a refused algorithm.
+    let not_json = b64(&json!("a string, not a header"));
+    let no_alg = b64(&json!({"typ": "JWT"}));
+    for t in [
+        "abc.def.ghi",
+        "a.b.c",
+        "%%%.%%%.%%%",
+        &format!("{not_json}.e30.sig"),
+        &format!("{no_alg}.e30.sig"),
+    ] {
+        assert_eq!(v.verify(t).await.unwrap_err(), JwtError::Malformed, "{t}");
+    }
+    let unknown_alg = b64(&json!({"alg": "XS999"}));
+    assert_eq!(
+        v.verify(&format!("{unknown_alg}.e30.sig"))
+            .await
+            .unwrap_err(),
+        JwtError::Algorithm
+    );
+}
+
+#[tokio::test]
+async fn a_maximum_lifetime_refuses_long_lived_and_iat_less_tokens() {
+    let rsa = TestKey::rsa("rsa");
+    let issuer = Issuer::start(vec![rsa.jwk(false)]).await;
+    let v = JwtVerifier::builder()
+        .jwks(JwksCache::builder(issuer.jwks_url()).build())
+        .issuer(&issuer.base)
+        .audience(Audience::OneOf(vec![AUDIENCE.into()]))
+        .max_lifetime(Some(Duration::from_secs(3600)))
+        .build()
+        .unwrap();
+    let mut c = claims(&issuer.base);
+    c["iat"] = json!(now());
+    c["exp"] = json!(now() + 3000);
+    assert!(v.verify(&rsa.sign(&c)).await.is_ok());
+    // exp in the year 9999.
+    c["exp"] = json!(253_402_300_799u64);
+    assert_eq!(
+        v.verify(&rsa.sign(&c)).await.unwrap_err(),
+        JwtError::Lifetime
+    );
+    // No iat: the lifetime cannot be measured.
+    c["exp"] = json!(now() + 60);
+    c.as_object_mut().unwrap().remove("iat");
+    assert_eq!(
+        v.verify(&rsa.sign(&c)).await.unwrap_err(),
+        JwtError::Claim("iat".into())
+    );
+    // iat far in the future, to make a long-lived token look short.
+    c["iat"] = json!(253_402_300_000u64);
+    c["exp"] = json!(253_402_300_799u64);
+    assert_eq!(
+        v.verify(&rsa.sign(&c)).await.unwrap_err(),
+        JwtError::NotYetValid
+    );
+    // Without a maximum, the same year-9999 token is accepted as before.
+    let (_issuer2, plain) = setup(&[&rsa]).await;
+    let mut c = claims(&_issuer2.base);
+    c["exp"] = json!(253_402_300_799u64);
+    assert!(plain.verify(&rsa.sign(&c)).await.is_ok());
 }
 
 #[tokio::test]

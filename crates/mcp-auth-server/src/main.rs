@@ -107,11 +107,8 @@ async fn run(cli: Cli) -> Result<(), Error> {
         return Ok(());
     }
     init_logging(&s.log_level);
-    for name in ServerSettings::ignored(&merged) {
-        tracing::warn!(
-            variable = name,
-            "setting is not supported by this version and has no effect"
-        );
+    for (name, why) in ServerSettings::ignored(&merged) {
+        tracing::warn!(variable = name, "setting has no effect: {why}");
     }
     match s.transport {
         Transport::Stdio => {
@@ -187,7 +184,7 @@ async fn serve_http(
         if !s
             .strategies
             .iter()
-            .any(|k| matches!(k, Strategy::Bearer | Strategy::OAuth2))
+            .any(|k| matches!(k, Strategy::Bearer | Strategy::OAuth2 | Strategy::Cognito))
         {
             return Err(ConfigError::new(
                 "MCP_OAUTH_REQUIRED_SCOPES",
@@ -213,7 +210,13 @@ async fn serve_http(
     };
     tracing::info!(%bound, url = %server_url, transports = what, "serving MCP");
     let cancel = app.cancellation_token();
-    let serving = mcp_auth_transport::serve(listener, router, cancel.clone(), shutdown_signal());
+    let serving = mcp_auth_transport::serve_with(
+        listener,
+        router,
+        cancel.clone(),
+        shutdown_signal(),
+        app.config().connections.clone(),
+    );
     tokio::pin!(serving);
     tokio::select! {
         r = &mut serving => r?,

@@ -22,6 +22,7 @@ pub const KNOWN: &[&str] = &[
     "MCP_API_KEYS",
     "MCP_ALLOW_INSECURE_NONE",
     "LOG_LEVEL",
+    "RUST_LOG",
     "HTTP_ALLOWED_HOSTS",
     "HTTP_DNS_REBINDING_PROTECTION",
     "HTTP_ALLOWED_ORIGINS",
@@ -40,6 +41,7 @@ pub const KNOWN: &[&str] = &[
     "MCP_JWT_PUBLIC_KEY",
     "MCP_JWT_PRIVATE_KEY",
     "MCP_JWT_LEEWAY",
+    "MCP_JWT_MAX_LIFETIME",
     "MCP_JWT_EXPIRES_IN",
     "MCP_OAUTH_ISSUER",
     "MCP_OAUTH_JWKS_URL",
@@ -53,8 +55,6 @@ pub const KNOWN: &[&str] = &[
     "COGNITO_REGION",
     "COGNITO_USER_POOL_ID",
     "COGNITO_APP_CLIENT_ID",
-    "COGNITO_APP_CLIENT_SECRET",
-    "COGNITO_DOMAIN",
     "COGNITO_TOKEN_USE",
     "COGNITO_REQUIRED_GROUPS",
     "COGNITO_REQUIRED_SCOPES",
@@ -66,6 +66,7 @@ pub const KNOWN: &[&str] = &[
     "MCP_SESSION_AUTH_REQUIRE_FOR_OPERATIONS",
     "HTTP_MAX_CONCURRENT_SESSIONS",
     "MCP_MAX_SESSIONS_PER_PRINCIPAL",
+    "MCP_MAX_SESSIONS_PER_SUBJECT",
     "MCP_MAX_ANONYMOUS_SESSIONS",
     "HTTP_SESSION_TIMEOUT",
     "HTTP_SESSION_CLEANUP_INTERVAL",
@@ -75,7 +76,17 @@ pub const KNOWN: &[&str] = &[
     "HTTP_AUTH_FAILURE_LIMIT",
     "HTTP_TRUSTED_PROXIES",
     "HTTP_SSE_KEEP_ALIVE",
+    "HTTP_MAX_CONNECTIONS",
+    "HTTP_MAX_CONNECTIONS_PER_IP",
+    "HTTP_IDLE_TIMEOUT",
+    "HTTP_HEADER_READ_TIMEOUT",
 ];
+
+/// Variables other programs of this project read (the example client, the
+/// Cognito admin CLI) that the server does not: `mcp-auth-cognito setup`
+/// writes them into `.env`, where the server finds them. Setting one is
+/// reported, so nobody believes it has an effect on the server.
+pub const FOR_OTHERS: &[&str] = &["COGNITO_APP_CLIENT_SECRET", "COGNITO_DOMAIN"];
 
 /// Seed variables that do not apply to this server. Setting one is
 /// reported, so nobody believes they have an effect.
@@ -117,12 +128,15 @@ pub fn merge(
         for item in iter {
             let (k, v) = item
                 .map_err(|e| ConfigError::new(".env", format!("{shown}: {}", dotenv_reason(&e))))?;
-            if KNOWN.contains(&k.as_str()) || NOT_YET.contains(&k.as_str()) {
+            if KNOWN.contains(&k.as_str())
+                || NOT_YET.contains(&k.as_str())
+                || FOR_OTHERS.contains(&k.as_str())
+            {
                 m.insert(k, v);
             }
         }
     }
-    for name in KNOWN.iter().chain(NOT_YET) {
+    for name in KNOWN.iter().chain(NOT_YET).chain(FOR_OTHERS) {
         if let Some(v) = env.get(name) {
             m.insert((*name).to_owned(), v);
         }
@@ -154,7 +168,10 @@ fn read_toml(path: &Path) -> Result<Vec<(String, String)>, ConfigError> {
     let mut out = Vec::new();
     for (key, value) in table {
         let name = key.to_ascii_uppercase();
-        if !KNOWN.contains(&name.as_str()) && !NOT_YET.contains(&name.as_str()) {
+        if !KNOWN.contains(&name.as_str())
+            && !NOT_YET.contains(&name.as_str())
+            && !FOR_OTHERS.contains(&name.as_str())
+        {
             return Err(ConfigError::new(
                 var,
                 format!("{shown}: unknown setting {key:?}"),
@@ -342,9 +359,20 @@ impl ServerSettings {
                 ),
             ));
         }
-        let log_level = Lookup::get(m, "LOG_LEVEL").unwrap_or_else(|| "info".to_owned());
-        tracing_subscriber::EnvFilter::try_new(&log_level)
-            .map_err(|_| ConfigError::new("LOG_LEVEL", format!("expected error, warn, info, debug, trace or filter directives, got {log_level:?}")))?;
+        // RUST_LOG wins over the seeds' LOG_LEVEL, as Rust users expect.
+        let (log_var, log_level) = match Lookup::get(m, "RUST_LOG") {
+            Some(v) => ("RUST_LOG", v),
+            None => (
+                "LOG_LEVEL",
+                Lookup::get(m, "LOG_LEVEL").unwrap_or_else(|| "info".to_owned()),
+            ),
+        };
+        tracing_subscriber::EnvFilter::try_new(&log_level).map_err(|_| {
+            ConfigError::new(
+                log_var,
+                format!("expected error, warn, info, debug, trace or filter directives, got {log_level:?}"),
+            )
+        })?;
         Ok(Self {
             transport,
             host,
@@ -358,13 +386,23 @@ impl ServerSettings {
         })
     }
 
-    /// Seed variables that are set but not acted on yet.
-    pub fn ignored(m: &Merged) -> Vec<&'static str> {
-        NOT_YET
-            .iter()
-            .copied()
-            .filter(|n| Lookup::get(m, n).is_some())
-            .collect()
+    /// Variables that are set but have no effect on the server, each with
+    /// the reason.
+    pub fn ignored(m: &Merged) -> Vec<(&'static str, &'static str)> {
+        let set = |n: &&&str| Lookup::get(m, n).is_some();
+        let not_yet = NOT_YET.iter().filter(set).map(|n| {
+            (
+                *n,
+                "this server is a resource server and runs no authorization flow itself",
+            )
+        });
+        let others = FOR_OTHERS.iter().filter(set).map(|n| {
+            (
+                *n,
+                "read by mcp-auth-client and mcp-auth-cognito, not by the server",
+            )
+        });
+        not_yet.chain(others).collect()
     }
 
     /// `MCP_SERVER_URL`, or one derived from the bound address.
@@ -534,10 +572,28 @@ mod tests {
         )]))
         .unwrap();
         assert_eq!(s.server_url_for(9).as_str(), "https://mcp.example.com/mcp");
-        assert_eq!(
-            ServerSettings::ignored(&merged(&[("MCP_OAUTH_SCOPE", "x")])),
-            vec!["MCP_OAUTH_SCOPE"]
-        );
+        let ignored: Vec<&str> = ServerSettings::ignored(&merged(&[
+            ("MCP_OAUTH_SCOPE", "x"),
+            ("COGNITO_DOMAIN", "d"),
+        ]))
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+        assert_eq!(ignored, vec!["MCP_OAUTH_SCOPE", "COGNITO_DOMAIN"]);
+    }
+
+    #[test]
+    fn rust_log_wins_over_log_level_and_errors_name_the_one_used() {
+        let s = ServerSettings::from_merged(&merged(&[
+            ("RUST_LOG", "mcp_auth_transport=debug"),
+            ("LOG_LEVEL", "warn"),
+        ]))
+        .unwrap();
+        assert_eq!(s.log_level, "mcp_auth_transport=debug");
+        let s = ServerSettings::from_merged(&merged(&[("LOG_LEVEL", "warn")])).unwrap();
+        assert_eq!(s.log_level, "warn");
+        let e = ServerSettings::from_merged(&merged(&[("RUST_LOG", "a=b=c")])).unwrap_err();
+        assert_eq!(e.variable, "RUST_LOG");
     }
 }
 
@@ -546,7 +602,11 @@ mod documentation {
     #[test]
     fn every_variable_is_documented_in_env_example() {
         let example = include_str!("../../../.env.example");
-        for name in super::KNOWN.iter().chain(super::NOT_YET) {
+        for name in super::KNOWN
+            .iter()
+            .chain(super::NOT_YET)
+            .chain(super::FOR_OTHERS)
+        {
             assert!(
                 example.contains(name),
                 "{name} is missing from .env.example"

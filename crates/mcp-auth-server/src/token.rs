@@ -31,31 +31,10 @@ pub struct TokenArgs {
     pub client_id: Option<String>,
 }
 
-/// Parses `90s`, `30m`, `1h`, `7d` or plain seconds.
+/// Parses `90s`, `30m`, `1h`, `7d` or plain seconds, at most 30 days.
 pub fn parse_lifetime(v: &str, var: &str) -> Result<Duration, ConfigError> {
-    let v = v.trim();
-    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
-    let (n, unit) = v.split_at(split);
-    let n: u64 = n.parse().map_err(|_| {
-        ConfigError::new(
-            var,
-            format!("expected a lifetime like 30m, 1h or 7d, got {v:?}"),
-        )
-    })?;
-    let secs = match unit {
-        "" | "s" => n,
-        "m" => n.saturating_mul(60),
-        "h" => n.saturating_mul(3600),
-        "d" => n.saturating_mul(86_400),
-        _ => {
-            return Err(ConfigError::new(
-                var,
-                format!("expected a lifetime like 30m, 1h or 7d, got {v:?}"),
-            ));
-        }
-    };
-    let d = Duration::from_secs(secs);
-    if d.is_zero() || d > MAX_LIFETIME {
+    let d = mcp_auth_core::settings::parse_lifetime(v, var)?;
+    if d > MAX_LIFETIME {
         return Err(ConfigError::new(var, "must be between 1s and 30d"));
     }
     Ok(d)

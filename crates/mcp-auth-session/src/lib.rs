@@ -33,7 +33,7 @@ mod redis_store;
 mod store;
 
 pub use memory::MemoryStore;
-pub use policy::{SessionLimits, SessionPolicy, owner_of, session_owner};
+pub use policy::{SessionLimits, SessionPolicy, owner_of, session_owner, subject_of};
 #[cfg(feature = "redis")]
 pub use redis_store::RedisStore;
 pub use store::{

@@ -8,7 +8,9 @@ use std::{
 
 use async_trait::async_trait;
 
-use crate::{Bind, Full, Reserve, SessionLimits, SessionRecord, SessionStore, StoreError, Ticket};
+use crate::{
+    Bind, Full, Reserve, SessionLimits, SessionRecord, SessionStore, StoreError, Ticket, subject_of,
+};
 
 #[derive(Default)]
 struct State {
@@ -19,6 +21,28 @@ struct State {
 }
 
 impl State {
+    /// The cap `owner` is at, if any (not counting the global one).
+    fn owner_full(&self, owner: Option<&str>, limits: &SessionLimits) -> Option<Full> {
+        let mine = self
+            .slots
+            .values()
+            .filter(|(o, _)| o.as_deref() == owner)
+            .count();
+        let Some(owner) = owner else {
+            return (mine >= limits.max_anonymous).then_some(Full::Anonymous);
+        };
+        if mine >= limits.max_per_principal {
+            return Some(Full::Principal);
+        }
+        let user = subject_of(owner);
+        let theirs = self
+            .slots
+            .values()
+            .filter(|(o, _)| o.as_deref().is_some_and(|o| subject_of(o) == user))
+            .count();
+        (theirs >= limits.max_per_subject).then_some(Full::Subject)
+    }
+
     fn purge(&mut self, now: Instant) {
         let before = self.slots.len();
         self.slots.retain(|_, (_, until)| *until > now);
@@ -62,17 +86,8 @@ impl SessionStore for MemoryStore {
             if s.slots.len() >= limits.max_sessions {
                 return Reserve::Full(Full::Global);
             }
-            let mine = s
-                .slots
-                .values()
-                .filter(|(o, _)| o.as_deref() == owner)
-                .count();
-            match owner {
-                None if mine >= limits.max_anonymous => return Reserve::Full(Full::Anonymous),
-                Some(_) if mine >= limits.max_per_principal => {
-                    return Reserve::Full(Full::Principal);
-                }
-                _ => {}
+            if let Some(full) = s.owner_full(owner, limits) {
+                return Reserve::Full(full);
             }
             let t = Ticket::random();
             s.slots.insert(
@@ -95,17 +110,7 @@ impl SessionStore for MemoryStore {
             if s.slots.remove(&ticket.0).is_none() {
                 // The reservation lapsed: only commit if there is still room.
                 s.purge(now);
-                let mine = s
-                    .slots
-                    .values()
-                    .filter(|(o, _)| o.as_deref() == owner)
-                    .count();
-                let cap = if owner.is_some() {
-                    limits.max_per_principal
-                } else {
-                    limits.max_anonymous
-                };
-                if s.slots.len() >= limits.max_sessions || mine >= cap {
+                if s.slots.len() >= limits.max_sessions || s.owner_full(owner, limits).is_some() {
                     return false;
                 }
             }
@@ -148,18 +153,14 @@ impl SessionStore for MemoryStore {
         let now = Instant::now();
         Ok(self.with(|s| {
             s.purge(now);
-            let mine = s
-                .slots
-                .values()
-                .filter(|(o, _)| o.as_deref() == Some(owner))
-                .count();
+            let full = s.owner_full(Some(owner), limits).is_some();
             match s.slots.get_mut(sid) {
                 Some((Some(o), until)) => {
                     *until = now + limits.idle_timeout;
                     Bind::Owner(o.clone())
                 }
                 Some((o @ None, until)) => {
-                    if mine >= limits.max_per_principal {
+                    if full {
                         return Bind::Full;
                     }
                     *o = Some(owner.to_owned());

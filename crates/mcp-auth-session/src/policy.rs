@@ -56,8 +56,17 @@ impl SessionPolicy {
 pub struct SessionLimits {
     /// Live sessions at most, all principals (`HTTP_MAX_CONCURRENT_SESSIONS`).
     pub max_sessions: usize,
-    /// Live sessions at most per principal (`MCP_MAX_SESSIONS_PER_PRINCIPAL`).
+    /// Live sessions at most per principal: one (issuer, subject, client id)
+    /// (`MCP_MAX_SESSIONS_PER_PRINCIPAL`, default 10).
     pub max_per_principal: usize,
+    /// Live sessions at most per user: one (issuer, subject), over all the
+    /// client ids they use (`MCP_MAX_SESSIONS_PER_SUBJECT`). Dynamic client
+    /// registration hands out client ids freely, so without this one user
+    /// could fill the global cap through many clients. The default, 20 with
+    /// the other defaults, is `max(max_per_principal, min(2 ×
+    /// max_per_principal, max_sessions / 5))`: most of the global cap stays
+    /// with others.
+    pub max_per_subject: usize,
     /// Live anonymous sessions at most (`MCP_MAX_ANONYMOUS_SESSIONS`); they
     /// can never take the slots of authenticated users beyond this. Behind
     /// an authenticator that identifies no one (`NoAuth` alone) every session
@@ -77,6 +86,7 @@ impl Default for SessionLimits {
         Self {
             max_sessions: 100,
             max_per_principal: 10,
+            max_per_subject: 20,
             max_anonymous: 10,
             idle_timeout: Duration::from_secs(1800),
             cleanup_interval: Duration::from_secs(300),
@@ -105,12 +115,17 @@ impl SessionLimits {
                 "MCP_MAX_SESSIONS_PER_PRINCIPAL",
                 d.max_per_principal,
             )?,
+            max_per_subject: 0,
             max_anonymous: 0,
             idle_timeout: parse_millis(l, "HTTP_SESSION_TIMEOUT", d.idle_timeout)?,
             cleanup_interval: parse_millis(l, "HTTP_SESSION_CLEANUP_INTERVAL", d.cleanup_interval)?,
             reservation_ttl: d.reservation_ttl,
         };
         let mut limits = limits;
+        let default_subject = limits
+            .max_per_principal
+            .max((2 * limits.max_per_principal).min(limits.max_sessions / 5));
+        limits.max_per_subject = parse_count(l, "MCP_MAX_SESSIONS_PER_SUBJECT", default_subject)?;
         // By default anonymous sessions get at most half of the slots.
         let default_anon = d.max_anonymous.min((limits.max_sessions / 2).max(1));
         limits.max_anonymous = parse_count(l, "MCP_MAX_ANONYMOUS_SESSIONS", default_anon)?;
@@ -139,6 +154,24 @@ pub fn owner_of(p: &Principal) -> String {
         iss.unwrap_or_default(),
         cid.unwrap_or_default()
     )
+}
+
+/// The user part of an owner: issuer and subject, without the client id.
+/// Sessions of one subject count against
+/// [`SessionLimits::max_per_subject`] whatever client opened them.
+///
+/// ```
+/// use mcp_auth_core::Principal;
+/// let a = Principal::new("alice", "oauth2").with_issuer("https://as").with_client_id("app");
+/// let b = Principal::new("alice", "oauth2").with_issuer("https://as").with_client_id("other");
+/// let (oa, ob) = (mcp_auth_session::owner_of(&a), mcp_auth_session::owner_of(&b));
+/// assert_ne!(oa, ob);
+/// assert_eq!(mcp_auth_session::subject_of(&oa), mcp_auth_session::subject_of(&ob));
+/// ```
+pub fn subject_of(owner: &str) -> &str {
+    owner
+        .rsplit_once('\u{1f}')
+        .map_or(owner, |(user, _client)| user)
 }
 
 /// The owner a principal's sessions are bound to, or `None` for a principal
@@ -200,7 +233,19 @@ mod tests {
             (l.max_sessions, l.idle_timeout),
             (5, Duration::from_secs(60))
         );
+        // The per-subject default leaves most of the global cap to others,
+        // and is never below the per-principal cap.
+        let d = SessionLimits::from_settings(&vars(&[])).unwrap();
+        assert_eq!((d.max_per_principal, d.max_per_subject), (10, 20));
+        let big = SessionLimits::from_settings(&vars(&[("HTTP_MAX_CONCURRENT_SESSIONS", "10000")]))
+            .unwrap();
+        assert_eq!(big.max_per_subject, 20);
+        assert_eq!(l.max_per_subject, 10);
+        let set =
+            SessionLimits::from_settings(&vars(&[("MCP_MAX_SESSIONS_PER_SUBJECT", "3")])).unwrap();
+        assert_eq!(set.max_per_subject, 3);
         for (k, v) in [
+            ("MCP_MAX_SESSIONS_PER_SUBJECT", "0"),
             ("HTTP_MAX_CONCURRENT_SESSIONS", "0"),
             ("MCP_MAX_ANONYMOUS_SESSIONS", "x"),
             ("HTTP_SESSION_CLEANUP_INTERVAL", "-1"),

@@ -8,7 +8,9 @@ use redis::{
     aio::{ConnectionManager, ConnectionManagerConfig},
 };
 
-use crate::{Bind, Full, Reserve, SessionLimits, SessionRecord, SessionStore, StoreError, Ticket};
+use crate::{
+    Bind, Full, Reserve, SessionLimits, SessionRecord, SessionStore, StoreError, Ticket, subject_of,
+};
 
 const PREFIX: &str = "mcp-auth:";
 
@@ -18,34 +20,56 @@ const NOW: &str =
     "local t = redis.call('TIME'); local now = t[1] * 1000 + math.floor(t[2] / 1000)\n";
 
 /// Drops expired members, checks the caps, reserves a slot.
-/// KEYS: all, group (own:<owner> or anon). ARGV: ttl_ms, max_all, max_group, ticket.
+/// KEYS: all, group (own:<owner> or anon), user (subj:<issuer, subject>, or
+/// anon again). ARGV: ttl_ms, max_all, max_group, ticket, max_user (0: no
+/// user cap, anonymous).
 const RESERVE: &str = r"
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 1 end
 if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[3]) then return 2 end
+local user = tonumber(ARGV[5]) > 0
+if user then
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
+  if redis.call('ZCARD', KEYS[3]) >= tonumber(ARGV[5]) then return 3 end
+end
 local exp = now + tonumber(ARGV[1])
 redis.call('ZADD', KEYS[1], exp, ARGV[4])
 redis.call('ZADD', KEYS[2], exp, ARGV[4])
 redis.call('PEXPIRE', KEYS[2], ARGV[1] * 4 + 86400000)
+if user then
+  redis.call('ZADD', KEYS[3], exp, ARGV[4])
+  redis.call('PEXPIRE', KEYS[3], ARGV[1] * 4 + 86400000)
+end
 return 0
 ";
 
 /// Commits a reservation; if it lapsed, only when there is still room.
-/// KEYS: all, group, sess. ARGV: idle_ms, ticket, sid, owner, max_all, max_group.
+/// KEYS: all, group, sess, user. ARGV: idle_ms, ticket, sid, owner, max_all,
+/// max_group, max_user (0: anonymous).
 const COMMIT: &str = r"
+local user = tonumber(ARGV[7]) > 0
 local held = redis.call('ZREM', KEYS[1], ARGV[2])
 redis.call('ZREM', KEYS[2], ARGV[2])
+if user then redis.call('ZREM', KEYS[4], ARGV[2]) end
 if held == 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
   redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
   if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[5]) then return 1 end
   if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[6]) then return 1 end
+  if user then
+    redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
+    if redis.call('ZCARD', KEYS[4]) >= tonumber(ARGV[7]) then return 1 end
+  end
 end
 local exp = now + tonumber(ARGV[1])
 redis.call('ZADD', KEYS[1], exp, ARGV[3])
 redis.call('ZADD', KEYS[2], exp, ARGV[3])
 redis.call('PEXPIRE', KEYS[2], ARGV[1] * 4 + 86400000)
+if user then
+  redis.call('ZADD', KEYS[4], exp, ARGV[3])
+  redis.call('PEXPIRE', KEYS[4], ARGV[1] * 4 + 86400000)
+end
 redis.call('HSET', KEYS[3], 'owner', ARGV[4])
 redis.call('PEXPIRE', KEYS[3], ARGV[1])
 return 0
@@ -64,11 +88,16 @@ local group = ARGV[3] .. 'anon'
 if owner ~= '' then group = ARGV[3] .. 'own:' .. owner end
 redis.call('ZADD', group, 'XX', exp, ARGV[2])
 redis.call('PEXPIRE', group, ARGV[1] * 4 + 86400000)
+if owner ~= '' then
+  local user = ARGV[3] .. 'subj:' .. (string.match(owner, '^(.*)\31') or owner)
+  redis.call('ZADD', user, 'XX', exp, ARGV[2])
+  redis.call('PEXPIRE', user, ARGV[1] * 4 + 86400000)
+end
 return owner
 ";
 
-/// Binds an anonymous session unless the owner is at its cap.
-/// KEYS: sess, anon, own. ARGV: idle_ms, sid, owner, max_group.
+/// Binds an anonymous session unless the owner (or its user) is at its cap.
+/// KEYS: sess, anon, own, user. ARGV: idle_ms, sid, owner, max_group, max_user.
 /// Returns the owner, '' when the owner is at its cap, false when gone.
 const BIND: &str = r"
 local owner = redis.call('HGET', KEYS[1], 'owner')
@@ -76,11 +105,16 @@ if not owner then return false end
 if owner ~= '' then return owner end
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
 if redis.call('ZCARD', KEYS[3]) >= tonumber(ARGV[4]) then return '' end
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
+if redis.call('ZCARD', KEYS[4]) >= tonumber(ARGV[5]) then return '' end
+local exp = now + tonumber(ARGV[1])
 redis.call('HSET', KEYS[1], 'owner', ARGV[3])
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
 redis.call('ZREM', KEYS[2], ARGV[2])
-redis.call('ZADD', KEYS[3], now + tonumber(ARGV[1]), ARGV[2])
+redis.call('ZADD', KEYS[3], exp, ARGV[2])
 redis.call('PEXPIRE', KEYS[3], ARGV[1] * 4 + 86400000)
+redis.call('ZADD', KEYS[4], exp, ARGV[2])
+redis.call('PEXPIRE', KEYS[4], ARGV[1] * 4 + 86400000)
 return ARGV[3]
 ";
 
@@ -93,6 +127,9 @@ if owner then
   local group = ARGV[2] .. 'anon'
   if owner ~= '' then group = ARGV[2] .. 'own:' .. owner end
   redis.call('ZREM', group, ARGV[1])
+  if owner ~= '' then
+    redis.call('ZREM', ARGV[2] .. 'subj:' .. (string.match(owner, '^(.*)\31') or owner), ARGV[1])
+  end
 end
 return 0
 ";
@@ -222,6 +259,15 @@ impl RedisStore {
         }
     }
 
+    /// The user's group (issuer and subject over all client ids) and its
+    /// cap; for anonymous sessions the anonymous group and 0 (no user cap).
+    fn user(&self, owner: Option<&str>, limits: &SessionLimits) -> (String, usize) {
+        match owner {
+            Some(o) => (self.key(&["subj:", subject_of(o)]), limits.max_per_subject),
+            None => (self.key(&["anon"]), 0),
+        }
+    }
+
     fn failed(&self, e: redis::RedisError) -> StoreError {
         tracing::error!(store = %self.shown, error = %e, "session store operation failed");
         self.err(e)
@@ -242,21 +288,25 @@ impl SessionStore for RedisStore {
         } else {
             limits.max_anonymous
         };
+        let (user, user_max) = self.user(owner, limits);
         let r: i64 = self
             .scripts
             .reserve
             .key(self.key(&["all"]))
             .key(self.group(owner))
+            .key(user)
             .arg(ms(limits.reservation_ttl))
             .arg(limits.max_sessions)
             .arg(group_max)
             .arg(&ticket.0)
+            .arg(user_max)
             .invoke_async(&mut c)
             .await
             .map_err(|e| self.failed(e))?;
         Ok(match (r, owner) {
             (0, _) => Reserve::Granted(ticket),
             (1, _) => Reserve::Full(Full::Global),
+            (3, _) => Reserve::Full(Full::Subject),
             (_, Some(_)) => Reserve::Full(Full::Principal),
             (_, None) => Reserve::Full(Full::Anonymous),
         })
@@ -275,18 +325,21 @@ impl SessionStore for RedisStore {
         } else {
             limits.max_anonymous
         };
+        let (user, user_max) = self.user(owner, limits);
         let r: i64 = self
             .scripts
             .commit
             .key(self.key(&["all"]))
             .key(self.group(owner))
             .key(self.key(&["sess:", sid]))
+            .key(user)
             .arg(ms(limits.idle_timeout))
             .arg(&ticket.0)
             .arg(sid)
             .arg(owner.unwrap_or_default())
             .arg(limits.max_sessions)
             .arg(group_max)
+            .arg(user_max)
             .invoke_async(&mut c)
             .await
             .map_err(|e| self.failed(e))?;
@@ -299,6 +352,8 @@ impl SessionStore for RedisStore {
             .zrem(self.key(&["all"]), &ticket.0)
             .ignore()
             .zrem(self.group(owner), &ticket.0)
+            .ignore()
+            .zrem(self.user(owner, &SessionLimits::default()).0, &ticket.0)
             .ignore()
             .query_async(&mut c)
             .await
@@ -342,10 +397,12 @@ impl SessionStore for RedisStore {
             .key(self.key(&["sess:", sid]))
             .key(self.key(&["anon"]))
             .key(self.key(&["own:", owner]))
+            .key(self.user(Some(owner), limits).0)
             .arg(ms(limits.idle_timeout))
             .arg(sid)
             .arg(owner)
             .arg(limits.max_per_principal)
+            .arg(limits.max_per_subject)
             .invoke_async(&mut c)
             .await
             .map_err(|e| self.failed(e))?;

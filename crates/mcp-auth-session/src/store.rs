@@ -34,6 +34,8 @@ pub enum Full {
     Global,
     /// `max_per_principal`.
     Principal,
+    /// `max_per_subject`: the user's sessions over all their clients.
+    Subject,
     /// `max_anonymous`.
     Anonymous,
 }
@@ -52,7 +54,8 @@ pub enum Reserve {
 pub enum Bind {
     /// The session's owner now (the caller, or whoever bound it first).
     Owner(String),
-    /// The caller already has `max_per_principal` sessions; it stays anonymous.
+    /// The caller already has `max_per_principal` sessions (or its user
+    /// `max_per_subject`); it stays anonymous.
     Full,
     /// The session is gone.
     Gone,

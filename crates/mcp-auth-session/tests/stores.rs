@@ -112,9 +112,67 @@ async fn conformance(s: &dyn SessionStore) {
     s.end("late").await.unwrap();
 }
 
+/// One user through many client ids: the per-subject cap holds across
+/// reserve, a lapsed commit, bind, and ending a session frees the slot.
+async fn subject_caps(s: &dyn SessionStore) {
+    let l = SessionLimits {
+        max_sessions: 100,
+        max_per_principal: 2,
+        max_per_subject: 3,
+        max_anonymous: 5,
+        idle_timeout: Duration::from_secs(60),
+        ..SessionLimits::default()
+    };
+    let alice = |client: &str| format!("https://as\u{1f}alice\u{1f}{client}");
+    let open = |owner: String, sid: &'static str| async move {
+        let r = s.reserve(Some(&owner), &l).await.unwrap();
+        if let Reserve::Granted(t) = &r {
+            assert!(s.commit(t, sid, Some(&owner), &l).await.unwrap());
+        }
+        r
+    };
+    assert!(matches!(open(alice("c1"), "u1").await, Reserve::Granted(_)));
+    assert!(matches!(open(alice("c1"), "u2").await, Reserve::Granted(_)));
+    assert!(matches!(open(alice("c2"), "u3").await, Reserve::Granted(_)));
+    // A fourth session through yet another client id: the user is full.
+    assert_eq!(open(alice("c3"), "u4").await, Reserve::Full(Full::Subject));
+    // Another user, or the same subject at another issuer, is not.
+    assert!(matches!(
+        open("https://as\u{1f}bob\u{1f}c3".into(), "b1").await,
+        Reserve::Granted(_)
+    ));
+    assert!(matches!(
+        open("https://other\u{1f}alice\u{1f}c3".into(), "o1").await,
+        Reserve::Granted(_)
+    ));
+    // A lapsed reservation does not slip past the user cap either.
+    let lapsed = mcp_auth_session::Ticket::random();
+    assert!(
+        !s.commit(&lapsed, "late", Some(&alice("c4")), &l)
+            .await
+            .unwrap()
+    );
+    // Nor does binding an anonymous session.
+    let Reserve::Granted(t) = s.reserve(None, &l).await.unwrap() else {
+        panic!("anonymous slot")
+    };
+    assert!(s.commit(&t, "anon", None, &l).await.unwrap());
+    assert_eq!(s.bind("anon", &alice("c5"), &l).await.unwrap(), Bind::Full);
+    // Ending one of alice's sessions makes room for her again.
+    s.end("u1").await.unwrap();
+    assert_eq!(
+        s.bind("anon", &alice("c5"), &l).await.unwrap(),
+        Bind::Owner(alice("c5"))
+    );
+    assert_eq!(open(alice("c6"), "u5").await, Reserve::Full(Full::Subject));
+    s.end("anon").await.unwrap();
+    assert!(matches!(open(alice("c6"), "u5").await, Reserve::Granted(_)));
+}
+
 #[tokio::test]
 async fn memory_store_conformance() {
     conformance(&MemoryStore::new()).await;
+    subject_caps(&MemoryStore::new()).await;
 }
 
 #[tokio::test]
@@ -123,6 +181,7 @@ async fn redis_store_conformance_and_concurrent_caps() {
     let redis = Peer::redis(free_port());
     let url = redis.redis_url();
     conformance(&RedisStore::new(&url).unwrap()).await;
+    subject_caps(&RedisStore::new(&url).unwrap()).await;
 
     // Two "replicas" racing for the last slots never exceed the cap.
     let a: Arc<dyn SessionStore> = Arc::new(RedisStore::new(&url).unwrap());

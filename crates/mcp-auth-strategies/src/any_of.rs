@@ -15,6 +15,20 @@ use std::sync::Arc;
 /// saw credentials at all, the result is `MissingCredentials`, and the 401
 /// challenges every member's scheme.
 ///
+/// **One credential per request.** Members that advertise the same
+/// challenge schemes read the same credential (`bearer` and `oauth2` both
+/// read `Authorization: Bearer`); members with different schemes read
+/// different ones (`X-API-Key` and `Authorization`). A request that presents
+/// credentials for more than one scheme is refused with 400
+/// `invalid_request`, whether or not any of them is valid: otherwise a
+/// wrong API key riding along with a valid token would go unnoticed (never
+/// counted as a failed login) and the caller's identity would tell whether
+/// a guessed key was right. This follows RFC 6750 §2, which forbids more
+/// than one way of sending a token in one request. A member that reads no
+/// credential at all ([`NoAuth`](crate::NoAuth), which advertises no
+/// scheme) lets a request in only when it presents none: a presented
+/// credential decides, and a wrong one fails the request.
+///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
 /// use mcp_auth_core::{AuthError, AuthRequest, Authenticator};
@@ -27,11 +41,28 @@ use std::sync::Arc;
 /// assert!(chain.authenticate(&req).await.is_ok());
 /// let req = AuthRequest::builder().header("x-api-key", "third-key-0123456789").build();
 /// assert!(matches!(chain.authenticate(&req).await, Err(AuthError::InvalidToken { .. })));
+///
+/// // A key together with a bearer token: two credentials, refused.
+/// let chain = chain.with(|req: AuthRequest| async move {
+///     match req.bearer_token() {
+///         Ok(Some(_)) => Ok(mcp_auth_core::Principal::new("token-user", "custom")),
+///         _ => Err(AuthError::MissingCredentials),
+///     }
+/// });
+/// let req = AuthRequest::builder()
+///     .header("x-api-key", "second-key-0123456789")
+///     .header("authorization", "Bearer abc")
+///     .build();
+/// assert!(matches!(chain.authenticate(&req).await, Err(AuthError::InvalidRequest { .. })));
 /// # }
 /// ```
 #[derive(Clone, Default)]
 pub struct AnyOf {
     members: Vec<SharedAuthenticator>,
+    /// Per member: the index of the first member with the same challenge
+    /// schemes (members of one group read one credential), or `None` for a
+    /// member that reads no credential at all (`NoAuth`).
+    groups: Vec<Option<usize>>,
 }
 
 impl std::fmt::Debug for AnyOf {
@@ -49,15 +80,39 @@ impl AnyOf {
     }
 
     /// Appends a member.
-    pub fn with(mut self, member: impl Authenticator) -> Self {
-        self.members.push(Arc::new(member));
-        self
+    pub fn with(self, member: impl Authenticator) -> Self {
+        self.with_shared(Arc::new(member))
     }
 
     /// Appends a shared member.
     pub fn with_shared(mut self, member: SharedAuthenticator) -> Self {
+        let schemes = member.challenge_schemes();
+        let group = (!schemes.is_empty()).then(|| {
+            self.members
+                .iter()
+                .position(|m| m.challenge_schemes() == schemes)
+                .unwrap_or(self.members.len())
+        });
         self.members.push(member);
+        self.groups.push(group);
         self
+    }
+
+    /// "X-API-Key, Authorization: Bearer" for the groups in `groups`.
+    fn credential_names(&self, groups: &[usize]) -> String {
+        let mut names: Vec<String> = Vec::new();
+        for &g in groups {
+            for scheme in self.members[g].challenge_schemes() {
+                let name = match scheme {
+                    ChallengeScheme::ApiKey { header } => header,
+                    other => format!("Authorization: {}", other.as_str()),
+                };
+                if !names.contains(&name) {
+                    names.push(name);
+                }
+            }
+        }
+        names.join(", ")
     }
 
     /// The number of members.
@@ -84,17 +139,55 @@ fn union<T: PartialEq>(lists: impl Iterator<Item = Vec<T>>) -> Vec<T> {
 #[async_trait]
 impl Authenticator for AnyOf {
     async fn authenticate(&self, req: &AuthRequest) -> Result<Principal, AuthError> {
+        // The principal of the credential presented, and of a member that
+        // reads none (`NoAuth`), kept apart: a presented credential decides.
+        let mut accepted: Option<(usize, Principal)> = None;
+        let mut credential_less: Option<Principal> = None;
         let mut first_error = None;
-        for member in &self.members {
-            match member.authenticate(req).await {
-                Ok(p) => return Ok(p),
+        // The groups for which the request carried a credential.
+        let mut presented: Vec<usize> = Vec::new();
+        for (member, group) in self.members.iter().zip(&self.groups) {
+            if let (Some((done, _)), Some(g)) = (&accepted, group)
+                && done == g
+            {
+                // That credential is accepted already.
+                continue;
+            }
+            let outcome = member.authenticate(req).await;
+            let Some(group) = *group else {
+                if let Ok(p) = outcome {
+                    credential_less.get_or_insert(p);
+                }
+                continue;
+            };
+            if !matches!(outcome, Err(AuthError::MissingCredentials)) && !presented.contains(&group)
+            {
+                presented.push(group);
+            }
+            match outcome {
+                Ok(p) => {
+                    accepted.get_or_insert((group, p));
+                }
                 Err(AuthError::MissingCredentials) => {}
                 Err(e) => {
                     first_error.get_or_insert(e);
                 }
             }
         }
-        Err(first_error.unwrap_or(AuthError::MissingCredentials))
+        if presented.len() > 1 {
+            return Err(AuthError::invalid_request(format!(
+                "conflicting credentials: send one of {}, not several",
+                self.credential_names(&presented)
+            )));
+        }
+        match (accepted, first_error, credential_less) {
+            (Some((_, p)), _, _) => Ok(p),
+            // A wrong credential fails the request, even where no
+            // credential would have been let in.
+            (None, Some(e), _) => Err(e),
+            (None, None, Some(p)) => Ok(p),
+            (None, None, None) => Err(AuthError::MissingCredentials),
+        }
     }
 
     fn name(&self) -> &str {
@@ -166,6 +259,72 @@ mod tests {
             .with(fixed(Ok(Principal::new("c", "t"))));
         assert_eq!(chain.authenticate(&req).await.unwrap().subject, "b");
         assert_eq!(chain.len(), 3);
+    }
+
+    fn key(r: Result<Principal, AuthError>) -> Fixed {
+        Fixed(
+            r,
+            vec![ChallengeScheme::ApiKey {
+                header: "X-API-Key".into(),
+            }],
+            vec![],
+        )
+    }
+
+    #[tokio::test]
+    async fn credentials_of_two_schemes_are_refused_whatever_their_validity() {
+        let req = AuthRequest::default();
+        for (k, b) in [
+            (
+                Err(AuthError::invalid_token("wrong key")),
+                Ok(Principal::new("b", "t")),
+            ),
+            (Ok(Principal::new("k", "t")), Ok(Principal::new("b", "t"))),
+            (
+                Ok(Principal::new("k", "t")),
+                Err(AuthError::invalid_token("bad")),
+            ),
+        ] {
+            let chain = AnyOf::new().with(key(k)).with(fixed(b));
+            let err = chain.authenticate(&req).await.unwrap_err();
+            assert_eq!(err.status(), 400, "{err}");
+            assert!(
+                err.to_string().contains("X-API-Key, Authorization: Bearer"),
+                "{err}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn members_of_one_scheme_share_one_credential() {
+        // bearer + oauth2: one token, read by both; the second accepting
+        // after the first refused is no conflict.
+        let req = AuthRequest::default();
+        let chain = AnyOf::new()
+            .with(fixed(Err(AuthError::invalid_token("other issuer"))))
+            .with(fixed(Ok(Principal::new("b", "t"))))
+            .with(key(Err(AuthError::MissingCredentials)));
+        assert_eq!(chain.authenticate(&req).await.unwrap().subject, "b");
+    }
+
+    #[tokio::test]
+    async fn a_wrong_credential_fails_even_where_none_would_pass() {
+        let req = AuthRequest::default();
+        let chain = AnyOf::new()
+            .with(crate::NoAuth)
+            .with(key(Err(AuthError::invalid_token("wrong key"))));
+        assert_eq!(
+            chain.authenticate(&req).await.unwrap_err(),
+            AuthError::invalid_token("wrong key")
+        );
+        let chain = AnyOf::new()
+            .with(crate::NoAuth)
+            .with(key(Ok(Principal::new("k", "api_key"))));
+        assert_eq!(chain.authenticate(&req).await.unwrap().subject, "k");
+        let chain = AnyOf::new()
+            .with(crate::NoAuth)
+            .with(key(Err(AuthError::MissingCredentials)));
+        assert_eq!(chain.authenticate(&req).await.unwrap().strategy, "none");
     }
 
     #[test]

@@ -115,6 +115,7 @@ impl JwtAuthenticator {
     /// | `MCP_JWT_ISSUER` | required `iss` (default `mcp-auth-server`) |
     /// | `MCP_JWT_AUDIENCE` | accepted `aud` values, comma-separated (default: the server URL; `*` = unchecked) |
     /// | `MCP_JWT_LEEWAY` | clock-skew leeway in seconds (default 60) |
+    /// | `MCP_JWT_MAX_LIFETIME` | longest accepted `exp` − `iat` (e.g. `1h`; default none; tokens without `iat` are then refused) |
     pub fn bearer_from_settings(l: &dyn Lookup, server_url: &Url) -> Result<Self, ConfigError> {
         let alg = match l.get("MCP_JWT_ALGORITHM") {
             None => None,
@@ -166,7 +167,7 @@ impl JwtAuthenticator {
             .static_keys(vec![key])
             .issuer(issuer)
             .audience(audience(l, "MCP_JWT_AUDIENCE", server_url)?)
-            .leeway(mcp_auth_jwt::leeway_from_settings(l)?)
+            .time_rules(mcp_auth_jwt::TimeRules::from_settings(l)?)
             .build()
             .map_err(|e| ConfigError::new("MCP_JWT_SECRET", e.to_string()))?;
         Ok(Self::bearer(verifier))
@@ -183,6 +184,7 @@ impl JwtAuthenticator {
     /// | `MCP_OAUTH_INTROSPECTION_URL` | RFC 7662 endpoint for opaque tokens, with `MCP_OAUTH_CLIENT_ID` / `MCP_OAUTH_CLIENT_SECRET` |
     /// | `MCP_OAUTH_ALLOW_HTTP` | allow plain http to a non-loopback issuer, JWKS or introspection endpoint (default false) |
     /// | `MCP_JWT_LEEWAY` | clock-skew leeway in seconds (default 60) |
+    /// | `MCP_JWT_MAX_LIFETIME` | longest accepted `exp` − `iat` (e.g. `1h`; default none; tokens without `iat` are then refused) |
     ///
     /// `MCP_OAUTH_REQUIRED_SCOPES` is applied by the HTTP layer.
     pub fn oauth2_from_settings(l: &dyn Lookup, server_url: &Url) -> Result<Self, ConfigError> {
@@ -208,7 +210,7 @@ impl JwtAuthenticator {
             .jwks(cache)
             .issuer(issuer.clone())
             .audience(audience.clone())
-            .leeway(mcp_auth_jwt::leeway_from_settings(l)?)
+            .time_rules(mcp_auth_jwt::TimeRules::from_settings(l)?)
             // Shared secrets have no place with a third-party issuer.
             .algorithms(&[
                 Algorithm::RS256,

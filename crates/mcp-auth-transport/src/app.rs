@@ -1,6 +1,6 @@
 //! [`McpHttpApp`]: the whole HTTP stack from one config struct.
 
-use std::{convert::Infallible, future::Future, io, sync::Arc, time::Duration};
+use std::{convert::Infallible, io, sync::Arc};
 
 use axum::{
     Json, Router,
@@ -16,7 +16,6 @@ use rmcp::{
         StreamableHttpServerConfig, StreamableHttpService, session::local::LocalSessionManager,
     },
 };
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
 use tower_http::{
@@ -207,6 +206,10 @@ impl McpHttpApp {
             );
             let mcp = ServiceBuilder::new()
                 .layer(sessions)
+                .layer(axum::middleware::from_fn_with_state(
+                    cfg.max_request_bytes,
+                    crate::refusal::jsonrpc_parse_errors,
+                ))
                 .map_response(IntoResponse::into_response)
                 .service(mcp);
             protected = protected.route_service(&cfg.mcp_path, mcp);
@@ -397,105 +400,4 @@ fn cors_layer(cfg: &HttpConfig) -> CorsLayer {
             HeaderName::from_static("mcp-protocol-version"),
             header::WWW_AUTHENTICATE,
         ])
-}
-
-/// Connection-level limits for [`serve_with`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ServeOptions {
-    /// Time a client has to send a request's headers (slowloris defence).
-    pub header_read_timeout: Duration,
-    /// Most connections served at once; further ones wait in the backlog.
-    pub max_connections: usize,
-}
-
-impl Default for ServeOptions {
-    fn default() -> Self {
-        Self {
-            header_read_timeout: Duration::from_secs(10),
-            max_connections: 4096,
-        }
-    }
-}
-
-/// [`serve_with`] with default [`ServeOptions`].
-pub async fn serve(
-    listener: TcpListener,
-    router: Router,
-    cancel: CancellationToken,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> io::Result<()> {
-    serve_with(listener, router, cancel, shutdown, ServeOptions::default()).await
-}
-
-/// Serves `router` on `listener` (HTTP/1.1 and HTTP/2) with the peer
-/// address available to authenticators (`ConnectInfo<SocketAddr>`), a
-/// header-read timeout and a connection cap, until `shutdown` completes; then
-/// cancels `cancel` (ending MCP sessions and streams) and waits for open
-/// connections to finish their requests.
-pub async fn serve_with(
-    listener: TcpListener,
-    router: Router,
-    cancel: CancellationToken,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-    options: ServeOptions,
-) -> io::Result<()> {
-    use hyper_util::{
-        rt::{TokioExecutor, TokioIo, TokioTimer},
-        server::{conn::auto::Builder, graceful::GracefulShutdown},
-        service::TowerToHyperService,
-    };
-
-    let mut builder = Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(options.header_read_timeout);
-    builder.http2().timer(TokioTimer::new());
-    let graceful = GracefulShutdown::new();
-    let slots = Arc::new(tokio::sync::Semaphore::new(options.max_connections.max(1)));
-    tokio::pin!(shutdown);
-    loop {
-        let permit = tokio::select! {
-            () = &mut shutdown => break,
-            p = slots.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-        };
-        let (stream, peer) = tokio::select! {
-            () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off, go on.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        // Responses are small and often written in several frames (SSE
-        // events); with Nagle's algorithm on, each waits for the peer's
-        // delayed ACK, adding ~40 ms per request.
-        if let Err(e) = stream.set_nodelay(true) {
-            tracing::debug!(error = %e, "could not set TCP_NODELAY");
-        }
-        let svc = router
-            .clone()
-            .layer(axum::Extension(axum::extract::ConnectInfo(peer)));
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(svc))
-            .into_owned();
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "connection ended with an error");
-            }
-            drop(permit);
-        });
-    }
-    cancel.cancel();
-    graceful.shutdown().await;
-    Ok(())
 }

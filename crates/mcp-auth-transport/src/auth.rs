@@ -130,14 +130,22 @@ fn error_response(s: &AuthSettings, err: &AuthError, request: &http::HeaderMap) 
         headers.append(header::WWW_AUTHENTICATE, value);
     }
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if matches!(err.status().as_u16(), 400 | 401) {
+    // Only presented-and-wrong credentials count as a failed login. A
+    // request without any is how every OAuth client starts discovery, and
+    // many clients behind one address would otherwise lock each other out.
+    if matches!(
+        err,
+        AuthError::InvalidToken { .. } | AuthError::InvalidRequest { .. }
+    ) {
         resp.extensions_mut().insert(AuthRejected);
     }
     resp
 }
 
-/// Marks a response as an authentication failure answered by the auth
-/// layer (not some other 400/401), for the failed-login limiter.
+/// Marks a response as a failed login answered by the auth layer: wrong or
+/// malformed credentials were presented (401 `invalid_token`, 400
+/// `invalid_request`). A request with no credentials at all is not one.
+/// The failed-login limiter counts these.
 #[derive(Debug, Clone, Copy)]
 pub struct AuthRejected;
 

@@ -25,7 +25,7 @@ use url::Url;
 
 use mcp_auth_session::{SessionLimits, SessionPolicy};
 
-use crate::{HostRule, OriginRule, RateLimitConfig, ToolScopes};
+use crate::{HostRule, OriginRule, RateLimitConfig, ServeOptions, ToolScopes};
 
 /// Default request body limit: 4 MiB.
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 4 << 20;
@@ -105,6 +105,10 @@ pub struct HttpConfig {
     pub rate_limit: RateLimitConfig,
     /// Keep-alive comment period on idle event streams (`HTTP_SSE_KEEP_ALIVE`, ms; default 15 s).
     pub sse_keep_alive: Duration,
+    /// Connection limits for [`serve_with`](crate::serve_with)
+    /// (`HTTP_MAX_CONNECTIONS`, `HTTP_MAX_CONNECTIONS_PER_IP`,
+    /// `HTTP_IDLE_TIMEOUT`, `HTTP_HEADER_READ_TIMEOUT`).
+    pub connections: ServeOptions,
 }
 
 impl HttpConfig {
@@ -131,6 +135,7 @@ impl HttpConfig {
             session_limits: SessionLimits::default(),
             rate_limit: RateLimitConfig::default(),
             sse_keep_alive: Duration::from_secs(15),
+            connections: ServeOptions::default(),
         }
     }
 
@@ -229,6 +234,7 @@ impl HttpConfig {
         cfg.session_limits = SessionLimits::from_settings(l)?;
         cfg.rate_limit = RateLimitConfig::from_settings(l)?;
         cfg.sse_keep_alive = parse_millis(l, "HTTP_SSE_KEEP_ALIVE", cfg.sse_keep_alive)?;
+        cfg.connections = ServeOptions::from_settings(l)?;
         cfg.validate()?;
         Ok(cfg)
     }

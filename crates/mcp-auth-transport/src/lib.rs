@@ -60,11 +60,13 @@ mod config;
 mod guard;
 mod principal;
 mod ratelimit;
+mod refusal;
 mod scopes;
+mod serve;
 mod sessions;
 mod sse;
 
-pub use app::{McpHttpApp, ServeOptions, serve, serve_with};
+pub use app::McpHttpApp;
 pub use auth::{AuthLayer, AuthRejected, AuthService};
 pub use config::{CorsConfig, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_REQUEST_TIMEOUT, HttpConfig};
 pub use guard::{BadOrigin, GuardLayer, GuardService, HostRule, OriginEntry, OriginRule};
@@ -73,6 +75,7 @@ pub use ratelimit::{
     AuthFailureLimitLayer, IpNet, RateLimitConfig, RateLimitService, RequestRateLimitLayer,
 };
 pub use scopes::{ToolScopeLayer, ToolScopeService, ToolScopes};
+pub use serve::{ServeOptions, serve, serve_with};
 pub use sessions::{RmcpSessionState, SessionLayer, SessionService};
 pub use sse::{MESSAGES_PATH, SSE_PATH, Transports};
 pub use tokio_util::sync::CancellationToken;
@@ -81,3 +84,35 @@ pub use tokio_util::sync::CancellationToken;
 #[cfg(doctest)]
 #[doc = include_str!("../../../README.md")]
 pub struct ReadmeDoctests;
+
+/// Private parsers that see attacker bytes, reachable only from the fuzz
+/// targets in `fuzz/` (cargo-fuzz builds with `--cfg fuzzing`). Not API.
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing {
+    /// The tool names a request body calls, or `Err` when ambiguous
+    /// (what [`ToolScopeLayer`](crate::ToolScopeLayer) enforces scopes on).
+    #[allow(clippy::result_unit_err)]
+    pub fn called_tools(body: &[u8]) -> Result<Vec<String>, ()> {
+        crate::scopes::called_tools(body)
+    }
+
+    /// Whether a request body opens a session (what
+    /// [`SessionLayer`](crate::SessionLayer) records an owner for).
+    pub fn is_initialize(body: &[u8]) -> bool {
+        crate::sessions::is_initialize(body)
+    }
+
+    /// The legacy SSE `POST /messages` parsing steps: the query's
+    /// `session_id` and the body as a JSON-RPC message.
+    #[allow(clippy::type_complexity)]
+    pub fn parse_post_message(
+        uri: &http::Uri,
+        body: &[u8],
+    ) -> (
+        Result<Option<String>, String>,
+        Result<rmcp::model::ClientJsonRpcMessage, String>,
+    ) {
+        crate::sse::parse_post_message(uri, body)
+    }
+}

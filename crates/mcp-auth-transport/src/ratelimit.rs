@@ -22,13 +22,9 @@ use std::{
     time::Duration,
 };
 
-use axum::{
-    Json,
-    extract::ConnectInfo,
-    response::{IntoResponse, Response},
-};
+use axum::{extract::ConnectInfo, response::Response};
 use futures::future::BoxFuture;
-use http::{HeaderMap, HeaderValue, Request, StatusCode, header};
+use http::{HeaderMap, Request, StatusCode};
 use mcp_auth_core::{
     Principal,
     settings::{ConfigError, Lookup, parse_bool, parse_list, parse_millis},
@@ -77,6 +73,24 @@ impl IpNet {
     }
 }
 
+/// Reads `HTTP_TRUSTED_PROXIES`: addresses and networks whose
+/// `X-Forwarded-For` is believed and whose connections are not capped per
+/// address.
+pub(crate) fn trusted_proxies(l: &dyn Lookup) -> Result<Vec<IpNet>, ConfigError> {
+    parse_list(l, "HTTP_TRUSTED_PROXIES")
+        .unwrap_or_default()
+        .iter()
+        .map(|item| {
+            IpNet::parse(item).ok_or_else(|| {
+                ConfigError::new(
+                    "HTTP_TRUSTED_PROXIES",
+                    format!("{item:?} is not an IP address or network like 10.0.0.0/8"),
+                )
+            })
+        })
+        .collect()
+}
+
 /// Rate-limit settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RateLimitConfig {
@@ -118,15 +132,7 @@ impl RateLimitConfig {
                 }),
             }
         };
-        let mut trusted = Vec::new();
-        for item in parse_list(l, "HTTP_TRUSTED_PROXIES").unwrap_or_default() {
-            trusted.push(IpNet::parse(&item).ok_or_else(|| {
-                ConfigError::new(
-                    "HTTP_TRUSTED_PROXIES",
-                    format!("{item:?} is not an IP address or network like 10.0.0.0/8"),
-                )
-            })?);
-        }
+        let trusted = trusted_proxies(l)?;
         Ok(Self {
             enabled: parse_bool(l, "HTTP_RATE_LIMIT_ENABLED", d.enabled)?,
             window: parse_millis(l, "HTTP_RATE_LIMIT_WINDOW", d.window)?,
@@ -179,28 +185,16 @@ fn address_key(ip: Option<IpAddr>) -> String {
 }
 
 fn too_many(retry: Duration, what: &str) -> Response {
-    let secs = retry.as_secs().max(1);
-    let mut r = (
-        StatusCode::TOO_MANY_REQUESTS,
-        Json(serde_json::json!({ "error": "rate_limited", "error_description": what })),
-    )
-        .into_response();
-    if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
-        r.headers_mut().insert(header::RETRY_AFTER, v);
-    }
-    r
+    crate::refusal::refuse_after(StatusCode::TOO_MANY_REQUESTS, "rate_limited", what, retry)
 }
 
 fn store_down(e: &mcp_auth_session::StoreError) -> Response {
     tracing::error!(store = %e.store, reason = %e.reason, "rate-limit store unavailable; refusing");
-    let mut r = (
+    crate::refusal::refuse(
         StatusCode::SERVICE_UNAVAILABLE,
-        Json(serde_json::json!({ "error": "temporarily_unavailable", "error_description": "rate-limit store unavailable" })),
+        "temporarily_unavailable",
+        "rate-limit store unavailable",
     )
-        .into_response();
-    r.headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-    r
 }
 
 struct Shared {

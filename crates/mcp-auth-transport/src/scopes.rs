@@ -158,7 +158,7 @@ struct ProbeParams<'a> {
 /// on duplicate keys (some take the first, some the last, some refuse), so a
 /// `tools/call` whose method or name cannot be read strictly is refused
 /// rather than guessed.
-fn called_tools(body: &[u8]) -> Result<Vec<String>, ()> {
+pub(crate) fn called_tools(body: &[u8]) -> Result<Vec<String>, ()> {
     let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else {
         // Not JSON: the MCP service rejects it; nothing is called.
         return Ok(Vec::new());

@@ -34,12 +34,11 @@ use std::{
 };
 
 use axum::{
-    Json,
     body::Body,
     response::{IntoResponse, Response},
 };
 use futures::future::BoxFuture;
-use http::{HeaderValue, Method, Request, StatusCode, header};
+use http::{Method, Request, StatusCode};
 use mcp_auth_core::{AuthError, Principal};
 use mcp_auth_session::{
     Bind, Full, Reserve, SessionLimits, SessionPolicy, SharedStore, session_owner,
@@ -107,33 +106,12 @@ pub struct SessionService<S> {
     settings: Arc<Settings>,
 }
 
-fn plain(status: StatusCode, error: &str, description: &str) -> Response {
-    let mut r = (
-        status,
-        Json(serde_json::json!({ "error": error, "error_description": description })),
-    )
-        .into_response();
-    if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS {
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-    }
-    r
-}
+use crate::refusal::{
+    RMCP_SESSION_NOT_FOUND, cap_reached, payload_too_large, refuse as plain,
+    session_not_found as not_found, store_unavailable as unavailable,
+};
 
-fn not_found() -> Response {
-    (StatusCode::NOT_FOUND, RMCP_SESSION_NOT_FOUND).into_response()
-}
-
-fn unavailable(e: &mcp_auth_session::StoreError) -> Response {
-    tracing::error!(store = %e.store, reason = %e.reason, "session store unavailable; refusing");
-    plain(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "temporarily_unavailable",
-        "session store unavailable; try again shortly",
-    )
-}
-
-fn is_initialize(body: &[u8]) -> bool {
+pub(crate) fn is_initialize(body: &[u8]) -> bool {
     #[derive(serde::Deserialize)]
     struct Probe<'a> {
         #[serde(borrow, default)]
@@ -236,7 +214,7 @@ impl Settings {
                 Ok(Bind::Owner(o)) if o == *me => {
                     tracing::debug!("anonymous session bound to its first principal");
                 }
-                Ok(Bind::Full) => return Ok(too_many_of_yours()),
+                Ok(Bind::Full) => return Ok(cap_reached(Full::Principal)),
                 Ok(_) => return Ok(not_found()),
                 Err(e) => return Ok(unavailable(&e)),
             },
@@ -290,11 +268,7 @@ impl Settings {
         let bytes = match axum::body::to_bytes(body, self.max_body).await {
             Ok(b) => b,
             Err(_) => {
-                return Ok(plain(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "payload_too_large",
-                    "request body too large",
-                ));
+                return Ok(payload_too_large());
             }
         };
         let req = Request::from_parts(parts, Body::from(bytes.clone()));
@@ -312,19 +286,7 @@ impl Settings {
             Ok(Reserve::Granted(t)) => t,
             Ok(Reserve::Full(which)) => {
                 tracing::warn!(?which, "session cap reached");
-                return Ok(match which {
-                    Full::Principal => too_many_of_yours(),
-                    Full::Anonymous => plain(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "too_many_sessions",
-                        "too many anonymous sessions; authenticate to open one",
-                    ),
-                    Full::Global => plain(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "too_many_sessions",
-                        "the server has reached its session limit; try again later",
-                    ),
-                });
+                return Ok(cap_reached(which));
             }
             Err(e) => return Ok(unavailable(&e)),
         };
@@ -360,11 +322,7 @@ impl Settings {
                     }
                     Ok(match other {
                         Err(e) => unavailable(&e),
-                        _ => plain(
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            "too_many_sessions",
-                            "the server has reached its session limit; try again later",
-                        ),
+                        _ => cap_reached(Full::Global),
                     })
                 }
             }
@@ -378,17 +336,6 @@ impl Settings {
             )),
         }
     }
-}
-
-/// rmcp's answer for an unknown session.
-const RMCP_SESSION_NOT_FOUND: &str = "Not Found: Session not found";
-
-fn too_many_of_yours() -> Response {
-    plain(
-        StatusCode::TOO_MANY_REQUESTS,
-        "too_many_sessions",
-        "you have too many open sessions; end one (DELETE) or wait for one to expire",
-    )
 }
 
 /// rmcp's session store (the client's `initialize` parameters, so another

@@ -31,7 +31,6 @@ use std::{
 };
 
 use axum::{
-    Json,
     body::Bytes,
     extract::{Query, Request, State},
     response::{
@@ -163,13 +162,9 @@ fn random_sid() -> String {
     }
 }
 
-fn error(status: StatusCode, code: &str, description: &str) -> Response {
-    (
-        status,
-        Json(serde_json::json!({ "error": code, "error_description": description })),
-    )
-        .into_response()
-}
+use crate::refusal::{
+    cap_reached, payload_too_large, refuse as error, session_not_found, store_unavailable,
+};
 
 /// Ends the session when the event stream is dropped (client gone, server
 /// shutting down).
@@ -219,46 +214,32 @@ pub(crate) async fn open_stream(State(state): State<Arc<SseState>>, req: Request
     }
     let ticket = match state.store.reserve(owner.as_deref(), &state.limits).await {
         Ok(Reserve::Granted(t)) => t,
-        Ok(Reserve::Full(Full::Principal)) => {
-            return error(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too_many_sessions",
-                "you have too many open sessions",
-            );
+        Ok(Reserve::Full(which)) => {
+            tracing::warn!(?which, "session cap reached");
+            return cap_reached(which);
         }
-        Ok(Reserve::Full(_)) => {
-            return error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "too_many_sessions",
-                "the server has reached its session limit",
-            );
-        }
-        Err(e) => {
-            tracing::error!(store = %e.store, reason = %e.reason, "session store unavailable; refusing");
-            return error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "temporarily_unavailable",
-                "session store unavailable",
-            );
-        }
+        Err(e) => return store_unavailable(&e),
     };
     let sid = random_sid();
-    let committed = if sid.is_empty() {
-        Err(())
-    } else {
-        state
-            .store
-            .commit(&ticket, &sid, owner.as_deref(), &state.limits)
-            .await
-            .map_err(|_| ())
-    };
-    if committed.is_err() {
+    if sid.is_empty() {
         let _ = state.store.release(&ticket, owner.as_deref()).await;
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
             "temporarily_unavailable",
             "could not open a session",
         );
+    }
+    match state
+        .store
+        .commit(&ticket, &sid, owner.as_deref(), &state.limits)
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) => return cap_reached(Full::Global),
+        Err(e) => {
+            let _ = state.store.release(&ticket, owner.as_deref()).await;
+            return store_unavailable(&e);
+        }
     }
     let (client_tx, client_rx) = mpsc::channel::<ClientJsonRpcMessage>(64);
     let (server_tx, server_rx) = mpsc::channel::<ServerJsonRpcMessage>(64);
@@ -321,6 +302,24 @@ pub(crate) struct MessageQuery {
     session_id: Option<String>,
 }
 
+/// The two parsing steps of [`post_message`] on attacker bytes, through the
+/// same extractor and deserializer: the query's `session_id`, and the body
+/// as a JSON-RPC message. Only for the fuzz targets in `fuzz/`.
+#[cfg(fuzzing)]
+pub(crate) fn parse_post_message(
+    uri: &http::Uri,
+    body: &[u8],
+) -> (
+    Result<Option<String>, String>,
+    Result<ClientJsonRpcMessage, String>,
+) {
+    let query = Query::<MessageQuery>::try_from_uri(uri)
+        .map(|Query(q)| q.session_id)
+        .map_err(|e| e.to_string());
+    let message = serde_json::from_slice::<ClientJsonRpcMessage>(body).map_err(|e| e.to_string());
+    (query, message)
+}
+
 /// `POST /messages?session_id=…`.
 pub(crate) async fn post_message(
     State(state): State<Arc<SseState>>,
@@ -344,7 +343,7 @@ pub(crate) async fn post_message(
     }
     let local = state.with(|s| s.get(&sid).map(|x| (x.owner.clone(), x.tx.clone())));
     let Some((stream_owner, mut tx)) = local else {
-        return (StatusCode::NOT_FOUND, "Not Found: Session not found").into_response();
+        return session_not_found();
     };
     match (&owner, &stream_owner) {
         (Some(me), Some(o)) if me == o => {}
@@ -357,23 +356,9 @@ pub(crate) async fn post_message(
                     }
                 });
             }
-            Ok(Bind::Full) => {
-                return error(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "too_many_sessions",
-                    "you have too many open sessions",
-                );
-            }
-            Ok(_) => {
-                return (StatusCode::NOT_FOUND, "Not Found: Session not found").into_response();
-            }
-            Err(_) => {
-                return error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "temporarily_unavailable",
-                    "session store unavailable",
-                );
-            }
+            Ok(Bind::Full) => return cap_reached(Full::Principal),
+            Ok(_) => return session_not_found(),
+            Err(e) => return store_unavailable(&e),
         },
         (None, Some(_)) if !authenticated => {
             return state
@@ -381,11 +366,11 @@ pub(crate) async fn post_message(
                 .error_response(&AuthError::MissingCredentials, req.headers());
         }
         (None, Some(_)) => {
-            return (StatusCode::NOT_FOUND, "Not Found: Session not found").into_response();
+            return session_not_found();
         }
         (Some(_), Some(_)) => {
             tracing::debug!(session = %short(&sid), "SSE message from another principal refused");
-            return (StatusCode::NOT_FOUND, "Not Found: Session not found").into_response();
+            return session_not_found();
         }
     }
     // Keep the session alive in the store (idle expiry), and notice if it ended.
@@ -396,26 +381,14 @@ pub(crate) async fn post_message(
             if let Some(gone) = state.with(|s| s.remove(&sid)) {
                 gone.cancel.cancel();
             }
-            return (StatusCode::NOT_FOUND, "Not Found: Session not found").into_response();
+            return session_not_found();
         }
-        Err(_) => {
-            return error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "temporarily_unavailable",
-                "session store unavailable",
-            );
-        }
+        Err(e) => return store_unavailable(&e),
     }
     let (parts, body) = req.into_parts();
     let bytes: Bytes = match axum::body::to_bytes(body, state.max_body).await {
         Ok(b) => b,
-        Err(_) => {
-            return error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                "request body too large",
-            );
-        }
+        Err(_) => return payload_too_large(),
     };
     let mut message: ClientJsonRpcMessage = match serde_json::from_slice(&bytes) {
         Ok(m) => m,
@@ -439,6 +412,6 @@ pub(crate) async fn post_message(
     }
     match tx.send(message).await {
         Ok(()) => StatusCode::ACCEPTED.into_response(),
-        Err(_) => (StatusCode::NOT_FOUND, "Not Found: Session not found").into_response(),
+        Err(_) => session_not_found(),
     }
 }

@@ -1,0 +1,561 @@
+//! Attacks from a hostile network against the real binary: connection
+//! floods, credential conflicts, session-cap grabs, the failed-login
+//! limiter, and the smaller defects an outside attack pass found.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    time::{Duration, Instant},
+};
+
+use common::{INIT, KEY, Server, post};
+use futures::StreamExt;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpSocket, TcpStream},
+};
+
+/// A TCP connection to `port` from the loopback address `from`.
+async fn connect_from(from: &str, port: u16) -> std::io::Result<TcpStream> {
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(from.parse::<IpAddr>().unwrap(), 0))?;
+    socket
+        .connect(SocketAddr::from(([127, 0, 0, 1], port)))
+        .await
+}
+
+/// `GET /health` on a fresh connection from `from`: the status line, or an
+/// error when nothing came back in `within`.
+async fn health_from(from: &str, port: u16, within: Duration) -> Result<String, String> {
+    let go = async {
+        let mut s = connect_from(from, port).await.map_err(|e| e.to_string())?;
+        s.write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await.map_err(|e| e.to_string())?;
+        Ok(String::from_utf8_lossy(&buf).into_owned())
+    };
+    tokio::time::timeout(within, go)
+        .await
+        .map_err(|_| format!("no answer within {within:?}"))?
+}
+
+/// Whether the server has closed `s` (EOF or reset) within `within`;
+/// whatever it sends before (the rest of a response, an HTTP/2 `GOAWAY`) is
+/// read and dropped.
+async fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
+    let mut b = [0u8; 1024];
+    let until_closed = async {
+        while let Ok(n) = s.read(&mut b).await {
+            if n == 0 {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(within, until_closed).await.is_ok()
+}
+
+#[tokio::test]
+async fn thousands_of_idle_connections_do_not_lock_out_a_new_client() {
+    // The attack: more idle connections than the server has slots, from
+    // many addresses (so no per-address cap helps), some silent, some
+    // with only the HTTP/2 preface, then a newcomer asks for /health.
+    let s = Server::start(&[
+        ("MCP_API_KEYS", KEY),
+        ("HTTP_MAX_CONNECTIONS", "1500"),
+        ("HTTP_MAX_CONNECTIONS_PER_IP", "100"),
+        ("HTTP_HEADER_READ_TIMEOUT", "3000"),
+        ("HTTP_IDLE_TIMEOUT", "3000"),
+    ]);
+    let mut idle = Vec::new();
+    for i in 0..2000 {
+        // 127.0.1.0 .. 127.0.1.19, a hundred each: under the per-address cap.
+        let from = format!("127.0.1.{}", i % 20);
+        let mut c = connect_from(&from, s.port).await.unwrap();
+        if i % 4 == 0 {
+            c.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+                .await
+                .unwrap();
+        }
+        idle.push(c);
+    }
+    let started = Instant::now();
+    let answer = health_from("127.0.0.1", s.port, Duration::from_secs(2))
+        .await
+        .expect("a new client is served while the slots are full of idle connections");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    // Within the timeouts (3 s, plus a second's grace) every idle
+    // connection has been closed by the server, silent or not.
+    let deadline = Instant::now() + Duration::from_secs(6);
+    for (i, c) in idle.iter_mut().enumerate().step_by(97) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(
+            closed_within(c, left).await,
+            "idle connection {i} still open"
+        );
+    }
+    let answer = health_from("127.0.0.1", s.port, Duration::from_secs(2))
+        .await
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+#[tokio::test]
+async fn one_address_gets_503_past_its_connection_cap_and_others_are_served() {
+    let s = Server::start(&[("MCP_API_KEYS", KEY), ("HTTP_MAX_CONNECTIONS_PER_IP", "20")]);
+    let mut held = Vec::new();
+    for _ in 0..20 {
+        held.push(connect_from("127.0.2.1", s.port).await.unwrap());
+    }
+    // Let the server accept all twenty before the twenty-first.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let refused = health_from("127.0.2.1", s.port, Duration::from_secs(3))
+        .await
+        .unwrap();
+    assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+    assert!(
+        refused.to_ascii_lowercase().contains("retry-after: 1"),
+        "{refused}"
+    );
+    assert!(refused.contains("too many connections from this address"));
+    let other = health_from("127.0.2.2", s.port, Duration::from_secs(3))
+        .await
+        .unwrap();
+    assert!(other.starts_with("HTTP/1.1 200"), "{other}");
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let again = health_from("127.0.2.1", s.port, Duration::from_secs(3))
+        .await
+        .unwrap();
+    assert!(
+        again.starts_with("HTTP/1.1 200"),
+        "slots come back: {again}"
+    );
+}
+
+#[tokio::test]
+async fn idle_keep_alive_connections_close_but_open_streams_and_slow_calls_do_not() {
+    let s = Server::start(&[
+        ("MCP_API_KEYS", KEY),
+        ("HTTP_IDLE_TIMEOUT", "700"),
+        ("HTTP_SSE_KEEP_ALIVE", "200"),
+    ]);
+    // A keep-alive connection with nothing in flight is closed after the
+    // idle timeout.
+    let mut c = connect_from("127.0.0.1", s.port).await.unwrap();
+    c.write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .unwrap();
+    let mut b = [0u8; 512];
+    let n = c.read(&mut b).await.unwrap();
+    assert!(String::from_utf8_lossy(&b[..n]).starts_with("HTTP/1.1 200"));
+    let t = Instant::now();
+    assert!(closed_within(&mut c, Duration::from_secs(5)).await);
+    assert!(
+        t.elapsed() >= Duration::from_millis(600),
+        "{:?}",
+        t.elapsed()
+    );
+
+    // An open event stream is a request in flight: it outlives the idle
+    // timeout by far, and keeps receiving events.
+    let http = reqwest::Client::new();
+    let r = post(&http, &s.url(), INIT)
+        .header("x-api-key", KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let sid = r.headers()["mcp-session-id"].to_str().unwrap().to_owned();
+    let r = post(
+        &http,
+        &s.url(),
+        r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+    )
+    .header("x-api-key", KEY)
+    .header("mcp-session-id", &sid)
+    .send()
+    .await
+    .unwrap();
+    assert!(r.status().is_success());
+    let r = http
+        .get(s.url())
+        .header("accept", "text/event-stream")
+        .header("x-api-key", KEY)
+        .header("mcp-session-id", &sid)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mut stream = r.bytes_stream();
+    let t = Instant::now();
+    let mut chunks = 0;
+    while t.elapsed() < Duration::from_millis(2500) {
+        let next = tokio::time::timeout(Duration::from_secs(2), stream.next())
+            .await
+            .expect("the stream went silent");
+        assert!(matches!(next, Some(Ok(_))), "stream ended: {next:?}");
+        chunks += 1;
+    }
+    assert!(chunks >= 5, "{chunks} keep-alive events in 2.5 s");
+}
+
+const SECRET: &str = "a-shared-secret-of-at-least-32-bytes!!";
+
+/// A token from the binary's own `token` command for `server`.
+fn token(server: &Server, args: &[&str]) -> String {
+    let dir = common::tempdir();
+    let url = server.url();
+    let out = common::command(
+        dir.path(),
+        &[("MCP_JWT_SECRET", SECRET), ("MCP_SERVER_URL", &url)],
+    )
+    .arg("token")
+    .args(args)
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+fn keys_and_tokens(extra: &[(&'static str, &'static str)]) -> Server {
+    let mut env = vec![
+        ("MCP_AUTH_STRATEGY", "api_key,bearer"),
+        ("MCP_API_KEYS", KEY),
+        ("MCP_JWT_SECRET", SECRET),
+    ];
+    env.extend_from_slice(extra);
+    Server::start(&env)
+}
+
+async fn json(r: reqwest::Response) -> serde_json::Value {
+    r.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn one_user_with_many_client_ids_cannot_fill_the_session_cap() {
+    // The attack: dynamic registration hands out client ids freely; eleven
+    // of them, ten sessions each, used to take 100 of 100 slots.
+    let s = keys_and_tokens(&[]);
+    let c = reqwest::Client::new();
+    let mut granted = 0;
+    let mut last_refusal = None;
+    for i in 0..11 {
+        let t = token(
+            &s,
+            &["--sub", "mallory", "--client-id", &format!("dcr-{i}")],
+        );
+        for _ in 0..10 {
+            let r = post(&c, &s.url(), INIT)
+                .bearer_auth(&t)
+                .send()
+                .await
+                .unwrap();
+            match r.status().as_u16() {
+                200 => granted += 1,
+                429 => {
+                    assert_eq!(r.headers()["retry-after"], "5");
+                    last_refusal = Some(json(r).await);
+                }
+                other => panic!("unexpected {other}"),
+            }
+        }
+    }
+    assert_eq!(
+        granted, 20,
+        "the per-user default (20 with the default caps)"
+    );
+    let body = last_refusal.unwrap();
+    assert_eq!(body["error"], "too_many_sessions");
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("across your clients")
+    );
+    // Everyone else still gets in.
+    let alice = token(&s, &["--sub", "alice", "--client-id", "dcr-0"]);
+    let r = post(&c, &s.url(), INIT)
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = post(&c, &s.url(), INIT)
+        .header("x-api-key", KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn credentials_of_two_schemes_in_one_request_are_refused_and_counted() {
+    let s = keys_and_tokens(&[("HTTP_AUTH_FAILURE_LIMIT", "5")]);
+    let c = reqwest::Client::new();
+    let t = token(&s, &["--sub", "bob"]);
+    // Each alone works.
+    let r = post(&c, &s.url(), INIT)
+        .bearer_auth(&t)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = post(&c, &s.url(), INIT)
+        .header("x-api-key", KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // A valid token with a wrong key, and with the right key: both refused
+    // alike, so the answer tells nothing about the key.
+    for key in ["guessed-key-0123456789", KEY] {
+        let r = post(&c, &s.url(), INIT)
+            .bearer_auth(&t)
+            .header("x-api-key", key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400);
+        let challenge = r.headers()["www-authenticate"].to_str().unwrap().to_owned();
+        assert!(
+            challenge.contains(r#"error="invalid_request""#),
+            "{challenge}"
+        );
+        let body = json(r).await;
+        assert_eq!(body["error"], "invalid_request");
+        assert!(
+            body["error_description"]
+                .as_str()
+                .unwrap()
+                .contains("conflicting credentials"),
+            "{body}"
+        );
+    }
+    // Guessing keys behind a valid token counts as failed logins: two
+    // counted above, three more, then 429.
+    for _ in 0..3 {
+        let r = post(&c, &s.url(), INIT)
+            .bearer_auth(&t)
+            .header("x-api-key", "guessed-key-0123456789")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400);
+    }
+    let r = post(&c, &s.url(), INIT)
+        .bearer_auth(&t)
+        .header("x-api-key", "guessed-key-0123456789")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+}
+
+#[tokio::test]
+async fn requests_without_credentials_are_not_failed_logins() {
+    let s = Server::start(&[("MCP_API_KEYS", KEY), ("HTTP_AUTH_FAILURE_LIMIT", "3")]);
+    let c = reqwest::Client::new();
+    // Forty OAuth-style discovery probes from one address: each a plain 401.
+    for _ in 0..40 {
+        let r = post(&c, &s.url(), INIT).send().await.unwrap();
+        assert_eq!(r.status(), 401);
+    }
+    let r = post(&c, &s.url(), INIT)
+        .header("x-api-key", KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "valid credentials still work");
+    // Wrong credentials are still counted: three, then 429 (the right key
+    // included, for the rest of the window).
+    for _ in 0..3 {
+        let r = post(&c, &s.url(), INIT)
+            .header("x-api-key", "guessed-key-0123456789")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+    }
+    let r = post(&c, &s.url(), INIT)
+        .header("x-api-key", "guessed-key-0123456789")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+}
+
+#[tokio::test]
+async fn garbage_tokens_are_malformed_and_long_lived_ones_can_be_refused() {
+    let s = Server::start(&[
+        ("MCP_AUTH_STRATEGY", "bearer"),
+        ("MCP_JWT_SECRET", SECRET),
+        ("MCP_JWT_MAX_LIFETIME", "1h"),
+    ]);
+    let c = reqwest::Client::new();
+    let r = post(&c, &s.url(), INIT)
+        .bearer_auth("abc.def.ghi")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(json(r).await["error_description"], "malformed token");
+    let short = token(&s, &["--sub", "a", "--expires-in", "30m"]);
+    let r = post(&c, &s.url(), INIT)
+        .bearer_auth(&short)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let long = token(&s, &["--sub", "a", "--expires-in", "30d"]);
+    let r = post(&c, &s.url(), INIT)
+        .bearer_auth(&long)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let challenge = r.headers()["www-authenticate"].to_str().unwrap().to_owned();
+    assert!(challenge.contains("invalid_token"), "{challenge}");
+    assert_eq!(
+        json(r).await["error_description"],
+        "token lifetime exceeds the allowed maximum"
+    );
+}
+
+#[tokio::test]
+async fn unreadable_json_rpc_gets_400_with_the_json_rpc_error() {
+    let s = Server::start(&[("MCP_API_KEYS", KEY)]);
+    let c = reqwest::Client::new();
+    let r = post(&c, &s.url(), INIT)
+        .header("x-api-key", KEY)
+        .send()
+        .await
+        .unwrap();
+    let sid = r.headers()["mcp-session-id"].to_str().unwrap().to_owned();
+    for (body, code) in [
+        ("{not json", -32700),
+        (r#"{"jsonrpc":"2.0"}"#, -32600),
+        ("[]", -32600),
+    ] {
+        for session in [None, Some(sid.as_str())] {
+            let mut req = post(&c, &s.url(), body).header("x-api-key", KEY);
+            if let Some(sid) = session {
+                req = req.header("mcp-session-id", sid);
+            }
+            let r = req.send().await.unwrap();
+            assert_eq!(r.status(), 400, "{body} {session:?}");
+            let b = json(r).await;
+            assert_eq!(b["error"]["code"], code, "{body}: {b}");
+            assert_eq!(b["id"], serde_json::Value::Null);
+        }
+    }
+    // A wrong media type is still 415.
+    let r = c
+        .post(s.url())
+        .header("x-api-key", KEY)
+        .header("content-type", "text/plain")
+        .header("accept", "application/json, text/event-stream")
+        .body(INIT)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 415);
+}
+
+#[tokio::test]
+async fn a_refused_legacy_sse_stream_says_when_to_retry_like_streamable_http() {
+    let s = Server::start(&[
+        ("MCP_TRANSPORT", "both"),
+        ("MCP_API_KEYS", KEY),
+        ("MCP_MAX_SESSIONS_PER_PRINCIPAL", "1"),
+    ]);
+    let c = reqwest::Client::new();
+    let first = c
+        .get(format!("{}/sse", s.base()))
+        .header("accept", "text/event-stream")
+        .header("x-api-key", KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status(), 200);
+    let sse = c
+        .get(format!("{}/sse", s.base()))
+        .header("accept", "text/event-stream")
+        .header("x-api-key", KEY)
+        .send()
+        .await
+        .unwrap();
+    let http = post(&c, &s.url(), INIT)
+        .header("x-api-key", KEY)
+        .send()
+        .await
+        .unwrap();
+    for r in [sse, http] {
+        assert_eq!(r.status(), 429);
+        assert_eq!(r.headers()["retry-after"], "5");
+        let b = json(r).await;
+        assert_eq!(b["error"], "too_many_sessions");
+        assert_eq!(
+            b["error_description"],
+            "you have too many open sessions; end one (DELETE) or wait for one to expire"
+        );
+    }
+    drop(first);
+}
+
+#[tokio::test]
+async fn start_up_reports_settings_without_effect_and_honours_rust_log() {
+    let s = Server::start(&[
+        ("MCP_API_KEYS", KEY),
+        (
+            "COGNITO_DOMAIN",
+            "https://example.auth.us-east-1.amazoncognito.com",
+        ),
+        ("COGNITO_APP_CLIENT_SECRET", "not-printed-0123456789"),
+        ("LOG_LEVEL", "error"),
+        ("RUST_LOG", "info,mcp_auth_transport=debug"),
+    ]);
+    let c = reqwest::Client::new();
+    let r = post(&c, &s.url(), INIT).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let log = s.stderr();
+    for name in ["COGNITO_DOMAIN", "COGNITO_APP_CLIENT_SECRET"] {
+        assert!(
+            log.lines()
+                .any(|l| l.contains("WARN") && l.contains(name) && l.contains("no effect")),
+            "{name}: {log}"
+        );
+    }
+    assert!(!log.contains("not-printed"), "a secret value was logged");
+    // RUST_LOG won: info lines (the harness waits for one) and transport
+    // debug lines appear although LOG_LEVEL=error.
+    assert!(log.contains("DEBUG mcp_auth_transport"), "{log}");
+}
+
+#[tokio::test]
+async fn required_scopes_work_with_cognito() {
+    // Used to be refused at start-up with a message saying cognito works.
+    let s = Server::start(&[
+        ("MCP_AUTH_STRATEGY", "cognito"),
+        ("COGNITO_REGION", "us-east-1"),
+        ("COGNITO_USER_POOL_ID", "us-east-1_example"),
+        ("COGNITO_APP_CLIENT_ID", "client123"),
+        ("COGNITO_JWKS_URL", "http://127.0.0.1:9/jwks.json"),
+        ("MCP_OAUTH_REQUIRED_SCOPES", "mcp/tools"),
+    ]);
+    let c = reqwest::Client::new();
+    let r = post(&c, &s.url(), INIT).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let challenge = r.headers()["www-authenticate"].to_str().unwrap().to_owned();
+    assert!(challenge.contains(r#"scope="mcp/tools""#), "{challenge}");
+}

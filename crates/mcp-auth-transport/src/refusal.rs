@@ -1,0 +1,212 @@
+//! The answers every layer gives when it refuses a request for a reason
+//! other than authentication: one JSON body shape, `Retry-After` on every
+//! 429 and 503, the same wording on both HTTP transports.
+//!
+//! ```text
+//! HTTP/1.1 503 Service Unavailable
+//! content-type: application/json
+//! retry-after: 5
+//!
+//! {"error":"temporarily_unavailable","error_description":"session store unavailable; try again shortly"}
+//! ```
+
+use std::time::Duration;
+
+use axum::{
+    Json,
+    response::{IntoResponse, Response},
+};
+use http::{HeaderValue, StatusCode, header};
+use mcp_auth_session::{Full, StoreError};
+
+/// How long a client is asked to wait after a 503 for a full server or an
+/// unreachable store.
+const RETRY_SECS: u64 = 5;
+
+/// `{"error": code, "error_description": description}` with `status`;
+/// 429 and 503 carry `Retry-After` (`retry`, at least one second).
+pub(crate) fn refuse_after(
+    status: StatusCode,
+    code: &str,
+    description: &str,
+    retry: Duration,
+) -> Response {
+    let mut r = (
+        status,
+        Json(serde_json::json!({ "error": code, "error_description": description })),
+    )
+        .into_response();
+    if (status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS)
+        && let Ok(v) = HeaderValue::from_str(&retry.as_secs().max(1).to_string())
+    {
+        r.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    r
+}
+
+/// [`refuse_after`] with the default retry delay.
+pub(crate) fn refuse(status: StatusCode, code: &str, description: &str) -> Response {
+    refuse_after(status, code, description, Duration::from_secs(RETRY_SECS))
+}
+
+/// rmcp's body for an unknown session.
+pub(crate) const RMCP_SESSION_NOT_FOUND: &str = "Not Found: Session not found";
+
+/// rmcp's answer for an unknown session, which clients recognise: a
+/// session that is gone, expired or someone else's.
+pub(crate) fn session_not_found() -> Response {
+    (StatusCode::NOT_FOUND, RMCP_SESSION_NOT_FOUND).into_response()
+}
+
+/// The session store cannot answer: 503, fail closed.
+pub(crate) fn store_unavailable(e: &StoreError) -> Response {
+    tracing::error!(store = %e.store, reason = %e.reason, "session store unavailable; refusing");
+    refuse(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "temporarily_unavailable",
+        "session store unavailable; try again shortly",
+    )
+}
+
+/// A session cap is reached: 429 when it is the caller's own, 503 when
+/// the server's.
+pub(crate) fn cap_reached(which: Full) -> Response {
+    let (status, description) = match which {
+        Full::Principal => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "you have too many open sessions; end one (DELETE) or wait for one to expire",
+        ),
+        Full::Subject => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "you have too many open sessions across your clients; end one (DELETE) or wait for one to expire",
+        ),
+        Full::Anonymous => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many anonymous sessions; authenticate to open one",
+        ),
+        Full::Global => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the server has reached its session limit; try again later",
+        ),
+    };
+    refuse(status, "too_many_sessions", description)
+}
+
+/// The body is over the configured limit.
+pub(crate) fn payload_too_large() -> Response {
+    refuse(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        "request body too large",
+    )
+}
+
+/// A JSON-RPC error response for a body that is not a JSON-RPC message:
+/// 400 with `-32700` (not JSON) or `-32600` (JSON, but no message), `id`
+/// null, as JSON-RPC 2.0 and the MCP transport prescribe.
+pub(crate) fn jsonrpc_unreadable(body: &[u8]) -> Response {
+    let (code, message) = match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+        Err(_) => (-32700, "Parse error"),
+        Ok(_) => (-32600, "Invalid Request"),
+    };
+    (
+        StatusCode::BAD_REQUEST,
+        Json(serde_json::json!({
+            "jsonrpc": "2.0",
+            "id": null,
+            "error": { "code": code, "message": message },
+        })),
+    )
+        .into_response()
+}
+
+/// Middleware in front of rmcp's service: rmcp answers a JSON body it
+/// cannot read as JSON-RPC with 415 (as if the media type were wrong);
+/// that answer becomes [`jsonrpc_unreadable`]. A wrong `Content-Type` keeps
+/// its 415. Bodies over `max` bytes get 413.
+pub(crate) async fn jsonrpc_parse_errors(
+    axum::extract::State(max): axum::extract::State<usize>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if req.method() != http::Method::POST {
+        return next.run(req).await;
+    }
+    let json = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+        });
+    let (parts, body) = req.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, max).await else {
+        return payload_too_large();
+    };
+    let resp = next
+        .run(axum::extract::Request::from_parts(
+            parts,
+            axum::body::Body::from(bytes.clone()),
+        ))
+        .await;
+    if json && resp.status() == StatusCode::UNSUPPORTED_MEDIA_TYPE {
+        return jsonrpc_unreadable(&bytes);
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_429_and_503_says_when_to_retry() {
+        for which in [
+            Full::Principal,
+            Full::Subject,
+            Full::Anonymous,
+            Full::Global,
+        ] {
+            let r = cap_reached(which);
+            assert!(matches!(r.status().as_u16(), 429 | 503), "{which:?}");
+            assert_eq!(r.headers()[header::RETRY_AFTER], "5", "{which:?}");
+        }
+        let e = StoreError {
+            store: "memory".into(),
+            reason: "down".into(),
+        };
+        assert_eq!(store_unavailable(&e).headers()[header::RETRY_AFTER], "5");
+        let r = refuse_after(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "x",
+            Duration::from_millis(10),
+        );
+        assert_eq!(r.headers()[header::RETRY_AFTER], "1", "never 0");
+        assert!(
+            payload_too_large()
+                .headers()
+                .get(header::RETRY_AFTER)
+                .is_none()
+        );
+    }
+
+    async fn body_of(r: Response) -> serde_json::Value {
+        let b = axum::body::to_bytes(r.into_body(), 1024).await.unwrap();
+        serde_json::from_slice(&b).unwrap()
+    }
+
+    #[tokio::test]
+    async fn unreadable_bodies_get_the_json_rpc_error_codes() {
+        let r = jsonrpc_unreadable(b"{not json");
+        assert_eq!(r.status(), 400);
+        let b = body_of(r).await;
+        assert_eq!(b["error"]["code"], -32700);
+        assert_eq!(b["id"], serde_json::Value::Null);
+        assert_eq!(b["jsonrpc"], "2.0");
+        let b = body_of(jsonrpc_unreadable(br#"{"jsonrpc":"2.0"}"#)).await;
+        assert_eq!(b["error"]["code"], -32600);
+    }
+}
