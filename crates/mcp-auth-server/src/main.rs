@@ -125,7 +125,8 @@ async fn run(cli: Cli) -> Result<(), Error> {
     }
 }
 
-/// The tools' scopes: `admin_status` needs `mcp:admin`, plus `MCP_TOOL_SCOPES`.
+/// The tools' scopes: `admin_status` needs `mcp:admin` unless `MCP_TOOL_SCOPES`
+/// names it (an entry replaces a tool's default), plus the other entries.
 fn tool_scopes(merged: &settings::Merged) -> Result<ToolScopes, ConfigError> {
     ToolScopes::new()
         .require("admin_status", ["mcp:admin"])

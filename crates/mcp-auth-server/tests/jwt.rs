@@ -446,3 +446,35 @@ async fn asymmetric_keys_verify_tokens_minted_with_the_private_half() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("/no/such"), "{stderr}");
 }
+
+#[tokio::test]
+async fn tool_scopes_from_settings_replace_the_default_of_a_tool_they_name() {
+    // Under Cognito, custom scopes are `<resource server>/<scope>`: the
+    // built-in mcp:admin for admin_status could never be granted, so the
+    // setting must be able to replace it.
+    let mut env = bearer_env();
+    env.push(("MCP_TOOL_SCOPES", "admin_status=https://mcp.example/admin"));
+    let s = Server::start(&env);
+    let url = s.url();
+    env.push(("MCP_SERVER_URL", &url));
+    let old = token(&env, &["--sub", "a", "--scope", "mcp:admin"]);
+    let new = token(
+        &env,
+        &["--sub", "b", "--scope", "https://mcp.example/admin"],
+    );
+    let c = client(s.url(), &old).await;
+    assert!(
+        c.call_tool(CallToolRequestParams::new("admin_status"))
+            .await
+            .is_err(),
+        "the replaced default no longer opens the tool"
+    );
+    c.cancel().await.unwrap();
+    let c = client(s.url(), &new).await;
+    let r = c
+        .call_tool(CallToolRequestParams::new("admin_status"))
+        .await
+        .unwrap();
+    assert_eq!(r.structured_content.unwrap()["server"], "mcp-auth-server");
+    c.cancel().await.unwrap();
+}

@@ -70,11 +70,33 @@ impl ToolScopes {
     }
 
     /// Reads `MCP_TOOL_SCOPES`: `tool=scope [scope...]`, comma-separated,
-    /// e.g. `admin_stats=mcp:admin,deploy=mcp:admin mcp:deploy`. Adds to `self`.
+    /// e.g. `admin_stats=mcp:admin,deploy=mcp:admin mcp:deploy`. A tool the
+    /// setting names gets exactly the scopes it lists, replacing what `self`
+    /// required of that tool (a default set in code: under Cognito, whose
+    /// custom scopes are named `<resource server>/<scope>`, a default like
+    /// `mcp:admin` could otherwise never be met); a tool named twice needs
+    /// the scopes of both entries. Tools it does not name keep theirs.
+    ///
+    /// ```
+    /// use std::collections::HashMap;
+    /// use mcp_auth_transport::ToolScopes;
+    ///
+    /// let defaults = ToolScopes::new()
+    ///     .require("admin_status", ["mcp:admin"])
+    ///     .require("deploy", ["mcp:deploy"]);
+    /// let vars = HashMap::from([(
+    ///     "MCP_TOOL_SCOPES".to_owned(),
+    ///     "admin_status=https://mcp.example.com/admin".to_owned(),
+    /// )]);
+    /// let scopes = defaults.with_settings(&vars).unwrap();
+    /// assert_eq!(scopes.for_tool("admin_status"), ["https://mcp.example.com/admin"]);
+    /// assert_eq!(scopes.for_tool("deploy"), ["mcp:deploy"]);
+    /// ```
     pub fn with_settings(mut self, l: &dyn Lookup) -> Result<Self, ConfigError> {
         let Some(v) = l.get("MCP_TOOL_SCOPES") else {
             return Ok(self);
         };
+        let mut named: Vec<String> = Vec::new();
         for item in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             let (tool, scopes) = item.split_once('=').ok_or_else(|| {
                 ConfigError::new(
@@ -89,7 +111,12 @@ impl ToolScopes {
                     format!("{item:?} is not tool=scope [scope...]"),
                 ));
             }
-            self = self.require(tool.trim(), scopes);
+            let tool = tool.trim();
+            if !named.iter().any(|t| t == tool) {
+                self.tools.remove(tool);
+                named.push(tool.to_owned());
+            }
+            self = self.require(tool, scopes);
         }
         Ok(self)
     }
@@ -364,14 +391,21 @@ mod tests {
     fn settings() {
         let vars = std::collections::HashMap::from([(
             "MCP_TOOL_SCOPES".to_owned(),
-            "a=s1 s2, b=s3".to_owned(),
+            "a=s1 s2, b=s3, a=s4".to_owned(),
         )]);
         let t = ToolScopes::new()
             .require("a", ["s0"])
+            .require("d", ["s5"])
             .with_settings(&vars)
             .unwrap();
-        assert_eq!(t.for_tool("a"), ["s0", "s1", "s2"]);
+        // The setting replaces a's default; both of its entries count.
+        assert_eq!(t.for_tool("a"), ["s1", "s2", "s4"]);
         assert_eq!(t.for_tool("b"), ["s3"]);
+        assert_eq!(
+            t.for_tool("d"),
+            ["s5"],
+            "tools it does not name keep theirs"
+        );
         assert!(t.for_tool("c").is_empty());
         for bad in ["a", "=s", "a= ", "a=s,b"] {
             let vars =
