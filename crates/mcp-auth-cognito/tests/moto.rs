@@ -211,6 +211,44 @@ async fn setup_is_idempotent_and_registers_the_resource_server() {
         "granting scopes kept the client's settings"
     );
 
+    // Adding a scope when Cognito refuses to update the resource server
+    // (moto has no UpdateResourceServer): nothing unregistered is granted
+    // or printed, and the admin tool is pointed at the pool's admin scope.
+    let (ok, out, err) = cli(
+        &moto,
+        &[
+            "add-resource-server",
+            "--server-url",
+            url,
+            "--scopes",
+            "tools,admin,deploy",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert!(err.contains("could not add scopes"), "{err}");
+    assert!(
+        !out.contains("deploy"),
+        "an unregistered scope was printed: {out}"
+    );
+    assert!(
+        out.contains(&format!("MCP_TOOL_SCOPES=admin_status={url}/admin")),
+        "{out}"
+    );
+    let c = sdk
+        .describe_user_pool_client()
+        .user_pool_id(&pool)
+        .client_id(&client)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        !c.user_pool_client()
+            .unwrap()
+            .allowed_o_auth_scopes()
+            .contains(&format!("{url}/deploy")),
+        "an unregistered scope was granted"
+    );
+
     let (ok, out, _) = cli(&moto, &["status"]);
     assert!(ok);
     assert!(out.contains(&pool) && out.contains(url), "{out}");

@@ -41,7 +41,7 @@ enum Command {
     /// Create (or find) the user pool, app client, hosted-UI domain and test
     /// user; print the .env lines. Safe to run again.
     Setup {
-        /// App client name [default mcp-auth-client].
+        /// App client name.
         #[arg(long, default_value = "mcp-auth-client")]
         client_name: String,
         /// Hosted-UI domain prefix [env: COGNITO_DOMAIN_PREFIX; default random].
@@ -60,13 +60,14 @@ enum Command {
     /// Register MCP_SERVER_URL as a resource server with scopes, and grant
     /// them to the app client. Safe to run again.
     AddResourceServer {
-        /// The resource server identifier [env: MCP_SERVER_URL; default http://localhost:8001/mcp].
+        /// The resource server identifier [env: MCP_SERVER_URL; default http://127.0.0.1:8001/mcp,
+        /// the server's own default].
         #[arg(long)]
         server_url: Option<String>,
         /// Scope names, comma-separated [env: COGNITO_RESOURCE_SCOPES; default tools,admin].
         #[arg(long)]
         scopes: Option<String>,
-        /// App client name [default mcp-auth-client].
+        /// App client name.
         #[arg(long, default_value = "mcp-auth-client")]
         client_name: String,
     },
@@ -213,7 +214,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
         } => {
             let url = server_url
                 .or_else(|| env("MCP_SERVER_URL"))
-                .unwrap_or_else(|| "http://localhost:8001/mcp".to_owned());
+                .unwrap_or_else(|| "http://127.0.0.1:8001/mcp".to_owned());
             let scopes: Vec<String> = scopes
                 .or_else(|| env("COGNITO_RESOURCE_SCOPES"))
                 .unwrap_or_else(|| "tools,admin".to_owned())
@@ -581,10 +582,15 @@ async fn add_resource_server(
                 "resource server {identifier} exists; scopes now: {}",
                 all.join(" ")
             ),
-            Err(e) => warn(&format!(
-                "could not add scopes to the existing resource server (continuing): {}",
-                aws::<_>("update resource server")(e)
-            )),
+            Err(e) => {
+                // Only what Cognito has registered may be granted and printed.
+                all.truncate(known);
+                warn(&format!(
+                    "could not add scopes to the existing resource server; continuing with its registered scopes {}: {}",
+                    all.join(" "),
+                    aws::<_>("update resource server")(e)
+                ));
+            }
         }
     } else {
         client
@@ -656,6 +662,12 @@ async fn add_resource_server(
         full.first().cloned().unwrap_or_default()
     );
     println!("MCP_OAUTH_SCOPES_SUPPORTED={}", full.join(","));
+    // The server's admin_status tool needs mcp:admin by default, a scope
+    // Cognito cannot issue: name the pool's own admin scope instead, so the
+    // tool can be called and the metadata advertises only what Cognito issues.
+    if let Some(admin) = full.iter().find(|s| s.ends_with("/admin")) {
+        println!("MCP_TOOL_SCOPES=admin_status={admin}");
+    }
     Ok(())
 }
 
