@@ -80,6 +80,7 @@ pub const KNOWN: &[&str] = &[
     "HTTP_MAX_CONNECTIONS_PER_IP",
     "HTTP_IDLE_TIMEOUT",
     "HTTP_HEADER_READ_TIMEOUT",
+    "HTTP_BODY_READ_TIMEOUT",
 ];
 
 /// Variables other programs of this project read (the example client, the

@@ -104,15 +104,31 @@ async fn thousands_of_idle_connections_do_not_lock_out_a_new_client() {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
 
+/// A connection from `from` busy with a request whose body never finishes.
+async fn busy_from(from: &str, port: u16) -> TcpStream {
+    let mut c = connect_from(from, port).await.unwrap();
+    let head = format!(
+        "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nX-API-Key: {KEY}\r\n\
+         Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\n\
+         Content-Length: 100\r\n\r\n{{\"jsonrpc\""
+    );
+    c.write_all(head.as_bytes()).await.unwrap();
+    c
+}
+
 #[tokio::test]
 async fn one_address_gets_503_past_its_connection_cap_and_others_are_served() {
-    let s = Server::start(&[("MCP_API_KEYS", KEY), ("HTTP_MAX_CONNECTIONS_PER_IP", "20")]);
+    let s = Server::start(&[
+        ("MCP_API_KEYS", KEY),
+        ("HTTP_MAX_CONNECTIONS_PER_IP", "20"),
+        ("HTTP_BODY_READ_TIMEOUT", "2000"),
+    ]);
+    // Twenty requests in flight (bodies trickling) from one address.
     let mut held = Vec::new();
     for _ in 0..20 {
-        held.push(connect_from("127.0.2.1", s.port).await.unwrap());
+        held.push(busy_from("127.0.2.1", s.port).await);
     }
-    // Let the server accept all twenty before the twenty-first.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let refused = health_from("127.0.2.1", s.port, Duration::from_secs(3))
         .await
         .unwrap();
@@ -126,6 +142,15 @@ async fn one_address_gets_503_past_its_connection_cap_and_others_are_served() {
         .await
         .unwrap();
     assert!(other.starts_with("HTTP/1.1 200"), "{other}");
+    // A trickled body does not hold its slot for the request timeout: 408
+    // once the body read timeout has passed, and the slots come back.
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), held[0].read_to_end(&mut answer))
+        .await
+        .expect("the server answered the trickled body")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     drop(held);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let again = health_from("127.0.2.1", s.port, Duration::from_secs(3))
@@ -134,6 +159,60 @@ async fn one_address_gets_503_past_its_connection_cap_and_others_are_served() {
     assert!(
         again.starts_with("HTTP/1.1 200"),
         "slots come back: {again}"
+    );
+}
+
+#[tokio::test]
+async fn idle_connections_of_one_address_make_room_for_its_new_ones() {
+    // Browsers behind one NAT keep idle keep-alive connections: at the
+    // address's cap its longest-idle connection is closed, not the newcomer.
+    let s = Server::start(&[("MCP_API_KEYS", KEY), ("HTTP_MAX_CONNECTIONS_PER_IP", "5")]);
+    let mut idle = Vec::new();
+    for _ in 0..5 {
+        idle.push(connect_from("127.0.3.1", s.port).await.unwrap());
+        // Accepted at distinct times, so the first is the longest idle.
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let answer = health_from("127.0.3.1", s.port, Duration::from_secs(3))
+        .await
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        closed_within(&mut idle[0], Duration::from_secs(3)).await,
+        "the oldest idle connection made room"
+    );
+}
+
+#[tokio::test]
+async fn an_http2_connection_without_streams_is_closed_however_often_it_pings() {
+    let s = Server::start(&[("MCP_API_KEYS", KEY), ("HTTP_IDLE_TIMEOUT", "1000")]);
+    let mut c = connect_from("127.0.0.1", s.port).await.unwrap();
+    c.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let ping = b"\0\0\x08\x06\0\0\0\0\0PINGPING";
+    let mut closed = false;
+    let mut buf = [0u8; 1024];
+    while started.elapsed() < Duration::from_secs(6) {
+        if c.write_all(ping).await.is_err() {
+            closed = true;
+            break;
+        }
+        match tokio::time::timeout(Duration::from_millis(250), c.read(&mut buf)).await {
+            Ok(Ok(0) | Err(_)) => {
+                closed = true;
+                break;
+            }
+            _ => {}
+        }
+    }
+    assert!(closed, "still open after {:?} of pings", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
     );
 }
 

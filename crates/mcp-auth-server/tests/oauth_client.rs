@@ -242,7 +242,13 @@ async fn an_expired_access_token_is_refreshed_without_a_login() {
     let (server, _as, _) = behind_oidc_provider(
         // No clock-skew allowance: a token past its exp is refused at once.
         &[("MCP_JWT_LEEWAY", "0")],
-        &[("ACCESS_TOKEN_TTL", "2")],
+        // Refresh tokens are not rotated here: rmcp 3.9 drops a refresh
+        // that is in flight when the client shuts down (the provider has
+        // rotated the token, the new one is never saved), and the provider
+        // then revokes the grant on reuse, which made this test fail about
+        // one run in ten. That is an rmcp limitation (docs/INTEROP.md), not
+        // what this test is about.
+        &[("ACCESS_TOKEN_TTL", "2"), ("ROTATE_REFRESH_TOKEN", "false")],
     )
     .await;
     let home = tempfile::tempdir().unwrap();

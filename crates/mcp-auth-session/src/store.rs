@@ -29,6 +29,7 @@ impl Ticket {
 
 /// Which cap is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Full {
     /// `max_sessions`.
     Global,

@@ -15,19 +15,21 @@ use std::sync::Arc;
 /// saw credentials at all, the result is `MissingCredentials`, and the 401
 /// challenges every member's scheme.
 ///
-/// **One credential per request.** Members that advertise the same
-/// challenge schemes read the same credential (`bearer` and `oauth2` both
-/// read `Authorization: Bearer`); members with different schemes read
-/// different ones (`X-API-Key` and `Authorization`). A request that presents
-/// credentials for more than one scheme is refused with 400
-/// `invalid_request`, whether or not any of them is valid: otherwise a
-/// wrong API key riding along with a valid token would go unnoticed (never
-/// counted as a failed login) and the caller's identity would tell whether
-/// a guessed key was right. This follows RFC 6750 §2, which forbids more
-/// than one way of sending a token in one request. A member that reads no
-/// credential at all ([`NoAuth`](crate::NoAuth), which advertises no
-/// scheme) lets a request in only when it presents none: a presented
-/// credential decides, and a wrong one fails the request.
+/// **One credential per request.** A member's
+/// [`challenge_schemes`](Authenticator::challenge_schemes) say which
+/// credential it reads (`bearer` and `oauth2` both read `Authorization:
+/// Bearer`; API keys read `X-API-Key`), so a custom member must advertise
+/// the scheme it really reads. A request that carries credentials of more
+/// than one of the chain's schemes (looked up in the request itself, before
+/// any member runs) is refused with 400 `invalid_request`, whether or not any
+/// of them is valid: otherwise a wrong API key riding along with a valid
+/// token would go unnoticed (never counted as a failed login) and the
+/// caller's identity would tell whether a guessed key was right. This
+/// follows RFC 6750 §2, which forbids more than one way of sending a token
+/// in one request. Members that advertise no scheme
+/// ([`NoAuth`](crate::NoAuth)) are asked last, and only when no member that
+/// reads a credential accepted or refused one: a wrong credential fails the
+/// request even where no credential would have been let in.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
@@ -59,10 +61,11 @@ use std::sync::Arc;
 #[derive(Clone, Default)]
 pub struct AnyOf {
     members: Vec<SharedAuthenticator>,
-    /// Per member: the index of the first member with the same challenge
-    /// schemes (members of one group read one credential), or `None` for a
-    /// member that reads no credential at all (`NoAuth`).
-    groups: Vec<Option<usize>>,
+    /// Per member: whether it advertises a scheme, i.e. reads a credential
+    /// header (`NoAuth` advertises none).
+    reads_credential: Vec<bool>,
+    /// Every member's schemes, once each.
+    schemes: Vec<ChallengeScheme>,
 }
 
 impl std::fmt::Debug for AnyOf {
@@ -87,32 +90,14 @@ impl AnyOf {
     /// Appends a shared member.
     pub fn with_shared(mut self, member: SharedAuthenticator) -> Self {
         let schemes = member.challenge_schemes();
-        let group = (!schemes.is_empty()).then(|| {
-            self.members
-                .iter()
-                .position(|m| m.challenge_schemes() == schemes)
-                .unwrap_or(self.members.len())
-        });
-        self.members.push(member);
-        self.groups.push(group);
-        self
-    }
-
-    /// "X-API-Key, Authorization: Bearer" for the groups in `groups`.
-    fn credential_names(&self, groups: &[usize]) -> String {
-        let mut names: Vec<String> = Vec::new();
-        for &g in groups {
-            for scheme in self.members[g].challenge_schemes() {
-                let name = match scheme {
-                    ChallengeScheme::ApiKey { header } => header,
-                    other => format!("Authorization: {}", other.as_str()),
-                };
-                if !names.contains(&name) {
-                    names.push(name);
-                }
+        self.reads_credential.push(!schemes.is_empty());
+        for s in schemes {
+            if !self.schemes.contains(&s) {
+                self.schemes.push(s);
             }
         }
-        names.join(", ")
+        self.members.push(member);
+        self
     }
 
     /// The number of members.
@@ -123,6 +108,15 @@ impl AnyOf {
     /// Whether the chain has no members.
     pub fn is_empty(&self) -> bool {
         self.members.is_empty()
+    }
+}
+
+/// How a client sends the credential of `scheme`: `X-API-Key`,
+/// `Authorization: Bearer`.
+fn credential_name(scheme: &ChallengeScheme) -> String {
+    match scheme {
+        ChallengeScheme::ApiKey { header } => header.clone(),
+        other => format!("Authorization: {}", other.as_str()),
     }
 }
 
@@ -139,55 +133,54 @@ fn union<T: PartialEq>(lists: impl Iterator<Item = Vec<T>>) -> Vec<T> {
 #[async_trait]
 impl Authenticator for AnyOf {
     async fn authenticate(&self, req: &AuthRequest) -> Result<Principal, AuthError> {
-        // The principal of the credential presented, and of a member that
-        // reads none (`NoAuth`), kept apart: a presented credential decides.
-        let mut accepted: Option<(usize, Principal)> = None;
-        let mut credential_less: Option<Principal> = None;
+        // Which of the chain's schemes the request carries a credential for,
+        // read from the request itself: a conflict is refused before any
+        // member runs, whatever the members would have said.
+        let presented: Vec<&ChallengeScheme> = self
+            .schemes
+            .iter()
+            .filter(|s| s.presented_in(&req.headers))
+            .collect();
+        if presented.len() > 1 {
+            return Err(AuthError::invalid_request(format!(
+                "conflicting credentials: send one of {}, not several",
+                presented
+                    .iter()
+                    .map(|s| credential_name(s))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        // Members that read a credential first; the first to accept wins,
+        // and when none does, the first error (a wrong credential) decides.
         let mut first_error = None;
-        // The groups for which the request carried a credential.
-        let mut presented: Vec<usize> = Vec::new();
-        for (member, group) in self.members.iter().zip(&self.groups) {
-            if let (Some((done, _)), Some(g)) = (&accepted, group)
-                && done == g
-            {
-                // That credential is accepted already.
+        for (member, reads) in self.members.iter().zip(&self.reads_credential) {
+            if !reads {
                 continue;
             }
-            let outcome = member.authenticate(req).await;
-            let Some(group) = *group else {
-                if let Ok(p) = outcome {
-                    credential_less.get_or_insert(p);
-                }
-                continue;
-            };
-            if !matches!(outcome, Err(AuthError::MissingCredentials)) && !presented.contains(&group)
-            {
-                presented.push(group);
-            }
-            match outcome {
-                Ok(p) => {
-                    accepted.get_or_insert((group, p));
-                }
+            match member.authenticate(req).await {
+                Ok(p) => return Ok(p),
                 Err(AuthError::MissingCredentials) => {}
                 Err(e) => {
                     first_error.get_or_insert(e);
                 }
             }
         }
-        if presented.len() > 1 {
-            return Err(AuthError::invalid_request(format!(
-                "conflicting credentials: send one of {}, not several",
-                self.credential_names(&presented)
-            )));
+        if let Some(e) = first_error {
+            return Err(e);
         }
-        match (accepted, first_error, credential_less) {
-            (Some((_, p)), _, _) => Ok(p),
-            // A wrong credential fails the request, even where no
-            // credential would have been let in.
-            (None, Some(e), _) => Err(e),
-            (None, None, Some(p)) => Ok(p),
-            (None, None, None) => Err(AuthError::MissingCredentials),
+        // Only then members that advertise no scheme (`NoAuth`, or a custom
+        // check on something that is not a credential header).
+        for (member, reads) in self.members.iter().zip(&self.reads_credential) {
+            if *reads {
+                continue;
+            }
+            match member.authenticate(req).await {
+                Err(AuthError::MissingCredentials) => {}
+                other => return other,
+            }
         }
+        Err(AuthError::MissingCredentials)
     }
 
     fn name(&self) -> &str {
@@ -273,7 +266,10 @@ mod tests {
 
     #[tokio::test]
     async fn credentials_of_two_schemes_are_refused_whatever_their_validity() {
-        let req = AuthRequest::default();
+        let both = AuthRequest::builder()
+            .header("x-api-key", "k")
+            .header("authorization", "Bearer t")
+            .build();
         for (k, b) in [
             (
                 Err(AuthError::invalid_token("wrong key")),
@@ -286,13 +282,37 @@ mod tests {
             ),
         ] {
             let chain = AnyOf::new().with(key(k)).with(fixed(b));
-            let err = chain.authenticate(&req).await.unwrap_err();
+            let err = chain.authenticate(&both).await.unwrap_err();
             assert_eq!(err.status(), 400, "{err}");
             assert!(
                 err.to_string().contains("X-API-Key, Authorization: Bearer"),
                 "{err}"
             );
         }
+        // One credential of each kind alone is fine.
+        let chain = AnyOf::new()
+            .with(key(Ok(Principal::new("k", "t"))))
+            .with(fixed(Err(AuthError::MissingCredentials)));
+        let one = AuthRequest::builder().header("x-api-key", "k").build();
+        assert_eq!(chain.authenticate(&one).await.unwrap().subject, "k");
+        // A member advertising both schemes does not make one credential two.
+        let both_schemes = Fixed(
+            Ok(Principal::new("m", "t")),
+            vec![
+                ChallengeScheme::Bearer,
+                ChallengeScheme::ApiKey {
+                    header: "X-API-Key".into(),
+                },
+            ],
+            vec![],
+        );
+        let chain = AnyOf::new()
+            .with(both_schemes)
+            .with(fixed(Err(AuthError::MissingCredentials)));
+        let bearer = AuthRequest::builder()
+            .header("authorization", "Bearer t")
+            .build();
+        assert_eq!(chain.authenticate(&bearer).await.unwrap().subject, "m");
     }
 
     #[tokio::test]

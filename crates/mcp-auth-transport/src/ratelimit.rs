@@ -233,8 +233,9 @@ fn peer_of<B>(req: &Request<B>) -> Option<IpAddr> {
         .map(|c| c.0.ip())
 }
 
-/// Answers 429 to addresses with too many failed authentications; counts
-/// every 401 and 400 the inner service (the auth layer) answers. Goes in
+/// Answers 429 to addresses with too many failed logins; counts every
+/// response the auth layer marks [`AuthRejected`](crate::AuthRejected)
+/// (a wrong or malformed credential, not a request without any). Goes in
 /// front of the auth layer.
 #[derive(Clone)]
 pub struct AuthFailureLimitLayer {

@@ -84,7 +84,8 @@ pub(crate) fn cap_reached(which: Full) -> Response {
             StatusCode::SERVICE_UNAVAILABLE,
             "too many anonymous sessions; authenticate to open one",
         ),
-        Full::Global => (
+        // The global cap, and any cap a future store adds.
+        _ => (
             StatusCode::SERVICE_UNAVAILABLE,
             "the server has reached its session limit; try again later",
         ),
@@ -98,6 +99,37 @@ pub(crate) fn payload_too_large() -> Response {
         StatusCode::PAYLOAD_TOO_LARGE,
         "payload_too_large",
         "request body too large",
+    )
+}
+
+/// The request body did not arrive completely within the body read
+/// timeout (see [`ServeOptions::body_read_timeout`](crate::ServeOptions)).
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("request body not received in time")]
+pub(crate) struct BodyTimedOut;
+
+/// The answer to a request body that could not be read: 413 over the
+/// limit, 408 too slow, 400 otherwise (the client reset the stream, a
+/// malformed chunk).
+pub(crate) fn unreadable_body(e: &axum::Error) -> Response {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if c.is::<http_body_util::LengthLimitError>() {
+            return payload_too_large();
+        }
+        if c.is::<BodyTimedOut>() {
+            return refuse(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                "request body not received in time",
+            );
+        }
+        cause = c.source();
+    }
+    refuse(
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+        "request body could not be read",
     )
 }
 
@@ -142,8 +174,9 @@ pub(crate) async fn jsonrpc_parse_errors(
                 .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
         });
     let (parts, body) = req.into_parts();
-    let Ok(bytes) = axum::body::to_bytes(body, max).await else {
-        return payload_too_large();
+    let bytes = match axum::body::to_bytes(body, max).await {
+        Ok(b) => b,
+        Err(e) => return unreadable_body(&e),
     };
     let resp = next
         .run(axum::extract::Request::from_parts(

@@ -297,11 +297,7 @@ where
             let (parts, body) = req.into_parts();
             let bytes = match axum::body::to_bytes(body, layer.max_body).await {
                 Ok(b) => b,
-                Err(_) => {
-                    return Ok(
-                        (StatusCode::PAYLOAD_TOO_LARGE, "request body too large").into_response()
-                    );
-                }
+                Err(e) => return Ok(crate::refusal::unreadable_body(&e)),
             };
             let Ok(mut tools) = called_tools(&bytes) else {
                 let err = AuthError::invalid_request("ambiguous tools/call message");

@@ -64,7 +64,7 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 use tower_service::Service;
 
-use crate::IpNet;
+use crate::{IpNet, refusal::BodyTimedOut};
 
 /// How long a connection told to close may take before it is dropped (only
 /// ever while it has no request in flight).
@@ -81,10 +81,17 @@ pub struct ServeOptions {
     /// send its first byte, and for each request to send its headers
     /// (`HTTP_HEADER_READ_TIMEOUT`, ms; default 10 s).
     pub header_read_timeout: Duration,
-    /// Time a connection may stay open with no request in flight: between
-    /// keep-alive requests, or HTTP/2 with no open stream
-    /// (`HTTP_IDLE_TIMEOUT`, ms; default 30 s).
+    /// Time a connection may stay open with no request in flight: HTTP/2
+    /// with no open stream, bytes without requests (PINGs) included
+    /// (`HTTP_IDLE_TIMEOUT`, ms; default 30 s). Between HTTP/1 keep-alive
+    /// requests the shorter of this and the header timeout applies (hyper
+    /// times the next request's headers from the end of the last response).
     pub idle_timeout: Duration,
+    /// Time a request's body has, from the request's start, to arrive
+    /// completely (`HTTP_BODY_READ_TIMEOUT`, ms; default 30 s): a body
+    /// trickled a byte at a time gets 408 instead of holding its slot for
+    /// the whole request timeout.
+    pub body_read_timeout: Duration,
     /// Connections served at once (`HTTP_MAX_CONNECTIONS`, default 4096).
     /// At the cap the longest-idle connection makes room for a new one.
     pub max_connections: usize,
@@ -103,6 +110,7 @@ impl Default for ServeOptions {
         Self {
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(30),
+            body_read_timeout: Duration::from_secs(30),
             max_connections: 4096,
             max_connections_per_ip: 256,
             trusted_proxies: Vec::new(),
@@ -146,6 +154,7 @@ impl ServeOptions {
                 d.header_read_timeout,
             )?,
             idle_timeout: parse_millis(l, "HTTP_IDLE_TIMEOUT", d.idle_timeout)?,
+            body_read_timeout: parse_millis(l, "HTTP_BODY_READ_TIMEOUT", d.body_read_timeout)?,
             max_connections: count("HTTP_MAX_CONNECTIONS", d.max_connections, false)?,
             max_connections_per_ip: count(
                 "HTTP_MAX_CONNECTIONS_PER_IP",
@@ -227,6 +236,7 @@ pub async fn serve_with(
                 .clone()
                 .layer(axum::Extension(axum::extract::ConnectInfo(peer))),
             conn: conn.clone(),
+            body_read_timeout: options.body_read_timeout,
         };
         let io = TokioIo::new(Watched {
             inner: stream,
@@ -235,12 +245,22 @@ pub async fn serve_with(
         let served = builder
             .serve_connection_with_upgrades(io, TowerToHyperService::new(svc))
             .into_owned();
-        let (registry, options, stopping) = (registry.clone(), options.clone(), stopping.clone());
+        let (options, stopping) = (options.clone(), stopping.clone());
+        let entry = Registered {
+            registry: registry.clone(),
+            conn: conn.clone(),
+        };
         tokio::spawn(async move {
+            // Leaves the registry however the task ends (a panic included).
+            let entry = entry;
+            let conn = &entry.conn;
             tokio::pin!(served);
             // Set once the connection was told to close: from then on it is
-            // dropped at this instant unless a request is still in flight.
+            // dropped at this instant unless it is still busy.
             let mut drop_at: Option<Instant> = None;
+            // A connection told to close that stays busy (a client that
+            // never reads its response) is dropped after this anyway.
+            let mut give_up: Option<Instant> = None;
             loop {
                 // The deadline moves as the connection is used (its first
                 // byte, a request ending): look again at least this often.
@@ -259,9 +279,11 @@ pub async fn serve_with(
                     () = conn.evict.notified(), if drop_at.is_none() => true,
                     () = tokio::time::sleep_until(wake) => match drop_at {
                         // Told to close and still open: drop it, but never
-                        // under a request in flight; that one finishes first
-                        // and hyper closes the connection after it.
-                        Some(_) if conn.active.load(Ordering::Acquire) == 0 => break,
+                        // under a request in flight or while a response is
+                        // still being written; those finish first and hyper
+                        // closes the connection after them.
+                        Some(_) if conn.quiet() => break,
+                        Some(_) if give_up.is_some_and(|t| Instant::now() >= t) => break,
                         Some(_) => {
                             drop_at = Some(Instant::now() + CLOSE_GRACE);
                             false
@@ -270,18 +292,33 @@ pub async fn serve_with(
                     },
                 };
                 if close {
-                    registry.mark_closing(&conn);
+                    entry.registry.mark_closing(conn);
                     served.as_mut().graceful_shutdown();
                     drop_at = Some(Instant::now() + CLOSE_GRACE);
+                    give_up = Some(Instant::now() + CLOSE_GRACE + options.idle_timeout);
                 }
             }
-            registry.remove(&conn);
         });
     }
+    // Stop taking new connections (they would wait in the backlog), then
+    // let the open ones finish.
+    drop(listener);
     cancel.cancel();
     stopping.cancel();
     registry.drained().await;
     Ok(())
+}
+
+/// A connection's place in the registry, given back on drop.
+struct Registered {
+    registry: Arc<Registry>,
+    conn: Arc<Conn>,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.registry.remove(&self.conn);
+    }
 }
 
 /// Why a connection was not admitted.
@@ -293,47 +330,77 @@ enum Refused {
     PerAddress,
 }
 
-/// One served connection's bookkeeping.
+/// One served connection's bookkeeping. Times are milliseconds after the
+/// registry's epoch, so connections compare by when things happened.
 struct Conn {
     id: u64,
     /// The per-address key, `None` when the peer is exempt.
     ip: Option<IpAddr>,
-    base: Instant,
-    accepted_ms: u64,
-    /// Milliseconds after `base` of the last byte read or request finished.
+    epoch: Instant,
+    /// When it was accepted, or when its last request started or ended.
+    /// Bytes alone (an HTTP/2 PING, a trickled preface) do not count: a
+    /// connection is busy only while it carries a request.
     last_ms: AtomicU64,
-    /// Requests in flight (their responses not yet fully sent).
+    /// Requests in flight (their responses not yet fully handed to hyper).
     active: AtomicUsize,
     read_any: AtomicBool,
+    /// When bytes were last written, and whether a write is waiting for the
+    /// client to read: a response's tail may still be flushing after its
+    /// request stopped counting.
+    wrote_ms: AtomicU64,
+    write_blocked: AtomicBool,
     /// Told to close (idle, or evicted): no longer a candidate for eviction.
     closing: AtomicBool,
     evict: Notify,
 }
 
+fn ms_since(epoch: Instant) -> u64 {
+    u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
 impl Conn {
-    fn now_ms(&self) -> u64 {
-        u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX)
-    }
-
     fn touch(&self) {
-        self.last_ms.store(self.now_ms(), Ordering::Release);
+        self.last_ms.store(ms_since(self.epoch), Ordering::Release);
     }
 
-    fn is_idle(&self) -> bool {
-        self.active.load(Ordering::Acquire) == 0 && !self.closing.load(Ordering::Acquire)
+    /// Notes a write's outcome.
+    fn wrote(&self, r: &Poll<io::Result<usize>>) {
+        match r {
+            Poll::Pending => self.write_blocked.store(true, Ordering::Release),
+            Poll::Ready(_) => {
+                self.write_blocked.store(false, Ordering::Release);
+                self.wrote_ms
+                    .store(ms_since(self.epoch).max(1), Ordering::Release);
+            }
+        }
+    }
+
+    /// No request in flight and nothing being written, recently or now.
+    fn quiet(&self) -> bool {
+        let grace = u64::try_from(CLOSE_GRACE.as_millis()).unwrap_or(u64::MAX);
+        // 0: nothing written yet.
+        let wrote = self.wrote_ms.load(Ordering::Acquire);
+        self.active.load(Ordering::Acquire) == 0
+            && !self.write_blocked.load(Ordering::Acquire)
+            && (wrote == 0 || ms_since(self.epoch).saturating_sub(wrote) >= grace)
+    }
+
+    /// A candidate for eviction: quiet, and not already closing.
+    fn evictable(&self) -> bool {
+        self.quiet() && !self.closing.load(Ordering::Acquire)
     }
 
     /// When the connection would next count as idle too long, assuming
     /// nothing happens until then.
     fn deadline(&self, o: &ServeOptions) -> Instant {
-        let (since, limit) = if !self.read_any.load(Ordering::Acquire) {
-            (self.accepted_ms, o.header_read_timeout)
+        let last = Duration::from_millis(self.last_ms.load(Ordering::Acquire));
+        if !self.read_any.load(Ordering::Acquire) {
+            self.epoch + last + o.header_read_timeout
         } else if self.active.load(Ordering::Acquire) > 0 {
-            (self.now_ms(), o.idle_timeout)
+            Instant::now() + o.idle_timeout
         } else {
-            (self.last_ms.load(Ordering::Acquire), o.idle_timeout)
-        };
-        self.base + Duration::from_millis(since) + limit
+            self.epoch + last + o.idle_timeout
+        }
     }
 
     fn idle_expired(&self, o: &ServeOptions) -> bool {
@@ -341,10 +408,20 @@ impl Conn {
     }
 }
 
-#[derive(Default)]
 struct Registry {
+    epoch: Instant,
     inner: Mutex<Slots>,
     empty: Notify,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self {
+            epoch: Instant::now(),
+            inner: Mutex::default(),
+            empty: Notify::new(),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -354,6 +431,28 @@ struct Slots {
     per_ip: HashMap<IpAddr, usize>,
     /// Connections told to close that have not ended yet.
     closing: usize,
+}
+
+impl Slots {
+    /// Tells the quiet connection among `which` that has been idle longest
+    /// to close; false when there is none.
+    fn evict_longest_idle(&mut self, which: impl Fn(&Conn) -> bool) -> bool {
+        let victim = self
+            .conns
+            .values()
+            .filter(|c| which(c) && c.evictable())
+            .min_by_key(|c| c.last_ms.load(Ordering::Acquire))
+            .cloned();
+        let Some(victim) = victim else {
+            return false;
+        };
+        if !victim.closing.swap(true, Ordering::AcqRel) {
+            self.closing += 1;
+        }
+        victim.evict.notify_one();
+        tracing::debug!("connection cap reached: closing the longest-idle connection");
+        true
+    }
 }
 
 /// The per-address key: the canonical address, an IPv6 one by its /64 (one
@@ -381,42 +480,31 @@ impl Registry {
             || o.trusted_proxies.iter().any(|n| n.contains(canonical));
         let ip = (!exempt).then(|| address_key(canonical));
         let mut s = self.lock();
+        // Connections still closing hold descriptors too: bound them.
+        let cap = o.max_connections.max(1);
         if let Some(ip) = ip
             && s.per_ip.get(&ip).copied().unwrap_or(0) >= o.max_connections_per_ip
         {
-            return Err(Refused::PerAddress);
+            // The address's own longest-idle connection makes room first.
+            if s.closing >= cap || !s.evict_longest_idle(|c| c.ip == Some(ip)) {
+                return Err(Refused::PerAddress);
+            }
         }
         let live = s.conns.len().saturating_sub(s.closing);
-        if live >= o.max_connections.max(1) {
-            // Connections still closing hold descriptors too: bound them.
-            if s.closing >= o.max_connections.max(1) {
-                return Err(Refused::Busy);
-            }
-            let oldest = s
-                .conns
-                .values()
-                .filter(|c| c.is_idle())
-                .min_by_key(|c| c.last_ms.load(Ordering::Acquire).max(c.accepted_ms))
-                .cloned();
-            let Some(victim) = oldest else {
-                return Err(Refused::Busy);
-            };
-            if !victim.closing.swap(true, Ordering::AcqRel) {
-                s.closing += 1;
-            }
-            victim.evict.notify_one();
-            tracing::debug!("connection cap reached: closing the longest-idle connection");
+        if live >= cap && (s.closing >= cap || !s.evict_longest_idle(|_| true)) {
+            return Err(Refused::Busy);
         }
         s.next_id += 1;
-        let base = Instant::now();
+        let now = ms_since(self.epoch);
         let conn = Arc::new(Conn {
             id: s.next_id,
             ip,
-            base,
-            accepted_ms: 0,
-            last_ms: AtomicU64::new(0),
+            epoch: self.epoch,
+            last_ms: AtomicU64::new(now),
             active: AtomicUsize::new(0),
             read_any: AtomicBool::new(false),
+            wrote_ms: AtomicU64::new(0),
+            write_blocked: AtomicBool::new(false),
             closing: AtomicBool::new(false),
             evict: Notify::new(),
         });
@@ -475,7 +563,22 @@ fn refuse(mut stream: TcpStream, why: Refused, refusing: &Arc<AtomicUsize>) {
         Refused::Busy => "the server is at its connection limit",
         Refused::PerAddress => "too many connections from this address",
     };
-    tracing::warn!(reason = description, "connection refused");
+    // One line per second at most: a flood of refusals must not flood the log.
+    static LAST_LOG: std::sync::Mutex<Option<std::time::Instant>> = std::sync::Mutex::new(None);
+    static SUPPRESSED: AtomicU64 = AtomicU64::new(0);
+    if let Ok(mut last) = LAST_LOG.try_lock() {
+        if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+            *last = Some(std::time::Instant::now());
+            let more = SUPPRESSED.swap(0, Ordering::AcqRel);
+            tracing::warn!(
+                reason = description,
+                more_since_last_line = more,
+                "connection refused"
+            );
+        } else {
+            SUPPRESSED.fetch_add(1, Ordering::AcqRel);
+        }
+    }
     if refusing.fetch_add(1, Ordering::AcqRel) >= MAX_REFUSING {
         refusing.fetch_sub(1, Ordering::AcqRel);
         return;
@@ -530,7 +633,6 @@ impl AsyncRead for Watched {
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
             self.conn.read_any.store(true, Ordering::Release);
-            self.conn.touch();
         }
         r
     }
@@ -542,7 +644,9 @@ impl AsyncWrite for Watched {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.conn.wrote(&r);
+        r
     }
 
     fn poll_write_vectored(
@@ -550,7 +654,9 @@ impl AsyncWrite for Watched {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.conn.wrote(&r);
+        r
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -572,6 +678,7 @@ struct InFlight(Arc<Conn>);
 
 impl InFlight {
     fn new(conn: Arc<Conn>) -> Self {
+        conn.touch();
         conn.active.fetch_add(1, Ordering::AcqRel);
         Self(conn)
     }
@@ -584,17 +691,21 @@ impl Drop for InFlight {
     }
 }
 
-/// The router, counting requests in flight on its connection.
+/// The router, counting requests in flight on its connection and giving
+/// each request body a deadline.
 #[derive(Clone)]
 struct Tracked<S> {
     inner: S,
     conn: Arc<Conn>,
+    body_read_timeout: Duration,
 }
 
 impl<S, B> Service<Request<B>> for Tracked<S>
 where
-    S: Service<Request<B>, Response = Response, Error = Infallible>,
+    S: Service<Request, Response = Response, Error = Infallible>,
     S::Future: Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<axum::BoxError>,
 {
     type Response = http::Response<TrackedBody>;
     type Error = Infallible;
@@ -606,6 +717,13 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let guard = InFlight::new(self.conn.clone());
+        let deadline = Instant::now() + self.body_read_timeout;
+        let req = req.map(|body| {
+            axum::body::Body::new(DeadlineBody {
+                inner: body,
+                deadline: Box::pin(tokio::time::sleep_until(deadline)),
+            })
+        });
         let fut = self.inner.call(req);
         Box::pin(async move {
             let resp = fut.await?;
@@ -614,6 +732,46 @@ where
                 _guard: guard,
             }))
         })
+    }
+}
+
+/// A request body that fails with [`BodyTimedOut`] when it has not ended
+/// by its deadline.
+struct DeadlineBody<B> {
+    inner: B,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl<B> http_body::Body for DeadlineBody<B>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: Into<axum::BoxError>,
+{
+    type Data = Bytes;
+    type Error = axum::BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::BoxError>>> {
+        if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
+            return Poll::Ready(frame.map(|r| r.map_err(Into::into)));
+        }
+        match self.deadline.as_mut().poll(cx) {
+            Poll::Ready(()) => {
+                tracing::debug!("request body not received in time");
+                Poll::Ready(Some(Err(Box::new(BodyTimedOut))))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -655,33 +813,58 @@ mod tests {
         }
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn at_the_cap_the_longest_idle_connection_makes_room() {
         let r = Registry::default();
         let o = options(2, 0);
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        // a: accepted first, one request long ago, idle since.
         let a = r.admit(ip, &o).unwrap();
+        drop(InFlight::new(a.clone()));
+        tokio::time::advance(Duration::from_secs(20)).await;
+        // b: accepted later, a request just ended: idle for less time.
         let b = r.admit(ip, &o).unwrap();
-        a.active.fetch_add(1, Ordering::AcqRel); // a is busy
+        tokio::time::advance(Duration::from_secs(5)).await;
+        drop(InFlight::new(b.clone()));
         let c = r.admit(ip, &o).unwrap();
-        assert!(b.closing.load(Ordering::Acquire), "idle b was evicted");
-        assert!(!a.closing.load(Ordering::Acquire), "busy a was not");
-        // a busy, b closing, c idle: c goes next.
+        assert!(a.closing.load(Ordering::Acquire), "a was idle longest");
+        assert!(!b.closing.load(Ordering::Acquire));
+        // b busy, c still being written to: nothing may be evicted.
+        let busy = InFlight::new(b.clone());
+        c.wrote(&Poll::Pending);
+        assert_eq!(r.admit(ip, &o).err(), Some(Refused::Busy));
+        c.wrote(&Poll::Ready(Ok(10)));
+        assert_eq!(
+            r.admit(ip, &o).err(),
+            Some(Refused::Busy),
+            "written to within the last second"
+        );
+        tokio::time::advance(CLOSE_GRACE).await;
         let _d = r.admit(ip, &o).unwrap();
         assert!(c.closing.load(Ordering::Acquire));
-        // Nothing idle left: the next one is refused.
-        let d_busy = r
-            .lock()
-            .conns
-            .values()
-            .find(|x| !x.closing.load(Ordering::Acquire) && x.id != a.id)
-            .cloned()
-            .unwrap();
-        d_busy.active.fetch_add(1, Ordering::AcqRel);
-        assert_eq!(r.admit(ip, &o).err(), Some(Refused::Busy));
-        r.remove(&b);
+        drop(busy);
+        r.remove(&a);
         r.remove(&c);
         assert_eq!(r.lock().closing, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn at_its_own_cap_an_address_gives_up_its_longest_idle_connection_first() {
+        let r = Registry::default();
+        let o = options(100, 2);
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let a = r.admit(ip, &o).unwrap();
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let b = r.admit(ip, &o).unwrap();
+        let other = r.admit("192.0.2.2".parse().unwrap(), &o).unwrap();
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(r.admit(ip, &o).is_ok());
+        assert!(a.closing.load(Ordering::Acquire));
+        assert!(!b.closing.load(Ordering::Acquire));
+        assert!(
+            !other.closing.load(Ordering::Acquire),
+            "another address is untouched"
+        );
     }
 
     #[tokio::test]
@@ -690,8 +873,10 @@ mod tests {
         let mut o = options(100, 2);
         let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
         let b: IpAddr = "2001:db8:1:2::ffff".parse().unwrap();
-        let _x = r.admit(a, &o).unwrap();
+        // Both busy with a request, so neither can make room.
+        let x = r.admit(a, &o).unwrap();
         let y = r.admit(b, &o).unwrap();
+        let _busy = (InFlight::new(x.clone()), InFlight::new(y.clone()));
         assert_eq!(r.admit(a, &o).err(), Some(Refused::PerAddress));
         assert!(r.admit("2001:db8:1:3::1".parse().unwrap(), &o).is_ok());
         r.remove(&y);
@@ -705,7 +890,8 @@ mod tests {
         }
         // IPv4 peers of a dual-stack listener count as their IPv4 address.
         let o = options(100, 1);
-        let _v4 = r.admit("198.51.100.7".parse().unwrap(), &o).unwrap();
+        let v4 = r.admit("198.51.100.7".parse().unwrap(), &o).unwrap();
+        let _busy = InFlight::new(v4);
         assert_eq!(
             r.admit("::ffff:198.51.100.7".parse().unwrap(), &o).err(),
             Some(Refused::PerAddress)
@@ -726,8 +912,14 @@ mod tests {
             c.idle_expired(&o),
             "no first byte within the header timeout"
         );
+        // Bytes alone (an HTTP/2 preface, PINGs) are no request: the idle
+        // clock keeps running from accept.
         c.read_any.store(true, Ordering::Release);
-        c.touch();
+        tokio::time::advance(Duration::from_millis(2950)).await;
+        assert!(
+            c.idle_expired(&o),
+            "bytes without requests do not keep it open"
+        );
         let busy = InFlight::new(c.clone());
         tokio::time::advance(Duration::from_secs(60)).await;
         assert!(!c.idle_expired(&o), "a request in flight keeps it open");

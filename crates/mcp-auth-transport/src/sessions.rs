@@ -107,8 +107,8 @@ pub struct SessionService<S> {
 }
 
 use crate::refusal::{
-    RMCP_SESSION_NOT_FOUND, cap_reached, payload_too_large, refuse as plain,
-    session_not_found as not_found, store_unavailable as unavailable,
+    RMCP_SESSION_NOT_FOUND, cap_reached, refuse as plain, session_not_found as not_found,
+    store_unavailable as unavailable, unreadable_body,
 };
 
 pub(crate) fn is_initialize(body: &[u8]) -> bool {
@@ -267,9 +267,7 @@ impl Settings {
         let (parts, body) = req.into_parts();
         let bytes = match axum::body::to_bytes(body, self.max_body).await {
             Ok(b) => b,
-            Err(_) => {
-                return Ok(payload_too_large());
-            }
+            Err(e) => return Ok(unreadable_body(&e)),
         };
         let req = Request::from_parts(parts, Body::from(bytes.clone()));
         if !is_initialize(&bytes) {

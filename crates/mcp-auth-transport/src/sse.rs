@@ -163,7 +163,8 @@ fn random_sid() -> String {
 }
 
 use crate::refusal::{
-    cap_reached, payload_too_large, refuse as error, session_not_found, store_unavailable,
+    cap_reached, jsonrpc_unreadable, refuse as error, session_not_found, store_unavailable,
+    unreadable_body,
 };
 
 /// Ends the session when the event stream is dropped (client gone, server
@@ -388,17 +389,10 @@ pub(crate) async fn post_message(
     let (parts, body) = req.into_parts();
     let bytes: Bytes = match axum::body::to_bytes(body, state.max_body).await {
         Ok(b) => b,
-        Err(_) => return payload_too_large(),
+        Err(e) => return unreadable_body(&e),
     };
-    let mut message: ClientJsonRpcMessage = match serde_json::from_slice(&bytes) {
-        Ok(m) => m,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "parse_error",
-                &format!("not a JSON-RPC message: {e}"),
-            );
-        }
+    let Ok(mut message) = serde_json::from_slice::<ClientJsonRpcMessage>(&bytes) else {
+        return jsonrpc_unreadable(&bytes);
     };
     // Tools read the caller from the HTTP parts, as on streamable HTTP.
     match &mut message {

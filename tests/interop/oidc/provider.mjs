@@ -5,7 +5,8 @@
 //
 // Env: PORT (required), RESOURCE (the MCP server URL), REDIRECT_URIS
 // (comma-separated, for the pre-registered clients), ACCESS_TOKEN_TTL
-// (seconds, default 3600).
+// (seconds, default 3600), ROTATE_REFRESH_TOKEN (default: oidc-provider's,
+// which rotates public clients' refresh tokens; `false` never rotates).
 import { generateKeyPairSync } from 'node:crypto';
 import Provider from 'oidc-provider';
 
@@ -60,6 +61,7 @@ const provider = new Provider(issuer, {
     },
   },
   issueRefreshToken: async (ctx, client) => client.grantTypeAllowed('refresh_token'),
+  ...(process.env.ROTATE_REFRESH_TOKEN === 'false' ? { rotateRefreshToken: false } : {}),
   findAccount: async (ctx, id) => ({ accountId: id, claims: async () => ({ sub: id }) }),
   interactions: { url: (ctx, interaction) => `/interaction/${interaction.uid}` },
 });
