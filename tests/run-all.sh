@@ -5,7 +5,8 @@
 # (Debian), moto (AWS Cognito emulator) and the Python MCP SDK from PyPI into
 # a virtualenv under target/, and from npm under tests/interop/: Node 22,
 # oidc-provider, the conformance suite, the TypeScript SDK and the MCP
-# Inspector. Ends with the interop matrix (tests/interop/matrix.py).
+# Inspector; cargo-fuzz for the short fuzzing campaign (fuzz/run.sh). Ends
+# with the interop matrix (tests/interop/matrix.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -73,11 +74,18 @@ cargo clippy --workspace --all-targets --all-features -- -D warnings
 step "docs"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --all-features --no-deps --quiet
 
+step "every library crate packages for publication (metadata, files, dependency resolution)"
+cargo package --workspace --exclude mcp-auth-bench --exclude mcp-auth-integration-tests \
+  --no-verify --allow-dirty --quiet
+
 step "tests (unit, integration against the real binaries, interop with Redis, moto, oidc-provider and the Python SDK, doctests)"
 # Tests of one package drive the binaries of others (the client against the
 # server, the load benchmark against the server): build every binary first.
 cargo build --workspace --all-features --bins --quiet
 cargo test --workspace --all-features --no-fail-fast -- --include-ignored
+
+step "fuzz: a short coverage-guided campaign over every parser that sees attacker bytes (docs/FUZZING.md)"
+bash fuzz/run.sh
 
 step "conformance: client authorization scenarios against mcp-auth-client"
 client="$PWD/target/debug/mcp-auth-client"
