@@ -84,6 +84,9 @@ step "tests (unit, integration against the real binaries, interop with Redis, mo
 cargo build --workspace --all-features --bins --quiet
 cargo test --workspace --all-features --no-fail-fast -- --include-ignored
 
+step "docs: README's embedding snippet builds in a fresh crate with exactly the dependencies it lists"
+python3 tests/docs/readme_embedding.py
+
 step "fuzz: a short coverage-guided campaign over every parser that sees attacker bytes (docs/FUZZING.md)"
 bash fuzz/run.sh
 
