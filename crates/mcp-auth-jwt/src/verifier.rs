@@ -490,7 +490,20 @@ impl JwtVerifier {
                     return Ok(verified);
                 }
                 Err(e) => {
-                    last = map_error(e.kind());
+                    last = match e.kind() {
+                        // jsonwebtoken names whichever missing claim its
+                        // (randomly ordered) set yields first: name the first
+                        // in a fixed order, so every replica and every run
+                        // gives the same reason. The signature was checked
+                        // before the claims, so the payload is genuine.
+                        ErrorKind::MissingRequiredClaim(_) => {
+                            first_missing_claim(token, validation).map_or_else(
+                                || map_error(e.kind()),
+                                |c| map_error(&ErrorKind::MissingRequiredClaim(c)),
+                            )
+                        }
+                        kind => map_error(kind),
+                    };
                     // Only a bad signature is worth trying the next key for.
                     if last != JwtError::Signature {
                         return Err(last);
@@ -556,6 +569,21 @@ fn header_names_an_algorithm(segment: &str) -> bool {
     };
     serde_json::from_slice::<Map<String, Value>>(&bytes)
         .is_ok_and(|h| h.get("alg").is_some_and(Value::is_string))
+}
+
+/// The first of `exp`, `iss`, `aud` that `validation` requires and the
+/// token's payload lacks.
+fn first_missing_claim(token: &str, validation: &Validation) -> Option<String> {
+    use base64::Engine;
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    let claims: Map<String, Value> = serde_json::from_slice(&bytes).ok()?;
+    ["exp", "iss", "aud"]
+        .into_iter()
+        .find(|c| validation.required_spec_claims.contains(*c) && !claims.contains_key(*c))
+        .map(str::to_owned)
 }
 
 fn map_error(kind: &ErrorKind) -> JwtError {

@@ -283,6 +283,31 @@ async fn garbage_and_huge_tokens_are_refused_without_panicking() {
 }
 
 #[tokio::test]
+async fn a_token_missing_several_claims_is_refused_for_the_same_reason_every_time() {
+    // jsonwebtoken keeps the required claims in a randomly seeded set; the
+    // reason must not depend on it (found by the jwt_claims fuzz target).
+    let secret = b"an-hmac-secret-of-at-least-32-bytes!";
+    let token = jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &json!({"sub": "alice"}),
+        &EncodingKey::from_secret(secret),
+    )
+    .unwrap();
+    for _ in 0..20 {
+        let v = JwtVerifier::builder()
+            .static_keys(vec![VerifyKey::hmac(secret, Algorithm::HS256).unwrap()])
+            .issuer("me")
+            .audience(Audience::OneOf(vec![AUDIENCE.into()]))
+            .build()
+            .unwrap();
+        assert_eq!(
+            v.verify(&token).await.unwrap_err(),
+            JwtError::Claim("exp".into())
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_maximum_lifetime_refuses_long_lived_and_iat_less_tokens() {
     let rsa = TestKey::rsa("rsa");
     let issuer = Issuer::start(vec![rsa.jwk(false)]).await;

@@ -1,0 +1,167 @@
+//! Client addresses behind proxies: `IpNet::parse` and
+//! `RateLimitConfig::client_ip`. The input is NUL-separated: the
+//! `HTTP_TRUSTED_PROXIES` list, the TCP peer (text, or 4/16 raw bytes), then
+//! one `X-Forwarded-For` header value per remaining field.
+//!
+//! Asserts: the trusted list read through `from_settings` is exactly the
+//! items `IpNet::parse` accepts (or an error naming the variable); a network
+//! contains its own address; no peer, no address; an untrusted peer's own
+//! address is used whatever the headers say; otherwise the answer is the
+//! right-most forwarded address that is not a trusted proxy, or the peer
+//! when the chain is malformed or all trusted; the answer is canonical
+//! (no IPv4-mapped IPv6) and, unless it is the peer, never a trusted proxy.
+//! Plus `IpNet::contains` against an independent prefix comparison.
+
+#![no_main]
+
+mod common;
+
+use std::{
+    collections::HashMap,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+};
+
+use http::{HeaderMap, HeaderValue};
+use libfuzzer_sys::fuzz_target;
+use mcp_auth_transport::{IpNet, RateLimitConfig};
+
+fn peer(field: &[u8]) -> Option<IpAddr> {
+    match field.len() {
+        4 => Some(IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(field).ok()?))),
+        16 => Some(IpAddr::V6(Ipv6Addr::from(
+            <[u8; 16]>::try_from(field).ok()?,
+        ))),
+        _ => common::text(field).trim().parse().ok(),
+    }
+}
+
+/// Whether `a` and `b` share their first `prefix` bits (same family).
+fn same_prefix(a: IpAddr, b: IpAddr, prefix: u32) -> bool {
+    let (x, y, bits) = match (a, b) {
+        (IpAddr::V4(a), IpAddr::V4(b)) => (u128::from(u32::from(a)), u128::from(u32::from(b)), 32),
+        (IpAddr::V6(a), IpAddr::V6(b)) => (u128::from(a), u128::from(b), 128),
+        _ => return false,
+    };
+    (0..prefix.min(bits)).all(|i| (x >> (bits - 1 - i)) & 1 == (y >> (bits - 1 - i)) & 1)
+}
+
+fuzz_target!(|data: &[u8]| {
+    let f = common::fields(data);
+    let list = common::text(f.first().copied().unwrap_or_default());
+    let items: Vec<&str> = list
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    let parsed: Vec<Option<IpNet>> = items.iter().map(|i| IpNet::parse(i)).collect();
+
+    for (item, net) in items.iter().zip(&parsed) {
+        let Some(net) = net else { continue };
+        let addr = item.split_once('/').map_or(*item, |(a, _)| a);
+        let addr: IpAddr = addr
+            .trim()
+            .parse()
+            .expect("IpNet::parse accepted a bad address");
+        assert!(
+            net.contains(addr),
+            "{item:?} does not contain its own address"
+        );
+    }
+
+    let vars = HashMap::from([("HTTP_TRUSTED_PROXIES".to_owned(), list.clone())]);
+    let cfg = match RateLimitConfig::from_settings(&vars) {
+        Ok(cfg) => {
+            let expected: Vec<IpNet> = parsed.iter().flatten().copied().collect();
+            assert_eq!(
+                expected.len(),
+                items.len(),
+                "from_settings accepted a bad item"
+            );
+            assert_eq!(cfg.trusted_proxies, expected);
+            cfg
+        }
+        Err(e) => {
+            assert_eq!(e.variable, "HTTP_TRUSTED_PROXIES");
+            assert!(
+                parsed.iter().any(Option::is_none),
+                "from_settings refused good items"
+            );
+            RateLimitConfig {
+                trusted_proxies: parsed.iter().flatten().copied().collect(),
+                ..RateLimitConfig::default()
+            }
+        }
+    };
+
+    let mut headers = HeaderMap::new();
+    for v in f.iter().skip(2) {
+        if let Ok(v) = HeaderValue::from_bytes(v) {
+            headers.append("x-forwarded-for", v);
+        }
+    }
+    assert_eq!(cfg.client_ip(None, &headers), None);
+    let Some(p) = f.get(1).and_then(|x| peer(x)) else {
+        return;
+    };
+    let got = cfg
+        .client_ip(Some(p), &headers)
+        .expect("a peer gives an address");
+    let trusted = |ip: IpAddr| cfg.trusted_proxies.iter().any(|n| n.contains(ip));
+    let pc = p.to_canonical();
+    assert_eq!(got, got.to_canonical(), "non-canonical answer");
+
+    // The specification, computed independently.
+    let expected = if !trusted(pc) {
+        pc
+    } else {
+        let mut hops = Vec::new();
+        let mut malformed = false;
+        for v in headers.get_all("x-forwarded-for") {
+            match v.to_str() {
+                Ok(s) => {
+                    for item in s.split(',') {
+                        match item.trim().parse::<IpAddr>() {
+                            Ok(ip) => hops.push(ip.to_canonical()),
+                            Err(_) => malformed = true,
+                        }
+                    }
+                }
+                Err(_) => malformed = true,
+            }
+        }
+        if malformed {
+            pc
+        } else {
+            hops.into_iter()
+                .rev()
+                .find(|ip| !trusted(*ip))
+                .unwrap_or(pc)
+        }
+    };
+    assert_eq!(
+        got, expected,
+        "peer {p}, headers {headers:?}, trusted {:?}",
+        cfg.trusted_proxies
+    );
+    if got != pc {
+        assert!(!trusted(got), "a trusted proxy was taken for the client");
+    }
+
+    // contains() against a bit-by-bit prefix comparison: the peer as the
+    // network address, every prefix length of its family.
+    let max = if pc.is_ipv4() { 32 } else { 128 };
+    let prefix = u32::from(data.len() as u8) % (max + 1);
+    let net = IpNet::parse(&format!("{pc}/{prefix}")).expect("a valid network");
+    for other in [
+        got,
+        pc,
+        IpAddr::V4(Ipv4Addr::BROADCAST),
+        IpAddr::V6(Ipv6Addr::LOCALHOST),
+    ] {
+        assert_eq!(
+            net.contains(other),
+            same_prefix(pc, other, prefix),
+            "{pc}/{prefix} vs {other}"
+        );
+    }
+});

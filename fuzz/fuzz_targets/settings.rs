@@ -1,0 +1,223 @@
+//! Settings parsing. Each input is read three ways:
+//!
+//! 1. as a `.env` file through `dotenvy::from_read_iter` (the parser the
+//!    server's `merge` runs; `merge` itself lives in the binary crate and is
+//!    not reachable from here), collecting pairs until the first error;
+//! 2. as raw `NAME=value` lines, so values dotenvy would refuse or rewrite
+//!    still reach the settings code;
+//! 3. as a TOML document through `toml::Table` (the parser the server's
+//!    `read_toml` runs; that function is private to the binary crate, so
+//!    only the parse is fuzzed, plus the one property `read_toml` relies on:
+//!    an error's span starts on a character boundary of the input, since it
+//!    slices the text there to count lines).
+//!
+//! Both maps go through every settings reader the library crates export:
+//! `parse_size`, `parse_millis`, `parse_bool`, `parse_list` (via the
+//! `HashMap` lookup), `RateLimitConfig::from_settings`,
+//! `HttpConfig::from_settings`, `ToolScopes::with_settings`,
+//! `ApiKeyAuthenticator::from_settings`, `parse_lifetime`, `TimeRules`,
+//! `leeway_from_settings`,
+//! `secure_url_setting` and `JwtAuthenticator::bearer_from_settings` (a
+//! file path in `MCP_JWT_PUBLIC_KEY` is dropped: only inline PEM is fuzzed,
+//! nothing is read from disk).
+//!
+//! Asserts: the lookup treats blank values as unset and trims; an accepted
+//! size or duration is positive and is what the text says; a list has only
+//! trimmed, non-empty, comma-free items; an accepted bool was one of the
+//! documented words; every error names a variable the reader owns; an
+//! accepted `HttpConfig` passes `validate()`, has positive limits, and
+//! allows every host listed in `HTTP_ALLOWED_HOSTS`.
+
+#![no_main]
+
+mod common;
+
+use std::{collections::HashMap, time::Duration};
+
+use libfuzzer_sys::fuzz_target;
+use mcp_auth_core::settings::{
+    Lookup, parse_bool, parse_lifetime, parse_list, parse_millis, parse_size,
+};
+use mcp_auth_strategies::{ApiKeyAuthenticator, JwtAuthenticator};
+use mcp_auth_transport::{HostRule, HttpConfig, RateLimitConfig, ToolScopes};
+use url::Url;
+
+const SERVER_URL: &str = "http://127.0.0.1:8001/mcp";
+
+fn check_scalars(m: &HashMap<String, String>) {
+    for (name, raw) in m {
+        let got = Lookup::get(m, name);
+        let trimmed = raw.trim();
+        assert_eq!(got.as_deref(), (!trimmed.is_empty()).then_some(trimmed));
+
+        if let Ok(n) = parse_size(m, name, 7) {
+            match &got {
+                None => assert_eq!(n, 7),
+                Some(v) => {
+                    assert!(n > 0);
+                    if let Ok(plain) = v.parse::<usize>() {
+                        assert_eq!(n, plain);
+                    } else {
+                        assert!(v.starts_with(|c: char| c.is_ascii_digit()), "{v:?} -> {n}");
+                    }
+                }
+            }
+        }
+        if let Ok(d) = parse_millis(m, name, Duration::from_secs(3)) {
+            match &got {
+                None => assert_eq!(d, Duration::from_secs(3)),
+                Some(v) => {
+                    assert!(d > Duration::ZERO);
+                    assert_eq!(Some(d), v.parse::<u64>().ok().map(Duration::from_millis));
+                }
+            }
+        }
+        match parse_bool(m, name, false) {
+            Ok(b) => {
+                if let Some(v) = &got {
+                    let v = v.to_ascii_lowercase();
+                    let words: &[&str] = if b {
+                        &["true", "1", "yes", "on"]
+                    } else {
+                        &["false", "0", "no", "off"]
+                    };
+                    assert!(words.contains(&v.as_str()), "{v:?} -> {b}");
+                }
+            }
+            Err(e) => assert_eq!(&e.variable, name),
+        }
+        match parse_lifetime(raw, name) {
+            Ok(d) => {
+                assert!(d > Duration::ZERO);
+                if let Ok(secs) = trimmed.parse::<u64>() {
+                    assert_eq!(d, Duration::from_secs(secs));
+                }
+            }
+            Err(e) => assert_eq!(&e.variable, name),
+        }
+        if let Some(items) = parse_list(m, name) {
+            for i in items {
+                assert!(!i.is_empty() && i.trim() == i && !i.contains(','), "{i:?}");
+            }
+        }
+    }
+}
+
+fn check_readers(m: &HashMap<String, String>) {
+    check_scalars(m);
+    let url = Url::parse(SERVER_URL).expect("server URL");
+
+    if let Ok(r) = RateLimitConfig::from_settings(m) {
+        assert!(r.max_requests > 0 && r.max_auth_failures > 0 && r.window > Duration::ZERO);
+    }
+    match HttpConfig::from_settings(m, url.clone()) {
+        Ok(cfg) => {
+            assert!(
+                cfg.validate().is_ok(),
+                "from_settings returned an invalid config"
+            );
+            assert!(cfg.max_request_bytes > 0 && cfg.request_timeout > Duration::ZERO);
+            let protection = parse_bool(m, "HTTP_DNS_REBINDING_PROTECTION", true).unwrap_or(true);
+            if let (true, Some(hosts)) = (protection, parse_list(m, "HTTP_ALLOWED_HOSTS")) {
+                for h in hosts.iter().filter(|h| *h != "*") {
+                    assert!(
+                        cfg.hosts.allows(h),
+                        "listed host {h:?} refused by {:?}",
+                        cfg.hosts
+                    );
+                }
+                if !hosts.iter().any(|h| h == "*") {
+                    assert_ne!(cfg.hosts, HostRule::Any);
+                }
+            }
+        }
+        Err(e) => assert!(
+            e.variable.starts_with("HTTP_") || e.variable.starts_with("MCP_"),
+            "error names {:?}",
+            e.variable
+        ),
+    }
+    if let Err(e) = ToolScopes::new().with_settings(m) {
+        assert_eq!(e.variable, "MCP_TOOL_SCOPES");
+    }
+    if let Err(e) = ApiKeyAuthenticator::from_settings(m) {
+        assert_eq!(e.variable, "MCP_API_KEYS");
+    }
+    if let Ok(l) = mcp_auth_jwt::leeway_from_settings(m) {
+        assert!(l <= Duration::from_secs(600));
+    }
+    match mcp_auth_jwt::TimeRules::from_settings(m) {
+        Ok(r) => {
+            assert!(r.leeway <= Duration::from_secs(600));
+            assert!(r.max_lifetime.is_none_or(|d| d > Duration::ZERO));
+        }
+        Err(e) => assert!(
+            e.variable.starts_with("MCP_JWT_"),
+            "error names {:?}",
+            e.variable
+        ),
+    }
+    for (name, v) in m {
+        if let Ok(u) = mcp_auth_jwt::secure_url_setting(v, name, false) {
+            assert!(matches!(u.scheme(), "http" | "https"));
+        }
+    }
+    // No file reads: keep MCP_JWT_PUBLIC_KEY only when it is inline PEM.
+    let mut jwt = m.clone();
+    if jwt
+        .get("MCP_JWT_PUBLIC_KEY")
+        .is_some_and(|v| !v.contains("-----BEGIN"))
+    {
+        jwt.remove("MCP_JWT_PUBLIC_KEY");
+    }
+    if let Err(e) = JwtAuthenticator::bearer_from_settings(&jwt, &url) {
+        assert!(
+            e.variable.starts_with("MCP_JWT_"),
+            "error names {:?}",
+            e.variable
+        );
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    // 1. .env through dotenvy.
+    let mut dotenv = HashMap::new();
+    for item in dotenvy::from_read_iter(data) {
+        match item {
+            Ok((k, v)) => {
+                dotenv.insert(k, v);
+            }
+            Err(_) => break,
+        }
+    }
+    check_readers(&dotenv);
+
+    // 2. Raw NAME=value lines.
+    let text = common::text(data);
+    let raw: HashMap<String, String> = text
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_owned(), v.to_owned()))
+        .collect();
+    check_readers(&raw);
+
+    // 3. TOML.
+    if let Ok(s) = std::str::from_utf8(data) {
+        match s.parse::<toml::Table>() {
+            Ok(t) => {
+                // Walk the document (the server flattens scalars and arrays
+                // of scalars; nested tables are refused there).
+                let scalars = t
+                    .values()
+                    .filter(|v| !matches!(v, toml::Value::Table(_)))
+                    .count();
+                assert!(scalars <= t.len());
+            }
+            Err(e) => {
+                if let Some(span) = e.span() {
+                    assert!(s.is_char_boundary(span.start.min(s.len())), "{span:?}");
+                }
+            }
+        }
+    }
+});
