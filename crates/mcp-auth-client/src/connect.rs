@@ -10,13 +10,18 @@ use rmcp::{
         StreamableHttpClientTransport,
         auth::{
             AuthClient, AuthorizationManager, AuthorizationRequest, AuthorizationSession,
-            OAuthState,
+            CredentialStore, OAuthClientConfig, OAuthState,
         },
         streamable_http_client::StreamableHttpClientTransportConfig,
     },
 };
 
-use crate::{CallbackServer, FileCredentialStore, IssuerCheck, open_browser};
+use crate::{
+    CallbackError, CallbackServer, FileCredentialStore, IssuerCheck, Presented, Refusal,
+    Registration, RegistrationStore,
+    failure::{challenge_scopes, from_initialize_error, union},
+    open_browser,
+};
 
 /// How to authenticate.
 #[derive(Debug, Clone)]
@@ -31,19 +36,46 @@ pub enum Auth {
     OAuth(OAuthOptions),
 }
 
+impl Auth {
+    /// What this presents to the server (for messages; no secret).
+    pub fn presented(&self) -> Presented {
+        match self {
+            Auth::None => Presented::Nothing,
+            Auth::ApiKey(_) => Presented::ApiKey,
+            Auth::Bearer(_) => Presented::Bearer,
+            Auth::OAuth(_) => Presented::OAuth,
+        }
+    }
+}
+
 /// OAuth settings.
 #[derive(Debug, Clone)]
 pub struct OAuthOptions {
-    /// A pre-registered client (Cognito: the only option); tried first.
+    /// A pre-registered client (Cognito: the only option); tried first,
+    /// with the authorization servers [`OAuthOptions::client_issuer`]
+    /// allows.
     pub client_id: Option<String>,
     /// Its secret, for confidential clients.
     pub client_secret: Option<String>,
+    /// The issuer that issued `client_id`. When set, `client_id` and
+    /// `client_secret` are presented only to the authorization server whose
+    /// metadata names exactly this issuer (e.g. a Cognito user pool's
+    /// `https://cognito-idp.<region>.amazonaws.com/<pool id>`); any other
+    /// gets a client ID metadata document or dynamic registration. `None`:
+    /// presented to any authorization server.
+    pub client_issuer: Option<String>,
     /// A client ID metadata document URL (CIMD), tried when the server
     /// advertises support; else dynamic registration.
     pub client_metadata_url: Option<String>,
-    /// Scopes to ask for; default: the challenge's, else the metadata's.
+    /// Scopes to ask for at the first login. Default (empty), the MCP
+    /// spec's order: the `scope` of the server's challenge, else the
+    /// protected-resource metadata's `scopes_supported`, else none. A login
+    /// for a [`OAuthOptions::challenge`] asks for these, the scopes already
+    /// held and the challenge's, together. rmcp adds `offline_access` when
+    /// the authorization server supports it (for a refresh token).
     pub scopes: Vec<String>,
-    /// Loopback callback port (default 3030; 0 = any).
+    /// Loopback callback port (default 3030; 0 = any, preferring the port a
+    /// stored dynamic registration was made with).
     pub callback_port: u16,
     /// Open a browser (else only print the URL).
     pub open_browser: bool,
@@ -51,7 +83,9 @@ pub struct OAuthOptions {
     /// (for authorization servers that approve without a person, e.g. the
     /// conformance suite).
     pub headless: bool,
-    /// Keep tokens in the per-server file store (default true).
+    /// Keep tokens in the per-server file store, and dynamic registrations
+    /// per authorization server in the [`RegistrationStore`] (default
+    /// true).
     pub persist: bool,
     /// How long to wait for the login.
     pub timeout: Duration,
@@ -66,6 +100,7 @@ impl Default for OAuthOptions {
         Self {
             client_id: None,
             client_secret: None,
+            client_issuer: None,
             client_metadata_url: None,
             scopes: Vec::new(),
             callback_port: 3030,
@@ -78,7 +113,45 @@ impl Default for OAuthOptions {
     }
 }
 
-/// A step of connecting failed. `Display` says which step and why.
+impl OAuthOptions {
+    /// The pre-registered client (`client_id`, `client_secret`) to present
+    /// to the authorization server whose metadata names `issuer`: none when
+    /// [`OAuthOptions::client_issuer`] names another issuer.
+    pub fn preregistered_client(&self, issuer: Option<&str>) -> Option<(&str, Option<&str>)> {
+        let id = self.client_id.as_deref()?;
+        if let Some(bound) = &self.client_issuer {
+            let same = issuer.is_some_and(|i| same_issuer(i, bound));
+            if !same {
+                tracing::debug!(
+                    client_issuer = %bound,
+                    issuer = issuer.unwrap_or("(none)"),
+                    "the pre-registered client belongs to another authorization server: not using it"
+                );
+                return None;
+            }
+        }
+        Some((id, self.client_secret.as_deref()))
+    }
+
+    /// The scopes to ask for before discovery: for a login on a mid-session
+    /// challenge, `held` (the scopes of the tokens it replaces), `scopes`
+    /// and the challenge's, together; else `scopes`. Empty: the spec's
+    /// order after discovery (see [`OAuthOptions::scopes`]).
+    pub fn scopes_to_request(&self, held: &[String]) -> Vec<String> {
+        match &self.challenge {
+            Some(c) => union(&union(held, &self.scopes), &challenge_scopes(c)),
+            None => self.scopes.clone(),
+        }
+    }
+}
+
+/// Issuers compare exactly, but for a trailing `/`.
+fn same_issuer(a: &str, b: &str) -> bool {
+    a.trim_end_matches('/') == b.trim_end_matches('/')
+}
+
+/// A step of connecting failed. `Display` says which step and why, on one
+/// line.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClientError {
@@ -88,6 +161,9 @@ pub enum ClientError {
     /// The server wants credentials the options do not provide.
     #[error("the server requires authentication: {0}")]
     AuthRequired(String),
+    /// The server refused the credentials (401) or their scope (403).
+    #[error("{0}")]
+    Refused(Refusal),
     /// OAuth discovery (protected-resource or authorization-server metadata).
     #[error("OAuth discovery: {0}")]
     Discovery(String),
@@ -109,8 +185,9 @@ type Client = RunningService<RoleClient, ()>;
 
 /// Connects to `server_url` and initializes an MCP session.
 pub async fn connect(server_url: &str, auth: Auth) -> Result<Client, ClientError> {
+    let presented = auth.presented();
     match auth {
-        Auth::None => plain(server_url, HashMap::new()).await,
+        Auth::None => plain(server_url, HashMap::new(), presented).await,
         Auth::ApiKey(k) => {
             let v = HeaderValue::from_str(&k).map_err(|_| {
                 ClientError::AuthRequired("the API key is not a valid header value".into())
@@ -118,6 +195,7 @@ pub async fn connect(server_url: &str, auth: Auth) -> Result<Client, ClientError
             plain(
                 server_url,
                 HashMap::from([(HeaderName::from_static("x-api-key"), v)]),
+                presented,
             )
             .await
         }
@@ -128,21 +206,23 @@ pub async fn connect(server_url: &str, auth: Auth) -> Result<Client, ClientError
             plain(
                 server_url,
                 HashMap::from([(http::header::AUTHORIZATION, v)]),
+                presented,
             )
             .await
         }
-        Auth::OAuth(opts) => oauth(server_url, &opts).await,
+        Auth::OAuth(opts) => connect_oauth(server_url, &opts).await.map(|(c, _)| c),
     }
 }
 
 async fn plain(
     server_url: &str,
     headers: HashMap<HeaderName, HeaderValue>,
+    presented: Presented,
 ) -> Result<Client, ClientError> {
     let config = StreamableHttpClientTransportConfig::with_uri(server_url).custom_headers(headers);
     ().serve(StreamableHttpClientTransport::from_config(config))
         .await
-        .map_err(|e| ClientError::Mcp(e.to_string()))
+        .map_err(|e| from_initialize_error(&e, presented))
 }
 
 /// POSTs an `initialize` without credentials: `None` if the server lets
@@ -156,7 +236,10 @@ async fn probe(server_url: &str) -> Result<Option<String>, ClientError> {
         .body(body)
         .send()
         .await
-        .map_err(|e| ClientError::Server(e.without_url().to_string()))?;
+        .map_err(|e| {
+            tracing::debug!(error = %crate::failure::error_chain(&e), "probe failed");
+            ClientError::Server(crate::failure::describe_reqwest(&e))
+        })?;
     if r.status().is_success() {
         return Ok(None);
     }
@@ -199,52 +282,119 @@ async fn with_manager(server_url: &str, m: AuthorizationManager) -> Result<Clien
     );
     ().serve(transport)
         .await
-        .map_err(|e| ClientError::Mcp(e.to_string()))
+        .map_err(|e| from_initialize_error(&e, Presented::OAuth))
 }
 
-async fn oauth(server_url: &str, opts: &OAuthOptions) -> Result<Client, ClientError> {
-    // Tokens from an earlier run (refreshed by rmcp when expired).
-    if opts.persist && opts.challenge.is_none() {
-        let mut m = manager(server_url, opts).await?;
-        if m.initialize_from_store().await.unwrap_or(false) {
-            match with_manager(server_url, m).await {
-                Ok(c) => return Ok(c),
-                Err(e) => {
-                    tracing::info!(error = %e, "stored tokens did not work; logging in again")
-                }
-            }
+/// Stored tokens for `server_url`, when they work: the session and the
+/// scopes they were granted. A confidential client's secret (the
+/// pre-registered one, or a stored registration's) is configured again so
+/// rmcp can refresh them.
+async fn from_store(
+    server_url: &str,
+    opts: &OAuthOptions,
+) -> Result<Option<(Client, Vec<String>)>, ClientError> {
+    let store = FileCredentialStore::for_server(server_url);
+    let stored = match store.load().await {
+        Ok(Some(s)) if s.token_response.is_some() => s,
+        _ => return Ok(None),
+    };
+    let mut m = manager(server_url, opts).await?;
+    let metadata = match m.resolve_metadata().await {
+        Ok(r) => r.metadata,
+        Err(e) => {
+            tracing::info!(error = %e, "discovery for the stored tokens failed; logging in again");
+            return Ok(None);
         }
+    };
+    let issuer = metadata.issuer.clone();
+    m.set_metadata(metadata);
+    if !m.initialize_from_store().await.unwrap_or(false) {
+        return Ok(None);
+    }
+    let secret = opts
+        .preregistered_client(issuer.as_deref())
+        .filter(|(id, _)| *id == stored.client_id)
+        .and_then(|(_, s)| s.map(str::to_owned))
+        .or_else(|| {
+            let reg = RegistrationStore::default().load(issuer.as_deref()?)?;
+            (reg.client_id == stored.client_id)
+                .then_some(reg.client_secret)
+                .flatten()
+        });
+    if let Some(secret) = secret {
+        let config = OAuthClientConfig::new(stored.client_id.clone(), "http://127.0.0.1/callback")
+            .with_client_secret(secret);
+        if let Err(e) = m.configure_client(config) {
+            tracing::debug!(error = %e, "cannot configure the client secret for refreshes");
+        }
+    }
+    match with_manager(server_url, m).await {
+        Ok(c) => Ok(Some((c, stored.granted_scopes))),
+        Err(e) => {
+            tracing::info!(error = %e, "stored tokens did not work; logging in again");
+            Ok(None)
+        }
+    }
+}
+
+/// Binds the loopback callback: `port`, or with 0 the `preferred` port (a
+/// stored registration's) when it is free, else any.
+async fn bind_callback(port: u16, preferred: Option<u16>) -> Result<CallbackServer, ClientError> {
+    if port == 0
+        && let Some(p) = preferred
+        && let Ok(server) = CallbackServer::bind(p).await
+    {
+        return Ok(server);
+    }
+    CallbackServer::bind(port).await.map_err(|e| {
+        ClientError::Login(format!(
+            "cannot listen for the redirect on 127.0.0.1:{port}: {e}"
+        ))
+    })
+}
+
+/// Connects with OAuth ([`connect`] with [`Auth::OAuth`]): stored tokens
+/// when they work, else a login. Also returns the scopes the session's
+/// tokens were asked for and granted (empty when the server let the client
+/// in without a token).
+///
+/// Dynamic registrations are kept per authorization server (with
+/// `persist`) and reused by later logins with the same redirect URI; a
+/// registration the authorization server no longer accepts is forgotten.
+pub async fn connect_oauth(
+    server_url: &str,
+    opts: &OAuthOptions,
+) -> Result<(Client, Vec<String>), ClientError> {
+    // Tokens from an earlier run (refreshed by rmcp when expired).
+    if opts.persist
+        && opts.challenge.is_none()
+        && let Some(found) = from_store(server_url, opts).await?
+    {
+        return Ok(found);
     }
     let challenge = match &opts.challenge {
         Some(c) => c.clone(),
         None => match probe(server_url).await? {
             Some(c) => c,
-            None => return plain(server_url, HashMap::new()).await,
+            None => {
+                return plain(server_url, HashMap::new(), Presented::Nothing)
+                    .await
+                    .map(|c| (c, Vec::new()));
+            }
         },
     };
-    let callback = CallbackServer::bind(opts.callback_port)
-        .await
-        .map_err(|e| {
-            ClientError::Login(format!(
-                "cannot listen for the redirect on 127.0.0.1:{}: {e}",
-                opts.callback_port
-            ))
-        })?;
-    let mut request = AuthorizationRequest::new(callback.redirect_uri())
-        .with_challenge(challenge.clone())
-        .with_client_name("mcp-auth-client");
-    if let Some(id) = &opts.client_id {
-        request = request.with_preregistered_client(id.clone());
-        if let Some(secret) = &opts.client_secret {
-            request = request.with_client_secret(secret.clone());
-        }
-    }
-    if let Some(url) = &opts.client_metadata_url {
-        request = request.with_client_metadata_url(url.clone());
-    }
-    if !opts.scopes.is_empty() {
-        request = request.with_scopes(opts.scopes.iter().cloned());
-    }
+    // The scopes of the tokens this login replaces.
+    let held = if opts.persist && opts.challenge.is_some() {
+        FileCredentialStore::for_server(server_url)
+            .load()
+            .await
+            .ok()
+            .flatten()
+            .map(|c| c.granted_scopes)
+            .unwrap_or_default()
+    } else {
+        Vec::new()
+    };
     // What `OAuthState::start_authorization` does (discovery from the
     // challenge, then the session: registration and the authorization URL),
     // keeping the metadata's issuer so the callback page can check `iss`.
@@ -254,8 +404,97 @@ async fn oauth(server_url: &str, opts: &OAuthOptions) -> Result<Client, ClientEr
         .await
         .map_err(|e| ClientError::Discovery(e.to_string()))?
         .metadata;
-    let callback = callback.with_issuer_check(IssuerCheck::from_metadata(&metadata));
+    let issuer = metadata.issuer.clone();
+    let issuer_check = IssuerCheck::from_metadata(&metadata);
+    let cimd = opts.client_metadata_url.is_some()
+        && metadata
+            .additional_fields
+            .get("client_id_metadata_document_supported")
+            .and_then(serde_json::Value::as_bool)
+            .unwrap_or(false);
+    let can_register = metadata.registration_endpoint.is_some();
     m.set_metadata(metadata);
+
+    // Scopes: see `OAuthOptions::scopes`.
+    let mut scopes = opts.scopes_to_request(&held);
+    if scopes.is_empty() {
+        scopes = m.select_initial_scopes(&[]).await;
+    }
+
+    // The client, in the spec's order: pre-registered (for this issuer),
+    // CIMD, then dynamic registration, reusing a stored one.
+    let preregistered = opts.preregistered_client(issuer.as_deref());
+    let registrations = (opts.persist && preregistered.is_none() && !cimd && can_register)
+        .then(RegistrationStore::default)
+        .zip(issuer.clone());
+    let stored = registrations.as_ref().and_then(|(r, i)| r.load(i));
+    let callback = bind_callback(
+        opts.callback_port,
+        stored.as_ref().and_then(Registration::callback_port),
+    )
+    .await?;
+    let redirect_uri = callback.redirect_uri();
+    let mut request = AuthorizationRequest::new(redirect_uri.clone())
+        .with_challenge(challenge.clone())
+        .with_client_name("mcp-auth-client")
+        .with_initial_scope_selection();
+    if !scopes.is_empty() {
+        request = request.with_scopes(scopes.iter().cloned());
+    }
+    // The registration this login reuses, to forget if it is refused.
+    let mut reused: Option<(RegistrationStore, String)> = None;
+    if let Some((id, secret)) = preregistered {
+        request = request.with_preregistered_client(id);
+        if let Some(secret) = secret {
+            request = request.with_client_secret(secret);
+        }
+    } else if let Some((store, issuer)) = registrations {
+        let registration = match stored.filter(|r| r.redirect_uri == redirect_uri) {
+            Some(r) => {
+                tracing::debug!(issuer = %issuer, client_id = %r.client_id, "reusing the stored client registration");
+                reused = Some((store, issuer));
+                r
+            }
+            None => {
+                // Registered without `scope`, so that an authorization
+                // server that binds a client to its registered scopes
+                // still lets a later login step up.
+                let config = m
+                    .register_client("mcp-auth-client", &redirect_uri, &[])
+                    .await
+                    .map_err(|e| {
+                        ClientError::Authorization(format!("dynamic registration: {e}"))
+                    })?;
+                let r = Registration::new(
+                    issuer,
+                    config.client_id,
+                    config.client_secret,
+                    redirect_uri.clone(),
+                );
+                if let Err(e) = store.save(&r) {
+                    tracing::warn!(error = %e, "cannot store the client registration");
+                }
+                tracing::debug!(client_id = %r.client_id, "registered a client");
+                r
+            }
+        };
+        request = request.with_preregistered_client(registration.client_id);
+        if let Some(secret) = registration.client_secret {
+            request = request.with_client_secret(secret);
+        }
+    } else if let Some(url) = &opts.client_metadata_url {
+        request = request.with_client_metadata_url(url.clone());
+    }
+    let forget = |reused: &Option<(RegistrationStore, String)>| {
+        if let Some((store, issuer)) = reused {
+            tracing::info!(issuer = %issuer, "the authorization server refused the stored client registration; forgetting it");
+            if let Err(e) = store.remove(issuer) {
+                tracing::warn!(error = %e, "cannot remove the stored client registration");
+            }
+        }
+    };
+
+    let callback = callback.with_issuer_check(issuer_check);
     let session = AuthorizationSession::new(m, request)
         .await
         .map_err(|(_, e)| ClientError::Authorization(e.to_string()))?;
@@ -269,6 +508,12 @@ async fn oauth(server_url: &str, opts: &OAuthOptions) -> Result<Client, ClientEr
         .find(|(k, _)| k == "state")
         .map(|(_, v)| v.into_owned())
         .ok_or_else(|| ClientError::Authorization("the authorization URL has no state".into()))?;
+    let requested: Vec<String> = parsed
+        .query_pairs()
+        .find(|(k, _)| k == "scope")
+        .map(|(_, v)| v.split_whitespace().map(str::to_owned).collect())
+        .unwrap_or_default();
+    tracing::debug!(scopes = %requested.join(" "), "asking for scopes");
     if let Some(warning) = insecure_authorization_warning(&parsed) {
         tracing::warn!(
             host = parsed.host_str().unwrap_or_default(),
@@ -291,21 +536,35 @@ async fn oauth(server_url: &str, opts: &OAuthOptions) -> Result<Client, ClientEr
     }
     // Checks the error, `state`, `iss` and the code; a refused redirect's
     // page says why. The browser then waits for the token exchange's outcome.
-    let redirect = callback
-        .receive(&expected, opts.timeout)
-        .await
-        .map_err(|e| ClientError::Login(e.to_string()))?;
+    let redirect = match callback.receive(&expected, opts.timeout).await {
+        Ok(r) => r,
+        Err(e) => {
+            if let CallbackError::Refused(reason) = &e
+                && (reason.starts_with("invalid_client")
+                    || reason.starts_with("unauthorized_client"))
+            {
+                forget(&reused);
+            }
+            return Err(ClientError::Login(e.to_string()));
+        }
+    };
     // rmcp checks state and `iss` again, exchanges the code (with PKCE and
     // `resource`), and moves to the authorized state.
     if let Err(e) = state.handle_callback_url(redirect.url()).await {
         redirect.failed("the authorization code could not be exchanged for tokens");
-        return Err(ClientError::Token(e.to_string()));
+        let text = e.to_string();
+        if text.contains("invalid_client") || text.contains("unauthorized_client") {
+            forget(&reused);
+        }
+        return Err(ClientError::Token(text));
     }
     redirect.succeeded();
     let m = state
         .into_authorization_manager()
         .ok_or_else(|| ClientError::Token("no authorization state after login".into()))?;
-    with_manager(server_url, m).await
+    let granted = m.get_current_scopes().await;
+    let client = with_manager(server_url, m).await?;
+    Ok((client, union(&requested, &granted)))
 }
 
 /// Whether sending a person to `url` to log in exposes the login to the
@@ -441,6 +700,80 @@ mod tests {
         ] {
             assert!(!insecure(u), "{u}");
         }
+    }
+
+    fn strings(s: &[&str]) -> Vec<String> {
+        s.iter().map(|x| (*x).to_owned()).collect()
+    }
+
+    /// Issue #20: a client id bound to an issuer goes to that issuer only;
+    /// an unbound one (`--client-id`) to any.
+    #[test]
+    fn a_bound_client_goes_to_its_issuer_only() {
+        let cognito = "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_Pool";
+        let opts = OAuthOptions {
+            client_id: Some("app".into()),
+            client_secret: Some("secret".into()),
+            client_issuer: Some(cognito.into()),
+            ..OAuthOptions::default()
+        };
+        assert_eq!(
+            opts.preregistered_client(Some(cognito)),
+            Some(("app", Some("secret")))
+        );
+        assert_eq!(
+            opts.preregistered_client(Some(&format!("{cognito}/"))),
+            Some(("app", Some("secret")))
+        );
+        assert_eq!(opts.preregistered_client(Some("http://127.0.0.1:9")), None);
+        assert_eq!(
+            opts.preregistered_client(Some(
+                "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_Other"
+            )),
+            None
+        );
+        assert_eq!(opts.preregistered_client(None), None);
+        let any = OAuthOptions {
+            client_issuer: None,
+            ..opts
+        };
+        assert_eq!(
+            any.preregistered_client(Some("http://127.0.0.1:9")),
+            Some(("app", Some("secret")))
+        );
+        assert_eq!(
+            OAuthOptions::default().preregistered_client(Some("x")),
+            None
+        );
+    }
+
+    /// Issue #20: a login for a mid-session challenge keeps what is held
+    /// and given, and adds the challenge's scopes; a first login asks for
+    /// the given scopes only (none: the spec's order after discovery).
+    #[test]
+    fn step_up_scopes_are_a_union() {
+        let step_up = OAuthOptions {
+            scopes: strings(&["mcp:tools"]),
+            challenge: Some(r#"Bearer error="insufficient_scope", scope="mcp:admin""#.into()),
+            ..OAuthOptions::default()
+        };
+        assert_eq!(
+            step_up.scopes_to_request(&strings(&["offline_access", "mcp:tools"])),
+            strings(&["offline_access", "mcp:tools", "mcp:admin"])
+        );
+        assert_eq!(
+            step_up.scopes_to_request(&[]),
+            strings(&["mcp:tools", "mcp:admin"])
+        );
+        let first = OAuthOptions {
+            scopes: strings(&["mcp:tools"]),
+            ..OAuthOptions::default()
+        };
+        assert_eq!(
+            first.scopes_to_request(&strings(&["x"])),
+            strings(&["mcp:tools"])
+        );
+        assert!(OAuthOptions::default().scopes_to_request(&[]).is_empty());
     }
 
     #[test]

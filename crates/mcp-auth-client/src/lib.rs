@@ -3,13 +3,16 @@
 //!
 //! ```no_run
 //! # #[tokio::main] async fn main() -> Result<(), mcp_auth_client::ClientError> {
-//! use mcp_auth_client::{Auth, OAuthOptions, connect};
+//! use mcp_auth_client::{Auth, ClientError, OAuthOptions, Presented, connect};
 //!
 //! // Whatever the server asks for: on a 401 Bearer challenge, discovery,
 //! // PKCE, `resource`, a browser login caught on http://127.0.0.1:3030/callback,
 //! // tokens stored for the next run.
 //! let client = connect("http://127.0.0.1:8001/mcp", Auth::OAuth(OAuthOptions::default())).await?;
-//! let tools = client.list_all_tools().await.map_err(|e| mcp_auth_client::ClientError::Mcp(e.to_string()))?;
+//! let tools = client
+//!     .list_all_tools()
+//!     .await
+//!     .map_err(|e| ClientError::from_service_error(&e, Presented::OAuth))?;
 //! println!("{} tools", tools.len());
 //! # Ok(()) }
 //! ```
@@ -20,20 +23,54 @@
 //!   ("Signed in" only when the login succeeded) and times out cleanly;
 //! - [`open_browser`]: `$BROWSER`, then the desktop's opener, else print;
 //! - [`FileCredentialStore`]: tokens per server, under the user's config
-//!   directory, directories 0700, files 0600;
-//! - [`connect`]: API key, bearer token, or the full OAuth flow; it warns
-//!   before sending a person to a plain-http, non-loopback login page
-//!   ([`is_insecure_authorization_url`]).
+//!   directory, directories 0700, files 0600, refreshes serialized by a
+//!   lock file;
+//! - [`RegistrationStore`]: dynamic client registrations per authorization
+//!   server (same directory and modes), reused by later logins;
+//! - [`connect`] / [`connect_oauth`]: API key, bearer token, or the full
+//!   OAuth flow; it warns before sending a person to a plain-http,
+//!   non-loopback login page ([`is_insecure_authorization_url`]);
+//! - [`ClientError`]: one short line per failure; a refusal
+//!   ([`Refusal`]) says what was refused and why, from the server's
+//!   challenge (`the server refused the API key (401 invalid_token)`,
+//!   `missing scope mcp:admin (403 insufficient_scope)`); the full error
+//!   chain is logged at `debug`.
+//!
+//! # OAuth, step by step
+//!
+//! - **Scopes** ([`OAuthOptions::scopes`]): the first login asks for the
+//!   `scope` of the server's `WWW-Authenticate` challenge, else the
+//!   protected-resource metadata's `scopes_supported`, else none (the MCP
+//!   spec's order), unless scopes are given. A login for a mid-session
+//!   challenge (a 403 `insufficient_scope` step-up) asks for the scopes
+//!   already held or given plus the challenge's.
+//! - **Client**: a pre-registered client when there is one for this
+//!   authorization server ([`OAuthOptions::client_issuer`] binds it to one
+//!   issuer), else a client ID metadata document when the server supports
+//!   them, else dynamic registration, kept per issuer and reused.
+//!
+//! # Files and environment
+//!
+//! The config directory is `$MCP_AUTH_CLIENT_HOME`, else
+//! `$XDG_CONFIG_HOME/mcp-auth-client`, else `~/.config/mcp-auth-client`:
+//! `credentials/` holds tokens per server, `registrations/` dynamic
+//! registrations per authorization server. [`open_browser`] reads
+//! `$BROWSER`. The library reads nothing else; the `mcp-auth-client`
+//! binary's variables are listed in its `--help`.
 
 mod browser;
 mod callback;
 mod connect;
+mod failure;
+mod registration;
 mod store;
 
 pub use browser::open_browser;
 pub use callback::{CallbackError, CallbackParams, CallbackServer, IssuerCheck, Redirect};
 pub use connect::{
-    Auth, ClientError, OAuthOptions, auth_challenge, connect, insecure_authorization_warning,
-    is_insecure_authorization_url,
+    Auth, ClientError, OAuthOptions, auth_challenge, connect, connect_oauth,
+    insecure_authorization_warning, is_insecure_authorization_url,
 };
+pub use failure::{Presented, Refusal, challenge_scopes, error_chain, one_line};
+pub use registration::{Registration, RegistrationStore};
 pub use store::FileCredentialStore;

@@ -1,35 +1,66 @@
 //! `mcp-auth-client`: an MCP client that authenticates the way the server
 //! asks (OAuth with a browser login, an API key, or a bearer token), then
 //! lists and calls tools, one-shot or at a prompt.
+//!
+//! A failed one-shot command prints one line, `error: <step>: <reason>`,
+//! and exits 1; `-v` adds the logs, with the full error chain. Without
+//! `-v` only this client's own warnings are logged, and log lines are
+//! coloured only with `-v` on a terminal.
 
 use std::{
     collections::HashMap,
-    io::{BufRead, Write},
+    io::{BufRead, IsTerminal, Write},
     process::ExitCode,
     time::Duration,
 };
 
 use clap::{Parser, Subcommand};
-use mcp_auth_client::{Auth, ClientError, FileCredentialStore, OAuthOptions, connect};
+use mcp_auth_client::{
+    Auth, ClientError, FileCredentialStore, OAuthOptions, challenge_scopes, connect, connect_oauth,
+    one_line,
+};
 use rmcp::model::CallToolRequestParams;
+
+/// The client's environment, shown by `--help`.
+const ENVIRONMENT: &str = "\
+Environment (flags win over it). Read from the environment, else from ./.env (never exported):
+  MCP_SERVER_URL             the MCP endpoint when --server is not given (the server's own
+                             variable, so a shared .env points the client at that server)
+  MCP_API_KEY                an API key to send (X-API-Key) instead of OAuth, like --api-key
+  COGNITO_APP_CLIENT_ID      a Cognito app client and its secret (as `mcp-auth-cognito setup`
+  COGNITO_APP_CLIENT_SECRET    prints them), used as the pre-registered OAuth client only with
+  COGNITO_REGION               the authorization server whose issuer is
+  COGNITO_USER_POOL_ID         https://cognito-idp.<COGNITO_REGION>.amazonaws.com/<COGNITO_USER_POOL_ID>;
+                               without the region and pool id it is not used at all
+Read from the environment only:
+  MCP_AUTH_CLIENT_HOME       where tokens (credentials/, per server) and dynamic client
+                             registrations (registrations/, per authorization server) are kept;
+                             default $XDG_CONFIG_HOME/mcp-auth-client, else ~/.config/mcp-auth-client
+  BROWSER                    the command that opens the login page (else xdg-open, then open)
+  LOG_LEVEL                  with -v, the log filter (default: info,mcp_auth_client=debug)
+  MCP_CONFORMANCE_CONTEXT    the conformance suite's settings (the conformance command only)";
 
 /// An MCP client for servers protected by OAuth 2.1, API keys or bearer tokens.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version, about, after_help = ENVIRONMENT)]
 struct Cli {
     /// The MCP endpoint [env: MCP_SERVER_URL; default http://localhost:8001/mcp].
     #[arg(long)]
     server: Option<String>,
-    /// Pre-registered OAuth client id [env: COGNITO_APP_CLIENT_ID].
+    /// A pre-registered OAuth client id, presented to whichever
+    /// authorization server the MCP server names (see COGNITO_APP_CLIENT_ID
+    /// below for the Cognito app client from .env).
     #[arg(long)]
     client_id: Option<String>,
-    /// Its secret [env: COGNITO_APP_CLIENT_SECRET].
-    #[arg(long)]
+    /// The --client-id's secret, for a confidential client.
+    #[arg(long, requires = "client_id")]
     client_secret: Option<String>,
     /// A client ID metadata document URL, used when the server supports them.
     #[arg(long)]
     client_metadata_url: Option<String>,
-    /// Scopes to request (space-separated); default: what the server says.
+    /// Scopes to request at the first login (space-separated); default: the
+    /// challenge's, else the server's resource metadata's. A step-up asks
+    /// for these plus the ones the server names.
     #[arg(long)]
     scope: Option<String>,
     /// Send this API key (X-API-Key) instead of OAuth [env: MCP_API_KEY].
@@ -41,12 +72,15 @@ struct Cli {
     /// Print the login URL instead of opening a browser.
     #[arg(long)]
     no_browser: bool,
-    /// Loopback port for the OAuth redirect.
+    /// Loopback port for the OAuth redirect (0: any).
     #[arg(long, default_value_t = 3030)]
     callback_port: u16,
     /// Seconds to wait for the browser login.
     #[arg(long, default_value_t = 300)]
     login_timeout: u64,
+    /// Show the logs and the full error behind a failure.
+    #[arg(short, long)]
+    verbose: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -89,15 +123,45 @@ fn setting(name: &str, dotenv: &HashMap<String, String>) -> Option<String> {
         .filter(|v| !v.is_empty())
 }
 
+/// Logs go to stderr. Without `-v`: only this client's warnings, never
+/// coloured. With `-v`: `LOG_LEVEL` (default `info`, and `debug` for this
+/// client), coloured when stderr is a terminal.
+fn init_logging(verbose: bool) {
+    let filter = if verbose {
+        std::env::var("LOG_LEVEL")
+            .ok()
+            .and_then(|l| tracing_subscriber::EnvFilter::try_new(l).ok())
+            .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info,mcp_auth_client=debug"))
+    } else {
+        tracing_subscriber::EnvFilter::new("mcp_auth_client=warn")
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(verbose && std::io::stderr().is_terminal())
+        .try_init();
+}
+
+/// A failed command: the step (`list`, `call <tool>`, ...) and why.
+struct Failure {
+    step: String,
+    error: ClientError,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: {}",
+            self.step,
+            one_line(&self.error.to_string(), 300)
+        )
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("LOG_LEVEL")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .try_init();
+    init_logging(cli.verbose);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -110,17 +174,79 @@ fn main() -> ExitCode {
     };
     match rt.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
+        Err(f) => {
+            tracing::debug!(error = ?f.error, step = %f.step, "failed");
+            eprintln!("error: {f}");
             ExitCode::FAILURE
         }
     }
 }
 
-async fn run(cli: Cli) -> Result<(), ClientError> {
+/// The step a command's failure is reported under.
+fn step(command: Option<&Command>) -> String {
+    match command {
+        Some(Command::List) => "list".into(),
+        Some(Command::Call { tool, .. }) => format!("call {}", one_line(tool, 60)),
+        Some(Command::Whoami) => "whoami".into(),
+        Some(Command::Logout) => "logout".into(),
+        Some(Command::Conformance { .. }) => "conformance".into(),
+        None => "connect".into(),
+    }
+}
+
+/// The Cognito user pool's issuer, from `COGNITO_REGION` and
+/// `COGNITO_USER_POOL_ID`.
+fn cognito_issuer(region: &str, pool: &str) -> String {
+    format!("https://cognito-idp.{region}.amazonaws.com/{pool}")
+}
+
+/// The pre-registered client: `--client-id`/`--client-secret` for any
+/// authorization server, else the Cognito app client from the environment
+/// or `.env`, for its user pool's issuer only (not at all without
+/// `COGNITO_REGION` and `COGNITO_USER_POOL_ID`). Returns the id, the
+/// secret, and the issuer it is bound to.
+fn preregistered(
+    cli: &Cli,
+    env: &HashMap<String, String>,
+) -> (Option<String>, Option<String>, Option<String>) {
+    if let Some(id) = &cli.client_id {
+        return (Some(id.clone()), cli.client_secret.clone(), None);
+    }
+    let Some(id) = setting("COGNITO_APP_CLIENT_ID", env) else {
+        return (None, None, None);
+    };
+    match (
+        setting("COGNITO_REGION", env),
+        setting("COGNITO_USER_POOL_ID", env),
+    ) {
+        (Some(region), Some(pool)) => {
+            let issuer = cognito_issuer(&region, &pool);
+            tracing::debug!(issuer = %issuer, "COGNITO_APP_CLIENT_ID is used only with this issuer");
+            (
+                Some(id),
+                setting("COGNITO_APP_CLIENT_SECRET", env),
+                Some(issuer),
+            )
+        }
+        _ => {
+            tracing::debug!(
+                "COGNITO_APP_CLIENT_ID is set but COGNITO_REGION or COGNITO_USER_POOL_ID is not: \
+                 its user pool is unknown, so the app client is not used"
+            );
+            (None, None, None)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), Failure> {
+    let step = step(cli.command.as_ref());
+    let fail = |error: ClientError| Failure {
+        step: step.clone(),
+        error,
+    };
     let env = dotenv();
     if let Some(Command::Conformance { url }) = &cli.command {
-        return conformance(url).await;
+        return conformance(url).await.map_err(fail);
     }
     let server = cli
         .server
@@ -130,7 +256,10 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
     if let Some(Command::Logout) = &cli.command {
         let store = FileCredentialStore::for_server(&server);
         let removed = store.remove().map_err(|e| {
-            ClientError::Server(format!("cannot remove {}: {e}", store.path().display()))
+            fail(ClientError::Server(format!(
+                "cannot remove {}: {e}",
+                store.path().display()
+            )))
         })?;
         println!(
             "{}",
@@ -142,20 +271,19 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
         );
         return Ok(());
     }
-    let auth = if let Some(k) = cli.api_key.clone().or_else(|| setting("MCP_API_KEY", &env)) {
+    // Flags first: `--bearer` wins over an MCP_API_KEY from the environment.
+    let auth = if let Some(k) = cli.api_key.clone() {
         Auth::ApiKey(k)
     } else if let Some(t) = cli.bearer.clone() {
         Auth::Bearer(t)
+    } else if let Some(k) = setting("MCP_API_KEY", &env) {
+        Auth::ApiKey(k)
     } else {
+        let (client_id, client_secret, client_issuer) = preregistered(&cli, &env);
         Auth::OAuth(OAuthOptions {
-            client_id: cli
-                .client_id
-                .clone()
-                .or_else(|| setting("COGNITO_APP_CLIENT_ID", &env)),
-            client_secret: cli
-                .client_secret
-                .clone()
-                .or_else(|| setting("COGNITO_APP_CLIENT_SECRET", &env)),
+            client_id,
+            client_secret,
+            client_issuer,
             client_metadata_url: cli.client_metadata_url.clone(),
             scopes: cli
                 .scope
@@ -174,7 +302,7 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
         Some(Command::Whoami) => Op::Call("whoami".into(), None),
         _ => Op::Repl,
     };
-    perform(&server, auth, &op).await
+    perform(&server, auth, &op).await.map_err(fail)
 }
 
 type Client = rmcp::service::RunningService<rmcp::RoleClient, ()>;
@@ -186,10 +314,10 @@ enum OpErr {
     Other(ClientError),
 }
 
-impl From<OpErr> for ClientError {
-    fn from(e: OpErr) -> Self {
-        match e {
-            OpErr::Service(e) => ClientError::Mcp(e.to_string()),
+impl OpErr {
+    fn into_client_error(self, auth: &Auth) -> ClientError {
+        match self {
+            OpErr::Service(e) => ClientError::from_service_error(&e, auth.presented()),
             OpErr::Other(e) => e,
         }
     }
@@ -208,41 +336,70 @@ enum Op {
 /// Step-ups (re-authorizations after a 401/403 mid-session) at most.
 const MAX_STEP_UPS: usize = 2;
 
-/// Connects and runs `op`. A 401, or a 403 `insufficient_scope`, in the
-/// middle of it starts a new authorization for the server's challenge
-/// (which names every scope needed), then `op` runs again, at most
-/// [`MAX_STEP_UPS`] times.
+/// `a` then what `b` adds, without repeats.
+fn union(a: &[String], b: &[String]) -> Vec<String> {
+    let mut out = a.to_vec();
+    for s in b {
+        if !out.contains(s) {
+            out.push(s.clone());
+        }
+    }
+    out
+}
+
+/// Connects and runs `op`. With OAuth, a 401, or a 403
+/// `insufficient_scope`, in the middle of it starts a new authorization
+/// for the server's challenge, asking for the scopes held so far (and
+/// `--scope`) plus the challenge's, then `op` runs again, at most
+/// [`MAX_STEP_UPS`] times. A 403 for scopes the last login already asked
+/// for ends it: the authorization server did not grant them, and asking
+/// again would not change that.
 async fn perform(server: &str, mut auth: Auth, op: &Op) -> Result<(), ClientError> {
+    // The scopes asked for and granted so far.
+    let mut held: Vec<String> = Vec::new();
     for attempt in 0..=MAX_STEP_UPS {
-        let client = connect(server, auth.clone()).await?;
+        let client = match &auth {
+            Auth::OAuth(opts) => {
+                let (client, scopes) = connect_oauth(server, opts).await?;
+                held = union(&held, &scopes);
+                client
+            }
+            other => connect(server, other.clone()).await?,
+        };
         let result = match op {
             Op::List => list(&client).await,
             Op::Call(tool, args) => call(&client, tool, args.as_deref()).await,
-            Op::Repl => repl(&client).await.map_err(OpErr::Other),
+            Op::Repl => repl(&client, &auth).await.map_err(OpErr::Other),
             Op::Exercise => exercise(&client).await,
         };
         let _ = client.cancel().await;
-        let e = match result {
+        let error = match result {
             Ok(()) => return Ok(()),
-            Err(OpErr::Service(e)) => e,
-            Err(other) => return Err(other.into()),
+            Err(e) => e.into_client_error(&auth),
         };
-        let challenge = mcp_auth_client::auth_challenge(&e);
-        match (challenge, &auth) {
-            (Some(c), Auth::OAuth(opts)) if attempt < MAX_STEP_UPS => {
-                eprintln!("the server asks for (more) authorization; logging in again");
-                auth = Auth::OAuth(OAuthOptions {
-                    challenge: Some(c),
-                    ..opts.clone()
-                });
-            }
-            (Some(_), Auth::OAuth(_)) => {
-                return Err(ClientError::Authorization(format!(
-                    "still refused after {MAX_STEP_UPS} re-authorizations: {e}"
-                )));
-            }
-            _ => return Err(ClientError::Mcp(e.to_string())),
+        let (ClientError::Refused(refusal), Auth::OAuth(opts)) = (&error, &auth) else {
+            return Err(error);
+        };
+        let wanted = challenge_scopes(&refusal.challenge);
+        if refusal.is_insufficient_scope()
+            && !wanted.is_empty()
+            && wanted.iter().all(|s| held.contains(s))
+        {
+            return Err(ClientError::Authorization(format!(
+                "{refusal}: the authorization server did not grant it"
+            )));
         }
+        if attempt == MAX_STEP_UPS {
+            return Err(ClientError::Authorization(format!(
+                "still refused after {MAX_STEP_UPS} re-authorizations: {refusal}"
+            )));
+        }
+        eprintln!("the server asks for (more) authorization; logging in again");
+        auth = Auth::OAuth(OAuthOptions {
+            challenge: Some(refusal.challenge.clone()),
+            scopes: union(&opts.scopes, &held),
+            ..opts.clone()
+        });
     }
     Err(ClientError::Authorization("gave up".into()))
 }
@@ -288,7 +445,7 @@ async fn call(client: &Client, tool: &str, args: Option<&str>) -> Result<(), OpE
     Ok(())
 }
 
-async fn repl(client: &Client) -> Result<(), ClientError> {
+async fn repl(client: &Client, auth: &Auth) -> Result<(), ClientError> {
     println!("Connected. Commands: list, call <tool> [json-args], whoami, help, quit");
     let stdin = std::io::stdin();
     loop {
@@ -307,10 +464,10 @@ async fn repl(client: &Client) -> Result<(), ClientError> {
                 println!("list | call <tool> [json-args] | whoami | quit");
                 Ok(())
             }
-            "list" => list(client).await.map_err(ClientError::from),
+            "list" => list(client).await.map_err(|e| e.into_client_error(auth)),
             "whoami" => call(client, "whoami", None)
                 .await
-                .map_err(ClientError::from),
+                .map_err(|e| e.into_client_error(auth)),
             "call" => {
                 let (tool, args) = rest.trim().split_once(' ').unwrap_or((rest.trim(), ""));
                 if tool.is_empty() {
@@ -319,7 +476,7 @@ async fn repl(client: &Client) -> Result<(), ClientError> {
                 } else {
                     call(client, tool, Some(args).filter(|a| !a.trim().is_empty()))
                         .await
-                        .map_err(ClientError::from)
+                        .map_err(|e| e.into_client_error(auth))
                 }
             }
             other => {
@@ -328,7 +485,7 @@ async fn repl(client: &Client) -> Result<(), ClientError> {
             }
         };
         if let Err(e) = outcome {
-            println!("error: {e}");
+            println!("error: {}", one_line(&e.to_string(), 300));
         }
     }
 }

@@ -3,23 +3,40 @@
 use std::{
     io::Write,
     path::{Path, PathBuf},
+    time::Duration,
 };
 
 use async_trait::async_trait;
-use rmcp::transport::auth::{AuthError, CredentialStore, StoredCredentials};
+use rmcp::transport::auth::{
+    AuthError, CredentialRefreshGuard, CredentialStore, StoredCredentials,
+};
 use sha2::{Digest, Sha256};
 
 /// Stores credentials for one MCP server in
-/// `<config dir>/mcp-auth-client/credentials/<sha256 of the server URL>.json`
-/// with mode 0600. The config dir is `$MCP_AUTH_CLIENT_HOME`, else
-/// `$XDG_CONFIG_HOME`, else `~/.config`. The stored issuer travels with the
-/// tokens, so tokens of another issuer are never reused.
+/// `<config dir>/credentials/<sha256 of the server URL>.json` with mode
+/// 0600. The config dir is `$MCP_AUTH_CLIENT_HOME`, else
+/// `$XDG_CONFIG_HOME/mcp-auth-client`, else `~/.config/mcp-auth-client`.
+/// The stored issuer travels with the tokens, so tokens of another issuer
+/// are never reused.
+///
+/// Refreshes are serialized (rmcp's refresh guard): an exclusive lock on
+/// `<sha256>.json.lock` is held from loading the refresh token to saving
+/// the new one, across tasks and processes. Without it, two requests that
+/// find the access token expired at the same moment would both spend the
+/// same refresh token; an authorization server that rotates refresh tokens
+/// (oidc-provider does for public clients) takes the second use for a
+/// replay and revokes the grant (`invalid_grant`), forcing a new login.
 #[derive(Debug, Clone)]
 pub struct FileCredentialStore {
     path: PathBuf,
 }
 
-fn config_dir() -> PathBuf {
+/// How long a refresh waits for another one holding the lock.
+const REFRESH_LOCK_WAIT: Duration = Duration::from_secs(60);
+
+/// The client's configuration directory: `$MCP_AUTH_CLIENT_HOME`, else
+/// `$XDG_CONFIG_HOME/mcp-auth-client`, else `~/.config/mcp-auth-client`.
+pub(crate) fn config_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("MCP_AUTH_CLIENT_HOME") {
         return PathBuf::from(d);
     }
@@ -31,11 +48,17 @@ fn config_dir() -> PathBuf {
 }
 
 impl FileCredentialStore {
-    /// The store for `server_url`.
+    /// The store for `server_url`, under the user's config directory.
     pub fn for_server(server_url: &str) -> Self {
+        Self::in_dir(&config_dir(), server_url)
+    }
+
+    /// The store for `server_url` under `config_dir` (instead of the
+    /// user's): `<config_dir>/credentials/<sha256 of the URL>.json`.
+    pub fn in_dir(config_dir: &Path, server_url: &str) -> Self {
         let digest = hex::encode(Sha256::digest(server_url.as_bytes()));
         Self {
-            path: config_dir()
+            path: config_dir
                 .join("credentials")
                 .join(format!("{}.json", &digest[..32])),
         }
@@ -55,37 +78,83 @@ impl FileCredentialStore {
         }
     }
 
-    fn write(&self, bytes: &[u8]) -> std::io::Result<()> {
-        if let Some(dir) = self.path.parent() {
+    fn lock_path(&self) -> PathBuf {
+        let mut name = self.path.file_name().unwrap_or_default().to_os_string();
+        name.push(".lock");
+        self.path.with_file_name(name)
+    }
+
+    /// Takes the exclusive refresh lock, waiting at most `wait` for another
+    /// holder (another task, or another process).
+    async fn lock(&self, wait: Duration) -> std::io::Result<std::fs::File> {
+        let path = self.lock_path();
+        if let Some(dir) = path.parent() {
             private_dir(dir)?;
         }
-        let tmp = self.path.with_extension("tmp");
-        // A leftover temporary file keeps its mode when reopened: start
-        // afresh, so the new one is created 0600 (and is not a link).
-        match std::fs::remove_file(&tmp) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
         let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create_new(true);
+        opts.read(true).write(true).create(true).truncate(false);
         #[cfg(unix)]
         {
             use std::os::unix::fs::OpenOptionsExt;
             opts.mode(0o600);
         }
-        let mut f = opts.open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &self.path)
+        // One open file description per holder: locks taken through
+        // different descriptions exclude each other within a process too.
+        let file = opts.open(&path)?;
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(file),
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            format!(
+                                "another refresh still holds {} after {wait:?}",
+                                path.display()
+                            ),
+                        ));
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(std::fs::TryLockError::Error(e)) => return Err(e),
+            }
+        }
     }
+}
+
+/// Writes `bytes` to `path` atomically (a temporary file, then a rename),
+/// mode 0600, creating its directory 0700 (see [`private_dir`]).
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        private_dir(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    // A leftover temporary file keeps its mode when reopened: start
+    // afresh, so the new one is created 0600 (and is not a link).
+    match std::fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
 }
 
 /// Creates `dir` and its missing parents with mode 0700 (on unix). If
 /// `dir` (the `credentials` directory) already exists with group or other
 /// permissions, e.g. from an older version that created it 0755, it is
 /// narrowed to 0700 (logged at info; a warning if that is not allowed).
-fn private_dir(dir: &Path) -> std::io::Result<()> {
+pub(crate) fn private_dir(dir: &Path) -> std::io::Result<()> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
@@ -135,11 +204,29 @@ impl CredentialStore for FileCredentialStore {
 
     async fn save(&self, credentials: StoredCredentials) -> Result<(), AuthError> {
         let bytes = serde_json::to_vec(&credentials).map_err(store_error)?;
-        self.write(&bytes).map_err(store_error)
+        write_private(&self.path, &bytes).map_err(store_error)
     }
 
     async fn clear(&self) -> Result<(), AuthError> {
         self.remove().map(|_| ()).map_err(store_error)
+    }
+
+    async fn acquire_refresh_guard(&self) -> Result<Option<CredentialRefreshGuard>, AuthError> {
+        match self.lock(REFRESH_LOCK_WAIT).await {
+            // Dropping the file releases the lock.
+            Ok(file) => Ok(Some(CredentialRefreshGuard::new(file))),
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => Err(store_error(e)),
+            Err(e) => {
+                // A file system without locks (or a lock file that cannot
+                // be created) should not stop the refresh itself.
+                tracing::warn!(
+                    file = %self.lock_path().display(),
+                    error = %e,
+                    "cannot lock the stored credentials; refreshing without the lock"
+                );
+                Ok(None)
+            }
+        }
     }
 }
 
@@ -228,6 +315,26 @@ mod tests {
         assert_eq!(mode(store.path()), 0o600);
         assert!(!tmp.exists());
         assert_eq!(store.load().await.unwrap().unwrap().client_id, "client");
+    }
+
+    /// The refresh lock excludes a second holder (another task here,
+    /// another process alike) until the first is dropped.
+    #[tokio::test]
+    async fn the_refresh_lock_is_exclusive() {
+        let home = tempfile::tempdir().unwrap();
+        let store = FileCredentialStore::in_dir(home.path(), "http://a/mcp");
+        let first = store.acquire_refresh_guard().await.unwrap();
+        assert!(first.is_some());
+        let again = store.lock(Duration::from_millis(100)).await;
+        assert_eq!(
+            again.unwrap_err().kind(),
+            std::io::ErrorKind::TimedOut,
+            "a second lock while the first is held"
+        );
+        drop(first);
+        assert!(store.lock(Duration::from_millis(100)).await.is_ok());
+        #[cfg(unix)]
+        assert_eq!(mode(&store.lock_path()), 0o600);
     }
 
     #[test]
