@@ -200,12 +200,11 @@ async fn an_http2_connection_without_streams_is_closed_however_often_it_pings() 
             closed = true;
             break;
         }
-        match tokio::time::timeout(Duration::from_millis(250), c.read(&mut buf)).await {
-            Ok(Ok(0) | Err(_)) => {
-                closed = true;
-                break;
-            }
-            _ => {}
+        if let Ok(Ok(0) | Err(_)) =
+            tokio::time::timeout(Duration::from_millis(250), c.read(&mut buf)).await
+        {
+            closed = true;
+            break;
         }
     }
     assert!(closed, "still open after {:?} of pings", started.elapsed());
