@@ -404,6 +404,29 @@ pub async fn connect_oauth(
         .await
         .map_err(|e| ClientError::Discovery(e.to_string()))?
         .metadata;
+    // Warn before anything goes to the authorization server: registration
+    // and the token exchange use its other endpoints, the login page this
+    // one.
+    let login_page = url::Url::parse(&metadata.authorization_endpoint).ok();
+    let warned = login_page.as_ref().and_then(insecure_authorization_warning);
+    if let (Some(warning), Some(page)) = (&warned, &login_page) {
+        tracing::warn!(
+            host = page.host_str().unwrap_or_default(),
+            "the authorization endpoint is plain http on a non-loopback host"
+        );
+        eprintln!("{warning}");
+    }
+    for endpoint in std::iter::once(&metadata.token_endpoint).chain(&metadata.registration_endpoint)
+    {
+        if let Ok(u) = url::Url::parse(endpoint)
+            && is_insecure_authorization_url(&u)
+        {
+            tracing::warn!(
+                host = u.host_str().unwrap_or_default(),
+                "an authorization server endpoint is plain http on a non-loopback host"
+            );
+        }
+    }
     let issuer = metadata.issuer.clone();
     let issuer_check = IssuerCheck::from_metadata(&metadata);
     let cimd = opts.client_metadata_url.is_some()
@@ -514,7 +537,9 @@ pub async fn connect_oauth(
         .map(|(_, v)| v.split_whitespace().map(str::to_owned).collect())
         .unwrap_or_default();
     tracing::debug!(scopes = %requested.join(" "), "asking for scopes");
-    if let Some(warning) = insecure_authorization_warning(&parsed) {
+    if warned.is_none()
+        && let Some(warning) = insecure_authorization_warning(&parsed)
+    {
         tracing::warn!(
             host = parsed.host_str().unwrap_or_default(),
             "the authorization endpoint is plain http on a non-loopback host"

@@ -129,14 +129,14 @@ pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         private_dir(dir)?;
     }
-    let tmp = path.with_extension("tmp");
-    // A leftover temporary file keeps its mode when reopened: start
-    // afresh, so the new one is created 0600 (and is not a link).
-    match std::fs::remove_file(&tmp) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
-    }
+    // A leftover of the fixed temporary name older versions used.
+    let _ = std::fs::remove_file(path.with_extension("tmp"));
+    // A temporary name of this write's own, so two processes saving at
+    // once never rename each other's half-written file; `create_new`
+    // makes it a fresh 0600 file, never an existing one or a link.
+    let mut nonce = [0u8; 8];
+    let _ = getrandom::fill(&mut nonce);
+    let tmp = path.with_extension(format!("{}.{}.tmp", std::process::id(), hex::encode(nonce)));
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create_new(true);
     #[cfg(unix)]
@@ -145,9 +145,14 @@ pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         opts.mode(0o600);
     }
     let mut f = opts.open(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
+    let written = f
+        .write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 /// Creates `dir` and its missing parents with mode 0700 (on unix). If
@@ -297,6 +302,29 @@ mod tests {
     /// is narrowed to 0700 at the next save; a leftover temporary file does
     /// not pass its mode on.
     #[cfg(unix)]
+    #[test]
+    fn concurrent_saves_never_rename_each_others_half_written_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.json");
+        let writers: Vec<_> = (0..8u8)
+            .map(|i| {
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    let body = vec![b'a' + i; 64 * 1024];
+                    for _ in 0..20 {
+                        write_private(&path, &body).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().unwrap();
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(bytes.len(), 64 * 1024);
+        assert!(bytes.iter().all(|b| *b == bytes[0]), "a torn file");
+    }
+
     #[tokio::test]
     async fn narrows_an_existing_credentials_directory() {
         use std::os::unix::fs::PermissionsExt;
@@ -313,7 +341,16 @@ mod tests {
         store.save(sample()).await.unwrap();
         assert_eq!(mode(&credentials), 0o700);
         assert_eq!(mode(store.path()), 0o600);
-        assert!(!tmp.exists());
+        assert!(!tmp.exists(), "the old fixed temporary name is cleaned up");
+        let left: Vec<_> = std::fs::read_dir(&credentials)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.ends_with(".tmp"))
+            .collect();
+        assert!(
+            left.is_empty(),
+            "no temporary file is left behind: {left:?}"
+        );
         assert_eq!(store.load().await.unwrap().unwrap().client_id, "client");
     }
 
