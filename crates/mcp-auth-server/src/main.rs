@@ -305,7 +305,7 @@ fn print_generated_key(key: &str, url: &url::Url) {
         "\nNo authentication configured (MCP_AUTH_STRATEGY / MCP_API_KEYS unset): \
          this run requires a generated API key, shown only now.\n\n  \
          X-API-Key: {key}\n\n  \
-         Try it:\n  npx @modelcontextprotocol/inspector --cli {url} --transport http \
+         Try it (the MCP Inspector needs Node 22 or later):\n  npx @modelcontextprotocol/inspector --cli {url} --transport http \
          --header \"X-API-Key: {key}\" --method tools/list\n\n  \
          Set MCP_API_KEYS to keep a key across restarts.\n"
     );
