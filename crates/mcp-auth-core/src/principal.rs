@@ -209,10 +209,57 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Principal {
     }
 }
 
+/// `Option<Principal>` in a handler: the principal when the auth layer let
+/// the request in with one, `None` when it passed a request without
+/// credentials on ([`AuthLayer::optional`], anonymous access).
+///
+/// [`AuthLayer::optional`]: https://docs.rs/mcp-auth-transport/latest/mcp_auth_transport/struct.AuthLayer.html#method.optional
+///
+/// ```
+/// use axum::{Router, routing::get};
+/// use mcp_auth_core::Principal;
+///
+/// async fn hello(who: Option<Principal>) -> String {
+///     match who {
+///         Some(p) => format!("hello {}", p.subject),
+///         None => "hello stranger".to_owned(),
+///     }
+/// }
+/// let app: Router = Router::new().route("/", get(hello));
+/// # let _ = app;
+/// ```
+#[cfg(feature = "axum")]
+impl<S: Send + Sync> axum::extract::OptionalFromRequestParts<S> for Principal {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        _state: &S,
+    ) -> Result<Option<Self>, Self::Rejection> {
+        Ok(parts.extensions.get::<Principal>().cloned())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[cfg(feature = "axum")]
+    #[tokio::test]
+    async fn an_optional_principal_is_none_without_one_and_some_with_one() {
+        use axum::extract::OptionalFromRequestParts;
+        let (mut parts, ()) = http::Request::new(()).into_parts();
+        let none = <Principal as OptionalFromRequestParts<()>>::from_request_parts(&mut parts, &())
+            .await
+            .unwrap();
+        assert!(none.is_none());
+        parts.extensions.insert(Principal::new("ann", "api_key"));
+        let some = <Principal as OptionalFromRequestParts<()>>::from_request_parts(&mut parts, &())
+            .await
+            .unwrap();
+        assert_eq!(some.unwrap().subject, "ann");
+    }
 
     #[test]
     fn debug_hides_claim_values() {

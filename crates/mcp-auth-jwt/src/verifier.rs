@@ -96,6 +96,35 @@ pub struct VerifiedToken {
 }
 
 impl VerifiedToken {
+    /// The claims as your own `serde` type: name the claims you use, with
+    /// their types, instead of digging in a map.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+    /// use mcp_auth_jwt::{Audience, JwtVerifier, VerifyKey};
+    ///
+    /// #[derive(serde::Deserialize)]
+    /// struct Claims { sub: String, tenant: String, exp: u64 }
+    ///
+    /// let secret = b"0123456789abcdef0123456789abcdef";
+    /// let verifier = JwtVerifier::builder()
+    ///     .static_keys(vec![VerifyKey::hmac(secret, Algorithm::HS256).unwrap()])
+    ///     .any_issuer()
+    ///     .audience(Audience::Unchecked)
+    ///     .build()
+    ///     .unwrap();
+    /// let exp = jsonwebtoken::get_current_timestamp() + 60;
+    /// let claims = serde_json::json!({"sub": "alice", "tenant": "acme", "exp": exp});
+    /// let token = encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret)).unwrap();
+    /// let mine: Claims = verifier.verify(&token).await.unwrap().claims_as().unwrap();
+    /// assert_eq!((mine.sub.as_str(), mine.tenant.as_str(), mine.exp), ("alice", "acme", exp));
+    /// # }
+    /// ```
+    pub fn claims_as<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        serde_json::from_value(Value::Object(Map::clone(&self.claims)))
+    }
+
     /// A string claim.
     pub fn str_claim(&self, name: &str) -> Option<&str> {
         self.claims.get(name).and_then(Value::as_str)
