@@ -9,8 +9,6 @@
 //! It accepts API keys from `MCP_API_KEYS` and, through a closure, a
 //! `X-Internal-Token` shared with a sidecar; tools see the caller as `Caller`.
 
-use std::sync::Arc;
-
 use mcp_auth_core::{AuthError, AuthRequest, Principal, settings::ProcessEnv};
 use mcp_auth_strategies::{AnyOf, ApiKeyAuthenticator};
 use mcp_auth_transport::{Caller, HttpConfig, McpHttpApp};
@@ -50,7 +48,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let auth = AnyOf::new().with(keys).with(sidecar);
 
     let config = HttpConfig::from_settings(&ProcessEnv, "http://127.0.0.1:8002/mcp".parse()?)?;
-    let app = McpHttpApp::new(config, Arc::new(auth))?;
+    let app = McpHttpApp::new(config, auth)?;
     let router = app.rmcp_router(|| {
         Ok(Notes {
             tool_router: Notes::tool_router(),

@@ -199,7 +199,7 @@ async fn serve_http(
     let tools = Tools::new(s.name.clone(), s.version.clone(), http.tool_scopes.clone());
     let store = mcp_auth_session::store_from_settings(merged)?;
     tracing::info!(store = %store.describe(), "session store");
-    let app = McpHttpApp::new(http, authenticator)?.with_store(store);
+    let app = McpHttpApp::shared(http, authenticator)?.with_store(store);
     let router = app.rmcp_router_with(move || Ok(tools.clone()), transports);
     if let Some(key) = generated {
         print_generated_key(&key, &server_url);

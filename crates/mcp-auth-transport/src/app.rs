@@ -37,7 +37,6 @@ use crate::{
 /// authorization servers) and the MCP endpoint behind [`AuthLayer`].
 ///
 /// ```no_run
-/// use std::sync::Arc;
 /// use mcp_auth_strategies::ApiKeyAuthenticator;
 /// use mcp_auth_transport::{HttpConfig, McpHttpApp};
 /// # #[derive(Clone)] struct MyServer;
@@ -46,7 +45,7 @@ use crate::{
 /// # #[tokio::main] async fn main() -> std::io::Result<()> {
 /// let config = HttpConfig::new("http://127.0.0.1:8001/mcp".parse().unwrap());
 /// let keys = ApiKeyAuthenticator::from_list("a-long-random-api-key").unwrap();
-/// let app = McpHttpApp::new(config, Arc::new(keys)).expect("valid config");
+/// let app = McpHttpApp::new(config, keys).expect("valid config");
 /// let router = app.rmcp_router(|| Ok(MyServer));
 /// let listener = tokio::net::TcpListener::bind("127.0.0.1:8001").await?;
 /// mcp_auth_transport::serve(listener, router, app.cancellation_token(), async {
@@ -63,10 +62,20 @@ pub struct McpHttpApp {
 }
 
 impl McpHttpApp {
-    /// An app for `config`, authenticating with `authenticator`, sessions in
-    /// memory. Refuses a config that cannot be served safely (see
-    /// [`HttpConfig::validate`]).
+    /// An app for `config`, authenticating with `authenticator` (any
+    /// [`Authenticator`](mcp_auth_core::Authenticator), a closure, or one
+    /// already shared), sessions in memory. Refuses a config that cannot be
+    /// served safely (see [`HttpConfig::validate`]).
     pub fn new(
+        config: HttpConfig,
+        authenticator: impl mcp_auth_core::Authenticator,
+    ) -> Result<Self, ConfigError> {
+        Self::shared(config, Arc::new(authenticator))
+    }
+
+    /// [`McpHttpApp::new`] for an authenticator that is already shared,
+    /// without wrapping it again.
+    pub fn shared(
         config: HttpConfig,
         authenticator: SharedAuthenticator,
     ) -> Result<Self, ConfigError> {
@@ -147,7 +156,7 @@ impl McpHttpApp {
 
     /// The auth layer as this app configures it.
     pub fn auth_layer(&self) -> AuthLayer {
-        let mut layer = AuthLayer::new(self.authenticator.clone())
+        let mut layer = AuthLayer::shared(self.authenticator.clone())
             .with_required_scopes(self.config.required_scopes.clone())
             .optional(self.config.session_policy.allows_anonymous());
         if self.metadata().is_some() {

@@ -1,7 +1,6 @@
 //! The authentication layer.
 //!
 //! ```
-//! use std::sync::Arc;
 //! use axum::{Router, routing::get};
 //! use mcp_auth_core::Principal;
 //! use mcp_auth_strategies::ApiKeyAuthenticator;
@@ -11,7 +10,7 @@
 //! // Any axum app (or any tower service) gets the same checks and challenges.
 //! let app: Router = Router::new()
 //!     .route("/whoami", get(|p: Principal| async move { p.subject }))
-//!     .layer(AuthLayer::new(Arc::new(keys)));
+//!     .layer(AuthLayer::new(keys));
 //! # let _ = app;
 //! ```
 
@@ -53,8 +52,16 @@ struct AuthSettings {
 }
 
 impl AuthLayer {
-    /// A layer that authenticates with `authenticator`.
-    pub fn new(authenticator: SharedAuthenticator) -> Self {
+    /// A layer that authenticates with `authenticator`: any
+    /// [`Authenticator`](mcp_auth_core::Authenticator), a closure, or one
+    /// already shared (`Arc<dyn Authenticator>`).
+    pub fn new(authenticator: impl mcp_auth_core::Authenticator) -> Self {
+        Self::shared(std::sync::Arc::new(authenticator))
+    }
+
+    /// [`AuthLayer::new`] for an authenticator that is already shared,
+    /// without wrapping it again.
+    pub fn shared(authenticator: SharedAuthenticator) -> Self {
         let schemes = authenticator.challenge_schemes();
         Self {
             inner: Arc::new(AuthSettings {

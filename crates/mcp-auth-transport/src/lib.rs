@@ -1,7 +1,6 @@
 //! The HTTP side of MCP authentication, over rmcp's streamable HTTP service.
 //!
 //! ```no_run
-//! use std::sync::Arc;
 //! use mcp_auth_strategies::ApiKeyAuthenticator;
 //! use mcp_auth_transport::{Caller, HttpConfig, McpHttpApp};
 //! use rmcp::{ServerHandler, handler::server::router::tool::ToolRouter, tool, tool_handler, tool_router};
@@ -27,7 +26,7 @@
 //!     "http://127.0.0.1:8001/mcp".parse().unwrap(),
 //! ).expect("valid HTTP_* settings");
 //! let keys = ApiKeyAuthenticator::from_list("a-long-random-api-key").unwrap();
-//! let app = McpHttpApp::new(config, Arc::new(keys)).expect("valid config");
+//! let app = McpHttpApp::new(config, keys).expect("valid config");
 //! let router = app.rmcp_router(|| Ok(Hello { tool_router: Hello::tool_router() }));
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8001").await?;
 //! mcp_auth_transport::serve(listener, router, app.cancellation_token(), async {

@@ -5,7 +5,7 @@
 //! use mcp_auth_session::{MemoryStore, SessionLimits, SessionPolicy};
 //! use mcp_auth_transport::{AuthLayer, SessionLayer};
 //!
-//! let auth = AuthLayer::new(Arc::new(mcp_auth_strategies::NoAuth));
+//! let auth = AuthLayer::new(mcp_auth_strategies::NoAuth);
 //! let layer = SessionLayer::new(
 //!     Arc::new(MemoryStore::new()),
 //!     SessionPolicy::default(),
