@@ -9,7 +9,9 @@
 //! It accepts API keys from `MCP_API_KEYS` and, through a closure, a
 //! `X-Internal-Token` shared with a sidecar; tools see the caller as `Caller`.
 
-use mcp_auth_core::{AuthError, AuthRequest, Principal, settings::ProcessEnv};
+use mcp_auth_core::{
+    AuthError, AuthRequest, ChallengeScheme, FnAuthenticator, Principal, settings::ProcessEnv,
+};
 use mcp_auth_strategies::{AnyOf, ApiKeyAuthenticator};
 use mcp_auth_transport::{Caller, HttpConfig, McpHttpApp};
 use rmcp::{
@@ -36,7 +38,7 @@ impl ServerHandler for Notes {}
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let keys = ApiKeyAuthenticator::from_settings(&ProcessEnv)?
         .ok_or("set MCP_API_KEYS to a comma-separated list of keys (16+ characters each)")?;
-    let sidecar = |req: AuthRequest| async move {
+    let sidecar = FnAuthenticator::new(|req: AuthRequest| async move {
         match req.headers.get("x-internal-token") {
             None => Err(AuthError::MissingCredentials),
             Some(t) if t == "sidecar-token-please-change" => {
@@ -44,7 +46,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             Some(_) => Err(AuthError::invalid_token("unknown internal token")),
         }
-    };
+    })
+    .named("internal")
+    .with_scheme(ChallengeScheme::ApiKey {
+        header: "X-Internal-Token".into(),
+    });
     let auth = AnyOf::new().with(keys).with(sidecar);
 
     let config = HttpConfig::from_settings(&ProcessEnv, "http://127.0.0.1:8002/mcp".parse()?)?;

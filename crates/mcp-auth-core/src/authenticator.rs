@@ -199,7 +199,7 @@ impl AuthRequestBuilder {
 ///
 /// struct Office;
 ///
-/// #[async_trait::async_trait]
+/// #[mcp_auth_core::async_trait]
 /// impl Authenticator for Office {
 ///     async fn authenticate(&self, req: &AuthRequest) -> Result<Principal, AuthError> {
 ///         match req.peer {
@@ -252,6 +252,83 @@ where
 {
     async fn authenticate(&self, req: &AuthRequest) -> Result<Principal, AuthError> {
         (self)(req.clone()).await
+    }
+}
+
+/// A closure with a name and the challenge schemes it answers with: a
+/// custom check that reads its own header says so, instead of advertising
+/// the default Bearer challenge (which also tells an
+/// [`AnyOf`](https://docs.rs/mcp-auth-strategies) chain which credential it
+/// reads).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use mcp_auth_core::{AuthError, AuthRequest, Authenticator, ChallengeScheme, FnAuthenticator, Principal};
+///
+/// let sidecar = FnAuthenticator::new(|req: AuthRequest| async move {
+///     match req.headers.get("x-internal-token") {
+///         Some(t) if t == "change-me-please" => Ok(Principal::new("sidecar", "internal")),
+///         Some(_) => Err(AuthError::invalid_token("unknown internal token")),
+///         None => Err(AuthError::MissingCredentials),
+///     }
+/// })
+/// .named("internal")
+/// .with_scheme(ChallengeScheme::ApiKey { header: "X-Internal-Token".into() });
+/// assert_eq!(sidecar.name(), "internal");
+/// let req = AuthRequest::builder().header("x-internal-token", "change-me-please").build();
+/// assert_eq!(sidecar.authenticate(&req).await.unwrap().subject, "sidecar");
+/// # }
+/// ```
+pub struct FnAuthenticator<F> {
+    f: F,
+    name: String,
+    schemes: Vec<ChallengeScheme>,
+}
+
+impl<F> FnAuthenticator<F> {
+    /// `f`, named `custom`, answering with a Bearer challenge until told
+    /// otherwise.
+    pub fn new(f: F) -> Self {
+        Self {
+            f,
+            name: "custom".to_owned(),
+            schemes: vec![ChallengeScheme::Bearer],
+        }
+    }
+
+    /// The name for logs.
+    pub fn named(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Answers with `scheme` (replacing the default Bearer; call again to
+    /// add more).
+    pub fn with_scheme(mut self, scheme: ChallengeScheme) -> Self {
+        if self.schemes == [ChallengeScheme::Bearer] && scheme != ChallengeScheme::Bearer {
+            self.schemes.clear();
+        }
+        if !self.schemes.contains(&scheme) {
+            self.schemes.push(scheme);
+        }
+        self
+    }
+}
+
+#[async_trait]
+impl<F, Fut> Authenticator for FnAuthenticator<F>
+where
+    F: Fn(AuthRequest) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Principal, AuthError>> + Send + 'static,
+{
+    async fn authenticate(&self, req: &AuthRequest) -> Result<Principal, AuthError> {
+        (self.f)(req.clone()).await
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn challenge_schemes(&self) -> Vec<ChallengeScheme> {
+        self.schemes.clone()
     }
 }
 

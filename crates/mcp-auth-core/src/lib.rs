@@ -41,7 +41,12 @@ mod metadata;
 mod principal;
 pub mod settings;
 
-pub use authenticator::{AuthRequest, AuthRequestBuilder, Authenticator, SharedAuthenticator};
+/// The attribute that implementing [`Authenticator`] needs, re-exported so
+/// an implementation needs no extra dependency: `#[mcp_auth_core::async_trait]`.
+pub use async_trait::async_trait;
+pub use authenticator::{
+    AuthRequest, AuthRequestBuilder, Authenticator, FnAuthenticator, SharedAuthenticator,
+};
 pub use challenge::{Challenge, ChallengeScheme};
 pub use error::{AuthError, ErrorBody};
 pub use metadata::{ProtectedResourceMetadata, metadata_url_for};
