@@ -52,4 +52,11 @@ pub use api_key::{
 pub use introspection::Introspector;
 #[cfg(feature = "jwt")]
 pub use jwt::{DEFAULT_JWT_ISSUER, JwtAuthenticator};
+/// What [`JwtAuthenticator`]'s constructors take, so building one needs no
+/// direct dependency on `mcp-auth-jwt`.
+#[cfg(feature = "jwt")]
+pub use mcp_auth_jwt::{
+    Algorithm, Audience, JwksCache, JwtError, JwtVerifier, JwtVerifierBuilder, VerifiedToken,
+    VerifyKey,
+};
 pub use none::NoAuth;
