@@ -683,7 +683,7 @@ impl JwtVerifierBuilder {
         self
     }
 
-    /// The time rules read from settings ([`TimeRules::from_settings`]):
+    /// The time rules read from settings ([`TimeRules::from_settings`](crate::TimeRules::from_settings)):
     /// leeway and maximum lifetime.
     pub fn time_rules(self, rules: crate::TimeRules) -> Self {
         self.leeway(rules.leeway).max_lifetime(rules.max_lifetime)

@@ -184,8 +184,9 @@ fn ms(d: Duration) -> u64 {
 }
 
 impl RedisStore {
-    /// A store for `url` (`redis://[user:password@]host:port/db`, or
-    /// `rediss://` for TLS). Does not connect yet.
+    /// A store for `url` (`redis://[user:password@]host:port/db`; the
+    /// client is built without TLS, so `rediss://` fails). Does not connect
+    /// yet.
     pub fn new(url: &str) -> Result<Self, String> {
         let client = redis::Client::open(url).map_err(|e| format!("not a Redis URL: {e}"))?;
         let info = client.get_connection_info();

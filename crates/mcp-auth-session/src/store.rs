@@ -159,19 +159,23 @@ pub trait SessionStore: Send + Sync + 'static {
 /// A store shared between tasks.
 pub type SharedStore = Arc<dyn SessionStore>;
 
-/// Reads `MCP_SESSION_STORE`: `memory` (default) or `redis://host:port/db`
-/// (`rediss://` for TLS). The Redis store connects lazily: an unreachable
-/// Redis fails requests with 503 until it returns.
+/// Reads `MCP_SESSION_STORE`: `memory` (default) or `redis://host:port/db`.
+/// `rediss://` (TLS) is refused by name: the Redis client is built without
+/// TLS (reach Redis over a private network, or through a TLS tunnel). The
+/// Redis store connects lazily: an unreachable Redis fails requests with 503
+/// until it returns.
 pub fn store_from_settings(l: &dyn Lookup) -> Result<SharedStore, ConfigError> {
     match l.get("MCP_SESSION_STORE") {
         None => Ok(Arc::new(MemoryStore::new())),
         Some(v) if v.eq_ignore_ascii_case("memory") => Ok(Arc::new(MemoryStore::new())),
+        Some(v) if v.starts_with("rediss://") => Err(ConfigError::new(
+            "MCP_SESSION_STORE",
+            "rediss:// (TLS) is not supported: use redis:// over a private network or a TLS tunnel",
+        )),
         #[cfg(feature = "redis")]
-        Some(v) if v.starts_with("redis://") || v.starts_with("rediss://") => {
-            crate::RedisStore::new(&v)
-                .map(|s| Arc::new(s) as SharedStore)
-                .map_err(|e| ConfigError::new("MCP_SESSION_STORE", e))
-        }
+        Some(v) if v.starts_with("redis://") => crate::RedisStore::new(&v)
+            .map(|s| Arc::new(s) as SharedStore)
+            .map_err(|e| ConfigError::new("MCP_SESSION_STORE", e)),
         Some(_) => Err(ConfigError::new(
             "MCP_SESSION_STORE",
             "expected memory or a redis://host:port/db URL",

@@ -237,3 +237,20 @@ async fn redis_outages_fail_closed_and_recover() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+#[test]
+fn store_settings_name_what_is_wrong() {
+    use std::collections::HashMap;
+    let with = |v: &str| HashMap::from([("MCP_SESSION_STORE".to_owned(), v.to_owned())]);
+    assert!(mcp_auth_session::store_from_settings(&with("memory")).is_ok());
+    assert!(mcp_auth_session::store_from_settings(&with("redis://127.0.0.1:6379/0")).is_ok());
+    let tls = mcp_auth_session::store_from_settings(&with("rediss://127.0.0.1:6380/0"))
+        .err()
+        .unwrap();
+    assert_eq!(tls.variable, "MCP_SESSION_STORE");
+    assert!(tls.message.contains("not supported"), "{tls}");
+    let other = mcp_auth_session::store_from_settings(&with("postgres://x"))
+        .err()
+        .unwrap();
+    assert_eq!(other.variable, "MCP_SESSION_STORE");
+}

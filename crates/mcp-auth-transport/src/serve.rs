@@ -18,24 +18,6 @@
 //! # }
 //! ```
 //!
-//! What a connection may do:
-//! - send its first byte within [`ServeOptions::header_read_timeout`] of
-//!   being accepted, and a request's headers within the same time (HTTP/1);
-//! - stay open without a request in flight (between keep-alive requests, or
-//!   an HTTP/2 connection with no open stream) for at most
-//!   [`ServeOptions::idle_timeout`]; a request in flight (an open event
-//!   stream included) keeps its connection as long as it lasts;
-//! - exist alongside at most [`ServeOptions::max_connections_per_ip`] others
-//!   from the same address (an IPv6 client by its /64), unless the address
-//!   is a trusted proxy.
-//!
-//! When every one of the [`ServeOptions::max_connections`] slots is taken,
-//! the loop keeps accepting: a new connection closes the connection that has
-//! been idle longest (it had no request in flight, so nothing is lost); when
-//! none is idle, the newcomer gets `503` with `Retry-After` and is closed.
-//! Closing an idle connection is graceful (HTTP/2 gets `GOAWAY`), and a
-//! connection that does not close within a second of that is dropped, still
-//! only while no request is in flight.
 
 use std::{
     collections::HashMap,
@@ -178,9 +160,28 @@ pub async fn serve(
 
 /// Serves `router` on `listener` (HTTP/1.1 and HTTP/2) with the peer
 /// address available to authenticators (`ConnectInfo<SocketAddr>`) and the
-/// connection limits of `options` (see the [module docs](self)), until
-/// `shutdown` completes; then cancels `cancel` (ending MCP sessions and
-/// streams) and waits for open connections to finish their requests.
+/// connection limits of `options`, until `shutdown` completes; then cancels
+/// `cancel` (ending MCP sessions and streams) and waits for open connections
+/// to finish their requests.
+///
+/// What a connection may do:
+/// - send its first byte within [`ServeOptions::header_read_timeout`] of
+///   being accepted, and a request's headers within the same time (HTTP/1);
+/// - stay open without a request in flight (between keep-alive requests, or
+///   an HTTP/2 connection with no open stream) for at most
+///   [`ServeOptions::idle_timeout`]; a request in flight (an open event
+///   stream included) keeps its connection as long as it lasts;
+/// - exist alongside at most [`ServeOptions::max_connections_per_ip`] others
+///   from the same address (an IPv6 client by its /64), unless the address
+///   is a trusted proxy.
+///
+/// When every one of the [`ServeOptions::max_connections`] slots is taken,
+/// the loop keeps accepting: a new connection closes the connection that has
+/// been idle longest (it had no request in flight, so nothing is lost); when
+/// none is idle, the newcomer gets `503` with `Retry-After` and is closed.
+/// Closing an idle connection is graceful (HTTP/2 gets `GOAWAY`), and a
+/// connection that does not close within a second of that is dropped, still
+/// only while no request is in flight.
 pub async fn serve_with(
     listener: TcpListener,
     router: Router,
