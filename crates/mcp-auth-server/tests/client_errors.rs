@@ -9,24 +9,11 @@
 
 mod common;
 
-use std::{
-    path::{Path, PathBuf},
-    process::{Command, Stdio},
-};
+use std::process::{Command, Stdio};
 
-use common::{KEY, Server, command, tempdir};
+use common::{KEY, Server, client_bin, command, tempdir};
 
 const SECRET: &str = "a-test-secret-that-is-at-least-32-bytes";
-
-fn client_bin() -> PathBuf {
-    let p = Path::new(env!("CARGO_BIN_EXE_mcp-auth-server")).with_file_name("mcp-auth-client");
-    assert!(
-        p.exists(),
-        "{} is not built: run `cargo build -p mcp-auth-client`",
-        p.display()
-    );
-    p
-}
 
 /// Runs the client with a clean environment in an empty directory; exit
 /// status and stderr.

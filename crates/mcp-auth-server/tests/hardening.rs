@@ -314,6 +314,23 @@ fn keys_and_tokens(extra: &[(&'static str, &'static str)]) -> Server {
     Server::start(&env)
 }
 
+/// An `initialize` POST to `s` with a bearer token and/or an API key.
+async fn init(
+    c: &reqwest::Client,
+    s: &Server,
+    bearer: Option<&str>,
+    key: Option<&str>,
+) -> reqwest::Response {
+    let mut req = post(c, &s.url(), INIT);
+    if let Some(t) = bearer {
+        req = req.bearer_auth(t);
+    }
+    if let Some(k) = key {
+        req = req.header("x-api-key", k);
+    }
+    req.send().await.unwrap()
+}
+
 async fn json(r: reqwest::Response) -> serde_json::Value {
     r.json().await.unwrap()
 }
@@ -332,11 +349,7 @@ async fn one_user_with_many_client_ids_cannot_fill_the_session_cap() {
             &["--sub", "mallory", "--client-id", &format!("dcr-{i}")],
         );
         for _ in 0..10 {
-            let r = post(&c, &s.url(), INIT)
-                .bearer_auth(&t)
-                .send()
-                .await
-                .unwrap();
+            let r = init(&c, &s, Some(&t), None).await;
             match r.status().as_u16() {
                 200 => granted += 1,
                 429 => {
@@ -361,17 +374,9 @@ async fn one_user_with_many_client_ids_cannot_fill_the_session_cap() {
     );
     // Everyone else still gets in.
     let alice = token(&s, &["--sub", "alice", "--client-id", "dcr-0"]);
-    let r = post(&c, &s.url(), INIT)
-        .bearer_auth(&alice)
-        .send()
-        .await
-        .unwrap();
+    let r = init(&c, &s, Some(&alice), None).await;
     assert_eq!(r.status(), 200);
-    let r = post(&c, &s.url(), INIT)
-        .header("x-api-key", KEY)
-        .send()
-        .await
-        .unwrap();
+    let r = init(&c, &s, None, Some(KEY)).await;
     assert_eq!(r.status(), 200);
 }
 
@@ -381,27 +386,14 @@ async fn credentials_of_two_schemes_in_one_request_are_refused_and_counted() {
     let c = reqwest::Client::new();
     let t = token(&s, &["--sub", "bob"]);
     // Each alone works.
-    let r = post(&c, &s.url(), INIT)
-        .bearer_auth(&t)
-        .send()
-        .await
-        .unwrap();
+    let r = init(&c, &s, Some(&t), None).await;
     assert_eq!(r.status(), 200);
-    let r = post(&c, &s.url(), INIT)
-        .header("x-api-key", KEY)
-        .send()
-        .await
-        .unwrap();
+    let r = init(&c, &s, None, Some(KEY)).await;
     assert_eq!(r.status(), 200);
     // A valid token with a wrong key, and with the right key: both refused
     // alike, so the answer tells nothing about the key.
     for key in ["guessed-key-0123456789", KEY] {
-        let r = post(&c, &s.url(), INIT)
-            .bearer_auth(&t)
-            .header("x-api-key", key)
-            .send()
-            .await
-            .unwrap();
+        let r = init(&c, &s, Some(&t), Some(key)).await;
         assert_eq!(r.status(), 400);
         let challenge = r.headers()["www-authenticate"].to_str().unwrap().to_owned();
         assert!(
@@ -421,20 +413,10 @@ async fn credentials_of_two_schemes_in_one_request_are_refused_and_counted() {
     // Guessing keys behind a valid token counts as failed logins: two
     // counted above, three more, then 429.
     for _ in 0..3 {
-        let r = post(&c, &s.url(), INIT)
-            .bearer_auth(&t)
-            .header("x-api-key", "guessed-key-0123456789")
-            .send()
-            .await
-            .unwrap();
+        let r = init(&c, &s, Some(&t), Some("guessed-key-0123456789")).await;
         assert_eq!(r.status(), 400);
     }
-    let r = post(&c, &s.url(), INIT)
-        .bearer_auth(&t)
-        .header("x-api-key", "guessed-key-0123456789")
-        .send()
-        .await
-        .unwrap();
+    let r = init(&c, &s, Some(&t), Some("guessed-key-0123456789")).await;
     assert_eq!(r.status(), 429);
 }
 
@@ -444,30 +426,18 @@ async fn requests_without_credentials_are_not_failed_logins() {
     let c = reqwest::Client::new();
     // Forty OAuth-style discovery probes from one address: each a plain 401.
     for _ in 0..40 {
-        let r = post(&c, &s.url(), INIT).send().await.unwrap();
+        let r = init(&c, &s, None, None).await;
         assert_eq!(r.status(), 401);
     }
-    let r = post(&c, &s.url(), INIT)
-        .header("x-api-key", KEY)
-        .send()
-        .await
-        .unwrap();
+    let r = init(&c, &s, None, Some(KEY)).await;
     assert_eq!(r.status(), 200, "valid credentials still work");
     // Wrong credentials are still counted: three, then 429 (the right key
     // included, for the rest of the window).
     for _ in 0..3 {
-        let r = post(&c, &s.url(), INIT)
-            .header("x-api-key", "guessed-key-0123456789")
-            .send()
-            .await
-            .unwrap();
+        let r = init(&c, &s, None, Some("guessed-key-0123456789")).await;
         assert_eq!(r.status(), 401);
     }
-    let r = post(&c, &s.url(), INIT)
-        .header("x-api-key", "guessed-key-0123456789")
-        .send()
-        .await
-        .unwrap();
+    let r = init(&c, &s, None, Some("guessed-key-0123456789")).await;
     assert_eq!(r.status(), 429);
     assert!(r.headers().contains_key("retry-after"));
 }
@@ -480,26 +450,14 @@ async fn garbage_tokens_are_malformed_and_long_lived_ones_can_be_refused() {
         ("MCP_JWT_MAX_LIFETIME", "1h"),
     ]);
     let c = reqwest::Client::new();
-    let r = post(&c, &s.url(), INIT)
-        .bearer_auth("abc.def.ghi")
-        .send()
-        .await
-        .unwrap();
+    let r = init(&c, &s, Some("abc.def.ghi"), None).await;
     assert_eq!(r.status(), 401);
     assert_eq!(json(r).await["error_description"], "malformed token");
     let short = token(&s, &["--sub", "a", "--expires-in", "30m"]);
-    let r = post(&c, &s.url(), INIT)
-        .bearer_auth(&short)
-        .send()
-        .await
-        .unwrap();
+    let r = init(&c, &s, Some(&short), None).await;
     assert_eq!(r.status(), 200);
     let long = token(&s, &["--sub", "a", "--expires-in", "30d"]);
-    let r = post(&c, &s.url(), INIT)
-        .bearer_auth(&long)
-        .send()
-        .await
-        .unwrap();
+    let r = init(&c, &s, Some(&long), None).await;
     assert_eq!(r.status(), 401);
     let challenge = r.headers()["www-authenticate"].to_str().unwrap().to_owned();
     assert!(challenge.contains("invalid_token"), "{challenge}");
@@ -513,11 +471,7 @@ async fn garbage_tokens_are_malformed_and_long_lived_ones_can_be_refused() {
 async fn unreadable_json_rpc_gets_400_with_the_json_rpc_error() {
     let s = Server::start(&[("MCP_API_KEYS", KEY)]);
     let c = reqwest::Client::new();
-    let r = post(&c, &s.url(), INIT)
-        .header("x-api-key", KEY)
-        .send()
-        .await
-        .unwrap();
+    let r = init(&c, &s, None, Some(KEY)).await;
     let sid = r.headers()["mcp-session-id"].to_str().unwrap().to_owned();
     for (body, code) in [
         ("{not json", -32700),
@@ -557,26 +511,16 @@ async fn a_refused_legacy_sse_stream_says_when_to_retry_like_streamable_http() {
         ("MCP_MAX_SESSIONS_PER_PRINCIPAL", "1"),
     ]);
     let c = reqwest::Client::new();
-    let first = c
-        .get(format!("{}/sse", s.base()))
-        .header("accept", "text/event-stream")
-        .header("x-api-key", KEY)
-        .send()
-        .await
-        .unwrap();
+    let open_stream = || {
+        c.get(format!("{}/sse", s.base()))
+            .header("accept", "text/event-stream")
+            .header("x-api-key", KEY)
+            .send()
+    };
+    let first = open_stream().await.unwrap();
     assert_eq!(first.status(), 200);
-    let sse = c
-        .get(format!("{}/sse", s.base()))
-        .header("accept", "text/event-stream")
-        .header("x-api-key", KEY)
-        .send()
-        .await
-        .unwrap();
-    let http = post(&c, &s.url(), INIT)
-        .header("x-api-key", KEY)
-        .send()
-        .await
-        .unwrap();
+    let sse = open_stream().await.unwrap();
+    let http = init(&c, &s, None, Some(KEY)).await;
     for r in [sse, http] {
         assert_eq!(r.status(), 429);
         assert_eq!(r.headers()["retry-after"], "5");
@@ -603,7 +547,7 @@ async fn start_up_reports_settings_without_effect_and_honours_rust_log() {
         ("RUST_LOG", "info,mcp_auth_transport=debug"),
     ]);
     let c = reqwest::Client::new();
-    let r = post(&c, &s.url(), INIT).send().await.unwrap();
+    let r = init(&c, &s, None, None).await;
     assert_eq!(r.status(), 401);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let log = s.stderr();
@@ -632,7 +576,7 @@ async fn required_scopes_work_with_cognito() {
         ("MCP_OAUTH_REQUIRED_SCOPES", "mcp/tools"),
     ]);
     let c = reqwest::Client::new();
-    let r = post(&c, &s.url(), INIT).send().await.unwrap();
+    let r = init(&c, &s, None, None).await;
     assert_eq!(r.status(), 401);
     let challenge = r.headers()["www-authenticate"].to_str().unwrap().to_owned();
     assert!(challenge.contains(r#"scope="mcp/tools""#), "{challenge}");

@@ -14,21 +14,11 @@ use std::{
     process::{Child, Command, Stdio},
 };
 
-use common::Server;
+use common::{Server, client_bin};
 use mcp_auth_integration_tests::free_port;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn client_bin() -> PathBuf {
-    let p = Path::new(env!("CARGO_BIN_EXE_mcp-auth-server")).with_file_name("mcp-auth-client");
-    assert!(
-        p.exists(),
-        "{} is not built: run `cargo build -p mcp-auth-client`",
-        p.display()
-    );
-    p
 }
 
 struct Provider(Child);

@@ -94,6 +94,18 @@ pub fn command(dir: &Path, env: &[(&str, &str)]) -> Command {
     cmd
 }
 
+/// The example client binary, built beside the server (the test command
+/// builds every binary first).
+pub fn client_bin() -> std::path::PathBuf {
+    let p = Path::new(BIN).with_file_name("mcp-auth-client");
+    assert!(
+        p.exists(),
+        "{} is not built: run `cargo build -p mcp-auth-client`",
+        p.display()
+    );
+    p
+}
+
 pub fn tempdir() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
 }
