@@ -71,3 +71,58 @@ fn programs(text: &str) -> Vec<String> {
     }
     out
 }
+
+/// Every test the documents cite as `file::test_name` (SECURITY.md's attack
+/// classes, README's walkthroughs) exists.
+#[test]
+fn tests_cited_in_the_docs_exist() {
+    let mut fns = std::collections::HashSet::new();
+    let mut stack = vec![repo().join("crates"), repo().join("tests")];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                if !path.ends_with("node_modules") {
+                    stack.push(path);
+                }
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                for part in text.split("fn ").skip(1) {
+                    let name: String = part
+                        .chars()
+                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                        .collect();
+                    fns.insert(name);
+                }
+            }
+        }
+    }
+    let mut cited = 0;
+    for doc in ["README.md", "docs/SECURITY.md"] {
+        let text = std::fs::read_to_string(repo().join(doc)).unwrap();
+        for span in text.split('`').skip(1).step_by(2) {
+            let Some((file, name)) = span.rsplit_once("::") else {
+                continue;
+            };
+            let plain = |s: &str| {
+                !s.is_empty()
+                    && s.chars().all(|c| {
+                        c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == ':'
+                    })
+            };
+            // `module::test_name`: lowercase, a test-like name with words.
+            if !plain(file) || !plain(name) || !name.contains('_') || name.len() < 12 {
+                continue;
+            }
+            assert!(
+                fns.contains(name),
+                "{doc} cites `{span}`, which does not exist"
+            );
+            cited += 1;
+        }
+    }
+    assert!(
+        cited > 30,
+        "only {cited} cited tests found: did the documents change form?"
+    );
+}
