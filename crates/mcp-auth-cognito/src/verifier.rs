@@ -258,7 +258,7 @@ impl CognitoVerifier {
             }
         }
         if !self.groups.is_empty() {
-            let groups = t.groups();
+            let groups = cognito_groups(t);
             if !self.groups.iter().any(|g| groups.contains(g)) {
                 return Err(CognitoError::Group);
             }
@@ -317,8 +317,13 @@ fn principal(t: VerifiedToken) -> Principal {
         .or_else(|| t.str_claim("cognito:username"))
         .map(str::to_owned);
     let email = t.str_claim("email").map(str::to_owned);
+    let groups = cognito_groups(&t);
     let mut p = t.into_principal("cognito");
     p.client_id = client;
+    // Cognito's own claim only: a `groups` or `roles` claim (which Cognito
+    // never issues, but a pre-token-generation trigger could add) is no
+    // Cognito group.
+    p.groups = groups;
     if let Some(u) = username {
         Arc::make_mut(&mut p.claims).insert("username".into(), u.into());
     }
@@ -326,6 +331,18 @@ fn principal(t: VerifiedToken) -> Principal {
         Arc::make_mut(&mut p.claims).insert("email".into(), e.into());
     }
     p
+}
+
+/// The user-pool groups: `cognito:groups`, and nothing else.
+fn cognito_groups(t: &VerifiedToken) -> Vec<String> {
+    t.claims
+        .get("cognito:groups")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(str::to_owned)
+        .collect()
 }
 
 impl CognitoVerifierBuilder {

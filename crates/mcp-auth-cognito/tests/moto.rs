@@ -342,6 +342,18 @@ async fn moto_tokens_are_checked_for_use_client_and_expiry() {
         strict.verify(&access).await.unwrap_err(),
         CognitoError::Group
     );
+    // Only Cognito's own group claim counts, as documented: `groups` or
+    // `roles` (which Cognito never issues) do not.
+    for claim in ["groups", "roles"] {
+        let other = resign(&access, &serde_json::json!({ claim: ["admins"] }));
+        assert_eq!(
+            strict.verify(&other).await.unwrap_err(),
+            CognitoError::Group,
+            "{claim}"
+        );
+    }
+    let member = resign(&access, &serde_json::json!({"cognito:groups": ["admins"]}));
+    assert_eq!(strict.verify(&member).await.unwrap().groups, ["admins"]);
     let scoped = CognitoVerifier::builder(REGION, &pool)
         .unwrap()
         .jwks_url(
@@ -378,21 +390,33 @@ async fn moto_tokens_are_checked_for_use_client_and_expiry() {
 
 /// Re-signs `token`'s claims with moto's signing key, expired an hour ago.
 fn resign_expired(token: &str) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    resign(
+        token,
+        &serde_json::json!({"iat": now - 7200, "exp": now - 3600}),
+    )
+}
+
+/// `token`'s claims with `changes` merged in, re-signed by moto's own
+/// (fixed, published) key: tokens moto cannot mint itself.
+fn resign(token: &str, changes: &serde_json::Value) -> String {
     let python = std::env::var("MOTO_PYTHON").unwrap_or_else(|_| "python3".into());
     let script = r#"
-import base64, gzip, json, os, sys, time
+import base64, gzip, json, os, sys
 import moto
 from joserfc import jwk, jwt
 path = os.path.join(os.path.dirname(moto.__file__), "cognitoidp/resources/jwks-private.json.gz")
 key = jwk.RSAKey.import_key(json.load(gzip.open(path)))
 payload = sys.argv[1].split(".")[1]
 claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-claims["iat"] = int(time.time()) - 7200
-claims["exp"] = int(time.time()) - 3600
+claims.update(json.loads(sys.argv[2]))
 print(jwt.encode({"alg": "RS256", "kid": "dummy", "typ": "JWT"}, claims, key))
 "#;
     let out = Command::new(python)
-        .args(["-c", script, token])
+        .args(["-c", script, token, &changes.to_string()])
         .output()
         .expect("python with moto");
     assert!(
