@@ -143,7 +143,7 @@ fn check_readers(m: &HashMap<String, String>) {
     if let Err(e) = ApiKeyAuthenticator::from_settings(m) {
         assert_eq!(e.variable, "MCP_API_KEYS");
     }
-    if let Ok(l) = mcp_auth_jwt::leeway_from_settings(m) {
+    if let Ok(l) = mcp_auth_jwt::settings::leeway_from_settings(m) {
         assert!(l <= Duration::from_secs(600));
     }
     match mcp_auth_jwt::TimeRules::from_settings(m) {
@@ -158,7 +158,7 @@ fn check_readers(m: &HashMap<String, String>) {
         ),
     }
     for (name, v) in m {
-        if let Ok(u) = mcp_auth_jwt::secure_url_setting(v, name, false) {
+        if let Ok(u) = mcp_auth_jwt::settings::secure_url_setting(v, name, false) {
             assert!(matches!(u.scheme(), "http" | "https"));
         }
     }

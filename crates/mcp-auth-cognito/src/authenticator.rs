@@ -109,7 +109,8 @@ impl CognitoAuthenticator {
         }
         if let Some(u) = l.get("COGNITO_JWKS_URL") {
             let allow_http = parse_bool(l, "MCP_OAUTH_ALLOW_HTTP", false)?;
-            let url = mcp_auth_jwt::secure_url_setting(&u, "COGNITO_JWKS_URL", allow_http)?;
+            let url =
+                mcp_auth_jwt::settings::secure_url_setting(&u, "COGNITO_JWKS_URL", allow_http)?;
             b = b.jwks_url(url).allow_insecure_http(allow_http);
         }
         let time = mcp_auth_jwt::TimeRules::from_settings(l)?;

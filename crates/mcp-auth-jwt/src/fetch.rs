@@ -66,7 +66,7 @@ pub enum FetchError {
 /// anywhere when `allow_insecure_http`).
 ///
 /// ```
-/// use mcp_auth_jwt::is_secure_url;
+/// use mcp_auth_jwt::fetch::is_secure_url;
 /// let u = |s: &str| url::Url::parse(s).unwrap();
 /// assert!(is_secure_url(&u("https://as.example/jwks"), false));
 /// assert!(is_secure_url(&u("http://127.0.0.1:8080/jwks"), false));

@@ -325,7 +325,7 @@ impl JwksCache {
             }
         };
         inner.fetches.fetch_add(1, Ordering::Relaxed);
-        let shown = crate::redact(&url);
+        let shown = crate::fetch::redact(&url);
         let fetched = get_json(&inner.client, &url, inner.limits)
             .await
             .map_err(|e| JwksError(e.to_string()))

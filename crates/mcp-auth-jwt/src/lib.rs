@@ -32,21 +32,28 @@
 //!   leeway, `typ` `JWT` or `at+jwt`, audience as string or array, custom
 //!   checks.
 //!
+//! `verify` is `async` because a JWKS may need fetching; with static keys it
+//! never awaits anything, so any executor (or `futures::executor::block_on`)
+//! runs it to completion at once.
+//!
+//! The plumbing other crates of this workspace share (bounded fetching in
+//! [`fetch`], settings helpers in [`settings`]) lives in those modules.
+//!
 //! Built on jsonwebtoken with its `aws_lc_rs` backend only.
 
 mod discovery;
-mod fetch;
+pub mod fetch;
 mod jwks;
 mod keys;
-mod settings;
+pub mod settings;
 mod verifier;
 
 pub use discovery::{AuthServerMetadata, DiscoveryError, discover, discovery_urls};
-pub use fetch::{FetchError, FetchLimits, get_json, http_client, is_secure_url, redact};
+pub use fetch::{FetchError, FetchLimits};
 pub use jsonwebtoken::Algorithm;
 pub use jwks::{JwksCache, JwksCacheBuilder, JwksError};
 pub use keys::{KeyError, KeySet, MIN_HMAC_SECRET_LEN, VerifyKey};
-pub use settings::{TimeRules, leeway_from_settings, secure_url_setting};
+pub use settings::TimeRules;
 pub use verifier::{
     Audience, BuildError, ClaimCheck, DEFAULT_MAX_TOKEN_BYTES, JwtError, JwtVerifier,
     JwtVerifierBuilder, MAX_NUMERIC_DATE, VerifiedToken, numeric_date,

@@ -5,14 +5,14 @@ use std::time::Duration;
 use mcp_auth_core::settings::{ConfigError, Lookup};
 use url::Url;
 
-use crate::{is_secure_url, redact};
+use crate::fetch::{is_secure_url, redact};
 
 /// `MCP_JWT_LEEWAY`: clock-skew leeway in whole seconds, 0 to 600 (default 60).
 ///
 /// ```
 /// use std::{collections::HashMap, time::Duration};
 /// let vars = HashMap::from([("MCP_JWT_LEEWAY".to_owned(), "5".to_owned())]);
-/// assert_eq!(mcp_auth_jwt::leeway_from_settings(&vars).unwrap(), Duration::from_secs(5));
+/// assert_eq!(mcp_auth_jwt::settings::leeway_from_settings(&vars).unwrap(), Duration::from_secs(5));
 /// ```
 pub fn leeway_from_settings(l: &dyn Lookup) -> Result<Duration, ConfigError> {
     match l.get("MCP_JWT_LEEWAY") {
@@ -74,8 +74,8 @@ impl TimeRules {
 /// (`MCP_OAUTH_ALLOW_HTTP`).
 ///
 /// ```
-/// assert!(mcp_auth_jwt::secure_url_setting("https://as.example/jwks", "X", false).is_ok());
-/// assert!(mcp_auth_jwt::secure_url_setting("http://as.example/jwks", "X", false).is_err());
+/// assert!(mcp_auth_jwt::settings::secure_url_setting("https://as.example/jwks", "X", false).is_ok());
+/// assert!(mcp_auth_jwt::settings::secure_url_setting("http://as.example/jwks", "X", false).is_err());
 /// ```
 pub fn secure_url_setting(value: &str, var: &str, allow_http: bool) -> Result<Url, ConfigError> {
     let url = Url::parse(value)

@@ -712,3 +712,24 @@ async fn the_cache_can_be_turned_off_and_never_keeps_kidless_jwks_tokens() {
     on.verify(&kidless).await.unwrap();
     assert_eq!(checks.load(Ordering::SeqCst), 4);
 }
+
+#[test]
+fn static_keys_verify_without_a_tokio_runtime() {
+    // As the crate docs say: with static keys `verify` never waits, so a
+    // minimal executor runs it outside any async runtime.
+    let secret = b"an-hmac-secret-of-at-least-32-bytes!";
+    let v = JwtVerifier::builder()
+        .static_keys(vec![VerifyKey::hmac(secret, Algorithm::HS256).unwrap()])
+        .issuer("me")
+        .audience(Audience::Unchecked)
+        .build()
+        .unwrap();
+    let token = jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &json!({"sub": "s", "iss": "me", "exp": now() + 60}),
+        &EncodingKey::from_secret(secret),
+    )
+    .unwrap();
+    let t = futures::executor::block_on(v.verify(&token)).unwrap();
+    assert_eq!(t.str_claim("sub"), Some("s"));
+}

@@ -63,7 +63,7 @@ pub struct Introspector {
 impl std::fmt::Debug for Introspector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Introspector")
-            .field("url", &mcp_auth_jwt::redact(&self.url))
+            .field("url", &mcp_auth_jwt::fetch::redact(&self.url))
             .field("client_id", &self.client_id)
             .finish_non_exhaustive()
     }
@@ -92,7 +92,7 @@ impl Introspector {
             client_secret,
             issuer,
             audiences,
-            client: mcp_auth_jwt::http_client(mcp_auth_jwt::FetchLimits::default()),
+            client: mcp_auth_jwt::fetch::http_client(mcp_auth_jwt::FetchLimits::default()),
             caches: Mutex::new(Caches::default()),
             slots: tokio::sync::Semaphore::new(MAX_IN_FLIGHT),
         }

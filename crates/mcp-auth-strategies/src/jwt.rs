@@ -194,9 +194,9 @@ impl JwtAuthenticator {
         mcp_auth_jwt::discovery_urls(&issuer)
             .map_err(|e| ConfigError::new("MCP_OAUTH_ISSUER", e.to_string()))?;
         let allow_http = parse_bool(l, "MCP_OAUTH_ALLOW_HTTP", false)?;
-        mcp_auth_jwt::secure_url_setting(&issuer, "MCP_OAUTH_ISSUER", allow_http)?;
+        mcp_auth_jwt::settings::secure_url_setting(&issuer, "MCP_OAUTH_ISSUER", allow_http)?;
         let cache = match l.get("MCP_OAUTH_JWKS_URL") {
-            Some(u) => JwksCache::builder(mcp_auth_jwt::secure_url_setting(
+            Some(u) => JwksCache::builder(mcp_auth_jwt::settings::secure_url_setting(
                 &u,
                 "MCP_OAUTH_JWKS_URL",
                 allow_http,
@@ -228,8 +228,11 @@ impl JwtAuthenticator {
         let mut auth = Self::oauth2(verifier, issuer.clone())
             .with_scopes_supported(parse_list(l, "MCP_OAUTH_SCOPES_SUPPORTED").unwrap_or_default());
         if let Some(u) = l.get("MCP_OAUTH_INTROSPECTION_URL") {
-            let url =
-                mcp_auth_jwt::secure_url_setting(&u, "MCP_OAUTH_INTROSPECTION_URL", allow_http)?;
+            let url = mcp_auth_jwt::settings::secure_url_setting(
+                &u,
+                "MCP_OAUTH_INTROSPECTION_URL",
+                allow_http,
+            )?;
             let id = l.get("MCP_OAUTH_CLIENT_ID").ok_or_else(|| {
                 ConfigError::new(
                     "MCP_OAUTH_CLIENT_ID",
