@@ -51,6 +51,11 @@ pub struct Principal {
     /// reference count for its claims (`Arc::make_mut` to change them).
     #[serde(serialize_with = "ser_claims", skip_serializing_if = "no_claims")]
     pub claims: Arc<Map<String, Value>>,
+    /// The caller identifies nobody: everyone is let in as this same
+    /// principal (`NoAuth`). Sessions, their caps and rate limits treat such
+    /// a caller as anonymous, not as one user everyone shares.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub anonymous: bool,
 }
 
 fn ser_claims<S: Serializer>(c: &Arc<Map<String, Value>>, s: S) -> Result<S::Ok, S::Error> {
@@ -88,6 +93,23 @@ impl Principal {
             strategy: strategy.into(),
             expires_at: None,
             claims: no_claims_yet(),
+            anonymous: false,
+        }
+    }
+
+    /// The principal of a caller that identifies nobody (subject
+    /// `anonymous`), for authenticators that let everyone in.
+    ///
+    /// ```
+    /// use mcp_auth_core::Principal;
+    /// let p = Principal::anonymous("none");
+    /// assert!(p.anonymous && p.subject == "anonymous");
+    /// assert!(!Principal::new("anonymous", "api_key").anonymous, "a name is no property");
+    /// ```
+    pub fn anonymous(strategy: impl Into<String>) -> Self {
+        Self {
+            anonymous: true,
+            ..Self::new("anonymous", strategy)
         }
     }
 
@@ -182,6 +204,7 @@ impl fmt::Debug for Principal {
             .field("strategy", &self.strategy)
             .field("expires_at", &self.expires_at)
             .field("claims", &ClaimNames(&self.claims))
+            .field("anonymous", &self.anonymous)
             .finish()
     }
 }

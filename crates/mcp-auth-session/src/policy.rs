@@ -175,10 +175,11 @@ pub fn subject_of(owner: &str) -> &str {
 }
 
 /// The owner a principal's sessions are bound to, or `None` for a principal
-/// that identifies nobody: the `none` strategy lets everyone in as the same
-/// "anonymous" principal, which must count as anonymous, not as one user.
+/// that identifies nobody ([`Principal::anonymous`], e.g. the `none`
+/// strategy lets everyone in as the same principal), which must count as
+/// anonymous, not as one user.
 pub fn session_owner(p: Option<&Principal>) -> Option<String> {
-    p.filter(|p| p.strategy != "none").map(owner_of)
+    p.filter(|p| !p.anonymous).map(owner_of)
 }
 
 #[cfg(test)]
@@ -220,6 +221,15 @@ mod tests {
             .variable,
             "MCP_SESSION_AUTH_REQUIRE_FOR_OPERATIONS"
         );
+    }
+
+    #[test]
+    fn anonymity_is_a_property_of_the_principal_not_a_strategy_name() {
+        assert_eq!(session_owner(Some(&Principal::anonymous("none"))), None);
+        assert_eq!(session_owner(Some(&Principal::anonymous("gateway"))), None);
+        assert!(session_owner(Some(&Principal::new("anonymous", "api_key"))).is_some());
+        assert!(session_owner(Some(&Principal::new("svc", "none"))).is_some());
+        assert_eq!(session_owner(None), None);
     }
 
     #[test]

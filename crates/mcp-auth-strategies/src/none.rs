@@ -22,7 +22,7 @@ pub struct NoAuth;
 #[async_trait]
 impl Authenticator for NoAuth {
     async fn authenticate(&self, _req: &AuthRequest) -> Result<Principal, AuthError> {
-        Ok(Principal::new("anonymous", "none"))
+        Ok(Principal::anonymous("none"))
     }
 
     fn name(&self) -> &str {
