@@ -117,8 +117,16 @@ pub(crate) fn is_initialize(body: &[u8]) -> bool {
         #[serde(borrow, default)]
         method: Option<std::borrow::Cow<'a, str>>,
     }
-    serde_json::from_slice::<Probe<'_>>(body)
-        .is_ok_and(|p| p.method.as_deref() == Some("initialize"))
+    // A message is a JSON object; serde would also read a struct from an
+    // array (`["initialize"]`), which is no initialize request (found by
+    // the jsonrpc_body fuzz target).
+    let object = body
+        .iter()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+        == Some(&b'{');
+    object
+        && serde_json::from_slice::<Probe<'_>>(body)
+            .is_ok_and(|p| p.method.as_deref() == Some("initialize"))
 }
 
 impl<S> Service<Request<Body>> for SessionService<S>
@@ -371,5 +379,27 @@ impl RmcpStore for RmcpSessionState {
         // The session layer ends sessions (record and state together); a
         // replica dropping its in-memory copy must not erase the shared state.
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_initialize;
+
+    #[test]
+    fn only_an_object_with_method_initialize_is_an_initialize() {
+        assert!(is_initialize(
+            br#" {"jsonrpc":"2.0","id":1,"method":"initialize","params":{}}"#
+        ));
+        for body in [
+            &br#"["initialize"]"#[..],
+            br#"["initialize"  ]  "#,
+            br#"{"method":"tools/list"}"#,
+            br#"[{"method":"initialize"}]"#,
+            b"initialize",
+            b"",
+        ] {
+            assert!(!is_initialize(body), "{}", String::from_utf8_lossy(body));
+        }
     }
 }
