@@ -722,7 +722,8 @@ where
         let req = req.map(|body| {
             axum::body::Body::new(DeadlineBody {
                 inner: body,
-                deadline: Box::pin(tokio::time::sleep_until(deadline)),
+                deadline,
+                timer: None,
             })
         });
         let fut = self.inner.call(req);
@@ -737,10 +738,12 @@ where
 }
 
 /// A request body that fails with [`BodyTimedOut`] when it has not ended
-/// by its deadline.
+/// by its deadline. The timer is armed only when the body makes the reader
+/// wait: a body that arrived with its headers costs no timer.
 struct DeadlineBody<B> {
     inner: B,
-    deadline: Pin<Box<tokio::time::Sleep>>,
+    deadline: Instant,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl<B> http_body::Body for DeadlineBody<B>
@@ -758,7 +761,11 @@ where
         if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
             return Poll::Ready(frame.map(|r| r.map_err(Into::into)));
         }
-        match self.deadline.as_mut().poll(cx) {
+        let deadline = self.deadline;
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        match timer.as_mut().poll(cx) {
             Poll::Ready(()) => {
                 tracing::debug!("request body not received in time");
                 Poll::Ready(Some(Err(Box::new(BodyTimedOut))))
