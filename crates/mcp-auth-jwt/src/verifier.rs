@@ -444,16 +444,20 @@ impl JwtVerifier {
     }
 
     async fn verify_uncached(&self, token: &str) -> Result<VerifiedToken, JwtError> {
-        let Some((header_b64, _)) = token.split_once('.') else {
-            return Err(JwtError::Malformed);
-        };
-        if token.split('.').count() != 3 || !header_names_an_algorithm(header_b64) {
+        if token.split('.').count() != 3 {
             return Err(JwtError::Malformed);
         }
         let header = jsonwebtoken::decode_header(token).map_err(|e| match e.kind() {
-            // A well-formed header that does not parse: `alg: none` or an
-            // unknown algorithm.
-            ErrorKind::Json(_) => JwtError::Algorithm,
+            // A header object naming an algorithm that does not parse:
+            // `alg: none` or an unknown algorithm. Anything else that is not
+            // a header (`abc.def.ghi`) is malformed.
+            ErrorKind::Json(_)
+                if token
+                    .split_once('.')
+                    .is_some_and(|(h, _)| header_names_an_algorithm(h)) =>
+            {
+                JwtError::Algorithm
+            }
             _ => JwtError::Malformed,
         })?;
         if header.jku.is_some() || header.jwk.is_some() || header.x5u.is_some() {

@@ -260,13 +260,23 @@ impl RedisStore {
         }
     }
 
-    /// The user's group (issuer and subject over all client ids) and its
-    /// cap; for anonymous sessions the anonymous group and 0 (no user cap).
-    fn user(&self, owner: Option<&str>, limits: &SessionLimits) -> (String, usize) {
+    /// The user's group (issuer and subject over all client ids); for an
+    /// anonymous session the anonymous group (given no user cap).
+    fn user_group(&self, owner: Option<&str>) -> String {
         match owner {
-            Some(o) => (self.key(&["subj:", subject_of(o)]), limits.max_per_subject),
-            None => (self.key(&["anon"]), 0),
+            Some(o) => self.key(&["subj:", subject_of(o)]),
+            None => self.key(&["anon"]),
         }
+    }
+
+    /// The user group's cap for the scripts; 0 (no user cap) when anonymous.
+    fn user(&self, owner: Option<&str>, limits: &SessionLimits) -> (String, usize) {
+        let cap = if owner.is_some() {
+            limits.max_per_subject
+        } else {
+            0
+        };
+        (self.user_group(owner), cap)
     }
 
     fn failed(&self, e: redis::RedisError) -> StoreError {
@@ -354,7 +364,7 @@ impl SessionStore for RedisStore {
             .ignore()
             .zrem(self.group(owner), &ticket.0)
             .ignore()
-            .zrem(self.user(owner, &SessionLimits::default()).0, &ticket.0)
+            .zrem(self.user_group(owner), &ticket.0)
             .ignore()
             .query_async(&mut c)
             .await
@@ -398,7 +408,7 @@ impl SessionStore for RedisStore {
             .key(self.key(&["sess:", sid]))
             .key(self.key(&["anon"]))
             .key(self.key(&["own:", owner]))
-            .key(self.user(Some(owner), limits).0)
+            .key(self.user_group(Some(owner)))
             .arg(ms(limits.idle_timeout))
             .arg(sid)
             .arg(owner)

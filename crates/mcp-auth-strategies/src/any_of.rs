@@ -188,7 +188,7 @@ impl Authenticator for AnyOf {
     }
 
     fn challenge_schemes(&self) -> Vec<ChallengeScheme> {
-        union(self.members.iter().map(|m| m.challenge_schemes()))
+        self.schemes.clone()
     }
 
     fn authorization_servers(&self) -> Vec<String> {

@@ -171,15 +171,24 @@ impl RateLimitConfig {
     }
 }
 
-/// The rate-limit key of an address: IPv4 as is, IPv6 by its /64 (one
-/// client usually owns a whole /64, and could otherwise rotate through it).
-fn address_key(ip: Option<IpAddr>) -> String {
-    match ip {
-        Some(IpAddr::V6(v6)) => {
+/// The network one client is counted by: the canonical address, IPv4 as
+/// is, IPv6 by its /64 (one client usually owns a whole /64, and could
+/// otherwise rotate through it). Rate limits and connection caps share it.
+pub(crate) fn client_network(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
             let s = v6.segments();
-            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
         }
-        Some(ip) => ip.to_string(),
+        v4 => v4,
+    }
+}
+
+/// The rate-limit key of an address: its [`client_network`].
+fn address_key(ip: Option<IpAddr>) -> String {
+    match ip.map(client_network) {
+        Some(IpAddr::V6(net)) => format!("{net}/64"),
+        Some(v4) => v4.to_string(),
         None => "unknown".to_owned(),
     }
 }

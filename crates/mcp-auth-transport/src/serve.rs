@@ -46,7 +46,7 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 use tower_service::Service;
 
-use crate::{IpNet, refusal::BodyTimedOut};
+use crate::{IpNet, ratelimit::client_network, refusal::BodyTimedOut};
 
 /// How long a connection told to close may take before it is dropped (only
 /// ever while it has no request in flight).
@@ -167,10 +167,11 @@ pub async fn serve(
 /// What a connection may do:
 /// - send its first byte within [`ServeOptions::header_read_timeout`] of
 ///   being accepted, and a request's headers within the same time (HTTP/1);
-/// - stay open without a request in flight (between keep-alive requests, or
-///   an HTTP/2 connection with no open stream) for at most
-///   [`ServeOptions::idle_timeout`]; a request in flight (an open event
-///   stream included) keeps its connection as long as it lasts;
+/// - stay open without a request in flight (an HTTP/2 connection with no
+///   open stream) for at most [`ServeOptions::idle_timeout`], and between
+///   HTTP/1 keep-alive requests for the shorter of that and the header
+///   timeout; a request in flight (an open event stream included) keeps its
+///   connection as long as it lasts;
 /// - exist alongside at most [`ServeOptions::max_connections_per_ip`] others
 ///   from the same address (an IPv6 client by its /64), unless the address
 ///   is a trusted proxy.
@@ -180,8 +181,9 @@ pub async fn serve(
 /// been idle longest (it had no request in flight, so nothing is lost); when
 /// none is idle, the newcomer gets `503` with `Retry-After` and is closed.
 /// Closing an idle connection is graceful (HTTP/2 gets `GOAWAY`), and a
-/// connection that does not close within a second of that is dropped, still
-/// only while no request is in flight.
+/// connection that does not close within a second of that is dropped once
+/// it has no request in flight and nothing left to write (or, if it never
+/// gets there, an idle timeout later).
 pub async fn serve_with(
     listener: TcpListener,
     router: Router,
@@ -435,6 +437,13 @@ struct Slots {
 }
 
 impl Slots {
+    /// Notes that `conn` was told to close (once).
+    fn mark_closing(&mut self, conn: &Conn) {
+        if !conn.closing.swap(true, Ordering::AcqRel) {
+            self.closing += 1;
+        }
+    }
+
     /// Tells the quiet connection among `which` that has been idle longest
     /// to close; false when there is none.
     fn evict_longest_idle(&mut self, which: impl Fn(&Conn) -> bool) -> bool {
@@ -447,24 +456,10 @@ impl Slots {
         let Some(victim) = victim else {
             return false;
         };
-        if !victim.closing.swap(true, Ordering::AcqRel) {
-            self.closing += 1;
-        }
+        self.mark_closing(&victim);
         victim.evict.notify_one();
         tracing::debug!("connection cap reached: closing the longest-idle connection");
         true
-    }
-}
-
-/// The per-address key: the canonical address, an IPv6 one by its /64 (one
-/// client usually owns a whole /64 and could rotate through it).
-fn address_key(ip: IpAddr) -> IpAddr {
-    match ip.to_canonical() {
-        IpAddr::V6(v6) => {
-            let s = v6.segments();
-            IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
-        }
-        v4 => v4,
     }
 }
 
@@ -479,7 +474,7 @@ impl Registry {
         let canonical = peer.to_canonical();
         let exempt = o.max_connections_per_ip == 0
             || o.trusted_proxies.iter().any(|n| n.contains(canonical));
-        let ip = (!exempt).then(|| address_key(canonical));
+        let ip = (!exempt).then(|| client_network(canonical));
         let mut s = self.lock();
         // Connections still closing hold descriptors too: bound them.
         let cap = o.max_connections.max(1);
@@ -518,10 +513,7 @@ impl Registry {
 
     /// Notes that `conn` was told to close.
     fn mark_closing(&self, conn: &Conn) {
-        let mut s = self.lock();
-        if !conn.closing.swap(true, Ordering::AcqRel) {
-            s.closing += 1;
-        }
+        self.lock().mark_closing(conn);
     }
 
     fn remove(&self, conn: &Conn) {
