@@ -232,11 +232,14 @@ async fn an_expired_access_token_is_refreshed_without_a_login() {
     let (server, _as, _) = behind_oidc_provider(
         // No clock-skew allowance: a token past its exp is refused at once.
         &[("MCP_JWT_LEEWAY", "0")],
-        // oidc-provider rotates public clients' refresh tokens and revokes
-        // the grant when one is used twice: two refreshes racing on one
-        // token (the client's requests go out together) would force a new
-        // login. The credential store's refresh lock prevents that.
-        &[("ACCESS_TOKEN_TTL", "2")],
+        // Refresh tokens are not rotated here. The credential store's lock
+        // stops two refreshes racing on one token, but rmcp 3.9 can still
+        // drop a refresh in flight when the client shuts down after the
+        // provider rotated the token; the provider then revokes the grant
+        // on reuse and the next run logs in again (about one run in ten).
+        // That rmcp limitation (docs/INTEROP.md) is not what this test is
+        // about.
+        &[("ACCESS_TOKEN_TTL", "2"), ("ROTATE_REFRESH_TOKEN", "false")],
     )
     .await;
     let home = tempfile::tempdir().unwrap();
