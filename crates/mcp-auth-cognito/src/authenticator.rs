@@ -7,7 +7,7 @@ use mcp_auth_core::{
 };
 use url::Url;
 
-use crate::{CognitoVerifier, TokenUse};
+use crate::{CognitoConfigError, CognitoVerifier, TokenUse};
 
 /// Authenticates `Authorization: Bearer` Cognito tokens.
 #[derive(Debug, Clone)]
@@ -62,14 +62,7 @@ impl CognitoAuthenticator {
         let pool = l.get("COGNITO_USER_POOL_ID").ok_or_else(|| {
             ConfigError::new("COGNITO_USER_POOL_ID", "required for the cognito strategy")
         })?;
-        let mut b = CognitoVerifier::builder(&region, &pool).map_err(|e| {
-            let var = if e.contains("region") && !e.contains("pool id") {
-                "COGNITO_REGION"
-            } else {
-                "COGNITO_USER_POOL_ID"
-            };
-            ConfigError::new(var, e)
-        })?;
+        let mut b = CognitoVerifier::builder(&region, &pool).map_err(config_error)?;
         let clients = parse_list(l, "COGNITO_APP_CLIENT_ID").ok_or_else(|| {
             ConfigError::new(
                 "COGNITO_APP_CLIENT_ID",
@@ -115,12 +108,15 @@ impl CognitoAuthenticator {
         }
         let time = mcp_auth_jwt::TimeRules::from_settings(l)?;
         b = b.leeway(time.leeway).max_lifetime(time.max_lifetime);
-        let verifier = b
-            .build()
-            .map_err(|e| ConfigError::new("COGNITO_APP_CLIENT_ID", e))?;
+        let verifier = b.build().map_err(config_error)?;
         Ok(Self::new(verifier)
             .with_scopes_supported(parse_list(l, "MCP_OAUTH_SCOPES_SUPPORTED").unwrap_or_default()))
     }
+}
+
+/// The settings error for `e`, naming the variable it concerns.
+fn config_error(e: CognitoConfigError) -> ConfigError {
+    ConfigError::new(e.variable(), e.to_string())
 }
 
 #[async_trait]
@@ -182,24 +178,71 @@ mod tests {
             m.remove(k);
             m
         };
-        for (m, var) in [
-            (without("COGNITO_REGION"), "COGNITO_REGION"),
-            (without("COGNITO_USER_POOL_ID"), "COGNITO_USER_POOL_ID"),
-            (without("COGNITO_APP_CLIENT_ID"), "COGNITO_APP_CLIENT_ID"),
+        for (m, var, msg) in [
+            (
+                without("COGNITO_REGION"),
+                "COGNITO_REGION",
+                "required for the cognito strategy",
+            ),
+            (
+                without("COGNITO_USER_POOL_ID"),
+                "COGNITO_USER_POOL_ID",
+                "required for the cognito strategy",
+            ),
+            (
+                without("COGNITO_APP_CLIENT_ID"),
+                "COGNITO_APP_CLIENT_ID",
+                "required: the app client ids whose tokens are accepted (`*` for any client of the pool)",
+            ),
+            (
+                with("COGNITO_APP_CLIENT_ID", " , "),
+                "COGNITO_APP_CLIENT_ID",
+                "client_ids is an empty list: no token could pass",
+            ),
+            (
+                with("COGNITO_REGION", "EU West"),
+                "COGNITO_REGION",
+                r#""EU West" is not an AWS region like eu-west-1"#,
+            ),
+            (
+                with("COGNITO_USER_POOL_ID", "eu-west-1_Ab/x"),
+                "COGNITO_USER_POOL_ID",
+                r#""eu-west-1_Ab/x" is not a user pool id like eu-west-1_AbC123"#,
+            ),
             (
                 with("COGNITO_USER_POOL_ID", "us-east-1_X"),
                 "COGNITO_USER_POOL_ID",
+                r#"user pool "us-east-1_X" belongs to region us-east-1, not eu-west-1"#,
             ),
-            (with("COGNITO_TOKEN_USE", "refresh"), "COGNITO_TOKEN_USE"),
+            (
+                with("COGNITO_TOKEN_USE", "refresh"),
+                "COGNITO_TOKEN_USE",
+                r#"expected access, id or both, got "refresh""#,
+            ),
             (
                 with("COGNITO_RESOURCE_INDICATORS", "maybe"),
                 "COGNITO_RESOURCE_INDICATORS",
+                r#"expected true or false, got "maybe""#,
             ),
-            (with("COGNITO_JWKS_URL", "file:///x"), "COGNITO_JWKS_URL"),
+            (
+                with("COGNITO_JWKS_URL", "file:///x"),
+                "COGNITO_JWKS_URL",
+                r#"scheme "file" is not http(s)"#,
+            ),
         ] {
             let e = CognitoAuthenticator::from_settings(&m, &url).unwrap_err();
-            assert_eq!(e.variable, var, "{e}");
+            assert_eq!((e.variable.as_str(), e.message.as_str()), (var, msg), "{e}");
         }
+        // A plain-http JWKS URL to another host needs MCP_OAUTH_ALLOW_HTTP,
+        // and its credentials are never shown.
+        let jwks = with("COGNITO_JWKS_URL", "http://u:s3cret@jwks.example/k?s3cret");
+        let e = CognitoAuthenticator::from_settings(&jwks, &url).unwrap_err();
+        assert_eq!(e.variable, "COGNITO_JWKS_URL");
+        assert!(e.message.contains("must be https"), "{e}");
+        assert!(!e.message.contains("s3cret"), "{e}");
+        let mut allowed = jwks.clone();
+        allowed.insert("MCP_OAUTH_ALLOW_HTTP".into(), "true".into());
+        assert!(CognitoAuthenticator::from_settings(&allowed, &url).is_ok());
         let ok = CognitoAuthenticator::from_settings(&with("COGNITO_REQUIRED_SCOPES", "a/b"), &url)
             .unwrap();
         assert_eq!(
@@ -207,5 +250,37 @@ mod tests {
             ["https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_AbC123"]
         );
         assert_eq!(ok.scopes_supported(), ["a/b"]);
+    }
+
+    /// A lookup that records the names asked for.
+    struct Recording(HashMap<String, String>, std::cell::RefCell<Vec<String>>);
+
+    impl Lookup for Recording {
+        fn get(&self, name: &str) -> Option<String> {
+            self.1.borrow_mut().push(name.to_owned());
+            Lookup::get(&self.0, name)
+        }
+    }
+
+    #[test]
+    fn from_settings_reads_exactly_the_listed_variables() {
+        let url = Url::parse("http://127.0.0.1:8001/mcp").unwrap();
+        // Every setting given, so that none is skipped.
+        let l = Recording(
+            vars(&[
+                ("COGNITO_REGION", "eu-west-1"),
+                ("COGNITO_USER_POOL_ID", "eu-west-1_AbC123"),
+                ("COGNITO_APP_CLIENT_ID", "client1"),
+                ("COGNITO_JWKS_URL", "http://127.0.0.1:9/jwks.json"),
+            ]),
+            Default::default(),
+        );
+        CognitoAuthenticator::from_settings(&l, &url).unwrap();
+        let mut read = l.1.take();
+        read.sort();
+        read.dedup();
+        let mut listed = crate::VARIABLES.to_vec();
+        listed.sort_unstable();
+        assert_eq!(read, listed);
     }
 }

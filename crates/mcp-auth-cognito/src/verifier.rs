@@ -3,7 +3,10 @@
 use std::{sync::Arc, time::Duration};
 
 use mcp_auth_core::{AuthError, Principal};
-use mcp_auth_jwt::{Algorithm, Audience, JwksCache, JwtError, JwtVerifier, VerifiedToken};
+use mcp_auth_jwt::{
+    Algorithm, Audience, BuildError, JwksCache, JwtError, JwtVerifier, VerifiedToken,
+    fetch::{is_secure_url, redact},
+};
 use serde_json::Value;
 use url::Url;
 
@@ -77,6 +80,88 @@ pub fn issuer_for(region: &str, pool_id: &str) -> String {
     format!("https://cognito-idp.{region}.amazonaws.com/{pool_id}")
 }
 
+/// A Cognito verifier that cannot be built: a malformed pool, an unusable
+/// JWKS URL, or a choice left unmade. Messages never repeat a secret (a JWKS
+/// URL is shown without credentials, query or fragment);
+/// [`variable`](Self::variable) names the setting concerned.
+///
+/// ```
+/// use mcp_auth_cognito::{CognitoConfigError, PoolConfig};
+///
+/// let e = PoolConfig::new("eu-west-1", "us-east-1_AbC123").unwrap_err();
+/// assert_eq!(e.variable(), "COGNITO_USER_POOL_ID");
+/// assert_eq!(
+///     e.to_string(),
+///     "user pool \"us-east-1_AbC123\" belongs to region us-east-1, not eu-west-1"
+/// );
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CognitoConfigError {
+    /// The region is not like `eu-west-1`.
+    #[error("{0:?} is not an AWS region like eu-west-1")]
+    Region(String),
+    /// The pool id is not `<region>_<alphanumeric id>`.
+    #[error("{pool_id:?} is not a user pool id like {region}_AbC123")]
+    PoolId {
+        /// The pool id given.
+        pool_id: String,
+        /// The pool's region.
+        region: String,
+    },
+    /// The pool id is well formed but names another region.
+    #[error("user pool {pool_id:?} belongs to region {pool_region}, not {region}")]
+    PoolRegion {
+        /// The pool id given.
+        pool_id: String,
+        /// The region its prefix names.
+        pool_region: String,
+        /// The pool's configured region.
+        region: String,
+    },
+    /// The JWKS URL is not an http(s) URL.
+    #[error("the JWKS URL is not an http(s) URL: {0}")]
+    InvalidJwksUrl(String),
+    /// The JWKS URL is plain http to a host other than loopback, and
+    /// insecure http was not allowed.
+    #[error(
+        "the JWKS URL {0} must be https (plain http only to loopback, unless insecure http is allowed): anyone on the path could forge keys"
+    )]
+    InsecureJwksUrl(String),
+    /// `token_use` was not chosen.
+    #[error("choose token_use: Access, Id or Both")]
+    TokenUseUnset,
+    /// `client_ids` was not chosen.
+    #[error("choose client_ids: Some(app client ids), or None to accept any client of the pool")]
+    ClientIdsUnset,
+    /// `client_ids` is an empty list.
+    #[error("client_ids is an empty list: no token could pass")]
+    NoClientIds,
+    /// The underlying JWT verifier refused its settings. Not expected: the
+    /// Cognito builder makes every choice it needs; reported against
+    /// `COGNITO_USER_POOL_ID`, the pool being set up.
+    #[error("cannot build the JWT verifier: {0}")]
+    Verifier(#[from] BuildError),
+}
+
+impl CognitoConfigError {
+    /// The setting this error concerns, by the variable name
+    /// [`CognitoAuthenticator::from_settings`](crate::CognitoAuthenticator::from_settings)
+    /// reads it from (`COGNITO_REGION`, `COGNITO_USER_POOL_ID`,
+    /// `COGNITO_JWKS_URL`, `COGNITO_TOKEN_USE`, `COGNITO_APP_CLIENT_ID`).
+    pub fn variable(&self) -> &'static str {
+        match self {
+            Self::Region(_) => "COGNITO_REGION",
+            Self::PoolId { .. } | Self::PoolRegion { .. } | Self::Verifier(_) => {
+                "COGNITO_USER_POOL_ID"
+            }
+            Self::InvalidJwksUrl(_) | Self::InsecureJwksUrl(_) => "COGNITO_JWKS_URL",
+            Self::TokenUseUnset => "COGNITO_TOKEN_USE",
+            Self::ClientIdsUnset | Self::NoClientIds => "COGNITO_APP_CLIENT_ID",
+        }
+    }
+}
+
 /// One user pool's settings.
 #[derive(Debug, Clone)]
 pub struct PoolConfig {
@@ -86,22 +171,26 @@ pub struct PoolConfig {
 }
 
 impl PoolConfig {
-    /// A pool by region and id (`<region>_<id>`); refuses malformed values.
-    pub fn new(region: &str, pool_id: &str) -> Result<Self, String> {
-        let region_ok = !region.is_empty()
-            && region
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-        if !region_ok {
-            return Err(format!("{region:?} is not an AWS region like eu-west-1"));
+    /// A pool by region and id (`<region>_<id>`); refuses malformed values
+    /// and a pool id of another region.
+    pub fn new(region: &str, pool_id: &str) -> Result<Self, CognitoConfigError> {
+        if !is_region(region) {
+            return Err(CognitoConfigError::Region(region.to_owned()));
         }
-        let id_ok = pool_id.split_once('_').is_some_and(|(r, id)| {
-            r == region && !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric())
-        });
-        if !id_ok {
-            return Err(format!(
-                "{pool_id:?} is not a user pool id of region {region} (like {region}_AbC123)"
-            ));
+        let Some((pool_region, _)) = pool_id.split_once('_').filter(|(r, id)| {
+            is_region(r) && !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric())
+        }) else {
+            return Err(CognitoConfigError::PoolId {
+                pool_id: pool_id.to_owned(),
+                region: region.to_owned(),
+            });
+        };
+        if pool_region != region {
+            return Err(CognitoConfigError::PoolRegion {
+                pool_id: pool_id.to_owned(),
+                pool_region: pool_region.to_owned(),
+                region: region.to_owned(),
+            });
         }
         Ok(Self {
             region: region.to_owned(),
@@ -122,13 +211,32 @@ impl PoolConfig {
         issuer_for(&self.region, &self.pool_id)
     }
 
-    fn jwks(&self) -> Result<Url, String> {
-        match &self.jwks_url {
-            Some(u) => Ok(u.clone()),
+    /// The JWKS URL, checked: http(s), and plain http only to loopback
+    /// unless `allow_insecure_http`.
+    fn jwks(&self, allow_insecure_http: bool) -> Result<Url, CognitoConfigError> {
+        let url = match &self.jwks_url {
+            Some(u) => u.clone(),
             None => Url::parse(&format!("{}/.well-known/jwks.json", self.issuer()))
-                .map_err(|e| e.to_string()),
+                .map_err(|e| CognitoConfigError::InvalidJwksUrl(e.to_string()))?,
+        };
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(CognitoConfigError::InvalidJwksUrl(format!(
+                "scheme {:?}",
+                url.scheme()
+            )));
         }
+        if !is_secure_url(&url, allow_insecure_http) {
+            return Err(CognitoConfigError::InsecureJwksUrl(redact(&url)));
+        }
+        Ok(url)
     }
+}
+
+/// An AWS region name: lowercase letters, digits and dashes.
+fn is_region(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 struct Pool {
@@ -177,7 +285,10 @@ pub struct CognitoVerifierBuilder {
 
 impl CognitoVerifier {
     /// A builder for one pool (add more with [`CognitoVerifierBuilder::pool`]).
-    pub fn builder(region: &str, pool_id: &str) -> Result<CognitoVerifierBuilder, String> {
+    pub fn builder(
+        region: &str,
+        pool_id: &str,
+    ) -> Result<CognitoVerifierBuilder, CognitoConfigError> {
         Ok(CognitoVerifierBuilder {
             pools: vec![PoolConfig::new(region, pool_id)?],
             token_use: None,
@@ -423,20 +534,16 @@ impl CognitoVerifierBuilder {
     }
 
     /// Builds the verifier.
-    pub fn build(self) -> Result<CognitoVerifier, String> {
-        let token_use = self
-            .token_use
-            .ok_or("choose token_use: Access, Id or Both")?;
-        let client_ids = self.client_ids.ok_or(
-            "choose client_ids: Some(app client ids), or None to accept any client of the pool",
-        )?;
+    pub fn build(self) -> Result<CognitoVerifier, CognitoConfigError> {
+        let token_use = self.token_use.ok_or(CognitoConfigError::TokenUseUnset)?;
+        let client_ids = self.client_ids.ok_or(CognitoConfigError::ClientIdsUnset)?;
         if client_ids.as_ref().is_some_and(Vec::is_empty) {
-            return Err("client_ids is an empty list: no token could pass".into());
+            return Err(CognitoConfigError::NoClientIds);
         }
         let mut pools = Vec::new();
         for p in &self.pools {
             let issuer = p.issuer();
-            let cache = JwksCache::builder(p.jwks()?)
+            let cache = JwksCache::builder(p.jwks(self.allow_insecure_http)?)
                 .allow_insecure_http(self.allow_insecure_http)
                 .build();
             // `aud` is checked by `check` (it means different things for
@@ -448,8 +555,7 @@ impl CognitoVerifierBuilder {
                 .algorithms(&[Algorithm::RS256])
                 .leeway(self.leeway)
                 .max_lifetime(self.max_lifetime)
-                .build()
-                .map_err(|e| e.to_string())?;
+                .build()?;
             pools.push(Pool { issuer, verifier });
         }
         Ok(CognitoVerifier {
@@ -467,33 +573,119 @@ impl CognitoVerifierBuilder {
 mod tests {
     use super::*;
 
+    type E = CognitoConfigError;
+
+    /// The error's variable and message.
+    fn shown(e: &E) -> (&'static str, String) {
+        (e.variable(), e.to_string())
+    }
+
     #[test]
     fn pool_ids_and_regions_are_validated() {
         assert!(PoolConfig::new("eu-west-1", "eu-west-1_AbC123").is_ok());
-        for (r, p) in [
-            ("eu-west-1", "us-east-1_AbC123"),
-            ("eu-west-1", "eu-west-1_"),
-            ("eu-west-1", "eu-west-1_Ab/../x"),
-            ("EU", "EU_x"),
-            ("", "_x"),
+        for (r, p, variant, var, msg) in [
+            (
+                "EU",
+                "EU_x",
+                E::Region("EU".into()),
+                "COGNITO_REGION",
+                r#""EU" is not an AWS region like eu-west-1"#,
+            ),
+            (
+                "",
+                "_x",
+                E::Region(String::new()),
+                "COGNITO_REGION",
+                r#""" is not an AWS region like eu-west-1"#,
+            ),
+            (
+                "eu-west-1",
+                "eu-west-1_",
+                E::PoolId {
+                    pool_id: "eu-west-1_".into(),
+                    region: "eu-west-1".into(),
+                },
+                "COGNITO_USER_POOL_ID",
+                r#""eu-west-1_" is not a user pool id like eu-west-1_AbC123"#,
+            ),
+            (
+                "eu-west-1",
+                "eu-west-1_Ab/../x",
+                E::PoolId {
+                    pool_id: "eu-west-1_Ab/../x".into(),
+                    region: "eu-west-1".into(),
+                },
+                "COGNITO_USER_POOL_ID",
+                r#""eu-west-1_Ab/../x" is not a user pool id like eu-west-1_AbC123"#,
+            ),
+            (
+                "eu-west-1",
+                "AbC123",
+                E::PoolId {
+                    pool_id: "AbC123".into(),
+                    region: "eu-west-1".into(),
+                },
+                "COGNITO_USER_POOL_ID",
+                r#""AbC123" is not a user pool id like eu-west-1_AbC123"#,
+            ),
+            (
+                "eu-west-1",
+                "us-east-1_AbC123",
+                E::PoolRegion {
+                    pool_id: "us-east-1_AbC123".into(),
+                    pool_region: "us-east-1".into(),
+                    region: "eu-west-1".into(),
+                },
+                "COGNITO_USER_POOL_ID",
+                r#"user pool "us-east-1_AbC123" belongs to region us-east-1, not eu-west-1"#,
+            ),
         ] {
-            assert!(PoolConfig::new(r, p).is_err(), "{r} {p}");
+            let e = PoolConfig::new(r, p).unwrap_err();
+            assert_eq!(e, variant, "{r} {p}");
+            assert_eq!(shown(&e), (var, msg.to_owned()), "{r} {p}");
+            // The builder refuses the same way.
+            assert_eq!(
+                CognitoVerifier::builder(r, p).unwrap_err(),
+                variant,
+                "{r} {p}"
+            );
         }
     }
 
     #[test]
     fn choices_must_be_explicit() {
         let b = || CognitoVerifier::builder("eu-west-1", "eu-west-1_AbC123").unwrap();
-        assert!(b().client_ids(None).build().is_err(), "token_use missing");
-        assert!(
-            b().token_use(TokenUse::Access).build().is_err(),
-            "client_ids missing"
+        let e = b().client_ids(None).build().unwrap_err();
+        assert_eq!(e, E::TokenUseUnset);
+        assert_eq!(
+            shown(&e),
+            (
+                "COGNITO_TOKEN_USE",
+                "choose token_use: Access, Id or Both".into()
+            )
         );
-        assert!(
-            b().token_use(TokenUse::Access)
-                .client_ids(Some(vec![]))
-                .build()
-                .is_err()
+        let e = b().token_use(TokenUse::Access).build().unwrap_err();
+        assert_eq!(e, E::ClientIdsUnset);
+        assert_eq!(
+            shown(&e),
+            (
+                "COGNITO_APP_CLIENT_ID",
+                "choose client_ids: Some(app client ids), or None to accept any client of the pool"
+                    .into()
+            )
+        );
+        let e = b()
+            .token_use(TokenUse::Access)
+            .client_ids(Some(vec![]))
+            .build()
+            .unwrap_err();
+        assert_eq!(e, E::NoClientIds);
+        assert_eq!(
+            shown(&e),
+            (
+                "COGNITO_APP_CLIENT_ID",
+                "client_ids is an empty list: no token could pass".into()
+            )
         );
         let v = b()
             .token_use(TokenUse::Access)
@@ -503,6 +695,72 @@ mod tests {
         assert_eq!(
             v.issuers(),
             ["https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_AbC123"]
+        );
+    }
+
+    #[test]
+    fn jwks_urls_must_be_http_and_secure() {
+        let build = |url: &str, allow_http: bool| {
+            CognitoVerifier::builder("eu-west-1", "eu-west-1_AbC123")
+                .unwrap()
+                .token_use(TokenUse::Access)
+                .client_ids(None)
+                .jwks_url(Url::parse(url).unwrap())
+                .allow_insecure_http(allow_http)
+                .build()
+        };
+        let e = build("file:///etc/jwks.json", false).unwrap_err();
+        assert_eq!(e, E::InvalidJwksUrl(r#"scheme "file""#.into()));
+        assert_eq!(
+            shown(&e),
+            (
+                "COGNITO_JWKS_URL",
+                r#"the JWKS URL is not an http(s) URL: scheme "file""#.into()
+            )
+        );
+        // Credentials, query and fragment are never shown.
+        let e = build(
+            "http://user:s3cret@jwks.example/keys?token=s3cret#s3cret",
+            false,
+        )
+        .unwrap_err();
+        assert_eq!(e, E::InsecureJwksUrl("http://jwks.example/keys".into()));
+        let (var, msg) = shown(&e);
+        assert_eq!(var, "COGNITO_JWKS_URL");
+        assert_eq!(
+            msg,
+            "the JWKS URL http://jwks.example/keys must be https (plain http only to loopback, \
+             unless insecure http is allowed): anyone on the path could forge keys"
+        );
+        assert!(!msg.contains("s3cret"), "{msg}");
+        // Allowed: on purpose, to loopback, or https.
+        assert!(build("http://jwks.example/keys", true).is_ok());
+        assert!(build("http://127.0.0.1:5000/keys", false).is_ok());
+        assert!(build("https://jwks.example/keys", false).is_ok());
+        // Extra pools are checked too.
+        let e = CognitoVerifier::builder("eu-west-1", "eu-west-1_AbC123")
+            .unwrap()
+            .pool(
+                PoolConfig::new("us-east-1", "us-east-1_X")
+                    .unwrap()
+                    .with_jwks_url(Url::parse("http://jwks.example/").unwrap()),
+            )
+            .token_use(TokenUse::Both)
+            .client_ids(None)
+            .build()
+            .unwrap_err();
+        assert_eq!(e.variable(), "COGNITO_JWKS_URL");
+    }
+
+    #[test]
+    fn verifier_build_errors_are_wrapped() {
+        let e = CognitoConfigError::from(BuildError::NoKeys);
+        assert_eq!(
+            shown(&e),
+            (
+                "COGNITO_USER_POOL_ID",
+                "cannot build the JWT verifier: no keys: give static keys or a JWKS".into()
+            )
         );
     }
 

@@ -19,7 +19,9 @@ const PASSWORD: &str = "Test-Passw0rd-123!";
 const EMAIL: &str = "alice@example.com";
 
 fn cli(moto: &Peer, args: &[&str]) -> (bool, String, String) {
-    let dir = std::env::temp_dir();
+    // An empty directory: the CLI reads `.env` from its working directory.
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("mcp-auth-cognito-moto");
+    std::fs::create_dir_all(&dir).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_mcp-auth-cognito"))
         .args(args)
         .current_dir(dir)

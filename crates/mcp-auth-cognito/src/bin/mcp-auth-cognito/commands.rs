@@ -1,142 +1,25 @@
-//! `mcp-auth-cognito`: sets up an AWS Cognito user pool for an MCP server and
-//! registers the server as a resource server. Uses the AWS SDK's standard
-//! configuration (`AWS_REGION`, credentials, `AWS_ENDPOINT_URL`).
+//! The subcommands: `setup`, `add-resource-server`, `status`, `teardown`,
+//! with the helpers only they use (test-user password, warnings).
 
-use std::{
-    io::{BufRead, IsTerminal, Write},
-    process::ExitCode,
-};
+use std::io::{BufRead, IsTerminal, Write};
 
 use aws_sdk_cognitoidentityprovider::{
     Client,
     types::{
         AttributeType, ExplicitAuthFlowsType, MessageActionType, OAuthFlowType, PasswordPolicyType,
-        ResourceServerScopeType, UserPoolClientType, UserPoolPolicyType, UsernameAttributeType,
-        VerifiedAttributeType,
+        ResourceServerScopeType, UserPoolPolicyType, UsernameAttributeType, VerifiedAttributeType,
     },
 };
-use clap::{Parser, Subcommand};
+
+use crate::{
+    Error,
+    aws::{WantedPool, aws, find_client, find_pool},
+};
 
 const CALLBACKS: [&str; 2] = [
     "http://localhost:3030/callback",
     "http://127.0.0.1:3030/callback",
 ];
-
-/// Sets up AWS Cognito for an MCP server protected by mcp-auth.
-#[derive(Debug, Parser)]
-#[command(version, about)]
-struct Cli {
-    /// AWS region [env: COGNITO_REGION, then AWS_REGION].
-    #[arg(long, global = true)]
-    region: Option<String>,
-    /// Name of the user pool to find or create [env: COGNITO_POOL_NAME; default mcp-auth].
-    #[arg(long, global = true)]
-    pool_name: Option<String>,
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Create (or find) the user pool, app client, hosted-UI domain and test
-    /// user; print the .env lines. Safe to run again.
-    Setup {
-        /// App client name.
-        #[arg(long, default_value = "mcp-auth-client")]
-        client_name: String,
-        /// Hosted-UI domain prefix [env: COGNITO_DOMAIN_PREFIX; default random].
-        #[arg(long)]
-        domain_prefix: Option<String>,
-        /// Test user's email [env: COGNITO_TEST_USER_EMAIL; default mcp-test-user@example.com].
-        #[arg(long)]
-        user_email: Option<String>,
-        /// Test user's permanent password [env: COGNITO_TEST_USER_PASSWORD; default generated and printed once].
-        #[arg(long)]
-        user_password: Option<String>,
-        /// Do not create a test user.
-        #[arg(long)]
-        no_user: bool,
-    },
-    /// Register MCP_SERVER_URL as a resource server with scopes, and grant
-    /// them to the app client. Safe to run again.
-    AddResourceServer {
-        /// The resource server identifier [env: MCP_SERVER_URL; default http://127.0.0.1:8001/mcp,
-        /// the server's own default].
-        #[arg(long)]
-        server_url: Option<String>,
-        /// Scope names, comma-separated [env: COGNITO_RESOURCE_SCOPES; default tools,admin].
-        #[arg(long)]
-        scopes: Option<String>,
-        /// App client name.
-        #[arg(long, default_value = "mcp-auth-client")]
-        client_name: String,
-    },
-    /// Show what exists.
-    Status,
-    /// Delete the user pool (with its clients, domain, users) created by setup.
-    Teardown {
-        /// Do not ask for confirmation.
-        #[arg(long)]
-        yes: bool,
-    },
-}
-
-#[derive(Debug, thiserror::Error)]
-enum Error {
-    #[error("{0}")]
-    Usage(String),
-    #[error("AWS: {0}")]
-    Aws(String),
-}
-
-fn aws<E: std::fmt::Debug>(what: &str) -> impl Fn(E) -> Error + '_ {
-    move |e| {
-        let text = format!("{e:?}");
-        // SDK errors are verbose; keep the code and message, one line.
-        let short = text
-            .split("message: Some(\"")
-            .nth(1)
-            .and_then(|m| m.split('"').next())
-            .map(str::to_owned)
-            .unwrap_or_else(|| text.chars().take(200).collect());
-        Error::Aws(format!("{what}: {}", short.replace('\n', " ")))
-    }
-}
-
-fn env(name: &str) -> Option<String> {
-    std::env::var(name)
-        .ok()
-        .map(|v| v.trim().to_owned())
-        .filter(|v| !v.is_empty())
-        .or_else(|| dotenv(name))
-}
-
-/// A value from `.env` in the working directory (never exported).
-fn dotenv(name: &str) -> Option<String> {
-    dotenv_iter()?
-        .filter_map(Result::ok)
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v)
-        .filter(|v| !v.is_empty())
-}
-
-fn dotenv_iter() -> Option<impl Iterator<Item = Result<(String, String), std::io::Error>>> {
-    let text = std::fs::read_to_string(".env").ok()?;
-    Some(
-        text.lines()
-            .filter_map(|l| {
-                let l = l.trim();
-                if l.starts_with('#') {
-                    return None;
-                }
-                let (k, v) = l.split_once('=')?;
-                let v = v.trim().trim_matches('"').trim_matches('\'');
-                Some(Ok((k.trim().to_owned(), v.to_owned())))
-            })
-            .collect::<Vec<_>>()
-            .into_iter(),
-    )
-}
 
 fn warn(msg: &str) {
     eprintln!("warning: {msg}");
@@ -153,163 +36,16 @@ fn generate_password() -> Result<String, Error> {
     Ok(format!("Mcp-{}-a1!", random_hex(12)?))
 }
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match run(cli).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-async fn run(cli: Cli) -> Result<(), Error> {
-    let region = cli
-        .region
-        .clone()
-        .or_else(|| env("COGNITO_REGION"))
-        .or_else(|| env("AWS_REGION"))
-        .ok_or_else(|| Error::Usage("set --region, COGNITO_REGION or AWS_REGION".into()))?;
-    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new(region.clone()))
-        .load()
-        .await;
-    let client = Client::new(&conf);
-    let pool_name = cli
-        .pool_name
-        .clone()
-        .or_else(|| env("COGNITO_POOL_NAME"))
-        .unwrap_or_else(|| "mcp-auth".to_owned());
-    match cli.command {
-        Command::Setup {
-            client_name,
-            domain_prefix,
-            user_email,
-            user_password,
-            no_user,
-        } => {
-            setup(
-                &client,
-                &region,
-                &pool_name,
-                &client_name,
-                domain_prefix.or_else(|| env("COGNITO_DOMAIN_PREFIX")),
-                (!no_user).then(|| {
-                    (
-                        user_email
-                            .or_else(|| env("COGNITO_TEST_USER_EMAIL"))
-                            .unwrap_or_else(|| "mcp-test-user@example.com".to_owned()),
-                        user_password.or_else(|| env("COGNITO_TEST_USER_PASSWORD")),
-                    )
-                }),
-            )
-            .await
-        }
-        Command::AddResourceServer {
-            server_url,
-            scopes,
-            client_name,
-        } => {
-            let url = server_url
-                .or_else(|| env("MCP_SERVER_URL"))
-                .unwrap_or_else(|| "http://127.0.0.1:8001/mcp".to_owned());
-            let scopes: Vec<String> = scopes
-                .or_else(|| env("COGNITO_RESOURCE_SCOPES"))
-                .unwrap_or_else(|| "tools,admin".to_owned())
-                .split(',')
-                .map(|s| s.trim().to_owned())
-                .filter(|s| !s.is_empty())
-                .collect();
-            let pool = find_pool(&client, &pool_name).await?.ok_or_else(|| {
-                Error::Usage(format!("no user pool named {pool_name:?}: run setup first"))
-            })?;
-            add_resource_server(&client, &pool, &client_name, &url, &scopes).await
-        }
-        Command::Status => status(&client, &region, &pool_name).await,
-        Command::Teardown { yes } => teardown(&client, &pool_name, yes).await,
-    }
-}
-
-async fn find_pool(client: &Client, name: &str) -> Result<Option<String>, Error> {
-    if let Some(id) = env("COGNITO_USER_POOL_ID") {
-        // An explicit id wins, if it exists.
-        if client
-            .describe_user_pool()
-            .user_pool_id(&id)
-            .send()
-            .await
-            .is_ok()
-        {
-            return Ok(Some(id));
-        }
-    }
-    let mut next = None;
-    loop {
-        let page = client
-            .list_user_pools()
-            .max_results(60)
-            .set_next_token(next)
-            .send()
-            .await
-            .map_err(aws("list user pools"))?;
-        for p in page.user_pools() {
-            if p.name() == Some(name) {
-                return Ok(p.id().map(str::to_owned));
-            }
-        }
-        next = page.next_token().map(str::to_owned);
-        if next.is_none() {
-            return Ok(None);
-        }
-    }
-}
-
-async fn find_client(
-    client: &Client,
-    pool: &str,
-    name: &str,
-) -> Result<Option<UserPoolClientType>, Error> {
-    let mut next = None;
-    loop {
-        let page = client
-            .list_user_pool_clients()
-            .user_pool_id(pool)
-            .max_results(60)
-            .set_next_token(next)
-            .send()
-            .await
-            .map_err(aws("list app clients"))?;
-        for c in page.user_pool_clients() {
-            if c.client_name() == Some(name) {
-                let id = c.client_id().unwrap_or_default();
-                let full = client
-                    .describe_user_pool_client()
-                    .user_pool_id(pool)
-                    .client_id(id)
-                    .send()
-                    .await
-                    .map_err(aws("describe app client"))?;
-                return Ok(full.user_pool_client().cloned());
-            }
-        }
-        next = page.next_token().map(str::to_owned);
-        if next.is_none() {
-            return Ok(None);
-        }
-    }
-}
-
-async fn setup(
+pub(crate) async fn setup(
     client: &Client,
     region: &str,
-    pool_name: &str,
+    wanted: &WantedPool,
     client_name: &str,
     domain_prefix: Option<String>,
     user: Option<(String, Option<String>)>,
 ) -> Result<(), Error> {
-    let pool = match find_pool(client, pool_name).await? {
+    let pool_name = wanted.name.as_str();
+    let pool = match find_pool(client, wanted).await? {
         Some(id) => {
             eprintln!("user pool {pool_name:?} exists: {id}");
             id
@@ -513,7 +249,7 @@ async fn ensure_user(
     Ok(())
 }
 
-async fn add_resource_server(
+pub(crate) async fn add_resource_server(
     client: &Client,
     pool: &str,
     client_name: &str,
@@ -671,8 +407,13 @@ async fn add_resource_server(
     Ok(())
 }
 
-async fn status(client: &Client, region: &str, pool_name: &str) -> Result<(), Error> {
-    let Some(pool) = find_pool(client, pool_name).await? else {
+pub(crate) async fn status(
+    client: &Client,
+    region: &str,
+    wanted: &WantedPool,
+) -> Result<(), Error> {
+    let pool_name = wanted.name.as_str();
+    let Some(pool) = find_pool(client, wanted).await? else {
         println!("no user pool named {pool_name:?} in {region}");
         return Ok(());
     };
@@ -726,8 +467,9 @@ async fn status(client: &Client, region: &str, pool_name: &str) -> Result<(), Er
     Ok(())
 }
 
-async fn teardown(client: &Client, pool_name: &str, yes: bool) -> Result<(), Error> {
-    let Some(pool) = find_pool(client, pool_name).await? else {
+pub(crate) async fn teardown(client: &Client, wanted: &WantedPool, yes: bool) -> Result<(), Error> {
+    let pool_name = wanted.name.as_str();
+    let Some(pool) = find_pool(client, wanted).await? else {
         eprintln!("no user pool named {pool_name:?}; nothing to delete");
         return Ok(());
     };

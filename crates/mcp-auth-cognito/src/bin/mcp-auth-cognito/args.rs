@@ -1,0 +1,62 @@
+//! The command line: the clap definitions and their help texts.
+
+use clap::{Parser, Subcommand};
+
+/// Sets up AWS Cognito for an MCP server protected by mcp-auth.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+pub(crate) struct Cli {
+    /// AWS region [env: COGNITO_REGION, then AWS_REGION].
+    #[arg(long, global = true)]
+    pub(crate) region: Option<String>,
+    /// Name of the user pool to find or create [env: COGNITO_POOL_NAME; default mcp-auth].
+    #[arg(long, global = true)]
+    pub(crate) pool_name: Option<String>,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Create (or find) the user pool, app client, hosted-UI domain and test
+    /// user; print the .env lines. Safe to run again.
+    Setup {
+        /// App client name.
+        #[arg(long, default_value = "mcp-auth-client")]
+        client_name: String,
+        /// Hosted-UI domain prefix [env: COGNITO_DOMAIN_PREFIX; default random].
+        #[arg(long)]
+        domain_prefix: Option<String>,
+        /// Test user's email [env: COGNITO_TEST_USER_EMAIL; default mcp-test-user@example.com].
+        #[arg(long)]
+        user_email: Option<String>,
+        /// Test user's permanent password [env: COGNITO_TEST_USER_PASSWORD; default generated and printed once].
+        #[arg(long)]
+        user_password: Option<String>,
+        /// Do not create a test user.
+        #[arg(long)]
+        no_user: bool,
+    },
+    /// Register MCP_SERVER_URL as a resource server with scopes, and grant
+    /// them to the app client. Safe to run again.
+    AddResourceServer {
+        /// The resource server identifier [env: MCP_SERVER_URL; default http://127.0.0.1:8001/mcp,
+        /// the server's own default].
+        #[arg(long)]
+        server_url: Option<String>,
+        /// Scope names, comma-separated [env: COGNITO_RESOURCE_SCOPES; default tools,admin].
+        #[arg(long)]
+        scopes: Option<String>,
+        /// App client name.
+        #[arg(long, default_value = "mcp-auth-client")]
+        client_name: String,
+    },
+    /// Show what exists.
+    Status,
+    /// Delete the user pool (with its clients, domain, users) created by setup.
+    Teardown {
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
+}
