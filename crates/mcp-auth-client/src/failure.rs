@@ -338,7 +338,7 @@ mod tests {
         );
         assert_eq!(challenge_scopes(c), ["mcp:admin", "mcp:tools"]);
         assert_eq!(
-            challenge_param(c, "RESOURCE_METADATA").as_deref(),
+            challenge_param(c, "Resource_Metadata").as_deref(),
             Some("http://x/.well-known/oauth-protected-resource/mcp")
         );
         let c = r#"ApiKey header="X-API-Key", error=invalid_token, error_description="unknown \"API\" key""#;

@@ -56,7 +56,8 @@
 //! `credentials/` holds tokens per server, `registrations/` dynamic
 //! registrations per authorization server. [`open_browser`] reads
 //! `$BROWSER`. The library reads nothing else; the `mcp-auth-client`
-//! binary's variables are listed in its `--help`.
+//! binary's variables are listed in its `--help`, and all of them, the
+//! library's included, in [`VARIABLES`].
 
 mod browser;
 mod callback;
@@ -74,3 +75,29 @@ pub use connect::{
 pub use failure::{Presented, Refusal, challenge_scopes, error_chain, one_line};
 pub use registration::{Registration, RegistrationStore};
 pub use store::FileCredentialStore;
+
+/// Every environment variable the client (this library and the
+/// `mcp-auth-client` binary) reads, and the binary's list of known
+/// settings for `mcp_auth_core::settings::Sources`.
+///
+/// The binary reads the first six from the environment, else from
+/// `./.env` (never exported), an empty value counting as unset; its flags
+/// win over both. The rest come from the process environment only:
+/// they belong to the user's session or to the program running the client
+/// (the conformance suite), not to a project's `.env`.
+pub const VARIABLES: &[&str] = &[
+    // From the environment, else `./.env`.
+    "MCP_SERVER_URL",
+    "MCP_API_KEY",
+    "COGNITO_REGION",
+    "COGNITO_USER_POOL_ID",
+    "COGNITO_APP_CLIENT_ID",
+    "COGNITO_APP_CLIENT_SECRET",
+    // From the process environment only.
+    "LOG_LEVEL",
+    "MCP_AUTH_CLIENT_HOME",
+    "XDG_CONFIG_HOME",
+    "HOME",
+    "BROWSER",
+    "MCP_CONFORMANCE_CONTEXT",
+];

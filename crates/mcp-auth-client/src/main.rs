@@ -6,24 +6,33 @@
 //! and exits 1; `-v` adds the logs, with the full error chain. Without
 //! `-v` only this client's own warnings are logged, and log lines are
 //! coloured only with `-v` on a terminal.
+//!
+//! Settings are merged once at startup ([`Sources`]): flags, then the
+//! environment, then `./.env` (read, never exported), an empty value
+//! counting as unset everywhere. A `.env` that cannot be parsed is an
+//! error for every command (`error: .env: ...`, one line that never
+//! repeats the file's text).
 
 use std::{
     collections::HashMap,
     io::{BufRead, IsTerminal, Write},
+    path::Path,
     process::ExitCode,
     time::Duration,
 };
 
 use clap::{Parser, Subcommand};
 use mcp_auth_client::{
-    Auth, ClientError, FileCredentialStore, OAuthOptions, challenge_scopes, connect, connect_oauth,
-    one_line,
+    Auth, ClientError, FileCredentialStore, OAuthOptions, VARIABLES, challenge_scopes, connect,
+    connect_oauth, one_line,
 };
+use mcp_auth_core::settings::{ConfigError, Lookup, ProcessEnv, Sources};
 use rmcp::model::CallToolRequestParams;
 
 /// The client's environment, shown by `--help`.
 const ENVIRONMENT: &str = "\
-Environment (flags win over it). Read from the environment, else from ./.env (never exported):
+Environment (flags win over it; an empty value counts as unset). Read from the environment,
+else from ./.env (never exported; a .env that cannot be parsed is an error):
   MCP_SERVER_URL             the MCP endpoint when --server is not given (the server's own
                              variable, so a shared .env points the client at that server)
   MCP_API_KEY                an API key to send (X-API-Key) instead of OAuth, like --api-key
@@ -108,28 +117,37 @@ enum Command {
     },
 }
 
-/// `.env` in the working directory, read but never exported.
-fn dotenv() -> HashMap<String, String> {
-    dotenvy::from_path_iter(".env")
-        .map(|it| it.filter_map(Result::ok).collect())
-        .unwrap_or_default()
-}
+/// The merged settings, a [`Lookup`].
+type Settings = HashMap<String, String>;
 
-fn setting(name: &str, dotenv: &HashMap<String, String>) -> Option<String> {
-    std::env::var(name)
-        .ok()
-        .or_else(|| dotenv.get(name).cloned())
-        .map(|v| v.trim().to_owned())
-        .filter(|v| !v.is_empty())
+/// Merges the settings: `--server`, then the environment, then `.env` in
+/// the working directory (read, never exported). Names outside
+/// [`VARIABLES`] are ignored; an empty value counts as unset in every
+/// layer, so `MCP_API_KEY=` in the environment does not hide `.env`'s.
+///
+/// Only the settings a project's `.env` may choose are read from here
+/// (`MCP_SERVER_URL`, `MCP_API_KEY`, the `COGNITO_*` app client). The
+/// others stay process-environment only, as `--help` says: where tokens
+/// are kept (`MCP_AUTH_CLIENT_HOME`, `XDG_CONFIG_HOME`, see the store),
+/// `MCP_CONFORMANCE_CONTEXT` (set by the conformance runner for each
+/// scenario; one left in a `.env` would be another scenario's),
+/// and `LOG_LEVEL` (in a shared `.env` it is the server's log filter).
+fn settings(cli: &Cli) -> Result<Settings, ConfigError> {
+    Sources::new(VARIABLES)
+        .dotenv_file(Path::new(".env"))
+        .env(&ProcessEnv)
+        .flag("MCP_SERVER_URL", cli.server.clone())
+        .merge()
 }
 
 /// Logs go to stderr. Without `-v`: only this client's warnings, never
-/// coloured. With `-v`: `LOG_LEVEL` (default `info`, and `debug` for this
-/// client), coloured when stderr is a terminal.
+/// coloured. With `-v`: `LOG_LEVEL` from the process environment
+/// (default `info`, and `debug` for this client), coloured when stderr
+/// is a terminal.
 fn init_logging(verbose: bool) {
     let filter = if verbose {
-        std::env::var("LOG_LEVEL")
-            .ok()
+        ProcessEnv
+            .get("LOG_LEVEL")
             .and_then(|l| tracing_subscriber::EnvFilter::try_new(l).ok())
             .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info,mcp_auth_client=debug"))
     } else {
@@ -162,6 +180,13 @@ impl std::fmt::Display for Failure {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
+    let settings = match settings(&cli) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {}", one_line(&e.to_string(), 300));
+            return ExitCode::FAILURE;
+        }
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -172,7 +197,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(cli)) {
+    match rt.block_on(run(cli, &settings)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
             tracing::debug!(error = ?f.error, step = %f.step, "failed");
@@ -207,26 +232,20 @@ fn cognito_issuer(region: &str, pool: &str) -> String {
 /// secret, and the issuer it is bound to.
 fn preregistered(
     cli: &Cli,
-    env: &HashMap<String, String>,
+    settings: &Settings,
 ) -> (Option<String>, Option<String>, Option<String>) {
     if let Some(id) = &cli.client_id {
         return (Some(id.clone()), cli.client_secret.clone(), None);
     }
-    let Some(id) = setting("COGNITO_APP_CLIENT_ID", env) else {
+    let setting = |name: &str| Lookup::get(settings, name);
+    let Some(id) = setting("COGNITO_APP_CLIENT_ID") else {
         return (None, None, None);
     };
-    match (
-        setting("COGNITO_REGION", env),
-        setting("COGNITO_USER_POOL_ID", env),
-    ) {
+    match (setting("COGNITO_REGION"), setting("COGNITO_USER_POOL_ID")) {
         (Some(region), Some(pool)) => {
             let issuer = cognito_issuer(&region, &pool);
             tracing::debug!(issuer = %issuer, "COGNITO_APP_CLIENT_ID is used only with this issuer");
-            (
-                Some(id),
-                setting("COGNITO_APP_CLIENT_SECRET", env),
-                Some(issuer),
-            )
+            (Some(id), setting("COGNITO_APP_CLIENT_SECRET"), Some(issuer))
         }
         _ => {
             tracing::debug!(
@@ -238,20 +257,17 @@ fn preregistered(
     }
 }
 
-async fn run(cli: Cli) -> Result<(), Failure> {
+async fn run(cli: Cli, settings: &Settings) -> Result<(), Failure> {
     let step = step(cli.command.as_ref());
     let fail = |error: ClientError| Failure {
         step: step.clone(),
         error,
     };
-    let env = dotenv();
     if let Some(Command::Conformance { url }) = &cli.command {
         return conformance(url).await.map_err(fail);
     }
-    let server = cli
-        .server
-        .clone()
-        .or_else(|| setting("MCP_SERVER_URL", &env))
+    // `--server` is the top layer of the settings.
+    let server = Lookup::get(settings, "MCP_SERVER_URL")
         .unwrap_or_else(|| "http://localhost:8001/mcp".to_owned());
     if let Some(Command::Logout) = &cli.command {
         let store = FileCredentialStore::for_server(&server);
@@ -271,15 +287,17 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         );
         return Ok(());
     }
-    // Flags first: `--bearer` wins over an MCP_API_KEY from the environment.
+    // Flags first: `--bearer` wins over an MCP_API_KEY from the environment
+    // or `.env` (so `--api-key` is not a layer of the settings: they could
+    // not tell the flag from the variable).
     let auth = if let Some(k) = cli.api_key.clone() {
         Auth::ApiKey(k)
     } else if let Some(t) = cli.bearer.clone() {
         Auth::Bearer(t)
-    } else if let Some(k) = setting("MCP_API_KEY", &env) {
+    } else if let Some(k) = Lookup::get(settings, "MCP_API_KEY") {
         Auth::ApiKey(k)
     } else {
-        let (client_id, client_secret, client_issuer) = preregistered(&cli, &env);
+        let (client_id, client_secret, client_issuer) = preregistered(&cli, settings);
         Auth::OAuth(OAuthOptions {
             client_id,
             client_secret,
@@ -490,10 +508,12 @@ async fn repl(client: &Client, auth: &Auth) -> Result<(), ClientError> {
     }
 }
 
-/// The conformance suite's client entry point.
+/// The conformance suite's client entry point. `MCP_CONFORMANCE_CONTEXT`
+/// comes from the process environment only: the suite sets it for this
+/// run (see [`settings`]).
 async fn conformance(url: &str) -> Result<(), ClientError> {
-    let context: serde_json::Value = std::env::var("MCP_CONFORMANCE_CONTEXT")
-        .ok()
+    let context: serde_json::Value = ProcessEnv
+        .get("MCP_CONFORMANCE_CONTEXT")
         .and_then(|c| serde_json::from_str(&c).ok())
         .unwrap_or_default();
     let field = |k: &str| context.get(k).and_then(|v| v.as_str()).map(str::to_owned);

@@ -1,6 +1,7 @@
 //! [`FileCredentialStore`]: OAuth tokens on disk, one file per server.
 
 use std::{
+    ffi::OsString,
     io::Write,
     path::{Path, PathBuf},
     time::Duration,
@@ -36,14 +37,29 @@ const REFRESH_LOCK_WAIT: Duration = Duration::from_secs(60);
 
 /// The client's configuration directory: `$MCP_AUTH_CLIENT_HOME`, else
 /// `$XDG_CONFIG_HOME/mcp-auth-client`, else `~/.config/mcp-auth-client`.
+/// An empty variable counts as unset (as the XDG spec says of
+/// `XDG_CONFIG_HOME`), so `MCP_AUTH_CLIENT_HOME=` never means the working
+/// directory.
+///
+/// These come from the process environment only, never from a `.env`
+/// (the binary reads `./.env` for its other settings): this directory
+/// holds tokens and client secrets, and a `.env` in whatever directory the
+/// client happens to run in (a cloned project, say) choosing where they
+/// are written, or which stored tokens are sent, would be a surprise.
 pub(crate) fn config_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("MCP_AUTH_CLIENT_HOME") {
+    config_dir_from(|name| std::env::var_os(name))
+}
+
+/// [`config_dir`] with the variables from `var`.
+fn config_dir_from(var: impl Fn(&str) -> Option<OsString>) -> PathBuf {
+    let var = |name: &str| var(name).filter(|v| !v.is_empty());
+    if let Some(d) = var("MCP_AUTH_CLIENT_HOME") {
         return PathBuf::from(d);
     }
-    if let Some(d) = std::env::var_os("XDG_CONFIG_HOME") {
+    if let Some(d) = var("XDG_CONFIG_HOME") {
         return PathBuf::from(d).join("mcp-auth-client");
     }
-    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
+    let home = var("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
     home.join(".config").join("mcp-auth-client")
 }
 
@@ -238,6 +254,46 @@ impl CredentialStore for FileCredentialStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn config_dir_skips_empty_variables() {
+        fn vars(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<OsString> {
+            let pairs: Vec<(String, OsString)> = pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), OsString::from(v)))
+                .collect();
+            move |name| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| v.clone())
+            }
+        }
+        let home = [("HOME", "/h")];
+        assert_eq!(
+            config_dir_from(vars(&home)),
+            Path::new("/h/.config/mcp-auth-client")
+        );
+        assert_eq!(
+            config_dir_from(vars(&[("XDG_CONFIG_HOME", "/x"), ("HOME", "/h")])),
+            Path::new("/x/mcp-auth-client")
+        );
+        assert_eq!(
+            config_dir_from(vars(&[
+                ("MCP_AUTH_CLIENT_HOME", "/m"),
+                ("XDG_CONFIG_HOME", "/x")
+            ])),
+            Path::new("/m")
+        );
+        assert_eq!(
+            config_dir_from(vars(&[
+                ("MCP_AUTH_CLIENT_HOME", ""),
+                ("XDG_CONFIG_HOME", ""),
+                ("HOME", "/h"),
+            ])),
+            Path::new("/h/.config/mcp-auth-client")
+        );
+    }
 
     #[tokio::test]
     async fn saves_with_mode_0600_and_clears() {

@@ -1,0 +1,158 @@
+//! Issue #15: the client's settings come from one merge (flags, then the
+//! environment, then `./.env`), where an empty value counts as unset in
+//! every layer and a `.env` that cannot be parsed is an error.
+//!
+//! The real client binary runs in a temporary directory holding the
+//! `.env`; a stand-in MCP server on 127.0.0.1 records the `X-API-Key` it
+//! is sent and refuses it.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::{
+    path::Path,
+    process::{Command, Output},
+    sync::{Arc, Mutex},
+};
+
+use axum::{
+    Router,
+    http::{HeaderMap, StatusCode, header},
+    routing::any,
+};
+
+/// Serves a stand-in MCP endpoint that refuses every request; returns its
+/// URL and the `X-API-Key` values it was sent.
+async fn stand_in() -> (String, Arc<Mutex<Vec<String>>>) {
+    let keys = Arc::new(Mutex::new(Vec::new()));
+    let seen = keys.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!(
+        "http://127.0.0.1:{}/mcp",
+        listener.local_addr().unwrap().port()
+    );
+    let app = Router::new().route(
+        "/mcp",
+        any(move |headers: HeaderMap| async move {
+            if let Some(k) = headers.get("x-api-key") {
+                seen.lock()
+                    .unwrap()
+                    .push(k.to_str().unwrap_or_default().to_owned());
+            }
+            (
+                StatusCode::UNAUTHORIZED,
+                [(
+                    header::WWW_AUTHENTICATE,
+                    "ApiKey header=\"X-API-Key\", error=\"invalid_token\"",
+                )],
+            )
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, keys)
+}
+
+/// Runs the client in `dir` (its working and config directory) with
+/// `args` and the client's variables set as in `env` (others removed).
+async fn client(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
+    let dir = dir.to_owned();
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    tokio::task::spawn_blocking(move || {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_mcp-auth-client"));
+        for name in mcp_auth_client::VARIABLES {
+            if !matches!(*name, "HOME" | "XDG_CONFIG_HOME") {
+                cmd.env_remove(name);
+            }
+        }
+        cmd.args([
+            "--no-browser",
+            "--login-timeout",
+            "1",
+            "--callback-port",
+            "0",
+        ])
+        .args(&args)
+        .envs(env)
+        .env("MCP_AUTH_CLIENT_HOME", &dir)
+        .current_dir(&dir)
+        .output()
+        .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+/// `MCP_SERVER_URL=` and `MCP_API_KEY=` in the environment used to hide
+/// `.env`'s values (the client then went to localhost:8001 with OAuth);
+/// now an empty value counts as unset, and a set one still wins.
+#[tokio::test]
+async fn an_empty_variable_does_not_hide_dotenv() {
+    let (url, keys) = stand_in().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join(".env"),
+        format!("MCP_SERVER_URL={url}\nMCP_API_KEY=key-from-dotenv\n"),
+    )
+    .unwrap();
+
+    let out = client(
+        dir.path(),
+        &[("MCP_SERVER_URL", ""), ("MCP_API_KEY", "  ")],
+        &["list"],
+    )
+    .await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("API key"), "{stderr}");
+    assert_eq!(keys.lock().unwrap().first().unwrap(), "key-from-dotenv");
+
+    keys.lock().unwrap().clear();
+    let out = client(dir.path(), &[("MCP_API_KEY", "key-from-env")], &["list"]).await;
+    assert!(!out.status.success());
+    assert_eq!(keys.lock().unwrap().first().unwrap(), "key-from-env");
+}
+
+/// A `.env` that cannot be parsed stops every command with one line that
+/// names `.env`, and never repeats the line (it may hold a key).
+#[tokio::test]
+async fn a_broken_dotenv_is_reported_without_its_line() {
+    let (url, keys) = stand_in().await;
+    let dir = tempfile::tempdir().unwrap();
+    for broken in ["MCP_API_KEY=\"secret-value\n", "MCP_API_KEY secret-value\n"] {
+        std::fs::write(
+            dir.path().join(".env"),
+            format!("MCP_SERVER_URL={url}\n{broken}"),
+        )
+        .unwrap();
+        for args in [
+            &["list"][..],
+            &["--server", &url, "--api-key", "k", "list"],
+            &["logout"],
+            &["conformance", &url],
+        ] {
+            let out = client(dir.path(), &[], args).await;
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+            assert!(stderr.starts_with("error: .env: "), "{args:?}: {stderr}");
+            assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+            assert!(!stderr.contains("secret-value"), "{args:?}: {stderr}");
+            assert!(out.stdout.is_empty(), "{args:?}");
+        }
+    }
+    assert!(keys.lock().unwrap().is_empty(), "nothing was sent");
+}
+
+/// The client exports every variable it reads (`VARIABLES`, which is also
+/// what it merges from the environment and `.env`).
+#[test]
+fn every_variable_the_client_reads_is_exported() {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let missing: Vec<String> = mcp_auth_integration_tests::variable_literals(&src, &[])
+        .into_iter()
+        .filter(|(name, _)| !mcp_auth_client::VARIABLES.contains(&name.as_str()))
+        .map(|(name, file)| format!("{name} ({})", file.display()))
+        .collect();
+    assert!(missing.is_empty(), "read but not in VARIABLES: {missing:?}");
+}
