@@ -341,6 +341,9 @@ async fn the_generic_router_times_out_slow_services_and_limits_streamed_bodies()
     let c = reqwest::Client::new();
     let r = c.post(format!("{base}/mcp?slow")).send().await.unwrap();
     assert_eq!(r.status(), 408);
+    // The same JSON body as every other refusal.
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "request_timeout");
     let r = c
         .post(format!("{base}/mcp"))
         .body(vec![b'x'; 100])

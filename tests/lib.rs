@@ -115,3 +115,43 @@ impl Drop for Peer {
         let _ = self.child.wait();
     }
 }
+
+/// Quoted literals that look like variable names (`"HTTP_MAX_CONNECTIONS"`:
+/// upper case, digits, at least one underscore) in the `.rs` files under
+/// `dir`, each with the file it is in. Not a parser: a literal split over
+/// lines or built with `format!` is missed, which is why the rule is
+/// "name variables by literals".
+pub fn variable_literals(
+    dir: &std::path::Path,
+    skip: &[&str],
+) -> Vec<(String, std::path::PathBuf)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).expect("source dir readable") {
+            let path = entry.expect("dir entry").path();
+            if path.is_dir() {
+                if !skip.iter().any(|s| path.ends_with(s)) {
+                    stack.push(path);
+                }
+                continue;
+            }
+            if path.extension().is_none_or(|e| e != "rs") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).expect("source file readable");
+            for (i, piece) in text.split('"').enumerate() {
+                let looks_like_a_variable = i % 2 == 1
+                    && piece.contains('_')
+                    && piece.starts_with(|c: char| c.is_ascii_uppercase())
+                    && piece
+                        .chars()
+                        .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+                if looks_like_a_variable {
+                    out.push((piece.to_owned(), path.clone()));
+                }
+            }
+        }
+    }
+    out
+}

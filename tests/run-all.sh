@@ -74,6 +74,18 @@ cargo clippy --workspace --all-targets --all-features -- -D warnings
 step "docs"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --all-features --no-deps --quiet
 
+step "light configurations: each library with default features off, each example with exactly its own dependencies"
+for krate in mcp-auth-jwt mcp-auth-strategies mcp-auth-transport mcp-auth-session; do
+  cargo clippy -p "$krate" --no-default-features --all-targets --quiet -- -D warnings
+done
+cargo test -p mcp-auth-jwt -p mcp-auth-strategies -p mcp-auth-transport --no-default-features --quiet
+for example in example-verify-token example-axum-jwt example-mcp-server; do
+  cargo build -p "$example" --quiet
+done
+
+step "dependency weight: crates each use pulls in, against the targets (tests/deps/weight.py)"
+python3 tests/deps/weight.py
+
 step "every library crate packages for publication (metadata, files, dependency resolution)"
 cargo package --workspace --exclude mcp-auth-bench --exclude mcp-auth-integration-tests \
   --no-verify --allow-dirty --quiet

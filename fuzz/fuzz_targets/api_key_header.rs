@@ -10,7 +10,8 @@
 //! header means `MissingCredentials` (whatever the query string says), two
 //! or more mean `invalid_request`; plain and hashed configurations give
 //! the same answer; a bearer token, when found, is a `token68` suffix of the
-//! header; every plain key that `from_list` accepts authenticates.
+//! header; every plain key that `from_list` accepts authenticates (a
+//! named one as `api-key:<name>`).
 
 #![no_main]
 
@@ -104,13 +105,20 @@ fuzz_target!(|data: &[u8]| {
         if let Ok(auth) = ApiKeyAuthenticator::from_list(&list) {
             assert!(!auth.is_empty());
             for entry in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-                if entry.starts_with("sha256:") {
-                    continue;
-                }
+                // `sha256:<hex>` is a digest; `name:key[:scopes]` a named key.
+                let key = match entry.split_once(':') {
+                    _ if entry.starts_with("sha256:") => continue,
+                    None => entry,
+                    Some((_, rest)) if rest.starts_with("sha256:") => continue,
+                    Some((_, rest)) => rest.split(':').next().unwrap_or(rest),
+                };
                 let v =
-                    HeaderValue::from_str(entry).expect("from_list checked the key is header-safe");
+                    HeaderValue::from_str(key).expect("from_list checked the key is header-safe");
                 let ok = auth.authenticate(&request(&[v], None)).await;
-                assert!(ok.is_ok(), "configured key {entry:?} refused: {ok:?}");
+                assert!(ok.is_ok(), "configured key of {entry:?} refused: {ok:?}");
+                if let (Ok(p), Some((name, _))) = (&ok, entry.split_once(':')) {
+                    assert_eq!(p.subject, format!("api-key:{name}"), "named key's subject");
+                }
             }
         }
     });

@@ -1,5 +1,5 @@
 //! Client addresses behind proxies: `IpNet::parse` and
-//! `RateLimitConfig::client_ip`. The input is NUL-separated: the
+//! `client_ip`. The input is NUL-separated: the
 //! `HTTP_TRUSTED_PROXIES` list, the TCP peer (text, or 4/16 raw bytes), then
 //! one `X-Forwarded-For` header value per remaining field.
 //!
@@ -23,7 +23,7 @@ use std::{
 
 use http::{HeaderMap, HeaderValue};
 use libfuzzer_sys::fuzz_target;
-use mcp_auth_transport::{IpNet, RateLimitConfig};
+use mcp_auth_transport::{IpNet, ServeOptions, client_ip};
 
 fn peer(field: &[u8]) -> Option<IpAddr> {
     match field.len() {
@@ -69,16 +69,16 @@ fuzz_target!(|data: &[u8]| {
     }
 
     let vars = HashMap::from([("HTTP_TRUSTED_PROXIES".to_owned(), list.clone())]);
-    let cfg = match RateLimitConfig::from_settings(&vars) {
-        Ok(cfg) => {
+    let trusted_proxies: Vec<IpNet> = match ServeOptions::from_settings(&vars) {
+        Ok(opts) => {
             let expected: Vec<IpNet> = parsed.iter().flatten().copied().collect();
             assert_eq!(
                 expected.len(),
                 items.len(),
                 "from_settings accepted a bad item"
             );
-            assert_eq!(cfg.trusted_proxies, expected);
-            cfg
+            assert_eq!(opts.trusted_proxies, expected);
+            opts.trusted_proxies
         }
         Err(e) => {
             assert_eq!(e.variable, "HTTP_TRUSTED_PROXIES");
@@ -86,10 +86,7 @@ fuzz_target!(|data: &[u8]| {
                 parsed.iter().any(Option::is_none),
                 "from_settings refused good items"
             );
-            RateLimitConfig {
-                trusted_proxies: parsed.iter().flatten().copied().collect(),
-                ..RateLimitConfig::default()
-            }
+            parsed.iter().flatten().copied().collect()
         }
     };
 
@@ -99,14 +96,12 @@ fuzz_target!(|data: &[u8]| {
             headers.append("x-forwarded-for", v);
         }
     }
-    assert_eq!(cfg.client_ip(None, &headers), None);
+    assert_eq!(client_ip(&trusted_proxies, None, &headers), None);
     let Some(p) = f.get(1).and_then(|x| peer(x)) else {
         return;
     };
-    let got = cfg
-        .client_ip(Some(p), &headers)
-        .expect("a peer gives an address");
-    let trusted = |ip: IpAddr| cfg.trusted_proxies.iter().any(|n| n.contains(ip));
+    let got = client_ip(&trusted_proxies, Some(p), &headers).expect("a peer gives an address");
+    let trusted = |ip: IpAddr| trusted_proxies.iter().any(|n| n.contains(ip));
     let pc = p.to_canonical();
     assert_eq!(got, got.to_canonical(), "non-canonical answer");
 
@@ -141,7 +136,7 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(
         got, expected,
         "peer {p}, headers {headers:?}, trusted {:?}",
-        cfg.trusted_proxies
+        trusted_proxies
     );
     if got != pc {
         assert!(!trusted(got), "a trusted proxy was taken for the client");

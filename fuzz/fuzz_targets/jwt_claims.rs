@@ -85,7 +85,7 @@ static T: LazyLock<Targets> = LazyLock::new(|| {
         plain: verifier(0, None),
         limited: verifier(0, Some(MAX_LIFETIME)),
         cached: verifier(4, None),
-        bearer: JwtAuthenticator::bearer(verifier(0, None)),
+        bearer: JwtAuthenticator::new(verifier(0, None)),
         hs: EncodingKey::from_secret(SECRET),
         ec: EncodingKey::from_ec_pem(EC_PRIV).expect("EC private key"),
         rsa: EncodingKey::from_rsa_pem(RSA_PRIV).expect("RSA private key"),

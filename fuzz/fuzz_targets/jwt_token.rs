@@ -61,7 +61,7 @@ static T: LazyLock<Targets> = LazyLock::new(|| {
             verifier(vec![rsa()], 0),
             verifier(keyset, 0),
         ],
-        bearer: JwtAuthenticator::bearer(verifier(vec![hs(), ec()], 0)),
+        bearer: JwtAuthenticator::new(verifier(vec![hs(), ec()], 0)),
     }
 });
 

@@ -1,17 +1,12 @@
 //! Settings parsing. Each input is read three ways:
 //!
-//! 1. as a `.env` file through `dotenvy::from_read_iter` (the parser the
-//!    server's `merge` runs; `merge` itself lives in the binary crate and is
-//!    not reachable from here), collecting pairs until the first error;
-//! 2. as raw `NAME=value` lines, so values dotenvy would refuse or rewrite
-//!    still reach the settings code;
-//! 3. as a TOML document through `toml::Table` (the parser the server's
-//!    `read_toml` runs; that function is private to the binary crate, so
-//!    only the parse is fuzzed, plus the one property `read_toml` relies on:
-//!    an error's span starts on a character boundary of the input, since it
-//!    slices the text there to count lines).
+//! 1. as a `.env` file and 2. as a TOML file, through the layered loader
+//!    every program of the workspace uses (`mcp_auth_core::settings::Sources`,
+//!    written to a temporary file per process);
+//! 3. as raw `NAME=value` lines, so values the file parsers would refuse or
+//!    rewrite still reach the settings code.
 //!
-//! Both maps go through every settings reader the library crates export:
+//! The maps go through every settings reader the library crates export:
 //! `parse_size`, `parse_millis`, `parse_bool`, `parse_list` (via the
 //! `HashMap` lookup), `RateLimitConfig::from_settings`,
 //! `HttpConfig::from_settings`, `ToolScopes::with_settings`,
@@ -21,12 +16,14 @@
 //! file path in `MCP_JWT_PUBLIC_KEY` is dropped: only inline PEM is fuzzed,
 //! nothing is read from disk).
 //!
-//! Asserts: the lookup treats blank values as unset and trims; an accepted
-//! size or duration is positive and is what the text says; a list has only
-//! trimmed, non-empty, comma-free items; an accepted bool was one of the
-//! documented words; every error names a variable the reader owns; an
-//! accepted `HttpConfig` passes `validate()`, has positive limits, and
-//! allows every host listed in `HTTP_ALLOWED_HOSTS`.
+//! Asserts: the loader merges only known names with non-blank values, and
+//! its errors are one line naming the file; the lookup
+//! treats blank values as unset and trims; an accepted size or duration is
+//! positive and is what the text says; a list has only trimmed, non-empty,
+//! comma-free items; an accepted bool was one of the documented words;
+//! every error names a variable the reader owns; an accepted `HttpConfig`
+//! passes `validate()`, has positive limits, and allows every host listed
+//! in `HTTP_ALLOWED_HOSTS`.
 
 #![no_main]
 
@@ -36,7 +33,7 @@ use std::{collections::HashMap, time::Duration};
 
 use libfuzzer_sys::fuzz_target;
 use mcp_auth_core::settings::{
-    Lookup, parse_bool, parse_lifetime, parse_list, parse_millis, parse_size,
+    Lookup, Sources, parse_bool, parse_lifetime, parse_list, parse_millis, parse_size,
 };
 use mcp_auth_strategies::{ApiKeyAuthenticator, JwtAuthenticator};
 use mcp_auth_transport::{HostRule, HttpConfig, RateLimitConfig, ToolScopes};
@@ -179,20 +176,58 @@ fn check_readers(m: &HashMap<String, String>) {
     }
 }
 
+/// The names the layered loader keeps: every library's variables.
+fn known() -> Vec<&'static str> {
+    let mut all: Vec<&'static str> = Vec::new();
+    for list in [
+        mcp_auth_strategies::VARIABLES,
+        mcp_auth_transport::VARIABLES,
+        mcp_auth_jwt::VARIABLES,
+    ] {
+        all.extend(list.iter().filter(|n| !all.contains(n)).collect::<Vec<_>>());
+    }
+    all
+}
+
 fuzz_target!(|data: &[u8]| {
-    // 1. .env through dotenvy.
-    let mut dotenv = HashMap::new();
-    for item in dotenvy::from_read_iter(data) {
-        match item {
-            Ok((k, v)) => {
-                dotenv.insert(k, v);
+    // 1. The real layered loader (`Sources`), the input as a `.env` file and
+    //    as a TOML file: what merges is only known names, non-blank values;
+    //    an error is one line that repeats no value of the input.
+    let dir = std::env::temp_dir().join(format!("mcp-auth-fuzz-settings-{}", std::process::id()));
+    let file = dir.join("input");
+    let known = known();
+    if std::fs::create_dir_all(&dir).is_ok() && std::fs::write(&file, data).is_ok() {
+        let text = common::text(data);
+        for as_toml in [false, true] {
+            let sources = Sources::new(&known);
+            let sources = if as_toml {
+                sources.toml_file(Some(&file), "--config")
+            } else {
+                sources.dotenv_file(&file)
+            };
+            match sources.merge() {
+                Ok(m) => {
+                    for (k, v) in &m {
+                        assert!(known.contains(&k.as_str()), "merged unknown {k:?}");
+                        assert!(!v.trim().is_empty(), "merged a blank {k}");
+                    }
+                    check_readers(&m);
+                }
+                Err(e) => {
+                    // One line, naming the file (or `--config`); that no
+                    // value is echoed is a unit test with known secrets
+                    // (mcp_auth_core::settings), not an oracle here.
+                    let shown = e.to_string();
+                    assert!(!shown.contains('\n'), "{shown:?}");
+                    let path = file.display().to_string();
+                    assert!(e.variable == "--config" || e.variable == path, "{shown:?}");
+                }
             }
-            Err(_) => break,
         }
     }
-    check_readers(&dotenv);
 
-    // 2. Raw NAME=value lines.
+    // 2. Raw NAME=value lines, so values the file parsers would refuse or
+    //    rewrite still reach the settings code.
     let text = common::text(data);
     let raw: HashMap<String, String> = text
         .lines()
@@ -200,24 +235,4 @@ fuzz_target!(|data: &[u8]| {
         .map(|(k, v)| (k.trim().to_owned(), v.to_owned()))
         .collect();
     check_readers(&raw);
-
-    // 3. TOML.
-    if let Ok(s) = std::str::from_utf8(data) {
-        match s.parse::<toml::Table>() {
-            Ok(t) => {
-                // Walk the document (the server flattens scalars and arrays
-                // of scalars; nested tables are refused there).
-                let scalars = t
-                    .values()
-                    .filter(|v| !matches!(v, toml::Value::Table(_)))
-                    .count();
-                assert!(scalars <= t.len());
-            }
-            Err(e) => {
-                if let Some(span) = e.span() {
-                    assert!(s.is_char_boundary(span.start.min(s.len())), "{span:?}");
-                }
-            }
-        }
-    }
 });

@@ -239,6 +239,15 @@ pub trait Authenticator: Send + Sync + 'static {
     fn scopes_supported(&self) -> Vec<String> {
         Vec::new()
     }
+
+    /// Whether every principal this authenticator accepts is anonymous (it
+    /// identifies no one, like `NoAuth`). The HTTP layer then lets
+    /// anonymous sessions use the whole session cap: the anonymous cap is
+    /// there to keep unauthenticated clients from crowding out
+    /// authenticated ones, and there are none.
+    fn anonymous_only(&self) -> bool {
+        false
+    }
 }
 
 /// An authenticator shared between tasks.
@@ -348,6 +357,9 @@ impl<A: Authenticator + ?Sized> Authenticator for Arc<A> {
     }
     fn scopes_supported(&self) -> Vec<String> {
         (**self).scopes_supported()
+    }
+    fn anonymous_only(&self) -> bool {
+        (**self).anonymous_only()
     }
 }
 

@@ -249,7 +249,16 @@ impl AuthError {
     }
 }
 
-/// The JSON body of an error response: `{"error": ..., "error_description": ...}`.
+/// The JSON body of every error response: `{"error": ..., "error_description": ...}`.
+///
+/// ```
+/// use mcp_auth_core::ErrorBody;
+/// let body = ErrorBody::new("rate_limited", "too many requests");
+/// assert_eq!(
+///     serde_json::to_string(&body).unwrap(),
+///     r#"{"error":"rate_limited","error_description":"too many requests"}"#
+/// );
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct ErrorBody {
     /// The RFC 6750 error code, or `unauthorized` when none applies.
@@ -259,6 +268,17 @@ pub struct ErrorBody {
     /// The scopes needed, for `insufficient_scope`.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub scope: Option<String>,
+}
+
+impl ErrorBody {
+    /// A body with an error code and a description, no scope.
+    pub fn new(error: impl Into<String>, error_description: impl Into<String>) -> Self {
+        Self {
+            error: error.into(),
+            error_description: error_description.into(),
+            scope: None,
+        }
+    }
 }
 
 /// RFC 6750 §3: `error_description` uses %x20-21 / %x23-5B / %x5D-7E only.

@@ -1,21 +1,20 @@
 //! RFC 9728 OAuth 2.0 Protected Resource Metadata.
 
 use serde::{Deserialize, Serialize};
-use url::Url;
 
 /// The protected-resource metadata document (RFC 9728 §2).
 ///
 /// ```
 /// use mcp_auth_core::{ProtectedResourceMetadata, metadata_url_for};
-/// let resource = url::Url::parse("https://mcp.example.com/mcp").unwrap();
-/// let md = ProtectedResourceMetadata::new(resource.as_str())
+/// let resource = "https://mcp.example.com/mcp";
+/// let md = ProtectedResourceMetadata::new(resource)
 ///     .with_authorization_servers(["https://issuer.example.com"])
 ///     .with_scopes(["mcp:tools"]);
 /// let json = serde_json::to_value(&md).unwrap();
 /// assert_eq!(json["resource"], "https://mcp.example.com/mcp");
 /// assert_eq!(json["bearer_methods_supported"][0], "header");
 /// assert_eq!(
-///     metadata_url_for(&resource).as_str(),
+///     metadata_url_for(resource),
 ///     "https://mcp.example.com/.well-known/oauth-protected-resource/mcp"
 /// );
 /// ```
@@ -89,14 +88,29 @@ impl ProtectedResourceMetadata {
 
 /// The metadata URL for a resource: `/.well-known/oauth-protected-resource`
 /// inserted between the host and the resource's path (RFC 9728 §3.1).
-/// A resource at the root maps to the root well-known URL.
-pub fn metadata_url_for(resource: &Url) -> Url {
-    let mut url = resource.clone();
-    let path = resource.path().trim_end_matches('/');
-    url.set_path(&format!("/.well-known/oauth-protected-resource{path}"));
-    url.set_query(None);
-    url.set_fragment(None);
-    url
+/// A resource at the root maps to the root well-known URL; a query or
+/// fragment is dropped. `resource` is an absolute URL (`scheme://host/path`);
+/// anything else is returned with the well-known path appended to its origin
+/// part as best it can, so pass a parsed URL's text.
+///
+/// ```
+/// use mcp_auth_core::metadata_url_for;
+/// assert_eq!(
+///     metadata_url_for("https://mcp.example.com/mcp"),
+///     "https://mcp.example.com/.well-known/oauth-protected-resource/mcp"
+/// );
+/// ```
+pub fn metadata_url_for(resource: &str) -> String {
+    let after_scheme = resource.find("://").map_or(0, |i| i + 3);
+    let rest = &resource[after_scheme..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let origin = &resource[..after_scheme + authority_end];
+    let tail = &rest[authority_end..];
+    let path = &tail[..tail.find(['?', '#']).unwrap_or(tail.len())];
+    format!(
+        "{origin}/.well-known/oauth-protected-resource{}",
+        path.trim_end_matches('/')
+    )
 }
 
 #[cfg(test)]
@@ -118,10 +132,22 @@ mod tests {
                 "https://h/a/b/?q=1",
                 "https://h/.well-known/oauth-protected-resource/a/b",
             ),
+            (
+                "https://h",
+                "https://h/.well-known/oauth-protected-resource",
+            ),
+            (
+                "https://h:8443?x#y",
+                "https://h:8443/.well-known/oauth-protected-resource",
+            ),
+            (
+                "https://h/p#frag",
+                "https://h/.well-known/oauth-protected-resource/p",
+            ),
         ];
         for (resource, want) in cases {
-            let got = metadata_url_for(&Url::parse(resource).unwrap());
-            assert_eq!(got.as_str(), want, "{resource}");
+            let got = metadata_url_for(resource);
+            assert_eq!(got, want, "{resource}");
         }
     }
 

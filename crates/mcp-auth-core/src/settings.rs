@@ -16,6 +16,9 @@
 
 use std::{collections::HashMap, time::Duration};
 
+#[cfg(feature = "files")]
+use std::path::Path;
+
 /// A source of settings keyed by variable name.
 pub trait Lookup {
     /// The value of `name`, if set. Empty values count as unset.
@@ -182,6 +185,203 @@ pub fn parse_list(l: &dyn Lookup, name: &str) -> Option<Vec<String>> {
     })
 }
 
+/// The settings of a program, layered from its sources: command-line flags
+/// win over the process environment, which wins over `.env`, which wins
+/// over a TOML file; defaults are the readers' own. Every source uses the
+/// same flat names (`PORT`, `MCP_API_KEYS`); in the TOML file they may be
+/// lowercase. An empty value counts as unset in every source, so
+/// `FOO=` in the environment never hides `.env`'s `FOO`.
+///
+/// Nothing is exported into the process environment, and no error message
+/// repeats a line of a file (it may hold a key): errors name the file and
+/// the line or character.
+///
+/// ```
+/// use std::collections::HashMap;
+/// use mcp_auth_core::settings::{Lookup, Sources};
+///
+/// let env = HashMap::from([
+///     ("PORT".to_owned(), "3000".to_owned()),
+///     ("HOST".to_owned(), "".to_owned()),
+///     ("UNRELATED".to_owned(), "x".to_owned()),
+/// ]);
+/// let merged = Sources::new(&["PORT", "HOST"])
+///     .env(&env)
+///     .flag("PORT", Some("4000".into()))
+///     .merge()
+///     .unwrap();
+/// assert_eq!(Lookup::get(&merged, "PORT").as_deref(), Some("4000"));
+/// assert_eq!(Lookup::get(&merged, "HOST"), None);
+/// assert_eq!(Lookup::get(&merged, "UNRELATED"), None);
+/// ```
+pub struct Sources<'a> {
+    known: &'a [&'a str],
+    #[cfg(feature = "files")]
+    toml: Option<(&'a Path, &'a str)>,
+    #[cfg(feature = "files")]
+    dotenv: Option<&'a Path>,
+    env: Option<&'a dyn Lookup>,
+    flags: Vec<(&'a str, String)>,
+}
+
+impl<'a> Sources<'a> {
+    /// Sources for a program that reads the variables `known` (names
+    /// outside it are ignored in the environment and `.env`, and refused
+    /// in the TOML file).
+    pub fn new(known: &'a [&'a str]) -> Self {
+        Self {
+            known,
+            #[cfg(feature = "files")]
+            toml: None,
+            #[cfg(feature = "files")]
+            dotenv: None,
+            env: None,
+            flags: Vec::new(),
+        }
+    }
+
+    /// A flat TOML file (lowest precedence). `option` names where its path
+    /// came from (`--config`) in errors. Unknown keys are errors: the file
+    /// is this program's own.
+    #[cfg(feature = "files")]
+    pub fn toml_file(mut self, path: Option<&'a Path>, option: &'a str) -> Self {
+        self.toml = path.map(|p| (p, option));
+        self
+    }
+
+    /// A `.env` file, read but never exported; a missing file is no error.
+    /// Names the program does not read are skipped (a shared `.env` holds
+    /// other programs' settings too).
+    #[cfg(feature = "files")]
+    pub fn dotenv_file(mut self, path: &'a Path) -> Self {
+        self.dotenv = Some(path);
+        self
+    }
+
+    /// The process environment ([`ProcessEnv`]) or any other lookup.
+    pub fn env(mut self, env: &'a dyn Lookup) -> Self {
+        self.env = Some(env);
+        self
+    }
+
+    /// A command-line flag's value for `name` (highest precedence).
+    pub fn flag(mut self, name: &'a str, value: Option<String>) -> Self {
+        if let Some(v) = value {
+            self.flags.push((name, v));
+        }
+        self
+    }
+
+    /// Merges the sources into one map (a [`Lookup`]).
+    pub fn merge(self) -> Result<HashMap<String, String>, ConfigError> {
+        let mut m = HashMap::new();
+        let set = |m: &mut HashMap<String, String>, k: String, v: String| {
+            if !v.trim().is_empty() {
+                m.insert(k, v);
+            }
+        };
+        #[cfg(feature = "files")]
+        if let Some((path, option)) = self.toml {
+            for (k, v) in read_toml(path, option, self.known)? {
+                set(&mut m, k, v);
+            }
+        }
+        #[cfg(feature = "files")]
+        if let Some(path) = self.dotenv.filter(|p| p.exists()) {
+            for (k, v) in read_dotenv(path)? {
+                if self.known.contains(&k.as_str()) {
+                    set(&mut m, k, v);
+                }
+            }
+        }
+        if let Some(env) = self.env {
+            for name in self.known {
+                if let Some(v) = env.get(name) {
+                    set(&mut m, (*name).to_owned(), v);
+                }
+            }
+        }
+        for (name, v) in self.flags {
+            set(&mut m, name.to_owned(), v);
+        }
+        Ok(m)
+    }
+}
+
+/// Reads a `.env` file without exporting it. Errors name the file and the
+/// character, never the line's text (it may hold a key).
+#[cfg(feature = "files")]
+fn read_dotenv(path: &Path) -> Result<Vec<(String, String)>, ConfigError> {
+    let shown = path.display();
+    let reason = |e: &dotenvy::Error| match e {
+        dotenvy::Error::LineParse(_, index) => format!("syntax error at character {index}"),
+        dotenvy::Error::Io(io) => io.to_string(),
+        dotenvy::Error::EnvVar(_) => "invalid variable".to_owned(),
+        _ => "cannot be parsed".to_owned(),
+    };
+    // The error names the file as the setting at fault: `.env: syntax
+    // error at character 26`.
+    let iter = dotenvy::from_path_iter(path)
+        .map_err(|e| ConfigError::new(shown.to_string(), format!("cannot read: {}", reason(&e))))?;
+    iter.map(|item| item.map_err(|e| ConfigError::new(shown.to_string(), reason(&e))))
+        .collect()
+}
+
+/// Reads a flat TOML file. Errors give the line, never the line's text.
+#[cfg(feature = "files")]
+fn read_toml(
+    path: &Path,
+    option: &str,
+    known: &[&str],
+) -> Result<Vec<(String, String)>, ConfigError> {
+    let shown = path.display();
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::new(option, format!("cannot read {shown}: {e}")))?;
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+        let line = e.span().map(|s| {
+            text.get(..s.start)
+                .map_or(1, |before| before.lines().count().max(1))
+        });
+        match line {
+            Some(n) => ConfigError::new(option, format!("{shown}: line {n}: not valid TOML")),
+            None => ConfigError::new(option, format!("{shown}: not valid TOML")),
+        }
+    })?;
+    let scalar = |v: &toml::Value| match v {
+        toml::Value::String(s) => Some(s.clone()),
+        toml::Value::Integer(i) => Some(i.to_string()),
+        toml::Value::Float(f) => Some(f.to_string()),
+        toml::Value::Boolean(b) => Some(b.to_string()),
+        _ => None,
+    };
+    let mut out = Vec::new();
+    for (key, value) in table {
+        let name = key.to_ascii_uppercase();
+        if !known.contains(&name.as_str()) {
+            return Err(ConfigError::new(
+                option,
+                format!("{shown}: unknown setting {key:?}"),
+            ));
+        }
+        let text = match &value {
+            toml::Value::Array(items) => items
+                .iter()
+                .map(scalar)
+                .collect::<Option<Vec<_>>>()
+                .map(|v| v.join(",")),
+            v => scalar(v),
+        }
+        .ok_or_else(|| {
+            ConfigError::new(
+                option,
+                format!("{shown}: {key} must be a string, number, boolean or a list of them"),
+            )
+        })?;
+        out.push((name, text));
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -230,6 +430,83 @@ mod tests {
         assert!(parse_millis(&m, "X", Duration::ZERO).is_err());
         assert_eq!(parse_list(&m, "L").unwrap(), vec!["a", "b"]);
         assert_eq!(parse_list(&m, "NONE"), None);
+    }
+
+    #[cfg(feature = "files")]
+    #[test]
+    fn precedence_flags_env_dotenv_toml() {
+        let dir = tempfile::tempdir().unwrap();
+        let toml = dir.path().join("c.toml");
+        std::fs::write(
+            &toml,
+            "port = 1000\nhost = \"127.0.0.1\"\nlog_level = \"warn\"\nNAME = \"from-toml\"\nlist = [\"a\", \"b\"]\n",
+        )
+        .unwrap();
+        let dotenv = dir.path().join(".env");
+        std::fs::write(&dotenv, "PORT=2000\nLOG_LEVEL=debug\nNAME=\nUNRELATED=1\n").unwrap();
+        let known = ["PORT", "HOST", "LOG_LEVEL", "NAME", "LIST"];
+        let env = map(&[("PORT", "3000"), ("LOG_LEVEL", " ")]);
+        let sources = || {
+            Sources::new(&known)
+                .toml_file(Some(&toml), "--config")
+                .dotenv_file(&dotenv)
+                .env(&env)
+        };
+        let m = sources()
+            .flag("PORT", Some("4000".into()))
+            .flag("HOST", None)
+            .merge()
+            .unwrap();
+        assert_eq!(m["PORT"], "4000");
+        // A blank environment value does not hide `.env`, a blank `.env`
+        // value does not hide the TOML file.
+        assert_eq!(m["LOG_LEVEL"], "debug");
+        assert_eq!(m["NAME"], "from-toml");
+        assert_eq!(m["LIST"], "a,b");
+        assert!(!m.contains_key("UNRELATED"));
+        assert_eq!(sources().merge().unwrap()["PORT"], "3000");
+        // A missing `.env` is no error.
+        let gone = dir.path().join("missing.env");
+        assert!(
+            Sources::new(&known)
+                .dotenv_file(&gone)
+                .merge()
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[cfg(feature = "files")]
+    #[test]
+    fn file_errors_name_the_file_and_never_echo_a_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let toml = dir.path().join("c.toml");
+        let known = ["PORT", "MCP_API_KEYS"];
+        let load = || {
+            Sources::new(&known)
+                .toml_file(Some(&toml), "--config")
+                .merge()
+        };
+        std::fs::write(&toml, "prot = 1\n").unwrap();
+        let e = load().unwrap_err();
+        assert_eq!(e.variable, "--config");
+        assert!(e.to_string().contains("unknown setting \"prot\""), "{e}");
+        std::fs::write(&toml, "[http]\nx = 1\n").unwrap();
+        assert!(load().is_err());
+        std::fs::write(&toml, "port = 1\nmcp_api_keys = \"secret-value\n").unwrap();
+        let e = load().unwrap_err().to_string();
+        assert!(e.contains("line 2: not valid TOML"), "{e}");
+        assert!(!e.contains("secret-value") && !e.contains('\n'), "{e}");
+
+        let dotenv = dir.path().join(".env");
+        std::fs::write(&dotenv, "PORT=1\nMCP_API_KEYS=\"secret-value\n").unwrap();
+        let e = Sources::new(&known)
+            .dotenv_file(&dotenv)
+            .merge()
+            .unwrap_err();
+        assert_eq!(e.variable, dotenv.display().to_string());
+        let e = e.to_string();
+        assert!(!e.contains("secret-value") && !e.contains('\n'), "{e}");
     }
 
     #[test]

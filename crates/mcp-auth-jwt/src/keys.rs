@@ -23,6 +23,11 @@ pub enum KeyError {
     /// The PEM text is not an RSA, EC (P-256/P-384) or Ed25519 key.
     #[error("not an RSA, EC (P-256/P-384) or Ed25519 public key in PEM format")]
     BadPem,
+    /// A private key where a public key belongs.
+    #[error(
+        "this is a private key; a verifying server needs only the public key (`openssl pkey -in key.pem -pubout`)"
+    )]
+    PrivateKey,
     /// A JWK cannot be used for signature verification.
     #[error("unusable JWK: {0}")]
     BadJwk(String),
@@ -58,15 +63,19 @@ impl std::fmt::Debug for VerifyKey {
 }
 
 fn family_name(alg: Algorithm) -> &'static str {
-    match alg {
-        Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => "HMAC",
-        Algorithm::ES256 | Algorithm::ES384 => "EC",
-        Algorithm::EdDSA => "Ed25519",
-        _ => "RSA",
+    if HMAC_ALGORITHMS.contains(&alg) {
+        "HMAC"
+    } else if EC_ALGORITHMS.contains(&alg) {
+        "EC"
+    } else if alg == Algorithm::EdDSA {
+        "Ed25519"
+    } else {
+        "RSA"
     }
 }
 
-const RSA_ALGS: &[Algorithm] = &[
+/// The algorithms an RSA key verifies.
+pub const RSA_ALGORITHMS: &[Algorithm] = &[
     Algorithm::RS256,
     Algorithm::RS384,
     Algorithm::RS512,
@@ -74,13 +83,43 @@ const RSA_ALGS: &[Algorithm] = &[
     Algorithm::PS384,
     Algorithm::PS512,
 ];
-const HMAC_ALGS: &[Algorithm] = &[Algorithm::HS256, Algorithm::HS384, Algorithm::HS512];
+/// The algorithms an HMAC secret verifies.
+pub const HMAC_ALGORITHMS: &[Algorithm] = &[Algorithm::HS256, Algorithm::HS384, Algorithm::HS512];
+/// The algorithms of EC keys (ES256 for P-256, ES384 for P-384).
+pub const EC_ALGORITHMS: &[Algorithm] = &[Algorithm::ES256, Algorithm::ES384];
+/// Every algorithm this crate verifies; `none` is not one of them.
+pub const ALL_ALGORITHMS: &[Algorithm] = &[
+    Algorithm::HS256,
+    Algorithm::HS384,
+    Algorithm::HS512,
+    Algorithm::RS256,
+    Algorithm::RS384,
+    Algorithm::RS512,
+    Algorithm::PS256,
+    Algorithm::PS384,
+    Algorithm::PS512,
+    Algorithm::ES256,
+    Algorithm::ES384,
+    Algorithm::EdDSA,
+];
+
+/// Whether `alg` fits a key of the same family as `key_alg` (an RSA key
+/// signs every RS*/PS*, an EC key one curve's algorithm, …).
+///
+/// ```
+/// use mcp_auth_jwt::{Algorithm, same_family};
+/// assert!(same_family(Algorithm::PS256, Algorithm::RS256));
+/// assert!(!same_family(Algorithm::HS256, Algorithm::RS256));
+/// ```
+pub fn same_family(alg: Algorithm, key_alg: Algorithm) -> bool {
+    family_name(alg) == family_name(key_alg)
+}
 
 impl VerifyKey {
     /// An HMAC secret for `alg` (HS256, HS384 or HS512). Secrets shorter than
     /// [`MIN_HMAC_SECRET_LEN`] bytes are refused.
     pub fn hmac(secret: &[u8], alg: Algorithm) -> Result<Self, KeyError> {
-        if !HMAC_ALGS.contains(&alg) {
+        if !HMAC_ALGORITHMS.contains(&alg) {
             return Err(KeyError::AlgorithmMismatch {
                 requested: vec![alg],
                 family: "HMAC",
@@ -99,20 +138,21 @@ impl VerifyKey {
     /// A public key from PEM: RSA (RS*/PS*), EC P-256 or P-384 (ES256/ES384)
     /// or Ed25519 (EdDSA).
     pub fn from_pem(pem: &[u8]) -> Result<Self, KeyError> {
+        use crate::pem::{PemProblem, PublicKey};
         let text = std::str::from_utf8(pem).map_err(|_| KeyError::BadPem)?;
-        if text.contains("PRIVATE KEY") {
-            // A private key would work here, but it has no business on a
-            // verifying server; make the mistake loud.
-            return Err(KeyError::BadPem);
-        }
-        let (key, algorithms) = if let Ok(k) = DecodingKey::from_rsa_pem(pem) {
-            (k, RSA_ALGS.to_vec())
-        } else if let Ok(k) = DecodingKey::from_ec_pem(pem) {
-            (k, vec![Algorithm::ES256, Algorithm::ES384])
-        } else if let Ok(k) = DecodingKey::from_ed_pem(pem) {
-            (k, vec![Algorithm::EdDSA])
-        } else {
-            return Err(KeyError::BadPem);
+        // A private key would work here, but it has no business on a
+        // verifying server; make the mistake loud.
+        let (key, algorithms) = match crate::pem::public_key(text) {
+            Ok(PublicKey::Rsa(der)) => (DecodingKey::from_rsa_der(&der), RSA_ALGORITHMS.to_vec()),
+            Ok(PublicKey::P256(point)) => {
+                (DecodingKey::from_ec_der(&point), vec![Algorithm::ES256])
+            }
+            Ok(PublicKey::P384(point)) => {
+                (DecodingKey::from_ec_der(&point), vec![Algorithm::ES384])
+            }
+            Ok(PublicKey::Ed25519(raw)) => (DecodingKey::from_ed_der(&raw), vec![Algorithm::EdDSA]),
+            Err(PemProblem::Private) => return Err(KeyError::PrivateKey),
+            Err(PemProblem::Unsupported) => return Err(KeyError::BadPem),
         };
         Ok(Self {
             kid: None,
@@ -135,7 +175,7 @@ impl VerifyKey {
             return Err(KeyError::BadJwk("key_ops does not include verify".into()));
         }
         let mut algorithms = match &jwk.algorithm {
-            AlgorithmParameters::RSA(_) => RSA_ALGS.to_vec(),
+            AlgorithmParameters::RSA(_) => RSA_ALGORITHMS.to_vec(),
             AlgorithmParameters::EllipticCurve(ec) => match ec.curve {
                 EllipticCurve::P256 => vec![Algorithm::ES256],
                 EllipticCurve::P384 => vec![Algorithm::ES384],
@@ -258,7 +298,10 @@ impl KeySet {
                 Ok(k) => keys.push(k),
                 Err(e) => {
                     skipped += 1;
+                    #[cfg(feature = "fetch")]
                     tracing::debug!(reason = %e, "skipping JWKS entry");
+                    #[cfg(not(feature = "fetch"))]
+                    let _ = e;
                 }
             }
         }
@@ -295,6 +338,7 @@ impl KeySet {
     }
 
     /// Whether some key carries this `kid`.
+    #[cfg_attr(not(feature = "fetch"), allow(dead_code))]
     pub(crate) fn has_kid(&self, kid: &str) -> bool {
         self.keys.iter().any(|k| k.kid.as_deref() == Some(kid))
     }
@@ -345,7 +389,7 @@ mod tests {
         assert_eq!(
             VerifyKey::from_pem(b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
                 .unwrap_err(),
-            KeyError::BadPem
+            KeyError::PrivateKey
         );
         assert_eq!(VerifyKey::from_pem(b"hello").unwrap_err(), KeyError::BadPem);
     }

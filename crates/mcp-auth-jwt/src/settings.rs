@@ -3,9 +3,78 @@
 use std::time::Duration;
 
 use mcp_auth_core::settings::{ConfigError, Lookup};
+#[cfg(feature = "fetch")]
 use url::Url;
 
+#[cfg(feature = "fetch")]
 use crate::fetch::{is_secure_url, redact};
+
+/// An algorithm setting (`MCP_JWT_ALGORITHM`): one of
+/// [`ALL_ALGORITHMS`](crate::ALL_ALGORITHMS) by its JWS name; unset is
+/// `None`. The error lists the accepted names.
+///
+/// ```
+/// use std::collections::HashMap;
+/// use mcp_auth_jwt::{Algorithm, settings::algorithm_setting};
+/// let vars = HashMap::from([("A".to_owned(), "ES256".to_owned()), ("B".to_owned(), "none".to_owned())]);
+/// assert_eq!(algorithm_setting(&vars, "A").unwrap(), Some(Algorithm::ES256));
+/// assert!(algorithm_setting(&vars, "B").unwrap_err().to_string().contains("HS256"));
+/// ```
+pub fn algorithm_setting(
+    l: &dyn Lookup,
+    var: &str,
+) -> Result<Option<jsonwebtoken::Algorithm>, ConfigError> {
+    let Some(v) = l.get(var) else {
+        return Ok(None);
+    };
+    crate::ALL_ALGORITHMS
+        .iter()
+        .find(|a| format!("{a:?}") == v)
+        .copied()
+        .map(Some)
+        .ok_or_else(|| {
+            let names: Vec<String> = crate::ALL_ALGORITHMS
+                .iter()
+                .map(|a| format!("{a:?}"))
+                .collect();
+            ConfigError::new(var, format!("{v:?} is not one of {}", names.join(" ")))
+        })
+}
+
+/// A PEM setting (`MCP_JWT_PUBLIC_KEY`, `MCP_JWT_PRIVATE_KEY`): the PEM text
+/// itself (`\n` escapes allowed, for one-line environment variables) or
+/// the path of a file holding it. Errors never repeat the value (it may be
+/// the key).
+///
+/// ```
+/// use mcp_auth_jwt::settings::pem_setting;
+/// let inline = "-----BEGIN PUBLIC KEY-----\\nAAAA\\n-----END PUBLIC KEY-----";
+/// assert!(pem_setting(inline, "X").unwrap().contains(&b'\n'));
+/// let e = pem_setting("/no/such/file.pem", "X").unwrap_err();
+/// assert_eq!(e.to_string(), "X: cannot read the file it names (entity not found)");
+/// ```
+pub fn pem_setting(value: &str, var: &str) -> Result<Vec<u8>, ConfigError> {
+    if value.contains("-----BEGIN") {
+        return Ok(value.replace("\\n", "\n").into_bytes());
+    }
+    std::fs::read(value)
+        .map_err(|e| ConfigError::new(var, format!("cannot read the file it names ({})", e.kind())))
+}
+
+/// An HMAC secret setting (`MCP_JWT_SECRET`): at least
+/// [`MIN_HMAC_SECRET_LEN`](crate::MIN_HMAC_SECRET_LEN) bytes.
+pub fn hmac_secret_setting(l: &dyn Lookup, var: &str) -> Result<Option<String>, ConfigError> {
+    match l.get(var) {
+        Some(secret) if secret.len() < crate::MIN_HMAC_SECRET_LEN => Err(ConfigError::new(
+            var,
+            format!(
+                "must be at least {} bytes (e.g. `openssl rand -base64 48`)",
+                crate::MIN_HMAC_SECRET_LEN
+            ),
+        )),
+        other => Ok(other),
+    }
+}
 
 /// `MCP_JWT_LEEWAY`: clock-skew leeway in whole seconds, 0 to 600 (default 60).
 ///
@@ -77,11 +146,25 @@ impl TimeRules {
 /// assert!(mcp_auth_jwt::settings::secure_url_setting("https://as.example/jwks", "X", false).is_ok());
 /// assert!(mcp_auth_jwt::settings::secure_url_setting("http://as.example/jwks", "X", false).is_err());
 /// ```
+#[cfg(feature = "fetch")]
 pub fn secure_url_setting(value: &str, var: &str, allow_http: bool) -> Result<Url, ConfigError> {
-    let url = Url::parse(value)
-        .ok()
-        .filter(|url| matches!(url.scheme(), "http" | "https"))
-        .ok_or_else(|| ConfigError::new(var, format!("{value:?} is not an http(s) URL")))?;
+    // The value is not repeated: a malformed URL cannot be redacted, and
+    // it may carry credentials.
+    let url = match Url::parse(value) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") => url,
+        Ok(url) => {
+            return Err(ConfigError::new(
+                var,
+                format!("scheme {:?} is not http(s)", url.scheme()),
+            ));
+        }
+        Err(e) => {
+            return Err(ConfigError::new(
+                var,
+                format!("not an absolute http(s) URL ({e})"),
+            ));
+        }
+    };
     if !is_secure_url(&url, allow_http) {
         return Err(ConfigError::new(
             var,

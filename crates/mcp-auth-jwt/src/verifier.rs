@@ -9,9 +9,10 @@ use std::{
 use jsonwebtoken::{Algorithm, Validation, errors::ErrorKind};
 use mcp_auth_core::{AuthError, Principal};
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
 
-use crate::{JwksCache, KeySet, VerifyKey};
+#[cfg(feature = "fetch")]
+use crate::JwksCache;
+use crate::{KeySet, VerifyKey};
 
 /// Longest accepted token, in bytes. Real access tokens are a few KiB; a
 /// larger one is refused before any parsing.
@@ -220,6 +221,14 @@ pub fn numeric_date(v: &Value) -> Option<u64> {
     (secs <= MAX_NUMERIC_DATE).then_some(secs)
 }
 
+/// SHA-256 of `bytes`.
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
 /// A custom claim check: return `Err(reason)` to refuse the token (the reason
 /// is sent to the client as `error_description`).
 pub type ClaimCheck = Arc<dyn Fn(&VerifiedToken) -> Result<(), String> + Send + Sync>;
@@ -227,6 +236,7 @@ pub type ClaimCheck = Arc<dyn Fn(&VerifiedToken) -> Result<(), String> + Send + 
 #[derive(Clone)]
 enum Keys {
     Static(Arc<KeySet>),
+    #[cfg(feature = "fetch")]
     Jwks(JwksCache),
 }
 
@@ -401,10 +411,36 @@ impl JwtVerifier {
     }
 
     /// The JWKS cache, when keys come from one.
+    #[cfg(feature = "fetch")]
     pub fn jwks(&self) -> Option<&JwksCache> {
         match &self.keys {
             Keys::Jwks(c) => Some(c),
             Keys::Static(_) => None,
+        }
+    }
+
+    /// Verifies `token` without awaiting anything: for static keys, from
+    /// code that has no async runtime. With a JWKS it answers from the keys
+    /// already cached and returns [`JwtError::KeysUnavailable`] when a fetch
+    /// would be needed (use [`verify`](Self::verify) there).
+    ///
+    /// ```
+    /// use mcp_auth_jwt::{Algorithm, Audience, JwtVerifier, VerifyKey};
+    /// let secret = b"0123456789abcdef0123456789abcdef";
+    /// let verifier = JwtVerifier::builder()
+    ///     .static_keys(vec![VerifyKey::hmac(secret, Algorithm::HS256).unwrap()])
+    ///     .issuer("https://issuer.example")
+    ///     .audience(Audience::Unchecked)
+    ///     .build()
+    ///     .unwrap();
+    /// assert!(verifier.verify_sync("not.a.token").is_err());
+    /// ```
+    pub fn verify_sync(&self, token: &str) -> Result<VerifiedToken, JwtError> {
+        use std::task::{Context, Poll, Waker};
+        let mut fut = std::pin::pin!(self.verify(token));
+        match fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(result) => result,
+            Poll::Pending => Err(JwtError::KeysUnavailable),
         }
     }
 
@@ -416,7 +452,7 @@ impl JwtVerifier {
         let Some(cache) = &self.cache else {
             return self.verify_uncached(token).await;
         };
-        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let key = sha256(token.as_bytes());
         if let Some(hit) = cache.get(&key) {
             if self.cache_may_serve(&hit) {
                 return Ok(hit);
@@ -436,9 +472,11 @@ impl JwtVerifier {
         t.unexpired(self.leeway, now_secs())
             && match (&self.keys, &t.kid) {
                 (Keys::Static(_), _) => true,
+                #[cfg(feature = "fetch")]
                 (Keys::Jwks(c), Some(kid)) => c.cached().is_some_and(|k| k.has_kid(kid)),
                 // Without a kid we cannot tell whether its key is still
                 // published, so such tokens are always verified afresh.
+                #[cfg(feature = "fetch")]
                 (Keys::Jwks(_), None) => false,
             }
     }
@@ -481,6 +519,7 @@ impl JwtVerifier {
         let kid = header.kid.as_deref();
         let keys = match &self.keys {
             Keys::Static(k) => k.clone(),
+            #[cfg(feature = "fetch")]
             Keys::Jwks(cache) => {
                 let keys = cache.keys().await.map_err(|_| JwtError::KeysUnavailable)?;
                 match kid {
@@ -646,6 +685,7 @@ impl JwtVerifierBuilder {
     }
 
     /// Trust the keys of this JWKS cache.
+    #[cfg(feature = "fetch")]
     pub fn jwks(mut self, cache: JwksCache) -> Self {
         self.keys = Some(Keys::Jwks(cache));
         self

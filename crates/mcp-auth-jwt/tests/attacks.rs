@@ -567,6 +567,36 @@ async fn static_pem_keys_of_each_type_verify() {
 }
 
 #[tokio::test]
+async fn pem_containers_and_curves_are_read_from_the_key() {
+    // A P-256 key verifies ES256 only, a P-384 key ES384 only.
+    let p256 = VerifyKey::from_pem(&pem("ec256.pub")).unwrap();
+    assert_eq!(p256.algorithms(), &[Algorithm::ES256]);
+    let p384 = VerifyKey::from_pem(&pem("ec384.pub")).unwrap();
+    assert_eq!(p384.algorithms(), &[Algorithm::ES384]);
+    // The public key of a certificate, and a PKCS#1 RSA public key.
+    for (file, signer, alg) in [
+        ("ec256.cert", "ec256", Algorithm::ES256),
+        ("rsa.pkcs1.pub", "rsa", Algorithm::RS256),
+    ] {
+        let key = VerifyKey::from_pem(&pem(file)).unwrap();
+        let v = JwtVerifier::builder()
+            .static_keys(vec![key])
+            .issuer("me")
+            .audience(Audience::OneOf(vec![AUDIENCE.into()]))
+            .build()
+            .unwrap();
+        let c = json!({"sub": "s", "iss": "me", "aud": AUDIENCE, "exp": now() + 60});
+        let token = TestKey::load(signer, alg, "k").sign_with(&Header::new(alg), &c);
+        assert!(v.verify(&token).await.is_ok(), "{file}");
+    }
+    // A private key is named as such.
+    assert_eq!(
+        VerifyKey::from_pem(&pem("rsa")).unwrap_err(),
+        mcp_auth_jwt::KeyError::PrivateKey
+    );
+}
+
+#[tokio::test]
 async fn an_unknown_kid_during_an_outage_is_503_not_401() {
     let old = TestKey::rsa("old");
     let new = TestKey::load("rsa2", Algorithm::RS256, "new");
@@ -730,6 +760,6 @@ fn static_keys_verify_without_a_tokio_runtime() {
         &EncodingKey::from_secret(secret),
     )
     .unwrap();
-    let t = futures::executor::block_on(v.verify(&token)).unwrap();
+    let t = v.verify_sync(&token).unwrap();
     assert_eq!(t.str_claim("sub"), Some("s"));
 }

@@ -8,15 +8,11 @@ mod tools;
 use std::{path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
 
 use clap::Parser;
-use mcp_auth_cognito::CognitoAuthenticator;
-use mcp_auth_core::{
-    SharedAuthenticator,
-    settings::{ConfigError, parse_list},
-};
-use mcp_auth_strategies::{AnyOf, ApiKeyAuthenticator, JwtAuthenticator, NoAuth};
+use mcp_auth_core::{SharedAuthenticator, settings::ConfigError};
+use mcp_auth_strategies::{ApiKeyAuthenticator, settings::authenticator_from_settings};
 use mcp_auth_transport::{HttpConfig, McpHttpApp, ToolScopes, Transports};
 use rmcp::ServiceExt;
-use settings::{ServerSettings, Strategy, Transport};
+use settings::{ServerSettings, Transport};
 use tools::Tools;
 
 /// An authenticated MCP server (streamable HTTP or stdio).
@@ -173,29 +169,19 @@ async fn serve_http(
     let server_url = s.server_url_for(bound.port());
     let mut http = HttpConfig::from_settings(merged, server_url.clone())?;
     http.tool_scopes = tool_scopes(merged)?;
-    if s.strategies == [Strategy::None]
-        && mcp_auth_core::settings::Lookup::get(merged, "MCP_MAX_ANONYMOUS_SESSIONS").is_none()
-    {
-        // Every caller is anonymous: the anonymous cap, meant to keep
-        // unauthenticated clients from crowding out authenticated ones,
-        // would only shrink the global one.
-        http.session_limits.max_anonymous = http.session_limits.max_sessions;
-    }
-    if let Some(required) = parse_list(merged, "MCP_OAUTH_REQUIRED_SCOPES") {
-        if !s
-            .strategies
-            .iter()
-            .any(|k| matches!(k, Strategy::Bearer | Strategy::OAuth2 | Strategy::Cognito))
-        {
-            return Err(ConfigError::new(
-                "MCP_OAUTH_REQUIRED_SCOPES",
-                "scopes come with tokens: needs the bearer, oauth2 or cognito strategy",
-            )
-            .into());
+    let (authenticator, generated) = match &s.strategies {
+        Some(strategies) => (
+            authenticator_from_settings(strategies, merged, server_url.as_str())?,
+            None,
+        ),
+        None => {
+            // Nothing configured: a key for this run, printed once.
+            let key = generate_key()?;
+            let keys = ApiKeyAuthenticator::new([key.as_str()])
+                .map_err(|e| ConfigError::new("MCP_API_KEYS", e.to_string()))?;
+            (Arc::new(keys) as SharedAuthenticator, Some(key))
         }
-        http.required_scopes = required;
-    }
-    let (authenticator, generated) = authenticator(&s.strategies, merged, &server_url)?;
+    };
     let tools = Tools::new(s.name.clone(), s.version.clone(), http.tool_scopes.clone());
     let store = mcp_auth_session::store_from_settings(merged)?;
     tracing::info!(store = %store.describe(), "session store");
@@ -227,71 +213,6 @@ async fn serve_http(
     }
     tracing::info!("stopped");
     Ok(())
-}
-
-/// The configured strategies, chained when there are several.
-fn authenticator(
-    strategies: &[Strategy],
-    merged: &settings::Merged,
-    server_url: &url::Url,
-) -> Result<(SharedAuthenticator, Option<String>), Error> {
-    let mut chain = AnyOf::new();
-    let mut generated = None;
-    for kind in strategies {
-        let member: SharedAuthenticator = match kind {
-            Strategy::None => {
-                tracing::warn!(
-                    "MCP_AUTH_STRATEGY=none: every request is accepted without credentials"
-                );
-                Arc::new(NoAuth)
-            }
-            Strategy::ApiKey => {
-                let keys = ApiKeyAuthenticator::from_settings(merged)?.ok_or_else(|| {
-                    ConfigError::new("MCP_API_KEYS", "required for the api_key strategy")
-                })?;
-                tracing::info!(keys = keys.len(), "API-key authentication");
-                Arc::new(keys)
-            }
-            Strategy::Bearer => {
-                let auth = JwtAuthenticator::bearer_from_settings(merged, server_url)?;
-                tracing::info!("bearer JWT authentication");
-                Arc::new(auth)
-            }
-            Strategy::OAuth2 => {
-                let auth = JwtAuthenticator::oauth2_from_settings(merged, server_url)?;
-                tracing::info!(issuer = ?auth.verifier().issuer(), "OAuth 2.1 resource server");
-                if let Some(jwks) = auth.verifier().jwks().cloned() {
-                    // Warm the key cache; a failure is logged and retried on demand.
-                    tokio::spawn(async move {
-                        let _ = jwks.refresh().await;
-                    });
-                }
-                Arc::new(auth)
-            }
-            Strategy::Cognito => {
-                let auth = CognitoAuthenticator::from_settings(merged, server_url)?;
-                tracing::info!(issuers = ?auth.verifier().issuers(), "AWS Cognito tokens");
-                for jwks in auth.verifier().jwks() {
-                    tokio::spawn(async move {
-                        let _ = jwks.refresh().await;
-                    });
-                }
-                Arc::new(auth)
-            }
-            Strategy::Generated => {
-                let key = generate_key()?;
-                let keys = ApiKeyAuthenticator::new([key.as_str()])
-                    .map_err(|e| ConfigError::new("MCP_API_KEYS", e.to_string()))?;
-                generated = Some(key);
-                Arc::new(keys)
-            }
-        };
-        if strategies.len() == 1 {
-            return Ok((member, generated));
-        }
-        chain = chain.with_shared(member);
-    }
-    Ok((Arc::new(chain), generated))
 }
 
 fn generate_key() -> Result<String, Error> {

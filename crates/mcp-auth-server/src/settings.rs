@@ -6,82 +6,46 @@
 
 use std::{collections::HashMap, net::IpAddr, path::Path};
 
-use mcp_auth_core::settings::{ConfigError, Lookup, parse_bool};
+use mcp_auth_core::settings::{ConfigError, Lookup, Sources, parse_bool};
+use mcp_auth_strategies::settings::{Strategy, strategies_from_settings};
 use url::Url;
 
-/// Every variable the server reads.
-pub const KNOWN: &[&str] = &[
+/// The variables the server itself reads (the libraries read theirs:
+/// [`known`] is the union).
+pub const OWN: &[&str] = &[
     "PORT",
     "HOST",
     "MCP_TRANSPORT",
     "MCP_SERVER_URL",
     "MCP_SERVER_NAME",
     "MCP_SERVER_VERSION",
-    "MCP_AUTH_STRATEGY",
-    "MCP_AUTH_REQUIRE",
-    "MCP_API_KEYS",
     "MCP_ALLOW_INSECURE_NONE",
     "LOG_LEVEL",
     "RUST_LOG",
-    "HTTP_ALLOWED_HOSTS",
-    "HTTP_DNS_REBINDING_PROTECTION",
-    "HTTP_ALLOWED_ORIGINS",
-    "HTTP_ENABLE_CORS",
-    "HTTP_CORS_ORIGINS",
-    "HTTP_CORS_METHODS",
-    "HTTP_CORS_HEADERS",
-    "HTTP_CORS_CREDENTIALS",
-    "HTTP_MAX_REQUEST_SIZE",
-    "HTTP_REQUEST_TIMEOUT",
-    "MCP_TOOL_SCOPES",
-    "MCP_JWT_SECRET",
-    "MCP_JWT_ALGORITHM",
-    "MCP_JWT_ISSUER",
-    "MCP_JWT_AUDIENCE",
-    "MCP_JWT_PUBLIC_KEY",
+    // The `token` command.
     "MCP_JWT_PRIVATE_KEY",
-    "MCP_JWT_LEEWAY",
-    "MCP_JWT_MAX_LIFETIME",
     "MCP_JWT_EXPIRES_IN",
-    "MCP_OAUTH_ISSUER",
-    "MCP_OAUTH_JWKS_URL",
-    "MCP_OAUTH_AUDIENCE",
-    "MCP_OAUTH_REQUIRED_SCOPES",
-    "MCP_OAUTH_SCOPES_SUPPORTED",
-    "MCP_OAUTH_INTROSPECTION_URL",
-    "MCP_OAUTH_CLIENT_ID",
-    "MCP_OAUTH_CLIENT_SECRET",
-    "MCP_OAUTH_ALLOW_HTTP",
-    "COGNITO_REGION",
-    "COGNITO_USER_POOL_ID",
-    "COGNITO_APP_CLIENT_ID",
-    "COGNITO_TOKEN_USE",
-    "COGNITO_REQUIRED_GROUPS",
-    "COGNITO_REQUIRED_SCOPES",
-    "COGNITO_RESOURCE_INDICATORS",
-    "COGNITO_JWKS_URL",
-    "MCP_SESSION_STORE",
-    "MCP_SESSION_AUTH_ENABLED",
-    "MCP_SESSION_AUTH_REQUIRE_FOR_SESSION",
-    "MCP_SESSION_AUTH_REQUIRE_FOR_OPERATIONS",
-    "HTTP_MAX_CONCURRENT_SESSIONS",
-    "MCP_MAX_SESSIONS_PER_PRINCIPAL",
-    "MCP_MAX_SESSIONS_PER_SUBJECT",
-    "MCP_MAX_ANONYMOUS_SESSIONS",
-    "HTTP_SESSION_TIMEOUT",
-    "HTTP_SESSION_CLEANUP_INTERVAL",
-    "HTTP_RATE_LIMIT_ENABLED",
-    "HTTP_RATE_LIMIT_WINDOW",
-    "HTTP_RATE_LIMIT_MAX_REQUESTS",
-    "HTTP_AUTH_FAILURE_LIMIT",
-    "HTTP_TRUSTED_PROXIES",
-    "HTTP_SSE_KEEP_ALIVE",
-    "HTTP_MAX_CONNECTIONS",
-    "HTTP_MAX_CONNECTIONS_PER_IP",
-    "HTTP_IDLE_TIMEOUT",
-    "HTTP_HEADER_READ_TIMEOUT",
-    "HTTP_BODY_READ_TIMEOUT",
 ];
+
+/// Every variable the server reads: its own and each library's.
+pub fn known() -> Vec<&'static str> {
+    let mut all: Vec<&'static str> = Vec::new();
+    for list in [
+        OWN,
+        mcp_auth_strategies::VARIABLES,
+        mcp_auth_cognito::VARIABLES,
+        mcp_auth_jwt::VARIABLES,
+        mcp_auth_transport::VARIABLES,
+        mcp_auth_session::VARIABLES,
+    ] {
+        for name in list {
+            if !all.contains(name) {
+                all.push(name);
+            }
+        }
+    }
+    all
+}
 
 /// Variables other programs of this project read (the example client, the
 /// Cognito admin CLI) that the server does not: `mcp-auth-cognito setup`
@@ -104,114 +68,26 @@ pub const NOT_YET: &[&str] = &[
 /// The merged settings.
 pub type Merged = HashMap<String, String>;
 
-/// Merges the sources. `flags` are the command-line values, already named
-/// by variable (`PORT`, `HOST`, `MCP_TRANSPORT`).
+/// Merges the sources (see the module docs). `flags` are the command-line
+/// values, already named by variable (`PORT`, `HOST`, `MCP_TRANSPORT`).
 pub fn merge(
     config_file: Option<&Path>,
     dotenv: Option<&Path>,
     env: &dyn Lookup,
-    flags: &[(&str, Option<String>)],
+    flags: &[(&'static str, Option<String>)],
 ) -> Result<Merged, ConfigError> {
-    let mut m = Merged::new();
-    if let Some(path) = config_file {
-        for (k, v) in read_toml(path)? {
-            m.insert(k, v);
-        }
-    }
-    if let Some(path) = dotenv.filter(|p| p.exists()) {
-        let shown = path.display();
-        let iter = dotenvy::from_path_iter(path).map_err(|e| {
-            ConfigError::new(
-                ".env",
-                format!("cannot read {shown}: {}", dotenv_reason(&e)),
-            )
-        })?;
-        for item in iter {
-            let (k, v) = item
-                .map_err(|e| ConfigError::new(".env", format!("{shown}: {}", dotenv_reason(&e))))?;
-            if KNOWN.contains(&k.as_str())
-                || NOT_YET.contains(&k.as_str())
-                || FOR_OTHERS.contains(&k.as_str())
-            {
-                m.insert(k, v);
-            }
-        }
-    }
-    for name in KNOWN.iter().chain(NOT_YET).chain(FOR_OTHERS) {
-        if let Some(v) = env.get(name) {
-            m.insert((*name).to_owned(), v);
-        }
+    let mut names = known();
+    names.extend(NOT_YET.iter().chain(FOR_OTHERS));
+    let mut sources = Sources::new(&names)
+        .toml_file(config_file, "--config")
+        .env(env);
+    if let Some(path) = dotenv {
+        sources = sources.dotenv_file(path);
     }
     for (name, value) in flags {
-        if let Some(v) = value {
-            m.insert((*name).to_owned(), v.clone());
-        }
+        sources = sources.flag(name, value.clone());
     }
-    Ok(m)
-}
-
-/// Reads a flat TOML file. Errors give the line, never the line's text (it
-/// may hold a key).
-fn read_toml(path: &Path) -> Result<Vec<(String, String)>, ConfigError> {
-    let var = "--config";
-    let shown = path.display();
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigError::new(var, format!("cannot read {shown}: {e}")))?;
-    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-        let line = e
-            .span()
-            .map(|s| text[..s.start.min(text.len())].lines().count().max(1));
-        match line {
-            Some(n) => ConfigError::new(var, format!("{shown}: line {n}: not valid TOML")),
-            None => ConfigError::new(var, format!("{shown}: not valid TOML")),
-        }
-    })?;
-    let mut out = Vec::new();
-    for (key, value) in table {
-        let name = key.to_ascii_uppercase();
-        if !KNOWN.contains(&name.as_str())
-            && !NOT_YET.contains(&name.as_str())
-            && !FOR_OTHERS.contains(&name.as_str())
-        {
-            return Err(ConfigError::new(
-                var,
-                format!("{shown}: unknown setting {key:?}"),
-            ));
-        }
-        let scalar = |v: &toml::Value| match v {
-            toml::Value::String(s) => Some(s.clone()),
-            toml::Value::Integer(i) => Some(i.to_string()),
-            toml::Value::Float(f) => Some(f.to_string()),
-            toml::Value::Boolean(b) => Some(b.to_string()),
-            _ => None,
-        };
-        let text = match &value {
-            toml::Value::Array(items) => items
-                .iter()
-                .map(scalar)
-                .collect::<Option<Vec<_>>>()
-                .map(|v| v.join(",")),
-            v => scalar(v),
-        }
-        .ok_or_else(|| {
-            ConfigError::new(
-                var,
-                format!("{shown}: {key} must be a string, number, boolean or a list of them"),
-            )
-        })?;
-        out.push((name, text));
-    }
-    Ok(out)
-}
-
-/// A `.env` error without the offending line's text (it may hold a key).
-fn dotenv_reason(e: &dotenvy::Error) -> String {
-    match e {
-        dotenvy::Error::LineParse(_, index) => format!("syntax error at character {index}"),
-        dotenvy::Error::Io(io) => io.to_string(),
-        dotenvy::Error::EnvVar(_) => "invalid variable".to_owned(),
-        _ => "cannot be parsed".to_owned(),
-    }
+    sources.merge()
 }
 
 /// The transport to serve.
@@ -227,24 +103,6 @@ pub enum Transport {
     Stdio,
 }
 
-/// An authentication strategy. Several may be chained
-/// (`MCP_AUTH_STRATEGY=api_key,oauth2`): the first that accepts wins.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Strategy {
-    /// `none`, chosen explicitly.
-    None,
-    /// `api_key` with `MCP_API_KEYS`.
-    ApiKey,
-    /// `bearer`: JWTs signed with `MCP_JWT_SECRET` or `MCP_JWT_PUBLIC_KEY`.
-    Bearer,
-    /// `oauth2`: a resource server for `MCP_OAUTH_ISSUER`.
-    OAuth2,
-    /// `cognito`: AWS Cognito user-pool tokens (`COGNITO_*`).
-    Cognito,
-    /// Nothing configured: generate a key for this run.
-    Generated,
-}
-
 /// The server's own settings (the HTTP stack reads its `HTTP_*` itself).
 #[derive(Debug, Clone)]
 pub struct ServerSettings {
@@ -252,7 +110,9 @@ pub struct ServerSettings {
     pub host: IpAddr,
     pub port: u16,
     pub server_url: Option<Url>,
-    pub strategies: Vec<Strategy>,
+    /// The strategies `MCP_AUTH_STRATEGY` chose; `None` when nothing is
+    /// configured (the server then generates a key for this run).
+    pub strategies: Option<Vec<Strategy>>,
     pub name: String,
     pub version: String,
     pub log_level: String,
@@ -301,55 +161,8 @@ impl ServerSettings {
             None => None,
             Some(u) => Some(parse_server_url(&u)?),
         };
-        let keys_set = Lookup::get(m, "MCP_API_KEYS").is_some();
-        let strategies: Vec<Strategy> = match Lookup::get(m, "MCP_AUTH_STRATEGY") {
-            None if keys_set => vec![Strategy::ApiKey],
-            None => vec![Strategy::Generated],
-            Some(list) => {
-                let mut out = Vec::new();
-                for item in list.split(',').map(|s| s.trim().to_ascii_lowercase()) {
-                    let s = match item.as_str() {
-                        "none" => Strategy::None,
-                        "api_key" | "apikey" | "api-key" => Strategy::ApiKey,
-                        "bearer" | "jwt" => Strategy::Bearer,
-                        "oauth2" | "oauth" => Strategy::OAuth2,
-                        "cognito" => Strategy::Cognito,
-                        other => {
-                            return Err(ConfigError::new(
-                                "MCP_AUTH_STRATEGY",
-                                format!(
-                                    "expected none, api_key, bearer, oauth2 or cognito (comma-separated to chain), got {other:?}"
-                                ),
-                            ));
-                        }
-                    };
-                    if !out.contains(&s) {
-                        out.push(s);
-                    }
-                }
-                if out.contains(&Strategy::None) && out.len() > 1 {
-                    return Err(ConfigError::new(
-                        "MCP_AUTH_STRATEGY",
-                        "none cannot be chained with other strategies",
-                    ));
-                }
-                if out.contains(&Strategy::ApiKey) && !keys_set {
-                    return Err(ConfigError::new(
-                        "MCP_API_KEYS",
-                        "required when MCP_AUTH_STRATEGY includes api_key",
-                    ));
-                }
-                out
-            }
-        };
-        let strategy = strategies[0];
-        if !parse_bool(m, "MCP_AUTH_REQUIRE", true)? && strategy != Strategy::None {
-            return Err(ConfigError::new(
-                "MCP_AUTH_REQUIRE",
-                "false is not supported: every request is authenticated; set MCP_AUTH_STRATEGY=none to turn authentication off",
-            ));
-        }
-        if strategy == Strategy::None
+        let strategies = strategies_from_settings(m)?;
+        if strategies.as_deref() == Some(&[Strategy::None])
             && !host.is_loopback()
             && !parse_bool(m, "MCP_ALLOW_INSECURE_NONE", false)?
         {
@@ -449,7 +262,6 @@ fn parse_server_url(u: &str) -> Result<Url, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write;
 
     fn merged(pairs: &[(&str, &str)]) -> Merged {
         pairs
@@ -459,16 +271,23 @@ mod tests {
     }
 
     #[test]
-    fn precedence_flags_env_dotenv_toml() {
+    fn the_server_layers_its_sources_with_every_known_name() {
+        // The layering itself is tested in mcp_auth_core::settings; here:
+        // the server's names, the seeds' names it reports, and the flags.
         let dir = tempfile::tempdir().unwrap();
         let toml = dir.path().join("c.toml");
-        std::fs::File::create(&toml)
-            .unwrap()
-            .write_all(b"port = 1000\nhost = \"127.0.0.1\"\nlog_level = \"warn\"\nMCP_SERVER_NAME = \"from-toml\"\nhttp_allowed_hosts = [\"a\", \"b\"]\n")
-            .unwrap();
+        std::fs::write(
+            &toml,
+            "port = 1000\nhttp_allowed_hosts = [\"a\", \"b\"]\nmcp_oauth_scope = \"x\"\n",
+        )
+        .unwrap();
         let dotenv = dir.path().join(".env");
-        std::fs::write(&dotenv, "PORT=2000\nLOG_LEVEL=debug\nUNRELATED=1\n").unwrap();
-        let env = merged(&[("PORT", "3000")]);
+        std::fs::write(
+            &dotenv,
+            "COGNITO_REGION=eu-west-1\nCOGNITO_DOMAIN=d\nUNRELATED=1\n",
+        )
+        .unwrap();
+        let env = merged(&[("PORT", "3000"), ("HTTP_SESSION_TIMEOUT", "5000")]);
         let m = merge(
             Some(&toml),
             Some(&dotenv),
@@ -477,58 +296,33 @@ mod tests {
         )
         .unwrap();
         assert_eq!(m["PORT"], "4000");
-        assert_eq!(m["LOG_LEVEL"], "debug");
-        assert_eq!(m["MCP_SERVER_NAME"], "from-toml");
         assert_eq!(m["HTTP_ALLOWED_HOSTS"], "a,b");
-        assert!(!m.contains_key("UNRELATED"));
-        let m = merge(Some(&toml), Some(&dotenv), &env, &[]).unwrap();
-        assert_eq!(m["PORT"], "3000");
-    }
-
-    #[test]
-    fn toml_errors_name_the_file_and_key() {
-        let dir = tempfile::tempdir().unwrap();
-        let toml = dir.path().join("c.toml");
+        assert_eq!(m["MCP_OAUTH_SCOPE"], "x");
+        assert_eq!(m["COGNITO_REGION"], "eu-west-1");
+        assert_eq!(m["COGNITO_DOMAIN"], "d");
+        assert_eq!(m["HTTP_SESSION_TIMEOUT"], "5000");
+        assert!(!m.contains_key("UNRELATED") && !m.contains_key("HOST"));
         std::fs::write(&toml, "prot = 1\n").unwrap();
         let e = merge(Some(&toml), None, &Merged::new(), &[]).unwrap_err();
-        assert!(e.to_string().contains("unknown setting \"prot\""), "{e}");
-        std::fs::write(&toml, "[http]\nx = 1\n").unwrap();
-        assert!(merge(Some(&toml), None, &Merged::new(), &[]).is_err());
-        std::fs::write(&toml, "port = 1\nmcp_api_keys = \"secret-value\n").unwrap();
-        let e = merge(Some(&toml), None, &Merged::new(), &[])
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("line 2: not valid TOML"), "{e}");
-        assert!(!e.contains("secret-value") && !e.contains('\n'), "{e}");
-    }
-
-    #[test]
-    fn dotenv_errors_never_echo_the_line() {
-        let dir = tempfile::tempdir().unwrap();
-        let dotenv = dir.path().join(".env");
-        std::fs::write(&dotenv, "PORT=1\nMCP_API_KEYS=\"secret-value\n").unwrap();
-        let e = merge(None, Some(&dotenv), &Merged::new(), &[]).unwrap_err();
-        assert_eq!(e.variable, ".env");
-        let e = e.to_string();
-        assert!(!e.contains("secret-value") && !e.contains('\n'), "{e}");
+        assert_eq!(e.variable, "--config");
     }
 
     #[test]
     fn strategy_selection() {
         let s = ServerSettings::from_merged(&merged(&[])).unwrap();
-        assert_eq!(s.strategies, [Strategy::Generated]);
+        assert_eq!(s.strategies, None);
         assert_eq!(s.port, 8001);
         let s =
             ServerSettings::from_merged(&merged(&[("MCP_API_KEYS", "0123456789abcdef0")])).unwrap();
-        assert_eq!(s.strategies, [Strategy::ApiKey]);
+        assert_eq!(s.strategies, Some(vec![Strategy::ApiKey]));
         let s = ServerSettings::from_merged(&merged(&[("MCP_AUTH_STRATEGY", "none")])).unwrap();
-        assert_eq!(s.strategies, [Strategy::None]);
+        assert_eq!(s.strategies, Some(vec![Strategy::None]));
         let s = ServerSettings::from_merged(&merged(&[
             ("MCP_AUTH_STRATEGY", "api_key, oauth2,API_KEY"),
             ("MCP_API_KEYS", "0123456789abcdef0"),
         ]))
         .unwrap();
-        assert_eq!(s.strategies, [Strategy::ApiKey, Strategy::OAuth2]);
+        assert_eq!(s.strategies, Some(vec![Strategy::ApiKey, Strategy::OAuth2]));
     }
 
     #[test]
@@ -600,10 +394,64 @@ mod tests {
 
 #[cfg(test)]
 mod documentation {
+    use mcp_auth_integration_tests::variable_literals;
+    use std::path::Path;
+
+    /// Each library crate exports the variables it reads; a crate that
+    /// reads (or names in an error) one it does not export fails here, and
+    /// the server's list is exactly its own plus the libraries'.
+    #[test]
+    fn every_crate_exports_the_variables_it_reads() {
+        let crates = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        // Literals that are not settings.
+        let not_variables = ["CARGO_PKG_VERSION", "CARGO_MANIFEST_DIR"];
+        let cases: &[(&str, &[&str], &[&str])] = &[
+            ("mcp-auth-jwt", mcp_auth_jwt::VARIABLES, &[]),
+            ("mcp-auth-strategies", mcp_auth_strategies::VARIABLES, &[]),
+            ("mcp-auth-cognito", mcp_auth_cognito::VARIABLES, &["bin"]),
+            ("mcp-auth-session", mcp_auth_session::VARIABLES, &[]),
+            ("mcp-auth-transport", mcp_auth_transport::VARIABLES, &[]),
+            ("mcp-auth-server", &[], &[]),
+        ];
+        let mut server_known = super::known();
+        server_known.extend(super::NOT_YET.iter().chain(super::FOR_OTHERS));
+        let mut missing = Vec::new();
+        for (krate, exported, skip) in cases {
+            let exported: &[&str] = if *krate == "mcp-auth-server" {
+                &server_known
+            } else {
+                exported
+            };
+            for (name, file) in variable_literals(&crates.join(krate).join("src"), skip) {
+                if !exported.contains(&name.as_str()) && !not_variables.contains(&name.as_str()) {
+                    missing.push(format!("{krate}: {name} ({})", file.display()));
+                }
+            }
+        }
+        missing.sort();
+        missing.dedup();
+        assert!(
+            missing.is_empty(),
+            "read but not exported (add to the crate's VARIABLES):\n{}",
+            missing.join("\n")
+        );
+        // The server's own list holds only what no library reads.
+        let libraries: Vec<&str> = cases
+            .iter()
+            .flat_map(|(_, v, _)| v.iter().copied())
+            .collect();
+        for name in super::OWN {
+            assert!(
+                !libraries.contains(name) || *name == "MCP_SERVER_URL",
+                "{name} is in the server's own list and a library's"
+            );
+        }
+    }
+
     #[test]
     fn every_variable_is_documented_in_env_example() {
         let example = include_str!("../../../.env.example");
-        for name in super::KNOWN
+        for name in super::known()
             .iter()
             .chain(super::NOT_YET)
             .chain(super::FOR_OTHERS)

@@ -4,6 +4,10 @@ use std::time::Duration;
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use mcp_auth_core::settings::{ConfigError, Lookup, parse_list};
+use mcp_auth_jwt::{
+    HMAC_ALGORITHMS, same_family,
+    settings::{algorithm_setting, hmac_secret_setting, pem_setting},
+};
 use mcp_auth_strategies::DEFAULT_JWT_ISSUER;
 use url::Url;
 
@@ -42,13 +46,9 @@ pub fn parse_lifetime(v: &str, var: &str) -> Result<Duration, ConfigError> {
 
 /// Mints the token for `args` with the configured key.
 pub fn mint(args: &TokenArgs, l: &dyn Lookup, default_aud: &Url) -> Result<String, ConfigError> {
-    let alg = match l.get("MCP_JWT_ALGORITHM") {
-        None => None,
-        Some(a) => Some(a.parse::<Algorithm>().map_err(|_| {
-            ConfigError::new("MCP_JWT_ALGORITHM", format!("{a:?} is not a JWS algorithm"))
-        })?),
-    };
-    let (key, alg) = match (l.get("MCP_JWT_SECRET"), l.get("MCP_JWT_PRIVATE_KEY")) {
+    let alg = algorithm_setting(l, "MCP_JWT_ALGORITHM")?;
+    let secret = hmac_secret_setting(l, "MCP_JWT_SECRET")?;
+    let (key, alg) = match (secret, l.get("MCP_JWT_PRIVATE_KEY")) {
         (Some(_), Some(_)) => {
             return Err(ConfigError::new(
                 "MCP_JWT_PRIVATE_KEY",
@@ -56,14 +56,8 @@ pub fn mint(args: &TokenArgs, l: &dyn Lookup, default_aud: &Url) -> Result<Strin
             ));
         }
         (Some(secret), None) => {
-            if secret.len() < mcp_auth_jwt::MIN_HMAC_SECRET_LEN {
-                return Err(ConfigError::new(
-                    "MCP_JWT_SECRET",
-                    "must be at least 32 bytes",
-                ));
-            }
             let alg = alg.unwrap_or(Algorithm::HS256);
-            if !matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512) {
+            if !HMAC_ALGORITHMS.contains(&alg) {
                 return Err(ConfigError::new(
                     "MCP_JWT_ALGORITHM",
                     "a secret signs HS256, HS384 or HS512",
@@ -71,20 +65,7 @@ pub fn mint(args: &TokenArgs, l: &dyn Lookup, default_aud: &Url) -> Result<Strin
             }
             (EncodingKey::from_secret(secret.as_bytes()), alg)
         }
-        (None, Some(value)) => {
-            // Inline PEM or a file path; the value is never echoed (it may be the key).
-            let pem = if value.contains("-----BEGIN") {
-                value.replace("\\n", "\n").into_bytes()
-            } else {
-                std::fs::read(&value).map_err(|e| {
-                    ConfigError::new(
-                        "MCP_JWT_PRIVATE_KEY",
-                        format!("cannot read the file it names ({})", e.kind()),
-                    )
-                })?
-            };
-            private_key(&pem, alg)?
-        }
+        (None, Some(value)) => private_key(&pem_setting(&value, "MCP_JWT_PRIVATE_KEY")?, alg)?,
         (None, None) => {
             return Err(ConfigError::new(
                 "MCP_JWT_SECRET",
@@ -136,6 +117,9 @@ pub fn mint(args: &TokenArgs, l: &dyn Lookup, default_aud: &Url) -> Result<Strin
         .map_err(|e| ConfigError::new("MCP_JWT_PRIVATE_KEY", format!("cannot sign: {e}")))
 }
 
+/// Reads a private key of one type from PEM.
+type KeyParser = fn(&[u8]) -> jsonwebtoken::errors::Result<EncodingKey>;
+
 fn private_key(
     pem: &[u8],
     alg: Option<Algorithm>,
@@ -152,36 +136,22 @@ fn private_key(
             format!("{a:?} does not fit the private key"),
         )
     };
-    if let Ok(k) = EncodingKey::from_rsa_pem(pem) {
-        let a = alg.unwrap_or(Algorithm::RS256);
-        if !matches!(
-            a,
-            Algorithm::RS256
-                | Algorithm::RS384
-                | Algorithm::RS512
-                | Algorithm::PS256
-                | Algorithm::PS384
-                | Algorithm::PS512
-        ) {
-            return Err(wrong(a));
+    // Each key type with the algorithm it signs by default; a requested
+    // algorithm must be of the key's family (mcp_auth_jwt's lists).
+    let candidates: [(KeyParser, Algorithm); 3] = [
+        (EncodingKey::from_rsa_pem, Algorithm::RS256),
+        (EncodingKey::from_ed_pem, Algorithm::EdDSA),
+        (EncodingKey::from_ec_pem, Algorithm::ES256),
+    ];
+    for (parse, default) in candidates {
+        if let Ok(k) = parse(pem) {
+            let a = alg.unwrap_or(default);
+            return if same_family(a, default) {
+                Ok((k, a))
+            } else {
+                Err(wrong(a))
+            };
         }
-        return Ok((k, a));
-    }
-    if let Ok(k) = EncodingKey::from_ed_pem(pem) {
-        let a = alg.unwrap_or(Algorithm::EdDSA);
-        return if a == Algorithm::EdDSA {
-            Ok((k, a))
-        } else {
-            Err(wrong(a))
-        };
-    }
-    if let Ok(k) = EncodingKey::from_ec_pem(pem) {
-        let a = alg.unwrap_or(Algorithm::ES256);
-        return if matches!(a, Algorithm::ES256 | Algorithm::ES384) {
-            Ok((k, a))
-        } else {
-            Err(wrong(a))
-        };
     }
     Err(bad())
 }

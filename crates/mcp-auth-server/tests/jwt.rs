@@ -345,8 +345,9 @@ async fn bad_jwt_settings_stop_the_server_with_one_line() {
         ),
         (vec![("MCP_AUTH_STRATEGY", "oauth2")], "MCP_OAUTH_ISSUER: "),
         (
+            // `none` carries no scopes (named API keys do, so they may).
             vec![
-                ("MCP_API_KEYS", common::KEY),
+                ("MCP_AUTH_STRATEGY", "none"),
                 ("MCP_OAUTH_REQUIRED_SCOPES", "x"),
             ],
             "MCP_OAUTH_REQUIRED_SCOPES: ",

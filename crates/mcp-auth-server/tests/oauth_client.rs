@@ -233,7 +233,7 @@ async fn an_expired_access_token_is_refreshed_without_a_login() {
         // No clock-skew allowance: a token past its exp is refused at once.
         &[("MCP_JWT_LEEWAY", "0")],
         // Refresh tokens are not rotated here. The credential store's lock
-        // stops two refreshes racing on one token, but rmcp 3.9 can still
+        // stops two refreshes racing on one token, but rmcp (3.9 to 3.11) can still
         // drop a refresh in flight when the client shuts down after the
         // provider rotated the token; the provider then revokes the grant
         // on reuse and the next run logs in again (about one run in ten).

@@ -33,6 +33,21 @@ mod redis_store;
 mod store;
 
 pub use memory::MemoryStore;
+
+/// Every variable this crate reads (`SessionPolicy`, `SessionLimits` and
+/// `store_from_settings`).
+pub const VARIABLES: &[&str] = &[
+    "MCP_SESSION_STORE",
+    "MCP_SESSION_AUTH_ENABLED",
+    "MCP_SESSION_AUTH_REQUIRE_FOR_SESSION",
+    "MCP_SESSION_AUTH_REQUIRE_FOR_OPERATIONS",
+    "HTTP_MAX_CONCURRENT_SESSIONS",
+    "MCP_MAX_SESSIONS_PER_PRINCIPAL",
+    "MCP_MAX_SESSIONS_PER_SUBJECT",
+    "MCP_MAX_ANONYMOUS_SESSIONS",
+    "HTTP_SESSION_TIMEOUT",
+    "HTTP_SESSION_CLEANUP_INTERVAL",
+];
 pub use policy::{SessionLimits, SessionPolicy, owner_of, session_owner, subject_of};
 #[cfg(feature = "redis")]
 pub use redis_store::RedisStore;

@@ -67,11 +67,11 @@ pub struct SessionLimits {
     /// max_per_principal, max_sessions / 5))`: most of the global cap stays
     /// with others.
     pub max_per_subject: usize,
-    /// Live anonymous sessions at most (`MCP_MAX_ANONYMOUS_SESSIONS`); they
-    /// can never take the slots of authenticated users beyond this. Behind
-    /// an authenticator that identifies no one (`NoAuth` alone) every session
-    /// is anonymous: set it to `max_sessions` there (`mcp-auth-server` does
-    /// so when `MCP_MAX_ANONYMOUS_SESSIONS` is unset).
+    /// Live anonymous sessions at most (`MCP_MAX_ANONYMOUS_SESSIONS`, default
+    /// [`default_anonymous`](Self::default_anonymous)); they can never take
+    /// the slots of authenticated users beyond this. Behind an authenticator
+    /// that identifies no one (`NoAuth` alone) every session is anonymous:
+    /// `mcp-auth-transport`'s app then raises the default to `max_sessions`.
     pub max_anonymous: usize,
     /// A session unused this long ends (`HTTP_SESSION_TIMEOUT`, ms).
     pub idle_timeout: Duration,
@@ -87,7 +87,7 @@ impl Default for SessionLimits {
             max_sessions: 100,
             max_per_principal: 10,
             max_per_subject: 20,
-            max_anonymous: 10,
+            max_anonymous: Self::default_anonymous(100),
             idle_timeout: Duration::from_secs(1800),
             cleanup_interval: Duration::from_secs(300),
             reservation_ttl: Duration::from_secs(30),
@@ -105,6 +105,19 @@ fn parse_count(l: &dyn Lookup, name: &str, default: usize) -> Result<usize, Conf
 }
 
 impl SessionLimits {
+    /// The default anonymous cap for a global cap of `max_sessions`: 10, and
+    /// never more than half of the slots.
+    ///
+    /// ```
+    /// use mcp_auth_session::SessionLimits;
+    /// assert_eq!(SessionLimits::default_anonymous(100), 10);
+    /// assert_eq!(SessionLimits::default_anonymous(6), 3);
+    /// assert_eq!(SessionLimits::default_anonymous(1), 1);
+    /// ```
+    pub fn default_anonymous(max_sessions: usize) -> usize {
+        10usize.min((max_sessions / 2).max(1))
+    }
+
     /// Reads the variables named on the fields.
     pub fn from_settings(l: &dyn Lookup) -> Result<Self, ConfigError> {
         let d = Self::default();
@@ -126,8 +139,7 @@ impl SessionLimits {
             .max_per_principal
             .max((2 * limits.max_per_principal).min(limits.max_sessions / 5));
         limits.max_per_subject = parse_count(l, "MCP_MAX_SESSIONS_PER_SUBJECT", default_subject)?;
-        // By default anonymous sessions get at most half of the slots.
-        let default_anon = d.max_anonymous.min((limits.max_sessions / 2).max(1));
+        let default_anon = Self::default_anonymous(limits.max_sessions);
         limits.max_anonymous = parse_count(l, "MCP_MAX_ANONYMOUS_SESSIONS", default_anon)?;
         if limits.max_anonymous >= limits.max_sessions && limits.max_sessions > 1 {
             return Err(ConfigError::new(

@@ -198,6 +198,10 @@ impl Authenticator for AnyOf {
     fn scopes_supported(&self) -> Vec<String> {
         union(self.members.iter().map(|m| m.scopes_supported()))
     }
+
+    fn anonymous_only(&self) -> bool {
+        !self.members.is_empty() && self.members.iter().all(|m| m.anonymous_only())
+    }
 }
 
 #[cfg(test)]

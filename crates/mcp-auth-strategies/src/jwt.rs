@@ -1,14 +1,17 @@
 //! The `bearer` and `oauth2` strategies: JWT access tokens in
 //! `Authorization: Bearer`, and RFC 7662 introspection for opaque tokens.
 
-use std::{fs, sync::Arc};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use mcp_auth_core::{
     AuthError, AuthRequest, Authenticator, ChallengeScheme, Principal,
     settings::{ConfigError, Lookup, parse_bool, parse_list},
 };
-use mcp_auth_jwt::{Algorithm, Audience, JwksCache, JwtVerifier, VerifyKey};
+use mcp_auth_jwt::{
+    Algorithm, Audience, JwksCache, JwtVerifier, VerifyKey,
+    settings::{algorithm_setting, hmac_secret_setting, pem_setting},
+};
 use url::Url;
 
 use crate::introspection::Introspector;
@@ -34,7 +37,7 @@ pub const DEFAULT_JWT_ISSUER: &str = "mcp-auth-server";
 ///     .audience(Audience::OneOf(vec!["http://127.0.0.1:8001/mcp".into()]))
 ///     .build()
 ///     .unwrap();
-/// let auth = JwtAuthenticator::bearer(verifier);
+/// let auth = JwtAuthenticator::new(verifier);
 ///
 /// let claims = serde_json::json!({"sub": "alice", "iss": "mcp-auth-server",
 ///     "aud": "http://127.0.0.1:8001/mcp", "exp": jsonwebtoken::get_current_timestamp() + 60});
@@ -64,9 +67,10 @@ impl std::fmt::Debug for JwtAuthenticator {
 }
 
 impl JwtAuthenticator {
-    /// The `bearer` strategy: tokens this server (or a party sharing its key)
-    /// minted. No authorization server is advertised.
-    pub fn bearer(verifier: JwtVerifier) -> Self {
+    /// Tokens `verifier` accepts, with no authorization server advertised:
+    /// clients must already hold a token (the `bearer` strategy, tokens this
+    /// server or a party sharing its key minted). Principals say `bearer`.
+    pub fn new(verifier: JwtVerifier) -> Self {
         Self {
             verifier,
             name: "bearer",
@@ -76,16 +80,13 @@ impl JwtAuthenticator {
         }
     }
 
-    /// The `oauth2` strategy: a resource server for `issuer`, which is
-    /// advertised in protected-resource metadata.
-    pub fn oauth2(verifier: JwtVerifier, issuer: impl Into<String>) -> Self {
-        Self {
-            verifier,
-            name: "oauth2",
-            authorization_servers: vec![issuer.into()],
-            scopes_supported: Vec::new(),
-            introspection: None,
-        }
+    /// Names `issuer` as the authorization server in protected-resource
+    /// metadata (RFC 9728), so clients discover where to obtain tokens (the
+    /// `oauth2` strategy). Principals then say `oauth2`.
+    pub fn with_authorization_server(mut self, issuer: impl Into<String>) -> Self {
+        self.name = "oauth2";
+        self.authorization_servers = vec![issuer.into()];
+        self
     }
 
     /// Scopes to advertise in protected-resource metadata.
@@ -117,16 +118,9 @@ impl JwtAuthenticator {
     /// | `MCP_JWT_LEEWAY` | clock-skew leeway in seconds (default 60) |
     /// | `MCP_JWT_MAX_LIFETIME` | longest accepted `exp` − `iat` (e.g. `1h`; default none; tokens without `iat` are then refused) |
     pub fn bearer_from_settings(l: &dyn Lookup, server_url: &Url) -> Result<Self, ConfigError> {
-        let alg = match l.get("MCP_JWT_ALGORITHM") {
-            None => None,
-            Some(a) => Some(a.parse::<Algorithm>().map_err(|_| {
-                ConfigError::new(
-                    "MCP_JWT_ALGORITHM",
-                    format!("{a:?} is not one of HS256 HS384 HS512 RS256 RS384 RS512 PS256 PS384 PS512 ES256 ES384 EdDSA"),
-                )
-            })?),
-        };
-        let key = match (l.get("MCP_JWT_SECRET"), l.get("MCP_JWT_PUBLIC_KEY")) {
+        let alg = algorithm_setting(l, "MCP_JWT_ALGORITHM")?;
+        let secret = hmac_secret_setting(l, "MCP_JWT_SECRET")?;
+        let key = match (secret, l.get("MCP_JWT_PUBLIC_KEY")) {
             (Some(_), Some(_)) => {
                 return Err(ConfigError::new(
                     "MCP_JWT_PUBLIC_KEY",
@@ -140,17 +134,11 @@ impl JwtAuthenticator {
                 ));
             }
             (Some(secret), None) => {
-                if secret.len() < mcp_auth_jwt::MIN_HMAC_SECRET_LEN {
-                    return Err(ConfigError::new(
-                        "MCP_JWT_SECRET",
-                        "must be at least 32 bytes (e.g. `openssl rand -base64 48`)",
-                    ));
-                }
                 VerifyKey::hmac(secret.as_bytes(), alg.unwrap_or(Algorithm::HS256))
                     .map_err(|e| ConfigError::new("MCP_JWT_ALGORITHM", e.to_string()))?
             }
             (None, Some(pem)) => {
-                let key = VerifyKey::from_pem(&read_pem(&pem, "MCP_JWT_PUBLIC_KEY")?)
+                let key = VerifyKey::from_pem(&pem_setting(&pem, "MCP_JWT_PUBLIC_KEY")?)
                     .map_err(|e| ConfigError::new("MCP_JWT_PUBLIC_KEY", e.to_string()))?;
                 match alg {
                     Some(a) => key
@@ -170,7 +158,7 @@ impl JwtAuthenticator {
             .time_rules(mcp_auth_jwt::TimeRules::from_settings(l)?)
             .build()
             .map_err(|e| ConfigError::new("MCP_JWT_SECRET", e.to_string()))?;
-        Ok(Self::bearer(verifier))
+        Ok(Self::new(verifier))
     }
 
     /// The `oauth2` strategy from `MCP_OAUTH_*`:
@@ -225,7 +213,8 @@ impl JwtAuthenticator {
             ])
             .build()
             .map_err(|e| ConfigError::new("MCP_OAUTH_ISSUER", e.to_string()))?;
-        let mut auth = Self::oauth2(verifier, issuer.clone())
+        let mut auth = Self::new(verifier)
+            .with_authorization_server(issuer.clone())
             .with_scopes_supported(parse_list(l, "MCP_OAUTH_SCOPES_SUPPORTED").unwrap_or_default());
         if let Some(u) = l.get("MCP_OAUTH_INTROSPECTION_URL") {
             let url = mcp_auth_jwt::settings::secure_url_setting(
@@ -259,14 +248,6 @@ impl JwtAuthenticator {
         }
         Ok(auth)
     }
-}
-
-fn read_pem(value: &str, var: &str) -> Result<Vec<u8>, ConfigError> {
-    if value.contains("-----BEGIN") {
-        return Ok(value.replace("\\n", "\n").into_bytes());
-    }
-    fs::read(value)
-        .map_err(|e| ConfigError::new(var, format!("cannot read the file it names ({})", e.kind())))
 }
 
 fn audience(l: &dyn Lookup, var: &str, server_url: &Url) -> Result<Audience, ConfigError> {

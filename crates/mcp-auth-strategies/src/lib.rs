@@ -34,7 +34,16 @@
 //!   (tokens signed with this server's secret or key) and the `oauth2`
 //!   strategy (a resource server for any OAuth 2.1 / OIDC issuer, with RFC
 //!   7662 introspection for opaque tokens);
-//! - [`AnyOf`]: a chain that accepts the first member that accepts.
+//! - [`AnyOf`]: a chain that accepts the first member that accepts;
+//! - [`settings`]: the whole authenticator from `MCP_AUTH_STRATEGY` and each
+//!   strategy's variables, as `mcp-auth-server` builds it.
+//!
+//! ## Features
+//!
+//! - `jwt` (default): `JwtAuthenticator` (pulls in `mcp-auth-jwt` with JWKS
+//!   fetching, reqwest and tokio). For API keys and closures only:
+//!   `mcp-auth-strategies = { version = "0.1", default-features = false }`.
+//! - `cognito`: the `cognito` strategy in [`settings`] (`mcp-auth-cognito`).
 
 mod any_of;
 mod api_key;
@@ -43,6 +52,7 @@ mod introspection;
 #[cfg(feature = "jwt")]
 mod jwt;
 mod none;
+pub mod settings;
 
 pub use any_of::AnyOf;
 pub use api_key::{
@@ -60,3 +70,4 @@ pub use mcp_auth_jwt::{
     VerifyKey,
 };
 pub use none::NoAuth;
+pub use settings::VARIABLES;

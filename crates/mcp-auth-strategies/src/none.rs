@@ -32,4 +32,8 @@ impl Authenticator for NoAuth {
     fn challenge_schemes(&self) -> Vec<ChallengeScheme> {
         Vec::new()
     }
+
+    fn anonymous_only(&self) -> bool {
+        true
+    }
 }

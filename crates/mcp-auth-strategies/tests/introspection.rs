@@ -67,7 +67,9 @@ async fn start(secret: &str) -> (JwtAuthenticator, Arc<AtomicU64>) {
         Some(vec![AUD.into()]),
     );
     (
-        JwtAuthenticator::oauth2(verifier, ISS).with_introspection(intro),
+        JwtAuthenticator::new(verifier)
+            .with_authorization_server(ISS)
+            .with_introspection(intro),
         calls,
     )
 }

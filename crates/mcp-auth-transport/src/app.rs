@@ -21,10 +21,9 @@ use tower::ServiceBuilder;
 use tower_http::{
     cors::{AllowOrigin, CorsLayer},
     limit::RequestBodyLimitLayer,
-    timeout::TimeoutLayer,
 };
 
-use mcp_auth_session::{MemoryStore, SharedStore};
+use mcp_auth_session::{MemoryStore, SessionLimits, SharedStore};
 
 use crate::{
     AuthFailureLimitLayer, AuthLayer, GuardLayer, HttpConfig, OriginRule, RequestRateLimitLayer,
@@ -75,10 +74,21 @@ impl McpHttpApp {
 
     /// [`McpHttpApp::new`] for an authenticator that is already shared,
     /// without wrapping it again.
+    ///
+    /// Behind an authenticator that identifies no one
+    /// ([`anonymous_only`](mcp_auth_core::Authenticator::anonymous_only),
+    /// `NoAuth`) every session is anonymous, so the anonymous cap follows
+    /// the global one unless it was changed from its default.
     pub fn shared(
-        config: HttpConfig,
+        mut config: HttpConfig,
         authenticator: SharedAuthenticator,
     ) -> Result<Self, ConfigError> {
+        let limits = &mut config.session_limits;
+        if authenticator.anonymous_only()
+            && limits.max_anonymous == SessionLimits::default_anonymous(limits.max_sessions)
+        {
+            limits.max_anonymous = limits.max_sessions;
+        }
         config.validate()?;
         Ok(Self {
             config: Arc::new(config),
@@ -200,10 +210,10 @@ impl McpHttpApp {
                 cfg.max_request_bytes,
             )
         });
-        let request_limit = cfg
-            .rate_limit
-            .enabled
-            .then(|| RequestRateLimitLayer::new(cfg.rate_limit.clone(), self.store.clone()));
+        let request_limit = cfg.rate_limit.enabled.then(|| {
+            RequestRateLimitLayer::new(cfg.rate_limit.clone(), self.store.clone())
+                .trusting(cfg.connections.trusted_proxies.clone())
+        });
         let mut protected = Router::new();
         if let Some(mcp) = mcp {
             let sessions = SessionLayer::new(
@@ -235,10 +245,10 @@ impl McpHttpApp {
         // per-tool scopes; then each route's own session handling.
         let protected = protected.route_layer(
             ServiceBuilder::new()
-                .layer(AuthFailureLimitLayer::new(
-                    cfg.rate_limit.clone(),
-                    self.store.clone(),
-                ))
+                .layer(
+                    AuthFailureLimitLayer::new(cfg.rate_limit.clone(), self.store.clone())
+                        .trusting(cfg.connections.trusted_proxies.clone()),
+                )
                 .layer(auth)
                 .option_layer(request_limit)
                 .option_layer(tool_scopes),
@@ -270,9 +280,9 @@ impl McpHttpApp {
                 content_length_limit,
             ))
         };
-        let mut router = router.layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
+        let mut router = router.layer(axum::middleware::from_fn_with_state(
             cfg.request_timeout,
+            response_deadline,
         ));
         if cfg.cors.enabled {
             router = router.layer(cors_layer(cfg));
@@ -339,6 +349,23 @@ impl McpHttpApp {
     }
 }
 
+/// 408 with the usual refusal body when no response has started within
+/// `HTTP_REQUEST_TIMEOUT` (the handler's future is dropped).
+async fn response_deadline(
+    axum::extract::State(limit): axum::extract::State<std::time::Duration>,
+    req: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => crate::refusal::refuse(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            "no response within the request timeout",
+        ),
+    }
+}
+
 /// 413 when `Content-Length` exceeds the limit; the body is never read.
 async fn content_length_limit(
     axum::extract::State(max): axum::extract::State<usize>,
@@ -351,14 +378,11 @@ async fn content_length_limit(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     match declared {
-        Some(n) if n > max as u64 => (
+        Some(n) if n > max as u64 => crate::refusal::refuse(
             StatusCode::PAYLOAD_TOO_LARGE,
-            Json(serde_json::json!({
-                "error": "payload_too_large",
-                "error_description": format!("request body exceeds {max} bytes"),
-            })),
-        )
-            .into_response(),
+            "payload_too_large",
+            &format!("request body exceeds {max} bytes"),
+        ),
         _ => next.run(req).await,
     }
 }

@@ -238,12 +238,15 @@ where
 /// Tells the failed-login limiter in front (if any) that this request's
 /// credentials were accepted.
 async fn settle_attempt(extensions: &http::Extensions) {
+    #[cfg(feature = "mcp")]
     if let Some(attempt) = extensions
         .get::<crate::ratelimit::PendingAttempt>()
         .cloned()
     {
         attempt.accepted().await;
     }
+    #[cfg(not(feature = "mcp"))]
+    let _ = extensions;
 }
 
 fn check_scopes(p: Principal, required: &[String]) -> Result<Principal, AuthError> {

@@ -91,7 +91,7 @@ pub struct HttpConfig {
     pub max_request_bytes: usize,
     /// Time allowed until a response starts (`HTTP_REQUEST_TIMEOUT`, ms).
     pub request_timeout: Duration,
-    /// Scopes every request needs.
+    /// Scopes every request needs (`MCP_OAUTH_REQUIRED_SCOPES`).
     pub required_scopes: Vec<String>,
     /// `resource_name` in protected-resource metadata.
     pub resource_name: Option<String>,
@@ -101,13 +101,17 @@ pub struct HttpConfig {
     pub session_policy: SessionPolicy,
     /// Session caps and expiry (`HTTP_MAX_CONCURRENT_SESSIONS`, ...).
     pub session_limits: SessionLimits,
-    /// Rate limits (`HTTP_RATE_LIMIT_*`, `HTTP_AUTH_FAILURE_LIMIT`, `HTTP_TRUSTED_PROXIES`).
+    /// Rate limits (`HTTP_RATE_LIMIT_*`, `HTTP_AUTH_FAILURE_LIMIT`); the
+    /// limiters tell clients apart with `connections.trusted_proxies`.
     pub rate_limit: RateLimitConfig,
     /// Keep-alive comment period on idle event streams (`HTTP_SSE_KEEP_ALIVE`, ms; default 15 s).
     pub sse_keep_alive: Duration,
     /// Connection limits for [`serve_with`](crate::serve_with)
     /// (`HTTP_MAX_CONNECTIONS`, `HTTP_MAX_CONNECTIONS_PER_IP`,
-    /// `HTTP_IDLE_TIMEOUT`, `HTTP_HEADER_READ_TIMEOUT`).
+    /// `HTTP_IDLE_TIMEOUT`, `HTTP_HEADER_READ_TIMEOUT`,
+    /// `HTTP_BODY_READ_TIMEOUT`), and the one list of trusted proxies
+    /// (`HTTP_TRUSTED_PROXIES`) the connection caps and the rate limiters
+    /// share.
     pub connections: ServeOptions,
 }
 
@@ -229,6 +233,7 @@ impl HttpConfig {
         cfg.cors.credentials = parse_bool(l, "HTTP_CORS_CREDENTIALS", false)?;
         cfg.max_request_bytes = parse_size(l, "HTTP_MAX_REQUEST_SIZE", cfg.max_request_bytes)?;
         cfg.request_timeout = parse_millis(l, "HTTP_REQUEST_TIMEOUT", cfg.request_timeout)?;
+        cfg.required_scopes = parse_list(l, "MCP_OAUTH_REQUIRED_SCOPES").unwrap_or_default();
         cfg.tool_scopes = std::mem::take(&mut cfg.tool_scopes).with_settings(l)?;
         cfg.session_policy = SessionPolicy::from_settings(l)?;
         cfg.session_limits = SessionLimits::from_settings(l)?;
@@ -241,7 +246,9 @@ impl HttpConfig {
 
     /// The RFC 9728 metadata URL for this server.
     pub fn resource_metadata_url(&self) -> Url {
-        mcp_auth_core::metadata_url_for(&self.server_url)
+        // The server URL is a parsed absolute URL, so the derived one parses.
+        Url::parse(&mcp_auth_core::metadata_url_for(self.server_url.as_str()))
+            .unwrap_or_else(|_| self.server_url.clone())
     }
 }
 

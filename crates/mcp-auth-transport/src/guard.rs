@@ -17,7 +17,7 @@ use std::{
     task::{Context, Poll},
 };
 
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use futures::future::{BoxFuture, FutureExt};
 use http::{HeaderMap, Request, StatusCode, Uri, header};
 use tower_layer::Layer;
@@ -323,8 +323,7 @@ where
                     why,
                     "request refused by Host/Origin guard"
                 );
-                let body = serde_json::json!({ "error": "forbidden", "error_description": why });
-                let resp = (status, axum::Json(body)).into_response();
+                let resp = crate::refusal::refuse(status, "forbidden", why);
                 async move { Ok(resp) }.boxed()
             }
         }

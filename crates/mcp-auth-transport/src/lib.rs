@@ -21,10 +21,9 @@
 //! impl ServerHandler for Hello {}
 //!
 //! # #[tokio::main] async fn main() -> std::io::Result<()> {
-//! let config = HttpConfig::from_settings(
-//!     &mcp_auth_core::settings::ProcessEnv,
-//!     "http://127.0.0.1:8001/mcp".parse().unwrap(),
-//! ).expect("valid HTTP_* settings");
+//! // Safe defaults for this URL (`HttpConfig::from_settings` reads the
+//! // seeds' HTTP_* variables instead, when the application means to).
+//! let config = HttpConfig::new("http://127.0.0.1:8001/mcp".parse().unwrap());
 //! let keys = ApiKeyAuthenticator::from_list("a-long-random-api-key").unwrap();
 //! let app = McpHttpApp::new(config, keys).expect("valid config");
 //! let router = app.rmcp_router(|| Ok(Hello { tool_router: Hello::tool_router() }));
@@ -34,6 +33,10 @@
 //! }).await
 //! # }
 //! ```
+//!
+//! Without the default `mcp` feature the crate is the pieces any axum app
+//! can use, with no rmcp and no session store: [`AuthLayer`], [`GuardLayer`]
+//! and the hardened accept loop ([`serve`], [`serve_with`]).
 //!
 //! Pieces, each usable alone around any tower service or axum app:
 //! - [`AuthLayer`]: authenticates every request, hands the [`Principal`] on in
@@ -53,40 +56,86 @@
 //!
 //! [`Principal`]: mcp_auth_core::Principal
 
+#[cfg(feature = "mcp")]
 mod app;
 mod auth;
+#[cfg(feature = "mcp")]
 mod config;
 mod guard;
+mod net;
+#[cfg(feature = "mcp")]
 mod principal;
+#[cfg(feature = "mcp")]
 mod ratelimit;
 mod refusal;
+#[cfg(feature = "mcp")]
 mod scopes;
 mod serve;
+#[cfg(feature = "mcp")]
 mod sessions;
+#[cfg(feature = "mcp")]
 mod sse;
 
+#[cfg(feature = "mcp")]
 pub use app::McpHttpApp;
 pub use auth::{AuthLayer, AuthRejected, AuthService};
+#[cfg(feature = "mcp")]
 pub use config::{CorsConfig, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_REQUEST_TIMEOUT, HttpConfig};
 pub use guard::{BadOrigin, GuardLayer, GuardService, HostRule, OriginEntry, OriginRule};
+pub use net::{IpNet, client_ip};
+#[cfg(feature = "mcp")]
 pub use principal::{Caller, principal_from_parts};
+#[cfg(feature = "mcp")]
 pub use ratelimit::{
-    AuthFailureLimitLayer, IpNet, RateLimitConfig, RateLimitService, RequestRateLimitLayer,
+    AuthFailureLimitLayer, RateLimitConfig, RateLimitService, RequestRateLimitLayer,
 };
+#[cfg(feature = "mcp")]
 pub use scopes::{ToolScopeLayer, ToolScopeService, ToolScopes};
 pub use serve::{ServeOptions, serve, serve_with};
+#[cfg(feature = "mcp")]
 pub use sessions::{RmcpSessionState, SessionLayer, SessionService};
+#[cfg(feature = "mcp")]
 pub use sse::{MESSAGES_PATH, SSE_PATH, Transports};
 pub use tokio_util::sync::CancellationToken;
 
+/// Every variable this crate reads (`HttpConfig::from_settings`,
+/// `ServeOptions::from_settings` and the pieces they are made of).
+pub const VARIABLES: &[&str] = &[
+    "HTTP_ALLOWED_HOSTS",
+    "HTTP_DNS_REBINDING_PROTECTION",
+    "HTTP_ALLOWED_ORIGINS",
+    "HTTP_ENABLE_CORS",
+    "HTTP_CORS_ORIGINS",
+    "HTTP_CORS_METHODS",
+    "HTTP_CORS_HEADERS",
+    "HTTP_CORS_CREDENTIALS",
+    "HTTP_MAX_REQUEST_SIZE",
+    "HTTP_REQUEST_TIMEOUT",
+    "MCP_OAUTH_REQUIRED_SCOPES",
+    "MCP_TOOL_SCOPES",
+    "HTTP_RATE_LIMIT_ENABLED",
+    "HTTP_RATE_LIMIT_WINDOW",
+    "HTTP_RATE_LIMIT_MAX_REQUESTS",
+    "HTTP_AUTH_FAILURE_LIMIT",
+    "HTTP_TRUSTED_PROXIES",
+    "HTTP_SSE_KEEP_ALIVE",
+    "HTTP_MAX_CONNECTIONS",
+    "HTTP_MAX_CONNECTIONS_PER_IP",
+    "HTTP_IDLE_TIMEOUT",
+    "HTTP_HEADER_READ_TIMEOUT",
+    "HTTP_BODY_READ_TIMEOUT",
+    // Named in errors about the server URL the caller passes.
+    "MCP_SERVER_URL",
+];
+
 /// The README's code blocks, compiled as doctests so the README stays true.
-#[cfg(doctest)]
+#[cfg(all(doctest, feature = "mcp"))]
 #[doc = include_str!("../../../README.md")]
 pub struct ReadmeDoctests;
 
 /// Private parsers that see attacker bytes, reachable only from the fuzz
 /// targets in `fuzz/` (cargo-fuzz builds with `--cfg fuzzing`). Not API.
-#[cfg(fuzzing)]
+#[cfg(all(fuzzing, feature = "mcp"))]
 #[doc(hidden)]
 pub mod fuzzing {
     /// The tool names a request body calls, or `Err` when ambiguous

@@ -24,72 +24,16 @@ use std::{
 
 use axum::{extract::ConnectInfo, response::Response};
 use futures::future::BoxFuture;
-use http::{HeaderMap, Request, StatusCode};
+use http::{Request, StatusCode};
 use mcp_auth_core::{
     Principal,
-    settings::{ConfigError, Lookup, parse_bool, parse_list, parse_millis},
+    settings::{ConfigError, Lookup, parse_bool, parse_millis},
 };
 use mcp_auth_session::{SharedStore, session_owner};
+
+use crate::net::{IpNet, client_ip, client_network};
 use tower_layer::Layer;
 use tower_service::Service;
-
-/// An IP network (`10.0.0.0/8`, `::1`, ...).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct IpNet {
-    addr: IpAddr,
-    prefix: u8,
-}
-
-impl IpNet {
-    /// Parses `ip` or `ip/prefix`.
-    pub fn parse(s: &str) -> Option<Self> {
-        let (ip, prefix) = match s.trim().split_once('/') {
-            Some((ip, p)) => (ip, Some(p.parse::<u8>().ok()?)),
-            None => (s.trim(), None),
-        };
-        let addr: IpAddr = ip.parse().ok()?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = prefix.unwrap_or(max);
-        (prefix <= max).then_some(Self { addr, prefix })
-    }
-
-    /// Whether `ip` is in the network.
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        match (self.addr, ip) {
-            (IpAddr::V4(n), IpAddr::V4(i)) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u32::from(n) & mask == u32::from(i) & mask
-            }
-            (IpAddr::V6(n), IpAddr::V6(i)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u128::from(n) & mask == u128::from(i) & mask
-            }
-            _ => false,
-        }
-    }
-}
-
-/// Reads `HTTP_TRUSTED_PROXIES`: addresses and networks whose
-/// `X-Forwarded-For` is believed and whose connections are not capped per
-/// address.
-pub(crate) fn trusted_proxies(l: &dyn Lookup) -> Result<Vec<IpNet>, ConfigError> {
-    parse_list(l, "HTTP_TRUSTED_PROXIES")
-        .unwrap_or_default()
-        .iter()
-        .map(|item| {
-            IpNet::parse(item).ok_or_else(|| {
-                ConfigError::new(
-                    "HTTP_TRUSTED_PROXIES",
-                    format!("{item:?} is not an IP address or network like 10.0.0.0/8"),
-                )
-            })
-        })
-        .collect()
-}
 
 /// Rate-limit settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,8 +48,6 @@ pub struct RateLimitConfig {
     /// (`HTTP_AUTH_FAILURE_LIMIT`, default 30). Always on: it is what stops
     /// key guessing.
     pub max_auth_failures: u64,
-    /// Proxies whose `X-Forwarded-For` is believed (`HTTP_TRUSTED_PROXIES`).
-    pub trusted_proxies: Vec<IpNet>,
 }
 
 impl Default for RateLimitConfig {
@@ -115,7 +57,6 @@ impl Default for RateLimitConfig {
             window: Duration::from_secs(900),
             max_requests: 1000,
             max_auth_failures: 30,
-            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -132,55 +73,12 @@ impl RateLimitConfig {
                 }),
             }
         };
-        let trusted = trusted_proxies(l)?;
         Ok(Self {
             enabled: parse_bool(l, "HTTP_RATE_LIMIT_ENABLED", d.enabled)?,
             window: parse_millis(l, "HTTP_RATE_LIMIT_WINDOW", d.window)?,
             max_requests: count("HTTP_RATE_LIMIT_MAX_REQUESTS", d.max_requests)?,
             max_auth_failures: count("HTTP_AUTH_FAILURE_LIMIT", d.max_auth_failures)?,
-            trusted_proxies: trusted,
         })
-    }
-
-    /// The client's address: the TCP peer, or, when the peer is a trusted
-    /// proxy, the right-most `X-Forwarded-For` entry that is not one.
-    pub fn client_ip(&self, peer: Option<IpAddr>, headers: &HeaderMap) -> Option<IpAddr> {
-        // IPv4 clients of a dual-stack listener arrive as ::ffff:a.b.c.d.
-        let peer = peer?.to_canonical();
-        let trusted = |ip: IpAddr| self.trusted_proxies.iter().any(|n| n.contains(ip));
-        if !trusted(peer) {
-            return Some(peer);
-        }
-        let mut hops: Vec<IpAddr> = Vec::new();
-        for v in headers.get_all("x-forwarded-for") {
-            let Ok(v) = v.to_str() else { return Some(peer) };
-            for item in v.split(',') {
-                match item.trim().parse::<IpAddr>() {
-                    Ok(ip) => hops.push(ip.to_canonical()),
-                    // A malformed chain cannot be trusted past this proxy.
-                    Err(_) => return Some(peer),
-                }
-            }
-        }
-        Some(
-            hops.into_iter()
-                .rev()
-                .find(|ip| !trusted(*ip))
-                .unwrap_or(peer),
-        )
-    }
-}
-
-/// The network one client is counted by: the canonical address, IPv4 as
-/// is, IPv6 by its /64 (one client usually owns a whole /64, and could
-/// otherwise rotate through it). Rate limits and connection caps share it.
-pub(crate) fn client_network(ip: IpAddr) -> IpAddr {
-    match ip.to_canonical() {
-        IpAddr::V6(v6) => {
-            let s = v6.segments();
-            IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
-        }
-        v4 => v4,
     }
 }
 
@@ -209,6 +107,7 @@ fn store_down(e: &mcp_auth_session::StoreError) -> Response {
 struct Shared {
     cfg: RateLimitConfig,
     store: SharedStore,
+    trusted_proxies: Vec<IpNet>,
 }
 
 /// One request's provisional entry in the failed-login count. The auth
@@ -252,11 +151,24 @@ pub struct AuthFailureLimitLayer {
 }
 
 impl AuthFailureLimitLayer {
-    /// A limiter counting in `store`.
+    /// A limiter counting in `store`, by TCP peer address.
     pub fn new(cfg: RateLimitConfig, store: SharedStore) -> Self {
         Self {
-            shared: Arc::new(Shared { cfg, store }),
+            shared: Arc::new(Shared {
+                cfg,
+                store,
+                trusted_proxies: Vec::new(),
+            }),
         }
+    }
+
+    /// Believes `X-Forwarded-For` from these proxies
+    /// (`HTTP_TRUSTED_PROXIES`; see [`client_ip`](crate::client_ip)).
+    pub fn trusting(mut self, proxies: Vec<IpNet>) -> Self {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.trusted_proxies = proxies;
+        }
+        self
     }
 }
 
@@ -268,11 +180,24 @@ pub struct RequestRateLimitLayer {
 }
 
 impl RequestRateLimitLayer {
-    /// A limiter counting in `store`.
+    /// A limiter counting in `store`, by TCP peer address.
     pub fn new(cfg: RateLimitConfig, store: SharedStore) -> Self {
         Self {
-            shared: Arc::new(Shared { cfg, store }),
+            shared: Arc::new(Shared {
+                cfg,
+                store,
+                trusted_proxies: Vec::new(),
+            }),
         }
+    }
+
+    /// Believes `X-Forwarded-For` from these proxies
+    /// (`HTTP_TRUSTED_PROXIES`; see [`client_ip`](crate::client_ip)).
+    pub fn trusting(mut self, proxies: Vec<IpNet>) -> Self {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.trusted_proxies = proxies;
+        }
+        self
     }
 }
 
@@ -327,7 +252,11 @@ where
         let failures = self.failures;
         Box::pin(async move {
             let cfg = &shared.cfg;
-            let ip = address_key(cfg.client_ip(peer_of(&req), req.headers()));
+            let ip = address_key(client_ip(
+                &shared.trusted_proxies,
+                peer_of(&req),
+                req.headers(),
+            ));
             if failures {
                 // Count first, atomically: parallel guesses cannot all slip in
                 // before any is counted. A request that turns out not to be an
@@ -377,57 +306,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn networks() {
-        let n = IpNet::parse("10.0.0.0/8").unwrap();
-        assert!(n.contains("10.1.2.3".parse().unwrap()));
-        assert!(!n.contains("11.0.0.1".parse().unwrap()));
-        assert!(!n.contains("::1".parse().unwrap()));
-        assert!(
-            IpNet::parse("::1")
-                .unwrap()
-                .contains("::1".parse().unwrap())
-        );
-        assert!(
-            IpNet::parse("0.0.0.0/0")
-                .unwrap()
-                .contains("8.8.8.8".parse().unwrap())
-        );
-        for bad in ["10.0.0.0/33", "nope", "1.2.3.4/x", ""] {
-            assert!(IpNet::parse(bad).is_none(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn forwarded_for_is_believed_only_from_trusted_proxies() {
-        let cfg = RateLimitConfig {
-            trusted_proxies: vec![IpNet::parse("10.0.0.0/8").unwrap()],
-            ..RateLimitConfig::default()
-        };
-        let mut h = HeaderMap::new();
-        h.insert(
-            "x-forwarded-for",
-            "1.1.1.1, 2.2.2.2, 10.0.0.5".parse().unwrap(),
-        );
-        let proxy: IpAddr = "10.0.0.9".parse().unwrap();
-        let direct: IpAddr = "3.3.3.3".parse().unwrap();
-        assert_eq!(
-            cfg.client_ip(Some(proxy), &h),
-            Some("2.2.2.2".parse().unwrap())
-        );
-        assert_eq!(cfg.client_ip(Some(direct), &h), Some(direct));
-        h.insert("x-forwarded-for", "garbage, 2.2.2.2".parse().unwrap());
-        assert_eq!(cfg.client_ip(Some(proxy), &h), Some(proxy));
-        assert_eq!(cfg.client_ip(Some(proxy), &HeaderMap::new()), Some(proxy));
-        // Dual-stack listeners see IPv4 peers as mapped IPv6 addresses.
-        let mapped: IpAddr = "::ffff:10.0.0.9".parse().unwrap();
-        h.insert("x-forwarded-for", "2.2.2.2".parse().unwrap());
-        assert_eq!(
-            cfg.client_ip(Some(mapped), &h),
-            Some("2.2.2.2".parse().unwrap())
-        );
-    }
-
-    #[test]
     fn ipv6_clients_are_keyed_by_their_64() {
         let a = address_key(Some("2001:db8:1:2:aaaa::1".parse().unwrap()));
         let b = address_key(Some("2001:db8:1:2:bbbb::9".parse().unwrap()));
@@ -444,7 +322,6 @@ mod tests {
             ("HTTP_RATE_LIMIT_WINDOW", "0"),
             ("HTTP_RATE_LIMIT_MAX_REQUESTS", "-3"),
             ("HTTP_AUTH_FAILURE_LIMIT", "0"),
-            ("HTTP_TRUSTED_PROXIES", "10.0.0.0/99"),
         ] {
             let vars = std::collections::HashMap::from([(k.to_owned(), v.to_owned())]);
             assert_eq!(
@@ -452,5 +329,13 @@ mod tests {
                 k
             );
         }
+        // The trusted proxies are the connection options' (one list).
+        let vars = std::collections::HashMap::from([(
+            "HTTP_TRUSTED_PROXIES".to_owned(),
+            "10.0.0.0/99".to_owned(),
+        )]);
+        assert!(RateLimitConfig::from_settings(&vars).is_ok());
+        let e = crate::ServeOptions::from_settings(&vars).unwrap_err();
+        assert_eq!(e.variable, "HTTP_TRUSTED_PROXIES");
     }
 }

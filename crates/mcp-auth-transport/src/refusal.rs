@@ -17,6 +17,8 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use http::{HeaderValue, StatusCode, header};
+use mcp_auth_core::ErrorBody;
+#[cfg(feature = "mcp")]
 use mcp_auth_session::{Full, StoreError};
 
 /// How long a client is asked to wait after a 503 for a full server or an
@@ -31,11 +33,7 @@ pub(crate) fn refuse_after(
     description: &str,
     retry: Duration,
 ) -> Response {
-    let mut r = (
-        status,
-        Json(serde_json::json!({ "error": code, "error_description": description })),
-    )
-        .into_response();
+    let mut r = (status, Json(ErrorBody::new(code, description))).into_response();
     if (status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS)
         && let Ok(v) = HeaderValue::from_str(&retry.as_secs().max(1).to_string())
     {
@@ -49,15 +47,18 @@ pub(crate) fn refuse(status: StatusCode, code: &str, description: &str) -> Respo
     refuse_after(status, code, description, Duration::from_secs(RETRY_SECS))
 }
 
+#[cfg(feature = "mcp")]
 /// rmcp's body for an unknown session.
 pub(crate) const RMCP_SESSION_NOT_FOUND: &str = "Not Found: Session not found";
 
+#[cfg(feature = "mcp")]
 /// rmcp's answer for an unknown session, which clients recognise: a
 /// session that is gone, expired or someone else's.
 pub(crate) fn session_not_found() -> Response {
     (StatusCode::NOT_FOUND, RMCP_SESSION_NOT_FOUND).into_response()
 }
 
+#[cfg(feature = "mcp")]
 /// The session store cannot answer: 503, fail closed.
 pub(crate) fn store_unavailable(e: &StoreError) -> Response {
     tracing::error!(store = %e.store, reason = %e.reason, "session store unavailable; refusing");
@@ -68,6 +69,7 @@ pub(crate) fn store_unavailable(e: &StoreError) -> Response {
     )
 }
 
+#[cfg(feature = "mcp")]
 /// A session cap is reached: 429 when it is the caller's own, 503 when
 /// the server's.
 pub(crate) fn cap_reached(which: Full) -> Response {
@@ -93,6 +95,7 @@ pub(crate) fn cap_reached(which: Full) -> Response {
     refuse(status, "too_many_sessions", description)
 }
 
+#[cfg(feature = "mcp")]
 /// The body is over the configured limit.
 pub(crate) fn payload_too_large() -> Response {
     refuse(
@@ -108,6 +111,7 @@ pub(crate) fn payload_too_large() -> Response {
 #[error("request body not received in time")]
 pub(crate) struct BodyTimedOut;
 
+#[cfg(feature = "mcp")]
 /// The answer to a request body that could not be read: 413 over the
 /// limit, 408 too slow, 400 otherwise (the client reset the stream, a
 /// malformed chunk).
@@ -133,6 +137,7 @@ pub(crate) fn unreadable_body(e: &axum::Error) -> Response {
     )
 }
 
+#[cfg(feature = "mcp")]
 /// A JSON-RPC error response for a body that is not a JSON-RPC message:
 /// 400 with `-32700` (not JSON) or `-32600` (JSON, but no message), `id`
 /// null, as JSON-RPC 2.0 and the MCP transport prescribe.
@@ -152,6 +157,7 @@ pub(crate) fn jsonrpc_unreadable(body: &[u8]) -> Response {
         .into_response()
 }
 
+#[cfg(feature = "mcp")]
 /// Middleware in front of rmcp's service: rmcp answers a JSON body it
 /// cannot read as JSON-RPC with 415 (as if the media type were wrong);
 /// that answer becomes [`jsonrpc_unreadable`]. A wrong `Content-Type` keeps
@@ -191,6 +197,7 @@ pub(crate) async fn jsonrpc_parse_errors(
 }
 
 #[cfg(test)]
+#[cfg(feature = "mcp")]
 mod tests {
     use super::*;
 

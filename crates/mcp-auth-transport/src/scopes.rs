@@ -13,8 +13,9 @@
 //! A tool that declares scopes can only be called by a principal holding
 //! them; otherwise the HTTP request is answered 403 with
 //! `WWW-Authenticate: Bearer error="insufficient_scope", scope="<all needed>"`
-//! (the server-wide scopes plus the tool's), so a standard client re-authorizes
-//! with the union and retries. The tool is found in the JSON-RPC body
+//! (the server-wide scopes plus the tool's; on the challenge of the scheme
+//! the caller used, e.g. `ApiKey` for a named API key), so a standard client
+//! re-authorizes with the union and retries. The tool is found in the JSON-RPC body
 //! (2025-11-25 wire) and in the `Mcp-Method` / `Mcp-Name` headers
 //! (2026-07-28); either naming a scoped tool is enough to require its scopes.
 
@@ -25,10 +26,7 @@ use std::{
     task::{Context, Poll},
 };
 
-use axum::{
-    body::Body,
-    response::{IntoResponse, Response},
-};
+use axum::{body::Body, response::Response};
 use futures::future::BoxFuture;
 use http::{Method, Request, StatusCode};
 use mcp_auth_core::{
@@ -300,9 +298,11 @@ where
                 Err(e) => return Ok(crate::refusal::unreadable_body(&e)),
             };
             let Ok(mut tools) = called_tools(&bytes) else {
-                let err = AuthError::invalid_request("ambiguous tools/call message");
-                let body = serde_json::json!({"error": "invalid_request", "error_description": err.to_string()});
-                return Ok((StatusCode::BAD_REQUEST, axum::Json(body)).into_response());
+                return Ok(crate::refusal::refuse(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "ambiguous tools/call message",
+                ));
             };
             let header = |n: &str| parts.headers.get(n).and_then(|v| v.to_str().ok());
             if header("mcp-method") == Some("tools/call")

@@ -46,7 +46,11 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 use tower_service::Service;
 
-use crate::{IpNet, ratelimit::client_network, refusal::BodyTimedOut};
+use crate::{
+    IpNet,
+    net::{client_network, trusted_proxies},
+    refusal::BodyTimedOut,
+};
 
 /// How long a connection told to close may take before it is dropped (only
 /// ever while it has no request in flight).
@@ -143,7 +147,7 @@ impl ServeOptions {
                 d.max_connections_per_ip,
                 true,
             )?,
-            trusted_proxies: crate::ratelimit::trusted_proxies(l)?,
+            trusted_proxies: trusted_proxies(l)?,
         })
     }
 }
@@ -578,11 +582,13 @@ fn refuse(mut stream: TcpStream, why: Refused, refusing: &Arc<AtomicUsize>) {
     }
     let refusing = refusing.clone();
     tokio::spawn(async move {
-        let body = serde_json::json!({
-            "error": "temporarily_unavailable",
-            "error_description": description,
-        })
-        .to_string();
+        // The same body every refusal carries (`refusal::refuse`), written
+        // by hand: no HTTP connection exists to send a response through.
+        let body = serde_json::to_string(&mcp_auth_core::ErrorBody::new(
+            "temporarily_unavailable",
+            description,
+        ))
+        .unwrap_or_default();
         let head = format!(
             "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
              retry-after: 1\r\ncache-control: no-store\r\nconnection: close\r\n\

@@ -111,6 +111,62 @@ use crate::refusal::{
     store_unavailable as unavailable, unreadable_body,
 };
 
+/// Session admission, shared by both HTTP transports: a slot reserved
+/// under the caps before the session exists, then committed under its id
+/// (or released). Every refusal is the answer to send.
+pub(crate) struct Admission<'a> {
+    store: &'a SharedStore,
+    limits: &'a SessionLimits,
+    owner: Option<&'a str>,
+    ticket: mcp_auth_session::Ticket,
+}
+
+impl<'a> Admission<'a> {
+    /// Reserves a slot for `owner` (`None`: anonymous): 429 / 503 when a
+    /// cap is reached, 503 when the store cannot answer.
+    pub(crate) async fn reserve(
+        store: &'a SharedStore,
+        limits: &'a SessionLimits,
+        owner: Option<&'a str>,
+    ) -> Result<Self, Response> {
+        match store.reserve(owner, limits).await {
+            Ok(Reserve::Granted(ticket)) => Ok(Self {
+                store,
+                limits,
+                owner,
+                ticket,
+            }),
+            Ok(Reserve::Full(which)) => {
+                tracing::warn!(?which, "session cap reached");
+                Err(cap_reached(which))
+            }
+            Err(e) => Err(unavailable(&e)),
+        }
+    }
+
+    /// Records the session `sid` in the reserved slot. On refusal the slot
+    /// is released and the caller closes the session it opened.
+    pub(crate) async fn commit(self, sid: &str) -> Result<(), Response> {
+        match self
+            .store
+            .commit(&self.ticket, sid, self.owner, self.limits)
+            .await
+        {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(cap_reached(Full::Global)),
+            Err(e) => {
+                let _ = self.store.release(&self.ticket, self.owner).await;
+                Err(unavailable(&e))
+            }
+        }
+    }
+
+    /// Gives the slot back: no session was opened.
+    pub(crate) async fn release(self) {
+        let _ = self.store.release(&self.ticket, self.owner).await;
+    }
+}
+
 pub(crate) fn is_initialize(body: &[u8]) -> bool {
     #[derive(serde::Deserialize)]
     struct Probe<'a> {
@@ -288,19 +344,17 @@ impl Settings {
         if !authenticated && self.policy.require_for_session {
             return Ok(self.needs_credentials(&req));
         }
-        let ticket = match self.store.reserve(owner.as_deref(), &self.limits).await {
-            Ok(Reserve::Granted(t)) => t,
-            Ok(Reserve::Full(which)) => {
-                tracing::warn!(?which, "session cap reached");
-                return Ok(cap_reached(which));
-            }
-            Err(e) => return Ok(unavailable(&e)),
-        };
         // Run the creation to its end even if the client goes away mid-way,
         // so a session rmcp created is always recorded (or closed) and a
         // reservation is always committed or released.
         let settings = self.clone();
         let task = tokio::spawn(async move {
+            let admission =
+                match Admission::reserve(&settings.store, &settings.limits, owner.as_deref()).await
+                {
+                    Ok(a) => a,
+                    Err(refused) => return Ok(refused),
+                };
             let resp = inner.call(req).await?;
             let new_sid = resp
                 .headers()
@@ -308,16 +362,12 @@ impl Settings {
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned);
             let Some(sid) = new_sid else {
-                let _ = settings.store.release(&ticket, owner.as_deref()).await;
+                admission.release().await;
                 return Ok(resp);
             };
-            let committed = settings
-                .store
-                .commit(&ticket, &sid, owner.as_deref(), &settings.limits)
-                .await;
-            match committed {
-                Ok(true) => Ok(resp),
-                other => {
+            match admission.commit(&sid).await {
+                Ok(()) => Ok(resp),
+                Err(refused) => {
                     // Not recorded: close the session rmcp just opened.
                     let close = Request::builder()
                         .method(Method::DELETE)
@@ -326,10 +376,7 @@ impl Settings {
                     if let Ok(close) = close {
                         let _ = inner.call(close).await;
                     }
-                    Ok(match other {
-                        Err(e) => unavailable(&e),
-                        _ => cap_reached(Full::Global),
-                    })
+                    Ok(refused)
                 }
             }
         });

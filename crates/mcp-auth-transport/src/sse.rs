@@ -41,16 +41,14 @@ use axum::{
 use futures::{SinkExt, Stream, StreamExt, channel::mpsc};
 use http::StatusCode;
 use mcp_auth_core::{AuthError, Principal};
-use mcp_auth_session::{
-    Bind, Full, Reserve, SessionLimits, SessionPolicy, SharedStore, session_owner,
-};
+use mcp_auth_session::{Bind, Full, SessionLimits, SessionPolicy, SharedStore, session_owner};
 use rmcp::{
     ServerHandler, ServiceExt,
     model::{ClientJsonRpcMessage, GetExtensions, ServerJsonRpcMessage},
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::{AuthLayer, HttpConfig};
+use crate::{AuthLayer, HttpConfig, sessions::Admission};
 
 /// Which transports the app serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -213,34 +211,21 @@ pub(crate) async fn open_stream(State(state): State<Arc<SseState>>, req: Request
             .auth
             .error_response(&AuthError::MissingCredentials, req.headers());
     }
-    let ticket = match state.store.reserve(owner.as_deref(), &state.limits).await {
-        Ok(Reserve::Granted(t)) => t,
-        Ok(Reserve::Full(which)) => {
-            tracing::warn!(?which, "session cap reached");
-            return cap_reached(which);
-        }
-        Err(e) => return store_unavailable(&e),
+    let admission = match Admission::reserve(&state.store, &state.limits, owner.as_deref()).await {
+        Ok(a) => a,
+        Err(refused) => return refused,
     };
     let sid = random_sid();
     if sid.is_empty() {
-        let _ = state.store.release(&ticket, owner.as_deref()).await;
+        admission.release().await;
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
             "temporarily_unavailable",
             "could not open a session",
         );
     }
-    match state
-        .store
-        .commit(&ticket, &sid, owner.as_deref(), &state.limits)
-        .await
-    {
-        Ok(true) => {}
-        Ok(false) => return cap_reached(Full::Global),
-        Err(e) => {
-            let _ = state.store.release(&ticket, owner.as_deref()).await;
-            return store_unavailable(&e);
-        }
+    if let Err(refused) = admission.commit(&sid).await {
+        return refused;
     }
     let (client_tx, client_rx) = mpsc::channel::<ClientJsonRpcMessage>(64);
     let (server_tx, server_rx) = mpsc::channel::<ServerJsonRpcMessage>(64);

@@ -1,19 +1,18 @@
-//! Another project's MCP server that gets its auth from the `mcp-auth` crates.
+//! An rmcp MCP server with its own tool, getting its auth from the
+//! `mcp-auth` crates: API keys from `MCP_API_KEYS` (named keys carry
+//! scopes) and, through a closure, an `X-Internal-Token` shared with a
+//! sidecar. Tools see the verified caller as `Caller`.
 //!
 //! ```text
-//! MCP_API_KEYS=my-long-random-api-key-123 \
-//!   cargo run -p mcp-auth-transport --example embedded_server
+//! MCP_API_KEYS=ops:my-long-random-api-key-123:notes.read cargo run -p example-mcp-server
 //! curl -s http://127.0.0.1:8002/health
 //! ```
-//!
-//! It accepts API keys from `MCP_API_KEYS` and, through a closure, a
-//! `X-Internal-Token` shared with a sidecar; tools see the caller as `Caller`.
 
 use mcp_auth_core::{
     AuthError, AuthRequest, ChallengeScheme, FnAuthenticator, Principal, settings::ProcessEnv,
 };
 use mcp_auth_strategies::{AnyOf, ApiKeyAuthenticator};
-use mcp_auth_transport::{Caller, HttpConfig, McpHttpApp};
+use mcp_auth_transport::{Caller, HttpConfig, McpHttpApp, ToolScopes};
 use rmcp::{
     ServerHandler, handler::server::router::tool::ToolRouter, tool, tool_handler, tool_router,
 };
@@ -42,7 +41,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         match req.headers.get("x-internal-token") {
             None => Err(AuthError::MissingCredentials),
             Some(t) if t == "sidecar-token-please-change" => {
-                Ok(Principal::new("sidecar", "internal"))
+                Ok(Principal::new("sidecar", "internal").with_scopes(["notes.read"]))
             }
             Some(_) => Err(AuthError::invalid_token("unknown internal token")),
         }
@@ -53,7 +52,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     });
     let auth = AnyOf::new().with(keys).with(sidecar);
 
-    let config = HttpConfig::from_settings(&ProcessEnv, "http://127.0.0.1:8002/mcp".parse()?)?;
+    // Safe defaults for this URL; `HttpConfig::from_settings` would read
+    // the HTTP_* variables instead.
+    // `hello` needs the `notes.read` scope: a named key that carries it,
+    // or the sidecar.
+    let port = std::env::var("PORT").unwrap_or_else(|_| "8002".into());
+    let mut config = HttpConfig::new(format!("http://127.0.0.1:{port}/mcp").parse()?);
+    config.tool_scopes = ToolScopes::new().require("hello", ["notes.read"]);
     let app = McpHttpApp::new(config, auth)?;
     let router = app.rmcp_router(|| {
         Ok(Notes {
@@ -61,8 +66,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         })
     });
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:8002").await?;
-    eprintln!("listening on http://127.0.0.1:8002/mcp");
+    let listener = tokio::net::TcpListener::bind(format!("127.0.0.1:{port}")).await?;
+    eprintln!("listening on http://127.0.0.1:{port}/mcp");
     mcp_auth_transport::serve(listener, router, app.cancellation_token(), async {
         let _ = tokio::signal::ctrl_c().await;
     })

@@ -1,0 +1,172 @@
+//! Client addresses: IP networks, trusted proxies, and the network a
+//! client is counted by (rate limits and connection caps share it).
+//!
+//! ```
+//! use mcp_auth_transport::IpNet;
+//! let net = IpNet::parse("10.0.0.0/8").unwrap();
+//! assert!(net.contains("10.1.2.3".parse().unwrap()));
+//! assert!(!net.contains("11.0.0.1".parse().unwrap()));
+//! ```
+
+use std::net::IpAddr;
+
+use mcp_auth_core::settings::{ConfigError, Lookup, parse_list};
+
+/// An IP network (`10.0.0.0/8`, `::1`, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNet {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl IpNet {
+    /// Parses `ip` or `ip/prefix`.
+    pub fn parse(s: &str) -> Option<Self> {
+        let (ip, prefix) = match s.trim().split_once('/') {
+            Some((ip, p)) => (ip, Some(p.parse::<u8>().ok()?)),
+            None => (s.trim(), None),
+        };
+        let addr: IpAddr = ip.parse().ok()?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = prefix.unwrap_or(max);
+        (prefix <= max).then_some(Self { addr, prefix })
+    }
+
+    /// Whether `ip` is in the network.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip) {
+            (IpAddr::V4(n), IpAddr::V4(i)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(n) & mask == u32::from(i) & mask
+            }
+            (IpAddr::V6(n), IpAddr::V6(i)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(n) & mask == u128::from(i) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Reads `HTTP_TRUSTED_PROXIES`: addresses and networks whose
+/// `X-Forwarded-For` is believed and whose connections are not capped per
+/// address.
+pub(crate) fn trusted_proxies(l: &dyn Lookup) -> Result<Vec<IpNet>, ConfigError> {
+    parse_list(l, "HTTP_TRUSTED_PROXIES")
+        .unwrap_or_default()
+        .iter()
+        .map(|item| {
+            IpNet::parse(item).ok_or_else(|| {
+                ConfigError::new(
+                    "HTTP_TRUSTED_PROXIES",
+                    format!("{item:?} is not an IP address or network like 10.0.0.0/8"),
+                )
+            })
+        })
+        .collect()
+}
+
+/// The network one client is counted by: the canonical address, IPv4 as
+/// is, IPv6 by its /64 (one client usually owns a whole /64, and could
+/// otherwise rotate through it). Rate limits and connection caps share it.
+pub(crate) fn client_network(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+        }
+        v4 => v4,
+    }
+}
+
+/// The client's address: the TCP peer, or, when the peer is one of the
+/// `trusted_proxies` (`HTTP_TRUSTED_PROXIES`), the right-most `X-Forwarded-For` entry that is not one.
+pub fn client_ip(
+    trusted_proxies: &[IpNet],
+    peer: Option<IpAddr>,
+    headers: &http::HeaderMap,
+) -> Option<IpAddr> {
+    // IPv4 clients of a dual-stack listener arrive as ::ffff:a.b.c.d.
+    let peer = peer?.to_canonical();
+    let trusted = |ip: IpAddr| trusted_proxies.iter().any(|n| n.contains(ip));
+    if !trusted(peer) {
+        return Some(peer);
+    }
+    let mut hops: Vec<IpAddr> = Vec::new();
+    for v in headers.get_all("x-forwarded-for") {
+        let Ok(v) = v.to_str() else { return Some(peer) };
+        for item in v.split(',') {
+            match item.trim().parse::<IpAddr>() {
+                Ok(ip) => hops.push(ip.to_canonical()),
+                // A malformed chain cannot be trusted past this proxy.
+                Err(_) => return Some(peer),
+            }
+        }
+    }
+    Some(
+        hops.into_iter()
+            .rev()
+            .find(|ip| !trusted(*ip))
+            .unwrap_or(peer),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn networks() {
+        let n = IpNet::parse("10.0.0.0/8").unwrap();
+        assert!(n.contains("10.1.2.3".parse().unwrap()));
+        assert!(!n.contains("11.0.0.1".parse().unwrap()));
+        assert!(!n.contains("::1".parse().unwrap()));
+        assert!(
+            IpNet::parse("::1")
+                .unwrap()
+                .contains("::1".parse().unwrap())
+        );
+        assert!(
+            IpNet::parse("0.0.0.0/0")
+                .unwrap()
+                .contains("8.8.8.8".parse().unwrap())
+        );
+        for bad in ["10.0.0.0/33", "nope", "1.2.3.4/x", ""] {
+            assert!(IpNet::parse(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let trusted = [IpNet::parse("10.0.0.0/8").unwrap()];
+        let mut h = http::HeaderMap::new();
+        h.insert(
+            "x-forwarded-for",
+            "1.1.1.1, 2.2.2.2, 10.0.0.5".parse().unwrap(),
+        );
+        let proxy: IpAddr = "10.0.0.9".parse().unwrap();
+        let direct: IpAddr = "3.3.3.3".parse().unwrap();
+        assert_eq!(
+            client_ip(&trusted, Some(proxy), &h),
+            Some("2.2.2.2".parse().unwrap())
+        );
+        assert_eq!(client_ip(&trusted, Some(direct), &h), Some(direct));
+        h.insert("x-forwarded-for", "garbage, 2.2.2.2".parse().unwrap());
+        assert_eq!(client_ip(&trusted, Some(proxy), &h), Some(proxy));
+        assert_eq!(
+            client_ip(&trusted, Some(proxy), &http::HeaderMap::new()),
+            Some(proxy)
+        );
+        // Dual-stack listeners see IPv4 peers as mapped IPv6 addresses.
+        let mapped: IpAddr = "::ffff:10.0.0.9".parse().unwrap();
+        h.insert("x-forwarded-for", "2.2.2.2".parse().unwrap());
+        assert_eq!(
+            client_ip(&trusted, Some(mapped), &h),
+            Some("2.2.2.2".parse().unwrap())
+        );
+    }
+}
