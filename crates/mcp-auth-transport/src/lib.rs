@@ -1,6 +1,7 @@
 //! The HTTP side of MCP authentication, over rmcp's streamable HTTP service.
 //!
 //! ```no_run
+//! # #[cfg(feature = "mcp")] mod example {
 //! use mcp_auth_strategies::ApiKeyAuthenticator;
 //! use mcp_auth_transport::{Caller, HttpConfig, McpHttpApp};
 //! use rmcp::{ServerHandler, handler::server::router::tool::ToolRouter, tool, tool_handler, tool_router};
@@ -32,6 +33,8 @@
 //!     let _ = tokio::signal::ctrl_c().await;
 //! }).await
 //! # }
+//! # }
+//! # fn main() {}
 //! ```
 //!
 //! Without the default `mcp` feature the crate is the pieces any axum app
