@@ -88,6 +88,7 @@ python3 tests/deps/weight.py
 
 step "every library crate packages for publication (metadata, files, dependency resolution)"
 cargo package --workspace --exclude mcp-auth-bench --exclude mcp-auth-integration-tests \
+  --exclude example-mcp-server --exclude example-axum-jwt --exclude example-verify-token \
   --no-verify --allow-dirty --quiet
 
 step "tests (unit, integration against the real binaries, interop with Redis, moto, oidc-provider and the Python SDK, doctests)"

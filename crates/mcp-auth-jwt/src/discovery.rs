@@ -20,6 +20,16 @@ pub struct AuthServerMetadata {
     /// Scopes the server knows.
     #[serde(default)]
     pub scopes_supported: Option<Vec<String>>,
+    /// Where users authorize clients (the authorization-server facade sends
+    /// them there).
+    #[serde(default)]
+    pub authorization_endpoint: Option<String>,
+    /// Where codes and refresh tokens are exchanged.
+    #[serde(default)]
+    pub token_endpoint: Option<String>,
+    /// The OIDC userinfo endpoint.
+    #[serde(default)]
+    pub userinfo_endpoint: Option<String>,
 }
 
 /// Discovery failed.
