@@ -21,7 +21,10 @@
 //! - [`SessionStore`]: where sessions, their owners, rmcp's session state and
 //!   rate counters live: [`MemoryStore`] for one process, `RedisStore`
 //!   (feature `redis`) for replicas sharing one deployment. Every operation
-//!   that admits a session is atomic, so caps hold across replicas.
+//!   that admits a session is atomic, so caps hold across replicas. It
+//!   also keeps a small key-value space with expiry (`kv_put`, `kv_put_new`,
+//!   `kv_take`, ...: see [`SessionStore`]'s "Key-value space"), for state
+//!   that must reach every replica, such as single-use authorization codes.
 //!
 //! The HTTP side (binding sessions to principals, answering 401/404/429/503)
 //! is `mcp-auth-transport`'s `SessionLayer`.
@@ -32,7 +35,7 @@ mod policy;
 mod redis_store;
 mod store;
 
-pub use memory::MemoryStore;
+pub use memory::{DEFAULT_KV_MAX_BYTES, DEFAULT_KV_MAX_ENTRIES, MemoryStore};
 
 /// Every variable this crate reads (`SessionPolicy`, `SessionLimits` and
 /// `store_from_settings`).
@@ -52,6 +55,6 @@ pub use policy::{SessionLimits, SessionPolicy, owner_of, session_owner, subject_
 #[cfg(feature = "redis")]
 pub use redis_store::RedisStore;
 pub use store::{
-    Bind, Full, Reserve, SessionRecord, SessionStore, SharedStore, StoreError, Ticket,
+    Bind, Full, KV_MAX_TTL, Reserve, SessionRecord, SessionStore, SharedStore, StoreError, Ticket,
     store_from_settings,
 };

@@ -1,16 +1,24 @@
 //! [`MemoryStore`]: sessions in this process.
 
 use std::{
-    collections::HashMap,
-    sync::Mutex,
+    collections::{BTreeSet, HashMap},
+    sync::{Mutex, MutexGuard},
     time::{Duration, Instant},
 };
 
 use async_trait::async_trait;
 
 use crate::{
-    Bind, Full, Reserve, SessionLimits, SessionRecord, SessionStore, StoreError, Ticket, subject_of,
+    Bind, Full, Reserve, SessionLimits, SessionRecord, SessionStore, StoreError, Ticket,
+    store::kv_ttl, subject_of,
 };
+
+/// How many key-value entries a [`MemoryStore`] holds by default.
+pub const DEFAULT_KV_MAX_ENTRIES: usize = 100_000;
+
+/// How many bytes of keys and values a [`MemoryStore`] holds by default
+/// (64 MiB).
+pub const DEFAULT_KV_MAX_BYTES: usize = 64 * 1024 * 1024;
 
 #[derive(Default)]
 struct State {
@@ -53,24 +61,166 @@ impl State {
     }
 }
 
-/// Sessions, bindings and counters in this process's memory.
-#[derive(Default)]
+/// The key-value space: live entries, and the same keys ordered by expiry
+/// so expired ones are dropped without scanning the live ones.
+struct Kv {
+    /// Value and expiry by key.
+    entries: HashMap<String, (Vec<u8>, Instant)>,
+    /// `(expiry, key)` for every entry.
+    expiries: BTreeSet<(Instant, String)>,
+    /// The lengths of every key and value held.
+    bytes: usize,
+    max_entries: usize,
+    max_bytes: usize,
+}
+
+impl Kv {
+    fn new(max_entries: usize, max_bytes: usize) -> Self {
+        Self {
+            entries: HashMap::new(),
+            expiries: BTreeSet::new(),
+            bytes: 0,
+            max_entries,
+            max_bytes,
+        }
+    }
+
+    /// Drops every entry expired at `now`: each costs O(log n), live
+    /// entries are not visited.
+    fn purge(&mut self, now: Instant) {
+        while self.expiries.first().is_some_and(|(at, _)| *at <= now) {
+            if let Some((_, key)) = self.expiries.pop_first()
+                && let Some((value, _)) = self.entries.remove(&key)
+            {
+                self.bytes = self.bytes.saturating_sub(key.len() + value.len());
+            }
+        }
+    }
+
+    fn remove(&mut self, key: &str) -> Option<Vec<u8>> {
+        let (key, (value, at)) = self.entries.remove_entry(key)?;
+        self.bytes = self.bytes.saturating_sub(key.len() + value.len());
+        self.expiries.remove(&(at, key));
+        Some(value)
+    }
+
+    /// Stores `value` until `until` (only when `key` is free if `only_new`);
+    /// true when stored. Refuses, leaving what is there, when the entry
+    /// would take the space over either bound.
+    fn put(
+        &mut self,
+        key: &str,
+        value: &[u8],
+        until: Instant,
+        only_new: bool,
+    ) -> Result<bool, String> {
+        let old = self.entries.get(key).map(|(v, _)| key.len() + v.len());
+        if only_new && old.is_some() {
+            return Ok(false);
+        }
+        if old.is_none() && self.entries.len() >= self.max_entries {
+            return Err(format!(
+                "key-value space full ({} entries)",
+                self.max_entries
+            ));
+        }
+        let bytes =
+            (self.bytes.saturating_sub(old.unwrap_or(0))).saturating_add(key.len() + value.len());
+        if bytes > self.max_bytes {
+            return Err(format!("key-value space full ({} bytes)", self.max_bytes));
+        }
+        self.remove(key);
+        self.bytes += key.len() + value.len();
+        self.entries.insert(key.to_owned(), (value.to_vec(), until));
+        self.expiries.insert((until, key.to_owned()));
+        Ok(true)
+    }
+}
+
+impl Default for Kv {
+    fn default() -> Self {
+        Self::new(DEFAULT_KV_MAX_ENTRIES, DEFAULT_KV_MAX_BYTES)
+    }
+}
+
+/// Sessions, bindings, counters and the key-value space in this process's
+/// memory.
+///
+/// The key-value space is bounded: at most [`DEFAULT_KV_MAX_ENTRIES`]
+/// entries and [`DEFAULT_KV_MAX_BYTES`] bytes of keys and values (change
+/// both with [`with_kv_capacity`](Self::with_kv_capacity)). Expired entries
+/// never count: they are dropped on every key-value operation and by
+/// [`sweep`](SessionStore::sweep). At the bound, a put that needs room (a
+/// new key, or a larger value) fails with [`StoreError`] and leaves the
+/// store as it was; nothing live is evicted. Evicting would let a flood of,
+/// say, abandoned logins silently destroy the authorization codes and
+/// refresh-token families of real users (who then fail in ways that look
+/// like replays); refusing makes the flood fail instead, loudly, while
+/// everything already issued stays valid until it expires. Gets, takes and
+/// deletes always succeed, and so do overwrites that stay within the bytes
+/// bound.
 pub struct MemoryStore {
     state: Mutex<State>,
+    kv: Mutex<Kv>,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl MemoryStore {
-    /// An empty store.
+    /// An empty store, its key-value space bounded by the defaults.
     pub fn new() -> Self {
-        Self::default()
+        Self::with_kv_capacity(DEFAULT_KV_MAX_ENTRIES, DEFAULT_KV_MAX_BYTES)
+    }
+
+    /// An empty store whose key-value space holds at most `max_entries`
+    /// live entries and `max_bytes` bytes of keys and values.
+    pub fn with_kv_capacity(max_entries: usize, max_bytes: usize) -> Self {
+        Self {
+            state: Mutex::new(State::default()),
+            kv: Mutex::new(Kv::new(max_entries, max_bytes)),
+        }
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
-        match self.state.lock() {
-            Ok(mut s) => f(&mut s),
-            Err(poisoned) => f(&mut poisoned.into_inner()),
-        }
+        f(&mut lock(&self.state))
     }
+
+    /// Runs `f` on the key-value space with expired entries dropped.
+    fn kv<T>(&self, f: impl FnOnce(&mut Kv) -> T) -> T {
+        let mut kv = lock(&self.kv);
+        kv.purge(Instant::now());
+        f(&mut kv)
+    }
+
+    fn kv_store(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+        only_new: bool,
+    ) -> Result<bool, StoreError> {
+        let ttl = kv_ttl(ttl, "memory")?;
+        let refused = |reason: String| StoreError {
+            store: "memory".to_owned(),
+            reason,
+        };
+        self.kv(|kv| {
+            let until = Instant::now()
+                .checked_add(ttl)
+                .ok_or_else(|| refused("key-value TTL out of range".to_owned()))?;
+            kv.put(key, value, until, only_new).map_err(refused)
+        })
+    }
+}
+
+/// The guarded value, also after a panic elsewhere (every update here
+/// leaves the state consistent before anything can panic).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[async_trait]
@@ -229,12 +379,34 @@ impl SessionStore for MemoryStore {
         Ok(self.with(|s| s.saved.get(sid).cloned()))
     }
 
+    async fn kv_put(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
+        self.kv_store(key, value, ttl, false).map(|_| ())
+    }
+
+    async fn kv_put_new(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool, StoreError> {
+        self.kv_store(key, value, ttl, true)
+    }
+
+    async fn kv_get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.kv(|kv| kv.entries.get(key).map(|(v, _)| v.clone())))
+    }
+
+    async fn kv_take(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.kv(|kv| kv.remove(key)))
+    }
+
+    async fn kv_delete(&self, key: &str) -> Result<(), StoreError> {
+        self.kv(|kv| kv.remove(key));
+        Ok(())
+    }
+
     async fn sweep(&self) -> Result<(), StoreError> {
         let now = Instant::now();
         self.with(|s| {
             s.purge(now);
             s.counters.retain(|_, (_, end)| *end > now);
         });
+        self.kv(|_| ());
         Ok(())
     }
 
@@ -345,5 +517,204 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert_eq!(s.count("k").await.unwrap().0, 0);
         assert_eq!(s.hit("k", w).await.unwrap().0, 1);
+    }
+
+    const MIN: Duration = Duration::from_secs(60);
+
+    /// Live entries and bytes as the store counts them.
+    fn kv_size(s: &MemoryStore) -> (usize, usize, usize) {
+        let kv = lock(&s.kv);
+        (kv.entries.len(), kv.expiries.len(), kv.bytes)
+    }
+
+    #[tokio::test]
+    async fn kv_entries_expire_on_access_and_in_sweep() {
+        let s = MemoryStore::new();
+        s.kv_put("short", b"v", Duration::from_millis(30))
+            .await
+            .unwrap();
+        s.kv_put("long", b"w", MIN).await.unwrap();
+        assert_eq!(s.kv_get("short").await.unwrap().as_deref(), Some(&b"v"[..]));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(s.kv_get("short").await.unwrap(), None);
+        assert_eq!(s.kv_take("short").await.unwrap(), None);
+        // The access dropped it: only "long" is counted.
+        assert_eq!(kv_size(&s), (1, 1, "long".len() + 1));
+
+        s.kv_put("a", b"12345", Duration::from_millis(20))
+            .await
+            .unwrap();
+        s.kv_put("b", b"12345", Duration::from_millis(20))
+            .await
+            .unwrap();
+        assert_eq!(kv_size(&s).0, 3);
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        s.sweep().await.unwrap();
+        assert_eq!(kv_size(&s), (1, 1, "long".len() + 1));
+        assert_eq!(s.kv_get("long").await.unwrap().as_deref(), Some(&b"w"[..]));
+    }
+
+    #[tokio::test]
+    async fn kv_put_new_stores_only_when_no_live_value() {
+        let s = MemoryStore::new();
+        assert!(s.kv_put_new("k", b"first", MIN).await.unwrap());
+        assert!(!s.kv_put_new("k", b"second", MIN).await.unwrap());
+        assert_eq!(s.kv_get("k").await.unwrap().as_deref(), Some(&b"first"[..]));
+        // kv_put overwrites, with the new expiry.
+        s.kv_put("k", b"third", Duration::from_millis(20))
+            .await
+            .unwrap();
+        assert_eq!(s.kv_get("k").await.unwrap().as_deref(), Some(&b"third"[..]));
+        assert_eq!(kv_size(&s), (1, 1, 1 + 5), "the old expiry is gone");
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        // Expired counts as absent.
+        assert!(s.kv_put_new("k", b"fourth", MIN).await.unwrap());
+        assert_eq!(
+            s.kv_take("k").await.unwrap().as_deref(),
+            Some(&b"fourth"[..])
+        );
+        assert!(s.kv_put_new("k", b"", MIN).await.unwrap());
+        assert_eq!(
+            s.kv_get("k").await.unwrap(),
+            Some(Vec::new()),
+            "empty values are values"
+        );
+        s.kv_delete("k").await.unwrap();
+        s.kv_delete("k").await.unwrap();
+        assert_eq!(s.kv_get("k").await.unwrap(), None);
+        assert_eq!(kv_size(&s), (0, 0, 0));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn kv_take_is_single_use_and_put_new_has_one_winner_under_concurrency() {
+        let s = std::sync::Arc::new(MemoryStore::new());
+        for round in 0..200 {
+            let key = format!("code:{round}");
+            s.kv_put(&key, b"grant", MIN).await.unwrap();
+            let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(16));
+            let tasks: Vec<_> = (0..16)
+                .map(|i| {
+                    let (s, key, barrier) = (s.clone(), key.clone(), barrier.clone());
+                    tokio::spawn(async move {
+                        barrier.wait().await;
+                        let won = s
+                            .kv_put_new(&format!("{key}:key"), &[i], MIN)
+                            .await
+                            .unwrap();
+                        (s.kv_take(&key).await.unwrap(), won.then_some(i))
+                    })
+                })
+                .collect();
+            let (mut taken, mut winners) = (Vec::new(), Vec::new());
+            for t in tasks {
+                let (got, won) = t.await.unwrap();
+                taken.extend(got);
+                winners.extend(won);
+            }
+            assert_eq!(taken, vec![b"grant".to_vec()], "round {round}");
+            assert_eq!(winners.len(), 1, "round {round}");
+            assert_eq!(
+                s.kv_get(&format!("{key}:key")).await.unwrap(),
+                Some(winners)
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn kv_keys_never_touch_sessions_state_or_counters() {
+        let s = MemoryStore::new();
+        let l = limits();
+        open(&s, Some("a"), "x").await;
+        s.save_state("x", "state", &l).await.unwrap();
+        s.hit("x", MIN).await.unwrap();
+
+        s.kv_put("x", b"kv", MIN).await.unwrap();
+        assert!(!s.kv_put_new("x", b"again", MIN).await.unwrap());
+        assert_eq!(s.kv_take("x").await.unwrap().as_deref(), Some(&b"kv"[..]));
+        s.kv_delete("x").await.unwrap();
+        let session = s.lookup("x", &l).await.unwrap();
+        assert_eq!(session.and_then(|r| r.owner).as_deref(), Some("a"));
+        assert_eq!(s.load_state("x").await.unwrap().as_deref(), Some("state"));
+        assert_eq!(s.count("x").await.unwrap().0, 1);
+
+        // Nor do sessions, state or counters show up as key-value entries.
+        assert_eq!(s.kv_get("x").await.unwrap(), None);
+        s.kv_put("x", b"kv", MIN).await.unwrap();
+        s.end("x").await.unwrap();
+        s.sweep().await.unwrap();
+        assert_eq!(s.kv_get("x").await.unwrap().as_deref(), Some(&b"kv"[..]));
+    }
+
+    #[tokio::test]
+    async fn kv_space_at_its_bound_refuses_and_evicts_nothing() {
+        let s = MemoryStore::with_kv_capacity(2, 1024);
+        s.kv_put("a", b"1", MIN).await.unwrap();
+        s.kv_put("b", b"2", Duration::from_millis(30))
+            .await
+            .unwrap();
+        let e = s.kv_put("c", b"3", MIN).await.unwrap_err();
+        assert_eq!(e.store, "memory");
+        assert!(e.reason.contains("full (2 entries)"), "{e}");
+        assert!(
+            s.kv_put_new("c", b"3", MIN).await.is_err(),
+            "refused, not 'taken'"
+        );
+        // Nothing was evicted, and existing keys can still be rewritten.
+        s.kv_put("a", b"one", MIN).await.unwrap();
+        assert_eq!(s.kv_get("a").await.unwrap().as_deref(), Some(&b"one"[..]));
+        assert_eq!(s.kv_get("b").await.unwrap().as_deref(), Some(&b"2"[..]));
+        // A taken or expired entry makes room.
+        assert!(s.kv_take("a").await.unwrap().is_some());
+        s.kv_put("c", b"3", MIN).await.unwrap();
+        assert!(s.kv_put("d", b"4", MIN).await.is_err());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        s.kv_put("d", b"4", MIN).await.unwrap();
+
+        // The bytes bound: keys and values together.
+        let s = MemoryStore::with_kv_capacity(100, 10);
+        s.kv_put("k", &[7; 9], MIN).await.unwrap();
+        let e = s.kv_put("k", &[8; 10], MIN).await.unwrap_err();
+        assert!(e.reason.contains("full (10 bytes)"), "{e}");
+        assert_eq!(
+            s.kv_get("k").await.unwrap(),
+            Some(vec![7; 9]),
+            "old value kept"
+        );
+        assert!(s.kv_put("j", b"", MIN).await.is_err());
+        s.kv_put("k", &[9; 2], MIN).await.unwrap();
+        s.kv_put("j", b"", MIN).await.unwrap();
+        assert_eq!(kv_size(&s), (2, 2, 1 + 2 + 1));
+    }
+
+    #[tokio::test]
+    async fn kv_ttl_must_be_positive_and_bounded() {
+        let s = MemoryStore::new();
+        for bad in [
+            Duration::ZERO,
+            crate::KV_MAX_TTL + Duration::from_secs(1),
+            Duration::MAX,
+        ] {
+            let e = s.kv_put("k", b"v", bad).await.unwrap_err();
+            assert!(e.reason.contains("TTL"), "{e}");
+            assert!(s.kv_put_new("k", b"v", bad).await.is_err());
+        }
+        assert_eq!(s.kv_get("k").await.unwrap(), None);
+        s.kv_put("k", b"v", crate::KV_MAX_TTL).await.unwrap();
+        // Under a millisecond rounds up to one.
+        assert_eq!(
+            kv_ttl(Duration::from_nanos(1), "memory"),
+            Ok(Duration::from_millis(1))
+        );
+        assert_eq!(
+            kv_ttl(Duration::from_micros(1500), "memory"),
+            Ok(Duration::from_millis(2))
+        );
+        assert_eq!(
+            kv_ttl(Duration::from_millis(2), "memory"),
+            Ok(Duration::from_millis(2))
+        );
+        s.kv_put("n", b"v", Duration::from_nanos(1)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert_eq!(s.kv_get("n").await.unwrap(), None);
     }
 }

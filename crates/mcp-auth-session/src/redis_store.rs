@@ -9,7 +9,8 @@ use redis::{
 };
 
 use crate::{
-    Bind, Full, Reserve, SessionLimits, SessionRecord, SessionStore, StoreError, Ticket, subject_of,
+    Bind, Full, Reserve, SessionLimits, SessionRecord, SessionStore, StoreError, Ticket,
+    store::kv_ttl, subject_of,
 };
 
 const PREFIX: &str = "mcp-auth:";
@@ -162,6 +163,19 @@ struct Conn {
 /// It connects on first use and reconnects by itself: while Redis is
 /// unreachable every operation fails fast with [`StoreError`] (the HTTP
 /// layer answers 503), and service resumes when Redis returns.
+///
+/// The key-value space is plain Redis strings under `mcp-auth:kv:<key>`,
+/// each with its expiry: `SET key value PX ms` ([`kv_put`]), `SET ... NX PX
+/// ms` ([`kv_put_new`]), `GET`, `GETDEL` ([`kv_take`]; Redis 6.2 or later,
+/// on an older server the take fails with [`StoreError`], never silently
+/// twice) and `DEL`. Its size is bounded by Redis's `maxmemory`: under the
+/// `noeviction` policy a full Redis refuses writes ([`StoreError`]), as the
+/// memory store does at its bound; other policies may evict live entries,
+/// single-use codes included.
+///
+/// [`kv_put`]: SessionStore::kv_put
+/// [`kv_put_new`]: SessionStore::kv_put_new
+/// [`kv_take`]: SessionStore::kv_take
 pub struct RedisStore {
     client: redis::Client,
     shown: String,
@@ -277,6 +291,39 @@ impl RedisStore {
             0
         };
         (self.user_group(owner), cap)
+    }
+
+    /// The Redis key of key-value entry `key`: under `mcp-auth:kv:`, which
+    /// no session, state or counter key starts with.
+    fn kv_key(&self, key: &str) -> String {
+        self.key(&["kv:", key])
+    }
+
+    /// A key-value TTL checked by [`kv_ttl`], in milliseconds.
+    fn kv_ms(&self, ttl: Duration) -> Result<u64, StoreError> {
+        let ttl = kv_ttl(ttl, &self.shown)?;
+        u64::try_from(ttl.as_millis()).map_err(|_| self.err("key-value TTL out of range"))
+    }
+
+    /// `SET key value [NX] PX ms`: true when stored.
+    async fn kv_set(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+        only_new: bool,
+    ) -> Result<bool, StoreError> {
+        let ms = self.kv_ms(ttl)?;
+        let mut c = self.conn().await?;
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.kv_key(key)).arg(value);
+        if only_new {
+            cmd.arg("NX");
+        }
+        cmd.arg("PX").arg(ms);
+        // "OK" when set; nil when NX found the key taken.
+        let set: Option<String> = cmd.query_async(&mut c).await.map_err(|e| self.failed(e))?;
+        Ok(set.is_some())
     }
 
     fn failed(&self, e: redis::RedisError) -> StoreError {
@@ -496,6 +543,35 @@ impl SessionStore for RedisStore {
         c.get(self.key(&["state:", sid]))
             .await
             .map_err(|e| self.failed(e))
+    }
+
+    async fn kv_put(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
+        self.kv_set(key, value, ttl, false).await.map(|_| ())
+    }
+
+    async fn kv_put_new(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool, StoreError> {
+        self.kv_set(key, value, ttl, true).await
+    }
+
+    async fn kv_get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut c = self.conn().await?;
+        c.get(self.kv_key(key)).await.map_err(|e| self.failed(e))
+    }
+
+    async fn kv_take(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut c = self.conn().await?;
+        // One command, so atomic: of concurrent takes only one sees the value.
+        redis::cmd("GETDEL")
+            .arg(self.kv_key(key))
+            .query_async(&mut c)
+            .await
+            .map_err(|e| self.failed(e))
+    }
+
+    async fn kv_delete(&self, key: &str) -> Result<(), StoreError> {
+        let mut c = self.conn().await?;
+        let _: i64 = c.del(self.kv_key(key)).await.map_err(|e| self.failed(e))?;
+        Ok(())
     }
 
     async fn sweep(&self) -> Result<(), StoreError> {

@@ -69,8 +69,10 @@ pub struct SessionRecord {
     pub owner: Option<String>,
 }
 
-/// The store could not answer (e.g. Redis is unreachable). Callers fail
-/// closed: no session is created or served on a guess.
+/// The store could not answer (e.g. Redis is unreachable), or refused the
+/// operation (a key-value TTL out of range, the memory store's key-value
+/// space full). Callers fail closed: no session is created or served on a
+/// guess.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("session store {store} unavailable: {reason}")]
 pub struct StoreError {
@@ -83,6 +85,46 @@ pub struct StoreError {
 /// Where sessions live. Implementations make [`reserve`](Self::reserve),
 /// [`commit`](Self::commit) and [`bind`](Self::bind) atomic, so caps and
 /// binding hold when several replicas share the store.
+///
+/// # Key-value space
+///
+/// The `kv_*` methods keep small expiring values beside the sessions, so
+/// state that must survive a hop between replicas (registered clients,
+/// pending logins, single-use authorization codes, refresh-token families,
+/// signing keys) lives where the sessions do:
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use std::time::Duration;
+/// use mcp_auth_session::{MemoryStore, SessionStore};
+///
+/// let store = MemoryStore::new();
+/// let ttl = Duration::from_secs(60);
+/// // A single-use code: issued once, redeemed at most once.
+/// store.kv_put("code:abc", b"grant", ttl).await.unwrap();
+/// assert_eq!(store.kv_take("code:abc").await.unwrap().as_deref(), Some(&b"grant"[..]));
+/// assert_eq!(store.kv_take("code:abc").await.unwrap(), None);
+/// // Generate once, replicas agree: only the first put_new stores.
+/// assert!(store.kv_put_new("signing-key", b"mine", ttl).await.unwrap());
+/// assert!(!store.kv_put_new("signing-key", b"theirs", ttl).await.unwrap());
+/// assert_eq!(store.kv_get("signing-key").await.unwrap().as_deref(), Some(&b"mine"[..]));
+/// # }
+/// ```
+///
+/// - Keys are a namespace of their own: a key never names a session, its
+///   saved state or a rate counter, whatever its text (the Redis store
+///   prefixes them with `mcp-auth:kv:`).
+/// - Values are opaque bytes, stored as given: encrypt secrets first.
+/// - Every value expires: the TTL is required. A zero TTL or one above
+///   [`KV_MAX_TTL`] is refused with [`StoreError`] (a zero TTL is almost
+///   always a computed expiry that has already passed); a TTL under a
+///   millisecond is rounded up to one (Redis counts milliseconds).
+/// - A store may refuse to store when full (the [`MemoryStore`] bounds its
+///   key-value space); it never evicts a live value to make room.
+///
+/// The methods have no default implementations: a default that pretended
+/// to store (or stored per replica) would break single use and agreement
+/// silently, so every store says how it keeps them.
 #[async_trait]
 pub trait SessionStore: Send + Sync + 'static {
     /// Reserves a slot for a new session of `owner` (`None`: anonymous),
@@ -149,11 +191,65 @@ pub trait SessionStore: Send + Sync + 'static {
     /// The saved state of `sid`.
     async fn load_state(&self, sid: &str) -> Result<Option<String>, StoreError>;
 
+    /// Stores `value` under `key` in the key-value space, replacing any
+    /// value there, for `ttl` (see [Key-value space](#key-value-space) for
+    /// the TTL rules).
+    async fn kv_put(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError>;
+
+    /// Stores `value` under `key` for `ttl` only if no live value is there;
+    /// true when this call stored it. Of several concurrent calls for one
+    /// key, on any number of replicas, exactly one gets true: use it to
+    /// agree on a value generated once (a signing key: put yours, then
+    /// [`kv_get`](Self::kv_get) the winner's) or as a replay marker.
+    async fn kv_put_new(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool, StoreError>;
+
+    /// The live value under `key`; `None` when absent or expired.
+    async fn kv_get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Removes and returns the live value under `key`, atomically: of
+    /// several concurrent takes of one key, on any number of replicas, at
+    /// most one gets the value (single-use authorization codes).
+    async fn kv_take(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Removes `key` (nothing happens when it is absent).
+    async fn kv_delete(&self, key: &str) -> Result<(), StoreError>;
+
     /// Drops expired entries (stores with native expiry may do nothing).
     async fn sweep(&self) -> Result<(), StoreError>;
 
     /// A name for logs: `memory`, or the store's URL without credentials.
     fn describe(&self) -> String;
+}
+
+/// The longest TTL a key-value entry may have (365 days); longer-lived
+/// state is written again before it expires.
+pub const KV_MAX_TTL: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
+/// Checks a key-value TTL (not zero, at most [`KV_MAX_TTL`]) and rounds it
+/// up to whole milliseconds; `store` names the store in the error.
+pub(crate) fn kv_ttl(ttl: Duration, store: &str) -> Result<Duration, StoreError> {
+    let refuse = |reason: String| StoreError {
+        store: store.to_owned(),
+        reason,
+    };
+    if ttl.is_zero() {
+        return Err(refuse(
+            "key-value TTL is zero (every entry must expire)".to_owned(),
+        ));
+    }
+    if ttl > KV_MAX_TTL {
+        return Err(refuse(format!(
+            "key-value TTL {}s exceeds the maximum of {}s",
+            ttl.as_secs(),
+            KV_MAX_TTL.as_secs()
+        )));
+    }
+    let whole = Duration::from_millis(ttl.as_millis().try_into().unwrap_or(u64::MAX));
+    Ok(if whole < ttl {
+        whole + Duration::from_millis(1)
+    } else {
+        whole
+    })
 }
 
 /// A store shared between tasks.

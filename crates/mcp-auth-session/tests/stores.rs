@@ -169,6 +169,210 @@ async fn subject_caps(s: &dyn SessionStore) {
     assert!(matches!(open(alice("c6"), "u5").await, Reserve::Granted(_)));
 }
 
+/// The key-value space's contract, the same from every store.
+async fn kv_conformance(s: &dyn SessionStore) {
+    let min = Duration::from_secs(60);
+    // Opaque bytes, not text.
+    let binary = [0u8, 255, 10, 13, 0x80, b'"'];
+    s.kv_put("bin", &binary, min).await.unwrap();
+    assert_eq!(s.kv_get("bin").await.unwrap().as_deref(), Some(&binary[..]));
+    s.kv_put("bin", b"", min).await.unwrap();
+    assert_eq!(s.kv_get("bin").await.unwrap(), Some(Vec::new()));
+    assert_eq!(s.kv_get("missing").await.unwrap(), None);
+    // put_new stores once.
+    assert!(s.kv_put_new("new", b"first", min).await.unwrap());
+    assert!(!s.kv_put_new("new", b"second", min).await.unwrap());
+    assert_eq!(
+        s.kv_get("new").await.unwrap().as_deref(),
+        Some(&b"first"[..])
+    );
+    // take is single use; delete is idempotent.
+    assert_eq!(
+        s.kv_take("new").await.unwrap().as_deref(),
+        Some(&b"first"[..])
+    );
+    assert_eq!(s.kv_take("new").await.unwrap(), None);
+    assert!(s.kv_put_new("new", b"again", min).await.unwrap());
+    s.kv_delete("new").await.unwrap();
+    s.kv_delete("new").await.unwrap();
+    assert_eq!(s.kv_get("new").await.unwrap(), None);
+    // No immortal entries.
+    for bad in [Duration::ZERO, mcp_auth_session::KV_MAX_TTL * 2] {
+        assert!(s.kv_put("ttl", b"v", bad).await.is_err());
+        assert!(s.kv_put_new("ttl", b"v", bad).await.is_err());
+    }
+    assert_eq!(s.kv_get("ttl").await.unwrap(), None);
+
+    // Its own namespace: the same text as a session id, its saved state
+    // and a counter, and neither side sees or changes the other.
+    let l = limits();
+    assert!(matches!(
+        open(s, Some("k"), "shared").await,
+        Reserve::Granted(_)
+    ));
+    s.save_state("shared", "state", &l).await.unwrap();
+    s.hit("shared", min).await.unwrap();
+    assert_eq!(s.kv_get("shared").await.unwrap(), None);
+    assert_eq!(s.kv_take("shared").await.unwrap(), None);
+    s.kv_put("shared", b"kv", min).await.unwrap();
+    s.kv_delete("shared").await.unwrap();
+    assert_eq!(
+        s.lookup("shared", &l)
+            .await
+            .unwrap()
+            .unwrap()
+            .owner
+            .as_deref(),
+        Some("k")
+    );
+    assert_eq!(
+        s.load_state("shared").await.unwrap().as_deref(),
+        Some("state")
+    );
+    assert_eq!(s.count("shared").await.unwrap().0, 1);
+    s.kv_put("shared", b"kv", min).await.unwrap();
+    s.end("shared").await.unwrap();
+    s.unhit("shared").await.unwrap();
+    assert_eq!(
+        s.kv_get("shared").await.unwrap().as_deref(),
+        Some(&b"kv"[..])
+    );
+    s.kv_delete("shared").await.unwrap();
+}
+
+/// Many tasks, spread over `a` and `b` (two replicas, or one store twice),
+/// race to take one code and to be first to store a key: each round exactly
+/// one task takes the code, exactly one stores, and everyone then reads the
+/// winner's value.
+async fn kv_races(a: Arc<dyn SessionStore>, b: Arc<dyn SessionStore>) {
+    const TASKS: u8 = 32;
+    let min = Duration::from_secs(60);
+    for round in 0..50 {
+        let code = format!("race:code:{round}");
+        let key = format!("race:key:{round}");
+        a.kv_put(&code, b"grant", min).await.unwrap();
+        let barrier = Arc::new(tokio::sync::Barrier::new(usize::from(TASKS)));
+        let tasks: Vec<_> = (0..TASKS)
+            .map(|i| {
+                let s = if i % 2 == 0 { a.clone() } else { b.clone() };
+                let (code, key, barrier) = (code.clone(), key.clone(), barrier.clone());
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    let taken = s.kv_take(&code).await.unwrap();
+                    let stored = s.kv_put_new(&key, &[i], min).await.unwrap();
+                    (taken, stored.then_some(i))
+                })
+            })
+            .collect();
+        let (mut taken, mut winners) = (Vec::new(), Vec::new());
+        for t in tasks {
+            let (got, won) = t.await.unwrap();
+            taken.extend(got);
+            winners.extend(won);
+        }
+        assert_eq!(taken, vec![b"grant".to_vec()], "round {round}: one taker");
+        assert_eq!(winners.len(), 1, "round {round}: one winner");
+        for s in [&a, &b] {
+            assert_eq!(s.kv_get(&key).await.unwrap(), Some(winners.clone()));
+            assert_eq!(s.kv_get(&code).await.unwrap(), None);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn memory_store_key_value() {
+    kv_conformance(&MemoryStore::new()).await;
+    let s: Arc<dyn SessionStore> = Arc::new(MemoryStore::new());
+    kv_races(s.clone(), s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs redis-server (tests/run-all.sh installs it)"]
+async fn redis_store_key_value_across_replicas() {
+    let redis = Peer::redis(free_port());
+    let url = redis.redis_url();
+    kv_conformance(&RedisStore::new(&url).unwrap()).await;
+
+    let a: Arc<dyn SessionStore> = Arc::new(RedisStore::new(&url).unwrap());
+    let b: Arc<dyn SessionStore> = Arc::new(RedisStore::new(&url).unwrap());
+    let min = Duration::from_secs(60);
+    // A login started on one replica finishes on the other.
+    a.kv_put("login:1", b"pending", min).await.unwrap();
+    assert_eq!(
+        b.kv_get("login:1").await.unwrap().as_deref(),
+        Some(&b"pending"[..])
+    );
+    b.kv_put("login:1", b"done", min).await.unwrap();
+    assert_eq!(
+        a.kv_take("login:1").await.unwrap().as_deref(),
+        Some(&b"done"[..])
+    );
+    assert_eq!(b.kv_take("login:1").await.unwrap(), None);
+    // Generate once, replicas agree.
+    assert!(a.kv_put_new("signing-key", b"a's key", min).await.unwrap());
+    assert!(!b.kv_put_new("signing-key", b"b's key", min).await.unwrap());
+    assert_eq!(
+        b.kv_get("signing-key").await.unwrap().as_deref(),
+        Some(&b"a's key"[..])
+    );
+    b.kv_delete("signing-key").await.unwrap();
+    assert_eq!(a.kv_get("signing-key").await.unwrap(), None);
+
+    kv_races(a, b).await;
+
+    // In Redis: exactly the entries stored, under the key-value prefix
+    // (the sessions, state and counters of the same names are elsewhere),
+    // each with its expiry.
+    let mut c = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let mut keys: Vec<String> = redis::cmd("KEYS")
+        .arg("mcp-auth:kv:*")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    keys.sort();
+    let mut expected: Vec<String> = (0..50)
+        .map(|r| format!("mcp-auth:kv:race:key:{r}"))
+        .chain(["mcp-auth:kv:bin".to_owned()])
+        .collect();
+    expected.sort();
+    assert_eq!(keys, expected);
+    for k in &keys {
+        let ttl: i64 = redis::cmd("PTTL").arg(k).query_async(&mut c).await.unwrap();
+        assert!(ttl > 50_000 && ttl <= 60_000, "{k}: PTTL {ttl}");
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs redis-server (tests/run-all.sh installs it)"]
+async fn redis_key_value_entries_expire() {
+    let redis = Peer::redis(free_port());
+    let a = RedisStore::new(&redis.redis_url()).unwrap();
+    let b = RedisStore::new(&redis.redis_url()).unwrap();
+    let short = Duration::from_millis(100);
+    a.kv_put("code", b"grant", short).await.unwrap();
+    assert!(a.kv_put_new("marker", b"seen", short).await.unwrap());
+    assert!(!b.kv_put_new("marker", b"seen", short).await.unwrap());
+    assert_eq!(
+        b.kv_get("code").await.unwrap().as_deref(),
+        Some(&b"grant"[..])
+    );
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert_eq!(b.kv_get("code").await.unwrap(), None);
+    assert_eq!(b.kv_take("code").await.unwrap(), None);
+    // An expired replay marker no longer blocks.
+    assert!(b.kv_put_new("marker", b"seen", short).await.unwrap());
+    // A sub-millisecond TTL is rounded up, not immortal.
+    a.kv_put("tiny", b"v", Duration::from_nanos(1))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(a.kv_get("tiny").await.unwrap(), None);
+}
+
 #[tokio::test]
 async fn memory_store_conformance() {
     conformance(&MemoryStore::new()).await;
