@@ -117,10 +117,20 @@ impl ServerHandler for Tools {
     }
 
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
-            .with_server_info(Implementation::new(self.name.clone(), self.version.clone()))
-            .with_instructions(
-                "get_time returns the current time; whoami shows who you are authenticated as.",
-            )
+        // Prompts, resources and completions are advertised, and empty:
+        // clients that list everything get empty lists instead of
+        // "method not found" (rmcp refuses unadvertised methods).
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_completions()
+                .enable_prompts()
+                .enable_resources()
+                .enable_tools()
+                .build(),
+        )
+        .with_server_info(Implementation::new(self.name.clone(), self.version.clone()))
+        .with_instructions(
+            "get_time returns the current time; whoami shows who you are authenticated as.",
+        )
     }
 }
