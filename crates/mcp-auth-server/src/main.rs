@@ -9,7 +9,11 @@ use std::{path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
 
 use clap::Parser;
 use mcp_auth_core::{SharedAuthenticator, settings::ConfigError};
-use mcp_auth_strategies::{ApiKeyAuthenticator, settings::authenticator_from_settings};
+use mcp_auth_proxy::{EndpointOptions, settings::ProxySettings};
+use mcp_auth_strategies::{
+    ApiKeyAuthenticator,
+    settings::{Strategy, chain, strategy_from_settings},
+};
 use mcp_auth_transport::{HttpConfig, McpHttpApp, ToolScopes, Transports};
 use rmcp::ServiceExt;
 use settings::{ServerSettings, Transport};
@@ -55,6 +59,8 @@ enum Error {
     Io(#[from] std::io::Error),
     #[error("stdio transport: {0}")]
     Stdio(String),
+    #[error("{0}")]
+    Facade(#[from] mcp_auth_proxy::settings::BuildError),
 }
 
 fn main() -> ExitCode {
@@ -169,11 +175,38 @@ async fn serve_http(
     let server_url = s.server_url_for(bound.port());
     let mut http = HttpConfig::from_settings(merged, server_url.clone())?;
     http.tool_scopes = tool_scopes(merged)?;
+    // The facade's settings are checked before anything starts.
+    let facade_settings = match &s.strategies {
+        Some(k)
+            if k.contains(&Strategy::OAuth2)
+                && mcp_auth_proxy::settings::facade_requested(merged) =>
+        {
+            Some(ProxySettings::from_settings(merged, &server_url)?)
+        }
+        _ => None,
+    };
+    let store = mcp_auth_session::store_from_settings(merged)?;
+    tracing::info!(store = %store.describe(), "session store");
+    let mut facade = None;
     let (authenticator, generated) = match &s.strategies {
-        Some(strategies) => (
-            authenticator_from_settings(strategies, merged, server_url.as_str())?,
-            None,
-        ),
+        Some(strategies) => {
+            let mut members: Vec<SharedAuthenticator> = Vec::with_capacity(strategies.len());
+            for kind in strategies {
+                if let (Strategy::OAuth2, Some(settings)) = (kind, facade_settings.clone()) {
+                    // The login facade: this server is the authorization
+                    // server MCP clients see; users log in at the provider.
+                    let proxy = settings.build(server_url.clone(), store.clone()).await?;
+                    tracing::info!(issuer = %proxy.config().issuer_id(), "authorization-server facade");
+                    members.push(Arc::new(proxy.authenticator().map_err(|e| {
+                        ConfigError::new("MCP_PROXY_SIGNING_KEY", e.to_string())
+                    })?));
+                    facade = Some(proxy);
+                } else {
+                    members.push(strategy_from_settings(*kind, merged, server_url.as_str())?);
+                }
+            }
+            (chain(members)?, None)
+        }
         None => {
             // Nothing configured: a key for this run, printed once.
             let key = generate_key()?;
@@ -183,9 +216,10 @@ async fn serve_http(
         }
     };
     let tools = Tools::new(s.name.clone(), s.version.clone(), http.tool_scopes.clone());
-    let store = mcp_auth_session::store_from_settings(merged)?;
-    tracing::info!(store = %store.describe(), "session store");
-    let app = McpHttpApp::shared(http, authenticator)?.with_store(store);
+    let mut app = McpHttpApp::shared(http, authenticator)?.with_store(store);
+    if let Some(proxy) = &facade {
+        app = app.with_public_routes(proxy.router(EndpointOptions::default()));
+    }
     let router = app.rmcp_router_with(move || Ok(tools.clone()), transports);
     if let Some(key) = generated {
         print_generated_key(&key, &server_url);

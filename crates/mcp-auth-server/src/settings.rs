@@ -33,6 +33,7 @@ pub fn known() -> Vec<&'static str> {
     for list in [
         OWN,
         mcp_auth_strategies::VARIABLES,
+        mcp_auth_proxy::VARIABLES,
         mcp_auth_cognito::VARIABLES,
         mcp_auth_jwt::VARIABLES,
         mcp_auth_transport::VARIABLES,
@@ -54,16 +55,9 @@ pub fn known() -> Vec<&'static str> {
 pub const FOR_OTHERS: &[&str] = &["COGNITO_APP_CLIENT_SECRET", "COGNITO_DOMAIN"];
 
 /// Seed variables that do not apply to this server. Setting one is
-/// reported, so nobody believes they have an effect.
-pub const NOT_YET: &[&str] = &[
-    // The seed's server-side OAuth client settings: this server is a
-    // resource server and never runs an authorization flow itself.
-    "MCP_OAUTH_AUTH_URL",
-    "MCP_OAUTH_TOKEN_URL",
-    "MCP_OAUTH_CALLBACK_URL",
-    "MCP_OAUTH_SCOPE",
-    "MCP_OAUTH_USERINFO_URL",
-];
+/// reported, so nobody believes they have an effect. (The seed's
+/// server-side OAuth client settings now drive the login facade.)
+pub const NOT_YET: &[&str] = &[];
 
 /// The merged settings.
 pub type Merged = HashMap<String, String>;
@@ -204,10 +198,26 @@ impl ServerSettings {
     /// the reason.
     pub fn ignored(m: &Merged) -> Vec<(&'static str, &'static str)> {
         let set = |n: &&&str| Lookup::get(m, n).is_some();
-        let not_yet = NOT_YET.iter().filter(set).map(|n| {
+        let not_yet = NOT_YET
+            .iter()
+            .filter(set)
+            .map(|n| (*n, "not supported by this server"));
+        let oauth2 = Lookup::get(m, "MCP_AUTH_STRATEGY")
+            .is_some_and(|s| s.split(',').any(|k| matches!(k.trim(), "oauth2" | "oauth")));
+        let facade = [
+            "MCP_OAUTH_AUTH_URL",
+            "MCP_OAUTH_TOKEN_URL",
+            "MCP_OAUTH_CALLBACK_URL",
+            "MCP_OAUTH_SCOPE",
+            "MCP_OAUTH_USERINFO_URL",
+        ]
+        .into_iter()
+        .filter(move |_| !oauth2)
+        .filter(|n| Lookup::get(m, n).is_some())
+        .map(|n| {
             (
-                *n,
-                "this server is a resource server and runs no authorization flow itself",
+                n,
+                "the login facade runs only with MCP_AUTH_STRATEGY=oauth2",
             )
         });
         let others = FOR_OTHERS.iter().filter(set).map(|n| {
@@ -216,7 +226,7 @@ impl ServerSettings {
                 "read by mcp-auth-client and mcp-auth-cognito, not by the server",
             )
         });
-        not_yet.chain(others).collect()
+        not_yet.chain(facade).chain(others).collect()
     }
 
     /// `MCP_SERVER_URL`, or one derived from the bound address.
@@ -375,6 +385,12 @@ mod tests {
         .map(|(n, _)| n)
         .collect();
         assert_eq!(ignored, vec!["MCP_OAUTH_SCOPE", "COGNITO_DOMAIN"]);
+        // With oauth2 the seed's login variables drive the facade.
+        let ignored = ServerSettings::ignored(&merged(&[
+            ("MCP_AUTH_STRATEGY", "oauth2"),
+            ("MCP_OAUTH_SCOPE", "x"),
+        ]));
+        assert!(ignored.is_empty(), "{ignored:?}");
     }
 
     #[test]
@@ -408,6 +424,7 @@ mod documentation {
         let cases: &[(&str, &[&str], &[&str])] = &[
             ("mcp-auth-jwt", mcp_auth_jwt::VARIABLES, &[]),
             ("mcp-auth-strategies", mcp_auth_strategies::VARIABLES, &[]),
+            ("mcp-auth-proxy", mcp_auth_proxy::VARIABLES, &[]),
             ("mcp-auth-cognito", mcp_auth_cognito::VARIABLES, &["bin"]),
             ("mcp-auth-session", mcp_auth_session::VARIABLES, &[]),
             ("mcp-auth-transport", mcp_auth_transport::VARIABLES, &[]),

@@ -199,8 +199,13 @@ pub fn authenticator_from_settings(
 ) -> Result<SharedAuthenticator, ConfigError> {
     let mut members: Vec<SharedAuthenticator> = Vec::with_capacity(strategies.len());
     for kind in strategies {
-        members.push(member(*kind, l, server_url)?);
+        members.push(strategy_from_settings(*kind, l, server_url)?);
     }
+    chain(members)
+}
+
+/// One member, several chained (in order) or an error for none.
+pub fn chain(mut members: Vec<SharedAuthenticator>) -> Result<SharedAuthenticator, ConfigError> {
     match members.len() {
         0 => Err(ConfigError::new(
             "MCP_AUTH_STRATEGY",
@@ -215,7 +220,11 @@ pub fn authenticator_from_settings(
     }
 }
 
-fn member(
+/// One strategy's authenticator from its settings (what
+/// [`authenticator_from_settings`] builds each member with; a server that
+/// builds one member itself, e.g. the authorization-server facade for
+/// `oauth2`, calls this for the others and [`chain`]s them).
+pub fn strategy_from_settings(
     kind: Strategy,
     l: &dyn Lookup,
     server_url: &str,

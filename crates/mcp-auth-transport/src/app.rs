@@ -58,6 +58,7 @@ pub struct McpHttpApp {
     authenticator: SharedAuthenticator,
     cancel: CancellationToken,
     store: SharedStore,
+    public: Option<Router>,
 }
 
 impl McpHttpApp {
@@ -95,6 +96,7 @@ impl McpHttpApp {
             authenticator,
             cancel: CancellationToken::new(),
             store: Arc::new(MemoryStore::new()),
+            public: None,
         })
     }
 
@@ -102,6 +104,17 @@ impl McpHttpApp {
     /// replicas) instead of this process's memory.
     pub fn with_store(mut self, store: SharedStore) -> Self {
         self.store = store;
+        self
+    }
+
+    /// Serve `routes` next to the MCP endpoint without authentication
+    /// (e.g. the authorization-server facade of `mcp-auth-proxy`), behind
+    /// the same Host/Origin guard, CORS, body limit and timeout.
+    pub fn with_public_routes(mut self, routes: Router) -> Self {
+        self.public = Some(match self.public.take() {
+            Some(existing) => existing.merge(routes),
+            None => routes,
+        });
         self
     }
 
@@ -255,6 +268,9 @@ impl McpHttpApp {
         );
         self.start_sweeper();
         let mut router = protected.route("/health", get(health));
+        if let Some(public) = self.public.clone() {
+            router = router.merge(public);
+        }
         if let Some(md) = self.metadata() {
             let md = Arc::new(md);
             let handler = move || {

@@ -40,8 +40,14 @@ impl Server {
     pub fn start_in(env: &[(&str, &str)], args: &[&str], prepare: impl FnOnce(&Path)) -> Server {
         let dir = tempfile::tempdir().unwrap();
         prepare(dir.path());
+        // A test that needs the port in advance passes PORT; any free one
+        // otherwise.
+        let port = env
+            .iter()
+            .find(|(k, _)| *k == "PORT")
+            .map_or("0", |(_, v)| *v);
         let mut child = command(dir.path(), env)
-            .args(["--port", "0"])
+            .args(["--port", port])
             .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

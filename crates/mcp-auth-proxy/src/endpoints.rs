@@ -1,0 +1,975 @@
+//! The facade's HTTP endpoints: RFC 8414 metadata, JWKS, registration
+//! (RFC 7591), `/oauth/authorize` with the consent page, the upstream
+//! callback, `/oauth/token` and `/oauth/revoke` (RFC 7009).
+
+use std::{collections::HashMap, net::SocketAddr, time::Duration};
+
+use axum::{
+    Form, Json, Router,
+    extract::{ConnectInfo, Query, State},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Redirect, Response},
+    routing::{get, post},
+};
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use crate::{
+    clients::{
+        ClientInfo, FetchGuard, GrantType, RegistrationPolicy, fetch_metadata_document,
+        is_metadata_document_client_id, register,
+    },
+    consent,
+    facade::{OAuthProxy, now_secs},
+    grants::{Grant, GrantError, Grants},
+    keys::{digest_b64, random_token},
+};
+
+/// Paths of the facade's endpoints, under the issuer (the server's origin).
+pub mod paths {
+    /// RFC 8414 metadata.
+    pub const METADATA: &str = "/.well-known/oauth-authorization-server";
+    /// The authorization endpoint.
+    pub const AUTHORIZE: &str = "/oauth/authorize";
+    /// Where the consent form posts.
+    pub const CONSENT: &str = "/oauth/consent";
+    /// The token endpoint.
+    pub const TOKEN: &str = "/oauth/token";
+    /// The registration endpoint (RFC 7591).
+    pub const REGISTER: &str = "/oauth/register";
+    /// The revocation endpoint (RFC 7009).
+    pub const REVOKE: &str = "/oauth/revoke";
+    /// The signing key (`jwks_uri`).
+    pub const JWKS: &str = "/oauth/jwks";
+}
+
+/// Options of the endpoints that are policy rather than protocol.
+#[derive(Debug, Clone)]
+pub struct EndpointOptions {
+    /// Dynamic registration limits.
+    pub registration: RegistrationPolicy,
+    /// Registrations allowed per client address per hour (default 20).
+    pub registrations_per_hour: u64,
+    /// The SSRF guard for client ID metadata documents.
+    pub metadata_guard: FetchGuard,
+    /// How long a fetched metadata document is kept when it says nothing
+    /// (its `Cache-Control` max-age, bounded by the guard, wins).
+    pub metadata_ttl: Duration,
+    /// Clients from the configuration.
+    pub preregistered: Vec<ClientInfo>,
+}
+
+impl Default for EndpointOptions {
+    fn default() -> Self {
+        Self {
+            registration: RegistrationPolicy::default(),
+            registrations_per_hour: 20,
+            metadata_guard: FetchGuard::default(),
+            metadata_ttl: Duration::from_secs(3600),
+            preregistered: Vec::new(),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct App {
+    proxy: OAuthProxy,
+    opts: std::sync::Arc<EndpointOptions>,
+}
+
+impl OAuthProxy {
+    /// The facade's endpoints, to merge into the server's router (next to
+    /// the MCP endpoint; not behind its authentication). The callback is
+    /// served at the path of the upstream callback URL.
+    pub fn router(&self, opts: EndpointOptions) -> Router {
+        let callback_path = self
+            .inner
+            .upstream
+            .callback()
+            .and_then(|c| Url::parse(c).ok())
+            .map_or_else(|| "/oauth/callback".to_owned(), |u| u.path().to_owned());
+        let app = App {
+            proxy: self.clone(),
+            opts: std::sync::Arc::new(opts),
+        };
+        Router::new()
+            .route(paths::METADATA, get(metadata))
+            .route(paths::JWKS, get(jwks))
+            .route(paths::REGISTER, post(registration))
+            .route(paths::AUTHORIZE, get(authorize))
+            .route(paths::CONSENT, post(consent_decision))
+            .route(&callback_path, get(callback))
+            .route(paths::TOKEN, post(token))
+            .route(paths::REVOKE, post(revoke))
+            .with_state(app)
+    }
+
+    /// The RFC 8414 metadata document.
+    pub fn metadata(&self) -> serde_json::Value {
+        let cfg = &self.inner.cfg;
+        let mut md = serde_json::json!({
+            "issuer": cfg.issuer_id(),
+            "authorization_endpoint": cfg.endpoint(paths::AUTHORIZE),
+            "token_endpoint": cfg.endpoint(paths::TOKEN),
+            "registration_endpoint": cfg.endpoint(paths::REGISTER),
+            "revocation_endpoint": cfg.endpoint(paths::REVOKE),
+            "jwks_uri": cfg.endpoint(paths::JWKS),
+            "response_types_supported": ["code"],
+            "response_modes_supported": ["query"],
+            "grant_types_supported": ["authorization_code", "refresh_token"],
+            "code_challenge_methods_supported": ["S256"],
+            "token_endpoint_auth_methods_supported": ["none", "client_secret_basic", "client_secret_post"],
+            "revocation_endpoint_auth_methods_supported": ["none", "client_secret_basic", "client_secret_post"],
+            "client_id_metadata_document_supported": true,
+            "authorization_response_iss_parameter_supported": true,
+        });
+        if !cfg.scopes_supported.is_empty() {
+            md["scopes_supported"] = cfg.scopes_supported.clone().into();
+        }
+        md
+    }
+}
+
+fn no_store(mut r: Response) -> Response {
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// An OAuth error response (RFC 6749 §5.2 shape).
+fn oauth_error(status: StatusCode, code: &str, description: &str) -> Response {
+    no_store(
+        (
+            status,
+            Json(serde_json::json!({"error": code, "error_description": description})),
+        )
+            .into_response(),
+    )
+}
+
+async fn metadata(State(app): State<App>) -> Response {
+    Json(app.proxy.metadata()).into_response()
+}
+
+async fn jwks(State(app): State<App>) -> Response {
+    Json(app.proxy.jwks()).into_response()
+}
+
+fn client_key(client_id: &str) -> String {
+    format!("proxy:client:{}", digest_b64(client_id.as_bytes()))
+}
+
+impl App {
+    /// The client named `client_id`: pre-registered, registered here, or
+    /// a metadata document (fetched behind the SSRF guard, cached).
+    async fn client(&self, client_id: &str) -> Result<Option<ClientInfo>, String> {
+        if let Some(c) = self
+            .opts
+            .preregistered
+            .iter()
+            .find(|c| c.client_id == client_id)
+        {
+            return Ok(Some(c.clone()));
+        }
+        let store = &self.proxy.inner.store;
+        let key = client_key(client_id);
+        let now = now_secs();
+        if let Some(bytes) = store.kv_get(&key).await.map_err(|e| e.to_string())? {
+            let c: ClientInfo = serde_json::from_slice(&bytes)
+                .map_err(|_| "stored client unreadable".to_owned())?;
+            if !c.is_expired(now) {
+                return Ok(Some(c));
+            }
+        }
+        if is_metadata_document_client_id(client_id) {
+            // Fetched behind the SSRF guard; kept for the document's own
+            // max-age (60 s to 1 h), so replicas share one fetch.
+            let c = fetch_metadata_document(client_id, &self.opts.metadata_guard)
+                .await
+                .map_err(|e| format!("client metadata document refused: {e}"))?;
+            let ttl = c.expires_at.map_or(self.opts.metadata_ttl, |t| {
+                Duration::from_secs(t.saturating_sub(now).max(1))
+            });
+            let bytes = serde_json::to_vec(&c).map_err(|e| e.to_string())?;
+            store
+                .kv_put(&key, &bytes, ttl)
+                .await
+                .map_err(|e| e.to_string())?;
+            return Ok(Some(c));
+        }
+        Ok(None)
+    }
+}
+
+async fn registration(State(app): State<App>, req: axum::extract::Request) -> Response {
+    let store = &app.proxy.inner.store;
+    let who = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or_else(|| "unknown".to_owned(), |ConnectInfo(a)| a.ip().to_string());
+    let Ok(body) = axum::body::to_bytes(req.into_body(), 64 * 1024).await else {
+        return oauth_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_client_metadata",
+            "the registration request is too large",
+        );
+    };
+    match store
+        .hit(&format!("proxy-reg:{who}"), Duration::from_secs(3600))
+        .await
+    {
+        Ok((n, _)) if n > app.opts.registrations_per_hour => {
+            return oauth_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_requests",
+                "too many registrations from this address; try again later",
+            );
+        }
+        Ok(_) => {}
+        Err(_) => {
+            return oauth_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                "store unavailable",
+            );
+        }
+    }
+    let Ok(request) = serde_json::from_slice::<serde_json::Value>(&body) else {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_client_metadata",
+            "the body is not a JSON object",
+        );
+    };
+    let now = now_secs();
+    let (client, _secret, response) = match register(&request, &app.opts.registration, now) {
+        Ok(r) => r,
+        Err(e) => {
+            return no_store((StatusCode::BAD_REQUEST, Json(e.to_response_body())).into_response());
+        }
+    };
+    let ttl = client
+        .expires_at
+        .map_or(Duration::from_secs(30 * 86_400), |t| {
+            Duration::from_secs(t.saturating_sub(now).max(1))
+        });
+    let Ok(bytes) = serde_json::to_vec(&client) else {
+        return oauth_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "cannot store",
+        );
+    };
+    if store
+        .kv_put(&client_key(&client.client_id), &bytes, ttl)
+        .await
+        .is_err()
+    {
+        return oauth_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            "cannot store the registration",
+        );
+    }
+    tracing::info!(client = %client.client_name, "client registered");
+    no_store((StatusCode::CREATED, Json(response)).into_response())
+}
+
+/// An authorization request waiting for consent and the upstream login.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct PendingLogin {
+    client_id: String,
+    redirect_uri: String,
+    state: Option<String>,
+    code_challenge: String,
+    scopes: Vec<String>,
+    resource: String,
+}
+
+/// The upstream half of a login, keyed by the state sent upstream.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct UpstreamLeg {
+    request: String,
+    pkce_verifier: String,
+    nonce: String,
+}
+
+/// An error page: for what cannot be trusted to the redirect URI.
+fn error_page(status: StatusCode, title: &str, message: &str) -> Response {
+    let mut r = (status, consent::render_error(title, message)).into_response();
+    r.headers_mut().extend(consent::page_headers(&[]));
+    r
+}
+
+/// Sends the browser back to the client with `params` (and `state`, `iss`).
+fn back_to_client(
+    redirect_uri: &str,
+    params: &[(&str, &str)],
+    state: Option<&str>,
+    issuer: &str,
+) -> Response {
+    let Ok(mut url) = Url::parse(redirect_uri) else {
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            "Invalid redirect",
+            "The application's redirect URI is not a URL.",
+        );
+    };
+    {
+        let mut q = url.query_pairs_mut();
+        for (k, v) in params {
+            q.append_pair(k, v);
+        }
+        if let Some(s) = state {
+            q.append_pair("state", s);
+        }
+        q.append_pair("iss", issuer);
+    }
+    no_store(Redirect::to(url.as_str()).into_response())
+}
+
+fn browser_binding(app: &App, headers: &HeaderMap) -> Option<String> {
+    let secure = app.proxy.inner.cfg.issuer.scheme() == "https";
+    consent::binding_from_headers(headers, secure).map(str::to_owned)
+}
+
+async fn authorize(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let proxy = &app.proxy;
+    let cfg = &proxy.inner.cfg;
+    let issuer = cfg.issuer_id();
+    let Some(client_id) = q.get("client_id") else {
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            "Missing client",
+            "The request names no client (client_id).",
+        );
+    };
+    let client = match app.client(client_id).await {
+        Ok(Some(c)) => c,
+        Ok(None) => {
+            return error_page(
+                StatusCode::BAD_REQUEST,
+                "Unknown application",
+                "This application is not registered with this server. Ask it to register again.",
+            );
+        }
+        Err(why) => {
+            tracing::warn!(reason = %why, "authorization request with an unusable client");
+            return error_page(
+                StatusCode::BAD_REQUEST,
+                "Unknown application",
+                "This application could not be verified.",
+            );
+        }
+    };
+    let Some(redirect_uri) = q
+        .get("redirect_uri")
+        .filter(|r| client.allows_redirect_uri(r))
+    else {
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            "Invalid redirect",
+            "The address this request would send you back to is not one the application registered.",
+        );
+    };
+    let state = q.get("state").map(String::as_str);
+    let fail = |code: &str, why: &str| {
+        back_to_client(
+            redirect_uri,
+            &[("error", code), ("error_description", why)],
+            state,
+            &issuer,
+        )
+    };
+    if q.get("response_type").map(String::as_str) != Some("code") {
+        return fail(
+            "unsupported_response_type",
+            "only response_type=code is supported",
+        );
+    }
+    if !client.allows_grant_type(GrantType::AuthorizationCode) {
+        return fail(
+            "unauthorized_client",
+            "the client did not register the authorization_code grant",
+        );
+    }
+    let Some(challenge) = q
+        .get("code_challenge")
+        .filter(|c| (43..=128).contains(&c.len()))
+    else {
+        return fail(
+            "invalid_request",
+            "PKCE is required: code_challenge with code_challenge_method=S256",
+        );
+    };
+    if q.get("code_challenge_method").map(String::as_str) != Some("S256") {
+        return fail("invalid_request", "PKCE code_challenge_method must be S256");
+    }
+    let resource = cfg.resource.to_string();
+    if let Some(r) = q.get("resource")
+        && r.trim_end_matches('/') != resource.trim_end_matches('/')
+    {
+        return fail(
+            "invalid_target",
+            "this server issues tokens for its own resource only",
+        );
+    }
+    // What the facade may grant is `scopes_supported`; a request for more
+    // gets the part it may have (RFC 6749 §3.3: the token response says
+    // which), and a request for nothing it may have is refused.
+    let requested: Vec<String> = match q.get("scope") {
+        Some(s) if !s.trim().is_empty() => s.split_whitespace().map(str::to_owned).collect(),
+        _ => cfg.scopes_supported.clone(),
+    };
+    let scopes: Vec<String> = if cfg.scopes_supported.is_empty() {
+        requested.clone()
+    } else {
+        requested
+            .iter()
+            .filter(|s| cfg.scopes_supported.contains(s))
+            .cloned()
+            .collect()
+    };
+    if scopes.is_empty() && !requested.is_empty() {
+        return fail("invalid_scope", "none of the requested scopes is offered");
+    }
+    let Ok(request_id) = random_token(24) else {
+        return fail("server_error", "no randomness");
+    };
+    let pending = PendingLogin {
+        client_id: client.client_id.clone(),
+        redirect_uri: redirect_uri.clone(),
+        state: state.map(str::to_owned),
+        code_challenge: challenge.clone(),
+        scopes: scopes.clone(),
+        resource,
+    };
+    let store = &proxy.inner.store;
+    let Ok(bytes) = serde_json::to_vec(&pending) else {
+        return fail("server_error", "cannot keep the request");
+    };
+    if store
+        .kv_put(&format!("proxy:login:{request_id}"), &bytes, cfg.login_ttl)
+        .await
+        .is_err()
+    {
+        return fail("temporarily_unavailable", "store unavailable");
+    }
+    let (binding, new_cookie) = match browser_binding(&app, &headers) {
+        Some(b) => (b, false),
+        None => match consent::new_browser_binding() {
+            Some(b) => (b, true),
+            None => return fail("server_error", "no randomness"),
+        },
+    };
+    // Approved before in this browser, for these scopes: straight on.
+    if !new_cookie && consented(&app, &binding, &client.client_id, &scopes).await {
+        return to_upstream(&app, &request_id).await;
+    }
+    let csrf = consent::csrf_token(&proxy.inner.csrf_secret, &binding, &request_id);
+    let lines: Vec<consent::ScopeLine<'_>> = scopes
+        .iter()
+        .map(|s| consent::ScopeLine {
+            scope: s,
+            description: None,
+        })
+        .collect();
+    let Some(redirect) = consent::RedirectTarget::from_redirect_uri(redirect_uri) else {
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            "Invalid redirect",
+            "The application's redirect address cannot be used.",
+        );
+    };
+    let kind = match client.kind {
+        crate::clients::ClientKind::Preregistered => consent::ClientKind::Preregistered,
+        crate::clients::ClientKind::Dynamic => consent::ClientKind::Dynamic,
+        crate::clients::ClientKind::MetadataDocument => consent::ClientKind::MetadataDocument,
+    };
+    let page = consent::render_consent(&consent::ConsentView {
+        client_name: &client.client_name,
+        client_id: &client.client_id,
+        client_kind: kind,
+        redirect,
+        scopes: &lines,
+        server_name: "",
+        resource: cfg.resource.as_str(),
+        provider_name: proxy.inner.upstream.name(),
+        csrf_token: &csrf,
+        request_id: &request_id,
+        form_action: paths::CONSENT,
+    });
+    let mut r = (StatusCode::OK, page).into_response();
+    let upstream = proxy.inner.upstream.authorize_url();
+    r.headers_mut().extend(consent::page_headers(&[
+        upstream.as_str(),
+        redirect_uri.as_str(),
+    ]));
+    if new_cookie {
+        let secure = cfg.issuer.scheme() == "https";
+        if let Some(v) = consent::binding_set_cookie(&binding, secure, 365 * 86_400) {
+            r.headers_mut().append(header::SET_COOKIE, v);
+        }
+    }
+    r
+}
+
+fn consent_key(binding: &str, client_id: &str) -> String {
+    format!(
+        "proxy:consent:{}:{}",
+        digest_b64(binding.as_bytes()),
+        digest_b64(client_id.as_bytes())
+    )
+}
+
+async fn consented(app: &App, binding: &str, client_id: &str, scopes: &[String]) -> bool {
+    let Ok(Some(bytes)) = app
+        .proxy
+        .inner
+        .store
+        .kv_get(&consent_key(binding, client_id))
+        .await
+    else {
+        return false;
+    };
+    let granted: Vec<String> = serde_json::from_slice(&bytes).unwrap_or_default();
+    scopes.iter().all(|s| granted.contains(s))
+}
+
+#[derive(Deserialize)]
+struct ConsentForm {
+    request: String,
+    csrf: String,
+    decision: String,
+}
+
+async fn consent_decision(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Form(form): Form<ConsentForm>,
+) -> Response {
+    let proxy = &app.proxy;
+    let cfg = &proxy.inner.cfg;
+    let binding = browser_binding(&app, &headers).unwrap_or_default();
+    if binding.is_empty()
+        || !consent::csrf_valid(
+            &proxy.inner.csrf_secret,
+            &binding,
+            &form.request,
+            &form.csrf,
+        )
+    {
+        return error_page(
+            StatusCode::FORBIDDEN,
+            "Request expired",
+            "This approval did not come from the page this server showed you. Start the login again from the application.",
+        );
+    }
+    let store = &proxy.inner.store;
+    let key = format!("proxy:login:{}", form.request);
+    let Ok(Some(bytes)) = store.kv_get(&key).await else {
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            "Request expired",
+            "This login took too long. Start it again from the application.",
+        );
+    };
+    let Ok(pending) = serde_json::from_slice::<PendingLogin>(&bytes) else {
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            "Request expired",
+            "Start the login again from the application.",
+        );
+    };
+    if form.decision != "allow" {
+        let _ = store.kv_delete(&key).await;
+        return back_to_client(
+            &pending.redirect_uri,
+            &[
+                ("error", "access_denied"),
+                ("error_description", "the user denied the request"),
+            ],
+            pending.state.as_deref(),
+            &cfg.issuer_id(),
+        );
+    }
+    if let Ok(bytes) = serde_json::to_vec(&pending.scopes) {
+        let _ = store
+            .kv_put(
+                &consent_key(&binding, &pending.client_id),
+                &bytes,
+                cfg.consent_ttl,
+            )
+            .await;
+    }
+    to_upstream(&app, &form.request).await
+}
+
+async fn to_upstream(app: &App, request_id: &str) -> Response {
+    let proxy = &app.proxy;
+    let Ok(start) = proxy.inner.upstream.start_login() else {
+        return error_page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Try again",
+            "The login could not be started.",
+        );
+    };
+    let leg = UpstreamLeg {
+        request: request_id.to_owned(),
+        pkce_verifier: start.pkce_verifier,
+        nonce: start.nonce,
+    };
+    let sealed = serde_json::to_vec(&leg)
+        .ok()
+        .and_then(|b| proxy.inner.sealer.seal(&b, b"proxy:upstream").ok());
+    let Some(sealed) = sealed else {
+        return error_page(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Try again",
+            "The login could not be started.",
+        );
+    };
+    if proxy
+        .inner
+        .store
+        .kv_put(
+            &format!("proxy:upstream:{}", digest_b64(start.state.as_bytes())),
+            &sealed,
+            proxy.inner.cfg.login_ttl,
+        )
+        .await
+        .is_err()
+    {
+        return error_page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Try again",
+            "The login could not be started.",
+        );
+    }
+    no_store(Redirect::to(start.url.as_str()).into_response())
+}
+
+async fn callback(State(app): State<App>, Query(q): Query<HashMap<String, String>>) -> Response {
+    let proxy = &app.proxy;
+    let cfg = &proxy.inner.cfg;
+    let store = &proxy.inner.store;
+    let expired = || {
+        error_page(
+            StatusCode::BAD_REQUEST,
+            "Login expired",
+            "This login is unknown or took too long. Start it again from the application.",
+        )
+    };
+    let Some(state) = q.get("state") else {
+        return expired();
+    };
+    let leg = match store
+        .kv_take(&format!("proxy:upstream:{}", digest_b64(state.as_bytes())))
+        .await
+    {
+        Ok(Some(sealed)) => proxy
+            .inner
+            .sealer
+            .open(&sealed, b"proxy:upstream")
+            .ok()
+            .and_then(|b| serde_json::from_slice::<UpstreamLeg>(&b).ok()),
+        _ => None,
+    };
+    let Some(leg) = leg else {
+        return expired();
+    };
+    let pending = match store.kv_take(&format!("proxy:login:{}", leg.request)).await {
+        Ok(Some(b)) => serde_json::from_slice::<PendingLogin>(&b).ok(),
+        _ => None,
+    };
+    let Some(pending) = pending else {
+        return expired();
+    };
+    let issuer = cfg.issuer_id();
+    let back = |params: &[(&str, &str)]| {
+        back_to_client(
+            &pending.redirect_uri,
+            params,
+            pending.state.as_deref(),
+            &issuer,
+        )
+    };
+    if let Some(err) = q.get("error") {
+        tracing::info!(error = %err, "the provider refused the login");
+        let code = if err == "access_denied" {
+            "access_denied"
+        } else {
+            "server_error"
+        };
+        return back(&[
+            ("error", code),
+            ("error_description", "the provider refused the login"),
+        ]);
+    }
+    let Some(code) = q.get("code") else {
+        return back(&[
+            ("error", "server_error"),
+            ("error_description", "the provider sent no code"),
+        ]);
+    };
+    let (user, tokens) = match proxy
+        .inner
+        .upstream
+        .finish_login(code, &leg.pkce_verifier, &leg.nonce)
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, "upstream login failed");
+            return back(&[
+                ("error", "server_error"),
+                ("error_description", "the login at the provider failed"),
+            ]);
+        }
+    };
+    let Ok(family) = Grants::new_family() else {
+        return back(&[("error", "server_error")]);
+    };
+    // The provider's tokens stay here, sealed, for tools acting for the user.
+    if let Ok(bytes) = serde_json::to_vec(&tokens)
+        && let Ok(sealed) = proxy.inner.sealer.seal(&bytes, family.as_bytes())
+    {
+        let _ = store
+            .kv_put(
+                &format!("proxy:upstream-tokens:{family}"),
+                &sealed,
+                cfg.grants.refresh,
+            )
+            .await;
+    }
+    tracing::info!(client = %pending.client_id, "login finished");
+    let grant = Grant {
+        family,
+        client_id: pending.client_id.clone(),
+        user,
+        scopes: pending.scopes.clone(),
+        resource: pending.resource.clone(),
+    };
+    match proxy
+        .inner
+        .grants
+        .issue_code(grant, &pending.redirect_uri, &pending.code_challenge)
+        .await
+    {
+        Ok(code) => back(&[("code", &code)]),
+        Err(_) => back(&[("error", "temporarily_unavailable")]),
+    }
+}
+
+/// The client a token or revocation request authenticates as, per its
+/// registration: HTTP Basic or form secret for confidential clients, the
+/// `client_id` alone for public ones.
+async fn authenticate_client(
+    app: &App,
+    headers: &HeaderMap,
+    form: &HashMap<String, String>,
+) -> Result<ClientInfo, Response> {
+    let basic = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(|b| {
+            base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b.trim()).ok()
+        })
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|s| {
+            s.split_once(':')
+                .map(|(i, p)| (form_urldecode(i), form_urldecode(p)))
+        });
+    let (client_id, secret) = match (&basic, form.get("client_id")) {
+        (Some((id, secret)), _) => (id.clone(), Some(secret.clone())),
+        (None, Some(id)) => (id.clone(), form.get("client_secret").cloned()),
+        (None, None) => {
+            return Err(invalid_client(basic.is_some()));
+        }
+    };
+    let client = match app.client(&client_id).await {
+        Ok(Some(c)) => c,
+        _ => return Err(invalid_client(basic.is_some())),
+    };
+    if client.is_confidential() {
+        let ok = secret.as_deref().is_some_and(|s| client.verify_secret(s));
+        if !ok {
+            return Err(invalid_client(basic.is_some()));
+        }
+    }
+    Ok(client)
+}
+
+fn form_urldecode(s: &str) -> String {
+    url::form_urlencoded::parse(format!("x={s}").as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
+}
+
+fn invalid_client(basic: bool) -> Response {
+    let mut r = oauth_error(
+        StatusCode::UNAUTHORIZED,
+        "invalid_client",
+        "client authentication failed",
+    );
+    if basic {
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"token\""),
+        );
+    }
+    r
+}
+
+async fn token(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let client = match authenticate_client(&app, &headers, &form).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let grants = &app.proxy.inner.grants;
+    let grant = match form.get("grant_type").map(String::as_str) {
+        Some("authorization_code") => {
+            let (Some(code), Some(redirect_uri), Some(verifier)) = (
+                form.get("code"),
+                form.get("redirect_uri"),
+                form.get("code_verifier"),
+            ) else {
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "code, redirect_uri and code_verifier are required",
+                );
+            };
+            grants
+                .exchange_code(code, &client.client_id, redirect_uri, verifier)
+                .await
+        }
+        Some("refresh_token") => {
+            if !client.allows_grant_type(GrantType::RefreshToken) {
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "unauthorized_client",
+                    "the client did not register refresh_token",
+                );
+            }
+            let Some(rt) = form.get("refresh_token") else {
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "refresh_token is required",
+                );
+            };
+            match grants.use_refresh(rt, &client.client_id).await {
+                Ok(mut g) => {
+                    if let Some(scope) = form.get("scope").filter(|s| !s.trim().is_empty()) {
+                        let asked: Vec<String> =
+                            scope.split_whitespace().map(str::to_owned).collect();
+                        if asked.iter().any(|s| !g.scopes.contains(s)) {
+                            return oauth_error(
+                                StatusCode::BAD_REQUEST,
+                                "invalid_scope",
+                                "a refresh cannot widen the grant",
+                            );
+                        }
+                        g.scopes = asked;
+                    }
+                    Ok(g)
+                }
+                Err(e) => Err(e),
+            }
+        }
+        _ => {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "unsupported_grant_type",
+                "authorization_code and refresh_token are supported",
+            );
+        }
+    };
+    let grant = match grant {
+        Ok(g) => g,
+        Err(GrantError::Invalid(why)) => {
+            tracing::info!(client = %client.client_id, reason = why, "grant refused");
+            return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", why);
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "token endpoint store failure");
+            return oauth_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                "try again shortly",
+            );
+        }
+    };
+    let Ok((access, ttl)) = app.proxy.access_token(&grant) else {
+        return oauth_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "cannot sign",
+        );
+    };
+    let mut body = serde_json::json!({
+        "access_token": access,
+        "token_type": "Bearer",
+        "expires_in": ttl,
+        "scope": grant.scopes.join(" "),
+    });
+    if client.allows_grant_type(GrantType::RefreshToken) {
+        match grants.issue_refresh(&grant).await {
+            Ok(rt) => body["refresh_token"] = rt.into(),
+            Err(_) => {
+                return oauth_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "temporarily_unavailable",
+                    "try again shortly",
+                );
+            }
+        }
+    }
+    no_store(Json(body).into_response())
+}
+
+async fn revoke(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let client = match authenticate_client(&app, &headers, &form).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let Some(token) = form.get("token") else {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "token is required",
+        );
+    };
+    // Access tokens are short-lived JWTs checked without the store; a
+    // refresh token (and its family) is revoked. Unknown tokens: 200.
+    if app
+        .proxy
+        .inner
+        .grants
+        .revoke_refresh(token, &client.client_id)
+        .await
+        .is_err()
+    {
+        return oauth_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            "try again shortly",
+        );
+    }
+    no_store(StatusCode::OK.into_response())
+}

@@ -1,0 +1,255 @@
+//! The facade: configuration, its keys in the store, the access tokens it
+//! issues and the authenticator that verifies them.
+
+use std::{sync::Arc, time::Duration};
+
+use mcp_auth_jwt::{Audience, JwtVerifier};
+use mcp_auth_session::SharedStore;
+use url::Url;
+
+use crate::{
+    grants::{Grant, GrantTimes, Grants},
+    keys::{KeyError, Sealer, SigningKey, random_token},
+    upstream::Upstream,
+};
+
+/// How long keys the facade generates itself are kept in the store.
+const KEY_TTL: Duration = Duration::from_secs(364 * 86_400);
+
+/// The facade's settings that are not the upstream provider's.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// The facade's issuer identifier: this server's origin
+    /// (`https://mcp.example.com`), where its RFC 8414 metadata lives.
+    pub issuer: Url,
+    /// The MCP server's URL: the one resource tokens are issued for.
+    pub resource: Url,
+    /// Scopes MCP clients may ask for (and are given when they ask none).
+    pub scopes_supported: Vec<String>,
+    /// Lifetime of the access tokens the facade signs (default 10 min).
+    /// They are verified without a store lookup, so this is how long a
+    /// revoked grant's last access token still works.
+    pub access_token_ttl: Duration,
+    /// Lifetimes of codes and refresh tokens.
+    pub grants: GrantTimes,
+    /// How long a login may take, from `/authorize` to the callback
+    /// (default 10 min).
+    pub login_ttl: Duration,
+    /// How long a browser's approval of a client lasts (default 30 days).
+    pub consent_ttl: Duration,
+}
+
+impl ProxyConfig {
+    /// Defaults for a server at `resource` (the issuer is its origin).
+    pub fn new(resource: Url) -> Self {
+        let mut issuer = resource.clone();
+        issuer.set_path("");
+        issuer.set_query(None);
+        issuer.set_fragment(None);
+        Self {
+            issuer,
+            resource,
+            scopes_supported: Vec::new(),
+            access_token_ttl: Duration::from_secs(600),
+            grants: GrantTimes::default(),
+            login_ttl: Duration::from_secs(600),
+            consent_ttl: Duration::from_secs(30 * 86_400),
+        }
+    }
+
+    /// The issuer as its identifier string (no trailing slash).
+    pub fn issuer_id(&self) -> String {
+        self.issuer.as_str().trim_end_matches('/').to_owned()
+    }
+
+    /// An endpoint of the facade (`/oauth/token`, ...).
+    pub fn endpoint(&self, path: &str) -> String {
+        format!("{}{path}", self.issuer_id())
+    }
+}
+
+/// Keys the operator may configure; what is missing is generated once and
+/// kept in the store, so replicas agree.
+#[derive(Default)]
+pub struct ConfiguredKeys {
+    /// The ES256 signing key (`MCP_PROXY_SIGNING_KEY`).
+    pub signing: Option<SigningKey>,
+    /// The AES-256-GCM key for data at rest (`MCP_PROXY_ENCRYPTION_KEY`).
+    pub encryption: Option<[u8; 32]>,
+}
+
+/// A facade that cannot start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProxyError {
+    /// A key problem.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// The store cannot answer.
+    #[error(transparent)]
+    Store(#[from] mcp_auth_session::StoreError),
+    /// The verifier for the facade's own tokens cannot be built.
+    #[error("cannot build the token verifier: {0}")]
+    Verifier(String),
+}
+
+pub(crate) struct Inner {
+    pub(crate) cfg: ProxyConfig,
+    pub(crate) upstream: Upstream,
+    pub(crate) store: SharedStore,
+    pub(crate) grants: Grants,
+    pub(crate) signing: SigningKey,
+    pub(crate) sealer: Sealer,
+    pub(crate) csrf_secret: Vec<u8>,
+}
+
+/// The authorization-server facade: its endpoints ([`router`](Self::router))
+/// and the authenticator for the tokens it issues
+/// ([`authenticator`](Self::authenticator)).
+#[derive(Clone)]
+pub struct OAuthProxy {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for OAuthProxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OAuthProxy")
+            .field("issuer", &self.inner.cfg.issuer_id())
+            .field("upstream", &self.inner.upstream)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OAuthProxy {
+    /// A facade in front of `upstream`, keeping its state in `store`.
+    /// Keys not configured are generated once and kept in the store
+    /// (sealed with the encryption key; the encryption key itself, when
+    /// generated, is kept in the store too, with a warning: a configured
+    /// one keeps a store dump from revealing anything).
+    pub async fn new(
+        cfg: ProxyConfig,
+        upstream: Upstream,
+        store: SharedStore,
+        keys: ConfiguredKeys,
+    ) -> Result<Self, ProxyError> {
+        let encryption = match keys.encryption {
+            Some(k) => k,
+            None => {
+                tracing::warn!(
+                    "MCP_PROXY_ENCRYPTION_KEY is not set: a generated key is kept in the session store, so anyone who can read the store can read the upstream tokens; set it to `openssl rand -base64 32`"
+                );
+                shared_secret(&store, "proxy:encryption-key").await?
+            }
+        };
+        let sealer = Sealer::new(&encryption)?;
+        let signing = match keys.signing {
+            Some(k) => k,
+            None => {
+                let fresh = SigningKey::generate()?;
+                let sealed = sealer.seal(fresh.to_pkcs8(), b"proxy:signing-key")?;
+                store
+                    .kv_put_new("proxy:signing-key", &sealed, KEY_TTL)
+                    .await?;
+                let stored = store
+                    .kv_get("proxy:signing-key")
+                    .await?
+                    .ok_or(KeyError::Crypto("the signing key vanished from the store"))?;
+                SigningKey::from_pkcs8(&sealer.open(&stored, b"proxy:signing-key")?)?
+            }
+        };
+        let csrf_secret = shared_secret(&store, "proxy:csrf-secret").await?.to_vec();
+        let grants = Grants::new(store.clone(), cfg.grants);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                cfg,
+                upstream,
+                store,
+                grants,
+                signing,
+                sealer,
+                csrf_secret,
+            }),
+        })
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &ProxyConfig {
+        &self.inner.cfg
+    }
+
+    /// The verifier for the facade's access tokens: its signing key, its
+    /// issuer, this server as the audience.
+    pub fn verifier(&self) -> Result<JwtVerifier, ProxyError> {
+        let cfg = &self.inner.cfg;
+        JwtVerifier::builder()
+            .static_keys(self.inner.signing.verify_keys()?)
+            .issuer(cfg.issuer_id())
+            .audience(Audience::OneOf(vec![cfg.resource.to_string()]))
+            .build()
+            .map_err(|e| ProxyError::Verifier(e.to_string()))
+    }
+
+    /// The authenticator for the facade's access tokens, naming the facade
+    /// as the authorization server in protected-resource metadata.
+    pub fn authenticator(&self) -> Result<mcp_auth_strategies::JwtAuthenticator, ProxyError> {
+        let cfg = &self.inner.cfg;
+        Ok(mcp_auth_strategies::JwtAuthenticator::new(self.verifier()?)
+            .with_authorization_server(cfg.issuer_id())
+            .with_scopes_supported(cfg.scopes_supported.clone()))
+    }
+
+    /// The JWKS document of the signing key.
+    pub fn jwks(&self) -> serde_json::Value {
+        self.inner.signing.jwks()
+    }
+
+    /// Signs an access token for `grant`; returns it with its lifetime.
+    pub(crate) fn access_token(&self, grant: &Grant) -> Result<(String, u64), KeyError> {
+        let cfg = &self.inner.cfg;
+        let now = now_secs();
+        let ttl = cfg.access_token_ttl.as_secs().max(1);
+        let mut claims = serde_json::json!({
+            "iss": cfg.issuer_id(),
+            "sub": grant.user.subject,
+            "aud": grant.resource,
+            "client_id": grant.client_id,
+            "scope": grant.scopes.join(" "),
+            "iat": now,
+            "exp": now + ttl,
+            "jti": random_token(16)?,
+        });
+        if let Some(e) = &grant.user.email {
+            claims["email"] = e.clone().into();
+        }
+        if let Some(n) = &grant.user.name {
+            claims["name"] = n.clone().into();
+        }
+        if !grant.user.groups.is_empty() {
+            claims["groups"] = grant.user.groups.clone().into();
+        }
+        Ok((self.inner.signing.sign(&claims)?, ttl))
+    }
+}
+
+/// A 32-byte secret shared by every replica through the store: generated
+/// once (the first replica wins), read by all.
+async fn shared_secret(store: &SharedStore, key: &str) -> Result<[u8; 32], ProxyError> {
+    let mut fresh = [0u8; 32];
+    aws_lc_rs::rand::fill(&mut fresh).map_err(|_| KeyError::Crypto("no randomness"))?;
+    store.kv_put_new(key, &fresh, KEY_TTL).await?;
+    let stored = store
+        .kv_get(key)
+        .await?
+        .ok_or(KeyError::Crypto("a shared secret vanished from the store"))?;
+    stored.try_into().map_err(|_| {
+        ProxyError::Key(KeyError::Crypto(
+            "a shared secret in the store is not 32 bytes",
+        ))
+    })
+}
+
+pub(crate) fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

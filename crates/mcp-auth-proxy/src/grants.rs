@@ -1,0 +1,395 @@
+//! Authorization codes and refresh tokens: single use, bound to their
+//! client, redirect URI and PKCE challenge, kept in the session store (so
+//! a login started on one replica finishes on another) under the SHA-256
+//! of the token, never the token itself.
+//!
+//! A code used twice revokes everything it issued; a refresh token used
+//! after it was rotated revokes its whole family (RFC 9700 §2.2.2,
+//! §4.14.2): one of the two users of a stolen token is the thief.
+//!
+//! ```
+//! use mcp_auth_proxy::grants::pkce_matches;
+//! // BASE64URL(SHA-256(verifier)), RFC 7636 §4.2.
+//! assert!(pkce_matches(
+//!     "dBjftJeZ4CVP-mJ92K3fKgMKGLjPwrhUEkTvxdv79uI",
+//!     "UVQBJNQHZ8g4GuUFVRtRzSxW2PT4y0U9nW6HCNIEELQ",
+//! ));
+//! ```
+
+use std::time::Duration;
+
+use mcp_auth_session::{SharedStore, StoreError};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    keys::{digest_b64, random_token},
+    upstream::UpstreamUser,
+};
+
+/// What a code or refresh token stands for: who logged in, for which
+/// client, with which scopes, for which resource.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    /// The refresh family: every token issued from one login.
+    pub family: String,
+    /// The MCP client the grant belongs to.
+    pub client_id: String,
+    /// The user the provider vouched for.
+    pub user: UpstreamUser,
+    /// Scopes granted.
+    pub scopes: Vec<String>,
+    /// The resource (this MCP server's URL) tokens are for.
+    pub resource: String,
+}
+
+/// A code waiting for its exchange.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct CodeEntry {
+    grant: Grant,
+    redirect_uri: String,
+    code_challenge: String,
+}
+
+/// Why a grant was refused: `invalid_grant` (RFC 6749 §5.2) with a reason
+/// for the log, or a store failure.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GrantError {
+    /// The code or refresh token is unknown, expired, used, revoked, or
+    /// bound to another client, redirect URI or PKCE verifier.
+    #[error("invalid_grant: {0}")]
+    Invalid(&'static str),
+    /// The store cannot answer.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Data in the store does not read back (corrupt or from another version).
+    #[error("stored grant unreadable")]
+    Corrupt,
+    /// No randomness.
+    #[error("no randomness")]
+    Random,
+}
+
+/// Lifetimes of what this module issues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GrantTimes {
+    /// An authorization code (default 60 s).
+    pub code: Duration,
+    /// A refresh token, and how long a rotated one is remembered to catch
+    /// its reuse (default 30 days).
+    pub refresh: Duration,
+}
+
+impl Default for GrantTimes {
+    fn default() -> Self {
+        Self {
+            code: Duration::from_secs(60),
+            refresh: Duration::from_secs(30 * 86_400),
+        }
+    }
+}
+
+/// Whether `verifier` (RFC 7636 §4.1: 43-128 unreserved characters)
+/// hashes (S256) to `challenge`.
+pub fn pkce_matches(verifier: &str, challenge: &str) -> bool {
+    let valid = (43..=128).contains(&verifier.len())
+        && verifier
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b));
+    valid
+        && subtle::ConstantTimeEq::ct_eq(
+            digest_b64(verifier.as_bytes()).as_bytes(),
+            challenge.as_bytes(),
+        )
+        .into()
+}
+
+/// Codes and refresh tokens in a store.
+#[derive(Clone)]
+pub struct Grants {
+    store: SharedStore,
+    times: GrantTimes,
+}
+
+impl std::fmt::Debug for Grants {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Grants")
+            .field("store", &self.store.describe())
+            .field("times", &self.times)
+            .finish()
+    }
+}
+
+fn key(kind: &str, token: &str) -> String {
+    format!("proxy:{kind}:{}", digest_b64(token.as_bytes()))
+}
+
+impl Grants {
+    /// Grants kept in `store`.
+    pub fn new(store: SharedStore, times: GrantTimes) -> Self {
+        Self { store, times }
+    }
+
+    /// A new family id for a login.
+    pub fn new_family() -> Result<String, GrantError> {
+        random_token(16).map_err(|_| GrantError::Random)
+    }
+
+    /// Issues a single-use code for `grant`, bound to the redirect URI and
+    /// PKCE challenge of the authorization request.
+    pub async fn issue_code(
+        &self,
+        grant: Grant,
+        redirect_uri: &str,
+        code_challenge: &str,
+    ) -> Result<String, GrantError> {
+        let code = random_token(32).map_err(|_| GrantError::Random)?;
+        let entry = CodeEntry {
+            grant,
+            redirect_uri: redirect_uri.to_owned(),
+            code_challenge: code_challenge.to_owned(),
+        };
+        let bytes = serde_json::to_vec(&entry).map_err(|_| GrantError::Corrupt)?;
+        self.store
+            .kv_put(&key("code", &code), &bytes, self.times.code)
+            .await?;
+        Ok(code)
+    }
+
+    /// Exchanges a code: it must exist, be unused, belong to `client_id`,
+    /// name the same `redirect_uri`, and `verifier` must match its PKCE
+    /// challenge. A second exchange of one code revokes the family.
+    pub async fn exchange_code(
+        &self,
+        code: &str,
+        client_id: &str,
+        redirect_uri: &str,
+        verifier: &str,
+    ) -> Result<Grant, GrantError> {
+        let Some(bytes) = self.store.kv_take(&key("code", code)).await? else {
+            if let Some(family) = self.store.kv_get(&key("code-used", code)).await? {
+                let family = String::from_utf8(family).map_err(|_| GrantError::Corrupt)?;
+                tracing::warn!(family = %short(&family), "authorization code replayed; revoking what it issued");
+                self.revoke_family(&family).await?;
+                return Err(GrantError::Invalid("code already used"));
+            }
+            return Err(GrantError::Invalid("unknown or expired code"));
+        };
+        let entry: CodeEntry = serde_json::from_slice(&bytes).map_err(|_| GrantError::Corrupt)?;
+        self.store
+            .kv_put(
+                &key("code-used", code),
+                entry.grant.family.as_bytes(),
+                self.times.refresh,
+            )
+            .await?;
+        if entry.grant.client_id != client_id {
+            return Err(GrantError::Invalid("code issued to another client"));
+        }
+        if entry.redirect_uri != redirect_uri {
+            return Err(GrantError::Invalid(
+                "redirect_uri differs from the authorization request",
+            ));
+        }
+        if !pkce_matches(verifier, &entry.code_challenge) {
+            return Err(GrantError::Invalid("PKCE verifier does not match"));
+        }
+        Ok(entry.grant)
+    }
+
+    /// Issues a refresh token in the grant's family.
+    pub async fn issue_refresh(&self, grant: &Grant) -> Result<String, GrantError> {
+        let token = random_token(32).map_err(|_| GrantError::Random)?;
+        let bytes = serde_json::to_vec(grant).map_err(|_| GrantError::Corrupt)?;
+        self.store
+            .kv_put(&key("rt", &token), &bytes, self.times.refresh)
+            .await?;
+        Ok(token)
+    }
+
+    /// Uses a refresh token (rotation: it is spent, the caller issues the
+    /// next). A rotated token presented again revokes its family.
+    pub async fn use_refresh(&self, token: &str, client_id: &str) -> Result<Grant, GrantError> {
+        let Some(bytes) = self.store.kv_take(&key("rt", token)).await? else {
+            if let Some(family) = self.store.kv_get(&key("rt-used", token)).await? {
+                let family = String::from_utf8(family).map_err(|_| GrantError::Corrupt)?;
+                tracing::warn!(family = %short(&family), "rotated refresh token reused; revoking its family");
+                self.revoke_family(&family).await?;
+                return Err(GrantError::Invalid("refresh token already used"));
+            }
+            return Err(GrantError::Invalid(
+                "unknown, expired or revoked refresh token",
+            ));
+        };
+        let grant: Grant = serde_json::from_slice(&bytes).map_err(|_| GrantError::Corrupt)?;
+        self.store
+            .kv_put(
+                &key("rt-used", token),
+                grant.family.as_bytes(),
+                self.times.refresh,
+            )
+            .await?;
+        if self.family_revoked(&grant.family).await? {
+            return Err(GrantError::Invalid("the grant was revoked"));
+        }
+        if grant.client_id != client_id {
+            // Spent anyway: a token presented by the wrong client is stolen.
+            self.revoke_family(&grant.family).await?;
+            return Err(GrantError::Invalid(
+                "refresh token issued to another client",
+            ));
+        }
+        Ok(grant)
+    }
+
+    /// Revokes a refresh token (RFC 7009) and its family; unknown tokens
+    /// are ignored, as the RFC asks.
+    pub async fn revoke_refresh(&self, token: &str, client_id: &str) -> Result<(), GrantError> {
+        if let Some(bytes) = self.store.kv_get(&key("rt", token)).await? {
+            let grant: Grant = serde_json::from_slice(&bytes).map_err(|_| GrantError::Corrupt)?;
+            if grant.client_id == client_id {
+                self.store.kv_delete(&key("rt", token)).await?;
+                self.revoke_family(&grant.family).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Marks a family revoked: none of its refresh tokens works again.
+    pub async fn revoke_family(&self, family: &str) -> Result<(), GrantError> {
+        self.store
+            .kv_put(&format!("proxy:revoked:{family}"), b"1", self.times.refresh)
+            .await?;
+        Ok(())
+    }
+
+    /// Whether a family was revoked.
+    pub async fn family_revoked(&self, family: &str) -> Result<bool, GrantError> {
+        Ok(self
+            .store
+            .kv_get(&format!("proxy:revoked:{family}"))
+            .await?
+            .is_some())
+    }
+}
+
+fn short(s: &str) -> &str {
+    s.get(..8).unwrap_or(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    const VERIFIER: &str = "dBjftJeZ4CVP-mJ92K3fKgMKGLjPwrhUEkTvxdv79uI";
+    const CHALLENGE: &str = "UVQBJNQHZ8g4GuUFVRtRzSxW2PT4y0U9nW6HCNIEELQ";
+
+    fn grants() -> Grants {
+        Grants::new(
+            Arc::new(mcp_auth_session::MemoryStore::new()),
+            GrantTimes::default(),
+        )
+    }
+
+    fn grant(client: &str) -> Grant {
+        Grant {
+            family: Grants::new_family().unwrap(),
+            client_id: client.into(),
+            user: UpstreamUser {
+                subject: "u1".into(),
+                email: None,
+                name: None,
+                groups: vec![],
+            },
+            scopes: vec!["mcp:tools".into()],
+            resource: "https://mcp.example/mcp".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_code_is_bound_to_client_redirect_and_pkce_and_used_once() {
+        let g = grants();
+        let cb = "http://127.0.0.1:9/cb";
+        for (client, redirect, verifier, why) in [
+            ("other", cb, VERIFIER, "another client"),
+            ("c", "http://127.0.0.1:9/other", VERIFIER, "redirect"),
+            ("c", cb, "x".repeat(43).as_str(), "PKCE"),
+        ] {
+            let code = g.issue_code(grant("c"), cb, CHALLENGE).await.unwrap();
+            let e = g
+                .exchange_code(&code, client, redirect, verifier)
+                .await
+                .unwrap_err();
+            assert!(matches!(e, GrantError::Invalid(_)), "{why}: {e}");
+            // Spent by the failed attempt.
+            assert!(
+                g.exchange_code(&code, "c", cb, VERIFIER).await.is_err(),
+                "{why}"
+            );
+        }
+        let code = g.issue_code(grant("c"), cb, CHALLENGE).await.unwrap();
+        let got = g.exchange_code(&code, "c", cb, VERIFIER).await.unwrap();
+        assert_eq!(got.user.subject, "u1");
+        assert!(
+            g.exchange_code("never-issued", "c", cb, VERIFIER)
+                .await
+                .is_err()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_replayed_code_revokes_the_refresh_tokens_it_issued() {
+        let g = grants();
+        let cb = "http://127.0.0.1:9/cb";
+        let code = g.issue_code(grant("c"), cb, CHALLENGE).await.unwrap();
+        let got = g.exchange_code(&code, "c", cb, VERIFIER).await.unwrap();
+        let rt = g.issue_refresh(&got).await.unwrap();
+        assert!(g.exchange_code(&code, "c", cb, VERIFIER).await.is_err());
+        assert!(g.family_revoked(&got.family).await.unwrap());
+        let e = g.use_refresh(&rt, "c").await.unwrap_err();
+        assert!(e.to_string().contains("revoked"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn refresh_tokens_rotate_and_reuse_revokes_the_family() {
+        let g = grants();
+        let first = grant("c");
+        let rt1 = g.issue_refresh(&first).await.unwrap();
+        let same = g.use_refresh(&rt1, "c").await.unwrap();
+        assert_eq!(same, first);
+        let rt2 = g.issue_refresh(&same).await.unwrap();
+        // The thief (or the client) presents the rotated token again.
+        assert!(g.use_refresh(&rt1, "c").await.is_err());
+        assert!(g.use_refresh(&rt2, "c").await.is_err(), "family revoked");
+        // A token presented by another client is spent and its family revoked.
+        let other = grant("c");
+        let rt = g.issue_refresh(&other).await.unwrap();
+        assert!(g.use_refresh(&rt, "d").await.is_err());
+        assert!(g.family_revoked(&other.family).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn revocation_ignores_unknown_and_foreign_tokens() {
+        let g = grants();
+        let gr = grant("c");
+        let rt = g.issue_refresh(&gr).await.unwrap();
+        g.revoke_refresh("nope", "c").await.unwrap();
+        g.revoke_refresh(&rt, "d").await.unwrap();
+        assert!(!g.family_revoked(&gr.family).await.unwrap());
+        g.revoke_refresh(&rt, "c").await.unwrap();
+        assert!(g.use_refresh(&rt, "c").await.is_err());
+    }
+
+    #[test]
+    fn pkce_verifiers_must_be_well_formed() {
+        assert!(pkce_matches(VERIFIER, CHALLENGE));
+        assert!(!pkce_matches(
+            VERIFIER,
+            "UVQBJNQHZ8g4GuUFVRtRzSxW2PT4y0U9nW6HCNIEELR"
+        ));
+        assert!(!pkce_matches("short", &digest_b64(b"short")));
+        let spaced = format!("{} ", &VERIFIER[..42]);
+        assert!(!pkce_matches(&spaced, &digest_b64(spaced.as_bytes())));
+    }
+}

@@ -1,0 +1,520 @@
+//! The upstream leg: the user's login at the provider (Google, GitHub, AWS
+//! Cognito, any OIDC issuer) with the facade's one pre-registered
+//! confidential client, through the `oauth2` crate; its own `state` and
+//! PKCE; the user identified from a verified ID token or from a userinfo
+//! endpoint.
+//!
+//! ```
+//! use mcp_auth_proxy::upstream::{Identity, Upstream};
+//!
+//! // The second seed's manual form, as for GitHub: authorization, token and
+//! // userinfo URLs; the user comes from the userinfo endpoint.
+//! let github = Upstream::new(
+//!     "GitHub",
+//!     "Iv1.0123456789abcdef",
+//!     "a-client-secret",
+//!     "https://github.com/login/oauth/authorize".parse().unwrap(),
+//!     "https://github.com/login/oauth/access_token".parse().unwrap(),
+//!     "https://mcp.example.com/oauth/callback".parse().unwrap(),
+//!     Identity::Userinfo("https://api.github.com/user".parse().unwrap()),
+//! )
+//! .with_scopes(["read:user", "user:email"]);
+//! let start = github.start_login().unwrap();
+//! assert!(start.url.as_str().starts_with("https://github.com/login/oauth/authorize?"));
+//! assert!(start.url.as_str().contains("code_challenge_method=S256"));
+//! ```
+
+use std::{sync::Arc, time::Duration};
+
+use mcp_auth_jwt::{Audience, JwtVerifier};
+use oauth2::{
+    AuthUrl, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointNotSet, EndpointSet,
+    ExtraTokenFields, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope,
+    StandardRevocableToken, StandardTokenResponse, TokenResponse, TokenUrl,
+    basic::{
+        BasicErrorResponse, BasicRevocationErrorResponse, BasicTokenIntrospectionResponse,
+        BasicTokenType,
+    },
+};
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+/// How the facade learns who logged in.
+#[derive(Clone)]
+pub enum Identity {
+    /// An OIDC provider: the `id_token` of the token response, verified
+    /// with this verifier (the provider's keys by discovery, its issuer,
+    /// our client id as audience), and its `nonce`.
+    IdToken(Arc<JwtVerifier>),
+    /// A provider with opaque tokens (GitHub): `GET` this URL with the
+    /// upstream access token, a JSON object describing the user.
+    Userinfo(Url),
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::IdToken(v) => f.debug_tuple("IdToken").field(&v.issuer()).finish(),
+            Self::Userinfo(u) => f.debug_tuple("Userinfo").field(&u.as_str()).finish(),
+        }
+    }
+}
+
+/// The user the provider vouched for, mapped to what a `Principal` holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpstreamUser {
+    /// The provider's stable identifier for the user (`sub`, or GitHub's
+    /// numeric `id`).
+    pub subject: String,
+    /// Email, when the provider gives one.
+    pub email: Option<String>,
+    /// Display name, when given.
+    pub name: Option<String>,
+    /// Groups (`groups`, or `cognito:groups`), when given.
+    pub groups: Vec<String>,
+}
+
+/// A login on its way to the provider: where to send the browser, and what
+/// to keep (server-side) until the callback.
+#[derive(Debug, Clone)]
+pub struct LoginStart {
+    /// The provider's authorization URL with our `state`, PKCE challenge
+    /// (S256) and, for OIDC, `nonce`.
+    pub url: Url,
+    /// The `state` we sent: the key the callback finds the login by.
+    pub state: String,
+    /// The PKCE verifier for the code exchange.
+    pub pkce_verifier: String,
+    /// The OIDC `nonce` the ID token must carry.
+    pub nonce: String,
+}
+
+/// An upstream failure. Messages never carry tokens or secrets.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum UpstreamError {
+    /// The provider refused the code exchange (its `error` code).
+    #[error("the provider refused the login: {0}")]
+    Refused(String),
+    /// The provider could not be reached or answered nonsense.
+    #[error("the provider is unavailable: {0}")]
+    Unavailable(String),
+    /// The ID token or userinfo answer does not identify a user.
+    #[error("the provider's answer does not identify a user: {0}")]
+    NoUser(String),
+}
+
+/// Extra fields of a token response: the OIDC `id_token`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct IdTokenField {
+    /// The ID token, when the provider is OIDC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<String>,
+}
+impl ExtraTokenFields for IdTokenField {}
+
+type TokenResp = StandardTokenResponse<IdTokenField, BasicTokenType>;
+type OAuthClient = oauth2::Client<
+    BasicErrorResponse,
+    TokenResp,
+    BasicTokenIntrospectionResponse,
+    StandardRevocableToken,
+    BasicRevocationErrorResponse,
+    EndpointSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointSet,
+>;
+
+/// The provider and the facade's client there.
+#[derive(Clone)]
+pub struct Upstream {
+    name: String,
+    client: OAuthClient,
+    scopes: Vec<String>,
+    identity: Identity,
+    http: reqwest::Client,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream")
+            .field("name", &self.name)
+            .field("client_id", &self.client.client_id().as_str())
+            .field("scopes", &self.scopes)
+            .field("identity", &self.identity)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Upstream {
+    /// A provider from its endpoints and the facade's client there;
+    /// `callback` is this server's callback URL (registered at the
+    /// provider).
+    pub fn new(
+        name: impl Into<String>,
+        client_id: impl Into<String>,
+        client_secret: impl Into<String>,
+        authorize_url: Url,
+        token_url: Url,
+        callback: Url,
+        identity: Identity,
+    ) -> Self {
+        let client = oauth2::Client::new(ClientId::new(client_id.into()))
+            .set_client_secret(ClientSecret::new(client_secret.into()))
+            .set_auth_uri(AuthUrl::from_url(authorize_url))
+            .set_token_uri(TokenUrl::from_url(token_url))
+            .set_redirect_uri(RedirectUrl::from_url(callback));
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap_or_default();
+        Self {
+            name: name.into(),
+            client,
+            scopes: Vec::new(),
+            identity,
+            http,
+        }
+    }
+
+    /// The scopes to ask the provider for (`MCP_OAUTH_SCOPE`). An OIDC
+    /// provider also gets `openid`.
+    pub fn with_scopes<I, S>(mut self, scopes: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.scopes = scopes.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// The name shown on the consent page ("continue with …").
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The callback URL (where the provider sends the browser back).
+    pub fn callback(&self) -> Option<&str> {
+        self.client.redirect_uri().map(|u| u.as_str())
+    }
+
+    /// The provider's authorization endpoint (the consent page's
+    /// `form-action` must allow it).
+    pub fn authorize_url(&self) -> String {
+        self.client.auth_uri().url().to_string()
+    }
+
+    /// Starts a login: fresh `state`, PKCE S256 and `nonce`.
+    pub fn start_login(&self) -> Result<LoginStart, UpstreamError> {
+        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        let nonce =
+            crate::keys::random_token(24).map_err(|e| UpstreamError::Unavailable(e.to_string()))?;
+        let mut req = self
+            .client
+            .authorize_url(CsrfToken::new_random)
+            .set_pkce_challenge(challenge);
+        let oidc = matches!(self.identity, Identity::IdToken(_));
+        if oidc && !self.scopes.iter().any(|s| s == "openid") {
+            req = req.add_scope(Scope::new("openid".into()));
+        }
+        for s in &self.scopes {
+            req = req.add_scope(Scope::new(s.clone()));
+        }
+        if oidc {
+            req = req.add_extra_param("nonce", nonce.clone());
+        }
+        let (url, state) = req.url();
+        Ok(LoginStart {
+            url,
+            state: state.secret().clone(),
+            pkce_verifier: verifier.secret().clone(),
+            nonce,
+        })
+    }
+
+    /// Finishes a login: exchanges `code` (with the PKCE verifier) and
+    /// identifies the user. Returns the user and the provider's tokens
+    /// (kept server-side, never handed to MCP clients).
+    pub async fn finish_login(
+        &self,
+        code: &str,
+        pkce_verifier: &str,
+        nonce: &str,
+    ) -> Result<(UpstreamUser, UpstreamTokens), UpstreamError> {
+        let http = Http(self.http.clone());
+        let token = self
+            .client
+            .exchange_code(AuthorizationCode::new(code.to_owned()))
+            .set_pkce_verifier(PkceCodeVerifier::new(pkce_verifier.to_owned()))
+            .request_async(&http)
+            .await
+            .map_err(|e| match e {
+                oauth2::RequestTokenError::ServerResponse(r) => {
+                    UpstreamError::Refused(r.error().to_string())
+                }
+                other => UpstreamError::Unavailable(short(&other)),
+            })?;
+        let tokens = UpstreamTokens {
+            access_token: token.access_token().secret().clone(),
+            refresh_token: token.refresh_token().map(|t| t.secret().clone()),
+            expires_in: token.expires_in().map(|d| d.as_secs()),
+        };
+        let user = match &self.identity {
+            Identity::IdToken(verifier) => {
+                let id_token = token.extra_fields().id_token.as_deref().ok_or_else(|| {
+                    UpstreamError::NoUser("the token response has no id_token".into())
+                })?;
+                let verified = verifier
+                    .verify(id_token)
+                    .await
+                    .map_err(|e| UpstreamError::NoUser(format!("ID token refused: {e}")))?;
+                if verified.str_claim("nonce") != Some(nonce) {
+                    return Err(UpstreamError::NoUser(
+                        "the ID token's nonce is not this login's".into(),
+                    ));
+                }
+                user_from_claims(&verified.claims)?
+            }
+            Identity::Userinfo(url) => self.userinfo(url, &tokens.access_token).await?,
+        };
+        Ok((user, tokens))
+    }
+
+    async fn userinfo(&self, url: &Url, access_token: &str) -> Result<UpstreamUser, UpstreamError> {
+        let resp = self
+            .http
+            .get(url.clone())
+            .bearer_auth(access_token)
+            .header(http::header::ACCEPT, "application/json")
+            // GitHub refuses requests without a User-Agent.
+            .header(http::header::USER_AGENT, "mcp-auth-proxy")
+            .send()
+            .await
+            .map_err(|e| UpstreamError::Unavailable(redacted(&e)))?;
+        if !resp.status().is_success() {
+            return Err(UpstreamError::NoUser(format!(
+                "userinfo answered {}",
+                resp.status().as_u16()
+            )));
+        }
+        let bytes = read_limited(resp, 64 * 1024)
+            .await
+            .map_err(|e| UpstreamError::Unavailable(e.0))?;
+        let claims: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&bytes)
+            .map_err(|_| UpstreamError::NoUser("userinfo is not a JSON object".into()))?;
+        user_from_claims(&claims)
+    }
+}
+
+/// The provider's tokens for a user, kept server-side (sealed at rest).
+#[derive(Clone, Serialize, Deserialize)]
+pub struct UpstreamTokens {
+    /// The upstream access token.
+    pub access_token: String,
+    /// The upstream refresh token, if any.
+    pub refresh_token: Option<String>,
+    /// Lifetime of the access token in seconds, if the provider said.
+    pub expires_in: Option<u64>,
+}
+
+impl std::fmt::Debug for UpstreamTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamTokens")
+            .field("refresh_token", &self.refresh_token.is_some())
+            .field("expires_in", &self.expires_in)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The user from ID-token or userinfo claims: `sub` (OIDC) or `id`
+/// (GitHub's number), `email`, `name` (or GitHub's `login`), `groups` or
+/// `cognito:groups`.
+pub fn user_from_claims(
+    claims: &serde_json::Map<String, serde_json::Value>,
+) -> Result<UpstreamUser, UpstreamError> {
+    let subject = match (claims.get("sub"), claims.get("id")) {
+        (Some(serde_json::Value::String(s)), _) if !s.is_empty() => s.clone(),
+        (None, Some(serde_json::Value::Number(n))) => n.to_string(),
+        (None, Some(serde_json::Value::String(s))) if !s.is_empty() => s.clone(),
+        _ => return Err(UpstreamError::NoUser("no sub (or id) claim".into())),
+    };
+    let text = |k: &str| {
+        claims
+            .get(k)
+            .and_then(|v| v.as_str())
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+    };
+    let groups = ["groups", "cognito:groups"]
+        .iter()
+        .find_map(|k| claims.get(*k).and_then(|v| v.as_array()))
+        .map(|a| {
+            a.iter()
+                .filter_map(|g| g.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(UpstreamUser {
+        subject,
+        email: text("email"),
+        name: text("name").or_else(|| text("login")),
+        groups,
+    })
+}
+
+/// A verifier for an OIDC provider's ID tokens: its keys (by discovery or
+/// `jwks_url`), its issuer, our client id as audience.
+pub fn id_token_verifier(
+    issuer: &str,
+    client_id: &str,
+    jwks: mcp_auth_jwt::JwksCache,
+) -> Result<JwtVerifier, mcp_auth_jwt::BuildError> {
+    JwtVerifier::builder()
+        .jwks(jwks)
+        .issuer(issuer)
+        .audience(Audience::OneOf(vec![client_id.to_owned()]))
+        .build()
+}
+
+/// The `oauth2` crate's HTTP client: reqwest without redirects, answers
+/// bounded, errors without URLs.
+struct Http(reqwest::Client);
+
+impl<'c> oauth2::AsyncHttpClient<'c> for Http {
+    type Error = HttpError;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<oauth2::HttpResponse, HttpError>> + Send + 'c>,
+    >;
+
+    fn call(&'c self, req: oauth2::HttpRequest) -> Self::Future {
+        Box::pin(async move {
+            let (parts, body) = req.into_parts();
+            let resp = self
+                .0
+                .request(parts.method, parts.uri.to_string())
+                .headers(parts.headers)
+                .body(body)
+                .send()
+                .await
+                .map_err(|e| HttpError(redacted(&e)))?;
+            let status = resp.status();
+            let headers = resp.headers().clone();
+            let bytes = read_limited(resp, 64 * 1024).await?;
+            let mut out = http::Response::new(bytes);
+            *out.status_mut() = status;
+            *out.headers_mut() = headers;
+            Ok(out)
+        })
+    }
+}
+
+/// An HTTP failure talking to the provider, without URLs' secrets.
+#[derive(Debug)]
+struct HttpError(String);
+
+impl std::fmt::Display for HttpError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for HttpError {}
+
+fn redacted(e: &reqwest::Error) -> String {
+    // reqwest's message names the URL; keep the kind only.
+    if e.is_timeout() {
+        "timed out".into()
+    } else if e.is_connect() {
+        "cannot connect".into()
+    } else {
+        "request failed".into()
+    }
+}
+
+fn short(e: &dyn std::fmt::Display) -> String {
+    e.to_string().chars().take(200).collect()
+}
+
+async fn read_limited(mut resp: reqwest::Response, max: usize) -> Result<Vec<u8>, HttpError> {
+    let mut out = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| HttpError(redacted(&e)))? {
+        if out.len() + chunk.len() > max {
+            return Err(HttpError("answer too large".into()));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn users_from_oidc_github_and_cognito_claims() {
+        let c = |v: serde_json::Value| v.as_object().cloned().unwrap_or_default();
+        let oidc = user_from_claims(&c(serde_json::json!({
+            "sub": "248289761001", "email": "jane@example.com", "name": "Jane"
+        })))
+        .unwrap();
+        assert_eq!(oidc.subject, "248289761001");
+        assert_eq!(oidc.email.as_deref(), Some("jane@example.com"));
+        let github = user_from_claims(&c(serde_json::json!({
+            "id": 583231, "login": "octocat", "email": null
+        })))
+        .unwrap();
+        assert_eq!(
+            (github.subject.as_str(), github.name.as_deref()),
+            ("583231", Some("octocat"))
+        );
+        assert_eq!(github.email, None);
+        let cognito = user_from_claims(&c(serde_json::json!({
+            "sub": "u-1", "cognito:groups": ["admins", 7]
+        })))
+        .unwrap();
+        assert_eq!(cognito.groups, vec!["admins"]);
+        for bad in [
+            serde_json::json!({}),
+            serde_json::json!({"sub": ""}),
+            serde_json::json!({"id": true}),
+        ] {
+            assert!(user_from_claims(&c(bad)).is_err());
+        }
+    }
+
+    #[test]
+    fn logins_use_fresh_state_pkce_and_nonce_and_ask_oidc_for_openid() {
+        let verifier = JwtVerifier::builder()
+            .static_keys(vec![])
+            .issuer("https://idp.example")
+            .audience(Audience::Unchecked);
+        // A verifier needs keys; any will do for building the URL.
+        let key = mcp_auth_jwt::VerifyKey::hmac(&[1; 32], mcp_auth_jwt::Algorithm::HS256).unwrap();
+        let verifier = verifier.static_keys(vec![key]).build().unwrap();
+        let up = Upstream::new(
+            "IdP",
+            "client",
+            "secret",
+            "https://idp.example/authorize".parse().unwrap(),
+            "https://idp.example/token".parse().unwrap(),
+            "https://mcp.example/callback".parse().unwrap(),
+            Identity::IdToken(Arc::new(verifier)),
+        )
+        .with_scopes(["email"]);
+        let a = up.start_login().unwrap();
+        let b = up.start_login().unwrap();
+        assert_ne!(a.state, b.state);
+        assert_ne!(a.pkce_verifier, b.pkce_verifier);
+        assert_ne!(a.nonce, b.nonce);
+        let q: std::collections::HashMap<_, _> = a.url.query_pairs().into_owned().collect();
+        assert_eq!(q["scope"], "openid email");
+        assert_eq!(q["nonce"], a.nonce);
+        assert_eq!(q["state"], a.state);
+        assert_eq!(q["code_challenge_method"], "S256");
+        assert_eq!(q["redirect_uri"], "https://mcp.example/callback");
+        assert!(!a.url.as_str().contains("secret"));
+        assert_eq!(up.authorize_url(), "https://idp.example/authorize");
+    }
+}

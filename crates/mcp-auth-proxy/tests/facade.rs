@@ -1,0 +1,594 @@
+//! The facade end to end over real loopback HTTP, with a real upstream
+//! provider (oidc-provider: one static confidential client, no dynamic
+//! registration, as Cognito, GitHub and Google are) in its two shapes: OIDC
+//! (ID tokens, endpoints by discovery) and GitHub-style (opaque tokens and a
+//! userinfo endpoint, the seed's three URLs). The "browser" is a reqwest
+//! client that keeps cookies and follows redirects by hand, so every hop is
+//! checked.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::{
+    collections::HashMap,
+    io::{BufRead, BufReader},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::Arc,
+};
+
+use axum::{Router, routing::get};
+use mcp_auth_core::Principal;
+use mcp_auth_proxy::{EndpointOptions, OAuthProxy, settings::ProxySettings};
+use mcp_auth_transport::AuthLayer;
+use reqwest::{StatusCode, header};
+use url::Url;
+
+const CLIENT_CB: &str = "http://127.0.0.1:9/callback";
+
+struct Upstream(Child);
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn start_upstream(port: u16, callback: &str, mode: &str) -> Upstream {
+    let node = std::env::var("INTEROP_NODE").unwrap_or_else(|_| "node".into());
+    let mut child = Command::new(&node)
+        .arg(repo().join("tests/interop/oidc/upstream.mjs"))
+        .env("PORT", port.to_string())
+        .env("PROXY_CALLBACK", callback)
+        .env("UPSTREAM_MODE", mode)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {node} ({e}): run tests/run-all.sh, which installs Node 22 and oidc-provider"));
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert!(line.starts_with("ready"), "upstream: {line}");
+    std::thread::spawn(move || {
+        let mut sink = String::new();
+        while out.read_line(&mut sink).unwrap_or(0) > 0 {
+            sink.clear();
+        }
+    });
+    Upstream(child)
+}
+
+/// The MCP server's side: the facade's endpoints and a protected route
+/// that answers with the caller.
+struct App {
+    base: String,
+    _upstream: Upstream,
+    proxy: OAuthProxy,
+}
+
+async fn start(mode: &str) -> App {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let callback = format!("{base}/oauth/callback");
+    let up_port = mcp_auth_integration_tests::free_port();
+    let upstream = start_upstream(up_port, &callback, mode);
+    let issuer = format!("http://127.0.0.1:{up_port}");
+    let mut vars: HashMap<String, String> = [
+        ("MCP_OAUTH_CLIENT_ID", "mcp-proxy"),
+        (
+            "MCP_OAUTH_CLIENT_SECRET",
+            "mcp-proxy-secret-0123456789abcdef",
+        ),
+        ("MCP_OAUTH_CALLBACK_URL", callback.as_str()),
+        ("MCP_OAUTH_SCOPES_SUPPORTED", "mcp:tools mcp:admin"),
+        ("MCP_OAUTH_PROVIDER_NAME", "Test IdP"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    if mode == "oidc" {
+        vars.insert("MCP_OAUTH_ISSUER".into(), issuer.clone());
+        vars.insert("MCP_OAUTH_SCOPE".into(), "openid email profile".into());
+    } else {
+        vars.insert("MCP_OAUTH_AUTH_URL".into(), format!("{issuer}/auth"));
+        vars.insert("MCP_OAUTH_TOKEN_URL".into(), format!("{issuer}/token"));
+        vars.insert("MCP_OAUTH_USERINFO_URL".into(), format!("{issuer}/user"));
+        vars.insert("MCP_OAUTH_SCOPE".into(), "openid".into());
+    }
+    let server_url: Url = format!("{base}/mcp").parse().unwrap();
+    let settings = ProxySettings::from_settings(&vars, &server_url).unwrap();
+    let store = Arc::new(mcp_auth_session::MemoryStore::new());
+    let proxy = settings.build(server_url, store).await.unwrap();
+    let mut opts = EndpointOptions::default();
+    opts.metadata_guard.allow_loopback = true;
+    let protected = Router::new()
+        .route(
+            "/mcp",
+            get(|p: Principal| async move {
+                format!("{} {} {}", p.subject, p.scopes.join(","), p.strategy)
+            }),
+        )
+        .route_layer(AuthLayer::new(proxy.authenticator().unwrap()));
+    let app = protected.merge(proxy.router(opts));
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .await
+    });
+    App {
+        base,
+        _upstream: upstream,
+        proxy,
+    }
+}
+
+/// A browser: cookies per host, redirects followed by hand.
+struct Browser {
+    http: reqwest::Client,
+    jar: HashMap<String, HashMap<String, String>>,
+}
+
+impl Browser {
+    fn new() -> Self {
+        Self {
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            jar: HashMap::new(),
+        }
+    }
+
+    fn remember(&mut self, url: &Url, resp: &reqwest::Response) {
+        let host = url.authority().to_owned();
+        for v in resp.headers().get_all(header::SET_COOKIE) {
+            let v = v.to_str().unwrap();
+            let pair = v.split(';').next().unwrap();
+            if let Some((k, val)) = pair.split_once('=') {
+                self.jar
+                    .entry(host.clone())
+                    .or_default()
+                    .insert(k.trim().to_owned(), val.trim().to_owned());
+            }
+        }
+    }
+
+    fn cookies(&self, url: &Url) -> String {
+        self.jar
+            .get(url.authority())
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            })
+            .unwrap_or_default()
+    }
+
+    async fn get(&mut self, url: &str) -> reqwest::Response {
+        let url = Url::parse(url).unwrap();
+        let resp = self
+            .http
+            .get(url.clone())
+            .header(header::COOKIE, self.cookies(&url))
+            .send()
+            .await
+            .unwrap();
+        self.remember(&url, &resp);
+        resp
+    }
+
+    async fn post_form(&mut self, url: &str, form: &[(&str, &str)]) -> reqwest::Response {
+        let url = Url::parse(url).unwrap();
+        let resp = self
+            .http
+            .post(url.clone())
+            .header(header::COOKIE, self.cookies(&url))
+            .form(form)
+            .send()
+            .await
+            .unwrap();
+        self.remember(&url, &resp);
+        resp
+    }
+
+    /// Follows redirects from `resp` until one leaves for `stop` (returned)
+    /// or a page is answered.
+    async fn follow_until(&mut self, mut resp: reqwest::Response, stop: &str) -> Url {
+        for _ in 0..20 {
+            assert!(
+                resp.status().is_redirection(),
+                "expected a redirect, got {}: {}",
+                resp.status(),
+                resp.text().await.unwrap_or_default()
+            );
+            let base = resp.url().clone();
+            let loc = resp.headers()[header::LOCATION]
+                .to_str()
+                .unwrap()
+                .to_owned();
+            let next = base.join(&loc).unwrap();
+            if next.as_str().starts_with(stop) {
+                return next;
+            }
+            resp = self.get(next.as_str()).await;
+        }
+        panic!("too many redirects");
+    }
+}
+
+fn field(html: &str, name: &str) -> String {
+    let at = html
+        .find(&format!("name=\"{name}\""))
+        .unwrap_or_else(|| panic!("no field {name} in the consent page"));
+    let rest = &html[at..];
+    let v = rest.find("value=\"").unwrap() + 7;
+    let end = rest[v..].find('"').unwrap();
+    rest[v..v + end].to_owned()
+}
+
+fn query(url: &Url) -> HashMap<String, String> {
+    url.query_pairs().into_owned().collect()
+}
+
+const VERIFIER: &str = "a-pkce-verifier-of-at-least-forty-three-characters-0123";
+
+fn challenge() -> String {
+    mcp_auth_proxy::keys::digest_b64(VERIFIER.as_bytes())
+}
+
+async fn register(app: &App) -> String {
+    let r = reqwest::Client::new()
+        .post(format!("{}/oauth/register", app.base))
+        .json(&serde_json::json!({
+            "client_name": "Test <b>client</b>",
+            "redirect_uris": [CLIENT_CB],
+            "token_endpoint_auth_method": "none",
+            "grant_types": ["authorization_code", "refresh_token"],
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let body: serde_json::Value = r.json().await.unwrap();
+    body["client_id"].as_str().unwrap().to_owned()
+}
+
+fn authorize_url(app: &App, client_id: &str, extra: &[(&str, &str)]) -> String {
+    let mut u = Url::parse(&format!("{}/oauth/authorize", app.base)).unwrap();
+    {
+        let mut q = u.query_pairs_mut();
+        q.append_pair("response_type", "code")
+            .append_pair("client_id", client_id)
+            .append_pair("redirect_uri", CLIENT_CB)
+            .append_pair("code_challenge", &challenge())
+            .append_pair("code_challenge_method", "S256")
+            .append_pair("state", "client-state-1")
+            .append_pair("scope", "mcp:tools")
+            .append_pair("resource", &format!("{}/mcp", app.base));
+        for (k, v) in extra {
+            q.append_pair(k, v);
+        }
+    }
+    u.to_string()
+}
+
+/// Consent (allow), the upstream login, the callback: the client's code.
+async fn login(app: &App, browser: &mut Browser, client_id: &str) -> String {
+    let page = browser.get(&authorize_url(app, client_id, &[])).await;
+    let next = if page.status() == StatusCode::OK {
+        let html = page.text().await.unwrap();
+        assert!(
+            html.contains("Test &lt;b&gt;client&lt;/b&gt;"),
+            "the client's name, escaped"
+        );
+        let (csrf, request) = (field(&html, "csrf"), field(&html, "request"));
+        browser
+            .post_form(
+                &format!("{}/oauth/consent", app.base),
+                &[
+                    ("csrf", &csrf),
+                    ("request", &request),
+                    ("decision", "allow"),
+                ],
+            )
+            .await
+    } else {
+        page
+    };
+    let back = browser.follow_until(next, CLIENT_CB).await;
+    let q = query(&back);
+    assert_eq!(q.get("state").map(String::as_str), Some("client-state-1"));
+    assert_eq!(
+        q.get("iss"),
+        Some(&app.proxy.config().issuer_id()),
+        "RFC 9207"
+    );
+    q.get("code")
+        .cloned()
+        .unwrap_or_else(|| panic!("no code: {q:?}"))
+}
+
+async fn token(app: &App, form: &[(&str, &str)]) -> (StatusCode, serde_json::Value) {
+    let r = reqwest::Client::new()
+        .post(format!("{}/oauth/token", app.base))
+        .form(form)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    assert_eq!(r.headers()[header::CACHE_CONTROL], "no-store");
+    (status, r.json().await.unwrap())
+}
+
+async fn exchange(app: &App, client_id: &str, code: &str) -> (StatusCode, serde_json::Value) {
+    token(
+        app,
+        &[
+            ("grant_type", "authorization_code"),
+            ("client_id", client_id),
+            ("code", code),
+            ("redirect_uri", CLIENT_CB),
+            ("code_verifier", VERIFIER),
+        ],
+    )
+    .await
+}
+
+async fn whoami(app: &App, access: &str) -> (StatusCode, String) {
+    let r = reqwest::Client::new()
+        .get(format!("{}/mcp", app.base))
+        .bearer_auth(access)
+        .send()
+        .await
+        .unwrap();
+    (r.status(), r.text().await.unwrap())
+}
+
+async fn full_login_refresh_and_replays(mode: &str, subject: &str) {
+    let app = start(mode).await;
+    // Discovery: the metadata names every endpoint and what MCP needs.
+    let md: serde_json::Value = reqwest::get(format!(
+        "{}/.well-known/oauth-authorization-server",
+        app.base
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(md["issuer"], app.base);
+    assert_eq!(
+        md["code_challenge_methods_supported"],
+        serde_json::json!(["S256"])
+    );
+    assert_eq!(md["client_id_metadata_document_supported"], true);
+    assert_eq!(md["authorization_response_iss_parameter_supported"], true);
+
+    let client_id = register(&app).await;
+    let mut browser = Browser::new();
+    let code = login(&app, &mut browser, &client_id).await;
+    let (status, tokens) = exchange(&app, &client_id, &code).await;
+    assert_eq!(status, StatusCode::OK, "{tokens}");
+    let access = tokens["access_token"].as_str().unwrap();
+    let (status, who) = whoami(&app, access).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(who, format!("{subject} mcp:tools oauth2"));
+
+    // The code is single use; its replay revokes what it issued.
+    let (status, err) = exchange(&app, &client_id, &code).await;
+    assert_eq!(
+        (status, err["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_grant"))
+    );
+    let rt = tokens["refresh_token"].as_str().unwrap();
+    let (status, _) = token(
+        &app,
+        &[
+            ("grant_type", "refresh_token"),
+            ("client_id", &client_id),
+            ("refresh_token", rt),
+        ],
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "the replay revoked the family"
+    );
+
+    // A second login in the same browser skips the consent page.
+    let code = login(&app, &mut browser, &client_id).await;
+    let (_, tokens) = exchange(&app, &client_id, &code).await;
+    let rt1 = tokens["refresh_token"].as_str().unwrap().to_owned();
+    let (status, next) = token(
+        &app,
+        &[
+            ("grant_type", "refresh_token"),
+            ("client_id", &client_id),
+            ("refresh_token", &rt1),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{next}");
+    assert_ne!(next["refresh_token"], rt1.as_str(), "rotated");
+    assert_eq!(
+        whoami(&app, next["access_token"].as_str().unwrap()).await.0,
+        StatusCode::OK
+    );
+    // Reusing the rotated token revokes the family: the new one dies too.
+    let (status, _) = token(
+        &app,
+        &[
+            ("grant_type", "refresh_token"),
+            ("client_id", &client_id),
+            ("refresh_token", &rt1),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let rt2 = next["refresh_token"].as_str().unwrap();
+    let (status, err) = token(
+        &app,
+        &[
+            ("grant_type", "refresh_token"),
+            ("client_id", &client_id),
+            ("refresh_token", rt2),
+        ],
+    )
+    .await;
+    assert_eq!(
+        (status, err["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_grant"))
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs Node and oidc-provider (tests/run-all.sh installs them)"]
+async fn oidc_upstream_login_refresh_and_replays() {
+    full_login_refresh_and_replays("oidc", "octocat").await;
+}
+
+#[tokio::test]
+#[ignore = "needs Node and oidc-provider (tests/run-all.sh installs them)"]
+async fn github_style_upstream_with_userinfo() {
+    full_login_refresh_and_replays("github", "583231").await;
+}
+
+#[tokio::test]
+#[ignore = "needs Node and oidc-provider (tests/run-all.sh installs them)"]
+async fn refusals_issue_nothing_and_never_redirect_untrusted_errors() {
+    let app = start("oidc").await;
+    let client_id = register(&app).await;
+    let mut browser = Browser::new();
+
+    // An unregistered redirect URI or an unknown client: a page, no redirect.
+    for url in [
+        authorize_url(&app, &client_id, &[])
+            .replace("127.0.0.1%3A9%2Fcallback", "evil.example%2Fcallback"),
+        authorize_url(&app, "no-such-client", &[]),
+    ] {
+        let r = browser.get(&url).await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{url}");
+        assert!(r.headers().get(header::LOCATION).is_none());
+    }
+    // Errors about the request itself go back to the (registered) client.
+    for (extra, code) in [
+        (vec![("code_challenge_method", "plain")], "invalid_request"),
+        (
+            vec![("resource", "https://other.example/mcp")],
+            "invalid_target",
+        ),
+        (vec![("scope", "everything else")], "invalid_scope"),
+    ] {
+        let mut url = Url::parse(&authorize_url(&app, &client_id, &[])).unwrap();
+        let mut pairs: Vec<(String, String)> = url.query_pairs().into_owned().collect();
+        for (k, v) in &extra {
+            pairs.retain(|(pk, _)| pk != k);
+            pairs.push(((*k).to_owned(), (*v).to_owned()));
+        }
+        url.query_pairs_mut().clear().extend_pairs(pairs);
+        let r = browser.get(url.as_str()).await;
+        assert_eq!(r.status(), StatusCode::SEE_OTHER, "{extra:?}");
+        let back = Url::parse(r.headers()[header::LOCATION].to_str().unwrap()).unwrap();
+        assert!(back.as_str().starts_with(CLIENT_CB));
+        assert_eq!(
+            query(&back).get("error").map(String::as_str),
+            Some(code),
+            "{extra:?}"
+        );
+    }
+    // PKCE missing altogether.
+    let no_pkce = authorize_url(&app, &client_id, &[]).replace("code_challenge=", "x=");
+    let r = browser.get(&no_pkce).await;
+    let back = Url::parse(r.headers()[header::LOCATION].to_str().unwrap()).unwrap();
+    assert_eq!(query(&back)["error"], "invalid_request");
+
+    // The consent POST needs this browser's CSRF token.
+    let page = browser.get(&authorize_url(&app, &client_id, &[])).await;
+    let html = page.text().await.unwrap();
+    let request = field(&html, "request");
+    for csrf in ["", "forged-token"] {
+        let r = browser
+            .post_form(
+                &format!("{}/oauth/consent", app.base),
+                &[("csrf", csrf), ("request", &request), ("decision", "allow")],
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    }
+    let mut other_browser = Browser::new();
+    let r = other_browser
+        .post_form(
+            &format!("{}/oauth/consent", app.base),
+            &[
+                ("csrf", &field(&html, "csrf")),
+                ("request", &request),
+                ("decision", "allow"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        r.status(),
+        StatusCode::FORBIDDEN,
+        "a token lifted from another browser"
+    );
+    // Deny: back to the client with access_denied.
+    let r = browser
+        .post_form(
+            &format!("{}/oauth/consent", app.base),
+            &[
+                ("csrf", &field(&html, "csrf")),
+                ("request", &request),
+                ("decision", "deny"),
+            ],
+        )
+        .await;
+    let back = Url::parse(r.headers()[header::LOCATION].to_str().unwrap()).unwrap();
+    assert_eq!(query(&back)["error"], "access_denied");
+    assert_eq!(query(&back)["state"], "client-state-1");
+
+    // A callback with a state this server never sent.
+    let r = browser
+        .get(&format!("{}/oauth/callback?code=x&state=forged", app.base))
+        .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(r.headers().get(header::LOCATION).is_none());
+
+    // A code for another client, or with the wrong verifier, is refused.
+    // A request for more than is offered gets the part that is.
+    let page = browser
+        .get(
+            &authorize_url(&app, &client_id, &[])
+                .replace("scope=mcp%3Atools", "scope=mcp%3Atools+root"),
+        )
+        .await;
+    assert!(page.text().await.unwrap().contains("mcp:tools"));
+    let code = login(&app, &mut browser, &client_id).await;
+    let other = register(&app).await;
+    let (status, err) = exchange(&app, &other, &code).await;
+    assert_eq!(
+        (status, err["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_grant"))
+    );
+    // Tokens of another issuer or garbage: 401.
+    assert_eq!(
+        whoami(&app, "not-a-token").await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    // Registration with a bad redirect URI.
+    let r = reqwest::Client::new()
+        .post(format!("{}/oauth/register", app.base))
+        .json(&serde_json::json!({"redirect_uris": ["http://evil.example/cb"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_redirect_uri");
+}

@@ -1,0 +1,211 @@
+//! The authorization-server facade in the real binary: `MCP_AUTH_STRATEGY=
+//! oauth2` with the provider's login named, an upstream provider without
+//! dynamic registration (oidc-provider, one static confidential client), and
+//! `mcp-auth-client` logging in with no pre-registration: it registers with
+//! the server, the user approves it on the consent page (a headless browser
+//! script presses Allow), logs in at the provider, and calls tools with the
+//! server's own token.
+//!
+//! Ignored by plain `cargo test`; `tests/run-all.sh` installs Node 22 and
+//! oidc-provider (`INTEROP_NODE`) and runs it.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::{
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+};
+
+use common::{Server, client_bin};
+use mcp_auth_integration_tests::free_port;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+struct Upstream(Child);
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn upstream(port: u16, callback: &str, mode: &str) -> Upstream {
+    let node = std::env::var("INTEROP_NODE").unwrap_or_else(|_| "node".into());
+    let mut child = Command::new(&node)
+        .arg(repo().join("tests/interop/oidc/upstream.mjs"))
+        .env("PORT", port.to_string())
+        .env("PROXY_CALLBACK", callback)
+        .env("UPSTREAM_MODE", mode)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {node} ({e}): run tests/run-all.sh"));
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert!(line.starts_with("ready"), "upstream: {line}");
+    std::thread::spawn(move || {
+        let mut sink = String::new();
+        while out.read_line(&mut sink).unwrap_or(0) > 0 {
+            sink.clear();
+        }
+    });
+    Upstream(child)
+}
+
+/// The server with the facade in front of an upstream in `mode`.
+fn facade(mode: &str) -> (Server, Upstream) {
+    let port = free_port();
+    let up_port = free_port();
+    let callback = format!("http://127.0.0.1:{port}/oauth/callback");
+    let up = upstream(up_port, &callback, mode);
+    let issuer = format!("http://127.0.0.1:{up_port}");
+    let port_s = port.to_string();
+    let mut env = vec![
+        ("PORT", port_s.as_str()),
+        ("MCP_AUTH_STRATEGY", "oauth2"),
+        ("MCP_OAUTH_CLIENT_ID", "mcp-proxy"),
+        (
+            "MCP_OAUTH_CLIENT_SECRET",
+            "mcp-proxy-secret-0123456789abcdef",
+        ),
+        ("MCP_OAUTH_CALLBACK_URL", callback.as_str()),
+        ("MCP_OAUTH_SCOPES_SUPPORTED", "mcp:tools"),
+    ];
+    let (a, t, u) = (
+        format!("{issuer}/auth"),
+        format!("{issuer}/token"),
+        format!("{issuer}/user"),
+    );
+    if mode == "oidc" {
+        env.push(("MCP_OAUTH_ISSUER", issuer.as_str()));
+        env.push(("MCP_OAUTH_SCOPE", "openid email"));
+    } else {
+        env.push(("MCP_OAUTH_AUTH_URL", a.as_str()));
+        env.push(("MCP_OAUTH_TOKEN_URL", t.as_str()));
+        env.push(("MCP_OAUTH_USERINFO_URL", u.as_str()));
+        env.push(("MCP_OAUTH_SCOPE", "openid"));
+    }
+    (Server::start(&env), up)
+}
+
+fn client(home: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(client_bin())
+        .args(["--callback-port", "0", "--login-timeout", "30"])
+        .args(args)
+        .env("MCP_AUTH_CLIENT_HOME", home)
+        .env("BROWSER", repo().join("tests/interop/consent-browser.py"))
+        .env("CONSENT_LOG", home.join("consent.log"))
+        .env_remove("MCP_SERVER_URL")
+        .env_remove("MCP_API_KEY")
+        .current_dir(home)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+async fn client_async(home: &Path, args: &[&str]) -> (bool, String, String) {
+    let home = home.to_owned();
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        client(&home, &args)
+    })
+    .await
+    .unwrap()
+}
+
+async fn a_client_without_registration_logs_in(mode: &str, subject: &str) {
+    let (server, _up) = facade(mode);
+    // The metadata names the facade as the authorization server.
+    let prm: serde_json::Value = reqwest::get(format!(
+        "{}/.well-known/oauth-protected-resource/mcp",
+        server.base()
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(prm["authorization_servers"][0], server.base());
+    let home = tempfile::tempdir().unwrap();
+    let (ok, out, err) = client_async(home.path(), &["--server", &server.url(), "whoami"]).await;
+    assert!(
+        ok,
+        "login through the facade failed: {err}\nserver: {}",
+        server.stderr()
+    );
+    let who: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(who["subject"], subject);
+    assert_eq!(who["issuer"], server.base());
+    assert_eq!(who["strategy"], "oauth2");
+    let consents = std::fs::read_to_string(home.path().join("consent.log")).unwrap();
+    assert_eq!(
+        consents.lines().count(),
+        1,
+        "the consent page was shown once"
+    );
+    // The stored token is reused; the provider's token never reached the client.
+    let (ok, out, err) = client_async(
+        home.path(),
+        &["--server", &server.url(), "call", "get_time"],
+    )
+    .await;
+    assert!(ok, "{err}");
+    assert!(!out.trim().is_empty());
+    let stored = std::fs::read_dir(home.path().join("credentials"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect::<String>();
+    assert!(!stored.contains("octocat@example.com") || stored.contains("access_token"));
+    assert!(
+        !server.stderr().contains("mcp-proxy-secret"),
+        "no secret in the log"
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs Node 22 and oidc-provider (tests/run-all.sh installs them)"]
+async fn mcp_auth_client_logs_in_through_an_oidc_provider() {
+    a_client_without_registration_logs_in("oidc", "octocat").await;
+}
+
+#[tokio::test]
+#[ignore = "needs Node 22 and oidc-provider (tests/run-all.sh installs them)"]
+async fn mcp_auth_client_logs_in_through_a_github_style_provider() {
+    a_client_without_registration_logs_in("github", "583231").await;
+}
+
+#[test]
+fn a_half_configured_facade_is_one_clear_error() {
+    let out = common::command(
+        &std::env::temp_dir(),
+        &[
+            ("MCP_AUTH_STRATEGY", "oauth2"),
+            (
+                "MCP_OAUTH_AUTH_URL",
+                "https://github.com/login/oauth/authorize",
+            ),
+            ("MCP_OAUTH_CLIENT_ID", "id"),
+            ("MCP_OAUTH_CLIENT_SECRET", "secret-value-never-shown"),
+        ],
+    )
+    .args(["--port", "0"])
+    .output()
+    .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with("error: MCP_OAUTH_TOKEN_URL: "), "{err}");
+    assert!(!err.contains("secret-value"), "{err}");
+}

@@ -1,0 +1,439 @@
+#!/usr/bin/env python3
+"""The consent page in a real browser (headless Chromium through WebDriver).
+
+Installs what it needs on a fresh machine: Debian's `chromium` and
+`chromium-driver` (apt-get, as root or through sudo) and `selenium` from PyPI
+in a virtualenv at target/browser-venv. Then:
+
+1. starts three loopback HTTP servers: this MCP server's stand-in (serves the
+   consent page with the headers `page_headers` produced, sets the binding
+   cookie, checks the posted form), an upstream provider that approves at
+   once, and the client's redirect URI;
+2. runs `cargo test -p mcp-auth-proxy --test consent_page browser_fixture`
+   with CONSENT_BROWSER_DIR=target/browser, which writes the pages
+   (`render_consent`, `render_error`) and their headers there;
+3. checks in Chromium, at a phone size (390x844) and a desktop size
+   (1280x800): the style sheet is applied under the CSP (its hash is right)
+   with no CSP violation, both buttons are visible without scrolling and
+   reached by Tab (Deny, then Allow) with a visible focus ring, text
+   contrast is at least 4.5:1 in light and dark mode, nothing overflows
+   sideways; hostile client text (opened without any CSP, so escaping alone
+   is tested) shows as text: no <b> element, no script ran, no event
+   handler attribute; the form posts its hidden `csrf` and `request` fields
+   and the cookie; Allow (by keyboard) reaches the client's callback through
+   the provider, Deny reaches it with error=access_denied; and, without the
+   provider's or the client's origin in form-action, Chromium stops the
+   redirect chain (why `page_headers` takes them);
+4. saves docs/img/consent-desktop.png and docs/img/consent-phone.png, and
+   more views (dark mode, focus ring, hostile text, error page, a local app)
+   under target/browser/.
+
+Options: --manifest-path PATH builds the fixture from another Cargo manifest
+(default: the workspace). Ends with 'N passed, N failed'; exits 1 on any
+failure.
+"""
+import argparse
+import http.server
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+VENV = ROOT / "target" / "browser-venv"
+OUT = ROOT / "target" / "browser"
+IMG = ROOT / "docs" / "img"
+PHONE = (390, 844)
+DESKTOP = (1280, 800)
+
+
+def ensure_tools():
+    """Chromium and its driver from Debian, selenium in the virtualenv; then
+    runs this script again inside the virtualenv."""
+    if not shutil.which("chromium") or not shutil.which("chromedriver"):
+        sudo = [] if os.geteuid() == 0 else ["sudo"]
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        subprocess.run(sudo + ["apt-get", "update", "-qq"], check=True, env=env)
+        subprocess.run(
+            sudo + ["apt-get", "install", "-y", "-qq", "chromium", "chromium-driver", "fonts-dejavu-core"],
+            check=True,
+            env=env,
+            stdout=subprocess.DEVNULL,
+        )
+    python = VENV / "bin" / "python"
+    if pathlib.Path(sys.prefix).resolve() == VENV.resolve():
+        return
+    if not python.exists() or subprocess.run([python, "-c", "import selenium"], capture_output=True).returncode:
+        subprocess.run([sys.executable, "-m", "venv", VENV], check=True)
+        subprocess.run(
+            [VENV / "bin" / "pip", "install", "--quiet", "--disable-pip-version-check", "selenium>=4.20,<5"],
+            check=True,
+        )
+    os.execv(python, [str(python), __file__, *sys.argv[1:]])
+
+
+class Servers:
+    """The MCP server's stand-in, the upstream provider and the client, each
+    on its own loopback port (so each is its own origin)."""
+
+    def __init__(self):
+        self.hits = []  # (role, method, path) in arrival order
+        self.posts = []  # the parsed form of each POST, with its cookie
+        self.fixture = {}
+        self.lock = threading.Lock()
+        self.servers = {}
+        for role in ("proxy", "upstream", "client"):
+            server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), self.handler(role))
+            threading.Thread(target=server.serve_forever, daemon=True).start()
+            self.servers[role] = server
+
+    def origin(self, role):
+        return f"http://127.0.0.1:{self.servers[role].server_address[1]}"
+
+    def stop(self):
+        for server in self.servers.values():
+            server.shutdown()
+            server.server_close()
+
+    def hit_roles(self, path_prefix):
+        with self.lock:
+            return [role for role, _, path in self.hits if path.startswith(path_prefix)]
+
+    def reset(self):
+        with self.lock:
+            self.hits.clear()
+            self.posts.clear()
+
+    def handler(self, role):
+        servers = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def send(self, status, body=b"", headers=None):
+                self.send_response(status)
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def redirect(self, status, location):
+                self.send(status, headers={"Location": location})
+
+            def do_GET(self):
+                with servers.lock:
+                    servers.hits.append((role, "GET", self.path))
+                url = urllib.parse.urlsplit(self.path)
+                query = urllib.parse.parse_qs(url.query)
+                state = query.get("state", [""])[0]
+                if role == "proxy":
+                    parts = url.path.strip("/").split("/")
+                    if url.path == "/callback":
+                        # The provider's answer: this server sends its own code on.
+                        return self.redirect(302, f"{servers.origin('client')}/callback?code=ours&state={state}")
+                    if len(parts) == 1 and parts[0] in ("full", "upstream-only", "self-only", "error"):
+                        page = "error.html" if parts[0] == "error" else "consent.html"
+                        variant = parts[0] if parts[0] in servers.fixture["headers"] else "full"
+                        headers = dict(servers.fixture["headers"][variant])
+                        headers["Set-Cookie"] = servers.fixture["set_cookie"]
+                        return self.send(200, (OUT / page).read_bytes(), headers)
+                    return self.send(404)
+                if role == "upstream" and url.path == "/authorize":
+                    # A user already signed in upstream: the provider answers at once.
+                    return self.redirect(302, f"{servers.origin('proxy')}/callback?code=upstream&state={state}")
+                if role == "client" and url.path == "/callback":
+                    return self.send(200, b"<!DOCTYPE html><title>client</title><p>back at the client", {"Content-Type": "text/html"})
+                self.send(404)
+
+            def do_POST(self):
+                with servers.lock:
+                    servers.hits.append((role, "POST", self.path))
+                length = int(self.headers.get("Content-Length", "0"))
+                form = urllib.parse.parse_qs(self.rfile.read(length).decode())
+                form = {key: values[0] for key, values in form.items()}
+                form["cookie"] = self.headers.get("Cookie", "")
+                with servers.lock:
+                    servers.posts.append(form)
+                parts = self.path.strip("/").split("/")
+                if role != "proxy" or len(parts) != 2 or parts[1] != "decide":
+                    return self.send(404)
+                fixture = servers.fixture
+                binding = f"mcp-consent={fixture['binding']}"
+                if form.get("csrf") != fixture["csrf"] or form.get("request") != fixture["request"] or binding not in form["cookie"]:
+                    form["answer"] = 403
+                    return self.send(403, b"forbidden")
+                form["answer"] = 303
+                if form.get("decision") == "allow":
+                    return self.redirect(303, f"{servers.origin('upstream')}/authorize?state={parts[0]}")
+                self.redirect(303, f"{servers.origin('client')}/callback?error=access_denied&state={parts[0]}")
+
+        return Handler
+
+
+def write_fixture(servers, manifest_path):
+    env = dict(
+        os.environ,
+        CONSENT_BROWSER_DIR=str(OUT),
+        CONSENT_BROWSER_UPSTREAM=f"{servers.origin('upstream')}/authorize",
+        CONSENT_BROWSER_CLIENT=f"{servers.origin('client')}/callback",
+    )
+    command = ["cargo", "test", "--quiet", "-p", "mcp-auth-proxy", "--test", "consent_page"]
+    if manifest_path:
+        command += ["--manifest-path", manifest_path]
+    command += ["browser_fixture", "--", "--exact", "--nocapture"]
+    subprocess.run(command, check=True, env=env, cwd=ROOT)
+    servers.fixture = json.loads((OUT / "fixture.json").read_text())
+
+
+def start_browser():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium")
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--hide-scrollbars", "--no-first-run", "--window-size=1280,800"):
+        options.add_argument(argument)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(options=options, service=Service(executable_path=shutil.which("chromedriver")))
+
+
+def viewport(driver, size, dark=False):
+    width, height = size
+    phone = size == PHONE
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
+        "width": width, "height": height, "deviceScaleFactor": 2 if phone else 1, "mobile": phone,
+    })
+    driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {
+        "features": [{"name": "prefers-color-scheme", "value": "dark" if dark else "light"}],
+    })
+
+
+# Text contrast of every visible text element, against the first opaque
+# background up its ancestors (WCAG relative luminance).
+CONTRAST_JS = """
+const parse = c => (c.match(/[\\d.]+/g) || []).map(Number);
+const lum = ([r, g, b]) => {
+  const f = v => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); };
+  return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b);
+};
+const background = el => {
+  for (; el; el = el.parentElement) {
+    const c = parse(getComputedStyle(el).backgroundColor);
+    if (c.length === 3 || (c.length === 4 && c[3] > 0.99)) return c.slice(0, 3);
+  }
+  return [255, 255, 255];
+};
+const out = [];
+for (const el of document.querySelectorAll('h1, h2, p, li, dt, dd, summary, code, strong, span, button, bdi')) {
+  if (!el.offsetParent || !el.textContent.trim()) continue;
+  const fg = lum(parse(getComputedStyle(el).color)), bg = lum(background(el));
+  const ratio = (Math.max(fg, bg) + 0.05) / (Math.min(fg, bg) + 0.05);
+  out.push([el.tagName.toLowerCase() + (el.className ? '.' + el.className : ''), Math.round(ratio * 100) / 100]);
+}
+return out;
+"""
+
+
+class Checks:
+    def __init__(self):
+        self.passed = 0
+        self.failed = 0
+
+    def check(self, name, ok, detail=""):
+        if ok:
+            self.passed += 1
+            print(f"ok    {name}")
+        else:
+            self.failed += 1
+            print(f"FAIL  {name} {detail}")
+
+
+def wait_until(condition, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def run(manifest_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    OUT.mkdir(parents=True, exist_ok=True)
+    IMG.mkdir(parents=True, exist_ok=True)
+    servers = Servers()
+    checks = Checks()
+    driver = None
+    try:
+        write_fixture(servers, manifest_path)
+        fixture = servers.fixture
+        driver = start_browser()
+        proxy = servers.origin("proxy")
+        client_callback = f"{servers.origin('client')}/callback"
+
+        for name, size in (("desktop", DESKTOP), ("phone", PHONE)):
+            for dark in (False, True):
+                mode = f"{name}{' dark' if dark else ''}"
+                viewport(driver, size, dark)
+                driver.get(f"{proxy}/full/")
+                driver.get_log("browser")  # drop entries from earlier pages
+                driver.refresh()
+                csp_errors = [e["message"] for e in driver.get_log("browser") if "Content Security Policy" in e["message"]]
+                checks.check(f"{mode}: no CSP violation", not csp_errors, csp_errors)
+                allow_bg = driver.execute_script(
+                    "return getComputedStyle(document.querySelector('button.allow')).backgroundColor")
+                expected_bg = "rgb(143, 176, 255)" if dark else "rgb(29, 78, 216)"
+                checks.check(f"{mode}: style sheet applied under the CSP", allow_bg == expected_bg, allow_bg)
+                in_view = driver.execute_script("""
+                    return [...document.querySelectorAll('button')].map(b => {
+                      const r = b.getBoundingClientRect();
+                      return [b.value, r.width > 80 && r.height >= 44 && r.top >= 0 && r.bottom <= innerHeight];
+                    });""")
+                checks.check(f"{mode}: Deny and Allow visible without scrolling, at least 44px tall",
+                             in_view == [["deny", True], ["allow", True]], in_view)
+                overflow = driver.execute_script("return document.documentElement.scrollWidth - innerWidth")
+                checks.check(f"{mode}: nothing overflows sideways", overflow <= 0, overflow)
+                host = driver.find_element(By.CSS_SELECTOR, ".destination .host")
+                checks.check(f"{mode}: redirect host shown", host.is_displayed() and host.text == "claude.ai", host.text)
+                low = [c for c in driver.execute_script(CONTRAST_JS) if c[1] < 4.5]
+                checks.check(f"{mode}: text contrast at least 4.5:1", not low, low)
+                suffix = "-dark" if dark else ""
+                target = (IMG if not dark else OUT) / f"consent-{name}{suffix}.png"
+                driver.save_screenshot(str(target))
+
+        # Keyboard: Tab walks to the disclosure, Deny, then Allow, each with a visible ring.
+        viewport(driver, DESKTOP)
+        driver.get(f"{proxy}/full/")
+        order = []
+        for _ in range(4):
+            ActionChains(driver).send_keys(Keys.TAB).perform()
+            order.append(driver.execute_script("""
+                const el = document.activeElement, s = getComputedStyle(el);
+                return [el.tagName.toLowerCase(), el.value || el.textContent.trim(),
+                        s.outlineStyle !== 'none' && parseFloat(s.outlineWidth) >= 2];"""))
+            if order[-1][1] == "allow":
+                break
+        stops = [stop[1] for stop in order]
+        checks.check("keyboard: Tab reaches Deny, then Allow", stops[-2:] == ["deny", "allow"], order)
+        checks.check("keyboard: every stop shows a focus ring", all(stop[2] for stop in order), order)
+        driver.save_screenshot(str(OUT / "consent-focus-allow.png"))
+
+        # The form: hidden fields as rendered, then Allow pressed with Enter.
+        hidden = driver.execute_script("""
+            return [...document.querySelectorAll('form input[type=hidden]')].map(i => [i.name, i.value]);""")
+        checks.check("form: hidden csrf and request fields",
+                     hidden == [["csrf", fixture["csrf"]], ["request", fixture["request"]]], hidden)
+        form = driver.find_element(By.TAG_NAME, "form")
+        checks.check("form: method post", form.get_attribute("method") == "post")
+        servers.reset()
+        ActionChains(driver).send_keys(Keys.ENTER).perform()
+        arrived = wait_until(lambda: driver.current_url.startswith(client_callback))
+        checks.check("allow (keyboard): the client's callback gets the code through the provider",
+                     arrived and "code=ours" in driver.current_url, driver.current_url)
+        posted = servers.posts[0] if servers.posts else {}
+        checks.check("allow: the POST carried csrf, request, decision and the binding cookie",
+                     len(servers.posts) == 1 and posted.get("answer") == 303 and posted.get("csrf") == fixture["csrf"]
+                     and posted.get("request") == fixture["request"] and posted.get("decision") == "allow"
+                     and fixture["binding"] in posted.get("cookie", ""),
+                     servers.posts)
+        checks.check("allow: went through the provider and this server's callback",
+                     servers.hit_roles("/authorize") == ["upstream"] and "proxy" in servers.hit_roles("/callback"),
+                     servers.hits)
+
+        # Deny, by mouse: back at the client with an error, the provider never asked.
+        driver.get(f"{proxy}/full/")
+        servers.reset()
+        driver.find_element(By.CSS_SELECTOR, "button.deny").click()
+        arrived = wait_until(lambda: driver.current_url.startswith(client_callback))
+        checks.check("deny: the client's callback gets error=access_denied",
+                     arrived and "error=access_denied" in driver.current_url, driver.current_url)
+        checks.check("deny: the provider is never reached", not servers.hit_roles("/authorize"), servers.hits)
+
+        # Without the client's origin in form-action, Chromium stops the chain at its last hop;
+        # without the provider's, at the first.
+        for variant, reaches_upstream in (("upstream-only", True), ("self-only", False)):
+            driver.get(f"{proxy}/{variant}/")
+            servers.reset()
+            driver.find_element(By.CSS_SELECTOR, "button.allow").click()
+            wait_until(lambda: len(servers.hits) >= (3 if reaches_upstream else 1), timeout=5)
+            time.sleep(1)
+            accepted = [post.get("answer") for post in servers.posts] == [303]
+            client_hit = "client" in servers.hit_roles("/callback")
+            upstream_hit = bool(servers.hit_roles("/authorize"))
+            checks.check(f"form-action without {'the client' if reaches_upstream else 'the provider'}: "
+                         f"the POST is accepted, then Chromium blocks the redirect",
+                         accepted and not client_hit and upstream_hit == reaches_upstream,
+                         (servers.posts, servers.hits))
+
+        # Hostile client text, opened as a file: no CSP at all, so only escaping protects it.
+        viewport(driver, PHONE)
+        driver.get((OUT / "hostile.html").as_uri())
+        result = driver.execute_script("""
+            const handlers = [...document.querySelectorAll('*')].filter(el =>
+              [...el.attributes].some(a => a.name.startsWith('on') || a.name === 'autofocus'));
+            const lede = document.querySelector('.lede bdi');
+            return {
+              pwned: window.pwned === undefined ? null : window.pwned,
+              injected: document.querySelectorAll('b, script, img, svg').length,
+              handlers: handlers.length,
+              title: document.querySelector('h1').textContent,
+              weight: getComputedStyle(lede).fontWeight,
+              text: lede.textContent,
+            };""")
+        ActionChains(driver).move_to_element(driver.find_element(By.TAG_NAME, "h1")).perform()
+        for _ in range(4):
+            ActionChains(driver).send_keys(Keys.TAB).perform()
+        checks.check("hostile: no script ran (not even on hover or focus)",
+                     result["pwned"] is None and driver.execute_script("return window.pwned") is None, result)
+        checks.check("hostile: no injected element or handler", result["injected"] == 0 and result["handlers"] == 0, result)
+        checks.check("hostile: the name is text, its <b> not bold",
+                     result["text"].startswith("<b>Claude</b><script>") and result["weight"] in ("400", "normal"), result)
+        checks.check("hostile: the title shows the tags as typed", "<b>Claude</b>" in result["title"], result["title"])
+        host = driver.find_element(By.CSS_SELECTOR, ".destination .host").text
+        checks.check("local app: the destination reads 'An application on this computer'",
+                     host == "An application on this computer", host)
+        driver.find_element(By.TAG_NAME, "summary").click()
+        facts = driver.find_element(By.CSS_SELECTOR, "dl.facts")
+        hostile_id = 'https://evil.example/" autofocus onfocus="window.pwned=2"><img src=x onerror="window.pwned=3">'
+        checks.check("hostile: 'About this app' opens on the metadata host and the client ID, as text",
+                     facts.is_displayed() and "metadata document at evil.example" in facts.text
+                     and hostile_id in facts.text, facts.text)
+        driver.execute_script("document.querySelector('details').scrollIntoView()")
+        driver.save_screenshot(str(OUT / "consent-hostile-phone.png"))
+
+        viewport(driver, DESKTOP)
+        driver.get(f"{proxy}/error")
+        checks.check("error page: no form, one heading",
+                     not driver.find_elements(By.TAG_NAME, "form") and len(driver.find_elements(By.TAG_NAME, "h1")) == 1)
+        driver.save_screenshot(str(OUT / "error-desktop.png"))
+    finally:
+        if driver is not None:
+            driver.quit()
+        servers.stop()
+
+    print(f"screenshots: {IMG / 'consent-desktop.png'}, {IMG / 'consent-phone.png'}; more in {OUT}")
+    print(f"{checks.passed} passed, {checks.failed} failed")
+    return 1 if checks.failed else 0
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--manifest-path", help="the Cargo manifest to build the fixture from")
+    args = parser.parse_args()
+    ensure_tools()
+    sys.exit(run(args.manifest_path))
+
+
+if __name__ == "__main__":
+    main()
