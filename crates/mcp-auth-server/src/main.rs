@@ -185,36 +185,49 @@ async fn serve_http(
         }
         _ => None,
     };
-    let store = mcp_auth_session::store_from_settings(merged)?;
-    tracing::info!(store = %store.describe(), "session store");
-    let mut facade = None;
-    let (authenticator, generated) = match &s.strategies {
+    // Every strategy's settings are checked before anything starts; the
+    // facade's member is built once the store exists (its state lives there).
+    let mut members: Vec<Option<SharedAuthenticator>> = Vec::new();
+    let mut generated = None;
+    match &s.strategies {
         Some(strategies) => {
-            let mut members: Vec<SharedAuthenticator> = Vec::with_capacity(strategies.len());
             for kind in strategies {
-                if let (Strategy::OAuth2, Some(settings)) = (kind, facade_settings.clone()) {
-                    // The login facade: this server is the authorization
-                    // server MCP clients see; users log in at the provider.
-                    let proxy = settings.build(server_url.clone(), store.clone()).await?;
-                    tracing::info!(issuer = %proxy.config().issuer_id(), "authorization-server facade");
-                    members.push(Arc::new(proxy.authenticator().map_err(|e| {
-                        ConfigError::new("MCP_PROXY_SIGNING_KEY", e.to_string())
-                    })?));
-                    facade = Some(proxy);
-                } else {
-                    members.push(strategy_from_settings(*kind, merged, server_url.as_str())?);
-                }
+                members.push(match (kind, &facade_settings) {
+                    (Strategy::OAuth2, Some(_)) => None,
+                    _ => Some(strategy_from_settings(*kind, merged, server_url.as_str())?),
+                });
             }
-            (chain(members)?, None)
         }
         None => {
             // Nothing configured: a key for this run, printed once.
             let key = generate_key()?;
             let keys = ApiKeyAuthenticator::new([key.as_str()])
                 .map_err(|e| ConfigError::new("MCP_API_KEYS", e.to_string()))?;
-            (Arc::new(keys) as SharedAuthenticator, Some(key))
+            members.push(Some(Arc::new(keys)));
+            generated = Some(key);
         }
-    };
+    }
+    let store = mcp_auth_session::store_from_settings(merged)?;
+    tracing::info!(store = %store.describe(), "session store");
+    let mut facade = None;
+    let mut built: Vec<SharedAuthenticator> = Vec::with_capacity(members.len());
+    for member in members {
+        match (member, facade_settings.clone()) {
+            (Some(m), _) => built.push(m),
+            (None, Some(settings)) => {
+                // The login facade: this server is the authorization server
+                // MCP clients see; users log in at the provider.
+                let proxy = settings.build(server_url.clone(), store.clone()).await?;
+                tracing::info!(issuer = %proxy.config().issuer_id(), "authorization-server facade");
+                built.push(Arc::new(proxy.authenticator().map_err(|e| {
+                    ConfigError::new("MCP_PROXY_SIGNING_KEY", e.to_string())
+                })?));
+                facade = Some(proxy);
+            }
+            (None, None) => {}
+        }
+    }
+    let authenticator = chain(built)?;
     let tools = Tools::new(s.name.clone(), s.version.clone(), http.tool_scopes.clone());
     let mut app = McpHttpApp::shared(http, authenticator)?.with_store(store);
     if let Some(proxy) = &facade {
