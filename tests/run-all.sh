@@ -5,8 +5,11 @@
 # (Debian), moto (AWS Cognito emulator) and the Python MCP SDK from PyPI into
 # a virtualenv under target/, and from npm under tests/interop/: Node 22,
 # oidc-provider, the conformance suite, the TypeScript SDK and the MCP
-# Inspector; cargo-fuzz for the short fuzzing campaign (fuzz/run.sh). Ends
-# with the interop matrix (tests/interop/matrix.py).
+# Inspector; cargo-fuzz for the short fuzzing campaign (fuzz/run.sh); for the
+# consent page's browser check, chromium and chromium-driver (Debian) and
+# selenium from PyPI in target/browser-venv (tests/browser/consent_page.py
+# installs them when missing). Ends with the interop matrix
+# (tests/interop/matrix.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -97,6 +100,11 @@ step "tests (unit, integration against the real binaries, interop with Redis, mo
 cargo build --workspace --all-features --bins --quiet
 cargo test --workspace --all-features --no-fail-fast -- --include-ignored
 
+step "consent page in a real browser: headless Chromium at phone and desktop sizes (tests/browser/consent_page.py; screenshots in docs/img/)"
+# Installs chromium, chromium-driver and selenium only when missing; builds its
+# fixture with the flags above, so nothing is compiled again (~10 s when installed).
+python3 tests/browser/consent_page.py
+
 step "docs: README's embedding snippet builds in a fresh crate with exactly the dependencies it lists"
 python3 tests/docs/readme_embedding.py
 
@@ -112,5 +120,5 @@ client="$PWD/target/debug/mcp-auth-client"
     --expected-failures expected-failures.yml -o results
 )
 
-step "interop matrix: the Python SDK, the TypeScript SDK (v1, v2), the MCP Inspector CLI and the conformance suite (server mode) against mcp-auth-server"
+step "interop matrix: the Python SDK, the TypeScript SDK (v1, v2), the MCP Inspector CLI and the conformance suite (server mode) against mcp-auth-server, strategy by strategy and through its authorization-server facade"
 npm_config_update_notifier=false "$MOTO_PYTHON" tests/interop/matrix.py

@@ -9,7 +9,8 @@ in a virtualenv at target/browser-venv. Then:
    consent page with the headers `page_headers` produced, sets the binding
    cookie, checks the posted form), an upstream provider that approves at
    once, and the client's redirect URI;
-2. runs `cargo test -p mcp-auth-proxy --test consent_page browser_fixture`
+2. runs mcp-auth-proxy's `consent_page` test `browser_fixture` (built as the test command
+   builds it: `cargo test --workspace --all-features`)
    with CONSENT_BROWSER_DIR=target/browser, which writes the pages
    (`render_consent`, `render_error`) and their headers there;
 3. checks in Chromium, at a phone size (390x844) and a desktop size
@@ -184,7 +185,12 @@ def write_fixture(servers, manifest_path):
         CONSENT_BROWSER_UPSTREAM=f"{servers.origin('upstream')}/authorize",
         CONSENT_BROWSER_CLIENT=f"{servers.origin('client')}/callback",
     )
-    command = ["cargo", "test", "--quiet", "-p", "mcp-auth-proxy", "--test", "consent_page"]
+    # The test command's own selection and features (`cargo test --workspace --all-features`),
+    # not `-p mcp-auth-proxy`: dependency features are unified over the packages selected, so
+    # `-p` would build a second copy of the dependency graph after tests/run-all.sh has built
+    # this one (about a minute on two cores), where this way the fixture test is already built.
+    # Only mcp-auth-proxy has a test target named consent_page.
+    command = ["cargo", "test", "--quiet", "--workspace", "--all-features", "--test", "consent_page"]
     if manifest_path:
         command += ["--manifest-path", manifest_path]
     command += ["browser_fixture", "--", "--exact", "--nocapture"]

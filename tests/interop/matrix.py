@@ -5,9 +5,13 @@ peers it installs: the official Python SDK (this interpreter's venv), the offici
 SDK (v1 `@modelcontextprotocol/sdk` and the v2 client `@modelcontextprotocol/client`) and the
 MCP Inspector CLI on Node 22 (tests/interop/clients), oidc-provider as the authorization server
 (tests/interop/oidc), moto as AWS Cognito, and the official conformance suite
-(tests/interop/conformance).
+(tests/interop/conformance). The `facade` column runs mcp-auth-server as the clients'
+authorization server (the authorization-server facade, crates/mcp-auth-proxy) in front of an
+upstream provider without dynamic registration (tests/interop/oidc/upstream.mjs); the clients log
+in with nothing registered beforehand, through the server's consent page
+(tests/interop/consent-browser.py presses Allow) and the upstream login.
 
-    python tests/interop/matrix.py [--only CLIENT[,CLIENT]] [--update-docs]
+    python tests/interop/matrix.py [--only CLIENT[,CLIENT]] [--columns STRATEGY[,STRATEGY]] [--update-docs]
 
 Each cell starts what it needs on free loopback ports, drives one client, and checks what the
 client saw (the principal in `whoami`, the scopes after a step-up, the `resource` it asked
@@ -32,6 +36,7 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
+from urllib.parse import parse_qs, urlsplit
 
 ROOT = Path(__file__).resolve().parents[2]
 INTEROP = ROOT / "tests" / "interop"
@@ -46,14 +51,34 @@ CLIENT_TIMEOUT = 120
 API_KEY = "interop-api-key-0123456789abcdef"
 JWT_SECRET = "interop-jwt-secret-0123456789abcdef0123456789"
 
-STRATEGIES = ["none", "api_key", "bearer", "oauth2", "oauth2 step-up", "cognito"]
+STRATEGIES = ["none", "api_key", "bearer", "oauth2", "oauth2 step-up", "cognito", "facade"]
+
+# The facade column's upstream: oidc-provider's one static confidential client (upstream.mjs).
+UPSTREAM_CLIENT_ID = "mcp-proxy"
+UPSTREAM_CLIENT_SECRET = "mcp-proxy-secret-0123456789abcdef"
+UPSTREAM_USER = "octocat"
+CONSENT_BROWSER = INTEROP / "consent-browser.py"
 
 
 def clean_env() -> dict[str, str]:
     """This process's environment without what could change a cell: the server's and the
     Inspector's own settings (MCP_*, COGNITO_*, HTTP_*, LOG_LEVEL, ...) and proxies."""
     drop_prefixes = ("MCP_", "COGNITO_", "HTTP_", "HTTPS_", "AWS_")
-    drop = {"LOG_LEVEL", "HOST", "PORT", "BROWSER", "BROWSER_LOG", "TS_SDK", "NODE_OPTIONS", "PYTHONPATH"}
+    drop = {
+        "LOG_LEVEL",
+        "HOST",
+        "PORT",
+        "BROWSER",
+        "BROWSER_LOG",
+        "CONSENT_LOG",
+        "CONSENT_DECISION",
+        "CLIENT_METADATA_URL",
+        "TS_SDK",
+        "NODE_OPTIONS",
+        "PYTHONPATH",
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+    }
     return {
         k: v
         for k, v in os.environ.items()
@@ -267,9 +292,11 @@ def ts_client(version: str, *args: str) -> Run:
     return run([str(NODE), "ts_client.mjs", *args], env={"TS_SDK": version}, cwd=CLIENTS)
 
 
-def inspector(url: str, *args: str, env: dict[str, str] | None = None) -> Run:
-    # A private HOME: the Inspector keeps OAuth state and a catalog under ~/.mcp-inspector.
-    home = tempfile.mkdtemp(prefix="inspector-home-")
+def inspector(url: str, *args: str, env: dict[str, str] | None = None, home: str | None = None) -> Run:
+    """One Inspector CLI run. A private HOME (the Inspector keeps OAuth state and a catalog under
+    ~/.mcp-inspector): a fresh one, removed after, unless `home` is given to share between runs."""
+    own = home is None
+    home = home or tempfile.mkdtemp(prefix="inspector-home-")
     try:
         return run(
             [str(NODE), str(CLIENTS / "node_modules" / ".bin" / "mcp-inspector"), "--cli", url, "--transport", "http", *args],
@@ -277,7 +304,8 @@ def inspector(url: str, *args: str, env: dict[str, str] | None = None) -> Run:
             cwd=CLIENTS,
         )
     finally:
-        shutil.rmtree(home, ignore_errors=True)
+        if own:
+            shutil.rmtree(home, ignore_errors=True)
 
 
 SDK_CLIENTS: dict[str, Callable[..., Run]] = {
@@ -563,6 +591,144 @@ def cells_cognito(m: Matrix, rows: list[str]) -> None:
                     )
 
 
+@contextlib.contextmanager
+def upstream_provider(callback: str) -> Iterator[str]:
+    """oidc-provider as the facade's upstream (tests/interop/oidc/upstream.mjs, OIDC mode): one
+    static confidential client whose only redirect URI is `callback`, no registration, logs
+    every user in as UPSTREAM_USER without a person."""
+    port = free_port()
+    with process(
+        "upstream-oidc",
+        [str(NODE), "upstream.mjs"],
+        port,
+        env={"PORT": str(port), "PROXY_CALLBACK": callback, "UPSTREAM_MODE": "oidc"},
+        cwd=INTEROP / "oidc",
+    ):
+        yield f"http://127.0.0.1:{port}"
+
+
+def login_logs(client: str) -> tuple[Path, Path]:
+    """Where consent-browser.py records the URLs it was opened with and the consent pages it
+    answered, for one client's cell."""
+    browser, consent = OUT / f"facade-browser-{client}.log", OUT / f"facade-consent-{client}.log"
+    browser.unlink(missing_ok=True)
+    consent.unlink(missing_ok=True)
+    return browser, consent
+
+
+def lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def check_facade_login(who: dict, url: str, origin: str, opened: list[str], consents: list[str]) -> str | None:
+    """What every facade cell checks after the client's calls: the principal is the upstream's
+    user, in a token of this server (issuer = its origin, audience = its MCP URL); the browser was
+    opened once, for an authorization request at this server naming resource = its MCP URL, and
+    answered the consent page once. None when all hold, else what did not."""
+    if who.get("strategy") != "oauth2" or who.get("subject") != UPSTREAM_USER:
+        return f"whoami {who.get('strategy')!r} {who.get('subject')!r}, expected 'oauth2' {UPSTREAM_USER!r}"
+    if who.get("issuer") != origin:
+        return f"whoami issuer {who.get('issuer')!r}, expected the server's origin {origin!r}"
+    if who.get("claims", {}).get("aud") != url:
+        return f"token audience {who.get('claims', {}).get('aud')!r}, expected {url!r}"
+    if len(opened) != 1:
+        return f"the browser was opened {len(opened)} times: {opened}"
+    query = parse_qs(urlsplit(opened[0]).query)
+    if not opened[0].startswith(f"{origin}/oauth/authorize?") or query.get("resource") != [url]:
+        return f"the browser was opened at {opened[0]!r}, expected {origin}/oauth/authorize with resource={url}"
+    if len(consents) != 1:
+        return f"the consent page was answered {len(consents)} times, expected once"
+    return None
+
+
+def facade_sdk(client: str, url: str, origin: str) -> tuple[bool, str]:
+    browser_log, consent_log = login_logs(client)
+    env = {"BROWSER": str(CONSENT_BROWSER), "BROWSER_LOG": str(browser_log), "CONSENT_LOG": str(consent_log)}
+    if client == "python-sdk":
+        r = run([PYTHON, str(CLIENTS / "py_facade_client.py"), url], env=env)
+    else:
+        version = client.rsplit("-", 1)[1]
+        r = run([str(NODE), "ts_facade_client.mjs", url], env={**env, "TS_SDK": version}, cwd=CLIENTS)
+    if r.code != 0:
+        return False, r.why()
+    try:
+        out = r.json()
+    except ValueError as e:
+        return False, str(e)
+    if not {"get_time", "whoami"} <= set(out["tools"]):
+        return False, f"tools/list gave {out['tools']}"
+    if not out.get("registered") or not out.get("client_id"):
+        return False, f"the client did not register dynamically (client_id {out.get('client_id')!r})"
+    problem = check_facade_login(out["whoami"], url, origin, lines(browser_log), lines(consent_log))
+    if problem:
+        return False, problem
+    return True, (
+        f"dynamic registration at {origin}/oauth/register, consent page (Allow), upstream login, PKCE, "
+        f"resource={url}; tools/list, get_time, whoami as {UPSTREAM_USER!r} of {origin}"
+    )
+
+
+def facade_inspector(url: str, origin: str) -> tuple[bool, str]:
+    browser_log, consent_log = login_logs("inspector-cli")
+    env = {
+        "MCP_AUTO_OPEN_ENABLED": "true",
+        "BROWSER": str(CONSENT_BROWSER),
+        "BROWSER_LOG": str(browser_log),
+        "CONSENT_LOG": str(consent_log),
+        # Keep the tokens between the two runs (in the private HOME; without a keyring the
+        # Inspector keeps secrets in memory only, and the second run would log in again).
+        "MCP_INSPECTOR_SECRET_STORE": "file",
+    }
+    home = tempfile.mkdtemp(prefix="inspector-home-")
+    try:
+        listed = inspector(url, "--method", "tools/list", env=env, home=home)
+        if listed.code != 0 or '"get_time"' not in listed.out or '"whoami"' not in listed.out:
+            return False, f"tools/list: {listed.why()}"
+        called = inspector(url, "--method", "tools/call", "--tool-name", "whoami", env=env, home=home)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+    if called.code != 0:
+        return False, f"tools/call whoami: {called.why()}"
+    who = inspector_whoami(called)
+    problem = check_facade_login(who, url, origin, lines(browser_log), lines(consent_log))
+    if problem:
+        return False, problem
+    return True, (
+        "headless login (MCP_AUTO_OPEN_ENABLED, $BROWSER = consent-browser.py): dynamic registration, "
+        f"consent page (Allow), upstream login; tools/list, then tools/call whoami as {UPSTREAM_USER!r} "
+        f"of {origin} with the stored token"
+    )
+
+
+def cells_facade(m: Matrix, rows: list[str]) -> None:
+    # The port is chosen first: the upstream's only redirect URI is the server's callback.
+    port = free_port()
+    origin = f"http://127.0.0.1:{port}"
+    url, callback = f"{origin}/mcp", f"{origin}/oauth/callback"
+    with upstream_provider(callback) as upstream:
+        env = {
+            "MCP_AUTH_STRATEGY": "oauth2",
+            "MCP_OAUTH_ISSUER": upstream,
+            "MCP_OAUTH_CALLBACK_URL": callback,
+            "MCP_OAUTH_CLIENT_ID": UPSTREAM_CLIENT_ID,
+            "MCP_OAUTH_CLIENT_SECRET": UPSTREAM_CLIENT_SECRET,
+            "MCP_OAUTH_SCOPE": "openid email",
+            "MCP_OAUTH_PROVIDER_NAME": "oidc-provider",
+            "MCP_OAUTH_SCOPES_SUPPORTED": "mcp:tools,mcp:admin",
+        }
+        with server("facade", env, port):
+            for client in rows:
+                if client in SDK_CLIENTS:
+                    m.record(client, "facade", *facade_sdk(client, url, origin))
+                elif client == "inspector-cli":
+                    m.record(client, "facade", *facade_inspector(url, origin))
+        log = (OUT / "server-facade.log").read_text()
+        if UPSTREAM_CLIENT_SECRET in log:
+            for client in rows:
+                if (client, "facade") in m.cells:
+                    m.record(client, "facade", False, "the upstream client secret is in the server's log")
+
+
 def conformance_server(url: str) -> tuple[bool, str]:
     suite = INTEROP / "conformance"
     results = OUT / "conformance-server"
@@ -594,20 +760,23 @@ def conformance_server(url: str) -> tuple[bool, str]:
 # ---------------------------------------------------------------------------- report
 
 
-def render(m: Matrix, rows: list[str], names: dict[str, str]) -> str:
-    head = "| client | package | " + " | ".join(STRATEGIES) + " |"
-    lines = [head, "|" + "---|" * (len(STRATEGIES) + 2)]
+def render(m: Matrix, rows: list[str], columns: list[str], names: dict[str, str]) -> str:
+    head = "| client | package | " + " | ".join(columns) + " |"
+    table = [head, "|" + "---|" * (len(columns) + 2)]
     for client in rows:
         cells = []
-        for s in STRATEGIES:
+        for s in columns:
             cell = m.cells.get((client, s))
             cells.append(cell.status if cell else ("n/a" if (client, s) in NOT_APPLICABLE else "not run"))
-        lines.append(f"| {client} | {names.get(client, 'version unknown')} | " + " | ".join(cells) + " |")
-    notes = ["", "Expected failures and cells that do not apply:", ""]
-    for (client, s), why in {**EXPECTED_FAILURES, **NOT_APPLICABLE}.items():
-        if client in rows:
-            notes.append(f"- {client} x {s}: {why}")
-    return "\n".join(lines + notes) + "\n"
+        table.append(f"| {client} | {names.get(client, 'version unknown')} | " + " | ".join(cells) + " |")
+    notes = [
+        f"- {client} x {s}: {why}"
+        for (client, s), why in {**EXPECTED_FAILURES, **NOT_APPLICABLE}.items()
+        if client in rows and s in columns
+    ]
+    if notes:
+        notes = ["", "Expected failures and cells that do not apply:", "", *notes]
+    return "\n".join(table + notes) + "\n"
 
 
 def update_docs(table: str) -> None:
@@ -619,15 +788,38 @@ def update_docs(table: str) -> None:
     doc.write_text(f"{before}{start}\n{table}{end}{after}")
 
 
+# Each setup: its label, the function that runs its cells, the columns it fills.
+GROUPS: list[tuple[str, Callable[[Matrix, list[str]], None], list[str]]] = [
+    ("none", cells_none, ["none"]),
+    ("api_key", cells_api_key, ["api_key"]),
+    ("bearer", cells_bearer, ["bearer"]),
+    ("oauth2 (oidc-provider)", cells_oauth2, ["oauth2", "oauth2 step-up"]),
+    ("cognito (moto)", cells_cognito, ["cognito"]),
+    ("facade (mcp-auth-server as the authorization server, oidc-provider upstream)", cells_facade, ["facade"]),
+]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", help="comma-separated client rows to run (default: all)")
-    ap.add_argument("--update-docs", action="store_true", help="write the matrix into docs/INTEROP.md")
+    ap.add_argument(
+        "--columns",
+        help="comma-separated strategy columns to run (default: all; 'oauth2' and 'oauth2 step-up' run together)",
+    )
+    ap.add_argument("--update-docs", action="store_true", help="write the matrix into docs/INTEROP.md (whole matrix only)")
     args = ap.parse_args()
     rows = args.only.split(",") if args.only else CLIENT_ROWS
     unknown = set(rows) - set(CLIENT_ROWS)
     if unknown:
         ap.error(f"unknown client rows {sorted(unknown)}; known: {', '.join(CLIENT_ROWS)}")
+    wanted = [c.strip() for c in args.columns.split(",")] if args.columns else STRATEGIES
+    unknown = set(wanted) - set(STRATEGIES)
+    if unknown:
+        ap.error(f"unknown columns {sorted(unknown)}; known: {', '.join(STRATEGIES)}")
+    groups = [g for g in GROUPS if set(g[2]) & set(wanted)]
+    columns = [s for s in STRATEGIES if any(s in g[2] for g in groups)]
+    if args.update_docs and (rows != CLIENT_ROWS or columns != STRATEGIES):
+        ap.error("--update-docs writes the whole matrix: run it without --only and --columns")
     for need in (SERVER_BIN, NODE, MOTO_SERVER):
         if not Path(need).exists():
             print(f"error: {need} is missing (run tests/run-all.sh, which builds and installs it)", file=sys.stderr)
@@ -636,28 +828,24 @@ def main() -> int:
     (OUT / "clients.log").unlink(missing_ok=True)
     names = versions()
     m = Matrix()
-    for name, cells in [
-        ("none", cells_none),
-        ("api_key", cells_api_key),
-        ("bearer", cells_bearer),
-        ("oauth2 (oidc-provider)", cells_oauth2),
-        ("cognito (moto)", cells_cognito),
-    ]:
+    for name, cells, owned in groups:
         print(f"--- {name}", flush=True)
+        started = time.monotonic()
         try:
             cells(m, rows)
         except Exception as e:  # a broken setup fails every cell it owns, and the run
             traceback.print_exc()
             for client in rows:
-                for s in STRATEGIES:
-                    if s.startswith(name.split()[0]) and (client, s) not in m.cells and (client, s) not in NOT_APPLICABLE:
+                for s in owned:
+                    if (client, s) not in m.cells and (client, s) not in NOT_APPLICABLE:
                         first = str(e).splitlines()[0] if str(e) else type(e).__name__
                         m.cells[(client, s)] = Cell("FAIL", f"setup failed: {first}")
+        print(f"    ({time.monotonic() - started:.0f} s)", flush=True)
     for client in rows:
-        for s in STRATEGIES:
+        for s in columns:
             if (client, s) not in m.cells and (client, s) not in NOT_APPLICABLE:
                 m.cells[(client, s)] = Cell("FAIL", "no result")
-    table = render(m, rows, names)
+    table = render(m, rows, columns, names)
     (OUT / "matrix.md").write_text(table)
     (OUT / "results.json").write_text(
         json.dumps({f"{c} x {s}": {"status": v.status, "detail": v.detail} for (c, s), v in m.cells.items()}, indent=2)
