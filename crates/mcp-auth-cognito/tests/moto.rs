@@ -155,14 +155,83 @@ async fn setup_is_idempotent_and_registers_the_resource_server() {
         .await
         .unwrap();
     let c = c.user_pool_client().unwrap();
+    // The example client's loopback callbacks and the server's login
+    // facade at the server's default URL.
     assert_eq!(
         c.callback_urls(),
         [
             "http://localhost:3030/callback",
-            "http://127.0.0.1:3030/callback"
+            "http://127.0.0.1:3030/callback",
+            "http://127.0.0.1:8001/oauth/callback",
         ]
     );
     assert!(c.client_secret().is_some());
+    // The facade's lines: the preset (oauth2 with COGNITO_DOMAIN) and the
+    // app client lines it falls back to.
+    assert_eq!(env_value(&first, "MCP_AUTH_STRATEGY"), "oauth2");
+    let domain = env_value(&first, "COGNITO_DOMAIN");
+    assert!(
+        domain.starts_with("https://mcp-auth-")
+            && domain.ends_with(".auth.eu-west-1.amazoncognito.com"),
+        "{domain}"
+    );
+    assert!(
+        !first.contains("MCP_SERVER_URL="),
+        "the default is not pinned: {first}"
+    );
+
+    // Run again for the server's real URL: its callback is added to the
+    // existing client, everything else kept; the URL is printed for the
+    // server to derive the same callback.
+    let server = "https://mcp.example.com/mcp";
+    let (ok, third, err) = cli(&moto, &["setup", "--no-user", "--server-url", server]);
+    assert!(ok, "{err}");
+    assert!(
+        err.contains(
+            "registered the login facade's callback https://mcp.example.com/oauth/callback"
+        ),
+        "{err}"
+    );
+    assert_eq!(env_value(&third, "MCP_SERVER_URL"), server);
+    assert_eq!(
+        env_value(&third, "COGNITO_APP_CLIENT_SECRET"),
+        env_value(&first, "COGNITO_APP_CLIENT_SECRET")
+    );
+    let again = sdk
+        .describe_user_pool_client()
+        .user_pool_id(&pool)
+        .client_id(&client)
+        .send()
+        .await
+        .unwrap();
+    let again = again.user_pool_client().unwrap();
+    assert_eq!(
+        again.callback_urls(),
+        [
+            "http://localhost:3030/callback",
+            "http://127.0.0.1:3030/callback",
+            "http://127.0.0.1:8001/oauth/callback",
+            "https://mcp.example.com/oauth/callback",
+        ]
+    );
+    assert_eq!(again.allowed_o_auth_scopes(), c.allowed_o_auth_scopes());
+    assert_eq!(again.allowed_o_auth_flows(), c.allowed_o_auth_flows());
+    assert_eq!(again.explicit_auth_flows(), c.explicit_auth_flows());
+    // Once registered, a third run changes nothing.
+    let (ok, _, err) = cli(&moto, &["setup", "--no-user", "--server-url", server]);
+    assert!(ok && !err.contains("registered"), "{err}");
+    // A callback the facade could not serve is refused before any request.
+    let (ok, _, err) = cli(
+        &moto,
+        &[
+            "setup",
+            "--server-url",
+            server,
+            "--callback-url",
+            "https://elsewhere.example/cb",
+        ],
+    );
+    assert!(!ok && err.contains("MCP_SERVER_URL's origin"), "{err}");
 
     // add-resource-server registers MCP_SERVER_URL, twice without harm.
     let url = "http://127.0.0.1:8001/mcp";
@@ -209,7 +278,7 @@ async fn setup_is_idempotent_and_registers_the_resource_server() {
     assert!(c.allowed_o_auth_scopes().contains(&format!("{url}/tools")));
     assert_eq!(
         c.callback_urls().len(),
-        2,
+        4,
         "granting scopes kept the client's settings"
     );
 

@@ -735,16 +735,11 @@ async fn callback(State(app): State<App>, Query(q): Query<HashMap<String, String
         return back(&[("error", "server_error")]);
     };
     // The provider's tokens stay here, sealed, for tools acting for the user.
-    if let Ok(bytes) = serde_json::to_vec(&tokens)
-        && let Ok(sealed) = proxy.inner.sealer.seal(&bytes, family.as_bytes())
+    if let Err(e) = proxy
+        .keep_upstream_tokens(&family, &user.subject, tokens)
+        .await
     {
-        let _ = store
-            .kv_put(
-                &format!("proxy:upstream-tokens:{family}"),
-                &sealed,
-                cfg.grants.refresh,
-            )
-            .await;
+        tracing::warn!(error = %e, "the provider's tokens could not be kept; tools will not get them");
     }
     tracing::info!(client = %pending.client_id, "login finished");
     let grant = Grant {

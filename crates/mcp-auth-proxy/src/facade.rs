@@ -101,6 +101,7 @@ pub(crate) struct Inner {
     pub(crate) signing: SigningKey,
     pub(crate) sealer: Sealer,
     pub(crate) csrf_secret: Vec<u8>,
+    pub(crate) refreshing: crate::vault::RefreshLocks,
 }
 
 /// The authorization-server facade: its endpoints ([`router`](Self::router))
@@ -168,6 +169,7 @@ impl OAuthProxy {
                 signing,
                 sealer,
                 csrf_secret,
+                refreshing: crate::vault::RefreshLocks::default(),
             }),
         })
     }
@@ -203,7 +205,10 @@ impl OAuthProxy {
         self.inner.signing.jwks()
     }
 
-    /// Signs an access token for `grant`; returns it with its lifetime.
+    /// Signs an access token for `grant`; returns it with its lifetime. It
+    /// names the login in the [`fam`](crate::vault::FAMILY_CLAIM) claim, so
+    /// a tool holding the caller's principal can get the provider's token
+    /// ([`upstream_access_token`](Self::upstream_access_token)).
     pub(crate) fn access_token(&self, grant: &Grant) -> Result<(String, u64), KeyError> {
         let cfg = &self.inner.cfg;
         let now = now_secs();
@@ -218,6 +223,7 @@ impl OAuthProxy {
             "exp": now + ttl,
             "jti": random_token(16)?,
         });
+        claims[crate::vault::FAMILY_CLAIM] = grant.family.clone().into();
         if let Some(e) = &grant.user.email {
             claims["email"] = e.clone().into();
         }

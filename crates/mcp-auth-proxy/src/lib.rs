@@ -7,7 +7,8 @@
 //! revocation); the user approves the client on the server's consent page
 //! and logs in at the provider with the server's one pre-registered
 //! client; the client gets the server's own short-lived JWTs, and the
-//! provider's tokens stay on the server, sealed.
+//! provider's tokens stay on the server, sealed, for tools acting for the
+//! user ([`OAuthProxy::upstream_access_token`], refreshed when expired).
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -33,7 +34,9 @@ pub mod grants;
 pub mod keys;
 pub mod settings;
 pub mod upstream;
+pub mod vault;
 
 pub use endpoints::{EndpointOptions, paths};
 pub use facade::{ConfiguredKeys, OAuthProxy, ProxyConfig, ProxyError};
 pub use settings::VARIABLES;
+pub use vault::{FAMILY_CLAIM, UpstreamTokenError};

@@ -2,9 +2,11 @@
 //!
 //! The facade is on when the `oauth2` strategy names an upstream login:
 //! `MCP_OAUTH_AUTH_URL` (the seed's manual form: authorization, token and
-//! userinfo URLs, as for GitHub or Google) or `MCP_OAUTH_CALLBACK_URL` with
-//! `MCP_OAUTH_ISSUER` (an OIDC provider by discovery). Otherwise `oauth2`
-//! is a plain resource server for `MCP_OAUTH_ISSUER`'s tokens.
+//! userinfo URLs, as for GitHub or Google), `MCP_OAUTH_CALLBACK_URL` with
+//! `MCP_OAUTH_ISSUER` (an OIDC provider by discovery), or `COGNITO_DOMAIN`
+//! (the Cognito preset, below). Otherwise `oauth2` is a plain resource
+//! server for `MCP_OAUTH_ISSUER`'s tokens. (`MCP_AUTH_STRATEGY=cognito`,
+//! the resource server for a pool's tokens, reads none of this.)
 //!
 //! ```
 //! use std::collections::HashMap;
@@ -32,19 +34,65 @@
 //! assert_eq!(e.variable, "MCP_OAUTH_TOKEN_URL");
 //! ```
 //!
+//! # The Cognito preset
+//!
+//! With `MCP_AUTH_STRATEGY=oauth2`, setting `COGNITO_DOMAIN` selects an AWS
+//! Cognito user pool as the provider: its hosted UI
+//! (`<domain>/oauth2/authorize`, `<domain>/oauth2/token`), the user from
+//! its ID token verified with the pool's keys (issuer
+//! `https://cognito-idp.<region>.amazonaws.com/<pool>`, keys at
+//! `<issuer>/.well-known/jwks.json`, audience the app client), its
+//! `cognito:groups` as the user's groups. `COGNITO_REGION` and
+//! `COGNITO_USER_POOL_ID` are required; the app client is
+//! `MCP_OAUTH_CLIENT_ID`/`MCP_OAUTH_CLIENT_SECRET`, or, when
+//! `MCP_OAUTH_CLIENT_ID` is unset, `COGNITO_APP_CLIENT_ID`/
+//! `COGNITO_APP_CLIENT_SECRET`: the lines `mcp-auth-cognito setup` prints
+//! are enough. The preset names the provider, so `MCP_OAUTH_AUTH_URL`,
+//! `MCP_OAUTH_TOKEN_URL`, `MCP_OAUTH_USERINFO_URL` and `MCP_OAUTH_ISSUER`
+//! must be unset.
+//!
+//! ```
+//! use std::collections::HashMap;
+//! use mcp_auth_proxy::settings::{ProviderSource, ProxySettings, facade_requested};
+//!
+//! let vars: HashMap<String, String> = [
+//!     ("COGNITO_REGION", "eu-west-1"),
+//!     ("COGNITO_USER_POOL_ID", "eu-west-1_AbC123"),
+//!     ("COGNITO_APP_CLIENT_ID", "1example23456789"),
+//!     ("COGNITO_APP_CLIENT_SECRET", "an-app-client-secret"),
+//!     ("COGNITO_DOMAIN", "https://my-pool.auth.eu-west-1.amazoncognito.com"),
+//! ]
+//! .into_iter()
+//! .map(|(k, v)| (k.to_owned(), v.to_owned()))
+//! .collect();
+//! assert!(facade_requested(&vars));
+//! let s = ProxySettings::from_settings(&vars, &"https://mcp.example.com/mcp".parse().unwrap()).unwrap();
+//! let ProviderSource::Cognito { domain, jwks, .. } = &s.provider else { unreachable!() };
+//! let (authorize, token) = ProviderSource::cognito_endpoints(domain);
+//! assert_eq!(authorize.as_str(), "https://my-pool.auth.eu-west-1.amazoncognito.com/oauth2/authorize");
+//! assert_eq!(token.as_str(), "https://my-pool.auth.eu-west-1.amazoncognito.com/oauth2/token");
+//! assert_eq!(jwks.as_str(), "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_AbC123/.well-known/jwks.json");
+//! assert_eq!(s.client_id, "1example23456789");
+//! assert_eq!(s.upstream_scopes, ["openid", "email", "profile"]);
+//! ```
+//!
 //! | variable | meaning |
 //! |---|---|
-//! | `MCP_OAUTH_CLIENT_ID` / `MCP_OAUTH_CLIENT_SECRET` | the facade's client at the provider (required) |
+//! | `MCP_OAUTH_CLIENT_ID` / `MCP_OAUTH_CLIENT_SECRET` | the facade's client at the provider (required, but for the Cognito preset) |
 //! | `MCP_OAUTH_AUTH_URL` / `MCP_OAUTH_TOKEN_URL` | the provider's endpoints (manual form) |
 //! | `MCP_OAUTH_USERINFO_URL` | who logged in, for providers without ID tokens (GitHub) |
 //! | `MCP_OAUTH_ISSUER` | an OIDC provider: endpoints by discovery, the user from its verified ID token |
 //! | `MCP_OAUTH_CALLBACK_URL` | where the provider sends the browser back (default `<server origin>/oauth/callback`; register it at the provider) |
-//! | `MCP_OAUTH_SCOPE` | scopes to ask the provider for (space- or comma-separated) |
-//! | `MCP_OAUTH_PROVIDER_NAME` | the provider's name on the consent page (default: its host) |
+//! | `MCP_OAUTH_SCOPE` | scopes to ask the provider for (space- or comma-separated; the Cognito preset's default: `openid email profile`) |
+//! | `MCP_OAUTH_PROVIDER_NAME` | the provider's name on the consent page (default: its host; `Amazon Cognito` for a pool's own hosted-UI domain) |
 //! | `MCP_OAUTH_SCOPES_SUPPORTED` | scopes MCP clients may ask this server for |
 //! | `MCP_PROXY_SIGNING_KEY` | EC P-256 private key (PKCS#8 PEM, inline or a file) for the access tokens; default: generated once, kept in the store |
 //! | `MCP_PROXY_ENCRYPTION_KEY` | 32 bytes, base64, sealing upstream tokens and keys at rest; default: generated, kept in the store (with a warning) |
 //! | `MCP_PROXY_ACCESS_TOKEN_TTL` | lifetime of the access tokens (default `10m`) |
+//! | `COGNITO_DOMAIN` | the Cognito preset: the pool's hosted-UI domain, as `mcp-auth-cognito setup` prints it (`https://<prefix>.auth.<region>.amazoncognito.com`; a custom domain's URL, a bare host name or just the prefix also do) |
+//! | `COGNITO_REGION` / `COGNITO_USER_POOL_ID` | the Cognito preset: the user pool (its issuer and keys) |
+//! | `COGNITO_APP_CLIENT_ID` / `COGNITO_APP_CLIENT_SECRET` | the Cognito preset: the app client, when `MCP_OAUTH_CLIENT_ID` is unset |
+//! | `COGNITO_JWKS_URL` | the Cognito preset: the pool's keys elsewhere (an emulator; default `<issuer>/.well-known/jwks.json`) |
 
 use std::time::Duration;
 
@@ -68,11 +116,194 @@ pub const VARIABLES: &[&str] = &[
     "MCP_PROXY_SIGNING_KEY",
     "MCP_PROXY_ENCRYPTION_KEY",
     "MCP_PROXY_ACCESS_TOKEN_TTL",
+    // The Cognito preset.
+    "COGNITO_DOMAIN",
+    "COGNITO_REGION",
+    "COGNITO_USER_POOL_ID",
+    "COGNITO_APP_CLIENT_ID",
+    "COGNITO_APP_CLIENT_SECRET",
+    "COGNITO_JWKS_URL",
 ];
 
-/// Whether the settings ask for the facade (an upstream login is named).
+/// Whether the settings ask for the facade (with the `oauth2` strategy):
+/// an upstream login is named by `MCP_OAUTH_AUTH_URL`,
+/// `MCP_OAUTH_CALLBACK_URL`, or `COGNITO_DOMAIN` (the Cognito preset).
 pub fn facade_requested(l: &dyn Lookup) -> bool {
-    l.get("MCP_OAUTH_AUTH_URL").is_some() || l.get("MCP_OAUTH_CALLBACK_URL").is_some()
+    [
+        "MCP_OAUTH_AUTH_URL",
+        "MCP_OAUTH_CALLBACK_URL",
+        "COGNITO_DOMAIN",
+    ]
+    .into_iter()
+    .any(|v| l.get(v).is_some())
+}
+
+/// The Cognito preset's app client: `MCP_OAUTH_CLIENT_ID` and
+/// `MCP_OAUTH_CLIENT_SECRET` when `MCP_OAUTH_CLIENT_ID` is set, else
+/// `COGNITO_APP_CLIENT_ID` and `COGNITO_APP_CLIENT_SECRET` (as
+/// `mcp-auth-cognito setup` prints them). Pairs are not mixed.
+fn cognito_client(l: &dyn Lookup) -> Result<(String, String), ConfigError> {
+    match (
+        l.get("MCP_OAUTH_CLIENT_ID"),
+        l.get("MCP_OAUTH_CLIENT_SECRET"),
+    ) {
+        (Some(id), Some(secret)) => Ok((id, secret)),
+        (Some(_), None) => Err(ConfigError::new(
+            "MCP_OAUTH_CLIENT_SECRET",
+            "required with MCP_OAUTH_CLIENT_ID: the app client's secret",
+        )),
+        (None, Some(_)) => Err(ConfigError::new(
+            "MCP_OAUTH_CLIENT_ID",
+            "required with MCP_OAUTH_CLIENT_SECRET (or set neither, and COGNITO_APP_CLIENT_ID and COGNITO_APP_CLIENT_SECRET)",
+        )),
+        (None, None) => {
+            let id = l.get("COGNITO_APP_CLIENT_ID").ok_or_else(|| {
+                ConfigError::new(
+                    "COGNITO_APP_CLIENT_ID",
+                    "the Cognito preset needs the pool's app client: COGNITO_APP_CLIENT_ID and COGNITO_APP_CLIENT_SECRET (as `mcp-auth-cognito setup` prints them), or MCP_OAUTH_CLIENT_ID and MCP_OAUTH_CLIENT_SECRET",
+                )
+            })?;
+            let id = id.trim();
+            if id == "*" || id.contains(',') {
+                return Err(ConfigError::new(
+                    "COGNITO_APP_CLIENT_ID",
+                    "the login facade logs users in with one app client: set MCP_OAUTH_CLIENT_ID (and MCP_OAUTH_CLIENT_SECRET) to it",
+                ));
+            }
+            let secret = l.get("COGNITO_APP_CLIENT_SECRET").ok_or_else(|| {
+                ConfigError::new(
+                    "COGNITO_APP_CLIENT_SECRET",
+                    "required with COGNITO_APP_CLIENT_ID for the Cognito preset: the app client's secret (the login facade is a confidential client)",
+                )
+            })?;
+            Ok((id.to_owned(), secret))
+        }
+    }
+}
+
+/// An AWS region name: lowercase letters, digits and dashes.
+fn is_region(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// The Cognito preset's provider: the hosted UI at `domain`, the pool's
+/// issuer and keys.
+fn cognito_provider(
+    l: &dyn Lookup,
+    domain: &str,
+    allow_http: bool,
+) -> Result<(ProviderSource, IdentitySource), ConfigError> {
+    let region = l
+        .get("COGNITO_REGION")
+        .map(|r| r.trim().to_owned())
+        .ok_or_else(|| {
+            ConfigError::new(
+                "COGNITO_REGION",
+                "required for the Cognito preset (COGNITO_DOMAIN): the user pool's region, like eu-west-1",
+            )
+        })?;
+    if !is_region(&region) {
+        return Err(ConfigError::new(
+            "COGNITO_REGION",
+            "not an AWS region like eu-west-1",
+        ));
+    }
+    let pool = l
+        .get("COGNITO_USER_POOL_ID")
+        .map(|p| p.trim().to_owned())
+        .ok_or_else(|| {
+            ConfigError::new(
+                "COGNITO_USER_POOL_ID",
+                "required for the Cognito preset (COGNITO_DOMAIN): the user pool's id, like eu-west-1_AbC123",
+            )
+        })?;
+    match pool.split_once('_') {
+        Some((r, id))
+            if r == region && !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric()) => {}
+        Some((r, _)) if is_region(r) && r != region => {
+            return Err(ConfigError::new(
+                "COGNITO_USER_POOL_ID",
+                format!("the pool belongs to region {r}, not COGNITO_REGION {region}"),
+            ));
+        }
+        _ => {
+            return Err(ConfigError::new(
+                "COGNITO_USER_POOL_ID",
+                format!("not a user pool id like {region}_AbC123"),
+            ));
+        }
+    }
+    let domain = cognito_domain(domain, &region, allow_http)?;
+    let issuer = format!("https://cognito-idp.{region}.amazonaws.com/{pool}");
+    let jwks = match url_setting(l, "COGNITO_JWKS_URL", allow_http)? {
+        Some(u) => u,
+        None => Url::parse(&format!("{issuer}/.well-known/jwks.json"))
+            .map_err(|e| ConfigError::new("COGNITO_USER_POOL_ID", e.to_string()))?,
+    };
+    Ok((
+        ProviderSource::Cognito {
+            region,
+            user_pool_id: pool,
+            domain,
+            jwks,
+        },
+        IdentitySource::IdToken { issuer },
+    ))
+}
+
+/// `COGNITO_DOMAIN`: the hosted UI's URL
+/// (`https://<prefix>.auth.<region>.amazoncognito.com` as `mcp-auth-cognito
+/// setup` prints it, or a custom domain's `https://auth.example.com`), its
+/// host name alone, or just the prefix.
+fn cognito_domain(value: &str, region: &str, allow_http: bool) -> Result<Url, ConfigError> {
+    let v = value.trim().trim_end_matches('/');
+    let text = if v.contains("://") {
+        v.to_owned()
+    } else if v.contains('.') {
+        format!("https://{v}")
+    } else if !v.is_empty()
+        && !v.starts_with('-')
+        && v.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        format!("https://{v}.auth.{region}.amazoncognito.com")
+    } else {
+        return Err(ConfigError::new(
+            "COGNITO_DOMAIN",
+            "expected the hosted UI's URL (https://<prefix>.auth.<region>.amazoncognito.com, or a custom domain) or its prefix",
+        ));
+    };
+    let url = mcp_auth_jwt::settings::secure_url_setting(&text, "COGNITO_DOMAIN", allow_http)?;
+    if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
+        return Err(ConfigError::new(
+            "COGNITO_DOMAIN",
+            "the hosted UI's origin only, without a path: the endpoints are <domain>/oauth2/authorize and <domain>/oauth2/token",
+        ));
+    }
+    if let Some(host) = url.host_str()
+        && let Some(rest) = host.strip_suffix(".amazoncognito.com")
+    {
+        // <prefix>.auth.<region> (or auth-fips)
+        let labels: Vec<&str> = rest.split('.').collect();
+        match labels.as_slice() {
+            [_, "auth" | "auth-fips", r] if *r == region => {}
+            [_, "auth" | "auth-fips", r] => {
+                return Err(ConfigError::new(
+                    "COGNITO_DOMAIN",
+                    format!("the hosted UI is in region {r}, not COGNITO_REGION {region}"),
+                ));
+            }
+            _ => {
+                return Err(ConfigError::new(
+                    "COGNITO_DOMAIN",
+                    "not a hosted-UI domain like https://<prefix>.auth.<region>.amazoncognito.com",
+                ));
+            }
+        }
+    }
+    Ok(url)
 }
 
 /// Where the provider's endpoints come from.
@@ -87,6 +318,35 @@ pub enum ProviderSource {
     },
     /// Discovery from an OIDC issuer.
     Discovery,
+    /// The Cognito preset: a user pool's hosted UI
+    /// (`<domain>/oauth2/authorize`, `<domain>/oauth2/token`), the user
+    /// from its ID token, verified with the pool's keys.
+    Cognito {
+        /// `COGNITO_REGION`.
+        region: String,
+        /// `COGNITO_USER_POOL_ID`.
+        user_pool_id: String,
+        /// The hosted-UI domain (`COGNITO_DOMAIN`), an origin.
+        domain: Url,
+        /// The pool's keys: `<issuer>/.well-known/jwks.json`, or
+        /// `COGNITO_JWKS_URL`.
+        jwks: Url,
+    },
+}
+
+impl ProviderSource {
+    /// The authorization and token endpoints of the Cognito preset's hosted
+    /// UI at `domain`.
+    pub fn cognito_endpoints(domain: &Url) -> (Url, Url) {
+        let at = |path: &str| {
+            let mut u = domain.clone();
+            u.set_path(path);
+            u.set_query(None);
+            u.set_fragment(None);
+            u
+        };
+        (at("/oauth2/authorize"), at("/oauth2/token"))
+    }
 }
 
 /// How the user is identified.
@@ -150,6 +410,48 @@ fn url_setting(l: &dyn Lookup, var: &str, allow_http: bool) -> Result<Option<Url
         .transpose()
 }
 
+/// The provider and the user's source from the manual or the OIDC form.
+fn provider_and_identity(
+    authorize: Option<Url>,
+    token: Option<Url>,
+    userinfo: Option<Url>,
+    issuer: Option<String>,
+) -> Result<(ProviderSource, IdentitySource), ConfigError> {
+    let provider = match (authorize, token) {
+        (Some(authorize), Some(token)) => ProviderSource::Manual { authorize, token },
+        (Some(_), None) => {
+            return Err(ConfigError::new(
+                "MCP_OAUTH_TOKEN_URL",
+                "required with MCP_OAUTH_AUTH_URL: the provider's token endpoint",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(ConfigError::new(
+                "MCP_OAUTH_AUTH_URL",
+                "required with MCP_OAUTH_TOKEN_URL: the provider's authorization endpoint",
+            ));
+        }
+        (None, None) if issuer.is_some() => ProviderSource::Discovery,
+        (None, None) => {
+            return Err(ConfigError::new(
+                "MCP_OAUTH_AUTH_URL",
+                "the login facade needs the provider: MCP_OAUTH_AUTH_URL and MCP_OAUTH_TOKEN_URL, or MCP_OAUTH_ISSUER (OIDC discovery)",
+            ));
+        }
+    };
+    let identity = match (userinfo, issuer) {
+        (Some(u), _) => IdentitySource::Userinfo(u),
+        (None, Some(issuer)) => IdentitySource::IdToken { issuer },
+        (None, None) => {
+            return Err(ConfigError::new(
+                "MCP_OAUTH_USERINFO_URL",
+                "the login facade needs to know who logged in: MCP_OAUTH_USERINFO_URL (e.g. GitHub's https://api.github.com/user) or MCP_OAUTH_ISSUER (verified ID tokens)",
+            ));
+        }
+    };
+    Ok((provider, identity))
+}
+
 impl ProxySettings {
     /// Reads and checks the facade's settings for the server at
     /// `server_url`. Every error names the variable at fault.
@@ -160,14 +462,21 @@ impl ProxySettings {
                 ConfigError::new(var, format!("required for the login facade: {why}"))
             })
         };
-        let client_id = need(
-            "MCP_OAUTH_CLIENT_ID",
-            "the facade's client id at the provider",
-        )?;
-        let client_secret = need(
-            "MCP_OAUTH_CLIENT_SECRET",
-            "the facade's client secret at the provider",
-        )?;
+        let cognito = l.get("COGNITO_DOMAIN");
+        let (client_id, client_secret) = if cognito.is_some() {
+            cognito_client(l)?
+        } else {
+            (
+                need(
+                    "MCP_OAUTH_CLIENT_ID",
+                    "the facade's client id at the provider",
+                )?,
+                need(
+                    "MCP_OAUTH_CLIENT_SECRET",
+                    "the facade's client secret at the provider",
+                )?,
+            )
+        };
         let authorize = url_setting(l, "MCP_OAUTH_AUTH_URL", allow_http)?;
         let token = url_setting(l, "MCP_OAUTH_TOKEN_URL", allow_http)?;
         let userinfo = url_setting(l, "MCP_OAUTH_USERINFO_URL", allow_http)?;
@@ -175,37 +484,29 @@ impl ProxySettings {
         if let Some(i) = &issuer {
             mcp_auth_jwt::settings::secure_url_setting(i, "MCP_OAUTH_ISSUER", allow_http)?;
         }
-        let provider = match (authorize, token) {
-            (Some(authorize), Some(token)) => ProviderSource::Manual { authorize, token },
-            (Some(_), None) => {
-                return Err(ConfigError::new(
+        let (provider, identity) = match cognito {
+            Some(domain) => {
+                // The preset names the provider: another way of naming it
+                // too is a mistake to point at, not to settle silently.
+                if let Some(other) = [
+                    "MCP_OAUTH_AUTH_URL",
                     "MCP_OAUTH_TOKEN_URL",
-                    "required with MCP_OAUTH_AUTH_URL: the provider's token endpoint",
-                ));
-            }
-            (None, Some(_)) => {
-                return Err(ConfigError::new(
-                    "MCP_OAUTH_AUTH_URL",
-                    "required with MCP_OAUTH_TOKEN_URL: the provider's authorization endpoint",
-                ));
-            }
-            (None, None) if issuer.is_some() => ProviderSource::Discovery,
-            (None, None) => {
-                return Err(ConfigError::new(
-                    "MCP_OAUTH_AUTH_URL",
-                    "the login facade needs the provider: MCP_OAUTH_AUTH_URL and MCP_OAUTH_TOKEN_URL, or MCP_OAUTH_ISSUER (OIDC discovery)",
-                ));
-            }
-        };
-        let identity = match (userinfo, issuer) {
-            (Some(u), _) => IdentitySource::Userinfo(u),
-            (None, Some(issuer)) => IdentitySource::IdToken { issuer },
-            (None, None) => {
-                return Err(ConfigError::new(
                     "MCP_OAUTH_USERINFO_URL",
-                    "the login facade needs to know who logged in: MCP_OAUTH_USERINFO_URL (e.g. GitHub's https://api.github.com/user) or MCP_OAUTH_ISSUER (verified ID tokens)",
-                ));
+                    "MCP_OAUTH_ISSUER",
+                ]
+                .into_iter()
+                .find(|v| l.get(v).is_some())
+                {
+                    return Err(ConfigError::new(
+                        "COGNITO_DOMAIN",
+                        format!(
+                            "selects the Cognito preset of the login facade, which names the provider itself: unset {other} (or unset COGNITO_DOMAIN to use {other})"
+                        ),
+                    ));
+                }
+                cognito_provider(l, &domain, allow_http)?
             }
+            None => provider_and_identity(authorize, token, userinfo, issuer)?,
         };
         let callback = match l.get("MCP_OAUTH_CALLBACK_URL") {
             Some(c) => mcp_auth_jwt::settings::secure_url_setting(
@@ -235,10 +536,22 @@ impl ProxySettings {
                     .map(str::to_owned)
                     .collect()
             })
-            .unwrap_or_default();
+            .unwrap_or_else(|| match provider {
+                // What `mcp-auth-cognito setup` allows its app client.
+                ProviderSource::Cognito { .. } => {
+                    ["openid", "email", "profile"].map(str::to_owned).to_vec()
+                }
+                _ => Vec::new(),
+            });
         let provider_name = l.get("MCP_OAUTH_PROVIDER_NAME").unwrap_or_else(|| {
             let from = match &provider {
                 ProviderSource::Manual { authorize, .. } => authorize.host_str().map(str::to_owned),
+                ProviderSource::Cognito { domain, .. } => match domain.host_str() {
+                    Some(h) if h.ends_with(".amazoncognito.com") => {
+                        Some("Amazon Cognito".to_owned())
+                    }
+                    other => other.map(str::to_owned),
+                },
                 ProviderSource::Discovery => match &identity {
                     IdentitySource::IdToken { issuer } => Url::parse(issuer)
                         .ok()
@@ -432,6 +745,254 @@ mod tests {
         assert_eq!(s.provider, ProviderSource::Discovery);
         assert!(matches!(s.identity, IdentitySource::IdToken { .. }));
     }
+
+    /// What `mcp-auth-cognito setup` prints.
+    const COGNITO: &[(&str, &str)] = &[
+        ("COGNITO_REGION", "eu-west-1"),
+        ("COGNITO_USER_POOL_ID", "eu-west-1_AbC123"),
+        ("COGNITO_APP_CLIENT_ID", "app-client"),
+        ("COGNITO_APP_CLIENT_SECRET", "app-secret"),
+        (
+            "COGNITO_DOMAIN",
+            "https://my-pool.auth.eu-west-1.amazoncognito.com",
+        ),
+    ];
+
+    fn cognito(changes: &[(&str, Option<&str>)]) -> Result<ProxySettings, ConfigError> {
+        let mut v = vars(COGNITO);
+        for (k, val) in changes {
+            match val {
+                Some(x) => v.insert((*k).to_owned(), (*x).to_owned()),
+                None => v.remove(*k),
+            };
+        }
+        ProxySettings::from_settings(&v, &"https://mcp.example.com/mcp".parse().unwrap())
+    }
+
+    #[test]
+    fn the_cognito_preset_from_the_lines_setup_prints() {
+        assert!(facade_requested(&vars(COGNITO)));
+        // The `cognito` strategy's settings alone do not ask for the facade.
+        let mut strategy_only = vars(COGNITO);
+        strategy_only.remove("COGNITO_DOMAIN");
+        assert!(!facade_requested(&strategy_only));
+
+        let s = cognito(&[]).unwrap();
+        let issuer = "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_AbC123";
+        assert_eq!(
+            s.identity,
+            IdentitySource::IdToken {
+                issuer: issuer.into()
+            }
+        );
+        let ProviderSource::Cognito {
+            region,
+            user_pool_id,
+            domain,
+            jwks,
+        } = &s.provider
+        else {
+            panic!("{:?}", s.provider)
+        };
+        assert_eq!(
+            (region.as_str(), user_pool_id.as_str()),
+            ("eu-west-1", "eu-west-1_AbC123")
+        );
+        assert_eq!(jwks.as_str(), format!("{issuer}/.well-known/jwks.json"));
+        let (authorize, token) = ProviderSource::cognito_endpoints(domain);
+        assert_eq!(
+            (authorize.as_str(), token.as_str()),
+            (
+                "https://my-pool.auth.eu-west-1.amazoncognito.com/oauth2/authorize",
+                "https://my-pool.auth.eu-west-1.amazoncognito.com/oauth2/token"
+            )
+        );
+        assert_eq!(
+            (s.client_id.as_str(), s.client_secret.as_str()),
+            ("app-client", "app-secret")
+        );
+        assert_eq!(
+            s.callback.as_str(),
+            "https://mcp.example.com/oauth/callback"
+        );
+        assert_eq!(s.upstream_scopes, ["openid", "email", "profile"]);
+        assert_eq!(s.provider_name, "Amazon Cognito");
+        assert!(!format!("{s:?}").contains("app-secret"));
+
+        // The MCP_OAUTH_ pair wins over the COGNITO_ one; scopes and the
+        // name can be set.
+        let s = cognito(&[
+            ("MCP_OAUTH_CLIENT_ID", Some("facade-client")),
+            ("MCP_OAUTH_CLIENT_SECRET", Some("facade-secret")),
+            ("MCP_OAUTH_SCOPE", Some("openid email")),
+            ("MCP_OAUTH_PROVIDER_NAME", Some("Example Corp")),
+            ("COGNITO_APP_CLIENT_ID", Some("a,b")),
+        ])
+        .unwrap();
+        assert_eq!(
+            (s.client_id.as_str(), s.client_secret.as_str()),
+            ("facade-client", "facade-secret")
+        );
+        assert_eq!(s.upstream_scopes, ["openid", "email"]);
+        assert_eq!(s.provider_name, "Example Corp");
+    }
+
+    #[test]
+    fn cognito_domains_as_url_host_or_prefix() {
+        let full = "https://my-pool.auth.eu-west-1.amazoncognito.com/";
+        for given in [
+            "https://my-pool.auth.eu-west-1.amazoncognito.com",
+            "https://my-pool.auth.eu-west-1.amazoncognito.com/",
+            "my-pool.auth.eu-west-1.amazoncognito.com",
+            "my-pool",
+        ] {
+            let s = cognito(&[("COGNITO_DOMAIN", Some(given))]).unwrap();
+            let ProviderSource::Cognito { domain, .. } = &s.provider else {
+                panic!()
+            };
+            assert_eq!(domain.as_str(), full, "{given}");
+        }
+        // A custom domain, and the keys elsewhere (an emulator on loopback).
+        let s = cognito(&[
+            ("COGNITO_DOMAIN", Some("https://auth.example.com")),
+            (
+                "COGNITO_JWKS_URL",
+                Some("http://127.0.0.1:5000/eu-west-1_AbC123/.well-known/jwks.json"),
+            ),
+        ])
+        .unwrap();
+        let ProviderSource::Cognito { domain, jwks, .. } = &s.provider else {
+            panic!()
+        };
+        assert_eq!(domain.as_str(), "https://auth.example.com/");
+        assert_eq!(jwks.port(), Some(5000));
+        assert_eq!(s.provider_name, "auth.example.com");
+        // A loopback hosted UI (tests) is plain http.
+        assert!(cognito(&[("COGNITO_DOMAIN", Some("http://127.0.0.1:9000"))]).is_ok());
+    }
+
+    #[test]
+    fn every_cognito_mistake_names_its_variable() {
+        for (changes, variable) in [
+            (vec![("COGNITO_REGION", None)], "COGNITO_REGION"),
+            (vec![("COGNITO_REGION", Some("EU west"))], "COGNITO_REGION"),
+            (vec![("COGNITO_USER_POOL_ID", None)], "COGNITO_USER_POOL_ID"),
+            (
+                vec![("COGNITO_USER_POOL_ID", Some("us-east-1_AbC123"))],
+                "COGNITO_USER_POOL_ID",
+            ),
+            (
+                vec![("COGNITO_USER_POOL_ID", Some("AbC123"))],
+                "COGNITO_USER_POOL_ID",
+            ),
+            (
+                vec![("COGNITO_APP_CLIENT_ID", None)],
+                "COGNITO_APP_CLIENT_ID",
+            ),
+            (
+                vec![("COGNITO_APP_CLIENT_ID", Some("a,b"))],
+                "COGNITO_APP_CLIENT_ID",
+            ),
+            (
+                vec![("COGNITO_APP_CLIENT_ID", Some("*"))],
+                "COGNITO_APP_CLIENT_ID",
+            ),
+            (
+                vec![("COGNITO_APP_CLIENT_SECRET", None)],
+                "COGNITO_APP_CLIENT_SECRET",
+            ),
+            (
+                vec![("MCP_OAUTH_CLIENT_ID", Some("x"))],
+                "MCP_OAUTH_CLIENT_SECRET",
+            ),
+            (
+                vec![("MCP_OAUTH_CLIENT_SECRET", Some("x"))],
+                "MCP_OAUTH_CLIENT_ID",
+            ),
+            (
+                vec![("MCP_OAUTH_ISSUER", Some("https://idp.example"))],
+                "COGNITO_DOMAIN",
+            ),
+            (
+                vec![("MCP_OAUTH_AUTH_URL", Some("https://idp.example/a"))],
+                "COGNITO_DOMAIN",
+            ),
+            (
+                vec![("MCP_OAUTH_USERINFO_URL", Some("https://idp.example/u"))],
+                "COGNITO_DOMAIN",
+            ),
+            (vec![("COGNITO_DOMAIN", Some("My Pool!"))], "COGNITO_DOMAIN"),
+            (
+                vec![(
+                    "COGNITO_DOMAIN",
+                    Some("https://my-pool.auth.eu-west-1.amazoncognito.com/login"),
+                )],
+                "COGNITO_DOMAIN",
+            ),
+            (
+                vec![("COGNITO_DOMAIN", Some("http://auth.example.com"))],
+                "COGNITO_DOMAIN",
+            ),
+            (
+                vec![(
+                    "COGNITO_DOMAIN",
+                    Some("https://my-pool.auth.us-east-1.amazoncognito.com"),
+                )],
+                "COGNITO_DOMAIN",
+            ),
+            (
+                vec![("COGNITO_JWKS_URL", Some("http://keys.example/jwks.json"))],
+                "COGNITO_JWKS_URL",
+            ),
+            (
+                vec![(
+                    "MCP_OAUTH_CALLBACK_URL",
+                    Some("https://elsewhere.example/cb"),
+                )],
+                "MCP_OAUTH_CALLBACK_URL",
+            ),
+        ] {
+            let e = cognito(&changes).unwrap_err();
+            assert_eq!(e.variable, variable, "{changes:?}: {e}");
+            assert!(!e.to_string().contains("app-secret"), "{e}");
+        }
+    }
+
+    #[test]
+    fn every_quoted_variable_name_is_exported() {
+        for name in include_str!("settings.rs").split('"').skip(1).step_by(2) {
+            let looks_like_one = name.contains('_')
+                && name.starts_with(|c: char| c.is_ascii_uppercase())
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
+            assert!(!looks_like_one || VARIABLES.contains(&name), "{name}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_cognito_preset_builds_a_facade_at_the_hosted_ui() {
+        let s = cognito(&[("COGNITO_JWKS_URL", Some("http://127.0.0.1:9/jwks.json"))]).unwrap();
+        let store = std::sync::Arc::new(mcp_auth_session::MemoryStore::new());
+        let proxy = s
+            .build("https://mcp.example.com/mcp".parse().unwrap(), store)
+            .await
+            .unwrap();
+        let up = &proxy.inner.upstream;
+        assert_eq!(
+            up.authorize_url(),
+            "https://my-pool.auth.eu-west-1.amazoncognito.com/oauth2/authorize"
+        );
+        let start = up.start_login().unwrap();
+        let q: HashMap<_, _> = start.url.query_pairs().into_owned().collect();
+        assert_eq!(q["client_id"], "app-client");
+        assert_eq!(q["scope"], "openid email profile");
+        assert_eq!(
+            q["nonce"], start.nonce,
+            "OIDC: the ID token names the login"
+        );
+        assert_eq!(q["redirect_uri"], "https://mcp.example.com/oauth/callback");
+    }
 }
 
 impl ProxySettings {
@@ -447,6 +1008,7 @@ impl ProxySettings {
         let limits = mcp_auth_jwt::FetchLimits::default();
         let (authorize, token) = match &self.provider {
             ProviderSource::Manual { authorize, token } => (authorize.clone(), token.clone()),
+            ProviderSource::Cognito { domain, .. } => ProviderSource::cognito_endpoints(domain),
             ProviderSource::Discovery => {
                 let IdentitySource::IdToken { issuer } = &self.identity else {
                     return Err(BuildError::Setting(ConfigError::new(
@@ -480,9 +1042,15 @@ impl ProxySettings {
         let identity = match &self.identity {
             IdentitySource::Userinfo(u) => Identity::Userinfo(u.clone()),
             IdentitySource::IdToken { issuer } => {
-                let jwks = mcp_auth_jwt::JwksCache::discover(issuer.clone())
-                    .allow_insecure_http(self.allow_http)
-                    .build();
+                let jwks = match &self.provider {
+                    // The pool's keys where Cognito publishes them.
+                    ProviderSource::Cognito { jwks, .. } => {
+                        mcp_auth_jwt::JwksCache::builder(jwks.clone())
+                    }
+                    _ => mcp_auth_jwt::JwksCache::discover(issuer.clone()),
+                }
+                .allow_insecure_http(self.allow_http)
+                .build();
                 let v = id_token_verifier(issuer, &self.client_id, jwks)
                     .map_err(|e| BuildError::Discovery(e.to_string()))?;
                 Identity::IdToken(std::sync::Arc::new(v))

@@ -29,7 +29,7 @@ use std::{sync::Arc, time::Duration};
 use mcp_auth_jwt::{Audience, JwtVerifier};
 use oauth2::{
     AuthUrl, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointNotSet, EndpointSet,
-    ExtraTokenFields, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope,
+    ExtraTokenFields, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RefreshToken, Scope,
     StandardRevocableToken, StandardTokenResponse, TokenResponse, TokenUrl,
     basic::{
         BasicErrorResponse, BasicRevocationErrorResponse, BasicTokenIntrospectionResponse,
@@ -251,17 +251,8 @@ impl Upstream {
             .set_pkce_verifier(PkceCodeVerifier::new(pkce_verifier.to_owned()))
             .request_async(&http)
             .await
-            .map_err(|e| match e {
-                oauth2::RequestTokenError::ServerResponse(r) => {
-                    UpstreamError::Refused(r.error().to_string())
-                }
-                other => UpstreamError::Unavailable(short(&other)),
-            })?;
-        let tokens = UpstreamTokens {
-            access_token: token.access_token().secret().clone(),
-            refresh_token: token.refresh_token().map(|t| t.secret().clone()),
-            expires_in: token.expires_in().map(|d| d.as_secs()),
-        };
+            .map_err(token_error)?;
+        let tokens = UpstreamTokens::from_response(&token, None);
         let user = match &self.identity {
             Identity::IdToken(verifier) => {
                 let id_token = token.extra_fields().id_token.as_deref().ok_or_else(|| {
@@ -281,6 +272,22 @@ impl Upstream {
             Identity::Userinfo(url) => self.userinfo(url, &tokens.access_token).await?,
         };
         Ok((user, tokens))
+    }
+
+    /// Refreshes the provider's tokens with `refresh_token` (RFC 6749 §6,
+    /// the facade's client authenticating as at the code exchange). A
+    /// provider that rotates refresh tokens answers with a new one; one that
+    /// does not (Cognito) answers without, and the old one is kept.
+    pub async fn refresh(&self, refresh_token: &str) -> Result<UpstreamTokens, UpstreamError> {
+        let http = Http(self.http.clone());
+        let current = RefreshToken::new(refresh_token.to_owned());
+        let token = self
+            .client
+            .exchange_refresh_token(&current)
+            .request_async(&http)
+            .await
+            .map_err(token_error)?;
+        Ok(UpstreamTokens::from_response(&token, Some(refresh_token)))
     }
 
     async fn userinfo(&self, url: &Url, access_token: &str) -> Result<UpstreamUser, UpstreamError> {
@@ -318,6 +325,43 @@ pub struct UpstreamTokens {
     pub refresh_token: Option<String>,
     /// Lifetime of the access token in seconds, if the provider said.
     pub expires_in: Option<u64>,
+    /// When the access token was obtained (seconds since the Unix epoch):
+    /// with `expires_in`, when it expires.
+    #[serde(default)]
+    pub obtained_at: Option<u64>,
+}
+
+impl UpstreamTokens {
+    fn from_response(token: &TokenResp, previous_refresh: Option<&str>) -> Self {
+        Self {
+            access_token: token.access_token().secret().clone(),
+            refresh_token: token
+                .refresh_token()
+                .map(|t| t.secret().clone())
+                .or_else(|| previous_refresh.map(str::to_owned)),
+            expires_in: token.expires_in().map(|d| d.as_secs()),
+            obtained_at: Some(crate::facade::now_secs()),
+        }
+    }
+
+    /// When the access token expires (seconds since the Unix epoch):
+    /// `None` when the provider gave no lifetime (it lasts until revoked,
+    /// as GitHub's do). A token whose age is unknown counts as expired.
+    pub fn expires_at(&self) -> Option<u64> {
+        self.expires_in
+            .map(|life| self.obtained_at.map_or(0, |at| at.saturating_add(life)))
+    }
+
+    /// Whether the access token is still usable at `now` for a little while:
+    /// it expires later than `now` plus a margin (30 s, or a quarter of its
+    /// lifetime if that is shorter), so a tool does not get a token that
+    /// dies on the way.
+    pub fn is_fresh(&self, now: u64) -> bool {
+        match (self.expires_at(), self.expires_in) {
+            (Some(at), Some(life)) => now.saturating_add((life / 4).min(30)) < at,
+            _ => true,
+        }
+    }
 }
 
 impl std::fmt::Debug for UpstreamTokens {
@@ -325,6 +369,7 @@ impl std::fmt::Debug for UpstreamTokens {
         f.debug_struct("UpstreamTokens")
             .field("refresh_token", &self.refresh_token.is_some())
             .field("expires_in", &self.expires_in)
+            .field("obtained_at", &self.obtained_at)
             .finish_non_exhaustive()
     }
 }
@@ -421,6 +466,17 @@ impl std::fmt::Display for HttpError {
     }
 }
 impl std::error::Error for HttpError {}
+
+/// A failed token request, without the provider's answer (which may echo
+/// what was sent): its `error` code, or the kind of failure.
+fn token_error(e: oauth2::RequestTokenError<HttpError, BasicErrorResponse>) -> UpstreamError {
+    match e {
+        oauth2::RequestTokenError::ServerResponse(r) => {
+            UpstreamError::Refused(r.error().to_string())
+        }
+        other => UpstreamError::Unavailable(short(&other)),
+    }
+}
 
 fn redacted(e: &reqwest::Error) -> String {
     // reqwest's message names the URL; keep the kind only.

@@ -22,7 +22,12 @@ use mcp_auth_transport::AuthLayer;
 use reqwest::{StatusCode, header};
 use url::Url;
 
-const CLIENT_CB: &str = "http://127.0.0.1:9/callback";
+mod support;
+
+use support::{
+    Browser, CLIENT_CB, Server, authorize_url, exchange, field, login, query, register, token,
+    whoami,
+};
 
 struct Upstream(Child);
 
@@ -69,6 +74,12 @@ struct App {
     proxy: OAuthProxy,
 }
 
+impl Server for App {
+    fn base(&self) -> &str {
+        &self.base
+    }
+}
+
 async fn start(mode: &str) -> App {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -104,11 +115,23 @@ async fn start(mode: &str) -> App {
     let proxy = settings.build(server_url, store).await.unwrap();
     let mut opts = EndpointOptions::default();
     opts.metadata_guard.allow_loopback = true;
+    // A tool's view: the caller, and the provider's token for it.
+    let for_tools = proxy.clone();
     let protected = Router::new()
         .route(
             "/mcp",
             get(|p: Principal| async move {
                 format!("{} {} {}", p.subject, p.scopes.join(","), p.strategy)
+            }),
+        )
+        .route(
+            "/mcp/upstream",
+            get(move |p: Principal| async move {
+                match for_tools.upstream_access_token(&p).await {
+                    Ok(Some(token)) => (StatusCode::OK, token),
+                    Ok(None) => (StatusCode::NOT_FOUND, "not from this facade".to_owned()),
+                    Err(e) => (StatusCode::CONFLICT, e.to_string()),
+                }
             }),
         )
         .route_layer(AuthLayer::new(proxy.authenticator().unwrap()));
@@ -127,222 +150,20 @@ async fn start(mode: &str) -> App {
     }
 }
 
-/// A browser: cookies per host, redirects followed by hand.
-struct Browser {
-    http: reqwest::Client,
-    jar: HashMap<String, HashMap<String, String>>,
-}
-
-impl Browser {
-    fn new() -> Self {
-        Self {
-            http: reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .unwrap(),
-            jar: HashMap::new(),
-        }
-    }
-
-    fn remember(&mut self, url: &Url, resp: &reqwest::Response) {
-        let host = url.authority().to_owned();
-        for v in resp.headers().get_all(header::SET_COOKIE) {
-            let v = v.to_str().unwrap();
-            let pair = v.split(';').next().unwrap();
-            if let Some((k, val)) = pair.split_once('=') {
-                self.jar
-                    .entry(host.clone())
-                    .or_default()
-                    .insert(k.trim().to_owned(), val.trim().to_owned());
-            }
-        }
-    }
-
-    fn cookies(&self, url: &Url) -> String {
-        self.jar
-            .get(url.authority())
-            .map(|m| {
-                m.iter()
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            })
-            .unwrap_or_default()
-    }
-
-    async fn get(&mut self, url: &str) -> reqwest::Response {
-        let url = Url::parse(url).unwrap();
-        let resp = self
-            .http
-            .get(url.clone())
-            .header(header::COOKIE, self.cookies(&url))
-            .send()
-            .await
-            .unwrap();
-        self.remember(&url, &resp);
-        resp
-    }
-
-    async fn post_form(&mut self, url: &str, form: &[(&str, &str)]) -> reqwest::Response {
-        let url = Url::parse(url).unwrap();
-        let resp = self
-            .http
-            .post(url.clone())
-            .header(header::COOKIE, self.cookies(&url))
-            .form(form)
-            .send()
-            .await
-            .unwrap();
-        self.remember(&url, &resp);
-        resp
-    }
-
-    /// Follows redirects from `resp` until one leaves for `stop` (returned)
-    /// or a page is answered.
-    async fn follow_until(&mut self, mut resp: reqwest::Response, stop: &str) -> Url {
-        for _ in 0..20 {
-            assert!(
-                resp.status().is_redirection(),
-                "expected a redirect, got {}: {}",
-                resp.status(),
-                resp.text().await.unwrap_or_default()
-            );
-            let base = resp.url().clone();
-            let loc = resp.headers()[header::LOCATION]
-                .to_str()
-                .unwrap()
-                .to_owned();
-            let next = base.join(&loc).unwrap();
-            if next.as_str().starts_with(stop) {
-                return next;
-            }
-            resp = self.get(next.as_str()).await;
-        }
-        panic!("too many redirects");
-    }
-}
-
-fn field(html: &str, name: &str) -> String {
-    let at = html
-        .find(&format!("name=\"{name}\""))
-        .unwrap_or_else(|| panic!("no field {name} in the consent page"));
-    let rest = &html[at..];
-    let v = rest.find("value=\"").unwrap() + 7;
-    let end = rest[v..].find('"').unwrap();
-    rest[v..v + end].to_owned()
-}
-
-fn query(url: &Url) -> HashMap<String, String> {
-    url.query_pairs().into_owned().collect()
-}
-
-const VERIFIER: &str = "a-pkce-verifier-of-at-least-forty-three-characters-0123";
-
-fn challenge() -> String {
-    mcp_auth_proxy::keys::digest_b64(VERIFIER.as_bytes())
-}
-
-async fn register(app: &App) -> String {
-    let r = reqwest::Client::new()
-        .post(format!("{}/oauth/register", app.base))
-        .json(&serde_json::json!({
-            "client_name": "Test <b>client</b>",
-            "redirect_uris": [CLIENT_CB],
-            "token_endpoint_auth_method": "none",
-            "grant_types": ["authorization_code", "refresh_token"],
-        }))
-        .send()
-        .await
+/// The payload of a JWT (the facade's own: verified by the server).
+fn claims(jwt: &str) -> serde_json::Value {
+    use base64::Engine;
+    let payload = jwt.split('.').nth(1).unwrap();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
         .unwrap();
-    assert_eq!(r.status(), StatusCode::CREATED);
-    let body: serde_json::Value = r.json().await.unwrap();
-    body["client_id"].as_str().unwrap().to_owned()
+    serde_json::from_slice(&bytes).unwrap()
 }
 
-fn authorize_url(app: &App, client_id: &str, extra: &[(&str, &str)]) -> String {
-    let mut u = Url::parse(&format!("{}/oauth/authorize", app.base)).unwrap();
-    {
-        let mut q = u.query_pairs_mut();
-        q.append_pair("response_type", "code")
-            .append_pair("client_id", client_id)
-            .append_pair("redirect_uri", CLIENT_CB)
-            .append_pair("code_challenge", &challenge())
-            .append_pair("code_challenge_method", "S256")
-            .append_pair("state", "client-state-1")
-            .append_pair("scope", "mcp:tools")
-            .append_pair("resource", &format!("{}/mcp", app.base));
-        for (k, v) in extra {
-            q.append_pair(k, v);
-        }
-    }
-    u.to_string()
-}
-
-/// Consent (allow), the upstream login, the callback: the client's code.
-async fn login(app: &App, browser: &mut Browser, client_id: &str) -> String {
-    let page = browser.get(&authorize_url(app, client_id, &[])).await;
-    let next = if page.status() == StatusCode::OK {
-        let html = page.text().await.unwrap();
-        assert!(
-            html.contains("Test &lt;b&gt;client&lt;/b&gt;"),
-            "the client's name, escaped"
-        );
-        let (csrf, request) = (field(&html, "csrf"), field(&html, "request"));
-        browser
-            .post_form(
-                &format!("{}/oauth/consent", app.base),
-                &[
-                    ("csrf", &csrf),
-                    ("request", &request),
-                    ("decision", "allow"),
-                ],
-            )
-            .await
-    } else {
-        page
-    };
-    let back = browser.follow_until(next, CLIENT_CB).await;
-    let q = query(&back);
-    assert_eq!(q.get("state").map(String::as_str), Some("client-state-1"));
-    assert_eq!(
-        q.get("iss"),
-        Some(&app.proxy.config().issuer_id()),
-        "RFC 9207"
-    );
-    q.get("code")
-        .cloned()
-        .unwrap_or_else(|| panic!("no code: {q:?}"))
-}
-
-async fn token(app: &App, form: &[(&str, &str)]) -> (StatusCode, serde_json::Value) {
+/// What a tool gets for the caller behind `access`: the provider's token.
+async fn upstream_token(app: &App, access: &str) -> (StatusCode, String) {
     let r = reqwest::Client::new()
-        .post(format!("{}/oauth/token", app.base))
-        .form(form)
-        .send()
-        .await
-        .unwrap();
-    let status = r.status();
-    assert_eq!(r.headers()[header::CACHE_CONTROL], "no-store");
-    (status, r.json().await.unwrap())
-}
-
-async fn exchange(app: &App, client_id: &str, code: &str) -> (StatusCode, serde_json::Value) {
-    token(
-        app,
-        &[
-            ("grant_type", "authorization_code"),
-            ("client_id", client_id),
-            ("code", code),
-            ("redirect_uri", CLIENT_CB),
-            ("code_verifier", VERIFIER),
-        ],
-    )
-    .await
-}
-
-async fn whoami(app: &App, access: &str) -> (StatusCode, String) {
-    let r = reqwest::Client::new()
-        .get(format!("{}/mcp", app.base))
+        .get(format!("{}/mcp/upstream", app.base))
         .bearer_auth(access)
         .send()
         .await
@@ -363,6 +184,8 @@ async fn full_login_refresh_and_replays(mode: &str, subject: &str) {
     .await
     .unwrap();
     assert_eq!(md["issuer"], app.base);
+    // The `iss` the client checks on its redirect (RFC 9207) is the base.
+    assert_eq!(app.proxy.config().issuer_id(), app.base);
     assert_eq!(
         md["code_challenge_methods_supported"],
         serde_json::json!(["S256"])
@@ -379,6 +202,19 @@ async fn full_login_refresh_and_replays(mode: &str, subject: &str) {
     let (status, who) = whoami(&app, access).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(who, format!("{subject} mcp:tools oauth2"));
+    // The access token names its login; a tool holding the caller's
+    // principal gets the provider's access token (oidc-provider's opaque
+    // one), which the MCP client never sees.
+    let family = claims(access)["fam"].as_str().unwrap().to_owned();
+    assert!(family.len() >= 16, "{family}");
+    let (status, upstream) = upstream_token(&app, access).await;
+    assert_eq!(status, StatusCode::OK, "{upstream}");
+    assert!(!upstream.is_empty());
+    assert_ne!(upstream, access);
+    assert!(
+        !tokens.to_string().contains(&upstream),
+        "not in the token response"
+    );
 
     // The code is single use; its replay revokes what it issued.
     let (status, err) = exchange(&app, &client_id, &code).await;
@@ -386,6 +222,11 @@ async fn full_login_refresh_and_replays(mode: &str, subject: &str) {
         (status, err["error"].as_str()),
         (StatusCode::BAD_REQUEST, Some("invalid_grant"))
     );
+    // The access token still verifies until it expires, but its login is
+    // revoked: no provider token for it any more.
+    let (status, why) = upstream_token(&app, access).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{why}");
+    assert!(why.contains("revoked"), "{why}");
     let rt = tokens["refresh_token"].as_str().unwrap();
     let (status, _) = token(
         &app,
@@ -421,6 +262,15 @@ async fn full_login_refresh_and_replays(mode: &str, subject: &str) {
         whoami(&app, next["access_token"].as_str().unwrap()).await.0,
         StatusCode::OK
     );
+    // A refreshed access token is of the same login: the same provider
+    // token (not expired yet), another one than the first login's.
+    let first = tokens["access_token"].as_str().unwrap();
+    let next_access = next["access_token"].as_str().unwrap();
+    assert_eq!(claims(next_access)["fam"], claims(first)["fam"]);
+    let (status, second_upstream) = upstream_token(&app, next_access).await;
+    assert_eq!(status, StatusCode::OK, "{second_upstream}");
+    assert_eq!(second_upstream, upstream_token(&app, first).await.1);
+    assert_ne!(second_upstream, upstream);
     // Reusing the rotated token revokes the family: the new one dies too.
     let (status, _) = token(
         &app,

@@ -48,11 +48,11 @@ pub fn known() -> Vec<&'static str> {
     all
 }
 
-/// Variables other programs of this project read (the example client, the
-/// Cognito admin CLI) that the server does not: `mcp-auth-cognito setup`
-/// writes them into `.env`, where the server finds them. Setting one is
-/// reported, so nobody believes it has an effect on the server.
-pub const FOR_OTHERS: &[&str] = &["COGNITO_APP_CLIENT_SECRET", "COGNITO_DOMAIN"];
+/// Variables other programs of this project read that the server does not
+/// (none today: the Cognito preset of the login facade reads what
+/// `mcp-auth-cognito setup` writes into `.env`). Setting one is reported, so
+/// nobody believes it has an effect on the server.
+pub const FOR_OTHERS: &[&str] = &[];
 
 /// Seed variables that do not apply to this server. Setting one is
 /// reported, so nobody believes they have an effect. (The seed's
@@ -204,12 +204,16 @@ impl ServerSettings {
             .map(|n| (*n, "not supported by this server"));
         let oauth2 = Lookup::get(m, "MCP_AUTH_STRATEGY")
             .is_some_and(|s| s.split(',').any(|k| matches!(k.trim(), "oauth2" | "oauth")));
+        // `mcp-auth-cognito setup` writes the last two into `.env` for the
+        // Cognito preset (and the example client).
         let facade = [
             "MCP_OAUTH_AUTH_URL",
             "MCP_OAUTH_TOKEN_URL",
             "MCP_OAUTH_CALLBACK_URL",
             "MCP_OAUTH_SCOPE",
             "MCP_OAUTH_USERINFO_URL",
+            "COGNITO_DOMAIN",
+            "COGNITO_APP_CLIENT_SECRET",
         ]
         .into_iter()
         .filter(move |_| !oauth2)
@@ -220,12 +224,10 @@ impl ServerSettings {
                 "the login facade runs only with MCP_AUTH_STRATEGY=oauth2",
             )
         });
-        let others = FOR_OTHERS.iter().filter(set).map(|n| {
-            (
-                *n,
-                "read by mcp-auth-client and mcp-auth-cognito, not by the server",
-            )
-        });
+        let others = FOR_OTHERS
+            .iter()
+            .filter(set)
+            .map(|n| (*n, "read by other programs, not by the server"));
         not_yet.chain(facade).chain(others).collect()
     }
 

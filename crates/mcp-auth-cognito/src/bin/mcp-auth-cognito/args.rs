@@ -19,7 +19,8 @@ pub(crate) struct Cli {
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Create (or find) the user pool, app client, hosted-UI domain and test
-    /// user; print the .env lines. Safe to run again.
+    /// user; register the login facade's callback on the app client; print the
+    /// .env lines. Safe to run again.
     Setup {
         /// App client name.
         #[arg(long, default_value = "mcp-auth-client")]
@@ -36,6 +37,15 @@ pub(crate) enum Command {
         /// Do not create a test user.
         #[arg(long)]
         no_user: bool,
+        /// The MCP server's URL, whose origin serves the login facade's callback
+        /// (<origin>/oauth/callback, registered on the app client) [env: MCP_SERVER_URL;
+        /// default http://127.0.0.1:8001/mcp, the server's own default].
+        #[arg(long)]
+        server_url: Option<String>,
+        /// The login facade's callback URL, when not <server origin>/oauth/callback
+        /// [env: MCP_OAUTH_CALLBACK_URL].
+        #[arg(long)]
+        callback_url: Option<String>,
     },
     /// Register MCP_SERVER_URL as a resource server with scopes, and grant
     /// them to the app client. Safe to run again.

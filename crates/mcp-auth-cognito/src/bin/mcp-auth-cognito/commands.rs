@@ -7,7 +7,8 @@ use aws_sdk_cognitoidentityprovider::{
     Client,
     types::{
         AttributeType, ExplicitAuthFlowsType, MessageActionType, OAuthFlowType, PasswordPolicyType,
-        ResourceServerScopeType, UserPoolPolicyType, UsernameAttributeType, VerifiedAttributeType,
+        ResourceServerScopeType, UserPoolClientType, UserPoolPolicyType, UsernameAttributeType,
+        VerifiedAttributeType,
     },
 };
 
@@ -20,6 +21,110 @@ const CALLBACKS: [&str; 2] = [
     "http://localhost:3030/callback",
     "http://127.0.0.1:3030/callback",
 ];
+
+/// The MCP server's default URL (the server's own default).
+pub(crate) const DEFAULT_SERVER_URL: &str = "http://127.0.0.1:8001/mcp";
+
+/// Where Cognito sends users back to the login facade of the MCP server
+/// (`MCP_AUTH_STRATEGY=oauth2` with `COGNITO_DOMAIN`): registered on the
+/// app client next to the example client's loopback callbacks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct FacadeCallback {
+    /// The callback URL.
+    pub(crate) url: String,
+    /// `MCP_SERVER_URL`, when given: printed, so the server derives the
+    /// same callback.
+    pub(crate) server_url: Option<String>,
+    /// Whether `MCP_OAUTH_CALLBACK_URL` named it: printed, so the server
+    /// serves it.
+    pub(crate) explicit: bool,
+}
+
+impl FacadeCallback {
+    /// `MCP_OAUTH_CALLBACK_URL` when set, else `<origin of MCP_SERVER_URL
+    /// (or the server's default)>/oauth/callback`, as the facade itself
+    /// derives it. Both must be http(s); the callback must be on the
+    /// server's origin (the facade serves it there).
+    pub(crate) fn from_settings(
+        server_url: Option<String>,
+        callback: Option<String>,
+    ) -> Result<Self, Error> {
+        let parse = |value: &str, var: &str| {
+            url::Url::parse(value)
+                .ok()
+                .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+                .ok_or_else(|| Error::Usage(format!("{var} {value:?} is not an http(s) URL")))
+        };
+        let server = parse(
+            server_url.as_deref().unwrap_or(DEFAULT_SERVER_URL),
+            "MCP_SERVER_URL",
+        )?;
+        let url = match &callback {
+            Some(c) => {
+                let u = parse(c, "MCP_OAUTH_CALLBACK_URL")?;
+                if u.fragment().is_some() {
+                    return Err(Error::Usage(
+                        "MCP_OAUTH_CALLBACK_URL must not have a fragment".into(),
+                    ));
+                }
+                if server_url.is_some() && u.origin() != server.origin() {
+                    return Err(Error::Usage(format!(
+                        "MCP_OAUTH_CALLBACK_URL must be on MCP_SERVER_URL's origin {} (the server's login facade serves it)",
+                        server.origin().ascii_serialization()
+                    )));
+                }
+                u
+            }
+            None => {
+                let mut u = server.clone();
+                u.set_path("/oauth/callback");
+                u.set_query(None);
+                u.set_fragment(None);
+                u
+            }
+        };
+        Ok(Self {
+            url: url.to_string(),
+            server_url,
+            explicit: callback.is_some(),
+        })
+    }
+}
+
+/// An `UpdateUserPoolClient` request that keeps every setting of `app`:
+/// the API resets every field it is not given. Callers override what they
+/// change.
+fn keep_client(
+    client: &Client,
+    pool: &str,
+    app: &UserPoolClientType,
+) -> aws_sdk_cognitoidentityprovider::operation::update_user_pool_client::builders::UpdateUserPoolClientFluentBuilder
+{
+    let some = |v: &[String]| Some(v.to_vec()).filter(|v| !v.is_empty());
+    client
+        .update_user_pool_client()
+        .user_pool_id(pool)
+        .client_id(app.client_id().unwrap_or_default())
+        .set_client_name(app.client_name().map(str::to_owned))
+        .set_refresh_token_validity(Some(app.refresh_token_validity()))
+        .set_access_token_validity(app.access_token_validity())
+        .set_id_token_validity(app.id_token_validity())
+        .set_token_validity_units(app.token_validity_units().cloned())
+        .set_read_attributes(some(app.read_attributes()))
+        .set_write_attributes(some(app.write_attributes()))
+        .set_explicit_auth_flows(Some(app.explicit_auth_flows().to_vec()).filter(|v| !v.is_empty()))
+        .set_supported_identity_providers(some(app.supported_identity_providers()))
+        .set_callback_urls(some(app.callback_urls()))
+        .set_logout_urls(some(app.logout_urls()))
+        .set_default_redirect_uri(app.default_redirect_uri().map(str::to_owned))
+        .set_allowed_o_auth_flows(
+            Some(app.allowed_o_auth_flows().to_vec()).filter(|v| !v.is_empty()),
+        )
+        .set_allowed_o_auth_scopes(some(app.allowed_o_auth_scopes()))
+        .set_allowed_o_auth_flows_user_pool_client(app.allowed_o_auth_flows_user_pool_client())
+        .set_prevent_user_existence_errors(app.prevent_user_existence_errors().cloned())
+        .set_enable_token_revocation(app.enable_token_revocation())
+}
 
 fn warn(msg: &str) {
     eprintln!("warning: {msg}");
@@ -41,6 +146,7 @@ pub(crate) async fn setup(
     region: &str,
     wanted: &WantedPool,
     client_name: &str,
+    facade: &FacadeCallback,
     domain_prefix: Option<String>,
     user: Option<(String, Option<String>)>,
 ) -> Result<(), Error> {
@@ -83,12 +189,29 @@ pub(crate) async fn setup(
     };
 
     let app = match find_client(client, &pool, client_name).await? {
-        Some(c) => {
+        Some(c) if c.callback_urls().contains(&facade.url) => {
             eprintln!(
                 "app client {client_name:?} exists: {}",
                 c.client_id().unwrap_or_default()
             );
             c
+        }
+        Some(c) => {
+            // An app client from an earlier run (or another server URL):
+            // add the facade's callback, keep everything else.
+            let mut callbacks = c.callback_urls().to_vec();
+            callbacks.push(facade.url.clone());
+            let updated = keep_client(client, &pool, &c)
+                .set_callback_urls(Some(callbacks))
+                .send()
+                .await
+                .map_err(aws("register the login facade's callback"))?;
+            eprintln!(
+                "app client {client_name:?} exists: {}; registered the login facade's callback {}",
+                c.client_id().unwrap_or_default(),
+                facade.url
+            );
+            updated.user_pool_client().cloned().unwrap_or(c)
         }
         None => {
             let created = client
@@ -103,6 +226,8 @@ pub(crate) async fn setup(
                 .allowed_o_auth_scopes("profile")
                 .callback_urls(CALLBACKS[0])
                 .callback_urls(CALLBACKS[1])
+                // The MCP server's login facade (MCP_AUTH_STRATEGY=oauth2).
+                .callback_urls(&facade.url)
                 .supported_identity_providers("COGNITO")
                 .explicit_auth_flows(ExplicitAuthFlowsType::AllowRefreshTokenAuth)
                 .explicit_auth_flows(ExplicitAuthFlowsType::AllowUserSrpAuth)
@@ -115,8 +240,11 @@ pub(crate) async fn setup(
                 .cloned()
                 .ok_or_else(|| Error::Aws("create app client returned nothing".into()))?;
             eprintln!(
-                "created app client {client_name:?}: {}",
-                c.client_id().unwrap_or_default()
+                "created app client {client_name:?}: {} (callbacks: {}, {} for the example client; {} for the server's login facade)",
+                c.client_id().unwrap_or_default(),
+                CALLBACKS[0],
+                CALLBACKS[1],
+                facade.url
             );
             c
         }
@@ -184,8 +312,22 @@ pub(crate) async fn setup(
     if let Some(secret) = app.client_secret() {
         println!("COGNITO_APP_CLIENT_SECRET={secret}");
     }
-    if let Some(d) = domain {
-        println!("COGNITO_DOMAIN=https://{d}.auth.{region}.amazoncognito.com");
+    match domain {
+        Some(d) => {
+            println!("COGNITO_DOMAIN=https://{d}.auth.{region}.amazoncognito.com");
+            // The login facade: with these, any MCP client logs in through
+            // the hosted UI (docs/COGNITO.md).
+            println!("MCP_AUTH_STRATEGY=oauth2");
+            if let Some(u) = &facade.server_url {
+                println!("MCP_SERVER_URL={u}");
+            }
+            if facade.explicit {
+                println!("MCP_OAUTH_CALLBACK_URL={}", facade.url);
+            }
+        }
+        None => warn(
+            "no hosted-UI domain: the server's login facade (MCP_AUTH_STRATEGY=oauth2 with COGNITO_DOMAIN) needs one; run setup again with another --domain-prefix",
+        ),
     }
     Ok(())
 }
@@ -360,33 +502,8 @@ pub(crate) async fn add_resource_server(
     }
     if granted.len() != before {
         // UpdateUserPoolClient resets every field it is not given: pass them all.
-        client
-            .update_user_pool_client()
-            .user_pool_id(pool)
-            .client_id(app.client_id().unwrap_or_default())
-            .set_client_name(app.client_name().map(str::to_owned))
-            .set_refresh_token_validity(Some(app.refresh_token_validity()))
-            .set_access_token_validity(app.access_token_validity())
-            .set_id_token_validity(app.id_token_validity())
-            .set_token_validity_units(app.token_validity_units().cloned())
-            .set_read_attributes(Some(app.read_attributes().to_vec()).filter(|v| !v.is_empty()))
-            .set_write_attributes(Some(app.write_attributes().to_vec()).filter(|v| !v.is_empty()))
-            .set_explicit_auth_flows(
-                Some(app.explicit_auth_flows().to_vec()).filter(|v| !v.is_empty()),
-            )
-            .set_supported_identity_providers(
-                Some(app.supported_identity_providers().to_vec()).filter(|v| !v.is_empty()),
-            )
-            .set_callback_urls(Some(app.callback_urls().to_vec()).filter(|v| !v.is_empty()))
-            .set_logout_urls(Some(app.logout_urls().to_vec()).filter(|v| !v.is_empty()))
-            .set_default_redirect_uri(app.default_redirect_uri().map(str::to_owned))
-            .set_allowed_o_auth_flows(
-                Some(app.allowed_o_auth_flows().to_vec()).filter(|v| !v.is_empty()),
-            )
+        keep_client(client, pool, &app)
             .set_allowed_o_auth_scopes(Some(granted))
-            .set_allowed_o_auth_flows_user_pool_client(app.allowed_o_auth_flows_user_pool_client())
-            .set_prevent_user_existence_errors(app.prevent_user_existence_errors().cloned())
-            .set_enable_token_revocation(app.enable_token_revocation())
             .send()
             .await
             .map_err(aws("grant scopes to the app client"))?;
@@ -519,4 +636,51 @@ pub(crate) async fn teardown(client: &Client, wanted: &WantedPool, yes: bool) ->
         .map_err(aws("delete user pool"))?;
     eprintln!("deleted user pool {pool} ({pool_name})");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn callback(server: Option<&str>, cb: Option<&str>) -> Result<FacadeCallback, Error> {
+        FacadeCallback::from_settings(server.map(str::to_owned), cb.map(str::to_owned))
+    }
+
+    #[test]
+    fn the_facade_callback_is_on_the_server_origin_as_the_facade_derives_it() {
+        let c = callback(Some("https://mcp.example.com/mcp"), None).unwrap();
+        assert_eq!(c.url, "https://mcp.example.com/oauth/callback");
+        assert_eq!(c.server_url.as_deref(), Some("https://mcp.example.com/mcp"));
+        assert!(!c.explicit);
+        // The server's default URL when none is given.
+        let c = callback(None, None).unwrap();
+        assert_eq!(c.url, "http://127.0.0.1:8001/oauth/callback");
+        assert_eq!(c.server_url, None);
+        // Named explicitly: taken as is, and printed.
+        let c = callback(
+            Some("https://mcp.example.com/mcp"),
+            Some("https://mcp.example.com/auth/cognito"),
+        )
+        .unwrap();
+        assert_eq!(c.url, "https://mcp.example.com/auth/cognito");
+        assert!(c.explicit);
+    }
+
+    #[test]
+    fn a_callback_the_facade_would_refuse_is_refused_first() {
+        for (server, cb, says) in [
+            (Some("mcp.example.com"), None, "MCP_SERVER_URL"),
+            (Some("ftp://mcp.example.com/mcp"), None, "MCP_SERVER_URL"),
+            (None, Some("/oauth/callback"), "MCP_OAUTH_CALLBACK_URL"),
+            (
+                Some("https://mcp.example.com/mcp"),
+                Some("https://elsewhere.example/cb"),
+                "origin https://mcp.example.com",
+            ),
+            (None, Some("https://mcp.example.com/cb#x"), "fragment"),
+        ] {
+            let e = callback(server, cb).unwrap_err().to_string();
+            assert!(e.contains(says), "{server:?} {cb:?}: {e}");
+        }
+    }
 }

@@ -22,6 +22,7 @@ pub(crate) const KNOWN: &[&str] = &[
     "COGNITO_TEST_USER_EMAIL",
     "COGNITO_TEST_USER_PASSWORD",
     "MCP_SERVER_URL",
+    "MCP_OAUTH_CALLBACK_URL",
     "COGNITO_RESOURCE_SCOPES",
 ];
 
@@ -44,11 +45,15 @@ impl Settings {
                 domain_prefix,
                 user_email,
                 user_password,
+                server_url,
+                callback_url,
                 ..
             } => sources
                 .flag("COGNITO_DOMAIN_PREFIX", domain_prefix.clone())
                 .flag("COGNITO_TEST_USER_EMAIL", user_email.clone())
-                .flag("COGNITO_TEST_USER_PASSWORD", user_password.clone()),
+                .flag("COGNITO_TEST_USER_PASSWORD", user_password.clone())
+                .flag("MCP_SERVER_URL", server_url.clone())
+                .flag("MCP_OAUTH_CALLBACK_URL", callback_url.clone()),
             Command::AddResourceServer {
                 server_url, scopes, ..
             } => sources
@@ -153,12 +158,23 @@ mod tests {
                 "e@example.com",
                 "--user-password",
                 "pw",
+                "--callback-url",
+                "https://mcp.example.com/cb",
             ]),
             &dotenv,
             &env,
         )
         .unwrap();
         assert_eq!(s.get("COGNITO_DOMAIN_PREFIX").as_deref(), Some("p"));
+        assert_eq!(
+            s.get("MCP_OAUTH_CALLBACK_URL").as_deref(),
+            Some("https://mcp.example.com/cb")
+        );
+        // `setup` reads MCP_SERVER_URL too (for the facade's callback).
+        assert_eq!(
+            s.get("MCP_SERVER_URL").as_deref(),
+            Some("https://dotenv.example/mcp")
+        );
         assert_eq!(
             s.get("COGNITO_TEST_USER_EMAIL").as_deref(),
             Some("e@example.com")

@@ -65,11 +65,16 @@ async fn run(cli: Cli) -> Result<(), Error> {
             no_user,
             ..
         } => {
+            let facade = commands::FacadeCallback::from_settings(
+                setting("MCP_SERVER_URL"),
+                setting("MCP_OAUTH_CALLBACK_URL"),
+            )?;
             commands::setup(
                 &client,
                 &region,
                 &wanted,
                 &client_name,
+                &facade,
                 setting("COGNITO_DOMAIN_PREFIX"),
                 (!no_user).then(|| {
                     (

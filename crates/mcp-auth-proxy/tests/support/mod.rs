@@ -1,0 +1,241 @@
+//! What the facade's end-to-end tests share: a browser that keeps cookies
+//! and follows redirects by hand, and an MCP client's side of the
+//! authorization-code flow (registration, consent, PKCE, token requests).
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+
+use reqwest::{StatusCode, header};
+use url::Url;
+
+/// The MCP client's redirect URI.
+pub const CLIENT_CB: &str = "http://127.0.0.1:9/callback";
+
+/// A server with the facade: its base URL (the issuer, its origin).
+pub trait Server {
+    /// `http://127.0.0.1:<port>`.
+    fn base(&self) -> &str;
+}
+
+/// A browser: cookies per host, redirects followed by hand.
+pub struct Browser {
+    http: reqwest::Client,
+    jar: HashMap<String, HashMap<String, String>>,
+}
+
+impl Browser {
+    pub fn new() -> Self {
+        Self {
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            jar: HashMap::new(),
+        }
+    }
+
+    pub fn remember(&mut self, url: &Url, resp: &reqwest::Response) {
+        let host = url.authority().to_owned();
+        for v in resp.headers().get_all(header::SET_COOKIE) {
+            let v = v.to_str().unwrap();
+            let pair = v.split(';').next().unwrap();
+            if let Some((k, val)) = pair.split_once('=') {
+                self.jar
+                    .entry(host.clone())
+                    .or_default()
+                    .insert(k.trim().to_owned(), val.trim().to_owned());
+            }
+        }
+    }
+
+    pub fn cookies(&self, url: &Url) -> String {
+        self.jar
+            .get(url.authority())
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            })
+            .unwrap_or_default()
+    }
+
+    pub async fn get(&mut self, url: &str) -> reqwest::Response {
+        let url = Url::parse(url).unwrap();
+        let resp = self
+            .http
+            .get(url.clone())
+            .header(header::COOKIE, self.cookies(&url))
+            .send()
+            .await
+            .unwrap();
+        self.remember(&url, &resp);
+        resp
+    }
+
+    pub async fn post_form(&mut self, url: &str, form: &[(&str, &str)]) -> reqwest::Response {
+        let url = Url::parse(url).unwrap();
+        let resp = self
+            .http
+            .post(url.clone())
+            .header(header::COOKIE, self.cookies(&url))
+            .form(form)
+            .send()
+            .await
+            .unwrap();
+        self.remember(&url, &resp);
+        resp
+    }
+
+    /// Follows redirects from `resp` until one leaves for `stop` (returned)
+    /// or a page is answered.
+    pub async fn follow_until(&mut self, mut resp: reqwest::Response, stop: &str) -> Url {
+        for _ in 0..20 {
+            assert!(
+                resp.status().is_redirection(),
+                "expected a redirect, got {}: {}",
+                resp.status(),
+                resp.text().await.unwrap_or_default()
+            );
+            let base = resp.url().clone();
+            let loc = resp.headers()[header::LOCATION]
+                .to_str()
+                .unwrap()
+                .to_owned();
+            let next = base.join(&loc).unwrap();
+            if next.as_str().starts_with(stop) {
+                return next;
+            }
+            resp = self.get(next.as_str()).await;
+        }
+        panic!("too many redirects");
+    }
+}
+
+pub fn field(html: &str, name: &str) -> String {
+    let at = html
+        .find(&format!("name=\"{name}\""))
+        .unwrap_or_else(|| panic!("no field {name} in the consent page"));
+    let rest = &html[at..];
+    let v = rest.find("value=\"").unwrap() + 7;
+    let end = rest[v..].find('"').unwrap();
+    rest[v..v + end].to_owned()
+}
+
+pub fn query(url: &Url) -> HashMap<String, String> {
+    url.query_pairs().into_owned().collect()
+}
+
+pub const VERIFIER: &str = "a-pkce-verifier-of-at-least-forty-three-characters-0123";
+
+pub fn challenge() -> String {
+    mcp_auth_proxy::keys::digest_b64(VERIFIER.as_bytes())
+}
+
+pub async fn register(app: &impl Server) -> String {
+    let r = reqwest::Client::new()
+        .post(format!("{}/oauth/register", app.base()))
+        .json(&serde_json::json!({
+            "client_name": "Test <b>client</b>",
+            "redirect_uris": [CLIENT_CB],
+            "token_endpoint_auth_method": "none",
+            "grant_types": ["authorization_code", "refresh_token"],
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let body: serde_json::Value = r.json().await.unwrap();
+    body["client_id"].as_str().unwrap().to_owned()
+}
+
+pub fn authorize_url(app: &impl Server, client_id: &str, extra: &[(&str, &str)]) -> String {
+    let mut u = Url::parse(&format!("{}/oauth/authorize", app.base())).unwrap();
+    {
+        let mut q = u.query_pairs_mut();
+        q.append_pair("response_type", "code")
+            .append_pair("client_id", client_id)
+            .append_pair("redirect_uri", CLIENT_CB)
+            .append_pair("code_challenge", &challenge())
+            .append_pair("code_challenge_method", "S256")
+            .append_pair("state", "client-state-1")
+            .append_pair("scope", "mcp:tools")
+            .append_pair("resource", &format!("{}/mcp", app.base()));
+        for (k, v) in extra {
+            q.append_pair(k, v);
+        }
+    }
+    u.to_string()
+}
+
+/// Consent (allow), the upstream login, the callback: the client's code.
+pub async fn login(app: &impl Server, browser: &mut Browser, client_id: &str) -> String {
+    let page = browser.get(&authorize_url(app, client_id, &[])).await;
+    let next = if page.status() == StatusCode::OK {
+        let html = page.text().await.unwrap();
+        assert!(
+            html.contains("Test &lt;b&gt;client&lt;/b&gt;"),
+            "the client's name, escaped"
+        );
+        let (csrf, request) = (field(&html, "csrf"), field(&html, "request"));
+        browser
+            .post_form(
+                &format!("{}/oauth/consent", app.base()),
+                &[
+                    ("csrf", &csrf),
+                    ("request", &request),
+                    ("decision", "allow"),
+                ],
+            )
+            .await
+    } else {
+        page
+    };
+    let back = browser.follow_until(next, CLIENT_CB).await;
+    let q = query(&back);
+    assert_eq!(q.get("state").map(String::as_str), Some("client-state-1"));
+    assert_eq!(q.get("iss"), Some(&app.base().to_owned()), "RFC 9207");
+    q.get("code")
+        .cloned()
+        .unwrap_or_else(|| panic!("no code: {q:?}"))
+}
+
+pub async fn token(app: &impl Server, form: &[(&str, &str)]) -> (StatusCode, serde_json::Value) {
+    let r = reqwest::Client::new()
+        .post(format!("{}/oauth/token", app.base()))
+        .form(form)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    assert_eq!(r.headers()[header::CACHE_CONTROL], "no-store");
+    (status, r.json().await.unwrap())
+}
+
+pub async fn exchange(
+    app: &impl Server,
+    client_id: &str,
+    code: &str,
+) -> (StatusCode, serde_json::Value) {
+    token(
+        app,
+        &[
+            ("grant_type", "authorization_code"),
+            ("client_id", client_id),
+            ("code", code),
+            ("redirect_uri", CLIENT_CB),
+            ("code_verifier", VERIFIER),
+        ],
+    )
+    .await
+}
+
+pub async fn whoami(app: &impl Server, access: &str) -> (StatusCode, String) {
+    let r = reqwest::Client::new()
+        .get(format!("{}/mcp", app.base()))
+        .bearer_auth(access)
+        .send()
+        .await
+        .unwrap();
+    (r.status(), r.text().await.unwrap())
+}
