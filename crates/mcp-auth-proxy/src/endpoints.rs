@@ -50,6 +50,13 @@ pub struct EndpointOptions {
     pub registration: RegistrationPolicy,
     /// Registrations allowed per client address per hour (default 20).
     pub registrations_per_hour: u64,
+    /// Registrations allowed per hour from all addresses together (default
+    /// 1000): the cap on how fast the client table can grow.
+    pub registrations_per_hour_total: u64,
+    /// Authorization requests allowed per client address per minute
+    /// (default 60): each keeps a pending login in the store for its
+    /// lifetime.
+    pub authorizations_per_minute: u64,
     /// The SSRF guard for client ID metadata documents.
     pub metadata_guard: FetchGuard,
     /// How long a fetched metadata document is kept when it says nothing
@@ -64,6 +71,8 @@ impl Default for EndpointOptions {
         Self {
             registration: RegistrationPolicy::default(),
             registrations_per_hour: 20,
+            registrations_per_hour_total: 1000,
+            authorizations_per_minute: 60,
             metadata_guard: FetchGuard::default(),
             metadata_ttl: Duration::from_secs(3600),
             preregistered: Vec::new(),
@@ -214,11 +223,19 @@ async fn registration(State(app): State<App>, req: axum::extract::Request) -> Re
             "the registration request is too large",
         );
     };
-    match store
-        .hit(&format!("proxy-reg:{who}"), Duration::from_secs(3600))
-        .await
-    {
-        Ok((n, _)) if n > app.opts.registrations_per_hour => {
+    let hour = Duration::from_secs(3600);
+    let counts = match store.hit(&format!("proxy-reg:{who}"), hour).await {
+        Ok((mine, _)) => store
+            .hit("proxy-reg:all", hour)
+            .await
+            .map(|(all, _)| (mine, all)),
+        Err(e) => Err(e),
+    };
+    match counts {
+        Ok((mine, all))
+            if mine > app.opts.registrations_per_hour
+                || all > app.opts.registrations_per_hour_total =>
+        {
             return oauth_error(
                 StatusCode::TOO_MANY_REQUESTS,
                 "too_many_requests",
@@ -335,10 +352,37 @@ fn browser_binding(app: &App, headers: &HeaderMap) -> Option<String> {
 
 async fn authorize(
     State(app): State<App>,
+    peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
     let proxy = &app.proxy;
+    let who = peer.map_or_else(
+        || "unknown".to_owned(),
+        |axum::Extension(ConnectInfo(a))| a.ip().to_string(),
+    );
+    match proxy
+        .inner
+        .store
+        .hit(&format!("proxy-authz:{who}"), Duration::from_secs(60))
+        .await
+    {
+        Ok((n, _)) if n > app.opts.authorizations_per_minute => {
+            return error_page(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many attempts",
+                "Too many logins were started from your address. Wait a minute and try again.",
+            );
+        }
+        Ok(_) => {}
+        Err(_) => {
+            return error_page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Try again",
+                "The server cannot start a login right now.",
+            );
+        }
+    }
     let cfg = &proxy.inner.cfg;
     let issuer = cfg.issuer_id();
     let Some(client_id) = q.get("client_id") else {

@@ -89,6 +89,9 @@
 //! | `MCP_PROXY_SIGNING_KEY` | EC P-256 private key (PKCS#8 PEM, inline or a file) for the access tokens; default: generated once, kept in the store |
 //! | `MCP_PROXY_ENCRYPTION_KEY` | 32 bytes, base64, sealing upstream tokens and keys at rest; default: generated, kept in the store (with a warning) |
 //! | `MCP_PROXY_ACCESS_TOKEN_TTL` | lifetime of the access tokens (default `10m`) |
+//! | `MCP_PROXY_CLIENTS` | a JSON file of pre-registered clients: `[{"client_id", "client_name", "redirect_uris", "client_secret"}]` |
+//! | `MCP_PROXY_METADATA_ALLOWED_NETWORKS` | CIDRs client ID metadata documents may be fetched from although private (e.g. an internal client registry) |
+//! | `MCP_PROXY_METADATA_ALLOW_LOOPBACK` | metadata documents on loopback, plain http allowed (development only; default false) |
 //! | `COGNITO_DOMAIN` | the Cognito preset: the pool's hosted-UI domain, as `mcp-auth-cognito setup` prints it (`https://<prefix>.auth.<region>.amazoncognito.com`; a custom domain's URL, a bare host name or just the prefix also do) |
 //! | `COGNITO_REGION` / `COGNITO_USER_POOL_ID` | the Cognito preset: the user pool (its issuer and keys) |
 //! | `COGNITO_APP_CLIENT_ID` / `COGNITO_APP_CLIENT_SECRET` | the Cognito preset: the app client, when `MCP_OAUTH_CLIENT_ID` is unset |
@@ -116,6 +119,9 @@ pub const VARIABLES: &[&str] = &[
     "MCP_PROXY_SIGNING_KEY",
     "MCP_PROXY_ENCRYPTION_KEY",
     "MCP_PROXY_ACCESS_TOKEN_TTL",
+    "MCP_PROXY_CLIENTS",
+    "MCP_PROXY_METADATA_ALLOWED_NETWORKS",
+    "MCP_PROXY_METADATA_ALLOW_LOOPBACK",
     // The Cognito preset.
     "COGNITO_DOMAIN",
     "COGNITO_REGION",
@@ -363,7 +369,7 @@ pub enum IdentitySource {
 
 /// The facade's settings, read and checked; [`crate::OAuthProxy`] is built
 /// from them (with discovery when the provider is named by its issuer).
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct ProxySettings {
     /// The facade's client at the provider.
     pub client_id: String,
@@ -389,6 +395,9 @@ pub struct ProxySettings {
     pub access_token_ttl: Duration,
     /// Plain http allowed to a non-loopback provider.
     pub allow_http: bool,
+    /// Endpoint policy: pre-registered clients (`MCP_PROXY_CLIENTS`) and
+    /// the metadata-document guard (`MCP_PROXY_METADATA_*`).
+    pub endpoints: crate::EndpointOptions,
 }
 
 impl std::fmt::Debug for ProxySettings {
@@ -619,8 +628,102 @@ impl ProxySettings {
             encryption_key,
             access_token_ttl,
             allow_http,
+            endpoints: endpoint_options(l)?,
         })
     }
+}
+
+/// The endpoints' policy from settings: `MCP_PROXY_CLIENTS` (a JSON file of
+/// pre-registered clients), `MCP_PROXY_METADATA_ALLOWED_NETWORKS` (CIDRs whose
+/// addresses client ID metadata documents may be fetched from although
+/// private) and `MCP_PROXY_METADATA_ALLOW_LOOPBACK` (documents on loopback,
+/// plain http allowed: development only).
+fn endpoint_options(l: &dyn Lookup) -> Result<crate::EndpointOptions, ConfigError> {
+    let mut opts = crate::EndpointOptions::default();
+    opts.metadata_guard.allow_loopback =
+        mcp_auth_core::settings::parse_bool(l, "MCP_PROXY_METADATA_ALLOW_LOOPBACK", false)?;
+    for item in parse_list(l, "MCP_PROXY_METADATA_ALLOWED_NETWORKS").unwrap_or_default() {
+        let net = item.parse::<crate::clients::IpNetwork>().map_err(|_| {
+            ConfigError::new(
+                "MCP_PROXY_METADATA_ALLOWED_NETWORKS",
+                format!("{item:?} is not a network like 10.0.0.0/8"),
+            )
+        })?;
+        opts.metadata_guard.allowed_networks.push(net);
+    }
+    if let Some(path) = l.get("MCP_PROXY_CLIENTS") {
+        opts.preregistered = preregistered_clients(&path, &opts.registration)?;
+    }
+    Ok(opts)
+}
+
+/// One entry of the `MCP_PROXY_CLIENTS` file.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClientEntry {
+    client_id: String,
+    #[serde(default)]
+    client_name: Option<String>,
+    redirect_uris: Vec<String>,
+    #[serde(default)]
+    client_secret: Option<String>,
+}
+
+/// Reads pre-registered clients: a JSON array of
+/// `{"client_id", "client_name"?, "redirect_uris", "client_secret"?}`.
+/// Errors name the entry's position, never a secret.
+fn preregistered_clients(
+    path: &str,
+    policy: &crate::clients::RegistrationPolicy,
+) -> Result<Vec<crate::clients::ClientInfo>, ConfigError> {
+    let var = "MCP_PROXY_CLIENTS";
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigError::new(var, format!("cannot read the file it names ({})", e.kind()))
+    })?;
+    let entries: Vec<ClientEntry> = serde_json::from_str(&text).map_err(|e| {
+        ConfigError::new(
+            var,
+            format!(
+                "line {}: expected a JSON array of {{client_id, client_name, redirect_uris, client_secret}}",
+                e.line()
+            ),
+        )
+    })?;
+    let mut out: Vec<crate::clients::ClientInfo> = Vec::with_capacity(entries.len());
+    for (i, e) in entries.into_iter().enumerate() {
+        let at = i + 1;
+        if e.client_id.trim().is_empty() || out.iter().any(|c| c.client_id == e.client_id) {
+            return Err(ConfigError::new(
+                var,
+                format!("client #{at}: client_id is empty or repeated"),
+            ));
+        }
+        if e.redirect_uris.is_empty() {
+            return Err(ConfigError::new(
+                var,
+                format!("client #{at}: no redirect_uris"),
+            ));
+        }
+        for uri in &e.redirect_uris {
+            policy.validate_redirect_uri(uri).map_err(|err| {
+                ConfigError::new(var, format!("client #{at}: {}", err.description()))
+            })?;
+        }
+        let name = e.client_name.unwrap_or_else(|| e.client_id.clone());
+        let mut client =
+            crate::clients::ClientInfo::preregistered(e.client_id, name, e.redirect_uris);
+        if let Some(secret) = e.client_secret.filter(|s| !s.is_empty()) {
+            if secret.len() < 16 {
+                return Err(ConfigError::new(
+                    var,
+                    format!("client #{at}: client_secret is shorter than 16 characters"),
+                ));
+            }
+            client = client.with_client_secret(&secret);
+        }
+        out.push(client);
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -442,3 +442,43 @@ async fn refusals_issue_nothing_and_never_redirect_untrusted_errors() {
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["error"], "invalid_redirect_uri");
 }
+
+#[tokio::test]
+#[ignore = "needs Node and oidc-provider (tests/run-all.sh installs them)"]
+async fn registration_floods_are_cut_off_per_address() {
+    let app = start("oidc").await;
+    let http = reqwest::Client::new();
+    let body = serde_json::json!({
+        "redirect_uris": ["http://127.0.0.1:9/callback"],
+        "token_endpoint_auth_method": "none",
+    });
+    for n in 1..=20 {
+        let r = http
+            .post(format!("{}/oauth/register", app.base))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED, "registration {n} of 20");
+    }
+    let r = http
+        .post(format!("{}/oauth/register", app.base))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    let err: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(err["error"], "too_many_requests");
+    // The refusal is for registrations only: the server still answers.
+    assert!(
+        reqwest::get(format!(
+            "{}/.well-known/oauth-authorization-server",
+            app.base
+        ))
+        .await
+        .unwrap()
+        .status()
+        .is_success()
+    );
+}

@@ -9,7 +9,7 @@ use std::{path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
 
 use clap::Parser;
 use mcp_auth_core::{SharedAuthenticator, settings::ConfigError};
-use mcp_auth_proxy::{EndpointOptions, settings::ProxySettings};
+use mcp_auth_proxy::settings::ProxySettings;
 use mcp_auth_strategies::{
     ApiKeyAuthenticator,
     settings::{Strategy, chain, strategy_from_settings},
@@ -210,6 +210,7 @@ async fn serve_http(
     let store = mcp_auth_session::store_from_settings(merged)?;
     tracing::info!(store = %store.describe(), "session store");
     let mut facade = None;
+    let mut endpoints = None;
     let mut built: Vec<SharedAuthenticator> = Vec::with_capacity(members.len());
     for member in members {
         match (member, facade_settings.clone()) {
@@ -217,6 +218,7 @@ async fn serve_http(
             (None, Some(settings)) => {
                 // The login facade: this server is the authorization server
                 // MCP clients see; users log in at the provider.
+                endpoints = Some(settings.endpoints.clone());
                 let proxy = settings.build(server_url.clone(), store.clone()).await?;
                 tracing::info!(issuer = %proxy.config().issuer_id(), "authorization-server facade");
                 built.push(Arc::new(proxy.authenticator().map_err(|e| {
@@ -230,8 +232,8 @@ async fn serve_http(
     let authenticator = chain(built)?;
     let tools = Tools::new(s.name.clone(), s.version.clone(), http.tool_scopes.clone());
     let mut app = McpHttpApp::shared(http, authenticator)?.with_store(store);
-    if let Some(proxy) = &facade {
-        app = app.with_public_routes(proxy.router(EndpointOptions::default()));
+    if let (Some(proxy), Some(opts)) = (&facade, endpoints) {
+        app = app.with_public_routes(proxy.router(opts));
     }
     let router = app.rmcp_router_with(move || Ok(tools.clone()), transports);
     if let Some(key) = generated {

@@ -60,6 +60,11 @@ fn upstream(port: u16, callback: &str, mode: &str) -> Upstream {
 
 /// The server with the facade in front of an upstream in `mode`.
 fn facade(mode: &str) -> (Server, Upstream) {
+    facade_with(mode, &[])
+}
+
+/// `facade` with more server settings.
+fn facade_with(mode: &str, extra: &[(&str, &str)]) -> (Server, Upstream) {
     let port = free_port();
     let up_port = free_port();
     let callback = format!("http://127.0.0.1:{port}/oauth/callback");
@@ -91,6 +96,7 @@ fn facade(mode: &str) -> (Server, Upstream) {
         env.push(("MCP_OAUTH_USERINFO_URL", u.as_str()));
         env.push(("MCP_OAUTH_SCOPE", "openid"));
     }
+    env.extend_from_slice(extra);
     (Server::start(&env), up)
 }
 
@@ -208,4 +214,175 @@ fn a_half_configured_facade_is_one_clear_error() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.starts_with("error: MCP_OAUTH_TOKEN_URL: "), "{err}");
     assert!(!err.contains("secret-value"), "{err}");
+}
+
+/// A test CA and a certificate for 127.0.0.1 it signed (openssl), in `dir`:
+/// `ca.pem`, `cert.pem`, `key.pem`.
+fn test_pki(dir: &Path) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "ca-key.pem",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=mcp-auth test CA",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "key.pem",
+        "-out",
+        "req.pem",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    std::fs::write(dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "req.pem",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca-key.pem",
+        "-CAcreateserial",
+        "-out",
+        "cert.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+}
+
+struct DocServer(Child);
+
+impl Drop for DocServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Serves `doc` as `application/json` over https on 127.0.0.1 (Python's
+/// standard library), logging each GET to `dir/fetches`.
+fn serve_document(dir: &Path, port: u16, doc: &serde_json::Value) -> DocServer {
+    std::fs::write(dir.join("client.json"), doc.to_string()).unwrap();
+    let script = r#"
+import http.server, ssl, sys, os
+d = sys.argv[1]
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        open(os.path.join(d, "fetches"), "a").write(self.path + "\n")
+        body = open(os.path.join(d, "client.json"), "rb").read()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+s = http.server.HTTPServer(("127.0.0.1", int(sys.argv[2])), H)
+c = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+c.load_cert_chain(os.path.join(d, "cert.pem"), os.path.join(d, "key.pem"))
+s.socket = c.wrap_socket(s.socket, server_side=True)
+print("ready", flush=True)
+s.serve_forever()
+"#;
+    let mut child = Command::new("python3")
+        .args(["-c", script, &dir.display().to_string(), &port.to_string()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "ready");
+    DocServer(child)
+}
+
+/// A client ID metadata document (over https, on loopback: allowed for
+/// this test with `MCP_PROXY_METADATA_ALLOW_LOOPBACK`, its CA trusted
+/// through `SSL_CERT_FILE`): the client's id is the document's URL,
+/// nothing is registered.
+#[tokio::test]
+#[ignore = "needs Node 22 and oidc-provider (tests/run-all.sh installs them)"]
+async fn mcp_auth_client_logs_in_with_a_client_id_metadata_document() {
+    let pki = tempfile::tempdir().unwrap();
+    test_pki(pki.path());
+    let port = free_port();
+    let doc_url = format!("https://127.0.0.1:{port}/mcp-auth-client.json");
+    let doc = serde_json::json!({
+        "client_id": doc_url,
+        "client_name": "mcp-auth-client (metadata document)",
+        "redirect_uris": ["http://127.0.0.1/callback"],
+        "grant_types": ["authorization_code", "refresh_token"],
+        "response_types": ["code"],
+        "token_endpoint_auth_method": "none",
+    });
+    let _docs = serve_document(pki.path(), port, &doc);
+    let ca = pki.path().join("ca.pem").display().to_string();
+    let (server, _up) = facade_with(
+        "oidc",
+        &[
+            ("MCP_PROXY_METADATA_ALLOW_LOOPBACK", "true"),
+            ("SSL_CERT_FILE", ca.as_str()),
+        ],
+    );
+    let home = tempfile::tempdir().unwrap();
+    let (ok, out, err) = client_async(
+        home.path(),
+        &[
+            "--server",
+            &server.url(),
+            "--client-metadata-url",
+            &doc_url,
+            "whoami",
+        ],
+    )
+    .await;
+    assert!(
+        ok,
+        "login with a metadata document failed: {err}\nserver: {}",
+        server.stderr()
+    );
+    let who: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(who["subject"], "octocat");
+    let fetches = std::fs::read_to_string(pki.path().join("fetches")).unwrap_or_default();
+    assert!(
+        fetches.lines().count() >= 1,
+        "the server fetched the document"
+    );
+    assert!(
+        !server.stderr().contains("client registered"),
+        "nothing was registered"
+    );
 }
