@@ -744,6 +744,79 @@ mod tests {
     ];
 
     #[test]
+    fn pre_registered_clients_and_the_metadata_guard_come_from_settings() {
+        let url: Url = "https://mcp.example.com/mcp".parse().unwrap();
+        let dir = std::env::temp_dir().join(format!("proxy-clients-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("clients.json");
+        let path = file.display().to_string();
+        let load = |json: &str, extra: &[(&str, &str)]| {
+            std::fs::write(&file, json).unwrap();
+            let mut v = vars(BASE);
+            v.insert("MCP_OAUTH_ISSUER".into(), "https://idp.example".into());
+            v.insert("MCP_PROXY_CLIENTS".into(), path.clone());
+            v.extend(vars(extra));
+            ProxySettings::from_settings(&v, &url)
+        };
+        let s = load(
+            r#"[{"client_id": "vscode", "client_name": "VS Code", "redirect_uris": ["http://127.0.0.1/callback"]},
+                {"client_id": "backend", "redirect_uris": ["https://app.example/cb"], "client_secret": "a-secret-of-sixteen-plus"}]"#,
+            &[
+                ("MCP_PROXY_METADATA_ALLOWED_NETWORKS", "10.1.0.0/16"),
+                ("MCP_PROXY_METADATA_ALLOW_LOOPBACK", "true"),
+            ],
+        )
+        .unwrap();
+        let clients = &s.endpoints.preregistered;
+        assert_eq!(clients.len(), 2);
+        assert!(!clients[0].is_confidential());
+        assert_eq!(clients[0].client_name, "VS Code");
+        assert!(clients[1].verify_secret("a-secret-of-sixteen-plus"));
+        assert!(!clients[1].verify_secret("wrong"));
+        assert!(s.endpoints.metadata_guard.allow_loopback);
+        assert_eq!(s.endpoints.metadata_guard.allowed_networks.len(), 1);
+        for (json, extra, variable, says) in [
+            ("not json", vec![], "MCP_PROXY_CLIENTS", "line 1"),
+            (
+                r#"[{"client_id": "a", "redirect_uris": []}]"#,
+                vec![],
+                "MCP_PROXY_CLIENTS",
+                "client #1",
+            ),
+            (
+                r#"[{"client_id": "a", "redirect_uris": ["http://evil.example/cb"]}]"#,
+                vec![],
+                "MCP_PROXY_CLIENTS",
+                "client #1",
+            ),
+            (
+                r#"[{"client_id": "a", "redirect_uris": ["https://a.example/cb"]}, {"client_id": "a", "redirect_uris": ["https://a.example/cb"]}]"#,
+                vec![],
+                "MCP_PROXY_CLIENTS",
+                "client #2",
+            ),
+            (
+                r#"[{"client_id": "a", "redirect_uris": ["https://a.example/cb"], "client_secret": "short-secret"}]"#,
+                vec![],
+                "MCP_PROXY_CLIENTS",
+                "client #1",
+            ),
+            (
+                "[]",
+                vec![("MCP_PROXY_METADATA_ALLOWED_NETWORKS", "10.0.0.1/99")],
+                "MCP_PROXY_METADATA_ALLOWED_NETWORKS",
+                "10.0.0.1/99",
+            ),
+        ] {
+            let e = load(json, &extra).unwrap_err();
+            assert_eq!(e.variable, variable, "{json}: {e}");
+            assert!(e.to_string().contains(says), "{e}");
+            assert!(!e.to_string().contains("short-secret"), "{e}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn every_half_configuration_names_what_is_missing() {
         let url: Url = "https://mcp.example.com/mcp".parse().unwrap();
         let with = |extra: &[(&str, &str)]| {

@@ -17,7 +17,7 @@ use std::{
 
 use axum::{Router, routing::get};
 use mcp_auth_core::Principal;
-use mcp_auth_proxy::{EndpointOptions, OAuthProxy, settings::ProxySettings};
+use mcp_auth_proxy::{OAuthProxy, settings::ProxySettings};
 use mcp_auth_transport::AuthLayer;
 use reqwest::{StatusCode, header};
 use url::Url;
@@ -25,8 +25,8 @@ use url::Url;
 mod support;
 
 use support::{
-    Browser, CLIENT_CB, Server, authorize_url, exchange, field, login, query, register, token,
-    whoami,
+    Browser, CLIENT_CB, Server, VERIFIER, authorize_url, exchange, field, login, query, register,
+    token, whoami,
 };
 
 struct Upstream(Child);
@@ -112,9 +112,18 @@ async fn start(mode: &str) -> App {
     let server_url: Url = format!("{base}/mcp").parse().unwrap();
     let settings = ProxySettings::from_settings(&vars, &server_url).unwrap();
     let store = Arc::new(mcp_auth_session::MemoryStore::new());
-    let proxy = settings.build(server_url, store).await.unwrap();
-    let mut opts = EndpointOptions::default();
+    let mut opts = settings.endpoints.clone();
     opts.metadata_guard.allow_loopback = true;
+    // A pre-registered confidential client, as MCP_PROXY_CLIENTS would give.
+    opts.preregistered.push(
+        mcp_auth_proxy::clients::ClientInfo::preregistered(
+            "backend",
+            "Backend",
+            vec![CLIENT_CB.to_owned()],
+        )
+        .with_client_secret(BACKEND_SECRET),
+    );
+    let proxy = settings.build(server_url, store).await.unwrap();
     // A tool's view: the caller, and the provider's token for it.
     let for_tools = proxy.clone();
     let protected = Router::new()
@@ -441,6 +450,59 @@ async fn refusals_issue_nothing_and_never_redirect_untrusted_errors() {
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["error"], "invalid_redirect_uri");
+}
+
+const BACKEND_SECRET: &str = "backend-secret-0123456789";
+
+/// A pre-registered confidential client authenticates at the token
+/// endpoint with its secret (Basic), and fails without it.
+#[tokio::test]
+#[ignore = "needs Node and oidc-provider (tests/run-all.sh installs them)"]
+async fn a_pre_registered_confidential_client_must_authenticate() {
+    let app = start("oidc").await;
+    let mut browser = Browser::new();
+    let code = login(&app, &mut browser, "backend").await;
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", CLIENT_CB),
+        ("code_verifier", VERIFIER),
+    ];
+    let http = reqwest::Client::new();
+    let url = format!("{}/oauth/token", app.base);
+    // Without the secret (client_id alone in the form): invalid_client.
+    let mut public = form.to_vec();
+    public.push(("client_id", "backend"));
+    let r = http.post(&url).form(&public).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    // A wrong secret over Basic: 401 with a Basic challenge.
+    let r = http
+        .post(&url)
+        .basic_auth("backend", Some("wrong-secret"))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert!(r.headers().contains_key(header::WWW_AUTHENTICATE));
+    // The failures spent nothing: a fresh login with the right secret works.
+    let code = login(&app, &mut browser, "backend").await;
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", CLIENT_CB),
+        ("code_verifier", VERIFIER),
+    ];
+    let r = http
+        .post(&url)
+        .basic_auth("backend", Some(BACKEND_SECRET))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert!(body["access_token"].is_string());
 }
 
 #[tokio::test]
