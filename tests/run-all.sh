@@ -27,6 +27,14 @@ if ! command -v redis-server >/dev/null 2>&1; then
 fi
 redis-server --version
 
+step "peers: openssl (test certificates for client ID metadata documents over https)"
+if ! command -v openssl >/dev/null 2>&1; then
+  sudo_=""; [ "$(id -u)" -eq 0 ] || sudo_="sudo"
+  $sudo_ apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq openssl >/dev/null
+fi
+openssl version
+
 step "peers: moto (Cognito emulator) and the official Python MCP SDK"
 venv=target/interop/venv
 if [ ! -x "$venv/bin/moto_server" ] || ! "$venv/bin/python" -c 'import mcp, jwt, boto3' 2>/dev/null; then

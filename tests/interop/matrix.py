@@ -9,7 +9,11 @@ MCP Inspector CLI on Node 22 (tests/interop/clients), oidc-provider as the autho
 authorization server (the authorization-server facade, crates/mcp-auth-proxy) in front of an
 upstream provider without dynamic registration (tests/interop/oidc/upstream.mjs); the clients log
 in with nothing registered beforehand, through the server's consent page
-(tests/interop/consent-browser.py presses Allow) and the upstream login.
+(tests/interop/consent-browser.py presses Allow) and the upstream login. They register themselves
+at the server, except the TypeScript SDK v2 client, whose client ID is a client ID metadata
+document served over https on loopback (tests/interop/metadata_document_server.py, a test CA made
+with openssl once per run) to a facade server of its own that may fetch it
+(MCP_PROXY_METADATA_ALLOW_LOOPBACK, SSL_CERT_FILE = the CA).
 
     python tests/interop/matrix.py [--only CLIENT[,CLIENT]] [--columns STRATEGY[,STRATEGY]] [--update-docs]
 
@@ -592,13 +596,13 @@ def cells_cognito(m: Matrix, rows: list[str]) -> None:
 
 
 @contextlib.contextmanager
-def upstream_provider(callback: str) -> Iterator[str]:
+def upstream_provider(callback: str, name: str = "upstream-oidc") -> Iterator[str]:
     """oidc-provider as the facade's upstream (tests/interop/oidc/upstream.mjs, OIDC mode): one
     static confidential client whose only redirect URI is `callback`, no registration, logs
     every user in as UPSTREAM_USER without a person."""
     port = free_port()
     with process(
-        "upstream-oidc",
+        name,
         [str(NODE), "upstream.mjs"],
         port,
         env={"PORT": str(port), "PROXY_CALLBACK": callback, "UPSTREAM_MODE": "oidc"},
@@ -641,30 +645,173 @@ def check_facade_login(who: dict, url: str, origin: str, opened: list[str], cons
     return None
 
 
-def facade_sdk(client: str, url: str, origin: str) -> tuple[bool, str]:
+def facade_sdk_run(client: str, url: str, env: dict[str, str] | None = None) -> tuple[Run, Path, Path]:
+    """One login and the calls by an SDK client through the facade at `url`; the run and the
+    browser's and consent page's logs (see login_logs)."""
     browser_log, consent_log = login_logs(client)
-    env = {"BROWSER": str(CONSENT_BROWSER), "BROWSER_LOG": str(browser_log), "CONSENT_LOG": str(consent_log)}
+    env = {"BROWSER": str(CONSENT_BROWSER), "BROWSER_LOG": str(browser_log), "CONSENT_LOG": str(consent_log), **(env or {})}
     if client == "python-sdk":
         r = run([PYTHON, str(CLIENTS / "py_facade_client.py"), url], env=env)
     else:
         version = client.rsplit("-", 1)[1]
         r = run([str(NODE), "ts_facade_client.mjs", url], env={**env, "TS_SDK": version}, cwd=CLIENTS)
+    return r, browser_log, consent_log
+
+
+def facade_sdk_output(r: Run, url: str, origin: str, browser_log: Path, consent_log: Path) -> tuple[dict, str | None]:
+    """What every SDK cell of the facade column checks in the client's output; the output, and
+    None when all hold, else what did not."""
     if r.code != 0:
-        return False, r.why()
+        return {}, r.why()
     try:
         out = r.json()
     except ValueError as e:
-        return False, str(e)
+        return {}, str(e)
     if not {"get_time", "whoami"} <= set(out["tools"]):
-        return False, f"tools/list gave {out['tools']}"
-    if not out.get("registered") or not out.get("client_id"):
-        return False, f"the client did not register dynamically (client_id {out.get('client_id')!r})"
-    problem = check_facade_login(out["whoami"], url, origin, lines(browser_log), lines(consent_log))
+        return out, f"tools/list gave {out['tools']}"
+    return out, check_facade_login(out["whoami"], url, origin, lines(browser_log), lines(consent_log))
+
+
+def log_size(path: Path) -> int:
+    return path.stat().st_size if path.exists() else 0
+
+
+def log_since(path: Path, offset: int) -> list[str]:
+    """The lines `path` gained after `offset` bytes (a server's log during one cell)."""
+    with open(path, "rb") as f:
+        f.seek(offset)
+        return f.read().decode(errors="replace").splitlines()
+
+
+def facade_sdk(client: str, url: str, origin: str) -> tuple[bool, str]:
+    """A cell that logs in by dynamic registration: the client says it registered, and the
+    server logged `client registered` during the cell."""
+    server_log = OUT / "server-facade.log"
+    before = log_size(server_log)
+    r, browser_log, consent_log = facade_sdk_run(client, url)
+    out, problem = facade_sdk_output(r, url, origin, browser_log, consent_log)
     if problem:
         return False, problem
+    if not out.get("registered") or not out.get("client_id"):
+        return False, f"the client did not register dynamically (client_id {out.get('client_id')!r})"
+    if not any("client registered" in line for line in log_since(server_log, before)):
+        return False, "the client says it registered, but the server logged no 'client registered' during the cell"
     return True, (
         f"dynamic registration at {origin}/oauth/register, consent page (Allow), upstream login, PKCE, "
         f"resource={url}; tools/list, get_time, whoami as {UPSTREAM_USER!r} of {origin}"
+    )
+
+
+# The SDK rows that log in with a client ID metadata document instead of registering, each on a
+# facade server of its own (FACADE_METADATA_SETTINGS). The other rows register dynamically: the
+# python-sdk cell is the proof of the registration path (and typescript-sdk-v1 and inspector-cli
+# register too).
+METADATA_DOCUMENT_CLIENTS = {"typescript-sdk-v2"}
+
+# The facade server of a metadata-document cell: documents may be fetched from loopback
+# (MCP_PROXY_METADATA_ALLOW_LOOPBACK, development only) over https with the run's test CA
+# trusted (SSL_CERT_FILE, added per run). The log shows the fetcher's refusals (mcp_auth_proxy)
+# and each outgoing connection with its address (reqwest, hyper_util): the fetch is the one to
+# the document server's port.
+FACADE_METADATA_SETTINGS = {
+    "MCP_PROXY_METADATA_ALLOW_LOOPBACK": "true",
+    "LOG_LEVEL": "info,mcp_auth_proxy=debug,reqwest=debug,hyper_util::client::legacy::connect::http=debug",
+}
+
+
+def facade_pki() -> Path:
+    """A test CA and a certificate for 127.0.0.1 it signed (openssl, EC P-256, valid 2 days),
+    made once per run in target/interop/matrix/facade-pki: ca.pem (the facade server trusts it
+    through SSL_CERT_FILE), cert.pem and key.pem (the metadata document server's)."""
+    pki = OUT / "facade-pki"
+    shutil.rmtree(pki, ignore_errors=True)
+    pki.mkdir(parents=True)
+    (pki / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\n")
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+    for args in (
+        ["req", "-x509", *ec, "-keyout", "ca-key.pem", "-out", "ca.pem", "-days", "2", "-subj", "/CN=mcp-auth interop test CA"],
+        ["req", *ec, "-keyout", "key.pem", "-out", "req.pem", "-subj", "/CN=127.0.0.1"],
+        ["x509", "-req", "-in", "req.pem", "-CA", "ca.pem", "-CAkey", "ca-key.pem", "-CAcreateserial"]
+        + ["-out", "cert.pem", "-days", "2", "-extfile", "ext.cnf"],
+    ):
+        p = subprocess.run(
+            ["openssl", *args], stdin=subprocess.DEVNULL, capture_output=True, text=True, cwd=pki, timeout=60
+        )
+        if p.returncode != 0:
+            raise RuntimeError(f"openssl {args[0]} failed: {p.stderr.strip()[-500:]}")
+    return pki
+
+
+@contextlib.contextmanager
+def metadata_document(client: str, pki: Path) -> Iterator[tuple[str, Path]]:
+    """`client`'s client ID metadata document served over https on a free loopback port
+    (tests/interop/metadata_document_server.py, with the run's test certificate) while the
+    context lasts; yields its URL (the client's ID) and the log of the requests it answered."""
+    port = free_port()
+    path = f"/clients/{client}.json"
+    doc_url = f"https://127.0.0.1:{port}{path}"
+    doc = OUT / f"facade-metadata-{client}.json"
+    doc.write_text(
+        json.dumps(
+            {
+                "client_id": doc_url,
+                "client_name": f"{client} (client ID metadata document)",
+                # A loopback redirect URI without a port matches the client's listener on any port.
+                "redirect_uris": ["http://127.0.0.1/callback"],
+                "grant_types": ["authorization_code", "refresh_token"],
+                "response_types": ["code"],
+                "token_endpoint_auth_method": "none",
+            },
+            indent=2,
+        )
+    )
+    fetches = OUT / f"facade-fetches-{client}.log"
+    fetches.unlink(missing_ok=True)
+    argv = [PYTHON, str(INTEROP / "metadata_document_server.py"), str(doc)]
+    argv += [str(pki / "cert.pem"), str(pki / "key.pem"), str(port), path, str(fetches)]
+    with process(f"metadata-document-{client}", argv, port):
+        yield doc_url, fetches
+
+
+def facade_metadata_document(client: str, pki: Path) -> tuple[bool, str]:
+    """A cell that logs in with a client ID metadata document: its own facade server (and
+    upstream) with FACADE_METADATA_SETTINGS, the client given the document's URL
+    (CLIENT_METADATA_URL). Beyond what every cell checks: the client's ID is the URL and it did
+    not register, the authorization request named the URL as client_id, the document server
+    answered the server's GET, and the server's log shows no registration and a login finished
+    for the URL."""
+    name = "facade-metadata"
+    with metadata_document(client, pki) as (doc_url, fetches):
+        settings = {**FACADE_METADATA_SETTINGS, "SSL_CERT_FILE": str(pki / "ca.pem")}
+        with facade_server(name, settings, upstream_name="upstream-oidc-metadata") as (url, origin):
+            r, browser_log, consent_log = facade_sdk_run(client, url, {"CLIENT_METADATA_URL": doc_url})
+    log = lines(OUT / f"server-{name}.log")
+    got = [line for line in lines(fetches) if line.startswith("GET ")]
+    out, problem = facade_sdk_output(r, url, origin, browser_log, consent_log)
+    if problem:
+        if not got:
+            problem += "; the document was never fetched"
+        refused = [line for line in log if "unusable client" in line or "metadata document refused" in line]
+        return False, problem + (f"; server: {refused[-1][:400]}" if refused else "")
+    if out.get("client_id") != doc_url or out.get("registered"):
+        return False, (
+            f"the client used client_id {out.get('client_id')!r} (registered: {out.get('registered')}), "
+            f"expected the document URL {doc_url}"
+        )
+    opened = lines(browser_log)
+    if parse_qs(urlsplit(opened[0]).query).get("client_id") != [doc_url]:
+        return False, f"the authorization request did not name client_id={doc_url}: {opened[0]}"
+    if not any(line.startswith(f"GET {urlsplit(doc_url).path} 200 ") for line in got):
+        return False, f"the document server answered no GET for the document: {got}"
+    registered = [line for line in log if "client registered" in line or "registered a client" in line]
+    if registered:
+        return False, f"the server registered a client: {registered[0][:300]}"
+    if not any(f"login finished client={doc_url}" in line for line in log):
+        return False, f"the server's log has no 'login finished client={doc_url}'"
+    return True, (
+        f"client ID metadata document {doc_url} (https, test CA; the server fetched it {len(got)}x, "
+        f"nothing registered), consent page (Allow), upstream login, PKCE, resource={url}; tools/list, "
+        f"get_time, whoami as {UPSTREAM_USER!r} of {origin}"
     )
 
 
@@ -700,12 +847,16 @@ def facade_inspector(url: str, origin: str) -> tuple[bool, str]:
     )
 
 
-def cells_facade(m: Matrix, rows: list[str]) -> None:
+@contextlib.contextmanager
+def facade_server(name: str, extra: dict[str, str] | None = None, upstream_name: str = "upstream-oidc") -> Iterator[tuple[str, str]]:
+    """mcp-auth-server as the authorization server (the facade) in front of its own upstream
+    provider, with `extra` settings; yields its MCP URL and origin. The log is server-<name>.log,
+    checked afterwards for the upstream client secret (a RuntimeError fails the cells)."""
     # The port is chosen first: the upstream's only redirect URI is the server's callback.
     port = free_port()
     origin = f"http://127.0.0.1:{port}"
     url, callback = f"{origin}/mcp", f"{origin}/oauth/callback"
-    with upstream_provider(callback) as upstream:
+    with upstream_provider(callback, upstream_name) as upstream:
         env = {
             "MCP_AUTH_STRATEGY": "oauth2",
             "MCP_OAUTH_ISSUER": upstream,
@@ -715,18 +866,33 @@ def cells_facade(m: Matrix, rows: list[str]) -> None:
             "MCP_OAUTH_SCOPE": "openid email",
             "MCP_OAUTH_PROVIDER_NAME": "oidc-provider",
             "MCP_OAUTH_SCOPES_SUPPORTED": "mcp:tools,mcp:admin",
+            **(extra or {}),
         }
-        with server("facade", env, port):
-            for client in rows:
-                if client in SDK_CLIENTS:
-                    m.record(client, "facade", *facade_sdk(client, url, origin))
-                elif client == "inspector-cli":
-                    m.record(client, "facade", *facade_inspector(url, origin))
-        log = (OUT / "server-facade.log").read_text()
-        if UPSTREAM_CLIENT_SECRET in log:
+        with server(name, env, port):
+            yield url, origin
+
+
+def cells_facade(m: Matrix, rows: list[str]) -> None:
+    pki: Path | None = None  # made once per run, by the first metadata-document cell
+    with facade_server("facade") as (url, origin):
+        for client in rows:
+            if client in METADATA_DOCUMENT_CLIENTS:
+                try:
+                    pki = pki or facade_pki()
+                    result = facade_metadata_document(client, pki)
+                except Exception as e:  # its own setup (PKI, document server, server): this cell only
+                    traceback.print_exc()
+                    result = False, f"setup failed: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+                m.record(client, "facade", *result)
+            elif client in SDK_CLIENTS:
+                m.record(client, "facade", *facade_sdk(client, url, origin))
+            elif client == "inspector-cli":
+                m.record(client, "facade", *facade_inspector(url, origin))
+    for log in (OUT / "server-facade.log", OUT / "server-facade-metadata.log"):
+        if log.exists() and UPSTREAM_CLIENT_SECRET in log.read_text():
             for client in rows:
                 if (client, "facade") in m.cells:
-                    m.record(client, "facade", False, "the upstream client secret is in the server's log")
+                    m.record(client, "facade", False, f"the upstream client secret is in the server's log ({log.name})")
 
 
 def conformance_server(url: str) -> tuple[bool, str]:

@@ -196,6 +196,7 @@ impl App {
             let c = fetch_metadata_document(client_id, &self.opts.metadata_guard)
                 .await
                 .map_err(|e| format!("client metadata document refused: {e}"))?;
+            tracing::info!(client = %client_id, "client metadata document fetched");
             let ttl = c.expires_at.map_or(self.opts.metadata_ttl, |t| {
                 Duration::from_secs(t.saturating_sub(now).max(1))
             });

@@ -1,22 +1,28 @@
 // The official TypeScript MCP SDK logging in through mcp-auth-server's
 // authorization-server facade, for the interop matrix's `facade` column.
 //
-// Usage: BROWSER=tests/interop/consent-browser.py [TS_SDK=v2] node ts_facade_client.mjs URL
+// Usage: BROWSER=tests/interop/consent-browser.py [TS_SDK=v2] [CLIENT_METADATA_URL=https://...]
+//        node ts_facade_client.mjs URL
 //
 // The SDK's own OAuth flow from the 401 alone, with nothing registered
 // beforehand: protected resource metadata, the server's RFC 8414 metadata,
 // then a client ID metadata document when CLIENT_METADATA_URL is set (and the
-// server advertises support), dynamic registration at the server otherwise;
-// PKCE, `resource`. The browser step is a real loopback redirect, as a
-// desktop app does it: the client listens on 127.0.0.1 (a free port; its
-// redirect URI) and opens the authorization URL with $BROWSER, which presses
-// Allow on the server's consent page and follows on through the upstream
-// provider's login and the server's callback to this listener.
+// server advertises `client_id_metadata_document_supported`): the URL is the
+// client ID, nothing is registered, the server fetches the document; the SDK
+// takes only an https URL with a path. Dynamic registration at the server
+// otherwise. Then PKCE, `resource`. The matrix runs TS_SDK=v2 with a document
+// (served by tests/interop/metadata_document_server.py), v1 with
+// registration. The browser step is a real loopback redirect, as a desktop
+// app does it: the client listens on 127.0.0.1 (a free port; its redirect
+// URI) and opens the authorization URL with $BROWSER, which presses Allow on
+// the server's consent page and follows on through the upstream provider's
+// login and the server's callback to this listener.
 //
-// Prints one JSON line (tools, get_time, whoami, the client ID, whether it
-// was registered, each authorization URL's scope and resource); exits 1 with
-// the error on stderr. TS_SDK=v2 runs on the v2 client package
-// (@modelcontextprotocol/client), otherwise on @modelcontextprotocol/sdk v1.
+// Prints one JSON line (tools, get_time, whoami, the client ID (the document
+// URL with CLIENT_METADATA_URL), whether it was registered, each authorization
+// URL's scope and resource); exits 1 with the error on stderr. TS_SDK=v2 runs
+// on the v2 client package (@modelcontextprotocol/client), otherwise on
+// @modelcontextprotocol/sdk v1.
 import { execFile } from 'node:child_process';
 import { createServer } from 'node:http';
 
@@ -121,8 +127,8 @@ class MemoryProvider {
   }
 
   saveClientInformation(info) {
-    // Called after dynamic registration (a metadata-document client ID is
-    // saved too, as { client_id: URL }).
+    // Called after dynamic registration; a metadata-document client ID is
+    // saved too, as { client_id: URL, issuer }, which is no registration.
     if (info.client_id !== this.clientMetadataUrl) this.registrations += 1;
     this.client = info;
   }
