@@ -64,18 +64,28 @@ pub struct EndpointOptions {
     pub metadata_ttl: Duration,
     /// Clients from the configuration.
     pub preregistered: Vec<ClientInfo>,
+    /// Proxies whose `X-Forwarded-For` is believed when counting requests
+    /// per client address (`HTTP_TRUSTED_PROXIES`); IPv6 clients are
+    /// counted by their /64.
+    pub trusted_proxies: Vec<mcp_auth_transport::IpNet>,
 }
 
 impl Default for EndpointOptions {
     fn default() -> Self {
         Self {
-            registration: RegistrationPolicy::default(),
+            // Registrations stay in the store for their lifetime: small.
+            registration: RegistrationPolicy {
+                max_redirect_uris: 5,
+                max_string_len: 512,
+                ..RegistrationPolicy::default()
+            },
             registrations_per_hour: 20,
             registrations_per_hour_total: 1000,
             authorizations_per_minute: 60,
             metadata_guard: FetchGuard::default(),
             metadata_ttl: Duration::from_secs(3600),
             preregistered: Vec::new(),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -164,6 +174,34 @@ async fn jwks(State(app): State<App>) -> Response {
     Json(app.proxy.jwks()).into_response()
 }
 
+impl App {
+    /// The client's network for per-address limits: the TCP peer, or the
+    /// forwarded address behind a trusted proxy; IPv6 by its /64.
+    fn who(&self, peer: Option<SocketAddr>, headers: &HeaderMap) -> String {
+        mcp_auth_transport::client_ip(&self.opts.trusted_proxies, peer.map(|p| p.ip()), headers)
+            .map(mcp_auth_transport::client_network)
+            .map_or_else(|| "unknown".to_owned(), |ip| ip.to_string())
+    }
+
+    /// Counts a request against a per-address budget; `Err` is the answer
+    /// when over it or when the store cannot count.
+    async fn within(&self, key: &str, window: Duration, max: u64) -> Result<(), Response> {
+        match self.proxy.inner.store.hit(key, window).await {
+            Ok((n, _)) if n > max => Err(error_page(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many attempts",
+                "Too many logins were started from your address. Wait a minute and try again.",
+            )),
+            Ok(_) => Ok(()),
+            Err(_) => Err(error_page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Try again",
+                "The server cannot start a login right now.",
+            )),
+        }
+    }
+}
+
 fn client_key(client_id: &str) -> String {
     format!("proxy:client:{}", digest_b64(client_id.as_bytes()))
 }
@@ -171,7 +209,11 @@ fn client_key(client_id: &str) -> String {
 impl App {
     /// The client named `client_id`: pre-registered, registered here, or
     /// a metadata document (fetched behind the SSRF guard, cached).
-    async fn client(&self, client_id: &str) -> Result<Option<ClientInfo>, String> {
+    /// `who` (the caller's network) is charged for each document fetched:
+    /// 30 a minute, and a refused document is not fetched again for a
+    /// minute, so the endpoints cannot be turned into a fetcher of third
+    /// parties.
+    async fn client(&self, client_id: &str, who: &str) -> Result<Option<ClientInfo>, String> {
         if let Some(c) = self
             .opts
             .preregistered
@@ -191,11 +233,34 @@ impl App {
             }
         }
         if is_metadata_document_client_id(client_id) {
+            let refused = format!("proxy:cimd-refused:{}", digest_b64(client_id.as_bytes()));
+            if store
+                .kv_get(&refused)
+                .await
+                .map_err(|e| e.to_string())?
+                .is_some()
+            {
+                return Err("client metadata document refused a moment ago".to_owned());
+            }
+            match store
+                .hit(&format!("proxy-cimd:{who}"), Duration::from_secs(60))
+                .await
+            {
+                Ok((n, _)) if n > 30 => {
+                    return Err("too many metadata documents from this address".to_owned());
+                }
+                Ok(_) => {}
+                Err(e) => return Err(e.to_string()),
+            }
             // Fetched behind the SSRF guard; kept for the document's own
             // max-age (60 s to 1 h), so replicas share one fetch.
-            let c = fetch_metadata_document(client_id, &self.opts.metadata_guard)
-                .await
-                .map_err(|e| format!("client metadata document refused: {e}"))?;
+            let c = match fetch_metadata_document(client_id, &self.opts.metadata_guard).await {
+                Ok(c) => c,
+                Err(e) => {
+                    let _ = store.kv_put(&refused, b"1", Duration::from_secs(60)).await;
+                    return Err(format!("client metadata document refused: {e}"));
+                }
+            };
             tracing::info!(client = %client_id, "client metadata document fetched");
             let ttl = c.expires_at.map_or(self.opts.metadata_ttl, |t| {
                 Duration::from_secs(t.saturating_sub(now).max(1))
@@ -213,10 +278,11 @@ impl App {
 
 async fn registration(State(app): State<App>, req: axum::extract::Request) -> Response {
     let store = &app.proxy.inner.store;
-    let who = req
+    let peer = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .map_or_else(|| "unknown".to_owned(), |ConnectInfo(a)| a.ip().to_string());
+        .map(|ConnectInfo(a)| *a);
+    let who = app.who(peer, req.headers());
     let Ok(body) = axum::body::to_bytes(req.into_body(), 64 * 1024).await else {
         return oauth_error(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -302,12 +368,15 @@ struct PendingLogin {
     code_challenge: String,
     scopes: Vec<String>,
     resource: String,
+    /// SHA-256 of the browser binding that started (and approved) the
+    /// login: the callback must come back to the same browser.
+    browser: String,
 }
 
 /// The upstream half of a login, keyed by the state sent upstream.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct UpstreamLeg {
-    request: String,
+    login: PendingLogin,
     pkce_verifier: String,
     nonce: String,
 }
@@ -358,31 +427,16 @@ async fn authorize(
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
     let proxy = &app.proxy;
-    let who = peer.map_or_else(
-        || "unknown".to_owned(),
-        |axum::Extension(ConnectInfo(a))| a.ip().to_string(),
-    );
-    match proxy
-        .inner
-        .store
-        .hit(&format!("proxy-authz:{who}"), Duration::from_secs(60))
+    let who = app.who(peer.map(|axum::Extension(ConnectInfo(a))| a), &headers);
+    if let Err(refused) = app
+        .within(
+            &format!("proxy-authz:{who}"),
+            Duration::from_secs(60),
+            app.opts.authorizations_per_minute,
+        )
         .await
     {
-        Ok((n, _)) if n > app.opts.authorizations_per_minute => {
-            return error_page(
-                StatusCode::TOO_MANY_REQUESTS,
-                "Too many attempts",
-                "Too many logins were started from your address. Wait a minute and try again.",
-            );
-        }
-        Ok(_) => {}
-        Err(_) => {
-            return error_page(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Try again",
-                "The server cannot start a login right now.",
-            );
-        }
+        return refused;
     }
     let cfg = &proxy.inner.cfg;
     let issuer = cfg.issuer_id();
@@ -393,7 +447,7 @@ async fn authorize(
             "The request names no client (client_id).",
         );
     };
-    let client = match app.client(client_id).await {
+    let client = match app.client(client_id, &who).await {
         Ok(Some(c)) => c,
         Ok(None) => {
             return error_page(
@@ -463,27 +517,34 @@ async fn authorize(
             "this server issues tokens for its own resource only",
         );
     }
-    // What the facade may grant is `scopes_supported`; a request for more
-    // gets the part it may have (RFC 6749 §3.3: the token response says
-    // which), and a request for nothing it may have is refused.
+    // What the facade may grant is `scopes_supported`, nothing else (none
+    // when it is empty); a request for more gets the part it may have
+    // (RFC 6749 §3.3: the token response says which), and a request for
+    // only what it may not have is refused.
+    if q.get("scope").is_some_and(|s| s.len() > 512) || state.is_some_and(|s| s.len() > 512) {
+        return fail(
+            "invalid_request",
+            "scope and state are limited to 512 characters",
+        );
+    }
     let requested: Vec<String> = match q.get("scope") {
         Some(s) if !s.trim().is_empty() => s.split_whitespace().map(str::to_owned).collect(),
         _ => cfg.scopes_supported.clone(),
     };
-    let scopes: Vec<String> = if cfg.scopes_supported.is_empty() {
-        requested.clone()
-    } else {
-        requested
-            .iter()
-            .filter(|s| cfg.scopes_supported.contains(s))
-            .cloned()
-            .collect()
-    };
-    if scopes.is_empty() && !requested.is_empty() {
+    let scopes: Vec<String> = requested
+        .iter()
+        .filter(|s| cfg.scopes_supported.contains(s))
+        .cloned()
+        .collect();
+    if scopes.is_empty() && !requested.is_empty() && !cfg.scopes_supported.is_empty() {
         return fail("invalid_scope", "none of the requested scopes is offered");
     }
-    let Ok(request_id) = random_token(24) else {
-        return fail("server_error", "no randomness");
+    let (binding, new_cookie) = match browser_binding(&app, &headers) {
+        Some(b) => (b, false),
+        None => match consent::new_browser_binding() {
+            Some(b) => (b, true),
+            None => return fail("server_error", "no randomness"),
+        },
     };
     let pending = PendingLogin {
         client_id: client.client_id.clone(),
@@ -492,6 +553,15 @@ async fn authorize(
         code_challenge: challenge.clone(),
         scopes: scopes.clone(),
         resource,
+        browser: digest_b64(binding.as_bytes()),
+    };
+    // Approved before in this browser, for this client, these scopes and
+    // this redirect URI: straight on.
+    if !new_cookie && consented(&app, &binding, &pending).await {
+        return to_upstream(&app, pending).await;
+    }
+    let Ok(request_id) = random_token(24) else {
+        return fail("server_error", "no randomness");
     };
     let store = &proxy.inner.store;
     let Ok(bytes) = serde_json::to_vec(&pending) else {
@@ -503,17 +573,6 @@ async fn authorize(
         .is_err()
     {
         return fail("temporarily_unavailable", "store unavailable");
-    }
-    let (binding, new_cookie) = match browser_binding(&app, &headers) {
-        Some(b) => (b, false),
-        None => match consent::new_browser_binding() {
-            Some(b) => (b, true),
-            None => return fail("server_error", "no randomness"),
-        },
-    };
-    // Approved before in this browser, for these scopes: straight on.
-    if !new_cookie && consented(&app, &binding, &client.client_id, &scopes).await {
-        return to_upstream(&app, &request_id).await;
     }
     let csrf = consent::csrf_token(&proxy.inner.csrf_secret, &binding, &request_id);
     let lines: Vec<consent::ScopeLine<'_>> = scopes
@@ -563,26 +622,28 @@ async fn authorize(
     r
 }
 
-fn consent_key(binding: &str, client_id: &str) -> String {
+fn consent_key(binding: &str, login: &PendingLogin) -> String {
+    // The approval is for this client sending this browser back to this
+    // redirect URI: another of the client's redirect URIs needs its own.
     format!(
         "proxy:consent:{}:{}",
         digest_b64(binding.as_bytes()),
-        digest_b64(client_id.as_bytes())
+        digest_b64(format!("{}\n{}", login.client_id, login.redirect_uri).as_bytes())
     )
 }
 
-async fn consented(app: &App, binding: &str, client_id: &str, scopes: &[String]) -> bool {
+async fn consented(app: &App, binding: &str, login: &PendingLogin) -> bool {
     let Ok(Some(bytes)) = app
         .proxy
         .inner
         .store
-        .kv_get(&consent_key(binding, client_id))
+        .kv_get(&consent_key(binding, login))
         .await
     else {
         return false;
     };
     let granted: Vec<String> = serde_json::from_slice(&bytes).unwrap_or_default();
-    scopes.iter().all(|s| granted.contains(s))
+    login.scopes.iter().all(|s| granted.contains(s))
 }
 
 #[derive(Deserialize)]
@@ -594,10 +655,23 @@ struct ConsentForm {
 
 async fn consent_decision(
     State(app): State<App>,
+    peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     Form(form): Form<ConsentForm>,
 ) -> Response {
     let proxy = &app.proxy;
+    // Approvals share the authorization budget: each one starts a login.
+    let who = app.who(peer.map(|axum::Extension(ConnectInfo(a))| a), &headers);
+    if let Err(refused) = app
+        .within(
+            &format!("proxy-authz:{who}"),
+            Duration::from_secs(60),
+            app.opts.authorizations_per_minute,
+        )
+        .await
+    {
+        return refused;
+    }
     let cfg = &proxy.inner.cfg;
     let binding = browser_binding(&app, &headers).unwrap_or_default();
     if binding.is_empty()
@@ -616,7 +690,8 @@ async fn consent_decision(
     }
     let store = &proxy.inner.store;
     let key = format!("proxy:login:{}", form.request);
-    let Ok(Some(bytes)) = store.kv_get(&key).await else {
+    // Single use: a replayed approval finds nothing.
+    let Ok(Some(bytes)) = store.kv_take(&key).await else {
         return error_page(
             StatusCode::BAD_REQUEST,
             "Request expired",
@@ -631,7 +706,6 @@ async fn consent_decision(
         );
     };
     if form.decision != "allow" {
-        let _ = store.kv_delete(&key).await;
         return back_to_client(
             &pending.redirect_uri,
             &[
@@ -644,17 +718,13 @@ async fn consent_decision(
     }
     if let Ok(bytes) = serde_json::to_vec(&pending.scopes) {
         let _ = store
-            .kv_put(
-                &consent_key(&binding, &pending.client_id),
-                &bytes,
-                cfg.consent_ttl,
-            )
+            .kv_put(&consent_key(&binding, &pending), &bytes, cfg.consent_ttl)
             .await;
     }
-    to_upstream(&app, &form.request).await
+    to_upstream(&app, pending).await
 }
 
-async fn to_upstream(app: &App, request_id: &str) -> Response {
+async fn to_upstream(app: &App, login: PendingLogin) -> Response {
     let proxy = &app.proxy;
     let Ok(start) = proxy.inner.upstream.start_login() else {
         return error_page(
@@ -664,7 +734,7 @@ async fn to_upstream(app: &App, request_id: &str) -> Response {
         );
     };
     let leg = UpstreamLeg {
-        request: request_id.to_owned(),
+        login,
         pkce_verifier: start.pkce_verifier,
         nonce: start.nonce,
     };
@@ -698,7 +768,11 @@ async fn to_upstream(app: &App, request_id: &str) -> Response {
     no_store(Redirect::to(start.url.as_str()).into_response())
 }
 
-async fn callback(State(app): State<App>, Query(q): Query<HashMap<String, String>>) -> Response {
+async fn callback(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
     let proxy = &app.proxy;
     let cfg = &proxy.inner.cfg;
     let store = &proxy.inner.store;
@@ -727,13 +801,25 @@ async fn callback(State(app): State<App>, Query(q): Query<HashMap<String, String
     let Some(leg) = leg else {
         return expired();
     };
-    let pending = match store.kv_take(&format!("proxy:login:{}", leg.request)).await {
-        Ok(Some(b)) => serde_json::from_slice::<PendingLogin>(&b).ok(),
-        _ => None,
-    };
-    let Some(pending) = pending else {
-        return expired();
-    };
+    // The provider must send back the browser that approved the login: a
+    // provider URL handed to someone else (whose provider session answers at
+    // once) must not finish it for them.
+    let here = browser_binding(&app, &headers)
+        .map(|b| digest_b64(b.as_bytes()))
+        .unwrap_or_default();
+    let same: bool =
+        subtle::ConstantTimeEq::ct_eq(here.as_bytes(), leg.login.browser.as_bytes()).into();
+    if !same {
+        tracing::warn!(
+            "a login came back in another browser than the one that started it; refused"
+        );
+        return error_page(
+            StatusCode::FORBIDDEN,
+            "Wrong browser",
+            "This login was started in another browser. Start it again from the application, in this browser.",
+        );
+    }
+    let pending = leg.login.clone();
     let issuer = cfg.issuer_id();
     let back = |params: &[(&str, &str)]| {
         back_to_client(
@@ -744,7 +830,23 @@ async fn callback(State(app): State<App>, Query(q): Query<HashMap<String, String
         )
     };
     if let Some(err) = q.get("error") {
-        tracing::info!(error = %err, "the provider refused the login");
+        // Only RFC 6749's codes reach the log (the parameter is the provider's
+        // text, or an attacker's).
+        let known = [
+            "access_denied",
+            "invalid_request",
+            "unauthorized_client",
+            "unsupported_response_type",
+            "invalid_scope",
+            "server_error",
+            "temporarily_unavailable",
+        ];
+        let shown = known
+            .iter()
+            .find(|k| **k == err)
+            .copied()
+            .unwrap_or("other");
+        tracing::info!(error = shown, "the provider refused the login");
         let code = if err == "access_denied" {
             "access_denied"
         } else {
@@ -788,6 +890,7 @@ async fn callback(State(app): State<App>, Query(q): Query<HashMap<String, String
     }
     tracing::info!(client = %pending.client_id, "login finished");
     let grant = Grant {
+        logged_in_at: now_secs(),
         family,
         client_id: pending.client_id.clone(),
         user,
@@ -810,6 +913,7 @@ async fn callback(State(app): State<App>, Query(q): Query<HashMap<String, String
 /// `client_id` alone for public ones.
 async fn authenticate_client(
     app: &App,
+    peer: Option<SocketAddr>,
     headers: &HeaderMap,
     form: &HashMap<String, String>,
 ) -> Result<ClientInfo, Response> {
@@ -832,7 +936,8 @@ async fn authenticate_client(
             return Err(invalid_client(basic.is_some()));
         }
     };
-    let client = match app.client(&client_id).await {
+    let who = app.who(peer, headers);
+    let client = match app.client(&client_id, &who).await {
         Ok(Some(c)) => c,
         _ => return Err(invalid_client(basic.is_some())),
     };
@@ -869,14 +974,18 @@ fn invalid_client(basic: bool) -> Response {
 
 async fn token(
     State(app): State<App>,
+    peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
-    let client = match authenticate_client(&app, &headers, &form).await {
+    let peer = peer.map(|axum::Extension(ConnectInfo(a))| a);
+    let client = match authenticate_client(&app, peer, &headers, &form).await {
         Ok(c) => c,
         Err(r) => return r,
     };
     let grants = &app.proxy.inner.grants;
+    let mut spent: Option<String> = None;
+    let mut narrowed: Option<Vec<String>> = None;
     let grant = match form.get("grant_type").map(String::as_str) {
         Some("authorization_code") => {
             let (Some(code), Some(redirect_uri), Some(verifier)) = (
@@ -909,19 +1018,24 @@ async fn token(
                     "refresh_token is required",
                 );
             };
+            spent = Some(rt.clone());
             match grants.use_refresh(rt, &client.client_id).await {
-                Ok(mut g) => {
+                Ok(g) => {
                     if let Some(scope) = form.get("scope").filter(|s| !s.trim().is_empty()) {
                         let asked: Vec<String> =
                             scope.split_whitespace().map(str::to_owned).collect();
                         if asked.iter().any(|s| !g.scopes.contains(s)) {
+                            // Nothing issued: the presented token stays good.
+                            let _ = grants.restore_refresh(rt, &g).await;
                             return oauth_error(
                                 StatusCode::BAD_REQUEST,
                                 "invalid_scope",
                                 "a refresh cannot widen the grant",
                             );
                         }
-                        g.scopes = asked;
+                        // Only this access token is narrower (RFC 6749 §6);
+                        // the refresh token keeps the whole grant.
+                        narrowed = Some(asked);
                     }
                     Ok(g)
                 }
@@ -951,7 +1065,11 @@ async fn token(
             );
         }
     };
-    let Ok((access, ttl)) = app.proxy.access_token(&grant) else {
+    let mut for_access = grant.clone();
+    if let Some(scopes) = narrowed {
+        for_access.scopes = scopes;
+    }
+    let Ok((access, ttl)) = app.proxy.access_token(&for_access) else {
         return oauth_error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "server_error",
@@ -962,12 +1080,17 @@ async fn token(
         "access_token": access,
         "token_type": "Bearer",
         "expires_in": ttl,
-        "scope": grant.scopes.join(" "),
+        "scope": for_access.scopes.join(" "),
     });
     if client.allows_grant_type(GrantType::RefreshToken) {
         match grants.issue_refresh(&grant).await {
             Ok(rt) => body["refresh_token"] = rt.into(),
             Err(_) => {
+                // The presented refresh token was spent; give it back, or a
+                // store hiccup would log the user out.
+                if let Some(old) = &spent {
+                    let _ = grants.restore_refresh(old, &grant).await;
+                }
                 return oauth_error(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "temporarily_unavailable",
@@ -981,10 +1104,12 @@ async fn token(
 
 async fn revoke(
     State(app): State<App>,
+    peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
-    let client = match authenticate_client(&app, &headers, &form).await {
+    let peer = peer.map(|axum::Extension(ConnectInfo(a))| a);
+    let client = match authenticate_client(&app, peer, &headers, &form).await {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -995,16 +1120,22 @@ async fn revoke(
             "token is required",
         );
     };
-    // Access tokens are short-lived JWTs checked without the store; a
-    // refresh token (and its family) is revoked. Unknown tokens: 200.
-    if app
+    // A refresh token revokes its family; so does one of this facade's
+    // access tokens (it names its family), since access tokens are checked
+    // without the store and cannot be revoked alone. Unknown tokens: 200.
+    let grants = &app.proxy.inner.grants;
+    let family = app
         .proxy
-        .inner
-        .grants
-        .revoke_refresh(token, &client.client_id)
-        .await
-        .is_err()
-    {
+        .verifier()
+        .ok()
+        .and_then(|v| v.verify_sync(token).ok())
+        .filter(|t| t.str_claim("client_id") == Some(client.client_id.as_str()))
+        .and_then(|t| t.str_claim(crate::vault::FAMILY_CLAIM).map(str::to_owned));
+    let revoked = match family {
+        Some(f) => grants.revoke_family(&f).await,
+        None => grants.revoke_refresh(token, &client.client_id).await,
+    };
+    if revoked.is_err() {
         return oauth_error(
             StatusCode::SERVICE_UNAVAILABLE,
             "temporarily_unavailable",

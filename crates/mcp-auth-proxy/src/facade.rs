@@ -137,7 +137,7 @@ impl OAuthProxy {
             Some(k) => k,
             None => {
                 tracing::warn!(
-                    "MCP_PROXY_ENCRYPTION_KEY is not set: a generated key is kept in the session store, so anyone who can read the store can read the upstream tokens; set it to `openssl rand -base64 32`"
+                    "MCP_PROXY_ENCRYPTION_KEY is not set: a generated key is kept in the session store, so anyone who can read the store can read the provider's tokens and forge this server's access tokens; set it to `openssl rand -base64 32` (and MCP_PROXY_SIGNING_KEY)"
                 );
                 shared_secret(&store, "proxy:encryption-key").await?
             }
@@ -159,6 +159,12 @@ impl OAuthProxy {
             }
         };
         let csrf_secret = shared_secret(&store, "proxy:csrf-secret").await?.to_vec();
+        keep_shared_keys(&store);
+        if cfg.scopes_supported.is_empty() {
+            tracing::warn!(
+                "MCP_OAUTH_SCOPES_SUPPORTED is not set: the login facade grants no scopes, so tools that need one cannot be called through it"
+            );
+        }
         let grants = Grants::new(store.clone(), cfg.grants);
         Ok(Self {
             inner: Arc::new(Inner {
@@ -252,6 +258,33 @@ async fn shared_secret(store: &SharedStore, key: &str) -> Result<[u8; 32], Proxy
             "a shared secret in the store is not 32 bytes",
         ))
     })
+}
+
+/// Keys every replica shares live in the store with a TTL (the store has no
+/// immortal keys): each replica renews them at start and daily, so they
+/// never lapse while a replica still uses them.
+fn keep_shared_keys(store: &SharedStore) {
+    async fn renew(store: &SharedStore) {
+        for key in [
+            "proxy:encryption-key",
+            "proxy:signing-key",
+            "proxy:csrf-secret",
+        ] {
+            if let Ok(Some(value)) = store.kv_get(key).await {
+                let _ = store.kv_put(key, &value, KEY_TTL).await;
+            }
+        }
+    }
+    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let store = store.clone();
+    rt.spawn(async move {
+        loop {
+            renew(&store).await;
+            tokio::time::sleep(Duration::from_secs(86_400)).await;
+        }
+    });
 }
 
 pub(crate) fn now_secs() -> u64 {

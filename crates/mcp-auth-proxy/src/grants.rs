@@ -40,6 +40,11 @@ pub struct Grant {
     pub scopes: Vec<String>,
     /// The resource (this MCP server's URL) tokens are for.
     pub resource: String,
+    /// When the user logged in (unix seconds): refreshes stop
+    /// [`GrantTimes::login`] after it, so a user removed at the provider is
+    /// out by then at the latest.
+    #[serde(default)]
+    pub logged_in_at: u64,
 }
 
 /// A code waiting for its exchange.
@@ -78,6 +83,9 @@ pub struct GrantTimes {
     /// A refresh token, and how long a rotated one is remembered to catch
     /// its reuse (default 30 days).
     pub refresh: Duration,
+    /// How long refreshes may continue after the login (default 90 days):
+    /// then the user logs in at the provider again.
+    pub login: Duration,
 }
 
 impl Default for GrantTimes {
@@ -85,6 +93,7 @@ impl Default for GrantTimes {
         Self {
             code: Duration::from_secs(60),
             refresh: Duration::from_secs(30 * 86_400),
+            login: Duration::from_secs(90 * 86_400),
         }
     }
 }
@@ -232,6 +241,14 @@ impl Grants {
         if self.family_revoked(&grant.family).await? {
             return Err(GrantError::Invalid("the grant was revoked"));
         }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if grant.logged_in_at > 0
+            && now.saturating_sub(grant.logged_in_at) > self.times.login.as_secs()
+        {
+            return Err(GrantError::Invalid("the login is too old; log in again"));
+        }
         if grant.client_id != client_id {
             // Spent anyway: a token presented by the wrong client is stolen.
             self.revoke_family(&grant.family).await?;
@@ -240,6 +257,17 @@ impl Grants {
             ));
         }
         Ok(grant)
+    }
+
+    /// Gives a spent refresh token back when nothing was issued for it (a
+    /// refused scope, a store failure while issuing the next one).
+    pub async fn restore_refresh(&self, token: &str, grant: &Grant) -> Result<(), GrantError> {
+        self.store.kv_delete(&key("rt-used", token)).await?;
+        let bytes = serde_json::to_vec(grant).map_err(|_| GrantError::Corrupt)?;
+        self.store
+            .kv_put(&key("rt", token), &bytes, self.times.refresh)
+            .await?;
+        Ok(())
     }
 
     /// Revokes a refresh token (RFC 7009) and its family; unknown tokens
@@ -251,6 +279,10 @@ impl Grants {
                 self.store.kv_delete(&key("rt", token)).await?;
                 self.revoke_family(&grant.family).await?;
             }
+        } else if let Some(family) = self.store.kv_get(&key("rt-used", token)).await? {
+            // An already rotated token: its family is what the caller means.
+            let family = String::from_utf8(family).map_err(|_| GrantError::Corrupt)?;
+            self.revoke_family(&family).await?;
         }
         Ok(())
     }
@@ -304,6 +336,9 @@ mod tests {
             },
             scopes: vec!["mcp:tools".into()],
             resource: "https://mcp.example/mcp".into(),
+            logged_in_at: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
         }
     }
 
@@ -367,6 +402,29 @@ mod tests {
         let rt = g.issue_refresh(&other).await.unwrap();
         assert!(g.use_refresh(&rt, "d").await.is_err());
         assert!(g.family_revoked(&other.family).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn refreshes_stop_when_the_login_is_too_old_and_spent_tokens_can_be_given_back() {
+        let g = grants();
+        let mut old = grant("c");
+        old.logged_in_at = 1_000;
+        let rt = g.issue_refresh(&old).await.unwrap();
+        let e = g.use_refresh(&rt, "c").await.unwrap_err();
+        assert!(e.to_string().contains("too old"), "{e}");
+        let fresh = grant("c");
+        let rt = g.issue_refresh(&fresh).await.unwrap();
+        let got = g.use_refresh(&rt, "c").await.unwrap();
+        g.restore_refresh(&rt, &got).await.unwrap();
+        assert_eq!(
+            g.use_refresh(&rt, "c").await.unwrap(),
+            fresh,
+            "given back, usable once more"
+        );
+        // Revoking a rotated token revokes its family.
+        let next = g.issue_refresh(&fresh).await.unwrap();
+        g.revoke_refresh(&rt, "c").await.unwrap();
+        assert!(g.use_refresh(&next, "c").await.is_err());
     }
 
     #[tokio::test]

@@ -713,10 +713,12 @@ fn preregistered_clients(
         let mut client =
             crate::clients::ClientInfo::preregistered(e.client_id, name, e.redirect_uris);
         if let Some(secret) = e.client_secret.filter(|s| !s.is_empty()) {
-            if secret.len() < 16 {
+            if secret.len() < 32 {
                 return Err(ConfigError::new(
                     var,
-                    format!("client #{at}: client_secret is shorter than 16 characters"),
+                    format!(
+                        "client #{at}: client_secret is shorter than 32 characters (use `openssl rand -hex 32`)"
+                    ),
                 ));
             }
             client = client.with_client_secret(&secret);
@@ -760,7 +762,7 @@ mod tests {
         };
         let s = load(
             r#"[{"client_id": "vscode", "client_name": "VS Code", "redirect_uris": ["http://127.0.0.1/callback"]},
-                {"client_id": "backend", "redirect_uris": ["https://app.example/cb"], "client_secret": "a-secret-of-sixteen-plus"}]"#,
+                {"client_id": "backend", "redirect_uris": ["https://app.example/cb"], "client_secret": "a-secret-of-thirty-two-characters-plus"}]"#,
             &[
                 ("MCP_PROXY_METADATA_ALLOWED_NETWORKS", "10.1.0.0/16"),
                 ("MCP_PROXY_METADATA_ALLOW_LOOPBACK", "true"),
@@ -771,7 +773,7 @@ mod tests {
         assert_eq!(clients.len(), 2);
         assert!(!clients[0].is_confidential());
         assert_eq!(clients[0].client_name, "VS Code");
-        assert!(clients[1].verify_secret("a-secret-of-sixteen-plus"));
+        assert!(clients[1].verify_secret("a-secret-of-thirty-two-characters-plus"));
         assert!(!clients[1].verify_secret("wrong"));
         assert!(s.endpoints.metadata_guard.allow_loopback);
         assert_eq!(s.endpoints.metadata_guard.allowed_networks.len(), 1);

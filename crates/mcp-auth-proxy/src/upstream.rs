@@ -402,9 +402,14 @@ pub fn user_from_claims(
                 .collect()
         })
         .unwrap_or_default();
+    // An address the provider says it has not verified is not passed on.
+    let verified = !matches!(
+        claims.get("email_verified"),
+        Some(serde_json::Value::Bool(false))
+    ) && claims.get("email_verified").and_then(|v| v.as_str()) != Some("false");
     Ok(UpstreamUser {
         subject,
-        email: text("email"),
+        email: text("email").filter(|_| verified),
         name: text("name").or_else(|| text("login")),
         groups,
     })

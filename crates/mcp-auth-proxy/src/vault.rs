@@ -457,6 +457,7 @@ mod tests {
             },
             scopes: vec!["mcp:tools".into()],
             resource: "https://mcp.example/mcp".into(),
+            logged_in_at: 0,
         }
     }
 

@@ -81,6 +81,11 @@ impl Server for App {
 }
 
 async fn start(mode: &str) -> App {
+    start_offering(mode, Some("mcp:tools mcp:admin")).await
+}
+
+/// `start` with `MCP_OAUTH_SCOPES_SUPPORTED` set to `offered` (or unset).
+async fn start_offering(mode: &str, offered: Option<&str>) -> App {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let callback = format!("{base}/oauth/callback");
@@ -94,12 +99,14 @@ async fn start(mode: &str) -> App {
             "mcp-proxy-secret-0123456789abcdef",
         ),
         ("MCP_OAUTH_CALLBACK_URL", callback.as_str()),
-        ("MCP_OAUTH_SCOPES_SUPPORTED", "mcp:tools mcp:admin"),
         ("MCP_OAUTH_PROVIDER_NAME", "Test IdP"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
     .collect();
+    if let Some(offered) = offered {
+        vars.insert("MCP_OAUTH_SCOPES_SUPPORTED".into(), offered.into());
+    }
     if mode == "oidc" {
         vars.insert("MCP_OAUTH_ISSUER".into(), issuer.clone());
         vars.insert("MCP_OAUTH_SCOPE".into(), "openid email profile".into());
@@ -452,7 +459,7 @@ async fn refusals_issue_nothing_and_never_redirect_untrusted_errors() {
     assert_eq!(body["error"], "invalid_redirect_uri");
 }
 
-const BACKEND_SECRET: &str = "backend-secret-0123456789";
+const BACKEND_SECRET: &str = "backend-secret-0123456789abcdef0123456789";
 
 /// A pre-registered confidential client authenticates at the token
 /// endpoint with its secret (Basic), and fails without it.
@@ -543,4 +550,78 @@ async fn registration_floods_are_cut_off_per_address() {
         .status()
         .is_success()
     );
+}
+
+/// A provider URL handed to someone else: their browser comes back to the
+/// callback without the binding cookie of the browser that approved the
+/// client, and the login is refused before any code is issued.
+#[tokio::test]
+#[ignore = "needs Node and oidc-provider (tests/run-all.sh installs them)"]
+async fn a_login_cannot_be_finished_in_another_browser() {
+    let app = start("oidc").await;
+    let client_id = register(&app).await;
+    let mut attacker = Browser::new();
+    let page = attacker.get(&authorize_url(&app, &client_id, &[])).await;
+    let html = page.text().await.unwrap();
+    let approved = attacker
+        .post_form(
+            &format!("{}/oauth/consent", app.base),
+            &[
+                ("csrf", &field(&html, "csrf")),
+                ("request", &field(&html, "request")),
+                ("decision", "allow"),
+            ],
+        )
+        .await;
+    let to_provider = approved.headers()[header::LOCATION]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    // The victim's browser follows the provider URL to the callback.
+    let mut victim = Browser::new();
+    let mut resp = victim.get(&to_provider).await;
+    for _ in 0..20 {
+        if !resp.status().is_redirection() {
+            break;
+        }
+        let next = resp
+            .url()
+            .join(resp.headers()[header::LOCATION].to_str().unwrap())
+            .unwrap();
+        assert!(
+            !next.as_str().starts_with(CLIENT_CB),
+            "a code reached the client"
+        );
+        resp = victim.get(next.as_str()).await;
+    }
+    assert_eq!(resp.url().path(), "/oauth/callback");
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    // A replayed approval finds nothing: the request was single use.
+    let again = attacker
+        .post_form(
+            &format!("{}/oauth/consent", app.base),
+            &[
+                ("csrf", &field(&html, "csrf")),
+                ("request", &field(&html, "request")),
+                ("decision", "allow"),
+            ],
+        )
+        .await;
+    assert_eq!(again.status(), StatusCode::BAD_REQUEST);
+}
+
+/// Without MCP_OAUTH_SCOPES_SUPPORTED the facade grants no scope at all,
+/// whatever the client asks for.
+#[tokio::test]
+#[ignore = "needs Node and oidc-provider (tests/run-all.sh installs them)"]
+async fn without_offered_scopes_nothing_is_granted() {
+    let app = start_offering("oidc", None).await;
+    let client_id = register(&app).await;
+    let mut browser = Browser::new();
+    let code = login(&app, &mut browser, &client_id).await;
+    let (status, tokens) = exchange(&app, &client_id, &code).await;
+    assert_eq!(status, StatusCode::OK, "{tokens}");
+    assert_eq!(tokens["scope"], "");
+    let (_, who) = whoami(&app, tokens["access_token"].as_str().unwrap()).await;
+    assert!(!who.contains("mcp:"), "{who}");
 }

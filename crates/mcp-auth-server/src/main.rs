@@ -209,6 +209,7 @@ async fn serve_http(
     }
     let store = mcp_auth_session::store_from_settings(merged)?;
     tracing::info!(store = %store.describe(), "session store");
+    let trusted_proxies = http.connections.trusted_proxies.clone();
     let mut facade = None;
     let mut endpoints = None;
     let mut built: Vec<SharedAuthenticator> = Vec::with_capacity(members.len());
@@ -218,7 +219,9 @@ async fn serve_http(
             (None, Some(settings)) => {
                 // The login facade: this server is the authorization server
                 // MCP clients see; users log in at the provider.
-                endpoints = Some(settings.endpoints.clone());
+                let mut opts = settings.endpoints.clone();
+                opts.trusted_proxies = trusted_proxies.clone();
+                endpoints = Some(opts);
                 let proxy = settings.build(server_url.clone(), store.clone()).await?;
                 tracing::info!(issuer = %proxy.config().issuer_id(), "authorization-server facade");
                 built.push(Arc::new(proxy.authenticator().map_err(|e| {

@@ -85,7 +85,7 @@ pub use auth::{AuthLayer, AuthRejected, AuthService};
 #[cfg(feature = "mcp")]
 pub use config::{CorsConfig, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_REQUEST_TIMEOUT, HttpConfig};
 pub use guard::{BadOrigin, GuardLayer, GuardService, HostRule, OriginEntry, OriginRule};
-pub use net::{IpNet, client_ip};
+pub use net::{IpNet, client_ip, client_network};
 #[cfg(feature = "mcp")]
 pub use principal::{Caller, principal_from_parts};
 #[cfg(feature = "mcp")]

@@ -73,7 +73,7 @@ pub(crate) fn trusted_proxies(l: &dyn Lookup) -> Result<Vec<IpNet>, ConfigError>
 /// The network one client is counted by: the canonical address, IPv4 as
 /// is, IPv6 by its /64 (one client usually owns a whole /64, and could
 /// otherwise rotate through it). Rate limits and connection caps share it.
-pub(crate) fn client_network(ip: IpAddr) -> IpAddr {
+pub fn client_network(ip: IpAddr) -> IpAddr {
     match ip.to_canonical() {
         IpAddr::V6(v6) => {
             let s = v6.segments();

@@ -174,7 +174,10 @@ pub async fn login(app: &impl Server, browser: &mut Browser, client_id: &str) ->
     let next = if page.status() == StatusCode::OK {
         let html = page.text().await.unwrap();
         // Registered clients are named "Test <b>client</b>": shown as text.
-        assert!(!html.contains("<b>client</b>"), "the client's name, escaped");
+        assert!(
+            !html.contains("<b>client</b>"),
+            "the client's name, escaped"
+        );
         if client_id != "backend" {
             assert!(
                 html.contains("Test &lt;b&gt;client&lt;/b&gt;"),
