@@ -10,10 +10,11 @@ authorization server (the authorization-server facade, crates/mcp-auth-proxy) in
 upstream provider without dynamic registration (tests/interop/oidc/upstream.mjs); the clients log
 in with nothing registered beforehand, through the server's consent page
 (tests/interop/consent-browser.py presses Allow) and the upstream login. They register themselves
-at the server, except the TypeScript SDK v2 client, whose client ID is a client ID metadata
-document served over https on loopback (tests/interop/metadata_document_server.py, a test CA made
-with openssl once per run) to a facade server of its own that may fetch it
-(MCP_PROXY_METADATA_ALLOW_LOOPBACK, SSL_CERT_FILE = the CA).
+at the server; the TypeScript SDK v2 client logs in both ways, in two fresh runs that must both
+pass: once with a client ID metadata document served over https on loopback
+(tests/interop/metadata_document_server.py, a test CA made with openssl once per run) to a facade
+server of its own that may fetch it (MCP_PROXY_METADATA_ALLOW_LOOPBACK, SSL_CERT_FILE = the CA),
+then without the document, registering itself at the column's server.
 
     python tests/interop/matrix.py [--only CLIENT[,CLIENT]] [--columns STRATEGY[,STRATEGY]] [--update-docs]
 
@@ -613,7 +614,8 @@ def upstream_provider(callback: str, name: str = "upstream-oidc") -> Iterator[st
 
 def login_logs(client: str) -> tuple[Path, Path]:
     """Where consent-browser.py records the URLs it was opened with and the consent pages it
-    answered, for one client's cell."""
+    answered, for one client's cell (or one login of a cell: `client` is then "<client>-<login>"),
+    emptied first."""
     browser, consent = OUT / f"facade-browser-{client}.log", OUT / f"facade-consent-{client}.log"
     browser.unlink(missing_ok=True)
     consent.unlink(missing_ok=True)
@@ -645,10 +647,13 @@ def check_facade_login(who: dict, url: str, origin: str, opened: list[str], cons
     return None
 
 
-def facade_sdk_run(client: str, url: str, env: dict[str, str] | None = None) -> tuple[Run, Path, Path]:
-    """One login and the calls by an SDK client through the facade at `url`; the run and the
-    browser's and consent page's logs (see login_logs)."""
-    browser_log, consent_log = login_logs(client)
+def facade_sdk_run(
+    client: str, url: str, env: dict[str, str] | None = None, login: str | None = None
+) -> tuple[Run, Path, Path]:
+    """One login and the calls by an SDK client through the facade at `url`, a new process of
+    the driver (nothing kept from an earlier run); the run and the browser's and consent page's
+    logs (see login_logs; `login` names them apart when a cell logs in more than once)."""
+    browser_log, consent_log = login_logs(f"{client}-{login}" if login else client)
     env = {"BROWSER": str(CONSENT_BROWSER), "BROWSER_LOG": str(browser_log), "CONSENT_LOG": str(consent_log), **(env or {})}
     if client == "python-sdk":
         r = run([PYTHON, str(CLIENTS / "py_facade_client.py"), url], env=env)
@@ -683,12 +688,13 @@ def log_since(path: Path, offset: int) -> list[str]:
         return f.read().decode(errors="replace").splitlines()
 
 
-def facade_sdk(client: str, url: str, origin: str) -> tuple[bool, str]:
-    """A cell that logs in by dynamic registration: the client says it registered, and the
-    server logged `client registered` during the cell."""
+def facade_sdk(client: str, url: str, origin: str, login: str | None = None) -> tuple[bool, str]:
+    """A cell (or one login of a cell, named `login`) that logs in by dynamic registration at
+    the column's server: the client says it registered, with a client ID, and the server logged
+    `client registered` during the run."""
     server_log = OUT / "server-facade.log"
     before = log_size(server_log)
-    r, browser_log, consent_log = facade_sdk_run(client, url)
+    r, browser_log, consent_log = facade_sdk_run(client, url, login=login)
     out, problem = facade_sdk_output(r, url, origin, browser_log, consent_log)
     if problem:
         return False, problem
@@ -702,13 +708,13 @@ def facade_sdk(client: str, url: str, origin: str) -> tuple[bool, str]:
     )
 
 
-# The SDK rows that log in with a client ID metadata document instead of registering, each on a
-# facade server of its own (FACADE_METADATA_SETTINGS). The other rows register dynamically: the
-# python-sdk cell is the proof of the registration path (and typescript-sdk-v1 and inspector-cli
-# register too).
-METADATA_DOCUMENT_CLIENTS = {"typescript-sdk-v2"}
+# The SDK rows that log in both ways, each way in a fresh run of the driver, and pass only if both
+# pass (facade_both_logins): first with a client ID metadata document, on a facade server of
+# their own (FACADE_METADATA_SETTINGS), then without it, by dynamic registration at the column's
+# server. The other rows register dynamically (python-sdk, typescript-sdk-v1, inspector-cli).
+BOTH_LOGINS_CLIENTS = {"typescript-sdk-v2"}
 
-# The facade server of a metadata-document cell: documents may be fetched from loopback
+# The facade server of a metadata-document login: documents may be fetched from loopback
 # (MCP_PROXY_METADATA_ALLOW_LOOPBACK, development only) over https with the run's test CA
 # trusted (SSL_CERT_FILE, added per run). The log shows the fetcher's refusals (mcp_auth_proxy)
 # and each outgoing connection with its address (reqwest, hyper_util): the fetch is the one to
@@ -773,18 +779,18 @@ def metadata_document(client: str, pki: Path) -> Iterator[tuple[str, Path]]:
         yield doc_url, fetches
 
 
-def facade_metadata_document(client: str, pki: Path) -> tuple[bool, str]:
-    """A cell that logs in with a client ID metadata document: its own facade server (and
-    upstream) with FACADE_METADATA_SETTINGS, the client given the document's URL
-    (CLIENT_METADATA_URL). Beyond what every cell checks: the client's ID is the URL and it did
-    not register, the authorization request named the URL as client_id, the document server
+def facade_metadata_document(client: str, pki: Path, login: str | None = None) -> tuple[bool, str]:
+    """A login with a client ID metadata document (`login` names its browser logs): its own
+    facade server (and upstream) with FACADE_METADATA_SETTINGS, the client given the document's
+    URL (CLIENT_METADATA_URL). Beyond what every cell checks: the client's ID is the URL and it
+    did not register, the authorization request named the URL as client_id, the document server
     answered the server's GET, and the server's log shows no registration and a login finished
     for the URL."""
     name = "facade-metadata"
     with metadata_document(client, pki) as (doc_url, fetches):
         settings = {**FACADE_METADATA_SETTINGS, "SSL_CERT_FILE": str(pki / "ca.pem")}
         with facade_server(name, settings, upstream_name="upstream-oidc-metadata") as (url, origin):
-            r, browser_log, consent_log = facade_sdk_run(client, url, {"CLIENT_METADATA_URL": doc_url})
+            r, browser_log, consent_log = facade_sdk_run(client, url, {"CLIENT_METADATA_URL": doc_url}, login)
     log = lines(OUT / f"server-{name}.log")
     got = [line for line in lines(fetches) if line.startswith("GET ")]
     out, problem = facade_sdk_output(r, url, origin, browser_log, consent_log)
@@ -813,6 +819,34 @@ def facade_metadata_document(client: str, pki: Path) -> tuple[bool, str]:
         f"nothing registered), consent page (Allow), upstream login, PKCE, resource={url}; tools/list, "
         f"get_time, whoami as {UPSTREAM_USER!r} of {origin}"
     )
+
+
+def facade_both_logins(client: str, url: str, origin: str, pki: Callable[[], Path]) -> tuple[bool, str]:
+    """A cell that logs in both ways, in two runs of the driver, each a new process with nothing
+    in memory and its own browser and logs: (1) with a client ID metadata document
+    (facade_metadata_document, its own server), (2) without one (no CLIENT_METADATA_URL), so
+    it registers at the column's server at `url` (facade_sdk: the client reports a registered
+    client ID and the server logged `client registered` during the run). The second runs even when
+    the first failed; the cell passes only if both pass. `pki` makes (or gives) the run's test CA."""
+    started = time.monotonic()
+    try:
+        metadata = facade_metadata_document(client, pki(), "metadata")
+    except Exception as e:  # its own setup (PKI, document server, server): this login only
+        traceback.print_exc()
+        metadata = False, f"setup failed: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+    middle = time.monotonic()
+    registration = facade_sdk(client, url, origin, "registration")
+    ended = time.monotonic()
+    ok = metadata[0] and registration[0]
+    logins = [
+        ("with a client ID metadata document", metadata, middle - started),
+        ("by dynamic registration", registration, ended - middle),
+    ]
+    detail = "; ".join(
+        f"({n}, {s:.1f} s) {r[1] if r[0] else f'FAILED, the login {how}: {r[1]}'}"
+        for n, (how, r, s) in enumerate(logins, 1)
+    )
+    return ok, f"two logins, each a fresh run, both must pass: {detail}"
 
 
 def facade_inspector(url: str, origin: str) -> tuple[bool, str]:
@@ -873,17 +907,17 @@ def facade_server(name: str, extra: dict[str, str] | None = None, upstream_name:
 
 
 def cells_facade(m: Matrix, rows: list[str]) -> None:
-    pki: Path | None = None  # made once per run, by the first metadata-document cell
+    made: list[Path] = []  # the test CA, made once per run, by the first metadata-document login
+
+    def pki() -> Path:
+        if not made:
+            made.append(facade_pki())
+        return made[0]
+
     with facade_server("facade") as (url, origin):
         for client in rows:
-            if client in METADATA_DOCUMENT_CLIENTS:
-                try:
-                    pki = pki or facade_pki()
-                    result = facade_metadata_document(client, pki)
-                except Exception as e:  # its own setup (PKI, document server, server): this cell only
-                    traceback.print_exc()
-                    result = False, f"setup failed: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
-                m.record(client, "facade", *result)
+            if client in BOTH_LOGINS_CLIENTS:
+                m.record(client, "facade", *facade_both_logins(client, url, origin, pki))
             elif client in SDK_CLIENTS:
                 m.record(client, "facade", *facade_sdk(client, url, origin))
             elif client == "inspector-cli":

@@ -10,13 +10,15 @@
 // server advertises `client_id_metadata_document_supported`): the URL is the
 // client ID, nothing is registered, the server fetches the document; the SDK
 // takes only an https URL with a path. Dynamic registration at the server
-// otherwise. Then PKCE, `resource`. The matrix runs TS_SDK=v2 with a document
-// (served by tests/interop/metadata_document_server.py), v1 with
-// registration. The browser step is a real loopback redirect, as a desktop
-// app does it: the client listens on 127.0.0.1 (a free port; its redirect
-// URI) and opens the authorization URL with $BROWSER, which presses Allow on
-// the server's consent page and follows on through the upstream provider's
-// login and the server's callback to this listener.
+// otherwise. Then PKCE, `resource`. The matrix runs v1 with registration, and
+// TS_SDK=v2 twice, each run a new process with nothing kept from the other:
+// with a document (served by tests/interop/metadata_document_server.py),
+// then without CLIENT_METADATA_URL, when it registers although the server
+// advertises documents. The browser step is a real loopback redirect, as a
+// desktop app does it: the client listens on 127.0.0.1 (a free port; its
+// redirect URI) and opens the authorization URL with $BROWSER, which presses
+// Allow on the server's consent page and follows on through the upstream
+// provider's login and the server's callback to this listener.
 //
 // Prints one JSON line (tools, get_time, whoami, the client ID (the document
 // URL with CLIENT_METADATA_URL), whether it was registered, each authorization
