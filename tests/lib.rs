@@ -116,6 +116,60 @@ impl Drop for Peer {
     }
 }
 
+/// An upstream OAuth provider for the login facade's tests
+/// (`tests/interop/oidc/upstream.mjs`: oidc-provider with one static
+/// confidential client, `mcp-proxy`, whose only redirect URI is
+/// `callback`, and no registration), in `mode` `oidc` or `github`; killed
+/// when dropped. Node is `$INTEROP_NODE`, else `node`.
+pub struct UpstreamProvider {
+    child: Child,
+}
+
+impl UpstreamProvider {
+    /// The facade's client id at the provider.
+    pub const CLIENT_ID: &str = "mcp-proxy";
+    /// Its secret.
+    pub const CLIENT_SECRET: &str = "mcp-proxy-secret-0123456789abcdef";
+
+    /// Starts the provider on `port`; returns once it is listening.
+    pub fn start(port: u16, callback: &str, mode: &str) -> UpstreamProvider {
+        use std::io::BufRead;
+        let node = std::env::var("INTEROP_NODE").unwrap_or_else(|_| "node".into());
+        let script =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("interop/oidc/upstream.mjs");
+        let mut child = Command::new(&node)
+            .arg(script)
+            .env("PORT", port.to_string())
+            .env("PROXY_CALLBACK", callback)
+            .env("UPSTREAM_MODE", mode)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start {node} ({e}): run tests/run-all.sh, which installs Node 22 and oidc-provider")
+            });
+        let mut out = std::io::BufReader::new(child.stdout.take().expect("piped stdout"));
+        let mut line = String::new();
+        out.read_line(&mut line).expect("the provider's first line");
+        assert!(line.starts_with("ready"), "upstream provider: {line}");
+        // Keep draining: a closed pipe would kill it at its next log line.
+        std::thread::spawn(move || {
+            let mut sink = String::new();
+            while out.read_line(&mut sink).unwrap_or(0) > 0 {
+                sink.clear();
+            }
+        });
+        UpstreamProvider { child }
+    }
+}
+
+impl Drop for UpstreamProvider {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Quoted literals that look like variable names (`"HTTP_MAX_CONNECTIONS"`:
 /// upper case, digits, at least one underscore) in the `.rs` files under
 /// `dir`, each with the file it is in. Not a parser: a literal split over

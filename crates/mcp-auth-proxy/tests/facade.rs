@@ -7,13 +7,7 @@
 //! checked.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::{
-    collections::HashMap,
-    io::{BufRead, BufReader},
-    path::PathBuf,
-    process::{Child, Command, Stdio},
-    sync::Arc,
-};
+use std::{collections::HashMap, sync::Arc};
 
 use axum::{Router, routing::get};
 use mcp_auth_core::Principal;
@@ -29,48 +23,11 @@ use support::{
     token, whoami,
 };
 
-struct Upstream(Child);
-
-impl Drop for Upstream {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn start_upstream(port: u16, callback: &str, mode: &str) -> Upstream {
-    let node = std::env::var("INTEROP_NODE").unwrap_or_else(|_| "node".into());
-    let mut child = Command::new(&node)
-        .arg(repo().join("tests/interop/oidc/upstream.mjs"))
-        .env("PORT", port.to_string())
-        .env("PROXY_CALLBACK", callback)
-        .env("UPSTREAM_MODE", mode)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {node} ({e}): run tests/run-all.sh, which installs Node 22 and oidc-provider"));
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    assert!(line.starts_with("ready"), "upstream: {line}");
-    std::thread::spawn(move || {
-        let mut sink = String::new();
-        while out.read_line(&mut sink).unwrap_or(0) > 0 {
-            sink.clear();
-        }
-    });
-    Upstream(child)
-}
-
 /// The MCP server's side: the facade's endpoints and a protected route
 /// that answers with the caller.
 struct App {
     base: String,
-    _upstream: Upstream,
+    _upstream: mcp_auth_integration_tests::UpstreamProvider,
     proxy: OAuthProxy,
 }
 
@@ -90,7 +47,7 @@ async fn start_offering(mode: &str, offered: Option<&str>) -> App {
     let base = format!("http://{}", listener.local_addr().unwrap());
     let callback = format!("{base}/oauth/callback");
     let up_port = mcp_auth_integration_tests::free_port();
-    let upstream = start_upstream(up_port, &callback, mode);
+    let upstream = mcp_auth_integration_tests::UpstreamProvider::start(up_port, &callback, mode);
     let issuer = format!("http://127.0.0.1:{up_port}");
     let mut vars: HashMap<String, String> = [
         ("MCP_OAUTH_CLIENT_ID", "mcp-proxy"),

@@ -19,56 +19,23 @@ use std::{
 };
 
 use common::{Server, client_bin};
-use mcp_auth_integration_tests::free_port;
+use mcp_auth_integration_tests::{UpstreamProvider, free_port};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-struct Upstream(Child);
-
-impl Drop for Upstream {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn upstream(port: u16, callback: &str, mode: &str) -> Upstream {
-    let node = std::env::var("INTEROP_NODE").unwrap_or_else(|_| "node".into());
-    let mut child = Command::new(&node)
-        .arg(repo().join("tests/interop/oidc/upstream.mjs"))
-        .env("PORT", port.to_string())
-        .env("PROXY_CALLBACK", callback)
-        .env("UPSTREAM_MODE", mode)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {node} ({e}): run tests/run-all.sh"));
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    assert!(line.starts_with("ready"), "upstream: {line}");
-    std::thread::spawn(move || {
-        let mut sink = String::new();
-        while out.read_line(&mut sink).unwrap_or(0) > 0 {
-            sink.clear();
-        }
-    });
-    Upstream(child)
-}
-
 /// The server with the facade in front of an upstream in `mode`.
-fn facade(mode: &str) -> (Server, Upstream) {
+fn facade(mode: &str) -> (Server, UpstreamProvider) {
     facade_with(mode, &[])
 }
 
 /// `facade` with more server settings.
-fn facade_with(mode: &str, extra: &[(&str, &str)]) -> (Server, Upstream) {
+fn facade_with(mode: &str, extra: &[(&str, &str)]) -> (Server, UpstreamProvider) {
     let port = free_port();
     let up_port = free_port();
     let callback = format!("http://127.0.0.1:{port}/oauth/callback");
-    let up = upstream(up_port, &callback, mode);
+    let up = UpstreamProvider::start(up_port, &callback, mode);
     let issuer = format!("http://127.0.0.1:{up_port}");
     let port_s = port.to_string();
     let mut env = vec![
