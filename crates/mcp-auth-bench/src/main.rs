@@ -19,10 +19,21 @@
 //! `peers/ts_server.mjs` (official TypeScript SDK, `requireBearerAuth` with a
 //! JWKS verifier). `peers/run.sh` installs them and runs every mode.
 //!
+//! The `facade` modes run the server as its own authorization server (the
+//! login facade of `mcp-auth-proxy`) in front of a minimal login provider
+//! this process serves: `facade` and `facade-distinct` drive the same load
+//! with the facade's own ES256 access tokens (one token, or a pool of
+//! distinct ones obtained from its token endpoint), to compare with the
+//! RS256-over-JWKS `oauth2` modes; `facade-token` and `facade-token-redis`
+//! measure the facade's logins and token endpoint (`authorization_code`
+//! and `refresh_token` grants) with the memory store and with a
+//! `redis-server` this process starts.
+//!
 //! Modules: `process` starts and stops the servers under test (and the token
 //! issuer they trust), `measure` drives the load and samples the server,
 //! `report` prints the results.
 
+mod facade;
 mod measure;
 mod process;
 mod report;
@@ -33,7 +44,7 @@ use clap::Parser;
 
 use crate::{
     measure::{Outcome, clock_ticks, creds_for, idle_sessions, load},
-    process::{Issuer, PEER_MODES, start_peer, start_server},
+    process::{Issuer, PEER_MODES, start_peer, start_redis, start_server},
 };
 
 const API_KEY: &str = "bench-api-key-0123456789abcdef";
@@ -49,9 +60,12 @@ struct Args {
     #[arg(long, default_value_t = 10)]
     seconds: u64,
     /// Modes to run, comma-separated: none, api_key, oauth2, oauth2-distinct,
-    /// the peers python-sdk, typescript-sdk (see `--python`, `--node`), and
+    /// the peers python-sdk, typescript-sdk (see `--python`, `--node`),
     /// none-bearer (no auth, but clients send the oauth2 mode's token: the
-    /// cost of carrying the header, apart from checking it).
+    /// cost of carrying the header, apart from checking it), facade and
+    /// facade-distinct (the load with the login facade's own tokens), and
+    /// facade-token, facade-token-redis (the facade's token endpoint, memory
+    /// and Redis store; see `--logins`, `--redis-server`).
     #[arg(
         long,
         default_value = "none,api_key,oauth2,oauth2-distinct",
@@ -62,6 +76,20 @@ struct Args {
     /// verified-token cache holds, so every request is a full verification).
     #[arg(long, default_value_t = 12_000)]
     distinct_tokens: usize,
+    /// Logins (then code exchanges) in the facade-token modes; at least
+    /// `--clients`, each worker's refresh chain starts from one of them.
+    #[arg(long, default_value_t = 5000)]
+    logins: usize,
+    /// At most this many refresh_token requests per facade-token mode (they
+    /// also end after `--seconds`). Each rotation leaves a marker in the
+    /// store for the refresh lifetime (30 days) to catch reuse, and the
+    /// memory store holds 100 000 entries: past that it refuses.
+    #[arg(long, default_value_t = 50_000)]
+    refreshes: usize,
+    /// `redis-server` for facade-token-redis (started on a free loopback
+    /// port, without persistence, stopped at the end).
+    #[arg(long, default_value = "redis-server")]
+    redis_server: std::path::PathBuf,
     /// Idle authenticated sessions to open for the memory measurement (0 = skip).
     #[arg(long, default_value_t = 10_000)]
     idle_sessions: usize,
@@ -105,7 +133,7 @@ async fn run(args: Args) -> Result<(), String> {
     if args.clients == 0 || args.seconds == 0 {
         return Err("--clients and --seconds must be at least 1".into());
     }
-    const MODES: [&str; 7] = [
+    const MODES: [&str; 11] = [
         "none",
         "none-bearer",
         "api_key",
@@ -113,6 +141,10 @@ async fn run(args: Args) -> Result<(), String> {
         "oauth2-distinct",
         "python-sdk",
         "typescript-sdk",
+        "facade",
+        "facade-distinct",
+        "facade-token",
+        "facade-token-redis",
     ];
     if let Some(bad) = args.modes.iter().find(|m| !MODES.contains(&m.as_str())) {
         return Err(format!(
@@ -126,22 +158,62 @@ async fn run(args: Args) -> Result<(), String> {
             bin.display()
         ));
     }
+    if args.modes.iter().any(|m| m.starts_with("facade-token")) && args.logins < args.clients {
+        return Err(format!(
+            "--logins ({}) must be at least --clients ({}): each client's refresh chain starts from one login",
+            args.logins, args.clients
+        ));
+    }
     let ticks = clock_ticks()?;
     let extra_env = server_env(&args)?;
     let issuer = Arc::new(Issuer::start().await?);
     let mut outcomes: Vec<Outcome> = Vec::new();
+    let mut steps = Vec::new();
     for mode in &args.modes {
+        if mode.starts_with("facade-token") {
+            // Declared first, dropped last: the server goes before its store.
+            let redis = match mode.as_str() {
+                "facade-token-redis" => Some(start_redis(&args.redis_server).await?),
+                _ => None,
+            };
+            let mut env = extra_env.clone();
+            if let Some(r) = &redis {
+                env.push(("MCP_SESSION_STORE".into(), r.url.clone()));
+            }
+            let server = start_server(&bin, mode, &issuer, args.clients, &env).await?;
+            let store = if redis.is_some() { "redis" } else { "memory" };
+            let s = facade::token_endpoint(
+                &server,
+                store,
+                (args.logins, args.refreshes),
+                args.clients,
+                args.seconds,
+                ticks,
+            )
+            .await?;
+            steps.extend(s);
+            continue;
+        }
         let server = if PEER_MODES.contains(&mode.as_str()) {
             start_peer(&args, mode, &issuer).await?
         } else {
             start_server(&bin, mode, &issuer, args.clients, &extra_env).await?
         };
-        let creds = creds_for(mode, &issuer, &server.url, args.distinct_tokens).await?;
+        let creds = if mode.starts_with("facade") {
+            facade::creds(&server, mode, args.distinct_tokens, args.clients).await?
+        } else {
+            creds_for(mode, &issuer, &server.url, args.distinct_tokens).await?
+        };
         eprintln!("{mode}: {} clients for {} s", args.clients, args.seconds);
         let o = load(&server, mode, creds, args.clients, args.seconds, ticks).await?;
         outcomes.push(o);
     }
-    report::outcomes(&outcomes);
+    if !outcomes.is_empty() {
+        report::outcomes(&outcomes);
+    }
+    if !steps.is_empty() {
+        report::token_endpoint(&steps, args.clients);
+    }
     if args.idle_sessions > 0 {
         let m = idle_sessions(&bin, &issuer, args.idle_sessions, &extra_env).await?;
         report::idle_memory(args.idle_sessions, &m);

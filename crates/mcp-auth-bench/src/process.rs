@@ -1,7 +1,8 @@
 //! Process control: the servers under test (the `mcp-auth-server` binary in
 //! each auth mode, the peer SDK servers), started on a free loopback port and
-//! killed on drop, and the token issuer they all trust, which this process
-//! serves on loopback.
+//! killed on drop, the token issuer they all trust, which this process
+//! serves on loopback (with a minimal GitHub-style login provider for the
+//! `facade` modes), and the `redis-server` the `-redis` modes use.
 
 use std::{
     process::{Child, Command, Stdio},
@@ -58,7 +59,19 @@ impl Server {
     }
 }
 
-/// The token issuer: an RS256 key whose JWKS and metadata this process serves.
+/// The facade's client at the bench's login provider.
+pub(crate) const PROVIDER_CLIENT_ID: &str = "bench-proxy";
+const PROVIDER_CLIENT_SECRET: &str = "bench-proxy-secret-0123456789abcdef";
+/// `MCP_PROXY_ENCRYPTION_KEY` for the facade modes (32 bytes of 0x2a, base64):
+/// configured so the server does not warn about a generated one.
+const PROXY_ENCRYPTION_KEY: &str = "KioqKioqKioqKioqKioqKioqKioqKioqKioqKioqKio=";
+
+/// The token issuer: an RS256 key whose JWKS and metadata this process
+/// serves; and, for the `facade` modes, a login provider in GitHub's shape
+/// (`/login/oauth/authorize` sends the browser straight back with a code,
+/// `/login/oauth/access_token` answers an opaque token for any code, `/user`
+/// names one user), so a whole facade login runs without a person and with
+/// next to no provider cost.
 pub(crate) struct Issuer {
     pub(crate) base: String,
     key: EncodingKey,
@@ -83,7 +96,7 @@ impl Issuer {
             "response_types_supported": ["code"],
         });
         let jwks = json!({ "keys": [jwk] });
-        let app = axum::Router::new()
+        let app = provider_routes()
             .route(
                 "/.well-known/openid-configuration",
                 axum::routing::get(move || async move { axum::Json(md) }),
@@ -107,6 +120,49 @@ impl Issuer {
         });
         jsonwebtoken::encode(&h, &claims, &self.key).map_err(|e| format!("minting: {e}"))
     }
+}
+
+/// The login provider's three endpoints (see [`Issuer`]).
+fn provider_routes() -> axum::Router {
+    use std::collections::HashMap;
+
+    use axum::{
+        extract::Query,
+        http::{StatusCode, header},
+        response::IntoResponse,
+    };
+    let authorize = |Query(q): Query<HashMap<String, String>>| async move {
+        let (Some(back), Some(state)) = (q.get("redirect_uri"), q.get("state")) else {
+            return StatusCode::BAD_REQUEST.into_response();
+        };
+        let Ok(mut back) = reqwest::Url::parse(back) else {
+            return StatusCode::BAD_REQUEST.into_response();
+        };
+        back.query_pairs_mut()
+            .append_pair("code", "bench-provider-code")
+            .append_pair("state", state);
+        (StatusCode::FOUND, [(header::LOCATION, back.to_string())]).into_response()
+    };
+    axum::Router::new()
+        .route("/login/oauth/authorize", axum::routing::get(authorize))
+        .route(
+            "/login/oauth/access_token",
+            axum::routing::post(|| async {
+                axum::Json(json!({
+                    "access_token": "bench-provider-token",
+                    "token_type": "bearer",
+                    "scope": "read:user",
+                }))
+            }),
+        )
+        .route(
+            "/user",
+            axum::routing::get(|| async {
+                axum::Json(json!({
+                    "id": 4242, "login": "bench-user", "email": "bench-user@example.com",
+                }))
+            }),
+        )
 }
 
 fn free_port() -> Result<u16, String> {
@@ -148,6 +204,27 @@ pub(crate) async fn start_server(
             .env("MCP_AUTH_STRATEGY", "oauth2")
             .env("MCP_OAUTH_ISSUER", &issuer.base)
             .env("MCP_OAUTH_REQUIRED_SCOPES", "mcp:tools"),
+        m if m.starts_with("facade") => cmd
+            // The login facade in front of the bench's provider: the server
+            // signs its own ES256 access tokens and verifies them with the
+            // same verifier (a static key instead of a JWKS).
+            .env("MCP_AUTH_STRATEGY", "oauth2")
+            .env("MCP_SERVER_URL", format!("http://127.0.0.1:{port}/mcp"))
+            .env("MCP_OAUTH_CLIENT_ID", PROVIDER_CLIENT_ID)
+            .env("MCP_OAUTH_CLIENT_SECRET", PROVIDER_CLIENT_SECRET)
+            .env(
+                "MCP_OAUTH_AUTH_URL",
+                format!("{}/login/oauth/authorize", issuer.base),
+            )
+            .env(
+                "MCP_OAUTH_TOKEN_URL",
+                format!("{}/login/oauth/access_token", issuer.base),
+            )
+            .env("MCP_OAUTH_USERINFO_URL", format!("{}/user", issuer.base))
+            .env("MCP_OAUTH_SCOPE", "read:user")
+            .env("MCP_OAUTH_SCOPES_SUPPORTED", "mcp:tools")
+            .env("MCP_OAUTH_REQUIRED_SCOPES", "mcp:tools")
+            .env("MCP_PROXY_ENCRYPTION_KEY", PROXY_ENCRYPTION_KEY),
         other => return Err(format!("--modes: unknown mode {other:?}")),
     };
     let child = cmd
@@ -165,6 +242,25 @@ pub(crate) async fn start_server(
         )
         .await
 }
+/// `redis-server` (`--redis-server`) on a free loopback port, without
+/// persistence; its `redis://` URL.
+pub(crate) async fn start_redis(program: &std::path::Path) -> Result<Server, String> {
+    let port = free_port()?;
+    let child = Command::new(program)
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("--redis-server {}: {e}", program.display()))?;
+    Server {
+        child,
+        url: format!("redis://127.0.0.1:{port}/0"),
+    }
+    .listening(port, Duration::from_secs(10), "redis-server")
+    .await
+}
+
 /// Starts a peer server (`python-sdk` or `typescript-sdk`) verifying the
 /// issuer's RS256 tokens for its own URL.
 pub(crate) async fn start_peer(args: &Args, mode: &str, issuer: &Issuer) -> Result<Server, String> {

@@ -1,8 +1,10 @@
 //! Reports: the Markdown table of every mode against no-auth, our
-//! throughput against the peers', and the idle-session memory line, printed
+//! throughput against the peers', the facade's tokens against `oauth2`'s,
+//! the facade's token endpoint, and the idle-session memory line, printed
 //! to stdout.
 
 use crate::{
+    facade::StepOutcome,
     measure::{IdleMemory, Outcome},
     process::PEER_MODES,
 };
@@ -45,6 +47,19 @@ pub(crate) fn outcomes(outcomes: &[Outcome]) {
     // a repeated token (our verified-token cache answers; the peers verify
     // every time) and with every token distinct (a full verification each).
     let rate_of = |mode: &str| outcomes.iter().find(|o| o.mode == mode).map(Outcome::rate);
+    // The facade's own ES256 tokens (static key) against the RS256 tokens
+    // of an external issuer (JWKS): the same verifier and cache.
+    let of = |mode: &str| outcomes.iter().find(|o| o.mode == mode);
+    for (ours, theirs) in [("facade", "oauth2"), ("facade-distinct", "oauth2-distinct")] {
+        if let (Some(a), Some(b)) = (of(ours), of(theirs)) {
+            println!(
+                "\n{ours} vs {theirs}: throughput {:.2}×, server CPU per call {:+.1} µs, p99 {:+.3} ms",
+                a.rate() / b.rate().max(1e-9),
+                (a.cpu_per_request().as_secs_f64() - b.cpu_per_request().as_secs_f64()) * 1e6,
+                (a.p99.as_secs_f64() - b.p99.as_secs_f64()) * 1e3,
+            );
+        }
+    }
     for ours in ["oauth2", "oauth2-distinct"] {
         let Some(rate) = rate_of(ours) else { continue };
         for peer in PEER_MODES {
@@ -52,6 +67,26 @@ pub(crate) fn outcomes(outcomes: &[Outcome]) {
                 println!("\n{ours} throughput vs {peer}: {:.1}×", rate / theirs);
             }
         }
+    }
+}
+
+/// Prints the facade's token-endpoint steps.
+pub(crate) fn token_endpoint(steps: &[StepOutcome], clients: usize) {
+    println!("\nfacade token endpoint, {clients} concurrent clients:\n");
+    println!("| store | step | count | per second | p50 | p99 | errors | server CPU per step |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for s in steps {
+        println!(
+            "| {} | {} | {} | {:.0} | {:.3} ms | {:.3} ms | {} | {:.1} µs |",
+            s.store,
+            s.step,
+            s.requests,
+            s.rate(),
+            s.p50.as_secs_f64() * 1e3,
+            s.p99.as_secs_f64() * 1e3,
+            s.errors,
+            s.cpu_per_request().as_secs_f64() * 1e6,
+        );
     }
 }
 

@@ -126,3 +126,71 @@ fn the_peers_serve_the_same_load_and_are_compared() {
         );
     }
 }
+
+/// The rows of the facade's token-endpoint table for `store`, after
+/// checking each step answered without errors.
+fn token_steps_without_errors(report: &str, store: &str) {
+    for step in ["login", "authorization_code", "refresh_token"] {
+        let row = report
+            .lines()
+            .find(|l| l.starts_with(&format!("| {store} | {step} |")))
+            .unwrap_or_else(|| panic!("no {store} {step} row in\n{report}"));
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        let count: usize = cells[3].parse().unwrap();
+        assert!(count > 0, "{row}");
+        assert_eq!(cells[7], "0", "errors in {row}");
+    }
+}
+
+/// The login facade: calls with its own tokens (one, and a pool of distinct
+/// ones from its token endpoint), compared with oauth2's; its logins and
+/// token endpoint measured with the memory store.
+#[test]
+fn the_facade_serves_calls_with_its_tokens_and_its_token_endpoint_is_measured() {
+    let stdout = report(
+        Command::new(BENCH)
+            .args(["--modes", "oauth2,facade,facade-distinct,facade-token"])
+            .args([
+                "--clients",
+                "2",
+                "--seconds",
+                "1",
+                "--distinct-tokens",
+                "20",
+            ])
+            .args(["--logins", "10", "--idle-sessions", "0", "--server"])
+            .arg(server()),
+    );
+    for mode in ["facade", "facade-distinct"] {
+        served_without_errors(&stdout, mode);
+    }
+    assert!(stdout.contains("facade vs oauth2: throughput "), "{stdout}");
+    token_steps_without_errors(&stdout, "memory");
+}
+
+/// The same token endpoint with the store in Redis.
+#[test]
+#[ignore = "needs redis-server (tests/run-all.sh installs it)"]
+fn the_token_endpoint_is_measured_with_a_redis_store() {
+    let stdout = report(
+        Command::new(BENCH)
+            .args(["--modes", "facade-token-redis", "--clients", "2"])
+            .args(["--seconds", "1", "--logins", "10", "--idle-sessions", "0"])
+            .arg("--server")
+            .arg(server()),
+    );
+    token_steps_without_errors(&stdout, "redis");
+}
+
+#[test]
+fn fewer_logins_than_clients_are_refused_by_name() {
+    let out = Command::new(BENCH)
+        .args(["--modes", "facade-token", "--clients", "8", "--logins", "4"])
+        .args(["--idle-sessions", "0", "--server"])
+        .arg(server())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--logins"), "{err}");
+}

@@ -113,6 +113,9 @@ pub fn pkce_matches(verifier: &str, challenge: &str) -> bool {
         .into()
 }
 
+/// How many spent refresh tokens a family remembers (to catch their reuse).
+pub const SPENT_REMEMBERED: usize = 16;
+
 /// Codes and refresh tokens in a store.
 #[derive(Clone)]
 pub struct Grants {
@@ -185,11 +188,12 @@ impl Grants {
             return Err(GrantError::Invalid("unknown or expired code"));
         };
         let entry: CodeEntry = serde_json::from_slice(&bytes).map_err(|_| GrantError::Corrupt)?;
+        // One marker per login, kept a day: a replay within it revokes.
         self.store
             .kv_put(
                 &key("code-used", code),
                 entry.grant.family.as_bytes(),
-                self.times.refresh,
+                Duration::from_secs(86_400),
             )
             .await?;
         if entry.grant.client_id != client_id {
@@ -206,9 +210,14 @@ impl Grants {
         Ok(entry.grant)
     }
 
-    /// Issues a refresh token in the grant's family.
+    /// Issues a refresh token in the grant's family: `<family>.<random>`, so
+    /// a spent token names the family whose record remembers it.
     pub async fn issue_refresh(&self, grant: &Grant) -> Result<String, GrantError> {
-        let token = random_token(32).map_err(|_| GrantError::Random)?;
+        let token = format!(
+            "{}.{}",
+            grant.family,
+            random_token(32).map_err(|_| GrantError::Random)?
+        );
         let bytes = serde_json::to_vec(grant).map_err(|_| GrantError::Corrupt)?;
         self.store
             .kv_put(&key("rt", &token), &bytes, self.times.refresh)
@@ -216,12 +225,45 @@ impl Grants {
         Ok(token)
     }
 
+    /// The family's record of its spent refresh tokens (their digests, the
+    /// last [`SPENT_REMEMBERED`]): one record per login, however often it
+    /// refreshes.
+    async fn spent(&self, family: &str) -> Result<Vec<String>, GrantError> {
+        Ok(
+            match self.store.kv_get(&format!("proxy:fam:{family}")).await? {
+                Some(bytes) => serde_json::from_slice(&bytes).map_err(|_| GrantError::Corrupt)?,
+                None => Vec::new(),
+            },
+        )
+    }
+
+    async fn set_spent(&self, family: &str, spent: &[String]) -> Result<(), GrantError> {
+        let bytes = serde_json::to_vec(spent).map_err(|_| GrantError::Corrupt)?;
+        self.store
+            .kv_put(&format!("proxy:fam:{family}"), &bytes, self.times.login)
+            .await?;
+        Ok(())
+    }
+
+    /// Whether `token` is one of its family's spent refresh tokens; the
+    /// family, when it is.
+    async fn spent_family(&self, token: &str) -> Result<Option<String>, GrantError> {
+        let Some((family, _)) = token.split_once('.') else {
+            return Ok(None);
+        };
+        let digest = digest_b64(token.as_bytes());
+        let spent = self.spent(family).await?;
+        Ok(spent
+            .iter()
+            .any(|d| d == &digest)
+            .then(|| family.to_owned()))
+    }
+
     /// Uses a refresh token (rotation: it is spent, the caller issues the
-    /// next). A rotated token presented again revokes its family.
+    /// next). A spent token presented again revokes its family.
     pub async fn use_refresh(&self, token: &str, client_id: &str) -> Result<Grant, GrantError> {
         let Some(bytes) = self.store.kv_take(&key("rt", token)).await? else {
-            if let Some(family) = self.store.kv_get(&key("rt-used", token)).await? {
-                let family = String::from_utf8(family).map_err(|_| GrantError::Corrupt)?;
+            if let Some(family) = self.spent_family(token).await? {
                 tracing::warn!(family = %short(&family), "rotated refresh token reused; revoking its family");
                 self.revoke_family(&family).await?;
                 return Err(GrantError::Invalid("refresh token already used"));
@@ -231,13 +273,11 @@ impl Grants {
             ));
         };
         let grant: Grant = serde_json::from_slice(&bytes).map_err(|_| GrantError::Corrupt)?;
-        self.store
-            .kv_put(
-                &key("rt-used", token),
-                grant.family.as_bytes(),
-                self.times.refresh,
-            )
-            .await?;
+        let mut spent = self.spent(&grant.family).await?;
+        spent.push(digest_b64(token.as_bytes()));
+        let excess = spent.len().saturating_sub(SPENT_REMEMBERED);
+        spent.drain(..excess);
+        self.set_spent(&grant.family, &spent).await?;
         if self.family_revoked(&grant.family).await? {
             return Err(GrantError::Invalid("the grant was revoked"));
         }
@@ -262,7 +302,10 @@ impl Grants {
     /// Gives a spent refresh token back when nothing was issued for it (a
     /// refused scope, a store failure while issuing the next one).
     pub async fn restore_refresh(&self, token: &str, grant: &Grant) -> Result<(), GrantError> {
-        self.store.kv_delete(&key("rt-used", token)).await?;
+        let digest = digest_b64(token.as_bytes());
+        let mut spent = self.spent(&grant.family).await?;
+        spent.retain(|d| d != &digest);
+        self.set_spent(&grant.family, &spent).await?;
         let bytes = serde_json::to_vec(grant).map_err(|_| GrantError::Corrupt)?;
         self.store
             .kv_put(&key("rt", token), &bytes, self.times.refresh)
@@ -279,9 +322,8 @@ impl Grants {
                 self.store.kv_delete(&key("rt", token)).await?;
                 self.revoke_family(&grant.family).await?;
             }
-        } else if let Some(family) = self.store.kv_get(&key("rt-used", token)).await? {
+        } else if let Some(family) = self.spent_family(token).await? {
             // An already rotated token: its family is what the caller means.
-            let family = String::from_utf8(family).map_err(|_| GrantError::Corrupt)?;
             self.revoke_family(&family).await?;
         }
         Ok(())
@@ -425,6 +467,27 @@ mod tests {
         let next = g.issue_refresh(&fresh).await.unwrap();
         g.revoke_refresh(&rt, "c").await.unwrap();
         assert!(g.use_refresh(&next, "c").await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_family_keeps_one_bounded_record_however_often_it_refreshes() {
+        let g = grants();
+        let gr = grant("c");
+        let mut tokens = vec![g.issue_refresh(&gr).await.unwrap()];
+        for _ in 0..40 {
+            let last = tokens.last().cloned().unwrap();
+            let got = g.use_refresh(&last, "c").await.unwrap();
+            tokens.push(g.issue_refresh(&got).await.unwrap());
+        }
+        assert_eq!(g.spent(&gr.family).await.unwrap().len(), SPENT_REMEMBERED);
+        // A forged token naming the family does not revoke it.
+        let forged = format!("{}.not-a-token", gr.family);
+        assert!(g.use_refresh(&forged, "c").await.is_err());
+        assert!(!g.family_revoked(&gr.family).await.unwrap());
+        // A recently spent one does.
+        let recent = tokens[tokens.len() - 3].clone();
+        assert!(g.use_refresh(&recent, "c").await.is_err());
+        assert!(g.family_revoked(&gr.family).await.unwrap());
     }
 
     #[tokio::test]

@@ -91,6 +91,7 @@
 //! | `MCP_PROXY_ACCESS_TOKEN_TTL` | lifetime of the access tokens (default `10m`) |
 //! | `MCP_PROXY_CLIENTS` | a JSON file of pre-registered clients: `[{"client_id", "client_name", "redirect_uris", "client_secret"}]` |
 //! | `MCP_PROXY_METADATA_ALLOWED_NETWORKS` | CIDRs client ID metadata documents may be fetched from although private (e.g. an internal client registry) |
+//! | `MCP_PROXY_AUTHORIZATIONS_PER_MINUTE` / `MCP_PROXY_REGISTRATIONS_PER_HOUR` | per client network (default 60 / 20): raise them for many users behind one address |
 //! | `MCP_PROXY_METADATA_ALLOW_LOOPBACK` | metadata documents on loopback, plain http allowed (development only; default false) |
 //! | `COGNITO_DOMAIN` | the Cognito preset: the pool's hosted-UI domain, as `mcp-auth-cognito setup` prints it (`https://<prefix>.auth.<region>.amazoncognito.com`; a custom domain's URL, a bare host name or just the prefix also do) |
 //! | `COGNITO_REGION` / `COGNITO_USER_POOL_ID` | the Cognito preset: the user pool (its issuer and keys) |
@@ -122,6 +123,8 @@ pub const VARIABLES: &[&str] = &[
     "MCP_PROXY_CLIENTS",
     "MCP_PROXY_METADATA_ALLOWED_NETWORKS",
     "MCP_PROXY_METADATA_ALLOW_LOOPBACK",
+    "MCP_PROXY_AUTHORIZATIONS_PER_MINUTE",
+    "MCP_PROXY_REGISTRATIONS_PER_HOUR",
     // The Cognito preset.
     "COGNITO_DOMAIN",
     "COGNITO_REGION",
@@ -654,6 +657,22 @@ fn endpoint_options(l: &dyn Lookup) -> Result<crate::EndpointOptions, ConfigErro
     if let Some(path) = l.get("MCP_PROXY_CLIENTS") {
         opts.preregistered = preregistered_clients(&path, &opts.registration)?;
     }
+    let count = |name: &str, default: u64| -> Result<u64, ConfigError> {
+        match l.get(name) {
+            None => Ok(default),
+            Some(v) => v.parse::<u64>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                ConfigError::new(name, format!("expected a whole number above 0, got {v:?}"))
+            }),
+        }
+    };
+    opts.authorizations_per_minute = count(
+        "MCP_PROXY_AUTHORIZATIONS_PER_MINUTE",
+        opts.authorizations_per_minute,
+    )?;
+    opts.registrations_per_hour = count(
+        "MCP_PROXY_REGISTRATIONS_PER_HOUR",
+        opts.registrations_per_hour,
+    )?;
     Ok(opts)
 }
 
