@@ -942,13 +942,31 @@ async fn authenticate_client(
         _ => return Err(invalid_client(basic.is_some())),
     };
     if client.is_confidential() {
+        // Wrong secrets are counted per network: 30 in 15 minutes, then
+        // 429 until the window ends, so a secret cannot be guessed online.
+        let failures = format!("proxy-client-fail:{who}");
+        let window = Duration::from_secs(900);
+        let store = &app.proxy.inner.store;
+        if let Ok((n, _)) = store.count(&failures).await
+            && n >= CLIENT_FAILURES_ALLOWED
+        {
+            return Err(oauth_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_requests",
+                "too many failed client authentications from this address; try again later",
+            ));
+        }
         let ok = secret.as_deref().is_some_and(|s| client.verify_secret(s));
         if !ok {
+            let _ = store.hit(&failures, window).await;
             return Err(invalid_client(basic.is_some()));
         }
     }
     Ok(client)
 }
+
+/// Wrong client secrets allowed per network per 15 minutes.
+const CLIENT_FAILURES_ALLOWED: u64 = 30;
 
 fn form_urldecode(s: &str) -> String {
     url::form_urlencoded::parse(format!("x={s}").as_bytes())

@@ -467,6 +467,26 @@ async fn a_pre_registered_confidential_client_must_authenticate() {
     assert_eq!(r.status(), StatusCode::OK);
     let body: serde_json::Value = r.json().await.unwrap();
     assert!(body["access_token"].is_string());
+    // Guessing the secret online: after 30 failures (two above), 429, even
+    // for the right secret, until the window ends.
+    for _ in 0..28 {
+        let r = http
+            .post(&url)
+            .basic_auth("backend", Some("another-wrong-secret"))
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    }
+    let r = http
+        .post(&url)
+        .basic_auth("backend", Some(BACKEND_SECRET))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
 }
 
 #[tokio::test]
