@@ -76,6 +76,7 @@
 
 #[cfg(feature = "fetch")]
 mod discovery;
+mod dpop;
 #[cfg(feature = "fetch")]
 pub mod fetch;
 #[cfg(feature = "fetch")]
@@ -87,6 +88,10 @@ mod verifier;
 
 #[cfg(feature = "fetch")]
 pub use discovery::{AuthServerMetadata, DiscoveryError, discover, discovery_urls};
+pub use dpop::{
+    DEFAULT_DPOP_ALGORITHMS, DEFAULT_MAX_DPOP_PROOF_BYTES, DPOP_ALGORITHMS, DpopBuildError,
+    DpopError, DpopProof, DpopVerifier, DpopVerifierBuilder, MAX_DPOP_JTI_BYTES, jwk_thumbprint,
+};
 #[cfg(feature = "fetch")]
 pub use fetch::{FetchError, FetchLimits};
 pub use jsonwebtoken::Algorithm;
