@@ -12,6 +12,10 @@
 # (tests/interop/matrix.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# One build of every target in one run: incremental caches would only double
+# the disk it takes (tens of GB across the feature configurations). Set
+# CARGO_INCREMENTAL=1 to keep them for repeated local runs.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 
 step() { printf '\n==> %s\n' "$*"; }
 
