@@ -183,6 +183,24 @@ impl App {
             .map_or_else(|| "unknown".to_owned(), |ip| ip.to_string())
     }
 
+    /// Counts a login started (authorization request) or approved against
+    /// the caller's network's budget, `authorizations_per_minute`; the
+    /// network, when within it.
+    async fn login_budget(
+        &self,
+        peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
+        headers: &HeaderMap,
+    ) -> Result<String, Response> {
+        let who = self.who(peer.map(|axum::Extension(ConnectInfo(a))| a), headers);
+        self.within(
+            &format!("proxy-authz:{who}"),
+            Duration::from_secs(60),
+            self.opts.authorizations_per_minute,
+        )
+        .await?;
+        Ok(who)
+    }
+
     /// Counts a request against a per-address budget; `Err` is the answer
     /// when over it or when the store cannot count.
     async fn within(&self, key: &str, window: Duration, max: u64) -> Result<(), Response> {
@@ -427,17 +445,10 @@ async fn authorize(
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
     let proxy = &app.proxy;
-    let who = app.who(peer.map(|axum::Extension(ConnectInfo(a))| a), &headers);
-    if let Err(refused) = app
-        .within(
-            &format!("proxy-authz:{who}"),
-            Duration::from_secs(60),
-            app.opts.authorizations_per_minute,
-        )
-        .await
-    {
-        return refused;
-    }
+    let who = match app.login_budget(peer, &headers).await {
+        Ok(who) => who,
+        Err(refused) => return refused,
+    };
     let cfg = &proxy.inner.cfg;
     let issuer = cfg.issuer_id();
     let Some(client_id) = q.get("client_id") else {
@@ -661,15 +672,7 @@ async fn consent_decision(
 ) -> Response {
     let proxy = &app.proxy;
     // Approvals share the authorization budget: each one starts a login.
-    let who = app.who(peer.map(|axum::Extension(ConnectInfo(a))| a), &headers);
-    if let Err(refused) = app
-        .within(
-            &format!("proxy-authz:{who}"),
-            Duration::from_secs(60),
-            app.opts.authorizations_per_minute,
-        )
-        .await
-    {
+    if let Err(refused) = app.login_budget(peer, &headers).await {
         return refused;
     }
     let cfg = &proxy.inner.cfg;
