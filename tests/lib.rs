@@ -209,3 +209,141 @@ pub fn variable_literals(
     }
     out
 }
+
+/// A browser for OAuth flows in tests: cookies kept, redirects followed by
+/// hand so each hop can be checked.
+pub mod browser {
+    #![allow(clippy::unwrap_used)]
+
+    use std::collections::HashMap;
+
+    use reqwest::header;
+    use url::Url;
+
+    /// A browser: redirects followed by hand, cookies per host name as
+    /// browsers keep them (not per port).
+    pub struct Browser {
+        http: reqwest::Client,
+        jar: HashMap<String, HashMap<String, String>>,
+    }
+
+    impl Default for Browser {
+        fn default() -> Self {
+            Self::new()
+        }
+    }
+
+    impl Browser {
+        /// A browser with no cookies.
+        pub fn new() -> Self {
+            Self {
+                http: reqwest::Client::builder()
+                    .redirect(reqwest::redirect::Policy::none())
+                    .build()
+                    .unwrap(),
+                jar: HashMap::new(),
+            }
+        }
+
+        fn remember(&mut self, url: &Url, resp: &reqwest::Response) {
+            let host = url.host_str().unwrap_or_default().to_owned();
+            for v in resp.headers().get_all(header::SET_COOKIE) {
+                let pair = v.to_str().unwrap().split(';').next().unwrap();
+                if let Some((k, val)) = pair.split_once('=') {
+                    self.jar
+                        .entry(host.clone())
+                        .or_default()
+                        .insert(k.trim().to_owned(), val.trim().to_owned());
+                }
+            }
+        }
+
+        fn cookies(&self, url: &Url) -> String {
+            self.jar
+                .get(url.host_str().unwrap_or_default())
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                })
+                .unwrap_or_default()
+        }
+
+        /// `GET url`, with this browser's cookies; keeps the ones it sets.
+        pub async fn get(&mut self, url: &str) -> reqwest::Response {
+            let url = Url::parse(url).unwrap();
+            let resp = self
+                .http
+                .get(url.clone())
+                .header(header::COOKIE, self.cookies(&url))
+                .send()
+                .await
+                .unwrap();
+            self.remember(&url, &resp);
+            resp
+        }
+
+        /// `POST url` with a form, with this browser's cookies.
+        pub async fn post_form(&mut self, url: &str, form: &[(&str, &str)]) -> reqwest::Response {
+            let url = Url::parse(url).unwrap();
+            let resp = self
+                .http
+                .post(url.clone())
+                .header(header::COOKIE, self.cookies(&url))
+                .form(form)
+                .send()
+                .await
+                .unwrap();
+            self.remember(&url, &resp);
+            resp
+        }
+
+        /// Follows redirects from `resp` until one leaves for `stop`; returns
+        /// that URL and every URL visited on the way.
+        pub async fn follow_until(
+            &mut self,
+            mut resp: reqwest::Response,
+            stop: &str,
+        ) -> (Url, Vec<Url>) {
+            let mut visited = Vec::new();
+            for _ in 0..20 {
+                assert!(
+                    resp.status().is_redirection(),
+                    "expected a redirect, got {} at {}: {}",
+                    resp.status(),
+                    resp.url().clone(),
+                    resp.text().await.unwrap_or_default()
+                );
+                let base = resp.url().clone();
+                let loc = resp.headers()[header::LOCATION]
+                    .to_str()
+                    .unwrap()
+                    .to_owned();
+                let next = base.join(&loc).unwrap();
+                if next.as_str().starts_with(stop) {
+                    return (next, visited);
+                }
+                visited.push(next.clone());
+                resp = self.get(next.as_str()).await;
+            }
+            panic!("too many redirects");
+        }
+    }
+
+    /// The `value` of the form field `name` in `html` (the consent page).
+    pub fn field(html: &str, name: &str) -> String {
+        let at = html
+            .find(&format!("name=\"{name}\""))
+            .unwrap_or_else(|| panic!("no field {name} in the consent page"));
+        let rest = &html[at..];
+        let v = rest.find("value=\"").unwrap() + 7;
+        let end = rest[v..].find('"').unwrap();
+        rest[v..v + end].to_owned()
+    }
+
+    /// A URL's query parameters.
+    pub fn query(url: &Url) -> HashMap<String, String> {
+        url.query_pairs().into_owned().collect()
+    }
+}

@@ -15,9 +15,8 @@
 
 mod common;
 
-use std::collections::HashMap;
-
 use common::{INIT, Server, post};
+use mcp_auth_integration_tests::browser::{Browser, field, query};
 use mcp_auth_integration_tests::{Peer, UpstreamProvider, free_port};
 use reqwest::{StatusCode, header};
 use url::Url;
@@ -90,118 +89,6 @@ fn replicas() -> Replicas {
         _upstream: up,
         _redis: redis,
     }
-}
-
-/// A browser: redirects followed by hand, cookies per host name as
-/// browsers keep them (not per port: the replicas stand for one origin).
-struct Browser {
-    http: reqwest::Client,
-    jar: HashMap<String, HashMap<String, String>>,
-}
-
-impl Browser {
-    fn new() -> Self {
-        Self {
-            http: reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .unwrap(),
-            jar: HashMap::new(),
-        }
-    }
-
-    fn remember(&mut self, url: &Url, resp: &reqwest::Response) {
-        let host = url.host_str().unwrap_or_default().to_owned();
-        for v in resp.headers().get_all(header::SET_COOKIE) {
-            let pair = v.to_str().unwrap().split(';').next().unwrap();
-            if let Some((k, val)) = pair.split_once('=') {
-                self.jar
-                    .entry(host.clone())
-                    .or_default()
-                    .insert(k.trim().to_owned(), val.trim().to_owned());
-            }
-        }
-    }
-
-    fn cookies(&self, url: &Url) -> String {
-        self.jar
-            .get(url.host_str().unwrap_or_default())
-            .map(|m| {
-                m.iter()
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            })
-            .unwrap_or_default()
-    }
-
-    async fn get(&mut self, url: &str) -> reqwest::Response {
-        let url = Url::parse(url).unwrap();
-        let resp = self
-            .http
-            .get(url.clone())
-            .header(header::COOKIE, self.cookies(&url))
-            .send()
-            .await
-            .unwrap();
-        self.remember(&url, &resp);
-        resp
-    }
-
-    async fn post_form(&mut self, url: &str, form: &[(&str, &str)]) -> reqwest::Response {
-        let url = Url::parse(url).unwrap();
-        let resp = self
-            .http
-            .post(url.clone())
-            .header(header::COOKIE, self.cookies(&url))
-            .form(form)
-            .send()
-            .await
-            .unwrap();
-        self.remember(&url, &resp);
-        resp
-    }
-
-    /// Follows redirects from `resp` until one leaves for `stop`; returns
-    /// that URL and every URL visited on the way.
-    async fn follow_until(&mut self, mut resp: reqwest::Response, stop: &str) -> (Url, Vec<Url>) {
-        let mut visited = Vec::new();
-        for _ in 0..20 {
-            assert!(
-                resp.status().is_redirection(),
-                "expected a redirect, got {} at {}: {}",
-                resp.status(),
-                resp.url().clone(),
-                resp.text().await.unwrap_or_default()
-            );
-            let base = resp.url().clone();
-            let loc = resp.headers()[header::LOCATION]
-                .to_str()
-                .unwrap()
-                .to_owned();
-            let next = base.join(&loc).unwrap();
-            if next.as_str().starts_with(stop) {
-                return (next, visited);
-            }
-            visited.push(next.clone());
-            resp = self.get(next.as_str()).await;
-        }
-        panic!("too many redirects");
-    }
-}
-
-fn field(html: &str, name: &str) -> String {
-    let at = html
-        .find(&format!("name=\"{name}\""))
-        .unwrap_or_else(|| panic!("no field {name} in the consent page"));
-    let rest = &html[at..];
-    let v = rest.find("value=\"").unwrap() + 7;
-    let end = rest[v..].find('"').unwrap();
-    rest[v..v + end].to_owned()
-}
-
-fn query(url: &Url) -> HashMap<String, String> {
-    url.query_pairs().into_owned().collect()
 }
 
 async fn register(on: &Server) -> String {

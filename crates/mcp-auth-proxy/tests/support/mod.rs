@@ -3,8 +3,6 @@
 //! authorization-code flow (registration, consent, PKCE, token requests).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::HashMap;
-
 use reqwest::{StatusCode, header};
 use url::Url;
 
@@ -17,117 +15,12 @@ pub trait Server {
     fn base(&self) -> &str;
 }
 
-/// A browser: cookies per host, redirects followed by hand.
-pub struct Browser {
-    http: reqwest::Client,
-    jar: HashMap<String, HashMap<String, String>>,
-}
+pub use mcp_auth_integration_tests::browser::{Browser, field, query};
 
-impl Browser {
-    pub fn new() -> Self {
-        Self {
-            http: reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .unwrap(),
-            jar: HashMap::new(),
-        }
-    }
-
-    pub fn remember(&mut self, url: &Url, resp: &reqwest::Response) {
-        let host = url.authority().to_owned();
-        for v in resp.headers().get_all(header::SET_COOKIE) {
-            let v = v.to_str().unwrap();
-            let pair = v.split(';').next().unwrap();
-            if let Some((k, val)) = pair.split_once('=') {
-                self.jar
-                    .entry(host.clone())
-                    .or_default()
-                    .insert(k.trim().to_owned(), val.trim().to_owned());
-            }
-        }
-    }
-
-    pub fn cookies(&self, url: &Url) -> String {
-        self.jar
-            .get(url.authority())
-            .map(|m| {
-                m.iter()
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            })
-            .unwrap_or_default()
-    }
-
-    pub async fn get(&mut self, url: &str) -> reqwest::Response {
-        let url = Url::parse(url).unwrap();
-        let resp = self
-            .http
-            .get(url.clone())
-            .header(header::COOKIE, self.cookies(&url))
-            .send()
-            .await
-            .unwrap();
-        self.remember(&url, &resp);
-        resp
-    }
-
-    pub async fn post_form(&mut self, url: &str, form: &[(&str, &str)]) -> reqwest::Response {
-        let url = Url::parse(url).unwrap();
-        let resp = self
-            .http
-            .post(url.clone())
-            .header(header::COOKIE, self.cookies(&url))
-            .form(form)
-            .send()
-            .await
-            .unwrap();
-        self.remember(&url, &resp);
-        resp
-    }
-
-    /// Follows redirects from `resp` until one leaves for `stop` (returned)
-    /// or a page is answered.
-    pub async fn follow_until(&mut self, mut resp: reqwest::Response, stop: &str) -> Url {
-        for _ in 0..20 {
-            assert!(
-                resp.status().is_redirection(),
-                "expected a redirect, got {}: {}",
-                resp.status(),
-                resp.text().await.unwrap_or_default()
-            );
-            let base = resp.url().clone();
-            let loc = resp.headers()[header::LOCATION]
-                .to_str()
-                .unwrap()
-                .to_owned();
-            let next = base.join(&loc).unwrap();
-            if next.as_str().starts_with(stop) {
-                return next;
-            }
-            resp = self.get(next.as_str()).await;
-        }
-        panic!("too many redirects");
-    }
-}
-
-pub fn field(html: &str, name: &str) -> String {
-    let at = html
-        .find(&format!("name=\"{name}\""))
-        .unwrap_or_else(|| panic!("no field {name} in the consent page"));
-    let rest = &html[at..];
-    let v = rest.find("value=\"").unwrap() + 7;
-    let end = rest[v..].find('"').unwrap();
-    rest[v..v + end].to_owned()
-}
-
-pub fn query(url: &Url) -> HashMap<String, String> {
-    url.query_pairs().into_owned().collect()
-}
-
+/// The PKCE verifier of every flow here.
 pub const VERIFIER: &str = "a-pkce-verifier-of-at-least-forty-three-characters-0123";
 
+/// Its S256 challenge.
 pub fn challenge() -> String {
     mcp_auth_proxy::keys::digest_b64(VERIFIER.as_bytes())
 }
@@ -198,7 +91,7 @@ pub async fn login(app: &impl Server, browser: &mut Browser, client_id: &str) ->
     } else {
         page
     };
-    let back = browser.follow_until(next, CLIENT_CB).await;
+    let (back, _) = browser.follow_until(next, CLIENT_CB).await;
     let q = query(&back);
     assert_eq!(q.get("state").map(String::as_str), Some("client-state-1"));
     assert_eq!(q.get("iss"), Some(&app.base().to_owned()), "RFC 9207");
