@@ -795,6 +795,17 @@ mod tests {
         assert!(clients[1].verify_secret("a-secret-of-thirty-two-characters-plus"));
         assert!(!clients[1].verify_secret("wrong"));
         assert!(s.endpoints.metadata_guard.allow_loopback);
+        assert_eq!(s.endpoints.authorizations_per_minute, 60, "the default");
+        let raised = load(
+            "[]",
+            &[
+                ("MCP_PROXY_AUTHORIZATIONS_PER_MINUTE", "600"),
+                ("MCP_PROXY_REGISTRATIONS_PER_HOUR", "100"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(raised.endpoints.authorizations_per_minute, 600);
+        assert_eq!(raised.endpoints.registrations_per_hour, 100);
         assert_eq!(s.endpoints.metadata_guard.allowed_networks.len(), 1);
         for (json, extra, variable, says) in [
             ("not json", vec![], "MCP_PROXY_CLIENTS", "line 1"),

@@ -514,6 +514,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_email_the_provider_has_not_verified_is_not_passed_on() {
+        let c = |v: serde_json::Value| v.as_object().cloned().unwrap_or_default();
+        for (verified, kept) in [
+            (serde_json::json!(false), false),
+            (serde_json::json!("false"), false),
+            (serde_json::json!(true), true),
+            (serde_json::Value::Null, true),
+        ] {
+            let mut claims = serde_json::json!({"sub": "u", "email": "a@example.com"});
+            if !verified.is_null() {
+                claims["email_verified"] = verified.clone();
+            }
+            let user = user_from_claims(&c(claims)).unwrap();
+            assert_eq!(user.email.is_some(), kept, "email_verified {verified}");
+        }
+    }
+
+    #[test]
     fn users_from_oidc_github_and_cognito_claims() {
         let c = |v: serde_json::Value| v.as_object().cloned().unwrap_or_default();
         let oidc = user_from_claims(&c(serde_json::json!({

@@ -602,3 +602,37 @@ async fn without_offered_scopes_nothing_is_granted() {
     let (_, who) = whoami(&app, tokens["access_token"].as_str().unwrap()).await;
     assert!(!who.contains("mcp:"), "{who}");
 }
+
+/// An approval is for one redirect URI: the same client sending the
+/// browser to another of its redirect URIs gets the consent page again.
+#[tokio::test]
+#[ignore = "needs Node and oidc-provider (tests/run-all.sh installs them)"]
+async fn consent_is_per_redirect_uri() {
+    let app = start("oidc").await;
+    let other_cb = "http://127.0.0.1:9/other-callback";
+    let r = reqwest::Client::new()
+        .post(format!("{}/oauth/register", app.base))
+        .json(&serde_json::json!({
+            "client_name": "Test <b>client</b>",
+            "redirect_uris": [CLIENT_CB, other_cb],
+            "token_endpoint_auth_method": "none",
+        }))
+        .send()
+        .await
+        .unwrap();
+    let client_id = r.json::<serde_json::Value>().await.unwrap()["client_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut browser = Browser::new();
+    login(&app, &mut browser, &client_id).await;
+    // Approved for CLIENT_CB: straight on to the provider.
+    let again = browser.get(&authorize_url(&app, &client_id, &[])).await;
+    assert_eq!(again.status(), StatusCode::SEE_OTHER);
+    // Not for the other redirect URI: the page again.
+    let elsewhere = authorize_url(&app, &client_id, &[])
+        .replace("127.0.0.1%3A9%2Fcallback", "127.0.0.1%3A9%2Fother-callback");
+    let page = browser.get(&elsewhere).await;
+    assert_eq!(page.status(), StatusCode::OK);
+    assert!(page.text().await.unwrap().contains("name=\"csrf\""));
+}
