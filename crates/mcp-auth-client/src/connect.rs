@@ -5,21 +5,22 @@ use std::{collections::HashMap, time::Duration};
 use http::{HeaderName, HeaderValue};
 use rmcp::{
     RoleClient, ServiceExt,
-    service::RunningService,
+    model::ProtocolVersion,
+    service::{ClientLifecycleMode, ClientServiceExt, RunningService},
     transport::{
         StreamableHttpClientTransport,
         auth::{
             AuthClient, AuthorizationManager, AuthorizationRequest, AuthorizationSession,
             CredentialStore, OAuthClientConfig, OAuthState,
         },
-        streamable_http_client::StreamableHttpClientTransportConfig,
+        streamable_http_client::{StreamableHttpClient, StreamableHttpClientTransportConfig},
     },
 };
 
 use crate::{
     CallbackError, CallbackServer, FileCredentialStore, IssuerCheck, Presented, Refusal,
     Registration, RegistrationStore,
-    failure::{challenge_scopes, from_initialize_error, union},
+    failure::{challenge_scopes, from_initialize_error, is_unreachable, union},
     open_browser,
 };
 
@@ -34,6 +35,10 @@ pub enum Auth {
     Bearer(String),
     /// OAuth 2.1 with whatever the server's authorization server supports.
     OAuth(OAuthOptions),
+    /// A token from an OAuth grant of the program's own, without a browser
+    /// (client credentials, workload identity, enterprise-managed
+    /// authorization): [`crate::connect_machine`].
+    Machine(Box<crate::MachineOptions>),
 }
 
 impl Auth {
@@ -43,7 +48,38 @@ impl Auth {
             Auth::None => Presented::Nothing,
             Auth::ApiKey(_) => Presented::ApiKey,
             Auth::Bearer(_) => Presented::Bearer,
-            Auth::OAuth(_) => Presented::OAuth,
+            Auth::OAuth(_) | Auth::Machine(_) => Presented::OAuth,
+        }
+    }
+}
+
+/// Which MCP wire to speak.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Wire {
+    /// The 2026-07-28 stateless wire when the server speaks it
+    /// (`server/discover`), else a 2025-11-25 session (`initialize`).
+    #[default]
+    Auto,
+    /// 2026-07-28 only: `server/discover`, then self-contained requests; a
+    /// server that does not speak it is an error.
+    Stateless,
+    /// 2025-11-25 only: `initialize` and an `Mcp-Session-Id` session.
+    Session,
+}
+
+impl std::str::FromStr for Wire {
+    type Err = String;
+
+    /// `auto`, `2026-07-28` (or `stateless`), `2025-11-25` (or `session`).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(Wire::Auto),
+            "2026-07-28" | "stateless" => Ok(Wire::Stateless),
+            "2025-11-25" | "session" => Ok(Wire::Session),
+            other => Err(format!(
+                "unknown protocol {other:?}: expected auto, 2026-07-28 or 2025-11-25"
+            )),
         }
     }
 }
@@ -93,6 +129,8 @@ pub struct OAuthOptions {
     /// `insufficient_scope` mid-session): log in for it now, without
     /// reusing stored tokens.
     pub challenge: Option<String>,
+    /// The MCP wire to speak once authorized (default [`Wire::Auto`]).
+    pub wire: Wire,
 }
 
 impl Default for OAuthOptions {
@@ -109,6 +147,7 @@ impl Default for OAuthOptions {
             persist: true,
             timeout: Duration::from_secs(300),
             challenge: None,
+            wire: Wire::Auto,
         }
     }
 }
@@ -181,13 +220,20 @@ pub enum ClientError {
     Mcp(String),
 }
 
-type Client = RunningService<RoleClient, ()>;
+pub(crate) type Client = RunningService<RoleClient, ()>;
 
-/// Connects to `server_url` and initializes an MCP session.
+/// Connects to `server_url` and starts MCP on the wire the server speaks
+/// ([`Wire::Auto`]).
 pub async fn connect(server_url: &str, auth: Auth) -> Result<Client, ClientError> {
+    connect_with(server_url, auth, Wire::Auto).await
+}
+
+/// [`connect`] on the given [`Wire`] (for OAuth it replaces
+/// [`OAuthOptions::wire`]).
+pub async fn connect_with(server_url: &str, auth: Auth, wire: Wire) -> Result<Client, ClientError> {
     let presented = auth.presented();
     match auth {
-        Auth::None => plain(server_url, HashMap::new(), presented).await,
+        Auth::None => plain(server_url, HashMap::new(), presented, wire).await,
         Auth::ApiKey(k) => {
             let v = HeaderValue::from_str(&k).map_err(|_| {
                 ClientError::AuthRequired("the API key is not a valid header value".into())
@@ -196,6 +242,7 @@ pub async fn connect(server_url: &str, auth: Auth) -> Result<Client, ClientError
                 server_url,
                 HashMap::from([(HeaderName::from_static("x-api-key"), v)]),
                 presented,
+                wire,
             )
             .await
         }
@@ -207,41 +254,188 @@ pub async fn connect(server_url: &str, auth: Auth) -> Result<Client, ClientError
                 server_url,
                 HashMap::from([(http::header::AUTHORIZATION, v)]),
                 presented,
+                wire,
             )
             .await
         }
-        Auth::OAuth(opts) => connect_oauth(server_url, &opts).await.map(|(c, _)| c),
+        Auth::OAuth(opts) => connect_oauth(server_url, &OAuthOptions { wire, ..opts })
+            .await
+            .map(|(c, _)| c),
+        Auth::Machine(mut opts) => {
+            opts.wire = wire;
+            crate::connect_machine(server_url, &opts)
+                .await
+                .map(|(c, _)| c)
+        }
     }
 }
 
-async fn plain(
+pub(crate) async fn plain(
     server_url: &str,
     headers: HashMap<HeaderName, HeaderValue>,
     presented: Presented,
+    wire: Wire,
 ) -> Result<Client, ClientError> {
     let config = StreamableHttpClientTransportConfig::with_uri(server_url).custom_headers(headers);
-    ().serve(StreamableHttpClientTransport::from_config(config))
+    start(reqwest::Client::new(), config, presented, wire).await
+}
+
+/// Starts the MCP lifecycle over `http` on `wire`. [`Wire::Auto`]:
+/// `server/discover` first (the 2026-07-28 stateless wire); when the server
+/// does not answer it as a modern server does (a 2025-11-25 server refuses
+/// a request without a session, or answers it with a JSON-RPC error), the
+/// `initialize` handshake of 2025-11-25 on a new transport. A refusal of
+/// the credentials (401/403) or an unreachable server ends it at once:
+/// the other wire would fare the same.
+async fn start<C>(
+    http: C,
+    config: StreamableHttpClientTransportConfig,
+    presented: Presented,
+    wire: Wire,
+) -> Result<Client, ClientError>
+where
+    C: StreamableHttpClient + Clone + Send + Sync + 'static,
+{
+    if wire != Wire::Session {
+        // On the stateless wire every request is self-contained: `_meta`
+        // with the version and the client's capabilities,
+        // `MCP-Protocol-Version`, `Mcp-Method` / `Mcp-Name` and the
+        // `Mcp-Param-*` headers a tool asks for.
+        let modern = ClientLifecycleMode::Discover {
+            preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+        };
+        let transport = StreamableHttpClientTransport::with_client(http.clone(), config.clone());
+        match ().serve_with_lifecycle(transport, modern).await {
+            Ok(client) => return Ok(client),
+            Err(e) => {
+                let error = from_initialize_error(&e, presented);
+                if wire == Wire::Stateless
+                    || matches!(
+                        error,
+                        ClientError::Refused(_) | ClientError::AuthRequired(_)
+                    )
+                    || is_unreachable(&e)
+                {
+                    return Err(error);
+                }
+                tracing::debug!(error = %error, "server/discover was not answered as on the 2026-07-28 wire: starting a 2025-11-25 session");
+            }
+        }
+    }
+    ().serve(StreamableHttpClientTransport::with_client(http, config))
         .await
         .map_err(|e| from_initialize_error(&e, presented))
 }
 
-/// POSTs an `initialize` without credentials: `None` if the server lets
-/// us in, else its `WWW-Authenticate` challenge.
-async fn probe(server_url: &str) -> Result<Option<String>, ClientError> {
-    let body = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"mcp-auth-client","version":"0"}}}"#;
-    let r = reqwest::Client::new()
+/// Asks the server, without credentials, whether it wants any: `None` if
+/// it lets the client in, else its `WWW-Authenticate` challenge. The
+/// question is a `server/discover` on the 2026-07-28 wire; a server that
+/// does not answer it the modern way (a 2025-11-25 server refuses a
+/// request outside a session) is asked with an `initialize` instead.
+pub(crate) async fn probe(server_url: &str, wire: Wire) -> Result<Option<String>, ClientError> {
+    if wire != Wire::Session {
+        return probe_modern(server_url, wire).await;
+    }
+    probe_legacy(server_url).await
+}
+
+async fn probe_modern(server_url: &str, wire: Wire) -> Result<Option<String>, ClientError> {
+    let discover = r#"{"jsonrpc":"2.0","id":0,"method":"server/discover","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientInfo":{"name":"mcp-auth-client","version":"0"},"io.modelcontextprotocol/clientCapabilities":{}}}}"#;
+    let r = probe_with(
+        server_url,
+        discover,
+        &[
+            ("mcp-protocol-version", "2026-07-28"),
+            ("mcp-method", "server/discover"),
+        ],
+    )
+    .await?;
+    match probe_outcome(&r) {
+        Ok(outcome) => return outcome,
+        // A JSON-RPC error for this very request (a version it would rather
+        // negotiate, say) comes from a modern server that did not ask for
+        // credentials; rmcp's discovery negotiates from there.
+        Err(_) if answers_request_zero(r).await => return Ok(None),
+        Err(status) if wire == Wire::Stateless => {
+            return Err(ClientError::Server(format!(
+                "server/discover answered HTTP {status}"
+            )));
+        }
+        Err(status) => tracing::debug!(
+            status,
+            "server/discover answered without a challenge: asking with initialize (2025-11-25)"
+        ),
+    }
+    probe_legacy(server_url).await
+}
+
+async fn probe_legacy(server_url: &str) -> Result<Option<String>, ClientError> {
+    let initialize = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"mcp-auth-client","version":"0"}}}"#;
+    let r = probe_with(server_url, initialize, &[]).await?;
+    // A server that let the probe in opened a session for it: end it now
+    // (the real session is opened next), or it idles until expiry.
+    if r.status().is_success()
+        && let Some(session) = r.headers().get("mcp-session-id").cloned()
+    {
+        let ended = reqwest::Client::new()
+            .delete(server_url)
+            .header("mcp-session-id", session)
+            .header("mcp-protocol-version", "2025-11-25")
+            .send()
+            .await;
+        if let Err(e) = ended {
+            tracing::debug!(error = %crate::failure::error_chain(&e), "ending the probe's session failed");
+        }
+    }
+    match probe_outcome(&r) {
+        Ok(outcome) => outcome,
+        Err(status) => Err(ClientError::Server(format!(
+            "initialize answered HTTP {status}"
+        ))),
+    }
+}
+
+async fn probe_with(
+    server_url: &str,
+    body: &'static str,
+    headers: &[(&'static str, &'static str)],
+) -> Result<reqwest::Response, ClientError> {
+    let mut request = reqwest::Client::new()
         .post(server_url)
         .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .body(body)
-        .send()
-        .await
-        .map_err(|e| {
-            tracing::debug!(error = %crate::failure::error_chain(&e), "probe failed");
-            ClientError::Server(crate::failure::describe_reqwest(&e))
-        })?;
+        .header("accept", "application/json, text/event-stream");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request.body(body).send().await.map_err(|e| {
+        tracing::debug!(error = %crate::failure::error_chain(&e), "probe failed");
+        ClientError::Server(crate::failure::describe_reqwest(&e))
+    })
+}
+
+/// Whether a refused probe's body is a JSON-RPC error for the probe's own
+/// request (`id` 0), read up to 64 KiB.
+async fn answers_request_zero(mut r: reqwest::Response) -> bool {
+    let mut body = Vec::new();
+    while let Ok(Some(chunk)) = r.chunk().await {
+        body.extend_from_slice(&chunk);
+        if body.len() > 64 * 1024 {
+            return false;
+        }
+    }
+    serde_json::from_slice::<serde_json::Value>(&body).is_ok_and(|v| {
+        v.get("jsonrpc").and_then(serde_json::Value::as_str) == Some("2.0")
+            && v.get("id").and_then(serde_json::Value::as_i64) == Some(0)
+            && v.get("error").is_some()
+    })
+}
+
+/// A probe's answer: in (`Ok(None)`), a challenge, a 401 without one (an
+/// error), or `Err(status)` when it says neither.
+#[allow(clippy::result_large_err)]
+fn probe_outcome(r: &reqwest::Response) -> Result<Result<Option<String>, ClientError>, u16> {
     if r.status().is_success() {
-        return Ok(None);
+        return Ok(Ok(None));
     }
     let challenge = r
         .headers()
@@ -251,13 +445,11 @@ async fn probe(server_url: &str) -> Result<Option<String>, ClientError> {
         .find(|c| c.len() >= 6 && c[..6].eq_ignore_ascii_case("bearer"))
         .map(str::to_owned);
     match (r.status().as_u16(), challenge) {
-        (401 | 403, Some(c)) => Ok(Some(c)),
-        (401, None) => Err(ClientError::AuthRequired(
+        (401 | 403, Some(c)) => Ok(Ok(Some(c))),
+        (401, None) => Ok(Err(ClientError::AuthRequired(
             "no Bearer challenge (try --api-key or --bearer)".into(),
-        )),
-        (status, _) => Err(ClientError::Server(format!(
-            "initialize answered HTTP {status}"
         ))),
+        (status, _) => Err(status),
     }
 }
 
@@ -274,15 +466,19 @@ async fn manager(
     Ok(m)
 }
 
-async fn with_manager(server_url: &str, m: AuthorizationManager) -> Result<Client, ClientError> {
+async fn with_manager(
+    server_url: &str,
+    m: AuthorizationManager,
+    wire: Wire,
+) -> Result<Client, ClientError> {
     let client = AuthClient::new(reqwest::Client::new(), m);
-    let transport = StreamableHttpClientTransport::with_client(
+    start(
         client,
         StreamableHttpClientTransportConfig::with_uri(server_url),
-    );
-    ().serve(transport)
-        .await
-        .map_err(|e| from_initialize_error(&e, Presented::OAuth))
+        Presented::OAuth,
+        wire,
+    )
+    .await
 }
 
 /// Stored tokens for `server_url`, when they work: the session and the
@@ -328,7 +524,7 @@ async fn from_store(
             tracing::debug!(error = %e, "cannot configure the client secret for refreshes");
         }
     }
-    match with_manager(server_url, m).await {
+    match with_manager(server_url, m, opts.wire).await {
         Ok(c) => Ok(Some((c, stored.granted_scopes))),
         Err(e) => {
             tracing::info!(error = %e, "stored tokens did not work; logging in again");
@@ -374,10 +570,10 @@ pub async fn connect_oauth(
     }
     let challenge = match &opts.challenge {
         Some(c) => c.clone(),
-        None => match probe(server_url).await? {
+        None => match probe(server_url, opts.wire).await? {
             Some(c) => c,
             None => {
-                return plain(server_url, HashMap::new(), Presented::Nothing)
+                return plain(server_url, HashMap::new(), Presented::Nothing, opts.wire)
                     .await
                     .map(|c| (c, Vec::new()));
             }
@@ -588,7 +784,7 @@ pub async fn connect_oauth(
         .into_authorization_manager()
         .ok_or_else(|| ClientError::Token("no authorization state after login".into()))?;
     let granted = m.get_current_scopes().await;
-    let client = with_manager(server_url, m).await?;
+    let client = with_manager(server_url, m, opts.wire).await?;
     Ok((client, union(&requested, &granted)))
 }
 

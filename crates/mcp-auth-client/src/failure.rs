@@ -287,6 +287,24 @@ pub(crate) fn describe_reqwest(r: &reqwest::Error) -> String {
     }
 }
 
+/// Whether starting the lifecycle failed because the server could not be
+/// reached at all (no connection, no answer in time): trying the other
+/// wire would fail the same way.
+pub(crate) fn is_unreachable(e: &ClientInitializeError) -> bool {
+    let mut current: Option<&(dyn StdError + 'static)> = Some(e);
+    while let Some(err) = current {
+        let client = match err.downcast_ref::<StreamableHttpError<reqwest::Error>>() {
+            Some(StreamableHttpError::Client(r)) => Some(r),
+            _ => err.downcast_ref::<reqwest::Error>(),
+        };
+        if client.is_some_and(|r| r.is_connect() || r.is_timeout()) {
+            return true;
+        }
+        current = err.source();
+    }
+    false
+}
+
 /// An `initialize` that failed.
 pub(crate) fn from_initialize_error(
     e: &ClientInitializeError,

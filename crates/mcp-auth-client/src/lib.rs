@@ -63,16 +63,23 @@ mod browser;
 mod callback;
 mod connect;
 mod failure;
+mod grants;
+mod machine;
 mod registration;
 mod store;
 
 pub use browser::open_browser;
 pub use callback::{CallbackError, CallbackParams, CallbackServer, IssuerCheck, Redirect};
 pub use connect::{
-    Auth, ClientError, OAuthOptions, auth_challenge, connect, connect_oauth,
+    Auth, ClientError, OAuthOptions, Wire, auth_challenge, connect, connect_oauth, connect_with,
     insecure_authorization_warning, is_insecure_authorization_url,
 };
 pub use failure::{Presented, Refusal, challenge_scopes, error_chain, one_line};
+pub use grants::{
+    ClientAuth, GrantError, GrantType, SigningAlgorithm, TOKEN_TYPE_ID_JAG, TokenEndpoint,
+    TokenGrant, client_credentials, enterprise_managed, exchange_id_token_for_id_jag, jwt_bearer,
+};
+pub use machine::{Grant, MachineClient, MachineOptions, connect_machine};
 pub use registration::{Registration, RegistrationStore};
 pub use store::FileCredentialStore;
 
@@ -100,4 +107,5 @@ pub const VARIABLES: &[&str] = &[
     "HOME",
     "BROWSER",
     "MCP_CONFORMANCE_CONTEXT",
+    "MCP_CONFORMANCE_SCENARIO",
 ];

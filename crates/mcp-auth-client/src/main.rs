@@ -16,18 +16,22 @@
 use std::{
     collections::HashMap,
     io::{BufRead, IsTerminal, Write},
-    path::Path,
+    path::{Path, PathBuf},
     process::ExitCode,
     time::Duration,
 };
 
 use clap::{Parser, Subcommand};
+use conformance::Scenario;
 use mcp_auth_client::{
-    Auth, ClientError, FileCredentialStore, OAuthOptions, VARIABLES, challenge_scopes, connect,
-    connect_oauth, one_line,
+    Auth, ClientError, FileCredentialStore, Grant, MachineClient, MachineOptions, OAuthOptions,
+    SigningAlgorithm, TokenEndpoint, VARIABLES, Wire, challenge_scopes, connect_machine,
+    connect_oauth, connect_with, one_line,
 };
 use mcp_auth_core::settings::{ConfigError, Lookup, ProcessEnv, Sources};
 use rmcp::model::CallToolRequestParams;
+
+mod conformance;
 
 /// The client's environment, shown by `--help`.
 const ENVIRONMENT: &str = "\
@@ -47,7 +51,8 @@ Read from the environment only:
                              default $XDG_CONFIG_HOME/mcp-auth-client, else ~/.config/mcp-auth-client
   BROWSER                    the command that opens the login page (else xdg-open, then open)
   LOG_LEVEL                  with -v, the log filter (default: info,mcp_auth_client=debug)
-  MCP_CONFORMANCE_CONTEXT    the conformance suite's settings (the conformance command only)";
+  MCP_CONFORMANCE_SCENARIO   the conformance suite's scenario and its settings (JSON), set by
+  MCP_CONFORMANCE_CONTEXT      the suite for the conformance command only";
 
 /// An MCP client for servers protected by OAuth 2.1, API keys or bearer tokens.
 #[derive(Debug, Parser)]
@@ -78,6 +83,37 @@ struct Cli {
     /// Send this bearer token instead of OAuth.
     #[arg(long)]
     bearer: Option<String>,
+    /// Machine-to-machine, no browser: an OAuth client_credentials grant as
+    /// --client-id, authenticated by --client-secret or --private-key.
+    #[arg(long, requires = "client_id")]
+    client_credentials: bool,
+    /// The client's private key (PEM, PKCS#8) for private_key_jwt (RFC 7523)
+    /// instead of a secret, with --client-credentials.
+    #[arg(long, value_name = "FILE", requires = "client_credentials")]
+    private_key: Option<PathBuf>,
+    /// The --private-key's algorithm (ES256, ES384, RS256, PS256, EdDSA, ...).
+    #[arg(long, default_value = "ES256", requires = "private_key")]
+    key_algorithm: SigningAlgorithm,
+    /// Workload identity, no browser: present the JWT in FILE (a platform's
+    /// workload token, read at each run) as an RFC 7523 jwt-bearer grant, as
+    /// --client-id.
+    #[arg(long, value_name = "FILE", requires = "client_id", conflicts_with_all = ["client_credentials", "enterprise_id_token"])]
+    workload_token: Option<PathBuf>,
+    /// Enterprise-managed authorization, no browser: the user's ID token
+    /// from the enterprise IdP in FILE, exchanged at --idp-token-endpoint for
+    /// an ID-JAG, which --client-id presents to the MCP server's
+    /// authorization server.
+    #[arg(long, value_name = "FILE", requires_all = ["client_id", "idp_token_endpoint", "idp_client_id"], conflicts_with = "client_credentials")]
+    enterprise_id_token: Option<PathBuf>,
+    /// The enterprise IdP's token endpoint (with --enterprise-id-token).
+    #[arg(long, value_name = "URL", requires = "enterprise_id_token")]
+    idp_token_endpoint: Option<String>,
+    /// This application's client id at the enterprise IdP.
+    #[arg(long, requires = "enterprise_id_token")]
+    idp_client_id: Option<String>,
+    /// Its secret at the IdP, for a confidential client there.
+    #[arg(long, requires = "idp_client_id")]
+    idp_client_secret: Option<String>,
     /// Print the login URL instead of opening a browser.
     #[arg(long)]
     no_browser: bool,
@@ -87,6 +123,15 @@ struct Cli {
     /// Seconds to wait for the browser login.
     #[arg(long, default_value_t = 300)]
     login_timeout: u64,
+    /// The MCP wire: `2026-07-28` (stateless: `server/discover`, then
+    /// self-contained requests), `2025-11-25` (an `initialize` session), or
+    /// `auto`: 2026-07-28 when the server speaks it, else 2025-11-25.
+    #[arg(
+        long,
+        default_value = "auto",
+        value_name = "auto|2026-07-28|2025-11-25"
+    )]
+    protocol: Wire,
     /// Show the logs and the full error behind a failure.
     #[arg(short, long)]
     verbose: bool,
@@ -257,6 +302,62 @@ fn preregistered(
     }
 }
 
+/// `--scope`, split.
+fn scopes(cli: &Cli) -> Vec<String> {
+    cli.scope
+        .as_deref()
+        .map(|s| s.split_whitespace().map(str::to_owned).collect())
+        .unwrap_or_default()
+}
+
+/// A token or key from `path` (`flag` names it in errors; the contents are
+/// never shown), trimmed.
+fn read_secret(flag: &str, path: &Path) -> Result<String, ClientError> {
+    std::fs::read_to_string(path)
+        .map(|s| s.trim().to_owned())
+        .map_err(|e| {
+            ClientError::AuthRequired(format!("cannot read {flag} {}: {e}", path.display()))
+        })
+}
+
+/// The machine-to-machine grant the flags ask for, if any.
+fn machine_grant(cli: &Cli) -> Result<Option<Grant>, ClientError> {
+    let Some(client_id) = cli.client_id.clone() else {
+        return Ok(None);
+    };
+    let client = |id: String, secret: Option<String>| match secret {
+        Some(secret) => MachineClient::secret(id, secret),
+        None => MachineClient::public(id),
+    };
+    if cli.client_credentials {
+        let client = match &cli.private_key {
+            Some(path) => MachineClient::private_key_file(client_id, path, cli.key_algorithm)
+                .map_err(|e| ClientError::AuthRequired(format!("--private-key: {e}")))?,
+            None => client(client_id, cli.client_secret.clone()),
+        };
+        return Ok(Some(Grant::ClientCredentials(client)));
+    }
+    if let Some(path) = &cli.workload_token {
+        return Ok(Some(Grant::Workload {
+            assertion: read_secret("--workload-token", path)?,
+            client: client(client_id, cli.client_secret.clone()),
+        }));
+    }
+    if let (Some(path), Some(endpoint), Some(idp_client_id)) = (
+        &cli.enterprise_id_token,
+        &cli.idp_token_endpoint,
+        &cli.idp_client_id,
+    ) {
+        return Ok(Some(Grant::Enterprise {
+            idp: TokenEndpoint::new(endpoint.clone()),
+            idp_client: client(idp_client_id.clone(), cli.idp_client_secret.clone()),
+            id_token: read_secret("--enterprise-id-token", path)?,
+            client: client(client_id, cli.client_secret.clone()),
+        }));
+    }
+    Ok(None)
+}
+
 async fn run(cli: Cli, settings: &Settings) -> Result<(), Failure> {
     let step = step(cli.command.as_ref());
     let fail = |error: ClientError| Failure {
@@ -294,6 +395,11 @@ async fn run(cli: Cli, settings: &Settings) -> Result<(), Failure> {
         Auth::ApiKey(k)
     } else if let Some(t) = cli.bearer.clone() {
         Auth::Bearer(t)
+    } else if let Some(grant) = machine_grant(&cli).map_err(&fail)? {
+        let mut opts = MachineOptions::new(grant);
+        opts.scopes = scopes(&cli);
+        opts.wire = cli.protocol;
+        Auth::Machine(Box::new(opts))
     } else if let Some(k) = Lookup::get(settings, "MCP_API_KEY") {
         Auth::ApiKey(k)
     } else {
@@ -303,14 +409,11 @@ async fn run(cli: Cli, settings: &Settings) -> Result<(), Failure> {
             client_secret,
             client_issuer,
             client_metadata_url: cli.client_metadata_url.clone(),
-            scopes: cli
-                .scope
-                .as_deref()
-                .map(|s| s.split_whitespace().map(str::to_owned).collect())
-                .unwrap_or_default(),
+            scopes: scopes(&cli),
             callback_port: cli.callback_port,
             open_browser: !cli.no_browser,
             timeout: Duration::from_secs(cli.login_timeout),
+            wire: cli.protocol,
             ..OAuthOptions::default()
         })
     };
@@ -320,7 +423,9 @@ async fn run(cli: Cli, settings: &Settings) -> Result<(), Failure> {
         Some(Command::Whoami) => Op::Call("whoami".into(), None),
         _ => Op::Repl,
     };
-    perform(&server, auth, &op).await.map_err(fail)
+    perform(&server, auth, &op, cli.protocol)
+        .await
+        .map_err(fail)
 }
 
 type Client = rmcp::service::RunningService<rmcp::RoleClient, ()>;
@@ -347,8 +452,8 @@ enum Op {
     List,
     Call(String, Option<String>),
     Repl,
-    /// List the tools, then call the first (the conformance run).
-    Exercise,
+    /// List the tools, then make a conformance scenario's calls.
+    Exercise(Box<Scenario>),
 }
 
 /// Step-ups (re-authorizations after a 401/403 mid-session) at most.
@@ -372,7 +477,7 @@ fn union(a: &[String], b: &[String]) -> Vec<String> {
 /// [`MAX_STEP_UPS`] times. A 403 for scopes the last login already asked
 /// for ends it: the authorization server did not grant them, and asking
 /// again would not change that.
-async fn perform(server: &str, mut auth: Auth, op: &Op) -> Result<(), ClientError> {
+async fn perform(server: &str, mut auth: Auth, op: &Op, wire: Wire) -> Result<(), ClientError> {
     // The scopes asked for and granted so far.
     let mut held: Vec<String> = Vec::new();
     for attempt in 0..=MAX_STEP_UPS {
@@ -382,22 +487,30 @@ async fn perform(server: &str, mut auth: Auth, op: &Op) -> Result<(), ClientErro
                 held = union(&held, &scopes);
                 client
             }
-            other => connect(server, other.clone()).await?,
+            Auth::Machine(opts) => {
+                let (client, scopes) = connect_machine(server, opts).await?;
+                held = union(&held, &scopes);
+                client
+            }
+            other => connect_with(server, other.clone(), wire).await?,
         };
         let result = match op {
             Op::List => list(&client).await,
             Op::Call(tool, args) => call(&client, tool, args.as_deref()).await,
             Op::Repl => repl(&client, &auth).await.map_err(OpErr::Other),
-            Op::Exercise => exercise(&client).await,
+            Op::Exercise(scenario) => exercise(&client, scenario).await,
         };
         let _ = client.cancel().await;
         let error = match result {
             Ok(()) => return Ok(()),
             Err(e) => e.into_client_error(&auth),
         };
-        let (ClientError::Refused(refusal), Auth::OAuth(opts)) = (&error, &auth) else {
+        let ClientError::Refused(refusal) = &error else {
             return Err(error);
         };
+        if !matches!(auth, Auth::OAuth(_) | Auth::Machine(_)) {
+            return Err(error);
+        }
         let wanted = challenge_scopes(&refusal.challenge);
         if refusal.is_insufficient_scope()
             && !wanted.is_empty()
@@ -412,12 +525,23 @@ async fn perform(server: &str, mut auth: Auth, op: &Op) -> Result<(), ClientErro
                 "still refused after {MAX_STEP_UPS} re-authorizations: {refusal}"
             )));
         }
-        eprintln!("the server asks for (more) authorization; logging in again");
-        auth = Auth::OAuth(OAuthOptions {
-            challenge: Some(refusal.challenge.clone()),
-            scopes: union(&opts.scopes, &held),
-            ..opts.clone()
-        });
+        auth = match auth {
+            Auth::OAuth(opts) => {
+                eprintln!("the server asks for (more) authorization; logging in again");
+                Auth::OAuth(OAuthOptions {
+                    challenge: Some(refusal.challenge.clone()),
+                    scopes: union(&opts.scopes, &held),
+                    ..opts
+                })
+            }
+            Auth::Machine(mut opts) => {
+                eprintln!("the server asks for (more) authorization; asking for a new token");
+                opts.challenge = Some(refusal.challenge.clone());
+                opts.scopes = union(&opts.scopes, &held);
+                Auth::Machine(opts)
+            }
+            other => other,
+        };
     }
     Err(ClientError::Authorization("gave up".into()))
 }
@@ -508,36 +632,20 @@ async fn repl(client: &Client, auth: &Auth) -> Result<(), ClientError> {
     }
 }
 
-/// The conformance suite's client entry point. `MCP_CONFORMANCE_CONTEXT`
-/// comes from the process environment only: the suite sets it for this
-/// run (see [`settings`]).
+/// The conformance suite's client entry point (see [`conformance`]).
 async fn conformance(url: &str) -> Result<(), ClientError> {
-    let context: serde_json::Value = ProcessEnv
-        .get("MCP_CONFORMANCE_CONTEXT")
-        .and_then(|c| serde_json::from_str(&c).ok())
-        .unwrap_or_default();
-    let field = |k: &str| context.get(k).and_then(|v| v.as_str()).map(str::to_owned);
-    let opts = OAuthOptions {
-        client_id: field("client_id"),
-        client_secret: field("client_secret"),
-        client_metadata_url: field("client_metadata_url"),
-        callback_port: 0,
-        open_browser: false,
-        headless: true,
-        persist: false,
-        timeout: Duration::from_secs(60),
-        ..OAuthOptions::default()
-    };
-    perform(url, Auth::OAuth(opts), &Op::Exercise).await
+    let scenario = Scenario::from_env();
+    let auth = scenario.auth()?;
+    perform(url, auth, &Op::Exercise(Box::new(scenario)), Wire::Auto).await
 }
 
-async fn exercise(client: &Client) -> Result<(), OpErr> {
+/// Lists the tools, then makes the scenario's calls
+/// ([`Scenario::calls`]); a tool's error result does not fail the run (the
+/// suite judges what arrived).
+async fn exercise(client: &Client, scenario: &Scenario) -> Result<(), OpErr> {
     let tools = client.list_all_tools().await.map_err(OpErr::Service)?;
-    if let Some(t) = tools.first() {
-        client
-            .call_tool(CallToolRequestParams::new(t.name.clone()))
-            .await
-            .map_err(OpErr::Service)?;
+    for call in scenario.calls(&tools) {
+        client.call_tool(call).await.map_err(OpErr::Service)?;
     }
     Ok(())
 }
