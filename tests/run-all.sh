@@ -57,10 +57,12 @@ fi
 export INTEROP_NODE="$PWD/tests/interop/oidc/node_modules/node/bin/node"
 "$INTEROP_NODE" --version
 
-step "peers: the official MCP conformance suite (pinned)"
-if [ ! -d tests/interop/conformance/node_modules/@modelcontextprotocol/conformance ]; then
-  (cd tests/interop/conformance && npm ci --silent --no-audit --no-fund)
-fi
+step "peers: the official MCP conformance suite, both lines (pinned: 0.1.16 and 0.2.0-alpha.12)"
+for suite in conformance conformance-2026; do
+  if [ ! -d "tests/interop/$suite/node_modules/@modelcontextprotocol/conformance" ]; then
+    (cd "tests/interop/$suite" && npm ci --silent --no-audit --no-fund)
+  fi
+done
 
 step "peers: the official TypeScript SDK (v1 and the v2 client) and the MCP Inspector CLI (pinned)"
 if [ ! -x tests/interop/clients/node_modules/node/bin/node ] || [ ! -d tests/interop/clients/node_modules/@modelcontextprotocol/inspector ]; then
@@ -123,14 +125,26 @@ python3 tests/docs/readme_embedding.py
 step "fuzz: a short coverage-guided campaign over every parser that sees attacker bytes (docs/FUZZING.md)"
 bash fuzz/run.sh
 
-step "conformance: client authorization scenarios against mcp-auth-client"
+step "conformance: mcp-auth-client against both lines of the suite (0.1.16: --suite auth; 0.2.0-alpha.12: --requirements 2026-07-28, --suite auth, --suite extensions)"
+# Each run fails on a failure its expected-failures.yml does not list, and on a
+# listed one that passes. `--requirements` does not fail on the extensions
+# (the suite does not score them), so they run again as `--suite extensions`.
 client="$PWD/target/debug/mcp-auth-client"
-(
-  cd tests/interop/conformance
-  PATH="$PWD/node_modules/node/bin:$PATH" npx --no-install conformance client \
-    --command "$client conformance" --suite auth --timeout 30000 \
-    --expected-failures expected-failures.yml -o results
-)
+conformance_client() {
+  local dir=$1 out=$2
+  shift 2
+  (
+    cd "tests/interop/$dir"
+    rm -rf "$out"
+    PATH="$PWD/node_modules/node/bin:$PATH" npx --no-install conformance client \
+      --command "$client conformance" --timeout 30000 \
+      --expected-failures expected-failures.yml -o "$out" "$@"
+  )
+}
+conformance_client conformance results --suite auth
+conformance_client conformance-2026 results-2026-07-28 --requirements 2026-07-28
+conformance_client conformance-2026 results-auth --suite auth
+conformance_client conformance-2026 results-extensions --suite extensions
 
 step "interop matrix: the Python SDK, the TypeScript SDK (v1, v2), the MCP Inspector CLI and the conformance suite (server mode) against mcp-auth-server, strategy by strategy and through its authorization-server facade"
 npm_config_update_notifier=false "$MOTO_PYTHON" tests/interop/matrix.py

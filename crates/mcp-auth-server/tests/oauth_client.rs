@@ -338,3 +338,134 @@ async fn step_up_adds_the_challenges_scope_with_the_same_registration() {
 fn chrono_like(s: &str) -> bool {
     s.len() >= 20 && s.as_bytes()[4] == b'-' && s.contains('T')
 }
+
+/// An EC P-256 key pair made with openssl in `dir`: (private key PEM
+/// (PKCS#8), public key PEM).
+fn p256_key_pair(dir: &Path) -> (PathBuf, PathBuf) {
+    let (key, public) = (dir.join("key.pem"), dir.join("public.pem"));
+    for args in [
+        vec![
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+        ],
+        vec!["pkey", "-pubout", "-in"],
+    ] {
+        let mut cmd = Command::new("openssl");
+        cmd.args(&args);
+        if args[0] == "genpkey" {
+            cmd.arg(&key);
+        } else {
+            cmd.arg(&key).arg("-out").arg(&public);
+        }
+        let out = cmd.output().expect("openssl");
+        assert!(out.status.success(), "openssl {}: {out:?}", args[0]);
+    }
+    (key, public)
+}
+
+/// Issue #16: machine-to-machine. `--client-credentials` gets a token
+/// without a browser, by secret (client_secret_basic, from the
+/// authorization server's metadata) and by private key (private_key_jwt):
+/// discovery from the 401, `resource` = this server (oidc-provider issues
+/// the JWT for it, which the server verifies), scopes in the spec's order;
+/// a 403 for more scope asks for a new token with both; a wrong secret is
+/// one line naming the authorization server's error, never the secret.
+#[tokio::test]
+#[ignore = "needs Node 22 and oidc-provider (tests/run-all.sh installs them)"]
+async fn machine_to_machine_without_a_browser() {
+    let keys = tempfile::tempdir().unwrap();
+    let (key, public) = p256_key_pair(keys.path());
+    let public = public.to_string_lossy().into_owned();
+    let (server, _as, issuer) = behind_oidc_provider(
+        &[
+            ("MCP_OAUTH_SCOPES_SUPPORTED", "mcp:tools,mcp:admin"),
+            ("MCP_OAUTH_REQUIRED_SCOPES", "mcp:tools"),
+        ],
+        &[("MACHINE_PUBLIC_KEY", &public)],
+    )
+    .await;
+    let url = server.url();
+    let home = tempfile::tempdir().unwrap();
+    let log = home.path().join("browser.log");
+    let secret = "mcp-machine-secret-0123456789abcdef";
+    let machine = |extra: &[&str]| {
+        let mut args = vec![
+            "--server",
+            url.as_str(),
+            "--client-credentials",
+            "--client-id",
+            "mcp-machine",
+            "--client-secret",
+            secret,
+        ];
+        args.extend_from_slice(extra);
+        args.into_iter().map(str::to_owned).collect::<Vec<_>>()
+    };
+    let run = |args: Vec<String>| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run_client(home.path(), &log, &args)
+    };
+
+    let (ok, out, err) = run(machine(&["whoami"]));
+    assert!(ok, "{err}");
+    let who: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(who["client_id"], "mcp-machine", "{who}");
+    assert_eq!(who["issuer"], issuer.as_str(), "{who}");
+    assert_eq!(who["scopes"], serde_json::json!(["mcp:tools"]), "{who}");
+
+    // admin_status needs mcp:admin: a 403, then a new token for both.
+    let (ok, out, err) = run(machine(&["call", "admin_status"]));
+    assert!(ok, "{err}");
+    assert!(out.contains("uptime_seconds"), "{out}");
+    assert!(err.contains("asking for a new token"), "{err}");
+
+    // private_key_jwt with the key oidc-provider holds the public half of.
+    let key = key.to_string_lossy().into_owned();
+    let (ok, out, err) = run([
+        "--server",
+        url.as_str(),
+        "--client-credentials",
+        "--client-id",
+        "mcp-machine-key",
+        "--private-key",
+        key.as_str(),
+        "whoami",
+    ]
+    .map(str::to_owned)
+    .to_vec());
+    assert!(ok, "{err}");
+    let who: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(who["client_id"], "mcp-machine-key", "{who}");
+
+    // A wrong secret: one line, the authorization server's error, no secret.
+    let wrong = "not-the-machine-secret-0123456789";
+    let (ok, out, err) = run([
+        "--server",
+        url.as_str(),
+        "--client-credentials",
+        "--client-id",
+        "mcp-machine",
+        "--client-secret",
+        wrong,
+        "whoami",
+    ]
+    .map(str::to_owned)
+    .to_vec());
+    assert!(!ok && out.is_empty(), "{out}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("error: whoami: ") && err.contains("invalid_client"),
+        "{err}"
+    );
+    assert!(!err.contains(wrong), "{err}");
+
+    assert_eq!(logins(&log), 0, "no browser was opened");
+    assert!(
+        !home.path().join("credentials").exists(),
+        "machine tokens are not stored"
+    );
+}

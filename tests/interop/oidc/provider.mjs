@@ -1,13 +1,18 @@
 // A real authorization server for the tests: oidc-provider with PKCE
 // required, resource indicators issuing JWT access tokens whose aud is the
-// MCP server, dynamic registration, two pre-registered clients, and an
+// MCP server, dynamic registration, two pre-registered clients for logins,
+// machine clients for the client_credentials grant (one with a secret,
+// one with a private key when MACHINE_PUBLIC_KEY is set), and an
 // interaction endpoint that approves login and consent without a person.
 //
 // Env: PORT (required), RESOURCE (the MCP server URL), REDIRECT_URIS
 // (comma-separated, for the pre-registered clients), ACCESS_TOKEN_TTL
 // (seconds, default 3600), ROTATE_REFRESH_TOKEN (default: oidc-provider's,
-// which rotates public clients' refresh tokens; `false` never rotates).
-import { generateKeyPairSync } from 'node:crypto';
+// which rotates public clients' refresh tokens; `false` never rotates),
+// MACHINE_PUBLIC_KEY (a PEM file: the public key of the client
+// `mcp-machine-key`, which authenticates with private_key_jwt).
+import { createPublicKey, generateKeyPairSync } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import Provider from 'oidc-provider';
 
 const port = Number(process.env.PORT);
@@ -19,6 +24,31 @@ const accessTokenTTL = Number(process.env.ACCESS_TOKEN_TTL || 3600);
 
 const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
 const jwk = { ...privateKey.export({ format: 'jwk' }), kid: 'test-key', use: 'sig', alg: 'RS256' };
+
+// Machine-to-machine clients: no redirect, the client_credentials grant only.
+const machine = {
+  redirect_uris: [],
+  response_types: [],
+  grant_types: ['client_credentials'],
+};
+const machineClients = [
+  {
+    ...machine,
+    client_id: 'mcp-machine',
+    client_secret: 'mcp-machine-secret-0123456789abcdef',
+    token_endpoint_auth_method: 'client_secret_basic',
+  },
+];
+if (process.env.MACHINE_PUBLIC_KEY) {
+  const pub = createPublicKey(readFileSync(process.env.MACHINE_PUBLIC_KEY));
+  machineClients.push({
+    ...machine,
+    client_id: 'mcp-machine-key',
+    token_endpoint_auth_method: 'private_key_jwt',
+    token_endpoint_auth_signing_alg: 'ES256',
+    jwks: { keys: [{ ...pub.export({ format: 'jwk' }), use: 'sig', alg: 'ES256' }] },
+  });
+}
 
 const provider = new Provider(issuer, {
   jwks: { keys: [jwk] },
@@ -41,10 +71,12 @@ const provider = new Provider(issuer, {
       token_endpoint_auth_method: 'none',
       application_type: 'native',
     },
+    ...machineClients,
   ],
   scopes: ['openid', 'offline_access', 'mcp:tools', 'mcp:admin'],
   pkce: { required: () => true },
   features: {
+    clientCredentials: { enabled: true },
     devInteractions: { enabled: false },
     registration: { enabled: true },
     resourceIndicators: {
