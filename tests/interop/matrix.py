@@ -1,4 +1,5 @@
-"""Interop matrix: real third-party MCP clients against the real mcp-auth-server binary.
+"""Interop matrix: real MCP clients (third-party ones, and this workspace's own example client)
+against the real mcp-auth-server binary.
 
 Run by tests/run-all.sh (the README's test command) after the workspace is built, with the
 peers it installs: the official Python SDK (this interpreter's venv), the official TypeScript
@@ -16,6 +17,14 @@ pass: once with a client ID metadata document served over https on loopback
 server of its own that may fetch it (MCP_PROXY_METADATA_ALLOW_LOOPBACK, SSL_CERT_FILE = the CA),
 then without the document, registering itself at the column's server.
 
+Two rows are this workspace's example client, mcp-auth-client (crates/mcp-auth-client, the
+binary target/debug/mcp-auth-client), one per MCP wire it speaks: mcp-auth-client-2026-07-28
+(--protocol 2026-07-28: stateless, server/discover then self-contained requests) and
+mcp-auth-client-2025-11-25 (--protocol 2025-11-25: an initialize session). Each of their cells
+runs the client in an empty directory with a fresh MCP_AUTH_CLIENT_HOME (its tokens and
+registrations, shared only by that cell's runs), and checks from both ends (the client's and the
+server's rmcp logs) that every run spoke the row's wire, with no fallback to the other.
+
     python tests/interop/matrix.py [--only CLIENT[,CLIENT]] [--columns STRATEGY[,STRATEGY]] [--update-docs]
 
 Each cell starts what it needs on free loopback ports, drives one client, and checks what the
@@ -31,6 +40,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -48,6 +58,7 @@ INTEROP = ROOT / "tests" / "interop"
 CLIENTS = INTEROP / "clients"
 OUT = ROOT / "target" / "interop" / "matrix"
 SERVER_BIN = Path(os.environ.get("MCP_AUTH_SERVER_BIN", ROOT / "target" / "debug" / "mcp-auth-server"))
+OUR_CLIENT = Path(os.environ.get("MCP_AUTH_CLIENT_BIN", ROOT / "target" / "debug" / "mcp-auth-client"))
 NODE = CLIENTS / "node_modules" / "node" / "bin" / "node"
 PYTHON = sys.executable
 MOTO_SERVER = Path(PYTHON).with_name("moto_server")
@@ -108,18 +119,50 @@ def _versions() -> dict[str, str]:
         p = INTEROP / "conformance" / "node_modules" / "@modelcontextprotocol" / "conformance" / "package.json"
         return json.loads(p.read_text())["version"]
 
+    def ours() -> str:
+        """The version `mcp-auth-client --version` prints (`mcp-auth-client 0.1.0`)."""
+        with tempfile.TemporaryDirectory() as cwd:  # no stray .env is read
+            out = subprocess.run(
+                [str(OUR_CLIENT), "--version"],
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                env=clean_env(),
+                timeout=30,
+                cwd=cwd,
+            ).stdout.split()
+        if len(out) != 2 or out[0] != "mcp-auth-client":
+            raise ValueError(f"mcp-auth-client --version printed {' '.join(out)!r}")
+        return out[1]
+
     import importlib.metadata as md
 
+    mine = ours()
     return {
         "python-sdk": f"mcp {md.version('mcp')} (PyPI)",
         "typescript-sdk-v1": f"@modelcontextprotocol/sdk {npm('@modelcontextprotocol/sdk')}",
         "typescript-sdk-v2": f"@modelcontextprotocol/client {npm('@modelcontextprotocol/client')}",
         "inspector-cli": f"@modelcontextprotocol/inspector {npm('@modelcontextprotocol/inspector')}",
         "conformance": f"@modelcontextprotocol/conformance {conformance()}, server mode",
+        **{row: f"mcp-auth-client {mine} (this workspace), --protocol {wire}" for row, wire in OUR_CLIENT_ROWS.items()},
     }
 
 
-CLIENT_ROWS = ["python-sdk", "typescript-sdk-v1", "typescript-sdk-v2", "inspector-cli", "conformance"]
+# This workspace's example client (crates/mcp-auth-client), one row per MCP wire it speaks
+# (its --protocol): the stateless 2026-07-28 wire, and the 2025-11-25 one with an initialize session.
+OUR_CLIENT_ROWS: dict[str, str] = {
+    "mcp-auth-client-2026-07-28": "2026-07-28",
+    "mcp-auth-client-2025-11-25": "2025-11-25",
+}
+
+CLIENT_ROWS = [
+    "python-sdk",
+    "typescript-sdk-v1",
+    "typescript-sdk-v2",
+    "inspector-cli",
+    "conformance",
+    *OUR_CLIENT_ROWS,
+]
 
 # Cells known to fail, each with the reason and the text the failure must show (a different
 # failure is a failure). Everything else must pass, and these must fail that way.
@@ -320,6 +363,141 @@ SDK_CLIENTS: dict[str, Callable[..., Run]] = {
 }
 
 
+# ---------------------------------------------------------------------------- this workspace's client
+
+# How long a run of mcp-auth-client waits for the login to reach its loopback callback, well
+# inside CLIENT_TIMEOUT: a login that never arrives ends with the client's own error.
+OUR_LOGIN_TIMEOUT = 60
+
+# The client's log filter with -v: rmcp's info lines and the client's own debug lines (the
+# client's default with -v, named here since clean_env() drops LOG_LEVEL).
+OUR_LOG_LEVEL = "info,mcp_auth_client=debug"
+
+# rmcp's line (at -v, LOG_LEVEL=info) for each connection the client makes, and the server's for
+# each it serves (a session, or one request of the stateless wire): the protocol version settled on.
+CLIENT_PEER = re.compile(
+    r'Service initialized as client peer_info=Some\(ServerPeerInfo \{ protocol_version: ProtocolVersion\("([^"]*)"\)'
+)
+SERVER_PEER = re.compile(
+    r'Service initialized as server peer_info=Some\(InitializeRequestParams \{.*?protocol_version: ProtocolVersion\("([^"]*)"\)'
+)
+
+
+def our_client(
+    client: str,
+    url: str,
+    server_log: Path,
+    *args: str,
+    home: Path,
+    env: dict[str, str] | None = None,
+    verbose: bool = True,
+) -> tuple[Run, list[str]]:
+    """One run of mcp-auth-client (`args`: flags and the command) on the row's wire (--protocol),
+    with -v and LOG_LEVEL=OUR_LOG_LEVEL so that stderr has rmcp's line for each connection (unless
+    not `verbose`: then stderr is the client's own output, as a user sees it). Tokens and
+    registrations are kept in `home` (MCP_AUTH_CLIENT_HOME: the cell's own, shared only by its
+    runs); the working directory is empty (no ./.env is read); the login callback takes any free
+    port. BROWSER is `false` unless `env` names one, so a run that should not log in fails
+    instead of opening a real browser. Returns the run and the lines the column's server's log
+    (`server_log`) gained during it."""
+    before = log_size(server_log)
+    argv = [str(OUR_CLIENT), "--server", url, "--protocol", OUR_CLIENT_ROWS[client], *(["-v"] if verbose else [])]
+    argv += ["--callback-port", "0", "--login-timeout", str(OUR_LOGIN_TIMEOUT), *args]
+    env = {"MCP_AUTH_CLIENT_HOME": str(home), "LOG_LEVEL": OUR_LOG_LEVEL, "BROWSER": "false", **(env or {})}
+    with tempfile.TemporaryDirectory(prefix="mcp-auth-client-cwd-") as cwd:
+        r = run(argv, env=env, cwd=Path(cwd))
+    return r, log_since(server_log, before)
+
+
+def our_registrations(home: Path) -> list[dict]:
+    """The dynamic client registrations mcp-auth-client keeps in `home` (registrations/, one
+    JSON file per authorization server); a file that is not JSON counts as {"unreadable": name}."""
+    found = []
+    for f in sorted((home / "registrations").glob("*.json")):
+        try:
+            found.append(json.loads(f.read_text()))
+        except ValueError:
+            found.append({"unreadable": f.name})
+    return found
+
+
+@contextlib.contextmanager
+def our_home() -> Iterator[Path]:
+    """A fresh MCP_AUTH_CLIENT_HOME for one cell, removed after."""
+    home = Path(tempfile.mkdtemp(prefix="mcp-auth-client-home-"))
+    try:
+        yield home
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def our_wire(client: str, r: Run, server_lines: list[str]) -> tuple[bool, str]:
+    """Whether a run spoke the row's wire, from both ends: every connection the client made
+    settled on the row's protocol version (rmcp's `Service initialized as client` lines, at least
+    one), every request the server served during the run was of that version, and the server
+    created a session only on the 2025-11-25 wire (initialize) and none on the stateless one."""
+    want = OUR_CLIENT_ROWS[client]
+    spoke = CLIENT_PEER.findall(r.err)
+    heard = SERVER_PEER.findall("\n".join(server_lines))
+    sessions = sum("create new session" in line for line in server_lines)
+    if not spoke:
+        return False, "the client logged no 'Service initialized as client': the wire is unknown"
+    if set(spoke) != {want}:
+        return False, f"the client settled on protocol version {sorted(set(spoke))}, expected only {want}"
+    if set(heard) != {want}:
+        return False, f"the server saw protocol version {sorted(set(heard))} during the run, expected only {want}"
+    if want == "2026-07-28" and sessions:
+        return False, f"the server created {sessions} session(s) on the stateless wire"
+    if want == "2025-11-25" and not sessions:
+        return False, "the server created no session on the 2025-11-25 wire"
+    how = "no session" if want == "2026-07-28" else f"{sessions} session(s)"
+    return True, f"wire {want} ({len(spoke)} connection(s), server saw {len(heard)} {want} peer(s), {how})"
+
+
+def our_principal(r: Run) -> tuple[dict, str | None]:
+    """The principal `whoami` printed, and None; or {} and why there is none."""
+    if r.code != 0:
+        return {}, r.why()
+    try:
+        return r.json(), None
+    except ValueError as e:
+        return {}, str(e)
+
+
+def our_whoami(
+    client: str, url: str, server_log: Path, strategy: str, subject: str | None, *args: str, home: Path
+) -> tuple[bool, str]:
+    """`whoami` with `args` (the credentials): the principal of `strategy` (and `subject`),
+    on the row's wire."""
+    r, server_lines = our_client(client, url, server_log, *args, "whoami", home=home)
+    who, problem = our_principal(r)
+    if problem:
+        return False, problem
+    if who.get("strategy") != strategy:
+        return False, f"whoami strategy {who.get('strategy')!r}, expected {strategy!r}"
+    if subject is not None and who.get("subject") != subject:
+        return False, f"whoami subject {who.get('subject')!r}, expected {subject!r}"
+    wire = our_wire(client, r, server_lines)
+    if not wire[0]:
+        return wire
+    return True, f"whoami as {who.get('subject')!r} ({strategy}), {wire[1]}"
+
+
+def our_refused(client: str, url: str, server_log: Path, what: str, *args: str, home: Path) -> tuple[bool, str]:
+    """`whoami` with `args` (a bad credential), without -v (whose log lines other threads may
+    write after the error): exit 1, nothing on stdout, and on stderr just the one line
+    `error: whoami: <reason>` naming the server's 401."""
+    r, _ = our_client(client, url, server_log, *args, "whoami", home=home, verbose=False)
+    err = r.err.strip().splitlines()
+    if r.code != 1:
+        return False, f"{what}: expected exit 1, got {r.why()}"
+    if r.out.strip() or len(err) != 1 or not err[0].startswith("error: whoami: "):
+        return False, f"{what}: expected just the line 'error: whoami: ...' on stderr, got {err} and stdout {r.out[:200]!r}"
+    if "401" not in err[0]:
+        return False, f"{what}: refused without naming the 401: {err[0]}"
+    return True, f"{what} refused (exit 1, {err[0]!r})"
+
+
 # ---------------------------------------------------------------------------- checks
 
 
@@ -376,6 +554,9 @@ def cells_none(m: Matrix, rows: list[str]) -> None:
                 m.record(client, "none", ok, "tools/call whoami without credentials" if ok else r.why())
             elif client == "conformance":
                 m.record(client, "none", *conformance_server(url))
+            elif client in OUR_CLIENT_ROWS:
+                with our_home() as home:
+                    m.record(client, "none", *our_whoami(client, url, OUT / "server-none.log", "none", "anonymous", home=home))
 
 
 def cells_api_key(m: Matrix, rows: list[str]) -> None:
@@ -403,6 +584,17 @@ def cells_api_key(m: Matrix, rows: list[str]) -> None:
                         inspector_refused(bad, "a wrong key"),
                     ),
                 )
+            elif client in OUR_CLIENT_ROWS:
+                log = OUT / "server-api_key.log"
+                with our_home() as home:
+                    m.record(
+                        client,
+                        "api_key",
+                        *both(
+                            our_whoami(client, url, log, "api_key", None, "--api-key", API_KEY, home=home),
+                            our_refused(client, url, log, "a wrong key", "--api-key", "wrong-key-0123456789abcdef", home=home),
+                        ),
+                    )
 
 
 def mint(url: str, subject: str, scope: str) -> str:
@@ -448,6 +640,17 @@ def cells_bearer(m: Matrix, rows: list[str]) -> None:
                         inspector_refused(none, "a request without a token"),
                     ),
                 )
+            elif client in OUR_CLIENT_ROWS:
+                log = OUT / "server-bearer.log"
+                with our_home() as home:
+                    m.record(
+                        client,
+                        "bearer",
+                        *both(
+                            our_whoami(client, url, log, "bearer", "alice", "--bearer", token, home=home),
+                            our_refused(client, url, log, "a forged token", "--bearer", forged, home=home),
+                        ),
+                    )
 
 
 def check_oauth(r: Run, url: str, issuer: str) -> tuple[tuple[bool, str], tuple[bool, str]]:
@@ -493,6 +696,10 @@ def cells_oauth2(m: Matrix, rows: list[str]) -> None:
                     m.record(client, "oauth2 step-up", *step_up)
                 elif client == "inspector-cli":
                     m.record(client, "oauth2", *inspector_oauth(url, issuer))
+                elif client in OUR_CLIENT_ROWS:
+                    login, step_up = our_oauth(client, url, issuer)
+                    m.record(client, "oauth2", *login)
+                    m.record(client, "oauth2 step-up", *step_up)
 
 
 def inspector_whoami(r: Run) -> dict:
@@ -528,6 +735,117 @@ def inspector_oauth(url: str, issuer: str) -> tuple[bool, str]:
     if len(opened) != 1 or "resource=" not in opened[0]:
         return False, f"the browser was opened {len(opened)} times: {opened}"
     return True, "headless login (MCP_AUTO_OPEN_ENABLED, $BROWSER), then tools/call whoami with the issuer's token"
+
+
+# What mcp-auth-client prints on stderr when it logs in again mid-operation, and before it opens
+# the browser at the authorization URL.
+STEP_UP_NOTICE = "the server asks for (more) authorization; logging in again"
+LOGIN_NOTICE = "Log in at:"
+
+
+def our_oauth(client: str, url: str, issuer: str) -> tuple[tuple[bool, str], tuple[bool, str]]:
+    """(the login, the step-up) of mcp-auth-client against the oauth2 server, in three runs
+    sharing one MCP_AUTH_CLIENT_HOME, the browser headless-browser.sh: (1) `whoami` logs in
+    (discovery, dynamic registration, PKCE, resource); (2) `call admin_status` first tries the
+    stored token, gets 403 insufficient_scope and logs in again for the union of the held and
+    the challenged scopes; (3) `whoami` with the stored stepped-up token, no login."""
+    log = OUT / f"oauth2-browser-{client}.log"
+    log.unlink(missing_ok=True)
+    env = {"BROWSER": str(INTEROP / "headless-browser.sh"), "BROWSER_LOG": str(log)}
+    server_log = OUT / "server-oauth2.log"
+    with our_home() as home:
+        first, first_lines = our_client(client, url, server_log, "whoami", home=home, env=env)
+        login = our_oauth_login(client, url, issuer, first, first_lines, lines(log))
+        if not login[0]:
+            return login, (False, "the login failed first")
+        admin, admin_lines = our_client(client, url, server_log, "call", "admin_status", home=home, env=env)
+        after, after_lines = our_client(client, url, server_log, "whoami", home=home, env=env)
+    step_up = our_oauth_step_up(client, url, (admin, admin_lines), (after, after_lines), lines(log))
+    return login, step_up
+
+
+def our_oauth_login(client: str, url: str, issuer: str, r: Run, server_lines: list[str], opened: list[str]) -> tuple[bool, str]:
+    """The first run: a principal of the authorization server without mcp:admin (so that a
+    step-up follows), after one login at its authorization endpoint naming resource = `url`."""
+    who, problem = our_principal(r)
+    if problem:
+        return False, problem
+    if who.get("strategy") != "oauth2" or who.get("subject") != "test-user":
+        return False, f"whoami {who.get('strategy')!r} {who.get('subject')!r}, expected 'oauth2' 'test-user'"
+    if who.get("issuer") != issuer:
+        return False, f"whoami issuer {who.get('issuer')!r}, expected {issuer!r}"
+    if "mcp:admin" in who.get("scopes", []):
+        return False, "the first token already had mcp:admin: no step-up tested"
+    if len(opened) != 1 or r.err.count(LOGIN_NOTICE) != 1:
+        return False, f"the browser was opened {len(opened)} times ({r.err.count(LOGIN_NOTICE)} logins), expected once: {opened}"
+    query = parse_qs(urlsplit(opened[0]).query)
+    if not opened[0].startswith(f"{issuer}/") or query.get("resource") != [url]:
+        return False, f"the browser was opened at {opened[0]!r}, expected {issuer}'s authorization endpoint with resource={url}"
+    wire = our_wire(client, r, server_lines)
+    if not wire[0]:
+        return wire
+    return True, (
+        f"discovery, registration, PKCE, one login at {issuer} with resource={url} and "
+        f"scope={' '.join(query.get('scope', []))!r}, then whoami as 'test-user' with scopes {who.get('scopes')}; {wire[1]}"
+    )
+
+
+def our_oauth_step_up(
+    client: str, url: str, admin: tuple[Run, list[str]], after: tuple[Run, list[str]], opened: list[str]
+) -> tuple[bool, str]:
+    """The second and third runs. `call admin_status`: its first attempt connects with the
+    stored token (no login before), the call is refused with insufficient_scope (the client's
+    debug log of the failed request), the client says it logs in again, once, and the browser
+    opens once more (twice in all): an authorization request for the union of the first login's
+    scopes and the challenge's (mcp:admin and mcp:tools), resource = `url`, by the same
+    registered client; then admin_status answers. `whoami` then shows both scopes with no login."""
+    r, server_lines = admin
+    if r.code != 0:
+        return False, f"call admin_status: {r.why()}"
+    try:
+        status = r.json()
+    except ValueError as e:
+        return False, f"call admin_status: {e}"
+    if status.get("server") != "mcp-auth-server":
+        return False, f"admin_status answered {status}"
+    connected = CLIENT_PEER.search(r.err)
+    refused = [line for line in r.err.splitlines() if "MCP request failed" in line and 'error="insufficient_scope"' in line]
+    if not connected or not refused or r.err.count(STEP_UP_NOTICE) != 1 or r.err.count(LOGIN_NOTICE) != 1:
+        return False, (
+            f"call admin_status: expected a connection with the stored token, a refusal for insufficient_scope, "
+            f"then one login ({STEP_UP_NOTICE!r}); got connection {bool(connected)}, {len(refused)} refusal(s), "
+            f"{r.err.count(STEP_UP_NOTICE)} notice(s), {r.err.count(LOGIN_NOTICE)} login(s)"
+        )
+    order = [connected.start(), r.err.index(refused[0]), r.err.index(STEP_UP_NOTICE), r.err.index(LOGIN_NOTICE)]
+    if order != sorted(order):
+        return False, "call admin_status: not connection, refusal, notice, login in this order (the stored token not tried first)"
+    if len(opened) != 2:
+        return False, f"the browser was opened {len(opened)} times in all, expected twice (whoami, then the step-up): {opened}"
+    first, second = (parse_qs(urlsplit(u).query) for u in opened)
+    asked = [set(" ".join(q.get("scope", [])).split()) for q in (first, second)]
+    if not asked[0] | {"mcp:admin", "mcp:tools"} <= asked[1] or second.get("resource") != [url]:
+        return False, (
+            f"the step-up asked for scope {sorted(asked[1])} and resource {second.get('resource')}, expected "
+            f"the first login's {sorted(asked[0])} plus mcp:admin, and {url}"
+        )
+    if second.get("client_id") != first.get("client_id"):
+        return False, f"the step-up used client {second.get('client_id')}, the first login {first.get('client_id')}"
+    wire = our_wire(client, r, server_lines)
+    if not wire[0]:
+        return False, f"call admin_status: {wire[1]}"
+    who, problem = our_principal(after[0])
+    if problem:
+        return False, f"whoami after the step-up: {problem}"
+    if not {"mcp:admin", "mcp:tools"} <= set(who.get("scopes", [])) or LOGIN_NOTICE in after[0].err:
+        return False, f"whoami after the step-up: scopes {who.get('scopes')}, logged in again: {LOGIN_NOTICE in after[0].err}"
+    wire_after = our_wire(client, *after)
+    if not wire_after[0]:
+        return False, f"whoami after the step-up: {wire_after[1]}"
+    return True, (
+        f"call admin_status: the stored token connects, the call is refused (insufficient_scope), one more login "
+        f"(same client) with scope {' '.join(second['scope'])!r} -> admin_status; {wire[1]}; then whoami with "
+        f"the stored token: scopes {who.get('scopes')}, no login (the browser opened twice in all); {wire_after[1]}"
+    )
 
 
 def cells_cognito(m: Matrix, rows: list[str]) -> None:
@@ -594,6 +912,17 @@ def cells_cognito(m: Matrix, rows: list[str]) -> None:
                             inspector_refused(bad, "a token of another app client"),
                         ),
                     )
+                elif client in OUR_CLIENT_ROWS:
+                    log = OUT / "server-cognito.log"
+                    with our_home() as home:
+                        m.record(
+                            client,
+                            "cognito",
+                            *both(
+                                our_whoami(client, url, log, "cognito", None, "--bearer", token, home=home),
+                                our_refused(client, url, log, "a token of another app client", "--bearer", foreign, home=home),
+                            ),
+                        )
 
 
 @contextlib.contextmanager
@@ -711,7 +1040,8 @@ def facade_sdk(client: str, url: str, origin: str, login: str | None = None) -> 
 # The SDK rows that log in both ways, each way in a fresh run of the driver, and pass only if both
 # pass (facade_both_logins): first with a client ID metadata document, on a facade server of
 # their own (FACADE_METADATA_SETTINGS), then without it, by dynamic registration at the column's
-# server. The other rows register dynamically (python-sdk, typescript-sdk-v1, inspector-cli).
+# server. The other rows register dynamically (python-sdk, typescript-sdk-v1, inspector-cli and
+# the two mcp-auth-client rows).
 BOTH_LOGINS_CLIENTS = {"typescript-sdk-v2"}
 
 # The facade server of a metadata-document login: documents may be fetched from loopback
@@ -881,6 +1211,50 @@ def facade_inspector(url: str, origin: str) -> tuple[bool, str]:
     )
 
 
+def our_facade(client: str, url: str, origin: str) -> tuple[bool, str]:
+    """mcp-auth-client through the facade, two runs sharing one MCP_AUTH_CLIENT_HOME, the
+    browser consent-browser.py: `whoami` logs in (dynamic registration at the server, consent
+    page, upstream login), then `list` with the stored token. Beyond check_facade_login (one
+    login in all): one registration stored, for the server's issuer, whose client ID the
+    authorization request named; the server logged `client registered` during the cell."""
+    server_log = OUT / "server-facade.log"
+    before = log_size(server_log)
+    browser_log, consent_log = login_logs(client)
+    env = {"BROWSER": str(CONSENT_BROWSER), "BROWSER_LOG": str(browser_log), "CONSENT_LOG": str(consent_log)}
+    with our_home() as home:
+        called, called_lines = our_client(client, url, server_log, "whoami", home=home, env=env)
+        listed, listed_lines = our_client(client, url, server_log, "list", home=home, env=env)
+        registrations = our_registrations(home)
+    who, problem = our_principal(called)
+    if problem:
+        return False, f"whoami: {problem}"
+    if listed.code != 0:
+        return False, f"list: {listed.why()}"
+    tools = {line.split()[0] for line in listed.out.splitlines() if line.strip()}
+    if not {"get_time", "whoami"} <= tools:
+        return False, f"list gave {sorted(tools)}"
+    problem = check_facade_login(who, url, origin, lines(browser_log), lines(consent_log))
+    if problem:
+        return False, problem
+    if len(registrations) != 1 or registrations[0].get("issuer") != origin or not registrations[0].get("client_id"):
+        return False, f"expected one stored registration with {origin}, got {registrations}"
+    client_id = registrations[0]["client_id"]
+    if parse_qs(urlsplit(lines(browser_log)[0]).query).get("client_id") != [client_id]:
+        return False, f"the authorization request did not name the registered client_id {client_id}"
+    if not any("client registered" in line for line in log_since(server_log, before)):
+        return False, "the server logged no 'client registered' during the cell"
+    runs = (("whoami", called, called_lines), ("list", listed, listed_lines))
+    wires = {step: our_wire(client, r, got) for step, r, got in runs}
+    for step, (ok, why) in wires.items():
+        if not ok:
+            return False, f"{step}: {why}"
+    return True, (
+        f"dynamic registration at {origin} (client {client_id}), consent page (Allow), upstream login, PKCE, "
+        f"resource={url}; whoami as {UPSTREAM_USER!r} of {origin} ({wires['whoami'][1]}), then list with the "
+        f"stored token, no login ({wires['list'][1]})"
+    )
+
+
 @contextlib.contextmanager
 def facade_server(name: str, extra: dict[str, str] | None = None, upstream_name: str = "upstream-oidc") -> Iterator[tuple[str, str]]:
     """mcp-auth-server as the authorization server (the facade) in front of its own upstream
@@ -922,6 +1296,8 @@ def cells_facade(m: Matrix, rows: list[str]) -> None:
                 m.record(client, "facade", *facade_sdk(client, url, origin))
             elif client == "inspector-cli":
                 m.record(client, "facade", *facade_inspector(url, origin))
+            elif client in OUR_CLIENT_ROWS:
+                m.record(client, "facade", *our_facade(client, url, origin))
     for log in (OUT / "server-facade.log", OUT / "server-facade-metadata.log"):
         if log.exists() and UPSTREAM_CLIENT_SECRET in log.read_text():
             for client in rows:
@@ -1020,7 +1396,7 @@ def main() -> int:
     columns = [s for s in STRATEGIES if any(s in g[2] for g in groups)]
     if args.update_docs and (rows != CLIENT_ROWS or columns != STRATEGIES):
         ap.error("--update-docs writes the whole matrix: run it without --only and --columns")
-    for need in (SERVER_BIN, NODE, MOTO_SERVER):
+    for need in (SERVER_BIN, NODE, MOTO_SERVER, *([OUR_CLIENT] if set(rows) & set(OUR_CLIENT_ROWS) else [])):
         if not Path(need).exists():
             print(f"error: {need} is missing (run tests/run-all.sh, which builds and installs it)", file=sys.stderr)
             return 2
