@@ -146,5 +146,5 @@ conformance_client conformance-2026 results-2026-07-28 --requirements 2026-07-28
 conformance_client conformance-2026 results-auth --suite auth
 conformance_client conformance-2026 results-extensions --suite extensions
 
-step "interop matrix: the Python SDK, the TypeScript SDK (v1, v2), the MCP Inspector CLI and the conformance suite (server mode) against mcp-auth-server, strategy by strategy and through its authorization-server facade"
+step "interop matrix: the Python SDK, the TypeScript SDK (v1, v2), the MCP Inspector CLI, the conformance suite (server mode) and mcp-auth-client on both wires against mcp-auth-server, strategy by strategy and through its authorization-server facade"
 npm_config_update_notifier=false "$MOTO_PYTHON" tests/interop/matrix.py

@@ -29,7 +29,14 @@
 //!   server (same directory and modes), reused by later logins;
 //! - [`connect`] / [`connect_oauth`]: API key, bearer token, or the full
 //!   OAuth flow; it warns before sending a person to a plain-http,
-//!   non-loopback login page ([`is_insecure_authorization_url`]);
+//!   non-loopback login page ([`is_insecure_authorization_url`]); on the
+//!   2026-07-28 stateless wire when the server speaks it, else a 2025-11-25
+//!   session ([`Wire`], [`connect_with`]);
+//! - [`connect_machine`]: no person, no browser: a token from an OAuth
+//!   grant of the program's own ([`Grant`]: client credentials by secret or
+//!   private key, workload identity, enterprise-managed authorization); the
+//!   grants alone are [`client_credentials`], [`jwt_bearer`],
+//!   [`exchange_id_token_for_id_jag`] and [`enterprise_managed`];
 //! - [`ClientError`]: one short line per failure; a refusal
 //!   ([`Refusal`]) says what was refused and why, from the server's
 //!   challenge (`the server refused the API key (401 invalid_token)`,
@@ -58,6 +65,11 @@
 //! `$BROWSER`. The library reads nothing else; the `mcp-auth-client`
 //! binary's variables are listed in its `--help`, and all of them, the
 //! library's included, in [`VARIABLES`].
+
+/// docs/CLIENT.md's code, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/CLIENT.md")]
+struct ClientGuide;
 
 mod browser;
 mod callback;

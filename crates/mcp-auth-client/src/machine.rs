@@ -232,7 +232,26 @@ impl MachineOptions {
 /// Connects to `server_url` with a token from `opts.grant`; also returns
 /// the scopes the token holds (the authorization server's `scope`, else
 /// those asked for; empty when the server let the client in without a
-/// token). See the [module docs](self).
+/// token).
+///
+/// The way there is a login's, without the browser: the server's 401
+/// challenge, RFC 9728 protected-resource metadata, RFC 8414 / OIDC
+/// authorization-server metadata, the scopes in the MCP spec's order, then
+/// one token request (RFC 8707 `resource` = `server_url`) and MCP with that
+/// token. Tokens are not stored: each connection asks for a new one, and a
+/// failed grant is neither retried nor replaced by another grant type.
+///
+/// ```no_run
+/// # #[tokio::main] async fn main() -> Result<(), mcp_auth_client::ClientError> {
+/// use mcp_auth_client::{Grant, MachineClient, MachineOptions, connect_machine};
+///
+/// let grant = Grant::ClientCredentials(MachineClient::secret("reporting-bot", "s3cret"));
+/// let (client, scopes) =
+///     connect_machine("https://mcp.example.com/mcp", &MachineOptions::new(grant)).await?;
+/// println!("granted {scopes:?}");
+/// # drop(client);
+/// # Ok(()) }
+/// ```
 pub async fn connect_machine(
     server_url: &str,
     opts: &MachineOptions,

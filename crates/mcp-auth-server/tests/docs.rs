@@ -73,7 +73,7 @@ fn programs(text: &str) -> Vec<String> {
 }
 
 /// Every test the documents cite as `file::test_name` (SECURITY.md's attack
-/// classes, README's walkthroughs) exists.
+/// classes, README's walkthroughs, CLIENT.md's) exists.
 #[test]
 fn tests_cited_in_the_docs_exist() {
     let mut fns = std::collections::HashSet::new();
@@ -98,7 +98,7 @@ fn tests_cited_in_the_docs_exist() {
         }
     }
     let mut cited = 0;
-    for doc in ["README.md", "docs/SECURITY.md"] {
+    for doc in ["README.md", "docs/SECURITY.md", "docs/CLIENT.md"] {
         let text = std::fs::read_to_string(repo().join(doc)).unwrap();
         for span in text.split('`').skip(1).step_by(2) {
             let Some((file, name)) = span.rsplit_once("::") else {
