@@ -122,13 +122,16 @@ fn config_error(e: CognitoConfigError) -> ConfigError {
 #[async_trait]
 impl Authenticator for CognitoAuthenticator {
     async fn authenticate(&self, req: &AuthRequest) -> Result<Principal, AuthError> {
-        let Some(token) = req.bearer_token()? else {
+        let Some((scheme, token)) = req.access_token()? else {
             return Err(AuthError::MissingCredentials);
         };
-        self.verifier.verify(token).await.map_err(|e| {
+        let principal = self.verifier.verify(token).await.map_err(|e| {
             tracing::debug!(peer = %req.peer_display(), reason = %e, "Cognito token rejected");
             AuthError::from(e)
-        })
+        })?;
+        // Cognito issues no DPoP-bound tokens: the DPoP scheme is refused.
+        mcp_auth_core::dpop::check_binding(scheme, &principal)?;
+        Ok(principal)
     }
 
     fn name(&self) -> &str {

@@ -105,6 +105,25 @@ impl AuthRequest {
     /// assert!(req.bearer_token().is_err());
     /// ```
     pub fn bearer_token(&self) -> Result<Option<&str>, AuthError> {
+        match self.access_token()? {
+            Some((crate::TokenScheme::Bearer, token)) => Ok(Some(token)),
+            _ => Ok(None),
+        }
+    }
+
+    /// The access token in `Authorization` and how it was presented:
+    /// `Bearer <token>` (RFC 6750) or `DPoP <token>` (RFC 9449 §7.1, where a
+    /// `DPoP` proof header comes with it). `Ok(None)` without the header or
+    /// with another scheme; `Err` (`invalid_request`) for a malformed value
+    /// or more than one `Authorization` header.
+    ///
+    /// ```
+    /// use mcp_auth_core::{AuthRequest, TokenScheme};
+    /// let req = AuthRequest::builder().header("authorization", "dpop abc.def.ghi").build();
+    /// assert_eq!(req.access_token().unwrap(), Some((TokenScheme::DPoP, "abc.def.ghi")));
+    /// assert_eq!(req.bearer_token().unwrap(), None);
+    /// ```
+    pub fn access_token(&self) -> Result<Option<(crate::TokenScheme, &str)>, AuthError> {
         let mut values = self.headers.get_all(http::header::AUTHORIZATION).iter();
         let Some(value) = values.next() else {
             return Ok(None);
@@ -118,9 +137,13 @@ impl AuthRequest {
             .to_str()
             .map_err(|_| AuthError::invalid_request("Authorization header is not ASCII"))?;
         let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
-        if !scheme.eq_ignore_ascii_case("bearer") {
+        let scheme = if scheme.eq_ignore_ascii_case("bearer") {
+            crate::TokenScheme::Bearer
+        } else if scheme.eq_ignore_ascii_case("dpop") {
+            crate::TokenScheme::DPoP
+        } else {
             return Ok(None);
-        }
+        };
         let token = rest.trim_start_matches(' ');
         let body = token.trim_end_matches('=');
         let token68 = !body.is_empty()
@@ -128,11 +151,12 @@ impl AuthRequest {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b));
         if !token68 {
-            return Err(AuthError::invalid_request(
-                "malformed Authorization header: expected `Bearer <token>`",
-            ));
+            return Err(AuthError::invalid_request(format!(
+                "malformed Authorization header: expected `{} <token>`",
+                scheme.as_str()
+            )));
         }
-        Ok(Some(token))
+        Ok(Some((scheme, token)))
     }
 
     /// The peer address as text, or `"unknown"`; handy for log lines.
@@ -248,6 +272,14 @@ pub trait Authenticator: Send + Sync + 'static {
     fn anonymous_only(&self) -> bool {
         false
     }
+
+    /// What this authenticator does with DPoP (RFC 9449), when it checks
+    /// proofs: the algorithms it accepts and whether it requires them. The
+    /// protected-resource metadata and the challenges say so. Default:
+    /// `None` (bearer tokens only).
+    fn dpop(&self) -> Option<crate::DpopInfo> {
+        None
+    }
 }
 
 /// An authenticator shared between tasks.
@@ -360,6 +392,9 @@ impl<A: Authenticator + ?Sized> Authenticator for Arc<A> {
     }
     fn anonymous_only(&self) -> bool {
         (**self).anonymous_only()
+    }
+    fn dpop(&self) -> Option<crate::DpopInfo> {
+        (**self).dpop()
     }
 }
 

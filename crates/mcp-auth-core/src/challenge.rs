@@ -16,6 +16,13 @@ pub enum ChallengeScheme {
         /// The header that carries the key, e.g. `X-API-Key`.
         header: String,
     },
+    /// `DPoP` (RFC 9449 §7.1): tokens bound to the client's key, each
+    /// request with a proof signed by it. `algs` are the proof algorithms
+    /// accepted (the challenge's `algs` parameter).
+    DPoP {
+        /// JWA names, e.g. `ES256`.
+        algs: Vec<String>,
+    },
     /// Any other scheme, rendered verbatim (must be an RFC 9110 token).
     Other(String),
 }
@@ -26,6 +33,7 @@ impl ChallengeScheme {
         match self {
             Self::Bearer => "Bearer",
             Self::ApiKey { .. } => "ApiKey",
+            Self::DPoP { .. } => "DPoP",
             Self::Other(s) => s,
         }
     }

@@ -15,6 +15,8 @@ use crate::{Challenge, ChallengeScheme};
 /// | [`InsufficientScope`](Self::InsufficientScope) | 403 | `error="insufficient_scope"`, `scope` = all needed |
 /// | [`Forbidden`](Self::Forbidden) | 403 | `error="insufficient_scope"`, `error_description` |
 /// | [`Unavailable`](Self::Unavailable) | 503 | none (no `WWW-Authenticate`) |
+/// | [`InvalidDpopProof`](Self::InvalidDpopProof) | 401 | `error="invalid_dpop_proof"`, `error_description` |
+/// | [`UseDpopNonce`](Self::UseDpopNonce) | 401 | `error="use_dpop_nonce"`, and a `DPoP-Nonce` header ([`AuthError::dpop_nonce`]) |
 ///
 /// Descriptions are sent to the client: never put a credential, a key or a
 /// stack trace in them.
@@ -72,6 +74,20 @@ pub enum AuthError {
         /// A short, safe explanation for the client.
         description: String,
     },
+    /// A DPoP proof (RFC 9449) is missing, malformed, or does not fit the
+    /// request or the token: 401 `invalid_dpop_proof`.
+    #[error("invalid DPoP proof: {description}")]
+    InvalidDpopProof {
+        /// Why, safe to show the client.
+        description: String,
+    },
+    /// The proof lacks the server's current nonce (RFC 9449 §9): 401
+    /// `use_dpop_nonce`, with the nonce to use in the `DPoP-Nonce` header.
+    #[error("DPoP proof without the current nonce")]
+    UseDpopNonce {
+        /// The nonce the client must put in its next proof.
+        nonce: String,
+    },
 }
 
 impl AuthError {
@@ -117,7 +133,10 @@ impl AuthError {
     /// The HTTP status for this error.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::MissingCredentials | Self::InvalidToken { .. } => StatusCode::UNAUTHORIZED,
+            Self::MissingCredentials
+            | Self::InvalidToken { .. }
+            | Self::InvalidDpopProof { .. }
+            | Self::UseDpopNonce { .. } => StatusCode::UNAUTHORIZED,
             Self::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
             Self::InsufficientScope { .. } | Self::Forbidden { .. } => StatusCode::FORBIDDEN,
             Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -132,6 +151,8 @@ impl AuthError {
             Self::InvalidRequest { .. } => Some("invalid_request"),
             Self::InsufficientScope { .. } | Self::Forbidden { .. } => Some("insufficient_scope"),
             Self::Unavailable { .. } => Some("temporarily_unavailable"),
+            Self::InvalidDpopProof { .. } => Some("invalid_dpop_proof"),
+            Self::UseDpopNonce { .. } => Some("use_dpop_nonce"),
         }
     }
 
@@ -152,6 +173,10 @@ impl AuthError {
                 "requires scope: {}",
                 required.join(" ")
             ))),
+            Self::InvalidDpopProof { description } => Some(sanitize_description(description)),
+            Self::UseDpopNonce { .. } => {
+                Some("put the nonce of the DPoP-Nonce header in the proof".to_owned())
+            }
         }
     }
 
@@ -166,14 +191,25 @@ impl AuthError {
         resource_metadata: Option<&str>,
         default_scopes: &[String],
     ) -> Challenge {
-        let is_bearer = scheme == ChallengeScheme::Bearer;
+        // OAuth access tokens: Bearer, or DPoP-bound (RFC 9449 §7.1).
+        let is_bearer = matches!(
+            scheme,
+            ChallengeScheme::Bearer | ChallengeScheme::DPoP { .. }
+        );
         let api_key_header = match &scheme {
             ChallengeScheme::ApiKey { header } => Some(header.clone()),
+            _ => None,
+        };
+        let algs = match &scheme {
+            ChallengeScheme::DPoP { algs } if !algs.is_empty() => Some(algs.join(" ")),
             _ => None,
         };
         let mut c = Challenge::new(scheme);
         if let Some(header) = api_key_header {
             c = c.param("header", header);
+        }
+        if let Some(algs) = algs {
+            c = c.param("algs", algs);
         }
         if let Some(code) = self.code() {
             c = c.param("error", code);
@@ -193,12 +229,25 @@ impl AuthError {
         if let Some(d) = self.description().filter(|_| {
             matches!(
                 self,
-                Self::InvalidToken { .. } | Self::InvalidRequest { .. } | Self::Forbidden { .. }
+                Self::InvalidToken { .. }
+                    | Self::InvalidRequest { .. }
+                    | Self::Forbidden { .. }
+                    | Self::InvalidDpopProof { .. }
+                    | Self::UseDpopNonce { .. }
             )
         }) {
             c = c.param("error_description", d);
         }
         c
+    }
+
+    /// The nonce to send in a `DPoP-Nonce` response header (RFC 9449 §9),
+    /// for [`AuthError::UseDpopNonce`].
+    pub fn dpop_nonce(&self) -> Option<&str> {
+        match self {
+            Self::UseDpopNonce { nonce } => Some(nonce),
+            _ => None,
+        }
     }
 
     /// The JSON body sent with the error response.

@@ -31,11 +31,15 @@
 //! - [`AuthError`], mapped to RFC 6750 statuses, and [`Challenge`], which
 //!   renders `WWW-Authenticate` with correct quoted-string escaping;
 //! - [`ProtectedResourceMetadata`], the RFC 9728 document;
+//! - [`dpop`]: the DPoP (RFC 9449) pieces every strategy shares: how a
+//!   token was presented ([`TokenScheme`]), the binding rules, the
+//!   [`ReplayCache`] proofs' `jti`s go to;
 //! - [`settings`], a tiny lookup abstraction so every crate can read its own
 //!   environment variables and name the one at fault in errors.
 
 mod authenticator;
 mod challenge;
+pub mod dpop;
 mod error;
 mod metadata;
 mod principal;
@@ -48,6 +52,7 @@ pub use authenticator::{
     AuthRequest, AuthRequestBuilder, Authenticator, FnAuthenticator, SharedAuthenticator,
 };
 pub use challenge::{Challenge, ChallengeScheme};
+pub use dpop::{DpopInfo, MemoryReplayCache, ReplayCache, TokenScheme};
 pub use error::{AuthError, ErrorBody};
 pub use metadata::{ProtectedResourceMetadata, metadata_url_for};
 pub use principal::Principal;

@@ -38,6 +38,13 @@ pub struct ProtectedResourceMetadata {
     /// Documentation for developers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource_documentation: Option<String>,
+    /// The DPoP proof algorithms accepted (RFC 9728 §2, RFC 9449): present
+    /// when the resource accepts DPoP-bound tokens.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dpop_signing_alg_values_supported: Vec<String>,
+    /// Whether the resource accepts DPoP-bound tokens only (RFC 9728 §2).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dpop_bound_access_tokens_required: bool,
 }
 
 impl ProtectedResourceMetadata {
@@ -50,7 +57,27 @@ impl ProtectedResourceMetadata {
             bearer_methods_supported: vec!["header".to_owned()],
             resource_name: None,
             resource_documentation: None,
+            dpop_signing_alg_values_supported: Vec::new(),
+            dpop_bound_access_tokens_required: false,
         }
+    }
+
+    /// Says what the resource does with DPoP (`None`: bearer tokens only).
+    ///
+    /// ```
+    /// use mcp_auth_core::{DpopInfo, ProtectedResourceMetadata};
+    /// let m = ProtectedResourceMetadata::new("https://mcp.example.com/mcp")
+    ///     .with_dpop(Some(&DpopInfo { algorithms: vec!["ES256".into()], required: true }));
+    /// let json = serde_json::to_value(&m).unwrap();
+    /// assert_eq!(json["dpop_signing_alg_values_supported"], serde_json::json!(["ES256"]));
+    /// assert_eq!(json["dpop_bound_access_tokens_required"], true);
+    /// ```
+    pub fn with_dpop(mut self, dpop: Option<&crate::DpopInfo>) -> Self {
+        if let Some(d) = dpop {
+            self.dpop_signing_alg_values_supported = d.algorithms.clone();
+            self.dpop_bound_access_tokens_required = d.required;
+        }
+        self
     }
 
     /// Sets the authorization servers.

@@ -12,7 +12,7 @@ use mcp_auth_core::{SharedAuthenticator, settings::ConfigError};
 use mcp_auth_proxy::settings::ProxySettings;
 use mcp_auth_strategies::{
     ApiKeyAuthenticator,
-    settings::{Strategy, chain, strategy_from_settings},
+    settings::{Strategy, chain, dpop_from_settings, strategy_from_settings},
 };
 use mcp_auth_transport::{HttpConfig, McpHttpApp, ToolScopes, Transports};
 use rmcp::ServiceExt;
@@ -232,7 +232,7 @@ async fn serve_http(
             (None, None) => {}
         }
     }
-    let authenticator = chain(built)?;
+    let authenticator = with_dpop(merged, server_url.as_str(), chain(built)?, &store).await?;
     let tools = Tools::new(s.name.clone(), s.version.clone(), http.tool_scopes.clone());
     let mut app = McpHttpApp::shared(http, authenticator)?.with_store(store);
     if let (Some(proxy), Some(opts)) = (&facade, endpoints) {
@@ -265,6 +265,41 @@ async fn serve_http(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The authenticator with DPoP proofs checked as `MCP_DPOP` asks: proofs'
+/// `jti`s and the nonce key in the session store, so replicas sharing it
+/// refuse each other's replays and take each other's nonces.
+async fn with_dpop(
+    merged: &settings::Merged,
+    server_url: &str,
+    authenticator: SharedAuthenticator,
+    store: &mcp_auth_session::SharedStore,
+) -> Result<SharedAuthenticator, Error> {
+    let replay = Arc::new(mcp_auth_session::StoreReplayCache::new(store.clone()));
+    let nonces = mcp_auth_core::settings::parse_bool(merged, "MCP_DPOP_NONCE", false)?;
+    let nonce_key = if nonces {
+        // Made by the first replica, read by the others at start-up. It
+        // only makes nonces unforgeable (they rotate every 5 minutes under
+        // it), so it lives as long as the store keeps anything.
+        let key =
+            mcp_auth_session::shared_secret(&**store, "dpop-nonce", mcp_auth_session::KV_MAX_TTL)
+                .await
+                .map_err(|e| ConfigError::new("MCP_SESSION_STORE", e.to_string()))?;
+        Some(key)
+    } else {
+        None
+    };
+    let authenticator = dpop_from_settings(merged, server_url, authenticator, replay, nonce_key)?;
+    if let Some(d) = authenticator.dpop() {
+        tracing::info!(
+            required = d.required,
+            algorithms = %d.algorithms.join(","),
+            nonces,
+            "DPoP proofs checked"
+        );
+    }
+    Ok(authenticator)
 }
 
 fn generate_key() -> Result<String, Error> {

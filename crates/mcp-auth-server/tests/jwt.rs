@@ -7,9 +7,7 @@ mod common;
 
 use std::process::Stdio;
 
-use axum::{Json, Router, routing::get};
-use common::{INIT, Server, command, post, tempdir};
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use common::{INIT, Server, command, issuer, post, sign, tempdir};
 use rmcp::{
     ServiceExt,
     model::CallToolRequestParams,
@@ -222,37 +220,6 @@ async fn a_scoped_tool_answers_403_insufficient_scope_and_is_hidden_until_grante
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
-}
-
-/// A minimal issuer: OIDC metadata and a JWKS with one RSA key.
-async fn issuer() -> (String, EncodingKey) {
-    let pem = std::fs::read(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../mcp-auth-jwt/tests/keys/rsa.pem"
-    ))
-    .unwrap();
-    let enc = EncodingKey::from_rsa_pem(&pem).unwrap();
-    let mut jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(&enc, Algorithm::RS256).unwrap();
-    jwk.common.key_id = Some("k1".into());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let md = json!({"issuer": base, "jwks_uri": format!("{base}/jwks.json")});
-    let jwks = json!({"keys": [jwk]});
-    let app = Router::new()
-        .route(
-            "/.well-known/openid-configuration",
-            get(move || async move { Json(md) }),
-        )
-        .route("/jwks.json", get(move || async move { Json(jwks) }));
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (base, enc)
-}
-
-fn sign(enc: &EncodingKey, claims: serde_json::Value) -> String {
-    let mut h = Header::new(Algorithm::RS256);
-    h.kid = Some("k1".into());
-    h.typ = Some("at+jwt".into());
-    jsonwebtoken::encode(&h, &claims, enc).unwrap()
 }
 
 #[tokio::test]

@@ -33,6 +33,7 @@ mod memory;
 mod policy;
 #[cfg(feature = "redis")]
 mod redis_store;
+mod shared;
 mod store;
 
 pub use memory::{DEFAULT_KV_MAX_BYTES, DEFAULT_KV_MAX_ENTRIES, MemoryStore};
@@ -54,6 +55,7 @@ pub const VARIABLES: &[&str] = &[
 pub use policy::{SessionLimits, SessionPolicy, owner_of, session_owner, subject_of};
 #[cfg(feature = "redis")]
 pub use redis_store::RedisStore;
+pub use shared::{StoreReplayCache, shared_secret};
 pub use store::{
     Bind, Full, KV_MAX_TTL, Reserve, SessionRecord, SessionStore, SharedStore, StoreError, Ticket,
     store_from_settings,

@@ -202,6 +202,11 @@ impl Authenticator for AnyOf {
     fn anonymous_only(&self) -> bool {
         !self.members.is_empty() && self.members.iter().all(|m| m.anonymous_only())
     }
+
+    /// The first member's that checks DPoP proofs.
+    fn dpop(&self) -> Option<mcp_auth_core::DpopInfo> {
+        self.members.iter().find_map(|m| m.dpop())
+    }
 }
 
 #[cfg(test)]

@@ -274,7 +274,9 @@ fn audience(l: &dyn Lookup, var: &str, server_url: &Url) -> Result<Audience, Con
 #[async_trait]
 impl Authenticator for JwtAuthenticator {
     async fn authenticate(&self, req: &AuthRequest) -> Result<Principal, AuthError> {
-        let Some(token) = req.bearer_token()? else {
+        // `Bearer`, or `DPoP` for a token bound to the client's key (its
+        // proof is checked by `DpopAuthenticator` around this one).
+        let Some((scheme, token)) = req.access_token()? else {
             return Err(AuthError::MissingCredentials);
         };
         let looks_like_jwt = token.bytes().filter(|b| *b == b'.').count() == 2;
@@ -286,7 +288,8 @@ impl Authenticator for JwtAuthenticator {
                 .await
                 .map(|t| t.into_principal(self.name))
                 .map_err(AuthError::from),
-        };
+        }
+        .and_then(|p| mcp_auth_core::dpop::check_binding(scheme, &p).map(|()| p));
         if let Err(e) = &result {
             tracing::debug!(peer = %req.peer_display(), reason = %e, strategy = self.name, "token rejected");
         }

@@ -48,6 +48,8 @@
 mod any_of;
 mod api_key;
 #[cfg(feature = "jwt")]
+mod dpop;
+#[cfg(feature = "jwt")]
 mod introspection;
 #[cfg(feature = "jwt")]
 mod jwt;
@@ -58,6 +60,8 @@ pub use any_of::AnyOf;
 pub use api_key::{
     API_KEY_HEADER, ApiKeyAuthenticator, ApiKeyError, MIN_PLAIN_KEY_LEN, fingerprint,
 };
+#[cfg(feature = "jwt")]
+pub use dpop::{DpopAuthenticator, DpopConfigError, DpopNonces};
 #[cfg(feature = "jwt")]
 pub use introspection::Introspector;
 #[cfg(feature = "jwt")]

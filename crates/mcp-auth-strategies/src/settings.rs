@@ -26,6 +26,9 @@
 //! | `MCP_AUTH_STRATEGY` | `none`, `api_key`, `bearer`, `oauth2`, `cognito`, comma-separated to chain (default: `api_key` when `MCP_API_KEYS` is set) |
 //! | `MCP_AUTH_REQUIRE` | `false` only with `none` (every request is authenticated otherwise) |
 //! | `MCP_OAUTH_REQUIRED_SCOPES` | scopes every request needs: refused with `none` alone, which carries none |
+//! | `MCP_DPOP` | `accept` (DPoP-bound tokens beside bearer tokens) or `require` (DPoP-bound only); unset or `off`: bearer tokens only ([`dpop_from_settings`]) |
+//! | `MCP_DPOP_NONCE` | `true`: proofs must carry a server nonce (default `false`) |
+//! | `MCP_DPOP_ALGORITHMS` | proof algorithms accepted (default `ES256,EdDSA,RS256,PS256`) |
 //!
 //! `bearer` and `oauth2` need the `jwt` feature (on by default), `cognito`
 //! the `cognito` feature; a strategy whose feature is off is a
@@ -61,6 +64,9 @@ pub const VARIABLES: &[&str] = &[
     "MCP_OAUTH_CLIENT_ID",
     "MCP_OAUTH_CLIENT_SECRET",
     "MCP_OAUTH_ALLOW_HTTP",
+    "MCP_DPOP",
+    "MCP_DPOP_NONCE",
+    "MCP_DPOP_ALGORITHMS",
     // Named in errors about the server URL the caller passes.
     "MCP_SERVER_URL",
 ];
@@ -307,6 +313,109 @@ fn warm(jwks: mcp_auth_jwt::JwksCache) {
             let _ = jwks.refresh().await;
         });
     }
+}
+
+/// Wraps `inner` in a [`DpopAuthenticator`](crate::DpopAuthenticator) as
+/// `MCP_DPOP` asks: unset or `off` returns `inner` unchanged; `accept` or
+/// `require` checks DPoP proofs against `server_url`, with `jti`s in
+/// `replay` (shared by every replica: the session store) and, with
+/// `MCP_DPOP_NONCE=true`, nonces under `nonce_key` (the same on every
+/// replica; `None` makes one for this process, so replicas would refuse
+/// each other's nonces). `MCP_DPOP_ALGORITHMS` narrows the proof algorithms.
+///
+/// ```
+/// use std::{collections::HashMap, sync::Arc};
+/// use mcp_auth_core::{Authenticator, MemoryReplayCache, SharedAuthenticator};
+/// use mcp_auth_strategies::settings::{Strategy, authenticator_from_settings, dpop_from_settings};
+///
+/// let vars = HashMap::from([
+///     ("MCP_AUTH_STRATEGY".to_owned(), "bearer".to_owned()),
+///     ("MCP_JWT_SECRET".to_owned(), "a-test-secret-of-at-least-32-bytes!!".to_owned()),
+///     ("MCP_DPOP".to_owned(), "require".to_owned()),
+///     ("MCP_DPOP_ALGORITHMS".to_owned(), "ES256".to_owned()),
+/// ]);
+/// let url = "https://mcp.example.com/mcp";
+/// let tokens = authenticator_from_settings(&[Strategy::Bearer], &vars, url).unwrap();
+/// let auth = dpop_from_settings(&vars, url, tokens, Arc::new(MemoryReplayCache::default()), None).unwrap();
+/// let dpop = auth.dpop().unwrap();
+/// assert!(dpop.required);
+/// assert_eq!(dpop.algorithms, ["ES256"]);
+/// ```
+#[cfg(feature = "jwt")]
+pub fn dpop_from_settings(
+    l: &dyn Lookup,
+    server_url: &str,
+    inner: SharedAuthenticator,
+    replay: Arc<dyn mcp_auth_core::ReplayCache>,
+    nonce_key: Option<[u8; 32]>,
+) -> Result<SharedAuthenticator, ConfigError> {
+    let required = match l
+        .get("MCP_DPOP")
+        .as_deref()
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        None | Some("off") => return Ok(inner),
+        Some("accept") => false,
+        Some("require") => true,
+        Some(other) => {
+            return Err(ConfigError::new(
+                "MCP_DPOP",
+                format!("unknown value {other:?}: expected off, accept or require"),
+            ));
+        }
+    };
+    if !inner
+        .challenge_schemes()
+        .contains(&mcp_auth_core::ChallengeScheme::Bearer)
+    {
+        return Err(ConfigError::new(
+            "MCP_DPOP",
+            "DPoP binds access tokens: it needs a token strategy (bearer, oauth2 or cognito)",
+        ));
+    }
+    let mut verifier = mcp_auth_jwt::DpopVerifier::builder();
+    if let Some(names) = parse_list(l, "MCP_DPOP_ALGORITHMS") {
+        let mut algs = Vec::with_capacity(names.len());
+        for name in &names {
+            let alg = name.parse::<crate::Algorithm>().map_err(|_| {
+                ConfigError::new("MCP_DPOP_ALGORITHMS", format!("unknown algorithm {name:?}"))
+            })?;
+            algs.push(alg);
+        }
+        verifier = verifier.algorithms(&algs);
+    }
+    let verifier = verifier
+        .build()
+        .map_err(|e| ConfigError::new("MCP_DPOP_ALGORITHMS", e.to_string()))?;
+    let mut auth = crate::DpopAuthenticator::shared(inner, server_url, replay)
+        .map_err(|e| ConfigError::new("MCP_SERVER_URL", e.to_string()))?
+        .with_verifier(verifier)
+        .required(required);
+    if parse_bool(l, "MCP_DPOP_NONCE", false)? {
+        let key = match nonce_key {
+            Some(k) => k,
+            None => {
+                tracing::warn!(
+                    "MCP_DPOP_NONCE: no shared nonce key given; nonces are good on this process only"
+                );
+                let mut k = [0u8; 32];
+                getrandom_key(&mut k)?;
+                k
+            }
+        };
+        auth = auth.with_nonces(crate::DpopNonces::new(
+            key,
+            std::time::Duration::from_secs(300),
+        ));
+    }
+    Ok(Arc::new(auth))
+}
+
+#[cfg(feature = "jwt")]
+fn getrandom_key(k: &mut [u8; 32]) -> Result<(), ConfigError> {
+    aws_lc_rs::rand::fill(k)
+        .map_err(|_| ConfigError::new("MCP_DPOP_NONCE", "no random bytes for a nonce key"))
 }
 
 #[cfg(test)]

@@ -170,7 +170,8 @@ impl McpHttpApp {
         }
         let mut md = ProtectedResourceMetadata::new(self.config.server_url.as_str())
             .with_authorization_servers(servers)
-            .with_scopes(scopes);
+            .with_scopes(scopes)
+            .with_dpop(self.authenticator.dpop().as_ref());
         if let Some(name) = &self.config.resource_name {
             md = md.with_name(name.clone());
         }

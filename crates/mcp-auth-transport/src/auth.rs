@@ -136,13 +136,19 @@ fn error_response(s: &AuthSettings, err: &AuthError, request: &http::HeaderMap) 
     ) {
         headers.append(header::WWW_AUTHENTICATE, value);
     }
+    // RFC 9449 §9: the nonce the client's next proof must carry.
+    if let Some(nonce) = err.dpop_nonce().and_then(|n| HeaderValue::from_str(n).ok()) {
+        headers.insert("dpop-nonce", nonce);
+    }
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     // Only presented-and-wrong credentials count as a failed login. A
     // request without any is how every OAuth client starts discovery, and
     // many clients behind one address would otherwise lock each other out.
     if matches!(
         err,
-        AuthError::InvalidToken { .. } | AuthError::InvalidRequest { .. }
+        AuthError::InvalidToken { .. }
+            | AuthError::InvalidRequest { .. }
+            | AuthError::InvalidDpopProof { .. }
     ) {
         resp.extensions_mut().insert(AuthRejected);
     }

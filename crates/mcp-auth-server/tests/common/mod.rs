@@ -126,3 +126,39 @@ pub fn post(client: &reqwest::Client, url: &str, body: &str) -> reqwest::Request
         .header("accept", "application/json, text/event-stream")
         .body(body.to_owned())
 }
+
+/// A minimal issuer on loopback: OIDC metadata and a JWKS with one RSA key
+/// (`k1`); its URL and the signing key ([`sign`]).
+pub async fn issuer() -> (String, jsonwebtoken::EncodingKey) {
+    let pem = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../mcp-auth-jwt/tests/keys/rsa.pem"
+    ))
+    .unwrap();
+    let enc = jsonwebtoken::EncodingKey::from_rsa_pem(&pem).unwrap();
+    let mut jwk =
+        jsonwebtoken::jwk::Jwk::from_encoding_key(&enc, jsonwebtoken::Algorithm::RS256).unwrap();
+    jwk.common.key_id = Some("k1".into());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let md = serde_json::json!({"issuer": base, "jwks_uri": format!("{base}/jwks.json")});
+    let jwks = serde_json::json!({"keys": [jwk]});
+    let app = axum::Router::new()
+        .route(
+            "/.well-known/openid-configuration",
+            axum::routing::get(move || async move { axum::Json(md) }),
+        )
+        .route(
+            "/jwks.json",
+            axum::routing::get(move || async move { axum::Json(jwks) }),
+        );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (base, enc)
+}
+
+pub fn sign(enc: &jsonwebtoken::EncodingKey, claims: serde_json::Value) -> String {
+    let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+    h.kid = Some("k1".into());
+    h.typ = Some("at+jwt".into());
+    jsonwebtoken::encode(&h, &claims, enc).unwrap()
+}

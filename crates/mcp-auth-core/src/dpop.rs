@@ -1,0 +1,172 @@
+//! Sender-constrained tokens (DPoP, RFC 9449): what every strategy and
+//! layer shares. The proof itself is checked by `mcp-auth-strategies`'
+//! `DpopAuthenticator` (feature `jwt`), which wraps any authenticator.
+//!
+//! ```
+//! use mcp_auth_core::{AuthRequest, Principal, TokenScheme, dpop};
+//!
+//! let req = AuthRequest::builder().header("authorization", "DPoP eyJhbGciOi.x.y").build();
+//! let (scheme, token) = req.access_token().unwrap().unwrap();
+//! assert_eq!((scheme, token), (TokenScheme::DPoP, "eyJhbGciOi.x.y"));
+//!
+//! // A token bound to a key (`cnf.jkt`) must come with the DPoP scheme;
+//! // one that is not bound must not.
+//! let mut bound = Principal::new("alice", "oauth2");
+//! std::sync::Arc::make_mut(&mut bound.claims)
+//!     .insert("cnf".into(), serde_json::json!({"jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"}));
+//! assert!(dpop::check_binding(TokenScheme::DPoP, &bound).is_ok());
+//! assert!(dpop::check_binding(TokenScheme::Bearer, &bound).is_err());
+//! assert!(dpop::check_binding(TokenScheme::DPoP, &Principal::new("bob", "oauth2")).is_err());
+//! ```
+
+use std::{
+    collections::HashMap,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use async_trait::async_trait;
+
+use crate::{AuthError, Principal};
+
+/// How an access token was presented in `Authorization`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenScheme {
+    /// `Bearer` (RFC 6750): whoever holds the token may use it.
+    Bearer,
+    /// `DPoP` (RFC 9449): the token is bound to a key, and a `DPoP` proof
+    /// signed by that key comes with it.
+    DPoP,
+}
+
+impl TokenScheme {
+    /// The scheme's name on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Bearer => "Bearer",
+            Self::DPoP => "DPoP",
+        }
+    }
+}
+
+/// The key thumbprint (`cnf.jkt`, RFC 9449 §6.1) the principal's token is
+/// bound to, if any.
+pub fn bound_key(principal: &Principal) -> Option<&str> {
+    principal.claims.get("cnf")?.get("jkt")?.as_str()
+}
+
+/// The rules that need no proof, for every strategy (RFC 9449 §7.1): a
+/// token bound to a key must be presented with the `DPoP` scheme (never as
+/// a bearer token), and a token presented with the `DPoP` scheme must be
+/// bound. The proof (its key equal to `cnf.jkt`) is checked by whoever
+/// checks proofs: [`check_binding`] alone lets a DPoP-scheme token through
+/// without one.
+pub fn check_binding(scheme: TokenScheme, principal: &Principal) -> Result<(), AuthError> {
+    match (scheme, bound_key(principal)) {
+        (TokenScheme::Bearer, Some(_)) => Err(AuthError::invalid_token(
+            "the token is bound to a DPoP key: present it with the DPoP scheme and a proof",
+        )),
+        (TokenScheme::DPoP, None) => Err(AuthError::invalid_token(
+            "the token is not bound to a DPoP key (no cnf.jkt): present it as a Bearer token",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// What a resource does with DPoP, for its metadata (RFC 9728
+/// `dpop_signing_alg_values_supported`, `dpop_bound_access_tokens_required`)
+/// and its challenges (`DPoP algs="..."`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DpopInfo {
+    /// The proof algorithms accepted (JWA names).
+    pub algorithms: Vec<String>,
+    /// Whether only DPoP-bound tokens are accepted.
+    pub required: bool,
+}
+
+/// A store that remembers keys for a while, to refuse a DPoP proof's `jti`
+/// seen before. Shared by every replica of a deployment (the session store
+/// implements it), or replays could go to another replica.
+#[async_trait]
+pub trait ReplayCache: Send + Sync + 'static {
+    /// Records `key` for `ttl`; `Ok(true)` when it was not there (first
+    /// use), `Ok(false)` when it was (a replay). An error means the answer
+    /// is unknown: the caller refuses (fails closed).
+    async fn first_use(&self, key: &str, ttl: Duration) -> Result<bool, String>;
+}
+
+/// A [`ReplayCache`] in this process's memory: for one process only
+/// (replicas need a shared one). Holds at most `capacity` live keys; when
+/// full, it refuses new ones (fails closed) until some expire.
+#[derive(Debug)]
+pub struct MemoryReplayCache {
+    seen: Mutex<HashMap<String, Instant>>,
+    capacity: usize,
+}
+
+impl Default for MemoryReplayCache {
+    /// Up to a million live keys (about 100 MB at most).
+    fn default() -> Self {
+        Self::with_capacity(1_000_000)
+    }
+}
+
+impl MemoryReplayCache {
+    /// A cache holding at most `capacity` live keys.
+    pub fn with_capacity(capacity: usize) -> Self {
+        Self {
+            seen: Mutex::new(HashMap::new()),
+            capacity,
+        }
+    }
+}
+
+#[async_trait]
+impl ReplayCache for MemoryReplayCache {
+    async fn first_use(&self, key: &str, ttl: Duration) -> Result<bool, String> {
+        let now = Instant::now();
+        let mut seen = self
+            .seen
+            .lock()
+            .map_err(|_| "the replay cache is poisoned".to_owned())?;
+        if let Some(until) = seen.get(key)
+            && *until > now
+        {
+            return Ok(false);
+        }
+        if seen.len() >= self.capacity {
+            seen.retain(|_, until| *until > now);
+            if seen.len() >= self.capacity {
+                return Err("the replay cache is full".into());
+            }
+        }
+        seen.insert(key.to_owned(), now + ttl);
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_key_is_new_once_until_it_expires() {
+        let c = MemoryReplayCache::default();
+        assert_eq!(c.first_use("a", Duration::from_millis(50)).await, Ok(true));
+        assert_eq!(c.first_use("a", Duration::from_millis(50)).await, Ok(false));
+        assert_eq!(c.first_use("b", Duration::from_millis(50)).await, Ok(true));
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        assert_eq!(c.first_use("a", Duration::from_millis(50)).await, Ok(true));
+    }
+
+    #[tokio::test]
+    async fn a_full_cache_fails_closed_until_keys_expire() {
+        let c = MemoryReplayCache::with_capacity(2);
+        let ttl = Duration::from_millis(50);
+        assert_eq!(c.first_use("a", ttl).await, Ok(true));
+        assert_eq!(c.first_use("b", ttl).await, Ok(true));
+        assert!(c.first_use("c", ttl).await.is_err());
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        assert_eq!(c.first_use("c", ttl).await, Ok(true));
+    }
+}
