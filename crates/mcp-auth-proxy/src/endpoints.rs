@@ -11,6 +11,7 @@ use axum::{
     response::{IntoResponse, Redirect, Response},
     routing::{get, post},
 };
+use mcp_auth_jwt::DpopProof;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
@@ -144,6 +145,10 @@ impl OAuthProxy {
         });
         if !cfg.scopes_supported.is_empty() {
             md["scopes_supported"] = cfg.scopes_supported.clone().into();
+        }
+        if let Some(dpop) = &cfg.dpop {
+            let algs: Vec<String> = dpop.algorithms().iter().map(|a| format!("{a:?}")).collect();
+            md["dpop_signing_alg_values_supported"] = algs.into();
         }
         md
     }
@@ -899,6 +904,7 @@ async fn callback(
         user,
         scopes: pending.scopes.clone(),
         resource: pending.resource.clone(),
+        dpop_jkt: None,
     };
     match proxy
         .inner
@@ -993,6 +999,55 @@ fn invalid_client(basic: bool) -> Response {
     r
 }
 
+/// The request's DPoP proof for the token endpoint, verified (RFC 9449
+/// §4.3: `htm` POST, `htu` the token endpoint, not seen before), when DPoP
+/// is on and the client sent one; `None` otherwise. A bad proof is 400
+/// `invalid_dpop_proof` (§5.1).
+async fn dpop_proof(app: &App, headers: &HeaderMap) -> Result<Option<DpopProof>, Response> {
+    let cfg = &app.proxy.inner.cfg;
+    let Some(verifier) = &cfg.dpop else {
+        return Ok(None);
+    };
+    let refuse = |why: &str| oauth_error(StatusCode::BAD_REQUEST, "invalid_dpop_proof", why);
+    let mut values = headers.get_all("dpop").iter();
+    let proof = match (values.next(), values.next()) {
+        (None, _) => return Ok(None),
+        (Some(_), Some(_)) => return Err(refuse("more than one DPoP header")),
+        (Some(v), None) => v
+            .to_str()
+            .map_err(|_| refuse("the DPoP header is not ASCII"))?,
+    };
+    let proof = verifier
+        .verify(
+            proof,
+            "POST",
+            &cfg.endpoint(paths::TOKEN),
+            None,
+            None,
+            now_secs(),
+        )
+        .map_err(|e| refuse(&e.to_string()))?;
+    let key = format!("replay:dpop:{}", proof.replay_key());
+    match app
+        .proxy
+        .inner
+        .store
+        .kv_put_new(&key, b"1", verifier.replay_ttl())
+        .await
+    {
+        Ok(true) => Ok(Some(proof)),
+        Ok(false) => Err(refuse("the proof was used before (jti replayed)")),
+        Err(e) => {
+            tracing::error!(error = %e, "token endpoint store failure (DPoP replay)");
+            Err(oauth_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                "try again shortly",
+            ))
+        }
+    }
+}
+
 async fn token(
     State(app): State<App>,
     peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
@@ -1002,6 +1057,11 @@ async fn token(
     let peer = peer.map(|axum::Extension(ConnectInfo(a))| a);
     let client = match authenticate_client(&app, peer, &headers, &form).await {
         Ok(c) => c,
+        Err(r) => return r,
+    };
+    // RFC 9449 §5: a proof binds the tokens issued to its key.
+    let proof = match dpop_proof(&app, &headers).await {
+        Ok(p) => p,
         Err(r) => return r,
     };
     let grants = &app.proxy.inner.grants;
@@ -1071,7 +1131,7 @@ async fn token(
             );
         }
     };
-    let grant = match grant {
+    let mut grant = match grant {
         Ok(g) => g,
         Err(GrantError::Invalid(why)) => {
             tracing::info!(client = %client.client_id, reason = why, "grant refused");
@@ -1086,11 +1146,28 @@ async fn token(
             );
         }
     };
+    let jkt = proof.as_ref().map(|p| p.jkt.clone());
+    match (&spent, &grant.dpop_jkt) {
+        // A public client's refresh tokens are bound to the key of the
+        // proof its code exchange came with (RFC 9449 §5).
+        (None, _) if !client.is_confidential() => grant.dpop_jkt = jkt.clone(),
+        (Some(old), Some(bound)) if jkt.as_ref() != Some(bound) => {
+            // Not the holder of the key: the token stays good for it.
+            let _ = grants.restore_refresh(old, &grant).await;
+            tracing::info!(client = %client.client_id, "refresh refused: not a proof by the key the refresh token is bound to");
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_dpop_proof",
+                "the refresh token is bound to a DPoP key: send a proof signed by it",
+            );
+        }
+        _ => {}
+    }
     let mut for_access = grant.clone();
     if let Some(scopes) = narrowed {
         for_access.scopes = scopes;
     }
-    let Ok((access, ttl)) = app.proxy.access_token(&for_access) else {
+    let Ok((access, ttl)) = app.proxy.access_token(&for_access, jkt.as_deref()) else {
         return oauth_error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "server_error",
@@ -1099,7 +1176,7 @@ async fn token(
     };
     let mut body = serde_json::json!({
         "access_token": access,
-        "token_type": "Bearer",
+        "token_type": if jkt.is_some() { "DPoP" } else { "Bearer" },
         "expires_in": ttl,
         "scope": for_access.scopes.join(" "),
     });

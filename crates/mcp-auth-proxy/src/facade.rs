@@ -37,6 +37,12 @@ pub struct ProxyConfig {
     pub login_ttl: Duration,
     /// How long a browser's approval of a client lasts (default 30 days).
     pub consent_ttl: Duration,
+    /// DPoP (RFC 9449) at the token endpoint: a token request with a proof
+    /// gets an access token bound to the proof's key (`cnf.jkt`,
+    /// `token_type` `DPoP`), and a public client's refresh tokens are bound
+    /// to it too. `None` (default): proofs are ignored, tokens are bearer
+    /// tokens. Turn it on only where the resource server checks DPoP.
+    pub dpop: Option<mcp_auth_jwt::DpopVerifier>,
 }
 
 impl ProxyConfig {
@@ -54,6 +60,7 @@ impl ProxyConfig {
             grants: GrantTimes::default(),
             login_ttl: Duration::from_secs(600),
             consent_ttl: Duration::from_secs(30 * 86_400),
+            dpop: None,
         }
     }
 
@@ -215,7 +222,12 @@ impl OAuthProxy {
     /// names the login in the [`fam`](crate::vault::FAMILY_CLAIM) claim, so
     /// a tool holding the caller's principal can get the provider's token
     /// ([`upstream_access_token`](Self::upstream_access_token)).
-    pub(crate) fn access_token(&self, grant: &Grant) -> Result<(String, u64), KeyError> {
+    /// With `dpop_jkt`, the token is bound to that key (`cnf.jkt`).
+    pub(crate) fn access_token(
+        &self,
+        grant: &Grant,
+        dpop_jkt: Option<&str>,
+    ) -> Result<(String, u64), KeyError> {
         let cfg = &self.inner.cfg;
         let now = now_secs();
         let ttl = cfg.access_token_ttl.as_secs().max(1);
@@ -230,6 +242,9 @@ impl OAuthProxy {
             "jti": random_token(16)?,
         });
         claims[crate::vault::FAMILY_CLAIM] = grant.family.clone().into();
+        if let Some(jkt) = dpop_jkt {
+            claims["cnf"] = serde_json::json!({ "jkt": jkt });
+        }
         if let Some(e) = &grant.user.email {
             claims["email"] = e.clone().into();
         }
@@ -246,18 +261,7 @@ impl OAuthProxy {
 /// A 32-byte secret shared by every replica through the store: generated
 /// once (the first replica wins), read by all.
 async fn shared_secret(store: &SharedStore, key: &str) -> Result<[u8; 32], ProxyError> {
-    let mut fresh = [0u8; 32];
-    aws_lc_rs::rand::fill(&mut fresh).map_err(|_| KeyError::Crypto("no randomness"))?;
-    store.kv_put_new(key, &fresh, KEY_TTL).await?;
-    let stored = store
-        .kv_get(key)
-        .await?
-        .ok_or(KeyError::Crypto("a shared secret vanished from the store"))?;
-    stored.try_into().map_err(|_| {
-        ProxyError::Key(KeyError::Crypto(
-            "a shared secret in the store is not 32 bytes",
-        ))
-    })
+    Ok(mcp_auth_session::shared_secret(&**store, key, KEY_TTL).await?)
 }
 
 /// Keys every replica shares live in the store with a TTL (the store has no

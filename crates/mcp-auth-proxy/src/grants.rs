@@ -45,6 +45,10 @@ pub struct Grant {
     /// out by then at the latest.
     #[serde(default)]
     pub logged_in_at: u64,
+    /// The DPoP key (RFC 7638 thumbprint) a public client's refresh tokens
+    /// are bound to (RFC 9449 §5): a refresh must come with a proof by it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dpop_jkt: Option<String>,
 }
 
 /// A code waiting for its exchange.
@@ -381,6 +385,7 @@ mod tests {
             logged_in_at: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
+            dpop_jkt: None,
         }
     }
 

@@ -125,6 +125,9 @@ pub const VARIABLES: &[&str] = &[
     "MCP_PROXY_METADATA_ALLOW_LOOPBACK",
     "MCP_PROXY_AUTHORIZATIONS_PER_MINUTE",
     "MCP_PROXY_REGISTRATIONS_PER_HOUR",
+    // DPoP-bound tokens, as the resource server checks them.
+    "MCP_DPOP",
+    "MCP_DPOP_ALGORITHMS",
     // The Cognito preset.
     "COGNITO_DOMAIN",
     "COGNITO_REGION",
@@ -401,6 +404,9 @@ pub struct ProxySettings {
     /// Endpoint policy: pre-registered clients (`MCP_PROXY_CLIENTS`) and
     /// the metadata-document guard (`MCP_PROXY_METADATA_*`).
     pub endpoints: crate::EndpointOptions,
+    /// DPoP at the token endpoint (`MCP_DPOP` on, `MCP_DPOP_ALGORITHMS`):
+    /// tokens asked for with a proof are bound to its key.
+    pub dpop: Option<mcp_auth_jwt::DpopVerifier>,
 }
 
 impl std::fmt::Debug for ProxySettings {
@@ -412,6 +418,7 @@ impl std::fmt::Debug for ProxySettings {
             .field("callback", &self.callback.as_str())
             .field("signing_key", &self.signing_key.is_some())
             .field("encryption_key", &self.encryption_key.is_some())
+            .field("dpop", &self.dpop.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -632,6 +639,7 @@ impl ProxySettings {
             access_token_ttl,
             allow_http,
             endpoints: endpoint_options(l)?,
+            dpop: mcp_auth_strategies::settings::dpop_settings(l)?.map(|(v, _)| v),
         })
     }
 }
@@ -1277,6 +1285,7 @@ impl ProxySettings {
         let mut cfg = crate::ProxyConfig::new(resource);
         cfg.scopes_supported = self.scopes_supported.clone();
         cfg.access_token_ttl = self.access_token_ttl;
+        cfg.dpop = self.dpop.clone();
         let keys = crate::ConfiguredKeys {
             signing: self
                 .signing_key

@@ -458,13 +458,14 @@ mod tests {
             scopes: vec!["mcp:tools".into()],
             resource: "https://mcp.example/mcp".into(),
             logged_in_at: 0,
+            dpop_jkt: None,
         }
     }
 
     /// The principal the facade's authenticator makes of an access token
     /// it issued for `family`.
     async fn principal(proxy: &OAuthProxy, family: &str) -> Principal {
-        let (token, _) = proxy.access_token(&grant(family)).unwrap();
+        let (token, _) = proxy.access_token(&grant(family), None).unwrap();
         proxy
             .verifier()
             .unwrap()

@@ -282,10 +282,13 @@ async fn with_dpop(
         // Made by the first replica, read by the others at start-up. It
         // only makes nonces unforgeable (they rotate every 5 minutes under
         // it), so it lives as long as the store keeps anything.
-        let key =
-            mcp_auth_session::shared_secret(&**store, "dpop-nonce", mcp_auth_session::KV_MAX_TTL)
-                .await
-                .map_err(|e| ConfigError::new("MCP_SESSION_STORE", e.to_string()))?;
+        let key = mcp_auth_session::shared_secret(
+            &**store,
+            "dpop:nonce-key",
+            mcp_auth_session::KV_MAX_TTL,
+        )
+        .await
+        .map_err(|e| ConfigError::new("MCP_SESSION_STORE", e.to_string()))?;
         Some(key)
     } else {
         None

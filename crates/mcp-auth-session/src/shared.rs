@@ -14,8 +14,8 @@
 //! assert!(!replay.first_use("proof-1", Duration::from_secs(60)).await.unwrap());
 //!
 //! // The first caller makes the secret; every later one (any replica) gets it.
-//! let a = shared_secret(&*store, "dpop-nonce", Duration::from_secs(3600)).await.unwrap();
-//! let b = shared_secret(&*store, "dpop-nonce", Duration::from_secs(3600)).await.unwrap();
+//! let a = shared_secret(&*store, "dpop:nonce-key", Duration::from_secs(3600)).await.unwrap();
+//! let b = shared_secret(&*store, "dpop:nonce-key", Duration::from_secs(3600)).await.unwrap();
 //! assert_eq!(a, b);
 //! # }
 //! ```
@@ -59,24 +59,25 @@ impl ReplayCache for StoreReplayCache {
     }
 }
 
-/// A 32-byte random secret named `name` that every replica sharing `store`
-/// agrees on: the first to ask makes it (insert-if-absent), later callers
-/// read it. It lives `ttl`; a caller after that makes a new one.
+/// A 32-byte random secret under the key-value key `name` that every
+/// replica sharing `store` agrees on: the first to ask makes it
+/// (insert-if-absent), later callers read it. It lives `ttl`; a caller
+/// after that makes a new one.
 pub async fn shared_secret(
     store: &dyn SessionStore,
     name: &str,
     ttl: Duration,
 ) -> Result<[u8; 32], StoreError> {
-    let key = format!("secret:{name}");
+    let key = name;
     let mut fresh = [0u8; 32];
     let failed = |reason: String| StoreError {
         store: store.describe(),
         reason,
     };
     getrandom::fill(&mut fresh).map_err(|e| failed(format!("no random bytes: {e}")))?;
-    store.kv_put_new(&key, &fresh, ttl).await?;
+    store.kv_put_new(key, &fresh, ttl).await?;
     let stored = store
-        .kv_get(&key)
+        .kv_get(key)
         .await?
         .ok_or_else(|| failed(format!("the shared secret {name} vanished")))?;
     <[u8; 32]>::try_from(stored.as_slice())

@@ -315,6 +315,48 @@ fn warm(jwks: mcp_auth_jwt::JwksCache) {
     }
 }
 
+/// `MCP_DPOP` and `MCP_DPOP_ALGORITHMS`: `None` when DPoP is off (unset or
+/// `off`), else the proof verifier and whether DPoP is required
+/// (`require`) or accepted (`accept`). The resource server
+/// ([`dpop_from_settings`]) and the login facade's token endpoint read the
+/// same settings.
+#[cfg(feature = "jwt")]
+pub fn dpop_settings(
+    l: &dyn Lookup,
+) -> Result<Option<(mcp_auth_jwt::DpopVerifier, bool)>, ConfigError> {
+    let required = match l
+        .get("MCP_DPOP")
+        .as_deref()
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        None | Some("off") => return Ok(None),
+        Some("accept") => false,
+        Some("require") => true,
+        Some(other) => {
+            return Err(ConfigError::new(
+                "MCP_DPOP",
+                format!("unknown value {other:?}: expected off, accept or require"),
+            ));
+        }
+    };
+    let mut verifier = mcp_auth_jwt::DpopVerifier::builder();
+    if let Some(names) = parse_list(l, "MCP_DPOP_ALGORITHMS") {
+        let mut algs = Vec::with_capacity(names.len());
+        for name in &names {
+            let alg = name.parse::<crate::Algorithm>().map_err(|_| {
+                ConfigError::new("MCP_DPOP_ALGORITHMS", format!("unknown algorithm {name:?}"))
+            })?;
+            algs.push(alg);
+        }
+        verifier = verifier.algorithms(&algs);
+    }
+    let verifier = verifier
+        .build()
+        .map_err(|e| ConfigError::new("MCP_DPOP_ALGORITHMS", e.to_string()))?;
+    Ok(Some((verifier, required)))
+}
+
 /// Wraps `inner` in a [`DpopAuthenticator`](crate::DpopAuthenticator) as
 /// `MCP_DPOP` asks: unset or `off` returns `inner` unchanged; `accept` or
 /// `require` checks DPoP proofs against `server_url`, with `jti`s in
@@ -349,21 +391,8 @@ pub fn dpop_from_settings(
     replay: Arc<dyn mcp_auth_core::ReplayCache>,
     nonce_key: Option<[u8; 32]>,
 ) -> Result<SharedAuthenticator, ConfigError> {
-    let required = match l
-        .get("MCP_DPOP")
-        .as_deref()
-        .map(str::to_ascii_lowercase)
-        .as_deref()
-    {
-        None | Some("off") => return Ok(inner),
-        Some("accept") => false,
-        Some("require") => true,
-        Some(other) => {
-            return Err(ConfigError::new(
-                "MCP_DPOP",
-                format!("unknown value {other:?}: expected off, accept or require"),
-            ));
-        }
+    let Some((verifier, required)) = dpop_settings(l)? else {
+        return Ok(inner);
     };
     if !inner
         .challenge_schemes()
@@ -374,20 +403,6 @@ pub fn dpop_from_settings(
             "DPoP binds access tokens: it needs a token strategy (bearer, oauth2 or cognito)",
         ));
     }
-    let mut verifier = mcp_auth_jwt::DpopVerifier::builder();
-    if let Some(names) = parse_list(l, "MCP_DPOP_ALGORITHMS") {
-        let mut algs = Vec::with_capacity(names.len());
-        for name in &names {
-            let alg = name.parse::<crate::Algorithm>().map_err(|_| {
-                ConfigError::new("MCP_DPOP_ALGORITHMS", format!("unknown algorithm {name:?}"))
-            })?;
-            algs.push(alg);
-        }
-        verifier = verifier.algorithms(&algs);
-    }
-    let verifier = verifier
-        .build()
-        .map_err(|e| ConfigError::new("MCP_DPOP_ALGORITHMS", e.to_string()))?;
     let mut auth = crate::DpopAuthenticator::shared(inner, server_url, replay)
         .map_err(|e| ConfigError::new("MCP_SERVER_URL", e.to_string()))?
         .with_verifier(verifier)
