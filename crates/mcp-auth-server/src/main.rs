@@ -44,6 +44,21 @@ enum Command {
     /// Print a JWT for the bearer strategy, signed with MCP_JWT_SECRET (or
     /// MCP_JWT_PRIVATE_KEY), with iss MCP_JWT_ISSUER and aud the server URL.
     Token(token::TokenArgs),
+    /// The audit log (MCP_AUDIT_LOG).
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum AuditCommand {
+    /// Check an audit log's hash chain: its files oldest first (rotated
+    /// files, then the current one). Names the first edited or removed
+    /// record; exits 1 when the chain is broken.
+    Verify {
+        /// The log's files, oldest first.
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +76,13 @@ enum Error {
     Stdio(String),
     #[error("{0}")]
     Facade(#[from] mcp_auth_proxy::settings::BuildError),
+    #[error("audit log broken at {0}")]
+    AuditBroken(mcp_auth_transport::audit::ChainError),
+    #[error("MCP_AUDIT_LOG {target}: {source}")]
+    AuditOpen {
+        target: String,
+        source: std::io::Error,
+    },
 }
 
 fn main() -> ExitCode {
@@ -85,6 +107,20 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<(), Error> {
+    // Needs no settings: it only reads the files it is given.
+    if let Some(Command::Audit(AuditCommand::Verify { files })) = &cli.command {
+        let report = mcp_auth_transport::audit::verify_chain(files).map_err(Error::AuditBroken)?;
+        let from = if report.first_seq > 0 {
+            format!(
+                " (from seq {}: the earlier records are in older files not given)",
+                report.first_seq
+            )
+        } else {
+            String::new()
+        };
+        println!("ok: {} records, chain intact{from}", report.records);
+        return Ok(());
+    }
     let merged = settings::merge(
         cli.config.as_deref(),
         Some(std::path::Path::new(".env")),
@@ -234,7 +270,18 @@ async fn serve_http(
     }
     let authenticator = with_dpop(merged, server_url.as_str(), chain(built)?, &store).await?;
     let tools = Tools::new(s.name.clone(), s.version.clone(), http.tool_scopes.clone());
+    let audit_target = http.audit_log.clone();
     let mut app = McpHttpApp::shared(http, authenticator)?.with_store(store);
+    if let Some(target) = audit_target {
+        let log = mcp_auth_transport::audit::AuditLog::open(&target).map_err(|source| {
+            Error::AuditOpen {
+                target: target.clone(),
+                source,
+            }
+        })?;
+        tracing::info!(target = %target, "audit log");
+        app = app.with_audit(Arc::new(log));
+    }
     if let (Some(proxy), Some(opts)) = (&facade, endpoints) {
         app = app.with_public_routes(proxy.router(opts));
     }

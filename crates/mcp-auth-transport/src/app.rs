@@ -59,6 +59,7 @@ pub struct McpHttpApp {
     cancel: CancellationToken,
     store: SharedStore,
     public: Option<Router>,
+    audit: Option<Arc<dyn crate::audit::AuditSink>>,
 }
 
 impl McpHttpApp {
@@ -97,6 +98,7 @@ impl McpHttpApp {
             cancel: CancellationToken::new(),
             store: Arc::new(MemoryStore::new()),
             public: None,
+            audit: None,
         })
     }
 
@@ -115,6 +117,15 @@ impl McpHttpApp {
             Some(existing) => existing.merge(routes),
             None => routes,
         });
+        self
+    }
+
+    /// Writes one audit record per request to the MCP routes (every
+    /// authentication and authorization decision, session starts and ends)
+    /// to `sink`: an [`AuditLog`](crate::audit::AuditLog) for the
+    /// hash-chained file `MCP_AUDIT_LOG` names ([`HttpConfig::audit_log`]).
+    pub fn with_audit(mut self, sink: Arc<dyn crate::audit::AuditSink>) -> Self {
+        self.audit = Some(sink);
         self
     }
 
@@ -257,8 +268,16 @@ impl McpHttpApp {
         }
         // Every MCP route: failed-auth limit, authentication, rate limit,
         // per-tool scopes; then each route's own session handling.
+        let audit = self.audit.clone().map(|sink| {
+            crate::audit::AuditLayer::new(
+                sink,
+                cfg.connections.trusted_proxies.clone(),
+                cfg.max_request_bytes,
+            )
+        });
         let protected = protected.route_layer(
             ServiceBuilder::new()
+                .option_layer(audit)
                 .layer(
                     AuthFailureLimitLayer::new(cfg.rate_limit.clone(), self.store.clone())
                         .trusting(cfg.connections.trusted_proxies.clone()),

@@ -233,9 +233,11 @@ where
                     return Ok(error_response(&settings, &err, &parts.headers));
                 }
             };
-            parts.extensions.insert(principal);
+            // On the response too: for the audit record of what was decided.
+            parts.extensions.insert(principal.clone());
             settle_attempt(&parts.extensions).await;
-            let resp = inner.call(Request::from_parts(parts, body)).await?;
+            let mut resp = inner.call(Request::from_parts(parts, body)).await?;
+            resp.extensions_mut().insert(principal);
             Ok(resp.map(Body::new))
         })
     }

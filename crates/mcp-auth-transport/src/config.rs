@@ -113,6 +113,10 @@ pub struct HttpConfig {
     /// (`HTTP_TRUSTED_PROXIES`) the connection caps and the rate limiters
     /// share.
     pub connections: ServeOptions,
+    /// `MCP_AUDIT_LOG`: where the audit log goes (a file path, or `stdout`);
+    /// `None`: no audit log. The app does not open it: see
+    /// [`McpHttpApp::with_audit`](crate::McpHttpApp::with_audit).
+    pub audit_log: Option<String>,
 }
 
 impl HttpConfig {
@@ -140,6 +144,7 @@ impl HttpConfig {
             rate_limit: RateLimitConfig::default(),
             sse_keep_alive: Duration::from_secs(15),
             connections: ServeOptions::default(),
+            audit_log: None,
         }
     }
 
@@ -187,6 +192,7 @@ impl HttpConfig {
     /// Errors name the variable at fault.
     pub fn from_settings(l: &dyn Lookup, server_url: Url) -> Result<Self, ConfigError> {
         let mut cfg = Self::new(server_url);
+        cfg.audit_log = l.get("MCP_AUDIT_LOG");
         if !parse_bool(l, "HTTP_DNS_REBINDING_PROTECTION", true)? {
             tracing::warn!("HTTP_DNS_REBINDING_PROTECTION=false: Host header validation is off");
             cfg.hosts = HostRule::Any;

@@ -61,6 +61,8 @@
 
 #[cfg(feature = "mcp")]
 mod app;
+#[cfg(feature = "mcp")]
+pub mod audit;
 mod auth;
 #[cfg(feature = "mcp")]
 mod config;
@@ -104,6 +106,7 @@ pub use tokio_util::sync::CancellationToken;
 /// Every variable this crate reads (`HttpConfig::from_settings`,
 /// `ServeOptions::from_settings` and the pieces they are made of).
 pub const VARIABLES: &[&str] = &[
+    "MCP_AUDIT_LOG",
     "HTTP_ALLOWED_HOSTS",
     "HTTP_DNS_REBINDING_PROTECTION",
     "HTTP_ALLOWED_ORIGINS",

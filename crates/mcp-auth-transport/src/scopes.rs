@@ -323,6 +323,8 @@ where
                 }
             }
             let scoped = !tools.iter().all(|t| layer.scopes.for_tool(t).is_empty());
+            // What the call needed, on the response for the audit record.
+            let required = crate::audit::RequiredScopes(needed.clone());
             match parts.extensions.get::<Principal>() {
                 // Anonymous (the session policy allowed it): authenticate first.
                 None if scoped => {
@@ -332,13 +334,19 @@ where
                 Some(p) if scoped && !p.missing_scopes(&needed).is_empty() => {
                     tracing::debug!(?tools, "tool call refused: insufficient scope");
                     let err = AuthError::insufficient_scope(needed);
-                    return Ok(layer.auth.error_response(&err, &parts.headers));
+                    let mut resp = layer.auth.error_response(&err, &parts.headers);
+                    resp.extensions_mut().insert(required);
+                    return Ok(resp);
                 }
                 _ => {}
             }
-            inner
+            let mut resp = inner
                 .call(Request::from_parts(parts, Body::from(bytes)))
-                .await
+                .await?;
+            if scoped {
+                resp.extensions_mut().insert(required);
+            }
+            Ok(resp)
         })
     }
 }

@@ -1,0 +1,789 @@
+//! The audit log: one JSON line per authentication and authorization
+//! decision (and per session start and end), each carrying the SHA-256 of
+//! the line before it, so an edited or deleted record breaks the chain
+//! ([`verify_chain`] names the first broken one).
+//!
+//! ```
+//! use std::sync::Arc;
+//! use mcp_auth_transport::audit::{AuditLog, AuditRecord, AuditSink, verify_chain};
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! let path = dir.path().join("audit.jsonl");
+//! let log = AuditLog::open(path.to_str().unwrap()).unwrap();
+//! for subject in ["alice", "bob"] {
+//!     let mut record = AuditRecord::new("request", "allow", 200);
+//!     record.subject = Some(subject.into());
+//!     log.record(record);
+//! }
+//! log.flush();
+//! let report = verify_chain(&[path.clone()]).unwrap();
+//! assert_eq!(report.records, 2);
+//!
+//! // Edit a record: the chain breaks at the record after it, which names it.
+//! let text = std::fs::read_to_string(&path).unwrap().replacen("alice", "mallory", 1);
+//! std::fs::write(&path, text).unwrap();
+//! let err = verify_chain(&[path]).unwrap_err();
+//! assert_eq!(err.line, 1);
+//! ```
+//!
+//! [`AuditLayer`] (put in front of the protected routes by
+//! [`McpHttpApp::with_audit`](crate::McpHttpApp::with_audit)) writes the
+//! records: the request id (the client's `X-Request-Id` when it is a plain
+//! token, else a new one, echoed on the response), the decision and why
+//! (the refusal's `error` and `error_description`), the principal's
+//! non-secret identifiers (strategy, subject, client id, issuer, an API
+//! key's fingerprint), the JSON-RPC method and tool, the scopes the tool
+//! required and those held, the session id, and the peer address after the
+//! trusted-proxy rules. Never a token, a key or a secret.
+//!
+//! [`AuditLog`] appends to a file (or stdout) from its own thread, flushing
+//! each record. It continues the chain of the file it opens (the hash of
+//! its last line), and across rotation: when the file is renamed away
+//! (logrotate's default), the next record goes to a new file at the same
+//! path whose first record names the old file's last one.
+
+use std::{
+    fs::{File, OpenOptions},
+    io::{BufRead, BufReader, Read, Seek, SeekFrom, Write},
+    net::{IpAddr, SocketAddr},
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex, mpsc},
+    task::{Context, Poll},
+    time::{Duration, Instant},
+};
+
+use axum::{body::Body, extract::ConnectInfo, response::Response};
+use futures::future::BoxFuture;
+use http::{HeaderValue, Request};
+use mcp_auth_core::Principal;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::IpNet;
+
+/// The `prev` of a chain's first record.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// One decision. Fields without a value are left out of the line.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct AuditRecord {
+    /// When (RFC 3339, UTC, milliseconds).
+    pub time: String,
+    /// Position in the chain, from 0.
+    #[serde(default)]
+    pub seq: u64,
+    /// Hex SHA-256 of the previous line ([`GENESIS`] for the first).
+    #[serde(default)]
+    pub prev: String,
+    /// The request's id (also the response's `X-Request-Id`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub request_id: String,
+    /// `request`, `session_start` or `session_end`.
+    pub event: String,
+    /// `allow` or `deny`.
+    pub decision: String,
+    /// The response status.
+    pub status: u16,
+    /// Why it was refused: the OAuth / refusal `error` code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The refusal's `error_description`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// The JSON-RPC method (`tools/call`, `initialize`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    /// The tool called.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool: Option<String>,
+    /// The scopes the operation required (server-wide and the tool's).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes_required: Vec<String>,
+    /// The scopes the caller held.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes_held: Vec<String>,
+    /// The strategy that authenticated the caller.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strategy: Option<String>,
+    /// The caller's subject.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// The OAuth client acting for the subject.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// The token's issuer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// An API key's fingerprint (never the key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_fingerprint: Option<String>,
+    /// The MCP session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    /// The client's address (after the trusted-proxy rules).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<String>,
+}
+
+impl AuditRecord {
+    /// A record of `event` with `decision` and `status`, stamped now.
+    pub fn new(event: &str, decision: &str, status: u16) -> Self {
+        Self {
+            time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            event: event.to_owned(),
+            decision: decision.to_owned(),
+            status,
+            ..Self::default()
+        }
+    }
+}
+
+/// Where audit records go.
+pub trait AuditSink: Send + Sync + 'static {
+    /// Takes one record (without blocking on I/O).
+    fn record(&self, record: AuditRecord);
+}
+
+enum Message {
+    Record(Box<AuditRecord>),
+    Flush(mpsc::Sender<()>),
+}
+
+/// The hash-chained JSON-lines log: a file, or stdout.
+#[derive(Clone)]
+pub struct AuditLog {
+    tx: mpsc::Sender<Message>,
+}
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AuditLog")
+    }
+}
+
+/// Where the writer thread appends.
+enum Target {
+    Stdout,
+    File {
+        path: PathBuf,
+        file: File,
+        checked: Instant,
+    },
+}
+
+impl AuditLog {
+    /// Appends to `target`: a file path (created 0600 when missing), or
+    /// `stdout` / `-`. A file's chain continues from its last line.
+    pub fn open(target: &str) -> std::io::Result<Self> {
+        let (target, prev, seq) = if target == "stdout" || target == "-" {
+            (Target::Stdout, GENESIS.to_owned(), 0)
+        } else {
+            let path = PathBuf::from(target);
+            let (prev, seq) = chain_tail(&path)?;
+            let file = open_append(&path)?;
+            (
+                Target::File {
+                    path,
+                    file,
+                    checked: Instant::now(),
+                },
+                prev,
+                seq,
+            )
+        };
+        let (tx, rx) = mpsc::channel::<Message>();
+        std::thread::Builder::new()
+            .name("audit-log".into())
+            .spawn(move || write_loop(rx, target, prev, seq))?;
+        Ok(Self { tx })
+    }
+
+    /// Waits until every record taken so far is written.
+    pub fn flush(&self) {
+        let (done, wait) = mpsc::channel();
+        if self.tx.send(Message::Flush(done)).is_ok() {
+            let _ = wait.recv_timeout(Duration::from_secs(5));
+        }
+    }
+}
+
+impl AuditSink for AuditLog {
+    fn record(&self, record: AuditRecord) {
+        // A closed writer (it could not write) already logged why.
+        let _ = self.tx.send(Message::Record(Box::new(record)));
+    }
+}
+
+fn open_append(path: &Path) -> std::io::Result<File> {
+    let mut opts = OpenOptions::new();
+    opts.create(true).append(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    opts.open(path)
+}
+
+/// The hash of a file's last line and the next `seq` (the genesis when the
+/// file is missing or empty).
+fn chain_tail(path: &Path) -> std::io::Result<(String, u64)> {
+    let mut file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((GENESIS.into(), 0)),
+        Err(e) => return Err(e),
+    };
+    let len = file.metadata()?.len();
+    let start = len.saturating_sub(64 * 1024);
+    file.seek(SeekFrom::Start(start))?;
+    let mut tail = Vec::new();
+    file.read_to_end(&mut tail)?;
+    let Some(last) = tail.split(|b| *b == b'\n').rev().find(|l| !l.is_empty()) else {
+        return Ok((GENESIS.into(), 0));
+    };
+    let seq = serde_json::from_slice::<AuditRecord>(last)
+        .map(|r| r.seq + 1)
+        .map_err(|e| {
+            std::io::Error::other(format!(
+                "the last line of {} is not an audit record: {e}",
+                path.display()
+            ))
+        })?;
+    Ok((hex::encode(Sha256::digest(last)), seq))
+}
+
+fn write_loop(rx: mpsc::Receiver<Message>, mut target: Target, mut prev: String, mut seq: u64) {
+    while let Ok(message) = rx.recv() {
+        let mut record = match message {
+            Message::Record(r) => r,
+            Message::Flush(done) => {
+                let _ = done.send(());
+                continue;
+            }
+        };
+        record.seq = seq;
+        record.prev = std::mem::take(&mut prev);
+        let Ok(line) = serde_json::to_vec(&record) else {
+            continue;
+        };
+        prev = hex::encode(Sha256::digest(&line));
+        seq += 1;
+        if let Err(e) = write_line(&mut target, &line) {
+            tracing::error!(error = %e, "cannot write the audit log");
+        }
+    }
+}
+
+fn write_line(target: &mut Target, line: &[u8]) -> std::io::Result<()> {
+    match target {
+        Target::Stdout => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(line)?;
+            out.write_all(b"\n")?;
+            out.flush()
+        }
+        Target::File {
+            path,
+            file,
+            checked,
+        } => {
+            // Rotated away (renamed or removed)? Then a new file, whose
+            // first record continues the chain.
+            if checked.elapsed() >= Duration::from_secs(1) {
+                *checked = Instant::now();
+                if rotated(path, file) {
+                    *file = open_append(path)?;
+                }
+            }
+            let mut buf = Vec::with_capacity(line.len() + 1);
+            buf.extend_from_slice(line);
+            buf.push(b'\n');
+            file.write_all(&buf)?;
+            file.flush()
+        }
+    }
+}
+
+#[cfg(unix)]
+fn rotated(path: &Path, file: &File) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(path), file.metadata()) {
+        (Ok(on_disk), Ok(open)) => on_disk.ino() != open.ino() || on_disk.dev() != open.dev(),
+        _ => true,
+    }
+}
+
+#[cfg(not(unix))]
+fn rotated(path: &Path, _file: &File) -> bool {
+    !path.exists()
+}
+
+/// What [`verify_chain`] found in an intact log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainReport {
+    /// Records checked.
+    pub records: u64,
+    /// The first record's `seq`: above 0 when the log starts after a
+    /// rotation whose earlier files were not given.
+    pub first_seq: u64,
+}
+
+/// Where and how a chain is broken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}, line {line}: {reason}")]
+pub struct ChainError {
+    /// The file.
+    pub file: String,
+    /// The first broken record's line (1-based) in it.
+    pub line: u64,
+    /// What is wrong.
+    pub reason: String,
+}
+
+/// Checks the files of one log, oldest first (rotated files, then the
+/// current one): every line a record, `seq` consecutive, and each `prev`
+/// the hash of the line before (across files too). An edited record is
+/// named by its line (the next record's `prev` no longer matches it); a
+/// removed one by the line where `seq` jumps. The newest record is covered
+/// once another follows it.
+pub fn verify_chain(files: &[PathBuf]) -> Result<ChainReport, ChainError> {
+    let mut prev: Option<(String, u64)> = None;
+    let mut report = ChainReport {
+        records: 0,
+        first_seq: 0,
+    };
+    let mut last_line = (String::new(), 0u64);
+    for path in files {
+        let name = path.display().to_string();
+        let file = File::open(path).map_err(|e| ChainError {
+            file: name.clone(),
+            line: 0,
+            reason: format!("cannot open: {e}"),
+        })?;
+        for (i, line) in BufReader::new(file).split(b'\n').enumerate() {
+            let n = i as u64 + 1;
+            let broken = |reason: String| ChainError {
+                file: name.clone(),
+                line: n,
+                reason,
+            };
+            let line = line.map_err(|e| broken(format!("cannot read: {e}")))?;
+            if line.is_empty() {
+                continue;
+            }
+            let record: AuditRecord = serde_json::from_slice(&line)
+                .map_err(|_| broken("not an audit record (edited?)".into()))?;
+            match &prev {
+                None => {
+                    report.first_seq = record.seq;
+                    if record.seq == 0 && record.prev != GENESIS {
+                        return Err(broken("the first record does not start a chain".into()));
+                    }
+                }
+                Some((hash, seq)) => {
+                    if record.seq != seq + 1 {
+                        return Err(broken(format!(
+                            "seq {} follows {seq}: {} record(s) removed before this one",
+                            record.seq,
+                            record.seq.saturating_sub(seq + 1)
+                        )));
+                    }
+                    if record.prev != *hash {
+                        let (file, line) = &last_line;
+                        return Err(ChainError {
+                            file: file.clone(),
+                            line: *line,
+                            reason: "edited: the next record's prev is not its hash".into(),
+                        });
+                    }
+                }
+            }
+            prev = Some((hex::encode(Sha256::digest(&line)), record.seq));
+            last_line = (name.clone(), n);
+            report.records += 1;
+        }
+    }
+    Ok(report)
+}
+
+/// A request id from the client's `X-Request-Id` when it is a plain token
+/// (letters, digits, `-`, `_`, `.`, at most 64), else a new random one.
+fn request_id(headers: &http::HeaderMap) -> String {
+    if let Some(v) = headers.get("x-request-id").and_then(|v| v.to_str().ok())
+        && !v.is_empty()
+        && v.len() <= 64
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    {
+        return v.to_owned();
+    }
+    let mut id = [0u8; 12];
+    if getrandom::fill(&mut id).is_err() {
+        return "unknown".into();
+    }
+    hex::encode(id)
+}
+
+/// The JSON-RPC method and tool of a request body (a single message).
+fn method_and_tool(body: &[u8]) -> (Option<String>, Option<String>) {
+    #[derive(Deserialize)]
+    struct Params {
+        name: Option<serde_json::Value>,
+    }
+    #[derive(Deserialize)]
+    struct Message {
+        method: Option<String>,
+        params: Option<Params>,
+    }
+    match serde_json::from_slice::<Message>(body) {
+        Ok(m) => {
+            let tool = (m.method.as_deref() == Some("tools/call"))
+                .then(|| m.params.and_then(|p| p.name))
+                .flatten()
+                .and_then(|n| n.as_str().map(str::to_owned));
+            (m.method, tool)
+        }
+        Err(_) => (None, None),
+    }
+}
+
+/// The scopes a tool call needed, put on the response by
+/// [`ToolScopeLayer`](crate::ToolScopeLayer) for the audit record.
+#[derive(Debug, Clone)]
+pub(crate) struct RequiredScopes(pub(crate) Vec<String>);
+
+/// Writes one [`AuditRecord`] per request through it (see the [module
+/// docs](self)).
+#[derive(Clone)]
+pub struct AuditLayer {
+    sink: Arc<dyn AuditSink>,
+    trusted_proxies: Arc<Vec<IpNet>>,
+    max_body: usize,
+}
+
+impl std::fmt::Debug for AuditLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditLayer").finish_non_exhaustive()
+    }
+}
+
+impl AuditLayer {
+    /// Records to `sink`; the peer is the client behind `trusted_proxies`;
+    /// bodies up to `max_body` bytes are read for the method and tool.
+    pub fn new(sink: Arc<dyn AuditSink>, trusted_proxies: Vec<IpNet>, max_body: usize) -> Self {
+        Self {
+            sink,
+            trusted_proxies: Arc::new(trusted_proxies),
+            max_body,
+        }
+    }
+}
+
+impl<S> Layer<S> for AuditLayer {
+    type Service = AuditService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        AuditService {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// The service of [`AuditLayer`].
+#[derive(Clone)]
+pub struct AuditService<S> {
+    inner: S,
+    layer: AuditLayer,
+}
+
+impl<S> Service<Request<Body>> for AuditService<S>
+where
+    S: Service<Request<Body>, Response = Response> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let layer = self.layer.clone();
+        Box::pin(async move {
+            let (parts, body) = req.into_parts();
+            let id = request_id(&parts.headers);
+            let peer = parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip());
+            let peer: Option<IpAddr> =
+                crate::client_ip(&layer.trusted_proxies, peer, &parts.headers);
+            let session = parts
+                .headers
+                .get("mcp-session-id")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let header = |n: &str| {
+                parts
+                    .headers
+                    .get(n)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned)
+            };
+            let (mut method, mut tool) = (header("mcp-method"), header("mcp-name"));
+            if tool.is_some() && method.as_deref() != Some("tools/call") {
+                tool = None;
+            }
+            let is_delete = parts.method == http::Method::DELETE;
+            let body = if parts.method == http::Method::POST {
+                match axum::body::to_bytes(body, layer.max_body).await {
+                    Ok(bytes) => {
+                        if method.is_none() {
+                            (method, tool) = method_and_tool(&bytes);
+                        }
+                        Body::from(bytes)
+                    }
+                    // Too large or unreadable: the body limit answers it.
+                    Err(_) => Body::empty(),
+                }
+            } else {
+                body
+            };
+            let mut resp = inner.call(Request::from_parts(parts, body)).await?;
+            let status = resp.status();
+            let new_session = resp
+                .headers()
+                .get("mcp-session-id")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let (event, session_id) = match (&session, new_session, is_delete) {
+                (None, Some(new), _) if status.is_success() => ("session_start", Some(new)),
+                (Some(s), _, true) if status.is_success() => ("session_end", Some(s.clone())),
+                (s, _, _) => ("request", s.clone()),
+            };
+            let decision = if status.is_success() { "allow" } else { "deny" };
+            let mut record = AuditRecord::new(event, decision, status.as_u16());
+            record.request_id = id.clone();
+            record.method = method;
+            record.tool = tool;
+            record.session_id = session_id;
+            record.peer = peer.map(|p| p.to_string());
+            if let Some(p) = resp.extensions().get::<Principal>() {
+                record.strategy = Some(p.strategy.clone());
+                record.subject = (!p.anonymous).then(|| p.subject.clone());
+                record.client_id = p.client_id.clone();
+                record.issuer = p.issuer.clone();
+                record.scopes_held = p.scopes.clone();
+                record.key_fingerprint = p
+                    .claims
+                    .get("key_fingerprint")
+                    .and_then(|v| v.as_str())
+                    .map(str::to_owned);
+            }
+            if let Some(RequiredScopes(s)) = resp.extensions().get::<RequiredScopes>() {
+                record.scopes_required = s.clone();
+            }
+            if !status.is_success() {
+                let (reason, detail, scope, rebuilt) = refusal_of(resp).await;
+                resp = rebuilt;
+                record.reason = reason;
+                record.detail = detail;
+                if record.scopes_required.is_empty() {
+                    record.scopes_required = scope;
+                }
+            }
+            if let Ok(v) = HeaderValue::from_str(&id) {
+                resp.headers_mut().insert("x-request-id", v);
+            }
+            layer.sink.record(record);
+            Ok(resp)
+        })
+    }
+}
+
+/// A refusal's `error`, `error_description` and `scope` (from its small
+/// JSON body; the response is rebuilt unchanged).
+async fn refusal_of(resp: Response) -> (Option<String>, Option<String>, Vec<String>, Response) {
+    let small_json = resp
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"))
+        && http_body::Body::size_hint(resp.body())
+            .upper()
+            .is_some_and(|n| n <= 16 * 1024);
+    if !small_json {
+        let reason = resp
+            .status()
+            .canonical_reason()
+            .map(|r| r.to_ascii_lowercase().replace(' ', "_"));
+        return (reason, None, Vec::new(), resp);
+    }
+    let (parts, body) = resp.into_parts();
+    let bytes = axum::body::to_bytes(body, 16 * 1024)
+        .await
+        .unwrap_or_default();
+    let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+    // OAuth-style bodies name `error`; JSON-RPC ones nest it.
+    let text = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_owned);
+    let (reason, detail) = match (text("error"), v.get("error")) {
+        (Some(e), _) => (Some(e), text("error_description")),
+        (None, Some(e)) => (
+            e.get("code").map(|c| format!("jsonrpc_{c}")),
+            e.get("message").and_then(|m| m.as_str()).map(str::to_owned),
+        ),
+        _ => (None, None),
+    };
+    let scope = text("scope")
+        .map(|s| s.split_whitespace().map(str::to_owned).collect())
+        .unwrap_or_default();
+    (
+        reason,
+        detail,
+        scope,
+        Response::from_parts(parts, Body::from(bytes)),
+    )
+}
+
+/// An [`AuditSink`] that keeps records in memory (tests, embedding).
+#[derive(Debug, Default, Clone)]
+pub struct MemoryAudit {
+    records: Arc<Mutex<Vec<AuditRecord>>>,
+}
+
+impl MemoryAudit {
+    /// The records so far.
+    pub fn records(&self) -> Vec<AuditRecord> {
+        self.records.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+}
+
+impl AuditSink for MemoryAudit {
+    fn record(&self, record: AuditRecord) {
+        if let Ok(mut r) = self.records.lock() {
+            r.push(record);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn log_in(dir: &Path) -> (PathBuf, AuditLog) {
+        let path = dir.join("audit.jsonl");
+        let log = AuditLog::open(path.to_str().unwrap()).unwrap();
+        (path, log)
+    }
+
+    fn write(log: &AuditLog, n: usize) {
+        for i in 0..n {
+            log.record(AuditRecord {
+                subject: Some(format!("user-{i}")),
+                ..AuditRecord::new("request", "allow", 200)
+            });
+        }
+        log.flush();
+    }
+
+    fn lines(path: &Path) -> Vec<String> {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    #[test]
+    fn a_deleted_record_is_named_by_the_seq_gap() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, log) = log_in(dir.path());
+        write(&log, 5);
+        assert_eq!(
+            verify_chain(std::slice::from_ref(&path)).unwrap().records,
+            5
+        );
+        let mut l = lines(&path);
+        l.remove(2);
+        std::fs::write(&path, l.join("\n") + "\n").unwrap();
+        let e = verify_chain(&[path]).unwrap_err();
+        assert_eq!(e.line, 3, "{e}");
+        assert!(e.reason.contains("1 record(s) removed"), "{e}");
+    }
+
+    #[test]
+    fn an_edited_record_is_named_and_a_reordered_one_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, log) = log_in(dir.path());
+        write(&log, 4);
+        let original = lines(&path);
+        let mut l = original.clone();
+        l[1] = l[1].replace("\"allow\"", "\"deny\"");
+        std::fs::write(&path, l.join("\n") + "\n").unwrap();
+        let e = verify_chain(std::slice::from_ref(&path)).unwrap_err();
+        assert_eq!(e.line, 2, "{e}");
+        assert!(e.reason.contains("edited"), "{e}");
+        let mut l = original;
+        l.swap(1, 2);
+        std::fs::write(&path, l.join("\n") + "\n").unwrap();
+        assert!(verify_chain(&[path]).is_err());
+    }
+
+    #[test]
+    fn the_chain_continues_across_restarts_and_rotation() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, log) = log_in(dir.path());
+        write(&log, 2);
+        drop(log);
+        // A restart continues the file's chain.
+        let (_, log) = log_in(dir.path());
+        write(&log, 1);
+        // Rotation: the file is renamed away; the next record (after the
+        // writer's once-a-second check) starts a new file in the same chain.
+        let rotated = dir.path().join("audit.jsonl.1");
+        std::fs::rename(&path, &rotated).unwrap();
+        std::thread::sleep(Duration::from_millis(1100));
+        write(&log, 2);
+        assert_eq!(lines(&rotated).len(), 3);
+        assert_eq!(lines(&path).len(), 2);
+        let r = verify_chain(&[rotated.clone(), path.clone()]).unwrap();
+        assert_eq!((r.records, r.first_seq), (5, 0));
+        // The current file alone starts mid-chain, and says so.
+        assert_eq!(
+            verify_chain(std::slice::from_ref(&path)).unwrap().first_seq,
+            3
+        );
+        // The files in the wrong order do not verify.
+        assert!(verify_chain(&[path, rotated]).is_err());
+    }
+
+    #[test]
+    fn request_ids_are_plain_tokens_or_new() {
+        let mut h = http::HeaderMap::new();
+        h.insert("x-request-id", HeaderValue::from_static("abc-123_x.y"));
+        assert_eq!(request_id(&h), "abc-123_x.y");
+        h.insert("x-request-id", HeaderValue::from_static("bad id\"}"));
+        let id = request_id(&h);
+        assert_eq!(id.len(), 24);
+        assert_ne!(id, request_id(&h));
+    }
+
+    #[test]
+    fn method_and_tool_come_from_the_body() {
+        let b = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"whoami","arguments":{}}}"#;
+        assert_eq!(
+            method_and_tool(b),
+            (Some("tools/call".into()), Some("whoami".into()))
+        );
+        let b = br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
+        assert_eq!(method_and_tool(b), (Some("tools/list".into()), None));
+        assert_eq!(method_and_tool(b"[1,2]"), (None, None));
+    }
+}
