@@ -280,6 +280,25 @@ pub trait Authenticator: Send + Sync + 'static {
     fn dpop(&self) -> Option<crate::DpopInfo> {
         None
     }
+
+    /// What this authenticator needs to accept anyone, checked now without
+    /// waiting on the network (an issuer's keys fetched and fresh, ...), for
+    /// a readiness probe. Default: nothing to check.
+    fn readiness(&self) -> Vec<Readiness> {
+        Vec::new()
+    }
+}
+
+/// One readiness check: what, whether it holds, and a short detail (no
+/// URL, key or secret: probes are unauthenticated).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Readiness {
+    /// What was checked (`jwks`, `session store`, ...).
+    pub name: String,
+    /// Whether it holds.
+    pub ok: bool,
+    /// Why, in a few words (`3 keys, fetched 40 s ago`).
+    pub detail: String,
 }
 
 /// An authenticator shared between tasks.
@@ -395,6 +414,9 @@ impl<A: Authenticator + ?Sized> Authenticator for Arc<A> {
     }
     fn dpop(&self) -> Option<crate::DpopInfo> {
         (**self).dpop()
+    }
+    fn readiness(&self) -> Vec<Readiness> {
+        (**self).readiness()
     }
 }
 

@@ -49,7 +49,7 @@ pub mod settings;
 /// an implementation needs no extra dependency: `#[mcp_auth_core::async_trait]`.
 pub use async_trait::async_trait;
 pub use authenticator::{
-    AuthRequest, AuthRequestBuilder, Authenticator, FnAuthenticator, SharedAuthenticator,
+    AuthRequest, AuthRequestBuilder, Authenticator, FnAuthenticator, Readiness, SharedAuthenticator,
 };
 pub use challenge::{Challenge, ChallengeScheme};
 pub use dpop::{DpopInfo, MemoryReplayCache, ReplayCache, TokenScheme};

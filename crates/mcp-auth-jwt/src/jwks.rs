@@ -67,7 +67,20 @@ struct State {
     keys: Option<Arc<KeySet>>,
     jwks_url: Option<Url>,
     last_attempt: Option<Instant>,
+    last_success: Option<Instant>,
     last_error: Option<String>,
+}
+
+/// What a [`JwksCache`] holds, for readiness probes and metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct JwksStatus {
+    /// Keys in the cached set (0: none fetched yet).
+    pub keys: usize,
+    /// Time since the last successful fetch.
+    pub age: Option<Duration>,
+    /// Whether the last fetch failed (the last good keys are kept).
+    pub last_fetch_failed: bool,
 }
 
 struct Inner {
@@ -145,6 +158,7 @@ impl JwksCacheBuilder {
                     keys: None,
                     jwks_url: None,
                     last_attempt: None,
+                    last_success: None,
                     last_error: None,
                 }),
                 fetch_lock: tokio::sync::Mutex::new(()),
@@ -194,6 +208,15 @@ impl JwksCache {
     /// How many fetches of the key set (and discovery documents) were made.
     pub fn fetch_count(&self) -> u64 {
         self.inner.fetches.load(Ordering::Relaxed)
+    }
+
+    /// What the cache holds now, without fetching.
+    pub fn status(&self) -> JwksStatus {
+        self.read_state(|s| JwksStatus {
+            keys: s.keys.as_ref().map_or(0, |k| k.len()),
+            age: s.last_success.map(|t| t.elapsed()),
+            last_fetch_failed: s.last_error.is_some(),
+        })
     }
 
     /// The cached keys, if any, without fetching.
@@ -284,6 +307,7 @@ impl JwksCache {
             match &result {
                 Ok(keys) => {
                     s.keys = Some(keys.clone());
+                    s.last_success = Some(Instant::now());
                     s.last_error = None;
                 }
                 Err(e) => s.last_error = Some(e.0.clone()),

@@ -96,7 +96,7 @@ pub use dpop::{
 pub use fetch::{FetchError, FetchLimits};
 pub use jsonwebtoken::Algorithm;
 #[cfg(feature = "fetch")]
-pub use jwks::{JwksCache, JwksCacheBuilder, JwksError};
+pub use jwks::{JwksCache, JwksCacheBuilder, JwksError, JwksStatus};
 pub use keys::{
     ALL_ALGORITHMS, EC_ALGORITHMS, HMAC_ALGORITHMS, KeyError, KeySet, MIN_HMAC_SECRET_LEN,
     RSA_ALGORITHMS, VerifyKey, same_family,

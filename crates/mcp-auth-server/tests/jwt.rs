@@ -446,3 +446,66 @@ async fn tool_scopes_from_settings_replace_the_default_of_a_tool_they_name() {
     assert_eq!(r.structured_content.unwrap()["server"], "mcp-auth-server");
     c.cancel().await.unwrap();
 }
+
+/// Issue #17: `/ready` is 200 when the issuer's keys are fetched and the
+/// store answers, 503 naming the keys when the issuer cannot be reached;
+/// `/health` stays 200 either way (liveness).
+#[tokio::test]
+async fn ready_reports_the_issuers_keys_and_the_store() {
+    let (iss, _) = issuer().await;
+    let s = Server::start(&[
+        ("MCP_AUTH_STRATEGY", "oauth2"),
+        ("MCP_OAUTH_ISSUER", iss.as_str()),
+    ]);
+    let http = reqwest::Client::new();
+    let mut body = serde_json::Value::Null;
+    for _ in 0..40 {
+        let r = http
+            .get(format!("{}/ready", s.base()))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        body = r.json().await.unwrap();
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(body["status"], "ready", "{body}");
+    let names: Vec<&str> = body["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["oauth2 keys", "session store"], "{body}");
+
+    // An issuer that is not there: no keys, not ready; alive all the same.
+    let gone = format!(
+        "http://127.0.0.1:{}",
+        mcp_auth_integration_tests::free_port()
+    );
+    let s = Server::start(&[
+        ("MCP_AUTH_STRATEGY", "oauth2"),
+        ("MCP_OAUTH_ISSUER", gone.as_str()),
+    ]);
+    let r = http
+        .get(format!("{}/ready", s.base()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["checks"][0]["ok"], false, "{body}");
+    assert!(
+        !body.to_string().contains(&gone),
+        "no URL in the probe: {body}"
+    );
+    let r = http
+        .get(format!("{}/health", s.base()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}

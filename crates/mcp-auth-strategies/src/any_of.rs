@@ -203,6 +203,11 @@ impl Authenticator for AnyOf {
         !self.members.is_empty() && self.members.iter().all(|m| m.anonymous_only())
     }
 
+    /// Every member's checks.
+    fn readiness(&self) -> Vec<mcp_auth_core::Readiness> {
+        self.members.iter().flat_map(|m| m.readiness()).collect()
+    }
+
     /// The first member's that checks DPoP proofs.
     fn dpop(&self) -> Option<mcp_auth_core::DpopInfo> {
         self.members.iter().find_map(|m| m.dpop())

@@ -335,6 +335,10 @@ impl Authenticator for DpopAuthenticator {
         self.inner.anonymous_only()
     }
 
+    fn readiness(&self) -> Vec<mcp_auth_core::Readiness> {
+        self.inner.readiness()
+    }
+
     fn dpop(&self) -> Option<DpopInfo> {
         Some(DpopInfo {
             algorithms: self.algorithms(),

@@ -311,6 +311,37 @@ impl Authenticator for JwtAuthenticator {
     fn scopes_supported(&self) -> Vec<String> {
         self.scopes_supported.clone()
     }
+
+    /// With a JWKS (the `oauth2` strategy): the issuer's metadata and keys
+    /// fetched, and not stale (a successful fetch within the hour; the
+    /// cache refreshes every 10 minutes). Static keys: nothing to check.
+    fn readiness(&self) -> Vec<mcp_auth_core::Readiness> {
+        let Some(jwks) = self.verifier.jwks() else {
+            return Vec::new();
+        };
+        let status = jwks.status();
+        let fresh = status
+            .age
+            .is_some_and(|a| a < std::time::Duration::from_secs(3600));
+        let detail = match (status.keys, status.age) {
+            (0, _) => "no keys fetched from the issuer yet".to_owned(),
+            (n, Some(age)) => format!(
+                "{n} key(s), fetched {} s ago{}",
+                age.as_secs(),
+                if status.last_fetch_failed {
+                    "; the latest fetch failed"
+                } else {
+                    ""
+                }
+            ),
+            (n, None) => format!("{n} key(s)"),
+        };
+        vec![mcp_auth_core::Readiness {
+            name: format!("{} keys", self.name),
+            ok: status.keys > 0 && fresh,
+            detail,
+        }]
+    }
 }
 
 #[cfg(test)]

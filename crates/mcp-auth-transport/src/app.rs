@@ -287,7 +287,11 @@ impl McpHttpApp {
                 .option_layer(tool_scopes),
         );
         self.start_sweeper();
-        let mut router = protected.route("/health", get(health));
+        let (authenticator, store) = (self.authenticator.clone(), self.store.clone());
+        let mut router = protected.route("/health", get(health)).route(
+            "/ready",
+            get(move || ready(authenticator.clone(), store.clone())),
+        );
         if let Some(public) = self.public.clone() {
             router = router.merge(public);
         }
@@ -421,6 +425,45 @@ async fn content_length_limit(
         ),
         _ => next.run(req).await,
     }
+}
+
+/// `/ready`: 200 when the server can authenticate and serve (its
+/// authenticator's checks, e.g. the issuer's keys fetched and fresh, and
+/// the session store answering), else 503; the checks as JSON, without
+/// URLs or secrets.
+async fn ready(authenticator: SharedAuthenticator, store: SharedStore) -> Response {
+    let mut checks = authenticator.readiness();
+    let store_check = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        store.kv_get("ready:probe"),
+    )
+    .await;
+    checks.push(mcp_auth_core::Readiness {
+        name: "session store".into(),
+        ok: matches!(store_check, Ok(Ok(_))),
+        detail: match store_check {
+            Ok(Ok(_)) => "answers".into(),
+            Ok(Err(_)) => "unreachable".into(),
+            Err(_) => "no answer within 2 s".into(),
+        },
+    });
+    let ok = checks.iter().all(|c| c.ok);
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let mut resp = (
+        status,
+        Json(serde_json::json!({
+            "status": if ok { "ready" } else { "not ready" },
+            "checks": checks,
+        })),
+    )
+        .into_response();
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
 }
 
 async fn health() -> Response {
