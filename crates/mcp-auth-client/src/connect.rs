@@ -1,6 +1,6 @@
 //! [`connect`]: an rmcp client session with the right credentials.
 
-use std::{collections::HashMap, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use http::{HeaderName, HeaderValue};
 use rmcp::{
@@ -18,9 +18,11 @@ use rmcp::{
 };
 
 use crate::{
-    CallbackError, CallbackServer, FileCredentialStore, IssuerCheck, Presented, Refusal,
-    Registration, RegistrationStore,
+    CallbackError, CallbackServer, DpopHttpClient, DpopKey, FileCredentialStore, IssuerCheck,
+    Presented, Refusal, Registration, RegistrationStore,
+    dpop::{is_dpop_token_type, supports_es256},
     failure::{challenge_scopes, from_initialize_error, is_unreachable, union},
+    oauth_http::OAuthHttp,
     open_browser,
 };
 
@@ -131,6 +133,15 @@ pub struct OAuthOptions {
     pub challenge: Option<String>,
     /// The MCP wire to speak once authorized (default [`Wire::Auto`]).
     pub wire: Wire,
+    /// Ask for DPoP-bound tokens (RFC 9449) when the authorization server's
+    /// metadata offers DPoP with ES256 (`dpop_signing_alg_values_supported`)
+    /// (default true): token requests carry a proof of the server's key
+    /// ([`FileCredentialStore::dpop_key`], in memory without `persist`),
+    /// and a token issued as `DPoP` is presented with a proof on every MCP
+    /// request. False: no proofs, Bearer tokens only; stored tokens that
+    /// are already bound are still presented with proofs (RFC 9449 §7.1
+    /// forbids sending them as Bearer).
+    pub dpop: bool,
 }
 
 impl Default for OAuthOptions {
@@ -148,6 +159,7 @@ impl Default for OAuthOptions {
             timeout: Duration::from_secs(300),
             challenge: None,
             wire: Wire::Auto,
+            dpop: true,
         }
     }
 }
@@ -287,7 +299,7 @@ pub(crate) async fn plain(
 /// `initialize` handshake of 2025-11-25 on a new transport. A refusal of
 /// the credentials (401/403) or an unreachable server ends it at once:
 /// the other wire would fare the same.
-async fn start<C>(
+pub(crate) async fn start<C>(
     http: C,
     config: StreamableHttpClientTransportConfig,
     presented: Presented,
@@ -442,43 +454,115 @@ fn probe_outcome(r: &reqwest::Response) -> Result<Result<Option<String>, ClientE
         .get_all(http::header::WWW_AUTHENTICATE)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .find(|c| c.len() >= 6 && c[..6].eq_ignore_ascii_case("bearer"))
+        .find(|c| is_oauth_challenge(c))
         .map(str::to_owned);
     match (r.status().as_u16(), challenge) {
         (401 | 403, Some(c)) => Ok(Ok(Some(c))),
         (401, None) => Ok(Err(ClientError::AuthRequired(
-            "no Bearer challenge (try --api-key or --bearer)".into(),
+            "no Bearer or DPoP challenge (try --api-key or --bearer)".into(),
         ))),
         (status, _) => Err(status),
     }
 }
 
+/// Whether a `WWW-Authenticate` value is an OAuth challenge: scheme
+/// `Bearer` or `DPoP` (RFC 9449 §7.1).
+fn is_oauth_challenge(challenge: &str) -> bool {
+    let scheme = challenge
+        .trim_start()
+        .split([' ', ','])
+        .next()
+        .unwrap_or("");
+    scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("dpop")
+}
+
+/// The authorization manager for `server_url`; with `dpop`, its OAuth
+/// requests go through [`OAuthHttp`] (returned too), which can add DPoP
+/// proofs to token requests once the metadata is known.
 async fn manager(
     server_url: &str,
     opts: &OAuthOptions,
-) -> Result<AuthorizationManager, ClientError> {
-    let mut m = AuthorizationManager::new(server_url)
-        .await
-        .map_err(|e| ClientError::Discovery(e.to_string()))?;
+    dpop: bool,
+) -> Result<(AuthorizationManager, Option<Arc<OAuthHttp>>), ClientError> {
+    let discovery = |e: rmcp::transport::auth::AuthError| ClientError::Discovery(e.to_string());
+    let (mut m, http) = if dpop {
+        let http = Arc::new(OAuthHttp::new(server_url).map_err(ClientError::Discovery)?);
+        let m = AuthorizationManager::new_with_oauth_http_client(server_url, http.clone())
+            .await
+            .map_err(discovery)?;
+        (m, Some(http))
+    } else {
+        (
+            AuthorizationManager::new(server_url)
+                .await
+                .map_err(discovery)?,
+            None,
+        )
+    };
     if opts.persist {
         m.set_credential_store(FileCredentialStore::for_server(server_url));
     }
-    Ok(m)
+    Ok((m, http))
 }
 
+/// The DPoP key for `server_url`: the stored one (created and stored at
+/// first use) with `persist`, else a new one in memory.
+fn dpop_key(server_url: &str, persist: bool) -> Result<DpopKey, ClientError> {
+    let key = if persist {
+        FileCredentialStore::for_server(server_url)
+            .dpop_key()
+            .map_err(|e| ClientError::Token(e.to_string()))?
+    } else {
+        DpopKey::generate().map_err(|e| ClientError::Token(e.to_string()))?
+    };
+    Ok(key)
+}
+
+/// Proofs on the token requests to `token_endpoint`, signed with `key`.
+fn enable_dpop(http: &OAuthHttp, token_endpoint: &str, key: &DpopKey) -> Result<(), ClientError> {
+    http.enable_dpop(token_endpoint, key.clone())
+        .map_err(ClientError::Discovery)
+}
+
+/// Whether rmcp's token response is DPoP-bound.
+pub(crate) fn is_bound(token: &rmcp::transport::auth::OAuthTokenResponse) -> bool {
+    use oauth2::TokenResponse;
+    is_dpop_token_type(token.token_type().as_ref())
+}
+
+/// The MCP session with the manager's tokens: presented as `DPoP` with a
+/// proof of `dpop`'s key on every request when they are bound, else as
+/// `Bearer`.
 async fn with_manager(
     server_url: &str,
     m: AuthorizationManager,
     wire: Wire,
+    dpop: Option<DpopKey>,
 ) -> Result<Client, ClientError> {
-    let client = AuthClient::new(reqwest::Client::new(), m);
-    start(
-        client,
-        StreamableHttpClientTransportConfig::with_uri(server_url),
-        Presented::OAuth,
-        wire,
-    )
-    .await
+    let bound = m
+        .get_credentials()
+        .await
+        .ok()
+        .and_then(|(_, token)| token)
+        .is_some_and(|t| is_bound(&t));
+    let config = StreamableHttpClientTransportConfig::with_uri(server_url);
+    match (bound, dpop) {
+        (true, Some(key)) => {
+            tracing::debug!(
+                key = key.fingerprint(),
+                "the token is DPoP-bound: presenting it with proofs"
+            );
+            let client = AuthClient::new(DpopHttpClient::new(key), m);
+            start(client, config, Presented::OAuth, wire).await
+        }
+        (true, None) => Err(ClientError::Token(
+            "the authorization server issued a DPoP-bound token without a DPoP proof".into(),
+        )),
+        (false, _) => {
+            let client = AuthClient::new(reqwest::Client::new(), m);
+            start(client, config, Presented::OAuth, wire).await
+        }
+    }
 }
 
 /// Stored tokens for `server_url`, when they work: the session and the
@@ -494,7 +578,27 @@ async fn from_store(
         Ok(Some(s)) if s.token_response.is_some() => s,
         _ => return Ok(None),
     };
-    let mut m = manager(server_url, opts).await?;
+    // A DPoP-bound token is useless without its key, and its refresh
+    // (a public client's) needs proofs of it too.
+    let bound = stored.token_response.as_ref().is_some_and(is_bound);
+    let key = if bound {
+        match store.load_dpop_key() {
+            Ok(Some(key)) => Some(key),
+            Ok(None) => {
+                tracing::info!(
+                    "the stored tokens are DPoP-bound but their key is gone; logging in again"
+                );
+                return Ok(None);
+            }
+            Err(e) => {
+                tracing::info!(error = %e, "the stored tokens' DPoP key cannot be read; logging in again");
+                return Ok(None);
+            }
+        }
+    } else {
+        None
+    };
+    let (mut m, http) = manager(server_url, opts, bound).await?;
     let metadata = match m.resolve_metadata().await {
         Ok(r) => r.metadata,
         Err(e) => {
@@ -502,6 +606,9 @@ async fn from_store(
             return Ok(None);
         }
     };
+    if let (Some(http), Some(key)) = (&http, &key) {
+        enable_dpop(http, &metadata.token_endpoint, key)?;
+    }
     let issuer = metadata.issuer.clone();
     m.set_metadata(metadata);
     if !m.initialize_from_store().await.unwrap_or(false) {
@@ -524,7 +631,7 @@ async fn from_store(
             tracing::debug!(error = %e, "cannot configure the client secret for refreshes");
         }
     }
-    match with_manager(server_url, m, opts.wire).await {
+    match with_manager(server_url, m, opts.wire, key).await {
         Ok(c) => Ok(Some((c, stored.granted_scopes))),
         Err(e) => {
             tracing::info!(error = %e, "stored tokens did not work; logging in again");
@@ -594,12 +701,28 @@ pub async fn connect_oauth(
     // What `OAuthState::start_authorization` does (discovery from the
     // challenge, then the session: registration and the authorization URL),
     // keeping the metadata's issuer so the callback page can check `iss`.
-    let mut m = manager(server_url, opts).await?;
+    let (mut m, http) = manager(server_url, opts, opts.dpop).await?;
     let metadata = m
         .resolve_metadata_from_challenge(Some(&challenge))
         .await
         .map_err(|e| ClientError::Discovery(e.to_string()))?
         .metadata;
+    // DPoP when asked for and offered: the token request carries a proof
+    // of the server's key, and the token comes back bound to it.
+    let dpop = match &http {
+        Some(http) if supports_es256(&metadata.additional_fields) => {
+            let key = dpop_key(server_url, opts.persist)?;
+            enable_dpop(http, &metadata.token_endpoint, &key)?;
+            Some(key)
+        }
+        Some(_) => {
+            tracing::debug!(
+                "the authorization server does not offer DPoP with ES256: Bearer tokens"
+            );
+            None
+        }
+        None => None,
+    };
     // Warn before anything goes to the authorization server: registration
     // and the token exchange use its other endpoints, the login page this
     // one.
@@ -784,7 +907,7 @@ pub async fn connect_oauth(
         .into_authorization_manager()
         .ok_or_else(|| ClientError::Token("no authorization state after login".into()))?;
     let granted = m.get_current_scopes().await;
-    let client = with_manager(server_url, m, opts.wire).await?;
+    let client = with_manager(server_url, m, opts.wire, dpop).await?;
     Ok((client, union(&requested, &granted)))
 }
 

@@ -35,6 +35,12 @@
 //! `client_secret_basic`, `client_secret_post`, `private_key_jwt`, or only
 //! its `client_id`.
 //!
+//! DPoP (RFC 9449): with [`TokenEndpoint::with_dpop`], each request carries
+//! a `DPoP` proof signed with the key, and the server may bind the token to
+//! it (`token_type` `DPoP`: present it with [`crate::DpopHttpClient`]). A
+//! `use_dpop_nonce` answer (400, or 401) with a new `DPoP-Nonce` is retried
+//! once with the nonce (§8); it is the only retry.
+//!
 //! Safety rules: a token endpoint must be `https://` (plain `http://` only
 //! on a loopback host), redirects are not followed, a request times out
 //! after 30 s, a response body is read up to 64 KiB. A failed request is
@@ -52,7 +58,11 @@ use jsonwebtoken::{EncodingKey, Header};
 use serde_json::{Map, Value};
 use url::{Host, Url};
 
-use crate::one_line;
+use crate::{
+    DpopKey,
+    dpop::{DPOP_HEADER, DPOP_NONCE_HEADER, USE_DPOP_NONCE, is_dpop_token_type},
+    one_line,
+};
 
 /// Whole-request timeout (connect, send, read).
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -88,6 +98,8 @@ pub struct TokenEndpoint {
     /// assertion (the token endpoint URL when it is unknown) and of an
     /// ID-JAG ([`enterprise_managed`] needs it).
     pub issuer: Option<String>,
+    /// The DPoP key requests to this endpoint carry a proof of.
+    dpop: Option<DpopKey>,
 }
 
 impl TokenEndpoint {
@@ -96,7 +108,23 @@ impl TokenEndpoint {
         Self {
             token_endpoint: token_endpoint.into(),
             issuer: None,
+            dpop: None,
         }
+    }
+
+    /// The same endpoint, each request with a DPoP proof signed with `key`
+    /// (when the server's metadata lists `ES256` in
+    /// `dpop_signing_alg_values_supported`): the token may come back bound
+    /// to the key (`token_type` `DPoP`).
+    #[must_use]
+    pub fn with_dpop(mut self, key: DpopKey) -> Self {
+        self.dpop = Some(key);
+        self
+    }
+
+    /// The DPoP key, when requests carry proofs.
+    pub fn dpop(&self) -> Option<&DpopKey> {
+        self.dpop.as_ref()
     }
 
     /// The same endpoint, of the authorization server `issuer`.
@@ -563,10 +591,13 @@ impl fmt::Display for GrantType {
 #[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct TokenGrant {
-    /// The access token, for `Authorization: Bearer <access_token>`.
+    /// The access token, for `Authorization: Bearer <access_token>`, or
+    /// `Authorization: DPoP <access_token>` with a proof when it is bound
+    /// ([`TokenGrant::is_dpop`]).
     pub access_token: String,
-    /// Always `Bearer` (the server's `token_type`, checked
-    /// case-insensitively; other types are refused).
+    /// `Bearer`, or `DPoP` for a token bound to the request's DPoP key
+    /// (the server's `token_type`, checked case-insensitively; other
+    /// types, and `DPoP` without a proof in the request, are refused).
     pub token_type: String,
     /// Seconds until the access token expires, when the server says.
     pub expires_in: Option<u64>,
@@ -574,6 +605,14 @@ pub struct TokenGrant {
     pub scope: Option<String>,
     /// A refresh token, when the server issued one.
     pub refresh_token: Option<String>,
+}
+
+impl TokenGrant {
+    /// Whether the token is DPoP-bound (`token_type` `DPoP`): it must be
+    /// presented with proofs of the key ([`crate::DpopHttpClient`]).
+    pub fn is_dpop(&self) -> bool {
+        is_dpop_token_type(&self.token_type)
+    }
 }
 
 impl fmt::Debug for TokenGrant {
@@ -671,15 +710,19 @@ pub enum GrantError {
         /// What is wrong with it.
         reason: String,
     },
-    /// The access token is not a Bearer token.
+    /// The access token is neither a Bearer nor a DPoP token.
     #[error(
-        "the authorization server issued a `{token_type}` token; only Bearer tokens are \
-         supported (DPoP-bound tokens are not supported yet)"
+        "the authorization server issued a `{token_type}` token; only Bearer and DPoP tokens \
+         are supported"
     )]
     UnsupportedTokenType {
         /// The `token_type` received.
         token_type: String,
     },
+    /// A DPoP-bound token for a request that carried no DPoP proof: there
+    /// is no key to present it with.
+    #[error("the authorization server issued a DPoP-bound token to a request without a DPoP proof")]
+    UnexpectedDpopToken,
     /// The identity provider's token exchange did not issue an ID-JAG.
     #[error(
         "the identity provider issued {issued} instead of an ID-JAG \
@@ -689,6 +732,12 @@ pub enum GrantError {
         /// The `issued_token_type` received, in backquotes, or `no
         /// issued_token_type`.
         issued: String,
+    },
+    /// A DPoP proof could not be made.
+    #[error("cannot make a DPoP proof for the token request: {reason}")]
+    Dpop {
+        /// Why (never key material).
+        reason: String,
     },
     /// [`enterprise_managed`] needs the MCP authorization server's issuer
     /// (the ID-JAG's audience).
@@ -725,7 +774,7 @@ pub async fn client_credentials(
     let mut form = Vec::new();
     push_scope_resource(&mut form, scopes, resource);
     let (status, body) = token_request(endpoint, grant, auth, form).await?;
-    token_grant(grant, status, &body)
+    token_grant(grant, status, &body, endpoint.dpop.is_some())
 }
 
 /// The JWT-bearer grant (RFC 7523 §2.1): `assertion` (a JWT whose
@@ -743,7 +792,7 @@ pub async fn jwt_bearer(
     let mut form = vec![("assertion", assertion.to_owned())];
     push_scope_resource(&mut form, scopes, resource);
     let (status, body) = token_request(endpoint, grant, auth, form).await?;
-    token_grant(grant, status, &body)
+    token_grant(grant, status, &body, endpoint.dpop.is_some())
 }
 
 /// Token exchange (RFC 8693) at the enterprise identity provider: the
@@ -825,7 +874,9 @@ fn push_scope_resource(
 
 /// One POST of `grant_type` and `params` (and the client's
 /// authentication) to the token endpoint: the status and the JSON object
-/// of a successful answer. Never retried.
+/// of a successful answer. Retried only once, with a DPoP endpoint, when
+/// the server answers `use_dpop_nonce` with a new nonce (a new client
+/// assertion and a new proof then).
 async fn token_request(
     endpoint: &TokenEndpoint,
     grant: GrantType,
@@ -833,16 +884,6 @@ async fn token_request(
     params: Vec<(&'static str, String)>,
 ) -> Result<(u16, Map<String, Value>), GrantError> {
     let (url, host) = checked_endpoint(&endpoint.token_endpoint)?;
-    let mut form = vec![("grant_type", grant.as_str().to_owned())];
-    form.extend(params);
-    let basic = auth.authenticate(endpoint, &mut form)?;
-    let mut sensitive: Vec<&str> = form
-        .iter()
-        .filter(|(name, _)| SENSITIVE_FIELDS.contains(name))
-        .map(|(_, value)| value.as_str())
-        .collect();
-    sensitive.extend(auth.secret());
-
     let network = |e: reqwest::Error| GrantError::Network {
         grant,
         host: host.clone(),
@@ -853,20 +894,77 @@ async fn token_request(
         .timeout(TIMEOUT)
         .build()
         .map_err(network)?;
-    let mut request = client
-        .post(url)
-        .header(http::header::ACCEPT, "application/json")
-        .form(&form);
-    if let Some((id, secret)) = basic {
-        request = request.basic_auth(id, Some(secret));
-    }
-    tracing::debug!(grant = grant.as_str(), %host, method = auth.method(), "token request");
-    let mut response = request.send().await.map_err(network)?;
-    let status = response.status();
-    let code = status.as_u16();
-    let Some(bytes) = read_capped(&mut response).await.map_err(network)? else {
-        return Err(invalid(grant, code, "the response is larger than 64 KiB"));
+    let mut retried = false;
+    let (form, status, bytes) = loop {
+        let mut form = vec![("grant_type", grant.as_str().to_owned())];
+        form.extend(params.iter().cloned());
+        let basic = auth.authenticate(endpoint, &mut form)?;
+        let mut request = client
+            .post(url.clone())
+            .header(http::header::ACCEPT, "application/json")
+            .form(&form);
+        if let Some((id, secret)) = basic {
+            request = request.basic_auth(id, Some(secret));
+        }
+        let sent_nonce = endpoint
+            .dpop
+            .as_ref()
+            .and_then(|k| k.nonce_for(url.as_str()));
+        if let Some(key) = &endpoint.dpop {
+            let proof = key
+                .proof("POST", url.as_str(), None, sent_nonce.as_deref())
+                .map_err(|e| GrantError::Dpop {
+                    reason: e.to_string(),
+                })?;
+            request = request.header(DPOP_HEADER, proof);
+        }
+        tracing::debug!(
+            grant = grant.as_str(),
+            %host,
+            method = auth.method(),
+            dpop = endpoint.dpop.as_ref().map(DpopKey::fingerprint),
+            "token request"
+        );
+        let mut response = request.send().await.map_err(network)?;
+        let status = response.status();
+        let nonce = match &endpoint.dpop {
+            Some(key) => response
+                .headers()
+                .get(DPOP_NONCE_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .filter(|n| key.remember_nonce(url.as_str(), n))
+                .map(str::to_owned),
+            None => None,
+        };
+        let Some(bytes) = read_capped(&mut response).await.map_err(network)? else {
+            return Err(invalid(
+                grant,
+                status.as_u16(),
+                "the response is larger than 64 KiB",
+            ));
+        };
+        // RFC 9449 §8 says 400; some servers answer 401.
+        let wants_nonce = matches!(
+            status,
+            http::StatusCode::BAD_REQUEST | http::StatusCode::UNAUTHORIZED
+        ) && serde_json::from_slice::<Value>(&bytes)
+            .ok()
+            .and_then(|b| b.get("error")?.as_str().map(|e| e == USE_DPOP_NONCE))
+            .unwrap_or(false);
+        if wants_nonce && !retried && nonce.is_some() && nonce != sent_nonce {
+            tracing::debug!("the server wants a DPoP nonce: retrying the token request once");
+            retried = true;
+            continue;
+        }
+        break (form, status, bytes);
     };
+    let mut sensitive: Vec<&str> = form
+        .iter()
+        .filter(|(name, _)| SENSITIVE_FIELDS.contains(name))
+        .map(|(_, value)| value.as_str())
+        .collect();
+    sensitive.extend(auth.secret());
+    let code = status.as_u16();
     let body = match serde_json::from_slice(&bytes) {
         Ok(Value::Object(map)) => Some(map),
         _ => None,
@@ -988,11 +1086,13 @@ fn str_field<'a>(body: &'a Map<String, Value>, name: &str) -> Option<&'a str> {
     body.get(name).and_then(Value::as_str)
 }
 
-/// A token response (RFC 6749 §5.1) as a [`TokenGrant`]; only Bearer.
+/// A token response (RFC 6749 §5.1) as a [`TokenGrant`]: Bearer, or DPoP
+/// when the request carried a proof (`dpop`).
 fn token_grant(
     grant: GrantType,
     status: u16,
     body: &Map<String, Value>,
+    dpop: bool,
 ) -> Result<TokenGrant, GrantError> {
     let access_token = match str_field(body, "access_token") {
         Some(t) if !t.is_empty() => t.to_owned(),
@@ -1001,11 +1101,18 @@ fn token_grant(
     let Some(token_type) = str_field(body, "token_type") else {
         return Err(invalid(grant, status, "no token_type"));
     };
-    if !token_type.eq_ignore_ascii_case("bearer") {
+    let token_type = if token_type.eq_ignore_ascii_case("bearer") {
+        "Bearer"
+    } else if is_dpop_token_type(token_type) {
+        if !dpop {
+            return Err(GrantError::UnexpectedDpopToken);
+        }
+        "DPoP"
+    } else {
         return Err(GrantError::UnsupportedTokenType {
             token_type: one_line(token_type, 40),
         });
-    }
+    };
     let expires_in = match body.get("expires_in") {
         Some(Value::Number(n)) => n.as_u64(),
         Some(Value::String(s)) => s.trim().parse().ok(),
@@ -1013,7 +1120,7 @@ fn token_grant(
     };
     Ok(TokenGrant {
         access_token,
-        token_type: "Bearer".to_owned(),
+        token_type: token_type.to_owned(),
         expires_in,
         scope: str_field(body, "scope").map(str::to_owned),
         refresh_token: str_field(body, "refresh_token").map(str::to_owned),
@@ -1780,20 +1887,30 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn only_bearer_tokens_are_accepted() {
+    async fn only_bearer_and_dpop_tokens_are_accepted() {
         let auth = ClientAuth::None {
             client_id: "c".into(),
         };
+        // DPoP-bound without a proof in the request: no key to present it.
         let fake = Fake::start(200, r#"{"access_token":"at","token_type":"DPoP"}"#).await;
         let e = client_credentials(&fake.endpoint(), &auth, &[], None)
             .await
             .unwrap_err();
+        assert!(matches!(&e, GrantError::UnexpectedDpopToken), "{e}");
+        // With a proof: a DPoP token.
+        let key = DpopKey::generate().unwrap();
+        let grant = client_credentials(&fake.endpoint().with_dpop(key), &auth, &[], None)
+            .await
+            .unwrap();
+        assert_eq!(grant.token_type, "DPoP");
+        assert!(grant.is_dpop());
+        // Other types are refused.
+        let fake = Fake::start(200, r#"{"access_token":"at","token_type":"mac"}"#).await;
+        let e = client_credentials(&fake.endpoint(), &auth, &[], None)
+            .await
+            .unwrap_err();
         assert!(
-            matches!(&e, GrantError::UnsupportedTokenType { token_type } if token_type == "DPoP")
-        );
-        assert!(
-            e.to_string()
-                .contains("DPoP-bound tokens are not supported yet"),
+            matches!(&e, GrantError::UnsupportedTokenType { token_type } if token_type == "mac"),
             "{e}"
         );
 
@@ -1806,6 +1923,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(grant.token_type, "Bearer");
+        assert!(!grant.is_dpop());
         assert_eq!(grant.expires_in, Some(60));
         assert_eq!(grant.refresh_token, None);
 
@@ -1814,6 +1932,132 @@ mod tests {
             .await
             .unwrap_err();
         assert!(e.to_string().ends_with("no token_type"), "{e}");
+    }
+
+    /// A token endpoint that checks DPoP proofs with the server-side
+    /// verifier and wants `nonce` in them (`always`: challenges every
+    /// time); records each proof's verdict (its nonce) and form.
+    async fn dpop_token_endpoint(
+        nonce: &'static str,
+        always: bool,
+    ) -> (
+        TokenEndpoint,
+        Arc<Mutex<Vec<(Result<Option<String>, String>, Vec<(String, String)>)>>>,
+    ) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let at = Arc::new(Mutex::new(String::new()));
+        let (log, url) = (seen.clone(), at.clone());
+        let app = Router::new().route(
+            "/token",
+            post(move |headers: HeaderMap, form: Bytes| {
+                let (log, url) = (log.clone(), url.clone());
+                async move {
+                    use axum::response::IntoResponse;
+                    let url = url.lock().unwrap().clone();
+                    let verdict = headers
+                        .get("dpop")
+                        .ok_or_else(|| "no proof".to_owned())
+                        .and_then(|p| {
+                            mcp_auth_jwt::DpopVerifier::default()
+                                .verify(p.to_str().unwrap(), "POST", &url, None, None, now())
+                                .map_err(|e| e.to_string())
+                        })
+                        .map(|p| p.nonce);
+                    let form = url::form_urlencoded::parse(&form).into_owned().collect();
+                    log.lock().unwrap().push((verdict.clone(), form));
+                    // Always: a new nonce with every challenge.
+                    let count = log.lock().unwrap().len();
+                    let next = if always {
+                        format!("{nonce}-{count}")
+                    } else {
+                        nonce.to_owned()
+                    };
+                    match verdict {
+                        Ok(n) if !always && n.as_deref() == Some(nonce) => (
+                            http::StatusCode::OK,
+                            [("dpop-nonce", "next")],
+                            r#"{"access_token":"at","token_type":"DPoP","expires_in":60}"#,
+                        )
+                            .into_response(),
+                        _ => (
+                            http::StatusCode::BAD_REQUEST,
+                            [("dpop-nonce", next)],
+                            r#"{"error":"use_dpop_nonce","error_description":"Authorization server requires nonce in DPoP proof"}"#,
+                        )
+                            .into_response(),
+                    }
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        *at.lock().unwrap() = format!("http://{addr}/token");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (TokenEndpoint::new(format!("http://{addr}/token")), seen)
+    }
+
+    /// With DPoP: a proof the server's verifier accepts; a
+    /// `use_dpop_nonce` answer is retried once with the nonce (a new
+    /// client assertion too), and the nonce of the answer is kept.
+    #[tokio::test]
+    async fn dpop_proofs_and_one_nonce_retry() {
+        let (endpoint, seen) = dpop_token_endpoint("as-nonce", false).await;
+        let key = DpopKey::generate().unwrap();
+        let (pem, _) = ec_key(&ECDSA_P256_SHA256_FIXED_SIGNING);
+        let auth = ClientAuth::private_key_jwt("svc", pem, SigningAlgorithm::Es256).unwrap();
+        let grant = client_credentials(&endpoint.clone().with_dpop(key.clone()), &auth, &[], None)
+            .await
+            .unwrap();
+        assert!(grant.is_dpop());
+        let seen = seen.lock().unwrap().clone();
+        let verdicts: Vec<_> = seen.iter().map(|(v, _)| v.clone()).collect();
+        assert_eq!(verdicts, [Ok(None), Ok(Some("as-nonce".to_owned()))]);
+        let assertion = |i: usize| {
+            seen[i]
+                .1
+                .iter()
+                .find(|(k, _)| k == "client_assertion")
+                .map(|(_, v)| v.clone())
+                .unwrap()
+        };
+        assert_ne!(assertion(0), assertion(1), "a new client assertion");
+        assert_eq!(
+            key.nonce_for(&endpoint.token_endpoint).as_deref(),
+            Some("next")
+        );
+    }
+
+    /// A server that keeps answering `use_dpop_nonce`, with a new nonce
+    /// each time, gets one retry; its refusal is the error.
+    #[tokio::test]
+    async fn the_dpop_nonce_retry_happens_once() {
+        let (endpoint, seen) = dpop_token_endpoint("as-nonce", true).await;
+        let auth = ClientAuth::None {
+            client_id: "c".into(),
+        };
+        let e = tokio::time::timeout(
+            Duration::from_secs(10),
+            client_credentials(
+                &endpoint.with_dpop(DpopKey::generate().unwrap()),
+                &auth,
+                &[],
+                None,
+            ),
+        )
+        .await
+        .expect("the client stopped retrying")
+        .unwrap_err();
+        assert!(
+            matches!(&e, GrantError::Refused { error: Some(code), .. } if code == "use_dpop_nonce"),
+            "{e}"
+        );
+        let verdicts: Vec<_> = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(v, _)| v.clone())
+            .collect();
+        assert_eq!(verdicts, [Ok(None), Ok(Some("as-nonce-1".to_owned()))]);
     }
 
     #[tokio::test]

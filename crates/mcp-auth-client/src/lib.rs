@@ -37,6 +37,13 @@
 //!   private key, workload identity, enterprise-managed authorization); the
 //!   grants alone are [`client_credentials`], [`jwt_bearer`],
 //!   [`exchange_id_token_for_id_jag`] and [`enterprise_managed`];
+//! - DPoP (RFC 9449), sender-constrained tokens: when the authorization
+//!   server offers DPoP with ES256, token requests carry a proof of a key
+//!   per MCP server ([`DpopKey`], kept next to the tokens), the tokens come
+//!   back bound to it, and every MCP request presents them as
+//!   `Authorization: DPoP` with a fresh proof ([`DpopHttpClient`]); the
+//!   servers' nonces are honoured (one retry on `use_dpop_nonce`).
+//!   [`OAuthOptions::dpop`] / [`MachineOptions::dpop`] turn it off;
 //! - [`ClientError`]: one short line per failure; a refusal
 //!   ([`Refusal`]) says what was refused and why, from the server's
 //!   challenge (`the server refused the API key (401 invalid_token)`,
@@ -60,9 +67,11 @@
 //!
 //! The config directory is `$MCP_AUTH_CLIENT_HOME`, else
 //! `$XDG_CONFIG_HOME/mcp-auth-client`, else `~/.config/mcp-auth-client`:
-//! `credentials/` holds tokens per server, `registrations/` dynamic
-//! registrations per authorization server. [`open_browser`] reads
-//! `$BROWSER`. The library reads nothing else; the `mcp-auth-client`
+//! `credentials/` holds tokens per server (and each server's DPoP key,
+//! `<hash>.dpop.pem`), `registrations/` dynamic registrations per
+//! authorization server. [`open_browser`] reads `$BROWSER`; OAuth requests
+//! read the proxy variables (`HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY`, as
+//! reqwest does). The library reads nothing else; the `mcp-auth-client`
 //! binary's variables are listed in its `--help`, and all of them, the
 //! library's included, in [`VARIABLES`].
 
@@ -74,9 +83,12 @@ struct ClientGuide;
 mod browser;
 mod callback;
 mod connect;
+mod dpop;
+mod dpop_http;
 mod failure;
 mod grants;
 mod machine;
+mod oauth_http;
 mod registration;
 mod store;
 
@@ -86,6 +98,8 @@ pub use connect::{
     Auth, ClientError, OAuthOptions, Wire, auth_challenge, connect, connect_oauth, connect_with,
     insecure_authorization_warning, is_insecure_authorization_url,
 };
+pub use dpop::{DPOP_ALGORITHM, DpopKey, DpopKeyError};
+pub use dpop_http::DpopHttpClient;
 pub use failure::{Presented, Refusal, challenge_scopes, error_chain, one_line};
 pub use grants::{
     ClientAuth, GrantError, GrantType, SigningAlgorithm, TOKEN_TYPE_ID_JAG, TokenEndpoint,
@@ -93,7 +107,7 @@ pub use grants::{
 };
 pub use machine::{Grant, MachineClient, MachineOptions, connect_machine};
 pub use registration::{Registration, RegistrationStore};
-pub use store::FileCredentialStore;
+pub use store::{DpopKeyFileError, FileCredentialStore};
 
 /// Every environment variable the client (this library and the
 /// `mcp-auth-client` binary) reads, and the binary's list of known
@@ -120,4 +134,9 @@ pub const VARIABLES: &[&str] = &[
     "BROWSER",
     "MCP_CONFORMANCE_CONTEXT",
     "MCP_CONFORMANCE_SCENARIO",
+    // Proxies (also lowercase), whose hosts the OAuth requests' address
+    // policy leaves alone.
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
 ];

@@ -23,15 +23,24 @@
 //! MCP session with that token. Tokens are not stored: each connection
 //! asks for a new one, and a failed grant is neither retried nor replaced
 //! by another grant type.
+//!
+//! DPoP (RFC 9449): when the authorization server's metadata offers it
+//! with ES256 (and [`MachineOptions::dpop`] is on, the default), the token
+//! request carries a proof of a key made for this connection (kept in
+//! memory only, as the token is), and a token issued as `DPoP` is
+//! presented with a proof on every MCP request ([`crate::DpopHttpClient`]).
 
 use std::{collections::HashMap, fmt, path::Path};
 
 use rmcp::transport::auth::AuthorizationManager;
 
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+
 use crate::{
-    ClientAuth, ClientError, GrantError, Presented, SigningAlgorithm, TokenEndpoint, TokenGrant,
-    Wire,
-    connect::{Client, plain, probe},
+    ClientAuth, ClientError, DpopHttpClient, DpopKey, GrantError, Presented, SigningAlgorithm,
+    TokenEndpoint, TokenGrant, Wire,
+    connect::{Client, plain, probe, start},
+    dpop::supports_es256,
     failure::{challenge_scopes, union},
     grants,
 };
@@ -215,6 +224,11 @@ pub struct MachineOptions {
     /// A challenge the server already sent (a 401, or a 403
     /// `insufficient_scope` mid-session): ask for a token for it.
     pub challenge: Option<String>,
+    /// Ask for a DPoP-bound token when the authorization server offers
+    /// DPoP with ES256 (default true): the token request carries a proof
+    /// of a key made for this connection, and a token issued as `DPoP` is
+    /// presented with a proof on every MCP request.
+    pub dpop: bool,
 }
 
 impl MachineOptions {
@@ -225,6 +239,7 @@ impl MachineOptions {
             scopes: Vec::new(),
             wire: Wire::Auto,
             challenge: None,
+            dpop: true,
         }
     }
 }
@@ -267,21 +282,36 @@ pub async fn connect_machine(
             }
         },
     };
-    let grant = token(server_url, opts, &challenge).await?;
+    let (grant, dpop) = token(server_url, opts, &challenge).await?;
     let granted = grant.scope.as_deref().map(|s| {
         s.split_whitespace()
             .map(str::to_owned)
             .collect::<Vec<String>>()
     });
-    let header = http::HeaderValue::from_str(&format!("Bearer {}", grant.access_token))
-        .map_err(|_| ClientError::Token("the access token is not a valid header value".into()))?;
-    let client = plain(
-        server_url,
-        HashMap::from([(http::header::AUTHORIZATION, header)]),
-        Presented::OAuth,
-        opts.wire,
-    )
-    .await?;
+    let client = match dpop.filter(|_| grant.is_dpop()) {
+        Some(key) => {
+            tracing::debug!(
+                key = key.fingerprint(),
+                "the token is DPoP-bound: presenting it with proofs"
+            );
+            let http = DpopHttpClient::new(key).with_token(grant.access_token.clone());
+            let config = StreamableHttpClientTransportConfig::with_uri(server_url);
+            start(http, config, Presented::OAuth, opts.wire).await?
+        }
+        None => {
+            let header = http::HeaderValue::from_str(&format!("Bearer {}", grant.access_token))
+                .map_err(|_| {
+                    ClientError::Token("the access token is not a valid header value".into())
+                })?;
+            plain(
+                server_url,
+                HashMap::from([(http::header::AUTHORIZATION, header)]),
+                Presented::OAuth,
+                opts.wire,
+            )
+            .await?
+        }
+    };
     let asked = requested_scopes(opts);
     Ok((client, granted.unwrap_or(asked)))
 }
@@ -296,12 +326,13 @@ fn requested_scopes(opts: &MachineOptions) -> Vec<String> {
 }
 
 /// Discovery from `challenge`, then the grant at the authorization
-/// server's token endpoint.
+/// server's token endpoint; also the DPoP key the request carried proofs
+/// of, if any.
 async fn token(
     server_url: &str,
     opts: &MachineOptions,
     challenge: &str,
-) -> Result<TokenGrant, ClientError> {
+) -> Result<(TokenGrant, Option<DpopKey>), ClientError> {
     let m = AuthorizationManager::new(server_url)
         .await
         .map_err(|e| ClientError::Discovery(e.to_string()))?;
@@ -321,6 +352,10 @@ async fn token(
     let mut endpoint = TokenEndpoint::new(metadata.token_endpoint.clone());
     if let Some(issuer) = &metadata.issuer {
         endpoint = endpoint.with_issuer(issuer.clone());
+    }
+    if opts.dpop && supports_es256(&metadata.additional_fields) {
+        let key = DpopKey::generate().map_err(|e| ClientError::Token(e.to_string()))?;
+        endpoint = endpoint.with_dpop(key);
     }
     // RFC 8707: the token is for this MCP server and no other.
     let resource = server_url;
@@ -363,7 +398,8 @@ async fn token(
             .await
         }
     };
-    result.map_err(|e| ClientError::Token(e.to_string()))
+    let grant = result.map_err(|e| ClientError::Token(e.to_string()))?;
+    Ok((grant, endpoint.dpop().cloned()))
 }
 
 #[cfg(test)]

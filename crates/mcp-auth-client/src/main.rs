@@ -51,6 +51,8 @@ Read from the environment only:
                              default $XDG_CONFIG_HOME/mcp-auth-client, else ~/.config/mcp-auth-client
   BROWSER                    the command that opens the login page (else xdg-open, then open)
   LOG_LEVEL                  with -v, the log filter (default: info,mcp_auth_client=debug)
+  HTTP_PROXY, HTTPS_PROXY,   proxies for the client's requests (also lowercase); OAuth requests
+  ALL_PROXY                    may reach a proxy on a private or loopback address
   MCP_CONFORMANCE_SCENARIO   the conformance suite's scenario and its settings (JSON), set by
   MCP_CONFORMANCE_CONTEXT      the suite for the conformance command only";
 
@@ -114,6 +116,12 @@ struct Cli {
     /// Its secret at the IdP, for a confidential client there.
     #[arg(long, requires = "idp_client_id")]
     idp_client_secret: Option<String>,
+    /// Do not ask for DPoP-bound tokens (RFC 9449) even when the
+    /// authorization server offers them: no proofs, Bearer tokens only.
+    /// Stored tokens already bound to this client's key are still sent with
+    /// proofs (a bound token must not be sent as Bearer).
+    #[arg(long)]
+    no_dpop: bool,
     /// Print the login URL instead of opening a browser.
     #[arg(long)]
     no_browser: bool,
@@ -152,7 +160,7 @@ enum Command {
     },
     /// Who the server thinks you are (the whoami tool).
     Whoami,
-    /// Forget the stored tokens for the server.
+    /// Forget the stored tokens (and the DPoP key) for the server.
     Logout,
     /// Entry point for the official conformance suite's client scenarios:
     /// no browser, credentials from MCP_CONFORMANCE_CONTEXT.
@@ -399,6 +407,7 @@ async fn run(cli: Cli, settings: &Settings) -> Result<(), Failure> {
         let mut opts = MachineOptions::new(grant);
         opts.scopes = scopes(&cli);
         opts.wire = cli.protocol;
+        opts.dpop = !cli.no_dpop;
         Auth::Machine(Box::new(opts))
     } else if let Some(k) = Lookup::get(settings, "MCP_API_KEY") {
         Auth::ApiKey(k)
@@ -414,6 +423,7 @@ async fn run(cli: Cli, settings: &Settings) -> Result<(), Failure> {
             open_browser: !cli.no_browser,
             timeout: Duration::from_secs(cli.login_timeout),
             wire: cli.protocol,
+            dpop: !cli.no_dpop,
             ..OAuthOptions::default()
         })
     };

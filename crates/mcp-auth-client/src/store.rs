@@ -13,12 +13,20 @@ use rmcp::transport::auth::{
 };
 use sha2::{Digest, Sha256};
 
+use crate::{DpopKey, DpopKeyError};
+
 /// Stores credentials for one MCP server in
 /// `<config dir>/credentials/<sha256 of the server URL>.json` with mode
 /// 0600. The config dir is `$MCP_AUTH_CLIENT_HOME`, else
 /// `$XDG_CONFIG_HOME/mcp-auth-client`, else `~/.config/mcp-auth-client`.
 /// The stored issuer travels with the tokens, so tokens of another issuer
 /// are never reused.
+///
+/// The server's DPoP key ([`crate::DpopKey`], RFC 9449), when its
+/// authorization server binds tokens to one, is kept next to the tokens in
+/// `<sha256>.dpop.pem` (PKCS#8 PEM, mode 0600), created at first use and
+/// reused by later runs, so that a stored DPoP-bound token keeps working;
+/// [`FileCredentialStore::remove`] (`logout`) removes it too.
 ///
 /// Refreshes are serialized (rmcp's refresh guard): an exclusive lock on
 /// `<sha256>.json.lock` is held from loading the refresh token to saving
@@ -85,12 +93,71 @@ impl FileCredentialStore {
         &self.path
     }
 
-    /// Removes the stored credentials (`logout`). Returns whether any existed.
+    /// Removes the stored credentials and the DPoP key (`logout`). Returns
+    /// whether either existed.
     pub fn remove(&self) -> std::io::Result<bool> {
-        match std::fs::remove_file(&self.path) {
+        let remove = |path: &Path| match std::fs::remove_file(path) {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
             Err(e) => Err(e),
+        };
+        let tokens = remove(&self.path)?;
+        let key = remove(&self.dpop_key_path())?;
+        Ok(tokens || key)
+    }
+
+    /// The DPoP key's file: `<sha256>.dpop.pem` next to the tokens.
+    pub fn dpop_key_path(&self) -> PathBuf {
+        self.path.with_extension("dpop.pem")
+    }
+
+    /// The stored DPoP key, if there is one that can be read.
+    pub fn load_dpop_key(&self) -> Result<Option<DpopKey>, DpopKeyFileError> {
+        let path = self.dpop_key_path();
+        let pem = match std::fs::read_to_string(&path) {
+            Ok(pem) => pem,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(DpopKeyFileError::Io { path, source: e }),
+        };
+        DpopKey::from_pkcs8_pem(&pem)
+            .map(Some)
+            .map_err(|source| DpopKeyFileError::Key { path, source })
+    }
+
+    /// The stored DPoP key, or a new one, saved (mode 0600) before it is
+    /// returned. Two processes creating one at once end up with the same
+    /// key (the first saved). A file that does not hold a key is replaced
+    /// (with a warning): tokens bound to it could not be used anyway.
+    pub fn dpop_key(&self) -> Result<DpopKey, DpopKeyFileError> {
+        match self.load_dpop_key() {
+            Ok(Some(key)) => return Ok(key),
+            Ok(None) => {}
+            Err(DpopKeyFileError::Key { path, .. }) => {
+                tracing::warn!(file = %path.display(), "the DPoP key file holds no usable key; replacing it");
+                let _ = std::fs::remove_file(&path);
+            }
+            Err(e) => return Err(e),
+        }
+        let path = self.dpop_key_path();
+        let key = DpopKey::generate().map_err(|source| DpopKeyFileError::Key {
+            path: path.clone(),
+            source,
+        })?;
+        let pem = key.to_pkcs8_pem().map_err(|source| DpopKeyFileError::Key {
+            path: path.clone(),
+            source,
+        })?;
+        match write_private_new(&path, pem.as_bytes()) {
+            Ok(true) => {
+                tracing::debug!(key = key.fingerprint(), "created a DPoP key");
+                Ok(key)
+            }
+            // Another process saved one first: use it.
+            Ok(false) => self.load_dpop_key()?.ok_or(DpopKeyFileError::Io {
+                path,
+                source: std::io::Error::from(std::io::ErrorKind::NotFound),
+            }),
+            Err(source) => Err(DpopKeyFileError::Io { path, source }),
         }
     }
 
@@ -136,6 +203,59 @@ impl FileCredentialStore {
                 Err(std::fs::TryLockError::Error(e)) => return Err(e),
             }
         }
+    }
+}
+
+/// A DPoP key file could not be read or written. Names the file, never its
+/// contents.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DpopKeyFileError {
+    /// Reading or writing the file failed.
+    #[error("the DPoP key file {}: {source}", .path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file does not hold a usable key, or no key could be made.
+    #[error("the DPoP key in {}: {source}", .path.display())]
+    Key {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: DpopKeyError,
+    },
+}
+
+/// Writes `bytes` to `path` (mode 0600, its directory 0700) unless `path`
+/// exists: `Ok(false)` then, the file left as it was. The file appears
+/// whole or not at all (a temporary file, then a hard link).
+fn write_private_new(path: &Path, bytes: &[u8]) -> std::io::Result<bool> {
+    if let Some(dir) = path.parent() {
+        private_dir(dir)?;
+    }
+    let mut nonce = [0u8; 8];
+    let _ = getrandom::fill(&mut nonce);
+    let tmp = path.with_extension(format!("{}.{}.tmp", std::process::id(), hex::encode(nonce)));
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(&tmp)?;
+    let linked = f
+        .write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .and_then(|()| std::fs::hard_link(&tmp, path));
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(e),
     }
 }
 
@@ -428,6 +548,91 @@ mod tests {
         assert!(store.lock(Duration::from_millis(100)).await.is_ok());
         #[cfg(unix)]
         assert_eq!(mode(&store.lock_path()), 0o600);
+    }
+
+    /// The DPoP key: created at first use in a 0600 file next to the
+    /// tokens (directory 0700), the same key for another store instance
+    /// (the next run), removed by `remove` (logout).
+    #[tokio::test]
+    async fn the_dpop_key_is_private_reused_and_removed() {
+        let home = tempfile::tempdir().unwrap();
+        let store = FileCredentialStore::in_dir(home.path(), "http://a/mcp");
+        assert_eq!(store.load_dpop_key().unwrap(), None);
+        let key = store.dpop_key().unwrap();
+        let path = store.dpop_key_path();
+        assert_eq!(path.parent(), store.path().parent());
+        assert!(path.to_string_lossy().ends_with(".dpop.pem"), "{path:?}");
+        #[cfg(unix)]
+        {
+            assert_eq!(mode(&path), 0o600);
+            assert_eq!(mode(path.parent().unwrap()), 0o700);
+        }
+        let again = FileCredentialStore::in_dir(home.path(), "http://a/mcp");
+        assert_eq!(again.dpop_key().unwrap().thumbprint(), key.thumbprint());
+        assert_eq!(
+            again.load_dpop_key().unwrap().unwrap().thumbprint(),
+            key.thumbprint()
+        );
+        // Another server, another key.
+        let other = FileCredentialStore::in_dir(home.path(), "http://b/mcp");
+        assert_ne!(other.dpop_key().unwrap().thumbprint(), key.thumbprint());
+        // Logout removes the key even without tokens.
+        assert!(store.remove().unwrap());
+        assert!(!path.exists());
+        assert!(!store.remove().unwrap());
+        assert_ne!(store.dpop_key().unwrap().thumbprint(), key.thumbprint());
+    }
+
+    /// A file that holds no key is reported by `load_dpop_key` (naming the
+    /// file, not its contents) and replaced by `dpop_key`.
+    #[test]
+    fn a_broken_dpop_key_file_is_replaced() {
+        let home = tempfile::tempdir().unwrap();
+        let store = FileCredentialStore::in_dir(home.path(), "http://a/mcp");
+        write_private(&store.dpop_key_path(), b"not-a-key-secret").unwrap();
+        let e = store.load_dpop_key().unwrap_err().to_string();
+        assert!(
+            e.contains(".dpop.pem") && !e.contains("not-a-key-secret"),
+            "{e}"
+        );
+        let key = store.dpop_key().unwrap();
+        assert_eq!(
+            store.load_dpop_key().unwrap().unwrap().thumbprint(),
+            key.thumbprint()
+        );
+    }
+
+    /// Processes creating the key at once all end up with the one saved
+    /// first.
+    #[test]
+    fn concurrent_first_uses_agree_on_one_key() {
+        let home = tempfile::tempdir().unwrap();
+        let dir = home.path().to_owned();
+        let thumbprints: Vec<String> = (0..8)
+            .map(|_| {
+                let dir = dir.clone();
+                std::thread::spawn(move || {
+                    FileCredentialStore::in_dir(&dir, "http://a/mcp")
+                        .dpop_key()
+                        .unwrap()
+                        .thumbprint()
+                        .to_owned()
+                })
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .collect();
+        assert!(
+            thumbprints.iter().all(|t| *t == thumbprints[0]),
+            "{thumbprints:?}"
+        );
+        let left: Vec<_> = std::fs::read_dir(dir.join("credentials"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.ends_with(".tmp"))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
     }
 
     #[test]

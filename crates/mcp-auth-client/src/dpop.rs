@@ -1,0 +1,547 @@
+//! [`DpopKey`]: the client's side of DPoP (RFC 9449), sender-constrained
+//! tokens: keys, proofs, nonces.
+
+use std::{
+    collections::HashMap,
+    fmt,
+    sync::{Arc, Mutex},
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use aws_lc_rs::{
+    rand::SystemRandom,
+    signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair},
+};
+use base64::{
+    Engine,
+    engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD},
+};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+/// The one algorithm this client signs proofs with.
+pub const DPOP_ALGORITHM: &str = "ES256";
+
+/// The `DPoP` request header (the proof).
+pub(crate) const DPOP_HEADER: &str = "dpop";
+/// The `DPoP-Nonce` response header.
+pub(crate) const DPOP_NONCE_HEADER: &str = "dpop-nonce";
+/// The error code of a server that wants a (fresh) nonce.
+pub(crate) const USE_DPOP_NONCE: &str = "use_dpop_nonce";
+/// Longest nonce kept, in bytes.
+const MAX_NONCE: usize = 1024;
+/// The PEM label of a PKCS#8 private key.
+const PEM_LABEL: &str = "PRIVATE KEY";
+
+/// Why a DPoP key could not be made, read or used. Never contains key
+/// material.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DpopKeyError {
+    /// The operating system's random source failed.
+    #[error("no randomness for the DPoP key or proof")]
+    Random,
+    /// The PEM is not a PKCS#8 EC P-256 private key.
+    #[error("not a PEM-encoded PKCS#8 EC P-256 private key")]
+    InvalidKey,
+    /// Signing the proof failed.
+    #[error("signing the DPoP proof failed")]
+    Signing,
+    /// The URL a proof is for is not an absolute http(s) URL.
+    #[error("a DPoP proof needs an absolute http(s) URL")]
+    InvalidUrl,
+}
+
+/// An EC P-256 key for DPoP proofs (ES256), and the latest nonce each
+/// server gave for it. Cheap to clone: clones share the key and the nonces.
+/// A token bound to this key is useless to whoever steals it without the
+/// key.
+///
+/// ```
+/// use mcp_auth_client::DpopKey;
+///
+/// // One key per MCP server (the binary keeps it next to the tokens).
+/// let key = DpopKey::generate()?;
+/// // A proof for the token request: no access token yet.
+/// let proof = key.proof("POST", "https://as.example.com/token", None, None)?;
+/// assert_eq!(proof.split('.').count(), 3);
+/// // A proof for an MCP request with a DPoP-bound token: `ath` binds the
+/// // proof to the token, and the nonce the server gave goes in.
+/// key.remember_nonce("https://mcp.example.com/mcp", "n-1");
+/// let nonce = key.nonce_for("https://mcp.example.com/mcp");
+/// let proof = key.proof("POST", "https://mcp.example.com/mcp?x=1", Some("the token"), nonce.as_deref())?;
+/// // The key's RFC 7638 thumbprint is the token's `cnf.jkt`.
+/// assert_eq!(key.thumbprint().len(), 43);
+/// # Ok::<(), mcp_auth_client::DpopKeyError>(())
+/// ```
+///
+/// - [`DpopKey::proof`] signs a proof (§4.2): header `typ: dpop+jwt`,
+///   `alg: ES256`, `jwk` = the public key (`kty`, `crv`, `x`, `y` only);
+///   claims `jti` (128 random bits), `htm`, `htu` (the URL without query
+///   and fragment), `iat`, `ath` = base64url(SHA-256(access token)) with a
+///   token, `nonce` when given.
+/// - Nonces (§8, §9): [`DpopKey::remember_nonce`] keeps the latest
+///   `DPoP-Nonce` each server (scheme, host and port) sent;
+///   [`DpopKey::nonce_for`] gives it back for the next proof.
+/// - [`DpopKey::to_pkcs8_pem`] / [`DpopKey::from_pkcs8_pem`]: the key on
+///   disk (the [`crate::FileCredentialStore`] keeps it in a 0600 file next
+///   to the tokens).
+///
+/// `Debug` shows the thumbprint's first characters, never the key.
+#[derive(Clone)]
+pub struct DpopKey {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pair: EcdsaKeyPair,
+    /// The public JWK (`crv`, `kty`, `x`, `y`).
+    jwk: Value,
+    /// RFC 7638 SHA-256 thumbprint, base64url.
+    thumbprint: String,
+    /// The latest `DPoP-Nonce` per origin (`scheme://host:port`).
+    nonces: Mutex<HashMap<String, String>>,
+}
+
+impl fmt::Debug for DpopKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DpopKey")
+            .field("alg", &DPOP_ALGORITHM)
+            .field("thumbprint", &self.fingerprint())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Keys are equal when their public keys are (their thumbprints).
+impl PartialEq for DpopKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.inner.thumbprint == other.inner.thumbprint
+    }
+}
+
+impl Eq for DpopKey {}
+
+impl DpopKey {
+    /// A new random key.
+    pub fn generate() -> Result<Self, DpopKeyError> {
+        let pkcs8 =
+            EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
+                .map_err(|_| DpopKeyError::Random)?;
+        Self::from_pkcs8_der(pkcs8.as_ref())
+    }
+
+    /// The key from a PEM-encoded PKCS#8 private key (`-----BEGIN PRIVATE
+    /// KEY-----`), as [`DpopKey::to_pkcs8_pem`] writes it.
+    pub fn from_pkcs8_pem(pem: &str) -> Result<Self, DpopKeyError> {
+        let begin = format!("-----BEGIN {PEM_LABEL}-----");
+        let end = format!("-----END {PEM_LABEL}-----");
+        let body = pem
+            .trim()
+            .strip_prefix(&begin)
+            .and_then(|rest| rest.strip_suffix(&end))
+            .ok_or(DpopKeyError::InvalidKey)?;
+        let b64: String = body.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+        let der = STANDARD.decode(b64).map_err(|_| DpopKeyError::InvalidKey)?;
+        Self::from_pkcs8_der(&der)
+    }
+
+    fn from_pkcs8_der(der: &[u8]) -> Result<Self, DpopKeyError> {
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der)
+            .map_err(|_| DpopKeyError::InvalidKey)?;
+        // The uncompressed point: 0x04 || x (32 bytes) || y (32 bytes).
+        let point = pair.public_key().as_ref();
+        let (x, y) = match point {
+            [0x04, rest @ ..] if rest.len() == 64 => rest.split_at(32),
+            _ => return Err(DpopKeyError::InvalidKey),
+        };
+        let (x, y) = (URL_SAFE_NO_PAD.encode(x), URL_SAFE_NO_PAD.encode(y));
+        // RFC 7638 §3.2: the required members, lexicographic order, no
+        // whitespace.
+        let canonical = format!(r#"{{"crv":"P-256","kty":"EC","x":"{x}","y":"{y}"}}"#);
+        let thumbprint = URL_SAFE_NO_PAD.encode(Sha256::digest(canonical.as_bytes()));
+        Ok(Self {
+            inner: Arc::new(Inner {
+                pair,
+                jwk: json!({"kty": "EC", "crv": "P-256", "x": x, "y": y}),
+                thumbprint,
+                nonces: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    /// The private key, PEM-encoded PKCS#8, for a file only its owner can
+    /// read.
+    pub fn to_pkcs8_pem(&self) -> Result<String, DpopKeyError> {
+        let der = self
+            .inner
+            .pair
+            .to_pkcs8v1()
+            .map_err(|_| DpopKeyError::InvalidKey)?;
+        let b64 = STANDARD.encode(der.as_ref());
+        let mut pem = format!("-----BEGIN {PEM_LABEL}-----\n");
+        for line in b64.as_bytes().chunks(64) {
+            pem.push_str(&String::from_utf8_lossy(line));
+            pem.push('\n');
+        }
+        pem.push_str(&format!("-----END {PEM_LABEL}-----\n"));
+        Ok(pem)
+    }
+
+    /// The public key as a JWK (`kty`, `crv`, `x`, `y`): what every proof
+    /// carries in its header.
+    pub fn public_jwk(&self) -> &Value {
+        &self.inner.jwk
+    }
+
+    /// The RFC 7638 SHA-256 thumbprint of the public key, base64url: the
+    /// `cnf.jkt` of the tokens bound to this key.
+    pub fn thumbprint(&self) -> &str {
+        &self.inner.thumbprint
+    }
+
+    /// The thumbprint's first 8 characters, for logs.
+    pub fn fingerprint(&self) -> &str {
+        self.inner.thumbprint.get(..8).unwrap_or_default()
+    }
+
+    /// A fresh proof for one `method` request to `url` (RFC 9449 §4.2):
+    /// `htu` is `url` without its query and fragment, `ath` the hash of
+    /// `access_token` when given, `nonce` when given. Each proof has its
+    /// own random `jti`.
+    pub fn proof(
+        &self,
+        method: &str,
+        url: &str,
+        access_token: Option<&str>,
+        nonce: Option<&str>,
+    ) -> Result<String, DpopKeyError> {
+        let htu = htu(url).ok_or(DpopKeyError::InvalidUrl)?;
+        let mut jti = [0u8; 16];
+        getrandom::fill(&mut jti).map_err(|_| DpopKeyError::Random)?;
+        let iat = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let header = json!({
+            "typ": "dpop+jwt",
+            "alg": DPOP_ALGORITHM,
+            "jwk": self.inner.jwk,
+        });
+        let mut claims = json!({
+            "jti": URL_SAFE_NO_PAD.encode(jti),
+            "htm": method,
+            "htu": htu,
+            "iat": iat,
+        });
+        if let Some(token) = access_token {
+            claims["ath"] = Value::from(URL_SAFE_NO_PAD.encode(Sha256::digest(token.as_bytes())));
+        }
+        if let Some(nonce) = nonce {
+            claims["nonce"] = Value::from(nonce);
+        }
+        let input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        );
+        let signature = self
+            .inner
+            .pair
+            .sign(&SystemRandom::new(), input.as_bytes())
+            .map_err(|_| DpopKeyError::Signing)?;
+        Ok(format!(
+            "{input}.{}",
+            URL_SAFE_NO_PAD.encode(signature.as_ref())
+        ))
+    }
+
+    /// Keeps `nonce` as the latest `DPoP-Nonce` of the server at `url`
+    /// (its scheme, host and port). A value that is not a valid nonce
+    /// (RFC 9449 §8.1: printable ASCII without `"` and `\`, here at most
+    /// 1 KiB) is ignored; returns whether it was kept.
+    pub fn remember_nonce(&self, url: &str, nonce: &str) -> bool {
+        let valid = !nonce.is_empty()
+            && nonce.len() <= MAX_NONCE
+            && nonce
+                .bytes()
+                .all(|b| matches!(b, 0x21 | 0x23..=0x5b | 0x5d..=0x7e));
+        let Some(origin) = origin(url) else {
+            return false;
+        };
+        if !valid {
+            tracing::debug!(server = %origin, "ignoring a DPoP-Nonce that is not a valid nonce");
+            return false;
+        }
+        if let Ok(mut nonces) = self.inner.nonces.lock() {
+            nonces.insert(origin, nonce.to_owned());
+        }
+        true
+    }
+
+    /// The latest nonce the server at `url` gave, if any.
+    pub fn nonce_for(&self, url: &str) -> Option<String> {
+        let origin = origin(url)?;
+        self.inner.nonces.lock().ok()?.get(&origin).cloned()
+    }
+}
+
+/// `url` without query and fragment (a proof's `htu`), when it is an
+/// absolute http(s) URL without user information.
+pub(crate) fn htu(url: &str) -> Option<String> {
+    let mut u = url::Url::parse(url).ok()?;
+    if !matches!(u.scheme(), "http" | "https")
+        || u.host().is_none()
+        || !u.username().is_empty()
+        || u.password().is_some()
+    {
+        return None;
+    }
+    u.set_query(None);
+    u.set_fragment(None);
+    Some(u.into())
+}
+
+/// `scheme://host:port` of `url`.
+fn origin(url: &str) -> Option<String> {
+    let u = url::Url::parse(url).ok()?;
+    Some(format!(
+        "{}://{}:{}",
+        u.scheme(),
+        u.host_str()?.to_ascii_lowercase(),
+        u.port_or_known_default()?
+    ))
+}
+
+/// Whether authorization-server metadata (its extra fields) advertises
+/// DPoP with ES256 (`dpop_signing_alg_values_supported`).
+pub(crate) fn supports_es256(additional_fields: &HashMap<String, Value>) -> bool {
+    additional_fields
+        .get("dpop_signing_alg_values_supported")
+        .and_then(Value::as_array)
+        .is_some_and(|algs| algs.iter().any(|a| a.as_str() == Some(DPOP_ALGORITHM)))
+}
+
+/// Whether an OAuth `token_type` is `DPoP` (case-insensitive, RFC 9449
+/// §5).
+pub(crate) fn is_dpop_token_type(token_type: &str) -> bool {
+    token_type.eq_ignore_ascii_case("dpop")
+}
+
+/// Whether a `WWW-Authenticate` value is a `DPoP` challenge with
+/// `error="use_dpop_nonce"` (RFC 9449 §9).
+pub(crate) fn is_nonce_challenge(challenge: &str) -> bool {
+    let scheme = challenge
+        .trim_start()
+        .split([' ', ','])
+        .next()
+        .unwrap_or("");
+    scheme.eq_ignore_ascii_case("dpop")
+        && crate::failure::challenge_param(challenge, "error").as_deref() == Some(USE_DPOP_NONCE)
+}
+
+#[cfg(test)]
+mod tests {
+    use mcp_auth_jwt::{DpopVerifier, jwk_thumbprint};
+
+    use super::*;
+
+    fn now() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    }
+
+    fn parts(proof: &str) -> (Value, Value) {
+        let mut it = proof.split('.');
+        let mut next = || {
+            let part = URL_SAFE_NO_PAD.decode(it.next().unwrap()).unwrap();
+            serde_json::from_slice::<Value>(&part).unwrap()
+        };
+        (next(), next())
+    }
+
+    /// The proofs verify with the server's verifier (mcp-auth-jwt), with
+    /// `ath` and the nonce checked; the thumbprints agree.
+    #[test]
+    fn the_server_verifier_accepts_the_proofs() {
+        let key = DpopKey::generate().unwrap();
+        let verifier = DpopVerifier::default();
+        let url = "https://MCP.example.com:443/mcp?session=1#frag";
+        let proof = key.proof("POST", url, Some("tok-1"), Some("n-1")).unwrap();
+        let ok = verifier
+            .verify(
+                &proof,
+                "POST",
+                "https://mcp.example.com/mcp",
+                Some("tok-1"),
+                Some("n-1"),
+                now(),
+            )
+            .unwrap();
+        assert_eq!(ok.jkt, key.thumbprint());
+        assert_eq!(ok.jkt, jwk_thumbprint(key.public_jwk()).unwrap());
+        assert_eq!(ok.nonce.as_deref(), Some("n-1"));
+
+        // Another token's `ath`, another nonce, another method: refused.
+        let e = verifier
+            .verify(&proof, "POST", url, Some("tok-2"), Some("n-1"), now())
+            .unwrap_err();
+        assert_eq!(e.error_code(), "invalid_dpop_proof", "{e}");
+        let e = verifier
+            .verify(&proof, "POST", url, Some("tok-1"), Some("n-2"), now())
+            .unwrap_err();
+        assert_eq!(e.error_code(), "use_dpop_nonce", "{e}");
+        assert!(
+            verifier
+                .verify(&proof, "GET", url, Some("tok-1"), None, now())
+                .is_err()
+        );
+
+        // A token request's proof: no `ath`, no nonce.
+        let proof = key
+            .proof("POST", "https://as.example.com/token", None, None)
+            .unwrap();
+        verifier
+            .verify(
+                &proof,
+                "POST",
+                "https://as.example.com/token",
+                None,
+                None,
+                now(),
+            )
+            .unwrap();
+        let (_, claims) = parts(&proof);
+        assert!(claims.get("ath").is_none() && claims.get("nonce").is_none());
+    }
+
+    /// Header and claims are exactly those of RFC 9449 §4.2; the `jwk` has
+    /// only public members; `htu` drops query and fragment; each `jti` is
+    /// new.
+    #[test]
+    fn proof_shape() {
+        let key = DpopKey::generate().unwrap();
+        let a = key
+            .proof("GET", "http://127.0.0.1:9/mcp?q=1#f", Some("t"), None)
+            .unwrap();
+        let b = key
+            .proof("GET", "http://127.0.0.1:9/mcp", Some("t"), None)
+            .unwrap();
+        let (header, claims) = parts(&a);
+        assert_eq!(header["typ"], "dpop+jwt");
+        assert_eq!(header["alg"], "ES256");
+        let mut members: Vec<_> = header["jwk"].as_object().unwrap().keys().cloned().collect();
+        members.sort();
+        assert_eq!(members, ["crv", "kty", "x", "y"]);
+        let mut names: Vec<_> = claims.as_object().unwrap().keys().cloned().collect();
+        names.sort();
+        assert_eq!(names, ["ath", "htm", "htu", "iat", "jti"]);
+        assert_eq!(claims["htm"], "GET");
+        assert_eq!(claims["htu"], "http://127.0.0.1:9/mcp");
+        assert_eq!(
+            claims["ath"],
+            URL_SAFE_NO_PAD.encode(Sha256::digest(b"t")).as_str()
+        );
+        assert!(claims["jti"].as_str().unwrap().len() >= 16);
+        assert_ne!(claims["jti"], parts(&b).1["jti"]);
+        assert!(now().abs_diff(claims["iat"].as_u64().unwrap()) <= 5);
+
+        for bad in ["/mcp", "ftp://h/x", "https://user:pw@h/x", "not a url"] {
+            assert_eq!(
+                key.proof("GET", bad, None, None).unwrap_err(),
+                DpopKeyError::InvalidUrl,
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn pem_round_trip_keeps_the_key() {
+        let key = DpopKey::generate().unwrap();
+        let pem = key.to_pkcs8_pem().unwrap();
+        assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----\n"), "{pem}");
+        let back = DpopKey::from_pkcs8_pem(&pem).unwrap();
+        assert_eq!(back.thumbprint(), key.thumbprint());
+        assert_ne!(DpopKey::generate().unwrap().thumbprint(), key.thumbprint());
+        for bad in [
+            "",
+            "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----",
+            "x",
+        ] {
+            assert_eq!(
+                DpopKey::from_pkcs8_pem(bad).unwrap_err(),
+                DpopKeyError::InvalidKey
+            );
+        }
+    }
+
+    #[test]
+    fn debug_shows_a_fingerprint_not_the_key() {
+        let key = DpopKey::generate().unwrap();
+        let shown = format!("{key:?}");
+        assert!(shown.contains(key.fingerprint()), "{shown}");
+        assert!(!shown.contains(key.thumbprint()), "{shown}");
+        let pem = key.to_pkcs8_pem().unwrap();
+        let body = pem.lines().nth(1).unwrap();
+        assert!(!shown.contains(body), "{shown}");
+    }
+
+    #[test]
+    fn nonces_are_kept_per_server_and_checked() {
+        let key = DpopKey::generate().unwrap();
+        assert_eq!(key.nonce_for("https://a.example/mcp"), None);
+        assert!(key.remember_nonce("https://A.example:443/mcp", "n-1"));
+        assert_eq!(
+            key.nonce_for("https://a.example/other").as_deref(),
+            Some("n-1")
+        );
+        assert_eq!(key.nonce_for("http://a.example/mcp"), None);
+        assert!(key.remember_nonce("https://a.example/token", "n-2"));
+        assert_eq!(
+            key.nonce_for("https://a.example/mcp").as_deref(),
+            Some("n-2")
+        );
+        for bad in [
+            "",
+            "with space",
+            "quo\"te",
+            "back\\slash",
+            &"x".repeat(2000),
+        ] {
+            assert!(!key.remember_nonce("https://a.example/", bad), "{bad:?}");
+        }
+        assert_eq!(
+            key.nonce_for("https://a.example/mcp").as_deref(),
+            Some("n-2")
+        );
+        // Clones share the nonces.
+        let clone = key.clone();
+        clone.remember_nonce("https://b.example/", "n-3");
+        assert_eq!(key.nonce_for("https://b.example/x").as_deref(), Some("n-3"));
+    }
+
+    #[test]
+    fn reads_metadata_and_challenges() {
+        let fields = |v: Value| -> HashMap<String, Value> { serde_json::from_value(v).unwrap() };
+        assert!(supports_es256(&fields(
+            json!({"dpop_signing_alg_values_supported": ["RS256", "ES256"]})
+        )));
+        assert!(!supports_es256(&fields(
+            json!({"dpop_signing_alg_values_supported": ["EdDSA"]})
+        )));
+        assert!(!supports_es256(&fields(
+            json!({"dpop_signing_alg_values_supported": "ES256"})
+        )));
+        assert!(!supports_es256(&HashMap::new()));
+        assert!(is_nonce_challenge(
+            r#"DPoP error="use_dpop_nonce", error_description="x""#
+        ));
+        assert!(is_nonce_challenge(
+            r#"dpop algs="ES256", error=use_dpop_nonce"#
+        ));
+        assert!(!is_nonce_challenge(r#"Bearer error="use_dpop_nonce""#));
+        assert!(!is_nonce_challenge(r#"DPoP error="invalid_token""#));
+        assert!(is_dpop_token_type("DPoP") && is_dpop_token_type("dpop"));
+        assert!(!is_dpop_token_type("Bearer"));
+    }
+}
