@@ -8,7 +8,7 @@
 mod common;
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD as B64};
-use common::{Server, issuer, post, sign};
+use common::{Server, challenges, issuer, post, sign};
 use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::{Value, json};
 
@@ -107,14 +107,6 @@ async fn call(url: &str, authorization: &str, proofs: &[&str]) -> reqwest::Respo
         r = r.header("dpop", *p);
     }
     r.send().await.unwrap()
-}
-
-fn challenges(r: &reqwest::Response) -> Vec<String> {
-    r.headers()
-        .get_all("www-authenticate")
-        .iter()
-        .map(|v| v.to_str().unwrap().to_owned())
-        .collect()
 }
 
 /// A 401 whose DPoP challenge names `error`.

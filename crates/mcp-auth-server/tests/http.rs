@@ -6,7 +6,7 @@ mod common;
 
 use std::{collections::HashMap, time::Duration};
 
-use common::{INIT, KEY, Server, post};
+use common::{INIT, KEY, Server, challenges, post};
 use http::{HeaderName, HeaderValue};
 use rmcp::{
     ServiceExt,
@@ -18,14 +18,6 @@ use rmcp::{
 
 fn api_key_server() -> Server {
     Server::start(&[("MCP_AUTH_STRATEGY", "api_key"), ("MCP_API_KEYS", KEY)])
-}
-
-fn challenges(resp: &reqwest::Response) -> Vec<String> {
-    resp.headers()
-        .get_all("www-authenticate")
-        .iter()
-        .map(|v| v.to_str().unwrap().to_owned())
-        .collect()
 }
 
 async fn rmcp_client(

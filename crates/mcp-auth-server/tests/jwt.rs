@@ -7,7 +7,7 @@ mod common;
 
 use std::process::Stdio;
 
-use common::{INIT, Server, command, issuer, post, sign, tempdir};
+use common::{INIT, Server, challenges, command, issuer, post, sign, tempdir};
 use rmcp::{
     ServiceExt,
     model::CallToolRequestParams,
@@ -35,14 +35,6 @@ fn token(env: &[(&str, &str)], args: &[&str]) -> String {
     let t = String::from_utf8(out.stdout).unwrap();
     assert_eq!(t.lines().count(), 1, "only the token on stdout");
     t.trim().to_owned()
-}
-
-fn challenges(r: &reqwest::Response) -> Vec<String> {
-    r.headers()
-        .get_all("www-authenticate")
-        .iter()
-        .map(|v| v.to_str().unwrap().to_owned())
-        .collect()
 }
 
 async fn client(url: String, token: &str) -> rmcp::service::RunningService<rmcp::RoleClient, ()> {

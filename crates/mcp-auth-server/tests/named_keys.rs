@@ -7,7 +7,7 @@ mod common;
 
 use std::collections::HashMap;
 
-use common::{INIT, KEY, Server, command, post, tempdir};
+use common::{INIT, KEY, Server, challenges, command, post, tempdir};
 use http::{HeaderName, HeaderValue};
 use mcp_auth_strategies::fingerprint;
 use rmcp::{
@@ -41,14 +41,6 @@ fn server() -> Server {
         ("MCP_API_KEYS", &keys),
         ("MCP_TOOL_SCOPES", "admin_status=admin"),
     ])
-}
-
-fn challenges(r: &reqwest::Response) -> Vec<String> {
-    r.headers()
-        .get_all("www-authenticate")
-        .iter()
-        .map(|v| v.to_str().unwrap().to_owned())
-        .collect()
 }
 
 async fn client(url: String, key: &str) -> RunningService<RoleClient, ()> {

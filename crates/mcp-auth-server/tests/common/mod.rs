@@ -118,6 +118,15 @@ pub fn tempdir() -> tempfile::TempDir {
 
 pub const INIT: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
 
+/// The response's `WWW-Authenticate` challenges, in order.
+pub fn challenges(r: &reqwest::Response) -> Vec<String> {
+    r.headers()
+        .get_all("www-authenticate")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect()
+}
+
 /// A POST to the MCP endpoint with the MCP headers set.
 pub fn post(client: &reqwest::Client, url: &str, body: &str) -> reqwest::RequestBuilder {
     client
