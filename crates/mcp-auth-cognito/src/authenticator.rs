@@ -125,12 +125,15 @@ impl Authenticator for CognitoAuthenticator {
         let Some((scheme, token)) = req.access_token()? else {
             return Err(AuthError::MissingCredentials);
         };
+        if scheme == mcp_auth_core::TokenScheme::DPoP && req.dpop_jkt.is_none() {
+            return Err(mcp_auth_core::dpop::unchecked());
+        }
         let principal = self.verifier.verify(token).await.map_err(|e| {
             tracing::debug!(peer = %req.peer_display(), reason = %e, "Cognito token rejected");
             AuthError::from(e)
         })?;
         // Cognito issues no DPoP-bound tokens: the DPoP scheme is refused.
-        mcp_auth_core::dpop::check_binding(scheme, &principal)?;
+        mcp_auth_core::dpop::check_binding(scheme, &principal, req.dpop_jkt.as_deref())?;
         Ok(principal)
     }
 

@@ -27,6 +27,13 @@ pub struct AuthRequest {
     pub headers: HeaderMap,
     /// The TCP peer, when the server knows it.
     pub peer: Option<SocketAddr>,
+    /// The thumbprint (RFC 7638) of the key a verified DPoP proof of this
+    /// request was signed with. Set only by the proof checker
+    /// (`mcp-auth-strategies`' `DpopAuthenticator`) after every proof check
+    /// passed; a token presented with the `DPoP` scheme is accepted only
+    /// when its `cnf.jkt` equals it ([`crate::dpop::check_binding`]), so
+    /// without a proof checker the `DPoP` scheme is refused.
+    pub dpop_jkt: Option<String>,
 }
 
 /// Headers whose values are credentials.
@@ -59,6 +66,7 @@ impl std::fmt::Debug for AuthRequest {
             .field("uri", &self.uri)
             .field("headers", &Headers(&self.headers))
             .field("peer", &self.peer)
+            .field("dpop_jkt", &self.dpop_jkt)
             .finish()
     }
 }
@@ -72,6 +80,7 @@ impl AuthRequest {
             uri: parts.uri.clone(),
             headers: parts.headers.clone(),
             peer,
+            dpop_jkt: None,
         }
     }
 

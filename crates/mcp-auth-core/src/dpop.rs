@@ -9,14 +9,18 @@
 //! let (scheme, token) = req.access_token().unwrap().unwrap();
 //! assert_eq!((scheme, token), (TokenScheme::DPoP, "eyJhbGciOi.x.y"));
 //!
-//! // A token bound to a key (`cnf.jkt`) must come with the DPoP scheme;
-//! // one that is not bound must not.
+//! // A token bound to a key (`cnf.jkt`) must come with the DPoP scheme and
+//! // a verified proof by that key; one that is not bound must not.
 //! let mut bound = Principal::new("alice", "oauth2");
 //! std::sync::Arc::make_mut(&mut bound.claims)
 //!     .insert("cnf".into(), serde_json::json!({"jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"}));
-//! assert!(dpop::check_binding(TokenScheme::DPoP, &bound).is_ok());
-//! assert!(dpop::check_binding(TokenScheme::Bearer, &bound).is_err());
-//! assert!(dpop::check_binding(TokenScheme::DPoP, &Principal::new("bob", "oauth2")).is_err());
+//! let key = "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I";
+//! assert!(dpop::check_binding(TokenScheme::DPoP, &bound, Some(key)).is_ok());
+//! // Not as a bearer token, not without a verified proof, not by another key.
+//! assert!(dpop::check_binding(TokenScheme::Bearer, &bound, None).is_err());
+//! assert!(dpop::check_binding(TokenScheme::DPoP, &bound, None).is_err());
+//! assert!(dpop::check_binding(TokenScheme::DPoP, &bound, Some("another")).is_err());
+//! assert!(dpop::check_binding(TokenScheme::DPoP, &Principal::new("bob", "oauth2"), Some(key)).is_err());
 //! ```
 
 use std::{
@@ -55,13 +59,19 @@ pub fn bound_key(principal: &Principal) -> Option<&str> {
     principal.claims.get("cnf")?.get("jkt")?.as_str()
 }
 
-/// The rules that need no proof, for every strategy (RFC 9449 §7.1): a
-/// token bound to a key must be presented with the `DPoP` scheme (never as
-/// a bearer token), and a token presented with the `DPoP` scheme must be
-/// bound. The proof (its key equal to `cnf.jkt`) is checked by whoever
-/// checks proofs: [`check_binding`] alone lets a DPoP-scheme token through
-/// without one.
-pub fn check_binding(scheme: TokenScheme, principal: &Principal) -> Result<(), AuthError> {
+/// The binding rules every token strategy applies (RFC 9449 §7.1), given
+/// the key of the request's verified proof (`proven`:
+/// [`AuthRequest::dpop_jkt`](crate::AuthRequest::dpop_jkt), set only by a
+/// proof checker): a token bound to a key (`cnf.jkt`) is accepted only with
+/// the `DPoP` scheme and a verified proof by that very key, never as a
+/// bearer token; a token presented with the `DPoP` scheme must be bound.
+/// Without a proof checker in front (DPoP off), the `DPoP` scheme is
+/// refused.
+pub fn check_binding(
+    scheme: TokenScheme,
+    principal: &Principal,
+    proven: Option<&str>,
+) -> Result<(), AuthError> {
     match (scheme, bound_key(principal)) {
         (TokenScheme::Bearer, Some(_)) => Err(AuthError::invalid_token(
             "the token is bound to a DPoP key: present it with the DPoP scheme and a proof",
@@ -69,8 +79,20 @@ pub fn check_binding(scheme: TokenScheme, principal: &Principal) -> Result<(), A
         (TokenScheme::DPoP, None) => Err(AuthError::invalid_token(
             "the token is not bound to a DPoP key (no cnf.jkt): present it as a Bearer token",
         )),
-        _ => Ok(()),
+        (TokenScheme::DPoP, Some(jkt)) => match proven {
+            Some(p) if p == jkt => Ok(()),
+            Some(_) => Err(AuthError::invalid_token(
+                "the token is bound to another key than the DPoP proof's",
+            )),
+            None => Err(unchecked()),
+        },
+        (TokenScheme::Bearer, None) => Ok(()),
     }
+}
+
+/// The refusal of a `DPoP`-scheme token where no proof was checked.
+pub fn unchecked() -> AuthError {
+    AuthError::invalid_token("this server does not accept DPoP-bound tokens (no DPoP proof check)")
 }
 
 /// What a resource does with DPoP, for its metadata (RFC 9728

@@ -273,7 +273,7 @@ impl DpopProof {
 ///     .iat_window(Duration::from_secs(30), Duration::from_secs(2))
 ///     .build()
 ///     .unwrap();
-/// assert_eq!(v.replay_ttl(), Duration::from_secs(32));
+/// assert_eq!(v.replay_ttl(), Duration::from_secs(34));
 /// assert!(DpopVerifier::builder().algorithms(&[Algorithm::HS256]).build().is_err());
 /// ```
 #[derive(Debug, Clone)]
@@ -370,9 +370,14 @@ impl DpopVerifier {
 
     /// How long a `jti` must be remembered, from the moment its proof was
     /// accepted, to refuse every replay: the whole `iat` window (a proof
-    /// dated at the window's future edge stays acceptable that long).
+    /// dated at the window's future edge stays acceptable that long), plus
+    /// 2 s for whole-second clocks and replicas' clocks a little apart.
     pub fn replay_ttl(&self) -> Duration {
-        Duration::from_secs(self.max_age.saturating_add(self.max_future))
+        Duration::from_secs(
+            self.max_age
+                .saturating_add(self.max_future)
+                .saturating_add(2),
+        )
     }
 
     /// Verifies `proof` (the `DPoP` header value) for a request.

@@ -281,10 +281,10 @@ fn iat_window_bounds_are_inclusive_and_configurable() {
     assert!(check(NOW).is_ok());
     assert_eq!(check(NOW - 11), Err(DpopError::Stale));
     assert_eq!(check(NOW + 1), Err(DpopError::Future));
-    assert_eq!(narrow.replay_ttl(), Duration::from_secs(10));
+    assert_eq!(narrow.replay_ttl(), Duration::from_secs(12));
     assert_eq!(
         DpopVerifier::default().replay_ttl(),
-        Duration::from_secs(65)
+        Duration::from_secs(67)
     );
 }
 

@@ -999,11 +999,15 @@ fn invalid_client(basic: bool) -> Response {
     r
 }
 
-/// The request's DPoP proof for the token endpoint, verified (RFC 9449
-/// §4.3: `htm` POST, `htu` the token endpoint, not seen before), when DPoP
-/// is on and the client sent one; `None` otherwise. A bad proof is 400
-/// `invalid_dpop_proof` (§5.1).
-async fn dpop_proof(app: &App, headers: &HeaderMap) -> Result<Option<DpopProof>, Response> {
+/// The request's DPoP proof for the token endpoint, verified without state
+/// (RFC 9449 §4.3: `htm` POST, `htu` the token endpoint), when DPoP is on
+/// and the client sent one; `None` otherwise. With DPoP required, a request
+/// without one is refused. A bad proof is 400 `invalid_dpop_proof` (§5.1).
+/// Its `jti` is recorded only once the grant is good ([`record_proof`]), so
+/// no one can fill the store with proofs alone.
+// The refusal is the response itself, as in the async handlers around it.
+#[allow(clippy::result_large_err)]
+fn dpop_proof(app: &App, headers: &HeaderMap) -> Result<Option<DpopProof>, Response> {
     let cfg = &app.proxy.inner.cfg;
     let Some(verifier) = &cfg.dpop else {
         return Ok(None);
@@ -1011,13 +1015,18 @@ async fn dpop_proof(app: &App, headers: &HeaderMap) -> Result<Option<DpopProof>,
     let refuse = |why: &str| oauth_error(StatusCode::BAD_REQUEST, "invalid_dpop_proof", why);
     let mut values = headers.get_all("dpop").iter();
     let proof = match (values.next(), values.next()) {
+        (None, _) if cfg.dpop_required => {
+            return Err(refuse(
+                "this server issues DPoP-bound tokens only: send a DPoP proof",
+            ));
+        }
         (None, _) => return Ok(None),
         (Some(_), Some(_)) => return Err(refuse("more than one DPoP header")),
         (Some(v), None) => v
             .to_str()
             .map_err(|_| refuse("the DPoP header is not ASCII"))?,
     };
-    let proof = verifier
+    verifier
         .verify(
             proof,
             "POST",
@@ -1026,7 +1035,16 @@ async fn dpop_proof(app: &App, headers: &HeaderMap) -> Result<Option<DpopProof>,
             None,
             now_secs(),
         )
-        .map_err(|e| refuse(&e.to_string()))?;
+        .map(Some)
+        .map_err(|e| refuse(&e.to_string()))
+}
+
+/// Records a proof's `jti` (single use, RFC 9449 §11.1); a replay is 400
+/// `invalid_dpop_proof`.
+async fn record_proof(app: &App, proof: &DpopProof) -> Result<(), Response> {
+    let Some(verifier) = &app.proxy.inner.cfg.dpop else {
+        return Ok(());
+    };
     let key = format!("replay:dpop:{}", proof.replay_key());
     match app
         .proxy
@@ -1035,8 +1053,12 @@ async fn dpop_proof(app: &App, headers: &HeaderMap) -> Result<Option<DpopProof>,
         .kv_put_new(&key, b"1", verifier.replay_ttl())
         .await
     {
-        Ok(true) => Ok(Some(proof)),
-        Ok(false) => Err(refuse("the proof was used before (jti replayed)")),
+        Ok(true) => Ok(()),
+        Ok(false) => Err(oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_dpop_proof",
+            "the proof was used before (jti replayed)",
+        )),
         Err(e) => {
             tracing::error!(error = %e, "token endpoint store failure (DPoP replay)");
             Err(oauth_error(
@@ -1060,7 +1082,7 @@ async fn token(
         Err(r) => return r,
     };
     // RFC 9449 §5: a proof binds the tokens issued to its key.
-    let proof = match dpop_proof(&app, &headers).await {
+    let proof = match dpop_proof(&app, &headers) {
         Ok(p) => p,
         Err(r) => return r,
     };
@@ -1162,6 +1184,15 @@ async fn token(
             );
         }
         _ => {}
+    }
+    // The grant is good: now the proof is spent.
+    if let Some(p) = &proof
+        && let Err(refused) = record_proof(&app, p).await
+    {
+        if let Some(old) = &spent {
+            let _ = grants.restore_refresh(old, &grant).await;
+        }
+        return refused;
     }
     let mut for_access = grant.clone();
     if let Some(scopes) = narrowed {

@@ -43,6 +43,10 @@ pub struct ProxyConfig {
     /// to it too. `None` (default): proofs are ignored, tokens are bearer
     /// tokens. Turn it on only where the resource server checks DPoP.
     pub dpop: Option<mcp_auth_jwt::DpopVerifier>,
+    /// With [`ProxyConfig::dpop`]: issue DPoP-bound tokens only (a token
+    /// request without a proof is refused), as the resource server with
+    /// `MCP_DPOP=require` accepts nothing else.
+    pub dpop_required: bool,
 }
 
 impl ProxyConfig {
@@ -61,6 +65,7 @@ impl ProxyConfig {
             login_ttl: Duration::from_secs(600),
             consent_ttl: Duration::from_secs(30 * 86_400),
             dpop: None,
+            dpop_required: false,
         }
     }
 

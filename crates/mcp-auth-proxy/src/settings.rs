@@ -407,6 +407,8 @@ pub struct ProxySettings {
     /// DPoP at the token endpoint (`MCP_DPOP` on, `MCP_DPOP_ALGORITHMS`):
     /// tokens asked for with a proof are bound to its key.
     pub dpop: Option<mcp_auth_jwt::DpopVerifier>,
+    /// `MCP_DPOP=require`: token requests without a proof are refused.
+    pub dpop_required: bool,
 }
 
 impl std::fmt::Debug for ProxySettings {
@@ -607,6 +609,7 @@ impl ProxySettings {
                 Some(bytes)
             }
         };
+        let dpop = mcp_auth_strategies::settings::dpop_settings(l)?;
         let access_token_ttl = match l.get("MCP_PROXY_ACCESS_TOKEN_TTL") {
             None => Duration::from_secs(600),
             Some(v) => {
@@ -639,7 +642,8 @@ impl ProxySettings {
             access_token_ttl,
             allow_http,
             endpoints: endpoint_options(l)?,
-            dpop: mcp_auth_strategies::settings::dpop_settings(l)?.map(|(v, _)| v),
+            dpop: dpop.as_ref().map(|(v, _)| v.clone()),
+            dpop_required: dpop.is_some_and(|(_, required)| required),
         })
     }
 }
@@ -1286,6 +1290,7 @@ impl ProxySettings {
         cfg.scopes_supported = self.scopes_supported.clone();
         cfg.access_token_ttl = self.access_token_ttl;
         cfg.dpop = self.dpop.clone();
+        cfg.dpop_required = self.dpop_required;
         let keys = crate::ConfiguredKeys {
             signing: self
                 .signing_key

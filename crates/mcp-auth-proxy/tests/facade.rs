@@ -748,8 +748,22 @@ async fn dpop_binds_access_and_refresh_tokens_to_the_clients_key() {
         ("redirect_uri", CLIENT_CB),
         ("code_verifier", VERIFIER),
     ];
-    let (status, tokens) =
-        token_with_proof(&app, Some(&key.proof("POST", &token_url, None)), &form).await;
+    // A proof is spent only by a good grant: the same proof, first with a
+    // code that is no good, then with the real one.
+    let first = key.proof("POST", &token_url, None);
+    let junk = [
+        ("grant_type", "authorization_code"),
+        ("client_id", client_id.as_str()),
+        ("code", "not-a-code"),
+        ("redirect_uri", CLIENT_CB),
+        ("code_verifier", VERIFIER),
+    ];
+    let (status, err) = token_with_proof(&app, Some(&first), &junk).await;
+    assert_eq!(
+        (status, err["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_grant"))
+    );
+    let (status, tokens) = token_with_proof(&app, Some(&first), &form).await;
     assert_eq!(status, StatusCode::OK, "{tokens}");
     assert_eq!(tokens["token_type"], "DPoP");
     let access = tokens["access_token"].as_str().unwrap();
@@ -818,4 +832,34 @@ async fn dpop_binds_access_and_refresh_tokens_to_the_clients_key() {
         (StatusCode::BAD_REQUEST, Some("invalid_dpop_proof")),
         "a replayed proof: {err}"
     );
+}
+
+/// Issue #18: with `MCP_DPOP=require` the facade issues DPoP-bound tokens
+/// only: a token request without a proof is refused before anything is
+/// spent, and the same code then works with a proof.
+#[tokio::test]
+#[ignore = "needs Node 22 and oidc-provider (tests/run-all.sh installs them)"]
+async fn a_dpop_only_facade_refuses_token_requests_without_a_proof() {
+    let app = start_with("oidc", Some("mcp:tools"), &[("MCP_DPOP", "require")]).await;
+    let client_id = register(&app).await;
+    let mut browser = Browser::new();
+    let code = login(&app, &mut browser, &client_id).await;
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("client_id", client_id.as_str()),
+        ("code", code.as_str()),
+        ("redirect_uri", CLIENT_CB),
+        ("code_verifier", VERIFIER),
+    ];
+    let (status, err) = token_with_proof(&app, None, &form).await;
+    assert_eq!(
+        (status, err["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_dpop_proof")),
+        "{err}"
+    );
+    let key = DpopKey::new();
+    let proof = key.proof("POST", &format!("{}/oauth/token", app.base), None);
+    let (status, tokens) = token_with_proof(&app, Some(&proof), &form).await;
+    assert_eq!(status, StatusCode::OK, "the code was not spent: {tokens}");
+    assert_eq!(tokens["token_type"], "DPoP");
 }

@@ -323,7 +323,17 @@ async fn with_dpop(
     authenticator: SharedAuthenticator,
     store: &mcp_auth_session::SharedStore,
 ) -> Result<SharedAuthenticator, Error> {
-    let replay = Arc::new(mcp_auth_session::StoreReplayCache::new(store.clone()));
+    // With a shared store (Redis), every replica refuses every replica's
+    // replays. In memory, the records get a cache of their own, so proofs
+    // cannot crowd out what else lives in the store's bounded key-value
+    // space (the login facade's codes and refresh tokens).
+    let shared = mcp_auth_core::settings::Lookup::get(merged, "MCP_SESSION_STORE")
+        .is_some_and(|v| !v.eq_ignore_ascii_case("memory"));
+    let replay: Arc<dyn mcp_auth_core::ReplayCache> = if shared {
+        Arc::new(mcp_auth_session::StoreReplayCache::new(store.clone()))
+    } else {
+        Arc::new(mcp_auth_core::MemoryReplayCache::default())
+    };
     let nonces = mcp_auth_core::settings::parse_bool(merged, "MCP_DPOP_NONCE", false)?;
     let nonce_key = if nonces {
         // Made by the first replica, read by the others at start-up. It
@@ -348,6 +358,12 @@ async fn with_dpop(
             nonces,
             "DPoP proofs checked"
         );
+        if !shared {
+            tracing::info!(
+                "DPoP replay records are kept in this process (MCP_SESSION_STORE=memory): \
+                 replicas need a shared store to refuse each other's replays"
+            );
+        }
     }
     Ok(authenticator)
 }

@@ -357,17 +357,30 @@ async fn nonces_are_required_and_bearer_tokens_still_work_when_only_accepted() {
     );
     assert!(md["dpop_signing_alg_values_supported"].is_array(), "{md}");
 
-    // Without MCP_DPOP: a bound token is refused whatever the scheme.
+    // Without MCP_DPOP: a bound token is refused whatever the scheme, with
+    // or without a proof (nothing checks proofs, so nothing proves the key).
     let plain = server(&iss, &[]);
     let purl = plain.url();
     let bound = access_token(&enc, &iss, &purl, Some(&ec.jkt));
-    let r = call(&purl, &format!("Bearer {bound}"), &[]).await;
-    assert_eq!(r.status(), 401);
-    assert!(
-        challenges(&r)[0].contains("invalid_token"),
-        "{:?}",
-        challenges(&r)
-    );
+    for (authorization, proofs) in [
+        (format!("Bearer {bound}"), vec![]),
+        (format!("DPoP {bound}"), vec![]),
+        (format!("DPoP {bound}"), vec![proof(&ec, &purl, &bound)]),
+    ] {
+        let proofs: Vec<&str> = proofs.iter().map(String::as_str).collect();
+        let r = call(&purl, &authorization, &proofs).await;
+        assert_eq!(
+            r.status(),
+            401,
+            "{authorization:.12}, {} proof(s)",
+            proofs.len()
+        );
+        assert!(
+            challenges(&r)[0].contains("invalid_token"),
+            "{:?}",
+            challenges(&r)
+        );
+    }
 }
 
 /// Issue #18: two replicas on one real Redis share the replay records and

@@ -276,17 +276,18 @@ impl Authenticator for DpopAuthenticator {
                 ));
             }
             let principal = self.inner.authenticate(req).await?;
-            mcp_auth_core::dpop::check_binding(scheme, &principal)?;
+            mcp_auth_core::dpop::check_binding(scheme, &principal, None)?;
             return Ok(principal);
         }
         let proof = self.check_proof(req, token)?;
-        let principal = self.inner.authenticate(req).await?;
-        mcp_auth_core::dpop::check_binding(scheme, &principal)?;
-        if mcp_auth_core::dpop::bound_key(&principal) != Some(proof.jkt.as_str()) {
-            return Err(AuthError::invalid_token(
-                "the token is bound to another key than the DPoP proof's",
-            ));
-        }
+        // The inner strategy sees the proven key, and accepts the token
+        // only if it is bound to it.
+        let proven = AuthRequest {
+            dpop_jkt: Some(proof.jkt.clone()),
+            ..req.clone()
+        };
+        let principal = self.inner.authenticate(&proven).await?;
+        mcp_auth_core::dpop::check_binding(scheme, &principal, Some(&proof.jkt))?;
         match self
             .replay
             .first_use(

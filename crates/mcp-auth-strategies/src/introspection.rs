@@ -220,6 +220,9 @@ impl Introspector {
                 [
                     "access_token",
                     "bearer",
+                    // RFC 9449 §6.2: a bound token (its cnf.jkt checked by
+                    // the binding rules).
+                    "dpop",
                     "access",
                     "urn:ietf:params:oauth:token-type:access_token",
                 ]

@@ -279,6 +279,9 @@ impl Authenticator for JwtAuthenticator {
         let Some((scheme, token)) = req.access_token()? else {
             return Err(AuthError::MissingCredentials);
         };
+        if scheme == mcp_auth_core::TokenScheme::DPoP && req.dpop_jkt.is_none() {
+            return Err(mcp_auth_core::dpop::unchecked());
+        }
         let looks_like_jwt = token.bytes().filter(|b| *b == b'.').count() == 2;
         let result = match (&self.introspection, looks_like_jwt) {
             (Some(intro), false) => intro.introspect(token, self.name).await,
@@ -289,7 +292,9 @@ impl Authenticator for JwtAuthenticator {
                 .map(|t| t.into_principal(self.name))
                 .map_err(AuthError::from),
         }
-        .and_then(|p| mcp_auth_core::dpop::check_binding(scheme, &p).map(|()| p));
+        .and_then(|p| {
+            mcp_auth_core::dpop::check_binding(scheme, &p, req.dpop_jkt.as_deref()).map(|()| p)
+        });
         if let Err(e) = &result {
             tracing::debug!(peer = %req.peer_display(), reason = %e, strategy = self.name, "token rejected");
         }

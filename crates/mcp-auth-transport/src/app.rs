@@ -510,6 +510,7 @@ fn cors_layer(cfg: &HttpConfig) -> CorsLayer {
         .expose_headers([
             HeaderName::from_static("mcp-session-id"),
             HeaderName::from_static("mcp-protocol-version"),
+            HeaderName::from_static("dpop-nonce"),
             header::WWW_AUTHENTICATE,
         ])
 }

@@ -211,6 +211,7 @@ where
                 uri: parts.uri.clone(),
                 headers: std::mem::take(&mut parts.headers),
                 peer,
+                dpop_jkt: None,
             };
             let result = settings.authenticator.authenticate(&view).await;
             parts.headers = view.headers;

@@ -63,6 +63,7 @@ impl Default for CorsConfig {
                 "Mcp-Method",
                 "Mcp-Name",
                 "Last-Event-ID",
+                "DPoP",
             ]
             .map(String::from)
             .to_vec(),
