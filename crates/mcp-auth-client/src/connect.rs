@@ -20,7 +20,7 @@ use rmcp::{
 use crate::{
     CallbackError, CallbackServer, DpopHttpClient, DpopKey, FileCredentialStore, IssuerCheck,
     Presented, Refusal, Registration, RegistrationStore,
-    dpop::{is_dpop_token_type, supports_es256},
+    dpop::{is_dpop_token_type, resource_accepts_dpop, supports_es256},
     failure::{challenge_scopes, from_initialize_error, is_unreachable, union},
     oauth_http::OAuthHttp,
     open_browser,
@@ -709,15 +709,21 @@ pub async fn connect_oauth(
         .metadata;
     // DPoP when asked for and offered: the token request carries a proof
     // of the server's key, and the token comes back bound to it.
+    // The resource must take bound tokens too, or the token would be
+    // refused there.
+    let resource_dpop = http.is_some()
+        && supports_es256(&metadata.additional_fields)
+        && resource_accepts_dpop(server_url, &challenge).await;
     let dpop = match &http {
-        Some(http) if supports_es256(&metadata.additional_fields) => {
+        Some(http) if resource_dpop => {
             let key = dpop_key(server_url, opts.persist)?;
             enable_dpop(http, &metadata.token_endpoint, &key)?;
             Some(key)
         }
         Some(_) => {
             tracing::debug!(
-                "the authorization server does not offer DPoP with ES256: Bearer tokens"
+                "the authorization server does not offer DPoP with ES256, or the MCP server \
+                 does not take DPoP-bound tokens: Bearer tokens"
             );
             None
         }

@@ -320,6 +320,39 @@ pub(crate) fn supports_es256(additional_fields: &HashMap<String, Value>) -> bool
         .is_some_and(|algs| algs.iter().any(|a| a.as_str() == Some(DPOP_ALGORITHM)))
 }
 
+/// Whether the MCP server (the resource) takes DPoP-bound tokens: its
+/// challenge names the `DPoP` scheme, or its protected-resource metadata
+/// (RFC 9728, at the challenge's `resource_metadata` or the well-known URL)
+/// lists ES256 in `dpop_signing_alg_values_supported`. A token bound for a
+/// server that checks no proofs would be refused there, so without this
+/// the client asks for bearer tokens even when the authorization server
+/// offers DPoP. Any failure to find out counts as no.
+pub(crate) async fn resource_accepts_dpop(server_url: &str, challenge: &str) -> bool {
+    let scheme = challenge.split_whitespace().next().unwrap_or_default();
+    if scheme.eq_ignore_ascii_case("dpop") {
+        return true;
+    }
+    let url = crate::failure::challenge_param(challenge, "resource_metadata")
+        .unwrap_or_else(|| mcp_auth_core::metadata_url_for(server_url));
+    let Ok(client) = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+    else {
+        return false;
+    };
+    let Ok(response) = client.get(&url).send().await else {
+        return false;
+    };
+    if !response.status().is_success() {
+        return false;
+    }
+    match response.json::<HashMap<String, Value>>().await {
+        Ok(metadata) => supports_es256(&metadata),
+        Err(_) => false,
+    }
+}
+
 /// Whether an OAuth `token_type` is `DPoP` (case-insensitive, RFC 9449
 /// §5).
 pub(crate) fn is_dpop_token_type(token_type: &str) -> bool {
@@ -349,6 +382,67 @@ mod tests {
             .duration_since(UNIX_EPOCH)
             .unwrap()
             .as_secs()
+    }
+
+    /// A resource whose metadata lists `algs` (none: 404) on loopback; its
+    /// MCP URL.
+    async fn resource(algs: Option<Vec<&'static str>>) -> String {
+        use axum::{Json, Router, http::StatusCode, response::IntoResponse, routing::get};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let resource = format!("{base}/mcp");
+        let doc = json!({"resource": resource, "dpop_signing_alg_values_supported": algs});
+        let app = Router::new().route(
+            "/.well-known/oauth-protected-resource/mcp",
+            get(move || {
+                let doc = doc.clone();
+                async move {
+                    if doc["dpop_signing_alg_values_supported"].is_null() {
+                        StatusCode::NOT_FOUND.into_response()
+                    } else {
+                        Json(doc).into_response()
+                    }
+                }
+            }),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        resource
+    }
+
+    /// A token is bound only for a resource that takes bound tokens: its
+    /// challenge names DPoP, or its metadata lists ES256.
+    #[tokio::test]
+    async fn dpop_only_where_the_resource_takes_bound_tokens() {
+        let es256 = resource(Some(vec!["ES256", "EdDSA"])).await;
+        let eddsa = resource(Some(vec!["EdDSA"])).await;
+        let none = resource(None).await;
+        let bearer = |url: &str| {
+            format!(
+                r#"Bearer resource_metadata="{}""#,
+                mcp_auth_core::metadata_url_for(url)
+            )
+        };
+        assert!(resource_accepts_dpop(&es256, &bearer(&es256)).await);
+        assert!(
+            resource_accepts_dpop(&es256, "Bearer").await,
+            "the well-known URL"
+        );
+        assert!(
+            !resource_accepts_dpop(&eddsa, &bearer(&eddsa)).await,
+            "no ES256"
+        );
+        assert!(
+            !resource_accepts_dpop(&none, &bearer(&none)).await,
+            "no metadata"
+        );
+        assert!(
+            resource_accepts_dpop(&none, r#"DPoP algs="ES256""#).await,
+            "a DPoP challenge"
+        );
+        assert!(
+            !resource_accepts_dpop("http://127.0.0.1:9/mcp", "Bearer").await,
+            "unreachable"
+        );
     }
 
     fn parts(proof: &str) -> (Value, Value) {

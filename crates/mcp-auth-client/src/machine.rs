@@ -353,7 +353,10 @@ async fn token(
     if let Some(issuer) = &metadata.issuer {
         endpoint = endpoint.with_issuer(issuer.clone());
     }
-    if opts.dpop && supports_es256(&metadata.additional_fields) {
+    if opts.dpop
+        && supports_es256(&metadata.additional_fields)
+        && crate::dpop::resource_accepts_dpop(server_url, challenge).await
+    {
         let key = DpopKey::generate().map_err(|e| ClientError::Token(e.to_string()))?;
         endpoint = endpoint.with_dpop(key);
     }
