@@ -15,7 +15,11 @@ at the server; the TypeScript SDK v2 client logs in both ways, in two fresh runs
 pass: once with a client ID metadata document served over https on loopback
 (tests/interop/metadata_document_server.py, a test CA made with openssl once per run) to a facade
 server of its own that may fetch it (MCP_PROXY_METADATA_ALLOW_LOOPBACK, SSL_CERT_FILE = the CA),
-then without the document, registering itself at the column's server.
+then without the document, registering itself at the column's server. The `facade dpop` column is
+the same facade with DPoP required (MCP_DPOP=require, MCP_DPOP_NONCE=true: sender-constrained
+tokens, RFC 9449, with server nonces); the rows whose client sends DPoP proofs run there: this
+workspace's client, and the TypeScript SDK v2 client, whose OAuth provider in the driver implements
+dpop() when asked (DPOP=1); the others are n/a, each with what its installed package does about DPoP.
 
 Two rows are this workspace's example client, mcp-auth-client (crates/mcp-auth-client, the
 binary target/debug/mcp-auth-client), one per MCP wire it speaks: mcp-auth-client-2026-07-28
@@ -37,7 +41,9 @@ cell fails, or when a cell listed in EXPECTED_FAILURES passes (so the list stays
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -67,7 +73,7 @@ CLIENT_TIMEOUT = 120
 API_KEY = "interop-api-key-0123456789abcdef"
 JWT_SECRET = "interop-jwt-secret-0123456789abcdef0123456789"
 
-STRATEGIES = ["none", "api_key", "bearer", "oauth2", "oauth2 step-up", "cognito", "facade"]
+STRATEGIES = ["none", "api_key", "bearer", "oauth2", "oauth2 step-up", "cognito", "facade", "facade dpop"]
 
 # The facade column's upstream: oidc-provider's one static confidential client (upstream.mjs).
 UPSTREAM_CLIENT_ID = "mcp-proxy"
@@ -90,6 +96,7 @@ def clean_env() -> dict[str, str]:
         "CONSENT_DECISION",
         "CLIENT_METADATA_URL",
         "TS_SDK",
+        "DPOP",
         "NODE_OPTIONS",
         "PYTHONPATH",
         "SSL_CERT_FILE",
@@ -190,6 +197,29 @@ NOT_APPLICABLE: dict[tuple[str, str], str] = {
         for s in STRATEGIES
         if s != "none"
     },
+    # The facade dpop column: what each installed package does about DPoP (RFC 9449), found by
+    # searching it for "dpop" (the SDKs under tests/interop/clients/node_modules/@modelcontextprotocol,
+    # the Python SDK in this interpreter's site-packages/mcp).
+    ("python-sdk", "facade dpop"): (
+        "the Python SDK sends no DPoP proofs: its only DPoP code is two metadata fields "
+        "(dpop_signing_alg_values_supported, dpop_bound_access_tokens_required in mcp/shared/auth.py); "
+        "no proof creation, no DPoP header, no DPoP error codes"
+    ),
+    ("typescript-sdk-v1", "facade dpop"): (
+        "the v1 SDK sends no DPoP proofs: its only DPoP code is the same two metadata fields in "
+        "shared/auth.js (Zod schemas); no proof creation, no DPoP header"
+    ),
+    ("inspector-cli", "facade dpop"): (
+        "the CLI sends no DPoP proofs: it is built on @modelcontextprotocol/client 2.3.1, which signs "
+        "proofs only for an OAuth provider that implements dpop() (row typescript-sdk-v2), and the CLI's "
+        "provider (BaseOAuthClientProvider) implements none; the CLI has no DPoP code or option at all "
+        "(no 'dpop' in clients/cli/build/index.js)"
+    ),
+    ("conformance", "facade dpop"): (
+        "the suite's server mode sends no credentials (it runs against auth off) and 0.1.16 has no DPoP "
+        "code; the suite's DPoP scenarios (auth/dpop, auth/dpop-nonce, 0.2.0-alpha.12) are client "
+        "scenarios, run against mcp-auth-client by the test command"
+    ),
 }
 
 
@@ -1211,20 +1241,24 @@ def facade_inspector(url: str, origin: str) -> tuple[bool, str]:
     )
 
 
-def our_facade(client: str, url: str, origin: str) -> tuple[bool, str]:
+def our_facade(client: str, url: str, origin: str, dpop: bool = False) -> tuple[bool, str]:
     """mcp-auth-client through the facade, two runs sharing one MCP_AUTH_CLIENT_HOME, the
     browser consent-browser.py: `whoami` logs in (dynamic registration at the server, consent
     page, upstream login), then `list` with the stored token. Beyond check_facade_login (one
     login in all): one registration stored, for the server's issuer, whose client ID the
-    authorization request named; the server logged `client registered` during the cell."""
-    server_log = OUT / "server-facade.log"
+    authorization request named; the server logged `client registered` during the cell. With
+    `dpop` (the facade dpop column: its server's log, browser logs named <client>-dpop), also
+    our_dpop_bound: the token is bound to the key the client stored, and the server refused
+    nothing."""
+    server_log = OUT / ("server-facade-dpop.log" if dpop else "server-facade.log")
     before = log_size(server_log)
-    browser_log, consent_log = login_logs(client)
+    browser_log, consent_log = login_logs(f"{client}-dpop" if dpop else client)
     env = {"BROWSER": str(CONSENT_BROWSER), "BROWSER_LOG": str(browser_log), "CONSENT_LOG": str(consent_log)}
     with our_home() as home:
         called, called_lines = our_client(client, url, server_log, "whoami", home=home, env=env)
         listed, listed_lines = our_client(client, url, server_log, "list", home=home, env=env)
         registrations = our_registrations(home)
+        stored = our_stored(home)
     who, problem = our_principal(called)
     if problem:
         return False, f"whoami: {problem}"
@@ -1248,10 +1282,310 @@ def our_facade(client: str, url: str, origin: str) -> tuple[bool, str]:
     for step, (ok, why) in wires.items():
         if not ok:
             return False, f"{step}: {why}"
-    return True, (
+    detail = (
         f"dynamic registration at {origin} (client {client_id}), consent page (Allow), upstream login, PKCE, "
         f"resource={url}; whoami as {UPSTREAM_USER!r} of {origin} ({wires['whoami'][1]}), then list with the "
         f"stored token, no login ({wires['list'][1]})"
+    )
+    if not dpop:
+        return True, detail
+    bound = our_dpop_bound(who, stored, [(step, got) for step, _, got in runs])
+    return bound[0], f"{detail}; {bound[1]}" if bound[0] else bound[1]
+
+
+def our_stored(home: Path) -> dict[str, list]:
+    """What mcp-auth-client keeps in `home`'s credentials/: "tokens", each JSON file's content (a
+    file that is not JSON counts as {"unreadable": name}), and "keys", each DPoP key file
+    (*.dpop.pem) as (name, permission bits, content)."""
+    found: dict[str, list] = {"tokens": [], "keys": []}
+    for f in sorted((home / "credentials").glob("*.json")):
+        try:
+            found["tokens"].append(json.loads(f.read_text()))
+        except ValueError:
+            found["tokens"].append({"unreadable": f.name})
+    for f in sorted((home / "credentials").glob("*.dpop.pem")):
+        found["keys"].append((f.name, f.stat().st_mode & 0o777, f.read_bytes()))
+    return found
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def rfc7638(jwk: dict) -> str:
+    """The RFC 7638 thumbprint (SHA-256, base64url), as cnf.jkt carries it, of a public JWK: its
+    required members only (EC: crv, kty, x, y; OKP: crv, kty, x; RSA: e, kty, n), sorted, no
+    whitespace. Another kty, or a member missing, is a ValueError."""
+    required = {"EC": ("crv", "kty", "x", "y"), "OKP": ("crv", "kty", "x"), "RSA": ("e", "kty", "n")}
+    names = required.get(jwk.get("kty"))
+    if names is None or any(not isinstance(jwk.get(n), str) for n in names):
+        raise ValueError(f"not a public JWK of a known kty with its members: {jwk}")
+    members = {n: jwk[n] for n in names}
+    return b64url(hashlib.sha256(json.dumps(members, separators=(",", ":"), sort_keys=True).encode()).digest())
+
+
+def jwk_thumbprint(pem: bytes) -> str | None:
+    """The RFC 7638 JWK thumbprint (SHA-256, base64url), as cnf.jkt carries it, of the public half
+    of an EC P-256 private key in PEM (the client's DPoP key); None when the cryptography package
+    is not installed. A key of another type or curve is a ValueError."""
+    try:
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.hazmat.primitives.serialization import load_pem_private_key
+    except ImportError:
+        return None
+    key = load_pem_private_key(pem, password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
+        raise ValueError(f"not an EC P-256 key: {type(key).__name__}")
+    public = key.public_key().public_numbers()
+    x, y = (b64url(n.to_bytes(32, "big")) for n in (public.x, public.y))
+    return rfc7638({"crv": "P-256", "kty": "EC", "x": x, "y": y})
+
+
+# The server's debug line for each request it answers 401 or 403 (mcp_auth_transport::auth, on in
+# FACADE_DPOP_SETTINGS) and its reason for the two 401s a DPoP client meets without anything
+# being wrong: the credential-less request that finds the authorization server (a login's probe,
+# and rmcp's discovery before it uses stored tokens), and the nonce challenge (RFC 9449 section 9)
+# the client answers by retrying with the nonce.
+NOT_AUTHENTICATED = "request not authenticated"
+NO_CREDENTIALS = "reason=no credentials"
+NONCE_CHALLENGE = "reason=DPoP proof without the current nonce"
+
+
+def cnf_jkt(who: dict) -> tuple[str | None, str | None]:
+    """The cnf.jkt of the whoami principal's claims (a 43-character base64url SHA-256 thumbprint)
+    and None; or None and why there is none."""
+    cnf = (who.get("claims") or {}).get("cnf")
+    jkt = cnf.get("jkt") if isinstance(cnf, dict) else None
+    if not isinstance(jkt, str) or not re.fullmatch(r"[A-Za-z0-9_-]{43}", jkt):
+        return None, (
+            f"the whoami principal's claims carry no cnf.jkt (a SHA-256 thumbprint): the token is not "
+            f"DPoP-bound ({who.get('claims')})"
+        )
+    return jkt, None
+
+
+def dpop_refusals(runs: list[tuple[str, list[str]]]) -> tuple[str | None, dict[str, int], int]:
+    """The server's refusals during a DPoP client's runs (`runs`: each step and the server's log
+    lines during it): None, the nonce challenges per step and the number of credential-less
+    requests when it refused nothing else; else what it refused."""
+    nonces, probes = {}, 0
+    for step, got in runs:
+        refusals = [line for line in got if NOT_AUTHENTICATED in line]
+        for line in refusals:
+            if not line.endswith((NO_CREDENTIALS, NONCE_CHALLENGE)):
+                return f"{step}: the server refused a request: {line[line.index(NOT_AUTHENTICATED):][:300]}", {}, 0
+        nonces[step] = sum(line.endswith(NONCE_CHALLENGE) for line in refusals)
+        probes += sum(line.endswith(NO_CREDENTIALS) for line in refusals)
+    return None, nonces, probes
+
+
+def our_dpop_bound(who: dict, stored: dict[str, list], runs: list[tuple[str, list[str]]]) -> tuple[bool, str]:
+    """The DPoP part of a facade dpop cell: the whoami principal's claims carry cnf.jkt, the
+    RFC 7638 thumbprint of the public half of the one key the client stored (credentials/*.dpop.pem,
+    mode 0600); its one stored token is of token_type DPoP (compared case-insensitively, RFC 6749
+    section 5.1); during the runs (`runs`: each step and the server's log lines during it) the server
+    refused nothing but credential-less requests and nonce challenges, and challenged for a nonce at
+    least once (else MCP_DPOP_NONCE was not exercised)."""
+    jkt, problem = cnf_jkt(who)
+    if problem:
+        return False, problem
+    if len(stored["keys"]) != 1:
+        return False, f"expected one DPoP key file (credentials/*.dpop.pem), found {[k[0] for k in stored['keys']]}"
+    name, mode, pem = stored["keys"][0]
+    if mode != 0o600:
+        return False, f"the DPoP key file {name} has mode {mode:o}, expected 600"
+    try:
+        thumbprint = jwk_thumbprint(pem)
+    except ValueError as e:
+        return False, f"the DPoP key file {name}: {e}"
+    if thumbprint is None:
+        how = "a 43-character base64url string (the cryptography package is not installed: not compared to the key)"
+    elif thumbprint != jkt:
+        return False, f"cnf.jkt {jkt} is not the thumbprint of the stored key {name} ({thumbprint})"
+    else:
+        how = f"= the RFC 7638 thumbprint of the stored key ({name}, 0600)"
+    if len(stored["tokens"]) != 1:
+        return False, f"expected one stored token file (credentials/*.json), found {len(stored['tokens'])}"
+    token_type = (stored["tokens"][0].get("token_response") or {}).get("token_type")
+    if not isinstance(token_type, str) or token_type.lower() != "dpop":
+        return False, f"the stored token's token_type is {token_type!r}, expected DPoP"
+    problem, nonces, probes = dpop_refusals(runs)
+    if problem:
+        return False, problem
+    if not sum(nonces.values()):
+        return False, "the server sent no use_dpop_nonce challenge: the nonce path was not exercised"
+    challenged = ", ".join(f"{step} {n}" for step, n in nonces.items())
+    return True, (
+        f"DPoP-bound: cnf.jkt {jkt} {how}, stored token_type {token_type!r}; no refusal in the server's log but "
+        f"its use_dpop_nonce challenges, each answered ({challenged}), and {probes} credential-less discovery request(s)"
+    )
+
+
+def our_no_dpop_refused(client: str, url: str) -> tuple[bool, str]:
+    """mcp-auth-client --no-dpop on the facade dpop server, with a fresh MCP_AUTH_CLIENT_HOME,
+    without -v: it logs in (one login, the browser consent-browser.py) and asks for a token without
+    a DPoP proof, which the DPoP-only server refuses at its token endpoint (400 invalid_dpop_proof)
+    instead of issuing a bearer token: exit 1, nothing on stdout, stderr ending with the one
+    `error: ...` line, `error: whoami: <reason>` naming invalid_dpop_proof; no DPoP key made and no
+    token stored (credentials/ has neither); in the server's log during the run, the login finished
+    for the client the browser named, and no request reached the MCP endpoint with a credential (no
+    refusal but the credential-less probe, no MCP request served): no access token was issued to use.
+    The server logs nothing at its token endpoint, so the refusal itself is the client's report."""
+    server_log = OUT / "server-facade-dpop.log"
+    browser_log, consent_log = login_logs(f"{client}-no-dpop")
+    env = {"BROWSER": str(CONSENT_BROWSER), "BROWSER_LOG": str(browser_log), "CONSENT_LOG": str(consent_log)}
+    with our_home() as home:
+        r, server_lines = our_client(client, url, server_log, "--no-dpop", "whoami", home=home, env=env, verbose=False)
+        stored = our_stored(home)
+    what = "--no-dpop (no DPoP proof)"
+    err = r.err.strip().splitlines()
+    if r.code != 1:
+        return False, f"{what}: expected exit 1, got {r.why()}"
+    errors = [line for line in err if line.startswith("error")]
+    if r.out.strip() or len(errors) != 1 or not err[-1].startswith("error: whoami: "):
+        return False, (
+            f"{what}: expected stderr to end with the one line 'error: whoami: ...', got {err} and stdout {r.out[:200]!r}"
+        )
+    if "invalid_dpop_proof" not in err[-1]:
+        return False, f"{what}: refused without naming invalid_dpop_proof (the token endpoint's refusal): {err[-1]}"
+    if stored["keys"]:
+        return False, f"{what}: the client made a DPoP key ({stored['keys'][0][0]})"
+    if stored["tokens"]:
+        return False, f"{what}: the client stored {len(stored['tokens'])} token file(s) (credentials/*.json): a token was issued"
+    opened = lines(browser_log)
+    if len(opened) != 1 or len(lines(consent_log)) != 1:
+        return False, f"{what}: expected one login, the browser was opened {len(opened)} times"
+    client_id = parse_qs(urlsplit(opened[0]).query).get("client_id", ["?"])[0]
+    if not any(f"login finished client={client_id}" in line for line in server_lines):
+        return False, f"{what}: the server's log has no 'login finished client={client_id}': the login did not reach the token step"
+    refused = [line[line.index(NOT_AUTHENTICATED) :] for line in server_lines if NOT_AUTHENTICATED in line]
+    others = [line for line in refused if not line.endswith(NO_CREDENTIALS)]
+    if others:
+        return False, f"{what}: a request reached the MCP endpoint with a credential and was refused: {others[0][:300]}"
+    served = [line for line in server_lines if "Service initialized as server" in line]
+    if served:
+        return False, f"{what}: the server served {len(served)} MCP connection(s) during the run: {served[0][:200]}"
+    return True, (
+        f"{what} refused at the token exchange after one login (exit 1, {err[-1]!r}); no token stored, no key "
+        f"made; server: login finished for {client_id}, then no MCP request with a credential "
+        f"({len(refused)} credential-less probe(s), nothing served)"
+    )
+
+
+# The SDK rows of the facade dpop column: their driver with DPoP on (ts_facade_client.mjs, DPOP=1:
+# its provider implements dpop()). The other SDK rows and the Inspector send no DPoP proofs (in
+# NOT_APPLICABLE).
+DPOP_SDK_CLIENTS = {"typescript-sdk-v2"}
+
+
+def sdk_dpop_wire(dpop: dict, url: str, origin: str) -> tuple[str | None, str]:
+    """What the driver saw on the wire (its `dpop.http`, each request to the server's origin as the
+    SDK sent it, retries included): every token request carried a DPoP proof for the token endpoint
+    (htm POST, htu its URL) and got its token (200), at least one; no request carried a Bearer
+    token; every MCP request after the first token carried `Authorization: DPoP` and a proof bound to
+    it (htm its method, htu the MCP URL, ath), and the only MCP request without a credential was the
+    first (the probe whose 401 starts the login); every 401 to a DPoP request was a use_dpop_nonce
+    challenge with a DPoP-Nonce, answered by the next request, the same method and path with a proof
+    carrying that nonce, which was not refused; at least one such challenge. None and a summary, or
+    what did not hold and ""."""
+    http = dpop.get("http")
+    if not isinstance(http, list) or not http:
+        return "the driver recorded no HTTP request (dpop.http)", ""
+    token_url, mcp_path = f"{origin}/oauth/token", urlsplit(url).path
+    tokens = [(i, h) for i, h in enumerate(http) if h.get("method") == "POST" and h.get("path") == "/oauth/token"]
+    if not tokens:
+        return "the driver made no token request", ""
+    for _, h in tokens:
+        proof = h.get("proof") or {}
+        if proof.get("htm") != "POST" or proof.get("htu") != token_url or h.get("status") != 200:
+            return f"a token request without a DPoP proof for {token_url}, or refused: {h}", ""
+    bearer = [h for h in http if (h.get("scheme") or "").lower() == "bearer"]
+    if bearer:
+        return f"the SDK sent a Bearer token: {bearer[0]}", ""
+    first_token = tokens[0][0]
+    mcp = [(i, h) for i, h in enumerate(http) if h.get("path") == mcp_path]
+    probes = [i for i, h in mcp if h.get("scheme") is None]
+    if probes != [mcp[0][0]] or probes[0] > first_token:
+        return f"MCP requests without a credential other than the first (requests {probes} of {len(http)})", ""
+    challenges = 0
+    for i, h in mcp[1:]:
+        proof = h.get("proof") or {}
+        if h.get("scheme") != "DPoP" or proof.get("htm") != h.get("method") or proof.get("htu") != url or not proof.get("ath"):
+            return f"an MCP request without `Authorization: DPoP` and a proof bound to it: {h}", ""
+        if h.get("status") != 401:
+            continue
+        if h.get("error") != "use_dpop_nonce" or not h.get("nonce"):
+            return f"an MCP request was refused: {h}", ""
+        retry = http[i + 1] if i + 1 < len(http) else {}
+        answered = (retry.get("proof") or {}).get("nonce")
+        if (retry.get("method"), retry.get("path"), answered) != (h.get("method"), mcp_path, h["nonce"]):
+            return f"the use_dpop_nonce challenge to request {i} was not answered with its nonce: next {retry or 'nothing'}", ""
+        if retry.get("status") == 401:
+            return f"the answer to the use_dpop_nonce challenge was refused: {retry}", ""
+        challenges += 1
+    if not challenges:
+        return "the SDK met no use_dpop_nonce challenge: the nonce path was not exercised", ""
+    methods = sorted({h.get("method") for _, h in mcp[1:]})
+    return None, (
+        f"on the wire: {len(tokens)} token request(s) with a proof (htu {token_url}), {len(mcp) - 1} MCP requests "
+        f"({', '.join(methods)}) each `Authorization: DPoP` + a proof with ath, {challenges} use_dpop_nonce "
+        f"challenge(s), each answered by a retry carrying its nonce, no Bearer"
+    )
+
+
+def facade_sdk_dpop(client: str, url: str, origin: str) -> tuple[bool, str]:
+    """An SDK row on the facade dpop server: one run of its driver with DPOP=1 (browser logs named
+    <client>-dpop), registering dynamically, checked as facade_sdk checks a login (the facade login,
+    a registered client ID, `client registered` in the server's log during the run), and: the whoami
+    principal's claims carry cnf.jkt, equal to the RFC 7638 thumbprint (computed here) of the public
+    JWK of the SDK's DpopSession, which is also the thumbprint the SDK reports; the saved tokens'
+    token_type is DPoP (case-insensitively); the wire as sdk_dpop_wire says; and the server's log
+    during the run refused nothing but credential-less requests and nonce challenges, as many
+    challenges as the driver met."""
+    server_log = OUT / "server-facade-dpop.log"
+    before = log_size(server_log)
+    r, browser_log, consent_log = facade_sdk_run(client, url, {"DPOP": "1"}, "dpop")
+    server_lines = log_since(server_log, before)
+    out, problem = facade_sdk_output(r, url, origin, browser_log, consent_log)
+    if problem:
+        return False, problem
+    if not out.get("registered") or not out.get("client_id"):
+        return False, f"the client did not register dynamically (client_id {out.get('client_id')!r})"
+    if not any("client registered" in line for line in server_lines):
+        return False, "the client says it registered, but the server logged no 'client registered' during the cell"
+    dpop = out.get("dpop")
+    if not isinstance(dpop, dict):
+        return False, "the driver's output has no `dpop` (was DPOP=1 honoured?)"
+    jkt, problem = cnf_jkt(out["whoami"])
+    if problem:
+        return False, problem
+    try:
+        thumbprint = rfc7638(dpop.get("public_jwk") or {})
+    except ValueError as e:
+        return False, f"the SDK's DPoP key: {e}"
+    if not jkt == thumbprint == dpop.get("thumbprint"):
+        return False, (
+            f"cnf.jkt {jkt}, the RFC 7638 thumbprint of the SDK's public JWK {thumbprint} and the SDK's own "
+            f"{dpop.get('thumbprint')} differ"
+        )
+    token_type = dpop.get("token_type")
+    if not isinstance(token_type, str) or token_type.lower() != "dpop":
+        return False, f"the saved tokens' token_type is {token_type!r}, expected DPoP"
+    problem, wire = sdk_dpop_wire(dpop, url, origin)
+    if problem:
+        return False, problem
+    problem, nonces, probes = dpop_refusals([("the run", server_lines)])
+    if problem:
+        return False, problem
+    met = sum(1 for h in dpop["http"] if h.get("error") == "use_dpop_nonce")
+    if nonces["the run"] != met:
+        return False, f"the server logged {nonces['the run']} nonce challenge(s), the driver met {met}"
+    return True, (
+        f"DPOP=1 (the provider's dpop(): a DpopSession, {dpop.get('alg')}); dynamic registration at "
+        f"{origin}/oauth/register, consent page (Allow), upstream login, PKCE, resource={url}; tools/list, get_time, "
+        f"whoami as {UPSTREAM_USER!r} of {origin}; DPoP-bound: cnf.jkt {jkt} = the RFC 7638 thumbprint of the "
+        f"SDK's public key, saved token_type {token_type!r}; {wire}; no refusal in the server's log but its "
+        f"{met} use_dpop_nonce challenge(s) (as many as the driver met) and {probes} credential-less request(s)"
     )
 
 
@@ -1303,6 +1637,41 @@ def cells_facade(m: Matrix, rows: list[str]) -> None:
             for client in rows:
                 if (client, "facade") in m.cells:
                     m.record(client, "facade", False, f"the upstream client secret is in the server's log ({log.name})")
+
+
+# The facade dpop column's server: the facade's settings plus DPoP required, with nonces, and the
+# debug line for each refused request (NOT_AUTHENTICATED).
+FACADE_DPOP_SETTINGS = {
+    "MCP_DPOP": "require",
+    "MCP_DPOP_NONCE": "true",
+    "LOG_LEVEL": "info,mcp_auth_transport::auth=debug",
+}
+
+
+def cells_facade_dpop(m: Matrix, rows: list[str]) -> None:
+    """The facade with DPoP required (FACADE_DPOP_SETTINGS): mcp-auth-client's rows and the SDK
+    rows in DPOP_SDK_CLIENTS run (the others are in NOT_APPLICABLE). An mcp-auth-client cell passes
+    only if both hold: our_facade with the DPoP checks, and our_no_dpop_refused; an SDK cell is
+    facade_sdk_dpop."""
+    log = OUT / "server-facade-dpop.log"
+    with facade_server("facade-dpop", FACADE_DPOP_SETTINGS, upstream_name="upstream-oidc-dpop") as (url, origin):
+        # The port listens before the server logs its settings: wait for its "serving MCP" line.
+        deadline = time.monotonic() + 10
+        while not any("serving MCP" in line for line in lines(log)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        started = [line for line in lines(log) if "DPoP proofs checked" in line]
+        if not started or "required=true" not in started[0] or "nonces=true" not in started[0]:
+            raise RuntimeError(f"the server did not start with DPoP required and nonces on: {started}")
+        for client in rows:
+            if client in DPOP_SDK_CLIENTS:
+                m.record(client, "facade dpop", *facade_sdk_dpop(client, url, origin))
+            elif client in OUR_CLIENT_ROWS:
+                bound = our_facade(client, url, origin, dpop=True)
+                m.record(client, "facade dpop", *both(bound, our_no_dpop_refused(client, url)))
+    if UPSTREAM_CLIENT_SECRET in log.read_text():
+        for client in rows:
+            if (client, "facade dpop") in m.cells:
+                m.record(client, "facade dpop", False, f"the upstream client secret is in the server's log ({log.name})")
 
 
 def conformance_server(url: str) -> tuple[bool, str]:
@@ -1372,6 +1741,7 @@ GROUPS: list[tuple[str, Callable[[Matrix, list[str]], None], list[str]]] = [
     ("oauth2 (oidc-provider)", cells_oauth2, ["oauth2", "oauth2 step-up"]),
     ("cognito (moto)", cells_cognito, ["cognito"]),
     ("facade (mcp-auth-server as the authorization server, oidc-provider upstream)", cells_facade, ["facade"]),
+    ("facade dpop (the same, MCP_DPOP=require, MCP_DPOP_NONCE=true)", cells_facade_dpop, ["facade dpop"]),
 ]
 
 

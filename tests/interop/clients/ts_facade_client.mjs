@@ -1,7 +1,8 @@
 // The official TypeScript MCP SDK logging in through mcp-auth-server's
-// authorization-server facade, for the interop matrix's `facade` column.
+// authorization-server facade, for the interop matrix's `facade` and
+// `facade dpop` columns.
 //
-// Usage: BROWSER=tests/interop/consent-browser.py [TS_SDK=v2] [CLIENT_METADATA_URL=https://...]
+// Usage: BROWSER=tests/interop/consent-browser.py [TS_SDK=v2] [CLIENT_METADATA_URL=https://...] [DPOP=1]
 //        node ts_facade_client.mjs URL
 //
 // The SDK's own OAuth flow from the 401 alone, with nothing registered
@@ -25,6 +26,21 @@
 // URL's scope and resource); exits 1 with the error on stderr. TS_SDK=v2 runs
 // on the v2 client package (@modelcontextprotocol/client), otherwise on
 // @modelcontextprotocol/sdk v1.
+//
+// DPOP=1 (v2 only: v1 has no DPoP) is for the matrix's `facade dpop` column:
+// the provider then implements dpop(), the v2 client's one DPoP switch (RFC
+// 9449, SEP-1932), returning one DpopSession (a fresh ES256 key, in memory)
+// for the run. The SDK then signs a proof into the token request and presents
+// a DPoP-bound token as `Authorization: DPoP` with a proof on every MCP
+// request, retrying once on a `use_dpop_nonce` challenge; the driver does
+// nothing of that itself. It only watches, through the transport's `fetch`
+// option (below the SDK's DPoP layer, so it sees each request as sent,
+// retries included), and adds `dpop` to the JSON line: the session's public
+// JWK, thumbprint and alg, the saved tokens' token_type, and each HTTP
+// request to the server's origin (method, path, Authorization scheme, the
+// claims of its DPoP proof without the signature, the response status, and
+// for a 401 its WWW-Authenticate scheme, error and DPoP-Nonce). No token
+// value is recorded. Without DPOP=1 nothing changes.
 import { execFile } from 'node:child_process';
 import { createServer } from 'node:http';
 
@@ -34,6 +50,12 @@ const { StreamableHTTPClientTransport } = await import(
   v2 ? '@modelcontextprotocol/client' : '@modelcontextprotocol/sdk/client/streamableHttp.js'
 );
 const { UnauthorizedError } = await import(v2 ? '@modelcontextprotocol/client' : '@modelcontextprotocol/sdk/client/auth.js');
+const dpopOn = process.env.DPOP === '1';
+if (dpopOn && !v2) {
+  console.error('Error: DPOP=1 needs TS_SDK=v2: the v1 SDK has no DPoP');
+  process.exit(1);
+}
+const { DpopSession } = dpopOn ? await import('@modelcontextprotocol/client') : {};
 
 const LOGIN_TIMEOUT_MS = 60_000;
 
@@ -165,6 +187,54 @@ class MemoryProvider {
   }
 }
 
+// The provider with DPoP on (DPOP=1): one session (key pair and nonces) for
+// the run, as the SDK asks ("return the same session across calls").
+class DpopMemoryProvider extends MemoryProvider {
+  dpop() {
+    this._dpop ??= DpopSession.create();
+    return this._dpop;
+  }
+}
+
+// The claims of a JWT (a DPoP proof), read without checking it, with `ath`
+// only as present or not, and its header as `header` (alg, typ, and the
+// embedded JWK's kty and crv).
+function jwtParts(jwt) {
+  const [header, payload] = jwt.split('.').slice(0, 2).map((part) => JSON.parse(Buffer.from(part, 'base64url').toString()));
+  const { jwk, ...rest } = header;
+  return { header: { ...rest, jwk_kty: jwk?.kty, jwk_crv: jwk?.crv }, ...payload, ath: payload.ath ? true : undefined };
+}
+
+// A fetch that records each request to `origin` (see DPOP=1 above) in `http`.
+function watchingFetch(origin, http) {
+  return async (input, init) => {
+    const url = new URL(input instanceof Request ? input.url : input.toString());
+    const headers = new Headers(input instanceof Request ? input.headers : undefined);
+    new Headers(init?.headers).forEach((v, k) => headers.set(k, v));
+    const response = await fetch(input, init);
+    if (url.origin === origin) {
+      const authorization = headers.get('authorization');
+      const proof = headers.get('dpop');
+      const challenge = response.status === 401 ? response.headers.get('www-authenticate') ?? '' : undefined;
+      http.push({
+        method: (init?.method ?? (input instanceof Request ? input.method : 'GET')).toUpperCase(),
+        path: url.pathname,
+        scheme: authorization ? authorization.split(' ')[0] : null,
+        proof: proof ? jwtParts(proof) : null,
+        status: response.status,
+        ...(challenge === undefined
+          ? {}
+          : {
+              challenge: challenge.split(/[\s,]/)[0],
+              error: /error="([^"]*)"/.exec(challenge)?.[1] ?? null,
+              nonce: response.headers.get('dpop-nonce'),
+            }),
+      });
+    }
+    return response;
+  };
+}
+
 function text(result) {
   if (result.isError) throw new Error(`tool call failed: ${JSON.stringify(result.content)}`);
   return result.content[0].text;
@@ -174,12 +244,14 @@ async function withFacade(url) {
   const callback = new LoopbackCallback();
   await callback.listen();
   const browser = new SystemBrowser();
-  const provider = new MemoryProvider(browser, callback);
+  const provider = dpopOn ? new DpopMemoryProvider(browser, callback) : new MemoryProvider(browser, callback);
+  const http = [];
+  const watched = dpopOn ? { fetch: watchingFetch(new URL(url).origin, http) } : {};
   let client;
   let transport;
   const connect = async () => {
     client = new Client({ name: 'typescript-sdk-interop', version: '1.0.0' });
-    transport = new StreamableHTTPClientTransport(new URL(url), { authProvider: provider });
+    transport = new StreamableHTTPClientTransport(new URL(url), { authProvider: provider, ...watched });
     await client.connect(transport);
   };
   try {
@@ -198,6 +270,17 @@ async function withFacade(url) {
       const tools = await client.listTools();
       const time = text(await client.callTool({ name: 'get_time', arguments: {} }));
       const whoami = JSON.parse(text(await client.callTool({ name: 'whoami', arguments: {} })));
+      let dpop;
+      if (dpopOn) {
+        const session = await provider.dpop();
+        dpop = {
+          alg: session.alg,
+          public_jwk: session.publicJwk,
+          thumbprint: session.thumbprint,
+          token_type: provider.tokens()?.token_type ?? null,
+          http,
+        };
+      }
       return {
         tools: tools.tools.map((t) => t.name).sort(),
         time,
@@ -206,6 +289,7 @@ async function withFacade(url) {
         registered: provider.registrations > 0,
         authorizations: browser.authorizeUrls.map((u) => new URL(u).searchParams.get('scope') ?? ''),
         resource: browser.authorizeUrls.map((u) => new URL(u).searchParams.get('resource') ?? ''),
+        ...(dpop ? { dpop } : {}),
       };
     } finally {
       await transport.terminateSession().catch(() => {});
