@@ -19,6 +19,14 @@
 //! `peers/ts_server.mjs` (official TypeScript SDK, `requireBearerAuth` with a
 //! JWKS verifier). `peers/run.sh` installs them and runs every mode.
 //!
+//! The `oauth2-dpop` mode is `oauth2` with sender-constrained tokens (RFC
+//! 9449): the server runs with `MCP_DPOP=require`, each client has its own
+//! EC P-256 key and an RS256 token bound to it (`cnf.jkt`), and signs a
+//! fresh ES256 proof (`jti`, `htm`, `htu`, `iat`, `ath`) for every request,
+//! which the server verifies (signature, thumbprint, replay record) on top
+//! of the token. Run it beside `oauth2` and `none` to read what a proof
+//! costs, e.g. `--modes none,oauth2,oauth2-dpop --idle-sessions 0`.
+//!
 //! The `facade` modes run the server as its own authorization server (the
 //! login facade of `mcp-auth-proxy`) in front of a minimal login provider
 //! this process serves: `facade` and `facade-distinct` drive the same load
@@ -33,6 +41,7 @@
 //! issuer they trust), `measure` drives the load and samples the server,
 //! `report` prints the results.
 
+mod dpop;
 mod facade;
 mod measure;
 mod process;
@@ -60,7 +69,8 @@ struct Args {
     #[arg(long, default_value_t = 10)]
     seconds: u64,
     /// Modes to run, comma-separated: none, api_key, oauth2, oauth2-distinct,
-    /// the peers python-sdk, typescript-sdk (see `--python`, `--node`),
+    /// oauth2-dpop (oauth2 with `MCP_DPOP=require`: a key and bound token per
+    /// client, a fresh ES256 proof per request), the peers python-sdk, typescript-sdk (see `--python`, `--node`),
     /// none-bearer (no auth, but clients send the oauth2 mode's token: the
     /// cost of carrying the header, apart from checking it), facade and
     /// facade-distinct (the load with the login facade's own tokens), and
@@ -133,12 +143,13 @@ async fn run(args: Args) -> Result<(), String> {
     if args.clients == 0 || args.seconds == 0 {
         return Err("--clients and --seconds must be at least 1".into());
     }
-    const MODES: [&str; 11] = [
+    const MODES: [&str; 12] = [
         "none",
         "none-bearer",
         "api_key",
         "oauth2",
         "oauth2-distinct",
+        "oauth2-dpop",
         "python-sdk",
         "typescript-sdk",
         "facade",
@@ -202,7 +213,14 @@ async fn run(args: Args) -> Result<(), String> {
         let creds = if mode.starts_with("facade") {
             facade::creds(&server, mode, args.distinct_tokens, args.clients).await?
         } else {
-            creds_for(mode, &issuer, &server.url, args.distinct_tokens).await?
+            creds_for(
+                mode,
+                &issuer,
+                &server.url,
+                args.distinct_tokens,
+                args.clients,
+            )
+            .await?
         };
         eprintln!("{mode}: {} clients for {} s", args.clients, args.seconds);
         let o = load(&server, mode, creds, args.clients, args.seconds, ticks).await?;

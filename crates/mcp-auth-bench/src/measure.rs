@@ -13,6 +13,7 @@ use std::{
 
 use crate::{
     API_KEY,
+    dpop::DpopClient,
     process::{Issuer, Server, start_server},
 };
 
@@ -102,11 +103,29 @@ pub(crate) enum Creds {
     Header(&'static str, String),
     /// A pool of bearer tokens handed out round-robin, one per request.
     Rotating(Arc<Vec<String>>, Arc<AtomicUsize>),
+    /// DPoP clients (`oauth2-dpop`) and the index of the one in use: each
+    /// session sends its own client's bound token and a fresh proof on
+    /// every request (see [`Creds::for_client`]).
+    Dpop(Arc<Vec<DpopClient>>, usize),
 }
 
 impl Creds {
-    fn apply(&self, rb: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+    /// What client `i` sends: its own DPoP client, or the shared credentials.
+    pub(crate) fn for_client(&self, i: usize) -> Creds {
         match self {
+            Creds::Dpop(pool, _) => Creds::Dpop(pool.clone(), i % pool.len().max(1)),
+            other => other.clone(),
+        }
+    }
+
+    /// Adds the credentials to a request with `method` (a DPoP proof names
+    /// it).
+    fn apply(
+        &self,
+        rb: reqwest::RequestBuilder,
+        method: &str,
+    ) -> Result<reqwest::RequestBuilder, String> {
+        Ok(match self {
             Creds::None => rb,
             Creds::Header(name, value) => rb.header(*name, value),
             Creds::Rotating(pool, next) => {
@@ -116,18 +135,25 @@ impl Creds {
                     None => rb,
                 }
             }
-        }
+            Creds::Dpop(pool, i) => {
+                let client = pool.get(*i).ok_or("no DPoP client")?;
+                rb.header("authorization", &client.authorization)
+                    .header("dpop", client.proof(method)?)
+            }
+        })
     }
 }
 
 /// The credentials the clients of `mode` send: none, the API key, the same
-/// token on every request, or (`oauth2-distinct`) a pool of distinct tokens
-/// minted for the server at `url`.
+/// token on every request, (`oauth2-dpop`) a DPoP key and bound token per
+/// client, or (`oauth2-distinct`) a pool of distinct tokens minted for the
+/// server at `url`.
 pub(crate) async fn creds_for(
     mode: &str,
     issuer: &Arc<Issuer>,
     url: &str,
     distinct_tokens: usize,
+    clients: usize,
 ) -> Result<Creds, String> {
     Ok(match mode {
         "none" => Creds::None,
@@ -136,6 +162,12 @@ pub(crate) async fn creds_for(
             // One token per client would need per-client creds; the
             // same token for all shows the cached path just the same.
             Creds::Header("authorization", format!("Bearer {}", issuer.mint(url, 0)?))
+        }
+        "oauth2-dpop" => {
+            let pool = (0..clients)
+                .map(|i| DpopClient::new(issuer, url, i))
+                .collect::<Result<Vec<_>, _>>()?;
+            Creds::Dpop(Arc::new(pool), 0)
         }
         _ => {
             eprintln!("minting {distinct_tokens} distinct tokens...");
@@ -165,7 +197,7 @@ fn post(
     creds: &Creds,
     session: Option<&str>,
     body: &'static str,
-) -> reqwest::RequestBuilder {
+) -> Result<reqwest::RequestBuilder, String> {
     let mut rb = http
         .post(url)
         .header("content-type", "application/json")
@@ -175,12 +207,12 @@ fn post(
     if let Some(s) = session {
         rb = rb.header("mcp-session-id", s);
     }
-    creds.apply(rb)
+    creds.apply(rb, "POST")
 }
 
 /// Opens one MCP session and returns its id.
 async fn open_session(http: &reqwest::Client, url: &str, creds: &Creds) -> Result<String, String> {
-    let r = post(http, url, creds, None, INIT)
+    let r = post(http, url, creds, None, INIT)?
         .send()
         .await
         .map_err(|e| format!("initialize: {e}"))?;
@@ -192,7 +224,7 @@ async fn open_session(http: &reqwest::Client, url: &str, creds: &Creds) -> Resul
         .map(str::to_owned);
     let _ = r.bytes().await;
     let id = id.ok_or_else(|| format!("initialize answered {status} without a session"))?;
-    let r = post(http, url, creds, Some(&id), INITIALIZED)
+    let r = post(http, url, creds, Some(&id), INITIALIZED)?
         .send()
         .await
         .map_err(|e| format!("initialized: {e}"))?;
@@ -217,54 +249,84 @@ pub(crate) async fn load(
         .build()
         .map_err(|e| e.to_string())?;
     let mut sessions = Vec::with_capacity(clients);
-    for _ in 0..clients {
-        sessions.push(open_session(&http, &server.url, &creds).await?);
+    for i in 0..clients {
+        let creds = creds.for_client(i);
+        let id = open_session(&http, &server.url, &creds).await?;
+        sessions.push((id, creds));
     }
-    // Warm-up: one call per session (connections, JWKS, first verification).
-    for s in &sessions {
-        let _ = post(&http, &server.url, &creds, Some(s), CALL)
+    // Warm-up: one call per session (connections, JWKS, first verification),
+    // each of which must succeed: a mode whose calls fail stops here, with
+    // the server's answer.
+    for (s, creds) in &sessions {
+        let r = post(&http, &server.url, creds, Some(s), CALL)?
             .send()
             .await
-            .map_err(|e| format!("warm-up call: {e}"))?
+            .map_err(|e| format!("{mode}: warm-up call: {e}"))?;
+        let status = r.status();
+        let body = r
             .bytes()
-            .await;
+            .await
+            .map_err(|e| format!("{mode}: warm-up call: {e}"))?;
+        if !(status.is_success() && is_result(&body)) {
+            return Err(format!(
+                "{mode}: warm-up call answered {status}: {}",
+                String::from_utf8_lossy(&body)
+            ));
+        }
     }
     let cpu_before = server.cpu_time(ticks)?;
     let start = Instant::now();
     let end = start + Duration::from_secs(seconds);
     let mut tasks = Vec::new();
-    for s in sessions {
-        let (http, url, creds) = (http.clone(), server.url.clone(), creds.clone());
+    for (s, creds) in sessions {
+        let (http, url) = (http.clone(), server.url.clone());
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::with_capacity(16_384);
             let mut errors = 0usize;
+            let mut first_error = None;
             while Instant::now() < end {
+                // The request is built (for DPoP: its proof signed) inside
+                // the timed span, as a client pays for it.
                 let t = Instant::now();
-                let ok = match post(&http, &url, &creds, Some(&s), CALL).send().await {
-                    Ok(r) => {
-                        let good = r.status().is_success();
-                        match r.bytes().await {
-                            Ok(b) => good && b.windows(8).any(|w| w == b"\"result\""),
-                            Err(_) => false,
+                let failure = match post(&http, &url, &creds, Some(&s), CALL) {
+                    Ok(rb) => match rb.send().await {
+                        Ok(r) => {
+                            let status = r.status();
+                            match r.bytes().await {
+                                Ok(b) if status.is_success() && is_result(&b) => None,
+                                Ok(b) => Some(format!(
+                                    "answered {status}: {}",
+                                    String::from_utf8_lossy(&b[..b.len().min(300)])
+                                )),
+                                Err(e) => Some(format!("reading the answer: {e}")),
+                            }
                         }
-                    }
-                    Err(_) => false,
+                        Err(e) => Some(format!("sending: {e}")),
+                    },
+                    Err(e) => Some(e),
                 };
-                if ok {
-                    lat.push(t.elapsed());
-                } else {
-                    errors += 1;
+                match failure {
+                    None => lat.push(t.elapsed()),
+                    Some(why) => {
+                        errors += 1;
+                        first_error.get_or_insert(why);
+                    }
                 }
             }
-            (lat, errors)
+            (lat, errors, first_error)
         }));
     }
     let mut all = Vec::new();
     let mut errors = 0;
+    let mut first_error = None;
     for t in tasks {
-        let (lat, e) = t.await.map_err(|e| e.to_string())?;
+        let (lat, e, why) = t.await.map_err(|e| e.to_string())?;
         all.extend(lat);
         errors += e;
+        first_error = first_error.or(why);
+    }
+    if let Some(why) = first_error {
+        eprintln!("{mode}: {errors} calls failed; the first {why}");
     }
     let elapsed = start.elapsed();
     let server_cpu = server.cpu_time(ticks)?.saturating_sub(cpu_before);
@@ -284,6 +346,11 @@ pub(crate) async fn load(
         peak_rss_kib: server.status_kib("VmHWM:"),
         server_cpu,
     })
+}
+
+/// Whether a response body holds a JSON-RPC result (a call that counts).
+fn is_result(body: &[u8]) -> bool {
+    body.windows(8).any(|w| w == b"\"result\"")
 }
 
 /// RSS of the server: with one session, with `n` more idle ones, and after
@@ -336,7 +403,7 @@ pub(crate) async fn idle_sessions(
         tasks.push(tokio::spawn(async move {
             for id in ids {
                 let r = creds
-                    .apply(http.delete(&url).header("mcp-session-id", &id))
+                    .apply(http.delete(&url).header("mcp-session-id", &id), "DELETE")?
                     .send()
                     .await
                     .map_err(|e| format!("DELETE: {e}"))?;

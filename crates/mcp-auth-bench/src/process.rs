@@ -110,14 +110,28 @@ impl Issuer {
     }
 
     pub(crate) fn mint(&self, audience: &str, n: usize) -> Result<String, String> {
+        self.mint_bound(audience, n, None)
+    }
+
+    /// An access token for `audience`, bound to the DPoP key whose RFC 7638
+    /// thumbprint is `jkt` (`cnf.jkt`) when one is given.
+    pub(crate) fn mint_bound(
+        &self,
+        audience: &str,
+        n: usize,
+        jkt: Option<&str>,
+    ) -> Result<String, String> {
         let mut h = Header::new(Algorithm::RS256);
         h.kid = Some("bench".into());
         h.typ = Some("at+jwt".into());
-        let claims = json!({
+        let mut claims = json!({
             "iss": self.base, "aud": audience, "sub": "bench-user", "client_id": "bench",
             "scope": "mcp:tools", "jti": format!("bench-{n}"),
             "exp": jsonwebtoken::get_current_timestamp() + 3600,
         });
+        if let Some(jkt) = jkt {
+            claims["cnf"] = json!({ "jkt": jkt });
+        }
         jsonwebtoken::encode(&h, &claims, &self.key).map_err(|e| format!("minting: {e}"))
     }
 }
@@ -204,6 +218,15 @@ pub(crate) async fn start_server(
             .env("MCP_AUTH_STRATEGY", "oauth2")
             .env("MCP_OAUTH_ISSUER", &issuer.base)
             .env("MCP_OAUTH_REQUIRED_SCOPES", "mcp:tools"),
+        // As oauth2, with DPoP-bound tokens only (the proofs' `htu` is the
+        // URL the server derives from its bound address, as `url` below;
+        // with the default memory store the replay records stay in the
+        // server's memory).
+        "oauth2-dpop" => cmd
+            .env("MCP_AUTH_STRATEGY", "oauth2")
+            .env("MCP_OAUTH_ISSUER", &issuer.base)
+            .env("MCP_OAUTH_REQUIRED_SCOPES", "mcp:tools")
+            .env("MCP_DPOP", "require"),
         m if m.starts_with("facade") => cmd
             // The login facade in front of the bench's provider: the server
             // signs its own ES256 access tokens and verifies them with the

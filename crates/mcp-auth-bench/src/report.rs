@@ -1,7 +1,7 @@
 //! Reports: the Markdown table of every mode against no-auth, our
-//! throughput against the peers', the facade's tokens against `oauth2`'s,
-//! the facade's token endpoint, and the idle-session memory line, printed
-//! to stdout.
+//! throughput against the peers', the facade's and DPoP-bound tokens
+//! against `oauth2`'s, the facade's token endpoint, and the idle-session
+//! memory line, printed to stdout.
 
 use crate::{
     facade::StepOutcome,
@@ -48,9 +48,14 @@ pub(crate) fn outcomes(outcomes: &[Outcome]) {
     // every time) and with every token distinct (a full verification each).
     let rate_of = |mode: &str| outcomes.iter().find(|o| o.mode == mode).map(Outcome::rate);
     // The facade's own ES256 tokens (static key) against the RS256 tokens
-    // of an external issuer (JWKS): the same verifier and cache.
+    // of an external issuer (JWKS): the same verifier and cache; and the
+    // same tokens DPoP-bound, each request with a proof to verify.
     let of = |mode: &str| outcomes.iter().find(|o| o.mode == mode);
-    for (ours, theirs) in [("facade", "oauth2"), ("facade-distinct", "oauth2-distinct")] {
+    for (ours, theirs) in [
+        ("facade", "oauth2"),
+        ("facade-distinct", "oauth2-distinct"),
+        ("oauth2-dpop", "oauth2"),
+    ] {
         if let (Some(a), Some(b)) = (of(ours), of(theirs)) {
             println!(
                 "\n{ours} vs {theirs}: throughput {:.2}×, server CPU per call {:+.1} µs, p99 {:+.3} ms",

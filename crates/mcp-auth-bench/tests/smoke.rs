@@ -127,6 +127,24 @@ fn the_peers_serve_the_same_load_and_are_compared() {
     }
 }
 
+/// DPoP (issue #18): the server requires DPoP-bound tokens, each client
+/// has its own key and bound token and proves possession on every request;
+/// every call is served and the report compares the mode with `oauth2`.
+#[test]
+fn dpop_clients_are_served_with_a_fresh_proof_per_call() {
+    let stdout = report(
+        Command::new(BENCH)
+            .args(["--modes", "oauth2,oauth2-dpop", "--clients", "3"])
+            .args(["--seconds", "1", "--idle-sessions", "0", "--server"])
+            .arg(server()),
+    );
+    served_without_errors(&stdout, "oauth2-dpop");
+    assert!(
+        stdout.contains("oauth2-dpop vs oauth2: throughput "),
+        "{stdout}"
+    );
+}
+
 /// The rows of the facade's token-endpoint table for `store`, after
 /// checking each step answered without errors.
 fn token_steps_without_errors(report: &str, store: &str) {
