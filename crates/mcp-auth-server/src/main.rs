@@ -335,22 +335,51 @@ async fn with_dpop(
         Arc::new(mcp_auth_core::MemoryReplayCache::default())
     };
     let nonces = mcp_auth_core::settings::parse_bool(merged, "MCP_DPOP_NONCE", false)?;
-    let nonce_key = if nonces {
-        // Made by the first replica, read by the others at start-up. It
-        // only makes nonces unforgeable (they rotate every 5 minutes under
-        // it), so it lives as long as the store keeps anything.
-        let key = mcp_auth_session::shared_secret(
-            &**store,
-            "dpop:nonce-key",
-            mcp_auth_session::KV_MAX_TTL,
-        )
-        .await
-        .map_err(|e| ConfigError::new("MCP_SESSION_STORE", e.to_string()))?;
-        Some(key)
+    let nonce_keys = if nonces {
+        // Made by the first replica, read by the others, and read again
+        // every minute: should the store lose it (a flush, a restart
+        // without persistence), every replica moves to the one made next,
+        // and nonces under the old one stay good meanwhile.
+        let read = {
+            let store = store.clone();
+            move || {
+                let store = store.clone();
+                async move {
+                    mcp_auth_session::shared_secret(
+                        &*store,
+                        "dpop:nonce-key",
+                        mcp_auth_session::KV_MAX_TTL,
+                    )
+                    .await
+                }
+            }
+        };
+        let key = read()
+            .await
+            .map_err(|e| ConfigError::new("MCP_SESSION_STORE", e.to_string()))?;
+        let keys =
+            mcp_auth_strategies::DpopNonces::new(key, mcp_auth_strategies::settings::NONCE_PERIOD);
+        let shared_keys = keys.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                match read().await {
+                    Ok(key) => {
+                        if shared_keys.set_key(key) {
+                            tracing::info!(
+                                "DPoP nonce key changed in the store: using the new one"
+                            );
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot read the DPoP nonce key"),
+                }
+            }
+        });
+        Some(keys)
     } else {
         None
     };
-    let authenticator = dpop_from_settings(merged, server_url, authenticator, replay, nonce_key)?;
+    let authenticator = dpop_from_settings(merged, server_url, authenticator, replay, nonce_keys)?;
     if let Some(d) = authenticator.dpop() {
         tracing::info!(
             required = d.required,

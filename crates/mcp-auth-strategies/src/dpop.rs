@@ -58,10 +58,25 @@ use mcp_auth_jwt::{DpopError, DpopVerifier};
 /// window and carries an HMAC of it under a key every replica shares, so
 /// any replica accepts any replica's nonce without storing one. A nonce is
 /// good in its window and the next (one to two `period`s).
+///
+/// Clones share the key: [`DpopNonces::set_key`] on one (a task that
+/// re-reads the shared key from the store) changes it for all, and nonces
+/// under the key it replaces stay good too, so replicas that learn of a new
+/// key a little apart still take each other's nonces.
 #[derive(Clone)]
 pub struct DpopNonces {
-    key: aws_lc_rs::hmac::Key,
+    keys: Arc<std::sync::RwLock<NonceKeys>>,
     period: Duration,
+}
+
+struct NonceKeys {
+    newest: [u8; 32],
+    hmac: aws_lc_rs::hmac::Key,
+    older: Option<aws_lc_rs::hmac::Key>,
+}
+
+fn hmac_key(key: &[u8; 32]) -> aws_lc_rs::hmac::Key {
+    aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, key)
 }
 
 impl std::fmt::Debug for DpopNonces {
@@ -78,17 +93,37 @@ impl DpopNonces {
     /// rotating every `period` (at least a second).
     pub fn new(key: [u8; 32], period: Duration) -> Self {
         Self {
-            key: aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &key),
+            keys: Arc::new(std::sync::RwLock::new(NonceKeys {
+                newest: key,
+                hmac: hmac_key(&key),
+                older: None,
+            })),
             period: period.max(Duration::from_secs(1)),
         }
+    }
+
+    /// Makes `key` the one new nonces are made with (for every clone); the
+    /// key it replaces is still accepted until the next change. Returns
+    /// whether it changed anything.
+    pub fn set_key(&self, key: [u8; 32]) -> bool {
+        let Ok(mut keys) = self.keys.write() else {
+            return false;
+        };
+        if keys.newest == key {
+            return false;
+        }
+        let previous = std::mem::replace(&mut keys.hmac, hmac_key(&key));
+        keys.older = Some(previous);
+        keys.newest = key;
+        true
     }
 
     fn window(&self, now: u64) -> u64 {
         now / self.period.as_secs().max(1)
     }
 
-    fn for_window(&self, window: u64) -> String {
-        let tag = aws_lc_rs::hmac::sign(&self.key, &window.to_be_bytes());
+    fn for_window(key: &aws_lc_rs::hmac::Key, window: u64) -> String {
+        let tag = aws_lc_rs::hmac::sign(key, &window.to_be_bytes());
         let mut raw = window.to_be_bytes().to_vec();
         raw.extend_from_slice(&tag.as_ref()[..16]);
         URL_SAFE_NO_PAD.encode(raw)
@@ -96,7 +131,11 @@ impl DpopNonces {
 
     /// The nonce to hand out at `now` (seconds since the epoch).
     pub fn current(&self, now: u64) -> String {
-        self.for_window(self.window(now))
+        match self.keys.read() {
+            Ok(keys) => Self::for_window(&keys.hmac, self.window(now)),
+            // Poisoned: a nonce no proof can match (fails closed).
+            Err(_) => String::new(),
+        }
     }
 
     /// Whether `nonce` is one of this window's or the previous one's.
@@ -115,10 +154,20 @@ impl DpopNonces {
         if window != current && window.saturating_add(1) != current {
             return false;
         }
-        // Constant-time comparison of the whole nonce.
-        let expected = self.for_window(window);
-        aws_lc_rs::constant_time::verify_slices_are_equal(expected.as_bytes(), nonce.as_bytes())
-            .is_ok()
+        let Ok(keys) = self.keys.read() else {
+            return false;
+        };
+        // Constant-time comparison of the whole nonce, under each key.
+        std::iter::once(&keys.hmac)
+            .chain(keys.older.as_ref())
+            .any(|key| {
+                let expected = Self::for_window(key, window);
+                aws_lc_rs::constant_time::verify_slices_are_equal(
+                    expected.as_bytes(),
+                    nonce.as_bytes(),
+                )
+                .is_ok()
+            })
     }
 }
 
@@ -374,5 +423,27 @@ mod tests {
         assert!(!n.is_valid(&URL_SAFE_NO_PAD.encode(forged), now));
         assert!(!n.is_valid("", now) && !n.is_valid("!!", now) && !n.is_valid("AAAA", now));
         assert_ne!(n.current(now), n.current(now + 60), "rotates");
+    }
+
+    /// A new shared key reaches every clone; nonces under the one it
+    /// replaces stay good, the one before that's do not.
+    #[test]
+    fn a_new_key_reaches_every_clone_and_the_old_one_stays_good() {
+        let n = DpopNonces::new([1; 32], Duration::from_secs(60));
+        let clone = n.clone();
+        let now = 1_000_020;
+        let under_first = n.current(now);
+        assert!(!clone.set_key([1; 32]), "the same key changes nothing");
+        assert!(clone.set_key([2; 32]));
+        let under_second = n.current(now);
+        assert_ne!(under_first, under_second);
+        assert_eq!(
+            under_second,
+            DpopNonces::new([2; 32], Duration::from_secs(60)).current(now)
+        );
+        assert!(n.is_valid(&under_first, now) && n.is_valid(&under_second, now));
+        n.set_key([3; 32]);
+        assert!(!clone.is_valid(&under_first, now), "two keys back");
+        assert!(clone.is_valid(&under_second, now));
     }
 }

@@ -361,9 +361,10 @@ pub fn dpop_settings(
 /// `MCP_DPOP` asks: unset or `off` returns `inner` unchanged; `accept` or
 /// `require` checks DPoP proofs against `server_url`, with `jti`s in
 /// `replay` (shared by every replica: the session store) and, with
-/// `MCP_DPOP_NONCE=true`, nonces under `nonce_key` (the same on every
-/// replica; `None` makes one for this process, so replicas would refuse
-/// each other's nonces). `MCP_DPOP_ALGORITHMS` narrows the proof algorithms.
+/// `MCP_DPOP_NONCE=true`, `nonces` (under a key the same on every replica,
+/// kept current by the caller with [`DpopNonces::set_key`](crate::DpopNonces::set_key);
+/// `None` makes a key for this process, so replicas would refuse each
+/// other's nonces). `MCP_DPOP_ALGORITHMS` narrows the proof algorithms.
 ///
 /// ```
 /// use std::{collections::HashMap, sync::Arc};
@@ -389,7 +390,7 @@ pub fn dpop_from_settings(
     server_url: &str,
     inner: SharedAuthenticator,
     replay: Arc<dyn mcp_auth_core::ReplayCache>,
-    nonce_key: Option<[u8; 32]>,
+    nonces: Option<crate::DpopNonces>,
 ) -> Result<SharedAuthenticator, ConfigError> {
     let Some((verifier, required)) = dpop_settings(l)? else {
         return Ok(inner);
@@ -408,24 +409,25 @@ pub fn dpop_from_settings(
         .with_verifier(verifier)
         .required(required);
     if parse_bool(l, "MCP_DPOP_NONCE", false)? {
-        let key = match nonce_key {
-            Some(k) => k,
+        let nonces = match nonces {
+            Some(n) => n,
             None => {
                 tracing::warn!(
                     "MCP_DPOP_NONCE: no shared nonce key given; nonces are good on this process only"
                 );
                 let mut k = [0u8; 32];
                 getrandom_key(&mut k)?;
-                k
+                crate::DpopNonces::new(k, NONCE_PERIOD)
             }
         };
-        auth = auth.with_nonces(crate::DpopNonces::new(
-            key,
-            std::time::Duration::from_secs(300),
-        ));
+        auth = auth.with_nonces(nonces);
     }
     Ok(Arc::new(auth))
 }
+
+/// How long a DPoP nonce's window is (a nonce is good one to two of them).
+#[cfg(feature = "jwt")]
+pub const NONCE_PERIOD: std::time::Duration = std::time::Duration::from_secs(300);
 
 #[cfg(feature = "jwt")]
 fn getrandom_key(k: &mut [u8; 32]) -> Result<(), ConfigError> {
