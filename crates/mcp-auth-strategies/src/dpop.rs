@@ -171,7 +171,26 @@ impl DpopNonces {
     }
 }
 
-/// Checks DPoP proofs in front of `inner` (see the [module docs](self)).
+/// Checks DPoP proofs in front of an authenticator of access tokens.
+///
+/// For each request that presents `Authorization: DPoP <token>`, in this
+/// order: exactly one `DPoP` header; the proof's every stateless check
+/// ([`DpopVerifier::verify`]: `typ`, an allowed asymmetric `alg`, a public
+/// `jwk`, the signature, `htm` = the method, `htu` = this server's public
+/// origin + the request path, `iat` in the window, `ath` = the token's
+/// hash); the server's nonce, when nonces are on (401 `use_dpop_nonce`
+/// with a fresh `DPoP-Nonce`); the token itself (the inner authenticator);
+/// the token's `cnf.jkt` = the proof key's thumbprint; and last the proof's
+/// `jti` recorded in the [`ReplayCache`] (a second use is refused). The
+/// replay check comes after the token's, so a caller without a valid token
+/// cannot fill the cache. A verified-token cache inside the inner
+/// authenticator changes nothing here: the proof is checked on every
+/// request.
+///
+/// `Bearer` tokens go to the inner authenticator (which refuses a bound
+/// token presented as bearer, [`mcp_auth_core::dpop::check_binding`]); with
+/// [`DpopAuthenticator::required`] they are refused, and the challenges name
+/// only `DPoP`.
 pub struct DpopAuthenticator {
     inner: SharedAuthenticator,
     verifier: DpopVerifier,
