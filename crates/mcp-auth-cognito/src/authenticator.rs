@@ -152,6 +152,15 @@ impl Authenticator for CognitoAuthenticator {
     fn scopes_supported(&self) -> Vec<String> {
         self.scopes_supported.clone()
     }
+
+    /// Each user pool's keys fetched and fresh.
+    fn readiness(&self) -> Vec<mcp_auth_core::Readiness> {
+        self.verifier
+            .jwks()
+            .iter()
+            .map(|cache| cache.status().readiness("cognito keys"))
+            .collect()
+    }
 }
 
 #[cfg(test)]

@@ -83,6 +83,33 @@ pub struct JwksStatus {
     pub last_fetch_failed: bool,
 }
 
+impl JwksStatus {
+    /// The key set as a readiness check named `name`: ready with at least
+    /// one key from a successful fetch within the hour (the cache refreshes
+    /// every 10 minutes). The detail names no URL.
+    pub fn readiness(&self, name: &str) -> mcp_auth_core::Readiness {
+        let fresh = self.age.is_some_and(|a| a < Duration::from_secs(3600));
+        let detail = match (self.keys, self.age) {
+            (0, _) => "no keys fetched from the issuer yet".to_owned(),
+            (n, Some(age)) => format!(
+                "{n} key(s), fetched {} s ago{}",
+                age.as_secs(),
+                if self.last_fetch_failed {
+                    "; the latest fetch failed"
+                } else {
+                    ""
+                }
+            ),
+            (n, None) => format!("{n} key(s)"),
+        };
+        mcp_auth_core::Readiness {
+            name: name.to_owned(),
+            ok: self.keys > 0 && fresh,
+            detail,
+        }
+    }
+}
+
 struct Inner {
     location: Location,
     client: reqwest::Client,

@@ -148,4 +148,16 @@ async fn moto_access_tokens_of_the_allowed_client_reach_whoami() {
         md["authorization_servers"][0],
         format!("https://cognito-idp.{REGION}.amazonaws.com/{pool}")
     );
+    // Ready: the pool's keys are fetched (a token was verified with them).
+    let ready: serde_json::Value = http
+        .get(format!("{}/ready", s.base()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["status"], "ready", "{ready}");
+    assert_eq!(ready["checks"][0]["name"], "cognito keys", "{ready}");
+    assert_eq!(ready["checks"][0]["ok"], true, "{ready}");
 }

@@ -324,28 +324,7 @@ impl Authenticator for JwtAuthenticator {
         let Some(jwks) = self.verifier.jwks() else {
             return Vec::new();
         };
-        let status = jwks.status();
-        let fresh = status
-            .age
-            .is_some_and(|a| a < std::time::Duration::from_secs(3600));
-        let detail = match (status.keys, status.age) {
-            (0, _) => "no keys fetched from the issuer yet".to_owned(),
-            (n, Some(age)) => format!(
-                "{n} key(s), fetched {} s ago{}",
-                age.as_secs(),
-                if status.last_fetch_failed {
-                    "; the latest fetch failed"
-                } else {
-                    ""
-                }
-            ),
-            (n, None) => format!("{n} key(s)"),
-        };
-        vec![mcp_auth_core::Readiness {
-            name: format!("{} keys", self.name),
-            ok: status.keys > 0 && fresh,
-            detail,
-        }]
+        vec![jwks.status().readiness(&format!("{} keys", self.name))]
     }
 }
 
