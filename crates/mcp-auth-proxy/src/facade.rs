@@ -103,6 +103,15 @@ pub enum ProxyError {
     /// The verifier for the facade's own tokens cannot be built.
     #[error("cannot build the token verifier: {0}")]
     Verifier(String),
+    /// The signing key kept in the store was sealed under another
+    /// encryption key: the one generated while `MCP_PROXY_ENCRYPTION_KEY`
+    /// was unset (or a different one).
+    #[error(
+        "MCP_PROXY_ENCRYPTION_KEY: the signing key kept in the session store was sealed with another \
+         encryption key (the one generated while MCP_PROXY_ENCRYPTION_KEY was unset, or a different \
+         one): set MCP_PROXY_SIGNING_KEY too, or remove `proxy:signing-key` from the store to make a new one"
+    )]
+    StoredKeySealedElsewhere,
 }
 
 pub(crate) struct Inner {
@@ -167,7 +176,13 @@ impl OAuthProxy {
                     .kv_get("proxy:signing-key")
                     .await?
                     .ok_or(KeyError::Crypto("the signing key vanished from the store"))?;
-                SigningKey::from_pkcs8(&sealer.open(&stored, b"proxy:signing-key")?)?
+                let pkcs8 = sealer
+                    .open(&stored, b"proxy:signing-key")
+                    .map_err(|e| match e {
+                        KeyError::Unsealable => ProxyError::StoredKeySealedElsewhere,
+                        other => ProxyError::Key(other),
+                    })?;
+                SigningKey::from_pkcs8(&pkcs8)?
             }
         };
         let csrf_secret = shared_secret(&store, "proxy:csrf-secret").await?.to_vec();

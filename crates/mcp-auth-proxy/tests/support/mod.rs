@@ -139,3 +139,84 @@ pub async fn whoami(app: &impl Server, access: &str) -> (StatusCode, String) {
         .unwrap();
     (r.status(), r.text().await.unwrap())
 }
+
+/// A facade whose provider is never contacted (GitHub-style endpoints on a
+/// closed port): no Node needed, and enough for everything up to the
+/// redirect to the provider, and for callbacks that carry the provider's
+/// `error`.
+pub struct Local {
+    pub base: String,
+    pub proxy: mcp_auth_proxy::OAuthProxy,
+}
+
+impl Server for Local {
+    fn base(&self) -> &str {
+        &self.base
+    }
+}
+
+/// The provider's authorization endpoint of [`Local`] facades.
+pub const LOCAL_PROVIDER_AUTH: &str = "http://127.0.0.1:9/authorize";
+
+/// The settings of a [`Local`] facade at `base`, `extra` added (or, with an
+/// empty value, removed).
+pub fn local_settings(
+    base: &str,
+    extra: &[(&str, &str)],
+) -> std::collections::HashMap<String, String> {
+    let mut vars: std::collections::HashMap<String, String> = [
+        ("MCP_OAUTH_CLIENT_ID", "mcp-proxy"),
+        (
+            "MCP_OAUTH_CLIENT_SECRET",
+            "mcp-proxy-secret-0123456789abcdef",
+        ),
+        ("MCP_OAUTH_CALLBACK_URL", &format!("{base}/oauth/callback")),
+        ("MCP_OAUTH_PROVIDER_NAME", "Test IdP"),
+        ("MCP_OAUTH_AUTH_URL", LOCAL_PROVIDER_AUTH),
+        ("MCP_OAUTH_TOKEN_URL", "http://127.0.0.1:9/token"),
+        ("MCP_OAUTH_USERINFO_URL", "http://127.0.0.1:9/user"),
+        ("MCP_OAUTH_SCOPE", "read:user"),
+        ("MCP_OAUTH_SCOPES_SUPPORTED", "mcp:tools mcp:admin"),
+        ("MCP_PROXY_METADATA_ALLOW_LOOPBACK", "true"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    for (k, v) in extra {
+        if v.is_empty() {
+            vars.remove(*k);
+        } else {
+            vars.insert((*k).to_owned(), (*v).to_owned());
+        }
+    }
+    vars
+}
+
+/// Starts a [`Local`] facade on a loopback port, its state in `store`;
+/// `tune` adjusts its endpoint options.
+pub async fn start_local(
+    store: mcp_auth_session::SharedStore,
+    extra: &[(&str, &str)],
+    tune: impl FnOnce(&mut mcp_auth_proxy::EndpointOptions),
+) -> Local {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let server_url: Url = format!("{base}/mcp").parse().unwrap();
+    let settings = mcp_auth_proxy::settings::ProxySettings::from_settings(
+        &local_settings(&base, extra),
+        &server_url,
+    )
+    .unwrap();
+    let mut opts = settings.endpoints.clone();
+    tune(&mut opts);
+    let proxy = settings.build(server_url, store).await.unwrap();
+    let app = proxy.router(opts);
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .await
+    });
+    Local { base, proxy }
+}

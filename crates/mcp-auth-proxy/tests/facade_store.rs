@@ -1,0 +1,536 @@
+//! The facade's state in the store over time, on a store whose clock the
+//! test moves: client ID metadata documents refused a moment ago are not
+//! fetched again, each client network may have documents fetched 30 times
+//! a minute, and the keys every replica shares are renewed so they never
+//! lapse. No provider is contacted (no Node needed).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use axum::{
+    Router,
+    extract::Path,
+    http::{StatusCode, header},
+    response::IntoResponse,
+    routing::get,
+};
+use mcp_auth_session::{
+    Bind, KV_MAX_TTL, MemoryStore, Reserve, SessionLimits, SessionRecord, SessionStore,
+    SharedStore, StoreError, Ticket,
+};
+use tokio::time::Instant;
+
+mod support;
+
+use support::{Local, authorize_url, start_local};
+
+/// A store whose key-value space and counters follow a clock the test can
+/// move ([`ClockStore::advance`]; under a paused runtime, Tokio's clock
+/// moves it too), with every `kv_put` recorded. Sessions, which the facade
+/// does not use, are the memory store's.
+#[derive(Default)]
+struct ClockStore {
+    sessions: MemoryStore,
+    state: Mutex<ClockState>,
+}
+
+#[derive(Default)]
+struct ClockState {
+    skew: Duration,
+    kv: HashMap<String, (Vec<u8>, Instant)>,
+    counters: HashMap<String, (u64, Instant)>,
+    puts: Vec<(String, Duration)>,
+}
+
+impl ClockState {
+    fn now(&self) -> Instant {
+        Instant::now() + self.skew
+    }
+
+    fn live(&mut self, key: &str) -> Option<&(Vec<u8>, Instant)> {
+        let now = self.now();
+        if self.kv.get(key).is_some_and(|(_, until)| *until <= now) {
+            self.kv.remove(key);
+        }
+        self.kv.get(key)
+    }
+
+    fn counter(&mut self, key: &str) -> Option<&mut (u64, Instant)> {
+        let now = self.now();
+        if self.counters.get(key).is_some_and(|(_, end)| *end <= now) {
+            self.counters.remove(key);
+        }
+        self.counters.get_mut(key)
+    }
+}
+
+fn ttl_checked(ttl: Duration) -> Result<Duration, StoreError> {
+    if ttl.is_zero() || ttl > KV_MAX_TTL {
+        return Err(StoreError {
+            store: "clock".into(),
+            reason: format!("bad TTL {ttl:?}"),
+        });
+    }
+    Ok(ttl)
+}
+
+impl ClockStore {
+    /// Moves the store's clock forward.
+    fn advance(&self, by: Duration) {
+        self.state.lock().unwrap().skew += by;
+    }
+
+    /// The TTLs `key` was put with (`kv_put` only), in order.
+    fn puts_of(&self, key: &str) -> Vec<Duration> {
+        let s = self.state.lock().unwrap();
+        s.puts
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, t)| *t)
+            .collect()
+    }
+
+    /// What is left of `key`'s life.
+    fn remaining(&self, key: &str) -> Option<Duration> {
+        let mut s = self.state.lock().unwrap();
+        let now = s.now();
+        s.live(key).map(|(_, until)| *until - now)
+    }
+
+    /// Makes `key` expire `after` from now, as if it had been stored long ago.
+    fn age(&self, key: &str, after: Duration) {
+        let mut s = self.state.lock().unwrap();
+        let until = s.now() + after;
+        s.kv.get_mut(key).unwrap().1 = until;
+    }
+}
+
+#[async_trait]
+impl SessionStore for ClockStore {
+    async fn reserve(
+        &self,
+        owner: Option<&str>,
+        limits: &SessionLimits,
+    ) -> Result<Reserve, StoreError> {
+        self.sessions.reserve(owner, limits).await
+    }
+    async fn commit(
+        &self,
+        ticket: &Ticket,
+        sid: &str,
+        owner: Option<&str>,
+        limits: &SessionLimits,
+    ) -> Result<bool, StoreError> {
+        self.sessions.commit(ticket, sid, owner, limits).await
+    }
+    async fn release(&self, ticket: &Ticket, owner: Option<&str>) -> Result<(), StoreError> {
+        self.sessions.release(ticket, owner).await
+    }
+    async fn lookup(
+        &self,
+        sid: &str,
+        limits: &SessionLimits,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        self.sessions.lookup(sid, limits).await
+    }
+    async fn bind(
+        &self,
+        sid: &str,
+        owner: &str,
+        limits: &SessionLimits,
+    ) -> Result<Bind, StoreError> {
+        self.sessions.bind(sid, owner, limits).await
+    }
+    async fn end(&self, sid: &str) -> Result<(), StoreError> {
+        self.sessions.end(sid).await
+    }
+    async fn hit(&self, key: &str, window: Duration) -> Result<(u64, Duration), StoreError> {
+        let mut s = self.state.lock().unwrap();
+        let now = s.now();
+        if let Some((n, end)) = s.counter(key) {
+            *n += 1;
+            return Ok((*n, *end - now));
+        }
+        s.counters.insert(key.to_owned(), (1, now + window));
+        Ok((1, window))
+    }
+    async fn count(&self, key: &str) -> Result<(u64, Duration), StoreError> {
+        let mut s = self.state.lock().unwrap();
+        let now = s.now();
+        Ok(s.counter(key)
+            .map_or((0, Duration::ZERO), |(n, end)| (*n, *end - now)))
+    }
+    async fn unhit(&self, key: &str) -> Result<(), StoreError> {
+        let mut s = self.state.lock().unwrap();
+        if let Some((n, _)) = s.counter(key) {
+            *n = n.saturating_sub(1);
+        }
+        Ok(())
+    }
+    async fn save_state(
+        &self,
+        sid: &str,
+        state: &str,
+        limits: &SessionLimits,
+    ) -> Result<(), StoreError> {
+        self.sessions.save_state(sid, state, limits).await
+    }
+    async fn load_state(&self, sid: &str) -> Result<Option<String>, StoreError> {
+        self.sessions.load_state(sid).await
+    }
+    async fn kv_put(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
+        let ttl = ttl_checked(ttl)?;
+        let mut s = self.state.lock().unwrap();
+        let until = s.now() + ttl;
+        s.kv.insert(key.to_owned(), (value.to_vec(), until));
+        s.puts.push((key.to_owned(), ttl));
+        Ok(())
+    }
+    async fn kv_put_new(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool, StoreError> {
+        let ttl = ttl_checked(ttl)?;
+        let mut s = self.state.lock().unwrap();
+        if s.live(key).is_some() {
+            return Ok(false);
+        }
+        let until = s.now() + ttl;
+        s.kv.insert(key.to_owned(), (value.to_vec(), until));
+        Ok(true)
+    }
+    async fn kv_get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut s = self.state.lock().unwrap();
+        Ok(s.live(key).map(|(v, _)| v.clone()))
+    }
+    async fn kv_take(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut s = self.state.lock().unwrap();
+        let live = s.live(key).is_some();
+        Ok(if live {
+            s.kv.remove(key).map(|(v, _)| v)
+        } else {
+            None
+        })
+    }
+    async fn kv_delete(&self, key: &str) -> Result<(), StoreError> {
+        self.state.lock().unwrap().kv.remove(key);
+        Ok(())
+    }
+    async fn sweep(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+    fn describe(&self) -> String {
+        "clock".into()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Client ID metadata documents: the negative cache and the fetch budget
+// ---------------------------------------------------------------------------
+
+/// A client ID metadata document for `client_id`, with the loopback
+/// redirect URI the support flows use.
+fn document(client_id: &str) -> String {
+    serde_json::json!({
+        "client_id": client_id,
+        "client_name": "Example MCP Client",
+        "redirect_uris": ["http://127.0.0.1/callback"],
+        "grant_types": ["authorization_code", "refresh_token"],
+        "response_types": ["code"],
+        "token_endpoint_auth_method": "none",
+    })
+    .to_string()
+}
+
+/// A document server: `/flaky.json` answers 404 until `good` is set, then
+/// its document; `/good.json` and `/docs/{n}` always answer theirs. `hits`
+/// counts every request.
+async fn document_server(hits: Arc<AtomicUsize>, good: Arc<AtomicBool>) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let json = |body: String| ([(header::CONTENT_TYPE, "application/json")], body);
+    let (b1, b2, b3) = (base.clone(), base.clone(), base.clone());
+    let (h1, h2, h3) = (hits.clone(), hits.clone(), hits);
+    let router = Router::new()
+        .route(
+            "/flaky.json",
+            get(move || async move {
+                h1.fetch_add(1, Ordering::SeqCst);
+                if good.load(Ordering::SeqCst) {
+                    json(document(&format!("{b1}/flaky.json"))).into_response()
+                } else {
+                    (StatusCode::NOT_FOUND, "not yet").into_response()
+                }
+            }),
+        )
+        .route(
+            "/good.json",
+            get(move || async move {
+                h2.fetch_add(1, Ordering::SeqCst);
+                json(document(&format!("{b2}/good.json")))
+            }),
+        )
+        .route(
+            "/docs/{n}",
+            get(move |Path(n): Path<u32>| async move {
+                h3.fetch_add(1, Ordering::SeqCst);
+                json(document(&format!("{b3}/docs/{n}")))
+            }),
+        );
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    base
+}
+
+/// What `/oauth/authorize` answers for `client_id`, asked from
+/// `forwarded_for` (through the trusted loopback proxy) when given: the
+/// status and the page.
+async fn authorize(
+    app: &Local,
+    client_id: &str,
+    forwarded_for: Option<&str>,
+) -> (StatusCode, String) {
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let mut req = http.get(authorize_url(app, client_id, &[]));
+    if let Some(ip) = forwarded_for {
+        req = req.header("x-forwarded-for", ip);
+    }
+    let r = req.send().await.unwrap();
+    (r.status(), r.text().await.unwrap())
+}
+
+/// The consent page: the client was found and its document accepted.
+fn consent_page((status, page): &(StatusCode, String)) -> bool {
+    *status == StatusCode::OK && page.contains("name=\"csrf\"")
+}
+
+/// The page for a client that could not be looked up (the document refused,
+/// or not fetched).
+fn unverified((status, page): &(StatusCode, String)) -> bool {
+    *status == StatusCode::BAD_REQUEST && page.contains("could not be verified")
+}
+
+/// A document that could not be used is not fetched again for a minute,
+/// even once it is fixed: retries (the client's, or anyone's naming it)
+/// cost its server nothing. Other documents are not affected, and after
+/// the minute the fixed document is fetched and accepted.
+#[tokio::test]
+async fn a_refused_metadata_document_is_not_fetched_again_for_a_minute() {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let good = Arc::new(AtomicBool::new(false));
+    let docs = document_server(hits.clone(), good.clone()).await;
+    let store = Arc::new(ClockStore::default());
+    let app = start_local(store.clone(), &[], |_| {}).await;
+    let flaky = format!("{docs}/flaky.json");
+
+    let first = authorize(&app, &flaky, None).await;
+    assert!(unverified(&first), "{first:?}");
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+    let marker = format!(
+        "proxy:cimd-refused:{}",
+        mcp_auth_proxy::keys::digest_b64(flaky.as_bytes())
+    );
+    assert_eq!(store.puts_of(&marker), [Duration::from_secs(60)]);
+
+    for _ in 0..3 {
+        let again = authorize(&app, &flaky, None).await;
+        assert!(unverified(&again), "{again:?}");
+    }
+    assert_eq!(hits.load(Ordering::SeqCst), 1, "refused: not fetched again");
+
+    // Fixed at its server: still refused without a fetch, until the minute
+    // is over.
+    good.store(true, Ordering::SeqCst);
+    store.advance(Duration::from_secs(59));
+    let fixed_early = authorize(&app, &flaky, None).await;
+    assert!(unverified(&fixed_early), "{fixed_early:?}");
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+
+    // Another document meanwhile, from the same address: fetched as usual.
+    let other = authorize(&app, &format!("{docs}/good.json"), None).await;
+    assert!(consent_page(&other), "{other:?}");
+    assert_eq!(hits.load(Ordering::SeqCst), 2);
+
+    store.advance(Duration::from_secs(2));
+    let fixed = authorize(&app, &flaky, None).await;
+    assert!(consent_page(&fixed), "{fixed:?}");
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        3,
+        "fetched once the minute is over"
+    );
+    // Accepted now: kept, not fetched per request.
+    let cached = authorize(&app, &flaky, None).await;
+    assert!(consent_page(&cached), "{cached:?}");
+    assert_eq!(hits.load(Ordering::SeqCst), 3);
+}
+
+/// Each client network may have 30 metadata documents fetched a minute:
+/// the 31st is refused without a fetch, documents already fetched still
+/// work, other networks have budgets of their own, an IPv6 client is
+/// counted by its /64 (rotating addresses in it does not help), and the
+/// budget comes back with the next minute.
+#[tokio::test]
+async fn metadata_document_fetches_are_limited_per_client_network() {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let docs = document_server(hits.clone(), Arc::default()).await;
+    let store = Arc::new(ClockStore::default());
+    // The test's requests come through a trusted proxy (loopback), so each
+    // names its client in X-Forwarded-For.
+    let app = start_local(store.clone(), &[], |o| {
+        o.trusted_proxies = vec![mcp_auth_transport::IpNet::parse("127.0.0.1").unwrap()];
+    })
+    .await;
+    let doc = |n: u32| format!("{docs}/docs/{n}");
+    // One client in 2001:db8:0:1::/64, a new address of it every time.
+    let v6 = |n: u32| format!("2001:db8:0:1::{:x}", n + 1);
+
+    for n in 0..30 {
+        let r = authorize(&app, &doc(n), Some(&v6(n))).await;
+        assert!(consent_page(&r), "document {n}: {r:?}");
+    }
+    assert_eq!(hits.load(Ordering::SeqCst), 30);
+    let over = authorize(&app, &doc(30), Some(&v6(30))).await;
+    assert!(unverified(&over), "{over:?}");
+    assert_eq!(hits.load(Ordering::SeqCst), 30, "the 31st is not fetched");
+    // A document fetched before is in the store: no fetch, no refusal.
+    let known = authorize(&app, &doc(0), Some(&v6(31))).await;
+    assert!(consent_page(&known), "{known:?}");
+    // Another network has its own budget.
+    let elsewhere = authorize(&app, &doc(30), Some("203.0.113.9")).await;
+    assert!(consent_page(&elsewhere), "{elsewhere:?}");
+    assert_eq!(hits.load(Ordering::SeqCst), 31);
+    // The /64's budget is per minute.
+    store.advance(Duration::from_secs(61));
+    let next_minute = authorize(&app, &doc(31), Some(&v6(32))).await;
+    assert!(consent_page(&next_minute), "{next_minute:?}");
+    assert_eq!(hits.load(Ordering::SeqCst), 32);
+}
+
+// ---------------------------------------------------------------------------
+// The keys every replica shares
+// ---------------------------------------------------------------------------
+
+const SHARED_KEYS: [&str; 3] = [
+    "proxy:encryption-key",
+    "proxy:signing-key",
+    "proxy:csrf-secret",
+];
+
+/// The facade's key lifetime in the store (`KEY_TTL`).
+const KEY_TTL: Duration = Duration::from_secs(364 * 86_400);
+const DAY: Duration = Duration::from_secs(86_400);
+
+/// A replica with no keys configured (`MCP_PROXY_SIGNING_KEY` and
+/// `MCP_PROXY_ENCRYPTION_KEY` unset): they are made once, in the store.
+async fn replica(store: &Arc<ClockStore>) -> mcp_auth_proxy::OAuthProxy {
+    let server_url: url::Url = "http://127.0.0.1:1/mcp".parse().unwrap();
+    let vars = support::local_settings("http://127.0.0.1:1", &[]);
+    mcp_auth_proxy::settings::ProxySettings::from_settings(&vars, &server_url)
+        .unwrap()
+        .build(server_url, store.clone() as SharedStore)
+        .await
+        .unwrap()
+}
+
+async fn stored(store: &ClockStore, key: &str) -> Option<Vec<u8>> {
+    store.kv_get(key).await.unwrap()
+}
+
+/// The shared keys live in the store for 364 days, and a running replica
+/// renews them (the same values, a full lifetime again) every day: after
+/// 400 days they are still there, unchanged, and a replica starting then
+/// signs with the first one's key. An entry of the same lifetime that
+/// nobody renews is gone by then (the clock did move).
+#[tokio::test(start_paused = true)]
+async fn shared_keys_are_renewed_daily_and_outlive_their_lifetime() {
+    let store = Arc::new(ClockStore::default());
+    let first = replica(&store).await;
+    let jwks = first.jwks();
+    let mut values = Vec::new();
+    for key in SHARED_KEYS {
+        values.push(stored(&store, key).await.expect(key));
+    }
+    store
+        .kv_put("test:not-renewed", b"x", KEY_TTL)
+        .await
+        .unwrap();
+
+    // An hour past the 400th renewal, so no timer ties with it.
+    tokio::time::sleep(400 * DAY + Duration::from_secs(3600)).await;
+
+    assert_eq!(stored(&store, "test:not-renewed").await, None);
+    for (key, value) in SHARED_KEYS.iter().zip(&values) {
+        assert_eq!(stored(&store, key).await.as_ref(), Some(value), "{key}");
+        let puts = store.puts_of(key);
+        // At start and once a day since: 401 renewals, each a full lifetime.
+        assert_eq!(puts.len(), 401, "{key}");
+        assert!(puts.iter().all(|ttl| *ttl == KEY_TTL), "{key}: {puts:?}");
+        assert!(store.remaining(key).unwrap() > KEY_TTL - DAY, "{key}");
+    }
+    let later = replica(&store).await;
+    assert_eq!(later.jwks(), jwks, "a replica started later shares the key");
+}
+
+/// A replica renews the shared keys as it starts, not only a day later:
+/// keys made long ago by replicas since gone, an hour from lapsing, get a
+/// full lifetime again at once, and outlive that hour.
+#[tokio::test(start_paused = true)]
+async fn a_starting_replica_renews_shared_keys_at_once() {
+    let store = Arc::new(ClockStore::default());
+    let made_long_ago = replica(&store).await;
+    let jwks = made_long_ago.jwks();
+    // Let its first renewal run, then age the keys as if that replica had
+    // stopped 363 days ago.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for key in SHARED_KEYS {
+        store.age(key, Duration::from_secs(3600));
+    }
+    let starting = replica(&store).await;
+    assert_eq!(starting.jwks(), jwks, "the stored signing key is used");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for key in SHARED_KEYS {
+        let left = store.remaining(key).unwrap();
+        assert!(left > KEY_TTL - Duration::from_secs(10), "{key}: {left:?}");
+    }
+    tokio::time::sleep(2 * Duration::from_secs(3600)).await;
+    for key in SHARED_KEYS {
+        assert!(stored(&store, key).await.is_some(), "{key} lapsed");
+    }
+}
+
+/// A facade that first ran without `MCP_PROXY_ENCRYPTION_KEY` (keys made in
+/// the store), then with one but no `MCP_PROXY_SIGNING_KEY`: the stored
+/// signing key cannot be opened, and the error says which settings fix it.
+#[tokio::test]
+async fn a_new_encryption_key_over_a_generated_signing_key_names_the_fix() {
+    let store = Arc::new(ClockStore::default());
+    let _first = replica(&store).await;
+    let server_url: url::Url = "http://127.0.0.1:1/mcp".parse().unwrap();
+    let vars = support::local_settings(
+        "http://127.0.0.1:1",
+        &[(
+            "MCP_PROXY_ENCRYPTION_KEY",
+            "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+        )],
+    );
+    let built = mcp_auth_proxy::settings::ProxySettings::from_settings(&vars, &server_url)
+        .unwrap()
+        .build(server_url, store.clone() as SharedStore)
+        .await;
+    let Err(err) = built else {
+        panic!("the stored signing key was opened with another encryption key");
+    };
+    let err = err.to_string();
+    assert!(
+        err.starts_with("MCP_PROXY_ENCRYPTION_KEY: ") && err.contains("MCP_PROXY_SIGNING_KEY"),
+        "{err}"
+    );
+}
