@@ -10,10 +10,12 @@
 //! nonce of its own.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
+use common::client;
 use std::{
     collections::HashMap,
     path::{Path, PathBuf},
-    process::Command,
     sync::{Arc, Mutex},
     time::{SystemTime, UNIX_EPOCH},
 };
@@ -260,37 +262,6 @@ async fn stand_in() -> (String, Shared) {
     (format!("{base}/mcp"), st)
 }
 
-fn browser() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/interop/headless-browser.sh")
-}
-
-/// Runs the client in `home` with `args`: success and stderr.
-async fn client(home: &Path, args: &[&str]) -> (bool, String) {
-    let home = home.to_owned();
-    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
-    tokio::task::spawn_blocking(move || {
-        let out = Command::new(env!("CARGO_BIN_EXE_mcp-auth-client"))
-            .args(["--callback-port", "0", "--login-timeout", "20"])
-            .args(&args)
-            .env("MCP_AUTH_CLIENT_HOME", &home)
-            .env("BROWSER", browser())
-            .env("BROWSER_LOG", home.join("browser.log"))
-            .env_remove("MCP_API_KEY")
-            .env_remove("MCP_SERVER_URL")
-            .env_remove("COGNITO_APP_CLIENT_ID")
-            .env_remove("LOG_LEVEL")
-            .current_dir(&home)
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    })
-    .await
-    .unwrap()
-}
-
 /// The DPoP key files under `home`.
 fn key_files(home: &Path) -> Vec<PathBuf> {
     std::fs::read_dir(home.join("credentials"))
@@ -310,7 +281,8 @@ fn key_files(home: &Path) -> Vec<PathBuf> {
 async fn bound_tokens_survive_runs_and_refresh_with_the_stored_key() {
     let (url, st) = stand_in().await;
     let home = tempfile::tempdir().unwrap();
-    let (ok, stderr) = client(home.path(), &["--server", &url, "list"]).await;
+    let run = client(home.path(), &["--server", &url, "list"]).await;
+    let (ok, stderr) = (run.ok, run.stderr);
     assert!(ok, "{stderr}");
     let keys = key_files(home.path());
     assert_eq!(keys.len(), 1, "{keys:?}");
@@ -332,7 +304,8 @@ async fn bound_tokens_survive_runs_and_refresh_with_the_stored_key() {
     };
 
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    let (ok, stderr) = client(home.path(), &["--server", &url, "list"]).await;
+    let run = client(home.path(), &["--server", &url, "list"]).await;
+    let (ok, stderr) = (run.ok, run.stderr);
     assert!(ok, "{stderr}");
     {
         let s = st.lock().unwrap();
@@ -348,7 +321,8 @@ async fn bound_tokens_survive_runs_and_refresh_with_the_stored_key() {
         assert!(s.schemes.iter().all(|x| x == "DPoP"), "{:?}", s.schemes);
     }
 
-    let (ok, stderr) = client(home.path(), &["--server", &url, "logout"]).await;
+    let run = client(home.path(), &["--server", &url, "logout"]).await;
+    let (ok, stderr) = (run.ok, run.stderr);
     assert!(ok, "{stderr}");
     assert!(key_files(home.path()).is_empty());
 }
@@ -358,7 +332,8 @@ async fn bound_tokens_survive_runs_and_refresh_with_the_stored_key() {
 async fn no_dpop_means_bearer() {
     let (url, st) = stand_in().await;
     let home = tempfile::tempdir().unwrap();
-    let (ok, stderr) = client(home.path(), &["--no-dpop", "--server", &url, "list"]).await;
+    let run = client(home.path(), &["--no-dpop", "--server", &url, "list"]).await;
+    let (ok, stderr) = (run.ok, run.stderr);
     assert!(ok, "{stderr}");
     let s = st.lock().unwrap();
     assert_eq!(s.token_requests.len(), 1);

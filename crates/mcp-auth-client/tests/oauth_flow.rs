@@ -12,10 +12,12 @@
 //! which logs each authorization URL.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
+use common::client;
 use std::{
     collections::HashMap,
-    path::{Path, PathBuf},
-    process::Command,
+    path::Path,
     sync::{Arc, Mutex},
 };
 
@@ -237,48 +239,6 @@ async fn stand_in_with(configure: impl FnOnce(&mut StandIn)) -> (String, Shared)
         .with_state(st.clone());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     (format!("{base}/mcp"), st)
-}
-
-fn browser() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/interop/headless-browser.sh")
-}
-
-struct Run {
-    ok: bool,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs the client in `home` (its config directory and working directory)
-/// with `args`, logging in with the headless browser on any free port.
-async fn client(home: &Path, args: &[&str]) -> Run {
-    let home = home.to_owned();
-    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
-    tokio::task::spawn_blocking(move || {
-        let out = Command::new(env!("CARGO_BIN_EXE_mcp-auth-client"))
-            .args(["--callback-port", "0", "--login-timeout", "20"])
-            .args(&args)
-            .env("MCP_AUTH_CLIENT_HOME", &home)
-            .env("BROWSER", browser())
-            .env("BROWSER_LOG", home.join("browser.log"))
-            .env_remove("MCP_API_KEY")
-            .env_remove("MCP_SERVER_URL")
-            .env_remove("COGNITO_APP_CLIENT_ID")
-            .env_remove("COGNITO_APP_CLIENT_SECRET")
-            .env_remove("COGNITO_REGION")
-            .env_remove("COGNITO_USER_POOL_ID")
-            .env_remove("LOG_LEVEL")
-            .current_dir(&home)
-            .output()
-            .unwrap();
-        Run {
-            ok: out.status.success(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
-    })
-    .await
-    .unwrap()
 }
 
 /// The query of each authorization URL the browser was sent to.

@@ -1,0 +1,49 @@
+//! What the client's end-to-end tests share: running the real binary.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+pub fn browser() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/interop/headless-browser.sh")
+}
+
+pub struct Run {
+    pub ok: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs the client in `home` (its config directory and working directory)
+/// with `args`, logging in with the headless browser on any free port.
+pub async fn client(home: &Path, args: &[&str]) -> Run {
+    let home = home.to_owned();
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    tokio::task::spawn_blocking(move || {
+        let out = Command::new(env!("CARGO_BIN_EXE_mcp-auth-client"))
+            .args(["--callback-port", "0", "--login-timeout", "20"])
+            .args(&args)
+            .env("MCP_AUTH_CLIENT_HOME", &home)
+            .env("BROWSER", browser())
+            .env("BROWSER_LOG", home.join("browser.log"))
+            .env_remove("MCP_API_KEY")
+            .env_remove("MCP_SERVER_URL")
+            .env_remove("COGNITO_APP_CLIENT_ID")
+            .env_remove("COGNITO_APP_CLIENT_SECRET")
+            .env_remove("COGNITO_REGION")
+            .env_remove("COGNITO_USER_POOL_ID")
+            .env_remove("LOG_LEVEL")
+            .current_dir(&home)
+            .output()
+            .unwrap();
+        Run {
+            ok: out.status.success(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    })
+    .await
+    .unwrap()
+}
