@@ -154,13 +154,18 @@ impl OAuthProxy {
         store: SharedStore,
         keys: ConfiguredKeys,
     ) -> Result<Self, ProxyError> {
+        // The shared secrets this replica took from the store, to renew
+        // (and to write back should the store lose them).
+        let mut held: Vec<(&'static str, Vec<u8>)> = Vec::new();
         let encryption = match keys.encryption {
             Some(k) => k,
             None => {
                 tracing::warn!(
                     "MCP_PROXY_ENCRYPTION_KEY is not set: a generated key is kept in the session store, so anyone who can read the store can read the provider's tokens and forge this server's access tokens; set it to `openssl rand -base64 32` (and MCP_PROXY_SIGNING_KEY)"
                 );
-                shared_secret(&store, "proxy:encryption-key").await?
+                let k = shared_secret(&store, "proxy:encryption-key").await?;
+                held.push(("proxy:encryption-key", k.to_vec()));
+                k
             }
         };
         let sealer = Sealer::new(&encryption)?;
@@ -176,6 +181,7 @@ impl OAuthProxy {
                     .kv_get("proxy:signing-key")
                     .await?
                     .ok_or(KeyError::Crypto("the signing key vanished from the store"))?;
+                held.push(("proxy:signing-key", stored.clone()));
                 let pkcs8 = sealer
                     .open(&stored, b"proxy:signing-key")
                     .map_err(|e| match e {
@@ -186,7 +192,8 @@ impl OAuthProxy {
             }
         };
         let csrf_secret = shared_secret(&store, "proxy:csrf-secret").await?.to_vec();
-        keep_shared_keys(&store);
+        held.push(("proxy:csrf-secret", csrf_secret.clone()));
+        keep_shared_keys(&store, held);
         if cfg.scopes_supported.is_empty() {
             tracing::warn!(
                 "MCP_OAUTH_SCOPES_SUPPORTED is not set: the login facade grants no scopes, so tools that need one cannot be called through it"
@@ -286,16 +293,33 @@ async fn shared_secret(store: &SharedStore, key: &str) -> Result<[u8; 32], Proxy
 
 /// Keys every replica shares live in the store with a TTL (the store has no
 /// immortal keys): each replica renews them at start and daily, so they
-/// never lapse while a replica still uses them.
-fn keep_shared_keys(store: &SharedStore) {
-    async fn renew(store: &SharedStore) {
-        for key in [
-            "proxy:encryption-key",
-            "proxy:signing-key",
-            "proxy:csrf-secret",
-        ] {
-            if let Ok(Some(value)) = store.kv_get(key).await {
-                let _ = store.kv_put(key, &value, KEY_TTL).await;
+/// never lapse while a replica still uses them. One the store lost (an
+/// eviction, a flush) is written back as this replica holds it (`held`:
+/// only what came from the store, never a configured key), so replicas
+/// started afterwards take the same one instead of making their own.
+fn keep_shared_keys(store: &SharedStore, held: Vec<(&'static str, Vec<u8>)>) {
+    async fn renew(store: &SharedStore, held: &[(&'static str, Vec<u8>)]) {
+        for (key, mine) in held {
+            match store.kv_get(key).await {
+                Ok(Some(value)) => {
+                    if value != *mine {
+                        tracing::warn!(
+                            key = *key,
+                            "a shared key in the store differs from the one this replica uses \
+                             (it was lost and made again): restart this replica"
+                        );
+                    }
+                    let _ = store.kv_put(key, &value, KEY_TTL).await;
+                }
+                Ok(None) => {
+                    if let Ok(true) = store.kv_put_new(key, mine, KEY_TTL).await {
+                        tracing::warn!(
+                            key = *key,
+                            "a shared key was lost from the store: written back"
+                        );
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot renew the shared keys"),
             }
         }
     }
@@ -305,7 +329,7 @@ fn keep_shared_keys(store: &SharedStore) {
     let store = store.clone();
     rt.spawn(async move {
         loop {
-            renew(&store).await;
+            renew(&store, &held).await;
             tokio::time::sleep(Duration::from_secs(86_400)).await;
         }
     });

@@ -534,3 +534,25 @@ async fn a_new_encryption_key_over_a_generated_signing_key_names_the_fix() {
         "{err}"
     );
 }
+
+/// A shared key the store lost (an eviction, a flush) is written back, as
+/// the running replica holds it, at the next daily renewal: a replica
+/// started afterwards takes the same keys instead of making its own.
+#[tokio::test(start_paused = true)]
+async fn a_shared_key_the_store_lost_is_written_back() {
+    let store = Arc::new(ClockStore::default());
+    let first = replica(&store).await;
+    let jwks = first.jwks();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut values = Vec::new();
+    for key in SHARED_KEYS {
+        values.push(stored(&store, key).await.expect(key));
+        store.kv_delete(key).await.unwrap();
+    }
+    tokio::time::sleep(DAY).await;
+    for (key, value) in SHARED_KEYS.iter().zip(&values) {
+        assert_eq!(stored(&store, key).await.as_ref(), Some(value), "{key}");
+    }
+    let later = replica(&store).await;
+    assert_eq!(later.jwks(), jwks, "the same signing key");
+}
