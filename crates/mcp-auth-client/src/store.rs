@@ -233,24 +233,8 @@ pub enum DpopKeyFileError {
 /// exists: `Ok(false)` then, the file left as it was. The file appears
 /// whole or not at all (a temporary file, then a hard link).
 fn write_private_new(path: &Path, bytes: &[u8]) -> std::io::Result<bool> {
-    if let Some(dir) = path.parent() {
-        private_dir(dir)?;
-    }
-    let mut nonce = [0u8; 8];
-    let _ = getrandom::fill(&mut nonce);
-    let tmp = path.with_extension(format!("{}.{}.tmp", std::process::id(), hex::encode(nonce)));
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let mut f = opts.open(&tmp)?;
-    let linked = f
-        .write_all(bytes)
-        .and_then(|()| f.sync_all())
-        .and_then(|()| std::fs::hard_link(&tmp, path));
+    let tmp = write_temporary(path, bytes)?;
+    let linked = std::fs::hard_link(&tmp, path);
     let _ = std::fs::remove_file(&tmp);
     match linked {
         Ok(()) => Ok(true),
@@ -262,14 +246,25 @@ fn write_private_new(path: &Path, bytes: &[u8]) -> std::io::Result<bool> {
 /// Writes `bytes` to `path` atomically (a temporary file, then a rename),
 /// mode 0600, creating its directory 0700 (see [`private_dir`]).
 pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    // A leftover of the fixed temporary name older versions used.
+    let _ = std::fs::remove_file(path.with_extension("tmp"));
+    let tmp = write_temporary(path, bytes)?;
+    let renamed = std::fs::rename(&tmp, path);
+    if renamed.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    renamed
+}
+
+/// `bytes` in a new file beside `path` (its directory created 0700), on
+/// disk: the temporary file `path` is then linked or renamed from. Its name
+/// is this write's own, so two processes writing at once never touch each
+/// other's half-written file; `create_new` makes it a fresh 0600 file,
+/// never an existing one or a link. Removed again when the write fails.
+fn write_temporary(path: &Path, bytes: &[u8]) -> std::io::Result<PathBuf> {
     if let Some(dir) = path.parent() {
         private_dir(dir)?;
     }
-    // A leftover of the fixed temporary name older versions used.
-    let _ = std::fs::remove_file(path.with_extension("tmp"));
-    // A temporary name of this write's own, so two processes saving at
-    // once never rename each other's half-written file; `create_new`
-    // makes it a fresh 0600 file, never an existing one or a link.
     let mut nonce = [0u8; 8];
     let _ = getrandom::fill(&mut nonce);
     let tmp = path.with_extension(format!("{}.{}.tmp", std::process::id(), hex::encode(nonce)));
@@ -281,14 +276,13 @@ pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         opts.mode(0o600);
     }
     let mut f = opts.open(&tmp)?;
-    let written = f
-        .write_all(bytes)
-        .and_then(|()| f.sync_all())
-        .and_then(|()| std::fs::rename(&tmp, path));
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+    match f.write_all(bytes).and_then(|()| f.sync_all()) {
+        Ok(()) => Ok(tmp),
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(e)
+        }
     }
-    written
 }
 
 /// Creates `dir` and its missing parents with mode 0700 (on unix). If
