@@ -344,6 +344,34 @@ where
 /// question is a `server/discover` on the 2026-07-28 wire; a server that
 /// does not answer it the modern way (a 2025-11-25 server refuses a
 /// request outside a session) is asked with an `initialize` instead.
+/// What a login starts from: the server's challenge, or a session already
+/// open because the server wants no credentials.
+pub(crate) enum Probed {
+    /// The challenge to log in for.
+    Challenge(String),
+    /// Let in without credentials.
+    Open(Client),
+}
+
+/// `given` (a challenge the server already sent), else the server's answer
+/// to a request without credentials ([`probe`]): its challenge, or, when
+/// it let the request in, a session opened without credentials.
+pub(crate) async fn challenge_or_open(
+    server_url: &str,
+    given: Option<&str>,
+    wire: Wire,
+) -> Result<Probed, ClientError> {
+    if let Some(c) = given {
+        return Ok(Probed::Challenge(c.to_owned()));
+    }
+    match probe(server_url, wire).await? {
+        Some(c) => Ok(Probed::Challenge(c)),
+        None => plain(server_url, HashMap::new(), Presented::Nothing, wire)
+            .await
+            .map(Probed::Open),
+    }
+}
+
 pub(crate) async fn probe(server_url: &str, wire: Wire) -> Result<Option<String>, ClientError> {
     if wire != Wire::Session {
         return probe_modern(server_url, wire).await;
@@ -675,17 +703,11 @@ pub async fn connect_oauth(
     {
         return Ok(found);
     }
-    let challenge = match &opts.challenge {
-        Some(c) => c.clone(),
-        None => match probe(server_url, opts.wire).await? {
-            Some(c) => c,
-            None => {
-                return plain(server_url, HashMap::new(), Presented::Nothing, opts.wire)
-                    .await
-                    .map(|c| (c, Vec::new()));
-            }
-        },
-    };
+    let challenge =
+        match challenge_or_open(server_url, opts.challenge.as_deref(), opts.wire).await? {
+            Probed::Challenge(c) => c,
+            Probed::Open(client) => return Ok((client, Vec::new())),
+        };
     // The scopes of the tokens this login replaces.
     let held = if opts.persist && opts.challenge.is_some() {
         FileCredentialStore::for_server(server_url)

@@ -39,7 +39,7 @@ use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig
 use crate::{
     ClientAuth, ClientError, DpopHttpClient, DpopKey, GrantError, Presented, SigningAlgorithm,
     TokenEndpoint, TokenGrant, Wire,
-    connect::{Client, plain, probe, start},
+    connect::{Client, Probed, challenge_or_open, plain, start},
     dpop::supports_es256,
     failure::{challenge_scopes, union},
     grants,
@@ -271,17 +271,11 @@ pub async fn connect_machine(
     server_url: &str,
     opts: &MachineOptions,
 ) -> Result<(Client, Vec<String>), ClientError> {
-    let challenge = match &opts.challenge {
-        Some(c) => c.clone(),
-        None => match probe(server_url, opts.wire).await? {
-            Some(c) => c,
-            None => {
-                return plain(server_url, HashMap::new(), Presented::Nothing, opts.wire)
-                    .await
-                    .map(|c| (c, Vec::new()));
-            }
-        },
-    };
+    let challenge =
+        match challenge_or_open(server_url, opts.challenge.as_deref(), opts.wire).await? {
+            Probed::Challenge(c) => c,
+            Probed::Open(client) => return Ok((client, Vec::new())),
+        };
     let (grant, dpop) = token(server_url, opts, &challenge).await?;
     let granted = grant.scope.as_deref().map(|s| {
         s.split_whitespace()
