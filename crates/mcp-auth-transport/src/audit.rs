@@ -517,7 +517,8 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let layer = self.layer.clone();
         Box::pin(async move {
-            let (parts, body) = req.into_parts();
+            let (mut parts, body) = req.into_parts();
+            parts.extensions.insert(crate::auth::AuditRequested);
             let id = request_id(&parts.headers);
             let peer = parts
                 .extensions

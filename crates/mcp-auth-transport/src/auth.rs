@@ -234,15 +234,29 @@ where
                     return Ok(error_response(&settings, &err, &parts.headers));
                 }
             };
-            // On the response too: for the audit record of what was decided.
-            parts.extensions.insert(principal.clone());
+            // On the response too when an audit layer is in front, for its
+            // record of what was decided (no copy otherwise).
+            let audited = parts
+                .extensions
+                .get::<AuditRequested>()
+                .is_some()
+                .then(|| principal.clone());
+            parts.extensions.insert(principal);
             settle_attempt(&parts.extensions).await;
             let mut resp = inner.call(Request::from_parts(parts, body)).await?;
-            resp.extensions_mut().insert(principal);
+            if let Some(principal) = audited {
+                resp.extensions_mut().insert(principal);
+            }
             Ok(resp.map(Body::new))
         })
     }
 }
+
+/// Put on a request by the audit layer in front: the layers behind it hand
+/// what they decided (the principal, the scopes a call needed) to the
+/// response for its record.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AuditRequested;
 
 /// Tells the failed-login limiter in front (if any) that this request's
 /// credentials were accepted.

@@ -323,8 +323,12 @@ where
                 }
             }
             let scoped = !tools.iter().all(|t| layer.scopes.for_tool(t).is_empty());
-            // What the call needed, on the response for the audit record.
-            let required = crate::audit::RequiredScopes(needed.clone());
+            // What the call needed, on the response for the audit record
+            // (when an audit layer is in front).
+            let required = parts
+                .extensions
+                .get::<crate::auth::AuditRequested>()
+                .map(|_| crate::audit::RequiredScopes(needed.clone()));
             match parts.extensions.get::<Principal>() {
                 // Anonymous (the session policy allowed it): authenticate first.
                 None if scoped => {
@@ -335,7 +339,9 @@ where
                     tracing::debug!(?tools, "tool call refused: insufficient scope");
                     let err = AuthError::insufficient_scope(needed);
                     let mut resp = layer.auth.error_response(&err, &parts.headers);
-                    resp.extensions_mut().insert(required);
+                    if let Some(required) = required {
+                        resp.extensions_mut().insert(required);
+                    }
                     return Ok(resp);
                 }
                 _ => {}
@@ -343,7 +349,7 @@ where
             let mut resp = inner
                 .call(Request::from_parts(parts, Body::from(bytes)))
                 .await?;
-            if scoped {
+            if let (true, Some(required)) = (scoped, required) {
                 resp.extensions_mut().insert(required);
             }
             Ok(resp)
