@@ -325,13 +325,11 @@ pub(crate) struct StepOutcome {
 
 impl StepOutcome {
     pub(crate) fn rate(&self) -> f64 {
-        self.requests as f64 / self.elapsed.as_secs_f64()
+        crate::measure::rate(self.requests, self.elapsed)
     }
 
     pub(crate) fn cpu_per_request(&self) -> Duration {
-        self.server_cpu
-            .checked_div(u32::try_from(self.requests.max(1)).unwrap_or(u32::MAX))
-            .unwrap_or_default()
+        crate::measure::cpu_per_request(self.server_cpu, self.requests)
     }
 }
 

@@ -37,16 +37,26 @@ pub(crate) struct Outcome {
 
 impl Outcome {
     pub(crate) fn rate(&self) -> f64 {
-        self.requests as f64 / self.elapsed.as_secs_f64()
+        rate(self.requests, self.elapsed)
     }
 
     /// Server CPU per answered call: what the server itself pays, apart from
     /// the load generator that shares the machine.
     pub(crate) fn cpu_per_request(&self) -> Duration {
-        self.server_cpu
-            .checked_div(u32::try_from(self.requests.max(1)).unwrap_or(u32::MAX))
-            .unwrap_or_default()
+        cpu_per_request(self.server_cpu, self.requests)
     }
+}
+
+/// Requests per second.
+pub(crate) fn rate(requests: usize, elapsed: Duration) -> f64 {
+    requests as f64 / elapsed.as_secs_f64()
+}
+
+/// `server_cpu` shared out over `requests` calls.
+pub(crate) fn cpu_per_request(server_cpu: Duration, requests: usize) -> Duration {
+    server_cpu
+        .checked_div(u32::try_from(requests.max(1)).unwrap_or(u32::MAX))
+        .unwrap_or_default()
 }
 
 /// Readings of the server process from `/proc`.
