@@ -257,6 +257,19 @@ async fn a_redis_outage_fails_closed_and_recovers() {
             == 200,
         "the server itself is alive"
     );
+    // ... but not ready: the store does not answer (and the probe does not
+    // say where it is).
+    let r = c.get(format!("{}/ready", a.base())).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    let ready: serde_json::Value = r.json().await.unwrap();
+    let store = ready["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "session store")
+        .unwrap();
+    assert_eq!(store["ok"], false, "{ready}");
+    assert!(!ready.to_string().contains(&port.to_string()), "{ready}");
 
     let _redis = Peer::redis(port);
     let deadline = Instant::now() + Duration::from_secs(15);
