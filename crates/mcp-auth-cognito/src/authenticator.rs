@@ -153,12 +153,23 @@ impl Authenticator for CognitoAuthenticator {
         self.scopes_supported.clone()
     }
 
-    /// Each user pool's keys fetched and fresh.
+    /// Each user pool's keys fetched and fresh: `cognito keys`, or with
+    /// several pools `cognito keys (pool 1)`, `(pool 2)`, ... in the order
+    /// they are configured (one metrics series each).
     fn readiness(&self) -> Vec<mcp_auth_core::Readiness> {
-        self.verifier
-            .jwks()
+        let caches = self.verifier.jwks();
+        let many = caches.len() > 1;
+        caches
             .iter()
-            .map(|cache| cache.status().readiness("cognito keys"))
+            .enumerate()
+            .map(|(i, cache)| {
+                let name = if many {
+                    format!("cognito keys (pool {})", i + 1)
+                } else {
+                    "cognito keys".to_owned()
+                };
+                cache.status().readiness(&name)
+            })
             .collect()
     }
 }

@@ -308,6 +308,22 @@ pub struct Readiness {
     pub ok: bool,
     /// Why, in a few words (`3 keys, fetched 40 s ago`).
     pub detail: String,
+    /// For a cached key set: the time since it was fetched (metrics report
+    /// it as `mcp_auth_jwks_age_seconds`). Not part of `/ready`'s answer.
+    #[serde(skip)]
+    pub age: Option<std::time::Duration>,
+}
+
+impl Readiness {
+    /// A check named `name` that holds (`ok`) or not, with `detail`.
+    pub fn new(name: impl Into<String>, ok: bool, detail: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            ok,
+            detail: detail.into(),
+            age: None,
+        }
+    }
 }
 
 /// An authenticator shared between tasks.

@@ -156,6 +156,34 @@ impl AuthError {
         }
     }
 
+    /// A short, fixed label for metrics and traces: `missing`,
+    /// `invalid_token`, `expired` (an invalid token whose reason is its
+    /// expiry), `invalid_request`, `insufficient_scope`, `forbidden`,
+    /// `unavailable`, `invalid_dpop_proof` or `use_dpop_nonce`. Never any
+    /// part of the credential.
+    ///
+    /// ```
+    /// use mcp_auth_core::AuthError;
+    /// assert_eq!(AuthError::invalid_token("token expired").outcome(), "expired");
+    /// assert_eq!(AuthError::invalid_token("invalid signature").outcome(), "invalid_token");
+    /// assert_eq!(AuthError::MissingCredentials.outcome(), "missing");
+    /// ```
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            Self::MissingCredentials => "missing",
+            Self::InvalidToken { description } if description.starts_with("token expired") => {
+                "expired"
+            }
+            Self::InvalidToken { .. } => "invalid_token",
+            Self::InvalidRequest { .. } => "invalid_request",
+            Self::InsufficientScope { .. } => "insufficient_scope",
+            Self::Forbidden { .. } => "forbidden",
+            Self::Unavailable { .. } => "unavailable",
+            Self::InvalidDpopProof { .. } => "invalid_dpop_proof",
+            Self::UseDpopNonce { .. } => "use_dpop_nonce",
+        }
+    }
+
     /// Whether the response carries a `WWW-Authenticate` challenge (every
     /// status but 503).
     pub fn has_challenge(&self) -> bool {

@@ -102,11 +102,9 @@ impl JwksStatus {
             ),
             (n, None) => format!("{n} key(s)"),
         };
-        mcp_auth_core::Readiness {
-            name: name.to_owned(),
-            ok: self.keys > 0 && fresh,
-            detail,
-        }
+        let mut check = mcp_auth_core::Readiness::new(name, self.keys > 0 && fresh, detail);
+        check.age = self.age;
+        check
     }
 }
 
@@ -328,7 +326,15 @@ impl JwksCache {
     }
 
     async fn fetch_locked(&self) -> Result<Arc<KeySet>, JwksError> {
-        let result = self.fetch_once().await;
+        use tracing::Instrument;
+        let span = tracing::debug_span!("jwks.fetch", otel.status_code = tracing::field::Empty);
+        let result = self.fetch_once().instrument(span.clone()).await;
+        let outcome = if result.is_ok() { "ok" } else { "error" };
+        span.record(
+            "otel.status_code",
+            if result.is_ok() { "OK" } else { "ERROR" },
+        );
+        metrics::counter!("mcp_auth_jwks_fetches_total", "outcome" => outcome).increment(1);
         self.write_state(|s| {
             s.last_attempt = Some(Instant::now());
             match &result {

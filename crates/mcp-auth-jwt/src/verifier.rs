@@ -455,10 +455,14 @@ impl JwtVerifier {
         let key = sha256(token.as_bytes());
         if let Some(hit) = cache.get(&key) {
             if self.cache_may_serve(&hit) {
+                metrics::counter!("mcp_auth_token_cache_total", "cache" => "jwt", "result" => "hit")
+                    .increment(1);
                 return Ok(hit);
             }
             cache.forget(&key);
         }
+        metrics::counter!("mcp_auth_token_cache_total", "cache" => "jwt", "result" => "miss")
+            .increment(1);
         let verified = self.verify_uncached(token).await?;
         if self.cache_may_serve(&verified) {
             cache.put(key, &verified, self.leeway);

@@ -144,7 +144,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
         println!("{}", token::mint(args, &merged, &url)?);
         return Ok(());
     }
-    init_logging(&s.log_level);
+    let _traces = init_logging(&s.log_level, &merged)?;
     for (name, why) in ServerSettings::ignored(&merged) {
         tracing::warn!(variable = name, "setting has no effect: {why}");
     }
@@ -171,15 +171,31 @@ fn tool_scopes(merged: &settings::Merged) -> Result<ToolScopes, ConfigError> {
         .with_settings(merged)
 }
 
-fn init_logging(level: &str) {
+/// Logs to stderr at `level`, and spans to an OpenTelemetry collector when
+/// `OTEL_EXPORTER_OTLP_ENDPOINT` is set (the guard exports the rest when
+/// dropped).
+fn init_logging(
+    level: &str,
+    merged: &settings::Merged,
+) -> Result<Option<mcp_auth_transport::otel::OtelGuard>, ConfigError> {
+    use tracing_subscriber::{Layer, layer::SubscriberExt, util::SubscriberInitExt};
     let filter = tracing_subscriber::EnvFilter::try_new(level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Logs go to stderr: stdout belongs to the stdio transport.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let logs = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_filter(filter);
+    let (traces, guard) =
+        mcp_auth_transport::otel::layer_from_settings(merged, "mcp-auth-server")?.unzip();
+    let _ = tracing_subscriber::registry()
+        .with(logs)
+        .with(traces)
         .try_init();
+    if guard.is_some() {
+        tracing::info!("exporting traces over OTLP");
+    }
+    Ok(guard)
 }
 
 async fn serve_stdio(tools: Tools) -> Result<(), Error> {
@@ -211,6 +227,15 @@ async fn serve_http(
     let server_url = s.server_url_for(bound.port());
     let mut http = HttpConfig::from_settings(merged, server_url.clone())?;
     http.tool_scopes = tool_scopes(merged)?;
+    // First: the recorder must be in place before anything counts (the
+    // issuer's keys are fetched while the strategies are built).
+    let metrics = match &http.metrics {
+        Some(_) => Some(
+            mcp_auth_transport::observe::PrometheusMetrics::install()
+                .map_err(|e| ConfigError::new("MCP_METRICS_ADDR", e.to_string()))?,
+        ),
+        None => None,
+    };
     // The facade's settings are checked before anything starts.
     let facade_settings = match &s.strategies {
         Some(k)
@@ -271,7 +296,10 @@ async fn serve_http(
     let authenticator = with_dpop(merged, server_url.as_str(), chain(built)?, &store).await?;
     let tools = Tools::new(s.name.clone(), s.version.clone(), http.tool_scopes.clone());
     let audit_target = http.audit_log.clone();
-    let mut app = McpHttpApp::shared(http, authenticator)?.with_store(store);
+    let metrics_endpoint = http.metrics.clone();
+    let mut app = McpHttpApp::shared(http, authenticator)?
+        .with_store(store)
+        .with_known_tools(tools.names());
     if let Some(target) = audit_target {
         let log = mcp_auth_transport::audit::AuditLog::open(&target).map_err(|source| {
             Error::AuditOpen {
@@ -296,6 +324,23 @@ async fn serve_http(
     };
     tracing::info!(%bound, url = %server_url, transports = what, "serving MCP");
     let cancel = app.cancellation_token();
+    if let (Some(endpoint), Some(metrics)) = (metrics_endpoint, metrics) {
+        let listener = tokio::net::TcpListener::bind(endpoint.addr)
+            .await
+            .map_err(|source| Error::Bind {
+                addr: endpoint.addr.to_string(),
+                source,
+            })?;
+        let scrape = app.metrics_router(&metrics, endpoint.token);
+        let bound = listener.local_addr()?;
+        tracing::info!(%bound, "serving /metrics");
+        tokio::spawn(mcp_auth_transport::serve(
+            listener,
+            scrape,
+            cancel.clone(),
+            std::future::pending(),
+        ));
+    }
     let serving = mcp_auth_transport::serve_with(
         listener,
         router,

@@ -38,6 +38,15 @@ impl Tools {
             started: Instant::now(),
         }
     }
+
+    /// The names of the tools (the metrics count calls under these).
+    pub fn names(&self) -> Vec<String> {
+        self.tool_router
+            .list_all()
+            .into_iter()
+            .map(|t| t.name.to_string())
+            .collect()
+    }
 }
 
 fn http_principal(ctx: &RequestContext<RoleServer>) -> Option<&Principal> {

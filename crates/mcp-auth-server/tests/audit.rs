@@ -191,3 +191,182 @@ async fn a_known_sequence_yields_exactly_its_records_and_tampering_is_named() {
         "{out}"
     );
 }
+
+/// The records of `path` once it holds one matching `done` (or after 10 s).
+async fn wait_until(path: &std::path::Path, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    for _ in 0..200 {
+        if path.exists() {
+            let got = records(path);
+            if done(&got) {
+                return got;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    records(path)
+}
+
+/// Opens a session with `key`; its id.
+async fn open_session(http: &reqwest::Client, url: &str, key: &str) -> String {
+    let r = post(http, url, INIT)
+        .header("x-api-key", key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let sid = r.headers()["mcp-session-id"].to_str().unwrap().to_owned();
+    drop(r.text().await);
+    sid
+}
+
+/// Issue #17: a session that expires (idle past `HTTP_SESSION_TIMEOUT`)
+/// gets exactly one `session_end` record with decision `expire`, found by
+/// the sweeper (`HTTP_SESSION_CLEANUP_INTERVAL`), naming the session and
+/// its owner as its `session_start` did; a session ended by `DELETE` gets
+/// its `allow` record and no `expire` one; the chain verifies.
+#[tokio::test]
+async fn an_expired_session_gets_one_expire_record() {
+    let logs = tempdir();
+    let log = logs.path().join("audit.jsonl");
+    let keys = format!("ops-bot:{OPS}:admin, ci-bot:{CI}");
+    let s = Server::start(&[
+        ("MCP_API_KEYS", &keys),
+        ("MCP_AUDIT_LOG", log.to_str().unwrap()),
+        ("HTTP_SESSION_TIMEOUT", "600"),
+        ("HTTP_SESSION_CLEANUP_INTERVAL", "100"),
+    ]);
+    let http = reqwest::Client::new();
+    let url = s.url();
+    let idle = open_session(&http, &url, CI).await;
+    let deleted = open_session(&http, &url, OPS).await;
+    let r = http
+        .delete(&url)
+        .header("x-api-key", OPS)
+        .header("mcp-session-id", &deleted)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+
+    let is_expire = |r: &Value| r["event"] == "session_end" && r["decision"] == "expire";
+    let got = wait_until(&log, |got| got.iter().any(is_expire)).await;
+    // Several more sweeps: nothing reported twice, nor the deleted one.
+    tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+    let got = wait_for(&log, got.len()).await;
+    let expired: Vec<&Value> = got.iter().filter(|r| is_expire(r)).collect();
+    assert_eq!(expired.len(), 1, "{got:#?}");
+    let e = expired[0];
+    assert_eq!(e["session_id"], idle.as_str(), "{e:#}");
+    assert_eq!(e["status"], 0);
+    assert_eq!(e["reason"], "expired");
+    let start = got
+        .iter()
+        .find(|r| r["event"] == "session_start" && r["session_id"] == idle.as_str())
+        .unwrap();
+    assert_eq!(e["subject"], "api-key:ci-bot");
+    for field in ["subject", "issuer", "client_id"] {
+        assert_eq!(e[field], start[field], "{field}");
+    }
+    let ends: Vec<&Value> = got
+        .iter()
+        .filter(|r| r["event"] == "session_end" && r["session_id"] == deleted.as_str())
+        .collect();
+    assert_eq!(ends.len(), 1, "{got:#?}");
+    assert_eq!(ends[0]["decision"], "allow");
+    // The expired session is gone.
+    let r = post(&http, &url, INITIALIZED)
+        .header("x-api-key", CI)
+        .header("mcp-session-id", &idle)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+
+    let n = wait_for(&log, got.len() + 1).await.len();
+    let (ok, out) = verify(&[&log]);
+    assert!(ok && out.contains(&format!("ok: {n} records")), "{out}");
+}
+
+/// Issue #17: `MCP_AUDIT_LOG=stdout` on the HTTP transport: the records
+/// are the JSON lines of the server's stdout, nothing else is there, and
+/// the chain verifies.
+#[tokio::test]
+async fn audit_log_on_stdout_is_a_verifiable_chain() {
+    let dir = tempdir();
+    let out_path = dir.path().join("stdout.jsonl");
+    let stdout = std::fs::File::create(&out_path).unwrap();
+    let keys = format!("ci-bot:{CI}");
+    let mut child = command(
+        dir.path(),
+        &[("MCP_API_KEYS", &keys), ("MCP_AUDIT_LOG", "stdout")],
+    )
+    .args(["--port", "0"])
+    .stdin(Stdio::null())
+    .stdout(stdout)
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Some(rest) = line.split("bound=").nth(1) {
+                let addr = rest.split_whitespace().next().unwrap_or_default();
+                let _ = tx.send(addr.to_owned());
+            }
+        }
+    });
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _child = Kill(child);
+    let addr = rx
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .expect("the server did not start");
+    let url = format!("http://{addr}/mcp");
+
+    let http = reqwest::Client::new();
+    let r = post(&http, &url, INIT).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let sid = open_session(&http, &url, CI).await;
+    let r = http
+        .delete(&url)
+        .header("x-api-key", CI)
+        .header("mcp-session-id", &sid)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+
+    let got = wait_for(&out_path, 3).await;
+    let events: Vec<String> = got
+        .iter()
+        .map(|r| format!("{} {} {}", r["event"], r["decision"], r["status"]))
+        .collect();
+    assert_eq!(
+        events,
+        [
+            r#""request" "deny" 401"#,
+            r#""session_start" "allow" 200"#,
+            r#""session_end" "allow" 204"#,
+        ],
+        "{got:#?}"
+    );
+    assert_eq!(got[1]["session_id"], sid.as_str());
+    assert_eq!(got[2]["seq"], 2);
+    // Every line of stdout is a record (records() parses each), and the
+    // chain starts at the genesis.
+    assert_eq!(records(&out_path).len(), 3);
+    let text = std::fs::read_to_string(&out_path).unwrap();
+    assert!(!text.contains(CI), "a key in the audit log");
+    let (ok, out) = verify(&[&out_path]);
+    assert!(ok && out.contains("ok: 3 records"), "{out}");
+}

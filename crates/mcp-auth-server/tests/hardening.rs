@@ -561,7 +561,12 @@ async fn start_up_reports_settings_without_effect_and_honours_rust_log() {
     assert!(!log.contains("not-printed"), "a secret value was logged");
     // RUST_LOG won: info lines (the harness waits for one) and transport
     // debug lines appear although LOG_LEVEL=error.
-    assert!(log.contains("DEBUG mcp_auth_transport"), "{log}");
+    // (At debug level a request's lines carry its `mcp.request` span.)
+    assert!(
+        log.lines()
+            .any(|l| l.contains(" DEBUG ") && l.contains("mcp_auth_transport")),
+        "{log}"
+    );
 }
 
 #[tokio::test]

@@ -30,6 +30,7 @@
 //! is `mcp-auth-transport`'s `SessionLayer`.
 
 mod memory;
+mod metered;
 mod policy;
 #[cfg(feature = "redis")]
 mod redis_store;
@@ -37,6 +38,7 @@ mod shared;
 mod store;
 
 pub use memory::{DEFAULT_KV_MAX_BYTES, DEFAULT_KV_MAX_ENTRIES, MemoryStore};
+pub use metered::metered;
 
 /// Every variable this crate reads (`SessionPolicy`, `SessionLimits` and
 /// `store_from_settings`).
@@ -57,6 +59,6 @@ pub use policy::{SessionLimits, SessionPolicy, owner_of, session_owner, subject_
 pub use redis_store::RedisStore;
 pub use shared::{StoreReplayCache, shared_secret};
 pub use store::{
-    Bind, Full, KV_MAX_TTL, Reserve, SessionRecord, SessionStore, SharedStore, StoreError, Ticket,
-    store_from_settings,
+    Bind, ExpiredSession, Full, KV_MAX_TTL, Reserve, SessionRecord, SessionStore, SharedStore,
+    StoreError, Ticket, store_from_settings,
 };

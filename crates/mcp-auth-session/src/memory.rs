@@ -10,7 +10,8 @@ use async_trait::async_trait;
 
 use crate::{
     Bind, Full, Reserve, SessionLimits, SessionRecord, SessionStore, StoreError, Ticket,
-    store::kv_ttl, subject_of,
+    store::{ExpiredSession, kv_ttl},
+    subject_of,
 };
 
 /// How many key-value entries a [`MemoryStore`] holds by default.
@@ -20,12 +21,21 @@ pub const DEFAULT_KV_MAX_ENTRIES: usize = 100_000;
 /// (64 MiB).
 pub const DEFAULT_KV_MAX_BYTES: usize = 64 * 1024 * 1024;
 
+/// How many expired sessions a [`MemoryStore`] keeps for the next
+/// [`sweep_expired`](SessionStore::sweep_expired); beyond it, expired
+/// sessions are dropped unreported (and the sweep says how many).
+const MAX_UNREPORTED: usize = 100_000;
+
 #[derive(Default)]
 struct State {
     /// Live sessions and pending reservations: owner, expiry.
     slots: HashMap<String, (Option<String>, Instant)>,
     saved: HashMap<String, String>,
     counters: HashMap<String, (u64, Instant)>,
+    /// Sessions purged because they expired, until `sweep_expired` takes them.
+    expired: Vec<ExpiredSession>,
+    /// Expired sessions not kept in `expired` (it was full).
+    unreported: u64,
 }
 
 impl State {
@@ -51,13 +61,39 @@ impl State {
         (theirs >= limits.max_per_subject).then_some(Full::Subject)
     }
 
+    /// Drops expired sessions and reservations; the sessions are kept in
+    /// `expired` for the next `sweep_expired`.
     fn purge(&mut self, now: Instant) {
         let before = self.slots.len();
-        self.slots.retain(|_, (_, until)| *until > now);
+        let (expired, unreported) = (&mut self.expired, &mut self.unreported);
+        self.slots.retain(|sid, (owner, until)| {
+            if *until > now {
+                return true;
+            }
+            if !sid.starts_with("pending:") {
+                note_expired(expired, unreported, sid, owner.take());
+            }
+            false
+        });
         if self.slots.len() != before {
             let live = &self.slots;
             self.saved.retain(|sid, _| live.contains_key(sid));
         }
+    }
+}
+
+/// Keeps `sid` for the next `sweep_expired`, or counts it when there is no
+/// room.
+fn note_expired(
+    expired: &mut Vec<ExpiredSession>,
+    unreported: &mut u64,
+    sid: &str,
+    owner: Option<String>,
+) {
+    if expired.len() < MAX_UNREPORTED {
+        expired.push(ExpiredSession::new(sid, owner));
+    } else {
+        *unreported += 1;
     }
 }
 
@@ -323,8 +359,16 @@ impl SessionStore for MemoryStore {
     }
 
     async fn end(&self, sid: &str) -> Result<(), StoreError> {
+        let now = Instant::now();
         self.with(|s| {
-            s.slots.remove(sid);
+            // One that expired before it was ended (not yet purged) is
+            // reported as expired, as it would have been a moment earlier.
+            if let Some((owner, until)) = s.slots.remove(sid)
+                && until <= now
+                && !sid.starts_with("pending:")
+            {
+                note_expired(&mut s.expired, &mut s.unreported, sid, owner);
+            }
             s.saved.remove(sid);
         });
         Ok(())
@@ -401,13 +445,31 @@ impl SessionStore for MemoryStore {
     }
 
     async fn sweep(&self) -> Result<(), StoreError> {
+        self.sweep_expired().await.map(drop)
+    }
+
+    /// Sessions expire here when found expired by any operation (a
+    /// reservation, a commit, a bind, a sweep) or ended after expiring;
+    /// they are kept until this call takes them, up to 100,000 (more are
+    /// dropped unreported, with a warning).
+    async fn sweep_expired(&self) -> Result<Vec<ExpiredSession>, StoreError> {
         let now = Instant::now();
-        self.with(|s| {
+        let (expired, unreported) = self.with(|s| {
             s.purge(now);
             s.counters.retain(|_, (_, end)| *end > now);
+            (
+                std::mem::take(&mut s.expired),
+                std::mem::take(&mut s.unreported),
+            )
         });
         self.kv(|_| ());
-        Ok(())
+        if unreported > 0 {
+            tracing::warn!(
+                unreported,
+                "expired sessions dropped without being reported (too many between sweeps)"
+            );
+        }
+        Ok(expired)
     }
 
     fn describe(&self) -> String {
@@ -505,6 +567,81 @@ mod tests {
         assert!(s.lookup("sid", &l).await.unwrap().is_none());
         s.sweep().await.unwrap();
         assert!(s.load_state("sid").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn expired_sessions_are_reported_once_ended_and_live_ones_never() {
+        let s = MemoryStore::new();
+        let short = SessionLimits {
+            max_sessions: 20,
+            max_per_principal: 10,
+            max_per_subject: 10,
+            max_anonymous: 5,
+            idle_timeout: Duration::from_millis(150),
+            reservation_ttl: Duration::from_millis(150),
+            ..SessionLimits::default()
+        };
+        let past = Duration::from_millis(250);
+        let long = SessionLimits {
+            idle_timeout: MIN,
+            reservation_ttl: MIN,
+            ..short
+        };
+        let open = async |owner: Option<&str>, sid: &str, l: &SessionLimits| {
+            let Reserve::Granted(t) = s.reserve(owner, l).await.unwrap() else {
+                panic!("a slot for {sid}")
+            };
+            assert!(s.commit(&t, sid, owner, l).await.unwrap());
+        };
+        open(Some("a"), "idle", &short).await;
+        open(None, "anon", &short).await;
+        open(None, "bound", &short).await;
+        open(Some("a"), "deleted", &short).await;
+        open(Some("b"), "live", &long).await;
+        assert_eq!(
+            s.bind("bound", "z", &short).await.unwrap(),
+            Bind::Owner("z".into())
+        );
+        // A reservation never committed is not a session.
+        assert!(matches!(
+            s.reserve(Some("c"), &short).await.unwrap(),
+            Reserve::Granted(_)
+        ));
+        s.end("deleted").await.unwrap();
+        assert!(s.sweep_expired().await.unwrap().is_empty(), "none yet");
+        tokio::time::sleep(past).await;
+        // Another operation purges them first: the sweep still reports them.
+        assert!(matches!(
+            s.reserve(Some("c"), &long).await.unwrap(),
+            Reserve::Granted(_)
+        ));
+        let mut got = s.sweep_expired().await.unwrap();
+        got.sort_by(|a, b| a.id.cmp(&b.id));
+        assert_eq!(
+            got,
+            vec![
+                ExpiredSession::new("anon", None),
+                ExpiredSession::new("bound", Some("z".into())),
+                ExpiredSession::new("idle", Some("a".into())),
+            ]
+        );
+        assert!(s.sweep_expired().await.unwrap().is_empty(), "reported once");
+        assert!(s.lookup("live", &long).await.unwrap().is_some());
+
+        // Ended after it had expired (before any purge): it expired.
+        open(Some("a"), "late", &short).await;
+        tokio::time::sleep(past).await;
+        s.end("late").await.unwrap();
+        assert_eq!(
+            s.sweep_expired().await.unwrap(),
+            vec![ExpiredSession::new("late", Some("a".into()))]
+        );
+        // A plain sweep drops expired sessions without reporting them.
+        open(Some("a"), "quiet", &short).await;
+        tokio::time::sleep(past).await;
+        s.sweep().await.unwrap();
+        assert!(s.sweep_expired().await.unwrap().is_empty());
+        assert!(s.lookup("live", &long).await.unwrap().is_some());
     }
 
     #[tokio::test]

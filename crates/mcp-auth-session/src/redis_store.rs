@@ -10,7 +10,8 @@ use redis::{
 
 use crate::{
     Bind, Full, Reserve, SessionLimits, SessionRecord, SessionStore, StoreError, Ticket,
-    store::kv_ttl, subject_of,
+    store::{ExpiredSession, kv_ttl},
+    subject_of,
 };
 
 const PREFIX: &str = "mcp-auth:";
@@ -46,8 +47,8 @@ return 0
 ";
 
 /// Commits a reservation; if it lapsed, only when there is still room.
-/// KEYS: all, group, sess, user. ARGV: idle_ms, ticket, sid, owner, max_all,
-/// max_group, max_user (0: anonymous).
+/// KEYS: all, group, sess, user, expiry, owners. ARGV: idle_ms, ticket, sid,
+/// owner, max_all, max_group, max_user (0: anonymous).
 const COMMIT: &str = r"
 local user = tonumber(ARGV[7]) > 0
 local held = redis.call('ZREM', KEYS[1], ARGV[2])
@@ -73,11 +74,15 @@ if user then
 end
 redis.call('HSET', KEYS[3], 'owner', ARGV[4])
 redis.call('PEXPIRE', KEYS[3], ARGV[1])
+redis.call('ZADD', KEYS[5], exp, ARGV[3])
+redis.call('HSET', KEYS[6], ARGV[3], ARGV[4])
 return 0
 ";
 
-/// Reads and touches a session. KEYS: sess, state, all. ARGV: idle_ms, sid, prefix.
-/// Returns false when gone, else the owner ('' = anonymous).
+/// Reads and touches a session. KEYS: sess, state, all, expiry, owners.
+/// ARGV: idle_ms, sid, prefix. Returns false when gone, else the owner ('' =
+/// anonymous). A live session missing from the expiry index (committed by
+/// an older version) joins it.
 const LOOKUP: &str = r"
 local owner = redis.call('HGET', KEYS[1], 'owner')
 if not owner then return false end
@@ -85,6 +90,9 @@ local exp = now + tonumber(ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
 redis.call('PEXPIRE', KEYS[2], ARGV[1])
 redis.call('ZADD', KEYS[3], 'XX', exp, ARGV[2])
+if redis.call('ZADD', KEYS[4], exp, ARGV[2]) == 1 then
+  redis.call('HSET', KEYS[5], ARGV[2], owner)
+end
 local group = ARGV[3] .. 'anon'
 if owner ~= '' then group = ARGV[3] .. 'own:' .. owner end
 redis.call('ZADD', group, 'XX', exp, ARGV[2])
@@ -98,7 +106,8 @@ return owner
 ";
 
 /// Binds an anonymous session unless the owner (or its user) is at its cap.
-/// KEYS: sess, anon, own, user. ARGV: idle_ms, sid, owner, max_group, max_user.
+/// KEYS: sess, anon, own, user, expiry, owners. ARGV: idle_ms, sid, owner,
+/// max_group, max_user.
 /// Returns the owner, '' when the owner is at its cap, false when gone.
 const BIND: &str = r"
 local owner = redis.call('HGET', KEYS[1], 'owner')
@@ -116,15 +125,21 @@ redis.call('ZADD', KEYS[3], exp, ARGV[2])
 redis.call('PEXPIRE', KEYS[3], ARGV[1] * 4 + 86400000)
 redis.call('ZADD', KEYS[4], exp, ARGV[2])
 redis.call('PEXPIRE', KEYS[4], ARGV[1] * 4 + 86400000)
+redis.call('ZADD', KEYS[5], exp, ARGV[2])
+redis.call('HSET', KEYS[6], ARGV[2], ARGV[3])
 return ARGV[3]
 ";
 
-/// KEYS: sess, state, all. ARGV: sid, prefix.
+/// Ends a session. KEYS: sess, state, all, expiry, owners. ARGV: sid,
+/// prefix. A session already gone stays in the expiry index: it expired
+/// before it was ended, and the sweep reports it.
 const END: &str = r"
 local owner = redis.call('HGET', KEYS[1], 'owner')
 redis.call('DEL', KEYS[1], KEYS[2])
 redis.call('ZREM', KEYS[3], ARGV[1])
 if owner then
+  redis.call('ZREM', KEYS[4], ARGV[1])
+  redis.call('HDEL', KEYS[5], ARGV[1])
   local group = ARGV[2] .. 'anon'
   if owner ~= '' then group = ARGV[2] .. 'own:' .. owner end
   redis.call('ZREM', group, ARGV[1])
@@ -134,6 +149,39 @@ if owner then
 end
 return 0
 ";
+
+/// Takes expired sessions out of the expiry index: at most ARGV[2] due
+/// members, each popped by exactly one caller (the script runs atomically,
+/// so two replicas sweeping at once never both see one). A member whose
+/// session key still lives goes back at its key's expiry instead: a script
+/// sees keys expire at the time it started, which may be a little before
+/// `TIME`, so a session can be due by `TIME` a moment before its key is
+/// gone. (A key without expiry, never written so, is looked at again in a
+/// minute.) KEYS: expiry, owners. ARGV: prefix, batch.
+/// Returns the number of due members examined, then (sid, owner) pairs
+/// (owner '' = anonymous or unknown).
+const SWEEP: &str = r"
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))
+local out = {tostring(#due)}
+for _, sid in ipairs(due) do
+  local ttl = redis.call('PTTL', ARGV[1] .. 'sess:' .. sid)
+  if ttl == -2 then
+    redis.call('ZREM', KEYS[1], sid)
+    local owner = redis.call('HGET', KEYS[2], sid)
+    redis.call('HDEL', KEYS[2], sid)
+    table.insert(out, sid)
+    table.insert(out, owner or '')
+  elseif ttl == -1 then
+    redis.call('ZADD', KEYS[1], now + 60000, sid)
+  else
+    redis.call('ZADD', KEYS[1], now + ttl, sid)
+  end
+end
+return out
+";
+
+/// How many due members one sweep script examines.
+const SWEEP_BATCH: usize = 500;
 
 /// Fixed-window counter. KEYS: counter. ARGV: window_ms. Returns {count, pttl}.
 const HIT: &str = r"
@@ -189,6 +237,7 @@ struct Scripts {
     lookup: Script,
     bind: Script,
     end: Script,
+    sweep: Script,
     hit: Script,
     unhit: Script,
 }
@@ -218,6 +267,7 @@ impl RedisStore {
                 lookup: Script::new(&format!("{NOW}{LOOKUP}")),
                 bind: Script::new(&format!("{NOW}{BIND}")),
                 end: Script::new(END),
+                sweep: Script::new(&format!("{NOW}{SWEEP}")),
                 hit: Script::new(HIT),
                 unhit: Script::new(UNHIT),
             },
@@ -391,6 +441,8 @@ impl SessionStore for RedisStore {
             .key(self.group(owner))
             .key(self.key(&["sess:", sid]))
             .key(user)
+            .key(self.key(&["expiry"]))
+            .key(self.key(&["owners"]))
             .arg(ms(limits.idle_timeout))
             .arg(&ticket.0)
             .arg(sid)
@@ -431,6 +483,8 @@ impl SessionStore for RedisStore {
             .key(self.key(&["sess:", sid]))
             .key(self.key(&["state:", sid]))
             .key(self.key(&["all"]))
+            .key(self.key(&["expiry"]))
+            .key(self.key(&["owners"]))
             .arg(ms(limits.idle_timeout))
             .arg(sid)
             .arg(PREFIX)
@@ -456,6 +510,8 @@ impl SessionStore for RedisStore {
             .key(self.key(&["anon"]))
             .key(self.key(&["own:", owner]))
             .key(self.user_group(Some(owner)))
+            .key(self.key(&["expiry"]))
+            .key(self.key(&["owners"]))
             .arg(ms(limits.idle_timeout))
             .arg(sid)
             .arg(owner)
@@ -479,6 +535,8 @@ impl SessionStore for RedisStore {
             .key(self.key(&["sess:", sid]))
             .key(self.key(&["state:", sid]))
             .key(self.key(&["all"]))
+            .key(self.key(&["expiry"]))
+            .key(self.key(&["owners"]))
             .arg(sid)
             .arg(PREFIX)
             .invoke_async(&mut c)
@@ -575,11 +633,208 @@ impl SessionStore for RedisStore {
     }
 
     async fn sweep(&self) -> Result<(), StoreError> {
-        // Keys expire natively; sorted-set members are dropped on reserve.
-        Ok(())
+        // Keys expire natively; sorted-set members are dropped on reserve;
+        // the expiry index is emptied of expired sessions (unreported).
+        self.sweep_expired().await.map(drop)
+    }
+
+    /// Pops expired sessions from the expiry index (`mcp-auth:expiry`, a
+    /// sorted set of session ids by expiry, beside `mcp-auth:owners`, each
+    /// session's owner) with one Lua script per batch, so of several
+    /// replicas sweeping at once exactly one reports each session. Sessions
+    /// committed by a version without the index are reported only once
+    /// looked up by this one. The index is bounded by sweeping: sessions
+    /// expired and not yet swept stay in it.
+    async fn sweep_expired(&self) -> Result<Vec<ExpiredSession>, StoreError> {
+        let mut c = self.conn().await?;
+        let mut expired = Vec::new();
+        loop {
+            let popped: Vec<String> = self
+                .scripts
+                .sweep
+                .key(self.key(&["expiry"]))
+                .key(self.key(&["owners"]))
+                .arg(PREFIX)
+                .arg(SWEEP_BATCH)
+                .invoke_async(&mut c)
+                .await
+                .map_err(|e| self.failed(e))?;
+            let mut popped = popped.into_iter();
+            let examined: usize = popped.next().and_then(|n| n.parse().ok()).unwrap_or(0);
+            while let (Some(id), Some(owner)) = (popped.next(), popped.next()) {
+                expired.push(ExpiredSession::new(
+                    id,
+                    (!owner.is_empty()).then_some(owner),
+                ));
+            }
+            if examined < SWEEP_BATCH {
+                return Ok(expired);
+            }
+        }
     }
 
     fn describe(&self) -> String {
         self.shown.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{collections::BTreeMap, sync::Arc};
+
+    use mcp_auth_integration_tests::{Peer, free_port};
+
+    use super::*;
+
+    fn limits(idle: Duration) -> SessionLimits {
+        SessionLimits {
+            max_sessions: 5000,
+            max_per_principal: 10,
+            max_per_subject: 10,
+            max_anonymous: 10,
+            idle_timeout: idle,
+            reservation_ttl: idle,
+            ..SessionLimits::default()
+        }
+    }
+
+    async fn open(s: &RedisStore, owner: Option<&str>, sid: &str, l: &SessionLimits) {
+        let Reserve::Granted(t) = s.reserve(owner, l).await.unwrap() else {
+            panic!("a slot for {sid}")
+        };
+        assert!(s.commit(&t, sid, owner, l).await.unwrap());
+    }
+
+    /// Every session reported by sweeps on both replicas, with how often.
+    async fn sweep_both(
+        a: &RedisStore,
+        b: &RedisStore,
+    ) -> BTreeMap<String, (usize, Option<String>)> {
+        let mut seen = BTreeMap::new();
+        let (x, y) = tokio::join!(a.sweep_expired(), b.sweep_expired());
+        for e in x.unwrap().into_iter().chain(y.unwrap()) {
+            let entry = seen.entry(e.id).or_insert((0, e.owner.clone()));
+            entry.0 += 1;
+        }
+        seen
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    #[ignore = "needs redis-server (tests/run-all.sh installs it)"]
+    async fn redis_reports_each_expired_session_once_across_replicas() {
+        let redis = Peer::redis(free_port());
+        let url = redis.redis_url();
+        let (a, b) = (
+            Arc::new(RedisStore::new(&url).unwrap()),
+            Arc::new(RedisStore::new(&url).unwrap()),
+        );
+        let idle = Duration::from_millis(1000);
+        let short = limits(idle);
+        let long = limits(Duration::from_secs(60));
+        let alice = "https://as\u{1f}alice\u{1f}app";
+        open(&a, Some(alice), "idle", &short).await;
+        open(&a, None, "anon", &short).await;
+        open(&b, None, "bound", &short).await;
+        open(&a, Some(alice), "deleted", &short).await;
+        open(&b, Some("bob"), "live", &long).await;
+        open(&a, Some(alice), "late", &short).await;
+        open(&a, Some(alice), "legacy", &short).await;
+        assert_eq!(
+            a.bind("bound", "z", &short).await.unwrap(),
+            Bind::Owner("z".into())
+        );
+        // A reservation never committed is not a session.
+        assert!(matches!(
+            a.reserve(Some("carol"), &short).await.unwrap(),
+            Reserve::Granted(_)
+        ));
+        b.end("deleted").await.unwrap();
+        // A session committed before the index existed joins it when used.
+        let mut c = redis::Client::open(url.as_str())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let _: () = redis::pipe()
+            .zrem("mcp-auth:expiry", "legacy")
+            .hdel("mcp-auth:owners", "legacy")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        assert!(b.lookup("legacy", &short).await.unwrap().is_some());
+        assert!(sweep_both(&a, &b).await.is_empty(), "none expired yet");
+        // Ended after it expired, before any sweep: it expired.
+        tokio::time::sleep(idle + Duration::from_millis(100)).await;
+        a.end("late").await.unwrap();
+
+        // Many sessions (more than one sweep batch) expire while sweepers
+        // on both replicas race.
+        for i in 0..(SWEEP_BATCH * 2 + 100) {
+            let owner = format!("https://as\u{1f}user-{i}\u{1f}app");
+            let s = if i % 2 == 0 { &a } else { &b };
+            open(s, Some(&owner), &format!("many-{i}"), &short).await;
+        }
+        let deadline = Instant::now() + idle + Duration::from_millis(900);
+        let sweepers: Vec<_> = (0..8)
+            .map(|i| {
+                let s = if i % 2 == 0 { a.clone() } else { b.clone() };
+                tokio::spawn(async move {
+                    let mut got = Vec::new();
+                    while Instant::now() < deadline {
+                        got.extend(s.sweep_expired().await.unwrap());
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    got
+                })
+            })
+            .collect();
+        let mut seen: BTreeMap<String, (usize, Option<String>)> = BTreeMap::new();
+        for t in sweepers {
+            for e in t.await.unwrap() {
+                seen.entry(e.id).or_insert((0, e.owner)).0 += 1;
+            }
+        }
+        for (id, (n, _)) in sweep_both(&a, &b).await {
+            seen.entry(id).or_insert((0, None)).0 += n;
+        }
+        assert!(seen.values().all(|(n, _)| *n == 1), "reported once each");
+        let mut expected: BTreeMap<String, (usize, Option<String>)> = [
+            ("idle", Some(alice)),
+            ("anon", None),
+            ("bound", Some("z")),
+            ("late", Some(alice)),
+            ("legacy", Some(alice)),
+        ]
+        .into_iter()
+        .map(|(id, o)| (id.to_owned(), (1, o.map(str::to_owned))))
+        .collect();
+        for i in 0..(SWEEP_BATCH * 2 + 100) {
+            expected.insert(
+                format!("many-{i}"),
+                (1, Some(format!("https://as\u{1f}user-{i}\u{1f}app"))),
+            );
+        }
+        let missing: Vec<_> = expected.keys().filter(|k| !seen.contains_key(*k)).collect();
+        let extra: Vec<_> = seen.keys().filter(|k| !expected.contains_key(*k)).collect();
+        assert!(
+            missing.is_empty() && extra.is_empty(),
+            "missing {missing:?}, extra {extra:?}"
+        );
+        assert!(seen == expected, "owners differ");
+        assert!(sweep_both(&a, &b).await.is_empty(), "nothing twice");
+
+        // Only the live session is left in the index, and it still works.
+        assert!(a.lookup("live", &long).await.unwrap().is_some());
+        let index: Vec<String> = c.zrange("mcp-auth:expiry", 0, -1).await.unwrap();
+        let owners: Vec<String> = c.hkeys("mcp-auth:owners").await.unwrap();
+        assert_eq!(
+            (index, owners),
+            (vec!["live".to_owned()], vec!["live".to_owned()])
+        );
+        // A plain sweep empties the index without reporting.
+        open(&a, Some(alice), "quiet", &short).await;
+        tokio::time::sleep(idle + Duration::from_millis(100)).await;
+        b.sweep().await.unwrap();
+        assert!(sweep_both(&a, &b).await.is_empty());
     }
 }

@@ -69,6 +69,30 @@ pub struct SessionRecord {
     pub owner: Option<String>,
 }
 
+/// A session that ended because it expired (unused for the idle timeout),
+/// as [`SessionStore::sweep_expired`] reports it: never a session ended by
+/// [`SessionStore::end`] while still live, never a reservation that was not
+/// committed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ExpiredSession {
+    /// The session's id (the `Mcp-Session-Id` it was committed under).
+    pub id: String,
+    /// Its owner ([`owner_of`](crate::owner_of)) when it expired, `None`
+    /// when it was anonymous or the store no longer knows.
+    pub owner: Option<String>,
+}
+
+impl ExpiredSession {
+    /// The expired session `id`, owned by `owner`.
+    pub fn new(id: impl Into<String>, owner: Option<String>) -> Self {
+        Self {
+            id: id.into(),
+            owner,
+        }
+    }
+}
+
 /// The store could not answer (e.g. Redis is unreachable), or refused the
 /// operation (a key-value TTL out of range, the memory store's key-value
 /// space full). Callers fail closed: no session is created or served on a
@@ -215,7 +239,24 @@ pub trait SessionStore: Send + Sync + 'static {
     async fn kv_delete(&self, key: &str) -> Result<(), StoreError>;
 
     /// Drops expired entries (stores with native expiry may do nothing).
+    /// Expired sessions are dropped without being reported: a sweeper that
+    /// wants to know which ended calls [`sweep_expired`](Self::sweep_expired)
+    /// instead (not both: what one drops the other never sees).
     async fn sweep(&self) -> Result<(), StoreError>;
+
+    /// Drops expired entries, like [`sweep`](Self::sweep), and returns the
+    /// sessions that expired since the last sweep. Each expired session is
+    /// returned once, by one call, also when several replicas sweep one
+    /// shared store at the same time; a session ended by
+    /// [`end`](Self::end) while live is never returned (one that had
+    /// already expired when `end` came is). A store may bound how many it
+    /// keeps between sweeps.
+    ///
+    /// The default sweeps and reports nothing, for stores that cannot tell.
+    async fn sweep_expired(&self) -> Result<Vec<ExpiredSession>, StoreError> {
+        self.sweep().await?;
+        Ok(Vec::new())
+    }
 
     /// A name for logs: `memory`, or the store's URL without credentials.
     fn describe(&self) -> String;
@@ -255,12 +296,17 @@ pub(crate) fn kv_ttl(ttl: Duration, store: &str) -> Result<Duration, StoreError>
 /// A store shared between tasks.
 pub type SharedStore = Arc<dyn SessionStore>;
 
-/// Reads `MCP_SESSION_STORE`: `memory` (default) or `redis://host:port/db`.
+/// Reads `MCP_SESSION_STORE`: `memory` (default) or `redis://host:port/db`,
+/// [`metered`](crate::metered) (its operations counted, timed and traced).
 /// `rediss://` (TLS) is refused by name: the Redis client is built without
 /// TLS (reach Redis over a private network, or through a TLS tunnel). The
 /// Redis store connects lazily: an unreachable Redis fails requests with 503
 /// until it returns.
 pub fn store_from_settings(l: &dyn Lookup) -> Result<SharedStore, ConfigError> {
+    plain_store_from_settings(l).map(crate::metered)
+}
+
+fn plain_store_from_settings(l: &dyn Lookup) -> Result<SharedStore, ConfigError> {
     match l.get("MCP_SESSION_STORE") {
         None => Ok(Arc::new(MemoryStore::new())),
         Some(v) if v.eq_ignore_ascii_case("memory") => Ok(Arc::new(MemoryStore::new())),

@@ -153,15 +153,29 @@ impl Introspector {
     /// Introspects `token`; the principal's strategy is `strategy`.
     pub async fn introspect(&self, token: &str, strategy: &str) -> Result<Principal, AuthError> {
         let key: Key = Sha256::digest(token.as_bytes()).into();
+        let count = |result: &'static str| {
+            metrics::counter!("mcp_auth_token_cache_total", "cache" => "introspection", "result" => result)
+                .increment(1);
+        };
         if let Some(hit) = self.cached(&key) {
+            count("hit");
             return hit;
         }
+        count("miss");
         let lock = self.with_caches(|c| c.in_flight.entry(key).or_default().clone());
         let _same_token = lock.lock().await;
         let result = match self.cached(&key) {
             // Another request with this token just asked.
             Some(hit) => hit,
-            None => self.ask(key, token, strategy).await,
+            None => {
+                use tracing::Instrument;
+                let span = tracing::debug_span!("introspection");
+                let started = std::time::Instant::now();
+                let result = self.ask(key, token, strategy).instrument(span).await;
+                metrics::histogram!("mcp_auth_introspection_duration_seconds")
+                    .record(started.elapsed().as_secs_f64());
+                result
+            }
         };
         self.with_caches(|c| {
             if Arc::strong_count(&lock) <= 2 {
@@ -186,21 +200,24 @@ impl Introspector {
             .send()
             .await
             .map_err(|e| {
+                introspected("error");
                 tracing::warn!(error = %e.without_url(), "token introspection failed");
                 AuthError::unavailable("token introspection unavailable")
             })?;
         if !resp.status().is_success() {
+            introspected("error");
             tracing::warn!(
                 status = resp.status().as_u16(),
                 "token introspection refused"
             );
             return Err(AuthError::unavailable("token introspection unavailable"));
         }
-        let body: Value = resp
-            .json()
-            .await
-            .map_err(|_| AuthError::unavailable("token introspection answered garbage"))?;
+        let body: Value = resp.json().await.map_err(|_| {
+            introspected("error");
+            AuthError::unavailable("token introspection answered garbage")
+        })?;
         let (result, ttl) = self.judge(&body, strategy, now_secs());
+        introspected(if result.is_ok() { "active" } else { "inactive" });
         self.store(key, &result, ttl);
         result
     }
@@ -298,6 +315,12 @@ impl Introspector {
         let ttl = exp.map_or(MAX_TTL, |e| Duration::from_secs(e - now).min(MAX_TTL));
         (Ok(p), ttl)
     }
+}
+
+/// Counts one answer of the introspection endpoint (`active`, `inactive`)
+/// or a failure to get one (`error`).
+fn introspected(outcome: &'static str) {
+    metrics::counter!("mcp_auth_introspection_requests_total", "outcome" => outcome).increment(1);
 }
 
 #[cfg(test)]

@@ -60,6 +60,7 @@ pub struct McpHttpApp {
     store: SharedStore,
     public: Option<Router>,
     audit: Option<Arc<dyn crate::audit::AuditSink>>,
+    known_tools: std::collections::HashSet<String>,
 }
 
 impl McpHttpApp {
@@ -96,14 +97,17 @@ impl McpHttpApp {
             config: Arc::new(config),
             authenticator,
             cancel: CancellationToken::new(),
-            store: Arc::new(MemoryStore::new()),
+            store: mcp_auth_session::metered(Arc::new(MemoryStore::new())),
             public: None,
             audit: None,
+            known_tools: Default::default(),
         })
     }
 
     /// Keep sessions and rate counters in `store` (e.g. Redis, shared by
-    /// replicas) instead of this process's memory.
+    /// replicas) instead of this process's memory. Wrap a store you built
+    /// yourself in [`mcp_auth_session::metered`] for its metrics and spans
+    /// (`store_from_settings` already does).
     pub fn with_store(mut self, store: SharedStore) -> Self {
         self.store = store;
         self
@@ -129,6 +133,34 @@ impl McpHttpApp {
         self
     }
 
+    /// Names the tools this server serves: `tools/call` requests are
+    /// counted per tool under these names (`mcp_auth_tool_calls_total`),
+    /// any other name as `other`, so a client cannot make up label values.
+    /// The tools [`HttpConfig::tool_scopes`] names are known already.
+    pub fn with_known_tools<I, S>(mut self, tools: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.known_tools.extend(tools.into_iter().map(Into::into));
+        self
+    }
+
+    /// `GET /metrics` in the Prometheus text format, for a listener of its
+    /// own (never the MCP one: end users' credentials do not open it).
+    /// With `token`, a scrape must present it as a bearer token (401
+    /// otherwise); without one, bind the listener to loopback. Each scrape
+    /// also sets `mcp_auth_ready` and `mcp_auth_jwks_age_seconds` from the
+    /// authenticator's readiness checks.
+    #[cfg(feature = "prometheus")]
+    pub fn metrics_router(
+        &self,
+        metrics: &crate::observe::PrometheusMetrics,
+        token: Option<String>,
+    ) -> Router {
+        crate::observe::prometheus_router(metrics, token, self.authenticator.clone())
+    }
+
     /// The session and rate-limit store.
     pub fn session_store(&self) -> &SharedStore {
         &self.store
@@ -139,19 +171,35 @@ impl McpHttpApp {
             return;
         };
         let (store, token) = (self.store.clone(), self.cancel.clone());
+        let audit = self.audit.clone();
         let every = self.config.session_limits.cleanup_interval;
         rt.spawn(async move {
             loop {
                 tokio::select! {
                     () = token.cancelled() => return,
                     () = tokio::time::sleep(every) => {
-                        if let Err(e) = store.sweep().await {
-                            tracing::warn!(store = %e.store, "session sweep failed");
+                        match store.sweep_expired().await {
+                            Ok(expired) => {
+                                for s in &expired {
+                                    let owner = s.owner.as_deref();
+                                    Self::report_expired(&s.id, owner, audit.as_deref());
+                                }
+                            }
+                            Err(e) => tracing::warn!(store = %e.store, "session sweep failed"),
                         }
                     }
                 }
             }
         });
+    }
+
+    /// Counts an expired session and writes its `session_end` audit record
+    /// (decision `expire`); the store reports each once, over all replicas.
+    fn report_expired(id: &str, owner: Option<&str>, audit: Option<&dyn crate::audit::AuditSink>) {
+        crate::observe::session_ended("expired");
+        if let Some(sink) = audit {
+            sink.record(crate::audit::expired_session_record(id, owner));
+        }
     }
 
     /// The config.
@@ -275,8 +323,13 @@ impl McpHttpApp {
                 cfg.max_request_bytes,
             )
         });
+        let mut tools = self.known_tools.clone();
+        tools.extend(cfg.tool_scopes.tool_names());
+        let observe =
+            crate::observe::ObserveLayer::new(tools, self.audit.is_some(), cfg.max_request_bytes);
         let protected = protected.route_layer(
             ServiceBuilder::new()
+                .layer(observe)
                 .option_layer(audit)
                 .layer(
                     AuthFailureLimitLayer::new(cfg.rate_limit.clone(), self.store.clone())
@@ -438,15 +491,15 @@ async fn ready(authenticator: SharedAuthenticator, store: SharedStore) -> Respon
         store.kv_get("ready:probe"),
     )
     .await;
-    checks.push(mcp_auth_core::Readiness {
-        name: "session store".into(),
-        ok: matches!(store_check, Ok(Ok(_))),
-        detail: match store_check {
-            Ok(Ok(_)) => "answers".into(),
-            Ok(Err(_)) => "unreachable".into(),
-            Err(_) => "no answer within 2 s".into(),
+    checks.push(mcp_auth_core::Readiness::new(
+        "session store",
+        matches!(store_check, Ok(Ok(_))),
+        match store_check {
+            Ok(Ok(_)) => "answers",
+            Ok(Err(_)) => "unreachable",
+            Err(_) => "no answer within 2 s",
         },
-    });
+    ));
     let ok = checks.iter().all(|c| c.ok);
     let status = if ok {
         StatusCode::OK

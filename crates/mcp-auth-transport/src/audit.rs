@@ -47,7 +47,7 @@ use std::{
     io::{BufRead, BufReader, Read, Seek, SeekFrom, Write},
     net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
-    sync::{Arc, Mutex, mpsc},
+    sync::{Arc, Condvar, Mutex, mpsc},
     task::{Context, Poll},
     time::{Duration, Instant},
 };
@@ -61,7 +61,10 @@ use sha2::{Digest, Sha256};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::IpNet;
+use crate::{
+    IpNet,
+    observe::{RequestFacts, method_and_tool},
+};
 
 /// The `prev` of a chain's first record.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -82,12 +85,18 @@ pub struct AuditRecord {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub request_id: String,
     /// `request`, `session_start` or `session_end`.
+    /// A `session_end` is written for a `DELETE` (with its response) and,
+    /// without a request, for a session that expired (decision `expire`).
     pub event: String,
     /// `allow` or `deny`.
+    /// `expire` on the `session_end` of a session that expired (unused for
+    /// `HTTP_SESSION_TIMEOUT`), reported by the session sweeper.
     pub decision: String,
     /// The response status.
+    /// 0 when there was no request (an expired session).
     pub status: u16,
     /// Why it was refused: the OAuth / refusal `error` code.
+    /// `expired` for an expired session.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// The refusal's `error_description`.
@@ -141,21 +150,83 @@ impl AuditRecord {
     }
 }
 
+/// The `session_end` record of session `id`, which expired (see
+/// [`SessionStore::sweep_expired`](mcp_auth_session::SessionStore::sweep_expired)):
+/// decision `expire`, status 0 (no request), reason `expired`, and, when it
+/// was bound to someone, the owner's issuer, subject and client id.
+pub(crate) fn expired_session_record(id: &str, owner: Option<&str>) -> AuditRecord {
+    let mut record = AuditRecord::new("session_end", "expire", 0);
+    record.reason = Some("expired".to_owned());
+    record.session_id = Some(id.to_owned());
+    // An owner is `issuer 0x1f subject 0x1f client id`
+    // (`mcp_auth_session::owner_of`); anything else is left out rather
+    // than guessed at.
+    let parts: Vec<&str> = owner
+        .map(|o| o.split('\u{1f}').collect())
+        .unwrap_or_default();
+    if let [issuer, subject, client_id] = parts[..]
+        && !subject.is_empty()
+    {
+        let some = |v: &str| (!v.is_empty()).then(|| v.to_owned());
+        record.issuer = some(issuer);
+        record.subject = some(subject);
+        record.client_id = some(client_id);
+    }
+    record
+}
+
 /// Where audit records go.
 pub trait AuditSink: Send + Sync + 'static {
     /// Takes one record (without blocking on I/O).
     fn record(&self, record: AuditRecord);
 }
 
-enum Message {
-    Record(Box<AuditRecord>),
-    Flush(mpsc::Sender<()>),
+/// Records waiting for the writer thread. Taking a record is a push under
+/// an uncontended lock; the writer is woken only when it sleeps on an empty
+/// queue, and after each batch it lingers a millisecond so that under load
+/// records are written in batches rather than each waking it.
+#[derive(Default)]
+struct Queue {
+    state: Mutex<Pending>,
+    wake: Condvar,
+}
+
+#[derive(Default)]
+struct Pending {
+    records: Vec<AuditRecord>,
+    flushes: Vec<mpsc::Sender<()>>,
+    /// The writer waits on `wake`.
+    idle: bool,
+    /// Every `AuditLog` handle is gone: write what is left, then stop.
+    closed: bool,
+}
+
+impl Queue {
+    fn with<T>(&self, f: impl FnOnce(&mut Pending) -> T) -> T {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let out = f(&mut state);
+        if std::mem::take(&mut state.idle) {
+            self.wake.notify_one();
+        }
+        out
+    }
+}
+
+/// Closes the queue when the last [`AuditLog`] handle goes.
+struct Writer {
+    queue: Arc<Queue>,
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.queue.with(|p| p.closed = true);
+    }
 }
 
 /// The hash-chained JSON-lines log: a file, or stdout.
 #[derive(Clone)]
 pub struct AuditLog {
-    tx: mpsc::Sender<Message>,
+    writer: Arc<Writer>,
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -194,26 +265,27 @@ impl AuditLog {
                 seq,
             )
         };
-        let (tx, rx) = mpsc::channel::<Message>();
+        let queue = Arc::new(Queue::default());
+        let pending = queue.clone();
         std::thread::Builder::new()
             .name("audit-log".into())
-            .spawn(move || write_loop(rx, target, prev, seq))?;
-        Ok(Self { tx })
+            .spawn(move || write_loop(&pending, target, prev, seq))?;
+        Ok(Self {
+            writer: Arc::new(Writer { queue }),
+        })
     }
 
     /// Waits until every record taken so far is written.
     pub fn flush(&self) {
         let (done, wait) = mpsc::channel();
-        if self.tx.send(Message::Flush(done)).is_ok() {
-            let _ = wait.recv_timeout(Duration::from_secs(5));
-        }
+        self.writer.queue.with(|p| p.flushes.push(done));
+        let _ = wait.recv_timeout(Duration::from_secs(5));
     }
 }
 
 impl AuditSink for AuditLog {
     fn record(&self, record: AuditRecord) {
-        // A closed writer (it could not write) already logged why.
-        let _ = self.tx.send(Message::Record(Box::new(record)));
+        self.writer.queue.with(|p| p.records.push(record));
     }
 }
 
@@ -255,34 +327,56 @@ fn chain_tail(path: &Path) -> std::io::Result<(String, u64)> {
     Ok((hex::encode(Sha256::digest(last)), seq))
 }
 
-fn write_loop(rx: mpsc::Receiver<Message>, mut target: Target, mut prev: String, mut seq: u64) {
-    while let Ok(message) = rx.recv() {
-        let mut record = match message {
-            Message::Record(r) => r,
-            Message::Flush(done) => {
-                let _ = done.send(());
+fn write_loop(queue: &Queue, mut target: Target, mut prev: String, mut seq: u64) {
+    let mut lines: Vec<u8> = Vec::new();
+    let mut records: Vec<AuditRecord> = Vec::new();
+    loop {
+        let (acks, closed) = {
+            let mut state = queue.state.lock().unwrap_or_else(|p| p.into_inner());
+            while state.records.is_empty() && state.flushes.is_empty() && !state.closed {
+                state.idle = true;
+                state = queue.wake.wait(state).unwrap_or_else(|p| p.into_inner());
+            }
+            state.idle = false;
+            std::mem::swap(&mut records, &mut state.records);
+            (std::mem::take(&mut state.flushes), state.closed)
+        };
+        for mut record in records.drain(..) {
+            record.seq = seq;
+            record.prev = std::mem::take(&mut prev);
+            let start = lines.len();
+            if serde_json::to_writer(&mut lines, &record).is_err() {
+                lines.truncate(start);
+                prev = record.prev;
                 continue;
             }
-        };
-        record.seq = seq;
-        record.prev = std::mem::take(&mut prev);
-        let Ok(line) = serde_json::to_vec(&record) else {
-            continue;
-        };
-        prev = hex::encode(Sha256::digest(&line));
-        seq += 1;
-        if let Err(e) = write_line(&mut target, &line) {
-            tracing::error!(error = %e, "cannot write the audit log");
+            prev = hex::encode(Sha256::digest(&lines[start..]));
+            lines.push(b'\n');
+            seq += 1;
         }
+        if !lines.is_empty() {
+            if let Err(e) = write_lines(&mut target, &lines) {
+                tracing::error!(error = %e, "cannot write the audit log");
+            }
+            lines.clear();
+        }
+        for done in acks {
+            let _ = done.send(());
+        }
+        if closed {
+            return;
+        }
+        // Let records gather: one write for many under load.
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
 
-fn write_line(target: &mut Target, line: &[u8]) -> std::io::Result<()> {
+/// Appends `lines` (whole records, each ending in a newline) in one write.
+fn write_lines(target: &mut Target, lines: &[u8]) -> std::io::Result<()> {
     match target {
         Target::Stdout => {
             let mut out = std::io::stdout().lock();
-            out.write_all(line)?;
-            out.write_all(b"\n")?;
+            out.write_all(lines)?;
             out.flush()
         }
         Target::File {
@@ -298,10 +392,7 @@ fn write_line(target: &mut Target, line: &[u8]) -> std::io::Result<()> {
                     *file = open_append(path)?;
                 }
             }
-            let mut buf = Vec::with_capacity(line.len() + 1);
-            buf.extend_from_slice(line);
-            buf.push(b'\n');
-            file.write_all(&buf)?;
+            file.write_all(lines)?;
             file.flush()
         }
     }
@@ -420,34 +511,17 @@ fn request_id(headers: &http::HeaderMap) -> String {
     {
         return v.to_owned();
     }
-    let mut id = [0u8; 12];
-    if getrandom::fill(&mut id).is_err() {
-        return "unknown".into();
-    }
-    hex::encode(id)
-}
-
-/// The JSON-RPC method and tool of a request body (a single message).
-fn method_and_tool(body: &[u8]) -> (Option<String>, Option<String>) {
-    #[derive(Deserialize)]
-    struct Params {
-        name: Option<serde_json::Value>,
-    }
-    #[derive(Deserialize)]
-    struct Message {
-        method: Option<String>,
-        params: Option<Params>,
-    }
-    match serde_json::from_slice::<Message>(body) {
-        Ok(m) => {
-            let tool = (m.method.as_deref() == Some("tools/call"))
-                .then(|| m.params.and_then(|p| p.name))
-                .flatten()
-                .and_then(|n| n.as_str().map(str::to_owned));
-            (m.method, tool)
-        }
-        Err(_) => (None, None),
-    }
+    // A random prefix per process and a counter: unique without a system
+    // call per request (ids name requests; they are not secrets).
+    static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let prefix = PREFIX.get_or_init(|| {
+        let mut bytes = [0u8; 4];
+        let _ = getrandom::fill(&mut bytes);
+        hex::encode(bytes)
+    });
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{prefix}{n:016x}")
 }
 
 /// The scopes a tool call needed, put on the response by
@@ -538,24 +612,31 @@ where
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_owned)
             };
-            let (mut method, mut tool) = (header("mcp-method"), header("mcp-name"));
-            if tool.is_some() && method.as_deref() != Some("tools/call") {
-                tool = None;
-            }
             let is_delete = parts.method == http::Method::DELETE;
-            let body = if parts.method == http::Method::POST {
-                match axum::body::to_bytes(body, layer.max_body).await {
-                    Ok(bytes) => {
-                        if method.is_none() {
-                            (method, tool) = method_and_tool(&bytes);
-                        }
-                        Body::from(bytes)
+            // Read once by the observing layer in front, when there is one.
+            let (method, tool, body) = match parts.extensions.get::<RequestFacts>() {
+                Some(f) => (f.method.clone(), f.tool.clone(), body),
+                None => {
+                    let (mut method, mut tool) = (header("mcp-method"), header("mcp-name"));
+                    if tool.is_some() && method.as_deref() != Some("tools/call") {
+                        tool = None;
                     }
-                    // Too large or unreadable: the body limit answers it.
-                    Err(_) => Body::empty(),
+                    let body = if parts.method == http::Method::POST {
+                        match axum::body::to_bytes(body, layer.max_body).await {
+                            Ok(bytes) => {
+                                if method.is_none() {
+                                    (method, tool) = method_and_tool(&bytes);
+                                }
+                                Body::from(bytes)
+                            }
+                            // Too large or unreadable: the body limit answers it.
+                            Err(_) => Body::empty(),
+                        }
+                    } else {
+                        body
+                    };
+                    (method, tool, body)
                 }
-            } else {
-                body
             };
             let mut resp = inner.call(Request::from_parts(parts, body)).await?;
             let status = resp.status();
@@ -777,14 +858,41 @@ mod tests {
     }
 
     #[test]
-    fn method_and_tool_come_from_the_body() {
-        let b = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"whoami","arguments":{}}}"#;
+    fn an_expired_session_record_names_its_owner_or_no_one() {
+        let r = expired_session_record("sid-1", Some("https://as\u{1f}alice\u{1f}app"));
         assert_eq!(
-            method_and_tool(b),
-            (Some("tools/call".into()), Some("whoami".into()))
+            (r.event.as_str(), r.decision.as_str(), r.status),
+            ("session_end", "expire", 0)
         );
-        let b = br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
-        assert_eq!(method_and_tool(b), (Some("tools/list".into()), None));
-        assert_eq!(method_and_tool(b"[1,2]"), (None, None));
+        assert_eq!(r.reason.as_deref(), Some("expired"));
+        assert_eq!(r.session_id.as_deref(), Some("sid-1"));
+        assert_eq!(
+            (
+                r.issuer.as_deref(),
+                r.subject.as_deref(),
+                r.client_id.as_deref()
+            ),
+            (Some("https://as"), Some("alice"), Some("app"))
+        );
+        // An API key's owner: no issuer, no client id.
+        let r = expired_session_record("sid-2", Some("\u{1f}api-key:ci-bot\u{1f}"));
+        assert_eq!(
+            (r.issuer, r.subject.as_deref(), r.client_id),
+            (None, Some("api-key:ci-bot"), None)
+        );
+        // Anonymous, or not an owner string: nobody rather than a guess.
+        for owner in [
+            None,
+            Some("opaque"),
+            Some("a\u{1f}b"),
+            Some("a\u{1f}\u{1f}c"),
+        ] {
+            let r = expired_session_record("sid-3", owner);
+            assert_eq!(
+                (r.issuer, r.subject, r.client_id),
+                (None, None, None),
+                "{owner:?}"
+            );
+        }
     }
 }

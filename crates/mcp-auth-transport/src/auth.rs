@@ -216,6 +216,7 @@ where
             let result = settings.authenticator.authenticate(&view).await;
             parts.headers = view.headers;
             if settings.optional && matches!(result, Err(AuthError::MissingCredentials)) {
+                decided(settings.authenticator.name(), "anonymous", None);
                 settle_attempt(&parts.extensions).await;
                 return inner
                     .call(Request::from_parts(parts, body))
@@ -223,8 +224,13 @@ where
                     .map(|r| r.map(Body::new));
             }
             let principal = match result.and_then(|p| check_scopes(p, &settings.required_scopes)) {
-                Ok(p) => p,
+                Ok(p) => {
+                    let outcome = if p.anonymous { "anonymous" } else { "ok" };
+                    decided(&p.strategy, outcome, Some(&p));
+                    p
+                }
                 Err(err) => {
+                    decided(settings.authenticator.name(), err.outcome(), None);
                     tracing::debug!(
                         peer = %peer.map(|p| p.ip().to_string()).unwrap_or_default(),
                         status = err.status().as_u16(),
@@ -249,6 +255,34 @@ where
             }
             Ok(resp.map(Body::new))
         })
+    }
+}
+
+/// Counts one authentication decision and writes it on the request's span
+/// (the principal's non-secret identifiers too, when one was accepted).
+fn decided(strategy: &str, outcome: &'static str, principal: Option<&Principal>) {
+    metrics::counter!(
+        "mcp_auth_authentications_total",
+        "strategy" => strategy.to_owned(),
+        "outcome" => outcome
+    )
+    .increment(1);
+    let span = tracing::Span::current();
+    if span.is_disabled() {
+        return;
+    }
+    let allowed = matches!(outcome, "ok" | "anonymous");
+    span.record("auth.decision", if allowed { "allow" } else { "deny" });
+    span.record("auth.outcome", outcome);
+    span.record("auth.strategy", strategy);
+    if let Some(p) = principal.filter(|p| !p.anonymous) {
+        span.record("enduser.id", p.subject.as_str());
+        if let Some(c) = &p.client_id {
+            span.record("auth.client_id", c.as_str());
+        }
+        if let Some(i) = &p.issuer {
+            span.record("auth.issuer", i.as_str());
+        }
     }
 }
 

@@ -118,6 +118,68 @@ pub struct HttpConfig {
     /// `None`: no audit log. The app does not open it: see
     /// [`McpHttpApp::with_audit`](crate::McpHttpApp::with_audit).
     pub audit_log: Option<String>,
+    /// `MCP_METRICS_ADDR` / `MCP_METRICS_TOKEN`: where to serve `/metrics`
+    /// (a listener of its own); `None`: no metrics endpoint. The app does
+    /// not open it: see `McpHttpApp::metrics_router` (feature `prometheus`).
+    pub metrics: Option<MetricsEndpoint>,
+}
+
+/// Where `/metrics` is served, and the bearer token a scrape presents.
+#[derive(Clone, PartialEq, Eq)]
+pub struct MetricsEndpoint {
+    /// The address to listen on (`MCP_METRICS_ADDR`, e.g. `127.0.0.1:9464`).
+    pub addr: std::net::SocketAddr,
+    /// `MCP_METRICS_TOKEN`: required unless `addr` is a loopback address.
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for MetricsEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetricsEndpoint")
+            .field("addr", &self.addr)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+impl MetricsEndpoint {
+    /// Reads `MCP_METRICS_ADDR` and `MCP_METRICS_TOKEN`: `None` without an
+    /// address. Refuses a token under 16 characters, a token without an
+    /// address, and an address other than loopback without a token
+    /// (metrics tell who is refused how often: not for the whole network).
+    pub fn from_settings(l: &dyn Lookup) -> Result<Option<Self>, ConfigError> {
+        let token = l.get("MCP_METRICS_TOKEN").filter(|t| !t.is_empty());
+        if token.as_ref().is_some_and(|t| t.len() < 16) {
+            return Err(ConfigError::new(
+                "MCP_METRICS_TOKEN",
+                "must be at least 16 characters (e.g. openssl rand -hex 32)",
+            ));
+        }
+        let Some(addr) = l.get("MCP_METRICS_ADDR").filter(|a| !a.is_empty()) else {
+            if token.is_some() {
+                return Err(ConfigError::new(
+                    "MCP_METRICS_TOKEN",
+                    "is set but MCP_METRICS_ADDR is not: set the address to serve /metrics on",
+                ));
+            }
+            return Ok(None);
+        };
+        let addr: std::net::SocketAddr = addr.parse().map_err(|_| {
+            ConfigError::new(
+                "MCP_METRICS_ADDR",
+                format!("{addr:?} is not an address and port like 127.0.0.1:9464"),
+            )
+        })?;
+        if !addr.ip().is_loopback() && token.is_none() {
+            return Err(ConfigError::new(
+                "MCP_METRICS_ADDR",
+                format!(
+                    "{addr} is not a loopback address: set MCP_METRICS_TOKEN too, or listen on 127.0.0.1"
+                ),
+            ));
+        }
+        Ok(Some(Self { addr, token }))
+    }
 }
 
 impl HttpConfig {
@@ -146,6 +208,7 @@ impl HttpConfig {
             sse_keep_alive: Duration::from_secs(15),
             connections: ServeOptions::default(),
             audit_log: None,
+            metrics: None,
         }
     }
 
@@ -194,6 +257,7 @@ impl HttpConfig {
     pub fn from_settings(l: &dyn Lookup, server_url: Url) -> Result<Self, ConfigError> {
         let mut cfg = Self::new(server_url);
         cfg.audit_log = l.get("MCP_AUDIT_LOG");
+        cfg.metrics = MetricsEndpoint::from_settings(l)?;
         if !parse_bool(l, "HTTP_DNS_REBINDING_PROTECTION", true)? {
             tracing::warn!("HTTP_DNS_REBINDING_PROTECTION=false: Host header validation is off");
             cfg.hosts = HostRule::Any;
@@ -326,6 +390,49 @@ mod tests {
         assert!(cfg.hosts.allows("mcp.example.com"));
         assert!(cfg.origins.allows("https://mcp.example.com"));
         assert!(!cfg.origins.allows("http://localhost:3000"));
+    }
+
+    #[test]
+    fn the_metrics_endpoint_is_loopback_only_without_a_token() {
+        let read = |pairs: &[(&str, &str)]| MetricsEndpoint::from_settings(&vars(pairs));
+        assert_eq!(read(&[]).unwrap(), None);
+        let local = read(&[("MCP_METRICS_ADDR", "127.0.0.1:9464")])
+            .unwrap()
+            .unwrap();
+        assert_eq!(local.addr.port(), 9464);
+        assert_eq!(local.token, None);
+        let token = "0123456789abcdef0123";
+        let public = read(&[
+            ("MCP_METRICS_ADDR", "0.0.0.0:9464"),
+            ("MCP_METRICS_TOKEN", token),
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(public.token.as_deref(), Some(token));
+        assert!(
+            !format!("{public:?}").contains(token),
+            "Debug shows the token"
+        );
+        for (pairs, at_fault) in [
+            (
+                &[("MCP_METRICS_ADDR", "0.0.0.0:9464")][..],
+                "MCP_METRICS_ADDR",
+            ),
+            (&[("MCP_METRICS_ADDR", "[::]:9464")][..], "MCP_METRICS_ADDR"),
+            (&[("MCP_METRICS_ADDR", "localhost")][..], "MCP_METRICS_ADDR"),
+            (&[("MCP_METRICS_TOKEN", token)][..], "MCP_METRICS_TOKEN"),
+            (
+                &[
+                    ("MCP_METRICS_ADDR", "127.0.0.1:9464"),
+                    ("MCP_METRICS_TOKEN", "short"),
+                ][..],
+                "MCP_METRICS_TOKEN",
+            ),
+        ] {
+            let err = read(pairs).unwrap_err();
+            assert_eq!(err.variable, at_fault, "{pairs:?}: {err}");
+            assert!(!err.to_string().contains(token), "{err}");
+        }
     }
 
     #[test]

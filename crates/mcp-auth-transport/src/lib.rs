@@ -69,6 +69,10 @@ mod config;
 mod guard;
 mod net;
 #[cfg(feature = "mcp")]
+pub mod observe;
+#[cfg(feature = "otel")]
+pub mod otel;
+#[cfg(feature = "mcp")]
 mod principal;
 #[cfg(feature = "mcp")]
 mod ratelimit;
@@ -85,7 +89,9 @@ mod sse;
 pub use app::McpHttpApp;
 pub use auth::{AuthLayer, AuthRejected, AuthService};
 #[cfg(feature = "mcp")]
-pub use config::{CorsConfig, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_REQUEST_TIMEOUT, HttpConfig};
+pub use config::{
+    CorsConfig, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_REQUEST_TIMEOUT, HttpConfig, MetricsEndpoint,
+};
 pub use guard::{BadOrigin, GuardLayer, GuardService, HostRule, OriginEntry, OriginRule};
 pub use net::{IpNet, client_ip, client_network};
 #[cfg(feature = "mcp")]
@@ -107,6 +113,15 @@ pub use tokio_util::sync::CancellationToken;
 /// `ServeOptions::from_settings` and the pieces they are made of).
 pub const VARIABLES: &[&str] = &[
     "MCP_AUDIT_LOG",
+    "MCP_METRICS_ADDR",
+    "MCP_METRICS_TOKEN",
+    // OpenTelemetry's own (`otel::layer_from_settings`).
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+    "OTEL_SERVICE_NAME",
+    "OTEL_SDK_DISABLED",
     "HTTP_ALLOWED_HOSTS",
     "HTTP_DNS_REBINDING_PROTECTION",
     "HTTP_ALLOWED_ORIGINS",

@@ -266,6 +266,7 @@ where
                     Ok((n, left)) if n > cfg.max_auth_failures => {
                         let _ = shared.store.unhit(&key).await;
                         tracing::warn!(client = %ip, "too many failed authentications");
+                        crate::observe::rate_limited("failed_logins");
                         return Ok(too_many(
                             left,
                             "too many failed authentication attempts from this address",
@@ -292,6 +293,7 @@ where
             };
             match shared.store.hit(&key, cfg.window).await {
                 Ok((n, left)) if n > cfg.max_requests => {
+                    crate::observe::rate_limited("requests");
                     Ok(too_many(left, "rate limit exceeded; retry later"))
                 }
                 Ok(_) => inner.call(req).await,

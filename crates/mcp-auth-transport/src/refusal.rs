@@ -73,6 +73,16 @@ pub(crate) fn store_unavailable(e: &StoreError) -> Response {
 /// A session cap is reached: 429 when it is the caller's own, 503 when
 /// the server's.
 pub(crate) fn cap_reached(which: Full) -> Response {
+    let cap = match which {
+        Full::Principal => "principal",
+        Full::Subject => "subject",
+        Full::Anonymous => "anonymous",
+        _ => "global",
+    };
+    metrics::counter!("mcp_auth_sessions_refused_total", "cap" => cap).increment(1);
+    if matches!(which, Full::Principal | Full::Subject) {
+        crate::observe::rate_limited("sessions");
+    }
     let (status, description) = match which {
         Full::Principal => (
             StatusCode::TOO_MANY_REQUESTS,

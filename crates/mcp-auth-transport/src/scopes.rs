@@ -130,6 +130,11 @@ impl ToolScopes {
         out
     }
 
+    /// The tools that need a scope.
+    pub fn tool_names(&self) -> impl Iterator<Item = String> + '_ {
+        self.tools.keys().cloned()
+    }
+
     /// Whether no tool needs a scope.
     pub fn is_empty(&self) -> bool {
         self.tools.is_empty()
@@ -333,10 +338,12 @@ where
                 // Anonymous (the session policy allowed it): authenticate first.
                 None if scoped => {
                     let err = AuthError::MissingCredentials;
+                    crate::observe::refused_here(err.outcome());
                     return Ok(layer.auth.error_response(&err, &parts.headers));
                 }
                 Some(p) if scoped && !p.missing_scopes(&needed).is_empty() => {
                     tracing::debug!(?tools, "tool call refused: insufficient scope");
+                    crate::observe::refused_here("insufficient_scope");
                     let err = AuthError::insufficient_scope(needed);
                     let mut resp = layer.auth.error_response(&err, &parts.headers);
                     if let Some(required) = required {

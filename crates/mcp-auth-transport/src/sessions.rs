@@ -152,7 +152,10 @@ impl<'a> Admission<'a> {
             .commit(&self.ticket, sid, self.owner, self.limits)
             .await
         {
-            Ok(true) => Ok(()),
+            Ok(true) => {
+                crate::observe::session_opened();
+                Ok(())
+            }
             Ok(false) => Err(cap_reached(Full::Global)),
             Err(e) => {
                 let _ = self.store.release(&self.ticket, self.owner).await;
@@ -289,6 +292,7 @@ impl Settings {
             if let Err(e) = self.store.end(&sid).await {
                 return Ok(unavailable(&e));
             }
+            crate::observe::session_ended("deleted");
             let resp = inner.call(req).await?;
             // rmcp answers 202 Accepted, but the session has ended by now:
             // say so with 204 (the Python SDK warns on anything but 200/204).
@@ -306,10 +310,11 @@ impl Settings {
         // unknown method on the stateless wire) leave the session alone.
         let (parts, body) = resp.into_parts();
         let bytes = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
-        if bytes.as_ref() == RMCP_SESSION_NOT_FOUND.as_bytes()
-            && let Err(e) = self.store.end(&sid).await
-        {
-            tracing::warn!(store = %e.store, "could not end session in the store");
+        if bytes.as_ref() == RMCP_SESSION_NOT_FOUND.as_bytes() {
+            match self.store.end(&sid).await {
+                Ok(()) => crate::observe::session_ended("gone"),
+                Err(e) => tracing::warn!(store = %e.store, "could not end session in the store"),
+            }
         }
         Ok(Response::from_parts(parts, Body::from(bytes)))
     }

@@ -180,8 +180,11 @@ impl Drop for EndOnDrop {
         let (store, sid) = (self.state.store.clone(), self.sid.clone());
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
-                if let Err(e) = store.end(&sid).await {
-                    tracing::warn!(store = %e.store, "could not end SSE session in the store");
+                match store.end(&sid).await {
+                    Ok(()) => crate::observe::session_ended("closed"),
+                    Err(e) => {
+                        tracing::warn!(store = %e.store, "could not end SSE session in the store");
+                    }
                 }
             });
         }
@@ -236,7 +239,9 @@ pub(crate) async fn open_stream(State(state): State<Arc<SseState>>, req: Request
         cancel: cancel.clone(),
     };
     if let Err(e) = (state.spawn)(sid.clone(), io) {
-        let _ = state.store.end(&sid).await;
+        if state.store.end(&sid).await.is_ok() {
+            crate::observe::session_ended("closed");
+        }
         tracing::error!(error = %e, "cannot create the MCP handler");
         return error(
             StatusCode::INTERNAL_SERVER_ERROR,

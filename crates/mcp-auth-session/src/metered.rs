@@ -1,0 +1,162 @@
+//! [`metered`]: a store that reports each operation as metrics and a
+//! tracing span.
+
+use std::{future::Future, sync::Arc, time::Duration, time::Instant};
+
+use async_trait::async_trait;
+use tracing::Instrument;
+
+use crate::{
+    Bind, ExpiredSession, Reserve, SessionLimits, SessionRecord, SessionStore, SharedStore,
+    StoreError, Ticket,
+};
+
+/// Wraps `store` so that its operations are counted, timed and traced.
+/// [`store_from_settings`](crate::store_from_settings) returns stores
+/// already wrapped; wrap a store you build yourself once.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use std::{sync::Arc, time::Duration};
+/// use mcp_auth_session::{MemoryStore, SessionStore, metered};
+///
+/// let store = metered(Arc::new(MemoryStore::new()));
+/// store.kv_put("k", b"v", Duration::from_secs(60)).await.unwrap();
+/// assert_eq!(store.kv_get("k").await.unwrap().as_deref(), Some(&b"v"[..]));
+/// assert_eq!(store.describe(), "memory");
+/// # }
+/// ```
+///
+/// Each operation records its latency in
+/// `mcp_auth_store_operation_duration_seconds{op}` (whose `_count` is the
+/// number of operations), a failed one also counts in
+/// `mcp_auth_store_errors_total{op}`, and each runs inside a `store` span
+/// (debug level) with the attribute `store.operation`, the child span a
+/// trace of the request shows. The labels are the operation's name only,
+/// never a key or a session id. Without a metrics recorder installed (the
+/// `metrics` crate's facade) the counts cost next to nothing.
+pub fn metered(store: SharedStore) -> SharedStore {
+    Arc::new(Metered { inner: store })
+}
+
+struct Metered {
+    inner: SharedStore,
+}
+
+async fn timed<T>(
+    op: &'static str,
+    fut: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    let span = tracing::debug_span!("store", store.operation = op);
+    let started = Instant::now();
+    let result = fut.instrument(span).await;
+    metrics::histogram!("mcp_auth_store_operation_duration_seconds", "op" => op)
+        .record(started.elapsed().as_secs_f64());
+    if result.is_err() {
+        metrics::counter!("mcp_auth_store_errors_total", "op" => op).increment(1);
+    }
+    result
+}
+
+#[async_trait]
+impl SessionStore for Metered {
+    async fn reserve(
+        &self,
+        owner: Option<&str>,
+        limits: &SessionLimits,
+    ) -> Result<Reserve, StoreError> {
+        timed("reserve", self.inner.reserve(owner, limits)).await
+    }
+
+    async fn commit(
+        &self,
+        ticket: &Ticket,
+        sid: &str,
+        owner: Option<&str>,
+        limits: &SessionLimits,
+    ) -> Result<bool, StoreError> {
+        timed("commit", self.inner.commit(ticket, sid, owner, limits)).await
+    }
+
+    async fn release(&self, ticket: &Ticket, owner: Option<&str>) -> Result<(), StoreError> {
+        timed("release", self.inner.release(ticket, owner)).await
+    }
+
+    async fn lookup(
+        &self,
+        sid: &str,
+        limits: &SessionLimits,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        timed("lookup", self.inner.lookup(sid, limits)).await
+    }
+
+    async fn bind(
+        &self,
+        sid: &str,
+        owner: &str,
+        limits: &SessionLimits,
+    ) -> Result<Bind, StoreError> {
+        timed("bind", self.inner.bind(sid, owner, limits)).await
+    }
+
+    async fn end(&self, sid: &str) -> Result<(), StoreError> {
+        timed("end", self.inner.end(sid)).await
+    }
+
+    async fn hit(&self, key: &str, window: Duration) -> Result<(u64, Duration), StoreError> {
+        timed("hit", self.inner.hit(key, window)).await
+    }
+
+    async fn count(&self, key: &str) -> Result<(u64, Duration), StoreError> {
+        timed("count", self.inner.count(key)).await
+    }
+
+    async fn unhit(&self, key: &str) -> Result<(), StoreError> {
+        timed("unhit", self.inner.unhit(key)).await
+    }
+
+    async fn save_state(
+        &self,
+        sid: &str,
+        state: &str,
+        limits: &SessionLimits,
+    ) -> Result<(), StoreError> {
+        timed("save_state", self.inner.save_state(sid, state, limits)).await
+    }
+
+    async fn load_state(&self, sid: &str) -> Result<Option<String>, StoreError> {
+        timed("load_state", self.inner.load_state(sid)).await
+    }
+
+    async fn kv_put(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
+        timed("kv_put", self.inner.kv_put(key, value, ttl)).await
+    }
+
+    async fn kv_put_new(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool, StoreError> {
+        timed("kv_put_new", self.inner.kv_put_new(key, value, ttl)).await
+    }
+
+    async fn kv_get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        timed("kv_get", self.inner.kv_get(key)).await
+    }
+
+    async fn kv_take(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        timed("kv_take", self.inner.kv_take(key)).await
+    }
+
+    async fn kv_delete(&self, key: &str) -> Result<(), StoreError> {
+        timed("kv_delete", self.inner.kv_delete(key)).await
+    }
+
+    async fn sweep(&self) -> Result<(), StoreError> {
+        timed("sweep", self.inner.sweep()).await
+    }
+
+    async fn sweep_expired(&self) -> Result<Vec<ExpiredSession>, StoreError> {
+        timed("sweep", self.inner.sweep_expired()).await
+    }
+
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+}

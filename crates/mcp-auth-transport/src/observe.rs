@@ -1,0 +1,580 @@
+//! Metrics and traces of the MCP routes.
+//!
+//! ```no_run
+//! # #[cfg(feature = "prometheus")] mod example {
+//! use mcp_auth_strategies::ApiKeyAuthenticator;
+//! use mcp_auth_transport::{HttpConfig, McpHttpApp, observe::PrometheusMetrics};
+//! # #[derive(Clone)] struct MyServer;
+//! # impl rmcp::ServerHandler for MyServer {}
+//!
+//! # #[tokio::main] async fn main() -> std::io::Result<()> {
+//! let metrics = PrometheusMetrics::install().expect("no other metrics recorder");
+//! let config = HttpConfig::new("http://127.0.0.1:8001/mcp".parse().unwrap());
+//! let keys = ApiKeyAuthenticator::from_list("a-long-random-api-key").unwrap();
+//! let app = McpHttpApp::new(config, keys)
+//!     .expect("valid config")
+//!     .with_known_tools(["echo", "whoami"]);
+//! // `/metrics` on a listener of its own, loopback only (or give it a token).
+//! let scrape = app.metrics_router(&metrics, None);
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:9464").await?;
+//! tokio::spawn(mcp_auth_transport::serve(listener, scrape, app.cancellation_token(), std::future::pending()));
+//! # Ok(()) }
+//! # }
+//! # fn main() {}
+//! ```
+//!
+//! Every crate of the workspace records through the [`metrics`] facade, so
+//! nothing is counted until a recorder is installed
+//! ([`PrometheusMetrics::install`] with the `prometheus` feature, or any
+//! other `metrics` recorder): the counts then cost a hash lookup each.
+//! Labels come from fixed sets (outcomes, operation names, the tools the
+//! server declared): never a token, a key, a subject or an address.
+//!
+//! Requests to the MCP routes run inside an `mcp.request` span (debug
+//! level) whose fields the layers fill in: the auth decision and outcome,
+//! the strategy, the principal's subject (`enduser.id`), client id and
+//! issuer, the JSON-RPC method, the tool, the session id and the status.
+//! The session store's operations, JWKS fetches and token introspection are
+//! its child spans. With the `otel` feature the span continues the caller's
+//! W3C `traceparent` ([`otel`](crate::otel)).
+
+use std::{
+    collections::HashSet,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    task::{Context, Poll},
+    time::Instant,
+};
+
+use axum::{body::Body, response::Response};
+use futures::future::BoxFuture;
+use http::{Request, StatusCode};
+use tower_layer::Layer;
+use tower_service::Service;
+use tracing::{Instrument, field::Empty};
+
+/// Whether a metrics recorder is installed (see [`enable`]).
+static ENABLED: AtomicBool = AtomicBool::new(false);
+
+/// Tells the app that a `metrics` recorder is installed, so it reads the
+/// body of each POST to the MCP endpoint for the per-tool counts
+/// (`mcp_auth_tool_calls_total`). [`PrometheusMetrics::install`] calls it;
+/// call it yourself after installing another recorder.
+pub fn enable() {
+    ENABLED.store(true, Ordering::Relaxed);
+}
+
+fn enabled() -> bool {
+    ENABLED.load(Ordering::Relaxed)
+}
+
+/// The label a tool gets when the server did not declare it.
+pub const OTHER_TOOL: &str = "other";
+
+/// The JSON-RPC method and tool of a request, read once (from the
+/// `Mcp-Method` / `Mcp-Name` headers of the 2026-07-28 wire, else from
+/// the body) for the metrics, the span and the audit record.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RequestFacts {
+    pub(crate) method: Option<String>,
+    pub(crate) tool: Option<String>,
+}
+
+/// Counts and traces each request to the MCP routes (see the [module
+/// docs](self)); [`McpHttpApp`](crate::McpHttpApp) puts it in front of
+/// them.
+#[derive(Clone, Debug)]
+pub(crate) struct ObserveLayer {
+    tools: Arc<HashSet<String>>,
+    read_bodies: bool,
+    max_body: usize,
+}
+
+impl ObserveLayer {
+    /// `tools`: the names counted under their own label; `read_bodies`:
+    /// also when no recorder is installed (an audit layer behind wants the
+    /// method and tool).
+    pub(crate) fn new(tools: HashSet<String>, read_bodies: bool, max_body: usize) -> Self {
+        Self {
+            tools: Arc::new(tools),
+            read_bodies,
+            max_body,
+        }
+    }
+}
+
+impl<S> Layer<S> for ObserveLayer {
+    type Service = ObserveService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        ObserveService {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// The service of [`ObserveLayer`].
+#[derive(Clone)]
+pub(crate) struct ObserveService<S> {
+    inner: S,
+    layer: ObserveLayer,
+}
+
+impl<S> Service<Request<Body>> for ObserveService<S>
+where
+    S: Service<Request<Body>, Response = Response> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let layer = self.layer.clone();
+        let span = tracing::debug_span!(
+            "mcp.request",
+            otel.kind = "server",
+            otel.status_code = Empty,
+            http.request.method = %req.method(),
+            url.path = %req.uri().path(),
+            http.response.status_code = Empty,
+            mcp.method = Empty,
+            mcp.tool = Empty,
+            mcp.session.id = Empty,
+            auth.decision = Empty,
+            auth.outcome = Empty,
+            auth.strategy = Empty,
+            enduser.id = Empty,
+            auth.client_id = Empty,
+            auth.issuer = Empty,
+        );
+        #[cfg(feature = "otel")]
+        crate::otel::continue_trace(&span, req.headers());
+        let fut = async move {
+            let started = Instant::now();
+            let (mut parts, body) = req.into_parts();
+            let header = |n: &str| {
+                parts
+                    .headers
+                    .get(n)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned)
+            };
+            let mut facts = RequestFacts {
+                method: header("mcp-method"),
+                tool: header("mcp-name"),
+            };
+            if facts.tool.is_some() && facts.method.as_deref() != Some("tools/call") {
+                facts.tool = None;
+            }
+            let session = header("mcp-session-id");
+            let read = layer.read_bodies || enabled();
+            let body = if read && facts.method.is_none() && parts.method == http::Method::POST {
+                match axum::body::to_bytes(body, layer.max_body).await {
+                    Ok(bytes) => {
+                        (facts.method, facts.tool) = method_and_tool(&bytes);
+                        Body::from(bytes)
+                    }
+                    // Too large or unreadable: the body limit answers it.
+                    Err(_) => Body::empty(),
+                }
+            } else {
+                body
+            };
+            let span = tracing::Span::current();
+            if let Some(m) = &facts.method {
+                span.record("mcp.method", m.as_str());
+            }
+            if let Some(t) = &facts.tool {
+                span.record("mcp.tool", t.as_str());
+            }
+            let tool = facts.tool.clone();
+            parts.extensions.insert(facts);
+            let resp = inner.call(Request::from_parts(parts, body)).await?;
+            let status = resp.status();
+            let session = session.or_else(|| {
+                resp.headers()
+                    .get("mcp-session-id")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned)
+            });
+            if let Some(s) = &session {
+                span.record("mcp.session.id", s.as_str());
+            }
+            // An integer attribute, as OpenTelemetry's conventions have it.
+            span.record("http.response.status_code", i64::from(status.as_u16()));
+            if status.is_server_error() {
+                span.record("otel.status_code", "ERROR");
+            }
+            count_request(status, started.elapsed().as_secs_f64());
+            if let Some(tool) = tool {
+                let label = if layer.tools.contains(&tool) {
+                    metrics::SharedString::from(tool)
+                } else {
+                    metrics::SharedString::const_str(OTHER_TOOL)
+                };
+                let outcome = match status {
+                    s if s.is_success() => "ok",
+                    StatusCode::FORBIDDEN => "refused",
+                    _ => "error",
+                };
+                metrics::counter!("mcp_auth_tool_calls_total", "tool" => label, "outcome" => outcome)
+                    .increment(1);
+            }
+            Ok(resp)
+        };
+        Box::pin(fut.instrument(span))
+    }
+}
+
+/// The `outcome` labels of responses, in [`outcome_index`] order.
+const OUTCOMES: [&str; 7] = [
+    "ok",
+    "unauthorized",
+    "forbidden",
+    "rate_limited",
+    "rejected",
+    "unavailable",
+    "error",
+];
+
+fn outcome_index(status: StatusCode) -> usize {
+    match status.as_u16() {
+        401 => 1,
+        403 => 2,
+        429 => 3,
+        503 => 5,
+        s if s < 400 => 0,
+        s if s < 500 => 4,
+        _ => 6,
+    }
+}
+
+/// Counts one response. The handles of the seven outcomes are looked up
+/// once, after a recorder was installed (see [`enable`]): the per-request
+/// cost is two atomic updates.
+fn count_request(status: StatusCode, seconds: f64) {
+    type Handles = [(metrics::Counter, metrics::Histogram); 7];
+    static HANDLES: std::sync::OnceLock<Handles> = std::sync::OnceLock::new();
+    let i = outcome_index(status);
+    if !enabled() {
+        // Another recorder, or none: the macros find it.
+        metrics::counter!("mcp_auth_http_requests_total", "outcome" => OUTCOMES[i]).increment(1);
+        metrics::histogram!("mcp_auth_http_request_duration_seconds", "outcome" => OUTCOMES[i])
+            .record(seconds);
+        return;
+    }
+    let handles = HANDLES.get_or_init(|| {
+        OUTCOMES.map(|o| {
+            (
+                metrics::counter!("mcp_auth_http_requests_total", "outcome" => o),
+                metrics::histogram!("mcp_auth_http_request_duration_seconds", "outcome" => o),
+            )
+        })
+    });
+    handles[i].0.increment(1);
+    handles[i].1.record(seconds);
+}
+
+/// The JSON-RPC method and, for `tools/call`, the tool a body names.
+pub(crate) fn method_and_tool(body: &[u8]) -> (Option<String>, Option<String>) {
+    #[derive(serde::Deserialize)]
+    struct Params {
+        name: Option<serde_json::Value>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Message {
+        method: Option<String>,
+        params: Option<Params>,
+    }
+    match serde_json::from_slice::<Message>(body) {
+        Ok(m) => {
+            let tool = (m.method.as_deref() == Some("tools/call"))
+                .then(|| m.params.and_then(|p| p.name))
+                .flatten()
+                .and_then(|n| n.as_str().map(str::to_owned));
+            (m.method, tool)
+        }
+        Err(_) => (None, None),
+    }
+}
+
+/// The request's span says it was refused after authentication (a tool's
+/// scopes): `auth.decision` becomes `deny` with `outcome`.
+pub(crate) fn refused_here(outcome: &'static str) {
+    let span = tracing::Span::current();
+    span.record("auth.decision", "deny");
+    span.record("auth.outcome", outcome);
+}
+
+/// One session opened by this process.
+pub(crate) fn session_opened() {
+    metrics::counter!("mcp_auth_sessions_opened_total").increment(1);
+    metrics::gauge!("mcp_auth_sessions_open").increment(1.0);
+}
+
+/// One session ended by this process: `deleted` (the client's DELETE),
+/// `expired` (the sweeper), `closed` (its SSE stream closed) or `gone`
+/// (rmcp no longer knew it).
+pub(crate) fn session_ended(reason: &'static str) {
+    metrics::counter!("mcp_auth_sessions_ended_total", "reason" => reason).increment(1);
+    metrics::gauge!("mcp_auth_sessions_open").decrement(1.0);
+}
+
+/// One 429 of `limiter` (`failed_logins`, `requests`, `sessions`).
+pub(crate) fn rate_limited(limiter: &'static str) {
+    metrics::counter!("mcp_auth_rate_limited_total", "limiter" => limiter).increment(1);
+}
+
+#[cfg(feature = "prometheus")]
+pub(crate) use prometheus::router as prometheus_router;
+#[cfg(feature = "prometheus")]
+pub use prometheus::{MetricsError, PrometheusMetrics};
+
+#[cfg(feature = "prometheus")]
+mod prometheus {
+    use std::sync::OnceLock;
+
+    use axum::{Router, extract::State, response::IntoResponse, routing::get};
+    use http::{HeaderMap, HeaderValue, StatusCode, header};
+    use mcp_auth_core::SharedAuthenticator;
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+    /// Latency buckets (seconds) of every `_seconds` histogram.
+    const BUCKETS: &[f64] = &[
+        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+        5.0, 10.0,
+    ];
+
+    static INSTALLED: OnceLock<PrometheusHandle> = OnceLock::new();
+
+    /// Another `metrics` recorder was installed first.
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot install the Prometheus metrics recorder: {0}")]
+    pub struct MetricsError(String);
+
+    /// The process's Prometheus recorder: every count of the workspace's
+    /// crates, rendered in the text exposition format.
+    #[derive(Clone, Debug)]
+    pub struct PrometheusMetrics {
+        handle: PrometheusHandle,
+    }
+
+    impl PrometheusMetrics {
+        /// Installs the recorder (once per process: later calls return the
+        /// same one) and describes every metric. Fails when another
+        /// `metrics` recorder is installed.
+        pub fn install() -> Result<Self, MetricsError> {
+            if let Some(handle) = INSTALLED.get() {
+                return Ok(Self {
+                    handle: handle.clone(),
+                });
+            }
+            let handle = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), BUCKETS)
+                .map_err(|e| MetricsError(e.to_string()))?
+                .install_recorder()
+                .map_err(|e| MetricsError(e.to_string()))?;
+            let handle = INSTALLED.get_or_init(|| handle).clone();
+            // Histograms gather samples until upkeep folds them in: every
+            // 5 s, so memory stays bounded when nothing scrapes.
+            let upkeep = handle.clone();
+            std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(std::time::Duration::from_secs(5));
+                        upkeep.run_upkeep();
+                    }
+                })
+                .map_err(|e| MetricsError(e.to_string()))?;
+            describe();
+            super::enable();
+            Ok(Self { handle })
+        }
+
+        /// The current values, in the Prometheus text format.
+        pub fn render(&self) -> String {
+            self.handle.render()
+        }
+    }
+
+    fn describe() {
+        use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+        describe_counter!(
+            "mcp_auth_http_requests_total",
+            "Requests to the MCP routes by outcome"
+        );
+        describe_histogram!(
+            "mcp_auth_http_request_duration_seconds",
+            Unit::Seconds,
+            "Time to the response headers of requests to the MCP routes, by outcome"
+        );
+        describe_counter!(
+            "mcp_auth_authentications_total",
+            "Authentication decisions by strategy and outcome"
+        );
+        describe_counter!(
+            "mcp_auth_tool_calls_total",
+            "tools/call requests by tool (declared tools; others as `other`) and outcome"
+        );
+        describe_counter!("mcp_auth_rate_limited_total", "429 answers by limiter");
+        describe_counter!(
+            "mcp_auth_sessions_opened_total",
+            "Sessions opened by this process"
+        );
+        describe_counter!(
+            "mcp_auth_sessions_ended_total",
+            "Sessions ended by this process, by reason"
+        );
+        describe_counter!(
+            "mcp_auth_sessions_refused_total",
+            "Sessions refused because a cap was reached, by cap"
+        );
+        describe_gauge!(
+            "mcp_auth_sessions_open",
+            "Sessions opened minus sessions ended by this process (sum over replicas)"
+        );
+        describe_counter!(
+            "mcp_auth_token_cache_total",
+            "Verified-token cache lookups by cache and result"
+        );
+        describe_counter!("mcp_auth_jwks_fetches_total", "JWKS fetches by outcome");
+        describe_gauge!(
+            "mcp_auth_jwks_age_seconds",
+            Unit::Seconds,
+            "Time since each key set was fetched, at scrape time"
+        );
+        describe_gauge!(
+            "mcp_auth_ready",
+            "1 when the readiness check holds, else 0, at scrape time"
+        );
+        describe_counter!(
+            "mcp_auth_introspection_requests_total",
+            "Token introspection requests by outcome"
+        );
+        describe_histogram!(
+            "mcp_auth_introspection_duration_seconds",
+            Unit::Seconds,
+            "Token introspection round trips"
+        );
+        describe_counter!(
+            "mcp_auth_store_errors_total",
+            "Session-store operations that failed, by operation"
+        );
+        describe_histogram!(
+            "mcp_auth_store_operation_duration_seconds",
+            Unit::Seconds,
+            "Session-store operation latency by operation"
+        );
+    }
+
+    struct Scrape {
+        metrics: PrometheusMetrics,
+        token: Option<String>,
+        authenticator: SharedAuthenticator,
+    }
+
+    /// `GET /metrics`, with the bearer `token` when given, setting the
+    /// scrape-time gauges from `authenticator`'s readiness checks first.
+    pub(crate) fn router(
+        metrics: &PrometheusMetrics,
+        token: Option<String>,
+        authenticator: SharedAuthenticator,
+    ) -> Router {
+        let state = std::sync::Arc::new(Scrape {
+            metrics: metrics.clone(),
+            token,
+            authenticator,
+        });
+        Router::new()
+            .route("/metrics", get(scrape))
+            .with_state(state)
+    }
+
+    async fn scrape(
+        State(s): State<std::sync::Arc<Scrape>>,
+        headers: HeaderMap,
+    ) -> axum::response::Response {
+        if let Some(token) = &s.token {
+            let presented = headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.split_once(' '))
+                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+                .map(|(_, t)| t.trim_start())
+                .unwrap_or_default();
+            let same: bool =
+                subtle::ConstantTimeEq::ct_eq(presented.as_bytes(), token.as_bytes()).into();
+            if !same {
+                let mut resp = StatusCode::UNAUTHORIZED.into_response();
+                resp.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"metrics\""),
+                );
+                return resp;
+            }
+        }
+        for check in s.authenticator.readiness() {
+            metrics::gauge!("mcp_auth_ready", "check" => check.name.clone())
+                .set(f64::from(u8::from(check.ok)));
+            if let Some(age) = check.age {
+                metrics::gauge!("mcp_auth_jwks_age_seconds", "check" => check.name)
+                    .set(age.as_secs_f64());
+            }
+        }
+        let mut resp = s.metrics.render().into_response();
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        );
+        resp.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcomes_of_statuses() {
+        for (code, want) in [
+            (200, "ok"),
+            (202, "ok"),
+            (204, "ok"),
+            (400, "rejected"),
+            (401, "unauthorized"),
+            (403, "forbidden"),
+            (404, "rejected"),
+            (413, "rejected"),
+            (429, "rate_limited"),
+            (500, "error"),
+            (503, "unavailable"),
+        ] {
+            let status = StatusCode::from_u16(code).unwrap();
+            assert_eq!(OUTCOMES[outcome_index(status)], want, "{code}");
+        }
+    }
+
+    #[test]
+    fn method_and_tool_come_from_the_body() {
+        let b = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"whoami","arguments":{}}}"#;
+        assert_eq!(
+            method_and_tool(b),
+            (Some("tools/call".into()), Some("whoami".into()))
+        );
+        let b = br#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"name":"x"}}"#;
+        assert_eq!(method_and_tool(b), (Some("tools/list".into()), None));
+        assert_eq!(method_and_tool(b"[1,2]"), (None, None));
+    }
+}

@@ -1,0 +1,251 @@
+//! OpenTelemetry traces over OTLP/HTTP, off unless the standard
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`)
+//! is set.
+//!
+//! ```no_run
+//! use mcp_auth_core::settings::ProcessEnv;
+//! use tracing_subscriber::{EnvFilter, Layer, layer::SubscriberExt, util::SubscriberInitExt};
+//!
+//! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // Inside the runtime: spans are exported from it.
+//! let otel = mcp_auth_transport::otel::layer_from_settings(&ProcessEnv, "my-mcp-server")?;
+//! let (layer, _guard) = otel.unzip();
+//! tracing_subscriber::registry()
+//!     .with(tracing_subscriber::fmt::layer().with_filter(EnvFilter::new("info")))
+//!     .with(layer)
+//!     .init();
+//! // ... serve; dropping the guard at the end exports what is left.
+//! # Ok(()) }
+//! ```
+//!
+//! Each request to the MCP routes is one `mcp.request` span (span kind
+//! server; see [`observe`](crate::observe) for its attributes), with the
+//! session store's operations, JWKS fetches and token introspection as its
+//! children. A request carrying a W3C `traceparent` continues the caller's
+//! trace: its span's parent is the caller's span.
+//!
+//! The settings are OpenTelemetry's own: `OTEL_EXPORTER_OTLP_ENDPOINT` (a
+//! base URL, `/v1/traces` appended) or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`
+//! (used as it is), `OTEL_EXPORTER_OTLP_PROTOCOL` (`http/protobuf`, the
+//! only one supported; `grpc` is refused by name), `OTEL_SERVICE_NAME`
+//! (else the name you give), `OTEL_RESOURCE_ATTRIBUTES` (read from the
+//! process environment). `OTEL_SDK_DISABLED=true` turns it off.
+
+use std::time::Duration;
+
+use mcp_auth_core::settings::{ConfigError, Lookup};
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_http::{Bytes, HttpClient, HttpError, Request, Response};
+use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
+use opentelemetry_sdk::{Resource, propagation::TraceContextPropagator, trace::SdkTracerProvider};
+use tracing::{Level, Subscriber};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::{Layer, filter::filter_fn, registry::LookupSpan};
+
+/// A boxed tracing layer for a subscriber `S`.
+pub type BoxedLayer<S> = Box<dyn Layer<S> + Send + Sync + 'static>;
+
+/// Exports what is left when dropped (at the end of `main`).
+#[derive(Debug)]
+pub struct OtelGuard {
+    provider: SdkTracerProvider,
+}
+
+impl Drop for OtelGuard {
+    fn drop(&mut self) {
+        if let Err(e) = self.provider.shutdown() {
+            eprintln!("OpenTelemetry: the last spans were not exported: {e}");
+        }
+    }
+}
+
+/// The layer that exports spans, when the settings ask for it (`None`
+/// when no OTLP endpoint is set, or `OTEL_SDK_DISABLED=true`).
+/// `service_name` is used unless `OTEL_SERVICE_NAME` is set. Call it inside
+/// the Tokio runtime that will run the server: the exports run on it.
+///
+/// The layer sees every span of the `mcp_auth*` crates (their per-request
+/// spans are at debug level, so logs filtered at `info` keep them out of
+/// log lines) and other crates' spans at `info` and above.
+pub fn layer_from_settings<S>(
+    l: &dyn Lookup,
+    service_name: &str,
+) -> Result<Option<(BoxedLayer<S>, OtelGuard)>, ConfigError>
+where
+    S: Subscriber + for<'a> LookupSpan<'a> + Send + Sync,
+{
+    if l.get("OTEL_SDK_DISABLED")
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+    {
+        return Ok(None);
+    }
+    let endpoint = match (
+        l.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
+        l.get("OTEL_EXPORTER_OTLP_ENDPOINT"),
+    ) {
+        (Some(traces), _) if !traces.is_empty() => {
+            check_url("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", &traces)?;
+            traces
+        }
+        (_, Some(base)) if !base.is_empty() => {
+            check_url("OTEL_EXPORTER_OTLP_ENDPOINT", &base)?;
+            format!("{}/v1/traces", base.trim_end_matches('/'))
+        }
+        _ => return Ok(None),
+    };
+    let protocol = l
+        .get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+        .or_else(|| l.get("OTEL_EXPORTER_OTLP_PROTOCOL"));
+    if let Some(p) = protocol.filter(|p| p != "http/protobuf") {
+        return Err(ConfigError::new(
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+            format!("{p:?} is not supported: traces are exported as http/protobuf"),
+        ));
+    }
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return Err(ConfigError::new(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "traces are exported from the Tokio runtime: set them up inside it",
+        ));
+    };
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| ConfigError::new("OTEL_EXPORTER_OTLP_ENDPOINT", e.to_string()))?;
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_http_client(OnRuntime { client, runtime })
+        .with_endpoint(endpoint)
+        .with_protocol(Protocol::HttpBinary)
+        .build()
+        .map_err(|e| ConfigError::new("OTEL_EXPORTER_OTLP_ENDPOINT", e.to_string()))?;
+    let service = l
+        .get("OTEL_SERVICE_NAME")
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| service_name.to_owned());
+    let provider = SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(Resource::builder().with_service_name(service).build())
+        .build();
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    let tracer = provider.tracer("mcp-auth");
+    let layer = tracing_opentelemetry::layer()
+        .with_tracer(tracer)
+        .with_filter(filter_fn(|m| {
+            if m.is_span() && m.target().starts_with("mcp_auth") {
+                return true;
+            }
+            *m.level() <= Level::INFO
+        }));
+    Ok(Some((Box::new(layer), OtelGuard { provider })))
+}
+
+fn check_url(name: &str, value: &str) -> Result<(), ConfigError> {
+    match url::Url::parse(value) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") => Ok(()),
+        _ => Err(ConfigError::new(name, "expected an http(s):// URL")),
+    }
+}
+
+/// Makes `span` a child of the caller's span when `headers` carry a W3C
+/// `traceparent` (and its `tracestate`).
+pub(crate) fn continue_trace(span: &tracing::Span, headers: &http::HeaderMap) {
+    if span.is_disabled() || !headers.contains_key("traceparent") {
+        return;
+    }
+    let cx = opentelemetry::global::get_text_map_propagator(|p| {
+        p.extract(&opentelemetry_http::HeaderExtractor(headers))
+    });
+    let _ = span.set_parent(cx);
+}
+
+/// reqwest's client, driven on the server's runtime (the exporter's batch
+/// thread has none of its own).
+#[derive(Debug)]
+struct OnRuntime {
+    client: reqwest::Client,
+    runtime: tokio::runtime::Handle,
+}
+
+#[async_trait::async_trait]
+impl HttpClient for OnRuntime {
+    async fn send_bytes(&self, request: Request<Bytes>) -> Result<Response<Bytes>, HttpError> {
+        let client = self.client.clone();
+        let sent = self.runtime.spawn(async move {
+            let request = reqwest::Request::try_from(request)?;
+            let resp = client.execute(request).await?;
+            let status = resp.status();
+            let body = resp.bytes().await?;
+            Ok::<_, reqwest::Error>((status, body))
+        });
+        let (status, body) = sent.await??;
+        let mut resp = Response::new(body);
+        *resp.status_mut() = status;
+        Ok(resp)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+    use tracing_subscriber::Registry;
+
+    fn read(
+        pairs: &[(&str, &str)],
+    ) -> Result<Option<(BoxedLayer<Registry>, OtelGuard)>, ConfigError> {
+        let vars: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).into(), (*v).into()))
+            .collect();
+        layer_from_settings::<Registry>(&vars, "test")
+    }
+
+    #[tokio::test]
+    async fn off_unless_an_endpoint_is_set() {
+        assert!(read(&[]).unwrap().is_none());
+        assert!(read(&[("OTEL_SERVICE_NAME", "x")]).unwrap().is_none());
+        let disabled = read(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318"),
+            ("OTEL_SDK_DISABLED", "true"),
+        ]);
+        assert!(disabled.unwrap().is_none());
+        let on = read(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")]);
+        assert!(on.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn errors_name_the_setting() {
+        for (pairs, at_fault) in [
+            (
+                &[("OTEL_EXPORTER_OTLP_ENDPOINT", "127.0.0.1:4318")][..],
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+            ),
+            (
+                &[("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "ftp://x/v1/traces")][..],
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            ),
+            (
+                &[
+                    ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317"),
+                    ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+                ][..],
+                "OTEL_EXPORTER_OTLP_PROTOCOL",
+            ),
+        ] {
+            match read(pairs) {
+                Err(e) => assert_eq!(e.variable, at_fault, "{pairs:?}: {e}"),
+                Ok(_) => panic!("{pairs:?} accepted"),
+            }
+        }
+    }
+
+    #[test]
+    fn outside_a_runtime_it_says_so() {
+        let err = read(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")])
+            .err()
+            .expect("refused outside a runtime");
+        assert!(err.to_string().contains("Tokio runtime"), "{err}");
+    }
+}

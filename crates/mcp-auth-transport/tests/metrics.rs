@@ -1,0 +1,143 @@
+//! The Prometheus exporter of the HTTP stack, in a process of its own (the
+//! recorder is global): what the MCP routes count, the bounded tool label,
+//! and the token on `/metrics`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::convert::Infallible;
+
+use axum::{body::Body, response::Response};
+use http::{Request, StatusCode};
+use mcp_auth_strategies::ApiKeyAuthenticator;
+use mcp_auth_transport::{HttpConfig, McpHttpApp, observe::PrometheusMetrics};
+use tower::ServiceExt;
+
+const KEY: &str = "metrics-test-key-0123456789";
+const TOKEN: &str = "scrape-token-0123456789abcdef";
+
+/// Stands in for the MCP service: answers every request with 200.
+async fn ok(_: Request<Body>) -> Result<Response, Infallible> {
+    Ok(Response::new(Body::from("{}")))
+}
+
+fn call(tool: &str, key: Option<&str>) -> Request<Body> {
+    let mut req = Request::post("/mcp")
+        .header("host", "127.0.0.1:8001")
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream");
+    if let Some(k) = key {
+        req = req.header("x-api-key", k);
+    }
+    let body = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"{tool}","arguments":{{}}}}}}"#
+    );
+    req.body(Body::from(body)).unwrap()
+}
+
+/// The value of the series `line_start` (name and labels) in `text`.
+fn value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+}
+
+#[tokio::test]
+async fn counts_decisions_and_tools_under_bounded_labels_behind_a_token() {
+    let metrics = PrometheusMetrics::install().unwrap();
+    let config = HttpConfig::new("http://127.0.0.1:8001/mcp".parse().unwrap());
+    let app = McpHttpApp::new(config, ApiKeyAuthenticator::from_list(KEY).unwrap())
+        .unwrap()
+        .with_known_tools(["echo"]);
+    let router = app.router(tower::service_fn(ok));
+    for req in [
+        call("echo", Some(KEY)),
+        call("echo", Some(KEY)),
+        // A name the server never declared: counted as `other`, so a
+        // client cannot mint label values.
+        call("made-up-name-4711", Some(KEY)),
+        call("echo", None),
+        call("echo", Some("wrong-key-0123456789abcdef")),
+    ] {
+        router.clone().oneshot(req).await.unwrap();
+    }
+
+    let scrape = app.metrics_router(&metrics, Some(TOKEN.to_owned()));
+    let get = |auth: Option<&str>| {
+        let mut r = Request::get("/metrics");
+        if let Some(a) = auth {
+            r = r.header("authorization", a);
+        }
+        r.body(Body::empty()).unwrap()
+    };
+    for bad in [None, Some("Bearer wrong"), Some(&*format!("Basic {TOKEN}"))] {
+        let resp = scrape.clone().oneshot(get(bad)).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "{bad:?}");
+    }
+    // The scheme is case-insensitive (RFC 9110).
+    let lower = scrape
+        .clone()
+        .oneshot(get(Some(&format!("bearer {TOKEN}"))))
+        .await
+        .unwrap();
+    assert_eq!(lower.status(), StatusCode::OK);
+    let resp = scrape
+        .clone()
+        .oneshot(get(Some(&format!("Bearer {TOKEN}"))))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
+    let text = String::from_utf8(
+        axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap()
+            .to_vec(),
+    )
+    .unwrap();
+
+    let has = |series: &str, want: f64| {
+        assert_eq!(value(&text, series), Some(want), "{series} in\n{text}");
+    };
+    has(
+        r#"mcp_auth_tool_calls_total{tool="echo",outcome="ok"}"#,
+        2.0,
+    );
+    has(
+        r#"mcp_auth_tool_calls_total{tool="other",outcome="ok"}"#,
+        1.0,
+    );
+    has(
+        r#"mcp_auth_tool_calls_total{tool="echo",outcome="error"}"#,
+        2.0,
+    );
+    has(
+        r#"mcp_auth_authentications_total{strategy="api_key",outcome="ok"}"#,
+        3.0,
+    );
+    has(
+        r#"mcp_auth_authentications_total{strategy="api_key",outcome="invalid_token"}"#,
+        1.0,
+    );
+    has(
+        r#"mcp_auth_authentications_total{strategy="api_key",outcome="missing"}"#,
+        1.0,
+    );
+    has(r#"mcp_auth_http_requests_total{outcome="ok"}"#, 3.0);
+    has(
+        r#"mcp_auth_http_requests_total{outcome="unauthorized"}"#,
+        2.0,
+    );
+    has(
+        r#"mcp_auth_http_request_duration_seconds_count{outcome="ok"}"#,
+        3.0,
+    );
+    // The app's default store is metered.
+    assert!(text.contains(r#"mcp_auth_store_operation_duration_seconds_count{op="hit"}"#));
+    assert!(text.contains("# HELP mcp_auth_authentications_total"));
+    for secret in [KEY, "wrong-key", "made-up-name", TOKEN] {
+        assert!(!text.contains(secret), "{secret} in\n{text}");
+    }
+}
