@@ -31,6 +31,14 @@ if ! command -v redis-server >/dev/null 2>&1; then
 fi
 redis-server --version
 
+step "peers: prometheus (Debian; scrapes the server's /metrics in tests/interop/observability.py)"
+if ! command -v prometheus >/dev/null 2>&1; then
+  sudo_=""; [ "$(id -u)" -eq 0 ] || sudo_="sudo"
+  $sudo_ apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq prometheus >/dev/null
+fi
+prometheus --version 2>&1 | head -n 1
+
 step "peers: openssl (test certificates for client ID metadata documents over https)"
 if ! command -v openssl >/dev/null 2>&1; then
   sudo_=""; [ "$(id -u)" -eq 0 ] || sudo_="sudo"
@@ -41,10 +49,11 @@ openssl version
 
 step "peers: moto (Cognito emulator) and the official Python MCP SDK"
 venv=target/interop/venv
-if [ ! -x "$venv/bin/moto_server" ] || ! "$venv/bin/python" -c 'import mcp, jwt, boto3' 2>/dev/null; then
+if [ ! -x "$venv/bin/moto_server" ] || ! "$venv/bin/python" -c 'import mcp, jwt, boto3, opentelemetry.proto' 2>/dev/null; then
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check \
-    'moto[cognitoidp,server]>=5.1,<6' 'boto3>=1.34' 'mcp>=2.3,<3' 'pyjwt[crypto]>=2.8'
+    'moto[cognitoidp,server]>=5.1,<6' 'boto3>=1.34' 'mcp>=2.3,<3' 'pyjwt[crypto]>=2.8' \
+    'opentelemetry-proto>=1.27,<2'
 fi
 export MOTO_SERVER="$PWD/$venv/bin/moto_server" MOTO_PYTHON="$PWD/$venv/bin/python"
 export INTEROP_PYTHON="$MOTO_PYTHON"
@@ -145,6 +154,9 @@ conformance_client conformance results --suite auth
 conformance_client conformance-2026 results-2026-07-28 --requirements 2026-07-28
 conformance_client conformance-2026 results-auth --suite auth
 conformance_client conformance-2026 results-extensions --suite extensions
+
+step "observability: a real Prometheus scrapes mcp-auth-server's /metrics and an OTLP receiver (official OpenTelemetry protobufs) decodes its spans after a known mix of requests (tests/interop/observability.py)"
+"$MOTO_PYTHON" tests/interop/observability.py
 
 step "interop matrix: the Python SDK, the TypeScript SDK (v1, v2), the MCP Inspector CLI, the conformance suite (server mode) and mcp-auth-client on both wires against mcp-auth-server, strategy by strategy and through its authorization-server facade"
 npm_config_update_notifier=false "$MOTO_PYTHON" tests/interop/matrix.py
