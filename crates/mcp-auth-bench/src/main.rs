@@ -70,7 +70,9 @@ struct Args {
     seconds: u64,
     /// Modes to run, comma-separated: none, api_key, oauth2, oauth2-distinct,
     /// oauth2-dpop (oauth2 with `MCP_DPOP=require`: a key and bound token per
-    /// client, a fresh ES256 proof per request), the peers python-sdk, typescript-sdk (see `--python`, `--node`),
+    /// client, a fresh ES256 proof per request), oauth2-observed (oauth2 with
+    /// the Prometheus metrics and the audit log on; oauth2-metrics,
+    /// oauth2-audit: one of them), the peers python-sdk, typescript-sdk (see `--python`, `--node`),
     /// none-bearer (no auth, but clients send the oauth2 mode's token: the
     /// cost of carrying the header, apart from checking it), facade and
     /// facade-distinct (the load with the login facade's own tokens), and
@@ -143,11 +145,14 @@ async fn run(args: Args) -> Result<(), String> {
     if args.clients == 0 || args.seconds == 0 {
         return Err("--clients and --seconds must be at least 1".into());
     }
-    const MODES: [&str; 12] = [
+    const MODES: [&str; 15] = [
         "none",
         "none-bearer",
         "api_key",
         "oauth2",
+        "oauth2-observed",
+        "oauth2-metrics",
+        "oauth2-audit",
         "oauth2-distinct",
         "oauth2-dpop",
         "python-sdk",

@@ -30,7 +30,18 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(port) = self.url.split(':').nth(2).and_then(|p| p.split('/').next()) {
+            let _ = std::fs::remove_file(audit_log(port.parse().unwrap_or(0)));
+        }
     }
+}
+
+/// The audit log of the `oauth2-observed` server on `port`.
+fn audit_log(port: u16) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!(
+        "mcp-auth-bench-audit-{}-{port}.jsonl",
+        std::process::id()
+    ))
 }
 
 impl Server {
@@ -218,6 +229,21 @@ pub(crate) async fn start_server(
             .env("MCP_AUTH_STRATEGY", "oauth2")
             .env("MCP_OAUTH_ISSUER", &issuer.base)
             .env("MCP_OAUTH_REQUIRED_SCOPES", "mcp:tools"),
+        // As oauth2, with the Prometheus metrics and the audit log on (a
+        // file in the temporary directory, removed when the server stops).
+        // (oauth2-metrics and oauth2-audit: one of the two.)
+        "oauth2-observed" | "oauth2-metrics" | "oauth2-audit" => {
+            cmd.env("MCP_AUTH_STRATEGY", "oauth2")
+                .env("MCP_OAUTH_ISSUER", &issuer.base)
+                .env("MCP_OAUTH_REQUIRED_SCOPES", "mcp:tools");
+            if mode != "oauth2-audit" {
+                cmd.env("MCP_METRICS_ADDR", format!("127.0.0.1:{}", free_port()?));
+            }
+            if mode != "oauth2-metrics" {
+                cmd.env("MCP_AUDIT_LOG", audit_log(port));
+            }
+            &mut cmd
+        }
         // As oauth2, with DPoP-bound tokens only (the proofs' `htu` is the
         // URL the server derives from its bound address, as `url` below;
         // with the default memory store the replay records stay in the

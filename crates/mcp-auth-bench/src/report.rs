@@ -55,6 +55,9 @@ pub(crate) fn outcomes(outcomes: &[Outcome]) {
         ("facade", "oauth2"),
         ("facade-distinct", "oauth2-distinct"),
         ("oauth2-dpop", "oauth2"),
+        ("oauth2-observed", "oauth2"),
+        ("oauth2-metrics", "oauth2"),
+        ("oauth2-audit", "oauth2"),
     ] {
         if let (Some(a), Some(b)) = (of(ours), of(theirs)) {
             println!(
