@@ -72,7 +72,8 @@ struct Args {
     /// oauth2-dpop (oauth2 with `MCP_DPOP=require`: a key and bound token per
     /// client, a fresh ES256 proof per request), oauth2-observed (oauth2 with
     /// the Prometheus metrics and the audit log on; oauth2-metrics,
-    /// oauth2-audit: one of them), the peers python-sdk, typescript-sdk (see `--python`, `--node`),
+    /// oauth2-audit: one of them), oauth2-redis (oauth2 with the sessions
+    /// and counters in Redis, see `--redis-server`), the peers python-sdk, typescript-sdk (see `--python`, `--node`),
     /// none-bearer (no auth, but clients send the oauth2 mode's token: the
     /// cost of carrying the header, apart from checking it), facade and
     /// facade-distinct (the load with the login facade's own tokens), and
@@ -98,7 +99,7 @@ struct Args {
     /// memory store holds 100 000 entries: past that it refuses.
     #[arg(long, default_value_t = 50_000)]
     refreshes: usize,
-    /// `redis-server` for facade-token-redis (started on a free loopback
+    /// `redis-server` for oauth2-redis and facade-token-redis (started on a free loopback
     /// port, without persistence, stopped at the end).
     #[arg(long, default_value = "redis-server")]
     redis_server: std::path::PathBuf,
@@ -145,12 +146,13 @@ async fn run(args: Args) -> Result<(), String> {
     if args.clients == 0 || args.seconds == 0 {
         return Err("--clients and --seconds must be at least 1".into());
     }
-    const MODES: [&str; 15] = [
+    const MODES: [&str; 16] = [
         "none",
         "none-bearer",
         "api_key",
         "oauth2",
         "oauth2-observed",
+        "oauth2-redis",
         "oauth2-metrics",
         "oauth2-audit",
         "oauth2-distinct",
@@ -210,10 +212,19 @@ async fn run(args: Args) -> Result<(), String> {
             steps.extend(s);
             continue;
         }
+        // Declared first, dropped last: the server goes before its store.
+        let redis = match mode.as_str() {
+            "oauth2-redis" => Some(start_redis(&args.redis_server).await?),
+            _ => None,
+        };
+        let mut env = extra_env.clone();
+        if let Some(r) = &redis {
+            env.push(("MCP_SESSION_STORE".into(), r.url.clone()));
+        }
         let server = if PEER_MODES.contains(&mode.as_str()) {
             start_peer(&args, mode, &issuer).await?
         } else {
-            start_server(&bin, mode, &issuer, args.clients, &extra_env).await?
+            start_server(&bin, mode, &issuer, args.clients, &env).await?
         };
         let creds = if mode.starts_with("facade") {
             facade::creds(&server, mode, args.distinct_tokens, args.clients).await?

@@ -168,8 +168,8 @@ pub(crate) async fn creds_for(
     Ok(match mode {
         "none" => Creds::None,
         "api_key" => Creds::Header("x-api-key", API_KEY.into()),
-        "oauth2" | "oauth2-observed" | "oauth2-metrics" | "oauth2-audit" | "none-bearer"
-        | "python-sdk" | "typescript-sdk" => {
+        "oauth2" | "oauth2-observed" | "oauth2-metrics" | "oauth2-audit" | "oauth2-redis"
+        | "none-bearer" | "python-sdk" | "typescript-sdk" => {
             // One token per client would need per-client creds; the
             // same token for all shows the cached path just the same.
             Creds::Header("authorization", format!("Bearer {}", issuer.mint(url, 0)?))

@@ -113,8 +113,45 @@ async fn a_session_continues_on_another_replica_and_stays_bound() {
         .await
         .unwrap();
     assert_eq!(r.status(), 204);
+    assert_eq!(
+        list(&c, &b, &sid, Some(KEY)).await,
+        404,
+        "at once where it ended"
+    );
+    // Elsewhere within MCP_SESSION_CACHE_MS (default 1 s): the other
+    // replica remembered its lookup for that long.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(list(&c, &a2, &sid, Some(KEY)).await, 404);
-    assert_eq!(list(&c, &b, &sid, Some(KEY)).await, 404);
+}
+
+/// The bound on an ended session elsewhere is the lookup cache's time to
+/// live; with the cache off, another replica refuses it at once.
+#[tokio::test]
+#[ignore = "needs redis-server (tests/run-all.sh installs it)"]
+async fn an_ended_session_stops_on_other_replicas_within_the_cache_ttl() {
+    let redis = Peer::redis(free_port());
+    let c = client();
+    for (ttl_ms, served_after_end) in [("600", true), ("0", false)] {
+        let env = [("MCP_SESSION_CACHE_MS", ttl_ms)];
+        let a = replica(&redis.redis_url(), &env);
+        let b = replica(&redis.redis_url(), &env);
+        let sid = open(&c, &a, Some(KEY)).await.unwrap();
+        assert_eq!(list(&c, &b, &sid, Some(KEY)).await, 200);
+        let r = c
+            .delete(a.url())
+            .header("x-api-key", KEY)
+            .header("mcp-session-id", &sid)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204);
+        let now = list(&c, &b, &sid, Some(KEY)).await;
+        assert_eq!(now == 200, served_after_end, "ttl {ttl_ms} ms: {now}");
+        // Never to anyone but its owner, cached or not.
+        assert_eq!(list(&c, &b, &sid, Some(BOB)).await, 404);
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        assert_eq!(list(&c, &b, &sid, Some(KEY)).await, 404, "ttl {ttl_ms} ms");
+    }
 }
 
 #[tokio::test]
@@ -243,6 +280,9 @@ async fn a_redis_outage_fails_closed_and_recovers() {
     assert!(r.headers().contains_key("retry-after"));
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["error"], "temporarily_unavailable");
+    // An open session's lookup is remembered for MCP_SESSION_CACHE_MS
+    // (1 s): past that, its requests fail closed too.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(list(&c, &a, &sid, Some(KEY)).await, 503);
     assert!(
         a.stderr().contains(&format!("127.0.0.1:{port}")),

@@ -29,6 +29,7 @@
 //! The HTTP side (binding sessions to principals, answering 401/404/429/503)
 //! is `mcp-auth-transport`'s `SessionLayer`.
 
+mod cached;
 mod memory;
 mod metered;
 mod policy;
@@ -37,6 +38,7 @@ mod redis_store;
 mod shared;
 mod store;
 
+pub use cached::{CACHE_CAPACITY, DEFAULT_CACHE_TTL, cached};
 pub use memory::{DEFAULT_KV_MAX_BYTES, DEFAULT_KV_MAX_ENTRIES, MemoryStore};
 pub use metered::metered;
 
@@ -44,6 +46,7 @@ pub use metered::metered;
 /// `store_from_settings`).
 pub const VARIABLES: &[&str] = &[
     "MCP_SESSION_STORE",
+    "MCP_SESSION_CACHE_MS",
     "MCP_SESSION_AUTH_ENABLED",
     "MCP_SESSION_AUTH_REQUIRE_FOR_SESSION",
     "MCP_SESSION_AUTH_REQUIRE_FOR_OPERATIONS",

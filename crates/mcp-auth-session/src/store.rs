@@ -302,8 +302,35 @@ pub type SharedStore = Arc<dyn SessionStore>;
 /// TLS (reach Redis over a private network, or through a TLS tunnel). The
 /// Redis store connects lazily: an unreachable Redis fails requests with 503
 /// until it returns.
+///
+/// In front of Redis, session lookups are remembered for
+/// `MCP_SESSION_CACHE_MS` (default 1000; `0`: never) by
+/// [`cached`](crate::cached), which says what that changes: a session
+/// ended on another replica stops here within that time.
 pub fn store_from_settings(l: &dyn Lookup) -> Result<SharedStore, ConfigError> {
-    plain_store_from_settings(l).map(crate::metered)
+    let shared = l
+        .get("MCP_SESSION_STORE")
+        .is_some_and(|v| !v.eq_ignore_ascii_case("memory"));
+    let ttl = match l.get("MCP_SESSION_CACHE_MS") {
+        Some(v) if v.trim() == "0" => Duration::ZERO,
+        _ => mcp_auth_core::settings::parse_millis(
+            l,
+            "MCP_SESSION_CACHE_MS",
+            crate::DEFAULT_CACHE_TTL,
+        )?,
+    };
+    if ttl > Duration::from_secs(60) {
+        return Err(ConfigError::new(
+            "MCP_SESSION_CACHE_MS",
+            "at most 60000: an ended session is served by other replicas for this long",
+        ));
+    }
+    let store = plain_store_from_settings(l).map(crate::metered)?;
+    Ok(if shared && !ttl.is_zero() {
+        crate::cached(store, ttl)
+    } else {
+        store
+    })
 }
 
 fn plain_store_from_settings(l: &dyn Lookup) -> Result<SharedStore, ConfigError> {

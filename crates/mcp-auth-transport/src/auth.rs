@@ -217,7 +217,7 @@ where
             parts.headers = view.headers;
             if settings.optional && matches!(result, Err(AuthError::MissingCredentials)) {
                 decided(settings.authenticator.name(), "anonymous", None);
-                settle_attempt(&parts.extensions).await;
+                settle_attempt(&parts.extensions, false).await;
                 return inner
                     .call(Request::from_parts(parts, body))
                     .await
@@ -247,8 +247,9 @@ where
                 .get::<AuditRequested>()
                 .is_some()
                 .then(|| principal.clone());
+            let identified = !principal.anonymous;
             parts.extensions.insert(principal);
-            settle_attempt(&parts.extensions).await;
+            settle_attempt(&parts.extensions, identified).await;
             let mut resp = inner.call(Request::from_parts(parts, body)).await?;
             if let Some(principal) = audited {
                 resp.extensions_mut().insert(principal);
@@ -292,18 +293,22 @@ fn decided(strategy: &str, outcome: &'static str, principal: Option<&Principal>)
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct AuditRequested;
 
-/// Tells the failed-login limiter in front (if any) that this request's
-/// credentials were accepted.
-async fn settle_attempt(extensions: &http::Extensions) {
+/// Tells the failed-login limiter in front (if any) that this request was
+/// let through: with `identified`, its credentials named someone.
+async fn settle_attempt(extensions: &http::Extensions, identified: bool) {
     #[cfg(feature = "mcp")]
     if let Some(attempt) = extensions
         .get::<crate::ratelimit::PendingAttempt>()
         .cloned()
     {
-        attempt.accepted().await;
+        if identified {
+            attempt.authenticated().await;
+        } else {
+            attempt.accepted().await;
+        }
     }
     #[cfg(not(feature = "mcp"))]
-    let _ = extensions;
+    let _ = (extensions, identified);
 }
 
 fn check_scopes(p: Principal, required: &[String]) -> Result<Principal, AuthError> {

@@ -108,6 +108,79 @@ struct Shared {
     cfg: RateLimitConfig,
     store: SharedStore,
     trusted_proxies: Vec<IpNet>,
+    accepted: KnownGood,
+}
+
+/// Credentials this process accepted lately (their SHA-256, never the
+/// credential), for [`KNOWN_GOOD_FOR`] after each acceptance that went
+/// through the full count. A request presenting one skips the provisional
+/// count: it cannot be a guess, as only a caller who already holds the
+/// credential can present it. Should it be refused now (revoked, expired),
+/// it is counted as a failure after the fact and forgotten.
+#[derive(Default)]
+struct KnownGood {
+    entries: std::sync::Mutex<std::collections::HashMap<[u8; 32], std::time::Instant>>,
+}
+
+/// How long an accepted credential skips the provisional count.
+const KNOWN_GOOD_FOR: Duration = Duration::from_secs(30);
+
+/// Most credentials remembered; past it, expired ones are dropped, and if
+/// that frees nothing a new one is not remembered.
+const KNOWN_GOOD_CAPACITY: usize = 100_000;
+
+impl KnownGood {
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&mut std::collections::HashMap<[u8; 32], std::time::Instant>) -> T,
+    ) -> T {
+        let mut m = self
+            .entries
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        f(&mut m)
+    }
+
+    fn contains(&self, h: &[u8; 32]) -> bool {
+        let now = std::time::Instant::now();
+        self.with(|m| m.get(h).is_some_and(|until| *until > now))
+    }
+
+    fn insert(&self, h: [u8; 32]) {
+        let now = std::time::Instant::now();
+        self.with(|m| {
+            if m.len() >= KNOWN_GOOD_CAPACITY && !m.contains_key(&h) {
+                m.retain(|_, until| *until > now);
+                if m.len() >= KNOWN_GOOD_CAPACITY {
+                    return;
+                }
+            }
+            m.insert(h, now + KNOWN_GOOD_FOR);
+        });
+    }
+
+    fn remove(&self, h: &[u8; 32]) {
+        self.with(|m| m.remove(h));
+    }
+}
+
+/// The SHA-256 of the credentials a request presents in `Authorization`
+/// and `X-API-Key`; `None` without either (a request whose credentials are
+/// elsewhere always takes the full count).
+fn credential_hash(headers: &http::HeaderMap) -> Option<[u8; 32]> {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    let mut any = false;
+    for name in [http::header::AUTHORIZATION.as_str(), "x-api-key"] {
+        h.update(name.as_bytes());
+        for v in headers.get_all(name) {
+            any |= !v.is_empty();
+            h.update([0]);
+            h.update(v.as_bytes());
+        }
+        h.update([1]);
+    }
+    any.then(|| h.finalize().into())
 }
 
 /// One request's provisional entry in the failed-login count. The auth
@@ -121,9 +194,21 @@ struct Attempt {
     shared: Arc<Shared>,
     key: String,
     settled: std::sync::atomic::AtomicBool,
+    /// The auth layer accepted the credentials (not only let an anonymous
+    /// request through).
+    authenticated: std::sync::atomic::AtomicBool,
 }
 
 impl PendingAttempt {
+    /// The auth layer accepted the request's credentials: take the count
+    /// back, and remember them as known good.
+    pub(crate) async fn authenticated(&self) {
+        self.0
+            .authenticated
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.accepted().await;
+    }
+
     /// Takes the provisional count back (once; later calls do nothing).
     pub(crate) async fn accepted(&self) {
         let a = &self.0;
@@ -158,6 +243,7 @@ impl AuthFailureLimitLayer {
                 cfg,
                 store,
                 trusted_proxies: Vec::new(),
+                accepted: KnownGood::default(),
             }),
         }
     }
@@ -187,6 +273,7 @@ impl RequestRateLimitLayer {
                 cfg,
                 store,
                 trusted_proxies: Vec::new(),
+                accepted: KnownGood::default(),
             }),
         }
     }
@@ -258,10 +345,22 @@ where
                 req.headers(),
             ));
             if failures {
+                let key = format!("fail:{ip}");
+                let credential = credential_hash(req.headers());
+                if let Some(h) = credential.filter(|h| shared.accepted.contains(h)) {
+                    // Known good: no guess. Refused after all? Count it now.
+                    let resp = inner.call(req).await?;
+                    if resp.extensions().get::<crate::AuthRejected>().is_some() {
+                        shared.accepted.remove(&h);
+                        if let Err(e) = shared.store.hit(&key, cfg.window).await {
+                            tracing::warn!(store = %e.store, "could not count a failed login");
+                        }
+                    }
+                    return Ok(resp);
+                }
                 // Count first, atomically: parallel guesses cannot all slip in
                 // before any is counted. A request that turns out not to be an
                 // authentication failure is taken back.
-                let key = format!("fail:{ip}");
                 match shared.store.hit(&key, cfg.window).await {
                     Ok((n, left)) if n > cfg.max_auth_failures => {
                         let _ = shared.store.unhit(&key).await;
@@ -279,11 +378,20 @@ where
                     shared: shared.clone(),
                     key,
                     settled: false.into(),
+                    authenticated: false.into(),
                 }));
                 req.extensions_mut().insert(attempt.clone());
                 let resp = inner.call(req).await?;
                 if resp.extensions().get::<crate::AuthRejected>().is_none() {
                     attempt.accepted().await;
+                }
+                if let Some(h) = credential
+                    && attempt
+                        .0
+                        .authenticated
+                        .load(std::sync::atomic::Ordering::Acquire)
+                {
+                    shared.accepted.insert(h);
                 }
                 return Ok(resp);
             }
@@ -315,6 +423,74 @@ mod tests {
         assert_eq!(a, "2001:db8:1:2::/64");
         assert_ne!(a, address_key(Some("2001:db8:1:3::1".parse().unwrap())));
         assert_eq!(address_key(Some("1.2.3.4".parse().unwrap())), "1.2.3.4");
+    }
+
+    /// A known-good credential is no guess: it passes an address that is
+    /// locked out; a credential not seen yet is still counted first, and a
+    /// known one that is refused now is counted and forgotten.
+    #[tokio::test]
+    async fn known_good_credentials_skip_the_count_and_refused_ones_are_counted() {
+        use axum::body::Body;
+        use mcp_auth_core::{AuthError, AuthRequest};
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use tower::ServiceExt;
+
+        let revoked = Arc::new(AtomicBool::new(false));
+        let r = revoked.clone();
+        let auth = crate::AuthLayer::new(move |req: AuthRequest| {
+            let revoked = r.load(Ordering::Relaxed);
+            async move {
+                match req.headers.get("x-api-key").map(|v| v.as_bytes()) {
+                    Some(b"alice-key") if !revoked => Ok(Principal::new("alice", "test")),
+                    Some(b"bob-key") => Ok(Principal::new("bob", "test")),
+                    Some(_) => Err(AuthError::invalid_token("unknown key")),
+                    None => Err(AuthError::MissingCredentials),
+                }
+            }
+        });
+        let cfg = RateLimitConfig {
+            max_auth_failures: 2,
+            ..RateLimitConfig::default()
+        };
+        let store: SharedStore = Arc::new(mcp_auth_session::MemoryStore::new());
+        let svc = tower::ServiceBuilder::new()
+            .layer(AuthFailureLimitLayer::new(cfg, store))
+            .layer(auth)
+            .service(tower::service_fn(|_req: Request<Body>| async {
+                Ok::<_, std::convert::Infallible>(Response::new(Body::empty()))
+            }));
+        let send = |key: &'static str| {
+            let svc = svc.clone();
+            async move {
+                let req = Request::get("/").header("x-api-key", key);
+                let resp = svc.oneshot(req.body(Body::empty()).unwrap()).await.unwrap();
+                resp.status().as_u16()
+            }
+        };
+        assert_eq!(send("alice-key").await, 200);
+        assert_eq!(send("guess-1").await, 401);
+        assert_eq!(send("guess-2").await, 401);
+        assert_eq!(send("guess-3").await, 429, "the address is locked out");
+        assert_eq!(send("alice-key").await, 200, "known good: not a guess");
+        assert_eq!(send("bob-key").await, 429, "not seen yet: counted first");
+        // Alice's key is revoked: refused, counted, and no longer known.
+        revoked.store(true, Ordering::Relaxed);
+        assert_eq!(send("alice-key").await, 401);
+        assert_eq!(send("alice-key").await, 429);
+    }
+
+    #[test]
+    fn credential_hashes_cover_both_headers_and_need_one() {
+        let mut h = http::HeaderMap::new();
+        assert_eq!(credential_hash(&h), None);
+        h.insert("x-api-key", http::HeaderValue::from_static("k"));
+        let key_only = credential_hash(&h).unwrap();
+        h.insert("authorization", http::HeaderValue::from_static("Bearer t"));
+        let both = credential_hash(&h).unwrap();
+        assert_ne!(key_only, both);
+        let mut moved = http::HeaderMap::new();
+        moved.insert("authorization", http::HeaderValue::from_static("k"));
+        assert_ne!(credential_hash(&moved).unwrap(), key_only);
     }
 
     #[test]

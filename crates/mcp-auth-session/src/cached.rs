@@ -1,0 +1,309 @@
+//! [`cached`]: session lookups answered from this process's memory for a
+//! short time, in front of a shared store.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use async_trait::async_trait;
+
+use crate::{
+    Bind, ExpiredSession, Reserve, SessionLimits, SessionRecord, SessionStore, SharedStore,
+    StoreError, Ticket,
+};
+
+/// Most sessions one process remembers; past it, entries older than the
+/// time to live are dropped, and if that frees nothing the lookup is not
+/// remembered.
+pub const CACHE_CAPACITY: usize = 100_000;
+
+/// The default time a lookup is remembered (`MCP_SESSION_CACHE_MS`).
+pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(1);
+
+/// Remembers each live session's record for `ttl` after a lookup in
+/// `store`, so that the requests of an active session cost one round trip
+/// to a shared store (Redis) per `ttl` and replica instead of one each.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use std::{sync::Arc, time::Duration};
+/// use mcp_auth_session::{MemoryStore, Reserve, SessionLimits, SessionStore, cached};
+///
+/// let shared: Arc<dyn SessionStore> = Arc::new(MemoryStore::new());
+/// let replica = cached(shared.clone(), Duration::from_secs(1));
+/// let limits = SessionLimits::default();
+/// let Reserve::Granted(t) = replica.reserve(Some("alice"), &limits).await.unwrap() else { panic!() };
+/// replica.commit(&t, "sid-1", Some("alice"), &limits).await.unwrap();
+/// assert!(replica.lookup("sid-1", &limits).await.unwrap().is_some());
+/// // Ended elsewhere (another replica): this one still answers for up to
+/// // the time to live...
+/// shared.end("sid-1").await.unwrap();
+/// assert!(replica.lookup("sid-1", &limits).await.unwrap().is_some());
+/// // ...while an end through this replica is seen at once.
+/// replica.end("sid-1").await.unwrap();
+/// assert!(replica.lookup("sid-1", &limits).await.unwrap().is_none());
+/// # }
+/// ```
+///
+/// What this changes, and why it is safe:
+/// - A session ended or expired on another replica is still served here
+///   for at most `ttl` (to its owner only: the owner comes from the
+///   remembered record, and a session is never remembered under another
+///   owner). Ended through this replica, it stops at once.
+/// - An anonymous session bound to a user on another replica is bound
+///   here through the store (`bind` is never cached), so nobody else can
+///   take it in between.
+/// - Idle expiry: a remembered lookup does not touch the session in the
+///   store, but a real lookup (which does) happens at least every `ttl`
+///   while the session is used, and `ttl` is far below any idle timeout.
+/// - Caps, reservations, binding, ends, rate counters and the key-value
+///   space always go to the store.
+pub fn cached(store: SharedStore, ttl: Duration) -> SharedStore {
+    Arc::new(Cached {
+        inner: store,
+        ttl,
+        entries: Mutex::new(HashMap::new()),
+    })
+}
+
+struct Cached {
+    inner: SharedStore,
+    ttl: Duration,
+    entries: Mutex<HashMap<String, (SessionRecord, Instant)>>,
+}
+
+impl Cached {
+    fn with<T>(&self, f: impl FnOnce(&mut HashMap<String, (SessionRecord, Instant)>) -> T) -> T {
+        let mut m = self
+            .entries
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        f(&mut m)
+    }
+
+    fn forget(&self, sid: &str) {
+        self.with(|m| m.remove(sid));
+    }
+
+    fn remember(&self, sid: &str, record: SessionRecord, now: Instant) {
+        let ttl = self.ttl;
+        self.with(|m| {
+            if m.len() >= CACHE_CAPACITY && !m.contains_key(sid) {
+                m.retain(|_, (_, at)| now.duration_since(*at) < ttl);
+                if m.len() >= CACHE_CAPACITY {
+                    return;
+                }
+            }
+            m.insert(sid.to_owned(), (record, now));
+        });
+    }
+}
+
+#[async_trait]
+impl SessionStore for Cached {
+    async fn reserve(
+        &self,
+        owner: Option<&str>,
+        limits: &SessionLimits,
+    ) -> Result<Reserve, StoreError> {
+        self.inner.reserve(owner, limits).await
+    }
+
+    async fn commit(
+        &self,
+        ticket: &Ticket,
+        sid: &str,
+        owner: Option<&str>,
+        limits: &SessionLimits,
+    ) -> Result<bool, StoreError> {
+        self.inner.commit(ticket, sid, owner, limits).await
+    }
+
+    async fn release(&self, ticket: &Ticket, owner: Option<&str>) -> Result<(), StoreError> {
+        self.inner.release(ticket, owner).await
+    }
+
+    async fn lookup(
+        &self,
+        sid: &str,
+        limits: &SessionLimits,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        let now = Instant::now();
+        let ttl = self.ttl;
+        let hit = self.with(|m| match m.get(sid) {
+            Some((record, at)) if now.duration_since(*at) < ttl => Some(record.clone()),
+            _ => None,
+        });
+        if hit.is_some() {
+            return Ok(hit);
+        }
+        let found = self.inner.lookup(sid, limits).await?;
+        match &found {
+            Some(record) => self.remember(sid, record.clone(), now),
+            None => self.forget(sid),
+        }
+        Ok(found)
+    }
+
+    async fn bind(
+        &self,
+        sid: &str,
+        owner: &str,
+        limits: &SessionLimits,
+    ) -> Result<Bind, StoreError> {
+        self.forget(sid);
+        self.inner.bind(sid, owner, limits).await
+    }
+
+    async fn end(&self, sid: &str) -> Result<(), StoreError> {
+        self.forget(sid);
+        self.inner.end(sid).await
+    }
+
+    async fn hit(&self, key: &str, window: Duration) -> Result<(u64, Duration), StoreError> {
+        self.inner.hit(key, window).await
+    }
+
+    async fn count(&self, key: &str) -> Result<(u64, Duration), StoreError> {
+        self.inner.count(key).await
+    }
+
+    async fn unhit(&self, key: &str) -> Result<(), StoreError> {
+        self.inner.unhit(key).await
+    }
+
+    async fn save_state(
+        &self,
+        sid: &str,
+        state: &str,
+        limits: &SessionLimits,
+    ) -> Result<(), StoreError> {
+        self.inner.save_state(sid, state, limits).await
+    }
+
+    async fn load_state(&self, sid: &str) -> Result<Option<String>, StoreError> {
+        self.inner.load_state(sid).await
+    }
+
+    async fn kv_put(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
+        self.inner.kv_put(key, value, ttl).await
+    }
+
+    async fn kv_put_new(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool, StoreError> {
+        self.inner.kv_put_new(key, value, ttl).await
+    }
+
+    async fn kv_get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.kv_get(key).await
+    }
+
+    async fn kv_take(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.kv_take(key).await
+    }
+
+    async fn kv_delete(&self, key: &str) -> Result<(), StoreError> {
+        self.inner.kv_delete(key).await
+    }
+
+    async fn sweep(&self) -> Result<(), StoreError> {
+        self.inner.sweep().await
+    }
+
+    async fn sweep_expired(&self) -> Result<Vec<ExpiredSession>, StoreError> {
+        let expired = self.inner.sweep_expired().await?;
+        self.with(|m| {
+            for e in &expired {
+                m.remove(&e.id);
+            }
+        });
+        Ok(expired)
+    }
+
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::MemoryStore;
+
+    async fn open(store: &SharedStore, sid: &str, owner: Option<&str>) {
+        let limits = SessionLimits::default();
+        let Reserve::Granted(t) = store.reserve(owner, &limits).await.unwrap() else {
+            panic!("no slot")
+        };
+        assert!(store.commit(&t, sid, owner, &limits).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn remembers_for_the_ttl_only_and_forgets_on_end_and_bind() {
+        let limits = SessionLimits::default();
+        let shared: SharedStore = Arc::new(MemoryStore::new());
+        let replica = cached(shared.clone(), Duration::from_millis(200));
+        open(&replica, "s1", Some("alice")).await;
+        open(&replica, "s2", None).await;
+        let owner = |r: Option<SessionRecord>| r.map(|r| r.owner);
+
+        assert_eq!(
+            owner(replica.lookup("s1", &limits).await.unwrap()),
+            Some(Some("alice".into()))
+        );
+        // Ended elsewhere: remembered until the TTL has passed, then gone.
+        shared.end("s1").await.unwrap();
+        assert!(replica.lookup("s1", &limits).await.unwrap().is_some());
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert!(replica.lookup("s1", &limits).await.unwrap().is_none());
+
+        // Binding goes to the store and forgets what was remembered.
+        assert_eq!(
+            owner(replica.lookup("s2", &limits).await.unwrap()),
+            Some(None)
+        );
+        assert_eq!(
+            shared.bind("s2", "bob", &limits).await.unwrap(),
+            Bind::Owner("bob".into())
+        );
+        assert_eq!(
+            replica.bind("s2", "carol", &limits).await.unwrap(),
+            Bind::Owner("bob".into()),
+            "the store decides, not the remembered anonymous record"
+        );
+        assert_eq!(
+            owner(replica.lookup("s2", &limits).await.unwrap()),
+            Some(Some("bob".into()))
+        );
+        // An end through this replica is seen at once.
+        replica.end("s2").await.unwrap();
+        assert!(replica.lookup("s2", &limits).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_remembered_lookup_does_not_reach_the_store() {
+        let limits = SessionLimits::default();
+        let shared: SharedStore = Arc::new(MemoryStore::new());
+        let replica = cached(shared.clone(), Duration::from_secs(60));
+        open(&replica, "s1", Some("alice")).await;
+        assert!(replica.lookup("s1", &limits).await.unwrap().is_some());
+        // The store forgets the session without an end (as when Redis
+        // expires it): the remembered record answers, so no round trip.
+        shared.end("s1").await.unwrap();
+        for _ in 0..3 {
+            assert!(replica.lookup("s1", &limits).await.unwrap().is_some());
+        }
+    }
+
+    #[tokio::test]
+    async fn unknown_sessions_are_not_remembered() {
+        let limits = SessionLimits::default();
+        let shared: SharedStore = Arc::new(MemoryStore::new());
+        let replica = cached(shared.clone(), Duration::from_secs(60));
+        assert!(replica.lookup("s1", &limits).await.unwrap().is_none());
+        // Created through another replica right after: found at once.
+        open(&shared, "s1", Some("alice")).await;
+        assert!(replica.lookup("s1", &limits).await.unwrap().is_some());
+    }
+}
