@@ -157,6 +157,10 @@ conformance_client conformance-2026 results-extensions --suite extensions
 
 step "observability: a real Prometheus scrapes mcp-auth-server's /metrics and an OTLP receiver (official OpenTelemetry protobufs) decodes its spans after a known mix of requests (tests/interop/observability.py)"
 "$MOTO_PYTHON" tests/interop/observability.py
+# The operator assets: the alert rules load and their unit tests pass.
+promtool check rules docs/observability/alerts.yml
+promtool test rules docs/observability/alerts_test.yml
+python3 -m json.tool docs/observability/grafana-dashboard.json > /dev/null
 
 step "interop matrix: the Python SDK, the TypeScript SDK (v1, v2), the MCP Inspector CLI, the conformance suite (server mode) and mcp-auth-client on both wires against mcp-auth-server, strategy by strategy and through its authorization-server facade"
 npm_config_update_notifier=false "$MOTO_PYTHON" tests/interop/matrix.py

@@ -684,6 +684,18 @@ def run(tmp: Path, procs: list, receiver: OtlpReceiver) -> list[str]:
             not any(re.search(r"\d+\.\d+\.\d+\.\d+|:\d{2,5}$", v) for v in label_values),
             f"a label value looks like an address: {sorted(label_values)}",
         )
+        # Every metric the server exports is documented in OPERATIONS.md,
+        # and everything the dashboard and the alert rules query is a
+        # documented metric (or a histogram's series of one).
+        docs = (ROOT / "docs" / "OPERATIONS.md").read_text()
+        documented = set(re.findall(r"`(mcp_auth_[a-z_]+)`", docs))
+        exported = set(re.findall(r"^# TYPE (mcp_auth_[a-z_]+) ", text, re.M))
+        check(exported, "no # TYPE lines in the metrics text")
+        check(not exported - documented, f"exported but not in OPERATIONS.md: {sorted(exported - documented)}")
+        for asset in ("grafana-dashboard.json", "alerts.yml"):
+            used = set(re.findall(r"mcp_auth_[a-z_]+", (ROOT / "docs" / "observability" / asset).read_text()))
+            bases = {re.sub(r"_(bucket|sum|count)$", "", m) for m in used}
+            check(not bases - documented, f"{asset} queries undocumented metrics: {sorted(bases - documented)}")
 
     # ---- the spans
     def status_of(span: ReceivedSpan) -> int | None:

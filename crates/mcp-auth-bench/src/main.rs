@@ -73,7 +73,8 @@ struct Args {
     /// client, a fresh ES256 proof per request), oauth2-observed (oauth2 with
     /// the Prometheus metrics and the audit log on; oauth2-metrics,
     /// oauth2-audit: one of them), oauth2-redis (oauth2 with the sessions
-    /// and counters in Redis, see `--redis-server`), the peers python-sdk, typescript-sdk (see `--python`, `--node`),
+    /// and counters in Redis, see `--redis-server`), oauth2-stateless (oauth2
+    /// on the 2026-07-28 wire: no sessions, each call self-contained), the peers python-sdk, typescript-sdk (see `--python`, `--node`),
     /// none-bearer (no auth, but clients send the oauth2 mode's token: the
     /// cost of carrying the header, apart from checking it), facade and
     /// facade-distinct (the load with the login facade's own tokens), and
@@ -146,13 +147,14 @@ async fn run(args: Args) -> Result<(), String> {
     if args.clients == 0 || args.seconds == 0 {
         return Err("--clients and --seconds must be at least 1".into());
     }
-    const MODES: [&str; 16] = [
+    const MODES: [&str; 17] = [
         "none",
         "none-bearer",
         "api_key",
         "oauth2",
         "oauth2-observed",
         "oauth2-redis",
+        "oauth2-stateless",
         "oauth2-metrics",
         "oauth2-audit",
         "oauth2-distinct",

@@ -21,6 +21,9 @@ const INIT: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"p
 const INITIALIZED: &str = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
 const CALL: &str =
     r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"get_time","arguments":{}}}"#;
+/// The same call on the 2026-07-28 wire: no session, the client's context
+/// in `_meta` and the method and tool in headers.
+const STATELESS_CALL: &str = r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"get_time","arguments":{},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}"#;
 
 /// One mode's measurements.
 pub(crate) struct Outcome {
@@ -169,7 +172,7 @@ pub(crate) async fn creds_for(
         "none" => Creds::None,
         "api_key" => Creds::Header("x-api-key", API_KEY.into()),
         "oauth2" | "oauth2-observed" | "oauth2-metrics" | "oauth2-audit" | "oauth2-redis"
-        | "none-bearer" | "python-sdk" | "typescript-sdk" => {
+        | "oauth2-stateless" | "none-bearer" | "python-sdk" | "typescript-sdk" => {
             // One token per client would need per-client creds; the
             // same token for all shows the cached path just the same.
             Creds::Header("authorization", format!("Bearer {}", issuer.mint(url, 0)?))
@@ -221,6 +224,37 @@ fn post(
     creds.apply(rb, "POST")
 }
 
+/// A self-contained `tools/call` on the 2026-07-28 (stateless) wire.
+fn post_stateless(
+    http: &reqwest::Client,
+    url: &str,
+    creds: &Creds,
+) -> Result<reqwest::RequestBuilder, String> {
+    let rb = http
+        .post(url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "get_time")
+        .body(STATELESS_CALL);
+    creds.apply(rb, "POST")
+}
+
+/// The call of `mode`: in session `s`, or stateless (`s` empty).
+fn call(
+    http: &reqwest::Client,
+    url: &str,
+    creds: &Creds,
+    s: &str,
+) -> Result<reqwest::RequestBuilder, String> {
+    if s.is_empty() {
+        post_stateless(http, url, creds)
+    } else {
+        post(http, url, creds, Some(s), CALL)
+    }
+}
+
 /// Opens one MCP session and returns its id.
 async fn open_session(http: &reqwest::Client, url: &str, creds: &Creds) -> Result<String, String> {
     let r = post(http, url, creds, None, INIT)?
@@ -259,17 +293,22 @@ pub(crate) async fn load(
         .pool_max_idle_per_host(clients)
         .build()
         .map_err(|e| e.to_string())?;
+    // The stateless mode opens no session (its id stays empty).
+    let stateless = mode.ends_with("-stateless");
     let mut sessions = Vec::with_capacity(clients);
     for i in 0..clients {
         let creds = creds.for_client(i);
-        let id = open_session(&http, &server.url, &creds).await?;
+        let id = match stateless {
+            true => String::new(),
+            false => open_session(&http, &server.url, &creds).await?,
+        };
         sessions.push((id, creds));
     }
     // Warm-up: one call per session (connections, JWKS, first verification),
     // each of which must succeed: a mode whose calls fail stops here, with
     // the server's answer.
     for (s, creds) in &sessions {
-        let r = post(&http, &server.url, creds, Some(s), CALL)?
+        let r = call(&http, &server.url, creds, s)?
             .send()
             .await
             .map_err(|e| format!("{mode}: warm-up call: {e}"))?;
@@ -286,6 +325,7 @@ pub(crate) async fn load(
         }
     }
     let cpu_before = server.cpu_time(ticks)?;
+    let rss_before = server.status_kib("VmRSS:");
     let start = Instant::now();
     let end = start + Duration::from_secs(seconds);
     let mut tasks = Vec::new();
@@ -299,7 +339,7 @@ pub(crate) async fn load(
                 // The request is built (for DPoP: its proof signed) inside
                 // the timed span, as a client pays for it.
                 let t = Instant::now();
-                let failure = match post(&http, &url, &creds, Some(&s), CALL) {
+                let failure = match call(&http, &url, &creds, &s) {
                     Ok(rb) => match rb.send().await {
                         Ok(r) => {
                             let status = r.status();
@@ -341,6 +381,18 @@ pub(crate) async fn load(
     }
     let elapsed = start.elapsed();
     let server_cpu = server.cpu_time(ticks)?.saturating_sub(cpu_before);
+    if stateless {
+        // Nothing per request outlives its response: the server's memory
+        // after the load is what it was after the warm-up.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mib = |k: u64| format!("{:.1} MiB", k as f64 / 1024.0);
+        eprintln!(
+            "{mode}: server RSS {} after the warm-up, {} after {} requests",
+            mib(rss_before),
+            mib(server.status_kib("VmRSS:")),
+            all.len()
+        );
+    }
     all.sort_unstable();
     let pct = |p: f64| {
         all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))

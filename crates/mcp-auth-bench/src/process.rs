@@ -225,7 +225,7 @@ pub(crate) async fn start_server(
         "api_key" => cmd
             .env("MCP_AUTH_STRATEGY", "api_key")
             .env("MCP_API_KEYS", API_KEY),
-        "oauth2" | "oauth2-distinct" | "oauth2-redis" => cmd
+        "oauth2" | "oauth2-distinct" | "oauth2-redis" | "oauth2-stateless" => cmd
             .env("MCP_AUTH_STRATEGY", "oauth2")
             .env("MCP_OAUTH_ISSUER", &issuer.base)
             .env("MCP_OAUTH_REQUIRED_SCOPES", "mcp:tools"),

@@ -59,6 +59,7 @@ pub(crate) fn outcomes(outcomes: &[Outcome]) {
         ("oauth2-metrics", "oauth2"),
         ("oauth2-audit", "oauth2"),
         ("oauth2-redis", "oauth2"),
+        ("oauth2-stateless", "oauth2"),
     ] {
         if let (Some(a), Some(b)) = (of(ours), of(theirs)) {
             println!(
