@@ -47,7 +47,7 @@ mod measure;
 mod process;
 mod report;
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use clap::Parser;
 
@@ -107,6 +107,10 @@ struct Args {
     /// Idle authenticated sessions to open for the memory measurement (0 = skip).
     #[arg(long, default_value_t = 10_000)]
     idle_sessions: usize,
+    /// `MCP_SESSION_PARK_AFTER` for the idle-session measurement, in ms: the
+    /// sessions are measured open, then once parked (0 = never parked).
+    #[arg(long, default_value_t = 1000)]
+    park_after_ms: u64,
     /// Path of the server binary (default: next to this one).
     #[arg(long)]
     server: Option<std::path::PathBuf>,
@@ -251,7 +255,8 @@ async fn run(args: Args) -> Result<(), String> {
         report::token_endpoint(&steps, args.clients);
     }
     if args.idle_sessions > 0 {
-        let m = idle_sessions(&bin, &issuer, args.idle_sessions, &extra_env).await?;
+        let park = (args.park_after_ms > 0).then(|| Duration::from_millis(args.park_after_ms));
+        let m = idle_sessions(&bin, &issuer, args.idle_sessions, park, &extra_env).await?;
         report::idle_memory(args.idle_sessions, &m);
     }
     Ok(())

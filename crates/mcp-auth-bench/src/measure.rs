@@ -422,6 +422,9 @@ fn is_result(body: &[u8]) -> bool {
 pub(crate) struct IdleMemory {
     pub(crate) one_kib: u64,
     pub(crate) idle_kib: u64,
+    /// After the sessions were parked (`park`), and how many of a sample of
+    /// them answered a call afterwards.
+    pub(crate) parked: Option<(u64, usize, usize)>,
     pub(crate) ended_kib: u64,
 }
 
@@ -429,9 +432,15 @@ pub(crate) async fn idle_sessions(
     bin: &std::path::Path,
     issuer: &Issuer,
     n: usize,
+    park: Option<Duration>,
     extra_env: &[(String, String)],
 ) -> Result<IdleMemory, String> {
-    let server = start_server(bin, "oauth2", issuer, n, extra_env).await?;
+    let mut env = extra_env.to_vec();
+    env.push((
+        "MCP_SESSION_PARK_AFTER".into(),
+        park.map_or("0".into(), |d| d.as_millis().to_string()),
+    ));
+    let server = start_server(bin, "oauth2", issuer, n, &env).await?;
     let token = issuer.mint(&server.url, 0)?;
     let creds = Creds::Header("authorization", format!("Bearer {token}"));
     let http = reqwest::Client::new();
@@ -460,6 +469,30 @@ pub(crate) async fn idle_sessions(
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let idle_kib = server.status_kib("VmRSS:");
+    let parked = match park {
+        None => None,
+        Some(after) => {
+            // Parked once idle for `after` (checked every half of it), and
+            // the allocator's own delay to give memory back (as below).
+            tokio::time::sleep(after * 2 + Duration::from_secs(12)).await;
+            let kib = server.status_kib("VmRSS:");
+            // A parked session answers as before: a sample of them.
+            let mut ok = 0;
+            let sample: Vec<&String> = batches.iter().flatten().step_by((n / 100).max(1)).collect();
+            for id in &sample {
+                let r = post(&http, &server.url, &creds, Some(id), CALL)?
+                    .send()
+                    .await
+                    .map_err(|e| format!("call after parking: {e}"))?;
+                let status = r.status();
+                let body = r.bytes().await.unwrap_or_default();
+                if status.is_success() && is_result(&body) {
+                    ok += 1;
+                }
+            }
+            Some((kib, ok, sample.len()))
+        }
+    };
     let mut tasks = Vec::new();
     for ids in batches {
         let (http, url, creds) = (http.clone(), server.url.clone(), creds.clone());
@@ -486,6 +519,7 @@ pub(crate) async fn idle_sessions(
     Ok(IdleMemory {
         one_kib,
         idle_kib,
+        parked,
         ended_kib: server.status_kib("VmRSS:"),
     })
 }

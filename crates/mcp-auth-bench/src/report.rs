@@ -110,4 +110,10 @@ pub(crate) fn idle_memory(n: usize, m: &IdleMemory) {
         m.idle_kib.saturating_sub(m.one_kib) as f64 / n as f64,
         m.ended_kib as f64 / 1024.0,
     );
+    if let Some((kib, ok, sample)) = m.parked {
+        println!(
+            "parked: RSS {:.1} MiB once the idle sessions gave up their workers; {ok} of {sample} sampled sessions answered a call afterwards",
+            kib as f64 / 1024.0,
+        );
+    }
 }

@@ -85,6 +85,11 @@ enum Error {
     },
 }
 
+/// jemalloc with background threads: memory freed by ended and parked
+/// sessions goes back to the system within seconds (glibc keeps it).
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -227,6 +232,11 @@ async fn serve_http(
     let server_url = s.server_url_for(bound.port());
     let mut http = HttpConfig::from_settings(merged, server_url.clone())?;
     http.tool_scopes = tool_scopes(merged)?;
+    // The server's tools keep no per-session state: idle sessions give up
+    // their worker after a minute unless MCP_SESSION_PARK_AFTER says so.
+    if mcp_auth_core::settings::Lookup::get(merged, "MCP_SESSION_PARK_AFTER").is_none() {
+        http.park_after = Some(mcp_auth_transport::DEFAULT_PARK_AFTER);
+    }
     // First: the recorder must be in place before anything counts (the
     // issuer's keys are fetched while the strategies are built).
     let metrics = match &http.metrics {

@@ -259,7 +259,7 @@ impl McpHttpApp {
         S::Response: IntoResponse + 'static,
         S::Future: Send + 'static,
     {
-        self.build(Some(mcp), None, true)
+        self.build(Some(mcp), None, true, None)
     }
 
     fn build<S>(
@@ -267,6 +267,7 @@ impl McpHttpApp {
         mcp: Option<S>,
         sse: Option<Arc<SseState>>,
         limit_streaming_bodies: bool,
+        parking: Option<Arc<crate::park::Parking>>,
     ) -> Router
     where
         S: tower_service::Service<Request, Error = Infallible> + Clone + Send + Sync + 'static,
@@ -289,13 +290,17 @@ impl McpHttpApp {
         });
         let mut protected = Router::new();
         if let Some(mcp) = mcp {
-            let sessions = SessionLayer::new(
+            let mut sessions = SessionLayer::new(
                 self.store.clone(),
                 cfg.session_policy,
                 cfg.session_limits,
                 auth.clone(),
                 cfg.max_request_bytes,
             );
+            if let Some(p) = parking {
+                p.spawn(self.cancel.clone());
+                sessions = sessions.parking(p);
+            }
             let mcp = ServiceBuilder::new()
                 .layer(sessions)
                 .layer(axum::middleware::from_fn_with_state(
@@ -411,15 +416,45 @@ impl McpHttpApp {
                 self.cancel.clone(),
             ))
         });
-        let streamable = matches!(transports, Transports::StreamableHttp | Transports::Both)
-            .then(|| self.rmcp_service(move || factory()));
-        self.build(streamable, sse, false)
+        let (streamable, parking) = match matches!(
+            transports,
+            Transports::StreamableHttp | Transports::Both
+        ) {
+            true => {
+                let mut sessions = LocalSessionManager::default();
+                sessions.session_config.keep_alive = Some(self.config.session_limits.idle_timeout);
+                let manager = Arc::new(sessions);
+                // Idle sessions give up their worker; the store keeps
+                // what restores them.
+                let parking = self.config.park_after.map(|after| {
+                        let m = manager.clone();
+                        let close: crate::park::Close = Arc::new(move |sid: String| {
+                            let m = m.clone();
+                            Box::pin(async move {
+                                let id: rmcp::transport::streamable_http_server::session::SessionId =
+                                    sid.into();
+                                if let Err(e) = rmcp::transport::streamable_http_server::session::SessionManager::close_session(&*m, &id).await {
+                                    tracing::warn!(error = %e, "could not park an idle session");
+                                }
+                            })
+                        });
+                        crate::park::Parking::new(after, close)
+                    });
+                (Some(self.rmcp_service(move || factory(), manager)), parking)
+            }
+            false => (None, None),
+        };
+        self.build(streamable, sse, false, parking)
     }
 
     /// rmcp's service configured to match this app: body limit, shutdown.
     /// Host and Origin checks are done by the app's guard, in front of it,
     /// which is why this is not public: mounted alone it would have none.
-    fn rmcp_service<H, F>(&self, factory: F) -> StreamableHttpService<H, LocalSessionManager>
+    fn rmcp_service<H, F>(
+        &self,
+        factory: F,
+        sessions: Arc<LocalSessionManager>,
+    ) -> StreamableHttpService<H, LocalSessionManager>
     where
         H: ServerHandler + Send + 'static,
         F: Fn() -> Result<H, io::Error> + Send + Sync + 'static,
@@ -436,9 +471,7 @@ impl McpHttpApp {
             self.store.clone(),
             self.config.session_limits,
         )));
-        let mut sessions = LocalSessionManager::default();
-        sessions.session_config.keep_alive = Some(self.config.session_limits.idle_timeout);
-        StreamableHttpService::new(factory, Arc::new(sessions), config)
+        StreamableHttpService::new(factory, sessions, config)
     }
 }
 

@@ -122,7 +122,19 @@ pub struct HttpConfig {
     /// (a listener of its own); `None`: no metrics endpoint. The app does
     /// not open it: see `McpHttpApp::metrics_router` (feature `prometheus`).
     pub metrics: Option<MetricsEndpoint>,
+    /// `MCP_SESSION_PARK_AFTER` (ms; unset or `0`: never, the default): a
+    /// session with no request in flight and no open stream for this long
+    /// gives up its local rmcp worker, and its next request restores it
+    /// from the store (from rmcp's saved `initialize` parameters: a handler
+    /// that keeps per-session state of its own starts afresh, so this is
+    /// the embedding server's choice; `mcp-auth-server`'s tools keep none,
+    /// and it parks after [`DEFAULT_PARK_AFTER`]).
+    pub park_after: Option<Duration>,
 }
+
+/// How long `mcp-auth-server` lets a session stay idle before it gives up
+/// its local worker, unless `MCP_SESSION_PARK_AFTER` says otherwise.
+pub const DEFAULT_PARK_AFTER: Duration = Duration::from_secs(60);
 
 /// Where `/metrics` is served, and the bearer token a scrape presents.
 #[derive(Clone, PartialEq, Eq)]
@@ -209,6 +221,7 @@ impl HttpConfig {
             connections: ServeOptions::default(),
             audit_log: None,
             metrics: None,
+            park_after: None,
         }
     }
 
@@ -258,6 +271,15 @@ impl HttpConfig {
         let mut cfg = Self::new(server_url);
         cfg.audit_log = l.get("MCP_AUDIT_LOG");
         cfg.metrics = MetricsEndpoint::from_settings(l)?;
+        cfg.park_after = match l.get("MCP_SESSION_PARK_AFTER") {
+            None => None,
+            Some(v) if v.trim() == "0" => None,
+            Some(_) => Some(parse_millis(
+                l,
+                "MCP_SESSION_PARK_AFTER",
+                DEFAULT_PARK_AFTER,
+            )?),
+        };
         if !parse_bool(l, "HTTP_DNS_REBINDING_PROTECTION", true)? {
             tracing::warn!("HTTP_DNS_REBINDING_PROTECTION=false: Host header validation is off");
             cfg.hosts = HostRule::Any;

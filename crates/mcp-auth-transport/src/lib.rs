@@ -73,6 +73,8 @@ pub mod observe;
 #[cfg(feature = "otel")]
 pub mod otel;
 #[cfg(feature = "mcp")]
+mod park;
+#[cfg(feature = "mcp")]
 mod principal;
 #[cfg(feature = "mcp")]
 mod ratelimit;
@@ -90,7 +92,8 @@ pub use app::McpHttpApp;
 pub use auth::{AuthLayer, AuthRejected, AuthService};
 #[cfg(feature = "mcp")]
 pub use config::{
-    CorsConfig, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_REQUEST_TIMEOUT, HttpConfig, MetricsEndpoint,
+    CorsConfig, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_PARK_AFTER, DEFAULT_REQUEST_TIMEOUT, HttpConfig,
+    MetricsEndpoint,
 };
 pub use guard::{BadOrigin, GuardLayer, GuardService, HostRule, OriginEntry, OriginRule};
 pub use net::{IpNet, client_ip, client_network};
@@ -113,6 +116,7 @@ pub use tokio_util::sync::CancellationToken;
 /// `ServeOptions::from_settings` and the pieces they are made of).
 pub const VARIABLES: &[&str] = &[
     "MCP_AUDIT_LOG",
+    "MCP_SESSION_PARK_AFTER",
     "MCP_METRICS_ADDR",
     "MCP_METRICS_TOKEN",
     // OpenTelemetry's own (`otel::layer_from_settings`).

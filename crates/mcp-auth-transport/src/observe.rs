@@ -436,6 +436,10 @@ mod prometheus {
             "Sessions ended by this process, by reason"
         );
         describe_counter!(
+            "mcp_auth_sessions_parked_total",
+            "Idle sessions that gave up their worker in this process"
+        );
+        describe_counter!(
             "mcp_auth_sessions_refused_total",
             "Sessions refused because a cap was reached, by cap"
         );

@@ -65,6 +65,7 @@ struct Settings {
     limits: SessionLimits,
     auth: AuthLayer,
     max_body: usize,
+    parking: Option<Arc<crate::park::Parking>>,
 }
 
 impl SessionLayer {
@@ -84,8 +85,18 @@ impl SessionLayer {
                 limits,
                 auth,
                 max_body,
+                parking: None,
             }),
         }
+    }
+
+    /// Tracks each session's requests and streams for `parking` (idle ones
+    /// give up their local rmcp worker).
+    pub(crate) fn parking(mut self, parking: Arc<crate::park::Parking>) -> Self {
+        if let Some(s) = Arc::get_mut(&mut self.inner) {
+            s.parking = Some(parking);
+        }
+        self
     }
 }
 
@@ -293,6 +304,9 @@ impl Settings {
                 return Ok(unavailable(&e));
             }
             crate::observe::session_ended("deleted");
+            if let Some(p) = &self.parking {
+                p.forget(&sid);
+            }
             let resp = inner.call(req).await?;
             // rmcp answers 202 Accepted, but the session has ended by now:
             // say so with 204 (the Python SDK warns on anything but 200/204).
@@ -301,16 +315,27 @@ impl Settings {
             }
             return Ok(resp);
         }
+        let busy = match &self.parking {
+            Some(p) => Some(p.begin(&sid).await),
+            None => None,
+        };
         let resp = inner.call(req).await?;
         if resp.status() != StatusCode::NOT_FOUND {
-            return Ok(resp);
+            return Ok(match busy {
+                Some(b) => b.hold(resp),
+                None => resp,
+            });
         }
+        drop(busy);
         // rmcp no longer knows the session (e.g. it ended on this replica and
         // could not be restored): end it in the store too. Other 404s (an
         // unknown method on the stateless wire) leave the session alone.
         let (parts, body) = resp.into_parts();
         let bytes = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
         if bytes.as_ref() == RMCP_SESSION_NOT_FOUND.as_bytes() {
+            if let Some(p) = &self.parking {
+                p.forget(&sid);
+            }
             match self.store.end(&sid).await {
                 Ok(()) => crate::observe::session_ended("gone"),
                 Err(e) => tracing::warn!(store = %e.store, "could not end session in the store"),
@@ -371,7 +396,10 @@ impl Settings {
                 return Ok(resp);
             };
             match admission.commit(&sid).await {
-                Ok(()) => Ok(resp),
+                Ok(()) => Ok(match &settings.parking {
+                    Some(p) => p.begin(&sid).await.hold(resp),
+                    None => resp,
+                }),
                 Err(refused) => {
                     // Not recorded: close the session rmcp just opened.
                     let close = Request::builder()

@@ -1,0 +1,275 @@
+//! Idle sessions give up their local rmcp worker.
+//!
+//! A session with no request in flight and no open stream for
+//! `MCP_SESSION_PARK_AFTER` is closed in rmcp's session manager; its record
+//! (owner, caps, expiry) and rmcp's saved `initialize` parameters stay in
+//! the session store, so its next request restores it there, the way a
+//! replica restores a session it has never seen. The session id, binding
+//! and expiry do not change: a client cannot tell.
+//!
+//! Requests for a session being parked wait until it is closed, then
+//! restore it: none reaches a worker that is going away.
+
+use std::{
+    collections::HashMap,
+    pin::Pin,
+    sync::{Arc, Mutex},
+    task::{Context, Poll},
+    time::{Duration, Instant},
+};
+
+use axum::{body::Body, response::Response};
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use tokio_util::sync::CancellationToken;
+
+/// Closes a session's local worker (rmcp's `close_session`).
+pub(crate) type Close = Arc<dyn Fn(String) -> BoxFuture<'static, ()> + Send + Sync>;
+
+struct Entry {
+    /// Requests in flight and open streams.
+    busy: u32,
+    /// When the last of them ended.
+    idle_since: Instant,
+    /// The worker is being closed.
+    parking: bool,
+}
+
+/// The activity of this process's sessions, and the task that parks the
+/// idle ones.
+pub(crate) struct Parking {
+    after: Duration,
+    entries: Mutex<HashMap<String, Entry>>,
+    parked: tokio::sync::Notify,
+    close: Close,
+}
+
+impl Parking {
+    /// Parks sessions idle for `after`, closing them with `close`.
+    pub(crate) fn new(after: Duration, close: Close) -> Arc<Self> {
+        Arc::new(Self {
+            after,
+            entries: Mutex::new(HashMap::new()),
+            parked: tokio::sync::Notify::new(),
+            close,
+        })
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut HashMap<String, Entry>) -> T) -> T {
+        let mut m = self
+            .entries
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        f(&mut m)
+    }
+
+    /// A request (or stream) of `sid` begins; it counts until the returned
+    /// guard is dropped. Waits while the session is being parked.
+    pub(crate) async fn begin(self: &Arc<Self>, sid: &str) -> Busy {
+        loop {
+            let notified = self.parked.notified();
+            tokio::pin!(notified);
+            // Registered before the check: a park that ends in between
+            // still wakes this request.
+            notified.as_mut().enable();
+            let started = self.with(|m| {
+                let e = m.entry(sid.to_owned()).or_insert(Entry {
+                    busy: 0,
+                    idle_since: Instant::now(),
+                    parking: false,
+                });
+                if e.parking {
+                    return false;
+                }
+                e.busy += 1;
+                true
+            });
+            if started {
+                return Busy {
+                    parking: self.clone(),
+                    sid: sid.to_owned(),
+                };
+            }
+            notified.await;
+        }
+    }
+
+    /// The session ended (DELETE, or gone): nothing to park.
+    pub(crate) fn forget(&self, sid: &str) {
+        self.with(|m| m.remove(sid));
+    }
+
+    /// Parks every session idle for `after` now; returns how many.
+    pub(crate) async fn park_idle(&self) -> usize {
+        let now = Instant::now();
+        let after = self.after;
+        let due: Vec<String> = self.with(|m| {
+            m.iter_mut()
+                .filter(|(_, e)| {
+                    e.busy == 0 && !e.parking && now.duration_since(e.idle_since) >= after
+                })
+                .map(|(sid, e)| {
+                    e.parking = true;
+                    sid.clone()
+                })
+                .collect()
+        });
+        for sid in &due {
+            (self.close)(sid.clone()).await;
+            self.with(|m| m.remove(sid));
+            metrics::counter!("mcp_auth_sessions_parked_total").increment(1);
+            tracing::debug!(session = %&sid[..sid.len().min(8)], "idle session parked");
+        }
+        if !due.is_empty() {
+            self.parked.notify_waiters();
+        }
+        due.len()
+    }
+
+    /// Checks every half `after` until `cancel`.
+    pub(crate) fn spawn(self: &Arc<Self>, cancel: CancellationToken) {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let parking = self.clone();
+        let every = (self.after / 2).max(Duration::from_millis(50));
+        rt.spawn(async move {
+            loop {
+                tokio::select! {
+                    () = cancel.cancelled() => return,
+                    () = tokio::time::sleep(every) => { parking.park_idle().await; }
+                }
+            }
+        });
+    }
+
+    /// Sessions this process tracks (for tests).
+    #[cfg(test)]
+    fn tracked(&self) -> usize {
+        self.with(|m| m.len())
+    }
+}
+
+/// One request or stream in flight (see [`Parking::begin`]).
+pub(crate) struct Busy {
+    parking: Arc<Parking>,
+    sid: String,
+}
+
+impl Busy {
+    /// `resp` whose body holds this guard until it is sent or dropped (an
+    /// event stream: until it closes).
+    pub(crate) fn hold(self, resp: Response) -> Response {
+        resp.map(|body| {
+            Body::new(Held {
+                body,
+                _busy: Some(self),
+            })
+        })
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.parking.with(|m| {
+            if let Some(e) = m.get_mut(&self.sid) {
+                e.busy = e.busy.saturating_sub(1);
+                e.idle_since = Instant::now();
+            }
+        });
+    }
+}
+
+struct Held {
+    body: Body,
+    _busy: Option<Busy>,
+}
+
+impl http_body::Body for Held {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        if let Poll::Ready(None) = polled {
+            // Sent to the end: the request is over.
+            self._busy = None;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn parking(after: Duration) -> (Arc<Parking>, Arc<AtomicUsize>) {
+        let closed = Arc::new(AtomicUsize::new(0));
+        let c = closed.clone();
+        let close: Close = Arc::new(move |_sid| {
+            let c = c.clone();
+            Box::pin(async move {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                c.fetch_add(1, Ordering::SeqCst);
+            })
+        });
+        (Parking::new(after, close), closed)
+    }
+
+    #[tokio::test]
+    async fn only_sessions_idle_for_the_time_are_parked() {
+        let (p, closed) = parking(Duration::from_millis(50));
+        drop(p.begin("idle").await);
+        let busy = p.begin("busy").await;
+        assert_eq!(p.park_idle().await, 0, "nobody idle long enough yet");
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert_eq!(p.park_idle().await, 1, "the idle one only");
+        assert_eq!(closed.load(Ordering::SeqCst), 1);
+        assert_eq!(p.tracked(), 1);
+        // A held response (an open stream) keeps its session.
+        let resp = busy.hold(Response::new(Body::from("event")));
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert_eq!(p.park_idle().await, 0);
+        // Sent to the end: idle from then on.
+        let _ = axum::body::to_bytes(resp.into_body(), 1024).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert_eq!(p.park_idle().await, 1);
+        assert_eq!(p.tracked(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_request_during_parking_waits_until_the_worker_is_closed() {
+        let (p, closed) = parking(Duration::from_millis(10));
+        drop(p.begin("s").await);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let parker = {
+            let p = p.clone();
+            tokio::spawn(async move { p.park_idle().await })
+        };
+        // The close takes 20 ms: a request arriving meanwhile must not
+        // start before it is done.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let busy = p.begin("s").await;
+        assert_eq!(
+            closed.load(Ordering::SeqCst),
+            1,
+            "began before the close ended"
+        );
+        assert_eq!(parker.await.unwrap(), 1);
+        drop(busy);
+        p.forget("s");
+        assert_eq!(p.tracked(), 0);
+    }
+}
