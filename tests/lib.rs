@@ -116,6 +116,363 @@ impl Drop for Peer {
     }
 }
 
+/// `redis-cli` (or `$REDIS_CLI`) with `args` against `127.0.0.1:port`;
+/// its standard output. Panics, naming the install step, when it cannot be
+/// run.
+pub fn redis_cli(port: u16, args: &[&str]) -> String {
+    redis_cli_input(port, args, None)
+}
+
+fn redis_cli_input(port: u16, args: &[&str], input: Option<&str>) -> String {
+    use std::io::Write;
+    let bin = std::env::var("REDIS_CLI").unwrap_or_else(|_| "redis-cli".into());
+    let mut child = Command::new(&bin)
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("cannot start {bin} ({e}): run tests/run-all.sh, which installs redis-server")
+        });
+    if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
+        stdin
+            .write_all(text.as_bytes())
+            .expect("redis-cli's standard input");
+    }
+    let out = child.wait_with_output().expect("redis-cli ran");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A scratch directory under the system's temporary one, removed when
+/// dropped.
+struct Scratch(std::path::PathBuf);
+
+impl Scratch {
+    fn new(what: &str) -> Scratch {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let dir = std::env::temp_dir().join(format!(
+            "mcp-auth-{what}-{}-{nanos}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        std::fs::create_dir_all(&dir).expect("a scratch directory");
+        Scratch(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Polls `ready` every 100 ms until it holds; panics with `what` after
+/// `wait`.
+fn wait_until(wait: Duration, what: &str, mut ready: impl FnMut() -> bool) {
+    let deadline = Instant::now() + wait;
+    while !ready() {
+        assert!(Instant::now() < deadline, "{what} within {wait:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A Redis Cluster of `primaries` primaries without replicas, on free
+/// loopback ports (`redis-server --cluster-enabled yes`, joined by
+/// `redis-cli --cluster create`), without persistence; ready (every node
+/// says `cluster_state:ok`) when returned. Its nodes are killed, and their
+/// files removed, when dropped.
+pub struct RedisCluster {
+    nodes: Vec<Peer>,
+    _dir: Scratch,
+}
+
+impl RedisCluster {
+    /// Starts the nodes, creates the cluster and waits until it serves
+    /// every slot (at most 30 s; panics otherwise).
+    pub fn start(primaries: usize) -> RedisCluster {
+        let dir = Scratch::new("redis-cluster");
+        let mut nodes = Vec::new();
+        for i in 0..primaries {
+            let node_dir = dir.0.join(format!("node-{i}"));
+            std::fs::create_dir_all(&node_dir).expect("a node directory");
+            let (port, bus) = (free_port(), free_port());
+            let (port_arg, bus_arg) = (port.to_string(), bus.to_string());
+            let node_dir = node_dir.to_string_lossy().into_owned();
+            nodes.push(Peer::spawn(
+                "REDIS_SERVER",
+                "redis-server",
+                &[
+                    "--port",
+                    &port_arg,
+                    "--cluster-port",
+                    &bus_arg,
+                    "--bind",
+                    "127.0.0.1",
+                    "--dir",
+                    &node_dir,
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "2000",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ],
+                "redis-server",
+                port,
+                Duration::from_secs(10),
+            ));
+        }
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let mut args = vec!["--cluster", "create"];
+        args.extend(addrs.iter().map(String::as_str));
+        args.extend(["--cluster-replicas", "0", "--cluster-yes"]);
+        let first = nodes[0].port;
+        let created = redis_cli(first, &args);
+        let cluster = RedisCluster { nodes, _dir: dir };
+        assert!(
+            created.contains("[OK]"),
+            "redis-cli --cluster create: {created}"
+        );
+        wait_until(Duration::from_secs(30), "the cluster is ok", || {
+            cluster.nodes.iter().all(|n| {
+                let info = redis_cli(n.port, &["cluster", "info"]);
+                info.contains("cluster_state:ok") && info.contains("cluster_slots_ok:16384")
+            })
+        });
+        cluster
+    }
+
+    /// The nodes' ports.
+    pub fn ports(&self) -> Vec<u16> {
+        self.nodes.iter().map(|n| n.port).collect()
+    }
+
+    /// `redis+cluster://127.0.0.1:<port>,...`: every node as a seed.
+    pub fn url(&self) -> String {
+        let seeds: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        format!("redis+cluster://{}", seeds.join(","))
+    }
+
+    /// `redis-cli -c` (following the cluster's redirections) with `args`.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let mut all = vec!["-c"];
+        all.extend_from_slice(args);
+        redis_cli(self.nodes[0].port, &all)
+    }
+
+    /// The keys each node holds (`KEYS *` on each), by node.
+    pub fn keys_by_node(&self) -> Vec<Vec<String>> {
+        self.nodes
+            .iter()
+            .map(|n| {
+                redis_cli(n.port, &["--raw", "keys", "*"])
+                    .lines()
+                    .filter(|l| !l.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .collect()
+    }
+}
+
+/// The master name [`RedisSentinel`] monitors.
+pub const SENTINEL_MASTER: &str = "mymaster";
+
+/// A primary, one replica (`--replicaof`) and three sentinels watching the
+/// primary as [`SENTINEL_MASTER`] (quorum 2, down after 1 s, failover
+/// timeout 5 s), on free loopback ports, without persistence; ready (the
+/// replica in sync, every sentinel knowing the replica and the other two)
+/// when returned. Killed, and their files removed, when dropped.
+pub struct RedisSentinel {
+    primary: Option<Peer>,
+    replica: Peer,
+    sentinels: Vec<Peer>,
+    _dir: Scratch,
+}
+
+impl RedisSentinel {
+    /// Starts it all and waits until it is ready (at most 30 s; panics
+    /// otherwise).
+    pub fn start() -> RedisSentinel {
+        let dir = Scratch::new("redis-sentinel");
+        // Each in a directory of its own: a replica writes the data it
+        // receives there.
+        let node = |name: &str, port: u16, replica_of: Option<u16>| {
+            let node_dir = dir.0.join(name);
+            std::fs::create_dir_all(&node_dir).expect("a node directory");
+            let node_dir = node_dir.to_string_lossy().into_owned();
+            let port_arg = port.to_string();
+            let primary_arg = replica_of.map(|p| p.to_string());
+            let mut args = vec![
+                "--port",
+                &port_arg,
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                &node_dir,
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ];
+            if let Some(p) = &primary_arg {
+                args.extend(["--replicaof", "127.0.0.1", p]);
+            }
+            Peer::spawn(
+                "REDIS_SERVER",
+                "redis-server",
+                &args,
+                "redis-server",
+                port,
+                Duration::from_secs(10),
+            )
+        };
+        let primary = node("primary", free_port(), None);
+        let replica = node("replica", free_port(), Some(primary.port));
+        let mut sentinels = Vec::new();
+        for i in 0..3 {
+            let port = free_port();
+            // Sentinel rewrites its configuration file: one each, writable.
+            let conf = dir.0.join(format!("sentinel-{i}.conf"));
+            std::fs::write(
+                &conf,
+                format!(
+                    "port {port}\nbind 127.0.0.1\ndir {}\n\
+                     sentinel monitor {SENTINEL_MASTER} 127.0.0.1 {} 2\n\
+                     sentinel down-after-milliseconds {SENTINEL_MASTER} 1000\n\
+                     sentinel failover-timeout {SENTINEL_MASTER} 5000\n\
+                     sentinel parallel-syncs {SENTINEL_MASTER} 1\n",
+                    dir.0.display(),
+                    primary.port
+                ),
+            )
+            .expect("a sentinel configuration");
+            let conf = conf.to_string_lossy().into_owned();
+            sentinels.push(Peer::spawn(
+                "REDIS_SERVER",
+                "redis-server",
+                &[&conf, "--sentinel"],
+                "redis-server",
+                port,
+                Duration::from_secs(10),
+            ));
+        }
+        let setup = RedisSentinel {
+            primary: Some(primary),
+            replica,
+            sentinels,
+            _dir: dir,
+        };
+        wait_until(Duration::from_secs(30), "the replica in sync", || {
+            redis_cli(setup.replica.port, &["info", "replication"])
+                .contains("master_link_status:up")
+        });
+        wait_until(
+            Duration::from_secs(30),
+            "every sentinel knows the replica and the other sentinels",
+            || {
+                setup.sentinels.iter().all(|s| {
+                    let master = redis_cli(s.port, &["sentinel", "master", SENTINEL_MASTER]);
+                    let field = |name: &str| {
+                        let mut lines = master.lines();
+                        while let Some(l) = lines.next() {
+                            if l.trim() == name {
+                                return lines.next().map(|v| v.trim().to_owned());
+                            }
+                        }
+                        None
+                    };
+                    field("num-slaves").as_deref() == Some("1")
+                        && field("num-other-sentinels").as_deref() == Some("2")
+                })
+            },
+        );
+        setup
+    }
+
+    /// `redis+sentinel://127.0.0.1:<port>,.../mymaster/0`: the three
+    /// sentinels.
+    pub fn url(&self) -> String {
+        let sentinels: Vec<String> = self
+            .sentinels
+            .iter()
+            .map(|s| format!("127.0.0.1:{}", s.port))
+            .collect();
+        format!(
+            "redis+sentinel://{}/{SENTINEL_MASTER}/0",
+            sentinels.join(",")
+        )
+    }
+
+    /// The first primary's port (gone once killed).
+    pub fn primary_port(&self) -> Option<u16> {
+        self.primary.as_ref().map(|p| p.port)
+    }
+
+    /// The replica's port (the primary after a failover).
+    pub fn replica_port(&self) -> u16 {
+        self.replica.port
+    }
+
+    /// The sentinels' ports.
+    pub fn sentinel_ports(&self) -> Vec<u16> {
+        self.sentinels.iter().map(|s| s.port).collect()
+    }
+
+    /// Waits (at most `wait`) until the replica has acknowledged every
+    /// write the primary took so far (`WAIT 1`); false if it had not.
+    pub fn wait_replicated(&self, wait: Duration) -> bool {
+        let Some(port) = self.primary_port() else {
+            return false;
+        };
+        let ms = wait.as_millis().to_string();
+        let out = redis_cli_input(
+            port,
+            &["--raw"],
+            Some(&format!("SET mcp-auth-test:fence 1\nWAIT 1 {ms}\n")),
+        );
+        out.lines().last().is_some_and(|l| l.trim() == "1")
+    }
+
+    /// Kills the primary (SIGKILL: whatever it had not passed on is lost).
+    pub fn kill_primary(&mut self) {
+        self.primary = None;
+    }
+
+    /// The primary's port as the sentinel at `sentinel` names it now.
+    pub fn primary_by_sentinel(&self, sentinel: u16) -> Option<u16> {
+        let out = redis_cli(
+            sentinel,
+            &[
+                "--raw",
+                "sentinel",
+                "get-master-addr-by-name",
+                SENTINEL_MASTER,
+            ],
+        );
+        out.lines().nth(1).and_then(|p| p.trim().parse().ok())
+    }
+}
+
 /// An upstream OAuth provider for the login facade's tests
 /// (`tests/interop/oidc/upstream.mjs`: oidc-provider with one static
 /// confidential client, `mcp-proxy`, whose only redirect URI is

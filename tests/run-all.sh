@@ -23,13 +23,14 @@ if command -v rustup >/dev/null 2>&1; then
   rustup component add rustfmt clippy >/dev/null 2>&1 || true
 fi
 
-step "peers: redis-server"
-if ! command -v redis-server >/dev/null 2>&1; then
+step "peers: redis-server and redis-cli (one Redis, a three-primary cluster, a primary with a replica under three sentinels: redis-server --sentinel)"
+if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/null 2>&1; then
   sudo_=""; [ "$(id -u)" -eq 0 ] || sudo_="sudo"
   $sudo_ apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq redis-server >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq redis-server redis-tools >/dev/null
 fi
 redis-server --version
+redis-cli --version
 
 step "peers: prometheus (Debian; scrapes the server's /metrics in tests/interop/observability.py)"
 if ! command -v prometheus >/dev/null 2>&1; then

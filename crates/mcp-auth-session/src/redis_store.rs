@@ -1,11 +1,16 @@
-//! [`RedisStore`]: sessions shared by replicas.
+//! [`RedisStore`]: sessions shared by replicas, on one Redis, a Redis
+//! Cluster or a primary with replicas watched by Sentinel.
 
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use redis::{
-    AsyncCommands, Script,
-    aio::{ConnectionManager, ConnectionManagerConfig},
+    Cmd, ConnectionAddr, FromRedisValue, IntoConnectionInfo, Pipeline, RedisConnectionInfo,
+    RedisFuture, Script, ScriptInvocation, Value,
+    aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection},
+    cluster::ClusterClient,
+    cluster_async::ClusterConnection,
+    sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType},
 };
 
 use crate::{
@@ -14,12 +19,34 @@ use crate::{
     subject_of,
 };
 
+/// The prefix of every key: rate counters (`rl:`) and key-value entries
+/// (`kv:`) everywhere, the session structure on one Redis and on Sentinel.
 const PREFIX: &str = "mcp-auth:";
+
+/// The prefix of the session structure on a Redis Cluster: the hash tag
+/// `{mcp-auth}` puts every key a session script touches in one slot.
+const CLUSTER_PREFIX: &str = "{mcp-auth}:";
 
 /// Every script reads the clock from Redis (`TIME`), so replicas with
 /// skewed clocks agree on expiry.
 const NOW: &str =
     "local t = redis.call('TIME'); local now = t[1] * 1000 + math.floor(t[2] / 1000)\n";
+
+/// A cap group (a principal's, a user's, the anonymous one) counts its
+/// members that are still in `all` (live sessions and held reservations;
+/// the calling script drops the expired ones from `all` first) and drops
+/// the others. So a lookup only touches `all`, an end need not know the
+/// session's groups, and no script builds a key name itself (a cluster
+/// needs every key passed in KEYS).
+const LIVE: &str = r"
+local function live(set, all)
+  local n = 0
+  for _, id in ipairs(redis.call('ZRANGE', set, 0, -1)) do
+    if redis.call('ZSCORE', all, id) then n = n + 1 else redis.call('ZREM', set, id) end
+  end
+  return n
+end
+";
 
 /// Drops expired members, checks the caps, reserves a slot.
 /// KEYS: all, group (own:<owner> or anon), user (subj:<issuer, subject>, or
@@ -27,14 +54,10 @@ const NOW: &str =
 /// user cap, anonymous).
 const RESERVE: &str = r"
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 1 end
-if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[3]) then return 2 end
+if live(KEYS[2], KEYS[1]) >= tonumber(ARGV[3]) then return 2 end
 local user = tonumber(ARGV[5]) > 0
-if user then
-  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
-  if redis.call('ZCARD', KEYS[3]) >= tonumber(ARGV[5]) then return 3 end
-end
+if user and live(KEYS[3], KEYS[1]) >= tonumber(ARGV[5]) then return 3 end
 local exp = now + tonumber(ARGV[1])
 redis.call('ZADD', KEYS[1], exp, ARGV[4])
 redis.call('ZADD', KEYS[2], exp, ARGV[4])
@@ -56,13 +79,9 @@ redis.call('ZREM', KEYS[2], ARGV[2])
 if user then redis.call('ZREM', KEYS[4], ARGV[2]) end
 if held == 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
   if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[5]) then return 1 end
-  if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[6]) then return 1 end
-  if user then
-    redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
-    if redis.call('ZCARD', KEYS[4]) >= tonumber(ARGV[7]) then return 1 end
-  end
+  if live(KEYS[2], KEYS[1]) >= tonumber(ARGV[6]) then return 1 end
+  if user and live(KEYS[4], KEYS[1]) >= tonumber(ARGV[7]) then return 1 end
 end
 local exp = now + tonumber(ARGV[1])
 redis.call('ZADD', KEYS[1], exp, ARGV[3])
@@ -72,7 +91,7 @@ if user then
   redis.call('ZADD', KEYS[4], exp, ARGV[3])
   redis.call('PEXPIRE', KEYS[4], ARGV[1] * 4 + 86400000)
 end
-redis.call('HSET', KEYS[3], 'owner', ARGV[4])
+redis.call('HSET', KEYS[3], 'owner', ARGV[4], 'kept', now)
 redis.call('PEXPIRE', KEYS[3], ARGV[1])
 redis.call('ZADD', KEYS[5], exp, ARGV[3])
 redis.call('HSET', KEYS[6], ARGV[3], ARGV[4])
@@ -80,59 +99,58 @@ return 0
 ";
 
 /// Reads and touches a session. KEYS: sess, state, all, expiry, owners.
-/// ARGV: idle_ms, sid, prefix. Returns false when gone, else the owner ('' =
-/// anonymous). A live session missing from the expiry index (committed by
-/// an older version) joins it.
+/// ARGV: idle_ms, sid, keep_ms. Returns false when gone, else {owner ('' =
+/// anonymous), 1 when its cap groups' keys are due for a longer life (last
+/// extended more than keep_ms ago), else 0}. A live session missing from
+/// the expiry index (committed by an older version) joins it.
 const LOOKUP: &str = r"
-local owner = redis.call('HGET', KEYS[1], 'owner')
+local f = redis.call('HMGET', KEYS[1], 'owner', 'kept')
+local owner = f[1]
 if not owner then return false end
 local exp = now + tonumber(ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
 redis.call('PEXPIRE', KEYS[2], ARGV[1])
-redis.call('ZADD', KEYS[3], 'XX', exp, ARGV[2])
+redis.call('ZADD', KEYS[3], exp, ARGV[2])
 if redis.call('ZADD', KEYS[4], exp, ARGV[2]) == 1 then
   redis.call('HSET', KEYS[5], ARGV[2], owner)
 end
-local group = ARGV[3] .. 'anon'
-if owner ~= '' then group = ARGV[3] .. 'own:' .. owner end
-redis.call('ZADD', group, 'XX', exp, ARGV[2])
-redis.call('PEXPIRE', group, ARGV[1] * 4 + 86400000)
-if owner ~= '' then
-  local user = ARGV[3] .. 'subj:' .. (string.match(owner, '^(.*)\31') or owner)
-  redis.call('ZADD', user, 'XX', exp, ARGV[2])
-  redis.call('PEXPIRE', user, ARGV[1] * 4 + 86400000)
+local keep = 0
+if now - tonumber(f[2] or '0') > tonumber(ARGV[3]) then
+  redis.call('HSET', KEYS[1], 'kept', now)
+  keep = 1
 end
-return owner
+return {owner, keep}
 ";
 
 /// Binds an anonymous session unless the owner (or its user) is at its cap.
-/// KEYS: sess, anon, own, user, expiry, owners. ARGV: idle_ms, sid, owner,
-/// max_group, max_user.
+/// KEYS: sess, anon, own, user, expiry, owners, all. ARGV: idle_ms, sid,
+/// owner, max_group, max_user.
 /// Returns the owner, '' when the owner is at its cap, false when gone.
 const BIND: &str = r"
 local owner = redis.call('HGET', KEYS[1], 'owner')
 if not owner then return false end
 if owner ~= '' then return owner end
-redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
-if redis.call('ZCARD', KEYS[3]) >= tonumber(ARGV[4]) then return '' end
-redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
-if redis.call('ZCARD', KEYS[4]) >= tonumber(ARGV[5]) then return '' end
+redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', now)
+if live(KEYS[3], KEYS[7]) >= tonumber(ARGV[4]) then return '' end
+if live(KEYS[4], KEYS[7]) >= tonumber(ARGV[5]) then return '' end
 local exp = now + tonumber(ARGV[1])
-redis.call('HSET', KEYS[1], 'owner', ARGV[3])
+redis.call('HSET', KEYS[1], 'owner', ARGV[3], 'kept', now)
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
 redis.call('ZREM', KEYS[2], ARGV[2])
 redis.call('ZADD', KEYS[3], exp, ARGV[2])
 redis.call('PEXPIRE', KEYS[3], ARGV[1] * 4 + 86400000)
 redis.call('ZADD', KEYS[4], exp, ARGV[2])
 redis.call('PEXPIRE', KEYS[4], ARGV[1] * 4 + 86400000)
+redis.call('ZADD', KEYS[7], exp, ARGV[2])
 redis.call('ZADD', KEYS[5], exp, ARGV[2])
 redis.call('HSET', KEYS[6], ARGV[2], ARGV[3])
 return ARGV[3]
 ";
 
-/// Ends a session. KEYS: sess, state, all, expiry, owners. ARGV: sid,
-/// prefix. A session already gone stays in the expiry index: it expired
-/// before it was ended, and the sweep reports it.
+/// Ends a session. KEYS: sess, state, all, expiry, owners. ARGV: sid. A
+/// session already gone stays in the expiry index: it expired before it was
+/// ended, and the sweep reports it. Its cap groups drop it the next time
+/// they are counted (it is no longer in `all`).
 const END: &str = r"
 local owner = redis.call('HGET', KEYS[1], 'owner')
 redis.call('DEL', KEYS[1], KEYS[2])
@@ -140,48 +158,55 @@ redis.call('ZREM', KEYS[3], ARGV[1])
 if owner then
   redis.call('ZREM', KEYS[4], ARGV[1])
   redis.call('HDEL', KEYS[5], ARGV[1])
-  local group = ARGV[2] .. 'anon'
-  if owner ~= '' then group = ARGV[2] .. 'own:' .. owner end
-  redis.call('ZREM', group, ARGV[1])
-  if owner ~= '' then
-    redis.call('ZREM', ARGV[2] .. 'subj:' .. (string.match(owner, '^(.*)\31') or owner), ARGV[1])
-  end
 end
 return 0
 ";
 
-/// Takes expired sessions out of the expiry index: at most ARGV[2] due
-/// members, each popped by exactly one caller (the script runs atomically,
-/// so two replicas sweeping at once never both see one). A member whose
-/// session key still lives goes back at its key's expiry instead: a script
-/// sees keys expire at the time it started, which may be a little before
-/// `TIME`, so a session can be due by `TIME` a moment before its key is
-/// gone. (A key without expiry, never written so, is looked at again in a
-/// minute.) KEYS: expiry, owners. ARGV: prefix, batch.
-/// Returns the number of due members examined, then (sid, owner) pairs
-/// (owner '' = anonymous or unknown).
+/// The sessions due in the expiry index (read only). KEYS: expiry. ARGV:
+/// batch.
+const DUE: &str = r"
+return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
+";
+
+/// Takes the given due sessions out of the expiry index, each popped by
+/// exactly one caller: the script runs atomically and looks again whether
+/// each is still due, so two replicas sweeping at once never both see one.
+/// A member whose session key still lives goes back at its key's expiry
+/// instead: a script sees keys expire at the time it started, which may be
+/// a little before `TIME`, so a session can be due by `TIME` a moment
+/// before its key is gone. (A key without expiry, never written so, is
+/// looked at again in a minute.) KEYS: expiry, owners, then each session's
+/// key. ARGV: the session ids, in the same order.
+/// Returns (sid, owner) pairs (owner '' = anonymous or unknown).
 const SWEEP: &str = r"
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))
-local out = {tostring(#due)}
-for _, sid in ipairs(due) do
-  local ttl = redis.call('PTTL', ARGV[1] .. 'sess:' .. sid)
-  if ttl == -2 then
-    redis.call('ZREM', KEYS[1], sid)
-    local owner = redis.call('HGET', KEYS[2], sid)
-    redis.call('HDEL', KEYS[2], sid)
-    table.insert(out, sid)
-    table.insert(out, owner or '')
-  elseif ttl == -1 then
-    redis.call('ZADD', KEYS[1], now + 60000, sid)
-  else
-    redis.call('ZADD', KEYS[1], now + ttl, sid)
+local out = {}
+for i, sid in ipairs(ARGV) do
+  local due = redis.call('ZSCORE', KEYS[1], sid)
+  if due and tonumber(due) <= now then
+    local ttl = redis.call('PTTL', KEYS[i + 2])
+    if ttl == -2 then
+      redis.call('ZREM', KEYS[1], sid)
+      local owner = redis.call('HGET', KEYS[2], sid)
+      redis.call('HDEL', KEYS[2], sid)
+      table.insert(out, sid)
+      table.insert(out, owner or '')
+    elseif ttl == -1 then
+      redis.call('ZADD', KEYS[1], now + 60000, sid)
+    else
+      redis.call('ZADD', KEYS[1], now + ttl, sid)
+    end
   end
 end
 return out
 ";
 
-/// How many due members one sweep script examines.
+/// How many due members one sweep round examines.
 const SWEEP_BATCH: usize = 500;
+
+/// How often (at most) a lookup extends the life of its session's cap
+/// groups' keys, which live `4 × idle timeout + 1 day` past that: a
+/// session used for longer than that keeps counting against its caps.
+const KEEP_GROUPS_MS: u64 = 3_600_000;
 
 /// Fixed-window counter. KEYS: counter. ARGV: window_ms. Returns {count, pttl}.
 const HIT: &str = r"
@@ -199,18 +224,140 @@ if n > 0 then redis.call('DECR', KEYS[1]) end
 return 0
 ";
 
+/// How long a connection attempt may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a reply may take.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long finding the primary through the sentinels (and checking it
+/// with `ROLE`) may take.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// On Sentinel, how long binding a session waits for a replica to have the
+/// binding.
+const REPLICATION_WAIT: Duration = Duration::from_secs(1);
+
+/// After a failed connection attempt, operations fail at once for this long
+/// instead of each trying again.
+const BACKOFF: Duration = Duration::from_millis(500);
+
+/// What the store connects to.
+enum Target {
+    /// One Redis (`redis://`); the connection manager reconnects by itself.
+    Single(redis::Client),
+    /// A Redis Cluster (`redis+cluster://`): the client follows the slots.
+    Cluster(Box<ClusterClient>),
+    /// The primary named by the sentinels (`redis+sentinel://`), found again
+    /// when it goes away.
+    Sentinel(Box<SentinelClient>),
+}
+
+/// A live connection of one of the three kinds.
+#[derive(Clone)]
+enum Link {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+    Sentinel(MultiplexedConnection),
+}
+
+impl ConnectionLike for Link {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Link::Single(c) => c.req_packed_command(cmd),
+            Link::Cluster(c) => c.req_packed_command(cmd),
+            Link::Sentinel(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Link::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Link::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+            Link::Sentinel(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Link::Single(c) => c.get_db(),
+            Link::Cluster(c) => c.get_db(),
+            Link::Sentinel(c) => c.get_db(),
+        }
+    }
+}
+
 struct Conn {
-    manager: Option<ConnectionManager>,
+    target: Target,
+    /// The connection, and which one it is (counted up per connection made).
+    link: Option<(Link, u64)>,
+    made: u64,
     last_failure: Option<Instant>,
+}
+
+/// May an operation be sent again after it failed because the primary went
+/// away (on Sentinel only)?
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    /// A read, or a write whose second run changes nothing the first did
+    /// not (a `SET`, a `DEL`, a touch): sent once more to the primary found
+    /// again.
+    Safe,
+    /// A count, a reservation, a single-use take: never sent twice (the
+    /// first may have run before the connection broke).
+    Never,
+}
+
+/// One request: a script, a command or a pipeline.
+enum Request<'a> {
+    Script(ScriptInvocation<'a>),
+    Cmd(Cmd),
+    Pipe(Pipeline),
 }
 
 /// Sessions, bindings, saved rmcp state and rate counters in Redis, shared
 /// by every replica that points at it. Every admission step is one Lua
 /// script, so caps and first-binding hold under concurrency across replicas.
 ///
+/// Three deployments, by URL ([`RedisStore::new`]):
+/// - one Redis, `redis://[user:password@]host:port/db`;
+/// - a Redis Cluster, `redis+cluster://[user:password@]host:port,host:port,...`
+///   (seed nodes; the cluster's own map of slots is followed). Every key a
+///   session script touches carries the hash tag `{mcp-auth}`
+///   (`{mcp-auth}:sess:<id>`, `{mcp-auth}:all`, ...), so each script runs
+///   in one slot: the session structure lives on one shard (and its
+///   replicas), while rate counters and key-value entries (`mcp-auth:rl:`,
+///   `mcp-auth:kv:`) spread over the cluster;
+/// - a primary with replicas under Sentinel,
+///   `redis+sentinel://[user:password@]host:port,host:port,.../<master name>[/db]`
+///   (the sentinels' addresses; the credentials and database are the
+///   primary's). The store asks the sentinels for the primary (and checks
+///   with `ROLE` that it is one), and finds it again when it goes away.
+///
 /// It connects on first use and reconnects by itself: while Redis is
 /// unreachable every operation fails fast with [`StoreError`] (the HTTP
 /// layer answers 503), and service resumes when Redis returns.
+///
+/// On Sentinel, an operation that fails because the primary went away
+/// (connection refused, reset or timed out, or `READONLY`: the node became
+/// a replica) drops the connection, so the next one asks the sentinels
+/// again. Reads and idempotent writes (lookup, end, release, bind, saved
+/// state, `kv_get`, `kv_put`, `kv_delete`, the failed-login count) are
+/// then sent once more at once; the others (reserve, commit, counting
+/// hits, `kv_put_new`, `kv_take`, the sweep) are never sent twice and fail
+/// with [`StoreError`]. Replication is asynchronous: what the old primary
+/// had not passed on when it died (a session just opened, a count, a
+/// touch) is lost; a lost session answers 404 to its owner, never to
+/// anyone else. Binding an anonymous session is the exception: it is
+/// answered only once a replica has it (`WAIT 1`, at most 1 s; else
+/// [`StoreError`], the binding staying on the primary), so a failover
+/// cannot bring a session back unbound for someone else to take. On a
+/// cluster, the client's own retries apply (it follows `MOVED`/`ASK` and
+/// reconnects after a failover; it may send a command again after a
+/// broken connection), and bindings are not waited for.
 ///
 /// The key-value space is plain Redis strings under `mcp-auth:kv:<key>`,
 /// each with its expiry: `SET key value PX ms` ([`kv_put`]), `SET ... NX PX
@@ -225,8 +372,10 @@ struct Conn {
 /// [`kv_put_new`]: SessionStore::kv_put_new
 /// [`kv_take`]: SessionStore::kv_take
 pub struct RedisStore {
-    client: redis::Client,
     shown: String,
+    /// The prefix of the session structure ([`PREFIX`] or
+    /// [`CLUSTER_PREFIX`]).
+    sessions: &'static str,
     conn: tokio::sync::Mutex<Conn>,
     scripts: Scripts,
 }
@@ -237,6 +386,7 @@ struct Scripts {
     lookup: Script,
     bind: Script,
     end: Script,
+    due: Script,
     sweep: Script,
     hit: Script,
     unhit: Script,
@@ -246,27 +396,271 @@ fn ms(d: Duration) -> u64 {
     d.as_millis().max(1) as u64
 }
 
-impl RedisStore {
-    /// A store for `url` (`redis://[user:password@]host:port/db`; the
-    /// client is built without TLS, so `rediss://` fails). Does not connect
-    /// yet.
-    pub fn new(url: &str) -> Result<Self, String> {
-        let client = redis::Client::open(url).map_err(|e| format!("not a Redis URL: {e}"))?;
-        let info = client.get_connection_info();
-        let shown = format!("redis://{}", info.addr());
+/// The parts of a `redis+cluster://` or `redis+sentinel://` URL.
+struct Nodes {
+    username: Option<String>,
+    password: Option<String>,
+    hosts: Vec<(String, u16)>,
+    /// The path's segments (empty ones dropped).
+    path: Vec<String>,
+}
+
+impl Nodes {
+    /// `[user[:password]@]host[:port],host[:port],...[/path]`, given after
+    /// the scheme; a missing port is `default_port`. Errors never repeat
+    /// the credentials.
+    fn parse(rest: &str, default_port: u16) -> Result<Self, String> {
+        if rest.contains(['?', '#']) {
+            return Err("query parameters are not supported".into());
+        }
+        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+        if path.contains('@') {
+            // Most likely a password with a '/' in it: say so without
+            // showing any of it.
+            return Err(
+                "an '@' after the first '/': write a '/' in the user name or password as %2F"
+                    .into(),
+            );
+        }
+        let (userinfo, hosts) = match authority.rsplit_once('@') {
+            Some((u, h)) => (Some(u), h),
+            None => (None, authority),
+        };
+        let (username, password) = match userinfo {
+            None => (None, None),
+            Some(u) => {
+                let (user, pass) = match u.split_once(':') {
+                    Some((user, pass)) => (user, Some(pass)),
+                    None => (u, None),
+                };
+                let user = percent_decode(user).map_err(|e| format!("the user name {e}"))?;
+                let pass = pass
+                    .map(percent_decode)
+                    .transpose()
+                    .map_err(|e| format!("the password {e}"))?;
+                ((!user.is_empty()).then_some(user), pass)
+            }
+        };
+        let count = hosts.split(',').count();
+        let hosts = hosts
+            .split(',')
+            .enumerate()
+            .map(|(i, h)| {
+                host_port(h, default_port).map_err(|e| format!("node {} of {count}: {e}", i + 1))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let path = path
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .map(|s| percent_decode(s).map_err(|e| format!("the path {e}")))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
-            client,
+            username,
+            password,
+            hosts,
+            path,
+        })
+    }
+
+    /// The hosts as `host:port,host:port` (IPv6 in brackets).
+    fn shown(&self) -> String {
+        self.hosts
+            .iter()
+            .map(|(h, p)| {
+                if h.contains(':') {
+                    format!("[{h}]:{p}")
+                } else {
+                    format!("{h}:{p}")
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The credentials (and `db`) for the data nodes.
+    fn redis_settings(&self, db: i64) -> RedisConnectionInfo {
+        let mut r = RedisConnectionInfo::default().set_db(db);
+        if let Some(u) = &self.username {
+            r = r.set_username(u);
+        }
+        if let Some(p) = &self.password {
+            r = r.set_password(p);
+        }
+        r
+    }
+}
+
+/// `host`, `host:port` or `[v6]:port`. Errors do not repeat the text (a
+/// malformed URL may put part of a password here).
+fn host_port(s: &str, default_port: u16) -> Result<(String, u16), String> {
+    let bad = || "not host:port".to_owned();
+    let (host, port) = if let Some(v6) = s.strip_prefix('[') {
+        let (host, after) = v6.split_once(']').ok_or_else(bad)?;
+        match after {
+            "" => (host, None),
+            p => (host, Some(p.strip_prefix(':').ok_or_else(bad)?)),
+        }
+    } else {
+        match s.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (s, None),
+        }
+    };
+    if host.is_empty() || host.contains(|c: char| c.is_whitespace() || c == '@') {
+        return Err(if s.is_empty() {
+            "empty (two commas, or a trailing one?)".into()
+        } else {
+            bad()
+        });
+    }
+    let port = match port {
+        None => default_port,
+        Some(p) => p
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| "the port is not a number from 1 to 65535".to_owned())?,
+    };
+    Ok((host.to_owned(), port))
+}
+
+/// Decodes `%XX` escapes (UTF-8). The error does not repeat the text.
+fn percent_decode(s: &str) -> Result<String, String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or("has a % not followed by two hex digits")?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| "is not UTF-8 once decoded".to_owned())
+}
+
+impl RedisStore {
+    /// A store for `url`. Does not connect yet.
+    ///
+    /// - `redis://[user:password@]host:port/db`: one Redis.
+    /// - `redis+cluster://[user:password@]host:port,host:port,...`: a Redis
+    ///   Cluster, by some of its nodes (any reachable one is enough to find
+    ///   the others); no database (a cluster has only 0: `/0` is accepted).
+    /// - `redis+sentinel://[user:password@]host:port,.../<master name>[/db]`:
+    ///   the primary that the sentinels at these addresses know as
+    ///   `<master name>` (Sentinel's port, 26379, when none is given); the
+    ///   credentials and `db` (default 0) are the primary's (the sentinels
+    ///   are asked without credentials).
+    ///
+    /// Characters of the user name, password or master name outside
+    /// `A-Z a-z 0-9 - . _ ~` are written `%XX`. The client is built without
+    /// TLS, so `rediss://` fails. Errors do not repeat the URL (it may hold
+    /// a password).
+    pub fn new(url: &str) -> Result<Self, String> {
+        let (target, shown, sessions) = if let Some(rest) = url.strip_prefix("redis+cluster://") {
+            let nodes = Nodes::parse(rest, 6379)?;
+            match nodes.path.as_slice() {
+                [] => {}
+                [db] if db == "0" => {}
+                _ => {
+                    return Err(
+                        "a cluster has only database 0: give its nodes, without a path".into(),
+                    );
+                }
+            }
+            let seeds = nodes
+                .hosts
+                .iter()
+                .map(|(h, p)| {
+                    ConnectionAddr::Tcp(h.clone(), *p)
+                        .into_connection_info()
+                        .map(|i| i.set_redis_settings(nodes.redis_settings(0)))
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("not a cluster URL: {e}"))?;
+            let client = ClusterClient::builder(seeds)
+                .connection_timeout(CONNECT_TIMEOUT)
+                .response_timeout(RESPONSE_TIMEOUT)
+                .retries(3)
+                .min_retry_wait(50)
+                .max_retry_wait(500)
+                .build()
+                .map_err(|e| format!("not a cluster URL: {e}"))?;
+            (
+                Target::Cluster(Box::new(client)),
+                format!("redis+cluster://{}", nodes.shown()),
+                CLUSTER_PREFIX,
+            )
+        } else if let Some(rest) = url.strip_prefix("redis+sentinel://") {
+            let nodes = Nodes::parse(rest, 26379)?;
+            let (master, db) = match nodes.path.as_slice() {
+                [master] => (master.clone(), 0),
+                [master, db] => (
+                    master.clone(),
+                    db.parse::<i64>().ok().filter(|d| *d >= 0).ok_or_else(|| {
+                        "the database after the master name is not a number (0, 1, ...)".to_owned()
+                    })?,
+                ),
+                [] => {
+                    return Err(
+                        "the master name is missing: redis+sentinel://host:port,.../<master name>[/db]"
+                            .into(),
+                    );
+                }
+                _ => return Err("expected /<master name>[/db] after the sentinels".into()),
+            };
+            let mut builder = SentinelClientBuilder::new(
+                nodes
+                    .hosts
+                    .iter()
+                    .map(|(h, p)| ConnectionAddr::Tcp(h.clone(), *p)),
+                &master,
+                SentinelServerType::Master,
+            )
+            .map_err(|e| format!("not a Sentinel URL: {e}"))?
+            .set_client_to_redis_db(db);
+            if let Some(u) = &nodes.username {
+                builder = builder.set_client_to_redis_username(u);
+            }
+            if let Some(p) = &nodes.password {
+                builder = builder.set_client_to_redis_password(p);
+            }
+            let client = builder
+                .build()
+                .map_err(|e| format!("not a Sentinel URL: {e}"))?;
+            (
+                Target::Sentinel(Box::new(client)),
+                format!("redis+sentinel://{}/{master}/{db}", nodes.shown()),
+                PREFIX,
+            )
+        } else {
+            let client = redis::Client::open(url).map_err(|e| format!("not a Redis URL: {e}"))?;
+            let shown = format!("redis://{}", client.get_connection_info().addr());
+            (Target::Single(client), shown, PREFIX)
+        };
+        Ok(Self {
             shown,
+            sessions,
             conn: tokio::sync::Mutex::new(Conn {
-                manager: None,
+                target,
+                link: None,
+                made: 0,
                 last_failure: None,
             }),
             scripts: Scripts {
-                reserve: Script::new(&format!("{NOW}{RESERVE}")),
-                commit: Script::new(&format!("{NOW}{COMMIT}")),
+                reserve: Script::new(&format!("{NOW}{LIVE}{RESERVE}")),
+                commit: Script::new(&format!("{NOW}{LIVE}{COMMIT}")),
                 lookup: Script::new(&format!("{NOW}{LOOKUP}")),
-                bind: Script::new(&format!("{NOW}{BIND}")),
+                bind: Script::new(&format!("{NOW}{LIVE}{BIND}")),
                 end: Script::new(END),
+                due: Script::new(&format!("{NOW}{DUE}")),
                 sweep: Script::new(&format!("{NOW}{SWEEP}")),
                 hit: Script::new(HIT),
                 unhit: Script::new(UNHIT),
@@ -281,32 +675,148 @@ impl RedisStore {
         }
     }
 
-    async fn conn(&self) -> Result<ConnectionManager, StoreError> {
+    /// The connection (made now if there is none), and which one it is.
+    async fn link(&self) -> Result<(Link, u64), StoreError> {
         let mut c = self.conn.lock().await;
-        if let Some(m) = &c.manager {
-            return Ok(m.clone());
+        if let Some((l, n)) = &c.link {
+            return Ok((l.clone(), *n));
         }
-        if c.last_failure
-            .is_some_and(|t| t.elapsed() < Duration::from_millis(500))
-        {
+        if c.last_failure.is_some_and(|t| t.elapsed() < BACKOFF) {
             return Err(self.err("unreachable (retrying shortly)"));
         }
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(2)))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_millis(500));
-        match ConnectionManager::new_with_config(self.client.clone(), config).await {
-            Ok(m) => {
+        let made = match &mut c.target {
+            Target::Single(client) => {
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(CONNECT_TIMEOUT))
+                    .set_response_timeout(Some(RESPONSE_TIMEOUT))
+                    .set_number_of_retries(2)
+                    .set_max_delay(Duration::from_millis(500));
+                ConnectionManager::new_with_config(client.clone(), config)
+                    .await
+                    .map(Link::Single)
+                    .map_err(|e| e.to_string())
+            }
+            Target::Cluster(client) => client
+                .get_async_connection()
+                .await
+                .map(Link::Cluster)
+                .map_err(|e| e.to_string()),
+            Target::Sentinel(client) => {
+                let config = redis::AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(CONNECT_TIMEOUT))
+                    .set_response_timeout(Some(RESPONSE_TIMEOUT));
+                // Asks the sentinels in turn for the primary, then asks it
+                // (ROLE) whether it is one.
+                match tokio::time::timeout(
+                    RESOLVE_TIMEOUT,
+                    client.get_async_connection_with_config(&config),
+                )
+                .await
+                {
+                    Ok(Ok(c)) => Ok(Link::Sentinel(c)),
+                    Ok(Err(e)) => Err(format!("no primary from the sentinels: {e}")),
+                    Err(_) => Err("no primary from the sentinels in time".to_owned()),
+                }
+            }
+        };
+        match made {
+            Ok(l) => {
                 tracing::info!(store = %self.shown, "session store connected");
-                c.manager = Some(m.clone());
+                c.made += 1;
+                c.link = Some((l.clone(), c.made));
                 c.last_failure = None;
-                Ok(m)
+                Ok((l, c.made))
             }
             Err(e) => {
                 c.last_failure = Some(Instant::now());
                 tracing::error!(store = %self.shown, error = %e, "session store unreachable");
                 Err(self.err(e))
+            }
+        }
+    }
+
+    /// Drops connection `n` if it is still the current one, so the next
+    /// operation connects again (on Sentinel: asks the sentinels again).
+    async fn forget(&self, n: u64) {
+        let mut c = self.conn.lock().await;
+        if c.link.as_ref().is_some_and(|(_, m)| *m == n) {
+            c.link = None;
+        }
+    }
+
+    /// On Sentinel: did `e` come from a primary that went away or is no
+    /// longer primary?
+    fn primary_gone(&self, e: &redis::RedisError) -> bool {
+        e.is_io_error()
+            || e.is_connection_dropped()
+            || e.is_connection_refusal()
+            || e.is_timeout()
+            || e.is_unrecoverable_error()
+            || matches!(
+                e.code(),
+                Some("READONLY" | "MASTERDOWN" | "LOADING" | "NOREPLICAS")
+            )
+            || e.to_string().contains("READONLY")
+    }
+
+    /// Sends `req`; on Sentinel, after the primary went away, finds it again
+    /// and sends a [`Retry::Safe`] request once more.
+    async fn query<T: FromRedisValue>(
+        &self,
+        req: &Request<'_>,
+        retry: Retry,
+    ) -> Result<T, StoreError> {
+        self.query_replicated(req, retry, |_| false).await
+    }
+
+    /// Like [`query`](Self::query); on Sentinel, when `replicate` says so
+    /// of the answer, also waits (`WAIT 1`, on the same connection, so for
+    /// this write) until a replica has it, for at most
+    /// [`REPLICATION_WAIT`]; fails if none has.
+    async fn query_replicated<T: FromRedisValue>(
+        &self,
+        req: &Request<'_>,
+        retry: Retry,
+        replicate: impl Fn(&T) -> bool,
+    ) -> Result<T, StoreError> {
+        let mut again = retry == Retry::Safe;
+        loop {
+            let (mut link, n) = self.link().await?;
+            let sentinel = matches!(link, Link::Sentinel(_));
+            let r = match req {
+                Request::Script(s) => s.invoke_async(&mut link).await,
+                Request::Cmd(c) => c.query_async(&mut link).await,
+                Request::Pipe(p) => p.query_async(&mut link).await,
+            };
+            let r = match r {
+                Ok(v) if sentinel && replicate(&v) => redis::cmd("WAIT")
+                    .arg(1)
+                    .arg(ms(REPLICATION_WAIT))
+                    .query_async::<i64>(&mut link)
+                    .await
+                    .map(|acked| (v, acked > 0)),
+                Ok(v) => Ok((v, true)),
+                Err(e) => Err(e),
+            };
+            match r {
+                Ok((v, true)) => return Ok(v),
+                Ok((_, false)) => {
+                    tracing::error!(store = %self.shown, "no replica took the write in time");
+                    return Err(self.err(format!(
+                        "no replica acknowledged the write within {} ms",
+                        REPLICATION_WAIT.as_millis()
+                    )));
+                }
+                Err(e) if sentinel && self.primary_gone(&e) => {
+                    self.forget(n).await;
+                    if again {
+                        again = false;
+                        tracing::warn!(store = %self.shown, error = %e, "primary gone; asking the sentinels again");
+                        continue;
+                    }
+                    return Err(self.failed(e));
+                }
+                Err(e) => return Err(self.failed(e)),
             }
         }
     }
@@ -317,10 +827,17 @@ impl RedisStore {
         k
     }
 
+    /// A key of the session structure (hash-tagged on a cluster).
+    fn skey(&self, parts: &[&str]) -> String {
+        let mut k = String::from(self.sessions);
+        k.push_str(&parts.concat());
+        k
+    }
+
     fn group(&self, owner: Option<&str>) -> String {
         match owner {
-            Some(o) => self.key(&["own:", o]),
-            None => self.key(&["anon"]),
+            Some(o) => self.skey(&["own:", o]),
+            None => self.skey(&["anon"]),
         }
     }
 
@@ -328,8 +845,8 @@ impl RedisStore {
     /// anonymous session the anonymous group (given no user cap).
     fn user_group(&self, owner: Option<&str>) -> String {
         match owner {
-            Some(o) => self.key(&["subj:", subject_of(o)]),
-            None => self.key(&["anon"]),
+            Some(o) => self.skey(&["subj:", subject_of(o)]),
+            None => self.skey(&["anon"]),
         }
     }
 
@@ -364,16 +881,34 @@ impl RedisStore {
         only_new: bool,
     ) -> Result<bool, StoreError> {
         let ms = self.kv_ms(ttl)?;
-        let mut c = self.conn().await?;
         let mut cmd = redis::cmd("SET");
         cmd.arg(self.kv_key(key)).arg(value);
         if only_new {
             cmd.arg("NX");
         }
         cmd.arg("PX").arg(ms);
+        // A plain SET may be sent twice; SET NX may not (the second would
+        // find the first's value and answer "not stored").
+        let retry = if only_new { Retry::Never } else { Retry::Safe };
         // "OK" when set; nil when NX found the key taken.
-        let set: Option<String> = cmd.query_async(&mut c).await.map_err(|e| self.failed(e))?;
+        let set: Option<String> = self.query(&Request::Cmd(cmd), retry).await?;
         Ok(set.is_some())
+    }
+
+    /// Extends the life of `owner`'s cap groups' keys (a lookup found them
+    /// due). Best effort: they live a day longer than this is needed.
+    async fn keep_groups(&self, owner: Option<&str>, limits: &SessionLimits) {
+        let life = ms(limits.idle_timeout)
+            .saturating_mul(4)
+            .saturating_add(86_400_000);
+        let mut pipe = redis::pipe();
+        pipe.pexpire(self.group(owner), life as i64).ignore();
+        if owner.is_some() {
+            pipe.pexpire(self.user_group(owner), life as i64).ignore();
+        }
+        if let Err(e) = self.query::<()>(&Request::Pipe(pipe), Retry::Safe).await {
+            tracing::warn!(error = %e, "could not extend a session's cap groups");
+        }
     }
 
     fn failed(&self, e: redis::RedisError) -> StoreError {
@@ -389,7 +924,6 @@ impl SessionStore for RedisStore {
         owner: Option<&str>,
         limits: &SessionLimits,
     ) -> Result<Reserve, StoreError> {
-        let mut c = self.conn().await?;
         let ticket = Ticket::random();
         let group_max = if owner.is_some() {
             limits.max_per_principal
@@ -397,20 +931,16 @@ impl SessionStore for RedisStore {
             limits.max_anonymous
         };
         let (user, user_max) = self.user(owner, limits);
-        let r: i64 = self
-            .scripts
-            .reserve
-            .key(self.key(&["all"]))
+        let mut inv = self.scripts.reserve.prepare_invoke();
+        inv.key(self.skey(&["all"]))
             .key(self.group(owner))
             .key(user)
             .arg(ms(limits.reservation_ttl))
             .arg(limits.max_sessions)
             .arg(group_max)
             .arg(&ticket.0)
-            .arg(user_max)
-            .invoke_async(&mut c)
-            .await
-            .map_err(|e| self.failed(e))?;
+            .arg(user_max);
+        let r: i64 = self.query(&Request::Script(inv), Retry::Never).await?;
         Ok(match (r, owner) {
             (0, _) => Reserve::Granted(ticket),
             (1, _) => Reserve::Full(Full::Global),
@@ -427,48 +957,39 @@ impl SessionStore for RedisStore {
         owner: Option<&str>,
         limits: &SessionLimits,
     ) -> Result<bool, StoreError> {
-        let mut c = self.conn().await?;
         let group_max = if owner.is_some() {
             limits.max_per_principal
         } else {
             limits.max_anonymous
         };
         let (user, user_max) = self.user(owner, limits);
-        let r: i64 = self
-            .scripts
-            .commit
-            .key(self.key(&["all"]))
+        let mut inv = self.scripts.commit.prepare_invoke();
+        inv.key(self.skey(&["all"]))
             .key(self.group(owner))
-            .key(self.key(&["sess:", sid]))
+            .key(self.skey(&["sess:", sid]))
             .key(user)
-            .key(self.key(&["expiry"]))
-            .key(self.key(&["owners"]))
+            .key(self.skey(&["expiry"]))
+            .key(self.skey(&["owners"]))
             .arg(ms(limits.idle_timeout))
             .arg(&ticket.0)
             .arg(sid)
             .arg(owner.unwrap_or_default())
             .arg(limits.max_sessions)
             .arg(group_max)
-            .arg(user_max)
-            .invoke_async(&mut c)
-            .await
-            .map_err(|e| self.failed(e))?;
+            .arg(user_max);
+        let r: i64 = self.query(&Request::Script(inv), Retry::Never).await?;
         Ok(r == 0)
     }
 
     async fn release(&self, ticket: &Ticket, owner: Option<&str>) -> Result<(), StoreError> {
-        let mut c = self.conn().await?;
-        let _: () = redis::pipe()
-            .zrem(self.key(&["all"]), &ticket.0)
+        let mut pipe = redis::pipe();
+        pipe.zrem(self.skey(&["all"]), &ticket.0)
             .ignore()
             .zrem(self.group(owner), &ticket.0)
             .ignore()
             .zrem(self.user_group(owner), &ticket.0)
-            .ignore()
-            .query_async(&mut c)
-            .await
-            .map_err(|e| self.failed(e))?;
-        Ok(())
+            .ignore();
+        self.query(&Request::Pipe(pipe), Retry::Safe).await
     }
 
     async fn lookup(
@@ -476,24 +997,25 @@ impl SessionStore for RedisStore {
         sid: &str,
         limits: &SessionLimits,
     ) -> Result<Option<SessionRecord>, StoreError> {
-        let mut c = self.conn().await?;
-        let owner: Option<String> = self
-            .scripts
-            .lookup
-            .key(self.key(&["sess:", sid]))
-            .key(self.key(&["state:", sid]))
-            .key(self.key(&["all"]))
-            .key(self.key(&["expiry"]))
-            .key(self.key(&["owners"]))
+        let mut inv = self.scripts.lookup.prepare_invoke();
+        inv.key(self.skey(&["sess:", sid]))
+            .key(self.skey(&["state:", sid]))
+            .key(self.skey(&["all"]))
+            .key(self.skey(&["expiry"]))
+            .key(self.skey(&["owners"]))
             .arg(ms(limits.idle_timeout))
             .arg(sid)
-            .arg(PREFIX)
-            .invoke_async(&mut c)
-            .await
-            .map_err(|e| self.failed(e))?;
-        Ok(owner.map(|o| SessionRecord {
-            owner: (!o.is_empty()).then_some(o),
-        }))
+            .arg(KEEP_GROUPS_MS);
+        // A touch: sent twice, it only moves the expiry a little later.
+        let found: Option<(String, i64)> = self.query(&Request::Script(inv), Retry::Safe).await?;
+        let Some((owner, keep)) = found else {
+            return Ok(None);
+        };
+        let owner = (!owner.is_empty()).then_some(owner);
+        if keep == 1 {
+            self.keep_groups(owner.as_deref(), limits).await;
+        }
+        Ok(Some(SessionRecord { owner }))
     }
 
     async fn bind(
@@ -502,24 +1024,29 @@ impl SessionStore for RedisStore {
         owner: &str,
         limits: &SessionLimits,
     ) -> Result<Bind, StoreError> {
-        let mut c = self.conn().await?;
-        let r: Option<String> = self
-            .scripts
-            .bind
-            .key(self.key(&["sess:", sid]))
-            .key(self.key(&["anon"]))
-            .key(self.key(&["own:", owner]))
+        let mut inv = self.scripts.bind.prepare_invoke();
+        inv.key(self.skey(&["sess:", sid]))
+            .key(self.skey(&["anon"]))
+            .key(self.skey(&["own:", owner]))
             .key(self.user_group(Some(owner)))
-            .key(self.key(&["expiry"]))
-            .key(self.key(&["owners"]))
+            .key(self.skey(&["expiry"]))
+            .key(self.skey(&["owners"]))
+            .key(self.skey(&["all"]))
             .arg(ms(limits.idle_timeout))
             .arg(sid)
             .arg(owner)
             .arg(limits.max_per_principal)
-            .arg(limits.max_per_subject)
-            .invoke_async(&mut c)
-            .await
-            .map_err(|e| self.failed(e))?;
+            .arg(limits.max_per_subject);
+        // Sent twice, the second finds the session bound (to this owner,
+        // or to whoever bound it first) and answers that owner. On
+        // Sentinel, a binding is answered only once a replica has it: a
+        // failover right after cannot bring the session back unbound, for
+        // someone else to take.
+        let r: Option<String> = self
+            .query_replicated(&Request::Script(inv), Retry::Safe, |r: &Option<String>| {
+                r.as_deref() == Some(owner)
+            })
+            .await?;
         Ok(match r {
             None => Bind::Gone,
             Some(o) if o.is_empty() => Bind::Full,
@@ -528,57 +1055,36 @@ impl SessionStore for RedisStore {
     }
 
     async fn end(&self, sid: &str) -> Result<(), StoreError> {
-        let mut c = self.conn().await?;
-        let _: i64 = self
-            .scripts
-            .end
-            .key(self.key(&["sess:", sid]))
-            .key(self.key(&["state:", sid]))
-            .key(self.key(&["all"]))
-            .key(self.key(&["expiry"]))
-            .key(self.key(&["owners"]))
-            .arg(sid)
-            .arg(PREFIX)
-            .invoke_async(&mut c)
-            .await
-            .map_err(|e| self.failed(e))?;
+        let mut inv = self.scripts.end.prepare_invoke();
+        inv.key(self.skey(&["sess:", sid]))
+            .key(self.skey(&["state:", sid]))
+            .key(self.skey(&["all"]))
+            .key(self.skey(&["expiry"]))
+            .key(self.skey(&["owners"]))
+            .arg(sid);
+        let _: i64 = self.query(&Request::Script(inv), Retry::Safe).await?;
         Ok(())
     }
 
     async fn hit(&self, key: &str, window: Duration) -> Result<(u64, Duration), StoreError> {
-        let mut c = self.conn().await?;
-        let (n, ttl): (u64, i64) = self
-            .scripts
-            .hit
-            .key(self.key(&["rl:", key]))
-            .arg(ms(window))
-            .invoke_async(&mut c)
-            .await
-            .map_err(|e| self.failed(e))?;
+        let mut inv = self.scripts.hit.prepare_invoke();
+        inv.key(self.key(&["rl:", key])).arg(ms(window));
+        let (n, ttl): (u64, i64) = self.query(&Request::Script(inv), Retry::Never).await?;
         Ok((n, Duration::from_millis(ttl.max(0) as u64)))
     }
 
     async fn count(&self, key: &str) -> Result<(u64, Duration), StoreError> {
-        let mut c = self.conn().await?;
         let k = self.key(&["rl:", key]);
-        let (n, ttl): (Option<u64>, i64) = redis::pipe()
-            .get(&k)
-            .pttl(&k)
-            .query_async(&mut c)
-            .await
-            .map_err(|e| self.failed(e))?;
+        let mut pipe = redis::pipe();
+        pipe.get(&k).pttl(&k);
+        let (n, ttl): (Option<u64>, i64) = self.query(&Request::Pipe(pipe), Retry::Safe).await?;
         Ok((n.unwrap_or(0), Duration::from_millis(ttl.max(0) as u64)))
     }
 
     async fn unhit(&self, key: &str) -> Result<(), StoreError> {
-        let mut c = self.conn().await?;
-        let _: i64 = self
-            .scripts
-            .unhit
-            .key(self.key(&["rl:", key]))
-            .invoke_async(&mut c)
-            .await
-            .map_err(|e| self.failed(e))?;
+        let mut inv = self.scripts.unhit.prepare_invoke();
+        inv.key(self.key(&["rl:", key]));
+        let _: i64 = self.query(&Request::Script(inv), Retry::Never).await?;
         Ok(())
     }
 
@@ -588,19 +1094,19 @@ impl SessionStore for RedisStore {
         state: &str,
         limits: &SessionLimits,
     ) -> Result<(), StoreError> {
-        let mut c = self.conn().await?;
-        let _: () = c
-            .pset_ex(self.key(&["state:", sid]), state, ms(limits.idle_timeout))
-            .await
-            .map_err(|e| self.failed(e))?;
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.skey(&["state:", sid]))
+            .arg(state)
+            .arg("PX")
+            .arg(ms(limits.idle_timeout));
+        let _: () = self.query(&Request::Cmd(cmd), Retry::Safe).await?;
         Ok(())
     }
 
     async fn load_state(&self, sid: &str) -> Result<Option<String>, StoreError> {
-        let mut c = self.conn().await?;
-        c.get(self.key(&["state:", sid]))
-            .await
-            .map_err(|e| self.failed(e))
+        let mut cmd = redis::cmd("GET");
+        cmd.arg(self.skey(&["state:", sid]));
+        self.query(&Request::Cmd(cmd), Retry::Safe).await
     }
 
     async fn kv_put(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
@@ -612,23 +1118,22 @@ impl SessionStore for RedisStore {
     }
 
     async fn kv_get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let mut c = self.conn().await?;
-        c.get(self.kv_key(key)).await.map_err(|e| self.failed(e))
+        let mut cmd = redis::cmd("GET");
+        cmd.arg(self.kv_key(key));
+        self.query(&Request::Cmd(cmd), Retry::Safe).await
     }
 
     async fn kv_take(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let mut c = self.conn().await?;
         // One command, so atomic: of concurrent takes only one sees the value.
-        redis::cmd("GETDEL")
-            .arg(self.kv_key(key))
-            .query_async(&mut c)
-            .await
-            .map_err(|e| self.failed(e))
+        let mut cmd = redis::cmd("GETDEL");
+        cmd.arg(self.kv_key(key));
+        self.query(&Request::Cmd(cmd), Retry::Never).await
     }
 
     async fn kv_delete(&self, key: &str) -> Result<(), StoreError> {
-        let mut c = self.conn().await?;
-        let _: i64 = c.del(self.kv_key(key)).await.map_err(|e| self.failed(e))?;
+        let mut cmd = redis::cmd("DEL");
+        cmd.arg(self.kv_key(key));
+        let _: i64 = self.query(&Request::Cmd(cmd), Retry::Safe).await?;
         Ok(())
     }
 
@@ -640,34 +1145,40 @@ impl SessionStore for RedisStore {
 
     /// Pops expired sessions from the expiry index (`mcp-auth:expiry`, a
     /// sorted set of session ids by expiry, beside `mcp-auth:owners`, each
-    /// session's owner) with one Lua script per batch, so of several
-    /// replicas sweeping at once exactly one reports each session. Sessions
-    /// committed by a version without the index are reported only once
-    /// looked up by this one. The index is bounded by sweeping: sessions
-    /// expired and not yet swept stay in it.
+    /// session's owner; `{mcp-auth}:` on a cluster), a batch at a time: one
+    /// read of the due ids, then one Lua script that is given their session
+    /// keys and pops those still due, so of several replicas sweeping at
+    /// once exactly one reports each session. Sessions committed by a
+    /// version without the index are reported only once looked up by this
+    /// one. The index is bounded by sweeping: sessions expired and not yet
+    /// swept stay in it.
     async fn sweep_expired(&self) -> Result<Vec<ExpiredSession>, StoreError> {
-        let mut c = self.conn().await?;
         let mut expired = Vec::new();
         loop {
-            let popped: Vec<String> = self
-                .scripts
-                .sweep
-                .key(self.key(&["expiry"]))
-                .key(self.key(&["owners"]))
-                .arg(PREFIX)
-                .arg(SWEEP_BATCH)
-                .invoke_async(&mut c)
-                .await
-                .map_err(|e| self.failed(e))?;
+            let mut due = self.scripts.due.prepare_invoke();
+            due.key(self.skey(&["expiry"])).arg(SWEEP_BATCH);
+            let ids: Vec<String> = self.query(&Request::Script(due), Retry::Safe).await?;
+            if ids.is_empty() {
+                return Ok(expired);
+            }
+            let mut pop = self.scripts.sweep.prepare_invoke();
+            pop.key(self.skey(&["expiry"])).key(self.skey(&["owners"]));
+            for id in &ids {
+                pop.key(self.skey(&["sess:", id]));
+            }
+            for id in &ids {
+                pop.arg(id);
+            }
+            // Popping twice could lose a report: never sent twice.
+            let popped: Vec<String> = self.query(&Request::Script(pop), Retry::Never).await?;
             let mut popped = popped.into_iter();
-            let examined: usize = popped.next().and_then(|n| n.parse().ok()).unwrap_or(0);
             while let (Some(id), Some(owner)) = (popped.next(), popped.next()) {
                 expired.push(ExpiredSession::new(
                     id,
                     (!owner.is_empty()).then_some(owner),
                 ));
             }
-            if examined < SWEEP_BATCH {
+            if ids.len() < SWEEP_BATCH {
                 return Ok(expired);
             }
         }
@@ -682,7 +1193,8 @@ impl SessionStore for RedisStore {
 mod tests {
     use std::{collections::BTreeMap, sync::Arc};
 
-    use mcp_auth_integration_tests::{Peer, free_port};
+    use mcp_auth_integration_tests::{Peer, RedisCluster, RedisSentinel, free_port};
+    use redis::AsyncCommands;
 
     use super::*;
 
@@ -836,5 +1348,312 @@ mod tests {
         tokio::time::sleep(idle + Duration::from_millis(100)).await;
         b.sweep().await.unwrap();
         assert!(sweep_both(&a, &b).await.is_empty());
+    }
+
+    #[test]
+    fn urls_of_the_three_deployments() {
+        let one = RedisStore::new("redis://:secret@127.0.0.1:6379/2").unwrap();
+        assert_eq!(one.describe(), "redis://127.0.0.1:6379");
+        assert_eq!(one.sessions, PREFIX);
+
+        let cluster =
+            RedisStore::new("redis+cluster://us%40er:p%2Fss@10.0.0.1:7000,10.0.0.2,[::1]:7002")
+                .unwrap();
+        assert_eq!(
+            cluster.describe(),
+            "redis+cluster://10.0.0.1:7000,10.0.0.2:6379,[::1]:7002"
+        );
+        assert_eq!(cluster.sessions, CLUSTER_PREFIX);
+        assert_eq!(
+            cluster.skey(&["sess:", "abc"]),
+            "{mcp-auth}:sess:abc",
+            "one hash tag for the session structure"
+        );
+        assert_eq!(
+            cluster.key(&["rl:", "x"]),
+            "mcp-auth:rl:x",
+            "counters hash freely"
+        );
+        assert!(RedisStore::new("redis+cluster://h:1/0").is_ok());
+
+        let sentinel =
+            RedisStore::new("redis+sentinel://:pw@s1:26379,s2,s3:26380/my%20master/3").unwrap();
+        assert_eq!(
+            sentinel.describe(),
+            "redis+sentinel://s1:26379,s2:26379,s3:26380/my master/3"
+        );
+        assert_eq!(sentinel.sessions, PREFIX);
+        assert_eq!(
+            RedisStore::new("redis+sentinel://s1/mymaster")
+                .unwrap()
+                .describe(),
+            "redis+sentinel://s1:26379/mymaster/0"
+        );
+
+        let parsed = Nodes::parse("u%3A:p%40ss%3Aw@h:1", 9).unwrap();
+        assert_eq!(parsed.username.as_deref(), Some("u:"));
+        assert_eq!(parsed.password.as_deref(), Some("p@ss:w"));
+        assert_eq!(parsed.hosts, [("h".to_owned(), 1)]);
+        let parsed = Nodes::parse(":only@h", 9).unwrap();
+        assert_eq!(
+            (parsed.username, parsed.password.as_deref()),
+            (None, Some("only"))
+        );
+    }
+
+    #[test]
+    fn bad_urls_say_what_is_wrong_without_the_password() {
+        for (url, says) in [
+            ("redis+cluster://:hunter2@h:1/3", "database 0"),
+            ("redis+cluster://:hunter2@h:1,,h:2", "node 2 of 3: empty"),
+            ("redis+cluster://:hunter2@h:70000", "port"),
+            ("redis+cluster://:hunter2@h:0", "port"),
+            ("redis+cluster://:hunter2@h:x", "port"),
+            ("redis+cluster://:hunter2@", "node 1 of 1: empty"),
+            ("redis+cluster://:hunter2@[::1", "host:port"),
+            (
+                "redis+cluster://:hunter2@h:1,[::1]x",
+                "node 2 of 2: not host:port",
+            ),
+            ("redis+cluster://:hun/ter2@h:1", "%2F"),
+            ("redis+sentinel://:hun/ter2@h:1/m", "%2F"),
+            ("redis+sentinel://u:1/hunter2/x", "database"),
+            ("redis+cluster://:hunter2@h:1?tls=1", "query"),
+            ("redis+cluster://:hunter2%zz@h:1", "password"),
+            ("redis+sentinel://:hunter2@h:1", "master name is missing"),
+            ("redis+sentinel://:hunter2@h:1/m/x", "database"),
+            ("redis+sentinel://:hunter2@h:1/m/-1", "database"),
+            ("redis+sentinel://:hunter2@h:1/m/0/extra", "master name"),
+        ] {
+            let Err(e) = RedisStore::new(url) else {
+                panic!("{url} accepted")
+            };
+            assert!(e.contains(says), "{url}: {e}");
+            assert!(!e.contains("hunter2"), "{url}: {e}");
+        }
+        // Through the settings: the variable is named, the value is not
+        // repeated.
+        let with = |v: &str| {
+            std::collections::HashMap::from([("MCP_SESSION_STORE".to_owned(), v.to_owned())])
+        };
+        for url in [
+            "redis+cluster://:hunter2@h:1/3",
+            "redis+sentinel://:hunter2@h:1",
+            "rediss+cluster://:hunter2@h:1",
+            "rediss+sentinel://:hunter2@h:1/m",
+            "redis+unknown://:hunter2@h:1",
+        ] {
+            let Err(e) = crate::store_from_settings(&with(url)) else {
+                panic!("{url} accepted")
+            };
+            assert_eq!(e.variable, "MCP_SESSION_STORE");
+            assert!(!e.to_string().contains("hunter2"), "{e}");
+        }
+        assert!(crate::store_from_settings(&with("redis+cluster://h:1,h:2")).is_ok());
+        assert!(crate::store_from_settings(&with("redis+sentinel://h:1/mymaster/1")).is_ok());
+    }
+
+    /// Every script on a real three-primary cluster: each touches one slot
+    /// (a cross-slot script fails there), caps hold across two stores, the
+    /// sweep reports each expired session once, and the session structure
+    /// sits on one node while counters and key-value entries spread.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    #[ignore = "needs redis-server (tests/run-all.sh installs it)"]
+    async fn redis_cluster_store_runs_every_script_in_one_slot() {
+        let cluster = RedisCluster::start(3);
+        let (a, b) = (
+            RedisStore::new(&cluster.url()).unwrap(),
+            RedisStore::new(&cluster.url()).unwrap(),
+        );
+        let l = SessionLimits {
+            max_per_principal: 2,
+            max_per_subject: 3,
+            ..limits(Duration::from_secs(60))
+        };
+        let alice = "https://as\u{1f}alice\u{1f}app";
+        let alice2 = "https://as\u{1f}alice\u{1f}other-app";
+        open(&a, Some(alice), "s1", &l).await;
+        open(&b, Some(alice), "s2", &l).await;
+        assert_eq!(
+            a.reserve(Some(alice), &l).await.unwrap(),
+            Reserve::Full(Full::Principal)
+        );
+        open(&b, Some(alice2), "s3", &l).await;
+        assert_eq!(
+            a.reserve(Some(alice2), &l).await.unwrap(),
+            Reserve::Full(Full::Subject),
+            "the user's cap over both clients"
+        );
+        // Ending a session frees its place in both groups.
+        b.end("s1").await.unwrap();
+        assert!(a.lookup("s1", &l).await.unwrap().is_none());
+        open(&a, Some(alice2), "s4", &l).await;
+        assert_eq!(
+            b.lookup("s4", &l).await.unwrap().unwrap().owner.as_deref(),
+            Some(alice2)
+        );
+        // A reservation given back frees its place too.
+        let Reserve::Granted(t) = a.reserve(Some("bob"), &l).await.unwrap() else {
+            panic!("bob's slot")
+        };
+        a.release(&t, Some("bob")).await.unwrap();
+        // Binding an anonymous session, once.
+        open(&a, None, "anon", &l).await;
+        assert_eq!(
+            b.bind("anon", "bob", &l).await.unwrap(),
+            Bind::Owner("bob".into())
+        );
+        assert_eq!(
+            a.bind("anon", "carol", &l).await.unwrap(),
+            Bind::Owner("bob".into())
+        );
+        // Saved state, counters, key-value entries.
+        a.save_state("s2", "state", &l).await.unwrap();
+        assert_eq!(b.load_state("s2").await.unwrap().as_deref(), Some("state"));
+        for i in 0..20 {
+            let key = format!("fail:{i}");
+            assert_eq!(a.hit(&key, Duration::from_secs(60)).await.unwrap().0, 1);
+            assert_eq!(b.count(&key).await.unwrap().0, 1);
+            b.unhit(&key).await.unwrap();
+            assert_eq!(a.hit(&key, Duration::from_secs(60)).await.unwrap().0, 1);
+            a.kv_put(&format!("k{i}"), b"v", Duration::from_secs(60))
+                .await
+                .unwrap();
+        }
+        assert!(
+            b.kv_put_new("once", b"x", Duration::from_secs(60))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !a.kv_put_new("once", b"y", Duration::from_secs(60))
+                .await
+                .unwrap()
+        );
+        assert_eq!(a.kv_take("once").await.unwrap().as_deref(), Some(&b"x"[..]));
+        assert_eq!(b.kv_take("once").await.unwrap(), None);
+        b.kv_delete("k0").await.unwrap();
+        assert_eq!(a.kv_get("k0").await.unwrap(), None);
+        assert_eq!(a.kv_get("k1").await.unwrap().as_deref(), Some(&b"v"[..]));
+
+        // Expiry, reported once across both stores.
+        let short = limits(Duration::from_millis(500));
+        for i in 0..30 {
+            let owner = format!("https://as\u{1f}user-{i}\u{1f}app");
+            open(
+                if i % 2 == 0 { &a } else { &b },
+                Some(&owner),
+                &format!("e{i}"),
+                &short,
+            )
+            .await;
+        }
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let seen = sweep_both(&a, &b).await;
+        assert_eq!(seen.len(), 30, "{seen:?}");
+        assert!(seen.values().all(|(n, o)| *n == 1 && o.is_some()));
+        assert!(sweep_both(&a, &b).await.is_empty());
+        assert!(a.lookup("s2", &l).await.unwrap().is_some(), "still live");
+
+        let by_node = cluster.keys_by_node();
+        let tagged: Vec<usize> = (0..by_node.len())
+            .filter(|i| by_node[*i].iter().any(|k| k.starts_with("{mcp-auth}:")))
+            .collect();
+        assert_eq!(tagged.len(), 1, "{by_node:?}");
+        assert!(
+            by_node
+                .iter()
+                .filter(|keys| keys.iter().any(|k| k.starts_with("mcp-auth:")))
+                .count()
+                > 1,
+            "counters and key-value entries spread: {by_node:?}"
+        );
+    }
+
+    /// After a failover the store finds the new primary by itself: a safe
+    /// operation is sent again at once, an unsafe one fails once (the
+    /// caller answers 503) and the next one goes to the new primary.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "needs redis-server (tests/run-all.sh installs it)"]
+    async fn redis_sentinel_store_follows_a_failover_and_retries_only_what_is_safe() {
+        let mut setup = RedisSentinel::start();
+        let url = setup.url();
+        let (safe, unsafe_) = (
+            RedisStore::new(&url).unwrap(),
+            RedisStore::new(&url).unwrap(),
+        );
+        let l = limits(Duration::from_secs(60));
+        let alice = "https://as\u{1f}alice\u{1f}app";
+        open(&safe, Some(alice), "kept", &l).await;
+        // A binding is answered once the replica has it.
+        open(&safe, None, "bound", &l).await;
+        assert_eq!(
+            safe.bind("bound", "bob", &l).await.unwrap(),
+            Bind::Owner("bob".into())
+        );
+        assert_eq!(
+            unsafe_
+                .hit("fail:x", Duration::from_secs(60))
+                .await
+                .unwrap()
+                .0,
+            1
+        );
+        assert!(setup.wait_replicated(Duration::from_secs(5)), "replicated");
+        let old = setup.primary_port();
+
+        setup.kill_primary();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while setup
+            .sentinel_ports()
+            .iter()
+            .any(|s| setup.primary_by_sentinel(*s) != Some(setup.replica_port()))
+        {
+            assert!(Instant::now() < deadline, "no failover from {old:?}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        // The replica may still be finishing its promotion: wait until it
+        // takes writes.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !mcp_auth_integration_tests::redis_cli(setup.replica_port(), &["role"])
+            .starts_with("master")
+        {
+            assert!(Instant::now() < deadline, "the replica was not promoted");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+
+        // Both stores still hold a connection to the dead primary.
+        let found = safe.lookup("kept", &l).await.unwrap();
+        assert_eq!(found.unwrap().owner.as_deref(), Some(alice), "sent again");
+        let refused = unsafe_.hit("fail:x", Duration::from_secs(60)).await;
+        assert!(refused.is_err(), "a count is never sent twice: {refused:?}");
+        let e = refused.unwrap_err();
+        assert!(e.store.starts_with("redis+sentinel://"), "{e}");
+        assert_eq!(
+            unsafe_
+                .hit("fail:x", Duration::from_secs(60))
+                .await
+                .unwrap()
+                .0,
+            2,
+            "the next one reaches the new primary"
+        );
+        assert!(safe.describe().ends_with("/mymaster/0"));
+        assert_eq!(
+            unsafe_.bind("bound", "carol", &l).await.unwrap(),
+            Bind::Owner("bob".into()),
+            "still bound to its owner"
+        );
+        // The new primary has no replica (the old primary is dead): a new
+        // binding is refused (503) rather than answered and then lost in
+        // the next failover.
+        open(&safe, None, "unreplicated", &l).await;
+        let started = Instant::now();
+        let e = safe.bind("unreplicated", "bob", &l).await.unwrap_err();
+        assert!(e.reason.contains("replica"), "{e}");
+        assert!(
+            started.elapsed() >= REPLICATION_WAIT,
+            "waited for a replica"
+        );
     }
 }

@@ -296,7 +296,10 @@ pub(crate) fn kv_ttl(ttl: Duration, store: &str) -> Result<Duration, StoreError>
 /// A store shared between tasks.
 pub type SharedStore = Arc<dyn SessionStore>;
 
-/// Reads `MCP_SESSION_STORE`: `memory` (default) or `redis://host:port/db`,
+/// Reads `MCP_SESSION_STORE`: `memory` (default), `redis://host:port/db`,
+/// `redis+cluster://host:port,host:port,...` (Redis Cluster, seed nodes)
+/// or `redis+sentinel://host:port,.../master-name[/db]` (the primary
+/// found through Sentinel, followed across failovers),
 /// [`metered`](crate::metered) (its operations counted, timed and traced).
 /// `rediss://` (TLS) is refused by name: the Redis client is built without
 /// TLS (reach Redis over a private network, or through a TLS tunnel). The
@@ -333,21 +336,42 @@ pub fn store_from_settings(l: &dyn Lookup) -> Result<SharedStore, ConfigError> {
     })
 }
 
+/// The store `MCP_SESSION_STORE` names, before metering and caching:
+/// `memory` (the default), or Redis in one of three forms (see
+/// `RedisStore::new` for the details):
+///
+/// - `redis://[user:password@]host:port/db`: one Redis;
+/// - `redis+cluster://[user:password@]host:port,host:port,...`: a Redis
+///   Cluster, by some of its nodes;
+/// - `redis+sentinel://[user:password@]host:port,host:port,.../<master name>[/db]`:
+///   the primary that these sentinels name (failover followed).
+///
+/// TLS (`rediss://`, `rediss+cluster://`, `rediss+sentinel://`) is refused
+/// by name. Errors name `MCP_SESSION_STORE` and never repeat the value (it
+/// may hold a password).
 fn plain_store_from_settings(l: &dyn Lookup) -> Result<SharedStore, ConfigError> {
     match l.get("MCP_SESSION_STORE") {
         None => Ok(Arc::new(MemoryStore::new())),
         Some(v) if v.eq_ignore_ascii_case("memory") => Ok(Arc::new(MemoryStore::new())),
-        Some(v) if v.starts_with("rediss://") => Err(ConfigError::new(
+        Some(v) if v.starts_with("rediss://") || v.starts_with("rediss+") => Err(ConfigError::new(
             "MCP_SESSION_STORE",
-            "rediss:// (TLS) is not supported: use redis:// over a private network or a TLS tunnel",
+            "rediss:// (TLS) is not supported: use redis:// (or redis+cluster://, \
+                 redis+sentinel://) over a private network or a TLS tunnel",
         )),
         #[cfg(feature = "redis")]
-        Some(v) if v.starts_with("redis://") => crate::RedisStore::new(&v)
-            .map(|s| Arc::new(s) as SharedStore)
-            .map_err(|e| ConfigError::new("MCP_SESSION_STORE", e)),
+        Some(v)
+            if v.starts_with("redis://")
+                || v.starts_with("redis+cluster://")
+                || v.starts_with("redis+sentinel://") =>
+        {
+            crate::RedisStore::new(&v)
+                .map(|s| Arc::new(s) as SharedStore)
+                .map_err(|e| ConfigError::new("MCP_SESSION_STORE", e))
+        }
         Some(_) => Err(ConfigError::new(
             "MCP_SESSION_STORE",
-            "expected memory or a redis://host:port/db URL",
+            "expected memory, redis://host:port/db, redis+cluster://host:port,host:port,... \
+             or redis+sentinel://host:port,host:port,.../<master name>[/db]",
         )),
     }
 }

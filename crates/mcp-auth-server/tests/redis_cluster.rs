@@ -1,0 +1,216 @@
+//! Two server processes on a real three-primary Redis Cluster
+//! (`MCP_SESSION_STORE=redis+cluster://...`): sessions continue across
+//! replicas and stay bound to their owner, caps and rate limits hold across
+//! both, and every key of the session structure lands in one slot.
+//!
+//! Ignored by plain `cargo test`; `tests/run-all.sh` installs Redis and runs them.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use mcp_auth_integration_tests::RedisCluster;
+
+use common::{INIT, KEY, Server, post};
+
+const BOB: &str = "bobs-key-0123456789abcdef";
+const LIST: &str = r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#;
+const INITIALIZED: &str = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
+
+fn replica(store: &str, extra: &[(&str, &str)]) -> Server {
+    let keys = format!("{KEY},{BOB}");
+    let mut env = vec![
+        ("MCP_API_KEYS", keys.as_str()),
+        ("MCP_SESSION_STORE", store),
+    ];
+    env.extend_from_slice(extra);
+    Server::start(&env)
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap()
+}
+
+/// Opens a session on `s` as `key` (or anonymously); returns its id.
+async fn open(
+    c: &reqwest::Client,
+    s: &Server,
+    key: Option<&str>,
+) -> Result<String, reqwest::StatusCode> {
+    let mut req = post(c, &s.url(), INIT);
+    if let Some(k) = key {
+        req = req.header("x-api-key", k);
+    }
+    let r = req.send().await.unwrap();
+    if r.status() != 200 {
+        return Err(r.status());
+    }
+    let sid = r.headers()["mcp-session-id"].to_str().unwrap().to_owned();
+    drop(r.text().await);
+    let mut req = post(c, &s.url(), INITIALIZED).header("mcp-session-id", &sid);
+    if let Some(k) = key {
+        req = req.header("x-api-key", k);
+    }
+    let r = req.send().await.unwrap();
+    assert!(
+        r.status().is_success() || r.status() == 401,
+        "{}",
+        r.status()
+    );
+    Ok(sid)
+}
+
+async fn list(
+    c: &reqwest::Client,
+    s: &Server,
+    sid: &str,
+    key: Option<&str>,
+) -> reqwest::StatusCode {
+    let mut req = post(c, &s.url(), LIST).header("mcp-session-id", sid);
+    if let Some(k) = key {
+        req = req.header("x-api-key", k);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status();
+    if status == 200 {
+        assert!(r.text().await.unwrap().contains("get_time"));
+    }
+    status
+}
+
+#[tokio::test]
+#[ignore = "needs redis-server (tests/run-all.sh installs it)"]
+async fn sessions_and_caps_hold_across_replicas_on_a_redis_cluster() {
+    let cluster = RedisCluster::start(3);
+    let policy = [
+        ("MCP_SESSION_AUTH_REQUIRE_FOR_SESSION", "false"),
+        ("MCP_MAX_SESSIONS_PER_PRINCIPAL", "2"),
+        ("MCP_MAX_ANONYMOUS_SESSIONS", "2"),
+        ("HTTP_MAX_CONCURRENT_SESSIONS", "20"),
+    ];
+    let a = replica(&cluster.url(), &policy);
+    let b = replica(&cluster.url(), &policy);
+    assert!(
+        a.stderr().contains("redis+cluster://127.0.0.1:"),
+        "the log names the cluster: {}",
+        a.stderr()
+    );
+    let c = client();
+
+    // A session opened on A continues on B, for its owner only.
+    let sid = open(&c, &a, Some(KEY)).await.unwrap();
+    assert_eq!(list(&c, &a, &sid, Some(KEY)).await, 200);
+    assert_eq!(list(&c, &b, &sid, Some(KEY)).await, 200);
+    assert_eq!(list(&c, &a, &sid, Some(BOB)).await, 404);
+    assert_eq!(list(&c, &b, &sid, Some(BOB)).await, 404);
+    assert_eq!(list(&c, &b, &sid, None).await, 401);
+
+    // The session's keys share one slot ({mcp-auth}): all on one node.
+    let sess = format!("{{mcp-auth}}:sess:{sid}");
+    assert_eq!(cluster.cli(&["exists", &sess]).trim(), "1");
+    let by_node = cluster.keys_by_node();
+    let holding: Vec<usize> = by_node
+        .iter()
+        .enumerate()
+        .filter(|(_, keys)| keys.iter().any(|k| k.starts_with("{mcp-auth}:")))
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(holding.len(), 1, "{by_node:?}");
+    assert!(by_node[holding[0]].contains(&sess), "{by_node:?}");
+
+    // The per-principal cap (2) is shared by both replicas.
+    let second = open(&c, &b, Some(KEY)).await.unwrap();
+    assert_eq!(open(&c, &a, Some(KEY)).await.unwrap_err(), 429);
+    assert_eq!(open(&c, &b, Some(KEY)).await.unwrap_err(), 429);
+    // Ending one (on the other replica) frees its place everywhere.
+    let r = c
+        .delete(b.url())
+        .header("x-api-key", KEY)
+        .header("mcp-session-id", &sid)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let third = open(&c, &a, Some(KEY)).await.unwrap();
+    assert_eq!(open(&c, &b, Some(KEY)).await.unwrap_err(), 429);
+    assert_eq!(list(&c, &a, &second, Some(KEY)).await, 200);
+    assert_eq!(list(&c, &b, &third, Some(KEY)).await, 200);
+
+    // Anonymous sessions: at most the anonymous cap across replicas, and
+    // one is bound to the first principal that authenticates in it.
+    let anon = open(&c, &a, None).await.unwrap();
+    assert!(open(&c, &b, None).await.is_ok());
+    assert_eq!(open(&c, &a, None).await.unwrap_err(), 503);
+    assert_eq!(list(&c, &b, &anon, Some(BOB)).await, 200);
+    assert_eq!(list(&c, &a, &anon, Some(KEY)).await, 404, "now Bob's");
+    assert_eq!(list(&c, &a, &anon, Some(BOB)).await, 200);
+    // Bob's session counts against his cap (2) on both replicas.
+    assert!(open(&c, &a, Some(BOB)).await.is_ok());
+    assert_eq!(open(&c, &b, Some(BOB)).await.unwrap_err(), 429);
+}
+
+#[tokio::test]
+#[ignore = "needs redis-server (tests/run-all.sh installs it)"]
+async fn rate_limits_hold_across_replicas_on_a_redis_cluster() {
+    let cluster = RedisCluster::start(3);
+    let limits = [
+        ("HTTP_RATE_LIMIT_ENABLED", "true"),
+        ("HTTP_RATE_LIMIT_MAX_REQUESTS", "5"),
+        ("HTTP_RATE_LIMIT_WINDOW", "60000"),
+        ("HTTP_AUTH_FAILURE_LIMIT", "3"),
+    ];
+    let a = replica(&cluster.url(), &limits);
+    let b = replica(&cluster.url(), &limits);
+    let c = client();
+
+    let mut statuses = Vec::new();
+    for i in 0..7 {
+        let s = if i % 2 == 0 { &a } else { &b };
+        let r = post(&c, &s.url(), INIT)
+            .header("x-api-key", KEY)
+            .send()
+            .await
+            .unwrap();
+        statuses.push(r.status().as_u16());
+        if r.status() == 429 {
+            let retry: u64 = r.headers()["retry-after"]
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert!((1..=60).contains(&retry), "{retry}");
+        }
+    }
+    assert_eq!(statuses, [200, 200, 200, 200, 200, 429, 429]);
+
+    // Failed authentications from one address are counted on both replicas
+    // (HTTP_AUTH_FAILURE_LIMIT = 3).
+    for s in [&a, &b, &a] {
+        let r = post(&c, &s.url(), INIT)
+            .header("x-api-key", "guess-0123456789abcdef")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+    }
+    let r = post(&c, &b.url(), INIT)
+        .header("x-api-key", BOB)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        429,
+        "this address is locked out on both replicas, even with a valid key"
+    );
+    assert!(r.headers().contains_key("retry-after"));
+
+    // The counters are in the cluster, outside the sessions' slot.
+    let keys: Vec<String> = cluster.keys_by_node().concat();
+    assert!(
+        keys.iter().any(|k| k.starts_with("mcp-auth:rl:")),
+        "{keys:?}"
+    );
+}
