@@ -46,6 +46,7 @@ mod facade;
 mod measure;
 mod process;
 mod report;
+mod soak;
 
 use std::{sync::Arc, time::Duration};
 
@@ -107,6 +108,17 @@ struct Args {
     /// Idle authenticated sessions to open for the memory measurement (0 = skip).
     #[arg(long, default_value_t = 10_000)]
     idle_sessions: usize,
+    /// Instead of the modes: a soak of this many seconds (a mixed load:
+    /// sessions, logins, refusals, event streams, parked sessions) with the
+    /// server's RSS, open file descriptors and threads sampled every second.
+    #[arg(long, default_value_t = 0)]
+    soak_seconds: u64,
+    /// The soak's first seconds, not judged.
+    #[arg(long, default_value_t = 60)]
+    soak_warmup: u64,
+    /// Where the soak's samples go (CSV; `soak_plot.py` draws them).
+    #[arg(long, default_value = "target/soak/samples.csv")]
+    soak_csv: std::path::PathBuf,
     /// `MCP_SESSION_PARK_AFTER` for the idle-session measurement, in ms: the
     /// sessions are measured open, then once parked (0 = never parked).
     #[arg(long, default_value_t = 1000)]
@@ -191,6 +203,17 @@ async fn run(args: Args) -> Result<(), String> {
     let ticks = clock_ticks()?;
     let extra_env = server_env(&args)?;
     let issuer = Arc::new(Issuer::start().await?);
+    if args.soak_seconds > 0 {
+        return soak::soak(
+            &bin,
+            issuer,
+            args.soak_seconds,
+            args.soak_warmup,
+            &args.soak_csv,
+            &extra_env,
+        )
+        .await;
+    }
     let mut outcomes: Vec<Outcome> = Vec::new();
     let mut steps = Vec::new();
     for mode in &args.modes {

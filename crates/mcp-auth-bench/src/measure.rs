@@ -133,7 +133,7 @@ impl Creds {
 
     /// Adds the credentials to a request with `method` (a DPoP proof names
     /// it).
-    fn apply(
+    pub(crate) fn apply(
         &self,
         rb: reqwest::RequestBuilder,
         method: &str,
@@ -242,7 +242,7 @@ fn post_stateless(
 }
 
 /// The call of `mode`: in session `s`, or stateless (`s` empty).
-fn call(
+pub(crate) fn call(
     http: &reqwest::Client,
     url: &str,
     creds: &Creds,
@@ -256,7 +256,11 @@ fn call(
 }
 
 /// Opens one MCP session and returns its id.
-async fn open_session(http: &reqwest::Client, url: &str, creds: &Creds) -> Result<String, String> {
+pub(crate) async fn open_session(
+    http: &reqwest::Client,
+    url: &str,
+    creds: &Creds,
+) -> Result<String, String> {
     let r = post(http, url, creds, None, INIT)?
         .send()
         .await

@@ -310,6 +310,7 @@ async fn serve_http(
     let mut app = McpHttpApp::shared(http, authenticator)?
         .with_store(store)
         .with_known_tools(tools.names());
+    let mut audit_log = None;
     if let Some(target) = audit_target {
         let log = mcp_auth_transport::audit::AuditLog::open(&target).map_err(|source| {
             Error::AuditOpen {
@@ -318,6 +319,7 @@ async fn serve_http(
             }
         })?;
         tracing::info!(target = %target, "audit log");
+        audit_log = Some(log.clone());
         app = app.with_audit(Arc::new(log));
     }
     if let (Some(proxy), Some(opts)) = (&facade, endpoints) {
@@ -364,6 +366,10 @@ async fn serve_http(
         () = async { cancel.cancelled().await; tokio::time::sleep(Duration::from_secs(10)).await } => {
             tracing::warn!("connections still open 10 s after shutdown began; exiting");
         }
+    }
+    // Every record taken is on disk before the process ends.
+    if let Some(log) = audit_log {
+        let _ = tokio::task::spawn_blocking(move || log.flush()).await;
     }
     tracing::info!("stopped");
     Ok(())

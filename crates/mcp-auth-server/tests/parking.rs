@@ -122,3 +122,25 @@ async fn a_session_with_an_open_stream_is_not_parked() {
     assert_eq!(parked(&s), 1, "{}", s.stderr());
     assert_eq!(whoami(&c, &s, &sid, KEY).await.0, 200);
 }
+
+/// A parked worker's service closes its session once more when it stops:
+/// that close must not take the worker restored in the meantime. Calls that
+/// arrive around the moment their session is parked (idle a little over
+/// the 300 ms, checked every 150 ms) are all answered.
+#[tokio::test]
+async fn calls_arriving_while_their_session_is_parked_are_all_answered() {
+    let s = server();
+    let c = reqwest::Client::new();
+    let sid = open(&c, &s, KEY).await;
+    for i in 0..24u64 {
+        tokio::time::sleep(Duration::from_millis(300 + (i * 37) % 160)).await;
+        let (status, body) = whoami(&c, &s, &sid, KEY).await;
+        assert_eq!(status, 200, "call {i}: {body}");
+        assert!(body.contains("\"result\""), "call {i}: {body}");
+    }
+    assert!(
+        parked(&s) >= 8,
+        "too few parks to mean anything: {}",
+        parked(&s)
+    );
+}

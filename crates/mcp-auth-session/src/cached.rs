@@ -52,9 +52,8 @@ pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(1);
 ///   for at most `ttl` (to its owner only: the owner comes from the
 ///   remembered record, and a session is never remembered under another
 ///   owner). Ended through this replica, it stops at once.
-/// - An anonymous session bound to a user on another replica is bound
-///   here through the store (`bind` is never cached), so nobody else can
-///   take it in between.
+/// - Anonymous sessions are never remembered (anyone's next request may
+///   bind them, on any replica); binding always goes to the store.
 /// - Idle expiry: a remembered lookup does not touch the session in the
 ///   store, but a real lookup (which does) happens at least every `ttl`
 ///   while the session is used, and `ttl` is far below any idle timeout.
@@ -141,8 +140,10 @@ impl SessionStore for Cached {
         }
         let found = self.inner.lookup(sid, limits).await?;
         match &found {
-            Some(record) => self.remember(sid, record.clone(), now),
-            None => self.forget(sid),
+            // An anonymous session can be bound by anyone's next request on
+            // another replica: always asked afresh.
+            Some(record) if record.owner.is_some() => self.remember(sid, record.clone(), now),
+            _ => self.forget(sid),
         }
         Ok(found)
     }

@@ -328,6 +328,15 @@ pub fn store_from_settings(l: &dyn Lookup) -> Result<SharedStore, ConfigError> {
             "at most 60000: an ended session is served by other replicas for this long",
         ));
     }
+    // A remembered lookup does not renew the session's idle expiry: the
+    // real one must come well within it.
+    let idle = crate::SessionLimits::from_settings(l)?.idle_timeout;
+    if shared && ttl * 2 > idle {
+        return Err(ConfigError::new(
+            "MCP_SESSION_CACHE_MS",
+            "must be at most half of HTTP_SESSION_TIMEOUT (a remembered lookup does not renew the session)",
+        ));
+    }
     let store = plain_store_from_settings(l).map(crate::metered)?;
     Ok(if shared && !ttl.is_zero() {
         crate::cached(store, ttl)

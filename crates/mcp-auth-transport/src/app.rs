@@ -341,6 +341,10 @@ impl McpHttpApp {
                         .trusting(cfg.connections.trusted_proxies.clone()),
                 )
                 .layer(auth)
+                .layer(axum::middleware::from_fn_with_state(
+                    cfg.max_request_bytes,
+                    crate::observe::facts_after_auth,
+                ))
                 .option_layer(request_limit)
                 .option_layer(tool_scopes),
         );
@@ -416,34 +420,27 @@ impl McpHttpApp {
                 self.cancel.clone(),
             ))
         });
-        let (streamable, parking) = match matches!(
-            transports,
-            Transports::StreamableHttp | Transports::Both
-        ) {
-            true => {
-                let mut sessions = LocalSessionManager::default();
-                sessions.session_config.keep_alive = Some(self.config.session_limits.idle_timeout);
-                let manager = Arc::new(sessions);
-                // Idle sessions give up their worker; the store keeps
-                // what restores them.
-                let parking = self.config.park_after.map(|after| {
+        let (streamable, parking) =
+            match matches!(transports, Transports::StreamableHttp | Transports::Both) {
+                true => {
+                    let mut sessions = LocalSessionManager::default();
+                    sessions.session_config.keep_alive =
+                        Some(self.config.session_limits.idle_timeout);
+                    let manager = Arc::new(crate::park::ParkingSessions::new(sessions));
+                    // Idle sessions give up their worker; the store keeps
+                    // what restores them.
+                    let parking = self.config.park_after.map(|after| {
                         let m = manager.clone();
                         let close: crate::park::Close = Arc::new(move |sid: String| {
                             let m = m.clone();
-                            Box::pin(async move {
-                                let id: rmcp::transport::streamable_http_server::session::SessionId =
-                                    sid.into();
-                                if let Err(e) = rmcp::transport::streamable_http_server::session::SessionManager::close_session(&*m, &id).await {
-                                    tracing::warn!(error = %e, "could not park an idle session");
-                                }
-                            })
+                            Box::pin(async move { m.park(&sid.into()).await })
                         });
-                        crate::park::Parking::new(after, close)
+                        crate::park::Parking::new(after, close, self.store.clone())
                     });
-                (Some(self.rmcp_service(move || factory(), manager)), parking)
-            }
-            false => (None, None),
-        };
+                    (Some(self.rmcp_service(move || factory(), manager)), parking)
+                }
+                false => (None, None),
+            };
         self.build(streamable, sse, false, parking)
     }
 
@@ -453,8 +450,8 @@ impl McpHttpApp {
     fn rmcp_service<H, F>(
         &self,
         factory: F,
-        sessions: Arc<LocalSessionManager>,
-    ) -> StreamableHttpService<H, LocalSessionManager>
+        sessions: Arc<crate::park::ParkingSessions>,
+    ) -> StreamableHttpService<H, crate::park::ParkingSessions>
     where
         H: ServerHandler + Send + 'static,
         F: Fn() -> Result<H, io::Error> + Send + Sync + 'static,

@@ -629,8 +629,7 @@ where
                                 }
                                 Body::from(bytes)
                             }
-                            // Too large or unreadable: the body limit answers it.
-                            Err(_) => Body::empty(),
+                            Err(_) => return Ok(crate::refusal::payload_too_large()),
                         }
                     } else {
                         body

@@ -176,15 +176,17 @@ where
                 facts.tool = None;
             }
             let session = header("mcp-session-id");
-            let read = layer.read_bodies || enabled();
+            // Before authentication only for the audit log (which records
+            // refused requests too); the metrics read it behind the auth
+            // layer ([`facts_after_auth`]).
+            let read = layer.read_bodies;
             let body = if read && facts.method.is_none() && parts.method == http::Method::POST {
                 match axum::body::to_bytes(body, layer.max_body).await {
                     Ok(bytes) => {
                         (facts.method, facts.tool) = method_and_tool(&bytes);
                         Body::from(bytes)
                     }
-                    // Too large or unreadable: the body limit answers it.
-                    Err(_) => Body::empty(),
+                    Err(_) => return Ok(crate::refusal::payload_too_large()),
                 }
             } else {
                 body
@@ -199,6 +201,12 @@ where
             let tool = facts.tool.clone();
             parts.extensions.insert(facts);
             let resp = inner.call(Request::from_parts(parts, body)).await?;
+            // Read behind the auth layer when not here.
+            let tool = tool.or_else(|| {
+                resp.extensions()
+                    .get::<RequestFacts>()
+                    .and_then(|f| f.tool.clone())
+            });
             let status = resp.status();
             let session = session.or_else(|| {
                 resp.headers()
@@ -233,6 +241,45 @@ where
         };
         Box::pin(fut.instrument(span))
     }
+}
+
+/// Behind the auth layer, with a metrics recorder installed: reads the
+/// JSON-RPC method and tool of an authenticated POST that the headers did
+/// not name (for the per-tool counts and the span), and hands them to the
+/// observing layer on the response. Unauthenticated requests never get
+/// their bodies read for metrics.
+pub(crate) async fn facts_after_auth(
+    axum::extract::State(max_body): axum::extract::State<usize>,
+    req: Request<Body>,
+    next: axum::middleware::Next,
+) -> Response {
+    let known = req
+        .extensions()
+        .get::<RequestFacts>()
+        .is_some_and(|f| f.method.is_some());
+    if !enabled() || known || req.method() != http::Method::POST {
+        return next.run(req).await;
+    }
+    let (mut parts, body) = req.into_parts();
+    let bytes = match axum::body::to_bytes(body, max_body).await {
+        Ok(b) => b,
+        Err(_) => return crate::refusal::payload_too_large(),
+    };
+    let (method, tool) = method_and_tool(&bytes);
+    let span = tracing::Span::current();
+    if let Some(m) = &method {
+        span.record("mcp.method", m.as_str());
+    }
+    if let Some(t) = &tool {
+        span.record("mcp.tool", t.as_str());
+    }
+    let facts = RequestFacts { method, tool };
+    parts.extensions.insert(facts.clone());
+    let mut resp = next
+        .run(Request::from_parts(parts, Body::from(bytes)))
+        .await;
+    resp.extensions_mut().insert(facts);
+    resp
 }
 
 /// The `outcome` labels of responses, in [`outcome_index`] order.

@@ -124,7 +124,11 @@ where
         .get("OTEL_SERVICE_NAME")
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| service_name.to_owned());
+    // Every request is traced whatever the caller's `traceparent` says
+    // (its sampled flag would let a client hide its requests from the
+    // traces, or flood the collector); the caller's trace is continued.
     let provider = SdkTracerProvider::builder()
+        .with_sampler(opentelemetry_sdk::trace::Sampler::AlwaysOn)
         .with_batch_exporter(exporter)
         .with_resource(Resource::builder().with_service_name(service).build())
         .build();

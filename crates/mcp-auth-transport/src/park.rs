@@ -5,7 +5,11 @@
 //! (owner, caps, expiry) and rmcp's saved `initialize` parameters stay in
 //! the session store, so its next request restores it there, the way a
 //! replica restores a session it has never seen. The session id, binding
-//! and expiry do not change: a client cannot tell.
+//! and expiry do not change. What a client could notice: events kept for
+//! resuming a stream (`Last-Event-ID`) and notifications the server queued
+//! while no stream was open are not kept across a park, and a handler
+//! starts afresh from the session's `initialize` (so parking is the
+//! embedding server's choice).
 //!
 //! Requests for a session being parked wait until it is closed, then
 //! restore it: none reaches a worker that is going away.
@@ -20,7 +24,14 @@ use std::{
 
 use axum::{body::Body, response::Response};
 use bytes::Bytes;
-use futures::future::BoxFuture;
+use futures::{Stream, future::BoxFuture};
+use rmcp::{
+    model::{ClientJsonRpcMessage, ServerJsonRpcMessage},
+    transport::streamable_http_server::session::{
+        EventStore, RestoreOutcome, ServerSseMessage, SessionId, SessionManager,
+        local::LocalSessionManager,
+    },
+};
 use tokio_util::sync::CancellationToken;
 
 /// Closes a session's local worker (rmcp's `close_session`).
@@ -42,16 +53,23 @@ pub(crate) struct Parking {
     entries: Mutex<HashMap<String, Entry>>,
     parked: tokio::sync::Notify,
     close: Close,
+    store: mcp_auth_session::SharedStore,
 }
 
 impl Parking {
-    /// Parks sessions idle for `after`, closing them with `close`.
-    pub(crate) fn new(after: Duration, close: Close) -> Arc<Self> {
+    /// Parks sessions idle for `after`, closing them with `close`, if
+    /// `store` holds what restores them.
+    pub(crate) fn new(
+        after: Duration,
+        close: Close,
+        store: mcp_auth_session::SharedStore,
+    ) -> Arc<Self> {
         Arc::new(Self {
             after,
             entries: Mutex::new(HashMap::new()),
             parked: tokio::sync::Notify::new(),
             close,
+            store,
         })
     }
 
@@ -94,9 +112,14 @@ impl Parking {
         }
     }
 
-    /// The session ended (DELETE, or gone): nothing to park.
+    /// The session ended (DELETE, or gone): nothing to park. (One being
+    /// parked is left to the parker, which removes it when done.)
     pub(crate) fn forget(&self, sid: &str) {
-        self.with(|m| m.remove(sid));
+        self.with(|m| {
+            if m.get(sid).is_some_and(|e| !e.parking) {
+                m.remove(sid);
+            }
+        });
     }
 
     /// Parks every session idle for `after` now; returns how many.
@@ -114,16 +137,33 @@ impl Parking {
                 })
                 .collect()
         });
+        let mut parked = 0;
         for sid in &due {
-            (self.close)(sid.clone()).await;
-            self.with(|m| m.remove(sid));
-            metrics::counter!("mcp_auth_sessions_parked_total").increment(1);
-            tracing::debug!(session = %&sid[..sid.len().min(8)], "idle session parked");
-        }
-        if !due.is_empty() {
+            // Only what can come back: rmcp's saved `initialize` is in the
+            // store (a failed save leaves the worker where it is).
+            let restorable = matches!(self.store.load_state(sid).await, Ok(Some(_)));
+            if restorable {
+                (self.close)(sid.clone()).await;
+            }
+            self.with(|m| {
+                if restorable {
+                    m.remove(sid);
+                } else if let Some(e) = m.get_mut(sid) {
+                    e.parking = false;
+                    e.idle_since = Instant::now();
+                }
+            });
+            // Each waiter goes on as soon as its own session is done.
             self.parked.notify_waiters();
+            if restorable {
+                parked += 1;
+                metrics::counter!("mcp_auth_sessions_parked_total").increment(1);
+                tracing::debug!(session = %&sid[..sid.len().min(8)], "idle session parked");
+            } else {
+                tracing::debug!(session = %&sid[..sid.len().min(8)], "idle session not parked: nothing saved to restore it from");
+            }
         }
-        due.len()
+        parked
     }
 
     /// Checks every half `after` until `cancel`.
@@ -210,12 +250,141 @@ impl http_body::Body for Held {
     }
 }
 
+/// rmcp's local session manager, with [`park`](Self::park): rmcp closes a
+/// session's worker by queueing a close, and when the worker's service has
+/// stopped it closes the session by id once more; after a park that second
+/// close would hit the worker restored in the meantime, so it is swallowed.
+pub(crate) struct ParkingSessions {
+    inner: LocalSessionManager,
+    stray: Mutex<HashMap<SessionId, Instant>>,
+}
+
+/// How long a parked worker's own last close is waited for.
+const STRAY_CLOSE_WITHIN: Duration = Duration::from_secs(30);
+
+impl ParkingSessions {
+    pub(crate) fn new(inner: LocalSessionManager) -> Self {
+        Self {
+            inner,
+            stray: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn stray<T>(&self, f: impl FnOnce(&mut HashMap<SessionId, Instant>) -> T) -> T {
+        let mut m = self
+            .stray
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        f(&mut m)
+    }
+
+    /// Closes the worker of `id` (if it has one) for parking.
+    pub(crate) async fn park(&self, id: &SessionId) {
+        if !matches!(self.inner.has_session(id).await, Ok(true)) {
+            return;
+        }
+        self.stray(|m| {
+            m.retain(|_, at| at.elapsed() < STRAY_CLOSE_WITHIN);
+            m.insert(id.clone(), Instant::now());
+        });
+        if let Err(e) = self.inner.close_session(id).await {
+            tracing::warn!(error = %e, "could not park an idle session");
+        }
+    }
+}
+
+impl SessionManager for ParkingSessions {
+    type Error = <LocalSessionManager as SessionManager>::Error;
+    type Transport = <LocalSessionManager as SessionManager>::Transport;
+
+    async fn create_session(&self) -> Result<(SessionId, Self::Transport), Self::Error> {
+        self.inner.create_session().await
+    }
+
+    async fn initialize_session(
+        &self,
+        id: &SessionId,
+        message: ClientJsonRpcMessage,
+    ) -> Result<ServerJsonRpcMessage, Self::Error> {
+        self.inner.initialize_session(id, message).await
+    }
+
+    async fn has_session(&self, id: &SessionId) -> Result<bool, Self::Error> {
+        self.inner.has_session(id).await
+    }
+
+    async fn close_session(&self, id: &SessionId) -> Result<(), Self::Error> {
+        let parked = self.stray(|m| {
+            m.remove(id)
+                .is_some_and(|at| at.elapsed() < STRAY_CLOSE_WITHIN)
+        });
+        if parked {
+            // The parked worker's own last close: not the restored one's.
+            return Ok(());
+        }
+        self.inner.close_session(id).await
+    }
+
+    async fn create_stream(
+        &self,
+        id: &SessionId,
+        message: ClientJsonRpcMessage,
+    ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
+        self.inner.create_stream(id, message).await
+    }
+
+    async fn accept_message(
+        &self,
+        id: &SessionId,
+        message: ClientJsonRpcMessage,
+    ) -> Result<(), Self::Error> {
+        self.inner.accept_message(id, message).await
+    }
+
+    async fn create_standalone_stream(
+        &self,
+        id: &SessionId,
+    ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
+        self.inner.create_standalone_stream(id).await
+    }
+
+    async fn resume(
+        &self,
+        id: &SessionId,
+        last_event_id: String,
+    ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
+        self.inner.resume(id, last_event_id).await
+    }
+
+    async fn restore_session(
+        &self,
+        id: SessionId,
+    ) -> Result<RestoreOutcome<Self::Transport>, Self::Error> {
+        self.inner.restore_session(id).await
+    }
+
+    fn event_store(&self) -> Option<Arc<dyn EventStore>> {
+        self.inner.event_store()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    fn parking(after: Duration) -> (Arc<Parking>, Arc<AtomicUsize>) {
+    /// Parking over a store that can restore `restorable`.
+    async fn parking(after: Duration, restorable: &[&str]) -> (Arc<Parking>, Arc<AtomicUsize>) {
+        let store: mcp_auth_session::SharedStore = Arc::new(mcp_auth_session::MemoryStore::new());
+        let limits = mcp_auth_session::SessionLimits::default();
+        for sid in restorable {
+            let mcp_auth_session::Reserve::Granted(t) = store.reserve(None, &limits).await.unwrap()
+            else {
+                panic!("no slot")
+            };
+            store.commit(&t, sid, None, &limits).await.unwrap();
+            store.save_state(sid, "{}", &limits).await.unwrap();
+        }
         let closed = Arc::new(AtomicUsize::new(0));
         let c = closed.clone();
         let close: Close = Arc::new(move |_sid| {
@@ -225,12 +394,12 @@ mod tests {
                 c.fetch_add(1, Ordering::SeqCst);
             })
         });
-        (Parking::new(after, close), closed)
+        (Parking::new(after, close, store), closed)
     }
 
     #[tokio::test]
     async fn only_sessions_idle_for_the_time_are_parked() {
-        let (p, closed) = parking(Duration::from_millis(50));
+        let (p, closed) = parking(Duration::from_millis(50), &["idle", "busy"]).await;
         drop(p.begin("idle").await);
         let busy = p.begin("busy").await;
         assert_eq!(p.park_idle().await, 0, "nobody idle long enough yet");
@@ -250,8 +419,18 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_session_the_store_cannot_restore_is_not_parked() {
+        let (p, closed) = parking(Duration::from_millis(10), &[]).await;
+        drop(p.begin("unsaved").await);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(p.park_idle().await, 0);
+        assert_eq!(closed.load(Ordering::SeqCst), 0);
+        assert_eq!(p.tracked(), 1, "still tracked, tried again later");
+    }
+
+    #[tokio::test]
     async fn a_request_during_parking_waits_until_the_worker_is_closed() {
-        let (p, closed) = parking(Duration::from_millis(10));
+        let (p, closed) = parking(Duration::from_millis(10), &["s"]).await;
         drop(p.begin("s").await);
         tokio::time::sleep(Duration::from_millis(20)).await;
         let parker = {

@@ -165,11 +165,16 @@ impl KnownGood {
 }
 
 /// The SHA-256 of the credentials a request presents in `Authorization`
-/// and `X-API-Key`; `None` without either (a request whose credentials are
-/// elsewhere always takes the full count).
-fn credential_hash(headers: &http::HeaderMap) -> Option<[u8; 32]> {
+/// and `X-API-Key`, from the client address `client`; `None` without
+/// either (a request whose credentials are elsewhere always takes the full
+/// count). The address is part of it: what one address proved does not
+/// let another skip its count (credentials read from other headers, by a
+/// custom authenticator, could otherwise ride along).
+fn credential_hash(headers: &http::HeaderMap, client: &str) -> Option<[u8; 32]> {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
+    h.update(client.as_bytes());
+    h.update([2]);
     let mut any = false;
     for name in [http::header::AUTHORIZATION.as_str(), "x-api-key"] {
         h.update(name.as_bytes());
@@ -346,7 +351,7 @@ where
             ));
             if failures {
                 let key = format!("fail:{ip}");
-                let credential = credential_hash(req.headers());
+                let credential = credential_hash(req.headers(), &ip);
                 if let Some(h) = credential.filter(|h| shared.accepted.contains(h)) {
                     // Known good: no guess. Refused after all? Count it now.
                     let resp = inner.call(req).await?;
@@ -482,15 +487,20 @@ mod tests {
     #[test]
     fn credential_hashes_cover_both_headers_and_need_one() {
         let mut h = http::HeaderMap::new();
-        assert_eq!(credential_hash(&h), None);
+        assert_eq!(credential_hash(&h, "1.2.3.4"), None);
         h.insert("x-api-key", http::HeaderValue::from_static("k"));
-        let key_only = credential_hash(&h).unwrap();
+        let key_only = credential_hash(&h, "1.2.3.4").unwrap();
+        assert_ne!(
+            credential_hash(&h, "5.6.7.8").unwrap(),
+            key_only,
+            "per address"
+        );
         h.insert("authorization", http::HeaderValue::from_static("Bearer t"));
-        let both = credential_hash(&h).unwrap();
+        let both = credential_hash(&h, "1.2.3.4").unwrap();
         assert_ne!(key_only, both);
         let mut moved = http::HeaderMap::new();
         moved.insert("authorization", http::HeaderValue::from_static("k"));
-        assert_ne!(credential_hash(&moved).unwrap(), key_only);
+        assert_ne!(credential_hash(&moved, "1.2.3.4").unwrap(), key_only);
     }
 
     #[test]
