@@ -6,10 +6,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{INIT, KEY, Server, post};
+use common::{BOB, INIT, INITIALIZED, KEY, Server, post};
 
-const BOB: &str = "bob-key-0123456789abcdef";
-const INITIALIZED: &str = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
 const WHOAMI: &str =
     r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"whoami","arguments":{}}}"#;
 

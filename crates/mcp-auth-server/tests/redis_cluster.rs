@@ -10,75 +10,7 @@ mod common;
 
 use mcp_auth_integration_tests::RedisCluster;
 
-use common::{INIT, KEY, Server, post};
-
-const BOB: &str = "bobs-key-0123456789abcdef";
-const LIST: &str = r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#;
-const INITIALIZED: &str = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
-
-fn replica(store: &str, extra: &[(&str, &str)]) -> Server {
-    let keys = format!("{KEY},{BOB}");
-    let mut env = vec![
-        ("MCP_API_KEYS", keys.as_str()),
-        ("MCP_SESSION_STORE", store),
-    ];
-    env.extend_from_slice(extra);
-    Server::start(&env)
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .pool_max_idle_per_host(0)
-        .build()
-        .unwrap()
-}
-
-/// Opens a session on `s` as `key` (or anonymously); returns its id.
-async fn open(
-    c: &reqwest::Client,
-    s: &Server,
-    key: Option<&str>,
-) -> Result<String, reqwest::StatusCode> {
-    let mut req = post(c, &s.url(), INIT);
-    if let Some(k) = key {
-        req = req.header("x-api-key", k);
-    }
-    let r = req.send().await.unwrap();
-    if r.status() != 200 {
-        return Err(r.status());
-    }
-    let sid = r.headers()["mcp-session-id"].to_str().unwrap().to_owned();
-    drop(r.text().await);
-    let mut req = post(c, &s.url(), INITIALIZED).header("mcp-session-id", &sid);
-    if let Some(k) = key {
-        req = req.header("x-api-key", k);
-    }
-    let r = req.send().await.unwrap();
-    assert!(
-        r.status().is_success() || r.status() == 401,
-        "{}",
-        r.status()
-    );
-    Ok(sid)
-}
-
-async fn list(
-    c: &reqwest::Client,
-    s: &Server,
-    sid: &str,
-    key: Option<&str>,
-) -> reqwest::StatusCode {
-    let mut req = post(c, &s.url(), LIST).header("mcp-session-id", sid);
-    if let Some(k) = key {
-        req = req.header("x-api-key", k);
-    }
-    let r = req.send().await.unwrap();
-    let status = r.status();
-    if status == 200 {
-        assert!(r.text().await.unwrap().contains("get_time"));
-    }
-    status
-}
+use common::{BOB, INIT, KEY, fresh_connections, list, open, post, replica};
 
 #[tokio::test]
 #[ignore = "needs redis-server (tests/run-all.sh installs it)"]
@@ -97,7 +29,7 @@ async fn sessions_and_caps_hold_across_replicas_on_a_redis_cluster() {
         "the log names the cluster: {}",
         a.stderr()
     );
-    let c = client();
+    let c = fresh_connections();
 
     // A session opened on A continues on B, for its owner only.
     let sid = open(&c, &a, Some(KEY)).await.unwrap();
@@ -163,7 +95,7 @@ async fn rate_limits_hold_across_replicas_on_a_redis_cluster() {
     ];
     let a = replica(&cluster.url(), &limits);
     let b = replica(&cluster.url(), &limits);
-    let c = client();
+    let c = fresh_connections();
 
     let mut statuses = Vec::new();
     for i in 0..7 {

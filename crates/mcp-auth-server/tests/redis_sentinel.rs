@@ -20,11 +20,7 @@ use std::{
 
 use mcp_auth_integration_tests::RedisSentinel;
 
-use common::{INIT, KEY, Server, post};
-
-const BOB: &str = "bobs-key-0123456789abcdef";
-const LIST: &str = r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#;
-const INITIALIZED: &str = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
+use common::{BOB, INIT, INITIALIZED, KEY, LIST, Server, post};
 
 /// How long after the kill service must be back.
 const RESUME_WITHIN: Duration = Duration::from_secs(30);

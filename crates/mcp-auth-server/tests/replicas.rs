@@ -11,75 +11,7 @@ use std::time::{Duration, Instant};
 
 use mcp_auth_integration_tests::{Peer, free_port};
 
-use common::{INIT, KEY, Server, post};
-
-const BOB: &str = "bobs-key-0123456789abcdef";
-const LIST: &str = r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#;
-const INITIALIZED: &str = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
-
-fn replica(redis: &str, extra: &[(&str, &str)]) -> Server {
-    let keys = format!("{KEY},{BOB}");
-    let mut env = vec![
-        ("MCP_API_KEYS", keys.as_str()),
-        ("MCP_SESSION_STORE", redis),
-    ];
-    env.extend_from_slice(extra);
-    Server::start(&env)
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .pool_max_idle_per_host(0)
-        .build()
-        .unwrap()
-}
-
-/// Opens a session on `s` as `key` (or anonymously); returns its id.
-async fn open(
-    c: &reqwest::Client,
-    s: &Server,
-    key: Option<&str>,
-) -> Result<String, reqwest::StatusCode> {
-    let mut req = post(c, &s.url(), INIT);
-    if let Some(k) = key {
-        req = req.header("x-api-key", k);
-    }
-    let r = req.send().await.unwrap();
-    if r.status() != 200 {
-        return Err(r.status());
-    }
-    let sid = r.headers()["mcp-session-id"].to_str().unwrap().to_owned();
-    drop(r.text().await);
-    let mut req = post(c, &s.url(), INITIALIZED).header("mcp-session-id", &sid);
-    if let Some(k) = key {
-        req = req.header("x-api-key", k);
-    }
-    let r = req.send().await.unwrap();
-    assert!(
-        r.status().is_success() || r.status() == 401,
-        "{}",
-        r.status()
-    );
-    Ok(sid)
-}
-
-async fn list(
-    c: &reqwest::Client,
-    s: &Server,
-    sid: &str,
-    key: Option<&str>,
-) -> reqwest::StatusCode {
-    let mut req = post(c, &s.url(), LIST).header("mcp-session-id", sid);
-    if let Some(k) = key {
-        req = req.header("x-api-key", k);
-    }
-    let r = req.send().await.unwrap();
-    let status = r.status();
-    if status == 200 {
-        assert!(r.text().await.unwrap().contains("get_time"));
-    }
-    status
-}
+use common::{BOB, INIT, KEY, fresh_connections, list, open, post, replica};
 
 #[tokio::test]
 #[ignore = "needs redis-server (tests/run-all.sh installs it)"]
@@ -87,7 +19,7 @@ async fn a_session_continues_on_another_replica_and_stays_bound() {
     let redis = Peer::redis(free_port());
     let a = replica(&redis.redis_url(), &[]);
     let b = replica(&redis.redis_url(), &[]);
-    let c = client();
+    let c = fresh_connections();
     let sid = open(&c, &a, Some(KEY)).await.unwrap();
     assert_eq!(list(&c, &a, &sid, Some(KEY)).await, 200);
     // The owner continues on B: the session is restored from Redis.
@@ -130,7 +62,7 @@ async fn a_session_continues_on_another_replica_and_stays_bound() {
 #[ignore = "needs redis-server (tests/run-all.sh installs it)"]
 async fn an_ended_session_stops_on_other_replicas_within_the_cache_ttl() {
     let redis = Peer::redis(free_port());
-    let c = client();
+    let c = fresh_connections();
     for (ttl_ms, served_after_end) in [("600", true), ("0", false)] {
         let env = [("MCP_SESSION_CACHE_MS", ttl_ms)];
         let a = replica(&redis.redis_url(), &env);
@@ -167,7 +99,7 @@ async fn caps_hold_across_replicas_and_anonymous_floods_cannot_take_them() {
     ];
     let a = replica(&redis.redis_url(), &policy);
     let b = replica(&redis.redis_url(), &policy);
-    let c = client();
+    let c = fresh_connections();
 
     // An anonymous flood gets at most the anonymous cap, across replicas.
     let mut anon = Vec::new();
@@ -218,7 +150,7 @@ async fn rate_limits_are_shared_across_replicas() {
     ];
     let a = replica(&redis.redis_url(), &limits);
     let b = replica(&redis.redis_url(), &limits);
-    let c = client();
+    let c = fresh_connections();
     let mut statuses = Vec::new();
     for i in 0..7 {
         let s = if i % 2 == 0 { &a } else { &b };
@@ -267,7 +199,7 @@ async fn a_redis_outage_fails_closed_and_recovers() {
     let port = free_port();
     let redis = Peer::redis(port);
     let a = replica(&redis.redis_url(), &[]);
-    let c = client();
+    let c = fresh_connections();
     let sid = open(&c, &a, Some(KEY)).await.unwrap();
     drop(redis);
 

@@ -171,3 +171,79 @@ pub fn sign(enc: &jsonwebtoken::EncodingKey, claims: serde_json::Value) -> Strin
     h.typ = Some("at+jwt".into());
     jsonwebtoken::encode(&h, &claims, enc).unwrap()
 }
+
+/// A second API key (Bob's), for the tests of several principals.
+pub const BOB: &str = "bobs-key-0123456789abcdef";
+/// `tools/list`.
+pub const LIST: &str = r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#;
+/// The client's `notifications/initialized`.
+pub const INITIALIZED: &str = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
+
+/// One replica on the shared `store`, taking [`KEY`] and [`BOB`].
+pub fn replica(store: &str, extra: &[(&str, &str)]) -> Server {
+    let keys = format!("{KEY},{BOB}");
+    let mut env = vec![
+        ("MCP_API_KEYS", keys.as_str()),
+        ("MCP_SESSION_STORE", store),
+    ];
+    env.extend_from_slice(extra);
+    Server::start(&env)
+}
+
+/// A client that opens a new connection for every request (each may go to
+/// another replica).
+pub fn fresh_connections() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap()
+}
+
+/// Opens a session on `s` as `key` (or anonymously); returns its id.
+pub async fn open(
+    c: &reqwest::Client,
+    s: &Server,
+    key: Option<&str>,
+) -> Result<String, reqwest::StatusCode> {
+    let mut req = post(c, &s.url(), INIT);
+    if let Some(k) = key {
+        req = req.header("x-api-key", k);
+    }
+    let r = req.send().await.unwrap();
+    if r.status() != 200 {
+        return Err(r.status());
+    }
+    let sid = r.headers()["mcp-session-id"].to_str().unwrap().to_owned();
+    drop(r.text().await);
+    let mut req = post(c, &s.url(), INITIALIZED).header("mcp-session-id", &sid);
+    if let Some(k) = key {
+        req = req.header("x-api-key", k);
+    }
+    let r = req.send().await.unwrap();
+    assert!(
+        r.status().is_success() || r.status() == 401,
+        "{}",
+        r.status()
+    );
+    Ok(sid)
+}
+
+/// `tools/list` in session `sid` as `key`: its status (a 200 must list the
+/// server's tools).
+pub async fn list(
+    c: &reqwest::Client,
+    s: &Server,
+    sid: &str,
+    key: Option<&str>,
+) -> reqwest::StatusCode {
+    let mut req = post(c, &s.url(), LIST).header("mcp-session-id", sid);
+    if let Some(k) = key {
+        req = req.header("x-api-key", k);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status();
+    if status == 200 {
+        assert!(r.text().await.unwrap().contains("get_time"));
+    }
+    status
+}
