@@ -343,7 +343,16 @@ async fn serve_http(
                 addr: endpoint.addr.to_string(),
                 source,
             })?;
-        let scrape = app.metrics_router(&metrics, endpoint.token);
+        let mut scrape = app.metrics_router(&metrics, endpoint.token.clone());
+        if endpoint.token.is_none() {
+            // Loopback without a token: only a scraper on this machine, not
+            // a page in a local browser (DNS rebinding, any Origin).
+            let ip = endpoint.addr.ip().to_string();
+            scrape = scrape.layer(mcp_auth_transport::GuardLayer::new(
+                mcp_auth_transport::HostRule::list(["localhost", ip.as_str()]),
+                mcp_auth_transport::OriginRule::List(Vec::new()),
+            ));
+        }
         let bound = listener.local_addr()?;
         tracing::info!(%bound, "serving /metrics");
         tokio::spawn(mcp_auth_transport::serve(

@@ -586,3 +586,40 @@ async fn required_scopes_work_with_cognito() {
     let challenge = r.headers()["www-authenticate"].to_str().unwrap().to_owned();
     assert!(challenge.contains(r#"scope="mcp/tools""#), "{challenge}");
 }
+
+/// `/metrics` on loopback without a token is for a scraper on this
+/// machine only: a page in a local browser cannot read it through DNS
+/// rebinding (a foreign `Host`) or cross-origin.
+#[tokio::test]
+async fn the_tokenless_metrics_listener_refuses_foreign_hosts_and_origins() {
+    let port = mcp_auth_integration_tests::free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let s = Server::start(&[("MCP_API_KEYS", KEY), ("MCP_METRICS_ADDR", addr.as_str())]);
+    let c = reqwest::Client::new();
+    let url = format!("http://{addr}/metrics");
+    // The listener comes up right after the MCP one.
+    let mut ok = None;
+    for _ in 0..50 {
+        if let Ok(r) = c.get(&url).send().await {
+            ok = Some(r.status());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(ok, Some(reqwest::StatusCode::OK), "{}", s.stderr());
+    let r = c
+        .get(&url)
+        .header("host", format!("rebound.example:{port}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(!r.text().await.unwrap().contains("mcp_auth_"));
+    let r = c
+        .get(&url)
+        .header("origin", "http://rebound.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+}
