@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use mcp_auth_integration_tests::{Peer, free_port};
 
-use common::{BOB, INIT, KEY, fresh_connections, list, open, post, replica};
+use common::{
+    BOB, INIT, KEY, fresh_connections, list, open, post, rate_limits_hold_across_replicas, replica,
+};
 
 #[tokio::test]
 #[ignore = "needs redis-server (tests/run-all.sh installs it)"]
@@ -142,55 +144,7 @@ async fn caps_hold_across_replicas_and_anonymous_floods_cannot_take_them() {
 #[ignore = "needs redis-server (tests/run-all.sh installs it)"]
 async fn rate_limits_are_shared_across_replicas() {
     let redis = Peer::redis(free_port());
-    let limits = [
-        ("HTTP_RATE_LIMIT_ENABLED", "true"),
-        ("HTTP_RATE_LIMIT_MAX_REQUESTS", "5"),
-        ("HTTP_RATE_LIMIT_WINDOW", "60000"),
-        ("HTTP_AUTH_FAILURE_LIMIT", "3"),
-    ];
-    let a = replica(&redis.redis_url(), &limits);
-    let b = replica(&redis.redis_url(), &limits);
-    let c = fresh_connections();
-    let mut statuses = Vec::new();
-    for i in 0..7 {
-        let s = if i % 2 == 0 { &a } else { &b };
-        let r = post(&c, &s.url(), INIT)
-            .header("x-api-key", KEY)
-            .send()
-            .await
-            .unwrap();
-        statuses.push(r.status().as_u16());
-        if r.status() == 429 {
-            let retry: u64 = r.headers()["retry-after"]
-                .to_str()
-                .unwrap()
-                .parse()
-                .unwrap();
-            assert!((1..=60).contains(&retry), "{retry}");
-        }
-    }
-    assert_eq!(statuses, [200, 200, 200, 200, 200, 429, 429]);
-
-    // Failed authentications from one address are counted on both replicas.
-    for s in [&a, &b, &a] {
-        let r = post(&c, &s.url(), INIT)
-            .header("x-api-key", "guess-0123456789abcdef")
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 401);
-    }
-    let r = post(&c, &b.url(), INIT)
-        .header("x-api-key", BOB)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        r.status(),
-        429,
-        "this address is locked out, even with a valid key"
-    );
-    assert!(r.headers().contains_key("retry-after"));
+    let _replicas = rate_limits_hold_across_replicas(&redis.redis_url()).await;
 }
 
 #[tokio::test]

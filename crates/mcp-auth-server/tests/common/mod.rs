@@ -247,3 +247,58 @@ pub async fn list(
     }
     status
 }
+
+/// Two replicas on `store` with a request limit of 5 and a failed-login
+/// limit of 3: both limits hold across them. Returns them for more checks.
+pub async fn rate_limits_hold_across_replicas(store: &str) -> (Server, Server, reqwest::Client) {
+    let limits = [
+        ("HTTP_RATE_LIMIT_ENABLED", "true"),
+        ("HTTP_RATE_LIMIT_MAX_REQUESTS", "5"),
+        ("HTTP_RATE_LIMIT_WINDOW", "60000"),
+        ("HTTP_AUTH_FAILURE_LIMIT", "3"),
+    ];
+    let a = replica(store, &limits);
+    let b = replica(store, &limits);
+    let c = fresh_connections();
+    let mut statuses = Vec::new();
+    for i in 0..7 {
+        let s = if i % 2 == 0 { &a } else { &b };
+        let r = post(&c, &s.url(), INIT)
+            .header("x-api-key", KEY)
+            .send()
+            .await
+            .unwrap();
+        statuses.push(r.status().as_u16());
+        if r.status() == 429 {
+            let retry: u64 = r.headers()["retry-after"]
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert!((1..=60).contains(&retry), "{retry}");
+        }
+    }
+    assert_eq!(statuses, [200, 200, 200, 200, 200, 429, 429]);
+
+    // Failed authentications from one address are counted on both replicas.
+    for s in [&a, &b, &a] {
+        let r = post(&c, &s.url(), INIT)
+            .header("x-api-key", "guess-0123456789abcdef")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+    }
+    let r = post(&c, &b.url(), INIT)
+        .header("x-api-key", BOB)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        429,
+        "this address is locked out on both replicas, even with a valid key"
+    );
+    assert!(r.headers().contains_key("retry-after"));
+    (a, b, c)
+}
