@@ -119,6 +119,10 @@ struct Args {
     /// Where the soak's samples go (CSV; `soak_plot.py` draws them).
     #[arg(long, default_value = "target/soak/samples.csv")]
     soak_csv: std::path::PathBuf,
+    /// The idle-session measurement with the sessions in Redis (see
+    /// `--redis-server`) instead of the server's memory.
+    #[arg(long)]
+    idle_redis: bool,
     /// `MCP_SESSION_PARK_AFTER` for the idle-session measurement, in ms: the
     /// sessions are measured open, then once parked (0 = never parked).
     #[arg(long, default_value_t = 1000)]
@@ -279,7 +283,16 @@ async fn run(args: Args) -> Result<(), String> {
     }
     if args.idle_sessions > 0 {
         let park = (args.park_after_ms > 0).then(|| Duration::from_millis(args.park_after_ms));
-        let m = idle_sessions(&bin, &issuer, args.idle_sessions, park, &extra_env).await?;
+        // Declared first, dropped last: the server goes before its store.
+        let redis = match args.idle_redis {
+            true => Some(start_redis(&args.redis_server).await?),
+            false => None,
+        };
+        let mut env = extra_env.clone();
+        if let Some(r) = &redis {
+            env.push(("MCP_SESSION_STORE".into(), r.url.clone()));
+        }
+        let m = idle_sessions(&bin, &issuer, args.idle_sessions, park, &env).await?;
         report::idle_memory(args.idle_sessions, &m);
     }
     Ok(())
