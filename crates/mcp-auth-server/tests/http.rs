@@ -6,7 +6,7 @@ mod common;
 
 use std::{collections::HashMap, time::Duration};
 
-use common::{INIT, KEY, Server, challenges, post};
+use common::{INIT, KEY, Server, challenges, open, post};
 use http::{HeaderName, HeaderValue};
 use rmcp::{
     ServiceExt,
@@ -122,34 +122,11 @@ async fn rmcp_client_with_a_wrong_key_fails_to_connect() {
     );
 }
 
-async fn open_session(c: &reqwest::Client, s: &Server) -> String {
-    let r = post(c, &s.url(), INIT)
-        .header("x-api-key", KEY)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let sid = r.headers()["mcp-session-id"].to_str().unwrap().to_owned();
-    let _ = r.text().await;
-    let r = post(
-        c,
-        &s.url(),
-        r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
-    )
-    .header("x-api-key", KEY)
-    .header("mcp-session-id", &sid)
-    .send()
-    .await
-    .unwrap();
-    assert_eq!(r.status(), 202);
-    sid
-}
-
 #[tokio::test]
 async fn a_session_is_no_credential() {
     let s = api_key_server();
     let c = reqwest::Client::new();
-    let sid = open_session(&c, &s).await;
+    let sid = open(&c, &s, Some(KEY)).await.unwrap();
     let list = r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#;
 
     for key in [None, Some("wrong-key-0123456789abc")] {
@@ -270,7 +247,7 @@ async fn another_principal_cannot_use_or_end_someone_elses_session() {
     const OTHER: &str = "second-key-0123456789abcdef";
     let s = Server::start(&[("MCP_API_KEYS", &format!("{KEY},{OTHER}"))]);
     let c = reqwest::Client::new();
-    let sid = open_session(&c, &s).await;
+    let sid = open(&c, &s, Some(KEY)).await.unwrap();
     let call = r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"whoami","arguments":{}}}"#;
     let r = post(&c, &s.url(), call)
         .header("x-api-key", OTHER)
@@ -431,7 +408,7 @@ async fn settings_come_from_dotenv_and_a_toml_file() {
 async fn sigterm_shuts_down_cleanly() {
     let mut s = api_key_server();
     let c = reqwest::Client::new();
-    let _sid = open_session(&c, &s).await;
+    let _sid = open(&c, &s, Some(KEY)).await.unwrap();
     let pid = s.child.id().to_string();
     let status = std::process::Command::new("kill")
         .args(["-TERM", &pid])

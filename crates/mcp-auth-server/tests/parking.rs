@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{BOB, INIT, INITIALIZED, KEY, Server, post};
+use common::{BOB, KEY, Server, open, post};
 
 const WHOAMI: &str =
     r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"whoami","arguments":{}}}"#;
@@ -18,25 +18,6 @@ fn server() -> Server {
         ("MCP_SESSION_PARK_AFTER", "300"),
         ("RUST_LOG", "info,mcp_auth_transport=debug"),
     ])
-}
-
-async fn open(c: &reqwest::Client, s: &Server, key: &str) -> String {
-    let r = post(c, &s.url(), INIT)
-        .header("x-api-key", key)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let sid = r.headers()["mcp-session-id"].to_str().unwrap().to_owned();
-    drop(r.text().await);
-    let r = post(c, &s.url(), INITIALIZED)
-        .header("x-api-key", key)
-        .header("mcp-session-id", &sid)
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success(), "{}", r.status());
-    sid
 }
 
 /// `whoami` in session `sid` as `key`: the status and the body.
@@ -58,7 +39,7 @@ fn parked(s: &Server) -> usize {
 async fn an_idle_session_is_parked_and_restored_unchanged() {
     let s = server();
     let c = reqwest::Client::new();
-    let sid = open(&c, &s, KEY).await;
+    let sid = open(&c, &s, Some(KEY)).await.unwrap();
     let (status, before) = whoami(&c, &s, &sid, KEY).await;
     assert_eq!(status, 200, "{before}");
 
@@ -100,7 +81,7 @@ async fn an_idle_session_is_parked_and_restored_unchanged() {
 async fn a_session_with_an_open_stream_is_not_parked() {
     let s = server();
     let c = reqwest::Client::new();
-    let sid = open(&c, &s, KEY).await;
+    let sid = open(&c, &s, Some(KEY)).await.unwrap();
     // The standalone event stream (GET), held open.
     let stream = c
         .get(s.url())
@@ -129,7 +110,7 @@ async fn a_session_with_an_open_stream_is_not_parked() {
 async fn calls_arriving_while_their_session_is_parked_are_all_answered() {
     let s = server();
     let c = reqwest::Client::new();
-    let sid = open(&c, &s, KEY).await;
+    let sid = open(&c, &s, Some(KEY)).await.unwrap();
     for i in 0..24u64 {
         tokio::time::sleep(Duration::from_millis(300 + (i * 37) % 160)).await;
         let (status, body) = whoami(&c, &s, &sid, KEY).await;
