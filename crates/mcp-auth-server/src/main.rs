@@ -239,11 +239,12 @@ async fn serve_http(
     }
     // First: the recorder must be in place before anything counts (the
     // issuer's keys are fetched while the strategies are built).
-    let metrics = match &http.metrics {
-        Some(_) => Some(
+    let metrics = match http.metrics.clone() {
+        Some(endpoint) => Some((
+            endpoint,
             mcp_auth_transport::observe::PrometheusMetrics::install()
                 .map_err(|e| ConfigError::new("MCP_METRICS_ADDR", e.to_string()))?,
-        ),
+        )),
         None => None,
     };
     // The facade's settings are checked before anything starts.
@@ -306,7 +307,6 @@ async fn serve_http(
     let authenticator = with_dpop(merged, server_url.as_str(), chain(built)?, &store).await?;
     let tools = Tools::new(s.name.clone(), s.version.clone(), http.tool_scopes.clone());
     let audit_target = http.audit_log.clone();
-    let metrics_endpoint = http.metrics.clone();
     let mut app = McpHttpApp::shared(http, authenticator)?
         .with_store(store)
         .with_known_tools(tools.names());
@@ -336,7 +336,7 @@ async fn serve_http(
     };
     tracing::info!(%bound, url = %server_url, transports = what, "serving MCP");
     let cancel = app.cancellation_token();
-    if let (Some(endpoint), Some(metrics)) = (metrics_endpoint, metrics) {
+    if let Some((endpoint, metrics)) = metrics {
         let listener = tokio::net::TcpListener::bind(endpoint.addr)
             .await
             .map_err(|source| Error::Bind {
