@@ -61,10 +61,7 @@ use sha2::{Digest, Sha256};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::{
-    IpNet,
-    observe::{RequestFacts, method_and_tool},
-};
+use crate::{IpNet, observe::RequestFacts};
 
 /// The `prev` of a chain's first record.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -605,37 +602,14 @@ where
                 .get("mcp-session-id")
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned);
-            let header = |n: &str| {
-                parts
-                    .headers
-                    .get(n)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_owned)
-            };
             let is_delete = parts.method == http::Method::DELETE;
             // Read once by the observing layer in front, when there is one.
             let (method, tool, body) = match parts.extensions.get::<RequestFacts>() {
                 Some(f) => (f.method.clone(), f.tool.clone(), body),
-                None => {
-                    let (mut method, mut tool) = (header("mcp-method"), header("mcp-name"));
-                    if tool.is_some() && method.as_deref() != Some("tools/call") {
-                        tool = None;
-                    }
-                    let body = if parts.method == http::Method::POST {
-                        match axum::body::to_bytes(body, layer.max_body).await {
-                            Ok(bytes) => {
-                                if method.is_none() {
-                                    (method, tool) = method_and_tool(&bytes);
-                                }
-                                Body::from(bytes)
-                            }
-                            Err(_) => return Ok(crate::refusal::payload_too_large()),
-                        }
-                    } else {
-                        body
-                    };
-                    (method, tool, body)
-                }
+                None => match RequestFacts::read(&parts, body, layer.max_body).await {
+                    Ok((f, body)) => (f.method, f.tool, body),
+                    Err(too_large) => return Ok(too_large),
+                },
             };
             let mut resp = inner.call(Request::from_parts(parts, body)).await?;
             let status = resp.status();

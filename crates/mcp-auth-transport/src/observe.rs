@@ -82,6 +82,52 @@ pub(crate) struct RequestFacts {
     pub(crate) tool: Option<String>,
 }
 
+impl RequestFacts {
+    /// From the `Mcp-Method` / `Mcp-Name` headers (a tool only with
+    /// `tools/call`).
+    fn from_headers(headers: &http::HeaderMap) -> Self {
+        let header = |n: &str| {
+            headers
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let method = header("mcp-method");
+        let tool = header("mcp-name").filter(|_| method.as_deref() == Some("tools/call"));
+        Self { method, tool }
+    }
+
+    /// From the headers, else, for a POST, from its body (read up to
+    /// `max_body` bytes): the facts and the body to pass on, or 413.
+    pub(crate) async fn read(
+        parts: &http::request::Parts,
+        body: Body,
+        max_body: usize,
+    ) -> Result<(Self, Body), Response> {
+        let mut facts = Self::from_headers(&parts.headers);
+        if facts.method.is_some() || parts.method != http::Method::POST {
+            return Ok((facts, body));
+        }
+        match axum::body::to_bytes(body, max_body).await {
+            Ok(bytes) => {
+                (facts.method, facts.tool) = method_and_tool(&bytes);
+                Ok((facts, Body::from(bytes)))
+            }
+            Err(_) => Err(crate::refusal::payload_too_large()),
+        }
+    }
+
+    /// Writes the method and tool on `span`.
+    fn record(&self, span: &tracing::Span) {
+        if let Some(m) = &self.method {
+            span.record("mcp.method", m.as_str());
+        }
+        if let Some(t) = &self.tool {
+            span.record("mcp.tool", t.as_str());
+        }
+    }
+}
+
 /// Counts and traces each request to the MCP routes (see the [module
 /// docs](self)); [`McpHttpApp`](crate::McpHttpApp) puts it in front of
 /// them.
@@ -161,43 +207,24 @@ where
         let fut = async move {
             let started = Instant::now();
             let (mut parts, body) = req.into_parts();
-            let header = |n: &str| {
-                parts
-                    .headers
-                    .get(n)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_owned)
-            };
-            let mut facts = RequestFacts {
-                method: header("mcp-method"),
-                tool: header("mcp-name"),
-            };
-            if facts.tool.is_some() && facts.method.as_deref() != Some("tools/call") {
-                facts.tool = None;
-            }
-            let session = header("mcp-session-id");
-            // Before authentication only for the audit log (which records
-            // refused requests too); the metrics read it behind the auth
-            // layer ([`facts_after_auth`]).
-            let read = layer.read_bodies;
-            let body = if read && facts.method.is_none() && parts.method == http::Method::POST {
-                match axum::body::to_bytes(body, layer.max_body).await {
-                    Ok(bytes) => {
-                        (facts.method, facts.tool) = method_and_tool(&bytes);
-                        Body::from(bytes)
-                    }
-                    Err(_) => return Ok(crate::refusal::payload_too_large()),
+            let session = parts
+                .headers
+                .get("mcp-session-id")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            // The body before authentication only for the audit log (which
+            // records refused requests too); the metrics read it behind the
+            // auth layer ([`facts_after_auth`]).
+            let (facts, body) = if layer.read_bodies {
+                match RequestFacts::read(&parts, body, layer.max_body).await {
+                    Ok(read) => read,
+                    Err(too_large) => return Ok(too_large),
                 }
             } else {
-                body
+                (RequestFacts::from_headers(&parts.headers), body)
             };
             let span = tracing::Span::current();
-            if let Some(m) = &facts.method {
-                span.record("mcp.method", m.as_str());
-            }
-            if let Some(t) = &facts.tool {
-                span.record("mcp.tool", t.as_str());
-            }
+            facts.record(&span);
             let tool = facts.tool.clone();
             parts.extensions.insert(facts);
             let resp = inner.call(Request::from_parts(parts, body)).await?;
@@ -261,23 +288,13 @@ pub(crate) async fn facts_after_auth(
         return next.run(req).await;
     }
     let (mut parts, body) = req.into_parts();
-    let bytes = match axum::body::to_bytes(body, max_body).await {
-        Ok(b) => b,
-        Err(_) => return crate::refusal::payload_too_large(),
+    let (facts, body) = match RequestFacts::read(&parts, body, max_body).await {
+        Ok(read) => read,
+        Err(too_large) => return too_large,
     };
-    let (method, tool) = method_and_tool(&bytes);
-    let span = tracing::Span::current();
-    if let Some(m) = &method {
-        span.record("mcp.method", m.as_str());
-    }
-    if let Some(t) = &tool {
-        span.record("mcp.tool", t.as_str());
-    }
-    let facts = RequestFacts { method, tool };
+    facts.record(&tracing::Span::current());
     parts.extensions.insert(facts.clone());
-    let mut resp = next
-        .run(Request::from_parts(parts, Body::from(bytes)))
-        .await;
+    let mut resp = next.run(Request::from_parts(parts, body)).await;
     resp.extensions_mut().insert(facts);
     resp
 }
