@@ -186,6 +186,32 @@ mod tests {
             .collect()
     }
 
+    /// One readiness check (one metrics series) per pool, each named apart.
+    #[tokio::test]
+    async fn each_pool_has_a_readiness_check_of_its_own() {
+        let names = |pools: &[&str]| {
+            let mut b = CognitoVerifier::builder("eu-west-1", pools[0]).unwrap();
+            for p in &pools[1..] {
+                b = b.pool(crate::PoolConfig::new("eu-west-1", p).unwrap());
+            }
+            let a = CognitoAuthenticator::new(
+                b.token_use(crate::TokenUse::Access)
+                    .client_ids(Some(vec!["client1".into()]))
+                    .build()
+                    .unwrap(),
+            );
+            a.readiness()
+                .into_iter()
+                .map(|c| c.name)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names(&["eu-west-1_AbC123"]), ["cognito keys"]);
+        assert_eq!(
+            names(&["eu-west-1_AbC123", "eu-west-1_DeF456"]),
+            ["cognito keys (pool 1)", "cognito keys (pool 2)"]
+        );
+    }
+
     #[test]
     fn settings_errors_name_the_variable() {
         let url = Url::parse("http://127.0.0.1:8001/mcp").unwrap();
