@@ -145,4 +145,58 @@ async fn counts_decisions_and_tools_under_bounded_labels_behind_a_token() {
     for secret in [KEY, "wrong-key", "made-up-name", TOKEN] {
         assert!(!text.contains(secret), "{secret} in\n{text}");
     }
+    a_scrape_reports_each_readiness_check_and_key_set_age(&metrics).await;
+}
+
+/// Readiness at scrape time: `mcp_auth_ready` per check, and the age of
+/// each cached key set.
+struct Checks;
+
+#[async_trait::async_trait]
+impl mcp_auth_core::Authenticator for Checks {
+    async fn authenticate(
+        &self,
+        _req: &mcp_auth_core::AuthRequest,
+    ) -> Result<mcp_auth_core::Principal, mcp_auth_core::AuthError> {
+        Err(mcp_auth_core::AuthError::MissingCredentials)
+    }
+    fn readiness(&self) -> Vec<mcp_auth_core::Readiness> {
+        let mut keys = mcp_auth_core::Readiness::new("oauth2 keys", true, "2 key(s)");
+        keys.age = Some(std::time::Duration::from_secs(40));
+        vec![
+            keys,
+            mcp_auth_core::Readiness::new("cognito keys", false, "none"),
+        ]
+    }
+}
+
+/// (Run by the test above: the recorder is one per process.)
+async fn a_scrape_reports_each_readiness_check_and_key_set_age(metrics: &PrometheusMetrics) {
+    let config = HttpConfig::new("http://127.0.0.1:8001/mcp".parse().unwrap());
+    let app = McpHttpApp::new(config, Checks).unwrap();
+    let resp = app
+        .metrics_router(metrics, None)
+        .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let text = String::from_utf8(
+        axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap()
+            .to_vec(),
+    )
+    .unwrap();
+    for (series, want) in [
+        (r#"mcp_auth_ready{check="oauth2 keys"}"#, 1.0),
+        (r#"mcp_auth_ready{check="cognito keys"}"#, 0.0),
+        (r#"mcp_auth_jwks_age_seconds{check="oauth2 keys"}"#, 40.0),
+    ] {
+        assert_eq!(value(&text, series), Some(want), "{series} in\n{text}");
+    }
+    assert_eq!(
+        value(&text, r#"mcp_auth_jwks_age_seconds{check="cognito keys"}"#),
+        None,
+        "no age without keys"
+    );
 }
