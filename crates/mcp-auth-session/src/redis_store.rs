@@ -32,19 +32,42 @@ const CLUSTER_PREFIX: &str = "{mcp-auth}:";
 const NOW: &str =
     "local t = redis.call('TIME'); local now = t[1] * 1000 + math.floor(t[2] / 1000)\n";
 
-/// A cap group (a principal's, a user's, the anonymous one) counts its
-/// members that are still in `all` (live sessions and held reservations;
-/// the calling script drops the expired ones from `all` first) and drops
-/// the others. So a lookup only touches `all`, an end need not know the
-/// session's groups, and no script builds a key name itself (a cluster
-/// needs every key passed in KEYS).
+/// Whether a cap group (a principal's, a user's, the anonymous one) is at
+/// its cap: it holds at least `cap` members that are still in `all` (live
+/// sessions and held reservations; the calling script drops the expired
+/// ones from `all` first). A group never holds fewer members than live
+/// ones, so below the cap in size it is below the cap in live members,
+/// which is one `ZCARD`. Otherwise its members are walked oldest first,
+/// each one gone from `all` dropped, until `cap` live ones are found: the
+/// cost of a walk is the cap plus what it drops, and each member is
+/// dropped once. Ending a session takes it out of its groups, so walks
+/// are rare. A lookup only touches `all`, an end learns the session's
+/// groups from its owner, and no script builds a key name itself (a
+/// cluster needs every key passed in KEYS). `keep` extends a group's life,
+/// never shortens it (a reservation's short life must not cut that of the
+/// long-lived sessions beside it).
 const LIVE: &str = r"
-local function live(set, all)
-  local n = 0
-  for _, id in ipairs(redis.call('ZRANGE', set, 0, -1)) do
-    if redis.call('ZSCORE', all, id) then n = n + 1 else redis.call('ZREM', set, id) end
+local function full(set, all, cap)
+  if redis.call('ZCARD', set) < cap then return false end
+  local n, from = 0, 0
+  while true do
+    local ids = redis.call('ZRANGE', set, from, from + 127)
+    if #ids == 0 then return false end
+    local kept = 0
+    for _, id in ipairs(ids) do
+      if redis.call('ZSCORE', all, id) then
+        n = n + 1
+        kept = kept + 1
+        if n >= cap then return true end
+      else
+        redis.call('ZREM', set, id)
+      end
+    end
+    from = from + kept
   end
-  return n
+end
+local function keep(set, ms)
+  if redis.call('PTTL', set) < ms then redis.call('PEXPIRE', set, ms) end
 end
 ";
 
@@ -55,16 +78,16 @@ end
 const RESERVE: &str = r"
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 1 end
-if live(KEYS[2], KEYS[1]) >= tonumber(ARGV[3]) then return 2 end
+if full(KEYS[2], KEYS[1], tonumber(ARGV[3])) then return 2 end
 local user = tonumber(ARGV[5]) > 0
-if user and live(KEYS[3], KEYS[1]) >= tonumber(ARGV[5]) then return 3 end
+if user and full(KEYS[3], KEYS[1], tonumber(ARGV[5])) then return 3 end
 local exp = now + tonumber(ARGV[1])
 redis.call('ZADD', KEYS[1], exp, ARGV[4])
 redis.call('ZADD', KEYS[2], exp, ARGV[4])
-redis.call('PEXPIRE', KEYS[2], ARGV[1] * 4 + 86400000)
+keep(KEYS[2], ARGV[1] * 4 + 86400000)
 if user then
   redis.call('ZADD', KEYS[3], exp, ARGV[4])
-  redis.call('PEXPIRE', KEYS[3], ARGV[1] * 4 + 86400000)
+  keep(KEYS[3], ARGV[1] * 4 + 86400000)
 end
 return 0
 ";
@@ -80,16 +103,16 @@ if user then redis.call('ZREM', KEYS[4], ARGV[2]) end
 if held == 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
   if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[5]) then return 1 end
-  if live(KEYS[2], KEYS[1]) >= tonumber(ARGV[6]) then return 1 end
-  if user and live(KEYS[4], KEYS[1]) >= tonumber(ARGV[7]) then return 1 end
+  if full(KEYS[2], KEYS[1], tonumber(ARGV[6])) then return 1 end
+  if user and full(KEYS[4], KEYS[1], tonumber(ARGV[7])) then return 1 end
 end
 local exp = now + tonumber(ARGV[1])
 redis.call('ZADD', KEYS[1], exp, ARGV[3])
 redis.call('ZADD', KEYS[2], exp, ARGV[3])
-redis.call('PEXPIRE', KEYS[2], ARGV[1] * 4 + 86400000)
+keep(KEYS[2], ARGV[1] * 4 + 86400000)
 if user then
   redis.call('ZADD', KEYS[4], exp, ARGV[3])
-  redis.call('PEXPIRE', KEYS[4], ARGV[1] * 4 + 86400000)
+  keep(KEYS[4], ARGV[1] * 4 + 86400000)
 end
 redis.call('HSET', KEYS[3], 'owner', ARGV[4], 'kept', now)
 redis.call('PEXPIRE', KEYS[3], ARGV[1])
@@ -131,30 +154,36 @@ local owner = redis.call('HGET', KEYS[1], 'owner')
 if not owner then return false end
 if owner ~= '' then return owner end
 redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', now)
-if live(KEYS[3], KEYS[7]) >= tonumber(ARGV[4]) then return '' end
-if live(KEYS[4], KEYS[7]) >= tonumber(ARGV[5]) then return '' end
+if full(KEYS[3], KEYS[7], tonumber(ARGV[4])) then return '' end
+if full(KEYS[4], KEYS[7], tonumber(ARGV[5])) then return '' end
 local exp = now + tonumber(ARGV[1])
 redis.call('HSET', KEYS[1], 'owner', ARGV[3], 'kept', now)
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
 redis.call('ZREM', KEYS[2], ARGV[2])
 redis.call('ZADD', KEYS[3], exp, ARGV[2])
-redis.call('PEXPIRE', KEYS[3], ARGV[1] * 4 + 86400000)
+keep(KEYS[3], ARGV[1] * 4 + 86400000)
 redis.call('ZADD', KEYS[4], exp, ARGV[2])
-redis.call('PEXPIRE', KEYS[4], ARGV[1] * 4 + 86400000)
+keep(KEYS[4], ARGV[1] * 4 + 86400000)
 redis.call('ZADD', KEYS[7], exp, ARGV[2])
 redis.call('ZADD', KEYS[5], exp, ARGV[2])
 redis.call('HSET', KEYS[6], ARGV[2], ARGV[3])
 return ARGV[3]
 ";
 
-/// Ends a session. KEYS: sess, state, all, expiry, owners. ARGV: sid. A
-/// session already gone stays in the expiry index: it expired before it was
-/// ended, and the sweep reports it. Its cap groups drop it the next time
-/// they are counted (it is no longer in `all`).
+/// Ends a session. KEYS: sess, state, all, expiry, owners, group, user
+/// group (the groups of the owner the caller read). ARGV: sid, that owner
+/// ('' = anonymous). Returns 1, changing nothing, when the session is now
+/// owned by someone else (it was bound in between): the caller reads the
+/// owner again. A session already gone stays in the expiry index: it
+/// expired before it was ended, and the sweep reports it (and takes it
+/// out of its groups).
 const END: &str = r"
 local owner = redis.call('HGET', KEYS[1], 'owner')
+if owner and owner ~= ARGV[2] then return 1 end
 redis.call('DEL', KEYS[1], KEYS[2])
 redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('ZREM', KEYS[6], ARGV[1])
+redis.call('ZREM', KEYS[7], ARGV[1])
 if owner then
   redis.call('ZREM', KEYS[4], ARGV[1])
   redis.call('HDEL', KEYS[5], ARGV[1])
@@ -240,6 +269,24 @@ const REPLICATION_WAIT: Duration = Duration::from_secs(1);
 /// instead of each trying again.
 const BACKOFF: Duration = Duration::from_millis(500);
 
+/// Asks the sentinels in turn for the primary, then asks it (`ROLE`)
+/// whether it is one; connects to it.
+async fn sentinel_connect(client: &mut SentinelClient) -> Result<MultiplexedConnection, String> {
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_response_timeout(Some(RESPONSE_TIMEOUT));
+    match tokio::time::timeout(
+        RESOLVE_TIMEOUT,
+        client.get_async_connection_with_config(&config),
+    )
+    .await
+    {
+        Ok(Ok(c)) => Ok(c),
+        Ok(Err(e)) => Err(format!("no primary from the sentinels: {e}")),
+        Err(_) => Err("no primary from the sentinels in time".to_owned()),
+    }
+}
+
 /// What the store connects to.
 enum Target {
     /// One Redis (`redis://`); the connection manager reconnects by itself.
@@ -294,6 +341,10 @@ struct Conn {
     target: Target,
     /// The connection, and which one it is (counted up per connection made).
     link: Option<(Link, u64)>,
+    /// On Sentinel, a second connection to the same primary for the
+    /// writes that wait for a replica (`WAIT` blocks its connection, so
+    /// not the one every other request shares); dropped with `link`.
+    waiter: Option<MultiplexedConnection>,
     made: u64,
     last_failure: Option<Instant>,
 }
@@ -651,6 +702,7 @@ impl RedisStore {
             conn: tokio::sync::Mutex::new(Conn {
                 target,
                 link: None,
+                waiter: None,
                 made: 0,
                 last_failure: None,
             }),
@@ -701,23 +753,7 @@ impl RedisStore {
                 .await
                 .map(Link::Cluster)
                 .map_err(|e| e.to_string()),
-            Target::Sentinel(client) => {
-                let config = redis::AsyncConnectionConfig::new()
-                    .set_connection_timeout(Some(CONNECT_TIMEOUT))
-                    .set_response_timeout(Some(RESPONSE_TIMEOUT));
-                // Asks the sentinels in turn for the primary, then asks it
-                // (ROLE) whether it is one.
-                match tokio::time::timeout(
-                    RESOLVE_TIMEOUT,
-                    client.get_async_connection_with_config(&config),
-                )
-                .await
-                {
-                    Ok(Ok(c)) => Ok(Link::Sentinel(c)),
-                    Ok(Err(e)) => Err(format!("no primary from the sentinels: {e}")),
-                    Err(_) => Err("no primary from the sentinels in time".to_owned()),
-                }
-            }
+            Target::Sentinel(client) => sentinel_connect(client).await.map(Link::Sentinel),
         };
         match made {
             Ok(l) => {
@@ -741,6 +777,30 @@ impl RedisStore {
         let mut c = self.conn.lock().await;
         if c.link.as_ref().is_some_and(|(_, m)| *m == n) {
             c.link = None;
+            c.waiter = None;
+        }
+    }
+
+    /// On Sentinel, the connection for writes that wait for a replica: to
+    /// the primary of connection `n`, made now if there is none. `None`
+    /// when `n` is no longer current (the caller starts over).
+    async fn waiter(&self, n: u64) -> Result<Option<MultiplexedConnection>, StoreError> {
+        let mut c = self.conn.lock().await;
+        if c.link.as_ref().is_none_or(|(_, m)| *m != n) {
+            return Ok(None);
+        }
+        if let Some(w) = &c.waiter {
+            return Ok(Some(w.clone()));
+        }
+        let Target::Sentinel(client) = &mut c.target else {
+            return Ok(None);
+        };
+        match sentinel_connect(client).await {
+            Ok(w) => {
+                c.waiter = Some(w.clone());
+                Ok(Some(w))
+            }
+            Err(e) => Err(self.err(e)),
         }
     }
 
@@ -766,30 +826,38 @@ impl RedisStore {
         req: &Request<'_>,
         retry: Retry,
     ) -> Result<T, StoreError> {
-        self.query_replicated(req, retry, |_| false).await
+        self.query_replicated(req, retry, false, |_| false).await
     }
 
-    /// Like [`query`](Self::query); on Sentinel, when `replicate` says so
-    /// of the answer, also waits (`WAIT 1`, on the same connection, so for
-    /// this write) until a replica has it, for at most
+    /// Like [`query`](Self::query); on Sentinel, when `waits`, sends `req`
+    /// on the primary's second connection (see `Conn::waiter`) and, when
+    /// `replicate` says so of the answer, waits (`WAIT 1`, on that
+    /// connection, so for this write) until a replica has it, for at most
     /// [`REPLICATION_WAIT`]; fails if none has.
     async fn query_replicated<T: FromRedisValue>(
         &self,
         req: &Request<'_>,
         retry: Retry,
+        waits: bool,
         replicate: impl Fn(&T) -> bool,
     ) -> Result<T, StoreError> {
         let mut again = retry == Retry::Safe;
         loop {
             let (mut link, n) = self.link().await?;
             let sentinel = matches!(link, Link::Sentinel(_));
+            if sentinel && waits {
+                match self.waiter(n).await? {
+                    Some(w) => link = Link::Sentinel(w),
+                    None => continue,
+                }
+            }
             let r = match req {
                 Request::Script(s) => s.invoke_async(&mut link).await,
                 Request::Cmd(c) => c.query_async(&mut link).await,
                 Request::Pipe(p) => p.query_async(&mut link).await,
             };
             let r = match r {
-                Ok(v) if sentinel && replicate(&v) => redis::cmd("WAIT")
+                Ok(v) if sentinel && waits && replicate(&v) => redis::cmd("WAIT")
                     .arg(1)
                     .arg(ms(REPLICATION_WAIT))
                     .query_async::<i64>(&mut link)
@@ -908,6 +976,25 @@ impl RedisStore {
         }
         if let Err(e) = self.query::<()>(&Request::Pipe(pipe), Retry::Safe).await {
             tracing::warn!(error = %e, "could not extend a session's cap groups");
+        }
+    }
+
+    /// Takes swept sessions out of their cap groups. Best effort: a group
+    /// drops what is left when it is next walked.
+    async fn leave_groups(&self, swept: &[ExpiredSession]) {
+        if swept.is_empty() {
+            return;
+        }
+        let mut pipe = redis::pipe();
+        for s in swept {
+            let owner = s.owner.as_deref();
+            pipe.zrem(self.group(owner), &s.id).ignore();
+            if owner.is_some() {
+                pipe.zrem(self.user_group(owner), &s.id).ignore();
+            }
+        }
+        if let Err(e) = self.query::<()>(&Request::Pipe(pipe), Retry::Safe).await {
+            tracing::warn!(error = %e, "could not take expired sessions out of their cap groups");
         }
     }
 
@@ -1043,9 +1130,12 @@ impl SessionStore for RedisStore {
         // failover right after cannot bring the session back unbound, for
         // someone else to take.
         let r: Option<String> = self
-            .query_replicated(&Request::Script(inv), Retry::Safe, |r: &Option<String>| {
-                r.as_deref() == Some(owner)
-            })
+            .query_replicated(
+                &Request::Script(inv),
+                Retry::Safe,
+                true,
+                |r: &Option<String>| r.as_deref() == Some(owner),
+            )
             .await?;
         Ok(match r {
             None => Bind::Gone,
@@ -1055,15 +1145,30 @@ impl SessionStore for RedisStore {
     }
 
     async fn end(&self, sid: &str) -> Result<(), StoreError> {
-        let mut inv = self.scripts.end.prepare_invoke();
-        inv.key(self.skey(&["sess:", sid]))
-            .key(self.skey(&["state:", sid]))
-            .key(self.skey(&["all"]))
-            .key(self.skey(&["expiry"]))
-            .key(self.skey(&["owners"]))
-            .arg(sid);
-        let _: i64 = self.query(&Request::Script(inv), Retry::Safe).await?;
-        Ok(())
+        // The owner names the groups to leave; it changes at most once
+        // (bound), so a second read is the last one needed.
+        for _ in 0..3 {
+            let mut cmd = redis::cmd("HGET");
+            cmd.arg(self.skey(&["sess:", sid])).arg("owner");
+            let owner: Option<String> = self.query(&Request::Cmd(cmd), Retry::Safe).await?;
+            let owner = owner.unwrap_or_default();
+            let named = (!owner.is_empty()).then_some(owner.as_str());
+            let mut inv = self.scripts.end.prepare_invoke();
+            inv.key(self.skey(&["sess:", sid]))
+                .key(self.skey(&["state:", sid]))
+                .key(self.skey(&["all"]))
+                .key(self.skey(&["expiry"]))
+                .key(self.skey(&["owners"]))
+                .key(self.group(named))
+                .key(self.user_group(named))
+                .arg(sid)
+                .arg(&owner);
+            let moved: i64 = self.query(&Request::Script(inv), Retry::Safe).await?;
+            if moved == 0 {
+                return Ok(());
+            }
+        }
+        Err(self.err("session owner kept changing while it was ended"))
     }
 
     async fn hit(&self, key: &str, window: Duration) -> Result<(u64, Duration), StoreError> {
@@ -1154,6 +1259,7 @@ impl SessionStore for RedisStore {
     /// swept stay in it.
     async fn sweep_expired(&self) -> Result<Vec<ExpiredSession>, StoreError> {
         let mut expired = Vec::new();
+        let mut reported = 0;
         loop {
             let mut due = self.scripts.due.prepare_invoke();
             due.key(self.skey(&["expiry"])).arg(SWEEP_BATCH);
@@ -1178,6 +1284,8 @@ impl SessionStore for RedisStore {
                     (!owner.is_empty()).then_some(owner),
                 ));
             }
+            self.leave_groups(&expired[reported..]).await;
+            reported = expired.len();
             if ids.len() < SWEEP_BATCH {
                 return Ok(expired);
             }
@@ -1229,6 +1337,141 @@ mod tests {
             entry.0 += 1;
         }
         seen
+    }
+
+    /// How often Redis has run `command` (scripts' calls included) since
+    /// the last `CONFIG RESETSTAT`.
+    async fn calls(c: &mut redis::aio::MultiplexedConnection, command: &str) -> u64 {
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async(c)
+            .await
+            .unwrap();
+        let line = format!("cmdstat_{command}:calls=");
+        info.lines()
+            .find_map(|l| l.strip_prefix(&line))
+            .and_then(|rest| rest.split(',').next())
+            .map_or(0, |n| n.parse().unwrap())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "needs redis-server (tests/run-all.sh installs it)"]
+    async fn redis_caps_cost_the_same_with_many_sessions_and_ended_ones_leave_their_groups() {
+        let redis = Peer::redis(free_port());
+        let url = redis.redis_url();
+        let s = RedisStore::new(&url).unwrap();
+        let mut c = redis::Client::open(url.as_str())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let big = SessionLimits {
+            max_per_principal: 1000,
+            max_per_subject: 1000,
+            max_anonymous: 1000,
+            ..limits(Duration::from_secs(60))
+        };
+        let alice = "https://as\u{1f}alice\u{1f}app";
+        let _: () = redis::cmd("CONFIG")
+            .arg("RESETSTAT")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        for i in 0..300 {
+            open(&s, Some(alice), &format!("a{i}"), &big).await;
+            open(&s, None, &format!("n{i}"), &big).await;
+        }
+        // Below their caps, groups are not walked: no member is looked up
+        // in `all` (before, every reserve and commit looked up each one).
+        assert_eq!(calls(&mut c, "zscore").await, 0);
+        let own: u64 = c.zcard(s.group(Some(alice))).await.unwrap();
+        let user: u64 = c.zcard(s.user_group(Some(alice))).await.unwrap();
+        let anon: u64 = c.zcard(s.group(None)).await.unwrap();
+        assert_eq!((own, user, anon), (300, 300, 300));
+
+        // Ended sessions leave their groups at once, bound ones included.
+        assert_eq!(
+            s.bind("n0", "bob", &big).await.unwrap(),
+            Bind::Owner("bob".into())
+        );
+        for i in 0..300 {
+            s.end(&format!("a{i}")).await.unwrap();
+            s.end(&format!("n{i}")).await.unwrap();
+        }
+        for g in [
+            s.group(Some(alice)),
+            s.user_group(Some(alice)),
+            s.group(None),
+            s.group(Some("bob")),
+            s.user_group(Some("bob")),
+        ] {
+            let n: u64 = c.zcard(&g).await.unwrap();
+            assert_eq!(n, 0, "{g} emptied by the ends");
+        }
+
+        // Expired sessions leave them when swept.
+        let short = SessionLimits {
+            idle_timeout: Duration::from_millis(300),
+            ..big
+        };
+        open(&s, Some(alice), "x", &short).await;
+        open(&s, None, "y", &short).await;
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let swept = s.sweep_expired().await.unwrap();
+        assert_eq!(swept.len(), 2);
+        for g in [
+            s.group(Some(alice)),
+            s.user_group(Some(alice)),
+            s.group(None),
+        ] {
+            let n: u64 = c.zcard(&g).await.unwrap();
+            assert_eq!(n, 0, "{g} emptied by the sweep");
+        }
+
+        // A group swollen with members no longer live (say, left by a
+        // replica that died between its reads) is walked once at its cap,
+        // drops them, and still counts the live ones exactly.
+        let small = SessionLimits {
+            max_per_principal: 3,
+            ..big
+        };
+        for i in 0..500 {
+            let _: () = c
+                .zadd(s.group(Some("carol")), format!("dead{i}"), 1)
+                .await
+                .unwrap();
+        }
+        for i in 0..3 {
+            open(&s, Some("carol"), &format!("c{i}"), &small).await;
+        }
+        let n: u64 = c.zcard(s.group(Some("carol"))).await.unwrap();
+        assert_eq!(n, 3, "the dead members were dropped");
+        assert_eq!(
+            s.reserve(Some("carol"), &small).await.unwrap(),
+            Reserve::Full(Full::Principal)
+        );
+        s.end("c1").await.unwrap();
+        assert!(matches!(
+            s.reserve(Some("carol"), &small).await.unwrap(),
+            Reserve::Granted(_)
+        ));
+
+        // A reservation's short life never cuts the life of the groups of
+        // sessions with a long idle timeout.
+        let days = SessionLimits {
+            idle_timeout: Duration::from_secs(10 * 86_400),
+            reservation_ttl: Duration::from_secs(1),
+            ..big
+        };
+        open(&s, Some("dave"), "d0", &days).await;
+        assert!(matches!(
+            s.reserve(Some("dave"), &days).await.unwrap(),
+            Reserve::Granted(_)
+        ));
+        for g in [s.group(Some("dave")), s.user_group(Some("dave"))] {
+            let ttl: i64 = c.pttl(&g).await.unwrap();
+            assert!(ttl > 40 * 86_400_000 - 60_000, "{g} lives {ttl} ms");
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1654,6 +1897,26 @@ mod tests {
         assert!(
             started.elapsed() >= REPLICATION_WAIT,
             "waited for a replica"
+        );
+        // The wait holds its own connection: requests beside it are
+        // answered while it waits, not after.
+        open(&safe, None, "unreplicated2", &l).await;
+        let (bound, looked) = tokio::join!(
+            async {
+                let r = safe.bind("unreplicated2", "bob", &l).await;
+                (r, Instant::now())
+            },
+            async {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let r = safe.lookup("kept", &l).await;
+                (r, Instant::now())
+            }
+        );
+        assert!(bound.0.is_err(), "still no replica");
+        assert!(looked.0.unwrap().is_some());
+        assert!(
+            looked.1 + REPLICATION_WAIT / 2 < bound.1,
+            "the lookup waited for the bind's WAIT"
         );
     }
 }
