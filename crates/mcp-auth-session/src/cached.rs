@@ -63,18 +63,29 @@ pub fn cached(store: SharedStore, ttl: Duration) -> SharedStore {
     Arc::new(Cached {
         inner: store,
         ttl,
-        entries: Mutex::new(HashMap::new()),
+        entries: Mutex::new(Entries::default()),
     })
 }
 
 struct Cached {
     inner: SharedStore,
     ttl: Duration,
-    entries: Mutex<HashMap<String, (SessionRecord, Instant)>>,
+    entries: Mutex<Entries>,
+}
+
+/// Remembered lookups, and when the stale ones were last dropped.
+#[derive(Default)]
+struct Entries {
+    map: HashMap<String, (SessionRecord, Instant)>,
+    purged: Option<Instant>,
 }
 
 impl Cached {
     fn with<T>(&self, f: impl FnOnce(&mut HashMap<String, (SessionRecord, Instant)>) -> T) -> T {
+        self.with_entries(|e| f(&mut e.map))
+    }
+
+    fn with_entries<T>(&self, f: impl FnOnce(&mut Entries) -> T) -> T {
         let mut m = self
             .entries
             .lock()
@@ -83,19 +94,28 @@ impl Cached {
     }
 
     fn forget(&self, sid: &str) {
-        self.with(|m| m.remove(sid));
+        self.with(|m| {
+            m.remove(sid);
+            crate::memory::shrink(m);
+        });
     }
 
     fn remember(&self, sid: &str, record: SessionRecord, now: Instant) {
         let ttl = self.ttl;
-        self.with(|m| {
-            if m.len() >= CACHE_CAPACITY && !m.contains_key(sid) {
-                m.retain(|_, (_, at)| now.duration_since(*at) < ttl);
-                if m.len() >= CACHE_CAPACITY {
+        self.with_entries(|e| {
+            // Stale entries go at least every `ttl` (and when full), so
+            // sessions no longer used (parked, ended elsewhere) cost nothing
+            // here after a moment.
+            let due = e.purged.is_none_or(|at| now.duration_since(at) >= ttl);
+            if due || (e.map.len() >= CACHE_CAPACITY && !e.map.contains_key(sid)) {
+                e.map.retain(|_, (_, at)| now.duration_since(*at) < ttl);
+                crate::memory::shrink(&mut e.map);
+                e.purged = Some(now);
+                if e.map.len() >= CACHE_CAPACITY {
                     return;
                 }
             }
-            m.insert(sid.to_owned(), (record, now));
+            e.map.insert(sid.to_owned(), (record, now));
         });
     }
 }

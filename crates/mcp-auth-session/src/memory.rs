@@ -1,7 +1,8 @@
 //! [`MemoryStore`]: sessions in this process.
 
 use std::{
-    collections::{BTreeSet, HashMap},
+    cmp::Reverse,
+    collections::{BTreeSet, BinaryHeap, HashMap},
     sync::{Mutex, MutexGuard},
     time::{Duration, Instant},
 };
@@ -30,6 +31,15 @@ const MAX_UNREPORTED: usize = 100_000;
 struct State {
     /// Live sessions and pending reservations: owner, expiry.
     slots: HashMap<String, (Option<String>, Instant)>,
+    /// `(expiry, id)` of every slot, as of when it was last queued: a slot
+    /// extended since goes back in at its new expiry when its turn comes,
+    /// a slot removed since is skipped. So purging visits only what is
+    /// due, not every live session.
+    due: BinaryHeap<Reverse<(Instant, String)>>,
+    /// How many slots each owner (`None`: anonymous) and each user
+    /// ([`subject_of`]) holds, so caps are checked without a scan.
+    per_owner: HashMap<Option<String>, usize>,
+    per_subject: HashMap<String, usize>,
     saved: HashMap<String, String>,
     counters: HashMap<String, (u64, Instant)>,
     /// Sessions purged because they expired, until `sweep_expired` takes them.
@@ -42,43 +52,114 @@ impl State {
     /// The cap `owner` is at, if any (not counting the global one).
     fn owner_full(&self, owner: Option<&str>, limits: &SessionLimits) -> Option<Full> {
         let mine = self
-            .slots
-            .values()
-            .filter(|(o, _)| o.as_deref() == owner)
-            .count();
+            .per_owner
+            .get(&owner.map(str::to_owned))
+            .copied()
+            .unwrap_or(0);
         let Some(owner) = owner else {
             return (mine >= limits.max_anonymous).then_some(Full::Anonymous);
         };
         if mine >= limits.max_per_principal {
             return Some(Full::Principal);
         }
-        let user = subject_of(owner);
         let theirs = self
-            .slots
-            .values()
-            .filter(|(o, _)| o.as_deref().is_some_and(|o| subject_of(o) == user))
-            .count();
+            .per_subject
+            .get(subject_of(owner))
+            .copied()
+            .unwrap_or(0);
         (theirs >= limits.max_per_subject).then_some(Full::Subject)
     }
 
-    /// Drops expired sessions and reservations; the sessions are kept in
-    /// `expired` for the next `sweep_expired`.
-    fn purge(&mut self, now: Instant) {
-        let before = self.slots.len();
-        let (expired, unreported) = (&mut self.expired, &mut self.unreported);
-        self.slots.retain(|sid, (owner, until)| {
-            if *until > now {
-                return true;
+    /// Counts a slot of `owner` in (`up`) or out.
+    fn count(&mut self, owner: Option<&str>, up: bool) {
+        fn step<K: std::hash::Hash + Eq>(m: &mut HashMap<K, usize>, k: K, up: bool) {
+            if up {
+                *m.entry(k).or_insert(0) += 1;
+            } else if let Some(n) = m.get_mut(&k) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    m.remove(&k);
+                }
             }
-            if !sid.starts_with("pending:") {
-                note_expired(expired, unreported, sid, owner.take());
-            }
-            false
-        });
-        if self.slots.len() != before {
-            let live = &self.slots;
-            self.saved.retain(|sid, _| live.contains_key(sid));
         }
+        step(&mut self.per_owner, owner.map(str::to_owned), up);
+        if let Some(o) = owner {
+            step(&mut self.per_subject, subject_of(o).to_owned(), up);
+        }
+    }
+
+    /// Adds (or replaces) slot `id`.
+    fn insert(&mut self, id: &str, owner: Option<String>, until: Instant) {
+        self.remove(id);
+        self.count(owner.as_deref(), true);
+        self.slots.insert(id.to_owned(), (owner, until));
+        self.due.push(Reverse((until, id.to_owned())));
+    }
+
+    /// Removes slot `id` (and its saved state); what it held.
+    fn remove(&mut self, id: &str) -> Option<(Option<String>, Instant)> {
+        let slot = self.slots.remove(id)?;
+        self.count(slot.0.as_deref(), false);
+        self.saved.remove(id);
+        shrink(&mut self.slots);
+        shrink(&mut self.saved);
+        // Ended sessions leave their place in `due` behind; once those are
+        // most of it, it is rebuilt from the live slots.
+        if self.due.len() > 64 && self.due.len() > self.slots.len() * 2 {
+            self.due = self
+                .slots
+                .iter()
+                .map(|(id, (_, until))| Reverse((*until, id.clone())))
+                .collect();
+        }
+        Some(slot)
+    }
+
+    /// Gives `id`, anonymous, to `owner`.
+    fn rebind(&mut self, id: &str, owner: &str) {
+        self.count(None, false);
+        self.count(Some(owner), true);
+        if let Some((o, _)) = self.slots.get_mut(id) {
+            *o = Some(owner.to_owned());
+        }
+    }
+
+    /// Drops expired sessions and reservations; the sessions are kept in
+    /// `expired` for the next `sweep_expired`. Costs O(log n) per slot due
+    /// (expired, or extended since it was queued).
+    fn purge(&mut self, now: Instant) {
+        while let Some(Reverse((at, _))) = self.due.peek()
+            && *at <= now
+        {
+            let Some(Reverse((_, id))) = self.due.pop() else {
+                break;
+            };
+            match self.slots.get(&id) {
+                None => {}
+                Some((_, until)) if *until > now => {
+                    let until = *until;
+                    self.due.push(Reverse((until, id)));
+                }
+                Some(_) => {
+                    if let Some((owner, _)) = self.remove(&id)
+                        && !id.starts_with("pending:")
+                    {
+                        note_expired(&mut self.expired, &mut self.unreported, &id, owner);
+                    }
+                }
+            }
+        }
+        if self.due.capacity() > 64 && self.due.len() < self.due.capacity() / 4 {
+            self.due.shrink_to(self.due.len() * 2);
+        }
+    }
+}
+
+/// Gives a map's memory back once it holds a quarter of what it could (its
+/// capacity otherwise stays at its high-water mark).
+pub(crate) fn shrink<K: std::hash::Hash + Eq, V>(m: &mut HashMap<K, V>) {
+    if m.capacity() > 64 && m.len() < m.capacity() / 4 {
+        m.shrink_to(m.len() * 2);
     }
 }
 
@@ -276,10 +357,7 @@ impl SessionStore for MemoryStore {
                 return Reserve::Full(full);
             }
             let t = Ticket::random();
-            s.slots.insert(
-                t.0.clone(),
-                (owner.map(str::to_owned), now + limits.reservation_ttl),
-            );
+            s.insert(&t.0, owner.map(str::to_owned), now + limits.reservation_ttl);
             Reserve::Granted(t)
         }))
     }
@@ -293,23 +371,20 @@ impl SessionStore for MemoryStore {
     ) -> Result<bool, StoreError> {
         let now = Instant::now();
         Ok(self.with(|s| {
-            if s.slots.remove(&ticket.0).is_none() {
+            if s.remove(&ticket.0).is_none() {
                 // The reservation lapsed: only commit if there is still room.
                 s.purge(now);
                 if s.slots.len() >= limits.max_sessions || s.owner_full(owner, limits).is_some() {
                     return false;
                 }
             }
-            s.slots.insert(
-                sid.to_owned(),
-                (owner.map(str::to_owned), now + limits.idle_timeout),
-            );
+            s.insert(sid, owner.map(str::to_owned), now + limits.idle_timeout);
             true
         }))
     }
 
     async fn release(&self, ticket: &Ticket, _owner: Option<&str>) -> Result<(), StoreError> {
-        self.with(|s| s.slots.remove(&ticket.0));
+        self.with(|s| s.remove(&ticket.0));
         Ok(())
     }
 
@@ -345,12 +420,12 @@ impl SessionStore for MemoryStore {
                     *until = now + limits.idle_timeout;
                     Bind::Owner(o.clone())
                 }
-                Some((o @ None, until)) => {
+                Some((None, until)) => {
                     if full {
                         return Bind::Full;
                     }
-                    *o = Some(owner.to_owned());
                     *until = now + limits.idle_timeout;
+                    s.rebind(sid, owner);
                     Bind::Owner(owner.to_owned())
                 }
                 None => Bind::Gone,
@@ -363,7 +438,7 @@ impl SessionStore for MemoryStore {
         self.with(|s| {
             // One that expired before it was ended (not yet purged) is
             // reported as expired, as it would have been a moment earlier.
-            if let Some((owner, until)) = s.slots.remove(sid)
+            if let Some((owner, until)) = s.remove(sid)
                 && until <= now
                 && !sid.starts_with("pending:")
             {
@@ -415,6 +490,8 @@ impl SessionStore for MemoryStore {
         state: &str,
         _limits: &SessionLimits,
     ) -> Result<(), StoreError> {
+        // rmcp saves a session's state before the session layer commits
+        // it: a refused commit ends the session, which drops the state.
         self.with(|s| s.saved.insert(sid.to_owned(), state.to_owned()));
         Ok(())
     }
@@ -497,6 +574,88 @@ mod tests {
             s.commit(t, sid, owner, &l).await.unwrap();
         }
         r
+    }
+
+    #[tokio::test]
+    async fn caps_follow_extended_expired_bound_and_ended_sessions() {
+        let s = MemoryStore::new();
+        let l = SessionLimits {
+            max_sessions: 100,
+            max_per_principal: 1,
+            max_per_subject: 1,
+            max_anonymous: 1,
+            idle_timeout: Duration::from_millis(200),
+            ..SessionLimits::default()
+        };
+        let reserve = |owner: Option<&'static str>| {
+            let (s, l) = (&s, &l);
+            async move { s.reserve(owner, l).await.unwrap() }
+        };
+        let Reserve::Granted(t) = reserve(Some("alice")).await else {
+            panic!("a slot")
+        };
+        assert!(s.commit(&t, "s1", Some("alice"), &l).await.unwrap());
+        s.save_state("s1", "{}", &l).await.unwrap();
+        // Used past its first expiry: still alive, still counted.
+        for _ in 0..3 {
+            tokio::time::sleep(Duration::from_millis(120)).await;
+            assert!(s.lookup("s1", &l).await.unwrap().is_some());
+        }
+        assert_eq!(reserve(Some("alice")).await, Reserve::Full(Full::Principal));
+        // Unused for its idle timeout: gone, reported once, its state too,
+        // and its owner's count back to zero.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(matches!(reserve(Some("alice")).await, Reserve::Granted(_)));
+        let expired = s.sweep_expired().await.unwrap();
+        assert_eq!(
+            expired,
+            vec![ExpiredSession::new("s1", Some("alice".into()))]
+        );
+        assert_eq!(s.load_state("s1").await.unwrap(), None);
+        // State saved before a commit that is then refused goes with the
+        // end of that session.
+        s.save_state("refused", "{}", &l).await.unwrap();
+        s.end("refused").await.unwrap();
+        assert_eq!(s.load_state("refused").await.unwrap(), None);
+
+        // Bound, an anonymous session counts for its owner, no longer for
+        // the anonymous cap; ended, for no one.
+        let long = SessionLimits {
+            idle_timeout: Duration::from_secs(60),
+            ..l
+        };
+        let Reserve::Granted(t) = s.reserve(None, &long).await.unwrap() else {
+            panic!("an anonymous slot")
+        };
+        assert!(s.commit(&t, "a1", None, &long).await.unwrap());
+        assert_eq!(
+            s.reserve(None, &long).await.unwrap(),
+            Reserve::Full(Full::Anonymous)
+        );
+        assert_eq!(
+            s.bind("a1", "https://as\u{1f}bob\u{1f}app", &long)
+                .await
+                .unwrap(),
+            Bind::Owner("https://as\u{1f}bob\u{1f}app".into())
+        );
+        assert!(matches!(
+            s.reserve(None, &long).await.unwrap(),
+            Reserve::Granted(_)
+        ));
+        assert_eq!(
+            s.reserve(Some("https://as\u{1f}bob\u{1f}other-app"), &long)
+                .await
+                .unwrap(),
+            Reserve::Full(Full::Subject),
+            "bob's user is at its cap through another client"
+        );
+        s.end("a1").await.unwrap();
+        assert!(matches!(
+            s.reserve(Some("https://as\u{1f}bob\u{1f}other-app"), &long)
+                .await
+                .unwrap(),
+            Reserve::Granted(_)
+        ));
     }
 
     #[tokio::test]

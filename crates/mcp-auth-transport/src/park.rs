@@ -24,7 +24,7 @@ use std::{
 
 use axum::{body::Body, response::Response};
 use bytes::Bytes;
-use futures::{Stream, future::BoxFuture};
+use futures::{Stream, StreamExt, future::BoxFuture};
 use rmcp::{
     model::{ClientJsonRpcMessage, ServerJsonRpcMessage},
     transport::streamable_http_server::session::{
@@ -33,6 +33,17 @@ use rmcp::{
     },
 };
 use tokio_util::sync::CancellationToken;
+
+/// Gives a map's memory back once it holds a quarter of what it could (its
+/// capacity otherwise stays at its high-water mark).
+fn shrink<K: std::hash::Hash + Eq, V>(m: &mut HashMap<K, V>) {
+    if m.capacity() > 64 && m.len() < m.capacity() / 4 {
+        m.shrink_to(m.len() * 2);
+    }
+}
+
+/// How many sessions one round parks at once.
+const PARK_CONCURRENCY: usize = 64;
 
 /// Closes a session's local worker (rmcp's `close_session`).
 pub(crate) type Close = Arc<dyn Fn(String) -> BoxFuture<'static, ()> + Send + Sync>;
@@ -118,6 +129,7 @@ impl Parking {
         self.with(|m| {
             if m.get(sid).is_some_and(|e| !e.parking) {
                 m.remove(sid);
+                shrink(m);
             }
         });
     }
@@ -137,33 +149,43 @@ impl Parking {
                 })
                 .collect()
         });
-        let mut parked = 0;
-        for sid in &due {
-            // Only what can come back: rmcp's saved `initialize` is in the
-            // store (a failed save leaves the worker where it is).
-            let restorable = matches!(self.store.load_state(sid).await, Ok(Some(_)));
-            if restorable {
-                (self.close)(sid.clone()).await;
-            }
-            self.with(|m| {
-                if restorable {
-                    m.remove(sid);
-                } else if let Some(e) = m.get_mut(sid) {
-                    e.parking = false;
-                    e.idle_since = Instant::now();
-                }
-            });
-            // Each waiter goes on as soon as its own session is done.
-            self.parked.notify_waiters();
-            if restorable {
-                parked += 1;
-                metrics::counter!("mcp_auth_sessions_parked_total").increment(1);
-                tracing::debug!(session = %&sid[..sid.len().min(8)], "idle session parked");
-            } else {
-                tracing::debug!(session = %&sid[..sid.len().min(8)], "idle session not parked: nothing saved to restore it from");
-            }
+        // Many at once: each waits for the store and for its worker to
+        // close, and sessions must be parked faster than they are opened.
+        futures::stream::iter(due)
+            .map(|sid| self.park(sid))
+            .buffer_unordered(PARK_CONCURRENCY)
+            .filter(|&parked| futures::future::ready(parked))
+            .count()
+            .await
+    }
+
+    /// Parks `sid` (marked `parking`) if the store can restore it; whether
+    /// it did.
+    async fn park(&self, sid: String) -> bool {
+        // Only what can come back: rmcp's saved `initialize` is in the
+        // store (a failed save leaves the worker where it is).
+        let restorable = matches!(self.store.load_state(&sid).await, Ok(Some(_)));
+        if restorable {
+            (self.close)(sid.clone()).await;
         }
-        parked
+        self.with(|m| {
+            if restorable {
+                m.remove(&sid);
+                shrink(m);
+            } else if let Some(e) = m.get_mut(&sid) {
+                e.parking = false;
+                e.idle_since = Instant::now();
+            }
+        });
+        // Each waiter goes on as soon as its own session is done.
+        self.parked.notify_waiters();
+        if restorable {
+            metrics::counter!("mcp_auth_sessions_parked_total").increment(1);
+            tracing::debug!(session = %&sid[..sid.len().min(8)], "idle session parked");
+        } else {
+            tracing::debug!(session = %&sid[..sid.len().min(8)], "idle session not parked: nothing saved to restore it from");
+        }
+        restorable
     }
 
     /// Checks every half `after` until `cancel`.
@@ -284,7 +306,12 @@ impl ParkingSessions {
             return;
         }
         self.stray(|m| {
-            m.retain(|_, at| at.elapsed() < STRAY_CLOSE_WITHIN);
+            // Each entry normally goes with its worker's last close; the
+            // rest are dropped when the map has doubled since last time.
+            if m.len() >= 64 && m.len() >= m.capacity() / 2 {
+                m.retain(|_, at| at.elapsed() < STRAY_CLOSE_WITHIN);
+                shrink(m);
+            }
             m.insert(id.clone(), Instant::now());
         });
         if let Err(e) = self.inner.close_session(id).await {
@@ -315,8 +342,11 @@ impl SessionManager for ParkingSessions {
 
     async fn close_session(&self, id: &SessionId) -> Result<(), Self::Error> {
         let parked = self.stray(|m| {
-            m.remove(id)
-                .is_some_and(|at| at.elapsed() < STRAY_CLOSE_WITHIN)
+            let parked = m
+                .remove(id)
+                .is_some_and(|at| at.elapsed() < STRAY_CLOSE_WITHIN);
+            shrink(m);
+            parked
         });
         if parked {
             // The parked worker's own last close: not the restored one's.

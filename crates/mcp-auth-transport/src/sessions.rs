@@ -167,9 +167,15 @@ impl<'a> Admission<'a> {
                 crate::observe::session_opened();
                 Ok(())
             }
-            Ok(false) => Err(cap_reached(Full::Global)),
+            // rmcp saved the session's state already: ending the session
+            // that never was drops it.
+            Ok(false) => {
+                let _ = self.store.end(sid).await;
+                Err(cap_reached(Full::Global))
+            }
             Err(e) => {
                 let _ = self.store.release(&self.ticket, self.owner).await;
+                let _ = self.store.end(sid).await;
                 Err(unavailable(&e))
             }
         }
