@@ -62,16 +62,20 @@ pub(crate) fn cpu_per_request(server_cpu: Duration, requests: usize) -> Duration
         .unwrap_or_default()
 }
 
+/// A `kB` field of process `pid`'s `/proc/PID/status` (0 when unreadable).
+fn status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// Readings of the server process from `/proc`.
 impl Server {
     pub(crate) fn status_kib(&self, field: &str) -> u64 {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(field))
-            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or(0)
+        status_kib(self.pid(), field)
     }
 
     /// CPU time of the process so far, user and system, threads that have
@@ -426,6 +430,10 @@ fn is_result(body: &[u8]) -> bool {
 pub(crate) struct IdleMemory {
     pub(crate) one_kib: u64,
     pub(crate) idle_kib: u64,
+    /// The highest RSS sampled (every 100 ms) while they were opened, and
+    /// how long opening them took.
+    pub(crate) peak_kib: u64,
+    pub(crate) open_time: Duration,
     /// After the sessions were parked (`park`), and how many of a sample of
     /// them answered a call afterwards.
     pub(crate) parked: Option<(u64, usize, usize)>,
@@ -451,6 +459,21 @@ pub(crate) async fn idle_sessions(
     open_session(&http, &server.url, &creds).await?;
     let one_kib = server.status_kib("VmRSS:");
     let next = Arc::new(AtomicUsize::new(0));
+    let opening = Instant::now();
+    let done = Arc::new(tokio::sync::Notify::new());
+    let sampler = {
+        let (pid, done) = (server.pid(), done.clone());
+        tokio::spawn(async move {
+            let mut peak = 0;
+            loop {
+                peak = peak.max(status_kib(pid, "VmRSS:"));
+                tokio::select! {
+                    () = done.notified() => return peak.max(status_kib(pid, "VmRSS:")),
+                    () = tokio::time::sleep(Duration::from_millis(100)) => {}
+                }
+            }
+        })
+    };
     let mut tasks = Vec::new();
     for _ in 0..32 {
         let (http, url, creds, next) = (
@@ -471,6 +494,9 @@ pub(crate) async fn idle_sessions(
     for t in tasks {
         batches.push(t.await.map_err(|e| e.to_string())??);
     }
+    let open_time = opening.elapsed();
+    done.notify_one();
+    let peak_kib = sampler.await.map_err(|e| e.to_string())?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let idle_kib = server.status_kib("VmRSS:");
     let parked = match park {
@@ -523,6 +549,8 @@ pub(crate) async fn idle_sessions(
     Ok(IdleMemory {
         one_kib,
         idle_kib,
+        peak_kib,
+        open_time,
         parked,
         ended_kib: server.status_kib("VmRSS:"),
     })

@@ -110,6 +110,12 @@ pub(crate) fn idle_memory(n: usize, m: &IdleMemory) {
         m.idle_kib.saturating_sub(m.one_kib) as f64 / n as f64,
         m.ended_kib as f64 / 1024.0,
     );
+    println!(
+        "opening them took {:.1} s ({:.0} sessions/s); RSS peaked at {:.1} MiB meanwhile",
+        m.open_time.as_secs_f64(),
+        n as f64 / m.open_time.as_secs_f64().max(1e-3),
+        m.peak_kib as f64 / 1024.0,
+    );
     if let Some((kib, ok, sample)) = m.parked {
         println!(
             "parked: RSS {:.1} MiB once the idle sessions gave up their workers; {ok} of {sample} sampled sessions answered a call afterwards",
