@@ -262,6 +262,9 @@ where
 /// Counts one authentication decision and writes it on the request's span
 /// (the principal's non-secret identifiers too, when one was accepted).
 fn decided(strategy: &str, outcome: &'static str, principal: Option<&Principal>) {
+    #[cfg(feature = "mcp")]
+    crate::observe::count_authentication(strategy, outcome);
+    #[cfg(not(feature = "mcp"))]
     metrics::counter!(
         "mcp_auth_authentications_total",
         "strategy" => strategy.to_owned(),

@@ -134,8 +134,97 @@ impl RequestFacts {
 #[derive(Clone, Debug)]
 pub(crate) struct ObserveLayer {
     tools: Arc<HashSet<String>>,
+    /// The per-tool counters, looked up once (when [`enabled`]).
+    tool_counters: Arc<std::sync::OnceLock<ToolCounters>>,
     read_bodies: bool,
     max_body: usize,
+}
+
+/// `mcp_auth_tool_calls_total` of each declared tool and of `other`, by
+/// outcome (`ok`, `refused`, `error`), each looked up on its first use (a
+/// series appears once counted).
+#[derive(Debug)]
+struct ToolCounters {
+    declared: std::collections::HashMap<String, [std::sync::OnceLock<metrics::Counter>; 3]>,
+    other: [std::sync::OnceLock<metrics::Counter>; 3],
+}
+
+/// The outcome labels of `mcp_auth_tool_calls_total`, in [`ToolCounters`]' order.
+const TOOL_OUTCOMES: [&str; 3] = ["ok", "refused", "error"];
+
+fn tool_counter(tool: &str, outcome: usize) -> metrics::Counter {
+    let label = if tool == OTHER_TOOL {
+        metrics::SharedString::const_str(OTHER_TOOL)
+    } else {
+        metrics::SharedString::from(tool.to_owned())
+    };
+    metrics::counter!("mcp_auth_tool_calls_total", "tool" => label, "outcome" => TOOL_OUTCOMES[outcome])
+}
+
+impl ObserveLayer {
+    /// Counts a call of `tool` with outcome `outcome` (an index into
+    /// [`TOOL_OUTCOMES`]); a tool the server did not declare counts as
+    /// [`OTHER_TOOL`].
+    fn count_tool(&self, tool: &str, outcome: usize) {
+        let declared = self.tools.contains(tool);
+        let label = if declared { tool } else { OTHER_TOOL };
+        if !enabled() {
+            // Another recorder, or none: the macros find it.
+            tool_counter(label, outcome).increment(1);
+            return;
+        }
+        let counters = self.tool_counters.get_or_init(|| ToolCounters {
+            declared: self
+                .tools
+                .iter()
+                .map(|t| (t.clone(), Default::default()))
+                .collect(),
+            other: Default::default(),
+        });
+        let slots = match counters.declared.get(tool) {
+            Some(slots) if declared => slots,
+            _ => &counters.other,
+        };
+        slots[outcome]
+            .get_or_init(|| tool_counter(label, outcome))
+            .increment(1);
+    }
+}
+
+/// Counts one authentication decision of `strategy`. With the recorder
+/// installed ([`enabled`]) each (strategy, outcome) is looked up once; the
+/// strategies are the server's own, a handful (past 64 pairs the lookups
+/// are no longer kept).
+pub(crate) fn count_authentication(strategy: &str, outcome: &'static str) {
+    type Seen = Vec<(String, &'static str, metrics::Counter)>;
+    static SEEN: std::sync::RwLock<Seen> = std::sync::RwLock::new(Vec::new());
+    let lookup = || {
+        metrics::counter!(
+            "mcp_auth_authentications_total",
+            "strategy" => strategy.to_owned(),
+            "outcome" => outcome
+        )
+    };
+    if !enabled() {
+        lookup().increment(1);
+        return;
+    }
+    let find = |seen: &Seen| {
+        seen.iter()
+            .find(|(s, o, _)| s == strategy && *o == outcome)
+            .map(|(_, _, c)| c.clone())
+    };
+    let known = find(&SEEN.read().unwrap_or_else(|p| p.into_inner()));
+    if let Some(c) = known {
+        c.increment(1);
+        return;
+    }
+    let mut seen = SEEN.write().unwrap_or_else(|p| p.into_inner());
+    let c = find(&seen).unwrap_or_else(lookup);
+    if seen.len() < 64 && find(&seen).is_none() {
+        seen.push((strategy.to_owned(), outcome, c.clone()));
+    }
+    c.increment(1);
 }
 
 impl ObserveLayer {
@@ -145,6 +234,7 @@ impl ObserveLayer {
     pub(crate) fn new(tools: HashSet<String>, read_bodies: bool, max_body: usize) -> Self {
         Self {
             tools: Arc::new(tools),
+            tool_counters: Arc::default(),
             read_bodies,
             max_body,
         }
@@ -251,18 +341,12 @@ where
             }
             count_request(status, started.elapsed().as_secs_f64());
             if let Some(tool) = tool {
-                let label = if layer.tools.contains(&tool) {
-                    metrics::SharedString::from(tool)
-                } else {
-                    metrics::SharedString::const_str(OTHER_TOOL)
-                };
                 let outcome = match status {
-                    s if s.is_success() => "ok",
-                    StatusCode::FORBIDDEN => "refused",
-                    _ => "error",
+                    s if s.is_success() => 0,
+                    StatusCode::FORBIDDEN => 1,
+                    _ => 2,
                 };
-                metrics::counter!("mcp_auth_tool_calls_total", "tool" => label, "outcome" => outcome)
-                    .increment(1);
+                layer.count_tool(&tool, outcome);
             }
             Ok(resp)
         };
