@@ -183,6 +183,11 @@ impl SessionStore for Cached {
         self.inner.end(sid).await
     }
 
+    async fn end_live(&self, sid: &str) -> Result<bool, StoreError> {
+        self.forget(sid);
+        self.inner.end_live(sid).await
+    }
+
     async fn hit(&self, key: &str, window: Duration) -> Result<(u64, Duration), StoreError> {
         self.inner.hit(key, window).await
     }

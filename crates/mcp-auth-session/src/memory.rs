@@ -434,19 +434,27 @@ impl SessionStore for MemoryStore {
     }
 
     async fn end(&self, sid: &str) -> Result<(), StoreError> {
+        self.end_live(sid).await.map(drop)
+    }
+
+    async fn end_live(&self, sid: &str) -> Result<bool, StoreError> {
         let now = Instant::now();
-        self.with(|s| {
+        Ok(self.with(|s| {
+            s.saved.remove(sid);
+            let Some((owner, until)) = s.remove(sid) else {
+                return false;
+            };
+            if sid.starts_with("pending:") {
+                return false;
+            }
             // One that expired before it was ended (not yet purged) is
             // reported as expired, as it would have been a moment earlier.
-            if let Some((owner, until)) = s.remove(sid)
-                && until <= now
-                && !sid.starts_with("pending:")
-            {
+            if until <= now {
                 note_expired(&mut s.expired, &mut s.unreported, sid, owner);
+                return false;
             }
-            s.saved.remove(sid);
-        });
-        Ok(())
+            true
+        }))
     }
 
     async fn hit(&self, key: &str, window: Duration) -> Result<(u64, Duration), StoreError> {
@@ -612,6 +620,18 @@ mod tests {
             vec![ExpiredSession::new("s1", Some("alice".into()))]
         );
         assert_eq!(s.load_state("s1").await.unwrap(), None);
+        // Ended after it expired (not yet purged): not live, reported as
+        // expired instead.
+        let Reserve::Granted(t) = s.reserve(Some("zed"), &l).await.unwrap() else {
+            panic!("a slot")
+        };
+        assert!(s.commit(&t, "z1", Some("zed"), &l).await.unwrap());
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert!(!s.end_live("z1").await.unwrap());
+        assert_eq!(
+            s.sweep_expired().await.unwrap(),
+            vec![ExpiredSession::new("z1", Some("zed".into()))]
+        );
         // State saved before a commit that is then refused goes with the
         // end of that session.
         s.save_state("refused", "{}", &l).await.unwrap();
@@ -649,7 +669,9 @@ mod tests {
             Reserve::Full(Full::Subject),
             "bob's user is at its cap through another client"
         );
-        s.end("a1").await.unwrap();
+        assert!(s.end_live("a1").await.unwrap(), "ended while live");
+        assert!(!s.end_live("a1").await.unwrap(), "already ended: not again");
+        assert!(!s.end_live("never-was").await.unwrap());
         assert!(matches!(
             s.reserve(Some("https://as\u{1f}bob\u{1f}other-app"), &long)
                 .await

@@ -103,6 +103,10 @@ impl SessionStore for Metered {
         timed("end", self.inner.end(sid)).await
     }
 
+    async fn end_live(&self, sid: &str) -> Result<bool, StoreError> {
+        timed("end", self.inner.end_live(sid)).await
+    }
+
     async fn hit(&self, key: &str, window: Duration) -> Result<(u64, Duration), StoreError> {
         timed("hit", self.inner.hit(key, window)).await
     }

@@ -172,9 +172,10 @@ return ARGV[3]
 
 /// Ends a session. KEYS: sess, state, all, expiry, owners, group, user
 /// group (the groups of the owner the caller read). ARGV: sid, that owner
-/// ('' = anonymous). Returns 1, changing nothing, when the session is now
-/// owned by someone else (it was bound in between): the caller reads the
-/// owner again. A session already gone stays in the expiry index: it
+/// ('' = anonymous). Returns 0 when it ended a live session, 2 when the
+/// session was already gone, and 1, changing nothing, when the session is
+/// now owned by someone else (it was bound in between): the caller reads
+/// the owner again. A session already gone stays in the expiry index: it
 /// expired before it was ended, and the sweep reports it (and takes it
 /// out of its groups).
 const END: &str = r"
@@ -187,8 +188,9 @@ redis.call('ZREM', KEYS[7], ARGV[1])
 if owner then
   redis.call('ZREM', KEYS[4], ARGV[1])
   redis.call('HDEL', KEYS[5], ARGV[1])
+  return 0
 end
-return 0
+return 2
 ";
 
 /// The sessions due in the expiry index (read only). KEYS: expiry. ARGV:
@@ -1145,6 +1147,10 @@ impl SessionStore for RedisStore {
     }
 
     async fn end(&self, sid: &str) -> Result<(), StoreError> {
+        self.end_live(sid).await.map(drop)
+    }
+
+    async fn end_live(&self, sid: &str) -> Result<bool, StoreError> {
         // The owner names the groups to leave; it changes at most once
         // (bound), so a second read is the last one needed.
         for _ in 0..3 {
@@ -1163,9 +1169,11 @@ impl SessionStore for RedisStore {
                 .key(self.user_group(named))
                 .arg(sid)
                 .arg(&owner);
-            let moved: i64 = self.query(&Request::Script(inv), Retry::Safe).await?;
-            if moved == 0 {
-                return Ok(());
+            // Sent twice, the second finds the session gone (and says so:
+            // the end is counted once anyway).
+            let ended: i64 = self.query(&Request::Script(inv), Retry::Safe).await?;
+            if ended != 1 {
+                return Ok(ended == 0);
             }
         }
         Err(self.err("session owner kept changing while it was ended"))
@@ -1395,9 +1403,10 @@ mod tests {
             Bind::Owner("bob".into())
         );
         for i in 0..300 {
-            s.end(&format!("a{i}")).await.unwrap();
+            assert!(s.end_live(&format!("a{i}")).await.unwrap());
             s.end(&format!("n{i}")).await.unwrap();
         }
+        assert!(!s.end_live("a0").await.unwrap(), "already ended: not again");
         for g in [
             s.group(Some(alice)),
             s.user_group(Some(alice)),

@@ -192,6 +192,14 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Ends `sid` (and drops its saved state).
     async fn end(&self, sid: &str) -> Result<(), StoreError>;
 
+    /// Ends `sid` like [`end`](Self::end) and says whether it was live
+    /// until now: `false` when it had already ended or expired (so an end
+    /// is counted once, however many replicas or paths see it go). The
+    /// default, for stores that cannot tell, says `true`.
+    async fn end_live(&self, sid: &str) -> Result<bool, StoreError> {
+        self.end(sid).await.map(|()| true)
+    }
+
     /// Counts one event for `key` in the current fixed window of `window`;
     /// returns the count so far and the time until the window ends.
     async fn hit(&self, key: &str, window: Duration) -> Result<(u64, Duration), StoreError>;

@@ -306,10 +306,11 @@ impl Settings {
         if req.method() == Method::DELETE {
             // End it in the store first: a DELETE the client saw succeed must
             // never be undone by a failed bookkeeping step.
-            if let Err(e) = self.store.end(&sid).await {
-                return Ok(unavailable(&e));
+            match self.store.end_live(&sid).await {
+                Ok(true) => crate::observe::session_ended("deleted"),
+                Ok(false) => {}
+                Err(e) => return Ok(unavailable(&e)),
             }
-            crate::observe::session_ended("deleted");
             if let Some(p) = &self.parking {
                 p.forget(&sid);
             }
@@ -342,8 +343,9 @@ impl Settings {
             if let Some(p) = &self.parking {
                 p.forget(&sid);
             }
-            match self.store.end(&sid).await {
-                Ok(()) => crate::observe::session_ended("gone"),
+            match self.store.end_live(&sid).await {
+                Ok(true) => crate::observe::session_ended("gone"),
+                Ok(false) => {}
                 Err(e) => tracing::warn!(store = %e.store, "could not end session in the store"),
             }
         }

@@ -180,8 +180,9 @@ impl Drop for EndOnDrop {
         let (store, sid) = (self.state.store.clone(), self.sid.clone());
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
-                match store.end(&sid).await {
-                    Ok(()) => crate::observe::session_ended("closed"),
+                match store.end_live(&sid).await {
+                    Ok(true) => crate::observe::session_ended("closed"),
+                    Ok(false) => {}
                     Err(e) => {
                         tracing::warn!(store = %e.store, "could not end SSE session in the store");
                     }
@@ -239,7 +240,7 @@ pub(crate) async fn open_stream(State(state): State<Arc<SseState>>, req: Request
         cancel: cancel.clone(),
     };
     if let Err(e) = (state.spawn)(sid.clone(), io) {
-        if state.store.end(&sid).await.is_ok() {
+        if let Ok(true) = state.store.end_live(&sid).await {
             crate::observe::session_ended("closed");
         }
         tracing::error!(error = %e, "cannot create the MCP handler");
