@@ -965,6 +965,20 @@ impl RedisStore {
         Ok(set.is_some())
     }
 
+    /// The first KEYS of LOOKUP and END: the session, its saved state, the
+    /// set of all sessions, the expiry index and the owners.
+    fn session_keys<'i, 'a>(
+        &self,
+        inv: &'i mut ScriptInvocation<'a>,
+        sid: &str,
+    ) -> &'i mut ScriptInvocation<'a> {
+        inv.key(self.skey(&["sess:", sid]))
+            .key(self.skey(&["state:", sid]))
+            .key(self.skey(&["all"]))
+            .key(self.skey(&["expiry"]))
+            .key(self.skey(&["owners"]))
+    }
+
     /// Extends the life of `owner`'s cap groups' keys (a lookup found them
     /// due). Best effort: they live a day longer than this is needed.
     async fn keep_groups(&self, owner: Option<&str>, limits: &SessionLimits) {
@@ -1087,11 +1101,7 @@ impl SessionStore for RedisStore {
         limits: &SessionLimits,
     ) -> Result<Option<SessionRecord>, StoreError> {
         let mut inv = self.scripts.lookup.prepare_invoke();
-        inv.key(self.skey(&["sess:", sid]))
-            .key(self.skey(&["state:", sid]))
-            .key(self.skey(&["all"]))
-            .key(self.skey(&["expiry"]))
-            .key(self.skey(&["owners"]))
+        self.session_keys(&mut inv, sid)
             .arg(ms(limits.idle_timeout))
             .arg(sid)
             .arg(KEEP_GROUPS_MS);
@@ -1160,11 +1170,7 @@ impl SessionStore for RedisStore {
             let owner = owner.unwrap_or_default();
             let named = (!owner.is_empty()).then_some(owner.as_str());
             let mut inv = self.scripts.end.prepare_invoke();
-            inv.key(self.skey(&["sess:", sid]))
-                .key(self.skey(&["state:", sid]))
-                .key(self.skey(&["all"]))
-                .key(self.skey(&["expiry"]))
-                .key(self.skey(&["owners"]))
+            self.session_keys(&mut inv, sid)
                 .key(self.group(named))
                 .key(self.user_group(named))
                 .arg(sid)

@@ -98,14 +98,7 @@ const CALL: &str =
 /// The app with rmcp behind it and a session opened: the router and the
 /// session id.
 async fn rmcp_app(audit: Option<Arc<AuditLog>>) -> (Router, String) {
-    let config = HttpConfig::new("http://127.0.0.1:8001/mcp".parse().expect("url"));
-    let mut app = McpHttpApp::new(config, ApiKeyAuthenticator::from_list(KEY).expect("key"))
-        .expect("app")
-        .with_known_tools(["hello"]);
-    if let Some(log) = audit {
-        app = app.with_audit(log as Arc<dyn AuditSink>);
-    }
-    let router = app.rmcp_router(|| {
+    let router = app("hello", audit).rmcp_router(|| {
         Ok(Hello {
             tool_router: Hello::tool_router(),
         })
@@ -136,15 +129,21 @@ async fn rmcp_app(audit: Option<Arc<AuditLog>>) -> (Router, String) {
     (router, sid)
 }
 
-fn router(audit: Option<Arc<AuditLog>>) -> Router {
+/// The app (API-key authentication, `tool` declared), with the audit log
+/// when given one.
+fn app(tool: &str, audit: Option<Arc<AuditLog>>) -> McpHttpApp {
     let config = HttpConfig::new("http://127.0.0.1:8001/mcp".parse().expect("url"));
-    let mut app = McpHttpApp::new(config, ApiKeyAuthenticator::from_list(KEY).expect("key"))
+    let app = McpHttpApp::new(config, ApiKeyAuthenticator::from_list(KEY).expect("key"))
         .expect("app")
-        .with_known_tools(["echo"]);
-    if let Some(log) = audit {
-        app = app.with_audit(log as Arc<dyn AuditSink>);
+        .with_known_tools([tool]);
+    match audit {
+        Some(log) => app.with_audit(log as Arc<dyn AuditSink>),
+        None => app,
     }
-    app.router(tower::service_fn(ok))
+}
+
+fn router(audit: Option<Arc<AuditLog>>) -> Router {
+    app("echo", audit).router(tower::service_fn(ok))
 }
 
 fn bench(c: &mut Criterion) {
