@@ -222,6 +222,20 @@ pub trait AuditSink: Send + Sync + 'static {
 /// cost); an idle writer is woken by the first record at once.
 const LINGER: Duration = Duration::from_millis(10);
 
+/// At most this many records wait for the writer; past it (the log cannot
+/// be written: a full or stalled disk) records are counted and dropped, so
+/// the server's memory stays bounded, and the chain records the loss.
+/// (Smaller in tests, which fill it.)
+const MAX_QUEUED: usize = if cfg!(test) { 2_000 } else { 100_000 };
+
+/// At most this many bytes of serialized records wait for a write that
+/// failed (they are retried, in order, before anything newer).
+const MAX_UNWRITTEN: usize = if cfg!(test) {
+    256 * 1024
+} else {
+    16 * 1024 * 1024
+};
+
 /// Records waiting for the writer thread. Taking a record is a push under
 /// an uncontended lock; the writer is woken only when it sleeps on an empty
 /// queue, and after each batch it lingers [`LINGER`] so that under load
@@ -235,6 +249,10 @@ struct Queue {
 #[derive(Default)]
 struct Pending {
     records: Vec<AuditRecord>,
+    /// Records refused because [`MAX_QUEUED`] were waiting (the writer
+    /// could not write): the next batch opens with a `records_dropped`
+    /// record saying how many.
+    dropped: u64,
     flushes: Vec<mpsc::Sender<()>>,
     /// The writer waits on `wake`.
     idle: bool,
@@ -284,6 +302,9 @@ enum Target {
         file: File,
         checked: Instant,
     },
+    /// A writer that fails on demand (tests).
+    #[cfg(test)]
+    Test(Arc<Mutex<tests::Flaky>>),
 }
 
 impl AuditLog {
@@ -306,6 +327,11 @@ impl AuditLog {
                 seq,
             )
         };
+        Self::start(target, prev, seq)
+    }
+
+    /// The writer thread on `target`, the chain going on from `prev`, `seq`.
+    fn start(target: Target, prev: String, seq: u64) -> std::io::Result<Self> {
         let queue = Arc::new(Queue::default());
         let pending = queue.clone();
         std::thread::Builder::new()
@@ -326,8 +352,30 @@ impl AuditLog {
 
 impl AuditSink for AuditLog {
     fn record(&self, record: AuditRecord) {
-        self.writer.queue.with(|p| p.records.push(record));
+        let taken = self.writer.queue.with(|p| {
+            if p.records.len() >= MAX_QUEUED {
+                p.dropped += 1;
+                return false;
+            }
+            p.records.push(record);
+            true
+        });
+        if !taken {
+            metrics::counter!("mcp_auth_audit_records_dropped_total").increment(1);
+        }
     }
+}
+
+/// The record that opens a batch after records were dropped: event
+/// `records_dropped`, decision `lost`, reason `queue_full`, and how many in
+/// `detail`. The chain stays whole and says what it is missing.
+fn dropped_record(n: u64) -> AuditRecord {
+    let mut record = AuditRecord::new("records_dropped", "lost", 0);
+    record.reason = Some("queue_full".to_owned());
+    record.detail = Some(format!(
+        "{n} records dropped: the audit log could not be written"
+    ));
+    record
 }
 
 fn open_append(path: &Path) -> std::io::Result<File> {
@@ -369,18 +417,36 @@ fn chain_tail(path: &Path) -> std::io::Result<(String, u64)> {
 }
 
 fn write_loop(queue: &Queue, mut target: Target, mut prev: String, mut seq: u64) {
+    // Serialized records not yet written (a write failed): retried first,
+    // in order, so the file never misses a link or repeats one.
     let mut lines: Vec<u8> = Vec::new();
     let mut records: Vec<AuditRecord> = Vec::new();
+    let mut last_error: Option<Instant> = None;
+    // Flushes wait until everything taken before them is written.
+    let mut acks: Vec<mpsc::Sender<()>> = Vec::new();
     loop {
-        let (acks, closed) = {
+        let (took_all, closed) = {
             let mut state = queue.state.lock().unwrap_or_else(|p| p.into_inner());
-            while state.records.is_empty() && state.flushes.is_empty() && !state.closed {
+            while lines.is_empty()
+                && state.records.is_empty()
+                && state.flushes.is_empty()
+                && !state.closed
+            {
                 state.idle = true;
                 state = queue.wake.wait(state).unwrap_or_else(|p| p.into_inner());
             }
             state.idle = false;
-            std::mem::swap(&mut records, &mut state.records);
-            (std::mem::take(&mut state.flushes), state.closed)
+            acks.append(&mut state.flushes);
+            // While too much waits for a failed write, records wait in the
+            // queue (which drops past its bound).
+            let took_all = lines.len() < MAX_UNWRITTEN;
+            if took_all {
+                if state.dropped > 0 {
+                    records.push(dropped_record(std::mem::take(&mut state.dropped)));
+                }
+                records.append(&mut state.records);
+            }
+            (took_all, state.closed)
         };
         for mut record in records.drain(..) {
             record.seq = seq;
@@ -395,16 +461,36 @@ fn write_loop(queue: &Queue, mut target: Target, mut prev: String, mut seq: u64)
             lines.push(b'\n');
             seq += 1;
         }
+        let mut failed = false;
         if !lines.is_empty() {
-            if let Err(e) = write_lines(&mut target, &lines) {
-                tracing::error!(error = %e, "cannot write the audit log");
+            let written = match write_lines(&mut target, &lines) {
+                Ok(()) => lines.len(),
+                Err((n, e)) => {
+                    failed = true;
+                    // Once every few seconds, not every round.
+                    if last_error.is_none_or(|at| at.elapsed() >= Duration::from_secs(5)) {
+                        last_error = Some(Instant::now());
+                        tracing::error!(error = %e, waiting_bytes = lines.len() - n, "cannot write the audit log; retrying");
+                    }
+                    n
+                }
+            };
+            lines.drain(..written);
+        }
+        let done = took_all && lines.is_empty();
+        let failed_at_close = closed && failed;
+        if done || failed_at_close {
+            for ack in acks.drain(..) {
+                let _ = ack.send(());
             }
-            lines.clear();
         }
-        for done in acks {
-            let _ = done.send(());
-        }
-        if closed {
+        if closed && (done || failed_at_close) {
+            if !done {
+                tracing::error!(
+                    bytes = lines.len(),
+                    "audit records lost: the log could not be written before the server stopped"
+                );
+            }
             return;
         }
         // Let records gather: one write for many under load.
@@ -412,13 +498,14 @@ fn write_loop(queue: &Queue, mut target: Target, mut prev: String, mut seq: u64)
     }
 }
 
-/// Appends `lines` (whole records, each ending in a newline) in one write.
-fn write_lines(target: &mut Target, lines: &[u8]) -> std::io::Result<()> {
+/// Appends `lines` (whole records, each ending in a newline); on failure,
+/// how many bytes went out before it (a retry goes on from there).
+fn write_lines(target: &mut Target, lines: &[u8]) -> Result<(), (usize, std::io::Error)> {
     match target {
         Target::Stdout => {
             let mut out = std::io::stdout().lock();
-            out.write_all(lines)?;
-            out.flush()
+            let n = write_from(&mut out, lines)?;
+            out.flush().map_err(|e| (n, e))
         }
         Target::File {
             path,
@@ -430,13 +517,30 @@ fn write_lines(target: &mut Target, lines: &[u8]) -> std::io::Result<()> {
             if checked.elapsed() >= Duration::from_secs(1) {
                 *checked = Instant::now();
                 if rotated(path, file) {
-                    *file = open_append(path)?;
+                    *file = open_append(path).map_err(|e| (0, e))?;
                 }
             }
-            file.write_all(lines)?;
-            file.flush()
+            write_from(file, lines).map(drop)
+        }
+        #[cfg(test)]
+        Target::Test(w) => {
+            write_from(&mut *w.lock().unwrap_or_else(|p| p.into_inner()), lines).map(drop)
         }
     }
+}
+
+/// Writes all of `bytes`, counting what went out before an error.
+fn write_from(w: &mut impl Write, bytes: &[u8]) -> Result<usize, (usize, std::io::Error)> {
+    let mut n = 0;
+    while n < bytes.len() {
+        match w.write(&bytes[n..]) {
+            Ok(0) => return Err((n, std::io::ErrorKind::WriteZero.into())),
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err((n, e)),
+        }
+    }
+    Ok(n)
 }
 
 #[cfg(unix)]
@@ -777,6 +881,112 @@ impl AuditSink for MemoryAudit {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A writer that fails while `failing` and otherwise keeps what it is
+    /// given, at most `short` bytes per write when set (partial writes).
+    #[derive(Default)]
+    pub(super) struct Flaky {
+        failing: bool,
+        short: Option<usize>,
+        out: Vec<u8>,
+    }
+
+    impl Write for Flaky {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            if self.failing {
+                return Err(std::io::Error::other("no space left on device"));
+            }
+            let n = self.short.map_or(b.len(), |s| s.min(b.len()));
+            self.out.extend_from_slice(&b[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A log over a [`Flaky`] writer, failing from the start.
+    fn flaky_log() -> (Arc<Mutex<Flaky>>, AuditLog) {
+        let flaky = Arc::new(Mutex::new(Flaky {
+            failing: true,
+            ..Flaky::default()
+        }));
+        let log = AuditLog::start(Target::Test(flaky.clone()), GENESIS.to_owned(), 0).unwrap();
+        (flaky, log)
+    }
+
+    /// What the writer wrote, checked as a chain; the records.
+    fn written(flaky: &Mutex<Flaky>, dir: &Path) -> (ChainReport, Vec<AuditRecord>) {
+        let path = dir.join("written.jsonl");
+        std::fs::write(&path, &flaky.lock().unwrap().out).unwrap();
+        let report = verify_chain(std::slice::from_ref(&path)).unwrap();
+        let records = lines(&path)
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        (report, records)
+    }
+
+    #[test]
+    fn failed_writes_are_retried_in_order_without_a_lost_or_repeated_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let (flaky, log) = flaky_log();
+        for i in 0..50 {
+            log.record(AuditRecord {
+                subject: Some(format!("user-{i}")),
+                ..AuditRecord::new("request", "allow", 200)
+            });
+        }
+        // Several rounds fail.
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(flaky.lock().unwrap().out.is_empty());
+        {
+            let mut f = flaky.lock().unwrap();
+            f.failing = false;
+            f.short = Some(7);
+        }
+        write(&log, 50);
+        let (report, records) = written(&flaky, dir.path());
+        assert_eq!(report.records, 100);
+        let seqs: Vec<u64> = records.iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, (0..100).collect::<Vec<_>>());
+        assert_eq!(records[0].subject.as_deref(), Some("user-0"));
+        assert_eq!(records[49].subject.as_deref(), Some("user-49"));
+    }
+
+    #[test]
+    fn a_log_that_cannot_be_written_drops_past_its_bound_and_the_chain_says_how_many() {
+        let dir = tempfile::tempdir().unwrap();
+        let (flaky, log) = flaky_log();
+        let pushed = MAX_QUEUED * 2 + 50_000;
+        for _ in 0..pushed {
+            log.record(AuditRecord::new("request", "allow", 200));
+        }
+        flaky.lock().unwrap().failing = false;
+        log.flush();
+        let (report, records) = written(&flaky, dir.path());
+        let gaps: Vec<&AuditRecord> = records
+            .iter()
+            .filter(|r| r.event == "records_dropped")
+            .collect();
+        assert!(!gaps.is_empty(), "the chain says records were lost");
+        let kept = records.len() - gaps.len();
+        let mut said = 0;
+        for gap in &gaps {
+            assert_eq!(
+                (gap.decision.as_str(), gap.reason.as_deref()),
+                ("lost", Some("queue_full"))
+            );
+            let detail = gap.detail.as_deref().unwrap();
+            let n = detail
+                .strip_suffix(" records dropped: the audit log could not be written")
+                .unwrap();
+            said += n.parse::<usize>().unwrap();
+        }
+        assert_eq!(said, pushed - kept, "every dropped record is accounted for");
+        assert!(said > 0, "the bound was reached");
+        assert_eq!(report.records, records.len() as u64, "the chain is whole");
+    }
 
     fn log_in(dir: &Path) -> (PathBuf, AuditLog) {
         let path = dir.join("audit.jsonl");

@@ -576,6 +576,10 @@ mod prometheus {
         );
         describe_counter!("mcp_auth_rate_limited_total", "429 answers by limiter");
         describe_counter!(
+            "mcp_auth_audit_records_dropped_total",
+            "Audit records dropped: the log could not be written and the queue was full"
+        );
+        describe_counter!(
             "mcp_auth_sessions_opened_total",
             "Sessions opened by this process"
         );
