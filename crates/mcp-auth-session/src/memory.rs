@@ -115,6 +115,20 @@ impl State {
         Some(slot)
     }
 
+    /// Moves the expiry of slot `id` to `until`. Later, its place in `due`
+    /// stays (it is queued again when that comes); earlier (a caller with
+    /// a shorter idle timeout), it is queued at `until` too, so purging
+    /// stays exact.
+    fn extend(&mut self, id: &str, until: Instant) {
+        if let Some((_, at)) = self.slots.get_mut(id) {
+            let earlier = until < *at;
+            *at = until;
+            if earlier {
+                self.due.push(Reverse((until, id.to_owned())));
+            }
+        }
+    }
+
     /// Gives `id`, anonymous, to `owner`.
     fn rebind(&mut self, id: &str, owner: &str) {
         self.count(None, false);
@@ -396,10 +410,11 @@ impl SessionStore for MemoryStore {
         let now = Instant::now();
         Ok(self.with(|s| match s.slots.get_mut(sid) {
             Some((owner, until)) if *until > now && !sid.starts_with("pending:") => {
-                *until = now + limits.idle_timeout;
-                Some(SessionRecord {
+                let record = SessionRecord {
                     owner: owner.clone(),
-                })
+                };
+                s.extend(sid, now + limits.idle_timeout);
+                Some(record)
             }
             _ => None,
         }))
@@ -416,15 +431,16 @@ impl SessionStore for MemoryStore {
             s.purge(now);
             let full = s.owner_full(Some(owner), limits).is_some();
             match s.slots.get_mut(sid) {
-                Some((Some(o), until)) => {
-                    *until = now + limits.idle_timeout;
-                    Bind::Owner(o.clone())
+                Some((Some(o), _)) => {
+                    let o = o.clone();
+                    s.extend(sid, now + limits.idle_timeout);
+                    Bind::Owner(o)
                 }
-                Some((None, until)) => {
+                Some((None, _)) => {
                     if full {
                         return Bind::Full;
                     }
-                    *until = now + limits.idle_timeout;
+                    s.extend(sid, now + limits.idle_timeout);
                     s.rebind(sid, owner);
                     Bind::Owner(owner.to_owned())
                 }
@@ -631,6 +647,29 @@ mod tests {
         assert_eq!(
             s.sweep_expired().await.unwrap(),
             vec![ExpiredSession::new("z1", Some("zed".into()))]
+        );
+        // A lookup with a shorter idle timeout than the commit's moves the
+        // expiry earlier: purged then, not at the commit's.
+        let sixty = SessionLimits {
+            idle_timeout: Duration::from_secs(60),
+            ..l
+        };
+        let Reserve::Granted(t) = s.reserve(Some("yan"), &sixty).await.unwrap() else {
+            panic!("a slot")
+        };
+        assert!(s.commit(&t, "y1", Some("yan"), &sixty).await.unwrap());
+        assert!(s.lookup("y1", &l).await.unwrap().is_some());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(matches!(
+            s.reserve(Some("yan"), &sixty).await.unwrap(),
+            Reserve::Granted(_)
+        ));
+        assert!(
+            s.sweep_expired()
+                .await
+                .unwrap()
+                .iter()
+                .any(|e| e.id == "y1")
         );
         // State saved before a commit that is then refused goes with the
         // end of that session.

@@ -48,6 +48,7 @@ const NOW: &str =
 /// long-lived sessions beside it).
 const LIVE: &str = r"
 local function full(set, all, cap)
+  if cap <= 0 then return true end
   if redis.call('ZCARD', set) < cap then return false end
   local n, from = 0, 0
   while true do
@@ -343,10 +344,6 @@ struct Conn {
     target: Target,
     /// The connection, and which one it is (counted up per connection made).
     link: Option<(Link, u64)>,
-    /// On Sentinel, a second connection to the same primary for the
-    /// writes that wait for a replica (`WAIT` blocks its connection, so
-    /// not the one every other request shares); dropped with `link`.
-    waiter: Option<MultiplexedConnection>,
     made: u64,
     last_failure: Option<Instant>,
 }
@@ -430,6 +427,9 @@ pub struct RedisStore {
     /// [`CLUSTER_PREFIX`]).
     sessions: &'static str,
     conn: tokio::sync::Mutex<Conn>,
+    /// On Sentinel, a second client for the writes that wait for a replica
+    /// (see `waiting_connection`).
+    binder: Option<tokio::sync::Mutex<SentinelClient>>,
     scripts: Scripts,
 }
 
@@ -617,6 +617,7 @@ impl RedisStore {
     /// TLS, so `rediss://` fails. Errors do not repeat the URL (it may hold
     /// a password).
     pub fn new(url: &str) -> Result<Self, String> {
+        let mut binder = None;
         let (target, shown, sessions) = if let Some(rest) = url.strip_prefix("redis+cluster://") {
             let nodes = Nodes::parse(rest, 6379)?;
             match nodes.path.as_slice() {
@@ -669,27 +670,30 @@ impl RedisStore {
                 }
                 _ => return Err("expected /<master name>[/db] after the sentinels".into()),
             };
-            let mut builder = SentinelClientBuilder::new(
-                nodes
-                    .hosts
-                    .iter()
-                    .map(|(h, p)| ConnectionAddr::Tcp(h.clone(), *p)),
-                &master,
-                SentinelServerType::Master,
-            )
-            .map_err(|e| format!("not a Sentinel URL: {e}"))?
-            .set_client_to_redis_db(db);
-            if let Some(u) = &nodes.username {
-                builder = builder.set_client_to_redis_username(u);
-            }
-            if let Some(p) = &nodes.password {
-                builder = builder.set_client_to_redis_password(p);
-            }
-            let client = builder
-                .build()
-                .map_err(|e| format!("not a Sentinel URL: {e}"))?;
+            let client = || {
+                let mut builder = SentinelClientBuilder::new(
+                    nodes
+                        .hosts
+                        .iter()
+                        .map(|(h, p)| ConnectionAddr::Tcp(h.clone(), *p)),
+                    &master,
+                    SentinelServerType::Master,
+                )
+                .map_err(|e| format!("not a Sentinel URL: {e}"))?
+                .set_client_to_redis_db(db);
+                if let Some(u) = &nodes.username {
+                    builder = builder.set_client_to_redis_username(u);
+                }
+                if let Some(p) = &nodes.password {
+                    builder = builder.set_client_to_redis_password(p);
+                }
+                builder
+                    .build()
+                    .map_err(|e| format!("not a Sentinel URL: {e}"))
+            };
+            binder = Some(tokio::sync::Mutex::new(client()?));
             (
-                Target::Sentinel(Box::new(client)),
+                Target::Sentinel(Box::new(client()?)),
                 format!("redis+sentinel://{}/{master}/{db}", nodes.shown()),
                 PREFIX,
             )
@@ -701,10 +705,10 @@ impl RedisStore {
         Ok(Self {
             shown,
             sessions,
+            binder,
             conn: tokio::sync::Mutex::new(Conn {
                 target,
                 link: None,
-                waiter: None,
                 made: 0,
                 last_failure: None,
             }),
@@ -779,31 +783,22 @@ impl RedisStore {
         let mut c = self.conn.lock().await;
         if c.link.as_ref().is_some_and(|(_, m)| *m == n) {
             c.link = None;
-            c.waiter = None;
         }
     }
 
-    /// On Sentinel, the connection for writes that wait for a replica: to
-    /// the primary of connection `n`, made now if there is none. `None`
-    /// when `n` is no longer current (the caller starts over).
-    async fn waiter(&self, n: u64) -> Result<Option<MultiplexedConnection>, StoreError> {
-        let mut c = self.conn.lock().await;
-        if c.link.as_ref().is_none_or(|(_, m)| *m != n) {
-            return Ok(None);
-        }
-        if let Some(w) = &c.waiter {
-            return Ok(Some(w.clone()));
-        }
-        let Target::Sentinel(client) = &mut c.target else {
+    /// On Sentinel, a connection of its own for one write that waits for a
+    /// replica: `WAIT` blocks the connection it is sent on, so never the
+    /// one every other request shares, nor one other binds queue on. Only
+    /// these writes wait for the sentinels' answer (under their own lock).
+    async fn waiting_connection(&self) -> Result<Option<MultiplexedConnection>, StoreError> {
+        let Some(binder) = &self.binder else {
             return Ok(None);
         };
-        match sentinel_connect(client).await {
-            Ok(w) => {
-                c.waiter = Some(w.clone());
-                Ok(Some(w))
-            }
-            Err(e) => Err(self.err(e)),
-        }
+        let mut client = binder.lock().await;
+        sentinel_connect(&mut client)
+            .await
+            .map(Some)
+            .map_err(|e| self.err(e))
     }
 
     /// On Sentinel: did `e` come from a primary that went away or is no
@@ -832,7 +827,7 @@ impl RedisStore {
     }
 
     /// Like [`query`](Self::query); on Sentinel, when `waits`, sends `req`
-    /// on the primary's second connection (see `Conn::waiter`) and, when
+    /// on a connection of its own (see `waiting_connection`) and, when
     /// `replicate` says so of the answer, waits (`WAIT 1`, on that
     /// connection, so for this write) until a replica has it, for at most
     /// [`REPLICATION_WAIT`]; fails if none has.
@@ -847,11 +842,11 @@ impl RedisStore {
         loop {
             let (mut link, n) = self.link().await?;
             let sentinel = matches!(link, Link::Sentinel(_));
-            if sentinel && waits {
-                match self.waiter(n).await? {
-                    Some(w) => link = Link::Sentinel(w),
-                    None => continue,
-                }
+            if sentinel
+                && waits
+                && let Some(own) = self.waiting_connection().await?
+            {
+                link = Link::Sentinel(own);
             }
             let r = match req {
                 Request::Script(s) => s.invoke_async(&mut link).await,
@@ -1175,8 +1170,9 @@ impl SessionStore for RedisStore {
                 .key(self.user_group(named))
                 .arg(sid)
                 .arg(&owner);
-            // Sent twice, the second finds the session gone (and says so:
-            // the end is counted once anyway).
+            // Sent twice, the second finds the session gone and says so:
+            // if the first's answer was lost, this end is not counted (the
+            // open-sessions gauge stays one too high; rare: a lost reply).
             let ended: i64 = self.query(&Request::Script(inv), Retry::Safe).await?;
             if ended != 1 {
                 return Ok(ended == 0);
@@ -1470,6 +1466,16 @@ mod tests {
             s.reserve(Some("carol"), &small).await.unwrap(),
             Reserve::Granted(_)
         ));
+
+        // A cap of 0 admits no one (as the memory store).
+        let none = SessionLimits {
+            max_anonymous: 0,
+            ..big
+        };
+        assert_eq!(
+            s.reserve(None, &none).await.unwrap(),
+            Reserve::Full(Full::Anonymous)
+        );
 
         // A reservation's short life never cuts the life of the groups of
         // sessions with a long idle timeout.

@@ -228,6 +228,10 @@ const LINGER: Duration = Duration::from_millis(10);
 /// (Smaller in tests, which fill it.)
 const MAX_QUEUED: usize = if cfg!(test) { 2_000 } else { 100_000 };
 
+/// The writer takes at most this many records a round, so what waits for
+/// a failed write stays within [`MAX_UNWRITTEN`] plus one round's worth.
+const MAX_TAKE: usize = if cfg!(test) { 500 } else { 10_000 };
+
 /// At most this many bytes of serialized records wait for a write that
 /// failed (they are retried, in order, before anything newer).
 const MAX_UNWRITTEN: usize = if cfg!(test) {
@@ -246,13 +250,23 @@ struct Queue {
     wake: Condvar,
 }
 
+/// What waits for the writer: a record, or how many records were refused
+/// at this place in the order because [`MAX_QUEUED`] were waiting (the log
+/// could not be written); the writer turns that into a `records_dropped`
+/// record, so the chain says what it lost and where.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "nearly every entry is a record: boxing would add an allocation per request"
+)]
+enum Queued {
+    Record(AuditRecord),
+    Dropped(u64),
+}
+
 #[derive(Default)]
 struct Pending {
-    records: Vec<AuditRecord>,
-    /// Records refused because [`MAX_QUEUED`] were waiting (the writer
-    /// could not write): the next batch opens with a `records_dropped`
-    /// record saying how many.
-    dropped: u64,
+    /// Records, and where records were dropped (see [`Queued`]).
+    records: std::collections::VecDeque<Queued>,
     flushes: Vec<mpsc::Sender<()>>,
     /// The writer waits on `wake`.
     idle: bool,
@@ -353,12 +367,15 @@ impl AuditLog {
 impl AuditSink for AuditLog {
     fn record(&self, record: AuditRecord) {
         let taken = self.writer.queue.with(|p| {
-            if p.records.len() >= MAX_QUEUED {
-                p.dropped += 1;
-                return false;
+            if p.records.len() < MAX_QUEUED {
+                p.records.push_back(Queued::Record(record));
+                return true;
             }
-            p.records.push(record);
-            true
+            match p.records.back_mut() {
+                Some(Queued::Dropped(n)) => *n += 1,
+                _ => p.records.push_back(Queued::Dropped(1)),
+            }
+            false
         });
         if !taken {
             metrics::counter!("mcp_auth_audit_records_dropped_total").increment(1);
@@ -420,14 +437,18 @@ fn write_loop(queue: &Queue, mut target: Target, mut prev: String, mut seq: u64)
     // Serialized records not yet written (a write failed): retried first,
     // in order, so the file never misses a link or repeats one.
     let mut lines: Vec<u8> = Vec::new();
-    let mut records: Vec<AuditRecord> = Vec::new();
+    let mut records = std::collections::VecDeque::new();
     let mut last_error: Option<Instant> = None;
     // Flushes wait until everything taken before them is written.
     let mut acks: Vec<mpsc::Sender<()>> = Vec::new();
+    // What was written so far ends with a whole line: only then may a new
+    // file (after a rotation) be opened.
+    let mut at_line_start = true;
     loop {
-        let (took_all, closed) = {
+        let (emptied, closed, left) = {
             let mut state = queue.state.lock().unwrap_or_else(|p| p.into_inner());
             while lines.is_empty()
+                && acks.is_empty()
                 && state.records.is_empty()
                 && state.flushes.is_empty()
                 && !state.closed
@@ -439,16 +460,32 @@ fn write_loop(queue: &Queue, mut target: Target, mut prev: String, mut seq: u64)
             acks.append(&mut state.flushes);
             // While too much waits for a failed write, records wait in the
             // queue (which drops past its bound).
-            let took_all = lines.len() < MAX_UNWRITTEN;
-            if took_all {
-                if state.dropped > 0 {
-                    records.push(dropped_record(std::mem::take(&mut state.dropped)));
+            if lines.len() < MAX_UNWRITTEN {
+                if state.records.len() <= MAX_TAKE {
+                    std::mem::swap(&mut records, &mut state.records);
+                } else {
+                    records.extend(state.records.drain(..MAX_TAKE));
                 }
-                records.append(&mut state.records);
             }
-            (took_all, state.closed)
+            // What stopping now would lose (counted only then).
+            let left = match state.closed {
+                true => state
+                    .records
+                    .iter()
+                    .map(|q| match q {
+                        Queued::Record(_) => 1,
+                        Queued::Dropped(n) => *n,
+                    })
+                    .sum::<u64>(),
+                false => 0,
+            };
+            (state.records.is_empty(), state.closed, left)
         };
-        for mut record in records.drain(..) {
+        for queued in records.drain(..) {
+            let mut record = match queued {
+                Queued::Record(r) => r,
+                Queued::Dropped(n) => dropped_record(n),
+            };
             record.seq = seq;
             record.prev = std::mem::take(&mut prev);
             let start = lines.len();
@@ -463,7 +500,7 @@ fn write_loop(queue: &Queue, mut target: Target, mut prev: String, mut seq: u64)
         }
         let mut failed = false;
         if !lines.is_empty() {
-            let written = match write_lines(&mut target, &lines) {
+            let written = match write_lines(&mut target, &lines, at_line_start) {
                 Ok(()) => lines.len(),
                 Err((n, e)) => {
                     failed = true;
@@ -475,9 +512,12 @@ fn write_loop(queue: &Queue, mut target: Target, mut prev: String, mut seq: u64)
                     n
                 }
             };
+            if written > 0 {
+                at_line_start = lines[written - 1] == b'\n';
+            }
             lines.drain(..written);
         }
-        let done = took_all && lines.is_empty();
+        let done = emptied && lines.is_empty();
         let failed_at_close = closed && failed;
         if done || failed_at_close {
             for ack in acks.drain(..) {
@@ -488,19 +528,27 @@ fn write_loop(queue: &Queue, mut target: Target, mut prev: String, mut seq: u64)
             if !done {
                 tracing::error!(
                     bytes = lines.len(),
+                    records = left,
                     "audit records lost: the log could not be written before the server stopped"
                 );
             }
             return;
         }
-        // Let records gather: one write for many under load.
+        // Let records gather: one write for many under load (and a failed
+        // write is tried again after this).
         std::thread::sleep(LINGER);
     }
 }
 
 /// Appends `lines` (whole records, each ending in a newline); on failure,
 /// how many bytes went out before it (a retry goes on from there).
-fn write_lines(target: &mut Target, lines: &[u8]) -> Result<(), (usize, std::io::Error)> {
+/// A file rotated away is replaced only when `at_line_start` (a record cut
+/// by a failed write is finished in the file it began in).
+fn write_lines(
+    target: &mut Target,
+    lines: &[u8],
+    at_line_start: bool,
+) -> Result<(), (usize, std::io::Error)> {
     match target {
         Target::Stdout => {
             let mut out = std::io::stdout().lock();
@@ -514,7 +562,7 @@ fn write_lines(target: &mut Target, lines: &[u8]) -> Result<(), (usize, std::io:
         } => {
             // Rotated away (renamed or removed)? Then a new file, whose
             // first record continues the chain.
-            if checked.elapsed() >= Duration::from_secs(1) {
+            if at_line_start && checked.elapsed() >= Duration::from_secs(1) {
                 *checked = Instant::now();
                 if rotated(path, file) {
                     *file = open_append(path).map_err(|e| (0, e))?;
@@ -958,12 +1006,21 @@ mod tests {
     fn a_log_that_cannot_be_written_drops_past_its_bound_and_the_chain_says_how_many() {
         let dir = tempfile::tempdir().unwrap();
         let (flaky, log) = flaky_log();
-        let pushed = MAX_QUEUED * 2 + 50_000;
-        for _ in 0..pushed {
-            log.record(AuditRecord::new("request", "allow", 200));
+        let pushed = MAX_QUEUED * 2 + MAX_TAKE * 100;
+        for i in 0..pushed {
+            log.record(AuditRecord {
+                subject: Some(i.to_string()),
+                ..AuditRecord::new("request", "allow", 200)
+            });
         }
         flaky.lock().unwrap().failing = false;
+        // Answered once everything is written, not at its timeout.
+        let started = Instant::now();
         log.flush();
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "flush waited out its timeout"
+        );
         let (report, records) = written(&flaky, dir.path());
         let gaps: Vec<&AuditRecord> = records
             .iter()
@@ -985,6 +1042,19 @@ mod tests {
         }
         assert_eq!(said, pushed - kept, "every dropped record is accounted for");
         assert!(said > 0, "the bound was reached");
+        // Order kept, nothing repeated; the first record of a loss follows
+        // the last record taken before the first one lost.
+        let index = |r: &AuditRecord| r.subject.as_deref().map(|s| s.parse::<usize>().unwrap());
+        let kept: Vec<usize> = records.iter().filter_map(index).collect();
+        assert!(kept.windows(2).all(|w| w[0] < w[1]), "in order, once each");
+        let first_lost = (0..pushed)
+            .find(|i| kept.binary_search(i).is_err())
+            .unwrap();
+        let first_gap = records
+            .iter()
+            .position(|r| r.event == "records_dropped")
+            .unwrap();
+        assert_eq!(index(&records[first_gap - 1]), Some(first_lost - 1));
         assert_eq!(report.records, records.len() as u64, "the chain is whole");
     }
 

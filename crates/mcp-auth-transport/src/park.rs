@@ -278,7 +278,15 @@ impl http_body::Body for Held {
 /// close would hit the worker restored in the meantime, so it is swallowed.
 pub(crate) struct ParkingSessions {
     inner: LocalSessionManager,
-    stray: Mutex<HashMap<SessionId, Instant>>,
+    stray: Mutex<Strays>,
+}
+
+/// Parked workers whose last close has not come yet, and how many were
+/// left after the last time the old ones were dropped.
+#[derive(Default)]
+struct Strays {
+    map: HashMap<SessionId, Instant>,
+    kept: usize,
 }
 
 /// How long a parked worker's own last close is waited for.
@@ -288,11 +296,11 @@ impl ParkingSessions {
     pub(crate) fn new(inner: LocalSessionManager) -> Self {
         Self {
             inner,
-            stray: Mutex::new(HashMap::new()),
+            stray: Mutex::new(Strays::default()),
         }
     }
 
-    fn stray<T>(&self, f: impl FnOnce(&mut HashMap<SessionId, Instant>) -> T) -> T {
+    fn stray<T>(&self, f: impl FnOnce(&mut Strays) -> T) -> T {
         let mut m = self
             .stray
             .lock()
@@ -305,14 +313,15 @@ impl ParkingSessions {
         if !matches!(self.inner.has_session(id).await, Ok(true)) {
             return;
         }
-        self.stray(|m| {
+        self.stray(|s| {
             // Each entry normally goes with its worker's last close; the
-            // rest are dropped when the map has doubled since last time.
-            if m.len() >= 64 && m.len() >= m.capacity() / 2 {
-                m.retain(|_, at| at.elapsed() < STRAY_CLOSE_WITHIN);
-                shrink(m);
+            // rest are dropped once the map has doubled since last time.
+            if s.map.len() >= 64 && s.map.len() >= s.kept * 2 {
+                s.map.retain(|_, at| at.elapsed() < STRAY_CLOSE_WITHIN);
+                shrink(&mut s.map);
+                s.kept = s.map.len();
             }
-            m.insert(id.clone(), Instant::now());
+            s.map.insert(id.clone(), Instant::now());
         });
         if let Err(e) = self.inner.close_session(id).await {
             tracing::warn!(error = %e, "could not park an idle session");
@@ -341,11 +350,13 @@ impl SessionManager for ParkingSessions {
     }
 
     async fn close_session(&self, id: &SessionId) -> Result<(), Self::Error> {
-        let parked = self.stray(|m| {
-            let parked = m
+        let parked = self.stray(|s| {
+            let parked = s
+                .map
                 .remove(id)
                 .is_some_and(|at| at.elapsed() < STRAY_CLOSE_WITHIN);
-            shrink(m);
+            shrink(&mut s.map);
+            s.kept = s.kept.min(s.map.len());
             parked
         });
         if parked {
