@@ -176,13 +176,18 @@ fn now_rfc3339_millis() -> String {
 /// Lowercase hex of a SHA-256 digest (the chain's links), without a
 /// per-character iterator.
 fn hex_digest(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);
+    push_hex(&mut out, bytes);
+    out
+}
+
+/// Appends `bytes` to `out` in lowercase hex.
+fn push_hex(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     for b in bytes {
         out.push(char::from(DIGITS[usize::from(b >> 4)]));
         out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
     }
-    out
 }
 
 /// The `session_end` record of session `id`, which expired (see
@@ -716,12 +721,9 @@ fn request_id(headers: &http::HeaderMap) -> String {
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     // The counter as 16 hex digits, without the formatting machinery (a
     // measurable part of the audit layer's cost per request).
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut id = String::with_capacity(prefix.len() + 16);
     id.push_str(prefix);
-    for shift in (0..16).rev() {
-        id.push(char::from(DIGITS[((n >> (shift * 4)) & 0xf) as usize]));
-    }
+    push_hex(&mut id, &n.to_be_bytes());
     id
 }
 
