@@ -166,10 +166,13 @@ impl ObserveLayer {
     /// [`TOOL_OUTCOMES`]); a tool the server did not declare counts as
     /// [`OTHER_TOOL`].
     fn count_tool(&self, tool: &str, outcome: usize) {
-        let declared = self.tools.contains(tool);
-        let label = if declared { tool } else { OTHER_TOOL };
         if !enabled() {
             // Another recorder, or none: the macros find it.
+            let label = if self.tools.contains(tool) {
+                tool
+            } else {
+                OTHER_TOOL
+            };
             tool_counter(label, outcome).increment(1);
             return;
         }
@@ -181,13 +184,26 @@ impl ObserveLayer {
                 .collect(),
             other: Default::default(),
         });
-        let slots = match counters.declared.get(tool) {
-            Some(slots) if declared => slots,
-            _ => &counters.other,
+        // `declared` holds exactly the declared tools: one lookup decides.
+        let (label, slots) = match counters.declared.get(tool) {
+            Some(slots) => (tool, slots),
+            None => (OTHER_TOOL, &counters.other),
         };
         slots[outcome]
             .get_or_init(|| tool_counter(label, outcome))
             .increment(1);
+    }
+
+    /// `tools`: the names counted under their own label; `read_bodies`:
+    /// also when no recorder is installed (an audit layer behind wants the
+    /// method and tool).
+    pub(crate) fn new(tools: HashSet<String>, read_bodies: bool, max_body: usize) -> Self {
+        Self {
+            tools: Arc::new(tools),
+            tool_counters: Arc::default(),
+            read_bodies,
+            max_body,
+        }
     }
 }
 
@@ -220,25 +236,18 @@ pub(crate) fn count_authentication(strategy: &str, outcome: &'static str) {
         return;
     }
     let mut seen = SEEN.write().unwrap_or_else(|p| p.into_inner());
-    let c = find(&seen).unwrap_or_else(lookup);
-    if seen.len() < 64 && find(&seen).is_none() {
-        seen.push((strategy.to_owned(), outcome, c.clone()));
-    }
-    c.increment(1);
-}
-
-impl ObserveLayer {
-    /// `tools`: the names counted under their own label; `read_bodies`:
-    /// also when no recorder is installed (an audit layer behind wants the
-    /// method and tool).
-    pub(crate) fn new(tools: HashSet<String>, read_bodies: bool, max_body: usize) -> Self {
-        Self {
-            tools: Arc::new(tools),
-            tool_counters: Arc::default(),
-            read_bodies,
-            max_body,
+    let c = match find(&seen) {
+        // Another request put it there in between.
+        Some(c) => c,
+        None => {
+            let c = lookup();
+            if seen.len() < 64 {
+                seen.push((strategy.to_owned(), outcome, c.clone()));
+            }
+            c
         }
-    }
+    };
+    c.increment(1);
 }
 
 impl<S> Layer<S> for ObserveLayer {
