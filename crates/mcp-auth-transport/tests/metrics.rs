@@ -33,6 +33,17 @@ fn call(tool: &str, key: Option<&str>) -> Request<Body> {
     req.body(Body::from(body)).unwrap()
 }
 
+/// A response's body as text.
+async fn body_text(resp: Response) -> String {
+    String::from_utf8(
+        axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap()
+            .to_vec(),
+    )
+    .unwrap()
+}
+
 /// The value of the series `line_start` (name and labels) in `text`.
 fn value(text: &str, series: &str) -> Option<f64> {
     text.lines()
@@ -90,13 +101,7 @@ async fn counts_decisions_and_tools_under_bounded_labels_behind_a_token() {
             .unwrap()
             .starts_with("text/plain; version=0.0.4")
     );
-    let text = String::from_utf8(
-        axum::body::to_bytes(resp.into_body(), 1 << 20)
-            .await
-            .unwrap()
-            .to_vec(),
-    )
-    .unwrap();
+    let text = body_text(resp).await;
 
     let has = |series: &str, want: f64| {
         assert_eq!(value(&text, series), Some(want), "{series} in\n{text}");
@@ -180,13 +185,7 @@ async fn a_scrape_reports_each_readiness_check_and_key_set_age(metrics: &Prometh
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
-    let text = String::from_utf8(
-        axum::body::to_bytes(resp.into_body(), 1 << 20)
-            .await
-            .unwrap()
-            .to_vec(),
-    )
-    .unwrap();
+    let text = body_text(resp).await;
     for (series, want) in [
         (r#"mcp_auth_ready{check="oauth2 keys"}"#, 1.0),
         (r#"mcp_auth_ready{check="cognito keys"}"#, 0.0),
