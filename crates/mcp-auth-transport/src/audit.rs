@@ -173,8 +173,9 @@ fn now_rfc3339_millis() -> String {
     })
 }
 
-/// Lowercase hex of a SHA-256 digest (the chain's links), without a
-/// per-character iterator.
+/// Lowercase hex of a SHA-256 digest: the chain's links, as the writer
+/// makes them and as resuming and verifying a chain compare them (one
+/// encoding for all three), without a per-character iterator.
 fn hex_digest(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len() * 2);
     push_hex(&mut out, bytes);
@@ -388,7 +389,7 @@ impl AuditSink for AuditLog {
     }
 }
 
-/// The record that opens a batch after records were dropped: event
+/// The record written in the place of a run of dropped records: event
 /// `records_dropped`, decision `lost`, reason `queue_full`, and how many in
 /// `detail`. The chain stays whole and says what it is missing.
 fn dropped_record(n: u64) -> AuditRecord {
@@ -435,7 +436,7 @@ fn chain_tail(path: &Path) -> std::io::Result<(String, u64)> {
                 path.display()
             ))
         })?;
-    Ok((hex::encode(Sha256::digest(last)), seq))
+    Ok((hex_digest(&Sha256::digest(last)), seq))
 }
 
 fn write_loop(queue: &Queue, mut target: Target, mut prev: String, mut seq: u64) {
@@ -690,7 +691,7 @@ pub fn verify_chain(files: &[PathBuf]) -> Result<ChainReport, ChainError> {
                     }
                 }
             }
-            prev = Some((hex::encode(Sha256::digest(&line)), record.seq));
+            prev = Some((hex_digest(&Sha256::digest(&line)), record.seq));
             last_line = (name.clone(), n);
             report.records += 1;
         }
