@@ -823,27 +823,26 @@ impl RedisStore {
         req: &Request<'_>,
         retry: Retry,
     ) -> Result<T, StoreError> {
-        self.query_replicated(req, retry, false, |_| false).await
+        self.query_replicated(req, retry, None).await
     }
 
-    /// Like [`query`](Self::query); on Sentinel, when `waits`, sends `req`
-    /// on a connection of its own (see `waiting_connection`) and, when
-    /// `replicate` says so of the answer, waits (`WAIT 1`, on that
+    /// Like [`query`](Self::query); on Sentinel, given `replicate`, sends
+    /// `req` on a connection of its own (see `waiting_connection`) and,
+    /// when `replicate` says so of the answer, waits (`WAIT 1`, on that
     /// connection, so for this write) until a replica has it, for at most
     /// [`REPLICATION_WAIT`]; fails if none has.
     async fn query_replicated<T: FromRedisValue>(
         &self,
         req: &Request<'_>,
         retry: Retry,
-        waits: bool,
-        replicate: impl Fn(&T) -> bool,
+        replicate: Option<&(dyn Fn(&T) -> bool + Sync)>,
     ) -> Result<T, StoreError> {
         let mut again = retry == Retry::Safe;
         loop {
             let (mut link, n) = self.link().await?;
             let sentinel = matches!(link, Link::Sentinel(_));
             if sentinel
-                && waits
+                && replicate.is_some()
                 && let Some(own) = self.waiting_connection().await?
             {
                 link = Link::Sentinel(own);
@@ -854,7 +853,7 @@ impl RedisStore {
                 Request::Pipe(p) => p.query_async(&mut link).await,
             };
             let r = match r {
-                Ok(v) if sentinel && waits && replicate(&v) => redis::cmd("WAIT")
+                Ok(v) if sentinel && replicate.is_some_and(|r| r(&v)) => redis::cmd("WAIT")
                     .arg(1)
                     .arg(ms(REPLICATION_WAIT))
                     .query_async::<i64>(&mut link)
@@ -1140,8 +1139,7 @@ impl SessionStore for RedisStore {
             .query_replicated(
                 &Request::Script(inv),
                 Retry::Safe,
-                true,
-                |r: &Option<String>| r.as_deref() == Some(owner),
+                Some(&|r: &Option<String>| r.as_deref() == Some(owner)),
             )
             .await?;
         Ok(match r {
