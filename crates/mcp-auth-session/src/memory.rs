@@ -408,7 +408,7 @@ impl SessionStore for MemoryStore {
         limits: &SessionLimits,
     ) -> Result<Option<SessionRecord>, StoreError> {
         let now = Instant::now();
-        Ok(self.with(|s| match s.slots.get_mut(sid) {
+        Ok(self.with(|s| match s.slots.get(sid) {
             Some((owner, until)) if *until > now && !sid.starts_with("pending:") => {
                 let record = SessionRecord {
                     owner: owner.clone(),
@@ -430,7 +430,7 @@ impl SessionStore for MemoryStore {
         Ok(self.with(|s| {
             s.purge(now);
             let full = s.owner_full(Some(owner), limits).is_some();
-            match s.slots.get_mut(sid) {
+            match s.slots.get(sid) {
                 Some((Some(o), _)) => {
                     let o = o.clone();
                     s.extend(sid, now + limits.idle_timeout);
