@@ -265,6 +265,32 @@ mod tests {
         assert!(store.commit(&t, sid, owner, &limits).await.unwrap());
     }
 
+    #[test]
+    fn stale_entries_go_within_a_ttl_and_give_their_memory_back() {
+        let c = Cached {
+            inner: Arc::new(MemoryStore::new()),
+            ttl: Duration::from_secs(1),
+            entries: Mutex::new(Entries::default()),
+        };
+        let record = || SessionRecord {
+            owner: Some("alice".into()),
+        };
+        let t0 = Instant::now();
+        for i in 0..10_000 {
+            c.remember(&format!("s{i}"), record(), t0);
+        }
+        let big = c.with(|m| (m.len(), m.capacity()));
+        assert_eq!(big.0, 10_000);
+        // Within the TTL nothing is dropped; past it, the next one drops
+        // every stale entry, and the map shrinks.
+        c.remember("fresh", record(), t0 + Duration::from_millis(500));
+        assert_eq!(c.with(|m| m.len()), 10_001);
+        c.remember("later", record(), t0 + Duration::from_millis(1200));
+        let (len, capacity) = c.with(|m| (m.len(), m.capacity()));
+        assert_eq!(len, 2, "only the entries younger than the TTL are left");
+        assert!(capacity < big.1 / 4, "{capacity} of {}", big.1);
+    }
+
     #[tokio::test]
     async fn remembers_for_the_ttl_only_and_forgets_on_end_and_bind() {
         let limits = SessionLimits::default();
