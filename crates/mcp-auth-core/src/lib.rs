@@ -35,7 +35,9 @@
 //!   token was presented ([`TokenScheme`]), the binding rules, the
 //!   [`ReplayCache`] proofs' `jti`s go to;
 //! - [`settings`], a tiny lookup abstraction so every crate can read its own
-//!   environment variables and name the one at fault in errors.
+//!   environment variables and name the one at fault in errors;
+//! - [`recorder`]: whether a global `metrics` recorder is installed, so
+//!   the crates may keep the handles of series they record per request.
 
 mod authenticator;
 mod challenge;
@@ -43,6 +45,7 @@ pub mod dpop;
 mod error;
 mod metadata;
 mod principal;
+pub mod recorder;
 pub mod settings;
 
 /// The attribute that implementing [`Authenticator`] needs, re-exported so

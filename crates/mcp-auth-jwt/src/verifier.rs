@@ -221,6 +221,23 @@ pub fn numeric_date(v: &Value) -> Option<u64> {
     (secs <= MAX_NUMERIC_DATE).then_some(secs)
 }
 
+/// Counts a lookup in the verified-token cache
+/// (`mcp_auth_token_cache_total{cache="jwt"}`): once a global recorder is
+/// installed ([`mcp_auth_core::recorder`]) through handles looked up once,
+/// not a registry lookup per request.
+fn count_cache(hit: bool) {
+    let lookup = |hit: bool| {
+        let result = if hit { "hit" } else { "miss" };
+        metrics::counter!("mcp_auth_token_cache_total", "cache" => "jwt", "result" => result)
+    };
+    if !mcp_auth_core::recorder::installed() {
+        lookup(hit).increment(1);
+        return;
+    }
+    static HANDLES: std::sync::OnceLock<[metrics::Counter; 2]> = std::sync::OnceLock::new();
+    HANDLES.get_or_init(|| [lookup(true), lookup(false)])[usize::from(!hit)].increment(1);
+}
+
 /// SHA-256 of `bytes`.
 fn sha256(bytes: &[u8]) -> [u8; 32] {
     let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
@@ -455,14 +472,12 @@ impl JwtVerifier {
         let key = sha256(token.as_bytes());
         if let Some(hit) = cache.get(&key) {
             if self.cache_may_serve(&hit) {
-                metrics::counter!("mcp_auth_token_cache_total", "cache" => "jwt", "result" => "hit")
-                    .increment(1);
+                count_cache(true);
                 return Ok(hit);
             }
             cache.forget(&key);
         }
-        metrics::counter!("mcp_auth_token_cache_total", "cache" => "jwt", "result" => "miss")
-            .increment(1);
+        count_cache(false);
         let verified = self.verify_uncached(token).await?;
         if self.cache_may_serve(&verified) {
             cache.put(key, &verified, self.leeway);

@@ -43,17 +43,62 @@ struct Metered {
     inner: SharedStore,
 }
 
+/// A store operation: its label and, once a global recorder is installed
+/// ([`mcp_auth_core::recorder`]), the handle of its histogram, looked up
+/// once rather than in the registry on every operation (a lookup runs on
+/// nearly every request).
+struct Op {
+    name: &'static str,
+    duration: std::sync::OnceLock<metrics::Histogram>,
+}
+
+impl Op {
+    const fn new(name: &'static str) -> Self {
+        Self {
+            name,
+            duration: std::sync::OnceLock::new(),
+        }
+    }
+
+    fn record(&self, seconds: f64) {
+        let lookup =
+            || metrics::histogram!("mcp_auth_store_operation_duration_seconds", "op" => self.name);
+        if mcp_auth_core::recorder::installed() {
+            self.duration.get_or_init(lookup).record(seconds);
+        } else {
+            lookup().record(seconds);
+        }
+    }
+}
+
+static RESERVE: Op = Op::new("reserve");
+static COMMIT: Op = Op::new("commit");
+static RELEASE: Op = Op::new("release");
+static LOOKUP: Op = Op::new("lookup");
+static BIND: Op = Op::new("bind");
+static END: Op = Op::new("end");
+static HIT: Op = Op::new("hit");
+static COUNT: Op = Op::new("count");
+static UNHIT: Op = Op::new("unhit");
+static SAVE_STATE: Op = Op::new("save_state");
+static LOAD_STATE: Op = Op::new("load_state");
+static KV_PUT: Op = Op::new("kv_put");
+static KV_PUT_NEW: Op = Op::new("kv_put_new");
+static KV_GET: Op = Op::new("kv_get");
+static KV_TAKE: Op = Op::new("kv_take");
+static KV_DELETE: Op = Op::new("kv_delete");
+static SWEEP: Op = Op::new("sweep");
+
 async fn timed<T>(
-    op: &'static str,
+    op: &'static Op,
     fut: impl Future<Output = Result<T, StoreError>>,
 ) -> Result<T, StoreError> {
-    let span = tracing::debug_span!("store", store.operation = op);
+    let span = tracing::debug_span!("store", store.operation = op.name);
     let started = Instant::now();
     let result = fut.instrument(span).await;
-    metrics::histogram!("mcp_auth_store_operation_duration_seconds", "op" => op)
-        .record(started.elapsed().as_secs_f64());
+    op.record(started.elapsed().as_secs_f64());
     if result.is_err() {
-        metrics::counter!("mcp_auth_store_errors_total", "op" => op).increment(1);
+        metrics::counter!("mcp_auth_store_errors_total", "op" => op.name).increment(1);
     }
     result
 }
@@ -65,7 +110,7 @@ impl SessionStore for Metered {
         owner: Option<&str>,
         limits: &SessionLimits,
     ) -> Result<Reserve, StoreError> {
-        timed("reserve", self.inner.reserve(owner, limits)).await
+        timed(&RESERVE, self.inner.reserve(owner, limits)).await
     }
 
     async fn commit(
@@ -75,11 +120,11 @@ impl SessionStore for Metered {
         owner: Option<&str>,
         limits: &SessionLimits,
     ) -> Result<bool, StoreError> {
-        timed("commit", self.inner.commit(ticket, sid, owner, limits)).await
+        timed(&COMMIT, self.inner.commit(ticket, sid, owner, limits)).await
     }
 
     async fn release(&self, ticket: &Ticket, owner: Option<&str>) -> Result<(), StoreError> {
-        timed("release", self.inner.release(ticket, owner)).await
+        timed(&RELEASE, self.inner.release(ticket, owner)).await
     }
 
     async fn lookup(
@@ -87,7 +132,7 @@ impl SessionStore for Metered {
         sid: &str,
         limits: &SessionLimits,
     ) -> Result<Option<SessionRecord>, StoreError> {
-        timed("lookup", self.inner.lookup(sid, limits)).await
+        timed(&LOOKUP, self.inner.lookup(sid, limits)).await
     }
 
     async fn bind(
@@ -96,27 +141,27 @@ impl SessionStore for Metered {
         owner: &str,
         limits: &SessionLimits,
     ) -> Result<Bind, StoreError> {
-        timed("bind", self.inner.bind(sid, owner, limits)).await
+        timed(&BIND, self.inner.bind(sid, owner, limits)).await
     }
 
     async fn end(&self, sid: &str) -> Result<(), StoreError> {
-        timed("end", self.inner.end(sid)).await
+        timed(&END, self.inner.end(sid)).await
     }
 
     async fn end_live(&self, sid: &str) -> Result<bool, StoreError> {
-        timed("end", self.inner.end_live(sid)).await
+        timed(&END, self.inner.end_live(sid)).await
     }
 
     async fn hit(&self, key: &str, window: Duration) -> Result<(u64, Duration), StoreError> {
-        timed("hit", self.inner.hit(key, window)).await
+        timed(&HIT, self.inner.hit(key, window)).await
     }
 
     async fn count(&self, key: &str) -> Result<(u64, Duration), StoreError> {
-        timed("count", self.inner.count(key)).await
+        timed(&COUNT, self.inner.count(key)).await
     }
 
     async fn unhit(&self, key: &str) -> Result<(), StoreError> {
-        timed("unhit", self.inner.unhit(key)).await
+        timed(&UNHIT, self.inner.unhit(key)).await
     }
 
     async fn save_state(
@@ -125,39 +170,39 @@ impl SessionStore for Metered {
         state: &str,
         limits: &SessionLimits,
     ) -> Result<(), StoreError> {
-        timed("save_state", self.inner.save_state(sid, state, limits)).await
+        timed(&SAVE_STATE, self.inner.save_state(sid, state, limits)).await
     }
 
     async fn load_state(&self, sid: &str) -> Result<Option<String>, StoreError> {
-        timed("load_state", self.inner.load_state(sid)).await
+        timed(&LOAD_STATE, self.inner.load_state(sid)).await
     }
 
     async fn kv_put(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
-        timed("kv_put", self.inner.kv_put(key, value, ttl)).await
+        timed(&KV_PUT, self.inner.kv_put(key, value, ttl)).await
     }
 
     async fn kv_put_new(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool, StoreError> {
-        timed("kv_put_new", self.inner.kv_put_new(key, value, ttl)).await
+        timed(&KV_PUT_NEW, self.inner.kv_put_new(key, value, ttl)).await
     }
 
     async fn kv_get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        timed("kv_get", self.inner.kv_get(key)).await
+        timed(&KV_GET, self.inner.kv_get(key)).await
     }
 
     async fn kv_take(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        timed("kv_take", self.inner.kv_take(key)).await
+        timed(&KV_TAKE, self.inner.kv_take(key)).await
     }
 
     async fn kv_delete(&self, key: &str) -> Result<(), StoreError> {
-        timed("kv_delete", self.inner.kv_delete(key)).await
+        timed(&KV_DELETE, self.inner.kv_delete(key)).await
     }
 
     async fn sweep(&self) -> Result<(), StoreError> {
-        timed("sweep", self.inner.sweep()).await
+        timed(&SWEEP, self.inner.sweep()).await
     }
 
     async fn sweep_expired(&self) -> Result<Vec<ExpiredSession>, StoreError> {
-        timed("sweep", self.inner.sweep_expired()).await
+        timed(&SWEEP, self.inner.sweep_expired()).await
     }
 
     fn describe(&self) -> String {

@@ -153,15 +153,11 @@ impl Introspector {
     /// Introspects `token`; the principal's strategy is `strategy`.
     pub async fn introspect(&self, token: &str, strategy: &str) -> Result<Principal, AuthError> {
         let key: Key = Sha256::digest(token.as_bytes()).into();
-        let count = |result: &'static str| {
-            metrics::counter!("mcp_auth_token_cache_total", "cache" => "introspection", "result" => result)
-                .increment(1);
-        };
         if let Some(hit) = self.cached(&key) {
-            count("hit");
+            count_cache(true);
             return hit;
         }
-        count("miss");
+        count_cache(false);
         let lock = self.with_caches(|c| c.in_flight.entry(key).or_default().clone());
         let _same_token = lock.lock().await;
         let result = match self.cached(&key) {
@@ -315,6 +311,23 @@ impl Introspector {
         let ttl = exp.map_or(MAX_TTL, |e| Duration::from_secs(e - now).min(MAX_TTL));
         (Ok(p), ttl)
     }
+}
+
+/// Counts a lookup in the introspection cache
+/// (`mcp_auth_token_cache_total{cache="introspection"}`): once a global
+/// recorder is installed ([`mcp_auth_core::recorder`]) through handles
+/// looked up once, not a registry lookup per request.
+fn count_cache(hit: bool) {
+    let lookup = |hit: bool| {
+        let result = if hit { "hit" } else { "miss" };
+        metrics::counter!("mcp_auth_token_cache_total", "cache" => "introspection", "result" => result)
+    };
+    if !mcp_auth_core::recorder::installed() {
+        lookup(hit).increment(1);
+        return;
+    }
+    static HANDLES: std::sync::OnceLock<[metrics::Counter; 2]> = std::sync::OnceLock::new();
+    HANDLES.get_or_init(|| [lookup(true), lookup(false)])[usize::from(!hit)].increment(1);
 }
 
 /// Counts one answer of the introspection endpoint (`active`, `inactive`)

@@ -26,7 +26,8 @@
 //! Every crate of the workspace records through the [`metrics`] facade, so
 //! nothing is counted until a recorder is installed
 //! ([`PrometheusMetrics::install`] with the `prometheus` feature, or any
-//! other `metrics` recorder): the counts then cost a hash lookup each.
+//! other `metrics` recorder, then [`enable`]): the series counted on every
+//! request keep handles looked up once ([`mcp_auth_core::recorder`]).
 //! Labels come from fixed sets (outcomes, operation names, the tools the
 //! server declared): never a token, a key, a subject or an address.
 //!
@@ -40,10 +41,7 @@
 
 use std::{
     collections::HashSet,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::Arc,
     task::{Context, Poll},
     time::Instant,
 };
@@ -55,19 +53,18 @@ use tower_layer::Layer;
 use tower_service::Service;
 use tracing::{Instrument, field::Empty};
 
-/// Whether a metrics recorder is installed (see [`enable`]).
-static ENABLED: AtomicBool = AtomicBool::new(false);
-
 /// Tells the app that a `metrics` recorder is installed, so it reads the
 /// body of each POST to the MCP endpoint for the per-tool counts
-/// (`mcp_auth_tool_calls_total`). [`PrometheusMetrics::install`] calls it;
-/// call it yourself after installing another recorder.
+/// (`mcp_auth_tool_calls_total`) and the crates keep the handles of the
+/// series they record per request ([`mcp_auth_core::recorder`]).
+/// [`PrometheusMetrics::install`] calls it; call it yourself after
+/// installing another recorder globally.
 pub fn enable() {
-    ENABLED.store(true, Ordering::Relaxed);
+    mcp_auth_core::recorder::mark_installed();
 }
 
 fn enabled() -> bool {
-    ENABLED.load(Ordering::Relaxed)
+    mcp_auth_core::recorder::installed()
 }
 
 /// The label a tool gets when the server did not declare it.

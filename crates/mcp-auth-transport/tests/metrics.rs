@@ -151,6 +151,66 @@ async fn counts_decisions_and_tools_under_bounded_labels_behind_a_token() {
         assert!(!text.contains(secret), "{secret} in\n{text}");
     }
     a_scrape_reports_each_readiness_check_and_key_set_age(&metrics).await;
+    series_counted_per_request_count_every_time_through_kept_handles(&metrics).await;
+}
+
+/// The verified-token cache and the store's operations keep their handles
+/// once the recorder is installed: every later count still lands, under
+/// the right labels (a handle kept from before the install, or the wrong
+/// one of a pair, would show here).
+async fn series_counted_per_request_count_every_time_through_kept_handles(
+    metrics: &PrometheusMetrics,
+) {
+    use mcp_auth_session::{MemoryStore, metered};
+    use mcp_auth_strategies::{Algorithm, Audience, JwtVerifier, VerifyKey};
+
+    let secret = b"metrics-test-secret-0123456789ab";
+    let verifier = JwtVerifier::builder()
+        .static_keys(vec![VerifyKey::hmac(secret, Algorithm::HS256).unwrap()])
+        .any_issuer()
+        .audience(Audience::Unchecked)
+        .build()
+        .unwrap();
+    let token = |sub: &str| {
+        let exp = jsonwebtoken::get_current_timestamp() + 600;
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(Algorithm::HS256),
+            &serde_json::json!({"sub": sub, "exp": exp}),
+            &jsonwebtoken::EncodingKey::from_secret(secret),
+        )
+        .unwrap()
+    };
+    let (alice, bob) = (token("alice"), token("bob"));
+    // alice: one miss, then three hits; bob: one miss, then one hit.
+    for t in [&alice, &alice, &alice, &alice, &bob, &bob] {
+        verifier.verify(t).await.unwrap();
+    }
+    let store = metered(std::sync::Arc::new(MemoryStore::new()));
+    for _ in 0..5 {
+        store.kv_get("nothing-here").await.unwrap();
+    }
+    store.kv_delete("nothing-here").await.unwrap();
+
+    let text = metrics.render();
+    let has = |series: &str, want: f64| {
+        assert_eq!(value(&text, series), Some(want), "{series} in\n{text}");
+    };
+    has(
+        r#"mcp_auth_token_cache_total{cache="jwt",result="hit"}"#,
+        4.0,
+    );
+    has(
+        r#"mcp_auth_token_cache_total{cache="jwt",result="miss"}"#,
+        2.0,
+    );
+    has(
+        r#"mcp_auth_store_operation_duration_seconds_count{op="kv_get"}"#,
+        5.0,
+    );
+    has(
+        r#"mcp_auth_store_operation_duration_seconds_count{op="kv_delete"}"#,
+        1.0,
+    );
 }
 
 /// Readiness at scrape time: `mcp_auth_ready` per check, and the age of

@@ -1,0 +1,44 @@
+//! Whether a global `metrics` recorder is installed, one flag for every
+//! crate of the workspace.
+//!
+//! ```
+//! use mcp_auth_core::recorder;
+//!
+//! // Nothing installed yet: code that records metrics looks its handles up
+//! // through the `metrics` macros each time (a local recorder, as tests
+//! // use, sees them).
+//! if !recorder::installed() {
+//!     // ... metrics::counter!("...").increment(1)
+//! }
+//! // Whoever installs the global recorder says so, once:
+//! recorder::mark_installed();
+//! assert!(recorder::installed());
+//! ```
+//!
+//! The `metrics` facade finds the handle of a series (a counter with its
+//! labels) by hashing its key and looking it up in the recorder's
+//! registry, on every call of its macros. A series recorded on every
+//! request can look its handle up once and keep it, but only once the
+//! global recorder is installed: a handle taken before that belongs to the
+//! no-op recorder (or to a test's local one) and would count nothing
+//! forever. The global recorder cannot be replaced once set, so a handle
+//! taken after [`mark_installed`] stays valid.
+//! `mcp_auth_transport::observe::PrometheusMetrics::install` marks it;
+//! whoever installs another recorder calls [`mark_installed`] after it
+//! (`mcp_auth_transport::observe::enable` does).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+static INSTALLED: AtomicBool = AtomicBool::new(false);
+
+/// Says that a global `metrics` recorder is installed (call it after
+/// `metrics::set_global_recorder` succeeded, never before).
+pub fn mark_installed() {
+    INSTALLED.store(true, Ordering::Release);
+}
+
+/// Whether [`mark_installed`] was called: handles of the `metrics` facade
+/// may then be kept.
+pub fn installed() -> bool {
+    INSTALLED.load(Ordering::Acquire)
+}
