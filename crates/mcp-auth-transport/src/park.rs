@@ -210,6 +210,12 @@ impl Parking {
     fn tracked(&self) -> usize {
         self.with(|m| m.len())
     }
+
+    /// The bookkeeping map's capacity (for tests).
+    #[cfg(test)]
+    fn capacity(&self) -> usize {
+        self.with(|m| m.capacity())
+    }
 }
 
 /// One request or stream in flight (see [`Parking::begin`]).
@@ -292,6 +298,35 @@ struct Strays {
 /// How long a parked worker's own last close is waited for.
 const STRAY_CLOSE_WITHIN: Duration = Duration::from_secs(30);
 
+impl Strays {
+    /// The worker of `id` is being closed for parking (at `now`): its own
+    /// last close is to come. Entries normally go with that close; the
+    /// ones whose close never came are dropped once the map has doubled
+    /// since the last time (not on every park).
+    fn parked(&mut self, id: SessionId, now: Instant) {
+        if self.map.len() >= 64 && self.map.len() >= self.kept * 2 {
+            self.map
+                .retain(|_, at| now.saturating_duration_since(*at) < STRAY_CLOSE_WITHIN);
+            shrink(&mut self.map);
+            self.kept = self.map.len();
+        }
+        self.map.insert(id, now);
+    }
+
+    /// Whether a close of `id` (at `now`) is the last close of a worker
+    /// parked within [`STRAY_CLOSE_WITHIN`]: then it is swallowed, as it
+    /// would otherwise close the worker restored since.
+    fn closing(&mut self, id: &SessionId, now: Instant) -> bool {
+        let parked = self
+            .map
+            .remove(id)
+            .is_some_and(|at| now.saturating_duration_since(at) < STRAY_CLOSE_WITHIN);
+        shrink(&mut self.map);
+        self.kept = self.kept.min(self.map.len());
+        parked
+    }
+}
+
 impl ParkingSessions {
     pub(crate) fn new(inner: LocalSessionManager) -> Self {
         Self {
@@ -313,16 +348,7 @@ impl ParkingSessions {
         if !matches!(self.inner.has_session(id).await, Ok(true)) {
             return;
         }
-        self.stray(|s| {
-            // Each entry normally goes with its worker's last close; the
-            // rest are dropped once the map has doubled since last time.
-            if s.map.len() >= 64 && s.map.len() >= s.kept * 2 {
-                s.map.retain(|_, at| at.elapsed() < STRAY_CLOSE_WITHIN);
-                shrink(&mut s.map);
-                s.kept = s.map.len();
-            }
-            s.map.insert(id.clone(), Instant::now());
-        });
+        self.stray(|s| s.parked(id.clone(), Instant::now()));
         if let Err(e) = self.inner.close_session(id).await {
             tracing::warn!(error = %e, "could not park an idle session");
         }
@@ -350,15 +376,7 @@ impl SessionManager for ParkingSessions {
     }
 
     async fn close_session(&self, id: &SessionId) -> Result<(), Self::Error> {
-        let parked = self.stray(|s| {
-            let parked = s
-                .map
-                .remove(id)
-                .is_some_and(|at| at.elapsed() < STRAY_CLOSE_WITHIN);
-            shrink(&mut s.map);
-            s.kept = s.kept.min(s.map.len());
-            parked
-        });
+        let parked = self.stray(|s| s.closing(id, Instant::now()));
         if parked {
             // The parked worker's own last close: not the restored one's.
             return Ok(());
@@ -426,16 +444,129 @@ mod tests {
             store.commit(&t, sid, None, &limits).await.unwrap();
             store.save_state(sid, "{}", &limits).await.unwrap();
         }
+        let (p, closed, _) = parking_counted(after, store).await;
+        (p, closed)
+    }
+
+    /// Parking over `store`, whose closes take 20 ms each: how many were
+    /// closed, and the most that were closing at once.
+    async fn parking_counted(
+        after: Duration,
+        store: mcp_auth_session::SharedStore,
+    ) -> (Arc<Parking>, Arc<AtomicUsize>, Arc<AtomicUsize>) {
         let closed = Arc::new(AtomicUsize::new(0));
-        let c = closed.clone();
+        let (in_flight, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (c, f, m) = (closed.clone(), in_flight, most.clone());
         let close: Close = Arc::new(move |_sid| {
-            let c = c.clone();
+            let (c, f, m) = (c.clone(), f.clone(), m.clone());
             Box::pin(async move {
+                m.fetch_max(f.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
                 tokio::time::sleep(Duration::from_millis(20)).await;
+                f.fetch_sub(1, Ordering::SeqCst);
                 c.fetch_add(1, Ordering::SeqCst);
             })
         });
-        (Parking::new(after, close, store), closed)
+        (Parking::new(after, close, store), closed, most)
+    }
+
+    /// `n` sessions saved in a fresh store, each with its `initialize`.
+    async fn restorable(n: usize) -> (mcp_auth_session::SharedStore, Vec<String>) {
+        let store: mcp_auth_session::SharedStore = Arc::new(mcp_auth_session::MemoryStore::new());
+        let limits = mcp_auth_session::SessionLimits {
+            max_sessions: n,
+            max_anonymous: n,
+            ..Default::default()
+        };
+        let mut ids = Vec::new();
+        for i in 0..n {
+            let sid = format!("s{i}");
+            let mcp_auth_session::Reserve::Granted(t) = store.reserve(None, &limits).await.unwrap()
+            else {
+                panic!("no slot")
+            };
+            store.commit(&t, &sid, None, &limits).await.unwrap();
+            store.save_state(&sid, "{}", &limits).await.unwrap();
+            ids.push(sid);
+        }
+        (store, ids)
+    }
+
+    /// Parking closes many workers at once (sessions must be parked faster
+    /// than they are opened), [`PARK_CONCURRENCY`] at most, and gives the
+    /// bookkeeping's memory back once they are gone.
+    #[tokio::test]
+    async fn idle_sessions_are_parked_many_at_once_and_the_map_shrinks() {
+        let (store, ids) = restorable(300).await;
+        let (p, closed, most) = parking_counted(Duration::from_millis(10), store).await;
+        for sid in &ids {
+            drop(p.begin(sid).await);
+        }
+        assert!(p.capacity() >= 300);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(p.park_idle().await, 300);
+        assert_eq!(closed.load(Ordering::SeqCst), 300);
+        assert_eq!(
+            most.load(Ordering::SeqCst),
+            PARK_CONCURRENCY,
+            "closes at once"
+        );
+        assert_eq!(p.tracked(), 0);
+        assert!(p.capacity() <= 64, "capacity {} kept", p.capacity());
+    }
+
+    /// Ended sessions leave the bookkeeping, and its memory goes too.
+    #[tokio::test]
+    async fn forgotten_sessions_give_the_map_back() {
+        let (p, _) = parking(Duration::from_secs(60), &[]).await;
+        for i in 0..1000 {
+            drop(p.begin(&format!("s{i}")).await);
+        }
+        for i in 0..1000 {
+            p.forget(&format!("s{i}"));
+        }
+        assert_eq!(p.tracked(), 0);
+        assert!(p.capacity() <= 64, "capacity {} kept", p.capacity());
+    }
+
+    /// A parked worker's own last close is swallowed for
+    /// [`STRAY_CLOSE_WITHIN`], then goes through; entries whose close never
+    /// came are dropped when the map has doubled, never fresh ones.
+    #[test]
+    fn a_parked_workers_last_close_is_swallowed_and_stale_entries_are_dropped() {
+        let now = Instant::now();
+        let id = |i: usize| -> SessionId { format!("s{i}").into() };
+        let mut strays = Strays::default();
+        strays.parked(id(0), now);
+        assert!(strays.closing(&id(0), now + Duration::from_secs(1)));
+        assert!(!strays.closing(&id(0), now), "only once");
+        assert!(!strays.closing(&id(1), now), "never parked");
+        strays.parked(id(2), now);
+        assert!(
+            !strays.closing(&id(2), now + STRAY_CLOSE_WITHIN),
+            "too late: the restored worker's close goes through"
+        );
+
+        // 100 parks whose closes never come, then 200 fresh ones, all an
+        // hour later: the stale ones go, every fresh one stays.
+        let mut strays = Strays::default();
+        for i in 0..100 {
+            strays.parked(id(i), now);
+        }
+        let later = now + Duration::from_secs(3600);
+        for i in 100..300 {
+            strays.parked(id(i), later);
+        }
+        assert!((100..300).all(|i| strays.map.contains_key(&id(i))));
+        assert!((0..100).all(|i| !strays.map.contains_key(&id(i))));
+        // Dropped only when the map had doubled since the last time: at 64,
+        // 128 entries (not on every park once past 64).
+        assert_eq!(strays.kept, 128);
+        for i in 100..300 {
+            assert!(strays.closing(&id(i), later));
+        }
+        assert!(strays.map.is_empty());
+        assert_eq!(strays.kept, 0);
+        assert!(strays.map.capacity() <= 64);
     }
 
     #[tokio::test]

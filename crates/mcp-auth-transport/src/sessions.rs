@@ -472,7 +472,58 @@ impl RmcpStore for RmcpSessionState {
 
 #[cfg(test)]
 mod tests {
-    use super::is_initialize;
+    use super::{Admission, is_initialize};
+    use mcp_auth_session::{MemoryStore, Reserve, SessionLimits, SharedStore};
+    use std::{sync::Arc, time::Duration};
+
+    /// A reservation that lapsed while rmcp created the session, its slot
+    /// taken meanwhile: the commit is refused with the cap's answer, and
+    /// the session rmcp already saved state for is ended in the store (not
+    /// left behind without a record, counted nowhere, until it expires).
+    #[tokio::test]
+    async fn a_commit_refused_after_the_reservation_lapsed_ends_the_session() {
+        let store: SharedStore = Arc::new(MemoryStore::new());
+        let limits = SessionLimits {
+            max_sessions: 1,
+            max_anonymous: 1,
+            reservation_ttl: Duration::from_millis(20),
+            ..SessionLimits::default()
+        };
+        let slow = Admission::reserve(&store, &limits, None)
+            .await
+            .expect("the one slot");
+        // rmcp creates the session and saves its `initialize` meanwhile...
+        store.save_state("slow", "{}", &limits).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        // ... while the lapsed slot goes to another session.
+        let Reserve::Granted(t) = store.reserve(None, &limits).await.unwrap() else {
+            panic!("the lapsed reservation's slot is free again")
+        };
+        assert!(store.commit(&t, "fast", None, &limits).await.unwrap());
+        let refused = slow.commit("slow").await.expect_err("no room left");
+        assert_eq!(refused.status(), http::StatusCode::SERVICE_UNAVAILABLE);
+        assert!(refused.headers().contains_key(http::header::RETRY_AFTER));
+        assert_eq!(
+            store.load_state("slow").await.unwrap(),
+            None,
+            "state dropped"
+        );
+        assert!(store.lookup("slow", &limits).await.unwrap().is_none());
+        // The session that got the slot is untouched.
+        assert!(store.lookup("fast", &limits).await.unwrap().is_some());
+    }
+
+    /// A commit within the reservation records the session.
+    #[tokio::test]
+    async fn a_commit_within_the_reservation_records_the_session() {
+        let store: SharedStore = Arc::new(MemoryStore::new());
+        let limits = SessionLimits::default();
+        let admission = Admission::reserve(&store, &limits, None).await.unwrap();
+        store.save_state("s", "{}", &limits).await.unwrap();
+        admission.commit("s").await.unwrap();
+        assert!(store.lookup("s", &limits).await.unwrap().is_some());
+        assert_eq!(store.load_state("s").await.unwrap().as_deref(), Some("{}"));
+    }
 
     #[test]
     fn only_an_object_with_method_initialize_is_an_initialize() {
