@@ -2,17 +2,25 @@
 //! crate of the workspace.
 //!
 //! ```
+//! use std::sync::OnceLock;
 //! use mcp_auth_core::recorder;
 //!
-//! // Nothing installed yet: code that records metrics looks its handles up
-//! // through the `metrics` macros each time (a local recorder, as tests
-//! // use, sees them).
-//! if !recorder::installed() {
-//!     // ... metrics::counter!("...").increment(1)
+//! // How a crate records a series on every request: the handle (here a
+//! // string stands in for a `metrics` counter) is kept once the global
+//! // recorder is installed, and looked up each time before.
+//! fn handle() -> String {
+//!     static KEPT: OnceLock<String> = OnceLock::new();
+//!     let lookup = || "looked up".to_owned();
+//!     match recorder::installed() {
+//!         true => KEPT.get_or_init(lookup).clone(),
+//!         false => lookup(),
+//!     }
 //! }
-//! // Whoever installs the global recorder says so, once:
-//! recorder::mark_installed();
-//! assert!(recorder::installed());
+//! // Nobody said a global recorder is installed: nothing is kept.
+//! assert!(!recorder::installed());
+//! assert_eq!(handle(), "looked up");
+//! // Whoever installs it calls `recorder::mark_installed()` right after
+//! // `metrics::set_global_recorder(..)` succeeded, never before.
 //! ```
 //!
 //! The `metrics` facade finds the handle of a series (a counter with its

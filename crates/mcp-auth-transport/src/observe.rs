@@ -53,12 +53,16 @@ use tower_layer::Layer;
 use tower_service::Service;
 use tracing::{Instrument, field::Empty};
 
-/// Tells the app that a `metrics` recorder is installed, so it reads the
-/// body of each POST to the MCP endpoint for the per-tool counts
+/// Tells the app that a `metrics` recorder is installed globally, so it
+/// reads the body of each POST to the MCP endpoint for the per-tool counts
 /// (`mcp_auth_tool_calls_total`) and the crates keep the handles of the
 /// series they record per request ([`mcp_auth_core::recorder`]).
-/// [`PrometheusMetrics::install`] calls it; call it yourself after
-/// installing another recorder globally.
+/// [`PrometheusMetrics::install`] calls it; call it yourself only after
+/// `metrics::set_global_recorder` succeeded for another recorder. Called
+/// before that (or with only a thread-local recorder), the kept handles
+/// would be the no-op recorder's and those series would count nothing for
+/// the rest of the process; once it is called, a thread-local recorder
+/// (`metrics::with_local_recorder`) no longer sees them.
 pub fn enable() {
     mcp_auth_core::recorder::mark_installed();
 }

@@ -558,8 +558,8 @@ mod tests {
         }
         assert!((100..300).all(|i| strays.map.contains_key(&id(i))));
         assert!((0..100).all(|i| !strays.map.contains_key(&id(i))));
-        // Dropped only when the map had doubled since the last time: at 64,
-        // 128 entries (not on every park once past 64).
+        // Dropped only when the map has doubled since the last drop (the
+        // last one here at 128 entries), not on every park past 64.
         assert_eq!(strays.kept, 128);
         for i in 100..300 {
             assert!(strays.closing(&id(i), later));

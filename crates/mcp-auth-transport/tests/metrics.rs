@@ -52,6 +52,8 @@ fn value(text: &str, series: &str) -> Option<f64> {
 
 #[tokio::test]
 async fn counts_decisions_and_tools_under_bounded_labels_behind_a_token() {
+    let per_request = PerRequest::new();
+    per_request.before_the_recorder().await;
     let metrics = PrometheusMetrics::install().unwrap();
     let config = HttpConfig::new("http://127.0.0.1:8001/mcp".parse().unwrap());
     let app = McpHttpApp::new(config, ApiKeyAuthenticator::from_list(KEY).unwrap())
@@ -151,66 +153,89 @@ async fn counts_decisions_and_tools_under_bounded_labels_behind_a_token() {
         assert!(!text.contains(secret), "{secret} in\n{text}");
     }
     a_scrape_reports_each_readiness_check_and_key_set_age(&metrics).await;
-    series_counted_per_request_count_every_time_through_kept_handles(&metrics).await;
+    per_request.after_the_recorder(&metrics).await;
 }
 
-/// The verified-token cache and the store's operations keep their handles
-/// once the recorder is installed: every later count still lands, under
-/// the right labels (a handle kept from before the install, or the wrong
-/// one of a pair, would show here).
-async fn series_counted_per_request_count_every_time_through_kept_handles(
-    metrics: &PrometheusMetrics,
-) {
-    use mcp_auth_session::{MemoryStore, metered};
-    use mcp_auth_strategies::{Algorithm, Audience, JwtVerifier, VerifyKey};
+/// Series recorded on nearly every request outside the HTTP layers: the
+/// verified-token cache and the store's operations, made before the
+/// recorder is installed and used on both sides of it.
+struct PerRequest {
+    verifier: mcp_auth_strategies::JwtVerifier,
+    alice: String,
+    bob: String,
+    store: mcp_auth_session::SharedStore,
+}
 
-    let secret = b"metrics-test-secret-0123456789ab";
-    let verifier = JwtVerifier::builder()
-        .static_keys(vec![VerifyKey::hmac(secret, Algorithm::HS256).unwrap()])
-        .any_issuer()
-        .audience(Audience::Unchecked)
-        .build()
-        .unwrap();
-    let token = |sub: &str| {
-        let exp = jsonwebtoken::get_current_timestamp() + 600;
-        jsonwebtoken::encode(
-            &jsonwebtoken::Header::new(Algorithm::HS256),
-            &serde_json::json!({"sub": sub, "exp": exp}),
-            &jsonwebtoken::EncodingKey::from_secret(secret),
-        )
-        .unwrap()
-    };
-    let (alice, bob) = (token("alice"), token("bob"));
-    // alice: one miss, then three hits; bob: one miss, then one hit.
-    for t in [&alice, &alice, &alice, &alice, &bob, &bob] {
-        verifier.verify(t).await.unwrap();
+impl PerRequest {
+    fn new() -> Self {
+        use mcp_auth_strategies::{Algorithm, Audience, JwtVerifier, VerifyKey};
+        let secret = b"metrics-test-secret-0123456789ab";
+        let verifier = JwtVerifier::builder()
+            .static_keys(vec![VerifyKey::hmac(secret, Algorithm::HS256).unwrap()])
+            .any_issuer()
+            .audience(Audience::Unchecked)
+            .build()
+            .unwrap();
+        let token = |sub: &str| {
+            let exp = jsonwebtoken::get_current_timestamp() + 600;
+            jsonwebtoken::encode(
+                &jsonwebtoken::Header::new(Algorithm::HS256),
+                &serde_json::json!({"sub": sub, "exp": exp}),
+                &jsonwebtoken::EncodingKey::from_secret(secret),
+            )
+            .unwrap()
+        };
+        let store =
+            mcp_auth_session::metered(std::sync::Arc::new(mcp_auth_session::MemoryStore::new()));
+        Self {
+            verifier,
+            alice: token("alice"),
+            bob: token("bob"),
+            store,
+        }
     }
-    let store = metered(std::sync::Arc::new(MemoryStore::new()));
-    for _ in 0..5 {
-        store.kv_get("nothing-here").await.unwrap();
-    }
-    store.kv_delete("nothing-here").await.unwrap();
 
-    let text = metrics.render();
-    let has = |series: &str, want: f64| {
-        assert_eq!(value(&text, series), Some(want), "{series} in\n{text}");
-    };
-    has(
-        r#"mcp_auth_token_cache_total{cache="jwt",result="hit"}"#,
-        4.0,
-    );
-    has(
-        r#"mcp_auth_token_cache_total{cache="jwt",result="miss"}"#,
-        2.0,
-    );
-    has(
-        r#"mcp_auth_store_operation_duration_seconds_count{op="kv_get"}"#,
-        5.0,
-    );
-    has(
-        r#"mcp_auth_store_operation_duration_seconds_count{op="kv_delete"}"#,
-        1.0,
-    );
+    /// Before the recorder: alice once missed, once hit; one store read.
+    /// Nothing of it may be counted, nor any handle kept from it.
+    async fn before_the_recorder(&self) {
+        self.verifier.verify(&self.alice).await.unwrap();
+        self.verifier.verify(&self.alice).await.unwrap();
+        self.store.kv_get("nothing-here").await.unwrap();
+    }
+
+    /// After it: alice three hits; bob one miss, one hit; five reads and a
+    /// delete. Every one of them counts, under its own labels (a handle kept
+    /// from before the install, or the wrong one of a pair, would show).
+    async fn after_the_recorder(&self, metrics: &PrometheusMetrics) {
+        for t in [&self.alice, &self.alice, &self.alice, &self.bob, &self.bob] {
+            self.verifier.verify(t).await.unwrap();
+        }
+        for _ in 0..5 {
+            self.store.kv_get("nothing-here").await.unwrap();
+        }
+        self.store.kv_delete("nothing-here").await.unwrap();
+
+        let text = metrics.render();
+        let has = |series: &str, want: f64| {
+            assert_eq!(value(&text, series), Some(want), "{series} in\n{text}");
+        };
+        has(
+            r#"mcp_auth_token_cache_total{cache="jwt",result="hit"}"#,
+            4.0,
+        );
+        has(
+            r#"mcp_auth_token_cache_total{cache="jwt",result="miss"}"#,
+            1.0,
+        );
+        has(
+            r#"mcp_auth_store_operation_duration_seconds_count{op="kv_get"}"#,
+            5.0,
+        );
+        has(
+            r#"mcp_auth_store_operation_duration_seconds_count{op="kv_delete"}"#,
+            1.0,
+        );
+    }
 }
 
 /// Readiness at scrape time: `mcp_auth_ready` per check, and the age of
