@@ -26,8 +26,9 @@
 //! Every crate of the workspace records through the [`metrics`] facade, so
 //! nothing is counted until a recorder is installed
 //! ([`PrometheusMetrics::install`] with the `prometheus` feature, or any
-//! other `metrics` recorder, then [`enable`]): the series counted on every
-//! request keep handles looked up once ([`mcp_auth_core::recorder`]).
+//! other `metrics` recorder through [`install_recorder`]): the series
+//! counted on every request keep handles looked up once
+//! ([`mcp_auth_core::recorder`]).
 //! Labels come from fixed sets (outcomes, operation names, the tools the
 //! server declared): never a token, a key, a subject or an address.
 //!
@@ -57,8 +58,8 @@ use tracing::{Instrument, field::Empty};
 /// reads the body of each POST to the MCP endpoint for the per-tool counts
 /// (`mcp_auth_tool_calls_total`) and the crates keep the handles of the
 /// series they record per request ([`mcp_auth_core::recorder`]).
-/// [`PrometheusMetrics::install`] calls it; call it yourself only after
-/// `metrics::set_global_recorder` succeeded for another recorder. Called
+/// [`PrometheusMetrics::install`] and [`install_recorder`] call it; call it
+/// yourself only after `metrics::set_global_recorder` succeeded. Called
 /// before that (or with only a thread-local recorder), the kept handles
 /// would be the no-op recorder's and those series would count nothing for
 /// the rest of the process; once it is called, a thread-local recorder
@@ -69,6 +70,27 @@ pub fn enable() {
 
 fn enabled() -> bool {
     mcp_auth_core::recorder::installed()
+}
+
+/// Installs `recorder` as the process's global `metrics` recorder, then
+/// [`enable`]s what relies on one (the per-tool counts, the kept handles):
+/// the way to count with a recorder other than [`PrometheusMetrics`].
+/// Fails, changing nothing, when a global recorder is installed already.
+///
+/// ```
+/// use mcp_auth_transport::observe;
+///
+/// observe::install_recorder(metrics::NoopRecorder).expect("the first recorder");
+/// assert!(mcp_auth_core::recorder::installed());
+/// assert!(observe::install_recorder(metrics::NoopRecorder).is_err(), "only once");
+/// ```
+pub fn install_recorder<R>(recorder: R) -> Result<(), metrics::SetRecorderError<R>>
+where
+    R: metrics::Recorder + Sync + 'static,
+{
+    metrics::set_global_recorder(recorder)?;
+    enable();
+    Ok(())
 }
 
 /// The label a tool gets when the server did not declare it.
