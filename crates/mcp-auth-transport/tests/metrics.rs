@@ -216,25 +216,26 @@ impl PerRequest {
         self.store.kv_delete("nothing-here").await.unwrap();
 
         let text = metrics.render();
-        let has = |series: &str, want: f64| {
+        for (series, want) in [
+            (
+                r#"mcp_auth_token_cache_total{cache="jwt",result="hit"}"#,
+                4.0,
+            ),
+            (
+                r#"mcp_auth_token_cache_total{cache="jwt",result="miss"}"#,
+                1.0,
+            ),
+            (
+                r#"mcp_auth_store_operation_duration_seconds_count{op="kv_get"}"#,
+                5.0,
+            ),
+            (
+                r#"mcp_auth_store_operation_duration_seconds_count{op="kv_delete"}"#,
+                1.0,
+            ),
+        ] {
             assert_eq!(value(&text, series), Some(want), "{series} in\n{text}");
-        };
-        has(
-            r#"mcp_auth_token_cache_total{cache="jwt",result="hit"}"#,
-            4.0,
-        );
-        has(
-            r#"mcp_auth_token_cache_total{cache="jwt",result="miss"}"#,
-            1.0,
-        );
-        has(
-            r#"mcp_auth_store_operation_duration_seconds_count{op="kv_get"}"#,
-            5.0,
-        );
-        has(
-            r#"mcp_auth_store_operation_duration_seconds_count{op="kv_delete"}"#,
-            1.0,
-        );
+        }
     }
 }
 
