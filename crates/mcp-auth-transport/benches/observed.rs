@@ -10,7 +10,12 @@
 //!
 //! ```text
 //! cargo bench -p mcp-auth-transport --features prometheus --bench observed
+//! BENCH_WORKERS=2 cargo bench -p mcp-auth-transport --features prometheus --bench observed -- stack/
 //! ```
+//!
+//! With `BENCH_WORKERS=N` the stack group runs on N worker threads with N
+//! request loops at once, so the counters and the audit log's queue are
+//! shared between threads as in the server (the time is still per request).
 //!
 //! The recorder is global: the modes run in order, those without metrics
 //! before it is installed. The allocator is the one `mcp-auth-server`
@@ -147,10 +152,25 @@ fn router(audit: Option<Arc<AuditLog>>) -> Router {
 }
 
 fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    // `BENCH_WORKERS=N`: the stack group on N worker threads, N request
+    // loops at once (the counters and the audit queue shared between them).
+    let workers: usize = std::env::var("BENCH_WORKERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+        .max(1);
+    let rt = if workers > 1 {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_all()
+            .build()
+            .expect("runtime")
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+    };
     let dir = tempfile::tempdir().expect("temp dir");
     let mut metrics = None;
     let mut g = c.benchmark_group("stack");
@@ -168,9 +188,21 @@ fn bench(c: &mut Criterion) {
             b.iter_custom(|iters| {
                 let start = ProcessTime::now();
                 rt.block_on(async {
-                    for _ in 0..iters {
-                        let resp = app.clone().oneshot(call()).await.expect("response");
-                        assert!(resp.status().is_success(), "{}", resp.status());
+                    let loops = workers as u64;
+                    let mut tasks = Vec::new();
+                    for i in 0..loops {
+                        let app = app.clone();
+                        // `iters` in all, split between the loops.
+                        let n = iters / loops + u64::from(i < iters % loops);
+                        tasks.push(tokio::spawn(async move {
+                            for _ in 0..n {
+                                let resp = app.clone().oneshot(call()).await.expect("response");
+                                assert!(resp.status().is_success(), "{}", resp.status());
+                            }
+                        }));
+                    }
+                    for t in tasks {
+                        t.await.expect("loop");
                     }
                 });
                 if let Some(l) = &log {
