@@ -35,7 +35,10 @@
 //! whoever installs another recorder calls [`mark_installed`] after it
 //! (`mcp_auth_transport::observe::enable` does).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{
+    OnceLock,
+    atomic::{AtomicBool, Ordering},
+};
 
 static INSTALLED: AtomicBool = AtomicBool::new(false);
 
@@ -49,4 +52,27 @@ pub fn mark_installed() {
 /// may then be kept.
 pub fn installed() -> bool {
     INSTALLED.load(Ordering::Acquire)
+}
+
+/// Runs `f` with the handle of a series: the one kept in `slot` (made by
+/// `lookup` the first time) once a global recorder is [`installed`], a
+/// fresh `lookup()` before (which a thread-local recorder sees). The one
+/// rule every crate's per-request series follow.
+///
+/// ```
+/// use std::sync::OnceLock;
+/// use mcp_auth_core::recorder;
+///
+/// static KEPT: OnceLock<String> = OnceLock::new();
+/// let mut seen = String::new();
+/// recorder::with_kept(&KEPT, || "looked up".to_owned(), |h| seen = h.clone());
+/// assert_eq!(seen, "looked up");
+/// assert!(KEPT.get().is_none(), "nothing kept before the recorder is installed");
+/// ```
+pub fn with_kept<T>(slot: &OnceLock<T>, lookup: impl FnOnce() -> T, f: impl FnOnce(&T)) {
+    if installed() {
+        f(slot.get_or_init(lookup));
+    } else {
+        f(&lookup());
+    }
 }

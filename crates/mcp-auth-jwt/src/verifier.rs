@@ -226,16 +226,14 @@ pub fn numeric_date(v: &Value) -> Option<u64> {
 /// installed ([`mcp_auth_core::recorder`]) through handles looked up once,
 /// not a registry lookup per request.
 fn count_cache(hit: bool) {
-    let lookup = |hit: bool| {
-        let result = if hit { "hit" } else { "miss" };
-        metrics::counter!("mcp_auth_token_cache_total", "cache" => "jwt", "result" => result)
-    };
-    if !mcp_auth_core::recorder::installed() {
-        lookup(hit).increment(1);
-        return;
-    }
-    static HANDLES: std::sync::OnceLock<[metrics::Counter; 2]> = std::sync::OnceLock::new();
-    HANDLES.get_or_init(|| [lookup(true), lookup(false)])[usize::from(!hit)].increment(1);
+    static HIT: std::sync::OnceLock<metrics::Counter> = std::sync::OnceLock::new();
+    static MISS: std::sync::OnceLock<metrics::Counter> = std::sync::OnceLock::new();
+    let result = if hit { "hit" } else { "miss" };
+    mcp_auth_core::recorder::with_kept(
+        if hit { &HIT } else { &MISS },
+        || metrics::counter!("mcp_auth_token_cache_total", "cache" => "jwt", "result" => result),
+        |c| c.increment(1),
+    );
 }
 
 /// SHA-256 of `bytes`.

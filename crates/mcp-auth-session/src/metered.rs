@@ -61,13 +61,11 @@ impl Op {
     }
 
     fn record(&self, seconds: f64) {
-        let lookup =
-            || metrics::histogram!("mcp_auth_store_operation_duration_seconds", "op" => self.name);
-        if mcp_auth_core::recorder::installed() {
-            self.duration.get_or_init(lookup).record(seconds);
-        } else {
-            lookup().record(seconds);
-        }
+        mcp_auth_core::recorder::with_kept(
+            &self.duration,
+            || metrics::histogram!("mcp_auth_store_operation_duration_seconds", "op" => self.name),
+            |h| h.record(seconds),
+        );
     }
 }
 
