@@ -173,10 +173,11 @@ fn now_rfc3339_millis() -> String {
     })
 }
 
-/// Lowercase hex of a SHA-256 digest: the chain's links, as the writer
-/// makes them and as resuming and verifying a chain compare them (one
-/// encoding for all three), without a per-character iterator.
-fn hex_digest(bytes: &[u8]) -> String {
+/// Lowercase hex of `bytes`: the chain's links (SHA-256 digests), as the
+/// writer makes them and as resuming and verifying a chain compare them
+/// (one encoding for all three), and the request ids' prefix; without a
+/// per-character iterator.
+fn to_hex(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len() * 2);
     push_hex(&mut out, bytes);
     out
@@ -436,7 +437,7 @@ fn chain_tail(path: &Path) -> std::io::Result<(String, u64)> {
                 path.display()
             ))
         })?;
-    Ok((hex_digest(&Sha256::digest(last)), seq))
+    Ok((to_hex(&Sha256::digest(last)), seq))
 }
 
 fn write_loop(queue: &Queue, mut target: Target, mut prev: String, mut seq: u64) {
@@ -500,7 +501,7 @@ fn write_loop(queue: &Queue, mut target: Target, mut prev: String, mut seq: u64)
                 prev = record.prev;
                 continue;
             }
-            prev = hex_digest(&Sha256::digest(&lines[start..]));
+            prev = to_hex(&Sha256::digest(&lines[start..]));
             lines.push(b'\n');
             seq += 1;
         }
@@ -691,7 +692,7 @@ pub fn verify_chain(files: &[PathBuf]) -> Result<ChainReport, ChainError> {
                     }
                 }
             }
-            prev = Some((hex_digest(&Sha256::digest(&line)), record.seq));
+            prev = Some((to_hex(&Sha256::digest(&line)), record.seq));
             last_line = (name.clone(), n);
             report.records += 1;
         }
@@ -717,7 +718,7 @@ fn request_id(headers: &http::HeaderMap) -> String {
     let prefix = PREFIX.get_or_init(|| {
         let mut bytes = [0u8; 4];
         let _ = getrandom::fill(&mut bytes);
-        hex::encode(bytes)
+        to_hex(&bytes)
     });
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     // The counter as 16 hex digits, without the formatting machinery (a
@@ -1181,8 +1182,8 @@ mod tests {
     #[test]
     fn chain_links_are_lowercase_hex_of_the_digest() {
         let digest = Sha256::digest(b"a line");
-        assert_eq!(hex_digest(&digest), hex::encode(digest));
-        assert_eq!(hex_digest(&[0x00, 0x0f, 0xa5, 0xff]), "000fa5ff");
+        assert_eq!(to_hex(&digest), hex::encode(digest));
+        assert_eq!(to_hex(&[0x00, 0x0f, 0xa5, 0xff]), "000fa5ff");
     }
 
     #[test]
