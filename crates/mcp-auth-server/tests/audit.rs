@@ -161,6 +161,17 @@ async fn a_known_sequence_yields_exactly_its_records_and_tampering_is_named() {
     assert_eq!(got[2]["strategy"], "api_key");
     assert_eq!(got[2]["peer"], "127.0.0.1");
     assert_eq!(got[4]["scopes_held"], Value::Null, "ci-bot holds no scope");
+    // The key that was used, by its fingerprint only.
+    let ci = mcp_auth_strategies::fingerprint(CI.as_bytes());
+    for r in [&got[2], &got[3], &got[4], &got[6]] {
+        assert_eq!(r["key_fingerprint"], ci.as_str(), "{r}");
+    }
+    assert_eq!(
+        got[5]["key_fingerprint"],
+        mcp_auth_strategies::fingerprint(OPS.as_bytes()).as_str()
+    );
+    assert_eq!(got[5]["scopes_held"], serde_json::json!(["admin"]));
+    assert_eq!(got[0]["key_fingerprint"], Value::Null, "no key, none named");
     assert_eq!(got[0]["seq"], 0);
     assert_eq!(got[6]["seq"], 6);
     let text = std::fs::read_to_string(&log).unwrap();

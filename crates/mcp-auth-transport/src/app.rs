@@ -330,12 +330,11 @@ impl McpHttpApp {
         });
         let mut tools = self.known_tools.clone();
         tools.extend(cfg.tool_scopes.tool_names());
-        let observe =
-            crate::observe::ObserveLayer::new(tools, self.audit.is_some(), cfg.max_request_bytes);
+        // One layer counts, traces and audits each request.
+        let observe = crate::observe::ObserveLayer::new(tools, audit, cfg.max_request_bytes);
         let protected = protected.route_layer(
             ServiceBuilder::new()
                 .layer(observe)
-                .option_layer(audit)
                 .layer(
                     AuthFailureLimitLayer::new(cfg.rate_limit.clone(), self.store.clone())
                         .trusting(cfg.connections.trusted_proxies.clone()),

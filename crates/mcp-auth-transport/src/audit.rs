@@ -26,9 +26,11 @@
 //! assert_eq!(err.line, 1);
 //! ```
 //!
-//! [`AuditLayer`] (put in front of the protected routes by
-//! [`McpHttpApp::with_audit`](crate::McpHttpApp::with_audit)) writes the
-//! records: the request id (the client's `X-Request-Id` when it is a plain
+//! [`McpHttpApp::with_audit`](crate::McpHttpApp::with_audit) has the layer
+//! in front of the protected routes that counts and traces each request
+//! write its record too (one layer for both); [`AuditLayer`] writes the same
+//! records as a layer of its own, for a stack assembled by hand. A record
+//! holds the request id (the client's `X-Request-Id` when it is a plain
 //! token, else a new one, echoed on the response), the decision and why
 //! (the refusal's `error` and `error_description`), the principal's
 //! non-secret identifiers (strategy, subject, client id, issuer, an API
@@ -55,7 +57,6 @@ use std::{
 use axum::{body::Body, extract::ConnectInfo, response::Response};
 use futures::future::BoxFuture;
 use http::{HeaderValue, Request};
-use mcp_auth_core::Principal;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tower_layer::Layer;
@@ -800,20 +801,6 @@ where
         let layer = self.layer.clone();
         Box::pin(async move {
             let (mut parts, body) = req.into_parts();
-            parts.extensions.insert(crate::auth::AuditRequested);
-            let id = request_id(&parts.headers);
-            let peer = parts
-                .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|c| c.0.ip());
-            let peer: Option<IpAddr> =
-                crate::client_ip(&layer.trusted_proxies, peer, &parts.headers);
-            let session = parts
-                .headers
-                .get("mcp-session-id")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned);
-            let is_delete = parts.method == http::Method::DELETE;
             // Read once by the observing layer in front, when there is one.
             let (method, tool, body) = match parts.extensions.get::<RequestFacts>() {
                 Some(f) => (f.method.clone(), f.tool.clone(), body),
@@ -822,57 +809,112 @@ where
                     Err(too_large) => return Ok(too_large),
                 },
             };
-            let mut resp = inner.call(Request::from_parts(parts, body)).await?;
-            let status = resp.status();
-            let new_session = resp
-                .headers()
+            let noted = layer.begin(&mut parts, method, tool);
+            let resp = inner.call(Request::from_parts(parts, body)).await?;
+            Ok(layer.finish(noted, resp).await)
+        })
+    }
+}
+
+/// What [`AuditLayer::begin`] noted of a request, for its record once the
+/// response is known.
+pub(crate) struct Noted {
+    id: String,
+    peer: Option<IpAddr>,
+    session: Option<String>,
+    is_delete: bool,
+    method: Option<String>,
+    tool: Option<String>,
+}
+
+impl AuditLayer {
+    /// Notes what the record needs of the request (its JSON-RPC `method`
+    /// and `tool` already read) and asks the layers behind for what they
+    /// decide. The observing layer calls this and [`finish`](Self::finish)
+    /// itself when the app has both, so a request passes one layer for the
+    /// two rather than two.
+    pub(crate) fn begin(
+        &self,
+        parts: &mut http::request::Parts,
+        method: Option<String>,
+        tool: Option<String>,
+    ) -> Noted {
+        parts.extensions.insert(crate::auth::AuditRequested);
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip());
+        Noted {
+            id: request_id(&parts.headers),
+            peer: crate::client_ip(&self.trusted_proxies, peer, &parts.headers),
+            session: parts
+                .headers
                 .get("mcp-session-id")
                 .and_then(|v| v.to_str().ok())
-                .map(str::to_owned);
-            let (event, session_id) = match (&session, new_session, is_delete) {
-                (None, Some(new), _) if status.is_success() => ("session_start", Some(new)),
-                (Some(s), _, true) if status.is_success() => ("session_end", Some(s.clone())),
-                (s, _, _) => ("request", s.clone()),
-            };
-            let decision = if status.is_success() { "allow" } else { "deny" };
-            let mut record = AuditRecord::new(event, decision, status.as_u16());
-            record.request_id = id.clone();
-            record.method = method;
-            record.tool = tool;
-            record.session_id = session_id;
-            record.peer = peer.map(|p| p.to_string());
-            // The auth layer put it there for this record only: taken, not
-            // copied.
-            if let Some(p) = resp.extensions_mut().remove::<Principal>() {
-                record.key_fingerprint = p
-                    .claims
-                    .get("key_fingerprint")
-                    .and_then(|v| v.as_str())
-                    .map(str::to_owned);
-                record.subject = (!p.anonymous).then_some(p.subject);
-                record.strategy = Some(p.strategy);
-                record.client_id = p.client_id;
-                record.issuer = p.issuer;
-                record.scopes_held = p.scopes;
+                .map(str::to_owned),
+            is_delete: parts.method == http::Method::DELETE,
+            method,
+            tool,
+        }
+    }
+
+    /// Records the decision on `resp` (the response of the request
+    /// [`begin`](Self::begin) noted) and gives it back with its
+    /// `X-Request-Id`.
+    pub(crate) async fn finish(&self, noted: Noted, mut resp: Response) -> Response {
+        let Noted {
+            id,
+            peer,
+            session,
+            is_delete,
+            method,
+            tool,
+        } = noted;
+        let status = resp.status();
+        let new_session = resp
+            .headers()
+            .get("mcp-session-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let (event, session_id) = match (session, new_session, is_delete) {
+            (None, Some(new), _) if status.is_success() => ("session_start", Some(new)),
+            (Some(s), _, true) if status.is_success() => ("session_end", Some(s)),
+            (s, _, _) => ("request", s),
+        };
+        let decision = if status.is_success() { "allow" } else { "deny" };
+        let mut record = AuditRecord::new(event, decision, status.as_u16());
+        record.method = method;
+        record.tool = tool;
+        record.session_id = session_id;
+        record.peer = peer.map(|p| p.to_string());
+        // The auth layer put it there for this record only: taken, not
+        // copied.
+        if let Some(p) = resp.extensions_mut().remove::<crate::auth::Authenticated>() {
+            record.key_fingerprint = p.key_fingerprint;
+            record.subject = p.subject;
+            record.strategy = Some(p.strategy);
+            record.client_id = p.client_id;
+            record.issuer = p.issuer;
+            record.scopes_held = p.scopes;
+        }
+        if let Some(RequiredScopes(s)) = resp.extensions_mut().remove::<RequiredScopes>() {
+            record.scopes_required = s;
+        }
+        if !status.is_success() {
+            let (reason, detail, scope, rebuilt) = refusal_of(resp).await;
+            resp = rebuilt;
+            record.reason = reason;
+            record.detail = detail;
+            if record.scopes_required.is_empty() {
+                record.scopes_required = scope;
             }
-            if let Some(RequiredScopes(s)) = resp.extensions().get::<RequiredScopes>() {
-                record.scopes_required = s.clone();
-            }
-            if !status.is_success() {
-                let (reason, detail, scope, rebuilt) = refusal_of(resp).await;
-                resp = rebuilt;
-                record.reason = reason;
-                record.detail = detail;
-                if record.scopes_required.is_empty() {
-                    record.scopes_required = scope;
-                }
-            }
-            if let Ok(v) = HeaderValue::from_str(&id) {
-                resp.headers_mut().insert(X_REQUEST_ID, v);
-            }
-            layer.sink.record(record);
-            Ok(resp)
-        })
+        }
+        if let Ok(v) = HeaderValue::from_str(&id) {
+            resp.headers_mut().insert(X_REQUEST_ID, v);
+        }
+        record.request_id = id;
+        self.sink.record(record);
+        resp
     }
 }
 
@@ -1243,5 +1285,84 @@ mod tests {
                 "{owner:?}"
             );
         }
+    }
+
+    /// `AuditLayer` on its own, in a stack assembled by hand (`McpHttpApp`
+    /// has its observing layer write the records instead): the records
+    /// name who the auth layer behind let in, and the refused requests.
+    #[tokio::test]
+    async fn the_layer_on_its_own_records_who_was_let_in_and_who_was_not() {
+        use tower::ServiceExt;
+        const KEY: &str = "ops-key-0123456789abcdef";
+        let keys = mcp_auth_strategies::ApiKeyAuthenticator::named("ops-bot", KEY, &["admin"])
+            .expect("key");
+        let sink = MemoryAudit::default();
+        let app = axum::Router::new()
+            .route("/mcp", axum::routing::post(|| async { "{}" }))
+            .layer(crate::AuthLayer::new(keys))
+            .layer(AuditLayer::new(Arc::new(sink.clone()), Vec::new(), 4096));
+        let call = |key: Option<&str>| {
+            let mut req = Request::post("/mcp")
+                .header("x-request-id", "req-1")
+                .header("mcp-session-id", "s-1");
+            if let Some(k) = key {
+                req = req.header("x-api-key", k);
+            }
+            req.body(Body::from(
+                r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"status"}}"#,
+            ))
+            .expect("request")
+        };
+        let ok = app
+            .clone()
+            .oneshot(call(Some(KEY)))
+            .await
+            .expect("response");
+        assert_eq!(ok.status(), http::StatusCode::OK);
+        assert_eq!(ok.headers()[X_REQUEST_ID], "req-1");
+        let refused = app.oneshot(call(None)).await.expect("response");
+        assert_eq!(refused.status(), http::StatusCode::UNAUTHORIZED);
+        let records = sink.records();
+        let [allowed, denied] = &records[..] else {
+            panic!("two records: {records:#?}");
+        };
+        assert_eq!(
+            (
+                allowed.event.as_str(),
+                allowed.decision.as_str(),
+                allowed.status
+            ),
+            ("request", "allow", 200)
+        );
+        assert_eq!(allowed.subject.as_deref(), Some("api-key:ops-bot"));
+        assert_eq!(allowed.strategy.as_deref(), Some("api_key"));
+        assert_eq!(allowed.scopes_held, ["admin"]);
+        assert_eq!(
+            allowed.key_fingerprint,
+            Some(mcp_auth_strategies::fingerprint(KEY.as_bytes()))
+        );
+        assert_eq!(
+            (allowed.method.as_deref(), allowed.tool.as_deref()),
+            (Some("tools/call"), Some("status"))
+        );
+        assert_eq!(allowed.session_id.as_deref(), Some("s-1"));
+        assert_eq!(allowed.request_id, "req-1");
+        assert_eq!(
+            (
+                denied.decision.as_str(),
+                denied.status,
+                denied.reason.as_deref()
+            ),
+            ("deny", 401, Some("unauthorized"))
+        );
+        assert_eq!(
+            (denied.subject.as_ref(), denied.key_fingerprint.as_ref()),
+            (None, None)
+        );
+        assert_eq!(
+            denied.tool.as_deref(),
+            Some("status"),
+            "refused calls name their tool"
+        );
     }
 }

@@ -246,7 +246,7 @@ where
                 .extensions
                 .get::<AuditRequested>()
                 .is_some()
-                .then(|| principal.clone());
+                .then(|| Authenticated::of(&principal));
             let identified = !principal.anonymous;
             parts.extensions.insert(principal);
             settle_attempt(&parts.extensions, identified).await;
@@ -295,6 +295,43 @@ fn decided(strategy: &str, outcome: &'static str, principal: Option<&Principal>)
 /// response for its record.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct AuditRequested;
+
+/// Who the auth layer let in, as the record names them: the principal's
+/// non-secret identifiers, put on the response for the audit layer in
+/// front (rather than a copy of the whole principal and its claims).
+#[derive(Debug, Clone)]
+#[cfg_attr(
+    not(feature = "mcp"),
+    expect(
+        dead_code,
+        reason = "read by the audit layer, which needs the mcp feature"
+    )
+)]
+pub(crate) struct Authenticated {
+    pub(crate) subject: Option<String>,
+    pub(crate) strategy: String,
+    pub(crate) client_id: Option<String>,
+    pub(crate) issuer: Option<String>,
+    pub(crate) scopes: Vec<String>,
+    pub(crate) key_fingerprint: Option<String>,
+}
+
+impl Authenticated {
+    pub(crate) fn of(p: &Principal) -> Self {
+        Self {
+            subject: (!p.anonymous).then(|| p.subject.clone()),
+            strategy: p.strategy.clone(),
+            client_id: p.client_id.clone(),
+            issuer: p.issuer.clone(),
+            scopes: p.scopes.clone(),
+            key_fingerprint: p
+                .claims
+                .get("key_fingerprint")
+                .and_then(|v| v.as_str())
+                .map(str::to_owned),
+        }
+    }
+}
 
 /// Tells the failed-login limiter in front (if any) that this request was
 /// let through: with `identified`, its credentials named someone.

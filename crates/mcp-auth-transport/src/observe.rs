@@ -159,7 +159,9 @@ pub(crate) struct ObserveLayer {
     tools: Arc<HashSet<String>>,
     /// The per-tool counters, looked up once (when [`enabled`]).
     tool_counters: Arc<std::sync::OnceLock<ToolCounters>>,
-    read_bodies: bool,
+    /// The app's audit log: its records are made here too (one layer for
+    /// both), from the facts this layer reads.
+    audit: Option<crate::audit::AuditLayer>,
     max_body: usize,
 }
 
@@ -217,14 +219,20 @@ impl ObserveLayer {
             .increment(1);
     }
 
-    /// `tools`: the names counted under their own label; `read_bodies`:
-    /// also when no recorder is installed (an audit layer behind wants the
-    /// method and tool).
-    pub(crate) fn new(tools: HashSet<String>, read_bodies: bool, max_body: usize) -> Self {
+    /// `tools`: the names counted under their own label; `audit`: the
+    /// audit log's layer, whose records this layer makes as well (it then
+    /// reads each request's method and tool before authentication, also
+    /// when no recorder is installed, since refused requests are recorded
+    /// too).
+    pub(crate) fn new(
+        tools: HashSet<String>,
+        audit: Option<crate::audit::AuditLayer>,
+        max_body: usize,
+    ) -> Self {
         Self {
             tools: Arc::new(tools),
             tool_counters: Arc::default(),
-            read_bodies,
+            audit,
             max_body,
         }
     }
@@ -337,7 +345,7 @@ where
             // The body before authentication only for the audit log (which
             // records refused requests too); the metrics read it behind the
             // auth layer ([`facts_after_auth`]).
-            let (facts, body) = if layer.read_bodies {
+            let (facts, body) = if layer.audit.is_some() {
                 match RequestFacts::read(&parts, body, layer.max_body).await {
                     Ok(read) => read,
                     Err(too_large) => return Ok(too_large),
@@ -348,8 +356,15 @@ where
             let span = tracing::Span::current();
             facts.record(&span);
             let tool = facts.tool.clone();
+            let audit = layer
+                .audit
+                .as_ref()
+                .map(|a| (a, a.begin(&mut parts, facts.method.clone(), tool.clone())));
             parts.extensions.insert(facts);
-            let resp = inner.call(Request::from_parts(parts, body)).await?;
+            let mut resp = inner.call(Request::from_parts(parts, body)).await?;
+            if let Some((audit, noted)) = audit {
+                resp = audit.finish(noted, resp).await;
+            }
             // Read behind the auth layer when not here.
             let tool = tool.or_else(|| {
                 resp.extensions()
