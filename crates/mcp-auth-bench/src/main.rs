@@ -142,6 +142,13 @@ struct Args {
     /// allocators).
     #[arg(long = "server-env", value_name = "KEY=VALUE")]
     server_env: Vec<String>,
+    /// Run the server on these CPUs only (`taskset -c LIST`, e.g. `0`), and
+    /// this program elsewhere (`taskset -c 1 mcp-auth-bench ...`): the load
+    /// and the server then stop taking turns on the same cores, and a mode's
+    /// server CPU per call varies within a few percent from run to run
+    /// instead of a third (docs/PERFORMANCE.md, "Observability").
+    #[arg(long = "server-cpus", value_name = "LIST")]
+    server_cpus: Option<String>,
 }
 
 /// `--server-env` as pairs; an entry without `=` is refused by name.
@@ -206,6 +213,18 @@ async fn run(args: Args) -> Result<(), String> {
     }
     let ticks = clock_ticks()?;
     let extra_env = server_env(&args)?;
+    if let Some(cpus) = &args.server_cpus {
+        if cpus.is_empty()
+            || !cpus
+                .bytes()
+                .all(|b| b.is_ascii_digit() || b == b',' || b == b'-')
+        {
+            return Err(format!(
+                "--server-cpus: expected a CPU list such as 0 or 0-1,3, got {cpus:?}"
+            ));
+        }
+        process::pin_servers(cpus.clone());
+    }
     let issuer = Arc::new(Issuer::start().await?);
     if args.soak_seconds > 0 {
         return soak::soak(

@@ -195,6 +195,14 @@ fn free_port() -> Result<u16, String> {
     Ok(l.local_addr().map_err(|e| e.to_string())?.port())
 }
 
+/// The CPUs servers are started on (`--server-cpus`), when set.
+static SERVER_CPUS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Starts every server from now on under `taskset -c cpus`.
+pub(crate) fn pin_servers(cpus: String) {
+    let _ = SERVER_CPUS.set(cpus);
+}
+
 pub(crate) async fn start_server(
     bin: &std::path::Path,
     mode: &str,
@@ -205,7 +213,16 @@ pub(crate) async fn start_server(
     let port = free_port()?;
     let limit = (sessions + 64).to_string();
     let total = (sessions + 65).to_string();
-    let mut cmd = Command::new(bin);
+    // taskset execs the server: the child's pid (for its CPU time and
+    // memory) is the server's.
+    let mut cmd = match SERVER_CPUS.get() {
+        Some(cpus) => {
+            let mut c = Command::new("taskset");
+            c.arg("-c").arg(cpus).arg(bin);
+            c
+        }
+        None => Command::new(bin),
+    };
     cmd.env_clear()
         .envs(extra_env.iter().map(|(k, v)| (k, v)))
         .env("LOG_LEVEL", "warn")
