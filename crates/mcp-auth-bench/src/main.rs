@@ -142,11 +142,12 @@ struct Args {
     /// allocators).
     #[arg(long = "server-env", value_name = "KEY=VALUE")]
     server_env: Vec<String>,
-    /// Run the server on these CPUs only (`taskset -c LIST`, e.g. `0`), and
-    /// this program elsewhere (`taskset -c 1 mcp-auth-bench ...`): the load
-    /// and the server then stop taking turns on the same cores, and a mode's
-    /// server CPU per call varies within a few percent from run to run
-    /// instead of a third (docs/PERFORMANCE.md, "Observability").
+    /// Run mcp-auth-server on these CPUs only (`taskset -c LIST`, e.g. `0`),
+    /// and this program elsewhere (`taskset -c 1 mcp-auth-bench ...`): the
+    /// load and the server then stop taking turns on the same cores, and a
+    /// mode's server CPU per call varies within a few percent from run to
+    /// run instead of a third (docs/PERFORMANCE.md, "Metrics and the audit
+    /// log"). The peers' servers and redis-server are not pinned.
     #[arg(long = "server-cpus", value_name = "LIST")]
     server_cpus: Option<String>,
 }
@@ -223,7 +224,7 @@ async fn run(args: Args) -> Result<(), String> {
                 "--server-cpus: expected a CPU list such as 0 or 0-1,3, got {cpus:?}"
             ));
         }
-        process::pin_servers(cpus.clone());
+        process::pin_servers(cpus.clone())?;
     }
     let issuer = Arc::new(Issuer::start().await?);
     if args.soak_seconds > 0 {

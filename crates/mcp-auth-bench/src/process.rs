@@ -195,12 +195,22 @@ fn free_port() -> Result<u16, String> {
     Ok(l.local_addr().map_err(|e| e.to_string())?.port())
 }
 
-/// The CPUs servers are started on (`--server-cpus`), when set.
-static SERVER_CPUS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+/// `taskset` (found on this program's `PATH`) and the CPUs servers are
+/// started on (`--server-cpus`), when set.
+static SERVER_CPUS: std::sync::OnceLock<(std::path::PathBuf, String)> = std::sync::OnceLock::new();
 
-/// Starts every server from now on under `taskset -c cpus`.
-pub(crate) fn pin_servers(cpus: String) {
-    let _ = SERVER_CPUS.set(cpus);
+/// Starts every mcp-auth-server from now on under `taskset -c cpus`. The
+/// servers get a cleared environment, so `taskset` is looked up here, on
+/// this program's `PATH`.
+pub(crate) fn pin_servers(cpus: String) -> Result<(), String> {
+    let taskset = std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join("taskset"))
+        .find(|p| p.is_file())
+        .ok_or("--server-cpus: taskset (util-linux) is not on PATH")?;
+    let _ = SERVER_CPUS.set((taskset, cpus));
+    Ok(())
 }
 
 pub(crate) async fn start_server(
@@ -216,8 +226,8 @@ pub(crate) async fn start_server(
     // taskset execs the server: the child's pid (for its CPU time and
     // memory) is the server's.
     let mut cmd = match SERVER_CPUS.get() {
-        Some(cpus) => {
-            let mut c = Command::new("taskset");
+        Some((taskset, cpus)) => {
+            let mut c = Command::new(taskset);
             c.arg("-c").arg(cpus).arg(bin);
             c
         }
@@ -293,9 +303,14 @@ pub(crate) async fn start_server(
             .env("MCP_PROXY_ENCRYPTION_KEY", PROXY_ENCRYPTION_KEY),
         other => return Err(format!("--modes: unknown mode {other:?}")),
     };
-    let child = cmd
-        .spawn()
-        .map_err(|e| format!("--server {}: {e}", bin.display()))?;
+    let child = cmd.spawn().map_err(|e| match SERVER_CPUS.get() {
+        Some((taskset, _)) => format!(
+            "--server-cpus: {} {}: {e}",
+            taskset.display(),
+            bin.display()
+        ),
+        None => format!("--server {}: {e}", bin.display()),
+    })?;
     let server = Server {
         child,
         url: format!("http://127.0.0.1:{port}/mcp"),

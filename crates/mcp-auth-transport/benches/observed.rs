@@ -1,7 +1,8 @@
 #![allow(missing_docs)] // criterion_group! generates an undocumented fn
 //! What the metrics and the audit log cost per request: the whole HTTP
-//! stack of `McpHttpApp` (Host/Origin guard, the observing layer, the
-//! audit layer, API-key authentication, limits) in front of a service that
+//! stack of `McpHttpApp` (Host/Origin guard, the observing layer, which
+//! also writes the audit records, API-key authentication, limits) in front
+//! of a service that
 //! answers `{}`, driven in process, with both off, each on, and both on.
 //! Measured in CPU time of the whole process, so the audit log's writer
 //! thread (which serializes, hashes and appends each record) and the
