@@ -23,6 +23,15 @@ if command -v rustup >/dev/null 2>&1; then
   rustup component add rustfmt clippy >/dev/null 2>&1 || true
 fi
 
+step "disk: free space for the build"
+# A run from a fresh clone builds ~20 GB (target/ ~17, fuzz/target/ ~3): with
+# less free, a late step fails with a bare linker error. Said up front.
+avail_kb=$(df -Pk . | awk 'NR == 2 { print $4 }')
+echo "$((avail_kb / 1024 / 1024)) GB free under $(pwd)"
+if [ "${avail_kb:-0}" -lt $((20 * 1024 * 1024)) ]; then
+  echo "warning: less than 20 GB free; a build from a fresh clone needs about that much, and a step that runs out fails to link" >&2
+fi
+
 step "peers: redis-server and redis-cli (one Redis, a three-primary cluster, a primary with a replica under three sentinels: redis-server --sentinel)"
 if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/null 2>&1; then
   sudo_=""; [ "$(id -u)" -eq 0 ] || sudo_="sudo"
