@@ -107,5 +107,5 @@ pub use settings::TimeRules;
 pub const VARIABLES: &[&str] = &["MCP_JWT_LEEWAY", "MCP_JWT_MAX_LIFETIME"];
 pub use verifier::{
     Audience, BuildError, ClaimCheck, DEFAULT_MAX_TOKEN_BYTES, JwtError, JwtVerifier,
-    JwtVerifierBuilder, MAX_NUMERIC_DATE, VerifiedToken, numeric_date,
+    JwtVerifierBuilder, MAX_NUMERIC_DATE, TokenCacheCounter, VerifiedToken, numeric_date,
 };

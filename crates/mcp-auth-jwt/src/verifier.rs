@@ -221,20 +221,53 @@ pub fn numeric_date(v: &Value) -> Option<u64> {
     (secs <= MAX_NUMERIC_DATE).then_some(secs)
 }
 
-/// Counts a lookup in the verified-token cache
-/// (`mcp_auth_token_cache_total{cache="jwt"}`): once a global recorder is
-/// installed ([`mcp_auth_core::recorder`]) through handles looked up once,
-/// not a registry lookup per request.
-fn count_cache(hit: bool) {
-    static HIT: std::sync::OnceLock<metrics::Counter> = std::sync::OnceLock::new();
-    static MISS: std::sync::OnceLock<metrics::Counter> = std::sync::OnceLock::new();
-    let result = if hit { "hit" } else { "miss" };
-    mcp_auth_core::recorder::with_kept(
-        if hit { &HIT } else { &MISS },
-        || metrics::counter!("mcp_auth_token_cache_total", "cache" => "jwt", "result" => result),
-        |c| c.increment(1),
-    );
+/// The hits and misses of one token cache,
+/// `mcp_auth_token_cache_total{cache, result}`: the verified-token cache
+/// here (`cache="jwt"`), the introspection cache of `mcp-auth-strategies`
+/// (`cache="introspection"`). Once a global recorder is installed
+/// ([`mcp_auth_core::recorder`]) the two handles are looked up once, not in
+/// the registry on every request.
+///
+/// ```
+/// use mcp_auth_jwt::TokenCacheCounter;
+///
+/// static CACHE: TokenCacheCounter = TokenCacheCounter::new("my_cache");
+/// CACHE.count(true); // mcp_auth_token_cache_total{cache="my_cache",result="hit"}
+/// CACHE.count(false); // ... result="miss"
+/// ```
+#[derive(Debug)]
+pub struct TokenCacheCounter {
+    cache: &'static str,
+    hit: std::sync::OnceLock<metrics::Counter>,
+    miss: std::sync::OnceLock<metrics::Counter>,
 }
+
+impl TokenCacheCounter {
+    /// The counter of the cache labelled `cache`.
+    pub const fn new(cache: &'static str) -> Self {
+        Self {
+            cache,
+            hit: std::sync::OnceLock::new(),
+            miss: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Counts one lookup, a hit or a miss.
+    pub fn count(&self, hit: bool) {
+        let (slot, result) = match hit {
+            true => (&self.hit, "hit"),
+            false => (&self.miss, "miss"),
+        };
+        mcp_auth_core::recorder::with_kept(
+            slot,
+            || metrics::counter!("mcp_auth_token_cache_total", "cache" => self.cache, "result" => result),
+            |c| c.increment(1),
+        );
+    }
+}
+
+/// The verified-token cache's hits and misses.
+static VERIFIED_CACHE: TokenCacheCounter = TokenCacheCounter::new("jwt");
 
 /// SHA-256 of `bytes`.
 fn sha256(bytes: &[u8]) -> [u8; 32] {
@@ -470,12 +503,12 @@ impl JwtVerifier {
         let key = sha256(token.as_bytes());
         if let Some(hit) = cache.get(&key) {
             if self.cache_may_serve(&hit) {
-                count_cache(true);
+                VERIFIED_CACHE.count(true);
                 return Ok(hit);
             }
             cache.forget(&key);
         }
-        count_cache(false);
+        VERIFIED_CACHE.count(false);
         let verified = self.verify_uncached(token).await?;
         if self.cache_may_serve(&verified) {
             cache.put(key, &verified, self.leeway);

@@ -154,10 +154,10 @@ impl Introspector {
     pub async fn introspect(&self, token: &str, strategy: &str) -> Result<Principal, AuthError> {
         let key: Key = Sha256::digest(token.as_bytes()).into();
         if let Some(hit) = self.cached(&key) {
-            count_cache(true);
+            INTROSPECTION_CACHE.count(true);
             return hit;
         }
-        count_cache(false);
+        INTROSPECTION_CACHE.count(false);
         let lock = self.with_caches(|c| c.in_flight.entry(key).or_default().clone());
         let _same_token = lock.lock().await;
         let result = match self.cached(&key) {
@@ -313,20 +313,10 @@ impl Introspector {
     }
 }
 
-/// Counts a lookup in the introspection cache
-/// (`mcp_auth_token_cache_total{cache="introspection"}`): once a global
-/// recorder is installed ([`mcp_auth_core::recorder`]) through handles
-/// looked up once, not a registry lookup per request.
-fn count_cache(hit: bool) {
-    static HIT: std::sync::OnceLock<metrics::Counter> = std::sync::OnceLock::new();
-    static MISS: std::sync::OnceLock<metrics::Counter> = std::sync::OnceLock::new();
-    let result = if hit { "hit" } else { "miss" };
-    mcp_auth_core::recorder::with_kept(
-        if hit { &HIT } else { &MISS },
-        || metrics::counter!("mcp_auth_token_cache_total", "cache" => "introspection", "result" => result),
-        |c| c.increment(1),
-    );
-}
+/// The introspection cache's hits and misses
+/// (`mcp_auth_token_cache_total{cache="introspection"}`).
+static INTROSPECTION_CACHE: mcp_auth_jwt::TokenCacheCounter =
+    mcp_auth_jwt::TokenCacheCounter::new("introspection");
 
 /// Counts one answer of the introspection endpoint (`active`, `inactive`)
 /// or a failure to get one (`error`).

@@ -96,6 +96,36 @@ async fn active_tokens_for_this_resource_pass_and_answers_are_cached() {
     );
 }
 
+/// The introspection cache's hits and misses are counted under their own
+/// label (`mcp_auth_token_cache_total{cache="introspection"}`), here in a
+/// recorder local to this test's thread (no global one is installed in
+/// this process, so nothing else is counted in it).
+#[test]
+fn cache_hits_and_misses_are_counted() {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    metrics::with_local_recorder(&recorder, || {
+        runtime.block_on(async {
+            let (auth, calls) = start("client-secret").await;
+            for _ in 0..3 {
+                auth.authenticate(&bearer("good")).await.unwrap();
+            }
+            assert_eq!(calls.load(Ordering::SeqCst), 1);
+        })
+    });
+    let text = handle.render();
+    for line in [
+        r#"mcp_auth_token_cache_total{cache="introspection",result="miss"} 1"#,
+        r#"mcp_auth_token_cache_total{cache="introspection",result="hit"} 2"#,
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} not in:\n{text}");
+    }
+}
+
 #[tokio::test]
 async fn inactive_foreign_and_expired_tokens_are_invalid() {
     let (auth, calls) = start("client-secret").await;
