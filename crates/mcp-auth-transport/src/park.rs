@@ -434,9 +434,21 @@ mod tests {
 
     /// Parking over a store that can restore `restorable`.
     async fn parking(after: Duration, restorable: &[&str]) -> (Arc<Parking>, Arc<AtomicUsize>) {
+        let (p, closed, _) = parking_counted(after, store_with(restorable).await).await;
+        (p, closed)
+    }
+
+    /// A fresh store holding the sessions `sids`, each with its
+    /// `initialize` saved (the limits raised to hold them all).
+    async fn store_with(sids: &[impl AsRef<str>]) -> mcp_auth_session::SharedStore {
         let store: mcp_auth_session::SharedStore = Arc::new(mcp_auth_session::MemoryStore::new());
-        let limits = mcp_auth_session::SessionLimits::default();
-        for sid in restorable {
+        let defaults = mcp_auth_session::SessionLimits::default();
+        let limits = mcp_auth_session::SessionLimits {
+            max_sessions: defaults.max_sessions.max(sids.len()),
+            max_anonymous: defaults.max_anonymous.max(sids.len()),
+            ..defaults
+        };
+        for sid in sids.iter().map(AsRef::as_ref) {
             let mcp_auth_session::Reserve::Granted(t) = store.reserve(None, &limits).await.unwrap()
             else {
                 panic!("no slot")
@@ -444,8 +456,7 @@ mod tests {
             store.commit(&t, sid, None, &limits).await.unwrap();
             store.save_state(sid, "{}", &limits).await.unwrap();
         }
-        let (p, closed, _) = parking_counted(after, store).await;
-        (p, closed)
+        store
     }
 
     /// Parking over `store`, whose closes take 20 ms each: how many were
@@ -469,35 +480,14 @@ mod tests {
         (Parking::new(after, close, store), closed, most)
     }
 
-    /// `n` sessions saved in a fresh store, each with its `initialize`.
-    async fn restorable(n: usize) -> (mcp_auth_session::SharedStore, Vec<String>) {
-        let store: mcp_auth_session::SharedStore = Arc::new(mcp_auth_session::MemoryStore::new());
-        let limits = mcp_auth_session::SessionLimits {
-            max_sessions: n,
-            max_anonymous: n,
-            ..Default::default()
-        };
-        let mut ids = Vec::new();
-        for i in 0..n {
-            let sid = format!("s{i}");
-            let mcp_auth_session::Reserve::Granted(t) = store.reserve(None, &limits).await.unwrap()
-            else {
-                panic!("no slot")
-            };
-            store.commit(&t, &sid, None, &limits).await.unwrap();
-            store.save_state(&sid, "{}", &limits).await.unwrap();
-            ids.push(sid);
-        }
-        (store, ids)
-    }
-
     /// Parking closes many workers at once (sessions must be parked faster
     /// than they are opened), [`PARK_CONCURRENCY`] at most, and gives the
     /// bookkeeping's memory back once they are gone.
     #[tokio::test]
     async fn idle_sessions_are_parked_many_at_once_and_the_map_shrinks() {
-        let (store, ids) = restorable(300).await;
-        let (p, closed, most) = parking_counted(Duration::from_millis(10), store).await;
+        let ids: Vec<String> = (0..300).map(|i| format!("s{i}")).collect();
+        let (p, closed, most) =
+            parking_counted(Duration::from_millis(10), store_with(&ids).await).await;
         for sid in &ids {
             drop(p.begin(sid).await);
         }
