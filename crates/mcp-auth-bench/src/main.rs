@@ -165,6 +165,21 @@ fn server_env(args: &Args) -> Result<Vec<(String, String)>, String> {
         .collect()
 }
 
+/// `--server-cpus` as taskset takes it: digits, `,` and `-` (taskset says
+/// which CPUs do not exist).
+fn cpu_list(cpus: &str) -> Result<String, String> {
+    if cpus.is_empty()
+        || !cpus
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b == b',' || b == b'-')
+    {
+        return Err(format!(
+            "--server-cpus: expected a CPU list such as 0 or 0-1,3, got {cpus:?}"
+        ));
+    }
+    Ok(cpus.to_owned())
+}
+
 async fn run(args: Args) -> Result<(), String> {
     let bin = match args.server.clone() {
         Some(p) => p,
@@ -215,16 +230,7 @@ async fn run(args: Args) -> Result<(), String> {
     let ticks = clock_ticks()?;
     let extra_env = server_env(&args)?;
     if let Some(cpus) = &args.server_cpus {
-        if cpus.is_empty()
-            || !cpus
-                .bytes()
-                .all(|b| b.is_ascii_digit() || b == b',' || b == b'-')
-        {
-            return Err(format!(
-                "--server-cpus: expected a CPU list such as 0 or 0-1,3, got {cpus:?}"
-            ));
-        }
-        process::pin_servers(cpus.clone())?;
+        process::pin_servers(cpu_list(cpus)?)?;
     }
     let issuer = Arc::new(Issuer::start().await?);
     if args.soak_seconds > 0 {
@@ -324,5 +330,21 @@ async fn main() {
     if let Err(e) = run(args).await {
         eprintln!("mcp-auth-bench: {e}");
         std::process::exit(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cpu_list;
+
+    #[test]
+    fn server_cpus_take_a_cpu_list_and_nothing_a_shell_would_read() {
+        for ok in ["0", "1", "0-1,3"] {
+            assert_eq!(cpu_list(ok).as_deref(), Ok(ok));
+        }
+        for bad in ["", "0;rm", "0 1", "all"] {
+            let err = cpu_list(bad).unwrap_err();
+            assert!(err.starts_with("--server-cpus:"), "{err}");
+        }
     }
 }

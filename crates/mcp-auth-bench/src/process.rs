@@ -204,13 +204,17 @@ static SERVER_CPUS: std::sync::OnceLock<(std::path::PathBuf, String)> = std::syn
 /// this program's `PATH`.
 pub(crate) fn pin_servers(cpus: String) -> Result<(), String> {
     let taskset = std::env::var_os("PATH")
-        .iter()
-        .flat_map(std::env::split_paths)
-        .map(|dir| dir.join("taskset"))
-        .find(|p| p.is_file())
+        .and_then(|path| find_in(&path, "taskset"))
         .ok_or("--server-cpus: taskset (util-linux) is not on PATH")?;
     let _ = SERVER_CPUS.set((taskset, cpus));
     Ok(())
+}
+
+/// The file `name` in the first directory of `path` (a `PATH`) that has one.
+fn find_in(path: &std::ffi::OsStr, name: &str) -> Option<std::path::PathBuf> {
+    std::env::split_paths(path)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
 }
 
 pub(crate) async fn start_server(
@@ -379,4 +383,28 @@ pub(crate) async fn start_peer(args: &Args, mode: &str, issuer: &Issuer) -> Resu
     Server { child, url }
         .listening(port, Duration::from_secs(60), &format!("{mode} peer"))
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::find_in;
+
+    #[test]
+    fn a_program_is_found_in_the_first_path_directory_that_has_it() {
+        let root = std::env::temp_dir().join(format!("bench-find-in-{}", std::process::id()));
+        let (a, b, c) = (root.join("a"), root.join("b"), root.join("c"));
+        for dir in [&a, &b, &c] {
+            std::fs::create_dir_all(dir).unwrap();
+        }
+        std::fs::write(b.join("taskset"), "").unwrap();
+        std::fs::write(c.join("taskset"), "").unwrap();
+        // A directory of that name is not the program.
+        std::fs::create_dir_all(a.join("taskset")).unwrap();
+        let path = std::env::join_paths([&a, &b, &c]).unwrap();
+        assert_eq!(find_in(&path, "taskset"), Some(b.join("taskset")));
+        assert_eq!(find_in(&path, "missing"), None);
+        let only_a = std::env::join_paths([&a]).unwrap();
+        assert_eq!(find_in(&only_a, "taskset"), None);
+        std::fs::remove_dir_all(&root).unwrap();
+    }
 }
