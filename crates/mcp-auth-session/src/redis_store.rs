@@ -172,13 +172,17 @@ return ARGV[3]
 ";
 
 /// Ends a session. KEYS: sess, state, all, expiry, owners, group, user
-/// group (the groups of the owner the caller read). ARGV: sid, that owner
-/// ('' = anonymous). Returns 0 when it ended a live session, 2 when the
-/// session was already gone, and 1, changing nothing, when the session is
-/// now owned by someone else (it was bound in between): the caller reads
-/// the owner again. A session already gone stays in the expiry index: it
-/// expired before it was ended, and the sweep reports it (and takes it
-/// out of its groups).
+/// group (the groups of the owner the caller read), the end's marker.
+/// ARGV: sid, that owner ('' = anonymous), the caller's nonce. Returns 0
+/// when it ended a live session, 2 when the session was already gone, and
+/// 1, changing nothing, when the session is now owned by someone else (it
+/// was bound in between): the caller reads the owner again. A session
+/// already gone stays in the expiry index: it expired before it was ended,
+/// and the sweep reports it (and takes it out of its groups).
+/// Ending a live session leaves the nonce in the marker for a minute, so
+/// the same call sent again (its answer lost, the request resent after a
+/// failover or by the cluster client) still answers 0: the end is counted
+/// once, by the caller that made it.
 const END: &str = r"
 local owner = redis.call('HGET', KEYS[1], 'owner')
 if owner and owner ~= ARGV[2] then return 1 end
@@ -189,10 +193,32 @@ redis.call('ZREM', KEYS[7], ARGV[1])
 if owner then
   redis.call('ZREM', KEYS[4], ARGV[1])
   redis.call('HDEL', KEYS[5], ARGV[1])
+  redis.call('SET', KEYS[8], ARGV[3], 'PX', 60000)
   return 0
 end
+if redis.call('GET', KEYS[8]) == ARGV[3] then return 0 end
 return 2
 ";
+
+/// A nonce for one [`SessionStore::end_live`] call (see [`END`]): a random
+/// prefix per process and a counter, unique across replicas.
+fn end_nonce() -> String {
+    static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let prefix = PREFIX.get_or_init(|| {
+        let mut bytes = [0u8; 8];
+        // Without randomness, the time: two replicas still differ.
+        if getrandom::fill(&mut bytes).is_err() {
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            bytes = (t.as_nanos() as u64 ^ u64::from(std::process::id())).to_be_bytes();
+        }
+        hex::encode(bytes)
+    });
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{prefix}-{n}")
+}
 
 /// The sessions due in the expiry index (read only). KEYS: expiry. ARGV:
 /// batch.
@@ -396,7 +422,8 @@ enum Request<'a> {
 /// a replica) drops the connection, so the next one asks the sentinels
 /// again. Reads and idempotent writes (lookup, end, release, bind, saved
 /// state, `kv_get`, `kv_put`, `kv_delete`, the failed-login count) are
-/// then sent once more at once; the others (reserve, commit, counting
+/// then sent once more at once (an end sent again still reports the
+/// session it ended as live, so it is counted once); the others (reserve, commit, counting
 /// hits, `kv_put_new`, `kv_take`, the sweep) are never sent twice and fail
 /// with [`StoreError`]. Replication is asynchronous: what the old primary
 /// had not passed on when it died (a session just opened, a count, a
@@ -959,6 +986,36 @@ impl RedisStore {
         Ok(set.is_some())
     }
 
+    /// [`SessionStore::end_live`] with `nonce`, which names this end to the
+    /// script: the same nonce sent again after the session is gone (a
+    /// resend of this call) still says it was live.
+    async fn end_with(&self, sid: &str, nonce: &str) -> Result<bool, StoreError> {
+        // The owner names the groups to leave; it changes at most once
+        // (bound), so a second read is the last one needed.
+        for _ in 0..3 {
+            let mut cmd = redis::cmd("HGET");
+            cmd.arg(self.skey(&["sess:", sid])).arg("owner");
+            let owner: Option<String> = self.query(&Request::Cmd(cmd), Retry::Safe).await?;
+            let owner = owner.unwrap_or_default();
+            let named = (!owner.is_empty()).then_some(owner.as_str());
+            let mut inv = self.scripts.end.prepare_invoke();
+            self.session_keys(&mut inv, sid)
+                .key(self.group(named))
+                .key(self.user_group(named))
+                .key(self.skey(&["ended:", sid]))
+                .arg(sid)
+                .arg(&owner)
+                .arg(nonce);
+            // Sent twice (the first's answer lost), the second finds the
+            // session gone and this call's nonce on it: still ended here.
+            let ended: i64 = self.query(&Request::Script(inv), Retry::Safe).await?;
+            if ended != 1 {
+                return Ok(ended == 0);
+            }
+        }
+        Err(self.err("session owner kept changing while it was ended"))
+    }
+
     /// The first KEYS of LOOKUP and END: the session, its saved state, the
     /// set of all sessions, the expiry index and the owners.
     fn session_keys<'i, 'a>(
@@ -1154,29 +1211,7 @@ impl SessionStore for RedisStore {
     }
 
     async fn end_live(&self, sid: &str) -> Result<bool, StoreError> {
-        // The owner names the groups to leave; it changes at most once
-        // (bound), so a second read is the last one needed.
-        for _ in 0..3 {
-            let mut cmd = redis::cmd("HGET");
-            cmd.arg(self.skey(&["sess:", sid])).arg("owner");
-            let owner: Option<String> = self.query(&Request::Cmd(cmd), Retry::Safe).await?;
-            let owner = owner.unwrap_or_default();
-            let named = (!owner.is_empty()).then_some(owner.as_str());
-            let mut inv = self.scripts.end.prepare_invoke();
-            self.session_keys(&mut inv, sid)
-                .key(self.group(named))
-                .key(self.user_group(named))
-                .arg(sid)
-                .arg(&owner);
-            // Sent twice, the second finds the session gone and says so:
-            // if the first's answer was lost, this end is not counted (the
-            // open-sessions gauge stays one too high; rare: a lost reply).
-            let ended: i64 = self.query(&Request::Script(inv), Retry::Safe).await?;
-            if ended != 1 {
-                return Ok(ended == 0);
-            }
-        }
-        Err(self.err("session owner kept changing while it was ended"))
+        self.end_with(sid, &end_nonce()).await
     }
 
     async fn hit(&self, key: &str, window: Duration) -> Result<(u64, Duration), StoreError> {
@@ -1360,6 +1395,37 @@ mod tests {
             .find_map(|l| l.strip_prefix(&line))
             .and_then(|rest| rest.split(',').next())
             .map_or(0, |n| n.parse().unwrap())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "needs redis-server (tests/run-all.sh installs it)"]
+    async fn redis_end_sent_again_after_a_lost_answer_is_still_counted_once() {
+        let redis = Peer::redis(free_port());
+        let s = RedisStore::new(&redis.redis_url()).unwrap();
+        let l = limits(Duration::from_secs(60));
+        open(&s, Some("https://as\u{1f}alice\u{1f}app"), "s1", &l).await;
+        open(&s, None, "s2", &l).await;
+        for sid in ["s1", "s2"] {
+            assert!(
+                s.end_with(sid, "call-1").await.unwrap(),
+                "{sid}: ended live"
+            );
+            // The same call once more, as a resend after its answer was
+            // lost: the end it made is still its own.
+            assert!(
+                s.end_with(sid, "call-1").await.unwrap(),
+                "{sid}: the resend"
+            );
+            // Any other call (another path, another replica) finds it gone.
+            assert!(
+                !s.end_with(sid, "call-2").await.unwrap(),
+                "{sid}: another end"
+            );
+            assert!(!s.end_live(sid).await.unwrap(), "{sid}: ended once");
+            assert!(s.lookup(sid, &l).await.unwrap().is_none(), "{sid}: gone");
+        }
+        // A session never opened was never live, whatever the nonce.
+        assert!(!s.end_with("s3", "call-1").await.unwrap());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
