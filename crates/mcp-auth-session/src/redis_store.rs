@@ -200,9 +200,10 @@ if redis.call('GET', KEYS[8]) == ARGV[3] then return 0 end
 return 2
 ";
 
-/// A nonce for one [`SessionStore::end_live`] call (see [`END`]): a random
-/// prefix per process and a counter, unique across replicas.
-fn end_nonce() -> String {
+/// A nonce for one call of a script that may be sent again ([`END`],
+/// [`SWEEP`]): a random prefix per process and a counter, unique across
+/// replicas.
+fn store_nonce() -> String {
     static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let prefix = PREFIX.get_or_init(|| {
@@ -233,15 +234,21 @@ return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(AR
 /// instead: a script sees keys expire at the time it started, which may be
 /// a little before `TIME`, so a session can be due by `TIME` a moment
 /// before its key is gone. (A key without expiry, never written so, is
-/// looked at again in a minute.) KEYS: expiry, owners, then each session's
-/// key. ARGV: the session ids, in the same order.
-/// Returns (sid, owner) pairs (owner '' = anonymous or unknown).
+/// looked at again in a minute.) KEYS: expiry, owners, this call's
+/// marker, then each session's key. ARGV: the session ids, in the same
+/// order. Returns (sid, owner) pairs (owner '' = anonymous or unknown).
+/// What it popped stays in the marker (named by the caller's nonce) for a
+/// minute, so the same call sent again (its answer lost, the request
+/// resent after a failover or by the cluster client) gets the same answer
+/// rather than nothing: no expired session goes unreported.
 const SWEEP: &str = r"
+local kept = redis.call('LRANGE', KEYS[3], 0, -1)
+if #kept > 0 then return kept end
 local out = {}
 for i, sid in ipairs(ARGV) do
   local due = redis.call('ZSCORE', KEYS[1], sid)
   if due and tonumber(due) <= now then
-    local ttl = redis.call('PTTL', KEYS[i + 2])
+    local ttl = redis.call('PTTL', KEYS[i + 3])
     if ttl == -2 then
       redis.call('ZREM', KEYS[1], sid)
       local owner = redis.call('HGET', KEYS[2], sid)
@@ -254,6 +261,10 @@ for i, sid in ipairs(ARGV) do
       redis.call('ZADD', KEYS[1], now + ttl, sid)
     end
   end
+end
+if #out > 0 then
+  redis.call('RPUSH', KEYS[3], unpack(out))
+  redis.call('PEXPIRE', KEYS[3], 60000)
 end
 return out
 ";
@@ -421,11 +432,12 @@ enum Request<'a> {
 /// (connection refused, reset or timed out, or `READONLY`: the node became
 /// a replica) drops the connection, so the next one asks the sentinels
 /// again. Reads and idempotent writes (lookup, end, release, bind, saved
-/// state, `kv_get`, `kv_put`, `kv_delete`, the failed-login count) are
-/// then sent once more at once (an end sent again still reports the
-/// session it ended as live, so it is counted once); the others (reserve, commit, counting
-/// hits, `kv_put_new`, `kv_take`, the sweep) are never sent twice and fail
-/// with [`StoreError`]. Replication is asynchronous: what the old primary
+/// state, `kv_get`, `kv_put`, `kv_delete`, the failed-login count, the
+/// sweep) are then sent once more at once (an end or a sweep sent again
+/// answers as the first did, so an end is counted once and an expired
+/// session reported once); the others (reserve, commit, counting hits,
+/// `kv_put_new`, `kv_take`) are never sent twice and fail with
+/// [`StoreError`]. Replication is asynchronous: what the old primary
 /// had not passed on when it died (a session just opened, a count, a
 /// touch) is lost; a lost session answers 404 to its owner, never to
 /// anyone else. Binding an anonymous session is the exception: it is
@@ -1016,6 +1028,35 @@ impl RedisStore {
         Err(self.err("session owner kept changing while it was ended"))
     }
 
+    /// Pops those of `ids` that are due (see [`SWEEP`]); `nonce` names
+    /// this call, so sent again it answers the same.
+    async fn pop_due(
+        &self,
+        ids: &[String],
+        nonce: &str,
+    ) -> Result<Vec<ExpiredSession>, StoreError> {
+        let mut pop = self.scripts.sweep.prepare_invoke();
+        pop.key(self.skey(&["expiry"]))
+            .key(self.skey(&["owners"]))
+            .key(self.skey(&["swept:", nonce]));
+        for id in ids {
+            pop.key(self.skey(&["sess:", id]));
+        }
+        for id in ids {
+            pop.arg(id);
+        }
+        let popped: Vec<String> = self.query(&Request::Script(pop), Retry::Safe).await?;
+        let mut popped = popped.into_iter();
+        let mut out = Vec::new();
+        while let (Some(id), Some(owner)) = (popped.next(), popped.next()) {
+            out.push(ExpiredSession::new(
+                id,
+                (!owner.is_empty()).then_some(owner),
+            ));
+        }
+        Ok(out)
+    }
+
     /// The first KEYS of LOOKUP and END: the session, its saved state, the
     /// set of all sessions, the expiry index and the owners.
     fn session_keys<'i, 'a>(
@@ -1211,7 +1252,7 @@ impl SessionStore for RedisStore {
     }
 
     async fn end_live(&self, sid: &str) -> Result<bool, StoreError> {
-        self.end_with(sid, &end_nonce()).await
+        self.end_with(sid, &store_nonce()).await
     }
 
     async fn hit(&self, key: &str, window: Duration) -> Result<(u64, Duration), StoreError> {
@@ -1310,23 +1351,7 @@ impl SessionStore for RedisStore {
             if ids.is_empty() {
                 return Ok(expired);
             }
-            let mut pop = self.scripts.sweep.prepare_invoke();
-            pop.key(self.skey(&["expiry"])).key(self.skey(&["owners"]));
-            for id in &ids {
-                pop.key(self.skey(&["sess:", id]));
-            }
-            for id in &ids {
-                pop.arg(id);
-            }
-            // Popping twice could lose a report: never sent twice.
-            let popped: Vec<String> = self.query(&Request::Script(pop), Retry::Never).await?;
-            let mut popped = popped.into_iter();
-            while let (Some(id), Some(owner)) = (popped.next(), popped.next()) {
-                expired.push(ExpiredSession::new(
-                    id,
-                    (!owner.is_empty()).then_some(owner),
-                ));
-            }
+            expired.extend(self.pop_due(&ids, &store_nonce()).await?);
             self.leave_groups(&expired[reported..]).await;
             reported = expired.len();
             if ids.len() < SWEEP_BATCH {
@@ -1426,6 +1451,37 @@ mod tests {
         }
         // A session never opened was never live, whatever the nonce.
         assert!(!s.end_with("s3", "call-1").await.unwrap());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "needs redis-server (tests/run-all.sh installs it)"]
+    async fn redis_sweep_sent_again_after_a_lost_answer_reports_the_same_sessions() {
+        let redis = Peer::redis(free_port());
+        let s = RedisStore::new(&redis.redis_url()).unwrap();
+        let short = limits(Duration::from_millis(200));
+        open(&s, Some("https://as\u{1f}alice\u{1f}app"), "x", &short).await;
+        open(&s, None, "y", &short).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let ids = vec!["x".to_owned(), "y".to_owned(), "never".to_owned()];
+        let names = |v: Vec<ExpiredSession>| {
+            let mut v: Vec<_> = v.into_iter().map(|e| (e.id, e.owner)).collect();
+            v.sort();
+            v
+        };
+        let first = names(s.pop_due(&ids, "call-1").await.unwrap());
+        assert_eq!(
+            first,
+            [
+                ("x".into(), Some("https://as\u{1f}alice\u{1f}app".into())),
+                ("y".into(), None)
+            ]
+        );
+        // The same call once more, as a resend after its answer was lost:
+        // the same sessions, not none (they would never be reported).
+        assert_eq!(names(s.pop_due(&ids, "call-1").await.unwrap()), first);
+        // Any other sweep finds them taken.
+        assert!(s.pop_due(&ids, "call-2").await.unwrap().is_empty());
+        assert!(s.sweep_expired().await.unwrap().is_empty());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
