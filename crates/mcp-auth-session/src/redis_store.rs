@@ -237,10 +237,11 @@ return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(AR
 /// looked at again in a minute.) KEYS: expiry, owners, this call's
 /// marker, then each session's key. ARGV: the session ids, in the same
 /// order. Returns (sid, owner) pairs (owner '' = anonymous or unknown).
-/// What it popped stays in the marker (named by the caller's nonce) for a
-/// minute, so the same call sent again (its answer lost, the request
-/// resent after a failover or by the cluster client) gets the same answer
-/// rather than nothing: no expired session goes unreported.
+/// What it popped stays in the marker (named by the caller's nonce) for an
+/// hour, so the same call sent again gets the same answer rather than
+/// nothing: at once (its answer lost, the request resent after a failover
+/// or by the cluster client), or by the store's next sweep when that
+/// resend failed too (the sweeper runs every few minutes).
 const SWEEP: &str = r"
 local kept = redis.call('LRANGE', KEYS[3], 0, -1)
 if #kept > 0 then return kept end
@@ -264,7 +265,7 @@ for i, sid in ipairs(ARGV) do
 end
 if #out > 0 then
   redis.call('RPUSH', KEYS[3], unpack(out))
-  redis.call('PEXPIRE', KEYS[3], 60000)
+  redis.call('PEXPIRE', KEYS[3], 3600000)
 end
 return out
 ";
@@ -389,9 +390,10 @@ struct Conn {
 /// away (on Sentinel only)?
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Retry {
-    /// A read, or a write whose second run changes nothing the first did
-    /// not (a `SET`, a `DEL`, a touch): sent once more to the primary found
-    /// again.
+    /// A read, a write whose second run changes nothing the first did
+    /// not (a `SET`, a `DEL`, a touch), or a script that knows its own
+    /// resend by the caller's nonce and answers it as before ([`END`],
+    /// [`SWEEP`]): sent once more to the primary found again.
     Safe,
     /// A count, a reservation, a single-use take: never sent twice (the
     /// first may have run before the connection broke).
@@ -434,8 +436,9 @@ enum Request<'a> {
 /// again. Reads and idempotent writes (lookup, end, release, bind, saved
 /// state, `kv_get`, `kv_put`, `kv_delete`, the failed-login count, the
 /// sweep) are then sent once more at once (an end or a sweep sent again
-/// answers as the first did, so an end is counted once and an expired
-/// session reported once); the others (reserve, commit, counting hits,
+/// answers as the first did, so when the resend reaches a primary an end
+/// is counted once and an expired session reported once; a sweep whose
+/// resend failed too is asked again by the next sweep); the others (reserve, commit, counting hits,
 /// `kv_put_new`, `kv_take`) are never sent twice and fail with
 /// [`StoreError`]. Replication is asynchronous: what the old primary
 /// had not passed on when it died (a session just opened, a count, a
@@ -470,6 +473,9 @@ pub struct RedisStore {
     /// (see `waiting_connection`).
     binder: Option<tokio::sync::Mutex<SentinelClient>>,
     scripts: Scripts,
+    /// A sweep's pop whose answer never came (its nonce and ids): the
+    /// next sweep asks again under the same nonce (see [`SWEEP`]).
+    unanswered_pop: std::sync::Mutex<Option<(String, Vec<String>)>>,
 }
 
 struct Scripts {
@@ -745,6 +751,7 @@ impl RedisStore {
             shown,
             sessions,
             binder,
+            unanswered_pop: std::sync::Mutex::new(None),
             conn: tokio::sync::Mutex::new(Conn {
                 target,
                 link: None,
@@ -1057,6 +1064,14 @@ impl RedisStore {
         Ok(out)
     }
 
+    /// The pop a sweep sent without getting its answer, if any (taken).
+    fn take_unanswered(&self) -> Option<(String, Vec<String>)> {
+        self.unanswered_pop
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+
     /// The first KEYS of LOOKUP and END: the session, its saved state, the
     /// set of all sessions, the expiry index and the owners.
     fn session_keys<'i, 'a>(
@@ -1344,17 +1359,49 @@ impl SessionStore for RedisStore {
     async fn sweep_expired(&self) -> Result<Vec<ExpiredSession>, StoreError> {
         let mut expired = Vec::new();
         let mut reported = 0;
-        loop {
-            let mut due = self.scripts.due.prepare_invoke();
-            due.key(self.skey(&["expiry"])).arg(SWEEP_BATCH);
-            let ids: Vec<String> = self.query(&Request::Script(due), Retry::Safe).await?;
-            if ids.is_empty() {
-                return Ok(expired);
+        // What was popped before a failure is reported all the same: those
+        // sessions are out of the index already.
+        let partial = |expired: Vec<ExpiredSession>, e: StoreError| {
+            if expired.is_empty() {
+                return Err(e);
             }
-            expired.extend(self.pop_due(&ids, &store_nonce()).await?);
+            tracing::warn!(store = %e.store, error = %e.reason, "sweep cut short; what it popped is reported");
+            Ok(expired)
+        };
+        let mut replay = self.take_unanswered();
+        loop {
+            let replaying = replay.is_some();
+            let (nonce, ids) = match replay.take() {
+                Some(pop) => pop,
+                None => {
+                    let mut due = self.scripts.due.prepare_invoke();
+                    due.key(self.skey(&["expiry"])).arg(SWEEP_BATCH);
+                    let ids: Vec<String> =
+                        match self.query(&Request::Script(due), Retry::Safe).await {
+                            Ok(ids) => ids,
+                            Err(e) => return partial(expired, e),
+                        };
+                    if ids.is_empty() {
+                        return Ok(expired);
+                    }
+                    (store_nonce(), ids)
+                }
+            };
+            let more = replaying || ids.len() >= SWEEP_BATCH;
+            match self.pop_due(&ids, &nonce).await {
+                Ok(popped) => expired.extend(popped),
+                Err(e) => {
+                    // It may have run: asked again, under its nonce, next time.
+                    *self
+                        .unanswered_pop
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner()) = Some((nonce, ids));
+                    return partial(expired, e);
+                }
+            }
             self.leave_groups(&expired[reported..]).await;
             reported = expired.len();
-            if ids.len() < SWEEP_BATCH {
+            if !more {
                 return Ok(expired);
             }
         }
@@ -1427,6 +1474,11 @@ mod tests {
     async fn redis_end_sent_again_after_a_lost_answer_is_still_counted_once() {
         let redis = Peer::redis(free_port());
         let s = RedisStore::new(&redis.redis_url()).unwrap();
+        let mut c = redis::Client::open(redis.redis_url().as_str())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
         let l = limits(Duration::from_secs(60));
         open(&s, Some("https://as\u{1f}alice\u{1f}app"), "s1", &l).await;
         open(&s, None, "s2", &l).await;
@@ -1435,6 +1487,9 @@ mod tests {
                 s.end_with(sid, "call-1").await.unwrap(),
                 "{sid}: ended live"
             );
+            // The marker goes by itself.
+            let ttl: i64 = c.pttl(format!("mcp-auth:ended:{sid}")).await.unwrap();
+            assert!((1..=60_000).contains(&ttl), "{sid}: marker's ttl {ttl}");
             // The same call once more, as a resend after its answer was
             // lost: the end it made is still its own.
             assert!(
@@ -1469,6 +1524,14 @@ mod tests {
             v
         };
         let first = names(s.pop_due(&ids, "call-1").await.unwrap());
+        // The kept answer goes by itself.
+        let mut c = redis::Client::open(redis.redis_url().as_str())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let ttl: i64 = c.pttl("mcp-auth:swept:call-1").await.unwrap();
+        assert!((1..=3_600_000).contains(&ttl), "kept answer's ttl {ttl}");
         assert_eq!(
             first,
             [
@@ -1481,6 +1544,22 @@ mod tests {
         assert_eq!(names(s.pop_due(&ids, "call-1").await.unwrap()), first);
         // Any other sweep finds them taken.
         assert!(s.pop_due(&ids, "call-2").await.unwrap().is_empty());
+        assert!(s.sweep_expired().await.unwrap().is_empty());
+
+        // A pop whose resend failed as well: the next sweep asks again
+        // under its nonce and reports what it took, with the sessions due
+        // since.
+        open(&s, None, "z1", &short).await;
+        open(&s, None, "z2", &short).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let lost = names(s.pop_due(&["z1".to_owned()], "call-3").await.unwrap());
+        assert_eq!(lost, [("z1".into(), None)]);
+        *s.unanswered_pop.lock().unwrap() = Some(("call-3".into(), vec!["z1".into()]));
+        assert_eq!(
+            names(s.sweep_expired().await.unwrap()),
+            [("z1".into(), None), ("z2".into(), None)]
+        );
+        assert!(s.unanswered_pop.lock().unwrap().is_none());
         assert!(s.sweep_expired().await.unwrap().is_empty());
     }
 
