@@ -150,6 +150,14 @@ struct Args {
     /// log"). The peers' servers and redis-server are not pinned.
     #[arg(long = "server-cpus", value_name = "LIST")]
     server_cpus: Option<String>,
+    /// Run the modes this many times, in turn (`a, b, a, b, ...`), and
+    /// report each mode's median with its range, and its ratio to the first
+    /// mode paired round by round: a slow spell of the machine then moves
+    /// both sides of a pair. For differences of a few percent, which one
+    /// run cannot tell from noise (docs/PERFORMANCE.md, "Metrics and the
+    /// audit log"). Not with the facade-token modes.
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
 }
 
 /// `--server-env` as pairs; an entry without `=` is refused by name.
@@ -187,8 +195,11 @@ async fn run(args: Args) -> Result<(), String> {
             .map_err(|e| e.to_string())?
             .with_file_name("mcp-auth-server"),
     };
-    if args.clients == 0 || args.seconds == 0 {
-        return Err("--clients and --seconds must be at least 1".into());
+    if args.clients == 0 || args.seconds == 0 || args.rounds == 0 {
+        return Err("--clients, --seconds and --rounds must be at least 1".into());
+    }
+    if args.rounds > 1 && args.modes.iter().any(|m| m.starts_with("facade-token")) {
+        return Err("--rounds: the facade-token modes run once; leave them out".into());
     }
     const MODES: [&str; 17] = [
         "none",
@@ -245,64 +256,74 @@ async fn run(args: Args) -> Result<(), String> {
         .await;
     }
     let mut outcomes: Vec<Outcome> = Vec::new();
+    let mut rounds: Vec<Vec<Outcome>> = Vec::new();
     let mut steps = Vec::new();
-    for mode in &args.modes {
-        if mode.starts_with("facade-token") {
+    for round in 1..=args.rounds {
+        if args.rounds > 1 {
+            eprintln!("round {round} of {}", args.rounds);
+        }
+        for mode in &args.modes {
+            if mode.starts_with("facade-token") {
+                // Declared first, dropped last: the server goes before its store.
+                let redis = match mode.as_str() {
+                    "facade-token-redis" => Some(start_redis(&args.redis_server).await?),
+                    _ => None,
+                };
+                let mut env = extra_env.clone();
+                if let Some(r) = &redis {
+                    env.push(("MCP_SESSION_STORE".into(), r.url.clone()));
+                }
+                let server = start_server(&bin, mode, &issuer, args.clients, &env).await?;
+                let store = if redis.is_some() { "redis" } else { "memory" };
+                let s = facade::token_endpoint(
+                    &server,
+                    store,
+                    (args.logins, args.refreshes),
+                    args.clients,
+                    args.seconds,
+                    ticks,
+                )
+                .await?;
+                steps.extend(s);
+                continue;
+            }
             // Declared first, dropped last: the server goes before its store.
             let redis = match mode.as_str() {
-                "facade-token-redis" => Some(start_redis(&args.redis_server).await?),
+                "oauth2-redis" => Some(start_redis(&args.redis_server).await?),
                 _ => None,
             };
             let mut env = extra_env.clone();
             if let Some(r) = &redis {
                 env.push(("MCP_SESSION_STORE".into(), r.url.clone()));
             }
-            let server = start_server(&bin, mode, &issuer, args.clients, &env).await?;
-            let store = if redis.is_some() { "redis" } else { "memory" };
-            let s = facade::token_endpoint(
-                &server,
-                store,
-                (args.logins, args.refreshes),
-                args.clients,
-                args.seconds,
-                ticks,
-            )
-            .await?;
-            steps.extend(s);
-            continue;
+            let server = if PEER_MODES.contains(&mode.as_str()) {
+                start_peer(&args, mode, &issuer).await?
+            } else {
+                start_server(&bin, mode, &issuer, args.clients, &env).await?
+            };
+            let creds = if mode.starts_with("facade") {
+                facade::creds(&server, mode, args.distinct_tokens, args.clients).await?
+            } else {
+                creds_for(
+                    mode,
+                    &issuer,
+                    &server.url,
+                    args.distinct_tokens,
+                    args.clients,
+                )
+                .await?
+            };
+            eprintln!("{mode}: {} clients for {} s", args.clients, args.seconds);
+            let o = load(&server, mode, creds, args.clients, args.seconds, ticks).await?;
+            outcomes.push(o);
         }
-        // Declared first, dropped last: the server goes before its store.
-        let redis = match mode.as_str() {
-            "oauth2-redis" => Some(start_redis(&args.redis_server).await?),
-            _ => None,
-        };
-        let mut env = extra_env.clone();
-        if let Some(r) = &redis {
-            env.push(("MCP_SESSION_STORE".into(), r.url.clone()));
-        }
-        let server = if PEER_MODES.contains(&mode.as_str()) {
-            start_peer(&args, mode, &issuer).await?
-        } else {
-            start_server(&bin, mode, &issuer, args.clients, &env).await?
-        };
-        let creds = if mode.starts_with("facade") {
-            facade::creds(&server, mode, args.distinct_tokens, args.clients).await?
-        } else {
-            creds_for(
-                mode,
-                &issuer,
-                &server.url,
-                args.distinct_tokens,
-                args.clients,
-            )
-            .await?
-        };
-        eprintln!("{mode}: {} clients for {} s", args.clients, args.seconds);
-        let o = load(&server, mode, creds, args.clients, args.seconds, ticks).await?;
-        outcomes.push(o);
+        rounds.push(std::mem::take(&mut outcomes));
     }
-    if !outcomes.is_empty() {
-        report::outcomes(&outcomes);
+    match rounds.as_slice() {
+        [] => {}
+        [one] if !one.is_empty() => report::outcomes(one),
+        [_] => {}
+        _ => report::rounds(&rounds),
     }
     if !steps.is_empty() {
         report::token_endpoint(&steps, args.clients);

@@ -1,7 +1,7 @@
 //! Reports: the Markdown table of every mode against no-auth, our
 //! throughput against the peers', the facade's and DPoP-bound tokens
-//! against `oauth2`'s, the facade's token endpoint, and the idle-session
-//! memory line, printed to stdout.
+//! against `oauth2`'s, the modes over several rounds, the facade's token
+//! endpoint, and the idle-session memory line, printed to stdout.
 
 use crate::{
     facade::StepOutcome,
@@ -80,6 +80,97 @@ pub(crate) fn outcomes(outcomes: &[Outcome]) {
     }
 }
 
+/// The median, least and greatest of `values` (not empty).
+fn spread(values: &mut [f64]) -> (f64, f64, f64) {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    let median = if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    };
+    (median, values[0], values[n - 1])
+}
+
+/// One mode over the rounds: requests/s and server CPU per call (µs),
+/// each as (median, min, max), and against the first mode of each round
+/// (the throughput ratio and the CPU difference, paired within the round).
+#[derive(Debug, PartialEq)]
+pub(crate) struct RoundSummary {
+    pub(crate) mode: String,
+    pub(crate) rate: (f64, f64, f64),
+    pub(crate) cpu_us: (f64, f64, f64),
+    pub(crate) ratio: (f64, f64, f64),
+    pub(crate) cpu_diff_us: (f64, f64, f64),
+}
+
+/// Summarizes `rounds` (each the same modes in the same order) per mode.
+pub(crate) fn summarize(rounds: &[Vec<Outcome>]) -> Vec<RoundSummary> {
+    let Some(first) = rounds.first() else {
+        return Vec::new();
+    };
+    let cpu = |o: &Outcome| o.cpu_per_request().as_secs_f64() * 1e6;
+    first
+        .iter()
+        .enumerate()
+        .map(|(i, o)| {
+            let runs: Vec<(&Outcome, &Outcome)> = rounds
+                .iter()
+                .filter_map(|r| Some((r.get(i)?, r.first()?)))
+                .collect();
+            let mut rate: Vec<f64> = runs.iter().map(|(o, _)| o.rate()).collect();
+            let mut cpus: Vec<f64> = runs.iter().map(|(o, _)| cpu(o)).collect();
+            let mut ratio: Vec<f64> = runs
+                .iter()
+                .map(|(o, base)| o.rate() / base.rate().max(1e-9))
+                .collect();
+            let mut diff: Vec<f64> = runs.iter().map(|(o, base)| cpu(o) - cpu(base)).collect();
+            RoundSummary {
+                mode: o.mode.clone(),
+                rate: spread(&mut rate),
+                cpu_us: spread(&mut cpus),
+                ratio: spread(&mut ratio),
+                cpu_diff_us: spread(&mut diff),
+            }
+        })
+        .collect()
+}
+
+/// Prints the modes over `rounds`: medians (min-max), and each against the
+/// first mode, paired round by round.
+pub(crate) fn rounds(rounds: &[Vec<Outcome>]) {
+    let summary = summarize(rounds);
+    let Some(base) = summary.first().map(|s| s.mode.clone()) else {
+        return;
+    };
+    println!(
+        "{} rounds, medians (min-max); against {base} paired within each round:\n",
+        rounds.len()
+    );
+    println!(
+        "| mode | requests/s | server CPU per call | throughput vs {base} | server CPU per call vs {base} |"
+    );
+    println!("|---|---|---|---|---|");
+    for s in &summary {
+        println!(
+            "| {} | {:.0} ({:.0}-{:.0}) | {:.1} ({:.1}-{:.1}) µs | {:.3}× ({:.3}-{:.3}) | {:+.1} ({:+.1} to {:+.1}) µs |",
+            s.mode,
+            s.rate.0,
+            s.rate.1,
+            s.rate.2,
+            s.cpu_us.0,
+            s.cpu_us.1,
+            s.cpu_us.2,
+            s.ratio.0,
+            s.ratio.1,
+            s.ratio.2,
+            s.cpu_diff_us.0,
+            s.cpu_diff_us.1,
+            s.cpu_diff_us.2,
+        );
+    }
+}
+
 /// Prints the facade's token-endpoint steps.
 pub(crate) fn token_endpoint(steps: &[StepOutcome], clients: usize) {
     println!("\nfacade token endpoint, {clients} concurrent clients:\n");
@@ -121,5 +212,55 @@ pub(crate) fn idle_memory(n: usize, m: &IdleMemory) {
             "parked: RSS {:.1} MiB once the idle sessions gave up their workers; {ok} of {sample} sampled sessions answered a call afterwards",
             kib as f64 / 1024.0,
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn run(mode: &str, requests: usize, cpu_ms: u64) -> Outcome {
+        Outcome {
+            mode: mode.into(),
+            requests,
+            errors: 0,
+            elapsed: Duration::from_secs(1),
+            p50: Duration::ZERO,
+            p99: Duration::ZERO,
+            peak_rss_kib: 0,
+            server_cpu: Duration::from_millis(cpu_ms),
+        }
+    }
+
+    #[test]
+    fn rounds_are_paired_with_the_first_mode_of_the_same_round() {
+        // The machine is twice as fast in round 2: paired, b is 0.9x of a
+        // in every round; unpaired medians would mix the rounds.
+        let rounds = vec![
+            vec![run("a", 1000, 100), run("b", 900, 99)],
+            vec![run("a", 2000, 100), run("b", 1800, 99)],
+            vec![run("a", 1000, 100), run("b", 900, 99)],
+        ];
+        let s = summarize(&rounds);
+        assert_eq!(s.len(), 2);
+        assert_eq!((s[0].mode.as_str(), s[0].ratio), ("a", (1.0, 1.0, 1.0)));
+        assert_eq!(s[1].mode, "b");
+        assert_eq!(s[1].rate, (900.0, 900.0, 1800.0));
+        let (median, min, max) = s[1].ratio;
+        assert!(
+            (median - 0.9).abs() < 1e-9 && (min - 0.9).abs() < 1e-9 && (max - 0.9).abs() < 1e-9
+        );
+        // CPU per call: a 100 then 50 us, b 110 then 55 us.
+        let (median, min, max) = s[1].cpu_diff_us;
+        assert!((median - 10.0).abs() < 1e-6, "{median}");
+        assert!((min - 5.0).abs() < 1e-6 && (max - 10.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn an_even_number_of_values_has_the_middle_two_for_median() {
+        assert_eq!(spread(&mut [4.0, 1.0, 3.0, 2.0]), (2.5, 1.0, 4.0));
+        assert_eq!(spread(&mut [7.0]), (7.0, 7.0, 7.0));
     }
 }
