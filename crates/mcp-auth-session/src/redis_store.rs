@@ -237,11 +237,11 @@ return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(AR
 /// looked at again in a minute.) KEYS: expiry, owners, this call's
 /// marker, then each session's key. ARGV: the session ids, in the same
 /// order. Returns (sid, owner) pairs (owner '' = anonymous or unknown).
-/// What it popped stays in the marker (named by the caller's nonce) for an
-/// hour, so the same call sent again gets the same answer rather than
-/// nothing: at once (its answer lost, the request resent after a failover
-/// or by the cluster client), or by the store's next sweep when that
-/// resend failed too (the sweeper runs every few minutes).
+/// What it popped stays in the marker (named by the caller's nonce) until
+/// the caller has the answer and drops it (a day at most), so the same
+/// call sent again gets the same answer rather than nothing: at once (its
+/// answer lost, the request resent after a failover or by the cluster
+/// client), or by the store's next sweep when that resend failed too.
 const SWEEP: &str = r"
 local kept = redis.call('LRANGE', KEYS[3], 0, -1)
 if #kept > 0 then return kept end
@@ -265,7 +265,7 @@ for i, sid in ipairs(ARGV) do
 end
 if #out > 0 then
   redis.call('RPUSH', KEYS[3], unpack(out))
-  redis.call('PEXPIRE', KEYS[3], 3600000)
+  redis.call('PEXPIRE', KEYS[3], 86400000)
 end
 return out
 ";
@@ -473,10 +473,26 @@ pub struct RedisStore {
     /// (see `waiting_connection`).
     binder: Option<tokio::sync::Mutex<SentinelClient>>,
     scripts: Scripts,
-    /// A sweep's pop whose answer never came (its nonce and ids): the
-    /// next sweep asks again under the same nonce (see [`SWEEP`]).
-    unanswered_pop: std::sync::Mutex<Option<(String, Vec<String>)>>,
+    /// What failed sweeps left for the next one.
+    leftovers: std::sync::Mutex<SweepLeftovers>,
 }
+
+/// What a failed sweep leaves for the next one (see `sweep_expired`).
+#[derive(Default)]
+struct SweepLeftovers {
+    /// Pops sent without an answer (nonce, ids): asked again under the
+    /// same nonce, which answers what the pop took if it ran (see
+    /// [`SWEEP`]). At most [`MAX_UNANSWERED`].
+    unanswered: Vec<(String, Vec<String>)>,
+    /// Sessions popped (out of the index, out of their groups) by a sweep
+    /// that failed later on: reported by the next.
+    unreported: Vec<ExpiredSession>,
+}
+
+/// At most this many unanswered pops wait for the next sweep (each of at
+/// most [`SWEEP_BATCH`] ids); past it the oldest is given up, with an error
+/// in the log.
+const MAX_UNANSWERED: usize = 64;
 
 struct Scripts {
     reserve: Script,
@@ -751,7 +767,7 @@ impl RedisStore {
             shown,
             sessions,
             binder,
-            unanswered_pop: std::sync::Mutex::new(None),
+            leftovers: std::sync::Mutex::default(),
             conn: tokio::sync::Mutex::new(Conn {
                 target,
                 link: None,
@@ -1064,12 +1080,44 @@ impl RedisStore {
         Ok(out)
     }
 
-    /// The pop a sweep sent without getting its answer, if any (taken).
-    fn take_unanswered(&self) -> Option<(String, Vec<String>)> {
-        self.unanswered_pop
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
+    /// Drops the answer a pop kept under `nonce` once it arrived (no resend
+    /// can follow). Best effort: it expires anyway.
+    async fn forget_pop(&self, nonce: &str) {
+        let mut cmd = redis::cmd("DEL");
+        cmd.arg(self.skey(&["swept:", nonce]));
+        if let Err(e) = self.query::<()>(&Request::Cmd(cmd), Retry::Safe).await {
+            tracing::warn!(error = %e, "could not drop a sweep's kept answer (it expires in a day)");
+        }
+    }
+
+    /// What failed sweeps left (taken).
+    fn take_leftovers(&self) -> SweepLeftovers {
+        std::mem::take(&mut *self.leftovers.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Leaves `unanswered` pops and `unreported` sessions for the next
+    /// sweep.
+    fn leave_for_next(
+        &self,
+        unanswered: impl IntoIterator<Item = (String, Vec<String>)>,
+        unreported: Vec<ExpiredSession>,
+    ) {
+        let mut left = self.leftovers.lock().unwrap_or_else(|p| p.into_inner());
+        left.unanswered.extend(unanswered);
+        if left.unanswered.len() > MAX_UNANSWERED {
+            let over = left.unanswered.len() - MAX_UNANSWERED;
+            let lost: usize = left
+                .unanswered
+                .drain(..over)
+                .map(|(_, ids)| ids.len())
+                .sum();
+            tracing::error!(
+                store = %self.shown,
+                sessions = lost,
+                "sweeps kept failing: expired sessions a pop may have taken go unreported"
+            );
+        }
+        left.unreported.extend(unreported);
     }
 
     /// The first KEYS of LOOKUP and END: the session, its saved state, the
@@ -1357,21 +1405,17 @@ impl SessionStore for RedisStore {
     /// one. The index is bounded by sweeping: sessions expired and not yet
     /// swept stay in it.
     async fn sweep_expired(&self) -> Result<Vec<ExpiredSession>, StoreError> {
-        let mut expired = Vec::new();
-        let mut reported = 0;
-        // What was popped before a failure is reported all the same: those
-        // sessions are out of the index already.
-        let partial = |expired: Vec<ExpiredSession>, e: StoreError| {
-            if expired.is_empty() {
-                return Err(e);
-            }
-            tracing::warn!(store = %e.store, error = %e.reason, "sweep cut short; what it popped is reported");
-            Ok(expired)
-        };
-        let mut replay = self.take_unanswered();
+        // What failed sweeps left: sessions popped but not reported (out of
+        // their groups already), and pops whose answers never came.
+        let SweepLeftovers {
+            unanswered: mut replays,
+            unreported: mut expired,
+        } = self.take_leftovers();
+        let mut reported = expired.len();
         loop {
+            let replay = replays.pop();
             let replaying = replay.is_some();
-            let (nonce, ids) = match replay.take() {
+            let (nonce, ids) = match replay {
                 Some(pop) => pop,
                 None => {
                     let mut due = self.scripts.due.prepare_invoke();
@@ -1379,7 +1423,10 @@ impl SessionStore for RedisStore {
                     let ids: Vec<String> =
                         match self.query(&Request::Script(due), Retry::Safe).await {
                             Ok(ids) => ids,
-                            Err(e) => return partial(expired, e),
+                            Err(e) => {
+                                self.leave_for_next(replays, expired);
+                                return Err(e);
+                            }
                         };
                     if ids.is_empty() {
                         return Ok(expired);
@@ -1387,16 +1434,20 @@ impl SessionStore for RedisStore {
                     (store_nonce(), ids)
                 }
             };
+            // After a replay, the regular rounds follow.
             let more = replaying || ids.len() >= SWEEP_BATCH;
             match self.pop_due(&ids, &nonce).await {
-                Ok(popped) => expired.extend(popped),
+                Ok(popped) => {
+                    if !popped.is_empty() {
+                        self.forget_pop(&nonce).await;
+                    }
+                    expired.extend(popped);
+                }
                 Err(e) => {
                     // It may have run: asked again, under its nonce, next time.
-                    *self
-                        .unanswered_pop
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner()) = Some((nonce, ids));
-                    return partial(expired, e);
+                    replays.push((nonce, ids));
+                    self.leave_for_next(replays, expired);
+                    return Err(e);
                 }
             }
             self.leave_groups(&expired[reported..]).await;
@@ -1531,7 +1582,7 @@ mod tests {
             .await
             .unwrap();
         let ttl: i64 = c.pttl("mcp-auth:swept:call-1").await.unwrap();
-        assert!((1..=3_600_000).contains(&ttl), "kept answer's ttl {ttl}");
+        assert!((1..=86_400_000).contains(&ttl), "kept answer's ttl {ttl}");
         assert_eq!(
             first,
             [
@@ -1554,12 +1605,56 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let lost = names(s.pop_due(&["z1".to_owned()], "call-3").await.unwrap());
         assert_eq!(lost, [("z1".into(), None)]);
-        *s.unanswered_pop.lock().unwrap() = Some(("call-3".into(), vec!["z1".into()]));
+        s.leave_for_next([("call-3".into(), vec!["z1".into()])], Vec::new());
         assert_eq!(
             names(s.sweep_expired().await.unwrap()),
             [("z1".into(), None), ("z2".into(), None)]
         );
-        assert!(s.unanswered_pop.lock().unwrap().is_none());
+        assert!(s.leftovers.lock().unwrap().unanswered.is_empty());
+        assert!(s.sweep_expired().await.unwrap().is_empty());
+        // An answer a sweep received is not kept (call-3's, replayed by the
+        // sweep); call-1's, popped by hand above, waits for its expiry.
+        let kept: Vec<String> = c.keys("mcp-auth:swept:*").await.unwrap();
+        assert_eq!(kept, ["mcp-auth:swept:call-1"]);
+
+        // A pop that fails (Redis refuses writes: it wants a replica it
+        // does not have): the sweep fails, and the next one, writes
+        // allowed again, reports the sessions.
+        open(&s, None, "w1", &short).await;
+        open(&s, None, "w2", &short).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("min-replicas-to-write")
+            .arg("1")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        assert!(
+            s.sweep_expired().await.is_err(),
+            "a refused pop fails the sweep"
+        );
+        assert_eq!(s.leftovers.lock().unwrap().unanswered.len(), 1);
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("min-replicas-to-write")
+            .arg("0")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        assert_eq!(
+            names(s.sweep_expired().await.unwrap()),
+            [("w1".into(), None), ("w2".into(), None)]
+        );
+        assert!(s.sweep_expired().await.unwrap().is_empty());
+
+        // Sessions popped by a sweep that failed afterwards are reported
+        // by the next.
+        s.leave_for_next([], vec![ExpiredSession::new("v1", None)]);
+        assert_eq!(
+            names(s.sweep_expired().await.unwrap()),
+            [("v1".into(), None)]
+        );
         assert!(s.sweep_expired().await.unwrap().is_empty());
     }
 
