@@ -585,10 +585,11 @@ fn cors_layer(cfg: &HttpConfig) -> CorsLayer {
         .filter_map(|h| HeaderName::from_bytes(h.as_bytes()).ok())
         .collect();
     CorsLayer::new()
-        // Only `Origin` changes what a cacheable answer says (the allowed
-        // origin); the preflight's request headers, which tower-http's
-        // default adds to every answer, matter to no cache: answers to
-        // OPTIONS are not stored (RFC 9110, 9.3.7).
+        // Only `Origin` changes what an answer says (the allowed origin:
+        // the methods and headers allowed are fixed lists, never mirrored
+        // from the preflight); the preflight's request headers, which
+        // tower-http's default adds to every answer, matter to no cache:
+        // answers to OPTIONS are not stored (RFC 9110, 9.3.7).
         .vary([header::ORIGIN])
         .allow_origin(allow_origin)
         .allow_methods(methods)
