@@ -102,6 +102,8 @@ pub(crate) struct RoundSummary {
     pub(crate) cpu_us: (f64, f64, f64),
     pub(crate) ratio: (f64, f64, f64),
     pub(crate) cpu_diff_us: (f64, f64, f64),
+    /// Failed calls over all its rounds.
+    pub(crate) errors: usize,
 }
 
 /// Summarizes `rounds` (each the same modes in the same order) per mode.
@@ -131,6 +133,7 @@ pub(crate) fn summarize(rounds: &[Vec<Outcome>]) -> Vec<RoundSummary> {
                 cpu_us: spread(&mut cpus),
                 ratio: spread(&mut ratio),
                 cpu_diff_us: spread(&mut diff),
+                errors: runs.iter().map(|(o, _)| o.errors).sum(),
             }
         })
         .collect()
@@ -148,12 +151,12 @@ pub(crate) fn rounds(rounds: &[Vec<Outcome>]) {
         rounds.len()
     );
     println!(
-        "| mode | requests/s | server CPU per call | throughput vs {base} | server CPU per call vs {base} |"
+        "| mode | requests/s | server CPU per call | throughput vs {base} | server CPU per call vs {base} | errors |"
     );
-    println!("|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|");
     for s in &summary {
         println!(
-            "| {} | {:.0} ({:.0}-{:.0}) | {:.1} ({:.1}-{:.1}) µs | {:.3}× ({:.3}-{:.3}) | {:+.1} ({:+.1} to {:+.1}) µs |",
+            "| {} | {:.0} ({:.0}-{:.0}) | {:.1} ({:.1}-{:.1}) µs | {:.3}× ({:.3}-{:.3}) | {:+.1} ({:+.1} to {:+.1}) µs | {} |",
             s.mode,
             s.rate.0,
             s.rate.1,
@@ -167,7 +170,11 @@ pub(crate) fn rounds(rounds: &[Vec<Outcome>]) {
             s.cpu_diff_us.0,
             s.cpu_diff_us.1,
             s.cpu_diff_us.2,
+            s.errors,
         );
+    }
+    if summary.iter().any(|s| s.errors > 0) {
+        println!("\nSome calls failed: the figures of those modes are not comparable.");
     }
 }
 
@@ -225,7 +232,7 @@ mod tests {
         Outcome {
             mode: mode.into(),
             requests,
-            errors: 0,
+            errors: requests % 7,
             elapsed: Duration::from_secs(1),
             p50: Duration::ZERO,
             p99: Duration::ZERO,
@@ -248,6 +255,8 @@ mod tests {
         assert_eq!((s[0].mode.as_str(), s[0].ratio), ("a", (1.0, 1.0, 1.0)));
         assert_eq!(s[1].mode, "b");
         assert_eq!(s[1].rate, (900.0, 900.0, 1800.0));
+        // 900 % 7 = 4, 1800 % 7 = 1: every round's failures are counted.
+        assert_eq!(s[1].errors, 4 + 1 + 4);
         let (median, min, max) = s[1].ratio;
         assert!(
             (median - 0.9).abs() < 1e-9 && (min - 0.9).abs() < 1e-9 && (max - 0.9).abs() < 1e-9
