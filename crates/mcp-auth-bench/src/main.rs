@@ -188,6 +188,25 @@ fn cpu_list(cpus: &str) -> Result<String, String> {
     Ok(cpus.to_owned())
 }
 
+/// A `redis-server` when `wanted` (see `--redis-server`), and the server's
+/// environment (`extra` and, with Redis, `MCP_SESSION_STORE` naming it).
+/// Keep the first for as long as the server runs.
+async fn store_env(
+    args: &Args,
+    wanted: bool,
+    extra: &[(String, String)],
+) -> Result<(Option<process::Server>, Vec<(String, String)>), String> {
+    let redis = match wanted {
+        true => Some(start_redis(&args.redis_server).await?),
+        false => None,
+    };
+    let mut env = extra.to_vec();
+    if let Some(r) = &redis {
+        env.push(("MCP_SESSION_STORE".into(), r.url.clone()));
+    }
+    Ok((redis, env))
+}
+
 async fn run(args: Args) -> Result<(), String> {
     let bin = match args.server.clone() {
         Some(p) => p,
@@ -265,14 +284,8 @@ async fn run(args: Args) -> Result<(), String> {
         for mode in &args.modes {
             if mode.starts_with("facade-token") {
                 // Declared first, dropped last: the server goes before its store.
-                let redis = match mode.as_str() {
-                    "facade-token-redis" => Some(start_redis(&args.redis_server).await?),
-                    _ => None,
-                };
-                let mut env = extra_env.clone();
-                if let Some(r) = &redis {
-                    env.push(("MCP_SESSION_STORE".into(), r.url.clone()));
-                }
+                let (redis, env) =
+                    store_env(&args, mode == "facade-token-redis", &extra_env).await?;
                 let server = start_server(&bin, mode, &issuer, args.clients, &env).await?;
                 let store = if redis.is_some() { "redis" } else { "memory" };
                 let s = facade::token_endpoint(
@@ -288,14 +301,7 @@ async fn run(args: Args) -> Result<(), String> {
                 continue;
             }
             // Declared first, dropped last: the server goes before its store.
-            let redis = match mode.as_str() {
-                "oauth2-redis" => Some(start_redis(&args.redis_server).await?),
-                _ => None,
-            };
-            let mut env = extra_env.clone();
-            if let Some(r) = &redis {
-                env.push(("MCP_SESSION_STORE".into(), r.url.clone()));
-            }
+            let (_redis, env) = store_env(&args, mode == "oauth2-redis", &extra_env).await?;
             let server = if PEER_MODES.contains(&mode.as_str()) {
                 start_peer(&args, mode, &issuer).await?
             } else {
@@ -331,14 +337,7 @@ async fn run(args: Args) -> Result<(), String> {
     if args.idle_sessions > 0 {
         let park = (args.park_after_ms > 0).then(|| Duration::from_millis(args.park_after_ms));
         // Declared first, dropped last: the server goes before its store.
-        let redis = match args.idle_redis {
-            true => Some(start_redis(&args.redis_server).await?),
-            false => None,
-        };
-        let mut env = extra_env.clone();
-        if let Some(r) = &redis {
-            env.push(("MCP_SESSION_STORE".into(), r.url.clone()));
-        }
+        let (_redis, env) = store_env(&args, args.idle_redis, &extra_env).await?;
         let m = idle_sessions(&bin, &issuer, args.idle_sessions, park, &env).await?;
         report::idle_memory(args.idle_sessions, &m);
     }

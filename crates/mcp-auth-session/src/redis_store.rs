@@ -1505,6 +1505,17 @@ mod tests {
         seen
     }
 
+    /// `CONFIG SET name value`.
+    async fn config_set(c: &mut redis::aio::MultiplexedConnection, name: &str, value: &str) {
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg(name)
+            .arg(value)
+            .query_async(c)
+            .await
+            .unwrap();
+    }
+
     /// How often Redis has run `command` (scripts' calls included) since
     /// the last `CONFIG RESETSTAT`.
     async fn calls(c: &mut redis::aio::MultiplexedConnection, command: &str) -> u64 {
@@ -1623,25 +1634,13 @@ mod tests {
         open(&s, None, "w1", &short).await;
         open(&s, None, "w2", &short).await;
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let _: () = redis::cmd("CONFIG")
-            .arg("SET")
-            .arg("min-replicas-to-write")
-            .arg("1")
-            .query_async(&mut c)
-            .await
-            .unwrap();
+        config_set(&mut c, "min-replicas-to-write", "1").await;
         assert!(
             s.sweep_expired().await.is_err(),
             "a refused pop fails the sweep"
         );
         assert_eq!(s.leftovers.lock().unwrap().unanswered.len(), 1);
-        let _: () = redis::cmd("CONFIG")
-            .arg("SET")
-            .arg("min-replicas-to-write")
-            .arg("0")
-            .query_async(&mut c)
-            .await
-            .unwrap();
+        config_set(&mut c, "min-replicas-to-write", "0").await;
         assert_eq!(
             names(s.sweep_expired().await.unwrap()),
             [("w1".into(), None), ("w2".into(), None)]
