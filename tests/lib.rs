@@ -12,12 +12,27 @@ use std::{
     time::{Duration, Instant},
 };
 
-/// A free TCP port on 127.0.0.1 (free when asked; bind it soon).
+/// A free TCP port on 127.0.0.1 (free when asked; bind it soon), never the
+/// same twice in one process. It is taken below the kernel's ephemeral
+/// range (32768 and up on Linux), from a place of the range that depends
+/// on the process: a port the kernel hands out (`bind` to port 0, or the
+/// local end of an outgoing connection) may be handed out again, to
+/// another test's peer or connection, between now and the bind, and a
+/// peer started on it then fails to start.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+    use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+    const LOW: u32 = 10_000;
+    const SPAN: u32 = 32_768 - LOW;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let start = std::process::id().wrapping_mul(2_654_435_761) % SPAN;
+    let _ = NEXT.compare_exchange(u32::MAX, start, Relaxed, Relaxed);
+    for _ in 0..SPAN {
+        let port = u16::try_from(LOW + NEXT.fetch_add(1, Relaxed) % SPAN).expect("below 32768");
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port between {LOW} and 32767")
 }
 
 /// A peer process listening on a loopback port; killed when dropped.
@@ -81,9 +96,12 @@ impl Peer {
             .unwrap_or_else(|e| {
                 panic!("cannot start {bin} ({e}): run tests/run-all.sh, which installs {package}")
             });
-        let peer = Peer { child, port };
+        let mut peer = Peer { child, port };
         let deadline = Instant::now() + wait;
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = peer.child.try_wait() {
+                panic!("{bin} exited ({status}) instead of listening on port {port}");
+            }
             assert!(
                 Instant::now() < deadline,
                 "{bin} did not start on port {port}"
