@@ -847,11 +847,7 @@ impl AuditLayer {
         Noted {
             id: request_id(&parts.headers),
             peer: crate::client_ip(&self.trusted_proxies, peer, &parts.headers),
-            session: parts
-                .headers
-                .get("mcp-session-id")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned),
+            session: crate::observe::session_id_of(&parts.headers),
             is_delete: parts.method == http::Method::DELETE,
             method,
             tool,
@@ -1364,5 +1360,48 @@ mod tests {
             Some("status"),
             "refused calls name their tool"
         );
+    }
+
+    /// What a client without credentials sends cannot grow a record past a
+    /// bound: a huge or odd session id is left out, a huge method or tool
+    /// is cut.
+    #[tokio::test]
+    async fn a_refused_request_cannot_make_its_record_large() {
+        use tower::ServiceExt;
+        let keys = mcp_auth_strategies::ApiKeyAuthenticator::from_list("a-long-random-api-key")
+            .expect("key");
+        let sink = MemoryAudit::default();
+        let app = axum::Router::new()
+            .route("/mcp", axum::routing::post(|| async { "{}" }))
+            .layer(crate::AuthLayer::new(keys))
+            .layer(AuditLayer::new(Arc::new(sink.clone()), Vec::new(), 1 << 20));
+        let huge = "x".repeat(100_000);
+        let body = format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"{huge}"}}}}"#
+        );
+        for sid in [huge.as_str(), "not a token"] {
+            let req = Request::post("/mcp")
+                .header("mcp-session-id", sid)
+                .body(Body::from(body.clone()))
+                .expect("request");
+            let resp = app.clone().oneshot(req).await.expect("response");
+            assert_eq!(resp.status(), http::StatusCode::UNAUTHORIZED);
+        }
+        let req = Request::post("/mcp")
+            .body(Body::from(format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"{huge}é"}}"#
+            )))
+            .expect("request");
+        app.clone().oneshot(req).await.expect("response");
+        let records = sink.records();
+        assert_eq!(records.len(), 3);
+        for r in &records {
+            assert_eq!(r.session_id, None, "left out");
+            let line = serde_json::to_string(r).expect("json");
+            assert!(line.len() < 1024, "{} bytes", line.len());
+        }
+        let cut = format!("{}…", &huge[..crate::observe::MAX_NAME]);
+        assert_eq!(records[0].tool.as_deref(), Some(cut.as_str()));
+        assert_eq!(records[2].method.as_deref(), Some(cut.as_str()));
     }
 }

@@ -96,6 +96,39 @@ where
 /// The label a tool gets when the server did not declare it.
 pub const OTHER_TOOL: &str = "other";
 
+/// At most this many bytes of a name the client chose (its JSON-RPC
+/// method, its tool) are kept for the span and the audit record; a longer
+/// one is cut (at a character boundary) and ends in `…`. Unauthenticated
+/// requests are recorded too: what they send must not grow the log
+/// without bound.
+pub(crate) const MAX_NAME: usize = 128;
+
+/// `name` as kept for the span and the audit record (see [`MAX_NAME`]).
+pub(crate) fn bounded(mut name: String) -> String {
+    if name.len() > MAX_NAME {
+        let mut end = MAX_NAME;
+        while !name.is_char_boundary(end) {
+            end -= 1;
+        }
+        name.truncate(end);
+        name.push('…');
+    }
+    name
+}
+
+/// The request's `Mcp-Session-Id` as the span and the audit record keep
+/// it: only a plain token (letters, digits, `-`, `_`, `.`, at most
+/// [`MAX_NAME`] bytes), which every id this server hands out is; anything
+/// else is left out (such a session is unknown here, and answered 404).
+pub(crate) fn session_id_of(headers: &http::HeaderMap) -> Option<String> {
+    let v = headers.get("mcp-session-id")?.to_str().ok()?;
+    (!v.is_empty()
+        && v.len() <= MAX_NAME
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)))
+    .then(|| v.to_owned())
+}
+
 /// The JSON-RPC method and tool of a request, read once (from the
 /// `Mcp-Method` / `Mcp-Name` headers of the 2026-07-28 wire, else from
 /// the body) for the metrics, the span and the audit record.
@@ -113,7 +146,7 @@ impl RequestFacts {
             headers
                 .get(n)
                 .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
+                .map(|v| bounded(v.to_owned()))
         };
         let method = header("mcp-method");
         let tool = header("mcp-name").filter(|_| method.as_deref() == Some("tools/call"));
@@ -337,11 +370,7 @@ where
         let fut = async move {
             let started = Instant::now();
             let (mut parts, body) = req.into_parts();
-            let session = parts
-                .headers
-                .get("mcp-session-id")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned);
+            let session = session_id_of(&parts.headers);
             // The body before authentication only for the audit log (which
             // records refused requests too); the metrics read it behind the
             // auth layer ([`facts_after_auth`]).
@@ -372,12 +401,7 @@ where
                     .and_then(|f| f.tool.clone())
             });
             let status = resp.status();
-            let session = session.or_else(|| {
-                resp.headers()
-                    .get("mcp-session-id")
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_owned)
-            });
+            let session = session.or_else(|| session_id_of(resp.headers()));
             if let Some(s) = &session {
                 span.record("mcp.session.id", s.as_str());
             }
@@ -495,8 +519,8 @@ pub(crate) fn method_and_tool(body: &[u8]) -> (Option<String>, Option<String>) {
             let tool = (m.method.as_deref() == Some("tools/call"))
                 .then(|| m.params.and_then(|p| p.name))
                 .flatten()
-                .and_then(|n| n.as_str().map(str::to_owned));
-            (m.method, tool)
+                .and_then(|n| n.as_str().map(|n| bounded(n.to_owned())));
+            (m.method.map(bounded), tool)
         }
         Err(_) => (None, None),
     }
@@ -767,6 +791,24 @@ mod tests {
             let status = StatusCode::from_u16(code).unwrap();
             assert_eq!(OUTCOMES[outcome_index(status)], want, "{code}");
         }
+    }
+
+    #[test]
+    fn names_the_client_chose_are_kept_bounded() {
+        assert_eq!(bounded("tools/call".into()), "tools/call");
+        let long = "é".repeat(100); // 200 bytes: cut at a character boundary
+        let cut = bounded(long);
+        assert_eq!(cut, format!("{}…", "é".repeat(MAX_NAME / 2)));
+        let mut h = http::HeaderMap::new();
+        assert_eq!(session_id_of(&h), None);
+        h.insert("mcp-session-id", "0a1b-2c3d_4e.5".parse().unwrap());
+        assert_eq!(session_id_of(&h).as_deref(), Some("0a1b-2c3d_4e.5"));
+        for bad in ["has space", "semi;colon", ""] {
+            h.insert("mcp-session-id", bad.parse().unwrap());
+            assert_eq!(session_id_of(&h), None, "{bad:?}");
+        }
+        h.insert("mcp-session-id", "a".repeat(MAX_NAME + 1).parse().unwrap());
+        assert_eq!(session_id_of(&h), None);
     }
 
     #[test]
