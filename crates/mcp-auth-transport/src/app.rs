@@ -434,7 +434,12 @@ impl McpHttpApp {
                             let m = m.clone();
                             Box::pin(async move { m.park(&sid.into()).await })
                         });
-                        crate::park::Parking::new(after, close, self.store.clone())
+                        crate::park::Parking::new(
+                            after,
+                            close,
+                            self.store.clone(),
+                            self.config.session_limits,
+                        )
                     });
                     (Some(self.rmcp_service(move || factory(), manager)), parking)
                 }

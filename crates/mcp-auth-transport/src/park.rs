@@ -65,15 +65,31 @@ pub(crate) struct Parking {
     parked: tokio::sync::Notify,
     close: Close,
     store: mcp_auth_session::SharedStore,
+    limits: mcp_auth_session::SessionLimits,
+}
+
+/// What [`Parking::park`] found a session to be.
+enum Found {
+    /// Live, and the store restores it: its worker goes.
+    Restorable,
+    /// Ended or expired in the store (through another replica, say): its
+    /// worker goes, and the session is no longer watched.
+    Gone,
+    /// Live, with nothing saved to restore it from: its worker stays (rmcp
+    /// closes it after the idle timeout), and it is no longer watched.
+    Unsaved,
+    /// The store did not answer: tried again later.
+    Unknown,
 }
 
 impl Parking {
     /// Parks sessions idle for `after`, closing them with `close`, if
-    /// `store` holds what restores them.
+    /// `store` holds what restores them (`limits`: the sessions' own).
     pub(crate) fn new(
         after: Duration,
         close: Close,
         store: mcp_auth_session::SharedStore,
+        limits: mcp_auth_session::SessionLimits,
     ) -> Arc<Self> {
         Arc::new(Self {
             after,
@@ -81,6 +97,7 @@ impl Parking {
             parked: tokio::sync::Notify::new(),
             close,
             store,
+            limits,
         })
     }
 
@@ -160,32 +177,57 @@ impl Parking {
     }
 
     /// Parks `sid` (marked `parking`) if the store can restore it; whether
-    /// it did.
+    /// it did. A session the store no longer has (ended through another
+    /// replica, or expired) has its worker closed too, and one it cannot
+    /// restore keeps its worker; neither is watched any longer.
     async fn park(&self, sid: String) -> bool {
         // Only what can come back: rmcp's saved `initialize` is in the
         // store (a failed save leaves the worker where it is).
-        let restorable = matches!(self.store.load_state(&sid).await, Ok(Some(_)));
-        if restorable {
+        let found = match self.store.load_state(&sid).await {
+            Ok(Some(_)) => Found::Restorable,
+            // Nothing saved: gone, or live without it (its save failed).
+            // The lookup touches a live one, once: it is not watched after.
+            Ok(None) => match self.store.lookup(&sid, &self.limits).await {
+                Ok(None) => Found::Gone,
+                Ok(Some(_)) => Found::Unsaved,
+                Err(_) => Found::Unknown,
+            },
+            Err(_) => Found::Unknown,
+        };
+        if matches!(found, Found::Restorable | Found::Gone) {
             (self.close)(sid.clone()).await;
         }
-        self.with(|m| {
-            if restorable {
+        self.with(|m| match found {
+            Found::Unknown => {
+                if let Some(e) = m.get_mut(&sid) {
+                    e.parking = false;
+                    e.idle_since = Instant::now();
+                }
+            }
+            _ => {
                 m.remove(&sid);
                 shrink(m);
-            } else if let Some(e) = m.get_mut(&sid) {
-                e.parking = false;
-                e.idle_since = Instant::now();
             }
         });
         // Each waiter goes on as soon as its own session is done.
         self.parked.notify_waiters();
-        if restorable {
-            metrics::counter!("mcp_auth_sessions_parked_total").increment(1);
-            tracing::debug!(session = %&sid[..sid.len().min(8)], "idle session parked");
-        } else {
-            tracing::debug!(session = %&sid[..sid.len().min(8)], "idle session not parked: nothing saved to restore it from");
+        let short = &sid[..sid.len().min(8)];
+        match found {
+            Found::Restorable => {
+                metrics::counter!("mcp_auth_sessions_parked_total").increment(1);
+                tracing::debug!(session = %short, "idle session parked");
+            }
+            Found::Gone => {
+                tracing::debug!(session = %short, "session gone from the store: its worker closed");
+            }
+            Found::Unsaved => {
+                tracing::debug!(session = %short, "idle session not parked: nothing saved to restore it from");
+            }
+            Found::Unknown => {
+                tracing::debug!(session = %short, "idle session not parked: the store did not answer; tried again later");
+            }
         }
-        restorable
+        matches!(found, Found::Restorable)
     }
 
     /// Checks every half `after` until `cancel`.
@@ -477,7 +519,8 @@ mod tests {
                 c.fetch_add(1, Ordering::SeqCst);
             })
         });
-        (Parking::new(after, close, store), closed, most)
+        let limits = mcp_auth_session::SessionLimits::default();
+        (Parking::new(after, close, store, limits), closed, most)
     }
 
     /// Parking closes many workers at once (sessions must be parked faster
@@ -581,13 +624,42 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_session_the_store_cannot_restore_is_not_parked() {
-        let (p, closed) = parking(Duration::from_millis(10), &[]).await;
+    async fn a_session_the_store_cannot_restore_keeps_its_worker_and_is_let_go() {
+        let store = store_with(&["saved"]).await;
+        // Live, but its `initialize` was never saved.
+        let limits = mcp_auth_session::SessionLimits::default();
+        let mcp_auth_session::Reserve::Granted(t) = store.reserve(None, &limits).await.unwrap()
+        else {
+            panic!("no slot")
+        };
+        store.commit(&t, "unsaved", None, &limits).await.unwrap();
+        let (p, closed, _) = parking_counted(Duration::from_millis(10), store).await;
         drop(p.begin("unsaved").await);
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert_eq!(p.park_idle().await, 0);
-        assert_eq!(closed.load(Ordering::SeqCst), 0);
-        assert_eq!(p.tracked(), 1, "still tracked, tried again later");
+        assert_eq!(closed.load(Ordering::SeqCst), 0, "its worker stays");
+        assert_eq!(p.tracked(), 0, "not tried again and again");
+    }
+
+    /// A session ended through another replica (the store no longer has
+    /// it) has its worker here closed and is watched no longer, instead of
+    /// being asked about every round for as long as the process runs.
+    #[tokio::test]
+    async fn a_session_ended_elsewhere_has_its_worker_closed_and_is_let_go() {
+        let store = store_with(&["a", "b"]).await;
+        let (p, closed, _) = parking_counted(Duration::from_millis(10), store.clone()).await;
+        drop(p.begin("a").await);
+        drop(p.begin("b").await);
+        store.end("a").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(
+            p.park_idle().await,
+            1,
+            "b parked; a was not parked but closed"
+        );
+        assert_eq!(closed.load(Ordering::SeqCst), 2);
+        assert_eq!(p.tracked(), 0);
+        assert_eq!(p.park_idle().await, 0);
     }
 
     #[tokio::test]
