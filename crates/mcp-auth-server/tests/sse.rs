@@ -286,3 +286,30 @@ async fn an_idle_sse_session_expires_and_its_stream_closes() {
     .await;
     assert!(closed.is_ok(), "the stream of an expired session is closed");
 }
+
+/// A stream alone does not keep its session: with no message posted for
+/// `HTTP_SESSION_TIMEOUT` the server closes it (its record has expired and
+/// its slot is free), so streams cannot pile up past the caps.
+#[tokio::test]
+async fn an_sse_stream_without_messages_is_closed_at_the_idle_timeout() {
+    let s = Server::start(&[
+        ("MCP_TRANSPORT", "sse"),
+        ("MCP_API_KEYS", KEY),
+        ("MCP_MAX_SESSIONS_PER_PRINCIPAL", "1"),
+        ("HTTP_SESSION_TIMEOUT", "1000"),
+    ]);
+    let c = reqwest::Client::new();
+    let (first, _) = open_stream(&c, &s, KEY).await;
+    let r = c
+        .get(sse_url(&s))
+        .header("accept", "text/event-stream")
+        .header("x-api-key", KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429, "one session per principal");
+    let closed = tokio::time::timeout(Duration::from_secs(5), first).await;
+    assert!(closed.is_ok(), "the idle stream is closed by the server");
+    let (second, _) = open_stream(&c, &s, KEY).await;
+    second.abort();
+}

@@ -27,7 +27,7 @@ use std::{
     pin::Pin,
     sync::{Arc, Mutex},
     task::{Context, Poll},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use axum::{
@@ -70,6 +70,10 @@ struct Session {
     owner: Option<String>,
     tx: mpsc::Sender<ClientJsonRpcMessage>,
     cancel: CancellationToken,
+    /// The last message its owner posted (or the stream's opening): the
+    /// session's record in the store expires `idle_timeout` after it, and
+    /// so does the stream (see [`close_when_idle`]).
+    active: Instant,
 }
 
 pub(crate) struct SseState {
@@ -205,6 +209,31 @@ impl<S: Stream + Unpin> Stream for GuardedStream<S> {
     }
 }
 
+/// Closes the stream of session `sid` once no message has been posted into
+/// it for the idle timeout: its record in the store has expired by then
+/// (and its slot under the caps is free), so an open stream must not keep
+/// its handler alive beyond it. Ends with the stream (`cancel`).
+async fn close_when_idle(state: Arc<SseState>, sid: String, cancel: CancellationToken) {
+    let idle = state.limits.idle_timeout;
+    loop {
+        let Some(active) = state.with(|s| s.get(&sid).map(|x| x.active)) else {
+            return;
+        };
+        let Some(due) = active.checked_add(idle) else {
+            return;
+        };
+        if Instant::now() >= due {
+            tracing::debug!(session = %short(&sid), "SSE session idle past its timeout; stream closed");
+            cancel.cancel();
+            return;
+        }
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep_until(due.into()) => {}
+        }
+    }
+}
+
 /// `GET /sse`.
 pub(crate) async fn open_stream(State(state): State<Arc<SseState>>, req: Request) -> Response {
     let principal = req.extensions().get::<Principal>();
@@ -257,9 +286,11 @@ pub(crate) async fn open_stream(State(state): State<Arc<SseState>>, req: Request
                 owner,
                 tx: client_tx,
                 cancel: cancel.clone(),
+                active: Instant::now(),
             },
         )
     });
+    tokio::spawn(close_when_idle(state.clone(), sid.clone(), cancel.clone()));
     tracing::debug!(session = %short(&sid), "SSE session opened");
     let endpoint = Event::default()
         .event("endpoint")
@@ -367,7 +398,11 @@ pub(crate) async fn post_message(
     }
     // Keep the session alive in the store (idle expiry), and notice if it ended.
     match state.store.lookup(&sid, &state.limits).await {
-        Ok(Some(_)) => {}
+        Ok(Some(_)) => state.with(|s| {
+            if let Some(x) = s.get_mut(&sid) {
+                x.active = Instant::now();
+            }
+        }),
         Ok(None) => {
             // Expired (idle) or ended elsewhere: close the stream too.
             if let Some(gone) = state.with(|s| s.remove(&sid)) {
