@@ -36,6 +36,16 @@ fn python_client(url: &str, headers: &[(&str, &str)]) -> Result<serde_json::Valu
     }
 }
 
+/// `GET /sse` as `key`, the response as it comes.
+async fn get_sse(c: &reqwest::Client, s: &Server, key: &str) -> reqwest::Response {
+    c.get(sse_url(s))
+        .header("accept", "text/event-stream")
+        .header("x-api-key", key)
+        .send()
+        .await
+        .unwrap()
+}
+
 fn sse_url(s: &Server) -> String {
     format!("{}/sse", s.base())
 }
@@ -181,13 +191,7 @@ async fn posts_into_someone_elses_sse_session_are_refused_and_closing_frees_the_
     assert_eq!(r.status(), 401, "the stream needs credentials too");
 
     // One session per principal here: a second stream is refused ...
-    let r = c
-        .get(sse_url(&s))
-        .header("accept", "text/event-stream")
-        .header("x-api-key", KEY)
-        .send()
-        .await
-        .unwrap();
+    let r = get_sse(&c, &s, KEY).await;
     assert_eq!(r.status(), 429);
     // ... until the first one is closed, which ends its session.
     holder.abort();
@@ -252,13 +256,7 @@ async fn an_idle_sse_session_expires_and_its_stream_closes() {
         ("HTTP_SESSION_TIMEOUT", "300"),
     ]);
     let c = reqwest::Client::new();
-    let r = c
-        .get(sse_url(&s))
-        .header("accept", "text/event-stream")
-        .header("x-api-key", KEY)
-        .send()
-        .await
-        .unwrap();
+    let r = get_sse(&c, &s, KEY).await;
     let mut stream = r.bytes_stream();
     let first = String::from_utf8(stream.next().await.unwrap().unwrap().to_vec()).unwrap();
     let endpoint = first
@@ -300,13 +298,7 @@ async fn an_sse_stream_without_messages_is_closed_at_the_idle_timeout() {
     ]);
     let c = reqwest::Client::new();
     let (first, _) = open_stream(&c, &s, KEY).await;
-    let r = c
-        .get(sse_url(&s))
-        .header("accept", "text/event-stream")
-        .header("x-api-key", KEY)
-        .send()
-        .await
-        .unwrap();
+    let r = get_sse(&c, &s, KEY).await;
     assert_eq!(r.status(), 429, "one session per principal");
     let closed = tokio::time::timeout(Duration::from_secs(5), first).await;
     assert!(closed.is_ok(), "the idle stream is closed by the server");

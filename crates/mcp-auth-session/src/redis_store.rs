@@ -1525,6 +1525,15 @@ mod tests {
         seen
     }
 
+    /// Opens anonymous sessions `sids` under `short` limits and waits
+    /// until they have expired.
+    async fn open_expired(s: &RedisStore, sids: &[&str], short: &SessionLimits) {
+        for sid in sids {
+            open(s, None, sid, short).await;
+        }
+        tokio::time::sleep(short.idle_timeout + Duration::from_millis(300)).await;
+    }
+
     /// `CONFIG SET name value`.
     async fn config_set(c: &mut redis::aio::MultiplexedConnection, name: &str, value: &str) {
         let _: () = redis::cmd("CONFIG")
@@ -1631,9 +1640,7 @@ mod tests {
         // A pop whose resend failed as well: the next sweep asks again
         // under its nonce and reports what it took, with the sessions due
         // since.
-        open(&s, None, "z1", &short).await;
-        open(&s, None, "z2", &short).await;
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        open_expired(&s, &["z1", "z2"], &short).await;
         let lost = names(s.pop_due(&["z1".to_owned()], "call-3").await.unwrap());
         assert_eq!(lost, [("z1".into(), None)]);
         s.leave_for_next([("call-3".into(), vec!["z1".into()])], Vec::new());
@@ -1651,9 +1658,7 @@ mod tests {
         // A pop that fails (Redis refuses writes: it wants a replica it
         // does not have): the sweep fails, and the next one, writes
         // allowed again, reports the sessions.
-        open(&s, None, "w1", &short).await;
-        open(&s, None, "w2", &short).await;
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        open_expired(&s, &["w1", "w2"], &short).await;
         config_set(&mut c, "min-replicas-to-write", "1").await;
         assert!(
             s.sweep_expired().await.is_err(),
@@ -1670,9 +1675,7 @@ mod tests {
         // A sweep whose replay is answered (from the kept list: no write)
         // and whose next pop is refused: it fails, keeping the replayed
         // session for the next sweep, and the refused pop to ask again.
-        open(&s, None, "u1", &short).await;
-        open(&s, None, "u2", &short).await;
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        open_expired(&s, &["u1", "u2"], &short).await;
         let by_hand = names(s.pop_due(&["u1".to_owned()], "call-4").await.unwrap());
         assert_eq!(by_hand, [("u1".into(), None)]);
         s.leave_for_next([("call-4".into(), vec!["u1".into()])], Vec::new());
