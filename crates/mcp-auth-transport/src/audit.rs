@@ -822,6 +822,8 @@ pub(crate) struct Noted {
     id: String,
     peer: Option<IpAddr>,
     session: Option<String>,
+    /// The request named a session (kept in `session` or not).
+    sent_session: bool,
     is_delete: bool,
     method: Option<String>,
     tool: Option<String>,
@@ -848,6 +850,7 @@ impl AuditLayer {
             id: request_id(&parts.headers),
             peer: crate::client_ip(&self.trusted_proxies, peer, &parts.headers),
             session: crate::observe::session_id_of(&parts.headers),
+            sent_session: parts.headers.contains_key("mcp-session-id"),
             is_delete: parts.method == http::Method::DELETE,
             method,
             tool,
@@ -862,20 +865,24 @@ impl AuditLayer {
             id,
             peer,
             session,
+            sent_session,
             is_delete,
             method,
             tool,
         } = noted;
         let status = resp.status();
-        let new_session = resp
-            .headers()
-            .get("mcp-session-id")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let (event, session_id) = match (session, new_session, is_delete) {
-            (None, Some(new), _) if status.is_success() => ("session_start", Some(new)),
-            (Some(s), _, true) if status.is_success() => ("session_end", Some(s)),
-            (s, _, _) => ("request", s),
+        // The event follows whether the request named a session, and
+        // whether the answer hands one out; the ids recorded are those
+        // `session_id_of` keeps.
+        let handed_out = resp.headers().contains_key("mcp-session-id");
+        let event = match (sent_session, handed_out, is_delete) {
+            (false, true, _) if status.is_success() => "session_start",
+            (true, _, true) if status.is_success() => "session_end",
+            _ => "request",
+        };
+        let session_id = match event {
+            "session_start" => crate::observe::session_id_of(resp.headers()),
+            _ => session,
         };
         let decision = if status.is_success() { "allow" } else { "deny" };
         let mut record = AuditRecord::new(event, decision, status.as_u16());
@@ -1359,6 +1366,53 @@ mod tests {
             denied.tool.as_deref(),
             Some("status"),
             "refused calls name their tool"
+        );
+    }
+
+    /// A session id past what records keep still makes its session's start
+    /// and end events (without the id); one within is recorded as is.
+    #[tokio::test]
+    async fn session_events_follow_the_header_whatever_the_id() {
+        use tower::ServiceExt;
+        let long = format!("eyJ{}", "a".repeat(600));
+        let sink = MemoryAudit::default();
+        let handed = long.clone();
+        let app = axum::Router::new()
+            .route(
+                "/mcp",
+                axum::routing::post(move || {
+                    let id = handed.clone();
+                    async move { ([("mcp-session-id", id)], "{}") }
+                })
+                .delete(|| async { "" }),
+            )
+            .layer(AuditLayer::new(Arc::new(sink.clone()), Vec::new(), 4096));
+        let open = Request::post("/mcp")
+            .body(Body::from("{}"))
+            .expect("request");
+        app.clone().oneshot(open).await.expect("response");
+        let end = Request::delete("/mcp")
+            .header("mcp-session-id", &long)
+            .body(Body::empty())
+            .expect("request");
+        app.clone().oneshot(end).await.expect("response");
+        let end = Request::delete("/mcp")
+            .header("mcp-session-id", "s-2")
+            .body(Body::empty())
+            .expect("request");
+        app.oneshot(end).await.expect("response");
+        let events: Vec<_> = sink
+            .records()
+            .into_iter()
+            .map(|r| (r.event, r.session_id))
+            .collect();
+        assert_eq!(
+            events,
+            [
+                ("session_start".to_owned(), None),
+                ("session_end".to_owned(), None),
+                ("session_end".to_owned(), Some("s-2".to_owned())),
+            ]
         );
     }
 

@@ -100,8 +100,11 @@ pub const OTHER_TOOL: &str = "other";
 /// method, its tool) are kept for the span and the audit record; a longer
 /// one is cut (at a character boundary) and ends in `…`. Unauthenticated
 /// requests are recorded too: what they send must not grow the log
-/// without bound.
-pub(crate) const MAX_NAME: usize = 128;
+/// without bound. (Tool names are 1-128 characters by MCP's guidance.)
+pub(crate) const MAX_NAME: usize = 256;
+
+/// The longest `Mcp-Session-Id` the span and the audit record keep.
+pub(crate) const MAX_SESSION_ID: usize = 512;
 
 /// `name` as kept for the span and the audit record (see [`MAX_NAME`]).
 pub(crate) fn bounded(mut name: String) -> String {
@@ -116,17 +119,37 @@ pub(crate) fn bounded(mut name: String) -> String {
     name
 }
 
-/// The request's `Mcp-Session-Id` as the span and the audit record keep
-/// it: only a plain token (letters, digits, `-`, `_`, `.`, at most
-/// [`MAX_NAME`] bytes), which every id this server hands out is; anything
-/// else is left out (such a session is unknown here, and answered 404).
+/// The `Mcp-Session-Id` of `headers` as the span and the audit record
+/// keep it: only what MCP allows a session id to be (visible ASCII,
+/// 0x21-0x7E), at most [`MAX_SESSION_ID`] bytes; anything else is left out
+/// (no server handed it out: such a session is unknown, and answered 404).
 pub(crate) fn session_id_of(headers: &http::HeaderMap) -> Option<String> {
     let v = headers.get("mcp-session-id")?.to_str().ok()?;
-    (!v.is_empty()
-        && v.len() <= MAX_NAME
-        && v.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)))
-    .then(|| v.to_owned())
+    (!v.is_empty() && v.len() <= MAX_SESSION_ID && v.bytes().all(|b| b.is_ascii_graphic()))
+        .then(|| v.to_owned())
+}
+
+/// The HTTP method as the span records it: a standard one by name, any
+/// other as `_OTHER` (OpenTelemetry's convention; a method is whatever
+/// token the client sends, of any length).
+fn method_label(method: &http::Method) -> &str {
+    use http::Method as M;
+    const KNOWN: [M; 9] = [
+        M::GET,
+        M::POST,
+        M::DELETE,
+        M::OPTIONS,
+        M::HEAD,
+        M::PUT,
+        M::PATCH,
+        M::CONNECT,
+        M::TRACE,
+    ];
+    if KNOWN.contains(method) {
+        method.as_str()
+    } else {
+        "_OTHER"
+    }
 }
 
 /// The JSON-RPC method and tool of a request, read once (from the
@@ -352,7 +375,7 @@ where
             "mcp.request",
             otel.kind = "server",
             otel.status_code = Empty,
-            http.request.method = %req.method(),
+            http.request.method = method_label(req.method()),
             url.path = %req.uri().path(),
             http.response.status_code = Empty,
             mcp.method = Empty,
@@ -796,19 +819,31 @@ mod tests {
     #[test]
     fn names_the_client_chose_are_kept_bounded() {
         assert_eq!(bounded("tools/call".into()), "tools/call");
-        let long = "é".repeat(100); // 200 bytes: cut at a character boundary
+        // One byte, then two-byte characters: the cut falls inside one and
+        // backs off to the boundary before it.
+        let long = format!("a{}", "é".repeat(MAX_NAME));
         let cut = bounded(long);
-        assert_eq!(cut, format!("{}…", "é".repeat(MAX_NAME / 2)));
+        assert_eq!(cut, format!("a{}…", "é".repeat(MAX_NAME / 2 - 1)));
         let mut h = http::HeaderMap::new();
         assert_eq!(session_id_of(&h), None);
         h.insert("mcp-session-id", "0a1b-2c3d_4e.5".parse().unwrap());
         assert_eq!(session_id_of(&h).as_deref(), Some("0a1b-2c3d_4e.5"));
-        for bad in ["has space", "semi;colon", ""] {
+        // MCP allows any visible ASCII (a JWT, base64).
+        let jwt_like = format!("eyJ{}.x+y/z=", "a".repeat(400));
+        h.insert("mcp-session-id", jwt_like.parse().unwrap());
+        assert_eq!(session_id_of(&h), Some(jwt_like));
+        for bad in ["has space", "tab\tin", ""] {
             h.insert("mcp-session-id", bad.parse().unwrap());
             assert_eq!(session_id_of(&h), None, "{bad:?}");
         }
-        h.insert("mcp-session-id", "a".repeat(MAX_NAME + 1).parse().unwrap());
+        let long = "a".repeat(MAX_SESSION_ID + 1);
+        h.insert("mcp-session-id", long.parse().unwrap());
         assert_eq!(session_id_of(&h), None);
+        // An HTTP method is a token of any length: only standard ones by
+        // name.
+        assert_eq!(method_label(&http::Method::POST), "POST");
+        let custom = http::Method::from_bytes("X".repeat(10_000).as_bytes()).unwrap();
+        assert_eq!(method_label(&custom), "_OTHER");
     }
 
     #[test]
