@@ -58,6 +58,12 @@ pub struct EndpointOptions {
     /// (default 60): each keeps a pending login in the store for its
     /// lifetime.
     pub authorizations_per_minute: u64,
+    /// Logins started or approved from all addresses together per login
+    /// lifetime (`login_ttl`, 10 minutes by default; default 10 000): so
+    /// at most about twice this many pending logins are kept at once, and
+    /// requests from many addresses cannot fill the store that codes,
+    /// refresh tokens and proofs need (a full store refuses those too).
+    pub logins_per_lifetime_total: u64,
     /// The SSRF guard for client ID metadata documents.
     pub metadata_guard: FetchGuard,
     /// How long a fetched metadata document is kept when it says nothing
@@ -83,6 +89,7 @@ impl Default for EndpointOptions {
             registrations_per_hour: 20,
             registrations_per_hour_total: 1000,
             authorizations_per_minute: 60,
+            logins_per_lifetime_total: 10_000,
             metadata_guard: FetchGuard::default(),
             metadata_ttl: Duration::from_secs(3600),
             preregistered: Vec::new(),
@@ -189,8 +196,9 @@ impl App {
     }
 
     /// Counts a login started (authorization request) or approved against
-    /// the caller's network's budget, `authorizations_per_minute`; the
-    /// network, when within it.
+    /// the caller's network's budget, `authorizations_per_minute`, and
+    /// against everyone's, `logins_per_lifetime_total`; the network, when
+    /// within both.
     async fn login_budget(
         &self,
         peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
@@ -203,7 +211,37 @@ impl App {
             self.opts.authorizations_per_minute,
         )
         .await?;
-        Ok(who)
+        let lifetime = self.proxy.inner.cfg.login_ttl;
+        match self
+            .proxy
+            .inner
+            .store
+            .hit("proxy-authz:all", lifetime)
+            .await
+        {
+            Ok((n, left)) if n > self.opts.logins_per_lifetime_total => {
+                tracing::warn!(
+                    limit = self.opts.logins_per_lifetime_total,
+                    "logins refused: too many started from all addresses together"
+                );
+                let mut refused = error_page(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Try again",
+                    "Too many logins are being started right now. Try again in a few minutes.",
+                );
+                refused.headers_mut().insert(
+                    http::header::RETRY_AFTER,
+                    http::HeaderValue::from(left.as_secs().max(1)),
+                );
+                Err(refused)
+            }
+            Ok(_) => Ok(who),
+            Err(_) => Err(error_page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Try again",
+                "The server cannot start a login right now.",
+            )),
+        }
     }
 
     /// Counts a request against a per-address budget; `Err` is the answer

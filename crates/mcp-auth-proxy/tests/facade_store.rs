@@ -556,3 +556,39 @@ async fn a_shared_key_the_store_lost_is_written_back() {
     let later = replica(&store).await;
     assert_eq!(later.jwks(), jwks, "the same signing key");
 }
+
+/// Logins started from all addresses together have a budget per login
+/// lifetime: past it, 503 with `Retry-After` for everyone, so requests
+/// from many networks cannot fill the store that codes and refresh tokens
+/// need. (Each address's own budget, 60 a minute, is not reached here.)
+#[tokio::test]
+async fn logins_started_from_all_addresses_together_are_capped() {
+    let store = Arc::new(ClockStore::default());
+    let app = start_local(store.clone(), &[], |o| o.logins_per_lifetime_total = 3).await;
+    let client = support::register(&app).await;
+    for (i, ip) in ["203.0.113.1", "203.0.113.2", "198.51.100.7"]
+        .iter()
+        .enumerate()
+    {
+        let page = authorize(&app, &client, Some(ip)).await;
+        assert!(consent_page(&page), "login {i}: {page:?}");
+    }
+    let http = reqwest::Client::new();
+    let r = http
+        .get(support::authorize_url(&app, &client, &[]))
+        .header("x-forwarded-for", "192.0.2.9")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let wait: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=600).contains(&wait), "{wait}");
+    // The next lifetime has a budget again.
+    store.advance(Duration::from_secs(601));
+    let page = authorize(&app, &client, Some("192.0.2.9")).await;
+    assert!(consent_page(&page), "{page:?}");
+}
