@@ -92,6 +92,7 @@
 //! | `MCP_PROXY_CLIENTS` | a JSON file of pre-registered clients: `[{"client_id", "client_name", "redirect_uris", "client_secret"}]` |
 //! | `MCP_PROXY_METADATA_ALLOWED_NETWORKS` | CIDRs client ID metadata documents may be fetched from although private (e.g. an internal client registry) |
 //! | `MCP_PROXY_AUTHORIZATIONS_PER_MINUTE` / `MCP_PROXY_REGISTRATIONS_PER_HOUR` | per client network (default 60 / 20): raise them for many users behind one address |
+//! | `MCP_PROXY_LOGINS_PER_LIFETIME` | logins started or approved from all networks together per login lifetime (10 minutes; default 10 000); past it 503 with `Retry-After`: raise it with the store's size for many users logging in at once |
 //! | `MCP_PROXY_METADATA_ALLOW_LOOPBACK` | metadata documents on loopback, plain http allowed (development only; default false) |
 //! | `COGNITO_DOMAIN` | the Cognito preset: the pool's hosted-UI domain, as `mcp-auth-cognito setup` prints it (`https://<prefix>.auth.<region>.amazoncognito.com`; a custom domain's URL, a bare host name or just the prefix also do) |
 //! | `COGNITO_REGION` / `COGNITO_USER_POOL_ID` | the Cognito preset: the user pool (its issuer and keys) |
@@ -125,6 +126,7 @@ pub const VARIABLES: &[&str] = &[
     "MCP_PROXY_METADATA_ALLOW_LOOPBACK",
     "MCP_PROXY_AUTHORIZATIONS_PER_MINUTE",
     "MCP_PROXY_REGISTRATIONS_PER_HOUR",
+    "MCP_PROXY_LOGINS_PER_LIFETIME",
     // DPoP-bound tokens, as the resource server checks them.
     "MCP_DPOP",
     "MCP_DPOP_ALGORITHMS",
@@ -685,6 +687,10 @@ fn endpoint_options(l: &dyn Lookup) -> Result<crate::EndpointOptions, ConfigErro
         "MCP_PROXY_REGISTRATIONS_PER_HOUR",
         opts.registrations_per_hour,
     )?;
+    opts.logins_per_lifetime_total = count(
+        "MCP_PROXY_LOGINS_PER_LIFETIME",
+        opts.logins_per_lifetime_total,
+    )?;
     Ok(opts)
 }
 
@@ -813,11 +819,14 @@ mod tests {
             &[
                 ("MCP_PROXY_AUTHORIZATIONS_PER_MINUTE", "600"),
                 ("MCP_PROXY_REGISTRATIONS_PER_HOUR", "100"),
+                ("MCP_PROXY_LOGINS_PER_LIFETIME", "50000"),
             ],
         )
         .unwrap();
         assert_eq!(raised.endpoints.authorizations_per_minute, 600);
         assert_eq!(raised.endpoints.registrations_per_hour, 100);
+        assert_eq!(raised.endpoints.logins_per_lifetime_total, 50_000);
+        assert_eq!(s.endpoints.logins_per_lifetime_total, 10_000, "the default");
         assert_eq!(s.endpoints.metadata_guard.allowed_networks.len(), 1);
         for (json, extra, variable, says) in [
             ("not json", vec![], "MCP_PROXY_CLIENTS", "line 1"),
