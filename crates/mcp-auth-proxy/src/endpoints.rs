@@ -205,61 +205,49 @@ impl App {
         headers: &HeaderMap,
     ) -> Result<String, Response> {
         let who = self.who(peer.map(|axum::Extension(ConnectInfo(a))| a), headers);
-        self.within(
-            &format!("proxy-authz:{who}"),
-            Duration::from_secs(60),
-            self.opts.authorizations_per_minute,
-        )
-        .await?;
-        let lifetime = self.proxy.inner.cfg.login_ttl;
-        match self
-            .proxy
-            .inner
-            .store
-            .hit("proxy-authz:all", lifetime)
-            .await
-        {
-            Ok((n, left)) if n > self.opts.logins_per_lifetime_total => {
-                tracing::warn!(
-                    limit = self.opts.logins_per_lifetime_total,
-                    "logins refused: too many started from all addresses together"
-                );
-                let mut refused = error_page(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "Try again",
-                    "Too many logins are being started right now. Try again in a few minutes.",
-                );
-                refused.headers_mut().insert(
-                    http::header::RETRY_AFTER,
-                    http::HeaderValue::from(left.as_secs().max(1)),
-                );
-                Err(refused)
-            }
-            Ok(_) => Ok(who),
-            Err(_) => Err(error_page(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Try again",
-                "The server cannot start a login right now.",
-            )),
-        }
-    }
-
-    /// Counts a request against a per-address budget; `Err` is the answer
-    /// when over it or when the store cannot count.
-    async fn within(&self, key: &str, window: Duration, max: u64) -> Result<(), Response> {
-        match self.proxy.inner.store.hit(key, window).await {
-            Ok((n, _)) if n > max => Err(error_page(
+        let (mine, _) = self
+            .count(&format!("proxy-authz:{who}"), Duration::from_secs(60))
+            .await?;
+        if mine > self.opts.authorizations_per_minute {
+            return Err(error_page(
                 StatusCode::TOO_MANY_REQUESTS,
                 "Too many attempts",
                 "Too many logins were started from your address. Wait a minute and try again.",
-            )),
-            Ok(_) => Ok(()),
-            Err(_) => Err(error_page(
+            ));
+        }
+        let (all, left) = self
+            .count("proxy-authz:all", self.proxy.inner.cfg.login_ttl)
+            .await?;
+        if all > self.opts.logins_per_lifetime_total {
+            tracing::warn!(
+                limit = self.opts.logins_per_lifetime_total,
+                "logins refused: too many started from all addresses together"
+            );
+            let mut refused = error_page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Try again",
+                "Too many logins are being started right now. Try again in a few minutes.",
+            );
+            refused.headers_mut().insert(
+                http::header::RETRY_AFTER,
+                http::HeaderValue::from(left.as_secs().max(1)),
+            );
+            return Err(refused);
+        }
+        Ok(who)
+    }
+
+    /// Counts a login against `key`'s budget of `window`: the count so far
+    /// and the time until the window ends; `Err` is the answer when the
+    /// store cannot count.
+    async fn count(&self, key: &str, window: Duration) -> Result<(u64, Duration), Response> {
+        self.proxy.inner.store.hit(key, window).await.map_err(|_| {
+            error_page(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Try again",
                 "The server cannot start a login right now.",
-            )),
-        }
+            )
+        })
     }
 }
 
