@@ -200,27 +200,6 @@ if redis.call('GET', KEYS[8]) == ARGV[3] then return 0 end
 return 2
 ";
 
-/// A nonce for one call of a script that may be sent again ([`END`],
-/// [`SWEEP`]): a random prefix per process and a counter, unique across
-/// replicas.
-fn store_nonce() -> String {
-    static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let prefix = PREFIX.get_or_init(|| {
-        let mut bytes = [0u8; 8];
-        // Without randomness, the time: two replicas still differ.
-        if getrandom::fill(&mut bytes).is_err() {
-            let t = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default();
-            bytes = (t.as_nanos() as u64 ^ u64::from(std::process::id())).to_be_bytes();
-        }
-        hex::encode(bytes)
-    });
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    format!("{prefix}-{n}")
-}
-
 /// The sessions due in the expiry index (read only). KEYS: expiry. ARGV:
 /// batch.
 const DUE: &str = r"
@@ -1333,7 +1312,7 @@ impl SessionStore for RedisStore {
     }
 
     async fn end_live(&self, sid: &str) -> Result<bool, StoreError> {
-        self.end_with(sid, &store_nonce()).await
+        self.end_with(sid, &crate::store::unique_hex()).await
     }
 
     async fn hit(&self, key: &str, window: Duration) -> Result<(u64, Duration), StoreError> {
@@ -1451,7 +1430,7 @@ impl SessionStore for RedisStore {
                     if ids.is_empty() {
                         return Ok(expired);
                     }
-                    (store_nonce(), ids)
+                    (crate::store::unique_hex(), ids)
                 }
             };
             // After a replay, the regular rounds follow.

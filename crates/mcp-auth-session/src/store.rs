@@ -14,17 +14,22 @@ pub struct Ticket(pub String);
 impl Ticket {
     /// A fresh random ticket.
     pub fn random() -> Self {
-        let mut b = [0u8; 16];
-        // A ticket only needs to be unique; the clock is a fine fallback.
-        if getrandom::fill(&mut b).is_err() {
-            let t = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_nanos();
-            b = t.to_le_bytes();
-        }
-        Self(format!("pending:{}", hex::encode(b)))
+        Self(format!("pending:{}", unique_hex()))
     }
+}
+
+/// 128 random bits in hex, for what only needs to be unique (a ticket, a
+/// script call's nonce); the clock is a fine fallback.
+pub(crate) fn unique_hex() -> String {
+    let mut b = [0u8; 16];
+    if getrandom::fill(&mut b).is_err() {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        b = t.to_le_bytes();
+    }
+    hex::encode(b)
 }
 
 /// Which cap is full.
