@@ -109,11 +109,7 @@ pub(crate) const MAX_SESSION_ID: usize = 512;
 /// `name` as kept for the span and the audit record (see [`MAX_NAME`]).
 pub(crate) fn bounded(mut name: String) -> String {
     if name.len() > MAX_NAME {
-        let mut end = MAX_NAME;
-        while !name.is_char_boundary(end) {
-            end -= 1;
-        }
-        name.truncate(end);
+        name.truncate(name.floor_char_boundary(MAX_NAME));
         name.push('…');
     }
     name

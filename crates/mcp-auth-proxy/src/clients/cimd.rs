@@ -390,13 +390,7 @@ fn network_error(e: reqwest::Error) -> CimdError {
         reason.push_str(&s.to_string());
         source = s.source();
     }
-    if reason.len() > 300 {
-        let mut cut = 300;
-        while !reason.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        reason.truncate(cut);
-    }
+    reason.truncate(reason.floor_char_boundary(300));
     CimdError::Network(reason)
 }
 
