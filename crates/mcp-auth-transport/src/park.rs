@@ -491,14 +491,23 @@ mod tests {
             ..defaults
         };
         for sid in sids.iter().map(AsRef::as_ref) {
-            let mcp_auth_session::Reserve::Granted(t) = store.reserve(None, &limits).await.unwrap()
-            else {
-                panic!("no slot")
-            };
-            store.commit(&t, sid, None, &limits).await.unwrap();
+            open(&store, sid, &limits).await;
             store.save_state(sid, "{}", &limits).await.unwrap();
         }
         store
+    }
+
+    /// Opens the anonymous session `sid` in `store` (nothing saved).
+    async fn open(
+        store: &mcp_auth_session::SharedStore,
+        sid: &str,
+        limits: &mcp_auth_session::SessionLimits,
+    ) {
+        let mcp_auth_session::Reserve::Granted(t) = store.reserve(None, limits).await.unwrap()
+        else {
+            panic!("no slot")
+        };
+        store.commit(&t, sid, None, limits).await.unwrap();
     }
 
     /// Parking over `store`, whose closes take 20 ms each: how many were
@@ -628,11 +637,7 @@ mod tests {
         let store = store_with(&["saved"]).await;
         // Live, but its `initialize` was never saved.
         let limits = mcp_auth_session::SessionLimits::default();
-        let mcp_auth_session::Reserve::Granted(t) = store.reserve(None, &limits).await.unwrap()
-        else {
-            panic!("no slot")
-        };
-        store.commit(&t, "unsaved", None, &limits).await.unwrap();
+        open(&store, "unsaved", &limits).await;
         let (p, closed, _) = parking_counted(Duration::from_millis(10), store).await;
         drop(p.begin("unsaved").await);
         tokio::time::sleep(Duration::from_millis(20)).await;
