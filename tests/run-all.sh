@@ -17,7 +17,25 @@ cd "$(dirname "$0")/.."
 # CARGO_INCREMENTAL=1 to keep them for repeated local runs.
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 
-step() { printf '\n==> %s\n' "$*"; }
+# Each step's header says how long the run has taken so far; at the end (pass
+# or fail) a table lists every step's duration, so a slow step stands out.
+steps=()
+step_times=()
+step() {
+  steps+=("$*")
+  step_times+=("$SECONDS")
+  printf '\n==> [%d s] %s\n' "$SECONDS" "$*"
+}
+step_report() {
+  local i n=${#steps[@]} end
+  [ "$n" -gt 0 ] || return 0
+  printf '\n==> step durations (s), %d s in all\n' "$SECONDS"
+  for ((i = 0; i < n; i++)); do
+    if ((i + 1 < n)); then end=${step_times[i + 1]}; else end=$SECONDS; fi
+    printf '%6d  %s\n' "$((end - step_times[i]))" "${steps[i]:0:90}"
+  done
+}
+trap step_report EXIT
 
 if command -v rustup >/dev/null 2>&1; then
   rustup component add rustfmt clippy >/dev/null 2>&1 || true
@@ -110,11 +128,13 @@ cargo clippy --workspace --all-targets --all-features -- -D warnings
 step "docs"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --all-features --no-deps --quiet
 
-step "light configurations: each library with default features off, each example with exactly its own dependencies"
+step "light configurations: clippy on each library with default features off"
 for krate in mcp-auth-jwt mcp-auth-strategies mcp-auth-transport mcp-auth-session; do
   cargo clippy -p "$krate" --no-default-features --all-targets --quiet -- -D warnings
 done
+step "light configurations: tests of jwt, strategies and transport with default features off"
 cargo test -p mcp-auth-jwt -p mcp-auth-strategies -p mcp-auth-transport --no-default-features --quiet
+step "light configurations: each example with exactly its own dependencies"
 for example in example-verify-token example-axum-jwt example-mcp-server; do
   cargo build -p "$example" --quiet
 done
@@ -127,10 +147,12 @@ cargo package --workspace --exclude mcp-auth-bench --exclude mcp-auth-integratio
   --exclude example-mcp-server --exclude example-axum-jwt --exclude example-verify-token \
   --no-verify --allow-dirty --quiet
 
-step "tests (unit, integration against the real binaries, interop with Redis, moto, oidc-provider and the Python SDK, doctests)"
+step "tests: build every binary and test target (all features)"
 # Tests of one package drive the binaries of others (the client against the
 # server, the load benchmark against the server): build every binary first.
 cargo build --workspace --all-features --bins --quiet
+cargo test --workspace --all-features --no-run --quiet
+step "tests: run (unit, integration against the real binaries, interop with Redis, moto, oidc-provider and the Python SDK, doctests)"
 cargo test --workspace --all-features --no-fail-fast -- --include-ignored
 
 step "consent page in a real browser: headless Chromium at phone and desktop sizes (tests/browser/consent_page.py; screenshots in docs/img/)"
