@@ -133,6 +133,20 @@ impl std::fmt::Debug for JwksCache {
     }
 }
 
+/// Whether a fetch was attempted at or after `asked`, or within the
+/// cooldown. With nothing cached every request fails anyway, so the
+/// cooldown is then at most a second ([`NO_KEYS_RETRY`]): a startup race
+/// with the issuer heals fast.
+fn attempted_since(s: &State, asked: Instant, cooldown: Duration) -> bool {
+    let cooldown = if s.keys.is_none() {
+        cooldown.min(NO_KEYS_RETRY)
+    } else {
+        cooldown
+    };
+    s.last_attempt
+        .is_some_and(|t| t >= asked || t.elapsed() < cooldown)
+}
+
 /// Builder for [`JwksCache`].
 #[derive(Debug)]
 pub struct JwksCacheBuilder {
@@ -294,28 +308,30 @@ impl JwksCache {
 
     /// Fetch unless one was attempted within the cooldown; concurrent callers
     /// share one fetch.
+    ///
+    /// The fetch runs as a task of its own: a caller that goes away (its
+    /// client disconnected) cannot cut it short before it is recorded, so
+    /// dropped requests cannot start fetch after fetch past the cooldown.
     async fn refresh_gated(&self) {
         let asked = Instant::now();
-        // With nothing cached every request fails anyway: retry sooner (at
-        // most once a second) so a startup race with the issuer heals fast.
-        let recent = |s: &State| {
-            let cooldown = if s.keys.is_none() {
-                self.inner.cooldown.min(NO_KEYS_RETRY)
-            } else {
-                self.inner.cooldown
-            };
-            s.last_attempt
-                .is_some_and(|t| t >= asked || t.elapsed() < cooldown)
+        let cooldown = self.inner.cooldown;
+        if self.read_state(|s| attempted_since(s, asked, cooldown)) {
+            return;
+        }
+        let this = self.clone();
+        let fetch = async move {
+            let _guard = this.inner.fetch_lock.lock().await;
+            // Whoever held the lock may have just fetched for us.
+            if !this.read_state(|s| attempted_since(s, asked, cooldown)) {
+                let _ = this.fetch_locked().await;
+            }
         };
-        if self.read_state(recent) {
-            return;
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                let _ = rt.spawn(fetch).await;
+            }
+            Err(_) => fetch.await,
         }
-        let _guard = self.inner.fetch_lock.lock().await;
-        // Whoever held the lock may have just fetched for us.
-        if self.read_state(recent) {
-            return;
-        }
-        let _ = self.fetch_locked().await;
     }
 
     /// Fetches now (single-flight with other refreshes), ignoring the

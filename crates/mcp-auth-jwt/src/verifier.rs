@@ -485,7 +485,10 @@ impl JwtVerifier {
     /// ```
     pub fn verify_sync(&self, token: &str) -> Result<VerifiedToken, JwtError> {
         use std::task::{Context, Poll, Waker};
-        let mut fut = std::pin::pin!(self.verify(token));
+        // Without fetching, nothing in the verification waits: the first
+        // poll answers. (Polling a fetch once would start it and drop it,
+        // outside a runtime even panic in the HTTP client's timer.)
+        let mut fut = std::pin::pin!(self.verify_with(token, Fetch::Never));
         match fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
             Poll::Ready(result) => result,
             Poll::Pending => Err(JwtError::KeysUnavailable),
@@ -494,11 +497,15 @@ impl JwtVerifier {
 
     /// Verifies `token`.
     pub async fn verify(&self, token: &str) -> Result<VerifiedToken, JwtError> {
+        self.verify_with(token, Fetch::WhenNeeded).await
+    }
+
+    async fn verify_with(&self, token: &str, fetch: Fetch) -> Result<VerifiedToken, JwtError> {
         if token.len() > self.max_token_bytes {
             return Err(JwtError::TooLarge);
         }
         let Some(cache) = &self.cache else {
-            return self.verify_uncached(token).await;
+            return self.verify_uncached(token, fetch).await;
         };
         let key = sha256(token.as_bytes());
         if let Some(hit) = cache.get(&key) {
@@ -509,7 +516,7 @@ impl JwtVerifier {
             cache.forget(&key);
         }
         VERIFIED_CACHE.count(false);
-        let verified = self.verify_uncached(token).await?;
+        let verified = self.verify_uncached(token, fetch).await?;
         if self.cache_may_serve(&verified) {
             cache.put(key, &verified, self.leeway);
         }
@@ -531,7 +538,7 @@ impl JwtVerifier {
             }
     }
 
-    async fn verify_uncached(&self, token: &str) -> Result<VerifiedToken, JwtError> {
+    async fn verify_uncached(&self, token: &str, fetch: Fetch) -> Result<VerifiedToken, JwtError> {
         if token.split('.').count() != 3 {
             return Err(JwtError::Malformed);
         }
@@ -567,8 +574,15 @@ impl JwtVerifier {
             return Err(JwtError::Algorithm);
         }
         let kid = header.kid.as_deref();
+        #[cfg(not(feature = "fetch"))]
+        let _ = fetch;
         let keys = match &self.keys {
             Keys::Static(k) => k.clone(),
+            #[cfg(feature = "fetch")]
+            Keys::Jwks(cache) if fetch == Fetch::Never => match cache.cached() {
+                Some(keys) if kid.is_none_or(|kid| keys.has_kid(kid)) => keys,
+                _ => return Err(JwtError::KeysUnavailable),
+            },
             #[cfg(feature = "fetch")]
             Keys::Jwks(cache) => {
                 let keys = cache.keys().await.map_err(|_| JwtError::KeysUnavailable)?;
@@ -870,4 +884,13 @@ impl JwtVerifierBuilder {
             }),
         })
     }
+}
+
+/// Whether a verification may fetch keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fetch {
+    /// When the cache has none, or none with the token's `kid`.
+    WhenNeeded,
+    /// Never: [`JwtVerifier::verify_sync`].
+    Never,
 }

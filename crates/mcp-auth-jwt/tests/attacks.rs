@@ -427,6 +427,53 @@ async fn a_random_kid_flood_causes_at_most_one_refresh_per_cooldown() {
     assert!(v.verify(&rsa.sign(&c)).await.is_ok());
 }
 
+/// A request that goes away mid-fetch (its client disconnected) must not
+/// let the next unknown `kid` start another fetch: the fetch goes on
+/// without it and counts for the cooldown.
+#[tokio::test]
+async fn requests_dropped_mid_fetch_do_not_start_more_fetches() {
+    let rsa = TestKey::rsa("rsa");
+    let issuer = Issuer::start(vec![rsa.jwk(false)]).await;
+    let cache = JwksCache::builder(issuer.jwks_url())
+        .cooldown(Duration::from_millis(100))
+        .build();
+    let v = verifier(&issuer, cache);
+    let c = claims(&issuer.base);
+    assert!(v.verify(&rsa.sign(&c)).await.is_ok());
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    issuer.set_mode(Mode::Stall);
+    let attacker = TestKey::load("attacker_rsa", Algorithm::RS256, "x");
+    for i in 0..20 {
+        let mut h = attacker.header();
+        h.kid = Some(format!("random-{i}"));
+        let t = attacker.sign_with(&h, &c);
+        let dropped = tokio::time::timeout(Duration::from_millis(30), v.verify(&t)).await;
+        assert!(dropped.is_err(), "the stalled fetch cannot have answered");
+    }
+    assert_eq!(issuer.hits(), 2, "the first fetch and one refresh");
+}
+
+/// `verify_sync` answers from the cached keys and never fetches, even for
+/// an unknown `kid`, and needs no runtime.
+#[test]
+fn verify_sync_never_fetches() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let rsa = TestKey::rsa("rsa");
+    let (issuer, v) = rt.block_on(async {
+        let (issuer, v) = setup(&[&rsa]).await;
+        assert!(v.verify(&rsa.sign(&claims(&issuer.base))).await.is_ok());
+        (issuer, v)
+    });
+    let c = claims(&issuer.base);
+    assert!(v.verify_sync(&rsa.sign(&c)).is_ok());
+    let attacker = TestKey::load("attacker_rsa", Algorithm::RS256, "unknown");
+    assert_eq!(
+        v.verify_sync(&attacker.sign(&c)).unwrap_err(),
+        JwtError::KeysUnavailable
+    );
+    assert_eq!(issuer.hits(), 1, "no fetch for the unknown kid");
+}
+
 #[tokio::test]
 async fn concurrent_first_use_is_single_flight() {
     let rsa = TestKey::rsa("rsa");
