@@ -125,20 +125,12 @@ pub async fn get_json(
     if !is_secure_url(url, limits.allow_insecure_http) {
         return Err(FetchError::Scheme(shown));
     }
-    let net = |e: reqwest::Error| FetchError::Network {
-        url: shown.clone(),
-        reason: if e.is_timeout() {
-            "timed out".to_owned()
-        } else {
-            e.without_url().to_string()
-        },
-    };
     let resp = client
         .get(url.clone())
         .header(reqwest::header::ACCEPT, "application/json")
         .send()
         .await
-        .map_err(net)?;
+        .map_err(|e| network(&shown, e))?;
     let status = resp.status();
     if !status.is_success() {
         return Err(FetchError::Status {
@@ -146,20 +138,39 @@ pub async fn get_json(
             status: status.as_u16(),
         });
     }
-    if resp
-        .content_length()
-        .is_some_and(|n| n > limits.max_bytes as u64)
-    {
+    json_body(resp, url, limits.max_bytes).await
+}
+
+/// Reads the body of `resp` (an answer from `url`, named in errors without
+/// credentials) as JSON, refusing one over `max_bytes` as it streams in.
+pub async fn json_body(
+    resp: reqwest::Response,
+    url: &Url,
+    max_bytes: usize,
+) -> Result<serde_json::Value, FetchError> {
+    let shown = redact(url);
+    if resp.content_length().is_some_and(|n| n > max_bytes as u64) {
         return Err(FetchError::TooLarge(shown));
     }
     let mut body = Vec::new();
     let mut stream = resp.bytes_stream();
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(net)?;
-        if body.len() + chunk.len() > limits.max_bytes {
+        let chunk = chunk.map_err(|e| network(&shown, e))?;
+        if body.len() + chunk.len() > max_bytes {
             return Err(FetchError::TooLarge(shown));
         }
         body.extend_from_slice(&chunk);
     }
     serde_json::from_slice(&body).map_err(|_| FetchError::NotJson(shown))
+}
+
+fn network(shown: &str, e: reqwest::Error) -> FetchError {
+    FetchError::Network {
+        url: shown.to_owned(),
+        reason: if e.is_timeout() {
+            "timed out".to_owned()
+        } else {
+            e.without_url().to_string()
+        },
+    }
 }

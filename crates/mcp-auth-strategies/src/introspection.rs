@@ -20,6 +20,11 @@ const NEGATIVE_TTL: Duration = Duration::from_secs(10);
 const CAPACITY: usize = 10_000;
 /// Most introspection requests in flight at once.
 const MAX_IN_FLIGHT: usize = 16;
+/// Longest a request waits for one of the [`MAX_IN_FLIGHT`] slots: past
+/// it, the answer is 503 rather than a wait behind a flood of other tokens.
+const SLOT_WAIT: Duration = Duration::from_secs(5);
+/// Largest introspection answer read.
+const MAX_ANSWER_BYTES: usize = 64 * 1024;
 /// Clock-skew leeway for `nbf`.
 const LEEWAY: u64 = 60;
 
@@ -158,9 +163,9 @@ impl Introspector {
             return hit;
         }
         INTROSPECTION_CACHE.count(false);
-        let lock = self.with_caches(|c| c.in_flight.entry(key).or_default().clone());
-        let _same_token = lock.lock().await;
-        let result = match self.cached(&key) {
+        let in_flight = InFlight::join(self, key);
+        let _same_token = in_flight.lock.lock().await;
+        match self.cached(&key) {
             // Another request with this token just asked.
             Some(hit) => hit,
             None => {
@@ -172,21 +177,22 @@ impl Introspector {
                     .record(started.elapsed().as_secs_f64());
                 result
             }
-        };
-        self.with_caches(|c| {
-            if Arc::strong_count(&lock) <= 2 {
-                c.in_flight.remove(&key);
-            }
-        });
-        result
+        }
     }
 
     async fn ask(&self, key: Key, token: &str, strategy: &str) -> Result<Principal, AuthError> {
-        let _slot = self
-            .slots
-            .acquire()
-            .await
-            .map_err(|_| AuthError::unavailable("token introspection unavailable"))?;
+        let _slot = match tokio::time::timeout(SLOT_WAIT, self.slots.acquire()).await {
+            Ok(Ok(slot)) => slot,
+            Ok(Err(_)) => return Err(AuthError::unavailable("token introspection unavailable")),
+            Err(_) => {
+                introspected("busy");
+                tracing::warn!(
+                    "token introspection busy: every slot taken for {} s",
+                    SLOT_WAIT.as_secs()
+                );
+                return Err(AuthError::unavailable("token introspection busy"));
+            }
+        };
         let resp = self
             .client
             .post(self.url.clone())
@@ -208,10 +214,13 @@ impl Introspector {
             );
             return Err(AuthError::unavailable("token introspection unavailable"));
         }
-        let body: Value = resp.json().await.map_err(|_| {
-            introspected("error");
-            AuthError::unavailable("token introspection answered garbage")
-        })?;
+        let body = mcp_auth_jwt::fetch::json_body(resp, &self.url, MAX_ANSWER_BYTES)
+            .await
+            .map_err(|e| {
+                introspected("error");
+                tracing::warn!(error = %e, "token introspection answer unreadable");
+                AuthError::unavailable("token introspection answered garbage")
+            })?;
         let (result, ttl) = self.judge(&body, strategy, now_secs());
         introspected(if result.is_ok() { "active" } else { "inactive" });
         self.store(key, &result, ttl);
@@ -318,8 +327,37 @@ impl Introspector {
 static INTROSPECTION_CACHE: mcp_auth_jwt::TokenCacheCounter =
     mcp_auth_jwt::TokenCacheCounter::new("introspection");
 
-/// Counts one answer of the introspection endpoint (`active`, `inactive`)
-/// or a failure to get one (`error`).
+/// A request's share of the per-token lock. Dropped when the request ends
+/// or goes away (its client disconnected), and the last one out removes
+/// the lock, so requests that never finish leave nothing behind.
+struct InFlight<'a> {
+    owner: &'a Introspector,
+    key: Key,
+    lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl<'a> InFlight<'a> {
+    fn join(owner: &'a Introspector, key: Key) -> Self {
+        let lock = owner.with_caches(|c| c.in_flight.entry(key).or_default().clone());
+        Self { owner, key, lock }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        // Shares are taken and counted under the caches' lock: two (the
+        // map's and this one) means nobody else is waiting.
+        self.owner.with_caches(|c| {
+            if Arc::strong_count(&self.lock) <= 2 {
+                c.in_flight.remove(&self.key);
+            }
+        });
+    }
+}
+
+/// Counts one answer of the introspection endpoint (`active`, `inactive`),
+/// a failure to get one (`error`), or a request not sent because every
+/// slot stayed taken (`busy`).
 fn introspected(outcome: &'static str) {
     metrics::counter!("mcp_auth_introspection_requests_total", "outcome" => outcome).increment(1);
 }
@@ -337,6 +375,29 @@ mod tests {
             Some("https://as.example".into()),
             Some(vec!["https://mcp.example/mcp".into()]),
         )
+    }
+
+    /// Requests that go away while waiting (their clients disconnected)
+    /// leave no per-token lock behind, however many distinct tokens.
+    #[tokio::test]
+    async fn abandoned_requests_leave_no_lock_behind() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/introspect", listener.local_addr().unwrap());
+        // An endpoint that accepts and never answers.
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        });
+        let i = Introspector::new(url.parse().unwrap(), "c".into(), "s".into(), None, None);
+        for n in 0..40 {
+            let token = format!("opaque-{n}");
+            let call = i.introspect(&token, "oauth2");
+            let gone = tokio::time::timeout(Duration::from_millis(20), call).await;
+            assert!(gone.is_err(), "the endpoint never answers");
+        }
+        assert_eq!(i.with_caches(|c| c.in_flight.len()), 0);
     }
 
     fn good(now: u64) -> Value {

@@ -41,6 +41,9 @@ async fn introspect(
         Some("expired") => {
             json!({"active": true, "sub": "carol", "iss": ISS, "aud": AUD, "exp": 1})
         }
+        // An answer over the 64 KiB read: refused whatever it says.
+        Some("huge") => json!({"active": true, "sub": "carol", "iss": ISS, "aud": AUD,
+            "exp": exp, "pad": "x".repeat(100 * 1024)}),
         _ => json!({"active": false}),
     }))
 }
@@ -146,6 +149,14 @@ async fn a_refused_or_unreachable_endpoint_is_unavailable_not_invalid() {
     let (auth, _) = start("wrong-secret").await;
     let e = auth.authenticate(&bearer("good")).await.unwrap_err();
     assert_eq!(e.status(), 503);
+}
+
+#[tokio::test]
+async fn an_oversized_answer_is_unavailable_whatever_it_says() {
+    let (auth, calls) = start("client-secret").await;
+    let e = auth.authenticate(&bearer("huge")).await.unwrap_err();
+    assert_eq!(e.status(), 503, "{e:?}");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
 
 #[tokio::test]
