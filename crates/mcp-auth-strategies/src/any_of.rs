@@ -120,6 +120,19 @@ fn credential_name(scheme: &ChallengeScheme) -> String {
     }
 }
 
+/// Whether the request carries a credential the members of `scheme` read.
+/// A token member reads the access token whether it comes as `Bearer` or
+/// as `DPoP` (the [`DpopAuthenticator`](crate::DpopAuthenticator) around a
+/// chain checks the proof, then lets the chain verify the token), so a
+/// `DPoP` header counts as the `Bearer` members' credential: a bound token
+/// and an API key together are two credentials, as a bearer token and an
+/// API key are.
+fn carries(scheme: &ChallengeScheme, headers: &http::HeaderMap) -> bool {
+    scheme.presented_in(headers)
+        || (*scheme == ChallengeScheme::Bearer
+            && ChallengeScheme::DPoP { algs: Vec::new() }.presented_in(headers))
+}
+
 fn union<T: PartialEq>(lists: impl Iterator<Item = Vec<T>>) -> Vec<T> {
     let mut out = Vec::new();
     for item in lists.flatten() {
@@ -139,7 +152,7 @@ impl Authenticator for AnyOf {
         let presented: Vec<&ChallengeScheme> = self
             .schemes
             .iter()
-            .filter(|s| s.presented_in(&req.headers))
+            .filter(|s| carries(s, &req.headers))
             .collect();
         if presented.len() > 1 {
             return Err(AuthError::invalid_request(format!(
@@ -303,6 +316,16 @@ mod tests {
                 "{err}"
             );
         }
+        // A DPoP-bound token is the token members' credential too.
+        let bound_and_key = AuthRequest::builder()
+            .header("x-api-key", "k")
+            .header("authorization", "DPoP t")
+            .build();
+        let chain = AnyOf::new()
+            .with(key(Err(AuthError::invalid_token("wrong key"))))
+            .with(fixed(Ok(Principal::new("b", "t"))));
+        let err = chain.authenticate(&bound_and_key).await.unwrap_err();
+        assert_eq!(err.status(), 400, "{err}");
         // One credential of each kind alone is fine.
         let chain = AnyOf::new()
             .with(key(Ok(Principal::new("k", "t"))))
