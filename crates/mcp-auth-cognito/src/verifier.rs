@@ -137,6 +137,19 @@ pub enum CognitoConfigError {
     /// `client_ids` is an empty list.
     #[error("client_ids is an empty list: no token could pass")]
     NoClientIds,
+    /// ID tokens are accepted (`token_use` `Id` or `Both`) together with a
+    /// check they cannot pass honestly: ID tokens carry no scopes and their
+    /// `aud` is the app client, so required scopes or a resource indicator
+    /// would hold for access tokens only, and an ID token would get in
+    /// without them.
+    #[error(
+        "{setting} is checked on access tokens only, but COGNITO_TOKEN_USE also accepts ID tokens, which would get in without it: use COGNITO_TOKEN_USE=access"
+    )]
+    IdTokensSkipCheck {
+        /// The check: `COGNITO_REQUIRED_SCOPES` or
+        /// `COGNITO_RESOURCE_INDICATORS`.
+        setting: &'static str,
+    },
     /// The underlying JWT verifier refused its settings. Not expected: the
     /// Cognito builder makes every choice it needs; reported against
     /// `COGNITO_USER_POOL_ID`, the pool being set up.
@@ -156,7 +169,7 @@ impl CognitoConfigError {
                 "COGNITO_USER_POOL_ID"
             }
             Self::InvalidJwksUrl(_) | Self::InsecureJwksUrl(_) => "COGNITO_JWKS_URL",
-            Self::TokenUseUnset => "COGNITO_TOKEN_USE",
+            Self::TokenUseUnset | Self::IdTokensSkipCheck { .. } => "COGNITO_TOKEN_USE",
             Self::ClientIdsUnset | Self::NoClientIds => "COGNITO_APP_CLIENT_ID",
         }
     }
@@ -540,6 +553,24 @@ impl CognitoVerifierBuilder {
         if client_ids.as_ref().is_some_and(Vec::is_empty) {
             return Err(CognitoConfigError::NoClientIds);
         }
+        if token_use != TokenUse::Access {
+            let setting = if !self.scopes.is_empty() {
+                Some("COGNITO_REQUIRED_SCOPES")
+            } else if self.resource.is_some() {
+                Some("COGNITO_RESOURCE_INDICATORS")
+            } else {
+                None
+            };
+            if let Some(setting) = setting {
+                return Err(CognitoConfigError::IdTokensSkipCheck { setting });
+            }
+        }
+        if client_ids.is_none() && self.resource.is_none() {
+            tracing::warn!(
+                "COGNITO_APP_CLIENT_ID=* without COGNITO_RESOURCE_INDICATORS: tokens any app client \
+                 of the pool was issued, for any service, are accepted here"
+            );
+        }
         let mut pools = Vec::new();
         for p in &self.pools {
             let issuer = p.issuer();
@@ -750,6 +781,55 @@ mod tests {
             .build()
             .unwrap_err();
         assert_eq!(e.variable(), "COGNITO_JWKS_URL");
+    }
+
+    /// Required scopes and resource indicators are access-token checks: a
+    /// configuration that also lets ID tokens in (which would skip them)
+    /// is refused, naming the check.
+    #[tokio::test]
+    async fn id_tokens_cannot_be_let_past_access_token_checks() {
+        let with = |token_use: TokenUse, scopes: &[&str], resource: Option<&str>| {
+            let mut b = CognitoVerifier::builder("eu-west-1", "eu-west-1_AbC123")
+                .unwrap()
+                .token_use(token_use)
+                .client_ids(Some(vec!["app".into()]))
+                .required_scopes(scopes.iter().copied());
+            if let Some(r) = resource {
+                b = b.resource_indicator(r);
+            }
+            b.build()
+        };
+        for token_use in [TokenUse::Id, TokenUse::Both] {
+            let e = with(token_use, &["mcp/tools"], None).unwrap_err();
+            assert_eq!(
+                e,
+                E::IdTokensSkipCheck {
+                    setting: "COGNITO_REQUIRED_SCOPES"
+                }
+            );
+            assert_eq!(e.variable(), "COGNITO_TOKEN_USE");
+            assert!(
+                e.to_string()
+                    .starts_with("COGNITO_REQUIRED_SCOPES is checked on access tokens only"),
+                "{e}"
+            );
+            let e = with(token_use, &[], Some("https://mcp.example/mcp")).unwrap_err();
+            assert_eq!(
+                e,
+                E::IdTokensSkipCheck {
+                    setting: "COGNITO_RESOURCE_INDICATORS"
+                }
+            );
+            assert!(with(token_use, &[], None).is_ok());
+        }
+        assert!(
+            with(
+                TokenUse::Access,
+                &["mcp/tools"],
+                Some("https://mcp.example/mcp")
+            )
+            .is_ok()
+        );
     }
 
     #[test]
