@@ -424,6 +424,18 @@ fn malformed_or_weak_keys_are_refused() {
         |_| {},
     );
     assert_eq!(refused(&p), DpopError::BadKey);
+    // So is one over 4096 bits (8192 would cost the server about four
+    // times as much to verify, for anyone who asks).
+    for bytes in [513, 1024] {
+        let mut n = vec![0xC5u8; bytes];
+        n[bytes - 1] |= 1;
+        let p = proof_with(
+            &rsa,
+            |h| set(&mut h["jwk"], "n", json!(B64.encode(&n))),
+            |_| {},
+        );
+        assert_eq!(refused(&p), DpopError::BadKey, "{} bits", bytes * 8);
+    }
     // A short coordinate, a padded one, one that is not a string.
     for (name, value) in [
         ("x", json!(B64.encode([1u8; 31]))),
