@@ -27,8 +27,21 @@
 //! a forged or stale `state`, an `iss` other than the expected issuer, an
 //! error from the authorization server or a failed token exchange all give
 //! a "Sign-in failed" page with a short, escaped reason.
+//!
+//! Only a redirect with this login's `state` counts. Any web page the
+//! person has open can send their browser to the (predictable) callback
+//! URL; such a request gets a failure page and is otherwise ignored: it
+//! neither ends the login (an `error=` without the right `state` is not
+//! believed) nor uses up its one redirect.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use axum::{
     Router,
@@ -37,7 +50,7 @@ use axum::{
     routing::get,
 };
 use rmcp::transport::auth::AuthorizationMetadata;
-use tokio::sync::{Mutex, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 /// What the authorization server sent back. `Debug` hides the code.
 #[derive(Clone, Default, PartialEq, Eq, serde::Deserialize)]
@@ -162,7 +175,13 @@ struct Arrival {
     reply: oneshot::Sender<Verdict>,
 }
 
-type Slot = Arc<Mutex<Option<oneshot::Sender<Arrival>>>>;
+/// What the HTTP handler shares with [`CallbackServer::receive`]: where
+/// redirects go, and whether the login's redirect has been taken.
+#[derive(Clone)]
+struct Slot {
+    arrivals: mpsc::Sender<Arrival>,
+    handled: Arc<AtomicBool>,
+}
 
 /// Listens on `http://127.0.0.1:<port>/callback` for one redirect.
 ///
@@ -176,13 +195,15 @@ type Slot = Arc<Mutex<Option<oneshot::Sender<Arrival>>>>;
 /// # }
 /// ```
 ///
-/// The first request to `/callback` is the redirect; its page says what
-/// the client made of it (see [`CallbackServer::receive`]). Later requests
-/// are told the login was already handled. Dropping the server stops the
-/// listener.
+/// The first request to `/callback` with the login's `state` is the
+/// redirect; its page says what the client made of it (see
+/// [`CallbackServer::receive`]). Requests with another `state` get a
+/// failure page and change nothing; later requests are told the login was
+/// already handled. Dropping the server stops the listener.
 pub struct CallbackServer {
     addr: SocketAddr,
-    rx: oneshot::Receiver<Arrival>,
+    rx: mpsc::Receiver<Arrival>,
+    handled: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<()>,
     issuer: Option<IssuerCheck>,
 }
@@ -249,20 +270,20 @@ async fn callback(
     uri: http::Uri,
     Query(params): Query<CallbackParams>,
 ) -> Html<String> {
-    let Some(tx) = slot.lock().await.take() else {
+    if slot.handled.load(Ordering::SeqCst) {
         return page(
             "Already handled",
             "This login already received its redirect. You can close this window and return \
              to the terminal.",
         );
-    };
+    }
     let (reply, verdict) = oneshot::channel();
     let arrival = Arrival {
         params,
         path: uri.to_string(),
         reply,
     };
-    if tx.send(arrival).is_err() {
+    if slot.arrivals.send(arrival).await.is_err() {
         return failed_page("the client is no longer waiting for this login");
     }
     match tokio::time::timeout(VERDICT_TIMEOUT, verdict).await {
@@ -286,7 +307,9 @@ pub enum CallbackError {
     /// The authorization server reported an error.
     #[error("the authorization server refused: {0}")]
     Refused(String),
-    /// `state` did not match (a forged or stale redirect).
+    /// `state` did not match (a forged or stale redirect). Such a request
+    /// is shown this on its page; [`CallbackServer::receive`] goes on
+    /// waiting for the login's own redirect.
     #[error("the redirect's state does not match this login (possible CSRF); refused")]
     State,
     /// No code in the redirect.
@@ -385,8 +408,12 @@ impl CallbackServer {
     pub async fn bind(port: u16) -> std::io::Result<Self> {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
         let addr = listener.local_addr()?;
-        let (tx, rx) = oneshot::channel();
-        let slot: Slot = Arc::new(Mutex::new(Some(tx)));
+        let (arrivals, rx) = mpsc::channel(8);
+        let handled = Arc::new(AtomicBool::new(false));
+        let slot = Slot {
+            arrivals,
+            handled: handled.clone(),
+        };
         let app = Router::new()
             .route("/callback", get(callback))
             .with_state(slot);
@@ -396,6 +423,7 @@ impl CallbackServer {
         Ok(Self {
             addr,
             rx,
+            handled,
             task,
             issuer: None,
         })
@@ -414,26 +442,39 @@ impl CallbackServer {
         format!("http://127.0.0.1:{}/callback", self.addr.port())
     }
 
-    /// Waits for the redirect and checks it: an error from the authorization
-    /// server, `state`, `iss` (with [`CallbackServer::with_issuer_check`]),
-    /// the code. A refused redirect gets a "Sign-in failed" page and the
-    /// error; an accepted one is returned with the browser still waiting
-    /// for the client's final word (see [`Redirect`]).
+    /// Waits for the redirect with `expected_state` and checks it: an error
+    /// from the authorization server, `iss` (with
+    /// [`CallbackServer::with_issuer_check`]), the code. A refused redirect
+    /// gets a "Sign-in failed" page and the error; an accepted one is
+    /// returned with the browser still waiting for the client's final word
+    /// (see [`Redirect`]). Requests with another `state` (or none) get a
+    /// failure page ([`CallbackError::State`]) and the wait goes on.
     pub async fn receive(
         mut self,
         expected_state: &str,
         timeout: Duration,
     ) -> Result<Redirect, CallbackError> {
-        let arrival = match tokio::time::timeout(timeout, &mut self.rx).await {
-            Ok(Ok(a)) => a,
-            _ => return Err(CallbackError::Timeout(timeout)),
+        let deadline = tokio::time::Instant::now() + timeout;
+        let arrival = loop {
+            let arrival = match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Ok(Some(a)) => a,
+                _ => return Err(CallbackError::Timeout(timeout)),
+            };
+            if arrival.params.state.as_deref() == Some(expected_state) {
+                self.handled.store(true, Ordering::SeqCst);
+                break arrival;
+            }
+            tracing::info!("ignored a request to the callback without this login's state");
+            let _ = arrival
+                .reply
+                .send(Verdict::Failed(CallbackError::State.to_string()));
         };
         let Arrival {
             params,
             path,
             reply,
         } = arrival;
-        if let Err(e) = self.judge(&params, expected_state) {
+        if let Err(e) = self.judge(&params) {
             tracing::info!(error = %e, "refused the authorization redirect");
             let _ = reply.send(Verdict::Failed(e.to_string()));
             return Err(e);
@@ -459,7 +500,9 @@ impl CallbackServer {
         Ok((params, url))
     }
 
-    fn judge(&self, params: &CallbackParams, expected_state: &str) -> Result<(), CallbackError> {
+    /// The checks after `state` (which [`CallbackServer::receive`] makes
+    /// first, so nothing here is believed from a request that lacks it).
+    fn judge(&self, params: &CallbackParams) -> Result<(), CallbackError> {
         if let Some(e) = &params.error {
             return Err(CallbackError::Refused(format!(
                 "{}{}",
@@ -470,9 +513,6 @@ impl CallbackServer {
                     .map(|d| format!(" ({})", clip(d)))
                     .unwrap_or_default()
             )));
-        }
-        if params.state.as_deref() != Some(expected_state) {
-            return Err(CallbackError::State);
         }
         if let Some(check) = &self.issuer {
             check.verify(params.iss.as_deref())?;
@@ -523,12 +563,6 @@ mod tests {
         assert!(full.ends_with("/callback?code=abc&state=s1"), "{full}");
 
         let s = CallbackServer::bind(0).await.unwrap();
-        let url = format!("{}?code=abc&state=forged", s.redirect_uri());
-        let waiter = tokio::spawn(async move { s.wait("s1", Duration::from_secs(5)).await });
-        get(&url).await;
-        assert_eq!(waiter.await.unwrap().unwrap_err(), CallbackError::State);
-
-        let s = CallbackServer::bind(0).await.unwrap();
         let url = format!(
             "{}?error=access_denied&error_description=%3Cb%3Enope%3C%2Fb%3E&state=s1",
             s.redirect_uri()
@@ -553,17 +587,30 @@ mod tests {
     }
 
     /// Issue #13: a redirect the client refuses must not be greeted with
-    /// "Signed in".
+    /// "Signed in". A request without the login's `state` (any web page
+    /// can send the browser to the callback) neither ends the login, even
+    /// with an `error`, nor uses up its redirect.
     #[tokio::test]
-    async fn a_forged_state_gets_a_failure_page() {
+    async fn a_request_without_the_logins_state_changes_nothing() {
         let s = CallbackServer::bind(0).await.unwrap();
-        let url = format!("{}?code=abc&state=forged", s.redirect_uri());
+        let base = s.redirect_uri();
         let waiter = tokio::spawn(async move { s.wait("s1", Duration::from_secs(5)).await });
-        let body = get(&url).await;
-        assert!(!body.contains("Signed in"), "{body}");
-        assert!(body.contains("Sign-in failed"), "{body}");
-        assert!(body.contains("state does not match"), "{body}");
-        assert_eq!(waiter.await.unwrap().unwrap_err(), CallbackError::State);
+        for query in [
+            "code=abc&state=forged",
+            "error=unauthorized_client",
+            "error=access_denied&state=forged",
+            "code=abc",
+        ] {
+            let body = get(&format!("{base}?{query}")).await;
+            assert!(!body.contains("Signed in"), "{query}: {body}");
+            assert!(body.contains("Sign-in failed"), "{query}: {body}");
+            assert!(body.contains("state does not match"), "{query}: {body}");
+        }
+        assert!(!waiter.is_finished(), "still waiting for the login");
+        let body = get(&format!("{base}?code=right&state=s1")).await;
+        assert!(body.contains("Signed in"), "{body}");
+        let (p, _) = waiter.await.unwrap().unwrap();
+        assert_eq!(p.code.as_deref(), Some("right"));
     }
 
     fn as_check() -> IssuerCheck {
