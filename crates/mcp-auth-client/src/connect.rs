@@ -10,8 +10,8 @@ use rmcp::{
     transport::{
         StreamableHttpClientTransport,
         auth::{
-            AuthClient, AuthorizationManager, AuthorizationRequest, AuthorizationSession,
-            CredentialStore, OAuthClientConfig, OAuthState,
+            AuthClient, AuthorizationManager, AuthorizationMetadata, AuthorizationRequest,
+            AuthorizationSession, CredentialStore, OAuthClientConfig, OAuthState,
         },
         streamable_http_client::{StreamableHttpClient, StreamableHttpClientTransportConfig},
     },
@@ -22,6 +22,7 @@ use crate::{
     Presented, Refusal, Registration, RegistrationStore,
     dpop::{is_dpop_token_type, resource_accepts_dpop, supports_es256},
     failure::{challenge_scopes, from_initialize_error, is_unreachable, union},
+    issuer::same_issuer,
     oauth_http::OAuthHttp,
     open_browser,
 };
@@ -196,11 +197,6 @@ impl OAuthOptions {
     }
 }
 
-/// Issuers compare exactly, but for a trailing `/`.
-fn same_issuer(a: &str, b: &str) -> bool {
-    a.trim_end_matches('/') == b.trim_end_matches('/')
-}
-
 /// A step of connecting failed. `Display` says which step and why, on one
 /// line.
 #[derive(Debug, thiserror::Error)]
@@ -282,6 +278,33 @@ pub async fn connect_with(server_url: &str, auth: Auth, wire: Wire) -> Result<Cl
     }
 }
 
+/// The HTTP client MCP requests go out on. Redirects are followed only
+/// within the MCP server's origin (scheme, host and port; at most 10), so
+/// a redirect cannot carry an API key header, a proof or a request body to
+/// another host or from https to plain http. (reqwest's default follows
+/// any redirect and drops only `Authorization` across hosts.)
+pub(crate) fn mcp_http() -> reqwest::Client {
+    let policy = reqwest::redirect::Policy::custom(|attempt| {
+        let first = attempt.previous().first().cloned();
+        let same_origin = first.is_some_and(|f| f.origin() == attempt.url().origin());
+        if !same_origin {
+            attempt.stop()
+        } else if attempt.previous().len() > 10 {
+            attempt.error("too many redirects")
+        } else {
+            attempt.follow()
+        }
+    });
+    reqwest::Client::builder()
+        .redirect(policy)
+        .build()
+        .unwrap_or_else(|e| {
+            // Only when the TLS backend cannot start: no client would work.
+            tracing::error!(error = %e, "cannot build the MCP HTTP client");
+            reqwest::Client::new()
+        })
+}
+
 pub(crate) async fn plain(
     server_url: &str,
     headers: HashMap<HeaderName, HeaderValue>,
@@ -289,7 +312,7 @@ pub(crate) async fn plain(
     wire: Wire,
 ) -> Result<Client, ClientError> {
     let config = StreamableHttpClientTransportConfig::with_uri(server_url).custom_headers(headers);
-    start(reqwest::Client::new(), config, presented, wire).await
+    start(mcp_http(), config, presented, wire).await
 }
 
 /// Starts the MCP lifecycle over `http` on `wire`. [`Wire::Auto`]:
@@ -417,7 +440,7 @@ async fn probe_legacy(server_url: &str) -> Result<Option<String>, ClientError> {
     if r.status().is_success()
         && let Some(session) = r.headers().get("mcp-session-id").cloned()
     {
-        let ended = reqwest::Client::new()
+        let ended = mcp_http()
             .delete(server_url)
             .header("mcp-session-id", session)
             .header("mcp-protocol-version", "2025-11-25")
@@ -440,7 +463,7 @@ async fn probe_with(
     body: &'static str,
     headers: &[(&'static str, &'static str)],
 ) -> Result<reqwest::Response, ClientError> {
-    let mut request = reqwest::Client::new()
+    let mut request = mcp_http()
         .post(server_url)
         .header("content-type", "application/json")
         .header("accept", "application/json, text/event-stream");
@@ -587,7 +610,7 @@ async fn with_manager(
             "the authorization server issued a DPoP-bound token without a DPoP proof".into(),
         )),
         (false, _) => {
-            let client = AuthClient::new(reqwest::Client::new(), m);
+            let client = AuthClient::new(mcp_http(), m);
             start(client, config, Presented::OAuth, wire).await
         }
     }
@@ -634,6 +657,27 @@ async fn from_store(
             return Ok(None);
         }
     };
+    // The tokens go back only to the issuer that issued them, confirmed
+    // at its own address: not to endpoints a document elsewhere claims for
+    // it, nor to the fallback endpoints of a server that stopped
+    // publishing metadata (no issuer), nor from there to a new issuer.
+    let same = match (stored.issuer.as_deref(), metadata.issuer.as_deref()) {
+        (Some(a), Some(b)) => same_issuer(a, b),
+        (None, None) => true,
+        _ => false,
+    };
+    if !same {
+        tracing::info!(
+            stored = stored.issuer.as_deref().unwrap_or("(none)"),
+            now = metadata.issuer.as_deref().unwrap_or("(none)"),
+            "the stored tokens are another authorization server's; logging in again"
+        );
+        return Ok(None);
+    }
+    if let Err(e) = crate::issuer::confirm(server_url, &metadata).await {
+        tracing::info!(error = %e, "the stored tokens' issuer is not confirmed; logging in again");
+        return Ok(None);
+    }
     if let (Some(http), Some(key)) = (&http, &key) {
         enable_dpop(http, &metadata.token_endpoint, key)?;
     }
@@ -666,6 +710,19 @@ async fn from_store(
             Ok(None)
         }
     }
+}
+
+/// Whether the metadata lists PKCE's `S256` method (RFC 8414
+/// `code_challenge_methods_supported`). The MCP spec has a client refuse an
+/// authorization server that does not: without it, the server may ignore
+/// the challenge. The one exception taken: the authorization server of a
+/// pre-registered client bound to its issuer (a Cognito user pool, which
+/// supports S256 but does not list it), chosen by whoever configured it.
+fn advertises_s256(metadata: &AuthorizationMetadata) -> bool {
+    metadata
+        .code_challenge_methods_supported
+        .as_ref()
+        .is_some_and(|m| m.iter().any(|x| x == "S256"))
 }
 
 /// Binds the loopback callback: `port`, or with 0 the `preferred` port (a
@@ -729,6 +786,28 @@ pub async fn connect_oauth(
         .await
         .map_err(|e| ClientError::Discovery(e.to_string()))?
         .metadata;
+    crate::issuer::confirm(server_url, &metadata).await?;
+    // The login page goes to a browser (or `$BROWSER`): only a web page,
+    // never `file:`, `smb:` or a custom scheme a local application handles.
+    if !url::Url::parse(&metadata.authorization_endpoint)
+        .is_ok_and(|u| matches!(u.scheme(), "https" | "http"))
+    {
+        return Err(ClientError::Discovery(
+            "the authorization endpoint is not an http(s) URL: not opening it".into(),
+        ));
+    }
+    let preregistered_here = opts
+        .client_issuer
+        .as_deref()
+        .zip(metadata.issuer.as_deref())
+        .is_some_and(|(bound, issuer)| same_issuer(bound, issuer));
+    if !advertises_s256(&metadata) && !preregistered_here {
+        return Err(ClientError::Discovery(
+            "the authorization server does not list S256 in code_challenge_methods_supported: \
+             without it PKCE cannot be relied on, and the MCP spec forbids going on"
+                .into(),
+        ));
+    }
     // DPoP when asked for and offered: the token request carries a proof
     // of the server's key, and the token comes back bound to it.
     // The resource must take bound tokens too, or the token would be

@@ -326,7 +326,9 @@ pub(crate) fn supports_es256(additional_fields: &HashMap<String, Value>) -> bool
 /// lists ES256 in `dpop_signing_alg_values_supported`. A token bound for a
 /// server that checks no proofs would be refused there, so without this
 /// the client asks for bearer tokens even when the authorization server
-/// offers DPoP. Any failure to find out counts as no.
+/// offers DPoP. Any failure to find out counts as no. The metadata is
+/// fetched as discovery fetches it ([`OAuthHttp`](crate::oauth_http::OAuthHttp):
+/// its address policy and body limit), without following redirects.
 pub(crate) async fn resource_accepts_dpop(server_url: &str, challenge: &str) -> bool {
     let scheme = challenge.split_whitespace().next().unwrap_or_default();
     if scheme.eq_ignore_ascii_case("dpop") {
@@ -334,22 +336,23 @@ pub(crate) async fn resource_accepts_dpop(server_url: &str, challenge: &str) -> 
     }
     let url = crate::failure::challenge_param(challenge, "resource_metadata")
         .unwrap_or_else(|| mcp_auth_core::metadata_url_for(server_url));
-    let Ok(client) = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(std::time::Duration::from_secs(10))
-        .build()
+    let Ok(http) = crate::oauth_http::OAuthHttp::new(server_url) else {
+        return false;
+    };
+    let Ok(request) = http::Request::get(url.as_str())
+        .header(http::header::ACCEPT, "application/json")
+        .body(Vec::new())
     else {
         return false;
     };
-    let Ok(response) = client.get(&url).send().await else {
-        return false;
-    };
-    if !response.status().is_success() {
-        return false;
-    }
-    match response.json::<HashMap<String, Value>>().await {
-        Ok(metadata) => supports_es256(&metadata),
-        Err(_) => false,
+    let redirect = rmcp::transport::auth::OAuthHttpRedirectPolicy::Stop;
+    let timeout = Some(std::time::Duration::from_secs(10));
+    match http.send(request, redirect, timeout).await {
+        Ok(response) if response.status().is_success() => {
+            serde_json::from_slice::<HashMap<String, Value>>(response.body())
+                .is_ok_and(|metadata| supports_es256(&metadata))
+        }
+        _ => false,
     }
 }
 

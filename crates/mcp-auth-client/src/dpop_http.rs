@@ -90,7 +90,7 @@ impl DpopHttpClient {
     /// Proofs signed with `key`; the token is the transport's.
     pub fn new(key: DpopKey) -> Self {
         Self {
-            http: reqwest::Client::new(),
+            http: crate::connect::mcp_http(),
             key,
             token: None,
         }

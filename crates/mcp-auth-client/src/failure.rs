@@ -201,15 +201,44 @@ pub fn one_line(s: &str, max: usize) -> String {
             out.push('…');
             return out;
         }
-        let bidi = matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
-        if c.is_control() || bidi {
-            out.extend(c.escape_unicode());
-        } else {
-            out.push(c);
-        }
+        push_shown(&mut out, c);
         n += 1;
     }
     out
+}
+
+/// `s` as the terminal may show it: lines and tabs kept, every other
+/// control character escaped (ESC starts the sequences that move the
+/// cursor, retitle the window or write the clipboard), and so are the
+/// bidi controls that make text read differently from what it is. For
+/// text a server sent (tool names, descriptions, results).
+///
+/// ```
+/// use mcp_auth_client::terminal_safe;
+/// assert_eq!(terminal_safe("a\n\tb"), "a\n\tb");
+/// assert_eq!(terminal_safe("\u{1b}]52;c;x\u{7}"), "\\u{1b}]52;c;x\\u{7}");
+/// ```
+pub fn terminal_safe(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c == '\n' || c == '\t' {
+            out.push(c);
+        } else {
+            push_shown(&mut out, c);
+        }
+    }
+    out
+}
+
+/// `c`, escaped when it is a control or bidi character.
+fn push_shown(out: &mut String, c: char) {
+    let bidi =
+        matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+    if c.is_control() || bidi {
+        out.extend(c.escape_unicode());
+    } else {
+        out.push(c);
+    }
 }
 
 /// `e` and its sources, `: `-separated (for the debug log). rmcp's

@@ -87,6 +87,7 @@ mod dpop;
 mod dpop_http;
 mod failure;
 mod grants;
+mod issuer;
 mod machine;
 mod oauth_http;
 mod registration;
@@ -100,7 +101,7 @@ pub use connect::{
 };
 pub use dpop::{DPOP_ALGORITHM, DpopKey, DpopKeyError};
 pub use dpop_http::DpopHttpClient;
-pub use failure::{Presented, Refusal, challenge_scopes, error_chain, one_line};
+pub use failure::{Presented, Refusal, challenge_scopes, error_chain, one_line, terminal_safe};
 pub use grants::{
     ClientAuth, GrantError, GrantType, SigningAlgorithm, TOKEN_TYPE_ID_JAG, TokenEndpoint,
     TokenGrant, client_credentials, enterprise_managed, exchange_id_token_for_id_jag, jwt_bearer,

@@ -43,6 +43,7 @@ use crate::{
     dpop::supports_es256,
     failure::{challenge_scopes, union},
     grants,
+    issuer::same_issuer,
 };
 
 /// A client registered at an authorization server, as it authenticates
@@ -229,6 +230,14 @@ pub struct MachineOptions {
     /// of a key made for this connection, and a token issued as `DPoP` is
     /// presented with a proof on every MCP request.
     pub dpop: bool,
+    /// The authorization server (its issuer) the grant's client is
+    /// registered at. When set, the grant goes only to an authorization
+    /// server whose metadata names exactly this issuer (confirmed at the
+    /// issuer's own address); any other is refused before anything is
+    /// sent. `None` (the default): to whichever authorization server the
+    /// MCP server names, so a hostile MCP server could have the client's
+    /// secret, key assertion or workload token sent to one of its choice.
+    pub issuer: Option<String>,
 }
 
 impl MachineOptions {
@@ -240,6 +249,7 @@ impl MachineOptions {
             wire: Wire::Auto,
             challenge: None,
             dpop: true,
+            issuer: None,
         }
     }
 }
@@ -335,6 +345,22 @@ async fn token(
         .await
         .map_err(|e| ClientError::Discovery(e.to_string()))?
         .metadata;
+    crate::issuer::confirm(server_url, &metadata).await?;
+    if let Some(bound) = &opts.issuer
+        && !metadata
+            .issuer
+            .as_deref()
+            .is_some_and(|i| same_issuer(i, bound))
+    {
+        return Err(ClientError::Discovery(format!(
+            "the MCP server's authorization server is {}, not {bound}, the issuer the client is \
+             registered at: its credentials are not sent there",
+            metadata
+                .issuer
+                .as_deref()
+                .unwrap_or("unnamed (no metadata)")
+        )));
+    }
     let mut scopes = requested_scopes(opts);
     if scopes.is_empty() {
         scopes = m.select_initial_scopes(&[]).await;

@@ -26,7 +26,7 @@ use conformance::Scenario;
 use mcp_auth_client::{
     Auth, ClientError, FileCredentialStore, Grant, MachineClient, MachineOptions, OAuthOptions,
     SigningAlgorithm, TokenEndpoint, VARIABLES, Wire, challenge_scopes, connect_machine,
-    connect_oauth, connect_with, one_line,
+    connect_oauth, connect_with, one_line, terminal_safe,
 };
 use mcp_auth_core::settings::{ConfigError, Lookup, ProcessEnv, Sources};
 use rmcp::model::CallToolRequestParams;
@@ -63,14 +63,21 @@ struct Cli {
     /// The MCP endpoint [env: MCP_SERVER_URL; default http://localhost:8001/mcp].
     #[arg(long)]
     server: Option<String>,
-    /// A pre-registered OAuth client id, presented to whichever
-    /// authorization server the MCP server names (see COGNITO_APP_CLIENT_ID
-    /// below for the Cognito app client from .env).
+    /// A pre-registered OAuth client id, presented to the --issuer, or
+    /// without it to whichever authorization server the MCP server names
+    /// (see COGNITO_APP_CLIENT_ID below for the Cognito app client from
+    /// .env).
     #[arg(long)]
     client_id: Option<String>,
     /// The --client-id's secret, for a confidential client.
     #[arg(long, requires = "client_id")]
     client_secret: Option<String>,
+    /// The authorization server (its issuer URL) --client-id is registered
+    /// at: its credentials, secret and tokens go to that server only, and
+    /// an MCP server naming another is refused (logins there register
+    /// instead). Without it they go wherever the MCP server points.
+    #[arg(long, value_name = "URL", requires = "client_id")]
+    issuer: Option<String>,
     /// A client ID metadata document URL, used when the server supports them.
     #[arg(long)]
     client_metadata_url: Option<String>,
@@ -278,8 +285,8 @@ fn cognito_issuer(region: &str, pool: &str) -> String {
     format!("https://cognito-idp.{region}.amazonaws.com/{pool}")
 }
 
-/// The pre-registered client: `--client-id`/`--client-secret` for any
-/// authorization server, else the Cognito app client from the environment
+/// The pre-registered client: `--client-id`/`--client-secret` for the
+/// `--issuer` (any authorization server without it), else the Cognito app client from the environment
 /// or `.env`, for its user pool's issuer only (not at all without
 /// `COGNITO_REGION` and `COGNITO_USER_POOL_ID`). Returns the id, the
 /// secret, and the issuer it is bound to.
@@ -288,7 +295,11 @@ fn preregistered(
     settings: &Settings,
 ) -> (Option<String>, Option<String>, Option<String>) {
     if let Some(id) = &cli.client_id {
-        return (Some(id.clone()), cli.client_secret.clone(), None);
+        return (
+            Some(id.clone()),
+            cli.client_secret.clone(),
+            cli.issuer.clone(),
+        );
     }
     let setting = |name: &str| Lookup::get(settings, name);
     let Some(id) = setting("COGNITO_APP_CLIENT_ID") else {
@@ -408,6 +419,7 @@ async fn run(cli: Cli, settings: &Settings) -> Result<(), Failure> {
         opts.scopes = scopes(&cli);
         opts.wire = cli.protocol;
         opts.dpop = !cli.no_dpop;
+        opts.issuer = cli.issuer.clone();
         Auth::Machine(Box::new(opts))
     } else if let Some(k) = Lookup::get(settings, "MCP_API_KEY") {
         Auth::ApiKey(k)
@@ -561,8 +573,8 @@ async fn list(client: &Client) -> Result<(), OpErr> {
     for t in tools {
         println!(
             "{:<16} {}",
-            t.name,
-            t.description.as_deref().unwrap_or_default()
+            terminal_safe(&t.name),
+            terminal_safe(t.description.as_deref().unwrap_or_default())
         );
     }
     Ok(())
@@ -586,7 +598,7 @@ async fn call(client: &Client, tool: &str, args: Option<&str>) -> Result<(), OpE
         .map_err(OpErr::Service)?;
     for c in &r.content {
         if let Some(t) = c.as_text() {
-            println!("{}", t.text);
+            println!("{}", terminal_safe(&t.text));
         }
     }
     if r.is_error == Some(true) {

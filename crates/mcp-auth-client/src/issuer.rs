@@ -1,0 +1,196 @@
+//! The authorization server's `issuer`, confirmed at the issuer's own
+//! address before anything is tied to it.
+//!
+//! ```text
+//! resolved metadata:  issuer https://as.example/tenant, token_endpoint T
+//! confirm() fetches:  https://as.example/.well-known/oauth-authorization-server/tenant
+//!                     (then the OpenID Connect forms), and requires the
+//!                     document there to name the same issuer and endpoints
+//! ```
+//!
+//! rmcp checks a discovered document's `issuer` against the URL it fetched
+//! the document from when that URL has one of the standard well-known
+//! forms. A protected-resource document may also name a metadata document
+//! at any other `/.well-known/` path, and then nothing ties the `issuer` it
+//! claims to the server that serves it. The client keys what it keeps by
+//! issuer (a pre-registered client bound to one, stored registrations,
+//! stored tokens), so a hostile MCP server could name a real issuer with
+//! its own token endpoint and be sent that issuer's client secret or
+//! refresh token. [`confirm`] closes that: the issuer's own metadata, from
+//! the locations RFC 8414 §3.1 and OpenID Connect Discovery derive from
+//! it (in the MCP spec's order), must name the same issuer, authorization,
+//! token and registration endpoints.
+
+use http::Method;
+use rmcp::transport::auth::{AuthorizationMetadata, OAuthHttpRedirectPolicy};
+use std::time::Duration;
+use url::Url;
+
+use crate::{ClientError, oauth_http::OAuthHttp};
+
+/// Time allowed for each metadata request.
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Requires `metadata` (resolved for the MCP server at `server_url`) to be
+/// what its issuer publishes at its own well-known locations. Metadata
+/// without an issuer (the 2025-03-26 fallback endpoints) has nothing to
+/// confirm: nothing is kept or reused under an issuer for it.
+pub(crate) async fn confirm(
+    server_url: &str,
+    metadata: &AuthorizationMetadata,
+) -> Result<(), ClientError> {
+    let Some(issuer) = metadata.issuer.as_deref() else {
+        return Ok(());
+    };
+    let refused = |why: String| {
+        ClientError::Discovery(format!(
+            "the authorization server metadata names the issuer {issuer}, but {why}: \
+             not using it"
+        ))
+    };
+    let candidates = well_known(issuer)
+        .ok_or_else(|| refused("that is not an http(s) URL without query or fragment".into()))?;
+    let http = OAuthHttp::new(server_url).map_err(ClientError::Discovery)?;
+    for url in &candidates {
+        let Some(published) = fetch(&http, url).await else {
+            continue;
+        };
+        if !published
+            .issuer
+            .as_deref()
+            .is_some_and(|i| same_issuer(i, issuer))
+        {
+            continue;
+        }
+        return if same_endpoints(&published, metadata) {
+            Ok(())
+        } else {
+            tracing::warn!(
+                issuer,
+                "the issuer's own metadata names other endpoints than the metadata discovered \
+                 for this MCP server"
+            );
+            Err(refused(format!(
+                "the issuer's own metadata ({url}) names other endpoints"
+            )))
+        };
+    }
+    Err(refused(
+        "the issuer publishes no metadata naming itself at its well-known locations".into(),
+    ))
+}
+
+/// The metadata document at `url`, if it answers 200 with one.
+async fn fetch(http: &OAuthHttp, url: &Url) -> Option<AuthorizationMetadata> {
+    let request = http::Request::builder()
+        .method(Method::GET)
+        .uri(url.as_str())
+        .header(http::header::ACCEPT, "application/json")
+        .body(Vec::new())
+        .ok()?;
+    let response = match http
+        .send(request, OAuthHttpRedirectPolicy::Follow, Some(TIMEOUT))
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::debug!(%url, error = %e, "issuer metadata not fetched");
+            return None;
+        }
+    };
+    if !response.status().is_success() {
+        return None;
+    }
+    serde_json::from_slice(response.body()).ok()
+}
+
+/// The metadata locations of `issuer`, in the MCP spec's order: RFC 8414
+/// path insertion, OpenID Connect path insertion, then OpenID Connect path
+/// appending (for an issuer with a path); RFC 8414, then OpenID Connect
+/// (without). `None` when the issuer is not an http(s) URL without query
+/// and fragment (RFC 8414 §2).
+fn well_known(issuer: &str) -> Option<Vec<Url>> {
+    let base = Url::parse(issuer).ok()?;
+    if !matches!(base.scheme(), "https" | "http")
+        || base.query().is_some()
+        || base.fragment().is_some()
+        || base.host().is_none()
+    {
+        return None;
+    }
+    let path = base.path().trim_matches('/');
+    let paths = if path.is_empty() {
+        vec![
+            "/.well-known/oauth-authorization-server".to_owned(),
+            "/.well-known/openid-configuration".to_owned(),
+        ]
+    } else {
+        vec![
+            format!("/.well-known/oauth-authorization-server/{path}"),
+            format!("/.well-known/openid-configuration/{path}"),
+            format!("/{path}/.well-known/openid-configuration"),
+        ]
+    };
+    Some(
+        paths
+            .into_iter()
+            .map(|p| {
+                let mut u = base.clone();
+                u.set_path(&p);
+                u
+            })
+            .collect(),
+    )
+}
+
+/// Issuers compare exactly, but for a trailing `/`.
+pub(crate) fn same_issuer(a: &str, b: &str) -> bool {
+    a.trim_end_matches('/') == b.trim_end_matches('/')
+}
+
+/// Whether the endpoints credentials and codes go to are the same.
+fn same_endpoints(a: &AuthorizationMetadata, b: &AuthorizationMetadata) -> bool {
+    a.authorization_endpoint == b.authorization_endpoint
+        && a.token_endpoint == b.token_endpoint
+        && a.registration_endpoint == b.registration_endpoint
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn paths(issuer: &str) -> Vec<String> {
+        well_known(issuer)
+            .unwrap()
+            .iter()
+            .map(Url::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn locations_follow_the_mcp_order() {
+        assert_eq!(
+            paths("https://as.example"),
+            [
+                "https://as.example/.well-known/oauth-authorization-server",
+                "https://as.example/.well-known/openid-configuration",
+            ]
+        );
+        assert_eq!(
+            paths("https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_AbC/"),
+            [
+                "https://cognito-idp.eu-west-1.amazonaws.com/.well-known/oauth-authorization-server/eu-west-1_AbC",
+                "https://cognito-idp.eu-west-1.amazonaws.com/.well-known/openid-configuration/eu-west-1_AbC",
+                "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_AbC/.well-known/openid-configuration",
+            ]
+        );
+        for bad in [
+            "ftp://as.example",
+            "https://as.example/?tenant=a",
+            "https://as.example/#x",
+            "not a url",
+        ] {
+            assert!(well_known(bad).is_none(), "{bad}");
+        }
+    }
+}
