@@ -184,7 +184,7 @@ python3 tests/docs/readme_embedding.py
 step "fuzz: a short coverage-guided campaign over every parser that sees attacker bytes (docs/FUZZING.md)"
 bash fuzz/run.sh
 
-step "conformance: mcp-auth-client against both lines of the suite (0.1.16: --suite auth; 0.2.0-alpha.12: --requirements 2026-07-28, --suite auth, --suite extensions)"
+step "conformance: mcp-auth-client against both lines of the suite (0.1.16: --suite auth, --suite backcompat; 0.2.0-alpha.12: --requirements 2026-07-28, --suite auth, --suite extensions)"
 # Each run fails on a failure its expected-failures.yml does not list, and on a
 # listed one that passes. `--requirements` does not fail on the extensions
 # (the suite does not score them), so they run again as `--suite extensions`.
@@ -201,6 +201,7 @@ conformance_client() {
   )
 }
 conformance_client conformance results --suite auth
+conformance_client conformance results-backcompat --suite backcompat
 conformance_client conformance-2026 results-2026-07-28 --requirements 2026-07-28
 conformance_client conformance-2026 results-auth --suite auth
 conformance_client conformance-2026 results-extensions --suite extensions

@@ -10,8 +10,9 @@ use rmcp::{
     transport::{
         StreamableHttpClientTransport,
         auth::{
-            AuthClient, AuthorizationManager, AuthorizationMetadata, AuthorizationRequest,
-            AuthorizationSession, CredentialStore, OAuthClientConfig, OAuthState,
+            AuthClient, AuthorizationManager, AuthorizationMetadata, AuthorizationMetadataSource,
+            AuthorizationRequest, AuthorizationSession, CredentialStore, OAuthClientConfig,
+            OAuthState,
         },
         streamable_http_client::{StreamableHttpClient, StreamableHttpClientTransportConfig},
     },
@@ -279,15 +280,19 @@ pub async fn connect_with(server_url: &str, auth: Auth, wire: Wire) -> Result<Cl
 }
 
 /// The HTTP client MCP requests go out on. Redirects are followed only
-/// within the MCP server's origin (scheme, host and port; at most 10), so
-/// a redirect cannot carry an API key header, a proof or a request body to
-/// another host or from https to plain http. (reqwest's default follows
-/// any redirect and drops only `Authorization` across hosts.)
+/// within the MCP server's origin (scheme, host and port), or from http to
+/// https on the same host, at most 10, so a redirect cannot carry an API
+/// key header, a proof or a request body to another host or from https to
+/// plain http. (reqwest's default follows any redirect and drops only
+/// `Authorization` across hosts.)
 pub(crate) fn mcp_http() -> reqwest::Client {
     let policy = reqwest::redirect::Policy::custom(|attempt| {
-        let first = attempt.previous().first().cloned();
-        let same_origin = first.is_some_and(|f| f.origin() == attempt.url().origin());
-        if !same_origin {
+        let next = attempt.url();
+        let allowed = attempt.previous().first().is_some_and(|first| {
+            first.origin() == next.origin()
+                || (next.scheme() == "https" && first.host_str() == next.host_str())
+        });
+        if !allowed {
             attempt.stop()
         } else if attempt.previous().len() > 10 {
             attempt.error("too many redirects")
@@ -715,9 +720,11 @@ async fn from_store(
 /// Whether the metadata lists PKCE's `S256` method (RFC 8414
 /// `code_challenge_methods_supported`). The MCP spec has a client refuse an
 /// authorization server that does not: without it, the server may ignore
-/// the challenge. The one exception taken: the authorization server of a
+/// the challenge. Two exceptions are taken: the authorization server of a
 /// pre-registered client bound to its issuer (a Cognito user pool, which
-/// supports S256 but does not list it), chosen by whoever configured it.
+/// supports S256 but does not list it), chosen by whoever configured it;
+/// and the 2025-03-26 default endpoints of a server with no metadata at
+/// all, which have nowhere to list it.
 fn advertises_s256(metadata: &AuthorizationMetadata) -> bool {
     metadata
         .code_challenge_methods_supported
@@ -781,11 +788,14 @@ pub async fn connect_oauth(
     // challenge, then the session: registration and the authorization URL),
     // keeping the metadata's issuer so the callback page can check `iss`.
     let (mut m, http) = manager(server_url, opts, opts.dpop).await?;
-    let metadata = m
+    let resolution = m
         .resolve_metadata_from_challenge(Some(&challenge))
         .await
-        .map_err(|e| ClientError::Discovery(e.to_string()))?
-        .metadata;
+        .map_err(|e| ClientError::Discovery(e.to_string()))?;
+    // No metadata at all: the 2025-03-26 default endpoints on the MCP
+    // server's origin, which has nothing to advertise S256 in.
+    let fallback = resolution.source == AuthorizationMetadataSource::LegacyEndpointFallback;
+    let metadata = resolution.metadata;
     crate::issuer::confirm(server_url, &metadata).await?;
     // The login page goes to a browser (or `$BROWSER`): only a web page,
     // never `file:`, `smb:` or a custom scheme a local application handles.
@@ -801,10 +811,11 @@ pub async fn connect_oauth(
         .as_deref()
         .zip(metadata.issuer.as_deref())
         .is_some_and(|(bound, issuer)| same_issuer(bound, issuer));
-    if !advertises_s256(&metadata) && !preregistered_here {
+    if !advertises_s256(&metadata) && !preregistered_here && !fallback {
         return Err(ClientError::Discovery(
             "the authorization server does not list S256 in code_challenge_methods_supported: \
-             without it PKCE cannot be relied on, and the MCP spec forbids going on"
+             without it PKCE cannot be relied on, and the MCP spec forbids going on (a \
+             pre-registered client bound to it with --issuer may go on)"
                 .into(),
         ));
     }

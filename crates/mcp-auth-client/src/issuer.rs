@@ -51,6 +51,10 @@ pub(crate) async fn confirm(
     let candidates = well_known(issuer)
         .ok_or_else(|| refused("that is not an http(s) URL without query or fragment".into()))?;
     let http = OAuthHttp::new(server_url).map_err(ClientError::Discovery)?;
+    // Every location is the issuer's own; a provider may publish its RFC
+    // 8414 and its OpenID Connect documents with different fields, so any
+    // one naming these endpoints confirms them.
+    let mut differing = None;
     for url in &candidates {
         let Some(published) = fetch(&http, url).await else {
             continue;
@@ -62,22 +66,22 @@ pub(crate) async fn confirm(
         {
             continue;
         }
-        return if same_endpoints(&published, metadata) {
-            Ok(())
-        } else {
+        if same_endpoints(&published, metadata) {
+            return Ok(());
+        }
+        differing.get_or_insert(url);
+    }
+    Err(refused(match differing {
+        Some(url) => {
             tracing::warn!(
                 issuer,
                 "the issuer's own metadata names other endpoints than the metadata discovered \
                  for this MCP server"
             );
-            Err(refused(format!(
-                "the issuer's own metadata ({url}) names other endpoints"
-            )))
-        };
-    }
-    Err(refused(
-        "the issuer publishes no metadata naming itself at its well-known locations".into(),
-    ))
+            format!("the issuer's own metadata ({url}) names other endpoints")
+        }
+        None => "the issuer publishes no metadata naming itself at its well-known locations".into(),
+    }))
 }
 
 /// The metadata document at `url`, if it answers 200 with one.
