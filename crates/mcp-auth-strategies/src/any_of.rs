@@ -120,16 +120,25 @@ fn credential_name(scheme: &ChallengeScheme) -> String {
     }
 }
 
-/// Whether the request carries a credential the members of `scheme` read.
-/// A token member reads the access token whether it comes as `Bearer` or
-/// as `DPoP` (the [`DpopAuthenticator`](crate::DpopAuthenticator) around a
-/// chain checks the proof, then lets the chain verify the token), so a
-/// `DPoP` header counts as the `Bearer` members' credential: a bound token
-/// and an API key together are two credentials, as a bearer token and an
-/// API key are.
-fn carries(scheme: &ChallengeScheme, headers: &http::HeaderMap) -> bool {
+/// Whether the request carries a credential the members of `scheme` read
+/// (`schemes`: all the chain's). A token member reads the access token
+/// whether it comes as `Bearer` or as `DPoP` (the
+/// [`DpopAuthenticator`](crate::DpopAuthenticator) around a chain checks
+/// the proof, then lets the chain verify the token), so unless the chain
+/// has a `DPoP` member of its own, a `DPoP` header counts as the `Bearer`
+/// members' credential: a bound token and an API key together are two
+/// credentials, as a bearer token and an API key are.
+fn carries(
+    scheme: &ChallengeScheme,
+    schemes: &[ChallengeScheme],
+    headers: &http::HeaderMap,
+) -> bool {
+    let dpop_member = schemes
+        .iter()
+        .any(|s| matches!(s, ChallengeScheme::DPoP { .. }));
     scheme.presented_in(headers)
         || (*scheme == ChallengeScheme::Bearer
+            && !dpop_member
             && ChallengeScheme::DPoP { algs: Vec::new() }.presented_in(headers))
 }
 
@@ -152,7 +161,7 @@ impl Authenticator for AnyOf {
         let presented: Vec<&ChallengeScheme> = self
             .schemes
             .iter()
-            .filter(|s| carries(s, &req.headers))
+            .filter(|s| carries(s, &self.schemes, &req.headers))
             .collect();
         if presented.len() > 1 {
             return Err(AuthError::invalid_request(format!(
@@ -324,6 +333,27 @@ mod tests {
         let chain = AnyOf::new()
             .with(key(Err(AuthError::invalid_token("wrong key"))))
             .with(fixed(Ok(Principal::new("b", "t"))));
+        let err = chain.authenticate(&bound_and_key).await.unwrap_err();
+        assert_eq!(err.status(), 400, "{err}");
+        // A DPoP member in the chain (one that takes bearer tokens too)
+        // reads that header itself: alone, it is one credential.
+        let dpop_member = Fixed(
+            Ok(Principal::new("d", "t")),
+            vec![
+                ChallengeScheme::DPoP {
+                    algs: vec!["ES256".into()],
+                },
+                ChallengeScheme::Bearer,
+            ],
+            vec![],
+        );
+        let chain = AnyOf::new()
+            .with(key(Err(AuthError::MissingCredentials)))
+            .with(dpop_member);
+        let bound = AuthRequest::builder()
+            .header("authorization", "DPoP t")
+            .build();
+        assert_eq!(chain.authenticate(&bound).await.unwrap().subject, "d");
         let err = chain.authenticate(&bound_and_key).await.unwrap_err();
         assert_eq!(err.status(), 400, "{err}");
         // One credential of each kind alone is fine.
