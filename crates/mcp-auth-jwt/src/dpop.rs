@@ -138,7 +138,7 @@ pub enum DpopError {
     #[error("DPoP proof jwk does not fit its algorithm")]
     KeyMismatch,
     /// The `jwk` members are malformed, or an RSA modulus is outside
-    /// 2048..=4096 bits.
+    /// 2048..=4096 bits or its exponent outside 3..=65537 (odd).
     #[error("unusable DPoP proof key")]
     BadKey,
     /// The signature does not verify with the header's `jwk`.
@@ -671,8 +671,14 @@ fn decoding_key(jwk: &Map<String, Value>, alg: Algorithm) -> Result<DecodingKey,
             }
             let (n, e) = (member("n")?, member("e")?);
             let bits = modulus_bits(&n);
-            let e_len = e.iter().skip_while(|b| **b == 0).count();
-            if !(RSA_MIN_BITS..=RSA_MAX_BITS).contains(&bits) || e_len == 0 || e_len > 8 {
+            // An odd public exponent from 3 to 65537 (what keys use): a
+            // larger one would make verifying cost more again, a 33-bit
+            // exponent about as much as a key twice the size.
+            let e_value = e
+                .iter()
+                .try_fold(0u64, |v, b| v.checked_mul(256)?.checked_add(u64::from(*b)));
+            let e_ok = e_value.is_some_and(|v| (3..=65_537).contains(&v) && v % 2 == 1);
+            if !(RSA_MIN_BITS..=RSA_MAX_BITS).contains(&bits) || !e_ok {
                 return Err(DpopError::BadKey);
             }
             Ok(DecodingKey::from_rsa_raw_components(&n, &e))

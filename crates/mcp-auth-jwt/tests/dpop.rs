@@ -436,6 +436,20 @@ fn malformed_or_weak_keys_are_refused() {
         );
         assert_eq!(refused(&p), DpopError::BadKey, "{} bits", bytes * 8);
     }
+    // And an exponent past 65537 (2^33 - 1 would cost as much as a key
+    // twice the size), or an even one.
+    for e in [
+        &[0x01u8, 0xFF, 0xFF, 0xFF, 0xFF][..],
+        &[0x01, 0x00, 0x02],
+        &[0x02],
+    ] {
+        let p = proof_with(
+            &rsa,
+            |h| set(&mut h["jwk"], "e", json!(B64.encode(e))),
+            |_| {},
+        );
+        assert_eq!(refused(&p), DpopError::BadKey, "e = {e:?}");
+    }
     // A short coordinate, a padded one, one that is not a string.
     for (name, value) in [
         ("x", json!(B64.encode([1u8; 31]))),
