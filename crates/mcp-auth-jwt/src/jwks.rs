@@ -114,7 +114,7 @@ struct Inner {
     limits: FetchLimits,
     cooldown: Duration,
     state: RwLock<State>,
-    fetch_lock: tokio::sync::Mutex<()>,
+    fetch_lock: Arc<tokio::sync::Mutex<()>>,
     fetches: AtomicU64,
 }
 
@@ -200,7 +200,7 @@ impl JwksCacheBuilder {
                     last_success: None,
                     last_error: None,
                 }),
-                fetch_lock: tokio::sync::Mutex::new(()),
+                fetch_lock: Arc::new(tokio::sync::Mutex::new(())),
                 fetches: AtomicU64::new(0),
             }),
         };
@@ -309,23 +309,29 @@ impl JwksCache {
     /// Fetch unless one was attempted within the cooldown; concurrent callers
     /// share one fetch.
     ///
-    /// The fetch runs as a task of its own: a caller that goes away (its
-    /// client disconnected) cannot cut it short before it is recorded, so
-    /// dropped requests cannot start fetch after fetch past the cooldown.
+    /// The fetch itself runs as a task of its own, holding the lock: a
+    /// caller that goes away (its client disconnected) cannot cut it short
+    /// before it is recorded, so dropped requests cannot start fetch after
+    /// fetch past the cooldown. Callers waiting for the lock are only
+    /// waiting: nothing is spawned for them.
     async fn refresh_gated(&self) {
+        use tracing::Instrument;
         let asked = Instant::now();
         let cooldown = self.inner.cooldown;
         if self.read_state(|s| attempted_since(s, asked, cooldown)) {
             return;
         }
+        let guard = self.inner.fetch_lock.clone().lock_owned().await;
+        // Whoever held the lock may have just fetched for us.
+        if self.read_state(|s| attempted_since(s, asked, cooldown)) {
+            return;
+        }
         let this = self.clone();
         let fetch = async move {
-            let _guard = this.inner.fetch_lock.lock().await;
-            // Whoever held the lock may have just fetched for us.
-            if !this.read_state(|s| attempted_since(s, asked, cooldown)) {
-                let _ = this.fetch_locked().await;
-            }
-        };
+            let _guard = guard;
+            let _ = this.fetch_locked().await;
+        }
+        .in_current_span();
         match tokio::runtime::Handle::try_current() {
             Ok(rt) => {
                 let _ = rt.spawn(fetch).await;

@@ -460,7 +460,12 @@ fn verify_sync_never_fetches() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let rsa = TestKey::rsa("rsa");
     let (issuer, v) = rt.block_on(async {
-        let (issuer, v) = setup(&[&rsa]).await;
+        let issuer = Issuer::start(vec![rsa.jwk(false)]).await;
+        // No cooldown: a fetch would be due at once.
+        let cache = JwksCache::builder(issuer.jwks_url())
+            .cooldown(Duration::ZERO)
+            .build();
+        let v = verifier(&issuer, cache);
         assert!(v.verify(&rsa.sign(&claims(&issuer.base))).await.is_ok());
         (issuer, v)
     });
