@@ -20,8 +20,9 @@ const NEGATIVE_TTL: Duration = Duration::from_secs(10);
 const CAPACITY: usize = 10_000;
 /// Most introspection requests in flight at once.
 const MAX_IN_FLIGHT: usize = 16;
-/// Longest a request waits for one of the [`MAX_IN_FLIGHT`] slots: past
-/// it, the answer is 503 rather than a wait behind a flood of other tokens.
+/// Longest a request waits to be asked about (behind requests with the
+/// same token, then for one of the [`MAX_IN_FLIGHT`] slots): past it, the
+/// answer is 503 rather than a wait behind a flood of other tokens.
 const SLOT_WAIT: Duration = Duration::from_secs(5);
 /// Largest introspection answer read.
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
@@ -163,8 +164,14 @@ impl Introspector {
             return hit;
         }
         INTROSPECTION_CACHE.count(false);
+        // One bound on the whole wait (behind other requests with this
+        // token, then for a slot), so requests queued on one token do not
+        // wait 5 s each in turn.
+        let deadline = tokio::time::Instant::now() + SLOT_WAIT;
         let in_flight = InFlight::join(self, key);
-        let _same_token = in_flight.lock.lock().await;
+        let Ok(_same_token) = tokio::time::timeout_at(deadline, in_flight.lock.lock()).await else {
+            return Err(busy());
+        };
         match self.cached(&key) {
             // Another request with this token just asked.
             Some(hit) => hit,
@@ -172,7 +179,10 @@ impl Introspector {
                 use tracing::Instrument;
                 let span = tracing::debug_span!("introspection");
                 let started = std::time::Instant::now();
-                let result = self.ask(key, token, strategy).instrument(span).await;
+                let result = self
+                    .ask(key, token, strategy, deadline)
+                    .instrument(span)
+                    .await;
                 metrics::histogram!("mcp_auth_introspection_duration_seconds")
                     .record(started.elapsed().as_secs_f64());
                 result
@@ -180,18 +190,17 @@ impl Introspector {
         }
     }
 
-    async fn ask(&self, key: Key, token: &str, strategy: &str) -> Result<Principal, AuthError> {
-        let _slot = match tokio::time::timeout(SLOT_WAIT, self.slots.acquire()).await {
+    async fn ask(
+        &self,
+        key: Key,
+        token: &str,
+        strategy: &str,
+        deadline: tokio::time::Instant,
+    ) -> Result<Principal, AuthError> {
+        let _slot = match tokio::time::timeout_at(deadline, self.slots.acquire()).await {
             Ok(Ok(slot)) => slot,
             Ok(Err(_)) => return Err(AuthError::unavailable("token introspection unavailable")),
-            Err(_) => {
-                introspected("busy");
-                tracing::warn!(
-                    "token introspection busy: every slot taken for {} s",
-                    SLOT_WAIT.as_secs()
-                );
-                return Err(AuthError::unavailable("token introspection busy"));
-            }
+            Err(_) => return Err(busy()),
         };
         let resp = self
             .client
@@ -326,6 +335,16 @@ impl Introspector {
 /// (`mcp_auth_token_cache_total{cache="introspection"}`).
 static INTROSPECTION_CACHE: mcp_auth_jwt::TokenCacheCounter =
     mcp_auth_jwt::TokenCacheCounter::new("introspection");
+
+/// The answer when the wait for a call ran out ([`SLOT_WAIT`]).
+fn busy() -> AuthError {
+    introspected("busy");
+    tracing::warn!(
+        "token introspection busy: no call could be made within {} s",
+        SLOT_WAIT.as_secs()
+    );
+    AuthError::unavailable("token introspection busy")
+}
 
 /// A request's share of the per-token lock. Dropped when the request ends
 /// or goes away (its client disconnected), and the last one out removes
