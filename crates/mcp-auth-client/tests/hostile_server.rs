@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::client;
+use common::{Run, client};
 use std::{
     collections::HashMap,
     sync::{
@@ -173,6 +173,24 @@ async fn hostile(claim: Claim<'_>) -> (String, Shared) {
     (format!("{base}/mcp"), seen)
 }
 
+/// The client as `app` with its secret, bound to `issuer` (`--issuer`),
+/// listing the tools of `url`, with `extra` flags (e.g. a machine grant).
+async fn bound_client(home: &std::path::Path, url: &str, issuer: &str, extra: &[&str]) -> Run {
+    let mut args = vec![
+        "--server",
+        url,
+        "--client-id",
+        "app",
+        "--client-secret",
+        "app-secret",
+        "--issuer",
+        issuer,
+    ];
+    args.extend_from_slice(extra);
+    args.push("list");
+    client(home, &args).await
+}
+
 /// A metadata document that claims the real issuer gets no login, no
 /// client secret and no token request, in a browser login or a machine
 /// grant: the real issuer's own metadata names other endpoints.
@@ -182,19 +200,7 @@ async fn a_document_claiming_another_issuer_is_refused() {
     let (url, seen) = hostile(Claim::Issuer(&real)).await;
     let home = tempfile::tempdir().unwrap();
     for grant in [&[][..], &["--client-credentials"][..]] {
-        let mut args = vec![
-            "--server",
-            &url,
-            "--client-id",
-            "app",
-            "--client-secret",
-            "app-secret",
-            "--issuer",
-            &real,
-        ];
-        args.extend_from_slice(grant);
-        args.push("list");
-        let r = client(home.path(), &args).await;
+        let r = bound_client(home.path(), &url, &real, grant).await;
         assert!(!r.ok, "{grant:?}: {}", r.stderr);
         assert!(
             r.stderr.contains(&format!("names the issuer {real}")),
@@ -216,22 +222,7 @@ async fn credentials_bound_to_an_issuer_go_nowhere_else() {
     let (real, _) = real_authorization_server().await;
     let (url, seen) = hostile(Claim::Itself { pkce: true }).await;
     let home = tempfile::tempdir().unwrap();
-    let r = client(
-        home.path(),
-        &[
-            "--server",
-            &url,
-            "--client-credentials",
-            "--client-id",
-            "app",
-            "--client-secret",
-            "app-secret",
-            "--issuer",
-            &real,
-            "list",
-        ],
-    )
-    .await;
+    let r = bound_client(home.path(), &url, &real, &["--client-credentials"]).await;
     assert!(!r.ok, "{}", r.stderr);
     assert!(
         r.stderr.contains(&format!(
@@ -240,21 +231,7 @@ async fn credentials_bound_to_an_issuer_go_nowhere_else() {
         "{}",
         r.stderr
     );
-    let r = client(
-        home.path(),
-        &[
-            "--server",
-            &url,
-            "--client-id",
-            "app",
-            "--client-secret",
-            "app-secret",
-            "--issuer",
-            &real,
-            "list",
-        ],
-    )
-    .await;
+    let r = bound_client(home.path(), &url, &real, &[]).await;
     assert!(!r.ok, "no registration endpoint, so no login: {}", r.stderr);
     let seen = seen.lock().unwrap();
     assert!(
@@ -285,23 +262,7 @@ async fn an_authorization_server_without_s256_gets_no_login() {
 /// stay with the server they were meant for.
 #[tokio::test]
 async fn a_redirect_to_another_origin_gets_no_api_key() {
-    let other = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let other_url = format!(
-        "http://127.0.0.1:{}/mcp",
-        other.local_addr().unwrap().port()
-    );
-    let keys: Arc<Mutex<Vec<String>>> = Arc::default();
-    let seen = keys.clone();
-    let app = Router::new().route(
-        "/mcp",
-        post(move |headers: HeaderMap| async move {
-            if let Some(k) = headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
-                seen.lock().unwrap().push(k.to_owned());
-            }
-            StatusCode::UNAUTHORIZED
-        }),
-    );
-    tokio::spawn(async move { axum::serve(other, app).await.unwrap() });
+    let (other_url, keys) = common::refusing_stand_in().await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!(
         "http://127.0.0.1:{}/mcp",

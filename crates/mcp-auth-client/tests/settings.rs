@@ -7,48 +7,13 @@
 //! is sent and refuses it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
+use common::refusing_stand_in as stand_in;
 use std::{
     path::Path,
     process::{Command, Output},
-    sync::{Arc, Mutex},
 };
-
-use axum::{
-    Router,
-    http::{HeaderMap, StatusCode, header},
-    routing::any,
-};
-
-/// Serves a stand-in MCP endpoint that refuses every request; returns its
-/// URL and the `X-API-Key` values it was sent.
-async fn stand_in() -> (String, Arc<Mutex<Vec<String>>>) {
-    let keys = Arc::new(Mutex::new(Vec::new()));
-    let seen = keys.clone();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!(
-        "http://127.0.0.1:{}/mcp",
-        listener.local_addr().unwrap().port()
-    );
-    let app = Router::new().route(
-        "/mcp",
-        any(move |headers: HeaderMap| async move {
-            if let Some(k) = headers.get("x-api-key") {
-                seen.lock()
-                    .unwrap()
-                    .push(k.to_str().unwrap_or_default().to_owned());
-            }
-            (
-                StatusCode::UNAUTHORIZED,
-                [(
-                    header::WWW_AUTHENTICATE,
-                    "ApiKey header=\"X-API-Key\", error=\"invalid_token\"",
-                )],
-            )
-        }),
-    );
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (url, keys)
-}
 
 /// Runs the client in `dir` (its working and config directory) with
 /// `args` and the client's variables set as in `env` (others removed).
