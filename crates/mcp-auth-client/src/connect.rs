@@ -280,17 +280,21 @@ pub async fn connect_with(server_url: &str, auth: Auth, wire: Wire) -> Result<Cl
 }
 
 /// The HTTP client MCP requests go out on. Redirects are followed only
-/// within the MCP server's origin (scheme, host and port), or from http to
-/// https on the same host, at most 10, so a redirect cannot carry an API
-/// key header, a proof or a request body to another host or from https to
-/// plain http. (reqwest's default follows any redirect and drops only
+/// within the origin of the URL asked for (scheme, host and port), or from
+/// a plain-http URL to https on the same host's port 443, at most 10, so
+/// a redirect cannot carry an API key header, a proof or a request body to
+/// another host, another port (another service), or from https to plain
+/// http. (reqwest's default follows any redirect and drops only
 /// `Authorization` across hosts.)
 pub(crate) fn mcp_http() -> reqwest::Client {
     let policy = reqwest::redirect::Policy::custom(|attempt| {
         let next = attempt.url();
         let allowed = attempt.previous().first().is_some_and(|first| {
             first.origin() == next.origin()
-                || (next.scheme() == "https" && first.host_str() == next.host_str())
+                || (first.scheme() == "http"
+                    && next.scheme() == "https"
+                    && first.host_str() == next.host_str()
+                    && next.port_or_known_default() == Some(443))
         });
         if !allowed {
             attempt.stop()

@@ -171,6 +171,60 @@ mod tests {
             .collect()
     }
 
+    fn document(issuer: &str, token_endpoint: &str) -> serde_json::Value {
+        serde_json::json!({
+            "issuer": issuer,
+            "authorization_endpoint": format!("{issuer}/authorize"),
+            "token_endpoint": token_endpoint,
+        })
+    }
+
+    /// An issuer publishing its RFC 8414 and OpenID Connect documents with
+    /// different fields is confirmed by the one naming the discovered
+    /// endpoints; none naming them is a refusal that says so.
+    #[tokio::test]
+    async fn any_of_the_issuers_own_documents_confirms() {
+        use axum::{Json, Router, routing::get};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
+        let (rfc8414, oidc) = (
+            document(&base, &format!("{base}/oauth/token")),
+            document(&base, &format!("{base}/token")),
+        );
+        let app = Router::new()
+            .route(
+                "/.well-known/oauth-authorization-server",
+                get(move || async move { Json(rfc8414) }),
+            )
+            .route(
+                "/.well-known/openid-configuration",
+                get(move || async move { Json(oidc) }),
+            );
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let server = format!("{base}/mcp");
+        let discovered = |token_endpoint: String| {
+            serde_json::from_value::<AuthorizationMetadata>(document(&base, &token_endpoint))
+                .unwrap()
+        };
+        // Either document confirms what it names.
+        for token in ["/token", "/oauth/token"] {
+            confirm(&server, &discovered(format!("{base}{token}")))
+                .await
+                .unwrap();
+        }
+        // Endpoints neither names.
+        let e = confirm(&server, &discovered("https://evil.example/token".into()))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("names other endpoints"), "{e}");
+        // Another issuer's documents confirm nothing for this one.
+        let mut elsewhere = discovered(format!("{base}/token"));
+        elsewhere.issuer = Some(format!("{base}/tenant"));
+        let e = confirm(&server, &elsewhere).await.unwrap_err().to_string();
+        assert!(e.contains("publishes no metadata naming itself"), "{e}");
+    }
+
     #[test]
     fn locations_follow_the_mcp_order() {
         assert_eq!(

@@ -291,3 +291,48 @@ async fn a_redirect_to_another_origin_gets_no_api_key() {
         "the key went to the other origin: {sent:?}"
     );
 }
+
+/// Nor to another port of the same host, even over https (another service
+/// there would get the key): the policy stops before connecting.
+#[tokio::test]
+async fn a_redirect_to_another_port_is_not_followed() {
+    let other = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let other_url = format!(
+        "https://127.0.0.1:{}/mcp",
+        other.local_addr().unwrap().port()
+    );
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counted = connections.clone();
+    tokio::spawn(async move {
+        while let Ok((_socket, _)) = other.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!(
+        "http://127.0.0.1:{}/mcp",
+        listener.local_addr().unwrap().port()
+    );
+    let app = Router::new().route(
+        "/mcp",
+        post(move || async move {
+            (
+                StatusCode::TEMPORARY_REDIRECT,
+                [(header::LOCATION, other_url)],
+            )
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let home = tempfile::tempdir().unwrap();
+    let r = client(
+        home.path(),
+        &["--server", &url, "--api-key", "the-key", "list"],
+    )
+    .await;
+    assert!(!r.ok, "{}", r.stderr);
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        0,
+        "the redirect was followed"
+    );
+}

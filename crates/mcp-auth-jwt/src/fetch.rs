@@ -19,11 +19,16 @@ pub struct FetchLimits {
     pub allow_insecure_http: bool,
 }
 
+impl FetchLimits {
+    /// The default [`total_timeout`](Self::total_timeout): 10 s.
+    pub const DEFAULT_TOTAL_TIMEOUT: Duration = Duration::from_secs(10);
+}
+
 impl Default for FetchLimits {
     fn default() -> Self {
         Self {
             connect_timeout: Duration::from_secs(5),
-            total_timeout: Duration::from_secs(10),
+            total_timeout: Self::DEFAULT_TOTAL_TIMEOUT,
             max_bytes: 512 * 1024,
             allow_insecure_http: false,
         }

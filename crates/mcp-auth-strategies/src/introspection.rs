@@ -20,10 +20,12 @@ const NEGATIVE_TTL: Duration = Duration::from_secs(10);
 const CAPACITY: usize = 10_000;
 /// Most introspection requests in flight at once.
 const MAX_IN_FLIGHT: usize = 16;
-/// Longest a request waits to be asked about (behind requests with the
-/// same token, then for one of the [`MAX_IN_FLIGHT`] slots): past it, the
-/// answer is 503 rather than a wait behind a flood of other tokens.
+/// Longest a request waits for one of the [`MAX_IN_FLIGHT`] slots: past
+/// it, the answer is 503 rather than a wait behind a flood of other tokens.
 const SLOT_WAIT: Duration = Duration::from_secs(5);
+/// The call's own limit (the HTTP client's total timeout), for requests
+/// waiting behind another with the same token.
+const CALL_TIMEOUT: Duration = mcp_auth_jwt::FetchLimits::DEFAULT_TOTAL_TIMEOUT;
 /// Largest introspection answer read.
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
 /// Clock-skew leeway for `nbf`.
@@ -164,10 +166,11 @@ impl Introspector {
             return hit;
         }
         INTROSPECTION_CACHE.count(false);
-        // One bound on the whole wait (behind other requests with this
-        // token, then for a slot), so requests queued on one token do not
-        // wait 5 s each in turn.
-        let deadline = tokio::time::Instant::now() + SLOT_WAIT;
+        // Behind another request with this token, wait for its call (a
+        // slot, then the call's own time limit) and take its answer; one
+        // deadline for the whole wait, so requests queued on one token do
+        // not wait in turn.
+        let deadline = tokio::time::Instant::now() + SLOT_WAIT + CALL_TIMEOUT;
         let in_flight = InFlight::join(self, key);
         let Ok(_same_token) = tokio::time::timeout_at(deadline, in_flight.lock.lock()).await else {
             return Err(busy());
@@ -179,10 +182,7 @@ impl Introspector {
                 use tracing::Instrument;
                 let span = tracing::debug_span!("introspection");
                 let started = std::time::Instant::now();
-                let result = self
-                    .ask(key, token, strategy, deadline)
-                    .instrument(span)
-                    .await;
+                let result = self.ask(key, token, strategy).instrument(span).await;
                 metrics::histogram!("mcp_auth_introspection_duration_seconds")
                     .record(started.elapsed().as_secs_f64());
                 result
@@ -190,14 +190,8 @@ impl Introspector {
         }
     }
 
-    async fn ask(
-        &self,
-        key: Key,
-        token: &str,
-        strategy: &str,
-        deadline: tokio::time::Instant,
-    ) -> Result<Principal, AuthError> {
-        let _slot = match tokio::time::timeout_at(deadline, self.slots.acquire()).await {
+    async fn ask(&self, key: Key, token: &str, strategy: &str) -> Result<Principal, AuthError> {
+        let _slot = match tokio::time::timeout(SLOT_WAIT, self.slots.acquire()).await {
             Ok(Ok(slot)) => slot,
             Ok(Err(_)) => return Err(AuthError::unavailable("token introspection unavailable")),
             Err(_) => return Err(busy()),
@@ -336,13 +330,12 @@ impl Introspector {
 static INTROSPECTION_CACHE: mcp_auth_jwt::TokenCacheCounter =
     mcp_auth_jwt::TokenCacheCounter::new("introspection");
 
-/// The answer when the wait for a call ran out ([`SLOT_WAIT`]).
+/// The answer when the wait for a call ran out: no slot within
+/// [`SLOT_WAIT`], or no answer for the same token within [`SLOT_WAIT`] and
+/// [`CALL_TIMEOUT`].
 fn busy() -> AuthError {
     introspected("busy");
-    tracing::warn!(
-        "token introspection busy: no call could be made within {} s",
-        SLOT_WAIT.as_secs()
-    );
+    tracing::warn!("token introspection busy: no call could be made in time");
     AuthError::unavailable("token introspection busy")
 }
 
