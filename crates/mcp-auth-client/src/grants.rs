@@ -61,6 +61,7 @@ use url::{Host, Url};
 use crate::{
     DpopKey,
     dpop::{DPOP_HEADER, DPOP_NONCE_HEADER, USE_DPOP_NONCE, is_dpop_token_type},
+    oauth_http::SharedPolicy,
     one_line,
 };
 
@@ -100,6 +101,9 @@ pub struct TokenEndpoint {
     pub issuer: Option<String>,
     /// The DPoP key requests to this endpoint carry a proof of.
     dpop: Option<DpopKey>,
+    /// The addresses requests may go to, for an endpoint an MCP server's
+    /// discovery named ([`connect_machine`](crate::connect_machine)).
+    policy: Option<SharedPolicy>,
 }
 
 impl TokenEndpoint {
@@ -109,7 +113,16 @@ impl TokenEndpoint {
             token_endpoint: token_endpoint.into(),
             issuer: None,
             dpop: None,
+            policy: None,
         }
+    }
+
+    /// The same endpoint, asked only at addresses `policy` allows (what
+    /// discovery for that MCP server may reach: no link-local or reserved
+    /// address, private or loopback ones only for a server on one).
+    pub(crate) fn with_policy(mut self, policy: SharedPolicy) -> Self {
+        self.policy = Some(policy);
+        self
     }
 
     /// The same endpoint, each request with a DPoP proof signed with `key`
@@ -889,11 +902,20 @@ async fn token_request(
         host: host.clone(),
         reason: network_reason(e),
     };
-    let client = reqwest::Client::builder()
+    let mut builder = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
-        .timeout(TIMEOUT)
-        .build()
-        .map_err(network)?;
+        .timeout(TIMEOUT);
+    if let Some(policy) = &endpoint.policy {
+        if !policy.allows_url(&url) {
+            return Err(GrantError::Network {
+                grant,
+                host,
+                reason: "address not allowed for this MCP server's authorization server".into(),
+            });
+        }
+        builder = builder.dns_resolver(policy.resolver());
+    }
+    let client = builder.build().map_err(network)?;
     let mut retried = false;
     let (form, status, bytes) = loop {
         let mut form = vec![("grant_type", grant.as_str().to_owned())];

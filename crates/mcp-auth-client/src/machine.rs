@@ -44,6 +44,7 @@ use crate::{
     failure::{challenge_scopes, union},
     grants,
     issuer::same_issuer,
+    oauth_http::SharedPolicy,
 };
 
 /// A client registered at an authorization server, as it authenticates
@@ -369,7 +370,10 @@ async fn token(
         .additional_fields
         .get("token_endpoint_auth_methods_supported")
         .and_then(|v| serde_json::from_value(v.clone()).ok());
-    let mut endpoint = TokenEndpoint::new(metadata.token_endpoint.clone());
+    // The token endpoint is the MCP server's choice: asked only where its
+    // discovery could go.
+    let policy = SharedPolicy::for_server(server_url).map_err(ClientError::Discovery)?;
+    let mut endpoint = TokenEndpoint::new(metadata.token_endpoint.clone()).with_policy(policy);
     if let Some(issuer) = &metadata.issuer {
         endpoint = endpoint.with_issuer(issuer.clone());
     }

@@ -68,6 +68,49 @@ enum OAuthHttpError {
     Proof(crate::DpopKeyError),
 }
 
+/// The address policy for the OAuth requests of the MCP server at a URL
+/// (see the [module docs](self)), for HTTP clients other than
+/// [`OAuthHttp`]: a reqwest DNS resolver, and [`SharedPolicy::allows_url`]
+/// for URLs that name an address.
+#[derive(Clone)]
+pub(crate) struct SharedPolicy(Arc<AddressPolicy>);
+
+impl SharedPolicy {
+    /// The policy for the MCP server at `server_url`, with the proxies of
+    /// the environment unfiltered.
+    pub(crate) fn for_server(server_url: &str) -> Result<Self, String> {
+        let server = Url::parse(server_url).map_err(|e| format!("the server URL: {e}"))?;
+        Ok(Self(Arc::new(
+            AddressPolicy::new(&server)
+                .with_proxy_hosts(PROXY_VARIABLES.iter().filter_map(|v| std::env::var(v).ok())),
+        )))
+    }
+
+    /// Whether `url` may be asked (its address, or a name never resolved).
+    pub(crate) fn allows_url(&self, url: &Url) -> bool {
+        self.0.allows_url(url)
+    }
+
+    /// The resolver that drops addresses the policy does not allow.
+    pub(crate) fn resolver(&self) -> Arc<AddressPolicy> {
+        self.0.clone()
+    }
+}
+
+impl PartialEq for SharedPolicy {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for SharedPolicy {}
+
+impl std::fmt::Debug for SharedPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AddressPolicy")
+    }
+}
+
 /// The OAuth HTTP client. See the [module docs](self).
 pub(crate) struct OAuthHttp {
     follow: reqwest::Client,
@@ -86,11 +129,7 @@ struct TokenDpop {
 impl OAuthHttp {
     /// A client for the OAuth requests of the MCP server at `server_url`.
     pub(crate) fn new(server_url: &str) -> Result<Self, String> {
-        let server = Url::parse(server_url).map_err(|e| format!("the server URL: {e}"))?;
-        let policy = Arc::new(
-            AddressPolicy::new(&server)
-                .with_proxy_hosts(PROXY_VARIABLES.iter().filter_map(|v| std::env::var(v).ok())),
-        );
+        let policy = SharedPolicy::for_server(server_url)?.0;
         let redirects = policy.clone();
         let follow = reqwest::redirect::Policy::custom(move |attempt| {
             if !redirects.allows_url(attempt.url()) {
@@ -334,7 +373,7 @@ fn embedded_ipv4(addr: Ipv6Addr) -> Option<Ipv4Addr> {
 
 /// The address classes OAuth requests may reach, from the MCP server's
 /// URL; a DNS resolver that drops every other address.
-struct AddressPolicy {
+pub(crate) struct AddressPolicy {
     server_ip: Option<IpAddr>,
     allowed: Vec<AddressClass>,
     unfiltered_hosts: Vec<String>,

@@ -74,6 +74,9 @@ enum Claim<'a> {
     Issuer(&'a str),
     /// Its own origin, honestly, with PKCE advertised or not.
     Itself { pkce: bool },
+    /// Its own origin, with its token endpoint at this URL (on an address
+    /// discovery must not reach).
+    TokenEndpointAt(&'a str),
 }
 
 #[derive(Default)]
@@ -93,11 +96,16 @@ async fn hostile(claim: Claim<'_>) -> (String, Shared) {
     let (as_entry, issuer, pkce) = match claim {
         Claim::Issuer(real) => (format!("{base}/x/.well-known/y"), real.to_owned(), true),
         Claim::Itself { pkce } => (base.clone(), base.clone(), pkce),
+        Claim::TokenEndpointAt(_) => (base.clone(), base.clone(), true),
+    };
+    let token_endpoint = match claim {
+        Claim::TokenEndpointAt(url) => url.to_owned(),
+        _ => format!("{base}/token"),
     };
     let mut metadata = json!({
         "issuer": issuer,
         "authorization_endpoint": format!("{base}/authorize"),
-        "token_endpoint": format!("{base}/token"),
+        "token_endpoint": token_endpoint,
         "response_types_supported": ["code"],
         "grant_types_supported": ["authorization_code", "client_credentials"],
     });
@@ -111,7 +119,7 @@ async fn hostile(claim: Claim<'_>) -> (String, Shared) {
         "authorization_servers": [as_entry],
     });
     // Its own origin's metadata is at its own well-known address too.
-    let own = matches!(claim, Claim::Itself { .. });
+    let own = !matches!(claim, Claim::Issuer(_));
     let app = Router::new()
         .route(
             "/mcp",
@@ -238,6 +246,49 @@ async fn credentials_bound_to_an_issuer_go_nowhere_else() {
         !seen.token_requests.iter().any(|a| a.starts_with("Basic")),
         "the client secret was sent: {:?}",
         seen.token_requests
+    );
+}
+
+/// A machine grant goes only where the MCP server's discovery may go: a
+/// token endpoint on a reserved address (0.0.0.0 here, which Linux
+/// connects to this host; a cloud metadata service elsewhere) is not even
+/// connected to, though its issuer confirms it.
+#[tokio::test]
+async fn a_token_endpoint_on_a_reserved_address_gets_no_grant() {
+    let target = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let token_endpoint = format!(
+        "https://0.0.0.0:{}/token",
+        target.local_addr().unwrap().port()
+    );
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counted = connections.clone();
+    tokio::spawn(async move {
+        while let Ok((_socket, _)) = target.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    let (url, _) = hostile(Claim::TokenEndpointAt(&token_endpoint)).await;
+    let home = tempfile::tempdir().unwrap();
+    let r = client(
+        home.path(),
+        &[
+            "--server",
+            &url,
+            "--client-credentials",
+            "--client-id",
+            "app",
+            "--client-secret",
+            "app-secret",
+            "list",
+        ],
+    )
+    .await;
+    assert!(!r.ok, "{}", r.stderr);
+    assert!(r.stderr.contains("address not allowed"), "{}", r.stderr);
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        0,
+        "the token endpoint was reached"
     );
 }
 
