@@ -255,35 +255,20 @@ async fn credentials_bound_to_an_issuer_go_nowhere_else() {
 /// connected to, though its issuer confirms it.
 #[tokio::test]
 async fn a_token_endpoint_on_a_reserved_address_gets_no_grant() {
-    let target = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let token_endpoint = format!(
-        "https://0.0.0.0:{}/token",
-        target.local_addr().unwrap().port()
-    );
-    let connections = Arc::new(AtomicUsize::new(0));
-    let counted = connections.clone();
-    tokio::spawn(async move {
-        while let Ok((_socket, _)) = target.accept().await {
-            counted.fetch_add(1, Ordering::SeqCst);
-        }
-    });
+    let (port, connections) = common::connection_counter().await;
+    let token_endpoint = format!("https://0.0.0.0:{port}/token");
     let (url, _) = hostile(Claim::TokenEndpointAt(&token_endpoint)).await;
-    let home = tempfile::tempdir().unwrap();
-    let r = client(
-        home.path(),
-        &[
-            "--server",
-            &url,
-            "--client-credentials",
-            "--client-id",
-            "app",
-            "--client-secret",
-            "app-secret",
-            "list",
-        ],
-    )
+    let r = refused(&[
+        "--server",
+        &url,
+        "--client-credentials",
+        "--client-id",
+        "app",
+        "--client-secret",
+        "app-secret",
+        "list",
+    ])
     .await;
-    assert!(!r.ok, "{}", r.stderr);
     assert!(r.stderr.contains("address not allowed"), "{}", r.stderr);
     assert_eq!(
         connections.load(Ordering::SeqCst),
@@ -292,20 +277,39 @@ async fn a_token_endpoint_on_a_reserved_address_gets_no_grant() {
     );
 }
 
+/// Runs the client with `args` in a fresh home; it must fail. Its output.
+async fn refused(args: &[&str]) -> Run {
+    let home = tempfile::tempdir().unwrap();
+    let r = client(home.path(), args).await;
+    assert!(!r.ok, "{}", r.stderr);
+    r
+}
+
 /// The MCP spec: no `S256` in `code_challenge_methods_supported`, no
 /// login.
 #[tokio::test]
 async fn an_authorization_server_without_s256_gets_no_login() {
     let (url, seen) = hostile(Claim::Itself { pkce: false }).await;
-    let home = tempfile::tempdir().unwrap();
-    let r = client(
-        home.path(),
-        &["--server", &url, "--client-id", "app", "list"],
-    )
-    .await;
-    assert!(!r.ok, "{}", r.stderr);
+    let r = refused(&["--server", &url, "--client-id", "app", "list"]).await;
     assert!(r.stderr.contains("S256"), "{}", r.stderr);
     assert_eq!(seen.lock().unwrap().authorize_requests, 0);
+}
+
+/// An MCP server at `/mcp` that answers every request with a 307 to
+/// `location`; its URL.
+async fn redirecting_to(location: String) -> String {
+    let (listener, url) = common::mcp_listener().await;
+    let app = Router::new().route(
+        "/mcp",
+        post(move || async move {
+            (
+                StatusCode::TEMPORARY_REDIRECT,
+                [(header::LOCATION, location)],
+            )
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    url
 }
 
 /// A redirect to another origin is not followed: the API key header (which
@@ -314,28 +318,8 @@ async fn an_authorization_server_without_s256_gets_no_login() {
 #[tokio::test]
 async fn a_redirect_to_another_origin_gets_no_api_key() {
     let (other_url, keys) = common::refusing_stand_in().await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!(
-        "http://127.0.0.1:{}/mcp",
-        listener.local_addr().unwrap().port()
-    );
-    let app = Router::new().route(
-        "/mcp",
-        post(move || async move {
-            (
-                StatusCode::TEMPORARY_REDIRECT,
-                [(header::LOCATION, other_url)],
-            )
-        }),
-    );
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    let home = tempfile::tempdir().unwrap();
-    let r = client(
-        home.path(),
-        &["--server", &url, "--api-key", "the-key", "list"],
-    )
-    .await;
-    assert!(!r.ok, "{}", r.stderr);
+    let url = redirecting_to(other_url).await;
+    refused(&["--server", &url, "--api-key", "the-key", "list"]).await;
     let sent = keys.lock().unwrap().clone();
     assert!(
         sent.is_empty(),
@@ -347,40 +331,9 @@ async fn a_redirect_to_another_origin_gets_no_api_key() {
 /// there would get the key): the policy stops before connecting.
 #[tokio::test]
 async fn a_redirect_to_another_port_is_not_followed() {
-    let other = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let other_url = format!(
-        "https://127.0.0.1:{}/mcp",
-        other.local_addr().unwrap().port()
-    );
-    let connections = Arc::new(AtomicUsize::new(0));
-    let counted = connections.clone();
-    tokio::spawn(async move {
-        while let Ok((_socket, _)) = other.accept().await {
-            counted.fetch_add(1, Ordering::SeqCst);
-        }
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!(
-        "http://127.0.0.1:{}/mcp",
-        listener.local_addr().unwrap().port()
-    );
-    let app = Router::new().route(
-        "/mcp",
-        post(move || async move {
-            (
-                StatusCode::TEMPORARY_REDIRECT,
-                [(header::LOCATION, other_url)],
-            )
-        }),
-    );
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    let home = tempfile::tempdir().unwrap();
-    let r = client(
-        home.path(),
-        &["--server", &url, "--api-key", "the-key", "list"],
-    )
-    .await;
-    assert!(!r.ok, "{}", r.stderr);
+    let (port, connections) = common::connection_counter().await;
+    let url = redirecting_to(format!("https://127.0.0.1:{port}/mcp")).await;
+    refused(&["--server", &url, "--api-key", "the-key", "list"]).await;
     assert_eq!(
         connections.load(Ordering::SeqCst),
         0,

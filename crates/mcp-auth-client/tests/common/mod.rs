@@ -4,7 +4,10 @@
 use std::{
     path::{Path, PathBuf},
     process::Command,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
 };
 
 use axum::{
@@ -60,11 +63,7 @@ pub async fn client(home: &Path, args: &[&str]) -> Run {
 pub async fn refusing_stand_in() -> (String, Arc<Mutex<Vec<String>>>) {
     let keys = Arc::new(Mutex::new(Vec::new()));
     let seen = keys.clone();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!(
-        "http://127.0.0.1:{}/mcp",
-        listener.local_addr().unwrap().port()
-    );
+    let (listener, url) = mcp_listener().await;
     let app = Router::new().route(
         "/mcp",
         any(move |headers: HeaderMap| async move {
@@ -84,4 +83,29 @@ pub async fn refusing_stand_in() -> (String, Arc<Mutex<Vec<String>>>) {
     );
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     (url, keys)
+}
+
+/// A listener on a free loopback port, and its `/mcp` URL.
+pub async fn mcp_listener() -> (tokio::net::TcpListener, String) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!(
+        "http://127.0.0.1:{}/mcp",
+        listener.local_addr().unwrap().port()
+    );
+    (listener, url)
+}
+
+/// A loopback port that counts the connections made to it (and answers
+/// none); returns the port and the count.
+pub async fn connection_counter() -> (u16, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counted = connections.clone();
+    tokio::spawn(async move {
+        while let Ok((_socket, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    (port, connections)
 }
