@@ -24,7 +24,7 @@ use crate::{
     dpop::{is_dpop_token_type, resource_accepts_dpop, supports_es256},
     failure::{challenge_scopes, from_initialize_error, is_unreachable, union},
     issuer::same_issuer,
-    oauth_http::OAuthHttp,
+    oauth_http::{OAuthHttp, SharedPolicy},
     open_browser,
 };
 
@@ -989,8 +989,9 @@ pub async fn connect_oauth(
     }
     if opts.headless {
         let redirect = callback.redirect_uri();
+        let server = server_url.to_owned();
         tokio::spawn(async move {
-            if let Err(e) = follow(&url, &redirect).await {
+            if let Err(e) = follow(&url, &redirect, &server).await {
                 tracing::warn!(error = %e, "headless authorization did not reach the callback");
             }
         });
@@ -1069,16 +1070,32 @@ pub fn insecure_authorization_warning(url: &url::Url) -> Option<String> {
 }
 
 /// Follows redirects from the authorization URL until the callback,
-/// keeping cookies, without a browser.
-async fn follow(start: &str, redirect_uri: &str) -> Result<(), String> {
+/// without a browser: each host gets its own cookies back, each request
+/// has 30 s, and no hop but the callback may go where the OAuth requests
+/// of `server_url` could not (a link-local or reserved address).
+async fn follow(start: &str, redirect_uri: &str, server_url: &str) -> Result<(), String> {
+    // Only where discovery for this MCP server may go (but the loopback
+    // callback), within a time limit, each host with its own cookies.
+    let policy = SharedPolicy::for_server(server_url)?;
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(30))
+        .dns_resolver(policy.resolver())
         .build()
         .map_err(|e| e.to_string())?;
-    let mut cookies: HashMap<String, String> = HashMap::new();
+    let mut cookies: HashMap<String, HashMap<String, String>> = HashMap::new();
     let mut url = url::Url::parse(start).map_err(|e| e.to_string())?;
     for _ in 0..20 {
-        let cookie = cookies
+        let callback = url.as_str().starts_with(redirect_uri);
+        if !callback && !policy.allows_url(&url) {
+            return Err(format!(
+                "the login redirected to {}, an address not allowed for this MCP server",
+                url.host_str().unwrap_or("(no host)")
+            ));
+        }
+        let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
+        let jar = cookies.entry(host).or_default();
+        let cookie = jar
             .iter()
             .map(|(k, v)| format!("{k}={v}"))
             .collect::<Vec<_>>()
@@ -1094,10 +1111,10 @@ async fn follow(start: &str, redirect_uri: &str) -> Result<(), String> {
                 .ok()
                 .and_then(|s| s.split(';').next()?.split_once('='))
             {
-                cookies.insert(k.trim().to_owned(), v.trim().to_owned());
+                jar.insert(k.trim().to_owned(), v.trim().to_owned());
             }
         }
-        if url.as_str().starts_with(redirect_uri) {
+        if callback {
             return Ok(());
         }
         let Some(loc) = r
@@ -1135,6 +1152,41 @@ pub fn auth_challenge(error: &rmcp::service::ServiceError) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The headless login stops before a hop the MCP server's OAuth
+    /// requests could not make (0.0.0.0 here, which Linux connects to this
+    /// host): nothing connects there.
+    #[tokio::test]
+    async fn headless_follow_stops_at_addresses_discovery_may_not_reach() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let target = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = target.local_addr().unwrap().port();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let counted = connections.clone();
+        tokio::spawn(async move {
+            while let Ok((_socket, _)) = target.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        let login = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let start = format!("http://{}/authorize", login.local_addr().unwrap());
+        let app = axum::Router::new().route(
+            "/authorize",
+            axum::routing::get(move || async move {
+                axum::response::Redirect::to(&format!("http://0.0.0.0:{port}/next"))
+            }),
+        );
+        tokio::spawn(async move { axum::serve(login, app).await.unwrap() });
+        let e = follow(
+            &start,
+            "http://127.0.0.1:1/callback",
+            "http://127.0.0.1:9/mcp",
+        )
+        .await
+        .unwrap_err();
+        assert!(e.contains("not allowed"), "{e}");
+        assert_eq!(connections.load(Ordering::SeqCst), 0);
+    }
 
     fn insecure(u: &str) -> bool {
         is_insecure_authorization_url(&url::Url::parse(u).unwrap())
