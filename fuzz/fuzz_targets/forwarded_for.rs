@@ -6,10 +6,12 @@
 //! Asserts: the trusted list read through `from_settings` is exactly the
 //! items `IpNet::parse` accepts (or an error naming the variable); a network
 //! contains its own address; no peer, no address; an untrusted peer's own
-//! address is used whatever the headers say; otherwise the answer is the
-//! right-most forwarded address that is not a trusted proxy, or the peer
-//! when the chain is malformed or all trusted; the answer is canonical
-//! (no IPv4-mapped IPv6) and, unless it is the peer, never a trusted proxy.
+//! address is used whatever the headers say; otherwise, reading the
+//! forwarded entries from the right, the first that is not a trusted
+//! proxy, or the peer when an entry before it is not an address (or all
+//! are trusted); entries may carry a port or brackets; the answer is
+//! canonical (no IPv4-mapped IPv6) and, unless it is the peer, never a
+//! trusted proxy.
 //! Plus `IpNet::contains` against an independent prefix comparison.
 
 #![no_main]
@@ -33,6 +35,41 @@ fn peer(field: &[u8]) -> Option<IpAddr> {
         ))),
         _ => common::text(field).trim().parse().ok(),
     }
+}
+
+/// A forwarded entry's address: a plain address, or with a port (1 to 5
+/// digits, at most 65535) after `a.b.c.d:` or `[v6]:`, or `[v6]` alone.
+fn entry_address(entry: &str) -> Option<IpAddr> {
+    let e = entry.trim();
+    if let Ok(ip) = e.parse::<IpAddr>() {
+        return Some(ip.to_canonical());
+    }
+    let (host, port) = match e.rfind(']') {
+        // Bracketed: what follows `]` is empty or `:port`.
+        Some(close) if e.starts_with('[') => {
+            let after = &e[close + 1..];
+            let port = if after.is_empty() {
+                None
+            } else {
+                Some(after.strip_prefix(':')?)
+            };
+            let v6: Ipv6Addr = e[1..close].parse().ok()?;
+            (IpAddr::V6(v6), port)
+        }
+        Some(_) => return None,
+        None => {
+            let colon = e.rfind(':')?;
+            let v4: Ipv4Addr = e[..colon].parse().ok()?;
+            (IpAddr::V4(v4), Some(&e[colon + 1..]))
+        }
+    };
+    if let Some(p) = port {
+        let digits = !p.is_empty() && p.len() <= 5 && p.chars().all(|c| c.is_ascii_digit());
+        if !digits || p.parse::<u32>().ok()? > 65_535 {
+            return None;
+        }
+    }
+    Some(host.to_canonical())
 }
 
 /// Whether `a` and `b` share their first `prefix` bits (same family).
@@ -109,29 +146,24 @@ fuzz_target!(|data: &[u8]| {
     let expected = if !trusted(pc) {
         pc
     } else {
-        let mut hops = Vec::new();
-        let mut malformed = false;
+        // Every entry in order, `None` where it is not an address.
+        let mut entries: Vec<Option<IpAddr>> = Vec::new();
         for v in headers.get_all("x-forwarded-for") {
             match v.to_str() {
-                Ok(s) => {
-                    for item in s.split(',') {
-                        match item.trim().parse::<IpAddr>() {
-                            Ok(ip) => hops.push(ip.to_canonical()),
-                            Err(_) => malformed = true,
-                        }
-                    }
-                }
-                Err(_) => malformed = true,
+                Ok(s) => entries.extend(s.split(',').map(entry_address)),
+                Err(_) => entries.push(None),
             }
         }
-        if malformed {
-            pc
-        } else {
-            hops.into_iter()
-                .rev()
-                .find(|ip| !trusted(*ip))
-                .unwrap_or(pc)
+        let mut answer = pc;
+        for e in entries.iter().rev() {
+            match e {
+                Some(ip) if trusted(*ip) => continue,
+                Some(ip) => answer = *ip,
+                None => answer = pc,
+            }
+            break;
         }
+        answer
     };
     assert_eq!(
         got, expected,

@@ -84,7 +84,17 @@ pub fn client_network(ip: IpAddr) -> IpAddr {
 }
 
 /// The client's address: the TCP peer, or, when the peer is one of the
-/// `trusted_proxies` (`HTTP_TRUSTED_PROXIES`), the right-most `X-Forwarded-For` entry that is not one.
+/// `trusted_proxies` (`HTTP_TRUSTED_PROXIES`), the right-most
+/// `X-Forwarded-For` entry that is not one.
+///
+/// The entries are read from the right: the trusted proxies' own, then the
+/// first one they did not write, which is the client as the nearest
+/// proxy saw it. What lies left of it came from the client and is never
+/// looked at, so a client cannot turn the answer into its proxy's address
+/// by sending garbage. An entry that is not an address before that point
+/// (a proxy's `unknown`) gives the peer. Entries may carry a port
+/// (`203.0.113.7:41234`, `[2001:db8::1]:443`) or brackets, as some proxies
+/// write them.
 pub fn client_ip(
     trusted_proxies: &[IpNet],
     peer: Option<IpAddr>,
@@ -96,23 +106,51 @@ pub fn client_ip(
     if !trusted(peer) {
         return Some(peer);
     }
-    let mut hops: Vec<IpAddr> = Vec::new();
+    let mut entries: Vec<Option<IpAddr>> = Vec::new();
     for v in headers.get_all("x-forwarded-for") {
-        let Ok(v) = v.to_str() else { return Some(peer) };
-        for item in v.split(',') {
-            match item.trim().parse::<IpAddr>() {
-                Ok(ip) => hops.push(ip.to_canonical()),
-                // A malformed chain cannot be trusted past this proxy.
-                Err(_) => return Some(peer),
-            }
+        match v.to_str() {
+            Ok(v) => entries.extend(v.split(',').map(forwarded_address)),
+            Err(_) => entries.push(None),
         }
     }
-    Some(
-        hops.into_iter()
-            .rev()
-            .find(|ip| !trusted(*ip))
-            .unwrap_or(peer),
-    )
+    for entry in entries.into_iter().rev() {
+        match entry {
+            Some(ip) if trusted(ip) => {}
+            Some(ip) => return Some(ip),
+            None => return Some(peer),
+        }
+    }
+    Some(peer)
+}
+
+/// One `X-Forwarded-For` entry as an address (canonical): an IP address,
+/// `a.b.c.d:port`, `[v6]` or `[v6]:port`, the port being 1 to 5 digits up
+/// to 65535. Anything else (`unknown`, a zone id, an empty entry) is not.
+fn forwarded_address(entry: &str) -> Option<IpAddr> {
+    let entry = entry.trim();
+    let port_ok = |p: &str| {
+        (1..=5).contains(&p.len())
+            && p.bytes().all(|b| b.is_ascii_digit())
+            && p.parse::<u16>().is_ok()
+    };
+    if let Ok(ip) = entry.parse::<IpAddr>() {
+        return Some(ip.to_canonical());
+    }
+    if let Some(rest) = entry.strip_prefix('[') {
+        let (v6, tail) = rest.split_once(']')?;
+        if !(tail.is_empty() || tail.strip_prefix(':').is_some_and(port_ok)) {
+            return None;
+        }
+        return v6
+            .parse::<std::net::Ipv6Addr>()
+            .ok()
+            .map(|v6| IpAddr::V6(v6).to_canonical());
+    }
+    let (v4, port) = entry.rsplit_once(':')?;
+    if !port_ok(port) {
+        return None;
+    }
+    v4.parse::<std::net::Ipv4Addr>().ok().map(IpAddr::V4)
 }
 
 #[cfg(test)]
@@ -155,8 +193,44 @@ mod tests {
             Some("2.2.2.2".parse().unwrap())
         );
         assert_eq!(client_ip(&trusted, Some(direct), &h), Some(direct));
+        // What the client sent left of the answer is never looked at: it
+        // cannot make itself the proxy (and share or split its budgets).
         h.insert("x-forwarded-for", "garbage, 2.2.2.2".parse().unwrap());
+        assert_eq!(
+            client_ip(&trusted, Some(proxy), &h),
+            Some("2.2.2.2".parse().unwrap())
+        );
+        // Garbage where the proxies write (their `unknown`) gives the peer.
+        h.insert(
+            "x-forwarded-for",
+            "2.2.2.2, unknown, 10.0.0.5".parse().unwrap(),
+        );
         assert_eq!(client_ip(&trusted, Some(proxy), &h), Some(proxy));
+        // Ports and brackets, as some proxies write the entries.
+        for (entry, client) in [
+            ("203.0.113.7:41234", "203.0.113.7"),
+            ("[2001:db8::1]:443", "2001:db8::1"),
+            ("[2001:db8::1]", "2001:db8::1"),
+            ("[::ffff:203.0.113.7]:80", "203.0.113.7"),
+        ] {
+            h.insert("x-forwarded-for", entry.parse().unwrap());
+            assert_eq!(
+                client_ip(&trusted, Some(proxy), &h),
+                Some(client.parse().unwrap()),
+                "{entry}"
+            );
+        }
+        for bad in [
+            "1.2.3.4:",
+            "1.2.3.4:65536",
+            "1.2.3.4:+80",
+            "[::1]x",
+            "[fe80::1%eth0]:80",
+            "::1:80:",
+        ] {
+            h.insert("x-forwarded-for", bad.parse().unwrap());
+            assert_eq!(client_ip(&trusted, Some(proxy), &h), Some(proxy), "{bad}");
+        }
         assert_eq!(
             client_ip(&trusted, Some(proxy), &http::HeaderMap::new()),
             Some(proxy)

@@ -369,7 +369,15 @@ where
                 match shared.store.hit(&key, cfg.window).await {
                     Ok((n, left)) if n > cfg.max_auth_failures => {
                         let _ = shared.store.unhit(&key).await;
-                        tracing::warn!(client = %ip, "too many failed authentications");
+                        // A locked-out client may loop: one line a second.
+                        static LOG: crate::serve::LogThrottle = crate::serve::LogThrottle::new();
+                        if let Some(more) = LOG.admit() {
+                            tracing::warn!(
+                                client = %ip,
+                                more_since_last_line = more,
+                                "too many failed authentications"
+                            );
+                        }
                         crate::observe::rate_limited("failed_logins");
                         return Ok(too_many(
                             left,

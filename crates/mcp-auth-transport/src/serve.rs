@@ -553,6 +553,35 @@ impl Registry {
     }
 }
 
+/// One log line a second at most for an event an attacker can repeat at
+/// will; the lines left out are counted and reported with the next.
+pub(crate) struct LogThrottle {
+    last: std::sync::Mutex<Option<std::time::Instant>>,
+    suppressed: AtomicU64,
+}
+
+impl LogThrottle {
+    pub(crate) const fn new() -> Self {
+        Self {
+            last: std::sync::Mutex::new(None),
+            suppressed: AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(n)`: log now (`n` lines were left out since the last);
+    /// `None`: leave this one out.
+    pub(crate) fn admit(&self) -> Option<u64> {
+        if let Ok(mut last) = self.last.try_lock()
+            && last.is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
+        {
+            *last = Some(std::time::Instant::now());
+            return Some(self.suppressed.swap(0, Ordering::AcqRel));
+        }
+        self.suppressed.fetch_add(1, Ordering::AcqRel);
+        None
+    }
+}
+
 /// Answers a connection that was not admitted with `503` and
 /// `Retry-After`, then closes it; in the background, and bounded.
 fn refuse(mut stream: TcpStream, why: Refused, refusing: &Arc<AtomicUsize>) {
@@ -560,21 +589,14 @@ fn refuse(mut stream: TcpStream, why: Refused, refusing: &Arc<AtomicUsize>) {
         Refused::Busy => "the server is at its connection limit",
         Refused::PerAddress => "too many connections from this address",
     };
-    // One line per second at most: a flood of refusals must not flood the log.
-    static LAST_LOG: std::sync::Mutex<Option<std::time::Instant>> = std::sync::Mutex::new(None);
-    static SUPPRESSED: AtomicU64 = AtomicU64::new(0);
-    if let Ok(mut last) = LAST_LOG.try_lock() {
-        if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
-            *last = Some(std::time::Instant::now());
-            let more = SUPPRESSED.swap(0, Ordering::AcqRel);
-            tracing::warn!(
-                reason = description,
-                more_since_last_line = more,
-                "connection refused"
-            );
-        } else {
-            SUPPRESSED.fetch_add(1, Ordering::AcqRel);
-        }
+    // A flood of refusals must not flood the log.
+    static LOG: LogThrottle = LogThrottle::new();
+    if let Some(more) = LOG.admit() {
+        tracing::warn!(
+            reason = description,
+            more_since_last_line = more,
+            "connection refused"
+        );
     }
     if refusing.fetch_add(1, Ordering::AcqRel) >= MAX_REFUSING {
         refusing.fetch_sub(1, Ordering::AcqRel);
@@ -810,6 +832,20 @@ impl http_body::Body for TrackedBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The first line goes out, the repeats within the second are left out
+    /// and counted, and the next line says how many.
+    #[test]
+    fn a_throttled_log_says_how_many_lines_it_left_out() {
+        let log = LogThrottle::new();
+        assert_eq!(log.admit(), Some(0));
+        for _ in 0..5 {
+            assert_eq!(log.admit(), None);
+        }
+        std::thread::sleep(Duration::from_millis(1050));
+        assert_eq!(log.admit(), Some(5));
+        assert_eq!(log.admit(), None);
+    }
 
     fn options(max: usize, per_ip: usize) -> ServeOptions {
         ServeOptions {
