@@ -339,21 +339,11 @@ pub(crate) async fn resource_accepts_dpop(server_url: &str, challenge: &str) -> 
     let Ok(http) = crate::oauth_http::OAuthHttp::new(server_url) else {
         return false;
     };
-    let Ok(request) = http::Request::get(url.as_str())
-        .header(http::header::ACCEPT, "application/json")
-        .body(Vec::new())
-    else {
-        return false;
-    };
     let redirect = rmcp::transport::auth::OAuthHttpRedirectPolicy::Stop;
-    let timeout = Some(std::time::Duration::from_secs(10));
-    match http.send(request, redirect, timeout).await {
-        Ok(response) if response.status().is_success() => {
-            serde_json::from_slice::<HashMap<String, Value>>(response.body())
-                .is_ok_and(|metadata| supports_es256(&metadata))
-        }
-        _ => false,
-    }
+    let timeout = std::time::Duration::from_secs(10);
+    http.get_json::<HashMap<String, Value>>(&url, redirect, timeout)
+        .await
+        .is_some_and(|metadata| supports_es256(&metadata))
 }
 
 /// Whether an OAuth `token_type` is `DPoP` (case-insensitive, RFC 9449

@@ -21,7 +21,6 @@
 //! it (in the MCP spec's order), must name the same issuer, authorization,
 //! token and registration endpoints.
 
-use http::Method;
 use rmcp::transport::auth::{AuthorizationMetadata, OAuthHttpRedirectPolicy};
 use std::time::Duration;
 use url::Url;
@@ -56,7 +55,14 @@ pub(crate) async fn confirm(
     // one naming these endpoints confirms them.
     let mut differing = None;
     for url in &candidates {
-        let Some(published) = fetch(&http, url).await else {
+        let Some(published) = http
+            .get_json::<AuthorizationMetadata>(
+                url.as_str(),
+                OAuthHttpRedirectPolicy::Follow,
+                TIMEOUT,
+            )
+            .await
+        else {
             continue;
         };
         if !published
@@ -82,30 +88,6 @@ pub(crate) async fn confirm(
         }
         None => "the issuer publishes no metadata naming itself at its well-known locations".into(),
     }))
-}
-
-/// The metadata document at `url`, if it answers 200 with one.
-async fn fetch(http: &OAuthHttp, url: &Url) -> Option<AuthorizationMetadata> {
-    let request = http::Request::builder()
-        .method(Method::GET)
-        .uri(url.as_str())
-        .header(http::header::ACCEPT, "application/json")
-        .body(Vec::new())
-        .ok()?;
-    let response = match http
-        .send(request, OAuthHttpRedirectPolicy::Follow, Some(TIMEOUT))
-        .await
-    {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::debug!(%url, error = %e, "issuer metadata not fetched");
-            return None;
-        }
-    };
-    if !response.status().is_success() {
-        return None;
-    }
-    serde_json::from_slice(response.body()).ok()
 }
 
 /// The metadata locations of `issuer`, in the MCP spec's order: RFC 8414

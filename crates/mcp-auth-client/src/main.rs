@@ -286,10 +286,10 @@ fn cognito_issuer(region: &str, pool: &str) -> String {
 }
 
 /// The pre-registered client: `--client-id`/`--client-secret` for the
-/// `--issuer` (any authorization server without it), else the Cognito app client from the environment
-/// or `.env`, for its user pool's issuer only (not at all without
-/// `COGNITO_REGION` and `COGNITO_USER_POOL_ID`). Returns the id, the
-/// secret, and the issuer it is bound to.
+/// `--issuer` (any authorization server without it), else the Cognito app
+/// client from the environment or `.env`, for its user pool's issuer only
+/// (not at all without `COGNITO_REGION` and `COGNITO_USER_POOL_ID`).
+/// Returns the id, the secret, and the issuer it is bound to.
 fn preregistered(
     cli: &Cli,
     settings: &Settings,

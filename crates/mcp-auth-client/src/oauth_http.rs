@@ -188,6 +188,33 @@ impl OAuthHttp {
         same(&url, &dpop.token_endpoint).then_some(dpop)
     }
 
+    /// GETs the JSON document at `url` (redirects as `redirect` says,
+    /// within `timeout`); `None` when it cannot be fetched, does not answer
+    /// 2xx or is not a `T` (said at debug level).
+    pub(crate) async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        url: &str,
+        redirect: OAuthHttpRedirectPolicy,
+        timeout: Duration,
+    ) -> Option<T> {
+        let request = http::Request::get(url)
+            .header(http::header::ACCEPT, "application/json")
+            .body(Vec::new())
+            .ok()?;
+        let response = match self.send(request, redirect, Some(timeout)).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::debug!(%url, error = %e, "document not fetched");
+                return None;
+            }
+        };
+        if !response.status().is_success() {
+            tracing::debug!(%url, status = response.status().as_u16(), "document not served");
+            return None;
+        }
+        serde_json::from_slice(response.body()).ok()
+    }
+
     /// Sends `request` as its policy says; a token request with a proof,
     /// retried once on `use_dpop_nonce`.
     pub(crate) async fn send(
