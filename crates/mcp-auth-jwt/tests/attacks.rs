@@ -27,6 +27,16 @@ async fn setup(keys: &[&TestKey]) -> (Issuer, JwtVerifier) {
     (issuer, v)
 }
 
+/// [`setup`] with a refetch cooldown of `cooldown`.
+async fn setup_cooling(keys: &[&TestKey], cooldown: Duration) -> (Issuer, JwtVerifier) {
+    let issuer = Issuer::start(keys.iter().map(|k| k.jwk(false)).collect()).await;
+    let cache = JwksCache::builder(issuer.jwks_url())
+        .cooldown(cooldown)
+        .build();
+    let v = verifier(&issuer, cache);
+    (issuer, v)
+}
+
 #[tokio::test]
 async fn every_supported_asymmetric_algorithm_verifies() {
     let rsa = TestKey::rsa("rsa");
@@ -433,11 +443,7 @@ async fn a_random_kid_flood_causes_at_most_one_refresh_per_cooldown() {
 #[tokio::test]
 async fn requests_dropped_mid_fetch_do_not_start_more_fetches() {
     let rsa = TestKey::rsa("rsa");
-    let issuer = Issuer::start(vec![rsa.jwk(false)]).await;
-    let cache = JwksCache::builder(issuer.jwks_url())
-        .cooldown(Duration::from_millis(100))
-        .build();
-    let v = verifier(&issuer, cache);
+    let (issuer, v) = setup_cooling(&[&rsa], Duration::from_millis(100)).await;
     let c = claims(&issuer.base);
     assert!(v.verify(&rsa.sign(&c)).await.is_ok());
     tokio::time::sleep(Duration::from_millis(150)).await;
@@ -460,12 +466,8 @@ fn verify_sync_never_fetches() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let rsa = TestKey::rsa("rsa");
     let (issuer, v) = rt.block_on(async {
-        let issuer = Issuer::start(vec![rsa.jwk(false)]).await;
         // No cooldown: a fetch would be due at once.
-        let cache = JwksCache::builder(issuer.jwks_url())
-            .cooldown(Duration::ZERO)
-            .build();
-        let v = verifier(&issuer, cache);
+        let (issuer, v) = setup_cooling(&[&rsa], Duration::ZERO).await;
         assert!(v.verify(&rsa.sign(&claims(&issuer.base))).await.is_ok());
         (issuer, v)
     });
@@ -652,11 +654,7 @@ async fn pem_containers_and_curves_are_read_from_the_key() {
 async fn an_unknown_kid_during_an_outage_is_503_not_401() {
     let old = TestKey::rsa("old");
     let new = TestKey::load("rsa2", Algorithm::RS256, "new");
-    let issuer = Issuer::start(vec![old.jwk(false)]).await;
-    let cache = JwksCache::builder(issuer.jwks_url())
-        .cooldown(Duration::from_millis(50))
-        .build();
-    let v = verifier(&issuer, cache);
+    let (issuer, v) = setup_cooling(&[&old], Duration::from_millis(50)).await;
     let c = claims(&issuer.base);
     assert!(v.verify(&old.sign(&c)).await.is_ok());
     issuer.set_mode(Mode::Error500);

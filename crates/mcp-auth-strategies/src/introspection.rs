@@ -368,8 +368,8 @@ impl Drop for InFlight<'_> {
 }
 
 /// Counts one answer of the introspection endpoint (`active`, `inactive`),
-/// a failure to get one (`error`), or a request not sent because every
-/// slot stayed taken (`busy`).
+/// a failure to get one (`error`), or a request answered without one
+/// because the wait ran out (`busy`, see [`busy`]).
 fn introspected(outcome: &'static str) {
     metrics::counter!("mcp_auth_introspection_requests_total", "outcome" => outcome).increment(1);
 }
