@@ -203,6 +203,54 @@ async fn a_known_sequence_yields_exactly_its_records_and_tampering_is_named() {
     );
 }
 
+/// A request refused for its credentials has its record made from the
+/// headers: its body is not read first. A client without credentials
+/// announcing a megabyte and sending a few bytes gets its 401 at once,
+/// recorded without a method, instead of holding a worker until the body
+/// timeout; an authenticated request still has its method recorded (read
+/// behind the auth layer).
+#[tokio::test]
+async fn an_unauthenticated_body_is_not_read_for_its_record() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let logs = tempdir();
+    let log = logs.path().join("audit.jsonl");
+    let keys = format!("ci-bot:{CI}");
+    let s = Server::start(&[
+        ("MCP_API_KEYS", &keys),
+        ("MCP_AUDIT_LOG", log.to_str().unwrap()),
+    ]);
+    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", s.port))
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Type: application/json\r\n\
+         Accept: application/json, text/event-stream\r\nContent-Length: 1048576\r\n\r\n\
+         {{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"initialize\"",
+        s.port
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = [0u8; 12];
+    tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        tcp.read_exact(&mut answer),
+    )
+    .await
+    .expect("the 401 without waiting for the body")
+    .unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 401");
+    let r = post(&reqwest::Client::new(), &s.url(), INIT)
+        .header("x-api-key", CI)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let got = wait_for(&log, 2).await;
+    assert_eq!(got[0]["status"], 401);
+    assert_eq!(got[0]["method"], Value::Null, "{:?}", got[0]);
+    assert_eq!(got[1]["status"], 200);
+    assert_eq!(got[1]["method"], "initialize");
+}
+
 /// The records of `path` once it holds one matching `done` (or after 10 s).
 async fn wait_until(path: &std::path::Path, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
     for _ in 0..200 {

@@ -331,7 +331,7 @@ impl McpHttpApp {
         let mut tools = self.known_tools.clone();
         tools.extend(cfg.tool_scopes.tool_names());
         // One layer counts, traces and audits each request.
-        let observe = crate::observe::ObserveLayer::new(tools, audit, cfg.max_request_bytes);
+        let observe = crate::observe::ObserveLayer::new(tools, audit);
         let protected = protected.route_layer(
             ServiceBuilder::new()
                 .layer(observe)

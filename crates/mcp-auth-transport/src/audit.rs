@@ -38,8 +38,9 @@
 //! required and those held, the session id, and the peer address after the
 //! trusted-proxy rules. Never a token, a key or a secret.
 //!
-//! [`AuditLog`] appends to a file (or stdout) from its own thread, flushing
-//! each record. It continues the chain of the file it opens (the hash of
+//! [`AuditLog`] appends to a file (or stdout) from its own thread: a record
+//! is encoded as it is handed over, and the thread links it into the chain,
+//! hashes it and writes what gathered in one write. It continues the chain of the file it opens (the hash of
 //! its last line), and across rotation: when the file is renamed away
 //! (logrotate's default), the next record goes to a new file at the same
 //! path whose first record names the old file's last one.
@@ -258,23 +259,49 @@ struct Queue {
     wake: Condvar,
 }
 
-/// What waits for the writer: a record, or how many records were refused
-/// at this place in the order because [`MAX_QUEUED`] were waiting (the log
-/// could not be written); the writer turns that into a `records_dropped`
-/// record, so the chain says what it lost and where.
-#[expect(
-    clippy::large_enum_variant,
-    reason = "nearly every entry is a record: boxing would add an allocation per request"
-)]
-enum Queued {
-    Record(AuditRecord),
+/// What waits for the writer, in order: a record (its bytes in
+/// [`Pending::text`], encoded by [`encode`] without its chain link), or how
+/// many records were refused at this place in the order because
+/// [`MAX_QUEUED`] were waiting (the log could not be written); the writer
+/// turns that into a `records_dropped` record, so the chain says what it
+/// lost and where.
+#[derive(Clone, Copy)]
+enum Entry {
+    /// `len` bytes of `text`; the chain link goes after the first `split`.
+    Record {
+        len: usize,
+        split: usize,
+    },
     Dropped(u64),
+}
+
+impl Entry {
+    /// Bytes of `text` it takes.
+    fn len(self) -> usize {
+        match self {
+            Entry::Record { len, .. } => len,
+            Entry::Dropped(_) => 0,
+        }
+    }
+
+    /// Records it stands for.
+    fn records(self) -> u64 {
+        match self {
+            Entry::Record { .. } => 1,
+            Entry::Dropped(n) => n,
+        }
+    }
 }
 
 #[derive(Default)]
 struct Pending {
-    /// Records, and where records were dropped (see [`Queued`]).
-    records: std::collections::VecDeque<Queued>,
+    /// The records of `entries`, encoded, one after another: a record is
+    /// encoded on the thread that hands it over (the writer only links,
+    /// hashes and writes), into a buffer the writer and the queue swap, so
+    /// taking a record allocates nothing once the buffers have grown.
+    text: Vec<u8>,
+    /// Records, and where records were dropped (see [`Entry`]).
+    entries: std::collections::VecDeque<Entry>,
     flushes: Vec<mpsc::Sender<()>>,
     /// The writer waits on `wake`.
     idle: bool,
@@ -375,16 +402,22 @@ impl AuditLog {
 impl AuditSink for AuditLog {
     fn record(&self, record: AuditRecord) {
         let taken = self.writer.queue.with(|p| {
-            if p.records.len() < MAX_QUEUED {
-                p.records.push_back(Queued::Record(record));
+            if p.entries.len() < MAX_QUEUED {
+                let start = p.text.len();
+                let split = encode(&record, &mut p.text);
+                let len = p.text.len() - start;
+                p.entries.push_back(Entry::Record { len, split });
                 return true;
             }
-            match p.records.back_mut() {
-                Some(Queued::Dropped(n)) => *n += 1,
-                _ => p.records.push_back(Queued::Dropped(1)),
+            match p.entries.back_mut() {
+                Some(Entry::Dropped(n)) => *n += 1,
+                _ => p.entries.push_back(Entry::Dropped(1)),
             }
             false
         });
+        // The record's strings are freed here, on the thread that made
+        // them, after the lock.
+        drop(record);
         if !taken {
             metrics::counter!("mcp_auth_audit_records_dropped_total").increment(1);
         }
@@ -401,6 +434,179 @@ fn dropped_record(n: u64) -> AuditRecord {
         "{n} records dropped: the audit log could not be written"
     ));
     record
+}
+
+/// Appends `record` to `out` as its JSON line without the chain link
+/// (`seq`, `prev`) or the newline, and says where the link goes (after the
+/// returned number of the appended bytes): the same bytes, once linked, as
+/// serde's encoding of the record with the link (the field order of
+/// [`AuditRecord`], empty fields left out), but without serde's machinery
+/// and a call per field, which cost more than the rest of the record.
+fn encode(record: &AuditRecord, out: &mut Vec<u8>) -> usize {
+    let start = out.len();
+    out.extend_from_slice(b"{\"time\":");
+    push_json_str(out, &record.time);
+    let split = out.len() - start;
+    if !record.request_id.is_empty() {
+        push_str_field(out, "request_id", &record.request_id);
+    }
+    push_str_field(out, "event", &record.event);
+    push_str_field(out, "decision", &record.decision);
+    out.extend_from_slice(b",\"status\":");
+    push_u64(out, u64::from(record.status));
+    let optional = [
+        ("reason", &record.reason),
+        ("detail", &record.detail),
+        ("method", &record.method),
+        ("tool", &record.tool),
+    ];
+    for (name, value) in optional {
+        if let Some(v) = value {
+            push_str_field(out, name, v);
+        }
+    }
+    for (name, list) in [
+        ("scopes_required", &record.scopes_required),
+        ("scopes_held", &record.scopes_held),
+    ] {
+        if list.is_empty() {
+            continue;
+        }
+        push_name(out, name);
+        out.push(b'[');
+        for (i, v) in list.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            push_json_str(out, v);
+        }
+        out.push(b']');
+    }
+    let optional = [
+        ("strategy", &record.strategy),
+        ("subject", &record.subject),
+        ("client_id", &record.client_id),
+        ("issuer", &record.issuer),
+        ("key_fingerprint", &record.key_fingerprint),
+        ("session_id", &record.session_id),
+        ("peer", &record.peer),
+    ];
+    for (name, value) in optional {
+        if let Some(v) = value {
+            push_str_field(out, name, v);
+        }
+    }
+    out.push(b'}');
+    split
+}
+
+/// The chain link that goes where [`encode`] says: `,"seq":…,"prev":"…"`.
+fn push_link(out: &mut Vec<u8>, seq: u64, prev: &str) {
+    out.extend_from_slice(b",\"seq\":");
+    push_u64(out, seq);
+    push_str_field(out, "prev", prev);
+}
+
+/// `,"name":` (names are plain ASCII).
+fn push_name(out: &mut Vec<u8>, name: &str) {
+    out.extend_from_slice(b",\"");
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"\":");
+}
+
+fn push_str_field(out: &mut Vec<u8>, name: &str, value: &str) {
+    push_name(out, name);
+    push_json_str(out, value);
+}
+
+/// `n` in decimal.
+fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+/// `s` as a JSON string, escaped as serde_json escapes (`"`, `\\`, and
+/// control characters: `\b \f \n \r \t` by name, the others as
+/// `\u00xx`); everything else, UTF-8 included, as it is. Eight bytes are
+/// checked at a time: values come from clients and are nearly always plain.
+fn push_json_str(out: &mut Vec<u8>, s: &str) {
+    let bytes = s.as_bytes();
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
+    let mut plain = 0;
+    let mut chunks = bytes.chunks_exact(8);
+    for (n, chunk) in (&mut chunks).enumerate() {
+        // (Always eight bytes; a quote, should it not be, makes the bytes
+        // be looked at one by one.)
+        let word = <[u8; 8]>::try_from(chunk).unwrap_or([b'"'; 8]);
+        if needs_escape(u64::from_le_bytes(word)) {
+            escape_from(out, bytes, n * 8, chunk, &mut plain);
+        }
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        // Padded with spaces (plain), without a call to copy.
+        let mut word = [b' '; 8];
+        for (w, b) in word.iter_mut().zip(rest) {
+            *w = *b;
+        }
+        if needs_escape(u64::from_le_bytes(word)) {
+            escape_from(out, bytes, bytes.len() - rest.len(), rest, &mut plain);
+        }
+    }
+    out.extend_from_slice(&bytes[plain..]);
+    out.push(b'"');
+}
+
+/// Escapes what needs it in `chunk` (the bytes of `bytes` from `at`):
+/// the plain run before each such byte is copied, `plain` moves past it.
+fn escape_from(out: &mut Vec<u8>, bytes: &[u8], at: usize, chunk: &[u8], plain: &mut usize) {
+    for (k, &b) in chunk.iter().enumerate() {
+        let short = match b {
+            b'"' => b'"',
+            b'\\' => b'\\',
+            0x08 => b'b',
+            0x0c => b'f',
+            b'\n' => b'n',
+            b'\r' => b'r',
+            b'\t' => b't',
+            0..=0x1f => b'u',
+            _ => continue,
+        };
+        let i = at + k;
+        out.extend_from_slice(&bytes[*plain..i]);
+        out.push(b'\\');
+        out.push(short);
+        if short == b'u' {
+            const DIGITS: &[u8; 16] = b"0123456789abcdef";
+            out.extend_from_slice(b"00");
+            out.push(DIGITS[usize::from(b >> 4)]);
+            out.push(DIGITS[usize::from(b & 0x0f)]);
+        }
+        *plain = i + 1;
+    }
+}
+
+/// Some byte of `w` is below 0x20, `"` or `\\` (a word at a time: a byte
+/// is zero after the XOR or below 0x20 when subtracting borrows into its
+/// top bit, which the byte itself did not have set).
+fn needs_escape(w: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let below = |x: u64, n: u64| x.wrapping_sub(ONES * n) & !x & HIGH;
+    below(w, 0x20)
+        | below(w ^ (ONES * u64::from(b'"')), 1)
+        | below(w ^ (ONES * u64::from(b'\\')), 1)
+        != 0
 }
 
 fn open_append(path: &Path) -> std::io::Result<File> {
@@ -442,10 +648,15 @@ fn chain_tail(path: &Path) -> std::io::Result<(String, u64)> {
 }
 
 fn write_loop(queue: &Queue, mut target: Target, mut prev: String, mut seq: u64) {
-    // Serialized records not yet written (a write failed): retried first,
-    // in order, so the file never misses a link or repeats one.
+    // Linked records not yet written (a write failed): retried first, in
+    // order, so the file never misses a link or repeats one.
     let mut lines: Vec<u8> = Vec::new();
-    let mut records = std::collections::VecDeque::new();
+    // What this round took from the queue (swapped with the queue's
+    // buffers, so both keep their capacity).
+    let mut text: Vec<u8> = Vec::new();
+    let mut entries = std::collections::VecDeque::new();
+    // A `records_dropped` record, encoded.
+    let mut scratch: Vec<u8> = Vec::new();
     let mut last_error: Option<Instant> = None;
     // Flushes wait until everything taken before them is written.
     let mut acks: Vec<mpsc::Sender<()>> = Vec::new();
@@ -457,7 +668,7 @@ fn write_loop(queue: &Queue, mut target: Target, mut prev: String, mut seq: u64)
             let mut state = queue.state.lock().unwrap_or_else(|p| p.into_inner());
             while lines.is_empty()
                 && acks.is_empty()
-                && state.records.is_empty()
+                && state.entries.is_empty()
                 && state.flushes.is_empty()
                 && !state.closed
             {
@@ -469,43 +680,45 @@ fn write_loop(queue: &Queue, mut target: Target, mut prev: String, mut seq: u64)
             // While too much waits for a failed write, records wait in the
             // queue (which drops past its bound).
             if lines.len() < MAX_UNWRITTEN {
-                if state.records.len() <= MAX_TAKE {
-                    std::mem::swap(&mut records, &mut state.records);
+                if state.entries.len() <= MAX_TAKE {
+                    std::mem::swap(&mut entries, &mut state.entries);
+                    std::mem::swap(&mut text, &mut state.text);
                 } else {
-                    records.extend(state.records.drain(..MAX_TAKE));
+                    let n: usize = state.entries.iter().take(MAX_TAKE).map(|e| e.len()).sum();
+                    entries.extend(state.entries.drain(..MAX_TAKE));
+                    text.extend(state.text.drain(..n));
                 }
             }
             // What stopping now would lose (counted only then).
             let left = match state.closed {
-                true => state
-                    .records
-                    .iter()
-                    .map(|q| match q {
-                        Queued::Record(_) => 1,
-                        Queued::Dropped(n) => *n,
-                    })
-                    .sum::<u64>(),
+                true => state.entries.iter().map(|e| e.records()).sum::<u64>(),
                 false => 0,
             };
-            (state.records.is_empty(), state.closed, left)
+            (state.entries.is_empty(), state.closed, left)
         };
-        for queued in records.drain(..) {
-            let mut record = match queued {
-                Queued::Record(r) => r,
-                Queued::Dropped(n) => dropped_record(n),
+        let mut at = 0;
+        for entry in entries.drain(..) {
+            let (encoded, split) = match entry {
+                Entry::Record { len, split } => {
+                    at += len;
+                    (&text[at - len..at], split)
+                }
+                Entry::Dropped(n) => {
+                    scratch.clear();
+                    let split = encode(&dropped_record(n), &mut scratch);
+                    (&scratch[..], split)
+                }
             };
-            record.seq = seq;
-            record.prev = std::mem::take(&mut prev);
             let start = lines.len();
-            if serde_json::to_writer(&mut lines, &record).is_err() {
-                lines.truncate(start);
-                prev = record.prev;
-                continue;
-            }
-            prev = to_hex(&Sha256::digest(&lines[start..]));
+            lines.extend_from_slice(&encoded[..split]);
+            push_link(&mut lines, seq, &prev);
+            lines.extend_from_slice(&encoded[split..]);
+            prev.clear();
+            push_hex(&mut prev, &Sha256::digest(&lines[start..]));
             lines.push(b'\n');
             seq += 1;
         }
+        text.clear();
         let mut failed = false;
         if !lines.is_empty() {
             let written = match write_lines(&mut target, &lines, at_line_start) {
@@ -756,6 +969,11 @@ impl std::fmt::Debug for AuditLayer {
 impl AuditLayer {
     /// Records to `sink`; the peer is the client behind `trusted_proxies`;
     /// bodies up to `max_body` bytes are read for the method and tool.
+    ///
+    /// This layer reads a POST's body before the layers behind it, so in a
+    /// stack of one's own put it behind whatever limits unauthenticated
+    /// clients; [`McpHttpApp::with_audit`](crate::McpHttpApp::with_audit)
+    /// reads bodies only once a request is authenticated.
     pub fn new(sink: Arc<dyn AuditSink>, trusted_proxies: Vec<IpNet>, max_body: usize) -> Self {
         Self {
             sink,
@@ -809,7 +1027,8 @@ where
                     Err(too_large) => return Ok(too_large),
                 },
             };
-            let noted = layer.begin(&mut parts, method, tool);
+            let session = crate::observe::session_id_of(&parts.headers);
+            let noted = layer.begin(&mut parts, method, tool, session);
             let resp = inner.call(Request::from_parts(parts, body)).await?;
             Ok(layer.finish(noted, resp).await)
         })
@@ -831,7 +1050,9 @@ pub(crate) struct Noted {
 
 impl AuditLayer {
     /// Notes what the record needs of the request (its JSON-RPC `method`
-    /// and `tool` already read) and asks the layers behind for what they
+    /// and `tool`, and the session id as
+    /// [`session_id_of`](crate::observe::session_id_of) keeps it, already
+    /// read) and asks the layers behind for what they
     /// decide. The observing layer calls this and [`finish`](Self::finish)
     /// itself when the app has both, so a request passes one layer for the
     /// two rather than two.
@@ -840,6 +1061,7 @@ impl AuditLayer {
         parts: &mut http::request::Parts,
         method: Option<String>,
         tool: Option<String>,
+        session: Option<String>,
     ) -> Noted {
         parts.extensions.insert(crate::auth::AuditRequested);
         let peer = parts
@@ -849,8 +1071,8 @@ impl AuditLayer {
         Noted {
             id: request_id(&parts.headers),
             peer: crate::client_ip(&self.trusted_proxies, peer, &parts.headers),
-            session: crate::observe::session_id_of(&parts.headers),
-            sent_session: parts.headers.contains_key("mcp-session-id"),
+            session,
+            sent_session: parts.headers.contains_key(crate::names::MCP_SESSION_ID),
             is_delete: parts.method == http::Method::DELETE,
             method,
             tool,
@@ -870,11 +1092,17 @@ impl AuditLayer {
             method,
             tool,
         } = noted;
+        // Read behind the auth layer when the headers did not name them (an
+        // authenticated POST; see `observe::facts_after_auth`).
+        let (method, tool) = match (method, resp.extensions().get::<RequestFacts>()) {
+            (None, Some(f)) => (f.method.clone(), f.tool.clone()),
+            (method, _) => (method, tool),
+        };
         let status = resp.status();
         // The event follows whether the request named a session, and
         // whether the answer hands one out; the ids recorded are those
         // `session_id_of` keeps.
-        let handed_out = resp.headers().contains_key("mcp-session-id");
+        let handed_out = resp.headers().contains_key(crate::names::MCP_SESSION_ID);
         let event = match (sent_session, handed_out, is_delete) {
             (false, true, _) if status.is_success() => "session_start",
             (true, _, true) if status.is_success() => "session_end",
@@ -889,7 +1117,7 @@ impl AuditLayer {
         record.method = method;
         record.tool = tool;
         record.session_id = session_id;
-        record.peer = peer.map(|p| p.to_string());
+        record.peer = peer.map(crate::net::ip_text);
         // The auth layer put it there for this record only: taken, not
         // copied.
         if let Some(p) = resp.extensions_mut().remove::<crate::auth::Authenticated>() {
@@ -1221,6 +1449,52 @@ mod tests {
                 "{t} not between {before} and {after}"
             );
             std::thread::sleep(Duration::from_millis(7));
+        }
+    }
+
+    #[test]
+    fn records_are_encoded_byte_for_byte_as_serde_encodes_them() {
+        // Every ASCII character at every offset around the eight-byte
+        // chunks, text beyond ASCII, and each field present or not.
+        let mut samples: Vec<String> = vec![
+            String::new(),
+            "plain".into(),
+            "\u{e9}\u{4e2d}\u{1f600}".into(),
+            "\u{7f}\u{80}\u{2028}\u{feff}".into(),
+            "\"\\\"\\".repeat(5),
+        ];
+        for b in 0u8..0x80 {
+            for pad in 0..10 {
+                let (left, right) = ("a".repeat(pad), "\u{e9}".repeat(pad % 3));
+                samples.push(format!("{left}{}{right}", char::from(b)));
+            }
+        }
+        for (i, s) in samples.iter().enumerate() {
+            let mut r = AuditRecord::new("request", "deny", [0, 200, 403, u16::MAX][i % 4]);
+            r.seq = [0, 9, 10, u64::MAX][i % 4];
+            r.prev = to_hex(&Sha256::digest(s.as_bytes()));
+            if i % 2 == 0 {
+                let some = || Some(s.clone());
+                r.request_id = s.clone();
+                (r.reason, r.detail, r.method, r.tool) = (some(), some(), some(), some());
+                r.scopes_required = vec![s.clone()];
+                r.scopes_held = vec!["a".into(), s.clone(), String::new()];
+                (r.strategy, r.subject, r.client_id, r.issuer) = (some(), some(), some(), some());
+                (r.key_fingerprint, r.session_id, r.peer) = (some(), some(), some());
+            } else {
+                r.event = s.clone();
+                r.subject = Some(s.clone());
+            }
+            let mut encoded = b"earlier records".to_vec();
+            let split = encode(&r, &mut encoded) + "earlier records".len();
+            let mut line = encoded[..split].to_vec();
+            push_link(&mut line, r.seq, &r.prev);
+            line.extend_from_slice(&encoded[split..]);
+            assert_eq!(
+                String::from_utf8(line).unwrap()["earlier records".len()..],
+                serde_json::to_string(&r).unwrap(),
+                "sample {i}: {s:?}"
+            );
         }
     }
 

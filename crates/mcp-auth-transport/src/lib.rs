@@ -67,6 +67,7 @@ mod auth;
 #[cfg(feature = "mcp")]
 mod config;
 mod guard;
+mod names;
 mod net;
 #[cfg(feature = "mcp")]
 pub mod observe;

@@ -83,6 +83,29 @@ pub fn client_network(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// `ip` as its `Display` writes it; IPv4 without the formatting machinery
+/// (the audit log writes an address per request).
+#[cfg(feature = "mcp")]
+pub(crate) fn ip_text(ip: IpAddr) -> String {
+    let IpAddr::V4(v4) = ip else {
+        return ip.to_string();
+    };
+    let mut out = String::with_capacity(15);
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            out.push('.');
+        }
+        if octet >= 100 {
+            out.push(char::from(b'0' + octet / 100));
+        }
+        if octet >= 10 {
+            out.push(char::from(b'0' + octet / 10 % 10));
+        }
+        out.push(char::from(b'0' + octet % 10));
+    }
+    out
+}
+
 /// The client's address: the TCP peer, or, when the peer is one of the
 /// `trusted_proxies` (`HTTP_TRUSTED_PROXIES`), the right-most
 /// `X-Forwarded-For` entry that is not one.
@@ -107,7 +130,7 @@ pub fn client_ip(
         return Some(peer);
     }
     let mut entries: Vec<Option<IpAddr>> = Vec::new();
-    for v in headers.get_all("x-forwarded-for") {
+    for v in headers.get_all(crate::names::X_FORWARDED_FOR) {
         match v.to_str() {
             Ok(v) => entries.extend(v.split(',').map(forwarded_address)),
             Err(_) => entries.push(None),
@@ -156,6 +179,31 @@ fn forwarded_address(entry: &str) -> Option<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(feature = "mcp")]
+    #[test]
+    fn addresses_are_written_as_display_writes_them() {
+        for n in 0..=255u8 {
+            for ip in [
+                [n, 0, 9, 10],
+                [99, n, 100, 255],
+                [1, 2, n, 3],
+                [255, 19, 200, n],
+            ] {
+                let ip = IpAddr::from(ip);
+                assert_eq!(ip_text(ip), ip.to_string());
+            }
+        }
+        for v6 in [
+            "::1",
+            "2001:db8::8a2e:370:7334",
+            "::ffff:1.2.3.4",
+            "fe80::1",
+        ] {
+            let ip: IpAddr = v6.parse().unwrap();
+            assert_eq!(ip_text(ip), ip.to_string());
+        }
+    }
 
     #[test]
     fn networks() {

@@ -120,7 +120,7 @@ pub(crate) fn bounded(mut name: String) -> String {
 /// 0x21-0x7E), at most [`MAX_SESSION_ID`] bytes; anything else is left out
 /// (no server handed it out: such a session is unknown, and answered 404).
 pub(crate) fn session_id_of(headers: &http::HeaderMap) -> Option<String> {
-    let v = headers.get("mcp-session-id")?.to_str().ok()?;
+    let v = headers.get(crate::names::MCP_SESSION_ID)?.to_str().ok()?;
     (!v.is_empty() && v.len() <= MAX_SESSION_ID && v.bytes().all(|b| b.is_ascii_graphic()))
         .then(|| v.to_owned())
 }
@@ -161,14 +161,15 @@ impl RequestFacts {
     /// From the `Mcp-Method` / `Mcp-Name` headers (a tool only with
     /// `tools/call`).
     fn from_headers(headers: &http::HeaderMap) -> Self {
-        let header = |n: &str| {
+        let header = |n: http::HeaderName| {
             headers
                 .get(n)
                 .and_then(|v| v.to_str().ok())
                 .map(|v| bounded(v.to_owned()))
         };
-        let method = header("mcp-method");
-        let tool = header("mcp-name").filter(|_| method.as_deref() == Some("tools/call"));
+        let method = header(crate::names::MCP_METHOD);
+        let tool =
+            header(crate::names::MCP_NAME).filter(|_| method.as_deref() == Some("tools/call"));
         Self { method, tool }
     }
 
@@ -214,7 +215,6 @@ pub(crate) struct ObserveLayer {
     /// The app's audit log: its records are made here too (one layer for
     /// both), from the facts this layer reads.
     audit: Option<crate::audit::AuditLayer>,
-    max_body: usize,
 }
 
 /// `mcp_auth_tool_calls_total` of each declared tool and of `other`, by
@@ -272,20 +272,14 @@ impl ObserveLayer {
     }
 
     /// `tools`: the names counted under their own label; `audit`: the
-    /// audit log's layer, whose records this layer makes as well (it then
-    /// reads each request's method and tool before authentication, also
-    /// when no recorder is installed, since refused requests are recorded
-    /// too).
-    pub(crate) fn new(
-        tools: HashSet<String>,
-        audit: Option<crate::audit::AuditLayer>,
-        max_body: usize,
-    ) -> Self {
+    /// audit log's layer, whose records this layer makes as well (the
+    /// method and tool of an authenticated POST then come from
+    /// [`facts_after_auth`], also when no recorder is installed).
+    pub(crate) fn new(tools: HashSet<String>, audit: Option<crate::audit::AuditLayer>) -> Self {
         Self {
             tools: Arc::new(tools),
             tool_counters: Arc::default(),
             audit,
-            max_body,
         }
     }
 }
@@ -390,24 +384,22 @@ where
             let started = Instant::now();
             let (mut parts, body) = req.into_parts();
             let session = session_id_of(&parts.headers);
-            // The body before authentication only for the audit log (which
-            // records refused requests too); the metrics read it behind the
-            // auth layer ([`facts_after_auth`]).
-            let (facts, body) = if layer.audit.is_some() {
-                match RequestFacts::read(&parts, body, layer.max_body).await {
-                    Ok(read) => read,
-                    Err(too_large) => return Ok(too_large),
-                }
-            } else {
-                (RequestFacts::from_headers(&parts.headers), body)
-            };
+            // The headers only: a body is read behind the auth layer
+            // ([`facts_after_auth`]), for the metrics and the audit record
+            // alike, so no one's body is read before they are known.
+            let facts = RequestFacts::from_headers(&parts.headers);
             let span = tracing::Span::current();
             facts.record(&span);
             let tool = facts.tool.clone();
-            let audit = layer
-                .audit
-                .as_ref()
-                .map(|a| (a, a.begin(&mut parts, facts.method.clone(), tool.clone())));
+            let audit = layer.audit.as_ref().map(|a| {
+                let noted = a.begin(
+                    &mut parts,
+                    facts.method.clone(),
+                    tool.clone(),
+                    session.clone(),
+                );
+                (a, noted)
+            });
             parts.extensions.insert(facts);
             let mut resp = inner.call(Request::from_parts(parts, body)).await?;
             if let Some((audit, noted)) = audit {
@@ -444,11 +436,11 @@ where
     }
 }
 
-/// Behind the auth layer, with a metrics recorder installed: reads the
-/// JSON-RPC method and tool of an authenticated POST that the headers did
-/// not name (for the per-tool counts and the span), and hands them to the
-/// observing layer on the response. Unauthenticated requests never get
-/// their bodies read for metrics.
+/// Behind the auth layer, with a metrics recorder installed or an audit
+/// record to make: reads the JSON-RPC method and tool of an authenticated
+/// POST that the headers did not name (for the per-tool counts, the span
+/// and the record), and hands them to the observing layer on the response.
+/// Unauthenticated requests never get their bodies read for either.
 pub(crate) async fn facts_after_auth(
     axum::extract::State(max_body): axum::extract::State<usize>,
     req: Request<Body>,
@@ -458,7 +450,12 @@ pub(crate) async fn facts_after_auth(
         .extensions()
         .get::<RequestFacts>()
         .is_some_and(|f| f.method.is_some());
-    if !enabled() || known || req.method() != http::Method::POST {
+    let wanted = enabled()
+        || req
+            .extensions()
+            .get::<crate::auth::AuditRequested>()
+            .is_some();
+    if !wanted || known || req.method() != http::Method::POST {
         return next.run(req).await;
     }
     let (mut parts, body) = req.into_parts();

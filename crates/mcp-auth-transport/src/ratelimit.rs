@@ -176,8 +176,8 @@ fn credential_hash(headers: &http::HeaderMap, client: &str) -> Option<[u8; 32]> 
     h.update(client.as_bytes());
     h.update([2]);
     let mut any = false;
-    for name in [http::header::AUTHORIZATION.as_str(), "x-api-key"] {
-        h.update(name.as_bytes());
+    for name in [http::header::AUTHORIZATION, crate::names::X_API_KEY] {
+        h.update(name.as_str().as_bytes());
         for v in headers.get_all(name) {
             any |= !v.is_empty();
             h.update([0]);
@@ -453,7 +453,11 @@ mod tests {
         let auth = crate::AuthLayer::new(move |req: AuthRequest| {
             let revoked = r.load(Ordering::Relaxed);
             async move {
-                match req.headers.get("x-api-key").map(|v| v.as_bytes()) {
+                match req
+                    .headers
+                    .get(crate::names::X_API_KEY)
+                    .map(|v| v.as_bytes())
+                {
                     Some(b"alice-key") if !revoked => Ok(Principal::new("alice", "test")),
                     Some(b"bob-key") => Ok(Principal::new("bob", "test")),
                     Some(_) => Err(AuthError::invalid_token("unknown key")),

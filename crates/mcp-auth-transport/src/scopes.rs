@@ -309,9 +309,9 @@ where
                     "ambiguous tools/call message",
                 ));
             };
-            let header = |n: &str| parts.headers.get(n).and_then(|v| v.to_str().ok());
-            if header("mcp-method") == Some("tools/call")
-                && let Some(name) = header("mcp-name")
+            let header = |n: http::HeaderName| parts.headers.get(n).and_then(|v| v.to_str().ok());
+            if header(crate::names::MCP_METHOD) == Some("tools/call")
+                && let Some(name) = header(crate::names::MCP_NAME)
             {
                 tools.push(name.to_owned());
             }

@@ -51,7 +51,7 @@ use tower_service::Service;
 
 use crate::AuthLayer;
 
-const SESSION_HEADER: &str = "mcp-session-id";
+const SESSION_HEADER: http::HeaderName = crate::names::MCP_SESSION_ID;
 
 /// See the [module docs](crate::SessionLayer).
 #[derive(Clone)]
