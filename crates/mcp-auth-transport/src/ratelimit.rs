@@ -117,9 +117,41 @@ struct Shared {
 /// count: it cannot be a guess, as only a caller who already holds the
 /// credential can present it. Should it be refused now (revoked, expired),
 /// it is counted as a failure after the fact and forgotten.
+///
+/// At most [`KNOWN_GOOD_IN_FLIGHT`] requests with one credential skip the
+/// count at a time; more take the full count. A refusal is counted only
+/// once it is known, so without that bound a holder of a good credential
+/// whose requests carry a guess somewhere the hash does not cover (a header
+/// a custom authenticator reads besides) could have any number of guesses
+/// checked at once before the first refusal ends the shortcut.
 #[derive(Default)]
 struct KnownGood {
-    entries: std::sync::Mutex<std::collections::HashMap<[u8; 32], std::time::Instant>>,
+    entries: std::sync::Mutex<std::collections::HashMap<[u8; 32], Known>>,
+}
+
+struct Known {
+    until: std::time::Instant,
+    /// Requests skipping the count with it now.
+    in_flight: u32,
+}
+
+/// See [`KnownGood`].
+const KNOWN_GOOD_IN_FLIGHT: u32 = 32;
+
+/// One request skipping the count with a known-good credential.
+struct InFlight {
+    shared: Arc<Shared>,
+    hash: [u8; 32],
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.shared.accepted.with(|m| {
+            if let Some(k) = m.get_mut(&self.hash) {
+                k.in_flight = k.in_flight.saturating_sub(1);
+            }
+        });
+    }
 }
 
 /// How long an accepted credential skips the provisional count.
@@ -130,10 +162,7 @@ const KNOWN_GOOD_FOR: Duration = Duration::from_secs(30);
 const KNOWN_GOOD_CAPACITY: usize = 100_000;
 
 impl KnownGood {
-    fn with<T>(
-        &self,
-        f: impl FnOnce(&mut std::collections::HashMap<[u8; 32], std::time::Instant>) -> T,
-    ) -> T {
+    fn with<T>(&self, f: impl FnOnce(&mut std::collections::HashMap<[u8; 32], Known>) -> T) -> T {
         let mut m = self
             .entries
             .lock()
@@ -141,26 +170,51 @@ impl KnownGood {
         f(&mut m)
     }
 
-    fn contains(&self, h: &[u8; 32]) -> bool {
+    /// `h` is known good and fewer than [`KNOWN_GOOD_IN_FLIGHT`] requests
+    /// skip the count with it: one more does until the guard goes.
+    fn enter(shared: &Arc<Shared>, h: [u8; 32]) -> Option<InFlight> {
         let now = std::time::Instant::now();
-        self.with(|m| m.get(h).is_some_and(|until| *until > now))
+        let entered = shared.accepted.with(|m| match m.get_mut(&h) {
+            Some(k) if k.until > now && k.in_flight < KNOWN_GOOD_IN_FLIGHT => {
+                k.in_flight += 1;
+                true
+            }
+            _ => false,
+        });
+        entered.then(|| InFlight {
+            shared: shared.clone(),
+            hash: h,
+        })
     }
 
     fn insert(&self, h: [u8; 32]) {
         let now = std::time::Instant::now();
         self.with(|m| {
             if m.len() >= KNOWN_GOOD_CAPACITY && !m.contains_key(&h) {
-                m.retain(|_, until| *until > now);
+                m.retain(|_, k| k.until > now);
                 if m.len() >= KNOWN_GOOD_CAPACITY {
                     return;
                 }
             }
-            m.insert(h, now + KNOWN_GOOD_FOR);
+            // Requests in flight with it stay counted.
+            m.entry(h)
+                .and_modify(|k| k.until = now + KNOWN_GOOD_FOR)
+                .or_insert(Known {
+                    until: now + KNOWN_GOOD_FOR,
+                    in_flight: 0,
+                });
         });
     }
 
+    /// No longer known good (kept, expired, while requests with it are in
+    /// flight, so their count stays right should it be accepted again).
     fn remove(&self, h: &[u8; 32]) {
-        self.with(|m| m.remove(h));
+        let now = std::time::Instant::now();
+        self.with(|m| match m.get_mut(h) {
+            Some(k) if k.in_flight > 0 => k.until = now,
+            Some(_) => drop(m.remove(h)),
+            None => {}
+        });
     }
 }
 
@@ -352,7 +406,9 @@ where
             if failures {
                 let key = format!("fail:{ip}");
                 let credential = credential_hash(req.headers(), &ip);
-                if let Some(h) = credential.filter(|h| shared.accepted.contains(h)) {
+                if let Some(h) = credential
+                    && let Some(_in_flight) = KnownGood::enter(&shared, h)
+                {
                     // Known good: no guess. Refused after all? Count it now.
                     let resp = inner.call(req).await?;
                     if resp.extensions().get::<crate::AuthRejected>().is_some() {
@@ -494,6 +550,76 @@ mod tests {
         revoked.store(true, Ordering::Relaxed);
         assert_eq!(send("alice-key").await, 401);
         assert_eq!(send("alice-key").await, 429);
+    }
+
+    /// A holder of a good key whose requests carry a guess in a header the
+    /// hash does not cover (read by a custom authenticator): 200 such
+    /// requests at once get at most the in-flight bound plus the failure
+    /// budget checked, the rest 429.
+    #[tokio::test]
+    async fn a_known_good_credential_cannot_carry_a_burst_of_guesses() {
+        use axum::body::Body;
+        use mcp_auth_core::{AuthError, AuthRequest};
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tower::ServiceExt;
+
+        let checked = Arc::new(AtomicUsize::new(0));
+        let c = checked.clone();
+        let auth = crate::AuthLayer::new(move |req: AuthRequest| {
+            let guess = req.headers.get("x-second-factor").cloned();
+            let key_ok = req
+                .headers
+                .get(crate::names::X_API_KEY)
+                .map(|v| v.as_bytes())
+                == Some(b"alice-key");
+            let checked = c.clone();
+            async move {
+                if guess.is_some() {
+                    checked.fetch_add(1, Ordering::Relaxed);
+                }
+                // Long enough for all of them to be in flight at once.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                match (key_ok, guess.as_ref().map(|v| v.as_bytes())) {
+                    (true, None | Some(b"right")) => Ok(Principal::new("alice", "test")),
+                    _ => Err(AuthError::invalid_token("wrong second factor")),
+                }
+            }
+        });
+        let cfg = RateLimitConfig {
+            max_auth_failures: 5,
+            ..RateLimitConfig::default()
+        };
+        let store: SharedStore = Arc::new(mcp_auth_session::MemoryStore::new());
+        let svc = tower::ServiceBuilder::new()
+            .layer(AuthFailureLimitLayer::new(cfg, store))
+            .layer(auth)
+            .service(tower::service_fn(|_req: Request<Body>| async {
+                Ok::<_, std::convert::Infallible>(Response::new(Body::empty()))
+            }));
+        let send = |guess: Option<String>| {
+            let svc = svc.clone();
+            async move {
+                let mut req = Request::get("/").header("x-api-key", "alice-key");
+                if let Some(g) = guess {
+                    req = req.header("x-second-factor", g);
+                }
+                let resp = svc.oneshot(req.body(Body::empty()).unwrap()).await.unwrap();
+                resp.status().as_u16()
+            }
+        };
+        assert_eq!(send(None).await, 200, "alice's key is now known good");
+        let burst: Vec<_> = (0..200)
+            .map(|i| tokio::spawn(send(Some(format!("guess-{i}")))))
+            .collect();
+        let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
+        for b in burst {
+            *statuses.entry(b.await.unwrap()).or_default() += 1;
+        }
+        let checked = checked.load(Ordering::Relaxed);
+        // The bound (32) and the failure budget (5), not the 200.
+        assert!(checked <= 37, "{checked} guesses checked: {statuses:?}");
+        assert_eq!(statuses.get(&401).copied().unwrap_or(0), checked);
+        assert_eq!(statuses.get(&429).copied().unwrap_or(0), 200 - checked);
     }
 
     #[test]
