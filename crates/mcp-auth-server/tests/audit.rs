@@ -203,6 +203,35 @@ async fn a_known_sequence_yields_exactly_its_records_and_tampering_is_named() {
     );
 }
 
+/// A caller refused for the server-wide scopes (`MCP_OAUTH_REQUIRED_SCOPES`)
+/// is known: the record names them and what they asked for, as it does for
+/// a tool's scopes.
+#[tokio::test]
+async fn a_caller_refused_for_the_required_scopes_is_named_with_what_they_asked() {
+    let logs = tempdir();
+    let log = logs.path().join("audit.jsonl");
+    let keys = format!("ops-bot:{OPS}:admin, ci-bot:{CI}");
+    let s = Server::start(&[
+        ("MCP_API_KEYS", &keys),
+        ("MCP_OAUTH_REQUIRED_SCOPES", "admin"),
+        ("MCP_AUDIT_LOG", log.to_str().unwrap()),
+    ]);
+    let http = reqwest::Client::new();
+    let r = post(&http, &s.url(), ADMIN_CALL)
+        .header("x-api-key", CI)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let got = wait_for(&log, 1).await;
+    let r = &got[0];
+    assert_eq!(r["reason"], "insufficient_scope", "{r}");
+    assert_eq!(r["subject"], "api-key:ci-bot", "{r}");
+    assert_eq!(r["method"], "tools/call", "{r}");
+    assert_eq!(r["tool"], "admin_status", "{r}");
+    assert_eq!(r["scopes_required"], serde_json::json!(["admin"]), "{r}");
+}
+
 /// A request refused for its credentials has its record made from the
 /// headers: its body is not read first. A client without credentials
 /// announcing a megabyte and sending a few bytes gets its 401 at once,

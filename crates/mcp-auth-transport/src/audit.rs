@@ -237,6 +237,19 @@ const LINGER: Duration = Duration::from_millis(10);
 /// (Smaller in tests, which fill it.)
 const MAX_QUEUED: usize = if cfg!(test) { 2_000 } else { 100_000 };
 
+/// At most this many bytes of encoded records wait for the writer (records
+/// are small, but escaping can make one several times its text): past it,
+/// records are dropped as past [`MAX_QUEUED`].
+const MAX_QUEUED_BYTES: usize = if cfg!(test) {
+    256 * 1024
+} else {
+    64 * 1024 * 1024
+};
+
+/// A buffer that grew past this while a backlog drained is given back down
+/// to it once empty.
+const KEEP_CAPACITY: usize = 1024 * 1024;
+
 /// The writer takes at most this many records a round, so what waits for
 /// a failed write stays within [`MAX_UNWRITTEN`] plus one round's worth.
 const MAX_TAKE: usize = if cfg!(test) { 500 } else { 10_000 };
@@ -298,8 +311,10 @@ struct Pending {
     /// The records of `entries`, encoded, one after another: a record is
     /// encoded on the thread that hands it over (the writer only links,
     /// hashes and writes), into a buffer the writer and the queue swap, so
-    /// taking a record allocates nothing once the buffers have grown.
+    /// taking a record allocates nothing once the buffers have grown. The
+    /// bytes before `taken` went to the writer already.
     text: Vec<u8>,
+    taken: usize,
     /// Records, and where records were dropped (see [`Entry`]).
     entries: std::collections::VecDeque<Entry>,
     flushes: Vec<mpsc::Sender<()>>,
@@ -402,7 +417,7 @@ impl AuditLog {
 impl AuditSink for AuditLog {
     fn record(&self, record: AuditRecord) {
         let taken = self.writer.queue.with(|p| {
-            if p.entries.len() < MAX_QUEUED {
+            if p.entries.len() < MAX_QUEUED && p.text.len() - p.taken < MAX_QUEUED_BYTES {
                 let start = p.text.len();
                 let split = encode(&record, &mut p.text);
                 let len = p.text.len() - start;
@@ -443,31 +458,54 @@ fn dropped_record(n: u64) -> AuditRecord {
 /// [`AuditRecord`], empty fields left out), but without serde's machinery
 /// and a call per field, which cost more than the rest of the record.
 fn encode(record: &AuditRecord, out: &mut Vec<u8>) -> usize {
+    // Every field named: one added to the record fails to compile here
+    // until it is encoded (or said not to be).
+    let AuditRecord {
+        time,
+        seq: _,
+        prev: _,
+        request_id,
+        event,
+        decision,
+        status,
+        reason,
+        detail,
+        method,
+        tool,
+        scopes_required,
+        scopes_held,
+        strategy,
+        subject,
+        client_id,
+        issuer,
+        key_fingerprint,
+        session_id,
+        peer,
+    } = record;
     let start = out.len();
     out.extend_from_slice(b"{\"time\":");
-    push_json_str(out, &record.time);
+    push_json_str(out, time);
     let split = out.len() - start;
-    if !record.request_id.is_empty() {
-        push_str_field(out, "request_id", &record.request_id);
+    if !request_id.is_empty() {
+        push_str_field(out, "request_id", request_id);
     }
-    push_str_field(out, "event", &record.event);
-    push_str_field(out, "decision", &record.decision);
+    push_str_field(out, "event", event);
+    push_str_field(out, "decision", decision);
     out.extend_from_slice(b",\"status\":");
-    push_u64(out, u64::from(record.status));
-    let optional = [
-        ("reason", &record.reason),
-        ("detail", &record.detail),
-        ("method", &record.method),
-        ("tool", &record.tool),
-    ];
-    for (name, value) in optional {
+    push_u64(out, u64::from(*status));
+    for (name, value) in [
+        ("reason", reason),
+        ("detail", detail),
+        ("method", method),
+        ("tool", tool),
+    ] {
         if let Some(v) = value {
             push_str_field(out, name, v);
         }
     }
     for (name, list) in [
-        ("scopes_required", &record.scopes_required),
-        ("scopes_held", &record.scopes_held),
+        ("scopes_required", scopes_required),
+        ("scopes_held", scopes_held),
     ] {
         if list.is_empty() {
             continue;
@@ -482,16 +520,15 @@ fn encode(record: &AuditRecord, out: &mut Vec<u8>) -> usize {
         }
         out.push(b']');
     }
-    let optional = [
-        ("strategy", &record.strategy),
-        ("subject", &record.subject),
-        ("client_id", &record.client_id),
-        ("issuer", &record.issuer),
-        ("key_fingerprint", &record.key_fingerprint),
-        ("session_id", &record.session_id),
-        ("peer", &record.peer),
-    ];
-    for (name, value) in optional {
+    for (name, value) in [
+        ("strategy", strategy),
+        ("subject", subject),
+        ("client_id", client_id),
+        ("issuer", issuer),
+        ("key_fingerprint", key_fingerprint),
+        ("session_id", session_id),
+        ("peer", peer),
+    ] {
         if let Some(v) = value {
             push_str_field(out, name, v);
         }
@@ -680,13 +717,24 @@ fn write_loop(queue: &Queue, mut target: Target, mut prev: String, mut seq: u64)
             // While too much waits for a failed write, records wait in the
             // queue (which drops past its bound).
             if lines.len() < MAX_UNWRITTEN {
-                if state.entries.len() <= MAX_TAKE {
+                if state.entries.len() <= MAX_TAKE && state.taken == 0 {
                     std::mem::swap(&mut entries, &mut state.entries);
                     std::mem::swap(&mut text, &mut state.text);
                 } else {
-                    let n: usize = state.entries.iter().take(MAX_TAKE).map(|e| e.len()).sum();
-                    entries.extend(state.entries.drain(..MAX_TAKE));
-                    text.extend(state.text.drain(..n));
+                    // A backlog: a round's worth, copied from where the last
+                    // one stopped (not moving the rest under the lock); the
+                    // buffer is emptied once all of it is taken.
+                    let k = state.entries.len().min(MAX_TAKE);
+                    let n: usize = state.entries.iter().take(k).map(|e| e.len()).sum();
+                    entries.extend(state.entries.drain(..k));
+                    let from = state.taken;
+                    text.extend_from_slice(&state.text[from..from + n]);
+                    state.taken += n;
+                    if state.entries.is_empty() {
+                        state.text.clear();
+                        state.text.shrink_to(KEEP_CAPACITY);
+                        state.taken = 0;
+                    }
                 }
             }
             // What stopping now would lose (counted only then).
@@ -719,6 +767,7 @@ fn write_loop(queue: &Queue, mut target: Target, mut prev: String, mut seq: u64)
             seq += 1;
         }
         text.clear();
+        text.shrink_to(KEEP_CAPACITY);
         let mut failed = false;
         if !lines.is_empty() {
             let written = match write_lines(&mut target, &lines, at_line_start) {
@@ -737,6 +786,9 @@ fn write_loop(queue: &Queue, mut target: Target, mut prev: String, mut seq: u64)
                 at_line_start = lines[written - 1] == b'\n';
             }
             lines.drain(..written);
+            if lines.is_empty() {
+                lines.shrink_to(KEEP_CAPACITY);
+            }
         }
         let done = emptied && lines.is_empty();
         let failed_at_close = closed && failed;
@@ -973,7 +1025,7 @@ impl AuditLayer {
     /// This layer reads a POST's body before the layers behind it, so in a
     /// stack of one's own put it behind whatever limits unauthenticated
     /// clients; [`McpHttpApp::with_audit`](crate::McpHttpApp::with_audit)
-    /// reads bodies only once a request is authenticated.
+    /// reads bodies only behind its auth layer.
     pub fn new(sink: Arc<dyn AuditSink>, trusted_proxies: Vec<IpNet>, max_body: usize) -> Self {
         Self {
             sink,
@@ -1343,6 +1395,40 @@ mod tests {
             .position(|r| r.event == "records_dropped")
             .unwrap();
         assert_eq!(index(&records[first_gap - 1]), Some(first_lost - 1));
+        assert_eq!(report.records, records.len() as u64, "the chain is whole");
+    }
+
+    /// Records that escape to several times their text (control
+    /// characters) reach the byte bound long before the count bound: the
+    /// memory a stalled log holds is bounded either way.
+    #[test]
+    fn large_records_are_bounded_by_their_bytes_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let (flaky, log) = flaky_log();
+        let pushed = MAX_QUEUED / 10;
+        for i in 0..pushed {
+            log.record(AuditRecord {
+                subject: Some(i.to_string()),
+                // 4 KiB of text, 24 KiB encoded.
+                detail: Some("\u{1}".repeat(4096)),
+                ..AuditRecord::new("request", "deny", 401)
+            });
+        }
+        flaky.lock().unwrap().failing = false;
+        log.flush();
+        let (report, records) = written(&flaky, dir.path());
+        let said: usize = records
+            .iter()
+            .filter(|r| r.event == "records_dropped")
+            .map(|r| {
+                let d = r.detail.as_deref().unwrap();
+                d.split(' ').next().unwrap().parse::<usize>().unwrap()
+            })
+            .sum();
+        let kept = records.iter().filter(|r| r.event == "request").count();
+        assert!(said > 0, "the byte bound was reached");
+        assert_eq!(kept + said, pushed, "every record written or accounted for");
+        assert!(kept * 24 * 1024 < MAX_QUEUED_BYTES + MAX_UNWRITTEN + 64 * 1024);
         assert_eq!(report.records, records.len() as u64, "the chain is whole");
     }
 

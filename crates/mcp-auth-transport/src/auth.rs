@@ -223,21 +223,43 @@ where
                     .await
                     .map(|r| r.map(Body::new));
             }
-            let principal = match result.and_then(|p| check_scopes(p, &settings.required_scopes)) {
+            let checked = match result {
+                Ok(p) if p.missing_scopes(&settings.required_scopes).is_empty() => Ok(p),
+                Ok(p) => Err((
+                    AuthError::insufficient_scope(settings.required_scopes.iter().cloned()),
+                    Some(p),
+                )),
+                Err(err) => Err((err, None)),
+            };
+            let principal = match checked {
                 Ok(p) => {
                     let outcome = if p.anonymous { "anonymous" } else { "ok" };
                     decided(&p.strategy, outcome, Some(&p));
                     p
                 }
-                Err(err) => {
-                    decided(settings.authenticator.name(), err.outcome(), None);
+                Err((err, known)) => {
+                    decided(settings.authenticator.name(), err.outcome(), known.as_ref());
                     tracing::debug!(
                         peer = %peer.map(|p| p.ip().to_string()).unwrap_or_default(),
                         status = err.status().as_u16(),
                         reason = %err,
                         "request not authenticated"
                     );
-                    return Ok(error_response(&settings, &err, &parts.headers));
+                    let mut resp = error_response(&settings, &err, &parts.headers);
+                    // Refused for the server-wide scopes, the caller is
+                    // known: with an audit layer in front, the record names
+                    // them and what they asked for (their body is read for
+                    // it now, as it would be behind this layer).
+                    if let Some(p) = known
+                        && parts.extensions.get::<AuditRequested>().is_some()
+                    {
+                        resp.extensions_mut().insert(Authenticated::of(&p));
+                        #[cfg(feature = "mcp")]
+                        if let Some(facts) = refused_facts(&parts, body).await {
+                            resp.extensions_mut().insert(facts);
+                        }
+                    }
+                    return Ok(resp);
                 }
             };
             // On the response too when an audit layer is in front, for its
@@ -351,10 +373,20 @@ async fn settle_attempt(extensions: &http::Extensions, identified: bool) {
     let _ = (extensions, identified);
 }
 
-fn check_scopes(p: Principal, required: &[String]) -> Result<Principal, AuthError> {
-    if p.missing_scopes(required).is_empty() {
-        Ok(p)
-    } else {
-        Err(AuthError::insufficient_scope(required.iter().cloned()))
-    }
+/// The method and tool of a request refused for the server-wide scopes,
+/// for its audit record: read from its body when the stack's bodies are
+/// axum's (as in [`McpHttpApp`](crate::McpHttpApp)) and small.
+#[cfg(feature = "mcp")]
+async fn refused_facts<B: Send + 'static>(
+    parts: &http::request::Parts,
+    body: B,
+) -> Option<crate::observe::RequestFacts> {
+    /// A call naming a tool is small; a larger body is not waited for.
+    const LIMIT: usize = 64 * 1024;
+    let body: Box<dyn std::any::Any + Send> = Box::new(body);
+    let body = body.downcast::<Body>().ok()?;
+    crate::observe::RequestFacts::read(parts, *body, LIMIT)
+        .await
+        .ok()
+        .map(|(facts, _)| facts)
 }

@@ -440,7 +440,9 @@ where
 /// record to make: reads the JSON-RPC method and tool of an authenticated
 /// POST that the headers did not name (for the per-tool counts, the span
 /// and the record), and hands them to the observing layer on the response.
-/// Unauthenticated requests never get their bodies read for either.
+/// A request refused by the auth layer never gets its body read for either
+/// (one the session policy lets through without credentials does, as the
+/// MCP service behind reads it too).
 pub(crate) async fn facts_after_auth(
     axum::extract::State(max_body): axum::extract::State<usize>,
     req: Request<Body>,
