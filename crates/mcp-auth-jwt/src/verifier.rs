@@ -38,7 +38,9 @@ pub enum JwtError {
     /// The header lists `crit` extensions, none of which are understood.
     #[error("unsupported critical header")]
     Critical,
-    /// `typ` is neither `JWT` nor `at+jwt`.
+    /// `typ` is neither `JWT` nor `at+jwt` (with
+    /// [`require_access_token_type`](JwtVerifierBuilder::require_access_token_type):
+    /// not `at+jwt`, or missing).
     #[error("unexpected token type")]
     Type,
     /// No trusted key carries the token's `kid`.
@@ -339,6 +341,8 @@ pub struct JwtVerifier {
     leeway: u64,
     max_lifetime: Option<u64>,
     cache: Option<Arc<TokenCache>>,
+    /// Only `typ: at+jwt` (RFC 9068).
+    access_token_type: bool,
 }
 
 /// Tokens already verified, by SHA-256 of the token. An entry is used only
@@ -420,6 +424,7 @@ pub struct JwtVerifierBuilder {
     check: Option<ClaimCheck>,
     cache_capacity: usize,
     max_lifetime: Option<Duration>,
+    access_token_type: bool,
 }
 
 impl JwtVerifier {
@@ -450,6 +455,7 @@ impl JwtVerifier {
             check: None,
             cache_capacity: 10_000,
             max_lifetime: None,
+            access_token_type: false,
         }
     }
 
@@ -561,14 +567,17 @@ impl JwtVerifier {
         if header.crit.is_some() {
             return Err(JwtError::Critical);
         }
-        if let Some(typ) = &header.typ {
-            let t = typ.to_ascii_lowercase();
-            if !matches!(
-                t.as_str(),
-                "jwt" | "at+jwt" | "application/at+jwt" | "application/jwt"
-            ) {
-                return Err(JwtError::Type);
+        match &header.typ {
+            Some(typ) => {
+                let t = typ.to_ascii_lowercase();
+                let access_token = matches!(t.as_str(), "at+jwt" | "application/at+jwt");
+                let plain = matches!(t.as_str(), "jwt" | "application/jwt");
+                if !(access_token || plain && !self.access_token_type) {
+                    return Err(JwtError::Type);
+                }
             }
+            None if self.access_token_type => return Err(JwtError::Type),
+            None => {}
         }
         if !self.allowed.contains(&header.alg) {
             return Err(JwtError::Algorithm);
@@ -742,6 +751,29 @@ fn map_error(kind: &ErrorKind) -> JwtError {
 }
 
 impl JwtVerifierBuilder {
+    /// Accept only JWT access tokens as RFC 9068 types them (`typ` `at+jwt`
+    /// or `application/at+jwt`): an ID token, or any other JWT its issuer
+    /// signs with the same keys, is then refused even when its `aud` names
+    /// this server (OIDC ID tokens carry the client id there, which some
+    /// deployments also accept as an audience). Off by default: many issuers
+    /// (Cognito, Entra ID v1, older Keycloak) type their access tokens `JWT`
+    /// or not at all.
+    ///
+    /// ```
+    /// use mcp_auth_jwt::{Audience, JwtVerifier};
+    /// let verifier = JwtVerifier::builder()
+    ///     .static_keys(vec![])
+    ///     .issuer("https://issuer.example")
+    ///     .audience(Audience::OneOf(vec!["https://mcp.example/mcp".into()]))
+    ///     .require_access_token_type()
+    ///     .build();
+    /// assert!(verifier.is_ok());
+    /// ```
+    pub fn require_access_token_type(mut self) -> Self {
+        self.access_token_type = true;
+        self
+    }
+
     /// Trust these keys.
     pub fn static_keys(mut self, keys: Vec<VerifyKey>) -> Self {
         self.keys = Some(Keys::Static(Arc::new(KeySet::new(keys))));
@@ -876,6 +908,7 @@ impl JwtVerifierBuilder {
             check: self.check,
             leeway: self.leeway.as_secs(),
             max_lifetime: self.max_lifetime.map(|d| d.as_secs()),
+            access_token_type: self.access_token_type,
             cache: (self.cache_capacity > 0).then(|| {
                 Arc::new(TokenCache {
                     entries: std::sync::Mutex::new(std::collections::HashMap::new()),

@@ -317,6 +317,42 @@ async fn a_token_missing_several_claims_is_refused_for_the_same_reason_every_tim
     }
 }
 
+/// RFC 9068 typing on request: only `at+jwt` access tokens; by default a
+/// `JWT`-typed or untyped token (an ID token, say) is accepted as before.
+#[tokio::test]
+async fn access_token_typing_refuses_other_jwts_when_required() {
+    let rsa = TestKey::rsa("rsa");
+    let issuer = Issuer::start(vec![rsa.jwk(false)]).await;
+    let strict = JwtVerifier::builder()
+        .jwks(JwksCache::builder(issuer.jwks_url()).build())
+        .issuer(&issuer.base)
+        .audience(Audience::OneOf(vec![AUDIENCE.into()]))
+        .require_access_token_type()
+        .build()
+        .unwrap();
+    let (_lenient_issuer, lenient) = setup(&[&rsa]).await;
+    let typed = |typ: Option<&str>, base: &str| {
+        let mut h = rsa.header();
+        h.typ = typ.map(str::to_owned);
+        rsa.sign_with(&h, &claims(base))
+    };
+    for typ in ["at+jwt", "application/at+jwt", "AT+JWT"] {
+        assert!(
+            strict.verify(&typed(Some(typ), &issuer.base)).await.is_ok(),
+            "{typ}"
+        );
+    }
+    for typ in [Some("JWT"), Some("application/jwt"), None] {
+        assert_eq!(
+            strict.verify(&typed(typ, &issuer.base)).await.unwrap_err(),
+            JwtError::Type,
+            "{typ:?}"
+        );
+        let base = &_lenient_issuer.base;
+        assert!(lenient.verify(&typed(typ, base)).await.is_ok(), "{typ:?}");
+    }
+}
+
 #[tokio::test]
 async fn a_maximum_lifetime_refuses_long_lived_and_iat_less_tokens() {
     let rsa = TestKey::rsa("rsa");

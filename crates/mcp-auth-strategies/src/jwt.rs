@@ -171,6 +171,7 @@ impl JwtAuthenticator {
     /// | `MCP_OAUTH_SCOPES_SUPPORTED` | scopes advertised in protected-resource metadata |
     /// | `MCP_OAUTH_INTROSPECTION_URL` | RFC 7662 endpoint for opaque tokens, with `MCP_OAUTH_CLIENT_ID` / `MCP_OAUTH_CLIENT_SECRET` |
     /// | `MCP_OAUTH_ALLOW_HTTP` | allow plain http to a non-loopback issuer, JWKS or introspection endpoint (default false) |
+    /// | `MCP_OAUTH_REQUIRE_AT_JWT` | accept only JWTs typed `at+jwt` (RFC 9068), refusing ID tokens and other JWTs of the issuer (default false) |
     /// | `MCP_JWT_LEEWAY` | clock-skew leeway in seconds (default 60) |
     /// | `MCP_JWT_MAX_LIFETIME` | longest accepted `exp` − `iat` (e.g. `1h`; default none; tokens without `iat` are then refused) |
     ///
@@ -194,7 +195,11 @@ impl JwtAuthenticator {
         .allow_insecure_http(allow_http)
         .build();
         let audience = audience(l, "MCP_OAUTH_AUDIENCE", server_url)?;
-        let verifier = JwtVerifier::builder()
+        let mut verifier = JwtVerifier::builder();
+        if parse_bool(l, "MCP_OAUTH_REQUIRE_AT_JWT", false)? {
+            verifier = verifier.require_access_token_type();
+        }
+        let verifier = verifier
             .jwks(cache)
             .issuer(issuer.clone())
             .audience(audience.clone())
@@ -424,6 +429,13 @@ mod tests {
                     ("MCP_OAUTH_INTROSPECTION_URL", "https://as/i"),
                 ],
                 "MCP_OAUTH_CLIENT_ID",
+            ),
+            (
+                &[
+                    ("MCP_OAUTH_ISSUER", "https://as"),
+                    ("MCP_OAUTH_REQUIRE_AT_JWT", "sometimes"),
+                ],
+                "MCP_OAUTH_REQUIRE_AT_JWT",
             ),
         ];
         for (pairs, var) in cases {
