@@ -113,6 +113,7 @@ struct Inner {
     client: reqwest::Client,
     limits: FetchLimits,
     cooldown: Duration,
+    max_stale: Option<Duration>,
     state: RwLock<State>,
     fetch_lock: Arc<tokio::sync::Mutex<()>>,
     fetches: AtomicU64,
@@ -136,9 +137,10 @@ impl std::fmt::Debug for JwksCache {
 /// Whether a fetch was attempted at or after `asked`, or within the
 /// cooldown. With nothing cached every request fails anyway, so the
 /// cooldown is then at most a second ([`NO_KEYS_RETRY`]): a startup race
-/// with the issuer heals fast.
-fn attempted_since(s: &State, asked: Instant, cooldown: Duration) -> bool {
-    let cooldown = if s.keys.is_none() {
+/// with the issuer heals fast. The same when the cached keys are past
+/// their maximum staleness (`usable` false).
+fn attempted_since(s: &State, asked: Instant, cooldown: Duration, usable: bool) -> bool {
+    let cooldown = if !usable {
         cooldown.min(NO_KEYS_RETRY)
     } else {
         cooldown
@@ -154,9 +156,23 @@ pub struct JwksCacheBuilder {
     limits: FetchLimits,
     cooldown: Duration,
     refresh_every: Option<Duration>,
+    max_stale: Option<Duration>,
 }
 
 impl JwksCacheBuilder {
+    /// Stop trusting the cached keys once the last successful fetch is
+    /// older than `max` (default: never). The cache keeps the last good
+    /// keys through an outage of the issuer; without a bound, a key the
+    /// issuer withdrew (rotated out after a compromise) stays trusted for
+    /// as long as it cannot be reached. Past the bound every token is
+    /// refused (503) until a fetch succeeds again: it trades availability
+    /// during a long outage for a bounded life of withdrawn keys. Keep it
+    /// well above the refresh period.
+    pub fn max_stale(mut self, max: impl Into<Option<Duration>>) -> Self {
+        self.max_stale = max.into();
+        self
+    }
+
     /// Minimum time between refreshes triggered by unknown `kid`s or by a
     /// missing key set (default 10 s).
     pub fn cooldown(mut self, d: Duration) -> Self {
@@ -193,6 +209,7 @@ impl JwksCacheBuilder {
                 client: http_client(self.limits),
                 limits: self.limits,
                 cooldown: self.cooldown,
+                max_stale: self.max_stale,
                 state: RwLock::new(State {
                     keys: None,
                     jwks_url: None,
@@ -241,6 +258,7 @@ impl JwksCache {
             limits: FetchLimits::default(),
             cooldown: Duration::from_secs(10),
             refresh_every: Some(Duration::from_secs(600)),
+            max_stale: None,
         }
     }
 
@@ -258,9 +276,33 @@ impl JwksCache {
         })
     }
 
-    /// The cached keys, if any, without fetching.
+    /// The cached keys, if any and not older than
+    /// [`max_stale`](JwksCacheBuilder::max_stale), without fetching.
     pub fn cached(&self) -> Option<Arc<KeySet>> {
-        self.read_state(|s| s.keys.clone())
+        self.read_state(|s| self.usable(s))
+    }
+
+    /// The keys of `s`, unless they are past the maximum staleness.
+    fn usable(&self, s: &State) -> Option<Arc<KeySet>> {
+        let stale = match (self.inner.max_stale, s.last_success) {
+            (Some(max), Some(at)) => at.elapsed() > max,
+            _ => false,
+        };
+        if stale { None } else { s.keys.clone() }
+    }
+
+    /// Why there are no usable keys.
+    fn unusable(&self) -> JwksError {
+        self.read_state(|s| match (&s.keys, &s.last_error) {
+            (Some(_), e) => JwksError(format!(
+                "the cached keys are older than their maximum staleness{}",
+                e.as_ref()
+                    .map(|e| format!("; latest fetch: {e}"))
+                    .unwrap_or_default()
+            )),
+            (None, Some(e)) => JwksError(e.clone()),
+            (None, None) => JwksError("not fetched yet".to_owned()),
+        })
     }
 
     fn read_state<T>(&self, f: impl FnOnce(&State) -> T) -> T {
@@ -284,12 +326,7 @@ impl JwksCache {
             return Ok(keys);
         }
         self.refresh_gated().await;
-        self.cached().ok_or_else(|| {
-            JwksError(
-                self.read_state(|s| s.last_error.clone())
-                    .unwrap_or_else(|| "not fetched yet".to_owned()),
-            )
-        })
+        self.cached().ok_or_else(|| self.unusable())
     }
 
     /// Refetches because a token named an unknown `kid`, unless a fetch
@@ -298,11 +335,11 @@ impl JwksCache {
     /// the issuer could not tell us about yet, not a bad token.
     pub async fn keys_after_unknown_kid(&self) -> Result<Arc<KeySet>, JwksError> {
         self.refresh_gated().await;
-        let (keys, error) = self.read_state(|s| (s.keys.clone(), s.last_error.clone()));
+        let (keys, error) = self.read_state(|s| (self.usable(s), s.last_error.clone()));
         match (keys, error) {
             (Some(keys), None) => Ok(keys),
             (_, Some(e)) => Err(JwksError(e)),
-            (None, None) => Err(JwksError("not fetched yet".to_owned())),
+            (None, None) => Err(self.unusable()),
         }
     }
 
@@ -318,12 +355,12 @@ impl JwksCache {
         use tracing::Instrument;
         let asked = Instant::now();
         let cooldown = self.inner.cooldown;
-        if self.read_state(|s| attempted_since(s, asked, cooldown)) {
+        if self.read_state(|s| attempted_since(s, asked, cooldown, self.usable(s).is_some())) {
             return;
         }
         let guard = self.inner.fetch_lock.clone().lock_owned().await;
         // Whoever held the lock may have just fetched for us.
-        if self.read_state(|s| attempted_since(s, asked, cooldown)) {
+        if self.read_state(|s| attempted_since(s, asked, cooldown, self.usable(s).is_some())) {
             return;
         }
         let this = self.clone();

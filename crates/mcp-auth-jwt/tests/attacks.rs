@@ -568,6 +568,41 @@ async fn an_issuer_outage_keeps_cached_keys_working() {
     }
 }
 
+/// With a maximum staleness, the last good keys are trusted through an
+/// outage of the issuer only that long: then every token is refused (503,
+/// the token already verified too), until a fetch succeeds again.
+#[tokio::test]
+async fn stale_keys_stop_being_trusted_past_their_maximum() {
+    let rsa = TestKey::rsa("rsa");
+    let issuer = Issuer::start(vec![rsa.jwk(false)]).await;
+    let cache = JwksCache::builder(issuer.jwks_url())
+        .refresh_every(None)
+        .max_stale(Duration::from_millis(500))
+        .build();
+    let v = verifier(&issuer, cache.clone());
+    let t = rsa.sign(&claims(&issuer.base));
+    assert!(v.verify(&t).await.is_ok());
+    issuer.set_mode(Mode::Error500);
+    assert!(cache.refresh().await.is_err());
+    assert!(v.verify(&t).await.is_ok(), "within the bound: kept");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(v.verify(&t).await.unwrap_err(), JwtError::KeysUnavailable);
+    assert!(v.verify_sync(&t).is_err(), "not from the cache either");
+    assert!(cache.cached().is_none());
+    // The issuer back: trusted again once fetched (retried within a second,
+    // as with no keys at all).
+    issuer.set_mode(Mode::Normal);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert!(v.verify(&t).await.is_ok());
+    // Without a maximum, the same outage keeps the keys (as before).
+    let (plain_issuer, plain) = setup(&[&rsa]).await;
+    let t = rsa.sign(&claims(&plain_issuer.base));
+    assert!(plain.verify(&t).await.is_ok());
+    plain_issuer.set_mode(Mode::Error500);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(plain.verify(&t).await.is_ok());
+}
+
 #[tokio::test]
 async fn an_unreachable_issuer_is_unavailable_not_hammered() {
     let rsa = TestKey::rsa("rsa");

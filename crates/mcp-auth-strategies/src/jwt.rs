@@ -171,6 +171,7 @@ impl JwtAuthenticator {
     /// | `MCP_OAUTH_SCOPES_SUPPORTED` | scopes advertised in protected-resource metadata |
     /// | `MCP_OAUTH_INTROSPECTION_URL` | RFC 7662 endpoint for opaque tokens, with `MCP_OAUTH_CLIENT_ID` / `MCP_OAUTH_CLIENT_SECRET` |
     /// | `MCP_OAUTH_ALLOW_HTTP` | allow plain http to a non-loopback issuer, JWKS or introspection endpoint (default false) |
+    /// | `MCP_OAUTH_JWKS_MAX_STALE` | trust the issuer's cached keys at most this long after their last successful fetch (e.g. `24h`; default: for as long as the issuer cannot be reached; at least `15m`) |
     /// | `MCP_OAUTH_REQUIRE_AT_JWT` | accept only JWTs typed `at+jwt` (RFC 9068), refusing ID tokens and other JWTs of the issuer (default false) |
     /// | `MCP_JWT_LEEWAY` | clock-skew leeway in seconds (default 60) |
     /// | `MCP_JWT_MAX_LIFETIME` | longest accepted `exp` − `iat` (e.g. `1h`; default none; tokens without `iat` are then refused) |
@@ -193,6 +194,7 @@ impl JwtAuthenticator {
             None => JwksCache::discover(issuer.clone()),
         }
         .allow_insecure_http(allow_http)
+        .max_stale(jwks_max_stale(l)?)
         .build();
         let audience = audience(l, "MCP_OAUTH_AUDIENCE", server_url)?;
         let mut verifier = JwtVerifier::builder();
@@ -253,6 +255,23 @@ impl JwtAuthenticator {
         }
         Ok(auth)
     }
+}
+
+/// `MCP_OAUTH_JWKS_MAX_STALE`: at least 15 minutes, since the keys are
+/// refreshed every 10.
+fn jwks_max_stale(l: &dyn Lookup) -> Result<Option<std::time::Duration>, ConfigError> {
+    const VAR: &str = "MCP_OAUTH_JWKS_MAX_STALE";
+    let Some(v) = l.get(VAR) else {
+        return Ok(None);
+    };
+    let max = mcp_auth_core::settings::parse_lifetime(&v, VAR)?;
+    if max < std::time::Duration::from_secs(15 * 60) {
+        return Err(ConfigError::new(
+            VAR,
+            format!("{v:?} is shorter than 15m; the keys are refreshed every 10 minutes"),
+        ));
+    }
+    Ok(Some(max))
 }
 
 fn audience(l: &dyn Lookup, var: &str, server_url: &Url) -> Result<Audience, ConfigError> {
@@ -436,6 +455,20 @@ mod tests {
                     ("MCP_OAUTH_REQUIRE_AT_JWT", "sometimes"),
                 ],
                 "MCP_OAUTH_REQUIRE_AT_JWT",
+            ),
+            (
+                &[
+                    ("MCP_OAUTH_ISSUER", "https://as"),
+                    ("MCP_OAUTH_JWKS_MAX_STALE", "5m"),
+                ],
+                "MCP_OAUTH_JWKS_MAX_STALE",
+            ),
+            (
+                &[
+                    ("MCP_OAUTH_ISSUER", "https://as"),
+                    ("MCP_OAUTH_JWKS_MAX_STALE", "a day"),
+                ],
+                "MCP_OAUTH_JWKS_MAX_STALE",
             ),
         ];
         for (pairs, var) in cases {
