@@ -81,6 +81,9 @@ pub struct JwksStatus {
     pub age: Option<Duration>,
     /// Whether the last fetch failed (the last good keys are kept).
     pub last_fetch_failed: bool,
+    /// The keys are past their [`max_stale`](JwksCacheBuilder::max_stale)
+    /// and not trusted.
+    pub stale: bool,
 }
 
 impl JwksStatus {
@@ -88,14 +91,19 @@ impl JwksStatus {
     /// one key from a successful fetch within the hour (the cache refreshes
     /// every 10 minutes). The detail names no URL.
     pub fn readiness(&self, name: &str) -> mcp_auth_core::Readiness {
-        let fresh = self.age.is_some_and(|a| a < Duration::from_secs(3600));
+        let fresh = self.age.is_some_and(|a| a < Duration::from_secs(3600)) && !self.stale;
         let detail = match (self.keys, self.age) {
             (0, _) => "no keys fetched from the issuer yet".to_owned(),
             (n, Some(age)) => format!(
-                "{n} key(s), fetched {} s ago{}",
+                "{n} key(s), fetched {} s ago{}{}",
                 age.as_secs(),
                 if self.last_fetch_failed {
                     "; the latest fetch failed"
+                } else {
+                    ""
+                },
+                if self.stale {
+                    "; past their maximum staleness, not trusted"
                 } else {
                     ""
                 }
@@ -273,6 +281,7 @@ impl JwksCache {
             keys: s.keys.as_ref().map_or(0, |k| k.len()),
             age: s.last_success.map(|t| t.elapsed()),
             last_fetch_failed: s.last_error.is_some(),
+            stale: s.keys.is_some() && self.usable(s).is_none(),
         })
     }
 

@@ -589,6 +589,9 @@ async fn stale_keys_stop_being_trusted_past_their_maximum() {
     assert_eq!(v.verify(&t).await.unwrap_err(), JwtError::KeysUnavailable);
     assert!(v.verify_sync(&t).is_err(), "not from the cache either");
     assert!(cache.cached().is_none());
+    let status = cache.status();
+    assert!(status.stale && status.keys == 1, "{status:?}");
+    assert!(!status.readiness("jwks").ok, "/ready says so");
     // The issuer back: trusted again once fetched (retried within a second,
     // as with no keys at all).
     issuer.set_mode(Mode::Normal);
