@@ -118,6 +118,13 @@ pub(crate) fn ip_text(ip: IpAddr) -> String {
 /// (a proxy's `unknown`) gives the peer. Entries may carry a port
 /// (`203.0.113.7:41234`, `[2001:db8::1]:443`) or brackets, as some proxies
 /// write them.
+///
+/// A request from a trusted proxy without `X-Forwarded-For` is read from
+/// the RFC 7239 `Forwarded` header instead, by the same rule: the `for=`
+/// of each element, from the right (`for="[2001:db8::1]:4711"`, quoted or
+/// not; an element without `for`, an obfuscated `_name` or `unknown` is
+/// not an address). Proxies that write only `Forwarded` then key each
+/// client by its address rather than every client by theirs.
 pub fn client_ip(
     trusted_proxies: &[IpNet],
     peer: Option<IpAddr>,
@@ -136,6 +143,14 @@ pub fn client_ip(
             Err(_) => entries.push(None),
         }
     }
+    if entries.is_empty() {
+        for v in headers.get_all(http::header::FORWARDED) {
+            match v.to_str() {
+                Ok(v) => entries.extend(forwarded_elements(v)),
+                Err(_) => entries.push(None),
+            }
+        }
+    }
     for entry in entries.into_iter().rev() {
         match entry {
             Some(ip) if trusted(ip) => {}
@@ -144,6 +159,83 @@ pub fn client_ip(
         }
     }
     Some(peer)
+}
+
+/// The `for=` address of each element of an RFC 7239 `Forwarded` value,
+/// in order (`None` for an element without one, or whose node is not an
+/// address: `unknown`, an obfuscated `_name`, anything malformed).
+/// Commas and semicolons inside quoted strings do not split.
+fn forwarded_elements(value: &str) -> Vec<Option<IpAddr>> {
+    let mut out = Vec::new();
+    let mut node: Option<Option<IpAddr>> = None;
+    let mut pair = String::new();
+    let mut quoted = false;
+    let mut escaped = false;
+    // Ends the pair in `pair`; `for=` sets the element's node (a second
+    // `for` in one element makes it no address).
+    let end_pair = |pair: &mut String, node: &mut Option<Option<IpAddr>>| {
+        if let Some((name, v)) = pair.split_once('=')
+            && name.trim().eq_ignore_ascii_case("for")
+        {
+            let found = unquote(v.trim()).and_then(|v| forwarded_address(&v));
+            *node = match node {
+                None => Some(found),
+                Some(_) => Some(None),
+            };
+        }
+        pair.clear();
+    };
+    for c in value.chars() {
+        if quoted {
+            match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '"') => quoted = false,
+                _ => {}
+            }
+            pair.push(c);
+            continue;
+        }
+        match c {
+            '"' => {
+                quoted = true;
+                pair.push(c);
+            }
+            ';' => end_pair(&mut pair, &mut node),
+            ',' => {
+                end_pair(&mut pair, &mut node);
+                out.push(node.take().flatten());
+            }
+            _ => pair.push(c),
+        }
+    }
+    if quoted {
+        // An unterminated quote: the last element is not an address.
+        pair.clear();
+        node = Some(None);
+    }
+    end_pair(&mut pair, &mut node);
+    out.push(node.take().flatten());
+    out
+}
+
+/// A `Forwarded` parameter value: a token as it is, a quoted string
+/// without its quotes and escapes; `None` when the quoting is broken.
+fn unquote(v: &str) -> Option<String> {
+    let Some(inner) = v.strip_prefix('"') else {
+        return (!v.contains(['"', '\\'])).then(|| v.to_owned());
+    };
+    let inner = inner.strip_suffix('"')?;
+    let mut out = String::with_capacity(inner.len());
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => out.push(chars.next()?),
+            '"' => return None,
+            c => out.push(c),
+        }
+    }
+    Some(out)
 }
 
 /// One `X-Forwarded-For` entry as an address (canonical): an IP address,
@@ -224,6 +316,65 @@ mod tests {
         for bad in ["10.0.0.0/33", "nope", "1.2.3.4/x", ""] {
             assert!(IpNet::parse(bad).is_none(), "{bad}");
         }
+    }
+
+    /// RFC 7239 `Forwarded`, read when a trusted proxy sent no
+    /// `X-Forwarded-For`, by the same rule.
+    #[test]
+    fn the_forwarded_header_is_read_when_there_is_no_x_forwarded_for() {
+        let trusted = [IpNet::parse("10.0.0.0/8").unwrap()];
+        let proxy: IpAddr = "10.0.0.9".parse().unwrap();
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        let with = |values: &[&str]| {
+            let mut h = http::HeaderMap::new();
+            for v in values {
+                h.append(http::header::FORWARDED, v.parse().unwrap());
+            }
+            client_ip(&trusted, Some(proxy), &h)
+        };
+        for (values, want) in [
+            (
+                &["for=192.0.2.60;proto=http;by=203.0.113.43"][..],
+                ip("192.0.2.60"),
+            ),
+            (
+                &["For=\"[2001:db8:cafe::17]:4711\""],
+                ip("2001:db8:cafe::17"),
+            ),
+            (&["for=\"192.0.2.60:8080\";proto=https"], ip("192.0.2.60")),
+            // From the right: the proxies' own, then the client.
+            (&["for=192.0.2.60, for=10.0.0.5"], ip("192.0.2.60")),
+            (
+                &["for=192.0.2.60", "for=10.0.0.5;by=10.0.0.9"],
+                ip("192.0.2.60"),
+            ),
+            // What the client wrote left of its own address is never read.
+            (
+                &["for=\"garbage,;\\\"\", for=198.51.100.1"],
+                ip("198.51.100.1"),
+            ),
+            (
+                &["for=1.1.1.1;for=2.2.2.2, for=198.51.100.1"],
+                ip("198.51.100.1"),
+            ),
+            // Not an address where the proxies write: the peer.
+            (&["for=192.0.2.60, for=unknown"], Some(proxy)),
+            (&["for=192.0.2.60, for=_hidden"], Some(proxy)),
+            (&["for=192.0.2.60, proto=https"], Some(proxy)),
+            (&["for=192.0.2.60, for=\"[::1]"], Some(proxy)),
+            (&["for=192.0.2.60, for=\"1.2.3.4"], Some(proxy)),
+            (&["for=192.0.2.60;for=198.51.100.1"], Some(proxy)),
+        ] {
+            assert_eq!(with(values), want, "{values:?}");
+        }
+        // X-Forwarded-For, when present, is what is read.
+        let mut h = http::HeaderMap::new();
+        h.insert(http::header::FORWARDED, "for=192.0.2.60".parse().unwrap());
+        h.insert("x-forwarded-for", "198.51.100.7".parse().unwrap());
+        assert_eq!(client_ip(&trusted, Some(proxy), &h), ip("198.51.100.7"));
+        // From a peer that is not a proxy, neither is believed.
+        let direct: IpAddr = "3.3.3.3".parse().unwrap();
+        assert_eq!(client_ip(&trusted, Some(direct), &h), Some(direct));
     }
 
     #[test]
