@@ -252,6 +252,10 @@ pub(crate) struct PendingAttempt(Arc<Attempt>);
 struct Attempt {
     shared: Arc<Shared>,
     key: String,
+    /// When the window the attempt was counted in ends: past it the count
+    /// went with its window, and taking one back would take it from the
+    /// next window's failures.
+    window_end: std::time::Instant,
     settled: std::sync::atomic::AtomicBool,
     /// The auth layer accepted the credentials (not only let an anonymous
     /// request through).
@@ -268,10 +272,14 @@ impl PendingAttempt {
         self.accepted().await;
     }
 
-    /// Takes the provisional count back (once; later calls do nothing).
+    /// Takes the provisional count back (once; later calls do nothing),
+    /// unless its window has ended (or is about to: the store's clock and
+    /// this one may differ by a little).
     pub(crate) async fn accepted(&self) {
+        const MARGIN: Duration = Duration::from_millis(100);
         let a = &self.0;
         if !a.settled.swap(true, std::sync::atomic::Ordering::AcqRel)
+            && std::time::Instant::now() + MARGIN < a.window_end
             && let Err(e) = a.shared.store.unhit(&a.key).await
         {
             tracing::warn!(store = %e.store, "could not settle a login-attempt count");
@@ -422,7 +430,10 @@ where
                 // Count first, atomically: parallel guesses cannot all slip in
                 // before any is counted. A request that turns out not to be an
                 // authentication failure is taken back.
-                match shared.store.hit(&key, cfg.window).await {
+                let counted = shared.store.hit(&key, cfg.window).await;
+                let window_end = std::time::Instant::now()
+                    + counted.as_ref().map_or(Duration::ZERO, |(_, left)| *left);
+                match counted {
                     Ok((n, left)) if n > cfg.max_auth_failures => {
                         let _ = shared.store.unhit(&key).await;
                         // A locked-out client may loop: one line a second.
@@ -446,6 +457,7 @@ where
                 let attempt = PendingAttempt(Arc::new(Attempt {
                     shared: shared.clone(),
                     key,
+                    window_end,
                     settled: false.into(),
                     authenticated: false.into(),
                 }));
@@ -620,6 +632,59 @@ mod tests {
         assert!(checked <= 37, "{checked} guesses checked: {statuses:?}");
         assert_eq!(statuses.get(&401).copied().unwrap_or(0), checked);
         assert_eq!(statuses.get(&429).copied().unwrap_or(0), 200 - checked);
+    }
+
+    /// A request accepted after its window ended does not take its count
+    /// back from the next window (it would erase a failure counted there).
+    #[tokio::test]
+    async fn a_count_is_not_taken_back_from_a_later_window() {
+        use axum::body::Body;
+        use mcp_auth_core::{AuthError, AuthRequest};
+        use tower::ServiceExt;
+
+        let auth = crate::AuthLayer::new(|req: AuthRequest| async move {
+            match req
+                .headers
+                .get(crate::names::X_API_KEY)
+                .map(|v| v.as_bytes())
+            {
+                Some(b"slow-good") => {
+                    tokio::time::sleep(Duration::from_millis(600)).await;
+                    Ok(Principal::new("alice", "test"))
+                }
+                _ => Err(AuthError::invalid_token("unknown key")),
+            }
+        });
+        let cfg = RateLimitConfig {
+            window: Duration::from_millis(300),
+            ..RateLimitConfig::default()
+        };
+        let store: SharedStore = Arc::new(mcp_auth_session::MemoryStore::new());
+        let svc = tower::ServiceBuilder::new()
+            .layer(AuthFailureLimitLayer::new(cfg, store.clone()))
+            .layer(auth)
+            .service(tower::service_fn(|_req: Request<Body>| async {
+                Ok::<_, std::convert::Infallible>(Response::new(Body::empty()))
+            }));
+        let send = |key: &'static str| {
+            let svc = svc.clone();
+            async move {
+                let req = Request::get("/").header("x-api-key", key);
+                let resp = svc.oneshot(req.body(Body::empty()).unwrap()).await.unwrap();
+                resp.status().as_u16()
+            }
+        };
+        // Counted in the first window, accepted in the second.
+        let slow = tokio::spawn(send("slow-good"));
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(send("a-guess").await, 401, "counted in the second window");
+        assert_eq!(slow.await.unwrap(), 200);
+        let key = format!("fail:{}", address_key(None));
+        assert_eq!(
+            store.count(&key).await.unwrap().0,
+            1,
+            "the guess still counts"
+        );
     }
 
     #[test]
