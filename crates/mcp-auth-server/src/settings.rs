@@ -224,11 +224,21 @@ impl ServerSettings {
                 "the login facade runs only with MCP_AUTH_STRATEGY=oauth2",
             )
         });
+        // Read only by the `oauth2` strategy's verifier.
+        let oauth2_only = ["MCP_OAUTH_JWKS_MAX_STALE", "MCP_OAUTH_REQUIRE_AT_JWT"]
+            .into_iter()
+            .filter(move |_| !oauth2)
+            .filter(|n| Lookup::get(m, n).is_some())
+            .map(|n| (n, "read only with MCP_AUTH_STRATEGY=oauth2"));
         let others = FOR_OTHERS
             .iter()
             .filter(set)
             .map(|n| (*n, "read by other programs, not by the server"));
-        not_yet.chain(facade).chain(others).collect()
+        not_yet
+            .chain(facade)
+            .chain(oauth2_only)
+            .chain(others)
+            .collect()
     }
 
     /// `MCP_SERVER_URL`, or one derived from the bound address.
@@ -382,15 +392,24 @@ mod tests {
         let ignored: Vec<&str> = ServerSettings::ignored(&merged(&[
             ("MCP_OAUTH_SCOPE", "x"),
             ("COGNITO_DOMAIN", "d"),
+            ("MCP_OAUTH_JWKS_MAX_STALE", "1d"),
         ]))
         .into_iter()
         .map(|(n, _)| n)
         .collect();
-        assert_eq!(ignored, vec!["MCP_OAUTH_SCOPE", "COGNITO_DOMAIN"]);
+        assert_eq!(
+            ignored,
+            vec![
+                "MCP_OAUTH_SCOPE",
+                "COGNITO_DOMAIN",
+                "MCP_OAUTH_JWKS_MAX_STALE"
+            ]
+        );
         // With oauth2 the seed's login variables drive the facade.
         let ignored = ServerSettings::ignored(&merged(&[
             ("MCP_AUTH_STRATEGY", "oauth2"),
             ("MCP_OAUTH_SCOPE", "x"),
+            ("MCP_OAUTH_REQUIRE_AT_JWT", "true"),
         ]));
         assert!(ignored.is_empty(), "{ignored:?}");
     }

@@ -248,7 +248,7 @@ const MAX_QUEUED_BYTES: usize = if cfg!(test) {
 
 /// A buffer that grew past this while a backlog drained is given back down
 /// to it once empty.
-const KEEP_CAPACITY: usize = 1024 * 1024;
+const KEEP_CAPACITY: usize = if cfg!(test) { 16 * 1024 } else { 1024 * 1024 };
 
 /// The writer takes at most this many records a round, so what waits for
 /// a failed write stays within [`MAX_UNWRITTEN`] plus one round's worth.
@@ -734,6 +734,13 @@ fn write_loop(queue: &Queue, mut target: Target, mut prev: String, mut seq: u64)
                         state.text.clear();
                         state.text.shrink_to(KEEP_CAPACITY);
                         state.taken = 0;
+                    } else if state.taken > KEEP_CAPACITY && state.taken * 2 > state.text.len() {
+                        // A backlog that never empties (records come faster
+                        // than one round takes): what was taken goes once it
+                        // is most of the buffer, so it holds at most twice
+                        // what waits, and each byte moves at most once more.
+                        let taken = std::mem::take(&mut state.taken);
+                        state.text.drain(..taken);
                     }
                 }
             }
@@ -767,7 +774,10 @@ fn write_loop(queue: &Queue, mut target: Target, mut prev: String, mut seq: u64)
             seq += 1;
         }
         text.clear();
-        text.shrink_to(KEEP_CAPACITY);
+        // Given back after a backlog, not every round of a busy log.
+        if text.capacity() > 8 * KEEP_CAPACITY {
+            text.shrink_to(KEEP_CAPACITY);
+        }
         let mut failed = false;
         if !lines.is_empty() {
             let written = match write_lines(&mut target, &lines, at_line_start) {
@@ -786,7 +796,7 @@ fn write_loop(queue: &Queue, mut target: Target, mut prev: String, mut seq: u64)
                 at_line_start = lines[written - 1] == b'\n';
             }
             lines.drain(..written);
-            if lines.is_empty() {
+            if lines.is_empty() && lines.capacity() > 8 * KEEP_CAPACITY {
                 lines.shrink_to(KEEP_CAPACITY);
             }
         }

@@ -253,6 +253,9 @@ where
                     if let Some(p) = known
                         && parts.extensions.get::<AuditRequested>().is_some()
                     {
+                        // Not a failed login: settled before the body is
+                        // waited for.
+                        settle_attempt(&parts.extensions, false).await;
                         resp.extensions_mut().insert(Authenticated::of(&p));
                         #[cfg(feature = "mcp")]
                         if let Some(facts) = refused_facts(&parts, body).await {
@@ -359,6 +362,10 @@ impl Authenticated {
 /// let through: with `identified`, its credentials named someone.
 async fn settle_attempt(extensions: &http::Extensions, identified: bool) {
     #[cfg(feature = "mcp")]
+    if let Some(slot) = extensions.get::<crate::ratelimit::KnownGoodSlot>() {
+        slot.release();
+    }
+    #[cfg(feature = "mcp")]
     if let Some(attempt) = extensions
         .get::<crate::ratelimit::PendingAttempt>()
         .cloned()
@@ -375,18 +382,28 @@ async fn settle_attempt(extensions: &http::Extensions, identified: bool) {
 
 /// The method and tool of a request refused for the server-wide scopes,
 /// for its audit record: read from its body when the stack's bodies are
-/// axum's (as in [`McpHttpApp`](crate::McpHttpApp)) and small.
+/// axum's (as in [`McpHttpApp`](crate::McpHttpApp)), it announces at most
+/// 64 KiB and arrives within a second; else only what the headers say.
 #[cfg(feature = "mcp")]
 async fn refused_facts<B: Send + 'static>(
     parts: &http::request::Parts,
     body: B,
 ) -> Option<crate::observe::RequestFacts> {
     /// A call naming a tool is small; a larger body is not waited for.
-    const LIMIT: usize = 64 * 1024;
+    const LIMIT: u64 = 64 * 1024;
+    let announced = parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if announced.is_none_or(|n| n > LIMIT) {
+        return None;
+    }
     let body: Box<dyn std::any::Any + Send> = Box::new(body);
     let body = body.downcast::<Body>().ok()?;
-    crate::observe::RequestFacts::read(parts, *body, LIMIT)
+    let read = crate::observe::RequestFacts::read(parts, *body, LIMIT as usize);
+    tokio::time::timeout(std::time::Duration::from_secs(1), read)
         .await
+        .ok()?
         .ok()
         .map(|(facts, _)| facts)
 }
