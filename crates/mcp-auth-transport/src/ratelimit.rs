@@ -203,7 +203,7 @@ impl KnownGood {
     fn enter(shared: &Arc<Shared>, h: &[u8; 32], address: &str) -> Option<KnownGoodSlot> {
         let now = std::time::Instant::now();
         let entered = shared.accepted.with(|s| {
-            if !s.entries.get(h).is_some_and(|until| *until > now) {
+            if s.entries.get(h).is_none_or(|until| *until <= now) {
                 return false;
             }
             let n = s.in_flight.entry(address.to_owned()).or_default();
