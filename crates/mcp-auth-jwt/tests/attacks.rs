@@ -11,6 +11,15 @@ use mcp_auth_jwt::{Audience, FetchLimits, JwksCache, JwtError, JwtVerifier, Veri
 use serde_json::json;
 use support::{AUDIENCE, Issuer, Mode, TestKey, b64, claims, now, pem};
 
+/// A verifier of `issuer`'s tokens for [`AUDIENCE`], fetching its keys
+/// afresh, to configure further.
+fn builder(issuer: &Issuer) -> mcp_auth_jwt::JwtVerifierBuilder {
+    JwtVerifier::builder()
+        .jwks(JwksCache::builder(issuer.jwks_url()).build())
+        .issuer(&issuer.base)
+        .audience(Audience::OneOf(vec![AUDIENCE.into()]))
+}
+
 fn verifier(issuer: &Issuer, cache: JwksCache) -> JwtVerifier {
     JwtVerifier::builder()
         .jwks(cache)
@@ -323,10 +332,7 @@ async fn a_token_missing_several_claims_is_refused_for_the_same_reason_every_tim
 async fn access_token_typing_refuses_other_jwts_when_required() {
     let rsa = TestKey::rsa("rsa");
     let issuer = Issuer::start(vec![rsa.jwk(false)]).await;
-    let strict = JwtVerifier::builder()
-        .jwks(JwksCache::builder(issuer.jwks_url()).build())
-        .issuer(&issuer.base)
-        .audience(Audience::OneOf(vec![AUDIENCE.into()]))
+    let strict = builder(&issuer)
         .require_access_token_type()
         .build()
         .unwrap();
@@ -357,10 +363,7 @@ async fn access_token_typing_refuses_other_jwts_when_required() {
 async fn a_maximum_lifetime_refuses_long_lived_and_iat_less_tokens() {
     let rsa = TestKey::rsa("rsa");
     let issuer = Issuer::start(vec![rsa.jwk(false)]).await;
-    let v = JwtVerifier::builder()
-        .jwks(JwksCache::builder(issuer.jwks_url()).build())
-        .issuer(&issuer.base)
-        .audience(Audience::OneOf(vec![AUDIENCE.into()]))
+    let v = builder(&issuer)
         .max_lifetime(Some(Duration::from_secs(3600)))
         .build()
         .unwrap();

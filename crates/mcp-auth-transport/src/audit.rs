@@ -493,16 +493,15 @@ fn encode(record: &AuditRecord, out: &mut Vec<u8>) -> usize {
     push_str_field(out, "decision", decision);
     out.extend_from_slice(b",\"status\":");
     push_u64(out, u64::from(*status));
-    for (name, value) in [
-        ("reason", reason),
-        ("detail", detail),
-        ("method", method),
-        ("tool", tool),
-    ] {
-        if let Some(v) = value {
-            push_str_field(out, name, v);
-        }
-    }
+    push_present(
+        out,
+        [
+            ("reason", reason),
+            ("detail", detail),
+            ("method", method),
+            ("tool", tool),
+        ],
+    );
     for (name, list) in [
         ("scopes_required", scopes_required),
         ("scopes_held", scopes_held),
@@ -520,21 +519,29 @@ fn encode(record: &AuditRecord, out: &mut Vec<u8>) -> usize {
         }
         out.push(b']');
     }
-    for (name, value) in [
-        ("strategy", strategy),
-        ("subject", subject),
-        ("client_id", client_id),
-        ("issuer", issuer),
-        ("key_fingerprint", key_fingerprint),
-        ("session_id", session_id),
-        ("peer", peer),
-    ] {
+    push_present(
+        out,
+        [
+            ("strategy", strategy),
+            ("subject", subject),
+            ("client_id", client_id),
+            ("issuer", issuer),
+            ("key_fingerprint", key_fingerprint),
+            ("session_id", session_id),
+            ("peer", peer),
+        ],
+    );
+    out.push(b'}');
+    split
+}
+
+/// The fields that have a value, in order.
+fn push_present<const N: usize>(out: &mut Vec<u8>, fields: [(&str, &Option<String>); N]) {
+    for (name, value) in fields {
         if let Some(v) = value {
             push_str_field(out, name, v);
         }
     }
-    out.push(b'}');
-    split
 }
 
 /// The chain link that goes where [`encode`] says: `,"seq":…,"prev":"…"`.

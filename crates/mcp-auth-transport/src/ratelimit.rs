@@ -526,6 +526,40 @@ where
 mod tests {
     use super::*;
 
+    /// `auth` behind the failed-login limiter (its counts in `store`), in
+    /// front of a service answering 200 after `call` (a tool call's time);
+    /// sends a request with `X-API-Key` and, if given, `X-Second-Factor`,
+    /// and answers its status.
+    fn limited(
+        auth: crate::AuthLayer,
+        cfg: RateLimitConfig,
+        store: SharedStore,
+        call: Duration,
+    ) -> impl Fn(&'static str, Option<String>) -> futures::future::BoxFuture<'static, u16> + Clone
+    {
+        use tower::ServiceExt;
+        let svc = tower::ServiceBuilder::new()
+            .layer(AuthFailureLimitLayer::new(cfg, store))
+            .layer(auth)
+            .service(tower::service_fn(
+                move |_req: Request<axum::body::Body>| async move {
+                    tokio::time::sleep(call).await;
+                    Ok::<_, std::convert::Infallible>(Response::new(axum::body::Body::empty()))
+                },
+            ));
+        move |key, factor| {
+            let svc = svc.clone();
+            Box::pin(async move {
+                let mut req = Request::get("/").header("x-api-key", key);
+                if let Some(f) = factor {
+                    req = req.header("x-second-factor", f);
+                }
+                let req = req.body(axum::body::Body::empty()).unwrap();
+                svc.oneshot(req).await.unwrap().status().as_u16()
+            })
+        }
+    }
+
     #[test]
     fn ipv6_clients_are_keyed_by_their_64() {
         let a = address_key(Some("2001:db8:1:2:aaaa::1".parse().unwrap()));
@@ -541,10 +575,8 @@ mod tests {
     /// known one that is refused now is counted and forgotten.
     #[tokio::test]
     async fn known_good_credentials_skip_the_count_and_refused_ones_are_counted() {
-        use axum::body::Body;
         use mcp_auth_core::{AuthError, AuthRequest};
         use std::sync::atomic::{AtomicBool, Ordering};
-        use tower::ServiceExt;
 
         let revoked = Arc::new(AtomicBool::new(false));
         let r = revoked.clone();
@@ -568,20 +600,8 @@ mod tests {
             ..RateLimitConfig::default()
         };
         let store: SharedStore = Arc::new(mcp_auth_session::MemoryStore::new());
-        let svc = tower::ServiceBuilder::new()
-            .layer(AuthFailureLimitLayer::new(cfg, store))
-            .layer(auth)
-            .service(tower::service_fn(|_req: Request<Body>| async {
-                Ok::<_, std::convert::Infallible>(Response::new(Body::empty()))
-            }));
-        let send = |key: &'static str| {
-            let svc = svc.clone();
-            async move {
-                let req = Request::get("/").header("x-api-key", key);
-                let resp = svc.oneshot(req.body(Body::empty()).unwrap()).await.unwrap();
-                resp.status().as_u16()
-            }
-        };
+        let send = limited(auth, cfg, store, Duration::ZERO);
+        let send = |key: &'static str| send(key, None);
         assert_eq!(send("alice-key").await, 200);
         assert_eq!(send("guess-1").await, 401);
         assert_eq!(send("guess-2").await, 401);
@@ -600,10 +620,8 @@ mod tests {
     /// budget checked, the rest 429.
     #[tokio::test]
     async fn a_known_good_credential_cannot_carry_a_burst_of_guesses() {
-        use axum::body::Body;
         use mcp_auth_core::{AuthError, AuthRequest};
         use std::sync::atomic::{AtomicUsize, Ordering};
-        use tower::ServiceExt;
 
         let checked = Arc::new(AtomicUsize::new(0));
         let c = checked.clone();
@@ -632,23 +650,8 @@ mod tests {
             ..RateLimitConfig::default()
         };
         let store: SharedStore = Arc::new(mcp_auth_session::MemoryStore::new());
-        let svc = tower::ServiceBuilder::new()
-            .layer(AuthFailureLimitLayer::new(cfg, store))
-            .layer(auth)
-            .service(tower::service_fn(|_req: Request<Body>| async {
-                Ok::<_, std::convert::Infallible>(Response::new(Body::empty()))
-            }));
-        let send = |guess: Option<String>| {
-            let svc = svc.clone();
-            async move {
-                let mut req = Request::get("/").header("x-api-key", "alice-key");
-                if let Some(g) = guess {
-                    req = req.header("x-second-factor", g);
-                }
-                let resp = svc.oneshot(req.body(Body::empty()).unwrap()).await.unwrap();
-                resp.status().as_u16()
-            }
-        };
+        let send = limited(auth, cfg, store, Duration::ZERO);
+        let send = |guess: Option<String>| send("alice-key", guess);
         assert_eq!(send(None).await, 200, "alice's key is now known good");
         let burst: Vec<_> = (0..200)
             .map(|i| tokio::spawn(send(Some(format!("guess-{i}")))))
@@ -672,9 +675,7 @@ mod tests {
     /// still gets 40 long calls at once through with its known-good key.
     #[tokio::test]
     async fn long_calls_with_a_known_good_key_do_not_fill_the_bound() {
-        use axum::body::Body;
         use mcp_auth_core::{AuthError, AuthRequest};
-        use tower::ServiceExt;
 
         let auth = crate::AuthLayer::new(|req: AuthRequest| async move {
             match req
@@ -691,22 +692,9 @@ mod tests {
             ..RateLimitConfig::default()
         };
         let store: SharedStore = Arc::new(mcp_auth_session::MemoryStore::new());
-        let svc = tower::ServiceBuilder::new()
-            .layer(AuthFailureLimitLayer::new(cfg, store))
-            .layer(auth)
-            .service(tower::service_fn(|_req: Request<Body>| async {
-                // A long tool call.
-                tokio::time::sleep(Duration::from_millis(300)).await;
-                Ok::<_, std::convert::Infallible>(Response::new(Body::empty()))
-            }));
-        let send = |key: &'static str| {
-            let svc = svc.clone();
-            async move {
-                let req = Request::get("/").header("x-api-key", key);
-                let resp = svc.oneshot(req.body(Body::empty()).unwrap()).await.unwrap();
-                resp.status().as_u16()
-            }
-        };
+        // Long tool calls.
+        let send = limited(auth, cfg, store, Duration::from_millis(300));
+        let send = |key: &'static str| send(key, None);
         assert_eq!(send("alice-key").await, 200);
         for guess in ["guess-1", "guess-2"] {
             assert_eq!(send(guess).await, 401);
@@ -722,9 +710,7 @@ mod tests {
     /// back from the next window (it would erase a failure counted there).
     #[tokio::test]
     async fn a_count_is_not_taken_back_from_a_later_window() {
-        use axum::body::Body;
         use mcp_auth_core::{AuthError, AuthRequest};
-        use tower::ServiceExt;
 
         let auth = crate::AuthLayer::new(|req: AuthRequest| async move {
             match req
@@ -744,20 +730,8 @@ mod tests {
             ..RateLimitConfig::default()
         };
         let store: SharedStore = Arc::new(mcp_auth_session::MemoryStore::new());
-        let svc = tower::ServiceBuilder::new()
-            .layer(AuthFailureLimitLayer::new(cfg, store.clone()))
-            .layer(auth)
-            .service(tower::service_fn(|_req: Request<Body>| async {
-                Ok::<_, std::convert::Infallible>(Response::new(Body::empty()))
-            }));
-        let send = |key: &'static str| {
-            let svc = svc.clone();
-            async move {
-                let req = Request::get("/").header("x-api-key", key);
-                let resp = svc.oneshot(req.body(Body::empty()).unwrap()).await.unwrap();
-                resp.status().as_u16()
-            }
-        };
+        let send = limited(auth, cfg, store.clone(), Duration::ZERO);
+        let send = |key: &'static str| send(key, None);
         // Counted in the first window, accepted in the second.
         let slow = tokio::spawn(send("slow-good"));
         tokio::time::sleep(Duration::from_millis(400)).await;
