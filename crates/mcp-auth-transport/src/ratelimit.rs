@@ -138,17 +138,21 @@ struct KnownGood {
 struct KnownGoodState {
     /// Until when each credential is known good.
     entries: std::collections::HashMap<[u8; 32], std::time::Instant>,
-    /// Requests being authenticated as known good, per address.
-    in_flight: std::collections::HashMap<String, u32>,
+    /// Requests being authenticated as known good, per address (its hash:
+    /// no allocation per request; two addresses sharing one would share a
+    /// bound, which only makes it stricter).
+    in_flight: std::collections::HashMap<u64, u32>,
+    hasher: std::collections::hash_map::RandomState,
 }
 
 /// See [`KnownGood`].
 const KNOWN_GOOD_IN_FLIGHT: u32 = 32;
 
-/// One request from `address` being authenticated as known good.
+/// One request from an address (its hash) being authenticated as known
+/// good.
 struct InFlight {
     shared: Arc<Shared>,
-    address: String,
+    address: u64,
 }
 
 impl Drop for InFlight {
@@ -204,19 +208,20 @@ impl KnownGood {
         let now = std::time::Instant::now();
         let entered = shared.accepted.with(|s| {
             if s.entries.get(h).is_none_or(|until| *until <= now) {
-                return false;
+                return None;
             }
-            let n = s.in_flight.entry(address.to_owned()).or_default();
+            let key = std::hash::BuildHasher::hash_one(&s.hasher, address);
+            let n = s.in_flight.entry(key).or_default();
             if *n >= KNOWN_GOOD_IN_FLIGHT {
-                return false;
+                return None;
             }
             *n += 1;
-            true
+            Some(key)
         });
-        entered.then(|| {
+        entered.map(|address| {
             KnownGoodSlot(Arc::new(std::sync::Mutex::new(Some(InFlight {
                 shared: shared.clone(),
-                address: address.to_owned(),
+                address,
             }))))
         })
     }
