@@ -129,59 +129,68 @@ struct Shared {
 /// request holds its place only while it is authenticated (the auth layer
 /// lets go of it on acceptance, see [`KnownGoodSlot`]), so honest clients'
 /// long calls do not fill it.
-#[derive(Default)]
 struct KnownGood {
-    state: std::sync::Mutex<KnownGoodState>,
+    /// Until when each credential is known good.
+    entries: std::sync::Mutex<std::collections::HashMap<[u8; 32], std::time::Instant>>,
+    /// Requests being authenticated as known good, per address: counters
+    /// picked by a hash of the address (no lock, no allocation per request;
+    /// addresses sharing one share its bound, which only makes it stricter:
+    /// a request past it takes the full count, it is not refused).
+    in_flight: Box<[std::sync::atomic::AtomicU32]>,
+    hasher: std::collections::hash_map::RandomState,
 }
 
-#[derive(Default)]
-struct KnownGoodState {
-    /// Until when each credential is known good.
-    entries: std::collections::HashMap<[u8; 32], std::time::Instant>,
-    /// Requests being authenticated as known good, per address (its hash:
-    /// no allocation per request; two addresses sharing one would share a
-    /// bound, which only makes it stricter).
-    in_flight: std::collections::HashMap<u64, u32>,
-    hasher: std::collections::hash_map::RandomState,
+impl Default for KnownGood {
+    fn default() -> Self {
+        Self {
+            entries: Default::default(),
+            in_flight: (0..IN_FLIGHT_COUNTERS)
+                .map(|_| Default::default())
+                .collect(),
+            hasher: Default::default(),
+        }
+    }
 }
 
 /// See [`KnownGood`].
 const KNOWN_GOOD_IN_FLIGHT: u32 = 32;
 
-/// One request from an address (its hash) being authenticated as known
-/// good.
+/// Counters of requests in flight, addresses spread over them.
+const IN_FLIGHT_COUNTERS: usize = 4096;
+
+/// A request's place among those being authenticated as known good, on
+/// the request for the auth layer, which lets go of it when it accepts the
+/// credentials (see [`KnownGood`]); let go of at the latest when the last
+/// copy goes.
+#[derive(Clone)]
+pub(crate) struct KnownGoodSlot(Arc<InFlight>);
+
 struct InFlight {
     shared: Arc<Shared>,
-    address: u64,
+    counter: usize,
+    released: std::sync::atomic::AtomicBool,
+}
+
+impl KnownGoodSlot {
+    pub(crate) fn release(&self) {
+        self.0.release();
+    }
+}
+
+impl InFlight {
+    fn release(&self) {
+        use std::sync::atomic::Ordering;
+        if !self.released.swap(true, Ordering::AcqRel)
+            && let Some(n) = self.shared.accepted.in_flight.get(self.counter)
+        {
+            n.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.shared.accepted.with(|s| {
-            if let Some(n) = s.in_flight.get_mut(&self.address) {
-                *n = n.saturating_sub(1);
-                if *n == 0 {
-                    s.in_flight.remove(&self.address);
-                }
-            }
-        });
-    }
-}
-
-/// A request's place among those being authenticated as known good, on
-/// the request for the auth layer, which lets go of it when it accepts the
-/// credentials (see [`KnownGood`]).
-#[derive(Clone)]
-pub(crate) struct KnownGoodSlot(Arc<std::sync::Mutex<Option<InFlight>>>);
-
-impl KnownGoodSlot {
-    pub(crate) fn release(&self) {
-        let taken = self
-            .0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .take();
-        drop(taken);
+        self.release();
     }
 }
 
@@ -193,43 +202,44 @@ const KNOWN_GOOD_FOR: Duration = Duration::from_secs(30);
 const KNOWN_GOOD_CAPACITY: usize = 100_000;
 
 impl KnownGood {
-    fn with<T>(&self, f: impl FnOnce(&mut KnownGoodState) -> T) -> T {
-        let mut s = self
-            .state
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&mut std::collections::HashMap<[u8; 32], std::time::Instant>) -> T,
+    ) -> T {
+        let mut m = self
+            .entries
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        f(&mut s)
+        f(&mut m)
     }
 
     /// `h` is known good and fewer than [`KNOWN_GOOD_IN_FLIGHT`] requests
     /// from `address` are being authenticated as known good: one more is,
     /// until the slot is released.
     fn enter(shared: &Arc<Shared>, h: &[u8; 32], address: &str) -> Option<KnownGoodSlot> {
+        use std::sync::atomic::Ordering;
         let now = std::time::Instant::now();
-        let entered = shared.accepted.with(|s| {
-            if s.entries.get(h).is_none_or(|until| *until <= now) {
-                return None;
-            }
-            let key = std::hash::BuildHasher::hash_one(&s.hasher, address);
-            let n = s.in_flight.entry(key).or_default();
-            if *n >= KNOWN_GOOD_IN_FLIGHT {
-                return None;
-            }
-            *n += 1;
-            Some(key)
-        });
-        entered.map(|address| {
-            KnownGoodSlot(Arc::new(std::sync::Mutex::new(Some(InFlight {
-                shared: shared.clone(),
-                address,
-            }))))
+        let known = &shared.accepted;
+        if known.with(|m| m.get(h).is_none_or(|until| *until <= now)) {
+            return None;
+        }
+        let hash = std::hash::BuildHasher::hash_one(&known.hasher, address);
+        let counter = (hash % IN_FLIGHT_COUNTERS as u64) as usize;
+        let n = known.in_flight.get(counter)?;
+        n.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < KNOWN_GOOD_IN_FLIGHT).then_some(n + 1)
         })
+        .ok()?;
+        Some(KnownGoodSlot(Arc::new(InFlight {
+            shared: shared.clone(),
+            counter,
+            released: false.into(),
+        })))
     }
 
     fn insert(&self, h: [u8; 32]) {
         let now = std::time::Instant::now();
-        self.with(|s| {
-            let m = &mut s.entries;
+        self.with(|m| {
             if m.len() >= KNOWN_GOOD_CAPACITY && !m.contains_key(&h) {
                 m.retain(|_, until| *until > now);
                 if m.len() >= KNOWN_GOOD_CAPACITY {
@@ -241,7 +251,7 @@ impl KnownGood {
     }
 
     fn remove(&self, h: &[u8; 32]) {
-        self.with(|s| s.entries.remove(h));
+        self.with(|m| m.remove(h));
     }
 }
 
