@@ -623,3 +623,48 @@ async fn the_tokenless_metrics_listener_refuses_foreign_hosts_and_origins() {
         .unwrap();
     assert_eq!(r.status(), 403);
 }
+
+/// A request refused before its body is read (no credentials here) whose
+/// body has not all arrived: the server cannot keep the connection, and
+/// its answer says so (`Connection: close`), so a client does not send its
+/// next request down a connection being shut (it saw "connection reset"
+/// on that next request instead). A refused request without a body keeps
+/// its connection.
+#[tokio::test]
+async fn a_refusal_before_the_body_is_read_says_the_connection_closes() {
+    let s = Server::start(&[]);
+    let mut tcp = TcpStream::connect(("127.0.0.1", s.port)).await.unwrap();
+    let body = INIT.as_bytes();
+    let head = format!(
+        "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Type: application/json\r\n\
+         Accept: application/json, text/event-stream\r\nContent-Length: {}\r\n\r\n",
+        s.port,
+        body.len()
+    );
+    // The headers, then the body a moment later (as clients that write
+    // them separately do).
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let _ = tcp.write_all(body).await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+    assert!(answer.starts_with("http/1.1 401"), "{answer}");
+    assert!(answer.contains("\r\nconnection: close\r\n"), "{answer}");
+
+    // No body: 401, and the connection stays for the next request.
+    let mut tcp = TcpStream::connect(("127.0.0.1", s.port)).await.unwrap();
+    let get = format!(
+        "GET /mcp HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nAccept: text/event-stream\r\n\r\n",
+        s.port
+    );
+    tcp.write_all(get.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&buf[..n]).to_ascii_lowercase();
+    assert!(answer.starts_with("http/1.1 401"), "{answer}");
+    assert!(!answer.contains("connection: close"), "{answer}");
+}
