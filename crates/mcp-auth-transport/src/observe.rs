@@ -384,11 +384,13 @@ where
             let started = Instant::now();
             let (mut parts, body) = req.into_parts();
             let session = session_id_of(&parts.headers);
-            let has_body = parts
-                .headers
-                .get(http::header::CONTENT_LENGTH)
-                .is_some_and(|v| v.as_bytes() != b"0")
-                || parts.headers.contains_key(http::header::TRANSFER_ENCODING);
+            // (HTTP/1 only: HTTP/2 streams end on their own.)
+            let has_body = parts.version <= http::Version::HTTP_11
+                && (parts
+                    .headers
+                    .get(http::header::CONTENT_LENGTH)
+                    .is_some_and(|v| v.as_bytes() != b"0")
+                    || parts.headers.contains_key(http::header::TRANSFER_ENCODING));
             // The headers only: a body is read behind the auth layer
             // ([`facts_after_auth`]), for the metrics and the audit record
             // alike, so no one's body is read before they are known.
