@@ -624,33 +624,47 @@ async fn the_tokenless_metrics_listener_refuses_foreign_hosts_and_origins() {
     assert_eq!(r.status(), 403);
 }
 
-/// A request refused before its body is read (no credentials here) whose
-/// body has not all arrived: the server cannot keep the connection, and
-/// its answer says so (`Connection: close`), so a client does not send its
-/// next request down a connection being shut (it saw "connection reset"
-/// on that next request instead). A refused request without a body keeps
-/// its connection.
+/// A request answered before its body is read (refused early: here, no
+/// credentials) whose body has not all arrived: the
+/// server cannot keep the connection, and its answer says so
+/// (`Connection: close`), so a client does not send its next request down
+/// a connection being shut (it saw "connection reset" on that next request
+/// instead). A request whose body was read, and a refused one without a
+/// body, keep their connection.
 #[tokio::test]
 async fn a_refusal_before_the_body_is_read_says_the_connection_closes() {
-    let s = Server::start(&[]);
-    let mut tcp = TcpStream::connect(("127.0.0.1", s.port)).await.unwrap();
-    let body = INIT.as_bytes();
-    let head = format!(
-        "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Type: application/json\r\n\
-         Accept: application/json, text/event-stream\r\nContent-Length: {}\r\n\r\n",
-        s.port,
-        body.len()
-    );
+    let s = Server::start(&[("MCP_API_KEYS", KEY)]);
     // The headers, then the body a moment later (as clients that write
-    // them separately do).
-    tcp.write_all(head.as_bytes()).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let _ = tcp.write_all(body).await;
-    let mut answer = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut answer)).await;
-    let answer = String::from_utf8_lossy(&answer).to_ascii_lowercase();
-    assert!(answer.starts_with("http/1.1 401"), "{answer}");
-    assert!(answer.contains("\r\nconnection: close\r\n"), "{answer}");
+    // them separately do); the answer, to the end of the connection.
+    let answer = |extra: &'static str| {
+        let port = s.port;
+        async move {
+            let mut tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+            let body = INIT.as_bytes();
+            let head = format!(
+                "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n\
+                 Accept: application/json, text/event-stream\r\n{extra}Content-Length: {}\r\n\r\n",
+                body.len()
+            );
+            tcp.write_all(head.as_bytes()).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let _ = tcp.write_all(body).await;
+            let mut buf = vec![0u8; 8192];
+            let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf))
+                .await
+                .unwrap()
+                .unwrap();
+            String::from_utf8_lossy(&buf[..n]).to_ascii_lowercase()
+        }
+    };
+    let close = "\r\nconnection: close\r\n";
+    let refused = answer("").await;
+    assert!(refused.starts_with("http/1.1 401"), "{refused}");
+    assert!(refused.contains(close), "{refused}");
+    // Read, then answered: the connection stays.
+    let served = answer("X-API-Key: test-key-0123456789abcdef\r\n").await;
+    assert!(served.starts_with("http/1.1 200"), "{served}");
+    assert!(!served.contains(close), "{served}");
 
     // No body: 401, and the connection stays for the next request.
     let mut tcp = TcpStream::connect(("127.0.0.1", s.port)).await.unwrap();

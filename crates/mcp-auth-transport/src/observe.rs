@@ -384,13 +384,6 @@ where
             let started = Instant::now();
             let (mut parts, body) = req.into_parts();
             let session = session_id_of(&parts.headers);
-            // (HTTP/1 only: HTTP/2 streams end on their own.)
-            let has_body = parts.version <= http::Version::HTTP_11
-                && (parts
-                    .headers
-                    .get(http::header::CONTENT_LENGTH)
-                    .is_some_and(|v| v.as_bytes() != b"0")
-                    || parts.headers.contains_key(http::header::TRANSFER_ENCODING));
             // The headers only: a body is read behind the auth layer
             // ([`facts_after_auth`]), for the metrics and the audit record
             // alike, so no one's body is read before they are known.
@@ -419,18 +412,6 @@ where
                     .and_then(|f| f.tool.clone())
             });
             let status = resp.status();
-            // Refused before its body was read (credentials, the
-            // failed-login limiter, too large): the connection can be kept
-            // only if the rest of the body had already arrived, else the
-            // server shuts it after answering. Said on the answer, so a
-            // client does not send its next request down a connection the
-            // server is closing.
-            if has_body && matches!(status.as_u16(), 401 | 413 | 429) {
-                resp.headers_mut().insert(
-                    http::header::CONNECTION,
-                    http::HeaderValue::from_static("close"),
-                );
-            }
             let session = session.or_else(|| session_id_of(resp.headers()));
             if let Some(s) = &session {
                 span.record("mcp.session.id", s.as_str());

@@ -461,11 +461,12 @@ where
                     let resp = inner.call(req).await?;
                     if resp.extensions().get::<crate::AuthRejected>().is_some() {
                         shared.accepted.remove(&h);
-                        let (shared, window) = (shared.clone(), cfg.window);
+                        let (shared, window, held) = (shared.clone(), cfg.window, slot.clone());
                         let counted = tokio::spawn(async move {
                             if let Err(e) = shared.store.hit(&key, window).await {
                                 tracing::warn!(store = %e.store, "could not count a failed login");
                             }
+                            held.release();
                         });
                         let _ = counted.await;
                     }
