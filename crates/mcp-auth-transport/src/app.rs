@@ -388,9 +388,7 @@ impl McpHttpApp {
         if cfg.cors.enabled {
             router = router.layer(cors_layer(cfg));
         }
-        router
-            .layer(GuardLayer::new(cfg.hosts.clone(), cfg.origins.clone()))
-            .layer(axum::middleware::from_fn(close_if_body_unread))
+        router.layer(GuardLayer::new(cfg.hosts.clone(), cfg.origins.clone()))
     }
 
     /// The router around rmcp's streamable HTTP service for handlers made by
@@ -475,69 +473,6 @@ impl McpHttpApp {
             self.config.session_limits,
         )));
         StreamableHttpService::new(factory, sessions, config)
-    }
-}
-
-/// An HTTP/1 request answered before its body was read to the end (refused
-/// early: credentials, limits, an unknown session, too large, a bad Host):
-/// hyper keeps the connection only if the rest of the body had already
-/// arrived, else it shuts it after answering. The answer then says
-/// `Connection: close`, so a client does not send its next request down a
-/// connection being shut (it saw "connection reset" on that one instead).
-async fn close_if_body_unread(req: Request, next: axum::middleware::Next) -> Response {
-    let declared = req.version() <= http::Version::HTTP_11
-        && (req
-            .headers()
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-            .is_some_and(|n| n > 0)
-            || req.headers().contains_key(http::header::TRANSFER_ENCODING));
-    if !declared {
-        return next.run(req).await;
-    }
-    let ended = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let (parts, body) = req.into_parts();
-    let body = axum::body::Body::new(EndWatch {
-        inner: body,
-        ended: ended.clone(),
-    });
-    let mut resp = next.run(Request::from_parts(parts, body)).await;
-    if !ended.load(std::sync::atomic::Ordering::Acquire) {
-        resp.headers_mut().insert(
-            http::header::CONNECTION,
-            http::HeaderValue::from_static("close"),
-        );
-    }
-    resp
-}
-
-/// A request body that says when it was read to its end.
-struct EndWatch {
-    inner: axum::body::Body,
-    ended: Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl http_body::Body for EndWatch {
-    type Data = bytes::Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
-        if matches!(polled, std::task::Poll::Ready(None)) || self.inner.is_end_stream() {
-            self.ended.store(true, std::sync::atomic::Ordering::Release);
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
     }
 }
 

@@ -359,6 +359,9 @@ struct Conn {
     /// Told to close (idle, or evicted): no longer a candidate for eviction.
     closing: AtomicBool,
     evict: Notify,
+    /// The body of the HTTP/1 request in flight was read to its end (one
+    /// request at a time on an HTTP/1 connection).
+    body_ended: AtomicBool,
 }
 
 fn ms_since(epoch: Instant) -> u64 {
@@ -507,6 +510,7 @@ impl Registry {
             write_blocked: AtomicBool::new(false),
             closing: AtomicBool::new(false),
             evict: Notify::new(),
+            body_ended: AtomicBool::new(false),
         });
         if let Some(ip) = ip {
             *s.per_ip.entry(ip).or_insert(0) += 1;
@@ -739,16 +743,40 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let guard = InFlight::new(self.conn.clone());
         let deadline = Instant::now() + self.body_read_timeout;
+        // An HTTP/1 request answered before its body was read to the end
+        // (refused early: credentials, limits, too large, a bad Host): hyper
+        // keeps the connection only if the rest had already arrived, else it
+        // shuts it after answering, and a client that sent its next request
+        // down it saw "connection reset". The answer then says so.
+        let watched = (req.version() <= http::Version::HTTP_11
+            && (req
+                .headers()
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+                .is_some_and(|n| n > 0)
+                || req.headers().contains_key(http::header::TRANSFER_ENCODING)))
+        .then(|| {
+            self.conn.body_ended.store(false, Ordering::Release);
+            self.conn.clone()
+        });
+        let conn = watched.clone();
         let req = req.map(|body| {
             axum::body::Body::new(DeadlineBody {
                 inner: body,
                 deadline,
                 timer: None,
+                ended: watched,
             })
         });
         let fut = self.inner.call(req);
         Box::pin(async move {
-            let resp = fut.await?;
+            let mut resp = fut.await?;
+            if conn.is_some_and(|c| !c.body_ended.load(Ordering::Acquire)) {
+                resp.headers_mut().insert(
+                    http::header::CONNECTION,
+                    http::HeaderValue::from_static("close"),
+                );
+            }
             Ok(resp.map(|body| TrackedBody {
                 inner: body,
                 _guard: guard,
@@ -764,6 +792,8 @@ struct DeadlineBody<B> {
     inner: B,
     deadline: Instant,
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Told when the body ends (an HTTP/1 request's, see [`Tracked`]).
+    ended: Option<Arc<Conn>>,
 }
 
 impl<B> http_body::Body for DeadlineBody<B>
@@ -779,6 +809,11 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::BoxError>>> {
         if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
+            if let Some(conn) = &self.ended
+                && (frame.is_none() || self.inner.is_end_stream())
+            {
+                conn.body_ended.store(true, Ordering::Release);
+            }
             return Poll::Ready(frame.map(|r| r.map_err(Into::into)));
         }
         let deadline = self.deadline;
