@@ -281,7 +281,7 @@ impl JwksCache {
             keys: s.keys.as_ref().map_or(0, |k| k.len()),
             age: s.last_success.map(|t| t.elapsed()),
             last_fetch_failed: s.last_error.is_some(),
-            stale: s.keys.is_some() && self.usable(s).is_none(),
+            stale: s.keys.is_some() && self.stale(s),
         })
     }
 
@@ -291,13 +291,17 @@ impl JwksCache {
         self.read_state(|s| self.usable(s))
     }
 
-    /// The keys of `s`, unless they are past the maximum staleness.
-    fn usable(&self, s: &State) -> Option<Arc<KeySet>> {
-        let stale = match (self.inner.max_stale, s.last_success) {
+    /// The last successful fetch of `s` is past the maximum staleness.
+    fn stale(&self, s: &State) -> bool {
+        match (self.inner.max_stale, s.last_success) {
             (Some(max), Some(at)) => at.elapsed() > max,
             _ => false,
-        };
-        if stale { None } else { s.keys.clone() }
+        }
+    }
+
+    /// The keys of `s`, unless they are past the maximum staleness.
+    fn usable(&self, s: &State) -> Option<Arc<KeySet>> {
+        s.keys.clone().filter(|_| !self.stale(s))
     }
 
     /// Why there are no usable keys.
@@ -364,12 +368,16 @@ impl JwksCache {
         use tracing::Instrument;
         let asked = Instant::now();
         let cooldown = self.inner.cooldown;
-        if self.read_state(|s| attempted_since(s, asked, cooldown, self.usable(s).is_some())) {
+        if self
+            .read_state(|s| attempted_since(s, asked, cooldown, s.keys.is_some() && !self.stale(s)))
+        {
             return;
         }
         let guard = self.inner.fetch_lock.clone().lock_owned().await;
         // Whoever held the lock may have just fetched for us.
-        if self.read_state(|s| attempted_since(s, asked, cooldown, self.usable(s).is_some())) {
+        if self
+            .read_state(|s| attempted_since(s, asked, cooldown, s.keys.is_some() && !self.stale(s)))
+        {
             return;
         }
         let this = self.clone();

@@ -197,16 +197,9 @@ impl ServerSettings {
     /// Variables that are set but have no effect on the server, each with
     /// the reason.
     pub fn ignored(m: &Merged) -> Vec<(&'static str, &'static str)> {
-        let set = |n: &&&str| Lookup::get(m, n).is_some();
-        let not_yet = NOT_YET
-            .iter()
-            .filter(set)
-            .map(|n| (*n, "not supported by this server"));
-        let oauth2 = Lookup::get(m, "MCP_AUTH_STRATEGY")
-            .is_some_and(|s| s.split(',').any(|k| matches!(k.trim(), "oauth2" | "oauth")));
         // `mcp-auth-cognito setup` writes the last two into `.env` for the
         // Cognito preset (and the example client).
-        let facade = [
+        const FACADE: &[&str] = &[
             "MCP_OAUTH_AUTH_URL",
             "MCP_OAUTH_TOKEN_URL",
             "MCP_OAUTH_CALLBACK_URL",
@@ -214,30 +207,34 @@ impl ServerSettings {
             "MCP_OAUTH_USERINFO_URL",
             "COGNITO_DOMAIN",
             "COGNITO_APP_CLIENT_SECRET",
-        ]
-        .into_iter()
-        .filter(move |_| !oauth2)
-        .filter(|n| Lookup::get(m, n).is_some())
-        .map(|n| {
-            (
-                n,
-                "the login facade runs only with MCP_AUTH_STRATEGY=oauth2",
-            )
-        });
+        ];
         // Read only by the `oauth2` strategy's verifier.
-        let oauth2_only = ["MCP_OAUTH_JWKS_MAX_STALE", "MCP_OAUTH_REQUIRE_AT_JWT"]
-            .into_iter()
-            .filter(move |_| !oauth2)
-            .filter(|n| Lookup::get(m, n).is_some())
-            .map(|n| (n, "read only with MCP_AUTH_STRATEGY=oauth2"));
-        let others = FOR_OTHERS
-            .iter()
-            .filter(set)
-            .map(|n| (*n, "read by other programs, not by the server"));
-        not_yet
-            .chain(facade)
-            .chain(oauth2_only)
-            .chain(others)
+        const OAUTH2_ONLY: &[&str] = &["MCP_OAUTH_JWKS_MAX_STALE", "MCP_OAUTH_REQUIRE_AT_JWT"];
+        let named = |names: &'static [&'static str], why: &'static str| {
+            names
+                .iter()
+                .filter(|n| Lookup::get(m, n).is_some())
+                .map(move |n| (*n, why))
+        };
+        let oauth2 = Lookup::get(m, "MCP_AUTH_STRATEGY")
+            .is_some_and(|s| s.split(',').any(|k| matches!(k.trim(), "oauth2" | "oauth")));
+        let (facade, oauth2_only) = match oauth2 {
+            true => (&[][..], &[][..]),
+            false => (FACADE, OAUTH2_ONLY),
+        };
+        named(NOT_YET, "not supported by this server")
+            .chain(named(
+                facade,
+                "the login facade runs only with MCP_AUTH_STRATEGY=oauth2",
+            ))
+            .chain(named(
+                oauth2_only,
+                "read only with MCP_AUTH_STRATEGY=oauth2",
+            ))
+            .chain(named(
+                FOR_OTHERS,
+                "read by other programs, not by the server",
+            ))
             .collect()
     }
 
