@@ -122,9 +122,15 @@ def main():
     p.add_argument("--seconds", type=int, default=30)
     p.add_argument("--dump-every", type=float, default=4.0)
     p.add_argument("--top", type=int, default=25)
+    p.add_argument("--keep", metavar="DIR",
+                   help="keep the callgrind dumps in DIR (for callgrind_annotate --inclusive=yes)")
     args = p.parse_args()
     results = {}
-    with tempfile.TemporaryDirectory() as out_dir:
+    with tempfile.TemporaryDirectory() as tmp:
+        out_dir = tmp
+        if args.keep:
+            os.makedirs(args.keep, exist_ok=True)
+            out_dir = os.path.abspath(args.keep)
         for mode in args.modes:
             results[mode] = run_mode(args, mode, out_dir)
     base_mode = args.modes[0]

@@ -307,6 +307,59 @@ async fn open_session(http: &reqwest::Client, url: &str, key: &str) -> String {
     sid
 }
 
+/// With the audit log on, a body is read once, behind the auth layer, and
+/// the tools it calls are handed to the tool-scope layer with it: the
+/// scope checks hold as when that layer reads the body itself (a tool
+/// named twice, a scoped tool in a batch, an escaped name), and the
+/// records say what was refused.
+#[tokio::test]
+async fn tool_scopes_hold_on_the_body_read_for_the_record() {
+    let logs = tempdir();
+    let log = logs.path().join("audit.jsonl");
+    let keys = format!("ops-bot:{OPS}:admin, ci-bot:{CI}");
+    let s = Server::start(&[
+        ("MCP_API_KEYS", &keys),
+        ("MCP_TOOL_SCOPES", "admin_status=admin"),
+        ("MCP_AUDIT_LOG", log.to_str().unwrap()),
+    ]);
+    let (http, url) = (reqwest::Client::new(), s.url());
+    let sid = open_session(&http, &url, CI).await;
+    let call = |body: &'static str| {
+        post(&http, &url, body)
+            .header("x-api-key", CI)
+            .header("mcp-session-id", &sid)
+            .send()
+    };
+    let twice = r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"get_time","name":"admin_status","arguments":{}}}"#;
+    assert_eq!(call(twice).await.unwrap().status(), 400);
+    let batch = r#"[{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"get_time","arguments":{}}},{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"admin_status","arguments":{}}}]"#;
+    assert_eq!(call(batch).await.unwrap().status(), 403);
+    let escaped = r#"{"jsonrpc":"2.0","id":6,"method":"tools/call","params":{"name":"admin\u005fstatus","arguments":{}}}"#;
+    assert_eq!(call(escaped).await.unwrap().status(), 403);
+    let got = wait_until(&log, |r| r.len() >= 4).await;
+    let seen: Vec<String> = got[1..]
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {} {} {}",
+                r["status"],
+                r["reason"].as_str().unwrap_or("-"),
+                r["tool"].as_str().unwrap_or("-"),
+                r["scopes_required"]
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            "400 invalid_request - null",
+            "403 insufficient_scope - [\"admin\"]",
+            "403 insufficient_scope admin_status [\"admin\"]",
+        ],
+        "{got:?}"
+    );
+}
+
 /// Issue #17: a session that expires (idle past `HTTP_SESSION_TIMEOUT`)
 /// gets exactly one `session_end` record with decision `expire`, found by
 /// the sweeper (`HTTP_SESSION_CLEANUP_INTERVAL`), naming the session and

@@ -149,30 +149,150 @@ impl AuditRecord {
     }
 }
 
+/// A record's fields, borrowed: what the audit layer hands an
+/// [`AuditSink`] (see [`AuditSink::record_fields`]) without making an
+/// [`AuditRecord`] first. The chain link (`seq`, `prev`) is the writer's.
+///
+/// ```
+/// use mcp_auth_transport::audit::AuditRecord;
+///
+/// let mut record = AuditRecord::new("request", "allow", 200);
+/// record.subject = Some("alice".into());
+/// let fields = record.fields();
+/// assert_eq!(fields.subject, Some("alice"));
+/// assert_eq!(fields.to_record(), record);
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AuditFields<'a> {
+    /// As [`AuditRecord::time`].
+    pub time: &'a str,
+    /// As [`AuditRecord::request_id`] (empty: none).
+    pub request_id: &'a str,
+    /// As [`AuditRecord::event`].
+    pub event: &'a str,
+    /// As [`AuditRecord::decision`].
+    pub decision: &'a str,
+    /// As [`AuditRecord::status`].
+    pub status: u16,
+    /// As [`AuditRecord::reason`].
+    pub reason: Option<&'a str>,
+    /// As [`AuditRecord::detail`].
+    pub detail: Option<&'a str>,
+    /// As [`AuditRecord::method`].
+    pub method: Option<&'a str>,
+    /// As [`AuditRecord::tool`].
+    pub tool: Option<&'a str>,
+    /// As [`AuditRecord::scopes_required`].
+    pub scopes_required: &'a [String],
+    /// As [`AuditRecord::scopes_held`].
+    pub scopes_held: &'a [String],
+    /// As [`AuditRecord::strategy`].
+    pub strategy: Option<&'a str>,
+    /// As [`AuditRecord::subject`].
+    pub subject: Option<&'a str>,
+    /// As [`AuditRecord::client_id`].
+    pub client_id: Option<&'a str>,
+    /// As [`AuditRecord::issuer`].
+    pub issuer: Option<&'a str>,
+    /// As [`AuditRecord::key_fingerprint`].
+    pub key_fingerprint: Option<&'a str>,
+    /// As [`AuditRecord::session_id`].
+    pub session_id: Option<&'a str>,
+    /// As [`AuditRecord::peer`].
+    pub peer: Option<&'a str>,
+}
+
+impl AuditRecord {
+    /// Its fields, borrowed (without `seq` and `prev`).
+    pub fn fields(&self) -> AuditFields<'_> {
+        AuditFields {
+            time: &self.time,
+            request_id: &self.request_id,
+            event: &self.event,
+            decision: &self.decision,
+            status: self.status,
+            reason: self.reason.as_deref(),
+            detail: self.detail.as_deref(),
+            method: self.method.as_deref(),
+            tool: self.tool.as_deref(),
+            scopes_required: &self.scopes_required,
+            scopes_held: &self.scopes_held,
+            strategy: self.strategy.as_deref(),
+            subject: self.subject.as_deref(),
+            client_id: self.client_id.as_deref(),
+            issuer: self.issuer.as_deref(),
+            key_fingerprint: self.key_fingerprint.as_deref(),
+            session_id: self.session_id.as_deref(),
+            peer: self.peer.as_deref(),
+        }
+    }
+}
+
+impl AuditFields<'_> {
+    /// An owned record of these fields (`seq` 0, `prev` empty: the
+    /// writer's).
+    pub fn to_record(&self) -> AuditRecord {
+        let owned = |v: Option<&str>| v.map(str::to_owned);
+        AuditRecord {
+            time: self.time.to_owned(),
+            seq: 0,
+            prev: String::new(),
+            request_id: self.request_id.to_owned(),
+            event: self.event.to_owned(),
+            decision: self.decision.to_owned(),
+            status: self.status,
+            reason: owned(self.reason),
+            detail: owned(self.detail),
+            method: owned(self.method),
+            tool: owned(self.tool),
+            scopes_required: self.scopes_required.to_vec(),
+            scopes_held: self.scopes_held.to_vec(),
+            strategy: owned(self.strategy),
+            subject: owned(self.subject),
+            client_id: owned(self.client_id),
+            issuer: owned(self.issuer),
+            key_fingerprint: owned(self.key_fingerprint),
+            session_id: owned(self.session_id),
+            peer: owned(self.peer),
+        }
+    }
+}
+
 /// The time now as RFC 3339 in UTC with milliseconds
 /// (`2026-11-26T03:18:40.123Z`): the part up to the second is formatted
 /// once a second per thread, not per record.
 fn now_rfc3339_millis() -> String {
-    use std::cell::RefCell;
+    let mut buf = [0u8; TIME_LEN];
+    now_rfc3339_millis_in(&mut buf).to_owned()
+}
+
+/// The length of [`now_rfc3339_millis`]' text.
+const TIME_LEN: usize = "2026-11-26T03:18:40.123Z".len();
+
+/// [`now_rfc3339_millis`], written in `buf`.
+fn now_rfc3339_millis_in(buf: &mut [u8; TIME_LEN]) -> &str {
+    use std::cell::Cell;
     thread_local! {
-        static SECOND: RefCell<(i64, String)> = const { RefCell::new((i64::MIN, String::new())) };
+        static SECOND: Cell<(i64, [u8; 19])> = const { Cell::new((i64::MIN, [b'0'; 19])) };
     }
     let now = chrono::Utc::now();
     let (secs, millis) = (now.timestamp(), now.timestamp_subsec_millis().min(999));
-    SECOND.with(|cell| {
-        let mut cached = cell.borrow_mut();
-        if cached.0 != secs {
-            *cached = (secs, now.format("%Y-%m-%dT%H:%M:%S").to_string());
-        }
-        let mut out = String::with_capacity(cached.1.len() + 5);
-        out.push_str(&cached.1);
-        out.push('.');
-        out.push(char::from(b'0' + (millis / 100) as u8));
-        out.push(char::from(b'0' + (millis / 10 % 10) as u8));
-        out.push(char::from(b'0' + (millis % 10) as u8));
-        out.push('Z');
-        out
-    })
+    let (cached_secs, mut second) = SECOND.get();
+    if cached_secs != secs {
+        let text = now.format("%Y-%m-%dT%H:%M:%S").to_string();
+        // Four-digit years only: a clock outside 0000-9999 is written as
+        // the start of year 0.
+        second = <[u8; 19]>::try_from(text.as_bytes()).unwrap_or(*b"0000-01-01T00:00:00");
+        SECOND.set((secs, second));
+    }
+    buf[..19].copy_from_slice(&second);
+    buf[19] = b'.';
+    buf[20] = b'0' + (millis / 100) as u8;
+    buf[21] = b'0' + (millis / 10 % 10) as u8;
+    buf[22] = b'0' + (millis % 10) as u8;
+    buf[23] = b'Z';
+    std::str::from_utf8(buf).unwrap_or("1970-01-01T00:00:00.000Z")
 }
 
 /// Lowercase hex of `bytes`: the chain's links (SHA-256 digests), as the
@@ -188,9 +308,15 @@ fn to_hex(bytes: &[u8]) -> String {
 /// Appends `bytes` to `out` in lowercase hex.
 fn push_hex(out: &mut String, bytes: &[u8]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    // A digest's worth at a time, appended at once (not a character at a
+    // time: the writer links every record with one).
+    let mut buf = [0u8; 64];
+    for chunk in bytes.chunks(32) {
+        for (pair, b) in buf.chunks_exact_mut(2).zip(chunk) {
+            pair[0] = DIGITS[usize::from(b >> 4)];
+            pair[1] = DIGITS[usize::from(b & 0x0f)];
+        }
+        out.push_str(std::str::from_utf8(&buf[..2 * chunk.len()]).unwrap_or_default());
     }
 }
 
@@ -223,6 +349,14 @@ pub(crate) fn expired_session_record(id: &str, owner: Option<&str>) -> AuditReco
 pub trait AuditSink: Send + Sync + 'static {
     /// Takes one record (without blocking on I/O).
     fn record(&self, record: AuditRecord);
+
+    /// Takes one record given by its fields, borrowed (what the audit layer
+    /// calls for each request). By default it makes an [`AuditRecord`] of
+    /// them for [`record`](Self::record); [`AuditLog`] encodes them as
+    /// they are, without that copy.
+    fn record_fields(&self, fields: &AuditFields<'_>) {
+        self.record(fields.to_record());
+    }
 }
 
 /// How long the writer lets records gather after writing a batch: under
@@ -416,10 +550,17 @@ impl AuditLog {
 
 impl AuditSink for AuditLog {
     fn record(&self, record: AuditRecord) {
+        self.record_fields(&record.fields());
+        // The record's strings are freed here, on the thread that made
+        // them, after the lock.
+        drop(record);
+    }
+
+    fn record_fields(&self, fields: &AuditFields<'_>) {
         let taken = self.writer.queue.with(|p| {
             if p.entries.len() < MAX_QUEUED && p.text.len() - p.taken < MAX_QUEUED_BYTES {
                 let start = p.text.len();
-                let split = encode(&record, &mut p.text);
+                let split = encode(fields, &mut p.text);
                 let len = p.text.len() - start;
                 p.entries.push_back(Entry::Record { len, split });
                 return true;
@@ -430,9 +571,6 @@ impl AuditSink for AuditLog {
             }
             false
         });
-        // The record's strings are freed here, on the thread that made
-        // them, after the lock.
-        drop(record);
         if !taken {
             metrics::counter!("mcp_auth_audit_records_dropped_total").increment(1);
         }
@@ -457,13 +595,11 @@ fn dropped_record(n: u64) -> AuditRecord {
 /// serde's encoding of the record with the link (the field order of
 /// [`AuditRecord`], empty fields left out), but without serde's machinery
 /// and a call per field, which cost more than the rest of the record.
-fn encode(record: &AuditRecord, out: &mut Vec<u8>) -> usize {
+fn encode(fields: &AuditFields<'_>, out: &mut Vec<u8>) -> usize {
     // Every field named: one added to the record fails to compile here
     // until it is encoded (or said not to be).
-    let AuditRecord {
+    let AuditFields {
         time,
-        seq: _,
-        prev: _,
         request_id,
         event,
         decision,
@@ -481,7 +617,7 @@ fn encode(record: &AuditRecord, out: &mut Vec<u8>) -> usize {
         key_fingerprint,
         session_id,
         peer,
-    } = record;
+    } = *fields;
     let start = out.len();
     out.extend_from_slice(b"{\"time\":");
     push_json_str(out, time);
@@ -492,7 +628,7 @@ fn encode(record: &AuditRecord, out: &mut Vec<u8>) -> usize {
     push_str_field(out, "event", event);
     push_str_field(out, "decision", decision);
     out.extend_from_slice(b",\"status\":");
-    push_u64(out, u64::from(*status));
+    push_u64(out, u64::from(status));
     push_present(
         out,
         [
@@ -536,7 +672,8 @@ fn encode(record: &AuditRecord, out: &mut Vec<u8>) -> usize {
 }
 
 /// The fields that have a value, in order.
-fn push_present<const N: usize>(out: &mut Vec<u8>, fields: [(&str, &Option<String>); N]) {
+#[inline(always)]
+fn push_present<const N: usize>(out: &mut Vec<u8>, fields: [(&str, Option<&str>); N]) {
     for (name, value) in fields {
         if let Some(v) = value {
             push_str_field(out, name, v);
@@ -548,16 +685,23 @@ fn push_present<const N: usize>(out: &mut Vec<u8>, fields: [(&str, &Option<Strin
 fn push_link(out: &mut Vec<u8>, seq: u64, prev: &str) {
     out.extend_from_slice(b",\"seq\":");
     push_u64(out, seq);
-    push_str_field(out, "prev", prev);
+    // A digest in hex (or the genesis): nothing to escape.
+    debug_assert!(prev.bytes().all(|b| b.is_ascii_hexdigit()));
+    out.extend_from_slice(b",\"prev\":\"");
+    out.extend_from_slice(prev.as_bytes());
+    out.push(b'"');
 }
 
-/// `,"name":` (names are plain ASCII).
+/// `,"name":` (names are plain ASCII; inlined, so a constant name is
+/// copied without a call).
+#[inline(always)]
 fn push_name(out: &mut Vec<u8>, name: &str) {
     out.extend_from_slice(b",\"");
     out.extend_from_slice(name.as_bytes());
     out.extend_from_slice(b"\":");
 }
 
+#[inline(always)]
 fn push_str_field(out: &mut Vec<u8>, name: &str, value: &str) {
     push_name(out, name);
     push_json_str(out, value);
@@ -586,29 +730,38 @@ fn push_json_str(out: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
     out.reserve(bytes.len() + 2);
     out.push(b'"');
-    let mut plain = 0;
-    let mut chunks = bytes.chunks_exact(8);
-    for (n, chunk) in (&mut chunks).enumerate() {
-        // (Always eight bytes; a quote, should it not be, makes the bytes
-        // be looked at one by one.)
-        let word = <[u8; 8]>::try_from(chunk).unwrap_or([b'"'; 8]);
-        if needs_escape(u64::from_le_bytes(word)) {
-            escape_from(out, bytes, n * 8, chunk, &mut plain);
-        }
+    if is_plain(bytes) {
+        out.extend_from_slice(bytes);
+    } else {
+        let mut plain = 0;
+        escape_from(out, bytes, 0, bytes, &mut plain);
+        out.extend_from_slice(&bytes[plain..]);
     }
-    let rest = chunks.remainder();
-    if !rest.is_empty() {
-        // Padded with spaces (plain), without a call to copy.
-        let mut word = [b' '; 8];
-        for (w, b) in word.iter_mut().zip(rest) {
-            *w = *b;
-        }
-        if needs_escape(u64::from_le_bytes(word)) {
-            escape_from(out, bytes, bytes.len() - rest.len(), rest, &mut plain);
-        }
-    }
-    out.extend_from_slice(&bytes[plain..]);
     out.push(b'"');
+}
+
+/// No byte of `bytes` needs escaping: eight at a time, the last eight
+/// (overlapping) for what is left; a short string byte by byte.
+fn is_plain(bytes: &[u8]) -> bool {
+    let word = |at: usize| {
+        let eight = bytes
+            .get(at..at + 8)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok());
+        // (Always eight bytes; a quote, should they not be, says "escape".)
+        u64::from_le_bytes(eight.unwrap_or([b'"'; 8]))
+    };
+    let n = bytes.len();
+    if n < 8 {
+        return bytes.iter().all(|&b| b >= 0x20 && b != b'"' && b != b'\\');
+    }
+    let mut at = 0;
+    while at + 8 <= n {
+        if needs_escape(word(at)) {
+            return false;
+        }
+        at += 8;
+    }
+    at == n || !needs_escape(word(n - 8))
 }
 
 /// Escapes what needs it in `chunk` (the bytes of `bytes` from `at`):
@@ -767,7 +920,7 @@ fn write_loop(queue: &Queue, mut target: Target, mut prev: String, mut seq: u64)
                 }
                 Entry::Dropped(n) => {
                     scratch.clear();
-                    let split = encode(&dropped_record(n), &mut scratch);
+                    let split = encode(&dropped_record(n).fields(), &mut scratch);
                     (&scratch[..], split)
                 }
             };
@@ -1015,11 +1168,6 @@ fn request_id(headers: &http::HeaderMap) -> String {
 /// The response header that carries the request id back.
 const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
 
-/// The scopes a tool call needed, put on the response by
-/// [`ToolScopeLayer`](crate::ToolScopeLayer) for the audit record.
-#[derive(Debug, Clone)]
-pub(crate) struct RequiredScopes(pub(crate) Vec<String>);
-
 /// Writes one [`AuditRecord`] per request through it (see the [module
 /// docs](self)).
 #[derive(Clone)]
@@ -1088,18 +1236,20 @@ where
         let layer = self.layer.clone();
         Box::pin(async move {
             let (mut parts, body) = req.into_parts();
-            // Read once by the observing layer in front, when there is one.
-            let (method, tool, body) = match parts.extensions.get::<RequestFacts>() {
-                Some(f) => (f.method.clone(), f.tool.clone(), body),
-                None => match RequestFacts::read(&parts, body, layer.max_body).await {
-                    Ok((f, body)) => (f.method, f.tool, body),
-                    Err(too_large) => return Ok(too_large),
-                },
+            let (facts, body) = match RequestFacts::read(&parts, body, layer.max_body).await {
+                Ok(read) => read,
+                Err(too_large) => return Ok(too_large),
             };
-            let session = crate::observe::session_id_of(&parts.headers);
-            let noted = layer.begin(&mut parts, method, tool, session);
+            let decisions = crate::auth::Decisions::new(true, false);
+            parts.extensions.insert(decisions.clone());
+            let sent_session = parts.headers.get(crate::names::MCP_SESSION_ID);
+            let (sent_session, session) = (
+                sent_session.is_some(),
+                crate::observe::session_id_in(sent_session),
+            );
+            let noted = layer.begin(&parts, sent_session, session);
             let resp = inner.call(Request::from_parts(parts, body)).await?;
-            Ok(layer.finish(noted, resp).await)
+            Ok(layer.finish(noted, &facts, decisions.take(), resp).await)
         })
     }
 }
@@ -1113,26 +1263,24 @@ pub(crate) struct Noted {
     /// The request named a session (kept in `session` or not).
     sent_session: bool,
     is_delete: bool,
-    method: Option<String>,
-    tool: Option<String>,
 }
 
 impl AuditLayer {
-    /// Notes what the record needs of the request (its JSON-RPC `method`
-    /// and `tool`, and the session id as
+    /// Notes what the record needs of the request (whether it sent an
+    /// `Mcp-Session-Id`, and the id as
     /// [`session_id_of`](crate::observe::session_id_of) keeps it, already
-    /// read) and asks the layers behind for what they
-    /// decide. The observing layer calls this and [`finish`](Self::finish)
-    /// itself when the app has both, so a request passes one layer for the
-    /// two rather than two.
+    /// read). The layer that calls it puts a
+    /// [`Decisions`](crate::auth::Decisions) made for an audit on the
+    /// request, for the layers behind to note what they decide, and calls
+    /// [`finish`](Self::finish) with it once the response is known. The
+    /// observing layer calls both itself when the app has both, so a
+    /// request passes one layer for the two rather than two.
     pub(crate) fn begin(
         &self,
-        parts: &mut http::request::Parts,
-        method: Option<String>,
-        tool: Option<String>,
+        parts: &http::request::Parts,
+        sent_session: bool,
         session: Option<String>,
     ) -> Noted {
-        parts.extensions.insert(crate::auth::AuditRequested);
         let peer = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
@@ -1141,37 +1289,34 @@ impl AuditLayer {
             id: request_id(&parts.headers),
             peer: crate::client_ip(&self.trusted_proxies, peer, &parts.headers),
             session,
-            sent_session: parts.headers.contains_key(crate::names::MCP_SESSION_ID),
+            sent_session,
             is_delete: parts.method == http::Method::DELETE,
-            method,
-            tool,
         }
     }
 
     /// Records the decision on `resp` (the response of the request
-    /// [`begin`](Self::begin) noted) and gives it back with its
+    /// [`begin`](Self::begin) noted; `facts` its method and tool, `decided`
+    /// what the layers behind noted) and gives it back with its
     /// `X-Request-Id`.
-    pub(crate) async fn finish(&self, noted: Noted, mut resp: Response) -> Response {
+    pub(crate) async fn finish(
+        &self,
+        noted: Noted,
+        facts: &RequestFacts,
+        decided: crate::auth::Decided,
+        mut resp: Response,
+    ) -> Response {
         let Noted {
             id,
             peer,
             session,
             sent_session,
             is_delete,
-            method,
-            tool,
         } = noted;
-        // Read behind the auth layer when the headers did not name them (an
-        // authenticated POST; see `observe::facts_after_auth`).
-        let (method, tool) = match (method, resp.extensions().get::<RequestFacts>()) {
-            (None, Some(f)) => (f.method.clone(), f.tool.clone()),
-            (method, _) => (method, tool),
-        };
         let status = resp.status();
         // The event follows whether the request named a session, and
         // whether the answer hands one out; the ids recorded are those
         // `session_id_of` keeps.
-        let handed_out = resp.headers().contains_key(crate::names::MCP_SESSION_ID);
+        let handed_out = !sent_session && resp.headers().contains_key(crate::names::MCP_SESSION_ID);
         let event = match (sent_session, handed_out, is_delete) {
             (false, true, _) if status.is_success() => "session_start",
             (true, _, true) if status.is_success() => "session_end",
@@ -1182,38 +1327,49 @@ impl AuditLayer {
             _ => session,
         };
         let decision = if status.is_success() { "allow" } else { "deny" };
-        let mut record = AuditRecord::new(event, decision, status.as_u16());
-        record.method = method;
-        record.tool = tool;
-        record.session_id = session_id;
-        record.peer = peer.map(crate::net::ip_text);
-        // The auth layer put it there for this record only: taken, not
-        // copied.
-        if let Some(p) = resp.extensions_mut().remove::<crate::auth::Authenticated>() {
-            record.key_fingerprint = p.key_fingerprint;
-            record.subject = p.subject;
-            record.strategy = Some(p.strategy);
-            record.client_id = p.client_id;
-            record.issuer = p.issuer;
-            record.scopes_held = p.scopes;
+        let mut time = [0u8; TIME_LEN];
+        let mut fields = AuditFields {
+            time: now_rfc3339_millis_in(&mut time),
+            event,
+            decision,
+            status: status.as_u16(),
+            method: facts.method.as_deref(),
+            tool: facts.tool.as_deref(),
+            ..AuditFields::default()
+        };
+        let session_id = session_id.as_deref();
+        fields.session_id = session_id;
+        let mut peer_text = crate::net::IpText::default();
+        fields.peer = peer.map(|ip| peer_text.write(ip));
+        // The auth layer noted it for this record only.
+        if let Some(p) = &decided.who {
+            fields.key_fingerprint = p.key_fingerprint.as_deref();
+            fields.subject = p.subject.as_deref();
+            fields.strategy = Some(&p.strategy);
+            fields.client_id = p.client_id.as_deref();
+            fields.issuer = p.issuer.as_deref();
+            fields.scopes_held = &p.scopes;
         }
-        if let Some(RequiredScopes(s)) = resp.extensions_mut().remove::<RequiredScopes>() {
-            record.scopes_required = s;
+        if let Some(s) = &decided.required {
+            fields.scopes_required = s;
         }
+        let refusal;
         if !status.is_success() {
             let (reason, detail, scope, rebuilt) = refusal_of(resp).await;
             resp = rebuilt;
-            record.reason = reason;
-            record.detail = detail;
-            if record.scopes_required.is_empty() {
-                record.scopes_required = scope;
+            refusal = (reason, detail, scope);
+            fields.reason = refusal.0.as_deref();
+            fields.detail = refusal.1.as_deref();
+            if fields.scopes_required.is_empty() {
+                fields.scopes_required = &refusal.2;
             }
         }
-        if let Ok(v) = HeaderValue::from_str(&id) {
+        fields.request_id = &id;
+        self.sink.record_fields(&fields);
+        // The id's own buffer, not a copy.
+        if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(id)) {
             resp.headers_mut().insert(X_REQUEST_ID, v);
         }
-        record.request_id = id;
-        self.sink.record(record);
         resp
     }
 }
@@ -1571,6 +1727,14 @@ mod tests {
                 let (left, right) = ("a".repeat(pad), "\u{e9}".repeat(pad % 3));
                 samples.push(format!("{left}{}{right}", char::from(b)));
             }
+            // At every position of strings shorter than, as long as, and
+            // longer than the words checked (and their overlapping tail).
+            for len in 1..=25 {
+                for at in 0..len {
+                    let (left, right) = ("a".repeat(at), "z".repeat(len - 1 - at));
+                    samples.push(format!("{left}{}{right}", char::from(b)));
+                }
+            }
         }
         for (i, s) in samples.iter().enumerate() {
             let mut r = AuditRecord::new("request", "deny", [0, 200, 403, u16::MAX][i % 4]);
@@ -1589,7 +1753,7 @@ mod tests {
                 r.subject = Some(s.clone());
             }
             let mut encoded = b"earlier records".to_vec();
-            let split = encode(&r, &mut encoded) + "earlier records".len();
+            let split = encode(&r.fields(), &mut encoded) + "earlier records".len();
             let mut line = encoded[..split].to_vec();
             push_link(&mut line, r.seq, &r.prev);
             line.extend_from_slice(&encoded[split..]);

@@ -245,40 +245,44 @@ where
                         reason = %err,
                         "request not authenticated"
                     );
-                    let mut resp = error_response(&settings, &err, &parts.headers);
+                    let resp = error_response(&settings, &err, &parts.headers);
                     // Refused for the server-wide scopes, the caller is
                     // known: with an audit layer in front, the record names
                     // them and what they asked for (their body is read for
                     // it now, as it would be behind this layer).
                     if let Some(p) = known
-                        && parts.extensions.get::<AuditRequested>().is_some()
+                        && let Some(decisions) = parts
+                            .extensions
+                            .get::<Decisions>()
+                            .filter(|d| d.note(|d| d.audited))
+                            .cloned()
                     {
                         // Not a failed login: settled before the body is
                         // waited for.
                         settle_attempt(&parts.extensions, false).await;
-                        resp.extensions_mut().insert(Authenticated::of(&p));
+                        decisions.note(|d| d.who = Some(Authenticated::of(&p)));
                         #[cfg(feature = "mcp")]
-                        if let Some(facts) = refused_facts(&parts, body).await {
-                            resp.extensions_mut().insert(facts);
+                        if decisions.note(|d| d.body_facts_wanted)
+                            && let Some(facts) = refused_facts(&parts, body).await
+                        {
+                            decisions.note(|d| d.facts = Some(facts));
                         }
                     }
                     return Ok(resp);
                 }
             };
-            // On the response too when an audit layer is in front, for its
-            // record of what was decided (no copy otherwise).
-            let audited = parts
-                .extensions
-                .get::<AuditRequested>()
-                .is_some()
-                .then(|| Authenticated::of(&principal));
+            // For the record of an audit layer in front (no copy otherwise).
+            if let Some(decisions) = parts.extensions.get::<Decisions>() {
+                decisions.note(|d| {
+                    if d.audited {
+                        d.who = Some(Authenticated::of(&principal));
+                    }
+                });
+            }
             let identified = !principal.anonymous;
             parts.extensions.insert(principal);
             settle_attempt(&parts.extensions, identified).await;
-            let mut resp = inner.call(Request::from_parts(parts, body)).await?;
-            if let Some(principal) = audited {
-                resp.extensions_mut().insert(principal);
-            }
+            let resp = inner.call(Request::from_parts(parts, body)).await?;
             Ok(resp.map(Body::new))
         })
     }
@@ -315,14 +319,74 @@ fn decided(strategy: &str, outcome: &'static str, principal: Option<&Principal>)
     }
 }
 
-/// Put on a request by the audit layer in front: the layers behind it hand
-/// what they decided (the principal, the scopes a call needed) to the
-/// response for its record.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct AuditRequested;
+/// Put on a request by the observing or audit layer in front: the layers
+/// behind it write what they decide into it (who was let in: this layer;
+/// the method and tool read from the body: `observe::facts_after_auth`; the
+/// scopes a call needed: the tool-scope layer), and the layer in front
+/// takes it once the response is known, for the metrics, the span and the
+/// audit record. One slot shared by the request's layers, rather than each
+/// putting its part on the response (a map of extensions made for every
+/// response, then searched and emptied).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Decisions(Arc<std::sync::Mutex<Decided>>);
+
+/// What [`Decisions`] holds.
+#[derive(Debug, Default)]
+#[cfg_attr(
+    not(feature = "mcp"),
+    expect(
+        dead_code,
+        reason = "read by the audit layer, which needs the mcp feature"
+    )
+)]
+pub(crate) struct Decided {
+    /// The layer in front found no method in the headers: the body's are
+    /// wanted (read behind this layer).
+    pub(crate) body_facts_wanted: bool,
+    /// Whether the layer in front writes an audit record (which wants who
+    /// was let in, and what a refused caller asked).
+    pub(crate) audited: bool,
+    /// Who was let in (or refused for the server-wide scopes).
+    pub(crate) who: Option<Authenticated>,
+    /// The method and tool read from the body.
+    #[cfg(feature = "mcp")]
+    pub(crate) facts: Option<crate::observe::RequestFacts>,
+    /// The scopes a tool call needed.
+    pub(crate) required: Option<Vec<String>>,
+}
+
+impl Decisions {
+    /// A slot for a request; `audited` and `body_facts_wanted` as in
+    /// [`Decided`].
+    #[cfg_attr(
+        not(feature = "mcp"),
+        expect(dead_code, reason = "made by the layers of the mcp feature")
+    )]
+    pub(crate) fn new(audited: bool, body_facts_wanted: bool) -> Self {
+        Self(Arc::new(std::sync::Mutex::new(Decided {
+            audited,
+            body_facts_wanted,
+            ..Decided::default()
+        })))
+    }
+
+    /// Writes into the slot.
+    pub(crate) fn note<T>(&self, f: impl FnOnce(&mut Decided) -> T) -> T {
+        f(&mut self.0.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Takes what was written (once the response is known).
+    #[cfg_attr(
+        not(feature = "mcp"),
+        expect(dead_code, reason = "read by the layers of the mcp feature")
+    )]
+    pub(crate) fn take(&self) -> Decided {
+        self.note(std::mem::take)
+    }
+}
 
 /// Who the auth layer let in, as the record names them: the principal's
-/// non-secret identifiers, put on the response for the audit layer in
+/// non-secret identifiers, noted in [`Decisions`] for the audit layer in
 /// front (rather than a copy of the whole principal and its claims).
 #[derive(Debug, Clone)]
 #[cfg_attr(
@@ -400,10 +464,12 @@ async fn refused_facts<B: Send + 'static>(
     }
     let body: Box<dyn std::any::Any + Send> = Box::new(body);
     let body = body.downcast::<Body>().ok()?;
-    let read = crate::observe::RequestFacts::read(parts, *body, LIMIT as usize);
+    // The layer in front found no method in the headers (the caller
+    // checked `body_facts_wanted`).
+    let read = crate::observe::RequestFacts::read_body(*body, LIMIT as usize);
     tokio::time::timeout(std::time::Duration::from_secs(1), read)
         .await
         .ok()?
         .ok()
-        .map(|(facts, _)| facts)
+        .map(|(facts, _, _)| facts)
 }

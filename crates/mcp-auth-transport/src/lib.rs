@@ -67,6 +67,8 @@ mod auth;
 #[cfg(feature = "mcp")]
 mod config;
 mod guard;
+#[cfg(feature = "mcp")]
+mod message;
 mod names;
 mod net;
 #[cfg(feature = "mcp")]

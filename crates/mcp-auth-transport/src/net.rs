@@ -83,27 +83,71 @@ pub fn client_network(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// `ip` as its `Display` writes it; IPv4 without the formatting machinery
-/// (the audit log writes an address per request).
+/// An address as its `Display` writes it, in a buffer of its own: IPv4
+/// without the formatting machinery, nothing allocated (the audit log
+/// writes an address per request).
 #[cfg(feature = "mcp")]
-pub(crate) fn ip_text(ip: IpAddr) -> String {
-    let IpAddr::V4(v4) = ip else {
-        return ip.to_string();
-    };
-    let mut out = String::with_capacity(15);
-    for (i, octet) in v4.octets().into_iter().enumerate() {
-        if i > 0 {
-            out.push('.');
+pub(crate) struct IpText {
+    // The longest: `ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255`.
+    buf: [u8; 45],
+    len: usize,
+}
+
+#[cfg(feature = "mcp")]
+impl Default for IpText {
+    fn default() -> Self {
+        Self {
+            buf: [0; 45],
+            len: 0,
         }
-        if octet >= 100 {
-            out.push(char::from(b'0' + octet / 100));
-        }
-        if octet >= 10 {
-            out.push(char::from(b'0' + octet / 10 % 10));
-        }
-        out.push(char::from(b'0' + octet % 10));
     }
-    out
+}
+
+#[cfg(feature = "mcp")]
+impl std::fmt::Write for IpText {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let end = self.len + s.len();
+        let room = self.buf.get_mut(self.len..end).ok_or(std::fmt::Error)?;
+        room.copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+}
+
+#[cfg(feature = "mcp")]
+impl IpText {
+    /// `ip` as its `Display` writes it.
+    pub(crate) fn write(&mut self, ip: IpAddr) -> &str {
+        self.len = 0;
+        match ip {
+            IpAddr::V4(v4) => {
+                for (i, octet) in v4.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        self.push(b'.');
+                    }
+                    if octet >= 100 {
+                        self.push(b'0' + octet / 100);
+                    }
+                    if octet >= 10 {
+                        self.push(b'0' + octet / 10 % 10);
+                    }
+                    self.push(b'0' + octet % 10);
+                }
+            }
+            IpAddr::V6(v6) => {
+                if std::fmt::Write::write_fmt(self, format_args!("{v6}")).is_err() {
+                    // (Cannot happen: no address is longer.)
+                    self.len = 0;
+                }
+            }
+        }
+        std::str::from_utf8(&self.buf[..self.len]).unwrap_or_default()
+    }
+
+    fn push(&mut self, b: u8) {
+        self.buf[self.len] = b;
+        self.len += 1;
+    }
 }
 
 /// The client's address: the TCP peer, or, when the peer is one of the
@@ -283,7 +327,7 @@ mod tests {
                 [255, 19, 200, n],
             ] {
                 let ip = IpAddr::from(ip);
-                assert_eq!(ip_text(ip), ip.to_string());
+                assert_eq!(IpText::default().write(ip), ip.to_string());
             }
         }
         for v6 in [
@@ -291,9 +335,11 @@ mod tests {
             "2001:db8::8a2e:370:7334",
             "::ffff:1.2.3.4",
             "fe80::1",
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+            "1:2:3:4:5:6:7:8",
         ] {
             let ip: IpAddr = v6.parse().unwrap();
-            assert_eq!(ip_text(ip), ip.to_string());
+            assert_eq!(IpText::default().write(ip), ip.to_string());
         }
     }
 

@@ -120,7 +120,13 @@ pub(crate) fn bounded(mut name: String) -> String {
 /// 0x21-0x7E), at most [`MAX_SESSION_ID`] bytes; anything else is left out
 /// (no server handed it out: such a session is unknown, and answered 404).
 pub(crate) fn session_id_of(headers: &http::HeaderMap) -> Option<String> {
-    let v = headers.get(crate::names::MCP_SESSION_ID)?.to_str().ok()?;
+    session_id_in(headers.get(crate::names::MCP_SESSION_ID))
+}
+
+/// [`session_id_of`], given the header's value (looked up once by a caller
+/// that also wants to know whether it was sent at all).
+pub(crate) fn session_id_in(value: Option<&http::HeaderValue>) -> Option<String> {
+    let v = value?.to_str().ok()?;
     (!v.is_empty() && v.len() <= MAX_SESSION_ID && v.bytes().all(|b| b.is_ascii_graphic()))
         .then(|| v.to_owned())
 }
@@ -180,14 +186,30 @@ impl RequestFacts {
         body: Body,
         max_body: usize,
     ) -> Result<(Self, Body), Response> {
-        let mut facts = Self::from_headers(&parts.headers);
+        let facts = Self::from_headers(&parts.headers);
         if facts.method.is_some() || parts.method != http::Method::POST {
             return Ok((facts, body));
         }
+        Self::read_body(body, max_body)
+            .await
+            .map(|(facts, body, _)| (facts, body))
+    }
+
+    /// From the body alone, as [`read`](Self::read) reads it (for a POST
+    /// whose headers named no method), with the tools the body calls.
+    pub(crate) async fn read_body(
+        body: Body,
+        max_body: usize,
+    ) -> Result<(Self, Body, crate::message::CalledTools), Response> {
         match axum::body::to_bytes(body, max_body).await {
             Ok(bytes) => {
-                (facts.method, facts.tool) = method_and_tool(&bytes);
-                Ok((facts, Body::from(bytes)))
+                let read = crate::message::read(&bytes);
+                let facts = Self {
+                    method: read.method,
+                    tool: read.tool,
+                };
+                let called = crate::message::CalledTools(read.called);
+                Ok((facts, Body::from(bytes), called))
             }
             Err(_) => Err(crate::refusal::payload_too_large()),
         }
@@ -383,34 +405,37 @@ where
         let fut = async move {
             let started = Instant::now();
             let (mut parts, body) = req.into_parts();
-            let session = session_id_of(&parts.headers);
+            let sent_session = parts.headers.get(crate::names::MCP_SESSION_ID);
+            let (sent_session, session) = (sent_session.is_some(), session_id_in(sent_session));
             // The headers only: a body is read behind the auth layer
             // ([`facts_after_auth`]), for the metrics and the audit record
             // alike, so no one's body is read before they are known.
             let facts = RequestFacts::from_headers(&parts.headers);
             let span = tracing::Span::current();
             facts.record(&span);
-            let tool = facts.tool.clone();
-            let audit = layer.audit.as_ref().map(|a| {
-                let noted = a.begin(
-                    &mut parts,
-                    facts.method.clone(),
-                    tool.clone(),
-                    session.clone(),
-                );
-                (a, noted)
+            // The layers behind note what they decide here, when anything
+            // wants it: the metrics' per-tool counts, the audit record.
+            let decisions = (enabled() || layer.audit.is_some()).then(|| {
+                let d = crate::auth::Decisions::new(layer.audit.is_some(), facts.method.is_none());
+                parts.extensions.insert(d.clone());
+                d
             });
-            parts.extensions.insert(facts);
-            let mut resp = inner.call(Request::from_parts(parts, body)).await?;
-            if let Some((audit, noted)) = audit {
-                resp = audit.finish(noted, resp).await;
-            }
-            // Read behind the auth layer when not here.
-            let tool = tool.or_else(|| {
-                resp.extensions()
-                    .get::<RequestFacts>()
-                    .and_then(|f| f.tool.clone())
-            });
+            let audit = layer
+                .audit
+                .as_ref()
+                .map(|a| (a, a.begin(&parts, sent_session, session.clone())));
+            let resp = inner.call(Request::from_parts(parts, body)).await?;
+            let mut decided = decisions.map(|d| d.take()).unwrap_or_default();
+            // Read behind the auth layer when the headers did not name them.
+            let facts = match decided.facts.take() {
+                Some(read) if facts.method.is_none() => read,
+                _ => facts,
+            };
+            let resp = match audit {
+                Some((audit, noted)) => audit.finish(noted, &facts, decided, resp).await,
+                None => resp,
+            };
+            let tool = facts.tool;
             let status = resp.status();
             let session = session.or_else(|| session_id_of(resp.headers()));
             if let Some(s) = &session {
@@ -439,7 +464,8 @@ where
 /// Behind the auth layer, with a metrics recorder installed or an audit
 /// record to make: reads the JSON-RPC method and tool of an authenticated
 /// POST that the headers did not name (for the per-tool counts, the span
-/// and the record), and hands them to the observing layer on the response.
+/// and the record), and notes them in the request's
+/// [`Decisions`](crate::auth::Decisions) for the layer in front.
 /// A request refused by the auth layer never gets its body read for either
 /// (one the session policy lets through without credentials does, as the
 /// MCP service behind reads it too).
@@ -448,28 +474,28 @@ pub(crate) async fn facts_after_auth(
     req: Request<Body>,
     next: axum::middleware::Next,
 ) -> Response {
-    let known = req
+    let decisions = req
         .extensions()
-        .get::<RequestFacts>()
-        .is_some_and(|f| f.method.is_some());
-    let wanted = enabled()
-        || req
-            .extensions()
-            .get::<crate::auth::AuditRequested>()
-            .is_some();
-    if !wanted || known || req.method() != http::Method::POST {
+        .get::<crate::auth::Decisions>()
+        .filter(|d| d.note(|d| d.body_facts_wanted))
+        .cloned();
+    let Some(decisions) = decisions.filter(|_| req.method() == http::Method::POST) else {
         return next.run(req).await;
-    }
+    };
     let (mut parts, body) = req.into_parts();
-    let (facts, body) = match RequestFacts::read(&parts, body, max_body).await {
+    // The layer in front found no method in the headers.
+    let (facts, body, called) = match RequestFacts::read_body(body, max_body).await {
         Ok(read) => read,
         Err(too_large) => return too_large,
     };
+    // For the tool-scope layer behind, which then need not read the body
+    // again: in this app's stack nothing between changes the body (a
+    // layer of one's own that reads a body for its calls, in front of
+    // something that rewrites it, would have to read it itself).
+    parts.extensions.insert(called);
     facts.record(&tracing::Span::current());
-    parts.extensions.insert(facts.clone());
-    let mut resp = next.run(Request::from_parts(parts, body)).await;
-    resp.extensions_mut().insert(facts);
-    resp
+    decisions.note(|d| d.facts = Some(facts));
+    next.run(Request::from_parts(parts, body)).await
 }
 
 /// The `outcome` labels of responses, in [`outcome_index`] order.
@@ -519,29 +545,6 @@ fn count_request(status: StatusCode, seconds: f64) {
     });
     handles[i].0.increment(1);
     handles[i].1.record(seconds);
-}
-
-/// The JSON-RPC method and, for `tools/call`, the tool a body names.
-pub(crate) fn method_and_tool(body: &[u8]) -> (Option<String>, Option<String>) {
-    #[derive(serde::Deserialize)]
-    struct Params {
-        name: Option<serde_json::Value>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Message {
-        method: Option<String>,
-        params: Option<Params>,
-    }
-    match serde_json::from_slice::<Message>(body) {
-        Ok(m) => {
-            let tool = (m.method.as_deref() == Some("tools/call"))
-                .then(|| m.params.and_then(|p| p.name))
-                .flatten()
-                .and_then(|n| n.as_str().map(|n| bounded(n.to_owned())));
-            (m.method.map(bounded), tool)
-        }
-        Err(_) => (None, None),
-    }
 }
 
 /// The request's span says it was refused after authentication (a tool's
@@ -843,13 +846,14 @@ mod tests {
 
     #[test]
     fn method_and_tool_come_from_the_body() {
+        let read = |b: &[u8]| {
+            let r = crate::message::read(b);
+            (r.method, r.tool)
+        };
         let b = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"whoami","arguments":{}}}"#;
-        assert_eq!(
-            method_and_tool(b),
-            (Some("tools/call".into()), Some("whoami".into()))
-        );
+        assert_eq!(read(b), (Some("tools/call".into()), Some("whoami".into())));
         let b = br#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"name":"x"}}"#;
-        assert_eq!(method_and_tool(b), (Some("tools/list".into()), None));
-        assert_eq!(method_and_tool(b"[1,2]"), (None, None));
+        assert_eq!(read(b), (Some("tools/list".into()), None));
+        assert_eq!(read(b"[1,2]"), (None, None));
     }
 }

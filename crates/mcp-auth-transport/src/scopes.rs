@@ -20,7 +20,6 @@
 //! (2026-07-28); either naming a scoped tool is enough to require its scopes.
 
 use std::{
-    borrow::Cow,
     collections::BTreeMap,
     sync::Arc,
     task::{Context, Poll},
@@ -33,7 +32,6 @@ use mcp_auth_core::{
     AuthError, Principal,
     settings::{ConfigError, Lookup},
 };
-use serde::Deserialize;
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -167,66 +165,14 @@ impl ToolScopes {
     }
 }
 
-/// What part of a JSON-RPC message names the tool.
-#[derive(Deserialize)]
-struct Probe<'a> {
-    #[serde(borrow, default)]
-    method: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    params: Option<ProbeParams<'a>>,
-}
-
-#[derive(Deserialize)]
-struct ProbeParams<'a> {
-    #[serde(borrow, default)]
-    name: Option<Cow<'a, str>>,
-}
-
 /// Tool names a request body calls (one message or a batch).
 ///
 /// `Err` when the body calls a tool but is ambiguous: JSON parsers disagree
 /// on duplicate keys (some take the first, some the last, some refuse), so a
 /// `tools/call` whose method or name cannot be read strictly is refused
-/// rather than guessed.
+/// rather than guessed (see [`crate::message`]).
 pub(crate) fn called_tools(body: &[u8]) -> Result<Vec<String>, ()> {
-    let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else {
-        // Not JSON: the MCP service rejects it; nothing is called.
-        return Ok(Vec::new());
-    };
-    let messages = match &value {
-        serde_json::Value::Array(items) => items.iter().collect(),
-        other => vec![other],
-    };
-    let mut names = Vec::new();
-    for m in messages {
-        if m.get("method").and_then(|v| v.as_str()) == Some("tools/call") {
-            match m.pointer("/params/name").and_then(|v| v.as_str()) {
-                Some(n) => names.push(n.to_owned()),
-                None => return Err(()),
-            }
-        }
-    }
-    let mentions_call = body.windows(10).any(|w| w == b"tools/call");
-    if names.is_empty() && !mentions_call {
-        return Ok(names);
-    }
-    let strict = |p: Probe<'_>| match (p.method.as_deref(), p.params.and_then(|x| x.name)) {
-        (Some("tools/call"), Some(name)) => Some(name.into_owned()),
-        _ => None,
-    };
-    let strict_names: Option<Vec<String>> = if value.is_array() {
-        serde_json::from_slice::<Vec<Probe<'_>>>(body)
-            .ok()
-            .map(|b| b.into_iter().filter_map(strict).collect())
-    } else {
-        serde_json::from_slice::<Probe<'_>>(body)
-            .ok()
-            .map(|p| strict(p).into_iter().collect())
-    };
-    match strict_names {
-        Some(s) if s == names => Ok(names),
-        _ => Err(()),
-    }
+    crate::message::read(body).called
 }
 
 /// Enforces [`ToolScopes`] on `tools/call` (installed by
@@ -297,12 +243,17 @@ where
             if req.method() != Method::POST || layer.scopes.is_empty() {
                 return inner.call(req).await;
             }
-            let (parts, body) = req.into_parts();
-            let bytes = match axum::body::to_bytes(body, layer.max_body).await {
-                Ok(b) => b,
-                Err(e) => return Ok(crate::refusal::unreadable_body(&e)),
+            let (mut parts, body) = req.into_parts();
+            // Read already by the observing layer in front, when there is
+            // one (with this very body).
+            let (called, body) = match parts.extensions.remove::<crate::message::CalledTools>() {
+                Some(crate::message::CalledTools(called)) => (called, body),
+                None => match axum::body::to_bytes(body, layer.max_body).await {
+                    Ok(bytes) => (called_tools(&bytes), Body::from(bytes)),
+                    Err(e) => return Ok(crate::refusal::unreadable_body(&e)),
+                },
             };
-            let Ok(mut tools) = called_tools(&bytes) else {
+            let Ok(mut tools) = called else {
                 return Ok(crate::refusal::refuse(
                     StatusCode::BAD_REQUEST,
                     "invalid_request",
@@ -328,12 +279,13 @@ where
                 }
             }
             let scoped = !tools.iter().all(|t| layer.scopes.for_tool(t).is_empty());
-            // What the call needed, on the response for the audit record
-            // (when an audit layer is in front).
-            let required = parts
+            // What the call needed, for the audit record (when an audit
+            // layer is in front).
+            let decisions = parts
                 .extensions
-                .get::<crate::auth::AuditRequested>()
-                .map(|_| crate::audit::RequiredScopes(needed.clone()));
+                .get::<crate::auth::Decisions>()
+                .filter(|d| d.note(|d| d.audited))
+                .cloned();
             match parts.extensions.get::<Principal>() {
                 // Anonymous (the session policy allowed it): authenticate first.
                 None if scoped => {
@@ -344,22 +296,18 @@ where
                 Some(p) if scoped && !p.missing_scopes(&needed).is_empty() => {
                     tracing::debug!(?tools, "tool call refused: insufficient scope");
                     crate::observe::refused_here("insufficient_scope");
-                    let err = AuthError::insufficient_scope(needed);
-                    let mut resp = layer.auth.error_response(&err, &parts.headers);
-                    if let Some(required) = required {
-                        resp.extensions_mut().insert(required);
+                    if let Some(d) = decisions {
+                        d.note(|d| d.required = Some(needed.clone()));
                     }
-                    return Ok(resp);
+                    let err = AuthError::insufficient_scope(needed);
+                    return Ok(layer.auth.error_response(&err, &parts.headers));
                 }
                 _ => {}
             }
-            let mut resp = inner
-                .call(Request::from_parts(parts, Body::from(bytes)))
-                .await?;
-            if let (true, Some(required)) = (scoped, required) {
-                resp.extensions_mut().insert(required);
+            if let (true, Some(d)) = (scoped, decisions) {
+                d.note(|d| d.required = Some(needed));
             }
-            Ok(resp)
+            inner.call(Request::from_parts(parts, body)).await
         })
     }
 }
