@@ -38,8 +38,9 @@ fuzz_target!(|data: &[u8]| {
     let value = serde_json::from_slice::<Value>(data).ok();
 
     // (A body whose skipped parts serde_json's `Value` refuses, a lone
-    // surrogate escape say, is still read by `called_tools`, as by rmcp's
-    // typed parse: there is no tree to check its names against.)
+    // surrogate escape say, is still read by `called_tools`, which skips
+    // them unchecked and so checks the calls anyway (rmcp refuses such a
+    // body): there is no tree to check its names against.)
     if let (Ok(names), Some(v)) = (&tools, &value) {
         let seen = tool_call_names(v);
         for n in names {

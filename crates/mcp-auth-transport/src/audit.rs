@@ -162,7 +162,7 @@ impl AuditRecord {
 /// assert_eq!(fields.subject, Some("alice"));
 /// assert_eq!(fields.to_record(), record);
 /// ```
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct AuditFields<'a> {
     /// As [`AuditRecord::time`].
@@ -264,14 +264,15 @@ impl AuditFields<'_> {
 /// once a second per thread, not per record.
 fn now_rfc3339_millis() -> String {
     let mut buf = [0u8; TIME_LEN];
-    now_rfc3339_millis_in(&mut buf).to_owned()
+    now_rfc3339_millis_in(&mut buf).into_owned()
 }
 
-/// The length of [`now_rfc3339_millis`]' text.
+/// The length of [`now_rfc3339_millis`]' text (in years 0000-9999).
 const TIME_LEN: usize = "2026-11-26T03:18:40.123Z".len();
 
-/// [`now_rfc3339_millis`], written in `buf`.
-fn now_rfc3339_millis_in(buf: &mut [u8; TIME_LEN]) -> &str {
+/// [`now_rfc3339_millis`], written in `buf` (a clock outside the years
+/// 0000-9999, whose text is longer, gets it allocated).
+fn now_rfc3339_millis_in(buf: &mut [u8; TIME_LEN]) -> std::borrow::Cow<'_, str> {
     use std::cell::Cell;
     thread_local! {
         static SECOND: Cell<(i64, [u8; 19])> = const { Cell::new((i64::MIN, [b'0'; 19])) };
@@ -281,10 +282,13 @@ fn now_rfc3339_millis_in(buf: &mut [u8; TIME_LEN]) -> &str {
     let (cached_secs, mut second) = SECOND.get();
     if cached_secs != secs {
         let text = now.format("%Y-%m-%dT%H:%M:%S").to_string();
-        // Four-digit years only: a clock outside 0000-9999 is written as
-        // the start of year 0.
-        second = <[u8; 19]>::try_from(text.as_bytes()).unwrap_or(*b"0000-01-01T00:00:00");
-        SECOND.set((secs, second));
+        match <[u8; 19]>::try_from(text.as_bytes()) {
+            Ok(s) => {
+                second = s;
+                SECOND.set((secs, s));
+            }
+            Err(_) => return format!("{text}.{millis:03}Z").into(),
+        }
     }
     buf[..19].copy_from_slice(&second);
     buf[19] = b'.';
@@ -292,7 +296,8 @@ fn now_rfc3339_millis_in(buf: &mut [u8; TIME_LEN]) -> &str {
     buf[21] = b'0' + (millis / 10 % 10) as u8;
     buf[22] = b'0' + (millis % 10) as u8;
     buf[23] = b'Z';
-    std::str::from_utf8(buf).unwrap_or("1970-01-01T00:00:00.000Z")
+    // (ASCII by construction.)
+    String::from_utf8_lossy(&buf[..])
 }
 
 /// Lowercase hex of `bytes`: the chain's links (SHA-256 digests), as the
@@ -617,7 +622,7 @@ fn encode(fields: &AuditFields<'_>, out: &mut Vec<u8>) -> usize {
         key_fingerprint,
         session_id,
         peer,
-    } = *fields;
+    } = fields.clone();
     let start = out.len();
     out.extend_from_slice(b"{\"time\":");
     push_json_str(out, time);
@@ -1328,8 +1333,9 @@ impl AuditLayer {
         };
         let decision = if status.is_success() { "allow" } else { "deny" };
         let mut time = [0u8; TIME_LEN];
+        let time = now_rfc3339_millis_in(&mut time);
         let mut fields = AuditFields {
-            time: now_rfc3339_millis_in(&mut time),
+            time: &time,
             event,
             decision,
             status: status.as_u16(),

@@ -331,7 +331,7 @@ fn decided(strategy: &str, outcome: &'static str, principal: Option<&Principal>)
 pub(crate) struct Decisions(Arc<std::sync::Mutex<Decided>>);
 
 /// What [`Decisions`] holds.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 #[cfg_attr(
     not(feature = "mcp"),
     expect(
@@ -455,6 +455,9 @@ async fn refused_facts<B: Send + 'static>(
 ) -> Option<crate::observe::RequestFacts> {
     /// A call naming a tool is small; a larger body is not waited for.
     const LIMIT: u64 = 64 * 1024;
+    if parts.method != http::Method::POST {
+        return None;
+    }
     let announced = parts
         .headers
         .get(http::header::CONTENT_LENGTH)

@@ -68,31 +68,29 @@ pub(crate) fn read(body: &[u8]) -> ReadBody {
             };
         }
     };
-    let (messages, single) = match top {
-        Top::One(m) => (vec![m], true),
-        Top::Batch(ms) => (ms, false),
-        Top::Other => (vec![Message::NOT_AN_OBJECT], true),
-    };
-    let mut called = Ok(Vec::new());
-    for m in &messages {
-        if let Scalar::Str(method) = &m.method
-            && method == "tools/call"
-        {
-            match (&m.name, &mut called) {
-                (Scalar::Str(name), Ok(names)) => names.push(name.clone().into_owned()),
-                _ => called = Err(()),
-            }
+    let (calls, single) = match top {
+        Top::One(m) => {
+            let mut calls = Calls::default();
+            calls.add(&m);
+            (calls, Some(m))
         }
-    }
-    let mentions_call = called.as_ref().is_ok_and(|n| !n.is_empty())
-        || called.is_err()
-        || body.windows(10).any(|w| w == b"tools/call");
-    if mentions_call && messages.iter().any(|m| !m.clean()) {
-        called = Err(());
-    }
+        Top::Batch(calls) => (calls, None),
+        Top::Other => (
+            Calls {
+                unclean: true,
+                ..Calls::default()
+            },
+            None,
+        ),
+    };
+    let mentions_call =
+        !calls.names.is_empty() || calls.unnamed || body.windows(10).any(|w| w == b"tools/call");
+    let called = match calls.unnamed || (mentions_call && calls.unclean) {
+        true => Err(()),
+        false => Ok(calls.names),
+    };
     let (mut method, mut tool) = (None, None);
-    if single
-        && let Some(m) = messages.first().filter(|m| m.readable())
+    if let Some(m) = single.filter(|m| m.readable())
         && let Scalar::Str(s) = &m.method
     {
         method = Some(crate::observe::bounded(s.clone().into_owned()));
@@ -161,8 +159,35 @@ impl Message<'_> {
 
 enum Top<'a> {
     One(Message<'a>),
-    Batch(Vec<Message<'a>>),
+    /// A batch, summed up as its messages are read (not kept: a body of a
+    /// million tiny elements must not become a million messages).
+    Batch(Calls),
     Other,
+}
+
+/// What the messages read so far call.
+#[derive(Default)]
+struct Calls {
+    /// The tools named by `tools/call` messages, in order.
+    names: Vec<String>,
+    /// A `tools/call` names no tool with a string.
+    unnamed: bool,
+    /// Some message is not [`clean`](Message::clean).
+    unclean: bool,
+}
+
+impl Calls {
+    fn add(&mut self, m: &Message<'_>) {
+        self.unclean |= !m.clean();
+        if let Scalar::Str(method) = &m.method
+            && method == "tools/call"
+        {
+            match &m.name {
+                Scalar::Str(name) if !self.unnamed => self.names.push(name.clone().into_owned()),
+                _ => self.unnamed = true,
+            }
+        }
+    }
 }
 
 /// Skips a value of any kind (what [`IgnoredAny`] does), as the `visit_*`
@@ -205,11 +230,11 @@ impl<'de> Visitor<'de> for TopVisitor {
         MessageVisitor.visit_map(map).map(Top::One)
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let mut messages = Vec::new();
+        let mut calls = Calls::default();
         while let Some(m) = seq.next_element_seed(MessageVisitor)? {
-            messages.push(m);
+            calls.add(&m);
         }
-        Ok(Top::Batch(messages))
+        Ok(Top::Batch(calls))
     }
 }
 
@@ -426,8 +451,10 @@ mod tests {
     /// takes only objects: so `{"method":"x","params":["tools/call"]}` is
     /// refused, as any ambiguity); and a body whose skipped parts hold what
     /// the tree of values refuses (a lone surrogate escape) was let through
-    /// as "not JSON" (the walk skips such parts as the MCP service's parser
-    /// does, so its calls are still found).
+    /// as "not JSON". (rmcp refuses such a body too: its untagged message
+    /// type buffers every value and checks every string. The walk skips
+    /// those parts without checking them, so it still finds and checks the
+    /// calls: the safe side.)
     fn reference(body: &[u8]) -> Option<ReadBody> {
         let tree = serde_json::from_slice::<serde_json::Value>(body);
         if tree.is_err() && serde_json::from_slice::<IgnoredAny>(body).is_ok() {

@@ -415,17 +415,34 @@ where
             facts.record(&span);
             // The layers behind note what they decide here, when anything
             // wants it: the metrics' per-tool counts, the audit record.
-            let decisions = (enabled() || layer.audit.is_some()).then(|| {
-                let d = crate::auth::Decisions::new(layer.audit.is_some(), facts.method.is_none());
-                parts.extensions.insert(d.clone());
-                d
-            });
+            // An audit layer of one's own around the app has put its slot on
+            // the request already: this layer notes into it too and reads
+            // what it needs, leaving the rest for that layer's record.
+            let (audited, wants_body) = (layer.audit.is_some(), facts.method.is_none());
+            let decisions = match parts.extensions.get::<crate::auth::Decisions>() {
+                Some(outer) => {
+                    outer.note(|d| {
+                        d.audited |= audited;
+                        d.body_facts_wanted |= wants_body;
+                    });
+                    Some((outer.clone(), false))
+                }
+                None => (enabled() || audited).then(|| {
+                    let d = crate::auth::Decisions::new(audited, wants_body);
+                    parts.extensions.insert(d.clone());
+                    (d, true)
+                }),
+            };
             let audit = layer
                 .audit
                 .as_ref()
                 .map(|a| (a, a.begin(&parts, sent_session, session.clone())));
             let resp = inner.call(Request::from_parts(parts, body)).await?;
-            let mut decided = decisions.map(|d| d.take()).unwrap_or_default();
+            let mut decided = match decisions {
+                Some((own, true)) => own.take(),
+                Some((outer, false)) => outer.note(|d| d.clone()),
+                None => Default::default(),
+            };
             // Read behind the auth layer when the headers did not name them.
             let facts = match decided.facts.take() {
                 Some(read) if facts.method.is_none() => read,

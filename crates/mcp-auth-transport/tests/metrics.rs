@@ -153,6 +153,8 @@ async fn counts_decisions_and_tools_under_bounded_labels_behind_a_token() {
         assert!(!text.contains(secret), "{secret} in\n{text}");
     }
     a_scrape_reports_each_readiness_check_and_key_set_age(&metrics).await;
+    // (Last: its requests would move the counts above.)
+    an_audit_layer_around_the_app_still_names_the_caller().await;
     per_request.after_the_recorder(&metrics).await;
 }
 
@@ -283,5 +285,57 @@ async fn a_scrape_reports_each_readiness_check_and_key_set_age(metrics: &Prometh
         value(&text, r#"mcp_auth_jwks_age_seconds{check="cognito keys"}"#),
         None,
         "no age without keys"
+    );
+}
+
+/// An `AuditLayer` of one's own around an app that observes (a recorder is
+/// installed here): the app's layers note who was let in and what a tool
+/// needed in the slot the outer layer put on the request, and its record
+/// names them.
+async fn an_audit_layer_around_the_app_still_names_the_caller() {
+    use mcp_auth_transport::audit::{AuditLayer, MemoryAudit};
+    let mut config = HttpConfig::new("http://127.0.0.1:8001/mcp".parse().unwrap());
+    config.tool_scopes = mcp_auth_transport::ToolScopes::new().require("admin", ["admin"]);
+    let app = McpHttpApp::new(config, ApiKeyAuthenticator::from_list(KEY).unwrap()).unwrap();
+    let sink = MemoryAudit::default();
+    let router = app.router(tower::service_fn(ok)).layer(AuditLayer::new(
+        std::sync::Arc::new(sink.clone()),
+        Vec::new(),
+        1 << 20,
+    ));
+    let allowed = router
+        .clone()
+        .oneshot(call("echo", Some(KEY)))
+        .await
+        .unwrap();
+    assert_eq!(allowed.status(), StatusCode::OK);
+    let refused = router.oneshot(call("admin", Some(KEY))).await.unwrap();
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    let records = sink.records();
+    let seen: Vec<_> = records
+        .iter()
+        .map(|r| {
+            (
+                r.status,
+                r.strategy.as_deref(),
+                r.subject.is_some(),
+                r.tool.as_deref(),
+                r.scopes_required.clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (200, Some("api_key"), true, Some("echo"), vec![]),
+            (
+                403,
+                Some("api_key"),
+                true,
+                Some("admin"),
+                vec!["admin".to_owned()]
+            ),
+        ],
+        "{records:?}"
     );
 }
