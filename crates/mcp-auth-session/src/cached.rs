@@ -118,6 +118,44 @@ impl Cached {
             e.map.insert(sid.to_owned(), (record, now));
         });
     }
+
+    /// A lookup (see [`SessionStore::lookup_as`] for `caller`): a hit
+    /// touches nothing; a miss asks the store behind.
+    async fn find(
+        &self,
+        sid: &str,
+        caller: Option<Option<&str>>,
+        limits: &SessionLimits,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        let now = Instant::now();
+        let ttl = self.ttl;
+        let hit = self.with(|m| match m.get(sid) {
+            Some((record, at)) if now.duration_since(*at) < ttl => Some(record.clone()),
+            _ => None,
+        });
+        if hit.is_some() {
+            return Ok(hit);
+        }
+        let found = match caller {
+            Some(caller) => self.inner.lookup_as(sid, caller, limits).await?,
+            None => self.inner.lookup(sid, limits).await?,
+        };
+        match &found {
+            // An anonymous session can be bound by anyone's next request on
+            // another replica: always asked afresh. Kept only when the
+            // store touched it: one found by someone else would, kept,
+            // answer its owner's next requests without touching it.
+            Some(record)
+                if record.owner.is_some()
+                    && caller.is_none_or(|c| c == record.owner.as_deref()) =>
+            {
+                self.remember(sid, record.clone(), now)
+            }
+            Some(record) if record.owner.is_some() => {}
+            _ => self.forget(sid),
+        }
+        Ok(found)
+    }
 }
 
 #[async_trait]
@@ -149,23 +187,16 @@ impl SessionStore for Cached {
         sid: &str,
         limits: &SessionLimits,
     ) -> Result<Option<SessionRecord>, StoreError> {
-        let now = Instant::now();
-        let ttl = self.ttl;
-        let hit = self.with(|m| match m.get(sid) {
-            Some((record, at)) if now.duration_since(*at) < ttl => Some(record.clone()),
-            _ => None,
-        });
-        if hit.is_some() {
-            return Ok(hit);
-        }
-        let found = self.inner.lookup(sid, limits).await?;
-        match &found {
-            // An anonymous session can be bound by anyone's next request on
-            // another replica: always asked afresh.
-            Some(record) if record.owner.is_some() => self.remember(sid, record.clone(), now),
-            _ => self.forget(sid),
-        }
-        Ok(found)
+        self.find(sid, None, limits).await
+    }
+
+    async fn lookup_as(
+        &self,
+        sid: &str,
+        caller: Option<&str>,
+        limits: &SessionLimits,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        self.find(sid, Some(caller), limits).await
     }
 
     async fn bind(

@@ -316,6 +316,28 @@ impl MemoryStore {
         }
     }
 
+    /// The live session `sid`, touched when `touch` says so of its owner.
+    fn find(
+        &self,
+        sid: &str,
+        limits: &SessionLimits,
+        touch: impl FnOnce(Option<&str>) -> bool,
+    ) -> Option<SessionRecord> {
+        let now = Instant::now();
+        self.with(|s| match s.slots.get(sid) {
+            Some((owner, until)) if *until > now && !sid.starts_with("pending:") => {
+                let record = SessionRecord {
+                    owner: owner.clone(),
+                };
+                if touch(owner.as_deref()) {
+                    s.extend(sid, now + limits.idle_timeout);
+                }
+                Some(record)
+            }
+            _ => None,
+        })
+    }
+
     fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
         f(&mut lock(&self.state))
     }
@@ -407,17 +429,16 @@ impl SessionStore for MemoryStore {
         sid: &str,
         limits: &SessionLimits,
     ) -> Result<Option<SessionRecord>, StoreError> {
-        let now = Instant::now();
-        Ok(self.with(|s| match s.slots.get(sid) {
-            Some((owner, until)) if *until > now && !sid.starts_with("pending:") => {
-                let record = SessionRecord {
-                    owner: owner.clone(),
-                };
-                s.extend(sid, now + limits.idle_timeout);
-                Some(record)
-            }
-            _ => None,
-        }))
+        Ok(self.find(sid, limits, |_| true))
+    }
+
+    async fn lookup_as(
+        &self,
+        sid: &str,
+        caller: Option<&str>,
+        limits: &SessionLimits,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        Ok(self.find(sid, limits, |owner| owner.is_none_or(|o| Some(o) == caller)))
     }
 
     async fn bind(

@@ -133,6 +133,15 @@ impl SessionStore for Metered {
         timed(&LOOKUP, self.inner.lookup(sid, limits)).await
     }
 
+    async fn lookup_as(
+        &self,
+        sid: &str,
+        caller: Option<&str>,
+        limits: &SessionLimits,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        timed(&LOOKUP, self.inner.lookup_as(sid, caller, limits)).await
+    }
+
     async fn bind(
         &self,
         sid: &str,

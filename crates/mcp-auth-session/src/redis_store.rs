@@ -123,14 +123,17 @@ return 0
 ";
 
 /// Reads and touches a session. KEYS: sess, state, all, expiry, owners.
-/// ARGV: idle_ms, sid, keep_ms. Returns false when gone, else {owner ('' =
+/// ARGV: idle_ms, sid, keep_ms, '1' to touch only for the caller, the
+/// caller's owner key. Returns false when gone, else {owner ('' =
 /// anonymous), 1 when its cap groups' keys are due for a longer life (last
-/// extended more than keep_ms ago), else 0}. A live session missing from
+/// extended more than keep_ms ago), else 0}; a session owned by someone
+/// other than the caller is read, not touched. A live session missing from
 /// the expiry index (committed by an older version) joins it.
 const LOOKUP: &str = r"
 local f = redis.call('HMGET', KEYS[1], 'owner', 'kept')
 local owner = f[1]
 if not owner then return false end
+if ARGV[4] == '1' and owner ~= '' and owner ~= ARGV[5] then return {owner, 0} end
 local exp = now + tonumber(ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
 redis.call('PEXPIRE', KEYS[2], ARGV[1])
@@ -1131,6 +1134,36 @@ impl RedisStore {
             .key(self.skey(&["owners"]))
     }
 
+    /// A lookup: with `caller`, the session is touched only when it has no
+    /// owner or `caller` owns it ([`SessionStore::lookup_as`]); without, in
+    /// any case.
+    async fn find(
+        &self,
+        sid: &str,
+        caller: Option<Option<&str>>,
+        limits: &SessionLimits,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        let mut inv = self.scripts.lookup.prepare_invoke();
+        self.session_keys(&mut inv, sid)
+            .arg(ms(limits.idle_timeout))
+            .arg(sid)
+            .arg(KEEP_GROUPS_MS)
+            .arg(if caller.is_some() { "1" } else { "0" })
+            // No owner key is empty: a caller without credentials owns
+            // nothing.
+            .arg(caller.flatten().unwrap_or(""));
+        // A touch: sent twice, it only moves the expiry a little later.
+        let found: Option<(String, i64)> = self.query(&Request::Script(inv), Retry::Safe).await?;
+        let Some((owner, keep)) = found else {
+            return Ok(None);
+        };
+        let owner = (!owner.is_empty()).then_some(owner);
+        if keep == 1 {
+            self.keep_groups(owner.as_deref(), limits).await;
+        }
+        Ok(Some(SessionRecord { owner }))
+    }
+
     /// Extends the life of `owner`'s cap groups' keys (a lookup found them
     /// due). Best effort: they live a day longer than this is needed.
     async fn keep_groups(&self, owner: Option<&str>, limits: &SessionLimits) {
@@ -1252,21 +1285,16 @@ impl SessionStore for RedisStore {
         sid: &str,
         limits: &SessionLimits,
     ) -> Result<Option<SessionRecord>, StoreError> {
-        let mut inv = self.scripts.lookup.prepare_invoke();
-        self.session_keys(&mut inv, sid)
-            .arg(ms(limits.idle_timeout))
-            .arg(sid)
-            .arg(KEEP_GROUPS_MS);
-        // A touch: sent twice, it only moves the expiry a little later.
-        let found: Option<(String, i64)> = self.query(&Request::Script(inv), Retry::Safe).await?;
-        let Some((owner, keep)) = found else {
-            return Ok(None);
-        };
-        let owner = (!owner.is_empty()).then_some(owner);
-        if keep == 1 {
-            self.keep_groups(owner.as_deref(), limits).await;
-        }
-        Ok(Some(SessionRecord { owner }))
+        self.find(sid, None, limits).await
+    }
+
+    async fn lookup_as(
+        &self,
+        sid: &str,
+        caller: Option<&str>,
+        limits: &SessionLimits,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        self.find(sid, Some(caller), limits).await
     }
 
     async fn bind(

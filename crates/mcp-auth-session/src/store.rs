@@ -186,6 +186,24 @@ pub trait SessionStore: Send + Sync + 'static {
         limits: &SessionLimits,
     ) -> Result<Option<SessionRecord>, StoreError>;
 
+    /// [`lookup`](Self::lookup) for a request by `caller` (its owner key as
+    /// [`owner_of`](crate::owner_of) makes it; `None` without credentials):
+    /// the session is touched only when `caller` may use it, i.e. it has no
+    /// owner or `caller` is its owner, so someone who merely knows another's
+    /// session id cannot keep it alive. The record is returned either way
+    /// (the layer deciding the answer compares the owner). The stores of
+    /// this crate do so in the one round trip of a lookup; by default this
+    /// is [`lookup`](Self::lookup), which touches in any case.
+    async fn lookup_as(
+        &self,
+        sid: &str,
+        caller: Option<&str>,
+        limits: &SessionLimits,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        let _ = caller;
+        self.lookup(sid, limits).await
+    }
+
     /// Binds an anonymous session to `owner`, unless `owner` is at its cap.
     async fn bind(
         &self,

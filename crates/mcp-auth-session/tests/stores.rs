@@ -373,10 +373,60 @@ async fn redis_key_value_entries_expire() {
     assert_eq!(a.kv_get("tiny").await.unwrap(), None);
 }
 
+/// A session's id in someone else's hands does not keep it alive: their
+/// lookups find it (the layer answering them compares owners) but do not
+/// touch it; its owner's do, and anyone's keep an anonymous one (its first
+/// caller binds it).
+async fn only_those_who_may_use_a_session_keep_it_alive(s: &dyn SessionStore) {
+    let l = SessionLimits {
+        idle_timeout: Duration::from_millis(600),
+        ..limits()
+    };
+    for (sid, owner) in [("kept", Some("a")), ("left", Some("a")), ("open", None)] {
+        let Reserve::Granted(t) = s.reserve(owner, &l).await.unwrap() else {
+            panic!("{sid} gets a slot")
+        };
+        s.commit(&t, sid, owner, &l).await.unwrap();
+    }
+    let found = s.lookup_as("left", Some("b"), &l).await.unwrap();
+    assert_eq!(found.unwrap().owner.as_deref(), Some("a"));
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        for caller in [Some("b"), None] {
+            s.lookup_as("left", caller, &l).await.unwrap();
+            s.lookup_as("kept", caller, &l).await.unwrap();
+        }
+        s.lookup_as("kept", Some("a"), &l).await.unwrap();
+        s.lookup_as("open", Some("b"), &l).await.unwrap();
+    }
+    let owner_of = |r: Option<mcp_auth_session::SessionRecord>| r.map(|r| r.owner);
+    assert_eq!(
+        owner_of(s.lookup_as("left", Some("a"), &l).await.unwrap()),
+        None
+    );
+    assert_eq!(
+        owner_of(s.lookup_as("kept", Some("a"), &l).await.unwrap()),
+        Some(Some("a".to_owned()))
+    );
+    assert_eq!(
+        owner_of(s.lookup_as("open", None, &l).await.unwrap()),
+        Some(None)
+    );
+}
+
 #[tokio::test]
 async fn memory_store_conformance() {
     conformance(&MemoryStore::new()).await;
     subject_caps(&MemoryStore::new()).await;
+}
+
+#[tokio::test]
+async fn memory_and_cached_stores_are_kept_alive_only_by_their_users() {
+    only_those_who_may_use_a_session_keep_it_alive(&MemoryStore::new()).await;
+    // Behind the lookup cache (whose hits touch nothing), with entries
+    // younger than the lookups' spacing.
+    let cached = mcp_auth_session::cached(Arc::new(MemoryStore::new()), Duration::from_millis(300));
+    only_those_who_may_use_a_session_keep_it_alive(&*cached).await;
 }
 
 #[tokio::test]
@@ -386,6 +436,9 @@ async fn redis_store_conformance_and_concurrent_caps() {
     let url = redis.redis_url();
     conformance(&RedisStore::new(&url).unwrap()).await;
     subject_caps(&RedisStore::new(&url).unwrap()).await;
+    let fresh = Peer::redis(free_port());
+    only_those_who_may_use_a_session_keep_it_alive(&RedisStore::new(&fresh.redis_url()).unwrap())
+        .await;
 
     // Two "replicas" racing for the last slots never exceed the cap.
     let a: Arc<dyn SessionStore> = Arc::new(RedisStore::new(&url).unwrap());

@@ -280,7 +280,13 @@ impl Settings {
         if !authenticated && self.policy.require_for_operations {
             return Ok(self.needs_credentials(&req));
         }
-        let record = match self.store.lookup(&sid, &self.limits).await {
+        // Touched only for its owner (or anyone, while it has none): a
+        // session id in the wrong hands cannot keep the session alive.
+        let record = match self
+            .store
+            .lookup_as(&sid, owner.as_deref(), &self.limits)
+            .await
+        {
             Ok(Some(r)) => r,
             Ok(None) => return Ok(not_found()),
             Err(e) => return Ok(unavailable(&e)),
