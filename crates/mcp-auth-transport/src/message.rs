@@ -190,8 +190,8 @@ impl Calls {
     }
 }
 
-/// Skips a value of any kind (what [`IgnoredAny`] does), as the `visit_*`
-/// methods of a visitor that keeps nothing but what kind it was.
+/// The `visit_*` methods of a visitor for the scalars it keeps nothing of
+/// but that they were not what it looks for (`str` too, when asked).
 macro_rules! ignore_scalars {
     ($value:expr) => {
         fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
@@ -207,6 +207,24 @@ macro_rules! ignore_scalars {
             Ok($value)
         }
     };
+    ($value:expr, str) => {
+        ignore_scalars!($value);
+        fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+    };
+}
+
+/// A visitor used as a seed: whatever the value is, it decides.
+macro_rules! any_value_seed {
+    ($visitor:ident, $value:ident) => {
+        impl<'de> de::DeserializeSeed<'de> for $visitor {
+            type Value = $value<'de>;
+            fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+                d.deserialize_any(self)
+            }
+        }
+    };
 }
 
 struct TopVisitor;
@@ -218,11 +236,8 @@ impl<'de> Visitor<'de> for TopVisitor {
         f.write_str("a JSON value")
     }
 
-    ignore_scalars!(Top::Other);
+    ignore_scalars!(Top::Other, str);
 
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
-        Ok(Top::Other)
-    }
     fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
         Ok(Top::Other)
     }
@@ -240,12 +255,7 @@ impl<'de> Visitor<'de> for TopVisitor {
 
 struct MessageVisitor;
 
-impl<'de> de::DeserializeSeed<'de> for MessageVisitor {
-    type Value = Message<'de>;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_any(self)
-    }
-}
+any_value_seed!(MessageVisitor, Message);
 
 impl<'de> Visitor<'de> for MessageVisitor {
     type Value = Message<'de>;
@@ -254,11 +264,8 @@ impl<'de> Visitor<'de> for MessageVisitor {
         f.write_str("a JSON-RPC message")
     }
 
-    ignore_scalars!(Message::NOT_AN_OBJECT);
+    ignore_scalars!(Message::NOT_AN_OBJECT, str);
 
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
-        Ok(Message::NOT_AN_OBJECT)
-    }
     fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
         Ok(Message::NOT_AN_OBJECT)
     }
@@ -285,7 +292,7 @@ impl<'de> Visitor<'de> for MessageVisitor {
                     m.duplicate |= params.duplicate;
                     m.name = params.name;
                 }
-                Key::Other => {
+                Key::Name | Key::Other => {
                     map.next_value::<IgnoredAny>()?;
                 }
             }
@@ -299,6 +306,7 @@ impl<'de> Visitor<'de> for MessageVisitor {
 enum Key {
     Method,
     Params,
+    Name,
     Other,
 }
 
@@ -314,6 +322,7 @@ impl<'de> de::Deserialize<'de> for Key {
                 Ok(match k {
                     "method" => Key::Method,
                     "params" => Key::Params,
+                    "name" => Key::Name,
                     _ => Key::Other,
                 })
             }
@@ -322,33 +331,9 @@ impl<'de> de::Deserialize<'de> for Key {
     }
 }
 
-/// `name` inside `params` (the other keys are skipped).
-struct NameKey(bool);
-
-impl<'de> de::Deserialize<'de> for NameKey {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct NameKeyVisitor;
-        impl Visitor<'_> for NameKeyVisitor {
-            type Value = NameKey;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a key")
-            }
-            fn visit_str<E: de::Error>(self, k: &str) -> Result<NameKey, E> {
-                Ok(NameKey(k == "name"))
-            }
-        }
-        d.deserialize_identifier(NameKeyVisitor)
-    }
-}
-
 struct ScalarVisitor;
 
-impl<'de> de::DeserializeSeed<'de> for ScalarVisitor {
-    type Value = Scalar<'de>;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_any(self)
-    }
-}
+any_value_seed!(ScalarVisitor, Scalar);
 
 impl<'de> Visitor<'de> for ScalarVisitor {
     type Value = Scalar<'de>;
@@ -385,14 +370,18 @@ struct Params<'a> {
     name: Scalar<'a>,
 }
 
+impl Params<'_> {
+    /// `params` that are neither an object nor `null`.
+    const OTHER: Self = Self {
+        other: true,
+        duplicate: false,
+        name: Scalar::Absent,
+    };
+}
+
 struct ParamsVisitor;
 
-impl<'de> de::DeserializeSeed<'de> for ParamsVisitor {
-    type Value = Params<'de>;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_any(self)
-    }
-}
+any_value_seed!(ParamsVisitor, Params);
 
 impl<'de> Visitor<'de> for ParamsVisitor {
     type Value = Params<'de>;
@@ -401,32 +390,20 @@ impl<'de> Visitor<'de> for ParamsVisitor {
         f.write_str("params")
     }
 
-    ignore_scalars!(Params {
-        other: true,
-        ..Params::default()
-    });
+    ignore_scalars!(Params::OTHER, str);
 
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
-        Ok(Params {
-            other: true,
-            ..Params::default()
-        })
-    }
     fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
         Ok(Params::default())
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
         while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(Params {
-            other: true,
-            ..Params::default()
-        })
+        Ok(Params::OTHER)
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut p = Params::default();
         let mut seen = false;
-        while let Some(NameKey(is_name)) = map.next_key()? {
-            if is_name {
+        while let Some(key) = map.next_key::<Key>()? {
+            if let Key::Name = key {
                 p.duplicate |= std::mem::replace(&mut seen, true);
                 p.name = map.next_value_seed(ScalarVisitor)?;
             } else {
