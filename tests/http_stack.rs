@@ -407,6 +407,49 @@ async fn slow_headers_are_cut_off_by_the_header_read_timeout() {
     assert_eq!(r.status(), 200);
 }
 
+/// A session's id in someone else's hands does not keep the session alive:
+/// their requests are refused (404) and do not restart its idle timeout,
+/// while its owner's requests do.
+#[tokio::test]
+async fn someone_else_presenting_a_session_does_not_keep_it_alive() {
+    const OTHER: &str = "other-service-key-0123456789";
+    let auth: SharedAuthenticator =
+        Arc::new(ApiKeyAuthenticator::from_list(&format!("{KEY},{OTHER}")).unwrap());
+    let (base, _app) = start(auth, |c| {
+        c.session_limits.idle_timeout = std::time::Duration::from_millis(600);
+    })
+    .await;
+    let url = format!("{base}/mcp");
+    let c = reqwest::Client::new();
+    let open = || async {
+        let r = post(&c, &url)
+            .header("x-api-key", KEY)
+            .send()
+            .await
+            .unwrap();
+        let sid = r.headers()["mcp-session-id"].to_str().unwrap().to_owned();
+        drop(r.text().await);
+        sid
+    };
+    let (left, kept) = (open().await, open().await);
+    let list = |sid: &str, key: &str| {
+        c.post(&url)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-session-id", sid)
+            .header("x-api-key", key)
+            .body(r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#)
+            .send()
+    };
+    for _ in 0..6 {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        assert_eq!(list(&left, OTHER).await.unwrap().status(), 404);
+        assert_eq!(list(&kept, KEY).await.unwrap().status(), 200);
+    }
+    assert_eq!(list(&kept, KEY).await.unwrap().status(), 200);
+    assert_eq!(list(&left, KEY).await.unwrap().status(), 404, "expired");
+}
+
 #[tokio::test]
 async fn a_session_belongs_to_the_principal_that_opened_it() {
     const OTHER: &str = "other-service-key-0123456789";

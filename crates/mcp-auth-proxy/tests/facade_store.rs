@@ -141,6 +141,14 @@ impl SessionStore for ClockStore {
     ) -> Result<Option<SessionRecord>, StoreError> {
         self.sessions.lookup(sid, limits).await
     }
+    async fn lookup_as(
+        &self,
+        sid: &str,
+        caller: Option<&str>,
+        limits: &SessionLimits,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        self.sessions.lookup_as(sid, caller, limits).await
+    }
     async fn bind(
         &self,
         sid: &str,

@@ -427,6 +427,10 @@ async fn memory_and_cached_stores_are_kept_alive_only_by_their_users() {
     // younger than the lookups' spacing.
     let cached = mcp_auth_session::cached(Arc::new(MemoryStore::new()), Duration::from_millis(300));
     only_those_who_may_use_a_session_keep_it_alive(&*cached).await;
+    // And with the metering wrapper between, as the server stacks them.
+    let metered = mcp_auth_session::metered(Arc::new(MemoryStore::new()));
+    let stacked = mcp_auth_session::cached(metered, Duration::from_millis(300));
+    only_those_who_may_use_a_session_keep_it_alive(&*stacked).await;
 }
 
 #[tokio::test]
