@@ -309,7 +309,7 @@ impl McpHttpApp {
                 ))
                 .map_response(IntoResponse::into_response)
                 .service(mcp);
-            protected = protected.route_service(&cfg.mcp_path, mcp);
+            protected = protected.route_service(&cfg.mcp_path, Shared(Arc::new(mcp)));
         }
         if let Some(state) = sse {
             protected = protected.merge(
@@ -334,16 +334,16 @@ impl McpHttpApp {
         let observe = crate::observe::ObserveLayer::new(tools, audit);
         let protected = protected.route_layer(
             ServiceBuilder::new()
+                // (The layers around the routes clone what they wrap per
+                // request: this stack is then one reference count.)
+                .layer(tower::layer::layer_fn(|s| Shared(Arc::new(s))))
                 .layer(observe)
                 .layer(
                     AuthFailureLimitLayer::new(cfg.rate_limit.clone(), self.store.clone())
                         .trusting(cfg.connections.trusted_proxies.clone()),
                 )
                 .layer(auth)
-                .layer(axum::middleware::from_fn_with_state(
-                    cfg.max_request_bytes,
-                    crate::observe::facts_after_auth,
-                ))
+                .layer(crate::observe::FactsLayer::new(cfg.max_request_bytes))
                 .option_layer(request_limit)
                 .option_layer(tool_scopes),
         );
@@ -606,4 +606,40 @@ fn cors_layer(cfg: &HttpConfig) -> CorsLayer {
             HeaderName::from_static("dpop-nonce"),
             header::WWW_AUTHENTICATE,
         ])
+}
+
+/// A service whose clones share one copy of it. The layers in front of a
+/// route clone what they wrap for every request (tower's way of handing
+/// the service polled ready to a future), so without this the MCP service
+/// and its session layer were copied once per layer above; with it each
+/// of those clones is one reference count, and the copy below is cloned
+/// once per request, polled ready and called (`ServiceExt::oneshot`).
+#[derive(Debug)]
+struct Shared<S>(Arc<S>);
+
+impl<S> Clone for Shared<S> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+impl<S, R> tower_service::Service<R> for Shared<S>
+where
+    S: tower_service::Service<R> + Clone,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = tower::util::Oneshot<S, R>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        // The copy made for the request is polled ready by its future.
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: R) -> Self::Future {
+        tower::ServiceExt::oneshot(S::clone(&self.0), req)
+    }
 }

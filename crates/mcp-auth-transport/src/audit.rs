@@ -297,7 +297,14 @@ fn now_rfc3339_millis_in(buf: &mut [u8; TIME_LEN]) -> std::borrow::Cow<'_, str> 
     buf[22] = b'0' + (millis % 10) as u8;
     buf[23] = b'Z';
     // (ASCII by construction.)
-    String::from_utf8_lossy(&buf[..])
+    match std::str::from_utf8(&buf[..]) {
+        Ok(text) => text.into(),
+        Err(_) => format!(
+            "{text_second}.{millis:03}Z",
+            text_second = now.format("%Y-%m-%dT%H:%M:%S")
+        )
+        .into(),
+    }
 }
 
 /// Lowercase hex of `bytes`: the chain's links (SHA-256 digests), as the
@@ -687,14 +694,26 @@ fn push_present<const N: usize>(out: &mut Vec<u8>, fields: [(&str, Option<&str>)
 }
 
 /// The chain link that goes where [`encode`] says: `,"seq":…,"prev":"…"`.
-fn push_link(out: &mut Vec<u8>, seq: u64, prev: &str) {
+fn push_link(out: &mut Vec<u8>, seq: u64, prev: &[u8]) {
     out.extend_from_slice(b",\"seq\":");
     push_u64(out, seq);
     // A digest in hex (or the genesis): nothing to escape.
-    debug_assert!(prev.bytes().all(|b| b.is_ascii_hexdigit()));
+    debug_assert!(prev.iter().all(u8::is_ascii_hexdigit));
     out.extend_from_slice(b",\"prev\":\"");
-    out.extend_from_slice(prev.as_bytes());
+    out.extend_from_slice(prev);
     out.push(b'"');
+}
+
+/// `digest` in lowercase hex, as [`to_hex`] writes it (the writer's
+/// links, without making a string of each).
+fn hex_digest(digest: &[u8]) -> [u8; 64] {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [b'0'; 64];
+    for (pair, b) in out.chunks_exact_mut(2).zip(digest) {
+        pair[0] = DIGITS[usize::from(b >> 4)];
+        pair[1] = DIGITS[usize::from(b & 0x0f)];
+    }
+    out
 }
 
 /// `,"name":` (names are plain ASCII; inlined, so a constant name is
@@ -849,7 +868,9 @@ fn chain_tail(path: &Path) -> std::io::Result<(String, u64)> {
     Ok((to_hex(&Sha256::digest(last)), seq))
 }
 
-fn write_loop(queue: &Queue, mut target: Target, mut prev: String, mut seq: u64) {
+fn write_loop(queue: &Queue, mut target: Target, prev: String, mut seq: u64) {
+    // The link to the last line written (hex: as the chain was resumed).
+    let mut prev: Vec<u8> = prev.into_bytes();
     // Linked records not yet written (a write failed): retried first, in
     // order, so the file never misses a link or repeats one.
     let mut lines: Vec<u8> = Vec::new();
@@ -934,7 +955,7 @@ fn write_loop(queue: &Queue, mut target: Target, mut prev: String, mut seq: u64)
             push_link(&mut lines, seq, &prev);
             lines.extend_from_slice(&encoded[split..]);
             prev.clear();
-            push_hex(&mut prev, &Sha256::digest(&lines[start..]));
+            prev.extend_from_slice(&hex_digest(&Sha256::digest(&lines[start..])));
             lines.push(b'\n');
             seq += 1;
         }
@@ -1761,7 +1782,7 @@ mod tests {
             let mut encoded = b"earlier records".to_vec();
             let split = encode(&r.fields(), &mut encoded) + "earlier records".len();
             let mut line = encoded[..split].to_vec();
-            push_link(&mut line, r.seq, &r.prev);
+            push_link(&mut line, r.seq, r.prev.as_bytes());
             line.extend_from_slice(&encoded[split..]);
             assert_eq!(
                 String::from_utf8(line).unwrap()["earlier records".len()..],
@@ -1776,6 +1797,8 @@ mod tests {
         let digest = Sha256::digest(b"a line");
         assert_eq!(to_hex(&digest), hex::encode(digest));
         assert_eq!(to_hex(&[0x00, 0x0f, 0xa5, 0xff]), "000fa5ff");
+        // The writer's links, as verifying and resuming compare them.
+        assert_eq!(hex_digest(&digest), to_hex(&digest).as_bytes());
     }
 
     #[test]

@@ -321,7 +321,7 @@ fn decided(strategy: &str, outcome: &'static str, principal: Option<&Principal>)
 
 /// Put on a request by the observing or audit layer in front: the layers
 /// behind it write what they decide into it (who was let in: this layer;
-/// the method and tool read from the body: `observe::facts_after_auth`; the
+/// the method and tool read from the body: `observe::FactsLayer`; the
 /// scopes a call needed: the tool-scope layer), and the layer in front
 /// takes it once the response is known, for the metrics, the span and the
 /// audit record. One slot shared by the request's layers, rather than each

@@ -44,7 +44,7 @@ pub(crate) struct ReadBody {
 }
 
 /// The tools a request's body calls (see [`ReadBody::called`]), put in the
-/// request's extensions by `observe::facts_after_auth`, which read the
+/// request's extensions by `observe::FactsLayer`, which read the
 /// body, together with that very body, so the tool-scope layer behind it in
 /// `McpHttpApp`'s stack (where nothing between changes a body) need not
 /// read and parse it again. Taken by that layer.

@@ -296,7 +296,7 @@ impl ObserveLayer {
     /// `tools`: the names counted under their own label; `audit`: the
     /// audit log's layer, whose records this layer makes as well (the
     /// method and tool of an authenticated POST then come from
-    /// [`facts_after_auth`], also when no recorder is installed).
+    /// [`FactsLayer`], also when no recorder is installed).
     pub(crate) fn new(tools: HashSet<String>, audit: Option<crate::audit::AuditLayer>) -> Self {
         Self {
             tools: Arc::new(tools),
@@ -380,8 +380,6 @@ where
     }
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
         let layer = self.layer.clone();
         let span = tracing::debug_span!(
             "mcp.request",
@@ -402,42 +400,48 @@ where
         );
         #[cfg(feature = "otel")]
         crate::otel::continue_trace(&span, req.headers());
+        // What comes before the layers behind is done here, and they are
+        // called from here: the service polled ready is used as it is, not
+        // a clone of the whole stack below made for every request.
+        let entered = span.enter();
+        let started = Instant::now();
+        let (mut parts, body) = req.into_parts();
+        let sent_session = parts.headers.get(crate::names::MCP_SESSION_ID);
+        let (sent_session, session) = (sent_session.is_some(), session_id_in(sent_session));
+        // The headers only: a body is read behind the auth layer
+        // ([`FactsLayer`]), for the metrics and the audit record
+        // alike, so no one's body is read before they are known.
+        let facts = RequestFacts::from_headers(&parts.headers);
+        facts.record(&span);
+        // The layers behind note what they decide here, when anything
+        // wants it: the metrics' per-tool counts, the audit record.
+        // An audit layer of one's own around the app has put its slot on
+        // the request already: this layer notes into it too and reads
+        // what it needs, leaving the rest for that layer's record.
+        let (audited, wants_body) = (layer.audit.is_some(), facts.method.is_none());
+        let decisions = match parts.extensions.get::<crate::auth::Decisions>() {
+            Some(outer) => {
+                outer.note(|d| {
+                    d.audited |= audited;
+                    d.body_facts_wanted |= wants_body;
+                });
+                Some((outer.clone(), false))
+            }
+            None => (enabled() || audited).then(|| {
+                let d = crate::auth::Decisions::new(audited, wants_body);
+                parts.extensions.insert(d.clone());
+                (d, true)
+            }),
+        };
+        let noted = layer
+            .audit
+            .as_ref()
+            .map(|a| a.begin(&parts, sent_session, session.clone()));
+        let response = self.inner.call(Request::from_parts(parts, body));
+        drop(entered);
         let fut = async move {
-            let started = Instant::now();
-            let (mut parts, body) = req.into_parts();
-            let sent_session = parts.headers.get(crate::names::MCP_SESSION_ID);
-            let (sent_session, session) = (sent_session.is_some(), session_id_in(sent_session));
-            // The headers only: a body is read behind the auth layer
-            // ([`facts_after_auth`]), for the metrics and the audit record
-            // alike, so no one's body is read before they are known.
-            let facts = RequestFacts::from_headers(&parts.headers);
             let span = tracing::Span::current();
-            facts.record(&span);
-            // The layers behind note what they decide here, when anything
-            // wants it: the metrics' per-tool counts, the audit record.
-            // An audit layer of one's own around the app has put its slot on
-            // the request already: this layer notes into it too and reads
-            // what it needs, leaving the rest for that layer's record.
-            let (audited, wants_body) = (layer.audit.is_some(), facts.method.is_none());
-            let decisions = match parts.extensions.get::<crate::auth::Decisions>() {
-                Some(outer) => {
-                    outer.note(|d| {
-                        d.audited |= audited;
-                        d.body_facts_wanted |= wants_body;
-                    });
-                    Some((outer.clone(), false))
-                }
-                None => (enabled() || audited).then(|| {
-                    let d = crate::auth::Decisions::new(audited, wants_body);
-                    parts.extensions.insert(d.clone());
-                    (d, true)
-                }),
-            };
-            let audit = layer
-                .audit
-                .as_ref()
-                .map(|a| (a, a.begin(&parts, sent_session, session.clone())));
-            let resp = inner.call(Request::from_parts(parts, body)).await?;
+            let resp = response.await?;
             let mut decided = match decisions {
                 Some((own, true)) => own.take(),
                 Some((outer, false)) => outer.note(|d| d.clone()),
@@ -448,9 +452,9 @@ where
                 Some(read) if facts.method.is_none() => read,
                 _ => facts,
             };
-            let resp = match audit {
-                Some((audit, noted)) => audit.finish(noted, &facts, decided, resp).await,
-                None => resp,
+            let resp = match (&layer.audit, noted) {
+                (Some(audit), Some(noted)) => audit.finish(noted, &facts, decided, resp).await,
+                _ => resp,
             };
             let tool = facts.tool;
             let status = resp.status();
@@ -486,33 +490,80 @@ where
 /// A request refused by the auth layer never gets its body read for either
 /// (one the session policy lets through without credentials does, as the
 /// MCP service behind reads it too).
-pub(crate) async fn facts_after_auth(
-    axum::extract::State(max_body): axum::extract::State<usize>,
-    req: Request<Body>,
-    next: axum::middleware::Next,
-) -> Response {
-    let decisions = req
-        .extensions()
-        .get::<crate::auth::Decisions>()
-        .filter(|d| d.note(|d| d.body_facts_wanted))
-        .cloned();
-    let Some(decisions) = decisions.filter(|_| req.method() == http::Method::POST) else {
-        return next.run(req).await;
-    };
-    let (mut parts, body) = req.into_parts();
-    // The layer in front found no method in the headers.
-    let (facts, body, called) = match RequestFacts::read_body(body, max_body).await {
-        Ok(read) => read,
-        Err(too_large) => return too_large,
-    };
-    // For the tool-scope layer behind, which then need not read the body
-    // again: in this app's stack nothing between changes the body (a
-    // layer of one's own that reads a body for its calls, in front of
-    // something that rewrites it, would have to read it itself).
-    parts.extensions.insert(called);
-    facts.record(&tracing::Span::current());
-    decisions.note(|d| d.facts = Some(facts));
-    next.run(Request::from_parts(parts, body)).await
+#[derive(Clone, Debug)]
+pub(crate) struct FactsLayer {
+    max_body: usize,
+}
+
+impl FactsLayer {
+    /// Bodies are read up to `max_body` bytes (else 413).
+    pub(crate) fn new(max_body: usize) -> Self {
+        Self { max_body }
+    }
+}
+
+impl<S> Layer<S> for FactsLayer {
+    type Service = FactsService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        FactsService {
+            inner,
+            max_body: self.max_body,
+        }
+    }
+}
+
+/// The service of [`FactsLayer`].
+#[derive(Clone, Debug)]
+pub(crate) struct FactsService<S> {
+    inner: S,
+    max_body: usize,
+}
+
+impl<S> Service<Request<Body>> for FactsService<S>
+where
+    S: Service<Request<Body>, Response = Response> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future =
+        futures::future::Either<S::Future, BoxFuture<'static, Result<Response, S::Error>>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        let decisions = req
+            .extensions()
+            .get::<crate::auth::Decisions>()
+            .filter(|d| d.note(|d| d.body_facts_wanted))
+            .cloned();
+        let Some(decisions) = decisions.filter(|_| req.method() == http::Method::POST) else {
+            // Nothing to read: the service polled ready, as it is.
+            return futures::future::Either::Left(self.inner.call(req));
+        };
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let max_body = self.max_body;
+        futures::future::Either::Right(Box::pin(async move {
+            let (mut parts, body) = req.into_parts();
+            // The layer in front found no method in the headers.
+            let (facts, body, called) = match RequestFacts::read_body(body, max_body).await {
+                Ok(read) => read,
+                Err(too_large) => return Ok(too_large),
+            };
+            // For the tool-scope layer behind, which then need not read the
+            // body again: in this app's stack nothing between changes the
+            // body (a layer of one's own that reads a body for its calls,
+            // in front of something that rewrites it, would have to read it
+            // itself).
+            parts.extensions.insert(called);
+            facts.record(&tracing::Span::current());
+            decisions.note(|d| d.facts = Some(facts));
+            inner.call(Request::from_parts(parts, body)).await
+        }))
+    }
 }
 
 /// The `outcome` labels of responses, in [`outcome_index`] order.

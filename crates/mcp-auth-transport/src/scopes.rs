@@ -229,86 +229,107 @@ where
 {
     type Response = Response;
     type Error = S::Error;
-    type Future = BoxFuture<'static, Result<Response, S::Error>>;
+    type Future =
+        futures::future::Either<S::Future, BoxFuture<'static, Result<Response, S::Error>>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
+        use futures::future::Either;
+        if req.method() != Method::POST || self.layer.scopes.is_empty() {
+            // Nothing to check: the service polled ready, as it is.
+            return Either::Left(self.inner.call(req));
+        }
+        let (mut parts, body) = req.into_parts();
+        // Read already by the observing layer in front, when there is one
+        // (with this very body): decided here, without a clone of the
+        // stack below.
+        if let Some(crate::message::CalledTools(called)) =
+            parts.extensions.remove::<crate::message::CalledTools>()
+        {
+            return match self.layer.check(&parts, called) {
+                None => Either::Left(self.inner.call(Request::from_parts(parts, body))),
+                Some(refused) => Either::Right(Box::pin(async move { Ok(refused) })),
+            };
+        }
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let layer = self.layer.clone();
-        Box::pin(async move {
-            if req.method() != Method::POST || layer.scopes.is_empty() {
-                return inner.call(req).await;
-            }
-            let (mut parts, body) = req.into_parts();
-            // Read already by the observing layer in front, when there is
-            // one (with this very body).
-            let (called, body) = match parts.extensions.remove::<crate::message::CalledTools>() {
-                Some(crate::message::CalledTools(called)) => (called, body),
-                None => match axum::body::to_bytes(body, layer.max_body).await {
-                    Ok(bytes) => (called_tools(&bytes), Body::from(bytes)),
-                    Err(e) => return Ok(crate::refusal::unreadable_body(&e)),
-                },
+        Either::Right(Box::pin(async move {
+            let (called, body) = match axum::body::to_bytes(body, layer.max_body).await {
+                Ok(bytes) => (called_tools(&bytes), Body::from(bytes)),
+                Err(e) => return Ok(crate::refusal::unreadable_body(&e)),
             };
-            let Ok(mut tools) = called else {
-                return Ok(crate::refusal::refuse(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_request",
-                    "ambiguous tools/call message",
-                ));
-            };
-            let header = |n: http::HeaderName| parts.headers.get(n).and_then(|v| v.to_str().ok());
-            if header(crate::names::MCP_METHOD) == Some("tools/call")
-                && let Some(name) = header(crate::names::MCP_NAME)
-            {
-                tools.push(name.to_owned());
+            match layer.check(&parts, called) {
+                None => inner.call(Request::from_parts(parts, body)).await,
+                Some(refused) => Ok(refused),
             }
-            let mut needed: Vec<String> = Vec::new();
-            for tool in &tools {
-                for s in layer
-                    .server_scopes
-                    .iter()
-                    .chain(layer.scopes.for_tool(tool))
-                {
-                    if !needed.contains(s) {
-                        needed.push(s.clone());
-                    }
+        }))
+    }
+}
+
+impl ToolScopeLayer {
+    /// The refusal of the request (its `parts`, and `called`: the tools its
+    /// body calls), if it may not go on: 400 for an ambiguous body, 401 for
+    /// an anonymous caller of a scoped tool, 403 with the scopes needed.
+    /// Notes what a scoped call needed for an audit record.
+    fn check(
+        &self,
+        parts: &http::request::Parts,
+        called: Result<Vec<String>, ()>,
+    ) -> Option<Response> {
+        let Ok(mut tools) = called else {
+            return Some(crate::refusal::refuse(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "ambiguous tools/call message",
+            ));
+        };
+        let header = |n: http::HeaderName| parts.headers.get(n).and_then(|v| v.to_str().ok());
+        if header(crate::names::MCP_METHOD) == Some("tools/call")
+            && let Some(name) = header(crate::names::MCP_NAME)
+        {
+            tools.push(name.to_owned());
+        }
+        let mut needed: Vec<String> = Vec::new();
+        for tool in &tools {
+            for s in self.server_scopes.iter().chain(self.scopes.for_tool(tool)) {
+                if !needed.contains(s) {
+                    needed.push(s.clone());
                 }
             }
-            let scoped = !tools.iter().all(|t| layer.scopes.for_tool(t).is_empty());
-            // What the call needed, for the audit record (when an audit
-            // layer is in front).
-            let decisions = parts
-                .extensions
-                .get::<crate::auth::Decisions>()
-                .filter(|d| d.note(|d| d.audited))
-                .cloned();
-            match parts.extensions.get::<Principal>() {
-                // Anonymous (the session policy allowed it): authenticate first.
-                None if scoped => {
-                    let err = AuthError::MissingCredentials;
-                    crate::observe::refused_here(err.outcome());
-                    return Ok(layer.auth.error_response(&err, &parts.headers));
-                }
-                Some(p) if scoped && !p.missing_scopes(&needed).is_empty() => {
-                    tracing::debug!(?tools, "tool call refused: insufficient scope");
-                    crate::observe::refused_here("insufficient_scope");
-                    if let Some(d) = decisions {
-                        d.note(|d| d.required = Some(needed.clone()));
-                    }
-                    let err = AuthError::insufficient_scope(needed);
-                    return Ok(layer.auth.error_response(&err, &parts.headers));
-                }
-                _ => {}
+        }
+        let scoped = !tools.iter().all(|t| self.scopes.for_tool(t).is_empty());
+        // What the call needed, for the audit record (when an audit layer
+        // is in front).
+        let decisions = parts
+            .extensions
+            .get::<crate::auth::Decisions>()
+            .filter(|d| d.note(|d| d.audited));
+        match parts.extensions.get::<Principal>() {
+            // Anonymous (the session policy allowed it): authenticate first.
+            None if scoped => {
+                let err = AuthError::MissingCredentials;
+                crate::observe::refused_here(err.outcome());
+                return Some(self.auth.error_response(&err, &parts.headers));
             }
-            if let (true, Some(d)) = (scoped, decisions) {
-                d.note(|d| d.required = Some(needed));
+            Some(p) if scoped && !p.missing_scopes(&needed).is_empty() => {
+                tracing::debug!(?tools, "tool call refused: insufficient scope");
+                crate::observe::refused_here("insufficient_scope");
+                if let Some(d) = decisions {
+                    d.note(|d| d.required = Some(needed.clone()));
+                }
+                let err = AuthError::insufficient_scope(needed);
+                return Some(self.auth.error_response(&err, &parts.headers));
             }
-            inner.call(Request::from_parts(parts, body)).await
-        })
+            _ => {}
+        }
+        if let (true, Some(d)) = (scoped, decisions) {
+            d.note(|d| d.required = Some(needed));
+        }
+        None
     }
 }
 
