@@ -107,7 +107,10 @@ impl CognitoAuthenticator {
             b = b.jwks_url(url).allow_insecure_http(allow_http);
         }
         let time = mcp_auth_jwt::TimeRules::from_settings(l)?;
-        b = b.leeway(time.leeway).max_lifetime(time.max_lifetime);
+        b = b
+            .leeway(time.leeway)
+            .max_lifetime(time.max_lifetime)
+            .max_stale(mcp_auth_jwt::settings::jwks_max_stale(l)?);
         let verifier = b.build().map_err(config_error)?;
         Ok(Self::new(verifier)
             .with_scopes_supported(parse_list(l, "MCP_OAUTH_SCOPES_SUPPORTED").unwrap_or_default()))
@@ -210,6 +213,42 @@ mod tests {
             names(&["eu-west-1_AbC123", "eu-west-1_DeF456"]),
             ["cognito keys (pool 1)", "cognito keys (pool 2)"]
         );
+    }
+
+    /// `MCP_OAUTH_JWKS_MAX_STALE` bounds how long each pool's cached keys
+    /// stay trusted, as for `oauth2`; unset, they have no bound; too short,
+    /// the error names it.
+    #[tokio::test]
+    async fn the_keys_maximum_staleness_reaches_the_pools() {
+        let url = Url::parse("http://127.0.0.1:8001/mcp").unwrap();
+        let base = [
+            ("COGNITO_REGION", "eu-west-1"),
+            ("COGNITO_USER_POOL_ID", "eu-west-1_AbC123"),
+            ("COGNITO_APP_CLIENT_ID", "client1"),
+        ];
+        let with = |v: Option<&str>| {
+            let mut m = vars(&base);
+            if let Some(v) = v {
+                m.insert("MCP_OAUTH_JWKS_MAX_STALE".into(), v.into());
+            }
+            CognitoAuthenticator::from_settings(&m, &url)
+        };
+        let bounds = |a: CognitoAuthenticator| {
+            a.verifier
+                .jwks()
+                .iter()
+                .map(mcp_auth_jwt::JwksCache::max_stale)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            bounds(with(Some("1d")).unwrap()),
+            [Some(std::time::Duration::from_secs(86_400))]
+        );
+        assert_eq!(bounds(with(None).unwrap()), [None]);
+        let Err(e) = with(Some("5m")) else {
+            panic!("5m is below the minimum")
+        };
+        assert_eq!(e.variable, "MCP_OAUTH_JWKS_MAX_STALE");
     }
 
     #[test]

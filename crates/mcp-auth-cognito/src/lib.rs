@@ -46,7 +46,8 @@ pub use verifier::{
 
 /// Every variable this crate's library reads: the settings of
 /// [`CognitoAuthenticator::from_settings`], including the JWT timing rules
-/// it takes from [`mcp_auth_jwt::TimeRules`]. (The admin CLI's own
+/// it takes from [`mcp_auth_jwt::TimeRules`] and the keys' maximum staleness
+/// ([`mcp_auth_jwt::settings::jwks_max_stale`]). (The admin CLI's own
 /// variables are not listed.)
 pub const VARIABLES: &[&str] = &[
     "COGNITO_REGION",
@@ -61,6 +62,7 @@ pub const VARIABLES: &[&str] = &[
     "MCP_OAUTH_SCOPES_SUPPORTED",
     "MCP_JWT_LEEWAY",
     "MCP_JWT_MAX_LIFETIME",
+    "MCP_OAUTH_JWKS_MAX_STALE",
 ];
 
 #[cfg(test)]

@@ -293,6 +293,7 @@ pub struct CognitoVerifierBuilder {
     resource: Option<String>,
     leeway: Duration,
     max_lifetime: Option<Duration>,
+    max_stale: Option<Duration>,
     allow_insecure_http: bool,
 }
 
@@ -311,6 +312,7 @@ impl CognitoVerifier {
             resource: None,
             leeway: Duration::from_secs(60),
             max_lifetime: None,
+            max_stale: None,
             allow_insecure_http: false,
         })
     }
@@ -539,6 +541,17 @@ impl CognitoVerifierBuilder {
         self
     }
 
+    /// Stop trusting a pool's cached keys once its last successful fetch
+    /// is older than `max` (default: never; see
+    /// [`JwksCacheBuilder::max_stale`](mcp_auth_jwt::JwksCacheBuilder::max_stale)):
+    /// past it, that pool's tokens are refused (503) until a fetch
+    /// succeeds, so a key Cognito withdrew cannot stay trusted through a
+    /// long outage.
+    pub fn max_stale(mut self, max: impl Into<Option<Duration>>) -> Self {
+        self.max_stale = max.into();
+        self
+    }
+
     /// Longest accepted token lifetime, `exp` minus `iat` (default none;
     /// Cognito's own tokens live 5 minutes to 1 day, and carry `iat`).
     pub fn max_lifetime(mut self, max: Option<Duration>) -> Self {
@@ -576,6 +589,7 @@ impl CognitoVerifierBuilder {
             let issuer = p.issuer();
             let cache = JwksCache::builder(p.jwks(self.allow_insecure_http)?)
                 .allow_insecure_http(self.allow_insecure_http)
+                .max_stale(self.max_stale)
                 .build();
             // `aud` is checked by `check` (it means different things for
             // access and ID tokens), so the JWT layer leaves it alone.

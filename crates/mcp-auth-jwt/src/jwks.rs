@@ -285,6 +285,13 @@ impl JwksCache {
         })
     }
 
+    /// How long cached keys stay trusted after their last successful fetch
+    /// ([`JwksCacheBuilder::max_stale`]; `None`: for as long as the issuer
+    /// cannot be reached).
+    pub fn max_stale(&self) -> Option<Duration> {
+        self.inner.max_stale
+    }
+
     /// The cached keys, if any and not older than
     /// [`max_stale`](JwksCacheBuilder::max_stale), without fetching.
     pub fn cached(&self) -> Option<Arc<KeySet>> {

@@ -103,8 +103,13 @@ pub use keys::{
 };
 pub use settings::TimeRules;
 
-/// Every variable this crate reads (`TimeRules::from_settings`).
-pub const VARIABLES: &[&str] = &["MCP_JWT_LEEWAY", "MCP_JWT_MAX_LIFETIME"];
+/// Every variable this crate reads (`TimeRules::from_settings`,
+/// `settings::jwks_max_stale`).
+pub const VARIABLES: &[&str] = &[
+    "MCP_JWT_LEEWAY",
+    "MCP_JWT_MAX_LIFETIME",
+    "MCP_OAUTH_JWKS_MAX_STALE",
+];
 pub use verifier::{
     Audience, BuildError, ClaimCheck, DEFAULT_MAX_TOKEN_BYTES, JwtError, JwtVerifier,
     JwtVerifierBuilder, MAX_NUMERIC_DATE, TokenCacheCounter, VerifiedToken, numeric_date,

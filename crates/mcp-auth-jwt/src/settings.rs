@@ -76,6 +76,36 @@ pub fn hmac_secret_setting(l: &dyn Lookup, var: &str) -> Result<Option<String>, 
     }
 }
 
+/// `MCP_OAUTH_JWKS_MAX_STALE`: how long cached keys stay trusted after
+/// their last successful fetch ([`JwksCacheBuilder::max_stale`](crate::JwksCacheBuilder::max_stale));
+/// `None` when unset. At least 15 minutes, since the keys are refreshed
+/// every 10. Read by the `oauth2` and `cognito` strategies.
+///
+/// ```
+/// use std::{collections::HashMap, time::Duration};
+/// let vars = HashMap::from([("MCP_OAUTH_JWKS_MAX_STALE".to_owned(), "1d".to_owned())]);
+/// assert_eq!(
+///     mcp_auth_jwt::settings::jwks_max_stale(&vars).unwrap(),
+///     Some(Duration::from_secs(86_400))
+/// );
+/// let short = HashMap::from([("MCP_OAUTH_JWKS_MAX_STALE".to_owned(), "5m".to_owned())]);
+/// assert!(mcp_auth_jwt::settings::jwks_max_stale(&short).is_err());
+/// ```
+pub fn jwks_max_stale(l: &dyn Lookup) -> Result<Option<Duration>, ConfigError> {
+    const VAR: &str = "MCP_OAUTH_JWKS_MAX_STALE";
+    let Some(v) = l.get(VAR) else {
+        return Ok(None);
+    };
+    let max = mcp_auth_core::settings::parse_lifetime(&v, VAR)?;
+    if max < Duration::from_secs(15 * 60) {
+        return Err(ConfigError::new(
+            VAR,
+            format!("{v:?} is shorter than 15m; the keys are refreshed every 10 minutes"),
+        ));
+    }
+    Ok(Some(max))
+}
+
 /// `MCP_JWT_LEEWAY`: clock-skew leeway in whole seconds, 0 to 600 (default 60).
 ///
 /// ```

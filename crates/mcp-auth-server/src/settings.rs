@@ -209,18 +209,27 @@ impl ServerSettings {
             "COGNITO_APP_CLIENT_SECRET",
         ];
         // Read only by the `oauth2` strategy's verifier.
-        const OAUTH2_ONLY: &[&str] = &["MCP_OAUTH_JWKS_MAX_STALE", "MCP_OAUTH_REQUIRE_AT_JWT"];
+        const OAUTH2_ONLY: &[&str] = &["MCP_OAUTH_REQUIRE_AT_JWT"];
+        // Read by the verifiers that fetch an issuer's keys.
+        const KEYS_FETCHED: &[&str] = &["MCP_OAUTH_JWKS_MAX_STALE"];
         let named = |names: &'static [&'static str], why: &'static str| {
             names
                 .iter()
                 .filter(|n| Lookup::get(m, n).is_some())
                 .map(move |n| (*n, why))
         };
-        let oauth2 = Lookup::get(m, "MCP_AUTH_STRATEGY")
-            .is_some_and(|s| s.split(',').any(|k| matches!(k.trim(), "oauth2" | "oauth")));
+        let strategy = |names: &[&str]| {
+            Lookup::get(m, "MCP_AUTH_STRATEGY")
+                .is_some_and(|s| s.split(',').any(|k| names.contains(&k.trim())))
+        };
+        let oauth2 = strategy(&["oauth2", "oauth"]);
         let (facade, oauth2_only) = match oauth2 {
             true => (&[][..], &[][..]),
             false => (FACADE, OAUTH2_ONLY),
+        };
+        let keys_fetched = match oauth2 || strategy(&["cognito"]) {
+            true => &[][..],
+            false => KEYS_FETCHED,
         };
         named(NOT_YET, "not supported by this server")
             .chain(named(
@@ -230,6 +239,10 @@ impl ServerSettings {
             .chain(named(
                 oauth2_only,
                 "read only with MCP_AUTH_STRATEGY=oauth2",
+            ))
+            .chain(named(
+                keys_fetched,
+                "read only with MCP_AUTH_STRATEGY=oauth2 or cognito",
             ))
             .chain(named(
                 FOR_OTHERS,
@@ -407,8 +420,20 @@ mod tests {
             ("MCP_AUTH_STRATEGY", "oauth2"),
             ("MCP_OAUTH_SCOPE", "x"),
             ("MCP_OAUTH_REQUIRE_AT_JWT", "true"),
+            ("MCP_OAUTH_JWKS_MAX_STALE", "1d"),
         ]));
         assert!(ignored.is_empty(), "{ignored:?}");
+        // Cognito fetches keys too: the bound on their age applies; typing
+        // access tokens is the oauth2 verifier's.
+        let ignored: Vec<&str> = ServerSettings::ignored(&merged(&[
+            ("MCP_AUTH_STRATEGY", "cognito"),
+            ("MCP_OAUTH_REQUIRE_AT_JWT", "true"),
+            ("MCP_OAUTH_JWKS_MAX_STALE", "1d"),
+        ]))
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+        assert_eq!(ignored, ["MCP_OAUTH_REQUIRE_AT_JWT"]);
     }
 
     #[test]

@@ -194,7 +194,7 @@ impl JwtAuthenticator {
             None => JwksCache::discover(issuer.clone()),
         }
         .allow_insecure_http(allow_http)
-        .max_stale(jwks_max_stale(l)?)
+        .max_stale(mcp_auth_jwt::settings::jwks_max_stale(l)?)
         .build();
         let audience = audience(l, "MCP_OAUTH_AUDIENCE", server_url)?;
         let mut verifier = JwtVerifier::builder();
@@ -255,23 +255,6 @@ impl JwtAuthenticator {
         }
         Ok(auth)
     }
-}
-
-/// `MCP_OAUTH_JWKS_MAX_STALE`: at least 15 minutes, since the keys are
-/// refreshed every 10.
-fn jwks_max_stale(l: &dyn Lookup) -> Result<Option<std::time::Duration>, ConfigError> {
-    const VAR: &str = "MCP_OAUTH_JWKS_MAX_STALE";
-    let Some(v) = l.get(VAR) else {
-        return Ok(None);
-    };
-    let max = mcp_auth_core::settings::parse_lifetime(&v, VAR)?;
-    if max < std::time::Duration::from_secs(15 * 60) {
-        return Err(ConfigError::new(
-            VAR,
-            format!("{v:?} is shorter than 15m; the keys are refreshed every 10 minutes"),
-        ));
-    }
-    Ok(Some(max))
 }
 
 fn audience(l: &dyn Lookup, var: &str, server_url: &Url) -> Result<Audience, ConfigError> {
