@@ -55,6 +55,7 @@ impl CognitoAuthenticator {
     /// | `MCP_OAUTH_SCOPES_SUPPORTED` | extra scopes for the metadata |
     /// | `MCP_JWT_LEEWAY` | clock-skew seconds (default 60) |
     /// | `MCP_JWT_MAX_LIFETIME` | longest accepted `exp` − `iat` (e.g. `1h`; default none) |
+    /// | `MCP_OAUTH_JWKS_MAX_STALE` | trust each pool's cached keys at most this long after their last successful fetch (e.g. `24h`, at least `15m`; default: no bound) |
     pub fn from_settings(l: &dyn Lookup, server_url: &Url) -> Result<Self, ConfigError> {
         let region = l.get("COGNITO_REGION").ok_or_else(|| {
             ConfigError::new("COGNITO_REGION", "required for the cognito strategy")

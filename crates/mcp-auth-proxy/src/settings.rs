@@ -98,6 +98,7 @@
 //! | `COGNITO_REGION` / `COGNITO_USER_POOL_ID` | the Cognito preset: the user pool (its issuer and keys) |
 //! | `COGNITO_APP_CLIENT_ID` / `COGNITO_APP_CLIENT_SECRET` | the Cognito preset: the app client, when `MCP_OAUTH_CLIENT_ID` is unset |
 //! | `COGNITO_JWKS_URL` | the Cognito preset: the pool's keys elsewhere (an emulator; default `<issuer>/.well-known/jwks.json`) |
+//! | `MCP_OAUTH_JWKS_MAX_STALE` | trust the provider's ID-token keys at most this long after their last successful fetch (e.g. `24h`, at least `15m`; default: no bound): past it logins fail until the keys can be fetched again |
 
 use std::time::Duration;
 
@@ -118,6 +119,7 @@ pub const VARIABLES: &[&str] = &[
     "MCP_OAUTH_PROVIDER_NAME",
     "MCP_OAUTH_SCOPES_SUPPORTED",
     "MCP_OAUTH_ALLOW_HTTP",
+    "MCP_OAUTH_JWKS_MAX_STALE",
     "MCP_PROXY_SIGNING_KEY",
     "MCP_PROXY_ENCRYPTION_KEY",
     "MCP_PROXY_ACCESS_TOKEN_TTL",
@@ -403,6 +405,10 @@ pub struct ProxySettings {
     pub access_token_ttl: Duration,
     /// Plain http allowed to a non-loopback provider.
     pub allow_http: bool,
+    /// How long the provider's ID-token keys stay trusted after their last
+    /// successful fetch (`MCP_OAUTH_JWKS_MAX_STALE`; `None`: as long as the
+    /// provider cannot be reached).
+    pub jwks_max_stale: Option<Duration>,
     /// Endpoint policy: pre-registered clients (`MCP_PROXY_CLIENTS`) and
     /// the metadata-document guard (`MCP_PROXY_METADATA_*`).
     pub endpoints: crate::EndpointOptions,
@@ -643,6 +649,7 @@ impl ProxySettings {
             encryption_key,
             access_token_ttl,
             allow_http,
+            jwks_max_stale: mcp_auth_jwt::settings::jwks_max_stale(l)?,
             endpoints: endpoint_options(l)?,
             dpop: dpop.as_ref().map(|(v, _)| v.clone()),
             dpop_required: dpop.is_some_and(|(_, required)| required),
@@ -1222,6 +1229,30 @@ mod tests {
         );
         assert_eq!(q["redirect_uri"], "https://mcp.example.com/oauth/callback");
     }
+
+    /// `MCP_OAUTH_JWKS_MAX_STALE` bounds the provider's ID-token keys as it
+    /// bounds the resource server's (unset: no bound; below 15m: refused,
+    /// naming it).
+    #[tokio::test]
+    async fn the_keys_maximum_staleness_reaches_the_id_token_keys() {
+        let jwks = ("COGNITO_JWKS_URL", Some("http://127.0.0.1:9/jwks.json"));
+        let bound = |s: ProxySettings| async move {
+            let store = std::sync::Arc::new(mcp_auth_session::MemoryStore::new());
+            let proxy = s
+                .build("https://mcp.example.com/mcp".parse().unwrap(), store)
+                .await
+                .unwrap();
+            match proxy.inner.upstream.identity() {
+                crate::upstream::Identity::IdToken(v) => v.jwks().and_then(|c| c.max_stale()),
+                crate::upstream::Identity::Userinfo(_) => panic!("the preset verifies ID tokens"),
+            }
+        };
+        let day = cognito(&[jwks, ("MCP_OAUTH_JWKS_MAX_STALE", Some("1d"))]).unwrap();
+        assert_eq!(bound(day).await, Some(Duration::from_secs(86_400)));
+        assert_eq!(bound(cognito(&[jwks]).unwrap()).await, None);
+        let short = cognito(&[jwks, ("MCP_OAUTH_JWKS_MAX_STALE", Some("5m"))]).unwrap_err();
+        assert_eq!(short.variable, "MCP_OAUTH_JWKS_MAX_STALE");
+    }
 }
 
 impl ProxySettings {
@@ -1279,6 +1310,7 @@ impl ProxySettings {
                     _ => mcp_auth_jwt::JwksCache::discover(issuer.clone()),
                 }
                 .allow_insecure_http(self.allow_http)
+                .max_stale(self.jwks_max_stale)
                 .build();
                 let v = id_token_verifier(issuer, &self.client_id, jwks)
                     .map_err(|e| BuildError::Discovery(e.to_string()))?;

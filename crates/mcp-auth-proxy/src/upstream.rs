@@ -137,6 +137,15 @@ pub struct Upstream {
     http: reqwest::Client,
 }
 
+impl Upstream {
+    /// Who logged in, as this upstream learns it (for tests of how it was
+    /// built).
+    #[cfg(test)]
+    pub(crate) fn identity(&self) -> &Identity {
+        &self.identity
+    }
+}
+
 impl std::fmt::Debug for Upstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Upstream")

@@ -218,16 +218,29 @@ impl ServerSettings {
                 .filter(|n| Lookup::get(m, n).is_some())
                 .map(move |n| (*n, why))
         };
-        let strategy = |names: &[&str]| {
-            Lookup::get(m, "MCP_AUTH_STRATEGY")
-                .is_some_and(|s| s.split(',').any(|k| names.contains(&k.trim())))
+        // As the server reads them (any case, aliases, a chain); settings
+        // that do not parse are reported when the server is built.
+        let strategies = strategies_from_settings(m)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        let strategy = |s: Strategy| strategies.contains(&s);
+        let oauth2 = strategy(Strategy::OAuth2);
+        // With the facade, oauth2 tokens are the facade's own: the
+        // resource-server verifier those settings shape is not built.
+        let facade_runs = oauth2 && mcp_auth_proxy::settings::facade_requested(m);
+        let (facade, oauth2_only) = match (oauth2, facade_runs) {
+            (true, false) => (&[][..], &[][..]),
+            (true, true) => (&[][..], OAUTH2_ONLY),
+            (false, _) => (FACADE, OAUTH2_ONLY),
         };
-        let oauth2 = strategy(&["oauth2", "oauth"]);
-        let (facade, oauth2_only) = match oauth2 {
-            true => (&[][..], &[][..]),
-            false => (FACADE, OAUTH2_ONLY),
+        let oauth2_only_why = match facade_runs {
+            true => {
+                "the login facade issues the oauth2 tokens itself: this shapes only the verifier of an issuer's tokens, which it replaces"
+            }
+            false => "read only with MCP_AUTH_STRATEGY=oauth2",
         };
-        let keys_fetched = match oauth2 || strategy(&["cognito"]) {
+        let keys_fetched = match oauth2 || strategy(Strategy::Cognito) {
             true => &[][..],
             false => KEYS_FETCHED,
         };
@@ -236,10 +249,7 @@ impl ServerSettings {
                 facade,
                 "the login facade runs only with MCP_AUTH_STRATEGY=oauth2",
             ))
-            .chain(named(
-                oauth2_only,
-                "read only with MCP_AUTH_STRATEGY=oauth2",
-            ))
+            .chain(named(oauth2_only, oauth2_only_why))
             .chain(named(
                 keys_fetched,
                 "read only with MCP_AUTH_STRATEGY=oauth2 or cognito",
@@ -423,6 +433,19 @@ mod tests {
             ("MCP_OAUTH_JWKS_MAX_STALE", "1d"),
         ]));
         assert!(ignored.is_empty(), "{ignored:?}");
+        // With the facade running, its own tokens replace the issuer's: the
+        // typing of the issuer's access tokens does nothing (the keys'
+        // bound still applies, to the provider's ID-token keys).
+        let ignored: Vec<&str> = ServerSettings::ignored(&merged(&[
+            ("MCP_AUTH_STRATEGY", "oauth2"),
+            ("MCP_OAUTH_AUTH_URL", "https://idp.example.com/authorize"),
+            ("MCP_OAUTH_REQUIRE_AT_JWT", "true"),
+            ("MCP_OAUTH_JWKS_MAX_STALE", "1d"),
+        ]))
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+        assert_eq!(ignored, ["MCP_OAUTH_REQUIRE_AT_JWT"]);
         // Cognito fetches keys too: the bound on their age applies; typing
         // access tokens is the oauth2 verifier's.
         let ignored: Vec<&str> = ServerSettings::ignored(&merged(&[
@@ -434,6 +457,25 @@ mod tests {
         .map(|(n, _)| n)
         .collect();
         assert_eq!(ignored, ["MCP_OAUTH_REQUIRE_AT_JWT"]);
+        // Named as the server reads them: in any case, in a chain.
+        for strategy in ["Cognito", "api_key, COGNITO", "OAUTH2"] {
+            let ignored = ServerSettings::ignored(&merged(&[
+                ("MCP_AUTH_STRATEGY", strategy),
+                ("MCP_API_KEYS", "k-0123456789abcdef0123"),
+                ("MCP_OAUTH_JWKS_MAX_STALE", "1d"),
+            ]));
+            assert!(ignored.is_empty(), "{strategy}: {ignored:?}");
+        }
+        // A strategy that fetches no keys: the bound is said to do nothing.
+        let ignored: Vec<&str> = ServerSettings::ignored(&merged(&[
+            ("MCP_AUTH_STRATEGY", "bearer"),
+            ("MCP_JWT_SECRET", "0123456789abcdef0123456789abcdef"),
+            ("MCP_OAUTH_JWKS_MAX_STALE", "1d"),
+        ]))
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+        assert_eq!(ignored, ["MCP_OAUTH_JWKS_MAX_STALE"]);
     }
 
     #[test]
