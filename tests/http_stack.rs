@@ -407,6 +407,14 @@ async fn slow_headers_are_cut_off_by_the_header_read_timeout() {
     assert_eq!(r.status(), 200);
 }
 
+/// Opens a session with `KEY`; its id.
+async fn open_session(c: &reqwest::Client, url: &str) -> String {
+    let r = post(c, url).header("x-api-key", KEY).send().await.unwrap();
+    let sid = r.headers()["mcp-session-id"].to_str().unwrap().to_owned();
+    drop(r.text().await);
+    sid
+}
+
 /// A session's id in someone else's hands does not keep the session alive:
 /// their requests are refused (404) and do not restart its idle timeout,
 /// while its owner's requests do.
@@ -421,17 +429,7 @@ async fn someone_else_presenting_a_session_does_not_keep_it_alive() {
     .await;
     let url = format!("{base}/mcp");
     let c = reqwest::Client::new();
-    let open = || async {
-        let r = post(&c, &url)
-            .header("x-api-key", KEY)
-            .send()
-            .await
-            .unwrap();
-        let sid = r.headers()["mcp-session-id"].to_str().unwrap().to_owned();
-        drop(r.text().await);
-        sid
-    };
-    let (left, kept) = (open().await, open().await);
+    let (left, kept) = (open_session(&c, &url).await, open_session(&c, &url).await);
     let list = |sid: &str, key: &str| {
         c.post(&url)
             .header("content-type", "application/json")
@@ -458,13 +456,7 @@ async fn a_session_belongs_to_the_principal_that_opened_it() {
     let (base, app) = start(auth, |_| {}).await;
     let url = format!("{base}/mcp");
     let c = reqwest::Client::new();
-    let r = post(&c, &url)
-        .header("x-api-key", KEY)
-        .send()
-        .await
-        .unwrap();
-    let sid = r.headers()["mcp-session-id"].to_str().unwrap().to_owned();
-    drop(r.text().await);
+    let sid = open_session(&c, &url).await;
     let limits = mcp_auth_session::SessionLimits::default();
     let record = app
         .session_store()

@@ -312,6 +312,14 @@ mod tests {
             .collect()
     }
 
+    /// The names of the settings reported as without effect.
+    fn ignored_names(pairs: &[(&str, &str)]) -> Vec<&'static str> {
+        ServerSettings::ignored(&merged(pairs))
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect()
+    }
+
     #[test]
     fn the_server_layers_its_sources_with_every_known_name() {
         // The layering itself is tested in mcp_auth_core::settings; here:
@@ -409,14 +417,11 @@ mod tests {
         )]))
         .unwrap();
         assert_eq!(s.server_url_for(9).as_str(), "https://mcp.example.com/mcp");
-        let ignored: Vec<&str> = ServerSettings::ignored(&merged(&[
+        let ignored = ignored_names(&[
             ("MCP_OAUTH_SCOPE", "x"),
             ("COGNITO_DOMAIN", "d"),
             ("MCP_OAUTH_JWKS_MAX_STALE", "1d"),
-        ]))
-        .into_iter()
-        .map(|(n, _)| n)
-        .collect();
+        ]);
         assert_eq!(
             ignored,
             vec![
@@ -436,26 +441,20 @@ mod tests {
         // With the facade running, its own tokens replace the issuer's: the
         // typing of the issuer's access tokens does nothing (the keys'
         // bound still applies, to the provider's ID-token keys).
-        let ignored: Vec<&str> = ServerSettings::ignored(&merged(&[
+        let ignored = ignored_names(&[
             ("MCP_AUTH_STRATEGY", "oauth2"),
             ("MCP_OAUTH_AUTH_URL", "https://idp.example.com/authorize"),
             ("MCP_OAUTH_REQUIRE_AT_JWT", "true"),
             ("MCP_OAUTH_JWKS_MAX_STALE", "1d"),
-        ]))
-        .into_iter()
-        .map(|(n, _)| n)
-        .collect();
+        ]);
         assert_eq!(ignored, ["MCP_OAUTH_REQUIRE_AT_JWT"]);
         // Cognito fetches keys too: the bound on their age applies; typing
         // access tokens is the oauth2 verifier's.
-        let ignored: Vec<&str> = ServerSettings::ignored(&merged(&[
+        let ignored = ignored_names(&[
             ("MCP_AUTH_STRATEGY", "cognito"),
             ("MCP_OAUTH_REQUIRE_AT_JWT", "true"),
             ("MCP_OAUTH_JWKS_MAX_STALE", "1d"),
-        ]))
-        .into_iter()
-        .map(|(n, _)| n)
-        .collect();
+        ]);
         assert_eq!(ignored, ["MCP_OAUTH_REQUIRE_AT_JWT"]);
         // Named as the server reads them: in any case, in a chain.
         for strategy in ["Cognito", "api_key, COGNITO", "OAUTH2"] {
@@ -467,14 +466,11 @@ mod tests {
             assert!(ignored.is_empty(), "{strategy}: {ignored:?}");
         }
         // A strategy that fetches no keys: the bound is said to do nothing.
-        let ignored: Vec<&str> = ServerSettings::ignored(&merged(&[
+        let ignored = ignored_names(&[
             ("MCP_AUTH_STRATEGY", "bearer"),
             ("MCP_JWT_SECRET", "0123456789abcdef0123456789abcdef"),
             ("MCP_OAUTH_JWKS_MAX_STALE", "1d"),
-        ]))
-        .into_iter()
-        .map(|(n, _)| n)
-        .collect();
+        ]);
         assert_eq!(ignored, ["MCP_OAUTH_JWKS_MAX_STALE"]);
     }
 
