@@ -461,6 +461,8 @@ struct Pending {
     idle: bool,
     /// Every `AuditLog` handle is gone: write what is left, then stop.
     closed: bool,
+    /// The last callers' fields, encoded.
+    callers: CallerCache,
 }
 
 impl Queue {
@@ -565,7 +567,7 @@ impl AuditSink for AuditLog {
         let taken = self.writer.queue.with(|p| {
             if p.entries.len() < MAX_QUEUED && p.text.len() - p.taken < MAX_QUEUED_BYTES {
                 let start = p.text.len();
-                let split = encode(fields, &mut p.text);
+                let split = encode_with(fields, &mut p.text, Some(&mut p.callers));
                 let len = p.text.len() - start;
                 p.entries.push_back(Entry::Record { len, split });
                 return true;
@@ -601,6 +603,16 @@ fn dropped_record(n: u64) -> AuditRecord {
 /// [`AuditRecord`], empty fields left out), but without serde's machinery
 /// and a call per field, which cost more than the rest of the record.
 fn encode(fields: &AuditFields<'_>, out: &mut Vec<u8>) -> usize {
+    encode_with(fields, out, None)
+}
+
+/// [`encode`], the caller's identifiers taken from `cache` when it has them
+/// encoded already (the same caller's requests follow one another).
+fn encode_with(
+    fields: &AuditFields<'_>,
+    out: &mut Vec<u8>,
+    cache: Option<&mut CallerCache>,
+) -> usize {
     // Every field named: one added to the record fails to compile here
     // until it is encoded (or said not to be).
     let AuditFields {
@@ -643,35 +655,20 @@ fn encode(fields: &AuditFields<'_>, out: &mut Vec<u8>) -> usize {
             ("tool", tool),
         ],
     );
-    for (name, list) in [
-        ("scopes_required", scopes_required),
-        ("scopes_held", scopes_held),
-    ] {
-        if list.is_empty() {
-            continue;
-        }
-        push_name(out, name);
-        out.push(b'[');
-        for (i, v) in list.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            push_json_str(out, v);
-        }
-        out.push(b']');
+    push_list(out, "scopes_required", scopes_required);
+    let caller = Caller {
+        scopes_held,
+        strategy,
+        subject,
+        client_id,
+        issuer,
+        key_fingerprint,
+    };
+    match cache {
+        Some(cache) if strategy.is_some() => cache.push(out, &caller),
+        _ => caller.encode(out),
     }
-    push_present(
-        out,
-        [
-            ("strategy", strategy),
-            ("subject", subject),
-            ("client_id", client_id),
-            ("issuer", issuer),
-            ("key_fingerprint", key_fingerprint),
-            ("session_id", session_id),
-            ("peer", peer),
-        ],
-    );
+    push_present(out, [("session_id", session_id), ("peer", peer)]);
     out.push(b'}');
     split
 }
@@ -682,6 +679,116 @@ fn push_present<const N: usize>(out: &mut Vec<u8>, fields: [(&str, Option<&str>)
     for (name, value) in fields {
         if let Some(v) = value {
             push_str_field(out, name, v);
+        }
+    }
+}
+
+/// `,"name":[…]`, unless `list` is empty.
+fn push_list(out: &mut Vec<u8>, name: &str, list: &[String]) {
+    if list.is_empty() {
+        return;
+    }
+    push_name(out, name);
+    out.push(b'[');
+    for (i, v) in list.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        push_json_str(out, v);
+    }
+    out.push(b']');
+}
+
+/// The fields of a record that name the caller, consecutive in a line.
+#[derive(PartialEq, Eq)]
+struct Caller<'a> {
+    scopes_held: &'a [String],
+    strategy: Option<&'a str>,
+    subject: Option<&'a str>,
+    client_id: Option<&'a str>,
+    issuer: Option<&'a str>,
+    key_fingerprint: Option<&'a str>,
+}
+
+impl Caller<'_> {
+    fn encode(&self, out: &mut Vec<u8>) {
+        push_list(out, "scopes_held", self.scopes_held);
+        push_present(
+            out,
+            [
+                ("strategy", self.strategy),
+                ("subject", self.subject),
+                ("client_id", self.client_id),
+                ("issuer", self.issuer),
+                ("key_fingerprint", self.key_fingerprint),
+            ],
+        );
+    }
+}
+
+/// The encoded [`Caller`] fields of the last few callers: a record of one
+/// of them copies its bytes instead of escaping and copying each field
+/// again. Found only by comparing every field (an equal caller is encoded
+/// alike); a handful, replaced in turn.
+#[derive(Default)]
+struct CallerCache {
+    entries: Vec<(OwnedCaller, Vec<u8>)>,
+    next: usize,
+}
+
+/// A [`Caller`], owned.
+struct OwnedCaller {
+    scopes_held: Vec<String>,
+    strategy: Option<String>,
+    subject: Option<String>,
+    client_id: Option<String>,
+    issuer: Option<String>,
+    key_fingerprint: Option<String>,
+}
+
+impl OwnedCaller {
+    fn of(c: &Caller<'_>) -> Self {
+        let owned = |v: Option<&str>| v.map(str::to_owned);
+        Self {
+            scopes_held: c.scopes_held.to_vec(),
+            strategy: owned(c.strategy),
+            subject: owned(c.subject),
+            client_id: owned(c.client_id),
+            issuer: owned(c.issuer),
+            key_fingerprint: owned(c.key_fingerprint),
+        }
+    }
+
+    fn as_caller(&self) -> Caller<'_> {
+        Caller {
+            scopes_held: &self.scopes_held,
+            strategy: self.strategy.as_deref(),
+            subject: self.subject.as_deref(),
+            client_id: self.client_id.as_deref(),
+            issuer: self.issuer.as_deref(),
+            key_fingerprint: self.key_fingerprint.as_deref(),
+        }
+    }
+}
+
+impl CallerCache {
+    /// How many callers are kept.
+    const SIZE: usize = 8;
+
+    /// Appends `caller`'s fields as [`Caller::encode`] writes them.
+    fn push(&mut self, out: &mut Vec<u8>, caller: &Caller<'_>) {
+        if let Some((_, encoded)) = self.entries.iter().find(|(c, _)| c.as_caller() == *caller) {
+            out.extend_from_slice(encoded);
+            return;
+        }
+        let start = out.len();
+        caller.encode(out);
+        let entry = (OwnedCaller::of(caller), out[start..].to_vec());
+        if self.entries.len() < Self::SIZE {
+            self.entries.push(entry);
+        } else {
+            self.entries[self.next] = entry;
+            self.next = (self.next + 1) % Self::SIZE;
         }
     }
 }
@@ -1783,6 +1890,54 @@ mod tests {
                 "sample {i}: {s:?}"
             );
         }
+    }
+
+    /// Records encoded with the callers' cache are the bytes encoded
+    /// without it, whatever the order of callers (hits, misses, more
+    /// callers than it keeps, callers differing in one field only).
+    #[test]
+    fn callers_from_the_cache_are_encoded_as_without_it() {
+        let mut cache = CallerCache::default();
+        let some = |v: &str| Some(v.to_owned());
+        let (mut hits, mut misses) = (0, 0);
+        for i in 0..600_usize {
+            let mut r = AuditRecord::new("request", "allow", 200);
+            // Runs of one caller, through more callers than the cache keeps.
+            let k = (i / 4) % 13;
+            r.subject = some(["alice", "bob", "q\"uote", "é", "alice"][k % 5]);
+            r.issuer = (k % 3 != 0).then(|| format!("https://as{}.example", k % 2));
+            r.client_id = (k % 4 != 1).then(|| "app".to_owned());
+            r.strategy = (k != 12).then(|| ["oauth2", "api_key"][k % 2].to_owned());
+            r.key_fingerprint = (k % 6 == 5).then(|| "0a1b2c3d4e5f".to_owned());
+            r.scopes_held = match k % 3 {
+                0 => vec![],
+                1 => vec!["mcp:tools".into()],
+                _ => vec!["mcp:tools".into(), "admin".into()],
+            };
+            r.tool = some("get_time");
+            r.session_id = some("s-1");
+            let (mut plain, mut cached) = (Vec::new(), Vec::new());
+            let split = encode(&r.fields(), &mut plain);
+            let f = r.fields();
+            let caller = Caller {
+                scopes_held: f.scopes_held,
+                strategy: f.strategy,
+                subject: f.subject,
+                client_id: f.client_id,
+                issuer: f.issuer,
+                key_fingerprint: f.key_fingerprint,
+            };
+            let hit = cache.entries.iter().any(|(c, _)| c.as_caller() == caller);
+            (hits, misses) = (hits + usize::from(hit), misses + usize::from(!hit));
+            let cached_split = encode_with(&r.fields(), &mut cached, Some(&mut cache));
+            assert_eq!(
+                (String::from_utf8_lossy(&cached), cached_split),
+                (String::from_utf8_lossy(&plain), split),
+                "record {i}"
+            );
+        }
+        // Both ways taken often: more callers than the cache keeps.
+        assert!(hits > 100 && misses > 100, "{hits} hits, {misses} misses");
     }
 
     #[test]
