@@ -56,20 +56,29 @@ async fn wait_for(path: &std::path::Path, n: usize) -> Vec<Value> {
     records(path)
 }
 
+/// A server with the two named keys (`ops-bot` holding `admin`, `ci-bot`
+/// not) and its audit log in a directory of its own (kept alive by the
+/// returned guard), with `extra` settings.
+fn audited(extra: &[(&str, &str)]) -> (tempfile::TempDir, std::path::PathBuf, Server) {
+    let logs = tempdir();
+    let log = logs.path().join("audit.jsonl");
+    let keys = format!("ops-bot:{OPS}:admin, ci-bot:{CI}");
+    let mut env = vec![
+        ("MCP_API_KEYS", keys.as_str()),
+        ("MCP_AUDIT_LOG", log.to_str().unwrap()),
+    ];
+    env.extend_from_slice(extra);
+    let s = Server::start(&env);
+    (logs, log, s)
+}
+
 /// Issue #17: every decision of a known sequence, exactly: refused without
 /// credentials, refused with a wrong key, a session started, a tool
 /// refused for scope, a tool called, the session ended; the chain verifies
 /// and an edit or a deletion is named.
 #[tokio::test]
 async fn a_known_sequence_yields_exactly_its_records_and_tampering_is_named() {
-    let logs = tempdir();
-    let log = logs.path().join("audit.jsonl");
-    let keys = format!("ops-bot:{OPS}:admin, ci-bot:{CI}");
-    let s = Server::start(&[
-        ("MCP_API_KEYS", &keys),
-        ("MCP_TOOL_SCOPES", "admin_status=admin"),
-        ("MCP_AUDIT_LOG", log.to_str().unwrap()),
-    ]);
+    let (_logs, log, s) = audited(&[("MCP_TOOL_SCOPES", "admin_status=admin")]);
     let http = reqwest::Client::new();
     let url = s.url();
     let r = post(&http, &url, INIT).send().await.unwrap();
@@ -208,14 +217,7 @@ async fn a_known_sequence_yields_exactly_its_records_and_tampering_is_named() {
 /// a tool's scopes.
 #[tokio::test]
 async fn a_caller_refused_for_the_required_scopes_is_named_with_what_they_asked() {
-    let logs = tempdir();
-    let log = logs.path().join("audit.jsonl");
-    let keys = format!("ops-bot:{OPS}:admin, ci-bot:{CI}");
-    let s = Server::start(&[
-        ("MCP_API_KEYS", &keys),
-        ("MCP_OAUTH_REQUIRED_SCOPES", "admin"),
-        ("MCP_AUDIT_LOG", log.to_str().unwrap()),
-    ]);
+    let (_logs, log, s) = audited(&[("MCP_OAUTH_REQUIRED_SCOPES", "admin")]);
     let http = reqwest::Client::new();
     let r = post(&http, &s.url(), ADMIN_CALL)
         .header("x-api-key", CI)
@@ -314,14 +316,7 @@ async fn open_session(http: &reqwest::Client, url: &str, key: &str) -> String {
 /// records say what was refused.
 #[tokio::test]
 async fn tool_scopes_hold_on_the_body_read_for_the_record() {
-    let logs = tempdir();
-    let log = logs.path().join("audit.jsonl");
-    let keys = format!("ops-bot:{OPS}:admin, ci-bot:{CI}");
-    let s = Server::start(&[
-        ("MCP_API_KEYS", &keys),
-        ("MCP_TOOL_SCOPES", "admin_status=admin"),
-        ("MCP_AUDIT_LOG", log.to_str().unwrap()),
-    ]);
+    let (_logs, log, s) = audited(&[("MCP_TOOL_SCOPES", "admin_status=admin")]);
     let (http, url) = (reqwest::Client::new(), s.url());
     let sid = open_session(&http, &url, CI).await;
     let call = |body: &'static str| {
@@ -367,12 +362,7 @@ async fn tool_scopes_hold_on_the_body_read_for_the_record() {
 /// its `allow` record and no `expire` one; the chain verifies.
 #[tokio::test]
 async fn an_expired_session_gets_one_expire_record() {
-    let logs = tempdir();
-    let log = logs.path().join("audit.jsonl");
-    let keys = format!("ops-bot:{OPS}:admin, ci-bot:{CI}");
-    let s = Server::start(&[
-        ("MCP_API_KEYS", &keys),
-        ("MCP_AUDIT_LOG", log.to_str().unwrap()),
+    let (_logs, log, s) = audited(&[
         ("HTTP_SESSION_TIMEOUT", "600"),
         ("HTTP_SESSION_CLEANUP_INTERVAL", "100"),
     ]);
