@@ -312,16 +312,11 @@ fn to_hex(bytes: &[u8]) -> String {
 
 /// Appends `bytes` to `out` in lowercase hex.
 fn push_hex(out: &mut String, bytes: &[u8]) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     // A digest's worth at a time, appended at once (not a character at a
-    // time: the writer links every record with one).
-    let mut buf = [0u8; 64];
+    // time).
     for chunk in bytes.chunks(32) {
-        for (pair, b) in buf.chunks_exact_mut(2).zip(chunk) {
-            pair[0] = DIGITS[usize::from(b >> 4)];
-            pair[1] = DIGITS[usize::from(b & 0x0f)];
-        }
-        out.push_str(std::str::from_utf8(&buf[..2 * chunk.len()]).unwrap_or_default());
+        let hex = hex32(chunk);
+        out.push_str(std::str::from_utf8(&hex[..2 * chunk.len()]).unwrap_or_default());
     }
 }
 
@@ -737,6 +732,7 @@ struct CallerCache {
 }
 
 /// A [`Caller`], owned.
+#[derive(Default)]
 struct OwnedCaller {
     scopes_held: Vec<String>,
     strategy: Option<String>,
@@ -748,15 +744,9 @@ struct OwnedCaller {
 
 impl OwnedCaller {
     fn of(c: &Caller<'_>) -> Self {
-        let owned = |v: Option<&str>| v.map(str::to_owned);
-        Self {
-            scopes_held: c.scopes_held.to_vec(),
-            strategy: owned(c.strategy),
-            subject: owned(c.subject),
-            client_id: owned(c.client_id),
-            issuer: owned(c.issuer),
-            key_fingerprint: owned(c.key_fingerprint),
-        }
+        let mut owned = Self::default();
+        owned.set(c);
+        owned
     }
 
     /// Becomes `c`, in the buffers it has (an entry replaced under the
@@ -839,12 +829,13 @@ fn push_link(out: &mut Vec<u8>, seq: u64, prev: &[u8]) {
     out.push(b'"');
 }
 
-/// `digest` in lowercase hex, as [`to_hex`] writes it (the writer's
-/// links, without making a string of each).
-fn hex_digest(digest: &[u8]) -> [u8; 64] {
+/// Up to 32 `bytes` (a digest) in lowercase hex, as [`to_hex`] writes
+/// them, followed by `0`s: the writer's links without making a string of
+/// each, and [`push_hex`]'s pieces.
+fn hex32(bytes: &[u8]) -> [u8; 64] {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = [b'0'; 64];
-    for (pair, b) in out.chunks_exact_mut(2).zip(digest) {
+    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
         pair[0] = DIGITS[usize::from(b >> 4)];
         pair[1] = DIGITS[usize::from(b & 0x0f)];
     }
@@ -1090,7 +1081,7 @@ fn write_loop(queue: &Queue, mut target: Target, prev: String, mut seq: u64) {
             push_link(&mut lines, seq, &prev);
             lines.extend_from_slice(&encoded[split..]);
             prev.clear();
-            prev.extend_from_slice(&hex_digest(&Sha256::digest(&lines[start..])));
+            prev.extend_from_slice(&hex32(&Sha256::digest(&lines[start..])));
             lines.push(b'\n');
             seq += 1;
         }
@@ -2055,7 +2046,7 @@ mod tests {
         assert_eq!(to_hex(&digest), hex::encode(digest));
         assert_eq!(to_hex(&[0x00, 0x0f, 0xa5, 0xff]), "000fa5ff");
         // The writer's links, as verifying and resuming compare them.
-        assert_eq!(hex_digest(&digest), to_hex(&digest).as_bytes());
+        assert_eq!(hex32(&digest), to_hex(&digest).as_bytes());
     }
 
     #[test]
