@@ -288,6 +288,33 @@ impl McpHttpApp {
             RequestRateLimitLayer::new(cfg.rate_limit.clone(), self.store.clone())
                 .trusting(cfg.connections.trusted_proxies.clone())
         });
+        // Every MCP route: failed-auth limit, authentication, rate limit,
+        // per-tool scopes; then each route's own session handling.
+        let audit = self.audit.clone().map(|sink| {
+            crate::audit::AuditLayer::new(
+                sink,
+                cfg.connections.trusted_proxies.clone(),
+                cfg.max_request_bytes,
+            )
+        });
+        let mut tools = self.known_tools.clone();
+        tools.extend(cfg.tool_scopes.tool_names());
+        // One layer counts, traces and audits each request.
+        let observe = crate::observe::ObserveLayer::new(tools, audit);
+        let stack = ServiceBuilder::new()
+            // (Tower's services hand the service polled ready to the
+            // request's future and keep a clone: behind this, each such
+            // clone of the stack is one reference count.)
+            .layer(SharedLayer)
+            .layer(observe)
+            .layer(
+                AuthFailureLimitLayer::new(cfg.rate_limit.clone(), self.store.clone())
+                    .trusting(cfg.connections.trusted_proxies.clone()),
+            )
+            .layer(auth.clone())
+            .layer(crate::observe::FactsLayer::new(cfg.max_request_bytes))
+            .option_layer(request_limit)
+            .option_layer(tool_scopes);
         let mut protected = Router::new();
         if let Some(mcp) = mcp {
             let mut sessions = SessionLayer::new(
@@ -303,50 +330,23 @@ impl McpHttpApp {
             }
             let mcp = ServiceBuilder::new()
                 .layer(sessions)
-                .layer(axum::middleware::from_fn_with_state(
-                    cfg.max_request_bytes,
-                    crate::refusal::jsonrpc_parse_errors,
-                ))
+                .layer(crate::refusal::JsonRpcErrorsLayer(cfg.max_request_bytes))
                 .map_response(IntoResponse::into_response)
                 .service(mcp);
-            protected = protected.route_service(&cfg.mcp_path, Shared(Arc::new(mcp)));
+            // The stack straight around the service, not as a route layer
+            // around axum's boxed route (whose every copy allocates).
+            protected = protected
+                .route_service(&cfg.mcp_path, stack.clone().service(Shared(Arc::new(mcp))));
         }
         if let Some(state) = sse {
             protected = protected.merge(
                 Router::new()
                     .route(SSE_PATH, get(sse::open_stream))
                     .route(MESSAGES_PATH, axum::routing::post(sse::post_message))
-                    .with_state(state),
+                    .with_state(state)
+                    .route_layer(stack),
             );
         }
-        // Every MCP route: failed-auth limit, authentication, rate limit,
-        // per-tool scopes; then each route's own session handling.
-        let audit = self.audit.clone().map(|sink| {
-            crate::audit::AuditLayer::new(
-                sink,
-                cfg.connections.trusted_proxies.clone(),
-                cfg.max_request_bytes,
-            )
-        });
-        let mut tools = self.known_tools.clone();
-        tools.extend(cfg.tool_scopes.tool_names());
-        // One layer counts, traces and audits each request.
-        let observe = crate::observe::ObserveLayer::new(tools, audit);
-        let protected = protected.route_layer(
-            ServiceBuilder::new()
-                // (The layers around the routes clone what they wrap per
-                // request: this stack is then one reference count.)
-                .layer(tower::layer::layer_fn(|s| Shared(Arc::new(s))))
-                .layer(observe)
-                .layer(
-                    AuthFailureLimitLayer::new(cfg.rate_limit.clone(), self.store.clone())
-                        .trusting(cfg.connections.trusted_proxies.clone()),
-                )
-                .layer(auth)
-                .layer(crate::observe::FactsLayer::new(cfg.max_request_bytes))
-                .option_layer(request_limit)
-                .option_layer(tool_scopes),
-        );
         self.start_sweeper();
         let (authenticator, store) = (self.authenticator.clone(), self.store.clone());
         let mut router = protected.route("/health", get(health)).route(
@@ -373,22 +373,24 @@ impl McpHttpApp {
         }
         // rmcp enforces the limit on streamed bodies itself, answering 413;
         // wrapping its body here would turn that into a read error (500).
-        router = if limit_streaming_bodies {
-            router.layer(RequestBodyLimitLayer::new(cfg.max_request_bytes))
+        let limit = if limit_streaming_bodies {
+            tower::util::Either::Left(
+                ServiceBuilder::new()
+                    .map_response(IntoResponse::into_response)
+                    .layer(RequestBodyLimitLayer::new(cfg.max_request_bytes)),
+            )
         } else {
-            router.layer(axum::middleware::from_fn_with_state(
-                cfg.max_request_bytes,
-                content_length_limit,
-            ))
+            tower::util::Either::Right(ContentLengthLimitLayer(cfg.max_request_bytes))
         };
-        let mut router = router.layer(axum::middleware::from_fn_with_state(
-            cfg.request_timeout,
-            response_deadline,
-        ));
-        if cfg.cors.enabled {
-            router = router.layer(cors_layer(cfg));
-        }
-        router.layer(GuardLayer::new(cfg.hosts.clone(), cfg.origins.clone()))
+        // One layer over the routes, not one per concern: axum boxes each
+        // layer around each route, and every box is copied per request.
+        router.layer(
+            ServiceBuilder::new()
+                .layer(GuardLayer::new(cfg.hosts.clone(), cfg.origins.clone()))
+                .option_layer(cfg.cors.enabled.then(|| cors_layer(cfg)))
+                .layer(DeadlineLayer(cfg.request_timeout))
+                .layer(limit),
+        )
     }
 
     /// The router around rmcp's streamable HTTP service for handlers made by
@@ -477,40 +479,118 @@ impl McpHttpApp {
 }
 
 /// 408 with the usual refusal body when no response has started within
-/// `HTTP_REQUEST_TIMEOUT` (the handler's future is dropped).
-async fn response_deadline(
-    axum::extract::State(limit): axum::extract::State<std::time::Duration>,
-    req: Request,
-    next: axum::middleware::Next,
-) -> Response {
-    match tokio::time::timeout(limit, next.run(req)).await {
-        Ok(resp) => resp,
-        Err(_) => crate::refusal::refuse(
+/// `HTTP_REQUEST_TIMEOUT` (the handler's future is dropped). A service of
+/// its own rather than axum's `from_fn`, which copies the stack below it
+/// and boxes twice for every request.
+#[derive(Clone, Copy, Debug)]
+struct DeadlineLayer(std::time::Duration);
+
+impl<S> tower::Layer<S> for DeadlineLayer {
+    type Service = Deadline<S>;
+
+    fn layer(&self, inner: S) -> Deadline<S> {
+        Deadline {
+            inner,
+            limit: self.0,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Deadline<S> {
+    inner: S,
+    limit: std::time::Duration,
+}
+
+type Timed<E> = fn(Result<Result<Response, E>, tokio::time::error::Elapsed>) -> Result<Response, E>;
+
+impl<S> tower_service::Service<Request> for Deadline<S>
+where
+    S: tower_service::Service<Request, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = futures::future::Map<tokio::time::Timeout<S::Future>, Timed<S::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        futures::FutureExt::map(
+            tokio::time::timeout(self.limit, self.inner.call(req)),
+            timed_out,
+        )
+    }
+}
+
+fn timed_out<E>(
+    r: Result<Result<Response, E>, tokio::time::error::Elapsed>,
+) -> Result<Response, E> {
+    match r {
+        Ok(r) => r,
+        Err(_) => Ok(crate::refusal::refuse(
             StatusCode::REQUEST_TIMEOUT,
             "request_timeout",
             "no response within the request timeout",
-        ),
+        )),
     }
 }
 
 /// 413 when `Content-Length` exceeds the limit; the body is never read.
-async fn content_length_limit(
-    axum::extract::State(max): axum::extract::State<usize>,
-    req: Request,
-    next: axum::middleware::Next,
-) -> Response {
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    match declared {
-        Some(n) if n > max as u64 => crate::refusal::refuse(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            &format!("request body exceeds {max} bytes"),
-        ),
-        _ => next.run(req).await,
+/// (A service of its own, as [`Deadline`].)
+#[derive(Clone, Copy, Debug)]
+struct ContentLengthLimitLayer(usize);
+
+impl<S> tower::Layer<S> for ContentLengthLimitLayer {
+    type Service = ContentLengthLimit<S>;
+
+    fn layer(&self, inner: S) -> ContentLengthLimit<S> {
+        ContentLengthLimit { inner, max: self.0 }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct ContentLengthLimit<S> {
+    inner: S,
+    max: usize,
+}
+
+impl<S> tower_service::Service<Request> for ContentLengthLimit<S>
+where
+    S: tower_service::Service<Request, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future =
+        futures::future::Either<futures::future::Ready<Result<Response, S::Error>>, S::Future>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        match declared {
+            Some(n) if n > self.max as u64 => {
+                futures::future::Either::Left(futures::future::ready(Ok(crate::refusal::refuse(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    &format!("request body exceeds {} bytes", self.max),
+                ))))
+            }
+            _ => futures::future::Either::Right(self.inner.call(req)),
+        }
     }
 }
 
@@ -616,6 +696,18 @@ fn cors_layer(cfg: &HttpConfig) -> CorsLayer {
 /// once per request, polled ready and called (`ServiceExt::oneshot`).
 #[derive(Debug)]
 struct Shared<S>(Arc<S>);
+
+/// Puts what it wraps behind [`Shared`].
+#[derive(Clone, Copy, Debug)]
+struct SharedLayer;
+
+impl<S> tower::Layer<S> for SharedLayer {
+    type Service = Shared<S>;
+
+    fn layer(&self, inner: S) -> Shared<S> {
+        Shared(Arc::new(inner))
+    }
+}
 
 impl<S> Clone for Shared<S> {
     fn clone(&self) -> Self {

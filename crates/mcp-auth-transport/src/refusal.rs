@@ -168,42 +168,86 @@ pub(crate) fn jsonrpc_unreadable(body: &[u8]) -> Response {
 }
 
 #[cfg(feature = "mcp")]
-/// Middleware in front of rmcp's service: rmcp answers a JSON body it
-/// cannot read as JSON-RPC with 415 (as if the media type were wrong);
-/// that answer becomes [`jsonrpc_unreadable`]. A wrong `Content-Type` keeps
-/// its 415. Bodies over `max` bytes get 413.
-pub(crate) async fn jsonrpc_parse_errors(
-    axum::extract::State(max): axum::extract::State<usize>,
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    if req.method() != http::Method::POST {
-        return next.run(req).await;
+/// In front of rmcp's service: rmcp answers a JSON body it cannot read as
+/// JSON-RPC with 415 (as if the media type were wrong); that answer
+/// becomes [`jsonrpc_unreadable`]. A wrong `Content-Type` keeps its 415.
+/// Bodies over `max` bytes get 413. (A service of its own rather than
+/// axum's `from_fn`, which boxes twice more per request.)
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct JsonRpcErrorsLayer(pub(crate) usize);
+
+#[cfg(feature = "mcp")]
+impl<S> tower::Layer<S> for JsonRpcErrorsLayer {
+    type Service = JsonRpcErrors<S>;
+
+    fn layer(&self, inner: S) -> JsonRpcErrors<S> {
+        JsonRpcErrors { inner, max: self.0 }
     }
-    let json = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(';')
-                .next()
-                .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
-        });
-    let (parts, body) = req.into_parts();
-    let bytes = match axum::body::to_bytes(body, max).await {
-        Ok(b) => b,
-        Err(e) => return unreadable_body(&e),
-    };
-    let resp = next
-        .run(axum::extract::Request::from_parts(
-            parts,
-            axum::body::Body::from(bytes.clone()),
-        ))
-        .await;
-    if json && resp.status() == StatusCode::UNSUPPORTED_MEDIA_TYPE {
-        return jsonrpc_unreadable(&bytes);
+}
+
+#[cfg(feature = "mcp")]
+#[derive(Clone, Debug)]
+pub(crate) struct JsonRpcErrors<S> {
+    inner: S,
+    max: usize,
+}
+
+#[cfg(feature = "mcp")]
+impl<S> tower::Service<axum::extract::Request> for JsonRpcErrors<S>
+where
+    S: tower::Service<axum::extract::Request, Response = Response> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = futures::future::Either<
+        S::Future,
+        futures::future::BoxFuture<'static, Result<Response, S::Error>>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
     }
-    resp
+
+    fn call(&mut self, req: axum::extract::Request) -> Self::Future {
+        if req.method() != http::Method::POST {
+            return futures::future::Either::Left(self.inner.call(req));
+        }
+        let json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.split(';')
+                    .next()
+                    .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+            });
+        // The body is read before the call: the service polled ready goes
+        // with the request, a clone stays.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let max = self.max;
+        futures::future::Either::Right(Box::pin(async move {
+            let (parts, body) = req.into_parts();
+            let bytes = match axum::body::to_bytes(body, max).await {
+                Ok(b) => b,
+                Err(e) => return Ok(unreadable_body(&e)),
+            };
+            let resp = inner
+                .call(axum::extract::Request::from_parts(
+                    parts,
+                    axum::body::Body::from(bytes.clone()),
+                ))
+                .await?;
+            if json && resp.status() == StatusCode::UNSUPPORTED_MEDIA_TYPE {
+                return Ok(jsonrpc_unreadable(&bytes));
+            }
+            Ok(resp)
+        }))
+    }
 }
 
 #[cfg(test)]
