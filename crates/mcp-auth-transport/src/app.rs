@@ -288,8 +288,6 @@ impl McpHttpApp {
             RequestRateLimitLayer::new(cfg.rate_limit.clone(), self.store.clone())
                 .trusting(cfg.connections.trusted_proxies.clone())
         });
-        // Every MCP route: failed-auth limit, authentication, rate limit,
-        // per-tool scopes; then each route's own session handling.
         let audit = self.audit.clone().map(|sink| {
             crate::audit::AuditLayer::new(
                 sink,
@@ -301,6 +299,9 @@ impl McpHttpApp {
         tools.extend(cfg.tool_scopes.tool_names());
         // One layer counts, traces and audits each request.
         let observe = crate::observe::ObserveLayer::new(tools, audit);
+        // Every MCP route: observing, failed-auth limit, authentication, the
+        // body's facts, rate limit, per-tool scopes; then each route's own
+        // session handling.
         let stack = ServiceBuilder::new()
             // (Tower's services hand the service polled ready to the
             // request's future and keep a clone: behind this, each such
