@@ -428,6 +428,11 @@ struct UpstreamLeg {
     login: PendingLogin,
     pkce_verifier: String,
     nonce: String,
+    /// The user approved on the consent page: the approval is remembered
+    /// once the provider's login succeeds (not before, so that approvals
+    /// alone, which need no account, cannot fill the store).
+    #[serde(default)]
+    remember: bool,
 }
 
 /// An error page: for what cannot be trusted to the redirect URI.
@@ -600,7 +605,7 @@ async fn authorize(
     // Approved before in this browser, for this client, these scopes and
     // this redirect URI: straight on.
     if !new_cookie && consented(&app, &binding, &pending).await {
-        return to_upstream(&app, pending).await;
+        return to_upstream(&app, pending, false).await;
     }
     let Ok(request_id) = random_token(24) else {
         return fail("server_error", "no randomness");
@@ -750,15 +755,12 @@ async fn consent_decision(
             &cfg.issuer_id(),
         );
     }
-    if let Ok(bytes) = serde_json::to_vec(&pending.scopes) {
-        let _ = store
-            .kv_put(&consent_key(&binding, &pending), &bytes, cfg.consent_ttl)
-            .await;
-    }
-    to_upstream(&app, pending).await
+    to_upstream(&app, pending, true).await
 }
 
-async fn to_upstream(app: &App, login: PendingLogin) -> Response {
+/// Sends the browser to the provider; `remember`: the user approved on the
+/// consent page, and the approval is kept once the login succeeds.
+async fn to_upstream(app: &App, login: PendingLogin, remember: bool) -> Response {
     let proxy = &app.proxy;
     let Ok(start) = proxy.inner.upstream.start_login() else {
         return error_page(
@@ -771,6 +773,7 @@ async fn to_upstream(app: &App, login: PendingLogin) -> Response {
         login,
         pkce_verifier: start.pkce_verifier,
         nonce: start.nonce,
+        remember,
     };
     let sealed = serde_json::to_vec(&leg)
         .ok()
@@ -820,10 +823,11 @@ async fn callback(
     let Some(state) = q.get("state") else {
         return expired();
     };
-    let leg = match store
-        .kv_take(&format!("proxy:upstream:{}", digest_b64(state.as_bytes())))
-        .await
-    {
+    let key = format!("proxy:upstream:{}", digest_b64(state.as_bytes()));
+    // Read, and taken only once the browser is the one that started it: a
+    // stranger who learnt the `state` (it is in the provider's URL) cannot
+    // cancel someone else's login.
+    let leg = match store.kv_get(&key).await {
         Ok(Some(sealed)) => proxy
             .inner
             .sealer
@@ -852,6 +856,10 @@ async fn callback(
             "Wrong browser",
             "This login was started in another browser. Start it again from the application, in this browser.",
         );
+    }
+    // Single use: of two answers with the same `state`, one goes on.
+    if !matches!(store.kv_take(&key).await, Ok(Some(_))) {
+        return expired();
     }
     let pending = leg.login.clone();
     let issuer = cfg.issuer_id();
@@ -923,6 +931,16 @@ async fn callback(
         tracing::warn!(error = %e, "the provider's tokens could not be kept; tools will not get them");
     }
     tracing::info!(client = %pending.client_id, "login finished");
+    if leg.remember
+        && let (Some(binding), Ok(scopes)) = (
+            browser_binding(&app, &headers),
+            serde_json::to_vec(&pending.scopes),
+        )
+    {
+        let _ = store
+            .kv_put(&consent_key(&binding, &pending), &scopes, cfg.consent_ttl)
+            .await;
+    }
     let grant = Grant {
         logged_in_at: now_secs(),
         family,

@@ -591,6 +591,12 @@ async fn a_login_cannot_be_finished_in_another_browser() {
     }
     assert_eq!(resp.url().path(), "/oauth/callback");
     assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    // The refusal did not cancel the login: the browser that approved it
+    // still finishes it (a stranger who knows the provider URL, and with
+    // it the `state`, cannot end someone else's login).
+    let first = attacker.get(&to_provider).await;
+    let (back, _) = attacker.follow_until(first, CLIENT_CB).await;
+    assert!(query(&back).contains_key("code"), "{back}");
     // A replayed approval finds nothing: the request was single use.
     let again = attacker
         .post_form(
@@ -603,6 +609,38 @@ async fn a_login_cannot_be_finished_in_another_browser() {
         )
         .await;
     assert_eq!(again.status(), StatusCode::BAD_REQUEST);
+}
+
+/// An approval is remembered only once the provider's login succeeded: a
+/// script approving over and over (which needs no account anywhere) does
+/// not leave a 30-day record per approval in the store.
+#[tokio::test]
+#[ignore = "needs Node and oidc-provider (tests/run-all.sh installs them)"]
+async fn an_approval_is_remembered_only_after_the_login_succeeds() {
+    let app = start("oidc").await;
+    let client_id = register(&app).await;
+    let mut browser = Browser::new();
+    let page = browser.get(&authorize_url(&app, &client_id, &[])).await;
+    let html = page.text().await.unwrap();
+    let approved = browser
+        .post_form(
+            &format!("{}/oauth/consent", app.base),
+            &[
+                ("csrf", &field(&html, "csrf")),
+                ("request", &field(&html, "request")),
+                ("decision", "allow"),
+            ],
+        )
+        .await;
+    assert_eq!(approved.status(), StatusCode::SEE_OTHER);
+    // Approved, but never went to the provider: asked again.
+    let page = browser.get(&authorize_url(&app, &client_id, &[])).await;
+    assert_eq!(page.status(), StatusCode::OK);
+    assert!(page.text().await.unwrap().contains("name=\"csrf\""));
+    // A login that finishes is remembered: straight on to the provider.
+    login(&app, &mut browser, &client_id).await;
+    let again = browser.get(&authorize_url(&app, &client_id, &[])).await;
+    assert_eq!(again.status(), StatusCode::SEE_OTHER);
 }
 
 /// Without MCP_OAUTH_SCOPES_SUPPORTED the facade grants no scope at all,
