@@ -259,6 +259,11 @@ async fn another_principal_cannot_use_or_end_someone_elses_session() {
         .await
         .unwrap();
     assert_eq!(r.status(), 404);
+    assert_eq!(
+        r.headers()["cache-control"],
+        "no-store",
+        "not kept by caches"
+    );
     let r = c
         .delete(s.url())
         .header("x-api-key", OTHER)

@@ -26,14 +26,17 @@ use mcp_auth_session::{Full, StoreError};
 const RETRY_SECS: u64 = 5;
 
 /// `{"error": code, "error_description": description}` with `status`;
-/// 429 and 503 carry `Retry-After` (`retry`, at least one second).
+/// 429 and 503 carry `Retry-After` (`retry`, at least one second). Like
+/// every refusal, not to be stored by caches (it depends on who asked, and
+/// credentials in `X-API-Key` do not keep shared caches away as
+/// `Authorization` does).
 pub(crate) fn refuse_after(
     status: StatusCode,
     code: &str,
     description: &str,
     retry: Duration,
 ) -> Response {
-    let mut r = (status, Json(ErrorBody::new(code, description))).into_response();
+    let mut r = no_store((status, Json(ErrorBody::new(code, description))).into_response());
     if (status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS)
         && let Ok(v) = HeaderValue::from_str(&retry.as_secs().max(1).to_string())
     {
@@ -55,7 +58,14 @@ pub(crate) const RMCP_SESSION_NOT_FOUND: &str = "Not Found: Session not found";
 /// rmcp's answer for an unknown session, which clients recognise: a
 /// session that is gone, expired or someone else's.
 pub(crate) fn session_not_found() -> Response {
-    (StatusCode::NOT_FOUND, RMCP_SESSION_NOT_FOUND).into_response()
+    no_store((StatusCode::NOT_FOUND, RMCP_SESSION_NOT_FOUND).into_response())
+}
+
+/// `Cache-Control: no-store` on `r`.
+pub(crate) fn no_store(mut r: Response) -> Response {
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
 }
 
 #[cfg(feature = "mcp")]
@@ -156,15 +166,17 @@ pub(crate) fn jsonrpc_unreadable(body: &[u8]) -> Response {
         Err(_) => (-32700, "Parse error"),
         Ok(_) => (-32600, "Invalid Request"),
     };
-    (
-        StatusCode::BAD_REQUEST,
-        Json(serde_json::json!({
-            "jsonrpc": "2.0",
-            "id": null,
-            "error": { "code": code, "message": message },
-        })),
+    no_store(
+        (
+            StatusCode::BAD_REQUEST,
+            Json(serde_json::json!({
+                "jsonrpc": "2.0",
+                "id": null,
+                "error": { "code": code, "message": message },
+            })),
+        )
+            .into_response(),
     )
-        .into_response()
 }
 
 #[cfg(feature = "mcp")]
@@ -285,6 +297,33 @@ mod tests {
                 .get(header::RETRY_AFTER)
                 .is_none()
         );
+    }
+
+    #[test]
+    fn no_refusal_is_kept_by_caches() {
+        let e = StoreError {
+            store: "memory".into(),
+            reason: "down".into(),
+        };
+        let refusals = [
+            refuse(StatusCode::FORBIDDEN, "forbidden", "Host not allowed"),
+            refuse(StatusCode::REQUEST_TIMEOUT, "request_timeout", "x"),
+            cap_reached(Full::Principal),
+            cap_reached(Full::Global),
+            store_unavailable(&e),
+            payload_too_large(),
+            session_not_found(),
+            jsonrpc_unreadable(b"{"),
+            jsonrpc_unreadable(b"[]"),
+        ];
+        for r in refusals {
+            assert_eq!(
+                r.headers().get(header::CACHE_CONTROL).map(|v| v.as_bytes()),
+                Some(&b"no-store"[..]),
+                "{}",
+                r.status()
+            );
+        }
     }
 
     async fn body_of(r: Response) -> serde_json::Value {

@@ -354,6 +354,7 @@ impl Settings {
                 Ok(false) => {}
                 Err(e) => tracing::warn!(store = %e.store, "could not end session in the store"),
             }
+            return Ok(not_found());
         }
         Ok(Response::from_parts(parts, Body::from(bytes)))
     }
