@@ -556,8 +556,8 @@ async fn authorize(
         return fail("invalid_request", "PKCE code_challenge_method must be S256");
     }
     let resource = cfg.resource.to_string();
-    if let Some(r) = q.get("resource")
-        && r.trim_end_matches('/') != resource.trim_end_matches('/')
+    if q.get("resource")
+        .is_some_and(|r| !same_resource(r, &resource))
     {
         return fail(
             "invalid_target",
@@ -1114,6 +1114,12 @@ async fn record_proof(app: &App, proof: &DpopProof) -> Result<(), Response> {
     }
 }
 
+/// A `resource` parameter names this server (RFC 8707): the configured
+/// resource, with or without a trailing slash.
+fn same_resource(asked: &str, ours: &str) -> bool {
+    asked.trim_end_matches('/') == ours.trim_end_matches('/')
+}
+
 async fn token(
     State(app): State<App>,
     peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
@@ -1125,6 +1131,18 @@ async fn token(
         Ok(c) => c,
         Err(r) => return r,
     };
+    // RFC 8707 §2.2: tokens only for this server, checked before a code or
+    // refresh token is spent.
+    if form
+        .get("resource")
+        .is_some_and(|r| !same_resource(r, app.proxy.inner.cfg.resource.as_str()))
+    {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_target",
+            "this server issues tokens for its own resource only",
+        );
+    }
     // RFC 9449 §5: a proof binds the tokens issued to its key.
     let proof = match dpop_proof(&app, &headers) {
         Ok(p) => p,

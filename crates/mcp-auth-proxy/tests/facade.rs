@@ -411,6 +411,24 @@ async fn refusals_issue_nothing_and_never_redirect_untrusted_errors() {
         .await;
     assert!(page.text().await.unwrap().contains("mcp:tools"));
     let code = login(&app, &mut browser, &client_id).await;
+    // Tokens for another server's `resource`: refused (RFC 8707 §2.2).
+    let (status, err) = token(
+        &app,
+        &[
+            ("grant_type", "authorization_code"),
+            ("client_id", &client_id),
+            ("code", &code),
+            ("redirect_uri", CLIENT_CB),
+            ("code_verifier", VERIFIER),
+            ("resource", "https://other.example/mcp"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        (status, err["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_target")),
+        "{err}"
+    );
     let other = register(&app).await;
     let (status, err) = exchange(&app, &other, &code).await;
     assert_eq!(
