@@ -83,8 +83,7 @@ pub(crate) fn read(body: &[u8]) -> ReadBody {
             None,
         ),
     };
-    let mentions_call =
-        !calls.names.is_empty() || calls.unnamed || body.windows(10).any(|w| w == b"tools/call");
+    let mentions_call = !calls.names.is_empty() || calls.unnamed || may_spell_call(body);
     let called = match calls.unnamed || (mentions_call && calls.unclean) {
         true => Err(()),
         false => Ok(calls.names),
@@ -105,6 +104,16 @@ pub(crate) fn read(body: &[u8]) -> ReadBody {
         tool,
         called,
     }
+}
+
+/// Whether `body` may name `tools/call` somewhere: spelled out, or in any
+/// string with an escape in it (`"tools\/call"`, `"\u0074ools/call"`), which
+/// only decoding would tell. An unclean body (a duplicate key, say) that
+/// may name it is refused: a service reading the first of two `method`
+/// keys where rmcp reads the last could otherwise run a call this layer
+/// never saw.
+fn may_spell_call(body: &[u8]) -> bool {
+    body.contains(&b'\\') || body.windows(10).any(|w| w == b"tools/call")
 }
 
 /// A JSON value where a string is wanted.
@@ -431,7 +440,8 @@ mod tests {
     /// as "not JSON". (rmcp refuses such a body too: its untagged message
     /// type buffers every value and checks every string. The walk skips
     /// those parts without checking them, so it still finds and checks the
-    /// calls: the safe side.)
+    /// calls: the safe side.) Changed in both since: an escape anywhere
+    /// counts as a possible mention of `tools/call` (see `may_spell_call`).
     fn reference(body: &[u8]) -> Option<ReadBody> {
         let tree = serde_json::from_slice::<serde_json::Value>(body);
         if tree.is_err() && serde_json::from_slice::<IgnoredAny>(body).is_ok() {
@@ -483,7 +493,8 @@ mod tests {
                     }
                 }
             }
-            let mentions_call = body.windows(10).any(|w| w == b"tools/call");
+            let mentions_call =
+                body.contains(&b'\\') || body.windows(10).any(|w| w == b"tools/call");
             if names.is_empty() && !mentions_call {
                 return Ok(names);
             }
@@ -556,6 +567,9 @@ mod tests {
             br#"{"method":["tools/call"],"params":{"name":"a"}}"#,
             br#"{"method":"tools/call","params":{"name":"a"}} trailing"#,
             br#"{"method":"tools/call","params":{"name":"a"}}  "#,
+            br#"{"method":"tools\/call","params":{"name":"admin"},"method":null}"#,
+            br#"{"method":"\u0074ools/call","params":{"name":"admin"},"method":"x"}"#,
+            br#"{"method":"tools/list","params":{"cursor":"\n"}}"#,
             br#"[]"#,
             br#"{}"#,
         ] {
@@ -589,6 +603,29 @@ mod tests {
         assert_eq!(
             read(br#"{"method":"tools/call","params":{"name":"a","name":"b"}}"#).called,
             Err(())
+        );
+    }
+
+    #[test]
+    fn an_escaped_tools_call_in_an_unclean_body_is_refused() {
+        // A service reading the first `method` would run `admin`; rmcp,
+        // reading the last, would not: refused either way.
+        for body in [
+            &br#"{"method":"tools\/call","params":{"name":"admin"},"method":null}"#[..],
+            br#"{"method":"\u0074ools/call","params":{"name":"admin"},"method":"x"}"#,
+            br#"[{"method":"tools\u002fcall","params":{"name":"admin"},"method":null}]"#,
+        ] {
+            assert_eq!(
+                read(body).called,
+                Err(()),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        // An escape in a clean body changes nothing.
+        assert_eq!(
+            read(br#"{"method":"tools/call","params":{"name":"a\nb"}}"#).called,
+            Ok(vec!["a\nb".to_owned()])
         );
     }
 
