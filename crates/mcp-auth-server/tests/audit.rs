@@ -355,6 +355,52 @@ async fn tool_scopes_hold_on_the_body_read_for_the_record() {
     );
 }
 
+/// The `Mcp-Method` / `Mcp-Name` headers name the record's method and tool
+/// only where rmcp holds them to the body (protocol version 2026-07-28 and
+/// later): on an older session they may claim anything, and the record
+/// says what the body called.
+#[tokio::test]
+async fn headers_that_nothing_checks_do_not_name_the_records_tool() {
+    let (_logs, log, s) = audited(&[]);
+    let (http, url) = (reqwest::Client::new(), s.url());
+    let sid = open_session(&http, &url, CI).await;
+    let whoami = r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"whoami","arguments":{}}}"#;
+    let r = post(&http, &url, whoami)
+        .header("x-api-key", CI)
+        .header("mcp-session-id", &sid)
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "get_time")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    drop(r.text().await);
+    let r = post(&http, &url, whoami)
+        .header("x-api-key", CI)
+        .header("mcp-session-id", &sid)
+        .header("mcp-method", "tools/list")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    drop(r.text().await);
+    let got = wait_until(&log, |r| r.len() >= 3).await;
+    let seen: Vec<(&str, &str)> = got[1..]
+        .iter()
+        .map(|r| {
+            (
+                r["method"].as_str().unwrap_or("-"),
+                r["tool"].as_str().unwrap_or("-"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [("tools/call", "whoami"), ("tools/call", "whoami")],
+        "{got:?}"
+    );
+}
+
 /// Issue #17: a session that expires (idle past `HTTP_SESSION_TIMEOUT`)
 /// gets exactly one `session_end` record with decision `expire`, found by
 /// the sweeper (`HTTP_SESSION_CLEANUP_INTERVAL`), naming the session and

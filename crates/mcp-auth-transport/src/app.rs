@@ -302,20 +302,22 @@ impl McpHttpApp {
         // Every MCP route: observing, failed-auth limit, authentication, the
         // body's facts, rate limit, per-tool scopes; then each route's own
         // session handling.
-        let stack = ServiceBuilder::new()
-            // (Tower's services hand the service polled ready to the
-            // request's future and keep a clone: behind this, each such
-            // clone of the stack is one reference count.)
-            .layer(SharedLayer)
-            .layer(observe)
-            .layer(
-                AuthFailureLimitLayer::new(cfg.rate_limit.clone(), self.store.clone())
-                    .trusting(cfg.connections.trusted_proxies.clone()),
-            )
-            .layer(auth.clone())
-            .layer(crate::observe::FactsLayer::new(cfg.max_request_bytes))
-            .option_layer(request_limit)
-            .option_layer(tool_scopes);
+        let stack = |observe| {
+            ServiceBuilder::new()
+                // (Tower's services hand the service polled ready to the
+                // request's future and keep a clone: behind this, each such
+                // clone of the stack is one reference count.)
+                .layer(SharedLayer)
+                .layer(observe)
+                .layer(
+                    AuthFailureLimitLayer::new(cfg.rate_limit.clone(), self.store.clone())
+                        .trusting(cfg.connections.trusted_proxies.clone()),
+                )
+                .layer(auth.clone())
+                .layer(crate::observe::FactsLayer::new(cfg.max_request_bytes))
+                .option_layer(request_limit.clone())
+                .option_layer(tool_scopes.clone())
+        };
         let mut protected = Router::new();
         if let Some(mcp) = mcp {
             let mut sessions = SessionLayer::new(
@@ -336,8 +338,10 @@ impl McpHttpApp {
                 .service(mcp);
             // The stack straight around the service, not as a route layer
             // around axum's boxed route (whose every copy allocates).
-            protected = protected
-                .route_service(&cfg.mcp_path, stack.clone().service(Shared(Arc::new(mcp))));
+            protected = protected.route_service(
+                &cfg.mcp_path,
+                stack(observe.clone()).service(Shared(Arc::new(mcp))),
+            );
         }
         if let Some(state) = sse {
             protected = protected.merge(
@@ -345,7 +349,9 @@ impl McpHttpApp {
                     .route(SSE_PATH, get(sse::open_stream))
                     .route(MESSAGES_PATH, axum::routing::post(sse::post_message))
                     .with_state(state)
-                    .route_layer(stack),
+                    // rmcp's SSE transport does not check `Mcp-Method`
+                    // against the body: the facts come from the body.
+                    .route_layer(stack(observe.headers_unchecked())),
             );
         }
         self.start_sweeper();

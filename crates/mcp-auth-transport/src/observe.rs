@@ -154,6 +154,10 @@ fn method_label(method: &http::Method) -> &str {
     }
 }
 
+/// The protocol version from which rmcp checks `Mcp-Method` and `Mcp-Name`
+/// against the body (dates compare as strings, as rmcp compares them).
+const HEADERS_CHECKED_FROM: &str = "2026-07-28";
+
 /// The JSON-RPC method and tool of a request, read once (from the
 /// `Mcp-Method` / `Mcp-Name` headers of the 2026-07-28 wire, else from
 /// the body) for the metrics, the span and the audit record.
@@ -165,13 +169,26 @@ pub(crate) struct RequestFacts {
 
 impl RequestFacts {
     /// From the `Mcp-Method` / `Mcp-Name` headers (a tool only with
-    /// `tools/call`).
-    fn from_headers(headers: &http::HeaderMap) -> Self {
+    /// `tools/call`), when they are checked against the body: by rmcp's
+    /// streamable HTTP service, for requests declaring protocol version
+    /// 2026-07-28 or later (else nothing: the body is read). A header may
+    /// say anything on an older wire, and the record must name what the
+    /// request did, not what it claimed.
+    fn from_checked_headers(headers: &http::HeaderMap) -> Self {
+        let checked = headers
+            .get(crate::names::MCP_PROTOCOL_VERSION)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v >= HEADERS_CHECKED_FROM);
+        if !checked {
+            return Self::default();
+        }
         let header = |n: http::HeaderName| {
-            headers
-                .get(n)
-                .and_then(|v| v.to_str().ok())
-                .map(|v| bounded(v.to_owned()))
+            let mut values = headers.get_all(n).iter();
+            match (values.next(), values.next()) {
+                (Some(v), None) => v.to_str().ok().map(|v| bounded(v.to_owned())),
+                // Absent, or repeated: not to be trusted.
+                _ => None,
+            }
         };
         let method = header(crate::names::MCP_METHOD);
         let tool =
@@ -179,16 +196,16 @@ impl RequestFacts {
         Self { method, tool }
     }
 
-    /// From the headers, else, for a POST, from its body (read up to
-    /// `max_body` bytes): the facts and the body to pass on, or 413.
+    /// For a POST, from its body (read up to `max_body` bytes): the facts
+    /// and the body to pass on, or 413. Never from the headers: a layer of
+    /// one's own cannot know whether the service behind checks them.
     pub(crate) async fn read(
         parts: &http::request::Parts,
         body: Body,
         max_body: usize,
     ) -> Result<(Self, Body), Response> {
-        let facts = Self::from_headers(&parts.headers);
-        if facts.method.is_some() || parts.method != http::Method::POST {
-            return Ok((facts, body));
+        if parts.method != http::Method::POST {
+            return Ok((Self::default(), body));
         }
         Self::read_body(body, max_body)
             .await
@@ -237,6 +254,10 @@ pub(crate) struct ObserveLayer {
     /// The app's audit log: its records are made here too (one layer for
     /// both), from the facts this layer reads.
     audit: Option<crate::audit::AuditLayer>,
+    /// The service behind checks `Mcp-Method` / `Mcp-Name` against the
+    /// body (rmcp's streamable HTTP service does, from 2026-07-28; the
+    /// legacy SSE transport does not).
+    headers_checked: bool,
 }
 
 /// `mcp_auth_tool_calls_total` of each declared tool and of `other`, by
@@ -302,7 +323,16 @@ impl ObserveLayer {
             tools: Arc::new(tools),
             tool_counters: Arc::default(),
             audit,
+            headers_checked: true,
         }
+    }
+
+    /// The same layer in front of a service that does not check the
+    /// `Mcp-Method` / `Mcp-Name` headers (the legacy SSE transport): the
+    /// method and tool always come from the body.
+    pub(crate) fn headers_unchecked(mut self) -> Self {
+        self.headers_checked = false;
+        self
     }
 }
 
@@ -411,7 +441,10 @@ where
         // The headers only: a body is read behind the auth layer
         // ([`FactsLayer`]), for the metrics and the audit record
         // alike, so no one's body is read before they are known.
-        let facts = RequestFacts::from_headers(&parts.headers);
+        let facts = match layer.headers_checked {
+            true => RequestFacts::from_checked_headers(&parts.headers),
+            false => RequestFacts::default(),
+        };
         facts.record(&span);
         // The layers behind note what they decide here, when anything
         // wants it: the metrics' per-tool counts, the audit record.
