@@ -163,12 +163,19 @@ impl IpText {
 /// (`203.0.113.7:41234`, `[2001:db8::1]:443`) or brackets, as some proxies
 /// write them.
 ///
-/// A request from a trusted proxy without `X-Forwarded-For` is read from
-/// the RFC 7239 `Forwarded` header instead, by the same rule: the `for=`
+/// The RFC 7239 `Forwarded` header is read by the same rule: the `for=`
 /// of each element, from the right (`for="[2001:db8::1]:4711"`, quoted or
 /// not; an element without `for`, an obfuscated `_name` or `unknown` is
 /// not an address). Proxies that write only `Forwarded` then key each
 /// client by its address rather than every client by theirs.
+///
+/// When a request carries both headers, they must name the same client,
+/// else the answer is the peer: a proxy writes one of them (or both,
+/// agreeing) and passes the other on as the client sent it, and which one
+/// it wrote cannot be told from the request. Without this, a client behind
+/// a proxy that writes only `Forwarded` could name any address in
+/// `X-Forwarded-For` (and the other way round): a new one for each guess
+/// past the failed-login limit, or someone else's to lock them out.
 pub fn client_ip(
     trusted_proxies: &[IpNet],
     peer: Option<IpAddr>,
@@ -180,29 +187,37 @@ pub fn client_ip(
     if !trusted(peer) {
         return Some(peer);
     }
-    let mut entries: Vec<Option<IpAddr>> = Vec::new();
-    for v in headers.get_all(crate::names::X_FORWARDED_FOR) {
-        match v.to_str() {
-            Ok(v) => entries.extend(v.split(',').map(forwarded_address)),
-            Err(_) => entries.push(None),
-        }
-    }
-    if entries.is_empty() {
-        for v in headers.get_all(http::header::FORWARDED) {
+    // The client one header names (the peer when it names none), or `None`
+    // without the header.
+    let named = |name: http::HeaderName, split: fn(&str) -> Vec<Option<IpAddr>>| {
+        let mut entries: Vec<Option<IpAddr>> = Vec::new();
+        for v in headers.get_all(name) {
             match v.to_str() {
-                Ok(v) => entries.extend(forwarded_elements(v)),
+                Ok(v) => entries.extend(split(v)),
                 Err(_) => entries.push(None),
             }
         }
-    }
-    for entry in entries.into_iter().rev() {
-        match entry {
-            Some(ip) if trusted(ip) => {}
-            Some(ip) => return Some(ip),
-            None => return Some(peer),
+        if entries.is_empty() {
+            return None;
         }
+        for entry in entries.into_iter().rev() {
+            match entry {
+                Some(ip) if trusted(ip) => {}
+                Some(ip) => return Some(ip),
+                None => return Some(peer),
+            }
+        }
+        Some(peer)
+    };
+    let xff = named(crate::names::X_FORWARDED_FOR, |v| {
+        v.split(',').map(forwarded_address).collect()
+    });
+    let fwd = named(http::header::FORWARDED, forwarded_elements);
+    match (xff, fwd) {
+        (Some(a), Some(b)) if a != b => Some(peer),
+        (Some(a), _) | (None, Some(a)) => Some(a),
+        (None, None) => Some(peer),
     }
-    Some(peer)
 }
 
 /// The `for=` address of each element of an RFC 7239 `Forwarded` value,
@@ -413,11 +428,25 @@ mod tests {
         ] {
             assert_eq!(with(values), want, "{values:?}");
         }
-        // X-Forwarded-For, when present, is what is read.
+        // Both headers: believed when they agree (a proxy writing both);
+        // otherwise one was passed on as the client wrote it, and which
+        // cannot be told: the peer.
         let mut h = http::HeaderMap::new();
         h.insert(http::header::FORWARDED, "for=192.0.2.60".parse().unwrap());
         h.insert("x-forwarded-for", "198.51.100.7".parse().unwrap());
-        assert_eq!(client_ip(&trusted, Some(proxy), &h), ip("198.51.100.7"));
+        assert_eq!(client_ip(&trusted, Some(proxy), &h), Some(proxy));
+        h.insert("x-forwarded-for", "192.0.2.60".parse().unwrap());
+        assert_eq!(client_ip(&trusted, Some(proxy), &h), ip("192.0.2.60"));
+        h.insert(
+            "x-forwarded-for",
+            "203.0.113.9, 192.0.2.60".parse().unwrap(),
+        );
+        assert_eq!(client_ip(&trusted, Some(proxy), &h), ip("192.0.2.60"));
+        h.insert(
+            "x-forwarded-for",
+            "192.0.2.60, 203.0.113.9".parse().unwrap(),
+        );
+        assert_eq!(client_ip(&trusted, Some(proxy), &h), Some(proxy));
         // From a peer that is not a proxy, neither is believed.
         let direct: IpAddr = "3.3.3.3".parse().unwrap();
         assert_eq!(client_ip(&trusted, Some(direct), &h), Some(direct));
