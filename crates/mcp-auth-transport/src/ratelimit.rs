@@ -324,6 +324,27 @@ impl PendingAttempt {
     }
 }
 
+/// The answer when the server was not told who its peers are (served
+/// without `ConnectInfo`, e.g. by `axum::serve(listener, router)`): 500,
+/// fail closed. Counting every client under one key instead would let
+/// anyone lock everyone out with a few wrong keys; counting none would let
+/// guessing go unlimited. Logged once per process, with the fix.
+fn unknown_peer() -> Response {
+    static LOGGED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !LOGGED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        tracing::error!(
+            "requests carry no peer address, so the rate limits cannot tell clients apart; \
+             refusing them: serve the router with mcp_auth_transport::serve, or with \
+             axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())"
+        );
+    }
+    crate::refusal::refuse(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "server_error",
+        "the server cannot tell its clients apart (misconfigured)",
+    )
+}
+
 fn peer_of<B>(req: &Request<B>) -> Option<IpAddr> {
     req.extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -437,6 +458,9 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        if peer_of(&req).is_none() {
+            return Box::pin(async { Ok(unknown_peer()) });
+        }
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let shared = self.shared.clone();
@@ -566,7 +590,9 @@ mod tests {
         move |key, factor| {
             let svc = svc.clone();
             Box::pin(async move {
-                let mut req = Request::get("/").header("x-api-key", key);
+                let mut req = Request::get("/")
+                    .header("x-api-key", key)
+                    .extension(ConnectInfo(SocketAddr::from(([203, 0, 113, 1], 40_000))));
                 if let Some(f) = factor {
                     req = req.header("x-second-factor", f);
                 }
@@ -574,6 +600,30 @@ mod tests {
                 svc.oneshot(req).await.unwrap().status().as_u16()
             })
         }
+    }
+
+    /// Served without `ConnectInfo` (a plain `axum::serve`), the limits
+    /// cannot tell clients apart: every request is refused (500), none is
+    /// counted under a key all clients would share.
+    #[tokio::test]
+    async fn requests_without_a_peer_address_are_refused() {
+        use tower::ServiceExt;
+        let svc = tower::ServiceBuilder::new()
+            .layer(AuthFailureLimitLayer::new(
+                RateLimitConfig::default(),
+                Arc::new(mcp_auth_session::MemoryStore::new()),
+            ))
+            .service(tower::service_fn(|_req: Request<axum::body::Body>| async {
+                Ok::<_, std::convert::Infallible>(Response::new(axum::body::Body::empty()))
+            }));
+        let req = Request::get("/").body(axum::body::Body::empty()).unwrap();
+        let resp = svc.clone().oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let req = Request::get("/")
+            .extension(ConnectInfo(SocketAddr::from(([203, 0, 113, 1], 40_000))))
+            .body(axum::body::Body::empty())
+            .unwrap();
+        assert_eq!(svc.oneshot(req).await.unwrap().status(), StatusCode::OK);
     }
 
     #[test]
@@ -753,7 +803,7 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(400)).await;
         assert_eq!(send("a-guess").await, 401, "counted in the second window");
         assert_eq!(slow.await.unwrap(), 200);
-        let key = format!("fail:{}", address_key(None));
+        let key = format!("fail:{}", address_key(Some([203, 0, 113, 1].into())));
         assert_eq!(
             store.count(&key).await.unwrap().0,
             1,

@@ -21,6 +21,11 @@ async fn ok(_: Request<Body>) -> Result<Response, Infallible> {
 
 fn call(tool: &str, key: Option<&str>) -> Request<Body> {
     let mut req = Request::post("/mcp")
+        // The peer, as `mcp_auth_transport::serve` puts it on each request.
+        .extension(axum::extract::ConnectInfo(std::net::SocketAddr::from((
+            [127, 0, 0, 1],
+            40_000,
+        ))))
         .header("host", "127.0.0.1:8001")
         .header("content-type", "application/json")
         .header("accept", "application/json, text/event-stream");
