@@ -411,11 +411,17 @@ pub fn user_from_claims(
                 .collect()
         })
         .unwrap_or_default();
-    // An address the provider says it has not verified is not passed on.
-    let verified = !matches!(
-        claims.get("email_verified"),
-        Some(serde_json::Value::Bool(false))
-    ) && claims.get("email_verified").and_then(|v| v.as_str()) != Some("false");
+    // An address is passed on only when the provider says it verified it:
+    // OIDC's `email_verified` is optional, and a provider that leaves it
+    // out may hand out addresses its users (or tenants) typed in, so a
+    // tool deciding by email could be fooled ("nOAuth"). GitHub's user
+    // (no `sub`) has no such claim; its public address is a verified one.
+    let verified = match claims.get("email_verified") {
+        Some(serde_json::Value::Bool(b)) => *b,
+        Some(serde_json::Value::String(s)) => s == "true",
+        None => !claims.contains_key("sub"),
+        Some(_) => false,
+    };
     Ok(UpstreamUser {
         subject,
         email: text("email").filter(|_| verified),
@@ -529,7 +535,10 @@ mod tests {
             (serde_json::json!(false), false),
             (serde_json::json!("false"), false),
             (serde_json::json!(true), true),
-            (serde_json::Value::Null, true),
+            (serde_json::json!("true"), true),
+            (serde_json::json!(1), false),
+            // Left out: not passed on.
+            (serde_json::Value::Null, false),
         ] {
             let mut claims = serde_json::json!({"sub": "u", "email": "a@example.com"});
             if !verified.is_null() {
@@ -544,7 +553,8 @@ mod tests {
     fn users_from_oidc_github_and_cognito_claims() {
         let c = |v: serde_json::Value| v.as_object().cloned().unwrap_or_default();
         let oidc = user_from_claims(&c(serde_json::json!({
-            "sub": "248289761001", "email": "jane@example.com", "name": "Jane"
+            "sub": "248289761001", "email": "jane@example.com", "email_verified": true,
+            "name": "Jane"
         })))
         .unwrap();
         assert_eq!(oidc.subject, "248289761001");
@@ -558,6 +568,11 @@ mod tests {
             ("583231", Some("octocat"))
         );
         assert_eq!(github.email, None);
+        let public = user_from_claims(&c(serde_json::json!({
+            "id": 583231, "login": "octocat", "email": "octocat@example.com"
+        })))
+        .unwrap();
+        assert_eq!(public.email.as_deref(), Some("octocat@example.com"));
         let cognito = user_from_claims(&c(serde_json::json!({
             "sub": "u-1", "cognito:groups": ["admins", 7]
         })))

@@ -33,7 +33,7 @@ const provider = new Provider(issuer, {
     },
   ],
   scopes: ['openid', 'email', 'profile', 'offline_access', 'read:user'],
-  claims: { openid: ['sub'], email: ['email'], profile: ['name'] },
+  claims: { openid: ['sub'], email: ['email', 'email_verified'], profile: ['name'] },
   pkce: { required: () => true },
   features: {
     devInteractions: { enabled: false },
@@ -41,7 +41,7 @@ const provider = new Provider(issuer, {
   },
   findAccount: async (ctx, id) => ({
     accountId: id,
-    claims: async () => ({ sub: id, email: `${id}@example.com`, name: 'Test User' }),
+    claims: async () => ({ sub: id, email: `${id}@example.com`, email_verified: true, name: 'Test User' }),
   }),
   interactions: { url: (ctx, interaction) => `/interaction/${interaction.uid}` },
 });
