@@ -54,6 +54,11 @@ pub struct EndpointOptions {
     /// Registrations allowed per hour from all addresses together (default
     /// 1000): the cap on how fast the client table can grow.
     pub registrations_per_hour_total: u64,
+    /// How long a registration is kept before a login through it succeeds
+    /// (default 6 hours); after each login it is kept 30 days. With
+    /// `registrations_per_hour_total` this bounds what registrations alone,
+    /// which anyone can make, leave in the store (6 000 at most).
+    pub unused_registration_ttl: Duration,
     /// Authorization requests allowed per client address per minute
     /// (default 60): each keeps a pending login in the store for its
     /// lifetime.
@@ -87,6 +92,7 @@ impl Default for EndpointOptions {
                 ..RegistrationPolicy::default()
             },
             registrations_per_hour: 20,
+            unused_registration_ttl: Duration::from_secs(6 * 3600),
             registrations_per_hour_total: 1000,
             authorizations_per_minute: 60,
             logins_per_lifetime_total: 10_000,
@@ -381,11 +387,10 @@ async fn registration(State(app): State<App>, req: axum::extract::Request) -> Re
             return no_store((StatusCode::BAD_REQUEST, Json(e.to_response_body())).into_response());
         }
     };
-    let ttl = client
-        .expires_at
-        .map_or(Duration::from_secs(30 * 86_400), |t| {
-            Duration::from_secs(t.saturating_sub(now).max(1))
-        });
+    // Kept for a while only, until a login through it succeeds (then
+    // `keep_registration`): registrations alone, which anyone can make,
+    // cannot fill the store.
+    let ttl = registration_ttl(&client, now).min(app.opts.unused_registration_ttl);
     let Ok(bytes) = serde_json::to_vec(&client) else {
         return oauth_error(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -406,6 +411,37 @@ async fn registration(State(app): State<App>, req: axum::extract::Request) -> Re
     }
     tracing::info!(client = %client.client_name, "client registered");
     no_store((StatusCode::CREATED, Json(response)).into_response())
+}
+
+/// How long a registration in use is kept: 30 days after its last login,
+/// or until it expires.
+fn registration_ttl(client: &ClientInfo, now: u64) -> Duration {
+    client
+        .expires_at
+        .map_or(Duration::from_secs(30 * 86_400), |t| {
+            Duration::from_secs(t.saturating_sub(now).max(1))
+        })
+}
+
+/// A dynamically registered client just got a code exchanged: its
+/// registration is kept for [`registration_ttl`] from now.
+async fn keep_registration(app: &App, client: &ClientInfo) {
+    if client.kind != crate::clients::ClientKind::Dynamic {
+        return;
+    }
+    let Ok(bytes) = serde_json::to_vec(client) else {
+        return;
+    };
+    let ttl = registration_ttl(client, now_secs());
+    if let Err(e) = app
+        .proxy
+        .inner
+        .store
+        .kv_put(&client_key(&client.client_id), &bytes, ttl)
+        .await
+    {
+        tracing::warn!(error = %e, "could not keep a client's registration past its first hours");
+    }
 }
 
 /// An authorization request waiting for consent and the upstream login.
@@ -1302,6 +1338,10 @@ async fn token(
                 );
             }
         }
+    }
+    if spent.is_none() {
+        // A code was exchanged: the client is in use.
+        keep_registration(&app, &client).await;
     }
     no_store(Json(body).into_response())
 }

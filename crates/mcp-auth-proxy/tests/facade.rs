@@ -49,6 +49,16 @@ async fn start_offering(mode: &str, offered: Option<&str>) -> App {
 /// `start_offering` with more settings; with `MCP_DPOP` on, the protected
 /// route checks DPoP proofs as the server does.
 async fn start_with(mode: &str, offered: Option<&str>, extra: &[(&str, &str)]) -> App {
+    start_tuned(mode, offered, extra, |_| {}).await
+}
+
+/// `start_with`, the endpoints' options changed by `tune`.
+async fn start_tuned(
+    mode: &str,
+    offered: Option<&str>,
+    extra: &[(&str, &str)],
+    tune: impl FnOnce(&mut mcp_auth_proxy::EndpointOptions),
+) -> App {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let callback = format!("{base}/oauth/callback");
@@ -87,6 +97,7 @@ async fn start_with(mode: &str, offered: Option<&str>, extra: &[(&str, &str)]) -
     let store = Arc::new(mcp_auth_session::MemoryStore::new());
     let mut opts = settings.endpoints.clone();
     opts.metadata_guard.allow_loopback = true;
+    tune(&mut opts);
     // A pre-registered confidential client, as MCP_PROXY_CLIENTS would give.
     opts.preregistered.push(
         mcp_auth_proxy::clients::ClientInfo::preregistered(
@@ -659,6 +670,32 @@ async fn an_approval_is_remembered_only_after_the_login_succeeds() {
     login(&app, &mut browser, &client_id).await;
     let again = browser.get(&authorize_url(&app, &client_id, &[])).await;
     assert_eq!(again.status(), StatusCode::SEE_OTHER);
+}
+
+/// A registration no login went through is forgotten after a while
+/// (`unused_registration_ttl`): registrations alone cannot fill the store.
+/// One a login went through is kept (30 days from its last login).
+#[tokio::test]
+#[ignore = "needs Node and oidc-provider (tests/run-all.sh installs them)"]
+async fn a_registration_is_kept_only_once_a_login_went_through_it() {
+    let app = start_tuned("oidc", Some("mcp:tools"), &[], |o| {
+        o.unused_registration_ttl = std::time::Duration::from_secs(2);
+    })
+    .await;
+    let used = register(&app).await;
+    let unused = register(&app).await;
+    let mut browser = Browser::new();
+    let code = login(&app, &mut browser, &used).await;
+    let (status, _) = exchange(&app, &used, &code).await;
+    assert_eq!(status, StatusCode::OK);
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    // The used one is still known (approved before: straight on).
+    let r = browser.get(&authorize_url(&app, &used, &[])).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    // The other is not: a page, no redirect.
+    let r = Browser::new().get(&authorize_url(&app, &unused, &[])).await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(r.headers().get(header::LOCATION).is_none());
 }
 
 /// A client that registered a `scope` (RFC 7591 §2) is granted no more of
