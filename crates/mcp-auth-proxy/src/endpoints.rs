@@ -184,6 +184,70 @@ fn oauth_error(status: StatusCode, code: &str, description: &str) -> Response {
     )
 }
 
+/// The form of a token or revocation request (RFC 6749 §3.2): any other
+/// media type, a body that is not a form, or a parameter given twice is
+/// `invalid_request` as JSON, like every error of those endpoints;
+/// parameters without a value count as absent (§3.1).
+struct OAuthForm(HashMap<String, String>);
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for OAuthForm {
+    type Rejection = Response;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Response> {
+        let form_type = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|t| {
+                t.trim()
+                    .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+            });
+        if !form_type {
+            return Err(oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "the body must be application/x-www-form-urlencoded",
+            ));
+        }
+        let body = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|_| {
+                oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "the body could not be read",
+                )
+            })?;
+        let mut form = HashMap::new();
+        for (k, v) in url::form_urlencoded::parse(&body) {
+            if v.is_empty() {
+                continue;
+            }
+            if form
+                .insert(k.clone().into_owned(), v.into_owned())
+                .is_some()
+            {
+                return Err(oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    &format!("the parameter {} is given more than once", bounded_name(&k)),
+                ));
+            }
+        }
+        Ok(Self(form))
+    }
+}
+
+/// A parameter's name as it may appear in an error: at most 40 characters
+/// of letters, digits and `_`.
+fn bounded_name(name: &str) -> String {
+    name.chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .take(40)
+        .collect()
+}
+
 async fn metadata(State(app): State<App>) -> Response {
     Json(app.proxy.metadata()).into_response()
 }
@@ -1173,7 +1237,7 @@ async fn token(
     State(app): State<App>,
     peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
-    Form(form): Form<HashMap<String, String>>,
+    OAuthForm(form): OAuthForm,
 ) -> Response {
     let peer = peer.map(|axum::Extension(ConnectInfo(a))| a);
     let client = match authenticate_client(&app, peer, &headers, &form).await {
@@ -1350,7 +1414,7 @@ async fn revoke(
     State(app): State<App>,
     peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
-    Form(form): Form<HashMap<String, String>>,
+    OAuthForm(form): OAuthForm,
 ) -> Response {
     let peer = peer.map(|axum::Extension(ConnectInfo(a))| a);
     let client = match authenticate_client(&app, peer, &headers, &form).await {

@@ -600,3 +600,49 @@ async fn logins_started_from_all_addresses_together_are_capped() {
     let page = authorize(&app, &client, Some("192.0.2.9")).await;
     assert!(consent_page(&page), "{page:?}");
 }
+
+/// Token and revocation requests are forms (RFC 6749 §3.2): another media
+/// type, or a parameter given twice (§3.1), is `invalid_request` in JSON,
+/// as every error of those endpoints, and nothing is looked up.
+#[tokio::test]
+async fn token_requests_with_a_repeated_parameter_or_no_form_are_invalid() {
+    let store = Arc::new(ClockStore::default());
+    let app = start_local(store, &[], |_| {}).await;
+    let client = support::register(&app).await;
+    let http = reqwest::Client::new();
+    for path in ["/oauth/token", "/oauth/revoke"] {
+        let url = format!("{}{path}", app.base);
+        let twice = format!(
+            "grant_type=authorization_code&client_id={client}&code=a&code=b&token=t&token=u"
+        );
+        for (content_type, body) in [
+            ("application/x-www-form-urlencoded", twice.as_str()),
+            ("application/json", r#"{"grant_type":"refresh_token"}"#),
+            ("text/plain", "grant_type=refresh_token"),
+        ] {
+            let r = http
+                .post(&url)
+                .header("content-type", content_type)
+                .body(body.to_owned())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{path} {content_type}");
+            assert_eq!(r.headers()["cache-control"], "no-store");
+            let e: serde_json::Value = r.json().await.unwrap();
+            assert_eq!(e["error"], "invalid_request", "{path} {content_type}: {e}");
+        }
+    }
+    // An empty value counts as absent (not as a repeat).
+    let r = http
+        .post(format!("{}/oauth/token", app.base))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!(
+            "grant_type=&grant_type=nonsense&client_id={client}"
+        ))
+        .send()
+        .await
+        .unwrap();
+    let e: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(e["error"], "unsupported_grant_type", "{e}");
+}
