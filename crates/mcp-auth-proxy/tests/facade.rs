@@ -362,8 +362,7 @@ async fn refusals_issue_nothing_and_never_redirect_untrusted_errors() {
     assert_eq!(query(&back)["error"], "invalid_request");
 
     // The consent POST needs this browser's CSRF token.
-    let page = browser.get(&authorize_url(&app, &client_id, &[])).await;
-    let html = page.text().await.unwrap();
+    let html = consent_html(&app, &mut browser, &client_id).await;
     let request = field(&html, "request");
     for csrf in ["", "forged-token"] {
         let r = browser
@@ -374,33 +373,14 @@ async fn refusals_issue_nothing_and_never_redirect_untrusted_errors() {
             .await;
         assert_eq!(r.status(), StatusCode::FORBIDDEN);
     }
-    let mut other_browser = Browser::new();
-    let r = other_browser
-        .post_form(
-            &format!("{}/oauth/consent", app.base),
-            &[
-                ("csrf", &field(&html, "csrf")),
-                ("request", &request),
-                ("decision", "allow"),
-            ],
-        )
-        .await;
+    let r = decide(&app, &mut Browser::new(), &html, "allow").await;
     assert_eq!(
         r.status(),
         StatusCode::FORBIDDEN,
         "a token lifted from another browser"
     );
     // Deny: back to the client with access_denied.
-    let r = browser
-        .post_form(
-            &format!("{}/oauth/consent", app.base),
-            &[
-                ("csrf", &field(&html, "csrf")),
-                ("request", &request),
-                ("decision", "deny"),
-            ],
-        )
-        .await;
+    let r = decide(&app, &mut browser, &html, "deny").await;
     let back = Url::parse(r.headers()[header::LOCATION].to_str().unwrap()).unwrap();
     assert_eq!(query(&back)["error"], "access_denied");
     assert_eq!(query(&back)["state"], "client-state-1");
@@ -576,6 +556,26 @@ async fn registration_floods_are_cut_off_per_address() {
     );
 }
 
+/// The consent page `browser` gets for `client_id`'s authorization request.
+async fn consent_html(app: &App, browser: &mut Browser, client_id: &str) -> String {
+    let page = browser.get(&authorize_url(app, client_id, &[])).await;
+    page.text().await.unwrap()
+}
+
+/// The consent page `html`'s form, posted from `browser` with `decision`.
+async fn decide(app: &App, browser: &mut Browser, html: &str, decision: &str) -> reqwest::Response {
+    browser
+        .post_form(
+            &format!("{}/oauth/consent", app.base),
+            &[
+                ("csrf", &field(html, "csrf")),
+                ("request", &field(html, "request")),
+                ("decision", decision),
+            ],
+        )
+        .await
+}
+
 /// A provider URL handed to someone else: their browser comes back to the
 /// callback without the binding cookie of the browser that approved the
 /// client, and the login is refused before any code is issued.
@@ -585,18 +585,8 @@ async fn a_login_cannot_be_finished_in_another_browser() {
     let app = start("oidc").await;
     let client_id = register(&app).await;
     let mut attacker = Browser::new();
-    let page = attacker.get(&authorize_url(&app, &client_id, &[])).await;
-    let html = page.text().await.unwrap();
-    let approved = attacker
-        .post_form(
-            &format!("{}/oauth/consent", app.base),
-            &[
-                ("csrf", &field(&html, "csrf")),
-                ("request", &field(&html, "request")),
-                ("decision", "allow"),
-            ],
-        )
-        .await;
+    let html = consent_html(&app, &mut attacker, &client_id).await;
+    let approved = decide(&app, &mut attacker, &html, "allow").await;
     let to_provider = approved.headers()[header::LOCATION]
         .to_str()
         .unwrap()
@@ -627,16 +617,7 @@ async fn a_login_cannot_be_finished_in_another_browser() {
     let (back, _) = attacker.follow_until(first, CLIENT_CB).await;
     assert!(query(&back).contains_key("code"), "{back}");
     // A replayed approval finds nothing: the request was single use.
-    let again = attacker
-        .post_form(
-            &format!("{}/oauth/consent", app.base),
-            &[
-                ("csrf", &field(&html, "csrf")),
-                ("request", &field(&html, "request")),
-                ("decision", "allow"),
-            ],
-        )
-        .await;
+    let again = decide(&app, &mut attacker, &html, "allow").await;
     assert_eq!(again.status(), StatusCode::BAD_REQUEST);
 }
 
@@ -649,18 +630,8 @@ async fn an_approval_is_remembered_only_after_the_login_succeeds() {
     let app = start("oidc").await;
     let client_id = register(&app).await;
     let mut browser = Browser::new();
-    let page = browser.get(&authorize_url(&app, &client_id, &[])).await;
-    let html = page.text().await.unwrap();
-    let approved = browser
-        .post_form(
-            &format!("{}/oauth/consent", app.base),
-            &[
-                ("csrf", &field(&html, "csrf")),
-                ("request", &field(&html, "request")),
-                ("decision", "allow"),
-            ],
-        )
-        .await;
+    let html = consent_html(&app, &mut browser, &client_id).await;
+    let approved = decide(&app, &mut browser, &html, "allow").await;
     assert_eq!(approved.status(), StatusCode::SEE_OTHER);
     // Approved, but never went to the provider: asked again.
     let page = browser.get(&authorize_url(&app, &client_id, &[])).await;
