@@ -266,25 +266,16 @@ impl Grants {
     /// Uses a refresh token (rotation: it is spent, the caller issues the
     /// next). A spent token presented again revokes its family.
     pub async fn use_refresh(&self, token: &str, client_id: &str) -> Result<Grant, GrantError> {
-        // Two presentations of one token at once: exactly one is first (the
-        // marker is set only if absent), the other is a reuse. Without it
-        // the loser of the race could find the token already taken but not
-        // yet in the spent list, and a thief's reuse would go unnoticed.
-        let rotating = rotating_key(token);
-        if let Some((family, _)) = token.split_once('.')
-            && !self.store.kv_put_new(&rotating, b"", ROTATING_FOR).await?
-        {
-            tracing::warn!(family = %short(family), "refresh token presented twice at once; revoking its family");
-            self.revoke_family(family).await?;
-            return Err(GrantError::Invalid("refresh token already used"));
-        }
+        // Presented twice at once (clients are known to race their own
+        // refreshes), one presentation takes the token and the other finds
+        // it neither live nor yet spent: refused, without revoking the
+        // family. Presented again later, it is in the spent list.
         let Some(bytes) = self.store.kv_take(&key("rt", token)).await? else {
             if let Some(family) = self.spent_family(token).await? {
                 tracing::warn!(family = %short(&family), "rotated refresh token reused; revoking its family");
                 self.revoke_family(&family).await?;
                 return Err(GrantError::Invalid("refresh token already used"));
             }
-            let _ = self.store.kv_delete(&rotating).await;
             return Err(GrantError::Invalid(
                 "unknown, expired or revoked refresh token",
             ));
@@ -327,8 +318,6 @@ impl Grants {
         self.store
             .kv_put(&key("rt", token), &bytes, self.times.refresh)
             .await?;
-        // Presentable again at once.
-        self.store.kv_delete(&rotating_key(token)).await?;
         Ok(())
     }
 
@@ -364,16 +353,6 @@ impl Grants {
             .await?
             .is_some())
     }
-}
-
-/// How long the marker of a refresh token being rotated lives: long
-/// enough for the rotation to put the token in its family's spent list,
-/// which catches later reuse.
-const ROTATING_FOR: std::time::Duration = std::time::Duration::from_secs(60);
-
-/// The marker set while `token` is being rotated.
-fn rotating_key(token: &str) -> String {
-    key("rotating", token)
 }
 
 fn short(s: &str) -> &str {
@@ -477,27 +456,15 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_token_presented_while_it_is_being_rotated_revokes_its_family() {
+    async fn a_token_presented_while_it_is_being_rotated_is_refused_and_the_family_kept() {
         let g = grants();
         let gr = grant("c");
         let rt = g.issue_refresh(&gr).await.unwrap();
-        // The other presentation is between taking the token and putting it
-        // in the spent list (its marker is set, the token gone).
-        g.store
-            .kv_put(&rotating_key(&rt), b"", ROTATING_FOR)
-            .await
-            .unwrap();
+        // The other presentation took the token and has not yet put it in
+        // the spent list.
         g.store.kv_take(&key("rt", &rt)).await.unwrap();
-        let e = g.use_refresh(&rt, "c").await.unwrap_err();
-        assert!(e.to_string().contains("already used"), "{e}");
-        assert!(g.family_revoked(&gr.family).await.unwrap());
-        // Only the token's own marker counts: another token of another
-        // family is rotated as usual, twice in a row when given back.
-        let other = grant("c");
-        let rt = g.issue_refresh(&other).await.unwrap();
-        let got = g.use_refresh(&rt, "c").await.unwrap();
-        g.restore_refresh(&rt, &got).await.unwrap();
-        assert_eq!(g.use_refresh(&rt, "c").await.unwrap(), other);
+        assert!(g.use_refresh(&rt, "c").await.is_err());
+        assert!(!g.family_revoked(&gr.family).await.unwrap());
     }
 
     #[tokio::test]
