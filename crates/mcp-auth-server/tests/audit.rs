@@ -355,10 +355,9 @@ async fn tool_scopes_hold_on_the_body_read_for_the_record() {
     );
 }
 
-/// The `Mcp-Method` / `Mcp-Name` headers name the record's method and tool
-/// only where rmcp holds them to the body (protocol version 2026-07-28 and
-/// later): on an older session they may claim anything, and the record
-/// says what the body called.
+/// The record's method and tool are what the body called, never what the
+/// `Mcp-Method` / `Mcp-Name` headers claim: on an older session they may
+/// claim anything, and on the 2026-07-28 wire `Mcp-Name` may be encoded.
 #[tokio::test]
 async fn headers_that_nothing_checks_do_not_name_the_records_tool() {
     let (_logs, log, s) = audited(&[]);
@@ -384,7 +383,21 @@ async fn headers_that_nothing_checks_do_not_name_the_records_tool() {
         .unwrap();
     assert_eq!(r.status(), 200);
     drop(r.text().await);
-    let got = wait_until(&log, |r| r.len() >= 3).await;
+    // On the 2026-07-28 wire rmcp holds the headers to the body, decoding a
+    // base64 `Mcp-Name` first: the record still names the tool as called.
+    let stateless = r#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"whoami","arguments":{},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}"#;
+    let r = post(&http, &url, stateless)
+        .header("x-api-key", CI)
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "=?base64?d2hvYW1p?=")
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let text = r.text().await.unwrap();
+    assert_eq!(status, 200, "{text}");
+    let got = wait_until(&log, |r| r.len() >= 4).await;
     let seen: Vec<(&str, &str)> = got[1..]
         .iter()
         .map(|r| {
@@ -396,7 +409,11 @@ async fn headers_that_nothing_checks_do_not_name_the_records_tool() {
         .collect();
     assert_eq!(
         seen,
-        [("tools/call", "whoami"), ("tools/call", "whoami")],
+        [
+            ("tools/call", "whoami"),
+            ("tools/call", "whoami"),
+            ("tools/call", "whoami")
+        ],
         "{got:?}"
     );
 }

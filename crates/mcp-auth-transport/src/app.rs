@@ -349,9 +349,7 @@ impl McpHttpApp {
                     .route(SSE_PATH, get(sse::open_stream))
                     .route(MESSAGES_PATH, axum::routing::post(sse::post_message))
                     .with_state(state)
-                    // rmcp's SSE transport does not check `Mcp-Method`
-                    // against the body: the facts come from the body.
-                    .route_layer(stack(observe.headers_unchecked())),
+                    .route_layer(stack(observe)),
             );
         }
         self.start_sweeper();

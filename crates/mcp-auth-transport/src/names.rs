@@ -10,9 +10,6 @@ pub(crate) const MCP_SESSION_ID: HeaderName = HeaderName::from_static("mcp-sessi
 pub(crate) const MCP_METHOD: HeaderName = HeaderName::from_static("mcp-method");
 #[cfg(feature = "mcp")]
 pub(crate) const MCP_NAME: HeaderName = HeaderName::from_static("mcp-name");
-/// The protocol version a request declares.
-#[cfg(feature = "mcp")]
-pub(crate) const MCP_PROTOCOL_VERSION: HeaderName = HeaderName::from_static("mcp-protocol-version");
 #[cfg(feature = "mcp")]
 pub(crate) const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 pub(crate) const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");

@@ -154,13 +154,10 @@ fn method_label(method: &http::Method) -> &str {
     }
 }
 
-/// The protocol version from which rmcp checks `Mcp-Method` and `Mcp-Name`
-/// against the body (dates compare as strings, as rmcp compares them).
-const HEADERS_CHECKED_FROM: &str = "2026-07-28";
-
-/// The JSON-RPC method and tool of a request, read once (from the
-/// `Mcp-Method` / `Mcp-Name` headers of the 2026-07-28 wire, else from
-/// the body) for the metrics, the span and the audit record.
+/// The JSON-RPC method and tool of a request, read once from its body
+/// (never from the `Mcp-Method` / `Mcp-Name` headers, which may claim
+/// anything rmcp does not check) for the metrics, the span and the audit
+/// record.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct RequestFacts {
     pub(crate) method: Option<String>,
@@ -168,37 +165,8 @@ pub(crate) struct RequestFacts {
 }
 
 impl RequestFacts {
-    /// From the `Mcp-Method` / `Mcp-Name` headers (a tool only with
-    /// `tools/call`), when they are checked against the body: by rmcp's
-    /// streamable HTTP service, for requests declaring protocol version
-    /// 2026-07-28 or later (else nothing: the body is read). A header may
-    /// say anything on an older wire, and the record must name what the
-    /// request did, not what it claimed.
-    fn from_checked_headers(headers: &http::HeaderMap) -> Self {
-        let checked = headers
-            .get(crate::names::MCP_PROTOCOL_VERSION)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v >= HEADERS_CHECKED_FROM);
-        if !checked {
-            return Self::default();
-        }
-        let header = |n: http::HeaderName| {
-            let mut values = headers.get_all(n).iter();
-            match (values.next(), values.next()) {
-                (Some(v), None) => v.to_str().ok().map(|v| bounded(v.to_owned())),
-                // Absent, or repeated: not to be trusted.
-                _ => None,
-            }
-        };
-        let method = header(crate::names::MCP_METHOD);
-        let tool =
-            header(crate::names::MCP_NAME).filter(|_| method.as_deref() == Some("tools/call"));
-        Self { method, tool }
-    }
-
     /// For a POST, from its body (read up to `max_body` bytes): the facts
-    /// and the body to pass on, or 413. Never from the headers: a layer of
-    /// one's own cannot know whether the service behind checks them.
+    /// and the body to pass on, or 413.
     pub(crate) async fn read(
         parts: &http::request::Parts,
         body: Body,
@@ -212,8 +180,8 @@ impl RequestFacts {
             .map(|(facts, body, _)| (facts, body))
     }
 
-    /// From the body alone, as [`read`](Self::read) reads it (for a POST
-    /// whose headers named no method), with the tools the body calls.
+    /// From the body, as [`read`](Self::read) reads it, with the tools the
+    /// body calls.
     pub(crate) async fn read_body(
         body: Body,
         max_body: usize,
@@ -254,10 +222,6 @@ pub(crate) struct ObserveLayer {
     /// The app's audit log: its records are made here too (one layer for
     /// both), from the facts this layer reads.
     audit: Option<crate::audit::AuditLayer>,
-    /// The service behind checks `Mcp-Method` / `Mcp-Name` against the
-    /// body (rmcp's streamable HTTP service does, from 2026-07-28; the
-    /// legacy SSE transport does not).
-    headers_checked: bool,
 }
 
 /// `mcp_auth_tool_calls_total` of each declared tool and of `other`, by
@@ -323,16 +287,7 @@ impl ObserveLayer {
             tools: Arc::new(tools),
             tool_counters: Arc::default(),
             audit,
-            headers_checked: true,
         }
-    }
-
-    /// The same layer in front of a service that does not check the
-    /// `Mcp-Method` / `Mcp-Name` headers (the legacy SSE transport): the
-    /// method and tool always come from the body.
-    pub(crate) fn headers_unchecked(mut self) -> Self {
-        self.headers_checked = false;
-        self
     }
 }
 
@@ -438,30 +393,29 @@ where
         let (mut parts, body) = req.into_parts();
         let sent_session = parts.headers.get(crate::names::MCP_SESSION_ID);
         let (sent_session, session) = (sent_session.is_some(), session_id_in(sent_session));
-        // The headers only: a body is read behind the auth layer
-        // ([`FactsLayer`]), for the metrics and the audit record
-        // alike, so no one's body is read before they are known.
-        let facts = match layer.headers_checked {
-            true => RequestFacts::from_checked_headers(&parts.headers),
-            false => RequestFacts::default(),
-        };
-        facts.record(&span);
+        // The method and tool come from the body, read behind the auth
+        // layer ([`FactsLayer`]) for the metrics and the audit record alike,
+        // so no one's body is read before they are known; never from the
+        // `Mcp-Method` / `Mcp-Name` headers, which rmcp holds to the body
+        // only for some requests (from protocol version 2026-07-28,
+        // requests and notifications, `Mcp-Name` possibly base64-encoded):
+        // the record must say what a request did, not what it claimed.
         // The layers behind note what they decide here, when anything
         // wants it: the metrics' per-tool counts, the audit record.
         // An audit layer of one's own around the app has put its slot on
         // the request already: this layer notes into it too and reads
         // what it needs, leaving the rest for that layer's record.
-        let (audited, wants_body) = (layer.audit.is_some(), facts.method.is_none());
+        let audited = layer.audit.is_some();
         let decisions = match parts.extensions.get::<crate::auth::Decisions>() {
             Some(outer) => {
                 outer.note(|d| {
                     d.audited |= audited;
-                    d.body_facts_wanted |= wants_body;
+                    d.body_facts_wanted = true;
                 });
                 Some((outer.clone(), false))
             }
             None => (enabled() || audited).then(|| {
-                let d = crate::auth::Decisions::new(audited, wants_body);
+                let d = crate::auth::Decisions::new(audited, true);
                 parts.extensions.insert(d.clone());
                 (d, true)
             }),
@@ -480,11 +434,8 @@ where
                 Some((outer, false)) => outer.note(|d| d.clone()),
                 None => Default::default(),
             };
-            // Read behind the auth layer when the headers did not name them.
-            let facts = match decided.facts.take() {
-                Some(read) if facts.method.is_none() => read,
-                _ => facts,
-            };
+            // Read behind the auth layer (nothing for a refused caller).
+            let facts = decided.facts.take().unwrap_or_default();
             let resp = match (&layer.audit, noted) {
                 (Some(audit), Some(noted)) => audit.finish(noted, &facts, decided, resp).await,
                 _ => resp,
@@ -517,8 +468,8 @@ where
 
 /// Behind the auth layer, with a metrics recorder installed or an audit
 /// record to make: reads the JSON-RPC method and tool of an authenticated
-/// POST that the headers did not name (for the per-tool counts, the span
-/// and the record), and notes them in the request's
+/// POST from its body (for the per-tool counts, the span and the record),
+/// and notes them in the request's
 /// [`Decisions`](crate::auth::Decisions) for the layer in front.
 /// A request refused by the auth layer never gets its body read for either
 /// (one the session policy lets through without credentials does, as the
