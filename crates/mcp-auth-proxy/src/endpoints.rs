@@ -135,6 +135,7 @@ impl OAuthProxy {
             .route(paths::TOKEN, post(token))
             .route(paths::REVOKE, post(revoke))
             .with_state(app)
+            .layer(axum::middleware::from_fn(require_peer))
     }
 
     /// The RFC 8414 metadata document.
@@ -254,6 +255,30 @@ async fn metadata(State(app): State<App>) -> Response {
 
 async fn jwks(State(app): State<App>) -> Response {
     Json(app.proxy.jwks()).into_response()
+}
+
+/// Refuses requests that carry no peer address (a router served without
+/// `ConnectInfo`, e.g. by a plain `axum::serve`): the per-network limits
+/// would count every client under one key, so that a few requests from
+/// anyone used up everyone's registrations and logins. 500, fail closed;
+/// logged once, with the fix.
+async fn require_peer(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    if req.extensions().get::<ConnectInfo<SocketAddr>>().is_some() {
+        return next.run(req).await;
+    }
+    static LOGGED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !LOGGED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        tracing::error!(
+            "the login facade's requests carry no peer address, so its limits cannot tell clients \
+             apart; refusing them: serve the router with mcp_auth_transport::serve, or with \
+             axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())"
+        );
+    }
+    oauth_error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "server_error",
+        "the server cannot tell its clients apart (misconfigured)",
+    )
 }
 
 impl App {

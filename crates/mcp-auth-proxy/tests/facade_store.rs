@@ -646,3 +646,25 @@ async fn token_requests_with_a_repeated_parameter_or_no_form_are_invalid() {
     let e: serde_json::Value = r.json().await.unwrap();
     assert_eq!(e["error"], "unsupported_grant_type", "{e}");
 }
+
+/// A facade router served without the peer address (no `ConnectInfo`, as
+/// by a plain `axum::serve`) refuses every request (500) rather than count
+/// every client under one key in its per-network limits.
+#[tokio::test]
+async fn a_facade_served_without_peer_addresses_refuses_requests() {
+    let store = Arc::new(ClockStore::default());
+    let app = start_local(store, &[], |_| {}).await;
+    // The same facade, served as `axum::serve(listener, router)`.
+    let router = app.proxy.router(mcp_auth_proxy::EndpointOptions::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let plain = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    let path = "/.well-known/oauth-authorization-server";
+    let r = reqwest::get(format!("{plain}{path}")).await.unwrap();
+    assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let e: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(e["error"], "server_error");
+    // Served with the peers' addresses: answered.
+    let r = reqwest::get(format!("{}{path}", app.base)).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+}

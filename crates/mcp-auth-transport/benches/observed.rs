@@ -52,8 +52,15 @@ async fn ok(_: Request<Body>) -> Result<Response, Infallible> {
     Ok(Response::new(Body::from("{}")))
 }
 
+/// The peer, as `mcp_auth_transport::serve` puts it on each request (the
+/// rate limits refuse requests without one).
+fn peer() -> axum::extract::ConnectInfo<std::net::SocketAddr> {
+    axum::extract::ConnectInfo(std::net::SocketAddr::from(([127, 0, 0, 1], 40_000)))
+}
+
 fn call() -> Request<Body> {
     Request::post("/mcp")
+        .extension(peer())
         .header("host", "127.0.0.1:8001")
         .header("content-type", "application/json")
         .header("accept", "application/json, text/event-stream")
@@ -87,6 +94,7 @@ impl ServerHandler for Hello {
 
 fn post(body: &str, session: Option<&str>) -> Request<Body> {
     let mut req = Request::post("/mcp")
+        .extension(peer())
         .header("host", "127.0.0.1:8001")
         .header("content-type", "application/json")
         .header("accept", "application/json, text/event-stream")

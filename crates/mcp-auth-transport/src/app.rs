@@ -253,6 +253,13 @@ impl McpHttpApp {
     ///
     /// Bodies over the limit are refused with 413: at once when
     /// `Content-Length` says so, otherwise when the service reads past it.
+    ///
+    /// Serve it with [`serve`](crate::serve), or with
+    /// `into_make_service_with_connect_info::<SocketAddr>()`: the rate limits
+    /// need each request's peer address and refuse requests without one
+    /// (500; a plain `axum::serve(listener, router)` gives none). The same
+    /// holds for [`rmcp_router`](Self::rmcp_router) and
+    /// [`rmcp_router_with`](Self::rmcp_router_with).
     pub fn router<S>(&self, mcp: S) -> Router
     where
         S: tower_service::Service<Request, Error = Infallible> + Clone + Send + Sync + 'static,
