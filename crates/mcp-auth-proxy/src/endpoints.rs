@@ -699,26 +699,13 @@ async fn authorize(
             "scope and state are limited to 512 characters",
         );
     }
-    // A client that registered a `scope` (RFC 7591 §2) may ask for no
-    // more than that of what is offered.
-    let offered: Vec<String> = match &client.scope {
-        Some(registered) => {
-            let registered: Vec<&str> = registered.split_whitespace().collect();
-            cfg.scopes_supported
-                .iter()
-                .filter(|s| registered.contains(&s.as_str()))
-                .cloned()
-                .collect()
-        }
-        None => cfg.scopes_supported.clone(),
-    };
     let requested: Vec<String> = match q.get("scope") {
         Some(s) if !s.trim().is_empty() => s.split_whitespace().map(str::to_owned).collect(),
-        _ => offered.clone(),
+        _ => cfg.scopes_supported.clone(),
     };
     let scopes: Vec<String> = requested
         .iter()
-        .filter(|s| offered.contains(s))
+        .filter(|s| cfg.scopes_supported.contains(s))
         .cloned()
         .collect();
     if scopes.is_empty() && !requested.is_empty() && !cfg.scopes_supported.is_empty() {

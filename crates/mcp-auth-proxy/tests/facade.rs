@@ -669,46 +669,6 @@ async fn a_registration_is_kept_only_once_a_login_went_through_it() {
     assert!(r.headers().get(header::LOCATION).is_none());
 }
 
-/// A client that registered a `scope` (RFC 7591 §2) is granted no more of
-/// what the facade offers than that.
-#[tokio::test]
-#[ignore = "needs Node and oidc-provider (tests/run-all.sh installs them)"]
-async fn a_client_gets_no_more_than_the_scope_it_registered() {
-    let app = start("oidc").await;
-    let r = reqwest::Client::new()
-        .post(format!("{}/oauth/register", app.base))
-        .json(&serde_json::json!({
-            "client_name": "Test <b>client</b>",
-            "redirect_uris": [CLIENT_CB],
-            "token_endpoint_auth_method": "none",
-            "scope": "mcp:tools",
-        }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::CREATED);
-    let client_id = r.json::<serde_json::Value>().await.unwrap()["client_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let mut browser = Browser::new();
-    // Only what it did not register: refused.
-    let url =
-        authorize_url(&app, &client_id, &[]).replace("scope=mcp%3Atools", "scope=mcp%3Aadmin");
-    let r = browser.get(&url).await;
-    assert_eq!(r.status(), StatusCode::SEE_OTHER);
-    let back = Url::parse(r.headers()[header::LOCATION].to_str().unwrap()).unwrap();
-    assert_eq!(query(&back)["error"], "invalid_scope");
-    // Both: the registered part.
-    let url = authorize_url(&app, &client_id, &[])
-        .replace("scope=mcp%3Atools", "scope=mcp%3Atools+mcp%3Aadmin");
-    let page = browser.get(&url).await.text().await.unwrap();
-    assert!(
-        page.contains("mcp:tools") && !page.contains("mcp:admin"),
-        "{page}"
-    );
-}
-
 /// Without MCP_OAUTH_SCOPES_SUPPORTED the facade grants no scope at all,
 /// whatever the client asks for.
 #[tokio::test]
