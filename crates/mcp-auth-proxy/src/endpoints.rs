@@ -55,7 +55,8 @@ pub struct EndpointOptions {
     /// 1000): the cap on how fast the client table can grow.
     pub registrations_per_hour_total: u64,
     /// How long a registration is kept before a login through it succeeds
-    /// (default 6 hours); after each login it is kept 30 days. With
+    /// (default 6 hours); after each token request (a code exchanged, a
+    /// refresh) it is kept 30 days. With
     /// `registrations_per_hour_total` this bounds what registrations alone,
     /// which anyone can make, leave in the store (6 000 at most).
     pub unused_registration_ttl: Duration,
@@ -502,8 +503,8 @@ async fn registration(State(app): State<App>, req: axum::extract::Request) -> Re
     no_store((StatusCode::CREATED, Json(response)).into_response())
 }
 
-/// How long a registration in use is kept: 30 days after its last login,
-/// or until it expires.
+/// How long a registration in use is kept: 30 days after its last token
+/// request, or until it expires.
 fn registration_ttl(client: &ClientInfo, now: u64) -> Duration {
     client
         .expires_at
@@ -512,8 +513,9 @@ fn registration_ttl(client: &ClientInfo, now: u64) -> Duration {
         })
 }
 
-/// A dynamically registered client just got a code exchanged: its
-/// registration is kept for [`registration_ttl`] from now.
+/// A dynamically registered client was just issued tokens (a code
+/// exchanged, or a refresh): its registration is kept for
+/// [`registration_ttl`] from now.
 async fn keep_registration(app: &App, client: &ClientInfo) {
     if client.kind != crate::clients::ClientKind::Dynamic {
         return;
@@ -1415,10 +1417,9 @@ async fn token(
             }
         }
     }
-    if spent.is_none() {
-        // A code was exchanged: the client is in use.
-        keep_registration(&app, &client).await;
-    }
+    // Tokens were issued: the client is in use (a client that only
+    // refreshes, for the 90 days a login lasts, keeps its registration).
+    keep_registration(&app, &client).await;
     no_store(Json(body).into_response())
 }
 

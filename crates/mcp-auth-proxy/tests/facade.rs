@@ -645,7 +645,7 @@ async fn an_approval_is_remembered_only_after_the_login_succeeds() {
 
 /// A registration no login went through is forgotten after a while
 /// (`unused_registration_ttl`): registrations alone cannot fill the store.
-/// One a login went through is kept (30 days from its last login).
+/// One a login went through is kept (30 days from its last token request).
 #[tokio::test]
 #[ignore = "needs Node and oidc-provider (tests/run-all.sh installs them)"]
 async fn a_registration_is_kept_only_once_a_login_went_through_it() {
