@@ -321,7 +321,20 @@ impl Upstream {
             .map_err(|e| UpstreamError::Unavailable(e.0))?;
         let claims: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&bytes)
             .map_err(|_| UpstreamError::NoUser("userinfo is not a JSON object".into()))?;
-        user_from_claims(&claims)
+        let mut user = user_from_claims(&claims)?;
+        // GitHub's user has no `email_verified`, but its public address is
+        // one GitHub verified: passed on, from GitHub's API only.
+        if user.email.is_none()
+            && url.host_str() == Some("api.github.com")
+            && !claims.contains_key("email_verified")
+        {
+            user.email = claims
+                .get("email")
+                .and_then(|v| v.as_str())
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned);
+        }
+        Ok(user)
     }
 }
 
@@ -414,13 +427,12 @@ pub fn user_from_claims(
     // An address is passed on only when the provider says it verified it:
     // OIDC's `email_verified` is optional, and a provider that leaves it
     // out may hand out addresses its users (or tenants) typed in, so a
-    // tool deciding by email could be fooled ("nOAuth"). GitHub's user
-    // (no `sub`) has no such claim; its public address is a verified one.
+    // tool deciding by email could be fooled ("nOAuth"). (GitHub's API,
+    // which has no such claim, is trusted by `Upstream::userinfo`.)
     let verified = match claims.get("email_verified") {
         Some(serde_json::Value::Bool(b)) => *b,
         Some(serde_json::Value::String(s)) => s == "true",
-        None => !claims.contains_key("sub"),
-        Some(_) => false,
+        _ => false,
     };
     Ok(UpstreamUser {
         subject,
@@ -568,11 +580,13 @@ mod tests {
             ("583231", Some("octocat"))
         );
         assert_eq!(github.email, None);
-        let public = user_from_claims(&c(serde_json::json!({
+        // Without `email_verified` (another provider with GitHub's shape,
+        // say): not passed on.
+        let unsaid = user_from_claims(&c(serde_json::json!({
             "id": 583231, "login": "octocat", "email": "octocat@example.com"
         })))
         .unwrap();
-        assert_eq!(public.email.as_deref(), Some("octocat@example.com"));
+        assert_eq!(unsaid.email, None);
         let cognito = user_from_claims(&c(serde_json::json!({
             "sub": "u-1", "cognito:groups": ["admins", 7]
         })))
