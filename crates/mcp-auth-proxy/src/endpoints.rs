@@ -226,10 +226,18 @@ impl<S: Send + Sync> axum::extract::FromRequest<S> for OAuthForm {
             if v.is_empty() {
                 continue;
             }
-            if form
-                .insert(k.clone().into_owned(), v.into_owned())
-                .is_some()
+            if let Some(before) = form.insert(k.clone().into_owned(), v.clone().into_owned())
+                && !(k == "resource" && before == v)
             {
+                // RFC 8707 allows several resources; this server issues
+                // tokens for its own only.
+                if k == "resource" {
+                    return Err(oauth_error(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_target",
+                        "this server issues tokens for its own resource only",
+                    ));
+                }
                 return Err(oauth_error(
                     StatusCode::BAD_REQUEST,
                     "invalid_request",

@@ -633,6 +633,41 @@ async fn token_requests_with_a_repeated_parameter_or_no_form_are_invalid() {
             assert_eq!(e["error"], "invalid_request", "{path} {content_type}: {e}");
         }
     }
+    // Two resources (RFC 8707 allows several): this server issues tokens
+    // for its own only; the same one twice is one.
+    let url = format!("{}/oauth/token", app.base);
+    let form = |resources: &str| format!("grant_type=nonsense&client_id={client}{resources}");
+    for (resources, want) in [
+        (
+            "&resource=https%3A%2F%2Fa.example&resource=https%3A%2F%2Fb.example",
+            "invalid_target",
+        ),
+        (
+            "&resource=https%3A%2F%2Fa.example&resource=https%3A%2F%2Fa.example",
+            "invalid_target",
+        ),
+    ] {
+        let r = http
+            .post(&url)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form(resources))
+            .send()
+            .await
+            .unwrap();
+        let e: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(e["error"], want, "{resources}: {e}");
+    }
+    let ours = format!("{}/mcp", app.base);
+    let ours = url::form_urlencoded::byte_serialize(ours.as_bytes()).collect::<String>();
+    let r = http
+        .post(&url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form(&format!("&resource={ours}&resource={ours}")))
+        .send()
+        .await
+        .unwrap();
+    let e: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(e["error"], "unsupported_grant_type", "{e}");
     // An empty value counts as absent (not as a repeat).
     let r = http
         .post(format!("{}/oauth/token", app.base))
