@@ -531,3 +531,31 @@ async fn under_none_the_anonymous_cap_is_the_global_cap_unless_set() {
         "an explicit MCP_MAX_ANONYMOUS_SESSIONS holds"
     );
 }
+
+/// rmcp's own refusals, passed through, are kept by no cache either: a
+/// method it does not serve (405), an event stream asked for without
+/// `Accept: text/event-stream` (406).
+#[tokio::test]
+async fn rmcp_refusals_are_not_stored() {
+    let s = Server::start(&[("MCP_API_KEYS", KEY)]);
+    let c = reqwest::Client::new();
+    let r = c
+        .put(s.url())
+        .header("x-api-key", KEY)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_client_error(), "{}", r.status());
+    assert_eq!(r.headers()["cache-control"], "no-store", "{}", r.status());
+    let sid = open(&c, &s, Some(KEY)).await.unwrap();
+    let r = c
+        .get(s.url())
+        .header("x-api-key", KEY)
+        .header("mcp-session-id", &sid)
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_client_error(), "{}", r.status());
+    assert_eq!(r.headers()["cache-control"], "no-store", "{}", r.status());
+}

@@ -815,7 +815,7 @@ mod prometheus {
             let same: bool =
                 subtle::ConstantTimeEq::ct_eq(presented.as_bytes(), token.as_bytes()).into();
             if !same {
-                let mut resp = StatusCode::UNAUTHORIZED.into_response();
+                let mut resp = crate::refusal::no_store(StatusCode::UNAUTHORIZED.into_response());
                 resp.headers_mut().insert(
                     header::WWW_AUTHENTICATE,
                     HeaderValue::from_static("Bearer realm=\"metrics\""),

@@ -212,9 +212,12 @@ where
 {
     type Response = Response;
     type Error = S::Error;
-    type Future = futures::future::Either<
-        S::Future,
-        futures::future::BoxFuture<'static, Result<Response, S::Error>>,
+    type Future = futures::future::Map<
+        futures::future::Either<
+            S::Future,
+            futures::future::BoxFuture<'static, Result<Response, S::Error>>,
+        >,
+        fn(Result<Response, S::Error>) -> Result<Response, S::Error>,
     >;
 
     fn poll_ready(
@@ -225,9 +228,39 @@ where
     }
 
     fn call(&mut self, req: axum::extract::Request) -> Self::Future {
-        if req.method() != http::Method::POST {
-            return futures::future::Either::Left(self.inner.call(req));
+        // rmcp's own refusals (405, 406, 415, a header that disagrees with
+        // the body) are kept by no cache either.
+        let answer = if req.method() != http::Method::POST {
+            futures::future::Either::Left(self.inner.call(req))
+        } else {
+            futures::future::Either::Right(self.read_then_call(req))
+        };
+        futures::FutureExt::map(answer, refusals_not_stored)
+    }
+}
+
+/// `no-store` on an error answer that says nothing about caching.
+#[cfg(feature = "mcp")]
+fn refusals_not_stored<E>(r: Result<Response, E>) -> Result<Response, E> {
+    r.map(|resp| {
+        match resp.status().as_u16() >= 400 && !resp.headers().contains_key(header::CACHE_CONTROL) {
+            true => no_store(resp),
+            false => resp,
         }
+    })
+}
+
+#[cfg(feature = "mcp")]
+impl<S> JsonRpcErrors<S>
+where
+    S: tower::Service<axum::extract::Request, Response = Response> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    /// A POST: the body read first, then the call.
+    fn read_then_call(
+        &mut self,
+        req: axum::extract::Request,
+    ) -> futures::future::BoxFuture<'static, Result<Response, S::Error>> {
         let json = req
             .headers()
             .get(header::CONTENT_TYPE)
@@ -242,7 +275,7 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let max = self.max;
-        futures::future::Either::Right(Box::pin(async move {
+        Box::pin(async move {
             let (parts, body) = req.into_parts();
             let bytes = match axum::body::to_bytes(body, max).await {
                 Ok(b) => b,
@@ -258,7 +291,7 @@ where
                 return Ok(jsonrpc_unreadable(&bytes));
             }
             Ok(resp)
-        }))
+        })
     }
 }
 
