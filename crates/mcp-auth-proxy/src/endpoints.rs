@@ -81,6 +81,9 @@ pub struct EndpointOptions {
     /// per client address (`HTTP_TRUSTED_PROXIES`); IPv6 clients are
     /// counted by their /64.
     pub trusted_proxies: Vec<mcp_auth_transport::IpNet>,
+    /// The header those proxies write the client's address in
+    /// (`HTTP_FORWARDED_HEADER`).
+    pub forwarded_header: mcp_auth_transport::ForwardedHeader,
 }
 
 impl Default for EndpointOptions {
@@ -101,6 +104,7 @@ impl Default for EndpointOptions {
             metadata_ttl: Duration::from_secs(3600),
             preregistered: Vec::new(),
             trusted_proxies: Vec::new(),
+            forwarded_header: mcp_auth_transport::ForwardedHeader::Auto,
         }
     }
 }
@@ -294,9 +298,14 @@ impl App {
     /// The client's network for per-address limits: the TCP peer, or the
     /// forwarded address behind a trusted proxy; IPv6 by its /64.
     fn who(&self, peer: Option<SocketAddr>, headers: &HeaderMap) -> String {
-        mcp_auth_transport::client_ip(&self.opts.trusted_proxies, peer.map(|p| p.ip()), headers)
-            .map(mcp_auth_transport::client_network)
-            .map_or_else(|| "unknown".to_owned(), |ip| ip.to_string())
+        mcp_auth_transport::client_ip_by(
+            &self.opts.trusted_proxies,
+            peer.map(|p| p.ip()),
+            headers,
+            self.opts.forwarded_header,
+        )
+        .map(mcp_auth_transport::client_network)
+        .map_or_else(|| "unknown".to_owned(), |ip| ip.to_string())
     }
 
     /// Counts a login started (authorization request) or approved against

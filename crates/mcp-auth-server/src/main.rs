@@ -293,6 +293,7 @@ async fn serve_http(
                 // MCP clients see; users log in at the provider.
                 let mut opts = settings.endpoints.clone();
                 opts.trusted_proxies = trusted_proxies.clone();
+                opts.forwarded_header = http.connections.forwarded_header;
                 endpoints = Some(opts);
                 let proxy = settings.build(server_url.clone(), store.clone()).await?;
                 tracing::info!(issuer = %proxy.config().issuer_id(), "authorization-server facade");

@@ -682,3 +682,35 @@ async fn a_refusal_before_the_body_is_read_says_the_connection_closes() {
     assert!(answer.starts_with("http/1.1 401"), "{answer}");
     assert!(!answer.contains("connection: close"), "{answer}");
 }
+
+/// Behind a proxy that writes only `Forwarded` (`HTTP_FORWARDED_HEADER=
+/// forwarded`), a client's own `X-Forwarded-For` names nothing: a new
+/// address in it for each guess does not escape the failed-login limit,
+/// which counts the address the proxy wrote; another client of the proxy
+/// is not locked out with it.
+#[tokio::test]
+async fn a_clients_own_forwarded_for_does_not_escape_the_failed_login_limit() {
+    let s = Server::start(&[
+        ("MCP_API_KEYS", KEY),
+        ("HTTP_AUTH_FAILURE_LIMIT", "3"),
+        ("HTTP_TRUSTED_PROXIES", "127.0.0.1"),
+        ("HTTP_FORWARDED_HEADER", "forwarded"),
+    ]);
+    let c = reqwest::Client::new();
+    let guess = |n: usize, from: &'static str| {
+        post(&c, &s.url(), INIT)
+            .header("x-api-key", "guessed-key-0123456789")
+            .header("forwarded", format!("for={from}"))
+            .header("x-forwarded-for", format!("198.51.100.{n}"))
+            .send()
+    };
+    for n in 0..3 {
+        assert_eq!(guess(n, "203.0.113.5").await.unwrap().status(), 401);
+    }
+    assert_eq!(guess(3, "203.0.113.5").await.unwrap().status(), 429);
+    assert_eq!(
+        guess(4, "203.0.113.6").await.unwrap().status(),
+        401,
+        "another client"
+    );
+}

@@ -294,6 +294,7 @@ impl McpHttpApp {
         let request_limit = cfg.rate_limit.enabled.then(|| {
             RequestRateLimitLayer::new(cfg.rate_limit.clone(), self.store.clone())
                 .trusting(cfg.connections.trusted_proxies.clone())
+                .forwarded_header(cfg.connections.forwarded_header)
         });
         let audit = self.audit.clone().map(|sink| {
             crate::audit::AuditLayer::new(
@@ -301,6 +302,7 @@ impl McpHttpApp {
                 cfg.connections.trusted_proxies.clone(),
                 cfg.max_request_bytes,
             )
+            .forwarded_header(cfg.connections.forwarded_header)
         });
         let mut tools = self.known_tools.clone();
         tools.extend(cfg.tool_scopes.tool_names());
@@ -318,7 +320,8 @@ impl McpHttpApp {
                 .layer(observe)
                 .layer(
                     AuthFailureLimitLayer::new(cfg.rate_limit.clone(), self.store.clone())
-                        .trusting(cfg.connections.trusted_proxies.clone()),
+                        .trusting(cfg.connections.trusted_proxies.clone())
+                        .forwarded_header(cfg.connections.forwarded_header),
                 )
                 .layer(auth.clone())
                 .layer(crate::observe::FactsLayer::new(cfg.max_request_bytes))

@@ -1326,6 +1326,7 @@ const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-
 pub struct AuditLayer {
     sink: Arc<dyn AuditSink>,
     trusted_proxies: Arc<Vec<IpNet>>,
+    forwarded: crate::ForwardedHeader,
     max_body: usize,
 }
 
@@ -1347,8 +1348,16 @@ impl AuditLayer {
         Self {
             sink,
             trusted_proxies: Arc::new(trusted_proxies),
+            forwarded: crate::ForwardedHeader::Auto,
             max_body,
         }
+    }
+
+    /// Reads the client's address from `header` only
+    /// (`HTTP_FORWARDED_HEADER`; see [`client_ip_by`](crate::client_ip_by)).
+    pub fn forwarded_header(mut self, header: crate::ForwardedHeader) -> Self {
+        self.forwarded = header;
+        self
     }
 }
 
@@ -1439,7 +1448,7 @@ impl AuditLayer {
             .map(|c| c.0.ip());
         Noted {
             id: request_id(&parts.headers),
-            peer: crate::client_ip(&self.trusted_proxies, peer, &parts.headers),
+            peer: crate::client_ip_by(&self.trusted_proxies, peer, &parts.headers, self.forwarded),
             session,
             sent_session,
             is_delete: parts.method == http::Method::DELETE,

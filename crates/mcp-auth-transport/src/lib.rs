@@ -99,7 +99,7 @@ pub use config::{
     MetricsEndpoint,
 };
 pub use guard::{BadOrigin, GuardLayer, GuardService, HostRule, OriginEntry, OriginRule};
-pub use net::{IpNet, client_ip, client_network};
+pub use net::{ForwardedHeader, IpNet, client_ip, client_ip_by, client_network};
 #[cfg(feature = "mcp")]
 pub use principal::{Caller, principal_from_parts};
 #[cfg(feature = "mcp")]
@@ -146,6 +146,7 @@ pub const VARIABLES: &[&str] = &[
     "HTTP_RATE_LIMIT_MAX_REQUESTS",
     "HTTP_AUTH_FAILURE_LIMIT",
     "HTTP_TRUSTED_PROXIES",
+    "HTTP_FORWARDED_HEADER",
     "HTTP_SSE_KEEP_ALIVE",
     "HTTP_MAX_CONNECTIONS",
     "HTTP_MAX_CONNECTIONS_PER_IP",

@@ -70,6 +70,41 @@ pub(crate) fn trusted_proxies(l: &dyn Lookup) -> Result<Vec<IpNet>, ConfigError>
         .collect()
 }
 
+/// The header trusted proxies write the client's address in
+/// (`HTTP_FORWARDED_HEADER`). A proxy passes on the header it does not
+/// write as the client sent it, so naming the one it writes keeps a client
+/// from choosing its own address in the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ForwardedHeader {
+    /// `X-Forwarded-For` when the request has one, else RFC 7239
+    /// `Forwarded` (`auto`, the default). Behind a proxy that writes only
+    /// `Forwarded`, choose [`Forwarded`](Self::Forwarded), or make the
+    /// proxy drop a client's `X-Forwarded-For`.
+    #[default]
+    Auto,
+    /// `X-Forwarded-For` only (`x-forwarded-for`).
+    XForwardedFor,
+    /// RFC 7239 `Forwarded` only (`forwarded`).
+    Forwarded,
+}
+
+/// Reads `HTTP_FORWARDED_HEADER`: `auto` (default), `x-forwarded-for` or
+/// `forwarded`, in any case.
+pub(crate) fn forwarded_header(l: &dyn Lookup) -> Result<ForwardedHeader, ConfigError> {
+    match l.get("HTTP_FORWARDED_HEADER") {
+        None => Ok(ForwardedHeader::Auto),
+        Some(v) => match v.trim().to_ascii_lowercase().as_str() {
+            "" | "auto" => Ok(ForwardedHeader::Auto),
+            "x-forwarded-for" => Ok(ForwardedHeader::XForwardedFor),
+            "forwarded" => Ok(ForwardedHeader::Forwarded),
+            _ => Err(ConfigError::new(
+                "HTTP_FORWARDED_HEADER",
+                format!("{v:?} is not one of auto, x-forwarded-for, forwarded"),
+            )),
+        },
+    }
+}
+
 /// The network one client is counted by: the canonical address, IPv4 as
 /// is, IPv6 by its /64 (one client usually owns a whole /64, and could
 /// otherwise rotate through it). Rate limits and connection caps share it.
@@ -169,17 +204,30 @@ impl IpText {
 /// not an address). Proxies that write only `Forwarded` then key each
 /// client by its address rather than every client by theirs.
 ///
-/// When a request carries both headers, they must name the same client,
-/// else the answer is the peer: a proxy writes one of them (or both,
-/// agreeing) and passes the other on as the client sent it, and which one
-/// it wrote cannot be told from the request. Without this, a client behind
-/// a proxy that writes only `Forwarded` could name any address in
-/// `X-Forwarded-For` (and the other way round): a new one for each guess
-/// past the failed-login limit, or someone else's to lock them out.
+/// A request carrying both headers is read from `X-Forwarded-For`, which
+/// most proxies write; a disagreement is logged once, as a warning. A
+/// proxy passes on the header it does not write as the client sent it, so
+/// behind one that writes only `Forwarded` a client could name its own
+/// address in `X-Forwarded-For` (a new one for each guess past the
+/// failed-login limit, or someone else's to lock them out): name the
+/// header with [`client_ip_by`] (`HTTP_FORWARDED_HEADER=forwarded`).
+/// (Choosing by agreement instead would put every client behind a chain of
+/// proxies that write one header each under the last proxy's address.)
 pub fn client_ip(
     trusted_proxies: &[IpNet],
     peer: Option<IpAddr>,
     headers: &http::HeaderMap,
+) -> Option<IpAddr> {
+    client_ip_by(trusted_proxies, peer, headers, ForwardedHeader::Auto)
+}
+
+/// [`client_ip`], reading only the header `which` names
+/// ([`ForwardedHeader::Auto`]: as `client_ip`).
+pub fn client_ip_by(
+    trusted_proxies: &[IpNet],
+    peer: Option<IpAddr>,
+    headers: &http::HeaderMap,
+    which: ForwardedHeader,
 ) -> Option<IpAddr> {
     // IPv4 clients of a dual-stack listener arrive as ::ffff:a.b.c.d.
     let peer = peer?.to_canonical();
@@ -209,13 +257,32 @@ pub fn client_ip(
         }
         Some(peer)
     };
-    let xff = named(crate::names::X_FORWARDED_FOR, |v| {
-        v.split(',').map(forwarded_address).collect()
-    });
-    let fwd = named(http::header::FORWARDED, forwarded_elements);
+    let xff = match which {
+        ForwardedHeader::Forwarded => None,
+        _ => named(crate::names::X_FORWARDED_FOR, |v| {
+            v.split(',').map(forwarded_address).collect()
+        }),
+    };
+    let fwd = match which {
+        ForwardedHeader::XForwardedFor => None,
+        _ => named(http::header::FORWARDED, forwarded_elements),
+    };
     match (xff, fwd) {
-        (Some(a), Some(b)) if a != b => Some(peer),
-        (Some(a), _) | (None, Some(a)) => Some(a),
+        (Some(a), Some(b)) => {
+            if a != b {
+                static WARNED: std::sync::atomic::AtomicBool =
+                    std::sync::atomic::AtomicBool::new(false);
+                if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    tracing::warn!(
+                        "a request from a trusted proxy names one client in X-Forwarded-For and \
+                         another in Forwarded; X-Forwarded-For is used. If the proxy writes only \
+                         Forwarded, set HTTP_FORWARDED_HEADER=forwarded"
+                    );
+                }
+            }
+            Some(a)
+        }
+        (Some(a), None) | (None, Some(a)) => Some(a),
         (None, None) => Some(peer),
     }
 }
@@ -428,25 +495,34 @@ mod tests {
         ] {
             assert_eq!(with(values), want, "{values:?}");
         }
-        // Both headers: believed when they agree (a proxy writing both);
-        // otherwise one was passed on as the client wrote it, and which
-        // cannot be told: the peer.
+        // Both headers: X-Forwarded-For is what is read.
         let mut h = http::HeaderMap::new();
         h.insert(http::header::FORWARDED, "for=192.0.2.60".parse().unwrap());
         h.insert("x-forwarded-for", "198.51.100.7".parse().unwrap());
-        assert_eq!(client_ip(&trusted, Some(proxy), &h), Some(proxy));
+        assert_eq!(client_ip(&trusted, Some(proxy), &h), ip("198.51.100.7"));
         h.insert("x-forwarded-for", "192.0.2.60".parse().unwrap());
         assert_eq!(client_ip(&trusted, Some(proxy), &h), ip("192.0.2.60"));
-        h.insert(
-            "x-forwarded-for",
-            "203.0.113.9, 192.0.2.60".parse().unwrap(),
+        // Naming the header the proxies write: only that one is read.
+        assert_eq!(
+            client_ip_by(&trusted, Some(proxy), &h, ForwardedHeader::Forwarded),
+            ip("192.0.2.60")
         );
-        assert_eq!(client_ip(&trusted, Some(proxy), &h), ip("192.0.2.60"));
-        h.insert(
-            "x-forwarded-for",
-            "192.0.2.60, 203.0.113.9".parse().unwrap(),
+        h.insert("x-forwarded-for", "198.51.100.7".parse().unwrap());
+        assert_eq!(
+            client_ip_by(&trusted, Some(proxy), &h, ForwardedHeader::Forwarded),
+            ip("192.0.2.60"),
+            "a client's own X-Forwarded-For"
         );
-        assert_eq!(client_ip(&trusted, Some(proxy), &h), Some(proxy));
+        assert_eq!(
+            client_ip_by(&trusted, Some(proxy), &h, ForwardedHeader::XForwardedFor),
+            ip("198.51.100.7")
+        );
+        h.remove("x-forwarded-for");
+        assert_eq!(
+            client_ip_by(&trusted, Some(proxy), &h, ForwardedHeader::XForwardedFor),
+            Some(proxy),
+            "a client's own Forwarded"
+        );
         // From a peer that is not a proxy, neither is believed.
         let direct: IpAddr = "3.3.3.3".parse().unwrap();
         assert_eq!(client_ip(&trusted, Some(direct), &h), Some(direct));

@@ -31,7 +31,7 @@ use mcp_auth_core::{
 };
 use mcp_auth_session::{SharedStore, session_owner};
 
-use crate::net::{IpNet, client_ip, client_network};
+use crate::net::{IpNet, client_network};
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -108,6 +108,7 @@ struct Shared {
     cfg: RateLimitConfig,
     store: SharedStore,
     trusted_proxies: Vec<IpNet>,
+    forwarded: crate::ForwardedHeader,
     accepted: KnownGood,
 }
 
@@ -368,6 +369,7 @@ impl AuthFailureLimitLayer {
                 cfg,
                 store,
                 trusted_proxies: Vec::new(),
+                forwarded: crate::ForwardedHeader::Auto,
                 accepted: KnownGood::default(),
             }),
         }
@@ -378,6 +380,15 @@ impl AuthFailureLimitLayer {
     pub fn trusting(mut self, proxies: Vec<IpNet>) -> Self {
         if let Some(shared) = Arc::get_mut(&mut self.shared) {
             shared.trusted_proxies = proxies;
+        }
+        self
+    }
+
+    /// Reads the client's address from `header` only
+    /// (`HTTP_FORWARDED_HEADER`; see [`client_ip_by`](crate::client_ip_by)).
+    pub fn forwarded_header(mut self, header: crate::ForwardedHeader) -> Self {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.forwarded = header;
         }
         self
     }
@@ -398,6 +409,7 @@ impl RequestRateLimitLayer {
                 cfg,
                 store,
                 trusted_proxies: Vec::new(),
+                forwarded: crate::ForwardedHeader::Auto,
                 accepted: KnownGood::default(),
             }),
         }
@@ -408,6 +420,15 @@ impl RequestRateLimitLayer {
     pub fn trusting(mut self, proxies: Vec<IpNet>) -> Self {
         if let Some(shared) = Arc::get_mut(&mut self.shared) {
             shared.trusted_proxies = proxies;
+        }
+        self
+    }
+
+    /// Reads the client's address from `header` only
+    /// (`HTTP_FORWARDED_HEADER`; see [`client_ip_by`](crate::client_ip_by)).
+    pub fn forwarded_header(mut self, header: crate::ForwardedHeader) -> Self {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.forwarded = header;
         }
         self
     }
@@ -467,10 +488,11 @@ where
         let failures = self.failures;
         Box::pin(async move {
             let cfg = &shared.cfg;
-            let ip = address_key(client_ip(
+            let ip = address_key(crate::client_ip_by(
                 &shared.trusted_proxies,
                 peer_of(&req),
                 req.headers(),
+                shared.forwarded,
             ));
             if failures {
                 let key = format!("fail:{ip}");

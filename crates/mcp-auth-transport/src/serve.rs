@@ -48,7 +48,7 @@ use tower_service::Service;
 
 use crate::{
     IpNet,
-    net::{client_network, trusted_proxies},
+    net::{ForwardedHeader, client_network, forwarded_header, trusted_proxies},
     refusal::BodyTimedOut,
 };
 
@@ -89,6 +89,10 @@ pub struct ServeOptions {
     /// clients' connections (`HTTP_TRUSTED_PROXIES`, shared with the rate
     /// limits).
     pub trusted_proxies: Vec<IpNet>,
+    /// The header those proxies write the client's address in
+    /// (`HTTP_FORWARDED_HEADER`; see [`ForwardedHeader`]), for the rate
+    /// limits and the audit log's `peer`.
+    pub forwarded_header: ForwardedHeader,
 }
 
 impl Default for ServeOptions {
@@ -100,6 +104,7 @@ impl Default for ServeOptions {
             max_connections: 4096,
             max_connections_per_ip: 256,
             trusted_proxies: Vec::new(),
+            forwarded_header: ForwardedHeader::Auto,
         }
     }
 }
@@ -148,6 +153,7 @@ impl ServeOptions {
                 true,
             )?,
             trusted_proxies: trusted_proxies(l)?,
+            forwarded_header: forwarded_header(l)?,
         })
     }
 }
@@ -1015,9 +1021,27 @@ mod tests {
             ("HTTP_IDLE_TIMEOUT", "0"),
             ("HTTP_HEADER_READ_TIMEOUT", "soon"),
             ("HTTP_TRUSTED_PROXIES", "10.0.0.0/40"),
+            ("HTTP_FORWARDED_HEADER", "x-real-ip"),
         ] {
             let vars = HashMap::from([(k.to_owned(), v.to_owned())]);
             assert_eq!(ServeOptions::from_settings(&vars).unwrap_err().variable, k);
         }
+    }
+
+    #[test]
+    fn the_forwarded_header_is_read_in_any_case_and_defaults_to_auto() {
+        let header = |v: Option<&str>| {
+            let vars: HashMap<String, String> = v
+                .map(|v| HashMap::from([("HTTP_FORWARDED_HEADER".to_owned(), v.to_owned())]))
+                .unwrap_or_default();
+            ServeOptions::from_settings(&vars).unwrap().forwarded_header
+        };
+        assert_eq!(header(None), ForwardedHeader::Auto);
+        assert_eq!(header(Some("Forwarded")), ForwardedHeader::Forwarded);
+        assert_eq!(
+            header(Some(" X-Forwarded-For ")),
+            ForwardedHeader::XForwardedFor
+        );
+        assert_eq!(header(Some("auto")), ForwardedHeader::Auto);
     }
 }
