@@ -77,9 +77,10 @@ pub struct EndpointOptions {
     pub metadata_ttl: Duration,
     /// Clients from the configuration.
     pub preregistered: Vec<ClientInfo>,
-    /// Proxies whose `X-Forwarded-For` is believed when counting requests
-    /// per client address (`HTTP_TRUSTED_PROXIES`); IPv6 clients are
-    /// counted by their /64.
+    /// Proxies whose `X-Forwarded-For` (or `Forwarded`, see
+    /// `forwarded_header`) is believed when counting requests per client
+    /// address (`HTTP_TRUSTED_PROXIES`); IPv6 clients are counted by their
+    /// /64.
     pub trusted_proxies: Vec<mcp_auth_transport::IpNet>,
     /// The header those proxies write the client's address in
     /// (`HTTP_FORWARDED_HEADER`).
@@ -118,7 +119,11 @@ struct App {
 impl OAuthProxy {
     /// The facade's endpoints, to merge into the server's router (next to
     /// the MCP endpoint; not behind its authentication). The callback is
-    /// served at the path of the upstream callback URL.
+    /// served at the path of the upstream callback URL. Serve it with
+    /// `mcp_auth_transport::serve`, or with
+    /// `into_make_service_with_connect_info::<SocketAddr>()`: its limits
+    /// count per client address, and requests without one are refused
+    /// (500).
     pub fn router(&self, opts: EndpointOptions) -> Router {
         let callback_path = self
             .inner
@@ -537,10 +542,17 @@ async fn keep_registration(app: &App, client: &ClientInfo) {
     if client.kind != crate::clients::ClientKind::Dynamic {
         return;
     }
-    let Ok(bytes) = serde_json::to_vec(client) else {
+    // A registration's lifetime (`RegistrationPolicy::client_lifetime`)
+    // runs from its last use, not from when it was made.
+    let now = now_secs();
+    let mut client = client.clone();
+    if let (Some(_), Some(life)) = (client.expires_at, app.opts.registration.client_lifetime) {
+        client.expires_at = Some(now.saturating_add(life.as_secs()));
+    }
+    let Ok(bytes) = serde_json::to_vec(&client) else {
         return;
     };
-    let ttl = registration_ttl(client, now_secs());
+    let ttl = registration_ttl(&client, now);
     if let Err(e) = app
         .proxy
         .inner

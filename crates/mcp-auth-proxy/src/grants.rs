@@ -266,10 +266,11 @@ impl Grants {
     /// Uses a refresh token (rotation: it is spent, the caller issues the
     /// next). A spent token presented again revokes its family.
     pub async fn use_refresh(&self, token: &str, client_id: &str) -> Result<Grant, GrantError> {
-        // Presented twice at once (clients are known to race their own
-        // refreshes), one presentation takes the token and the other finds
-        // it neither live nor yet spent: refused, without revoking the
-        // family. Presented again later, it is in the spent list.
+        // Presented twice at once, one presentation takes the token; the
+        // other, while the first has not yet recorded it as spent, finds it
+        // neither live nor spent: refused, without revoking the family (a
+        // made-up token of a known family revokes nothing either).
+        // Presented again later, it is in the spent list.
         let Some(bytes) = self.store.kv_take(&key("rt", token)).await? else {
             if let Some(family) = self.spent_family(token).await? {
                 tracing::warn!(family = %short(&family), "rotated refresh token reused; revoking its family");
@@ -456,7 +457,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_token_presented_while_it_is_being_rotated_is_refused_and_the_family_kept() {
+    async fn a_token_taken_but_not_yet_spent_is_refused_and_the_family_kept() {
         let g = grants();
         let gr = grant("c");
         let rt = g.issue_refresh(&gr).await.unwrap();

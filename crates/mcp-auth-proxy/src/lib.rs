@@ -19,7 +19,8 @@
 //! let store = Arc::new(mcp_auth_session::MemoryStore::new());
 //! let settings = ProxySettings::from_settings(&mcp_auth_core::settings::ProcessEnv, &server_url)?;
 //! let proxy = settings.build(server_url, store).await?;
-//! // The facade's endpoints, served next to the MCP endpoint, and the
+//! // The facade's endpoints, served next to the MCP endpoint (with the
+//! // peers' addresses: `mcp_auth_transport::serve` gives them), and the
 //! // authenticator for the tokens it issues.
 //! let routes = proxy.router(EndpointOptions::default());
 //! let authenticator = proxy.authenticator()?;

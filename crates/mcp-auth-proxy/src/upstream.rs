@@ -325,7 +325,7 @@ impl Upstream {
         // GitHub's user has no `email_verified`, but its public address is
         // one GitHub verified: passed on, from GitHub's API only.
         if user.email.is_none()
-            && url.host_str() == Some("api.github.com")
+            && url.as_str() == "https://api.github.com/user"
             && !claims.contains_key("email_verified")
         {
             user.email = claims

@@ -645,21 +645,36 @@ async fn an_approval_is_remembered_only_after_the_login_succeeds() {
 
 /// A registration no login went through is forgotten after a while
 /// (`unused_registration_ttl`): registrations alone cannot fill the store.
-/// One a login went through is kept (30 days from its last token request).
+/// One a login went through is kept for its lifetime (30 days by default)
+/// from its last token request, refreshes included.
 #[tokio::test]
 #[ignore = "needs Node and oidc-provider (tests/run-all.sh installs them)"]
 async fn a_registration_is_kept_only_once_a_login_went_through_it() {
     let app = start_tuned("oidc", Some("mcp:tools"), &[], |o| {
         o.unused_registration_ttl = std::time::Duration::from_secs(2);
+        o.registration.client_lifetime = Some(std::time::Duration::from_secs(6));
     })
     .await;
     let used = register(&app).await;
     let unused = register(&app).await;
     let mut browser = Browser::new();
     let code = login(&app, &mut browser, &used).await;
-    let (status, _) = exchange(&app, &used, &code).await;
+    let (status, tokens) = exchange(&app, &used, &code).await;
     assert_eq!(status, StatusCode::OK);
+    // A refresh ~3 s on keeps it for its lifetime (6 s) from then: past
+    // the 6 s from its registration, it is still known.
     tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let (status, _) = token(
+        &app,
+        &[
+            ("grant_type", "refresh_token"),
+            ("client_id", &used),
+            ("refresh_token", tokens["refresh_token"].as_str().unwrap()),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
     // The used one is still known (approved before: straight on).
     let r = browser.get(&authorize_url(&app, &used, &[])).await;
     assert_eq!(r.status(), StatusCode::SEE_OTHER);

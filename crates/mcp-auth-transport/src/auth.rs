@@ -340,8 +340,8 @@ pub(crate) struct Decisions(Arc<std::sync::Mutex<Decided>>);
     )
 )]
 pub(crate) struct Decided {
-    /// The layer in front found no method in the headers: the body's are
-    /// wanted (read behind this layer).
+    /// The layer in front wants the body's method and tool (read behind
+    /// this layer).
     pub(crate) body_facts_wanted: bool,
     /// Whether the layer in front writes an audit record (which wants who
     /// was let in, and what a refused caller asked).
@@ -467,7 +467,7 @@ async fn refused_facts<B: Send + 'static>(
     }
     let body: Box<dyn std::any::Any + Send> = Box::new(body);
     let body = body.downcast::<Body>().ok()?;
-    // The layer in front found no method in the headers (the caller
+    // The layer in front wants the body's method and tool (the caller
     // checked `body_facts_wanted`).
     let read = crate::observe::RequestFacts::read_body(*body, LIMIT as usize);
     tokio::time::timeout(std::time::Duration::from_secs(1), read)

@@ -532,7 +532,6 @@ where
         let max_body = self.max_body;
         futures::future::Either::Right(Box::pin(async move {
             let (mut parts, body) = req.into_parts();
-            // The layer in front found no method in the headers.
             let (facts, body, called) = match RequestFacts::read_body(body, max_body).await {
                 Ok(read) => read,
                 Err(too_large) => return Ok(too_large),
