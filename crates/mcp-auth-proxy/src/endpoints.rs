@@ -634,7 +634,7 @@ async fn authorize(
     State(app): State<App>,
     peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
-    Query(q): Query<HashMap<String, String>>,
+    axum::extract::RawQuery(raw): axum::extract::RawQuery,
 ) -> Response {
     let proxy = &app.proxy;
     let who = match app.login_budget(peer, &headers).await {
@@ -643,6 +643,30 @@ async fn authorize(
     };
     let cfg = &proxy.inner.cfg;
     let issuer = cfg.issuer_id();
+    // RFC 6749 §3.1: a parameter without a value counts as absent, and
+    // none may be given twice.
+    let mut q: HashMap<String, String> = HashMap::new();
+    let mut repeated: Option<String> = None;
+    for (k, v) in url::form_urlencoded::parse(raw.as_deref().unwrap_or_default().as_bytes()) {
+        if v.is_empty() {
+            continue;
+        }
+        if q.insert(k.clone().into_owned(), v.into_owned()).is_some() && repeated.is_none() {
+            repeated = Some(bounded_name(&k));
+        }
+    }
+    // Which client, or where to send the browser back, is then unclear:
+    // a page, never a redirect.
+    if repeated
+        .as_deref()
+        .is_some_and(|r| r == "client_id" || r == "redirect_uri")
+    {
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            "Invalid request",
+            "The request names its application or its return address more than once.",
+        );
+    }
     let Some(client_id) = q.get("client_id") else {
         return error_page(
             StatusCode::BAD_REQUEST,
@@ -687,6 +711,12 @@ async fn authorize(
             &issuer,
         )
     };
+    if let Some(name) = &repeated {
+        return fail(
+            "invalid_request",
+            &format!("the parameter {name} is given more than once"),
+        );
+    }
     if q.get("response_type").map(String::as_str) != Some("code") {
         return fail(
             "unsupported_response_type",

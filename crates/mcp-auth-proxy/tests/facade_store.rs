@@ -703,3 +703,40 @@ async fn a_facade_served_without_peer_addresses_refuses_requests() {
     let r = reqwest::get(format!("{}{path}", app.base)).await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
 }
+
+/// An authorization request may not give a parameter twice (RFC 6749
+/// §3.1): the client or the return address given twice gets a page, never
+/// a redirect; any other parameter, `invalid_request` back at the client.
+#[tokio::test]
+async fn authorization_requests_with_a_repeated_parameter_are_refused() {
+    let store = Arc::new(ClockStore::default());
+    let app = start_local(store, &[], |_| {}).await;
+    let client = support::register(&app).await;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let url = authorize_url(&app, &client, &[]);
+    for extra in [
+        format!("&client_id={client}"),
+        "&redirect_uri=http%3A%2F%2F127.0.0.1%3A9%2Fcallback".to_owned(),
+    ] {
+        let r = http.get(format!("{url}{extra}")).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{extra}");
+        assert!(r.headers().get(header::LOCATION).is_none(), "{extra}");
+    }
+    let r = http
+        .get(format!("{url}&state=another"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let back = url::Url::parse(r.headers()[header::LOCATION].to_str().unwrap()).unwrap();
+    let error = back
+        .query_pairs()
+        .find(|(k, _)| k == "error")
+        .map(|(_, v)| v.into_owned());
+    assert_eq!(error.as_deref(), Some("invalid_request"), "{back}");
+    // The request as it was: the consent page.
+    assert!(consent_page(&authorize(&app, &client, None).await));
+}
