@@ -546,9 +546,11 @@ async fn keep_registration(app: &App, client: &ClientInfo) {
     // runs from its last use, not from when it was made.
     let now = now_secs();
     let mut client = client.clone();
-    if let (Some(_), Some(life)) = (client.expires_at, app.opts.registration.client_lifetime) {
-        client.expires_at = Some(now.saturating_add(life.as_secs()));
-    }
+    client.expires_at = app
+        .opts
+        .registration
+        .client_lifetime
+        .map(|life| now.saturating_add(life.as_secs()));
     let Ok(bytes) = serde_json::to_vec(&client) else {
         return;
     };
@@ -645,21 +647,24 @@ async fn authorize(
     let issuer = cfg.issuer_id();
     // RFC 6749 §3.1: a parameter without a value counts as absent, and
     // none may be given twice.
+    // (The same `resource` twice counts once, as at the token endpoint.)
     let mut q: HashMap<String, String> = HashMap::new();
-    let mut repeated: Option<String> = None;
+    let mut repeated: Vec<String> = Vec::new();
     for (k, v) in url::form_urlencoded::parse(raw.as_deref().unwrap_or_default().as_bytes()) {
         if v.is_empty() {
             continue;
         }
-        if q.insert(k.clone().into_owned(), v.into_owned()).is_some() && repeated.is_none() {
-            repeated = Some(bounded_name(&k));
+        if let Some(before) = q.insert(k.clone().into_owned(), v.clone().into_owned())
+            && !(k == "resource" && before == v)
+        {
+            repeated.push(bounded_name(&k));
         }
     }
     // Which client, or where to send the browser back, is then unclear:
     // a page, never a redirect.
     if repeated
-        .as_deref()
-        .is_some_and(|r| r == "client_id" || r == "redirect_uri")
+        .iter()
+        .any(|r| r == "client_id" || r == "redirect_uri")
     {
         return error_page(
             StatusCode::BAD_REQUEST,
@@ -711,7 +716,15 @@ async fn authorize(
             &issuer,
         )
     };
-    if let Some(name) = &repeated {
+    if let Some(name) = repeated.first() {
+        // RFC 8707 allows several resources; this server issues tokens for
+        // its own only.
+        if name == "resource" {
+            return fail(
+                "invalid_target",
+                "this server issues tokens for its own resource only",
+            );
+        }
         return fail(
             "invalid_request",
             &format!("the parameter {name} is given more than once"),

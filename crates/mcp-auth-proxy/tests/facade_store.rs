@@ -720,6 +720,8 @@ async fn authorization_requests_with_a_repeated_parameter_are_refused() {
     for extra in [
         format!("&client_id={client}"),
         "&redirect_uri=http%3A%2F%2F127.0.0.1%3A9%2Fcallback".to_owned(),
+        // Also behind another repeated parameter.
+        format!("&state=another&client_id={client}"),
     ] {
         let r = http.get(format!("{url}{extra}")).send().await.unwrap();
         assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{extra}");

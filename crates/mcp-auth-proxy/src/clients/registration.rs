@@ -22,7 +22,10 @@ const MAX_TYPE_ENTRIES: usize = 8;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RegistrationPolicy {
     /// How long a dynamic registration lasts (and its secret, reported as
-    /// `client_secret_expires_at`); `None` for ever. Default 30 days.
+    /// `client_secret_expires_at`); `None` for ever. Default 30 days. The
+    /// facade's endpoints count it from the registration's last token
+    /// request, so a client in use outlives the date it was told (and one
+    /// that honours that date registers again).
     pub client_lifetime: Option<Duration>,
     /// Most redirect URIs per client. Default 10.
     pub max_redirect_uris: usize,
