@@ -230,31 +230,48 @@ impl<S: Send + Sync> axum::extract::FromRequest<S> for OAuthForm {
                     "the body could not be read",
                 )
             })?;
-        let mut form = HashMap::new();
-        for (k, v) in url::form_urlencoded::parse(&body) {
-            if v.is_empty() {
-                continue;
-            }
-            if let Some(before) = form.insert(k.clone().into_owned(), v.clone().into_owned())
-                && !(k == "resource" && before == v)
-            {
-                // RFC 8707 allows several resources; this server issues
-                // tokens for its own only.
-                if k == "resource" {
-                    return Err(oauth_error(
-                        StatusCode::BAD_REQUEST,
-                        "invalid_target",
-                        "this server issues tokens for its own resource only",
-                    ));
-                }
-                return Err(oauth_error(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_request",
-                    &format!("the parameter {} is given more than once", bounded_name(&k)),
-                ));
-            }
+        let (form, repeated) = oauth_params(&body);
+        if let Some(name) = repeated.first() {
+            let (code, why) = repeated_error(name);
+            return Err(oauth_error(StatusCode::BAD_REQUEST, code, &why));
         }
         Ok(Self(form))
+    }
+}
+
+/// The parameters of an authorization, token or revocation request (RFC
+/// 6749 §3.1): one without a value counts as absent; with the names of
+/// those given more than once (bounded, see [`bounded_name`]), in order.
+/// The same `resource` twice counts once (RFC 8707 allows several).
+fn oauth_params(raw: &[u8]) -> (HashMap<String, String>, Vec<String>) {
+    let mut params = HashMap::new();
+    let mut repeated = Vec::new();
+    for (k, v) in url::form_urlencoded::parse(raw) {
+        if v.is_empty() {
+            continue;
+        }
+        if let Some(before) = params.insert(k.clone().into_owned(), v.clone().into_owned())
+            && !(k == "resource" && before == v)
+        {
+            repeated.push(bounded_name(&k));
+        }
+    }
+    (params, repeated)
+}
+
+/// The error code and description for parameter `name` given twice:
+/// `invalid_target` for `resource` (this server issues tokens for its own
+/// resource only), else `invalid_request`.
+fn repeated_error(name: &str) -> (&'static str, String) {
+    match name {
+        "resource" => (
+            "invalid_target",
+            "this server issues tokens for its own resource only".to_owned(),
+        ),
+        _ => (
+            "invalid_request",
+            format!("the parameter {name} is given more than once"),
+        ),
     }
 }
 
@@ -645,21 +662,7 @@ async fn authorize(
     };
     let cfg = &proxy.inner.cfg;
     let issuer = cfg.issuer_id();
-    // RFC 6749 §3.1: a parameter without a value counts as absent, and
-    // none may be given twice.
-    // (The same `resource` twice counts once, as at the token endpoint.)
-    let mut q: HashMap<String, String> = HashMap::new();
-    let mut repeated: Vec<String> = Vec::new();
-    for (k, v) in url::form_urlencoded::parse(raw.as_deref().unwrap_or_default().as_bytes()) {
-        if v.is_empty() {
-            continue;
-        }
-        if let Some(before) = q.insert(k.clone().into_owned(), v.clone().into_owned())
-            && !(k == "resource" && before == v)
-        {
-            repeated.push(bounded_name(&k));
-        }
-    }
+    let (q, repeated) = oauth_params(raw.as_deref().unwrap_or_default().as_bytes());
     // Which client, or where to send the browser back, is then unclear:
     // a page, never a redirect.
     if repeated
@@ -717,18 +720,8 @@ async fn authorize(
         )
     };
     if let Some(name) = repeated.first() {
-        // RFC 8707 allows several resources; this server issues tokens for
-        // its own only.
-        if name == "resource" {
-            return fail(
-                "invalid_target",
-                "this server issues tokens for its own resource only",
-            );
-        }
-        return fail(
-            "invalid_request",
-            &format!("the parameter {name} is given more than once"),
-        );
+        let (code, why) = repeated_error(name);
+        return fail(code, &why);
     }
     if q.get("response_type").map(String::as_str) != Some("code") {
         return fail(

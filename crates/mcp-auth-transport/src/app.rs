@@ -635,7 +635,7 @@ async fn ready(authenticator: SharedAuthenticator, store: SharedStore) -> Respon
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let mut resp = (
+    let resp = (
         status,
         Json(serde_json::json!({
             "status": if ok { "ready" } else { "not ready" },
@@ -643,16 +643,11 @@ async fn ready(authenticator: SharedAuthenticator, store: SharedStore) -> Respon
         })),
     )
         .into_response();
-    resp.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    resp
+    crate::refusal::no_store(resp)
 }
 
 async fn health() -> Response {
-    let mut resp = Json(serde_json::json!({ "status": "ok" })).into_response();
-    resp.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    resp
+    crate::refusal::no_store(Json(serde_json::json!({ "status": "ok" })).into_response())
 }
 
 fn metadata_response(md: &ProtectedResourceMetadata) -> Response {

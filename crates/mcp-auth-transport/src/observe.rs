@@ -835,9 +835,7 @@ mod prometheus {
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
         );
-        resp.headers_mut()
-            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        resp
+        crate::refusal::no_store(resp)
     }
 }
 

@@ -479,9 +479,9 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        if peer_of(&req).is_none() {
+        let Some(peer) = peer_of(&req) else {
             return Box::pin(async { Ok(unknown_peer()) });
-        }
+        };
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let shared = self.shared.clone();
@@ -490,7 +490,7 @@ where
             let cfg = &shared.cfg;
             let ip = address_key(crate::client_ip_by(
                 &shared.trusted_proxies,
-                peer_of(&req),
+                Some(peer),
                 req.headers(),
                 shared.forwarded,
             ));
