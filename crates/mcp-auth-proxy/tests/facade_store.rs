@@ -739,6 +739,28 @@ async fn authorization_requests_with_a_repeated_parameter_are_refused() {
         .find(|(k, _)| k == "error")
         .map(|(_, v)| v.into_owned());
     assert_eq!(error.as_deref(), Some("invalid_request"), "{back}");
+    // A second resource: `invalid_target`; the same one again counts once.
+    let ours = url::form_urlencoded::byte_serialize(format!("{}/mcp", app.base).as_bytes())
+        .collect::<String>();
+    for (extra, want) in [
+        (
+            "&resource=https%3A%2F%2Fother.example%2Fmcp".to_owned(),
+            Some("invalid_target"),
+        ),
+        (format!("&resource={ours}"), None),
+    ] {
+        let r = http.get(format!("{url}{extra}")).send().await.unwrap();
+        let error = r
+            .headers()
+            .get(header::LOCATION)
+            .and_then(|l| url::Url::parse(l.to_str().unwrap()).ok())
+            .and_then(|u| {
+                u.query_pairs()
+                    .find(|(k, _)| k == "error")
+                    .map(|(_, v)| v.into_owned())
+            });
+        assert_eq!(error.as_deref(), want, "{extra}");
+    }
     // The request as it was: the consent page.
     assert!(consent_page(&authorize(&app, &client, None).await));
 }

@@ -564,3 +564,23 @@ async fn audit_log_on_stdout_is_a_verifiable_chain() {
     let (ok, out) = verify(&[&out_path]);
     assert!(ok && out.contains("ok: 3 records"), "{out}");
 }
+
+/// The record's `peer` is the client the trusted proxy named, in the header
+/// `HTTP_FORWARDED_HEADER` says it writes: a client's own `X-Forwarded-For`
+/// is not believed behind a proxy that writes only `Forwarded`.
+#[tokio::test]
+async fn the_peer_is_read_from_the_header_the_proxy_writes() {
+    let (_logs, log, s) = audited(&[
+        ("HTTP_TRUSTED_PROXIES", "127.0.0.1"),
+        ("HTTP_FORWARDED_HEADER", "forwarded"),
+    ]);
+    let r = post(&reqwest::Client::new(), &s.url(), INIT)
+        .header("forwarded", "for=203.0.113.9")
+        .header("x-forwarded-for", "198.51.100.1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let got = wait_for(&log, 1).await;
+    assert_eq!(got[0]["peer"], "203.0.113.9", "{got:?}");
+}
