@@ -322,20 +322,27 @@ impl Upstream {
         let claims: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&bytes)
             .map_err(|_| UpstreamError::NoUser("userinfo is not a JSON object".into()))?;
         let mut user = user_from_claims(&claims)?;
-        // GitHub's user has no `email_verified`, but its public address is
-        // one GitHub verified: passed on, from GitHub's API only.
-        if user.email.is_none()
-            && url.as_str() == "https://api.github.com/user"
-            && !claims.contains_key("email_verified")
-        {
-            user.email = claims
-                .get("email")
-                .and_then(|v| v.as_str())
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned);
+        if user.email.is_none() {
+            user.email = github_email(url, &claims);
         }
         Ok(user)
     }
+}
+
+/// GitHub's user has no `email_verified`, but its public address is one
+/// GitHub verified: taken from GitHub's API only (exactly
+/// `https://api.github.com/user`; not GitHub Enterprise, whose addresses
+/// its administrators set), and only from an answer that does not say
+/// `email_verified` itself.
+fn github_email(url: &Url, claims: &serde_json::Map<String, serde_json::Value>) -> Option<String> {
+    if url.as_str() != "https://api.github.com/user" || claims.contains_key("email_verified") {
+        return None;
+    }
+    claims
+        .get("email")
+        .and_then(|v| v.as_str())
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
 }
 
 /// The provider's tokens for a user, kept server-side (sealed at rest).
@@ -587,6 +594,38 @@ mod tests {
         })))
         .unwrap();
         assert_eq!(unsaid.email, None);
+        // From GitHub's own API, its public address is passed on; from any
+        // other URL of that shape, or with an `email_verified` the answer
+        // gave itself, it is not.
+        let claims = c(serde_json::json!({
+            "id": 583231, "login": "octocat", "email": "octocat@example.com"
+        }));
+        let url = |u: &str| Url::parse(u).unwrap();
+        assert_eq!(
+            github_email(&url("https://api.github.com/user"), &claims).as_deref(),
+            Some("octocat@example.com")
+        );
+        for other in [
+            "https://api.github.com/user/",
+            "https://api.github.com/user?x=1",
+            "http://api.github.com/user",
+            "https://github.example.com/api/v3/user",
+            "https://api.github.com.evil.example/user",
+        ] {
+            assert_eq!(github_email(&url(other), &claims), None, "{other}");
+        }
+        let mut said = claims.clone();
+        said.insert("email_verified".into(), serde_json::json!(false));
+        assert_eq!(
+            github_email(&url("https://api.github.com/user"), &said),
+            None
+        );
+        let mut empty = claims;
+        empty.insert("email".into(), serde_json::json!(""));
+        assert_eq!(
+            github_email(&url("https://api.github.com/user"), &empty),
+            None
+        );
         let cognito = user_from_claims(&c(serde_json::json!({
             "sub": "u-1", "cognito:groups": ["admins", 7]
         })))
