@@ -50,7 +50,7 @@ impl CognitoAuthenticator {
     /// | `COGNITO_TOKEN_USE` | `access` (default), `id` or `both` |
     /// | `COGNITO_REQUIRED_GROUPS` | the user must be in one of these |
     /// | `COGNITO_REQUIRED_SCOPES` | access tokens must carry all of these |
-    /// | `COGNITO_RESOURCE_INDICATORS` | `true`: access tokens must have `aud` = the server URL |
+    /// | `COGNITO_RESOURCE_INDICATORS` | `true`: access tokens must have `aud` = the server URL (otherwise an `aud`, when there is one, must name it) |
     /// | `COGNITO_JWKS_URL` | fetch keys here (emulators); the issuer checked stays the real one |
     /// | `MCP_OAUTH_SCOPES_SUPPORTED` | extra scopes for the metadata |
     /// | `MCP_JWT_LEEWAY` | clock-skew seconds (default 60) |
@@ -98,6 +98,7 @@ impl CognitoAuthenticator {
         if let Some(s) = parse_list(l, "COGNITO_REQUIRED_SCOPES") {
             b = b.required_scopes(s);
         }
+        b = b.server_resource(server_url.as_str());
         if parse_bool(l, "COGNITO_RESOURCE_INDICATORS", false)? {
             b = b.resource_indicator(server_url.as_str());
         }

@@ -266,6 +266,9 @@ pub struct CognitoVerifier {
     groups: Arc<[String]>,
     scopes: Arc<[String]>,
     resource: Option<String>,
+    /// This server's resource identifier: an access token that carries
+    /// `aud` must name it, resource indicators or not.
+    server: Option<String>,
 }
 
 impl std::fmt::Debug for CognitoVerifier {
@@ -277,6 +280,7 @@ impl std::fmt::Debug for CognitoVerifier {
             .field("groups", &self.groups)
             .field("scopes", &self.scopes)
             .field("resource", &self.resource)
+            .field("server", &self.server)
             .finish()
     }
 }
@@ -291,6 +295,7 @@ pub struct CognitoVerifierBuilder {
     groups: Vec<String>,
     scopes: Vec<String>,
     resource: Option<String>,
+    server: Option<String>,
     leeway: Duration,
     max_lifetime: Option<Duration>,
     max_stale: Option<Duration>,
@@ -310,6 +315,7 @@ impl CognitoVerifier {
             groups: Vec::new(),
             scopes: Vec::new(),
             resource: None,
+            server: None,
             leeway: Duration::from_secs(60),
             max_lifetime: None,
             max_stale: None,
@@ -349,6 +355,10 @@ impl CognitoVerifier {
         if self.pools.len() == 1 {
             return Ok(&self.pools[0]);
         }
+        // Not decoded past the size the verifier would look at.
+        if token.len() > mcp_auth_jwt::DEFAULT_MAX_TOKEN_BYTES {
+            return Err(JwtError::TooLarge.into());
+        }
         let payload = token.split('.').nth(1).ok_or(JwtError::Malformed)?;
         let iss = unverified_iss(payload).ok_or(JwtError::Malformed)?;
         self.pools
@@ -373,11 +383,18 @@ impl CognitoVerifier {
                 return Err(CognitoError::Client);
             }
         }
-        if let (Some(resource), true) = (&self.resource, is_access) {
+        // With resource indicators an access token must name this server in
+        // `aud`; without them Cognito's access tokens carry no `aud`, and one
+        // that does was minted for some resource: this one, or it is refused
+        // (a token for another server of the pool, sharing the app client,
+        // is not accepted here).
+        let wanted = self.resource.as_ref().or(self.server.as_ref());
+        if let (Some(resource), true) = (wanted, is_access) {
             let ok = match t.claims.get("aud") {
+                None => self.resource.is_none(),
                 Some(Value::String(a)) => a == resource,
                 Some(Value::Array(list)) => list.iter().any(|a| a.as_str() == Some(resource)),
-                _ => false,
+                Some(_) => false,
             };
             if !ok {
                 return Err(CognitoError::Audience);
@@ -529,6 +546,17 @@ impl CognitoVerifierBuilder {
         self
     }
 
+    /// This server's resource identifier (its URL), for pools without
+    /// resource indicators: an access token without `aud` passes (Cognito
+    /// puts none in them), one with `aud` must name this server. So a
+    /// token another server of the pool asked for with a resource indicator
+    /// is not accepted here, even through a shared app client.
+    /// ([`resource_indicator`](Self::resource_indicator) requires `aud`.)
+    pub fn server_resource(mut self, resource: impl Into<String>) -> Self {
+        self.server = Some(resource.into());
+        self
+    }
+
     /// Allow a plain-http JWKS URL to a non-loopback host (default: no).
     pub fn allow_insecure_http(mut self, allow: bool) -> Self {
         self.allow_insecure_http = allow;
@@ -610,6 +638,7 @@ impl CognitoVerifierBuilder {
             groups: self.groups.into(),
             scopes: self.scopes.into(),
             resource: self.resource,
+            server: self.server,
         })
     }
 }
@@ -797,6 +826,48 @@ mod tests {
         assert_eq!(e.variable(), "COGNITO_JWKS_URL");
     }
 
+    fn encode_base64url(bytes: &[u8]) -> String {
+        const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let mut out = String::new();
+        for chunk in bytes.chunks(3) {
+            let n = chunk
+                .iter()
+                .enumerate()
+                .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+            for i in 0..=chunk.len() {
+                out.push(char::from(ABC[(n >> (18 - 6 * i) & 63) as usize]));
+            }
+        }
+        out
+    }
+
+    /// With several pools the token's issuer picks the pool's keys; a
+    /// token too large for the verifier is refused before its payload is
+    /// decoded for that.
+    #[test]
+    fn with_several_pools_oversized_tokens_are_not_decoded() {
+        let v = CognitoVerifier::builder("eu-west-1", "eu-west-1_AbC123")
+            .unwrap()
+            .pool(PoolConfig::new("us-east-1", "us-east-1_X").unwrap())
+            .token_use(TokenUse::Access)
+            .client_ids(None)
+            .build()
+            .unwrap();
+        let token = |iss: &str, pad: usize| {
+            let payload = format!(r#"{{"iss":"{iss}","pad":"{}"}}"#, "x".repeat(pad));
+            let b64 = encode_base64url(payload.as_bytes());
+            format!("eyJhbGciOiJSUzI1NiJ9.{b64}.c2ln")
+        };
+        let iss = crate::issuer_for("us-east-1", "us-east-1_X");
+        let fits = token(&iss, 100);
+        assert!(std::ptr::eq(v.pool_for(&fits).unwrap(), &v.pools[1]));
+        let huge = token(&iss, mcp_auth_jwt::DEFAULT_MAX_TOKEN_BYTES);
+        assert!(matches!(
+            v.pool_for(&huge),
+            Err(CognitoError::Jwt(JwtError::TooLarge))
+        ));
+    }
+
     /// Required scopes and resource indicators are access-token checks: a
     /// configuration that also lets ID tokens in (which would skip them)
     /// is refused, naming the check.
@@ -865,5 +936,11 @@ mod tests {
             br#"{"iss":"x"}"#
         );
         assert!(base64url_decode("e!").is_none());
+        for text in ["", "a", "ab", "abc", r#"{"iss":"x"}"#] {
+            assert_eq!(
+                base64url_decode(&encode_base64url(text.as_bytes())).unwrap(),
+                text.as_bytes()
+            );
+        }
     }
 }

@@ -442,6 +442,58 @@ async fn moto_tokens_are_checked_for_use_client_and_expiry() {
         CognitoError::Scope(_)
     ));
 
+    // The audience: Cognito's access tokens carry none unless the pool
+    // issues them with resource indicators. Without indicators, a token
+    // without `aud` passes and one for another resource of the pool does
+    // not (the app client may be shared); with them, `aud` is required.
+    const SERVER: &str = "http://127.0.0.1:8001/mcp";
+    let audience = |indicators: bool| {
+        let b = CognitoVerifier::builder(REGION, &pool)
+            .unwrap()
+            .jwks_url(
+                format!("{}/{pool}/.well-known/jwks.json", moto.http_url())
+                    .parse()
+                    .unwrap(),
+            )
+            .token_use(TokenUse::Access)
+            .client_ids(Some(vec![client.clone()]))
+            .server_resource(SERVER);
+        if indicators {
+            b.resource_indicator(SERVER)
+        } else {
+            b
+        }
+        .build()
+        .unwrap()
+    };
+    let for_us = resign(&access, &serde_json::json!({"aud": SERVER}));
+    let for_us_too = resign(
+        &access,
+        &serde_json::json!({"aud": ["https://b.example/mcp", SERVER]}),
+    );
+    let for_b = resign(
+        &access,
+        &serde_json::json!({"aud": "https://b.example/mcp"}),
+    );
+    let odd = resign(&access, &serde_json::json!({"aud": 7}));
+    for indicators in [false, true] {
+        let v = audience(indicators);
+        assert_eq!(
+            v.verify(&access).await.is_ok(),
+            !indicators,
+            "no aud, indicators {indicators}"
+        );
+        assert!(v.verify(&for_us).await.is_ok());
+        assert!(v.verify(&for_us_too).await.is_ok());
+        for other in [&for_b, &odd] {
+            assert_eq!(
+                v.verify(other).await.unwrap_err(),
+                CognitoError::Audience,
+                "indicators {indicators}"
+            );
+        }
+    }
+
     // Expired: the same claims, re-signed by moto's own key with exp in the past.
     let expired = resign_expired(&access);
     assert_eq!(

@@ -66,12 +66,29 @@ pub fn bound_key(principal: &Principal) -> Option<&str> {
 /// the `DPoP` scheme and a verified proof by that very key, never as a
 /// bearer token; a token presented with the `DPoP` scheme must be bound.
 /// Without a proof checker in front (DPoP off), the `DPoP` scheme is
-/// refused.
+/// refused. A token confirmed any other way (RFC 7800 `cnf` members other
+/// than `jkt`, e.g. a certificate thumbprint `x5t#S256` of RFC 8705 mutual
+/// TLS, or a `jkt` that is not a string) is refused whatever the scheme:
+/// this server cannot check that binding, and accepting the token would
+/// make it a bearer token for whoever stole it.
 pub fn check_binding(
     scheme: TokenScheme,
     principal: &Principal,
     proven: Option<&str>,
 ) -> Result<(), AuthError> {
+    if let Some(cnf) = principal.claims.get("cnf") {
+        let only_jkt = cnf.as_object().is_some_and(|members| {
+            !members.is_empty()
+                && members
+                    .iter()
+                    .all(|(name, value)| name == "jkt" && value.is_string())
+        });
+        if !only_jkt {
+            return Err(AuthError::invalid_token(
+                "the token is bound (cnf) in a way this server cannot check: only DPoP key thumbprints (cnf.jkt) are supported",
+            ));
+        }
+    }
     match (scheme, bound_key(principal)) {
         (TokenScheme::Bearer, Some(_)) => Err(AuthError::invalid_token(
             "the token is bound to a DPoP key: present it with the DPoP scheme and a proof",
@@ -204,6 +221,41 @@ impl ReplayCache for MemoryReplayCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn with_cnf(cnf: serde_json::Value) -> Principal {
+        let mut p = Principal::new("u", "oauth2");
+        let mut claims = serde_json::Map::new();
+        claims.insert("cnf".into(), cnf);
+        p.claims = std::sync::Arc::new(claims);
+        p
+    }
+
+    /// Only `cnf.jkt` is a binding this server checks; a token confirmed
+    /// any other way is refused whatever the scheme, never taken as a
+    /// bearer token.
+    #[test]
+    fn bindings_other_than_a_dpop_key_are_refused() {
+        use TokenScheme::{Bearer, DPoP};
+        let jkt = with_cnf(serde_json::json!({"jkt": "k1"}));
+        assert!(check_binding(DPoP, &jkt, Some("k1")).is_ok());
+        assert!(check_binding(Bearer, &jkt, None).is_err());
+        assert!(check_binding(Bearer, &Principal::new("u", "oauth2"), None).is_ok());
+        for cnf in [
+            serde_json::json!({"x5t#S256": "bwcK0esc3ACC3DB2Y5_lESsXE8o9ltc05O89jdN-dg2"}),
+            serde_json::json!({"jkt": "k1", "x5t#S256": "bwcK"}),
+            serde_json::json!({"jkt": 7}),
+            serde_json::json!({"jwk": {"kty": "OKP"}}),
+            serde_json::json!({}),
+            serde_json::json!("k1"),
+            serde_json::Value::Null,
+        ] {
+            let p = with_cnf(cnf.clone());
+            for (scheme, proven) in [(Bearer, None), (DPoP, Some("k1"))] {
+                let e = check_binding(scheme, &p, proven).unwrap_err();
+                assert!(e.to_string().contains("cnf"), "{cnf} {scheme:?}: {e}");
+            }
+        }
+    }
 
     #[tokio::test]
     async fn a_key_is_new_once_until_it_expires() {

@@ -48,11 +48,25 @@ use crate::{
 };
 
 /// Where the key set comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 enum Location {
     Url(Url),
     /// Discovered from the issuer's metadata on first use.
     Issuer(String),
+}
+
+/// Shown without what a URL may carry besides the place (credentials, a
+/// query or fragment with a key in it), as every fetch error shows it.
+impl std::fmt::Debug for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Url(u) => f
+                .debug_tuple("Url")
+                .field(&crate::fetch::redact(u))
+                .finish(),
+            Self::Issuer(i) => f.debug_tuple("Issuer").field(i).finish(),
+        }
+    }
 }
 
 /// Retry period while no key set has ever been fetched.
@@ -487,6 +501,23 @@ impl JwksCache {
                 "{shown} has no usable signing keys ({skipped} skipped)"
             )));
         }
+        let mut set = set;
+        if let Some(previous) = self.read_state(|s| s.keys.clone()) {
+            set.keep_unchanged(&previous);
+        }
         Ok(Arc::new(set))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_shows_no_credentials_of_the_url() {
+        let url = "https://user:s3cret@keys.example/jwks.json?key=s3cret#s3cret";
+        let shown = format!("{:?}", JwksCache::builder(url.parse().unwrap()).build());
+        assert!(shown.contains("https://keys.example/jwks.json"), "{shown}");
+        assert!(!shown.contains("s3cret"), "{shown}");
     }
 }

@@ -51,6 +51,10 @@ pub struct VerifyKey {
     pub(crate) kid: Option<String>,
     pub(crate) key: Arc<DecodingKey>,
     pub(crate) algorithms: Vec<Algorithm>,
+    /// SHA-256 of the JWK the key was read from (`None` for PEM and HMAC
+    /// keys): a JWKS fetched again keeps the keys it had where nothing
+    /// changed ([`KeySet::keep_unchanged`]).
+    pub(crate) source: Option<[u8; 32]>,
 }
 
 impl std::fmt::Debug for VerifyKey {
@@ -132,6 +136,7 @@ impl VerifyKey {
             kid: None,
             key: Arc::new(DecodingKey::from_secret(secret)),
             algorithms: vec![alg],
+            source: None,
         })
     }
 
@@ -158,6 +163,7 @@ impl VerifyKey {
             kid: None,
             key: Arc::new(key),
             algorithms,
+            source: None,
         })
     }
 
@@ -204,10 +210,17 @@ impl VerifyKey {
             algorithms = vec![alg];
         }
         let key = DecodingKey::from_jwk(jwk).map_err(|e| KeyError::BadJwk(e.to_string()))?;
+        let source = serde_json::to_vec(jwk).ok().map(|bytes| {
+            let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &bytes);
+            let mut out = [0u8; 32];
+            out.copy_from_slice(d.as_ref());
+            out
+        });
         Ok(Self {
             kid: jwk.common.key_id.clone(),
             key: Arc::new(key),
             algorithms,
+            source,
         })
     }
 
@@ -342,11 +355,77 @@ impl KeySet {
     pub(crate) fn has_kid(&self, kid: &str) -> bool {
         self.keys.iter().any(|k| k.kid.as_deref() == Some(kid))
     }
+
+    /// Takes `previous`'s key in the place of each key read from the very
+    /// same JWK (same `kid`, same members): tokens the verified-token cache
+    /// holds for it stay answered from there after a fetch that changed
+    /// nothing, while a key published again under its `kid` with other
+    /// material is a new key, and the tokens the old one verified are
+    /// verified again.
+    #[cfg_attr(not(feature = "fetch"), allow(dead_code))]
+    pub(crate) fn keep_unchanged(&mut self, previous: &KeySet) {
+        for k in &mut self.keys {
+            let Some(source) = k.source else { continue };
+            if let Some(old) = previous
+                .keys
+                .iter()
+                .find(|o| o.source == Some(source) && o.kid == k.kid)
+            {
+                k.key = old.key.clone();
+            }
+        }
+    }
+
+    /// Whether `key` itself (not a key with other material under the same
+    /// name) is in the set as `kid`.
+    #[cfg_attr(not(feature = "fetch"), allow(dead_code))]
+    pub(crate) fn has_key(&self, kid: &str, key: &Arc<DecodingKey>) -> bool {
+        self.keys
+            .iter()
+            .any(|k| k.kid.as_deref() == Some(kid) && Arc::ptr_eq(&k.key, key))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A JWKS fetched again keeps the keys of the JWKs that did not change
+    /// (so the verified-token cache keeps answering their tokens), and takes
+    /// a key published under a known `kid` with other members as new.
+    #[test]
+    fn a_fetch_keeps_unchanged_keys_and_renews_changed_ones() {
+        let doc = |n: &str| {
+            serde_json::json!({"keys": [
+                {"kty": "oct", "k": "c2tpcA"},
+                {"kty": "OKP", "crv": "Ed25519", "kid": "a",
+                 "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"},
+                {"kty": "OKP", "crv": "Ed25519", "kid": "b", "x": n},
+            ]})
+        };
+        let first = "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo";
+        // The same key type, other material (32 other bytes, base64url).
+        let other = "3X_p2jp8uLLPnW6ekh_pMKSpP5dHWTtT-KgeaOzlgNE";
+        let (before, _) = KeySet::from_jwks_json(&doc(first)).unwrap();
+        let (mut same, _) = KeySet::from_jwks_json(&doc(first)).unwrap();
+        let (mut changed, _) = KeySet::from_jwks_json(&doc(other)).unwrap();
+        assert_eq!(before.len(), 2, "the oct entry is skipped");
+        same.keep_unchanged(&before);
+        changed.keep_unchanged(&before);
+        let key = |set: &KeySet, kid: &str| {
+            set.keys()
+                .iter()
+                .find(|k| k.kid.as_deref() == Some(kid))
+                .map(|k| k.key.clone())
+                .unwrap()
+        };
+        assert!(Arc::ptr_eq(&key(&same, "a"), &key(&before, "a")));
+        assert!(Arc::ptr_eq(&key(&same, "b"), &key(&before, "b")));
+        assert!(Arc::ptr_eq(&key(&changed, "a"), &key(&before, "a")));
+        assert!(!Arc::ptr_eq(&key(&changed, "b"), &key(&before, "b")));
+        assert!(changed.has_key("b", &key(&changed, "b")));
+        assert!(!changed.has_key("b", &key(&before, "b")));
+    }
 
     #[test]
     fn hmac_secrets_need_32_bytes_and_an_hmac_algorithm() {

@@ -345,11 +345,20 @@ pub struct JwtVerifier {
     access_token_type: bool,
 }
 
-/// Tokens already verified, by SHA-256 of the token. An entry is used only
-/// while the token is unexpired and its key is still trusted.
+/// Tokens already verified, by SHA-256 of the token, each with the key that
+/// verified it. An entry is used only while the token is unexpired and that
+/// very key (not only its `kid`) is still trusted.
 struct TokenCache {
-    entries: std::sync::Mutex<std::collections::HashMap<[u8; 32], VerifiedToken>>,
+    entries: std::sync::Mutex<std::collections::HashMap<[u8; 32], Cached>>,
     capacity: usize,
+}
+
+/// A verified token and the key that verified it.
+#[derive(Clone)]
+struct Cached {
+    token: VerifiedToken,
+    #[cfg_attr(not(feature = "fetch"), allow(dead_code))]
+    key: Arc<jsonwebtoken::DecodingKey>,
 }
 
 fn now_secs() -> u64 {
@@ -360,7 +369,7 @@ fn now_secs() -> u64 {
 }
 
 impl TokenCache {
-    fn get(&self, key: &[u8; 32]) -> Option<VerifiedToken> {
+    fn get(&self, key: &[u8; 32]) -> Option<Cached> {
         self.entries.lock().ok()?.get(key).cloned()
     }
 
@@ -370,18 +379,18 @@ impl TokenCache {
         }
     }
 
-    fn put(&self, key: [u8; 32], token: &VerifiedToken, leeway: u64) {
+    fn put(&self, key: [u8; 32], entry: Cached, leeway: u64) {
         let Ok(mut m) = self.entries.lock() else {
             return;
         };
         if m.len() >= self.capacity {
             let now = now_secs();
-            m.retain(|_, t| t.unexpired(leeway, now));
+            m.retain(|_, c| c.token.unexpired(leeway, now));
             if m.len() >= self.capacity {
                 m.clear();
             }
         }
-        m.insert(key, token.clone());
+        m.insert(key, entry);
     }
 }
 
@@ -511,32 +520,38 @@ impl JwtVerifier {
             return Err(JwtError::TooLarge);
         }
         let Some(cache) = &self.cache else {
-            return self.verify_uncached(token, fetch).await;
+            return self.verify_uncached(token, fetch).await.map(|c| c.token);
         };
         let key = sha256(token.as_bytes());
         if let Some(hit) = cache.get(&key) {
             if self.cache_may_serve(&hit) {
                 VERIFIED_CACHE.count(true);
-                return Ok(hit);
+                return Ok(hit.token);
             }
             cache.forget(&key);
         }
         VERIFIED_CACHE.count(false);
         let verified = self.verify_uncached(token, fetch).await?;
         if self.cache_may_serve(&verified) {
-            cache.put(key, &verified, self.leeway);
+            cache.put(key, verified.clone(), self.leeway);
         }
-        Ok(verified)
+        Ok(verified.token)
     }
 
     /// Whether a verified token may be answered from the cache: it has not
-    /// expired and its key is still trusted.
-    fn cache_may_serve(&self, t: &VerifiedToken) -> bool {
-        t.unexpired(self.leeway, now_secs())
-            && match (&self.keys, &t.kid) {
+    /// expired and the key that verified it is still trusted: the very key
+    /// (a key published again under the same `kid` with other material,
+    /// after a compromise say, does not keep the tokens the old one
+    /// verified; nor does a fetch of the same keys, whose tokens are then
+    /// verified once more).
+    fn cache_may_serve(&self, c: &Cached) -> bool {
+        c.token.unexpired(self.leeway, now_secs())
+            && match (&self.keys, &c.token.kid) {
                 (Keys::Static(_), _) => true,
                 #[cfg(feature = "fetch")]
-                (Keys::Jwks(c), Some(kid)) => c.cached().is_some_and(|k| k.has_kid(kid)),
+                (Keys::Jwks(cache), Some(kid)) => {
+                    cache.cached().is_some_and(|k| k.has_key(kid, &c.key))
+                }
                 // Without a kid we cannot tell whether its key is still
                 // published, so such tokens are always verified afresh.
                 #[cfg(feature = "fetch")]
@@ -544,7 +559,7 @@ impl JwtVerifier {
             }
     }
 
-    async fn verify_uncached(&self, token: &str, fetch: Fetch) -> Result<VerifiedToken, JwtError> {
+    async fn verify_uncached(&self, token: &str, fetch: Fetch) -> Result<Cached, JwtError> {
         if token.split('.').count() != 3 {
             return Err(JwtError::Malformed);
         }
@@ -632,7 +647,10 @@ impl JwtVerifier {
                         claims: Arc::new(data.claims),
                     };
                     self.check_claims(&verified)?;
-                    return Ok(verified);
+                    return Ok(Cached {
+                        token: verified,
+                        key: key.key.clone(),
+                    });
                 }
                 Err(e) => {
                     last = match e.kind() {
@@ -688,8 +706,11 @@ impl JwtVerifier {
             }
         }
         let named = |k: &str| t.str_claim(k).is_some_and(|s| !s.is_empty());
-        if !named("sub") && !named("client_id") {
-            // Without a subject there is no identity to bind sessions to.
+        // Without a subject there is no identity to bind sessions to. A
+        // `sub` that is there must name someone (a non-empty string, RFC
+        // 7519 §4.1.2): an empty or numeric one would otherwise fall back
+        // to `client_id`, and every user of that client would be one.
+        if t.claims.contains_key("sub") && !named("sub") || !named("sub") && !named("client_id") {
             return Err(JwtError::Claim("sub".to_owned()));
         }
         if let Some(iss) = &self.issuer

@@ -772,6 +772,50 @@ async fn absurd_or_missing_identity_claims_are_refused_without_panicking() {
         v.verify(&rsa.sign(&c)).await.unwrap_err(),
         JwtError::Claim("sub".into())
     );
+    // A `sub` that names nobody is refused even with a `client_id`: it
+    // would otherwise fall back to the client, and every user of that
+    // client would be one subject.
+    for sub in [json!(""), json!(42), json!(null)] {
+        let mut c = claims(&issuer.base);
+        c["sub"] = sub.clone();
+        c["client_id"] = json!("app");
+        assert_eq!(
+            v.verify(&rsa.sign(&c)).await.unwrap_err(),
+            JwtError::Claim("sub".into()),
+            "{sub}"
+        );
+    }
+    // Without `sub` at all (a client's own token), the client is the
+    // subject.
+    let mut c = claims(&issuer.base);
+    c.as_object_mut().unwrap().remove("sub");
+    c["client_id"] = json!("app");
+    let p = v
+        .verify(&rsa.sign(&c))
+        .await
+        .unwrap()
+        .into_principal("oauth2");
+    assert_eq!(p.subject, "app");
+}
+
+/// The verified-token cache answers a token only while the very key that
+/// verified it is published: an issuer that publishes other material under
+/// the same `kid` (after a compromise, say) does not keep the tokens the
+/// old key signed, cached or not.
+#[tokio::test]
+async fn a_kid_published_with_other_material_does_not_keep_cached_tokens() {
+    let old = TestKey::rsa("k");
+    let (issuer, v) = setup(&[&old]).await;
+    let token = old.sign(&claims(&issuer.base));
+    assert!(v.verify(&token).await.is_ok());
+    // Fetched again unchanged: still good.
+    v.jwks().unwrap().refresh().await.unwrap();
+    assert!(v.verify(&token).await.is_ok());
+    let new = TestKey::load("rsa2", Algorithm::RS256, "k");
+    issuer.set_keys(vec![new.jwk(false)]);
+    v.jwks().unwrap().refresh().await.unwrap();
+    assert_eq!(v.verify(&token).await.unwrap_err(), JwtError::Signature);
+    assert!(v.verify(&new.sign(&claims(&issuer.base))).await.is_ok());
 }
 
 #[tokio::test]

@@ -160,6 +160,11 @@ impl Introspector {
 
     /// Introspects `token`; the principal's strategy is `strategy`.
     pub async fn introspect(&self, token: &str, strategy: &str) -> Result<Principal, AuthError> {
+        // No larger than a JWT the verifier would look at: a flood of huge
+        // made-up tokens costs the authorization server nothing.
+        if token.len() > mcp_auth_jwt::DEFAULT_MAX_TOKEN_BYTES {
+            return Err(AuthError::invalid_token("token too large"));
+        }
         let key: Key = Sha256::digest(token.as_bytes()).into();
         if let Some(hit) = self.cached(&key) {
             INTROSPECTION_CACHE.count(true);
@@ -199,7 +204,10 @@ impl Introspector {
         let resp = self
             .client
             .post(self.url.clone())
-            .basic_auth(&self.client_id, Some(&self.client_secret))
+            .basic_auth(
+                form_encoded(&self.client_id),
+                Some(form_encoded(&self.client_secret)),
+            )
             .header(reqwest::header::ACCEPT, "application/json")
             .form(&[("token", token), ("token_type_hint", "access_token")])
             .send()
@@ -372,6 +380,14 @@ impl Drop for InFlight<'_> {
 /// because the wait ran out (`busy`, see [`busy`]).
 fn introspected(outcome: &'static str) {
     metrics::counter!("mcp_auth_introspection_requests_total", "outcome" => outcome).increment(1);
+}
+
+/// `s` form-urlencoded, as RFC 6749 §2.3.1 has a client id and secret
+/// encoded before they are joined for HTTP Basic (RFC 7662 §2.1 refers to
+/// it): a `:` in the id or `%`, `+` or UTF-8 in the secret reach the
+/// endpoint as they are.
+fn form_encoded(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
 #[cfg(test)]

@@ -15,16 +15,33 @@ use serde_json::{Value, json};
 const AUD: &str = "http://127.0.0.1:8001/mcp";
 const ISS: &str = "https://as.example";
 
+/// The client the endpoint knows.
+const CLIENT: (&str, &str) = ("client-id", "client-secret");
+
+/// The client credentials of an HTTP Basic header as RFC 6749 §2.3.1 has
+/// them sent: each form-urlencoded, then joined by `:`.
+fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
+    use base64::Engine;
+    let v = headers.get("authorization")?.to_str().ok()?;
+    let b64 = v.strip_prefix("Basic ")?;
+    let raw = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
+    let raw = String::from_utf8(raw).ok()?;
+    let (id, secret) = raw.split_once(':')?;
+    let decode = |s: &str| {
+        url::form_urlencoded::parse(format!("x={s}").as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())
+    };
+    Some((decode(id)?, decode(secret)?))
+}
+
 async fn introspect(
-    State(calls): State<Arc<AtomicU64>>,
+    State((calls, client)): State<(Arc<AtomicU64>, (String, String))>,
     headers: HeaderMap,
     Form(form): Form<std::collections::HashMap<String, String>>,
 ) -> Result<Json<Value>, axum::http::StatusCode> {
     calls.fetch_add(1, Ordering::SeqCst);
-    // client-id:client-secret
-    if headers.get("authorization").and_then(|v| v.to_str().ok())
-        != Some("Basic Y2xpZW50LWlkOmNsaWVudC1zZWNyZXQ=")
-    {
+    if basic_credentials(&headers) != Some(client) {
         return Err(axum::http::StatusCode::UNAUTHORIZED);
     }
     let exp = jsonwebtoken::get_current_timestamp() + 300;
@@ -41,6 +58,10 @@ async fn introspect(
         Some("expired") => {
             json!({"active": true, "sub": "carol", "iss": ISS, "aud": AUD, "exp": 1})
         }
+        // Bound to a TLS client certificate (RFC 8705), which this server
+        // cannot check.
+        Some("cert-bound") => json!({"active": true, "sub": "carol", "iss": ISS, "aud": AUD,
+            "exp": exp, "cnf": {"x5t#S256": "bwcK0esc3ACC3DB2Y5_lESsXE8o9ltc05O89jdN-dg2"}}),
         // An answer over the 64 KiB read: refused whatever it says.
         Some("huge") => json!({"active": true, "sub": "carol", "iss": ISS, "aud": AUD,
             "exp": exp, "pad": "x".repeat(100 * 1024)}),
@@ -49,10 +70,16 @@ async fn introspect(
 }
 
 async fn start(secret: &str) -> (JwtAuthenticator, Arc<AtomicU64>) {
+    start_as((CLIENT.0, secret), CLIENT).await
+}
+
+/// An introspecting authenticator that authenticates as `ours` to an
+/// endpoint that knows the client `known`.
+async fn start_as(ours: (&str, &str), known: (&str, &str)) -> (JwtAuthenticator, Arc<AtomicU64>) {
     let calls = Arc::new(AtomicU64::new(0));
     let app = Router::new()
         .route("/introspect", post(introspect))
-        .with_state(calls.clone());
+        .with_state((calls.clone(), (known.0.to_owned(), known.1.to_owned())));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/introspect", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -64,8 +91,8 @@ async fn start(secret: &str) -> (JwtAuthenticator, Arc<AtomicU64>) {
         .unwrap();
     let intro = Introspector::new(
         url.parse().unwrap(),
-        "client-id".into(),
-        secret.into(),
+        ours.0.into(),
+        ours.1.into(),
         Some(ISS.into()),
         Some(vec![AUD.into()]),
     );
@@ -141,6 +168,50 @@ async fn inactive_foreign_and_expired_tokens_are_invalid() {
         calls.load(Ordering::SeqCst),
         5,
         "negative answers are cached briefly"
+    );
+}
+
+/// RFC 6749 §2.3.1 (which RFC 7662 §2.1 relies on): the client id and
+/// secret are form-urlencoded before they are joined for HTTP Basic, so a
+/// `:` in the id, or `%`, `+`, a space or UTF-8 in the secret, reach the
+/// endpoint as they are.
+#[tokio::test]
+async fn client_credentials_are_form_urlencoded_for_basic() {
+    let client = ("app:1", "s3cr%t+ é/=");
+    let (auth, calls) = start_as(client, client).await;
+    let p = auth.authenticate(&bearer("good")).await.unwrap();
+    assert_eq!(p.subject, "carol");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+/// A token bound by a confirmation this server cannot check (a TLS client
+/// certificate's thumbprint, RFC 8705) is refused, not taken as a bearer
+/// token.
+#[tokio::test]
+async fn a_token_bound_to_a_certificate_is_refused() {
+    let (auth, _) = start("client-secret").await;
+    let e = auth.authenticate(&bearer("cert-bound")).await.unwrap_err();
+    assert!(matches!(e, AuthError::InvalidToken { .. }), "{e:?}");
+    assert!(e.to_string().contains("cnf"), "{e}");
+}
+
+/// An opaque token larger than any JWT the server would verify is refused
+/// before the authorization server is asked (a flood of them costs it
+/// nothing).
+#[tokio::test]
+async fn an_oversized_opaque_token_is_refused_without_asking() {
+    let (auth, calls) = start("client-secret").await;
+    let huge = "x".repeat(mcp_auth_jwt::DEFAULT_MAX_TOKEN_BYTES + 1);
+    let e = auth.authenticate(&bearer(&huge)).await.unwrap_err();
+    assert!(matches!(e, AuthError::InvalidToken { .. }), "{e:?}");
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+    let fits = "x".repeat(mcp_auth_jwt::DEFAULT_MAX_TOKEN_BYTES);
+    let e = auth.authenticate(&bearer(&fits)).await.unwrap_err();
+    assert!(matches!(e, AuthError::InvalidToken { .. }), "{e:?}");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "a token that fits is asked about"
     );
 }
 
