@@ -12,7 +12,7 @@
 
 use mcp_auth_client::{
     Auth, ClientError, Grant, MachineClient, MachineOptions, OAuthOptions, SigningAlgorithm,
-    TokenEndpoint,
+    TokenEndpoint, Wire, discover_issuer,
 };
 use mcp_auth_core::settings::{Lookup, ProcessEnv};
 use rmcp::model::{CallToolRequestParams, JsonObject, Tool};
@@ -22,6 +22,25 @@ use serde_json::Value;
 /// expect from a client that uses one (`auth/basic-cimd`), used when the
 /// context names none. The suite never fetches it.
 const SUITE_METADATA_DOCUMENT: &str = "https://conformance-test.local/client-metadata.json";
+
+/// Pins the scenario's credentials (a client secret, a key, an
+/// assertion), which the client sends only to a pinned authorization
+/// server, to the issuer the suite's server at `url` names
+/// ([`discover_issuer`]). The suite hands out the server and the
+/// credentials together, so its server's choice is the one the credentials
+/// were made for; a scenario without such credentials is left as it is.
+pub async fn pin_issuer(url: &str, auth: &mut Auth) -> Result<(), ClientError> {
+    let unpinned = match auth {
+        Auth::OAuth(opts) => (opts.client_secret.is_some() && opts.client_issuer.is_none())
+            .then_some(&mut opts.client_issuer),
+        Auth::Machine(opts) => opts.issuer.is_none().then_some(&mut opts.issuer),
+        _ => None,
+    };
+    if let Some(issuer) = unpinned {
+        *issuer = discover_issuer(url, Wire::Auto).await?;
+    }
+    Ok(())
+}
 
 /// One scenario: its name and settings.
 #[derive(Debug, Clone, Default)]

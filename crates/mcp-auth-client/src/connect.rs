@@ -28,8 +28,8 @@ use crate::{
     open_browser,
 };
 
-/// How to authenticate.
-#[derive(Debug, Clone)]
+/// How to authenticate. `Debug` shows no key, token or secret.
+#[derive(Clone)]
 pub enum Auth {
     /// No credentials.
     None,
@@ -43,6 +43,18 @@ pub enum Auth {
     /// (client credentials, workload identity, enterprise-managed
     /// authorization): [`crate::connect_machine`].
     Machine(Box<crate::MachineOptions>),
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Auth::None => f.write_str("None"),
+            Auth::ApiKey(_) => f.debug_tuple("ApiKey").field(&"<redacted>").finish(),
+            Auth::Bearer(_) => f.debug_tuple("Bearer").field(&"<redacted>").finish(),
+            Auth::OAuth(opts) => f.debug_tuple("OAuth").field(opts).finish(),
+            Auth::Machine(opts) => f.debug_tuple("Machine").field(opts).finish(),
+        }
+    }
 }
 
 impl Auth {
@@ -88,21 +100,25 @@ impl std::str::FromStr for Wire {
     }
 }
 
-/// OAuth settings.
-#[derive(Debug, Clone)]
+/// OAuth settings. `Debug` shows no client secret.
+#[derive(Clone)]
 pub struct OAuthOptions {
     /// A pre-registered client (Cognito: the only option); tried first,
     /// with the authorization servers [`OAuthOptions::client_issuer`]
     /// allows.
     pub client_id: Option<String>,
-    /// Its secret, for confidential clients.
+    /// Its secret, for confidential clients. Requires
+    /// [`OAuthOptions::client_issuer`]: a secret is sent only to the
+    /// authorization server it was issued by, never to whichever one an MCP
+    /// server names ([`connect_oauth`] refuses a secret without it).
     pub client_secret: Option<String>,
     /// The issuer that issued `client_id`. When set, `client_id` and
     /// `client_secret` are presented only to the authorization server whose
     /// metadata names exactly this issuer (e.g. a Cognito user pool's
     /// `https://cognito-idp.<region>.amazonaws.com/<pool id>`); any other
     /// gets a client ID metadata document or dynamic registration. `None`:
-    /// presented to any authorization server.
+    /// a public `client_id` (no secret) is presented to any authorization
+    /// server; with a `client_secret` it is an error.
     pub client_issuer: Option<String>,
     /// A client ID metadata document URL (CIMD), tried when the server
     /// advertises support; else dynamic registration.
@@ -166,12 +182,41 @@ impl Default for OAuthOptions {
     }
 }
 
+impl std::fmt::Debug for OAuthOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OAuthOptions")
+            .field("client_id", &self.client_id)
+            .field(
+                "client_secret",
+                &self.client_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .field("client_issuer", &self.client_issuer)
+            .field("client_metadata_url", &self.client_metadata_url)
+            .field("scopes", &self.scopes)
+            .field("callback_port", &self.callback_port)
+            .field("open_browser", &self.open_browser)
+            .field("headless", &self.headless)
+            .field("persist", &self.persist)
+            .field("timeout", &self.timeout)
+            .field("challenge", &self.challenge)
+            .field("wire", &self.wire)
+            .field("dpop", &self.dpop)
+            .finish()
+    }
+}
+
 impl OAuthOptions {
     /// The pre-registered client (`client_id`, `client_secret`) to present
     /// to the authorization server whose metadata names `issuer`: none when
-    /// [`OAuthOptions::client_issuer`] names another issuer.
+    /// [`OAuthOptions::client_issuer`] names another issuer, nor when a
+    /// `client_secret` is not bound to an issuer at all (it goes nowhere
+    /// unpinned).
     pub fn preregistered_client(&self, issuer: Option<&str>) -> Option<(&str, Option<&str>)> {
         let id = self.client_id.as_deref()?;
+        if self.client_secret.is_some() && self.client_issuer.is_none() {
+            tracing::debug!("the client secret is not bound to an issuer: not using it");
+            return None;
+        }
         if let Some(bound) = &self.client_issuer {
             let same = issuer.is_some_and(|i| same_issuer(i, bound));
             if !same {
@@ -227,6 +272,10 @@ pub enum ClientError {
     /// The MCP session itself.
     #[error("MCP: {0}")]
     Mcp(String),
+    /// The settings cannot be used as given (a client secret without the
+    /// issuer it belongs to, no config directory for tokens).
+    #[error("configuration: {0}")]
+    Config(String),
 }
 
 pub(crate) type Client = RunningService<RoleClient, ()>;
@@ -279,6 +328,13 @@ pub async fn connect_with(server_url: &str, auth: Auth, wire: Wire) -> Result<Cl
     }
 }
 
+/// How long an MCP request may take to connect.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a probe ([`probe`]) may take, whole: connecting, sending, the
+/// answer and the body it reads.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The HTTP client MCP requests go out on. Redirects are followed only
 /// within the origin of the URL asked for (scheme, host and port), or from
 /// a plain-http URL to https on the same host's port 443, at most 10, so
@@ -286,6 +342,10 @@ pub async fn connect_with(server_url: &str, auth: Auth, wire: Wire) -> Result<Cl
 /// another host, another port (another service), or from https to plain
 /// http. (reqwest's default follows any redirect and drops only
 /// `Authorization` across hosts.)
+///
+/// Connecting may take [`CONNECT_TIMEOUT`]; there is no overall timeout,
+/// since the MCP session's requests and SSE streams stay open as long as
+/// the server keeps them (the probes set their own, [`PROBE_TIMEOUT`]).
 pub(crate) fn mcp_http() -> reqwest::Client {
     let policy = reqwest::redirect::Policy::custom(|attempt| {
         let next = attempt.url();
@@ -306,6 +366,7 @@ pub(crate) fn mcp_http() -> reqwest::Client {
     });
     reqwest::Client::builder()
         .redirect(policy)
+        .connect_timeout(CONNECT_TIMEOUT)
         .build()
         .unwrap_or_else(|e| {
             // Only when the TLS backend cannot start: no client would work.
@@ -405,13 +466,27 @@ pub(crate) async fn challenge_or_open(
 }
 
 pub(crate) async fn probe(server_url: &str, wire: Wire) -> Result<Option<String>, ClientError> {
-    if wire != Wire::Session {
-        return probe_modern(server_url, wire).await;
-    }
-    probe_legacy(server_url).await
+    probe_within(server_url, wire, PROBE_TIMEOUT).await
 }
 
-async fn probe_modern(server_url: &str, wire: Wire) -> Result<Option<String>, ClientError> {
+/// [`probe`], each of its requests given `timeout` in all (a server that
+/// accepts the connection and never answers ends it with an error).
+async fn probe_within(
+    server_url: &str,
+    wire: Wire,
+    timeout: Duration,
+) -> Result<Option<String>, ClientError> {
+    if wire != Wire::Session {
+        return probe_modern(server_url, wire, timeout).await;
+    }
+    probe_legacy(server_url, timeout).await
+}
+
+async fn probe_modern(
+    server_url: &str,
+    wire: Wire,
+    timeout: Duration,
+) -> Result<Option<String>, ClientError> {
     let discover = r#"{"jsonrpc":"2.0","id":0,"method":"server/discover","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientInfo":{"name":"mcp-auth-client","version":"0"},"io.modelcontextprotocol/clientCapabilities":{}}}}"#;
     let r = probe_with(
         server_url,
@@ -420,6 +495,7 @@ async fn probe_modern(server_url: &str, wire: Wire) -> Result<Option<String>, Cl
             ("mcp-protocol-version", "2026-07-28"),
             ("mcp-method", "server/discover"),
         ],
+        timeout,
     )
     .await?;
     match probe_outcome(&r) {
@@ -438,12 +514,12 @@ async fn probe_modern(server_url: &str, wire: Wire) -> Result<Option<String>, Cl
             "server/discover answered without a challenge: asking with initialize (2025-11-25)"
         ),
     }
-    probe_legacy(server_url).await
+    probe_legacy(server_url, timeout).await
 }
 
-async fn probe_legacy(server_url: &str) -> Result<Option<String>, ClientError> {
+async fn probe_legacy(server_url: &str, timeout: Duration) -> Result<Option<String>, ClientError> {
     let initialize = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"mcp-auth-client","version":"0"}}}"#;
-    let r = probe_with(server_url, initialize, &[]).await?;
+    let r = probe_with(server_url, initialize, &[], timeout).await?;
     // A server that let the probe in opened a session for it: end it now
     // (the real session is opened next), or it idles until expiry.
     if r.status().is_success()
@@ -453,6 +529,7 @@ async fn probe_legacy(server_url: &str) -> Result<Option<String>, ClientError> {
             .delete(server_url)
             .header("mcp-session-id", session)
             .header("mcp-protocol-version", "2025-11-25")
+            .timeout(timeout)
             .send()
             .await;
         if let Err(e) = ended {
@@ -471,9 +548,11 @@ async fn probe_with(
     server_url: &str,
     body: &'static str,
     headers: &[(&'static str, &'static str)],
+    timeout: Duration,
 ) -> Result<reqwest::Response, ClientError> {
     let mut request = mcp_http()
         .post(server_url)
+        .timeout(timeout)
         .header("content-type", "application/json")
         .header("accept", "application/json, text/event-stream");
     for (name, value) in headers {
@@ -560,16 +639,21 @@ async fn manager(
         )
     };
     if opts.persist {
-        m.set_credential_store(FileCredentialStore::for_server(server_url));
+        m.set_credential_store(credential_store(server_url)?);
     }
     Ok((m, http))
+}
+
+/// The token store for `server_url`, under the user's config directory.
+fn credential_store(server_url: &str) -> Result<FileCredentialStore, ClientError> {
+    FileCredentialStore::for_server(server_url).map_err(|e| ClientError::Config(e.to_string()))
 }
 
 /// The DPoP key for `server_url`: the stored one (created and stored at
 /// first use) with `persist`, else a new one in memory.
 fn dpop_key(server_url: &str, persist: bool) -> Result<DpopKey, ClientError> {
     let key = if persist {
-        FileCredentialStore::for_server(server_url)
+        credential_store(server_url)?
             .dpop_key()
             .map_err(|e| ClientError::Token(e.to_string()))?
     } else {
@@ -633,7 +717,7 @@ async fn from_store(
     server_url: &str,
     opts: &OAuthOptions,
 ) -> Result<Option<(Client, Vec<String>)>, ClientError> {
-    let store = FileCredentialStore::for_server(server_url);
+    let store = credential_store(server_url)?;
     let stored = match store.load().await {
         Ok(Some(s)) if s.token_response.is_some() => s,
         _ => return Ok(None),
@@ -666,6 +750,9 @@ async fn from_store(
             return Ok(None);
         }
     };
+    // Nothing (a refresh token, a client secret) goes to plain http off
+    // loopback.
+    require_https(&metadata)?;
     // The tokens go back only to the issuer that issued them, confirmed
     // at its own address: not to endpoints a document elsewhere claims for
     // it, nor to the fallback endpoints of a server that stopped
@@ -700,7 +787,9 @@ async fn from_store(
         .filter(|(id, _)| *id == stored.client_id)
         .and_then(|(_, s)| s.map(str::to_owned))
         .or_else(|| {
-            let reg = RegistrationStore::default().load(issuer.as_deref()?)?;
+            let reg = RegistrationStore::for_user()
+                .ok()?
+                .load(issuer.as_deref()?)?;
             (reg.client_id == stored.client_id)
                 .then_some(reg.client_secret)
                 .flatten()
@@ -719,6 +808,34 @@ async fn from_store(
             Ok(None)
         }
     }
+}
+
+/// The issuer of the authorization server the MCP server at `server_url`
+/// names, found as a login finds it (the server's 401 challenge, RFC 9728
+/// and RFC 8414 / OIDC metadata, the issuer confirmed at its own address);
+/// `None` when the server wants no credentials or its authorization
+/// server's metadata names no issuer.
+///
+/// This takes the MCP server's word for it: credentials pinned to what it
+/// returns ([`OAuthOptions::client_issuer`],
+/// [`crate::MachineOptions::issuer`]) are not protected from that server.
+/// It suits a caller that got the server's address and the credentials
+/// from the same party, such as a test harness (the binary's
+/// `conformance` command); a client with credentials of its own should be
+/// told its issuer instead.
+pub async fn discover_issuer(server_url: &str, wire: Wire) -> Result<Option<String>, ClientError> {
+    let Some(challenge) = probe(server_url, wire).await? else {
+        return Ok(None);
+    };
+    let metadata = AuthorizationManager::new(server_url)
+        .await
+        .map_err(|e| ClientError::Discovery(e.to_string()))?
+        .resolve_metadata_from_challenge(Some(&challenge))
+        .await
+        .map_err(|e| ClientError::Discovery(e.to_string()))?
+        .metadata;
+    crate::issuer::confirm(server_url, &metadata).await?;
+    Ok(metadata.issuer)
 }
 
 /// Whether the metadata lists PKCE's `S256` method (RFC 8414
@@ -764,6 +881,16 @@ pub async fn connect_oauth(
     server_url: &str,
     opts: &OAuthOptions,
 ) -> Result<(Client, Vec<String>), ClientError> {
+    // A secret goes only to the authorization server it belongs to, never
+    // to whichever one the MCP server names.
+    if opts.client_secret.is_some() && opts.client_issuer.is_none() {
+        return Err(ClientError::Config(
+            "a client secret is sent only to the authorization server it was issued by: set \
+             OAuthOptions::client_issuer (--issuer) to that issuer, or leave the secret out \
+             for a public client"
+                .into(),
+        ));
+    }
     // Tokens from an earlier run (refreshed by rmcp when expired).
     if opts.persist
         && opts.challenge.is_none()
@@ -778,7 +905,7 @@ pub async fn connect_oauth(
         };
     // The scopes of the tokens this login replaces.
     let held = if opts.persist && opts.challenge.is_some() {
-        FileCredentialStore::for_server(server_url)
+        credential_store(server_url)?
             .load()
             .await
             .ok()
@@ -800,16 +927,12 @@ pub async fn connect_oauth(
     // server's origin, which has nothing to advertise S256 in.
     let fallback = resolution.source == AuthorizationMetadataSource::LegacyEndpointFallback;
     let metadata = resolution.metadata;
+    // https only (plain http on loopback), before anything goes there; the
+    // login page, which goes to a browser (or `$BROWSER`), is then a web
+    // page, never `file:`, `smb:` or a custom scheme a local application
+    // handles.
+    require_https(&metadata)?;
     crate::issuer::confirm(server_url, &metadata).await?;
-    // The login page goes to a browser (or `$BROWSER`): only a web page,
-    // never `file:`, `smb:` or a custom scheme a local application handles.
-    if !url::Url::parse(&metadata.authorization_endpoint)
-        .is_ok_and(|u| matches!(u.scheme(), "https" | "http"))
-    {
-        return Err(ClientError::Discovery(
-            "the authorization endpoint is not an http(s) URL: not opening it".into(),
-        ));
-    }
     let preregistered_here = opts
         .client_issuer
         .as_deref()
@@ -845,29 +968,6 @@ pub async fn connect_oauth(
         }
         None => None,
     };
-    // Warn before anything goes to the authorization server: registration
-    // and the token exchange use its other endpoints, the login page this
-    // one.
-    let login_page = url::Url::parse(&metadata.authorization_endpoint).ok();
-    let warned = login_page.as_ref().and_then(insecure_authorization_warning);
-    if let (Some(warning), Some(page)) = (&warned, &login_page) {
-        tracing::warn!(
-            host = page.host_str().unwrap_or_default(),
-            "the authorization endpoint is plain http on a non-loopback host"
-        );
-        eprintln!("{warning}");
-    }
-    for endpoint in std::iter::once(&metadata.token_endpoint).chain(&metadata.registration_endpoint)
-    {
-        if let Ok(u) = url::Url::parse(endpoint)
-            && is_insecure_authorization_url(&u)
-        {
-            tracing::warn!(
-                host = u.host_str().unwrap_or_default(),
-                "an authorization server endpoint is plain http on a non-loopback host"
-            );
-        }
-    }
     let issuer = metadata.issuer.clone();
     let issuer_check = IssuerCheck::from_metadata(&metadata);
     let cimd = opts.client_metadata_url.is_some()
@@ -889,7 +989,9 @@ pub async fn connect_oauth(
     // CIMD, then dynamic registration, reusing a stored one.
     let preregistered = opts.preregistered_client(issuer.as_deref());
     let registrations = (opts.persist && preregistered.is_none() && !cimd && can_register)
-        .then(RegistrationStore::default)
+        .then(RegistrationStore::for_user)
+        .transpose()
+        .map_err(|e| ClientError::Config(e.to_string()))?
         .zip(issuer.clone());
     let stored = registrations.as_ref().and_then(|(r, i)| r.load(i));
     let callback = bind_callback(
@@ -978,15 +1080,6 @@ pub async fn connect_oauth(
         .map(|(_, v)| v.split_whitespace().map(str::to_owned).collect())
         .unwrap_or_default();
     tracing::debug!(scopes = %requested.join(" "), "asking for scopes");
-    if warned.is_none()
-        && let Some(warning) = insecure_authorization_warning(&parsed)
-    {
-        tracing::warn!(
-            host = parsed.host_str().unwrap_or_default(),
-            "the authorization endpoint is plain http on a non-loopback host"
-        );
-        eprintln!("{warning}");
-    }
     if opts.headless {
         let redirect = callback.redirect_uri();
         let server = server_url.to_owned();
@@ -1034,10 +1127,62 @@ pub async fn connect_oauth(
     Ok((client, union(&requested, &granted)))
 }
 
+/// Refuses authorization server metadata whose issuer or endpoint
+/// (authorization, token, registration) is not `https://`: the MCP
+/// authorization spec requires https for every authorization server
+/// endpoint. Plain `http://` is allowed on a loopback host only, the rule
+/// token requests follow ([`crate::client_credentials`]). The error names
+/// the endpoint and its host.
+fn require_https(metadata: &AuthorizationMetadata) -> Result<(), ClientError> {
+    let endpoints = [
+        ("issuer", metadata.issuer.as_deref()),
+        (
+            "authorization_endpoint",
+            Some(metadata.authorization_endpoint.as_str()),
+        ),
+        ("token_endpoint", Some(metadata.token_endpoint.as_str())),
+        (
+            "registration_endpoint",
+            metadata.registration_endpoint.as_deref(),
+        ),
+    ];
+    for (name, value) in endpoints {
+        let Some(value) = value else {
+            continue;
+        };
+        let refused = |why: String| {
+            ClientError::Discovery(format!(
+                "the authorization server's {name} {why}: refused (the MCP authorization spec \
+                 requires https for every authorization server endpoint)"
+            ))
+        };
+        let url = url::Url::parse(value).map_err(|_| refused("is not an absolute URL".into()))?;
+        match (url.scheme(), url.host()) {
+            ("https", Some(_)) => {}
+            ("http", Some(host)) if crate::grants::is_loopback(&host) => {}
+            ("http", Some(host)) => {
+                let at = match url.port() {
+                    Some(port) => format!("{host}:{port}"),
+                    None => host.to_string(),
+                };
+                return Err(refused(format!(
+                    "is plain http:// on {}, not a loopback host",
+                    crate::one_line(&at, 120)
+                )));
+            }
+            _ => return Err(refused("is not an https URL".into())),
+        }
+    }
+    Ok(())
+}
+
 /// Whether sending a person to `url` to log in exposes the login to the
 /// network: plain `http://` to a host that is not loopback (`localhost`,
 /// `127.0.0.0/8`, `::1`). Their password, session cookies and the
-/// authorization code would travel unencrypted.
+/// authorization code would travel unencrypted. ([`connect_oauth`] does
+/// not warn about such a login page but refuses it, as it refuses any
+/// plain-http authorization server endpoint off loopback; this is for
+/// callers that drive a login of their own.)
 pub fn is_insecure_authorization_url(url: &url::Url) -> bool {
     if url.scheme() != "http" {
         return false;
@@ -1224,8 +1369,216 @@ mod tests {
         s.iter().map(|x| (*x).to_owned()).collect()
     }
 
+    /// `Debug` of the options and of every `Auth` shows no secret, key or
+    /// token (they end up in logs: `perform`'s `?f.error`, `-v`).
+    #[test]
+    fn debug_shows_no_secret() {
+        let opts = OAuthOptions {
+            client_id: Some("app-id".into()),
+            client_secret: Some("oauth-secret-value".into()),
+            client_issuer: Some("https://as.example".into()),
+            ..OAuthOptions::default()
+        };
+        let shown = format!("{opts:?}");
+        assert!(!shown.contains("oauth-secret-value"), "{shown}");
+        assert!(
+            shown.contains("app-id") && shown.contains("<redacted>"),
+            "{shown}"
+        );
+        for auth in [
+            Auth::ApiKey("api-key-value".into()),
+            Auth::Bearer("bearer-token-value".into()),
+            Auth::OAuth(opts.clone()),
+            Auth::Machine(Box::new(crate::MachineOptions::new(
+                crate::Grant::ClientCredentials(crate::MachineClient::secret(
+                    "bot",
+                    "machine-secret-value",
+                )),
+            ))),
+        ] {
+            let shown = format!("{auth:?} {auth:#?}");
+            for secret in [
+                "api-key-value",
+                "bearer-token-value",
+                "oauth-secret-value",
+                "machine-secret-value",
+            ] {
+                assert!(!shown.contains(secret), "{shown}");
+            }
+            assert!(shown.contains("<redacted>"), "{shown}");
+        }
+        assert_eq!(format!("{:?}", Auth::None), "None");
+    }
+
+    /// A loopback port that counts the connections made to it (and
+    /// answers none).
+    async fn connection_counter() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/mcp", listener.local_addr().unwrap());
+        let connections = Arc::new(AtomicUsize::new(0));
+        let counted = connections.clone();
+        tokio::spawn(async move {
+            while let Ok((_socket, _)) = listener.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        (url, connections)
+    }
+
+    /// A client secret without the issuer it belongs to is refused before
+    /// anything is sent (a hostile MCP server could otherwise name its own
+    /// authorization server and be sent it), naming the option and the
+    /// flag; a public client needs no issuer.
+    #[tokio::test]
+    async fn a_secret_without_its_issuer_is_refused_before_any_request() {
+        use std::sync::atomic::Ordering;
+        let (url, connections) = connection_counter().await;
+        let opts = OAuthOptions {
+            client_id: Some("app".into()),
+            client_secret: Some("secret".into()),
+            persist: false,
+            ..OAuthOptions::default()
+        };
+        let Err(e) = connect_oauth(&url, &opts).await else {
+            panic!("connected");
+        };
+        assert!(matches!(e, ClientError::Config(_)), "{e}");
+        let shown = e.to_string();
+        assert!(
+            shown.contains("client_issuer") && shown.contains("--issuer"),
+            "{shown}"
+        );
+        assert_eq!(connections.load(Ordering::SeqCst), 0, "a request was made");
+        assert_eq!(opts.preregistered_client(Some("http://127.0.0.1:9")), None);
+        // A public client goes on (to the server, which hangs up).
+        let public = OAuthOptions {
+            client_secret: None,
+            ..opts
+        };
+        assert_eq!(
+            public.preregistered_client(Some("http://127.0.0.1:9")),
+            Some(("app", None))
+        );
+        let Err(e) = connect_oauth(&url, &public).await else {
+            panic!("connected");
+        };
+        assert!(matches!(e, ClientError::Server(_)), "{e}");
+        assert!(connections.load(Ordering::SeqCst) > 0);
+    }
+
+    /// A probe that the server accepts and never answers (or answers with
+    /// a body that never ends) fails within its time limit instead of
+    /// hanging, on either wire.
+    #[tokio::test]
+    async fn a_probe_that_gets_no_answer_times_out() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        // Accepts, never answers, keeps the connections open.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let silent_url = format!("http://{}/mcp", silent.local_addr().unwrap());
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = silent.accept().await {
+                held.push(socket);
+            }
+        });
+        // Answers 400 with a body that never ends.
+        let stalling = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let stalling_url = format!("http://{}/mcp", stalling.local_addr().unwrap());
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((mut socket, _)) = stalling.accept().await {
+                let mut buf = [0u8; 4096];
+                let _ = socket.read(&mut buf).await;
+                let _ = socket
+                    .write_all(
+                        b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n\
+                          content-length: 1000\r\n\r\n{\"jsonrpc\":",
+                    )
+                    .await;
+                held.push(socket);
+            }
+        });
+        let limit = Duration::from_millis(300);
+        for (url, wire) in [
+            (&silent_url, Wire::Auto),
+            (&silent_url, Wire::Session),
+            (&stalling_url, Wire::Stateless),
+        ] {
+            let started = std::time::Instant::now();
+            let outcome =
+                tokio::time::timeout(Duration::from_secs(10), probe_within(url, wire, limit)).await;
+            let Ok(result) = outcome else {
+                panic!("the probe of {url} ({wire:?}) hung");
+            };
+            let e = result.unwrap_err();
+            assert!(matches!(e, ClientError::Server(_)), "{e}");
+            assert!(
+                started.elapsed() < Duration::from_secs(3),
+                "{:?}",
+                started.elapsed()
+            );
+        }
+    }
+
+    /// The MCP authorization spec: every authorization server endpoint is
+    /// https; plain http only on a loopback host. The error names the
+    /// endpoint and its host.
+    #[test]
+    fn authorization_server_endpoints_must_be_https_off_loopback() {
+        let metadata = |patch: serde_json::Value| {
+            let mut m = serde_json::json!({
+                "issuer": "https://as.example",
+                "authorization_endpoint": "https://as.example/authorize",
+                "token_endpoint": "https://as.example/token",
+                "registration_endpoint": "https://as.example/register",
+            });
+            if let (Some(m), Some(p)) = (m.as_object_mut(), patch.as_object()) {
+                for (k, v) in p {
+                    m.insert(k.clone(), v.clone());
+                }
+            }
+            serde_json::from_value::<AuthorizationMetadata>(m).unwrap()
+        };
+        assert!(require_https(&metadata(serde_json::json!({}))).is_ok());
+        for loopback in [
+            "http://127.0.0.1:9/x",
+            "http://localhost/x",
+            "http://[::1]:8080/x",
+        ] {
+            for name in [
+                "issuer",
+                "authorization_endpoint",
+                "token_endpoint",
+                "registration_endpoint",
+            ] {
+                let m = metadata(serde_json::json!({ name: loopback }));
+                assert!(require_https(&m).is_ok(), "{name} {loopback}");
+            }
+        }
+        for name in [
+            "issuer",
+            "authorization_endpoint",
+            "token_endpoint",
+            "registration_endpoint",
+        ] {
+            let m = metadata(serde_json::json!({ name: "http://as.example:8080/x?q=1" }));
+            let e = require_https(&m).unwrap_err().to_string();
+            assert!(
+                e.contains(&format!("{name} is plain http:// on as.example:8080")),
+                "{e}"
+            );
+            assert!(!e.contains("q=1"), "{e}");
+            for other in ["file:///etc/passwd", "custom-app://login", "/relative"] {
+                let m = metadata(serde_json::json!({ name: other }));
+                let e = require_https(&m).unwrap_err().to_string();
+                assert!(e.contains(name), "{e}");
+            }
+        }
+    }
+
     /// Issue #20: a client id bound to an issuer goes to that issuer only;
-    /// an unbound one (`--client-id`) to any.
+    /// an unbound one (`--client-id`) to any, when it has no secret.
     #[test]
     fn a_bound_client_goes_to_its_issuer_only() {
         let cognito = "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_Pool";
@@ -1251,13 +1604,23 @@ mod tests {
             None
         );
         assert_eq!(opts.preregistered_client(None), None);
+        // Unbound: a public client goes to any issuer, a secret nowhere.
         let any = OAuthOptions {
+            client_issuer: None,
+            client_secret: None,
+            ..opts.clone()
+        };
+        assert_eq!(
+            any.preregistered_client(Some("http://127.0.0.1:9")),
+            Some(("app", None))
+        );
+        let unbound_secret = OAuthOptions {
             client_issuer: None,
             ..opts
         };
         assert_eq!(
-            any.preregistered_client(Some("http://127.0.0.1:9")),
-            Some(("app", Some("secret")))
+            unbound_secret.preregistered_client(Some("http://127.0.0.1:9")),
+            None
         );
         assert_eq!(
             OAuthOptions::default().preregistered_client(Some("x")),

@@ -1040,14 +1040,9 @@ fn checked_endpoint(endpoint: &str) -> Result<(Url, String), GrantError> {
         Some(port) => format!("{host}:{port}"),
         None => host.to_string(),
     };
-    let loopback = match &host {
-        Host::Domain(d) => d.eq_ignore_ascii_case("localhost"),
-        Host::Ipv4(ip) => ip.is_loopback(),
-        Host::Ipv6(ip) => ip.is_loopback(),
-    };
     match url.scheme() {
         "https" => {}
-        "http" if loopback => {}
+        "http" if is_loopback(&host) => {}
         "http" => return Err(GrantError::InsecureEndpoint { host: name }),
         _ => return Err(unusable("it is not an https URL")),
     }
@@ -1058,6 +1053,18 @@ fn checked_endpoint(endpoint: &str) -> Result<(Url, String), GrantError> {
         return Err(unusable("it has a fragment (RFC 6749 §3.2)"));
     }
     Ok((url, name))
+}
+
+/// Whether `host` is loopback (`localhost`, `127.0.0.0/8`, `::1`): the
+/// only hosts an authorization server endpoint may be plain `http://` on
+/// (token endpoints here, every endpoint of a login's authorization
+/// server in [`crate::connect_oauth`]).
+pub(crate) fn is_loopback(host: &Host<&str>) -> bool {
+    match host {
+        Host::Domain(d) => d.eq_ignore_ascii_case("localhost"),
+        Host::Ipv4(ip) => ip.is_loopback(),
+        Host::Ipv6(ip) => ip.is_loopback(),
+    }
 }
 
 /// The body, or `None` past [`MAX_RESPONSE`] bytes.

@@ -28,8 +28,10 @@
 //! - [`RegistrationStore`]: dynamic client registrations per authorization
 //!   server (same directory and modes), reused by later logins;
 //! - [`connect`] / [`connect_oauth`]: API key, bearer token, or the full
-//!   OAuth flow; it warns before sending a person to a plain-http,
-//!   non-loopback login page ([`is_insecure_authorization_url`]); on the
+//!   OAuth flow; it refuses an authorization server whose issuer or
+//!   endpoints are plain http off loopback (the MCP authorization spec
+//!   requires https), and a client secret without the issuer it belongs
+//!   to ([`OAuthOptions::client_issuer`]); on the
 //!   2026-07-28 stateless wire when the server speaks it, else a 2025-11-25
 //!   session ([`Wire`], [`connect_with`]);
 //! - [`connect_machine`]: no person, no browser: a token from an OAuth
@@ -66,7 +68,8 @@
 //! # Files and environment
 //!
 //! The config directory is `$MCP_AUTH_CLIENT_HOME`, else
-//! `$XDG_CONFIG_HOME/mcp-auth-client`, else `~/.config/mcp-auth-client`:
+//! `$XDG_CONFIG_HOME/mcp-auth-client`, else `~/.config/mcp-auth-client`
+//! (none of them set: [`ConfigDirError`], never the working directory):
 //! `credentials/` holds tokens per server (and each server's DPoP key,
 //! `<hash>.dpop.pem`), `registrations/` dynamic registrations per
 //! authorization server. [`open_browser`] reads `$BROWSER`; OAuth requests
@@ -97,7 +100,7 @@ pub use browser::open_browser;
 pub use callback::{CallbackError, CallbackParams, CallbackServer, IssuerCheck, Redirect};
 pub use connect::{
     Auth, ClientError, OAuthOptions, Wire, auth_challenge, connect, connect_oauth, connect_with,
-    insecure_authorization_warning, is_insecure_authorization_url,
+    discover_issuer, insecure_authorization_warning, is_insecure_authorization_url,
 };
 pub use dpop::{DPOP_ALGORITHM, DpopKey, DpopKeyError};
 pub use dpop_http::DpopHttpClient;
@@ -108,7 +111,7 @@ pub use grants::{
 };
 pub use machine::{Grant, MachineClient, MachineOptions, connect_machine};
 pub use registration::{Registration, RegistrationStore};
-pub use store::{DpopKeyFileError, FileCredentialStore};
+pub use store::{ConfigDirError, DpopKeyFileError, FileCredentialStore};
 
 /// Every environment variable the client (this library and the
 /// `mcp-auth-client` binary) reads, and the binary's list of known

@@ -10,8 +10,11 @@
 //! // `resource` as for a login, the token endpoint's auth method from the
 //! // authorization server's metadata.
 //! let grant = Grant::ClientCredentials(MachineClient::secret("reporting-bot", "s3cret"));
-//! let (client, scopes) =
-//!     connect_machine("https://mcp.example.com/mcp", &MachineOptions::new(grant)).await?;
+//! let mut opts = MachineOptions::new(grant);
+//! // The authorization server the client is registered at: the secret
+//! // goes there only (required with a secret, a key or an assertion).
+//! opts.issuer = Some("https://auth.example.com".into());
+//! let (client, scopes) = connect_machine("https://mcp.example.com/mcp", &opts).await?;
 //! println!("granted {scopes:?}; {} tools", client.list_all_tools().await.map(|t| t.len()).unwrap_or(0));
 //! # Ok(()) }
 //! ```
@@ -200,6 +203,22 @@ impl fmt::Debug for Grant {
 }
 
 impl Grant {
+    /// What of the grant's must not go to an authorization server the
+    /// client did not choose (a secret, a key's assertion, a workload
+    /// token, an ID-JAG), for messages; `None` for a public client's
+    /// client credentials (its `client_id` only).
+    fn credential(&self) -> Option<&'static str> {
+        match self {
+            Grant::ClientCredentials(c) if c.key.is_some() => {
+                Some("a private key's client assertion")
+            }
+            Grant::ClientCredentials(c) if c.secret.is_some() => Some("a client secret"),
+            Grant::ClientCredentials(_) => None,
+            Grant::Workload { .. } => Some("a workload token"),
+            Grant::Enterprise { .. } => Some("an ID-JAG (identity assertion)"),
+        }
+    }
+
     /// The grant's name, for messages.
     fn name(&self) -> &'static str {
         match self {
@@ -232,12 +251,15 @@ pub struct MachineOptions {
     /// presented with a proof on every MCP request.
     pub dpop: bool,
     /// The authorization server (its issuer) the grant's client is
-    /// registered at. When set, the grant goes only to an authorization
-    /// server whose metadata names exactly this issuer (confirmed at the
-    /// issuer's own address); any other is refused before anything is
-    /// sent. `None` (the default): to whichever authorization server the
-    /// MCP server names, so a hostile MCP server could have the client's
-    /// secret, key assertion or workload token sent to one of its choice.
+    /// registered at. The grant goes only to an authorization server whose
+    /// metadata names exactly this issuer (confirmed at the issuer's own
+    /// address); any other is refused before anything is sent. Required
+    /// for every grant but a public client's client credentials: without
+    /// it a hostile MCP server could have the client's secret, key
+    /// assertion, workload token or ID-JAG sent to an authorization server
+    /// of its choice, so [`connect_machine`] refuses. `None` (the default)
+    /// suits only a public client, sent to whichever authorization server
+    /// the MCP server names.
     pub issuer: Option<String>,
 }
 
@@ -257,8 +279,12 @@ impl MachineOptions {
 
 /// Connects to `server_url` with a token from `opts.grant`; also returns
 /// the scopes the token holds (the authorization server's `scope`, else
-/// those asked for; empty when the server let the client in without a
-/// token).
+/// those the token request asked for, RFC 6749 §5.1; empty when the server
+/// let the client in without a token).
+///
+/// A grant that carries a secret, a private key's assertion, a workload
+/// token or an ID-JAG needs [`MachineOptions::issuer`]: without it this
+/// returns [`ClientError::Config`] before any request.
 ///
 /// The way there is a login's, without the browser: the server's 401
 /// challenge, RFC 9728 protected-resource metadata, RFC 8414 / OIDC
@@ -272,8 +298,9 @@ impl MachineOptions {
 /// use mcp_auth_client::{Grant, MachineClient, MachineOptions, connect_machine};
 ///
 /// let grant = Grant::ClientCredentials(MachineClient::secret("reporting-bot", "s3cret"));
-/// let (client, scopes) =
-///     connect_machine("https://mcp.example.com/mcp", &MachineOptions::new(grant)).await?;
+/// let mut opts = MachineOptions::new(grant);
+/// opts.issuer = Some("https://auth.example.com".into());
+/// let (client, scopes) = connect_machine("https://mcp.example.com/mcp", &opts).await?;
 /// println!("granted {scopes:?}");
 /// # drop(client);
 /// # Ok(()) }
@@ -282,12 +309,20 @@ pub async fn connect_machine(
     server_url: &str,
     opts: &MachineOptions,
 ) -> Result<(Client, Vec<String>), ClientError> {
+    if opts.issuer.is_none()
+        && let Some(credential) = opts.grant.credential()
+    {
+        return Err(ClientError::Config(format!(
+            "{credential} is sent only to the authorization server the client is registered \
+             at: set MachineOptions::issuer (--issuer) to its issuer"
+        )));
+    }
     let challenge =
         match challenge_or_open(server_url, opts.challenge.as_deref(), opts.wire).await? {
             Probed::Challenge(c) => c,
             Probed::Open(client) => return Ok((client, Vec::new())),
         };
-    let (grant, dpop) = token(server_url, opts, &challenge).await?;
+    let (grant, dpop, asked) = token(server_url, opts, &challenge).await?;
     let granted = grant.scope.as_deref().map(|s| {
         s.split_whitespace()
             .map(str::to_owned)
@@ -317,7 +352,8 @@ pub async fn connect_machine(
             .await?
         }
     };
-    let asked = requested_scopes(opts);
+    // RFC 6749 §5.1: no `scope` in the answer means the scopes asked for,
+    // as sent (after discovery), so that a step-up keeps them.
     Ok((client, granted.unwrap_or(asked)))
 }
 
@@ -332,12 +368,12 @@ fn requested_scopes(opts: &MachineOptions) -> Vec<String> {
 
 /// Discovery from `challenge`, then the grant at the authorization
 /// server's token endpoint; also the DPoP key the request carried proofs
-/// of, if any.
+/// of, if any, and the scopes the request asked for.
 async fn token(
     server_url: &str,
     opts: &MachineOptions,
     challenge: &str,
-) -> Result<(TokenGrant, Option<DpopKey>), ClientError> {
+) -> Result<(TokenGrant, Option<DpopKey>, Vec<String>), ClientError> {
     let m = AuthorizationManager::new(server_url)
         .await
         .map_err(|e| ClientError::Discovery(e.to_string()))?;
@@ -426,7 +462,7 @@ async fn token(
         }
     };
     let grant = result.map_err(|e| ClientError::Token(e.to_string()))?;
-    Ok((grant, endpoint.dpop().cloned()))
+    Ok((grant, endpoint.dpop().cloned(), scopes))
 }
 
 #[cfg(test)]
@@ -457,6 +493,81 @@ mod tests {
             }
         );
         assert!(!shown.contains("workload-claims"), "{shown}");
+    }
+
+    /// A grant that carries a secret, a key's assertion, a workload token
+    /// or an ID-JAG is refused without `MachineOptions::issuer`, before any
+    /// request, naming the option and the flag; a public client's client
+    /// credentials need none.
+    #[tokio::test]
+    async fn credentials_without_an_issuer_are_refused_before_any_request() {
+        use std::sync::{
+            Arc,
+            atomic::{AtomicUsize, Ordering},
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/mcp", listener.local_addr().unwrap());
+        let connections = Arc::new(AtomicUsize::new(0));
+        let counted = connections.clone();
+        tokio::spawn(async move {
+            while let Ok((_socket, _)) = listener.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
+        use base64::{Engine, engine::general_purpose::STANDARD};
+        let pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).unwrap();
+        let der = STANDARD.encode(pair.to_pkcs8v1().unwrap().as_ref());
+        let mut pem = "-----BEGIN PRIVATE KEY-----\n".to_owned();
+        for line in der.as_bytes().chunks(64) {
+            pem.push_str(std::str::from_utf8(line).unwrap());
+            pem.push('\n');
+        }
+        pem.push_str("-----END PRIVATE KEY-----\n");
+        let keyed = MachineClient::private_key("bot", pem, SigningAlgorithm::Es256).unwrap();
+        for (grant, what) in [
+            (
+                Grant::ClientCredentials(MachineClient::secret("bot", "s")),
+                "a client secret",
+            ),
+            (Grant::ClientCredentials(keyed), "a private key"),
+            (
+                Grant::Workload {
+                    assertion: "eyJ.w.s".into(),
+                    client: MachineClient::public("bot"),
+                },
+                "a workload token",
+            ),
+            (
+                Grant::Enterprise {
+                    idp: TokenEndpoint::new("https://idp.example/token"),
+                    idp_client: MachineClient::public("idp-app"),
+                    id_token: "eyJ.i.s".into(),
+                    client: MachineClient::public("bot"),
+                },
+                "an ID-JAG",
+            ),
+        ] {
+            let Err(e) = connect_machine(&url, &MachineOptions::new(grant)).await else {
+                panic!("connected");
+            };
+            assert!(matches!(e, ClientError::Config(_)), "{e}");
+            let shown = e.to_string();
+            assert!(
+                shown.contains(what)
+                    && shown.contains("MachineOptions::issuer")
+                    && shown.contains("--issuer"),
+                "{shown}"
+            );
+        }
+        assert_eq!(connections.load(Ordering::SeqCst), 0, "a request was made");
+        // A public client goes on (to the server, which hangs up).
+        let public = MachineOptions::new(Grant::ClientCredentials(MachineClient::public("bot")));
+        let Err(e) = connect_machine(&url, &public).await else {
+            panic!("connected");
+        };
+        assert!(matches!(e, ClientError::Server(_)), "{e}");
+        assert!(connections.load(Ordering::SeqCst) > 0);
     }
 
     #[test]

@@ -49,6 +49,7 @@ Read from the environment only:
   MCP_AUTH_CLIENT_HOME       where tokens (credentials/, per server) and dynamic client
                              registrations (registrations/, per authorization server) are kept;
                              default $XDG_CONFIG_HOME/mcp-auth-client, else ~/.config/mcp-auth-client
+                             (with none of these set, an error)
   BROWSER                    the command that opens the login page (else xdg-open, then open)
   LOG_LEVEL                  with -v, the log filter (default: info,mcp_auth_client=debug)
   HTTP_PROXY, HTTPS_PROXY,   proxies for the client's requests (also lowercase); OAuth requests
@@ -64,18 +65,21 @@ struct Cli {
     #[arg(long)]
     server: Option<String>,
     /// A pre-registered OAuth client id, presented to the --issuer, or
-    /// without it to whichever authorization server the MCP server names
-    /// (see COGNITO_APP_CLIENT_ID below for the Cognito app client from
-    /// .env).
+    /// without it (a public client only) to whichever authorization server
+    /// the MCP server names (see COGNITO_APP_CLIENT_ID below for the
+    /// Cognito app client from .env).
     #[arg(long)]
     client_id: Option<String>,
-    /// The --client-id's secret, for a confidential client.
+    /// The --client-id's secret, for a confidential client (requires
+    /// --issuer).
     #[arg(long, requires = "client_id")]
     client_secret: Option<String>,
     /// The authorization server (its issuer URL) --client-id is registered
     /// at: its credentials, secret and tokens go to that server only, and
     /// an MCP server naming another is refused (logins there register
-    /// instead). Without it they go wherever the MCP server points.
+    /// instead). Required with --client-secret, --private-key,
+    /// --workload-token and --enterprise-id-token; without it only a public
+    /// --client-id (no secret) is used, wherever the MCP server points.
     #[arg(long, value_name = "URL", requires = "client_id")]
     issuer: Option<String>,
     /// A client ID metadata document URL, used when the server supports them.
@@ -339,6 +343,31 @@ fn read_secret(flag: &str, path: &Path) -> Result<String, ClientError> {
         })
 }
 
+/// Refuses credentials that would go to whichever authorization server
+/// the MCP server names: a secret, a private key, a workload token or an
+/// enterprise ID token (its ID-JAG) need `--issuer`. Checked before
+/// anything is sent; a public `--client-id` alone needs none.
+fn require_issuer(cli: &Cli) -> Result<(), ClientError> {
+    if cli.issuer.is_some() || cli.client_id.is_none() {
+        return Ok(());
+    }
+    let flag = if cli.client_secret.is_some() {
+        "--client-secret"
+    } else if cli.private_key.is_some() {
+        "--private-key"
+    } else if cli.workload_token.is_some() {
+        "--workload-token"
+    } else if cli.enterprise_id_token.is_some() {
+        "--enterprise-id-token"
+    } else {
+        return Ok(());
+    };
+    Err(ClientError::Config(format!(
+        "{flag} needs --issuer: credentials go only to the authorization server the client is \
+         registered at (--issuer <its issuer URL>), never to whichever one the MCP server names"
+    )))
+}
+
 /// The machine-to-machine grant the flags ask for, if any.
 fn machine_grant(cli: &Cli) -> Result<Option<Grant>, ClientError> {
     let Some(client_id) = cli.client_id.clone() else {
@@ -390,7 +419,8 @@ async fn run(cli: Cli, settings: &Settings) -> Result<(), Failure> {
     let server = Lookup::get(settings, "MCP_SERVER_URL")
         .unwrap_or_else(|| "http://localhost:8001/mcp".to_owned());
     if let Some(Command::Logout) = &cli.command {
-        let store = FileCredentialStore::for_server(&server);
+        let store = FileCredentialStore::for_server(&server)
+            .map_err(|e| fail(ClientError::Config(e.to_string())))?;
         let removed = store.remove().map_err(|e| {
             fail(ClientError::Server(format!(
                 "cannot remove {}: {e}",
@@ -414,7 +444,10 @@ async fn run(cli: Cli, settings: &Settings) -> Result<(), Failure> {
         Auth::ApiKey(k)
     } else if let Some(t) = cli.bearer.clone() {
         Auth::Bearer(t)
-    } else if let Some(grant) = machine_grant(&cli).map_err(&fail)? {
+    } else if let Some(grant) = require_issuer(&cli)
+        .and_then(|()| machine_grant(&cli))
+        .map_err(&fail)?
+    {
         let mut opts = MachineOptions::new(grant);
         opts.scopes = scopes(&cli);
         opts.wire = cli.protocol;
@@ -657,7 +690,8 @@ async fn repl(client: &Client, auth: &Auth) -> Result<(), ClientError> {
 /// The conformance suite's client entry point (see [`conformance`]).
 async fn conformance(url: &str) -> Result<(), ClientError> {
     let scenario = Scenario::from_env();
-    let auth = scenario.auth()?;
+    let mut auth = scenario.auth()?;
+    conformance::pin_issuer(url, &mut auth).await?;
     perform(url, auth, &Op::Exercise(Box::new(scenario)), Wire::Auto).await
 }
 

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use crate::store::{config_dir, write_private};
+use crate::store::{ConfigDirError, config_dir, write_private};
 
 /// A client registered with an authorization server (RFC 7591).
 #[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -73,13 +73,14 @@ pub struct RegistrationStore {
     dir: PathBuf,
 }
 
-impl Default for RegistrationStore {
-    fn default() -> Self {
-        Self::in_dir(&config_dir())
-    }
-}
-
 impl RegistrationStore {
+    /// The store under the user's config directory (the one
+    /// [`crate::FileCredentialStore::for_server`] uses); an error when
+    /// there is none ([`ConfigDirError`]).
+    pub fn for_user() -> Result<Self, ConfigDirError> {
+        Ok(Self::in_dir(&config_dir()?))
+    }
+
     /// The store under `config_dir` (instead of the user's config
     /// directory).
     pub fn in_dir(config_dir: &Path) -> Self {

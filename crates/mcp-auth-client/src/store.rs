@@ -47,34 +47,50 @@ const REFRESH_LOCK_WAIT: Duration = Duration::from_secs(60);
 /// `$XDG_CONFIG_HOME/mcp-auth-client`, else `~/.config/mcp-auth-client`.
 /// An empty variable counts as unset (as the XDG spec says of
 /// `XDG_CONFIG_HOME`), so `MCP_AUTH_CLIENT_HOME=` never means the working
-/// directory.
+/// directory; with none of the three set there is no config directory
+/// ([`ConfigDirError`]): tokens are never written under whatever directory
+/// the client happens to run in.
 ///
 /// These come from the process environment only, never from a `.env`
 /// (the binary reads `./.env` for its other settings): this directory
 /// holds tokens and client secrets, and a `.env` in whatever directory the
 /// client happens to run in (a cloned project, say) choosing where they
 /// are written, or which stored tokens are sent, would be a surprise.
-pub(crate) fn config_dir() -> PathBuf {
+pub(crate) fn config_dir() -> Result<PathBuf, ConfigDirError> {
     config_dir_from(|name| std::env::var_os(name))
 }
 
 /// [`config_dir`] with the variables from `var`.
-fn config_dir_from(var: impl Fn(&str) -> Option<OsString>) -> PathBuf {
+fn config_dir_from(var: impl Fn(&str) -> Option<OsString>) -> Result<PathBuf, ConfigDirError> {
     let var = |name: &str| var(name).filter(|v| !v.is_empty());
     if let Some(d) = var("MCP_AUTH_CLIENT_HOME") {
-        return PathBuf::from(d);
+        return Ok(PathBuf::from(d));
     }
     if let Some(d) = var("XDG_CONFIG_HOME") {
-        return PathBuf::from(d).join("mcp-auth-client");
+        return Ok(PathBuf::from(d).join("mcp-auth-client"));
     }
-    let home = var("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
-    home.join(".config").join("mcp-auth-client")
+    let home = var("HOME").ok_or(ConfigDirError::Unset)?;
+    Ok(PathBuf::from(home).join(".config").join("mcp-auth-client"))
+}
+
+/// There is no config directory to keep tokens and registrations in.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigDirError {
+    /// None of the variables that locate it is set.
+    #[error(
+        "no config directory for tokens: set MCP_AUTH_CLIENT_HOME, XDG_CONFIG_HOME or HOME \
+         (tokens are not written to the working directory)"
+    )]
+    Unset,
 }
 
 impl FileCredentialStore {
-    /// The store for `server_url`, under the user's config directory.
-    pub fn for_server(server_url: &str) -> Self {
-        Self::in_dir(&config_dir(), server_url)
+    /// The store for `server_url`, under the user's config directory;
+    /// an error when there is none ([`ConfigDirError`]: none of
+    /// `MCP_AUTH_CLIENT_HOME`, `XDG_CONFIG_HOME`, `HOME` is set).
+    pub fn for_server(server_url: &str) -> Result<Self, ConfigDirError> {
+        Ok(Self::in_dir(&config_dir()?, server_url))
     }
 
     /// The store for `server_url` under `config_dir` (instead of the
@@ -288,38 +304,67 @@ fn write_temporary(path: &Path, bytes: &[u8]) -> std::io::Result<PathBuf> {
 /// Creates `dir` and its missing parents with mode 0700 (on unix). If
 /// `dir` (the `credentials` directory) already exists with group or other
 /// permissions, e.g. from an older version that created it 0755, it is
-/// narrowed to 0700 (logged at info; a warning if that is not allowed).
+/// narrowed to 0700 (logged at info). When that is not allowed (another
+/// owner), a directory others can only read is used with a warning (the
+/// files in it are 0600), but one that group or others can write to is
+/// refused, naming it: whoever can write there could replace the tokens,
+/// the DPoP key or the lock file.
 pub(crate) fn private_dir(dir: &Path) -> std::io::Result<()> {
     #[cfg(unix)]
     {
-        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)?;
-        let mode = std::fs::metadata(dir)?.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            // Not fatal when it cannot be changed (another owner): the file
-            // itself is still 0600.
-            match std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)) {
-                Ok(()) => tracing::info!(
-                    dir = %dir.display(),
-                    old_mode = %format!("{mode:o}"),
-                    "credentials directory was open to others; narrowed to 0700"
-                ),
-                Err(e) => tracing::warn!(
-                    dir = %dir.display(),
-                    mode = %format!("{mode:o}"),
-                    error = %e,
-                    "credentials directory is open to others and cannot be narrowed to 0700"
-                ),
-            }
-        }
-        Ok(())
+        use std::os::unix::fs::PermissionsExt;
+        private_dir_with(dir, |d, mode| {
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(mode))
+        })
     }
     #[cfg(not(unix))]
     {
         std::fs::create_dir_all(dir)
+    }
+}
+
+/// [`private_dir`], changing modes with `set_mode`.
+#[cfg(unix)]
+fn private_dir_with(
+    dir: &Path,
+    set_mode: impl Fn(&Path, u32) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let mode = std::fs::metadata(dir)?.permissions().mode() & 0o777;
+    if mode & 0o077 == 0 {
+        return Ok(());
+    }
+    match set_mode(dir, 0o700) {
+        Ok(()) => {
+            tracing::info!(
+                dir = %dir.display(),
+                old_mode = %format!("{mode:o}"),
+                "credentials directory was open to others; narrowed to 0700"
+            );
+            Ok(())
+        }
+        Err(e) if mode & 0o022 != 0 => Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!(
+                "{} is writable by group or others (mode {mode:o}) and cannot be narrowed to \
+                 0700 ({e}): not keeping credentials there",
+                dir.display()
+            ),
+        )),
+        Err(e) => {
+            // Readable by others only: the files themselves are 0600.
+            tracing::warn!(
+                dir = %dir.display(),
+                mode = %format!("{mode:o}"),
+                error = %e,
+                "credentials directory is open to others and cannot be narrowed to 0700"
+            );
+            Ok(())
+        }
     }
 }
 
@@ -385,18 +430,19 @@ mod tests {
         }
         let home = [("HOME", "/h")];
         assert_eq!(
-            config_dir_from(vars(&home)),
+            config_dir_from(vars(&home)).unwrap(),
             Path::new("/h/.config/mcp-auth-client")
         );
         assert_eq!(
-            config_dir_from(vars(&[("XDG_CONFIG_HOME", "/x"), ("HOME", "/h")])),
+            config_dir_from(vars(&[("XDG_CONFIG_HOME", "/x"), ("HOME", "/h")])).unwrap(),
             Path::new("/x/mcp-auth-client")
         );
         assert_eq!(
             config_dir_from(vars(&[
                 ("MCP_AUTH_CLIENT_HOME", "/m"),
                 ("XDG_CONFIG_HOME", "/x")
-            ])),
+            ]))
+            .unwrap(),
             Path::new("/m")
         );
         assert_eq!(
@@ -404,9 +450,26 @@ mod tests {
                 ("MCP_AUTH_CLIENT_HOME", ""),
                 ("XDG_CONFIG_HOME", ""),
                 ("HOME", "/h"),
-            ])),
+            ]))
+            .unwrap(),
             Path::new("/h/.config/mcp-auth-client")
         );
+        // None of them (or only empty ones): no directory, never `./`.
+        for unset in [
+            &[][..],
+            &[
+                ("MCP_AUTH_CLIENT_HOME", ""),
+                ("XDG_CONFIG_HOME", ""),
+                ("HOME", ""),
+            ][..],
+        ] {
+            let e = config_dir_from(vars(unset)).unwrap_err();
+            assert_eq!(e, ConfigDirError::Unset);
+            let shown = e.to_string();
+            for name in ["MCP_AUTH_CLIENT_HOME", "XDG_CONFIG_HOME", "HOME"] {
+                assert!(shown.contains(name), "{shown}");
+            }
+        }
     }
 
     #[tokio::test]
@@ -631,8 +694,41 @@ mod tests {
 
     #[test]
     fn one_file_per_server() {
-        let a = FileCredentialStore::for_server("http://a/mcp");
-        let b = FileCredentialStore::for_server("http://b/mcp");
+        let home = Path::new("/h");
+        let a = FileCredentialStore::in_dir(home, "http://a/mcp");
+        let b = FileCredentialStore::in_dir(home, "http://b/mcp");
         assert_ne!(a.path(), b.path());
+    }
+
+    /// A directory that group or others can write to and that cannot be
+    /// narrowed (another owner's; the chmod fails here by stand-in, as
+    /// the tests may run as root) is refused, naming it; one they can only
+    /// read is used with a warning.
+    #[cfg(unix)]
+    #[test]
+    fn a_writable_directory_that_cannot_be_narrowed_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let home = tempfile::tempdir().unwrap();
+        let dir = home.path().join("credentials");
+        std::fs::create_dir(&dir).unwrap();
+        let denied =
+            |_: &Path, _: u32| Err(std::io::Error::from(std::io::ErrorKind::PermissionDenied));
+        for open in [0o777, 0o770, 0o702] {
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(open)).unwrap();
+            let e = private_dir_with(&dir, denied).unwrap_err();
+            assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied);
+            let shown = e.to_string();
+            assert!(shown.contains(&dir.display().to_string()), "{shown}");
+            assert!(shown.contains(&format!("{open:o}")), "{shown}");
+        }
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(
+            private_dir_with(&dir, denied).is_ok(),
+            "read-only for others"
+        );
+        // Narrowing that works: no error, 0700.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        private_dir(&dir).unwrap();
+        assert_eq!(mode(&dir), 0o700);
     }
 }

@@ -258,6 +258,9 @@ async fn a_token_endpoint_on_a_reserved_address_gets_no_grant() {
     let (port, connections) = common::connection_counter().await;
     let token_endpoint = format!("https://0.0.0.0:{port}/token");
     let (url, _) = hostile(Claim::TokenEndpointAt(&token_endpoint)).await;
+    // Bound to the hostile server's own issuer (as if the client were
+    // registered there): the address policy still stops the grant.
+    let issuer = url.trim_end_matches("/mcp");
     let r = refused(&[
         "--server",
         &url,
@@ -266,6 +269,8 @@ async fn a_token_endpoint_on_a_reserved_address_gets_no_grant() {
         "app",
         "--client-secret",
         "app-secret",
+        "--issuer",
+        issuer,
         "list",
     ])
     .await;
@@ -275,6 +280,62 @@ async fn a_token_endpoint_on_a_reserved_address_gets_no_grant() {
         0,
         "the token endpoint was reached"
     );
+}
+
+/// A secret, a private key or a workload token without `--issuer` would
+/// go to whichever authorization server the MCP server names (here its
+/// own, which records what its token endpoint is sent): refused before
+/// anything is sent, naming the flag, for a login and for every machine
+/// grant.
+#[tokio::test]
+async fn credentials_without_an_issuer_are_refused_before_anything_is_sent() {
+    let (url, seen) = hostile(Claim::Itself { pkce: true }).await;
+    let files = tempfile::tempdir().unwrap();
+    let token_file = files.path().join("workload.jwt");
+    std::fs::write(&token_file, "eyJ.workload-claims.sig").unwrap();
+    let token_file = token_file.to_string_lossy().into_owned();
+    let key_file = files.path().join("key.pem");
+    std::fs::write(&key_file, "not needed: refused before it is read").unwrap();
+    let key_file = key_file.to_string_lossy().into_owned();
+    let secret = ["--client-id", "app", "--client-secret", "app-secret"];
+    let cases: [(&str, Vec<&str>); 4] = [
+        ("--client-secret", secret.to_vec()),
+        (
+            "--client-secret",
+            [&secret[..], &["--client-credentials"]].concat(),
+        ),
+        (
+            "--private-key",
+            vec![
+                "--client-id",
+                "app",
+                "--client-credentials",
+                "--private-key",
+                &key_file,
+            ],
+        ),
+        (
+            "--workload-token",
+            vec!["--client-id", "app", "--workload-token", &token_file],
+        ),
+    ];
+    for (flag, args) in cases {
+        let args = [&["--server", url.as_str()][..], &args, &["list"]].concat();
+        let r = refused(&args).await;
+        assert!(
+            r.stderr.contains(&format!("{flag} needs --issuer")),
+            "{args:?}: {}",
+            r.stderr
+        );
+        assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
+    }
+    let seen = seen.lock().unwrap();
+    assert!(
+        seen.token_requests.is_empty(),
+        "sent to the MCP server's authorization server: {:?}",
+        seen.token_requests
+    );
+    assert_eq!(seen.authorize_requests, 0);
 }
 
 /// Runs the client with `args` in a fresh home; it must fail. Its output.

@@ -1,13 +1,22 @@
-//! Issue #13: the client warns, naming the host, before sending a person to
-//! a plain-http login page on a host that is not loopback.
+//! Issue #13, then the MCP authorization spec (every authorization server
+//! endpoint is https): the client refuses, naming the endpoint and its
+//! host, an authorization server whose login page, token endpoint or
+//! registration endpoint is plain http on a host that is not loopback,
+//! before sending anything there or a person to it.
 //!
 //! A stand-in MCP server and authorization server on 127.0.0.1 (401
 //! challenge, RFC 9728 and RFC 8414 metadata, dynamic registration) whose
-//! metadata puts the authorization endpoint at `authorize`; the real client
-//! binary runs with `--no-browser` and a one-second login timeout.
+//! metadata puts the endpoints where a test says; the real client binary
+//! runs with `--no-browser` and a one-second login timeout.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::Command;
+use std::{
+    process::Command,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+};
 
 use axum::{
     Json, Router,
@@ -17,11 +26,42 @@ use axum::{
 };
 use serde_json::json;
 
-/// Serves the stand-in servers; returns the MCP endpoint.
+/// Where the stand-in's metadata puts an endpoint: at this URL, else on
+/// the stand-in itself.
+#[derive(Clone, Copy, Default)]
+struct Endpoints {
+    authorize: Option<&'static str>,
+    token: Option<&'static str>,
+    register: Option<&'static str>,
+}
+
+/// Serves the stand-in servers with the login page at `authorize`;
+/// returns the MCP endpoint.
 async fn stand_in(authorize: &'static str) -> String {
+    stand_in_with(Endpoints {
+        authorize: Some(authorize),
+        ..Endpoints::default()
+    })
+    .await
+    .0
+}
+
+/// Serves the stand-in servers; returns the MCP endpoint and a count of
+/// the registrations it was sent.
+async fn stand_in_with(endpoints: Endpoints) -> (String, Arc<AtomicUsize>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
     let (b1, b2, b3) = (base.clone(), base.clone(), base.clone());
+    let registrations = Arc::new(AtomicUsize::new(0));
+    let counted = registrations.clone();
+    let own = |url: Option<&'static str>, path: &str| {
+        url.map_or_else(|| format!("{base}/{path}"), str::to_owned)
+    };
+    let (authorize, token, register) = (
+        own(endpoints.authorize, "authorize"),
+        own(endpoints.token, "token"),
+        own(endpoints.register, "register"),
+    );
     let app = Router::new()
         .route(
             "/mcp",
@@ -52,8 +92,8 @@ async fn stand_in(authorize: &'static str) -> String {
                 Json(json!({
                     "issuer": b3,
                     "authorization_endpoint": authorize,
-                    "token_endpoint": format!("{b3}/token"),
-                    "registration_endpoint": format!("{b3}/register"),
+                    "token_endpoint": token,
+                    "registration_endpoint": register,
                     "response_types_supported": ["code"],
                     "code_challenge_methods_supported": ["S256"],
                 }))
@@ -61,14 +101,15 @@ async fn stand_in(authorize: &'static str) -> String {
         )
         .route(
             "/register",
-            post(|Json(body): Json<serde_json::Value>| async move {
+            post(move |Json(body): Json<serde_json::Value>| async move {
+                counted.fetch_add(1, Ordering::SeqCst);
                 let mut client = body;
                 client["client_id"] = json!("stand-in-client");
                 (StatusCode::CREATED, Json(client)).into_response()
             }),
         );
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    format!("{base}/mcp")
+    (format!("{base}/mcp"), registrations)
 }
 
 /// Runs the client against `server` until its login times out; its stderr.
@@ -100,13 +141,41 @@ async fn client_stderr(server: String) -> String {
 }
 
 #[tokio::test]
-async fn warns_before_a_plain_http_login_page_off_loopback() {
+async fn refuses_a_plain_http_login_page_off_loopback() {
     let err = client_stderr(stand_in("http://login.example.invalid/authorize").await).await;
-    assert!(err.contains("Log in at"), "{err}");
-    let warning = err
-        .find("WARNING: the login page at login.example.invalid is plain http://")
-        .unwrap_or_else(|| panic!("no warning: {err}"));
-    assert!(warning < err.find("Log in at").unwrap(), "{err}");
+    assert!(!err.contains("Log in at"), "{err}");
+    assert!(
+        err.contains("authorization_endpoint is plain http:// on login.example.invalid"),
+        "{err}"
+    );
+}
+
+/// Nor a plain-http token or registration endpoint off loopback: no
+/// registration, no login.
+#[tokio::test]
+async fn refuses_plain_http_token_and_registration_endpoints_off_loopback() {
+    for (endpoints, named) in [
+        (
+            Endpoints {
+                token: Some("http://as.example.invalid:8080/token"),
+                ..Endpoints::default()
+            },
+            "token_endpoint is plain http:// on as.example.invalid:8080",
+        ),
+        (
+            Endpoints {
+                register: Some("http://register.example.invalid/register"),
+                ..Endpoints::default()
+            },
+            "registration_endpoint is plain http:// on register.example.invalid",
+        ),
+    ] {
+        let (url, registrations) = stand_in_with(endpoints).await;
+        let err = client_stderr(url).await;
+        assert!(err.contains(named), "{err}");
+        assert!(!err.contains("Log in at"), "{err}");
+        assert_eq!(registrations.load(Ordering::SeqCst), 0, "{named}");
+    }
 }
 
 #[tokio::test]

@@ -42,6 +42,13 @@ struct StandIn {
     basic_auth: Option<&'static str>,
     /// Access token lifetime (0: an hour), and refresh tokens when set.
     expires_in: u64,
+    /// Leave `scope` out of token responses (RFC 6749 §5.1: the scopes
+    /// asked for).
+    omit_scope: bool,
+    /// The metadata's `token_endpoint` instead of the stand-in's own.
+    token_endpoint: Option<&'static str>,
+    /// The `scope` of each client_credentials token request.
+    machine_requests: Vec<String>,
     refresh: HashMap<String, String>,
     registrations: usize,
     codes: HashMap<String, String>,
@@ -139,6 +146,11 @@ async fn token(
         Some("refresh_token") => f
             .get("refresh_token")
             .and_then(|r| s.refresh.get(r).cloned()),
+        Some("client_credentials") => {
+            let scope = f.get("scope").cloned().unwrap_or_default();
+            s.machine_requests.push(scope.clone());
+            Some(scope)
+        }
         _ => f.get("code").and_then(|c| s.codes.remove(c)),
     };
     let Some(mut scopes) = scopes else {
@@ -154,6 +166,9 @@ async fn token(
     let t = format!("tok-{}", s.tokens.len());
     s.tokens.insert(t.clone(), scopes.clone());
     let mut body = json!({"access_token": t, "token_type": "Bearer", "scope": scopes});
+    if s.omit_scope {
+        body.as_object_mut().unwrap().remove("scope");
+    }
     if s.expires_in == 0 {
         body["expires_in"] = json!(3600);
     } else {
@@ -210,11 +225,16 @@ async fn stand_in_with(configure: impl FnOnce(&mut StandIn)) -> (String, Shared)
         )
         .route(
             "/.well-known/oauth-authorization-server",
-            get(move || async move {
+            get(move |State(st): State<Shared>| async move {
+                let token_endpoint = st
+                    .lock()
+                    .unwrap()
+                    .token_endpoint
+                    .map_or_else(|| format!("{b2}/token"), str::to_owned);
                 Json(json!({
                     "issuer": b2,
                     "authorization_endpoint": format!("{b2}/authorize"),
-                    "token_endpoint": format!("{b2}/token"),
+                    "token_endpoint": token_endpoint,
                     "registration_endpoint": format!("{b2}/register"),
                     "response_types_supported": ["code"],
                     "code_challenge_methods_supported": ["S256"],
@@ -421,6 +441,7 @@ async fn a_confidential_clients_stored_tokens_are_refreshed_with_its_secret() {
     })
     .await;
     let home = tempfile::tempdir().unwrap();
+    let issuer = url.trim_end_matches("/mcp");
     let args = [
         "--server",
         &url,
@@ -428,6 +449,8 @@ async fn a_confidential_clients_stored_tokens_are_refreshed_with_its_secret() {
         "app",
         "--client-secret",
         "secret",
+        "--issuer",
+        issuer,
         "list",
     ];
     let r = client(home.path(), &args).await;
@@ -437,4 +460,70 @@ async fn a_confidential_clients_stored_tokens_are_refreshed_with_its_secret() {
     assert!(r.ok, "{}", r.stderr);
     assert_eq!(logins(home.path()).len(), 1, "refreshed, no second login");
     assert!(st.lock().unwrap().tokens.len() >= 2, "a refreshed token");
+}
+
+/// Client credentials whose token response has no `scope` (RFC 6749 §5.1:
+/// the scopes asked for): a 403 for more scope asks for the scopes it
+/// first asked for (the challenge's, chosen after discovery) plus the new
+/// one, not the new one alone.
+#[tokio::test]
+async fn a_machine_step_up_keeps_the_scopes_first_asked_for() {
+    let (url, st) = stand_in_with(|s| {
+        s.challenge_scope = Some("read");
+        s.omit_scope = true;
+        // base64("app:secret")
+        s.basic_auth = Some("Basic YXBwOnNlY3JldA==");
+    })
+    .await;
+    let home = tempfile::tempdir().unwrap();
+    let issuer = url.trim_end_matches("/mcp");
+    let r = client(
+        home.path(),
+        &[
+            "--server",
+            &url,
+            "--client-credentials",
+            "--client-id",
+            "app",
+            "--client-secret",
+            "secret",
+            "--issuer",
+            issuer,
+            "call",
+            "admin",
+        ],
+    )
+    .await;
+    assert!(r.ok, "{}", r.stderr);
+    assert!(r.stderr.contains("asking for a new token"), "{}", r.stderr);
+    assert_eq!(
+        st.lock().unwrap().machine_requests,
+        ["read", "read admin"],
+        "the second token request"
+    );
+    assert_eq!(r.stdout.trim(), "scopes: read admin");
+}
+
+/// Stored tokens are not used, nor refreshed, once the authorization
+/// server's metadata names a plain-http token endpoint off loopback (the
+/// MCP authorization spec requires https): an error naming the endpoint,
+/// and no new login either.
+#[tokio::test]
+async fn stored_tokens_go_to_no_plain_http_endpoint() {
+    let (url, st) = stand_in(Some("read")).await;
+    let home = tempfile::tempdir().unwrap();
+    let r = client(home.path(), &["--server", &url, "list"]).await;
+    assert!(r.ok, "{}", r.stderr);
+    let tokens = st.lock().unwrap().tokens.len();
+    st.lock().unwrap().token_endpoint = Some("http://as.example.invalid/token");
+    let r = client(home.path(), &["--server", &url, "list"]).await;
+    assert!(!r.ok, "the stored tokens were used: {}", r.stdout);
+    assert!(
+        r.stderr
+            .contains("token_endpoint is plain http:// on as.example.invalid"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(logins(home.path()).len(), 1, "no second login");
+    assert_eq!(st.lock().unwrap().tokens.len(), tokens, "no new token");
 }

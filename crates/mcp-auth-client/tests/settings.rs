@@ -121,3 +121,42 @@ fn every_variable_the_client_reads_is_exported() {
         .collect();
     assert!(missing.is_empty(), "read but not in VARIABLES: {missing:?}");
 }
+
+/// With none of `MCP_AUTH_CLIENT_HOME`, `XDG_CONFIG_HOME` and `HOME` set,
+/// tokens used to go to `./.config/mcp-auth-client` under whatever
+/// directory the client ran in: now every command that would keep or
+/// read tokens stops with one line naming the variables to set, and
+/// nothing is written there.
+#[tokio::test]
+async fn no_config_directory_without_home() {
+    let (url, keys) = stand_in().await;
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        &["--server", &url, "list"][..],
+        &["--server", &url, "logout"],
+    ] {
+        let cwd = dir.path().to_owned();
+        let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        let out = tokio::task::spawn_blocking(move || {
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_mcp-auth-client"));
+            for name in mcp_auth_client::VARIABLES {
+                cmd.env_remove(name);
+            }
+            cmd.args(["--no-browser", "--login-timeout", "1"])
+                .args(&args)
+                .current_dir(&cwd)
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        for name in ["MCP_AUTH_CLIENT_HOME", "XDG_CONFIG_HOME", "HOME"] {
+            assert!(stderr.contains(name), "{stderr}");
+        }
+        assert!(!dir.path().join(".config").exists(), "{stderr}");
+    }
+    assert!(keys.lock().unwrap().is_empty(), "nothing was sent");
+}

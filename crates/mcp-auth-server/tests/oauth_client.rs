@@ -196,7 +196,7 @@ async fn login_in_a_browser_then_reuse_the_stored_token() {
 async fn a_pre_registered_confidential_client_logs_in() {
     let callback = free_port();
     let redirect = format!("http://127.0.0.1:{callback}/callback");
-    let (server, _as, _) = behind_oidc_provider(&[], &[("REDIRECT_URIS", &redirect)]).await;
+    let (server, _as, issuer) = behind_oidc_provider(&[], &[("REDIRECT_URIS", &redirect)]).await;
     let home = tempfile::tempdir().unwrap();
     let log = home.path().join("browser.log");
     let port = callback.to_string();
@@ -207,6 +207,8 @@ async fn a_pre_registered_confidential_client_logs_in() {
         &[
             "--server",
             &url,
+            "--issuer",
+            &issuer,
             "--client-id",
             "mcp-confidential",
             "--client-secret",
@@ -396,6 +398,8 @@ async fn machine_to_machine_without_a_browser() {
         let mut args = vec![
             "--server",
             url.as_str(),
+            "--issuer",
+            issuer.as_str(),
             "--client-credentials",
             "--client-id",
             "mcp-machine",
@@ -428,6 +432,8 @@ async fn machine_to_machine_without_a_browser() {
     let (ok, out, err) = run([
         "--server",
         url.as_str(),
+        "--issuer",
+        issuer.as_str(),
         "--client-credentials",
         "--client-id",
         "mcp-machine-key",
@@ -446,6 +452,8 @@ async fn machine_to_machine_without_a_browser() {
     let (ok, out, err) = run([
         "--server",
         url.as_str(),
+        "--issuer",
+        issuer.as_str(),
         "--client-credentials",
         "--client-id",
         "mcp-machine",
