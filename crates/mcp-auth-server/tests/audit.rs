@@ -584,3 +584,59 @@ async fn the_peer_is_read_from_the_header_the_proxy_writes() {
     let got = wait_for(&log, 1).await;
     assert_eq!(got[0]["peer"], "203.0.113.9", "{got:?}");
 }
+
+/// A session ends once, and its end is recorded once: a DELETE that rmcp
+/// refuses for its protocol version ends nothing (the session still
+/// answers), and of DELETEs sent at once only the one that ended the
+/// session gets 204 and a `session_end` record; the others get 404.
+#[tokio::test]
+async fn a_session_ends_once_and_only_the_delete_that_ended_it_says_so() {
+    let (_logs, log, s) = audited(&[]);
+    let (http, url) = (reqwest::Client::new(), s.url());
+    let sid = open_session(&http, &url, CI).await;
+    for (version, status) in [("1999-01-01", 400), ("2026-07-28", 405)] {
+        let r = http
+            .delete(&url)
+            .header("x-api-key", CI)
+            .header("mcp-session-id", &sid)
+            .header("mcp-protocol-version", version)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status, "{version}");
+        let r = post(&http, &url, INITIALIZED)
+            .header("x-api-key", CI)
+            .header("mcp-session-id", &sid)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            r.status().is_success(),
+            "{version}: the session still works"
+        );
+    }
+    let deletes = (0..8).map(|_| {
+        http.delete(&url)
+            .header("x-api-key", CI)
+            .header("mcp-session-id", &sid)
+            .send()
+    });
+    let mut statuses: Vec<u16> = futures::future::join_all(deletes)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().status().as_u16())
+        .collect();
+    statuses.sort_unstable();
+    assert_eq!(statuses, [204, 404, 404, 404, 404, 404, 404, 404]);
+    let is_end = |r: &Value| r["event"] == "session_end" && r["session_id"] == sid.as_str();
+    let got = wait_until(&log, |got| {
+        got.iter().filter(|r| r["status"] == 404).count() == 7
+    })
+    .await;
+    let ends: Vec<&Value> = got.iter().filter(|r| is_end(r)).collect();
+    assert_eq!(ends.len(), 1, "{got:#?}");
+    assert_eq!(
+        (&ends[0]["decision"], &ends[0]["status"]),
+        (&"allow".into(), &204.into())
+    );
+}

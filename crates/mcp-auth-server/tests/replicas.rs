@@ -207,3 +207,54 @@ async fn a_redis_outage_fails_closed_and_recovers() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
+
+/// A session's event stream (`GET`) ends when its session ends on another
+/// replica (within the check period, 5 s at most, plus the lookup cache),
+/// instead of staying open, with its worker, until the worker idles out;
+/// a session that still exists keeps its stream.
+#[tokio::test]
+#[ignore = "needs redis-server (tests/run-all.sh installs it)"]
+async fn an_event_stream_ends_when_its_session_ends_on_another_replica() {
+    use futures::StreamExt;
+    let redis = Peer::redis(free_port());
+    let env = [("HTTP_SESSION_TIMEOUT", "600000")];
+    let a = replica(&redis.redis_url(), &env);
+    let b = replica(&redis.redis_url(), &env);
+    let c = fresh_connections();
+    let sid = open(&c, &a, Some(KEY)).await.unwrap();
+    let r = c
+        .get(a.url())
+        .header("accept", "text/event-stream")
+        .header("x-api-key", KEY)
+        .header("mcp-session-id", &sid)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mut stream = r.bytes_stream();
+    let ended = tokio::spawn(async move {
+        let started = Instant::now();
+        while let Some(Ok(_)) = stream.next().await {}
+        started.elapsed()
+    });
+    // Past a check the stream is still open: its session is there.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert!(
+        !ended.is_finished(),
+        "the stream ended while its session lived"
+    );
+    let r = c
+        .delete(b.url())
+        .header("x-api-key", KEY)
+        .header("mcp-session-id", &sid)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let open_for = tokio::time::timeout(Duration::from_secs(10), ended)
+        .await
+        .expect("the stream ended after its session did")
+        .unwrap();
+    assert!(open_for < Duration::from_secs(6 + 7), "{open_for:?}");
+    assert_eq!(list(&c, &a, &sid, Some(KEY)).await, 404);
+}

@@ -305,3 +305,57 @@ async fn an_sse_stream_without_messages_is_closed_at_the_idle_timeout() {
     let (second, _) = open_stream(&c, &s, KEY).await;
     second.abort();
 }
+
+/// The sessions gauge counts SSE sessions as it counts streamable ones:
+/// up when one opens, down when its stream closes.
+#[tokio::test]
+async fn the_open_sessions_gauge_counts_sse_sessions() {
+    let port = mcp_auth_integration_tests::free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let s = Server::start(&[
+        ("MCP_TRANSPORT", "sse"),
+        ("MCP_API_KEYS", KEY),
+        ("MCP_METRICS_ADDR", addr.as_str()),
+    ]);
+    let c = reqwest::Client::new();
+    let scrape = || async {
+        let text = c
+            .get(format!("http://{addr}/metrics"))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        let value = |series: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(series)?.trim().parse::<f64>().ok())
+        };
+        Some((
+            value("mcp_auth_sessions_open").unwrap_or(0.0),
+            value("mcp_auth_sessions_opened_total").unwrap_or(0.0),
+        ))
+    };
+    let wait_for = |want: (f64, f64)| async move {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let got = scrape().await;
+            if got == Some(want) || std::time::Instant::now() > deadline {
+                return got;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let (first, _) = open_stream(&c, &s, KEY).await;
+    let (second, _) = open_stream(&c, &s, KEY).await;
+    assert_eq!(
+        wait_for((2.0, 2.0)).await,
+        Some((2.0, 2.0)),
+        "{}",
+        s.stderr()
+    );
+    first.abort();
+    assert_eq!(wait_for((1.0, 2.0)).await, Some((1.0, 2.0)));
+    second.abort();
+    assert_eq!(wait_for((0.0, 2.0)).await, Some((0.0, 2.0)));
+}

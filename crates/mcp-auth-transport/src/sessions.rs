@@ -235,7 +235,7 @@ impl Settings {
 
     async fn handle<S>(self: Arc<Self>, inner: S, req: Request<Body>) -> Result<Response, S::Error>
     where
-        S: Service<Request<Body>, Response = Response> + Send + 'static,
+        S: Service<Request<Body>, Response = Response> + Clone + Send + 'static,
         S::Future: Send,
         S::Error: Send + 'static,
     {
@@ -274,7 +274,7 @@ impl Settings {
         sid: String,
     ) -> Result<Response, S::Error>
     where
-        S: Service<Request<Body>, Response = Response> + Send,
+        S: Service<Request<Body>, Response = Response> + Clone + Send + 'static,
         S::Future: Send,
     {
         if !authenticated && self.policy.require_for_operations {
@@ -310,30 +310,56 @@ impl Settings {
             },
         }
         if req.method() == Method::DELETE {
+            // A DELETE rmcp refuses for its protocol version (400 for one it
+            // does not know, 405 on the 2026-07-28 wire, which has no
+            // sessions) ends nothing: it is refused before the store is
+            // asked, so the session the client still holds still works.
+            if !rmcp_ends_sessions_for(req.headers()) {
+                return inner.call(req).await;
+            }
             // End it in the store first: a DELETE the client saw succeed must
-            // never be undone by a failed bookkeeping step.
-            match self.store.end_live(&sid).await {
-                Ok(true) => crate::observe::session_ended("deleted"),
-                Ok(false) => {}
+            // never be undone by a failed bookkeeping step. Only the request
+            // that ended it is answered 2xx (and recorded as its end): one
+            // that finds it ended meanwhile (another DELETE, another replica,
+            // the sweeper) gets 404 after closing what is left of it here.
+            let ended = match self.store.end_live(&sid).await {
+                Ok(ended) => ended,
                 Err(e) => return Ok(unavailable(&e)),
+            };
+            if ended {
+                crate::observe::session_ended("deleted");
             }
             if let Some(p) = &self.parking {
                 p.forget(&sid);
             }
+            // rmcp closes the session's worker here, if it has one.
             let resp = inner.call(req).await?;
+            if !ended {
+                return Ok(not_found());
+            }
+            if !resp.status().is_success() {
+                tracing::warn!(
+                    status = resp.status().as_u16(),
+                    "the MCP service refused to close a session ended in the store; its worker ends when idle"
+                );
+            }
             // rmcp answers 202 Accepted, but the session has ended by now:
             // say so with 204 (the Python SDK warns on anything but 200/204).
-            if resp.status() == StatusCode::ACCEPTED {
-                return Ok(StatusCode::NO_CONTENT.into_response());
-            }
-            return Ok(resp);
+            return Ok(StatusCode::NO_CONTENT.into_response());
         }
         let busy = match &self.parking {
             Some(p) => Some(p.begin(&sid).await),
             None => None,
         };
+        // A `GET` opens the session's stream for what the server sends on
+        // its own: watched, below, for as long as it is open.
+        let stream = (req.method() == Method::GET).then(|| inner.clone());
         let resp = inner.call(req).await?;
         if resp.status() != StatusCode::NOT_FOUND {
+            let resp = match stream {
+                Some(closer) if is_event_stream(&resp) => self.watched(resp, sid, owner, closer),
+                _ => resp,
+            };
             return Ok(match busy {
                 Some(b) => b.hold(resp),
                 None => resp,
@@ -357,6 +383,62 @@ impl Settings {
             return Ok(not_found());
         }
         Ok(Response::from_parts(parts, Body::from(bytes)))
+    }
+
+    /// `resp`, the event stream a `GET` opened in session `sid` of `owner`,
+    /// kept in step with the session in the store: every
+    /// [`stream_check_every`] while it is open the session is looked up for
+    /// its owner (which keeps it alive: a client listening for what the
+    /// server sends, a resource subscription say, is using its session),
+    /// and once the store no longer has it (ended by a `DELETE` on another
+    /// replica, or lost) the stream ends and the session's worker here is
+    /// closed (a `DELETE` to the service below, `closer`). Without this,
+    /// a stream and its worker outlived the session in the store, its
+    /// place under the caps freed. A store that cannot be reached keeps the
+    /// stream (it is checked again).
+    fn watched<S>(&self, resp: Response, sid: String, owner: Option<String>, closer: S) -> Response
+    where
+        S: Service<Request<Body>, Response = Response> + Send + 'static,
+        S::Future: Send,
+    {
+        use tower::ServiceExt;
+        let (store, limits) = (self.store.clone(), self.limits);
+        let parking = self.parking.clone();
+        let every = stream_check_every(&limits);
+        let ended = tokio_util::sync::CancellationToken::new();
+        let open = tokio_util::sync::CancellationToken::new();
+        let (end, still_open) = (ended.clone(), open.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = still_open.cancelled() => return,
+                    () = tokio::time::sleep(every) => {}
+                }
+                match store.lookup_as(&sid, owner.as_deref(), &limits).await {
+                    Ok(Some(r)) if r.owner.is_none() || r.owner == owner => {}
+                    Ok(_) => break,
+                    Err(_) => {}
+                }
+            }
+            tracing::debug!("session gone from the store: its event stream ends");
+            end.cancel();
+            if let Some(p) = &parking {
+                p.forget(&sid);
+            }
+            let close = Request::delete("/")
+                .header(SESSION_HEADER, sid.as_str())
+                .body(Body::empty());
+            if let Ok(close) = close {
+                let _ = closer.oneshot(close).await;
+            }
+        });
+        resp.map(|body| {
+            Body::new(Watched {
+                body,
+                ended: Box::pin(ended.cancelled_owned()),
+                _open: open.drop_guard(),
+            })
+        })
     }
 
     /// A POST without a session: `initialize` opens one, anything else is a
@@ -474,6 +556,63 @@ impl RmcpStore for RmcpSessionState {
         // The session layer ends sessions (record and state together); a
         // replica dropping its in-memory copy must not erase the shared state.
         Ok(())
+    }
+}
+
+/// How often an open event stream's session is looked up
+/// ([`Settings::watched`]): half the idle timeout (so the lookups keep it
+/// alive), at most 5 s (a session ended on another replica ends its
+/// streams here within that), at least 100 ms.
+fn stream_check_every(limits: &SessionLimits) -> std::time::Duration {
+    (limits.idle_timeout / 2).clamp(
+        std::time::Duration::from_millis(100),
+        std::time::Duration::from_secs(5),
+    )
+}
+
+fn is_event_stream(resp: &Response) -> bool {
+    resp.headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"))
+}
+
+/// A session's event stream that ends when `ended` does (the session is
+/// gone from the store); dropping it (the client went away) stops the
+/// watch (`_open`).
+struct Watched {
+    body: Body,
+    ended: std::pin::Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
+    _open: tokio_util::sync::DropGuard,
+}
+
+impl http_body::Body for Watched {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        if self.ended.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(None);
+        }
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+}
+
+/// Whether rmcp's streamable HTTP service closes a session for a DELETE
+/// with these headers: without `MCP-Protocol-Version`, or with a version
+/// it knows that has sessions (the revisions before 2026-07-28). It
+/// refuses the others (400, 405), and such a DELETE must end nothing.
+fn rmcp_ends_sessions_for(headers: &http::HeaderMap) -> bool {
+    match headers.get("mcp-protocol-version") {
+        None => true,
+        Some(v) => v.to_str().is_ok_and(|v| {
+            rmcp::model::ProtocolVersion::KNOWN_VERSIONS
+                .iter()
+                .any(|known| known.as_str() == v && known.has_initialize())
+        }),
     }
 }
 

@@ -244,6 +244,24 @@ pub(crate) async fn open_stream(State(state): State<Arc<SseState>>, req: Request
             .auth
             .error_response(&AuthError::MissingCredentials, req.headers());
     }
+    // Run to the end even if the client goes away meanwhile (as a
+    // streamable session's opening does): dropped between the store's
+    // commit and the stream's guard, the session would hold its place
+    // under the caps until it expired. Once the stream exists, dropping it
+    // ends the session.
+    match tokio::spawn(open_session(state, owner)).await {
+        Ok(resp) => resp,
+        Err(_) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "cannot start the session",
+        ),
+    }
+}
+
+/// [`open_stream`] past the credentials check: the session, its handler
+/// and its event stream.
+async fn open_session(state: Arc<SseState>, owner: Option<String>) -> Response {
     let admission = match Admission::reserve(&state.store, &state.limits, owner.as_deref()).await {
         Ok(a) => a,
         Err(refused) => return refused,
@@ -396,8 +414,27 @@ pub(crate) async fn post_message(
             return session_not_found();
         }
     }
-    // Keep the session alive in the store (idle expiry), and notice if it ended.
-    match state.store.lookup(&sid, &state.limits).await {
+    // Keep the session alive in the store (idle expiry; only for its owner),
+    // and notice if it ended, or was bound to someone else meanwhile (a
+    // binding whose request went away before this process noted it).
+    match state
+        .store
+        .lookup_as(&sid, owner.as_deref(), &state.limits)
+        .await
+    {
+        Ok(Some(record)) if record.owner.is_some() && record.owner != owner => {
+            state.with(|s| {
+                if let Some(x) = s.get_mut(&sid) {
+                    x.owner.clone_from(&record.owner);
+                }
+            });
+            if !authenticated {
+                return state
+                    .auth
+                    .error_response(&AuthError::MissingCredentials, req.headers());
+            }
+            return session_not_found();
+        }
         Ok(Some(_)) => state.with(|s| {
             if let Some(x) = s.get_mut(&sid) {
                 x.active = Instant::now();
