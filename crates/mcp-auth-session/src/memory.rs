@@ -453,8 +453,12 @@ impl SessionStore for MemoryStore {
             let full = s.owner_full(Some(owner), limits).is_some();
             match s.slots.get(sid) {
                 Some((Some(o), _)) => {
+                    // Touched only for its owner (the one who lost a race to
+                    // bind it must not keep it alive), as Redis does.
                     let o = o.clone();
-                    s.extend(sid, now + limits.idle_timeout);
+                    if o == owner {
+                        s.extend(sid, now + limits.idle_timeout);
+                    }
                     Bind::Owner(o)
                 }
                 Some((None, _)) => {
@@ -788,6 +792,35 @@ mod tests {
             Some("alice")
         );
         assert_eq!(s.bind("gone", "alice", &l).await.unwrap(), Bind::Gone);
+    }
+
+    /// A principal that lost the race to bind a session does not keep it
+    /// alive (only its owner touches it, as with `lookup_as`).
+    #[tokio::test]
+    async fn a_lost_bind_does_not_touch_the_session() {
+        let s = MemoryStore::new();
+        let l = SessionLimits {
+            idle_timeout: Duration::from_millis(400),
+            ..limits()
+        };
+        open(&s, None, "anon").await;
+        s.bind("anon", "alice", &l).await.unwrap();
+        for _ in 0..3 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            assert_eq!(
+                s.bind("anon", "mallory", &l).await.unwrap(),
+                Bind::Owner("alice".into())
+            );
+        }
+        // At least 450 ms after alice's bind: expired (mallory's binds, the
+        // last at least 150 ms after it, would have kept it to 550 ms).
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            s.lookup_as("anon", Some("mallory"), &l)
+                .await
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[tokio::test]
