@@ -559,3 +559,48 @@ async fn rmcp_refusals_are_not_stored() {
     assert!(r.status().is_client_error(), "{}", r.status());
     assert_eq!(r.headers()["cache-control"], "no-store", "{}", r.status());
 }
+
+/// A session's event stream opened anonymously ends once the session is
+/// bound to a principal (what the server sends on it is theirs from then
+/// on), while the session itself goes on; a stream its owner opens stays.
+#[tokio::test]
+async fn an_anonymous_event_stream_ends_once_its_session_is_bound() {
+    use futures::StreamExt;
+    let s = Server::start(&[
+        ("MCP_API_KEYS", KEY),
+        ("MCP_SESSION_AUTH_REQUIRE_FOR_SESSION", "false"),
+        ("MCP_SESSION_AUTH_REQUIRE_FOR_OPERATIONS", "false"),
+        ("HTTP_SESSION_TIMEOUT", "600000"),
+    ]);
+    let c = reqwest::Client::new();
+    let sid = open(&c, &s, None).await.unwrap();
+    async fn stream(
+        c: &reqwest::Client,
+        url: String,
+        sid: &str,
+        key: Option<&str>,
+    ) -> tokio::task::JoinHandle<()> {
+        let mut req = c
+            .get(url)
+            .header("accept", "text/event-stream")
+            .header("mcp-session-id", sid);
+        if let Some(k) = key {
+            req = req.header("x-api-key", k);
+        }
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status(), 200, "{key:?}");
+        let mut body = r.bytes_stream();
+        tokio::spawn(async move { while let Some(Ok(_)) = body.next().await {} })
+    }
+    let anonymous = stream(&c, s.url(), &sid, None).await;
+    // Bound to KEY's principal by its first request in the session.
+    assert_eq!(common::list(&c, &s, &sid, Some(KEY)).await, 200);
+    let owners = stream(&c, s.url(), &sid, Some(KEY)).await;
+    tokio::time::timeout(Duration::from_secs(8), anonymous)
+        .await
+        .expect("the anonymous stream ended after the session was bound")
+        .unwrap();
+    assert!(!owners.is_finished(), "the owner's stream stays open");
+    assert_eq!(common::list(&c, &s, &sid, Some(KEY)).await, 200);
+    assert_eq!(common::list(&c, &s, &sid, None).await, 401);
+}

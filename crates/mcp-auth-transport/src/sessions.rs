@@ -392,7 +392,8 @@ impl Settings {
     /// server sends, a resource subscription say, is using its session),
     /// and once the store no longer has it (ended by a `DELETE` on another
     /// replica, or lost) the stream ends and the session's worker here is
-    /// closed (a `DELETE` to the service below, `closer`). Without this,
+    /// closed (a `DELETE` to the service below, `closer`). A stream opened
+    /// anonymously ends once the session is bound to a principal. Without this,
     /// a stream and its worker outlived the session in the store, its
     /// place under the caps freed. A store that cannot be reached keeps the
     /// stream (it is checked again).
@@ -409,19 +410,26 @@ impl Settings {
         let open = tokio_util::sync::CancellationToken::new();
         let (end, still_open) = (ended.clone(), open.clone());
         tokio::spawn(async move {
-            loop {
+            let gone = loop {
                 tokio::select! {
                     () = still_open.cancelled() => return,
                     () = tokio::time::sleep(every) => {}
                 }
                 match store.lookup_as(&sid, owner.as_deref(), &limits).await {
-                    Ok(Some(r)) if r.owner.is_none() || r.owner == owner => {}
-                    Ok(_) => break,
+                    Ok(Some(r)) if r.owner == owner => {}
+                    // Bound to a principal since this stream was opened
+                    // anonymously: what the server sends is theirs now.
+                    Ok(Some(_)) => break false,
+                    Ok(None) => break true,
                     Err(_) => {}
                 }
+            };
+            end.cancel();
+            if !gone {
+                tracing::debug!("session bound to a principal: its anonymous event stream ends");
+                return;
             }
             tracing::debug!("session gone from the store: its event stream ends");
-            end.cancel();
             if let Some(p) = &parking {
                 p.forget(&sid);
             }
