@@ -444,8 +444,12 @@ async fn run(cli: Cli, settings: &Settings) -> Result<(), Failure> {
         Auth::ApiKey(k)
     } else if let Some(t) = cli.bearer.clone() {
         Auth::Bearer(t)
-    } else if let Some(grant) = require_issuer(&cli)
-        .and_then(|()| machine_grant(&cli))
+    } else if let Some(grant) = machine_grant(&cli)
+        .and_then(|grant| match grant {
+            // A machine grant's credential goes to its pinned issuer only.
+            Some(g) => require_issuer(&cli).map(|()| Some(g)),
+            None => Ok(None),
+        })
         .map_err(&fail)?
     {
         let mut opts = MachineOptions::new(grant);

@@ -79,6 +79,34 @@ async fn an_empty_variable_does_not_hide_dotenv() {
     assert_eq!(keys.lock().unwrap().first().unwrap(), "key-from-env");
 }
 
+/// `--client-id` and `--client-secret` for a browser login, without
+/// `--client-credentials`, leave an `MCP_API_KEY` from the environment in
+/// charge as before: the issuer a secret needs is asked for only when the
+/// secret is used.
+#[tokio::test]
+async fn a_browser_clients_secret_does_not_stop_an_api_key() {
+    let (url, keys) = stand_in().await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = client(
+        dir.path(),
+        &[
+            ("MCP_SERVER_URL", url.as_str()),
+            ("MCP_API_KEY", "key-from-env"),
+        ],
+        &[
+            "--client-id",
+            "app",
+            "--client-secret",
+            "app-secret",
+            "list",
+        ],
+    )
+    .await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("--issuer"), "{stderr}");
+    assert_eq!(keys.lock().unwrap().first().unwrap(), "key-from-env");
+}
+
 /// A `.env` that cannot be parsed stops every command with one line that
 /// names `.env`, and never repeats the line (it may hold a key).
 #[tokio::test]

@@ -304,6 +304,12 @@ impl Introspector {
                 .and_then(Value::as_str)
                 .filter(|s| !s.is_empty())
         };
+        // A `sub` that is there must name someone: an empty or non-string
+        // one would fall back to the client, and every user of that client
+        // would be one subject (as for JWTs).
+        if body.get("sub").is_some() && str_of("sub").is_none() {
+            return refuse("sub names nobody");
+        }
         let Some(subject) = str_of("sub")
             .or_else(|| str_of("username"))
             .or_else(|| str_of("client_id"))
@@ -465,6 +471,16 @@ mod tests {
         ] {
             assert!(i.judge(&body, "oauth2", now).0.is_err(), "{why}");
         }
+        // A `sub` that names nobody is refused even with a client to fall
+        // back to; without any `sub`, the client is the subject.
+        for sub in [json!(""), json!(42), json!(null)] {
+            let mut b = with("sub", sub.clone());
+            b["client_id"] = json!("app");
+            assert!(i.judge(&b, "oauth2", now).0.is_err(), "sub {sub}");
+        }
+        let mut b = without("sub");
+        b["client_id"] = json!("app");
+        assert_eq!(i.judge(&b, "oauth2", now).0.unwrap().subject, "app");
         let (ok, ttl) = i.judge(&with("token_type", json!("Bearer")), "oauth2", now);
         assert_eq!(ok.unwrap().subject, "u");
         assert_eq!(ttl, MAX_TTL);
