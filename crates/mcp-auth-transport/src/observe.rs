@@ -414,7 +414,10 @@ where
                 });
                 Some((outer.clone(), false))
             }
-            None => (enabled() || audited).then(|| {
+            // Traced (the span goes somewhere: an OpenTelemetry exporter,
+            // or debug logs) counts as wanting them too: the span names the
+            // method and tool like the record does.
+            None => (enabled() || audited || !span.is_disabled()).then(|| {
                 let d = crate::auth::Decisions::new(audited, true);
                 parts.extensions.insert(d.clone());
                 (d, true)
