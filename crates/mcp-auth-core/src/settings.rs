@@ -308,6 +308,19 @@ impl<'a> Sources<'a> {
     }
 }
 
+/// The names a `.env` file sets (none when it is missing or cannot be
+/// parsed: [`Sources::merge`] reports that), for telling a misspelt setting
+/// from one that is read.
+#[cfg(feature = "files")]
+pub fn dotenv_names(path: &Path) -> Vec<String> {
+    if !path.exists() {
+        return Vec::new();
+    }
+    read_dotenv(path)
+        .map(|pairs| pairs.into_iter().map(|(k, _)| k).collect())
+        .unwrap_or_default()
+}
+
 /// Reads a `.env` file without exporting it. Errors name the file and the
 /// character, never the line's text (it may hold a key).
 #[cfg(feature = "files")]

@@ -1,6 +1,7 @@
 //! `mcp-auth-server`: an authenticated MCP server built from the `mcp-auth`
 //! crates. It only wires them together; see the README for the settings.
 
+mod misspelt;
 mod settings;
 mod token;
 mod tools;
@@ -152,6 +153,16 @@ async fn run(cli: Cli) -> Result<(), Error> {
     let _traces = init_logging(&s.log_level, &merged)?;
     for (name, why) in ServerSettings::ignored(&merged) {
         tracing::warn!(variable = name, "setting has no effect: {why}");
+    }
+    let env_names = std::env::vars_os().filter_map(|(k, _)| k.into_string().ok());
+    let dotenv = mcp_auth_core::settings::dotenv_names(std::path::Path::new(".env"));
+    for (name, like) in misspelt::unknown(env_names, dotenv) {
+        match like {
+            Some(k) => {
+                tracing::warn!(variable = %name, "not a setting the server reads: did you mean {k}?")
+            }
+            None => tracing::warn!(variable = %name, "not a setting the server reads"),
+        }
     }
     match s.transport {
         Transport::Stdio => {

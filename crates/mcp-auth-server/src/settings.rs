@@ -197,6 +197,29 @@ impl ServerSettings {
     /// Variables that are set but have no effect on the server, each with
     /// the reason.
     pub fn ignored(m: &Merged) -> Vec<(&'static str, &'static str)> {
+        // Over stdio there is no HTTP: nothing is authenticated, audited,
+        // counted or limited, and only the server's own settings and the
+        // tools' scopes are read.
+        if m.get("MCP_TRANSPORT")
+            .is_some_and(|t| t.eq_ignore_ascii_case("stdio"))
+        {
+            return known()
+                .into_iter()
+                .filter(|n| {
+                    Lookup::get(m, n).is_some()
+                        && !OWN.contains(n)
+                        && *n != "MCP_TOOL_SCOPES"
+                        // OpenTelemetry's own (`OTEL_…`) set up the traces.
+                        && n.split('_').next() != Some("OTEL")
+                })
+                .map(|n| {
+                    (
+                        n,
+                        "read only over HTTP (stdio has no authentication, audit log, metrics, sessions or limits)",
+                    )
+                })
+                .collect();
+        }
         // `mcp-auth-cognito setup` writes the last two into `.env` for the
         // Cognito preset (and the example client).
         const FACADE: &[&str] = &[
@@ -278,12 +301,16 @@ impl ServerSettings {
 }
 
 fn parse_server_url(u: &str) -> Result<Url, ConfigError> {
+    // The value is never repeated whole: a URL with credentials in it
+    // would put them in the server's log (shown without them, or not at
+    // all when it does not parse).
     let url = Url::parse(u)
-        .map_err(|e| ConfigError::new("MCP_SERVER_URL", format!("{u:?} is not a URL: {e}")))?;
+        .map_err(|e| ConfigError::new("MCP_SERVER_URL", format!("the value is not a URL: {e}")))?;
+    let shown = mcp_auth_jwt::fetch::redact(&url);
     if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
         return Err(ConfigError::new(
             "MCP_SERVER_URL",
-            format!("{u:?} must be an http:// or https:// URL with a host"),
+            format!("{shown:?} must be an http:// or https:// URL with a host"),
         ));
     }
     if url.query().is_some()
@@ -294,7 +321,7 @@ fn parse_server_url(u: &str) -> Result<Url, ConfigError> {
         return Err(ConfigError::new(
             "MCP_SERVER_URL",
             format!(
-                "{u:?} must not carry a query, fragment or credentials (it is the RFC 9728 resource identifier)"
+                "{shown:?} must not carry a query, fragment or credentials (it is the RFC 9728 resource identifier)"
             ),
         ));
     }
@@ -310,6 +337,52 @@ mod tests {
             .iter()
             .map(|(k, v)| ((*k).into(), (*v).into()))
             .collect()
+    }
+
+    /// A server URL that is refused is never shown with what it carries
+    /// besides the place (a password, a query with a key).
+    #[test]
+    fn a_refused_server_url_is_not_repeated_with_its_credentials() {
+        for bad in [
+            "https://admin:s3cret@mcp.example/mcp",
+            "https://mcp.example/mcp?key=s3cret",
+            "https://mcp.example/mcp#s3cret",
+            "ftp://admin:s3cret@mcp.example/mcp",
+            "https://admin:s3cret@[::1/mcp",
+        ] {
+            let e = parse_server_url(bad).unwrap_err();
+            assert_eq!(e.variable, "MCP_SERVER_URL");
+            assert!(!e.to_string().contains("s3cret"), "{bad}: {e}");
+        }
+    }
+
+    /// Over stdio, the HTTP stack's settings (authentication, audit log,
+    /// metrics, sessions) are reported as without effect; the server's own
+    /// and the tools' scopes are not.
+    #[test]
+    fn http_settings_have_no_effect_over_stdio() {
+        let names = ignored_names(&[
+            ("MCP_TRANSPORT", "STDIO"),
+            ("MCP_AUTH_STRATEGY", "api_key"),
+            ("MCP_API_KEYS", "k"),
+            ("MCP_AUDIT_LOG", "stdout"),
+            ("MCP_METRICS_ADDR", "127.0.0.1:9100"),
+            ("MCP_TOOL_SCOPES", "admin_status=admin"),
+            ("MCP_SERVER_NAME", "x"),
+            ("LOG_LEVEL", "debug"),
+        ]);
+        let mut names = names;
+        names.sort_unstable();
+        assert_eq!(
+            names,
+            [
+                "MCP_API_KEYS",
+                "MCP_AUDIT_LOG",
+                "MCP_AUTH_STRATEGY",
+                "MCP_METRICS_ADDR"
+            ]
+        );
+        assert!(ignored_names(&[("MCP_AUDIT_LOG", "stdout")]).is_empty());
     }
 
     /// The names of the settings reported as without effect.
@@ -509,7 +582,8 @@ mod documentation {
             ("mcp-auth-cognito", mcp_auth_cognito::VARIABLES, &["bin"]),
             ("mcp-auth-session", mcp_auth_session::VARIABLES, &[]),
             ("mcp-auth-transport", mcp_auth_transport::VARIABLES, &[]),
-            ("mcp-auth-server", &[], &[]),
+            // `misspelt/` names what is not a setting on purpose.
+            ("mcp-auth-server", &[], &["misspelt"]),
         ];
         let mut server_known = super::known();
         server_known.extend(super::NOT_YET.iter().chain(super::FOR_OTHERS));

@@ -1,0 +1,119 @@
+//! Names that look like this project's settings but that the server does
+//! not read: a misspelt `COGNITO_REQUIRED_GROUP` would otherwise leave
+//! every user of the pool let in without a word.
+//!
+//! ```text
+//! WARN mcp_auth_server: not a setting the server reads: did you mean COGNITO_REQUIRED_GROUPS? variable=COGNITO_REQUIRED_GROUP
+//! ```
+//!
+//! (Outside the documentation test's look for variable names in the
+//! sources: the names here are not settings.)
+
+use crate::settings::{FOR_OTHERS, NOT_YET, known};
+
+/// Read by the project's other programs (the client, the Cognito admin
+/// CLI): not reported.
+const OTHER_PROGRAMS: &[&str] = &[
+    "MCP_API_KEY",
+    "MCP_AUTH_CLIENT_HOME",
+    "MCP_CONFORMANCE_CONTEXT",
+    "MCP_CONFORMANCE_SCENARIO",
+    "COGNITO_DOMAIN_PREFIX",
+    "COGNITO_POOL_NAME",
+    "COGNITO_RESOURCE_SCOPES",
+    "COGNITO_TEST_USER_EMAIL",
+    "COGNITO_TEST_USER_PASSWORD",
+];
+
+/// Names set in the environment or in `.env` (`dotenv_names`) that look
+/// like this project's settings (`MCP_`, `HTTP_`, `COGNITO_`) but that the
+/// server does not read, each with the known name it is closest to (at
+/// most two edits away), if any: a misspelt `COGNITO_REQUIRED_GROUP` would
+/// otherwise leave every user of the pool let in without a word.
+pub fn unknown(
+    env_names: impl IntoIterator<Item = String>,
+    dotenv_names: impl IntoIterator<Item = String>,
+) -> Vec<(String, Option<&'static str>)> {
+    let known = known();
+    let mut out: Vec<(String, Option<&'static str>)> = Vec::new();
+    for name in env_names.into_iter().chain(dotenv_names) {
+        // `HTTP_PROXY` and the like belong to the HTTP clients underneath.
+        let ours = ["MCP_", "HTTP_", "COGNITO_"]
+            .iter()
+            .any(|p| name.starts_with(p));
+        if !ours
+            || name.ends_with("_PROXY")
+            || known.contains(&name.as_str())
+            || NOT_YET.contains(&name.as_str())
+            || FOR_OTHERS.contains(&name.as_str())
+            || OTHER_PROGRAMS.contains(&name.as_str())
+            || out.iter().any(|(n, _)| *n == name)
+        {
+            continue;
+        }
+        let closest = known
+            .iter()
+            .map(|k| (edits(&name, k), *k))
+            .filter(|(d, _)| *d <= 2)
+            .min_by_key(|(d, _)| *d)
+            .map(|(_, k)| k);
+        out.push((name, closest));
+    }
+    out
+}
+
+/// The edit distance of `a` and `b` (insertions, deletions, substitutions).
+fn edits(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let here = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb))
+                .min(row[j] + 1)
+                .min(here + 1);
+            prev = here;
+        }
+    }
+    row[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A name that looks like a setting but is read by nothing here is
+    /// reported, with the known name it is likely a misspelling of.
+    #[test]
+    fn misspelt_settings_are_named_with_what_they_likely_meant() {
+        let group = "COGNITO_REQUIRED_GROUP".to_owned();
+        let dpop = "MCP_DPOP_MODE".to_owned();
+        let timeout = "HTTP_SESION_TIMEOUT".to_owned();
+        let other = "MCP_SOMETHING_ELSE_ENTIRELY".to_owned();
+        let got = unknown(
+            [
+                group.clone(),
+                dpop.clone(),
+                "PATH".to_owned(),
+                "MCP_API_KEYS".to_owned(),
+                "HTTP_PROXY".to_owned(),
+                "MCP_API_KEY".to_owned(),
+                "MCPX_NOT_OURS".to_owned(),
+            ],
+            [timeout.clone(), group.clone(), other.clone()],
+        );
+        assert_eq!(
+            got,
+            [
+                (group, Some("COGNITO_REQUIRED_GROUPS")),
+                (dpop, None),
+                (timeout, Some("HTTP_SESSION_TIMEOUT")),
+                (other, None),
+            ]
+        );
+        assert_eq!(edits("kitten", "sitting"), 3);
+        assert_eq!(edits("", "ab"), 2);
+    }
+}
