@@ -344,23 +344,34 @@ where
 /// custom check that reads its own header says so, instead of advertising
 /// the default Bearer challenge (which also tells an
 /// [`AnyOf`](https://docs.rs/mcp-auth-strategies) chain which credential it
-/// reads).
+/// reads). Compare a presented secret with [`secrets_equal`], and keep the
+/// expected one out of the code (your configuration or secret store).
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-/// use mcp_auth_core::{AuthError, AuthRequest, Authenticator, ChallengeScheme, FnAuthenticator, Principal};
+/// use std::sync::Arc;
+/// use mcp_auth_core::{AuthError, AuthRequest, Authenticator, ChallengeScheme, FnAuthenticator, Principal, secrets_equal};
 ///
-/// let sidecar = FnAuthenticator::new(|req: AuthRequest| async move {
-///     match req.headers.get("x-internal-token") {
-///         Some(t) if t == "change-me-please" => Ok(Principal::new("sidecar", "internal")),
-///         Some(_) => Err(AuthError::invalid_token("unknown internal token")),
-///         None => Err(AuthError::MissingCredentials),
+/// // From the configuration, e.g. std::env::var("INTERNAL_TOKEN").
+/// let expected: Arc<str> = "a-token-from-the-configuration-0123".into();
+/// let sidecar = FnAuthenticator::new(move |req: AuthRequest| {
+///     let expected = expected.clone();
+///     async move {
+///         match req.headers.get("x-internal-token") {
+///             Some(t) if secrets_equal(t.as_bytes(), expected.as_bytes()) => {
+///                 Ok(Principal::new("sidecar", "internal"))
+///             }
+///             Some(_) => Err(AuthError::invalid_token("unknown internal token")),
+///             None => Err(AuthError::MissingCredentials),
+///         }
 ///     }
 /// })
 /// .named("internal")
 /// .with_scheme(ChallengeScheme::ApiKey { header: "X-Internal-Token".into() });
 /// assert_eq!(sidecar.name(), "internal");
-/// let req = AuthRequest::builder().header("x-internal-token", "change-me-please").build();
+/// let req = AuthRequest::builder()
+///     .header("x-internal-token", "a-token-from-the-configuration-0123")
+///     .build();
 /// assert_eq!(sidecar.authenticate(&req).await.unwrap().subject, "sidecar");
 /// # }
 /// ```
@@ -443,6 +454,29 @@ impl<A: Authenticator + ?Sized> Authenticator for Arc<A> {
     fn readiness(&self) -> Vec<Readiness> {
         (**self).readiness()
     }
+}
+
+/// Whether a presented secret equals the expected one, in time that does
+/// not depend on where they differ (only on their length): for custom
+/// checks ([`FnAuthenticator`]) that compare a token with a configured one,
+/// where `==` would let a caller find it byte by byte from the answer
+/// times.
+///
+/// ```
+/// use mcp_auth_core::secrets_equal;
+/// assert!(secrets_equal(b"s3cret-value", b"s3cret-value"));
+/// assert!(!secrets_equal(b"s3cret-valuX", b"s3cret-value"));
+/// assert!(!secrets_equal(b"s3cret", b"s3cret-value"));
+/// ```
+pub fn secrets_equal(presented: &[u8], expected: &[u8]) -> bool {
+    if presented.len() != expected.len() {
+        return false;
+    }
+    let difference = presented
+        .iter()
+        .zip(expected)
+        .fold(0u8, |acc, (a, b)| std::hint::black_box(acc | (a ^ b)));
+    difference == 0
 }
 
 #[cfg(test)]

@@ -52,7 +52,8 @@ pub mod settings;
 /// an implementation needs no extra dependency: `#[mcp_auth_core::async_trait]`.
 pub use async_trait::async_trait;
 pub use authenticator::{
-    AuthRequest, AuthRequestBuilder, Authenticator, FnAuthenticator, Readiness, SharedAuthenticator,
+    AuthRequest, AuthRequestBuilder, Authenticator, FnAuthenticator, Readiness,
+    SharedAuthenticator, secrets_equal,
 };
 pub use challenge::{Challenge, ChallengeScheme};
 pub use dpop::{DpopInfo, MemoryReplayCache, ReplayCache, TokenScheme};

@@ -1,15 +1,19 @@
 //! An rmcp MCP server with its own tool, getting its auth from the
 //! `mcp-auth` crates: API keys from `MCP_API_KEYS` (named keys carry
 //! scopes) and, through a closure, an `X-Internal-Token` shared with a
-//! sidecar. Tools see the verified caller as `Caller`.
+//! sidecar (`INTERNAL_TOKEN`, 32 characters or more; without it there is no
+//! sidecar access). Tools see the verified caller as `Caller`.
 //!
 //! ```text
 //! MCP_API_KEYS=ops:my-long-random-api-key-123:notes.read cargo run -p example-mcp-server
 //! curl -s http://127.0.0.1:8002/health
 //! ```
 
+use std::sync::Arc;
+
 use mcp_auth_core::{
-    AuthError, AuthRequest, ChallengeScheme, FnAuthenticator, Principal, settings::ProcessEnv,
+    AuthError, AuthRequest, ChallengeScheme, FnAuthenticator, Principal, secrets_equal,
+    settings::ProcessEnv,
 };
 use mcp_auth_strategies::{AnyOf, ApiKeyAuthenticator};
 use mcp_auth_transport::{Caller, HttpConfig, McpHttpApp, ToolScopes};
@@ -37,20 +41,32 @@ impl ServerHandler for Notes {}
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let keys = ApiKeyAuthenticator::from_settings(&ProcessEnv)?
         .ok_or("set MCP_API_KEYS to a comma-separated list of keys (16+ characters each)")?;
-    let sidecar = FnAuthenticator::new(|req: AuthRequest| async move {
-        match req.headers.get("x-internal-token") {
-            None => Err(AuthError::MissingCredentials),
-            Some(t) if t == "sidecar-token-please-change" => {
-                Ok(Principal::new("sidecar", "internal").with_scopes(["notes.read"]))
-            }
-            Some(_) => Err(AuthError::invalid_token("unknown internal token")),
+    let mut auth = AnyOf::new().with(keys);
+    // The sidecar's token comes from the configuration, never the code, and
+    // is compared in constant time.
+    if let Ok(token) = std::env::var("INTERNAL_TOKEN") {
+        if token.len() < 32 {
+            return Err("INTERNAL_TOKEN must be 32 characters or more".into());
         }
-    })
-    .named("internal")
-    .with_scheme(ChallengeScheme::ApiKey {
-        header: "X-Internal-Token".into(),
-    });
-    let auth = AnyOf::new().with(keys).with(sidecar);
+        let expected: Arc<str> = token.into();
+        let sidecar = FnAuthenticator::new(move |req: AuthRequest| {
+            let expected = expected.clone();
+            async move {
+                match req.headers.get("x-internal-token") {
+                    None => Err(AuthError::MissingCredentials),
+                    Some(t) if secrets_equal(t.as_bytes(), expected.as_bytes()) => {
+                        Ok(Principal::new("sidecar", "internal").with_scopes(["notes.read"]))
+                    }
+                    Some(_) => Err(AuthError::invalid_token("unknown internal token")),
+                }
+            }
+        })
+        .named("internal")
+        .with_scheme(ChallengeScheme::ApiKey {
+            header: "X-Internal-Token".into(),
+        });
+        auth = auth.with(sidecar);
+    }
 
     // Safe defaults for this URL; `HttpConfig::from_settings` would read
     // the HTTP_* variables instead.

@@ -1,5 +1,6 @@
 //! The example served on a loopback port: a named key with the tool's
-//! scope calls it as itself, an unnamed key is refused the tool.
+//! scope calls it as itself, an unnamed key is refused the tool, and the
+//! sidecar's token from `INTERNAL_TOKEN` calls it too.
 #![allow(clippy::unwrap_used)]
 
 use std::{
@@ -9,6 +10,7 @@ use std::{
 
 const OPS: &str = "ops-key-0123456789abcdef";
 const PLAIN: &str = "plain-key-0123456789abcdef";
+const SIDECAR: &str = "sidecar-token-0123456789abcdef-0123";
 
 struct App(Child, u16);
 
@@ -24,6 +26,7 @@ fn start() -> App {
     let child = Command::new(env!("CARGO_BIN_EXE_example-mcp-server"))
         .env("MCP_API_KEYS", format!("ops:{OPS}:notes.read,{PLAIN}"))
         .env("PORT", port.to_string())
+        .env("INTERNAL_TOKEN", SIDECAR)
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
@@ -36,11 +39,15 @@ fn start() -> App {
 }
 
 async fn call_hello(url: &str, key: &str) -> reqwest::Response {
+    call_hello_with(url, "x-api-key", key).await
+}
+
+async fn call_hello_with(url: &str, header: &str, key: &str) -> reqwest::Response {
     let http = reqwest::Client::new();
     let post = |body: serde_json::Value, session: Option<&str>| {
         let mut r = http
             .post(url)
-            .header("x-api-key", key)
+            .header(header, key)
             .header("accept", "application/json, text/event-stream")
             .json(&body);
         if let Some(s) = session {
@@ -88,6 +95,21 @@ async fn a_named_key_with_the_scope_calls_the_tool_and_a_plain_key_is_refused() 
     assert_eq!(r.status(), 200);
     let body = r.text().await.unwrap();
     assert!(body.contains("hello api-key:ops (via api_key)"), "{body}");
+
+    let r = call_hello_with(&url, "x-internal-token", SIDECAR).await;
+    assert_eq!(r.status(), 200);
+    let body = r.text().await.unwrap();
+    assert!(body.contains("hello sidecar (via internal)"), "{body}");
+    let wrong = format!("{}X", &SIDECAR[..SIDECAR.len() - 1]);
+    let r = reqwest::Client::new()
+        .post(&url)
+        .header("x-internal-token", wrong)
+        .header("accept", "application/json, text/event-stream")
+        .json(&serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "ping"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
 
     let r = call_hello(&url, PLAIN).await;
     assert_eq!(r.status(), 403);

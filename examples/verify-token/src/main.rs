@@ -28,8 +28,11 @@ fn run() -> Result<String, String> {
         .build()
         .map_err(|e| e.to_string())?;
 
+    // No more than a token the verifier would look at (and one byte to
+    // tell a longer input), whatever is piped in.
     let mut token = String::new();
     std::io::stdin()
+        .take(mcp_auth_jwt::DEFAULT_MAX_TOKEN_BYTES as u64 + 1)
         .read_to_string(&mut token)
         .map_err(|e| format!("stdin: {e}"))?;
     let verified = verifier
