@@ -368,6 +368,17 @@ fn require_issuer(cli: &Cli) -> Result<(), ClientError> {
     )))
 }
 
+/// Whether the flags ask for a machine-to-machine grant ([`machine_grant`]
+/// builds it).
+fn machine_requested(cli: &Cli) -> bool {
+    cli.client_id.is_some()
+        && (cli.client_credentials
+            || cli.workload_token.is_some()
+            || (cli.enterprise_id_token.is_some()
+                && cli.idp_token_endpoint.is_some()
+                && cli.idp_client_id.is_some()))
+}
+
 /// The machine-to-machine grant the flags ask for, if any.
 fn machine_grant(cli: &Cli) -> Result<Option<Grant>, ClientError> {
     let Some(client_id) = cli.client_id.clone() else {
@@ -444,12 +455,12 @@ async fn run(cli: Cli, settings: &Settings) -> Result<(), Failure> {
         Auth::ApiKey(k)
     } else if let Some(t) = cli.bearer.clone() {
         Auth::Bearer(t)
-    } else if let Some(grant) = machine_grant(&cli)
-        .and_then(|grant| match grant {
-            // A machine grant's credential goes to its pinned issuer only.
-            Some(g) => require_issuer(&cli).map(|()| Some(g)),
-            None => Ok(None),
-        })
+    } else if let Some(grant) = machine_requested(&cli)
+        // A machine grant's credential goes to its pinned issuer only
+        // (checked before any key or token file is read).
+        .then(|| require_issuer(&cli))
+        .transpose()
+        .and_then(|_| machine_grant(&cli))
         .map_err(&fail)?
     {
         let mut opts = MachineOptions::new(grant);
@@ -461,6 +472,9 @@ async fn run(cli: Cli, settings: &Settings) -> Result<(), Failure> {
     } else if let Some(k) = Lookup::get(settings, "MCP_API_KEY") {
         Auth::ApiKey(k)
     } else {
+        // A browser login's secret too (an MCP_API_KEY above wins over it,
+        // so it is asked for only here).
+        require_issuer(&cli).map_err(&fail)?;
         let (client_id, client_secret, client_issuer) = preregistered(&cli, settings);
         Auth::OAuth(OAuthOptions {
             client_id,
