@@ -6,11 +6,20 @@
 //! them. `MOTO_SERVER` / `MOTO_PYTHON` name the emulator and its Python.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::{Command, Stdio};
+use std::{
+    process::{Command, Stdio},
+    sync::{Arc, Mutex},
+};
 
 use mcp_auth_integration_tests::Peer;
 
-use aws_sdk_cognitoidentityprovider::{Client, types::AuthFlowType};
+use aws_sdk_cognitoidentityprovider::{
+    Client,
+    types::{
+        AnalyticsConfigurationType, AuthFlowType, FeatureType, MessageActionType,
+        RefreshTokenRotationType, UserStatusType,
+    },
+};
 use mcp_auth_cognito::{CognitoError, CognitoVerifier, TokenUse};
 use mcp_auth_jwt::JwtError;
 
@@ -22,11 +31,16 @@ fn cli(moto: &Peer, args: &[&str]) -> (bool, String, String) {
     // An empty directory: the CLI reads `.env` from its working directory.
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("mcp-auth-cognito-moto");
     std::fs::create_dir_all(&dir).unwrap();
+    cli_at(&moto.http_url(), &dir, args)
+}
+
+/// Runs the CLI in `dir` (with its `.env`, if any) against `endpoint`.
+fn cli_at(endpoint: &str, dir: &std::path::Path, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_mcp-auth-cognito"))
         .args(args)
         .current_dir(dir)
         .env_clear()
-        .env("AWS_ENDPOINT_URL", moto.http_url())
+        .env("AWS_ENDPOINT_URL", endpoint)
         .env("AWS_ACCESS_KEY_ID", "test")
         .env("AWS_SECRET_ACCESS_KEY", "test")
         .env("AWS_REGION", REGION)
@@ -509,6 +523,471 @@ async fn moto_tokens_are_checked_for_use_client_and_expiry() {
     let forged = parts.join(".");
     assert_ne!(forged, access);
     assert!(v.verify(&forged).await.is_err());
+}
+
+/// The ids of the user pools named `name`.
+async fn pools_named(sdk: &Client, name: &str) -> Vec<String> {
+    let pools = sdk.list_user_pools().max_results(60).send().await.unwrap();
+    pools
+        .user_pools()
+        .iter()
+        .filter(|p| p.name() == Some(name))
+        .map(|p| p.id().unwrap().to_owned())
+        .collect()
+}
+
+/// A fresh directory for the CLI to run in (and read `.env` from).
+fn workdir() -> tempfile::TempDir {
+    tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap()
+}
+
+#[tokio::test]
+#[ignore = "needs moto (tests/run-all.sh installs it)"]
+async fn the_pool_acted_on_is_the_one_named() {
+    let moto = Peer::moto();
+    let endpoint = moto.http_url();
+    let sdk = sdk(&moto).await;
+
+    // The documented `setup >> .env`: the first pool's id is in `.env` now.
+    let first = workdir();
+    let (ok, out, err) = cli_at(&endpoint, first.path(), &["setup", "--no-user"]);
+    assert!(ok, "{err}");
+    std::fs::write(first.path().join(".env"), &out).unwrap();
+    let first_id = env_value(&out, "COGNITO_USER_POOL_ID");
+
+    // Another pool named on the command line is not the one in `.env`:
+    // refused, naming both, and the first pool is left alone.
+    for args in [
+        &["--pool-name", "staging", "teardown", "--yes"][..],
+        &["--pool-name", "staging", "setup", "--no-user"],
+        &["--pool-name", "staging", "status"],
+    ] {
+        let (ok, _, err) = cli_at(&endpoint, first.path(), args);
+        assert!(!ok, "{args:?}: {err}");
+        assert!(
+            err.contains(&first_id)
+                && err.contains("\"mcp-auth\"")
+                && err.contains("\"staging\" (from --pool-name)")
+                && err.contains("(from .env)"),
+            "{args:?}: {err}"
+        );
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
+    assert_eq!(
+        pools_named(&sdk, "mcp-auth").await,
+        std::slice::from_ref(&first_id)
+    );
+    assert!(pools_named(&sdk, "staging").await.is_empty());
+    // The same name as the pool of that id is no conflict.
+    let (ok, out, err) = cli_at(
+        &endpoint,
+        first.path(),
+        &["--pool-name", "mcp-auth", "status"],
+    );
+    assert!(ok && out.contains(&first_id), "{err}");
+
+    // Elsewhere (no `.env`) the staging pool is created; with only its id
+    // given, the CLI shows the pool's own name, not the default one.
+    let staging = workdir();
+    let (ok, out, err) = cli_at(
+        &endpoint,
+        staging.path(),
+        &["--pool-name", "staging", "setup", "--no-user"],
+    );
+    assert!(ok && err.contains("created user pool \"staging\""), "{err}");
+    let staging_id = env_value(&out, "COGNITO_USER_POOL_ID");
+    std::fs::write(
+        staging.path().join(".env"),
+        format!("COGNITO_USER_POOL_ID={staging_id}\n"),
+    )
+    .unwrap();
+    let (ok, out, err) = cli_at(&endpoint, staging.path(), &["status"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains(&format!("user pool   {staging_id} (\"staging\")")),
+        "{out}"
+    );
+    let (ok, _, err) = cli_at(&endpoint, staging.path(), &["setup", "--no-user"]);
+    assert!(
+        ok && err.contains(&format!("user pool \"staging\" exists: {staging_id}")),
+        "{err}"
+    );
+
+    // An id that names no pool is refused, not replaced by the pool of
+    // the (default) name.
+    let stale = workdir();
+    std::fs::write(
+        stale.path().join(".env"),
+        "COGNITO_USER_POOL_ID=eu-west-1_Gone\n",
+    )
+    .unwrap();
+    for args in [
+        &["status"][..],
+        &["teardown", "--yes"],
+        &["setup", "--no-user"],
+    ] {
+        let (ok, out, err) = cli_at(&endpoint, stale.path(), args);
+        assert!(!ok, "{args:?}: {out} {err}");
+        assert!(
+            err.contains("eu-west-1_Gone (from .env) names no user pool in eu-west-1"),
+            "{args:?}: {err}"
+        );
+    }
+    assert_eq!(
+        pools_named(&sdk, "mcp-auth").await,
+        std::slice::from_ref(&first_id)
+    );
+
+    // Any other error looking the id up is reported, not passed over.
+    let proxy = Proxy::start(&moto, &["DescribeUserPool"]);
+    let (ok, _, err) = cli_at(&proxy.url, first.path(), &["add-resource-server"]);
+    assert!(!ok, "{err}");
+    assert!(
+        err.contains(&format!(
+            "describe user pool {first_id}: refused by the test proxy"
+        )),
+        "{err}"
+    );
+    assert!(proxy.exchanges("CreateResourceServer").is_empty());
+
+    // Two pools of the same name: refused, naming both.
+    let other = sdk
+        .create_user_pool()
+        .pool_name("staging")
+        .send()
+        .await
+        .unwrap();
+    let other_id = other.user_pool().unwrap().id().unwrap().to_owned();
+    let unnamed = workdir();
+    for args in [
+        &["--pool-name", "staging", "teardown", "--yes"][..],
+        &["--pool-name", "staging", "status"],
+    ] {
+        let (ok, _, err) = cli_at(&endpoint, unnamed.path(), args);
+        assert!(!ok, "{args:?}: {err}");
+        assert!(
+            err.contains("2 user pools are named \"staging\"")
+                && err.contains(&staging_id)
+                && err.contains(&other_id),
+            "{args:?}: {err}"
+        );
+    }
+    assert_eq!(pools_named(&sdk, "staging").await.len(), 2);
+    // With the id, the one meant is found (and deleted, by its own name).
+    let (ok, _, err) = cli_at(&endpoint, staging.path(), &["teardown", "--yes"]);
+    assert!(ok, "{err}");
+    assert!(
+        err.contains(&format!("deleted user pool {staging_id} (\"staging\")")),
+        "{err}"
+    );
+    assert_eq!(pools_named(&sdk, "staging").await, [other_id]);
+    assert_eq!(pools_named(&sdk, "mcp-auth").await, [first_id]);
+}
+
+#[tokio::test]
+#[ignore = "needs moto (tests/run-all.sh installs it)"]
+async fn updating_the_app_client_keeps_its_other_settings() {
+    let moto = Peer::moto();
+    let (pool, client) = setup(&moto, "keep-pool");
+    let sdk = sdk(&moto).await;
+    // Settings `setup` does not make, as an administrator might have.
+    sdk.update_user_pool_client()
+        .user_pool_id(&pool)
+        .client_id(&client)
+        .auth_session_validity(12)
+        .enable_propagate_additional_user_context_data(true)
+        .refresh_token_rotation(
+            RefreshTokenRotationType::builder()
+                .feature(FeatureType::Enabled)
+                .retry_grace_period_seconds(20)
+                .build()
+                .unwrap(),
+        )
+        .analytics_configuration(
+            AnalyticsConfigurationType::builder()
+                .application_id("pinpoint-app")
+                .role_arn("arn:aws:iam::123456789012:role/analytics")
+                .external_id("external")
+                .user_data_shared(true)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+
+    // Moto keeps what an update does not name (Cognito resets it): so
+    // look at what the CLI asks for, through a recording proxy.
+    let proxy = Proxy::start(&moto, &[]);
+    let dir = workdir();
+    let runs: [&[&str]; 2] = [
+        &["--pool-name", "keep-pool", "add-resource-server"],
+        &[
+            "--pool-name",
+            "keep-pool",
+            "setup",
+            "--no-user",
+            "--server-url",
+            "https://other.example/mcp",
+        ],
+    ];
+    for args in runs {
+        let (ok, _, err) = cli_at(&proxy.url, dir.path(), args);
+        assert!(ok, "{args:?}: {err}");
+        let described = proxy
+            .exchanges("DescribeUserPoolClient")
+            .pop()
+            .unwrap()
+            .response["UserPoolClient"]
+            .clone();
+        let updates = proxy.exchanges("UpdateUserPoolClient");
+        assert_eq!(updates.len(), 1, "{args:?}");
+        let update = &updates[0].request;
+        for (k, v) in described.as_object().unwrap() {
+            // Not settings (or not the update's), or what the run changes.
+            if [
+                "ClientSecret",
+                "CreationDate",
+                "LastModifiedDate",
+                "AllowedOAuthScopes",
+                "CallbackURLs",
+            ]
+            .contains(&k.as_str())
+            {
+                continue;
+            }
+            assert_eq!(update.get(k), Some(v), "{args:?}: {k} in {update}");
+        }
+        for k in [
+            "AuthSessionValidity",
+            "RefreshTokenRotation",
+            "EnablePropagateAdditionalUserContextData",
+            "AnalyticsConfiguration",
+        ] {
+            assert!(described.get(k).is_some(), "moto returns {k}: {described}");
+        }
+        proxy.clear();
+    }
+    let c = sdk
+        .describe_user_pool_client()
+        .user_pool_id(&pool)
+        .client_id(&client)
+        .send()
+        .await
+        .unwrap();
+    let c = c.user_pool_client().unwrap();
+    assert_eq!(c.auth_session_validity(), Some(12));
+    assert_eq!(
+        c.refresh_token_rotation().map(|r| r.feature()),
+        Some(&FeatureType::Enabled)
+    );
+    assert!(
+        c.callback_urls()
+            .contains(&"https://other.example/oauth/callback".to_owned())
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs moto (tests/run-all.sh installs it)"]
+async fn a_test_user_is_left_only_with_a_password() {
+    let moto = Peer::moto();
+    let sdk = sdk(&moto).await;
+    let dir = workdir();
+    let endpoint = moto.http_url();
+    let setup_user = |email: &str, password: Option<&str>| {
+        let mut args = vec!["--pool-name", "users", "setup", "--user-email", email];
+        if let Some(p) = password {
+            args.extend(["--user-password", p]);
+        }
+        cli_at(&endpoint, dir.path(), &args)
+    };
+    let status = |pool: String, email: &'static str| {
+        let sdk = sdk.clone();
+        async move {
+            match sdk
+                .admin_get_user()
+                .user_pool_id(pool)
+                .username(email)
+                .send()
+                .await
+            {
+                Ok(u) => Some(u.user_status().unwrap().clone()),
+                Err(e) => {
+                    assert!(e.into_service_error().is_user_not_found_exception());
+                    None
+                }
+            }
+        }
+    };
+
+    // A password the pool's policy refuses: reported, and the user it was
+    // for is not kept.
+    let (ok, _, err) = setup_user(EMAIL, Some("short"));
+    assert!(!ok, "{err}");
+    assert!(
+        err.contains("set the test user's password")
+            && err.contains("password policy")
+            && err.contains("not kept"),
+        "{err}"
+    );
+    assert!(!err.contains("short"), "{err}");
+    let pool = pools_named(&sdk, "users").await.pop().unwrap();
+    assert_eq!(status(pool.clone(), EMAIL).await, None);
+    // So the next run creates it, with its password.
+    let (ok, out, err) = setup_user(EMAIL, Some(PASSWORD));
+    assert!(ok && err.contains("created test user"), "{err}");
+    assert_eq!(
+        status(pool.clone(), EMAIL).await,
+        Some(UserStatusType::Confirmed)
+    );
+    tokens(&sdk, &pool, &env_value(&out, "COGNITO_APP_CLIENT_ID")).await;
+
+    // A user waiting for its first password (created elsewhere, or left
+    // by an earlier version): without a password it is named, not passed
+    // over as fine; with one, it gets it.
+    const WAITING: &str = "waiting@example.com";
+    sdk.admin_create_user()
+        .user_pool_id(&pool)
+        .username(WAITING)
+        .message_action(MessageActionType::Suppress)
+        .send()
+        .await
+        .unwrap();
+    let (ok, _, err) = setup_user(WAITING, None);
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("no permanent password") && !err.contains("password (shown only now)"),
+        "{err}"
+    );
+    assert_eq!(
+        status(pool.clone(), WAITING).await,
+        Some(UserStatusType::ForceChangePassword)
+    );
+    let (ok, _, err) = setup_user(WAITING, Some("short"));
+    assert!(!ok && err.contains("password policy"), "{err}");
+    let (ok, _, err) = setup_user(WAITING, Some(PASSWORD));
+    assert!(ok && err.contains("set its permanent password"), "{err}");
+    assert_eq!(
+        status(pool.clone(), WAITING).await,
+        Some(UserStatusType::Confirmed)
+    );
+    // A user with its password keeps it.
+    let (ok, _, err) = setup_user(WAITING, Some("Other-Passw0rd-456!"));
+    assert!(ok && err.contains("its password is unchanged"), "{err}");
+}
+
+/// A request to moto through [`Proxy`]: its operation, and the JSON of the
+/// request and the response.
+#[derive(Debug, Clone)]
+struct Exchange {
+    operation: String,
+    request: serde_json::Value,
+    response: serde_json::Value,
+}
+
+type Log = Arc<Mutex<Vec<Exchange>>>;
+
+/// A loopback proxy in front of moto that records each request, and
+/// refuses the operations it is told to (as Cognito does a caller not
+/// allowed to call them).
+struct Proxy {
+    url: String,
+    log: Log,
+}
+
+impl Proxy {
+    fn start(moto: &Peer, refuse: &'static [&'static str]) -> Proxy {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let log = Log::default();
+        let state = (moto.http_url(), log.clone(), refuse);
+        // Its own thread and runtime: the tests block theirs on the CLI.
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                let app = axum::Router::new().fallback(forward).with_state(state);
+                axum::serve(listener, app).await.unwrap();
+            });
+        });
+        Proxy { url, log }
+    }
+
+    /// The exchanges of `operation` so far.
+    fn exchanges(&self, operation: &str) -> Vec<Exchange> {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| e.operation == operation)
+            .cloned()
+            .collect()
+    }
+
+    fn clear(&self) {
+        self.log.lock().unwrap().clear();
+    }
+}
+
+async fn forward(
+    axum::extract::State((upstream, log, refuse)): axum::extract::State<(
+        String,
+        Log,
+        &'static [&'static str],
+    )>,
+    uri: http::Uri,
+    mut headers: http::HeaderMap,
+    body: axum::body::Bytes,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let operation = headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|t| t.rsplit('.').next())
+        .unwrap_or_default()
+        .to_owned();
+    let request = serde_json::from_slice(&body).unwrap_or_default();
+    let json = |status: http::StatusCode, body: axum::body::Bytes| {
+        (
+            status,
+            [(http::header::CONTENT_TYPE, "application/x-amz-json-1.1")],
+            body,
+        )
+            .into_response()
+    };
+    if refuse.contains(&operation.as_str()) {
+        let response = serde_json::json!({
+            "__type": "NotAuthorizedException",
+            "message": "refused by the test proxy",
+        });
+        let bytes = axum::body::Bytes::from(response.to_string());
+        log.lock().unwrap().push(Exchange {
+            operation,
+            request,
+            response,
+        });
+        return json(http::StatusCode::BAD_REQUEST, bytes);
+    }
+    headers.remove(http::header::HOST);
+    headers.remove(http::header::CONTENT_LENGTH);
+    let answer = reqwest::Client::new()
+        .post(format!("{upstream}{}", uri.path()))
+        .headers(headers)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = answer.status();
+    let bytes = answer.bytes().await.unwrap();
+    log.lock().unwrap().push(Exchange {
+        operation,
+        request,
+        response: serde_json::from_slice(&bytes).unwrap_or_default(),
+    });
+    json(status, bytes)
 }
 
 /// Re-signs `token`'s claims with moto's signing key, expired an hour ago.

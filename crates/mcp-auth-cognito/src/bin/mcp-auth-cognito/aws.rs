@@ -19,34 +19,96 @@ pub(crate) fn aws<E: std::fmt::Debug>(what: &str) -> impl Fn(E) -> Error + '_ {
     }
 }
 
+/// The pool name used when none is given.
+pub(crate) const DEFAULT_POOL_NAME: &str = "mcp-auth";
+
+/// A setting's value and where it came from (`--pool-name`, `the
+/// environment`, `.env`).
+#[derive(Debug, Clone)]
+pub(crate) struct Given {
+    pub(crate) value: String,
+    pub(crate) from: String,
+}
+
 /// The user pool to work on.
 #[derive(Debug, Clone)]
 pub(crate) struct WantedPool {
-    /// Its name (`--pool-name`, `COGNITO_POOL_NAME`).
-    pub(crate) name: String,
-    /// Its id (`COGNITO_USER_POOL_ID`): wins over the name if such a pool
-    /// exists.
-    pub(crate) id: Option<String>,
+    /// Its name (`--pool-name`, `COGNITO_POOL_NAME`), if given;
+    /// [`DEFAULT_POOL_NAME`] otherwise.
+    pub(crate) name: Option<Given>,
+    /// Its id (`COGNITO_USER_POOL_ID`), if given: it must name an existing
+    /// pool, and one with the given name, if a name is given.
+    pub(crate) id: Option<Given>,
 }
 
-/// The id of the `wanted` pool, if it exists.
-pub(crate) async fn find_pool(
-    client: &Client,
-    wanted: &WantedPool,
-) -> Result<Option<String>, Error> {
-    let name = wanted.name.as_str();
+impl WantedPool {
+    /// The name to find (or create) the pool by.
+    pub(crate) fn name(&self) -> &str {
+        self.name
+            .as_ref()
+            .map_or(DEFAULT_POOL_NAME, |n| n.value.as_str())
+    }
+}
+
+/// A user pool that exists: its id and its own name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Pool {
+    pub(crate) id: String,
+    pub(crate) name: String,
+}
+
+/// The `wanted` pool, if it exists: the one with its id when an id is
+/// given (an error if there is none, or it has another name than the one
+/// given), else the only one with its name (`None` if there is none, an
+/// error if there are several).
+pub(crate) async fn find_pool(client: &Client, wanted: &WantedPool) -> Result<Option<Pool>, Error> {
     if let Some(id) = &wanted.id {
-        // An explicit id wins, if it exists.
-        if client
+        let described = match client
             .describe_user_pool()
-            .user_pool_id(id)
+            .user_pool_id(&id.value)
             .send()
             .await
-            .is_ok()
         {
-            return Ok(Some(id.clone()));
+            Ok(d) => d,
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_resource_not_found_exception()) =>
+            {
+                let region = client
+                    .config()
+                    .region()
+                    .map_or_else(|| "this region".to_owned(), ToString::to_string);
+                return Err(Error::Usage(format!(
+                    "COGNITO_USER_POOL_ID {} (from {}) names no user pool in {region}; nothing done (unset it to find or create the pool named {:?})",
+                    id.value,
+                    id.from,
+                    wanted.name()
+                )));
+            }
+            Err(e) => {
+                return Err(aws(&format!("describe user pool {}", id.value))(e));
+            }
+        };
+        let real = described
+            .user_pool()
+            .and_then(|p| p.name())
+            .unwrap_or_default()
+            .to_owned();
+        if let Some(name) = &wanted.name
+            && name.value != real
+        {
+            return Err(Error::Usage(format!(
+                "COGNITO_USER_POOL_ID {} (from {}) is the user pool {real:?}, not {:?} (from {}); nothing done: unset one of them",
+                id.value, id.from, name.value, name.from
+            )));
         }
+        return Ok(Some(Pool {
+            id: id.value.clone(),
+            name: real,
+        }));
     }
+    let name = wanted.name();
+    let mut ids = Vec::new();
     let mut next = None;
     loop {
         let page = client
@@ -56,15 +118,28 @@ pub(crate) async fn find_pool(
             .send()
             .await
             .map_err(aws("list user pools"))?;
-        for p in page.user_pools() {
-            if p.name() == Some(name) {
-                return Ok(p.id().map(str::to_owned));
-            }
-        }
+        ids.extend(
+            page.user_pools()
+                .iter()
+                .filter(|p| p.name() == Some(name))
+                .filter_map(|p| p.id().map(str::to_owned)),
+        );
         next = page.next_token().map(str::to_owned);
         if next.is_none() {
-            return Ok(None);
+            break;
         }
+    }
+    match ids.as_slice() {
+        [] => Ok(None),
+        [id] => Ok(Some(Pool {
+            id: id.clone(),
+            name: name.to_owned(),
+        })),
+        _ => Err(Error::Usage(format!(
+            "{} user pools are named {name:?} ({}); nothing done: set COGNITO_USER_POOL_ID to the one meant",
+            ids.len(),
+            ids.join(", ")
+        ))),
     }
 }
 

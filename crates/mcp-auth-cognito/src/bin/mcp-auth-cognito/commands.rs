@@ -7,14 +7,14 @@ use aws_sdk_cognitoidentityprovider::{
     Client,
     types::{
         AttributeType, ExplicitAuthFlowsType, MessageActionType, OAuthFlowType, PasswordPolicyType,
-        ResourceServerScopeType, UserPoolClientType, UserPoolPolicyType, UsernameAttributeType,
-        VerifiedAttributeType,
+        ResourceServerScopeType, UserPoolClientType, UserPoolPolicyType, UserStatusType,
+        UsernameAttributeType, VerifiedAttributeType,
     },
 };
 
 use crate::{
     Error,
-    aws::{WantedPool, aws, find_client, find_pool},
+    aws::{Pool, WantedPool, aws, find_client, find_pool},
 };
 
 const CALLBACKS: [&str; 2] = [
@@ -92,8 +92,9 @@ impl FacadeCallback {
 }
 
 /// An `UpdateUserPoolClient` request that keeps every setting of `app`:
-/// the API resets every field it is not given. Callers override what they
-/// change.
+/// the API resets every field it is not given, so each one it accepts is
+/// copied from `app` (as `DescribeUserPoolClient` returned it). Callers
+/// override what they change.
 fn keep_client(
     client: &Client,
     pool: &str,
@@ -124,6 +125,12 @@ fn keep_client(
         .set_allowed_o_auth_flows_user_pool_client(app.allowed_o_auth_flows_user_pool_client())
         .set_prevent_user_existence_errors(app.prevent_user_existence_errors().cloned())
         .set_enable_token_revocation(app.enable_token_revocation())
+        .set_enable_propagate_additional_user_context_data(
+            app.enable_propagate_additional_user_context_data(),
+        )
+        .set_auth_session_validity(app.auth_session_validity())
+        .set_refresh_token_rotation(app.refresh_token_rotation().cloned())
+        .set_analytics_configuration(app.analytics_configuration().cloned())
 }
 
 fn warn(msg: &str) {
@@ -150,11 +157,11 @@ pub(crate) async fn setup(
     domain_prefix: Option<String>,
     user: Option<(String, Option<String>)>,
 ) -> Result<(), Error> {
-    let pool_name = wanted.name.as_str();
+    let pool_name = wanted.name();
     let pool = match find_pool(client, wanted).await? {
-        Some(id) => {
-            eprintln!("user pool {pool_name:?} exists: {id}");
-            id
+        Some(found) => {
+            eprintln!("user pool {:?} exists: {}", found.name, found.id);
+            found.id
         }
         None => {
             let policy = PasswordPolicyType::builder()
@@ -332,22 +339,44 @@ pub(crate) async fn setup(
     Ok(())
 }
 
+/// Creates the test user `email` with a permanent `password` (generated
+/// and printed once when `None`). An existing user is kept as it is, but
+/// one still waiting for its first password (`FORCE_CHANGE_PASSWORD`: no
+/// one can log in as it) gets `password`, if given. A user this run
+/// created but could not give its password is deleted again.
 async fn ensure_user(
     client: &Client,
     pool: &str,
     email: &str,
     password: Option<String>,
 ) -> Result<(), Error> {
-    if client
+    match client
         .admin_get_user()
         .user_pool_id(pool)
         .username(email)
         .send()
         .await
-        .is_ok()
     {
-        eprintln!("test user {email} exists (its password is unchanged)");
-        return Ok(());
+        Ok(user) => {
+            let waiting = user.user_status() == Some(&UserStatusType::ForceChangePassword);
+            match password {
+                Some(password) if waiting => {
+                    set_password(client, pool, email, &password)
+                        .await
+                        .map_err(aws("set the test user's password"))?;
+                    eprintln!("test user {email} exists; set its permanent password");
+                }
+                None if waiting => warn(&format!(
+                    "test user {email} exists but has no permanent password (FORCE_CHANGE_PASSWORD): run setup again with --user-password to set one"
+                )),
+                _ => eprintln!("test user {email} exists (its password is unchanged)"),
+            }
+            return Ok(());
+        }
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_user_not_found_exception()) => {}
+        Err(e) => return Err(aws("look up the test user")(e)),
     }
     let (password, generated) = match password {
         Some(p) => (p, false),
@@ -375,20 +404,54 @@ async fn ensure_user(
         .send()
         .await
         .map_err(aws("create test user"))?;
-    client
-        .admin_set_user_password()
-        .user_pool_id(pool)
-        .username(email)
-        .password(&password)
-        .permanent(true)
-        .send()
-        .await
-        .map_err(aws("set the test user's password"))?;
+    if let Err(e) = set_password(client, pool, email, &password).await {
+        let (Error::Aws(why) | Error::Usage(why)) = aws("set the test user's password")(e);
+        // Without its password no one could log in as it, and a rerun
+        // would find it and leave it so.
+        return Err(
+            match client
+                .admin_delete_user()
+                .user_pool_id(pool)
+                .username(email)
+                .send()
+                .await
+            {
+                Ok(_) => Error::Aws(format!("{why} (the test user {email} was not kept)")),
+                Err(d) => Error::Aws(format!(
+                    "{why}; the test user {email} was created without it and could not be deleted ({}): delete it, or run setup again with a valid --user-password",
+                    aws::<_>("delete test user")(d)
+                )),
+            },
+        );
+    }
     eprintln!("created test user {email}");
     if generated {
         eprintln!("  password (shown only now): {password}");
     }
     Ok(())
+}
+
+/// Sets `email`'s permanent password.
+async fn set_password(
+    client: &Client,
+    pool: &str,
+    email: &str,
+    password: &str,
+) -> Result<
+    (),
+    aws_sdk_cognitoidentityprovider::error::SdkError<
+        aws_sdk_cognitoidentityprovider::operation::admin_set_user_password::AdminSetUserPasswordError,
+    >,
+>{
+    client
+        .admin_set_user_password()
+        .user_pool_id(pool)
+        .username(email)
+        .password(password)
+        .permanent(true)
+        .send()
+        .await
+        .map(|_| ())
 }
 
 pub(crate) async fn add_resource_server(
@@ -529,9 +592,12 @@ pub(crate) async fn status(
     region: &str,
     wanted: &WantedPool,
 ) -> Result<(), Error> {
-    let pool_name = wanted.name.as_str();
-    let Some(pool) = find_pool(client, wanted).await? else {
-        println!("no user pool named {pool_name:?} in {region}");
+    let Some(Pool {
+        id: pool,
+        name: pool_name,
+    }) = find_pool(client, wanted).await?
+    else {
+        println!("no user pool named {:?} in {region}", wanted.name());
         return Ok(());
     };
     let described = client
@@ -541,7 +607,7 @@ pub(crate) async fn status(
         .await
         .map_err(aws("describe user pool"))?;
     let p = described.user_pool();
-    println!("user pool   {pool} ({pool_name})");
+    println!("user pool   {pool} ({pool_name:?})");
     println!(
         "issuer      {}",
         mcp_auth_cognito::issuer_for(region, &pool)
@@ -585,9 +651,12 @@ pub(crate) async fn status(
 }
 
 pub(crate) async fn teardown(client: &Client, wanted: &WantedPool, yes: bool) -> Result<(), Error> {
-    let pool_name = wanted.name.as_str();
-    let Some(pool) = find_pool(client, wanted).await? else {
-        eprintln!("no user pool named {pool_name:?}; nothing to delete");
+    let Some(Pool {
+        id: pool,
+        name: pool_name,
+    }) = find_pool(client, wanted).await?
+    else {
+        eprintln!("no user pool named {:?}; nothing to delete", wanted.name());
         return Ok(());
     };
     if !yes {
@@ -597,7 +666,7 @@ pub(crate) async fn teardown(client: &Client, wanted: &WantedPool, yes: bool) ->
             ));
         }
         eprint!(
-            "delete user pool {pool} ({pool_name}) with all its users? type its id to confirm: "
+            "delete user pool {pool} ({pool_name:?}) with all its users? type its id to confirm: "
         );
         let _ = std::io::stderr().flush();
         let mut line = String::new();
@@ -634,13 +703,120 @@ pub(crate) async fn teardown(client: &Client, wanted: &WantedPool, yes: bool) ->
         .send()
         .await
         .map_err(aws("delete user pool"))?;
-    eprintln!("deleted user pool {pool} ({pool_name})");
+    eprintln!("deleted user pool {pool} ({pool_name:?})");
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
+    use aws_sdk_cognitoidentityprovider::{
+        config::{BehaviorVersion, Region},
+        types::{
+            AnalyticsConfigurationType, FeatureType, PreventUserExistenceErrorTypes,
+            RefreshTokenRotationType, TimeUnitsType, TokenValidityUnitsType,
+        },
+    };
+
     use super::*;
+
+    /// An app client with every setting set (to something other than
+    /// Cognito's default).
+    fn every_setting() -> UserPoolClientType {
+        UserPoolClientType::builder()
+            .user_pool_id("eu-west-1_Pool")
+            .client_id("client")
+            .client_name("mcp-auth-client")
+            .client_secret("secret")
+            .refresh_token_validity(7)
+            .access_token_validity(2)
+            .id_token_validity(3)
+            .token_validity_units(
+                TokenValidityUnitsType::builder()
+                    .access_token(TimeUnitsType::Hours)
+                    .id_token(TimeUnitsType::Hours)
+                    .refresh_token(TimeUnitsType::Days)
+                    .build(),
+            )
+            .read_attributes("email")
+            .write_attributes("name")
+            .explicit_auth_flows(ExplicitAuthFlowsType::AllowUserSrpAuth)
+            .supported_identity_providers("COGNITO")
+            .callback_urls("https://mcp.example.com/oauth/callback")
+            .logout_urls("https://mcp.example.com/")
+            .default_redirect_uri("https://mcp.example.com/oauth/callback")
+            .allowed_o_auth_flows(OAuthFlowType::Code)
+            .allowed_o_auth_scopes("openid")
+            .allowed_o_auth_flows_user_pool_client(true)
+            .analytics_configuration(
+                AnalyticsConfigurationType::builder()
+                    .application_id("app")
+                    .application_arn("arn:aws:mobiletargeting:eu-west-1:1:apps/app")
+                    .role_arn("arn:aws:iam::1:role/analytics")
+                    .external_id("external")
+                    .user_data_shared(true)
+                    .build(),
+            )
+            .prevent_user_existence_errors(PreventUserExistenceErrorTypes::Enabled)
+            .enable_token_revocation(false)
+            .enable_propagate_additional_user_context_data(true)
+            .auth_session_validity(15)
+            .refresh_token_rotation(
+                RefreshTokenRotationType::builder()
+                    .feature(FeatureType::Enabled)
+                    .retry_grace_period_seconds(10)
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+    }
+
+    #[test]
+    fn keep_client_passes_every_setting_the_update_accepts() {
+        let client = Client::from_conf(
+            aws_sdk_cognitoidentityprovider::Config::builder()
+                .behavior_version(BehaviorVersion::latest())
+                .region(Region::new("eu-west-1"))
+                .build(),
+        );
+        let app = every_setting();
+        let update = keep_client(&client, "eu-west-1_Pool", &app);
+        // UpdateUserPoolClient resets what it is not given: no field of
+        // the request may be left unset (this also catches fields a newer
+        // SDK adds).
+        let shown = format!("{:?}", update.as_input());
+        assert!(!shown.contains("None"), "{shown}");
+        assert_eq!(update.get_client_id().as_deref(), Some("client"));
+        assert_eq!(
+            update.get_auth_session_validity(),
+            &app.auth_session_validity()
+        );
+        assert_eq!(
+            update.get_refresh_token_rotation().as_ref(),
+            app.refresh_token_rotation()
+        );
+        assert_eq!(
+            update.get_enable_propagate_additional_user_context_data(),
+            &app.enable_propagate_additional_user_context_data()
+        );
+        assert_eq!(
+            update.get_analytics_configuration().as_ref(),
+            app.analytics_configuration()
+        );
+        assert_eq!(
+            update.get_token_validity_units().as_ref(),
+            app.token_validity_units()
+        );
+        assert_eq!(
+            update.get_prevent_user_existence_errors().as_ref(),
+            app.prevent_user_existence_errors()
+        );
+        assert_eq!(update.get_enable_token_revocation(), &Some(false));
+        assert_eq!(update.get_refresh_token_validity(), &Some(7));
+        assert_eq!(
+            update.get_default_redirect_uri().as_deref(),
+            app.default_redirect_uri()
+        );
+    }
 
     fn callback(server: Option<&str>, cb: Option<&str>) -> Result<FacadeCallback, Error> {
         FacadeCallback::from_settings(server.map(str::to_owned), cb.map(str::to_owned))

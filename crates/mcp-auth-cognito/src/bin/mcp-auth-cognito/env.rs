@@ -26,21 +26,24 @@ pub(crate) const KNOWN: &[&str] = &[
     "COGNITO_RESOURCE_SCOPES",
 ];
 
-/// The merged settings, by variable name.
+/// The merged settings, by variable name, with where each came from.
 #[derive(Debug)]
-pub(crate) struct Settings(HashMap<String, String>);
+pub(crate) struct Settings {
+    values: HashMap<String, String>,
+    origins: HashMap<String, String>,
+}
 
 impl Settings {
     /// Merges `cli`'s flags over `env` over the `.env` file at `dotenv` (a
     /// missing file is no error). Each flag stands for the variable its
     /// help names: `--region` for `COGNITO_REGION`, and so on.
     pub(crate) fn load(cli: &Cli, dotenv: &Path, env: &dyn Lookup) -> Result<Self, ConfigError> {
-        let sources = Sources::new(KNOWN)
-            .dotenv_file(dotenv)
-            .env(env)
-            .flag("COGNITO_REGION", cli.region.clone())
-            .flag("COGNITO_POOL_NAME", cli.pool_name.clone());
-        let sources = match &cli.command {
+        // (variable, flag, value)
+        let mut flags: Vec<(&'static str, &'static str, Option<String>)> = vec![
+            ("COGNITO_REGION", "--region", cli.region.clone()),
+            ("COGNITO_POOL_NAME", "--pool-name", cli.pool_name.clone()),
+        ];
+        match &cli.command {
             Command::Setup {
                 domain_prefix,
                 user_email,
@@ -48,26 +51,72 @@ impl Settings {
                 server_url,
                 callback_url,
                 ..
-            } => sources
-                .flag("COGNITO_DOMAIN_PREFIX", domain_prefix.clone())
-                .flag("COGNITO_TEST_USER_EMAIL", user_email.clone())
-                .flag("COGNITO_TEST_USER_PASSWORD", user_password.clone())
-                .flag("MCP_SERVER_URL", server_url.clone())
-                .flag("MCP_OAUTH_CALLBACK_URL", callback_url.clone()),
+            } => flags.extend([
+                (
+                    "COGNITO_DOMAIN_PREFIX",
+                    "--domain-prefix",
+                    domain_prefix.clone(),
+                ),
+                (
+                    "COGNITO_TEST_USER_EMAIL",
+                    "--user-email",
+                    user_email.clone(),
+                ),
+                (
+                    "COGNITO_TEST_USER_PASSWORD",
+                    "--user-password",
+                    user_password.clone(),
+                ),
+                ("MCP_SERVER_URL", "--server-url", server_url.clone()),
+                (
+                    "MCP_OAUTH_CALLBACK_URL",
+                    "--callback-url",
+                    callback_url.clone(),
+                ),
+            ]),
             Command::AddResourceServer {
                 server_url, scopes, ..
-            } => sources
-                .flag("MCP_SERVER_URL", server_url.clone())
-                .flag("COGNITO_RESOURCE_SCOPES", scopes.clone()),
-            Command::Status | Command::Teardown { .. } => sources,
-        };
-        sources.merge().map(Self)
+            } => flags.extend([
+                ("MCP_SERVER_URL", "--server-url", server_url.clone()),
+                ("COGNITO_RESOURCE_SCOPES", "--scopes", scopes.clone()),
+            ]),
+            Command::Status | Command::Teardown { .. } => {}
+        }
+        let mut sources = Sources::new(KNOWN).dotenv_file(dotenv).env(env);
+        for (name, _, value) in &flags {
+            sources = sources.flag(name, value.clone());
+        }
+        let values = sources.merge()?;
+        // The same precedence as the merge: a flag (if not blank), the
+        // environment (if not blank), else `.env`.
+        let origins = values
+            .keys()
+            .map(|name| {
+                let flag = flags.iter().find(|(n, _, v)| {
+                    n == name && v.as_deref().is_some_and(|v| !v.trim().is_empty())
+                });
+                let from = match flag {
+                    Some((_, flag, _)) => (*flag).to_owned(),
+                    None if env.get(name).is_some() => "the environment".to_owned(),
+                    None => dotenv.display().to_string(),
+                };
+                (name.clone(), from)
+            })
+            .collect();
+        Ok(Self { values, origins })
     }
 
     /// The setting `name` (one of [`KNOWN`]), if set and not blank.
     pub(crate) fn get(&self, name: &str) -> Option<String> {
         debug_assert!(KNOWN.contains(&name), "{name} is not in KNOWN");
-        Lookup::get(&self.0, name)
+        Lookup::get(&self.values, name)
+    }
+
+    /// Where the setting `name` came from, if it is set: its flag
+    /// (`--pool-name`), `the environment`, or the `.env` file's path.
+    pub(crate) fn origin(&self, name: &str) -> Option<&str> {
+        self.get(name)?;
+        self.origins.get(name).map(String::as_str)
     }
 }
 
@@ -141,7 +190,15 @@ mod tests {
             s.get("COGNITO_USER_POOL_ID").as_deref(),
             Some("eu-west-1_Dotenv")
         );
-        assert!(!s.0.contains_key("UNRELATED"));
+        assert!(!s.values.contains_key("UNRELATED"));
+        assert_eq!(s.origin("COGNITO_REGION"), Some("--region"));
+        assert_eq!(s.origin("COGNITO_POOL_NAME"), Some("the environment"));
+        let shown = dotenv.display().to_string();
+        assert_eq!(s.origin("COGNITO_USER_POOL_ID"), Some(shown.as_str()));
+        // Blank in the environment: `.env`'s value, and so its origin.
+        assert_eq!(s.origin("MCP_SERVER_URL"), Some(shown.as_str()));
+        assert_eq!(s.origin("COGNITO_RESOURCE_SCOPES"), Some("--scopes"));
+        assert_eq!(s.origin("COGNITO_DOMAIN_PREFIX"), None);
 
         // Without flags the environment wins; a subcommand's flags only
         // count for it.

@@ -18,7 +18,7 @@ use mcp_auth_core::settings::ProcessEnv;
 
 use crate::{
     args::{Cli, Command},
-    aws::{WantedPool, find_pool},
+    aws::{Given, WantedPool, find_pool},
     env::Settings,
 };
 
@@ -54,9 +54,15 @@ async fn run(cli: Cli) -> Result<(), Error> {
         .load()
         .await;
     let client = Client::new(&conf);
+    let given = |name: &str| {
+        setting(name).map(|value| Given {
+            value,
+            from: settings.origin(name).unwrap_or("settings").to_owned(),
+        })
+    };
     let wanted = WantedPool {
-        name: setting("COGNITO_POOL_NAME").unwrap_or_else(|| "mcp-auth".to_owned()),
-        id: setting("COGNITO_USER_POOL_ID"),
+        name: given("COGNITO_POOL_NAME"),
+        id: given("COGNITO_USER_POOL_ID"),
     };
     match cli.command {
         // The subcommands' flags are in `settings` (they win there).
@@ -98,10 +104,10 @@ async fn run(cli: Cli) -> Result<(), Error> {
             let pool = find_pool(&client, &wanted).await?.ok_or_else(|| {
                 Error::Usage(format!(
                     "no user pool named {:?}: run setup first",
-                    wanted.name
+                    wanted.name()
                 ))
             })?;
-            commands::add_resource_server(&client, &pool, &client_name, &url, &scopes).await
+            commands::add_resource_server(&client, &pool.id, &client_name, &url, &scopes).await
         }
         Command::Status => commands::status(&client, &region, &wanted).await,
         Command::Teardown { yes } => commands::teardown(&client, &wanted, yes).await,
