@@ -19,6 +19,12 @@ const ADMIN_CALL: &str = r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","param
 const INITIALIZED: &str = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
 
 fn verify(files: &[&std::path::Path]) -> (bool, String) {
+    let (code, out) = verify_code(files);
+    (code == Some(0), out)
+}
+
+/// `audit verify FILES`: its exit code and what it printed.
+fn verify_code(files: &[&std::path::Path]) -> (Option<i32>, String) {
     let dir = tempdir();
     let out = command(dir.path(), &[])
         .arg("audit")
@@ -28,7 +34,7 @@ fn verify(files: &[&std::path::Path]) -> (bool, String) {
         .output()
         .unwrap();
     (
-        out.status.success(),
+        out.status.code(),
         format!(
             "{}{}",
             String::from_utf8_lossy(&out.stdout),
@@ -62,14 +68,37 @@ async fn wait_for(path: &std::path::Path, n: usize) -> Vec<Value> {
 fn audited(extra: &[(&str, &str)]) -> (tempfile::TempDir, std::path::PathBuf, Server) {
     let logs = tempdir();
     let log = logs.path().join("audit.jsonl");
+    let s = audited_at(&log, extra);
+    (logs, log, s)
+}
+
+/// As `audited`, the audit log at `log`.
+fn audited_at(log: &std::path::Path, extra: &[(&str, &str)]) -> Server {
     let keys = format!("ops-bot:{OPS}:admin, ci-bot:{CI}");
     let mut env = vec![
         ("MCP_API_KEYS", keys.as_str()),
         ("MCP_AUDIT_LOG", log.to_str().unwrap()),
     ];
     env.extend_from_slice(extra);
-    let s = Server::start(&env);
-    (logs, log, s)
+    Server::start(&env)
+}
+
+/// Stops the server as a service manager does (SIGTERM) and waits for it.
+async fn stop(mut s: Server) {
+    let pid = s.child.id().to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    for _ in 0..300 {
+        if let Some(code) = s.child.try_wait().unwrap() {
+            assert!(code.success(), "{code:?}: {}", s.stderr());
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("the server did not stop: {}", s.stderr());
 }
 
 /// Issue #17: every decision of a known sequence, exactly: refused without
@@ -639,4 +668,99 @@ async fn a_session_ends_once_and_only_the_delete_that_ended_it_says_so() {
         (&ends[0]["decision"], &ends[0]["status"]),
         (&"allow".into(), &204.into())
     );
+}
+
+/// Rotation while the server is stopped (logrotate renames the log and,
+/// with `create`, makes an empty one; or the server restarts before writing
+/// to the new file): the new file's first record names the old file's last
+/// one, from the chain's head kept beside the log, so `audit verify old
+/// new` passes.
+#[tokio::test]
+async fn a_log_rotated_while_the_server_was_stopped_verifies_across_the_restart() {
+    let logs = tempdir();
+    let log = logs.path().join("audit.jsonl");
+    let http = reqwest::Client::new();
+    let mut files = Vec::new();
+    for (round, create) in [(1, true), (2, false)] {
+        let s = audited_at(&log, &[]);
+        let r = post(&http, &s.url(), INIT).send().await.unwrap();
+        assert_eq!(r.status(), 401);
+        let r = post(&http, &s.url(), INIT).send().await.unwrap();
+        assert_eq!(r.status(), 401);
+        wait_for(&log, 2).await;
+        stop(s).await;
+        let rotated = logs.path().join(format!("audit.jsonl.{round}"));
+        std::fs::rename(&log, &rotated).unwrap();
+        if create {
+            std::fs::File::create(&log).unwrap();
+        }
+        files.push(rotated);
+    }
+    let s = audited_at(&log, &[]);
+    let r = post(&http, &s.url(), INIT).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let got = wait_for(&log, 1).await;
+    assert_eq!(got[0]["seq"], 4, "{got:?}");
+    files.push(log.clone());
+    let paths: Vec<&std::path::Path> = files.iter().map(|p| p.as_path()).collect();
+    let (code, out) = verify_code(&paths);
+    assert!(code == Some(0) && out.contains("ok: 5 records"), "{out}");
+    // The head beside the log: hidden (out of `*` and `*.jsonl` globs), 0600.
+    let head = logs.path().join(".audit.jsonl.chain");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&head).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
+
+/// `audit verify`'s exit codes: 1 a verdict (broken, or no record at all:
+/// a wiped log does not pass), 2 no verdict (a file missing, a directory);
+/// one endless line (`/dev/zero`, a NUL-filled end) is named without
+/// reading all of it; a forged `seq` of u64::MAX is a broken record.
+#[tokio::test]
+async fn audit_verify_fails_an_empty_log_and_says_when_it_gave_no_verdict() {
+    let dir = tempdir();
+    let empty = dir.path().join("empty.jsonl");
+    std::fs::write(&empty, "").unwrap();
+    let (code, out) = verify_code(&[&empty]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("no audit record"), "{out}");
+    assert_eq!(out.lines().count(), 1, "{out}");
+
+    let missing = dir.path().join("missing.jsonl");
+    for path in [missing.as_path(), dir.path()] {
+        let (code, out) = verify_code(&[path]);
+        assert_eq!(code, Some(2), "{out}");
+        assert!(out.contains("not a verdict on the chain"), "{out}");
+    }
+
+    let (code, out) = verify_code(&[std::path::Path::new("/dev/zero")]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("line 1") && out.contains("longer than"),
+        "{out}"
+    );
+
+    let (_logs, log, s) = audited(&[]);
+    let r = post(&reqwest::Client::new(), &s.url(), INIT)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let got = wait_for(&log, 1).await;
+    drop(s);
+    let mut text = std::fs::read(&log).unwrap();
+    text.extend(std::iter::repeat_n(0u8, 3 << 20));
+    let nul = dir.path().join("nul.jsonl");
+    std::fs::write(&nul, &text).unwrap();
+    let (code, out) = verify_code(&[&nul]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("line 2") && out.contains("NUL"), "{out}");
+
+    let mut forged = got[0].clone();
+    forged["seq"] = u64::MAX.into();
+    let line = forged.to_string();
+    std::fs::write(&nul, format!("{line}\n{line}\n")).unwrap();
+    let (code, out) = verify_code(&[&nul]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("line 1"), "{out}");
 }

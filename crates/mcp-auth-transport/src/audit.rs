@@ -43,7 +43,11 @@
 //! hashes it and writes what gathered in one write. It continues the chain of the file it opens (the hash of
 //! its last line), and across rotation: when the file is renamed away
 //! (logrotate's default), the next record goes to a new file at the same
-//! path whose first record names the old file's last one.
+//! path whose first record names the old file's last one. The chain's head
+//! (the next `seq` and the hash of the last line) is also kept beside the
+//! log, in `.<name>.chain` (see [`AuditLog::open`]), so a log that is missing
+//! or empty when the writer starts (rotated while the server was stopped, or
+//! before it wrote again) continues the chain too.
 
 use std::{
     fs::{File, OpenOptions},
@@ -501,6 +505,9 @@ enum Target {
         path: PathBuf,
         file: File,
         checked: Instant,
+        /// The chain's head beside the log (none when it could not be
+        /// opened).
+        head: Option<HeadFile>,
     },
     /// A writer that fails on demand (tests).
     #[cfg(test)]
@@ -510,18 +517,45 @@ enum Target {
 impl AuditLog {
     /// Appends to `target`: a file path (created 0600 when missing), or
     /// `stdout` / `-`. A file's chain continues from its last line.
+    ///
+    /// Beside a file, in the same directory, the chain's head (the next
+    /// `seq` and the hash of the last line written) is kept in
+    /// `.<file name>.chain` (created 0600; hidden, so the globs that
+    /// rotate the log, `*.jsonl` or `*`, leave it alone), rewritten in place
+    /// after each batch the log takes. When the file is missing or holds no
+    /// record (rotated away before the server wrote to the new one), the
+    /// chain goes on from that head; when the file has records, its last
+    /// line is the head, whatever the side file says. A side file that
+    /// cannot be read is reported (a warning) and the chain starts anew, as
+    /// without one.
+    ///
+    /// Fails when the file's last line is not a record this log can follow
+    /// (a torn line, NUL bytes left by a crash, a line over 1 MiB): `audit
+    /// verify` names it.
     pub fn open(target: &str) -> std::io::Result<Self> {
         let (target, prev, seq) = if target == "stdout" || target == "-" {
             (Target::Stdout, GENESIS.to_owned(), 0)
         } else {
             let path = PathBuf::from(target);
-            let (prev, seq) = chain_tail(&path)?;
+            let side = head_path(&path);
+            let (prev, seq) = match (chain_tail(&path)?, side.as_deref()) {
+                (Some((prev, seq)), side) => {
+                    if let Some(side) = side {
+                        compare_head(side, &prev, seq);
+                    }
+                    (prev, seq)
+                }
+                (None, Some(side)) => resume_from_head(side).unwrap_or((GENESIS.to_owned(), 0)),
+                (None, None) => (GENESIS.to_owned(), 0),
+            };
             let file = open_append(&path)?;
+            let head = side.and_then(|side| HeadFile::open(side, seq, prev.as_bytes()));
             (
                 Target::File {
                     path,
                     file,
                     checked: Instant::now(),
+                    head,
                 },
                 prev,
                 seq,
@@ -967,31 +1001,265 @@ fn open_append(path: &Path) -> std::io::Result<File> {
     opts.open(path)
 }
 
-/// The hash of a file's last line and the next `seq` (the genesis when the
-/// file is missing or empty).
-fn chain_tail(path: &Path) -> std::io::Result<(String, u64)> {
+/// The longest line a log's reader takes for a record: far above the
+/// largest record the log writes (its fields come from a token of at most
+/// 16 KiB, an introspection answer of at most 64 KiB and a refusal body of
+/// at most 16 KiB; method, tool and session id are cut shorter), so a
+/// longer line is not one of its records, and reading one stops there
+/// rather than holding all of it (`audit verify /dev/zero`).
+const MAX_LINE: usize = 1024 * 1024;
+
+/// The hash of a file's last line and the next `seq`; `None` when the file
+/// is missing or holds no record. The last line is read from the last
+/// [`MAX_LINE`] bytes (and a bit): one longer, NUL bytes (what a crash can
+/// leave at a file's end), a torn line, or a `seq` that cannot be followed
+/// is an error, never a guess at where the chain goes on.
+fn chain_tail(path: &Path) -> std::io::Result<Option<(String, u64)>> {
     let mut file = match File::open(path) {
         Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((GENESIS.into(), 0)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
+    // A line of MAX_LINE bytes, its newline and the newline before it.
+    let window = MAX_LINE as u64 + 2;
     let len = file.metadata()?.len();
-    let start = len.saturating_sub(64 * 1024);
+    let start = len.saturating_sub(window);
     file.seek(SeekFrom::Start(start))?;
     let mut tail = Vec::new();
-    file.read_to_end(&mut tail)?;
-    let Some(last) = tail.split(|b| *b == b'\n').rev().find(|l| !l.is_empty()) else {
-        return Ok((GENESIS.into(), 0));
+    file.take(window).read_to_end(&mut tail)?;
+    let not_a_record = |why: String| {
+        std::io::Error::other(format!(
+            "the last line of {} is not an audit record ({why}): `mcp-auth-server audit verify` \
+             names it; keep a copy, then cut the file after its last record or move it aside",
+            path.display()
+        ))
     };
-    let seq = serde_json::from_slice::<AuditRecord>(last)
-        .map(|r| r.seq + 1)
-        .map_err(|e| {
-            std::io::Error::other(format!(
-                "the last line of {} is not an audit record: {e}",
-                path.display()
-            ))
-        })?;
-    Ok((to_hex(&Sha256::digest(last)), seq))
+    let end = tail.iter().rposition(|b| *b != b'\n').map_or(0, |i| i + 1);
+    let body = &tail[..end];
+    let last = match body.iter().rposition(|b| *b == b'\n') {
+        Some(i) => &body[i + 1..],
+        // The whole file.
+        None if start == 0 => body,
+        // No line starts in the window: the last one is longer.
+        None => body,
+    };
+    if last.is_empty() && start == 0 {
+        return Ok(None);
+    }
+    if last.is_empty() || last.len() > MAX_LINE {
+        return Err(not_a_record(format!(
+            "longer than {MAX_LINE} bytes{}",
+            nul_note(last)
+        )));
+    }
+    if last.contains(&0) {
+        return Err(not_a_record(format!("a torn line{}", nul_note(last))));
+    }
+    let record =
+        serde_json::from_slice::<AuditRecord>(last).map_err(|e| not_a_record(e.to_string()))?;
+    let seq = record
+        .seq
+        .checked_add(1)
+        .ok_or_else(|| not_a_record(format!("seq {}: no record can follow it", record.seq)))?;
+    Ok(Some((to_hex(&Sha256::digest(last)), seq)))
+}
+
+/// Where the chain's head of the log at `log` is kept: `.<name>.chain`
+/// beside it (`None` for a path without a file name).
+fn head_path(log: &Path) -> Option<PathBuf> {
+    let name = log.file_name()?;
+    let mut side = std::ffi::OsString::from(".");
+    side.push(name);
+    side.push(".chain");
+    Some(log.with_file_name(side))
+}
+
+/// A chain head's text: `audit-chain next=<20 digits> prev=<64 hex>` and a
+/// newline, always this long, so it is rewritten in place with one write.
+const HEAD_LEN: usize = "audit-chain next=".len() + 20 + " prev=".len() + 64 + 1;
+
+/// The head `seq`, `prev` (the hex hash of the last line) as the side file
+/// holds it.
+fn encode_head(seq: u64, prev: &[u8]) -> [u8; HEAD_LEN] {
+    let mut out = [b'0'; HEAD_LEN];
+    let mut at = 0;
+    let mut put = |bytes: &[u8]| {
+        let end = (at + bytes.len()).min(HEAD_LEN);
+        out[at..end].copy_from_slice(&bytes[..end - at]);
+        at = end;
+    };
+    put(b"audit-chain next=");
+    let mut digits = Vec::with_capacity(20);
+    push_u64(&mut digits, seq);
+    put(&[b'0'; 20][..20usize.saturating_sub(digits.len())]);
+    put(&digits);
+    put(b" prev=");
+    put(prev);
+    put(b"\n");
+    out
+}
+
+/// The side file's head, `(prev, next seq)`, if `bytes` is one exactly.
+fn parse_head(bytes: &[u8]) -> Option<(String, u64)> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    let rest = text.strip_prefix("audit-chain next=")?.strip_suffix('\n')?;
+    let (seq, prev) = rest.split_once(" prev=")?;
+    if seq.len() != 20 || !seq.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    // No record can follow u64::MAX: not a head this log wrote.
+    let seq = seq.parse::<u64>().ok().filter(|s| *s < u64::MAX)?;
+    if prev.len() != 64 || !prev.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return None;
+    }
+    Some((prev.to_owned(), seq))
+}
+
+/// The head kept in `side`: `Ok(None)` when there is none.
+fn read_head(side: &Path) -> std::io::Result<Option<(String, u64)>> {
+    let file = match File::open(side) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut bytes = Vec::with_capacity(HEAD_LEN + 1);
+    file.take(HEAD_LEN as u64 + 1).read_to_end(&mut bytes)?;
+    parse_head(&bytes).map(Some).ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "not an audit chain head (`audit-chain next=<seq> prev=<hash>`)",
+        )
+    })
+}
+
+/// The head to go on from for a log that is missing or empty: the side
+/// file's, or none (a new chain), with a warning when it cannot be read.
+fn resume_from_head(side: &Path) -> Option<(String, u64)> {
+    match read_head(side) {
+        Ok(Some((prev, seq))) => {
+            if seq > 0 {
+                tracing::info!(
+                    head = %side.display(),
+                    seq,
+                    "the audit log is empty or missing (rotated?): its chain goes on from the head kept beside it"
+                );
+            }
+            Some((prev, seq))
+        }
+        Ok(None) => None,
+        Err(e) => {
+            tracing::warn!(
+                head = %side.display(),
+                error = %e,
+                "cannot read the audit chain's head: the empty audit log starts a new chain (seq 0), which `audit verify` of the older files with it will report"
+            );
+            None
+        }
+    }
+}
+
+/// A log with records goes on from its last line; a side file saying
+/// otherwise is overwritten, with a warning when it was ahead of the log
+/// (records written may be missing from the log's end).
+fn compare_head(side: &Path, prev: &str, seq: u64) {
+    match read_head(side) {
+        Ok(Some((kept_prev, kept_seq)))
+            if kept_seq > seq || (kept_seq == seq && kept_prev != prev) =>
+        {
+            tracing::warn!(
+                head = %side.display(),
+                log_next_seq = seq,
+                head_next_seq = kept_seq,
+                "the audit log's last line is behind the chain head kept beside it: records may be missing from the log's end (the log is followed)"
+            );
+        }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::debug!(head = %side.display(), error = %e, "audit chain head unreadable; rewritten from the log");
+        }
+    }
+}
+
+/// The side file holding the chain's head (see [`AuditLog::open`]).
+struct HeadFile {
+    file: File,
+    /// A write failed (reported once until one succeeds).
+    failing: bool,
+}
+
+impl HeadFile {
+    /// Opens (creating 0600) `side` and writes the head `seq`, `prev` into
+    /// it; `None`, with a warning, when it cannot be.
+    fn open(side: PathBuf, seq: u64, prev: &[u8]) -> Option<Self> {
+        let mut opts = OpenOptions::new();
+        opts.write(true).create(true).truncate(false);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o600);
+        }
+        let opened = opts.open(&side).and_then(|file| {
+            file.set_len(HEAD_LEN as u64)?;
+            let mut head = Self {
+                file,
+                failing: false,
+            };
+            head.write(seq, prev)?;
+            Ok(head)
+        });
+        match opened {
+            Ok(head) => Some(head),
+            Err(e) => {
+                tracing::warn!(
+                    head = %side.display(),
+                    error = %e,
+                    "cannot keep the audit chain's head beside the log: if the log is rotated while the server is stopped, the new file starts a new chain"
+                );
+                None
+            }
+        }
+    }
+
+    /// Rewrites the head in place (one write; not synced, as the log is
+    /// not).
+    fn write(&mut self, seq: u64, prev: &[u8]) -> std::io::Result<()> {
+        let text = encode_head(seq, prev);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::FileExt;
+            self.file.write_all_at(&text, 0)
+        }
+        #[cfg(not(unix))]
+        {
+            self.file.seek(SeekFrom::Start(0))?;
+            self.file.write_all(&text)
+        }
+    }
+
+    /// [`write`](Self::write), a failure reported once until one succeeds.
+    fn save(&mut self, seq: u64, prev: &[u8]) {
+        match self.write(seq, prev) {
+            Ok(()) => self.failing = false,
+            Err(e) if !self.failing => {
+                self.failing = true;
+                tracing::warn!(error = %e, "cannot update the audit chain's head beside the log");
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+impl Target {
+    /// Everything linked up to `seq` (exclusive), the last line hashing to
+    /// `prev`, is written: a file's side file says so.
+    fn save_head(&mut self, seq: u64, prev: &[u8]) {
+        if let Target::File {
+            head: Some(head), ..
+        } = self
+        {
+            head.save(seq, prev);
+        }
+    }
 }
 
 fn write_loop(queue: &Queue, mut target: Target, prev: String, mut seq: u64) {
@@ -1083,7 +1351,9 @@ fn write_loop(queue: &Queue, mut target: Target, prev: String, mut seq: u64) {
             prev.clear();
             prev.extend_from_slice(&hex32(&Sha256::digest(&lines[start..])));
             lines.push(b'\n');
-            seq += 1;
+            // (No record follows u64::MAX; a log resumed at a crafted one
+            // is refused, so this only keeps a debug build from panicking.)
+            seq = seq.saturating_add(1);
         }
         text.clear();
         // Given back after a backlog, not every round of a busy log.
@@ -1108,8 +1378,12 @@ fn write_loop(queue: &Queue, mut target: Target, prev: String, mut seq: u64) {
                 at_line_start = lines[written - 1] == b'\n';
             }
             lines.drain(..written);
-            if lines.is_empty() && lines.capacity() > 8 * KEEP_CAPACITY {
-                lines.shrink_to(KEEP_CAPACITY);
+            if lines.is_empty() {
+                // All of it is in the log: its head is `seq`, `prev`.
+                target.save_head(seq, &prev);
+                if lines.capacity() > 8 * KEEP_CAPACITY {
+                    lines.shrink_to(KEEP_CAPACITY);
+                }
             }
         }
         let done = emptied && lines.is_empty();
@@ -1154,6 +1428,7 @@ fn write_lines(
             path,
             file,
             checked,
+            ..
         } => {
             // Rotated away (renamed or removed)? Then a new file, whose
             // first record continues the chain.
@@ -1210,16 +1485,42 @@ pub struct ChainReport {
     pub first_seq: u64,
 }
 
-/// Where and how a chain is broken.
+/// Where and how a chain is broken, or why it was not checked.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{file}, line {line}: {reason}")]
+#[error("{file}{}: {reason}", at_line(*.line))]
 pub struct ChainError {
     /// The file.
     pub file: String,
-    /// The first broken record's line (1-based) in it.
+    /// The first broken record's line (1-based) in it; 0 when no line is
+    /// meant (a file that cannot be opened, a log without records).
     pub line: u64,
     /// What is wrong.
     pub reason: String,
+    /// Whether this is a verdict on the chain.
+    pub kind: ChainErrorKind,
+}
+
+/// `, line N`, unless `line` is 0.
+fn at_line(line: u64) -> String {
+    match line {
+        0 => String::new(),
+        n => format!(", line {n}"),
+    }
+}
+
+/// What a [`ChainError`] says about the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ChainErrorKind {
+    /// A record was edited, removed or moved, or a line is not a record: the
+    /// chain is broken there.
+    Broken,
+    /// The files hold no record, so nothing shows that the log was not
+    /// wiped: it does not verify.
+    Empty,
+    /// A file could not be opened or read (missing, a directory, no
+    /// permission): no verdict on the chain.
+    Unreadable,
 }
 
 /// Checks the files of one log, oldest first (rotated files, then the
@@ -1228,6 +1529,12 @@ pub struct ChainError {
 /// named by its line (the next record's `prev` no longer matches it); a
 /// removed one by the line where `seq` jumps. The newest record is covered
 /// once another follows it.
+///
+/// A line is read up to 1 MiB (far above the largest record the log
+/// writes): a longer one is named as broken and checking stops there, so
+/// memory stays bounded whatever the file holds. A log without any record
+/// does not verify ([`ChainErrorKind::Empty`]); a file that cannot be read
+/// is [`ChainErrorKind::Unreadable`], not a verdict.
 pub fn verify_chain(files: &[PathBuf]) -> Result<ChainReport, ChainError> {
     let mut prev: Option<(String, u64)> = None;
     let mut report = ChainReport {
@@ -1235,26 +1542,58 @@ pub fn verify_chain(files: &[PathBuf]) -> Result<ChainReport, ChainError> {
         first_seq: 0,
     };
     let mut last_line = (String::new(), 0u64);
+    let mut line = Vec::new();
     for path in files {
         let name = path.display().to_string();
-        let file = File::open(path).map_err(|e| ChainError {
+        let unreadable = |line: u64, what: &str, e: std::io::Error| ChainError {
             file: name.clone(),
-            line: 0,
-            reason: format!("cannot open: {e}"),
-        })?;
-        for (i, line) in BufReader::new(file).split(b'\n').enumerate() {
-            let n = i as u64 + 1;
+            line,
+            reason: format!("cannot {what}: {e}"),
+            kind: ChainErrorKind::Unreadable,
+        };
+        let file = File::open(path).map_err(|e| unreadable(0, "open", e))?;
+        let mut reader = BufReader::new(file);
+        let mut n = 0u64;
+        loop {
+            line.clear();
+            let read = reader
+                .by_ref()
+                .take(MAX_LINE as u64 + 1)
+                .read_until(b'\n', &mut line)
+                .map_err(|e| unreadable(n + 1, "read", e))?;
+            if read == 0 {
+                break;
+            }
+            n += 1;
             let broken = |reason: String| ChainError {
                 file: name.clone(),
                 line: n,
                 reason,
+                kind: ChainErrorKind::Broken,
             };
-            let line = line.map_err(|e| broken(format!("cannot read: {e}")))?;
+            if line.last() == Some(&b'\n') {
+                line.pop();
+            } else if line.len() > MAX_LINE {
+                return Err(broken(format!(
+                    "longer than {MAX_LINE} bytes: not an audit record{}",
+                    nul_note(&line)
+                )));
+            }
             if line.is_empty() {
                 continue;
             }
-            let record: AuditRecord = serde_json::from_slice(&line)
-                .map_err(|_| broken("not an audit record (edited?)".into()))?;
+            let record: AuditRecord = serde_json::from_slice(&line).map_err(|_| {
+                broken(match nul_note(&line) {
+                    note if note.is_empty() => "not an audit record (edited?)".to_owned(),
+                    note => format!("not an audit record{note}"),
+                })
+            })?;
+            if record.seq == u64::MAX {
+                return Err(broken(format!(
+                    "seq {}: no record can follow it, no log gets there (forged?)",
+                    record.seq
+                )));
+            }
             match &prev {
                 None => {
                     report.first_seq = record.seq;
@@ -1263,12 +1602,14 @@ pub fn verify_chain(files: &[PathBuf]) -> Result<ChainReport, ChainError> {
                     }
                 }
                 Some((hash, seq)) => {
-                    if record.seq != seq + 1 {
-                        return Err(broken(format!(
-                            "seq {} follows {seq}: {} record(s) removed before this one",
-                            record.seq,
-                            record.seq.saturating_sub(seq + 1)
-                        )));
+                    // (`seq` is below u64::MAX: checked above.)
+                    let next = seq.checked_add(1).unwrap_or(u64::MAX);
+                    if record.seq != next {
+                        let why = match record.seq.checked_sub(next) {
+                            Some(gap) => format!("{gap} record(s) removed before this one"),
+                            None => "out of order (moved or repeated)".to_owned(),
+                        };
+                        return Err(broken(format!("seq {} follows {seq}: {why}", record.seq)));
                     }
                     if record.prev != *hash {
                         let (file, line) = &last_line;
@@ -1276,6 +1617,7 @@ pub fn verify_chain(files: &[PathBuf]) -> Result<ChainReport, ChainError> {
                             file: file.clone(),
                             line: *line,
                             reason: "edited: the next record's prev is not its hash".into(),
+                            kind: ChainErrorKind::Broken,
                         });
                     }
                 }
@@ -1285,7 +1627,29 @@ pub fn verify_chain(files: &[PathBuf]) -> Result<ChainReport, ChainError> {
             report.records += 1;
         }
     }
+    if report.records == 0 {
+        return Err(ChainError {
+            file: files
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            line: 0,
+            reason: "no audit record: an empty log does not verify (a wiped one looks the same)"
+                .into(),
+            kind: ChainErrorKind::Empty,
+        });
+    }
     Ok(report)
+}
+
+/// `; N NUL bytes, as a crash can leave at a file's end` when `line` has
+/// any.
+fn nul_note(line: &[u8]) -> String {
+    match line.iter().filter(|b| **b == 0).count() {
+        0 => String::new(),
+        n => format!("; {n} NUL bytes, as a crash can leave at a file's end"),
+    }
 }
 
 /// A request id from the client's `X-Request-Id` when it is a plain token
@@ -1852,6 +2216,216 @@ mod tests {
         );
         // The files in the wrong order do not verify.
         assert!(verify_chain(&[path, rotated]).is_err());
+    }
+
+    /// The side file beside `path`.
+    fn head_of(path: &Path) -> PathBuf {
+        path.with_file_name(format!(
+            ".{}.chain",
+            path.file_name().unwrap().to_str().unwrap()
+        ))
+    }
+
+    /// Rotated (renamed, a new file made or not) while the writer was
+    /// stopped: the new file's first record names the old file's last one,
+    /// from the head kept beside the log.
+    #[test]
+    fn a_log_rotated_while_stopped_goes_on_from_the_head_kept_beside_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, log) = log_in(dir.path());
+        write(&log, 3);
+        drop(log);
+        let head = head_of(&path);
+        let text = std::fs::read(&head).unwrap();
+        assert_eq!(text.len(), HEAD_LEN);
+        assert!(text.starts_with(b"audit-chain next=00000000000000000003 prev="));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&head).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        // Renamed away, no new file (the default): missing at start.
+        let first = dir.path().join("audit.jsonl.2");
+        std::fs::rename(&path, &first).unwrap();
+        let (_, log) = log_in(dir.path());
+        write(&log, 2);
+        drop(log);
+        // Renamed away and a new empty file made (logrotate's `create`).
+        let second = dir.path().join("audit.jsonl.1");
+        std::fs::rename(&path, &second).unwrap();
+        File::create(&path).unwrap();
+        let (_, log) = log_in(dir.path());
+        write(&log, 1);
+        let r = verify_chain(&[first, second, path.clone()]).unwrap();
+        assert_eq!((r.records, r.first_seq), (6, 0));
+        assert_eq!(verify_chain(&[path]).unwrap().first_seq, 5);
+    }
+
+    /// A log with records goes on from its last line, whatever the side
+    /// file says; a side file that cannot be read starts a new chain (as
+    /// without one) for an empty log, and is rewritten.
+    #[test]
+    fn the_logs_last_line_wins_over_the_head_and_a_bad_head_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, log) = log_in(dir.path());
+        write(&log, 2);
+        drop(log);
+        let head = head_of(&path);
+        std::fs::write(&head, encode_head(41, &hex32(&[7; 32]))).unwrap();
+        let (_, log) = log_in(dir.path());
+        write(&log, 1);
+        drop(log);
+        let r = verify_chain(std::slice::from_ref(&path)).unwrap();
+        assert_eq!((r.records, r.first_seq), (3, 0));
+        assert!(
+            std::fs::read(&head)
+                .unwrap()
+                .starts_with(b"audit-chain next=00000000000000000003")
+        );
+        for bad in [
+            &b"garbage"[..],
+            b"",
+            &encode_head(u64::MAX, &hex32(&[7; 32]))[..],
+            &encode_head(
+                5,
+                b"not hex, not hex, not hex, not hex, not hex, not hex, not hex, n",
+            )[..],
+        ] {
+            std::fs::remove_file(&path).unwrap();
+            std::fs::write(&head, bad).unwrap();
+            let (_, log) = log_in(dir.path());
+            write(&log, 1);
+            drop(log);
+            let first: AuditRecord = serde_json::from_str(&lines(&path)[0]).unwrap();
+            assert_eq!((first.seq, first.prev.as_str()), (0, GENESIS));
+            assert_eq!(std::fs::read(&head).unwrap().len(), HEAD_LEN);
+        }
+    }
+
+    /// The side file is hidden beside the log (out of `*` and `*.jsonl`),
+    /// and its text reads back as written.
+    #[test]
+    fn the_head_file_is_named_to_stay_out_of_rotation_globs() {
+        assert_eq!(
+            head_path(Path::new("/var/log/mcp/audit.jsonl")),
+            Some(PathBuf::from("/var/log/mcp/.audit.jsonl.chain"))
+        );
+        assert_eq!(head_path(Path::new("/")), None);
+        let (prev, seq) = (hex32(&[0xab; 32]), 123_456_789);
+        assert_eq!(
+            parse_head(&encode_head(seq, &prev)),
+            Some((String::from_utf8(prev.to_vec()).unwrap(), seq))
+        );
+    }
+
+    /// One long line (a NUL-filled file's end, `/dev/zero`) is read up to
+    /// [`MAX_LINE`], named, and checking stops.
+    #[test]
+    fn an_over_long_line_is_named_and_not_held_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, log) = log_in(dir.path());
+        write(&log, 2);
+        drop(log);
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(&vec![0u8; 3 * MAX_LINE]).unwrap();
+        drop(f);
+        let e = verify_chain(std::slice::from_ref(&path)).unwrap_err();
+        assert_eq!((e.line, e.kind), (3, ChainErrorKind::Broken), "{e}");
+        assert!(
+            e.reason.contains("longer than") && e.reason.contains("NUL"),
+            "{e}"
+        );
+        #[cfg(unix)]
+        {
+            let e = verify_chain(&[PathBuf::from("/dev/zero")]).unwrap_err();
+            assert_eq!((e.line, e.kind), (1, ChainErrorKind::Broken), "{e}");
+        }
+        // A short NUL run is named too.
+        let mut l = lines(&path)[..2].join("\n") + "\n";
+        l.push_str(&"\0".repeat(4096));
+        std::fs::write(&path, &l).unwrap();
+        let e = verify_chain(std::slice::from_ref(&path)).unwrap_err();
+        assert!(e.line == 3 && e.reason.contains("4096 NUL bytes"), "{e}");
+    }
+
+    /// A NUL-filled end (what a crash can leave) stops the log from opening
+    /// with an error that says so; a legitimate record over the old 64 KiB
+    /// window does not.
+    #[test]
+    fn a_nul_filled_end_is_refused_clearly_and_a_large_last_record_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, log) = log_in(dir.path());
+        write(&log, 1);
+        log.record(AuditRecord {
+            detail: Some("\u{1}".repeat(20_000)),
+            ..AuditRecord::new("request", "deny", 401)
+        });
+        log.flush();
+        drop(log);
+        assert!(std::fs::metadata(&path).unwrap().len() > 100 * 1024);
+        let (_, log) = log_in(dir.path());
+        write(&log, 1);
+        drop(log);
+        assert_eq!(
+            verify_chain(std::slice::from_ref(&path)).unwrap().records,
+            3
+        );
+        for nuls in [100, 200 * 1024, 2 * MAX_LINE] {
+            let mut l = lines(&path).join("\n") + "\n";
+            l.push_str(&"\0".repeat(nuls));
+            let nul = dir.path().join("nul.jsonl");
+            std::fs::write(&nul, &l).unwrap();
+            let e = AuditLog::open(nul.to_str().unwrap())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("is not an audit record") && (e.contains("NUL") || e.contains("longer")),
+                "{nuls}: {e}"
+            );
+        }
+    }
+
+    /// A crafted `seq` of u64::MAX is a broken record, not an overflow, in
+    /// verifying and in resuming.
+    #[test]
+    fn a_seq_of_u64_max_is_broken_not_an_overflow() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let first = serde_json::to_string(&AuditRecord {
+            seq: u64::MAX,
+            prev: GENESIS.into(),
+            ..AuditRecord::new("request", "allow", 200)
+        })
+        .unwrap();
+        let second = serde_json::to_string(&AuditRecord {
+            seq: 0,
+            prev: to_hex(&Sha256::digest(first.as_bytes())),
+            ..AuditRecord::new("request", "allow", 200)
+        })
+        .unwrap();
+        std::fs::write(&path, format!("{first}\n{second}\n")).unwrap();
+        let e = verify_chain(std::slice::from_ref(&path)).unwrap_err();
+        assert_eq!((e.line, e.kind), (1, ChainErrorKind::Broken), "{e}");
+        std::fs::write(&path, format!("{first}\n")).unwrap();
+        let e = AuditLog::open(path.to_str().unwrap()).unwrap_err();
+        assert!(e.to_string().contains("no record can follow"), "{e}");
+    }
+
+    /// No record in any file does not verify; a file that cannot be read
+    /// is not a verdict.
+    #[test]
+    fn an_empty_log_does_not_verify_and_an_unreadable_one_is_no_verdict() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty.jsonl");
+        std::fs::write(&empty, "\n\n").unwrap();
+        let e = verify_chain(std::slice::from_ref(&empty)).unwrap_err();
+        assert_eq!(e.kind, ChainErrorKind::Empty, "{e}");
+        assert!(e.to_string().contains("no audit record"), "{e}");
+        for path in [dir.path().join("missing.jsonl"), dir.path().to_owned()] {
+            let e = verify_chain(&[path]).unwrap_err();
+            assert_eq!(e.kind, ChainErrorKind::Unreadable, "{e}");
+        }
     }
 
     #[test]
