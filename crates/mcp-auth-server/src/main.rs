@@ -54,7 +54,8 @@ enum Command {
 enum AuditCommand {
     /// Check an audit log's hash chain: its files oldest first (rotated
     /// files, then the current one). Names the first edited or removed
-    /// record; exits 1 when the chain is broken.
+    /// record; exits 1 when the chain is broken or the files hold no record,
+    /// 2 when a file cannot be read (no verdict on the chain).
     Verify {
         /// The log's files, oldest first.
         #[arg(required = true, value_name = "FILE")]
@@ -115,17 +116,7 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<(), Error> {
     // Needs no settings: it only reads the files it is given.
     if let Some(Command::Audit(AuditCommand::Verify { files })) = &cli.command {
-        let report = mcp_auth_transport::audit::verify_chain(files).map_err(Error::AuditBroken)?;
-        let from = if report.first_seq > 0 {
-            format!(
-                " (from seq {}: the earlier records are in older files not given)",
-                report.first_seq
-            )
-        } else {
-            String::new()
-        };
-        println!("ok: {} records, chain intact{from}", report.records);
-        return Ok(());
+        std::process::exit(audit_verify(files));
     }
     let merged = settings::merge(
         cli.config.as_deref(),
@@ -164,6 +155,15 @@ async fn run(cli: Cli) -> Result<(), Error> {
             None => tracing::warn!(variable = %name, "not a setting the server reads"),
         }
     }
+    if let Some(u) = &s.server_url
+        && u.scheme() == "http"
+        && !settings::url_is_loopback(u)
+    {
+        tracing::warn!(
+            url = %mcp_auth_jwt::fetch::redact(u),
+            "MCP_SERVER_URL is plain http off this machine: clients would send their tokens in clear; put TLS in front and publish the https URL"
+        );
+    }
     match s.transport {
         Transport::Stdio => {
             serve_stdio(Tools::new(
@@ -176,6 +176,39 @@ async fn run(cli: Cli) -> Result<(), Error> {
         Transport::StreamableHttp => serve_http(&s, &merged, Transports::StreamableHttp).await,
         Transport::Sse => serve_http(&s, &merged, Transports::Sse).await,
         Transport::Both => serve_http(&s, &merged, Transports::Both).await,
+    }
+}
+
+/// `audit verify`: prints the verdict, and the exit code: 0 the chain is
+/// intact, 1 it is broken or holds no record (a wiped log), 2 a file could
+/// not be read (no verdict on the chain; as for a usage error).
+fn audit_verify(files: &[PathBuf]) -> i32 {
+    use mcp_auth_transport::audit::{ChainErrorKind, verify_chain};
+    match verify_chain(files) {
+        Ok(report) => {
+            let from = if report.first_seq > 0 {
+                format!(
+                    " (from seq {}: the earlier records are in older files not given)",
+                    report.first_seq
+                )
+            } else {
+                String::new()
+            };
+            println!("ok: {} records, chain intact{from}", report.records);
+            0
+        }
+        Err(e) if e.kind == ChainErrorKind::Unreadable => {
+            eprintln!("error: cannot check the audit log: {e} (not a verdict on the chain)");
+            2
+        }
+        Err(e) if e.kind == ChainErrorKind::Empty => {
+            eprintln!("error: audit log not verified: {e}");
+            1
+        }
+        Err(e) => {
+            eprintln!("error: {}", Error::AuditBroken(e));
+            1
+        }
     }
 }
 

@@ -156,14 +156,24 @@ impl ServerSettings {
             Some(u) => Some(parse_server_url(&u)?),
         };
         let strategies = strategies_from_settings(m)?;
+        // Reachable from elsewhere: bound to another address, or published
+        // under a public URL (a reverse proxy on this machine in front).
+        let public_url = server_url
+            .as_ref()
+            .filter(|u| !url_is_loopback(u))
+            .map(mcp_auth_jwt::fetch::redact);
         if strategies.as_deref() == Some(&[Strategy::None])
-            && !host.is_loopback()
+            && (!host.is_loopback() || public_url.is_some())
             && !parse_bool(m, "MCP_ALLOW_INSECURE_NONE", false)?
         {
+            let place = match &public_url {
+                Some(u) if host.is_loopback() => format!("published as {u}"),
+                _ => format!("on the non-loopback address {host}"),
+            };
             return Err(ConfigError::new(
                 "MCP_AUTH_STRATEGY",
                 format!(
-                    "none on the non-loopback address {host} would let anyone in; bind to 127.0.0.1, choose a strategy, or set MCP_ALLOW_INSECURE_NONE=true"
+                    "none {place} would let anyone in; serve on 127.0.0.1 only, choose a strategy, or set MCP_ALLOW_INSECURE_NONE=true"
                 ),
             ));
         }
@@ -300,6 +310,16 @@ impl ServerSettings {
     }
 }
 
+/// Whether `url`'s host is this machine (`localhost`, a loopback address).
+pub fn url_is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
 fn parse_server_url(u: &str) -> Result<Url, ConfigError> {
     // The value is never repeated whole: a URL with credentials in it
     // would put them in the server's log (shown without them, or not at
@@ -428,6 +448,36 @@ mod tests {
         std::fs::write(&toml, "prot = 1\n").unwrap();
         let e = merge(Some(&toml), None, &Merged::new(), &[]).unwrap_err();
         assert_eq!(e.variable, "--config");
+    }
+
+    /// `none` is refused where anyone could reach it: bound to a public
+    /// address, or published under a public URL (a proxy in front), unless
+    /// allowed on purpose.
+    #[test]
+    fn none_is_refused_where_others_reach_it() {
+        let none = |extra: &[(&str, &str)]| {
+            let mut pairs = vec![("MCP_AUTH_STRATEGY", "none")];
+            pairs.extend_from_slice(extra);
+            ServerSettings::from_merged(&merged(&pairs))
+        };
+        assert!(none(&[]).is_ok());
+        assert!(none(&[("MCP_SERVER_URL", "http://localhost:8001/mcp")]).is_ok());
+        assert!(none(&[("MCP_SERVER_URL", "http://127.0.0.1:8001/mcp")]).is_ok());
+        let e = none(&[("MCP_SERVER_URL", "https://mcp.example.com/mcp")]).unwrap_err();
+        assert_eq!(e.variable, "MCP_AUTH_STRATEGY");
+        assert!(
+            e.message
+                .contains("published as https://mcp.example.com/mcp"),
+            "{e}"
+        );
+        assert!(none(&[("HOST", "0.0.0.0")]).is_err());
+        assert!(
+            none(&[
+                ("MCP_SERVER_URL", "https://mcp.example.com/mcp"),
+                ("MCP_ALLOW_INSECURE_NONE", "true"),
+            ])
+            .is_ok()
+        );
     }
 
     #[test]
