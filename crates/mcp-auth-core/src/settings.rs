@@ -390,6 +390,14 @@ fn read_toml(
                 format!("{shown}: {key} must be a string, number, boolean or a list of them"),
             )
         })?;
+        // `port` and `PORT` are one setting: given twice, which one counts
+        // would be the table's order.
+        if out.iter().any(|(n, _)| *n == name) {
+            return Err(ConfigError::new(
+                option,
+                format!("{shown}: {name} is given twice (names are the same in any case)"),
+            ));
+        }
         out.push((name, text));
     }
     Ok(out)
@@ -504,6 +512,10 @@ mod tests {
         let e = load().unwrap_err();
         assert_eq!(e.variable, "--config");
         assert!(e.to_string().contains("unknown setting \"prot\""), "{e}");
+        // One setting in two cases: refused, not decided by the order.
+        std::fs::write(&toml, "port = 1\nPORT = 2\n").unwrap();
+        let e = load().unwrap_err();
+        assert!(e.to_string().contains("PORT is given twice"), "{e}");
         std::fs::write(&toml, "[http]\nx = 1\n").unwrap();
         assert!(load().is_err());
         std::fs::write(&toml, "port = 1\nmcp_api_keys = \"secret-value\n").unwrap();
