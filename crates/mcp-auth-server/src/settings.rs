@@ -158,9 +158,10 @@ impl ServerSettings {
         let strategies = strategies_from_settings(m)?;
         // Reachable from elsewhere: bound to another address, or published
         // under a public URL (a reverse proxy on this machine in front).
+        // (Over stdio nothing is served on the network.)
         let public_url = server_url
             .as_ref()
-            .filter(|u| !url_is_loopback(u))
+            .filter(|u| transport != Transport::Stdio && !url_is_loopback(u))
             .map(mcp_auth_jwt::fetch::redact);
         if strategies.as_deref() == Some(&[Strategy::None])
             && (!host.is_loopback() || public_url.is_some())
@@ -313,9 +314,15 @@ impl ServerSettings {
 /// Whether `url`'s host is this machine (`localhost`, a loopback address).
 pub fn url_is_loopback(url: &Url) -> bool {
     match url.host() {
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        // `localhost`, `localhost.` and names under it (RFC 6761 6.3).
+        Some(url::Host::Domain(d)) => {
+            let d = d.strip_suffix('.').unwrap_or(d).to_ascii_lowercase();
+            d == "localhost" || d.ends_with(".localhost")
+        }
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => {
+            ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
         None => false,
     }
 }
@@ -461,8 +468,24 @@ mod tests {
             ServerSettings::from_merged(&merged(&pairs))
         };
         assert!(none(&[]).is_ok());
-        assert!(none(&[("MCP_SERVER_URL", "http://localhost:8001/mcp")]).is_ok());
-        assert!(none(&[("MCP_SERVER_URL", "http://127.0.0.1:8001/mcp")]).is_ok());
+        for local in [
+            "http://localhost:8001/mcp",
+            "http://localhost.:8001/mcp",
+            "http://mcp.localhost:8001/mcp",
+            "http://127.0.0.1:8001/mcp",
+            "http://[::1]:8001/mcp",
+            "http://[::ffff:127.0.0.1]:8001/mcp",
+        ] {
+            assert!(none(&[("MCP_SERVER_URL", local)]).is_ok(), "{local}");
+        }
+        // Over stdio nothing is served on the network.
+        assert!(
+            none(&[
+                ("MCP_SERVER_URL", "https://mcp.example.com/mcp"),
+                ("MCP_TRANSPORT", "stdio"),
+            ])
+            .is_ok()
+        );
         let e = none(&[("MCP_SERVER_URL", "https://mcp.example.com/mcp")]).unwrap_err();
         assert_eq!(e.variable, "MCP_AUTH_STRATEGY");
         assert!(

@@ -1115,10 +1115,52 @@ fn parse_head(bytes: &[u8]) -> Option<(String, u64)> {
     Some((prev.to_owned(), seq))
 }
 
+/// How the side file is opened: never through a symbolic link, never
+/// waiting on a FIFO, created 0600 when written.
+fn side_options(write: bool) -> OpenOptions {
+    let mut opts = OpenOptions::new();
+    if write {
+        opts.write(true).create(true).truncate(false);
+    } else {
+        opts.read(true);
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC);
+    }
+    opts
+}
+
+/// `file`, opened as the side file, if it is one this log may use: a
+/// regular file with no other name (not a device, a FIFO, or a hard link
+/// to a file elsewhere that someone with write access to the directory
+/// placed there), readable by its owner only.
+fn checked_side(file: File) -> std::io::Result<File> {
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        if meta.nlink() != 1 {
+            return Err(std::io::Error::other(
+                "the file has other names (hard links)",
+            ));
+        }
+        if meta.mode() & 0o077 != 0 {
+            file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        }
+    }
+    Ok(file)
+}
+
 /// The head kept in `side`: `Ok(None)` when there is none.
 fn read_head(side: &Path) -> std::io::Result<Option<(String, u64)>> {
-    let file = match File::open(side) {
-        Ok(f) => f,
+    let file = match side_options(false).open(side) {
+        Ok(f) => checked_side(f)?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
@@ -1182,7 +1224,10 @@ fn compare_head(side: &Path, prev: &str, seq: u64) {
 
 /// The side file holding the chain's head (see [`AuditLog::open`]).
 struct HeadFile {
+    path: PathBuf,
     file: File,
+    /// When it was last checked to be still the file at `path`.
+    checked: Instant,
     /// A write failed (reported once until one succeeds).
     failing: bool,
 }
@@ -1191,17 +1236,11 @@ impl HeadFile {
     /// Opens (creating 0600) `side` and writes the head `seq`, `prev` into
     /// it; `None`, with a warning, when it cannot be.
     fn open(side: PathBuf, seq: u64, prev: &[u8]) -> Option<Self> {
-        let mut opts = OpenOptions::new();
-        opts.write(true).create(true).truncate(false);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            opts.mode(0o600);
-        }
-        let opened = opts.open(&side).and_then(|file| {
-            file.set_len(HEAD_LEN as u64)?;
+        let opened = Self::open_file(&side).and_then(|file| {
             let mut head = Self {
+                path: side.clone(),
                 file,
+                checked: Instant::now(),
                 failing: false,
             };
             head.write(seq, prev)?;
@@ -1220,9 +1259,23 @@ impl HeadFile {
         }
     }
 
+    fn open_file(side: &Path) -> std::io::Result<File> {
+        let file = checked_side(side_options(true).open(side)?)?;
+        file.set_len(HEAD_LEN as u64)?;
+        Ok(file)
+    }
+
     /// Rewrites the head in place (one write; not synced, as the log is
-    /// not).
+    /// not). The file at the side path is checked at most once a second to
+    /// still be this one: removed or replaced while the server runs, the
+    /// head goes to a new file there, not to one no name leads to.
     fn write(&mut self, seq: u64, prev: &[u8]) -> std::io::Result<()> {
+        if self.checked.elapsed() >= Duration::from_secs(1) {
+            self.checked = Instant::now();
+            if side_replaced(&self.path, &self.file) {
+                self.file = Self::open_file(&self.path)?;
+            }
+        }
         let text = encode_head(seq, prev);
         #[cfg(unix)]
         {
@@ -1475,6 +1528,22 @@ fn rotated(path: &Path, _file: &File) -> bool {
     !path.exists()
 }
 
+/// Whether the name `path` no longer leads to `file` (not following a
+/// symbolic link put there).
+#[cfg(unix)]
+fn side_replaced(path: &Path, file: &File) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::symlink_metadata(path), file.metadata()) {
+        (Ok(on_disk), Ok(open)) => on_disk.ino() != open.ino() || on_disk.dev() != open.dev(),
+        _ => true,
+    }
+}
+
+#[cfg(not(unix))]
+fn side_replaced(path: &Path, _file: &File) -> bool {
+    !path.exists()
+}
+
 /// What [`verify_chain`] found in an intact log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChainReport {
@@ -1488,6 +1557,7 @@ pub struct ChainReport {
 /// Where and how a chain is broken, or why it was not checked.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{file}{}: {reason}", at_line(*.line))]
+#[non_exhaustive]
 pub struct ChainError {
     /// The file.
     pub file: String,
@@ -2260,6 +2330,58 @@ mod tests {
         let r = verify_chain(&[first, second, path.clone()]).unwrap();
         assert_eq!((r.records, r.first_seq), (6, 0));
         assert_eq!(verify_chain(&[path]).unwrap().first_seq, 5);
+    }
+
+    /// The side file is never written through a symbolic link or into a
+    /// file with another name (what someone with write access to the log's
+    /// directory could put there), never waited on as a FIFO; and one
+    /// removed while the server runs is made again at the next write.
+    #[cfg(unix)]
+    #[test]
+    fn the_head_file_is_only_ever_a_file_of_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let head = head_of(&path);
+        let victim = dir.path().join("config.toml");
+        std::fs::write(&victim, "keep me\n").unwrap();
+        // A symbolic link, then a hard link, in the head's place.
+        std::os::unix::fs::symlink(&victim, &head).unwrap();
+        let (_, log) = log_in(dir.path());
+        write(&log, 2);
+        drop(log);
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me\n");
+        std::fs::remove_file(&head).unwrap();
+        std::fs::hard_link(&victim, &head).unwrap();
+        let (_, log) = log_in(dir.path());
+        write(&log, 1);
+        drop(log);
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me\n");
+        assert_eq!(
+            verify_chain(std::slice::from_ref(&path)).unwrap().records,
+            3
+        );
+        // A FIFO: refused at once, not waited on.
+        std::fs::remove_file(&head).unwrap();
+        let made = std::process::Command::new("mkfifo")
+            .arg(&head)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let (_, log) = log_in(dir.path());
+        write(&log, 1);
+        drop(log);
+        // Removed while the server runs: made again.
+        std::fs::remove_file(&head).unwrap();
+        let (_, log) = log_in(dir.path());
+        write(&log, 1);
+        std::fs::remove_file(&head).unwrap();
+        std::thread::sleep(Duration::from_millis(1100));
+        write(&log, 1);
+        let text = std::fs::read(&head).unwrap();
+        assert!(
+            text.starts_with(b"audit-chain next=00000000000000000006 prev="),
+            "{text:?}"
+        );
     }
 
     /// A log with records goes on from its last line, whatever the side

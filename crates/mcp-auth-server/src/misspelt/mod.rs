@@ -37,23 +37,27 @@ pub fn unknown(
     let known = known();
     let mut out: Vec<(String, Option<&'static str>)> = Vec::new();
     for name in env_names.into_iter().chain(dotenv_names) {
+        // Names are read as they are written: `cognito_required_groups` is
+        // not `COGNITO_REQUIRED_GROUPS` (only the TOML file takes any case),
+        // so a name in another case is reported too.
+        let upper = name.to_ascii_uppercase();
         // `HTTP_PROXY` and the like belong to the HTTP clients underneath.
         let ours = ["MCP_", "HTTP_", "COGNITO_"]
             .iter()
-            .any(|p| name.starts_with(p));
-        if !ours
-            || name.ends_with("_PROXY")
-            || known.contains(&name.as_str())
-            || NOT_YET.contains(&name.as_str())
-            || FOR_OTHERS.contains(&name.as_str())
-            || OTHER_PROGRAMS.contains(&name.as_str())
-            || out.iter().any(|(n, _)| *n == name)
+            .any(|p| upper.starts_with(p));
+        let read = |n: &str| {
+            known.contains(&n)
+                || NOT_YET.contains(&n)
+                || FOR_OTHERS.contains(&n)
+                || OTHER_PROGRAMS.contains(&n)
+        };
+        if !ours || upper.ends_with("_PROXY") || read(&name) || out.iter().any(|(n, _)| *n == name)
         {
             continue;
         }
         let closest = known
             .iter()
-            .map(|k| (edits(&name, k), *k))
+            .map(|k| (edits(&upper, k), *k))
             .filter(|(d, _)| *d <= 2)
             .min_by_key(|(d, _)| *d)
             .map(|(_, k)| k);
@@ -101,6 +105,8 @@ mod tests {
                 "HTTP_PROXY".to_owned(),
                 "MCP_API_KEY".to_owned(),
                 "MCPX_NOT_OURS".to_owned(),
+                "cognito_required_groups".to_owned(),
+                "http_proxy".to_owned(),
             ],
             [timeout.clone(), group.clone(), other.clone()],
         );
@@ -109,6 +115,10 @@ mod tests {
             [
                 (group, Some("COGNITO_REQUIRED_GROUPS")),
                 (dpop, None),
+                (
+                    "cognito_required_groups".to_owned(),
+                    Some("COGNITO_REQUIRED_GROUPS")
+                ),
                 (timeout, Some("HTTP_SESSION_TIMEOUT")),
                 (other, None),
             ]
