@@ -20,7 +20,7 @@ use aws_sdk_cognitoidentityprovider::{
         RefreshTokenRotationType, UserStatusType,
     },
 };
-use mcp_auth_cognito::{CognitoError, CognitoVerifier, TokenUse};
+use mcp_auth_cognito::{CognitoError, CognitoVerifier, CognitoVerifierBuilder, TokenUse};
 use mcp_auth_jwt::JwtError;
 
 const REGION: &str = "eu-west-1";
@@ -411,15 +411,7 @@ async fn moto_tokens_are_checked_for_use_client_and_expiry() {
     );
 
     // Groups and scopes: moto's access tokens carry aws.cognito.signin.user.admin.
-    let strict = CognitoVerifier::builder(REGION, &pool)
-        .unwrap()
-        .jwks_url(
-            format!("{}/{pool}/.well-known/jwks.json", moto.http_url())
-                .parse()
-                .unwrap(),
-        )
-        .token_use(TokenUse::Access)
-        .client_ids(Some(vec![client.clone()]))
+    let strict = access_verifier(&moto, &pool, &client)
         .required_groups(["admins"])
         .build()
         .unwrap();
@@ -439,15 +431,7 @@ async fn moto_tokens_are_checked_for_use_client_and_expiry() {
     }
     let member = resign(&access, &serde_json::json!({"cognito:groups": ["admins"]}));
     assert_eq!(strict.verify(&member).await.unwrap().groups, ["admins"]);
-    let scoped = CognitoVerifier::builder(REGION, &pool)
-        .unwrap()
-        .jwks_url(
-            format!("{}/{pool}/.well-known/jwks.json", moto.http_url())
-                .parse()
-                .unwrap(),
-        )
-        .token_use(TokenUse::Access)
-        .client_ids(Some(vec![client.clone()]))
+    let scoped = access_verifier(&moto, &pool, &client)
         .required_scopes(["http://127.0.0.1:8001/mcp/tools"])
         .build()
         .unwrap();
@@ -462,16 +446,7 @@ async fn moto_tokens_are_checked_for_use_client_and_expiry() {
     // not (the app client may be shared); with them, `aud` is required.
     const SERVER: &str = "http://127.0.0.1:8001/mcp";
     let audience = |indicators: bool| {
-        let b = CognitoVerifier::builder(REGION, &pool)
-            .unwrap()
-            .jwks_url(
-                format!("{}/{pool}/.well-known/jwks.json", moto.http_url())
-                    .parse()
-                    .unwrap(),
-            )
-            .token_use(TokenUse::Access)
-            .client_ids(Some(vec![client.clone()]))
-            .server_resource(SERVER);
+        let b = access_verifier(&moto, &pool, &client).server_resource(SERVER);
         if indicators {
             b.resource_indicator(SERVER)
         } else {
@@ -988,6 +963,19 @@ async fn forward(
         response: serde_json::from_slice(&bytes).unwrap_or_default(),
     });
     json(status, bytes)
+}
+
+/// A builder for access tokens of `client` from `pool`, with moto's keys.
+fn access_verifier(moto: &Peer, pool: &str, client: &str) -> CognitoVerifierBuilder {
+    CognitoVerifier::builder(REGION, pool)
+        .unwrap()
+        .jwks_url(
+            format!("{}/{pool}/.well-known/jwks.json", moto.http_url())
+                .parse()
+                .unwrap(),
+        )
+        .token_use(TokenUse::Access)
+        .client_ids(Some(vec![client.to_owned()]))
 }
 
 /// Re-signs `token`'s claims with moto's signing key, expired an hour ago.

@@ -1516,8 +1516,21 @@ fn write_from(w: &mut impl Write, bytes: &[u8]) -> Result<usize, (usize, std::io
 
 #[cfg(unix)]
 fn rotated(path: &Path, file: &File) -> bool {
+    elsewhere(std::fs::metadata(path), file)
+}
+
+/// Whether the name `path` no longer leads to `file` (not following a
+/// symbolic link put there).
+#[cfg(unix)]
+fn side_replaced(path: &Path, file: &File) -> bool {
+    elsewhere(std::fs::symlink_metadata(path), file)
+}
+
+/// Whether what a name leads to (`on_disk`) is not `file`, or nothing.
+#[cfg(unix)]
+fn elsewhere(on_disk: std::io::Result<std::fs::Metadata>, file: &File) -> bool {
     use std::os::unix::fs::MetadataExt;
-    match (std::fs::metadata(path), file.metadata()) {
+    match (on_disk, file.metadata()) {
         (Ok(on_disk), Ok(open)) => on_disk.ino() != open.ino() || on_disk.dev() != open.dev(),
         _ => true,
     }
@@ -1528,20 +1541,9 @@ fn rotated(path: &Path, _file: &File) -> bool {
     !path.exists()
 }
 
-/// Whether the name `path` no longer leads to `file` (not following a
-/// symbolic link put there).
-#[cfg(unix)]
-fn side_replaced(path: &Path, file: &File) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    match (std::fs::symlink_metadata(path), file.metadata()) {
-        (Ok(on_disk), Ok(open)) => on_disk.ino() != open.ino() || on_disk.dev() != open.dev(),
-        _ => true,
-    }
-}
-
 #[cfg(not(unix))]
-fn side_replaced(path: &Path, _file: &File) -> bool {
-    !path.exists()
+fn side_replaced(path: &Path, file: &File) -> bool {
+    rotated(path, file)
 }
 
 /// What [`verify_chain`] found in an intact log.
