@@ -52,7 +52,10 @@ pub struct EndpointOptions {
     /// Registrations allowed per client address per hour (default 20).
     pub registrations_per_hour: u64,
     /// Registrations allowed per hour from all addresses together (default
-    /// 1000): the cap on how fast the client table can grow.
+    /// 1000): the cap on how fast the client table can grow. Only
+    /// registrations that went through count (an address past its own
+    /// budget uses none of it); client metadata documents fetched have a
+    /// budget of the same size of their own.
     pub registrations_per_hour_total: u64,
     /// How long a registration is kept before a login through it succeeds
     /// (default 6 hours); after each token request (a code exchanged, a
@@ -436,6 +439,17 @@ impl App {
                 Ok(_) => {}
                 Err(e) => return Err(e.to_string()),
             }
+            // And everyone's together, as registrations are (the same
+            // number, counted apart): documents are kept for up to an hour,
+            // so many networks fetching new ones cannot fill the store that
+            // codes and refresh tokens need.
+            match store.hit("proxy-cimd:all", Duration::from_secs(3600)).await {
+                Ok((n, _)) if n > self.opts.registrations_per_hour_total => {
+                    return Err("too many metadata documents from all addresses".to_owned());
+                }
+                Ok(_) => {}
+                Err(e) => return Err(e.to_string()),
+            }
             // Fetched behind the SSRF guard; kept for the document's own
             // max-age (60 s to 1 h), so replicas share one fetch.
             let c = match fetch_metadata_document(client_id, &self.opts.metadata_guard).await {
@@ -475,18 +489,18 @@ async fn registration(State(app): State<App>, req: axum::extract::Request) -> Re
         );
     };
     let hour = Duration::from_secs(3600);
-    let counts = match store.hit(&format!("proxy-reg:{who}"), hour).await {
-        Ok((mine, _)) => store
-            .hit("proxy-reg:all", hour)
-            .await
-            .map(|(all, _)| (mine, all)),
-        Err(e) => Err(e),
+    let unavailable = || {
+        oauth_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            "store unavailable",
+        )
     };
-    match counts {
-        Ok((mine, all))
-            if mine > app.opts.registrations_per_hour
-                || all > app.opts.registrations_per_hour_total =>
-        {
+    // The address's own budget first: a request past it, or one that is
+    // no registration at all, is not counted against everyone's (one
+    // address could otherwise shut registration for all).
+    match store.hit(&format!("proxy-reg:{who}"), hour).await {
+        Ok((mine, _)) if mine > app.opts.registrations_per_hour => {
             return oauth_error(
                 StatusCode::TOO_MANY_REQUESTS,
                 "too_many_requests",
@@ -494,13 +508,7 @@ async fn registration(State(app): State<App>, req: axum::extract::Request) -> Re
             );
         }
         Ok(_) => {}
-        Err(_) => {
-            return oauth_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "temporarily_unavailable",
-                "store unavailable",
-            );
-        }
+        Err(_) => return unavailable(),
     }
     let Ok(request) = serde_json::from_slice::<serde_json::Value>(&body) else {
         return oauth_error(
@@ -516,6 +524,17 @@ async fn registration(State(app): State<App>, req: axum::extract::Request) -> Re
             return no_store((StatusCode::BAD_REQUEST, Json(e.to_response_body())).into_response());
         }
     };
+    match store.hit("proxy-reg:all", hour).await {
+        Ok((all, _)) if all > app.opts.registrations_per_hour_total => {
+            return oauth_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_requests",
+                "too many registrations right now; try again later",
+            );
+        }
+        Ok(_) => {}
+        Err(_) => return unavailable(),
+    }
     // Kept for a while only, until a login through it succeeds (then
     // `keep_registration`): registrations alone, which anyone can make,
     // cannot fill the store.

@@ -556,6 +556,65 @@ async fn registration_floods_are_cut_off_per_address() {
     );
 }
 
+/// One address past its own registration budget (or sending what is no
+/// registration) does not use up everyone's: another address still
+/// registers.
+#[tokio::test]
+async fn one_address_cannot_shut_registration_for_everyone() {
+    let app = start_tuned("oidc", None, &[], |o| {
+        o.registrations_per_hour = 2;
+        o.registrations_per_hour_total = 3;
+    })
+    .await;
+    let from = |last: u8| {
+        reqwest::Client::builder()
+            .local_address(std::net::IpAddr::from([127, 0, 0, last]))
+            .build()
+            .unwrap()
+    };
+    let body = serde_json::json!({
+        "redirect_uris": ["http://127.0.0.1:9/callback"],
+        "token_endpoint_auth_method": "none",
+    });
+    let register = |http: reqwest::Client, body: Option<serde_json::Value>| {
+        let url = format!("{}/oauth/register", app.base);
+        async move {
+            let req = http.post(url);
+            let req = match body {
+                Some(b) => req.json(&b),
+                None => req.body("not a registration"),
+            };
+            req.send().await.unwrap().status()
+        }
+    };
+    let a = from(1);
+    for _ in 0..2 {
+        assert_eq!(
+            register(a.clone(), Some(body.clone())).await,
+            StatusCode::CREATED
+        );
+    }
+    for _ in 0..5 {
+        assert_eq!(
+            register(a.clone(), Some(body.clone())).await,
+            StatusCode::TOO_MANY_REQUESTS
+        );
+        assert_eq!(
+            register(a.clone(), None).await,
+            StatusCode::TOO_MANY_REQUESTS
+        );
+    }
+    let b = from(2);
+    assert_eq!(register(b.clone(), None).await, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        register(b.clone(), Some(body.clone())).await,
+        StatusCode::CREATED
+    );
+    // Everyone's budget (3) is now used by registrations that went through.
+    let c = from(3);
+    assert_eq!(register(c, Some(body)).await, StatusCode::TOO_MANY_REQUESTS);
+}
+
 /// The consent page `browser` gets for `client_id`'s authorization request.
 async fn consent_html(app: &App, browser: &mut Browser, client_id: &str) -> String {
     let page = browser.get(&authorize_url(app, client_id, &[])).await;

@@ -422,6 +422,35 @@ async fn metadata_document_fetches_are_limited_per_client_network() {
     assert_eq!(hits.load(Ordering::SeqCst), 32);
 }
 
+/// Metadata documents fetched from all networks together have an hourly
+/// budget (as registrations do): many networks fetching new documents,
+/// each kept up to an hour, cannot fill the store codes and refresh tokens
+/// need. Documents fetched before still work.
+#[tokio::test]
+async fn metadata_documents_from_all_networks_together_have_a_budget() {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let docs = document_server(hits.clone(), Arc::default()).await;
+    let store = Arc::new(ClockStore::default());
+    let app = start_local(store.clone(), &[], |o| {
+        o.trusted_proxies = vec![mcp_auth_transport::IpNet::parse("127.0.0.1").unwrap()];
+        o.registrations_per_hour_total = 3;
+    })
+    .await;
+    let doc = |n: u32| format!("{docs}/docs/{n}");
+    for n in 0..3 {
+        let r = authorize(&app, &doc(n), Some(&format!("203.0.113.{}", n + 1))).await;
+        assert!(consent_page(&r), "document {n}: {r:?}");
+    }
+    let over = authorize(&app, &doc(3), Some("203.0.113.9")).await;
+    assert!(unverified(&over), "{over:?}");
+    assert_eq!(hits.load(Ordering::SeqCst), 3, "the 4th is not fetched");
+    let known = authorize(&app, &doc(0), Some("203.0.113.10")).await;
+    assert!(consent_page(&known), "{known:?}");
+    store.advance(Duration::from_secs(3601));
+    let next_hour = authorize(&app, &doc(3), Some("203.0.113.9")).await;
+    assert!(consent_page(&next_hour), "{next_hour:?}");
+}
+
 // ---------------------------------------------------------------------------
 // The keys every replica shares
 // ---------------------------------------------------------------------------

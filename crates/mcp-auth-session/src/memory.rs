@@ -22,6 +22,10 @@ pub const DEFAULT_KV_MAX_ENTRIES: usize = 100_000;
 /// (64 MiB).
 pub const DEFAULT_KV_MAX_BYTES: usize = 64 * 1024 * 1024;
 
+/// Counters ([`SessionStore::hit`]) held before the ended ones are dropped
+/// on a hit (the sweep drops them too).
+const COUNTERS_BEFORE_PURGE: usize = 100_000;
+
 /// How many expired sessions a [`MemoryStore`] keeps for the next
 /// [`sweep_expired`](SessionStore::sweep_expired); beyond it, expired
 /// sessions are dropped unreported (and the sweep says how many).
@@ -42,6 +46,11 @@ struct State {
     per_subject: HashMap<String, usize>,
     saved: HashMap<String, String>,
     counters: HashMap<String, (u64, Instant)>,
+    /// How many counters were left the last time the ended ones were
+    /// dropped on a hit: they are looked through again only once the map
+    /// has grown twice as large, not on every hit past
+    /// [`COUNTERS_BEFORE_PURGE`].
+    counters_kept: usize,
     /// Sessions purged because they expired, until `sweep_expired` takes them.
     expired: Vec<ExpiredSession>,
     /// Expired sessions not kept in `expired` (it was full).
@@ -501,8 +510,9 @@ impl SessionStore for MemoryStore {
     async fn hit(&self, key: &str, window: Duration) -> Result<(u64, Duration), StoreError> {
         let now = Instant::now();
         Ok(self.with(|s| {
-            if s.counters.len() > 100_000 {
+            if s.counters.len() > COUNTERS_BEFORE_PURGE.max(s.counters_kept * 2) {
                 s.counters.retain(|_, (_, end)| *end > now);
+                s.counters_kept = s.counters.len();
             }
             let entry = s
                 .counters
@@ -528,6 +538,12 @@ impl SessionStore for MemoryStore {
         self.with(|s| {
             if let Some((n, _)) = s.counters.get_mut(key) {
                 *n = n.saturating_sub(1);
+                // Back to nothing (a request counted in advance that was
+                // no failure): nothing kept, so requests from ever new
+                // networks leave no entry behind.
+                if *n == 0 {
+                    s.counters.remove(key);
+                }
             }
         });
         Ok(())
@@ -583,6 +599,7 @@ impl SessionStore for MemoryStore {
         let (expired, unreported) = self.with(|s| {
             s.purge(now);
             s.counters.retain(|_, (_, end)| *end > now);
+            s.counters_kept = s.counters.len();
             (
                 std::mem::take(&mut s.expired),
                 std::mem::take(&mut s.unreported),
@@ -928,6 +945,44 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert_eq!(s.count("k").await.unwrap().0, 0);
         assert_eq!(s.hit("k", w).await.unwrap().0, 1);
+    }
+
+    /// A count taken back to nothing leaves no entry (requests from ever
+    /// new networks, each counted in advance and taken back, do not grow
+    /// the map); past the purge size, the ended counters are dropped only
+    /// once the map has doubled since the last time, not on every hit.
+    #[tokio::test]
+    async fn counters_taken_back_leave_nothing_and_purges_are_not_per_hit() {
+        let s = MemoryStore::new();
+        let w = Duration::from_secs(60);
+        for n in 0..1000 {
+            let key = format!("fail:198.51.100.{n}");
+            s.hit(&key, w).await.unwrap();
+            s.unhit(&key).await.unwrap();
+        }
+        assert_eq!(s.with(|s| s.counters.len()), 0);
+        // A count still above zero is kept.
+        s.hit("k", w).await.unwrap();
+        s.hit("k", w).await.unwrap();
+        s.unhit("k").await.unwrap();
+        assert_eq!(s.count("k").await.unwrap().0, 1);
+        // Live counters past the purge size: kept, and looked through
+        // again only at twice as many.
+        s.with(|st| {
+            let end = Instant::now() + w;
+            for n in 0..COUNTERS_BEFORE_PURGE {
+                st.counters.insert(format!("live-{n}"), (1, end));
+            }
+        });
+        s.hit("one-more", w).await.unwrap();
+        let kept = s.with(|st| st.counters_kept);
+        assert_eq!(kept, COUNTERS_BEFORE_PURGE + 1, "purged once, all live");
+        s.hit("and-another", w).await.unwrap();
+        assert_eq!(
+            s.with(|st| st.counters_kept),
+            kept,
+            "not looked through again"
+        );
     }
 
     const MIN: Duration = Duration::from_secs(60);

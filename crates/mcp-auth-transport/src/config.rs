@@ -25,7 +25,7 @@ use url::Url;
 
 use mcp_auth_session::{SessionLimits, SessionPolicy};
 
-use crate::{HostRule, OriginRule, RateLimitConfig, ServeOptions, ToolScopes};
+use crate::{HostRule, OriginRule, RateLimitConfig, ServeOptions, ToolScopes, guard::OriginEntry};
 
 /// Default request body limit: 4 MiB.
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 4 << 20;
@@ -262,6 +262,17 @@ impl HttpConfig {
                 "cannot be true while any origin is allowed (*): list the origins in HTTP_ALLOWED_ORIGINS",
             ));
         }
+        // Any page can send `Origin: null` (a sandboxed frame, a data: URL):
+        // with credentials that is `*` again.
+        if self.cors.enabled
+            && self.cors.credentials
+            && matches!(&self.origins, OriginRule::List(l) if l.iter().any(OriginEntry::is_null))
+        {
+            return Err(ConfigError::new(
+                "HTTP_CORS_CREDENTIALS",
+                "cannot be true while the opaque origin (null) is allowed: any page can send it; take null out of HTTP_ALLOWED_ORIGINS",
+            ));
+        }
         Ok(())
     }
 
@@ -483,6 +494,22 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.variable, "HTTP_CORS_CREDENTIALS");
+        // The opaque origin is any page's (a sandboxed frame): not with
+        // credentials either; without them, or without null, it is fine.
+        let with = |origins: &str, credentials: &str| {
+            HttpConfig::from_settings(
+                &vars(&[
+                    ("HTTP_ALLOWED_ORIGINS", origins),
+                    ("HTTP_CORS_CREDENTIALS", credentials),
+                ]),
+                "http://127.0.0.1:8001/mcp".parse().unwrap(),
+            )
+        };
+        let err = with("https://app.example.com,null", "true").unwrap_err();
+        assert_eq!(err.variable, "HTTP_CORS_CREDENTIALS");
+        assert!(err.to_string().contains("null"), "{err}");
+        assert!(with("https://app.example.com,null", "false").is_ok());
+        assert!(with("https://app.example.com", "true").is_ok());
     }
 
     #[test]

@@ -188,6 +188,12 @@ impl OriginEntry {
         })
     }
 
+    /// Whether this is the opaque origin, `null`.
+    #[cfg_attr(not(feature = "mcp"), allow(dead_code))]
+    pub(crate) fn is_null(&self) -> bool {
+        self.scheme == "null"
+    }
+
     fn matches(&self, other: &OriginEntry) -> bool {
         self.scheme == other.scheme
             && self.host == other.host

@@ -29,7 +29,21 @@ impl IpNet {
         let addr: IpAddr = ip.parse().ok()?;
         let max = if addr.is_ipv4() { 32 } else { 128 };
         let prefix = prefix.unwrap_or(max);
-        (prefix <= max).then_some(Self { addr, prefix })
+        if prefix > max {
+            return None;
+        }
+        // An IPv4 network written IPv4-mapped (`::ffff:10.0.0.0/104`) is
+        // that IPv4 network: peers are compared in their IPv4 form.
+        if let IpAddr::V6(v6) = addr
+            && let Some(v4) = v6.to_ipv4_mapped()
+            && prefix >= 96
+        {
+            return Some(Self {
+                addr: IpAddr::V4(v4),
+                prefix: prefix - 96,
+            });
+        }
+        Some(Self { addr, prefix })
     }
 
     /// Whether `ip` is in the network.
@@ -397,6 +411,25 @@ fn forwarded_address(entry: &str) -> Option<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A trusted network written IPv4-mapped is the IPv4 network (peers
+    /// are compared in their IPv4 form): it matches them.
+    #[test]
+    fn ipv4_mapped_networks_are_their_ipv4_networks() {
+        let net = IpNet::parse("::ffff:10.0.0.0/104").unwrap();
+        assert_eq!(net, IpNet::parse("10.0.0.0/8").unwrap());
+        assert!(net.contains("10.1.2.3".parse().unwrap()));
+        assert!(!net.contains("11.1.2.3".parse().unwrap()));
+        let one = IpNet::parse("::ffff:192.0.2.7").unwrap();
+        assert!(one.contains("192.0.2.7".parse().unwrap()));
+        // A shorter prefix is a plain IPv6 network.
+        assert!(
+            !IpNet::parse("::ffff:0.0.0.0/80")
+                .unwrap()
+                .contains("10.1.2.3".parse().unwrap())
+        );
+        assert!(IpNet::parse("::1/129").is_none());
+    }
 
     #[cfg(feature = "mcp")]
     #[test]

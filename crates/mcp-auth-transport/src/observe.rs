@@ -814,8 +814,12 @@ mod prometheus {
                 .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
                 .map(|(_, t)| t.trim_start())
                 .unwrap_or_default();
-            let same: bool =
-                subtle::ConstantTimeEq::ct_eq(presented.as_bytes(), token.as_bytes()).into();
+            // An empty token (a caller's mistake) opens nothing.
+            let same: bool = !token.is_empty()
+                && bool::from(subtle::ConstantTimeEq::ct_eq(
+                    presented.as_bytes(),
+                    token.as_bytes(),
+                ));
             if !same {
                 let mut resp = crate::refusal::no_store(StatusCode::UNAUTHORIZED.into_response());
                 resp.headers_mut().insert(

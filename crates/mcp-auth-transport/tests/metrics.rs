@@ -89,6 +89,16 @@ async fn counts_decisions_and_tools_under_bounded_labels_behind_a_token() {
         let resp = scrape.clone().oneshot(get(bad)).await.unwrap();
         assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "{bad:?}");
     }
+    // An empty token (a caller's mistake) opens nothing.
+    let empty = app.metrics_router(&metrics, Some(String::new()));
+    for bad in [None, Some("Bearer "), Some("Bearer")] {
+        let resp = empty.clone().oneshot(get(bad)).await.unwrap();
+        assert_eq!(
+            resp.status(),
+            StatusCode::UNAUTHORIZED,
+            "empty token, {bad:?}"
+        );
+    }
     // The scheme is case-insensitive (RFC 9110).
     let lower = scrape
         .clone()
