@@ -606,3 +606,35 @@ async fn an_anonymous_event_stream_ends_once_its_session_is_bound() {
     assert_eq!(common::list(&c, &s, &sid, Some(KEY)).await, 200);
     assert_eq!(common::list(&c, &s, &sid, None).await, 401);
 }
+
+/// An anonymous call of a scoped tool (operations allowed without
+/// credentials) is answered 401 with a challenge naming what the call needs,
+/// the server's scopes and the tool's, so a client asks for all of them in
+/// one login instead of stepping up right after.
+#[tokio::test]
+async fn an_anonymous_scoped_call_is_challenged_for_the_tools_scopes() {
+    let s = Server::start(&[
+        ("MCP_AUTH_STRATEGY", "bearer"),
+        ("MCP_JWT_SECRET", "a-test-secret-that-is-at-least-32-bytes"),
+        ("MCP_OAUTH_REQUIRED_SCOPES", "mcp:tools"),
+        ("MCP_SESSION_AUTH_REQUIRE_FOR_SESSION", "false"),
+        ("MCP_SESSION_AUTH_REQUIRE_FOR_OPERATIONS", "false"),
+    ]);
+    let c = reqwest::Client::new();
+    let r = post(&c, &s.url(), INIT).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let sid = r.headers()["mcp-session-id"].to_str().unwrap().to_owned();
+    drop(r.text().await);
+    let call = r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"admin_status","arguments":{}}}"#;
+    let r = post(&c, &s.url(), call)
+        .header("mcp-session-id", &sid)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let challenge = r.headers()["www-authenticate"].to_str().unwrap().to_owned();
+    assert!(
+        challenge.contains(r#"scope="mcp:tools mcp:admin""#),
+        "{challenge}"
+    );
+}

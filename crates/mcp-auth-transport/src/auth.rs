@@ -121,19 +121,33 @@ impl AuthLayer {
     /// `request` are the request's headers: the error code goes on the
     /// challenge of the scheme the client used.
     pub fn error_response(&self, err: &AuthError, request: &http::HeaderMap) -> Response {
-        error_response(&self.inner, err, request)
+        error_response(&self.inner, err, request, &self.inner.required_scopes)
+    }
+
+    /// [`error_response`](Self::error_response) whose challenges name
+    /// `scopes` (what the refused operation needs: the server's and its
+    /// tool's), so a client asks for all of them at once.
+    #[cfg(feature = "mcp")]
+    pub(crate) fn error_response_needing(
+        &self,
+        err: &AuthError,
+        request: &http::HeaderMap,
+        scopes: &[String],
+    ) -> Response {
+        error_response(&self.inner, err, request, scopes)
     }
 }
 
-fn error_response(s: &AuthSettings, err: &AuthError, request: &http::HeaderMap) -> Response {
+fn error_response(
+    s: &AuthSettings,
+    err: &AuthError,
+    request: &http::HeaderMap,
+    scopes: &[String],
+) -> Response {
     let mut resp = (err.status(), axum::Json(err.body())).into_response();
     let headers = resp.headers_mut();
-    for value in err.challenge_headers(
-        &s.schemes,
-        s.resource_metadata.as_deref(),
-        &s.required_scopes,
-        request,
-    ) {
+    for value in err.challenge_headers(&s.schemes, s.resource_metadata.as_deref(), scopes, request)
+    {
         headers.append(header::WWW_AUTHENTICATE, value);
     }
     // RFC 9449 §9: the nonce the client's next proof must carry.
@@ -245,7 +259,8 @@ where
                         reason = %err,
                         "request not authenticated"
                     );
-                    let resp = error_response(&settings, &err, &parts.headers);
+                    let resp =
+                        error_response(&settings, &err, &parts.headers, &settings.required_scopes);
                     // Refused for the server-wide scopes, the caller is
                     // known: with an audit layer in front, the record names
                     // them and what they asked for (their body is read for

@@ -310,10 +310,15 @@ impl ToolScopeLayer {
             .filter(|d| d.note(|d| d.audited));
         match parts.extensions.get::<Principal>() {
             // Anonymous (the session policy allowed it): authenticate first.
+            // The challenge names what the call needs (the server's scopes
+            // and the tool's), so the client asks for all of it at once.
             None if scoped => {
                 let err = AuthError::MissingCredentials;
                 crate::observe::refused_here(err.outcome());
-                return Some(self.auth.error_response(&err, &parts.headers));
+                return Some(
+                    self.auth
+                        .error_response_needing(&err, &parts.headers, &needed),
+                );
             }
             Some(p) if scoped && !p.missing_scopes(&needed).is_empty() => {
                 tracing::debug!(?tools, "tool call refused: insufficient scope");
