@@ -254,10 +254,11 @@ pub fn client_ip_by(
     let named = |name: http::HeaderName, split: fn(&str) -> Vec<Option<IpAddr>>| {
         let mut entries: Vec<Option<IpAddr>> = Vec::new();
         for v in headers.get_all(name) {
-            match v.to_str() {
-                Ok(v) => entries.extend(split(v)),
-                Err(_) => entries.push(None),
-            }
+            // Bytes past ASCII are a client's (proxies append entries of
+            // their own to what the client sent, in the same value): read
+            // them as not an address in their entry, not as a value that
+            // is none at all, which would give the proxy's address.
+            entries.extend(split(&String::from_utf8_lossy(v.as_bytes())));
         }
         if entries.is_empty() {
             return None;
@@ -411,6 +412,37 @@ fn forwarded_address(entry: &str) -> Option<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Behind a proxy that appends to what the client sent, bytes past
+    /// ASCII in the client's part do not make the client count as its
+    /// proxy: the entries the proxy wrote are read from the right as ever.
+    #[test]
+    fn a_clients_bytes_past_ascii_do_not_make_it_its_proxy() {
+        let proxy: IpAddr = "10.0.0.1".parse().unwrap();
+        let trusted = [IpNet::parse("10.0.0.0/8").unwrap()];
+        for (name, value) in [
+            ("x-forwarded-for", &b"\xff, 198.51.100.7"[..]),
+            ("forwarded", &b"for=\"\xff\", for=198.51.100.7"[..]),
+        ] {
+            let mut h = http::HeaderMap::new();
+            h.insert(
+                http::HeaderName::from_static(name),
+                http::HeaderValue::from_bytes(value).unwrap(),
+            );
+            assert_eq!(
+                client_ip(&trusted, Some(proxy), &h),
+                Some("198.51.100.7".parse().unwrap()),
+                "{name}"
+            );
+        }
+        // What the proxy wrote itself is not an address: the proxy.
+        let mut h = http::HeaderMap::new();
+        h.insert(
+            "x-forwarded-for",
+            http::HeaderValue::from_bytes(b"198.51.100.7, \xff").unwrap(),
+        );
+        assert_eq!(client_ip(&trusted, Some(proxy), &h), Some(proxy));
+    }
 
     /// A trusted network written IPv4-mapped is the IPv4 network (peers
     /// are compared in their IPv4 form): it matches them.
