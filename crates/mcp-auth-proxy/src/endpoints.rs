@@ -334,10 +334,14 @@ impl App {
     }
 
     /// Counts a login started (authorization request) or approved against
-    /// the caller's network's budget, `authorizations_per_minute`, and
-    /// against everyone's, `logins_per_lifetime_total`; the network, when
-    /// within both.
-    async fn login_budget(
+    /// the caller's network's budget, `authorizations_per_minute`; the
+    /// network, when within it. Everyone's budget ([`global_budget`]) is
+    /// charged only once the request proved to be a login (a valid client,
+    /// return address and challenge; a valid approval form), so requests
+    /// that are none cannot use it up for all.
+    ///
+    /// [`global_budget`]: Self::global_budget
+    async fn network_budget(
         &self,
         peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
         headers: &HeaderMap,
@@ -353,6 +357,11 @@ impl App {
                 "Too many logins were started from your address. Wait a minute and try again.",
             ));
         }
+        Ok(who)
+    }
+
+    /// Counts a login against everyone's budget, `logins_per_lifetime_total`.
+    async fn global_budget(&self) -> Result<(), Response> {
         let (all, left) = self
             .count("proxy-authz:all", self.proxy.inner.cfg.login_ttl)
             .await?;
@@ -372,7 +381,7 @@ impl App {
             );
             return Err(refused);
         }
-        Ok(who)
+        Ok(())
     }
 
     /// Counts a login against `key`'s budget of `window`: the count so far
@@ -675,7 +684,7 @@ async fn authorize(
     axum::extract::RawQuery(raw): axum::extract::RawQuery,
 ) -> Response {
     let proxy = &app.proxy;
-    let who = match app.login_budget(peer, &headers).await {
+    let who = match app.network_budget(peer, &headers).await {
         Ok(who) => who,
         Err(refused) => return refused,
     };
@@ -804,6 +813,10 @@ async fn authorize(
             None => return fail("server_error", "no randomness"),
         },
     };
+    // A login it is: it counts against everyone's budget.
+    if let Err(refused) = app.global_budget().await {
+        return refused;
+    }
     let pending = PendingLogin {
         client_id: client.client_id.clone(),
         redirect_uri: redirect_uri.clone(),
@@ -919,7 +932,7 @@ async fn consent_decision(
 ) -> Response {
     let proxy = &app.proxy;
     // Approvals share the authorization budget: each one starts a login.
-    if let Err(refused) = app.login_budget(peer, &headers).await {
+    if let Err(refused) = app.network_budget(peer, &headers).await {
         return refused;
     }
     let cfg = &proxy.inner.cfg;
@@ -937,6 +950,9 @@ async fn consent_decision(
             "Request expired",
             "This approval did not come from the page this server showed you. Start the login again from the application.",
         );
+    }
+    if let Err(refused) = app.global_budget().await {
+        return refused;
     }
     let store = &proxy.inner.store;
     let key = format!("proxy:login:{}", form.request);

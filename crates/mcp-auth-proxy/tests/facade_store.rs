@@ -603,6 +603,24 @@ async fn logins_started_from_all_addresses_together_are_capped() {
     let store = Arc::new(ClockStore::default());
     let app = start_local(store.clone(), &[], |o| o.logins_per_lifetime_total = 3).await;
     let client = support::register(&app).await;
+    // Requests that are no login (no client, no valid approval form) do not
+    // use the budget up for everyone.
+    let http = reqwest::Client::new();
+    for _ in 0..5 {
+        let bare = http
+            .get(format!("{}/oauth/authorize", app.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(bare.status(), StatusCode::BAD_REQUEST);
+        let junk = http
+            .post(format!("{}/oauth/consent", app.base))
+            .form(&[("request", "x"), ("csrf", "y"), ("decision", "allow")])
+            .send()
+            .await
+            .unwrap();
+        assert!(junk.status().is_client_error(), "{}", junk.status());
+    }
     for (i, ip) in ["203.0.113.1", "203.0.113.2", "198.51.100.7"]
         .iter()
         .enumerate()
@@ -610,7 +628,6 @@ async fn logins_started_from_all_addresses_together_are_capped() {
         let page = authorize(&app, &client, Some(ip)).await;
         assert!(consent_page(&page), "login {i}: {page:?}");
     }
-    let http = reqwest::Client::new();
     let r = http
         .get(support::authorize_url(&app, &client, &[]))
         .header("x-forwarded-for", "192.0.2.9")
