@@ -72,8 +72,14 @@ fn entry_address(entry: &str) -> Option<IpAddr> {
     Some(host.to_canonical())
 }
 
-/// Whether `a` and `b` share their first `prefix` bits (same family).
+/// Whether `a` and `b` share their first `prefix` bits, in `a`'s family
+/// (an IPv4 address and its IPv4-mapped IPv6 form are one address).
 fn same_prefix(a: IpAddr, b: IpAddr, prefix: u32) -> bool {
+    let b = match (a, b) {
+        (IpAddr::V4(_), IpAddr::V6(v6)) => v6.to_ipv4_mapped().map_or(b, IpAddr::V4),
+        (IpAddr::V6(_), IpAddr::V4(v4)) => IpAddr::V6(v4.to_ipv6_mapped()),
+        _ => b,
+    };
     let (x, y, bits) = match (a, b) {
         (IpAddr::V4(a), IpAddr::V4(b)) => (u128::from(u32::from(a)), u128::from(u32::from(b)), 32),
         (IpAddr::V6(a), IpAddr::V6(b)) => (u128::from(a), u128::from(b), 128),
@@ -148,11 +154,10 @@ fuzz_target!(|data: &[u8]| {
     } else {
         // Every entry in order, `None` where it is not an address.
         let mut entries: Vec<Option<IpAddr>> = Vec::new();
+        // Bytes past ASCII are not an address in their own entry.
         for v in headers.get_all("x-forwarded-for") {
-            match v.to_str() {
-                Ok(s) => entries.extend(s.split(',').map(entry_address)),
-                Err(_) => entries.push(None),
-            }
+            let s = String::from_utf8_lossy(v.as_bytes());
+            entries.extend(s.split(',').map(entry_address));
         }
         let mut answer = pc;
         for e in entries.iter().rev() {

@@ -46,8 +46,14 @@ impl IpNet {
         Some(Self { addr, prefix })
     }
 
-    /// Whether `ip` is in the network.
+    /// Whether `ip` is in the network. An IPv4 address and its IPv4-mapped
+    /// IPv6 form (`::ffff:a.b.c.d`) are the same address here.
     pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match (self.addr, ip) {
+            (IpAddr::V4(_), IpAddr::V6(v6)) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            (IpAddr::V6(_), IpAddr::V4(v4)) => IpAddr::V6(v4.to_ipv6_mapped()),
+            _ => ip,
+        };
         match (self.addr, ip) {
             (IpAddr::V4(n), IpAddr::V4(i)) => {
                 let mask = u32::MAX
@@ -454,12 +460,15 @@ mod tests {
         assert!(!net.contains("11.1.2.3".parse().unwrap()));
         let one = IpNet::parse("::ffff:192.0.2.7").unwrap();
         assert!(one.contains("192.0.2.7".parse().unwrap()));
-        // A shorter prefix is a plain IPv6 network.
-        assert!(
-            !IpNet::parse("::ffff:0.0.0.0/80")
-                .unwrap()
-                .contains("10.1.2.3".parse().unwrap())
-        );
+        // Either form of an address is that address (a network contains
+        // its own address however it was written).
+        assert!(one.contains("::ffff:192.0.2.7".parse().unwrap()));
+        let v4 = IpNet::parse("192.0.2.0/24").unwrap();
+        assert!(v4.contains("::ffff:192.0.2.9".parse().unwrap()));
+        assert!(!v4.contains("::192.0.2.9".parse().unwrap()));
+        let wide = IpNet::parse("::ffff:0.0.0.0/80").unwrap();
+        assert!(wide.contains("10.1.2.3".parse().unwrap()));
+        assert!(!wide.contains("2001:db8::1".parse().unwrap()));
         assert!(IpNet::parse("::1/129").is_none());
     }
 
