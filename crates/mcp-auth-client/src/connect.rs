@@ -1295,7 +1295,7 @@ pub fn auth_challenge(error: &rmcp::service::ServiceError) -> Option<String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// The headless login stops before a hop the MCP server's OAuth
@@ -1412,7 +1412,7 @@ mod tests {
 
     /// A loopback port that counts the connections made to it (and
     /// answers none).
-    async fn connection_counter() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    pub(crate) async fn connection_counter() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
         use std::sync::atomic::{AtomicUsize, Ordering};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/mcp", listener.local_addr().unwrap());

@@ -501,19 +501,8 @@ mod tests {
     /// credentials need none.
     #[tokio::test]
     async fn credentials_without_an_issuer_are_refused_before_any_request() {
-        use std::sync::{
-            Arc,
-            atomic::{AtomicUsize, Ordering},
-        };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/mcp", listener.local_addr().unwrap());
-        let connections = Arc::new(AtomicUsize::new(0));
-        let counted = connections.clone();
-        tokio::spawn(async move {
-            while let Ok((_socket, _)) = listener.accept().await {
-                counted.fetch_add(1, Ordering::SeqCst);
-            }
-        });
+        use std::sync::atomic::Ordering;
+        let (url, connections) = crate::connect::tests::connection_counter().await;
         use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
         use base64::{Engine, engine::general_purpose::STANDARD};
         let pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).unwrap();
