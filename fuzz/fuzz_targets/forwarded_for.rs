@@ -40,7 +40,8 @@ fn peer(field: &[u8]) -> Option<IpAddr> {
 /// A forwarded entry's address: a plain address, or with a port (1 to 5
 /// digits, at most 65535) after `a.b.c.d:` or `[v6]:`, or `[v6]` alone.
 fn entry_address(entry: &str) -> Option<IpAddr> {
-    let e = entry.trim();
+    // HTTP's whitespace only (a no-break space is no space).
+    let e = entry.trim_matches(|c| c == ' ' || c == '\t');
     if let Ok(ip) = e.parse::<IpAddr>() {
         return Some(ip.to_canonical());
     }
@@ -72,12 +73,17 @@ fn entry_address(entry: &str) -> Option<IpAddr> {
     Some(host.to_canonical())
 }
 
-/// Whether `a` and `b` share their first `prefix` bits, in `a`'s family
-/// (an IPv4 address and its IPv4-mapped IPv6 form are one address).
+/// Whether `a` and `b` share their first `prefix` bits, in `a`'s family:
+/// an IPv4 `a` is compared with the IPv4 address a mapped `b`
+/// (`::ffff:a.b.c.d`) stands for; an IPv6 `a` never with an IPv4 `b`.
 fn same_prefix(a: IpAddr, b: IpAddr, prefix: u32) -> bool {
     let b = match (a, b) {
-        (IpAddr::V4(_), IpAddr::V6(v6)) => v6.to_ipv4_mapped().map_or(b, IpAddr::V4),
-        (IpAddr::V6(_), IpAddr::V4(v4)) => IpAddr::V6(v4.to_ipv6_mapped()),
+        (IpAddr::V4(_), IpAddr::V6(v6)) => match v6.octets() {
+            [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, w, x, y, z] => {
+                IpAddr::V4(Ipv4Addr::new(w, x, y, z))
+            }
+            _ => b,
+        },
         _ => b,
     };
     let (x, y, bits) = match (a, b) {

@@ -398,6 +398,11 @@ impl App {
     }
 }
 
+/// Client metadata documents fetched and kept per client network per hour
+/// (a tenth of everyone's default budget: one network alone cannot use it
+/// up).
+const DOCUMENTS_PER_NETWORK_PER_HOUR: u64 = 100;
+
 fn client_key(client_id: &str) -> String {
     format!("proxy:client:{}", digest_b64(client_id.as_bytes()))
 }
@@ -448,12 +453,11 @@ impl App {
                 Ok(_) => {}
                 Err(e) => return Err(e.to_string()),
             }
-            // And everyone's together, as registrations are (the same
-            // number, counted apart): documents are kept for up to an hour,
-            // so many networks fetching new ones cannot fill the store that
-            // codes and refresh tokens need.
-            match store.hit("proxy-cimd:all", Duration::from_secs(3600)).await {
-                Ok((n, _)) if n > self.opts.registrations_per_hour_total => {
+            // Everyone's budget for documents kept (below) used up: no
+            // fetch at all.
+            let total = self.opts.registrations_per_hour_total;
+            match store.count("proxy-cimd:all").await {
+                Ok((n, _)) if n >= total => {
                     return Err("too many metadata documents from all addresses".to_owned());
                 }
                 Ok(_) => {}
@@ -468,6 +472,29 @@ impl App {
                     return Err(format!("client metadata document refused: {e}"));
                 }
             };
+            // Documents are kept for up to an hour: those fetched are
+            // counted per network (100 an hour) and for everyone together
+            // (as registrations, counted apart), so many
+            // networks serving new documents cannot fill the store that
+            // codes and refresh tokens need; documents refused count for
+            // neither (one network cannot use everyone's budget up).
+            let hour = Duration::from_secs(3600);
+            match store.hit(&format!("proxy-cimd-hour:{who}"), hour).await {
+                Ok((n, _)) if n > DOCUMENTS_PER_NETWORK_PER_HOUR => {
+                    return Err(
+                        "too many metadata documents from this address this hour".to_owned()
+                    );
+                }
+                Ok(_) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+            match store.hit("proxy-cimd:all", hour).await {
+                Ok((n, _)) if n > total => {
+                    return Err("too many metadata documents from all addresses".to_owned());
+                }
+                Ok(_) => {}
+                Err(e) => return Err(e.to_string()),
+            }
             tracing::info!(client = %client_id, "client metadata document fetched");
             let ttl = c.expires_at.map_or(self.opts.metadata_ttl, |t| {
                 Duration::from_secs(t.saturating_sub(now).max(1))
@@ -951,9 +978,6 @@ async fn consent_decision(
             "This approval did not come from the page this server showed you. Start the login again from the application.",
         );
     }
-    if let Err(refused) = app.global_budget().await {
-        return refused;
-    }
     let store = &proxy.inner.store;
     let key = format!("proxy:login:{}", form.request);
     // Single use: a replayed approval finds nothing.
@@ -981,6 +1005,12 @@ async fn consent_decision(
             pending.state.as_deref(),
             &cfg.issuer_id(),
         );
+    }
+    // An approval of a login waiting for it (the form is single use: a
+    // replayed one found nothing above): it counts against everyone's
+    // budget.
+    if let Err(refused) = app.global_budget().await {
+        return refused;
     }
     to_upstream(&app, pending, true).await
 }

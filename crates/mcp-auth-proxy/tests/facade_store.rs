@@ -437,13 +437,23 @@ async fn metadata_documents_from_all_networks_together_have_a_budget() {
     })
     .await;
     let doc = |n: u32| format!("{docs}/docs/{n}");
+    // Documents refused (here: none at the URL) use none of it.
+    for n in 0..5 {
+        let missing = format!("{docs}/missing/{n}");
+        let r = authorize(&app, &missing, Some("198.51.100.1")).await;
+        assert!(unverified(&r), "{r:?}");
+    }
     for n in 0..3 {
         let r = authorize(&app, &doc(n), Some(&format!("203.0.113.{}", n + 1))).await;
         assert!(consent_page(&r), "document {n}: {r:?}");
     }
     let over = authorize(&app, &doc(3), Some("203.0.113.9")).await;
     assert!(unverified(&over), "{over:?}");
-    assert_eq!(hits.load(Ordering::SeqCst), 3, "the 4th is not fetched");
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        3,
+        "the 4th document is not fetched"
+    );
     let known = authorize(&app, &doc(0), Some("203.0.113.10")).await;
     assert!(consent_page(&known), "{known:?}");
     store.advance(Duration::from_secs(3601));

@@ -46,12 +46,13 @@ impl IpNet {
         Some(Self { addr, prefix })
     }
 
-    /// Whether `ip` is in the network. An IPv4 address and its IPv4-mapped
-    /// IPv6 form (`::ffff:a.b.c.d`) are the same address here.
+    /// Whether `ip` is in the network. An IPv4 network contains the
+    /// IPv4-mapped form (`::ffff:a.b.c.d`) of its addresses; an IPv6
+    /// network contains no IPv4 address (so `::/0` does not trust every
+    /// IPv4 client).
     pub fn contains(&self, ip: IpAddr) -> bool {
         let ip = match (self.addr, ip) {
             (IpAddr::V4(_), IpAddr::V6(v6)) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-            (IpAddr::V6(_), IpAddr::V4(v4)) => IpAddr::V6(v4.to_ipv6_mapped()),
             _ => ip,
         };
         match (self.addr, ip) {
@@ -76,7 +77,7 @@ impl IpNet {
 /// `X-Forwarded-For` is believed and whose connections are not capped per
 /// address.
 pub(crate) fn trusted_proxies(l: &dyn Lookup) -> Result<Vec<IpNet>, ConfigError> {
-    parse_list(l, "HTTP_TRUSTED_PROXIES")
+    let nets = parse_list(l, "HTTP_TRUSTED_PROXIES")
         .unwrap_or_default()
         .iter()
         .map(|item| {
@@ -87,7 +88,14 @@ pub(crate) fn trusted_proxies(l: &dyn Lookup) -> Result<Vec<IpNet>, ConfigError>
                 )
             })
         })
-        .collect()
+        .collect::<Result<Vec<_>, _>>()?;
+    if nets.iter().any(|n| n.prefix == 0) {
+        tracing::warn!(
+            variable = "HTTP_TRUSTED_PROXIES",
+            "a trusted network covers every address of its family (0.0.0.0/0, ::/0, ::ffff:0:0/96): any such client can name its own address in a forwarded header"
+        );
+    }
+    Ok(nets)
 }
 
 /// The header trusted proxies write the client's address in
@@ -324,7 +332,7 @@ fn forwarded_elements(value: &str) -> Vec<Option<IpAddr>> {
         if let Some((name, v)) = pair.split_once('=')
             && name.trim().eq_ignore_ascii_case("for")
         {
-            let found = unquote(v.trim()).and_then(|v| forwarded_address(&v));
+            let found = unquote(ascii_trim(v)).and_then(|v| forwarded_address(&v));
             *node = match node {
                 None => Some(found),
                 Some(_) => Some(None),
@@ -368,6 +376,12 @@ fn forwarded_elements(value: &str) -> Vec<Option<IpAddr>> {
 
 /// A `Forwarded` parameter value: a token as it is, a quoted string
 /// without its quotes and escapes; `None` when the quoting is broken.
+/// `s` without the spaces and tabs around it (HTTP's whitespace; not
+/// Unicode's, which a client's bytes past ASCII could make).
+fn ascii_trim(s: &str) -> &str {
+    s.trim_matches(|c| c == ' ' || c == '\t')
+}
+
 fn unquote(v: &str) -> Option<String> {
     let Some(inner) = v.strip_prefix('"') else {
         return (!v.contains(['"', '\\'])).then(|| v.to_owned());
@@ -389,7 +403,7 @@ fn unquote(v: &str) -> Option<String> {
 /// `a.b.c.d:port`, `[v6]` or `[v6]:port`, the port being 1 to 5 digits up
 /// to 65535. Anything else (`unknown`, a zone id, an empty entry) is not.
 fn forwarded_address(entry: &str) -> Option<IpAddr> {
-    let entry = entry.trim();
+    let entry = ascii_trim(entry);
     let port_ok = |p: &str| {
         (1..=5).contains(&p.len())
             && p.bytes().all(|b| b.is_ascii_digit())
@@ -441,6 +455,14 @@ mod tests {
                 "{name}"
             );
         }
+        // Unicode whitespace is no whitespace here: bytes past ASCII before
+        // an address do not make it one.
+        let mut h = http::HeaderMap::new();
+        h.insert(
+            "x-forwarded-for",
+            http::HeaderValue::from_bytes(b"198.51.100.7, \xc2\xa0203.0.113.5").unwrap(),
+        );
+        assert_eq!(client_ip(&trusted, Some(proxy), &h), Some(proxy));
         // What the proxy wrote itself is not an address: the proxy.
         let mut h = http::HeaderMap::new();
         h.insert(
@@ -466,9 +488,19 @@ mod tests {
         let v4 = IpNet::parse("192.0.2.0/24").unwrap();
         assert!(v4.contains("::ffff:192.0.2.9".parse().unwrap()));
         assert!(!v4.contains("::192.0.2.9".parse().unwrap()));
+        // An IPv6 network contains no IPv4 client, however wide.
         let wide = IpNet::parse("::ffff:0.0.0.0/80").unwrap();
-        assert!(wide.contains("10.1.2.3".parse().unwrap()));
-        assert!(!wide.contains("2001:db8::1".parse().unwrap()));
+        assert!(!wide.contains("10.1.2.3".parse().unwrap()));
+        assert!(
+            !IpNet::parse("::/0")
+                .unwrap()
+                .contains("10.1.2.3".parse().unwrap())
+        );
+        assert!(
+            !IpNet::parse("0.0.0.0/0")
+                .unwrap()
+                .contains("2001:db8::1".parse().unwrap())
+        );
         assert!(IpNet::parse("::1/129").is_none());
     }
 
