@@ -1175,7 +1175,7 @@ fn redact(text: &str, sensitive: &[&str]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::{Arc, Mutex};
 
     use aws_lc_rs::signature::{
@@ -1292,7 +1292,7 @@ mod tests {
     }
 
     /// A fresh EC key: its PKCS#8 PEM and its public point.
-    fn ec_key(alg: &'static EcdsaSigningAlgorithm) -> (String, Vec<u8>) {
+    pub(crate) fn ec_key(alg: &'static EcdsaSigningAlgorithm) -> (String, Vec<u8>) {
         let pair = EcdsaKeyPair::generate(alg).unwrap();
         let der = STANDARD.encode(pair.to_pkcs8v1().unwrap().as_ref());
         let mut pem = "-----BEGIN PRIVATE KEY-----\n".to_owned();

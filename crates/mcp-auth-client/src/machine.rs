@@ -503,16 +503,8 @@ mod tests {
     async fn credentials_without_an_issuer_are_refused_before_any_request() {
         use std::sync::atomic::Ordering;
         let (url, connections) = crate::connect::tests::connection_counter().await;
-        use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
-        use base64::{Engine, engine::general_purpose::STANDARD};
-        let pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).unwrap();
-        let der = STANDARD.encode(pair.to_pkcs8v1().unwrap().as_ref());
-        let mut pem = "-----BEGIN PRIVATE KEY-----\n".to_owned();
-        for line in der.as_bytes().chunks(64) {
-            pem.push_str(std::str::from_utf8(line).unwrap());
-            pem.push('\n');
-        }
-        pem.push_str("-----END PRIVATE KEY-----\n");
+        let (pem, _) =
+            crate::grants::tests::ec_key(&aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING);
         let keyed = MachineClient::private_key("bot", pem, SigningAlgorithm::Es256).unwrap();
         for (grant, what) in [
             (

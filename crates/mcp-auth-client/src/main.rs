@@ -368,18 +368,9 @@ fn require_issuer(cli: &Cli) -> Result<(), ClientError> {
     )))
 }
 
-/// Whether the flags ask for a machine-to-machine grant ([`machine_grant`]
-/// builds it).
-fn machine_requested(cli: &Cli) -> bool {
-    cli.client_id.is_some()
-        && (cli.client_credentials
-            || cli.workload_token.is_some()
-            || (cli.enterprise_id_token.is_some()
-                && cli.idp_token_endpoint.is_some()
-                && cli.idp_client_id.is_some()))
-}
-
-/// The machine-to-machine grant the flags ask for, if any.
+/// The machine-to-machine grant the flags ask for, if any. Its credential
+/// goes to its pinned issuer only: [`require_issuer`] is checked as soon as
+/// a grant is chosen, before any key or token file is read.
 fn machine_grant(cli: &Cli) -> Result<Option<Grant>, ClientError> {
     let Some(client_id) = cli.client_id.clone() else {
         return Ok(None);
@@ -389,6 +380,7 @@ fn machine_grant(cli: &Cli) -> Result<Option<Grant>, ClientError> {
         None => MachineClient::public(id),
     };
     if cli.client_credentials {
+        require_issuer(cli)?;
         let client = match &cli.private_key {
             Some(path) => MachineClient::private_key_file(client_id, path, cli.key_algorithm)
                 .map_err(|e| ClientError::AuthRequired(format!("--private-key: {e}")))?,
@@ -397,6 +389,7 @@ fn machine_grant(cli: &Cli) -> Result<Option<Grant>, ClientError> {
         return Ok(Some(Grant::ClientCredentials(client)));
     }
     if let Some(path) = &cli.workload_token {
+        require_issuer(cli)?;
         return Ok(Some(Grant::Workload {
             assertion: read_secret("--workload-token", path)?,
             client: client(client_id, cli.client_secret.clone()),
@@ -407,6 +400,7 @@ fn machine_grant(cli: &Cli) -> Result<Option<Grant>, ClientError> {
         &cli.idp_token_endpoint,
         &cli.idp_client_id,
     ) {
+        require_issuer(cli)?;
         return Ok(Some(Grant::Enterprise {
             idp: TokenEndpoint::new(endpoint.clone()),
             idp_client: client(idp_client_id.clone(), cli.idp_client_secret.clone()),
@@ -455,14 +449,7 @@ async fn run(cli: Cli, settings: &Settings) -> Result<(), Failure> {
         Auth::ApiKey(k)
     } else if let Some(t) = cli.bearer.clone() {
         Auth::Bearer(t)
-    } else if let Some(grant) = machine_requested(&cli)
-        // A machine grant's credential goes to its pinned issuer only
-        // (checked before any key or token file is read).
-        .then(|| require_issuer(&cli))
-        .transpose()
-        .and_then(|_| machine_grant(&cli))
-        .map_err(&fail)?
-    {
+    } else if let Some(grant) = machine_grant(&cli).map_err(&fail)? {
         let mut opts = MachineOptions::new(grant);
         opts.scopes = scopes(&cli);
         opts.wire = cli.protocol;

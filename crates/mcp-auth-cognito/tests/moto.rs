@@ -161,14 +161,7 @@ async fn setup_is_idempotent_and_registers_the_resource_server() {
     assert_eq!(named.len(), 1, "one pool after two runs");
     let pool = env_value(&first, "COGNITO_USER_POOL_ID");
     let client = env_value(&first, "COGNITO_APP_CLIENT_ID");
-    let c = sdk
-        .describe_user_pool_client()
-        .user_pool_id(&pool)
-        .client_id(&client)
-        .send()
-        .await
-        .unwrap();
-    let c = c.user_pool_client().unwrap();
+    let c = app_client(&sdk, &pool, &client).await;
     // The example client's loopback callbacks and the server's login
     // facade at the server's default URL.
     assert_eq!(
@@ -211,14 +204,7 @@ async fn setup_is_idempotent_and_registers_the_resource_server() {
         env_value(&third, "COGNITO_APP_CLIENT_SECRET"),
         env_value(&first, "COGNITO_APP_CLIENT_SECRET")
     );
-    let again = sdk
-        .describe_user_pool_client()
-        .user_pool_id(&pool)
-        .client_id(&client)
-        .send()
-        .await
-        .unwrap();
-    let again = again.user_pool_client().unwrap();
+    let again = app_client(&sdk, &pool, &client).await;
     assert_eq!(
         again.callback_urls(),
         [
@@ -281,14 +267,7 @@ async fn setup_is_idempotent_and_registers_the_resource_server() {
         .map(|s| s.scope_name())
         .collect();
     assert_eq!(names, ["tools", "admin"]);
-    let c = sdk
-        .describe_user_pool_client()
-        .user_pool_id(&pool)
-        .client_id(&client)
-        .send()
-        .await
-        .unwrap();
-    let c = c.user_pool_client().unwrap();
+    let c = app_client(&sdk, &pool, &client).await;
     assert!(c.allowed_o_auth_scopes().contains(&format!("{url}/tools")));
     assert_eq!(
         c.callback_urls().len(),
@@ -319,18 +298,9 @@ async fn setup_is_idempotent_and_registers_the_resource_server() {
         out.contains(&format!("MCP_TOOL_SCOPES=admin_status={url}/admin")),
         "{out}"
     );
-    let c = sdk
-        .describe_user_pool_client()
-        .user_pool_id(&pool)
-        .client_id(&client)
-        .send()
-        .await
-        .unwrap();
+    let c = app_client(&sdk, &pool, &client).await;
     assert!(
-        !c.user_pool_client()
-            .unwrap()
-            .allowed_o_auth_scopes()
-            .contains(&format!("{url}/deploy")),
+        !c.allowed_o_auth_scopes().contains(&format!("{url}/deploy")),
         "an unregistered scope was granted"
     );
 
@@ -742,14 +712,7 @@ async fn updating_the_app_client_keeps_its_other_settings() {
         }
         proxy.clear();
     }
-    let c = sdk
-        .describe_user_pool_client()
-        .user_pool_id(&pool)
-        .client_id(&client)
-        .send()
-        .await
-        .unwrap();
-    let c = c.user_pool_client().unwrap();
+    let c = app_client(&sdk, &pool, &client).await;
     assert_eq!(c.auth_session_validity(), Some(12));
     assert_eq!(
         c.refresh_token_rotation().map(|r| r.feature()),
@@ -963,6 +926,23 @@ async fn forward(
         response: serde_json::from_slice(&bytes).unwrap_or_default(),
     });
     json(status, bytes)
+}
+
+/// The app client `client` of `pool`, as Cognito describes it.
+async fn app_client(
+    sdk: &Client,
+    pool: &str,
+    client: &str,
+) -> aws_sdk_cognitoidentityprovider::types::UserPoolClientType {
+    sdk.describe_user_pool_client()
+        .user_pool_id(pool)
+        .client_id(client)
+        .send()
+        .await
+        .unwrap()
+        .user_pool_client()
+        .unwrap()
+        .clone()
 }
 
 /// A builder for access tokens of `client` from `pool`, with moto's keys.
