@@ -260,16 +260,9 @@ async fn idle_keep_alive_connections_close_but_open_streams_and_slow_calls_do_no
     .await
     .unwrap();
     assert!(r.status().is_success());
-    let r = http
-        .get(s.url())
-        .header("accept", "text/event-stream")
-        .header("x-api-key", KEY)
-        .header("mcp-session-id", &sid)
-        .send()
+    let mut stream = common::event_stream(&http, &s, &sid, Some(KEY))
         .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let mut stream = r.bytes_stream();
+        .bytes_stream();
     let t = Instant::now();
     let mut chunks = 0;
     while t.elapsed() < Duration::from_millis(2500) {

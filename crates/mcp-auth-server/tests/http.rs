@@ -574,25 +574,17 @@ async fn an_anonymous_event_stream_ends_once_its_session_is_bound() {
     ]);
     let c = reqwest::Client::new();
     let sid = open(&c, &s, None).await.unwrap();
+    /// The stream, read on in a task of its own (it ends when the stream does).
     async fn stream(
         c: &reqwest::Client,
-        url: String,
+        s: &Server,
         sid: &str,
         key: Option<&str>,
     ) -> tokio::task::JoinHandle<()> {
-        let mut req = c
-            .get(url)
-            .header("accept", "text/event-stream")
-            .header("mcp-session-id", sid);
-        if let Some(k) = key {
-            req = req.header("x-api-key", k);
-        }
-        let r = req.send().await.unwrap();
-        assert_eq!(r.status(), 200, "{key:?}");
-        let mut body = r.bytes_stream();
+        let mut body = common::event_stream(c, s, sid, key).await.bytes_stream();
         tokio::spawn(async move { while let Some(Ok(_)) = body.next().await {} })
     }
-    let anonymous = stream(&c, s.url(), &sid, None).await;
+    let anonymous = stream(&c, &s, &sid, None).await;
     // Bound to KEY's principal by its first request in the session.
     assert_eq!(common::list(&c, &s, &sid, Some(KEY)).await, 200);
     tokio::time::timeout(Duration::from_secs(8), anonymous)
@@ -600,7 +592,7 @@ async fn an_anonymous_event_stream_ends_once_its_session_is_bound() {
         .expect("the anonymous stream ended after the session was bound")
         .unwrap();
     // The owner's stream, opened then, stays past a check (5 s).
-    let owners = stream(&c, s.url(), &sid, Some(KEY)).await;
+    let owners = stream(&c, &s, &sid, Some(KEY)).await;
     tokio::time::sleep(Duration::from_secs(6)).await;
     assert!(!owners.is_finished(), "the owner's stream stays open");
     assert_eq!(common::list(&c, &s, &sid, Some(KEY)).await, 200);

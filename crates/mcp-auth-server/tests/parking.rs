@@ -83,15 +83,7 @@ async fn a_session_with_an_open_stream_is_not_parked() {
     let c = reqwest::Client::new();
     let sid = open(&c, &s, Some(KEY)).await.unwrap();
     // The standalone event stream (GET), held open.
-    let stream = c
-        .get(s.url())
-        .header("accept", "text/event-stream")
-        .header("x-api-key", KEY)
-        .header("mcp-session-id", &sid)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(stream.status(), 200);
+    let stream = common::event_stream(&c, &s, &sid, Some(KEY)).await;
     tokio::time::sleep(Duration::from_millis(900)).await;
     assert_eq!(parked(&s), 0, "parked with an open stream: {}", s.stderr());
     assert_eq!(whoami(&c, &s, &sid, KEY).await.0, 200);

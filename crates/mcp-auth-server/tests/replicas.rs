@@ -222,16 +222,9 @@ async fn an_event_stream_ends_when_its_session_ends_on_another_replica() {
     let b = replica(&redis.redis_url(), &env);
     let c = fresh_connections();
     let sid = open(&c, &a, Some(KEY)).await.unwrap();
-    let r = c
-        .get(a.url())
-        .header("accept", "text/event-stream")
-        .header("x-api-key", KEY)
-        .header("mcp-session-id", &sid)
-        .send()
+    let mut stream = common::event_stream(&c, &a, &sid, Some(KEY))
         .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let mut stream = r.bytes_stream();
+        .bytes_stream();
     let ended = tokio::spawn(async move {
         let started = Instant::now();
         while let Some(Ok(_)) = stream.next().await {}

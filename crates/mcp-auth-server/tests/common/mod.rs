@@ -177,6 +177,26 @@ pub const BOB: &str = "bobs-key-0123456789abcdef";
 /// `tools/list`.
 pub const LIST: &str = r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#;
 /// The client's `notifications/initialized`.
+/// Opens session `sid`'s event stream (`GET`) on `s` as `key` (`None`:
+/// without credentials); the stream must be answered 200.
+pub async fn event_stream(
+    c: &reqwest::Client,
+    s: &Server,
+    sid: &str,
+    key: Option<&str>,
+) -> reqwest::Response {
+    let mut req = c
+        .get(s.url())
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", sid);
+    if let Some(k) = key {
+        req = req.header("x-api-key", k);
+    }
+    let r = req.send().await.unwrap();
+    assert_eq!(r.status(), 200, "event stream as {key:?}");
+    r
+}
+
 pub const INITIALIZED: &str = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
 
 /// One replica on the shared `store`, taking [`KEY`] and [`BOB`].
