@@ -319,7 +319,12 @@ pub fn client_ip_by(
 /// The `for=` address of each element of an RFC 7239 `Forwarded` value,
 /// in order (`None` for an element without one, or whose node is not an
 /// address: `unknown`, an obfuscated `_name`, anything malformed).
-/// Commas and semicolons inside quoted strings do not split.
+/// Commas and semicolons inside quoted strings do not split, unless the
+/// value leaves a quote open: then every comma and semicolon splits. The
+/// proxies' elements, appended on the right, never leave one open, so an
+/// open quote is a client's, and the quotes it makes unbalanced must not
+/// join the elements the proxies appended to the client's (`for="x`
+/// followed by a proxy's `, for="[2001:db8::7]:80"`).
 fn forwarded_elements(value: &str) -> Vec<Option<IpAddr>> {
     let mut out = Vec::new();
     let mut node: Option<Option<IpAddr>> = None;
@@ -365,9 +370,18 @@ fn forwarded_elements(value: &str) -> Vec<Option<IpAddr>> {
         }
     }
     if quoted {
-        // An unterminated quote: the last element is not an address.
-        pair.clear();
-        node = Some(None);
+        // An unterminated quote: split on every comma (a quoted value
+        // split this way is not an address).
+        return value
+            .split(',')
+            .map(|element| {
+                let mut node = None;
+                for pair in element.split(';') {
+                    end_pair(&mut pair.to_owned(), &mut node);
+                }
+                node.flatten()
+            })
+            .collect();
     }
     end_pair(&mut pair, &mut node);
     out.push(node.take().flatten());
@@ -598,6 +612,21 @@ mod tests {
             (&["for=192.0.2.60, for=\"[::1]"], Some(proxy)),
             (&["for=192.0.2.60, for=\"1.2.3.4"], Some(proxy)),
             (&["for=192.0.2.60;for=198.51.100.1"], Some(proxy)),
+            // A client's quote left open does not swallow what the proxy
+            // appends to the same value.
+            (&["for=\"x, for=198.51.100.7"], ip("198.51.100.7")),
+            (&["for=\"x, for=\"1.2.3.4\""], ip("1.2.3.4")),
+            (&["for=\"x\\, for=\"1.2.3.4\""], ip("1.2.3.4")),
+            (
+                &["for=\"[::1]\", for=\"a,b, for=\"[2001:db8::7]:80\";proto=https"],
+                ip("2001:db8::7"),
+            ),
+            (&["for=192.0.2.1, for=\"x, for=10.0.0.5"], Some(proxy)),
+            (
+                &["for=192.0.2.1, for=\"x, for=10.0.0.5, for=192.0.2.9"],
+                ip("192.0.2.9"),
+            ),
+            (&["for=192.0.2.1, for=\"x, for=\"y"], Some(proxy)),
         ] {
             assert_eq!(with(values), want, "{values:?}");
         }
