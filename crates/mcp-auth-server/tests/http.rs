@@ -353,6 +353,77 @@ async fn oversized_bodies_get_413_and_malformed_json_a_4xx() {
     assert_eq!(body["status"], "ok");
 }
 
+/// A body may hold one JSON value per 64 bytes of the body limit (rmcp
+/// keeps ~240 bytes per value while it reads one: a 4 MiB body of zeros
+/// took ~470 MiB): more gets 413, on both transports, and the session goes
+/// on.
+#[tokio::test]
+async fn bodies_of_too_many_json_values_get_413() {
+    let s = Server::start(&[
+        ("MCP_TRANSPORT", "both"),
+        ("MCP_API_KEYS", KEY),
+        ("HTTP_MAX_REQUEST_SIZE", "64kb"),
+    ]);
+    let c = reqwest::Client::new();
+    let sid = common::open(&c, &s, Some(KEY)).await.unwrap();
+    // 64 KiB / 64 = 1 024 values: `{`, `:`, `,`, `[` counted.
+    let call = |zeros: usize| {
+        format!(
+            r#"{{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{{"name":"get_time","arguments":{{"pad":[{}]}}}}}}"#,
+            vec!["0"; zeros].join(",")
+        )
+    };
+    let send = |body: String| {
+        post(&c, &s.url(), &body)
+            .header("x-api-key", KEY)
+            .header("mcp-session-id", &sid)
+            .send()
+    };
+    let r = send(call(2000)).await.unwrap();
+    assert_eq!(r.status(), 413);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "payload_too_large", "{body}");
+    // Strings are not values: the same commas inside one are fine, and so
+    // is a call below the bound.
+    let quoted = call(2000).replace("[0,", "[\"0,").replace(",0]", ",0\"]");
+    assert_eq!(send(quoted).await.unwrap().status(), 200);
+    assert_eq!(send(call(1000)).await.unwrap().status(), 200);
+
+    // The legacy transport's message endpoint too.
+    let r = c
+        .get(format!("{}/sse", s.base()))
+        .header("accept", "text/event-stream")
+        .header("x-api-key", KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mut stream = r.bytes_stream();
+    let mut buf = String::new();
+    let endpoint = loop {
+        let chunk = futures::StreamExt::next(&mut stream)
+            .await
+            .unwrap()
+            .unwrap();
+        buf.push_str(&String::from_utf8_lossy(&chunk));
+        if let Some(line) = buf.lines().find_map(|l| l.strip_prefix("data: ")) {
+            break line.trim().to_owned();
+        }
+    };
+    let message = |body: String| {
+        c.post(format!("{}{endpoint}", s.base()))
+            .header("content-type", "application/json")
+            .header("x-api-key", KEY)
+            .body(body)
+            .send()
+    };
+    assert_eq!(message(call(2000)).await.unwrap().status(), 413);
+    assert_eq!(
+        message(common::INIT.to_owned()).await.unwrap().status(),
+        202
+    );
+}
+
 #[tokio::test]
 async fn without_configuration_a_key_is_generated_printed_once_and_required() {
     let s = Server::start(&[]);

@@ -29,6 +29,52 @@ use std::{borrow::Cow, fmt};
 
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
+/// Bytes of the body limit per JSON value a body may hold: a 4 MiB limit
+/// admits 65 536 values. rmcp holds a request body as trees of values,
+/// ~240 bytes each, so a 4 MiB body of `[0,0,…]` (two million values)
+/// took ~470 MiB while it was read; bounded this way, a body's trees cost
+/// a few times its limit, as a long string already does.
+pub(crate) const BYTES_PER_VALUE: usize = 64;
+
+/// The JSON values a body may hold under the body limit `max_body` (never
+/// fewer than 1 024).
+pub(crate) fn max_values(max_body: usize) -> usize {
+    (max_body / BYTES_PER_VALUE).max(1024)
+}
+
+/// Whether `body` holds more than `max` JSON values and object keys, by
+/// their separators outside strings (each `[`, `{`, `,` and `:`): one pass
+/// over the bytes, nothing built. Bytes that are not JSON are counted the
+/// same way (the service refuses them anyway).
+pub(crate) fn over_values(body: &[u8], max: usize) -> bool {
+    let mut n = 0usize;
+    let mut bytes = body.iter();
+    while let Some(&b) = bytes.next() {
+        match b {
+            b'"' => {
+                // Skip the string, escapes included.
+                while let Some(&c) = bytes.next() {
+                    match c {
+                        b'\\' => {
+                            bytes.next();
+                        }
+                        b'"' => break,
+                        _ => {}
+                    }
+                }
+            }
+            b'[' | b'{' | b',' | b':' => {
+                n += 1;
+                if n > max {
+                    return true;
+                }
+            }
+            _ => {}
+        }
+    }
+    false
+}
+
 /// What a request body says, read once.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ReadBody {
@@ -427,6 +473,30 @@ impl<'de> Visitor<'de> for ParamsVisitor {
 mod tests {
     use super::*;
     use serde::Deserialize;
+
+    /// Values and keys are counted by their separators outside strings;
+    /// an escaped quote does not end a string.
+    #[test]
+    fn values_are_counted_outside_strings() {
+        let count = |body: &str| (0..64).find(|&max| !over_values(body.as_bytes(), max));
+        for (body, n) in [
+            ("", 0),
+            ("0", 0),
+            ("[]", 1),
+            ("[0,0,0]", 3),
+            (r#"{"a":1,"b":[{}]}"#, 6),
+            (r#""[,{:""#, 0),
+            (r#"["\",[", 1]"#, 2),
+            (r#"["\\", [1]]"#, 3),
+            (r#"{"a\"b":"c\\"}"#, 2),
+            // An unterminated string holds the rest.
+            (r#"["a, [1, 2]"#, 1),
+        ] {
+            assert_eq!(count(body), Some(n), "{body}");
+        }
+        assert_eq!(max_values(4 * 1024 * 1024), 65_536);
+        assert_eq!(max_values(1000), 1024);
+    }
 
     /// How bodies were read before this walk: a tree of values read
     /// last-wins, then, when anything mentioned `tools/call`, a strict typed

@@ -132,6 +132,17 @@ pub(crate) fn payload_too_large() -> Response {
 pub(crate) struct BodyTimedOut;
 
 #[cfg(feature = "mcp")]
+/// The body holds more JSON values than its size allows (see
+/// [`crate::message::max_values`]).
+pub(crate) fn too_many_values() -> Response {
+    refuse(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        "request body holds too many JSON values (one per 64 bytes of the body limit)",
+    )
+}
+
+#[cfg(feature = "mcp")]
 /// The answer to a request body that could not be read: 413 over the
 /// limit, 408 too slow, 400 otherwise (the client reset the stream, a
 /// malformed chunk).
@@ -183,7 +194,8 @@ pub(crate) fn jsonrpc_unreadable(body: &[u8]) -> Response {
 /// In front of rmcp's service: rmcp answers a JSON body it cannot read as
 /// JSON-RPC with 415 (as if the media type were wrong); that answer
 /// becomes [`jsonrpc_unreadable`]. A wrong `Content-Type` keeps its 415.
-/// Bodies over `max` bytes get 413. (A service of its own rather than
+/// Bodies over `max` bytes get 413, and so do bodies of more JSON values
+/// than that size allows ([`too_many_values`]). (A service of its own rather than
 /// axum's `from_fn`, which boxes twice more per request.)
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct JsonRpcErrorsLayer(pub(crate) usize);
@@ -281,6 +293,9 @@ where
                 Ok(b) => b,
                 Err(e) => return Ok(unreadable_body(&e)),
             };
+            if crate::message::over_values(&bytes, crate::message::max_values(max)) {
+                return Ok(too_many_values());
+            }
             let resp = inner
                 .call(axum::extract::Request::from_parts(
                     parts,

@@ -454,6 +454,9 @@ pub(crate) async fn post_message(
         Ok(b) => b,
         Err(e) => return unreadable_body(&e),
     };
+    if crate::message::over_values(&bytes, crate::message::max_values(state.max_body)) {
+        return crate::refusal::too_many_values();
+    }
     let Ok(mut message) = serde_json::from_slice::<ClientJsonRpcMessage>(&bytes) else {
         return jsonrpc_unreadable(&bytes);
     };
