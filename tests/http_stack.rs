@@ -46,6 +46,7 @@ impl Authenticator for FixedTokens {
                 .with_issuer(ISSUER)
                 .with_scopes(["mcp:tools"])),
             "narrow" => Ok(Principal::new("bob", "fixed").with_issuer(ISSUER)),
+            "keys-down" => Err(AuthError::unavailable("signing keys unavailable")),
             _ => Err(AuthError::invalid_token("token not recognised")),
         }
     }
@@ -223,6 +224,81 @@ async fn every_rejection_has_the_rfc6750_status_and_challenge() {
     }
 }
 
+/// An authenticator that cannot decide (its keys unreachable) gives 503
+/// with `Retry-After` like every other 503, and no challenge: the
+/// credentials were not found wrong.
+#[tokio::test]
+async fn an_authenticator_that_cannot_decide_gives_503_with_retry_after() {
+    let (base, _app) = start(chain(), |_| {}).await;
+    let r = post(&reqwest::Client::new(), &format!("{base}/mcp"))
+        .header("authorization", "Bearer keys-down")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "5");
+    assert!(challenges(&r).is_empty(), "{:?}", challenges(&r));
+}
+
+/// A server whose first `initialize` takes longer than the request
+/// timeout.
+#[derive(Clone)]
+struct SlowFirstStart(Arc<std::sync::atomic::AtomicBool>);
+
+impl ServerHandler for SlowFirstStart {
+    async fn initialize(
+        &self,
+        request: rmcp::model::InitializeRequestParams,
+        context: rmcp::service::RequestContext<rmcp::RoleServer>,
+    ) -> Result<rmcp::model::InitializeResult, rmcp::ErrorData> {
+        if !self.0.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+        }
+        context.peer.set_peer_info(request.clone());
+        self.negotiate_initialize(&request)
+    }
+}
+
+/// A session opened for an `initialize` whose answer nobody awaits any
+/// more (here the request timed out: 503) is ended at once, not left
+/// holding its owner's only slot until it expires: its id never reached
+/// the client.
+#[tokio::test]
+async fn a_session_whose_opening_timed_out_does_not_hold_a_slot() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let mut config = HttpConfig::new(format!("{base}/mcp").parse().unwrap());
+    config.request_timeout = Duration::from_millis(150);
+    config.session_limits.max_per_principal = 1;
+    config.session_limits.max_per_subject = 1;
+    let app = McpHttpApp::new(config, chain()).unwrap();
+    let slow = SlowFirstStart(Arc::default());
+    let router = app.rmcp_router(move || Ok(slow.clone()));
+    tokio::spawn(mcp_auth_transport::serve(
+        listener,
+        router,
+        app.cancellation_token(),
+        std::future::pending(),
+    ));
+    let c = reqwest::Client::new();
+    let url = format!("{base}/mcp");
+    let r = post(&c, &url)
+        .header("x-api-key", KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    // The first opening finishes behind the refusal, then is ended.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let r = post(&c, &url)
+        .header("x-api-key", KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{:?}", r.text().await);
+    assert!(r.headers().contains_key("mcp-session-id"));
+}
+
 #[tokio::test]
 async fn server_wide_scopes_give_403_insufficient_scope_and_are_advertised() {
     let (base, _app) = start(chain(), |c| c.required_scopes = vec!["mcp:tools".into()]).await;
@@ -340,10 +416,13 @@ async fn the_generic_router_times_out_slow_services_and_limits_streamed_bodies()
     ));
     let c = reqwest::Client::new();
     let r = c.post(format!("{base}/mcp?slow")).send().await.unwrap();
-    assert_eq!(r.status(), 408);
+    // The server was slow, not the request: 503 and when to try again
+    // (408 would say the request did not arrive in time).
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "5");
     // The same JSON body as every other refusal.
     let body: serde_json::Value = r.json().await.unwrap();
-    assert_eq!(body["error"], "request_timeout");
+    assert_eq!(body["error"], "temporarily_unavailable");
     let r = c
         .post(format!("{base}/mcp"))
         .body(vec![b'x'; 100])

@@ -14,7 +14,7 @@ use crate::{Challenge, ChallengeScheme};
 /// | [`InvalidRequest`](Self::InvalidRequest) | 400 | `error="invalid_request"`, `error_description` |
 /// | [`InsufficientScope`](Self::InsufficientScope) | 403 | `error="insufficient_scope"`, `scope` = all needed |
 /// | [`Forbidden`](Self::Forbidden) | 403 | `error="insufficient_scope"`, `error_description` |
-/// | [`Unavailable`](Self::Unavailable) | 503 | none (no `WWW-Authenticate`) |
+/// | [`Unavailable`](Self::Unavailable) | 503 | none (no `WWW-Authenticate`; mcp-auth-transport adds `Retry-After`) |
 /// | [`InvalidDpopProof`](Self::InvalidDpopProof) | 401 | `error="invalid_dpop_proof"`, `error_description` |
 /// | [`UseDpopNonce`](Self::UseDpopNonce) | 401 | `error="use_dpop_nonce"`, and a `DPoP-Nonce` header ([`AuthError::dpop_nonce`]) |
 ///

@@ -707,3 +707,31 @@ async fn a_clients_own_forwarded_for_does_not_escape_the_failed_login_limit() {
         "another client"
     );
 }
+
+/// A body that arrives too slowly gets 408 and one cut off 400, also when
+/// the audit log (or metrics) reads bodies first: not 413, which tells a
+/// client on a slow link that its request is too large to retry.
+#[tokio::test]
+async fn slow_and_cut_off_bodies_are_not_called_too_large_when_observed() {
+    let dir = common::tempdir();
+    let log = dir.path().join("audit.log");
+    let s = Server::start(&[
+        ("MCP_API_KEYS", KEY),
+        ("HTTP_BODY_READ_TIMEOUT", "500"),
+        ("MCP_AUDIT_LOG", log.to_str().unwrap()),
+    ]);
+    let read_answer = |mut c: TcpStream| async move {
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut answer))
+            .await
+            .expect("an answer")
+            .unwrap();
+        String::from_utf8_lossy(&answer).into_owned()
+    };
+    let slow = read_answer(busy_from("127.0.0.1", s.port).await).await;
+    assert!(slow.starts_with("HTTP/1.1 408"), "{slow}");
+    let mut cut = busy_from("127.0.0.1", s.port).await;
+    cut.shutdown().await.unwrap();
+    let cut = read_answer(cut).await;
+    assert!(cut.starts_with("HTTP/1.1 400"), "{cut}");
+}

@@ -493,8 +493,11 @@ impl McpHttpApp {
     }
 }
 
-/// 408 with the usual refusal body when no response has started within
-/// `HTTP_REQUEST_TIMEOUT` (the handler's future is dropped). A service of
+/// 503 with `Retry-After` and the usual refusal body when no response has
+/// started within `HTTP_REQUEST_TIMEOUT` (the handler's future is
+/// dropped): the server was too slow, not the client (408 says the request
+/// did not arrive in time; a body still arriving gets it from the
+/// connection's body read timeout). A service of
 /// its own rather than axum's `from_fn`, which copies the stack below it
 /// and boxes twice for every request.
 #[derive(Clone, Copy, Debug)]
@@ -548,9 +551,9 @@ fn timed_out<E>(
     match r {
         Ok(r) => r,
         Err(_) => Ok(crate::refusal::refuse(
-            StatusCode::REQUEST_TIMEOUT,
-            "request_timeout",
-            "no response within the request timeout",
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            "no response within the request timeout; try again later",
         )),
     }
 }
@@ -695,6 +698,8 @@ fn cors_layer(cfg: &HttpConfig) -> CorsLayer {
             HeaderName::from_static("mcp-protocol-version"),
             HeaderName::from_static("dpop-nonce"),
             header::WWW_AUTHENTICATE,
+            // When a 429 or 503 may be retried (not safelisted for CORS).
+            header::RETRY_AFTER,
         ])
 }
 

@@ -155,6 +155,11 @@ fn error_response(
         headers.insert("dpop-nonce", nonce);
     }
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // The authenticator could not decide (its keys, introspection or replay
+    // cache unreachable): when to try again, as on every other 503.
+    if err.status() == http::StatusCode::SERVICE_UNAVAILABLE {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    }
     // Only presented-and-wrong credentials count as a failed login. A
     // request without any is how every OAuth client starts discovery, and
     // many clients behind one address would otherwise lock each other out.

@@ -269,9 +269,11 @@ pub struct GuardService<S> {
 ///
 /// The authority is the request target's when it has one (absolute-form,
 /// HTTP/2 `:authority`), else the single `Host` header; several `Host`
-/// headers are a bad request (RFC 9112 §3.2).
+/// headers, one that is not an authority, or none on HTTP/1.1 are a bad
+/// request (RFC 9112 §3.2), whether or not hosts are checked.
 fn check(
     rules: &(HostRule, OriginRule),
+    version: http::Version,
     uri: &Uri,
     headers: &HeaderMap,
 ) -> Option<(StatusCode, &'static str)> {
@@ -289,8 +291,11 @@ fn check(
         (None, None) => None,
     };
     match authority {
-        None if rules.0 != HostRule::Any => {
+        None if rules.0 != HostRule::Any || version == http::Version::HTTP_11 => {
             return Some((StatusCode::BAD_REQUEST, "missing Host header"));
+        }
+        Some(h) if parse_authority(h).is_none() => {
+            return Some((StatusCode::BAD_REQUEST, "malformed Host header"));
         }
         Some(h) if !rules.0.allows(h) => {
             return Some((StatusCode::FORBIDDEN, "Host not allowed"));
@@ -321,7 +326,7 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        match check(&self.rules, req.uri(), req.headers()) {
+        match check(&self.rules, req.version(), req.uri(), req.headers()) {
             None => self.inner.call(req).boxed(),
             Some((status, why)) => {
                 tracing::debug!(
@@ -329,7 +334,11 @@ where
                     why,
                     "request refused by Host/Origin guard"
                 );
-                let resp = crate::refusal::refuse(status, "forbidden", why);
+                let code = match status {
+                    StatusCode::BAD_REQUEST => "invalid_request",
+                    _ => "forbidden",
+                };
+                let resp = crate::refusal::refuse(status, code, why);
                 async move { Ok(resp) }.boxed()
             }
         }
@@ -430,11 +439,11 @@ mod tests {
         h.insert(header::HOST, "localhost".parse().unwrap());
         let uri: Uri = "http://evil.example/mcp".parse().unwrap();
         assert_eq!(
-            check(&rules, &uri, &h).map(|c| c.0),
+            check(&rules, http::Version::HTTP_11, &uri, &h).map(|c| c.0),
             Some(StatusCode::FORBIDDEN)
         );
         let uri: Uri = "http://localhost:8001/mcp".parse().unwrap();
-        assert_eq!(check(&rules, &uri, &h), None);
+        assert_eq!(check(&rules, http::Version::HTTP_11, &uri, &h), None);
     }
 
     #[test]
@@ -446,17 +455,49 @@ mod tests {
         let uri: Uri = "/mcp".parse().unwrap();
         let mut h = HeaderMap::new();
         assert_eq!(
-            check(&rules, &uri, &h).map(|c| c.0),
+            check(&rules, http::Version::HTTP_11, &uri, &h).map(|c| c.0),
             Some(StatusCode::BAD_REQUEST)
         );
         h.insert(header::HOST, "localhost:1".parse().unwrap());
-        assert_eq!(check(&rules, &uri, &h), None);
+        assert_eq!(check(&rules, http::Version::HTTP_11, &uri, &h), None);
         h.append(header::ORIGIN, "http://localhost:3".parse().unwrap());
-        assert_eq!(check(&rules, &uri, &h), None);
+        assert_eq!(check(&rules, http::Version::HTTP_11, &uri, &h), None);
         h.append(header::ORIGIN, "http://localhost:3".parse().unwrap());
         assert_eq!(
-            check(&rules, &uri, &h).map(|c| c.0),
+            check(&rules, http::Version::HTTP_11, &uri, &h).map(|c| c.0),
             Some(StatusCode::FORBIDDEN)
+        );
+    }
+
+    /// A `Host` that is not an authority is a bad request (400), not a
+    /// host that is not allowed (403), and HTTP/1.1 needs one even when
+    /// hosts are not checked (RFC 9112 §3.2).
+    #[test]
+    fn a_malformed_or_missing_host_is_a_bad_request_whatever_the_rule() {
+        let uri: Uri = "/mcp".parse().unwrap();
+        for rule in [HostRule::list(["localhost"]), HostRule::Any] {
+            let rules = (rule, OriginRule::Any);
+            for bad in ["user@localhost", "local host", "localhost:99999", "[::1"] {
+                let mut h = HeaderMap::new();
+                h.insert(header::HOST, bad.parse().unwrap());
+                assert_eq!(
+                    check(&rules, http::Version::HTTP_11, &uri, &h),
+                    Some((StatusCode::BAD_REQUEST, "malformed Host header")),
+                    "{bad} {:?}",
+                    rules.0
+                );
+            }
+            let none = HeaderMap::new();
+            assert_eq!(
+                check(&rules, http::Version::HTTP_11, &uri, &none).map(|c| c.0),
+                Some(StatusCode::BAD_REQUEST)
+            );
+        }
+        // HTTP/1.0 may come without one where hosts are not checked.
+        let any = (HostRule::Any, OriginRule::Any);
+        assert_eq!(
+            check(&any, http::Version::HTTP_10, &uri, &HeaderMap::new()),
+            None
         );
     }
 }

@@ -166,7 +166,8 @@ pub(crate) struct RequestFacts {
 
 impl RequestFacts {
     /// For a POST, from its body (read up to `max_body` bytes): the facts
-    /// and the body to pass on, or 413.
+    /// and the body to pass on, or the answer to a body that could not be
+    /// read (413, 408 or 400).
     pub(crate) async fn read(
         parts: &http::request::Parts,
         body: Body,
@@ -196,7 +197,8 @@ impl RequestFacts {
                 let called = crate::message::CalledTools(read.called);
                 Ok((facts, Body::from(bytes), called))
             }
-            Err(_) => Err(crate::refusal::payload_too_large()),
+            // 413 over the limit, 408 too slow, 400 cut off.
+            Err(e) => Err(crate::refusal::unreadable_body(&e)),
         }
     }
 
@@ -616,8 +618,9 @@ pub(crate) fn session_opened() {
 }
 
 /// One session ended by this process: `deleted` (the client's DELETE),
-/// `expired` (the sweeper), `closed` (its SSE stream closed) or `gone`
-/// (rmcp no longer knew it).
+/// `expired` (the sweeper), `closed` (its SSE stream closed), `gone`
+/// (rmcp no longer knew it) or `abandoned` (its `initialize` answer was
+/// awaited no more: the client went away or the request timed out).
 pub(crate) fn session_ended(reason: &'static str) {
     metrics::counter!("mcp_auth_sessions_ended_total", "reason" => reason).increment(1);
     metrics::gauge!("mcp_auth_sessions_open").decrement(1.0);

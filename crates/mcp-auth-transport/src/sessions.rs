@@ -481,8 +481,13 @@ impl Settings {
         }
         // Run the creation to its end even if the client goes away mid-way,
         // so a session rmcp created is always recorded (or closed) and a
-        // reservation is always committed or released.
+        // reservation is always committed or released. A session whose
+        // answer no one awaits any more (the client went away, the request
+        // timed out) is ended at once: its id never reached the client, so
+        // it would only hold a slot of its owner's caps until it expired.
         let settings = self.clone();
+        let awaited = tokio_util::sync::CancellationToken::new();
+        let _awaiting = awaited.clone().drop_guard();
         let task = tokio::spawn(async move {
             let admission =
                 match Admission::reserve(&settings.store, &settings.limits, owner.as_deref()).await
@@ -501,19 +506,20 @@ impl Settings {
                 return Ok(resp);
             };
             match admission.commit(&sid).await {
+                Ok(()) if awaited.is_cancelled() => {
+                    if let Ok(true) = settings.store.end_live(&sid).await {
+                        crate::observe::session_ended("abandoned");
+                    }
+                    close_in(&mut inner, &sid).await;
+                    Ok(resp)
+                }
                 Ok(()) => Ok(match &settings.parking {
                     Some(p) => p.begin(&sid).await.hold(resp),
                     None => resp,
                 }),
                 Err(refused) => {
                     // Not recorded: close the session rmcp just opened.
-                    let close = Request::builder()
-                        .method(Method::DELETE)
-                        .header(SESSION_HEADER, &sid)
-                        .body(Body::empty());
-                    if let Ok(close) = close {
-                        let _ = inner.call(close).await;
-                    }
+                    close_in(&mut inner, &sid).await;
                     Ok(refused)
                 }
             }
@@ -526,6 +532,20 @@ impl Settings {
                 "session creation failed",
             )),
         }
+    }
+}
+
+/// Closes session `sid` in the MCP service below (a `DELETE` of it).
+async fn close_in<S>(inner: &mut S, sid: &str)
+where
+    S: Service<Request<Body>, Response = Response>,
+{
+    let close = Request::builder()
+        .method(Method::DELETE)
+        .header(SESSION_HEADER, sid)
+        .body(Body::empty());
+    if let Ok(close) = close {
+        let _ = inner.call(close).await;
     }
 }
 
