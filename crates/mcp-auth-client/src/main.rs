@@ -38,7 +38,9 @@ const ENVIRONMENT: &str = "\
 Environment (flags win over it; an empty value counts as unset). Read from the environment,
 else from ./.env (never exported; a .env that cannot be parsed is an error):
   MCP_SERVER_URL             the MCP endpoint when --server is not given (the server's own
-                             variable, so a shared .env points the client at that server)
+                             variable, so a shared .env points the client at that server; a
+                             server only ./.env names gets only the API key ./.env holds, not
+                             one from a flag or the environment)
   MCP_API_KEY                an API key to send (X-API-Key) instead of OAuth, like --api-key
   COGNITO_APP_CLIENT_ID      a Cognito app client and its secret (as `mcp-auth-cognito setup`
   COGNITO_APP_CLIENT_SECRET    prints them), used as the pre-registered OAuth client only with
@@ -477,6 +479,33 @@ async fn run(cli: Cli, settings: &Settings) -> Result<(), Failure> {
             ..OAuthOptions::default()
         })
     };
+    // A `.env` in the working directory (a cloned project's, say) may name
+    // the server, and a key in the same `.env` is its author's to send
+    // there; a key of the user's own (a flag, the environment) is not sent
+    // to a server only that file names.
+    let own_key = match &auth {
+        Auth::ApiKey(_) => cli.api_key.is_some() || ProcessEnv.get("MCP_API_KEY").is_some(),
+        Auth::Bearer(_) => true,
+        _ => false,
+    };
+    if own_key
+        && cli.server.is_none()
+        && ProcessEnv.get("MCP_SERVER_URL").is_none()
+        && let Some(named) = Lookup::get(settings, "MCP_SERVER_URL")
+    {
+        // Shown without any user or password it may carry.
+        let shown = reqwest::Url::parse(&named)
+            .map(|mut u| {
+                let _ = u.set_username("");
+                let _ = u.set_password(None);
+                format!(" ({u})")
+            })
+            .unwrap_or_default();
+        return Err(fail(ClientError::Config(format!(
+            "MCP_SERVER_URL{shown} comes from ./.env but your credential does not; \
+             name the server with --server or MCP_SERVER_URL to send it there"
+        ))));
+    }
     let op = match cli.command {
         Some(Command::List) => Op::List,
         Some(Command::Call { tool, args }) => Op::Call(tool, args),

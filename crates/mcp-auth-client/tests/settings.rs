@@ -74,9 +74,66 @@ async fn an_empty_variable_does_not_hide_dotenv() {
     assert_eq!(keys.lock().unwrap().first().unwrap(), "key-from-dotenv");
 
     keys.lock().unwrap().clear();
-    let out = client(dir.path(), &[("MCP_API_KEY", "key-from-env")], &["list"]).await;
+    let out = client(
+        dir.path(),
+        &[("MCP_API_KEY", "key-from-env"), ("MCP_SERVER_URL", &url)],
+        &["list"],
+    )
+    .await;
     assert!(!out.status.success());
     assert_eq!(keys.lock().unwrap().first().unwrap(), "key-from-env");
+}
+
+/// A `.env` (a cloned project's) that names the server does not get the
+/// user's own key, from a flag or the environment: only one the same
+/// `.env` holds, or a server the user named.
+#[tokio::test]
+async fn a_server_only_dotenv_names_does_not_get_the_users_own_key() {
+    let (url, keys) = stand_in().await;
+    let dir = tempfile::tempdir().unwrap();
+    let with_creds = url.replacen("http://", "http://user:hunter2@", 1);
+    std::fs::write(
+        dir.path().join(".env"),
+        format!("MCP_SERVER_URL={with_creds}\n"),
+    )
+    .unwrap();
+    for (env, args) in [
+        (&[("MCP_API_KEY", "key-from-env")][..], &["list"][..]),
+        (&[], &["--api-key", "key-from-flag", "list"]),
+        (&[], &["--bearer", "token-from-flag", "list"]),
+    ] {
+        let out = client(dir.path(), env, args).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(
+            stderr.contains("comes from ./.env but your credential does not"),
+            "{args:?}: {stderr}"
+        );
+        assert!(!stderr.contains("hunter2"), "{stderr}");
+        assert!(
+            keys.lock().unwrap().is_empty(),
+            "{args:?}: nothing was sent"
+        );
+    }
+    // Named by the user: sent.
+    let out = client(
+        dir.path(),
+        &[],
+        &["--server", &url, "--api-key", "key-from-flag", "list"],
+    )
+    .await;
+    assert!(!out.status.success());
+    assert_eq!(keys.lock().unwrap().first().unwrap(), "key-from-flag");
+    // A key in the same .env: its author's to send there.
+    keys.lock().unwrap().clear();
+    std::fs::write(
+        dir.path().join(".env"),
+        format!("MCP_SERVER_URL={url}\nMCP_API_KEY=key-from-dotenv\n"),
+    )
+    .unwrap();
+    let out = client(dir.path(), &[], &["list"]).await;
+    assert!(!out.status.success());
+    assert_eq!(keys.lock().unwrap().first().unwrap(), "key-from-dotenv");
 }
 
 /// `--client-id` and `--client-secret` for a browser login, without
