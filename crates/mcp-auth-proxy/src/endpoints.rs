@@ -181,9 +181,13 @@ impl OAuthProxy {
     }
 }
 
+/// `Cache-Control: no-store`, and `Pragma: no-cache` for HTTP/1.0 caches
+/// (RFC 6749 §5.1).
 fn no_store(mut r: Response) -> Response {
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r.headers_mut()
+        .insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
     r
 }
 
@@ -403,8 +407,60 @@ impl App {
 /// up).
 const DOCUMENTS_PER_NETWORK_PER_HOUR: u64 = 100;
 
+/// How long past its expiry the last accepted copy of a client's metadata
+/// document is used while the document cannot be fetched again for a
+/// reason that passes (a fetch budget used up, the store failing, its host
+/// unreachable, timing out or answering 408, 429 or 5xx): 24 hours. Only
+/// the documents of clients that were issued tokens are kept that long
+/// ([`keep_registration`]); a document fetched and never used is kept for
+/// its own max-age only. An answer of the host's about the document (404
+/// or 410, a changed or invalid document) takes effect at once.
+const METADATA_DOCUMENT_GRACE: Duration = Duration::from_secs(24 * 3600);
+
+/// What a document's host failing is remembered as (for a minute, as a
+/// refusal is, but the client's last accepted copy still serves).
+const HOST_FAILED: &[u8] = b"transient";
+
+/// When to try again after a failure with no window of its own (the
+/// store's, a document's host's).
+const RETRY_SOON: Duration = Duration::from_secs(60);
+
 fn client_key(client_id: &str) -> String {
     format!("proxy:client:{}", digest_b64(client_id.as_bytes()))
+}
+
+/// Why the client a request names cannot be used.
+#[derive(Debug, thiserror::Error)]
+enum ClientError {
+    /// For good (a document refused, a stored client unreadable): the
+    /// client is unknown (`invalid_client`).
+    #[error("{0}")]
+    Refused(String),
+    /// For now: no usable document because a fetch budget is used up, its
+    /// host failed or the store did (503 `temporarily_unavailable`).
+    #[error("{reason}")]
+    Unavailable {
+        /// What failed, for the log.
+        reason: String,
+        /// When to try again.
+        retry_after: Duration,
+    },
+}
+
+impl ClientError {
+    fn store(e: impl std::fmt::Display) -> Self {
+        Self::Unavailable {
+            reason: format!("store: {e}"),
+            retry_after: RETRY_SOON,
+        }
+    }
+
+    fn later(reason: &str, retry_after: Duration) -> Self {
+        Self::Unavailable {
+            reason: reason.to_owned(),
+            retry_after,
+        }
+    }
 }
 
 impl App {
@@ -413,8 +469,11 @@ impl App {
     /// `who` (the caller's network) is charged for each document fetched:
     /// 30 a minute, and a refused document is not fetched again for a
     /// minute, so the endpoints cannot be turned into a fetcher of third
-    /// parties.
-    async fn client(&self, client_id: &str, who: &str) -> Result<Option<ClientInfo>, String> {
+    /// parties. A document that cannot be fetched again for a reason that
+    /// passes is replaced by its last accepted copy while one is kept
+    /// ([`METADATA_DOCUMENT_GRACE`]); a refusal of the document removes
+    /// that copy.
+    async fn client(&self, client_id: &str, who: &str) -> Result<Option<ClientInfo>, ClientError> {
         if let Some(c) = self
             .opts
             .preregistered
@@ -426,87 +485,167 @@ impl App {
         let store = &self.proxy.inner.store;
         let key = client_key(client_id);
         let now = now_secs();
-        if let Some(bytes) = store.kv_get(&key).await.map_err(|e| e.to_string())? {
+        let mut last_accepted = None;
+        if let Some(bytes) = store.kv_get(&key).await.map_err(ClientError::store)? {
             let c: ClientInfo = serde_json::from_slice(&bytes)
-                .map_err(|_| "stored client unreadable".to_owned())?;
+                .map_err(|_| ClientError::Refused("stored client unreadable".to_owned()))?;
             if !c.is_expired(now) {
                 return Ok(Some(c));
             }
-        }
-        if is_metadata_document_client_id(client_id) {
-            let refused = format!("proxy:cimd-refused:{}", digest_b64(client_id.as_bytes()));
-            if store
-                .kv_get(&refused)
-                .await
-                .map_err(|e| e.to_string())?
-                .is_some()
+            // Kept past its expiry: the document of a client in use.
+            if c.kind == crate::clients::ClientKind::MetadataDocument
+                && c.expires_at
+                    .is_some_and(|t| now < t.saturating_add(METADATA_DOCUMENT_GRACE.as_secs()))
             {
-                return Err("client metadata document refused a moment ago".to_owned());
+                last_accepted = Some(c);
             }
-            match store
-                .hit(&format!("proxy-cimd:{who}"), Duration::from_secs(60))
-                .await
-            {
-                Ok((n, _)) if n > 30 => {
-                    return Err("too many metadata documents from this address".to_owned());
-                }
-                Ok(_) => {}
-                Err(e) => return Err(e.to_string()),
-            }
-            // Everyone's budget for documents kept (below) used up: no
-            // fetch at all.
-            let total = self.opts.registrations_per_hour_total;
-            match store.count("proxy-cimd:all").await {
-                Ok((n, _)) if n >= total => {
-                    return Err("too many metadata documents from all addresses".to_owned());
-                }
-                Ok(_) => {}
-                Err(e) => return Err(e.to_string()),
-            }
-            // Fetched behind the SSRF guard; kept for the document's own
-            // max-age (60 s to 1 h), so replicas share one fetch.
-            let c = match fetch_metadata_document(client_id, &self.opts.metadata_guard).await {
-                Ok(c) => c,
-                Err(e) => {
-                    let _ = store.kv_put(&refused, b"1", Duration::from_secs(60)).await;
-                    return Err(format!("client metadata document refused: {e}"));
-                }
-            };
-            // Documents are kept for up to an hour: those fetched are
-            // counted per network (100 an hour) and for everyone together
-            // (as registrations, counted apart), so many
-            // networks serving new documents cannot fill the store that
-            // codes and refresh tokens need; documents refused count for
-            // neither (one network cannot use everyone's budget up).
-            let hour = Duration::from_secs(3600);
-            match store.hit(&format!("proxy-cimd-hour:{who}"), hour).await {
-                Ok((n, _)) if n > DOCUMENTS_PER_NETWORK_PER_HOUR => {
-                    return Err(
-                        "too many metadata documents from this address this hour".to_owned()
-                    );
-                }
-                Ok(_) => {}
-                Err(e) => return Err(e.to_string()),
-            }
-            match store.hit("proxy-cimd:all", hour).await {
-                Ok((n, _)) if n > total => {
-                    return Err("too many metadata documents from all addresses".to_owned());
-                }
-                Ok(_) => {}
-                Err(e) => return Err(e.to_string()),
-            }
-            tracing::info!(client = %client_id, "client metadata document fetched");
-            let ttl = c.expires_at.map_or(self.opts.metadata_ttl, |t| {
-                Duration::from_secs(t.saturating_sub(now).max(1))
-            });
-            let bytes = serde_json::to_vec(&c).map_err(|e| e.to_string())?;
-            store
-                .kv_put(&key, &bytes, ttl)
-                .await
-                .map_err(|e| e.to_string())?;
-            return Ok(Some(c));
         }
-        Ok(None)
+        if !is_metadata_document_client_id(client_id) {
+            return Ok(None);
+        }
+        match self
+            .fetch_document(client_id, who, last_accepted.is_some())
+            .await
+        {
+            Ok(c) => Ok(Some(c)),
+            Err(ClientError::Unavailable { reason, .. }) if last_accepted.is_some() => {
+                tracing::warn!(
+                    client = %client_id,
+                    reason = %reason,
+                    "client metadata document not fetched again; its last accepted copy is used"
+                );
+                Ok(last_accepted)
+            }
+            Err(refused @ ClientError::Refused(_)) => {
+                if last_accepted.is_some() {
+                    // The host's answer takes effect: no copy serves again.
+                    let _ = store.kv_delete(&key).await;
+                }
+                Err(refused)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Fetches and keeps the metadata document `client_id`, within the
+    /// budgets of [`client`](Self::client). `refetch`: a copy of it is
+    /// kept (expired, used): the new one replaces it, so it is not counted
+    /// against the hourly budgets of documents kept, and is kept as long.
+    async fn fetch_document(
+        &self,
+        client_id: &str,
+        who: &str,
+        refetch: bool,
+    ) -> Result<ClientInfo, ClientError> {
+        let store = &self.proxy.inner.store;
+        let refused = format!("proxy:cimd-refused:{}", digest_b64(client_id.as_bytes()));
+        match store.kv_get(&refused).await.map_err(ClientError::store)? {
+            Some(why) if why == HOST_FAILED => {
+                return Err(ClientError::later(
+                    "the client metadata document's host failed a moment ago",
+                    RETRY_SOON,
+                ));
+            }
+            Some(_) => {
+                return Err(ClientError::Refused(
+                    "client metadata document refused a moment ago".to_owned(),
+                ));
+            }
+            None => {}
+        }
+        let (n, left) = store
+            .hit(&format!("proxy-cimd:{who}"), Duration::from_secs(60))
+            .await
+            .map_err(ClientError::store)?;
+        if n > 30 {
+            return Err(ClientError::later(
+                "too many metadata documents from this address",
+                left,
+            ));
+        }
+        // Everyone's budget for documents kept (below) used up: no new
+        // document is fetched at all.
+        let total = self.opts.registrations_per_hour_total;
+        if !refetch {
+            let (n, left) = store
+                .count("proxy-cimd:all")
+                .await
+                .map_err(ClientError::store)?;
+            if n >= total {
+                return Err(ClientError::later(
+                    "too many metadata documents from all addresses",
+                    left,
+                ));
+            }
+        }
+        // Fetched behind the SSRF guard; kept for the document's own
+        // max-age (60 s to 1 h), so replicas share one fetch.
+        let c = match fetch_metadata_document(client_id, &self.opts.metadata_guard).await {
+            Ok(c) => c,
+            Err(e) if e.is_transient() => {
+                let _ = store.kv_put(&refused, HOST_FAILED, RETRY_SOON).await;
+                return Err(ClientError::later(
+                    &format!("client metadata document not fetched: {e}"),
+                    RETRY_SOON,
+                ));
+            }
+            Err(e) => {
+                let _ = store.kv_put(&refused, b"1", RETRY_SOON).await;
+                return Err(ClientError::Refused(format!(
+                    "client metadata document refused: {e}"
+                )));
+            }
+        };
+        // Documents are kept for up to an hour: those fetched are
+        // counted per network (100 an hour) and for everyone together
+        // (as registrations, counted apart), so many
+        // networks serving new documents cannot fill the store that
+        // codes and refresh tokens need; documents refused count for
+        // neither (one network cannot use everyone's budget up), and
+        // neither do new copies of documents kept.
+        let hour = Duration::from_secs(3600);
+        if !refetch {
+            let (n, left) = store
+                .hit(&format!("proxy-cimd-hour:{who}"), hour)
+                .await
+                .map_err(ClientError::store)?;
+            if n > DOCUMENTS_PER_NETWORK_PER_HOUR {
+                return Err(ClientError::later(
+                    "too many metadata documents from this address this hour",
+                    left,
+                ));
+            }
+            let (n, left) = store
+                .hit("proxy-cimd:all", hour)
+                .await
+                .map_err(ClientError::store)?;
+            if n > total {
+                return Err(ClientError::later(
+                    "too many metadata documents from all addresses",
+                    left,
+                ));
+            }
+        }
+        tracing::info!(client = %client_id, "client metadata document fetched");
+        let now = now_secs();
+        let fresh = c
+            .expires_at
+            .map_or(self.opts.metadata_ttl.as_secs(), |t| t.saturating_sub(now));
+        let keep = if refetch {
+            fresh.saturating_add(METADATA_DOCUMENT_GRACE.as_secs())
+        } else {
+            fresh
+        };
+        let bytes = serde_json::to_vec(&c).map_err(|e| ClientError::Refused(e.to_string()))?;
+        store
+            .kv_put(
+                &client_key(client_id),
+                &bytes,
+                Duration::from_secs(keep.max(1)),
+            )
+            .await
+            .map_err(ClientError::store)?;
+        Ok(c)
     }
 }
 
@@ -607,26 +746,42 @@ fn registration_ttl(client: &ClientInfo, now: u64) -> Duration {
         })
 }
 
-/// A dynamically registered client was just issued tokens (a code
-/// exchanged, or a refresh): its registration is kept for
-/// [`registration_ttl`] from now.
+/// A client was just issued tokens (a code exchanged, or a refresh): a
+/// dynamically registered one's registration is kept for
+/// [`registration_ttl`] from now; a metadata document's last accepted copy
+/// is kept [`METADATA_DOCUMENT_GRACE`] past its expiry, to serve while the
+/// document cannot be fetched again.
 async fn keep_registration(app: &App, client: &ClientInfo) {
-    if client.kind != crate::clients::ClientKind::Dynamic {
-        return;
-    }
-    // A registration's lifetime (`RegistrationPolicy::client_lifetime`)
-    // runs from its last use, not from when it was made.
     let now = now_secs();
-    let mut client = client.clone();
-    client.expires_at = app
-        .opts
-        .registration
-        .client_lifetime
-        .map(|life| now.saturating_add(life.as_secs()));
+    let (client, ttl) = match client.kind {
+        crate::clients::ClientKind::Dynamic => {
+            // A registration's lifetime (`RegistrationPolicy::client_lifetime`)
+            // runs from its last use, not from when it was made.
+            let mut client = client.clone();
+            client.expires_at = app
+                .opts
+                .registration
+                .client_lifetime
+                .map(|life| now.saturating_add(life.as_secs()));
+            let ttl = registration_ttl(&client, now);
+            (client, ttl)
+        }
+        crate::clients::ClientKind::MetadataDocument => {
+            // The grace runs from the copy's expiry, not from its use: a
+            // copy serving past its expiry does not make itself last.
+            let until = client
+                .expires_at
+                .map_or(0, |t| t.saturating_add(METADATA_DOCUMENT_GRACE.as_secs()));
+            let Some(left) = until.checked_sub(now).filter(|l| *l > 0) else {
+                return;
+            };
+            (client.clone(), Duration::from_secs(left))
+        }
+        crate::clients::ClientKind::Preregistered => return,
+    };
     let Ok(bytes) = serde_json::to_vec(&client) else {
         return;
     };
-    let ttl = registration_ttl(&client, now);
     if let Err(e) = app
         .proxy
         .inner
@@ -1218,65 +1373,144 @@ async fn callback(
     }
 }
 
-/// The client a token or revocation request authenticates as, per its
-/// registration: HTTP Basic or form secret for confidential clients, the
-/// `client_id` alone for public ones.
+/// The client a token or revocation request authenticates as, by the
+/// method it registered (`token_endpoint_auth_method`): `client_secret_basic`
+/// with the HTTP Basic `Authorization` header only, `client_secret_post`
+/// with `client_id` and `client_secret` in the form only, `none` with the
+/// form's `client_id` alone. Another method, or none, is 401
+/// `invalid_client`; two at once (the header and a form `client_secret`)
+/// or a form `client_id` other than the header's is 400 `invalid_request`
+/// (RFC 6749 §2.3); an `Authorization` header that is not Basic
+/// credentials (the scheme's name in any case, RFC 7235 §2.1) is 401
+/// `invalid_client` with a Basic challenge. A client whose metadata
+/// document cannot be had for now is 503 `temporarily_unavailable`.
 async fn authenticate_client(
     app: &App,
     peer: Option<SocketAddr>,
     headers: &HeaderMap,
     form: &HashMap<String, String>,
 ) -> Result<ClientInfo, Response> {
-    let basic = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Basic "))
-        .and_then(|b| {
-            base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b.trim()).ok()
-        })
-        .and_then(|b| String::from_utf8(b).ok())
-        .and_then(|s| {
-            s.split_once(':')
-                .map(|(i, p)| (form_urldecode(i), form_urldecode(p)))
-        });
-    let (client_id, secret) = match (&basic, form.get("client_id")) {
-        (Some((id, secret)), _) => (id.clone(), Some(secret.clone())),
-        (None, Some(id)) => (id.clone(), form.get("client_secret").cloned()),
-        (None, None) => {
-            return Err(invalid_client(basic.is_some()));
+    use crate::clients::TokenEndpointAuthMethod as Method;
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let basic = match (values.next(), values.next()) {
+        (None, _) => None,
+        (Some(_), Some(_)) => {
+            return Err(oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "more than one Authorization header",
+            ));
         }
+        (Some(v), None) => Some(basic_credentials(v).ok_or_else(|| invalid_client(true))?),
     };
+    let form_secret = form.get("client_secret");
+    let (client_id, secret, presented) = match (basic, form.get("client_id")) {
+        (Some(_), _) if form_secret.is_some() => {
+            return Err(oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "the client authenticates in more than one way (the Authorization header and client_secret)",
+            ));
+        }
+        (Some((id, _)), Some(form_id)) if *form_id != id => {
+            return Err(oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "client_id differs from the one in the Authorization header",
+            ));
+        }
+        (Some((id, secret)), _) => (id, Some(secret), Method::ClientSecretBasic),
+        (None, Some(id)) => match form_secret {
+            Some(s) => (id.clone(), Some(s.clone()), Method::ClientSecretPost),
+            None => (id.clone(), None, Method::None),
+        },
+        (None, None) => return Err(invalid_client(false)),
+    };
+    let by_header = presented == Method::ClientSecretBasic;
     let who = app.who(peer, headers);
     let client = match app.client(&client_id, &who).await {
         Ok(Some(c)) => c,
-        _ => return Err(invalid_client(basic.is_some())),
+        Ok(None) => return Err(invalid_client(by_header)),
+        Err(ClientError::Refused(why)) => {
+            tracing::info!(reason = %why, "client refused at the token or revocation endpoint");
+            return Err(invalid_client(by_header));
+        }
+        Err(ClientError::Unavailable {
+            reason,
+            retry_after,
+        }) => {
+            tracing::warn!(reason = %reason, "client cannot be verified for now");
+            let mut r = oauth_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                "the client cannot be verified right now; try again later",
+            );
+            r.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(retry_after.as_secs().max(1)),
+            );
+            return Err(r);
+        }
     };
-    if client.is_confidential() {
-        // Wrong secrets are counted per network: 30 in 15 minutes, then
-        // 429 until the window ends, so a secret cannot be guessed online.
-        let failures = format!("proxy-client-fail:{who}");
-        let window = Duration::from_secs(900);
-        let store = &app.proxy.inner.store;
-        if let Ok((n, _)) = store.count(&failures).await
-            && n >= CLIENT_FAILURES_ALLOWED
-        {
-            return Err(oauth_error(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too_many_requests",
-                "too many failed client authentications from this address; try again later",
-            ));
+    if !client.is_confidential() {
+        // A public client has no secret: one presented is not its own.
+        if presented != Method::None {
+            return Err(invalid_client(by_header));
         }
-        let ok = secret.as_deref().is_some_and(|s| client.verify_secret(s));
-        if !ok {
-            let _ = store.hit(&failures, window).await;
-            return Err(invalid_client(basic.is_some()));
-        }
+        return Ok(client);
+    }
+    // Failed authentications are counted per network and client: 30 in 15
+    // minutes, then 429 until the window ends, so a secret cannot be
+    // guessed online (and one client's failures lock out no other).
+    let failures = format!(
+        "proxy-client-fail:{who}:{}",
+        digest_b64(client.client_id.as_bytes())
+    );
+    let window = Duration::from_secs(900);
+    let store = &app.proxy.inner.store;
+    if let Ok((n, left)) = store.count(&failures).await
+        && n >= CLIENT_FAILURES_ALLOWED
+    {
+        let mut r = oauth_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_requests",
+            "too many failed client authentications from this address; try again later",
+        );
+        r.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(left.as_secs().max(1)),
+        );
+        return Err(r);
+    }
+    let ok = presented == client.token_endpoint_auth_method
+        && secret.as_deref().is_some_and(|s| client.verify_secret(s));
+    if !ok {
+        let _ = store.hit(&failures, window).await;
+        return Err(invalid_client(by_header));
     }
     Ok(client)
 }
 
-/// Wrong client secrets allowed per network per 15 minutes.
+/// Wrong client secrets (or methods) allowed per network and client per 15
+/// minutes.
 const CLIENT_FAILURES_ALLOWED: u64 = 30;
+
+/// The client id and secret of an `Authorization: Basic` header (RFC 6749
+/// §2.3.1: each form-urlencoded); `None` when the header is not that.
+fn basic_credentials(value: &HeaderValue) -> Option<(String, String)> {
+    let (scheme, credentials) = value.to_str().ok()?.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        credentials.trim(),
+    )
+    .ok()?;
+    let decoded = String::from_utf8(decoded).ok()?;
+    let (id, secret) = decoded.split_once(':')?;
+    Some((form_urldecode(id), form_urldecode(secret)))
+}
 
 fn form_urldecode(s: &str) -> String {
     url::form_urlencoded::parse(format!("x={s}").as_bytes())
@@ -1304,8 +1538,10 @@ fn invalid_client(basic: bool) -> Response {
 /// (RFC 9449 §4.3: `htm` POST, `htu` the token endpoint), when DPoP is on
 /// and the client sent one; `None` otherwise. With DPoP required, a request
 /// without one is refused. A bad proof is 400 `invalid_dpop_proof` (§5.1).
-/// Its `jti` is recorded only once the grant is good ([`record_proof`]), so
-/// no one can fill the store with proofs alone.
+/// The caller records its `jti` ([`record_proof`]) once the grant is
+/// found, before anything else may refuse the request: a proof sent with a
+/// refused request cannot be sent again, and proofs sent with unknown codes
+/// or tokens take no room in the store.
 // The refusal is the response itself, as in the async handlers around it.
 #[allow(clippy::result_large_err)]
 fn dpop_proof(app: &App, headers: &HeaderMap) -> Result<Option<DpopProof>, Response> {
@@ -1407,7 +1643,7 @@ async fn token(
     };
     let grants = &app.proxy.inner.grants;
     let mut spent: Option<String> = None;
-    let mut narrowed: Option<Vec<String>> = None;
+    let mut asked: Option<Vec<String>> = None;
     let grant = match form.get("grant_type").map(String::as_str) {
         Some("authorization_code") => {
             let (Some(code), Some(redirect_uri), Some(verifier)) = (
@@ -1441,34 +1677,24 @@ async fn token(
                 );
             };
             spent = Some(rt.clone());
-            match grants.use_refresh(rt, &client.client_id).await {
-                Ok(g) => {
-                    if let Some(scope) = form.get("scope").filter(|s| !s.trim().is_empty()) {
-                        let asked: Vec<String> =
-                            scope.split_whitespace().map(str::to_owned).collect();
-                        if asked.iter().any(|s| !g.scopes.contains(s)) {
-                            // Nothing issued: the presented token stays good.
-                            let _ = grants.restore_refresh(rt, &g).await;
-                            return oauth_error(
-                                StatusCode::BAD_REQUEST,
-                                "invalid_scope",
-                                "a refresh cannot widen the grant",
-                            );
-                        }
-                        // Only this access token is narrower (RFC 6749 §6);
-                        // the refresh token keeps the whole grant.
-                        narrowed = Some(asked);
-                    }
-                    Ok(g)
-                }
-                Err(e) => Err(e),
-            }
+            asked = form
+                .get("scope")
+                .filter(|s| !s.trim().is_empty())
+                .map(|s| s.split_whitespace().map(str::to_owned).collect());
+            grants.use_refresh(rt, &client.client_id).await
         }
-        _ => {
+        Some(_) => {
             return oauth_error(
                 StatusCode::BAD_REQUEST,
                 "unsupported_grant_type",
                 "authorization_code and refresh_token are supported",
+            );
+        }
+        None => {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "grant_type is required",
             );
         }
     };
@@ -1487,11 +1713,47 @@ async fn token(
             );
         }
     };
+    // The grant as the presented refresh token holds it: what it is given
+    // back with when nothing is issued.
+    let presented = grant.clone();
+    // The grant was found: the proof is spent now, whatever becomes of the
+    // request (RFC 9449 §11.1), so one sent with a request refused below
+    // cannot be sent again. (A proof with an unknown code or token is not
+    // recorded: proofs alone cannot fill the store.)
+    if let Some(p) = &proof
+        && let Err(refused) = record_proof(&app, p).await
+    {
+        if let Some(old) = &spent {
+            let _ = grants.restore_refresh(old, &presented).await;
+        }
+        return refused;
+    }
+    // Only this access token may be narrower (RFC 6749 §6); the refresh
+    // token keeps the whole grant.
+    let narrowed = match asked {
+        Some(asked) if asked.iter().any(|s| !grant.scopes.contains(s)) => {
+            if let Some(old) = &spent {
+                // Nothing issued: the presented token stays good.
+                let _ = grants.restore_refresh(old, &presented).await;
+            }
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_scope",
+                "a refresh cannot widen the grant",
+            );
+        }
+        asked => asked,
+    };
     let jkt = proof.as_ref().map(|p| p.jkt.clone());
     match (&spent, &grant.dpop_jkt) {
         // A public client's refresh tokens are bound to the key of the
         // proof its code exchange came with (RFC 9449 §5).
         (None, _) if !client.is_confidential() => grant.dpop_jkt = jkt.clone(),
+        // Its code exchanged without a proof, a public client refreshing
+        // with one: bound from now on, so later refreshes need the key.
+        (Some(_), None) if !client.is_confidential() && jkt.is_some() => {
+            grant.dpop_jkt = jkt.clone();
+        }
         (Some(old), Some(bound)) if jkt.as_ref() != Some(bound) => {
             // Not the holder of the key: the token stays good for it.
             let _ = grants.restore_refresh(old, &grant).await;
@@ -1503,15 +1765,6 @@ async fn token(
             );
         }
         _ => {}
-    }
-    // The grant is good: now the proof is spent.
-    if let Some(p) = &proof
-        && let Err(refused) = record_proof(&app, p).await
-    {
-        if let Some(old) = &spent {
-            let _ = grants.restore_refresh(old, &grant).await;
-        }
-        return refused;
     }
     let mut for_access = grant.clone();
     if let Some(scopes) = narrowed {
@@ -1528,8 +1781,10 @@ async fn token(
         "access_token": access,
         "token_type": if jkt.is_some() { "DPoP" } else { "Bearer" },
         "expires_in": ttl,
-        "scope": for_access.scopes.join(" "),
     });
+    if !for_access.scopes.is_empty() {
+        body["scope"] = for_access.scopes.join(" ").into();
+    }
     if client.allows_grant_type(GrantType::RefreshToken) {
         match grants.issue_refresh(&grant).await {
             Ok(rt) => body["refresh_token"] = rt.into(),
@@ -1537,7 +1792,7 @@ async fn token(
                 // The presented refresh token was spent; give it back, or a
                 // store hiccup would log the user out.
                 if let Some(old) = &spent {
-                    let _ = grants.restore_refresh(old, &grant).await;
+                    let _ = grants.restore_refresh(old, &presented).await;
                 }
                 return oauth_error(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -1573,7 +1828,10 @@ async fn revoke(
     };
     // A refresh token revokes its family; so does one of this facade's
     // access tokens (it names its family), since access tokens are checked
-    // without the store and cannot be revoked alone. Unknown tokens: 200.
+    // without the store and cannot be revoked alone. Only the tokens of
+    // the authenticated client (RFC 7009 §2.1): another client's token,
+    // live or spent, is answered as an unknown one, 200, and stays good
+    // (§2.2), so the answer tells nothing about it.
     let grants = &app.proxy.inner.grants;
     let family = app
         .proxy
@@ -1595,3 +1853,6 @@ async fn revoke(
     }
     no_store(StatusCode::OK.into_response())
 }
+
+#[cfg(test)]
+mod tests;

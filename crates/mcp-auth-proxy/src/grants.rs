@@ -249,6 +249,34 @@ impl Grants {
         Ok(())
     }
 
+    /// Records the client `family` was issued to, for a login's lifetime: a
+    /// spent refresh token names its family only, and its revocation must
+    /// check that the family is the revoking client's (RFC 7009 §2.1).
+    async fn set_family_client(&self, family: &str, client_id: &str) -> Result<(), GrantError> {
+        self.store
+            .kv_put(
+                &format!("proxy:fam-client:{family}"),
+                client_id.as_bytes(),
+                self.times.login,
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// The client `family` was issued to, when recorded.
+    async fn family_client(&self, family: &str) -> Result<Option<String>, GrantError> {
+        match self
+            .store
+            .kv_get(&format!("proxy:fam-client:{family}"))
+            .await?
+        {
+            Some(bytes) => Ok(Some(
+                String::from_utf8(bytes).map_err(|_| GrantError::Corrupt)?,
+            )),
+            None => Ok(None),
+        }
+    }
+
     /// Whether `token` is one of its family's spent refresh tokens; the
     /// family, when it is.
     async fn spent_family(&self, token: &str) -> Result<Option<String>, GrantError> {
@@ -283,6 +311,12 @@ impl Grants {
         };
         let grant: Grant = serde_json::from_slice(&bytes).map_err(|_| GrantError::Corrupt)?;
         let mut spent = self.spent(&grant.family).await?;
+        if spent.is_empty() {
+            // The family's first spent token: whose the family is goes with
+            // its record.
+            self.set_family_client(&grant.family, &grant.client_id)
+                .await?;
+        }
         spent.push(digest_b64(token.as_bytes()));
         let excess = spent.len().saturating_sub(SPENT_REMEMBERED);
         spent.drain(..excess);
@@ -322,8 +356,12 @@ impl Grants {
         Ok(())
     }
 
-    /// Revokes a refresh token (RFC 7009) and its family; unknown tokens
-    /// are ignored, as the RFC asks.
+    /// Revokes a refresh token (RFC 7009) and its family, when it was issued
+    /// to `client_id`; unknown tokens are ignored, as the RFC asks, and so
+    /// are another client's (live or spent): nothing is revoked, and the
+    /// caller learns nothing about them. A spent token of a family whose
+    /// client was not recorded (spent before this check existed) is not
+    /// revoked either.
     pub async fn revoke_refresh(&self, token: &str, client_id: &str) -> Result<(), GrantError> {
         if let Some(bytes) = self.store.kv_get(&key("rt", token)).await? {
             let grant: Grant = serde_json::from_slice(&bytes).map_err(|_| GrantError::Corrupt)?;
@@ -331,8 +369,11 @@ impl Grants {
                 self.store.kv_delete(&key("rt", token)).await?;
                 self.revoke_family(&grant.family).await?;
             }
-        } else if let Some(family) = self.spent_family(token).await? {
-            // An already rotated token: its family is what the caller means.
+        } else if let Some(family) = self.spent_family(token).await?
+            && self.family_client(&family).await?.as_deref() == Some(client_id)
+        {
+            // An already rotated token of the caller's: its family is what
+            // the caller means.
             self.revoke_family(&family).await?;
         }
         Ok(())
@@ -522,6 +563,22 @@ mod tests {
         assert!(!g.family_revoked(&gr.family).await.unwrap());
         g.revoke_refresh(&rt, "c").await.unwrap();
         assert!(g.use_refresh(&rt, "c").await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_rotated_token_is_revoked_only_by_its_own_client() {
+        let g = grants();
+        let gr = grant("c");
+        let rt1 = g.issue_refresh(&gr).await.unwrap();
+        let got = g.use_refresh(&rt1, "c").await.unwrap();
+        let rt2 = g.issue_refresh(&got).await.unwrap();
+        // Client d presents c's spent token: nothing is revoked.
+        g.revoke_refresh(&rt1, "d").await.unwrap();
+        assert!(!g.family_revoked(&gr.family).await.unwrap());
+        assert_eq!(g.use_refresh(&rt2, "c").await.unwrap(), gr, "still good");
+        // c revokes its own spent token: the family goes.
+        g.revoke_refresh(&rt1, "c").await.unwrap();
+        assert!(g.family_revoked(&gr.family).await.unwrap());
     }
 
     #[test]

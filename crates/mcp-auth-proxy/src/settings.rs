@@ -89,7 +89,7 @@
 //! | `MCP_PROXY_SIGNING_KEY` | EC P-256 private key (PKCS#8 PEM, inline or a file) for the access tokens; default: generated once, kept in the store |
 //! | `MCP_PROXY_ENCRYPTION_KEY` | 32 bytes, base64, sealing upstream tokens and keys at rest; default: generated, kept in the store (with a warning) |
 //! | `MCP_PROXY_ACCESS_TOKEN_TTL` | lifetime of the access tokens (default `10m`) |
-//! | `MCP_PROXY_CLIENTS` | a JSON file of pre-registered clients: `[{"client_id", "client_name", "redirect_uris", "client_secret"}]` |
+//! | `MCP_PROXY_CLIENTS` | a JSON file of pre-registered clients: `[{"client_id", "client_name", "redirect_uris", "client_secret", "token_endpoint_auth_method"}]` (the method: `client_secret_basic`, the default with a secret, or `client_secret_post`; `none` without one) |
 //! | `MCP_PROXY_METADATA_ALLOWED_NETWORKS` | CIDRs client ID metadata documents may be fetched from although private (e.g. an internal client registry) |
 //! | `MCP_PROXY_AUTHORIZATIONS_PER_MINUTE` / `MCP_PROXY_REGISTRATIONS_PER_HOUR` | per client network (default 60 / 20): raise them for many users behind one address |
 //! | `MCP_PROXY_LOGINS_PER_LIFETIME` | logins started or approved from all networks together per login lifetime (10 minutes; default 10 000); past it 503 with `Retry-After`: raise it with the store's size for many users logging in at once |
@@ -711,11 +711,17 @@ struct ClientEntry {
     redirect_uris: Vec<String>,
     #[serde(default)]
     client_secret: Option<String>,
+    #[serde(default)]
+    token_endpoint_auth_method: Option<String>,
 }
 
 /// Reads pre-registered clients: a JSON array of
-/// `{"client_id", "client_name"?, "redirect_uris", "client_secret"?}`.
-/// Errors name the entry's position, never a secret.
+/// `{"client_id", "client_name"?, "redirect_uris", "client_secret"?,
+/// "token_endpoint_auth_method"?}`. The method is how the client
+/// authenticates at the token and revocation endpoints, and the only way
+/// it may: with a secret `client_secret_basic` (the default) or
+/// `client_secret_post`, without one `none`. Errors name the entry's
+/// position, never a secret.
 fn preregistered_clients(
     path: &str,
     policy: &crate::clients::RegistrationPolicy,
@@ -728,7 +734,7 @@ fn preregistered_clients(
         ConfigError::new(
             var,
             format!(
-                "line {}: expected a JSON array of {{client_id, client_name, redirect_uris, client_secret}}",
+                "line {}: expected a JSON array of {{client_id, client_name, redirect_uris, client_secret, token_endpoint_auth_method}}",
                 e.line()
             ),
         )
@@ -766,6 +772,19 @@ fn preregistered_clients(
                 ));
             }
             client = client.with_client_secret(&secret);
+        }
+        if let Some(name) = e.token_endpoint_auth_method {
+            let method = crate::clients::TokenEndpointAuthMethod::from_name(&name)
+                .filter(|m| m.uses_secret() == client.client_secret_sha256.is_some())
+                .ok_or_else(|| {
+                    ConfigError::new(
+                        var,
+                        format!(
+                            "client #{at}: token_endpoint_auth_method must be client_secret_basic or client_secret_post with a client_secret, none without one"
+                        ),
+                    )
+                })?;
+            client.token_endpoint_auth_method = method;
         }
         out.push(client);
     }
@@ -806,7 +825,8 @@ mod tests {
         };
         let s = load(
             r#"[{"client_id": "vscode", "client_name": "VS Code", "redirect_uris": ["http://127.0.0.1/callback"]},
-                {"client_id": "backend", "redirect_uris": ["https://app.example/cb"], "client_secret": "a-secret-of-thirty-two-characters-plus"}]"#,
+                {"client_id": "backend", "redirect_uris": ["https://app.example/cb"], "client_secret": "a-secret-of-thirty-two-characters-plus"},
+                {"client_id": "poster", "redirect_uris": ["https://app.example/cb"], "client_secret": "a-secret-of-thirty-two-characters-plus", "token_endpoint_auth_method": "client_secret_post"}]"#,
             &[
                 ("MCP_PROXY_METADATA_ALLOWED_NETWORKS", "10.1.0.0/16"),
                 ("MCP_PROXY_METADATA_ALLOW_LOOPBACK", "true"),
@@ -814,8 +834,18 @@ mod tests {
         )
         .unwrap();
         let clients = &s.endpoints.preregistered;
-        assert_eq!(clients.len(), 2);
+        assert_eq!(clients.len(), 3);
         assert!(!clients[0].is_confidential());
+        // How each authenticates: the method given, else by the secret.
+        use crate::clients::TokenEndpointAuthMethod as M;
+        let methods: Vec<M> = clients
+            .iter()
+            .map(|c| c.token_endpoint_auth_method)
+            .collect();
+        assert_eq!(
+            methods,
+            [M::None, M::ClientSecretBasic, M::ClientSecretPost]
+        );
         assert_eq!(clients[0].client_name, "VS Code");
         assert!(clients[1].verify_secret("a-secret-of-thirty-two-characters-plus"));
         assert!(!clients[1].verify_secret("wrong"));
@@ -862,6 +892,24 @@ mod tests {
                 "client #1",
             ),
             (
+                r#"[{"client_id": "a", "redirect_uris": ["https://a.example/cb"], "token_endpoint_auth_method": "client_secret_post"}]"#,
+                vec![],
+                "MCP_PROXY_CLIENTS",
+                "client #1: token_endpoint_auth_method",
+            ),
+            (
+                r#"[{"client_id": "a", "redirect_uris": ["https://a.example/cb"], "client_secret": "a-secret-of-thirty-two-characters-plus", "token_endpoint_auth_method": "none"}]"#,
+                vec![],
+                "MCP_PROXY_CLIENTS",
+                "client #1: token_endpoint_auth_method",
+            ),
+            (
+                r#"[{"client_id": "a", "redirect_uris": ["https://a.example/cb"], "client_secret": "a-secret-of-thirty-two-characters-plus", "token_endpoint_auth_method": "private_key_jwt"}]"#,
+                vec![],
+                "MCP_PROXY_CLIENTS",
+                "client #1: token_endpoint_auth_method",
+            ),
+            (
                 "[]",
                 vec![("MCP_PROXY_METADATA_ALLOWED_NETWORKS", "10.0.0.1/99")],
                 "MCP_PROXY_METADATA_ALLOWED_NETWORKS",
@@ -872,6 +920,7 @@ mod tests {
             assert_eq!(e.variable, variable, "{json}: {e}");
             assert!(e.to_string().contains(says), "{e}");
             assert!(!e.to_string().contains("short-secret"), "{e}");
+            assert!(!e.to_string().contains("thirty-two"), "{e}");
         }
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -143,6 +143,29 @@ pub enum CimdError {
     Unsupported(&'static str),
 }
 
+impl CimdError {
+    /// Whether the failure may pass with the document unchanged: the host
+    /// name did not resolve, the host could not be reached or the fetch
+    /// timed out, or it answered HTTP 408, 429 or 5xx. Every other failure
+    /// is an answer about the document itself (404 or 410, a redirect, a
+    /// document that is not acceptable, an address the guard refuses).
+    ///
+    /// ```
+    /// use mcp_auth_proxy::clients::CimdError;
+    /// assert!(CimdError::Timeout.is_transient());
+    /// assert!(CimdError::Status(503).is_transient());
+    /// assert!(!CimdError::Status(404).is_transient());
+    /// assert!(!CimdError::ClientIdMismatch.is_transient());
+    /// ```
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Resolve | Self::Timeout | Self::Network(_) => true,
+            Self::Status(status) => matches!(status, 408 | 429 | 500..),
+            _ => false,
+        }
+    }
+}
+
 /// Whether `client_id` names a metadata document (an `https://` or
 /// `http://` URL) rather than a registered client. Dynamic client ids never
 /// contain `:`, so the two cannot be confused.
