@@ -1563,17 +1563,36 @@ fn dpop_proof(app: &App, headers: &HeaderMap) -> Result<Option<DpopProof>, Respo
             .to_str()
             .map_err(|_| refuse("the DPoP header is not ASCII"))?,
     };
-    verifier
-        .verify(
-            proof,
-            "POST",
-            &cfg.endpoint(paths::TOKEN),
-            None,
-            None,
-            now_secs(),
-        )
-        .map(Some)
-        .map_err(|e| refuse(&e.to_string()))
+    let now = now_secs();
+    let proof = verifier
+        .verify(proof, "POST", &cfg.endpoint(paths::TOKEN), None, None, now)
+        .map_err(|e| refuse(&e.to_string()))?;
+    // RFC 9449 §8: the server's nonce, when it asks for one; the answer
+    // names the nonce to retry with.
+    if let Some(nonces) = &cfg.dpop_nonces
+        && !proof
+            .nonce
+            .as_deref()
+            .is_some_and(|n| nonces.is_valid(n, now))
+    {
+        let mut r = oauth_error(
+            StatusCode::BAD_REQUEST,
+            "use_dpop_nonce",
+            "put the nonce of the DPoP-Nonce header in the proof",
+        );
+        with_nonce(&mut r, &cfg.dpop_nonces);
+        return Err(r);
+    }
+    Ok(Some(proof))
+}
+
+/// The current DPoP nonce in a `DPoP-Nonce` header, when nonces are on.
+fn with_nonce(r: &mut Response, nonces: &Option<mcp_auth_strategies::DpopNonces>) {
+    if let Some(nonces) = nonces
+        && let Ok(v) = HeaderValue::from_str(&nonces.current(now_secs()))
+    {
+        r.headers_mut().insert("dpop-nonce", v);
+    }
 }
 
 /// Records a proof's `jti` (single use, RFC 9449 §11.1); a replay is 400
@@ -1805,7 +1824,10 @@ async fn token(
     // Tokens were issued: the client is in use (a client that only
     // refreshes, for the 90 days a login lasts, keeps its registration).
     keep_registration(&app, &client).await;
-    no_store(Json(body).into_response())
+    let mut r = no_store(Json(body).into_response());
+    // The nonce for the client's next proof (RFC 9449 §8.2).
+    with_nonce(&mut r, &app.proxy.inner.cfg.dpop_nonces);
+    r
 }
 
 async fn revoke(

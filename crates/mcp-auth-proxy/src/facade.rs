@@ -47,6 +47,12 @@ pub struct ProxyConfig {
     /// request without a proof is refused), as the resource server with
     /// `MCP_DPOP=require` accepts nothing else.
     pub dpop_required: bool,
+    /// With [`ProxyConfig::dpop`]: the server's DPoP nonces (RFC 9449 §8),
+    /// those of the resource server (`MCP_DPOP_NONCE=true`). A token
+    /// request's proof must carry a current one, else 400 `use_dpop_nonce`
+    /// with a `DPoP-Nonce` header to retry with; token responses carry the
+    /// current nonce too. `None` (default): no nonce is asked for.
+    pub dpop_nonces: Option<mcp_auth_strategies::DpopNonces>,
 }
 
 impl ProxyConfig {
@@ -66,6 +72,7 @@ impl ProxyConfig {
             consent_ttl: Duration::from_secs(30 * 86_400),
             dpop: None,
             dpop_required: false,
+            dpop_nonces: None,
         }
     }
 

@@ -417,6 +417,11 @@ pub struct ProxySettings {
     pub dpop: Option<mcp_auth_jwt::DpopVerifier>,
     /// `MCP_DPOP=require`: token requests without a proof are refused.
     pub dpop_required: bool,
+    /// `MCP_DPOP_NONCE=true`: the nonces token requests' proofs must carry,
+    /// the resource server's (not read from the settings: the embedder
+    /// shares its [`DpopNonces`](mcp_auth_strategies::DpopNonces) here, so
+    /// one nonce is good at both; see [`ProxyConfig::dpop_nonces`](crate::ProxyConfig::dpop_nonces)).
+    pub dpop_nonces: Option<mcp_auth_strategies::DpopNonces>,
 }
 
 impl std::fmt::Debug for ProxySettings {
@@ -429,6 +434,7 @@ impl std::fmt::Debug for ProxySettings {
             .field("signing_key", &self.signing_key.is_some())
             .field("encryption_key", &self.encryption_key.is_some())
             .field("dpop", &self.dpop.is_some())
+            .field("dpop_nonces", &self.dpop_nonces.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -653,6 +659,7 @@ impl ProxySettings {
             endpoints: endpoint_options(l)?,
             dpop: dpop.as_ref().map(|(v, _)| v.clone()),
             dpop_required: dpop.is_some_and(|(_, required)| required),
+            dpop_nonces: None,
         })
     }
 }
@@ -1381,6 +1388,7 @@ impl ProxySettings {
         cfg.access_token_ttl = self.access_token_ttl;
         cfg.dpop = self.dpop.clone();
         cfg.dpop_required = self.dpop_required;
+        cfg.dpop_nonces = self.dpop_nonces.clone();
         let keys = crate::ConfiguredKeys {
             signing: self
                 .signing_key

@@ -328,11 +328,14 @@ async fn serve_http(
     let trusted_proxies = http.connections.trusted_proxies.clone();
     let mut facade = None;
     let mut endpoints = None;
+    let nonces = dpop_nonces(merged, &store).await?;
     let mut built: Vec<SharedAuthenticator> = Vec::with_capacity(members.len());
     for member in members {
         match (member, facade_settings.clone()) {
             (Some(m), _) => built.push(m),
-            (None, Some(settings)) => {
+            (None, Some(mut settings)) => {
+                // One nonce is good at the token endpoint and at the MCP one.
+                settings.dpop_nonces = nonces.clone();
                 // The login facade: this server is the authorization server
                 // MCP clients see; users log in at the provider.
                 let mut opts = settings.endpoints.clone();
@@ -349,7 +352,8 @@ async fn serve_http(
             (None, None) => {}
         }
     }
-    let authenticator = with_dpop(merged, server_url.as_str(), chain(built)?, &store).await?;
+    let authenticator =
+        with_dpop(merged, server_url.as_str(), chain(built)?, &store, nonces).await?;
     let tools = Tools::new(s.name.clone(), s.version.clone(), http.tool_scopes.clone());
     let audit_target = http.audit_log.clone();
     let mut app = McpHttpApp::shared(http, authenticator)?
@@ -437,6 +441,7 @@ async fn with_dpop(
     server_url: &str,
     authenticator: SharedAuthenticator,
     store: &mcp_auth_session::SharedStore,
+    nonce_keys: Option<mcp_auth_strategies::DpopNonces>,
 ) -> Result<SharedAuthenticator, Error> {
     // With a shared store (Redis), every replica refuses every replica's
     // replays. In memory, the records get a cache of their own, so proofs
@@ -449,8 +454,34 @@ async fn with_dpop(
     } else {
         Arc::new(mcp_auth_core::MemoryReplayCache::default())
     };
+    let nonces = nonce_keys.is_some();
+    let authenticator = dpop_from_settings(merged, server_url, authenticator, replay, nonce_keys)?;
+    if let Some(d) = authenticator.dpop() {
+        tracing::info!(
+            required = d.required,
+            algorithms = %d.algorithms.join(","),
+            nonces,
+            "DPoP proofs checked"
+        );
+        if !shared {
+            tracing::info!(
+                "DPoP replay records are kept in this process (MCP_SESSION_STORE=memory): \
+                 replicas need a shared store to refuse each other's replays"
+            );
+        }
+    }
+    Ok(authenticator)
+}
+
+/// The server's DPoP nonces when `MCP_DPOP_NONCE=true`: under a key kept
+/// in the session store, so every replica, and the login facade's token
+/// endpoint as well as the resource server, takes the same nonces.
+async fn dpop_nonces(
+    merged: &settings::Merged,
+    store: &mcp_auth_session::SharedStore,
+) -> Result<Option<mcp_auth_strategies::DpopNonces>, Error> {
     let nonces = mcp_auth_core::settings::parse_bool(merged, "MCP_DPOP_NONCE", false)?;
-    let nonce_keys = if nonces {
+    Ok(if nonces {
         // Made by the first replica, read by the others, and read again
         // every minute: should the store lose it (a flush, a restart
         // without persistence), every replica moves to the one made next,
@@ -493,23 +524,7 @@ async fn with_dpop(
         Some(keys)
     } else {
         None
-    };
-    let authenticator = dpop_from_settings(merged, server_url, authenticator, replay, nonce_keys)?;
-    if let Some(d) = authenticator.dpop() {
-        tracing::info!(
-            required = d.required,
-            algorithms = %d.algorithms.join(","),
-            nonces,
-            "DPoP proofs checked"
-        );
-        if !shared {
-            tracing::info!(
-                "DPoP replay records are kept in this process (MCP_SESSION_STORE=memory): \
-                 replicas need a shared store to refuse each other's replays"
-            );
-        }
-    }
-    Ok(authenticator)
+    })
 }
 
 fn generate_key() -> Result<String, Error> {

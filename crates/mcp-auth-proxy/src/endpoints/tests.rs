@@ -30,6 +30,15 @@ struct Facade {
 /// Starts a [`Facade`] with `extra` settings; `tune` adjusts its endpoint
 /// options.
 async fn facade(extra: &[(&str, &str)], tune: impl FnOnce(&mut EndpointOptions)) -> Facade {
+    facade_with(extra, tune, None).await
+}
+
+/// [`facade`], asking token requests' proofs for `nonces`.
+async fn facade_with(
+    extra: &[(&str, &str)],
+    tune: impl FnOnce(&mut EndpointOptions),
+    nonces: Option<mcp_auth_strategies::DpopNonces>,
+) -> Facade {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let server_url: Url = format!("{base}/mcp").parse().unwrap();
@@ -52,7 +61,8 @@ async fn facade(extra: &[(&str, &str)], tune: impl FnOnce(&mut EndpointOptions))
     for (k, v) in extra {
         vars.insert((*k).to_owned(), (*v).to_owned());
     }
-    let settings = crate::settings::ProxySettings::from_settings(&vars, &server_url).unwrap();
+    let mut settings = crate::settings::ProxySettings::from_settings(&vars, &server_url).unwrap();
+    settings.dpop_nonces = nonces;
     let mut opts = settings.endpoints.clone();
     tune(&mut opts);
     let store = Arc::new(mcp_auth_session::MemoryStore::new());
@@ -416,13 +426,21 @@ impl DpopKey {
 
     /// A fresh proof for a token request at `f`.
     fn proof(&self, f: &Facade) -> String {
+        self.proof_with(f, None)
+    }
+
+    /// [`proof`](Self::proof), carrying `nonce`.
+    fn proof_with(&self, f: &Facade, nonce: Option<&str>) -> String {
         use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD as B64};
-        let claims = serde_json::json!({
+        let mut claims = serde_json::json!({
             "jti": random_token(16).unwrap(),
             "htm": "POST",
             "htu": format!("{}{}", f.base, paths::TOKEN),
             "iat": now_secs(),
         });
+        if let Some(n) = nonce {
+            claims["nonce"] = n.into();
+        }
         let header = serde_json::json!({"typ": "dpop+jwt", "alg": "EdDSA", "jwk": self.jwk});
         let input = format!(
             "{}.{}",
@@ -531,6 +549,44 @@ async fn a_proof_sent_with_a_refused_request_cannot_be_replayed() {
         Status::OK,
         "not recorded for an unknown token: {body}"
     );
+}
+
+/// RFC 9449 §8 at the token endpoint, with the resource server's nonces
+/// (`MCP_DPOP_NONCE=true`): a proof without a current nonce is 400
+/// `use_dpop_nonce` with the nonce in `DPoP-Nonce`, nothing spent; the
+/// retry with it is served, and the answer carries the nonce for the next.
+#[tokio::test]
+async fn token_requests_need_the_servers_dpop_nonce_when_it_asks_for_one() {
+    let nonces = mcp_auth_strategies::DpopNonces::new([9; 32], std::time::Duration::from_secs(300));
+    let f = facade_with(&[("MCP_DPOP", "accept")], |_| {}, Some(nonces.clone())).await;
+    let (client, _) = register_client(&f, "none").await;
+    let rt = refresh_token(&f, &grant(&f, &client, &["mcp:tools"])).await;
+    let key = DpopKey::new();
+    for stale in [None, Some("not-a-nonce")] {
+        let answer =
+            token_with_proof(&f, Some(&key.proof_with(&f, stale)), &refresh(&client, &rt)).await;
+        assert_eq!(
+            outcome(&answer),
+            (Status::BAD_REQUEST, "use_dpop_nonce"),
+            "{stale:?}"
+        );
+        let nonce = answer.2["dpop-nonce"].to_str().unwrap().to_owned();
+        assert!(nonces.is_valid(&nonce, now_secs()), "{nonce}");
+    }
+    let nonce = nonces.current(now_secs());
+    let (status, body, headers) = token_with_proof(
+        &f,
+        Some(&key.proof_with(&f, Some(&nonce))),
+        &refresh(&client, &rt),
+    )
+    .await;
+    assert_eq!(
+        status,
+        Status::OK,
+        "the token was not spent by the refusals: {body}"
+    );
+    assert_eq!(body["token_type"], "DPoP");
+    assert!(headers.contains_key("dpop-nonce"));
 }
 
 // ---------------------------------------------------------------------------
