@@ -394,7 +394,10 @@ async fn the_generic_router_times_out_slow_services_and_limits_streamed_bodies()
     let mut config = HttpConfig::new(format!("{base}/mcp").parse().unwrap());
     config.request_timeout = Duration::from_millis(200);
     config.max_request_bytes = 1024;
-    let app = McpHttpApp::new(config, Arc::new(mcp_auth_strategies::NoAuth)).unwrap();
+    let audit = mcp_auth_transport::audit::MemoryAudit::default();
+    let app = McpHttpApp::new(config, Arc::new(mcp_auth_strategies::NoAuth))
+        .unwrap()
+        .with_audit(Arc::new(audit.clone()));
     let slow = tower::service_fn(|req: axum::extract::Request| async move {
         if req.uri().query() == Some("slow") {
             tokio::time::sleep(Duration::from_secs(5)).await;
@@ -423,6 +426,9 @@ async fn the_generic_router_times_out_slow_services_and_limits_streamed_bodies()
     // The same JSON body as every other refusal.
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["error"], "temporarily_unavailable");
+    // Answered inside the observing layer: the timeout is on the record.
+    let statuses: Vec<u16> = audit.records().iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [503], "{:?}", audit.records());
     let r = c
         .post(format!("{base}/mcp"))
         .body(vec![b'x'; 100])

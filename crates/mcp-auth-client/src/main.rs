@@ -483,13 +483,16 @@ async fn run(cli: Cli, settings: &Settings) -> Result<(), Failure> {
     // the server, and a key in the same `.env` is its author's to send
     // there; a key of the user's own (a flag, the environment) is not sent
     // to a server only that file names.
+    // (A machine grant's token too: minted with the user's own secret or
+    // key, for the server it is asked for.)
     let own_key = match &auth {
         Auth::ApiKey(_) => cli.api_key.is_some() || ProcessEnv.get("MCP_API_KEY").is_some(),
-        Auth::Bearer(_) => true,
+        Auth::Bearer(_) | Auth::Machine(_) => true,
         _ => false,
     };
+    // An empty --server (a variable left unset) counts as not given.
     if own_key
-        && cli.server.is_none()
+        && cli.server.as_deref().is_none_or(|s| s.trim().is_empty())
         && ProcessEnv.get("MCP_SERVER_URL").is_none()
         && let Some(named) = Lookup::get(settings, "MCP_SERVER_URL")
     {

@@ -101,6 +101,22 @@ async fn a_server_only_dotenv_names_does_not_get_the_users_own_key() {
         (&[("MCP_API_KEY", "key-from-env")][..], &["list"][..]),
         (&[], &["--api-key", "key-from-flag", "list"]),
         (&[], &["--bearer", "token-from-flag", "list"]),
+        // An empty --server (`--server "$UNSET"`) names nothing.
+        (&[], &["--server", "", "--api-key", "key-from-flag", "list"]),
+        // A token minted with the user's own client secret.
+        (
+            &[],
+            &[
+                "--client-credentials",
+                "--client-id",
+                "app",
+                "--client-secret",
+                "app-secret",
+                "--issuer",
+                "https://issuer.example",
+                "list",
+            ],
+        ),
     ] {
         let out = client(dir.path(), env, args).await;
         let stderr = String::from_utf8_lossy(&out.stderr);

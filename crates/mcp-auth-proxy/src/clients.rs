@@ -265,6 +265,14 @@ pub struct ClientInfo {
     pub logo_uri: Option<String>,
     /// How the client authenticates at the token endpoint.
     pub token_endpoint_auth_method: TokenEndpointAuthMethod,
+    /// Whether the client named [`token_endpoint_auth_method`](Self::token_endpoint_auth_method)
+    /// itself (at registration, or in its `MCP_PROXY_CLIENTS` entry): then
+    /// it authenticates by that method only. A confidential client that
+    /// named none has `client_secret_basic` (RFC 7591 §2) and may also
+    /// send its secret in the form, as clients that ignore the registration
+    /// response's method do.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub auth_method_named: bool,
     /// The grants the client may use (always includes
     /// `authorization_code` for registered clients).
     pub grant_types: Vec<GrantType>,
@@ -314,6 +322,7 @@ impl ClientInfo {
             client_uri: None,
             logo_uri: None,
             token_endpoint_auth_method: TokenEndpointAuthMethod::None,
+            auth_method_named: false,
             grant_types: vec![GrantType::AuthorizationCode, GrantType::RefreshToken],
             scope: None,
             kind: ClientKind::Preregistered,

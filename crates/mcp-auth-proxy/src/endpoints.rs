@@ -411,8 +411,9 @@ const DOCUMENTS_PER_NETWORK_PER_HOUR: u64 = 100;
 /// document is used while the document cannot be fetched again for a
 /// reason that passes (a fetch budget used up, the store failing, its host
 /// unreachable, timing out or answering 408, 429 or 5xx): 24 hours. Only
-/// the documents of clients that were issued tokens are kept that long
-/// ([`keep_registration`]); a document fetched and never used is kept for
+/// the documents of clients that were issued tokens have such a copy, kept
+/// apart ([`kept_key`], written by [`keep_registration`] and by each new
+/// copy of the document); a document fetched and never used is kept for
 /// its own max-age only. An answer of the host's about the document (404
 /// or 410, a changed or invalid document) takes effect at once.
 const METADATA_DOCUMENT_GRACE: Duration = Duration::from_secs(24 * 3600);
@@ -427,6 +428,24 @@ const RETRY_SOON: Duration = Duration::from_secs(60);
 
 fn client_key(client_id: &str) -> String {
     format!("proxy:client:{}", digest_b64(client_id.as_bytes()))
+}
+
+/// Where the last accepted copy of a metadata document in use is kept
+/// ([`METADATA_DOCUMENT_GRACE`]).
+fn kept_key(client_id: &str) -> String {
+    format!("proxy:client-kept:{}", digest_b64(client_id.as_bytes()))
+}
+
+/// How long a copy of a document in use is kept: its grace past its
+/// expiry; `None` once that has passed.
+fn kept_for(client: &ClientInfo, now: u64) -> Option<Duration> {
+    let until = client
+        .expires_at?
+        .saturating_add(METADATA_DOCUMENT_GRACE.as_secs());
+    until
+        .checked_sub(now)
+        .filter(|left| *left > 0)
+        .map(Duration::from_secs)
 }
 
 /// Why the client a request names cannot be used.
@@ -485,24 +504,24 @@ impl App {
         let store = &self.proxy.inner.store;
         let key = client_key(client_id);
         let now = now_secs();
-        let mut last_accepted = None;
         if let Some(bytes) = store.kv_get(&key).await.map_err(ClientError::store)? {
             let c: ClientInfo = serde_json::from_slice(&bytes)
                 .map_err(|_| ClientError::Refused("stored client unreadable".to_owned()))?;
             if !c.is_expired(now) {
                 return Ok(Some(c));
             }
-            // Kept past its expiry: the document of a client in use.
-            if c.kind == crate::clients::ClientKind::MetadataDocument
-                && c.expires_at
-                    .is_some_and(|t| now < t.saturating_add(METADATA_DOCUMENT_GRACE.as_secs()))
-            {
-                last_accepted = Some(c);
-            }
         }
         if !is_metadata_document_client_id(client_id) {
             return Ok(None);
         }
+        // The last accepted copy of a document in use (issued tokens), if
+        // one is kept.
+        let last_accepted = store
+            .kv_get(&kept_key(client_id))
+            .await
+            .map_err(ClientError::store)?
+            .and_then(|bytes| serde_json::from_slice::<ClientInfo>(&bytes).ok())
+            .filter(|c| c.client_id == client_id && kept_for(c, now).is_some());
         match self
             .fetch_document(client_id, who, last_accepted.is_some())
             .await
@@ -519,7 +538,7 @@ impl App {
             Err(refused @ ClientError::Refused(_)) => {
                 if last_accepted.is_some() {
                     // The host's answer takes effect: no copy serves again.
-                    let _ = store.kv_delete(&key).await;
+                    let _ = store.kv_delete(&kept_key(client_id)).await;
                 }
                 Err(refused)
             }
@@ -529,8 +548,11 @@ impl App {
 
     /// Fetches and keeps the metadata document `client_id`, within the
     /// budgets of [`client`](Self::client). `refetch`: a copy of it is
-    /// kept (expired, used): the new one replaces it, so it is not counted
-    /// against the hourly budgets of documents kept, and is kept as long.
+    /// kept (a client in use): the new one replaces it there too, so it
+    /// uses none of the budgets (the caller's, everyone's), which could
+    /// otherwise be spent to keep the host from being asked; such fetches
+    /// are at most one a minute a document (a failure is remembered that
+    /// long, a new copy is good at least that long).
     async fn fetch_document(
         &self,
         client_id: &str,
@@ -553,15 +575,17 @@ impl App {
             }
             None => {}
         }
-        let (n, left) = store
-            .hit(&format!("proxy-cimd:{who}"), Duration::from_secs(60))
-            .await
-            .map_err(ClientError::store)?;
-        if n > 30 {
-            return Err(ClientError::later(
-                "too many metadata documents from this address",
-                left,
-            ));
+        if !refetch {
+            let (n, left) = store
+                .hit(&format!("proxy-cimd:{who}"), Duration::from_secs(60))
+                .await
+                .map_err(ClientError::store)?;
+            if n > 30 {
+                return Err(ClientError::later(
+                    "too many metadata documents from this address",
+                    left,
+                ));
+            }
         }
         // Everyone's budget for documents kept (below) used up: no new
         // document is fetched at all.
@@ -631,20 +655,19 @@ impl App {
         let fresh = c
             .expires_at
             .map_or(self.opts.metadata_ttl.as_secs(), |t| t.saturating_sub(now));
-        let keep = if refetch {
-            fresh.saturating_add(METADATA_DOCUMENT_GRACE.as_secs())
-        } else {
-            fresh
-        };
         let bytes = serde_json::to_vec(&c).map_err(|e| ClientError::Refused(e.to_string()))?;
         store
             .kv_put(
                 &client_key(client_id),
                 &bytes,
-                Duration::from_secs(keep.max(1)),
+                Duration::from_secs(fresh.max(1)),
             )
             .await
             .map_err(ClientError::store)?;
+        // The new copy is the one kept for a client in use.
+        if refetch && let Some(ttl) = kept_for(&c, now) {
+            let _ = store.kv_put(&kept_key(client_id), &bytes, ttl).await;
+        }
         Ok(c)
     }
 }
@@ -748,11 +771,28 @@ fn registration_ttl(client: &ClientInfo, now: u64) -> Duration {
 
 /// A client was just issued tokens (a code exchanged, or a refresh): a
 /// dynamically registered one's registration is kept for
-/// [`registration_ttl`] from now; a metadata document's last accepted copy
-/// is kept [`METADATA_DOCUMENT_GRACE`] past its expiry, to serve while the
-/// document cannot be fetched again.
+/// [`registration_ttl`] from now; a metadata document's copy is kept apart
+/// ([`kept_key`]) [`METADATA_DOCUMENT_GRACE`] past its expiry, to serve
+/// while the document cannot be fetched again, unless a copy is kept
+/// already (never replaced from here: the request's copy may be older than
+/// one fetched meanwhile).
 async fn keep_registration(app: &App, client: &ClientInfo) {
     let now = now_secs();
+    if client.kind == crate::clients::ClientKind::MetadataDocument {
+        let (Some(ttl), Ok(bytes)) = (kept_for(client, now), serde_json::to_vec(client)) else {
+            return;
+        };
+        if let Err(e) = app
+            .proxy
+            .inner
+            .store
+            .kv_put_new(&kept_key(&client.client_id), &bytes, ttl)
+            .await
+        {
+            tracing::warn!(error = %e, "could not keep a client's metadata document");
+        }
+        return;
+    }
     let (client, ttl) = match client.kind {
         crate::clients::ClientKind::Dynamic => {
             // A registration's lifetime (`RegistrationPolicy::client_lifetime`)
@@ -766,18 +806,7 @@ async fn keep_registration(app: &App, client: &ClientInfo) {
             let ttl = registration_ttl(&client, now);
             (client, ttl)
         }
-        crate::clients::ClientKind::MetadataDocument => {
-            // The grace runs from the copy's expiry, not from its use: a
-            // copy serving past its expiry does not make itself last.
-            let until = client
-                .expires_at
-                .map_or(0, |t| t.saturating_add(METADATA_DOCUMENT_GRACE.as_secs()));
-            let Some(left) = until.checked_sub(now).filter(|l| *l > 0) else {
-                return;
-            };
-            (client.clone(), Duration::from_secs(left))
-        }
-        crate::clients::ClientKind::Preregistered => return,
+        _ => return,
     };
     let Ok(bytes) = serde_json::to_vec(&client) else {
         return;
@@ -1419,6 +1448,8 @@ async fn authenticate_client(
                 "client_id differs from the one in the Authorization header",
             ));
         }
+        // A public client's id with an empty password is the id alone.
+        (Some((id, secret)), _) if secret.is_empty() => (id, None, Method::None),
         (Some((id, secret)), _) => (id, Some(secret), Method::ClientSecretBasic),
         (None, Some(id)) => match form_secret {
             Some(s) => (id.clone(), Some(s.clone()), Method::ClientSecretPost),
@@ -1426,7 +1457,7 @@ async fn authenticate_client(
         },
         (None, None) => return Err(invalid_client(false)),
     };
-    let by_header = presented == Method::ClientSecretBasic;
+    let by_header = headers.contains_key(header::AUTHORIZATION);
     let who = app.who(peer, headers);
     let client = match app.client(&client_id, &who).await {
         Ok(Some(c)) => c,
@@ -1482,9 +1513,19 @@ async fn authenticate_client(
         );
         return Err(r);
     }
-    let ok = presented == client.token_endpoint_auth_method
-        && secret.as_deref().is_some_and(|s| client.verify_secret(s));
+    // Its own method; either way of sending a secret when it named none.
+    let method_ok = presented == client.token_endpoint_auth_method
+        || (!client.auth_method_named && presented.uses_secret());
+    let ok = method_ok && secret.as_deref().is_some_and(|s| client.verify_secret(s));
     if !ok {
+        if !method_ok {
+            tracing::info!(
+                client = %client.client_id,
+                registered = client.token_endpoint_auth_method.as_str(),
+                presented = presented.as_str(),
+                "client authenticated by another method than the one it registered"
+            );
+        }
         let _ = store.hit(&failures, window).await;
         return Err(invalid_client(by_header));
     }
@@ -1775,7 +1816,7 @@ async fn token(
         }
         (Some(old), Some(bound)) if jkt.as_ref() != Some(bound) => {
             // Not the holder of the key: the token stays good for it.
-            let _ = grants.restore_refresh(old, &grant).await;
+            let _ = grants.restore_refresh(old, &presented).await;
             tracing::info!(client = %client.client_id, "refresh refused: not a proof by the key the refresh token is bound to");
             return oauth_error(
                 StatusCode::BAD_REQUEST,
@@ -1790,6 +1831,10 @@ async fn token(
         for_access.scopes = scopes;
     }
     let Ok((access, ttl)) = app.proxy.access_token(&for_access, jkt.as_deref()) else {
+        // Nothing issued: the presented token stays good.
+        if let Some(old) = &spent {
+            let _ = grants.restore_refresh(old, &presented).await;
+        }
         return oauth_error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "server_error",

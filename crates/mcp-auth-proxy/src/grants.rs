@@ -311,12 +311,10 @@ impl Grants {
         };
         let grant: Grant = serde_json::from_slice(&bytes).map_err(|_| GrantError::Corrupt)?;
         let mut spent = self.spent(&grant.family).await?;
-        if spent.is_empty() {
-            // The family's first spent token: whose the family is goes with
-            // its record.
-            self.set_family_client(&grant.family, &grant.client_id)
-                .await?;
-        }
+        // Whose the family is goes with its record of spent tokens, renewed
+        // as it is (also for a family that rotated before this was kept).
+        self.set_family_client(&grant.family, &grant.client_id)
+            .await?;
         spent.push(digest_b64(token.as_bytes()));
         let excess = spent.len().saturating_sub(SPENT_REMEMBERED);
         spent.drain(..excess);
@@ -576,6 +574,14 @@ mod tests {
         g.revoke_refresh(&rt1, "d").await.unwrap();
         assert!(!g.family_revoked(&gr.family).await.unwrap());
         assert_eq!(g.use_refresh(&rt2, "c").await.unwrap(), gr, "still good");
+        // A family whose client was not recorded (rotated before the
+        // record existed) has it again at its next rotation.
+        g.store
+            .kv_delete(&format!("proxy:fam-client:{}", gr.family))
+            .await
+            .unwrap();
+        let rt3 = g.issue_refresh(&gr).await.unwrap();
+        g.use_refresh(&rt3, "c").await.unwrap();
         // c revokes its own spent token: the family goes.
         g.revoke_refresh(&rt1, "c").await.unwrap();
         assert!(g.family_revoked(&gr.family).await.unwrap());

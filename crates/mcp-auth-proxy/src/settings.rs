@@ -89,7 +89,7 @@
 //! | `MCP_PROXY_SIGNING_KEY` | EC P-256 private key (PKCS#8 PEM, inline or a file) for the access tokens; default: generated once, kept in the store |
 //! | `MCP_PROXY_ENCRYPTION_KEY` | 32 bytes, base64, sealing upstream tokens and keys at rest; default: generated, kept in the store (with a warning) |
 //! | `MCP_PROXY_ACCESS_TOKEN_TTL` | lifetime of the access tokens (default `10m`) |
-//! | `MCP_PROXY_CLIENTS` | a JSON file of pre-registered clients: `[{"client_id", "client_name", "redirect_uris", "client_secret", "token_endpoint_auth_method"}]` (the method: `client_secret_basic`, the default with a secret, or `client_secret_post`; `none` without one) |
+//! | `MCP_PROXY_CLIENTS` | a JSON file of pre-registered clients: `[{"client_id", "client_name", "redirect_uris", "client_secret", "token_endpoint_auth_method"}]` (the method, `client_secret_basic` or `client_secret_post` with a secret, `none` without, is then the only way the client may authenticate; a confidential client without one may use either) |
 //! | `MCP_PROXY_METADATA_ALLOWED_NETWORKS` | CIDRs client ID metadata documents may be fetched from although private (e.g. an internal client registry) |
 //! | `MCP_PROXY_AUTHORIZATIONS_PER_MINUTE` / `MCP_PROXY_REGISTRATIONS_PER_HOUR` | per client network (default 60 / 20): raise them for many users behind one address |
 //! | `MCP_PROXY_LOGINS_PER_LIFETIME` | logins started or approved from all networks together per login lifetime (10 minutes; default 10 000); past it 503 with `Retry-After`: raise it with the store's size for many users logging in at once |
@@ -724,11 +724,12 @@ struct ClientEntry {
 
 /// Reads pre-registered clients: a JSON array of
 /// `{"client_id", "client_name"?, "redirect_uris", "client_secret"?,
-/// "token_endpoint_auth_method"?}`. The method is how the client
-/// authenticates at the token and revocation endpoints, and the only way
-/// it may: with a secret `client_secret_basic` (the default) or
-/// `client_secret_post`, without one `none`. Errors name the entry's
-/// position, never a secret.
+/// "token_endpoint_auth_method"?}`. The method, when given, is how the
+/// client authenticates at the token and revocation endpoints, and the
+/// only way it may: with a secret `client_secret_basic` or
+/// `client_secret_post`, without one `none`; a confidential client
+/// without one has `client_secret_basic` and may also post its secret.
+/// Errors name the entry's position, never a secret.
 fn preregistered_clients(
     path: &str,
     policy: &crate::clients::RegistrationPolicy,
@@ -792,6 +793,7 @@ fn preregistered_clients(
                     )
                 })?;
             client.token_endpoint_auth_method = method;
+            client.auth_method_named = true;
         }
         out.push(client);
     }

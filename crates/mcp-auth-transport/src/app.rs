@@ -318,6 +318,9 @@ impl McpHttpApp {
                 // clone of the stack is one reference count.)
                 .layer(SharedLayer)
                 .layer(observe)
+                // Inside the observing layer, so a request answered 503 for
+                // its deadline is counted, traced and audited like any.
+                .layer(DeadlineLayer(cfg.request_timeout))
                 .layer(
                     AuthFailureLimitLayer::new(cfg.rate_limit.clone(), self.store.clone())
                         .trusting(cfg.connections.trusted_proxies.clone())
@@ -364,7 +367,8 @@ impl McpHttpApp {
         }
         self.start_sweeper();
         let (authenticator, store) = (self.authenticator.clone(), self.store.clone());
-        let mut router = protected.route("/health", get(health)).route(
+        // The routes besides the MCP ones (whose stack has its deadline).
+        let mut router = Router::new().route("/health", get(health)).route(
             "/ready",
             get(move || ready(authenticator.clone(), store.clone())),
         );
@@ -386,6 +390,7 @@ impl McpHttpApp {
                 router = router.route(&inserted, get(handler));
             }
         }
+        let router = protected.merge(router.layer(DeadlineLayer(cfg.request_timeout)));
         // rmcp enforces the limit on streamed bodies itself, answering 413;
         // wrapping its body here would turn that into a read error (500).
         let limit = if limit_streaming_bodies {
@@ -403,7 +408,6 @@ impl McpHttpApp {
             ServiceBuilder::new()
                 .layer(GuardLayer::new(cfg.hosts.clone(), cfg.origins.clone()))
                 .option_layer(cfg.cors.enabled.then(|| cors_layer(cfg)))
-                .layer(DeadlineLayer(cfg.request_timeout))
                 .layer(limit),
         )
     }

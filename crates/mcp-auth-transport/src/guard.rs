@@ -60,13 +60,15 @@ fn parse_authority(s: &str) -> Option<(String, Option<u16>)> {
     if let Some(rest) = s.strip_prefix('[') {
         let (inner, after) = rest.split_once(']')?;
         let ip: std::net::Ipv6Addr = inner.parse().ok()?;
+        // An empty port (`[::1]:`) is no port (RFC 3986 3.2.3).
         let p = match after {
-            "" => None,
+            "" | ":" => None,
             a => Some(port(a.strip_prefix(':')?)?),
         };
         return Some((format!("[{ip}]"), p));
     }
     let (host, p) = match s.rsplit_once(':') {
+        Some((h, "")) => (h, None),
         Some((h, p)) => (h, Some(port(p)?)),
         None => (s, None),
     };
@@ -172,8 +174,12 @@ impl OriginEntry {
             "https" => 443,
             _ => return Err(bad()),
         };
-        let (host, port) =
-            parse_authority(rest.strip_suffix('/').unwrap_or(rest)).ok_or_else(bad)?;
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        // An origin is serialized without an empty port (RFC 6454 6.2).
+        if rest.ends_with(':') {
+            return Err(bad());
+        }
+        let (host, port) = parse_authority(rest).ok_or_else(bad)?;
         if any_port && port.is_some() {
             return Err(bad());
         }
@@ -359,6 +365,9 @@ mod tests {
             "127.0.0.1:9",
             "[::1]:8001",
             "[::1]",
+            // An empty port is no port (RFC 3986 3.2.3).
+            "localhost:",
+            "[::1]:",
             "example.com:8443",
         ] {
             assert!(r.allows(ok), "{ok}");
@@ -377,7 +386,7 @@ mod tests {
             "user@localhost",
             "localhost:junk",
             "localhost:junk/x",
-            "localhost:",
+            "example.com:",
             "localhost:99999",
             "localhost/x",
             "[localhost]",
@@ -425,6 +434,12 @@ mod tests {
         assert!(OriginRule::list(["app.example.com"]).is_err());
         assert!(OriginRule::list(["ftp://x"]).is_err());
         assert!(OriginRule::list(["http://[::1]evil"]).is_err());
+        assert!(OriginRule::list(["http://localhost::*"]).is_err());
+        assert!(
+            !OriginRule::list(["http://localhost"])
+                .unwrap()
+                .allows("http://localhost:")
+        );
         assert!(
             OriginRule::list(["http://[::1]:*"])
                 .unwrap()
@@ -477,6 +492,10 @@ mod tests {
         let uri: Uri = "/mcp".parse().unwrap();
         for rule in [HostRule::list(["localhost"]), HostRule::Any] {
             let rules = (rule, OriginRule::Any);
+            // An empty port is no port.
+            let mut h = HeaderMap::new();
+            h.insert(header::HOST, "localhost:".parse().unwrap());
+            assert_eq!(check(&rules, http::Version::HTTP_11, &uri, &h), None);
             for bad in ["user@localhost", "local host", "localhost:99999", "[::1"] {
                 let mut h = HeaderMap::new();
                 h.insert(header::HOST, bad.parse().unwrap());

@@ -52,7 +52,8 @@
 //!   guessing and for callers over their request budget;
 //! - [`HttpConfig`]: the settings, readable from the seeds' `HTTP_*` variables;
 //! - [`McpHttpApp`]: all of the above plus CORS, body limit (413), request
-//!   timeout (408), `GET /health` and RFC 9728 metadata, in front of rmcp;
+//!   timeout (503 + `Retry-After`), `GET /health` and RFC 9728 metadata, in
+//!   front of rmcp;
 //! - [`ToolScopes`]: per-tool scopes with 403 `insufficient_scope` step-up
 //!   challenges, and `tools/list` filtering;
 //! - [`Caller`] and [`principal_from_parts`]: the principal inside rmcp tools.

@@ -493,6 +493,7 @@ fn document_to_client(
         client_uri: md.client_uri,
         logo_uri: md.logo_uri,
         token_endpoint_auth_method: TokenEndpointAuthMethod::None,
+        auth_method_named: true,
         grant_types: md.grant_types,
         scope: md.scope,
         kind: ClientKind::MetadataDocument,

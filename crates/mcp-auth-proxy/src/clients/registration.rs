@@ -232,6 +232,7 @@ pub fn register(
         client_uri: md.client_uri,
         logo_uri: md.logo_uri,
         token_endpoint_auth_method: method,
+        auth_method_named: field(obj, "token_endpoint_auth_method").is_some(),
         grant_types: md.grant_types,
         scope: md.scope,
         kind: ClientKind::Dynamic,

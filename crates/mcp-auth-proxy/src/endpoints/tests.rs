@@ -286,9 +286,43 @@ async fn clients_authenticate_by_their_registered_method_only() {
         outcome(&authenticate(&f, token, &with_secret, None).await),
         refused
     );
+    // Its id with an empty password is its id alone.
     let header = basic("Basic", &public, "");
     assert_eq!(
         outcome(&authenticate(&f, token, &[], Some(&header)).await),
+        authenticated
+    );
+
+    // A confidential client that named no method has client_secret_basic
+    // (RFC 7591 2), and its secret in the form is taken too: clients that
+    // ignore the registration response's method post it.
+    let r = f
+        .http
+        .post(format!("{}{}", f.base, paths::REGISTER))
+        .json(&serde_json::json!({
+            "client_name": "Unnamed method",
+            "redirect_uris": [CLIENT_CB],
+            "grant_types": ["authorization_code", "refresh_token"],
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), Status::CREATED);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["token_endpoint_auth_method"], "client_secret_basic");
+    let (unnamed, unnamed_secret) = (
+        body["client_id"].as_str().unwrap(),
+        body["client_secret"].as_str().unwrap(),
+    );
+    let header = basic("Basic", unnamed, unnamed_secret);
+    let answer = authenticate(&f, token, &[], Some(&header)).await;
+    assert_eq!(outcome(&answer), authenticated, "{:?}", answer.1);
+    let in_form_unnamed = [("client_id", unnamed), ("client_secret", unnamed_secret)];
+    let answer = authenticate(&f, token, &in_form_unnamed, None).await;
+    assert_eq!(outcome(&answer), authenticated, "{:?}", answer.1);
+    let alone = [("client_id", unnamed)];
+    assert_eq!(
+        outcome(&authenticate(&f, token, &alone, None).await),
         refused
     );
 
@@ -697,10 +731,18 @@ async fn documents(total: u64) -> (Facade, String, Arc<AtomicU8>, Arc<AtomicUsiz
 async fn a_document_client_keeps_working_while_its_host_fails() {
     let (f, docs, mode, hits) = documents(1000).await;
     let client = format!("{docs}/client.json");
+    // A document fetched for a request that issued nothing has no copy
+    // kept past its own max-age.
+    let answer = send(post(&f, paths::TOKEN, &refresh(&client, "not-a-token"))).await;
+    assert_eq!(outcome(&answer), (Status::BAD_REQUEST, "invalid_grant"));
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+    assert!(f.store.kv_get(&kept_key(&client)).await.unwrap().is_none());
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     let rt = refresh_token(&f, &grant(&f, &client, &["mcp:tools"])).await;
     let (status, body, _) = send(post(&f, paths::TOKEN, &refresh(&client, &rt))).await;
     assert_eq!(status, Status::OK, "{body}");
-    assert_eq!(hits.load(Ordering::SeqCst), 1);
+    assert_eq!(hits.load(Ordering::SeqCst), 2);
+    assert!(f.store.kv_get(&kept_key(&client)).await.unwrap().is_some());
     let mut rt = body["refresh_token"].as_str().unwrap().to_owned();
 
     mode.store(FAIL, Ordering::SeqCst);
@@ -715,7 +757,7 @@ async fn a_document_client_keeps_working_while_its_host_fails() {
     }
     assert_eq!(
         hits.load(Ordering::SeqCst),
-        2,
+        3,
         "asked once, then not again within the minute"
     );
     let (status, body, _) = send(post(
@@ -738,14 +780,8 @@ async fn a_document_client_keeps_working_while_its_host_fails() {
         "{:?}",
         answer.1
     );
-    assert_eq!(hits.load(Ordering::SeqCst), 3);
-    assert!(
-        f.store
-            .kv_get(&client_key(&client))
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert_eq!(hits.load(Ordering::SeqCst), 4);
+    assert!(f.store.kv_get(&kept_key(&client)).await.unwrap().is_none());
     f.store.kv_delete(&marker).await.unwrap();
     mode.store(FAIL, Ordering::SeqCst);
     let answer = send(post(&f, paths::TOKEN, &refresh(&client, &rt))).await;
@@ -759,13 +795,14 @@ async fn a_document_client_keeps_working_while_its_host_fails() {
 
 /// The fetch budgets cannot lock out a metadata-document client in use:
 /// with everyone's hourly budget spent (by anyone) its document is still
-/// fetched again (a new copy of a kept document takes no room), and with
-/// its network's budget spent its last accepted copy serves. A document
-/// never fetched cannot be had then: 503 `temporarily_unavailable` with
-/// `Retry-After`, not `invalid_client`.
+/// fetched again (a new copy of a kept document takes no room), and so it
+/// is with its network's budget spent (which the caller could spend
+/// itself to keep the host from being asked: a document the host says is
+/// gone stops at once). A document never fetched cannot be had then: 503
+/// `temporarily_unavailable` with `Retry-After`, not `invalid_client`.
 #[tokio::test]
 async fn the_fetch_budgets_do_not_lock_out_a_document_client_in_use() {
-    let (f, docs, _mode, hits) = documents(2).await;
+    let (f, docs, mode, hits) = documents(2).await;
     let client = format!("{docs}/client.json");
     let rt = refresh_token(&f, &grant(&f, &client, &["mcp:tools"])).await;
     let (status, body, _) = send(post(&f, paths::TOKEN, &refresh(&client, &rt))).await;
@@ -795,7 +832,7 @@ async fn the_fetch_budgets_do_not_lock_out_a_document_client_in_use() {
         "a new document is not fetched"
     );
 
-    // The network's budget spent too: the last accepted copy, no fetch.
+    // The network's budget spent too: asked all the same.
     for _ in 0..30 {
         f.store
             .hit("proxy-cimd:127.0.0.1", Duration::from_secs(60))
@@ -804,5 +841,15 @@ async fn the_fetch_budgets_do_not_lock_out_a_document_client_in_use() {
     }
     let (status, body, _) = send(post(&f, paths::TOKEN, &refresh(&client, &rt))).await;
     assert_eq!(status, Status::OK, "{body}");
-    assert_eq!(hits.load(Ordering::SeqCst), 2);
+    assert_eq!(hits.load(Ordering::SeqCst), 3);
+    let rt = body["refresh_token"].as_str().unwrap().to_owned();
+    mode.store(GONE, Ordering::SeqCst);
+    let answer = send(post(&f, paths::TOKEN, &refresh(&client, &rt))).await;
+    assert_eq!(
+        outcome(&answer),
+        (Status::UNAUTHORIZED, "invalid_client"),
+        "the host's 404 takes effect, the caller's budget spent or not: {:?}",
+        answer.1
+    );
+    assert_eq!(hits.load(Ordering::SeqCst), 4);
 }
