@@ -88,6 +88,16 @@ fn tokio_util_token() -> mcp_auth_transport::CancellationToken {
     mcp_auth_transport::CancellationToken::new()
 }
 
+/// Serves `router` (made by `app`) on `listener` until `app` stops.
+fn serve_app(listener: tokio::net::TcpListener, router: Router, app: &McpHttpApp) {
+    tokio::spawn(mcp_auth_transport::serve(
+        listener,
+        router,
+        app.cancellation_token(),
+        std::future::pending(),
+    ));
+}
+
 /// An app whose canonical URL matches the port it is bound to.
 async fn start(
     authenticator: SharedAuthenticator,
@@ -103,10 +113,7 @@ async fn start(
             tool_router: Echo::tool_router(),
         })
     });
-    let cancel = app.cancellation_token();
-    tokio::spawn(async move {
-        let _ = mcp_auth_transport::serve(listener, router, cancel, std::future::pending()).await;
-    });
+    serve_app(listener, router, &app);
     (base, app)
 }
 
@@ -273,13 +280,7 @@ async fn a_session_whose_opening_timed_out_does_not_hold_a_slot() {
     config.session_limits.max_per_subject = 1;
     let app = McpHttpApp::new(config, chain()).unwrap();
     let slow = SlowFirstStart(Arc::default());
-    let router = app.rmcp_router(move || Ok(slow.clone()));
-    tokio::spawn(mcp_auth_transport::serve(
-        listener,
-        router,
-        app.cancellation_token(),
-        std::future::pending(),
-    ));
+    serve_app(listener, app.rmcp_router(move || Ok(slow.clone())), &app);
     let c = reqwest::Client::new();
     let url = format!("{base}/mcp");
     let r = post(&c, &url)
@@ -410,13 +411,7 @@ async fn the_generic_router_times_out_slow_services_and_limits_streamed_bodies()
             Err(_) => (http::StatusCode::PAYLOAD_TOO_LARGE, "too large".to_owned()),
         })
     });
-    let router = app.router(slow);
-    tokio::spawn(mcp_auth_transport::serve(
-        listener,
-        router,
-        app.cancellation_token(),
-        std::future::pending(),
-    ));
+    serve_app(listener, app.router(slow), &app);
     let c = reqwest::Client::new();
     let r = c.post(format!("{base}/mcp?slow")).send().await.unwrap();
     // The server was slow, not the request: 503 and when to try again
@@ -675,12 +670,7 @@ async fn many_slow_legitimate_requests_in_parallel_are_not_counted_as_failed_log
         tokio::time::sleep(Duration::from_millis(300)).await;
         Ok::<_, Infallible>("done")
     });
-    tokio::spawn(mcp_auth_transport::serve(
-        listener,
-        app.router(slow),
-        app.cancellation_token(),
-        std::future::pending(),
-    ));
+    serve_app(listener, app.router(slow), &app);
     let c = reqwest::Client::new();
     let url = format!("{base}/mcp");
     let tasks: Vec<_> = (0..20)

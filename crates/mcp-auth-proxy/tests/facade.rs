@@ -16,7 +16,10 @@ use mcp_auth_transport::AuthLayer;
 use reqwest::{StatusCode, header};
 use url::Url;
 
+#[path = "support/dpop_key.rs"]
+mod dpop_key;
 mod support;
+use dpop_key::DpopKey;
 
 use support::{
     Browser, CLIENT_CB, Server, VERIFIER, authorize_url, exchange, field, login, query, register,
@@ -796,48 +799,6 @@ async fn consent_is_per_redirect_uri() {
     assert!(page.text().await.unwrap().contains("name=\"csrf\""));
 }
 
-/// A DPoP key of the client's (Ed25519) and proofs signed by it.
-struct DpopKey {
-    pair: aws_lc_rs::signature::Ed25519KeyPair,
-    jwk: serde_json::Value,
-}
-
-impl DpopKey {
-    fn new() -> Self {
-        use aws_lc_rs::signature::KeyPair;
-        use base64::Engine;
-        let pair = aws_lc_rs::signature::Ed25519KeyPair::generate().unwrap();
-        let x = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(pair.public_key());
-        let jwk = serde_json::json!({"kty": "OKP", "crv": "Ed25519", "x": x});
-        Self { pair, jwk }
-    }
-
-    fn jkt(&self) -> String {
-        mcp_auth_jwt::jwk_thumbprint(&self.jwk).unwrap()
-    }
-
-    /// A proof for `htm` `htu`, with `ath` when a token goes with it.
-    fn proof(&self, htm: &str, htu: &str, token: Option<&str>) -> String {
-        use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD as B64};
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
-        let mut claims = serde_json::json!({"jti": mcp_auth_proxy::keys::random_token(16).unwrap(), "htm": htm, "htu": htu, "iat": now});
-        if let Some(t) = token {
-            claims["ath"] = mcp_auth_proxy::keys::digest_b64(t.as_bytes()).into();
-        }
-        let header = serde_json::json!({"typ": "dpop+jwt", "alg": "EdDSA", "jwk": self.jwk});
-        let input = format!(
-            "{}.{}",
-            B64.encode(header.to_string()),
-            B64.encode(claims.to_string())
-        );
-        let sig = B64.encode(self.pair.sign(input.as_bytes()));
-        format!("{input}.{sig}")
-    }
-}
-
 /// A token request with `proof` in the DPoP header.
 async fn token_with_proof(
     app: &App,
@@ -892,7 +853,7 @@ async fn dpop_binds_access_and_refresh_tokens_to_the_clients_key() {
     // A proof is spent once its grant is found: the same proof, first
     // with a code that is no good (not recorded, so proofs alone take no
     // room in the store), then with the real one.
-    let first = key.proof("POST", &token_url, None);
+    let first = key.sign("POST", &token_url, None, None);
     let junk = [
         ("grant_type", "authorization_code"),
         ("client_id", client_id.as_str()),
@@ -917,7 +878,7 @@ async fn dpop_binds_access_and_refresh_tokens_to_the_clients_key() {
     let r = reqwest::Client::new()
         .get(&mcp)
         .header("authorization", format!("DPoP {access}"))
-        .header("dpop", key.proof("GET", &mcp, Some(access)))
+        .header("dpop", key.sign("GET", &mcp, Some(access), None))
         .send()
         .await
         .unwrap();
@@ -941,7 +902,7 @@ async fn dpop_binds_access_and_refresh_tokens_to_the_clients_key() {
     let thief = DpopKey::new();
     let (status, err) = token_with_proof(
         &app,
-        Some(&thief.proof("POST", &token_url, None)),
+        Some(&thief.sign("POST", &token_url, None, None)),
         &refresh_form,
     )
     .await;
@@ -950,7 +911,7 @@ async fn dpop_binds_access_and_refresh_tokens_to_the_clients_key() {
         (StatusCode::BAD_REQUEST, Some("invalid_dpop_proof")),
         "another key: {err}"
     );
-    let proof = key.proof("POST", &token_url, None);
+    let proof = key.sign("POST", &token_url, None, None);
     let (status, fresh) = token_with_proof(&app, Some(&proof), &refresh_form).await;
     assert_eq!(
         status,
@@ -1000,7 +961,7 @@ async fn a_dpop_only_facade_refuses_token_requests_without_a_proof() {
         "{err}"
     );
     let key = DpopKey::new();
-    let proof = key.proof("POST", &format!("{}/oauth/token", app.base), None);
+    let proof = key.sign("POST", &format!("{}/oauth/token", app.base), None, None);
     let (status, tokens) = token_with_proof(&app, Some(&proof), &form).await;
     assert_eq!(status, StatusCode::OK, "the code was not spent: {tokens}");
     assert_eq!(tokens["token_type"], "DPoP");

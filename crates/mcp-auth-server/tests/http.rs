@@ -399,26 +399,7 @@ async fn bodies_of_too_many_json_values_get_413() {
     assert_eq!(send(call(1000)).await.unwrap().status(), 200);
 
     // The legacy transport's message endpoint too.
-    let r = c
-        .get(format!("{}/sse", s.base()))
-        .header("accept", "text/event-stream")
-        .header("x-api-key", KEY)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let mut stream = r.bytes_stream();
-    let mut buf = String::new();
-    let endpoint = loop {
-        let chunk = futures::StreamExt::next(&mut stream)
-            .await
-            .unwrap()
-            .unwrap();
-        buf.push_str(&String::from_utf8_lossy(&chunk));
-        if let Some(line) = buf.lines().find_map(|l| l.strip_prefix("data: ")) {
-            break line.trim().to_owned();
-        }
-    };
+    let (_stream, endpoint) = common::sse_stream(&c, &s, KEY).await;
     let message = |body: String| {
         c.post(format!("{}{endpoint}", s.base()))
             .header("content-type", "application/json")

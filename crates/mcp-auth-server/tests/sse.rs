@@ -111,41 +111,6 @@ async fn the_combined_mode_serves_both_transports() {
     assert!(r.headers().contains_key("mcp-session-id"));
 }
 
-/// Opens `GET /sse` as `key`; returns a task holding the stream open
-/// (abort it to close the stream) and the message endpoint from the first
-/// event.
-async fn open_stream(
-    c: &reqwest::Client,
-    s: &Server,
-    key: &str,
-) -> (tokio::task::JoinHandle<()>, String) {
-    let r = c
-        .get(sse_url(s))
-        .header("accept", "text/event-stream")
-        .header("x-api-key", key)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let mut stream = r.bytes_stream();
-    let mut buf = String::new();
-    let endpoint = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            let chunk = stream.next().await.unwrap().unwrap();
-            buf.push_str(&String::from_utf8_lossy(&chunk));
-            if buf.contains("event: endpoint")
-                && let Some(line) = buf.lines().find_map(|l| l.strip_prefix("data: "))
-            {
-                return line.trim().to_owned();
-            }
-        }
-    })
-    .await
-    .expect("endpoint event");
-    let holder = tokio::spawn(async move { while stream.next().await.is_some() {} });
-    (holder, endpoint)
-}
-
 #[tokio::test(flavor = "current_thread")]
 async fn posts_into_someone_elses_sse_session_are_refused_and_closing_frees_the_slot() {
     let s = Server::start(&[
@@ -154,7 +119,7 @@ async fn posts_into_someone_elses_sse_session_are_refused_and_closing_frees_the_
         ("MCP_MAX_SESSIONS_PER_PRINCIPAL", "1"),
     ]);
     let c = reqwest::Client::new();
-    let (holder, endpoint) = open_stream(&c, &s, KEY).await;
+    let (holder, endpoint) = common::sse_stream(&c, &s, KEY).await;
     assert!(endpoint.starts_with("/messages?session_id="), "{endpoint}");
     let sid = endpoint.split('=').nth(1).unwrap();
     assert!(sid.len() >= 32, "unguessable id: {sid}");
@@ -297,12 +262,12 @@ async fn an_sse_stream_without_messages_is_closed_at_the_idle_timeout() {
         ("HTTP_SESSION_TIMEOUT", "1000"),
     ]);
     let c = reqwest::Client::new();
-    let (first, _) = open_stream(&c, &s, KEY).await;
+    let (first, _) = common::sse_stream(&c, &s, KEY).await;
     let r = get_sse(&c, &s, KEY).await;
     assert_eq!(r.status(), 429, "one session per principal");
     let closed = tokio::time::timeout(Duration::from_secs(5), first).await;
     assert!(closed.is_ok(), "the idle stream is closed by the server");
-    let (second, _) = open_stream(&c, &s, KEY).await;
+    let (second, _) = common::sse_stream(&c, &s, KEY).await;
     second.abort();
 }
 
@@ -346,8 +311,8 @@ async fn the_open_sessions_gauge_counts_sse_sessions() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     };
-    let (first, _) = open_stream(&c, &s, KEY).await;
-    let (second, _) = open_stream(&c, &s, KEY).await;
+    let (first, _) = common::sse_stream(&c, &s, KEY).await;
+    let (second, _) = common::sse_stream(&c, &s, KEY).await;
     assert_eq!(
         wait_for((2.0, 2.0)).await,
         Some((2.0, 2.0)),

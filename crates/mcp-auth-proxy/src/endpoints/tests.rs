@@ -436,28 +436,11 @@ async fn token_responses_are_not_cached_and_name_no_empty_scope() {
 // DPoP at the token endpoint
 // ---------------------------------------------------------------------------
 
-/// A DPoP key of the client's (Ed25519) and proofs signed by it.
-struct DpopKey {
-    pair: aws_lc_rs::signature::Ed25519KeyPair,
-    jwk: serde_json::Value,
-}
+#[path = "../../tests/support/dpop_key.rs"]
+mod dpop_key;
+use dpop_key::DpopKey;
 
 impl DpopKey {
-    fn new() -> Self {
-        use aws_lc_rs::signature::KeyPair;
-        let pair = aws_lc_rs::signature::Ed25519KeyPair::generate().unwrap();
-        let x = base64::Engine::encode(
-            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
-            pair.public_key(),
-        );
-        let jwk = serde_json::json!({"kty": "OKP", "crv": "Ed25519", "x": x});
-        Self { pair, jwk }
-    }
-
-    fn jkt(&self) -> String {
-        mcp_auth_jwt::jwk_thumbprint(&self.jwk).unwrap()
-    }
-
     /// A fresh proof for a token request at `f`.
     fn proof(&self, f: &Facade) -> String {
         self.proof_with(f, None)
@@ -465,24 +448,7 @@ impl DpopKey {
 
     /// [`proof`](Self::proof), carrying `nonce`.
     fn proof_with(&self, f: &Facade, nonce: Option<&str>) -> String {
-        use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD as B64};
-        let mut claims = serde_json::json!({
-            "jti": random_token(16).unwrap(),
-            "htm": "POST",
-            "htu": format!("{}{}", f.base, paths::TOKEN),
-            "iat": now_secs(),
-        });
-        if let Some(n) = nonce {
-            claims["nonce"] = n.into();
-        }
-        let header = serde_json::json!({"typ": "dpop+jwt", "alg": "EdDSA", "jwk": self.jwk});
-        let input = format!(
-            "{}.{}",
-            B64.encode(header.to_string()),
-            B64.encode(claims.to_string())
-        );
-        let sig = B64.encode(self.pair.sign(input.as_bytes()));
-        format!("{input}.{sig}")
+        self.sign("POST", &format!("{}{}", f.base, paths::TOKEN), None, nonce)
     }
 }
 

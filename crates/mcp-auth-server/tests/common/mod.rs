@@ -325,3 +325,42 @@ pub async fn rate_limits_hold_across_replicas(store: &str) -> (Server, Server, r
     assert!(r.headers().contains_key("retry-after"));
     (a, b, c)
 }
+
+/// Opens `GET /sse` as `key`; returns a task holding the stream open
+/// (abort it to close the stream) and the message endpoint from the first
+/// event.
+pub async fn sse_stream(
+    c: &reqwest::Client,
+    s: &Server,
+    key: &str,
+) -> (tokio::task::JoinHandle<()>, String) {
+    let r = c
+        .get(format!("{}/sse", s.base()))
+        .header("accept", "text/event-stream")
+        .header("x-api-key", key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mut stream = r.bytes_stream();
+    let mut buf = String::new();
+    let endpoint = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let chunk = futures::StreamExt::next(&mut stream)
+                .await
+                .unwrap()
+                .unwrap();
+            buf.push_str(&String::from_utf8_lossy(&chunk));
+            if buf.contains("event: endpoint")
+                && let Some(line) = buf.lines().find_map(|l| l.strip_prefix("data: "))
+            {
+                return line.trim().to_owned();
+            }
+        }
+    })
+    .await
+    .expect("endpoint event");
+    let holder =
+        tokio::spawn(async move { while futures::StreamExt::next(&mut stream).await.is_some() {} });
+    (holder, endpoint)
+}
