@@ -293,7 +293,8 @@ where
                 Ok(b) => b,
                 Err(e) => return Ok(unreadable_body(&e)),
             };
-            if crate::message::over_values(&bytes, crate::message::max_values(max)) {
+            // (rmcp reads only JSON bodies; others get its 415.)
+            if json && crate::message::over_values(&bytes, crate::message::max_values(max)) {
                 return Ok(too_many_values());
             }
             let resp = inner
