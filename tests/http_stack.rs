@@ -54,7 +54,9 @@ impl Authenticator for FixedTokens {
         vec![ISSUER.to_owned()]
     }
     fn scopes_supported(&self) -> Vec<String> {
-        vec!["mcp:tools".to_owned()]
+        // As an issuer's discovery document often lists it: not one of the
+        // resource's (MCP), so the metadata leaves it out.
+        vec!["mcp:tools".to_owned(), "offline_access".to_owned()]
     }
 }
 
@@ -336,6 +338,45 @@ async fn server_wide_scopes_give_403_insufficient_scope_and_are_advertised() {
             .status(),
         200
     );
+}
+
+/// A caller lacking the server-wide scopes who calls a tool with scopes of
+/// its own is told every scope the call needs in one challenge (MCP: all
+/// the operation needs at once), not the server's now and the tool's after
+/// a second authorization.
+#[tokio::test]
+async fn one_challenge_names_the_server_and_the_tool_scopes_a_call_needs() {
+    let (base, _app) = start(chain(), |c| {
+        c.required_scopes = vec!["mcp:tools".into()];
+        c.tool_scopes = mcp_auth_transport::ToolScopes::new().require("caller", ["mcp:admin"]);
+    })
+    .await;
+    let url = format!("{base}/mcp");
+    let c = reqwest::Client::new();
+    let call = r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"caller","arguments":{}}}"#;
+    let r = post(&c, &url)
+        .bearer_auth("narrow")
+        .body(call)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let bearer = challenges(&r)
+        .into_iter()
+        .find(|c| c.starts_with("Bearer "))
+        .unwrap();
+    assert!(
+        bearer.contains(r#"error="insufficient_scope", scope="mcp:tools mcp:admin""#),
+        "{bearer}"
+    );
+    // A request that calls no such tool: the server's scopes only.
+    let r = post(&c, &url).bearer_auth("narrow").send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    let bearer = challenges(&r)
+        .into_iter()
+        .find(|c| c.starts_with("Bearer "))
+        .unwrap();
+    assert!(bearer.contains(r#"scope="mcp:tools","#), "{bearer}");
 }
 
 #[tokio::test]

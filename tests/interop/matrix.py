@@ -1481,7 +1481,9 @@ DPOP_SDK_CLIENTS = {"typescript-sdk-v2"}
 def sdk_dpop_wire(dpop: dict, url: str, origin: str) -> tuple[str | None, str]:
     """What the driver saw on the wire (its `dpop.http`, each request to the server's origin as the
     SDK sent it, retries included): every token request carried a DPoP proof for the token endpoint
-    (htm POST, htu its URL) and got its token (200), at least one; no request carried a Bearer
+    (htm POST, htu its URL) and got its token (200), at least one, or was a use_dpop_nonce refusal
+    (400 with a DPoP-Nonce, RFC 9449 section 8) answered by the next request, a token request whose
+    proof carries that nonce and that got its token; no request carried a Bearer
     token; every MCP request after the first token carried `Authorization: DPoP` and a proof bound to
     it (htm its method, htu the MCP URL, ath), and the only MCP request without a credential was the
     first (the probe whose 401 starts the login); every 401 to a DPoP request was a use_dpop_nonce
@@ -1495,10 +1497,19 @@ def sdk_dpop_wire(dpop: dict, url: str, origin: str) -> tuple[str | None, str]:
     tokens = [(i, h) for i, h in enumerate(http) if h.get("method") == "POST" and h.get("path") == "/oauth/token"]
     if not tokens:
         return "the driver made no token request", ""
-    for _, h in tokens:
+    challenges = 0
+    for i, h in tokens:
         proof = h.get("proof") or {}
-        if proof.get("htm") != "POST" or proof.get("htu") != token_url or h.get("status") != 200:
-            return f"a token request without a DPoP proof for {token_url}, or refused: {h}", ""
+        if proof.get("htm") != "POST" or proof.get("htu") != token_url:
+            return f"a token request without a DPoP proof for {token_url}: {h}", ""
+        if h.get("status") == 200:
+            continue
+        if h.get("status") != 400 or h.get("error") != "use_dpop_nonce" or not h.get("nonce"):
+            return f"a token request was refused: {h}", ""
+        retry = http[i + 1] if i + 1 < len(http) else {}
+        if (retry.get("path"), (retry.get("proof") or {}).get("nonce"), retry.get("status")) != ("/oauth/token", h["nonce"], 200):
+            return f"the token endpoint's use_dpop_nonce to request {i} was not answered with its nonce and a token: next {retry or 'nothing'}", ""
+        challenges += 1
     bearer = [h for h in http if (h.get("scheme") or "").lower() == "bearer"]
     if bearer:
         return f"the SDK sent a Bearer token: {bearer[0]}", ""
@@ -1507,7 +1518,6 @@ def sdk_dpop_wire(dpop: dict, url: str, origin: str) -> tuple[str | None, str]:
     probes = [i for i, h in mcp if h.get("scheme") is None]
     if probes != [mcp[0][0]] or probes[0] > first_token:
         return f"MCP requests without a credential other than the first (requests {probes} of {len(http)})", ""
-    challenges = 0
     for i, h in mcp[1:]:
         proof = h.get("proof") or {}
         if h.get("scheme") != "DPoP" or proof.get("htm") != h.get("method") or proof.get("htu") != url or not proof.get("ath"):
@@ -1529,7 +1539,7 @@ def sdk_dpop_wire(dpop: dict, url: str, origin: str) -> tuple[str | None, str]:
     return None, (
         f"on the wire: {len(tokens)} token request(s) with a proof (htu {token_url}), {len(mcp) - 1} MCP requests "
         f"({', '.join(methods)}) each `Authorization: DPoP` + a proof with ath, {challenges} use_dpop_nonce "
-        f"challenge(s), each answered by a retry carrying its nonce, no Bearer"
+        f"challenge(s) (token endpoint and MCP), each answered by a retry carrying its nonce, no Bearer"
     )
 
 
@@ -1541,7 +1551,7 @@ def facade_sdk_dpop(client: str, url: str, origin: str) -> tuple[bool, str]:
     JWK of the SDK's DpopSession, which is also the thumbprint the SDK reports; the saved tokens'
     token_type is DPoP (case-insensitively); the wire as sdk_dpop_wire says; and the server's log
     during the run refused nothing but credential-less requests and nonce challenges, as many
-    challenges as the driver met."""
+    challenges at the MCP endpoint as the driver met there."""
     server_log = OUT / "server-facade-dpop.log"
     before = log_size(server_log)
     r, browser_log, consent_log = facade_sdk_run(client, url, {"DPOP": "1"}, "dpop")
@@ -1577,7 +1587,8 @@ def facade_sdk_dpop(client: str, url: str, origin: str) -> tuple[bool, str]:
     problem, nonces, probes = dpop_refusals([("the run", server_lines)])
     if problem:
         return False, problem
-    met = sum(1 for h in dpop["http"] if h.get("error") == "use_dpop_nonce")
+    # The MCP endpoint's challenges (401): the ones the server logs.
+    met = sum(1 for h in dpop["http"] if h.get("error") == "use_dpop_nonce" and h.get("status") == 401)
     if nonces["the run"] != met:
         return False, f"the server logged {nonces['the run']} nonce challenge(s), the driver met {met}"
     return True, (
@@ -1585,7 +1596,7 @@ def facade_sdk_dpop(client: str, url: str, origin: str) -> tuple[bool, str]:
         f"{origin}/oauth/register, consent page (Allow), upstream login, PKCE, resource={url}; tools/list, get_time, "
         f"whoami as {UPSTREAM_USER!r} of {origin}; DPoP-bound: cnf.jkt {jkt} = the RFC 7638 thumbprint of the "
         f"SDK's public key, saved token_type {token_type!r}; {wire}; no refusal in the server's log but its "
-        f"{met} use_dpop_nonce challenge(s) (as many as the driver met) and {probes} credential-less request(s)"
+        f"{met} MCP use_dpop_nonce challenge(s) (as many as the driver met there) and {probes} credential-less request(s)"
     )
 
 

@@ -106,8 +106,10 @@ use base64::Engine;
 use mcp_auth_core::settings::{ConfigError, Lookup, parse_lifetime, parse_list};
 use url::Url;
 
-/// Every variable this module reads.
+/// Every variable this module reads (and `MCP_SERVER_URL`, which the
+/// embedder reads and hands over: the facade checks its origin).
 pub const VARIABLES: &[&str] = &[
+    "MCP_SERVER_URL",
     "MCP_OAUTH_CLIENT_ID",
     "MCP_OAUTH_CLIENT_SECRET",
     "MCP_OAUTH_AUTH_URL",
@@ -557,6 +559,21 @@ impl ProxySettings {
                 u
             }
         };
+        // The facade's endpoints (authorization, token, registration) are
+        // on the server's origin: https off loopback, as every
+        // authorization server's endpoint must be.
+        if mcp_auth_jwt::settings::secure_url_setting(
+            server_url.as_str(),
+            "MCP_SERVER_URL",
+            allow_http,
+        )
+        .is_err()
+        {
+            return Err(ConfigError::new(
+                "MCP_SERVER_URL",
+                "the login facade serves its authorization endpoints on this URL's origin: it must be https (plain http only on loopback, or with MCP_OAUTH_ALLOW_HTTP=true)",
+            ));
+        }
         if callback.origin() != server_url.origin() {
             return Err(ConfigError::new(
                 "MCP_OAUTH_CALLBACK_URL",
@@ -997,6 +1014,17 @@ mod tests {
         let e = ProxySettings::from_settings(&vars(&[("MCP_OAUTH_AUTH_URL", "https://a")]), &url)
             .unwrap_err();
         assert_eq!(e.variable, "MCP_OAUTH_CLIENT_ID");
+        // The facade's endpoints are on the server's origin: https off
+        // loopback (MCP: every authorization server endpoint).
+        let mut v = vars(BASE);
+        v.insert("MCP_OAUTH_ISSUER".into(), "https://idp".into());
+        let plain: Url = "http://mcp.example.com/mcp".parse().unwrap();
+        let e = ProxySettings::from_settings(&v, &plain).unwrap_err();
+        assert_eq!(e.variable, "MCP_SERVER_URL", "{e}");
+        let local: Url = "http://127.0.0.1:8001/mcp".parse().unwrap();
+        assert!(ProxySettings::from_settings(&v, &local).is_ok());
+        v.insert("MCP_OAUTH_ALLOW_HTTP".into(), "true".into());
+        assert!(ProxySettings::from_settings(&v, &plain).is_ok());
         let secret_free = format!(
             "{:?}",
             with(&[("MCP_OAUTH_ISSUER", "https://idp")]).unwrap()

@@ -357,12 +357,17 @@ async fn refusals_issue_nothing_and_never_redirect_untrusted_errors() {
             Some(code),
             "{extra:?}"
         );
+        // RFC 9207: error responses name the issuer too (the metadata says
+        // authorization_response_iss_parameter_supported, so a client
+        // refuses any answer without it).
+        assert_eq!(query(&back).get("iss"), Some(&app.base), "{extra:?}");
     }
     // PKCE missing altogether.
     let no_pkce = authorize_url(&app, &client_id, &[]).replace("code_challenge=", "x=");
     let r = browser.get(&no_pkce).await;
     let back = Url::parse(r.headers()[header::LOCATION].to_str().unwrap()).unwrap();
     assert_eq!(query(&back)["error"], "invalid_request");
+    assert_eq!(query(&back).get("iss"), Some(&app.base));
 
     // The consent POST needs this browser's CSRF token.
     let html = consent_html(&app, &mut browser, &client_id).await;

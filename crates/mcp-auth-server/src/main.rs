@@ -301,6 +301,22 @@ async fn serve_http(
         }
         _ => None,
     };
+    // Scopes the server asks for that its own facade never grants: step-up
+    // through it can never succeed.
+    if let Some(fs) = &facade_settings {
+        let mut never: Vec<String> = Vec::new();
+        for s in http.required_scopes.iter().chain(&http.tool_scopes.all()) {
+            if !fs.scopes_supported.contains(s) && !never.contains(s) {
+                never.push(s.clone());
+            }
+        }
+        if !never.is_empty() {
+            tracing::warn!(
+                scopes = %never.join(" "),
+                "MCP_OAUTH_REQUIRED_SCOPES or MCP_TOOL_SCOPES ask for scopes the login facade does not offer (MCP_OAUTH_SCOPES_SUPPORTED): its users can never hold them"
+            );
+        }
+    }
     // Every strategy's settings are checked before anything starts; the
     // facade's member is built once the store exists (its state lives there).
     let mut members: Vec<Option<SharedAuthenticator>> = Vec::new();

@@ -260,7 +260,15 @@ async fn a_caller_refused_for_the_required_scopes_is_named_with_what_they_asked(
     assert_eq!(r["subject"], "api-key:ci-bot", "{r}");
     assert_eq!(r["method"], "tools/call", "{r}");
     assert_eq!(r["tool"], "admin_status", "{r}");
-    assert_eq!(r["scopes_required"], serde_json::json!(["admin"]), "{r}");
+    // The server's and the tool's own: all the call needs, as the
+    // challenge names them.
+    assert_eq!(
+        r["scopes_required"],
+        serde_json::json!(["admin", "mcp:admin"]),
+        "{r}"
+    );
+    let challenge = r.get("detail").and_then(|d| d.as_str()).unwrap_or_default();
+    assert_eq!(challenge, "requires scope: admin mcp:admin", "{r}");
 }
 
 /// A request refused for its credentials has its record made from the

@@ -353,3 +353,29 @@ async fn mcp_auth_client_logs_in_with_a_client_id_metadata_document() {
         "nothing was registered"
     );
 }
+
+/// Scopes the server asks for (server-wide, per tool) that its own login
+/// facade never grants are named at start: step-up through the facade
+/// could never succeed. (No provider is contacted at start with explicit
+/// endpoints.)
+#[test]
+fn scopes_the_facade_never_grants_are_named_at_start() {
+    let s = Server::start(&[
+        ("MCP_AUTH_STRATEGY", "oauth2"),
+        ("MCP_OAUTH_CLIENT_ID", "id"),
+        ("MCP_OAUTH_CLIENT_SECRET", "secret-value-never-shown"),
+        ("MCP_OAUTH_AUTH_URL", "https://idp.example/authorize"),
+        ("MCP_OAUTH_TOKEN_URL", "https://idp.example/token"),
+        ("MCP_OAUTH_USERINFO_URL", "https://idp.example/user"),
+        ("MCP_OAUTH_SCOPES_SUPPORTED", "mcp:tools"),
+        ("MCP_OAUTH_REQUIRED_SCOPES", "mcp:tools"),
+        ("MCP_TOOL_SCOPES", "admin_status=mcp:admin"),
+    ]);
+    let logs = s.stderr();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("does not offer"))
+        .unwrap_or_else(|| panic!("{logs}"));
+    assert!(line.contains("scopes=mcp:admin"), "{line}");
+    assert!(!logs.contains("secret-value"), "{logs}");
+}

@@ -227,6 +227,9 @@ impl McpHttpApp {
                 scopes.push(s.clone());
             }
         }
+        // What this resource needs, not how a client keeps a login
+        // (MCP: `offline_access` is not a scope of the resource's).
+        scopes.retain(|s| s != "offline_access");
         let mut md = ProtectedResourceMetadata::new(self.config.server_url.as_str())
             .with_authorization_servers(servers)
             .with_scopes(scopes)
@@ -241,6 +244,7 @@ impl McpHttpApp {
     pub fn auth_layer(&self) -> AuthLayer {
         let mut layer = AuthLayer::shared(self.authenticator.clone())
             .with_required_scopes(self.config.required_scopes.clone())
+            .with_tool_scopes(self.config.tool_scopes.clone())
             .optional(self.config.session_policy.allows_anonymous());
         if self.metadata().is_some() {
             layer = layer.with_resource_metadata(self.config.resource_metadata_url().as_str());

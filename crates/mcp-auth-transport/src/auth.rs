@@ -49,6 +49,11 @@ struct AuthSettings {
     resource_metadata: Option<String>,
     required_scopes: Vec<String>,
     optional: bool,
+    /// The tools' own scopes, named too when a caller lacking the
+    /// server-wide ones calls a tool that has some (one challenge with
+    /// everything the call needs).
+    #[cfg(feature = "mcp")]
+    tool_scopes: Option<crate::ToolScopes>,
 }
 
 impl AuthLayer {
@@ -70,6 +75,8 @@ impl AuthLayer {
                 resource_metadata: None,
                 required_scopes: Vec::new(),
                 optional: false,
+                #[cfg(feature = "mcp")]
+                tool_scopes: None,
             }),
         }
     }
@@ -85,9 +92,21 @@ impl AuthLayer {
                 resource_metadata: s.resource_metadata.clone(),
                 required_scopes: s.required_scopes.clone(),
                 optional: s.optional,
+                #[cfg(feature = "mcp")]
+                tool_scopes: s.tool_scopes.clone(),
             });
         }
         Arc::get_mut(&mut self.inner).expect("unique after copy")
+    }
+
+    /// The tools' scopes ([`crate::ToolScopes`]): a caller refused for the
+    /// server-wide scopes while calling a tool that has scopes of its own
+    /// is told both at once (its body is read for it, as the tool-scope
+    /// layer would), so one authorization serves the call.
+    #[cfg(feature = "mcp")]
+    pub(crate) fn with_tool_scopes(mut self, scopes: crate::ToolScopes) -> Self {
+        self.settings_mut().tool_scopes = (!scopes.is_empty()).then_some(scopes);
+        self
     }
 
     /// Puts `resource_metadata="<url>"` into every Bearer challenge (RFC 9728 §5.1).
@@ -264,30 +283,62 @@ where
                         reason = %err,
                         "request not authenticated"
                     );
-                    let resp =
-                        error_response(&settings, &err, &parts.headers, &settings.required_scopes);
+                    #[cfg_attr(not(feature = "mcp"), allow(unused_mut))]
+                    let mut err = err;
                     // Refused for the server-wide scopes, the caller is
                     // known: with an audit layer in front, the record names
-                    // them and what they asked for (their body is read for
-                    // it now, as it would be behind this layer).
-                    if let Some(p) = known
-                        && let Some(decisions) = parts
-                            .extensions
-                            .get::<Decisions>()
-                            .filter(|d| d.note(|d| d.audited))
-                            .cloned()
-                    {
+                    // them and what they asked for, and a tool it calls
+                    // that has scopes of its own adds them to the challenge
+                    // (its body is read for it now, as it would be behind
+                    // this layer).
+                    if let Some(p) = known {
                         // Not a failed login: settled before the body is
                         // waited for.
                         settle_attempt(&parts.extensions, false).await;
-                        decisions.note(|d| d.who = Some(Authenticated::of(&p)));
+                        let audited = parts
+                            .extensions
+                            .get::<Decisions>()
+                            .filter(|d| d.note(|d| d.audited))
+                            .cloned();
+                        if let Some(decisions) = &audited {
+                            decisions.note(|d| d.who = Some(Authenticated::of(&p)));
+                        }
                         #[cfg(feature = "mcp")]
-                        if decisions.note(|d| d.body_facts_wanted)
-                            && let Some(facts) = refused_facts(&parts, body).await
                         {
-                            decisions.note(|d| d.facts = Some(facts));
+                            let facts_wanted = audited
+                                .as_ref()
+                                .is_some_and(|d| d.note(|d| d.body_facts_wanted));
+                            if (facts_wanted || settings.tool_scopes.is_some())
+                                && let Some((facts, called)) = refused_facts(&parts, body).await
+                            {
+                                if let (Some(tools), Ok(mut called)) =
+                                    (&settings.tool_scopes, called)
+                                {
+                                    // As the tool-scope layer reads a call.
+                                    let header = |n: http::HeaderName| {
+                                        parts.headers.get(n).and_then(|v| v.to_str().ok())
+                                    };
+                                    if header(crate::names::MCP_METHOD) == Some("tools/call")
+                                        && let Some(name) = header(crate::names::MCP_NAME)
+                                    {
+                                        called.push(name.to_owned());
+                                    }
+                                    let mut needed = settings.required_scopes.clone();
+                                    for s in called.iter().flat_map(|t| tools.for_tool(t)) {
+                                        if !needed.contains(s) {
+                                            needed.push(s.clone());
+                                        }
+                                    }
+                                    err = AuthError::insufficient_scope(needed);
+                                }
+                                if let (true, Some(decisions)) = (facts_wanted, &audited) {
+                                    decisions.note(|d| d.facts = Some(facts));
+                                }
+                            }
                         }
                     }
+                    let resp =
+                        error_response(&settings, &err, &parts.headers, &settings.required_scopes);
                     return Ok(resp);
                 }
             };
@@ -472,7 +523,7 @@ async fn settle_attempt(extensions: &http::Extensions, identified: bool) {
 async fn refused_facts<B: Send + 'static>(
     parts: &http::request::Parts,
     body: B,
-) -> Option<crate::observe::RequestFacts> {
+) -> Option<(crate::observe::RequestFacts, Result<Vec<String>, ()>)> {
     /// A call naming a tool is small; a larger body is not waited for.
     const LIMIT: u64 = 64 * 1024;
     if parts.method != http::Method::POST {
@@ -494,5 +545,5 @@ async fn refused_facts<B: Send + 'static>(
         .await
         .ok()?
         .ok()
-        .map(|(facts, _, _)| facts)
+        .map(|(facts, _, called)| (facts, called.0))
 }

@@ -216,6 +216,12 @@ function watchingFetch(origin, http) {
       const authorization = headers.get('authorization');
       const proof = headers.get('dpop');
       const challenge = response.status === 401 ? response.headers.get('www-authenticate') ?? '' : undefined;
+      // A token request refused (RFC 9449 section 8: 400 use_dpop_nonce with
+      // a DPoP-Nonce): its error code and the nonce.
+      const refusal =
+        url.pathname.endsWith('/oauth/token') && response.status === 400
+          ? await response.clone().json().catch(() => ({}))
+          : undefined;
       http.push({
         method: (init?.method ?? (input instanceof Request ? input.method : 'GET')).toUpperCase(),
         path: url.pathname,
@@ -229,6 +235,9 @@ function watchingFetch(origin, http) {
               error: /error="([^"]*)"/.exec(challenge)?.[1] ?? null,
               nonce: response.headers.get('dpop-nonce'),
             }),
+        ...(refusal === undefined
+          ? {}
+          : { error: refusal.error ?? null, nonce: response.headers.get('dpop-nonce') }),
       });
     }
     return response;
