@@ -1668,9 +1668,20 @@ async fn record_proof(app: &App, proof: &DpopProof) -> Result<(), Response> {
 }
 
 /// A `resource` parameter names this server (RFC 8707): the configured
-/// resource, with or without a trailing slash.
+/// resource, with or without a trailing slash, its scheme and host in any
+/// case (RFC 3986 6.2.2.1; MCP asks servers to take them so). The path is
+/// compared as written.
 fn same_resource(asked: &str, ours: &str) -> bool {
-    asked.trim_end_matches('/') == ours.trim_end_matches('/')
+    let canonical = |s: &str| {
+        Url::parse(s)
+            .ok()
+            .filter(|u| u.fragment().is_none())
+            .map(|u| u.as_str().trim_end_matches('/').to_owned())
+    };
+    match (canonical(asked), canonical(ours)) {
+        (Some(a), Some(o)) => a == o,
+        _ => false,
+    }
 }
 
 async fn token(
@@ -1923,3 +1934,32 @@ async fn revoke(
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod resource_tests {
+    use super::same_resource;
+
+    #[test]
+    fn resources_compare_with_scheme_and_host_in_any_case() {
+        let ours = "https://mcp.example.com/mcp";
+        for same in [
+            ours,
+            "https://mcp.example.com/mcp/",
+            "HTTPS://MCP.Example.COM/mcp",
+            "https://mcp.example.com:443/mcp",
+        ] {
+            assert!(same_resource(same, ours), "{same}");
+        }
+        for other in [
+            "https://mcp.example.com/MCP",
+            "https://mcp.example.com/mcp/x",
+            "https://mcp.example.com/mcp#frag",
+            "https://mcp.example.com:8443/mcp",
+            "http://mcp.example.com/mcp",
+            "mcp.example.com/mcp",
+            "",
+        ] {
+            assert!(!same_resource(other, ours), "{other}");
+        }
+    }
+}
