@@ -691,3 +691,35 @@ async fn an_anonymous_scoped_call_is_challenged_for_the_tools_scopes() {
         "{challenge}"
     );
 }
+
+/// On the stateless 2026-07-28 wire the tool list depends on the caller
+/// (tools beyond its scopes are hidden), so it is marked `cacheScope:
+/// "private"` with no time to live: a shared cache never hands one
+/// caller's list to another.
+#[tokio::test]
+async fn the_callers_tool_list_is_private_to_caches() {
+    let s = api_key_server();
+    let list = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}"#;
+    let r = post(&reqwest::Client::new(), &s.url(), list)
+        .header("x-api-key", KEY)
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/list")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body = r.text().await.unwrap();
+    let json = body
+        .lines()
+        .find_map(|l| l.strip_prefix("data: "))
+        .unwrap_or(&body);
+    let v: serde_json::Value = serde_json::from_str(json).unwrap();
+    assert_eq!(v["result"]["cacheScope"], "private", "{v}");
+    assert_eq!(v["result"]["ttlMs"], 0, "{v}");
+    assert!(
+        v["result"]["tools"]
+            .as_array()
+            .is_some_and(|t| !t.is_empty()),
+        "{v}"
+    );
+}
