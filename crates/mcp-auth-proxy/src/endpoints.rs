@@ -782,6 +782,17 @@ async fn keep_registration(app: &App, client: &ClientInfo) {
         let (Some(ttl), Ok(bytes)) = (kept_for(client, now), serde_json::to_vec(client)) else {
             return;
         };
+        // Not when the document was refused meanwhile (its copy removed):
+        // this request's copy must not bring it back.
+        let refused = format!(
+            "proxy:cimd-refused:{}",
+            digest_b64(client.client_id.as_bytes())
+        );
+        if let Ok(Some(why)) = app.proxy.inner.store.kv_get(&refused).await
+            && why != HOST_FAILED
+        {
+            return;
+        }
         if let Err(e) = app
             .proxy
             .inner
@@ -1669,8 +1680,9 @@ async fn record_proof(app: &App, proof: &DpopProof) -> Result<(), Response> {
 
 /// A `resource` parameter names this server (RFC 8707): the configured
 /// resource, with or without a trailing slash, its scheme and host in any
-/// case (RFC 3986 6.2.2.1; MCP asks servers to take them so). The path is
-/// compared as written.
+/// case (RFC 3986 6.2.2.1; MCP asks servers to take them so), both as the
+/// URL standard parses them (dot segments resolved). Tokens always name
+/// the configured resource, never the one asked for.
 fn same_resource(asked: &str, ours: &str) -> bool {
     let canonical = |s: &str| {
         Url::parse(s)

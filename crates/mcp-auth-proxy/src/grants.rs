@@ -313,8 +313,14 @@ impl Grants {
         let mut spent = self.spent(&grant.family).await?;
         // Whose the family is goes with its record of spent tokens, renewed
         // as it is (also for a family that rotated before this was kept).
-        self.set_family_client(&grant.family, &grant.client_id)
-            .await?;
+        // Not kept, it only makes a spent token unrevocable by its client
+        // until the next rotation: no reason to lose the refresh.
+        if let Err(e) = self
+            .set_family_client(&grant.family, &grant.client_id)
+            .await
+        {
+            tracing::warn!(error = %e, "could not record a refresh family's client");
+        }
         spent.push(digest_b64(token.as_bytes()));
         let excess = spent.len().saturating_sub(SPENT_REMEMBERED);
         spent.drain(..excess);

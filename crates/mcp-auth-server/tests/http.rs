@@ -397,6 +397,19 @@ async fn bodies_of_too_many_json_values_get_413() {
     let quoted = call(2000).replace("[0,", "[\"0,").replace(",0]", ",0\"]");
     assert_eq!(send(quoted).await.unwrap().status(), 200);
     assert_eq!(send(call(1000)).await.unwrap().status(), 200);
+    // Only what rmcp reads as JSON is counted: another media type keeps
+    // rmcp's 415.
+    let r = c
+        .post(s.url())
+        .header("content-type", "text/plain")
+        .header("accept", "application/json, text/event-stream")
+        .body(call(2000))
+        .header("x-api-key", KEY)
+        .header("mcp-session-id", &sid)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 415);
 
     // The legacy transport's message endpoint too.
     let (_stream, endpoint) = common::sse_stream(&c, &s, KEY).await;
