@@ -47,6 +47,9 @@ impl Authenticator for FixedTokens {
                 .with_scopes(["mcp:tools"])),
             "narrow" => Ok(Principal::new("bob", "fixed").with_issuer(ISSUER)),
             "keys-down" => Err(AuthError::unavailable("signing keys unavailable")),
+            "broad" => Ok(Principal::new("carol", "fixed")
+                .with_issuer(ISSUER)
+                .with_scopes(["mcp:admin"])),
             _ => Err(AuthError::invalid_token("token not recognised")),
         }
     }
@@ -377,6 +380,70 @@ async fn one_challenge_names_the_server_and_the_tool_scopes_a_call_needs() {
         .find(|c| c.starts_with("Bearer "))
         .unwrap();
     assert!(bearer.contains(r#"scope="mcp:tools","#), "{bearer}");
+}
+
+/// Scope hierarchies (`MCP_SCOPE_IMPLIES`): a token granted a broader
+/// scope meets the checks for the narrower ones it implies, server-wide
+/// and per tool; without the declaration it does not.
+#[tokio::test]
+async fn a_broader_scope_meets_the_narrower_ones_it_implies() {
+    let call = r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"caller","arguments":{}}}"#;
+    let tweak = |hierarchy: Option<&str>| {
+        let hierarchy = hierarchy.map(|h| mcp_auth_transport::ScopeHierarchy::parse(h).unwrap());
+        move |c: &mut HttpConfig| {
+            c.required_scopes = vec!["mcp:tools".into()];
+            c.tool_scopes = mcp_auth_transport::ToolScopes::new().require("caller", ["mcp:call"]);
+            if let Some(h) = hierarchy {
+                c.scope_hierarchy = h;
+            }
+        }
+    };
+    let c = reqwest::Client::new();
+    let (base, _app) = start(chain(), tweak(None)).await;
+    let r = post(&c, &format!("{base}/mcp"))
+        .bearer_auth("broad")
+        .body(call)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        403,
+        "nothing declared: mcp:admin is just mcp:admin"
+    );
+    let (base, _app) = start(chain(), tweak(Some("mcp:admin=mcp:tools mcp:call"))).await;
+    let r = post(&c, &format!("{base}/mcp"))
+        .bearer_auth("broad")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "the server-wide scope, implied");
+    let sid = r.headers()["mcp-session-id"].to_str().unwrap().to_owned();
+    let r = post(&c, &format!("{base}/mcp"))
+        .bearer_auth("broad")
+        .header("mcp-session-id", &sid)
+        .body(call)
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(r.status(), 403, "the tool's scope, implied");
+    // Implying the server-wide scope alone: the tool still needs its own.
+    let (base, _app) = start(chain(), tweak(Some("mcp:admin=mcp:tools"))).await;
+    let r = post(&c, &format!("{base}/mcp"))
+        .bearer_auth("broad")
+        .body(call)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    // The narrower scope does not imply the broader.
+    let r = post(&c, &format!("{base}/mcp"))
+        .bearer_auth("good")
+        .body(call)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
 }
 
 #[tokio::test]

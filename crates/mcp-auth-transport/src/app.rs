@@ -245,6 +245,7 @@ impl McpHttpApp {
         let mut layer = AuthLayer::shared(self.authenticator.clone())
             .with_required_scopes(self.config.required_scopes.clone())
             .with_tool_scopes(self.config.tool_scopes.clone())
+            .with_scope_hierarchy(self.config.scope_hierarchy.clone())
             .optional(self.config.session_policy.allows_anonymous());
         if self.metadata().is_some() {
             layer = layer.with_resource_metadata(self.config.resource_metadata_url().as_str());

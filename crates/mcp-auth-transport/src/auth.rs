@@ -49,6 +49,8 @@ struct AuthSettings {
     resource_metadata: Option<String>,
     required_scopes: Vec<String>,
     optional: bool,
+    /// Scopes that imply others, applied to every principal let in.
+    hierarchy: ScopeHierarchy,
     /// The tools' own scopes, named too when a caller lacking the
     /// server-wide ones calls a tool that has some (one challenge with
     /// everything the call needs).
@@ -75,6 +77,7 @@ impl AuthLayer {
                 resource_metadata: None,
                 required_scopes: Vec::new(),
                 optional: false,
+                hierarchy: ScopeHierarchy::default(),
                 #[cfg(feature = "mcp")]
                 tool_scopes: None,
             }),
@@ -92,11 +95,21 @@ impl AuthLayer {
                 resource_metadata: s.resource_metadata.clone(),
                 required_scopes: s.required_scopes.clone(),
                 optional: s.optional,
+                hierarchy: s.hierarchy.clone(),
                 #[cfg(feature = "mcp")]
                 tool_scopes: s.tool_scopes.clone(),
             });
         }
         Arc::get_mut(&mut self.inner).expect("unique after copy")
+    }
+
+    /// Scopes that imply others ([`ScopeHierarchy`]): each principal let in
+    /// holds, besides the scopes it was granted, every scope they imply, for
+    /// the server-wide and the per-tool checks alike (and for what tools
+    /// see of it).
+    pub fn with_scope_hierarchy(mut self, hierarchy: ScopeHierarchy) -> Self {
+        self.settings_mut().hierarchy = hierarchy;
+        self
     }
 
     /// The tools' scopes ([`crate::ToolScopes`]): a caller refused for the
@@ -193,6 +206,88 @@ fn error_response(
     resp
 }
 
+/// Scopes that imply others: a token granted a broader scope holds the
+/// narrower ones it implies, so a deployment whose authorization server
+/// issues, say, `mcp:admin` to administrators need not also issue every
+/// scope below it (MCP asks servers to account for scope hierarchies).
+/// Implication is transitive; nothing is implied unless declared.
+///
+/// ```
+/// use mcp_auth_transport::ScopeHierarchy;
+///
+/// let h = ScopeHierarchy::parse("mcp:admin=mcp:tools mcp:read, mcp:tools=mcp:list").unwrap();
+/// let mut held = vec!["mcp:admin".to_owned()];
+/// h.expand(&mut held);
+/// assert_eq!(held, ["mcp:admin", "mcp:tools", "mcp:read", "mcp:list"]);
+/// assert!(ScopeHierarchy::parse("mcp:admin").is_err());
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScopeHierarchy {
+    implies: Vec<(String, Vec<String>)>,
+}
+
+impl ScopeHierarchy {
+    /// Nothing implies anything.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// `broad` implies every one of `narrower`.
+    pub fn imply<I, S>(mut self, broad: impl Into<String>, narrower: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.implies
+            .push((broad.into(), narrower.into_iter().map(Into::into).collect()));
+        self
+    }
+
+    /// Reads `broad=narrower [narrower...]` entries, comma-separated (the
+    /// form of `MCP_SCOPE_IMPLIES`); an entry without `=` or a side without
+    /// a scope is an error naming it.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let mut h = Self::new();
+        for entry in s.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            let Some((broad, narrower)) = entry.split_once('=') else {
+                return Err(format!("{entry:?} is not broad=narrower [narrower...]"));
+            };
+            let narrower: Vec<&str> = narrower.split_whitespace().collect();
+            if broad.trim().is_empty()
+                || broad.trim().contains(char::is_whitespace)
+                || narrower.is_empty()
+            {
+                return Err(format!("{entry:?} is not broad=narrower [narrower...]"));
+            }
+            h = h.imply(broad.trim(), narrower);
+        }
+        Ok(h)
+    }
+
+    /// Whether nothing is declared.
+    pub fn is_empty(&self) -> bool {
+        self.implies.is_empty()
+    }
+
+    /// Adds to `held` every scope what it holds implies, transitively (in
+    /// the order found; none twice).
+    pub fn expand(&self, held: &mut Vec<String>) {
+        let mut i = 0;
+        while i < held.len() {
+            for (broad, narrower) in &self.implies {
+                if *broad == held[i] {
+                    for n in narrower {
+                        if !held.contains(n) {
+                            held.push(n.clone());
+                        }
+                    }
+                }
+            }
+            i += 1;
+        }
+    }
+}
+
 /// Marks a response as a failed login answered by the auth layer: wrong or
 /// malformed credentials were presented (401 `invalid_token`, 400
 /// `invalid_request`). A request with no credentials at all is not one.
@@ -261,6 +356,10 @@ where
                     .await
                     .map(|r| r.map(Body::new));
             }
+            let result = result.map(|mut p| {
+                settings.hierarchy.expand(&mut p.scopes);
+                p
+            });
             let checked = match result {
                 Ok(p) if p.missing_scopes(&settings.required_scopes).is_empty() => Ok(p),
                 Ok(p) => Err((

@@ -98,6 +98,8 @@ pub struct HttpConfig {
     pub resource_name: Option<String>,
     /// Scopes individual tools need (`MCP_TOOL_SCOPES`).
     pub tool_scopes: ToolScopes,
+    /// Scopes that imply others (`MCP_SCOPE_IMPLIES`).
+    pub scope_hierarchy: crate::ScopeHierarchy,
     /// Who may open and use sessions (`MCP_SESSION_AUTH_*`).
     pub session_policy: SessionPolicy,
     /// Session caps and expiry (`HTTP_MAX_CONCURRENT_SESSIONS`, ...).
@@ -214,6 +216,7 @@ impl HttpConfig {
             required_scopes: Vec::new(),
             resource_name: None,
             tool_scopes: ToolScopes::new(),
+            scope_hierarchy: crate::ScopeHierarchy::new(),
             session_policy: SessionPolicy::default(),
             session_limits: SessionLimits::default(),
             rate_limit: RateLimitConfig::default(),
@@ -339,6 +342,10 @@ impl HttpConfig {
         cfg.request_timeout = parse_millis(l, "HTTP_REQUEST_TIMEOUT", cfg.request_timeout)?;
         cfg.required_scopes = parse_list(l, "MCP_OAUTH_REQUIRED_SCOPES").unwrap_or_default();
         cfg.tool_scopes = std::mem::take(&mut cfg.tool_scopes).with_settings(l)?;
+        if let Some(v) = l.get("MCP_SCOPE_IMPLIES") {
+            cfg.scope_hierarchy = crate::ScopeHierarchy::parse(&v)
+                .map_err(|e| ConfigError::new("MCP_SCOPE_IMPLIES", e))?;
+        }
         cfg.session_policy = SessionPolicy::from_settings(l)?;
         cfg.session_limits = SessionLimits::from_settings(l)?;
         cfg.rate_limit = RateLimitConfig::from_settings(l)?;
@@ -414,6 +421,24 @@ mod tests {
             cfg.resource_metadata_url().as_str(),
             "http://127.0.0.1:8001/.well-known/oauth-protected-resource/mcp"
         );
+    }
+
+    #[test]
+    fn scope_hierarchies_are_read_and_a_bad_one_is_named() {
+        let url = Url::parse("https://mcp.example.com/mcp").unwrap();
+        let cfg = HttpConfig::from_settings(
+            &vars(&[("MCP_SCOPE_IMPLIES", "mcp:admin=mcp:tools")]),
+            url.clone(),
+        )
+        .unwrap();
+        let mut held = vec!["mcp:admin".to_owned()];
+        cfg.scope_hierarchy.expand(&mut held);
+        assert_eq!(held, ["mcp:admin", "mcp:tools"]);
+        for bad in ["mcp:admin", "=mcp:tools", "mcp:admin=", "a b=c"] {
+            let e = HttpConfig::from_settings(&vars(&[("MCP_SCOPE_IMPLIES", bad)]), url.clone())
+                .unwrap_err();
+            assert_eq!(e.variable, "MCP_SCOPE_IMPLIES", "{bad}");
+        }
     }
 
     #[test]

@@ -93,7 +93,7 @@ mod sse;
 
 #[cfg(feature = "mcp")]
 pub use app::McpHttpApp;
-pub use auth::{AuthLayer, AuthRejected, AuthService};
+pub use auth::{AuthLayer, AuthRejected, AuthService, ScopeHierarchy};
 #[cfg(feature = "mcp")]
 pub use config::{
     CorsConfig, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_PARK_AFTER, DEFAULT_REQUEST_TIMEOUT, HttpConfig,
@@ -142,6 +142,7 @@ pub const VARIABLES: &[&str] = &[
     "HTTP_REQUEST_TIMEOUT",
     "MCP_OAUTH_REQUIRED_SCOPES",
     "MCP_TOOL_SCOPES",
+    "MCP_SCOPE_IMPLIES",
     "HTTP_RATE_LIMIT_ENABLED",
     "HTTP_RATE_LIMIT_WINDOW",
     "HTTP_RATE_LIMIT_MAX_REQUESTS",
