@@ -272,6 +272,9 @@ impl ScopeHierarchy {
     /// Adds to `held` every scope what it holds implies, transitively (in
     /// the order found; none twice).
     pub fn expand(&self, held: &mut Vec<String>) {
+        if self.implies.is_empty() {
+            return;
+        }
         let mut i = 0;
         while i < held.len() {
             for (broad, narrower) in &self.implies {
