@@ -413,25 +413,13 @@ where
                             if (facts_wanted || settings.tool_scopes.is_some())
                                 && let Some((facts, called)) = refused_facts(&parts, body).await
                             {
-                                if let (Some(tools), Ok(mut called)) =
-                                    (&settings.tool_scopes, called)
-                                {
-                                    // As the tool-scope layer reads a call.
-                                    let header = |n: http::HeaderName| {
-                                        parts.headers.get(n).and_then(|v| v.to_str().ok())
-                                    };
-                                    if header(crate::names::MCP_METHOD) == Some("tools/call")
-                                        && let Some(name) = header(crate::names::MCP_NAME)
-                                    {
-                                        called.push(name.to_owned());
-                                    }
-                                    let mut needed = settings.required_scopes.clone();
-                                    for s in called.iter().flat_map(|t| tools.for_tool(t)) {
-                                        if !needed.contains(s) {
-                                            needed.push(s.clone());
-                                        }
-                                    }
-                                    err = AuthError::insufficient_scope(needed);
+                                // As the tool-scope layer reads a call.
+                                if let (Some(tools), Ok(called)) = (&settings.tool_scopes, called) {
+                                    let called =
+                                        crate::scopes::with_header_call(called, &parts.headers);
+                                    err = AuthError::insufficient_scope(
+                                        tools.needed(&settings.required_scopes, &called),
+                                    );
                                 }
                                 if let (true, Some(decisions)) = (facts_wanted, &audited) {
                                     decisions.note(|d| d.facts = Some(facts));

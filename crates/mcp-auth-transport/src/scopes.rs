@@ -143,6 +143,21 @@ impl ToolScopes {
         self.tools.get(tool).map_or(&[], Vec::as_slice)
     }
 
+    /// What a call of `tools` needs: the `server`-wide scopes, then each
+    /// tool's (none twice).
+    pub(crate) fn needed(&self, server: &[String], tools: &[String]) -> Vec<String> {
+        let mut needed: Vec<String> = Vec::new();
+        for s in server
+            .iter()
+            .chain(tools.iter().flat_map(|t| self.for_tool(t)))
+        {
+            if !needed.contains(s) {
+                needed.push(s.clone());
+            }
+        }
+        needed
+    }
+
     /// Whether `p` may call `tool`.
     pub fn may_call(&self, p: &Principal, tool: &str) -> bool {
         p.missing_scopes(self.for_tool(tool)).is_empty()
@@ -270,6 +285,18 @@ where
     }
 }
 
+/// The tools a request calls: `called` (those its body calls) and the one
+/// its `Mcp-Method` / `Mcp-Name` headers name (the 2026-07-28 wire).
+pub(crate) fn with_header_call(mut called: Vec<String>, headers: &http::HeaderMap) -> Vec<String> {
+    let header = |n: http::HeaderName| headers.get(n).and_then(|v| v.to_str().ok());
+    if header(crate::names::MCP_METHOD) == Some("tools/call")
+        && let Some(name) = header(crate::names::MCP_NAME)
+    {
+        called.push(name.to_owned());
+    }
+    called
+}
+
 impl ToolScopeLayer {
     /// The refusal of the request (its `parts`, and `called`: the tools its
     /// body calls), if it may not go on: 400 for an ambiguous body, 401 for
@@ -280,27 +307,15 @@ impl ToolScopeLayer {
         parts: &http::request::Parts,
         called: Result<Vec<String>, ()>,
     ) -> Option<Response> {
-        let Ok(mut tools) = called else {
+        let Ok(called) = called else {
             return Some(crate::refusal::refuse(
                 StatusCode::BAD_REQUEST,
                 "invalid_request",
                 "ambiguous tools/call message",
             ));
         };
-        let header = |n: http::HeaderName| parts.headers.get(n).and_then(|v| v.to_str().ok());
-        if header(crate::names::MCP_METHOD) == Some("tools/call")
-            && let Some(name) = header(crate::names::MCP_NAME)
-        {
-            tools.push(name.to_owned());
-        }
-        let mut needed: Vec<String> = Vec::new();
-        for tool in &tools {
-            for s in self.server_scopes.iter().chain(self.scopes.for_tool(tool)) {
-                if !needed.contains(s) {
-                    needed.push(s.clone());
-                }
-            }
-        }
+        let tools = with_header_call(called, &parts.headers);
+        let needed = self.scopes.needed(&self.server_scopes, &tools);
         let scoped = !tools.iter().all(|t| self.scopes.for_tool(t).is_empty());
         // What the call needed, for the audit record (when an audit layer
         // is in front).
