@@ -192,6 +192,15 @@ fn no_store(mut r: Response) -> Response {
 }
 
 /// An OAuth error response (RFC 6749 §5.2 shape).
+/// `r` with `Retry-After: wait` (whole seconds, at least one).
+fn retry_after(mut r: Response, wait: Duration) -> Response {
+    r.headers_mut().insert(
+        header::RETRY_AFTER,
+        HeaderValue::from(wait.as_secs().max(1)),
+    );
+    r
+}
+
 fn oauth_error(status: StatusCode, code: &str, description: &str) -> Response {
     no_store(
         (
@@ -374,16 +383,14 @@ impl App {
                 limit = self.opts.logins_per_lifetime_total,
                 "logins refused: too many started from all addresses together"
             );
-            let mut refused = error_page(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Try again",
-                "Too many logins are being started right now. Try again in a few minutes.",
-            );
-            refused.headers_mut().insert(
-                http::header::RETRY_AFTER,
-                http::HeaderValue::from(left.as_secs().max(1)),
-            );
-            return Err(refused);
+            return Err(retry_after(
+                error_page(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Try again",
+                    "Too many logins are being started right now. Try again in a few minutes.",
+                ),
+                left,
+            ));
         }
         Ok(())
     }
@@ -428,6 +435,12 @@ const RETRY_SOON: Duration = Duration::from_secs(60);
 
 fn client_key(client_id: &str) -> String {
     format!("proxy:client:{}", digest_b64(client_id.as_bytes()))
+}
+
+/// Where a metadata document's refusal (or its host's failure,
+/// [`HOST_FAILED`]) is remembered for a minute.
+fn refused_key(client_id: &str) -> String {
+    format!("proxy:cimd-refused:{}", digest_b64(client_id.as_bytes()))
 }
 
 /// Where the last accepted copy of a metadata document in use is kept
@@ -560,7 +573,7 @@ impl App {
         refetch: bool,
     ) -> Result<ClientInfo, ClientError> {
         let store = &self.proxy.inner.store;
-        let refused = format!("proxy:cimd-refused:{}", digest_b64(client_id.as_bytes()));
+        let refused = refused_key(client_id);
         match store.kv_get(&refused).await.map_err(ClientError::store)? {
             Some(why) if why == HOST_FAILED => {
                 return Err(ClientError::later(
@@ -575,6 +588,7 @@ impl App {
             }
             None => {}
         }
+        let total = self.opts.registrations_per_hour_total;
         if !refetch {
             let (n, left) = store
                 .hit(&format!("proxy-cimd:{who}"), Duration::from_secs(60))
@@ -586,11 +600,8 @@ impl App {
                     left,
                 ));
             }
-        }
-        // Everyone's budget for documents kept (below) used up: no new
-        // document is fetched at all.
-        let total = self.opts.registrations_per_hour_total;
-        if !refetch {
+            // Everyone's budget for documents kept (below) used up: no new
+            // document is fetched at all.
             let (n, left) = store
                 .count("proxy-cimd:all")
                 .await
@@ -784,11 +795,12 @@ async fn keep_registration(app: &App, client: &ClientInfo) {
         };
         // Not when the document was refused meanwhile (its copy removed):
         // this request's copy must not bring it back.
-        let refused = format!(
-            "proxy:cimd-refused:{}",
-            digest_b64(client.client_id.as_bytes())
-        );
-        if let Ok(Some(why)) = app.proxy.inner.store.kv_get(&refused).await
+        if let Ok(Some(why)) = app
+            .proxy
+            .inner
+            .store
+            .kv_get(&refused_key(&client.client_id))
+            .await
             && why != HOST_FAILED
         {
             return;
@@ -804,21 +816,18 @@ async fn keep_registration(app: &App, client: &ClientInfo) {
         }
         return;
     }
-    let (client, ttl) = match client.kind {
-        crate::clients::ClientKind::Dynamic => {
-            // A registration's lifetime (`RegistrationPolicy::client_lifetime`)
-            // runs from its last use, not from when it was made.
-            let mut client = client.clone();
-            client.expires_at = app
-                .opts
-                .registration
-                .client_lifetime
-                .map(|life| now.saturating_add(life.as_secs()));
-            let ttl = registration_ttl(&client, now);
-            (client, ttl)
-        }
-        _ => return,
-    };
+    if client.kind != crate::clients::ClientKind::Dynamic {
+        return;
+    }
+    // A registration's lifetime (`RegistrationPolicy::client_lifetime`)
+    // runs from its last use, not from when it was made.
+    let mut client = client.clone();
+    client.expires_at = app
+        .opts
+        .registration
+        .client_lifetime
+        .map(|life| now.saturating_add(life.as_secs()));
+    let ttl = registration_ttl(&client, now);
     let Ok(bytes) = serde_json::to_vec(&client) else {
         return;
     };
@@ -1479,19 +1488,17 @@ async fn authenticate_client(
         }
         Err(ClientError::Unavailable {
             reason,
-            retry_after,
+            retry_after: wait,
         }) => {
             tracing::warn!(reason = %reason, "client cannot be verified for now");
-            let mut r = oauth_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "temporarily_unavailable",
-                "the client cannot be verified right now; try again later",
-            );
-            r.headers_mut().insert(
-                header::RETRY_AFTER,
-                HeaderValue::from(retry_after.as_secs().max(1)),
-            );
-            return Err(r);
+            return Err(retry_after(
+                oauth_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "temporarily_unavailable",
+                    "the client cannot be verified right now; try again later",
+                ),
+                wait,
+            ));
         }
     };
     if !client.is_confidential() {
@@ -1513,16 +1520,14 @@ async fn authenticate_client(
     if let Ok((n, left)) = store.count(&failures).await
         && n >= CLIENT_FAILURES_ALLOWED
     {
-        let mut r = oauth_error(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too_many_requests",
-            "too many failed client authentications from this address; try again later",
-        );
-        r.headers_mut().insert(
-            header::RETRY_AFTER,
-            HeaderValue::from(left.as_secs().max(1)),
-        );
-        return Err(r);
+        return Err(retry_after(
+            oauth_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_requests",
+                "too many failed client authentications from this address; try again later",
+            ),
+            left,
+        ));
     }
     // Its own method; either way of sending a secret when it named none.
     let method_ok = presented == client.token_endpoint_auth_method

@@ -736,7 +736,7 @@ async fn a_document_client_keeps_working_while_its_host_fails() {
 
     // A minute later the host says the document is gone: refused, and no
     // copy serves any more.
-    let marker = format!("proxy:cimd-refused:{}", digest_b64(client.as_bytes()));
+    let marker = refused_key(&client);
     f.store.kv_delete(&marker).await.unwrap();
     mode.store(GONE, Ordering::SeqCst);
     let answer = send(post(&f, paths::TOKEN, &refresh(&client, &rt))).await;
