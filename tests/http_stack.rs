@@ -399,50 +399,37 @@ async fn a_broader_scope_meets_the_narrower_ones_it_implies() {
         }
     };
     let c = reqwest::Client::new();
+    // A request as `token`: `call` as its body (else an initialize), in
+    // session `sid` when given.
+    let send = |base: &str, token: &'static str, call: Option<&'static str>, sid: Option<&str>| {
+        let mut r = post(&c, &format!("{base}/mcp")).bearer_auth(token);
+        if let Some(body) = call {
+            r = r.body(body);
+        }
+        if let Some(sid) = sid {
+            r = r.header("mcp-session-id", sid);
+        }
+        r.send()
+    };
     let (base, _app) = start(chain(), tweak(None)).await;
-    let r = post(&c, &format!("{base}/mcp"))
-        .bearer_auth("broad")
-        .body(call)
-        .send()
-        .await
-        .unwrap();
+    let r = send(&base, "broad", Some(call), None).await.unwrap();
     assert_eq!(
         r.status(),
         403,
         "nothing declared: mcp:admin is just mcp:admin"
     );
     let (base, _app) = start(chain(), tweak(Some("mcp:admin=mcp:tools mcp:call"))).await;
-    let r = post(&c, &format!("{base}/mcp"))
-        .bearer_auth("broad")
-        .send()
-        .await
-        .unwrap();
+    let r = send(&base, "broad", None, None).await.unwrap();
     assert_eq!(r.status(), 200, "the server-wide scope, implied");
     let sid = r.headers()["mcp-session-id"].to_str().unwrap().to_owned();
-    let r = post(&c, &format!("{base}/mcp"))
-        .bearer_auth("broad")
-        .header("mcp-session-id", &sid)
-        .body(call)
-        .send()
-        .await
-        .unwrap();
+    let r = send(&base, "broad", Some(call), Some(&sid)).await.unwrap();
     assert_ne!(r.status(), 403, "the tool's scope, implied");
     // Implying the server-wide scope alone: the tool still needs its own.
     let (base, _app) = start(chain(), tweak(Some("mcp:admin=mcp:tools"))).await;
-    let r = post(&c, &format!("{base}/mcp"))
-        .bearer_auth("broad")
-        .body(call)
-        .send()
-        .await
-        .unwrap();
+    let r = send(&base, "broad", Some(call), None).await.unwrap();
     assert_eq!(r.status(), 403);
     // The narrower scope does not imply the broader.
-    let r = post(&c, &format!("{base}/mcp"))
-        .bearer_auth("good")
-        .body(call)
-        .send()
-        .await
-        .unwrap();
+    let r = send(&base, "good", Some(call), None).await.unwrap();
     assert_eq!(r.status(), 403);
 }
 
