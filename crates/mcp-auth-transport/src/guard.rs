@@ -114,14 +114,16 @@ impl HostRule {
     /// Whether `authority` (`host[:port]`, as in a `Host` header) is allowed.
     /// Malformed authorities never are.
     pub fn allows(&self, authority: &str) -> bool {
-        let Some((host, port)) = parse_authority(authority) else {
-            return false;
-        };
+        parse_authority(authority).is_some_and(|a| self.allows_parsed(&a))
+    }
+
+    /// [`allows`](Self::allows) for an authority parsed already.
+    fn allows_parsed(&self, (host, port): &(String, Option<u16>)) -> bool {
         match self {
             Self::Any => true,
             Self::List(list) => list
                 .iter()
-                .any(|e| e.host == host && (e.port.is_none() || e.port == port)),
+                .any(|e| e.host == *host && (e.port.is_none() || e.port == *port)),
         }
     }
 }
@@ -300,13 +302,14 @@ fn check(
         None if rules.0 != HostRule::Any || version == http::Version::HTTP_11 => {
             return Some((StatusCode::BAD_REQUEST, "missing Host header"));
         }
-        Some(h) if parse_authority(h).is_none() => {
-            return Some((StatusCode::BAD_REQUEST, "malformed Host header"));
-        }
-        Some(h) if !rules.0.allows(h) => {
-            return Some((StatusCode::FORBIDDEN, "Host not allowed"));
-        }
-        _ => {}
+        Some(h) => match parse_authority(h) {
+            None => return Some((StatusCode::BAD_REQUEST, "malformed Host header")),
+            Some(a) if !rules.0.allows_parsed(&a) => {
+                return Some((StatusCode::FORBIDDEN, "Host not allowed"));
+            }
+            Some(_) => {}
+        },
+        None => {}
     }
     let mut origins = headers.get_all(header::ORIGIN).iter();
     if let Some(origin) = origins.next() {
