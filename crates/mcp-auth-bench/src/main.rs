@@ -37,10 +37,16 @@
 //! and `refresh_token` grants) with the memory store and with a
 //! `redis-server` this process starts.
 //!
+//! `--bodies N` measures what large request bodies cost the server in
+//! memory: N bodies of 4 MiB at once (over the JSON value bound, just under
+//! it, one string), and one body of a million values under a 64 MiB limit
+//! (`bodies`).
+//!
 //! Modules: `process` starts and stops the servers under test (and the token
 //! issuer they trust), `measure` drives the load and samples the server,
 //! `report` prints the results.
 
+mod bodies;
 mod dpop;
 mod facade;
 mod measure;
@@ -108,6 +114,10 @@ struct Args {
     /// Idle authenticated sessions to open for the memory measurement (0 = skip).
     #[arg(long, default_value_t = 10_000)]
     idle_sessions: usize,
+    /// Large bodies sent at once for the body-memory measurement (0 =
+    /// skip): each row's server's peak RSS against its RSS before.
+    #[arg(long, default_value_t = 0)]
+    bodies: usize,
     /// Instead of the modes: a soak of this many seconds (a mixed load:
     /// sessions, logins, refusals, event streams, parked sessions) with the
     /// server's RSS, open file descriptors and threads sampled every second.
@@ -333,6 +343,10 @@ async fn run(args: Args) -> Result<(), String> {
     }
     if !steps.is_empty() {
         report::token_endpoint(&steps, args.clients);
+    }
+    if args.bodies > 0 {
+        let rows = bodies::bodies(&bin, &issuer, args.bodies, &extra_env).await?;
+        report::bodies(&rows);
     }
     if args.idle_sessions > 0 {
         let park = (args.park_after_ms > 0).then(|| Duration::from_millis(args.park_after_ms));

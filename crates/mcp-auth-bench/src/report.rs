@@ -4,6 +4,7 @@
 //! endpoint, and the idle-session memory line, printed to stdout.
 
 use crate::{
+    bodies::BodyRow,
     facade::StepOutcome,
     measure::{IdleMemory, Outcome},
     process::PEER_MODES,
@@ -218,6 +219,34 @@ pub(crate) fn idle_memory(n: usize, m: &IdleMemory) {
         println!(
             "parked: RSS {:.1} MiB once the idle sessions gave up their workers; {ok} of {sample} sampled sessions answered a call afterwards",
             kib as f64 / 1024.0,
+        );
+    }
+}
+
+/// The rows of `--bodies`: what was sent, the answers, the memory.
+pub(crate) fn bodies(rows: &[BodyRow]) {
+    println!("\nlarge bodies (mode none, one session, each row a fresh server):\n");
+    println!(
+        "| bodies at once | body | bytes each | JSON values each | answered | RSS before | peak RSS | peak over before, per value |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    let mib = |k: u64| format!("{:.1} MiB", k as f64 / 1024.0);
+    for r in rows {
+        let statuses: Vec<String> = r.statuses.iter().map(u16::to_string).collect();
+        println!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            r.bodies,
+            r.what,
+            r.body_bytes,
+            r.values,
+            statuses.join(", "),
+            mib(r.before_kib),
+            mib(r.peak_kib),
+            // A string's bytes, not its values, are what it costs.
+            match r.values * r.bodies >= 100_000 {
+                true => format!("{:.0} B", r.bytes_per_value()),
+                false => "-".to_owned(),
+            },
         );
     }
 }

@@ -363,7 +363,7 @@ async fn oversized_bodies_get_413_and_malformed_json_a_4xx() {
 }
 
 /// A body may hold one JSON value per 64 bytes of the body limit (rmcp
-/// keeps ~240 bytes per value while it reads one: a 4 MiB body of zeros
+/// keeps ~230 bytes per value while it reads one: a 4 MiB body of zeros
 /// took ~470 MiB): more gets 413, on both transports, and the session goes
 /// on.
 #[tokio::test]
