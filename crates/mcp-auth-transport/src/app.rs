@@ -453,20 +453,26 @@ impl McpHttpApp {
                         Some(self.config.session_limits.idle_timeout);
                     let manager = Arc::new(crate::park::ParkingSessions::new(sessions));
                     // Idle sessions give up their worker; the store keeps
-                    // what restores them.
-                    let parking = self.config.park_after.map(|after| {
-                        let m = manager.clone();
-                        let close: crate::park::Close = Arc::new(move |sid: String| {
-                            let m = m.clone();
-                            Box::pin(async move { m.park(&sid.into()).await })
-                        });
-                        crate::park::Parking::new(
-                            after,
-                            close,
-                            self.store.clone(),
-                            self.config.session_limits,
-                        )
+                    // what restores them. Without parking, idle sessions
+                    // are still checked against the store (every eighth of
+                    // the idle timeout, at most a minute): a worker whose
+                    // session ended through another replica is closed.
+                    let m = manager.clone();
+                    let close: crate::park::Close = Arc::new(move |sid: String| {
+                        let m = m.clone();
+                        Box::pin(async move { m.park(&sid.into()).await })
                     });
+                    let check = (self.config.session_limits.idle_timeout / 8).clamp(
+                        std::time::Duration::from_millis(100),
+                        std::time::Duration::from_secs(60),
+                    );
+                    let parking = Some(crate::park::Parking::new(
+                        self.config.park_after.unwrap_or(check),
+                        self.config.park_after.is_some(),
+                        close,
+                        self.store.clone(),
+                        self.config.session_limits,
+                    ));
                     (Some(self.rmcp_service(move || factory(), manager)), parking)
                 }
                 false => (None, None),

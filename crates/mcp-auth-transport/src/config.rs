@@ -130,7 +130,10 @@ pub struct HttpConfig {
     /// from the store (from rmcp's saved `initialize` parameters: a handler
     /// that keeps per-session state of its own starts afresh, so this is
     /// the embedding server's choice; `mcp-auth-server`'s tools keep none,
-    /// and it parks after [`DEFAULT_PARK_AFTER`]).
+    /// and it parks after [`DEFAULT_PARK_AFTER`]). Without it, sessions idle
+    /// for an eighth of the idle timeout (at most a minute) are still
+    /// checked against the store, and the worker of one that ended through
+    /// another replica is closed.
     pub park_after: Option<Duration>,
 }
 

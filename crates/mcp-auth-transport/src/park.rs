@@ -13,6 +13,11 @@
 //!
 //! Requests for a session being parked wait until it is closed, then
 //! restore it: none reaches a worker that is going away.
+//!
+//! With parking off the same bookkeeping still checks, for each session
+//! idle for a while, that the store has it: a worker here whose session
+//! ended through another replica (or expired there) is closed, instead of
+//! running until rmcp's idle timeout outside the caps.
 
 use std::{
     collections::HashMap,
@@ -61,6 +66,9 @@ struct Entry {
 /// idle ones.
 pub(crate) struct Parking {
     after: Duration,
+    /// Whether idle sessions are parked; otherwise only the ones the store
+    /// no longer has are closed.
+    parks: bool,
     entries: Mutex<HashMap<String, Entry>>,
     parked: tokio::sync::Notify,
     close: Close,
@@ -75,6 +83,9 @@ enum Found {
     /// Ended or expired in the store (through another replica, say): its
     /// worker goes, and the session is no longer watched.
     Gone,
+    /// Live (parking off): its worker stays, and is checked again once idle
+    /// for as long once more.
+    Live,
     /// Live, with nothing saved to restore it from: its worker stays (rmcp
     /// closes it after the idle timeout), and it is no longer watched.
     Unsaved,
@@ -83,16 +94,19 @@ enum Found {
 }
 
 impl Parking {
-    /// Parks sessions idle for `after`, closing them with `close`, if
-    /// `store` holds what restores them (`limits`: the sessions' own).
+    /// Parks sessions idle for `after` (`parks`), closing them with
+    /// `close`, if `store` holds what restores them (`limits`: the
+    /// sessions' own); closes those `store` no longer has, parking or not.
     pub(crate) fn new(
         after: Duration,
+        parks: bool,
         close: Close,
         store: mcp_auth_session::SharedStore,
         limits: mcp_auth_session::SessionLimits,
     ) -> Arc<Self> {
         Arc::new(Self {
             after,
+            parks,
             entries: Mutex::new(HashMap::new()),
             parked: tokio::sync::Notify::new(),
             close,
@@ -183,8 +197,11 @@ impl Parking {
     async fn park(&self, sid: String) -> bool {
         // Only what can come back: rmcp's saved `initialize` is in the
         // store (a failed save leaves the worker where it is).
+        // (Without parking, the same read says the session is live: its
+        // saved state goes when it ends, and expires with it.)
         let found = match self.store.load_state(&sid).await {
-            Ok(Some(_)) => Found::Restorable,
+            Ok(Some(_)) if self.parks => Found::Restorable,
+            Ok(Some(_)) => Found::Live,
             // Nothing saved: gone, or live without it (its save failed).
             // The lookup touches a live one, once: it is not watched after.
             Ok(None) => match self.store.lookup(&sid, &self.limits).await {
@@ -198,7 +215,7 @@ impl Parking {
             (self.close)(sid.clone()).await;
         }
         self.with(|m| match found {
-            Found::Unknown => {
+            Found::Unknown | Found::Live => {
                 if let Some(e) = m.get_mut(&sid) {
                     e.parking = false;
                     e.idle_since = Instant::now();
@@ -226,6 +243,7 @@ impl Parking {
             Found::Unknown => {
                 tracing::debug!(session = %short, "idle session not parked: the store did not answer; tried again later");
             }
+            Found::Live => {}
         }
         matches!(found, Found::Restorable)
     }
@@ -529,7 +547,11 @@ mod tests {
             })
         });
         let limits = mcp_auth_session::SessionLimits::default();
-        (Parking::new(after, close, store, limits), closed, most)
+        (
+            Parking::new(after, true, close, store, limits),
+            closed,
+            most,
+        )
     }
 
     /// Parking closes many workers at once (sessions must be parked faster

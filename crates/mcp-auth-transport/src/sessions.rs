@@ -288,7 +288,16 @@ impl Settings {
             .await
         {
             Ok(Some(r)) => r,
-            Ok(None) => return Ok(not_found()),
+            Ok(None) => {
+                // Ended or expired (through another replica, say): a worker
+                // this process still runs for it goes now, not at rmcp's
+                // idle timeout, outside the caps.
+                if let Some(p) = &self.parking {
+                    p.forget(&sid);
+                }
+                close_in(&mut inner, &sid).await;
+                return Ok(not_found());
+            }
             Err(e) => return Ok(unavailable(&e)),
         };
         match (&owner, record.owner) {
@@ -433,10 +442,7 @@ impl Settings {
             if let Some(p) = &parking {
                 p.forget(&sid);
             }
-            let close = Request::delete("/")
-                .header(SESSION_HEADER, sid.as_str())
-                .body(Body::empty());
-            if let Ok(close) = close {
+            if let Some(close) = close_request(&sid) {
                 let _ = closer.oneshot(close).await;
             }
         });
@@ -535,16 +541,25 @@ impl Settings {
     }
 }
 
+/// A `DELETE` of session `sid` for the MCP service below. rmcp refuses a
+/// request without a `Host` (400) even with its own host check off (the
+/// guard in front checks hosts), so one is named.
+fn close_request(sid: &str) -> Option<Request<Body>> {
+    Request::builder()
+        .method(Method::DELETE)
+        .uri("/")
+        .header(http::header::HOST, "localhost")
+        .header(SESSION_HEADER, sid)
+        .body(Body::empty())
+        .ok()
+}
+
 /// Closes session `sid` in the MCP service below (a `DELETE` of it).
 async fn close_in<S>(inner: &mut S, sid: &str)
 where
     S: Service<Request<Body>, Response = Response>,
 {
-    let close = Request::builder()
-        .method(Method::DELETE)
-        .header(SESSION_HEADER, sid)
-        .body(Body::empty());
-    if let Ok(close) = close {
+    if let Some(close) = close_request(sid) {
         let _ = inner.call(close).await;
     }
 }
