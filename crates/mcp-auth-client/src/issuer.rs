@@ -94,13 +94,16 @@ pub(crate) async fn confirm(
 /// path insertion, OpenID Connect path insertion, then OpenID Connect path
 /// appending (for an issuer with a path); RFC 8414, then OpenID Connect
 /// (without). `None` when the issuer is not an http(s) URL without query
-/// and fragment (RFC 8414 §2).
+/// and fragment (RFC 8414 §2), or names a user (`x@host`: a host hidden
+/// behind what looks like another).
 fn well_known(issuer: &str) -> Option<Vec<Url>> {
     let base = Url::parse(issuer).ok()?;
     if !matches!(base.scheme(), "https" | "http")
         || base.query().is_some()
         || base.fragment().is_some()
         || base.host().is_none()
+        || !base.username().is_empty()
+        || base.password().is_some()
     {
         return None;
     }
@@ -229,6 +232,9 @@ mod tests {
             "https://as.example/?tenant=a",
             "https://as.example/#x",
             "not a url",
+            // What reads as one host and is another.
+            "https://cognito-idp.x@evil.example/p",
+            "https://user:pw@as.example",
         ] {
             assert!(well_known(bad).is_none(), "{bad}");
         }

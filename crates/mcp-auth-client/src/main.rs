@@ -46,7 +46,9 @@ else from ./.env (never exported; a .env that cannot be parsed is an error):
   COGNITO_APP_CLIENT_SECRET    prints them), used as the pre-registered OAuth client only with
   COGNITO_REGION               the authorization server whose issuer is
   COGNITO_USER_POOL_ID         https://cognito-idp.<COGNITO_REGION>.amazonaws.com/<COGNITO_USER_POOL_ID>;
-                               without the region and pool id it is not used at all
+                               without the region and pool id it is not used at all; all four
+                               from the environment when it names an app client, else all from
+                               ./.env (a server only ./.env names gets no app client of yours)
 Read from the environment only:
   MCP_AUTH_CLIENT_HOME       where tokens (credentials/, per server) and dynamic client
                              registrations (registrations/, per authorization server) are kept;
@@ -286,43 +288,116 @@ fn step(command: Option<&Command>) -> String {
 }
 
 /// The Cognito user pool's issuer, from `COGNITO_REGION` and
-/// `COGNITO_USER_POOL_ID`.
+/// `COGNITO_USER_POOL_ID` (checked by [`cognito_pool`]).
 fn cognito_issuer(region: &str, pool: &str) -> String {
     format!("https://cognito-idp.{region}.amazonaws.com/{pool}")
 }
 
+/// Whether `region` is an AWS region name (`us-east-1`, `us-gov-west-1`):
+/// lowercase words joined by `-`, the last a number.
+fn is_aws_region(region: &str) -> bool {
+    let parts: Vec<&str> = region.split('-').collect();
+    parts.len() >= 3
+        && parts.split_last().is_some_and(|(n, words)| {
+            !n.is_empty()
+                && n.bytes().all(|b| b.is_ascii_digit())
+                && words
+                    .iter()
+                    .all(|w| !w.is_empty() && w.bytes().all(|b| b.is_ascii_lowercase()))
+        })
+}
+
+/// `COGNITO_REGION` and `COGNITO_USER_POOL_ID` as they go into the
+/// issuer's URL, or which is not what AWS names (so neither can move the
+/// app client's secret to another host: `evil.example/`, `x@host`).
+fn cognito_pool(region: &str, pool: &str, from: &str) -> Result<(), ClientError> {
+    if !is_aws_region(region) {
+        return Err(ClientError::Config(format!(
+            "COGNITO_REGION (from {from}): not an AWS region name such as us-east-1"
+        )));
+    }
+    let id = pool
+        .strip_prefix(region)
+        .and_then(|rest| rest.strip_prefix('_'));
+    if !id.is_some_and(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric())) {
+        return Err(ClientError::Config(format!(
+            "COGNITO_USER_POOL_ID (from {from}): not a user pool id of {region} \
+             ({region}_ and letters or digits)"
+        )));
+    }
+    Ok(())
+}
+
+/// A pre-registered client: its id and secret, the issuer it is bound to,
+/// and whether it is the user's own (a flag or the process environment,
+/// not `./.env`).
+struct Preregistered {
+    id: Option<String>,
+    secret: Option<String>,
+    issuer: Option<String>,
+    own: bool,
+}
+
 /// The pre-registered client: `--client-id`/`--client-secret` for the
 /// `--issuer` (any authorization server without it), else the Cognito app
-/// client from the environment or `.env`, for its user pool's issuer only
-/// (not at all without `COGNITO_REGION` and `COGNITO_USER_POOL_ID`).
-/// Returns the id, the secret, and the issuer it is bound to.
-fn preregistered(
-    cli: &Cli,
-    settings: &Settings,
-) -> (Option<String>, Option<String>, Option<String>) {
+/// client, for its user pool's issuer only (not at all without
+/// `COGNITO_REGION` and `COGNITO_USER_POOL_ID`). The app client, its secret
+/// and its pool come from one place: the environment when it names an app
+/// client, else `./.env`. One never completes the other: a cloned
+/// project's `.env` naming a region or pool would otherwise decide where
+/// the user's own secret goes.
+fn preregistered(cli: &Cli) -> Result<Preregistered, ClientError> {
     if let Some(id) = &cli.client_id {
-        return (
-            Some(id.clone()),
-            cli.client_secret.clone(),
-            cli.issuer.clone(),
-        );
+        return Ok(Preregistered {
+            id: Some(id.clone()),
+            secret: cli.client_secret.clone(),
+            issuer: cli.issuer.clone(),
+            own: true,
+        });
     }
-    let setting = |name: &str| Lookup::get(settings, name);
-    let Some(id) = setting("COGNITO_APP_CLIENT_ID") else {
-        return (None, None, None);
+    let none = Preregistered {
+        id: None,
+        secret: None,
+        issuer: None,
+        own: false,
     };
-    match (setting("COGNITO_REGION"), setting("COGNITO_USER_POOL_ID")) {
+    let own = ProcessEnv.get("COGNITO_APP_CLIENT_ID").is_some();
+    // Read (and refused when it cannot be parsed) with the settings before.
+    let dotenv = match own {
+        true => Settings::new(),
+        false => Sources::new(VARIABLES)
+            .dotenv_file(Path::new(".env"))
+            .merge()
+            .unwrap_or_default(),
+    };
+    let (layer, from): (&dyn Lookup, &str) = match own {
+        true => (&ProcessEnv, "the environment"),
+        false => (&dotenv, "./.env"),
+    };
+    let Some(id) = layer.get("COGNITO_APP_CLIENT_ID") else {
+        return Ok(none);
+    };
+    match (
+        layer.get("COGNITO_REGION"),
+        layer.get("COGNITO_USER_POOL_ID"),
+    ) {
         (Some(region), Some(pool)) => {
+            cognito_pool(&region, &pool, from)?;
             let issuer = cognito_issuer(&region, &pool);
             tracing::debug!(issuer = %issuer, "COGNITO_APP_CLIENT_ID is used only with this issuer");
-            (Some(id), setting("COGNITO_APP_CLIENT_SECRET"), Some(issuer))
+            Ok(Preregistered {
+                id: Some(id),
+                secret: layer.get("COGNITO_APP_CLIENT_SECRET"),
+                issuer: Some(issuer),
+                own,
+            })
         }
         _ => {
             tracing::debug!(
-                "COGNITO_APP_CLIENT_ID is set but COGNITO_REGION or COGNITO_USER_POOL_ID is not: \
-                 its user pool is unknown, so the app client is not used"
+                "COGNITO_APP_CLIENT_ID is set ({from}) but COGNITO_REGION or COGNITO_USER_POOL_ID is not \
+                 (there): its user pool is unknown, so the app client is not used"
             );
-            (None, None, None)
+            Ok(none)
         }
     }
 }
@@ -447,6 +522,9 @@ async fn run(cli: Cli, settings: &Settings) -> Result<(), Failure> {
     // Flags first: `--bearer` wins over an MCP_API_KEY from the environment
     // or `.env` (so `--api-key` is not a layer of the settings: they could
     // not tell the flag from the variable).
+    // Whether a login would present a pre-registered client of the user's
+    // own (a flag, the environment).
+    let mut own_client = false;
     let auth = if let Some(k) = cli.api_key.clone() {
         Auth::ApiKey(k)
     } else if let Some(t) = cli.bearer.clone() {
@@ -464,11 +542,12 @@ async fn run(cli: Cli, settings: &Settings) -> Result<(), Failure> {
         // A browser login's secret too (an MCP_API_KEY above wins over it,
         // so it is asked for only here).
         require_issuer(&cli).map_err(&fail)?;
-        let (client_id, client_secret, client_issuer) = preregistered(&cli, settings);
+        let client = preregistered(&cli).map_err(&fail)?;
+        own_client = client.own;
         Auth::OAuth(OAuthOptions {
-            client_id,
-            client_secret,
-            client_issuer,
+            client_id: client.id,
+            client_secret: client.secret,
+            client_issuer: client.issuer,
             client_metadata_url: cli.client_metadata_url.clone(),
             scopes: scopes(&cli),
             callback_port: cli.callback_port,
@@ -484,10 +563,13 @@ async fn run(cli: Cli, settings: &Settings) -> Result<(), Failure> {
     // there; a key of the user's own (a flag, the environment) is not sent
     // to a server only that file names.
     // (A machine grant's token too: minted with the user's own secret or
-    // key, for the server it is asked for.)
+    // key, for the server it is asked for. And a login with the user's own
+    // client: the server would be handed the token, and the client's
+    // secret could be sent wherever that server's metadata points.)
     let own_key = match &auth {
         Auth::ApiKey(_) => cli.api_key.is_some() || ProcessEnv.get("MCP_API_KEY").is_some(),
         Auth::Bearer(_) | Auth::Machine(_) => true,
+        Auth::OAuth(_) => own_client,
         _ => false,
     };
     // An empty --server (a variable left unset) counts as not given.
@@ -741,4 +823,43 @@ async fn exercise(client: &Client, scenario: &Scenario) -> Result<(), OpErr> {
         client.call_tool(call).await.map_err(OpErr::Service)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{cognito_pool, is_aws_region};
+
+    #[test]
+    fn cognito_regions_and_pools_are_what_aws_names() {
+        for ok in [
+            "us-east-1",
+            "us-gov-west-1",
+            "ap-southeast-2",
+            "cn-north-1",
+            "il-central-1",
+        ] {
+            assert!(is_aws_region(ok), "{ok}");
+            assert!(cognito_pool(ok, &format!("{ok}_AbC123"), "test").is_ok());
+        }
+        for bad in [
+            "",
+            "east-1",
+            "us-east-1a",
+            "US-EAST-1",
+            "us--1",
+            "us-east-",
+            "evil.example/",
+            "us-east-1.evil.example",
+        ] {
+            assert!(!is_aws_region(bad), "{bad}");
+        }
+        for pool in [
+            "us-east-1_",
+            "us-east-1Pool",
+            "us-east-1_P/x",
+            "eu-west-1_P",
+        ] {
+            assert!(cognito_pool("us-east-1", pool, "test").is_err(), "{pool}");
+        }
+    }
 }

@@ -103,6 +103,18 @@ async fn a_server_only_dotenv_names_does_not_get_the_users_own_key() {
         (&[], &["--bearer", "token-from-flag", "list"]),
         // An empty --server (`--server "$UNSET"`) names nothing.
         (&[], &["--server", "", "--api-key", "key-from-flag", "list"]),
+        // A login with the user's own app client (and secret), or own
+        // client id: the token would go to that server.
+        (
+            &[
+                ("COGNITO_APP_CLIENT_ID", "users-app"),
+                ("COGNITO_APP_CLIENT_SECRET", "users-secret"),
+                ("COGNITO_REGION", "us-east-1"),
+                ("COGNITO_USER_POOL_ID", "us-east-1_Pool"),
+            ],
+            &["list"],
+        ),
+        (&[], &["--client-id", "app", "list"]),
         // A token minted with the user's own client secret.
         (
             &[],
@@ -150,6 +162,66 @@ async fn a_server_only_dotenv_names_does_not_get_the_users_own_key() {
     let out = client(dir.path(), &[], &["list"]).await;
     assert!(!out.status.success());
     assert_eq!(keys.lock().unwrap().first().unwrap(), "key-from-dotenv");
+}
+
+/// The Cognito app client, its secret and its pool come from one place: a
+/// `.env` (a cloned project's) naming a region or pool does not complete
+/// an app client from the environment (a region of `evil.example/` sent
+/// the user's secret to `cognito-idp.evil.example`), and a region or pool
+/// that is not what AWS names is refused, naming the setting.
+#[tokio::test]
+async fn the_cognito_app_client_and_its_pool_come_from_one_place() {
+    let (url, _) = stand_in().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join(".env"),
+        format!("MCP_SERVER_URL={url}\nCOGNITO_REGION=evil.example/\nCOGNITO_USER_POOL_ID=p\n"),
+    )
+    .unwrap();
+    let env = [
+        ("COGNITO_APP_CLIENT_ID", "users-app"),
+        ("COGNITO_APP_CLIENT_SECRET", "users-secret"),
+    ];
+    let out = client(dir.path(), &env, &["-v", "list"]).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("evil.example"), "{stderr}");
+    assert!(
+        stderr.contains(
+            "COGNITO_APP_CLIENT_ID is set (the environment) but COGNITO_REGION or COGNITO_USER_POOL_ID is not"
+        ),
+        "{stderr}"
+    );
+    for (region, pool, refused) in [
+        (
+            "evil.example/",
+            "us-east-1_Pool",
+            "COGNITO_REGION (from ./.env): not an AWS region",
+        ),
+        ("x@127.0.0.1:1/", "p", "COGNITO_REGION (from ./.env)"),
+        (
+            "us-east-1",
+            "us-east-1_P@evil.example",
+            "COGNITO_USER_POOL_ID (from ./.env)",
+        ),
+        (
+            "us-east-1",
+            "eu-west-1_Pool",
+            "COGNITO_USER_POOL_ID (from ./.env)",
+        ),
+    ] {
+        std::fs::write(
+            dir.path().join(".env"),
+            format!(
+                "MCP_SERVER_URL={url}\nCOGNITO_APP_CLIENT_ID=app\nCOGNITO_REGION={region}\n\
+                 COGNITO_USER_POOL_ID={pool}\n"
+            ),
+        )
+        .unwrap();
+        let out = client(dir.path(), &[], &["list"]).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(stderr.contains(refused), "{region} {pool}: {stderr}");
+    }
 }
 
 /// `--client-id` and `--client-secret` for a browser login, without
