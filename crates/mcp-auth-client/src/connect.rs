@@ -160,6 +160,12 @@ pub struct OAuthOptions {
     /// are already bound are still presented with proofs (RFC 9449 §7.1
     /// forbids sending them as Bearer).
     pub dpop: bool,
+    /// Send tokens to an MCP server on plain http off loopback (default
+    /// false: refused before anything is sent, since anyone on the way
+    /// could read them; OAuth 2.1 §1.5). For a network the user trusts,
+    /// such as a container network. Authorization servers need https
+    /// whatever this says.
+    pub allow_http: bool,
 }
 
 impl Default for OAuthOptions {
@@ -178,6 +184,7 @@ impl Default for OAuthOptions {
             challenge: None,
             wire: Wire::Auto,
             dpop: true,
+            allow_http: false,
         }
     }
 }
@@ -287,12 +294,57 @@ pub async fn connect(server_url: &str, auth: Auth) -> Result<Client, ClientError
 }
 
 /// [`connect`] on the given [`Wire`] (for OAuth it replaces
-/// [`OAuthOptions::wire`]).
+/// [`OAuthOptions::wire`]). Credentials are not sent to a plain-http
+/// server off loopback ([`ClientError::Config`] before anything is sent;
+/// see [`connect_with_plain_http`]).
 pub async fn connect_with(server_url: &str, auth: Auth, wire: Wire) -> Result<Client, ClientError> {
+    connect_over(server_url, auth, wire, false).await
+}
+
+/// [`connect_with`] that also sends credentials to a plain-http server off
+/// loopback (and sets [`OAuthOptions::allow_http`] /
+/// [`MachineOptions::allow_http`](crate::MachineOptions::allow_http)): for
+/// a network the user trusts, such as a container network.
+pub async fn connect_with_plain_http(
+    server_url: &str,
+    auth: Auth,
+    wire: Wire,
+) -> Result<Client, ClientError> {
+    connect_over(server_url, auth, wire, true).await
+}
+
+/// Refuses to send `what` to `server_url` when it is plain http off
+/// loopback, unless `allowed`: anyone on the way could read it (RFC 6750
+/// §5.3, OAuth 2.1 §1.5).
+pub(crate) fn require_tls(server_url: &str, what: &str, allowed: bool) -> Result<(), ClientError> {
+    let Ok(url) = url::Url::parse(server_url) else {
+        // Reported by the connection itself.
+        return Ok(());
+    };
+    match (url.scheme(), url.host()) {
+        ("http", Some(host)) if !allowed && !crate::grants::is_loopback(&host) => {
+            Err(ClientError::Config(format!(
+                "the MCP server {} is plain http off this machine: {what} would cross the \
+                 network readable by anyone on the way; use https (or --allow-http / \
+                 allow_http on a network you trust)",
+                url.origin().ascii_serialization()
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
+async fn connect_over(
+    server_url: &str,
+    auth: Auth,
+    wire: Wire,
+    allow_http: bool,
+) -> Result<Client, ClientError> {
     let presented = auth.presented();
     match auth {
         Auth::None => plain(server_url, HashMap::new(), presented, wire).await,
         Auth::ApiKey(k) => {
+            require_tls(server_url, "the API key", allow_http)?;
             let v = HeaderValue::from_str(&k).map_err(|_| {
                 ClientError::AuthRequired("the API key is not a valid header value".into())
             })?;
@@ -305,6 +357,7 @@ pub async fn connect_with(server_url: &str, auth: Auth, wire: Wire) -> Result<Cl
             .await
         }
         Auth::Bearer(t) => {
+            require_tls(server_url, "the bearer token", allow_http)?;
             let v = HeaderValue::from_str(&format!("Bearer {t}")).map_err(|_| {
                 ClientError::AuthRequired("the token is not a valid header value".into())
             })?;
@@ -316,11 +369,18 @@ pub async fn connect_with(server_url: &str, auth: Auth, wire: Wire) -> Result<Cl
             )
             .await
         }
-        Auth::OAuth(opts) => connect_oauth(server_url, &OAuthOptions { wire, ..opts })
-            .await
-            .map(|(c, _)| c),
+        Auth::OAuth(opts) => {
+            let allow_http = opts.allow_http || allow_http;
+            let opts = OAuthOptions {
+                wire,
+                allow_http,
+                ..opts
+            };
+            connect_oauth(server_url, &opts).await.map(|(c, _)| c)
+        }
         Auth::Machine(mut opts) => {
             opts.wire = wire;
+            opts.allow_http |= allow_http;
             crate::connect_machine(server_url, &opts)
                 .await
                 .map(|(c, _)| c)
@@ -881,6 +941,7 @@ pub async fn connect_oauth(
     server_url: &str,
     opts: &OAuthOptions,
 ) -> Result<(Client, Vec<String>), ClientError> {
+    require_tls(server_url, "the access token", opts.allow_http)?;
     // A secret goes only to the authorization server it belongs to, never
     // to whichever one the MCP server names.
     if opts.client_secret.is_some() && opts.client_issuer.is_none() {

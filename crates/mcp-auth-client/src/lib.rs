@@ -100,7 +100,8 @@ pub use browser::open_browser;
 pub use callback::{CallbackError, CallbackParams, CallbackServer, IssuerCheck, Redirect};
 pub use connect::{
     Auth, ClientError, OAuthOptions, Wire, auth_challenge, connect, connect_oauth, connect_with,
-    discover_issuer, insecure_authorization_warning, is_insecure_authorization_url,
+    connect_with_plain_http, discover_issuer, insecure_authorization_warning,
+    is_insecure_authorization_url,
 };
 pub use dpop::{DPOP_ALGORITHM, DpopKey, DpopKeyError};
 pub use dpop_http::DpopHttpClient;

@@ -261,6 +261,10 @@ pub struct MachineOptions {
     /// suits only a public client, sent to whichever authorization server
     /// the MCP server names.
     pub issuer: Option<String>,
+    /// Send the token to an MCP server on plain http off loopback (default
+    /// false: refused before anything is sent; see
+    /// [`OAuthOptions::allow_http`](crate::OAuthOptions::allow_http)).
+    pub allow_http: bool,
 }
 
 impl MachineOptions {
@@ -273,6 +277,7 @@ impl MachineOptions {
             challenge: None,
             dpop: true,
             issuer: None,
+            allow_http: false,
         }
     }
 }
@@ -309,6 +314,7 @@ pub async fn connect_machine(
     server_url: &str,
     opts: &MachineOptions,
 ) -> Result<(Client, Vec<String>), ClientError> {
+    crate::connect::require_tls(server_url, "the access token", opts.allow_http)?;
     if opts.issuer.is_none()
         && let Some(credential) = opts.grant.credential()
     {

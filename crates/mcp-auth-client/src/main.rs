@@ -26,7 +26,7 @@ use conformance::Scenario;
 use mcp_auth_client::{
     Auth, ClientError, FileCredentialStore, Grant, MachineClient, MachineOptions, OAuthOptions,
     SigningAlgorithm, TokenEndpoint, VARIABLES, Wire, challenge_scopes, connect_machine,
-    connect_oauth, connect_with, one_line, terminal_safe,
+    connect_oauth, connect_with, connect_with_plain_http, one_line, terminal_safe,
 };
 use mcp_auth_core::settings::{ConfigError, Lookup, ProcessEnv, Sources};
 use rmcp::model::CallToolRequestParams;
@@ -137,6 +137,11 @@ struct Cli {
     /// proofs (a bound token must not be sent as Bearer).
     #[arg(long)]
     no_dpop: bool,
+    /// Send the API key, bearer token or access token to a server on plain
+    /// http off this machine (refused without it: anyone on the way could
+    /// read them). For a network you trust, such as a container network.
+    #[arg(long)]
+    allow_http: bool,
     /// Print the login URL instead of opening a browser.
     #[arg(long)]
     no_browser: bool,
@@ -534,6 +539,7 @@ async fn run(cli: Cli, settings: &Settings) -> Result<(), Failure> {
         opts.scopes = scopes(&cli);
         opts.wire = cli.protocol;
         opts.dpop = !cli.no_dpop;
+        opts.allow_http = cli.allow_http;
         opts.issuer = cli.issuer.clone();
         Auth::Machine(Box::new(opts))
     } else if let Some(k) = Lookup::get(settings, "MCP_API_KEY") {
@@ -555,6 +561,7 @@ async fn run(cli: Cli, settings: &Settings) -> Result<(), Failure> {
             timeout: Duration::from_secs(cli.login_timeout),
             wire: cli.protocol,
             dpop: !cli.no_dpop,
+            allow_http: cli.allow_http,
             ..OAuthOptions::default()
         })
     };
@@ -597,7 +604,7 @@ async fn run(cli: Cli, settings: &Settings) -> Result<(), Failure> {
         Some(Command::Whoami) => Op::Call("whoami".into(), None),
         _ => Op::Repl,
     };
-    perform(&server, auth, &op, cli.protocol)
+    perform(&server, auth, &op, cli.protocol, cli.allow_http)
         .await
         .map_err(fail)
 }
@@ -651,7 +658,13 @@ fn union(a: &[String], b: &[String]) -> Vec<String> {
 /// [`MAX_STEP_UPS`] times. A 403 for scopes the last login already asked
 /// for ends it: the authorization server did not grant them, and asking
 /// again would not change that.
-async fn perform(server: &str, mut auth: Auth, op: &Op, wire: Wire) -> Result<(), ClientError> {
+async fn perform(
+    server: &str,
+    mut auth: Auth,
+    op: &Op,
+    wire: Wire,
+    allow_http: bool,
+) -> Result<(), ClientError> {
     // The scopes asked for and granted so far.
     let mut held: Vec<String> = Vec::new();
     for attempt in 0..=MAX_STEP_UPS {
@@ -666,6 +679,7 @@ async fn perform(server: &str, mut auth: Auth, op: &Op, wire: Wire) -> Result<()
                 held = union(&held, &scopes);
                 client
             }
+            other if allow_http => connect_with_plain_http(server, other.clone(), wire).await?,
             other => connect_with(server, other.clone(), wire).await?,
         };
         let result = match op {
@@ -811,7 +825,14 @@ async fn conformance(url: &str) -> Result<(), ClientError> {
     let scenario = Scenario::from_env();
     let mut auth = scenario.auth()?;
     conformance::pin_issuer(url, &mut auth).await?;
-    perform(url, auth, &Op::Exercise(Box::new(scenario)), Wire::Auto).await
+    perform(
+        url,
+        auth,
+        &Op::Exercise(Box::new(scenario)),
+        Wire::Auto,
+        false,
+    )
+    .await
 }
 
 /// Lists the tools, then makes the scenario's calls

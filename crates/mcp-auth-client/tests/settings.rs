@@ -164,6 +164,51 @@ async fn a_server_only_dotenv_names_does_not_get_the_users_own_key() {
     assert_eq!(keys.lock().unwrap().first().unwrap(), "key-from-dotenv");
 }
 
+/// No API key, bearer token or access token goes to a plain-http server
+/// off this machine (anyone on the way could read it) unless the user
+/// says `--allow-http`: refused before anything is sent, naming the flag.
+#[tokio::test]
+async fn a_plain_http_server_off_this_machine_gets_no_credentials_unless_allowed() {
+    let (url, keys) = stand_in().await;
+    // Not a loopback address, yet on Linux a connection to 0.0.0.0 reaches
+    // this machine: the stand-in.
+    let off = url.replacen("127.0.0.1", "0.0.0.0", 1);
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        &["--api-key", "key-from-flag", "list"][..],
+        &["--bearer", "token-from-flag", "list"],
+        // A login, and a machine grant: the access token would go there.
+        &["list"],
+        &[
+            "--client-credentials",
+            "--client-id",
+            "app",
+            "--client-secret",
+            "app-secret",
+            "--issuer",
+            "https://issuer.example",
+            "list",
+        ],
+    ] {
+        let out = client(dir.path(), &[("MCP_SERVER_URL", off.as_str())], args).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(
+            stderr.contains("is plain http off this machine") && stderr.contains("--allow-http"),
+            "{args:?}: {stderr}"
+        );
+        assert!(keys.lock().unwrap().is_empty(), "{args:?}: nothing sent");
+    }
+    let out = client(
+        dir.path(),
+        &[("MCP_SERVER_URL", off.as_str())],
+        &["--allow-http", "--api-key", "key-from-flag", "list"],
+    )
+    .await;
+    assert!(!out.status.success(), "the stand-in refuses every key");
+    assert_eq!(keys.lock().unwrap().first().unwrap(), "key-from-flag");
+}
+
 /// The Cognito app client, its secret and its pool come from one place: a
 /// `.env` (a cloned project's) naming a region or pool does not complete
 /// an app client from the environment (a region of `evil.example/` sent
