@@ -57,7 +57,7 @@ pub const VARIABLES: &[&str] = &[
     "HTTP_SESSION_TIMEOUT",
     "HTTP_SESSION_CLEANUP_INTERVAL",
 ];
-pub use policy::{SessionLimits, SessionPolicy, owner_of, session_owner, subject_of};
+pub use policy::{SessionLimits, SessionPolicy, owner_of, owner_parts, session_owner, subject_of};
 #[cfg(feature = "redis")]
 pub use redis_store::RedisStore;
 pub use shared::{StoreReplayCache, shared_secret};

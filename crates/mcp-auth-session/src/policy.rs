@@ -152,20 +152,81 @@ impl SessionLimits {
 }
 
 /// The identity a session is bound to: issuer, subject and client id, joined
-/// with a separator no identifier contains.
+/// with U+001F. Within a part, U+001E is written as U+001E `e` and U+001F as
+/// U+001E `s`, so no two identities share an owner whatever their
+/// identifiers hold (`("a\u{1f}b", "c")` and `("a", "b\u{1f}c")` were one
+/// owner), and the separators are the only U+001F in it. Identifiers
+/// without either character are written as they are.
 ///
 /// ```
 /// use mcp_auth_core::Principal;
 /// let a = Principal::new("alice", "oauth2").with_issuer("https://as").with_client_id("app");
 /// assert_eq!(mcp_auth_session::owner_of(&a), "https://as\u{1f}alice\u{1f}app");
+/// let b = Principal::new("a\u{1f}b", "oauth2").with_client_id("c");
+/// let c = Principal::new("a", "oauth2").with_client_id("b\u{1f}c");
+/// assert_ne!(mcp_auth_session::owner_of(&b), mcp_auth_session::owner_of(&c));
 /// ```
 pub fn owner_of(p: &Principal) -> String {
     let (iss, sub, cid) = p.identity_key();
-    format!(
-        "{}\u{1f}{sub}\u{1f}{}",
-        iss.unwrap_or_default(),
-        cid.unwrap_or_default()
-    )
+    let mut owner =
+        String::with_capacity(iss.map_or(0, str::len) + sub.len() + cid.map_or(0, str::len) + 2);
+    escape_into(&mut owner, iss.unwrap_or_default());
+    owner.push('\u{1f}');
+    escape_into(&mut owner, sub);
+    owner.push('\u{1f}');
+    escape_into(&mut owner, cid.unwrap_or_default());
+    owner
+}
+
+/// `part` of an owner, escaped (see [`owner_of`]).
+fn escape_into(out: &mut String, part: &str) {
+    if !part.contains(['\u{1e}', '\u{1f}']) {
+        out.push_str(part);
+        return;
+    }
+    for c in part.chars() {
+        match c {
+            '\u{1e}' => out.push_str("\u{1e}e"),
+            '\u{1f}' => out.push_str("\u{1e}s"),
+            c => out.push(c),
+        }
+    }
+}
+
+/// An owner's issuer, subject and client id (empty when it had none), as
+/// [`owner_of`] wrote them; `None` for anything else.
+///
+/// ```
+/// use mcp_auth_core::Principal;
+/// let p = Principal::new("a\u{1f}b", "oauth2").with_issuer("https://as");
+/// let owner = mcp_auth_session::owner_of(&p);
+/// assert_eq!(
+///     mcp_auth_session::owner_parts(&owner),
+///     Some(("https://as".into(), "a\u{1f}b".into(), String::new()))
+/// );
+/// ```
+pub fn owner_parts(owner: &str) -> Option<(String, String, String)> {
+    let unescape = |part: &str| -> Option<String> {
+        let mut out = String::with_capacity(part.len());
+        let mut chars = part.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '\u{1e}' => match chars.next()? {
+                    'e' => out.push('\u{1e}'),
+                    's' => out.push('\u{1f}'),
+                    _ => return None,
+                },
+                c => out.push(c),
+            }
+        }
+        Some(out)
+    };
+    let mut parts = owner.split('\u{1f}');
+    let (iss, sub, cid) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() {
+        return None;
+    }
+    Some((unescape(iss)?, unescape(sub)?, unescape(cid)?))
 }
 
 /// The user part of an owner: issuer and subject, without the client id.
@@ -198,6 +259,57 @@ pub fn session_owner(p: Option<&Principal>) -> Option<String> {
 mod tests {
     use super::*;
     use std::collections::HashMap;
+
+    /// Identifiers holding the separator (or the escape) neither share an
+    /// owner nor escape their subject's count, and come back unchanged.
+    #[test]
+    fn owners_keep_identities_apart_whatever_they_hold() {
+        let p = |iss: &str, sub: &str, cid: &str| {
+            Principal::new(sub, "oauth2")
+                .with_issuer(iss)
+                .with_client_id(cid)
+        };
+        let odd = [
+            "",
+            "a",
+            "\u{1f}",
+            "\u{1e}",
+            "\u{1e}s",
+            "a\u{1f}b",
+            "\u{1e}e\u{1f}",
+            "s",
+            "e",
+        ];
+        let mut owners = HashMap::new();
+        for iss in odd {
+            for sub in odd.iter().filter(|s| !s.is_empty()) {
+                for cid in odd.iter().filter(|c| !c.is_empty()) {
+                    let owner = owner_of(&p(iss, sub, cid));
+                    assert_eq!(owner.matches('\u{1f}').count(), 2, "{owner:?}");
+                    let before = owners.insert(owner.clone(), (iss, *sub, *cid));
+                    assert_eq!(before, None, "{owner:?} twice");
+                    assert_eq!(
+                        owner_parts(&owner),
+                        Some((iss.to_owned(), (*sub).to_owned(), (*cid).to_owned()))
+                    );
+                    // The subject's count is the subject's, whatever the
+                    // client id holds.
+                    assert_eq!(
+                        subject_of(&owner),
+                        subject_of(&owner_of(&p(iss, sub, "app")))
+                    );
+                }
+            }
+        }
+        for bad in [
+            "a\u{1f}b",
+            "a\u{1f}b\u{1f}c\u{1f}d",
+            "a\u{1e}x\u{1f}b\u{1f}c",
+            "a\u{1e}\u{1f}b\u{1f}c",
+        ] {
+            assert_eq!(owner_parts(bad), None, "{bad:?}");
+        }
+    }
 
     fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         pairs

@@ -332,16 +332,12 @@ pub(crate) fn expired_session_record(id: &str, owner: Option<&str>) -> AuditReco
     let mut record = AuditRecord::new("session_end", "expire", 0);
     record.reason = Some("expired".to_owned());
     record.session_id = Some(id.to_owned());
-    // An owner is `issuer 0x1f subject 0x1f client id`
-    // (`mcp_auth_session::owner_of`); anything else is left out rather
-    // than guessed at.
-    let parts: Vec<&str> = owner
-        .map(|o| o.split('\u{1f}').collect())
-        .unwrap_or_default();
-    if let [issuer, subject, client_id] = parts[..]
+    // An owner as `mcp_auth_session::owner_of` writes it; anything else is
+    // left out rather than guessed at.
+    if let Some((issuer, subject, client_id)) = owner.and_then(mcp_auth_session::owner_parts)
         && !subject.is_empty()
     {
-        let some = |v: &str| (!v.is_empty()).then(|| v.to_owned());
+        let some = |v: String| (!v.is_empty()).then_some(v);
         record.issuer = some(issuer);
         record.subject = some(subject);
         record.client_id = some(client_id);
