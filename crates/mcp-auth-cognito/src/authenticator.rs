@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use mcp_auth_core::{
     AuthError, AuthRequest, Authenticator, ChallengeScheme, Principal,
-    settings::{ConfigError, Lookup, parse_bool, parse_list},
+    settings::{ConfigError, Lookup, parse_bool, parse_list, parse_nonempty_list},
 };
 use url::Url;
 
@@ -64,16 +64,23 @@ impl CognitoAuthenticator {
             ConfigError::new("COGNITO_USER_POOL_ID", "required for the cognito strategy")
         })?;
         let mut b = CognitoVerifier::builder(&region, &pool).map_err(config_error)?;
-        let clients = parse_list(l, "COGNITO_APP_CLIENT_ID").ok_or_else(|| {
+        let clients = parse_nonempty_list(l, "COGNITO_APP_CLIENT_ID")?.ok_or_else(|| {
             ConfigError::new(
                 "COGNITO_APP_CLIENT_ID",
                 "required: the app client ids whose tokens are accepted (`*` for any client of the pool)",
             )
         })?;
-        b = b.client_ids(if clients.iter().any(|c| c == "*") {
-            None
-        } else {
-            Some(clients)
+        b = b.client_ids(match clients.iter().any(|c| c == "*") {
+            // `client1,*` would accept every app client of the pool while
+            // it reads as a list.
+            true if clients.len() > 1 => {
+                return Err(ConfigError::new(
+                    "COGNITO_APP_CLIENT_ID",
+                    "`*` (any app client of the pool) cannot be listed with client ids",
+                ));
+            }
+            true => None,
+            false => Some(clients),
         });
         let token_use = match l
             .get("COGNITO_TOKEN_USE")
@@ -92,10 +99,10 @@ impl CognitoAuthenticator {
             }
         };
         b = b.token_use(token_use);
-        if let Some(g) = parse_list(l, "COGNITO_REQUIRED_GROUPS") {
+        if let Some(g) = parse_nonempty_list(l, "COGNITO_REQUIRED_GROUPS")? {
             b = b.required_groups(g);
         }
-        if let Some(s) = parse_list(l, "COGNITO_REQUIRED_SCOPES") {
+        if let Some(s) = parse_nonempty_list(l, "COGNITO_REQUIRED_SCOPES")? {
             b = b.required_scopes(s);
         }
         b = b.server_resource(server_url.as_str());
@@ -290,7 +297,24 @@ mod tests {
             (
                 with("COGNITO_APP_CLIENT_ID", " , "),
                 "COGNITO_APP_CLIENT_ID",
-                "client_ids is an empty list: no token could pass",
+                "the list names nothing (only commas): name at least one, or leave it unset",
+            ),
+            // Read as a list, it accepted every app client of the pool.
+            (
+                with("COGNITO_APP_CLIENT_ID", "client1,*"),
+                "COGNITO_APP_CLIENT_ID",
+                "`*` (any app client of the pool) cannot be listed with client ids",
+            ),
+            // Read as "nothing required", the checks were skipped.
+            (
+                with("COGNITO_REQUIRED_GROUPS", ","),
+                "COGNITO_REQUIRED_GROUPS",
+                "the list names nothing (only commas): name at least one, or leave it unset",
+            ),
+            (
+                with("COGNITO_REQUIRED_SCOPES", " ,, "),
+                "COGNITO_REQUIRED_SCOPES",
+                "the list names nothing (only commas): name at least one, or leave it unset",
             ),
             (
                 with("COGNITO_REGION", "EU West"),

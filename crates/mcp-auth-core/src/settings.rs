@@ -185,6 +185,28 @@ pub fn parse_list(l: &dyn Lookup, name: &str) -> Option<Vec<String>> {
     })
 }
 
+/// [`parse_list`] for a setting that must name something when it is set:
+/// a value of only commas and spaces (which would read as "nothing
+/// required") is an error naming the setting.
+///
+/// ```
+/// use std::collections::HashMap;
+/// use mcp_auth_core::settings::parse_nonempty_list;
+/// let m = HashMap::from([("A".to_owned(), "x, y".to_owned()), ("B".to_owned(), " , ".to_owned())]);
+/// assert_eq!(parse_nonempty_list(&m, "A").unwrap(), Some(vec!["x".to_owned(), "y".to_owned()]));
+/// assert_eq!(parse_nonempty_list(&m, "C").unwrap(), None);
+/// assert!(parse_nonempty_list(&m, "B").unwrap_err().to_string().starts_with("B: "));
+/// ```
+pub fn parse_nonempty_list(l: &dyn Lookup, name: &str) -> Result<Option<Vec<String>>, ConfigError> {
+    match parse_list(l, name) {
+        Some(list) if list.is_empty() => Err(ConfigError::new(
+            name,
+            "the list names nothing (only commas): name at least one, or leave it unset",
+        )),
+        list => Ok(list),
+    }
+}
+
 /// The settings of a program, layered from its sources: command-line flags
 /// win over the process environment, which wins over `.env`, which wins
 /// over a TOML file; defaults are the readers' own. Every source uses the

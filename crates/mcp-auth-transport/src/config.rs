@@ -19,7 +19,7 @@
 use std::time::Duration;
 
 use mcp_auth_core::settings::{
-    ConfigError, Lookup, parse_bool, parse_list, parse_millis, parse_size,
+    ConfigError, Lookup, parse_bool, parse_list, parse_millis, parse_nonempty_list, parse_size,
 };
 use url::Url;
 
@@ -343,7 +343,8 @@ impl HttpConfig {
         cfg.cors.credentials = parse_bool(l, "HTTP_CORS_CREDENTIALS", false)?;
         cfg.max_request_bytes = parse_size(l, "HTTP_MAX_REQUEST_SIZE", cfg.max_request_bytes)?;
         cfg.request_timeout = parse_millis(l, "HTTP_REQUEST_TIMEOUT", cfg.request_timeout)?;
-        cfg.required_scopes = parse_list(l, "MCP_OAUTH_REQUIRED_SCOPES").unwrap_or_default();
+        cfg.required_scopes =
+            parse_nonempty_list(l, "MCP_OAUTH_REQUIRED_SCOPES")?.unwrap_or_default();
         cfg.tool_scopes = std::mem::take(&mut cfg.tool_scopes).with_settings(l)?;
         if let Some(v) = l.get("MCP_SCOPE_IMPLIES") {
             cfg.scope_hierarchy = crate::ScopeHierarchy::parse(&v)
@@ -442,6 +443,19 @@ mod tests {
                 .unwrap_err();
             assert_eq!(e.variable, "MCP_SCOPE_IMPLIES", "{bad}");
         }
+    }
+
+    /// Scopes that are set but name nothing (`MCP_OAUTH_REQUIRED_SCOPES=,`)
+    /// are refused, not read as "no scope required".
+    #[test]
+    fn required_scopes_that_name_nothing_are_refused() {
+        let url = Url::parse("http://127.0.0.1:8001/mcp").unwrap();
+        let read = |v: &str| {
+            HttpConfig::from_settings(&vars(&[("MCP_OAUTH_REQUIRED_SCOPES", v)]), url.clone())
+        };
+        assert_eq!(read("a, b").unwrap().required_scopes, ["a", "b"]);
+        let e = read(" , ").unwrap_err();
+        assert_eq!(e.variable, "MCP_OAUTH_REQUIRED_SCOPES");
     }
 
     #[test]
