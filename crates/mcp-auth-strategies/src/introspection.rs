@@ -140,11 +140,19 @@ impl Introspector {
             Ok(p) => {
                 if c.positive.len() >= CAPACITY {
                     c.positive.retain(|_, (_, u)| *u > now);
+                    // Still full of live answers: an eighth of them go
+                    // (whichever come first; they are asked for again when
+                    // next presented), so a full cache neither stops
+                    // caching nor scans itself for every new token.
+                    if c.positive.len() >= CAPACITY {
+                        let gone: Vec<Key> =
+                            c.positive.keys().take(CAPACITY / 8).copied().collect();
+                        for k in gone {
+                            c.positive.remove(&k);
+                        }
+                    }
                 }
-                // Still full of live answers: skip caching rather than evict one.
-                if c.positive.len() < CAPACITY {
-                    c.positive.insert(key, (p.clone(), until));
-                }
+                c.positive.insert(key, (p.clone(), until));
             }
             Err(e) => {
                 if c.negative.len() >= CAPACITY {
@@ -310,10 +318,16 @@ impl Introspector {
         if body.get("sub").is_some() && str_of("sub").is_none() {
             return refuse("sub names nobody");
         }
-        let Some(subject) = str_of("sub")
-            .or_else(|| str_of("username"))
-            .or_else(|| str_of("client_id"))
-        else {
+        // No `sub`: a token of the client itself (client credentials), whose
+        // subject is the client. One naming a user only by `username` is
+        // refused: a username can be renamed or given to someone else, and
+        // the new holder would take over the old one's sessions (OIDC Core
+        // 5.7: only `iss` + `sub` are stable). Keycloak leaves `sub` out
+        // without its `basic` client scope.
+        if str_of("sub").is_none() && str_of("username").is_some() {
+            return refuse("no sub (a username is not a stable subject)");
+        }
+        let Some(subject) = str_of("sub").or_else(|| str_of("client_id")) else {
             return refuse("no subject");
         };
         let mut p = Principal::new(subject, strategy).with_scopes(
@@ -481,11 +495,36 @@ mod tests {
         let mut b = without("sub");
         b["client_id"] = json!("app");
         assert_eq!(i.judge(&b, "oauth2", now).0.unwrap().subject, "app");
+        // A user named only by `username` (renamable, reusable): refused,
+        // with or without a client.
+        b["username"] = json!("alice");
+        assert!(i.judge(&b, "oauth2", now).0.is_err(), "username and client");
+        b.as_object_mut().unwrap().remove("client_id");
+        assert!(i.judge(&b, "oauth2", now).0.is_err(), "username alone");
         let (ok, ttl) = i.judge(&with("token_type", json!("Bearer")), "oauth2", now);
         assert_eq!(ok.unwrap().subject, "u");
         assert_eq!(ttl, MAX_TTL);
         let (_, ttl) = i.judge(&with("exp", json!(now + 5)), "oauth2", now);
         assert_eq!(ttl, Duration::from_secs(5), "never cached past exp");
+    }
+
+    /// A cache full of live answers keeps caching new ones (it stopped,
+    /// and every new token then rescanned it under the lock), and stays
+    /// within its capacity.
+    #[test]
+    fn a_full_cache_still_caches_new_answers() {
+        let i = intro();
+        let key = |n: usize| {
+            let mut k = [0u8; 32];
+            k[..8].copy_from_slice(&(n as u64).to_le_bytes());
+            k
+        };
+        for n in 0..(CAPACITY + 10) {
+            let p = Principal::new(format!("u{n}"), "oauth2");
+            i.store(key(n), &Ok(p), Duration::from_secs(60));
+            assert!(matches!(i.cached(&key(n)), Some(Ok(_))), "{n}");
+        }
+        assert!(i.with_caches(|c| c.positive.len()) <= CAPACITY);
     }
 
     #[test]
