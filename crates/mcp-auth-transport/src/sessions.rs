@@ -361,12 +361,19 @@ impl Settings {
             None => None,
         };
         // A `GET` opens the session's stream for what the server sends on
-        // its own: watched, below, for as long as it is open.
+        // its own: watched, below, for as long as it is open, and no
+        // longer than the credential that opened it is valid.
         let stream = (req.method() == Method::GET).then(|| inner.clone());
+        let until = req
+            .extensions()
+            .get::<Principal>()
+            .and_then(|p| p.expires_at);
         let resp = inner.call(req).await?;
         if resp.status() != StatusCode::NOT_FOUND {
             let resp = match stream {
-                Some(closer) if is_event_stream(&resp) => self.watched(resp, sid, owner, closer),
+                Some(closer) if is_event_stream(&resp) => {
+                    self.watched(resp, sid, owner, closer, until)
+                }
                 _ => resp,
             };
             return Ok(match busy {
@@ -405,8 +412,18 @@ impl Settings {
     /// anonymously ends once the session is bound to a principal. Without this,
     /// a stream and its worker outlived the session in the store, its
     /// place under the caps freed. A store that cannot be reached keeps the
-    /// stream (it is checked again).
-    fn watched<S>(&self, resp: Response, sid: String, owner: Option<String>, closer: S) -> Response
+    /// stream (it is checked again). The stream also ends at `until`, when
+    /// the credential that opened it expires (the session goes on: the
+    /// client opens a new stream with a fresh one); it went on receiving
+    /// for as long as it stayed open.
+    fn watched<S>(
+        &self,
+        resp: Response,
+        sid: String,
+        owner: Option<String>,
+        closer: S,
+        until: Option<std::time::SystemTime>,
+    ) -> Response
     where
         S: Service<Request<Body>, Response = Response> + Send + 'static,
         S::Future: Send,
@@ -419,9 +436,26 @@ impl Settings {
         let open = tokio_util::sync::CancellationToken::new();
         let (end, still_open) = (ended.clone(), open.clone());
         tokio::spawn(async move {
+            let expired = async move {
+                match until {
+                    Some(at) => {
+                        let left = at
+                            .duration_since(std::time::SystemTime::now())
+                            .unwrap_or_default();
+                        tokio::time::sleep(left).await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::pin!(expired);
             let gone = loop {
                 tokio::select! {
                     () = still_open.cancelled() => return,
+                    () = &mut expired => {
+                        end.cancel();
+                        tracing::debug!("the credential that opened this event stream expired: the stream ends");
+                        return;
+                    }
                     () = tokio::time::sleep(every) => {}
                 }
                 match store.lookup_as(&sid, owner.as_deref(), &limits).await {

@@ -1,7 +1,8 @@
-//! Two replicas over one session store, in process: a worker one replica
-//! restored for a session that then ended through the other does not
-//! outlive the session (it would run until rmcp's idle timeout, outside
-//! the caps).
+//! Sessions' workers and event streams, in process: a worker one replica
+//! restored for a session that then ended through the other (two replicas
+//! over one store) does not outlive the session (it would run until rmcp's
+//! idle timeout, outside the caps), and an event stream does not outlive
+//! the credential that opened it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::{
@@ -15,6 +16,7 @@ use std::{
 
 use axum::{Router, body::Body, extract::ConnectInfo};
 use http::Request;
+use mcp_auth_core::{AuthError, AuthRequest, ChallengeScheme, FnAuthenticator, Principal};
 use mcp_auth_session::{MemoryStore, SharedStore};
 use mcp_auth_strategies::ApiKeyAuthenticator;
 use mcp_auth_transport::{HttpConfig, McpHttpApp};
@@ -58,10 +60,19 @@ impl ServerHandler for Noop {}
 /// expire after `idle` unused) and its live handlers. Keep the app: its
 /// background tasks stop with it.
 fn replica(store: &SharedStore, idle: Duration) -> (McpHttpApp, Router, Arc<AtomicUsize>) {
+    replica_with(store, idle, ApiKeyAuthenticator::from_list(KEY).unwrap())
+}
+
+/// [`replica`] with `auth`.
+fn replica_with(
+    store: &SharedStore,
+    idle: Duration,
+    auth: impl mcp_auth_core::Authenticator + 'static,
+) -> (McpHttpApp, Router, Arc<AtomicUsize>) {
     let mut config = HttpConfig::new(URL.parse().unwrap());
     config.session_limits.max_per_principal = 2;
     config.session_limits.idle_timeout = idle;
-    let app = McpHttpApp::new(config, ApiKeyAuthenticator::from_list(KEY).unwrap())
+    let app = McpHttpApp::new(config, auth)
         .unwrap()
         .with_store(store.clone());
     let live = Arc::new(AtomicUsize::new(0));
@@ -191,4 +202,43 @@ async fn an_event_streams_worker_goes_when_its_session_ends_elsewhere() {
         .expect("the stream ended")
         .unwrap();
     assert_eq!(settles(&live_b, 0, Duration::from_secs(2)).await, 0);
+}
+
+/// An event stream ends when the credential that opened it expires (it
+/// went on receiving what the server sends for as long as it stayed
+/// open); the session goes on with a fresh credential.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_stream_ends_when_its_credential_expires() {
+    // Any X-API-Key lets alice in, for 2 s from each request.
+    let expiring = FnAuthenticator::new(|req: AuthRequest| async move {
+        match req.headers.get("x-api-key") {
+            Some(_) => Ok(Principal::new("alice", "test")
+                .with_expiry(std::time::SystemTime::now() + Duration::from_secs(2))),
+            None => Err(AuthError::MissingCredentials),
+        }
+    })
+    .with_scheme(ChallengeScheme::ApiKey {
+        header: "X-API-Key".into(),
+    });
+    let store: SharedStore = Arc::new(MemoryStore::new());
+    let (_app, a, _) = replica_with(&store, Duration::from_secs(1800), expiring);
+    let (status, sid) = send(&a, req("POST", None, INIT)).await;
+    assert_eq!(status, 200);
+    let sid = sid.unwrap();
+    let mut get = req("GET", Some(&sid), "");
+    get.headers_mut().insert(
+        "accept",
+        http::HeaderValue::from_static("text/event-stream"),
+    );
+    let opened = std::time::Instant::now();
+    let stream = a.clone().oneshot(get).await.unwrap();
+    assert_eq!(stream.status(), 200);
+    let body = axum::body::to_bytes(stream.into_body(), 1 << 20);
+    tokio::time::timeout(Duration::from_secs(6), body)
+        .await
+        .expect("the stream ended")
+        .unwrap();
+    let open_for = opened.elapsed();
+    assert!(open_for >= Duration::from_millis(1500), "{open_for:?}");
+    assert_eq!(send(&a, req("POST", Some(&sid), LIST)).await.0, 200);
 }
