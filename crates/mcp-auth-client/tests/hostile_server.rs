@@ -401,3 +401,77 @@ async fn a_redirect_to_another_port_is_not_followed() {
         "the redirect was followed"
     );
 }
+
+/// A server at `<base>/tenant/mcp` whose protected-resource metadata
+/// names a parent path as its `resource` (the whole origin here) gets no
+/// login: the token would be asked for that resource (RFC 8707) and handed
+/// to this server, a token for its neighbours on the origin too. RFC 9728
+/// §3.3: a `resource` that is not the server's URL is not used. The
+/// server's own URL is.
+#[tokio::test]
+async fn a_parent_resource_in_the_metadata_gets_no_login() {
+    for (named, refused) in [("/", true), ("/tenant/", true), ("/tenant/mcp", false)] {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
+        let asked: Arc<Mutex<Vec<String>>> = Arc::default();
+        let (b1, b2, b3, seen) = (base.clone(), base.clone(), base.clone(), asked.clone());
+        let app = Router::new()
+            .route(
+                "/tenant/mcp",
+                post(move || async move {
+                    let challenge = format!(
+                        "Bearer resource_metadata=\"{b1}/.well-known/oauth-protected-resource/tenant/mcp\""
+                    );
+                    (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, challenge)])
+                }),
+            )
+            .route(
+                "/.well-known/oauth-protected-resource/tenant/mcp",
+                get(move || async move {
+                    Json(json!({"resource": format!("{b2}{named}"), "authorization_servers": [b2]}))
+                }),
+            )
+            .route(
+                "/.well-known/oauth-authorization-server",
+                get(move || async move {
+                    Json(json!({
+                        "issuer": b3,
+                        "authorization_endpoint": format!("{b3}/authorize"),
+                        "token_endpoint": format!("{b3}/token"),
+                        "response_types_supported": ["code"],
+                        "code_challenge_methods_supported": ["S256"],
+                    }))
+                }),
+            )
+            .route(
+                "/authorize",
+                get(move |Query(q): Query<HashMap<String, String>>| async move {
+                    seen.lock()
+                        .unwrap()
+                        .push(q.get("resource").cloned().unwrap_or_default());
+                    StatusCode::BAD_REQUEST
+                }),
+            );
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let server = format!("{base}/tenant/mcp");
+        let opts = mcp_auth_client::OAuthOptions {
+            client_id: Some("public-app".into()),
+            callback_port: 0,
+            open_browser: false,
+            headless: true,
+            persist: false,
+            timeout: std::time::Duration::from_secs(2),
+            ..mcp_auth_client::OAuthOptions::default()
+        };
+        let Err(e) = mcp_auth_client::connect_oauth(&server, &opts).await else {
+            panic!("{named}: the stand-in never lets anyone in");
+        };
+        let asked = asked.lock().unwrap().clone();
+        if refused {
+            assert!(e.to_string().contains("RFC 9728"), "{named}: {e}");
+            assert!(asked.is_empty(), "{named}: a login was started: {asked:?}");
+        } else {
+            assert_eq!(asked.len(), 1, "{named}: {e}");
+        }
+    }
+}
