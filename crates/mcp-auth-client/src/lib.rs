@@ -132,6 +132,8 @@ pub const VARIABLES: &[&str] = &[
     "COGNITO_APP_CLIENT_ID",
     "COGNITO_APP_CLIENT_SECRET",
     // From the process environment only.
+    "MCP_CLIENT_SECRET",
+    "MCP_IDP_CLIENT_SECRET",
     "LOG_LEVEL",
     "MCP_AUTH_CLIENT_HOME",
     "XDG_CONFIG_HOME",

@@ -50,6 +50,8 @@ else from ./.env (never exported; a .env that cannot be parsed is an error):
                                from the environment when it names an app client, else all from
                                ./.env (a server only ./.env names gets no app client of yours)
 Read from the environment only:
+  MCP_CLIENT_SECRET,         --client-secret and --idp-client-secret, read only with --client-id
+  MCP_IDP_CLIENT_SECRET        (--idp-client-id), to keep them out of the process list
   MCP_AUTH_CLIENT_HOME       where tokens (credentials/, per server) and dynamic client
                              registrations (registrations/, per authorization server) are kept;
                              default $XDG_CONFIG_HOME/mcp-auth-client, else ~/.config/mcp-auth-client
@@ -75,7 +77,8 @@ struct Cli {
     #[arg(long)]
     client_id: Option<String>,
     /// The --client-id's secret, for a confidential client (requires
-    /// --issuer).
+    /// --issuer) [env: MCP_CLIENT_SECRET, read with --client-id only; out of
+    /// the process list, where other local users can read a flag].
     #[arg(long, requires = "client_id")]
     client_secret: Option<String>,
     /// The authorization server (its issuer URL) --client-id is registered
@@ -128,7 +131,8 @@ struct Cli {
     /// This application's client id at the enterprise IdP.
     #[arg(long, requires = "enterprise_id_token")]
     idp_client_id: Option<String>,
-    /// Its secret at the IdP, for a confidential client there.
+    /// Its secret at the IdP, for a confidential client there [env:
+    /// MCP_IDP_CLIENT_SECRET, read with --idp-client-id only].
     #[arg(long, requires = "idp_client_id")]
     idp_client_secret: Option<String>,
     /// Do not ask for DPoP-bound tokens (RFC 9449) even when the
@@ -251,7 +255,16 @@ impl std::fmt::Display for Failure {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    // Secrets from the process environment when not on the command line,
+    // where any local user reads them in the process list. Never from
+    // `./.env`: a project's file does not hold the user's secrets.
+    if cli.client_secret.is_none() && cli.client_id.is_some() {
+        cli.client_secret = ProcessEnv.get("MCP_CLIENT_SECRET");
+    }
+    if cli.idp_client_secret.is_none() && cli.idp_client_id.is_some() {
+        cli.idp_client_secret = ProcessEnv.get("MCP_IDP_CLIENT_SECRET");
+    }
     init_logging(cli.verbose);
     let settings = match settings(&cli) {
         Ok(s) => s,

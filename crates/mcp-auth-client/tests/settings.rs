@@ -209,6 +209,45 @@ async fn a_plain_http_server_off_this_machine_gets_no_credentials_unless_allowed
     assert_eq!(keys.lock().unwrap().first().unwrap(), "key-from-flag");
 }
 
+/// `--client-secret` may come from `MCP_CLIENT_SECRET` in the process
+/// environment (out of the process list), read only with `--client-id`;
+/// never from `./.env`. Seen here by the check a secret needs: its issuer.
+#[tokio::test]
+async fn a_client_secret_may_come_from_the_environment_not_dotenv() {
+    let (url, keys) = stand_in().await;
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "--server",
+        url.as_str(),
+        "--client-credentials",
+        "--client-id",
+        "app",
+        "list",
+    ];
+    let out = client(dir.path(), &[("MCP_CLIENT_SECRET", "env-secret")], &args).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("--client-secret needs --issuer"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("env-secret"), "{stderr}");
+    // The same in ./.env: not read (a public client, sent on).
+    std::fs::write(dir.path().join(".env"), "MCP_CLIENT_SECRET=dotenv-secret\n").unwrap();
+    let out = client(dir.path(), &[], &args).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("needs --issuer"), "{stderr}");
+    // And without --client-id it is not read at all (an API key goes on).
+    let out = client(
+        dir.path(),
+        &[("MCP_CLIENT_SECRET", "env-secret")],
+        &["--server", &url, "--api-key", "key-from-flag", "list"],
+    )
+    .await;
+    assert!(!out.status.success());
+    assert_eq!(keys.lock().unwrap().last().unwrap(), "key-from-flag");
+}
+
 /// The Cognito app client, its secret and its pool come from one place: a
 /// `.env` (a cloned project's) naming a region or pool does not complete
 /// an app client from the environment (a region of `evil.example/` sent
