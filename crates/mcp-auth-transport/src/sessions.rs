@@ -29,6 +29,7 @@
 //! - when the store cannot answer, nothing is created or served: 503.
 
 use std::{
+    collections::HashMap,
     sync::Arc,
     task::{Context, Poll},
 };
@@ -46,6 +47,7 @@ use mcp_auth_session::{
 use rmcp::transport::streamable_http_server::session::{
     SessionState, SessionStore as RmcpStore, SessionStoreError,
 };
+use tokio_util::sync::CancellationToken;
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -66,6 +68,63 @@ struct Settings {
     auth: AuthLayer,
     max_body: usize,
     parking: Option<Arc<crate::park::Parking>>,
+    anonymous: AnonymousStreams,
+}
+
+/// The event streams opened anonymously in this process, by session: they
+/// end at once when the session is bound to a principal here (another
+/// replica's binding they find at their next check).
+#[derive(Clone, Default)]
+struct AnonymousStreams(Arc<std::sync::Mutex<HashMap<String, (CancellationToken, usize)>>>);
+
+impl AnonymousStreams {
+    fn with<T>(&self, f: impl FnOnce(&mut HashMap<String, (CancellationToken, usize)>) -> T) -> T {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut m)
+    }
+
+    /// A stream of `sid` opens: cancelled when the session is bound; the
+    /// guard counts it until it ends.
+    fn open(&self, sid: &str) -> (CancellationToken, AnonymousStream) {
+        let token = self.with(|m| {
+            let e = m
+                .entry(sid.to_owned())
+                .or_insert_with(|| (CancellationToken::new(), 0));
+            e.1 += 1;
+            e.0.clone()
+        });
+        let guard = AnonymousStream {
+            streams: self.clone(),
+            sid: sid.to_owned(),
+        };
+        (token, guard)
+    }
+
+    /// `sid` was bound to a principal: its anonymous streams end.
+    fn bound(&self, sid: &str) {
+        if let Some((token, _)) = self.with(|m| m.remove(sid)) {
+            token.cancel();
+        }
+    }
+}
+
+/// One anonymous stream open (see [`AnonymousStreams::open`]).
+struct AnonymousStream {
+    streams: AnonymousStreams,
+    sid: String,
+}
+
+impl Drop for AnonymousStream {
+    fn drop(&mut self) {
+        self.streams.with(|m| {
+            if let Some(e) = m.get_mut(&self.sid) {
+                e.1 = e.1.saturating_sub(1);
+                if e.1 == 0 {
+                    m.remove(&self.sid);
+                }
+            }
+        });
+    }
 }
 
 impl SessionLayer {
@@ -86,6 +145,7 @@ impl SessionLayer {
                 auth,
                 max_body,
                 parking: None,
+                anonymous: AnonymousStreams::default(),
             }),
         }
     }
@@ -312,6 +372,7 @@ impl Settings {
             (Some(me), None) => match self.store.bind(&sid, me, &self.limits).await {
                 Ok(Bind::Owner(o)) if o == *me => {
                     tracing::debug!("anonymous session bound to its first principal");
+                    self.anonymous.bound(&sid);
                 }
                 Ok(Bind::Full) => return Ok(cap_reached(Full::Principal)),
                 Ok(_) => return Ok(not_found()),
@@ -432,10 +493,19 @@ impl Settings {
         let (store, limits) = (self.store.clone(), self.limits);
         let parking = self.parking.clone();
         let every = stream_check_every(&limits);
+        // Opened anonymously: ended at once by a binding here.
+        let (bound, anonymous) = match owner {
+            None => {
+                let (token, guard) = self.anonymous.open(&sid);
+                (token, Some(guard))
+            }
+            Some(_) => (CancellationToken::new(), None),
+        };
         let ended = tokio_util::sync::CancellationToken::new();
         let open = tokio_util::sync::CancellationToken::new();
         let (end, still_open) = (ended.clone(), open.clone());
         tokio::spawn(async move {
+            let _anonymous = anonymous;
             let expired = async move {
                 match until {
                     Some(at) => {
@@ -456,6 +526,7 @@ impl Settings {
                         tracing::debug!("the credential that opened this event stream expired: the stream ends");
                         return;
                     }
+                    () = bound.cancelled() => break false,
                     () = tokio::time::sleep(every) => {}
                 }
                 match store.lookup_as(&sid, owner.as_deref(), &limits).await {
