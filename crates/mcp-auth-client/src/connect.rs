@@ -1130,25 +1130,6 @@ pub async fn connect_oauth(
     let parsed = url::Url::parse(&url).map_err(|e| {
         ClientError::Authorization(format!("the authorization URL is not a URL: {e}"))
     })?;
-    // The token is asked for this server (RFC 8707 `resource`), never for
-    // another resource its metadata names: rmcp takes a parent path of the
-    // server's URL too (`https://host/` for `https://host/tenant/mcp`),
-    // which would have the authorization server mint a token for the whole
-    // origin and hand it to this server. RFC 9728 §3.3: a `resource` that
-    // is not this server's URL is not used.
-    if let Some(resource) = parsed
-        .query_pairs()
-        .find(|(k, _)| k == "resource")
-        .map(|(_, v)| v.into_owned())
-        && !same_resource(&resource, server_url)
-    {
-        return Err(ClientError::Discovery(format!(
-            "the server's protected-resource metadata names the resource {}, not this server \
-             ({}): refused (RFC 9728 §3.3)",
-            crate::one_line(&resource, 200),
-            crate::one_line(server_url, 200)
-        )));
-    }
     let expected = parsed
         .query_pairs()
         .find(|(k, _)| k == "state")
@@ -1205,22 +1186,6 @@ pub async fn connect_oauth(
     let granted = m.get_current_scopes().await;
     let client = with_manager(server_url, m, opts.wire, dpop).await?;
     Ok((client, union(&requested, &granted)))
-}
-
-/// Whether `a` and `b` name the same resource: the same scheme, host, port,
-/// query and path, but for a trailing `/` (and the case of scheme and
-/// host, which URLs ignore).
-fn same_resource(a: &str, b: &str) -> bool {
-    match (url::Url::parse(a), url::Url::parse(b)) {
-        (Ok(a), Ok(b)) => {
-            a.scheme() == b.scheme()
-                && a.host() == b.host()
-                && a.port_or_known_default() == b.port_or_known_default()
-                && a.path().trim_end_matches('/') == b.path().trim_end_matches('/')
-                && a.query() == b.query()
-        }
-        _ => a.trim_end_matches('/') == b.trim_end_matches('/'),
-    }
 }
 
 /// Refuses authorization server metadata whose issuer or endpoint
