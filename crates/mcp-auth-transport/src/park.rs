@@ -175,7 +175,12 @@ impl Parking {
                     e.busy == 0 && !e.parking && now.duration_since(e.idle_since) >= after
                 })
                 .map(|(sid, e)| {
-                    e.parking = true;
+                    // Only a park holds the session's requests back: a
+                    // check (parking off) closes nothing that is live, and
+                    // a request for one found gone is answered 404 before
+                    // it gets here.
+                    // (Rounds do not overlap: one is not picked twice.)
+                    e.parking = self.parks;
                     sid.clone()
                 })
                 .collect()

@@ -509,9 +509,13 @@ impl Settings {
             let expired = async move {
                 match until {
                     Some(at) => {
+                        // A credential accepted past its expiry, within the
+                        // strategy's clock-skew leeway, keeps the stream a
+                        // minute (ended at once, its client would reopen it
+                        // with the same credential, again and again).
                         let left = at
                             .duration_since(std::time::SystemTime::now())
-                            .unwrap_or_default();
+                            .unwrap_or(EXPIRED_STREAM_GRACE);
                         tokio::time::sleep(left).await;
                     }
                     None => std::future::pending().await,
@@ -706,6 +710,10 @@ impl RmcpStore for RmcpSessionState {
         Ok(())
     }
 }
+
+/// How long an event stream opened with a credential already past its
+/// expiry (accepted within the strategy's leeway) stays open.
+const EXPIRED_STREAM_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// How often an open event stream's session is looked up
 /// ([`Settings::watched`]): half the idle timeout (so the lookups keep it

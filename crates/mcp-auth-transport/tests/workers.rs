@@ -209,11 +209,17 @@ async fn an_event_streams_worker_goes_when_its_session_ends_elsewhere() {
 /// open); the session goes on with a fresh credential.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_stream_ends_when_its_credential_expires() {
-    // Any X-API-Key lets alice in, for 2 s from each request.
+    // Any X-API-Key lets alice in, for 2 s from each request; `past` lets
+    // her in 10 s past its expiry (as a strategy's leeway would).
     let expiring = FnAuthenticator::new(|req: AuthRequest| async move {
-        match req.headers.get("x-api-key") {
-            Some(_) => Ok(Principal::new("alice", "test")
-                .with_expiry(std::time::SystemTime::now() + Duration::from_secs(2))),
+        let now = std::time::SystemTime::now();
+        match req.headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
+            Some("past") => {
+                Ok(Principal::new("alice", "test").with_expiry(now - Duration::from_secs(10)))
+            }
+            Some(_) => {
+                Ok(Principal::new("alice", "test").with_expiry(now + Duration::from_secs(2)))
+            }
             None => Err(AuthError::MissingCredentials),
         }
     })
@@ -241,4 +247,18 @@ async fn an_event_stream_ends_when_its_credential_expires() {
     let open_for = opened.elapsed();
     assert!(open_for >= Duration::from_millis(1500), "{open_for:?}");
     assert_eq!(send(&a, req("POST", Some(&sid), LIST)).await.0, 200);
+    // Accepted past its expiry: the stream is not ended at once (it stays
+    // a minute), or its client would reopen it again and again.
+    let mut get = req("GET", Some(&sid), "");
+    get.headers_mut()
+        .insert("x-api-key", http::HeaderValue::from_static("past"));
+    get.headers_mut().insert(
+        "accept",
+        http::HeaderValue::from_static("text/event-stream"),
+    );
+    let stream = a.clone().oneshot(get).await.unwrap();
+    assert_eq!(stream.status(), 200);
+    let body = axum::body::to_bytes(stream.into_body(), 1 << 20);
+    let cut = tokio::time::timeout(Duration::from_millis(1500), body).await;
+    assert!(cut.is_err(), "the stream ended at once");
 }
