@@ -411,10 +411,28 @@ fn preregistered(cli: &Cli) -> Result<Preregistered, ClientError> {
             })
         }
         _ => {
-            tracing::debug!(
-                "COGNITO_APP_CLIENT_ID is set ({from}) but COGNITO_REGION or COGNITO_USER_POOL_ID is not \
-                 (there): its user pool is unknown, so the app client is not used"
-            );
+            // Exported app client, region or pool in `./.env`: said plainly
+            // (the login goes on without the app client, and Cognito takes
+            // no other).
+            let elsewhere = own
+                && Sources::new(VARIABLES)
+                    .dotenv_file(Path::new(".env"))
+                    .merge()
+                    .is_ok_and(|d| {
+                        d.contains_key("COGNITO_REGION") || d.contains_key("COGNITO_USER_POOL_ID")
+                    });
+            if elsewhere {
+                tracing::warn!(
+                    "COGNITO_APP_CLIENT_ID is exported but COGNITO_REGION / COGNITO_USER_POOL_ID \
+                     come from ./.env: export them too (an app client and its pool are read \
+                     from one place), else the app client is not used"
+                );
+            } else {
+                tracing::debug!(
+                    "COGNITO_APP_CLIENT_ID is set ({from}) but COGNITO_REGION or COGNITO_USER_POOL_ID \
+                     is not (there): its user pool is unknown, so the app client is not used"
+                );
+            }
             Ok(none)
         }
     }
