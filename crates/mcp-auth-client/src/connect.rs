@@ -1194,7 +1194,7 @@ pub async fn connect_oauth(
 /// endpoint. Plain `http://` is allowed on a loopback host only, the rule
 /// token requests follow ([`crate::client_credentials`]). The error names
 /// the endpoint and its host.
-pub(crate) fn require_https(metadata: &AuthorizationMetadata) -> Result<(), ClientError> {
+fn require_https(metadata: &AuthorizationMetadata) -> Result<(), ClientError> {
     let endpoints = [
         ("issuer", metadata.issuer.as_deref()),
         (
