@@ -986,15 +986,38 @@ fn needs_escape(w: u64) -> bool {
         != 0
 }
 
+/// The log, opened for appending as the side file is opened: never through
+/// a symbolic link, never waiting on a FIFO, a regular file of its own
+/// (no other names) readable by its owner only, created 0600. Someone with
+/// write access to the log's directory could otherwise put a link or a
+/// FIFO where the log was rotated away, and have the records appended to
+/// a file of their choice (a shell's start-up file: a session id is the
+/// client's text) or read them off a pipe.
 fn open_append(path: &Path) -> std::io::Result<File> {
     let mut opts = OpenOptions::new();
     opts.create(true).append(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
+        opts.mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC);
     }
     opts.open(path)
+        .and_then(checked_side)
+        .map_err(|e| own_file_error(path, e))
+}
+
+/// `e` from opening the log at `path`, saying what was found there when it
+/// is not a file of its own.
+fn own_file_error(path: &Path, e: std::io::Error) -> std::io::Error {
+    let link = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+    match link {
+        true => std::io::Error::other(format!(
+            "{} is a symbolic link: the audit log is written to a file of its own only",
+            path.display()
+        )),
+        false => std::io::Error::new(e.kind(), format!("{}: {e}", path.display())),
+    }
 }
 
 /// The longest line a log's reader takes for a record: far above the
@@ -1011,10 +1034,11 @@ const MAX_LINE: usize = 1024 * 1024;
 /// leave at a file's end), a torn line, or a `seq` that cannot be followed
 /// is an error, never a guess at where the chain goes on.
 fn chain_tail(path: &Path) -> std::io::Result<Option<(String, u64)>> {
-    let mut file = match File::open(path) {
+    // Read as it is written: not through a link, not waiting on a FIFO.
+    let mut file = match side_options(false).open(path).and_then(checked_side) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e),
+        Err(e) => return Err(own_file_error(path, e)),
     };
     // A line of MAX_LINE bytes, its newline and the newline before it.
     let window = MAX_LINE as u64 + 2;
@@ -1512,7 +1536,7 @@ fn write_from(w: &mut impl Write, bytes: &[u8]) -> Result<usize, (usize, std::io
 
 #[cfg(unix)]
 fn rotated(path: &Path, file: &File) -> bool {
-    elsewhere(std::fs::metadata(path), file)
+    elsewhere(std::fs::symlink_metadata(path), file)
 }
 
 /// Whether the name `path` no longer leads to `file` (not following a
@@ -2380,6 +2404,58 @@ mod tests {
             text.starts_with(b"audit-chain next=00000000000000000006 prev="),
             "{text:?}"
         );
+    }
+
+    /// The log itself is only ever a file of its own too: a symbolic link
+    /// or a FIFO where the log was (rotated away by someone with write
+    /// access to the directory) is not written through, at start or after
+    /// a rotation; an existing log readable by others is narrowed to 0600.
+    #[cfg(unix)]
+    #[test]
+    fn the_log_is_only_ever_a_file_of_its_own() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "keep me\n").unwrap();
+        // At start: a link in the log's place is refused, naming it.
+        std::os::unix::fs::symlink(&victim, &path).unwrap();
+        let Err(e) = AuditLog::open(path.to_str().unwrap()) else {
+            panic!("opened through a symbolic link")
+        };
+        assert!(e.to_string().contains("is a symbolic link"), "{e}");
+        std::fs::remove_file(&path).unwrap();
+        // An existing log readable by others: narrowed.
+        std::fs::write(&path, "").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let (_, log) = log_in(dir.path());
+        write(&log, 1);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        // Rotated away, a link put in its place: not written through.
+        std::fs::rename(&path, dir.path().join("audit.jsonl.1")).unwrap();
+        std::os::unix::fs::symlink(&victim, &path).unwrap();
+        std::thread::sleep(Duration::from_millis(1100));
+        write(&log, 2);
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me\n");
+        // A FIFO in its place: not waited on, nothing handed to it (the
+        // writer goes on once a file of its own is there again).
+        std::fs::remove_file(&path).unwrap();
+        let made = std::process::Command::new("mkfifo")
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        std::thread::sleep(Duration::from_millis(1100));
+        write(&log, 1);
+        std::thread::sleep(Duration::from_millis(300));
+        std::fs::remove_file(&path).unwrap();
+        std::thread::sleep(Duration::from_millis(1100));
+        write(&log, 1);
+        drop(log);
+        assert!(std::fs::metadata(&path).unwrap().is_file());
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me\n");
     }
 
     /// A log with records goes on from its last line, whatever the side
