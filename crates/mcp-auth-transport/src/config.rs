@@ -247,10 +247,17 @@ impl HttpConfig {
                 format!("path {p:?} must be a plain path like /mcp (letters, digits, - . _ ~ %)"),
             ));
         }
-        if p == "/health" || p.starts_with("/.well-known") {
+        // The server's own routes (the legacy transport's and the login
+        // facade's too, whether on or not): mounting over one was a panic
+        // at start, not an error naming the setting.
+        let own = ["/health", "/ready", "/sse", "/messages", "/oauth"];
+        if own.contains(&p.as_str()) || p.starts_with("/.well-known") || p.starts_with("/oauth/") {
             return Err(ConfigError::new(
                 "MCP_SERVER_URL",
-                format!("path {p:?} clashes with the server's own /health or /.well-known/ routes"),
+                format!(
+                    "path {p:?} clashes with the server's own routes (/health, /ready, /sse, \
+                     /messages, /.well-known/, /oauth/)"
+                ),
             ));
         }
         if self.server_url.path() != p {
@@ -562,11 +569,21 @@ mod tests {
             "http://h/health",
             "http://h/.well-known/x",
             "http://h/a//b",
+            // The server's own routes: each was a panic at start.
+            "http://h/ready",
+            "http://h/sse",
+            "http://h/messages",
+            "http://h/oauth/token",
         ] {
             let e = HttpConfig::from_settings(&vars(&[]), Url::parse(url).unwrap()).unwrap_err();
             assert_eq!(e.variable, "MCP_SERVER_URL", "{url}");
         }
-        for url in ["http://h/", "http://h/mcp/", "http://h/api/v1/mcp"] {
+        for url in [
+            "http://h/",
+            "http://h/mcp/",
+            "http://h/api/v1/mcp",
+            "http://h/oauthx",
+        ] {
             let cfg = HttpConfig::from_settings(&vars(&[]), Url::parse(url).unwrap()).unwrap();
             assert_eq!(cfg.mcp_path, Url::parse(url).unwrap().path());
         }
