@@ -163,12 +163,22 @@ impl ServerSettings {
             .as_ref()
             .filter(|u| transport != Transport::Stdio && !url_is_loopback(u))
             .map(mcp_auth_jwt::fetch::redact);
+        // Or reached through a proxy on this machine that names no public
+        // URL (`none` has no metadata to publish one in): the settings
+        // only such a deployment needs.
+        let proxied = match transport {
+            Transport::Stdio => None,
+            _ => proxy_signs(m)?,
+        };
         if strategies.as_deref() == Some(&[Strategy::None])
-            && (!host.is_loopback() || public_url.is_some())
+            && (!host.is_loopback() || public_url.is_some() || proxied.is_some())
             && !parse_bool(m, "MCP_ALLOW_INSECURE_NONE", false)?
         {
-            let place = match &public_url {
-                Some(u) if host.is_loopback() => format!("published as {u}"),
+            let place = match (&public_url, proxied) {
+                (Some(u), _) if host.is_loopback() => format!("published as {u}"),
+                (None, Some(sign)) if host.is_loopback() => {
+                    format!("reached through a proxy ({sign})")
+                }
                 _ => format!("on the non-loopback address {host}"),
             };
             return Err(ConfigError::new(
@@ -308,6 +318,41 @@ impl ServerSettings {
         // Built from an IP and a port: always a valid URL.
         Url::parse(&format!("http://{host}:{bound_port}/mcp"))
             .unwrap_or_else(|_| Url::parse("http://127.0.0.1/mcp").expect("static URL parses"))
+    }
+}
+
+/// The setting that says a server on loopback is reached through a proxy
+/// from elsewhere, if one does: allowed hosts other than this machine's
+/// names, trusted proxies, or Host checks turned off.
+fn proxy_signs(m: &dyn Lookup) -> Result<Option<&'static str>, ConfigError> {
+    let foreign_host = mcp_auth_core::settings::parse_list(m, "HTTP_ALLOWED_HOSTS")
+        .unwrap_or_default()
+        .iter()
+        .any(|h| {
+            // `name`, `name:port`, `v6`, `[v6]:port`, or `*`.
+            let name = match h.strip_prefix('[') {
+                Some(rest) => rest.split(']').next().unwrap_or_default(),
+                None if h.parse::<IpAddr>().is_ok() => h.as_str(),
+                None => h.rsplit_once(':').map_or(h.as_str(), |(n, _)| n),
+            };
+            !Url::parse(&format!("http://{}", bracketed(name))).is_ok_and(|u| url_is_loopback(&u))
+        });
+    Ok(if foreign_host {
+        Some("HTTP_ALLOWED_HOSTS names hosts other than this machine's")
+    } else if Lookup::get(m, "HTTP_TRUSTED_PROXIES").is_some() {
+        Some("HTTP_TRUSTED_PROXIES is set")
+    } else if !parse_bool(m, "HTTP_DNS_REBINDING_PROTECTION", true)? {
+        Some("HTTP_DNS_REBINDING_PROTECTION=false")
+    } else {
+        None
+    })
+}
+
+/// `name` as a URL's host: an IPv6 address in brackets.
+fn bracketed(name: &str) -> String {
+    match name.parse::<std::net::Ipv6Addr>() {
+        Ok(_) => format!("[{name}]"),
+        Err(_) => name.to_owned(),
     }
 }
 
@@ -501,6 +546,31 @@ mod tests {
             ])
             .is_ok()
         );
+        // On loopback behind a proxy on this machine, no URL named: the
+        // settings such a deployment needs say so.
+        for proxied in [
+            ("HTTP_ALLOWED_HOSTS", "mcp.example.com"),
+            ("HTTP_ALLOWED_HOSTS", "localhost,*"),
+            ("HTTP_ALLOWED_HOSTS", "10.0.0.5:8001"),
+            ("HTTP_TRUSTED_PROXIES", "127.0.0.1/32"),
+            ("HTTP_DNS_REBINDING_PROTECTION", "false"),
+        ] {
+            let e = none(&[proxied]).unwrap_err();
+            assert!(
+                e.message.contains("reached through a proxy"),
+                "{proxied:?}: {e}"
+            );
+            assert!(none(&[proxied, ("MCP_ALLOW_INSECURE_NONE", "true")]).is_ok());
+            assert!(none(&[proxied, ("MCP_TRANSPORT", "stdio")]).is_ok());
+        }
+        for local in [
+            "localhost",
+            "127.0.0.1:8001",
+            "[::1]:8001",
+            "localhost:8001,::1",
+        ] {
+            assert!(none(&[("HTTP_ALLOWED_HOSTS", local)]).is_ok(), "{local}");
+        }
     }
 
     #[test]
