@@ -47,6 +47,7 @@ mod metadata;
 mod principal;
 pub mod recorder;
 pub mod settings;
+mod throttle;
 
 /// The attribute that implementing [`Authenticator`] needs, re-exported so
 /// an implementation needs no extra dependency: `#[mcp_auth_core::async_trait]`.
@@ -60,3 +61,4 @@ pub use dpop::{DpopInfo, MemoryReplayCache, ReplayCache, TokenScheme};
 pub use error::{AuthError, ErrorBody};
 pub use metadata::{ProtectedResourceMetadata, metadata_url_for};
 pub use principal::Principal;
+pub use throttle::LogThrottle;

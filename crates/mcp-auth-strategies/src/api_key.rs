@@ -545,10 +545,15 @@ impl Authenticator for ApiKeyAuthenticator {
                         .any(|n| name.eq_ignore_ascii_case(n))
                 })
             {
-                tracing::warn!(
-                    peer = %req.peer_display(),
-                    "credential-like query parameter ignored: API keys are accepted in the X-API-Key header only"
-                );
+                // A client can send one on every request: a line a second.
+                static LOG: mcp_auth_core::LogThrottle = mcp_auth_core::LogThrottle::new();
+                if let Some(left_out) = LOG.admit() {
+                    tracing::warn!(
+                        peer = %req.peer_display(),
+                        left_out,
+                        "credential-like query parameter ignored: API keys are accepted in the X-API-Key header only"
+                    );
+                }
             }
             return Err(AuthError::MissingCredentials);
         };

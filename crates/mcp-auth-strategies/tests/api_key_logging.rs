@@ -50,3 +50,29 @@ async fn failed_attempts_log_peer_and_fingerprint_never_the_key() {
     assert!(!logs.contains(wrong), "{logs}");
     assert!(!logs.contains(good), "{logs}");
 }
+
+/// A credential-like query parameter (`?api_key=`) is ignored with a
+/// warning, at most a line a second: a client sending one on every request
+/// (no failed login to count) wrote a line per request.
+#[tokio::test]
+async fn query_credentials_are_warned_about_once_a_second() {
+    let buf = Buf::default();
+    let writer = buf.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let auth = ApiKeyAuthenticator::from_list("k-0123456789abcdef").unwrap();
+    for _ in 0..50 {
+        let req = AuthRequest::builder().uri("/mcp?api_key=x").build();
+        assert!(auth.authenticate(&req).await.is_err());
+    }
+    let logs = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+    assert_eq!(
+        logs.matches("credential-like query parameter ignored")
+            .count(),
+        1,
+        "{logs}"
+    );
+}

@@ -563,34 +563,7 @@ impl Registry {
     }
 }
 
-/// One log line a second at most for an event an attacker can repeat at
-/// will; the lines left out are counted and reported with the next.
-pub(crate) struct LogThrottle {
-    last: std::sync::Mutex<Option<std::time::Instant>>,
-    suppressed: AtomicU64,
-}
-
-impl LogThrottle {
-    pub(crate) const fn new() -> Self {
-        Self {
-            last: std::sync::Mutex::new(None),
-            suppressed: AtomicU64::new(0),
-        }
-    }
-
-    /// `Some(n)`: log now (`n` lines were left out since the last);
-    /// `None`: leave this one out.
-    pub(crate) fn admit(&self) -> Option<u64> {
-        if let Ok(mut last) = self.last.try_lock()
-            && last.is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
-        {
-            *last = Some(std::time::Instant::now());
-            return Some(self.suppressed.swap(0, Ordering::AcqRel));
-        }
-        self.suppressed.fetch_add(1, Ordering::AcqRel);
-        None
-    }
-}
+pub(crate) use mcp_auth_core::LogThrottle;
 
 /// Answers a connection that was not admitted with `503` and
 /// `Retry-After`, then closes it; in the background, and bounded.
