@@ -138,15 +138,17 @@ impl Introspector {
         let until = now + ttl;
         self.with_caches(|c| match result {
             Ok(p) => {
-                if c.positive.len() >= CAPACITY {
+                if c.positive.len() >= CAPACITY && !c.positive.contains_key(&key) {
                     c.positive.retain(|_, (_, u)| *u > now);
-                    // Still full of live answers: an eighth of them go
+                    // Still mostly live answers: trimmed to seven eighths
                     // (whichever come first; they are asked for again when
                     // next presented), so a full cache neither stops
-                    // caching nor scans itself for every new token.
-                    if c.positive.len() >= CAPACITY {
-                        let gone: Vec<Key> =
-                            c.positive.keys().take(CAPACITY / 8).copied().collect();
+                    // caching nor scans itself for every new token: the
+                    // next scan is an eighth of the capacity away.
+                    let keep = CAPACITY - CAPACITY / 8;
+                    if c.positive.len() > keep {
+                        let excess = c.positive.len() - keep;
+                        let gone: Vec<Key> = c.positive.keys().take(excess).copied().collect();
                         for k in gone {
                             c.positive.remove(&k);
                         }
@@ -525,6 +527,30 @@ mod tests {
             assert!(matches!(i.cached(&key(n)), Some(Ok(_))), "{n}");
         }
         assert!(i.with_caches(|c| c.positive.len()) <= CAPACITY);
+        // With one expired answer among the live ones, a scan still leaves
+        // room for the next eighth (it freed one, and every new token
+        // scanned again).
+        i.with_caches(|c| {
+            let first = *c.positive.keys().next().unwrap();
+            if let Some((_, until)) = c.positive.get_mut(&first) {
+                *until = Instant::now();
+            }
+        });
+        let mut n = CAPACITY + 100;
+        while i.with_caches(|c| c.positive.len()) < CAPACITY {
+            n += 1;
+            i.store(
+                key(n),
+                &Ok(Principal::new("x", "oauth2")),
+                Duration::from_secs(60),
+            );
+        }
+        i.store(
+            key(CAPACITY + 11),
+            &Ok(Principal::new("y", "oauth2")),
+            Duration::from_secs(60),
+        );
+        assert!(i.with_caches(|c| c.positive.len()) <= CAPACITY - CAPACITY / 8 + 1);
     }
 
     #[test]
