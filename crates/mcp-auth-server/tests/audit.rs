@@ -772,3 +772,53 @@ async fn audit_verify_fails_an_empty_log_and_says_when_it_gave_no_verdict() {
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("line 1"), "{out}");
 }
+
+/// A legacy HTTP+SSE session is named in the audit log like a streamable
+/// one: its stream's opening is its `session_start`, every message names
+/// it (also another principal's refused attempt on it), and the stream's
+/// closing is its `session_end` (none of them named it, and neither start
+/// nor end was recorded).
+#[tokio::test]
+async fn sse_sessions_are_named_in_the_audit_log() {
+    let (_logs, log, s) = audited(&[("MCP_TRANSPORT", "sse")]);
+    let c = reqwest::Client::new();
+    let (holder, path) = common::sse_stream(&c, &s, OPS).await;
+    let sid = path.rsplit('=').next().unwrap().to_owned();
+    let url = format!("{}{path}", s.base());
+    let message = |key: &'static str| {
+        c.post(&url)
+            .header("content-type", "application/json")
+            .header("x-api-key", key)
+            .body(INIT)
+            .send()
+    };
+    assert_eq!(message(OPS).await.unwrap().status(), 202);
+    assert_eq!(message(CI).await.unwrap().status(), 404);
+    holder.abort();
+    let got = wait_until(&log, |r| r.iter().any(|r| r["event"] == "session_end")).await;
+    let events: Vec<(&str, &str, &str)> = got
+        .iter()
+        .map(|r| {
+            (
+                r["event"].as_str().unwrap_or_default(),
+                r["decision"].as_str().unwrap_or_default(),
+                r["subject"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        events,
+        [
+            ("session_start", "allow", "api-key:ops-bot"),
+            ("request", "allow", "api-key:ops-bot"),
+            ("request", "deny", "api-key:ci-bot"),
+            ("session_end", "end", "api-key:ops-bot"),
+        ],
+        "{got:#?}"
+    );
+    assert!(
+        got.iter().all(|r| r["session_id"] == sid.as_str()),
+        "{got:#?}"
+    );
+    assert!(verify(&[&log]).0);
+}

@@ -443,6 +443,7 @@ impl McpHttpApp {
                 &self.config,
                 self.auth_layer(),
                 self.cancel.clone(),
+                self.audit.clone(),
             ))
         });
         let (streamable, parking) =

@@ -329,8 +329,20 @@ fn push_hex(out: &mut String, bytes: &[u8]) {
 /// decision `expire`, status 0 (no request), reason `expired`, and, when it
 /// was bound to someone, the owner's issuer, subject and client id.
 pub(crate) fn expired_session_record(id: &str, owner: Option<&str>) -> AuditRecord {
-    let mut record = AuditRecord::new("session_end", "expire", 0);
-    record.reason = Some("expired".to_owned());
+    session_end_record(id, owner, "expire", "expired")
+}
+
+/// The `session_end` record of session `id` that ended without a request
+/// saying so (expired, or a legacy SSE stream that closed): `decision` and
+/// `reason`, status 0, and the owner's issuer, subject and client id.
+pub(crate) fn session_end_record(
+    id: &str,
+    owner: Option<&str>,
+    decision: &str,
+    reason: &str,
+) -> AuditRecord {
+    let mut record = AuditRecord::new("session_end", decision, 0);
+    record.reason = Some(reason.to_owned());
     record.session_id = Some(id.to_owned());
     // An owner as `mcp_auth_session::owner_of` writes it; anything else is
     // left out rather than guessed at.
@@ -1934,13 +1946,19 @@ impl AuditLayer {
         // whether the answer hands one out; the ids recorded are those
         // `session_id_of` keeps.
         let handed_out = !sent_session && resp.headers().contains_key(crate::names::MCP_SESSION_ID);
-        let event = match (sent_session, handed_out, is_delete) {
+        // A legacy SSE stream opened: its session is named in the stream,
+        // and by the handler here.
+        let sse_opened = resp
+            .extensions()
+            .get::<crate::sse::SseSessionOpened>()
+            .map(|s| s.0.clone());
+        let event = match (sent_session, handed_out || sse_opened.is_some(), is_delete) {
             (false, true, _) if status.is_success() => "session_start",
             (true, _, true) if status.is_success() => "session_end",
             _ => "request",
         };
         let session_id = match event {
-            "session_start" => crate::observe::session_id_of(resp.headers()),
+            "session_start" => sse_opened.or_else(|| crate::observe::session_id_of(resp.headers())),
             _ => session,
         };
         let decision = if status.is_success() { "allow" } else { "deny" };

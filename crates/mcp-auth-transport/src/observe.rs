@@ -123,6 +123,20 @@ pub(crate) fn session_id_of(headers: &http::HeaderMap) -> Option<String> {
     session_id_in(headers.get(crate::names::MCP_SESSION_ID))
 }
 
+/// The session a legacy SSE message names (`/messages?session_id=`), by
+/// the same rule as [`session_id_of`].
+fn sse_session_of(uri: &http::Uri) -> Option<String> {
+    if uri.path() != crate::sse::MESSAGES_PATH {
+        return None;
+    }
+    let v = uri
+        .query()?
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("session_id="))?;
+    (!v.is_empty() && v.len() <= MAX_SESSION_ID && v.bytes().all(|b| b.is_ascii_graphic()))
+        .then(|| v.to_owned())
+}
+
 /// [`session_id_of`], given the header's value (looked up once by a caller
 /// that also wants to know whether it was sent at all).
 pub(crate) fn session_id_in(value: Option<&http::HeaderValue>) -> Option<String> {
@@ -395,6 +409,8 @@ where
         let (mut parts, body) = req.into_parts();
         let sent_session = parts.headers.get(crate::names::MCP_SESSION_ID);
         let (sent_session, session) = (sent_session.is_some(), session_id_in(sent_session));
+        // A legacy SSE message names its session in the query.
+        let session = session.or_else(|| sse_session_of(&parts.uri));
         // The method and tool come from the body, read behind the auth
         // layer ([`FactsLayer`]) for the metrics and the audit record alike,
         // so no one's body is read before they are known; never from the
@@ -447,7 +463,13 @@ where
             };
             let tool = facts.tool;
             let status = resp.status();
-            let session = session.or_else(|| session_id_of(resp.headers()));
+            let session = session
+                .or_else(|| session_id_of(resp.headers()))
+                .or_else(|| {
+                    resp.extensions()
+                        .get::<crate::sse::SseSessionOpened>()
+                        .map(|s| s.0.clone())
+                });
             if let Some(s) = &session {
                 span.record("mcp.session.id", s.as_str());
             }

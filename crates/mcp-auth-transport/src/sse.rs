@@ -86,7 +86,13 @@ pub(crate) struct SseState {
     keep_alive: Duration,
     cancel: CancellationToken,
     max_body: usize,
+    audit: Option<Arc<dyn crate::audit::AuditSink>>,
 }
+
+/// On the response that opened a legacy SSE session: its id, for the
+/// audit record (`session_start`) and the span.
+#[derive(Clone, Debug)]
+pub(crate) struct SseSessionOpened(pub(crate) String);
 
 /// The two ends rmcp's service runs on.
 pub(crate) struct SessionIo {
@@ -102,6 +108,7 @@ impl SseState {
         cfg: &HttpConfig,
         auth: AuthLayer,
         cancel: CancellationToken,
+        audit: Option<Arc<dyn crate::audit::AuditSink>>,
     ) -> Self
     where
         H: ServerHandler + Send + 'static,
@@ -139,6 +146,7 @@ impl SseState {
             keep_alive: cfg.sse_keep_alive,
             cancel,
             max_body: cfg.max_request_bytes,
+            audit,
         }
     }
 
@@ -174,6 +182,7 @@ use crate::refusal::{
 struct EndOnDrop {
     state: Arc<SseState>,
     sid: String,
+    owner: Option<String>,
     cancel: CancellationToken,
 }
 
@@ -182,10 +191,23 @@ impl Drop for EndOnDrop {
         self.cancel.cancel();
         self.state.with(|s| s.remove(&self.sid));
         let (store, sid) = (self.state.store.clone(), self.sid.clone());
+        let (audit, owner) = (self.state.audit.clone(), self.owner.take());
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
                 match store.end_live(&sid).await {
-                    Ok(true) => crate::observe::session_ended("closed"),
+                    Ok(true) => {
+                        crate::observe::session_ended("closed");
+                        // The stream closed (client gone, idle, shutdown):
+                        // no request says so, this record does.
+                        if let Some(sink) = audit {
+                            sink.record(crate::audit::session_end_record(
+                                &sid,
+                                owner.as_deref(),
+                                "end",
+                                "closed",
+                            ));
+                        }
+                    }
                     Ok(false) => {}
                     Err(e) => {
                         tracing::warn!(store = %e.store, "could not end SSE session in the store");
@@ -297,6 +319,7 @@ async fn open_session(state: Arc<SseState>, owner: Option<String>) -> Response {
             "cannot start the session",
         );
     }
+    let recorded_owner = owner.clone();
     state.with(|s| {
         s.insert(
             sid.clone(),
@@ -329,13 +352,16 @@ async fn open_session(state: Arc<SseState>, owner: Option<String>) -> Response {
         inner: Box::pin(stream),
         _guard: EndOnDrop {
             state: state.clone(),
-            sid,
+            sid: sid.clone(),
+            owner: recorded_owner,
             cancel,
         },
     };
-    Sse::new(guarded)
+    let mut resp = Sse::new(guarded)
         .keep_alive(KeepAlive::new().interval(state.keep_alive))
-        .into_response()
+        .into_response();
+    resp.extensions_mut().insert(SseSessionOpened(sid));
+    resp
 }
 
 #[derive(serde::Deserialize)]
