@@ -822,3 +822,37 @@ async fn sse_sessions_are_named_in_the_audit_log() {
     );
     assert!(verify(&[&log]).0);
 }
+
+/// Requests the Host/Origin guard refuses (a DNS-rebinding or cross-site
+/// attempt) are recorded too, though they never reach the routes: with a
+/// valid key they left no line.
+#[tokio::test]
+async fn host_and_origin_refusals_are_recorded() {
+    let (_logs, log, s) = audited(&[]);
+    let c = reqwest::Client::new();
+    let r = post(&c, &s.url(), INIT)
+        .header("x-api-key", OPS)
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let r = post(&c, &s.url(), INIT)
+        .header("x-api-key", OPS)
+        .header("host", "evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let got = wait_for(&log, 2).await;
+    assert_eq!(got.len(), 2, "{got:#?}");
+    for r in &got {
+        assert_eq!(r["event"], "request", "{r}");
+        assert_eq!(r["decision"], "deny", "{r}");
+        assert_eq!(r["status"], 403, "{r}");
+        assert_eq!(r["reason"], "forbidden", "{r}");
+        assert_eq!(r["peer"], "127.0.0.1", "{r}");
+        assert!(r.get("subject").is_none(), "no one was authenticated: {r}");
+    }
+    assert!(verify(&[&log]).0);
+}

@@ -309,6 +309,22 @@ impl McpHttpApp {
             )
             .forwarded_header(cfg.connections.forwarded_header)
         });
+        // The Host/Origin guard's refusals are recorded too, whatever the
+        // path: they never reach the routes' observing layer.
+        let guard_refusals = audit.clone().map(|audit| {
+            let hook: crate::guard::RefusalHook = Arc::new(move |parts, resp| {
+                let audit = audit.clone();
+                Box::pin(async move {
+                    let sent = parts.headers.get(crate::names::MCP_SESSION_ID);
+                    let session = crate::observe::session_id_in(sent);
+                    let noted = audit.begin(&parts, sent.is_some(), session);
+                    audit
+                        .finish(noted, &Default::default(), Default::default(), resp)
+                        .await
+                })
+            });
+            hook
+        });
         let mut tools = self.known_tools.clone();
         tools.extend(cfg.tool_scopes.tool_names());
         // One layer counts, traces and audits each request.
@@ -411,7 +427,10 @@ impl McpHttpApp {
         // layer around each route, and every box is copied per request.
         router.layer(
             ServiceBuilder::new()
-                .layer(GuardLayer::new(cfg.hosts.clone(), cfg.origins.clone()))
+                .layer(
+                    GuardLayer::new(cfg.hosts.clone(), cfg.origins.clone())
+                        .refusals_to(guard_refusals),
+                )
                 .option_layer(cfg.cors.enabled.then(|| cors_layer(cfg)))
                 .layer(limit),
         )

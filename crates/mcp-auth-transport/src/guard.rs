@@ -245,14 +245,29 @@ impl OriginRule {
 #[derive(Clone)]
 pub struct GuardLayer {
     rules: Arc<(HostRule, OriginRule)>,
+    refusals: Option<RefusalHook>,
 }
+
+/// What a guard's refusal is also handed to (the app's audit log): the
+/// request's parts and the refusal, which it gives back.
+pub(crate) type RefusalHook =
+    Arc<dyn Fn(http::request::Parts, Response) -> BoxFuture<'static, Response> + Send + Sync>;
 
 impl GuardLayer {
     /// A guard with these rules.
     pub fn new(hosts: HostRule, origins: OriginRule) -> Self {
         Self {
             rules: Arc::new((hosts, origins)),
+            refusals: None,
         }
+    }
+
+    /// Hands each refusal to `hook` too (the audit log: a refused Host or
+    /// Origin is a DNS-rebinding or cross-site attempt worth a record).
+    #[cfg(feature = "mcp")]
+    pub(crate) fn refusals_to(mut self, hook: Option<RefusalHook>) -> Self {
+        self.refusals = hook;
+        self
     }
 }
 
@@ -262,6 +277,7 @@ impl<S> Layer<S> for GuardLayer {
         GuardService {
             inner,
             rules: self.rules.clone(),
+            refusals: self.refusals.clone(),
         }
     }
 }
@@ -271,6 +287,7 @@ impl<S> Layer<S> for GuardLayer {
 pub struct GuardService<S> {
     inner: S,
     rules: Arc<(HostRule, OriginRule)>,
+    refusals: Option<RefusalHook>,
 }
 
 /// Why a request was refused by the guard, if it was.
@@ -348,7 +365,13 @@ where
                     _ => "forbidden",
                 };
                 let resp = crate::refusal::refuse(status, code, why);
-                async move { Ok(resp) }.boxed()
+                match self.refusals.clone() {
+                    Some(hook) => {
+                        let (parts, _) = req.into_parts();
+                        async move { Ok(hook(parts, resp).await) }.boxed()
+                    }
+                    None => async move { Ok(resp) }.boxed(),
+                }
             }
         }
     }
