@@ -387,11 +387,12 @@ impl McpHttpApp {
             );
         }
         self.start_sweeper();
-        let (authenticator, store) = (self.authenticator.clone(), self.store.clone());
+        let authenticator = self.authenticator.clone();
+        let probe = Arc::new(StoreProbe::new(self.store.clone()));
         // The routes besides the MCP ones (whose stack has its deadline).
         let mut router = Router::new().route("/health", get(health)).route(
             "/ready",
-            get(move || ready(authenticator.clone(), store.clone())),
+            get(move || ready(authenticator.clone(), probe.clone())),
         );
         if let Some(public) = self.public.clone() {
             router = router.merge(public);
@@ -651,22 +652,50 @@ where
 /// authenticator's checks, e.g. the issuer's keys fetched and fresh, and
 /// the session store answering), else 503; the checks as JSON, without
 /// URLs or secrets.
-async fn ready(authenticator: SharedAuthenticator, store: SharedStore) -> Response {
+/// The session store's readiness, asked at most once a second whatever
+/// the number of callers (`/ready` is unauthenticated: each call was a
+/// round trip to Redis).
+struct StoreProbe {
+    store: SharedStore,
+    last: tokio::sync::Mutex<Option<(std::time::Instant, bool, &'static str)>>,
+}
+
+impl StoreProbe {
+    fn new(store: SharedStore) -> Self {
+        Self {
+            store,
+            last: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// Whether the store answers, and in words; callers arriving while it
+    /// is asked wait for that answer.
+    async fn check(&self) -> (bool, &'static str) {
+        let mut last = self.last.lock().await;
+        if let Some((at, ok, said)) = *last
+            && at.elapsed() < std::time::Duration::from_secs(1)
+        {
+            return (ok, said);
+        }
+        let answer = tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            self.store.kv_get("ready:probe"),
+        )
+        .await;
+        let (ok, said) = match answer {
+            Ok(Ok(_)) => (true, "answers"),
+            Ok(Err(_)) => (false, "unreachable"),
+            Err(_) => (false, "no answer within 2 s"),
+        };
+        *last = Some((std::time::Instant::now(), ok, said));
+        (ok, said)
+    }
+}
+
+async fn ready(authenticator: SharedAuthenticator, probe: Arc<StoreProbe>) -> Response {
     let mut checks = authenticator.readiness();
-    let store_check = tokio::time::timeout(
-        std::time::Duration::from_secs(2),
-        store.kv_get("ready:probe"),
-    )
-    .await;
-    checks.push(mcp_auth_core::Readiness::new(
-        "session store",
-        matches!(store_check, Ok(Ok(_))),
-        match store_check {
-            Ok(Ok(_)) => "answers",
-            Ok(Err(_)) => "unreachable",
-            Err(_) => "no answer within 2 s",
-        },
-    ));
+    let (ok, said) = probe.check().await;
+    checks.push(mcp_auth_core::Readiness::new("session store", ok, said));
     let ok = checks.iter().all(|c| c.ok);
     let status = if ok {
         StatusCode::OK

@@ -171,6 +171,8 @@ async fn counts_decisions_and_tools_under_bounded_labels_behind_a_token() {
     // (Last: its requests would move the counts above.)
     an_audit_layer_around_the_app_still_names_the_caller().await;
     per_request.after_the_recorder(&metrics).await;
+    // (After: it asks the store, which the line above counts exactly.)
+    ready_asks_the_store_at_most_once_a_second(&metrics).await;
 }
 
 /// Series recorded on nearly every request outside the HTTP layers: the
@@ -300,6 +302,50 @@ async fn a_scrape_reports_each_readiness_check_and_key_set_age(metrics: &Prometh
         value(&text, r#"mcp_auth_jwks_age_seconds{check="cognito keys"}"#),
         None,
         "no age without keys"
+    );
+}
+
+/// `/ready` is unauthenticated: twenty calls at once or in a row ask the
+/// session store (counted by its metered wrapper) once, not twenty times.
+async fn ready_asks_the_store_at_most_once_a_second(metrics: &PrometheusMetrics) {
+    let config = HttpConfig::new("http://127.0.0.1:8001/mcp".parse().unwrap());
+    let app = McpHttpApp::new(config, ApiKeyAuthenticator::from_list(KEY).unwrap()).unwrap();
+    let router = app.router(tower::service_fn(ok));
+    let scrape = app.metrics_router(metrics, None);
+    let asked = || async {
+        let resp = scrape
+            .clone()
+            .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let text = body_text(resp).await;
+        value(
+            &text,
+            r#"mcp_auth_store_operation_duration_seconds_count{op="kv_get"}"#,
+        )
+        .unwrap_or(0.0)
+    };
+    let before = asked().await;
+    let ready = || {
+        Request::get("/ready")
+            .header("host", "127.0.0.1:8001")
+            .body(Body::empty())
+            .unwrap()
+    };
+    let at_once: Vec<_> = (0..10).map(|_| router.clone().oneshot(ready())).collect();
+    for resp in futures::future::join_all(at_once).await {
+        assert_eq!(resp.unwrap().status(), StatusCode::OK);
+    }
+    for _ in 0..10 {
+        assert_eq!(
+            router.clone().oneshot(ready()).await.unwrap().status(),
+            StatusCode::OK
+        );
+    }
+    let times = asked().await - before;
+    assert!(
+        (1.0..=2.0).contains(&times),
+        "asked the store {times} times"
     );
 }
 
