@@ -24,15 +24,20 @@ impl Write for Buf {
     }
 }
 
-#[tokio::test]
-async fn failed_attempts_log_peer_and_fingerprint_never_the_key() {
+/// What this thread logs from now on, until the guard is dropped.
+fn captured() -> (Buf, tracing::subscriber::DefaultGuard) {
     let buf = Buf::default();
     let writer = buf.clone();
     let subscriber = tracing_subscriber::fmt()
         .with_writer(move || writer.clone())
         .with_ansi(false)
         .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    (buf, tracing::subscriber::set_default(subscriber))
+}
+
+#[tokio::test]
+async fn failed_attempts_log_peer_and_fingerprint_never_the_key() {
+    let (buf, _guard) = captured();
     let good = "k-0123456789abcdef";
     let auth = ApiKeyAuthenticator::from_list(good).unwrap();
     let wrong = "wrong-key-that-must-not-be-logged";
@@ -56,13 +61,7 @@ async fn failed_attempts_log_peer_and_fingerprint_never_the_key() {
 /// (no failed login to count) wrote a line per request.
 #[tokio::test]
 async fn query_credentials_are_warned_about_once_a_second() {
-    let buf = Buf::default();
-    let writer = buf.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (buf, _guard) = captured();
     let auth = ApiKeyAuthenticator::from_list("k-0123456789abcdef").unwrap();
     for _ in 0..50 {
         let req = AuthRequest::builder().uri("/mcp?api_key=x").build();

@@ -102,6 +102,16 @@ fn req(method: &str, sid: Option<&str>, body: &'static str) -> Request<Body> {
     b.body(Body::from(body)).unwrap()
 }
 
+/// A `GET` opening session `sid`'s event stream.
+fn stream_req(sid: &str) -> Request<Body> {
+    let mut get = req("GET", Some(sid), "");
+    get.headers_mut().insert(
+        "accept",
+        http::HeaderValue::from_static("text/event-stream"),
+    );
+    get
+}
+
 /// The status, and the session the answer names.
 async fn send(r: &Router, q: Request<Body>) -> (u16, Option<String>) {
     let resp = r.clone().oneshot(q).await.unwrap();
@@ -187,11 +197,7 @@ async fn an_event_streams_worker_goes_when_its_session_ends_elsewhere() {
     let (status, sid) = send(&a, req("POST", None, INIT)).await;
     assert_eq!(status, 200);
     let sid = sid.unwrap();
-    let mut get = req("GET", Some(&sid), "");
-    get.headers_mut().insert(
-        "accept",
-        http::HeaderValue::from_static("text/event-stream"),
-    );
+    let get = stream_req(&sid);
     let stream = b.clone().oneshot(get).await.unwrap();
     assert_eq!(stream.status(), 200);
     assert_eq!(live_b.load(Ordering::SeqCst), 1, "restored on B");
@@ -231,11 +237,7 @@ async fn an_event_stream_ends_when_its_credential_expires() {
     let (status, sid) = send(&a, req("POST", None, INIT)).await;
     assert_eq!(status, 200);
     let sid = sid.unwrap();
-    let mut get = req("GET", Some(&sid), "");
-    get.headers_mut().insert(
-        "accept",
-        http::HeaderValue::from_static("text/event-stream"),
-    );
+    let get = stream_req(&sid);
     let opened = std::time::Instant::now();
     let stream = a.clone().oneshot(get).await.unwrap();
     assert_eq!(stream.status(), 200);
@@ -249,13 +251,9 @@ async fn an_event_stream_ends_when_its_credential_expires() {
     assert_eq!(send(&a, req("POST", Some(&sid), LIST)).await.0, 200);
     // Accepted past its expiry: the stream is not ended at once (it stays
     // a minute), or its client would reopen it again and again.
-    let mut get = req("GET", Some(&sid), "");
+    let mut get = stream_req(&sid);
     get.headers_mut()
         .insert("x-api-key", http::HeaderValue::from_static("past"));
-    get.headers_mut().insert(
-        "accept",
-        http::HeaderValue::from_static("text/event-stream"),
-    );
     let stream = a.clone().oneshot(get).await.unwrap();
     assert_eq!(stream.status(), 200);
     let body = axum::body::to_bytes(stream.into_body(), 1 << 20);
