@@ -1000,7 +1000,8 @@ fn needs_escape(w: u64) -> bool {
 
 /// The log, opened for appending as the side file is opened: never through
 /// a symbolic link, never waiting on a FIFO, a regular file of its own
-/// (no other names) readable by its owner only, created 0600. Someone with
+/// (no other names), created 0600 (one that exists keeps its mode: a
+/// rotation's `create 0640 mcp adm` for a log shipper, say). Someone with
 /// write access to the log's directory could otherwise put a link or a
 /// FIFO where the log was rotated away, and have the records appended to
 /// a file of their choice (a shell's start-up file: a session id is the
@@ -1015,7 +1016,7 @@ fn open_append(path: &Path) -> std::io::Result<File> {
             .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC);
     }
     opts.open(path)
-        .and_then(checked_side)
+        .and_then(|f| checked_own(f, false))
         .map_err(|e| own_file_error(path, e))
 }
 
@@ -1047,7 +1048,10 @@ const MAX_LINE: usize = 1024 * 1024;
 /// is an error, never a guess at where the chain goes on.
 fn chain_tail(path: &Path) -> std::io::Result<Option<(String, u64)>> {
     // Read as it is written: not through a link, not waiting on a FIFO.
-    let mut file = match side_options(false).open(path).and_then(checked_side) {
+    let mut file = match side_options(false)
+        .open(path)
+        .and_then(|f| checked_own(f, false))
+    {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(own_file_error(path, e)),
@@ -1170,6 +1174,12 @@ fn side_options(write: bool) -> OpenOptions {
 /// to a file elsewhere that someone with write access to the directory
 /// placed there), readable by its owner only.
 fn checked_side(file: File) -> std::io::Result<File> {
+    checked_own(file, true)
+}
+
+/// `file` if it is a regular file with no other name; with `narrow`, made
+/// readable by its owner only.
+fn checked_own(file: File, narrow: bool) -> std::io::Result<File> {
     let meta = file.metadata()?;
     if !meta.is_file() {
         return Err(std::io::Error::other("not a regular file"));
@@ -1182,7 +1192,7 @@ fn checked_side(file: File) -> std::io::Result<File> {
                 "the file has other names (hard links)",
             ));
         }
-        if meta.mode() & 0o077 != 0 {
+        if narrow && meta.mode() & 0o077 != 0 {
             file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
         }
     }
@@ -1517,11 +1527,15 @@ fn write_lines(
         } => {
             // Rotated away (renamed or removed)? Then a new file, whose
             // first record continues the chain.
+            // Until a new file opens, nothing is written: the old one is
+            // gone or on its way (compressed, deleted), so the records wait
+            // in the queue (past its bound they are counted as dropped), and
+            // each attempt checks again.
             if at_line_start && checked.elapsed() >= Duration::from_secs(1) {
-                *checked = Instant::now();
                 if rotated(path, file) {
                     *file = open_append(path).map_err(|e| (0, e))?;
                 }
+                *checked = Instant::now();
             }
             write_from(file, lines).map(drop)
         }
@@ -2443,20 +2457,32 @@ mod tests {
         };
         assert!(e.to_string().contains("is a symbolic link"), "{e}");
         std::fs::remove_file(&path).unwrap();
-        // An existing log readable by others: narrowed.
-        std::fs::write(&path, "").unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        // A new log is made 0600; one that exists keeps its mode (a
+        // rotation's `create 0640 mcp adm`).
+        let (_, log) = log_in(dir.path());
+        write(&log, 1);
+        drop(log);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
         let (_, log) = log_in(dir.path());
         write(&log, 1);
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
-        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(mode & 0o777, 0o640);
         // Rotated away, a link put in its place: not written through.
-        std::fs::rename(&path, dir.path().join("audit.jsonl.1")).unwrap();
+        let rotated = dir.path().join("audit.jsonl.1");
+        std::fs::rename(&path, &rotated).unwrap();
+        let before = std::fs::read(&rotated).unwrap().len();
         std::os::unix::fs::symlink(&victim, &path).unwrap();
         std::thread::sleep(Duration::from_millis(1100));
         write(&log, 2);
+        std::thread::sleep(Duration::from_millis(1500));
+        write(&log, 1);
         std::thread::sleep(Duration::from_millis(300));
         assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me\n");
+        // Nor into the file rotated away (deleted or compressed next):
+        // they wait for a file of its own.
+        assert_eq!(std::fs::read(&rotated).unwrap().len(), before);
         // A FIFO in its place: not waited on, nothing handed to it (the
         // writer goes on once a file of its own is there again).
         std::fs::remove_file(&path).unwrap();
@@ -2474,6 +2500,9 @@ mod tests {
         drop(log);
         assert!(std::fs::metadata(&path).unwrap().is_file());
         assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me\n");
+        // Every record kept, the chain whole across the rotation.
+        let report = verify_chain(&[rotated, path]).unwrap();
+        assert_eq!(report.records, 7);
     }
 
     /// A log with records goes on from its last line, whatever the side
