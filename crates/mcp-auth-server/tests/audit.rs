@@ -794,6 +794,24 @@ async fn sse_sessions_are_named_in_the_audit_log() {
     };
     assert_eq!(message(OPS).await.unwrap().status(), 202);
     assert_eq!(message(CI).await.unwrap().status(), 404);
+    // The session the handler uses is the query's, percent-decoded; a
+    // `Mcp-Session-Id` header names nothing there.
+    let encoded = format!(
+        "{}/messages?session_id=%{:02x}{}",
+        s.base(),
+        sid.as_bytes()[0],
+        &sid[1..]
+    );
+    let r = c
+        .post(&encoded)
+        .header("content-type", "application/json")
+        .header("x-api-key", OPS)
+        .header("mcp-session-id", "someone-elses-session")
+        .body(INITIALIZED)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
     holder.abort();
     let got = wait_until(&log, |r| r.iter().any(|r| r["event"] == "session_end")).await;
     let events: Vec<(&str, &str, &str)> = got
@@ -812,6 +830,7 @@ async fn sse_sessions_are_named_in_the_audit_log() {
             ("session_start", "allow", "api-key:ops-bot"),
             ("request", "allow", "api-key:ops-bot"),
             ("request", "deny", "api-key:ci-bot"),
+            ("request", "allow", "api-key:ops-bot"),
             ("session_end", "end", "api-key:ops-bot"),
         ],
         "{got:#?}"
@@ -855,4 +874,53 @@ async fn host_and_origin_refusals_are_recorded() {
         assert!(r.get("subject").is_none(), "no one was authenticated: {r}");
     }
     assert!(verify(&[&log]).0);
+}
+
+/// A legacy SSE session opened anonymously and bound by its first
+/// authenticated message ends under its owner then, not the opener's
+/// nobody.
+#[tokio::test]
+async fn an_sse_session_ends_under_the_owner_it_was_bound_to() {
+    let (_logs, log, s) = audited(&[
+        ("MCP_TRANSPORT", "sse"),
+        ("MCP_SESSION_AUTH_REQUIRE_FOR_SESSION", "false"),
+        ("MCP_SESSION_AUTH_REQUIRE_FOR_OPERATIONS", "false"),
+    ]);
+    let c = reqwest::Client::new();
+    let r = c
+        .get(format!("{}/sse", s.base()))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mut stream = r.bytes_stream();
+    let mut buf = String::new();
+    let path = loop {
+        let chunk = futures::StreamExt::next(&mut stream)
+            .await
+            .unwrap()
+            .unwrap();
+        buf.push_str(&String::from_utf8_lossy(&chunk));
+        if let Some(line) = buf.lines().find_map(|l| l.strip_prefix("data: ")) {
+            break line.trim().to_owned();
+        }
+    };
+    let r = c
+        .post(format!("{}{path}", s.base()))
+        .header("content-type", "application/json")
+        .header("x-api-key", OPS)
+        .body(INIT)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    drop(stream);
+    let got = wait_until(&log, |r| r.iter().any(|r| r["event"] == "session_end")).await;
+    let end = got.iter().find(|r| r["event"] == "session_end").unwrap();
+    assert_eq!(end["subject"], "api-key:ops-bot", "{got:#?}");
+    assert!(
+        got[0].get("subject").is_none(),
+        "opened anonymously: {got:#?}"
+    );
 }

@@ -126,15 +126,11 @@ pub(crate) fn session_id_of(headers: &http::HeaderMap) -> Option<String> {
 /// The session a legacy SSE message names (`/messages?session_id=`), by
 /// the same rule as [`session_id_of`].
 fn sse_session_of(uri: &http::Uri) -> Option<String> {
-    if uri.path() != crate::sse::MESSAGES_PATH {
-        return None;
-    }
-    let v = uri
-        .query()?
-        .split('&')
-        .find_map(|kv| kv.strip_prefix("session_id="))?;
+    // Decoded as the handler reads it.
+    let (_, v) =
+        url::form_urlencoded::parse(uri.query()?.as_bytes()).find(|(k, _)| k == "session_id")?;
     (!v.is_empty() && v.len() <= MAX_SESSION_ID && v.bytes().all(|b| b.is_ascii_graphic()))
-        .then(|| v.to_owned())
+        .then(|| v.into_owned())
 }
 
 /// [`session_id_of`], given the header's value (looked up once by a caller
@@ -408,9 +404,14 @@ where
         let started = Instant::now();
         let (mut parts, body) = req.into_parts();
         let sent_session = parts.headers.get(crate::names::MCP_SESSION_ID);
-        let (sent_session, session) = (sent_session.is_some(), session_id_in(sent_session));
-        // A legacy SSE message names its session in the query.
-        let session = session.or_else(|| sse_session_of(&parts.uri));
+        // On the legacy SSE routes a session is named in the query (a
+        // message's), or opened by the request (the stream's): a
+        // `Mcp-Session-Id` header there names nothing the handler uses.
+        let (sent_session, session) = match parts.uri.path() {
+            crate::sse::MESSAGES_PATH => (false, sse_session_of(&parts.uri)),
+            crate::sse::SSE_PATH => (false, None),
+            _ => (sent_session.is_some(), session_id_in(sent_session)),
+        };
         // The method and tool come from the body, read behind the auth
         // layer ([`FactsLayer`]) for the metrics and the audit record alike,
         // so no one's body is read before they are known; never from the

@@ -182,16 +182,19 @@ use crate::refusal::{
 struct EndOnDrop {
     state: Arc<SseState>,
     sid: String,
-    owner: Option<String>,
     cancel: CancellationToken,
 }
 
 impl Drop for EndOnDrop {
     fn drop(&mut self) {
         self.cancel.cancel();
-        self.state.with(|s| s.remove(&self.sid));
+        // Its owner now: the opener's, or whoever bound it since.
+        let owner = self
+            .state
+            .with(|s| s.remove(&self.sid))
+            .and_then(|s| s.owner);
         let (store, sid) = (self.state.store.clone(), self.sid.clone());
-        let (audit, owner) = (self.state.audit.clone(), self.owner.take());
+        let audit = self.state.audit.clone();
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
                 match store.end_live(&sid).await {
@@ -319,7 +322,6 @@ async fn open_session(state: Arc<SseState>, owner: Option<String>) -> Response {
             "cannot start the session",
         );
     }
-    let recorded_owner = owner.clone();
     state.with(|s| {
         s.insert(
             sid.clone(),
@@ -353,7 +355,6 @@ async fn open_session(state: Arc<SseState>, owner: Option<String>) -> Response {
         _guard: EndOnDrop {
             state: state.clone(),
             sid: sid.clone(),
-            owner: recorded_owner,
             cancel,
         },
     };
