@@ -75,34 +75,48 @@ struct Settings {
 /// end at once when the session is bound to a principal here (another
 /// replica's binding they find at their next check).
 #[derive(Clone, Default)]
-struct AnonymousStreams(Arc<std::sync::Mutex<HashMap<String, (CancellationToken, usize)>>>);
+struct AnonymousStreams(Arc<std::sync::Mutex<Streams>>);
+
+/// By session: the token its anonymous streams end by, how many are open,
+/// and which generation of the entry this is (a stream counted into an
+/// entry that a binding removed must not count down a newer one).
+#[derive(Default)]
+struct Streams {
+    by_session: HashMap<String, (CancellationToken, usize, u64)>,
+    generation: u64,
+}
 
 impl AnonymousStreams {
-    fn with<T>(&self, f: impl FnOnce(&mut HashMap<String, (CancellationToken, usize)>) -> T) -> T {
+    fn with<T>(&self, f: impl FnOnce(&mut Streams) -> T) -> T {
         let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut m)
     }
 
-    /// A stream of `sid` opens: cancelled when the session is bound; the
-    /// guard counts it until it ends.
+    /// A stream of `sid` opens (registered before its session is looked
+    /// up, so a binding in between is not missed): cancelled when the
+    /// session is bound; the guard counts it until it ends.
     fn open(&self, sid: &str) -> (CancellationToken, AnonymousStream) {
-        let token = self.with(|m| {
+        let (token, generation) = self.with(|m| {
+            m.generation += 1;
+            let next = m.generation;
             let e = m
+                .by_session
                 .entry(sid.to_owned())
-                .or_insert_with(|| (CancellationToken::new(), 0));
+                .or_insert_with(|| (CancellationToken::new(), 0, next));
             e.1 += 1;
-            e.0.clone()
+            (e.0.clone(), e.2)
         });
         let guard = AnonymousStream {
             streams: self.clone(),
             sid: sid.to_owned(),
+            generation,
         };
         (token, guard)
     }
 
     /// `sid` was bound to a principal: its anonymous streams end.
     fn bound(&self, sid: &str) {
-        if let Some((token, _)) = self.with(|m| m.remove(sid)) {
+        if let Some((token, ..)) = self.with(|m| m.by_session.remove(sid)) {
             token.cancel();
         }
     }
@@ -112,15 +126,23 @@ impl AnonymousStreams {
 struct AnonymousStream {
     streams: AnonymousStreams,
     sid: String,
+    generation: u64,
 }
 
 impl Drop for AnonymousStream {
     fn drop(&mut self) {
         self.streams.with(|m| {
-            if let Some(e) = m.get_mut(&self.sid) {
+            if let Some(e) = m.by_session.get_mut(&self.sid)
+                && e.2 == self.generation
+            {
                 e.1 = e.1.saturating_sub(1);
                 if e.1 == 0 {
-                    m.remove(&self.sid);
+                    m.by_session.remove(&self.sid);
+                    if m.by_session.capacity() > 64
+                        && m.by_session.len() < m.by_session.capacity() / 4
+                    {
+                        m.by_session.shrink_to(m.by_session.len() * 2);
+                    }
                 }
             }
         });
@@ -340,6 +362,10 @@ impl Settings {
         if !authenticated && self.policy.require_for_operations {
             return Ok(self.needs_credentials(&req));
         }
+        // An anonymous caller's event stream is registered before the
+        // lookup: a binding between the two still ends it.
+        let anonymous =
+            (req.method() == Method::GET && owner.is_none()).then(|| self.anonymous.open(&sid));
         // Touched only for its owner (or anyone, while it has none): a
         // session id in the wrong hands cannot keep the session alive.
         let record = match self
@@ -433,7 +459,7 @@ impl Settings {
         if resp.status() != StatusCode::NOT_FOUND {
             let resp = match stream {
                 Some(closer) if is_event_stream(&resp) => {
-                    self.watched(resp, sid, owner, closer, until)
+                    self.watched(resp, sid, owner, closer, until, anonymous)
                 }
                 _ => resp,
             };
@@ -484,6 +510,7 @@ impl Settings {
         owner: Option<String>,
         closer: S,
         until: Option<std::time::SystemTime>,
+        anonymous: Option<(CancellationToken, AnonymousStream)>,
     ) -> Response
     where
         S: Service<Request<Body>, Response = Response> + Send + 'static,
@@ -493,13 +520,11 @@ impl Settings {
         let (store, limits) = (self.store.clone(), self.limits);
         let parking = self.parking.clone();
         let every = stream_check_every(&limits);
-        // Opened anonymously: ended at once by a binding here.
-        let (bound, anonymous) = match owner {
-            None => {
-                let (token, guard) = self.anonymous.open(&sid);
-                (token, Some(guard))
-            }
-            Some(_) => (CancellationToken::new(), None),
+        // Opened anonymously: ended at once by a binding here (one that came
+        // while it was opening has cancelled it already).
+        let (bound, anonymous) = match anonymous {
+            Some((token, guard)) => (token, Some(guard)),
+            None => (CancellationToken::new(), None),
         };
         let ended = tokio_util::sync::CancellationToken::new();
         let open = tokio_util::sync::CancellationToken::new();
@@ -774,7 +799,33 @@ fn rmcp_ends_sessions_for(headers: &http::HeaderMap) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::{Admission, is_initialize};
+    use super::{Admission, AnonymousStreams, is_initialize};
+
+    /// A binding ends the session's anonymous streams; a stream counted
+    /// into the entry the binding removed does not count down (or remove)
+    /// a newer entry for the session when it ends; entries go once their
+    /// streams have.
+    #[test]
+    fn anonymous_streams_end_at_a_binding_and_leave_nothing_behind() {
+        let streams = AnonymousStreams::default();
+        let (old, old_guard) = streams.open("s");
+        streams.bound("s");
+        assert!(old.is_cancelled());
+        let (new, new_guard) = streams.open("s");
+        assert!(!new.is_cancelled());
+        drop(old_guard);
+        assert_eq!(
+            streams.with(|m| m.by_session.get("s").map(|e| e.1)),
+            Some(1)
+        );
+        streams.bound("s");
+        assert!(new.is_cancelled(), "the newer stream is still reached");
+        drop(new_guard);
+        let (_, a) = streams.open("t");
+        let (_, b) = streams.open("t");
+        drop((a, b));
+        assert!(streams.with(|m| m.by_session.is_empty()));
+    }
     use mcp_auth_session::{MemoryStore, Reserve, SessionLimits, SharedStore};
     use std::{sync::Arc, time::Duration};
 
