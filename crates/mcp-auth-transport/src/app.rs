@@ -654,41 +654,78 @@ where
 /// URLs or secrets.
 /// The session store's readiness, asked at most once a second whatever
 /// the number of callers (`/ready` is unauthenticated: each call was a
-/// round trip to Redis).
+/// round trip to Redis). The question runs as a task of its own, shared
+/// by whoever waits for it: a caller that goes away does not cancel it
+/// (a client resetting its requests would otherwise start one each time).
 struct StoreProbe {
     store: SharedStore,
-    last: tokio::sync::Mutex<Option<(std::time::Instant, bool, &'static str)>>,
+    state: std::sync::Mutex<ProbeState>,
+}
+
+type ProbeAnswer = (bool, &'static str);
+
+#[derive(Default)]
+struct ProbeState {
+    last: Option<(std::time::Instant, ProbeAnswer)>,
+    running: Option<futures::future::Shared<futures::future::BoxFuture<'static, ProbeAnswer>>>,
 }
 
 impl StoreProbe {
     fn new(store: SharedStore) -> Self {
         Self {
             store,
-            last: tokio::sync::Mutex::new(None),
+            state: std::sync::Mutex::new(ProbeState::default()),
         }
     }
 
-    /// Whether the store answers, and in words; callers arriving while it
-    /// is asked wait for that answer.
-    async fn check(&self) -> (bool, &'static str) {
-        let mut last = self.last.lock().await;
-        if let Some((at, ok, said)) = *last
-            && at.elapsed() < std::time::Duration::from_secs(1)
-        {
-            return (ok, said);
-        }
-        let answer = tokio::time::timeout(
-            std::time::Duration::from_secs(2),
-            self.store.kv_get("ready:probe"),
-        )
-        .await;
-        let (ok, said) = match answer {
-            Ok(Ok(_)) => (true, "answers"),
-            Ok(Err(_)) => (false, "unreachable"),
-            Err(_) => (false, "no answer within 2 s"),
+    fn with<T>(&self, f: impl FnOnce(&mut ProbeState) -> T) -> T {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut st)
+    }
+
+    /// Whether the store answers, and in words.
+    async fn check(&self) -> ProbeAnswer {
+        use futures::FutureExt;
+        let asking = self.with(|st| {
+            if let Some((at, answer)) = st.last
+                && at.elapsed() < std::time::Duration::from_secs(1)
+            {
+                return Err(answer);
+            }
+            Ok(match &st.running {
+                Some(running) => running.clone(),
+                None => {
+                    let store = self.store.clone();
+                    let task = tokio::spawn(async move {
+                        let answer = tokio::time::timeout(
+                            std::time::Duration::from_secs(2),
+                            store.kv_get("ready:probe"),
+                        )
+                        .await;
+                        match answer {
+                            Ok(Ok(_)) => (true, "answers"),
+                            Ok(Err(_)) => (false, "unreachable"),
+                            Err(_) => (false, "no answer within 2 s"),
+                        }
+                    });
+                    let running = async move { task.await.unwrap_or((false, "not asked")) }
+                        .boxed()
+                        .shared();
+                    st.running = Some(running.clone());
+                    running
+                }
+            })
+        });
+        let running = match asking {
+            Err(fresh) => return fresh,
+            Ok(running) => running,
         };
-        *last = Some((std::time::Instant::now(), ok, said));
-        (ok, said)
+        let answer = running.await;
+        self.with(|st| {
+            st.last = Some((std::time::Instant::now(), answer));
+            st.running = None;
+        });
+        answer
     }
 }
 
