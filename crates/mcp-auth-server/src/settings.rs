@@ -567,7 +567,7 @@ mod tests {
             "localhost",
             "127.0.0.1:8001",
             "[::1]:8001",
-            "localhost:8001,::1",
+            "localhost:8001,[::1]",
         ] {
             assert!(none(&[("HTTP_ALLOWED_HOSTS", local)]).is_ok(), "{local}");
         }

@@ -1,6 +1,8 @@
 //! Failed API-key attempts are logged with the peer and a fingerprint, never
-//! the key. In its own test binary: tracing caches callsite interest per
-//! process, so a subscriber set by one test races with tests on other threads.
+//! the key; warnings a client can repeat at will come a line a second. In
+//! a test binary of their own, away from tests that log without capturing:
+//! tracing caches callsite interest per process. (The throttle is
+//! process-wide: only one test here may trigger it.)
 #![allow(clippy::unwrap_used)]
 
 use std::{
