@@ -367,10 +367,10 @@ fn read_dotenv(path: &Path) -> Result<Vec<(String, String)>, ConfigError> {
     if text.contains(DOLLAR) {
         return Err(ConfigError::new(
             shown.to_string(),
-            "holds U+F8FF, a character no setting may hold",
+            "holds U+FDD0, a noncharacter no setting may hold",
         ));
     }
-    let literal = text.replace("\\$", DOLLAR_STR).replace('$', DOLLAR_STR);
+    let literal = without_dollars(&text);
     // The error names the file as the setting at fault: `.env: syntax
     // error at character 26`.
     dotenvy::from_read_iter(std::io::Cursor::new(literal))
@@ -382,11 +382,64 @@ fn read_dotenv(path: &Path) -> Result<Vec<(String, String)>, ConfigError> {
 }
 
 /// What stands for `$` while a `.env` is parsed (see `read_dotenv`): a
-/// private-use character.
+/// Unicode noncharacter, which no text is meant to hold.
 #[cfg(feature = "files")]
-const DOLLAR: char = '\u{f8ff}';
+const DOLLAR: char = '\u{fdd0}';
+
+/// `text` with every `$` replaced by [`DOLLAR`], so the parser fills
+/// nothing in. An escaped `\$` (unquoted or in double quotes) becomes the
+/// placeholder alone, as the parser would have made it a `$`; in single
+/// quotes, where a backslash is itself, it stays a backslash and the
+/// placeholder. Quotes are followed as `.env` rules have them (comments
+/// skipped); a misreading can only cost a backslash or give a syntax
+/// error, never a value filled in: no `$` is left either way.
 #[cfg(feature = "files")]
-const DOLLAR_STR: &str = "\u{f8ff}";
+fn without_dollars(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let (mut single, mut double, mut comment) = (false, false, false);
+    let mut line_start = true;
+    let mut after_space = false;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if comment {
+            if c == '\n' {
+                comment = false;
+                line_start = true;
+            }
+            out.push(if c == '$' { DOLLAR } else { c });
+            continue;
+        }
+        match c {
+            '$' => out.push(DOLLAR),
+            '\\' if !single && chars.peek() == Some(&'$') => {
+                chars.next();
+                out.push(DOLLAR);
+            }
+            '\\' if !single => {
+                out.push(c);
+                if let Some(next) = chars.next() {
+                    out.push(if next == '$' { DOLLAR } else { next });
+                }
+            }
+            '\'' if !double => {
+                single = !single;
+                out.push(c);
+            }
+            '"' if !single => {
+                double = !double;
+                out.push(c);
+            }
+            '#' if !single && !double && (line_start || after_space) => {
+                comment = true;
+                out.push(c);
+            }
+            c => out.push(c),
+        }
+        line_start = c == '\n' && !single && !double || (line_start && c.is_whitespace());
+        after_space = c.is_whitespace();
+    }
+    out
+}
 
 /// Reads a flat TOML file. Errors give the line, never the line's text.
 #[cfg(feature = "files")]
@@ -572,6 +625,11 @@ mod tests {
             ),
             ("NAME=\"x $PATH\"\n", "NAME", "x $PATH"),
             ("NAME='k-$literal'\n", "NAME", "k-$literal"),
+            // In single quotes a backslash is itself.
+            ("NAME='p\\$w'\n", "NAME", "p\\$w"),
+            ("NAME='p\\\\$w'\n", "NAME", "p\\\\$w"),
+            // An apostrophe in a comment opens no quote.
+            ("# don't\nNAME=\"k-\\$5\"\n", "NAME", "k-$5"),
             ("NAME=\"k-\\$5\"\n", "NAME", "k-$5"),
             ("NAME=a$ # costs $5\n", "NAME", "a$"),
         ] {

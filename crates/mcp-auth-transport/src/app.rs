@@ -659,7 +659,7 @@ where
 /// (a client resetting its requests would otherwise start one each time).
 struct StoreProbe {
     store: SharedStore,
-    state: std::sync::Mutex<ProbeState>,
+    state: Arc<std::sync::Mutex<ProbeState>>,
 }
 
 type ProbeAnswer = (bool, &'static str);
@@ -668,64 +668,76 @@ type ProbeAnswer = (bool, &'static str);
 struct ProbeState {
     last: Option<(std::time::Instant, ProbeAnswer)>,
     running: Option<futures::future::Shared<futures::future::BoxFuture<'static, ProbeAnswer>>>,
+    /// Which question is running: only its own task records its answer.
+    asked: u64,
+}
+
+fn probe_state(state: &std::sync::Mutex<ProbeState>) -> std::sync::MutexGuard<'_, ProbeState> {
+    state.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl StoreProbe {
     fn new(store: SharedStore) -> Self {
         Self {
             store,
-            state: std::sync::Mutex::new(ProbeState::default()),
+            state: Arc::default(),
         }
     }
 
-    fn with<T>(&self, f: impl FnOnce(&mut ProbeState) -> T) -> T {
-        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        f(&mut st)
-    }
-
-    /// Whether the store answers, and in words.
+    /// Whether the store answers, and in words. The task that asks records
+    /// the answer when it has it, whoever is still waiting: an answer is
+    /// never taken as fresh later than it came.
     async fn check(&self) -> ProbeAnswer {
         use futures::FutureExt;
-        let asking = self.with(|st| {
+        let running = {
+            let mut st = probe_state(&self.state);
             if let Some((at, answer)) = st.last
                 && at.elapsed() < std::time::Duration::from_secs(1)
             {
-                return Err(answer);
+                return answer;
             }
-            Ok(match &st.running {
+            match &st.running {
                 Some(running) => running.clone(),
                 None => {
-                    let store = self.store.clone();
+                    st.asked += 1;
+                    let (asked, state, store) = (st.asked, self.state.clone(), self.store.clone());
+                    let after = self.state.clone();
                     let task = tokio::spawn(async move {
                         let answer = tokio::time::timeout(
                             std::time::Duration::from_secs(2),
                             store.kv_get("ready:probe"),
                         )
                         .await;
-                        match answer {
+                        let answer = match answer {
                             Ok(Ok(_)) => (true, "answers"),
                             Ok(Err(_)) => (false, "unreachable"),
                             Err(_) => (false, "no answer within 2 s"),
+                        };
+                        let mut st = probe_state(&state);
+                        if st.asked == asked {
+                            st.last = Some((std::time::Instant::now(), answer));
+                            st.running = None;
                         }
+                        answer
                     });
-                    let running = async move { task.await.unwrap_or((false, "not asked")) }
-                        .boxed()
-                        .shared();
+                    let running = async move {
+                        task.await.unwrap_or_else(|_| {
+                            // The task did not finish: the next caller asks.
+                            let mut st = probe_state(&after);
+                            if st.asked == asked {
+                                st.running = None;
+                            }
+                            (false, "not asked")
+                        })
+                    }
+                    .boxed()
+                    .shared();
                     st.running = Some(running.clone());
                     running
                 }
-            })
-        });
-        let running = match asking {
-            Err(fresh) => return fresh,
-            Ok(running) => running,
+            }
         };
-        let answer = running.await;
-        self.with(|st| {
-            st.last = Some((std::time::Instant::now(), answer));
-            st.running = None;
-        });
-        answer
+        running.await
     }
 }
 

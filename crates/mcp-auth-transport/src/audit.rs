@@ -513,6 +513,9 @@ enum Target {
         path: PathBuf,
         file: File,
         checked: Instant,
+        /// The path no longer names `file` and no new file could be opened
+        /// yet: nothing is written, and opening is tried once a second.
+        stale: bool,
         /// The chain's head beside the log (none when it could not be
         /// opened).
         head: Option<HeadFile>,
@@ -563,6 +566,7 @@ impl AuditLog {
                     path,
                     file,
                     checked: Instant::now(),
+                    stale: false,
                     head,
                 },
                 prev,
@@ -1000,8 +1004,9 @@ fn needs_escape(w: u64) -> bool {
 
 /// The log, opened for appending as the side file is opened: never through
 /// a symbolic link, never waiting on a FIFO, a regular file of its own
-/// (no other names), created 0600 (one that exists keeps its mode: a
-/// rotation's `create 0640 mcp adm` for a log shipper, say). Someone with
+/// (no other names), created 0600 (one that exists keeps its owner's and
+/// group's bits: a rotation's `create 0640 mcp adm` for a log shipper, say;
+/// others' are taken away). Someone with
 /// write access to the log's directory could otherwise put a link or a
 /// FIFO where the log was rotated away, and have the records appended to
 /// a file of their choice (a shell's start-up file: a session id is the
@@ -1178,7 +1183,9 @@ fn checked_side(file: File) -> std::io::Result<File> {
 }
 
 /// `file` if it is a regular file with no other name; with `narrow`, made
-/// readable by its owner only.
+/// readable by its owner only, else (the log) by no one outside its group
+/// (a rotation's `create 0640 mcp adm` keeps its group; a log others could
+/// read would hand them session ids), as far as its owner may change it.
 fn checked_own(file: File, narrow: bool) -> std::io::Result<File> {
     let meta = file.metadata()?;
     if !meta.is_file() {
@@ -1194,6 +1201,11 @@ fn checked_own(file: File, narrow: bool) -> std::io::Result<File> {
         }
         if narrow && meta.mode() & 0o077 != 0 {
             file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        } else if !narrow && meta.mode() & 0o007 != 0 {
+            let kept = meta.mode() & 0o770;
+            if let Err(e) = file.set_permissions(std::fs::Permissions::from_mode(kept)) {
+                tracing::warn!(error = %e, "the audit log is readable by others and its mode cannot be changed here");
+            }
         }
     }
     Ok(file)
@@ -1523,19 +1535,28 @@ fn write_lines(
             path,
             file,
             checked,
+            stale,
             ..
         } => {
             // Rotated away (renamed or removed)? Then a new file, whose
-            // first record continues the chain.
-            // Until a new file opens, nothing is written: the old one is
-            // gone or on its way (compressed, deleted), so the records wait
-            // in the queue (past its bound they are counted as dropped), and
-            // each attempt checks again.
+            // first record continues the chain. Until a new file opens,
+            // nothing is written: the old one is gone or on its way
+            // (compressed, deleted), so the records wait in the queue (past
+            // its bound they are counted as dropped); opening is tried once
+            // a second, not on every round.
             if at_line_start && checked.elapsed() >= Duration::from_secs(1) {
-                if rotated(path, file) {
-                    *file = open_append(path).map_err(|e| (0, e))?;
-                }
                 *checked = Instant::now();
+                if *stale || rotated(path, file) {
+                    *stale = true;
+                    *file = open_append(path).map_err(|e| (0, e))?;
+                    *stale = false;
+                }
+            }
+            if *stale {
+                return Err((
+                    0,
+                    std::io::Error::other("the log was rotated away and no new file opens yet"),
+                ));
             }
             write_from(file, lines).map(drop)
         }
@@ -2441,7 +2462,8 @@ mod tests {
     /// The log itself is only ever a file of its own too: a symbolic link
     /// or a FIFO where the log was (rotated away by someone with write
     /// access to the directory) is not written through, at start or after
-    /// a rotation; an existing log readable by others is narrowed to 0600.
+    /// a rotation; an existing log keeps its owner's and group's bits but
+    /// not others'.
     #[cfg(unix)]
     #[test]
     fn the_log_is_only_ever_a_file_of_its_own() {
@@ -2457,14 +2479,14 @@ mod tests {
         };
         assert!(e.to_string().contains("is a symbolic link"), "{e}");
         std::fs::remove_file(&path).unwrap();
-        // A new log is made 0600; one that exists keeps its mode (a
-        // rotation's `create 0640 mcp adm`).
+        // A new log is made 0600; one that exists keeps its owner's and
+        // group's bits (a rotation's `create 0640 mcp adm`), not others'.
         let (_, log) = log_in(dir.path());
         write(&log, 1);
         drop(log);
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         let (_, log) = log_in(dir.path());
         write(&log, 1);
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();

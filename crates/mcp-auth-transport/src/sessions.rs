@@ -116,7 +116,13 @@ impl AnonymousStreams {
 
     /// `sid` was bound to a principal: its anonymous streams end.
     fn bound(&self, sid: &str) {
-        if let Some((token, ..)) = self.with(|m| m.by_session.remove(sid)) {
+        if let Some((token, ..)) = self.with(|m| {
+            let e = m.by_session.remove(sid);
+            if m.by_session.capacity() > 64 && m.by_session.len() < m.by_session.capacity() / 4 {
+                m.by_session.shrink_to(m.by_session.len() * 2);
+            }
+            e
+        }) {
             token.cancel();
         }
     }
