@@ -171,7 +171,7 @@ async fn a_redis_outage_fails_closed_and_recovers() {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(list(&c, &a, &sid, Some(KEY)).await, 503);
     assert!(
-        a.stderr().contains(&format!("127.0.0.1:{port}")),
+        a.logs_soon(&format!("127.0.0.1:{port}")).await,
         "the log names the store"
     );
     assert!(

@@ -30,6 +30,18 @@ impl Server {
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
     }
+    /// Whether the server's log says `text` within 5 s: the line is written
+    /// before the response that follows it, but read from the pipe by a
+    /// thread of this process, which a loaded machine can hold back.
+    pub async fn logs_soon(&self, text: &str) -> bool {
+        for _ in 0..100 {
+            if self.stderr().contains(text) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
     /// Starts the server with exactly these variables (the test's own
     /// environment is not inherited) in an empty working directory.
     pub fn start(env: &[(&str, &str)]) -> Server {
