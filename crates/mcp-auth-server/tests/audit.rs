@@ -887,25 +887,7 @@ async fn an_sse_session_ends_under_the_owner_it_was_bound_to() {
         ("MCP_SESSION_AUTH_REQUIRE_FOR_OPERATIONS", "false"),
     ]);
     let c = reqwest::Client::new();
-    let r = c
-        .get(format!("{}/sse", s.base()))
-        .header("accept", "text/event-stream")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let mut stream = r.bytes_stream();
-    let mut buf = String::new();
-    let path = loop {
-        let chunk = futures::StreamExt::next(&mut stream)
-            .await
-            .unwrap()
-            .unwrap();
-        buf.push_str(&String::from_utf8_lossy(&chunk));
-        if let Some(line) = buf.lines().find_map(|l| l.strip_prefix("data: ")) {
-            break line.trim().to_owned();
-        }
-    };
+    let (stream, path) = common::sse_stream_as(&c, &s, None).await;
     let r = c
         .post(format!("{}{path}", s.base()))
         .header("content-type", "application/json")
@@ -915,7 +897,7 @@ async fn an_sse_session_ends_under_the_owner_it_was_bound_to() {
         .await
         .unwrap();
     assert_eq!(r.status(), 202);
-    drop(stream);
+    stream.abort();
     let got = wait_until(&log, |r| r.iter().any(|r| r["event"] == "session_end")).await;
     let end = got.iter().find(|r| r["event"] == "session_end").unwrap();
     assert_eq!(end["subject"], "api-key:ops-bot", "{got:#?}");

@@ -346,13 +346,22 @@ pub async fn sse_stream(
     s: &Server,
     key: &str,
 ) -> (tokio::task::JoinHandle<()>, String) {
-    let r = c
+    sse_stream_as(c, s, Some(key)).await
+}
+
+/// [`sse_stream`] as `key`, or without credentials.
+pub async fn sse_stream_as(
+    c: &reqwest::Client,
+    s: &Server,
+    key: Option<&str>,
+) -> (tokio::task::JoinHandle<()>, String) {
+    let mut get = c
         .get(format!("{}/sse", s.base()))
-        .header("accept", "text/event-stream")
-        .header("x-api-key", key)
-        .send()
-        .await
-        .unwrap();
+        .header("accept", "text/event-stream");
+    if let Some(k) = key {
+        get = get.header("x-api-key", k);
+    }
+    let r = get.send().await.unwrap();
     assert_eq!(r.status(), 200);
     let mut stream = r.bytes_stream();
     let mut buf = String::new();
