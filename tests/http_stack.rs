@@ -253,9 +253,26 @@ async fn an_authenticator_that_cannot_decide_gives_503_with_retry_after() {
 }
 
 /// A server whose first `initialize` takes longer than the request
-/// timeout.
+/// timeout; its handlers alive are counted in the second field (one per
+/// session: the count goes down when the last clone of one goes).
 #[derive(Clone)]
-struct SlowFirstStart(Arc<std::sync::atomic::AtomicBool>);
+struct SlowFirstStart(Arc<std::sync::atomic::AtomicBool>, Arc<Alive>);
+
+/// One handler alive in `.0` while this is.
+struct Alive(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Alive {
+    fn new(count: &Arc<std::sync::atomic::AtomicUsize>) -> Arc<Self> {
+        count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Arc::new(Self(count.clone()))
+    }
+}
+
+impl Drop for Alive {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
 
 impl ServerHandler for SlowFirstStart {
     async fn initialize(
@@ -274,7 +291,8 @@ impl ServerHandler for SlowFirstStart {
 /// A session opened for an `initialize` whose answer nobody awaits any
 /// more (here the request timed out: 503) is ended at once, not left
 /// holding its owner's only slot until it expires: its id never reached
-/// the client.
+/// the client. Its worker goes too (the close the session layer sent rmcp
+/// was refused for want of a Host, and the handler lived on).
 #[tokio::test]
 async fn a_session_whose_opening_timed_out_does_not_hold_a_slot() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -284,8 +302,11 @@ async fn a_session_whose_opening_timed_out_does_not_hold_a_slot() {
     config.session_limits.max_per_principal = 1;
     config.session_limits.max_per_subject = 1;
     let app = McpHttpApp::new(config, chain()).unwrap();
-    let slow = SlowFirstStart(Arc::default());
-    serve_app(listener, app.rmcp_router(move || Ok(slow.clone())), &app);
+    let started = Arc::<std::sync::atomic::AtomicBool>::default();
+    let alive = Arc::<std::sync::atomic::AtomicUsize>::default();
+    let count = alive.clone();
+    let factory = move || Ok(SlowFirstStart(started.clone(), Alive::new(&count)));
+    serve_app(listener, app.rmcp_router(factory), &app);
     let c = reqwest::Client::new();
     let url = format!("{base}/mcp");
     let r = post(&c, &url)
@@ -301,8 +322,10 @@ async fn a_session_whose_opening_timed_out_does_not_hold_a_slot() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 200, "{:?}", r.text().await);
     assert!(r.headers().contains_key("mcp-session-id"));
+    assert_eq!(r.status(), 200, "{:?}", r.text().await);
+    // The second session's handler only: the first's went with it.
+    assert_eq!(alive.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
 
 #[tokio::test]
