@@ -253,10 +253,13 @@ async fn an_authenticator_that_cannot_decide_gives_503_with_retry_after() {
 }
 
 /// A server whose first `initialize` takes longer than the request
-/// timeout; its handlers alive are counted in the second field (one per
-/// session: the count goes down when the last clone of one goes).
+/// timeout; its handlers alive are counted (one per session: the count
+/// goes down when the last clone of one goes).
 #[derive(Clone)]
-struct SlowFirstStart(Arc<std::sync::atomic::AtomicBool>, Arc<Alive>);
+struct SlowFirstStart {
+    started: Arc<std::sync::atomic::AtomicBool>,
+    _alive: Arc<Alive>,
+}
 
 /// One handler alive in `.0` while this is.
 struct Alive(Arc<std::sync::atomic::AtomicUsize>);
@@ -280,7 +283,7 @@ impl ServerHandler for SlowFirstStart {
         request: rmcp::model::InitializeRequestParams,
         context: rmcp::service::RequestContext<rmcp::RoleServer>,
     ) -> Result<rmcp::model::InitializeResult, rmcp::ErrorData> {
-        if !self.0.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        if !self.started.swap(true, std::sync::atomic::Ordering::SeqCst) {
             tokio::time::sleep(Duration::from_millis(400)).await;
         }
         context.peer.set_peer_info(request.clone());
@@ -305,7 +308,12 @@ async fn a_session_whose_opening_timed_out_does_not_hold_a_slot() {
     let started = Arc::<std::sync::atomic::AtomicBool>::default();
     let alive = Arc::<std::sync::atomic::AtomicUsize>::default();
     let count = alive.clone();
-    let factory = move || Ok(SlowFirstStart(started.clone(), Alive::new(&count)));
+    let factory = move || {
+        Ok(SlowFirstStart {
+            started: started.clone(),
+            _alive: Alive::new(&count),
+        })
+    };
     serve_app(listener, app.rmcp_router(factory), &app);
     let c = reqwest::Client::new();
     let url = format!("{base}/mcp");
