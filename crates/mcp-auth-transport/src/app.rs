@@ -648,10 +648,6 @@ where
     }
 }
 
-/// `/ready`: 200 when the server can authenticate and serve (its
-/// authenticator's checks, e.g. the issuer's keys fetched and fresh, and
-/// the session store answering), else 503; the checks as JSON, without
-/// URLs or secrets.
 /// The session store's readiness, asked at most once a second whatever
 /// the number of callers (`/ready` is unauthenticated: each call was a
 /// round trip to Redis). The question runs as a task of its own, shared
@@ -741,6 +737,10 @@ impl StoreProbe {
     }
 }
 
+/// `/ready`: 200 when the server can authenticate and serve (its
+/// authenticator's checks, e.g. the issuer's keys fetched and fresh, and
+/// the session store answering), else 503; the checks as JSON, without
+/// URLs or secrets.
 async fn ready(authenticator: SharedAuthenticator, probe: Arc<StoreProbe>) -> Response {
     let mut checks = authenticator.readiness();
     let (ok, said) = probe.check().await;

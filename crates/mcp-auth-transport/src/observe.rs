@@ -129,16 +129,20 @@ fn sse_session_of(uri: &http::Uri) -> Option<String> {
     // Decoded as the handler reads it.
     let (_, v) =
         url::form_urlencoded::parse(uri.query()?.as_bytes()).find(|(k, _)| k == "session_id")?;
-    (!v.is_empty() && v.len() <= MAX_SESSION_ID && v.bytes().all(|b| b.is_ascii_graphic()))
-        .then(|| v.into_owned())
+    is_session_id(&v).then(|| v.into_owned())
 }
 
 /// [`session_id_of`], given the header's value (looked up once by a caller
 /// that also wants to know whether it was sent at all).
 pub(crate) fn session_id_in(value: Option<&http::HeaderValue>) -> Option<String> {
     let v = value?.to_str().ok()?;
-    (!v.is_empty() && v.len() <= MAX_SESSION_ID && v.bytes().all(|b| b.is_ascii_graphic()))
-        .then(|| v.to_owned())
+    is_session_id(v).then(|| v.to_owned())
+}
+
+/// Whether `v` is what MCP allows a session id to be (visible ASCII), at
+/// most [`MAX_SESSION_ID`] bytes.
+fn is_session_id(v: &str) -> bool {
+    !v.is_empty() && v.len() <= MAX_SESSION_ID && v.bytes().all(|b| b.is_ascii_graphic())
 }
 
 /// The HTTP method as the span records it: a standard one by name, any

@@ -41,7 +41,7 @@ use tokio_util::sync::CancellationToken;
 
 /// Gives a map's memory back once it holds a quarter of what it could (its
 /// capacity otherwise stays at its high-water mark).
-fn shrink<K: std::hash::Hash + Eq, V>(m: &mut HashMap<K, V>) {
+pub(crate) fn shrink<K: std::hash::Hash + Eq, V>(m: &mut HashMap<K, V>) {
     if m.capacity() > 64 && m.len() < m.capacity() / 4 {
         m.shrink_to(m.len() * 2);
     }

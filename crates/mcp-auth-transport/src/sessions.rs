@@ -118,9 +118,7 @@ impl AnonymousStreams {
     fn bound(&self, sid: &str) {
         if let Some((token, ..)) = self.with(|m| {
             let e = m.by_session.remove(sid);
-            if m.by_session.capacity() > 64 && m.by_session.len() < m.by_session.capacity() / 4 {
-                m.by_session.shrink_to(m.by_session.len() * 2);
-            }
+            crate::park::shrink(&mut m.by_session);
             e
         }) {
             token.cancel();
@@ -144,11 +142,7 @@ impl Drop for AnonymousStream {
                 e.1 = e.1.saturating_sub(1);
                 if e.1 == 0 {
                     m.by_session.remove(&self.sid);
-                    if m.by_session.capacity() > 64
-                        && m.by_session.len() < m.by_session.capacity() / 4
-                    {
-                        m.by_session.shrink_to(m.by_session.len() * 2);
-                    }
+                    crate::park::shrink(&mut m.by_session);
                 }
             }
         });
@@ -806,6 +800,8 @@ fn rmcp_ends_sessions_for(headers: &http::HeaderMap) -> bool {
 #[cfg(test)]
 mod tests {
     use super::{Admission, AnonymousStreams, is_initialize};
+    use mcp_auth_session::{MemoryStore, Reserve, SessionLimits, SharedStore};
+    use std::{sync::Arc, time::Duration};
 
     /// A binding ends the session's anonymous streams; a stream counted
     /// into the entry the binding removed does not count down (or remove)
@@ -832,8 +828,6 @@ mod tests {
         drop((a, b));
         assert!(streams.with(|m| m.by_session.is_empty()));
     }
-    use mcp_auth_session::{MemoryStore, Reserve, SessionLimits, SharedStore};
-    use std::{sync::Arc, time::Duration};
 
     /// A reservation that lapsed while rmcp created the session, its slot
     /// taken meanwhile: the commit is refused with the cap's answer, and

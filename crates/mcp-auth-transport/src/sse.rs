@@ -200,8 +200,10 @@ impl Drop for EndOnDrop {
                 match store.end_live(&sid).await {
                     Ok(true) => {
                         crate::observe::session_ended("closed");
-                        // The stream closed (client gone, idle, shutdown):
-                        // no request says so, this record does.
+                        // The stream closed and this ended the session (its
+                        // client went away): no request says so, this
+                        // record does. (One idled out has expired in the
+                        // store first: the sweeper records it.)
                         if let Some(sink) = audit {
                             sink.record(crate::audit::session_end_record(
                                 &sid,
