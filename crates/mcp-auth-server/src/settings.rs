@@ -325,17 +325,13 @@ impl ServerSettings {
 /// from elsewhere, if one does: allowed hosts other than this machine's
 /// names, trusted proxies, or Host checks turned off.
 fn proxy_signs(m: &dyn Lookup) -> Result<Option<&'static str>, ConfigError> {
-    let foreign_host = mcp_auth_core::settings::parse_list(m, "HTTP_ALLOWED_HOSTS")
-        .unwrap_or_default()
-        .iter()
-        .any(|h| {
-            // `name`, `name:port`, `v6`, `[v6]:port`, or `*`.
-            let name = match h.strip_prefix('[') {
-                Some(rest) => rest.split(']').next().unwrap_or_default(),
-                None if h.parse::<IpAddr>().is_ok() => h.as_str(),
-                None => h.rsplit_once(':').map_or(h.as_str(), |(n, _)| n),
-            };
-            !Url::parse(&format!("http://{}", bracketed(name))).is_ok_and(|u| url_is_loopback(&u))
+    // Read as the guard reads it (a list it refuses is named when the
+    // HTTP settings are read).
+    let hosts = mcp_auth_core::settings::parse_list(m, "HTTP_ALLOWED_HOSTS").unwrap_or_default();
+    let foreign_host = hosts.iter().any(|h| h == "*")
+        || mcp_auth_transport::HostRule::parse_list(&hosts).is_ok_and(|rule| {
+            rule.hosts()
+                .any(|h| !Url::parse(&format!("http://{h}")).is_ok_and(|u| url_is_loopback(&u)))
         });
     Ok(if foreign_host {
         Some("HTTP_ALLOWED_HOSTS names hosts other than this machine's")
@@ -346,14 +342,6 @@ fn proxy_signs(m: &dyn Lookup) -> Result<Option<&'static str>, ConfigError> {
     } else {
         None
     })
-}
-
-/// `name` as a URL's host: an IPv6 address in brackets.
-fn bracketed(name: &str) -> String {
-    match name.parse::<std::net::Ipv6Addr>() {
-        Ok(_) => format!("[{name}]"),
-        Err(_) => name.to_owned(),
-    }
 }
 
 /// Whether `url`'s host is this machine (`localhost`, a loopback address).

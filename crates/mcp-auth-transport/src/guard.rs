@@ -96,6 +96,16 @@ impl HostRule {
         )
     }
 
+    /// The hosts a list allows (lowercase, IPv6 in brackets); none for
+    /// [`HostRule::Any`].
+    pub fn hosts(&self) -> impl Iterator<Item = &str> {
+        let entries: &[HostEntry] = match self {
+            HostRule::Any => &[],
+            HostRule::List(entries) => entries,
+        };
+        entries.iter().map(|e| e.host.as_str())
+    }
+
     /// A list rule, refusing any entry that is not `host[:port]`.
     pub fn parse_list<I, S>(hosts: I) -> Result<Self, String>
     where
