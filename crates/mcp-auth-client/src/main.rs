@@ -380,14 +380,12 @@ fn preregistered(cli: &Cli) -> Result<Preregistered, ClientError> {
         own: false,
     };
     let own = ProcessEnv.get("COGNITO_APP_CLIENT_ID").is_some();
-    // Read (and refused when it cannot be parsed) with the settings before.
-    let dotenv = match own {
-        true => Settings::new(),
-        false => Sources::new(VARIABLES)
-            .dotenv_file(Path::new(".env"))
-            .merge()
-            .unwrap_or_default(),
-    };
+    // `./.env` alone (read, and refused when it cannot be parsed, with the
+    // settings before).
+    let dotenv = Sources::new(VARIABLES)
+        .dotenv_file(Path::new(".env"))
+        .merge()
+        .unwrap_or_default();
     let (layer, from): (&dyn Lookup, &str) = match own {
         true => (&ProcessEnv, "the environment"),
         false => (&dotenv, "./.env"),
@@ -415,12 +413,8 @@ fn preregistered(cli: &Cli) -> Result<Preregistered, ClientError> {
             // (the login goes on without the app client, and Cognito takes
             // no other).
             let elsewhere = own
-                && Sources::new(VARIABLES)
-                    .dotenv_file(Path::new(".env"))
-                    .merge()
-                    .is_ok_and(|d| {
-                        d.contains_key("COGNITO_REGION") || d.contains_key("COGNITO_USER_POOL_ID")
-                    });
+                && (dotenv.contains_key("COGNITO_REGION")
+                    || dotenv.contains_key("COGNITO_USER_POOL_ID"));
             if elsewhere {
                 tracing::warn!(
                     "COGNITO_APP_CLIENT_ID is exported but COGNITO_REGION / COGNITO_USER_POOL_ID \
