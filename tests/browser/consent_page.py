@@ -28,22 +28,34 @@ in a virtualenv at target/browser-venv. Then:
 4. saves docs/img/consent-desktop.png and docs/img/consent-phone.png, and
    more views (dark mode, focus ring, hostile text, error page, a local app)
    under target/browser/.
+5. then the page as mcp-auth-server itself serves it (the binary the test
+   command built), behind its Host/Origin guard, in front of a GitHub-style
+   stand-in provider: a client registered dynamically is denied (back with
+   access_denied), then allowed (back with a code, exchanged at the token
+   endpoint for a token the MCP endpoint accepts). A browser posts the form
+   with the Origin the page's referrer policy allows, so only this shows
+   that a user gets past the page.
 
 Options: --manifest-path PATH builds the fixture from another Cargo manifest
-(default: the workspace). Ends with 'N passed, N failed'; exits 1 on any
-failure.
+(default: the workspace); MCP_AUTH_SERVER_BIN names the server binary step 5
+runs. Ends with 'N passed, N failed'; exits 1 on any failure.
 """
 import argparse
+import base64
+import hashlib
 import http.server
 import json
 import os
 import pathlib
 import shutil
+import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.parse
+import urllib.request
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 VENV = ROOT / "target" / "browser-venv"
@@ -88,7 +100,7 @@ class Servers:
         self.fixture = {}
         self.lock = threading.Lock()
         self.servers = {}
-        for role in ("proxy", "upstream", "client"):
+        for role in ("proxy", "upstream", "client", "github"):
             server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), self.handler(role))
             threading.Thread(target=server.serve_forever, daemon=True).start()
             self.servers[role] = server
@@ -149,6 +161,15 @@ class Servers:
                 if role == "upstream" and url.path == "/authorize":
                     # A user already signed in upstream: the provider answers at once.
                     return self.redirect(302, f"{servers.origin('proxy')}/callback?code=upstream&state={state}")
+                if role == "github" and url.path == "/authorize":
+                    # A GitHub-style provider for the real server: signed in, approves at once.
+                    back = query.get("redirect_uri", [""])[0]
+                    return self.redirect(302, f"{back}?code=gh-code&state={urllib.parse.quote(state)}")
+                if role == "github" and url.path == "/user":
+                    if self.headers.get("Authorization") != "Bearer gh-access":
+                        return self.send(401)
+                    body = json.dumps({"id": 583231, "login": "octocat"}).encode()
+                    return self.send(200, body, {"Content-Type": "application/json"})
                 if role == "client" and url.path == "/callback":
                     return self.send(200, b"<!DOCTYPE html><title>client</title><p>back at the client", {"Content-Type": "text/html"})
                 self.send(404)
@@ -162,6 +183,11 @@ class Servers:
                 form["cookie"] = self.headers.get("Cookie", "")
                 with servers.lock:
                     servers.posts.append(form)
+                if role == "github" and self.path == "/token":
+                    if form.get("code") != "gh-code":
+                        return self.send(400, b'{"error":"invalid_grant"}', {"Content-Type": "application/json"})
+                    body = json.dumps({"access_token": "gh-access", "token_type": "bearer", "scope": "read:user"})
+                    return self.send(200, body.encode(), {"Content-Type": "application/json"})
                 parts = self.path.strip("/").split("/")
                 if role != "proxy" or len(parts) != 2 or parts[1] != "decide":
                     return self.send(404)
@@ -423,6 +449,8 @@ def run(manifest_path):
         checks.check("error page: no form, one heading",
                      not driver.find_elements(By.TAG_NAME, "form") and len(driver.find_elements(By.TAG_NAME, "h1")) == 1)
         driver.save_screenshot(str(OUT / "error-desktop.png"))
+
+        real_server(driver, servers, checks, manifest_path)
     finally:
         if driver is not None:
             driver.quit()
@@ -431,6 +459,139 @@ def run(manifest_path):
     print(f"screenshots: {IMG / 'consent-desktop.png'}, {IMG / 'consent-phone.png'}; more in {OUT}")
     print(f"{checks.passed} passed, {checks.failed} failed")
     return 1 if checks.failed else 0
+
+
+def server_binary(manifest_path):
+    """mcp-auth-server as the test command built it (built here if it is not)."""
+    target = pathlib.Path(os.environ.get("CARGO_TARGET_DIR") or ROOT / "target")
+    binary = pathlib.Path(os.environ["MCP_AUTH_SERVER_BIN"]) if os.environ.get("MCP_AUTH_SERVER_BIN") else target / "debug" / "mcp-auth-server"
+    if not binary.exists():
+        command = ["cargo", "build", "--quiet", "--workspace", "--all-features", "--bin", "mcp-auth-server"]
+        if manifest_path:
+            command += ["--manifest-path", manifest_path]
+        subprocess.run(command, check=True, cwd=ROOT)
+    return binary
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def post(url, data, headers=None):
+    """A POST outside the browser; the status and the answer (parsed when JSON)."""
+    request = urllib.request.Request(url, data=data, headers=headers or {}, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            status, kind, body = response.status, response.headers.get("Content-Type", ""), response.read()
+    except urllib.error.HTTPError as e:
+        status, kind, body = e.code, e.headers.get("Content-Type", ""), e.read()
+    return status, json.loads(body) if kind.startswith("application/json") and body else body.decode("utf-8", "replace")
+
+
+def real_server(driver, servers, checks, manifest_path):
+    """The consent page as mcp-auth-server serves it, behind its Host/Origin
+    guard: a browser posts the form with the `Origin` the page's referrer
+    policy allows (`null` under `no-referrer`, which the guard refuses), so
+    only a real browser against the real server shows that a user can get
+    past the page. A client registered dynamically logs in through a
+    GitHub-style provider: Deny brings it back with access_denied, Allow
+    with a code that the token endpoint exchanges for a token the MCP
+    endpoint accepts."""
+    from selenium.webdriver.common.by import By
+
+    port = free_port()
+    origin = f"http://127.0.0.1:{port}"
+    github = servers.origin("github")
+    env = dict(
+        os.environ,
+        RUST_LOG="warn",
+        PORT=str(port),
+        MCP_AUTH_STRATEGY="oauth2",
+        MCP_OAUTH_AUTH_URL=f"{github}/authorize",
+        MCP_OAUTH_TOKEN_URL=f"{github}/token",
+        MCP_OAUTH_USERINFO_URL=f"{github}/user",
+        MCP_OAUTH_CLIENT_ID="browser-test",
+        MCP_OAUTH_CLIENT_SECRET="browser-test-secret-0123456789abcdef",
+        MCP_OAUTH_SCOPE="read:user",
+        MCP_OAUTH_SCOPES_SUPPORTED="mcp:tools",
+        MCP_OAUTH_PROVIDER_NAME="GitHub",
+    )
+    home = OUT / "real-server"
+    shutil.rmtree(home, ignore_errors=True)
+    home.mkdir(parents=True)
+    log = open(home / "server.log", "w")
+    server = subprocess.Popen([server_binary(manifest_path), "--port", str(port)], env=env, cwd=home,
+                              stdout=subprocess.DEVNULL, stderr=log)
+    try:
+        def up():
+            try:
+                with urllib.request.urlopen(f"{origin}/health", timeout=1):
+                    return True
+            except OSError:
+                return False
+        checks.check("real server: starts with the facade", wait_until(up, timeout=30),
+                     (home / "server.log").read_text())
+        client_callback = f"{servers.origin('client')}/callback"
+        status, registered = post(f"{origin}/oauth/register", json.dumps({
+            "redirect_uris": [client_callback], "token_endpoint_auth_method": "none",
+            "client_name": "Browser test", "grant_types": ["authorization_code", "refresh_token"],
+            "response_types": ["code"],
+        }).encode(), {"Content-Type": "application/json"})
+        checks.check("real server: a client registers", status == 201, (status, registered))
+        client_id = (registered or {}).get("client_id", "")
+        verifier = base64.urlsafe_b64encode(os.urandom(32)).rstrip(b"=").decode()
+        challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+
+        def authorize(state):
+            return f"{origin}/oauth/authorize?" + urllib.parse.urlencode({
+                "response_type": "code", "client_id": client_id, "redirect_uri": client_callback,
+                "code_challenge": challenge, "code_challenge_method": "S256", "state": state,
+                "scope": "mcp:tools", "resource": f"{origin}/mcp",
+            })
+
+        def back_at_client():
+            return wait_until(lambda: driver.current_url.startswith(client_callback))
+
+        # Deny first: an approval is remembered, and the page would not be shown again.
+        viewport(driver, DESKTOP)
+        driver.get(authorize("deny-1"))
+        buttons = driver.find_elements(By.CSS_SELECTOR, "button.deny")
+        checks.check("real server: the consent page is shown", len(buttons) == 1, driver.page_source[:500])
+        if buttons:
+            buttons[0].click()
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(driver.current_url).query) if back_at_client() else {}
+        checks.check("real server: deny reaches the client with access_denied",
+                     query.get("error") == ["access_denied"] and query.get("state") == ["deny-1"],
+                     (driver.current_url, driver.page_source[:300]))
+
+        driver.get(authorize("allow-1"))
+        buttons = driver.find_elements(By.CSS_SELECTOR, "button.allow")
+        if buttons:
+            buttons[0].click()
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(driver.current_url).query) if back_at_client() else {}
+        checks.check("real server: allow reaches the client with a code, through the provider",
+                     "code" in query and query.get("state") == ["allow-1"],
+                     (driver.current_url, driver.page_source[:300]))
+        status, tokens = post(f"{origin}/oauth/token", urllib.parse.urlencode({
+            "grant_type": "authorization_code", "code": query.get("code", [""])[0],
+            "redirect_uri": client_callback, "client_id": client_id, "code_verifier": verifier,
+            "resource": f"{origin}/mcp",
+        }).encode(), {"Content-Type": "application/x-www-form-urlencoded"})
+        checks.check("real server: the code is exchanged for a token", status == 200 and "access_token" in (tokens or {}),
+                     (status, tokens))
+        status, answer = post(f"{origin}/mcp", json.dumps({
+            "jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                       "clientInfo": {"name": "browser-test", "version": "1"}},
+        }).encode(), {"Content-Type": "application/json", "Accept": "application/json, text/event-stream",
+                      "Authorization": f"Bearer {(tokens or {}).get('access_token', '')}"})
+        checks.check("real server: the MCP endpoint accepts the token", status == 200, (status, answer))
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+        log.close()
 
 
 def main():

@@ -265,7 +265,7 @@ fn head(out: &mut String, title: &str) {
     out.push_str(
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
-         <meta name=\"referrer\" content=\"no-referrer\">\n<title>",
+         <meta name=\"referrer\" content=\"same-origin\">\n<title>",
     );
     out.push_str(title);
     out.push_str("</title>\n<style>");
@@ -498,8 +498,11 @@ fn style_hash() -> String {
 ///   apply), and the page cannot be framed.
 /// - `X-Frame-Options: DENY` for browsers without `frame-ancestors`: a
 ///   consent page in a hidden frame is the classic clickjacking target.
-/// - `Referrer-Policy: no-referrer`: the page's URL (the authorization
-///   request) is not leaked to the provider.
+/// - `Referrer-Policy: same-origin`: the page's URL (the authorization
+///   request) is not leaked to the provider or the client. Not
+///   `no-referrer`: under it a browser posts the form with `Origin: null`
+///   (the Fetch standard), which a server's Origin check must refuse, so
+///   no user could get past the page.
 ///
 /// `form_targets` are the URLs the form submission's redirect chain may
 /// reach besides this server: Chromium and WebKit apply `form-action` to
@@ -541,7 +544,7 @@ pub fn page_headers(form_targets: &[&str]) -> HeaderMap {
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     headers.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static("same-origin"),
     );
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
@@ -908,7 +911,7 @@ mod tests {
         assert_eq!(headers[header::CONTENT_TYPE], "text/html; charset=utf-8");
         assert_eq!(headers[header::CACHE_CONTROL], "no-store");
         assert_eq!(headers[header::X_FRAME_OPTIONS], "DENY");
-        assert_eq!(headers[header::REFERRER_POLICY], "no-referrer");
+        assert_eq!(headers[header::REFERRER_POLICY], "same-origin");
         assert_eq!(headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
         let policy = headers[header::CONTENT_SECURITY_POLICY]
             .to_str()
