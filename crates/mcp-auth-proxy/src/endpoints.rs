@@ -360,14 +360,17 @@ impl App {
         headers: &HeaderMap,
     ) -> Result<String, Response> {
         let who = self.who(peer.map(|axum::Extension(ConnectInfo(a))| a), headers);
-        let (mine, _) = self
+        let (mine, left) = self
             .count(&format!("proxy-authz:{who}"), Duration::from_secs(60))
             .await?;
         if mine > self.opts.authorizations_per_minute {
-            return Err(error_page(
-                StatusCode::TOO_MANY_REQUESTS,
-                "Too many attempts",
-                "Too many logins were started from your address. Wait a minute and try again.",
+            return Err(retry_after(
+                error_page(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "Too many attempts",
+                    "Too many logins were started from your address. Wait a minute and try again.",
+                ),
+                left,
             ));
         }
         Ok(who)
@@ -709,11 +712,14 @@ async fn registration(State(app): State<App>, req: axum::extract::Request) -> Re
     // no registration at all, is not counted against everyone's (one
     // address could otherwise shut registration for all).
     match store.hit(&format!("proxy-reg:{who}"), hour).await {
-        Ok((mine, _)) if mine > app.opts.registrations_per_hour => {
-            return oauth_error(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too_many_requests",
-                "too many registrations from this address; try again later",
+        Ok((mine, left)) if mine > app.opts.registrations_per_hour => {
+            return retry_after(
+                oauth_error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too_many_requests",
+                    "too many registrations from this address; try again later",
+                ),
+                left,
             );
         }
         Ok(_) => {}
@@ -734,11 +740,14 @@ async fn registration(State(app): State<App>, req: axum::extract::Request) -> Re
         }
     };
     match store.hit("proxy-reg:all", hour).await {
-        Ok((all, _)) if all > app.opts.registrations_per_hour_total => {
-            return oauth_error(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too_many_requests",
-                "too many registrations right now; try again later",
+        Ok((all, left)) if all > app.opts.registrations_per_hour_total => {
+            return retry_after(
+                oauth_error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too_many_requests",
+                    "too many registrations right now; try again later",
+                ),
+                left,
             );
         }
         Ok(_) => {}
@@ -970,13 +979,33 @@ async fn authorize(
         );
     };
     let state = q.get("state").map(String::as_str);
+    // An error goes back to the redirect URI only if it is trusted (RFC
+    // 9700 §4.11.2): anyone can register a client with any redirect URI,
+    // so for one registered dynamically or named by a metadata document an
+    // error before consent would make this server an open redirector. Its
+    // redirect URI is trusted once this browser approved it there.
+    let trusted = client.kind == crate::clients::ClientKind::Preregistered
+        || match browser_binding(&app, &headers) {
+            Some(binding) => approved_here(&app, &binding, &client.client_id, redirect_uri).await,
+            None => false,
+        };
     let fail = |code: &str, why: &str| {
-        back_to_client(
-            redirect_uri,
-            &[("error", code), ("error_description", why)],
-            state,
-            &issuer,
-        )
+        if trusted {
+            back_to_client(
+                redirect_uri,
+                &[("error", code), ("error_description", why)],
+                state,
+                &issuer,
+            )
+        } else {
+            error_page(
+                StatusCode::BAD_REQUEST,
+                "The application's request was refused",
+                &format!(
+                    "This login cannot go on ({code}: {why}). Nothing was sent back to the application."
+                ),
+            )
+        }
     };
     if let Some(name) = repeated.first() {
         let (code, why) = repeated_error(name);
@@ -1125,12 +1154,29 @@ async fn authorize(
 }
 
 fn consent_key(binding: &str, login: &PendingLogin) -> String {
+    consent_key_for(binding, &login.client_id, &login.redirect_uri)
+}
+
+fn consent_key_for(binding: &str, client_id: &str, redirect_uri: &str) -> String {
     // The approval is for this client sending this browser back to this
     // redirect URI: another of the client's redirect URIs needs its own.
     format!(
         "proxy:consent:{}:{}",
         digest_b64(binding.as_bytes()),
-        digest_b64(format!("{}\n{}", login.client_id, login.redirect_uri).as_bytes())
+        digest_b64(format!("{client_id}\n{redirect_uri}").as_bytes())
+    )
+}
+
+/// Whether this browser approved `client_id` sending it back to
+/// `redirect_uri` (for any scopes).
+async fn approved_here(app: &App, binding: &str, client_id: &str, redirect_uri: &str) -> bool {
+    matches!(
+        app.proxy
+            .inner
+            .store
+            .kv_get(&consent_key_for(binding, client_id, redirect_uri))
+            .await,
+        Ok(Some(_))
     )
 }
 
@@ -1427,7 +1473,7 @@ async fn callback(
 /// with the HTTP Basic `Authorization` header only, `client_secret_post`
 /// with `client_id` and `client_secret` in the form only, `none` with the
 /// form's `client_id` alone. Another method, or none, is 401
-/// `invalid_client`; two at once (the header and a form `client_secret`)
+/// `invalid_client` (with a Basic challenge, as every 401 here); two at once (the header and a form `client_secret`)
 /// or a form `client_id` other than the header's is 400 `invalid_request`
 /// (RFC 6749 §2.3); an `Authorization` header that is not Basic
 /// credentials (the scheme's name in any case, RFC 7235 §2.1) is 401
@@ -1450,7 +1496,7 @@ async fn authenticate_client(
                 "more than one Authorization header",
             ));
         }
-        (Some(v), None) => Some(basic_credentials(v).ok_or_else(|| invalid_client(true))?),
+        (Some(v), None) => Some(basic_credentials(v).ok_or_else(invalid_client)?),
     };
     let form_secret = form.get("client_secret");
     let (client_id, secret, presented) = match (basic, form.get("client_id")) {
@@ -1475,16 +1521,15 @@ async fn authenticate_client(
             Some(s) => (id.clone(), Some(s.clone()), Method::ClientSecretPost),
             None => (id.clone(), None, Method::None),
         },
-        (None, None) => return Err(invalid_client(false)),
+        (None, None) => return Err(invalid_client()),
     };
-    let by_header = headers.contains_key(header::AUTHORIZATION);
     let who = app.who(peer, headers);
     let client = match app.client(&client_id, &who).await {
         Ok(Some(c)) => c,
-        Ok(None) => return Err(invalid_client(by_header)),
+        Ok(None) => return Err(invalid_client()),
         Err(ClientError::Refused(why)) => {
             tracing::info!(reason = %why, "client refused at the token or revocation endpoint");
-            return Err(invalid_client(by_header));
+            return Err(invalid_client());
         }
         Err(ClientError::Unavailable {
             reason,
@@ -1504,7 +1549,7 @@ async fn authenticate_client(
     if !client.is_confidential() {
         // A public client has no secret: one presented is not its own.
         if presented != Method::None {
-            return Err(invalid_client(by_header));
+            return Err(invalid_client());
         }
         return Ok(client);
     }
@@ -1543,7 +1588,7 @@ async fn authenticate_client(
             );
         }
         let _ = store.hit(&failures, window).await;
-        return Err(invalid_client(by_header));
+        return Err(invalid_client());
     }
     Ok(client)
 }
@@ -1576,18 +1621,19 @@ fn form_urldecode(s: &str) -> String {
         .unwrap_or_default()
 }
 
-fn invalid_client(basic: bool) -> Response {
+/// 401 `invalid_client`, with the Basic challenge every 401 carries (RFC
+/// 9110 §15.5.2; RFC 6749 §5.2 requires it when the client tried Basic,
+/// and it names the scheme this endpoint supports when it did not).
+fn invalid_client() -> Response {
     let mut r = oauth_error(
         StatusCode::UNAUTHORIZED,
         "invalid_client",
         "client authentication failed",
     );
-    if basic {
-        r.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Basic realm=\"token\""),
-        );
-    }
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Basic realm=\"token\""),
+    );
     r
 }
 

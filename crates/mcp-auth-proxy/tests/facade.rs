@@ -332,42 +332,71 @@ async fn refusals_issue_nothing_and_never_redirect_untrusted_errors() {
         assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{url}");
         assert!(r.headers().get(header::LOCATION).is_none());
     }
-    // Errors about the request itself go back to the (registered) client.
-    for (extra, code) in [
+    // Errors about the request itself, for a client anyone could have
+    // registered (here dynamically): a page, not a redirect, until this
+    // browser has approved the client's redirect URI (RFC 9700 §4.11.2: the
+    // server would otherwise send any link's visitor anywhere). Then back
+    // to the client.
+    let refusals = [
         (vec![("code_challenge_method", "plain")], "invalid_request"),
         (
             vec![("resource", "https://other.example/mcp")],
             "invalid_target",
         ),
         (vec![("scope", "everything else")], "invalid_scope"),
-    ] {
+        (
+            vec![("response_type", "token")],
+            "unsupported_response_type",
+        ),
+    ];
+    let with = |extra: &[(&str, &str)]| {
         let mut url = Url::parse(&authorize_url(&app, &client_id, &[])).unwrap();
         let mut pairs: Vec<(String, String)> = url.query_pairs().into_owned().collect();
-        for (k, v) in &extra {
+        for (k, v) in extra {
             pairs.retain(|(pk, _)| pk != k);
             pairs.push(((*k).to_owned(), (*v).to_owned()));
         }
         url.query_pairs_mut().clear().extend_pairs(pairs);
-        let r = browser.get(url.as_str()).await;
-        assert_eq!(r.status(), StatusCode::SEE_OTHER, "{extra:?}");
+        url.to_string()
+    };
+    let no_pkce = authorize_url(&app, &client_id, &[]).replace("code_challenge=", "x=");
+    for (url, code) in refusals
+        .iter()
+        .map(|(extra, code)| (with(extra), *code))
+        .chain([(no_pkce.clone(), "invalid_request")])
+    {
+        let r = browser.get(&url).await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{url}");
+        assert!(r.headers().get(header::LOCATION).is_none(), "{url}");
+        let page = r.text().await.unwrap();
+        assert!(page.contains(code), "the page names the error: {page}");
+    }
+    // Approved once in a browser: its errors go back to the client.
+    let mut approved = Browser::new();
+    login(&app, &mut approved, &client_id).await;
+    for (url, code) in refusals
+        .iter()
+        .map(|(extra, code)| (with(extra), *code))
+        .chain([(no_pkce, "invalid_request")])
+    {
+        let r = approved.get(&url).await;
+        assert_eq!(r.status(), StatusCode::SEE_OTHER, "{url}");
         let back = Url::parse(r.headers()[header::LOCATION].to_str().unwrap()).unwrap();
         assert!(back.as_str().starts_with(CLIENT_CB));
         assert_eq!(
             query(&back).get("error").map(String::as_str),
             Some(code),
-            "{extra:?}"
+            "{url}"
         );
         // RFC 9207: error responses name the issuer too (the metadata says
         // authorization_response_iss_parameter_supported, so a client
         // refuses any answer without it).
-        assert_eq!(query(&back).get("iss"), Some(&app.base), "{extra:?}");
+        assert_eq!(query(&back).get("iss"), Some(&app.base), "{url}");
     }
-    // PKCE missing altogether.
-    let no_pkce = authorize_url(&app, &client_id, &[]).replace("code_challenge=", "x=");
-    let r = browser.get(&no_pkce).await;
-    let back = Url::parse(r.headers()[header::LOCATION].to_str().unwrap()).unwrap();
-    assert_eq!(query(&back)["error"], "invalid_request");
-    assert_eq!(query(&back).get("iss"), Some(&app.base));
+    // The first browser has approved nothing: a page still.
+    let r = browser.get(&with(&refusals[0].0)).await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(r.headers().get(header::LOCATION).is_none());
 
     // The consent POST needs this browser's CSRF token.
     let html = consent_html(&app, &mut browser, &client_id).await;
@@ -474,6 +503,11 @@ async fn a_pre_registered_confidential_client_must_authenticate() {
     public.push(("client_id", "backend"));
     let r = http.post(&url).form(&public).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    // Every 401 names a scheme (RFC 9110 §15.5.2): the one this endpoint takes.
+    assert_eq!(
+        r.headers()[header::WWW_AUTHENTICATE],
+        "Basic realm=\"token\""
+    );
     // A wrong secret over Basic: 401 with a Basic challenge.
     let r = http
         .post(&url)
@@ -549,6 +583,12 @@ async fn registration_floods_are_cut_off_per_address() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    let wait: u64 = r.headers()[header::RETRY_AFTER]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=3600).contains(&wait), "{wait}");
     let err: serde_json::Value = r.json().await.unwrap();
     assert_eq!(err["error"], "too_many_requests");
     // The refusal is for registrations only: the server still answers.
@@ -619,8 +659,14 @@ async fn one_address_cannot_shut_registration_for_everyone() {
         StatusCode::CREATED
     );
     // Everyone's budget (3) is now used by registrations that went through.
-    let c = from(3);
-    assert_eq!(register(c, Some(body)).await, StatusCode::TOO_MANY_REQUESTS);
+    let r = from(3)
+        .post(format!("{}/oauth/register", app.base))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(r.headers().contains_key(header::RETRY_AFTER));
 }
 
 /// The consent page `browser` gets for `client_id`'s authorization request.

@@ -760,14 +760,51 @@ async fn a_facade_served_without_peer_addresses_refuses_requests() {
     assert_eq!(r.status(), StatusCode::OK);
 }
 
+/// Authorization requests past an address's budget get a page with 429
+/// and `Retry-After`, never a redirect.
+#[tokio::test]
+async fn authorization_requests_past_the_budget_are_told_when_to_come_back() {
+    let store = Arc::new(ClockStore::default());
+    let app = start_local(store, &[], |opts| opts.authorizations_per_minute = 2).await;
+    let client = support::register(&app).await;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let url = authorize_url(&app, &client, &[]);
+    for _ in 0..2 {
+        let r = http.get(&url).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+    let r = http.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(r.headers().get(header::LOCATION).is_none());
+    let wait: u64 = r.headers()[header::RETRY_AFTER]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&wait), "{wait}");
+}
+
 /// An authorization request may not give a parameter twice (RFC 6749
 /// §3.1): the client or the return address given twice gets a page, never
-/// a redirect; any other parameter, `invalid_request` back at the client.
+/// a redirect; any other parameter, `invalid_request` back at the client
+/// (a pre-registered one: a client anyone may register gets a page for
+/// its errors until the browser approved it, see `facade.rs`).
 #[tokio::test]
 async fn authorization_requests_with_a_repeated_parameter_are_refused() {
     let store = Arc::new(ClockStore::default());
-    let app = start_local(store, &[], |_| {}).await;
-    let client = support::register(&app).await;
+    let app = start_local(store, &[], |opts| {
+        opts.preregistered
+            .push(mcp_auth_proxy::clients::ClientInfo::preregistered(
+                "backend",
+                "Backend",
+                vec![support::CLIENT_CB.to_owned()],
+            ));
+    })
+    .await;
+    let client = "backend".to_owned();
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
