@@ -580,6 +580,7 @@ impl ProxySettings {
                 "must be on this server's origin (the facade serves it)",
             ));
         }
+        callback_path_is_free(callback.path(), server_url.path())?;
         let upstream_scopes = l
             .get("MCP_OAUTH_SCOPE")
             .map(|s| {
@@ -817,6 +818,53 @@ fn preregistered_clients(
     Ok(out)
 }
 
+/// The callback's path is a route of its own: a plain path (letters,
+/// digits, `-._~%/`; a `*` would make it a pattern) on none of the
+/// facade's endpoints, the MCP endpoint (`server_path`) or the server's
+/// other routes (mounting over one was a panic at start).
+fn callback_path_is_free(path: &str, server_path: &str) -> Result<(), ConfigError> {
+    use crate::endpoints::paths;
+    let plain = path.starts_with('/')
+        && path
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~%/".contains(&b))
+        && !path.contains("//");
+    if !plain {
+        return Err(ConfigError::new(
+            "MCP_OAUTH_CALLBACK_URL",
+            format!(
+                "path {path:?} must be a plain path like /oauth/callback (letters, digits, - . _ ~ %)"
+            ),
+        ));
+    }
+    let taken = [
+        paths::METADATA,
+        paths::AUTHORIZE,
+        paths::CONSENT,
+        paths::TOKEN,
+        paths::REGISTER,
+        paths::REVOKE,
+        paths::JWKS,
+        "/health",
+        "/ready",
+        "/sse",
+        "/messages",
+        "/metrics",
+        server_path,
+    ];
+    if taken.contains(&path) || path.starts_with("/.well-known/") {
+        return Err(ConfigError::new(
+            "MCP_OAUTH_CALLBACK_URL",
+            format!(
+                "path {path:?} is one of the server's own routes (the MCP endpoint, /health, /ready, \
+                 /sse, /messages, /metrics, /.well-known/, the facade's /oauth/ endpoints): use \
+                 /oauth/callback"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -949,6 +997,56 @@ mod tests {
             assert!(!e.to_string().contains("thirty-two"), "{e}");
         }
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A callback path on a route the server already has, or one that would
+    /// be a route pattern, is refused naming the setting (it was a panic
+    /// when the routes were put together, or a wildcard route).
+    #[test]
+    fn callback_paths_on_the_servers_own_routes_are_refused() {
+        let url: Url = "https://mcp.example.com/mcp".parse().unwrap();
+        let with = |callback: &str| {
+            let mut v = vars(BASE);
+            v.extend(vars(&[
+                ("MCP_OAUTH_ISSUER", "https://idp.example.com"),
+                ("MCP_OAUTH_CALLBACK_URL", callback),
+            ]));
+            ProxySettings::from_settings(&v, &url)
+        };
+        for path in [
+            "/mcp",
+            "/health",
+            "/ready",
+            "/sse",
+            "/messages",
+            "/metrics",
+            "/.well-known/oauth-authorization-server",
+            "/.well-known/oauth-protected-resource",
+            "/oauth/token",
+            "/oauth/authorize",
+            "/oauth/consent",
+            "/oauth/register",
+            "/oauth/revoke",
+            "/oauth/jwks",
+            "/oauth/*rest",
+            "/oauth/:x",
+            "/oauth//callback",
+        ] {
+            let err = with(&format!("https://mcp.example.com{path}"))
+                .err()
+                .unwrap_or_else(|| panic!("{path} accepted"));
+            assert_eq!(err.variable, "MCP_OAUTH_CALLBACK_URL", "{path}: {err}");
+        }
+        for path in [
+            "/oauth/callback",
+            "/auth/callback",
+            "/oauth/callback/github",
+        ] {
+            assert!(
+                with(&format!("https://mcp.example.com{path}")).is_ok(),
+                "{path}"
+            );
+        }
     }
 
     #[test]
