@@ -116,6 +116,101 @@ async fn busy_from(from: &str, port: u16) -> TcpStream {
     c
 }
 
+/// An HTTP/2 connection from `from` whose client allows the server to send
+/// nothing (`SETTINGS_INITIAL_WINDOW_SIZE` 0) and asks for `path` once:
+/// the response's head goes out, its body never can.
+async fn zero_window_from(from: &str, port: u16, path: &str) -> TcpStream {
+    fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+        let len = u32::try_from(payload.len()).unwrap().to_be_bytes();
+        let mut f = vec![len[1], len[2], len[3], kind, flags];
+        f.extend_from_slice(&stream.to_be_bytes());
+        f.extend_from_slice(payload);
+        f
+    }
+    // HPACK: GET and http from the static table, :path and :authority as
+    // literals with their names from it.
+    let mut headers = vec![0x82, 0x86, 0x44, u8::try_from(path.len()).unwrap()];
+    headers.extend_from_slice(path.as_bytes());
+    headers.extend_from_slice(&[0x41, 9]);
+    headers.extend_from_slice(b"127.0.0.1");
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    out.extend(frame(4, 0, 0, &[0, 4, 0, 0, 0, 0]));
+    out.extend(frame(4, 1, 0, &[]));
+    // END_STREAM | END_HEADERS on stream 1.
+    out.extend(frame(1, 0x5, 1, &headers));
+    let mut c = connect_from(from, port).await.unwrap();
+    c.write_all(&out).await.unwrap();
+    c
+}
+
+/// An outside attack pass: HTTP/2 clients that never open their window
+/// held a request in flight, so their connections were never idle, never
+/// evicted, never closed; four of them locked their address out (sixteen
+/// addresses all 4096 slots) for as long as they liked, without a
+/// credential. Now a connection whose responses have waited for the
+/// client for the idle timeout is closed, while a stream waiting for the
+/// application (an event stream between events) is not.
+#[tokio::test]
+async fn connections_whose_responses_cannot_go_out_do_not_hold_their_slots() {
+    let s = Server::start(&[
+        ("MCP_TRANSPORT", "both"),
+        ("MCP_API_KEYS", KEY),
+        ("HTTP_MAX_CONNECTIONS_PER_IP", "4"),
+        ("HTTP_IDLE_TIMEOUT", "1500"),
+        ("HTTP_HEADER_READ_TIMEOUT", "1500"),
+    ]);
+    // An event stream of a legitimate client, longer than the idle timeout.
+    let c = reqwest::Client::new();
+    let stream = c
+        .get(format!("{}/sse", s.base()))
+        .header("accept", "text/event-stream")
+        .header("x-api-key", KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let mut events = stream.bytes_stream();
+    let first = events.next().await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&first).contains("endpoint"));
+
+    let mut stalled = Vec::new();
+    for path in [
+        "/mcp",
+        "/health",
+        "/mcp",
+        "/.well-known/oauth-protected-resource",
+    ] {
+        stalled.push(zero_window_from("127.0.4.1", s.port, path).await);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let refused = health_from("127.0.4.1", s.port, Duration::from_secs(3))
+        .await
+        .unwrap();
+    assert!(
+        refused.starts_with("HTTP/1.1 503"),
+        "the four hold the address's slots: {refused}"
+    );
+    // The idle timeout (1.5 s), a look at most that often, a second's grace.
+    let deadline = Instant::now() + Duration::from_secs(7);
+    for (i, c) in stalled.iter_mut().enumerate() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(
+            closed_within(c, left).await,
+            "stalled connection {i} still open"
+        );
+    }
+    let again = health_from("127.0.4.1", s.port, Duration::from_secs(3))
+        .await
+        .unwrap();
+    assert!(
+        again.starts_with("HTTP/1.1 200"),
+        "slots come back: {again}"
+    );
+    // The event stream, idle all along for the application, is still open.
+    let next = tokio::time::timeout(Duration::from_millis(200), events.next()).await;
+    assert!(next.is_err(), "the event stream ended: {next:?}");
+}
+
 #[tokio::test]
 async fn one_address_gets_503_past_its_connection_cap_and_others_are_served() {
     let s = Server::start(&[

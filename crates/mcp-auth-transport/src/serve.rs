@@ -181,7 +181,10 @@ pub async fn serve(
 ///   open stream) for at most [`ServeOptions::idle_timeout`], and between
 ///   HTTP/1 keep-alive requests for the shorter of that and the header
 ///   timeout; a request in flight (an open event stream included) keeps its
-///   connection as long as it lasts;
+///   connection as long as it lasts, and as long as its response can go out:
+///   a response that has waited for the client for the idle timeout (an
+///   HTTP/2 flow-control window never opened, a socket never read) closes
+///   the connection, after a second's grace, whatever is in flight;
 /// - exist alongside at most [`ServeOptions::max_connections_per_ip`] others
 ///   from the same address (an IPv6 client by its /64), unless the address
 ///   is a trusted proxy.
@@ -274,6 +277,8 @@ pub async fn serve_with(
             // A connection told to close that stays busy (a client that
             // never reads its response) is dropped after this anyway.
             let mut give_up: Option<Instant> = None;
+            // Closed because its responses could not go out.
+            let mut stalled = false;
             loop {
                 // The deadline moves as the connection is used (its first
                 // byte, a request ending): look again at least this often.
@@ -301,6 +306,13 @@ pub async fn serve_with(
                             drop_at = Some(Instant::now() + CLOSE_GRACE);
                             false
                         }
+                        None if conn.stalled(&options) => {
+                            // Its responses cannot go out: closed, and
+                            // dropped after the grace whatever is in flight.
+                            stalled = true;
+                            tracing::debug!("connection closed: its responses have waited for the client for the idle timeout");
+                            true
+                        }
                         None => conn.idle_expired(&options),
                     },
                 };
@@ -308,7 +320,12 @@ pub async fn serve_with(
                     entry.registry.mark_closing(conn);
                     served.as_mut().graceful_shutdown();
                     drop_at = Some(Instant::now() + CLOSE_GRACE);
-                    give_up = Some(Instant::now() + CLOSE_GRACE + options.idle_timeout);
+                    let patience = if stalled {
+                        Duration::ZERO
+                    } else {
+                        options.idle_timeout
+                    };
+                    give_up = Some(Instant::now() + CLOSE_GRACE + patience);
                 }
             }
         });
@@ -368,6 +385,14 @@ struct Conn {
     /// The body of the HTTP/1 request in flight was read to its end (one
     /// request at a time on an HTTP/1 connection).
     body_ended: AtomicBool,
+    /// Response bodies waiting for the client, not for the application:
+    /// handed over (or a frame just taken) and not asked for their next
+    /// frame, because the connection cannot send (an HTTP/2 flow-control
+    /// window the client never opens, a socket it never reads).
+    sending: AtomicUsize,
+    /// When a response body last moved (a frame taken, or a wait for the
+    /// application begun).
+    body_ms: AtomicU64,
 }
 
 fn ms_since(epoch: Instant) -> u64 {
@@ -421,6 +446,22 @@ impl Conn {
 
     fn idle_expired(&self, o: &ServeOptions) -> bool {
         self.active.load(Ordering::Acquire) == 0 && Instant::now() >= self.deadline(o)
+    }
+
+    /// A response has waited for the client for the idle timeout with no
+    /// body on the connection moving: requests in flight keep a connection
+    /// open only while their responses can go out. (A client that opens an
+    /// HTTP/2 stream with a zero window, or never reads, would otherwise
+    /// hold its slot for good; a stream waiting for events is waiting for
+    /// the application, not the client, and is not stalled.)
+    fn stalled(&self, o: &ServeOptions) -> bool {
+        let idle = u64::try_from(o.idle_timeout.as_millis()).unwrap_or(u64::MAX);
+        self.sending.load(Ordering::Acquire) > 0
+            && ms_since(self.epoch).saturating_sub(self.body_ms.load(Ordering::Acquire)) >= idle
+    }
+
+    fn body_moved(&self) {
+        self.body_ms.store(ms_since(self.epoch), Ordering::Release);
     }
 }
 
@@ -517,6 +558,8 @@ impl Registry {
             closing: AtomicBool::new(false),
             evict: Notify::new(),
             body_ended: AtomicBool::new(false),
+            sending: AtomicUsize::new(0),
+            body_ms: AtomicU64::new(now),
         });
         if let Some(ip) = ip {
             *s.per_ip.entry(ip).or_insert(0) += 1;
@@ -756,10 +799,7 @@ where
                     http::HeaderValue::from_static("close"),
                 );
             }
-            Ok(resp.map(|body| TrackedBody {
-                inner: body,
-                _guard: guard,
-            }))
+            Ok(resp.map(|body| TrackedBody::new(body, guard)))
         })
     }
 }
@@ -817,10 +857,46 @@ where
     }
 }
 
-/// A response body that ends its request's [`InFlight`] count when done.
+/// A response body that ends its request's [`InFlight`] count when done,
+/// and tells its connection whether it waits for the client (see
+/// [`Conn::stalled`]).
 struct TrackedBody {
     inner: axum::body::Body,
-    _guard: InFlight,
+    guard: InFlight,
+    /// Counted in the connection's `sending`: handed over, or a frame just
+    /// taken, and not asked for more since.
+    sending: bool,
+}
+
+impl TrackedBody {
+    fn new(inner: axum::body::Body, guard: InFlight) -> Self {
+        let conn = &guard.0;
+        conn.sending.fetch_add(1, Ordering::AcqRel);
+        conn.body_moved();
+        Self {
+            inner,
+            guard,
+            sending: true,
+        }
+    }
+
+    fn set_sending(&mut self, sending: bool) {
+        if self.sending != sending {
+            self.sending = sending;
+            let conn = &self.guard.0;
+            if sending {
+                conn.sending.fetch_add(1, Ordering::AcqRel);
+            } else {
+                conn.sending.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+    }
+}
+
+impl Drop for TrackedBody {
+    fn drop(&mut self) {
+        self.set_sending(false);
+    }
 }
 
 impl http_body::Body for TrackedBody {
@@ -831,7 +907,22 @@ impl http_body::Body for TrackedBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
+        let r = Pin::new(&mut self.inner).poll_frame(cx);
+        match &r {
+            // A frame for the client: the next one is asked for once this
+            // one can go out.
+            Poll::Ready(Some(Ok(_))) => {
+                self.guard.0.body_moved();
+                self.set_sending(true);
+            }
+            // Waiting for the application (an event stream between events).
+            Poll::Pending => {
+                self.guard.0.body_moved();
+                self.set_sending(false);
+            }
+            Poll::Ready(_) => self.set_sending(false),
+        }
+        r
     }
 
     fn is_end_stream(&self) -> bool {
