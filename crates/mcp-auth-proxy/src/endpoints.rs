@@ -1555,16 +1555,32 @@ async fn authenticate_client(
     }
     // Failed authentications are counted per network and client: 30 in 15
     // minutes, then 429 until the window ends, so a secret cannot be
-    // guessed online (and one client's failures lock out no other).
+    // guessed online (and one client's failures lock out no other). Each
+    // attempt is counted before it is checked, in one step, and given back
+    // when it succeeds: attempts sent all at once are counted as they
+    // come, not each against the count before any of them failed. A store
+    // that cannot count refuses the attempt (503), never lets it through
+    // unlimited.
     let failures = format!(
         "proxy-client-fail:{who}:{}",
         digest_b64(client.client_id.as_bytes())
     );
     let window = Duration::from_secs(900);
     let store = &app.proxy.inner.store;
-    if let Ok((n, left)) = store.count(&failures).await
-        && n >= CLIENT_FAILURES_ALLOWED
-    {
+    let (n, left) = match store.hit(&failures, window).await {
+        Ok(counted) => counted,
+        Err(_) => {
+            return Err(retry_after(
+                oauth_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "temporarily_unavailable",
+                    "the client cannot be verified right now; try again later",
+                ),
+                Duration::from_secs(1),
+            ));
+        }
+    };
+    if n > CLIENT_FAILURES_ALLOWED {
         return Err(retry_after(
             oauth_error(
                 StatusCode::TOO_MANY_REQUESTS,
@@ -1587,9 +1603,10 @@ async fn authenticate_client(
                 "client authenticated by another method than the one it registered"
             );
         }
-        let _ = store.hit(&failures, window).await;
         return Err(invalid_client());
     }
+    // No failure: its count given back.
+    let _ = store.unhit(&failures).await;
     Ok(client)
 }
 

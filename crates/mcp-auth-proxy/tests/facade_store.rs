@@ -40,6 +40,11 @@ use support::{Local, authorize_url, start_local};
 struct ClockStore {
     sessions: MemoryStore,
     state: Mutex<ClockState>,
+    /// Counters answer after 20 ms, as over a network (a race between a
+    /// read and a later write shows).
+    slow_counters: AtomicBool,
+    /// Counters fail, as a store that is down.
+    counters_down: AtomicBool,
 }
 
 #[derive(Default)]
@@ -83,6 +88,20 @@ fn ttl_checked(ttl: Duration) -> Result<Duration, StoreError> {
 }
 
 impl ClockStore {
+    /// What a counter call waits for, or its failure.
+    async fn counter_round_trip(&self) -> Result<(), StoreError> {
+        if self.counters_down.load(Ordering::SeqCst) {
+            return Err(StoreError {
+                store: "clock".into(),
+                reason: "down".into(),
+            });
+        }
+        if self.slow_counters.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+
     /// Moves the store's clock forward.
     fn advance(&self, by: Duration) {
         self.state.lock().unwrap().skew += by;
@@ -161,6 +180,7 @@ impl SessionStore for ClockStore {
         self.sessions.end(sid).await
     }
     async fn hit(&self, key: &str, window: Duration) -> Result<(u64, Duration), StoreError> {
+        self.counter_round_trip().await?;
         let mut s = self.state.lock().unwrap();
         let now = s.now();
         if let Some((n, end)) = s.counter(key) {
@@ -171,12 +191,14 @@ impl SessionStore for ClockStore {
         Ok((1, window))
     }
     async fn count(&self, key: &str) -> Result<(u64, Duration), StoreError> {
+        self.counter_round_trip().await?;
         let mut s = self.state.lock().unwrap();
         let now = s.now();
         Ok(s.counter(key)
             .map_or((0, Duration::ZERO), |(n, end)| (*n, *end - now)))
     }
     async fn unhit(&self, key: &str) -> Result<(), StoreError> {
+        self.counter_round_trip().await?;
         let mut s = self.state.lock().unwrap();
         if let Some((n, _)) = s.counter(key) {
             *n = n.saturating_sub(1);
@@ -758,6 +780,88 @@ async fn a_facade_served_without_peer_addresses_refuses_requests() {
     // Served with the peers' addresses: answered.
     let r = reqwest::get(format!("{}{path}", app.base)).await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
+}
+
+/// A confidential client's secret cannot be guessed faster by sending the
+/// guesses at once: each is counted before it is checked (an attack pass
+/// had 200 at once all answered 401 on Redis, the limit being 30), and a
+/// store that cannot count refuses the attempt rather than letting it
+/// through unlimited.
+#[tokio::test]
+async fn client_secret_guesses_sent_at_once_are_counted_as_they_come() {
+    const SECRET: &str = "backend-secret-0123456789abcdef0123456789";
+    let store = Arc::new(ClockStore::default());
+    store.slow_counters.store(true, Ordering::SeqCst);
+    let app = start_local(store.clone(), &[], |opts| {
+        opts.preregistered.push(
+            mcp_auth_proxy::clients::ClientInfo::preregistered(
+                "backend",
+                "Backend",
+                vec![support::CLIENT_CB.to_owned()],
+            )
+            .with_client_secret(SECRET),
+        );
+    })
+    .await;
+    let url = format!("{}/oauth/token", app.base);
+    let attempt = |secret: &'static str| {
+        let url = url.clone();
+        async move {
+            reqwest::Client::new()
+                .post(url)
+                .basic_auth("backend", Some(secret))
+                .form(&[
+                    ("grant_type", "authorization_code"),
+                    ("code", "no-such-code"),
+                    ("redirect_uri", support::CLIENT_CB),
+                    ("code_verifier", "v".repeat(43).as_str()),
+                ])
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    // A right secret first: given back, it uses nothing of the budget.
+    assert_eq!(
+        attempt(SECRET).await,
+        StatusCode::BAD_REQUEST,
+        "no such code"
+    );
+    let statuses = futures::future::join_all((0..60).map(|_| attempt("wrong-guess"))).await;
+    let refused = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::UNAUTHORIZED)
+        .count();
+    let limited = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    assert_eq!((refused, limited), (30, 30), "{statuses:?}");
+    assert_eq!(attempt(SECRET).await, StatusCode::TOO_MANY_REQUESTS);
+
+    // The store cannot count: 503, never a guess checked.
+    store.counters_down.store(true, Ordering::SeqCst);
+    let other = start_local(store.clone(), &[], |opts| {
+        opts.preregistered.push(
+            mcp_auth_proxy::clients::ClientInfo::preregistered(
+                "backend",
+                "Backend",
+                vec![support::CLIENT_CB.to_owned()],
+            )
+            .with_client_secret(SECRET),
+        );
+    })
+    .await;
+    let r = reqwest::Client::new()
+        .post(format!("{}/oauth/token", other.base))
+        .basic_auth("backend", Some("wrong-guess"))
+        .form(&[("grant_type", "refresh_token"), ("refresh_token", "x")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(r.headers().contains_key(header::RETRY_AFTER));
 }
 
 /// Authorization requests past an address's budget get a page with 429
