@@ -1879,6 +1879,12 @@ async fn token(
         }
         return refused;
     }
+    // What the facade offers now, not what it offered at the login: a scope
+    // taken out of `scopes_supported` since is not granted again, in this
+    // access token or the refresh tokens after it (the grant shrinks for
+    // good).
+    let offered = &app.proxy.inner.cfg.scopes_supported;
+    grant.scopes.retain(|s| offered.contains(s));
     // Only this access token may be narrower (RFC 6749 §6); the refresh
     // token keeps the whole grant.
     let narrowed = match asked {

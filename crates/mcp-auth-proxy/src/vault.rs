@@ -319,9 +319,13 @@ impl OAuthProxy {
         let fresh = match self.inner.upstream.refresh(refresh_token).await {
             Ok(t) => t,
             Err(UpstreamError::Refused(code)) if code == "invalid_grant" => {
-                // The refresh token is dead: the user must log in again.
+                // The refresh token is dead (the user removed or signed out
+                // at the provider, say): the user must log in again, so the
+                // login's own refresh tokens end here too rather than at
+                // the login's age limit.
                 tracing::info!("the provider refused a refresh token; its login must start again");
                 let _ = self.inner.store.kv_delete(&tokens_key(family)).await;
+                let _ = self.inner.grants.revoke_family(family).await;
                 return Err(UpstreamTokenError::Refresh(UpstreamError::Refused(code)));
             }
             Err(e) => {
@@ -645,8 +649,9 @@ mod tests {
                 .is_none()
         );
 
-        // The provider refuses the refresh token: an error, and the dead
-        // tokens are dropped (the next call says the login is gone).
+        // The provider refuses the refresh token: an error, the dead
+        // tokens are dropped and the login revoked (the next call says so,
+        // and its refresh tokens are refused).
         let family = Grants::new_family().unwrap();
         let who = principal(&proxy, &family).await;
         proxy
@@ -659,7 +664,8 @@ mod tests {
             "{e}"
         );
         let e = proxy.upstream_access_token(&who).await.unwrap_err();
-        assert!(matches!(e, UpstreamTokenError::Missing), "{e}");
+        assert!(matches!(e, UpstreamTokenError::Revoked), "{e}");
+        assert!(proxy.inner.grants.family_revoked(&family).await.unwrap());
     }
 
     #[tokio::test]

@@ -864,6 +864,68 @@ async fn client_secret_guesses_sent_at_once_are_counted_as_they_come() {
     assert!(r.headers().contains_key(header::RETRY_AFTER));
 }
 
+/// A scope taken out of `MCP_OAUTH_SCOPES_SUPPORTED` after a login is not
+/// granted again by a refresh (an attack pass: a refresh re-issued the
+/// scopes of the login for up to 90 days, though the server said at start
+/// that its users could never hold them), and stays out of the refresh
+/// tokens after it.
+#[tokio::test]
+async fn a_refresh_grants_only_what_is_offered_now() {
+    let store = Arc::new(ClockStore::default());
+    let narrowed = start_local(
+        store.clone(),
+        &[("MCP_OAUTH_SCOPES_SUPPORTED", "mcp:tools")],
+        |_| {},
+    )
+    .await;
+    let client = support::register(&narrowed).await;
+    // A refresh token from a login when mcp:admin was offered too.
+    let mut user: mcp_auth_proxy::upstream::UpstreamUser =
+        serde_json::from_value(serde_json::json!({
+            "subject": "583231", "email": null, "name": null, "groups": []
+        }))
+        .unwrap();
+    user.name = Some("octocat".into());
+    let grant = mcp_auth_proxy::grants::Grant {
+        family: mcp_auth_proxy::grants::Grants::new_family().unwrap(),
+        client_id: client.clone(),
+        user,
+        scopes: vec!["mcp:tools".into(), "mcp:admin".into()],
+        resource: format!("{}/mcp", narrowed.base),
+        logged_in_at: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+        dpop_jkt: None,
+    };
+    let grants = mcp_auth_proxy::grants::Grants::new(store.clone(), Default::default());
+    let mut refresh = grants.issue_refresh(&grant).await.unwrap();
+    let verifier = narrowed.proxy.verifier().unwrap();
+    for round in 0..2 {
+        let (status, body) = support::token(
+            &narrowed,
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", &refresh),
+                ("client_id", &client),
+            ],
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "round {round}: {body}");
+        assert_eq!(body["scope"], "mcp:tools", "round {round}: {body}");
+        let claims = verifier
+            .verify(body["access_token"].as_str().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(
+            claims.scopes(),
+            vec!["mcp:tools".to_owned()],
+            "round {round}"
+        );
+        refresh = body["refresh_token"].as_str().unwrap().to_owned();
+    }
+}
+
 /// Authorization requests past an address's budget get a page with 429
 /// and `Retry-After`, never a redirect.
 #[tokio::test]
