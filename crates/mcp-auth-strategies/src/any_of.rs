@@ -26,7 +26,11 @@ use std::sync::Arc;
 /// token would go unnoticed (never counted as a failed login) and the
 /// caller's identity would tell whether a guessed key was right. This
 /// follows RFC 6750 §2, which forbids more than one way of sending a token
-/// in one request. Members that advertise no scheme
+/// in one request. A member that accepts a request whose only credential is
+/// of another scheme read something else besides (a custom member
+/// advertising the wrong scheme, such as a bare closure's default Bearer
+/// while it reads a header of its own): that is two credentials too, and
+/// refused the same way. Members that advertise no scheme
 /// ([`NoAuth`](crate::NoAuth)) are asked last, and only when no member that
 /// reads a credential accepted or refused one: a wrong credential fails the
 /// request even where no credential would have been let in.
@@ -64,6 +68,8 @@ pub struct AnyOf {
     /// Per member: whether it advertises a scheme, i.e. reads a credential
     /// header (`NoAuth` advertises none).
     reads_credential: Vec<bool>,
+    /// Per member: the schemes it advertises.
+    member_schemes: Vec<Vec<ChallengeScheme>>,
     /// Every member's schemes, once each.
     schemes: Vec<ChallengeScheme>,
 }
@@ -91,11 +97,12 @@ impl AnyOf {
     pub fn with_shared(mut self, member: SharedAuthenticator) -> Self {
         let schemes = member.challenge_schemes();
         self.reads_credential.push(!schemes.is_empty());
-        for s in schemes {
-            if !self.schemes.contains(&s) {
-                self.schemes.push(s);
+        for s in &schemes {
+            if !self.schemes.contains(s) {
+                self.schemes.push(s.clone());
             }
         }
+        self.member_schemes.push(schemes);
         self.members.push(member);
         self
     }
@@ -176,11 +183,35 @@ impl Authenticator for AnyOf {
         // Members that read a credential first; the first to accept wins,
         // and when none does, the first error (a wrong credential) decides.
         let mut first_error = None;
-        for (member, reads) in self.members.iter().zip(&self.reads_credential) {
+        for ((member, reads), schemes) in self
+            .members
+            .iter()
+            .zip(&self.reads_credential)
+            .zip(&self.member_schemes)
+        {
             if !reads {
                 continue;
             }
             match member.authenticate(req).await {
+                // A member that accepts though the credential the request
+                // carries is not of its schemes read something else (a
+                // custom check advertising the wrong scheme): two
+                // credentials after all, refused like any two. Otherwise a
+                // wrong key would pass as that member's caller, never
+                // counted as a failed login.
+                Ok(_)
+                    if !presented.is_empty() && !presented.iter().any(|p| schemes.contains(p)) =>
+                {
+                    return Err(AuthError::invalid_request(format!(
+                        "conflicting credentials: the {} member accepted something other than {}; send one credential",
+                        member.name(),
+                        presented
+                            .iter()
+                            .map(|s| credential_name(s))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )));
+                }
                 Ok(p) => return Ok(p),
                 Err(AuthError::MissingCredentials) => {}
                 Err(e) => {
@@ -380,6 +411,51 @@ mod tests {
             .header("authorization", "Bearer t")
             .build();
         assert_eq!(chain.authenticate(&bearer).await.unwrap().subject, "m");
+    }
+
+    /// A custom member that advertises Bearer (a bare closure's default)
+    /// but reads a header of its own: with a wrong key beside it, the
+    /// request was let in as the custom member's caller (an attack pass),
+    /// so the wrong key never counted as a failed login and the caller's
+    /// identity told whether a guessed key was right.
+    #[tokio::test]
+    async fn a_member_accepting_another_schemes_credential_is_a_conflict() {
+        let probe = |req: AuthRequest| async move {
+            if req.headers.contains_key("x-probe") {
+                Ok(Principal::new("probe", "custom"))
+            } else {
+                Err(AuthError::MissingCredentials)
+            }
+        };
+        let keys = || crate::ApiKeyAuthenticator::from_list("right-key-0123456789").unwrap();
+        let req = |key: Option<&str>| {
+            let mut b = AuthRequest::builder().header("x-probe", "1");
+            if let Some(k) = key {
+                b = b.header("x-api-key", k);
+            }
+            b.build()
+        };
+        let keys_first = AnyOf::new().with(keys()).with(probe);
+        let probe_first = AnyOf::new().with(probe).with(keys());
+        for chain in [&keys_first, &probe_first] {
+            let r = chain.authenticate(&req(Some("wrong-key-0123456789"))).await;
+            assert!(r.is_err(), "{chain:?}: a wrong key let in: {r:?}");
+            // Without a credential the chain reads, the custom check decides.
+            assert_eq!(
+                chain.authenticate(&req(None)).await.unwrap().subject,
+                "probe"
+            );
+        }
+        // The right key, asked first, is the caller; asked after the custom
+        // member that accepted too, two credentials.
+        let who = keys_first
+            .authenticate(&req(Some("right-key-0123456789")))
+            .await;
+        assert_eq!(who.unwrap().strategy, "api_key");
+        let r = probe_first
+            .authenticate(&req(Some("right-key-0123456789")))
+            .await;
+        assert!(matches!(r, Err(AuthError::InvalidRequest { .. })), "{r:?}");
     }
 
     #[tokio::test]

@@ -1,7 +1,11 @@
 //! Ready-made [`Authenticator`](mcp_auth_core::Authenticator)s.
 //!
 //! ```
-//! use mcp_auth_core::{AuthRequest, Authenticator};
+//! use std::sync::Arc;
+//! use mcp_auth_core::{
+//!     AuthError, AuthRequest, Authenticator, ChallengeScheme, FnAuthenticator, Principal,
+//!     secrets_equal,
+//! };
 //! use mcp_auth_strategies::{AnyOf, ApiKeyAuthenticator};
 //!
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
@@ -10,20 +14,35 @@
 //!     "service-key-0123456789,sha256:5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8",
 //! ).unwrap();
 //!
-//! // Chains try each member in order; here a closure for a health prober first.
-//! let auth = AnyOf::new()
-//!     .with(|req: AuthRequest| async move {
-//!         if req.headers.contains_key("x-probe") {
-//!             Ok(mcp_auth_core::Principal::new("probe", "custom"))
-//!         } else {
-//!             Err(mcp_auth_core::AuthError::MissingCredentials)
+//! // A custom check for a health prober's own token, in its own header: it
+//! // says which header it reads (the chain then refuses a request carrying
+//! // both credentials) and compares in constant time.
+//! let expected: Arc<str> = "prober-token-from-the-configuration".into();
+//! let prober = FnAuthenticator::new(move |req: AuthRequest| {
+//!     let expected = expected.clone();
+//!     async move {
+//!         match req.headers.get("x-probe-token") {
+//!             Some(t) if secrets_equal(t.as_bytes(), expected.as_bytes()) => {
+//!                 Ok(Principal::new("probe", "custom"))
+//!             }
+//!             Some(_) => Err(AuthError::invalid_token("unknown prober token")),
+//!             None => Err(AuthError::MissingCredentials),
 //!         }
-//!     })
-//!     .with(keys);
+//!     }
+//! })
+//! .named("prober")
+//! .with_scheme(ChallengeScheme::ApiKey { header: "X-Probe-Token".into() });
+//!
+//! // Chains try each member in order.
+//! let auth = AnyOf::new().with(prober).with(keys);
 //!
 //! let req = AuthRequest::builder().header("x-api-key", "password").build();
 //! let who = auth.authenticate(&req).await.unwrap();
 //! assert_eq!(who.strategy, "api_key");
+//! let req = AuthRequest::builder()
+//!     .header("x-probe-token", "prober-token-from-the-configuration")
+//!     .build();
+//! assert_eq!(auth.authenticate(&req).await.unwrap().subject, "probe");
 //! # }
 //! ```
 //!
