@@ -74,6 +74,18 @@ impl Echo {
     fn caller(&self, Caller(who): Caller) -> String {
         format!("{}|{}", who.subject, who.strategy)
     }
+
+    #[tool(description = "The request headers this tool is handed, by name")]
+    fn headers(
+        &self,
+        rmcp::handler::server::tool::Extension(parts): rmcp::handler::server::tool::Extension<
+            http::request::Parts,
+        >,
+    ) -> String {
+        let mut names: Vec<&str> = parts.headers.keys().map(http::HeaderName::as_str).collect();
+        names.sort_unstable();
+        names.join(",")
+    }
 }
 
 #[tool_handler(router = self.tool_router)]
@@ -477,6 +489,93 @@ async fn tools_see_the_verified_caller_through_rmcp() {
         .unwrap();
     assert_eq!(r.content[0].as_text().unwrap().text, "alice|fixed");
     client.cancel().await.unwrap();
+}
+
+/// Tools get the verified caller, not the credential: the request's
+/// `Authorization`, `DPoP` and API-key headers (the authenticator's own
+/// custom one too) are taken out once it is authenticated, unless the
+/// embedder asks for them (an embedding review: any tool could read the
+/// client's token and pass it on, which the MCP specification forbids).
+#[tokio::test]
+async fn tools_are_not_handed_the_credential() {
+    let custom = mcp_auth_core::FnAuthenticator::new(|req: AuthRequest| async move {
+        match req.headers.get("x-internal-token") {
+            Some(t) if t == "internal-0123456789" => Ok(Principal::new("sidecar", "internal")),
+            Some(_) => Err(AuthError::invalid_token("unknown")),
+            None => Err(AuthError::MissingCredentials),
+        }
+    })
+    .with_scheme(mcp_auth_core::ChallengeScheme::ApiKey {
+        header: "X-Internal-Token".into(),
+    });
+    let auth: SharedAuthenticator = Arc::new(
+        AnyOf::new()
+            .with(ApiKeyAuthenticator::from_list(KEY).unwrap())
+            .with(FixedTokens)
+            .with(custom),
+    );
+    let seen = |pass: bool, header: (&'static str, &'static str)| {
+        let auth = auth.clone();
+        async move {
+            let (base, _app) = start(auth, |c| c.pass_credentials_to_handlers = pass).await;
+            let url = format!("{base}/mcp");
+            let c = reqwest::Client::new();
+            let r = post(&c, &url)
+                .header(header.0, header.1)
+                .body(INIT)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200, "{header:?}");
+            let sid = r.headers()["mcp-session-id"].to_str().unwrap().to_owned();
+            let initialized = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
+            let r = post(&c, &url)
+                .header(header.0, header.1)
+                .header("mcp-session-id", &sid)
+                .header("mcp-protocol-version", "2025-11-25")
+                .body(initialized)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 202);
+            let call = r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"headers","arguments":{}}}"#;
+            let r = post(&c, &url)
+                .header(header.0, header.1)
+                .header("mcp-session-id", &sid)
+                .header("mcp-protocol-version", "2025-11-25")
+                .body(call)
+                .send()
+                .await
+                .unwrap();
+            let text = r.text().await.unwrap();
+            let v: serde_json::Value = text
+                .lines()
+                .filter_map(|l| l.strip_prefix("data:"))
+                .find_map(|d| serde_json::from_str(d.trim()).ok())
+                .unwrap_or_else(|| panic!("no JSON answer: {text}"));
+            v["result"]["content"][0]["text"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        }
+    };
+    for header in [
+        ("x-api-key", KEY),
+        ("authorization", "Bearer good"),
+        ("x-internal-token", "internal-0123456789"),
+    ] {
+        let names = seen(false, header).await;
+        assert!(names.contains("mcp-session-id"), "{names}");
+        assert!(
+            !names.contains(header.0),
+            "{header:?} handed to the tool: {names}"
+        );
+        let names = seen(true, header).await;
+        assert!(
+            names.contains(header.0),
+            "asked for, {header:?} not handed over: {names}"
+        );
+    }
 }
 
 #[tokio::test]

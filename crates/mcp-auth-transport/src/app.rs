@@ -365,10 +365,20 @@ impl McpHttpApp {
                 p.spawn(self.cancel.clone());
                 sessions = sessions.parking(p);
             }
+            // The handler gets the verified principal, not the credential.
+            let strip: Arc<[http::HeaderName]> = if cfg.pass_credentials_to_handlers {
+                Arc::from([])
+            } else {
+                crate::auth::credential_headers(&*self.authenticator).into()
+            };
             let mcp = ServiceBuilder::new()
                 .layer(sessions)
                 .layer(crate::refusal::JsonRpcErrorsLayer(cfg.max_request_bytes))
                 .map_response(IntoResponse::into_response)
+                .map_request(move |mut req: axum::extract::Request| {
+                    crate::auth::strip_credentials(req.headers_mut(), &strip);
+                    req
+                })
                 .service(mcp);
             // The stack straight around the service, not as a route layer
             // around axum's boxed route (whose every copy allocates).

@@ -59,6 +59,12 @@ struct AuthSettings {
 }
 
 impl AuthLayer {
+    #[cfg(feature = "mcp")]
+    /// The authenticator this layer asks.
+    pub(crate) fn authenticator(&self) -> SharedAuthenticator {
+        self.inner.authenticator.clone()
+    }
+
     /// A layer that authenticates with `authenticator`: any
     /// [`Authenticator`](mcp_auth_core::Authenticator), a closure, or one
     /// already shared (`Arc<dyn Authenticator>`).
@@ -636,4 +642,36 @@ async fn refused_facts<B: Send + 'static>(
         .ok()?
         .ok()
         .map(|(facts, _, called)| (facts, called.0))
+}
+
+#[cfg(feature = "mcp")]
+/// The headers that carry a credential to `authenticator`:
+/// `Authorization`, `DPoP`, `X-API-Key`, and the header of each API-key
+/// scheme it advertises.
+pub(crate) fn credential_headers(
+    authenticator: &dyn mcp_auth_core::Authenticator,
+) -> Vec<http::HeaderName> {
+    let mut names = vec![
+        header::AUTHORIZATION,
+        http::HeaderName::from_static("dpop"),
+        http::HeaderName::from_static("x-api-key"),
+    ];
+    for scheme in authenticator.challenge_schemes() {
+        if let ChallengeScheme::ApiKey { header } = scheme
+            && let Ok(name) = http::HeaderName::try_from(header.as_str())
+            && !names.contains(&name)
+        {
+            names.push(name);
+        }
+    }
+    names
+}
+
+#[cfg(feature = "mcp")]
+/// Takes `names` (see [`credential_headers`]) out of `headers`: what the
+/// MCP handler is handed once the request is authenticated.
+pub(crate) fn strip_credentials(headers: &mut http::HeaderMap, names: &[http::HeaderName]) {
+    for name in names {
+        headers.remove(name);
+    }
 }

@@ -135,6 +135,15 @@ pub struct HttpConfig {
     /// checked against the store, and the worker of one that ended through
     /// another replica is closed.
     pub park_after: Option<Duration>,
+    /// Whether the MCP handler (and so every tool) sees the request's
+    /// credentials: `Authorization`, `DPoP` and the API-key headers the
+    /// authenticator reads. Off by default: they are taken out of the
+    /// request once it is authenticated (tools get the verified
+    /// [`Principal`](mcp_auth_core::Principal)), so no tool can pass the
+    /// client's token on to another service (the MCP specification forbids
+    /// token passthrough) or leak it. Turn on only for a handler that must
+    /// present the token itself, such as an RFC 8693 token exchange.
+    pub pass_credentials_to_handlers: bool,
 }
 
 /// How long `mcp-auth-server` lets a session stay idle before it gives up
@@ -228,6 +237,7 @@ impl HttpConfig {
             audit_log: None,
             metrics: None,
             park_after: None,
+            pass_credentials_to_handlers: false,
         }
     }
 

@@ -87,6 +87,8 @@ pub(crate) struct SseState {
     cancel: CancellationToken,
     max_body: usize,
     audit: Option<Arc<dyn crate::audit::AuditSink>>,
+    /// The credential headers taken out before the handler sees a message.
+    strip: Arc<[http::HeaderName]>,
 }
 
 /// On the response that opened a legacy SSE session: its id, for the
@@ -114,6 +116,11 @@ impl SseState {
         H: ServerHandler + Send + 'static,
         F: Fn() -> Result<H, std::io::Error> + Send + Sync + 'static,
     {
+        let strip: Arc<[http::HeaderName]> = if cfg.pass_credentials_to_handlers {
+            Arc::from([])
+        } else {
+            crate::auth::credential_headers(&*auth.authenticator()).into()
+        };
         let spawn = move |sid: String, io: SessionIo| -> Result<(), std::io::Error> {
             let handler = factory()?;
             tokio::spawn(async move {
@@ -147,6 +154,7 @@ impl SseState {
             cancel,
             max_body: cfg.max_request_bytes,
             audit,
+            strip,
         }
     }
 
@@ -478,7 +486,9 @@ pub(crate) async fn post_message(
         }
         Err(e) => return store_unavailable(&e),
     }
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
+    // The handler gets the verified principal, not the credential.
+    crate::auth::strip_credentials(&mut parts.headers, &state.strip);
     let bytes: Bytes = match axum::body::to_bytes(body, state.max_body).await {
         Ok(b) => b,
         Err(e) => return unreadable_body(&e),
