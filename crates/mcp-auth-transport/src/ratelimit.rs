@@ -112,6 +112,27 @@ struct Shared {
     accepted: KnownGood,
 }
 
+impl Shared {
+    /// Changes a layer's settings: in place when the layer is the only one
+    /// holding them, else in a copy of its own (a builder call on a layer
+    /// that was cloned first must not be lost, nor change the clones).
+    fn edit(shared: &mut Arc<Self>, change: impl FnOnce(&mut Self)) {
+        if let Some(only) = Arc::get_mut(shared) {
+            change(only);
+            return;
+        }
+        let mut copy = Self {
+            cfg: shared.cfg.clone(),
+            store: shared.store.clone(),
+            trusted_proxies: shared.trusted_proxies.clone(),
+            forwarded: shared.forwarded,
+            accepted: KnownGood::default(),
+        };
+        change(&mut copy);
+        *shared = Arc::new(copy);
+    }
+}
+
 /// Credentials this process accepted lately (their SHA-256, never the
 /// credential), for [`KNOWN_GOOD_FOR`] after each acceptance that went
 /// through the full count. A request presenting one skips the provisional
@@ -378,18 +399,14 @@ impl AuthFailureLimitLayer {
     /// Believes `X-Forwarded-For` from these proxies
     /// (`HTTP_TRUSTED_PROXIES`; see [`client_ip`](crate::client_ip)).
     pub fn trusting(mut self, proxies: Vec<IpNet>) -> Self {
-        if let Some(shared) = Arc::get_mut(&mut self.shared) {
-            shared.trusted_proxies = proxies;
-        }
+        Shared::edit(&mut self.shared, |s| s.trusted_proxies = proxies);
         self
     }
 
     /// Reads the client's address from `header` only
     /// (`HTTP_FORWARDED_HEADER`; see [`client_ip_by`](crate::client_ip_by)).
     pub fn forwarded_header(mut self, header: crate::ForwardedHeader) -> Self {
-        if let Some(shared) = Arc::get_mut(&mut self.shared) {
-            shared.forwarded = header;
-        }
+        Shared::edit(&mut self.shared, |s| s.forwarded = header);
         self
     }
 }
@@ -418,18 +435,14 @@ impl RequestRateLimitLayer {
     /// Believes `X-Forwarded-For` from these proxies
     /// (`HTTP_TRUSTED_PROXIES`; see [`client_ip`](crate::client_ip)).
     pub fn trusting(mut self, proxies: Vec<IpNet>) -> Self {
-        if let Some(shared) = Arc::get_mut(&mut self.shared) {
-            shared.trusted_proxies = proxies;
-        }
+        Shared::edit(&mut self.shared, |s| s.trusted_proxies = proxies);
         self
     }
 
     /// Reads the client's address from `header` only
     /// (`HTTP_FORWARDED_HEADER`; see [`client_ip_by`](crate::client_ip_by)).
     pub fn forwarded_header(mut self, header: crate::ForwardedHeader) -> Self {
-        if let Some(shared) = Arc::get_mut(&mut self.shared) {
-            shared.forwarded = header;
-        }
+        Shared::edit(&mut self.shared, |s| s.forwarded = header);
         self
     }
 }
@@ -587,6 +600,30 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A builder call on a layer that was cloned first takes effect on it
+    /// (it was silently dropped: the settings were changed only when the
+    /// layer held them alone), and leaves the clones as they were.
+    #[test]
+    fn settings_given_to_a_cloned_layer_are_not_lost() {
+        let store: SharedStore = Arc::new(mcp_auth_session::MemoryStore::new());
+        let proxies = vec![IpNet::parse("10.0.0.0/8").unwrap()];
+        let first = AuthFailureLimitLayer::new(RateLimitConfig::default(), store.clone());
+        let kept = first.clone();
+        let changed = first
+            .trusting(proxies.clone())
+            .forwarded_header(crate::ForwardedHeader::XForwardedFor);
+        assert_eq!(changed.shared.trusted_proxies, proxies);
+        assert_eq!(
+            changed.shared.forwarded,
+            crate::ForwardedHeader::XForwardedFor
+        );
+        assert!(kept.shared.trusted_proxies.is_empty());
+        let first = RequestRateLimitLayer::new(RateLimitConfig::default(), store);
+        let _kept = first.clone();
+        let changed = first.trusting(proxies.clone());
+        assert_eq!(changed.shared.trusted_proxies, proxies);
+    }
 
     /// `auth` behind the failed-login limiter (its counts in `store`), in
     /// front of a service answering 200 after `call` (a tool call's time);
