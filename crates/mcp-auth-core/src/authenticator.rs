@@ -14,9 +14,12 @@ use crate::{AuthError, ChallengeScheme, Principal};
 /// copy happens only for closure authenticators, which take the request by
 /// value.
 ///
-/// `Debug` redacts credential-bearing headers (`Authorization`,
-/// `Proxy-Authorization`, `X-API-Key`, `Cookie`), so logging a request view
-/// (e.g. through `#[tracing::instrument]`) cannot leak a credential.
+/// `Debug` shows the values only of headers known to carry no credential
+/// (`Host`, `Content-Type`, `Accept`, `User-Agent`, `Origin`, the MCP
+/// protocol headers, …) and of no others, whatever they are called (a
+/// custom API-key header included), and leaves out the query string, so
+/// logging a request view (e.g. through `#[tracing::instrument]`) cannot
+/// leak a credential.
 #[derive(Clone, Default)]
 pub struct AuthRequest {
     /// The HTTP method.
@@ -36,12 +39,30 @@ pub struct AuthRequest {
     pub dpop_jkt: Option<String>,
 }
 
-/// Headers whose values are credentials.
-const SENSITIVE: &[&str] = &[
-    "authorization",
-    "proxy-authorization",
-    "x-api-key",
-    "cookie",
+/// Headers whose values `Debug` shows: none of them carries a credential.
+/// Any other header's value is redacted, since a custom check may read its
+/// credential from a header of any name.
+const SHOWN: &[&str] = &[
+    "accept",
+    "accept-encoding",
+    "accept-language",
+    "connection",
+    "content-length",
+    "content-type",
+    "forwarded",
+    "host",
+    "last-event-id",
+    "mcp-method",
+    "mcp-name",
+    "mcp-protocol-version",
+    "origin",
+    "te",
+    "traceparent",
+    "user-agent",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-request-id",
 ];
 
 impl std::fmt::Debug for AuthRequest {
@@ -51,19 +72,24 @@ impl std::fmt::Debug for AuthRequest {
             fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.debug_map()
                     .entries(self.0.iter().map(|(k, v)| {
-                        let shown = if SENSITIVE.contains(&k.as_str()) {
-                            "<redacted>"
-                        } else {
+                        let shown = if SHOWN.contains(&k.as_str()) {
                             v.to_str().unwrap_or("<binary>")
+                        } else {
+                            "<redacted>"
                         };
                         (k.as_str(), shown)
                     }))
                     .finish()
             }
         }
+        // The path, not the query: a client may put a key there.
+        let uri = match self.uri.query() {
+            Some(_) => format!("{}?<redacted>", self.uri.path()),
+            None => self.uri.to_string(),
+        };
         f.debug_struct("AuthRequest")
             .field("method", &self.method)
-            .field("uri", &self.uri)
+            .field("uri", &uri)
             .field("headers", &Headers(&self.headers))
             .field("peer", &self.peer)
             .field("dpop_jkt", &self.dpop_jkt)
@@ -539,15 +565,18 @@ mod tests {
     #[test]
     fn debug_redacts_credentials() {
         let req = AuthRequest::builder()
+            .uri("/mcp?api_key=secret-in-query")
             .header("authorization", "Bearer secret-token")
             .header("x-api-key", "secret-key")
             .header("cookie", "sid=secret-cookie")
-            .header("x-trace", "visible")
+            // A custom check's own header (an embedding review: shown in full).
+            .header("x-internal-token", "secret-internal")
+            .header("user-agent", "visible-agent")
             .build();
         let dbg = format!("{req:?}");
         assert!(!dbg.contains("secret"), "{dbg}");
         assert!(
-            dbg.contains("visible") && dbg.contains("<redacted>"),
+            dbg.contains("visible-agent") && dbg.contains("<redacted>") && dbg.contains("/mcp"),
             "{dbg}"
         );
         let dbg = format!(
