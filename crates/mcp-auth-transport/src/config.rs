@@ -244,8 +244,38 @@ impl HttpConfig {
     /// Checks what [`HttpConfig::from_settings`] cannot see when fields are
     /// set from code: the mount path is plain (letters, digits, `-._~%/`),
     /// does not clash with `/health` or `/.well-known/`, and equals the path
-    /// of `server_url`; credentials are not allowed for every origin.
+    /// of `server_url`; `server_url` is an http(s) URL with a host and no
+    /// query, fragment or user information (it is the RFC 9728 resource
+    /// identifier, published in the metadata and in every challenge);
+    /// credentials are not allowed for every origin.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        let u = &self.server_url;
+        // Shown without its user information, never whole.
+        let mut shown = u.clone();
+        let _ = shown.set_username("");
+        let _ = shown.set_password(None);
+        if !matches!(u.scheme(), "http" | "https") || u.host().is_none() {
+            return Err(ConfigError::new(
+                "MCP_SERVER_URL",
+                format!(
+                    "{:?} must be an http:// or https:// URL with a host",
+                    shown.as_str()
+                ),
+            ));
+        }
+        if u.query().is_some()
+            || u.fragment().is_some()
+            || !u.username().is_empty()
+            || u.password().is_some()
+        {
+            return Err(ConfigError::new(
+                "MCP_SERVER_URL",
+                format!(
+                    "{:?} must not carry a query, fragment or credentials (it is the RFC 9728 resource identifier)",
+                    shown.as_str()
+                ),
+            ));
+        }
         let p = &self.mcp_path;
         let plain = p.starts_with('/')
             && p.bytes()
@@ -624,5 +654,31 @@ mod tests {
         assert!(cfg.origins.allows("https://a.example"));
         assert!(!cfg.origins.allows("https://b.example"));
         assert_eq!(cfg.hosts, HostRule::Any);
+    }
+
+    /// Set from code, the server URL is held to what the server binary
+    /// holds MCP_SERVER_URL to (an embedding review: user information
+    /// would have been published in the metadata and every challenge).
+    #[test]
+    fn a_server_url_set_from_code_is_checked_too() {
+        for bad in [
+            "https://user:secret@mcp.example.com/mcp",
+            "https://mcp.example.com/mcp?x=1",
+            "https://mcp.example.com/mcp#f",
+            "ftp://mcp.example.com/mcp",
+            "unix:/run/mcp",
+        ] {
+            let url: Url = bad.parse().unwrap();
+            let mut cfg = HttpConfig::new(url.clone());
+            cfg.mcp_path = url.path().to_owned();
+            let err = cfg.validate().unwrap_err();
+            assert_eq!(err.variable, "MCP_SERVER_URL", "{bad}: {err}");
+            assert!(!err.to_string().contains("secret"), "{err}");
+        }
+        assert!(
+            HttpConfig::new("https://mcp.example.com/mcp".parse().unwrap())
+                .validate()
+                .is_ok()
+        );
     }
 }
