@@ -47,7 +47,7 @@ use crate::{
 /// let app = McpHttpApp::new(config, keys).expect("valid config");
 /// let router = app.rmcp_router(|| Ok(MyServer));
 /// let listener = tokio::net::TcpListener::bind("127.0.0.1:8001").await?;
-/// mcp_auth_transport::serve(listener, router, app.cancellation_token(), async {
+/// app.serve(listener, router, async {
 ///     let _ = tokio::signal::ctrl_c().await;
 /// }).await
 /// # }
@@ -210,6 +210,28 @@ impl McpHttpApp {
     /// Cancelled on shutdown; ends open MCP sessions and streams.
     pub fn cancellation_token(&self) -> CancellationToken {
         self.cancel.clone()
+    }
+
+    /// Serves `router` (made by this app) on `listener` until `shutdown`
+    /// completes, with this app's connection limits and timeouts
+    /// ([`HttpConfig::connections`]: `HTTP_MAX_CONNECTIONS*`, the idle,
+    /// header and body timeouts, the trusted proxies) and its cancellation
+    /// token: [`serve_with`](crate::serve_with) with both. (The free
+    /// [`serve`](crate::serve) takes the defaults, whatever the config says.)
+    pub async fn serve(
+        &self,
+        listener: tokio::net::TcpListener,
+        router: Router,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> io::Result<()> {
+        crate::serve_with(
+            listener,
+            router,
+            self.cancellation_token(),
+            shutdown,
+            self.config.connections.clone(),
+        )
+        .await
     }
 
     /// The protected-resource metadata, if the authenticator names

@@ -29,7 +29,8 @@
 //! let app = McpHttpApp::new(config, keys).expect("valid config");
 //! let router = app.rmcp_router(|| Ok(Hello { tool_router: Hello::tool_router() }));
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8001").await?;
-//! mcp_auth_transport::serve(listener, router, app.cancellation_token(), async {
+//! // With the config's connection limits and timeouts.
+//! app.serve(listener, router, async {
 //!     let _ = tokio::signal::ctrl_c().await;
 //! }).await
 //! # }
@@ -55,7 +56,8 @@
 //!   timeout (503 + `Retry-After`), `GET /health` and RFC 9728 metadata, in
 //!   front of rmcp;
 //! - [`ToolScopes`]: per-tool scopes with 403 `insufficient_scope` step-up
-//!   challenges, and `tools/list` filtering;
+//!   challenges, and `tools/list` filtering for a handler's `list_tools`
+//!   ([`ToolScopes::visible`]; rmcp's `#[tool_handler]` lists every tool);
 //! - [`Caller`] and [`principal_from_parts`]: the principal inside rmcp tools.
 //!
 //! [`Principal`]: mcp_auth_core::Principal

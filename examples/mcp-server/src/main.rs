@@ -84,7 +84,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let listener = tokio::net::TcpListener::bind(format!("127.0.0.1:{port}")).await?;
     eprintln!("listening on http://127.0.0.1:{port}/mcp");
-    mcp_auth_transport::serve(listener, router, app.cancellation_token(), async {
+    app.serve(listener, router, async {
         let _ = tokio::signal::ctrl_c().await;
     })
     .await?;
