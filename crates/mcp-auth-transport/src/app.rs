@@ -116,6 +116,14 @@ impl McpHttpApp {
     /// Serve `routes` next to the MCP endpoint without authentication
     /// (e.g. the authorization-server facade of `mcp-auth-proxy`), behind
     /// the same Host/Origin guard, CORS, body limit and timeout.
+    ///
+    /// The app's own routes are taken: the MCP path
+    /// ([`HttpConfig::mcp_path`]), `GET /health`, `GET /ready`,
+    /// `GET /.well-known/oauth-protected-resource` (and the same with the
+    /// MCP path appended), and with the legacy transport `GET /sse` and
+    /// `POST /messages`. A route of `routes` on one of them (same path and
+    /// method) makes the router builders panic, as axum does for any two
+    /// routes that overlap: serve your own health check under another path.
     pub fn with_public_routes(mut self, routes: Router) -> Self {
         self.public = Some(match self.public.take() {
             Some(existing) => existing.merge(routes),
