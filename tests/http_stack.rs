@@ -491,6 +491,65 @@ async fn tools_see_the_verified_caller_through_rmcp() {
     client.cancel().await.unwrap();
 }
 
+/// Opens a session at `base` (with `header`, if any, on every request),
+/// calls `tool` in it, and returns the JSON-RPC answer.
+async fn call_tool(base: &str, header: Option<(&str, &str)>, tool: &str) -> serde_json::Value {
+    let url = format!("{base}/mcp");
+    let c = reqwest::Client::new();
+    let with = |b: reqwest::RequestBuilder| match header {
+        Some((name, value)) => b.header(name, value),
+        None => b,
+    };
+    let r = with(post(&c, &url)).body(INIT).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{header:?}");
+    let sid = r.headers()["mcp-session-id"].to_str().unwrap().to_owned();
+    let in_session = |body: String| {
+        with(post(&c, &url))
+            .header("mcp-session-id", &sid)
+            .header("mcp-protocol-version", "2025-11-25")
+            .body(body)
+            .send()
+    };
+    let r = in_session(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#.into())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let call = format!(
+        r#"{{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{{"name":"{tool}","arguments":{{}}}}}}"#
+    );
+    let text = in_session(call).await.unwrap().text().await.unwrap();
+    text.lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .find_map(|d| serde_json::from_str(d.trim()).ok())
+        .unwrap_or_else(|| panic!("no JSON answer: {text}"))
+}
+
+/// A tool taking `Caller` never runs for an anonymous caller: with
+/// `NoAuth` in a chain, a request without credentials is let in, and the
+/// tool got `subject = "anonymous"` (an embedding review), though
+/// `Caller` promises it never runs anonymously by accident.
+#[tokio::test]
+async fn a_tool_taking_caller_refuses_anonymous_callers() {
+    let auth: SharedAuthenticator = Arc::new(
+        AnyOf::new()
+            .with(ApiKeyAuthenticator::from_list(KEY).unwrap())
+            .with(mcp_auth_strategies::NoAuth),
+    );
+    let (base, _app) = start(auth, |_| {}).await;
+    let answer = call_tool(&base, None, "caller").await;
+    assert!(answer["result"].is_null(), "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("authenticated caller"),
+        "{answer}"
+    );
+    let answer = call_tool(&base, Some(("x-api-key", KEY)), "caller").await;
+    let text = answer["result"]["content"][0]["text"].as_str().unwrap();
+    assert!(text.ends_with("|api_key"), "{answer}");
+}
+
 /// Tools get the verified caller, not the credential: the request's
 /// `Authorization`, `DPoP` and API-key headers (the authenticator's own
 /// custom one too) are taken out once it is authenticated, unless the
@@ -518,42 +577,8 @@ async fn tools_are_not_handed_the_credential() {
         let auth = auth.clone();
         async move {
             let (base, _app) = start(auth, |c| c.pass_credentials_to_handlers = pass).await;
-            let url = format!("{base}/mcp");
-            let c = reqwest::Client::new();
-            let r = post(&c, &url)
-                .header(header.0, header.1)
-                .body(INIT)
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status(), 200, "{header:?}");
-            let sid = r.headers()["mcp-session-id"].to_str().unwrap().to_owned();
-            let initialized = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
-            let r = post(&c, &url)
-                .header(header.0, header.1)
-                .header("mcp-session-id", &sid)
-                .header("mcp-protocol-version", "2025-11-25")
-                .body(initialized)
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status(), 202);
-            let call = r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"headers","arguments":{}}}"#;
-            let r = post(&c, &url)
-                .header(header.0, header.1)
-                .header("mcp-session-id", &sid)
-                .header("mcp-protocol-version", "2025-11-25")
-                .body(call)
-                .send()
-                .await
-                .unwrap();
-            let text = r.text().await.unwrap();
-            let v: serde_json::Value = text
-                .lines()
-                .filter_map(|l| l.strip_prefix("data:"))
-                .find_map(|d| serde_json::from_str(d.trim()).ok())
-                .unwrap_or_else(|| panic!("no JSON answer: {text}"));
-            v["result"]["content"][0]["text"]
+            let answer = call_tool(&base, Some(header), "headers").await;
+            answer["result"]["content"][0]["text"]
                 .as_str()
                 .unwrap()
                 .to_owned()

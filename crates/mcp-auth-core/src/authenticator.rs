@@ -308,6 +308,14 @@ pub trait Authenticator: Send + Sync + 'static {
         false
     }
 
+    /// Whether this authenticator lets a request without credentials in,
+    /// as an anonymous principal (`NoAuth`, or a chain with it as a
+    /// member). Such a server never challenges a client to log in; the
+    /// HTTP layer warns when one that also identifies callers does.
+    fn admits_anonymous(&self) -> bool {
+        self.anonymous_only()
+    }
+
     /// What this authenticator does with DPoP (RFC 9449), when it checks
     /// proofs: the algorithms it accepts and whether it requires them. The
     /// protected-resource metadata and the challenges say so. Default:
@@ -473,6 +481,9 @@ impl<A: Authenticator + ?Sized> Authenticator for Arc<A> {
     }
     fn anonymous_only(&self) -> bool {
         (**self).anonymous_only()
+    }
+    fn admits_anonymous(&self) -> bool {
+        (**self).admits_anonymous()
     }
     fn dpop(&self) -> Option<crate::DpopInfo> {
         (**self).dpop()

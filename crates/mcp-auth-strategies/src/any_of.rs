@@ -256,6 +256,10 @@ impl Authenticator for AnyOf {
         !self.members.is_empty() && self.members.iter().all(|m| m.anonymous_only())
     }
 
+    fn admits_anonymous(&self) -> bool {
+        self.members.iter().any(|m| m.admits_anonymous())
+    }
+
     /// Every member's checks.
     fn readiness(&self) -> Vec<mcp_auth_core::Readiness> {
         self.members.iter().flat_map(|m| m.readiness()).collect()

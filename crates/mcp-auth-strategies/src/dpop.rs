@@ -404,6 +404,10 @@ impl Authenticator for DpopAuthenticator {
         self.inner.anonymous_only()
     }
 
+    fn admits_anonymous(&self) -> bool {
+        self.inner.admits_anonymous()
+    }
+
     fn readiness(&self) -> Vec<mcp_auth_core::Readiness> {
         self.inner.readiness()
     }

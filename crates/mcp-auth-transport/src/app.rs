@@ -93,6 +93,13 @@ impl McpHttpApp {
             limits.max_anonymous = limits.max_sessions;
         }
         config.validate()?;
+        if authenticator.admits_anonymous() && !authenticator.anonymous_only() {
+            tracing::warn!(
+                authenticator = authenticator.name(),
+                "the authenticator lets requests without credentials in as anonymous (NoAuth in a chain): \
+                 no client is ever asked to log in, and tools taking Caller refuse those requests"
+            );
+        }
         Ok(Self {
             config: Arc::new(config),
             authenticator,

@@ -21,10 +21,12 @@ pub fn principal_from_parts(parts: &http::request::Parts) -> Option<&Principal> 
 
 /// A tool parameter that yields the verified caller.
 ///
-/// Fails the call with an internal error when there is no principal (a
-/// transport without the auth layer, such as stdio): a tool that asks for a
-/// caller must never run anonymously by accident. Take `Option<Caller>`-like
-/// behaviour by reading [`principal_from_parts`] yourself.
+/// Fails the call when there is no principal (a transport without the auth
+/// layer, such as stdio) or the principal is anonymous (a request without
+/// credentials let in by `NoAuth`, alone or in a chain): a tool that asks
+/// for a caller must never run anonymously by accident. Take
+/// `Option<Caller>`-like behaviour by reading [`principal_from_parts`]
+/// yourself.
 #[derive(Debug, Clone)]
 pub struct Caller(pub Principal);
 
@@ -35,10 +37,14 @@ impl<C: AsRequestContext> FromContextPart<C> for Caller {
             .extensions
             .get::<http::request::Parts>()
             .and_then(principal_from_parts)
+            .filter(|p| !p.anonymous)
             .cloned()
             .map(Caller)
             .ok_or_else(|| {
-                ErrorData::internal_error("no authenticated caller for this request", None)
+                ErrorData::invalid_request(
+                    "this tool needs an authenticated caller; the request carries no credentials",
+                    None,
+                )
             })
     }
 }
