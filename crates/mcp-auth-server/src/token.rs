@@ -48,6 +48,13 @@ pub fn parse_lifetime(v: &str, var: &str) -> Result<Duration, ConfigError> {
 pub fn mint(args: &TokenArgs, l: &dyn Lookup, default_aud: &Url) -> Result<String, ConfigError> {
     let alg = algorithm_setting(l, "MCP_JWT_ALGORITHM")?;
     let secret = hmac_secret_setting(l, "MCP_JWT_SECRET")?;
+    // The server refuses this pair: a token for it could never be used.
+    if secret.is_some() && l.get("MCP_JWT_PUBLIC_KEY").is_some() {
+        return Err(ConfigError::new(
+            "MCP_JWT_PUBLIC_KEY",
+            "set either MCP_JWT_SECRET or MCP_JWT_PUBLIC_KEY, not both (the server refuses the pair)",
+        ));
+    }
     let (key, alg) = match (secret, l.get("MCP_JWT_PRIVATE_KEY")) {
         (Some(_), Some(_)) => {
             return Err(ConfigError::new(
@@ -125,10 +132,15 @@ fn private_key(
     alg: Option<Algorithm>,
 ) -> Result<(EncodingKey, Algorithm), ConfigError> {
     let bad = || {
-        ConfigError::new(
-            "MCP_JWT_PRIVATE_KEY",
-            "not an RSA, EC or Ed25519 private key in PEM format",
-        )
+        let text = String::from_utf8_lossy(pem);
+        let why = if text.contains("-----BEGIN EC PRIVATE KEY-----") {
+            "an EC key in SEC1 form (BEGIN EC PRIVATE KEY, as `openssl ecparam -genkey` writes it): \
+             give it as PKCS#8 (`openssl pkcs8 -topk8 -nocrypt -in key.pem -out key8.pem`)"
+        } else {
+            "not an RSA, EC or Ed25519 private key in PEM format (EC and Ed25519 keys as PKCS#8, \
+             BEGIN PRIVATE KEY)"
+        };
+        ConfigError::new("MCP_JWT_PRIVATE_KEY", why)
     };
     let wrong = |a: Algorithm| {
         ConfigError::new(
@@ -145,6 +157,16 @@ fn private_key(
     ];
     for (parse, default) in candidates {
         if let Ok(k) = parse(pem) {
+            // An EC key signs with its curve's algorithm: ES256 for P-256,
+            // ES384 for P-384 (which cannot sign ES256).
+            let default = if default == Algorithm::ES256
+                && jsonwebtoken::encode(&Header::new(Algorithm::ES256), &serde_json::json!({}), &k)
+                    .is_err()
+            {
+                Algorithm::ES384
+            } else {
+                default
+            };
             let a = alg.unwrap_or(default);
             return if same_family(a, default) {
                 Ok((k, a))
@@ -182,5 +204,55 @@ mod tests {
         for bad in ["", "0", "1y", "31d", "h", "-1h", "99999999999999999999d"] {
             assert_eq!(parse_lifetime(bad, "X").unwrap_err().variable, "X", "{bad}");
         }
+    }
+
+    fn minted(vars: &[(&str, &str)]) -> Result<String, ConfigError> {
+        let args = TokenArgs {
+            sub: "alice".into(),
+            scope: String::new(),
+            expires_in: None,
+            aud: None,
+            client_id: None,
+        };
+        let l: std::collections::HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        mint(&args, &l, &"http://127.0.0.1:8000/mcp".parse().unwrap())
+    }
+
+    const KEYS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../mcp-auth-jwt/tests/keys/");
+
+    /// What a docs walkthrough found: a P-384 key signed ES256 by default
+    /// (and failed), a SEC1 EC key was called "not an EC key", and a secret
+    /// beside a public key minted HS256 tokens the server (which refuses
+    /// the pair) could never take.
+    #[test]
+    fn keys_sign_with_their_own_algorithm_and_unusable_setups_are_named() {
+        let p384 = format!("{KEYS}ec384.pem");
+        let token = minted(&[("MCP_JWT_PRIVATE_KEY", &p384)]).unwrap();
+        assert_eq!(
+            jsonwebtoken::decode_header(&token).unwrap().alg,
+            Algorithm::ES384
+        );
+        let p256 = format!("{KEYS}ec256.pem");
+        let token = minted(&[("MCP_JWT_PRIVATE_KEY", &p256)]).unwrap();
+        assert_eq!(
+            jsonwebtoken::decode_header(&token).unwrap().alg,
+            Algorithm::ES256
+        );
+
+        let sec1 = "-----BEGIN EC PRIVATE KEY-----\nAAAA\n-----END EC PRIVATE KEY-----\n";
+        let err = minted(&[("MCP_JWT_PRIVATE_KEY", sec1)]).unwrap_err();
+        assert_eq!(err.variable, "MCP_JWT_PRIVATE_KEY");
+        assert!(err.message.contains("PKCS#8"), "{err}");
+
+        let pubkey = format!("{KEYS}ec256.pub.pem");
+        let err = minted(&[
+            ("MCP_JWT_SECRET", "an-example-secret-of-at-least-32-bytes"),
+            ("MCP_JWT_PUBLIC_KEY", &pubkey),
+        ])
+        .unwrap_err();
+        assert_eq!(err.variable, "MCP_JWT_PUBLIC_KEY", "{err}");
     }
 }

@@ -93,12 +93,16 @@ where
         }
         _ => return Ok(None),
     };
-    let protocol = l
-        .get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
-        .or_else(|| l.get("OTEL_EXPORTER_OTLP_PROTOCOL"));
-    if let Some(p) = protocol.filter(|p| p != "http/protobuf") {
+    // Named as the variable it came from.
+    let protocol = [
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+        "OTEL_EXPORTER_OTLP_PROTOCOL",
+    ]
+    .into_iter()
+    .find_map(|name| l.get(name).map(|p| (name, p)));
+    if let Some((name, p)) = protocol.filter(|(_, p)| p != "http/protobuf") {
         return Err(ConfigError::new(
-            "OTEL_EXPORTER_OTLP_PROTOCOL",
+            name,
             format!("{p:?} is not supported: traces are exported as http/protobuf"),
         ));
     }
@@ -236,6 +240,13 @@ mod tests {
                     ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
                 ][..],
                 "OTEL_EXPORTER_OTLP_PROTOCOL",
+            ),
+            (
+                &[
+                    ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317"),
+                    ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "grpc"),
+                ][..],
+                "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
             ),
         ] {
             match read(pairs) {
