@@ -254,6 +254,9 @@ impl ServerSettings {
         ];
         // Read only by the `oauth2` strategy's verifier.
         const OAUTH2_ONLY: &[&str] = &["MCP_OAUTH_REQUIRE_AT_JWT"];
+        // The login facade's client at the provider, or introspection's
+        // credentials: both `oauth2`'s.
+        const OAUTH2_CLIENT: &[&str] = &["MCP_OAUTH_CLIENT_ID", "MCP_OAUTH_CLIENT_SECRET"];
         // Read by the verifiers that fetch an issuer's keys.
         const KEYS_FETCHED: &[&str] = &["MCP_OAUTH_JWKS_MAX_STALE"];
         let named = |names: &'static [&'static str], why: &'static str| {
@@ -294,6 +297,10 @@ impl ServerSettings {
                 "the login facade runs only with MCP_AUTH_STRATEGY=oauth2",
             ))
             .chain(named(oauth2_only, oauth2_only_why))
+            .chain(named(
+                if oauth2 { &[][..] } else { OAUTH2_CLIENT },
+                "read only with MCP_AUTH_STRATEGY=oauth2 (the login facade's client at the provider, or introspection's credentials)",
+            ))
             .chain(named(
                 keys_fetched,
                 "read only with MCP_AUTH_STRATEGY=oauth2 or cognito",
@@ -676,6 +683,21 @@ mod tests {
             ("MCP_OAUTH_JWKS_MAX_STALE", "1d"),
         ]);
         assert_eq!(ignored, ["MCP_OAUTH_JWKS_MAX_STALE"]);
+        // The OAuth client's credentials are oauth2's (a docs walkthrough:
+        // set with api_key, nothing was said).
+        let ignored = ignored_names(&[
+            ("MCP_AUTH_STRATEGY", "api_key"),
+            ("MCP_OAUTH_CLIENT_ID", "x"),
+            ("MCP_OAUTH_CLIENT_SECRET", "y"),
+        ]);
+        assert_eq!(ignored, ["MCP_OAUTH_CLIENT_ID", "MCP_OAUTH_CLIENT_SECRET"]);
+        let ignored = ignored_names(&[
+            ("MCP_AUTH_STRATEGY", "api_key,oauth2"),
+            ("MCP_API_KEYS", "k-0123456789abcdef0123"),
+            ("MCP_OAUTH_ISSUER", "https://idp.example.com"),
+            ("MCP_OAUTH_CLIENT_ID", "x"),
+        ]);
+        assert!(ignored.is_empty(), "{ignored:?}");
     }
 
     #[test]
