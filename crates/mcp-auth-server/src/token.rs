@@ -134,11 +134,10 @@ fn private_key(
     let bad = || {
         let text = String::from_utf8_lossy(pem);
         let why = if text.contains("-----BEGIN EC PRIVATE KEY-----") {
-            "an EC key in SEC1 form (BEGIN EC PRIVATE KEY, as `openssl ecparam -genkey` writes it): \
-             give it as PKCS#8 (`openssl pkcs8 -topk8 -nocrypt -in key.pem -out key8.pem`)"
+            "an EC key in SEC1 form (as `openssl ecparam -genkey` writes it): give it as PKCS#8 \
+             (`openssl pkcs8 -topk8 -nocrypt -in key.pem -out key8.pem`)"
         } else {
-            "not an RSA, EC or Ed25519 private key in PEM format (EC and Ed25519 keys as PKCS#8, \
-             BEGIN PRIVATE KEY)"
+            "not an RSA, EC or Ed25519 private key in PEM format (EC and Ed25519 keys in PKCS#8 form)"
         };
         ConfigError::new("MCP_JWT_PRIVATE_KEY", why)
     };
