@@ -198,16 +198,17 @@ async fn every_rejection_has_the_rfc6750_status_and_challenge() {
         ]
     );
 
-    // A bad token: 401 invalid_token, on the Bearer challenge only.
+    // A bad token: 401 invalid_token, on the Bearer challenge only, which
+    // comes first.
     let r = post(&c, &url).bearer_auth("forged").send().await.unwrap();
     assert_eq!(r.status(), 401);
     assert_eq!(
         challenges(&r),
         vec![
-            r#"ApiKey header="X-API-Key""#.to_owned(),
             format!(
                 r#"Bearer error="invalid_token", resource_metadata="{rm}", error_description="token not recognised""#
             ),
+            r#"ApiKey header="X-API-Key""#.to_owned(),
         ]
     );
     let body: serde_json::Value = r.json().await.unwrap();
@@ -236,8 +237,9 @@ async fn every_rejection_has_the_rfc6750_status_and_challenge() {
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
-    assert_eq!(challenges(&r)[0], r#"ApiKey header="X-API-Key""#);
-    assert!(challenges(&r)[1].starts_with(r#"Bearer error="invalid_request""#));
+    // The challenge of the credential sent comes first.
+    assert!(challenges(&r)[0].starts_with(r#"Bearer error="invalid_request""#));
+    assert_eq!(challenges(&r)[1], r#"ApiKey header="X-API-Key""#);
 
     // Valid credentials of either kind pass.
     for req in [
@@ -360,10 +362,10 @@ async fn server_wide_scopes_give_403_insufficient_scope_and_are_advertised() {
     assert_eq!(
         challenges(&r),
         vec![
-            r#"ApiKey header="X-API-Key""#.to_owned(),
             format!(
                 r#"Bearer error="insufficient_scope", scope="mcp:tools", resource_metadata="{rm}""#
             ),
+            r#"ApiKey header="X-API-Key""#.to_owned(),
         ]
     );
     let body: serde_json::Value = r.json().await.unwrap();

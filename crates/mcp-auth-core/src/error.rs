@@ -292,7 +292,9 @@ impl AuthError {
         }
     }
 
-    /// Renders all challenges for `schemes` as header values, in order.
+    /// Renders all challenges for `schemes` as header values: those of the
+    /// schemes whose credentials the request carried first, then the
+    /// others, each group in the order of `schemes`.
     ///
     /// The error code goes only on the schemes whose credentials the request
     /// carried (`headers`); the others get a bare challenge (RFC 6750 §3.1:
@@ -310,9 +312,13 @@ impl AuthError {
         }
         let presented: Vec<bool> = schemes.iter().map(|s| s.presented_in(headers)).collect();
         let any = presented.contains(&true);
-        schemes
-            .iter()
-            .zip(presented)
+        // The challenge of the credential the client sent comes first: a
+        // client that reads only the first `WWW-Authenticate` (as rmcp's
+        // does) learns why its credential was refused.
+        let (used, others): (Vec<_>, Vec<_>) =
+            schemes.iter().zip(presented).partition(|(_, used)| *used);
+        used.into_iter()
+            .chain(others)
             .map(|(s, used)| {
                 let err = if used || !any {
                     self
@@ -494,16 +500,20 @@ mod tests {
             format!(r#"Bearer resource_metadata="{RM}""#).as_str()
         );
 
+        // The used scheme's challenge first: a client reading only the
+        // first header (rmcp's) learns why (a docs walkthrough: behind
+        // `api_key,oauth2` the client printed a refused token's 401 with
+        // no reason).
         let mut h = http::HeaderMap::new();
         h.insert("authorization", "Bearer t".parse().unwrap());
         let got = e.challenge_headers(&schemes, Some(RM), &[], &h);
-        assert_eq!(got[0], r#"ApiKey header="X-API-Key""#);
         assert!(
-            got[1]
+            got[0]
                 .to_str()
                 .unwrap()
                 .starts_with(r#"Bearer error="invalid_token""#)
         );
+        assert_eq!(got[1], r#"ApiKey header="X-API-Key""#);
 
         // Credentials of no listed scheme: every challenge carries the error.
         let got = e.challenge_headers(&schemes, None, &[], &http::HeaderMap::new());

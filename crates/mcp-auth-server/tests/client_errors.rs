@@ -75,6 +75,27 @@ fn a_wrong_api_key_is_one_short_line() {
     );
 }
 
+/// Behind a chain the refused credential's reason is given too: the
+/// server puts the challenge of the credential sent first, the one a
+/// client reading a single `WWW-Authenticate` sees (a docs walkthrough:
+/// `the server refused the bearer token (401)`, no reason, because the
+/// API-key challenge came first).
+#[test]
+fn a_refused_token_behind_a_chain_is_named_with_its_reason() {
+    let s = Server::start(&[
+        ("MCP_AUTH_STRATEGY", "api_key,bearer"),
+        ("MCP_API_KEYS", KEY),
+        ("MCP_JWT_SECRET", SECRET),
+    ]);
+    let url = s.url();
+    let (ok, err) = client(&["--server", &url, "--bearer", "not-a-token", "list"]);
+    assert!(!ok);
+    assert_eq!(
+        err,
+        "error: list: the server refused the bearer token (401 invalid_token)\n"
+    );
+}
+
 #[test]
 fn a_missing_scope_is_one_short_line() {
     let s = bearer_server();
