@@ -53,8 +53,14 @@ use crate::{
 };
 
 /// How long a connection told to close may take before it is dropped (only
-/// ever while it has no request in flight).
+/// ever while it has no request in flight, or when every response it
+/// carries has waited for the client for the idle timeout).
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// The largest piece of a response body handed to hyper at once: a larger
+/// frame is handed over in pieces, so a client reading a large answer
+/// slowly is seen making progress (each piece is asked for once the last
+/// could go out), not taken for one that never reads.
+const BODY_PIECE: usize = 64 * 1024;
 /// Refusals being written at once; past this a refused connection is
 /// dropped without an answer.
 const MAX_REFUSING: usize = 256;
@@ -181,10 +187,12 @@ pub async fn serve(
 ///   open stream) for at most [`ServeOptions::idle_timeout`], and between
 ///   HTTP/1 keep-alive requests for the shorter of that and the header
 ///   timeout; a request in flight (an open event stream included) keeps its
-///   connection as long as it lasts, and as long as its response can go out:
-///   a response that has waited for the client for the idle timeout (an
-///   HTTP/2 flow-control window never opened, a socket never read) closes
-///   the connection, after a second's grace, whatever is in flight;
+///   connection as long as it lasts, unless every request in flight is a
+///   response the client has not taken for the idle timeout (an HTTP/2
+///   flow-control window never opened, a socket never read): then the
+///   connection is closed, and dropped after a second's grace (large
+///   responses go out in pieces of 64 KiB, so a client reading slowly is
+///   seen reading);
 /// - exist alongside at most [`ServeOptions::max_connections_per_ip`] others
 ///   from the same address (an IPv6 client by its /64), unless the address
 ///   is a trusted proxy.
@@ -390,8 +398,7 @@ struct Conn {
     /// frame, because the connection cannot send (an HTTP/2 flow-control
     /// window the client never opens, a socket it never reads).
     sending: AtomicUsize,
-    /// When a response body last moved (a frame taken, or a wait for the
-    /// application begun).
+    /// When a response body last moved (handed over, or a frame taken).
     body_ms: AtomicU64,
 }
 
@@ -448,15 +455,19 @@ impl Conn {
         self.active.load(Ordering::Acquire) == 0 && Instant::now() >= self.deadline(o)
     }
 
-    /// A response has waited for the client for the idle timeout with no
-    /// body on the connection moving: requests in flight keep a connection
-    /// open only while their responses can go out. (A client that opens an
-    /// HTTP/2 stream with a zero window, or never reads, would otherwise
-    /// hold its slot for good; a stream waiting for events is waiting for
-    /// the application, not the client, and is not stalled.)
+    /// Every request in flight is a response waiting for the client, and
+    /// no response on the connection has moved for the idle timeout:
+    /// requests in flight keep a connection open only while they are being
+    /// handled, wait for the application (an event stream between events)
+    /// or go out. (A client that opens HTTP/2 streams with a zero window,
+    /// or never reads, would otherwise hold its slot for good, with no
+    /// activity at all; one whose other streams are busy, such as a proxy
+    /// multiplexing clients, is not cut for one slow reader.)
     fn stalled(&self, o: &ServeOptions) -> bool {
         let idle = u64::try_from(o.idle_timeout.as_millis()).unwrap_or(u64::MAX);
-        self.sending.load(Ordering::Acquire) > 0
+        let sending = self.sending.load(Ordering::Acquire);
+        sending > 0
+            && sending >= self.active.load(Ordering::Acquire)
             && ms_since(self.epoch).saturating_sub(self.body_ms.load(Ordering::Acquire)) >= idle
     }
 
@@ -859,13 +870,15 @@ where
 
 /// A response body that ends its request's [`InFlight`] count when done,
 /// and tells its connection whether it waits for the client (see
-/// [`Conn::stalled`]).
+/// [`Conn::stalled`]); frames larger than [`BODY_PIECE`] go out in pieces.
 struct TrackedBody {
     inner: axum::body::Body,
     guard: InFlight,
     /// Counted in the connection's `sending`: handed over, or a frame just
     /// taken, and not asked for more since.
     sending: bool,
+    /// What is left of a large frame.
+    rest: Option<Bytes>,
 }
 
 impl TrackedBody {
@@ -877,6 +890,7 @@ impl TrackedBody {
             inner,
             guard,
             sending: true,
+            rest: None,
         }
     }
 
@@ -907,7 +921,22 @@ impl http_body::Body for TrackedBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
-        let r = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Some(mut rest) = self.rest.take() {
+            let piece = rest.split_to(rest.len().min(BODY_PIECE));
+            self.rest = (!rest.is_empty()).then_some(rest);
+            self.guard.0.body_moved();
+            return Poll::Ready(Some(Ok(http_body::Frame::data(piece))));
+        }
+        let r = match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame)))
+                if frame.data_ref().is_some_and(|d| d.len() > BODY_PIECE) =>
+            {
+                let mut data = frame.into_data().unwrap_or_default();
+                self.rest = Some(data.split_off(BODY_PIECE));
+                Poll::Ready(Some(Ok(http_body::Frame::data(data))))
+            }
+            other => other,
+        };
         match &r {
             // A frame for the client: the next one is asked for once this
             // one can go out.
@@ -915,22 +944,27 @@ impl http_body::Body for TrackedBody {
                 self.guard.0.body_moved();
                 self.set_sending(true);
             }
-            // Waiting for the application (an event stream between events).
-            Poll::Pending => {
-                self.guard.0.body_moved();
-                self.set_sending(false);
-            }
+            // Waiting for the application (an event stream between events):
+            // not for the client, so no clock is needed.
+            Poll::Pending => self.set_sending(false),
             Poll::Ready(_) => self.set_sending(false),
         }
         r
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.rest.is_none() && self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
+        let rest = self.rest.as_ref().map_or(0, |r| r.len() as u64);
+        let inner = self.inner.size_hint();
+        let mut hint = http_body::SizeHint::new();
+        hint.set_lower(inner.lower().saturating_add(rest));
+        if let Some(upper) = inner.upper() {
+            hint.set_upper(upper.saturating_add(rest));
+        }
+        hint
     }
 }
 
@@ -950,6 +984,72 @@ mod tests {
         std::thread::sleep(Duration::from_millis(1050));
         assert_eq!(log.admit(), Some(5));
         assert_eq!(log.admit(), None);
+    }
+
+    /// A large frame goes out in pieces of at most [`BODY_PIECE`], each
+    /// asked for once the last went out, so a slow reader of a large
+    /// answer is seen making progress (a review: a 10 MB tool result read
+    /// at 250 KB/s was one frame, and the connection was taken for stalled
+    /// after the idle timeout, mid-answer); the body ends with its last
+    /// piece, and its size is told right throughout.
+    #[tokio::test]
+    async fn large_frames_go_out_in_pieces() {
+        use http_body::Body as _;
+        use http_body_util::BodyExt;
+        let r = Registry::default();
+        let conn = r
+            .admit("192.0.2.1".parse().unwrap(), &options(4, 4))
+            .unwrap();
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let mut body = TrackedBody::new(
+            axum::body::Body::from(data.clone()),
+            InFlight::new(conn.clone()),
+        );
+        assert_eq!(body.size_hint().exact(), Some(200_000));
+        let mut got = Vec::new();
+        let mut pieces = 0;
+        while let Some(frame) = body.frame().await {
+            let piece = frame.unwrap().into_data().unwrap();
+            assert!(piece.len() <= BODY_PIECE);
+            got.extend_from_slice(&piece);
+            pieces += 1;
+            assert_eq!(
+                body.size_hint().exact(),
+                Some(200_000 - got.len() as u64),
+                "after {pieces} pieces"
+            );
+            assert_eq!(body.is_end_stream(), got.len() == data.len());
+        }
+        assert_eq!(got, data);
+        assert_eq!(pieces, 4);
+        drop(body);
+        assert_eq!(conn.sending.load(Ordering::Acquire), 0);
+        assert_eq!(conn.active.load(Ordering::Acquire), 0);
+    }
+
+    /// A connection is stalled only when every request in flight is a
+    /// response waiting for the client and none has moved for the idle
+    /// timeout: one busy request (a handler at work, a proxy's other
+    /// client) keeps it.
+    #[tokio::test]
+    async fn a_connection_is_stalled_only_when_all_it_carries_waits_for_the_client() {
+        let r = Registry::default();
+        let mut o = options(4, 4);
+        o.idle_timeout = Duration::from_millis(50);
+        let conn = r.admit("192.0.2.1".parse().unwrap(), &o).unwrap();
+        let waiting = TrackedBody::new(axum::body::Body::from("x"), InFlight::new(conn.clone()));
+        let handling = InFlight::new(conn.clone());
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        assert!(!conn.stalled(&o), "a request still being handled");
+        drop(handling);
+        assert!(
+            conn.stalled(&o),
+            "only a response waiting for the client, for long"
+        );
+        conn.body_moved();
+        assert!(!conn.stalled(&o), "it just moved");
+        drop(waiting);
+        assert!(!conn.stalled(&o), "nothing in flight: idle, not stalled");
     }
 
     fn options(max: usize, per_ip: usize) -> ServeOptions {
