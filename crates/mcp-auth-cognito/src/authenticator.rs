@@ -149,6 +149,11 @@ impl Authenticator for CognitoAuthenticator {
         Ok(principal)
     }
 
+    /// It reads exactly the credentials of its schemes.
+    fn declares_credentials(&self) -> bool {
+        true
+    }
+
     fn name(&self) -> &str {
         "cognito"
     }

@@ -287,6 +287,20 @@ pub trait Authenticator: Send + Sync + 'static {
         vec![ChallengeScheme::Bearer]
     }
 
+    /// Whether [`challenge_schemes`](Self::challenge_schemes) names every
+    /// credential this authenticator reads (true for the ready-made ones,
+    /// and for a [`FnAuthenticator`] given its scheme with
+    /// [`with_scheme`](FnAuthenticator::with_scheme)). False by default: a
+    /// closure or custom type may read anything (its own header, the
+    /// peer's address) while answering with the default Bearer challenge.
+    /// A chain asks such members after the others, and lets one in only
+    /// when no other member refused a credential the request carried: a
+    /// wrong token beside what the custom check reads must count as a
+    /// failed login, not pass as the custom check's caller.
+    fn declares_credentials(&self) -> bool {
+        false
+    }
+
     /// OAuth authorization servers that issue credentials for this
     /// authenticator (RFC 9728 `authorization_servers`). When any authenticator
     /// names one, the HTTP layer serves protected-resource metadata.
@@ -413,6 +427,8 @@ pub struct FnAuthenticator<F> {
     f: F,
     name: String,
     schemes: Vec<ChallengeScheme>,
+    /// Given its scheme ([`with_scheme`](Self::with_scheme)).
+    declared: bool,
 }
 
 impl<F> FnAuthenticator<F> {
@@ -423,6 +439,7 @@ impl<F> FnAuthenticator<F> {
             f,
             name: "custom".to_owned(),
             schemes: vec![ChallengeScheme::Bearer],
+            declared: false,
         }
     }
 
@@ -435,8 +452,9 @@ impl<F> FnAuthenticator<F> {
     /// Answers with `scheme` (replacing the default Bearer; call again to
     /// add more).
     pub fn with_scheme(mut self, scheme: ChallengeScheme) -> Self {
-        if self.schemes == [ChallengeScheme::Bearer] && scheme != ChallengeScheme::Bearer {
+        if !self.declared {
             self.schemes.clear();
+            self.declared = true;
         }
         if !self.schemes.contains(&scheme) {
             self.schemes.push(scheme);
@@ -459,6 +477,9 @@ where
     }
     fn challenge_schemes(&self) -> Vec<ChallengeScheme> {
         self.schemes.clone()
+    }
+    fn declares_credentials(&self) -> bool {
+        self.declared
     }
 }
 
@@ -484,6 +505,9 @@ impl<A: Authenticator + ?Sized> Authenticator for Arc<A> {
     }
     fn admits_anonymous(&self) -> bool {
         (**self).admits_anonymous()
+    }
+    fn declares_credentials(&self) -> bool {
+        (**self).declares_credentials()
     }
     fn dpop(&self) -> Option<crate::DpopInfo> {
         (**self).dpop()

@@ -30,7 +30,12 @@ use std::sync::Arc;
 /// of another scheme read something else besides (a custom member
 /// advertising the wrong scheme, such as a bare closure's default Bearer
 /// while it reads a header of its own): that is two credentials too, and
-/// refused the same way. Members that advertise no scheme
+/// refused the same way. Members that do not declare that their schemes
+/// name all they read ([`declares_credentials`](Authenticator::declares_credentials):
+/// a bare closure, a custom type; the ready-made strategies and a
+/// `FnAuthenticator` given `with_scheme` do) are asked after the others,
+/// and only when none of those refused a credential: give a custom check
+/// its scheme to have it asked in its place. Members that advertise no scheme
 /// ([`NoAuth`](crate::NoAuth)) are asked last, and only when no member that
 /// reads a credential accepted or refused one: a wrong credential fails the
 /// request even where no credential would have been let in.
@@ -70,6 +75,9 @@ pub struct AnyOf {
     reads_credential: Vec<bool>,
     /// Per member: the schemes it advertises.
     member_schemes: Vec<Vec<ChallengeScheme>>,
+    /// Per member: whether its schemes name all it reads
+    /// ([`Authenticator::declares_credentials`]).
+    declared: Vec<bool>,
     /// Every member's schemes, once each.
     schemes: Vec<ChallengeScheme>,
 }
@@ -103,6 +111,7 @@ impl AnyOf {
             }
         }
         self.member_schemes.push(schemes);
+        self.declared.push(member.declares_credentials());
         self.members.push(member);
         self
     }
@@ -182,40 +191,50 @@ impl Authenticator for AnyOf {
         }
         // Members that read a credential first; the first to accept wins,
         // and when none does, the first error (a wrong credential) decides.
+        // Those whose schemes name all they read go first; the others (a
+        // closure, a custom type) only when none of these refused a
+        // credential (see `Authenticator::declares_credentials`).
         let mut first_error = None;
-        for ((member, reads), schemes) in self
-            .members
-            .iter()
-            .zip(&self.reads_credential)
-            .zip(&self.member_schemes)
-        {
-            if !reads {
-                continue;
+        for declared_pass in [true, false] {
+            if !declared_pass && first_error.is_some() {
+                break;
             }
-            match member.authenticate(req).await {
-                // A member that accepts though the credential the request
-                // carries is not of its schemes read something else (a
-                // custom check advertising the wrong scheme): two
-                // credentials after all, refused like any two. Otherwise a
-                // wrong key would pass as that member's caller, never
-                // counted as a failed login.
-                Ok(_)
-                    if !presented.is_empty() && !presented.iter().any(|p| schemes.contains(p)) =>
-                {
-                    return Err(AuthError::invalid_request(format!(
-                        "conflicting credentials: the {} member accepted something other than {}; send one credential",
-                        member.name(),
-                        presented
-                            .iter()
-                            .map(|s| credential_name(s))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    )));
+            for (((member, reads), schemes), declared) in self
+                .members
+                .iter()
+                .zip(&self.reads_credential)
+                .zip(&self.member_schemes)
+                .zip(&self.declared)
+            {
+                if !reads || *declared != declared_pass {
+                    continue;
                 }
-                Ok(p) => return Ok(p),
-                Err(AuthError::MissingCredentials) => {}
-                Err(e) => {
-                    first_error.get_or_insert(e);
+                match member.authenticate(req).await {
+                    // A member that accepts though the credential the request
+                    // carries is not of its schemes read something else (a
+                    // custom check advertising the wrong scheme): two
+                    // credentials after all, refused like any two. Otherwise a
+                    // wrong key would pass as that member's caller, never
+                    // counted as a failed login.
+                    Ok(_)
+                        if !presented.is_empty()
+                            && !presented.iter().any(|p| schemes.contains(p)) =>
+                    {
+                        return Err(AuthError::invalid_request(format!(
+                            "conflicting credentials: the {} member accepted something other than {}; send one credential",
+                            member.name(),
+                            presented
+                                .iter()
+                                .map(|s| credential_name(s))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )));
+                    }
+                    Ok(p) => return Ok(p),
+                    Err(AuthError::MissingCredentials) => {}
+                    Err(e) => {
+                        first_error.get_or_insert(e);
+                    }
                 }
             }
         }
@@ -258,6 +277,10 @@ impl Authenticator for AnyOf {
 
     fn admits_anonymous(&self) -> bool {
         self.members.iter().any(|m| m.admits_anonymous())
+    }
+
+    fn declares_credentials(&self) -> bool {
+        self.declared.iter().all(|d| *d)
     }
 
     /// Every member's checks.
@@ -450,16 +473,60 @@ mod tests {
                 "probe"
             );
         }
-        // The right key, asked first, is the caller; asked after the custom
-        // member that accepted too, two credentials.
-        let who = keys_first
-            .authenticate(&req(Some("right-key-0123456789")))
-            .await;
-        assert_eq!(who.unwrap().strategy, "api_key");
-        let r = probe_first
-            .authenticate(&req(Some("right-key-0123456789")))
-            .await;
-        assert!(matches!(r, Err(AuthError::InvalidRequest { .. })), "{r:?}");
+        // The right key is the caller, whatever the order: the custom
+        // member, which does not declare what it reads, is asked last.
+        for chain in [&keys_first, &probe_first] {
+            let who = chain.authenticate(&req(Some("right-key-0123456789"))).await;
+            assert_eq!(who.unwrap().strategy, "api_key", "{chain:?}");
+        }
+    }
+
+    /// The same with a member of the custom check's own (default) scheme: a
+    /// wrong bearer token beside the header the check reads was let in as
+    /// the check's caller (a review). Members that do not declare what
+    /// they read are asked after the others, and only when none of them
+    /// refused a credential.
+    #[tokio::test]
+    async fn an_undeclared_member_never_lets_a_refused_credential_through() {
+        let probe = |req: AuthRequest| async move {
+            if req.headers.contains_key("x-probe") {
+                Ok(Principal::new("probe", "custom"))
+            } else {
+                Err(AuthError::MissingCredentials)
+            }
+        };
+        let tokens = mcp_auth_core::FnAuthenticator::new(|req: AuthRequest| async move {
+            match req.bearer_token()? {
+                Some("good") => Ok(Principal::new("alice", "tokens")),
+                Some(_) => Err(AuthError::invalid_token("unknown token")),
+                None => Err(AuthError::MissingCredentials),
+            }
+        })
+        .with_scheme(ChallengeScheme::Bearer);
+        let tokens = Arc::new(tokens);
+        for chain in [
+            AnyOf::new().with_shared(tokens.clone()).with(probe),
+            AnyOf::new().with(probe).with_shared(tokens.clone()),
+        ] {
+            let with = |token: Option<&str>| {
+                let mut b = AuthRequest::builder().header("x-probe", "1");
+                if let Some(t) = token {
+                    b = b.header("authorization", &format!("Bearer {t}"));
+                }
+                b.build()
+            };
+            let r = chain.authenticate(&with(Some("forged"))).await;
+            assert!(
+                matches!(r, Err(AuthError::InvalidToken { .. })),
+                "{chain:?}: {r:?}"
+            );
+            let who = chain.authenticate(&with(Some("good"))).await.unwrap();
+            assert_eq!(who.subject, "alice", "{chain:?}");
+            let who = chain.authenticate(&with(None)).await.unwrap();
+            assert_eq!(who.subject, "probe", "{chain:?}");
+        }
+        assert!(!AnyOf::new().with(probe).declares_credentials());
+        assert!(AnyOf::new().with_shared(tokens).declares_credentials());
     }
 
     #[tokio::test]

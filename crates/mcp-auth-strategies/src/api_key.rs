@@ -574,6 +574,11 @@ impl Authenticator for ApiKeyAuthenticator {
         }
     }
 
+    /// It reads exactly the credentials of its schemes.
+    fn declares_credentials(&self) -> bool {
+        true
+    }
+
     fn name(&self) -> &str {
         "api_key"
     }

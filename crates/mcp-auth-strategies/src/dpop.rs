@@ -408,6 +408,10 @@ impl Authenticator for DpopAuthenticator {
         self.inner.admits_anonymous()
     }
 
+    fn declares_credentials(&self) -> bool {
+        self.inner.declares_credentials()
+    }
+
     fn readiness(&self) -> Vec<mcp_auth_core::Readiness> {
         self.inner.readiness()
     }

@@ -308,6 +308,11 @@ impl Authenticator for JwtAuthenticator {
         result
     }
 
+    /// It reads exactly the credentials of its schemes.
+    fn declares_credentials(&self) -> bool {
+        true
+    }
+
     fn name(&self) -> &str {
         self.name
     }

@@ -25,6 +25,11 @@ impl Authenticator for NoAuth {
         Ok(Principal::anonymous("none"))
     }
 
+    /// It reads exactly the credentials of its schemes.
+    fn declares_credentials(&self) -> bool {
+        true
+    }
+
     fn name(&self) -> &str {
         "none"
     }
