@@ -983,13 +983,22 @@ async fn authorize(
     // 9700 §4.11.2): anyone can register a client with any redirect URI,
     // so for one registered dynamically or named by a metadata document an
     // error before consent would make this server an open redirector. Its
-    // redirect URI is trusted once this browser approved it there.
-    let trusted = client.kind == crate::clients::ClientKind::Preregistered
-        || match browser_binding(&app, &headers) {
-            Some(binding) => approved_here(&app, &binding, &client.client_id, redirect_uri).await,
-            None => false,
-        };
-    let fail = |code: &str, why: &str| {
+    // redirect URI is trusted when it is on loopback (it leads back to the
+    // user's own machine only, and a native app waits there for the
+    // answer), or once this browser approved it there (looked up only
+    // when there is an error to send).
+    let client_ref = &client;
+    let app_ref = &app;
+    let headers_ref = &headers;
+    let fail = async |code: &str, why: &str| {
+        let trusted = client_ref.kind == crate::clients::ClientKind::Preregistered
+            || crate::clients::is_loopback_redirect(redirect_uri)
+            || match browser_binding(app_ref, headers_ref) {
+                Some(binding) => {
+                    approved_here(app_ref, &binding, &client_ref.client_id, redirect_uri).await
+                }
+                None => false,
+            };
         if trusted {
             back_to_client(
                 redirect_uri,
@@ -1009,19 +1018,21 @@ async fn authorize(
     };
     if let Some(name) = repeated.first() {
         let (code, why) = repeated_error(name);
-        return fail(code, &why);
+        return fail(code, &why).await;
     }
     if q.get("response_type").map(String::as_str) != Some("code") {
         return fail(
             "unsupported_response_type",
             "only response_type=code is supported",
-        );
+        )
+        .await;
     }
     if !client.allows_grant_type(GrantType::AuthorizationCode) {
         return fail(
             "unauthorized_client",
             "the client did not register the authorization_code grant",
-        );
+        )
+        .await;
     }
     let Some(challenge) = q
         .get("code_challenge")
@@ -1030,10 +1041,11 @@ async fn authorize(
         return fail(
             "invalid_request",
             "PKCE is required: code_challenge with code_challenge_method=S256",
-        );
+        )
+        .await;
     };
     if q.get("code_challenge_method").map(String::as_str) != Some("S256") {
-        return fail("invalid_request", "PKCE code_challenge_method must be S256");
+        return fail("invalid_request", "PKCE code_challenge_method must be S256").await;
     }
     let resource = cfg.resource.to_string();
     if q.get("resource")
@@ -1042,7 +1054,8 @@ async fn authorize(
         return fail(
             "invalid_target",
             "this server issues tokens for its own resource only",
-        );
+        )
+        .await;
     }
     // What the facade may grant is `scopes_supported`, nothing else (none
     // when it is empty); a request for more gets the part it may have
@@ -1052,7 +1065,8 @@ async fn authorize(
         return fail(
             "invalid_request",
             "scope and state are limited to 512 characters",
-        );
+        )
+        .await;
     }
     let requested: Vec<String> = match q.get("scope") {
         Some(s) if !s.trim().is_empty() => s.split_whitespace().map(str::to_owned).collect(),
@@ -1064,13 +1078,13 @@ async fn authorize(
         .cloned()
         .collect();
     if scopes.is_empty() && !requested.is_empty() && !cfg.scopes_supported.is_empty() {
-        return fail("invalid_scope", "none of the requested scopes is offered");
+        return fail("invalid_scope", "none of the requested scopes is offered").await;
     }
     let (binding, new_cookie) = match browser_binding(&app, &headers) {
         Some(b) => (b, false),
         None => match consent::new_browser_binding() {
             Some(b) => (b, true),
-            None => return fail("server_error", "no randomness"),
+            None => return fail("server_error", "no randomness").await,
         },
     };
     // A login it is: it counts against everyone's budget.
@@ -1092,18 +1106,18 @@ async fn authorize(
         return to_upstream(&app, pending, false).await;
     }
     let Ok(request_id) = random_token(24) else {
-        return fail("server_error", "no randomness");
+        return fail("server_error", "no randomness").await;
     };
     let store = &proxy.inner.store;
     let Ok(bytes) = serde_json::to_vec(&pending) else {
-        return fail("server_error", "cannot keep the request");
+        return fail("server_error", "cannot keep the request").await;
     };
     if store
         .kv_put(&format!("proxy:login:{request_id}"), &bytes, cfg.login_ttl)
         .await
         .is_err()
     {
-        return fail("temporarily_unavailable", "store unavailable");
+        return fail("temporarily_unavailable", "store unavailable").await;
     }
     let csrf = consent::csrf_token(&proxy.inner.csrf_secret, &binding, &request_id);
     let lines: Vec<consent::ScopeLine<'_>> = scopes
@@ -1884,7 +1898,34 @@ async fn token(
     // access token or the refresh tokens after it (the grant shrinks for
     // good).
     let offered = &app.proxy.inner.cfg.scopes_supported;
+    let withdrawn: Vec<String> = grant
+        .scopes
+        .iter()
+        .filter(|s| !offered.contains(s))
+        .cloned()
+        .collect();
     grant.scopes.retain(|s| offered.contains(s));
+    // A client that asks again for what it was granted (many send their
+    // scopes with every refresh) gets what is left of it (RFC 6749 §3.3:
+    // the response says which), not a refusal it could never get past; a
+    // request for withdrawn scopes only is refused.
+    let asked = match asked {
+        Some(mut asked) if !withdrawn.is_empty() => {
+            asked.retain(|s| !withdrawn.contains(s));
+            if asked.is_empty() {
+                if let Some(old) = &spent {
+                    let _ = grants.restore_refresh(old, &presented).await;
+                }
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_scope",
+                    "none of the requested scopes is offered any longer",
+                );
+            }
+            Some(asked)
+        }
+        asked => asked,
+    };
     // Only this access token may be narrower (RFC 6749 §6); the refresh
     // token keeps the whole grant.
     let narrowed = match asked {

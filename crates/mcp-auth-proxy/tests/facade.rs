@@ -333,10 +333,29 @@ async fn refusals_issue_nothing_and_never_redirect_untrusted_errors() {
         assert!(r.headers().get(header::LOCATION).is_none());
     }
     // Errors about the request itself, for a client anyone could have
-    // registered (here dynamically): a page, not a redirect, until this
-    // browser has approved the client's redirect URI (RFC 9700 §4.11.2: the
-    // server would otherwise send any link's visitor anywhere). Then back
-    // to the client.
+    // registered (here dynamically) with a redirect URI off this machine:
+    // a page, not a redirect, until this browser has approved the client's
+    // redirect URI (RFC 9700 §4.11.2: the server would otherwise send any
+    // link's visitor anywhere). Then back to the client. A loopback
+    // redirect URI leads back to the user's machine only: trusted (a
+    // review: native apps waited on their listener for an answer that
+    // never came).
+    const REMOTE_CB: &str = "https://app.example/callback";
+    let remote = {
+        let r = reqwest::Client::new()
+            .post(format!("{}/oauth/register", app.base))
+            .json(&serde_json::json!({
+                "client_name": "Remote app",
+                "redirect_uris": [REMOTE_CB],
+                "token_endpoint_auth_method": "none",
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED);
+        let body: serde_json::Value = r.json().await.unwrap();
+        body["client_id"].as_str().unwrap().to_owned()
+    };
     let refusals = [
         (vec![("code_challenge_method", "plain")], "invalid_request"),
         (
@@ -348,53 +367,53 @@ async fn refusals_issue_nothing_and_never_redirect_untrusted_errors() {
             vec![("response_type", "token")],
             "unsupported_response_type",
         ),
+        (vec![("code_challenge", "")], "invalid_request"),
     ];
-    let with = |extra: &[(&str, &str)]| {
-        let mut url = Url::parse(&authorize_url(&app, &client_id, &[])).unwrap();
+    let with = |client: &str, callback: &str, extra: &[(&str, &str)]| {
+        let mut url = Url::parse(&authorize_url(&app, client, &[])).unwrap();
         let mut pairs: Vec<(String, String)> = url.query_pairs().into_owned().collect();
+        pairs.retain(|(k, _)| k != "redirect_uri");
+        pairs.push(("redirect_uri".into(), callback.into()));
         for (k, v) in extra {
             pairs.retain(|(pk, _)| pk != k);
-            pairs.push(((*k).to_owned(), (*v).to_owned()));
+            if !v.is_empty() {
+                pairs.push(((*k).to_owned(), (*v).to_owned()));
+            }
         }
         url.query_pairs_mut().clear().extend_pairs(pairs);
         url.to_string()
     };
-    let no_pkce = authorize_url(&app, &client_id, &[]).replace("code_challenge=", "x=");
-    for (url, code) in refusals
-        .iter()
-        .map(|(extra, code)| (with(extra), *code))
-        .chain([(no_pkce.clone(), "invalid_request")])
-    {
-        let r = browser.get(&url).await;
-        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{url}");
-        assert!(r.headers().get(header::LOCATION).is_none(), "{url}");
-        let page = r.text().await.unwrap();
-        assert!(page.contains(code), "the page names the error: {page}");
-    }
-    // Approved once in a browser: its errors go back to the client.
-    let mut approved = Browser::new();
-    login(&app, &mut approved, &client_id).await;
-    for (url, code) in refusals
-        .iter()
-        .map(|(extra, code)| (with(extra), *code))
-        .chain([(no_pkce, "invalid_request")])
-    {
-        let r = approved.get(&url).await;
-        assert_eq!(r.status(), StatusCode::SEE_OTHER, "{url}");
+    let redirected = |r: &reqwest::Response, to: &str, code: &str| {
+        assert_eq!(r.status(), StatusCode::SEE_OTHER, "{code}");
         let back = Url::parse(r.headers()[header::LOCATION].to_str().unwrap()).unwrap();
-        assert!(back.as_str().starts_with(CLIENT_CB));
-        assert_eq!(
-            query(&back).get("error").map(String::as_str),
-            Some(code),
-            "{url}"
-        );
+        assert!(back.as_str().starts_with(to), "{back}");
+        assert_eq!(query(&back).get("error").map(String::as_str), Some(code));
         // RFC 9207: error responses name the issuer too (the metadata says
         // authorization_response_iss_parameter_supported, so a client
         // refuses any answer without it).
-        assert_eq!(query(&back).get("iss"), Some(&app.base), "{url}");
+        assert_eq!(query(&back).get("iss"), Some(&app.base), "{code}");
+    };
+    for (extra, code) in &refusals {
+        let r = browser.get(&with(&remote, REMOTE_CB, extra)).await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{extra:?}");
+        assert!(r.headers().get(header::LOCATION).is_none(), "{extra:?}");
+        let page = r.text().await.unwrap();
+        assert!(page.contains(code), "the page names the error: {page}");
+        let r = browser.get(&with(&client_id, CLIENT_CB, extra)).await;
+        redirected(&r, CLIENT_CB, code);
+    }
+    // Approved once in a browser: the remote client's errors go back to it.
+    let mut approved = Browser::new();
+    let page = approved.get(&with(&remote, REMOTE_CB, &[])).await;
+    let html = page.text().await.unwrap();
+    let r = decide(&app, &mut approved, &html, "allow").await;
+    approved.follow_until(r, REMOTE_CB).await;
+    for (extra, code) in &refusals {
+        let r = approved.get(&with(&remote, REMOTE_CB, extra)).await;
+        redirected(&r, REMOTE_CB, code);
     }
     // The first browser has approved nothing: a page still.
-    let r = browser.get(&with(&refusals[0].0)).await;
+    let r = browser.get(&with(&remote, REMOTE_CB, &refusals[0].0)).await;
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     assert!(r.headers().get(header::LOCATION).is_none());
 

@@ -924,6 +924,41 @@ async fn a_refresh_grants_only_what_is_offered_now() {
         );
         refresh = body["refresh_token"].as_str().unwrap().to_owned();
     }
+    // A client that sends its granted scopes with each refresh gets what
+    // is left of them (a review: it was refused for good, as widening);
+    // one asking for withdrawn scopes only is refused, its token kept.
+    let refresh_asking = |refresh: String, scope: &'static str| {
+        let (narrowed, client) = (&narrowed, client.clone());
+        async move {
+            support::token(
+                narrowed,
+                &[
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", &refresh),
+                    ("client_id", &client),
+                    ("scope", scope),
+                ],
+            )
+            .await
+        }
+    };
+    let mut refresh = grants.issue_refresh(&grant).await.unwrap();
+    let (status, body) = refresh_asking(refresh.clone(), "mcp:tools mcp:admin").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["scope"], "mcp:tools", "{body}");
+    refresh = body["refresh_token"].as_str().unwrap().to_owned();
+    let (status, body) = refresh_asking(refresh.clone(), "mcp:admin").await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_scope")),
+        "{body}"
+    );
+    let (status, body) = refresh_asking(refresh, "mcp:tools").await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "the refused refresh kept its token: {body}"
+    );
 }
 
 /// Authorization requests past an address's budget get a page with 429

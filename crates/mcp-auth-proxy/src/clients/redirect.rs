@@ -41,6 +41,13 @@ pub fn redirect_uri_allowed(registered: &[String], presented: &str) -> bool {
     })
 }
 
+/// Whether `uri` is an `http` URI on a loopback host (any port): one that
+/// can only send the browser back to an application on the user's own
+/// machine.
+pub(crate) fn is_loopback_redirect(uri: &str) -> bool {
+    split_loopback(uri).is_some()
+}
+
 /// An `http` URI on a loopback host, split around its port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Loopback<'a> {
