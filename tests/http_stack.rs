@@ -495,15 +495,16 @@ async fn tools_see_the_verified_caller_through_rmcp() {
 
 /// Opens a session at `base` (with `header`, if any, on every request),
 /// calls `tool` in it, and returns the JSON-RPC answer.
-async fn call_tool(base: &str, header: Option<(&str, &str)>, tool: &str) -> serde_json::Value {
+async fn call_tool(base: &str, headers: &[(&str, &str)], tool: &str) -> serde_json::Value {
     let url = format!("{base}/mcp");
     let c = reqwest::Client::new();
-    let with = |b: reqwest::RequestBuilder| match header {
-        Some((name, value)) => b.header(name, value),
-        None => b,
+    let with = |b: reqwest::RequestBuilder| {
+        headers
+            .iter()
+            .fold(b, |b, (name, value)| b.header(*name, *value))
     };
     let r = with(post(&c, &url)).body(INIT).send().await.unwrap();
-    assert_eq!(r.status(), 200, "{header:?}");
+    assert_eq!(r.status(), 200, "{headers:?}");
     let sid = r.headers()["mcp-session-id"].to_str().unwrap().to_owned();
     let in_session = |body: String| {
         with(post(&c, &url))
@@ -538,7 +539,7 @@ async fn a_tool_taking_caller_refuses_anonymous_callers() {
             .with(mcp_auth_strategies::NoAuth),
     );
     let (base, _app) = start(auth, |_| {}).await;
-    let answer = call_tool(&base, None, "caller").await;
+    let answer = call_tool(&base, &[], "caller").await;
     assert!(answer["result"].is_null(), "{answer}");
     assert!(
         answer["error"]["message"]
@@ -547,7 +548,7 @@ async fn a_tool_taking_caller_refuses_anonymous_callers() {
             .contains("authenticated caller"),
         "{answer}"
     );
-    let answer = call_tool(&base, Some(("x-api-key", KEY)), "caller").await;
+    let answer = call_tool(&base, &[("x-api-key", KEY)], "caller").await;
     let text = answer["result"]["content"][0]["text"].as_str().unwrap();
     assert!(text.ends_with("|api_key"), "{answer}");
 }
@@ -579,7 +580,13 @@ async fn tools_are_not_handed_the_credential() {
         let auth = auth.clone();
         async move {
             let (base, _app) = start(auth, |c| c.pass_credentials_to_handlers = pass).await;
-            let answer = call_tool(&base, Some(header), "headers").await;
+            // With a cookie and proxy credentials too: never a tool's.
+            let sent = [
+                header,
+                ("cookie", "session=secret-cookie"),
+                ("proxy-authorization", "Basic c2VjcmV0"),
+            ];
+            let answer = call_tool(&base, &sent, "headers").await;
             answer["result"]["content"][0]["text"]
                 .as_str()
                 .unwrap()
@@ -593,6 +600,10 @@ async fn tools_are_not_handed_the_credential() {
     ] {
         let names = seen(false, header).await;
         assert!(names.contains("mcp-session-id"), "{names}");
+        assert!(
+            !names.contains("cookie") && !names.contains("proxy-authorization"),
+            "{names}"
+        );
         assert!(
             !names.contains(header.0),
             "{header:?} handed to the tool: {names}"

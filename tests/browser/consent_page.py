@@ -462,15 +462,21 @@ def run(manifest_path):
 
 
 def server_binary(manifest_path):
-    """mcp-auth-server as the test command built it (built here if it is not)."""
-    target = pathlib.Path(os.environ.get("CARGO_TARGET_DIR") or ROOT / "target")
-    binary = pathlib.Path(os.environ["MCP_AUTH_SERVER_BIN"]) if os.environ.get("MCP_AUTH_SERVER_BIN") else target / "debug" / "mcp-auth-server"
-    if not binary.exists():
-        command = ["cargo", "build", "--quiet", "--workspace", "--all-features", "--bin", "mcp-auth-server"]
-        if manifest_path:
-            command += ["--manifest-path", manifest_path]
-        subprocess.run(command, check=True, cwd=ROOT)
-    return binary
+    """MCP_AUTH_SERVER_BIN, else mcp-auth-server built as the test command
+    builds it (a no-op after the test command; never a stale binary)."""
+    if os.environ.get("MCP_AUTH_SERVER_BIN"):
+        return pathlib.Path(os.environ["MCP_AUTH_SERVER_BIN"])
+    command = ["cargo", "build", "--quiet", "--workspace", "--all-features", "--bin", "mcp-auth-server",
+               "--message-format", "json"]
+    if manifest_path:
+        command += ["--manifest-path", manifest_path]
+    out = subprocess.run(command, check=True, cwd=ROOT, capture_output=True, text=True).stdout
+    for line in out.splitlines():
+        message = json.loads(line)
+        if message.get("reason") == "compiler-artifact" and message.get("executable") \
+                and message["target"]["name"] == "mcp-auth-server":
+            return pathlib.Path(message["executable"])
+    sys.exit("cargo built no mcp-auth-server binary")
 
 
 def free_port():

@@ -82,10 +82,11 @@ impl std::fmt::Debug for AuthRequest {
                     .finish()
             }
         }
-        // The path, not the query: a client may put a key there.
+        // The path only: a client may put a key in the query, and an
+        // absolute-form target may carry user information.
         let uri = match self.uri.query() {
             Some(_) => format!("{}?<redacted>", self.uri.path()),
-            None => self.uri.to_string(),
+            None => self.uri.path().to_owned(),
         };
         f.debug_struct("AuthRequest")
             .field("method", &self.method)
@@ -599,6 +600,13 @@ mod tests {
 
     #[test]
     fn debug_redacts_credentials() {
+        let dbg = format!(
+            "{:?}",
+            AuthRequest::builder()
+                .uri("http://user:secret-pass@host.example/mcp")
+                .build()
+        );
+        assert!(!dbg.contains("secret") && dbg.contains("/mcp"), "{dbg}");
         let req = AuthRequest::builder()
             .uri("/mcp?api_key=secret-in-query")
             .header("authorization", "Bearer secret-token")

@@ -646,13 +646,15 @@ async fn refused_facts<B: Send + 'static>(
 
 #[cfg(feature = "mcp")]
 /// The headers that carry a credential to `authenticator`:
-/// `Authorization`, `DPoP`, `X-API-Key`, and the header of each API-key
-/// scheme it advertises.
+/// `Authorization`, `Proxy-Authorization`, `Cookie`, `DPoP`, `X-API-Key`,
+/// and the header of each API-key scheme it advertises.
 pub(crate) fn credential_headers(
     authenticator: &dyn mcp_auth_core::Authenticator,
 ) -> Vec<http::HeaderName> {
     let mut names = vec![
         header::AUTHORIZATION,
+        header::PROXY_AUTHORIZATION,
+        header::COOKIE,
         http::HeaderName::from_static("dpop"),
         http::HeaderName::from_static("x-api-key"),
     ];

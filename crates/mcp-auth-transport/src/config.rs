@@ -136,8 +136,11 @@ pub struct HttpConfig {
     /// another replica is closed.
     pub park_after: Option<Duration>,
     /// Whether the MCP handler (and so every tool) sees the request's
-    /// credentials: `Authorization`, `DPoP` and the API-key headers the
-    /// authenticator reads. Off by default: they are taken out of the
+    /// credentials: `Authorization`, `Proxy-Authorization`, `Cookie`,
+    /// `DPoP`, `X-API-Key` and the header of each API-key scheme the
+    /// authenticator advertises (a custom check reading a header of its
+    /// own names it with `FnAuthenticator::with_scheme(ChallengeScheme::ApiKey
+    /// { header })`, and it is taken out too). Off by default: they are taken out of the
     /// request once it is authenticated (tools get the verified
     /// [`Principal`](mcp_auth_core::Principal)), so no tool can pass the
     /// client's token on to another service (the MCP specification forbids

@@ -32,19 +32,23 @@ pub struct Caller(pub Principal);
 
 impl<C: AsRequestContext> FromContextPart<C> for Caller {
     fn from_context_part(context: &mut C) -> Result<Self, ErrorData> {
-        context
+        let principal = context
             .as_request_context()
             .extensions
             .get::<http::request::Parts>()
-            .and_then(principal_from_parts)
-            .filter(|p| !p.anonymous)
-            .cloned()
-            .map(Caller)
-            .ok_or_else(|| {
-                ErrorData::invalid_request(
-                    "this tool needs an authenticated caller; the request carries no credentials",
-                    None,
-                )
-            })
+            .and_then(principal_from_parts);
+        match principal {
+            Some(p) if !p.anonymous => Ok(Caller(p.clone())),
+            // Let in without credentials (NoAuth): the client's to fix.
+            Some(_) => Err(ErrorData::invalid_request(
+                "this tool needs an authenticated caller; the request carries no credentials",
+                None,
+            )),
+            // No auth layer in front (stdio): the server's to fix.
+            None => Err(ErrorData::internal_error(
+                "no authenticated caller for this request: the transport has no authentication",
+                None,
+            )),
+        }
     }
 }
