@@ -341,21 +341,7 @@ async fn refusals_issue_nothing_and_never_redirect_untrusted_errors() {
     // review: native apps waited on their listener for an answer that
     // never came).
     const REMOTE_CB: &str = "https://app.example/callback";
-    let remote = {
-        let r = reqwest::Client::new()
-            .post(format!("{}/oauth/register", app.base))
-            .json(&serde_json::json!({
-                "client_name": "Remote app",
-                "redirect_uris": [REMOTE_CB],
-                "token_endpoint_auth_method": "none",
-            }))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::CREATED);
-        let body: serde_json::Value = r.json().await.unwrap();
-        body["client_id"].as_str().unwrap().to_owned()
-    };
+    let remote = support::register_for(&app, REMOTE_CB).await;
     let refusals = [
         (vec![("code_challenge_method", "plain")], "invalid_request"),
         (

@@ -792,7 +792,7 @@ async fn client_secret_guesses_sent_at_once_are_counted_as_they_come() {
     const SECRET: &str = "backend-secret-0123456789abcdef0123456789";
     let store = Arc::new(ClockStore::default());
     store.slow_counters.store(true, Ordering::SeqCst);
-    let app = start_local(store.clone(), &[], |opts| {
+    let backend = |opts: &mut mcp_auth_proxy::EndpointOptions| {
         opts.preregistered.push(
             mcp_auth_proxy::clients::ClientInfo::preregistered(
                 "backend",
@@ -801,8 +801,8 @@ async fn client_secret_guesses_sent_at_once_are_counted_as_they_come() {
             )
             .with_client_secret(SECRET),
         );
-    })
-    .await;
+    };
+    let app = start_local(store.clone(), &[], backend).await;
     let url = format!("{}/oauth/token", app.base);
     let attempt = |secret: &'static str| {
         let url = url.clone();
@@ -842,17 +842,7 @@ async fn client_secret_guesses_sent_at_once_are_counted_as_they_come() {
 
     // The store cannot count: 503, never a guess checked.
     store.counters_down.store(true, Ordering::SeqCst);
-    let other = start_local(store.clone(), &[], |opts| {
-        opts.preregistered.push(
-            mcp_auth_proxy::clients::ClientInfo::preregistered(
-                "backend",
-                "Backend",
-                vec![support::CLIENT_CB.to_owned()],
-            )
-            .with_client_secret(SECRET),
-        );
-    })
-    .await;
+    let other = start_local(store.clone(), &[], backend).await;
     let r = reqwest::Client::new()
         .post(format!("{}/oauth/token", other.base))
         .basic_auth("backend", Some("wrong-guess"))

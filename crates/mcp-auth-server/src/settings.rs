@@ -373,25 +373,7 @@ fn parse_server_url(u: &str) -> Result<Url, ConfigError> {
     // all when it does not parse).
     let url = Url::parse(u)
         .map_err(|e| ConfigError::new("MCP_SERVER_URL", format!("the value is not a URL: {e}")))?;
-    let shown = mcp_auth_jwt::fetch::redact(&url);
-    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
-        return Err(ConfigError::new(
-            "MCP_SERVER_URL",
-            format!("{shown:?} must be an http:// or https:// URL with a host"),
-        ));
-    }
-    if url.query().is_some()
-        || url.fragment().is_some()
-        || !url.username().is_empty()
-        || url.password().is_some()
-    {
-        return Err(ConfigError::new(
-            "MCP_SERVER_URL",
-            format!(
-                "{shown:?} must not carry a query, fragment or credentials (it is the RFC 9728 resource identifier)"
-            ),
-        ));
-    }
+    mcp_auth_transport::check_server_url(&url)?;
     Ok(url)
 }
 

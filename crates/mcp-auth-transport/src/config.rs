@@ -149,6 +149,52 @@ pub struct HttpConfig {
     pub pass_credentials_to_handlers: bool,
 }
 
+/// Whether `url` can be the MCP server's URL (`MCP_SERVER_URL`): http or
+/// https, with a host, and no query, fragment or user information (it is
+/// the RFC 9728 resource identifier, published in the metadata and every
+/// challenge). The error names `MCP_SERVER_URL` and shows the URL without
+/// its user information, query or fragment.
+///
+/// ```
+/// use mcp_auth_transport::check_server_url;
+/// assert!(check_server_url(&"https://mcp.example.com/mcp".parse().unwrap()).is_ok());
+/// let err = check_server_url(&"https://u:p@mcp.example.com/mcp".parse().unwrap()).unwrap_err();
+/// assert_eq!(err.variable, "MCP_SERVER_URL");
+/// assert!(!err.to_string().contains("u:p"));
+/// ```
+pub fn check_server_url(u: &Url) -> Result<(), ConfigError> {
+    // Shown without user information, query or fragment (a key may sit in
+    // any of them).
+    let mut shown = u.clone();
+    let _ = shown.set_username("");
+    let _ = shown.set_password(None);
+    shown.set_query(None);
+    shown.set_fragment(None);
+    if !matches!(u.scheme(), "http" | "https") || u.host().is_none() {
+        return Err(ConfigError::new(
+            "MCP_SERVER_URL",
+            format!(
+                "{:?} must be an http:// or https:// URL with a host",
+                shown.as_str()
+            ),
+        ));
+    }
+    if u.query().is_some()
+        || u.fragment().is_some()
+        || !u.username().is_empty()
+        || u.password().is_some()
+    {
+        return Err(ConfigError::new(
+            "MCP_SERVER_URL",
+            format!(
+                "{:?} must not carry a query, fragment or credentials (it is the RFC 9728 resource identifier)",
+                shown.as_str()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// How long `mcp-auth-server` lets a session stay idle before it gives up
 /// its local worker, unless `MCP_SESSION_PARK_AFTER` says otherwise.
 pub const DEFAULT_PARK_AFTER: Duration = Duration::from_secs(60);
@@ -252,33 +298,7 @@ impl HttpConfig {
     /// identifier, published in the metadata and in every challenge);
     /// credentials are not allowed for every origin.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let u = &self.server_url;
-        // Shown without its user information, never whole.
-        let mut shown = u.clone();
-        let _ = shown.set_username("");
-        let _ = shown.set_password(None);
-        if !matches!(u.scheme(), "http" | "https") || u.host().is_none() {
-            return Err(ConfigError::new(
-                "MCP_SERVER_URL",
-                format!(
-                    "{:?} must be an http:// or https:// URL with a host",
-                    shown.as_str()
-                ),
-            ));
-        }
-        if u.query().is_some()
-            || u.fragment().is_some()
-            || !u.username().is_empty()
-            || u.password().is_some()
-        {
-            return Err(ConfigError::new(
-                "MCP_SERVER_URL",
-                format!(
-                    "{:?} must not carry a query, fragment or credentials (it is the RFC 9728 resource identifier)",
-                    shown.as_str()
-                ),
-            ));
-        }
+        check_server_url(&self.server_url)?;
         let p = &self.mcp_path;
         let plain = p.starts_with('/')
             && p.bytes()

@@ -99,7 +99,7 @@ pub use auth::{AuthLayer, AuthRejected, AuthService, ScopeHierarchy};
 #[cfg(feature = "mcp")]
 pub use config::{
     CorsConfig, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_PARK_AFTER, DEFAULT_REQUEST_TIMEOUT, HttpConfig,
-    MetricsEndpoint,
+    MetricsEndpoint, check_server_url,
 };
 pub use guard::{BadOrigin, GuardLayer, GuardService, HostRule, OriginEntry, OriginRule};
 pub use net::{ForwardedHeader, IpNet, client_ip, client_ip_by, client_network};

@@ -26,11 +26,16 @@ pub fn challenge() -> String {
 }
 
 pub async fn register(app: &impl Server) -> String {
+    register_for(app, CLIENT_CB).await
+}
+
+/// A public client registered dynamically with `redirect_uri`; its id.
+pub async fn register_for(app: &impl Server, redirect_uri: &str) -> String {
     let r = reqwest::Client::new()
         .post(format!("{}/oauth/register", app.base()))
         .json(&serde_json::json!({
             "client_name": "Test <b>client</b>",
-            "redirect_uris": [CLIENT_CB],
+            "redirect_uris": [redirect_uri],
             "token_endpoint_auth_method": "none",
             "grant_types": ["authorization_code", "refresh_token"],
         }))
