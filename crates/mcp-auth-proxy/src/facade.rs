@@ -26,9 +26,9 @@ pub struct ProxyConfig {
     pub resource: Url,
     /// Scopes MCP clients may ask for (and are given when they ask none).
     pub scopes_supported: Vec<String>,
-    /// Lifetime of the access tokens the facade signs (default 10 min).
-    /// They are verified without a store lookup, so this is how long a
-    /// revoked grant's last access token still works.
+    /// Lifetime of the access tokens the facade signs (default 10 min). A
+    /// token whose login is revoked is refused before then, within a
+    /// second ([`FacadeAuthenticator`]).
     pub access_token_ttl: Duration,
     /// Lifetimes of codes and refresh tokens.
     pub grants: GrantTimes,
@@ -239,12 +239,19 @@ impl OAuthProxy {
     }
 
     /// The authenticator for the facade's access tokens, naming the facade
-    /// as the authorization server in protected-resource metadata.
-    pub fn authenticator(&self) -> Result<mcp_auth_strategies::JwtAuthenticator, ProxyError> {
+    /// as the authorization server in protected-resource metadata. A token
+    /// whose login was revoked (RFC 7009 revocation, a replayed code or
+    /// refresh token, the provider refusing the login's refresh) is refused
+    /// from then on, within a second, not only once it expires.
+    pub fn authenticator(&self) -> Result<FacadeAuthenticator, ProxyError> {
         let cfg = &self.inner.cfg;
-        Ok(mcp_auth_strategies::JwtAuthenticator::new(self.verifier()?)
-            .with_authorization_server(cfg.issuer_id())
-            .with_scopes_supported(cfg.scopes_supported.clone()))
+        Ok(FacadeAuthenticator {
+            tokens: mcp_auth_strategies::JwtAuthenticator::new(self.verifier()?)
+                .with_authorization_server(cfg.issuer_id())
+                .with_scopes_supported(cfg.scopes_supported.clone()),
+            proxy: self.clone(),
+            checked: std::sync::Mutex::new(std::collections::HashMap::new()),
+        })
     }
 
     /// The JWKS document of the signing key.
@@ -346,4 +353,112 @@ pub(crate) fn now_secs() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+/// How long a login's revocation state is taken as read: a revoked login's
+/// access tokens stop working within this, and a busy login costs the
+/// store one read per this.
+const REVOCATION_CHECKED_FOR: Duration = Duration::from_secs(1);
+
+/// Logins whose revocation state is kept at most; past it the map is
+/// emptied (each login then costs one more read).
+const REVOCATION_CHECKS_KEPT: usize = 10_000;
+
+/// The facade's access tokens ([`OAuthProxy::authenticator`]): verified as
+/// JWTs of its signing key, issuer and audience, then refused once their
+/// login was revoked (the `fam` claim; RFC 7009 §2: a revoked token is
+/// invalid at the resource server too).
+pub struct FacadeAuthenticator {
+    tokens: mcp_auth_strategies::JwtAuthenticator,
+    proxy: OAuthProxy,
+    /// Per login: whether it was revoked, and when that was read.
+    checked: std::sync::Mutex<std::collections::HashMap<String, (bool, std::time::Instant)>>,
+}
+
+impl std::fmt::Debug for FacadeAuthenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FacadeAuthenticator")
+            .finish_non_exhaustive()
+    }
+}
+
+impl FacadeAuthenticator {
+    /// Whether the login `family` was revoked (read at most once a
+    /// [`REVOCATION_CHECKED_FOR`]).
+    async fn revoked(&self, family: &str) -> Result<bool, mcp_auth_core::AuthError> {
+        let now = std::time::Instant::now();
+        let known = self
+            .checked
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(family)
+            .filter(|(_, at)| now.duration_since(*at) < REVOCATION_CHECKED_FOR)
+            .map(|(revoked, _)| *revoked);
+        if let Some(revoked) = known {
+            return Ok(revoked);
+        }
+        let revoked = self
+            .proxy
+            .inner
+            .grants
+            .family_revoked(family)
+            .await
+            .map_err(|_| {
+                mcp_auth_core::AuthError::unavailable(
+                    "the session store cannot tell whether the token was revoked",
+                )
+            })?;
+        let mut checked = self
+            .checked
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if checked.len() >= REVOCATION_CHECKS_KEPT {
+            checked.retain(|_, (_, at)| now.duration_since(*at) < REVOCATION_CHECKED_FOR);
+            if checked.len() >= REVOCATION_CHECKS_KEPT {
+                checked.clear();
+            }
+            checked.shrink_to_fit();
+        }
+        checked.insert(family.to_owned(), (revoked, now));
+        Ok(revoked)
+    }
+}
+
+#[mcp_auth_core::async_trait]
+impl mcp_auth_core::Authenticator for FacadeAuthenticator {
+    async fn authenticate(
+        &self,
+        req: &mcp_auth_core::AuthRequest,
+    ) -> Result<mcp_auth_core::Principal, mcp_auth_core::AuthError> {
+        let principal = self.tokens.authenticate(req).await?;
+        if let Some(family) = self.proxy.family_of(&principal)
+            && self.revoked(family).await?
+        {
+            return Err(mcp_auth_core::AuthError::invalid_token(
+                "the token was revoked",
+            ));
+        }
+        Ok(principal)
+    }
+    fn name(&self) -> &str {
+        self.tokens.name()
+    }
+    fn challenge_schemes(&self) -> Vec<mcp_auth_core::ChallengeScheme> {
+        self.tokens.challenge_schemes()
+    }
+    fn declares_credentials(&self) -> bool {
+        self.tokens.declares_credentials()
+    }
+    fn authorization_servers(&self) -> Vec<String> {
+        self.tokens.authorization_servers()
+    }
+    fn scopes_supported(&self) -> Vec<String> {
+        self.tokens.scopes_supported()
+    }
+    fn readiness(&self) -> Vec<mcp_auth_core::Readiness> {
+        self.tokens.readiness()
+    }
+    fn dpop(&self) -> Option<mcp_auth_core::DpopInfo> {
+        self.tokens.dpop()
+    }
 }

@@ -38,6 +38,6 @@ pub mod upstream;
 pub mod vault;
 
 pub use endpoints::{EndpointOptions, paths};
-pub use facade::{ConfiguredKeys, OAuthProxy, ProxyConfig, ProxyError};
+pub use facade::{ConfiguredKeys, FacadeAuthenticator, OAuthProxy, ProxyConfig, ProxyError};
 pub use settings::VARIABLES;
 pub use vault::{FAMILY_CLAIM, UpstreamTokenError};

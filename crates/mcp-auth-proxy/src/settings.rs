@@ -649,7 +649,7 @@ impl ProxySettings {
                 if d > Duration::from_secs(86_400) {
                     return Err(ConfigError::new(
                         "MCP_PROXY_ACCESS_TOKEN_TTL",
-                        "at most 1d: access tokens are checked without a store lookup, so this is how long a revoked grant still works",
+                        "at most 1d: a client holding one needs no login until it expires",
                     ));
                 }
                 d

@@ -624,11 +624,27 @@ async fn revocation_leaves_another_clients_tokens_alone() {
         "still good after the stranger's revocations: {body}"
     );
     let rt3 = body["refresh_token"].as_str().unwrap().to_owned();
-    // The owner revokes its rotated token: the login goes.
+    let access = body["access_token"].as_str().unwrap().to_owned();
+    let verify = || {
+        let req = mcp_auth_core::AuthRequest::builder()
+            .header("authorization", &format!("Bearer {access}"))
+            .build();
+        let tokens = f.proxy.authenticator().unwrap();
+        async move { mcp_auth_core::Authenticator::authenticate(&tokens, &req).await }
+    };
+    assert!(verify().await.is_ok());
+    // The owner revokes its rotated token: the login goes, and with it its
+    // access tokens (RFC 7009 §2: a conformance pass found them accepted
+    // until they expired).
     let (status, _, _) = send(revoke(&owner, &rt1)).await;
     assert_eq!(status, Status::OK);
     let answer = send(post(&f, paths::TOKEN, &refresh(&owner, &rt3))).await;
     assert_eq!(outcome(&answer), (Status::BAD_REQUEST, "invalid_grant"));
+    let refused = verify().await;
+    assert!(
+        matches!(&refused, Err(mcp_auth_core::AuthError::InvalidToken { .. })),
+        "{refused:?}"
+    );
 }
 
 // ---------------------------------------------------------------------------
