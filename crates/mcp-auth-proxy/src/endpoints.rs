@@ -42,6 +42,15 @@ pub mod paths {
     pub const REVOKE: &str = "/oauth/revoke";
     /// The signing key (`jwks_uri`).
     pub const JWKS: &str = "/oauth/jwks";
+
+    /// The endpoints a browser application on another origin calls with
+    /// `fetch` (metadata, keys, registration, token, revocation), which act
+    /// on no ambient credential (no cookie; a client authenticates in the
+    /// request): open them to any origin
+    /// (`McpHttpApp::open_to_any_origin`). Not the authorization and
+    /// consent endpoints, which a browser navigates to and whose consent
+    /// form the Origin check protects.
+    pub const CROSS_ORIGIN: [&str; 5] = [METADATA, JWKS, REGISTER, TOKEN, REVOKE];
 }
 
 /// Options of the endpoints that are policy rather than protocol.

@@ -388,7 +388,9 @@ async fn serve_http(
         app = app.with_audit(Arc::new(log));
     }
     if let (Some(proxy), Some(opts)) = (&facade, endpoints) {
-        app = app.with_public_routes(proxy.router(opts));
+        app = app
+            .with_public_routes(proxy.router(opts))
+            .open_to_any_origin(mcp_auth_proxy::paths::CROSS_ORIGIN.map(str::to_owned));
     }
     let router = app.rmcp_router_with(move || Ok(tools.clone()), transports);
     if let Some(key) = generated {

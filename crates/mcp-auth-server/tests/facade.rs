@@ -379,3 +379,78 @@ fn scopes_the_facade_never_grants_are_named_at_start() {
     assert!(line.contains("scopes=mcp:admin"), "{line}");
     assert!(!logs.contains("secret-value"), "{logs}");
 }
+
+/// A browser application on another origin (the MCP Inspector's web UI
+/// against a remote server, say) reads the metadata and calls the
+/// registration and token endpoints with `fetch`: those are open to any
+/// origin, with CORS saying so; the MCP endpoint and the consent form keep
+/// the Origin check (a conformance pass: every one of them answered 403 to
+/// a foreign origin, preflight included).
+#[tokio::test]
+async fn the_oauth_endpoints_are_open_to_browser_apps_of_any_origin() {
+    let s = Server::start(&[
+        ("MCP_AUTH_STRATEGY", "oauth2"),
+        ("MCP_OAUTH_CLIENT_ID", "id"),
+        (
+            "MCP_OAUTH_CLIENT_SECRET",
+            "secret-value-never-shown-0123456789",
+        ),
+        ("MCP_OAUTH_AUTH_URL", "https://idp.example/authorize"),
+        ("MCP_OAUTH_TOKEN_URL", "https://idp.example/token"),
+        ("MCP_OAUTH_USERINFO_URL", "https://idp.example/user"),
+        ("MCP_OAUTH_SCOPES_SUPPORTED", "mcp:tools"),
+    ]);
+    const APP: &str = "https://inspector.example";
+    let c = reqwest::Client::new();
+    let base = s.base();
+    for path in [
+        "/.well-known/oauth-protected-resource/mcp",
+        "/.well-known/oauth-protected-resource",
+        "/.well-known/oauth-authorization-server",
+        "/oauth/jwks",
+    ] {
+        let r = c
+            .get(format!("{base}{path}"))
+            .header("origin", APP)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        assert_eq!(r.headers()["access-control-allow-origin"], APP, "{path}");
+    }
+    for path in ["/oauth/register", "/oauth/token", "/oauth/revoke"] {
+        let r = c
+            .request(reqwest::Method::OPTIONS, format!("{base}{path}"))
+            .header("origin", APP)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "content-type")
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{path}: {}", r.status());
+        assert_eq!(r.headers()["access-control-allow-origin"], APP, "{path}");
+        let r = c
+            .post(format!("{base}{path}"))
+            .header("origin", APP)
+            .form(&[("grant_type", "nonsense")])
+            .send()
+            .await
+            .unwrap();
+        assert_ne!(r.status(), 403, "{path}");
+        assert_eq!(r.headers()["access-control-allow-origin"], APP, "{path}");
+    }
+    // The MCP endpoint and the consent form: the Origin check as before.
+    for (method, path) in [
+        (reqwest::Method::POST, "/mcp"),
+        (reqwest::Method::POST, "/oauth/consent"),
+    ] {
+        let r = c
+            .request(method, format!("{base}{path}"))
+            .header("origin", APP)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403, "{path}");
+        assert!(r.headers().get("access-control-allow-origin").is_none());
+    }
+}

@@ -59,6 +59,8 @@ pub struct McpHttpApp {
     cancel: CancellationToken,
     store: SharedStore,
     public: Option<Router>,
+    /// Public routes any origin may call ([`open_to_any_origin`](Self::open_to_any_origin)).
+    open: Vec<String>,
     audit: Option<Arc<dyn crate::audit::AuditSink>>,
     known_tools: std::collections::HashSet<String>,
 }
@@ -106,6 +108,7 @@ impl McpHttpApp {
             cancel: CancellationToken::new(),
             store: mcp_auth_session::metered(Arc::new(MemoryStore::new())),
             public: None,
+            open: Vec::new(),
             audit: None,
             known_tools: Default::default(),
         })
@@ -136,6 +139,20 @@ impl McpHttpApp {
             Some(existing) => existing.merge(routes),
             None => routes,
         });
+        self
+    }
+
+    /// Lets any `Origin` call these paths (public routes; never the MCP
+    /// endpoint, whose path is refused here): the Host check still applies,
+    /// and with CORS on (and `HTTP_CORS_CREDENTIALS` off) the answers say
+    /// any origin may read them. For public documents and endpoints a
+    /// browser application on another origin must reach and that act on
+    /// no ambient credential, such as an authorization server's metadata,
+    /// token, registration and revocation endpoints. The protected-resource
+    /// metadata is always open so.
+    pub fn open_to_any_origin(mut self, paths: impl IntoIterator<Item = String>) -> Self {
+        let mcp = self.config.mcp_path.clone();
+        self.open.extend(paths.into_iter().filter(|p| *p != mcp));
         self
     }
 
@@ -444,6 +461,9 @@ impl McpHttpApp {
         if let Some(public) = self.public.clone() {
             router = router.merge(public);
         }
+        // Paths any origin may call: the public routes named so, and the
+        // protected-resource metadata (a public document).
+        let mut open = self.open.clone();
         if let Some(md) = self.metadata() {
             let md = Arc::new(md);
             let handler = move || {
@@ -451,6 +471,8 @@ impl McpHttpApp {
                 async move { metadata_response(&md) }
             };
             let inserted = cfg.resource_metadata_url().path().to_owned();
+            open.push("/.well-known/oauth-protected-resource".to_owned());
+            open.push(inserted.clone());
             router = router.route(
                 "/.well-known/oauth-protected-resource",
                 get(handler.clone()),
@@ -477,9 +499,10 @@ impl McpHttpApp {
             ServiceBuilder::new()
                 .layer(
                     GuardLayer::new(cfg.hosts.clone(), cfg.origins.clone())
+                        .open_to_any_origin(open.clone())
                         .refusals_to(guard_refusals),
                 )
-                .option_layer(cfg.cors.enabled.then(|| cors_layer(cfg)))
+                .option_layer(cfg.cors.enabled.then(|| cors_layer(cfg, open)))
                 .layer(limit),
         )
     }
@@ -822,13 +845,23 @@ fn metadata_response(md: &ProtectedResourceMetadata) -> Response {
     resp
 }
 
-fn cors_layer(cfg: &HttpConfig) -> CorsLayer {
+fn cors_layer(cfg: &HttpConfig, open: Vec<String>) -> CorsLayer {
     let origins = cfg.origins.clone();
+    // Paths open to any origin are readable by any (never with
+    // credentials: then only the listed origins).
+    let open = if cfg.cors.credentials {
+        Vec::new()
+    } else {
+        open
+    };
     let allow_origin = match origins {
         OriginRule::Any if !cfg.cors.credentials => AllowOrigin::any(),
-        rule => AllowOrigin::predicate(move |origin: &HeaderValue, _| {
-            origin.to_str().is_ok_and(|o| rule.allows(o))
-        }),
+        rule => {
+            AllowOrigin::predicate(move |origin: &HeaderValue, parts: &http::request::Parts| {
+                open.iter().any(|p| p == parts.uri.path())
+                    || origin.to_str().is_ok_and(|o| rule.allows(o))
+            })
+        }
     };
     let methods: Vec<Method> = cfg
         .cors

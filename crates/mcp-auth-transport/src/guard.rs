@@ -256,6 +256,9 @@ impl OriginRule {
 pub struct GuardLayer {
     rules: Arc<(HostRule, OriginRule)>,
     refusals: Option<RefusalHook>,
+    /// Paths any `Origin` may call (public documents and endpoints that
+    /// use no ambient credential); the Host check still applies.
+    open: Arc<[String]>,
 }
 
 /// What a guard's refusal is also handed to (the app's audit log): the
@@ -269,7 +272,17 @@ impl GuardLayer {
         Self {
             rules: Arc::new((hosts, origins)),
             refusals: None,
+            open: Arc::from([]),
         }
+    }
+
+    /// Accepts any `Origin` on exactly these paths (the Host check still
+    /// applies): for public documents and endpoints a browser application
+    /// on another origin must reach and that act on no ambient credential,
+    /// such as OAuth metadata and token endpoints. Never the MCP endpoint.
+    pub fn open_to_any_origin(mut self, paths: impl IntoIterator<Item = String>) -> Self {
+        self.open = paths.into_iter().collect();
+        self
     }
 
     /// Hands each refusal to `hook` too (the audit log: a refused Host or
@@ -288,6 +301,7 @@ impl<S> Layer<S> for GuardLayer {
             inner,
             rules: self.rules.clone(),
             refusals: self.refusals.clone(),
+            open: self.open.clone(),
         }
     }
 }
@@ -298,6 +312,7 @@ pub struct GuardService<S> {
     inner: S,
     rules: Arc<(HostRule, OriginRule)>,
     refusals: Option<RefusalHook>,
+    open: Arc<[String]>,
 }
 
 /// Why a request was refused by the guard, if it was.
@@ -311,6 +326,7 @@ fn check(
     version: http::Version,
     uri: &Uri,
     headers: &HeaderMap,
+    any_origin: bool,
 ) -> Option<(StatusCode, &'static str)> {
     let mut hosts = headers.get_all(header::HOST).iter();
     let first = hosts.next();
@@ -339,6 +355,9 @@ fn check(
         None => {}
     }
     let mut origins = headers.get_all(header::ORIGIN).iter();
+    if any_origin {
+        return None;
+    }
     if let Some(origin) = origins.next() {
         let ok = origins.next().is_none() && origin.to_str().is_ok_and(|o| rules.1.allows(o));
         if !ok {
@@ -362,7 +381,14 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        match check(&self.rules, req.version(), req.uri(), req.headers()) {
+        let any_origin = self.open.iter().any(|p| p == req.uri().path());
+        match check(
+            &self.rules,
+            req.version(),
+            req.uri(),
+            req.headers(),
+            any_origin,
+        ) {
             None => self.inner.call(req).boxed(),
             Some((status, why)) => {
                 tracing::debug!(
@@ -490,11 +516,11 @@ mod tests {
         h.insert(header::HOST, "localhost".parse().unwrap());
         let uri: Uri = "http://evil.example/mcp".parse().unwrap();
         assert_eq!(
-            check(&rules, http::Version::HTTP_11, &uri, &h).map(|c| c.0),
+            check(&rules, http::Version::HTTP_11, &uri, &h, false).map(|c| c.0),
             Some(StatusCode::FORBIDDEN)
         );
         let uri: Uri = "http://localhost:8001/mcp".parse().unwrap();
-        assert_eq!(check(&rules, http::Version::HTTP_11, &uri, &h), None);
+        assert_eq!(check(&rules, http::Version::HTTP_11, &uri, &h, false), None);
     }
 
     #[test]
@@ -506,16 +532,16 @@ mod tests {
         let uri: Uri = "/mcp".parse().unwrap();
         let mut h = HeaderMap::new();
         assert_eq!(
-            check(&rules, http::Version::HTTP_11, &uri, &h).map(|c| c.0),
+            check(&rules, http::Version::HTTP_11, &uri, &h, false).map(|c| c.0),
             Some(StatusCode::BAD_REQUEST)
         );
         h.insert(header::HOST, "localhost:1".parse().unwrap());
-        assert_eq!(check(&rules, http::Version::HTTP_11, &uri, &h), None);
+        assert_eq!(check(&rules, http::Version::HTTP_11, &uri, &h, false), None);
         h.append(header::ORIGIN, "http://localhost:3".parse().unwrap());
-        assert_eq!(check(&rules, http::Version::HTTP_11, &uri, &h), None);
+        assert_eq!(check(&rules, http::Version::HTTP_11, &uri, &h, false), None);
         h.append(header::ORIGIN, "http://localhost:3".parse().unwrap());
         assert_eq!(
-            check(&rules, http::Version::HTTP_11, &uri, &h).map(|c| c.0),
+            check(&rules, http::Version::HTTP_11, &uri, &h, false).map(|c| c.0),
             Some(StatusCode::FORBIDDEN)
         );
     }
@@ -531,12 +557,12 @@ mod tests {
             // An empty port is no port.
             let mut h = HeaderMap::new();
             h.insert(header::HOST, "localhost:".parse().unwrap());
-            assert_eq!(check(&rules, http::Version::HTTP_11, &uri, &h), None);
+            assert_eq!(check(&rules, http::Version::HTTP_11, &uri, &h, false), None);
             for bad in ["user@localhost", "local host", "localhost:99999", "[::1"] {
                 let mut h = HeaderMap::new();
                 h.insert(header::HOST, bad.parse().unwrap());
                 assert_eq!(
-                    check(&rules, http::Version::HTTP_11, &uri, &h),
+                    check(&rules, http::Version::HTTP_11, &uri, &h, false),
                     Some((StatusCode::BAD_REQUEST, "malformed Host header")),
                     "{bad} {:?}",
                     rules.0
@@ -544,14 +570,14 @@ mod tests {
             }
             let none = HeaderMap::new();
             assert_eq!(
-                check(&rules, http::Version::HTTP_11, &uri, &none).map(|c| c.0),
+                check(&rules, http::Version::HTTP_11, &uri, &none, false).map(|c| c.0),
                 Some(StatusCode::BAD_REQUEST)
             );
         }
         // HTTP/1.0 may come without one where hosts are not checked.
         let any = (HostRule::Any, OriginRule::Any);
         assert_eq!(
-            check(&any, http::Version::HTTP_10, &uri, &HeaderMap::new()),
+            check(&any, http::Version::HTTP_10, &uri, &HeaderMap::new(), false),
             None
         );
     }
