@@ -1907,20 +1907,15 @@ async fn token(
     // access token or the refresh tokens after it (the grant shrinks for
     // good).
     let offered = &app.proxy.inner.cfg.scopes_supported;
-    let withdrawn: Vec<String> = grant
-        .scopes
-        .iter()
-        .filter(|s| !offered.contains(s))
-        .cloned()
-        .collect();
     grant.scopes.retain(|s| offered.contains(s));
     // A client that asks again for what it was granted (many send their
-    // scopes with every refresh) gets what is left of it (RFC 6749 §3.3:
-    // the response says which), not a refusal it could never get past; a
-    // request for withdrawn scopes only is refused.
+    // scopes with every refresh) gets what is offered of it (RFC 6749
+    // §3.3: the response says which), not a refusal it could never get
+    // past, on this refresh and every later one; a request for scopes no
+    // longer offered only is refused.
     let asked = match asked {
-        Some(mut asked) if !withdrawn.is_empty() => {
-            asked.retain(|s| !withdrawn.contains(s));
+        Some(mut asked) => {
+            asked.retain(|s| offered.contains(s));
             if asked.is_empty() {
                 if let Some(old) = &spent {
                     let _ = grants.restore_refresh(old, &presented).await;
@@ -1928,12 +1923,12 @@ async fn token(
                 return oauth_error(
                     StatusCode::BAD_REQUEST,
                     "invalid_scope",
-                    "none of the requested scopes is offered any longer",
+                    "none of the requested scopes is offered",
                 );
             }
             Some(asked)
         }
-        asked => asked,
+        None => None,
     };
     // Only this access token may be narrower (RFC 6749 §6); the refresh
     // token keeps the whole grant.

@@ -227,7 +227,9 @@ impl OAuthProxy {
     }
 
     /// The verifier for the facade's access tokens: its signing key, its
-    /// issuer, this server as the audience.
+    /// issuer, this server as the audience. It does not know revocations:
+    /// authenticate requests with [`authenticator`](Self::authenticator),
+    /// which also refuses the tokens of a revoked login.
     pub fn verifier(&self) -> Result<JwtVerifier, ProxyError> {
         let cfg = &self.inner.cfg;
         JwtVerifier::builder()
@@ -413,10 +415,7 @@ impl FacadeAuthenticator {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if checked.len() >= REVOCATION_CHECKS_KEPT {
-            checked.retain(|_, (_, at)| now.duration_since(*at) < REVOCATION_CHECKED_FOR);
-            if checked.len() >= REVOCATION_CHECKS_KEPT {
-                checked.clear();
-            }
+            checked.clear();
             checked.shrink_to_fit();
         }
         checked.insert(family.to_owned(), (revoked, now));
@@ -431,9 +430,14 @@ impl mcp_auth_core::Authenticator for FacadeAuthenticator {
         req: &mcp_auth_core::AuthRequest,
     ) -> Result<mcp_auth_core::Principal, mcp_auth_core::AuthError> {
         let principal = self.tokens.authenticate(req).await?;
-        if let Some(family) = self.proxy.family_of(&principal)
-            && self.revoked(family).await?
-        {
+        // Every token the facade signs names its login; one that does not
+        // cannot be checked for revocation, and is refused.
+        let Some(family) = self.proxy.family_of(&principal) else {
+            return Err(mcp_auth_core::AuthError::invalid_token(
+                "the token names no login",
+            ));
+        };
+        if self.revoked(family).await? {
             return Err(mcp_auth_core::AuthError::invalid_token(
                 "the token was revoked",
             ));
