@@ -294,10 +294,11 @@ pub trait Authenticator: Send + Sync + 'static {
     /// [`with_scheme`](FnAuthenticator::with_scheme)). False by default: a
     /// closure or custom type may read anything (its own header, the
     /// peer's address) while answering with the default Bearer challenge.
-    /// A chain asks such members after the others, and lets one in only
-    /// when no other member refused a credential the request carried: a
-    /// wrong token beside what the custom check reads must count as a
-    /// failed login, not pass as the custom check's caller.
+    /// A chain asks such members after the others; when one of those
+    /// refused the credential the request carries, it lets such a member
+    /// in only if it needs that credential (asked again without it, it
+    /// does not accept): a wrong token beside what a custom check reads
+    /// must count as a failed login, not pass as the custom check's caller.
     fn declares_credentials(&self) -> bool {
         false
     }

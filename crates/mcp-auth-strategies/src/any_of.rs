@@ -33,9 +33,11 @@ use std::sync::Arc;
 /// refused the same way. Members that do not declare that their schemes
 /// name all they read ([`declares_credentials`](Authenticator::declares_credentials):
 /// a bare closure, a custom type; the ready-made strategies and a
-/// `FnAuthenticator` given `with_scheme` do) are asked after the others,
-/// and only when none of those refused a credential: give a custom check
-/// its scheme to have it asked in its place. Members that advertise no scheme
+/// `FnAuthenticator` given `with_scheme` do) are asked after the others;
+/// when one of those refused the credential the request carries, such a
+/// member is let in only if it needs that credential (asked again without
+/// it, it does not accept), not for something else it reads beside it.
+/// Give a custom check its scheme to have it asked in its place. Members that advertise no scheme
 /// ([`NoAuth`](crate::NoAuth)) are asked last, and only when no member that
 /// reads a credential accepted or refused one: a wrong credential fails the
 /// request even where no credential would have been let in.
@@ -158,6 +160,23 @@ fn carries(
             && ChallengeScheme::DPoP { algs: Vec::new() }.presented_in(headers))
 }
 
+/// `req` without the headers that carry the credentials of `presented`.
+fn without_credentials(req: &AuthRequest, presented: &[&ChallengeScheme]) -> AuthRequest {
+    let mut out = req.clone();
+    for scheme in presented {
+        match scheme {
+            ChallengeScheme::ApiKey { header } => {
+                out.headers.remove(header.as_str());
+            }
+            _ => {
+                out.headers.remove(http::header::AUTHORIZATION);
+                out.headers.remove("dpop");
+            }
+        }
+    }
+    out
+}
+
 fn union<T: PartialEq>(lists: impl Iterator<Item = Vec<T>>) -> Vec<T> {
     let mut out = Vec::new();
     for item in lists.flatten() {
@@ -192,13 +211,13 @@ impl Authenticator for AnyOf {
         // Members that read a credential first; the first to accept wins,
         // and when none does, the first error (a wrong credential) decides.
         // Those whose schemes name all they read go first; the others (a
-        // closure, a custom type) only when none of these refused a
+        // closure, a custom type) after them: when one of the first refused
+        // the credential the request carries, such a member is let in only
+        // if it needs that credential (asked again without it, it does not
+        // accept), not for something else it reads beside a refused
         // credential (see `Authenticator::declares_credentials`).
         let mut first_error = None;
         for declared_pass in [true, false] {
-            if !declared_pass && first_error.is_some() {
-                break;
-            }
             for (((member, reads), schemes), declared) in self
                 .members
                 .iter()
@@ -230,7 +249,13 @@ impl Authenticator for AnyOf {
                                 .join(", ")
                         )));
                     }
-                    Ok(p) => return Ok(p),
+                    Ok(p) if declared_pass || first_error.is_none() => return Ok(p),
+                    Ok(p) => {
+                        let without = without_credentials(req, &presented);
+                        if member.authenticate(&without).await.is_err() {
+                            return Ok(p);
+                        }
+                    }
                     Err(AuthError::MissingCredentials) => {}
                     Err(e) => {
                         first_error.get_or_insert(e);
@@ -304,10 +329,14 @@ mod tests {
         Vec<String>,
     );
 
+    /// Stands for a ready-made strategy: it declares what it reads.
     #[async_trait]
     impl Authenticator for Fixed {
         async fn authenticate(&self, _: &AuthRequest) -> Result<Principal, AuthError> {
             self.0.clone()
+        }
+        fn declares_credentials(&self) -> bool {
+            true
         }
         fn challenge_schemes(&self) -> Vec<ChallengeScheme> {
             self.1.clone()
@@ -526,7 +555,40 @@ mod tests {
             assert_eq!(who.subject, "probe", "{chain:?}");
         }
         assert!(!AnyOf::new().with(probe).declares_credentials());
-        assert!(AnyOf::new().with_shared(tokens).declares_credentials());
+        assert!(
+            AnyOf::new()
+                .with_shared(tokens.clone())
+                .declares_credentials()
+        );
+
+        // An undeclared member that does read the credential the declared
+        // one refused (opaque tokens of its own, beside a JWT member) is
+        // still asked, and lets its own tokens in (a review: it was never
+        // asked once the declared member refused).
+        let legacy = |req: AuthRequest| async move {
+            match req.bearer_token()? {
+                Some("legacy-token") => Ok(Principal::new("bob", "legacy")),
+                Some(_) => Err(AuthError::invalid_token("unknown legacy token")),
+                None => Err(AuthError::MissingCredentials),
+            }
+        };
+        for chain in [
+            AnyOf::new().with_shared(tokens.clone()).with(legacy),
+            AnyOf::new().with(legacy).with_shared(tokens.clone()),
+        ] {
+            let req = AuthRequest::builder()
+                .header("authorization", "Bearer legacy-token")
+                .build();
+            assert_eq!(
+                chain.authenticate(&req).await.unwrap().subject,
+                "bob",
+                "{chain:?}"
+            );
+            let req = AuthRequest::builder()
+                .header("authorization", "Bearer forged")
+                .build();
+            assert!(chain.authenticate(&req).await.is_err(), "{chain:?}");
+        }
     }
 
     #[tokio::test]
