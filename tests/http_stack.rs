@@ -539,15 +539,29 @@ async fn a_tool_taking_caller_refuses_anonymous_callers() {
             .with(mcp_auth_strategies::NoAuth),
     );
     let (base, _app) = start(auth, |_| {}).await;
-    let answer = call_tool(&base, &[], "caller").await;
-    assert!(answer["result"].is_null(), "{answer}");
-    assert!(
-        answer["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("authenticated caller"),
-        "{answer}"
-    );
+    let refused = |answer: serde_json::Value| {
+        assert!(answer["result"].is_null(), "{answer}");
+        // Invalid request: the client's to fix (not an internal error,
+        // which says the server has no authentication in front).
+        assert_eq!(answer["error"]["code"], -32600, "{answer}");
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("the request carries no credentials"),
+            "{answer}"
+        );
+    };
+    refused(call_tool(&base, &[], "caller").await);
+    // The same when the session policy lets requests without credentials
+    // in (no principal at all, then).
+    let keys: SharedAuthenticator = Arc::new(ApiKeyAuthenticator::from_list(KEY).unwrap());
+    let (open, _open_app) = start(keys, |c| {
+        c.session_policy.require_for_session = false;
+        c.session_policy.require_for_operations = false;
+    })
+    .await;
+    refused(call_tool(&open, &[], "caller").await);
     let answer = call_tool(&base, &[("x-api-key", KEY)], "caller").await;
     let text = answer["result"]["content"][0]["text"].as_str().unwrap();
     assert!(text.ends_with("|api_key"), "{answer}");
@@ -613,6 +627,54 @@ async fn tools_are_not_handed_the_credential() {
             names.contains(header.0),
             "asked for, {header:?} not handed over: {names}"
         );
+    }
+}
+
+/// Paths opened to any origin never include the MCP endpoint (or the
+/// legacy transport's), whatever the embedder asks; the protected-resource
+/// metadata is open to any.
+#[tokio::test]
+async fn the_mcp_endpoint_is_never_opened_to_any_origin() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let config = HttpConfig::new(format!("{base}/mcp").parse().unwrap());
+    let app = McpHttpApp::new(config, chain())
+        .unwrap()
+        .with_public_routes(Router::new().route("/open", get(|| async { "open" })))
+        .open_to_any_origin(["/mcp", "/sse", "/messages", "/open"].map(str::to_owned));
+    let router = app.rmcp_router_with(
+        || {
+            Ok(Echo {
+                tool_router: Echo::tool_router(),
+            })
+        },
+        mcp_auth_transport::Transports::Both,
+    );
+    serve_app(listener, router, &app);
+    let c = reqwest::Client::new();
+    const APP: &str = "https://elsewhere.example";
+    for (method, path) in [
+        (reqwest::Method::POST, "/mcp"),
+        (reqwest::Method::GET, "/sse"),
+        (reqwest::Method::POST, "/messages"),
+    ] {
+        let r = c
+            .request(method, format!("{base}{path}"))
+            .header("origin", APP)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403, "{path}");
+    }
+    for path in ["/open", "/.well-known/oauth-protected-resource/mcp"] {
+        let r = c
+            .get(format!("{base}{path}"))
+            .header("origin", APP)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        assert_eq!(r.headers()["access-control-allow-origin"], APP, "{path}");
     }
 }
 

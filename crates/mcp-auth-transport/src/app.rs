@@ -143,16 +143,23 @@ impl McpHttpApp {
     }
 
     /// Lets any `Origin` call these paths (public routes; never the MCP
-    /// endpoint, whose path is refused here): the Host check still applies,
-    /// and with CORS on (and `HTTP_CORS_CREDENTIALS` off) the answers say
-    /// any origin may read them. For public documents and endpoints a
+    /// endpoint or the legacy transport's, whose paths are left out here):
+    /// the Host check still applies, and with CORS on (and
+    /// `HTTP_CORS_CREDENTIALS` off) the answers say any origin may read
+    /// them (with CORS off, or credentials on, a foreign origin's requests
+    /// still go through, unreadable to it). Open none that acts on a
+    /// cookie or another ambient credential (a consent form). For public documents and endpoints a
     /// browser application on another origin must reach and that act on
     /// no ambient credential, such as an authorization server's metadata,
     /// token, registration and revocation endpoints. The protected-resource
     /// metadata is always open so.
     pub fn open_to_any_origin(mut self, paths: impl IntoIterator<Item = String>) -> Self {
         let mcp = self.config.mcp_path.clone();
-        self.open.extend(paths.into_iter().filter(|p| *p != mcp));
+        self.open.extend(
+            paths
+                .into_iter()
+                .filter(|p| *p != mcp && p != SSE_PATH && p != MESSAGES_PATH),
+        );
         self
     }
 

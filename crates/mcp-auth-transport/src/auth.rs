@@ -359,6 +359,10 @@ where
             parts.headers = view.headers;
             if settings.optional && matches!(result, Err(AuthError::MissingCredentials)) {
                 decided(settings.authenticator.name(), "anonymous", None);
+                // Let in without a principal, on purpose: a tool asking for
+                // its caller tells the client, not the server, what is
+                // missing.
+                parts.extensions.insert(LetInAnonymously);
                 settle_attempt(&parts.extensions, false).await;
                 return inner
                     .call(Request::from_parts(parts, body))
@@ -643,6 +647,11 @@ async fn refused_facts<B: Send + 'static>(
         .ok()
         .map(|(facts, _, called)| (facts, called.0))
 }
+
+/// On a request the auth layer let in without credentials (the session
+/// policy allows anonymous access): it was authenticated, and carries none.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LetInAnonymously;
 
 #[cfg(feature = "mcp")]
 /// The headers that carry a credential to `authenticator`:

@@ -32,20 +32,25 @@ pub struct Caller(pub Principal);
 
 impl<C: AsRequestContext> FromContextPart<C> for Caller {
     fn from_context_part(context: &mut C) -> Result<Self, ErrorData> {
-        let principal = context
+        let parts = context
             .as_request_context()
             .extensions
-            .get::<http::request::Parts>()
-            .and_then(principal_from_parts);
-        match principal {
+            .get::<http::request::Parts>();
+        let let_in_anonymously = parts.is_some_and(|p| {
+            p.extensions
+                .get::<crate::auth::LetInAnonymously>()
+                .is_some()
+        });
+        match parts.and_then(principal_from_parts) {
             Some(p) if !p.anonymous => Ok(Caller(p.clone())),
-            // Let in without credentials (NoAuth): the client's to fix.
-            Some(_) => Err(ErrorData::invalid_request(
+            // Let in without credentials (NoAuth, or a session policy that
+            // allows anonymous access): the client's to fix.
+            found if found.is_some() || let_in_anonymously => Err(ErrorData::invalid_request(
                 "this tool needs an authenticated caller; the request carries no credentials",
                 None,
             )),
             // No auth layer in front (stdio): the server's to fix.
-            None => Err(ErrorData::internal_error(
+            _ => Err(ErrorData::internal_error(
                 "no authenticated caller for this request: the transport has no authentication",
                 None,
             )),
