@@ -45,6 +45,8 @@ struct ClockStore {
     slow_counters: AtomicBool,
     /// Counters fail, as a store that is down.
     counters_down: AtomicBool,
+    /// Reads of keys fail, as a store that is down.
+    reads_down: AtomicBool,
 }
 
 #[derive(Default)]
@@ -235,6 +237,12 @@ impl SessionStore for ClockStore {
         Ok(true)
     }
     async fn kv_get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        if self.reads_down.load(Ordering::SeqCst) {
+            return Err(StoreError {
+                store: "clock".into(),
+                reason: "down".into(),
+            });
+        }
         let mut s = self.state.lock().unwrap();
         Ok(s.live(key).map(|(v, _)| v.clone()))
     }
@@ -852,6 +860,72 @@ async fn client_secret_guesses_sent_at_once_are_counted_as_they_come() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert!(r.headers().contains_key(header::RETRY_AFTER));
+}
+
+/// The facade's access tokens are checked against their login's
+/// revocation: a revoked login's token is refused (once the second its
+/// state is kept has passed), and a store that cannot say answers 503
+/// (unavailable), never lets the token through unchecked.
+#[tokio::test]
+async fn access_tokens_are_checked_against_their_logins_revocation() {
+    let store = Arc::new(ClockStore::default());
+    let app = start_local(store.clone(), &[], |_| {}).await;
+    let client = support::register(&app).await;
+    let user: mcp_auth_proxy::upstream::UpstreamUser = serde_json::from_value(
+        serde_json::json!({"subject": "u1", "email": null, "name": null, "groups": []}),
+    )
+    .unwrap();
+    let family = mcp_auth_proxy::grants::Grants::new_family().unwrap();
+    let grant = mcp_auth_proxy::grants::Grant {
+        family: family.clone(),
+        client_id: client.clone(),
+        user,
+        scopes: vec!["mcp:tools".into()],
+        resource: format!("{}/mcp", app.base),
+        logged_in_at: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+        dpop_jkt: None,
+    };
+    let grants = mcp_auth_proxy::grants::Grants::new(store.clone(), Default::default());
+    let refresh = grants.issue_refresh(&grant).await.unwrap();
+    let (status, body) = support::token(
+        &app,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &refresh),
+            ("client_id", &client),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let req = mcp_auth_core::AuthRequest::builder()
+        .header(
+            "authorization",
+            &format!("Bearer {}", body["access_token"].as_str().unwrap()),
+        )
+        .build();
+    let tokens = app.proxy.authenticator().unwrap();
+    use mcp_auth_core::Authenticator as _;
+    assert!(tokens.authenticate(&req).await.is_ok());
+    grants.revoke_family(&family).await.unwrap();
+    // Within the second its state is kept: still the answer read before.
+    assert!(tokens.authenticate(&req).await.is_ok());
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let refused = tokens.authenticate(&req).await;
+    assert!(
+        matches!(refused, Err(mcp_auth_core::AuthError::InvalidToken { .. })),
+        "{refused:?}"
+    );
+    // A store that cannot answer: 503, for a login not read lately.
+    let fresh = app.proxy.authenticator().unwrap();
+    store.reads_down.store(true, Ordering::SeqCst);
+    let down = fresh.authenticate(&req).await;
+    assert!(
+        matches!(down, Err(mcp_auth_core::AuthError::Unavailable { .. })),
+        "{down:?}"
+    );
 }
 
 /// A scope taken out of `MCP_OAUTH_SCOPES_SUPPORTED` after a login is not
