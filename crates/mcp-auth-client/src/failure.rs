@@ -288,12 +288,45 @@ fn from_transport_error(e: &(dyn StdError + 'static), presented: Presented) -> C
             Some(StreamableHttpError::HttpStatus(h)) => {
                 return ClientError::Server(format!("the server answered HTTP {}", h.status));
             }
+            Some(StreamableHttpError::UnexpectedServerResponse(text)) => {
+                if let Some(r) = refusal_in_body(text, presented) {
+                    return ClientError::Refused(r);
+                }
+            }
             _ => {}
         }
         root = err;
         current = err.source();
     }
     ClientError::Server(one_line(&root.to_string(), 200))
+}
+
+/// A 403 without a challenge (a server without an authentication
+/// scheme, `none`, refusing a tool's scope) as rmcp reports it, `HTTP 403
+/// Forbidden: {"error": ..., "error_description": ..., "scope": ...}`: the
+/// refusal its body describes, so it reads as one with a challenge does.
+fn refusal_in_body(text: &str, presented: Presented) -> Option<Refusal> {
+    let rest = text.strip_prefix("HTTP ")?;
+    let status: u16 = rest.get(..3)?.parse().ok()?;
+    // Only a 403: a 401 without a challenge is left to discovery (the
+    // protected-resource metadata at its well-known URL).
+    if status != 403 {
+        return None;
+    }
+    let body = &rest[rest.find(": ")? + 2..];
+    let body: serde_json::Value = serde_json::from_str(body).ok()?;
+    let error = body.get("error")?.as_str()?;
+    Some(Refusal {
+        status,
+        presented,
+        error: Some(one_line(error, 60)),
+        scopes: body
+            .get("scope")
+            .and_then(serde_json::Value::as_str)
+            .map(|s| s.split_whitespace().map(|s| one_line(s, 60)).collect())
+            .unwrap_or_default(),
+        challenge: String::new(),
+    })
 }
 
 /// A failed HTTP request in one line: where to, and the root cause.

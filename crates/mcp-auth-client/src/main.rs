@@ -721,7 +721,9 @@ async fn perform(
         let ClientError::Refused(refusal) = &error else {
             return Err(error);
         };
-        if !matches!(auth, Auth::OAuth(_) | Auth::Machine(_)) {
+        // Without a challenge (a server with no authentication scheme)
+        // there is nothing to log in to.
+        if !matches!(auth, Auth::OAuth(_) | Auth::Machine(_)) || refusal.challenge.is_empty() {
             return Err(error);
         }
         let wanted = challenge_scopes(&refusal.challenge);

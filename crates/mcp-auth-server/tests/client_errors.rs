@@ -96,6 +96,25 @@ fn a_refused_token_behind_a_chain_is_named_with_its_reason() {
     );
 }
 
+/// A server that has no authentication scheme (`none`) refuses a tool's
+/// scope with a 403 that carries no challenge: the client reads the
+/// refusal from its body, one line as any other (a docs walkthrough: it
+/// printed the raw answer).
+#[test]
+fn a_refusal_without_a_challenge_is_one_short_line() {
+    let s = Server::start(&[
+        ("MCP_AUTH_STRATEGY", "none"),
+        ("MCP_TOOL_SCOPES", "admin_status=mcp:admin"),
+    ]);
+    let url = s.url();
+    let (ok, err) = client(&["--server", &url, "call", "admin_status"]);
+    assert!(!ok);
+    assert_eq!(
+        err,
+        "error: call admin_status: missing scope mcp:admin (403 insufficient_scope)\n"
+    );
+}
+
 #[test]
 fn a_missing_scope_is_one_short_line() {
     let s = bearer_server();
