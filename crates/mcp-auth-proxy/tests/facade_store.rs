@@ -862,6 +862,44 @@ async fn client_secret_guesses_sent_at_once_are_counted_as_they_come() {
     assert!(r.headers().contains_key(header::RETRY_AFTER));
 }
 
+/// A login of a user at `app` for `client` with `scopes`, as the callback
+/// would have recorded it after the provider's answer.
+fn a_login(app: &Local, client: &str, scopes: &[&str]) -> mcp_auth_proxy::grants::Grant {
+    let user: mcp_auth_proxy::upstream::UpstreamUser = serde_json::from_value(
+        serde_json::json!({"subject": "583231", "email": null, "name": "octocat", "groups": []}),
+    )
+    .unwrap();
+    mcp_auth_proxy::grants::Grant {
+        family: mcp_auth_proxy::grants::Grants::new_family().unwrap(),
+        client_id: client.to_owned(),
+        user,
+        scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+        resource: format!("{}/mcp", app.base),
+        logged_in_at: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+        dpop_jkt: None,
+    }
+}
+
+/// A refresh of `client`'s `refresh` token at `app`, asking for `scope`
+/// when given.
+async fn refresh_at(
+    app: &Local,
+    client: &str,
+    refresh: &str,
+    scope: Option<&str>,
+) -> (StatusCode, serde_json::Value) {
+    let mut form = vec![
+        ("grant_type", "refresh_token"),
+        ("refresh_token", refresh),
+        ("client_id", client),
+    ];
+    form.extend(scope.map(|s| ("scope", s)));
+    support::token(app, &form).await
+}
+
 /// The facade's access tokens are checked against their login's
 /// revocation: a revoked login's token is refused (once the second its
 /// state is kept has passed), and a store that cannot say answers 503
@@ -871,34 +909,11 @@ async fn access_tokens_are_checked_against_their_logins_revocation() {
     let store = Arc::new(ClockStore::default());
     let app = start_local(store.clone(), &[], |_| {}).await;
     let client = support::register(&app).await;
-    let user: mcp_auth_proxy::upstream::UpstreamUser = serde_json::from_value(
-        serde_json::json!({"subject": "u1", "email": null, "name": null, "groups": []}),
-    )
-    .unwrap();
-    let family = mcp_auth_proxy::grants::Grants::new_family().unwrap();
-    let grant = mcp_auth_proxy::grants::Grant {
-        family: family.clone(),
-        client_id: client.clone(),
-        user,
-        scopes: vec!["mcp:tools".into()],
-        resource: format!("{}/mcp", app.base),
-        logged_in_at: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs(),
-        dpop_jkt: None,
-    };
+    let grant = a_login(&app, &client, &["mcp:tools"]);
+    let family = grant.family.clone();
     let grants = mcp_auth_proxy::grants::Grants::new(store.clone(), Default::default());
     let refresh = grants.issue_refresh(&grant).await.unwrap();
-    let (status, body) = support::token(
-        &app,
-        &[
-            ("grant_type", "refresh_token"),
-            ("refresh_token", &refresh),
-            ("client_id", &client),
-        ],
-    )
-    .await;
+    let (status, body) = refresh_at(&app, &client, &refresh, None).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let req = mcp_auth_core::AuthRequest::builder()
         .header(
@@ -944,37 +959,12 @@ async fn a_refresh_grants_only_what_is_offered_now() {
     .await;
     let client = support::register(&narrowed).await;
     // A refresh token from a login when mcp:admin was offered too.
-    let mut user: mcp_auth_proxy::upstream::UpstreamUser =
-        serde_json::from_value(serde_json::json!({
-            "subject": "583231", "email": null, "name": null, "groups": []
-        }))
-        .unwrap();
-    user.name = Some("octocat".into());
-    let grant = mcp_auth_proxy::grants::Grant {
-        family: mcp_auth_proxy::grants::Grants::new_family().unwrap(),
-        client_id: client.clone(),
-        user,
-        scopes: vec!["mcp:tools".into(), "mcp:admin".into()],
-        resource: format!("{}/mcp", narrowed.base),
-        logged_in_at: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs(),
-        dpop_jkt: None,
-    };
+    let grant = a_login(&narrowed, &client, &["mcp:tools", "mcp:admin"]);
     let grants = mcp_auth_proxy::grants::Grants::new(store.clone(), Default::default());
     let mut refresh = grants.issue_refresh(&grant).await.unwrap();
     let verifier = narrowed.proxy.verifier().unwrap();
     for round in 0..2 {
-        let (status, body) = support::token(
-            &narrowed,
-            &[
-                ("grant_type", "refresh_token"),
-                ("refresh_token", &refresh),
-                ("client_id", &client),
-            ],
-        )
-        .await;
+        let (status, body) = refresh_at(&narrowed, &client, &refresh, None).await;
         assert_eq!(status, StatusCode::OK, "round {round}: {body}");
         assert_eq!(body["scope"], "mcp:tools", "round {round}: {body}");
         let claims = verifier
@@ -993,18 +983,7 @@ async fn a_refresh_grants_only_what_is_offered_now() {
     // one asking for withdrawn scopes only is refused, its token kept.
     let refresh_asking = |refresh: String, scope: &'static str| {
         let (narrowed, client) = (&narrowed, client.clone());
-        async move {
-            support::token(
-                narrowed,
-                &[
-                    ("grant_type", "refresh_token"),
-                    ("refresh_token", &refresh),
-                    ("client_id", &client),
-                    ("scope", scope),
-                ],
-            )
-            .await
-        }
+        async move { refresh_at(narrowed, &client, &refresh, Some(scope)).await }
     };
     let mut refresh = grants.issue_refresh(&grant).await.unwrap();
     // Twice: the second refresh starts from the grant the first shrank (a
