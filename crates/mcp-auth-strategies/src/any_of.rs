@@ -72,10 +72,8 @@ use std::sync::Arc;
 #[derive(Clone, Default)]
 pub struct AnyOf {
     members: Vec<SharedAuthenticator>,
-    /// Per member: whether it advertises a scheme, i.e. reads a credential
-    /// header (`NoAuth` advertises none).
-    reads_credential: Vec<bool>,
-    /// Per member: the schemes it advertises.
+    /// Per member: the schemes it advertises (none: it reads no credential
+    /// header, as `NoAuth`).
     member_schemes: Vec<Vec<ChallengeScheme>>,
     /// Per member: whether its schemes name all it reads
     /// ([`Authenticator::declares_credentials`]).
@@ -106,7 +104,6 @@ impl AnyOf {
     /// Appends a shared member.
     pub fn with_shared(mut self, member: SharedAuthenticator) -> Self {
         let schemes = member.challenge_schemes();
-        self.reads_credential.push(!schemes.is_empty());
         for s in &schemes {
             if !self.schemes.contains(s) {
                 self.schemes.push(s.clone());
@@ -218,14 +215,13 @@ impl Authenticator for AnyOf {
         // credential (see `Authenticator::declares_credentials`).
         let mut first_error = None;
         for declared_pass in [true, false] {
-            for (((member, reads), schemes), declared) in self
+            for ((member, schemes), declared) in self
                 .members
                 .iter()
-                .zip(&self.reads_credential)
                 .zip(&self.member_schemes)
                 .zip(&self.declared)
             {
-                if !reads || *declared != declared_pass {
+                if schemes.is_empty() || *declared != declared_pass {
                     continue;
                 }
                 match member.authenticate(req).await {
@@ -268,8 +264,8 @@ impl Authenticator for AnyOf {
         }
         // Only then members that advertise no scheme (`NoAuth`, or a custom
         // check on something that is not a credential header).
-        for (member, reads) in self.members.iter().zip(&self.reads_credential) {
-            if *reads {
+        for (member, schemes) in self.members.iter().zip(&self.member_schemes) {
+            if !schemes.is_empty() {
                 continue;
             }
             match member.authenticate(req).await {

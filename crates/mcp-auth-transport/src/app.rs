@@ -142,17 +142,17 @@ impl McpHttpApp {
         self
     }
 
-    /// Lets any `Origin` call these paths (public routes; never the MCP
-    /// endpoint or the legacy transport's, whose paths are left out here):
-    /// the Host check still applies, and with CORS on (and
+    /// Lets any `Origin` call these paths: for public documents and
+    /// endpoints a browser application on another origin must reach and
+    /// that act on no ambient credential, such as an authorization server's
+    /// metadata, keys, token, registration and revocation endpoints (the
+    /// protected-resource metadata is always open so). Never the MCP
+    /// endpoint or the legacy transport's, whose paths are left out here;
+    /// open none that acts on a cookie or another ambient credential (a
+    /// consent form). The Host check still applies. With CORS on (and
     /// `HTTP_CORS_CREDENTIALS` off) the answers say any origin may read
-    /// them (with CORS off, or credentials on, a foreign origin's requests
-    /// still go through, unreadable to it). Open none that acts on a
-    /// cookie or another ambient credential (a consent form). For public documents and endpoints a
-    /// browser application on another origin must reach and that act on
-    /// no ambient credential, such as an authorization server's metadata,
-    /// token, registration and revocation endpoints. The protected-resource
-    /// metadata is always open so.
+    /// them; with CORS off, or credentials on, a foreign origin's requests
+    /// still go through, unreadable to it.
     pub fn open_to_any_origin(mut self, paths: impl IntoIterator<Item = String>) -> Self {
         let mcp = self.config.mcp_path.clone();
         self.open.extend(
@@ -427,11 +427,7 @@ impl McpHttpApp {
                 sessions = sessions.parking(p);
             }
             // The handler gets the verified principal, not the credential.
-            let strip: Arc<[http::HeaderName]> = if cfg.pass_credentials_to_handlers {
-                Arc::from([])
-            } else {
-                crate::auth::credential_headers(&*self.authenticator).into()
-            };
+            let strip = crate::auth::kept_from_handlers(cfg, &*self.authenticator);
             let mcp = ServiceBuilder::new()
                 .layer(sessions)
                 .layer(crate::refusal::JsonRpcErrorsLayer(cfg.max_request_bytes))

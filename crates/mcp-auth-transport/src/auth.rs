@@ -59,8 +59,8 @@ struct AuthSettings {
 }
 
 impl AuthLayer {
-    #[cfg(feature = "mcp")]
     /// The authenticator this layer asks.
+    #[cfg(feature = "mcp")]
     pub(crate) fn authenticator(&self) -> SharedAuthenticator {
         self.inner.authenticator.clone()
     }
@@ -653,19 +653,25 @@ async fn refused_facts<B: Send + 'static>(
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct LetInAnonymously;
 
+/// The headers taken out of a request before the MCP handler sees it
+/// (none with `HttpConfig::pass_credentials_to_handlers`): those that
+/// carry a credential to `authenticator`, `Authorization`,
+/// `Proxy-Authorization`, `Cookie`, `DPoP`, `X-API-Key`, and the header of
+/// each API-key scheme it advertises.
 #[cfg(feature = "mcp")]
-/// The headers that carry a credential to `authenticator`:
-/// `Authorization`, `Proxy-Authorization`, `Cookie`, `DPoP`, `X-API-Key`,
-/// and the header of each API-key scheme it advertises.
-pub(crate) fn credential_headers(
+pub(crate) fn kept_from_handlers(
+    cfg: &crate::HttpConfig,
     authenticator: &dyn mcp_auth_core::Authenticator,
-) -> Vec<http::HeaderName> {
+) -> Arc<[http::HeaderName]> {
+    if cfg.pass_credentials_to_handlers {
+        return Arc::from([]);
+    }
     let mut names = vec![
         header::AUTHORIZATION,
         header::PROXY_AUTHORIZATION,
         header::COOKIE,
         http::HeaderName::from_static("dpop"),
-        http::HeaderName::from_static("x-api-key"),
+        crate::names::X_API_KEY,
     ];
     for scheme in authenticator.challenge_schemes() {
         if let ChallengeScheme::ApiKey { header } = scheme
@@ -675,12 +681,12 @@ pub(crate) fn credential_headers(
             names.push(name);
         }
     }
-    names
+    names.into()
 }
 
-#[cfg(feature = "mcp")]
-/// Takes `names` (see [`credential_headers`]) out of `headers`: what the
+/// Takes `names` (see [`kept_from_handlers`]) out of `headers`: what the
 /// MCP handler is handed once the request is authenticated.
+#[cfg(feature = "mcp")]
 pub(crate) fn strip_credentials(headers: &mut http::HeaderMap, names: &[http::HeaderName]) {
     for name in names {
         headers.remove(name);

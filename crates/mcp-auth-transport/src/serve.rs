@@ -882,16 +882,17 @@ struct TrackedBody {
 }
 
 impl TrackedBody {
+    /// Handed over: waiting for the client until hyper asks for a frame.
     fn new(inner: axum::body::Body, guard: InFlight) -> Self {
-        let conn = &guard.0;
-        conn.sending.fetch_add(1, Ordering::AcqRel);
-        conn.body_moved();
-        Self {
+        let mut body = Self {
             inner,
             guard,
-            sending: true,
+            sending: false,
             rest: None,
-        }
+        };
+        body.guard.0.body_moved();
+        body.set_sending(true);
+        body
     }
 
     fn set_sending(&mut self, sending: bool) {
@@ -944,10 +945,9 @@ impl http_body::Body for TrackedBody {
                 self.guard.0.body_moved();
                 self.set_sending(true);
             }
-            // Waiting for the application (an event stream between events):
-            // not for the client, so no clock is needed.
-            Poll::Pending => self.set_sending(false),
-            Poll::Ready(_) => self.set_sending(false),
+            // Waiting for the application (an event stream between events:
+            // not for the client, so no clock is needed), or ended.
+            Poll::Pending | Poll::Ready(_) => self.set_sending(false),
         }
         r
     }

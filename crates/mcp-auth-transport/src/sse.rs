@@ -116,11 +116,7 @@ impl SseState {
         H: ServerHandler + Send + 'static,
         F: Fn() -> Result<H, std::io::Error> + Send + Sync + 'static,
     {
-        let strip: Arc<[http::HeaderName]> = if cfg.pass_credentials_to_handlers {
-            Arc::from([])
-        } else {
-            crate::auth::credential_headers(&*auth.authenticator()).into()
-        };
+        let strip = crate::auth::kept_from_handlers(cfg, &*auth.authenticator());
         let spawn = move |sid: String, io: SessionIo| -> Result<(), std::io::Error> {
             let handler = factory()?;
             tokio::spawn(async move {
