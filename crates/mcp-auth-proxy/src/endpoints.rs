@@ -996,15 +996,12 @@ async fn authorize(
     // user's own machine only, and a native app waits there for the
     // answer), or once this browser approved it there (looked up only
     // when there is an error to send).
-    let client_ref = &client;
-    let app_ref = &app;
-    let headers_ref = &headers;
     let fail = async |code: &str, why: &str| {
-        let trusted = client_ref.kind == crate::clients::ClientKind::Preregistered
+        let trusted = client.kind == crate::clients::ClientKind::Preregistered
             || crate::clients::is_loopback_redirect(redirect_uri)
-            || match browser_binding(app_ref, headers_ref) {
+            || match browser_binding(&app, &headers) {
                 Some(binding) => {
-                    approved_here(app_ref, &binding, &client_ref.client_id, redirect_uri).await
+                    approved_here(&app, &binding, &client.client_id, redirect_uri).await
                 }
                 None => false,
             };
@@ -1496,8 +1493,9 @@ async fn callback(
 /// with the HTTP Basic `Authorization` header only, `client_secret_post`
 /// with `client_id` and `client_secret` in the form only, `none` with the
 /// form's `client_id` alone. Another method, or none, is 401
-/// `invalid_client` (with a Basic challenge, as every 401 here); two at once (the header and a form `client_secret`)
-/// or a form `client_id` other than the header's is 400 `invalid_request`
+/// `invalid_client` (with a Basic challenge, as every 401 here); two at
+/// once (the header and a form `client_secret`) or a form `client_id`
+/// other than the header's is 400 `invalid_request`
 /// (RFC 6749 §2.3); an `Authorization` header that is not Basic
 /// credentials (the scheme's name in any case, RFC 7235 §2.1) is 401
 /// `invalid_client` with a Basic challenge. A client whose metadata
@@ -1890,6 +1888,13 @@ async fn token(
     // The grant as the presented refresh token holds it: what it is given
     // back with when nothing is issued.
     let presented = grant.clone();
+    // Before a refusal once the refresh token was spent: nothing was
+    // issued, so the presented token stays good.
+    let give_back = async || {
+        if let Some(old) = &spent {
+            let _ = grants.restore_refresh(old, &presented).await;
+        }
+    };
     // The grant was found: the proof is spent now, whatever becomes of the
     // request (RFC 9449 §11.1), so one sent with a request refused below
     // cannot be sent again. (A proof with an unknown code or token is not
@@ -1897,9 +1902,7 @@ async fn token(
     if let Some(p) = &proof
         && let Err(refused) = record_proof(&app, p).await
     {
-        if let Some(old) = &spent {
-            let _ = grants.restore_refresh(old, &presented).await;
-        }
+        give_back().await;
         return refused;
     }
     // What the facade offers now, not what it offered at the login: a scope
@@ -1917,9 +1920,7 @@ async fn token(
         Some(mut asked) => {
             asked.retain(|s| offered.contains(s));
             if asked.is_empty() {
-                if let Some(old) = &spent {
-                    let _ = grants.restore_refresh(old, &presented).await;
-                }
+                give_back().await;
                 return oauth_error(
                     StatusCode::BAD_REQUEST,
                     "invalid_scope",
@@ -1934,10 +1935,7 @@ async fn token(
     // token keeps the whole grant.
     let narrowed = match asked {
         Some(asked) if asked.iter().any(|s| !grant.scopes.contains(s)) => {
-            if let Some(old) = &spent {
-                // Nothing issued: the presented token stays good.
-                let _ = grants.restore_refresh(old, &presented).await;
-            }
+            give_back().await;
             return oauth_error(
                 StatusCode::BAD_REQUEST,
                 "invalid_scope",
@@ -1956,9 +1954,9 @@ async fn token(
         (Some(_), None) if !client.is_confidential() && jkt.is_some() => {
             grant.dpop_jkt = jkt.clone();
         }
-        (Some(old), Some(bound)) if jkt.as_ref() != Some(bound) => {
+        (Some(_), Some(bound)) if jkt.as_ref() != Some(bound) => {
             // Not the holder of the key: the token stays good for it.
-            let _ = grants.restore_refresh(old, &presented).await;
+            give_back().await;
             tracing::info!(client = %client.client_id, "refresh refused: not a proof by the key the refresh token is bound to");
             return oauth_error(
                 StatusCode::BAD_REQUEST,
@@ -1973,10 +1971,7 @@ async fn token(
         for_access.scopes = scopes;
     }
     let Ok((access, ttl)) = app.proxy.access_token(&for_access, jkt.as_deref()) else {
-        // Nothing issued: the presented token stays good.
-        if let Some(old) = &spent {
-            let _ = grants.restore_refresh(old, &presented).await;
-        }
+        give_back().await;
         return oauth_error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "server_error",
@@ -1995,11 +1990,9 @@ async fn token(
         match grants.issue_refresh(&grant).await {
             Ok(rt) => body["refresh_token"] = rt.into(),
             Err(_) => {
-                // The presented refresh token was spent; give it back, or a
+                // The presented refresh token was spent; given back, or a
                 // store hiccup would log the user out.
-                if let Some(old) = &spent {
-                    let _ = grants.restore_refresh(old, &presented).await;
-                }
+                give_back().await;
                 return oauth_error(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "temporarily_unavailable",
@@ -2036,8 +2029,8 @@ async fn revoke(
         );
     };
     // A refresh token revokes its family; so does one of this facade's
-    // access tokens (it names its family), since access tokens are checked
-    // without the store and cannot be revoked alone. Only the tokens of
+    // access tokens (it names its family): access tokens are refused by
+    // their family's revocation, and cannot be revoked alone. Only the tokens of
     // the authenticated client (RFC 7009 §2.1): another client's token,
     // live or spent, is answered as an unknown one, 200, and stays good
     // (§2.2), so the answer tells nothing about it.
