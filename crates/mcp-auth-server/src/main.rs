@@ -213,10 +213,12 @@ fn audit_verify(files: &[PathBuf]) -> i32 {
 }
 
 /// The tools' scopes: `admin_status` needs `mcp:admin` unless `MCP_TOOL_SCOPES`
-/// names it (an entry replaces a tool's default), plus the other entries.
+/// names it (an entry replaces a tool's default), plus the other entries;
+/// `whoami` needs a caller (under anonymous sessions, a login).
 fn tool_scopes(merged: &settings::Merged) -> Result<ToolScopes, ConfigError> {
     ToolScopes::new()
         .require("admin_status", ["mcp:admin"])
+        .require_caller("whoami")
         .with_settings(merged)
 }
 

@@ -56,11 +56,17 @@ fn http_principal(ctx: &RequestContext<RoleServer>) -> Option<&Principal> {
 }
 
 /// The caller of a request: the verified principal on HTTP, the local user
-/// on stdio (whoever started the process).
-fn caller(ctx: &RequestContext<RoleServer>) -> Principal {
-    http_principal(ctx)
-        .cloned()
-        .unwrap_or_else(|| Principal::new("local-process", "stdio"))
+/// on stdio (whoever started the process). An HTTP request let in without
+/// credentials (the session policy allows it) has none: the HTTP layer
+/// answers it 401 before it gets here (`whoami` needs a caller), and this
+/// refuses it behind any other stack.
+fn caller(ctx: &RequestContext<RoleServer>) -> Result<Principal, ErrorData> {
+    match ctx.extensions.get::<http::request::Parts>() {
+        None => Ok(Principal::new("local-process", "stdio")),
+        Some(parts) => principal_from_parts(parts).cloned().ok_or_else(|| {
+            ErrorData::invalid_request("whoami needs an authenticated caller", None)
+        }),
+    }
 }
 
 #[tool_router]
@@ -74,7 +80,7 @@ impl Tools {
         description = "The authenticated caller: subject, issuer, client id, scopes, groups, strategy, expiry"
     )]
     fn whoami(&self, ctx: RequestContext<RoleServer>) -> Result<CallToolResult, ErrorData> {
-        let who = serde_json::to_value(caller(&ctx))
+        let who = serde_json::to_value(caller(&ctx)?)
             .map_err(|e| ErrorData::internal_error(e.to_string(), None))?;
         let mut result = CallToolResult::structured(who.clone());
         result.content = vec![ContentBlock::text(who.to_string())];

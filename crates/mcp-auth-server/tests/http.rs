@@ -707,6 +707,49 @@ async fn an_anonymous_scoped_call_is_challenged_for_the_tools_scopes() {
     );
 }
 
+/// `whoami` needs a caller: under anonymous sessions, calling it without
+/// credentials is answered 401 with the challenge (a client logs in), not
+/// with someone else's name (it answered as the stdio transport's local
+/// process before); with credentials it names the caller.
+#[tokio::test]
+async fn an_anonymous_whoami_is_challenged() {
+    let s = Server::start(&[
+        ("MCP_API_KEYS", KEY),
+        ("MCP_SESSION_AUTH_REQUIRE_FOR_SESSION", "false"),
+        ("MCP_SESSION_AUTH_REQUIRE_FOR_OPERATIONS", "false"),
+    ]);
+    let c = reqwest::Client::new();
+    let sid = open(&c, &s, None).await.unwrap();
+    let call = r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"whoami","arguments":{}}}"#;
+    let r = post(&c, &s.url(), call)
+        .header("mcp-session-id", &sid)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(
+        common::challenges(&r)
+            .iter()
+            .any(|c| c.starts_with("ApiKey")),
+        "{:?}",
+        common::challenges(&r)
+    );
+    let body = r.text().await.unwrap();
+    assert!(!body.contains("local-process"), "{body}");
+    // Tools that need no caller still answer without credentials.
+    assert_eq!(common::list(&c, &s, &sid, None).await, 200);
+    let r = post(&c, &s.url(), call)
+        .header("mcp-session-id", &sid)
+        .header("x-api-key", KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body = r.text().await.unwrap();
+    assert!(body.contains("api_key"), "{body}");
+    assert!(!body.contains("local-process"), "{body}");
+}
+
 /// On the stateless 2026-07-28 wire the tool list depends on the caller
 /// (tools beyond its scopes are hidden), so it is marked `cacheScope:
 /// "private"` with no time to live: a shared cache never hands one

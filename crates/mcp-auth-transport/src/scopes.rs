@@ -18,6 +18,12 @@
 //! re-authorizes with the union and retries. The tool is found in the JSON-RPC body
 //! (2025-11-25 wire) and in the `Mcp-Method` / `Mcp-Name` headers
 //! (2026-07-28); either naming a scoped tool is enough to require its scopes.
+//!
+//! Every tool with requirements needs an authenticated caller: when the
+//! session policy lets requests in without credentials, a call of such a
+//! tool is answered 401 with the challenge, so the client logs in. A tool
+//! that needs to know its caller but no scope of its own says so with
+//! [`ToolScopes::require_caller`].
 
 use std::{
     collections::BTreeMap,
@@ -63,6 +69,34 @@ impl ToolScopes {
             }
         }
         self
+    }
+
+    /// `tool` needs an authenticated caller, and no scope besides the
+    /// server-wide ones (a tool that reads its
+    /// [`Caller`](crate::Caller)). Matters when the session policy lets
+    /// requests in without credentials: a call of `tool` without them is
+    /// answered 401 with the challenge (a login), not passed to the tool
+    /// with nobody to name. A principal the authenticator let in as
+    /// anonymous (the `none` strategy) is a caller here. Scopes required of
+    /// `tool` are kept.
+    ///
+    /// ```
+    /// use mcp_auth_transport::ToolScopes;
+    ///
+    /// let scopes = ToolScopes::new().require_caller("whoami");
+    /// assert!(scopes.needs_caller("whoami"));
+    /// assert!(scopes.for_tool("whoami").is_empty());
+    /// assert!(!scopes.needs_caller("get_time"));
+    /// ```
+    pub fn require_caller(mut self, tool: impl Into<String>) -> Self {
+        self.tools.entry(tool.into()).or_default();
+        self
+    }
+
+    /// Whether `tool` needs an authenticated caller: it needs a scope, or
+    /// was named by [`require_caller`](Self::require_caller).
+    pub fn needs_caller(&self, tool: &str) -> bool {
+        self.tools.contains_key(tool)
     }
 
     /// Reads `MCP_TOOL_SCOPES`: `tool=scope [scope...]`, comma-separated,
@@ -128,12 +162,12 @@ impl ToolScopes {
         out
     }
 
-    /// The tools that need a scope.
+    /// The tools with requirements: a scope, or an authenticated caller.
     pub fn tool_names(&self) -> impl Iterator<Item = String> + '_ {
         self.tools.keys().cloned()
     }
 
-    /// Whether no tool needs a scope.
+    /// Whether no tool has requirements.
     pub fn is_empty(&self) -> bool {
         self.tools.is_empty()
     }
@@ -300,7 +334,8 @@ pub(crate) fn with_header_call(mut called: Vec<String>, headers: &http::HeaderMa
 impl ToolScopeLayer {
     /// The refusal of the request (its `parts`, and `called`: the tools its
     /// body calls), if it may not go on: 400 for an ambiguous body, 401 for
-    /// an anonymous caller of a scoped tool, 403 with the scopes needed.
+    /// an anonymous caller of a tool with requirements, 403 with the scopes
+    /// needed.
     /// Notes what a scoped call needed for an audit record.
     fn check(
         &self,
@@ -316,7 +351,7 @@ impl ToolScopeLayer {
         };
         let tools = with_header_call(called, &parts.headers);
         let needed = self.scopes.needed(&self.server_scopes, &tools);
-        let scoped = !tools.iter().all(|t| self.scopes.for_tool(t).is_empty());
+        let scoped = tools.iter().any(|t| self.scopes.needs_caller(t));
         // What the call needed, for the audit record (when an audit layer
         // is in front).
         let decisions = parts
