@@ -630,6 +630,90 @@ async fn tools_are_not_handed_the_credential() {
     }
 }
 
+/// The legacy HTTP+SSE transport hands tools the same: the caller, not the
+/// credential (its own copy of the stripping, in the `/messages` handler).
+#[tokio::test]
+async fn legacy_sse_tools_are_not_handed_the_credential() {
+    use futures::StreamExt;
+    for (header, pass) in [
+        (("x-api-key", KEY), false),
+        (("authorization", "Bearer good"), false),
+        (("x-api-key", KEY), true),
+    ] {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let mut config = HttpConfig::new(format!("{base}/mcp").parse().unwrap());
+        config.pass_credentials_to_handlers = pass;
+        let app = McpHttpApp::new(config, chain()).unwrap();
+        let router = app.rmcp_router_with(
+            || {
+                Ok(Echo {
+                    tool_router: Echo::tool_router(),
+                })
+            },
+            mcp_auth_transport::Transports::Both,
+        );
+        serve_app(listener, router, &app);
+        let c = reqwest::Client::new();
+        let sent = [header, ("cookie", "session=secret-cookie")];
+        let with = |b: reqwest::RequestBuilder| {
+            sent.iter()
+                .fold(b, |b, (name, value)| b.header(*name, *value))
+        };
+        let r = with(
+            c.get(format!("{base}/sse"))
+                .header("accept", "text/event-stream"),
+        )
+        .send()
+        .await
+        .unwrap();
+        assert_eq!(r.status(), 200, "{header:?}");
+        let mut events = r.bytes_stream();
+        let mut seen = String::new();
+        // The next `data:` line of the stream.
+        let mut next_data = async || loop {
+            if let Some(i) = seen.find('\n') {
+                let line: String = seen.drain(..=i).collect();
+                if let Some(d) = line.strip_prefix("data:") {
+                    return d.trim().to_owned();
+                }
+                continue;
+            }
+            let chunk = tokio::time::timeout(Duration::from_secs(10), events.next())
+                .await
+                .expect("an event in time")
+                .expect("the stream stays open")
+                .unwrap();
+            seen.push_str(std::str::from_utf8(&chunk).unwrap());
+        };
+        let endpoint = next_data().await;
+        assert!(endpoint.starts_with("/messages?"), "{endpoint}");
+        let messages = format!("{base}{endpoint}");
+        for body in [
+            INIT.to_owned(),
+            r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#.to_owned(),
+            r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"headers","arguments":{}}}"#.to_owned(),
+        ] {
+            let r = with(c.post(&messages).header("content-type", "application/json"))
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 202);
+        }
+        let answer = loop {
+            let v: serde_json::Value = serde_json::from_str(&next_data().await).unwrap();
+            if v["id"] == 2 {
+                break v;
+            }
+        };
+        let names = answer["result"]["content"][0]["text"].as_str().unwrap();
+        assert!(names.contains("content-type"), "{answer}");
+        assert_eq!(names.contains(header.0), pass, "{header:?}: {names}");
+        assert_eq!(names.contains("cookie"), pass, "{names}");
+    }
+}
+
 /// Paths opened to any origin never include the MCP endpoint (or the
 /// legacy transport's), whatever the embedder asks; the protected-resource
 /// metadata is open to any.
