@@ -492,6 +492,43 @@ mod tests {
         proxy.load_tokens(family, "user-1").await.unwrap().tokens
     }
 
+    /// A token of the facade's own key, issuer and audience that names no
+    /// login cannot be checked for revocation: the facade's authenticator
+    /// refuses it (the facade signs none such; a defence, should one ever
+    /// be signed). The same token naming a login is let in.
+    #[tokio::test]
+    async fn a_token_naming_no_login_is_refused() {
+        use mcp_auth_core::Authenticator as _;
+        let store: mcp_auth_session::SharedStore = Arc::new(mcp_auth_session::MemoryStore::new());
+        let proxy = proxy(provider(Provider::default()).await, store).await;
+        let now = now_secs();
+        let mut claims = serde_json::json!({
+            "iss": proxy.config().issuer_id(),
+            "sub": "user-1",
+            "aud": "https://mcp.example/mcp",
+            "client_id": "mcp-client",
+            "scope": "mcp:tools",
+            "iat": now,
+            "exp": now + 300,
+        });
+        let with = |claims: &serde_json::Value| {
+            let token = proxy.inner.signing.sign(claims).unwrap();
+            mcp_auth_core::AuthRequest::builder()
+                .header("authorization", &format!("Bearer {token}"))
+                .build()
+        };
+        let tokens = proxy.authenticator().unwrap();
+        let refused = tokens.authenticate(&with(&claims)).await;
+        assert!(
+            matches!(&refused, Err(mcp_auth_core::AuthError::InvalidToken { description })
+                if description.contains("names no login")),
+            "{refused:?}"
+        );
+        claims[FAMILY_CLAIM] = Grants::new_family().unwrap().into();
+        let who = tokens.authenticate(&with(&claims)).await.unwrap();
+        assert_eq!(who.subject, "user-1");
+    }
+
     #[tokio::test]
     async fn an_expired_token_is_refreshed_once_and_the_rotated_refresh_token_kept() {
         let p = Provider {
