@@ -52,7 +52,7 @@ pub enum JwtError {
     /// `exp` is in the past.
     #[error("token expired")]
     Expired,
-    /// `nbf` (or, with a maximum lifetime, `iat`) is in the future.
+    /// `nbf` or `iat` is in the future (beyond the leeway).
     #[error("token not yet valid")]
     NotYetValid,
     /// `exp` lies further after `iat` than the configured maximum lifetime.
@@ -688,15 +688,15 @@ impl JwtVerifier {
                 return Err(JwtError::Claim(name.to_owned()));
             }
         }
+        // A token issued in the future (beyond the leeway) was not issued
+        // by an issuer with a sane clock; one made that way outlives its
+        // apparent lifetime.
+        let iat = t.claims.get("iat").and_then(numeric_date);
+        if iat.is_some_and(|iat| iat > now_secs().saturating_add(self.leeway)) {
+            return Err(JwtError::NotYetValid);
+        }
         if let Some(max) = self.max_lifetime {
-            let iat = t
-                .claims
-                .get("iat")
-                .and_then(numeric_date)
-                .ok_or_else(|| JwtError::Claim("iat".to_owned()))?;
-            if iat > now_secs().saturating_add(self.leeway) {
-                return Err(JwtError::NotYetValid);
-            }
+            let iat = iat.ok_or_else(|| JwtError::Claim("iat".to_owned()))?;
             // `exp` is required and was checked as a NumericDate above.
             let exp = t
                 .exp_secs()
@@ -828,15 +828,16 @@ impl JwtVerifierBuilder {
         self
     }
 
-    /// Clock-skew leeway for `exp` and `nbf` (default 60 s).
+    /// Clock-skew leeway for `exp`, `nbf` and `iat` (default 60 s): a token
+    /// issued in the future beyond it is refused.
     pub fn leeway(mut self, leeway: Duration) -> Self {
         self.leeway = leeway;
         self
     }
 
     /// Refuse tokens whose `exp` lies more than `max` after their `iat`
-    /// (default: no maximum). With a maximum, `iat` is required and may not
-    /// lie in the future (beyond the leeway), so no accepted token is valid
+    /// (default: no maximum). With a maximum, `iat` is required (never in
+    /// the future beyond the leeway, as without), so no accepted token is valid
     /// for longer than `max` from now: a token minted with `exp` in the year
     /// 9999 is refused.
     pub fn max_lifetime(mut self, max: Option<Duration>) -> Self {

@@ -398,6 +398,25 @@ async fn a_maximum_lifetime_refuses_long_lived_and_iat_less_tokens() {
     assert!(plain.verify(&rsa.sign(&c)).await.is_ok());
 }
 
+/// A token issued in the future is refused without a maximum lifetime too
+/// (an attack pass: `iat` a day ahead was accepted unless
+/// `MCP_JWT_MAX_LIFETIME` was set); within the leeway it is clock skew.
+#[tokio::test]
+async fn a_token_issued_in_the_future_is_refused() {
+    let rsa = TestKey::rsa("rsa");
+    let (issuer, v) = setup(&[&rsa]).await;
+    let mut c = claims(&issuer.base);
+    c["iat"] = json!(now() + 86_400);
+    c["exp"] = json!(now() + 86_400 + 300);
+    assert_eq!(
+        v.verify(&rsa.sign(&c)).await.unwrap_err(),
+        JwtError::NotYetValid
+    );
+    c["iat"] = json!(now() + 30);
+    c["exp"] = json!(now() + 330);
+    assert!(v.verify(&rsa.sign(&c)).await.is_ok());
+}
+
 #[tokio::test]
 async fn custom_checks_run_after_the_standard_ones() {
     let rsa = TestKey::rsa("rsa");
