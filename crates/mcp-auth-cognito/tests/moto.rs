@@ -315,6 +315,105 @@ async fn setup_is_idempotent_and_registers_the_resource_server() {
     assert!(out.contains("no user pool"), "{out}");
 }
 
+/// An app client gets the scopes `add-resource-server` was given, not
+/// every scope the resource server has (an attack pass: a client given
+/// `tools` also got the `admin` an earlier run registered for another, and
+/// its users could ask for it), and an app client name several clients
+/// share is refused with their ids (the first one found was used silently).
+#[tokio::test]
+#[ignore = "needs moto (tests/run-all.sh installs it)"]
+async fn a_client_gets_only_the_scopes_given_and_shared_names_are_refused() {
+    let moto = Peer::moto();
+    let url = "http://127.0.0.1:8001/mcp";
+    let run = |args: &[&str]| {
+        let mut all = vec!["--pool-name", "scopes-pool"];
+        all.extend_from_slice(args);
+        cli(&moto, &all)
+    };
+    let (ok, out, err) = run(&["setup", "--no-user"]);
+    assert!(ok, "{err}");
+    let pool = env_value(&out, "COGNITO_USER_POOL_ID");
+    let (ok, out, err) = run(&["setup", "--no-user", "--client-name", "readonly"]);
+    assert!(ok, "{err}");
+    let readonly = env_value(&out, "COGNITO_APP_CLIENT_ID");
+    let (ok, _, err) = run(&[
+        "add-resource-server",
+        "--server-url",
+        url,
+        "--scopes",
+        "tools,admin",
+    ]);
+    assert!(ok, "{err}");
+    let (ok, out, err) = run(&[
+        "add-resource-server",
+        "--server-url",
+        url,
+        "--client-name",
+        "readonly",
+        "--scopes",
+        "tools",
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        env_value(&out, "COGNITO_REQUIRED_SCOPES"),
+        format!("{url}/tools")
+    );
+    assert_eq!(
+        env_value(&out, "MCP_OAUTH_SCOPES_SUPPORTED"),
+        format!("{url}/tools")
+    );
+    assert!(!out.contains("MCP_TOOL_SCOPES"), "{out}");
+    assert!(err.contains("also has admin"), "{err}");
+    let sdk = sdk(&moto).await;
+    let granted = app_client(&sdk, &pool, &readonly)
+        .await
+        .allowed_o_auth_scopes()
+        .to_vec();
+    assert!(granted.contains(&format!("{url}/tools")), "{granted:?}");
+    assert!(!granted.contains(&format!("{url}/admin")), "{granted:?}");
+
+    // A second client of the same name: neither command picks one.
+    let twin = sdk
+        .create_user_pool_client()
+        .user_pool_id(&pool)
+        .client_name("readonly")
+        .send()
+        .await
+        .unwrap()
+        .user_pool_client()
+        .unwrap()
+        .client_id()
+        .unwrap()
+        .to_owned();
+    for args in [
+        &["setup", "--no-user", "--client-name", "readonly"][..],
+        &[
+            "add-resource-server",
+            "--server-url",
+            url,
+            "--client-name",
+            "readonly",
+            "--scopes",
+            "admin",
+        ],
+    ] {
+        let (ok, out, err) = run(args);
+        assert!(!ok, "{args:?}: {out}");
+        assert!(
+            err.contains("2 app clients") && err.contains(&readonly) && err.contains(&twin),
+            "{args:?}: {err}"
+        );
+        assert!(!out.contains("COGNITO_APP_CLIENT_SECRET"), "{out}");
+    }
+    let granted = app_client(&sdk, &pool, &readonly).await;
+    assert!(
+        !granted
+            .allowed_o_auth_scopes()
+            .contains(&format!("{url}/admin")),
+        "nothing granted"
+    );
+}
+
 #[tokio::test]
 #[ignore = "needs moto (tests/run-all.sh installs it)"]
 async fn moto_tokens_are_checked_for_use_client_and_expiry() {

@@ -5,16 +5,25 @@ use aws_sdk_cognitoidentityprovider::{Client, types::UserPoolClientType};
 
 use crate::Error;
 
-pub(crate) fn aws<E: std::fmt::Debug>(what: &str) -> impl Fn(E) -> Error + '_ {
+pub(crate) fn aws<E: std::error::Error>(what: &str) -> impl Fn(E) -> Error + '_ {
     move |e| {
         let text = format!("{e:?}");
-        // SDK errors are verbose; keep the code and message, one line.
+        // SDK errors are verbose: a service's answer is kept to its
+        // message; anything else (no connection, a bad region) is the
+        // chain of causes, down to the one that says what is wrong.
         let short = text
             .split("message: Some(\"")
             .nth(1)
             .and_then(|m| m.split('"').next())
             .map(str::to_owned)
-            .unwrap_or_else(|| text.chars().take(200).collect());
+            .unwrap_or_else(|| {
+                let chain =
+                    aws_sdk_cognitoidentityprovider::error::DisplayErrorContext(&e).to_string();
+                // It ends with the whole error's Debug form: said already.
+                chain
+                    .strip_suffix(&format!(" ({text})"))
+                    .map_or(chain.clone(), str::to_owned)
+            });
         Error::Aws(format!("{what}: {}", short.replace('\n', " ")))
     }
 }
@@ -148,6 +157,7 @@ pub(crate) async fn find_client(
     pool: &str,
     name: &str,
 ) -> Result<Option<UserPoolClientType>, Error> {
+    let mut ids = Vec::new();
     let mut next = None;
     loop {
         let page = client
@@ -158,22 +168,36 @@ pub(crate) async fn find_client(
             .send()
             .await
             .map_err(aws("list app clients"))?;
-        for c in page.user_pool_clients() {
-            if c.client_name() == Some(name) {
-                let id = c.client_id().unwrap_or_default();
-                let full = client
-                    .describe_user_pool_client()
-                    .user_pool_id(pool)
-                    .client_id(id)
-                    .send()
-                    .await
-                    .map_err(aws("describe app client"))?;
-                return Ok(full.user_pool_client().cloned());
-            }
-        }
+        ids.extend(
+            page.user_pool_clients()
+                .iter()
+                .filter(|c| c.client_name() == Some(name))
+                .filter_map(|c| c.client_id().map(str::to_owned)),
+        );
         next = page.next_token().map(str::to_owned);
         if next.is_none() {
-            return Ok(None);
+            break;
         }
     }
+    // Cognito lets several app clients share a name: the first one found
+    // would get the scopes and have its secret printed, silently.
+    let id = match ids.as_slice() {
+        [] => return Ok(None),
+        [id] => id,
+        _ => {
+            return Err(Error::Usage(format!(
+                "{} app clients of the pool are named {name:?} ({}); nothing done: rename or delete all but one, or name another with --client-name",
+                ids.len(),
+                ids.join(", ")
+            )));
+        }
+    };
+    let full = client
+        .describe_user_pool_client()
+        .user_pool_id(pool)
+        .client_id(id)
+        .send()
+        .await
+        .map_err(aws("describe app client"))?;
+    Ok(full.user_pool_client().cloned())
 }

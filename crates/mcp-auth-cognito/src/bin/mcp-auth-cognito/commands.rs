@@ -471,14 +471,24 @@ pub(crate) async fn add_resource_server(
     if scopes.is_empty() {
         return Err(Error::Usage("no scopes given".into()));
     }
-    let existing = client
+    let existing = match client
         .describe_resource_server()
         .user_pool_id(pool)
         .identifier(identifier)
         .send()
         .await
-        .ok()
-        .and_then(|r| r.resource_server().cloned());
+    {
+        Ok(r) => r.resource_server().cloned(),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_resource_not_found_exception()) =>
+        {
+            None
+        }
+        // Throttled, not allowed, unreachable: not a sign that it is
+        // missing (creating it would fail with a misleading message).
+        Err(e) => return Err(aws("describe resource server")(e)),
+    };
     let mut all: Vec<String> = existing
         .as_ref()
         .map(|r| {
@@ -548,7 +558,20 @@ pub(crate) async fn add_resource_server(
             all.join(" ")
         );
     }
-    let full: Vec<String> = all.iter().map(|s| format!("{identifier}/{s}")).collect();
+    // The app client gets the scopes asked for (those Cognito registered),
+    // not every scope of the resource server: a client given `tools` must
+    // not also get an `admin` that an earlier run registered for another.
+    let full: Vec<String> = scopes
+        .iter()
+        .filter(|s| all.contains(s))
+        .map(|s| format!("{identifier}/{s}"))
+        .collect();
+    if full.is_empty() {
+        return Err(Error::Aws(format!(
+            "none of the scopes {} could be registered on {identifier}; nothing granted",
+            scopes.join(" ")
+        )));
+    }
     let app = find_client(client, pool, client_name)
         .await?
         .ok_or_else(|| {
@@ -562,6 +585,17 @@ pub(crate) async fn add_resource_server(
         if !granted.contains(s) {
             granted.push(s.clone());
         }
+    }
+    let others: Vec<&str> = all
+        .iter()
+        .filter(|s| !scopes.contains(s))
+        .map(String::as_str)
+        .collect();
+    if !others.is_empty() {
+        eprintln!(
+            "the resource server also has {}: not granted to app client {client_name:?} (name them in --scopes to grant them)",
+            others.join(" ")
+        );
     }
     if granted.len() != before {
         // UpdateUserPoolClient resets every field it is not given: pass them all.
