@@ -714,6 +714,145 @@ async fn legacy_sse_tools_are_not_handed_the_credential() {
     }
 }
 
+/// A memory store whose `save_state` fails, as Redis blipping between
+/// rmcp's save of a new session's state and the session's commit.
+struct StateNotSaved(mcp_auth_session::MemoryStore);
+
+#[async_trait]
+impl mcp_auth_session::SessionStore for StateNotSaved {
+    async fn reserve(
+        &self,
+        owner: Option<&str>,
+        limits: &mcp_auth_session::SessionLimits,
+    ) -> Result<mcp_auth_session::Reserve, mcp_auth_session::StoreError> {
+        self.0.reserve(owner, limits).await
+    }
+    async fn commit(
+        &self,
+        ticket: &mcp_auth_session::Ticket,
+        sid: &str,
+        owner: Option<&str>,
+        limits: &mcp_auth_session::SessionLimits,
+    ) -> Result<bool, mcp_auth_session::StoreError> {
+        self.0.commit(ticket, sid, owner, limits).await
+    }
+    async fn release(
+        &self,
+        ticket: &mcp_auth_session::Ticket,
+        owner: Option<&str>,
+    ) -> Result<(), mcp_auth_session::StoreError> {
+        self.0.release(ticket, owner).await
+    }
+    async fn lookup(
+        &self,
+        sid: &str,
+        limits: &mcp_auth_session::SessionLimits,
+    ) -> Result<Option<mcp_auth_session::SessionRecord>, mcp_auth_session::StoreError> {
+        self.0.lookup(sid, limits).await
+    }
+    async fn bind(
+        &self,
+        sid: &str,
+        owner: &str,
+        limits: &mcp_auth_session::SessionLimits,
+    ) -> Result<mcp_auth_session::Bind, mcp_auth_session::StoreError> {
+        self.0.bind(sid, owner, limits).await
+    }
+    async fn end(&self, sid: &str) -> Result<(), mcp_auth_session::StoreError> {
+        self.0.end(sid).await
+    }
+    async fn hit(
+        &self,
+        key: &str,
+        window: Duration,
+    ) -> Result<(u64, Duration), mcp_auth_session::StoreError> {
+        self.0.hit(key, window).await
+    }
+    async fn count(&self, key: &str) -> Result<(u64, Duration), mcp_auth_session::StoreError> {
+        self.0.count(key).await
+    }
+    async fn unhit(&self, key: &str) -> Result<(), mcp_auth_session::StoreError> {
+        self.0.unhit(key).await
+    }
+    async fn save_state(
+        &self,
+        _sid: &str,
+        _state: &str,
+        _limits: &mcp_auth_session::SessionLimits,
+    ) -> Result<(), mcp_auth_session::StoreError> {
+        Err(mcp_auth_session::StoreError {
+            store: "test".into(),
+            reason: "a blip".into(),
+        })
+    }
+    async fn load_state(&self, sid: &str) -> Result<Option<String>, mcp_auth_session::StoreError> {
+        self.0.load_state(sid).await
+    }
+    async fn kv_put(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+    ) -> Result<(), mcp_auth_session::StoreError> {
+        self.0.kv_put(key, value, ttl).await
+    }
+    async fn kv_put_new(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+    ) -> Result<bool, mcp_auth_session::StoreError> {
+        self.0.kv_put_new(key, value, ttl).await
+    }
+    async fn kv_get(&self, key: &str) -> Result<Option<Vec<u8>>, mcp_auth_session::StoreError> {
+        self.0.kv_get(key).await
+    }
+    async fn kv_take(&self, key: &str) -> Result<Option<Vec<u8>>, mcp_auth_session::StoreError> {
+        self.0.kv_take(key).await
+    }
+    async fn kv_delete(&self, key: &str) -> Result<(), mcp_auth_session::StoreError> {
+        self.0.kv_delete(key).await
+    }
+    async fn sweep(&self) -> Result<(), mcp_auth_session::StoreError> {
+        self.0.sweep().await
+    }
+    fn describe(&self) -> String {
+        "test".into()
+    }
+}
+
+/// A session whose state could not be saved (rmcp only logs it) is not
+/// opened: it would be ended as gone at its first restore (after parking,
+/// or on another replica). 503 with `Retry-After`, and nothing held under
+/// the caps.
+#[tokio::test]
+async fn a_session_whose_state_was_not_saved_is_not_opened() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let mut config = HttpConfig::new(format!("{base}/mcp").parse().unwrap());
+    config.session_limits.max_per_principal = 1;
+    let store: mcp_auth_session::SharedStore =
+        Arc::new(StateNotSaved(mcp_auth_session::MemoryStore::new()));
+    let app = McpHttpApp::new(config, chain()).unwrap().with_store(store);
+    let router = app.rmcp_router(|| {
+        Ok(Echo {
+            tool_router: Echo::tool_router(),
+        })
+    });
+    serve_app(listener, router, &app);
+    let c = reqwest::Client::new();
+    for _ in 0..2 {
+        let r = post(&c, &format!("{base}/mcp"))
+            .header("x-api-key", KEY)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 503);
+        assert!(r.headers().contains_key("retry-after"));
+        assert!(!r.headers().contains_key("mcp-session-id"));
+    }
+}
+
 /// Paths opened to any origin never include the MCP endpoint (or the
 /// legacy transport's), whatever the embedder asks; the protected-resource
 /// metadata is open to any.

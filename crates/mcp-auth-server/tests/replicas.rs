@@ -212,6 +212,71 @@ async fn a_redis_outage_fails_closed_and_recovers() {
 /// replica (within the check period, 5 s at most, plus the lookup cache),
 /// instead of staying open, with its worker, until the worker idles out;
 /// a session that still exists keeps its stream.
+/// Redis stops answering for `ms` milliseconds (`CLIENT PAUSE`), as in a
+/// failover or a stall.
+fn pause_redis(redis: &Peer, ms: u32) {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", redis.port())).unwrap();
+    let ms = ms.to_string();
+    let cmd = format!(
+        "*4\r\n$6\r\nCLIENT\r\n$5\r\nPAUSE\r\n${}\r\n{ms}\r\n$3\r\nALL\r\n",
+        ms.len()
+    );
+    conn.write_all(cmd.as_bytes()).unwrap();
+    let mut ok = [0u8; 5];
+    conn.read_exact(&mut ok).unwrap();
+    assert_eq!(&ok, b"+OK\r\n");
+}
+
+/// A parked session whose restore fails (Redis stalls past the store's
+/// timeout) is not lost: the request restoring it and one that waited on
+/// that restore both get 503 with `Retry-After`, and the session goes on
+/// once Redis answers again (an attack pass: rmcp answered the waiter
+/// 404, taken as "the session is gone" and ended in Redis, and the
+/// restoring request 500 with the store's address).
+#[tokio::test]
+#[ignore = "needs redis-server (tests/run-all.sh installs it)"]
+async fn a_failed_restore_loses_no_session() {
+    let redis = Peer::redis(free_port());
+    let a = replica(
+        &redis.redis_url(),
+        &[
+            ("MCP_SESSION_PARK_AFTER", "300"),
+            ("RUST_LOG", "info,mcp_auth_transport=debug"),
+        ],
+    );
+    let c = fresh_connections();
+    let sid = open(&c, &a, Some(KEY)).await.unwrap();
+    // Looked up now: remembered for MCP_SESSION_CACHE_MS (1 s), so the
+    // requests below reach the restore without asking Redis first.
+    assert_eq!(list(&c, &a, &sid, Some(KEY)).await, 200);
+    tokio::time::sleep(Duration::from_millis(650)).await;
+    assert!(a.stderr().contains("idle session parked"), "{}", a.stderr());
+    pause_redis(&redis, 2500);
+    let ask = || async {
+        let r = post(&c, &a.url(), common::LIST)
+            .header("x-api-key", KEY)
+            .header("mcp-session-id", &sid)
+            .send()
+            .await
+            .unwrap();
+        let retry = r.headers().get("retry-after").cloned();
+        (r.status().as_u16(), retry, r.text().await.unwrap())
+    };
+    let (first, second) = tokio::join!(ask(), async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        ask().await
+    });
+    for (status, retry, body) in [first, second] {
+        assert_eq!(status, 503, "{body}");
+        assert!(retry.is_some(), "{body}");
+        assert!(!body.contains("127.0.0.1"), "{body}");
+    }
+    // Redis answers again: the same session, restored.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(list(&c, &a, &sid, Some(KEY)).await, 200);
+}
+
 #[tokio::test]
 #[ignore = "needs redis-server (tests/run-all.sh installs it)"]
 async fn an_event_stream_ends_when_its_session_ends_on_another_replica() {

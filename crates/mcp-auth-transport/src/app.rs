@@ -332,7 +332,7 @@ impl McpHttpApp {
         S::Response: IntoResponse + 'static,
         S::Future: Send + 'static,
     {
-        self.build(Some(mcp), None, true, None)
+        self.build(Some(mcp), None, true, None, false)
     }
 
     fn build<S>(
@@ -341,6 +341,7 @@ impl McpHttpApp {
         sse: Option<Arc<SseState>>,
         limit_streaming_bodies: bool,
         parking: Option<Arc<crate::park::Parking>>,
+        saves_state: bool,
     ) -> Router
     where
         S: tower_service::Service<Request, Error = Infallible> + Clone + Send + Sync + 'static,
@@ -425,6 +426,9 @@ impl McpHttpApp {
             if let Some(p) = parking {
                 p.spawn(self.cancel.clone());
                 sessions = sessions.parking(p);
+            }
+            if saves_state {
+                sessions = sessions.state_saved_by_service();
             }
             // The handler gets the verified principal, not the credential.
             let strip = crate::auth::kept_from_handlers(cfg, &*self.authenticator);
@@ -571,7 +575,7 @@ impl McpHttpApp {
                 }
                 false => (None, None),
             };
-        self.build(streamable, sse, false, parking)
+        self.build(streamable, sse, false, parking, true)
     }
 
     /// rmcp's service configured to match this app: body limit, shutdown.

@@ -55,6 +55,14 @@ pub(crate) fn refuse(status: StatusCode, code: &str, description: &str) -> Respo
 pub(crate) const RMCP_SESSION_NOT_FOUND: &str = "Not Found: Session not found";
 
 #[cfg(feature = "mcp")]
+/// How rmcp's body (a 500) begins when the session store failed as it read
+/// a session's state to restore it: rmcp's words, then a
+/// [`StoreError`]'s. Other restore failures (a handler that cannot start)
+/// read otherwise.
+pub(crate) const RMCP_RESTORE_FAILED: &str =
+    "Encounter an error when restore session: session store ";
+
+#[cfg(feature = "mcp")]
 /// rmcp's answer for an unknown session, which clients recognise: a
 /// session that is gone, expired or someone else's.
 pub(crate) fn session_not_found() -> Response {

@@ -69,6 +69,10 @@ struct Settings {
     max_body: usize,
     parking: Option<Arc<crate::park::Parking>>,
     anonymous: AnonymousStreams,
+    /// The service below saves each new session's state in `store`
+    /// ([`RmcpSessionState`]): a session whose state is missing after
+    /// `initialize` is refused (503), not recorded.
+    state_saved: bool,
 }
 
 /// The event streams opened anonymously in this process, by session: they
@@ -168,6 +172,7 @@ impl SessionLayer {
                 max_body,
                 parking: None,
                 anonymous: AnonymousStreams::default(),
+                state_saved: false,
             }),
         }
     }
@@ -177,6 +182,15 @@ impl SessionLayer {
     pub(crate) fn parking(mut self, parking: Arc<crate::park::Parking>) -> Self {
         if let Some(s) = Arc::get_mut(&mut self.inner) {
             s.parking = Some(parking);
+        }
+        self
+    }
+
+    /// The service below saves each session's state in the store
+    /// ([`RmcpSessionState`]): `initialize` checks it did.
+    pub(crate) fn state_saved_by_service(mut self) -> Self {
+        if let Some(s) = Arc::get_mut(&mut self.inner) {
+            s.state_saved = true;
         }
         self
     }
@@ -200,8 +214,8 @@ pub struct SessionService<S> {
 }
 
 use crate::refusal::{
-    RMCP_SESSION_NOT_FOUND, cap_reached, refuse as plain, session_not_found as not_found,
-    store_unavailable as unavailable, unreadable_body,
+    RMCP_RESTORE_FAILED, RMCP_SESSION_NOT_FOUND, cap_reached, refuse as plain,
+    session_not_found as not_found, store_unavailable as unavailable, unreadable_body,
 };
 
 /// Session admission, shared by both HTTP transports: a slot reserved
@@ -456,6 +470,23 @@ impl Settings {
             .get::<Principal>()
             .and_then(|p| p.expires_at);
         let resp = inner.call(req).await?;
+        if resp.status() == StatusCode::INTERNAL_SERVER_ERROR {
+            // rmcp could not read the session's state to restore it here
+            // (the store failed): the session is as it was, the store is
+            // the trouble. 503 with Retry-After, as for every store error
+            // (and not the store's address in a 500).
+            let (parts, body) = resp.into_parts();
+            let bytes = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+            if bytes.starts_with(RMCP_RESTORE_FAILED.as_bytes()) {
+                tracing::error!("session store unavailable while restoring a session; refusing");
+                return Ok(plain(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "temporarily_unavailable",
+                    "session store unavailable; try again shortly",
+                ));
+            }
+            return Ok(Response::from_parts(parts, Body::from(bytes)));
+        }
         if resp.status() != StatusCode::NOT_FOUND {
             let resp = match stream {
                 Some(closer) if is_event_stream(&resp) => {
@@ -475,6 +506,21 @@ impl Settings {
         let (parts, body) = resp.into_parts();
         let bytes = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
         if bytes.as_ref() == RMCP_SESSION_NOT_FOUND.as_bytes() {
+            // rmcp also answers so a request that waited on another's
+            // restore of the session, when that one failed or was given
+            // up (its client went away): the session is whole, its state
+            // in the store. Only a session without state is gone.
+            match self.store.load_state(&sid).await {
+                Ok(Some(_)) => {
+                    return Ok(plain(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "temporarily_unavailable",
+                        "the session is being restored on this server; try again shortly",
+                    ));
+                }
+                Ok(None) => {}
+                Err(e) => return Ok(unavailable(&e)),
+            }
             if let Some(p) = &self.parking {
                 p.forget(&sid);
             }
@@ -645,6 +691,29 @@ impl Settings {
                 admission.release().await;
                 return Ok(resp);
             };
+            // rmcp saves the session's state (what another replica, or this
+            // one after parking, restores it from) and only logs a failure:
+            // a session without it would be ended as gone at its first
+            // restore. Refused now instead; the client opens another.
+            if settings.state_saved {
+                let refused = match settings.store.load_state(&sid).await {
+                    Ok(Some(_)) => None,
+                    Ok(None) => {
+                        tracing::error!("the session's state could not be saved; refusing");
+                        Some(plain(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "temporarily_unavailable",
+                            "session store unavailable; try again shortly",
+                        ))
+                    }
+                    Err(e) => Some(unavailable(&e)),
+                };
+                if let Some(refused) = refused {
+                    admission.release().await;
+                    close_in(&mut inner, &sid).await;
+                    return Ok(refused);
+                }
+            }
             match admission.commit(&sid).await {
                 Ok(()) if awaited.is_cancelled() => {
                     if let Ok(true) = settings.store.end_live(&sid).await {
