@@ -200,7 +200,6 @@ fn no_store(mut r: Response) -> Response {
     r
 }
 
-/// An OAuth error response (RFC 6749 §5.2 shape).
 /// `r` with `Retry-After: wait` (whole seconds, at least one).
 fn retry_after(mut r: Response, wait: Duration) -> Response {
     r.headers_mut().insert(
@@ -210,6 +209,10 @@ fn retry_after(mut r: Response, wait: Duration) -> Response {
     r
 }
 
+/// An OAuth error response (RFC 6749 §5.2 shape). Rate limits answer 429
+/// with `temporarily_unavailable` (no code of RFC 6749, 7009 or 7591 says
+/// "too many"; this one, the authorization endpoint's, says "try again
+/// later") and `Retry-After`.
 fn oauth_error(status: StatusCode, code: &str, description: &str) -> Response {
     no_store(
         (
@@ -355,6 +358,18 @@ impl App {
         .map_or_else(|| "unknown".to_owned(), |ip| ip.to_string())
     }
 
+    /// The `Origin` of a request a web page on another origin made (a
+    /// browser sends one with every cross-origin `POST`, `null` from an
+    /// opaque origin); `None` for callers that are no browser, and for the
+    /// server's own pages. Such a request spends the budgets of the network
+    /// of whoever visits the page, not the page's: what it may count
+    /// against is kept apart.
+    fn foreign_origin<'h>(&self, headers: &'h HeaderMap) -> Option<&'h [u8]> {
+        let origin = headers.get(header::ORIGIN)?.as_bytes();
+        let own = self.proxy.inner.cfg.issuer.origin().ascii_serialization();
+        (origin != own.as_bytes()).then_some(origin)
+    }
+
     /// Counts a login started (authorization request) or approved against
     /// the caller's network's budget, `authorizations_per_minute`; the
     /// network, when within it. Everyone's budget ([`global_budget`]) is
@@ -368,6 +383,22 @@ impl App {
         peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
         headers: &HeaderMap,
     ) -> Result<String, Response> {
+        // A login is a page the browser opens (a link, the address bar, a
+        // redirect, a form): one a page loads as an image, a script, a
+        // frame or by fetch (the browser says so, RFC-less but in every
+        // current browser: Fetch Metadata) is none, and is not counted,
+        // so pages on other sites cannot spend their visitors' network's
+        // budget unseen.
+        let fetch = |name: &str| headers.get(name).map(HeaderValue::as_bytes);
+        if fetch("sec-fetch-mode").is_some_and(|m| m != b"navigate")
+            || fetch("sec-fetch-dest").is_some_and(|d| d != b"document")
+        {
+            return Err(error_page(
+                StatusCode::BAD_REQUEST,
+                "Not a login",
+                "A login opens in a browser window of its own, not inside another page.",
+            ));
+        }
         let who = self.who(peer.map(|axum::Extension(ConnectInfo(a))| a), headers);
         let (mine, left) = self
             .count(&format!("proxy-authz:{who}"), Duration::from_secs(60))
@@ -702,6 +733,10 @@ async fn registration(State(app): State<App>, req: axum::extract::Request) -> Re
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(a)| *a);
     let who = app.who(peer, req.headers());
+    let mine = match app.foreign_origin(req.headers()) {
+        Some(origin) => format!("proxy-reg:{who}:{}", digest_b64(origin)),
+        None => format!("proxy-reg:{who}"),
+    };
     let Ok(body) = axum::body::to_bytes(req.into_body(), 64 * 1024).await else {
         return oauth_error(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -719,13 +754,15 @@ async fn registration(State(app): State<App>, req: axum::extract::Request) -> Re
     };
     // The address's own budget first: a request past it, or one that is
     // no registration at all, is not counted against everyone's (one
-    // address could otherwise shut registration for all).
-    match store.hit(&format!("proxy-reg:{who}"), hour).await {
+    // address could otherwise shut registration for all). A web page on
+    // another origin registers from its visitor's network: its own budget
+    // there, so a page cannot use up the network's for its other clients.
+    match store.hit(&mine, hour).await {
         Ok((mine, left)) if mine > app.opts.registrations_per_hour => {
             return retry_after(
                 oauth_error(
                     StatusCode::TOO_MANY_REQUESTS,
-                    "too_many_requests",
+                    "temporarily_unavailable",
                     "too many registrations from this address; try again later",
                 ),
                 left,
@@ -753,7 +790,7 @@ async fn registration(State(app): State<App>, req: axum::extract::Request) -> Re
             return retry_after(
                 oauth_error(
                     StatusCode::TOO_MANY_REQUESTS,
-                    "too_many_requests",
+                    "temporarily_unavailable",
                     "too many registrations right now; try again later",
                 ),
                 left,
@@ -1574,6 +1611,17 @@ async fn authenticate_client(
         }
         return Ok(client);
     }
+    // A confidential client is a server, never a web page: a page on
+    // another origin sending its credentials is refused without counting
+    // (it would spend the guessing budget of its visitor's network, and
+    // lock the client out there).
+    if app.foreign_origin(headers).is_some() {
+        tracing::info!(
+            client = %client.client_id,
+            "a confidential client's authentication sent by a web page on another origin: refused"
+        );
+        return Err(invalid_client());
+    }
     // Failed authentications are counted per network and client: 30 in 15
     // minutes, then 429 until the window ends, so a secret cannot be
     // guessed online (and one client's failures lock out no other). Each
@@ -1605,7 +1653,7 @@ async fn authenticate_client(
         return Err(retry_after(
             oauth_error(
                 StatusCode::TOO_MANY_REQUESTS,
-                "too_many_requests",
+                "temporarily_unavailable",
                 "too many failed client authentications from this address; try again later",
             ),
             left,

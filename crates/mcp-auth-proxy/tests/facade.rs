@@ -603,7 +603,7 @@ async fn registration_floods_are_cut_off_per_address() {
         .unwrap();
     assert!((1..=3600).contains(&wait), "{wait}");
     let err: serde_json::Value = r.json().await.unwrap();
-    assert_eq!(err["error"], "too_many_requests");
+    assert_eq!(err["error"], "temporarily_unavailable");
     // The refusal is for registrations only: the server still answers.
     assert!(
         reqwest::get(format!(

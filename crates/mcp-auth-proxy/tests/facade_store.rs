@@ -862,6 +862,104 @@ async fn client_secret_guesses_sent_at_once_are_counted_as_they_come() {
     assert!(r.headers().contains_key(header::RETRY_AFTER));
 }
 
+/// Web pages on other origins cannot spend the budgets of their visitors'
+/// network (an attack pass: the token and registration endpoints, opened to
+/// any origin for browser clients, let any page lock a confidential client
+/// out of the visitor's network for 15 minutes with 31 wrong secrets, and
+/// use up its registrations for an hour): a confidential client's
+/// credentials from a page on another origin are refused uncounted, a
+/// page's registrations count against its own budget there, and an
+/// authorization request a page loads (an image, a frame, a fetch) is
+/// refused uncounted.
+#[tokio::test]
+async fn pages_on_other_origins_cannot_spend_a_networks_budgets() {
+    const SECRET: &str = "backend-secret-0123456789abcdef0123456789";
+    const PAGE: &str = "https://evil.example";
+    let store = Arc::new(ClockStore::default());
+    let app = start_local(store.clone(), &[], |opts| {
+        opts.preregistered.push(
+            mcp_auth_proxy::clients::ClientInfo::preregistered(
+                "backend",
+                "Backend",
+                vec![support::CLIENT_CB.to_owned()],
+            )
+            .with_client_secret(SECRET),
+        );
+    })
+    .await;
+    let http = reqwest::Client::new();
+    let token = |secret: &'static str, origin: Option<&'static str>| {
+        let mut r = http
+            .post(format!("{}/oauth/token", app.base))
+            .basic_auth("backend", Some(secret))
+            .form(&[("grant_type", "refresh_token"), ("refresh_token", "x")]);
+        if let Some(o) = origin {
+            r = r.header(header::ORIGIN, o);
+        }
+        async move { r.send().await.unwrap().status() }
+    };
+    for _ in 0..40 {
+        assert_eq!(token("wrong", Some(PAGE)).await, StatusCode::UNAUTHORIZED);
+    }
+    // Even the right secret, from a page: a confidential client is no page.
+    assert_eq!(token(SECRET, Some(PAGE)).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(token(SECRET, Some("null")).await, StatusCode::UNAUTHORIZED);
+    // The client itself is not locked out: its refresh token is unknown.
+    assert_eq!(token(SECRET, None).await, StatusCode::BAD_REQUEST);
+
+    let register = |origin: Option<&'static str>| {
+        let mut r = http
+            .post(format!("{}/oauth/register", app.base))
+            .json(&serde_json::json!({
+                "redirect_uris": ["http://127.0.0.1:9/callback"],
+                "token_endpoint_auth_method": "none",
+            }));
+        if let Some(o) = origin {
+            r = r.header(header::ORIGIN, o);
+        }
+        async move { r.send().await.unwrap().status() }
+    };
+    for _ in 0..20 {
+        assert_eq!(register(Some(PAGE)).await, StatusCode::CREATED);
+    }
+    assert_eq!(register(Some(PAGE)).await, StatusCode::TOO_MANY_REQUESTS);
+    // The network's other clients still register.
+    assert_eq!(register(None).await, StatusCode::CREATED);
+    assert_eq!(
+        register(Some("https://inspector.example")).await,
+        StatusCode::CREATED
+    );
+
+    // Authorization requests loaded by a page: refused, never counted
+    // (the budget is 60 a minute).
+    let client = support::register(&app).await;
+    let url = support::authorize_url(&app, &client, &[]);
+    for (mode, dest) in [
+        ("no-cors", "image"),
+        ("navigate", "iframe"),
+        ("cors", "empty"),
+    ] {
+        for _ in 0..25 {
+            let r = http
+                .get(&url)
+                .header("sec-fetch-mode", mode)
+                .header("sec-fetch-dest", dest)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{mode} {dest}");
+        }
+    }
+    let r = http
+        .get(&url)
+        .header("sec-fetch-mode", "navigate")
+        .header("sec-fetch-dest", "document")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "a login, opened in the browser");
+}
+
 /// A login of a user at `app` for `client` with `scopes`, as the callback
 /// would have recorded it after the provider's answer.
 fn a_login(app: &Local, client: &str, scopes: &[&str]) -> mcp_auth_proxy::grants::Grant {

@@ -355,7 +355,7 @@ async fn wrong_secrets_lock_out_only_the_client_they_were_for() {
     let answer = authenticate(&f, paths::TOKEN, &[], Some(&right)).await;
     assert_eq!(
         outcome(&answer),
-        (Status::TOO_MANY_REQUESTS, "too_many_requests")
+        (Status::TOO_MANY_REQUESTS, "temporarily_unavailable")
     );
     let retry: u64 = answer.2[header::RETRY_AFTER]
         .to_str()
