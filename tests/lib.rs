@@ -125,6 +125,23 @@ impl Peer {
     pub fn redis_url(&self) -> String {
         format!("redis://127.0.0.1:{}/0", self.port)
     }
+
+    /// A Redis peer stops answering every client for `ms` milliseconds
+    /// (`CLIENT PAUSE ms ALL`), as in a failover or a stall.
+    pub fn pause_redis(&self, ms: u32) {
+        use std::io::{Read, Write};
+        let mut conn = std::net::TcpStream::connect(("127.0.0.1", self.port))
+            .expect("the Redis peer is listening");
+        let ms = ms.to_string();
+        let cmd = format!(
+            "*4\r\n$6\r\nCLIENT\r\n$5\r\nPAUSE\r\n${}\r\n{ms}\r\n$3\r\nALL\r\n",
+            ms.len()
+        );
+        conn.write_all(cmd.as_bytes()).expect("CLIENT PAUSE sent");
+        let mut ok = [0u8; 5];
+        conn.read_exact(&mut ok).expect("CLIENT PAUSE answered");
+        assert_eq!(&ok, b"+OK\r\n", "CLIENT PAUSE refused");
+    }
 }
 
 impl Drop for Peer {

@@ -346,6 +346,80 @@ async fn open_session(http: &reqwest::Client, url: &str, key: &str) -> String {
     sid
 }
 
+/// Requests whose client goes away before the answer are recorded (an
+/// attack pass: a `DELETE` given up while Redis was slow ended the session
+/// with no record and no count, its worker left running; any request
+/// dropped before its answer left no record). A `DELETE` runs to its end
+/// (the session is gone, its `session_end` recorded); another request gets
+/// a record saying it was abandoned, naming the caller let in.
+#[tokio::test]
+#[ignore = "needs redis-server (tests/run-all.sh installs it)"]
+async fn requests_given_up_by_their_client_are_recorded() {
+    let redis = mcp_auth_integration_tests::Peer::redis(mcp_auth_integration_tests::free_port());
+    let (_logs, log, s) = audited(&[
+        ("MCP_SESSION_STORE", &redis.redis_url()),
+        ("MCP_SESSION_CACHE_MS", "0"),
+    ]);
+    let http = reqwest::Client::new();
+    let ended = open_session(&http, &s.url(), OPS).await;
+    let listed = open_session(&http, &s.url(), OPS).await;
+    let impatient = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_millis(300))
+        .build()
+        .unwrap();
+    redis.pause_redis(1200);
+    let delete = impatient
+        .delete(s.url())
+        .header("x-api-key", OPS)
+        .header("mcp-session-id", &ended)
+        .send()
+        .await;
+    assert!(delete.is_err(), "given up before the answer");
+    let list = post(&impatient, &s.url(), common::LIST)
+        .header("x-api-key", OPS)
+        .header("mcp-session-id", &listed)
+        .send()
+        .await;
+    assert!(list.is_err(), "given up before the answer");
+    let got = wait_until(&log, |r| {
+        r.iter().any(|r| r["event"] == "session_end")
+            && r.iter().any(|r| r["decision"] == "abandoned")
+    })
+    .await;
+    let end = got
+        .iter()
+        .find(|r| r["event"] == "session_end")
+        .unwrap_or_else(|| panic!("no session_end: {got:?}"));
+    assert_eq!(end["session_id"], ended.as_str(), "{end}");
+    assert_eq!(end["decision"], "allow", "{end}");
+    assert_eq!(end["subject"], "api-key:ops-bot", "{end}");
+    let gone = got
+        .iter()
+        .find(|r| r["decision"] == "abandoned")
+        .unwrap_or_else(|| panic!("no abandoned request: {got:?}"));
+    assert_eq!(gone["session_id"], listed.as_str(), "{gone}");
+    assert_eq!(gone["status"], 0, "{gone}");
+    assert_eq!(gone["reason"], "client_gone", "{gone}");
+    assert_eq!(gone["subject"], "api-key:ops-bot", "{gone}");
+    // The DELETE took effect; the other session is as it was.
+    let r = post(&http, &s.url(), common::LIST)
+        .header("x-api-key", OPS)
+        .header("mcp-session-id", &ended)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let r = post(&http, &s.url(), common::LIST)
+        .header("x-api-key", OPS)
+        .header("mcp-session-id", &listed)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (ok, out) = verify(&[&log]);
+    assert!(ok, "{out}");
+}
+
 /// With the audit log on, a body is read once, behind the auth layer, and
 /// the tools it calls are handed to the tool-scope layer with it: the
 /// scope checks hold as when that layer reads the body itself (a tool

@@ -212,22 +212,6 @@ async fn a_redis_outage_fails_closed_and_recovers() {
 /// replica (within the check period, 5 s at most, plus the lookup cache),
 /// instead of staying open, with its worker, until the worker idles out;
 /// a session that still exists keeps its stream.
-/// Redis stops answering for `ms` milliseconds (`CLIENT PAUSE`), as in a
-/// failover or a stall.
-fn pause_redis(redis: &Peer, ms: u32) {
-    use std::io::{Read, Write};
-    let mut conn = std::net::TcpStream::connect(("127.0.0.1", redis.port())).unwrap();
-    let ms = ms.to_string();
-    let cmd = format!(
-        "*4\r\n$6\r\nCLIENT\r\n$5\r\nPAUSE\r\n${}\r\n{ms}\r\n$3\r\nALL\r\n",
-        ms.len()
-    );
-    conn.write_all(cmd.as_bytes()).unwrap();
-    let mut ok = [0u8; 5];
-    conn.read_exact(&mut ok).unwrap();
-    assert_eq!(&ok, b"+OK\r\n");
-}
-
 /// A parked session whose restore fails (Redis stalls past the store's
 /// timeout) is not lost: the request restoring it and one that waited on
 /// that restore both get 503 with `Retry-After`, and the session goes on
@@ -252,7 +236,7 @@ async fn a_failed_restore_loses_no_session() {
     assert_eq!(list(&c, &a, &sid, Some(KEY)).await, 200);
     tokio::time::sleep(Duration::from_millis(650)).await;
     assert!(a.stderr().contains("idle session parked"), "{}", a.stderr());
-    pause_redis(&redis, 2500);
+    redis.pause_redis(2500);
     let ask = || async {
         let r = post(&c, &a.url(), common::LIST)
             .header("x-api-key", KEY)

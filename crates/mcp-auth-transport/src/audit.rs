@@ -2045,6 +2045,47 @@ impl AuditLayer {
     }
 }
 
+impl AuditLayer {
+    /// The record of a request dropped before it was answered (see
+    /// `observe::Unanswered`): `decision` `abandoned`, `status` 0, `reason`
+    /// `client_gone`, and who was let in and what was asked, as far as the
+    /// layers got.
+    pub(crate) fn unanswered(&self, noted: Noted, mut decided: crate::auth::Decided) {
+        let Noted {
+            id, peer, session, ..
+        } = noted;
+        let facts = decided.facts.take().unwrap_or_default();
+        let mut time = [0u8; TIME_LEN];
+        let time = now_rfc3339_millis_in(&mut time);
+        let mut fields = AuditFields {
+            time: &time,
+            event: "request",
+            decision: "abandoned",
+            status: 0,
+            reason: Some("client_gone"),
+            method: facts.method.as_deref(),
+            tool: facts.tool.as_deref(),
+            session_id: session.as_deref(),
+            request_id: &id,
+            ..AuditFields::default()
+        };
+        let mut peer_text = crate::net::IpText::default();
+        fields.peer = peer.map(|ip| peer_text.write(ip));
+        if let Some(p) = &decided.who {
+            fields.key_fingerprint = p.key_fingerprint.as_deref();
+            fields.subject = p.subject.as_deref();
+            fields.strategy = Some(&p.strategy);
+            fields.client_id = p.client_id.as_deref();
+            fields.issuer = p.issuer.as_deref();
+            fields.scopes_held = &p.scopes;
+        }
+        if let Some(s) = &decided.required {
+            fields.scopes_required = s;
+        }
+        self.sink.record_fields(&fields);
+    }
+}
+
 /// A refusal's `error`, `error_description` and `scope` (from its small
 /// JSON body; the response is rebuilt unchanged).
 async fn refusal_of(resp: Response) -> (Option<String>, Option<String>, Vec<String>, Response) {

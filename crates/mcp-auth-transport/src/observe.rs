@@ -371,6 +371,7 @@ impl<S> Service<Request<Body>> for ObserveService<S>
 where
     S: Service<Request<Body>, Response = Response> + Clone + Send + 'static,
     S::Future: Send + 'static,
+    S::Error: Send + 'static,
 {
     type Response = Response;
     type Error = S::Error;
@@ -450,12 +451,20 @@ where
             .audit
             .as_ref()
             .map(|a| a.begin(&parts, sent_session, session.clone()));
+        let is_delete = parts.method == http::Method::DELETE;
         let response = self.inner.call(Request::from_parts(parts, body));
         drop(entered);
         let fut = async move {
             let span = tracing::Span::current();
+            // Recorded even if no one awaits the answer any more.
+            let mut unanswered = Unanswered {
+                audit: layer.audit.as_ref(),
+                noted,
+                decisions: decisions.as_ref(),
+            };
             let resp = response.await?;
-            let mut decided = match decisions {
+            let noted = unanswered.noted.take();
+            let mut decided = match &decisions {
                 Some((own, true)) => own.take(),
                 Some((outer, false)) => outer.note(|d| d.clone()),
                 None => Default::default(),
@@ -494,7 +503,46 @@ where
             }
             Ok(resp)
         };
-        Box::pin(fut.instrument(span))
+        let fut = fut.instrument(span);
+        if !is_delete {
+            return Box::pin(fut);
+        }
+        // A session's end runs to its record even if the client goes away
+        // before the answer (its end in the store is not undone by that).
+        Box::pin(async move {
+            match tokio::spawn(fut).await {
+                Ok(r) => r,
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                Err(_) => Ok(crate::refusal::refuse(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "temporarily_unavailable",
+                    "the server is shutting down",
+                )),
+            }
+        })
+    }
+}
+
+/// The audit record of a request whose answer no one awaits any more (its
+/// client went away before it was answered): written when the request's
+/// future is dropped before the record was made, with what the layers
+/// behind decided by then.
+struct Unanswered<'a> {
+    audit: Option<&'a crate::audit::AuditLayer>,
+    noted: Option<crate::audit::Noted>,
+    decisions: Option<&'a (crate::auth::Decisions, bool)>,
+}
+
+impl Drop for Unanswered<'_> {
+    fn drop(&mut self) {
+        if let (Some(audit), Some(noted)) = (self.audit, self.noted.take()) {
+            let decided = match self.decisions {
+                Some((own, true)) => own.take(),
+                Some((outer, false)) => outer.note(|d| d.clone()),
+                None => Default::default(),
+            };
+            audit.unanswered(noted, decided);
+        }
     }
 }
 

@@ -346,6 +346,23 @@ impl Settings {
             .map(|v| v.to_str().map(str::to_owned));
         match sid {
             Some(Err(_)) => Ok(not_found()),
+            Some(Ok(sid)) if req.method() == Method::DELETE => {
+                // Run to its end even if the client goes away mid-way: a
+                // session ended in the store is also closed here and
+                // counted, not left to rmcp's idle timeout unrecorded.
+                let this = self.clone();
+                let task = tokio::spawn(async move {
+                    this.in_session(inner, req, authenticated, owner, sid).await
+                });
+                match task.await {
+                    Ok(r) => r,
+                    Err(_) => Ok(plain(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "server_error",
+                        "ending the session failed",
+                    )),
+                }
+            }
             Some(Ok(sid)) => self.in_session(inner, req, authenticated, owner, sid).await,
             None if req.method() == Method::POST => {
                 self.without_session(inner, req, authenticated, owner).await
