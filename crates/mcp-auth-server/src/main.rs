@@ -180,21 +180,23 @@ async fn run(cli: Cli) -> Result<(), Error> {
 }
 
 /// `audit verify`: prints the verdict, and the exit code: 0 the chain is
-/// intact, 1 it is broken or holds no record (a wiped log), 2 a file could
-/// not be read (no verdict on the chain; as for a usage error).
+/// intact from its first record, 3 it is intact but starts mid-chain (the
+/// earlier records are not in the files given: older files left out, or a
+/// log wiped and written to since), 1 it is broken or holds no record (a
+/// wiped log), 2 a file could not be read (no verdict on the chain; as for
+/// a usage error).
 fn audit_verify(files: &[PathBuf]) -> i32 {
     use mcp_auth_transport::audit::{ChainErrorKind, verify_chain};
     match verify_chain(files) {
+        Ok(report) if report.first_seq > 0 => {
+            println!(
+                "ok from seq {}: {} records, chain intact from there; the {} records before it are not in the files given (give the older files first to check them)",
+                report.first_seq, report.records, report.first_seq
+            );
+            3
+        }
         Ok(report) => {
-            let from = if report.first_seq > 0 {
-                format!(
-                    " (from seq {}: the earlier records are in older files not given)",
-                    report.first_seq
-                )
-            } else {
-                String::new()
-            };
-            println!("ok: {} records, chain intact{from}", report.records);
+            println!("ok: {} records, chain intact", report.records);
             0
         }
         Err(e) if e.kind == ChainErrorKind::Unreadable => {

@@ -787,6 +787,10 @@ async fn a_log_rotated_while_the_server_was_stopped_verifies_across_the_restart(
     let paths: Vec<&std::path::Path> = files.iter().map(|p| p.as_path()).collect();
     let (code, out) = verify_code(&paths);
     assert!(code == Some(0) && out.contains("ok: 5 records"), "{out}");
+    // The current file alone starts mid-chain: intact from there, exit 3
+    // (an attack pass: a wiped log written to since passed with 0).
+    let (code, out) = verify_code(&[&log]);
+    assert!(code == Some(3) && out.contains("ok from seq 4"), "{out}");
     // The head beside the log: hidden (out of `*` and `*.jsonl` globs), 0600.
     let head = logs.path().join(".audit.jsonl.chain");
     use std::os::unix::fs::PermissionsExt;

@@ -516,6 +516,8 @@ enum Target {
         /// The path no longer names `file` and no new file could be opened
         /// yet: nothing is written, and opening is tried once a second.
         stale: bool,
+        /// Held while this writer runs: see [`lock_log`].
+        _lock: Option<File>,
         /// The chain's head beside the log (none when it could not be
         /// opened).
         head: Option<HeadFile>,
@@ -549,13 +551,14 @@ impl AuditLog {
         } else {
             let path = PathBuf::from(target);
             let side = head_path(&path);
+            // One writer per log, before its tail is read.
+            let lock = match side.as_deref() {
+                Some(side) => lock_log(side)?,
+                None => None,
+            };
             let (prev, seq) = match (chain_tail(&path)?, side.as_deref()) {
-                (Some((prev, seq)), side) => {
-                    if let Some(side) = side {
-                        compare_head(side, &prev, seq);
-                    }
-                    (prev, seq)
-                }
+                (Some((prev, seq)), Some(side)) => compare_head(side, prev, seq),
+                (Some((prev, seq)), None) => (prev, seq),
                 (None, Some(side)) => resume_from_head(side).unwrap_or((GENESIS.to_owned(), 0)),
                 (None, None) => (GENESIS.to_owned(), 0),
             };
@@ -568,6 +571,7 @@ impl AuditLog {
                     checked: Instant::now(),
                     stale: false,
                     head,
+                    _lock: lock,
                 },
                 prev,
                 seq,
@@ -1107,6 +1111,39 @@ fn chain_tail(path: &Path) -> std::io::Result<Option<(String, u64)>> {
 
 /// Where the chain's head of the log at `log` is kept: `.<name>.chain`
 /// beside it (`None` for a path without a file name).
+/// An exclusive lock on the log's side file `side` (created if need be),
+/// held while the writer runs: two processes appending to one log would
+/// each go on from the same last line, forking the chain (which `audit
+/// verify` then reports as records out of order), so a second one is
+/// refused. A writer of this process that is still finishing (a log
+/// reopened at once) is waited for, two seconds at most. A side file that
+/// cannot be had (not a file of its own: see [`HeadFile`]) leaves the log
+/// unlocked, with the warning the head gives.
+fn lock_log(side: &Path) -> std::io::Result<Option<File>> {
+    let Ok(file) = side_options(true).open(side).and_then(checked_side) else {
+        return Ok(None);
+    };
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(Some(file)),
+            Err(std::fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::ResourceBusy,
+                    format!(
+                        "another process writes this audit log (it holds {}): give each process a log of its own",
+                        side.display()
+                    ),
+                ));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(e),
+        }
+    }
+}
+
 fn head_path(log: &Path) -> Option<PathBuf> {
     let name = log.file_name()?;
     let mut side = std::ffi::OsString::from(".");
@@ -1254,24 +1291,36 @@ fn resume_from_head(side: &Path) -> Option<(String, u64)> {
     }
 }
 
-/// A log with records goes on from its last line; a side file saying
-/// otherwise is overwritten, with a warning when it was ahead of the log
-/// (records written may be missing from the log's end).
-fn compare_head(side: &Path, prev: &str, seq: u64) {
+/// Where a log with records goes on from: its last line (`prev`, `seq`),
+/// unless the head kept beside it says more was written (records removed
+/// from the log's end while the server was stopped, or lost in a crash) or
+/// the same number of records ending in another line (the last line was
+/// edited): then from the head, so the next record names the line as it
+/// was written and `audit verify` names the removal or the edit (going on
+/// from the log, the next record made them part of an intact chain).
+fn compare_head(side: &Path, prev: String, seq: u64) -> (String, u64) {
     match read_head(side) {
-        Ok(Some((kept_prev, kept_seq)))
-            if kept_seq > seq || (kept_seq == seq && kept_prev != prev) =>
-        {
+        Ok(Some((kept_prev, kept_seq))) if kept_seq > seq => {
             tracing::warn!(
                 head = %side.display(),
                 log_next_seq = seq,
                 head_next_seq = kept_seq,
-                "the audit log's last line is behind the chain head kept beside it: records may be missing from the log's end (the log is followed)"
+                "the audit log ends before the last record written to it (removed, or lost in a crash): the chain goes on from the head kept beside it, so `audit verify` reports the records missing"
             );
+            (kept_prev, kept_seq)
         }
-        Ok(_) => {}
+        Ok(Some((kept_prev, kept_seq))) if kept_seq == seq && kept_prev != prev => {
+            tracing::warn!(
+                head = %side.display(),
+                seq = seq.saturating_sub(1),
+                "the audit log's last line is not the one written to it (edited?): the chain goes on from the line as written, so `audit verify` names it"
+            );
+            (kept_prev, kept_seq)
+        }
+        Ok(_) => (prev, seq),
         Err(e) => {
             tracing::debug!(head = %side.display(), error = %e, "audit chain head unreadable; rewritten from the log");
+            (prev, seq)
         }
     }
 }
@@ -1539,14 +1588,19 @@ fn write_lines(
             ..
         } => {
             // Rotated away (renamed or removed)? Then a new file, whose
-            // first record continues the chain. Until a new file opens,
-            // nothing is written: the old one is gone or on its way
-            // (compressed, deleted), so the records wait in the queue (past
-            // its bound they are counted as dropped); opening is tried once
-            // a second, not on every round.
-            if at_line_start && checked.elapsed() >= Duration::from_secs(1) {
-                *checked = Instant::now();
-                if *stale || rotated(path, file) {
+            // first record continues the chain. Looked at before every
+            // write (two `stat`s a round, at most ~100 a second): records
+            // written to the old name after it was renamed are lost when it
+            // is compressed at once (logrotate's `compress` without
+            // `delaycompress`; it read ~1 s of them). Until a new file
+            // opens, nothing is written: the old one is gone or on its way,
+            // so the records wait in the queue (past its bound they are
+            // counted as dropped); opening it again is tried once a second,
+            // not on every round.
+            if at_line_start {
+                let retry = *stale && checked.elapsed() >= Duration::from_secs(1);
+                if retry || (!*stale && rotated(path, file)) {
+                    *checked = Instant::now();
                     *stale = true;
                     *file = open_append(path).map_err(|e| (0, e))?;
                     *stale = false;
@@ -2385,11 +2439,12 @@ mod tests {
         // A restart continues the file's chain.
         let (_, log) = log_in(dir.path());
         write(&log, 1);
-        // Rotation: the file is renamed away; the next record (after the
-        // writer's once-a-second check) starts a new file in the same chain.
+        // Rotation: the file is renamed away; the next record starts a new
+        // file in the same chain, at once (an attack pass: for a second
+        // records went on into the renamed file, lost when logrotate
+        // compressed it right away).
         let rotated = dir.path().join("audit.jsonl.1");
         std::fs::rename(&path, &rotated).unwrap();
-        std::thread::sleep(Duration::from_millis(1100));
         write(&log, 2);
         assert_eq!(lines(&rotated).len(), 3);
         assert_eq!(lines(&path).len(), 2);
@@ -2402,6 +2457,30 @@ mod tests {
         );
         // The files in the wrong order do not verify.
         assert!(verify_chain(&[path, rotated]).is_err());
+    }
+
+    /// Two writers of one log would fork its chain (an attack pass: two
+    /// servers on one `MCP_AUDIT_LOG` wrote seq 0, 1, 2, 3, 2, 3 without a
+    /// word): the second is refused, naming what it found held; once the
+    /// first is gone, the log opens again and its chain goes on.
+    #[test]
+    fn a_log_has_one_writer_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, first) = log_in(dir.path());
+        write(&first, 2);
+        let refused = AuditLog::open(path.to_str().unwrap()).unwrap_err();
+        assert_eq!(refused.kind(), std::io::ErrorKind::ResourceBusy);
+        assert!(
+            refused
+                .to_string()
+                .contains("another process writes this audit log")
+                && refused.to_string().contains(".audit.jsonl.chain"),
+            "{refused}"
+        );
+        drop(first);
+        let (_, again) = log_in(dir.path());
+        write(&again, 1);
+        assert_eq!(verify_chain(&[path]).unwrap().records, 3);
     }
 
     /// The side file beside `path`.
@@ -2568,11 +2647,15 @@ mod tests {
         assert_eq!(report.records, 7);
     }
 
-    /// A log with records goes on from its last line, whatever the side
-    /// file says; a side file that cannot be read starts a new chain (as
-    /// without one) for an empty log, and is rewritten.
+    /// A log that ends before what the side file says was written goes on
+    /// from the side file, so the records missing are reported (an attack
+    /// pass: going on from the log's last line made records cut from its
+    /// end, or an edited last line, part of an intact chain with the next
+    /// record); a side file behind the log is overwritten; one that cannot
+    /// be read starts a new chain (as without one) for an empty log, and is
+    /// rewritten.
     #[test]
-    fn the_logs_last_line_wins_over_the_head_and_a_bad_head_is_not_followed() {
+    fn a_head_ahead_of_the_log_is_followed_and_a_bad_head_is_not() {
         let dir = tempfile::tempdir().unwrap();
         let (path, log) = log_in(dir.path());
         write(&log, 2);
@@ -2582,13 +2665,29 @@ mod tests {
         let (_, log) = log_in(dir.path());
         write(&log, 1);
         drop(log);
-        let r = verify_chain(std::slice::from_ref(&path)).unwrap();
-        assert_eq!((r.records, r.first_seq), (3, 0));
+        let e = verify_chain(std::slice::from_ref(&path)).unwrap_err();
+        assert_eq!(e.line, 3, "{e:?}");
+        assert!(e.reason.contains("39 record(s) removed"), "{e:?}");
         assert!(
             std::fs::read(&head)
                 .unwrap()
-                .starts_with(b"audit-chain next=00000000000000000003")
+                .starts_with(b"audit-chain next=00000000000000000042")
         );
+        // Behind the log (a crash between the log's write and the head's):
+        // the log is followed.
+        std::fs::remove_file(&path).unwrap();
+        let (_, log) = log_in(dir.path());
+        drop(log);
+        std::fs::remove_file(&head).unwrap();
+        let (_, log) = log_in(dir.path());
+        write(&log, 3);
+        drop(log);
+        std::fs::write(&head, encode_head(1, &hex32(&[7; 32]))).unwrap();
+        let (_, log) = log_in(dir.path());
+        write(&log, 1);
+        drop(log);
+        let r = verify_chain(std::slice::from_ref(&path)).unwrap();
+        assert_eq!((r.records, r.first_seq), (4, 0));
         for bad in [
             &b"garbage"[..],
             b"",
@@ -2607,6 +2706,27 @@ mod tests {
             assert_eq!((first.seq, first.prev.as_str()), (0, GENESIS));
             assert_eq!(std::fs::read(&head).unwrap().len(), HEAD_LEN);
         }
+    }
+
+    /// A last line edited while the server was stopped is named by `audit
+    /// verify` once the server has written again (an attack pass: the next
+    /// record chained onto the edited line, and the log verified intact).
+    #[test]
+    fn an_edited_last_line_is_named_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, log) = log_in(dir.path());
+        write(&log, 2);
+        drop(log);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let edited = text.replacen("\"user-1\"", "\"user-9\"", 1);
+        assert_ne!(text, edited);
+        std::fs::write(&path, edited).unwrap();
+        let (_, log) = log_in(dir.path());
+        write(&log, 1);
+        drop(log);
+        let e = verify_chain(std::slice::from_ref(&path)).unwrap_err();
+        assert_eq!(e.line, 2, "{e:?}");
+        assert!(e.reason.contains("edited"), "{e:?}");
     }
 
     /// The side file is hidden beside the log (out of `*` and `*.jsonl`),
