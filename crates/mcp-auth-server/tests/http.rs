@@ -194,13 +194,37 @@ async fn foreign_host_and_origin_get_403_before_authentication() {
         .await
         .unwrap();
     assert_eq!(r.status(), 403);
+    // The health probes answer whatever the Host, as an orchestrator
+    // sends them to the address it knows (Kubernetes: the pod's IP and
+    // port; an attack pass: every probe was refused, and audited); not
+    // to another origin's page.
+    for path in ["/health", "/ready"] {
+        let r = c
+            .get(format!("{}{path}", s.base()))
+            .header("host", "10.1.2.3:8001")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        let r = c
+            .get(format!("{}{path}", s.base()))
+            .header("host", "10.1.2.3:8001")
+            .header("origin", "https://attacker.example")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403, "{path}");
+    }
     let r = c
-        .get(format!("{}/health", s.base()))
-        .header("host", "attacker.example:8001")
+        .get(format!(
+            "{}/.well-known/oauth-protected-resource/mcp",
+            s.base()
+        ))
+        .header("host", "10.1.2.3:8001")
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 403);
+    assert_eq!(r.status(), 403, "other paths keep the Host check");
     let r = post(&c, &s.url(), INIT)
         .header("origin", "https://attacker.example")
         .header("x-api-key", KEY)

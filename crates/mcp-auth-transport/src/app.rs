@@ -507,6 +507,7 @@ impl McpHttpApp {
                 .layer(
                     GuardLayer::new(cfg.hosts.clone(), cfg.origins.clone())
                         .open_to_any_origin(open.clone())
+                        .open_to_any_host(["/health", "/ready"].map(str::to_owned))
                         .refusals_to(guard_refusals),
                 )
                 .option_layer(cfg.cors.enabled.then(|| cors_layer(cfg, open)))

@@ -259,6 +259,10 @@ pub struct GuardLayer {
     /// Paths any `Origin` may call (public documents and endpoints that
     /// use no ambient credential); the Host check still applies.
     open: Arc<[String]>,
+    /// Paths answered whatever the `Host` (health probes), and the rules
+    /// they are checked by (any host, the same origins).
+    any_host: Arc<[String]>,
+    any_host_rules: Arc<(HostRule, OriginRule)>,
 }
 
 /// What a guard's refusal is also handed to (the app's audit log): the
@@ -270,10 +274,22 @@ impl GuardLayer {
     /// A guard with these rules.
     pub fn new(hosts: HostRule, origins: OriginRule) -> Self {
         Self {
+            any_host_rules: Arc::new((HostRule::Any, origins.clone())),
             rules: Arc::new((hosts, origins)),
             refusals: None,
             open: Arc::from([]),
+            any_host: Arc::from([]),
         }
+    }
+
+    /// Answers exactly these paths whatever the `Host` (the `Origin` check
+    /// still applies): health probes, which an orchestrator sends to the
+    /// address it knows (Kubernetes: `Host: <pod IP>:<port>`), not to a
+    /// name the server allows. Only for paths whose answer is the same for
+    /// everyone and says nothing worth a DNS-rebinding attack.
+    pub fn open_to_any_host(mut self, paths: impl IntoIterator<Item = String>) -> Self {
+        self.any_host = paths.into_iter().collect();
+        self
     }
 
     /// Accepts any `Origin` on exactly these paths (the Host check still
@@ -302,6 +318,8 @@ impl<S> Layer<S> for GuardLayer {
             rules: self.rules.clone(),
             refusals: self.refusals.clone(),
             open: self.open.clone(),
+            any_host: self.any_host.clone(),
+            any_host_rules: self.any_host_rules.clone(),
         }
     }
 }
@@ -313,6 +331,8 @@ pub struct GuardService<S> {
     rules: Arc<(HostRule, OriginRule)>,
     refusals: Option<RefusalHook>,
     open: Arc<[String]>,
+    any_host: Arc<[String]>,
+    any_host_rules: Arc<(HostRule, OriginRule)>,
 }
 
 /// Why a request was refused by the guard, if it was.
@@ -381,14 +401,13 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let any_origin = self.open.iter().any(|p| p == req.uri().path());
-        match check(
-            &self.rules,
-            req.version(),
-            req.uri(),
-            req.headers(),
-            any_origin,
-        ) {
+        let path = req.uri().path();
+        let any_origin = self.open.iter().any(|p| p == path);
+        let rules = match self.any_host.iter().any(|p| p == path) {
+            true => &self.any_host_rules,
+            false => &self.rules,
+        };
+        match check(rules, req.version(), req.uri(), req.headers(), any_origin) {
             None => self.inner.call(req).boxed(),
             Some((status, why)) => {
                 tracing::debug!(
