@@ -346,6 +346,28 @@ pub trait Authenticator: Send + Sync + 'static {
     fn readiness(&self) -> Vec<Readiness> {
         Vec::new()
     }
+
+    /// Whether `principal`, which this authenticator let in, still stands:
+    /// asked again, every few seconds, for as long as what it opened stays
+    /// open (an MCP event stream, which ends when this says no; the
+    /// session goes on). For credentials that can be revoked before they
+    /// expire (a login facade's tokens). An error keeps it for now (asked
+    /// again). Default: `Ok(true)`, a credential stands until it expires.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use mcp_auth_core::{AuthRequest, Authenticator, Principal};
+    /// let check = mcp_auth_core::FnAuthenticator::new(|_req: AuthRequest| async {
+    ///     Ok(Principal::new("alice", "custom"))
+    /// });
+    /// let alice = Principal::new("alice", "custom");
+    /// assert_eq!(check.still_valid(&alice).await, Ok(true));
+    /// # }
+    /// ```
+    async fn still_valid(&self, principal: &Principal) -> Result<bool, AuthError> {
+        let _ = principal;
+        Ok(true)
+    }
 }
 
 /// One readiness check: what, whether it holds, and a short detail (no
@@ -516,6 +538,9 @@ impl<A: Authenticator + ?Sized> Authenticator for Arc<A> {
     }
     fn readiness(&self) -> Vec<Readiness> {
         (**self).readiness()
+    }
+    async fn still_valid(&self, principal: &Principal) -> Result<bool, AuthError> {
+        (**self).still_valid(principal).await
     }
 }
 

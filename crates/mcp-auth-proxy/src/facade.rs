@@ -465,4 +465,20 @@ impl mcp_auth_core::Authenticator for FacadeAuthenticator {
     fn dpop(&self) -> Option<mcp_auth_core::DpopInfo> {
         self.tokens.dpop()
     }
+    /// A principal of one of the facade's tokens stands until its login is
+    /// revoked (read as for a request: at most once a second per login);
+    /// others are not the facade's to judge.
+    async fn still_valid(
+        &self,
+        principal: &mcp_auth_core::Principal,
+    ) -> Result<bool, mcp_auth_core::AuthError> {
+        let issuer = self.proxy.inner.cfg.issuer_id();
+        if principal.issuer.as_deref() != Some(issuer.as_str()) {
+            return Ok(true);
+        }
+        match self.proxy.family_of(principal) {
+            Some(family) => Ok(!self.revoked(family).await?),
+            None => Ok(false),
+        }
+    }
 }

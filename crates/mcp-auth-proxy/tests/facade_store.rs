@@ -1021,7 +1021,12 @@ async fn access_tokens_are_checked_against_their_logins_revocation() {
         .build();
     let tokens = app.proxy.authenticator().unwrap();
     use mcp_auth_core::Authenticator as _;
-    assert!(tokens.authenticate(&req).await.is_ok());
+    let who = tokens.authenticate(&req).await.unwrap();
+    assert_eq!(tokens.still_valid(&who).await, Ok(true));
+    // Not the facade's to judge: another issuer's principal stands.
+    let elsewhere =
+        mcp_auth_core::Principal::new("someone", "oauth2").with_issuer("https://elsewhere.example");
+    assert_eq!(tokens.still_valid(&elsewhere).await, Ok(true));
     grants.revoke_family(&family).await.unwrap();
     // Within the second its state is kept: still the answer read before.
     assert!(tokens.authenticate(&req).await.is_ok());
@@ -1031,6 +1036,9 @@ async fn access_tokens_are_checked_against_their_logins_revocation() {
         matches!(refused, Err(mcp_auth_core::AuthError::InvalidToken { .. })),
         "{refused:?}"
     );
+    // What it opened (an event stream) ends at its next check.
+    assert_eq!(tokens.still_valid(&who).await, Ok(false));
+    assert_eq!(tokens.still_valid(&elsewhere).await, Ok(true));
     // A store that cannot answer: 503, for a login not read lately.
     let fresh = app.proxy.authenticator().unwrap();
     store.reads_down.store(true, Ordering::SeqCst);

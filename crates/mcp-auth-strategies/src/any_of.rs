@@ -309,6 +309,17 @@ impl Authenticator for AnyOf {
         self.members.iter().flat_map(|m| m.readiness()).collect()
     }
 
+    /// Stands while no member says otherwise (a member judges the
+    /// principals it let in and lets others stand).
+    async fn still_valid(&self, principal: &Principal) -> Result<bool, AuthError> {
+        for m in &self.members {
+            if !m.still_valid(principal).await? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     /// The first member's that checks DPoP proofs.
     fn dpop(&self) -> Option<mcp_auth_core::DpopInfo> {
         self.members.iter().find_map(|m| m.dpop())

@@ -412,6 +412,10 @@ impl Authenticator for DpopAuthenticator {
         self.inner.declares_credentials()
     }
 
+    async fn still_valid(&self, principal: &Principal) -> Result<bool, AuthError> {
+        self.inner.still_valid(principal).await
+    }
+
     fn readiness(&self) -> Vec<mcp_auth_core::Readiness> {
         self.inner.readiness()
     }

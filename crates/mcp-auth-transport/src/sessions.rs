@@ -482,10 +482,9 @@ impl Settings {
         // its own: watched, below, for as long as it is open, and no
         // longer than the credential that opened it is valid.
         let stream = (req.method() == Method::GET).then(|| inner.clone());
-        let until = req
-            .extensions()
-            .get::<Principal>()
-            .and_then(|p| p.expires_at);
+        let opener = stream
+            .as_ref()
+            .and_then(|_| req.extensions().get::<Principal>().cloned());
         let resp = inner.call(req).await?;
         if resp.status() == StatusCode::INTERNAL_SERVER_ERROR {
             // rmcp could not read the session's state to restore it here
@@ -507,7 +506,7 @@ impl Settings {
         if resp.status() != StatusCode::NOT_FOUND {
             let resp = match stream {
                 Some(closer) if is_event_stream(&resp) => {
-                    self.watched(resp, sid, owner, closer, until, anonymous)
+                    self.watched(resp, sid, owner, closer, opener, anonymous)
                 }
                 _ => resp,
             };
@@ -562,17 +561,19 @@ impl Settings {
     /// anonymously ends once the session is bound to a principal. Without this,
     /// a stream and its worker outlived the session in the store, its
     /// place under the caps freed. A store that cannot be reached keeps the
-    /// stream (it is checked again). The stream also ends at `until`, when
-    /// the credential that opened it expires (the session goes on: the
-    /// client opens a new stream with a fresh one); it went on receiving
-    /// for as long as it stayed open.
+    /// stream (it is checked again). The stream also ends when the
+    /// credential that opened it (`opener`'s) expires, or at the check after
+    /// the authenticator says it no longer stands
+    /// ([`still_valid`](mcp_auth_core::Authenticator::still_valid): revoked)
+    /// (the session goes on: the client opens a new stream with a fresh
+    /// one); it went on receiving for as long as it stayed open.
     fn watched<S>(
         &self,
         resp: Response,
         sid: String,
         owner: Option<String>,
         closer: S,
-        until: Option<std::time::SystemTime>,
+        opener: Option<Principal>,
         anonymous: Option<(CancellationToken, AnonymousStream)>,
     ) -> Response
     where
@@ -583,6 +584,8 @@ impl Settings {
         let (store, limits) = (self.store.clone(), self.limits);
         let parking = self.parking.clone();
         let every = stream_check_every(&limits);
+        let until = opener.as_ref().and_then(|p| p.expires_at);
+        let authenticator = self.auth.authenticator();
         // Opened anonymously: ended at once by a binding here (one that came
         // while it was opening has cancelled it already).
         let (bound, anonymous) = match anonymous {
@@ -628,6 +631,17 @@ impl Settings {
                     Ok(Some(_)) => break false,
                     Ok(None) => break true,
                     Err(_) => {}
+                }
+                // The credential that opened it revoked since (a login
+                // facade's token, say): the stream ends, as at its expiry.
+                if let Some(p) = &opener
+                    && let Ok(false) = authenticator.still_valid(p).await
+                {
+                    end.cancel();
+                    tracing::debug!(
+                        "the credential that opened this event stream was revoked: the stream ends"
+                    );
+                    return;
                 }
             };
             end.cancel();

@@ -210,6 +210,65 @@ async fn an_event_streams_worker_goes_when_its_session_ends_elsewhere() {
     assert_eq!(settles(&live_b, 0, Duration::from_secs(2)).await, 0);
 }
 
+/// Lets alice in with any `X-API-Key`; her credential stands until
+/// `revoked` is set.
+struct Revocable {
+    revoked: Arc<std::sync::atomic::AtomicBool>,
+}
+
+#[mcp_auth_core::async_trait]
+impl mcp_auth_core::Authenticator for Revocable {
+    async fn authenticate(&self, req: &AuthRequest) -> Result<Principal, AuthError> {
+        match req.headers.get("x-api-key") {
+            Some(_) => Ok(Principal::new("alice", "test")),
+            None => Err(AuthError::MissingCredentials),
+        }
+    }
+    fn name(&self) -> &str {
+        "test"
+    }
+    fn challenge_schemes(&self) -> Vec<ChallengeScheme> {
+        vec![ChallengeScheme::ApiKey {
+            header: "X-API-Key".into(),
+        }]
+    }
+    async fn still_valid(&self, _p: &Principal) -> Result<bool, AuthError> {
+        Ok(!self.revoked.load(Ordering::SeqCst))
+    }
+}
+
+/// An event stream ends at the check after the credential that opened it
+/// is revoked (an attack pass: a revoked login facade token's stream kept
+/// receiving until the token's expiry, up to a day), not before; the
+/// session itself is left to the next request's authentication.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_stream_ends_when_its_credential_is_revoked() {
+    let revoked = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let store: SharedStore = Arc::new(MemoryStore::new());
+    // Checked every half idle timeout, at most every 5 s; rmcp's own idle
+    // timeout (20 s) is far off.
+    let (_app, a, _) = replica_with(
+        &store,
+        Duration::from_secs(20),
+        Revocable {
+            revoked: revoked.clone(),
+        },
+    );
+    let (status, sid) = send(&a, req("POST", None, INIT)).await;
+    assert_eq!(status, 200);
+    let sid = sid.unwrap();
+    let stream = a.clone().oneshot(stream_req(&sid)).await.unwrap();
+    assert_eq!(stream.status(), 200);
+    let mut body = std::pin::pin!(axum::body::to_bytes(stream.into_body(), 1 << 20));
+    let early = tokio::time::timeout(Duration::from_millis(2500), &mut body).await;
+    assert!(early.is_err(), "the stream ended before any revocation");
+    revoked.store(true, Ordering::SeqCst);
+    tokio::time::timeout(Duration::from_secs(7), body)
+        .await
+        .expect("the stream ended after the revocation")
+        .unwrap();
+}
+
 /// An event stream ends when the credential that opened it expires (it
 /// went on receiving what the server sends for as long as it stayed
 /// open); the session goes on with a fresh credential.
