@@ -1863,6 +1863,7 @@ async fn token(
     };
     let grants = &app.proxy.inner.grants;
     let mut spent: Option<String> = None;
+    let mut taken: Option<crate::grants::TakenCode> = None;
     let mut asked: Option<Vec<String>> = None;
     let grant = match form.get("grant_type").map(String::as_str) {
         Some("authorization_code") => {
@@ -1878,8 +1879,12 @@ async fn token(
                 );
             };
             grants
-                .exchange_code(code, &client.client_id, redirect_uri, verifier)
+                .take_code(code, &client.client_id, redirect_uri, verifier)
                 .await
+                .map(|(grant, code)| {
+                    taken = Some(code);
+                    grant
+                })
         }
         Some("refresh_token") => {
             if !client.allows_grant_type(GrantType::RefreshToken) {
@@ -1936,11 +1941,16 @@ async fn token(
     // The grant as the presented refresh token holds it: what it is given
     // back with when nothing is issued.
     let presented = grant.clone();
-    // Before a refusal once the refresh token was spent: nothing was
-    // issued, so the presented token stays good.
+    // Before a refusal once the refresh token or the code was spent:
+    // nothing was issued, so what was presented stays good (a store hiccup
+    // or a refused proof must not turn the client's retry into a replay
+    // that logs the user out).
     let give_back = async || {
         if let Some(old) = &spent {
             let _ = grants.restore_refresh(old, &presented).await;
+        }
+        if let Some(code) = &taken {
+            let _ = grants.restore_code(code).await;
         }
     };
     // The grant was found: the proof is spent now, whatever becomes of the

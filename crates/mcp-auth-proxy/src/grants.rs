@@ -59,6 +59,19 @@ struct CodeEntry {
     code_challenge: String,
 }
 
+/// A code exchanged ([`Grants::take_code`]), as it was kept: what gives it
+/// back.
+pub struct TakenCode {
+    code: String,
+    entry: Vec<u8>,
+}
+
+impl std::fmt::Debug for TakenCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TakenCode").finish_non_exhaustive()
+    }
+}
+
 /// Why a grant was refused: `invalid_grant` (RFC 6749 §5.2) with a reason
 /// for the log, or a store failure.
 #[derive(Debug, thiserror::Error)]
@@ -182,6 +195,21 @@ impl Grants {
         redirect_uri: &str,
         verifier: &str,
     ) -> Result<Grant, GrantError> {
+        self.take_code(code, client_id, redirect_uri, verifier)
+            .await
+            .map(|(grant, _)| grant)
+    }
+
+    /// [`exchange_code`](Self::exchange_code), with what gives the code
+    /// back ([`restore_code`](Self::restore_code)) when nothing is issued
+    /// for it.
+    pub async fn take_code(
+        &self,
+        code: &str,
+        client_id: &str,
+        redirect_uri: &str,
+        verifier: &str,
+    ) -> Result<(Grant, TakenCode), GrantError> {
         let Some(bytes) = self.store.kv_take(&key("code", code)).await? else {
             if let Some(family) = self.store.kv_get(&key("code-used", code)).await? {
                 let family = String::from_utf8(family).map_err(|_| GrantError::Corrupt)?;
@@ -211,7 +239,23 @@ impl Grants {
         if !pkce_matches(verifier, &entry.code_challenge) {
             return Err(GrantError::Invalid("PKCE verifier does not match"));
         }
-        Ok(entry.grant)
+        let taken = TakenCode {
+            code: code.to_owned(),
+            entry: bytes,
+        };
+        Ok((entry.grant, taken))
+    }
+
+    /// Gives a code back when nothing was issued for it (the store failed
+    /// while issuing, a DPoP proof was refused): its client's retry is then
+    /// an exchange, not a replay that revokes the login. The code lives one
+    /// code lifetime from now.
+    pub async fn restore_code(&self, taken: &TakenCode) -> Result<(), GrantError> {
+        self.store.kv_delete(&key("code-used", &taken.code)).await?;
+        self.store
+            .kv_put(&key("code", &taken.code), &taken.entry, self.times.code)
+            .await?;
+        Ok(())
     }
 
     /// Issues a refresh token in the grant's family: `<family>.<random>`, so

@@ -47,6 +47,8 @@ struct ClockStore {
     counters_down: AtomicBool,
     /// Reads of keys fail, as a store that is down.
     reads_down: AtomicBool,
+    /// Writes of refresh tokens fail (a store blip while tokens are issued).
+    refresh_writes_down: AtomicBool,
 }
 
 #[derive(Default)]
@@ -220,6 +222,12 @@ impl SessionStore for ClockStore {
     }
     async fn kv_put(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
         let ttl = ttl_checked(ttl)?;
+        if key.starts_with("proxy:rt:") && self.refresh_writes_down.load(Ordering::SeqCst) {
+            return Err(StoreError {
+                store: "clock".into(),
+                reason: "down".into(),
+            });
+        }
         let mut s = self.state.lock().unwrap();
         let until = s.now() + ttl;
         s.kv.insert(key.to_owned(), (value.to_vec(), until));
@@ -996,6 +1004,52 @@ async fn refresh_at(
     ];
     form.extend(scope.map(|s| ("scope", s)));
     support::token(app, &form).await
+}
+
+/// A code exchange the store fails half-way through (the code taken, the
+/// refresh token not stored) gives the code back: the client's retry is
+/// answered, not taken for a replay that revokes the login (an attack
+/// pass: a store blip logged the user out; refreshes were given back
+/// already).
+#[tokio::test]
+async fn a_code_exchange_the_store_fails_can_be_retried() {
+    let store = Arc::new(ClockStore::default());
+    let app = start_local(store.clone(), &[], |_| {}).await;
+    let client = support::register(&app).await;
+    let grant = a_login(&app, &client, &["mcp:tools"]);
+    let grants = mcp_auth_proxy::grants::Grants::new(store.clone(), Default::default());
+    let code = grants
+        .issue_code(grant.clone(), support::CLIENT_CB, &support::challenge())
+        .await
+        .unwrap();
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", support::CLIENT_CB),
+        ("code_verifier", support::VERIFIER),
+        ("client_id", client.as_str()),
+    ];
+    store.refresh_writes_down.store(true, Ordering::SeqCst);
+    let (status, body) = support::token(&app, &form).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    store.refresh_writes_down.store(false, Ordering::SeqCst);
+    let (status, body) = support::token(&app, &form).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let refresh = body["refresh_token"].as_str().unwrap().to_owned();
+    // The login stands: its refresh token works.
+    let (status, body) = refresh_at(&app, &client, &refresh, None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let next = body["refresh_token"].as_str().unwrap().to_owned();
+    // Once exchanged, the code is spent: a replay revokes, as before.
+    let (status, body) = support::token(&app, &form).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"], "invalid_grant");
+    let (status, body) = refresh_at(&app, &client, &next, None).await;
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "the replay revoked the login: {body}"
+    );
 }
 
 /// The facade's access tokens are checked against their login's
