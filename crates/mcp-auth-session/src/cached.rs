@@ -78,7 +78,16 @@ struct Cached {
 struct Entries {
     map: HashMap<String, (SessionRecord, Instant)>,
     purged: Option<Instant>,
+    /// Sessions ended or bound through this replica lately, and when: a
+    /// lookup that started before is not remembered (it may have found
+    /// the session still live).
+    ended: HashMap<String, Instant>,
 }
+
+/// How long an end through this replica keeps lookups already under way
+/// from being remembered: longer than any lookup takes (a store's
+/// response timeout is 2 s).
+const ENDED_KEPT: Duration = Duration::from_secs(10);
 
 impl Cached {
     fn with<T>(&self, f: impl FnOnce(&mut HashMap<String, (SessionRecord, Instant)>) -> T) -> T {
@@ -93,6 +102,24 @@ impl Cached {
         f(&mut m)
     }
 
+    /// Ended or bound through this replica: forgotten, and lookups already
+    /// under way are not remembered.
+    fn ended_here(&self, sid: &str) {
+        let now = Instant::now();
+        self.with_entries(|e| {
+            e.map.remove(sid);
+            crate::memory::shrink(&mut e.map);
+            if e.ended.len() >= CACHE_CAPACITY {
+                e.ended.retain(|_, at| now.duration_since(*at) < ENDED_KEPT);
+                crate::memory::shrink(&mut e.ended);
+                if e.ended.len() >= CACHE_CAPACITY {
+                    e.ended.clear();
+                }
+            }
+            e.ended.insert(sid.to_owned(), now);
+        });
+    }
+
     fn forget(&self, sid: &str) {
         self.with(|m| {
             m.remove(sid);
@@ -100,9 +127,14 @@ impl Cached {
         });
     }
 
+    /// Remembers `record`, found by a lookup that started at `now`, unless
+    /// the session was ended or bound through this replica since.
     fn remember(&self, sid: &str, record: SessionRecord, now: Instant) {
         let ttl = self.ttl;
         self.with_entries(|e| {
+            if e.ended.get(sid).is_some_and(|at| *at >= now) {
+                return;
+            }
             // Stale entries go at least every `ttl` (and when full), so
             // sessions no longer used (parked, ended elsewhere) cost nothing
             // here after a moment.
@@ -110,6 +142,8 @@ impl Cached {
             if due || (e.map.len() >= CACHE_CAPACITY && !e.map.contains_key(sid)) {
                 e.map.retain(|_, (_, at)| now.duration_since(*at) < ttl);
                 crate::memory::shrink(&mut e.map);
+                e.ended.retain(|_, at| now.duration_since(*at) < ENDED_KEPT);
+                crate::memory::shrink(&mut e.ended);
                 e.purged = Some(now);
                 if e.map.len() >= CACHE_CAPACITY {
                     return;
@@ -205,17 +239,17 @@ impl SessionStore for Cached {
         owner: &str,
         limits: &SessionLimits,
     ) -> Result<Bind, StoreError> {
-        self.forget(sid);
+        self.ended_here(sid);
         self.inner.bind(sid, owner, limits).await
     }
 
     async fn end(&self, sid: &str) -> Result<(), StoreError> {
-        self.forget(sid);
+        self.ended_here(sid);
         self.inner.end(sid).await
     }
 
     async fn end_live(&self, sid: &str) -> Result<bool, StoreError> {
-        self.forget(sid);
+        self.ended_here(sid);
         self.inner.end_live(sid).await
     }
 
@@ -362,6 +396,33 @@ mod tests {
         // An end through this replica is seen at once.
         replica.end("s2").await.unwrap();
         assert!(replica.lookup("s2", &limits).await.unwrap().is_none());
+    }
+
+    /// A lookup under way while the session is ended through this replica
+    /// (it found the session live just before) is not remembered: the end
+    /// is seen at once, as promised (an attack pass: the late answer was
+    /// remembered after the end forgot the session, and served its owner
+    /// for the time to live).
+    #[test]
+    fn a_lookup_older_than_an_end_here_is_not_remembered() {
+        let c = Cached {
+            inner: Arc::new(MemoryStore::new()),
+            ttl: Duration::from_secs(60),
+            entries: Mutex::new(Entries::default()),
+        };
+        let record = || SessionRecord {
+            owner: Some("alice".into()),
+        };
+        let started = Instant::now();
+        c.ended_here("s1");
+        c.remember("s1", record(), started);
+        assert!(
+            c.with(|m| m.get("s1").is_none()),
+            "remembered after its end"
+        );
+        // A lookup that started after the end is remembered as usual.
+        c.remember("s1", record(), Instant::now());
+        assert!(c.with(|m| m.get("s1").is_some()));
     }
 
     #[tokio::test]
