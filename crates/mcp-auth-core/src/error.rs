@@ -13,7 +13,7 @@ use crate::{Challenge, ChallengeScheme};
 /// | [`InvalidToken`](Self::InvalidToken) | 401 | `error="invalid_token"`, `error_description` |
 /// | [`InvalidRequest`](Self::InvalidRequest) | 400 | `error="invalid_request"`, `error_description` |
 /// | [`InsufficientScope`](Self::InsufficientScope) | 403 | `error="insufficient_scope"`, `scope` = all needed |
-/// | [`Forbidden`](Self::Forbidden) | 403 | `error="insufficient_scope"`, `error_description` |
+/// | [`Forbidden`](Self::Forbidden) | 403 | none (no `WWW-Authenticate`: no scope or new login helps); the body's `error` is `forbidden` |
 /// | [`Unavailable`](Self::Unavailable) | 503 | none (no `WWW-Authenticate`; mcp-auth-transport adds `Retry-After`) |
 /// | [`InvalidDpopProof`](Self::InvalidDpopProof) | 401 | `error="invalid_dpop_proof"`, `error_description` |
 /// | [`UseDpopNonce`](Self::UseDpopNonce) | 401 | `error="use_dpop_nonce"`, and a `DPoP-Nonce` header ([`AuthError::dpop_nonce`]) |
@@ -59,9 +59,11 @@ pub enum AuthError {
         required: Vec<String>,
     },
     /// The caller is authenticated but not permitted for a reason other than
-    /// a missing scope (e.g. not in a required group). 403 with
-    /// `error="insufficient_scope"` ("requires higher privileges", RFC 6750
-    /// §3.1) and no `scope`, since no scope would help.
+    /// a missing scope (e.g. not in a required group). 403 without a
+    /// challenge: clients step up (log in again for more scopes) on
+    /// `insufficient_scope`, and no scope would help here, so they would
+    /// ask their user to log in for nothing; the body says
+    /// `"error": "forbidden"` and why.
     #[error("forbidden: {description}")]
     Forbidden {
         /// A short, safe explanation for the client.
@@ -149,7 +151,8 @@ impl AuthError {
             Self::MissingCredentials => None,
             Self::InvalidToken { .. } => Some("invalid_token"),
             Self::InvalidRequest { .. } => Some("invalid_request"),
-            Self::InsufficientScope { .. } | Self::Forbidden { .. } => Some("insufficient_scope"),
+            Self::InsufficientScope { .. } => Some("insufficient_scope"),
+            Self::Forbidden { .. } => None,
             Self::Unavailable { .. } => Some("temporarily_unavailable"),
             Self::InvalidDpopProof { .. } => Some("invalid_dpop_proof"),
             Self::UseDpopNonce { .. } => Some("use_dpop_nonce"),
@@ -185,9 +188,9 @@ impl AuthError {
     }
 
     /// Whether the response carries a `WWW-Authenticate` challenge (every
-    /// status but 503).
+    /// refusal but 503 and [`Forbidden`](Self::Forbidden)).
     pub fn has_challenge(&self) -> bool {
-        !matches!(self, Self::Unavailable { .. })
+        !matches!(self, Self::Unavailable { .. } | Self::Forbidden { .. })
     }
 
     fn description(&self) -> Option<String> {
@@ -281,7 +284,11 @@ impl AuthError {
     /// The JSON body sent with the error response.
     pub fn body(&self) -> ErrorBody {
         ErrorBody {
-            error: self.code().unwrap_or("unauthorized").to_owned(),
+            error: match self {
+                Self::Forbidden { .. } => "forbidden",
+                _ => self.code().unwrap_or("unauthorized"),
+            }
+            .to_owned(),
             error_description: self
                 .description()
                 .unwrap_or_else(|| "authentication required".to_owned()),
@@ -344,7 +351,8 @@ impl AuthError {
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct ErrorBody {
-    /// The RFC 6750 error code, or `unauthorized` when none applies.
+    /// The RFC 6750 error code, `forbidden` for [`AuthError::Forbidden`], or
+    /// `unauthorized` when none applies.
     pub error: String,
     /// A short explanation.
     pub error_description: String,
@@ -523,17 +531,23 @@ mod tests {
         );
     }
 
+    /// A refusal no scope would lift (an attack pass: as 403
+    /// `insufficient_scope` it sent step-up clients, the MCP SDKs among
+    /// them, to a login for nothing) has no challenge; its body says why.
     #[test]
-    fn forbidden_is_403_insufficient_scope_without_a_scope() {
+    fn forbidden_is_403_without_a_challenge() {
         let e = AuthError::forbidden("not in a required group");
         assert_eq!(e.status(), StatusCode::FORBIDDEN);
-        assert_eq!(
-            e.challenge(ChallengeScheme::Bearer, Some(RM), &["s".into()])
-                .render(),
-            format!(
-                r#"Bearer error="insufficient_scope", resource_metadata="{RM}", error_description="not in a required group""#
-            )
+        let schemes = [ChallengeScheme::Bearer];
+        let headers = http::HeaderMap::new();
+        assert!(
+            e.challenge_headers(&schemes, Some(RM), &["s".into()], &headers)
+                .is_empty()
         );
+        let body = e.body();
+        assert_eq!(body.error, "forbidden");
+        assert_eq!(body.error_description, "not in a required group");
+        assert_eq!(e.outcome(), "forbidden");
     }
 
     #[test]
