@@ -354,15 +354,21 @@ async fn a_client_gets_only_the_scopes_given_and_shared_names_are_refused() {
         "tools",
     ]);
     assert!(ok, "{err}");
+    // The server's settings are the resource server's, whichever client
+    // was granted what (a review: printed from one run's scopes, a run
+    // adding one scope named it as the one required).
     assert_eq!(
         env_value(&out, "COGNITO_REQUIRED_SCOPES"),
         format!("{url}/tools")
     );
     assert_eq!(
         env_value(&out, "MCP_OAUTH_SCOPES_SUPPORTED"),
-        format!("{url}/tools")
+        format!("{url}/tools,{url}/admin")
     );
-    assert!(!out.contains("MCP_TOOL_SCOPES"), "{out}");
+    assert_eq!(
+        env_value(&out, "MCP_TOOL_SCOPES"),
+        format!("admin_status={url}/admin")
+    );
     assert!(err.contains("also has admin"), "{err}");
     let sdk = sdk(&moto).await;
     let granted = app_client(&sdk, &pool, &readonly)

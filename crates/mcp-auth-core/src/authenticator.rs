@@ -352,7 +352,10 @@ pub trait Authenticator: Send + Sync + 'static {
     /// open (an MCP event stream, which ends when this says no; the
     /// session goes on). For credentials that can be revoked before they
     /// expire (a login facade's tokens). An error keeps it for now (asked
-    /// again). Default: `Ok(true)`, a credential stands until it expires.
+    /// again). A chain asks the members named as the principal's
+    /// `strategy`; one that may be asked about principals of others should
+    /// let them stand. Default: `Ok(true)`, a credential stands until it
+    /// expires.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {

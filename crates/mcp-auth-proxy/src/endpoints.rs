@@ -733,8 +733,13 @@ async fn registration(State(app): State<App>, req: axum::extract::Request) -> Re
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(a)| *a);
     let who = app.who(peer, req.headers());
+    // Web pages on other origins register from their visitors' network
+    // under a budget of their own there (the same size), one for all such
+    // pages: a page cannot use up the network's budget of its native
+    // clients, and a script naming a new `Origin` with each request gets
+    // no new budget.
     let mine = match app.foreign_origin(req.headers()) {
-        Some(origin) => format!("proxy-reg:{who}:{}", digest_b64(origin)),
+        Some(_) => format!("proxy-reg-pages:{who}"),
         None => format!("proxy-reg:{who}"),
     };
     let Ok(body) = axum::body::to_bytes(req.into_body(), 64 * 1024).await else {
@@ -754,9 +759,7 @@ async fn registration(State(app): State<App>, req: axum::extract::Request) -> Re
     };
     // The address's own budget first: a request past it, or one that is
     // no registration at all, is not counted against everyone's (one
-    // address could otherwise shut registration for all). A web page on
-    // another origin registers from its visitor's network: its own budget
-    // there, so a page cannot use up the network's for its other clients.
+    // address could otherwise shut registration for all).
     match store.hit(&mine, hour).await {
         Ok((mine, left)) if mine > app.opts.registrations_per_hour => {
             return retry_after(
@@ -1949,8 +1952,10 @@ async fn token(
         if let Some(old) = &spent {
             let _ = grants.restore_refresh(old, &presented).await;
         }
-        if let Some(code) = &taken {
-            let _ = grants.restore_code(code).await;
+        if let Some(code) = &taken
+            && let Err(e) = grants.restore_code(code).await
+        {
+            tracing::warn!(error = %e, "a code that issued nothing could not be given back: the client's retry will revoke its login");
         }
     };
     // The grant was found: the proof is spent now, whatever becomes of the

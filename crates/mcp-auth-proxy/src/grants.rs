@@ -57,6 +57,10 @@ struct CodeEntry {
     grant: Grant,
     redirect_uri: String,
     code_challenge: String,
+    /// When it expires (seconds since the epoch; 0 in codes issued before
+    /// it was kept): a code given back keeps its end.
+    #[serde(default)]
+    expires_at: u64,
 }
 
 /// A code exchanged ([`Grants::take_code`]), as it was kept: what gives it
@@ -64,6 +68,7 @@ struct CodeEntry {
 pub struct TakenCode {
     code: String,
     entry: Vec<u8>,
+    expires_at: u64,
 }
 
 impl std::fmt::Debug for TakenCode {
@@ -177,6 +182,7 @@ impl Grants {
             grant,
             redirect_uri: redirect_uri.to_owned(),
             code_challenge: code_challenge.to_owned(),
+            expires_at: crate::facade::now_secs().saturating_add(self.times.code.as_secs()),
         };
         let bytes = serde_json::to_vec(&entry).map_err(|_| GrantError::Corrupt)?;
         self.store
@@ -239,21 +245,34 @@ impl Grants {
         if !pkce_matches(verifier, &entry.code_challenge) {
             return Err(GrantError::Invalid("PKCE verifier does not match"));
         }
+        // Revoked while the code waited (a replay of it while an exchange
+        // that gave it back was under way): nothing more for it.
+        if self.family_revoked(&entry.grant.family).await? {
+            return Err(GrantError::Invalid("the login was revoked"));
+        }
         let taken = TakenCode {
             code: code.to_owned(),
             entry: bytes,
+            expires_at: entry.expires_at,
         };
         Ok((entry.grant, taken))
     }
 
     /// Gives a code back when nothing was issued for it (the store failed
     /// while issuing, a DPoP proof was refused): its client's retry is then
-    /// an exchange, not a replay that revokes the login. The code lives one
-    /// code lifetime from now.
+    /// an exchange, not a replay that revokes the login. The code keeps the
+    /// end it was issued with (one past it is not given back).
     pub async fn restore_code(&self, taken: &TakenCode) -> Result<(), GrantError> {
+        let left = match taken.expires_at {
+            0 => self.times.code,
+            end => Duration::from_secs(end.saturating_sub(crate::facade::now_secs())),
+        };
+        if left.is_zero() {
+            return Ok(());
+        }
         self.store.kv_delete(&key("code-used", &taken.code)).await?;
         self.store
-            .kv_put(&key("code", &taken.code), &taken.entry, self.times.code)
+            .kv_put(&key("code", &taken.code), &taken.entry, left)
             .await?;
         Ok(())
     }

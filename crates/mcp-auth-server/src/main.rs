@@ -54,8 +54,10 @@ enum Command {
 enum AuditCommand {
     /// Check an audit log's hash chain: its files oldest first (rotated
     /// files, then the current one). Names the first edited or removed
-    /// record; exits 1 when the chain is broken or the files hold no record,
-    /// 2 when a file cannot be read (no verdict on the chain).
+    /// record; exits 0 when the chain is intact from its first record, 3
+    /// when it is intact but the files start mid-chain (older files not
+    /// given, or a wiped log), 1 when it is broken or the files hold no
+    /// record, 2 when a file cannot be read (no verdict on the chain).
     Verify {
         /// The log's files, oldest first.
         #[arg(required = true, value_name = "FILE")]

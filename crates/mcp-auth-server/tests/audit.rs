@@ -359,10 +359,12 @@ async fn requests_given_up_by_their_client_are_recorded() {
     let (_logs, log, s) = audited(&[
         ("MCP_SESSION_STORE", &redis.redis_url()),
         ("MCP_SESSION_CACHE_MS", "0"),
+        ("HTTP_REQUEST_TIMEOUT", "600"),
     ]);
     let http = reqwest::Client::new();
     let ended = open_session(&http, &s.url(), OPS).await;
     let listed = open_session(&http, &s.url(), OPS).await;
+    let waited = open_session(&http, &s.url(), OPS).await;
     let impatient = reqwest::Client::builder()
         .timeout(std::time::Duration::from_millis(300))
         .build()
@@ -381,14 +383,31 @@ async fn requests_given_up_by_their_client_are_recorded() {
         .send()
         .await;
     assert!(list.is_err(), "given up before the answer");
+    // A DELETE is not cut by the request timeout (600 ms here): answered
+    // 503 "try again" while its task went on to end the session, its
+    // retry would find it gone, and no record would say it ended (a
+    // review).
+    let r = http
+        .delete(s.url())
+        .header("x-api-key", OPS)
+        .header("mcp-session-id", &waited)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
     let got = wait_until(&log, |r| {
-        r.iter().any(|r| r["event"] == "session_end")
+        r.iter().filter(|r| r["event"] == "session_end").count() == 2
             && r.iter().any(|r| r["decision"] == "abandoned")
     })
     .await;
+    assert!(
+        got.iter()
+            .any(|r| r["event"] == "session_end" && r["session_id"] == waited.as_str()),
+        "{got:?}"
+    );
     let end = got
         .iter()
-        .find(|r| r["event"] == "session_end")
+        .find(|r| r["event"] == "session_end" && r["session_id"] == ended.as_str())
         .unwrap_or_else(|| panic!("no session_end: {got:?}"));
     assert_eq!(end["session_id"], ended.as_str(), "{end}");
     assert_eq!(end["decision"], "allow", "{end}");

@@ -321,14 +321,21 @@ async fn configured_hosts_replace_the_defaults() {
         ("HTTP_ALLOWED_HOSTS", "mcp.example.com"),
     ]);
     let c = reqwest::Client::new();
-    let r = c.get(format!("{}/health", s.base())).send().await.unwrap();
+    let r = post(&c, &s.url(), INIT)
+        .header("x-api-key", KEY)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 403, "127.0.0.1 is no longer listed");
-    let r = c
-        .get(format!("{}/health", s.base()))
+    let r = post(&c, &s.url(), INIT)
+        .header("x-api-key", KEY)
         .header("host", "mcp.example.com")
         .send()
         .await
         .unwrap();
+    assert_eq!(r.status(), 200);
+    // The health probes answer whatever the Host.
+    let r = c.get(format!("{}/health", s.base())).send().await.unwrap();
     assert_eq!(r.status(), 200);
 }
 

@@ -208,10 +208,6 @@ async fn a_redis_outage_fails_closed_and_recovers() {
     }
 }
 
-/// A session's event stream (`GET`) ends when its session ends on another
-/// replica (within the check period, 5 s at most, plus the lookup cache),
-/// instead of staying open, with its worker, until the worker idles out;
-/// a session that still exists keeps its stream.
 /// A parked session whose restore fails (Redis stalls past the store's
 /// timeout) is not lost: the request restoring it and one that waited on
 /// that restore both get 503 with `Retry-After`, and the session goes on
@@ -261,6 +257,10 @@ async fn a_failed_restore_loses_no_session() {
     assert_eq!(list(&c, &a, &sid, Some(KEY)).await, 200);
 }
 
+/// A session's event stream (`GET`) ends when its session ends on another
+/// replica (within the check period, 5 s at most, plus the lookup cache),
+/// instead of staying open, with its worker, until the worker idles out;
+/// a session that still exists keeps its stream.
 #[tokio::test]
 #[ignore = "needs redis-server (tests/run-all.sh installs it)"]
 async fn an_event_stream_ends_when_its_session_ends_on_another_replica() {

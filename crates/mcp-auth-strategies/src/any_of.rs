@@ -309,15 +309,24 @@ impl Authenticator for AnyOf {
         self.members.iter().flat_map(|m| m.readiness()).collect()
     }
 
-    /// Stands while no member says otherwise (a member judges the
-    /// principals it let in and lets others stand).
+    /// Asks the members that let the principal in: those named as its
+    /// strategy (all members when none is). It stands unless one of them
+    /// says it does not; a member that cannot tell (an error) does not
+    /// keep the others from saying so.
     async fn still_valid(&self, principal: &Principal) -> Result<bool, AuthError> {
+        let named = self.members.iter().any(|m| m.name() == principal.strategy);
+        let mut unsure = None;
         for m in &self.members {
-            if !m.still_valid(principal).await? {
-                return Ok(false);
+            if named && m.name() != principal.strategy {
+                continue;
+            }
+            match m.still_valid(principal).await {
+                Ok(true) => {}
+                Ok(false) => return Ok(false),
+                Err(e) => unsure = Some(e),
             }
         }
-        Ok(true)
+        unsure.map_or(Ok(true), Err)
     }
 
     /// The first member's that checks DPoP proofs.
@@ -382,6 +391,46 @@ mod tests {
             .with(fixed(Ok(Principal::new("c", "t"))));
         assert_eq!(chain.authenticate(&req).await.unwrap().subject, "b");
         assert_eq!(chain.len(), 3);
+    }
+
+    /// Named `name`, with its own verdict on any principal.
+    struct Judge(&'static str, Result<bool, AuthError>);
+
+    #[async_trait]
+    impl Authenticator for Judge {
+        async fn authenticate(&self, _: &AuthRequest) -> Result<Principal, AuthError> {
+            Err(AuthError::MissingCredentials)
+        }
+        fn name(&self) -> &str {
+            self.0
+        }
+        async fn still_valid(&self, _: &Principal) -> Result<bool, AuthError> {
+            self.1.clone()
+        }
+    }
+
+    /// Only the members that let a principal in judge it (a review: every
+    /// member was asked, so one answering for any principal ended streams
+    /// opened through the others), and a member that cannot tell does not
+    /// stop another from saying no.
+    #[tokio::test]
+    async fn still_valid_asks_the_members_of_the_principals_strategy() {
+        let chain = AnyOf::new()
+            .with(Judge("custom", Ok(false)))
+            .with(Judge("oauth2", Ok(true)));
+        let via_oauth2 = Principal::new("alice", "oauth2");
+        assert_eq!(chain.still_valid(&via_oauth2).await, Ok(true));
+        let via_custom = Principal::new("bob", "custom");
+        assert_eq!(chain.still_valid(&via_custom).await, Ok(false));
+        // A strategy no member is named as: all are asked.
+        let other = Principal::new("carol", "elsewhere");
+        assert_eq!(chain.still_valid(&other).await, Ok(false));
+        let chain = AnyOf::new()
+            .with(Judge("oauth2", Err(AuthError::unavailable("down"))))
+            .with(Judge("oauth2", Ok(false)));
+        assert_eq!(chain.still_valid(&via_oauth2).await, Ok(false));
+        let chain = AnyOf::new().with(Judge("oauth2", Err(AuthError::unavailable("down"))));
+        assert!(chain.still_valid(&via_oauth2).await.is_err());
     }
 
     fn key(r: Result<Principal, AuthError>) -> Fixed {

@@ -652,10 +652,15 @@ where
     }
 
     fn call(&mut self, req: Request) -> Self::Future {
-        futures::FutureExt::map(
-            tokio::time::timeout(self.limit, self.inner.call(req)),
-            timed_out,
-        )
+        // A `DELETE` runs to its end (the session layer ends the session
+        // in a task of its own): answered 503 "try again" past the
+        // deadline, its retry would find the session gone and no record
+        // would say it ended.
+        let limit = match req.method() {
+            &http::Method::DELETE => std::time::Duration::MAX,
+            _ => self.limit,
+        };
+        futures::FutureExt::map(tokio::time::timeout(limit, self.inner.call(req)), timed_out)
     }
 }
 

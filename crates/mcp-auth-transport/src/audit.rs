@@ -1109,8 +1109,6 @@ fn chain_tail(path: &Path) -> std::io::Result<Option<(String, u64)>> {
     Ok(Some((to_hex(&Sha256::digest(last)), seq)))
 }
 
-/// Where the chain's head of the log at `log` is kept: `.<name>.chain`
-/// beside it (`None` for a path without a file name).
 /// An exclusive lock on the log's side file `side` (created if need be),
 /// held while the writer runs: two processes appending to one log would
 /// each go on from the same last line, forking the chain (which `audit
@@ -1144,6 +1142,8 @@ fn lock_log(side: &Path) -> std::io::Result<Option<File>> {
     }
 }
 
+/// Where the chain's head of the log at `log` is kept: `.<name>.chain`
+/// beside it (`None` for a path without a file name).
 fn head_path(log: &Path) -> Option<PathBuf> {
     let name = log.file_name()?;
     let mut side = std::ffi::OsString::from(".");
@@ -1257,6 +1257,11 @@ fn read_head(side: &Path) -> std::io::Result<Option<(String, u64)>> {
     };
     let mut bytes = Vec::with_capacity(HEAD_LEN + 1);
     file.take(HEAD_LEN as u64 + 1).read_to_end(&mut bytes)?;
+    // Empty: made by the lock of a writer that wrote nothing yet (the
+    // first start of a log), as good as none.
+    if bytes.is_empty() {
+        return Ok(None);
+    }
     parse_head(&bytes).map(Some).ok_or_else(|| {
         std::io::Error::new(
             std::io::ErrorKind::InvalidData,
@@ -1377,6 +1382,15 @@ impl HeadFile {
             self.checked = Instant::now();
             if side_replaced(&self.path, &self.file) {
                 self.file = Self::open_file(&self.path)?;
+                // The writer's lock was on the file replaced: taken again
+                // on this one, so a second writer started now is refused.
+                if let Err(e) = self.file.try_lock() {
+                    tracing::warn!(
+                        head = %self.path.display(),
+                        error = %e,
+                        "the audit chain's head was replaced and another process holds its lock: two writers of one log fork its chain"
+                    );
+                }
             }
         }
         let text = encode_head(seq, prev);
@@ -2021,15 +2035,33 @@ impl AuditLayer {
         noted: Noted,
         facts: &RequestFacts,
         decided: crate::auth::Decided,
+        resp: Response,
+    ) -> Response {
+        self.finish_from(&mut Some(noted), facts, decided, resp)
+            .await
+    }
+
+    /// [`finish`](Self::finish), taking `noted` out only once the record is
+    /// written: a request dropped before (reading a refusal's body) still
+    /// has it for its `abandoned` record.
+    pub(crate) async fn finish_from(
+        &self,
+        noted: &mut Option<Noted>,
+        facts: &RequestFacts,
+        decided: crate::auth::Decided,
         mut resp: Response,
     ) -> Response {
-        let Noted {
+        let Some(Noted {
             id,
             peer,
             session,
             sent_session,
             is_delete,
-        } = noted;
+        }) = noted.as_ref()
+        else {
+            return resp;
+        };
+        let (peer, sent_session, is_delete) = (*peer, *sent_session, *is_delete);
         let status = resp.status();
         // The event follows whether the request named a session, and
         // whether the answer hands one out; the ids recorded are those
@@ -2046,9 +2078,13 @@ impl AuditLayer {
             (true, _, true) if status.is_success() => "session_end",
             _ => "request",
         };
-        let session_id = match event {
+        let started = match event {
             "session_start" => sse_opened.or_else(|| crate::observe::session_id_of(resp.headers())),
-            _ => session,
+            _ => None,
+        };
+        let session_id = match event {
+            "session_start" => started.as_deref(),
+            _ => session.as_deref(),
         };
         let decision = if status.is_success() { "allow" } else { "deny" };
         let mut time = [0u8; TIME_LEN];
@@ -2062,7 +2098,6 @@ impl AuditLayer {
             tool: facts.tool.as_deref(),
             ..AuditFields::default()
         };
-        let session_id = session_id.as_deref();
         fields.session_id = session_id;
         let mut peer_text = crate::net::IpText::default();
         fields.peer = peer.map(|ip| peer_text.write(ip));
@@ -2089,10 +2124,13 @@ impl AuditLayer {
                 fields.scopes_required = &refusal.2;
             }
         }
-        fields.request_id = &id;
+        fields.request_id = id;
         self.sink.record_fields(&fields);
-        // The id's own buffer, not a copy.
-        if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(id)) {
+        // Written: nothing left for an `abandoned` record. The id's own
+        // buffer, not a copy.
+        if let Some(noted) = noted.take()
+            && let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(noted.id))
+        {
             resp.headers_mut().insert(X_REQUEST_ID, v);
         }
         resp
@@ -2459,6 +2497,21 @@ mod tests {
         assert!(verify_chain(&[path, rotated]).is_err());
     }
 
+    /// A log's first start finds the side file its lock made, empty: no
+    /// head, not an unreadable one (a review: every new log began with a
+    /// warning that its chain head could not be read).
+    #[test]
+    fn an_empty_side_file_is_no_head() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, log) = log_in(dir.path());
+        let head = head_of(&path);
+        drop(log);
+        std::fs::write(&head, b"").unwrap();
+        assert!(matches!(read_head(&head), Ok(None)));
+        std::fs::write(&head, b"garbage").unwrap();
+        assert!(read_head(&head).is_err());
+    }
+
     /// Two writers of one log would fork its chain (an attack pass: two
     /// servers on one `MCP_AUDIT_LOG` wrote seq 0, 1, 2, 3, 2, 3 without a
     /// word): the second is refused, naming what it found held; once the
@@ -2477,10 +2530,19 @@ mod tests {
                 && refused.to_string().contains(".audit.jsonl.chain"),
             "{refused}"
         );
+        // The side file removed while the writer runs: the new one it
+        // makes is locked too (a review: the lock stayed on the removed
+        // file, and a second writer started then was let in).
+        std::fs::remove_file(head_of(&path)).unwrap();
+        std::thread::sleep(Duration::from_millis(1100));
+        write(&first, 1);
+        assert!(head_of(&path).exists());
+        let refused = AuditLog::open(path.to_str().unwrap()).unwrap_err();
+        assert_eq!(refused.kind(), std::io::ErrorKind::ResourceBusy);
         drop(first);
         let (_, again) = log_in(dir.path());
         write(&again, 1);
-        assert_eq!(verify_chain(&[path]).unwrap().records, 3);
+        assert_eq!(verify_chain(&[path]).unwrap().records, 4);
     }
 
     /// The side file beside `path`.

@@ -463,7 +463,6 @@ where
                 decisions: decisions.as_ref(),
             };
             let resp = response.await?;
-            let noted = unanswered.noted.take();
             let mut decided = match &decisions {
                 Some((own, true)) => own.take(),
                 Some((outer, false)) => outer.note(|d| d.clone()),
@@ -471,9 +470,14 @@ where
             };
             // Read behind the auth layer (nothing for a refused caller).
             let facts = decided.facts.take().unwrap_or_default();
-            let resp = match (&layer.audit, noted) {
-                (Some(audit), Some(noted)) => audit.finish(noted, &facts, decided, resp).await,
-                _ => resp,
+            // The guard keeps what the record needs until it is written.
+            let resp = match &layer.audit {
+                Some(audit) => {
+                    audit
+                        .finish_from(&mut unanswered.noted, &facts, decided, resp)
+                        .await
+                }
+                None => resp,
             };
             let tool = facts.tool;
             let status = resp.status();

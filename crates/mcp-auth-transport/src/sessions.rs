@@ -55,6 +55,10 @@ use crate::AuthLayer;
 
 const SESSION_HEADER: http::HeaderName = crate::names::MCP_SESSION_ID;
 
+/// How much of an rmcp 404 or 500 body is read to tell its cause (they are
+/// a line of text).
+const RMCP_BODY_READ: usize = 64 * 1024;
+
 /// See the [module docs](crate::SessionLayer).
 #[derive(Clone)]
 pub struct SessionLayer {
@@ -351,9 +355,9 @@ impl Settings {
                 // session ended in the store is also closed here and
                 // counted, not left to rmcp's idle timeout unrecorded.
                 let this = self.clone();
-                let task = tokio::spawn(async move {
+                let task = tokio::spawn(tracing::Instrument::in_current_span(async move {
                     this.in_session(inner, req, authenticated, owner, sid).await
-                });
+                }));
                 match task.await {
                     Ok(r) => r,
                     Err(_) => Ok(plain(
@@ -492,7 +496,13 @@ impl Settings {
             // the trouble. 503 with Retry-After, as for every store error
             // (and not the store's address in a 500).
             let (parts, body) = resp.into_parts();
-            let bytes = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+            let Ok(bytes) = axum::body::to_bytes(body, RMCP_BODY_READ).await else {
+                return Ok(plain(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "server_error",
+                    "the MCP service failed",
+                ));
+            };
             if bytes.starts_with(RMCP_RESTORE_FAILED.as_bytes()) {
                 tracing::error!("session store unavailable while restoring a session; refusing");
                 return Ok(plain(
@@ -520,7 +530,9 @@ impl Settings {
         // could not be restored): end it in the store too. Other 404s (an
         // unknown method on the stateless wire) leave the session alone.
         let (parts, body) = resp.into_parts();
-        let bytes = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+        let Ok(bytes) = axum::body::to_bytes(body, RMCP_BODY_READ).await else {
+            return Ok(plain(StatusCode::NOT_FOUND, "not_found", "not found"));
+        };
         if bytes.as_ref() == RMCP_SESSION_NOT_FOUND.as_bytes() {
             // rmcp also answers so a request that waited on another's
             // restore of the session, when that one failed or was given

@@ -606,16 +606,20 @@ pub(crate) async fn add_resource_server(
             .map_err(aws("grant scopes to the app client"))?;
         eprintln!("granted {} to app client {client_name:?}", full.join(" "));
     }
+    // The server's settings are the resource server's, whichever client
+    // this run granted scopes to: every scope it has (a run that adds one
+    // scope, or grants a client fewer, prints the whole set).
+    let registered: Vec<String> = all.iter().map(|s| format!("{identifier}/{s}")).collect();
     println!("MCP_SERVER_URL={identifier}");
     println!(
         "COGNITO_REQUIRED_SCOPES={}",
-        full.first().cloned().unwrap_or_default()
+        registered.first().cloned().unwrap_or_default()
     );
-    println!("MCP_OAUTH_SCOPES_SUPPORTED={}", full.join(","));
+    println!("MCP_OAUTH_SCOPES_SUPPORTED={}", registered.join(","));
     // The server's admin_status tool needs mcp:admin by default, a scope
     // Cognito cannot issue: name the pool's own admin scope instead, so the
     // tool can be called and the metadata advertises only what Cognito issues.
-    if let Some(admin) = full.iter().find(|s| s.ends_with("/admin")) {
+    if let Some(admin) = registered.iter().find(|s| s.ends_with("/admin")) {
         println!("MCP_TOOL_SCOPES=admin_status={admin}");
     }
     Ok(())
