@@ -259,6 +259,9 @@ impl ServerSettings {
         const OAUTH2_CLIENT: &[&str] = &["MCP_OAUTH_CLIENT_ID", "MCP_OAUTH_CLIENT_SECRET"];
         // Read by the verifiers that fetch an issuer's keys.
         const KEYS_FETCHED: &[&str] = &["MCP_OAUTH_JWKS_MAX_STALE"];
+        // Read by the `cognito` strategy's verifier only (the facade's
+        // Cognito preset reads the pool's region, id and app client).
+        const COGNITO_ONLY: &[&str] = &["COGNITO_TOKEN_USE", "COGNITO_RESOURCE_INDICATORS"];
         let named = |names: &'static [&'static str], why: &'static str| {
             names
                 .iter()
@@ -304,6 +307,14 @@ impl ServerSettings {
             .chain(named(
                 keys_fetched,
                 "read only with MCP_AUTH_STRATEGY=oauth2 or cognito",
+            ))
+            .chain(named(
+                if strategy(Strategy::Cognito) {
+                    &[][..]
+                } else {
+                    COGNITO_ONLY
+                },
+                "read only with MCP_AUTH_STRATEGY=cognito",
             ))
             .chain(named(
                 FOR_OTHERS,
@@ -432,6 +443,21 @@ mod tests {
             ]
         );
         assert!(ignored_names(&[("MCP_AUDIT_LOG", "stdout")]).is_empty());
+    }
+
+    /// Cognito's verifier settings under another strategy are reported as
+    /// without effect (its restrictions are refused when the strategies
+    /// are read: `mcp_auth_strategies::strategies_from_settings`).
+    #[test]
+    fn cognito_verifier_settings_need_the_cognito_strategy() {
+        assert_eq!(
+            ignored_names(&[
+                ("MCP_AUTH_STRATEGY", "oauth2"),
+                ("COGNITO_TOKEN_USE", "id"),
+                ("COGNITO_RESOURCE_INDICATORS", "true"),
+            ]),
+            ["COGNITO_TOKEN_USE", "COGNITO_RESOURCE_INDICATORS"]
+        );
     }
 
     /// The names of the settings reported as without effect.

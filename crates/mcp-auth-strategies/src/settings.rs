@@ -71,6 +71,9 @@ pub const VARIABLES: &[&str] = &[
     "MCP_DPOP_ALGORITHMS",
     // Named in errors about the server URL the caller passes.
     "MCP_SERVER_URL",
+    // Refused without the cognito strategy, which reads them.
+    "COGNITO_REQUIRED_GROUPS",
+    "COGNITO_REQUIRED_SCOPES",
 ];
 
 /// One authentication strategy of `MCP_AUTH_STRATEGY`.
@@ -169,6 +172,19 @@ pub fn strategies_from_settings(l: &dyn Lookup) -> Result<Option<Vec<Strategy>>,
             "MCP_AUTH_REQUIRE",
             "false is not supported: every request is authenticated; set MCP_AUTH_STRATEGY=none to turn authentication off",
         ));
+    }
+    // Restrictions only the cognito strategy enforces: set for another,
+    // no caller would be refused for them (under the login facade with a
+    // Cognito pool, every user of the pool would be let in).
+    if !strategies.contains(&Strategy::Cognito) {
+        for name in ["COGNITO_REQUIRED_GROUPS", "COGNITO_REQUIRED_SCOPES"] {
+            if l.get(name).is_some() {
+                return Err(ConfigError::new(
+                    name,
+                    "is enforced only by MCP_AUTH_STRATEGY=cognito: with the strategies set, no caller would be refused for it (unset it, or use the cognito strategy)",
+                ));
+            }
+        }
     }
     if parse_list(l, "MCP_OAUTH_REQUIRED_SCOPES").is_some()
         && !strategies.iter().any(|s| s.carries_scopes())
@@ -487,6 +503,23 @@ mod tests {
                 ],
                 "MCP_OAUTH_REQUIRED_SCOPES",
             ),
+            // Cognito's restrictions without the cognito strategy (an
+            // attack pass: under the login facade with a Cognito pool they
+            // were dropped without a word, every user let in).
+            (
+                vec![
+                    ("MCP_AUTH_STRATEGY", "oauth2"),
+                    ("COGNITO_REQUIRED_GROUPS", "admins"),
+                ],
+                "COGNITO_REQUIRED_GROUPS",
+            ),
+            (
+                vec![
+                    ("MCP_AUTH_STRATEGY", "bearer"),
+                    ("COGNITO_REQUIRED_SCOPES", "x/tools"),
+                ],
+                "COGNITO_REQUIRED_SCOPES",
+            ),
         ] {
             let e = pick(&pairs).unwrap_err();
             assert_eq!(e.variable, variable, "{pairs:?}: {e}");
@@ -500,6 +533,14 @@ mod tests {
             .is_ok()
         );
         assert!(pick(&[("MCP_AUTH_STRATEGY", "none"), ("MCP_AUTH_REQUIRE", "false")]).is_ok());
+        assert!(
+            pick(&[
+                ("MCP_AUTH_STRATEGY", "api_key,cognito"),
+                ("MCP_API_KEYS", "k"),
+                ("COGNITO_REQUIRED_GROUPS", "admins")
+            ])
+            .is_ok()
+        );
     }
 
     #[tokio::test]
