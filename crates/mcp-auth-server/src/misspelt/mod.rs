@@ -26,10 +26,14 @@ const OTHER_PROGRAMS: &[&str] = &[
 ];
 
 /// Names set in the environment or in `.env` (`dotenv_names`) that look
-/// like this project's settings (`MCP_`, `HTTP_`, `COGNITO_`) but that the
-/// server does not read, each with the known name it is closest to (at
-/// most two edits away), if any: a misspelt `COGNITO_REQUIRED_GROUP` would
-/// otherwise leave every user of the pool let in without a word.
+/// like this project's settings but that the server does not read, each
+/// with the known name it is closest to (at most two edits away, a plural
+/// read as its singular), if any:
+/// a misspelt `COGNITO_REQUIRED_GROUP` would otherwise leave every user of
+/// the pool let in without a word. Names under the project's prefixes
+/// (`MCP_`, `HTTP_`, `COGNITO_`) are reported whatever they are; others
+/// (a misspelt prefix: `COGNTIO_…`, `MPC_…`) when they are at most two
+/// edits from a known name of 8 characters or more.
 pub fn unknown(
     env_names: impl IntoIterator<Item = String>,
     dotenv_names: impl IntoIterator<Item = String>,
@@ -41,7 +45,9 @@ pub fn unknown(
         // not `COGNITO_REQUIRED_GROUPS` (only the TOML file takes any case),
         // so a name in another case is reported too.
         let upper = name.to_ascii_uppercase();
-        // `HTTP_PROXY` and the like belong to the HTTP clients underneath.
+        // `HTTP_PROXY` belongs to the HTTP clients underneath (the only one
+        // of their names under our prefixes: `HTTP_TRUSTED_PROXY` is a
+        // misspelling).
         let ours = ["MCP_", "HTTP_", "COGNITO_"]
             .iter()
             .any(|p| upper.starts_with(p));
@@ -51,19 +57,30 @@ pub fn unknown(
                 || FOR_OTHERS.contains(&n)
                 || OTHER_PROGRAMS.contains(&n)
         };
-        if !ours || upper.ends_with("_PROXY") || read(&name) || out.iter().any(|(n, _)| *n == name)
-        {
+        if upper == "HTTP_PROXY" || read(&name) || out.iter().any(|(n, _)| *n == name) {
             continue;
         }
         let closest = known
             .iter()
-            .map(|k| (edits(&upper, k), *k))
+            .filter(|k| ours || k.len() >= 8)
+            .map(|k| (edits(&upper, k).min(edits(&stem(&upper), &stem(k))), *k))
             .filter(|(d, _)| *d <= 2)
             .min_by_key(|(d, _)| *d)
             .map(|(_, k)| k);
-        out.push((name, closest));
+        if ours || closest.is_some() {
+            out.push((name, closest));
+        }
     }
     out
+}
+
+/// `name` with a plural ending read as singular (`PROXIES` as `PROXY`,
+/// `GROUPS` as `GROUP`).
+fn stem(name: &str) -> String {
+    match name.strip_suffix("IES") {
+        Some(s) => format!("{s}Y"),
+        None => name.strip_suffix('S').unwrap_or(name).to_owned(),
+    }
 }
 
 /// The edit distance of `a` and `b` (insertions, deletions, substitutions).
@@ -107,6 +124,15 @@ mod tests {
                 "MCPX_NOT_OURS".to_owned(),
                 "cognito_required_groups".to_owned(),
                 "http_proxy".to_owned(),
+                // A misspelt prefix, or a misspelt name ending in _PROXY
+                // (an attack pass: all three went unreported).
+                "COGNTIO_REQUIRED_GROUPS".to_owned(),
+                "MPC_OAUTH_REQUIRED_SCOPES".to_owned(),
+                "HTTP_TRUSTED_PROXY".to_owned(),
+                // Everyone's variables are left alone.
+                "HOSTNAME".to_owned(),
+                "HTTPS_PROXY".to_owned(),
+                "LANGUAGE".to_owned(),
             ],
             [timeout.clone(), group.clone(), other.clone()],
         );
@@ -118,6 +144,18 @@ mod tests {
                 (
                     "cognito_required_groups".to_owned(),
                     Some("COGNITO_REQUIRED_GROUPS")
+                ),
+                (
+                    "COGNTIO_REQUIRED_GROUPS".to_owned(),
+                    Some("COGNITO_REQUIRED_GROUPS")
+                ),
+                (
+                    "MPC_OAUTH_REQUIRED_SCOPES".to_owned(),
+                    Some("MCP_OAUTH_REQUIRED_SCOPES")
+                ),
+                (
+                    "HTTP_TRUSTED_PROXY".to_owned(),
+                    Some("HTTP_TRUSTED_PROXIES")
                 ),
                 (timeout, Some("HTTP_SESSION_TIMEOUT")),
                 (other, None),
