@@ -81,6 +81,9 @@ pub fn parse_bool(l: &dyn Lookup, name: &str, default: bool) -> Result<bool, Con
     }
 }
 
+/// The longest duration [`parse_millis`] takes: a year.
+pub const MAX_MILLIS: u64 = 365 * 24 * 60 * 60 * 1000;
+
 /// Reads a duration given in milliseconds (the seeds' convention). Zero is
 /// refused: a zero timeout or interval is always a mistake.
 pub fn parse_millis(
@@ -94,6 +97,12 @@ pub fn parse_millis(
             Ok(0) => Err(ConfigError::new(
                 name,
                 "must be greater than 0 (milliseconds)",
+            )),
+            // Past a year: no timeout this long is meant, and stores
+            // refuse expiries that far (Redis: every session refused).
+            Ok(ms) if ms > MAX_MILLIS => Err(ConfigError::new(
+                name,
+                format!("at most {MAX_MILLIS} (a year of milliseconds), got {ms}"),
             )),
             Ok(ms) => Ok(Duration::from_millis(ms)),
             Err(_) => Err(ConfigError::new(
@@ -348,12 +357,6 @@ pub fn dotenv_names(path: &Path) -> Vec<String> {
 #[cfg(feature = "files")]
 fn read_dotenv(path: &Path) -> Result<Vec<(String, String)>, ConfigError> {
     let shown = path.display();
-    let reason = |e: &dotenvy::Error| match e {
-        dotenvy::Error::LineParse(_, index) => format!("syntax error at character {index}"),
-        dotenvy::Error::Io(io) => io.to_string(),
-        dotenvy::Error::EnvVar(_) => "invalid variable".to_owned(),
-        _ => "cannot be parsed".to_owned(),
-    };
     // `.env` rules replace `$NAME` and `${NAME}` in a value with the
     // process environment's: a `.env` (a cloned project's, for the client)
     // could copy any of the user's variables into a setting that is sent
@@ -364,16 +367,46 @@ fn read_dotenv(path: &Path) -> Result<Vec<(String, String)>, ConfigError> {
     // quoting rules make of a line, nothing is filled in.
     let text = std::fs::read_to_string(path)
         .map_err(|e| ConfigError::new(shown.to_string(), format!("cannot read: {e}")))?;
+    // A byte-order mark (as some Windows editors save text) is no part of
+    // the first name.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
     if text.contains(DOLLAR) {
         return Err(ConfigError::new(
             shown.to_string(),
             "holds U+FDD0, a noncharacter no setting may hold",
         ));
     }
-    let literal = without_dollars(&text);
-    // The error names the file as the setting at fault: `.env: syntax
-    // error at character 26`.
-    dotenvy::from_read_iter(std::io::Cursor::new(literal))
+    let literal = without_dollars(text);
+    // The error names the file as the setting at fault and where in it:
+    // `.env: line 22: syntax error at character 15` (never the line's
+    // text: it may hold a key). The parser does not count lines: the line
+    // is the first whose end, read with the lines before, gives the same
+    // error (done only for a file that has one).
+    let first_error = |text: &str| {
+        dotenvy::from_read_iter(std::io::Cursor::new(text.as_bytes())).find_map(|item| match item {
+            Err(dotenvy::Error::LineParse(line, index)) => Some((line, index)),
+            _ => None,
+        })
+    };
+    let reason = |e: &dotenvy::Error| match e {
+        dotenvy::Error::LineParse(line, index) => {
+            let mut end = 0;
+            let mut number = String::new();
+            for (n, l) in literal.split_inclusive('\n').enumerate() {
+                end += l.len();
+                if first_error(&literal[..end]).is_some_and(|(l2, i2)| l2 == *line && i2 == *index)
+                {
+                    number = format!("line {}: ", n + 1);
+                    break;
+                }
+            }
+            format!("{number}syntax error at character {index}")
+        }
+        dotenvy::Error::Io(io) => io.to_string(),
+        dotenvy::Error::EnvVar(_) => "invalid variable".to_owned(),
+        _ => "cannot be parsed".to_owned(),
+    };
+    dotenvy::from_read_iter(std::io::Cursor::new(literal.as_bytes()))
         .map(|item| {
             item.map(|(k, v)| (k, v.replace(DOLLAR, "$")))
                 .map_err(|e| ConfigError::new(shown.to_string(), reason(&e)))
@@ -454,7 +487,7 @@ fn read_toml(
     let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
         let line = e.span().map(|s| {
             text.get(..s.start)
-                .map_or(1, |before| before.lines().count().max(1))
+                .map_or(1, |before| before.matches('\n').count() + 1)
         });
         match line {
             Some(n) => ConfigError::new(option, format!("{shown}: line {n}: not valid TOML")),
@@ -550,6 +583,14 @@ mod tests {
         );
         assert!(parse_millis(&m, "Z", Duration::ZERO).is_err());
         assert!(parse_millis(&m, "X", Duration::ZERO).is_err());
+        // A year at most (an attack pass: HTTP_SESSION_TIMEOUT of 2^63 ms
+        // was taken, and Redis then refused every session's expiry).
+        let m = map(&[("Y", "31536000000"), ("HUGE", "9223372036854775807")]);
+        assert!(parse_millis(&m, "Y", Duration::ZERO).is_ok());
+        let e = parse_millis(&m, "HUGE", Duration::ZERO).unwrap_err();
+        assert_eq!(e.variable, "HUGE");
+        assert!(e.to_string().contains("a year"), "{e}");
+        let m = map(&[("L", " a, ,b ,")]);
         assert_eq!(parse_list(&m, "L").unwrap(), vec!["a", "b"]);
         assert_eq!(parse_list(&m, "NONE"), None);
     }
@@ -676,6 +717,11 @@ mod tests {
         let e = load().unwrap_err().to_string();
         assert!(e.contains("line 2: not valid TOML"), "{e}");
         assert!(!e.contains("secret-value") && !e.contains('\n'), "{e}");
+        // An error at the start of its line is on that line (an attack
+        // pass: it was named one line up).
+        std::fs::write(&toml, "port = 1\nhost = \"x\"\n= 1\n").unwrap();
+        let e = load().unwrap_err().to_string();
+        assert!(e.contains("line 3: not valid TOML"), "{e}");
 
         let dotenv = dir.path().join(".env");
         std::fs::write(&dotenv, "PORT=1\nMCP_API_KEYS=\"secret-value\n").unwrap();
@@ -686,6 +732,19 @@ mod tests {
         assert_eq!(e.variable, dotenv.display().to_string());
         let e = e.to_string();
         assert!(!e.contains("secret-value") && !e.contains('\n'), "{e}");
+        // The line is named (an attack pass: only a character in some line
+        // of the file was), and a byte-order mark is no part of a name.
+        std::fs::write(&dotenv, "PORT=1\n# note\nMCP_SERVER_NAME=my server\n").unwrap();
+        let e = Sources::new(&known)
+            .dotenv_file(&dotenv)
+            .merge()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 3: syntax error"), "{e}");
+        assert!(!e.contains("my server"), "{e}");
+        std::fs::write(&dotenv, "\u{feff}PORT=7\n").unwrap();
+        let m = Sources::new(&known).dotenv_file(&dotenv).merge().unwrap();
+        assert_eq!(m["PORT"], "7");
     }
 
     #[test]

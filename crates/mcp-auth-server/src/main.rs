@@ -82,11 +82,8 @@ enum Error {
     Facade(#[from] mcp_auth_proxy::settings::BuildError),
     #[error("audit log broken at {0}")]
     AuditBroken(mcp_auth_transport::audit::ChainError),
-    #[error("MCP_AUDIT_LOG {target}: {source}")]
-    AuditOpen {
-        target: String,
-        source: std::io::Error,
-    },
+    #[error("MCP_AUDIT_LOG: {source}")]
+    AuditOpen { source: std::io::Error },
 }
 
 /// jemalloc with background threads: memory freed by ended and parked
@@ -383,12 +380,8 @@ async fn serve_http(
         .with_known_tools(tools.names());
     let mut audit_log = None;
     if let Some(target) = audit_target {
-        let log = mcp_auth_transport::audit::AuditLog::open(&target).map_err(|source| {
-            Error::AuditOpen {
-                target: target.clone(),
-                source,
-            }
-        })?;
+        let log = mcp_auth_transport::audit::AuditLog::open(&target)
+            .map_err(|source| Error::AuditOpen { source })?;
         tracing::info!(target = %target, "audit log");
         audit_log = Some(log.clone());
         app = app.with_audit(Arc::new(log));

@@ -115,8 +115,9 @@ pub struct ServerSettings {
 impl ServerSettings {
     /// Validates the merged settings.
     pub fn from_merged(m: &Merged) -> Result<Self, ConfigError> {
-        let transport = match m
-            .get("MCP_TRANSPORT")
+        // Trimmed, as every setting (an attack pass: "stdio " in .env was
+        // refused).
+        let transport = match Lookup::get(m, "MCP_TRANSPORT")
             .map(|s| s.to_ascii_lowercase())
             .as_deref()
         {
@@ -221,9 +222,7 @@ impl ServerSettings {
         // Over stdio there is no HTTP: nothing is authenticated, audited,
         // counted or limited, and only the server's own settings and the
         // tools' scopes are read.
-        if m.get("MCP_TRANSPORT")
-            .is_some_and(|t| t.eq_ignore_ascii_case("stdio"))
-        {
+        if Lookup::get(m, "MCP_TRANSPORT").is_some_and(|t| t.eq_ignore_ascii_case("stdio")) {
             return known()
                 .into_iter()
                 .filter(|n| {
@@ -419,10 +418,18 @@ mod tests {
     /// Over stdio, the HTTP stack's settings (authentication, audit log,
     /// metrics, sessions) are reported as without effect; the server's own
     /// and the tools' scopes are not.
+    /// The transport is read trimmed, like every setting (an attack pass:
+    /// `MCP_TRANSPORT="stdio "` in `.env` was refused).
+    #[test]
+    fn the_transport_is_read_trimmed() {
+        let s = ServerSettings::from_merged(&merged(&[("MCP_TRANSPORT", " stdio ")])).unwrap();
+        assert!(matches!(s.transport, Transport::Stdio));
+    }
+
     #[test]
     fn http_settings_have_no_effect_over_stdio() {
         let names = ignored_names(&[
-            ("MCP_TRANSPORT", "STDIO"),
+            ("MCP_TRANSPORT", " STDIO "),
             ("MCP_AUTH_STRATEGY", "api_key"),
             ("MCP_API_KEYS", "k"),
             ("MCP_AUDIT_LOG", "stdout"),

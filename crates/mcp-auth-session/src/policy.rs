@@ -36,13 +36,15 @@ impl SessionPolicy {
     /// strictest reading), `MCP_SESSION_AUTH_REQUIRE_FOR_SESSION` and
     /// `MCP_SESSION_AUTH_REQUIRE_FOR_OPERATIONS` (default true).
     pub fn from_settings(l: &dyn Lookup) -> Result<Self, ConfigError> {
+        // Read (so a bad value is named) even when the switch turns them off.
+        let policy = Self {
+            require_for_session: parse_bool(l, "MCP_SESSION_AUTH_REQUIRE_FOR_SESSION", true)?,
+            require_for_operations: parse_bool(l, "MCP_SESSION_AUTH_REQUIRE_FOR_OPERATIONS", true)?,
+        };
         if !parse_bool(l, "MCP_SESSION_AUTH_ENABLED", true)? {
             return Ok(Self::default());
         }
-        Ok(Self {
-            require_for_session: parse_bool(l, "MCP_SESSION_AUTH_REQUIRE_FOR_SESSION", true)?,
-            require_for_operations: parse_bool(l, "MCP_SESSION_AUTH_REQUIRE_FOR_OPERATIONS", true)?,
-        })
+        Ok(policy)
     }
 
     /// Whether any request may pass without credentials.
@@ -135,9 +137,12 @@ impl SessionLimits {
             reservation_ttl: d.reservation_ttl,
         };
         let mut limits = limits;
-        let default_subject = limits
-            .max_per_principal
-            .max((2 * limits.max_per_principal).min(limits.max_sessions / 5));
+        let default_subject = limits.max_per_principal.max(
+            limits
+                .max_per_principal
+                .saturating_mul(2)
+                .min(limits.max_sessions / 5),
+        );
         limits.max_per_subject = parse_count(l, "MCP_MAX_SESSIONS_PER_SUBJECT", default_subject)?;
         let default_anon = Self::default_anonymous(limits.max_sessions);
         limits.max_anonymous = parse_count(l, "MCP_MAX_ANONYMOUS_SESSIONS", default_anon)?;
@@ -345,6 +350,17 @@ mod tests {
             .variable,
             "MCP_SESSION_AUTH_REQUIRE_FOR_OPERATIONS"
         );
+        // Named even when the switch turns it off (an attack pass: "banana"
+        // was taken without a word).
+        assert_eq!(
+            SessionPolicy::from_settings(&vars(&[
+                ("MCP_SESSION_AUTH_ENABLED", "false"),
+                ("MCP_SESSION_AUTH_REQUIRE_FOR_OPERATIONS", "banana"),
+            ]))
+            .unwrap_err()
+            .variable,
+            "MCP_SESSION_AUTH_REQUIRE_FOR_OPERATIONS"
+        );
     }
 
     #[test]
@@ -378,6 +394,14 @@ mod tests {
         let set =
             SessionLimits::from_settings(&vars(&[("MCP_MAX_SESSIONS_PER_SUBJECT", "3")])).unwrap();
         assert_eq!(set.max_per_subject, 3);
+        // The largest count does not overflow the per-subject default (an
+        // attack pass: a debug build panicked at start).
+        let huge = SessionLimits::from_settings(&vars(&[(
+            "MCP_MAX_SESSIONS_PER_PRINCIPAL",
+            "18446744073709551615",
+        )]))
+        .unwrap();
+        assert_eq!(huge.max_per_subject, huge.max_per_principal);
         for (k, v) in [
             ("MCP_MAX_SESSIONS_PER_SUBJECT", "0"),
             ("HTTP_MAX_CONCURRENT_SESSIONS", "0"),

@@ -58,6 +58,15 @@ pub enum ApiKeyError {
         /// 1-based position in the list.
         position: usize,
     },
+    /// A key contains a space or a tab: most often two keys separated by
+    /// a space instead of a comma (neither would then work).
+    #[error(
+        "key #{position} contains a space: keys are separated by commas (a space would be part of the key)"
+    )]
+    Spaced {
+        /// 1-based position in the list.
+        position: usize,
+    },
     /// An entry contains `:`, so it is read as `<name>:<key>[:<scopes>]`,
     /// but the part before the first `:` is not a valid name. Most often a
     /// plain key that contains `:`; give such a key as `sha256:<digest>`.
@@ -492,6 +501,9 @@ fn plain_digest(key: &str, position: usize) -> Result<[u8; 32], ApiKeyError> {
     if http::HeaderValue::from_str(key).is_err() || key.trim() != key {
         return Err(ApiKeyError::NotHeaderSafe { position });
     }
+    if key.contains([' ', '\t']) {
+        return Err(ApiKeyError::Spaced { position });
+    }
     Ok(Sha256::digest(key.as_bytes()).into())
 }
 
@@ -670,6 +682,11 @@ mod tests {
             ApiKeyError::NotHeaderSafe { position: 1 },
             ApiKeyAuthenticator::new(["0123456789abcdef\n0"]).unwrap_err()
         );
+        // Two keys separated by a space instead of a comma (an attack pass:
+        // taken as one key, so neither worked, without a word).
+        let e = ApiKeyAuthenticator::from_list(&format!("{KEY} {KEY}x")).unwrap_err();
+        assert_eq!(e, ApiKeyError::Spaced { position: 1 });
+        assert!(!e.to_string().contains(KEY));
     }
 
     #[test]
@@ -980,6 +997,7 @@ mod tests {
             ApiKeyError::TooShort { position }
             | ApiKeyError::BadDigest { position }
             | ApiKeyError::NotHeaderSafe { position }
+            | ApiKeyError::Spaced { position }
             | ApiKeyError::BadName { position }
             | ApiKeyError::ReservedName { position }
             | ApiKeyError::BadScope { position }

@@ -529,7 +529,7 @@ enum Target {
 
 impl AuditLog {
     /// Appends to `target`: a file path (created 0600 when missing), or
-    /// `stdout` / `-`. A file's chain continues from its last line.
+    /// `stdout` (in any case) / `-`. A file's chain continues from its last line.
     ///
     /// Beside a file, in the same directory, the chain's head (the next
     /// `seq` and the hash of the last line written) is kept in
@@ -546,7 +546,7 @@ impl AuditLog {
     /// (a torn line, NUL bytes left by a crash, a line over 1 MiB): `audit
     /// verify` names it.
     pub fn open(target: &str) -> std::io::Result<Self> {
-        let (target, prev, seq) = if target == "stdout" || target == "-" {
+        let (target, prev, seq) = if target.eq_ignore_ascii_case("stdout") || target == "-" {
             (Target::Stdout, GENESIS.to_owned(), 0)
         } else {
             let path = PathBuf::from(target);
