@@ -293,6 +293,89 @@ impl ServerSettings {
             true => &[][..],
             false => KEYS_FETCHED,
         };
+        // Settings whose effect another setting turns off or on: each with
+        // what it waits for.
+        let off = |name: &str, default: bool| parse_bool(m, name, default).unwrap_or(default);
+        let mut conditional: Vec<(&'static str, &'static str)> = Vec::new();
+        let mut unless = |cond: bool, names: &[&'static str], why: &'static str| {
+            if !cond {
+                conditional.extend(
+                    names
+                        .iter()
+                        .filter(|n| Lookup::get(m, n).is_some())
+                        .map(|n| (*n, why)),
+                );
+            }
+        };
+        unless(
+            strategy(Strategy::ApiKey) || strategies.is_empty(),
+            &["MCP_API_KEYS"],
+            "read only with the api_key strategy (MCP_AUTH_STRATEGY names another: these keys protect nothing)",
+        );
+        unless(
+            strategy(Strategy::Bearer),
+            &[
+                "MCP_JWT_SECRET",
+                "MCP_JWT_PUBLIC_KEY",
+                "MCP_JWT_ALGORITHM",
+                "MCP_JWT_ISSUER",
+            ],
+            "read only with MCP_AUTH_STRATEGY=bearer (and by the token command)",
+        );
+        unless(
+            strategy(Strategy::None),
+            &["MCP_ALLOW_INSECURE_NONE"],
+            "read only with MCP_AUTH_STRATEGY=none",
+        );
+        let dpop_on = Lookup::get(m, "MCP_DPOP").is_some_and(|v| !v.eq_ignore_ascii_case("off"));
+        unless(
+            dpop_on,
+            &["MCP_DPOP_NONCE", "MCP_DPOP_ALGORITHMS"],
+            "read only with MCP_DPOP=accept or require",
+        );
+        unless(
+            off("HTTP_RATE_LIMIT_ENABLED", false),
+            &["HTTP_RATE_LIMIT_WINDOW", "HTTP_RATE_LIMIT_MAX_REQUESTS"],
+            "read only with HTTP_RATE_LIMIT_ENABLED=true",
+        );
+        unless(
+            off("HTTP_ENABLE_CORS", true),
+            &[
+                "HTTP_CORS_CREDENTIALS",
+                "HTTP_CORS_METHODS",
+                "HTTP_CORS_HEADERS",
+            ],
+            "read only with CORS on (HTTP_ENABLE_CORS is false)",
+        );
+        unless(
+            Lookup::get(m, "HTTP_ALLOWED_ORIGINS").is_none(),
+            &["HTTP_CORS_ORIGINS"],
+            "HTTP_ALLOWED_ORIGINS is set, and replaces it",
+        );
+        unless(
+            Lookup::get(m, "MCP_SESSION_STORE").is_some_and(|v| !v.eq_ignore_ascii_case("memory")),
+            &["MCP_SESSION_CACHE_MS"],
+            "read only with a Redis session store (MCP_SESSION_STORE)",
+        );
+        unless(
+            !oauth2 || facade_runs,
+            &[
+                "MCP_OAUTH_TOKEN_URL",
+                "MCP_OAUTH_USERINFO_URL",
+                "MCP_OAUTH_SCOPE",
+                "MCP_OAUTH_PROVIDER_NAME",
+                "MCP_PROXY_SIGNING_KEY",
+                "MCP_PROXY_ENCRYPTION_KEY",
+                "MCP_PROXY_ACCESS_TOKEN_TTL",
+                "MCP_PROXY_CLIENTS",
+                "MCP_PROXY_METADATA_ALLOWED_NETWORKS",
+                "MCP_PROXY_METADATA_ALLOW_LOOPBACK",
+                "MCP_PROXY_AUTHORIZATIONS_PER_MINUTE",
+                "MCP_PROXY_REGISTRATIONS_PER_HOUR",
+                "MCP_PROXY_LOGINS_PER_LIFETIME",
+            ],
+            "read only by the login facade, which runs when MCP_OAUTH_AUTH_URL, MCP_OAUTH_CALLBACK_URL or COGNITO_DOMAIN is set",
+        );
         named(NOT_YET, "not supported by this server")
             .chain(named(
                 facade,
@@ -319,6 +402,7 @@ impl ServerSettings {
                 FOR_OTHERS,
                 "read by other programs, not by the server",
             ))
+            .chain(conditional)
             .collect()
     }
 
@@ -450,6 +534,59 @@ mod tests {
             ]
         );
         assert!(ignored_names(&[("MCP_AUDIT_LOG", "stdout")]).is_empty());
+    }
+
+    /// Settings another one turns off are reported as without effect, with
+    /// what they wait for (an attack pass: each was taken without a word).
+    #[test]
+    fn settings_turned_off_by_another_are_named() {
+        let with = |pairs: &[(&str, &str)]| ignored_names(pairs);
+        assert_eq!(
+            with(&[
+                ("MCP_AUTH_STRATEGY", "none"),
+                ("MCP_API_KEYS", "k-0123456789abcdef0123")
+            ]),
+            ["MCP_API_KEYS"]
+        );
+        assert_eq!(
+            with(&[
+                ("MCP_AUTH_STRATEGY", "oauth2"),
+                ("MCP_JWT_SECRET", "s"),
+                ("MCP_DPOP_NONCE", "true"),
+                ("HTTP_RATE_LIMIT_MAX_REQUESTS", "5"),
+                ("HTTP_ENABLE_CORS", "false"),
+                ("HTTP_CORS_CREDENTIALS", "true"),
+                ("HTTP_ALLOWED_ORIGINS", "https://a.example"),
+                ("HTTP_CORS_ORIGINS", "https://b.example"),
+                ("MCP_SESSION_CACHE_MS", "100"),
+                ("MCP_ALLOW_INSECURE_NONE", "true"),
+            ]),
+            [
+                "MCP_JWT_SECRET",
+                "MCP_ALLOW_INSECURE_NONE",
+                "MCP_DPOP_NONCE",
+                "HTTP_RATE_LIMIT_MAX_REQUESTS",
+                "HTTP_CORS_CREDENTIALS",
+                "HTTP_CORS_ORIGINS",
+                "MCP_SESSION_CACHE_MS",
+            ]
+        );
+        // Each with what turns it on: nothing said.
+        assert!(
+            with(&[
+                ("MCP_AUTH_STRATEGY", "bearer"),
+                ("MCP_JWT_SECRET", "s"),
+                ("MCP_DPOP", "require"),
+                ("MCP_DPOP_NONCE", "true"),
+                ("HTTP_RATE_LIMIT_ENABLED", "true"),
+                ("HTTP_RATE_LIMIT_MAX_REQUESTS", "5"),
+                ("HTTP_CORS_CREDENTIALS", "true"),
+                ("HTTP_CORS_ORIGINS", "https://b.example"),
+                ("MCP_SESSION_STORE", "redis://127.0.0.1:6379/0"),
+                ("MCP_SESSION_CACHE_MS", "100"),
+            ])
+            .is_empty()
+        );
     }
 
     /// Cognito's verifier settings under another strategy are reported as
@@ -656,12 +793,23 @@ mod tests {
                 "MCP_OAUTH_JWKS_MAX_STALE"
             ]
         );
-        // With oauth2 the seed's login variables drive the facade.
-        let ignored = ServerSettings::ignored(&merged(&[
+        // With oauth2 the seed's login variables drive the facade, once it
+        // is asked for: without its login URL they do nothing (an attack
+        // pass: a half-configured facade ran as a resource server without
+        // a word).
+        let ignored = ignored_names(&[
             ("MCP_AUTH_STRATEGY", "oauth2"),
             ("MCP_OAUTH_SCOPE", "x"),
+            ("MCP_PROXY_ACCESS_TOKEN_TTL", "1h"),
             ("MCP_OAUTH_REQUIRE_AT_JWT", "true"),
             ("MCP_OAUTH_JWKS_MAX_STALE", "1d"),
+        ]);
+        assert_eq!(ignored, ["MCP_OAUTH_SCOPE", "MCP_PROXY_ACCESS_TOKEN_TTL"]);
+        let ignored = ServerSettings::ignored(&merged(&[
+            ("MCP_AUTH_STRATEGY", "oauth2"),
+            ("MCP_OAUTH_AUTH_URL", "https://idp.example.com/authorize"),
+            ("MCP_OAUTH_SCOPE", "x"),
+            ("MCP_PROXY_ACCESS_TOKEN_TTL", "1h"),
         ]));
         assert!(ignored.is_empty(), "{ignored:?}");
         // With the facade running, its own tokens replace the issuer's: the
@@ -684,11 +832,14 @@ mod tests {
         assert_eq!(ignored, ["MCP_OAUTH_REQUIRE_AT_JWT"]);
         // Named as the server reads them: in any case, in a chain.
         for strategy in ["Cognito", "api_key, COGNITO", "OAUTH2"] {
-            let ignored = ServerSettings::ignored(&merged(&[
+            let mut pairs = vec![
                 ("MCP_AUTH_STRATEGY", strategy),
-                ("MCP_API_KEYS", "k-0123456789abcdef0123"),
                 ("MCP_OAUTH_JWKS_MAX_STALE", "1d"),
-            ]));
+            ];
+            if strategy.contains("api_key") {
+                pairs.push(("MCP_API_KEYS", "k-0123456789abcdef0123"));
+            }
+            let ignored = ServerSettings::ignored(&merged(&pairs));
             assert!(ignored.is_empty(), "{strategy}: {ignored:?}");
         }
         // A strategy that fetches no keys: the bound is said to do nothing.
