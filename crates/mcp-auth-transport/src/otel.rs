@@ -28,8 +28,9 @@
 //! base URL, `/v1/traces` appended) or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`
 //! (used as it is), `OTEL_EXPORTER_OTLP_PROTOCOL` (`http/protobuf`, the
 //! only one supported; `grpc` is refused by name), `OTEL_SERVICE_NAME`
-//! (else the name you give), `OTEL_RESOURCE_ATTRIBUTES` (read from the
-//! process environment). `OTEL_SDK_DISABLED=true` turns it off.
+//! (else the name you give), `OTEL_RESOURCE_ATTRIBUTES` (`key=value,…`,
+//! from the settings or the process environment). `OTEL_SDK_DISABLED=true`
+//! turns it off.
 
 use std::time::Duration;
 
@@ -57,6 +58,24 @@ impl Drop for OtelGuard {
             eprintln!("OpenTelemetry: the last spans were not exported: {e}");
         }
     }
+}
+
+/// The spans' resource: the service, and `OTEL_RESOURCE_ATTRIBUTES`
+/// (`key=value,key=value`) from the settings as well as from the process
+/// environment (an attack pass: set in `.env`, it was dropped), the
+/// settings' winning.
+fn resource(l: &dyn Lookup, service: String) -> Resource {
+    let mut builder = Resource::builder().with_service_name(service);
+    if let Some(list) = l.get("OTEL_RESOURCE_ATTRIBUTES") {
+        for (k, v) in list.split(',').filter_map(|kv| kv.split_once('=')) {
+            let (k, v) = (k.trim(), v.trim());
+            if !k.is_empty() {
+                builder = builder
+                    .with_attribute(opentelemetry::KeyValue::new(k.to_owned(), v.to_owned()));
+            }
+        }
+    }
+    builder.build()
 }
 
 /// The layer that exports spans, when the settings ask for it (`None`
@@ -134,7 +153,7 @@ where
     let provider = SdkTracerProvider::builder()
         .with_sampler(opentelemetry_sdk::trace::Sampler::AlwaysOn)
         .with_batch_exporter(exporter)
-        .with_resource(Resource::builder().with_service_name(service).build())
+        .with_resource(resource(l, service))
         .build();
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let tracer = provider.tracer("mcp-auth");
@@ -254,6 +273,25 @@ mod tests {
                 Ok(_) => panic!("{pairs:?} accepted"),
             }
         }
+    }
+
+    /// `OTEL_RESOURCE_ATTRIBUTES` from the settings reaches the resource
+    /// (an attack pass: set in `.env` it was dropped, only the process
+    /// environment's was read).
+    #[test]
+    fn resource_attributes_are_read_from_the_settings() {
+        let m = std::collections::HashMap::from([(
+            "OTEL_RESOURCE_ATTRIBUTES".to_owned(),
+            "deployment.environment=prod, team = auth,novalue".to_owned(),
+        )]);
+        let r = resource(&m, "svc".to_owned());
+        let get = |k: &'static str| {
+            r.get(&opentelemetry::Key::from_static_str(k))
+                .map(|v| v.to_string())
+        };
+        assert_eq!(get("deployment.environment").as_deref(), Some("prod"));
+        assert_eq!(get("team").as_deref(), Some("auth"));
+        assert_eq!(get("service.name").as_deref(), Some("svc"));
     }
 
     #[test]
