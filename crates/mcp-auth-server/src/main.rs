@@ -129,10 +129,14 @@ async fn run(cli: Cli) -> Result<(), Error> {
     )?;
     let s = ServerSettings::from_merged(&merged)?;
     if let Some(Command::Token(args)) = &cli.command {
-        if s.port == 0 && s.server_url.is_none() && args.aud.is_none() {
+        if s.port == 0
+            && s.server_url.is_none()
+            && args.aud.is_none()
+            && mcp_auth_core::settings::parse_list(&merged, "MCP_JWT_AUDIENCE").is_none()
+        {
             return Err(ConfigError::new(
                 "MCP_SERVER_URL",
-                "with PORT=0 the server URL is unknown: set MCP_SERVER_URL or --aud",
+                "with PORT=0 the server URL is unknown: set MCP_SERVER_URL, MCP_JWT_AUDIENCE or --aud",
             )
             .into());
         }

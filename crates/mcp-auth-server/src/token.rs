@@ -46,6 +46,20 @@ pub fn parse_lifetime(v: &str, var: &str) -> Result<Duration, ConfigError> {
 
 /// Mints the token for `args` with the configured key.
 pub fn mint(args: &TokenArgs, l: &dyn Lookup, default_aud: &Url) -> Result<String, ConfigError> {
+    // What the server would refuse is not minted (an attack pass: an empty
+    // `--sub` gave a token every request with it was refused for).
+    for (flag, value) in [
+        ("--sub", Some(&args.sub)),
+        ("--aud", args.aud.as_ref()),
+        ("--client-id", args.client_id.as_ref()),
+    ] {
+        if value.is_some_and(|v| v.trim().is_empty() || v.trim() != v) {
+            return Err(ConfigError::new(
+                flag,
+                "must not be empty or begin or end with spaces",
+            ));
+        }
+    }
     let alg = algorithm_setting(l, "MCP_JWT_ALGORITHM")?;
     let secret = hmac_secret_setting(l, "MCP_JWT_SECRET")?;
     // The server refuses this pair: a token for it could never be used.
@@ -95,6 +109,22 @@ pub fn mint(args: &TokenArgs, l: &dyn Lookup, default_aud: &Url) -> Result<Strin
         )?,
         None => Duration::from_secs(3600),
     };
+    // Longer than the server takes: a token it would refuse.
+    if let Some(max) = mcp_auth_jwt::TimeRules::from_settings(l)?.max_lifetime
+        && lifetime > max
+    {
+        return Err(ConfigError::new(
+            if args.expires_in.is_some() {
+                "--expires-in"
+            } else {
+                "MCP_JWT_EXPIRES_IN"
+            },
+            format!(
+                "longer than MCP_JWT_MAX_LIFETIME ({} s): the server would refuse the token",
+                max.as_secs()
+            ),
+        ));
+    }
     let aud = args
         .aud
         .clone()
@@ -218,6 +248,53 @@ mod tests {
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
         mint(&args, &l, &"http://127.0.0.1:8000/mcp".parse().unwrap())
+    }
+
+    /// Tokens the server would refuse are not minted (an attack pass):
+    /// a blank subject, audience or client id, a lifetime past
+    /// `MCP_JWT_MAX_LIFETIME`.
+    #[test]
+    fn tokens_the_server_would_refuse_are_not_minted() {
+        const SECRET: &str = "0123456789abcdef0123456789abcdef";
+        let l: std::collections::HashMap<String, String> =
+            [("MCP_JWT_SECRET", SECRET), ("MCP_JWT_MAX_LIFETIME", "30m")]
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect();
+        let url: Url = "http://127.0.0.1:8000/mcp".parse().unwrap();
+        let args = |sub: &str, aud: Option<&str>, expires: Option<&str>| TokenArgs {
+            sub: sub.into(),
+            scope: String::new(),
+            expires_in: expires.map(str::to_owned),
+            aud: aud.map(str::to_owned),
+            client_id: None,
+        };
+        assert_eq!(
+            mint(&args("", None, Some("10m")), &l, &url)
+                .unwrap_err()
+                .variable,
+            "--sub"
+        );
+        assert_eq!(
+            mint(&args("   ", None, Some("10m")), &l, &url)
+                .unwrap_err()
+                .variable,
+            "--sub"
+        );
+        assert_eq!(
+            mint(&args("alice", Some(""), Some("10m")), &l, &url)
+                .unwrap_err()
+                .variable,
+            "--aud"
+        );
+        // The default hour is past the 30 minutes the server takes.
+        assert_eq!(
+            mint(&args("alice", None, None), &l, &url)
+                .unwrap_err()
+                .variable,
+            "MCP_JWT_EXPIRES_IN"
+        );
+        assert!(mint(&args("alice", None, Some("10m")), &l, &url).is_ok());
     }
 
     const KEYS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../mcp-auth-jwt/tests/keys/");
