@@ -357,23 +357,25 @@ impl ServerSettings {
             &["MCP_SESSION_CACHE_MS"],
             "read only with a Redis session store (MCP_SESSION_STORE)",
         );
+        // The facade's own (its upstream login and its `MCP_PROXY_*`), of
+        // the variables it reads.
+        let facade_own: Vec<&'static str> = mcp_auth_proxy::settings::VARIABLES
+            .iter()
+            .copied()
+            .filter(|n| {
+                n.split('_').nth(1) == Some("PROXY")
+                    || matches!(
+                        *n,
+                        "MCP_OAUTH_TOKEN_URL"
+                            | "MCP_OAUTH_USERINFO_URL"
+                            | "MCP_OAUTH_SCOPE"
+                            | "MCP_OAUTH_PROVIDER_NAME"
+                    )
+            })
+            .collect();
         unless(
             !oauth2 || facade_runs,
-            &[
-                "MCP_OAUTH_TOKEN_URL",
-                "MCP_OAUTH_USERINFO_URL",
-                "MCP_OAUTH_SCOPE",
-                "MCP_OAUTH_PROVIDER_NAME",
-                "MCP_PROXY_SIGNING_KEY",
-                "MCP_PROXY_ENCRYPTION_KEY",
-                "MCP_PROXY_ACCESS_TOKEN_TTL",
-                "MCP_PROXY_CLIENTS",
-                "MCP_PROXY_METADATA_ALLOWED_NETWORKS",
-                "MCP_PROXY_METADATA_ALLOW_LOOPBACK",
-                "MCP_PROXY_AUTHORIZATIONS_PER_MINUTE",
-                "MCP_PROXY_REGISTRATIONS_PER_HOUR",
-                "MCP_PROXY_LOGINS_PER_LIFETIME",
-            ],
+            &facade_own,
             "read only by the login facade, which runs when MCP_OAUTH_AUTH_URL, MCP_OAUTH_CALLBACK_URL or COGNITO_DOMAIN is set",
         );
         named(NOT_YET, "not supported by this server")

@@ -2102,17 +2102,7 @@ impl AuditLayer {
         let mut peer_text = crate::net::IpText::default();
         fields.peer = peer.map(|ip| peer_text.write(ip));
         // The auth layer noted it for this record only.
-        if let Some(p) = &decided.who {
-            fields.key_fingerprint = p.key_fingerprint.as_deref();
-            fields.subject = p.subject.as_deref();
-            fields.strategy = Some(&p.strategy);
-            fields.client_id = p.client_id.as_deref();
-            fields.issuer = p.issuer.as_deref();
-            fields.scopes_held = &p.scopes;
-        }
-        if let Some(s) = &decided.required {
-            fields.scopes_required = s;
-        }
+        fields.name_caller(&decided);
         let refusal;
         if !status.is_success() {
             let (reason, detail, scope, rebuilt) = refusal_of(resp).await;
@@ -2163,18 +2153,26 @@ impl AuditLayer {
         };
         let mut peer_text = crate::net::IpText::default();
         fields.peer = peer.map(|ip| peer_text.write(ip));
+        fields.name_caller(&decided);
+        self.sink.record_fields(&fields);
+    }
+}
+
+impl<'a> AuditFields<'a> {
+    /// Who the layers let in and what the operation needed, as they noted
+    /// it in `decided`.
+    fn name_caller(&mut self, decided: &'a crate::auth::Decided) {
         if let Some(p) = &decided.who {
-            fields.key_fingerprint = p.key_fingerprint.as_deref();
-            fields.subject = p.subject.as_deref();
-            fields.strategy = Some(&p.strategy);
-            fields.client_id = p.client_id.as_deref();
-            fields.issuer = p.issuer.as_deref();
-            fields.scopes_held = &p.scopes;
+            self.key_fingerprint = p.key_fingerprint.as_deref();
+            self.subject = p.subject.as_deref();
+            self.strategy = Some(&p.strategy);
+            self.client_id = p.client_id.as_deref();
+            self.issuer = p.issuer.as_deref();
+            self.scopes_held = &p.scopes;
         }
         if let Some(s) = &decided.required {
-            fields.scopes_required = s;
+            self.scopes_required = s;
         }
-        self.sink.record_fields(&fields);
     }
 }
 
