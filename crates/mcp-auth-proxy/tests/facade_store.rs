@@ -1008,6 +1008,17 @@ async fn refresh_at(
     support::token(app, &form).await
 }
 
+/// The token request exchanging `code` for public `client`.
+fn exchange<'a>(code: &'a str, client: &'a str) -> [(&'static str, &'a str); 5] {
+    [
+        ("grant_type", "authorization_code"),
+        ("code", code),
+        ("redirect_uri", support::CLIENT_CB),
+        ("code_verifier", support::VERIFIER),
+        ("client_id", client),
+    ]
+}
+
 /// A code exchange the store fails half-way through (the code taken, the
 /// refresh token not stored) gives the code back: the client's retry is
 /// answered, not taken for a replay that revokes the login (an attack
@@ -1024,13 +1035,7 @@ async fn a_code_exchange_the_store_fails_can_be_retried() {
         .issue_code(grant.clone(), support::CLIENT_CB, &support::challenge())
         .await
         .unwrap();
-    let form = [
-        ("grant_type", "authorization_code"),
-        ("code", code.as_str()),
-        ("redirect_uri", support::CLIENT_CB),
-        ("code_verifier", support::VERIFIER),
-        ("client_id", client.as_str()),
-    ];
+    let form = exchange(&code, &client);
     store.refresh_writes_down.store(true, Ordering::SeqCst);
     let (status, body) = support::token(&app, &form).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
@@ -1069,13 +1074,7 @@ async fn a_code_exchange_the_store_fails_can_be_retried() {
         .issue_code(second.clone(), support::CLIENT_CB, &support::challenge())
         .await
         .unwrap();
-    let form2 = [
-        ("grant_type", "authorization_code"),
-        ("code", code2.as_str()),
-        ("redirect_uri", support::CLIENT_CB),
-        ("code_verifier", support::VERIFIER),
-        ("client_id", client.as_str()),
-    ];
+    let form2 = exchange(&code2, &client);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     store.refresh_writes_down.store(true, Ordering::SeqCst);
     let (status, _) = support::token(&app, &form2).await;
