@@ -39,8 +39,24 @@ pub fn unknown(
     dotenv_names: impl IntoIterator<Item = String>,
 ) -> Vec<(String, Option<&'static str>)> {
     let known = known();
+    let names: Vec<String> = env_names.into_iter().chain(dotenv_names).collect();
+    // Kubernetes gives each container its Services' addresses: for a
+    // Service `mcp-server`, `MCP_SERVER_SERVICE_HOST`, `…_SERVICE_PORT`,
+    // `MCP_SERVER_PORT` and `MCP_SERVER_PORT_8001_TCP…`. Not settings, and
+    // not misspellings.
+    let services: Vec<&str> = names
+        .iter()
+        .filter_map(|n| n.strip_suffix("_SERVICE_HOST"))
+        .collect();
+    let service_link = |name: &str| {
+        services.iter().any(|svc| {
+            name.strip_prefix(svc).is_some_and(|rest| {
+                rest == "_PORT" || rest.starts_with("_PORT_") || rest.starts_with("_SERVICE_")
+            })
+        })
+    };
     let mut out: Vec<(String, Option<&'static str>)> = Vec::new();
-    for name in env_names.into_iter().chain(dotenv_names) {
+    for name in names.iter().cloned() {
         // Names are read as they are written: `cognito_required_groups` is
         // not `COGNITO_REQUIRED_GROUPS` (only the TOML file takes any case),
         // so a name in another case is reported too.
@@ -57,7 +73,11 @@ pub fn unknown(
                 || FOR_OTHERS.contains(&n)
                 || OTHER_PROGRAMS.contains(&n)
         };
-        if upper == "HTTP_PROXY" || read(&name) || out.iter().any(|(n, _)| *n == name) {
+        if upper == "HTTP_PROXY"
+            || read(&name)
+            || service_link(&name)
+            || out.iter().any(|(n, _)| *n == name)
+        {
             continue;
         }
         let closest = known
@@ -129,10 +149,18 @@ mod tests {
                 "COGNTIO_REQUIRED_GROUPS".to_owned(),
                 "MPC_OAUTH_REQUIRED_SCOPES".to_owned(),
                 "HTTP_TRUSTED_PROXY".to_owned(),
-                // Everyone's variables are left alone.
+                // Everyone's variables are left alone, and Kubernetes'
+                // links to a Service named `mcp-server` (or `mcp`).
                 "HOSTNAME".to_owned(),
                 "HTTPS_PROXY".to_owned(),
                 "LANGUAGE".to_owned(),
+                "MCP_SERVER_SERVICE_HOST".to_owned(),
+                "MCP_SERVER_SERVICE_PORT".to_owned(),
+                "MCP_SERVER_SERVICE_PORT_HTTP".to_owned(),
+                "MCP_SERVER_PORT".to_owned(),
+                "MCP_SERVER_PORT_8001_TCP_ADDR".to_owned(),
+                "MCP_SERVICE_HOST".to_owned(),
+                "MCP_PORT".to_owned(),
             ],
             [timeout.clone(), group.clone(), other.clone()],
         );
