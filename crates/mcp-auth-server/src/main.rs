@@ -326,6 +326,10 @@ async fn serve_http(
     }
     // Every strategy's settings are checked before anything starts; the
     // facade's member is built once the store exists (its state lives there).
+    mcp_auth_strategies::settings::check_restrictions(
+        s.strategies.as_deref().unwrap_or_default(),
+        merged,
+    )?;
     let mut members: Vec<Option<SharedAuthenticator>> = Vec::new();
     let mut generated = None;
     match &s.strategies {

@@ -260,7 +260,11 @@ impl ServerSettings {
         const KEYS_FETCHED: &[&str] = &["MCP_OAUTH_JWKS_MAX_STALE"];
         // Read by the `cognito` strategy's verifier only (the facade's
         // Cognito preset reads the pool's region, id and app client).
-        const COGNITO_ONLY: &[&str] = &["COGNITO_TOKEN_USE", "COGNITO_RESOURCE_INDICATORS"];
+        const COGNITO_ONLY: &[&str] = &[
+            "COGNITO_TOKEN_USE",
+            "COGNITO_RESOURCE_INDICATORS",
+            "COGNITO_REQUIRED_SCOPES",
+        ];
         let named = |names: &'static [&'static str], why: &'static str| {
             names
                 .iter()
@@ -296,13 +300,21 @@ impl ServerSettings {
         // Settings whose effect another setting turns off or on: each with
         // what it waits for.
         let off = |name: &str, default: bool| parse_bool(m, name, default).unwrap_or(default);
+        // A value that is the default changes nothing whatever else is
+        // set: not reported (`.env.example` lists them so).
         let mut conditional: Vec<(&'static str, &'static str)> = Vec::new();
         let mut unless = |cond: bool, names: &[&'static str], why: &'static str| {
             if !cond {
                 conditional.extend(
                     names
                         .iter()
-                        .filter(|n| Lookup::get(m, n).is_some())
+                        .filter(|n| {
+                            Lookup::get(m, n).is_some_and(|v| {
+                                !DEFAULTS
+                                    .iter()
+                                    .any(|(d, dv)| d == *n && v.eq_ignore_ascii_case(dv))
+                            })
+                        })
                         .map(|n| (*n, why)),
                 );
             }
@@ -330,12 +342,24 @@ impl ServerSettings {
         let dpop_on = Lookup::get(m, "MCP_DPOP").is_some_and(|v| !v.eq_ignore_ascii_case("off"));
         unless(
             dpop_on,
-            &["MCP_DPOP_NONCE", "MCP_DPOP_ALGORITHMS"],
+            &["MCP_DPOP_ALGORITHMS"],
             "read only with MCP_DPOP=accept or require",
         );
+        // The login facade's token endpoint hands out nonces too.
+        unless(
+            dpop_on || facade_runs,
+            &["MCP_DPOP_NONCE"],
+            "read only with MCP_DPOP=accept or require, or by the login facade",
+        );
+        unless(
+            strategy(Strategy::Cognito),
+            COGNITO_ONLY,
+            "read only with MCP_AUTH_STRATEGY=cognito",
+        );
+        // (The window is also the failed-login limiter's, always on.)
         unless(
             off("HTTP_RATE_LIMIT_ENABLED", false),
-            &["HTTP_RATE_LIMIT_WINDOW", "HTTP_RATE_LIMIT_MAX_REQUESTS"],
+            &["HTTP_RATE_LIMIT_MAX_REQUESTS"],
             "read only with HTTP_RATE_LIMIT_ENABLED=true",
         );
         unless(
@@ -393,14 +417,6 @@ impl ServerSettings {
                 "read only with MCP_AUTH_STRATEGY=oauth2 or cognito",
             ))
             .chain(named(
-                if strategy(Strategy::Cognito) {
-                    &[][..]
-                } else {
-                    COGNITO_ONLY
-                },
-                "read only with MCP_AUTH_STRATEGY=cognito",
-            ))
-            .chain(named(
                 FOR_OTHERS,
                 "read by other programs, not by the server",
             ))
@@ -423,6 +439,31 @@ impl ServerSettings {
             .unwrap_or_else(|_| Url::parse("http://127.0.0.1/mcp").expect("static URL parses"))
     }
 }
+
+/// Settings whose effect another setting turns off, with their defaults as
+/// `.env.example` lists them: a default value is not reported as without
+/// effect (checked against `.env.example` by a test).
+const DEFAULTS: &[(&str, &str)] = &[
+    ("MCP_JWT_ISSUER", "mcp-auth-server"),
+    ("MCP_ALLOW_INSECURE_NONE", "false"),
+    ("MCP_DPOP_NONCE", "false"),
+    ("MCP_DPOP_ALGORITHMS", "ES256,EdDSA,RS256,PS256"),
+    ("HTTP_RATE_LIMIT_MAX_REQUESTS", "1000"),
+    ("HTTP_CORS_CREDENTIALS", "false"),
+    ("HTTP_CORS_METHODS", "GET,POST,DELETE,OPTIONS"),
+    (
+        "HTTP_CORS_HEADERS",
+        "Content-Type,Authorization,X-API-Key,Mcp-Session-Id,MCP-Protocol-Version,Mcp-Method,Mcp-Name,Last-Event-ID,DPoP",
+    ),
+    ("MCP_SESSION_CACHE_MS", "1000"),
+    ("COGNITO_TOKEN_USE", "access"),
+    ("COGNITO_RESOURCE_INDICATORS", "false"),
+    ("MCP_PROXY_ACCESS_TOKEN_TTL", "10m"),
+    ("MCP_PROXY_METADATA_ALLOW_LOOPBACK", "false"),
+    ("MCP_PROXY_AUTHORIZATIONS_PER_MINUTE", "60"),
+    ("MCP_PROXY_REGISTRATIONS_PER_HOUR", "20"),
+    ("MCP_PROXY_LOGINS_PER_LIFETIME", "10000"),
+];
 
 /// The setting that says a server on loopback is reached through a proxy
 /// from elsewhere, if one does: allowed hosts other than this machine's
@@ -573,6 +614,17 @@ mod tests {
                 "MCP_SESSION_CACHE_MS",
             ]
         );
+        // Their defaults change nothing: not reported.
+        assert!(
+            with(&[
+                ("MCP_AUTH_STRATEGY", "oauth2"),
+                ("MCP_DPOP_NONCE", "false"),
+                ("HTTP_RATE_LIMIT_WINDOW", "60000"),
+                ("HTTP_RATE_LIMIT_MAX_REQUESTS", "1000"),
+                ("MCP_SESSION_CACHE_MS", "1000"),
+            ])
+            .is_empty()
+        );
         // Each with what turns it on: nothing said.
         assert!(
             with(&[
@@ -592,8 +644,8 @@ mod tests {
     }
 
     /// Cognito's verifier settings under another strategy are reported as
-    /// without effect (its restrictions are refused when the strategies
-    /// are read: `mcp_auth_strategies::strategies_from_settings`).
+    /// without effect (its groups are refused when the authenticator is
+    /// built: `mcp_auth_strategies::settings::check_restrictions`).
     #[test]
     fn cognito_verifier_settings_need_the_cognito_strategy() {
         assert_eq!(
@@ -601,9 +653,50 @@ mod tests {
                 ("MCP_AUTH_STRATEGY", "oauth2"),
                 ("COGNITO_TOKEN_USE", "id"),
                 ("COGNITO_RESOURCE_INDICATORS", "true"),
+                ("COGNITO_REQUIRED_SCOPES", "x/tools"),
             ]),
-            ["COGNITO_TOKEN_USE", "COGNITO_RESOURCE_INDICATORS"]
+            [
+                "COGNITO_TOKEN_USE",
+                "COGNITO_RESOURCE_INDICATORS",
+                "COGNITO_REQUIRED_SCOPES"
+            ]
         );
+    }
+
+    /// `.env.example` as it is, with the strategies the README walks
+    /// through, gives no warning (a review: it gave nine at every start,
+    /// for the defaults it lists), and the defaults known here are its.
+    #[test]
+    fn the_example_env_file_warns_of_nothing() {
+        let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../.env.example"));
+        let example = Sources::new(&known()).dotenv_file(path).merge().unwrap();
+        for (name, value) in DEFAULTS {
+            assert_eq!(
+                example.get(*name).map(String::as_str),
+                Some(*value),
+                "{name}"
+            );
+        }
+        for extra in [
+            &[][..],
+            &[
+                ("MCP_AUTH_STRATEGY", "oauth2"),
+                ("MCP_OAUTH_ISSUER", "https://idp.example.com"),
+            ],
+            &[
+                ("MCP_AUTH_STRATEGY", "bearer"),
+                ("MCP_JWT_SECRET", "0123456789abcdef0123456789abcdef"),
+            ],
+        ] {
+            let mut m = example.clone();
+            m.extend(
+                extra
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+            );
+            let ignored = ServerSettings::ignored(&m);
+            assert!(ignored.is_empty(), "{extra:?}: {ignored:?}");
+        }
     }
 
     /// The names of the settings reported as without effect.

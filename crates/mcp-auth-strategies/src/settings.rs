@@ -71,9 +71,8 @@ pub const VARIABLES: &[&str] = &[
     "MCP_DPOP_ALGORITHMS",
     // Named in errors about the server URL the caller passes.
     "MCP_SERVER_URL",
-    // Refused without the cognito strategy, which reads them.
+    // Refused without the cognito strategy, which reads it.
     "COGNITO_REQUIRED_GROUPS",
-    "COGNITO_REQUIRED_SCOPES",
 ];
 
 /// One authentication strategy of `MCP_AUTH_STRATEGY`.
@@ -173,19 +172,6 @@ pub fn strategies_from_settings(l: &dyn Lookup) -> Result<Option<Vec<Strategy>>,
             "false is not supported: every request is authenticated; set MCP_AUTH_STRATEGY=none to turn authentication off",
         ));
     }
-    // Restrictions only the cognito strategy enforces: set for another,
-    // no caller would be refused for them (under the login facade with a
-    // Cognito pool, every user of the pool would be let in).
-    if !strategies.contains(&Strategy::Cognito) {
-        for name in ["COGNITO_REQUIRED_GROUPS", "COGNITO_REQUIRED_SCOPES"] {
-            if l.get(name).is_some() {
-                return Err(ConfigError::new(
-                    name,
-                    "is enforced only by MCP_AUTH_STRATEGY=cognito: with the strategies set, no caller would be refused for it (unset it, or use the cognito strategy)",
-                ));
-            }
-        }
-    }
     if parse_list(l, "MCP_OAUTH_REQUIRED_SCOPES").is_some()
         && !strategies.iter().any(|s| s.carries_scopes())
     {
@@ -195,6 +181,33 @@ pub fn strategies_from_settings(l: &dyn Lookup) -> Result<Option<Vec<Strategy>>,
         ));
     }
     Ok(Some(strategies))
+}
+
+/// Refuses `COGNITO_REQUIRED_GROUPS` when the `cognito` strategy, which
+/// alone enforces it, is not among `strategies` (none at all included):
+/// an operator who sets it expects the users outside those groups to be
+/// refused, and none would be (under the login facade with a Cognito
+/// pool, every user of the pool was let in). Its required scopes, which
+/// `mcp-auth-cognito add-resource-server` prints for every setup, are the
+/// server's to report as without effect.
+///
+/// ```
+/// use std::collections::HashMap;
+/// use mcp_auth_strategies::settings::{Strategy, check_restrictions};
+///
+/// let vars = HashMap::from([("COGNITO_REQUIRED_GROUPS".to_owned(), "admins".to_owned())]);
+/// let e = check_restrictions(&[Strategy::OAuth2], &vars).unwrap_err();
+/// assert_eq!(e.variable, "COGNITO_REQUIRED_GROUPS");
+/// assert!(check_restrictions(&[Strategy::Cognito], &vars).is_ok());
+/// ```
+pub fn check_restrictions(strategies: &[Strategy], l: &dyn Lookup) -> Result<(), ConfigError> {
+    if !strategies.contains(&Strategy::Cognito) && l.get("COGNITO_REQUIRED_GROUPS").is_some() {
+        return Err(ConfigError::new(
+            "COGNITO_REQUIRED_GROUPS",
+            "is enforced only by MCP_AUTH_STRATEGY=cognito: with the strategies set, no caller would be refused for it (unset it, or use the cognito strategy)",
+        ));
+    }
+    Ok(())
 }
 
 /// With no strategy chosen, settings that only make sense with one are
@@ -221,6 +234,7 @@ pub fn authenticator_from_settings(
     l: &dyn Lookup,
     server_url: &str,
 ) -> Result<SharedAuthenticator, ConfigError> {
+    check_restrictions(strategies, l)?;
     let mut members: Vec<SharedAuthenticator> = Vec::with_capacity(strategies.len());
     for kind in strategies {
         members.push(strategy_from_settings(*kind, l, server_url)?);
@@ -503,23 +517,6 @@ mod tests {
                 ],
                 "MCP_OAUTH_REQUIRED_SCOPES",
             ),
-            // Cognito's restrictions without the cognito strategy (an
-            // attack pass: under the login facade with a Cognito pool they
-            // were dropped without a word, every user let in).
-            (
-                vec![
-                    ("MCP_AUTH_STRATEGY", "oauth2"),
-                    ("COGNITO_REQUIRED_GROUPS", "admins"),
-                ],
-                "COGNITO_REQUIRED_GROUPS",
-            ),
-            (
-                vec![
-                    ("MCP_AUTH_STRATEGY", "bearer"),
-                    ("COGNITO_REQUIRED_SCOPES", "x/tools"),
-                ],
-                "COGNITO_REQUIRED_SCOPES",
-            ),
         ] {
             let e = pick(&pairs).unwrap_err();
             assert_eq!(e.variable, variable, "{pairs:?}: {e}");
@@ -533,14 +530,26 @@ mod tests {
             .is_ok()
         );
         assert!(pick(&[("MCP_AUTH_STRATEGY", "none"), ("MCP_AUTH_REQUIRE", "false")]).is_ok());
-        assert!(
-            pick(&[
-                ("MCP_AUTH_STRATEGY", "api_key,cognito"),
-                ("MCP_API_KEYS", "k"),
-                ("COGNITO_REQUIRED_GROUPS", "admins")
-            ])
-            .is_ok()
-        );
+    }
+
+    /// Cognito's groups without the cognito strategy, none at all
+    /// included, are refused (an attack pass: under the login facade with
+    /// a Cognito pool they were dropped without a word, every user let
+    /// in; a review: with no strategy set, the generated key's server
+    /// started the same).
+    #[test]
+    fn cognito_groups_need_the_cognito_strategy() {
+        let v = vars(&[("COGNITO_REQUIRED_GROUPS", "admins")]);
+        for strategies in [&[Strategy::OAuth2][..], &[Strategy::Bearer], &[]] {
+            let e = check_restrictions(strategies, &v).unwrap_err();
+            assert_eq!(e.variable, "COGNITO_REQUIRED_GROUPS", "{strategies:?}");
+        }
+        assert!(check_restrictions(&[Strategy::ApiKey, Strategy::Cognito], &v).is_ok());
+        assert!(check_restrictions(&[Strategy::OAuth2], &vars(&[])).is_ok());
+        let e = authenticator_from_settings(&[Strategy::Bearer], &v, "http://127.0.0.1:1/mcp")
+            .err()
+            .expect("refused");
+        assert_eq!(e.variable, "COGNITO_REQUIRED_GROUPS");
     }
 
     #[tokio::test]

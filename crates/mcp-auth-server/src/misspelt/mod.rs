@@ -32,8 +32,9 @@ const OTHER_PROGRAMS: &[&str] = &[
 /// a misspelt `COGNITO_REQUIRED_GROUP` would otherwise leave every user of
 /// the pool let in without a word. Names under the project's prefixes
 /// (`MCP_`, `HTTP_`, `COGNITO_`) are reported whatever they are; others
-/// (a misspelt prefix: `COGNTIO_…`, `MPC_…`) when they are at most two
-/// edits from a known name of 8 characters or more.
+/// when their first word is a prefix misspelt by one letter or a swap
+/// (`COGNTIO_…`, `MPC_…`) and the whole is two such edits from a known
+/// name.
 pub fn unknown(
     env_names: impl IntoIterator<Item = String>,
     dotenv_names: impl IntoIterator<Item = String>,
@@ -80,10 +81,24 @@ pub fn unknown(
         {
             continue;
         }
+        // Outside the prefixes only a misspelt prefix is one of ours (its
+        // first word one letter off, or two swapped: `COGNTIO`, `MPC`), and
+        // the rest one edit off at most; everyone's `RUSTFLAGS` or
+        // `CI_SERVER_URL` is not.
+        let prefix_near = upper.split('_').next().is_some_and(|first| {
+            ["MCP", "HTTP", "COGNITO"]
+                .iter()
+                .any(|p| first != *p && swaps_or_edits(first, p) <= 1)
+        });
+        if !ours && !prefix_near {
+            continue;
+        }
         let closest = known
             .iter()
-            .filter(|k| ours || k.len() >= 8)
-            .map(|k| (edits(&upper, k).min(edits(&stem(&upper), &stem(k))), *k))
+            .map(|k| match ours {
+                true => (edits(&upper, k).min(edits(&stem(&upper), &stem(k))), *k),
+                false => (swaps_or_edits(&upper, k), *k),
+            })
             .filter(|(d, _)| *d <= 2)
             .min_by_key(|(d, _)| *d)
             .map(|(_, k)| k);
@@ -101,6 +116,32 @@ fn stem(name: &str) -> String {
         Some(s) => format!("{s}Y"),
         None => name.strip_suffix('S').unwrap_or(name).to_owned(),
     }
+}
+
+/// The edit distance of `a` and `b` counting a swap of two neighbouring
+/// letters as one edit (optimal string alignment).
+fn swaps_or_edits(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = best;
+        }
+    }
+    d[a.len()][b.len()]
 }
 
 /// The edit distance of `a` and `b` (insertions, deletions, substitutions).
@@ -161,6 +202,11 @@ mod tests {
                 "MCP_SERVER_PORT_8001_TCP_ADDR".to_owned(),
                 "MCP_SERVICE_HOST".to_owned(),
                 "MCP_PORT".to_owned(),
+                // CI systems' (a review: these were taken for misspellings
+                // of RUST_LOG and MCP_SERVER_URL).
+                "RUSTFLAGS".to_owned(),
+                "CI_SERVER_URL".to_owned(),
+                "CI_SERVER_NAME".to_owned(),
             ],
             [timeout.clone(), group.clone(), other.clone()],
         );
