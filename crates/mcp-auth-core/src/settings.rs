@@ -380,8 +380,8 @@ fn read_dotenv(path: &Path) -> Result<Vec<(String, String)>, ConfigError> {
     // The error names the file as the setting at fault and where in it:
     // `.env: line 22: syntax error at character 15` (never the line's
     // text: it may hold a key). The parser does not count lines: the line
-    // is the first whose end, read with the lines before, gives the same
-    // error (done only for a file that has one).
+    // is the first whose end, read with the lines before, gives that error
+    // or its start (done only for a file that has one).
     let first_error = |text: &str| {
         dotenvy::from_read_iter(std::io::Cursor::new(text.as_bytes())).find_map(|item| match item {
             Err(dotenvy::Error::LineParse(line, index)) => Some((line, index)),
@@ -394,7 +394,9 @@ fn read_dotenv(path: &Path) -> Result<Vec<(String, String)>, ConfigError> {
             let mut number = String::new();
             for (n, l) in literal.split_inclusive('\n').enumerate() {
                 end += l.len();
-                if first_error(&literal[..end]).is_some_and(|(l2, i2)| l2 == *line && i2 == *index)
+                // The same line's error, or the start of it (an unclosed
+                // quote's text grows with every line read after it).
+                if first_error(&literal[..end]).is_some_and(|(l2, _)| line.starts_with(l2.as_str()))
                 {
                     number = format!("line {}: ", n + 1);
                     break;
@@ -742,6 +744,15 @@ mod tests {
             .to_string();
         assert!(e.contains("line 3: syntax error"), "{e}");
         assert!(!e.contains("my server"), "{e}");
+        // An unclosed quote is named where it opens (a review: the last
+        // line was named).
+        std::fs::write(&dotenv, "PORT=1\nMCP_SERVER_NAME=\"x\n# a\n# b\nHOST=h\n").unwrap();
+        let e = Sources::new(&known)
+            .dotenv_file(&dotenv)
+            .merge()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 2: syntax error"), "{e}");
         std::fs::write(&dotenv, "\u{feff}PORT=7\n").unwrap();
         let m = Sources::new(&known).dotenv_file(&dotenv).merge().unwrap();
         assert_eq!(m["PORT"], "7");

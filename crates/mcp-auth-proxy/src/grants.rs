@@ -245,16 +245,22 @@ impl Grants {
         if !pkce_matches(verifier, &entry.code_challenge) {
             return Err(GrantError::Invalid("PKCE verifier does not match"));
         }
-        // Revoked while the code waited (a replay of it while an exchange
-        // that gave it back was under way): nothing more for it.
-        if self.family_revoked(&entry.grant.family).await? {
-            return Err(GrantError::Invalid("the login was revoked"));
-        }
         let taken = TakenCode {
             code: code.to_owned(),
             entry: bytes,
             expires_at: entry.expires_at,
         };
+        // Revoked while the code waited (a replay of it while an exchange
+        // that gave it back was under way): nothing more for it. A store
+        // that cannot say gives the code back (its retry is no replay).
+        match self.family_revoked(&entry.grant.family).await {
+            Ok(false) => {}
+            Ok(true) => return Err(GrantError::Invalid("the login was revoked")),
+            Err(e) => {
+                let _ = self.restore_code(&taken).await;
+                return Err(e);
+            }
+        }
         Ok((entry.grant, taken))
     }
 
@@ -267,10 +273,12 @@ impl Grants {
             0 => self.times.code,
             end => Duration::from_secs(end.saturating_sub(crate::facade::now_secs())),
         };
+        // The replay mark goes either way: a code past its end is unknown
+        // to its retry, not replayed.
+        self.store.kv_delete(&key("code-used", &taken.code)).await?;
         if left.is_zero() {
             return Ok(());
         }
-        self.store.kv_delete(&key("code-used", &taken.code)).await?;
         self.store
             .kv_put(&key("code", &taken.code), &taken.entry, left)
             .await?;

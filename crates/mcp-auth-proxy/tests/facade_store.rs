@@ -49,6 +49,8 @@ struct ClockStore {
     reads_down: AtomicBool,
     /// Writes of refresh tokens fail (a store blip while tokens are issued).
     refresh_writes_down: AtomicBool,
+    /// Reads of logins' revocation marks fail.
+    revocation_reads_down: AtomicBool,
 }
 
 #[derive(Default)]
@@ -245,7 +247,10 @@ impl SessionStore for ClockStore {
         Ok(true)
     }
     async fn kv_get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        if self.reads_down.load(Ordering::SeqCst) {
+        if self.reads_down.load(Ordering::SeqCst)
+            || (key.starts_with("proxy:revoked:")
+                && self.revocation_reads_down.load(Ordering::SeqCst))
+        {
             return Err(StoreError {
                 store: "clock".into(),
                 reason: "down".into(),
@@ -1040,6 +1045,12 @@ async fn a_code_exchange_the_store_fails_can_be_retried() {
     let (status, body) = support::token(&app, &form).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     store.refresh_writes_down.store(false, Ordering::SeqCst);
+    // The store cannot say whether the login was revoked: the code is
+    // given back too (a review: taken, then the retry was a replay).
+    store.revocation_reads_down.store(true, Ordering::SeqCst);
+    let (status, body) = support::token(&app, &form).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    store.revocation_reads_down.store(false, Ordering::SeqCst);
     let (status, body) = support::token(&app, &form).await;
     assert_eq!(status, StatusCode::OK, "{body}");
 

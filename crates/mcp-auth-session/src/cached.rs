@@ -239,18 +239,26 @@ impl SessionStore for Cached {
         owner: &str,
         limits: &SessionLimits,
     ) -> Result<Bind, StoreError> {
+        // Marked before and after: a lookup that starts while the store
+        // ends it may still find it live.
         self.ended_here(sid);
-        self.inner.bind(sid, owner, limits).await
+        let bound = self.inner.bind(sid, owner, limits).await;
+        self.ended_here(sid);
+        bound
     }
 
     async fn end(&self, sid: &str) -> Result<(), StoreError> {
         self.ended_here(sid);
-        self.inner.end(sid).await
+        let ended = self.inner.end(sid).await;
+        self.ended_here(sid);
+        ended
     }
 
     async fn end_live(&self, sid: &str) -> Result<bool, StoreError> {
         self.ended_here(sid);
-        self.inner.end_live(sid).await
+        let ended = self.inner.end_live(sid).await;
+        self.ended_here(sid);
+        ended
     }
 
     async fn hit(&self, key: &str, window: Duration) -> Result<(u64, Duration), StoreError> {

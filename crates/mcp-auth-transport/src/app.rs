@@ -403,7 +403,7 @@ impl McpHttpApp {
                 .layer(observe)
                 // Inside the observing layer, so a request answered 503 for
                 // its deadline is counted, traced and audited like any.
-                .layer(DeadlineLayer(cfg.request_timeout))
+                .layer(DeadlineLayer(cfg.request_timeout, true))
                 .layer(
                     AuthFailureLimitLayer::new(cfg.rate_limit.clone(), self.store.clone())
                         .trusting(cfg.connections.trusted_proxies.clone())
@@ -488,7 +488,7 @@ impl McpHttpApp {
                 router = router.route(&inserted, get(handler));
             }
         }
-        let router = protected.merge(router.layer(DeadlineLayer(cfg.request_timeout)));
+        let router = protected.merge(router.layer(DeadlineLayer(cfg.request_timeout, false)));
         // rmcp enforces the limit on streamed bodies itself, answering 413;
         // wrapping its body here would turn that into a read error (500).
         let limit = if limit_streaming_bodies {
@@ -613,9 +613,10 @@ impl McpHttpApp {
 /// did not arrive in time; a body still arriving gets it from the
 /// connection's body read timeout). A service of
 /// its own rather than axum's `from_fn`, which copies the stack below it
-/// and boxes twice for every request.
+/// and boxes twice for every request. The second field: whether a
+/// `DELETE` is let run to its end (the MCP routes').
 #[derive(Clone, Copy, Debug)]
-struct DeadlineLayer(std::time::Duration);
+struct DeadlineLayer(std::time::Duration, bool);
 
 impl<S> tower::Layer<S> for DeadlineLayer {
     type Service = Deadline<S>;
@@ -624,6 +625,7 @@ impl<S> tower::Layer<S> for DeadlineLayer {
         Deadline {
             inner,
             limit: self.0,
+            deletes_run: self.1,
         }
     }
 }
@@ -632,6 +634,7 @@ impl<S> tower::Layer<S> for DeadlineLayer {
 struct Deadline<S> {
     inner: S,
     limit: std::time::Duration,
+    deletes_run: bool,
 }
 
 type Timed<E> = fn(Result<Result<Response, E>, tokio::time::error::Elapsed>) -> Result<Response, E>;
@@ -652,12 +655,12 @@ where
     }
 
     fn call(&mut self, req: Request) -> Self::Future {
-        // A `DELETE` runs to its end (the session layer ends the session
-        // in a task of its own): answered 503 "try again" past the
-        // deadline, its retry would find the session gone and no record
-        // would say it ended.
+        // A session's `DELETE` runs to its end (the session layer ends the
+        // session in a task of its own): answered 503 "try again" past
+        // the deadline, its retry would find the session gone and no
+        // record would say it ended. Other routes' are cut as any.
         let limit = match req.method() {
-            &http::Method::DELETE => std::time::Duration::MAX,
+            &http::Method::DELETE if self.deletes_run => std::time::Duration::MAX,
             _ => self.limit,
         };
         futures::FutureExt::map(tokio::time::timeout(limit, self.inner.call(req)), timed_out)

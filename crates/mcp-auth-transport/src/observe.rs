@@ -461,6 +461,7 @@ where
                 audit: layer.audit.as_ref(),
                 noted,
                 decisions: decisions.as_ref(),
+                taken: None,
             };
             let resp = response.await?;
             let mut decided = match &decisions {
@@ -470,6 +471,15 @@ where
             };
             // Read behind the auth layer (nothing for a refused caller).
             let facts = decided.facts.take().unwrap_or_default();
+            // A refusal's record waits on its body: what the layers
+            // decided is kept for the guard meanwhile (a copy, for
+            // refusals only).
+            if unanswered.audit.is_some() && !resp.status().is_success() {
+                unanswered.taken = Some(crate::auth::Decided {
+                    facts: Some(facts.clone()),
+                    ..decided.clone()
+                });
+            }
             // The guard keeps what the record needs until it is written.
             let resp = match &layer.audit {
                 Some(audit) => {
@@ -535,15 +545,18 @@ struct Unanswered<'a> {
     audit: Option<&'a crate::audit::AuditLayer>,
     noted: Option<crate::audit::Noted>,
     decisions: Option<&'a (crate::auth::Decisions, bool)>,
+    /// What was decided, once taken from `decisions` for the record.
+    taken: Option<crate::auth::Decided>,
 }
 
 impl Drop for Unanswered<'_> {
     fn drop(&mut self) {
         if let (Some(audit), Some(noted)) = (self.audit, self.noted.take()) {
-            let decided = match self.decisions {
-                Some((own, true)) => own.take(),
-                Some((outer, false)) => outer.note(|d| d.clone()),
-                None => Default::default(),
+            let decided = match (self.taken.take(), self.decisions) {
+                (Some(taken), _) => taken,
+                (None, Some((own, true))) => own.take(),
+                (None, Some((outer, false))) => outer.note(|d| d.clone()),
+                (None, None) => Default::default(),
             };
             audit.unanswered(noted, decided);
         }

@@ -64,8 +64,10 @@ impl Drop for OtelGuard {
 /// (`key=value,key=value`) from the settings as well as from the process
 /// environment (an attack pass: set in `.env`, it was dropped), the
 /// settings' winning.
-fn resource(l: &dyn Lookup, service: String) -> Resource {
-    let mut builder = Resource::builder().with_service_name(service);
+fn resource(l: &dyn Lookup, default_service: &str) -> Resource {
+    // The default name first, the attributes over it, `OTEL_SERVICE_NAME`
+    // over both (OpenTelemetry's order).
+    let mut builder = Resource::builder().with_service_name(default_service.to_owned());
     if let Some(list) = l.get("OTEL_RESOURCE_ATTRIBUTES") {
         for (k, v) in list.split(',').filter_map(|kv| kv.split_once('=')) {
             let (k, v) = (k.trim(), v.trim());
@@ -74,6 +76,9 @@ fn resource(l: &dyn Lookup, service: String) -> Resource {
                     .with_attribute(opentelemetry::KeyValue::new(k.to_owned(), v.to_owned()));
             }
         }
+    }
+    if let Some(name) = l.get("OTEL_SERVICE_NAME") {
+        builder = builder.with_service_name(name);
     }
     builder.build()
 }
@@ -143,17 +148,13 @@ where
         .with_protocol(Protocol::HttpBinary)
         .build()
         .map_err(|e| ConfigError::new("OTEL_EXPORTER_OTLP_ENDPOINT", e.to_string()))?;
-    let service = l
-        .get("OTEL_SERVICE_NAME")
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| service_name.to_owned());
     // Every request is traced whatever the caller's `traceparent` says
     // (its sampled flag would let a client hide its requests from the
     // traces, or flood the collector); the caller's trace is continued.
     let provider = SdkTracerProvider::builder()
         .with_sampler(opentelemetry_sdk::trace::Sampler::AlwaysOn)
         .with_batch_exporter(exporter)
-        .with_resource(resource(l, service))
+        .with_resource(resource(l, service_name))
         .build();
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let tracer = provider.tracer("mcp-auth");
@@ -284,14 +285,30 @@ mod tests {
             "OTEL_RESOURCE_ATTRIBUTES".to_owned(),
             "deployment.environment=prod, team = auth,novalue".to_owned(),
         )]);
-        let r = resource(&m, "svc".to_owned());
-        let get = |k: &'static str| {
+        let r = resource(&m, "svc");
+        let get = |r: &Resource, k: &'static str| {
             r.get(&opentelemetry::Key::from_static_str(k))
                 .map(|v| v.to_string())
         };
-        assert_eq!(get("deployment.environment").as_deref(), Some("prod"));
-        assert_eq!(get("team").as_deref(), Some("auth"));
-        assert_eq!(get("service.name").as_deref(), Some("svc"));
+        assert_eq!(get(&r, "deployment.environment").as_deref(), Some("prod"));
+        assert_eq!(get(&r, "team").as_deref(), Some("auth"));
+        assert_eq!(get(&r, "service.name").as_deref(), Some("svc"));
+        // The attributes name the service over the default, and
+        // OTEL_SERVICE_NAME over them (a review: the attributes won).
+        let mut m = m;
+        m.insert(
+            "OTEL_RESOURCE_ATTRIBUTES".to_owned(),
+            "service.name=from-attributes".to_owned(),
+        );
+        assert_eq!(
+            get(&resource(&m, "svc"), "service.name").as_deref(),
+            Some("from-attributes")
+        );
+        m.insert("OTEL_SERVICE_NAME".to_owned(), "named".to_owned());
+        assert_eq!(
+            get(&resource(&m, "svc"), "service.name").as_deref(),
+            Some("named")
+        );
     }
 
     #[test]

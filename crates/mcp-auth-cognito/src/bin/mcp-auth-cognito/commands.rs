@@ -610,11 +610,18 @@ pub(crate) async fn add_resource_server(
     // this run granted scopes to: every scope it has (a run that adds one
     // scope, or grants a client fewer, prints the whole set).
     let registered: Vec<String> = all.iter().map(|s| format!("{identifier}/{s}")).collect();
+    // Required of every token: the base scope (`tools`, the default's
+    // first) when there is one, else the first one this run granted (a
+    // review: the first one Cognito lists may be `admin`, which the main
+    // client's users do not all get).
+    let required = registered
+        .iter()
+        .find(|s| s.ends_with("/tools"))
+        .or_else(|| full.first())
+        .cloned()
+        .unwrap_or_default();
     println!("MCP_SERVER_URL={identifier}");
-    println!(
-        "COGNITO_REQUIRED_SCOPES={}",
-        registered.first().cloned().unwrap_or_default()
-    );
+    println!("COGNITO_REQUIRED_SCOPES={required}");
     println!("MCP_OAUTH_SCOPES_SUPPORTED={}", registered.join(","));
     // The server's admin_status tool needs mcp:admin by default, a scope
     // Cognito cannot issue: name the pool's own admin scope instead, so the
