@@ -127,23 +127,29 @@ async fn run(cli: Cli) -> Result<(), Error> {
             ("MCP_TRANSPORT", cli.transport.clone()),
         ],
     )?;
-    let s = ServerSettings::from_merged(&merged)?;
     if let Some(Command::Token(args)) = &cli.command {
-        if s.port == 0
-            && s.server_url.is_none()
-            && args.aud.is_none()
-            && mcp_auth_core::settings::parse_list(&merged, "MCP_JWT_AUDIENCE").is_none()
-        {
-            return Err(ConfigError::new(
-                "MCP_SERVER_URL",
-                "with PORT=0 the server URL is unknown: set MCP_SERVER_URL, MCP_JWT_AUDIENCE or --aud",
-            )
-            .into());
-        }
-        let url = s.server_url_for(s.port);
+        // Only what the token needs is read: the server's other settings
+        // need not be valid to mint one.
+        let url = match ServerSettings::token_audience(&merged)? {
+            Some(url) => url,
+            None if args.aud.is_some()
+                || mcp_auth_core::settings::parse_list(&merged, "MCP_JWT_AUDIENCE").is_some() =>
+            {
+                // Named by the flag or the setting: the URL is not used.
+                url::Url::parse("http://127.0.0.1/mcp").expect("static URL parses")
+            }
+            None => {
+                return Err(ConfigError::new(
+                    "MCP_SERVER_URL",
+                    "with PORT=0 the server URL is unknown: set MCP_SERVER_URL, MCP_JWT_AUDIENCE or --aud",
+                )
+                .into());
+            }
+        };
         println!("{}", token::mint(args, &merged, &url)?);
         return Ok(());
     }
+    let s = ServerSettings::from_merged(&merged)?;
     let _traces = init_logging(&s.log_level, &merged)?;
     for (name, why) in ServerSettings::ignored(&merged) {
         tracing::warn!(variable = name, "setting has no effect: {why}");

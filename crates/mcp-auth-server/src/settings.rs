@@ -113,27 +113,9 @@ pub struct ServerSettings {
 }
 
 impl ServerSettings {
-    /// Validates the merged settings.
-    pub fn from_merged(m: &Merged) -> Result<Self, ConfigError> {
-        // Trimmed, as every setting (an attack pass: "stdio " in .env was
-        // refused).
-        let transport = match Lookup::get(m, "MCP_TRANSPORT")
-            .map(|s| s.to_ascii_lowercase())
-            .as_deref()
-        {
-            None | Some("streamable-http" | "streamable_http" | "http") => {
-                Transport::StreamableHttp
-            }
-            Some("stdio") => Transport::Stdio,
-            Some("sse") => Transport::Sse,
-            Some("both" | "streamable-http+sse" | "http+sse") => Transport::Both,
-            Some(other) => {
-                return Err(ConfigError::new(
-                    "MCP_TRANSPORT",
-                    format!("expected streamable-http, sse, both or stdio, got {other:?}"),
-                ));
-            }
-        };
+    /// Where the server listens and is reached: `HOST`, `PORT`,
+    /// `MCP_SERVER_URL` (checked), and nothing else.
+    fn address(m: &Merged) -> Result<(IpAddr, u16, Option<Url>), ConfigError> {
         let host_text = Lookup::get(m, "HOST").unwrap_or_else(|| "127.0.0.1".to_owned());
         let host: IpAddr = match host_text.as_str() {
             "localhost" => IpAddr::from([127, 0, 0, 1]),
@@ -156,6 +138,44 @@ impl ServerSettings {
             None => None,
             Some(u) => Some(parse_server_url(&u)?),
         };
+        Ok((host, port, server_url))
+    }
+
+    /// The URL a `token` names as its audience by default: `MCP_SERVER_URL`,
+    /// else the one the server would derive; `None` with `PORT=0` (the port
+    /// is not known before the server binds). Reads only the address
+    /// settings: the command needs no other to be valid (an attack pass:
+    /// an unrelated setting the server would refuse stopped it).
+    pub fn token_audience(m: &Merged) -> Result<Option<Url>, ConfigError> {
+        let (host, port, server_url) = Self::address(m)?;
+        if let Some(u) = server_url {
+            return Ok(Some(u));
+        }
+        Ok((port != 0).then(|| derived_url(host, port)))
+    }
+
+    /// Validates the merged settings.
+    pub fn from_merged(m: &Merged) -> Result<Self, ConfigError> {
+        // Trimmed, as every setting (an attack pass: "stdio " in .env was
+        // refused).
+        let transport = match Lookup::get(m, "MCP_TRANSPORT")
+            .map(|s| s.to_ascii_lowercase())
+            .as_deref()
+        {
+            None | Some("streamable-http" | "streamable_http" | "http") => {
+                Transport::StreamableHttp
+            }
+            Some("stdio") => Transport::Stdio,
+            Some("sse") => Transport::Sse,
+            Some("both" | "streamable-http+sse" | "http+sse") => Transport::Both,
+            Some(other) => {
+                return Err(ConfigError::new(
+                    "MCP_TRANSPORT",
+                    format!("expected streamable-http, sse, both or stdio, got {other:?}"),
+                ));
+            }
+        };
+        let (host, port, server_url) = Self::address(m)?;
         let strategies = strategies_from_settings(m)?;
         // Reachable from elsewhere: bound to another address, or published
         // under a public URL (a reverse proxy on this machine in front).
@@ -426,18 +446,24 @@ impl ServerSettings {
 
     /// `MCP_SERVER_URL`, or one derived from the bound address.
     pub fn server_url_for(&self, bound_port: u16) -> Url {
-        if let Some(u) = &self.server_url {
-            return u.clone();
+        match &self.server_url {
+            Some(u) => u.clone(),
+            None => derived_url(self.host, bound_port),
         }
-        let host = match self.host {
-            h if h.is_unspecified() => "127.0.0.1".to_owned(),
-            IpAddr::V6(h) => format!("[{h}]"),
-            IpAddr::V4(h) => h.to_string(),
-        };
-        // Built from an IP and a port: always a valid URL.
-        Url::parse(&format!("http://{host}:{bound_port}/mcp"))
-            .unwrap_or_else(|_| Url::parse("http://127.0.0.1/mcp").expect("static URL parses"))
     }
+}
+
+/// The server's URL when `MCP_SERVER_URL` is unset: `http://<host>:<port>/mcp`
+/// (this machine's loopback address for an unspecified host).
+fn derived_url(host: IpAddr, port: u16) -> Url {
+    let host = match host {
+        h if h.is_unspecified() => "127.0.0.1".to_owned(),
+        IpAddr::V6(h) => format!("[{h}]"),
+        IpAddr::V4(h) => h.to_string(),
+    };
+    // Built from an IP and a port: always a valid URL.
+    Url::parse(&format!("http://{host}:{port}/mcp"))
+        .unwrap_or_else(|_| Url::parse("http://127.0.0.1/mcp").expect("static URL parses"))
 }
 
 /// Settings whose effect another setting turns off, with their defaults as
