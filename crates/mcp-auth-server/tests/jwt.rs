@@ -407,23 +407,11 @@ async fn asymmetric_keys_verify_tokens_minted_with_the_private_half() {
     assert!(!stderr.contains("/no/such"), "{stderr}");
     // Settings the token does not use need not be valid (an attack pass:
     // the server's own refusals, api_key without keys here, stopped it).
-    let out = command(
-        dir.path(),
-        &[
-            ("MCP_JWT_SECRET", "0123456789abcdef0123456789abcdef"),
-            ("MCP_AUTH_STRATEGY", "api_key"),
-        ],
-    )
-    .args(["token", "--sub", "x"])
-    .output()
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let minted = token(
+        &[("MCP_JWT_SECRET", SECRET), ("MCP_AUTH_STRATEGY", "api_key")],
+        &["--sub", "x"],
     );
-    let token = String::from_utf8(out.stdout).unwrap();
-    assert_eq!(token.trim().split('.').count(), 3, "{token}");
+    assert_eq!(minted.split('.').count(), 3, "{minted}");
 }
 
 #[tokio::test]
