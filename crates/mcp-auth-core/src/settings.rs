@@ -512,6 +512,20 @@ fn read_toml(
                 format!("{shown}: unknown setting {key:?}"),
             ));
         }
+        // A list is read as its items joined by commas: an item holding a
+        // comma would be read as two (an attack pass), and is refused.
+        if let toml::Value::Array(items) = &value
+            && items
+                .iter()
+                .any(|i| i.as_str().is_some_and(|t| t.contains(',')))
+        {
+            return Err(ConfigError::new(
+                option,
+                format!(
+                    "{shown}: an item of {key} holds a comma, which separates items: give it as two items"
+                ),
+            ));
+        }
         let text = match &value {
             toml::Value::Array(items) => items
                 .iter()
@@ -719,6 +733,11 @@ mod tests {
         let e = load().unwrap_err().to_string();
         assert!(e.contains("line 2: not valid TOML"), "{e}");
         assert!(!e.contains("secret-value") && !e.contains('\n'), "{e}");
+        // A list item holding a comma is refused, not read as two.
+        std::fs::write(&toml, "mcp_api_keys = [\"a,b\", \"c\"]\n").unwrap();
+        let e = load().unwrap_err().to_string();
+        assert!(e.contains("holds a comma"), "{e}");
+        assert!(!e.contains("a,b"), "{e}");
         // An error at the start of its line is on that line (an attack
         // pass: it was named one line up).
         std::fs::write(&toml, "port = 1\nhost = \"x\"\n= 1\n").unwrap();
