@@ -115,6 +115,23 @@ fn serve_app(listener: tokio::net::TcpListener, router: Router, app: &McpHttpApp
     ));
 }
 
+/// Serves `app` with [`Echo`] handlers for `transports` on `listener`.
+fn serve_echo(
+    listener: tokio::net::TcpListener,
+    app: &McpHttpApp,
+    transports: mcp_auth_transport::Transports,
+) {
+    let router = app.rmcp_router_with(
+        || {
+            Ok(Echo {
+                tool_router: Echo::tool_router(),
+            })
+        },
+        transports,
+    );
+    serve_app(listener, router, app);
+}
+
 /// An app whose canonical URL matches the port it is bound to.
 async fn start(
     authenticator: SharedAuthenticator,
@@ -125,12 +142,11 @@ async fn start(
     let mut config = HttpConfig::new(format!("{base}/mcp").parse().unwrap());
     tweak(&mut config);
     let app = McpHttpApp::new(config, authenticator).unwrap();
-    let router = app.rmcp_router(|| {
-        Ok(Echo {
-            tool_router: Echo::tool_router(),
-        })
-    });
-    serve_app(listener, router, &app);
+    serve_echo(
+        listener,
+        &app,
+        mcp_auth_transport::Transports::StreamableHttp,
+    );
     (base, app)
 }
 
@@ -645,15 +661,7 @@ async fn legacy_sse_tools_are_not_handed_the_credential() {
         let mut config = HttpConfig::new(format!("{base}/mcp").parse().unwrap());
         config.pass_credentials_to_handlers = pass;
         let app = McpHttpApp::new(config, chain()).unwrap();
-        let router = app.rmcp_router_with(
-            || {
-                Ok(Echo {
-                    tool_router: Echo::tool_router(),
-                })
-            },
-            mcp_auth_transport::Transports::Both,
-        );
-        serve_app(listener, router, &app);
+        serve_echo(listener, &app, mcp_auth_transport::Transports::Both);
         let c = reqwest::Client::new();
         let sent = [header, ("cookie", "session=secret-cookie")];
         let with = |b: reqwest::RequestBuilder| {
@@ -834,12 +842,11 @@ async fn a_session_whose_state_was_not_saved_is_not_opened() {
     let store: mcp_auth_session::SharedStore =
         Arc::new(StateNotSaved(mcp_auth_session::MemoryStore::new()));
     let app = McpHttpApp::new(config, chain()).unwrap().with_store(store);
-    let router = app.rmcp_router(|| {
-        Ok(Echo {
-            tool_router: Echo::tool_router(),
-        })
-    });
-    serve_app(listener, router, &app);
+    serve_echo(
+        listener,
+        &app,
+        mcp_auth_transport::Transports::StreamableHttp,
+    );
     let c = reqwest::Client::new();
     for _ in 0..2 {
         let r = post(&c, &format!("{base}/mcp"))
@@ -865,15 +872,7 @@ async fn the_mcp_endpoint_is_never_opened_to_any_origin() {
         .unwrap()
         .with_public_routes(Router::new().route("/open", get(|| async { "open" })))
         .open_to_any_origin(["/mcp", "/sse", "/messages", "/open"].map(str::to_owned));
-    let router = app.rmcp_router_with(
-        || {
-            Ok(Echo {
-                tool_router: Echo::tool_router(),
-            })
-        },
-        mcp_auth_transport::Transports::Both,
-    );
-    serve_app(listener, router, &app);
+    serve_echo(listener, &app, mcp_auth_transport::Transports::Both);
     let c = reqwest::Client::new();
     const APP: &str = "https://elsewhere.example";
     for (method, path) in [

@@ -319,7 +319,8 @@ impl ServerSettings {
         };
         // Settings whose effect another setting turns off or on: each with
         // what it waits for.
-        let off = |name: &str, default: bool| parse_bool(m, name, default).unwrap_or(default);
+        let switched_on =
+            |name: &str, default: bool| parse_bool(m, name, default).unwrap_or(default);
         // A value that is the default changes nothing whatever else is
         // set: not reported (`.env.example` lists them so).
         let mut conditional: Vec<(&'static str, &'static str)> = Vec::new();
@@ -378,12 +379,12 @@ impl ServerSettings {
         );
         // (The window is also the failed-login limiter's, always on.)
         unless(
-            off("HTTP_RATE_LIMIT_ENABLED", false),
+            switched_on("HTTP_RATE_LIMIT_ENABLED", false),
             &["HTTP_RATE_LIMIT_MAX_REQUESTS"],
             "read only with HTTP_RATE_LIMIT_ENABLED=true",
         );
         unless(
-            off("HTTP_ENABLE_CORS", true),
+            switched_on("HTTP_ENABLE_CORS", true),
             &[
                 "HTTP_CORS_CREDENTIALS",
                 "HTTP_CORS_METHODS",

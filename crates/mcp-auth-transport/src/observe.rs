@@ -464,11 +464,7 @@ where
                 taken: None,
             };
             let resp = response.await?;
-            let mut decided = match &decisions {
-                Some((own, true)) => own.take(),
-                Some((outer, false)) => outer.note(|d| d.clone()),
-                None => Default::default(),
-            };
+            let mut decided = decided_in(decisions.as_ref());
             // Read behind the auth layer (nothing for a refused caller).
             let facts = decided.facts.take().unwrap_or_default();
             // A refusal's record waits on its body: what the layers
@@ -537,6 +533,17 @@ where
     }
 }
 
+/// What the layers behind decided: taken from the request's own slot, or
+/// read from the slot of an audit layer in front (which writes its own
+/// record from it).
+fn decided_in(decisions: Option<&(crate::auth::Decisions, bool)>) -> crate::auth::Decided {
+    match decisions {
+        Some((own, true)) => own.take(),
+        Some((outer, false)) => outer.note(|d| d.clone()),
+        None => Default::default(),
+    }
+}
+
 /// The audit record of a request whose answer no one awaits any more (its
 /// client went away before it was answered): written when the request's
 /// future is dropped before the record was made, with what the layers
@@ -552,11 +559,9 @@ struct Unanswered<'a> {
 impl Drop for Unanswered<'_> {
     fn drop(&mut self) {
         if let (Some(audit), Some(noted)) = (self.audit, self.noted.take()) {
-            let decided = match (self.taken.take(), self.decisions) {
-                (Some(taken), _) => taken,
-                (None, Some((own, true))) => own.take(),
-                (None, Some((outer, false))) => outer.note(|d| d.clone()),
-                (None, None) => Default::default(),
+            let decided = match self.taken.take() {
+                Some(taken) => taken,
+                None => decided_in(self.decisions),
             };
             audit.unanswered(noted, decided);
         }

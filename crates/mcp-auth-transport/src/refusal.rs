@@ -80,6 +80,13 @@ pub(crate) fn no_store(mut r: Response) -> Response {
 /// The session store cannot answer: 503, fail closed.
 pub(crate) fn store_unavailable(e: &StoreError) -> Response {
     tracing::error!(store = %e.store, reason = %e.reason, "session store unavailable; refusing");
+    store_down()
+}
+
+#[cfg(feature = "mcp")]
+/// The answer of [`store_unavailable`], for a failure known only by its
+/// effect (rmcp's own report of it, state that was not saved).
+pub(crate) fn store_down() -> Response {
     refuse(
         StatusCode::SERVICE_UNAVAILABLE,
         "temporarily_unavailable",

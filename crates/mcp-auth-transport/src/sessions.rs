@@ -219,7 +219,7 @@ pub struct SessionService<S> {
 
 use crate::refusal::{
     RMCP_RESTORE_FAILED, RMCP_SESSION_NOT_FOUND, cap_reached, refuse as plain,
-    session_not_found as not_found, store_unavailable as unavailable, unreadable_body,
+    session_not_found as not_found, store_down, store_unavailable as unavailable, unreadable_body,
 };
 
 /// Session admission, shared by both HTTP transports: a slot reserved
@@ -505,11 +505,7 @@ impl Settings {
             };
             if bytes.starts_with(RMCP_RESTORE_FAILED.as_bytes()) {
                 tracing::error!("session store unavailable while restoring a session; refusing");
-                return Ok(plain(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "temporarily_unavailable",
-                    "session store unavailable; try again shortly",
-                ));
+                return Ok(store_down());
             }
             return Ok(Response::from_parts(parts, Body::from(bytes)));
         }
@@ -743,11 +739,7 @@ impl Settings {
                     Ok(Some(_)) => None,
                     Ok(None) => {
                         tracing::error!("the session's state could not be saved; refusing");
-                        Some(plain(
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            "temporarily_unavailable",
-                            "session store unavailable; try again shortly",
-                        ))
+                        Some(store_down())
                     }
                     Err(e) => Some(unavailable(&e)),
                 };

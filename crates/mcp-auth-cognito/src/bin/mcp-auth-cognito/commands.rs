@@ -561,12 +561,12 @@ pub(crate) async fn add_resource_server(
     // The app client gets the scopes asked for (those Cognito registered),
     // not every scope of the resource server: a client given `tools` must
     // not also get an `admin` that an earlier run registered for another.
-    let full: Vec<String> = scopes
+    let given: Vec<String> = scopes
         .iter()
         .filter(|s| all.contains(s))
         .map(|s| format!("{identifier}/{s}"))
         .collect();
-    if full.is_empty() {
+    if given.is_empty() {
         return Err(Error::Aws(format!(
             "none of the scopes {} could be registered on {identifier}; nothing granted",
             scopes.join(" ")
@@ -581,7 +581,7 @@ pub(crate) async fn add_resource_server(
         })?;
     let mut granted: Vec<String> = app.allowed_o_auth_scopes().to_vec();
     let before = granted.len();
-    for s in &full {
+    for s in &given {
         if !granted.contains(s) {
             granted.push(s.clone());
         }
@@ -604,7 +604,7 @@ pub(crate) async fn add_resource_server(
             .send()
             .await
             .map_err(aws("grant scopes to the app client"))?;
-        eprintln!("granted {} to app client {client_name:?}", full.join(" "));
+        eprintln!("granted {} to app client {client_name:?}", given.join(" "));
     }
     // The server's settings are the resource server's, whichever client
     // this run granted scopes to: every scope it has (a run that adds one
@@ -617,7 +617,7 @@ pub(crate) async fn add_resource_server(
     let required = registered
         .iter()
         .find(|s| s.ends_with("/tools"))
-        .or_else(|| full.first())
+        .or_else(|| given.first())
         .cloned()
         .unwrap_or_default();
     println!("MCP_SERVER_URL={identifier}");
