@@ -128,6 +128,7 @@ pub const VARIABLES: &[&str] = &[
     "MCP_PROXY_CLIENTS",
     "MCP_PROXY_METADATA_ALLOWED_NETWORKS",
     "MCP_PROXY_METADATA_ALLOW_LOOPBACK",
+    "MCP_PROXY_REDIRECT_SCHEMES",
     "MCP_PROXY_AUTHORIZATIONS_PER_MINUTE",
     "MCP_PROXY_REGISTRATIONS_PER_HOUR",
     "MCP_PROXY_LOGINS_PER_LIFETIME",
@@ -685,10 +686,21 @@ impl ProxySettings {
 /// The endpoints' policy from settings: `MCP_PROXY_CLIENTS` (a JSON file of
 /// pre-registered clients), `MCP_PROXY_METADATA_ALLOWED_NETWORKS` (CIDRs whose
 /// addresses client ID metadata documents may be fetched from although
-/// private) and `MCP_PROXY_METADATA_ALLOW_LOOPBACK` (documents on loopback,
-/// plain http allowed: development only).
+/// private), `MCP_PROXY_METADATA_ALLOW_LOOPBACK` (documents on loopback,
+/// plain http allowed: development only) and `MCP_PROXY_REDIRECT_SCHEMES`
+/// (private-use redirect schemes accepted besides reverse-domain ones).
 fn endpoint_options(l: &dyn Lookup) -> Result<crate::EndpointOptions, ConfigError> {
     let mut opts = crate::EndpointOptions::default();
+    for item in parse_list(l, "MCP_PROXY_REDIRECT_SCHEMES").unwrap_or_default() {
+        // Schemes are case-insensitive; redirect URIs must write them in
+        // lowercase.
+        let scheme = item.strip_suffix(':').unwrap_or(&item).to_ascii_lowercase();
+        opts.registration
+            .allow_private_use_scheme(&scheme)
+            .map_err(|why| {
+                ConfigError::new("MCP_PROXY_REDIRECT_SCHEMES", format!("{item:?} {why}"))
+            })?;
+    }
     opts.metadata_guard.allow_loopback =
         mcp_auth_core::settings::parse_bool(l, "MCP_PROXY_METADATA_ALLOW_LOOPBACK", false)?;
     for item in parse_list(l, "MCP_PROXY_METADATA_ALLOWED_NETWORKS").unwrap_or_default() {
@@ -935,6 +947,14 @@ mod tests {
         )
         .unwrap();
         assert_eq!(raised.endpoints.authorizations_per_minute, 600);
+        // A single-word app scheme, once allowed, in pre-registered clients too.
+        let apps = load(
+            r#"[{"client_id": "cursor", "redirect_uris": ["cursor://anysphere.cursor-retrieval/oauth/callback"]}]"#,
+            &[("MCP_PROXY_REDIRECT_SCHEMES", "cursor")],
+        )
+        .unwrap();
+        assert_eq!(apps.endpoints.registration.private_use_schemes, ["cursor"]);
+        assert_eq!(apps.endpoints.preregistered.len(), 1);
         assert_eq!(raised.endpoints.registrations_per_hour, 100);
         assert_eq!(raised.endpoints.logins_per_lifetime_total, 50_000);
         assert_eq!(s.endpoints.logins_per_lifetime_total, 10_000, "the default");
@@ -988,6 +1008,18 @@ mod tests {
                 vec![("MCP_PROXY_METADATA_ALLOWED_NETWORKS", "10.0.0.1/99")],
                 "MCP_PROXY_METADATA_ALLOWED_NETWORKS",
                 "10.0.0.1/99",
+            ),
+            (
+                r#"[{"client_id": "a", "redirect_uris": ["cursor://app/cb"]}]"#,
+                vec![],
+                "MCP_PROXY_CLIENTS",
+                "client #1",
+            ),
+            (
+                "[]",
+                vec![("MCP_PROXY_REDIRECT_SCHEMES", "cursor,javascript")],
+                "MCP_PROXY_REDIRECT_SCHEMES",
+                "\"javascript\" is not a private-use scheme",
             ),
         ] {
             let e = load(json, &extra).unwrap_err();

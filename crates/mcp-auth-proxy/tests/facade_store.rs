@@ -1316,3 +1316,92 @@ async fn authorization_requests_with_a_repeated_parameter_are_refused() {
     // The request as it was: the consent page.
     assert!(consent_page(&authorize(&app, &client, None).await));
 }
+
+/// A single-word app scheme (Cursor's `cursor://…` callback) is refused at
+/// registration unless `MCP_PROXY_REDIRECT_SCHEMES` names it; then the
+/// login goes through the consent page, which names the app's scheme and
+/// lets its form end there, and a denial comes back to that URI.
+#[tokio::test]
+async fn an_app_scheme_redirect_is_accepted_only_when_allowed() {
+    const APP_CB: &str = "cursor://anysphere.cursor-retrieval/oauth/callback";
+    let register = |app: &Local| {
+        let r = reqwest::Client::new()
+            .post(format!("{}/oauth/register", app.base))
+            .json(&serde_json::json!({
+                "client_name": "Cursor",
+                "redirect_uris": [APP_CB],
+                "token_endpoint_auth_method": "none",
+            }))
+            .send();
+        async move {
+            let r = r.await.unwrap();
+            (r.status(), r.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    let app = start_local(Arc::new(ClockStore::default()), &[], |_| {}).await;
+    let (status, body) = register(&app).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"], "invalid_redirect_uri", "{body}");
+    let why = body["error_description"].as_str().unwrap();
+    assert!(why.starts_with("redirect_uris[0] "), "{why}");
+    assert!(!why.contains("anysphere"), "never the URI: {why}");
+
+    let app = start_local(
+        Arc::new(ClockStore::default()),
+        &[("MCP_PROXY_REDIRECT_SCHEMES", "Cursor, windsurf:")],
+        |_| {},
+    )
+    .await;
+    let (status, body) = register(&app).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["redirect_uris"][0], APP_CB);
+    let client = body["client_id"].as_str().unwrap();
+    let url = support::authorize_url(&app, client, &[]).replace(
+        &url::form_urlencoded::byte_serialize(support::CLIENT_CB.as_bytes()).collect::<String>(),
+        &url::form_urlencoded::byte_serialize(APP_CB.as_bytes()).collect::<String>(),
+    );
+    let mut browser = support::Browser::new();
+    let page = browser.get(&url).await;
+    assert_eq!(page.status(), StatusCode::OK);
+    let csp = page.headers()[header::CONTENT_SECURITY_POLICY]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        csp.contains("form-action 'self' http://127.0.0.1:9 cursor:"),
+        "{csp}"
+    );
+    let html = page.text().await.unwrap();
+    assert!(html.contains("opens <code>cursor:</code> links"), "{html}");
+    let denied = browser
+        .post_form(
+            &format!("{}/oauth/consent", app.base),
+            &[
+                ("csrf", &support::field(&html, "csrf")),
+                ("request", &support::field(&html, "request")),
+                ("decision", "deny"),
+            ],
+        )
+        .await;
+    assert_eq!(denied.status(), StatusCode::SEE_OTHER);
+    let to = denied.headers()[header::LOCATION].to_str().unwrap();
+    assert!(
+        to.starts_with(&format!("{APP_CB}?error=access_denied"))
+            && to.contains("state=client-state-1"),
+        "{to}"
+    );
+
+    // Web and browser schemes cannot be allowed; the error names the setting.
+    for bad in ["javascript", "https", "data:", "my app"] {
+        let vars =
+            support::local_settings("http://127.0.0.1:1", &[("MCP_PROXY_REDIRECT_SCHEMES", bad)]);
+        let url: url::Url = "http://127.0.0.1:1/mcp".parse().unwrap();
+        let err = mcp_auth_proxy::settings::ProxySettings::from_settings(&vars, &url)
+            .err()
+            .unwrap_or_else(|| panic!("{bad} allowed"));
+        assert!(
+            err.to_string().contains("MCP_PROXY_REDIRECT_SCHEMES"),
+            "{err}"
+        );
+    }
+}

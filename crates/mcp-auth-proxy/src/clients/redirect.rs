@@ -95,8 +95,51 @@ pub(super) fn is_uri_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"-._~:/?#[]@!$&'()*+,;=%".contains(&b)
 }
 
+/// Schemes a redirect URI may never use, whatever the operator allows:
+/// the web's own (with their own rules here, or none a client's app can
+/// own), and those a browser runs, reads locally or treats as its own.
+const NOT_PRIVATE_USE: [&str; 13] = [
+    "http",
+    "https",
+    "ws",
+    "wss",
+    "ftp",
+    "javascript",
+    "vbscript",
+    "data",
+    "blob",
+    "file",
+    "filesystem",
+    "about",
+    "view-source",
+];
+
+/// Why `scheme` cannot be allowed as a private-use redirect scheme (static
+/// text; never the scheme): it must be a lowercase URI scheme (RFC 3986
+/// §3.1) and none of the web's or a browser's own schemes (`https`,
+/// `javascript`, `data`, `file`, ...).
+pub(super) fn check_private_use_scheme(scheme: &str) -> Result<(), &'static str> {
+    let mut bytes = scheme.bytes();
+    let first_ok = bytes.next().is_some_and(|b| b.is_ascii_lowercase());
+    if !first_ok
+        || !bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+-.".contains(&b))
+    {
+        return Err("is not a lowercase URI scheme (a letter, then letters, digits, +, - or .)");
+    }
+    if NOT_PRIVATE_USE.contains(&scheme) {
+        return Err("is not a private-use scheme (a web or browser scheme)");
+    }
+    Ok(())
+}
+
 /// Why a redirect URI cannot be registered (static text; never the URI).
-pub(super) fn check_redirect_uri(uri: &str, max_len: usize) -> Result<(), &'static str> {
+/// `schemes` are private-use schemes accepted besides reverse-domain ones
+/// (see [`super::RegistrationPolicy::private_use_schemes`]).
+pub(super) fn check_redirect_uri(
+    uri: &str,
+    max_len: usize,
+    schemes: &[String],
+) -> Result<(), &'static str> {
     if uri.is_empty() {
         return Err("is empty");
     }
@@ -135,10 +178,19 @@ pub(super) fn check_redirect_uri(uri: &str, max_len: usize) -> Result<(), &'stat
                 Err("may use http only with a loopback host (127.0.0.1, [::1] or localhost)")
             }
         }
-        // RFC 8252 §7.1: private-use schemes are reverse domain names.
-        scheme if scheme.contains('.') => Ok(()),
-        _ => Err(
+        // RFC 8252 §7.1: private-use schemes are reverse domain names,
+        // or ones the operator allowed (apps that chose a single word).
+        scheme
+            if (scheme.contains('.') || schemes.iter().any(|s| s == scheme))
+                && check_private_use_scheme(scheme).is_ok() =>
+        {
+            Ok(())
+        }
+        _ if schemes.is_empty() => Err(
             "must use https, http to a loopback host, or a reverse-domain private-use scheme (RFC 8252)",
+        ),
+        _ => Err(
+            "must use https, http to a loopback host, a reverse-domain private-use scheme (RFC 8252) or one of the allowed private-use schemes",
         ),
     }
 }
@@ -200,7 +252,7 @@ mod tests {
             "com.example.app://callback",
         ];
         for uri in ok {
-            assert_eq!(check_redirect_uri(uri, 2048), Ok(()), "{uri}");
+            assert_eq!(check_redirect_uri(uri, 2048, &[]), Ok(()), "{uri}");
         }
         let bad = [
             "",
@@ -227,8 +279,66 @@ mod tests {
             "https://app.exämple/cb",
         ];
         for uri in bad {
-            assert!(check_redirect_uri(uri, 2048).is_err(), "{uri:?}");
+            assert!(check_redirect_uri(uri, 2048, &[]).is_err(), "{uri:?}");
         }
-        assert!(check_redirect_uri(&format!("https://a.example/{}", "x".repeat(40)), 30).is_err());
+        assert!(
+            check_redirect_uri(&format!("https://a.example/{}", "x".repeat(40)), 30, &[]).is_err()
+        );
+    }
+
+    #[test]
+    fn allowed_private_use_schemes_are_registrable_and_no_others() {
+        let allowed = ["cursor".to_owned(), "my-app+x".to_owned()];
+        for uri in [
+            "cursor://anysphere.cursor-retrieval/oauth/callback",
+            "cursor:/cb",
+            "my-app+x://cb",
+            "com.example.app:/cb",
+        ] {
+            assert_eq!(check_redirect_uri(uri, 2048, &allowed), Ok(()), "{uri}");
+        }
+        for uri in [
+            // Not allowed: another single word, a prefix of an allowed one,
+            // a different case, the usual refusals.
+            "vscode://cb",
+            "curso://cb",
+            "cursorx://cb",
+            "CURSOR://cb",
+            "cursor://user@host/cb",
+            "cursor://cb#x",
+            "http://app.example/cb",
+        ] {
+            assert!(check_redirect_uri(uri, 2048, &allowed).is_err(), "{uri}");
+        }
+        // A web or browser scheme stays refused even if a policy names it
+        // (the settings refuse to name it; a policy built in code could).
+        let unsafe_ones: Vec<String> = NOT_PRIVATE_USE.iter().map(|s| (*s).to_owned()).collect();
+        for uri in [
+            "javascript:alert(1)",
+            "data:text/html,x",
+            "file:///etc/passwd",
+            "http://a.example/",
+        ] {
+            assert!(
+                check_redirect_uri(uri, 2048, &unsafe_ones).is_err(),
+                "{uri}"
+            );
+        }
+        for scheme in ["cursor", "my-app+x", "com.example.app", "a1"] {
+            assert_eq!(check_private_use_scheme(scheme), Ok(()), "{scheme}");
+        }
+        for scheme in [
+            "",
+            "Cursor",
+            "1app",
+            "my app",
+            "cursor:",
+            "café",
+            "https",
+            "javascript",
+            "view-source",
+        ] {
+            assert!(check_private_use_scheme(scheme).is_err(), "{scheme:?}");
+        }
     }
 }

@@ -35,6 +35,16 @@ pub struct RegistrationPolicy {
     pub max_string_len: usize,
     /// Longest `client_name` after sanitizing, in characters. Default 100.
     pub max_client_name_chars: usize,
+    /// Private-use URI schemes accepted in redirect URIs besides the
+    /// reverse-domain ones RFC 8252 §7.1 asks apps to use (`com.example.app:`),
+    /// for apps that registered a single word with their operating system
+    /// (`cursor:`). Lowercase, without the colon; add them with
+    /// [`allow_private_use_scheme`](Self::allow_private_use_scheme), which
+    /// refuses web and browser schemes (`https`, `javascript`, `data`,
+    /// `file`, ...; those are refused here whatever this list says). Any app
+    /// on a device can claim such a scheme (RFC 8252 §8.6): PKCE is what
+    /// keeps a code it catches useless. Default none.
+    pub private_use_schemes: Vec<String>,
 }
 
 impl Default for RegistrationPolicy {
@@ -44,6 +54,7 @@ impl Default for RegistrationPolicy {
             max_redirect_uris: 10,
             max_string_len: 2048,
             max_client_name_chars: 100,
+            private_use_schemes: Vec::new(),
         }
     }
 }
@@ -55,17 +66,42 @@ impl RegistrationPolicy {
     /// characters, absolute, lowercase scheme, no fragment, no userinfo, and
     /// `https://host…`, or `http://` to `127.0.0.1`, `[::1]` or `localhost`
     /// (any valid port), or a private-use scheme containing a `.` (RFC 8252
-    /// §7.1, e.g. `com.example.app:/cb`).
+    /// §7.1, e.g. `com.example.app:/cb`) or in
+    /// [`private_use_schemes`](Self::private_use_schemes).
     ///
     /// ```
     /// use mcp_auth_proxy::clients::RegistrationPolicy;
-    /// let p = RegistrationPolicy::default();
+    /// let mut p = RegistrationPolicy::default();
     /// assert!(p.validate_redirect_uri("com.example.app:/oauth2redirect").is_ok());
     /// assert!(p.validate_redirect_uri("http://app.example/cb").is_err());
+    /// assert!(p.validate_redirect_uri("cursor://anysphere.cursor-retrieval/cb").is_err());
+    /// p.allow_private_use_scheme("cursor").unwrap();
+    /// assert!(p.validate_redirect_uri("cursor://anysphere.cursor-retrieval/cb").is_ok());
     /// ```
     pub fn validate_redirect_uri(&self, uri: &str) -> Result<(), RegistrationError> {
-        check_redirect_uri(uri, self.max_string_len)
+        check_redirect_uri(uri, self.max_string_len, &self.private_use_schemes)
             .map_err(|why| RegistrationError::InvalidRedirectUri(format!("the redirect URI {why}")))
+    }
+
+    /// Accepts redirect URIs with the private-use scheme `scheme` (lowercase,
+    /// without the colon, e.g. `cursor`) from now on. Refused, with why:
+    /// anything but a lowercase URI scheme, and the web's and browsers' own
+    /// schemes (`http`, `https`, `ws`, `javascript`, `data`, `file`,
+    /// `about`, ...).
+    ///
+    /// ```
+    /// use mcp_auth_proxy::clients::RegistrationPolicy;
+    /// let mut p = RegistrationPolicy::default();
+    /// assert!(p.allow_private_use_scheme("cursor").is_ok());
+    /// assert!(p.allow_private_use_scheme("javascript").is_err());
+    /// assert!(p.allow_private_use_scheme("Cursor").is_err());
+    /// ```
+    pub fn allow_private_use_scheme(&mut self, scheme: &str) -> Result<(), &'static str> {
+        super::redirect::check_private_use_scheme(scheme)?;
+        if !self.private_use_schemes.iter().any(|s| s == scheme) {
+            self.private_use_schemes.push(scheme.to_owned());
+        }
+        Ok(())
     }
 }
 
@@ -300,7 +336,7 @@ pub(super) fn parse_metadata(
         let s = v
             .as_str()
             .ok_or_else(|| redirect_err(format!("redirect_uris[{i}] must be a string")))?;
-        check_redirect_uri(s, policy.max_string_len)
+        check_redirect_uri(s, policy.max_string_len, &policy.private_use_schemes)
             .map_err(|why| redirect_err(format!("redirect_uris[{i}] {why}")))?;
         if !redirect_uris.iter().any(|r| r == s) {
             redirect_uris.push(s.to_owned());
