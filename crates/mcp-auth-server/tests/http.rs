@@ -276,6 +276,36 @@ async fn foreign_host_and_origin_get_403_before_authentication() {
         r.headers()["access-control-allow-origin"],
         "http://localhost:6274"
     );
+    // A tool's parameters sent as headers (SEP-2243), named by the tool:
+    // allowed besides the configured list, and only to allowed origins.
+    let preflight = |origin: &'static str| {
+        c.request(reqwest::Method::OPTIONS, s.url())
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "content-type,mcp-method,mcp-name,mcp-param-region",
+            )
+            .send()
+    };
+    let r = preflight("http://localhost:6274").await.unwrap();
+    let allowed: Vec<String> = r.headers()["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .split(',')
+        .map(|h| h.trim().to_ascii_lowercase())
+        .collect();
+    for name in ["content-type", "mcp-method", "mcp-name", "mcp-param-region"] {
+        assert!(allowed.iter().any(|a| a == name), "{name} in {allowed:?}");
+    }
+    let r = preflight("https://elsewhere.example").await.unwrap();
+    assert!(r.headers().get("access-control-allow-origin").is_none());
+    let allowed = r
+        .headers()
+        .get("access-control-allow-headers")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    assert!(!allowed.contains("mcp-param"), "{allowed}");
 }
 
 #[tokio::test]

@@ -510,7 +510,12 @@ impl McpHttpApp {
                         .open_to_any_host(["/health", "/ready"].map(str::to_owned))
                         .refusals_to(guard_refusals),
                 )
-                .option_layer(cfg.cors.enabled.then(|| cors_layer(cfg, open)))
+                .option_layer(cfg.cors.enabled.then(|| {
+                    ServiceBuilder::new()
+                        .layer(crate::cors::ParamHeadersLayer)
+                        .layer(cors_layer(cfg, open))
+                        .into_inner()
+                }))
                 .layer(limit),
         )
     }
@@ -892,11 +897,13 @@ fn cors_layer(cfg: &HttpConfig, open: Vec<String>) -> CorsLayer {
         .filter_map(|h| HeaderName::from_bytes(h.as_bytes()).ok())
         .collect();
     CorsLayer::new()
-        // Only `Origin` changes what an answer says (the allowed origin:
-        // the methods and headers allowed are fixed lists, never mirrored
-        // from the preflight); the preflight's request headers, which
-        // tower-http's default adds to every answer, matter to no cache:
-        // answers to OPTIONS are not stored (RFC 9110, 9.3.7).
+        // Only `Origin` changes what an answer says to anything but a
+        // preflight (the allowed origin: the methods and headers allowed
+        // are fixed lists; a preflight's answer also names the
+        // `Mcp-Param-*` headers it asked for, `crate::cors`); the
+        // preflight's request headers, which tower-http's default adds to
+        // every answer, matter to no cache: answers to OPTIONS are not
+        // stored (RFC 9110, 9.3.7).
         .vary([header::ORIGIN])
         .allow_origin(allow_origin)
         .allow_methods(methods)

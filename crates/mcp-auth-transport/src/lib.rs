@@ -69,6 +69,8 @@ pub mod audit;
 mod auth;
 #[cfg(feature = "mcp")]
 mod config;
+#[cfg(feature = "mcp")]
+mod cors;
 mod guard;
 #[cfg(feature = "mcp")]
 mod message;
