@@ -23,8 +23,8 @@
 //!   ("Signed in" only when the login succeeded) and times out cleanly;
 //! - [`open_browser`]: `$BROWSER`, then the desktop's opener, else print;
 //! - [`FileCredentialStore`]: tokens per server, under the user's config
-//!   directory, directories 0700, files 0600, refreshes serialized by a
-//!   lock file;
+//!   directory, directories 0700, files 0600 (read only when this user's
+//!   and not writable by others), refreshes serialized by a lock file;
 //! - [`RegistrationStore`]: dynamic client registrations per authorization
 //!   server (same directory and modes), reused by later logins;
 //! - [`connect`] / [`connect_oauth`]: API key, bearer token, or the full

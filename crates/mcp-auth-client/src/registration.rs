@@ -99,7 +99,7 @@ impl RegistrationStore {
     /// read or parsed, or that names another issuer, counts as none.
     pub fn load(&self, issuer: &str) -> Option<Registration> {
         let path = self.path(issuer);
-        let bytes = match std::fs::read(&path) {
+        let bytes = match crate::store::read_private(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
             Err(e) => {

@@ -130,7 +130,9 @@ impl FileCredentialStore {
     /// The stored DPoP key, if there is one that can be read.
     pub fn load_dpop_key(&self) -> Result<Option<DpopKey>, DpopKeyFileError> {
         let path = self.dpop_key_path();
-        let pem = match std::fs::read_to_string(&path) {
+        let pem = match read_private(&path).and_then(|b| {
+            String::from_utf8(b).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidData))
+        }) {
             Ok(pem) => pem,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(DpopKeyFileError::Io { path, source: e }),
@@ -334,7 +336,12 @@ fn private_dir_with(
         .recursive(true)
         .mode(0o700)
         .create(dir)?;
-    let mode = std::fs::metadata(dir)?.permissions().mode() & 0o777;
+    let meta = std::fs::metadata(dir)?;
+    trusted_owner(dir, &meta)?;
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        trusted_parent(parent)?;
+    }
+    let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 == 0 {
         return Ok(());
     }
@@ -368,6 +375,96 @@ fn private_dir_with(
     }
 }
 
+/// Refuses `path` (its metadata `meta`) unless this process's user owns it,
+/// or root (who can read it anyway): whoever owns a directory can replace
+/// what is in it, and whoever owns a file can rewrite it: a token of their
+/// account (the user then works in it unaware) or a DPoP key they hold.
+#[cfg(unix)]
+fn trusted_owner(path: &Path, meta: &std::fs::Metadata) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let owner = meta.uid();
+    if owner == 0 || owner == rustix::process::geteuid().as_raw() {
+        return Ok(());
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::PermissionDenied,
+        format!(
+            "{} belongs to another user (uid {owner}): not using credentials kept there",
+            path.display()
+        ),
+    ))
+}
+
+/// Refuses the directory `parent` holding the `credentials` or
+/// `registrations` directory (the config directory) when someone else
+/// could rename those: another user's (not root's), or writable by group
+/// or others without the sticky bit (`/tmp` keeps others from renaming
+/// what is not theirs).
+#[cfg(unix)]
+fn trusted_parent(parent: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(parent)?;
+    trusted_owner(parent, &meta)?;
+    let mode = meta.permissions().mode();
+    if mode & 0o022 != 0 && mode & 0o1000 == 0 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!(
+                "{} is writable by group or others (mode {:o}): not using credentials kept \
+                 there (make it 0700)",
+                parent.display(),
+                mode & 0o777
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The contents of a file of tokens, a registration or a DPoP key, read
+/// only when neither it nor its directory could have been put there by
+/// someone else: the directory as [`private_dir`] leaves it (this user's
+/// or root's, not writable by group or others, in a config directory
+/// others cannot rename it in) and the file this user's or root's, not
+/// writable by group or others. Otherwise `PermissionDenied`, naming the
+/// path (never the contents).
+pub(crate) fn read_private(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let refuse_writable = |p: &Path, mode: u32| {
+            if mode & 0o022 != 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::PermissionDenied,
+                    format!(
+                        "{} is writable by group or others (mode {:o}): not using credentials \
+                         kept there",
+                        p.display(),
+                        mode & 0o777
+                    ),
+                ));
+            }
+            Ok(())
+        };
+        if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            let meta = std::fs::metadata(dir)?;
+            trusted_owner(dir, &meta)?;
+            refuse_writable(dir, meta.permissions().mode())?;
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                trusted_parent(parent)?;
+            }
+        }
+        // The file opened, not the name (which may have changed since).
+        let meta = file.metadata()?;
+        trusted_owner(path, &meta)?;
+        refuse_writable(path, meta.permissions().mode())?;
+    }
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
 fn store_error(e: impl std::fmt::Display) -> AuthError {
     AuthError::CredentialStoreError(e.to_string())
 }
@@ -375,7 +472,7 @@ fn store_error(e: impl std::fmt::Display) -> AuthError {
 #[async_trait]
 impl CredentialStore for FileCredentialStore {
     async fn load(&self) -> Result<Option<StoredCredentials>, AuthError> {
-        match std::fs::read(&self.path) {
+        match read_private(&self.path) {
             Ok(bytes) => Ok(serde_json::from_slice(&bytes).ok()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(store_error(e)),
@@ -730,5 +827,67 @@ mod tests {
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
         private_dir(&dir).unwrap();
         assert_eq!(mode(&dir), 0o700);
+    }
+
+    /// A credentials directory, a config directory or a file of another
+    /// user (not root) is refused, naming it, and so is a config directory
+    /// others can write to without the sticky bit (an attack pass: a home
+    /// another user owned served their account's token to whoever used
+    /// it). Needs root to give files away (chown); the tests run as root.
+    #[cfg(unix)]
+    #[test]
+    fn credentials_someone_else_could_have_put_there_are_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let owner_can_be_changed = {
+            let probe = tempfile::tempdir().unwrap();
+            std::os::unix::fs::chown(probe.path(), Some(4242), None).is_ok()
+        };
+        if !owner_can_be_changed {
+            eprintln!("skipped: not root, cannot give files to another user");
+            return;
+        }
+        let denied_kind = |r: std::io::Result<Vec<u8>>, names: &Path| {
+            let e = r.unwrap_err();
+            assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied, "{e}");
+            assert!(e.to_string().contains(&names.display().to_string()), "{e}");
+        };
+        let setup = || {
+            let home = tempfile::tempdir().unwrap();
+            let store = FileCredentialStore::in_dir(home.path(), "https://mcp.example/mcp");
+            write_private(store.path(), b"{}").unwrap();
+            (home, store)
+        };
+        // As written: read back.
+        let (_home, store) = setup();
+        assert_eq!(read_private(store.path()).unwrap(), b"{}");
+
+        // The file another user's.
+        let (_home, store) = setup();
+        std::os::unix::fs::chown(store.path(), Some(4242), None).unwrap();
+        denied_kind(read_private(store.path()), store.path());
+        // ... or writable by others.
+        let (_home, store) = setup();
+        std::fs::set_permissions(store.path(), std::fs::Permissions::from_mode(0o666)).unwrap();
+        denied_kind(read_private(store.path()), store.path());
+
+        // The credentials directory another user's: reading and writing refused.
+        let (_home, store) = setup();
+        let dir = store.path().parent().unwrap().to_owned();
+        std::os::unix::fs::chown(&dir, Some(4242), None).unwrap();
+        denied_kind(read_private(store.path()), &dir);
+        let e = private_dir(&dir).unwrap_err();
+        assert!(e.to_string().contains("belongs to another user"), "{e}");
+
+        // The config directory another user's, or writable by others.
+        let (home, store) = setup();
+        std::os::unix::fs::chown(home.path(), Some(4242), None).unwrap();
+        denied_kind(read_private(store.path()), home.path());
+        assert!(private_dir(store.path().parent().unwrap()).is_err());
+        let (home, store) = setup();
+        std::fs::set_permissions(home.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        denied_kind(read_private(store.path()), home.path());
+        // With the sticky bit (as /tmp): others cannot rename what is not theirs.
+        std::fs::set_permissions(home.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+        assert_eq!(read_private(store.path()).unwrap(), b"{}");
     }
 }
