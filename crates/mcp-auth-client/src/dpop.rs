@@ -284,17 +284,16 @@ impl DpopKey {
     }
 }
 
-/// `url` without query and fragment (a proof's `htu`), when it is an
-/// absolute http(s) URL without user information.
+/// `url` without user information, query and fragment (a proof's `htu`:
+/// the request's target URI, RFC 9449 §4.2, which user information is no
+/// part of, RFC 9110 §4.2.4), when it is an absolute http(s) URL.
 pub(crate) fn htu(url: &str) -> Option<String> {
     let mut u = url::Url::parse(url).ok()?;
-    if !matches!(u.scheme(), "http" | "https")
-        || u.host().is_none()
-        || !u.username().is_empty()
-        || u.password().is_some()
-    {
+    if !matches!(u.scheme(), "http" | "https") || u.host().is_none() {
         return None;
     }
+    u.set_username("").ok()?;
+    u.set_password(None).ok()?;
     u.set_query(None);
     u.set_fragment(None);
     Some(u.into())
@@ -503,8 +502,8 @@ mod tests {
     }
 
     /// Header and claims are exactly those of RFC 9449 §4.2; the `jwk` has
-    /// only public members; `htu` drops query and fragment; each `jti` is
-    /// new.
+    /// only public members; `htu` drops user information, query and
+    /// fragment; each `jti` is new.
     #[test]
     fn proof_shape() {
         let key = DpopKey::generate().unwrap();
@@ -533,7 +532,13 @@ mod tests {
         assert_ne!(claims["jti"], parts(&b).1["jti"]);
         assert!(now().abs_diff(claims["iat"].as_u64().unwrap()) <= 5);
 
-        for bad in ["/mcp", "ftp://h/x", "https://user:pw@h/x", "not a url"] {
+        // User information is no part of the target URI (a server URL
+        // with a password in it failed every request with DPoP).
+        let with_user = key
+            .proof("GET", "http://alice:pw@127.0.0.1:9/mcp?q", None, None)
+            .unwrap();
+        assert_eq!(parts(&with_user).1["htu"], "http://127.0.0.1:9/mcp");
+        for bad in ["/mcp", "ftp://h/x", "not a url"] {
             assert_eq!(
                 key.proof("GET", bad, None, None).unwrap_err(),
                 DpopKeyError::InvalidUrl,

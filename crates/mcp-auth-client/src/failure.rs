@@ -180,6 +180,30 @@ pub(crate) fn union(a: &[String], b: &[String]) -> Vec<String> {
     out
 }
 
+/// `url` as it may be shown or logged: without user information (a
+/// password in `https://user:pw@host/` stays out of messages), query or
+/// fragment. Text that is not an absolute URL loses what lies between
+/// `://` and an `@` before the path, and anything from `?` or `#`.
+pub(crate) fn shown_url(url: &str) -> String {
+    if let Ok(mut u) = url::Url::parse(url) {
+        let _ = u.set_username("");
+        let _ = u.set_password(None);
+        u.set_query(None);
+        u.set_fragment(None);
+        return u.into();
+    }
+    let url = url.split(['?', '#']).next().unwrap_or_default();
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let authority_end = rest.find('/').unwrap_or(rest.len());
+            let (authority, path) = rest.split_at(authority_end);
+            let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+            format!("{scheme}://{host}{path}")
+        }
+        None => url.to_owned(),
+    }
+}
+
 /// `s` on one line of at most `max` characters: runs of whitespace become
 /// one space, other control and bidi characters are escaped (no terminal
 /// escapes reach the screen).
@@ -474,6 +498,29 @@ mod tests {
         );
         let s = r.to_string();
         assert!(!s.contains('\u{1b}') && !s.contains('\n'), "{s}");
+    }
+
+    #[test]
+    fn shown_urls_carry_no_user_information() {
+        for (url, shown) in [
+            (
+                "https://svc:TOPSECRET@idp.example/token?key=Q#f",
+                "https://idp.example/token",
+            ),
+            (
+                "https://user@idp.example:8443/t",
+                "https://idp.example:8443/t",
+            ),
+            ("http://a:b@[::1]:9/x", "http://[::1]:9/x"),
+            // Not a URL the parser takes: still no password.
+            (
+                "https://svc:TOP SECRET@idp example/token?q",
+                "https://idp example/token",
+            ),
+            ("no url at all?x", "no url at all"),
+        ] {
+            assert_eq!(shown_url(url), shown, "{url}");
+        }
     }
 
     #[test]

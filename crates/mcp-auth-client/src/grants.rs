@@ -1029,7 +1029,7 @@ async fn token_request(
 /// plain http off loopback.
 fn checked_endpoint(endpoint: &str) -> Result<(Url, String), GrantError> {
     let unusable = |reason| GrantError::InvalidEndpoint {
-        endpoint: one_line(endpoint.split(['?', '#']).next().unwrap_or_default(), 120),
+        endpoint: one_line(&crate::failure::shown_url(endpoint), 120),
         reason,
     };
     let url = Url::parse(endpoint).map_err(|_| unusable("it is not an absolute URL"))?;
@@ -2196,6 +2196,21 @@ pub(crate) mod tests {
             "{shown}"
         );
         assert!(shown.contains("mcp:read"), "{shown}");
+    }
+
+    /// An endpoint refused for carrying user information is named without
+    /// it (an attack pass: the password was printed).
+    #[test]
+    fn a_refused_endpoint_is_named_without_its_password() {
+        let e = checked_endpoint("https://svc:TOPSECRET@idp.example/token?key=Q").unwrap_err();
+        let shown = e.to_string();
+        assert!(shown.contains("https://idp.example/token"), "{shown}");
+        assert!(shown.contains("user information"), "{shown}");
+        assert!(
+            !shown.contains("TOPSECRET") && !shown.contains("svc"),
+            "{shown}"
+        );
+        assert!(!shown.contains("key=Q"), "{shown}");
     }
 
     #[test]

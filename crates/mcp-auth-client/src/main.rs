@@ -221,15 +221,29 @@ fn settings(cli: &Cli) -> Result<Settings, ConfigError> {
 /// coloured. With `-v`: `LOG_LEVEL` from the process environment
 /// (default `info`, and `debug` for this client), coloured when stderr
 /// is a terminal.
-fn init_logging(verbose: bool) {
+/// The log directive that keeps rmcp's OAuth module above debug.
+const SECRET_LOGGING_MODULE: &str = "rmcp::transport::auth=info";
+
+/// What is logged: with `-v`, `LOG_LEVEL` (directives) or info with this
+/// crate at debug; without, this crate's warnings. rmcp's OAuth module logs
+/// the authorization code and the token response (an ID token in full) at
+/// debug: held at info whatever `LOG_LEVEL` asks, so no log carries them.
+fn log_filter(verbose: bool, level: Option<String>) -> tracing_subscriber::EnvFilter {
     let filter = if verbose {
-        ProcessEnv
-            .get("LOG_LEVEL")
+        level
             .and_then(|l| tracing_subscriber::EnvFilter::try_new(l).ok())
             .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info,mcp_auth_client=debug"))
     } else {
         tracing_subscriber::EnvFilter::new("mcp_auth_client=warn")
     };
+    match SECRET_LOGGING_MODULE.parse() {
+        Ok(directive) => filter.add_directive(directive),
+        Err(_) => filter,
+    }
+}
+
+fn init_logging(verbose: bool) {
+    let filter = log_filter(verbose, ProcessEnv.get("LOG_LEVEL"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -875,6 +889,49 @@ async fn exercise(client: &Client, scenario: &Scenario) -> Result<(), OpErr> {
 
 #[cfg(test)]
 mod tests {
+    /// `-v` with `LOG_LEVEL=debug` (or trace, or naming rmcp's module)
+    /// logs everything at debug but rmcp's OAuth module, which logs the
+    /// authorization code and token responses there.
+    #[test]
+    fn rmcps_oauth_debug_logs_stay_out_whatever_the_level() {
+        use std::sync::{Arc, Mutex};
+        #[derive(Clone, Default)]
+        struct Buf(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        for level in [
+            "debug",
+            "trace",
+            "rmcp=trace,debug",
+            "rmcp::transport::auth=trace",
+        ] {
+            let buf = Buf::default();
+            let writer = buf.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .with_env_filter(super::log_filter(true, Some(level.to_owned())))
+                .with_writer(move || writer.clone())
+                .finish();
+            tracing::subscriber::with_default(subscriber, || {
+                tracing::debug!(target: "rmcp::transport::auth", "code SECRET-CODE");
+                tracing::info!(target: "rmcp::transport::auth", "auth info kept");
+                tracing::debug!(target: "rmcp::transport::streamable_http_client", "transport debug kept");
+            });
+            let out = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+            assert!(!out.contains("SECRET-CODE"), "{level}: {out}");
+            assert!(out.contains("auth info kept"), "{level}: {out}");
+            if level != "rmcp::transport::auth=trace" {
+                assert!(out.contains("transport debug kept"), "{level}: {out}");
+            }
+        }
+    }
+
     use super::{cognito_pool, is_aws_region};
 
     #[test]

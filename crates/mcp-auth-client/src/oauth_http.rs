@@ -204,11 +204,13 @@ impl OAuthHttp {
         let response = match self.send(request, redirect, Some(timeout)).await {
             Ok(r) => r,
             Err(e) => {
+                let url = crate::failure::shown_url(url);
                 tracing::debug!(%url, error = %e, "document not fetched");
                 return None;
             }
         };
         if !response.status().is_success() {
+            let url = crate::failure::shown_url(url);
             tracing::debug!(%url, status = response.status().as_u16(), "document not served");
             return None;
         }
