@@ -41,6 +41,8 @@ pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(1);
 /// // the time to live...
 /// shared.end("sid-1").await.unwrap();
 /// assert!(replica.lookup("sid-1", &limits).await.unwrap().is_some());
+/// // ...unless asked afresh...
+/// assert!(replica.lookup_fresh("sid-1", &limits).await.unwrap().is_none());
 /// // ...while an end through this replica is seen at once.
 /// replica.end("sid-1").await.unwrap();
 /// assert!(replica.lookup("sid-1", &limits).await.unwrap().is_none());
@@ -231,6 +233,16 @@ impl SessionStore for Cached {
         limits: &SessionLimits,
     ) -> Result<Option<SessionRecord>, StoreError> {
         self.find(sid, Some(caller), limits).await
+    }
+
+    async fn lookup_fresh(
+        &self,
+        sid: &str,
+        limits: &SessionLimits,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        // What was remembered may be what this answer contradicts.
+        self.forget(sid);
+        self.inner.lookup_fresh(sid, limits).await
     }
 
     async fn bind(

@@ -142,6 +142,14 @@ impl SessionStore for Metered {
         timed(&LOOKUP, self.inner.lookup_as(sid, caller, limits)).await
     }
 
+    async fn lookup_fresh(
+        &self,
+        sid: &str,
+        limits: &SessionLimits,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        timed(&LOOKUP, self.inner.lookup_fresh(sid, limits)).await
+    }
+
     async fn bind(
         &self,
         sid: &str,

@@ -186,6 +186,19 @@ pub trait SessionStore: Send + Sync + 'static {
         limits: &SessionLimits,
     ) -> Result<Option<SessionRecord>, StoreError>;
 
+    /// [`lookup`](Self::lookup) asked of the shared store itself, never
+    /// answered from what a replica remembers ([`crate::cached`]): for a
+    /// decision that must see an end made through another replica at once,
+    /// such as keeping an idle session's worker. By default
+    /// [`lookup`](Self::lookup).
+    async fn lookup_fresh(
+        &self,
+        sid: &str,
+        limits: &SessionLimits,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        self.lookup(sid, limits).await
+    }
+
     /// [`lookup`](Self::lookup) for a request by `caller` (its owner key as
     /// [`owner_of`](crate::owner_of) makes it; `None` without credentials):
     /// the session is touched only when `caller` may use it, i.e. it has no

@@ -12,7 +12,9 @@
 //! embedding server's choice).
 //!
 //! Requests for a session being parked wait until it is closed, then
-//! restore it: none reaches a worker that is going away.
+//! restore it: none reaches a worker that is going away. While the first
+//! request of a session not running here restores it, the others (and a
+//! DELETE) wait for its answer: none reaches a worker still starting.
 //!
 //! With parking off the same bookkeeping still checks, for each session
 //! idle for a while, that the store has it: a worker here whose session
@@ -60,6 +62,12 @@ struct Entry {
     idle_since: Instant,
     /// The worker is being closed.
     parking: bool,
+    /// A request here got its answer from the session's worker: it runs.
+    /// Until then (a session parked, or never served here) the first
+    /// request may be restoring it, and the others wait.
+    warm: bool,
+    /// A request that may be restoring the worker is under way.
+    opening: bool,
 }
 
 /// The activity of this process's sessions, and the task that parks the
@@ -124,34 +132,57 @@ impl Parking {
     }
 
     /// A request (or stream) of `sid` begins; it counts until the returned
-    /// guard is dropped. Waits while the session is being parked.
+    /// guard is dropped. Waits while the session is being parked, and,
+    /// for a session whose worker is not known to run here (parked, or
+    /// never served here), while another request is the first: rmcp
+    /// restores a worker while that one waits, and lists the session as
+    /// present before the restore is done, so a second request let through
+    /// then reached a worker still starting (both were answered 500). The
+    /// first one's answer ([`Busy::hold`]) lets the others go.
     pub(crate) async fn begin(self: &Arc<Self>, sid: &str) -> Busy {
         loop {
             let notified = self.parked.notified();
             tokio::pin!(notified);
-            // Registered before the check: a park that ends in between
-            // still wakes this request.
+            // Registered before the check: a park (or a first request)
+            // that ends in between still wakes this request.
             notified.as_mut().enable();
             let started = self.with(|m| {
                 let e = m.entry(sid.to_owned()).or_insert(Entry {
                     busy: 0,
                     idle_since: Instant::now(),
                     parking: false,
+                    warm: false,
+                    opening: false,
                 });
-                if e.parking {
-                    return false;
+                if e.parking || e.opening {
+                    return None;
                 }
+                let first = !e.warm;
+                e.opening = first;
                 e.busy += 1;
-                true
+                Some(first)
             });
-            if started {
+            if let Some(first) = started {
                 return Busy {
                     parking: self.clone(),
                     sid: sid.to_owned(),
+                    first,
                 };
             }
             notified.await;
         }
+    }
+
+    /// The first request of a session not known to run here is answered
+    /// (`ran`: with success, so its worker runs) or gone: the others go on.
+    fn opened(&self, sid: &str, ran: bool) {
+        self.with(|m| {
+            if let Some(e) = m.get_mut(sid) {
+                e.opening = false;
+                e.warm = ran;
+            }
+        });
+        self.parked.notify_waiters();
     }
 
     /// The session ended (DELETE, or gone): nothing to park. (One being
@@ -209,7 +240,10 @@ impl Parking {
             Ok(Some(_)) => Found::Live,
             // Nothing saved: gone, or live without it (its save failed).
             // The lookup touches a live one, once: it is not watched after.
-            Ok(None) => match self.store.lookup(&sid, &self.limits).await {
+            // Asked of the store itself: a replica's remembered lookup
+            // still had a session ended through another one for a moment,
+            // and its worker here was kept (until rmcp's idle timeout).
+            Ok(None) => match self.store.lookup_fresh(&sid, &self.limits).await {
                 Ok(None) => Found::Gone,
                 Ok(Some(_)) => Found::Unsaved,
                 Err(_) => Found::Unknown,
@@ -287,12 +321,19 @@ impl Parking {
 pub(crate) struct Busy {
     parking: Arc<Parking>,
     sid: String,
+    /// The first request of a session not known to run here: the others
+    /// wait for its answer.
+    first: bool,
 }
 
 impl Busy {
     /// `resp` whose body holds this guard until it is sent or dropped (an
-    /// event stream: until it closes).
-    pub(crate) fn hold(self, resp: Response) -> Response {
+    /// event stream: until it closes). The answer of a session's first
+    /// request lets the others go; a success says its worker runs here.
+    pub(crate) fn hold(mut self, resp: Response) -> Response {
+        if std::mem::take(&mut self.first) {
+            self.parking.opened(&self.sid, resp.status().is_success());
+        }
         resp.map(|body| {
             Body::new(Held {
                 body,
@@ -310,6 +351,10 @@ impl Drop for Busy {
                 e.idle_since = Instant::now();
             }
         });
+        if self.first {
+            // Given up or refused before an answer: the next one goes first.
+            self.parking.opened(&self.sid, false);
+        }
     }
 }
 
@@ -694,6 +739,36 @@ mod tests {
         assert_eq!(p.park_idle().await, 0);
     }
 
+    /// A session ended through another replica has its worker closed here
+    /// even while this replica remembers a lookup of it (an attack pass:
+    /// the remembered record read as live, the worker was kept, in no cap,
+    /// until rmcp's idle timeout).
+    #[tokio::test]
+    async fn a_session_ended_elsewhere_is_closed_whatever_this_replica_remembers() {
+        let shared: mcp_auth_session::SharedStore = Arc::new(mcp_auth_session::MemoryStore::new());
+        let here = mcp_auth_session::cached(shared.clone(), Duration::from_secs(60));
+        let limits = mcp_auth_session::SessionLimits::default();
+        let mcp_auth_session::Reserve::Granted(t) =
+            here.reserve(Some("alice"), &limits).await.unwrap()
+        else {
+            panic!("no slot")
+        };
+        here.commit(&t, "s", Some("alice"), &limits).await.unwrap();
+        here.save_state("s", "{}", &limits).await.unwrap();
+        assert!(here.lookup("s", &limits).await.unwrap().is_some());
+        // Ended through another replica: this one still remembers it live.
+        shared.end("s").await.unwrap();
+        assert!(here.lookup("s", &limits).await.unwrap().is_some());
+        let (p, closed, _) = parking_counted(Duration::from_millis(10), here.clone()).await;
+        drop(p.begin("s").await);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(p.park_idle().await, 0, "not parked: gone");
+        assert_eq!(closed.load(Ordering::SeqCst), 1, "its worker closed");
+        assert_eq!(p.tracked(), 0);
+        // And what it remembered is forgotten.
+        assert!(here.lookup("s", &limits).await.unwrap().is_none());
+    }
+
     #[tokio::test]
     async fn a_request_during_parking_waits_until_the_worker_is_closed() {
         let (p, closed) = parking(Duration::from_millis(10), &["s"]).await;
@@ -716,5 +791,58 @@ mod tests {
         drop(busy);
         p.forget("s");
         assert_eq!(p.tracked(), 0);
+    }
+
+    /// Until a session's worker is known to run here (parked, or never
+    /// served here), its first request goes alone: rmcp restores the
+    /// worker while it waits, and a second one let through reached the
+    /// worker still starting. A success lets the others go and they no
+    /// longer wait for each other; a failure, or a first request given up,
+    /// makes the next one the first.
+    #[tokio::test]
+    async fn the_first_request_of_a_session_not_running_here_goes_alone() {
+        let (p, _) = parking(Duration::from_secs(60), &["s"]).await;
+        let answer = |status: u16| {
+            let mut r = Response::new(Body::empty());
+            *r.status_mut() = http::StatusCode::from_u16(status).unwrap();
+            r
+        };
+        let waiting = |p: &Arc<Parking>| {
+            let p = p.clone();
+            tokio::spawn(async move { p.begin("s").await })
+        };
+        let settle = || tokio::time::sleep(Duration::from_millis(30));
+
+        // Given up before its answer: the next one goes first.
+        let first = p.begin("s").await;
+        let second = waiting(&p);
+        settle().await;
+        assert!(!second.is_finished(), "went along with the first");
+        drop(first);
+        let second = second.await.unwrap();
+        // Refused (the restore failed): still not running, the next waits.
+        let third = waiting(&p);
+        settle().await;
+        assert!(!third.is_finished());
+        drop(second.hold(answer(503)));
+        let third = third.await.unwrap();
+        let fourth = waiting(&p);
+        settle().await;
+        assert!(!fourth.is_finished());
+        // Answered: it runs; everyone goes, at once from now on.
+        let held = third.hold(answer(200));
+        let fourth = fourth.await.unwrap();
+        let fifth = tokio::time::timeout(Duration::from_millis(100), p.begin("s"))
+            .await
+            .expect("a running session's requests do not wait for each other");
+        drop((held, fourth, fifth));
+        // Forgotten (ended) or parked: the first one goes alone again.
+        p.forget("s");
+        let first = p.begin("s").await;
+        let second = waiting(&p);
+        settle().await;
+        assert!(!second.is_finished());
+        drop(first.hold(answer(202)));
+        drop(second.await.unwrap());
     }
 }

@@ -448,6 +448,14 @@ impl Settings {
             if !rmcp_ends_sessions_for(req.headers()) {
                 return inner.call(req).await;
             }
+            // Not while the session is being parked or restored here (a
+            // DELETE in the middle of a restore answered that request 500,
+            // and could leave the restored worker running, in no cap):
+            // after, or as the first request of a session not running here.
+            let _turn = match &self.parking {
+                Some(p) => Some(p.begin(&sid).await),
+                None => None,
+            };
             // End it in the store first: a DELETE the client saw succeed must
             // never be undone by a failed bookkeeping step. Only the request
             // that ended it is answered 2xx (and recorded as its end): one
