@@ -1240,3 +1240,132 @@ async fn many_slow_legitimate_requests_in_parallel_are_not_counted_as_failed_log
     }
     assert_eq!(statuses, [401, 401, 401, 429]);
 }
+
+/// A handler with a subscription stream (`subscriptions/listen`, the
+/// 2026-07-28 wire's stream for what the server sends on its own): a
+/// `tools/list_changed` every 100 ms.
+#[derive(Clone)]
+struct Notifier;
+
+impl ServerHandler for Notifier {
+    fn get_info(&self) -> rmcp::model::ServerConfig {
+        rmcp::model::ServerConfig::new(
+            rmcp::model::ServerCapabilities::builder()
+                .enable_tools()
+                .enable_tool_list_changed()
+                .build(),
+        )
+    }
+
+    fn accepted_subscription_filter(
+        &self,
+        requested: &rmcp::model::SubscriptionFilter,
+    ) -> Option<rmcp::model::SubscriptionFilter> {
+        Some(requested.clone())
+    }
+
+    async fn listen(
+        &self,
+        context: rmcp::service::SubscriptionContext,
+    ) -> Result<(), rmcp::ErrorData> {
+        loop {
+            tokio::select! {
+                () = context.cancelled() => return Ok(()),
+                () = tokio::time::sleep(Duration::from_millis(100)) => {
+                    if context.sink().notify_tool_list_changed().await.is_err() {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A subscription stream opened without a session ends when the credential
+/// that opened it expires, and one principal can hold only as many as it
+/// may hold sessions (an attack pass: a stream opened with a token valid
+/// for 3 s was still delivering at 12 s, and one principal opened 150).
+#[tokio::test]
+async fn subscription_streams_end_with_their_credential_and_are_capped() {
+    let auth = mcp_auth_core::FnAuthenticator::new(|req: AuthRequest| async move {
+        match req
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+        {
+            None => Err(AuthError::MissingCredentials),
+            Some("Bearer short") => {
+                let mut p = Principal::new("alice", "test");
+                p.expires_at = Some(std::time::SystemTime::now() + Duration::from_secs(2));
+                Ok(p)
+            }
+            Some("Bearer long") => Ok(Principal::new("alice", "test")),
+            Some(_) => Err(AuthError::invalid_token("not recognised")),
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let mut config = HttpConfig::new(format!("{base}/mcp").parse().unwrap());
+    config.session_limits.max_per_principal = 3;
+    let app = McpHttpApp::new(config, auth).unwrap();
+    serve_app(listener, app.rmcp_router(|| Ok(Notifier)), &app);
+
+    let c = reqwest::Client::new();
+    let listen = |token: &'static str| {
+        let body = serde_json::json!({
+            "jsonrpc": "2.0", "id": 7, "method": "subscriptions/listen",
+            "params": {
+                "_meta": {
+                    "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                    "io.modelcontextprotocol/clientCapabilities": {},
+                    "io.modelcontextprotocol/clientInfo": {"name": "t", "version": "1"}
+                },
+                "notifications": {"toolsListChanged": true}
+            }
+        });
+        c.post(format!("{base}/mcp"))
+            .header("authorization", format!("Bearer {token}"))
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2026-07-28")
+            .header("mcp-method", "subscriptions/listen")
+            .json(&body)
+            .send()
+    };
+
+    // Ends with its credential (2 s), having delivered until then.
+    let started = std::time::Instant::now();
+    let mut stream = listen("short").await.unwrap();
+    assert_eq!(stream.status(), 200);
+    let mut delivered = 0;
+    let ended = tokio::time::timeout(Duration::from_secs(8), async {
+        while let Ok(Some(chunk)) = stream.chunk().await {
+            delivered += chunk.windows(12).filter(|w| w == b"list_changed").count();
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "still open 8 s after its credential expired");
+    assert!(started.elapsed() >= Duration::from_millis(1900));
+    assert!(delivered >= 5, "{delivered} notifications");
+
+    // Three at once for one principal, not a fourth; one closed, room again.
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        let r = listen("long").await.unwrap();
+        assert_eq!(r.status(), 200);
+        open.push(r);
+    }
+    let refused = listen("long").await.unwrap();
+    assert_eq!(refused.status(), 429);
+    assert!(refused.headers().contains_key("retry-after"));
+    drop(open.pop());
+    let mut again = None;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let r = listen("long").await.unwrap();
+        if r.status() == 200 {
+            again = Some(r);
+            break;
+        }
+    }
+    assert!(again.is_some(), "a closed stream gave its slot back");
+}

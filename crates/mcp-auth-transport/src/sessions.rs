@@ -73,6 +73,7 @@ struct Settings {
     max_body: usize,
     parking: Option<Arc<crate::park::Parking>>,
     anonymous: AnonymousStreams,
+    listening: ListenStreams,
     /// The service below saves each new session's state in `store`
     /// ([`RmcpSessionState`]): a session whose state is missing after
     /// `initialize` is refused (503), not recorded.
@@ -134,6 +135,94 @@ impl AnonymousStreams {
     }
 }
 
+/// The subscription streams (`subscriptions/listen`, the 2026-07-28
+/// wire's stream for what the server sends on its own, opened without a
+/// session) open in this process, by owner (`None`: anonymous), and in
+/// all: capped as sessions are (`max_per_principal`, `max_anonymous`,
+/// `max_sessions`), since each holds a handler and a connection for as
+/// long as its client keeps it.
+#[derive(Clone, Default)]
+struct ListenStreams(Arc<std::sync::Mutex<ListenCounts>>);
+
+#[derive(Default)]
+struct ListenCounts {
+    by_owner: HashMap<Option<String>, usize>,
+    total: usize,
+}
+
+impl ListenStreams {
+    /// A stream of `owner` opens, unless a cap is reached (the refusal's
+    /// status and description).
+    fn open(
+        &self,
+        owner: Option<&str>,
+        limits: &SessionLimits,
+    ) -> Result<ListenStream, (StatusCode, &'static str)> {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mine = m
+            .by_owner
+            .get(&owner.map(str::to_owned))
+            .copied()
+            .unwrap_or(0);
+        let (cap, refusal) = match owner {
+            Some(_) => (
+                limits.max_per_principal,
+                (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "you have too many open subscription streams; close one",
+                ),
+            ),
+            None => (
+                limits.max_anonymous,
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "too many anonymous subscription streams; authenticate to open one",
+                ),
+            ),
+        };
+        let refusal = if mine >= cap {
+            Some(refusal)
+        } else if m.total >= limits.max_sessions {
+            Some((
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the server has reached its limit of subscription streams; try again later",
+            ))
+        } else {
+            None
+        };
+        if let Some(refusal) = refusal {
+            tracing::warn!("subscription stream cap reached");
+            return Err(refusal);
+        }
+        *m.by_owner.entry(owner.map(str::to_owned)).or_insert(0) += 1;
+        m.total += 1;
+        Ok(ListenStream {
+            streams: self.clone(),
+            owner: owner.map(str::to_owned),
+        })
+    }
+}
+
+/// One subscription stream open (see [`ListenStreams::open`]).
+struct ListenStream {
+    streams: ListenStreams,
+    owner: Option<String>,
+}
+
+impl Drop for ListenStream {
+    fn drop(&mut self) {
+        let mut m = self.streams.0.lock().unwrap_or_else(|p| p.into_inner());
+        m.total = m.total.saturating_sub(1);
+        if let Some(n) = m.by_owner.get_mut(&self.owner) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                m.by_owner.remove(&self.owner);
+                crate::park::shrink(&mut m.by_owner);
+            }
+        }
+    }
+}
+
 /// One anonymous stream open (see [`AnonymousStreams::open`]).
 struct AnonymousStream {
     streams: AnonymousStreams,
@@ -176,6 +265,7 @@ impl SessionLayer {
                 max_body,
                 parking: None,
                 anonymous: AnonymousStreams::default(),
+                listening: ListenStreams::default(),
                 state_saved: false,
             }),
         }
@@ -682,6 +772,68 @@ impl Settings {
         })
     }
 
+    /// `resp`, a subscription stream opened without a session, ending when
+    /// the credential that opened it (`opener`'s) expires (after
+    /// [`EXPIRED_STREAM_GRACE`] for one accepted past it, within the
+    /// strategy's leeway) or at the check after the authenticator says it
+    /// no longer stands (revoked); `slot` counts it until it ends.
+    fn credential_watched(
+        &self,
+        resp: Response,
+        opener: Option<Principal>,
+        slot: ListenStream,
+    ) -> Response {
+        let every = stream_check_every(&self.limits);
+        let authenticator = self.auth.authenticator();
+        let ended = CancellationToken::new();
+        let open = CancellationToken::new();
+        let (end, still_open) = (ended.clone(), open.clone());
+        if let Some(opener) = opener {
+            let until = opener.expires_at;
+            tokio::spawn(async move {
+                let expired = async move {
+                    match until {
+                        Some(at) => {
+                            let left = at
+                                .duration_since(std::time::SystemTime::now())
+                                .unwrap_or(EXPIRED_STREAM_GRACE);
+                            tokio::time::sleep(left).await;
+                        }
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::pin!(expired);
+                loop {
+                    tokio::select! {
+                        () = still_open.cancelled() => return,
+                        () = &mut expired => {
+                            tracing::debug!("the credential that opened this subscription stream expired: the stream ends");
+                            break;
+                        }
+                        () = tokio::time::sleep(every) => {}
+                    }
+                    if let Ok(false) = authenticator.still_valid(&opener).await {
+                        tracing::debug!(
+                            "the credential that opened this subscription stream was revoked: the stream ends"
+                        );
+                        break;
+                    }
+                }
+                end.cancel();
+            });
+        }
+        resp.map(|body| {
+            Body::new(Listening {
+                watched: Watched {
+                    body,
+                    ended: Box::pin(ended.cancelled_owned()),
+                    _open: open.drop_guard(),
+                },
+                _slot: slot,
+            })
+        })
+    }
+
     /// A POST without a session: `initialize` opens one, anything else is a
     /// stateless request.
     async fn without_session<S>(
@@ -707,7 +859,28 @@ impl Settings {
             if !authenticated && self.policy.require_for_operations {
                 return Ok(self.needs_credentials(&req));
             }
-            return inner.call(req).await;
+            if !is_listen(&bytes) {
+                return inner.call(req).await;
+            }
+            // A subscription stream: capped, and watched as a session's
+            // event stream is (it went on past its credential's expiry
+            // and revocation, and any number could be opened).
+            let slot = match self.listening.open(owner.as_deref(), &self.limits) {
+                Ok(slot) => slot,
+                Err((status, description)) => {
+                    return Ok(crate::refusal::refuse(
+                        status,
+                        "too_many_streams",
+                        description,
+                    ));
+                }
+            };
+            let opener = req.extensions().get::<Principal>().cloned();
+            let resp = inner.call(req).await?;
+            if !is_event_stream(&resp) {
+                return Ok(resp);
+            }
+            return Ok(self.credential_watched(resp, opener, slot));
         }
         if !authenticated && self.policy.require_for_session {
             return Ok(self.needs_credentials(&req));
@@ -863,6 +1036,14 @@ fn stream_check_every(limits: &SessionLimits) -> std::time::Duration {
     )
 }
 
+/// Whether `body` is a `subscriptions/listen` request (the text looked
+/// for first: most bodies are not).
+fn is_listen(body: &[u8]) -> bool {
+    const METHOD: &[u8] = b"subscriptions/listen";
+    body.windows(METHOD.len()).any(|w| w == METHOD)
+        && crate::message::read(body).method.as_deref() == Some("subscriptions/listen")
+}
+
 fn is_event_stream(resp: &Response) -> bool {
     resp.headers()
         .get(http::header::CONTENT_TYPE)
@@ -891,6 +1072,25 @@ impl http_body::Body for Watched {
             return Poll::Ready(None);
         }
         std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+}
+
+/// A subscription stream's body: [`Watched`], holding its slot among the
+/// open ones until it ends.
+struct Listening {
+    watched: Watched,
+    _slot: ListenStream,
+}
+
+impl http_body::Body for Listening {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.watched).poll_frame(cx)
     }
 }
 
