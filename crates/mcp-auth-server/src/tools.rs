@@ -90,11 +90,14 @@ impl Tools {
     #[tool(description = "Server status for administrators (needs the mcp:admin scope)")]
     fn admin_status(&self, ctx: RequestContext<RoleServer>) -> Result<CallToolResult, ErrorData> {
         // The HTTP layer refuses callers without the scope before this runs;
-        // check again so the tool is safe behind any transport.
-        if let Some(p) = http_principal(&ctx)
-            && !self.scopes.may_call(p, "admin_status")
-        {
-            return Err(ErrorData::invalid_request("insufficient scope", None));
+        // check again so the tool is safe behind any transport (an HTTP
+        // request let in without credentials has no scope at all).
+        if ctx.extensions.get::<http::request::Parts>().is_some() {
+            let allowed =
+                http_principal(&ctx).is_some_and(|p| self.scopes.may_call(p, "admin_status"));
+            if !allowed {
+                return Err(ErrorData::invalid_request("insufficient scope", None));
+            }
         }
         let status = serde_json::json!({
             "server": self.name,
@@ -118,9 +121,17 @@ impl ServerHandler for Tools {
         let versioned = context
             .protocol_version()
             .is_some_and(|v| v >= ProtocolVersion::V_2026_07_28);
-        let tools = self
-            .scopes
-            .visible(http_principal(&context), self.tool_router.list_all());
+        let all = self.tool_router.list_all();
+        let tools = match context.extensions.get::<http::request::Parts>() {
+            // stdio: the local user, who started the process.
+            None => all,
+            Some(_) => match http_principal(&context) {
+                Some(p) => self.scopes.visible(Some(p), all),
+                // Let in without credentials (the session policy allows
+                // it): not the tools that need a caller.
+                None => self.scopes.visible_to_anonymous(all),
+            },
+        };
         let mut result = ListToolsResult::with_all_items(tools);
         result.result_type = Some(ResultType::COMPLETE);
         if versioned {

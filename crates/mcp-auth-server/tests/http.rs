@@ -797,8 +797,35 @@ async fn an_anonymous_whoami_is_challenged() {
     );
     let body = r.text().await.unwrap();
     assert!(!body.contains("local-process"), "{body}");
-    // Tools that need no caller still answer without credentials.
+    // Tools that need no caller still answer without credentials, and are
+    // the only ones listed to it (an attack pass: admin_status and its
+    // description were shown to anonymous callers).
     assert_eq!(common::list(&c, &s, &sid, None).await, 200);
+    let listed = |key: Option<&'static str>| {
+        let mut r = post(
+            &c,
+            &s.url(),
+            r#"{"jsonrpc":"2.0","id":5,"method":"tools/list"}"#,
+        )
+        .header("mcp-session-id", &sid);
+        if let Some(key) = key {
+            r = r.header("x-api-key", key);
+        }
+        async move { r.send().await.unwrap().text().await.unwrap() }
+    };
+    let anonymous = listed(None).await;
+    assert!(anonymous.contains("get_time"), "{anonymous}");
+    for hidden in ["whoami", "admin_status"] {
+        assert!(!anonymous.contains(hidden), "{hidden}: {anonymous}");
+    }
+    assert!(listed(Some(KEY)).await.contains("whoami"));
+    let call_admin = r#"{"jsonrpc":"2.0","id":6,"method":"tools/call","params":{"name":"admin_status","arguments":{}}}"#;
+    let r = post(&c, &s.url(), call_admin)
+        .header("mcp-session-id", &sid)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "the tool needs a caller with its scope");
     let r = post(&c, &s.url(), call)
         .header("mcp-session-id", &sid)
         .header("x-api-key", KEY)

@@ -338,6 +338,22 @@ impl HttpConfig {
                 "cannot be true while any origin is allowed (*): list the origins in HTTP_ALLOWED_ORIGINS",
             ));
         }
+        // Browsers do not take `*` as a wildcard in answers with
+        // credentials, and tower-http refuses to build such a layer (it
+        // was a panic at start).
+        if self.cors.enabled && self.cors.credentials {
+            for (variable, list) in [
+                ("HTTP_CORS_HEADERS", &self.cors.headers),
+                ("HTTP_CORS_METHODS", &self.cors.methods),
+            ] {
+                if list.iter().any(|v| v.trim() == "*") {
+                    return Err(ConfigError::new(
+                        variable,
+                        "cannot hold * while HTTP_CORS_CREDENTIALS is true: list them",
+                    ));
+                }
+            }
+        }
         // Any page can send `Origin: null` (a sandboxed frame, a data: URL):
         // with credentials that is `*` again.
         if self.cors.enabled
@@ -622,6 +638,22 @@ mod tests {
         assert!(err.to_string().contains("null"), "{err}");
         assert!(with("https://app.example.com,null", "false").is_ok());
         assert!(with("https://app.example.com", "true").is_ok());
+        // `*` headers or methods with credentials: refused naming the list
+        // (tower-http panicked building the layer); without, a wildcard.
+        for list in ["HTTP_CORS_HEADERS", "HTTP_CORS_METHODS"] {
+            let read = |credentials: &str| {
+                HttpConfig::from_settings(
+                    &vars(&[
+                        ("HTTP_ALLOWED_ORIGINS", "https://app.example.com"),
+                        ("HTTP_CORS_CREDENTIALS", credentials),
+                        (list, "*"),
+                    ]),
+                    "http://127.0.0.1:8001/mcp".parse().unwrap(),
+                )
+            };
+            assert_eq!(read("true").unwrap_err().variable, list);
+            assert!(read("false").is_ok(), "{list}");
+        }
     }
 
     #[test]

@@ -197,8 +197,37 @@ impl ToolScopes {
         p.missing_scopes(self.for_tool(tool)).is_empty()
     }
 
+    /// The tools of `tools` a caller without credentials may call (an
+    /// HTTP request the session policy lets in anonymously): those that
+    /// need no caller ([`needs_caller`](Self::needs_caller)), so a tool's
+    /// existence and description are shown only to whoever could call it.
+    ///
+    /// ```
+    /// use mcp_auth_transport::ToolScopes;
+    /// use rmcp::model::Tool;
+    ///
+    /// let scopes = ToolScopes::new()
+    ///     .require("admin_status", ["mcp:admin"])
+    ///     .require_caller("whoami");
+    /// let tool = |name: &'static str| Tool::new(name, "", serde_json::Map::new());
+    /// let shown = scopes.visible_to_anonymous(vec![
+    ///     tool("get_time"),
+    ///     tool("whoami"),
+    ///     tool("admin_status"),
+    /// ]);
+    /// let names: Vec<_> = shown.iter().map(|t| t.name.to_string()).collect();
+    /// assert_eq!(names, ["get_time"]);
+    /// ```
+    pub fn visible_to_anonymous(&self, tools: Vec<rmcp::model::Tool>) -> Vec<rmcp::model::Tool> {
+        tools
+            .into_iter()
+            .filter(|t| !self.needs_caller(&t.name))
+            .collect()
+    }
+
     /// The tools of `tools` that `p` may call (all of them when `p` is
-    /// `None`, e.g. on stdio, where no HTTP principal exists).
+    /// `None`, e.g. on stdio, where no HTTP principal exists; an HTTP
+    /// request without one is [`visible_to_anonymous`](Self::visible_to_anonymous)'s).
     pub fn visible(
         &self,
         p: Option<&Principal>,
