@@ -21,7 +21,7 @@
 //! it (in the MCP spec's order), must name the same issuer, authorization,
 //! token and registration endpoints.
 
-use rmcp::transport::auth::{AuthorizationMetadata, OAuthHttpRedirectPolicy};
+use rmcp::transport::auth::AuthorizationMetadata;
 use std::time::Duration;
 use url::Url;
 
@@ -55,12 +55,11 @@ pub(crate) async fn confirm(
     // one naming these endpoints confirms them.
     let mut differing = None;
     for url in &candidates {
+        // Redirects only within the issuer's origin: a document another
+        // origin serves (through an open redirect at the issuer, say) is
+        // not the issuer's word.
         let Some(published) = http
-            .get_json::<AuthorizationMetadata>(
-                url.as_str(),
-                OAuthHttpRedirectPolicy::Follow,
-                TIMEOUT,
-            )
+            .get_json_from_origin::<AuthorizationMetadata>(url.as_str(), TIMEOUT)
             .await
         else {
             continue;
@@ -208,6 +207,61 @@ mod tests {
         elsewhere.issuer = Some(format!("{base}/tenant"));
         let e = confirm(&server, &elsewhere).await.unwrap_err().to_string();
         assert!(e.contains("publishes no metadata naming itself"), "{e}");
+    }
+
+    /// The issuer's documents are read at its own origin: a location that
+    /// redirects to another origin (an open redirect at the issuer, say)
+    /// confirms nothing, one that redirects within it does (an attack
+    /// pass: redirects anywhere were followed).
+    #[tokio::test]
+    async fn only_the_issuers_own_origin_confirms() {
+        use axum::{Json, Router, response::Redirect, routing::get};
+        let (elsewhere, issuer) = (
+            tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        );
+        let other = format!(
+            "http://127.0.0.1:{}",
+            elsewhere.local_addr().unwrap().port()
+        );
+        let base = format!("http://127.0.0.1:{}", issuer.local_addr().unwrap().port());
+        let doc = document(&base, &format!("{base}/token"));
+        let served = doc.clone();
+        tokio::spawn(async move {
+            let app = Router::new().route("/doc", get(move || async move { Json(served) }));
+            axum::serve(elsewhere, app).await.unwrap()
+        });
+        let away = format!("{other}/doc");
+        let served = doc.clone();
+        tokio::spawn(async move {
+            let app = Router::new()
+                .route(
+                    "/.well-known/oauth-authorization-server",
+                    get(move || async move { Redirect::temporary(&away) }),
+                )
+                .route(
+                    "/.well-known/openid-configuration",
+                    get(|| async { Redirect::temporary("/doc") }),
+                )
+                .route("/doc", get(move || async move { Json(served) }));
+            axum::serve(issuer, app).await.unwrap()
+        });
+        let discovered: AuthorizationMetadata = serde_json::from_value(doc).unwrap();
+        let server = format!("{base}/mcp");
+        // The OpenID Connect location redirects within the origin: confirmed.
+        confirm(&server, &discovered).await.unwrap();
+        // Each location alone: the redirect to another origin gives nothing.
+        let only_away: Vec<_> = well_known(&base).unwrap();
+        assert_eq!(only_away.len(), 2);
+        let http = OAuthHttp::new(&server).unwrap();
+        let followed: Option<AuthorizationMetadata> = http
+            .get_json_from_origin(only_away[0].as_str(), TIMEOUT)
+            .await;
+        assert!(followed.is_none(), "a document from another origin");
+        let followed: Option<AuthorizationMetadata> = http
+            .get_json_from_origin(only_away[1].as_str(), TIMEOUT)
+            .await;
+        assert!(followed.is_some(), "a redirect within the origin");
     }
 
     #[test]

@@ -115,6 +115,8 @@ impl std::fmt::Debug for SharedPolicy {
 pub(crate) struct OAuthHttp {
     follow: reqwest::Client,
     stop: reqwest::Client,
+    /// Follows redirects only within the first URL's origin.
+    same_origin: reqwest::Client,
     policy: Arc<AddressPolicy>,
     dpop: Mutex<Option<TokenDpop>>,
 }
@@ -141,6 +143,20 @@ impl OAuthHttp {
                 attempt.follow()
             }
         });
+        let redirects = policy.clone();
+        let same_origin = reqwest::redirect::Policy::custom(move |attempt| {
+            let origin = attempt.previous().first().map(Url::origin);
+            if !redirects.allows_url(attempt.url()) {
+                let e = OAuthHttpError::DisallowedAddress(attempt.url().to_string());
+                attempt.error(e)
+            } else if origin.is_none_or(|o| o != attempt.url().origin()) {
+                attempt.error("a redirect to another origin")
+            } else if attempt.previous().len() > MAX_REDIRECTS {
+                attempt.error("too many redirects")
+            } else {
+                attempt.follow()
+            }
+        });
         let build = |redirect| {
             reqwest::Client::builder()
                 .timeout(TIMEOUT)
@@ -152,6 +168,7 @@ impl OAuthHttp {
         Ok(Self {
             follow: build(follow)?,
             stop: build(reqwest::redirect::Policy::none())?,
+            same_origin: build(same_origin)?,
             policy,
             dpop: Mutex::new(None),
         })
@@ -197,11 +214,34 @@ impl OAuthHttp {
         redirect: OAuthHttpRedirectPolicy,
         timeout: Duration,
     ) -> Option<T> {
+        let client = match redirect {
+            OAuthHttpRedirectPolicy::Stop => &self.stop,
+            _ => &self.follow,
+        };
+        self.get_json_with(client, url, timeout).await
+    }
+
+    /// [`get_json`](Self::get_json) following redirects only within
+    /// `url`'s origin: a document that must be what that origin publishes.
+    pub(crate) async fn get_json_from_origin<T: serde::de::DeserializeOwned>(
+        &self,
+        url: &str,
+        timeout: Duration,
+    ) -> Option<T> {
+        self.get_json_with(&self.same_origin, url, timeout).await
+    }
+
+    async fn get_json_with<T: serde::de::DeserializeOwned>(
+        &self,
+        client: &reqwest::Client,
+        url: &str,
+        timeout: Duration,
+    ) -> Option<T> {
         let request = http::Request::get(url)
             .header(http::header::ACCEPT, "application/json")
             .body(Vec::new())
             .ok()?;
-        let response = match self.send(request, redirect, Some(timeout)).await {
+        let response = match self.send_with(client, request, Some(timeout)).await {
             Ok(r) => r,
             Err(e) => {
                 let url = crate::failure::shown_url(url);
@@ -278,6 +318,16 @@ impl OAuthHttp {
             OAuthHttpRedirectPolicy::Stop => &self.stop,
             _ => &self.follow,
         };
+        self.send_with(client, request, timeout).await
+    }
+
+    /// Sends `request` (no DPoP) with `client`.
+    async fn send_with(
+        &self,
+        client: &reqwest::Client,
+        request: http::Request<Vec<u8>>,
+        timeout: Option<Duration>,
+    ) -> Result<http::Response<Vec<u8>>, OAuthHttpClientError> {
         let mut request =
             reqwest::Request::try_from(request).map_err(|e| Box::new(e) as OAuthHttpClientError)?;
         if !self.policy.allows_url(request.url()) {
