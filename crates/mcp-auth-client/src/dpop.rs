@@ -333,8 +333,15 @@ pub(crate) async fn resource_accepts_dpop(server_url: &str, challenge: &str) -> 
     if scheme.eq_ignore_ascii_case("dpop") {
         return true;
     }
-    let url = crate::failure::challenge_param(challenge, "resource_metadata")
-        .unwrap_or_else(|| mcp_auth_core::metadata_url_for(server_url));
+    // A relative `resource_metadata` (RFC 9728 asks for a URL; rmcp reads
+    // one relative to the server's) is taken as rmcp takes it.
+    let url = match crate::failure::challenge_param(challenge, "resource_metadata") {
+        Some(given) => match url::Url::parse(server_url).and_then(|base| base.join(&given)) {
+            Ok(url) => url.to_string(),
+            Err(_) => return false,
+        },
+        None => mcp_auth_core::metadata_url_for(server_url),
+    };
     let Ok(http) = crate::oauth_http::OAuthHttp::new(server_url) else {
         return false;
     };
@@ -418,6 +425,16 @@ mod tests {
         assert!(
             resource_accepts_dpop(&es256, "Bearer").await,
             "the well-known URL"
+        );
+        // A relative resource_metadata, as rmcp reads it: against the
+        // server's URL (it read as no DPoP).
+        assert!(
+            resource_accepts_dpop(
+                &es256,
+                r#"Bearer resource_metadata="/.well-known/oauth-protected-resource/mcp""#
+            )
+            .await,
+            "a relative metadata URL"
         );
         assert!(
             !resource_accepts_dpop(&eddsa, &bearer(&eddsa)).await,
