@@ -1311,26 +1311,26 @@ async fn subscription_streams_end_with_their_credential_and_are_capped() {
     serve_app(listener, app.rmcp_router(|| Ok(Notifier)), &app);
 
     let c = reqwest::Client::new();
-    let listen = |token: &'static str| {
-        let body = serde_json::json!({
-            "jsonrpc": "2.0", "id": 7, "method": "subscriptions/listen",
-            "params": {
-                "_meta": {
-                    "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-                    "io.modelcontextprotocol/clientCapabilities": {},
-                    "io.modelcontextprotocol/clientInfo": {"name": "t", "version": "1"}
-                },
-                "notifications": {"toolsListChanged": true}
-            }
-        });
-        c.post(format!("{base}/mcp"))
+    // The method as written in the body (JSON escapes spell the same
+    // name), and a session id the request names (ignored on this wire).
+    let listen_as = |token: &'static str, method: &'static str, session: Option<&'static str>| {
+        let body = format!(
+            r#"{{"jsonrpc":"2.0","id":7,"method":"{method}","params":{{"_meta":{{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{{}},"io.modelcontextprotocol/clientInfo":{{"name":"t","version":"1"}}}},"notifications":{{"toolsListChanged":true}}}}}}"#
+        );
+        let mut r = c
+            .post(format!("{base}/mcp"))
             .header("authorization", format!("Bearer {token}"))
+            .header("content-type", "application/json")
             .header("accept", "application/json, text/event-stream")
             .header("mcp-protocol-version", "2026-07-28")
             .header("mcp-method", "subscriptions/listen")
-            .json(&body)
-            .send()
+            .body(body);
+        if let Some(sid) = session {
+            r = r.header("mcp-session-id", sid);
+        }
+        r.send()
     };
+    let listen = |token: &'static str| listen_as(token, "subscriptions/listen", None);
 
     // Ends with its credential (2 s), having delivered until then.
     let started = std::time::Instant::now();
@@ -1357,6 +1357,16 @@ async fn subscription_streams_end_with_their_credential_and_are_capped() {
     let refused = listen("long").await.unwrap();
     assert_eq!(refused.status(), 429);
     assert!(refused.headers().contains_key("retry-after"));
+    // Nor spelt with escapes, nor naming a session (a review: both went
+    // past the count and the watch).
+    for (method, session) in [
+        (r"subscriptions\/listen", None),
+        (r"\u0073ubscriptions/listen", None),
+        ("subscriptions/listen", Some("a-session-of-another-wire")),
+    ] {
+        let r = listen_as("long", method, session).await.unwrap();
+        assert_eq!(r.status(), 429, "{method} {session:?}");
+    }
     drop(open.pop());
     let mut again = None;
     for _ in 0..50 {

@@ -457,6 +457,13 @@ impl Settings {
                     )),
                 }
             }
+            // rmcp serves a message of a revision without sessions
+            // (2026-07-28) statelessly whatever session it names: so does
+            // this layer (a subscription stream sent so skipped its cap
+            // and its watch).
+            Some(Ok(_)) if req.method() == Method::POST && sessionless(req.headers()) => {
+                self.without_session(inner, req, authenticated, owner).await
+            }
             Some(Ok(sid)) => self.in_session(inner, req, authenticated, owner, sid).await,
             None if req.method() == Method::POST => {
                 self.without_session(inner, req, authenticated, owner).await
@@ -1036,12 +1043,25 @@ fn stream_check_every(limits: &SessionLimits) -> std::time::Duration {
     )
 }
 
-/// Whether `body` is a `subscriptions/listen` request (the text looked
-/// for first: most bodies are not).
+/// Whether `body` is a `subscriptions/listen` request (read only when it
+/// holds the name, or an escape that could spell it: most bodies are not).
 fn is_listen(body: &[u8]) -> bool {
     const METHOD: &[u8] = b"subscriptions/listen";
-    body.windows(METHOD.len()).any(|w| w == METHOD)
+    (body.contains(&b'\\') || body.windows(METHOD.len()).any(|w| w == METHOD))
         && crate::message::read(body).method.as_deref() == Some("subscriptions/listen")
+}
+
+/// Whether the request's `MCP-Protocol-Version` is a revision rmcp knows
+/// that has no sessions (2026-07-28): it serves such a message statelessly.
+fn sessionless(headers: &http::HeaderMap) -> bool {
+    headers
+        .get("mcp-protocol-version")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            rmcp::model::ProtocolVersion::KNOWN_VERSIONS
+                .iter()
+                .any(|known| known.as_str() == v && !known.has_initialize())
+        })
 }
 
 fn is_event_stream(resp: &Response) -> bool {
