@@ -209,9 +209,10 @@ async fn a_redis_outage_fails_closed_and_recovers() {
 }
 
 /// A parked session whose restore fails (Redis stalls past the store's
-/// timeout) is not lost: the request restoring it and one that waited on
-/// that restore both get 503 with `Retry-After`, and the session goes on
-/// once Redis answers again (an attack pass: rmcp answered the waiter
+/// timeout) is not lost: the request restoring it gets 503 with
+/// `Retry-After`, one that waited on that restore 503 too or, restoring it
+/// in turn once Redis is back, its answer; the session goes on once Redis
+/// answers again (an attack pass: rmcp answered the waiter
 /// 404, taken as "the session is gone" and ended in Redis, and the
 /// restoring request 500 with the store's address).
 #[tokio::test]
@@ -247,9 +248,13 @@ async fn a_failed_restore_loses_no_session() {
         tokio::time::sleep(Duration::from_millis(100)).await;
         ask().await
     });
+    // The first fails with the store; the second waits for its answer,
+    // then restores the session itself: 503 while Redis still stalls, or
+    // the answer once it is back. Never 404 (the session lost) or 500.
+    assert_eq!(first.0, 503, "{}", first.2);
+    assert!(matches!(second.0, 503 | 200), "{}: {}", second.0, second.2);
     for (status, retry, body) in [first, second] {
-        assert_eq!(status, 503, "{body}");
-        assert!(retry.is_some(), "{body}");
+        assert!(status == 200 || retry.is_some(), "{body}");
         assert!(!body.contains("127.0.0.1"), "{body}");
     }
     // Redis answers again: the same session, restored.

@@ -68,6 +68,23 @@ struct Entry {
     warm: bool,
     /// A request that may be restoring the worker is under way.
     opening: bool,
+    /// Wakes the requests waiting for this session (made by the first
+    /// one to wait): each session's waiters are woken by its own events
+    /// only, not by every park and restore in the process.
+    waiting: Option<Arc<tokio::sync::Notify>>,
+}
+
+impl Entry {
+    fn new() -> Self {
+        Self {
+            busy: 0,
+            idle_since: Instant::now(),
+            parking: false,
+            warm: false,
+            opening: false,
+            waiting: None,
+        }
+    }
 }
 
 /// The activity of this process's sessions, and the task that parks the
@@ -78,7 +95,6 @@ pub(crate) struct Parking {
     /// no longer has are closed.
     parks: bool,
     entries: Mutex<HashMap<String, Entry>>,
-    parked: tokio::sync::Notify,
     close: Close,
     store: mcp_auth_session::SharedStore,
     limits: mcp_auth_session::SessionLimits,
@@ -116,7 +132,6 @@ impl Parking {
             after,
             parks,
             entries: Mutex::new(HashMap::new()),
-            parked: tokio::sync::Notify::new(),
             close,
             store,
             limits,
@@ -141,35 +156,41 @@ impl Parking {
     /// first one's answer ([`Busy::hold`]) lets the others go.
     pub(crate) async fn begin(self: &Arc<Self>, sid: &str) -> Busy {
         loop {
-            let notified = self.parked.notified();
-            tokio::pin!(notified);
-            // Registered before the check: a park (or a first request)
-            // that ends in between still wakes this request.
-            notified.as_mut().enable();
             let started = self.with(|m| {
-                let e = m.entry(sid.to_owned()).or_insert(Entry {
-                    busy: 0,
-                    idle_since: Instant::now(),
-                    parking: false,
-                    warm: false,
-                    opening: false,
-                });
+                let e = m.entry(sid.to_owned()).or_insert_with(Entry::new);
                 if e.parking || e.opening {
-                    return None;
+                    // Registered while the map is held: the park or first
+                    // request that ends next (under the map too) wakes it.
+                    let wake = e
+                        .waiting
+                        .get_or_insert_with(|| Arc::new(tokio::sync::Notify::new()))
+                        .clone();
+                    let mut notified = Box::pin(wake.notified_owned());
+                    notified.as_mut().enable();
+                    return Err(notified);
                 }
                 let first = !e.warm;
                 e.opening = first;
                 e.busy += 1;
-                Some(first)
+                Ok(first)
             });
-            if let Some(first) = started {
-                return Busy {
-                    parking: self.clone(),
-                    sid: sid.to_owned(),
-                    first,
-                };
+            match started {
+                Ok(first) => {
+                    return Busy {
+                        parking: self.clone(),
+                        sid: sid.to_owned(),
+                        first,
+                    };
+                }
+                Err(notified) => notified.await,
             }
-            notified.await;
+        }
+    }
+
+    /// Wakes the requests waiting for `e`'s session.
+    fn wake(e: &mut Entry) {
+        if let Some(wake) = e.waiting.take() {
+            wake.notify_waiters();
         }
     }
 
@@ -180,17 +201,30 @@ impl Parking {
             if let Some(e) = m.get_mut(sid) {
                 e.opening = false;
                 e.warm = ran;
+                Self::wake(e);
             }
         });
-        self.parked.notify_waiters();
+    }
+
+    /// An answer says the session's worker may be gone here (rmcp did not
+    /// find it, or it failed): its next request goes alone again, as after
+    /// a park, in case it restores the worker.
+    fn cooled(&self, sid: &str) {
+        self.with(|m| {
+            if let Some(e) = m.get_mut(sid) {
+                e.warm = false;
+            }
+        });
     }
 
     /// The session ended (DELETE, or gone): nothing to park. (One being
     /// parked is left to the parker, which removes it when done.)
     pub(crate) fn forget(&self, sid: &str) {
         self.with(|m| {
-            if m.get(sid).is_some_and(|e| !e.parking) {
-                m.remove(sid);
+            if m.get(sid).is_some_and(|e| !e.parking)
+                && let Some(mut e) = m.remove(sid)
+            {
+                Self::wake(&mut e);
                 shrink(m);
             }
         });
@@ -253,20 +287,22 @@ impl Parking {
         if matches!(found, Found::Restorable | Found::Gone) {
             (self.close)(sid.clone()).await;
         }
+        // Each waiter goes on as soon as its own session is done.
         self.with(|m| match found {
             Found::Unknown | Found::Live => {
                 if let Some(e) = m.get_mut(&sid) {
                     e.parking = false;
                     e.idle_since = Instant::now();
+                    Self::wake(e);
                 }
             }
             _ => {
-                m.remove(&sid);
+                if let Some(mut e) = m.remove(&sid) {
+                    Self::wake(&mut e);
+                }
                 shrink(m);
             }
         });
-        // Each waiter goes on as soon as its own session is done.
-        self.parked.notify_waiters();
         let short = &sid[..sid.len().min(8)];
         match found {
             Found::Restorable => {
@@ -340,6 +376,18 @@ impl Busy {
                 _busy: Some(self),
             })
         })
+    }
+}
+
+impl Busy {
+    /// The answer says the session's worker may be gone here (rmcp did not
+    /// find it, or failed): the next request goes alone, in case it
+    /// restores it (rmcp's own worker also quits after its idle timeout,
+    /// unseen here).
+    pub(crate) fn cool(&self) {
+        if !self.first {
+            self.parking.cooled(&self.sid);
+        }
     }
 }
 
@@ -835,7 +883,16 @@ mod tests {
         let fifth = tokio::time::timeout(Duration::from_millis(100), p.begin("s"))
             .await
             .expect("a running session's requests do not wait for each other");
+        // An answer that says the worker may be gone (rmcp's 404 or 500,
+        // its own idle timeout unseen here): the next one goes first.
+        fifth.cool();
         drop((held, fourth, fifth));
+        let first = p.begin("s").await;
+        let second = waiting(&p);
+        settle().await;
+        assert!(!second.is_finished(), "went along after a cooled answer");
+        drop(first.hold(answer(200)));
+        drop(second.await.unwrap());
         // Forgotten (ended) or parked: the first one goes alone again.
         p.forget("s");
         let first = p.begin("s").await;

@@ -595,6 +595,13 @@ impl Settings {
             .as_ref()
             .and_then(|_| req.extensions().get::<Principal>().cloned());
         let resp = inner.call(req).await?;
+        if matches!(
+            resp.status(),
+            StatusCode::INTERNAL_SERVER_ERROR | StatusCode::NOT_FOUND
+        ) && let Some(b) = &busy
+        {
+            b.cool();
+        }
         if resp.status() == StatusCode::INTERNAL_SERVER_ERROR {
             // rmcp could not read the session's state to restore it here
             // (the store failed): the session is as it was, the store is
