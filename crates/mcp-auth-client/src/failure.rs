@@ -192,15 +192,15 @@ pub(crate) fn shown_url(url: &str) -> String {
         u.set_fragment(None);
         return u.into();
     }
-    let url = url.split(['?', '#']).next().unwrap_or_default();
+    // Up to the last `@` goes first (a password may hold `/`, `?` or `#`),
+    // then query and fragment.
+    let cut = |s: &str| s.split(['?', '#']).next().unwrap_or_default().to_owned();
     match url.split_once("://") {
         Some((scheme, rest)) => {
-            let authority_end = rest.find('/').unwrap_or(rest.len());
-            let (authority, path) = rest.split_at(authority_end);
-            let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-            format!("{scheme}://{host}{path}")
+            let rest = rest.rsplit_once('@').map_or(rest, |(_, after)| after);
+            format!("{}://{}", cut(scheme), cut(rest))
         }
-        None => url.to_owned(),
+        None => cut(url),
     }
 }
 
@@ -518,6 +518,11 @@ mod tests {
                 "https://idp example/token",
             ),
             ("no url at all?x", "no url at all"),
+            // A password holding what ends an authority or a path.
+            (
+                "https://svc:pa/ss?w#d@idp example/token",
+                "https://idp example/token",
+            ),
         ] {
             assert_eq!(shown_url(url), shown, "{url}");
         }

@@ -227,7 +227,8 @@ const SECRET_LOGGING_MODULE: &str = "rmcp::transport::auth=info";
 /// What is logged: with `-v`, `LOG_LEVEL` (directives) or info with this
 /// crate at debug; without, this crate's warnings. rmcp's OAuth module logs
 /// the authorization code and the token response (an ID token in full) at
-/// debug: held at info whatever `LOG_LEVEL` asks, so no log carries them.
+/// debug: held at info whatever level `LOG_LEVEL` sets (a directive naming
+/// a narrower target inside it still applies), so no log carries them.
 fn log_filter(verbose: bool, level: Option<String>) -> tracing_subscriber::EnvFilter {
     let filter = if verbose {
         level

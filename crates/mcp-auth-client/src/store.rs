@@ -306,11 +306,13 @@ fn write_temporary(path: &Path, bytes: &[u8]) -> std::io::Result<PathBuf> {
 /// Creates `dir` and its missing parents with mode 0700 (on unix). If
 /// `dir` (the `credentials` directory) already exists with group or other
 /// permissions, e.g. from an older version that created it 0755, it is
-/// narrowed to 0700 (logged at info). When that is not allowed (another
-/// owner), a directory others can only read is used with a warning (the
+/// narrowed to 0700 (logged at info). When that is not allowed (root's
+/// directory), one others can only read is used with a warning (the
 /// files in it are 0600), but one that group or others can write to is
 /// refused, naming it: whoever can write there could replace the tokens,
-/// the DPoP key or the lock file.
+/// the DPoP key or the lock file. Another user's directory (not root's)
+/// is refused, and so is a config directory holding it that others could
+/// rename it in (one of this user's is narrowed instead).
 pub(crate) fn private_dir(dir: &Path) -> std::io::Result<()> {
     #[cfg(unix)]
     {
@@ -399,7 +401,9 @@ fn trusted_owner(path: &Path, meta: &std::fs::Metadata) -> std::io::Result<()> {
 /// `registrations` directory (the config directory) when someone else
 /// could rename those: another user's (not root's), or writable by group
 /// or others without the sticky bit (`/tmp` keeps others from renaming
-/// what is not theirs).
+/// what is not theirs) unless it is this user's, when it is narrowed
+/// (group and others lose write; logged at info), as a umask of 002 leaves
+/// directories.
 #[cfg(unix)]
 fn trusted_parent(parent: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
@@ -407,17 +411,42 @@ fn trusted_parent(parent: &Path) -> std::io::Result<()> {
     trusted_owner(parent, &meta)?;
     let mode = meta.permissions().mode();
     if mode & 0o022 != 0 && mode & 0o1000 == 0 {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::PermissionDenied,
-            format!(
-                "{} is writable by group or others (mode {:o}): not using credentials kept \
-                 there (make it 0700)",
-                parent.display(),
-                mode & 0o777
-            ),
-        ));
+        narrow_own(parent, &meta, mode & 0o7755)?;
     }
     Ok(())
+}
+
+/// Sets the open directory or file `path` (its metadata `meta`) to `mode`
+/// when this user owns it (logged at info); otherwise refuses it, naming
+/// it: another user who may write there could have replaced what it holds.
+#[cfg(unix)]
+fn narrow_own(path: &Path, meta: &std::fs::Metadata, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let old = meta.permissions().mode() & 0o7777;
+    let narrowed = if meta.uid() == rustix::process::geteuid().as_raw() {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+    } else {
+        Err(std::io::Error::from(std::io::ErrorKind::PermissionDenied))
+    };
+    match narrowed {
+        Ok(()) => {
+            tracing::info!(
+                dir = %path.display(),
+                old_mode = %format!("{:o}", old & 0o777),
+                "a directory holding credentials was writable by group or others; narrowed"
+            );
+            Ok(())
+        }
+        Err(e) => Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!(
+                "{} is writable by group or others (mode {:o}) and cannot be narrowed ({e}): \
+                 not using credentials kept there",
+                path.display(),
+                old & 0o777
+            ),
+        )),
+    }
 }
 
 /// The contents of a file of tokens, a registration or a DPoP key, read
@@ -450,7 +479,11 @@ pub(crate) fn read_private(path: &Path) -> std::io::Result<Vec<u8>> {
         if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             let meta = std::fs::metadata(dir)?;
             trusted_owner(dir, &meta)?;
-            refuse_writable(dir, meta.permissions().mode())?;
+            // This user's, open to others (an older version, a umask):
+            // narrowed as a write would, then read.
+            if meta.permissions().mode() & 0o022 != 0 {
+                narrow_own(dir, &meta, 0o700)?;
+            }
             if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
                 trusted_parent(parent)?;
             }
@@ -883,10 +916,22 @@ mod tests {
         std::os::unix::fs::chown(home.path(), Some(4242), None).unwrap();
         denied_kind(read_private(store.path()), home.path());
         assert!(private_dir(store.path().parent().unwrap()).is_err());
+        // This user's, writable by others (a umask of 002, an older
+        // version): narrowed, then read.
         let (home, store) = setup();
+        let dir = store.path().parent().unwrap().to_owned();
         std::fs::set_permissions(home.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        assert_eq!(read_private(store.path()).unwrap(), b"{}");
+        assert_eq!(mode(home.path()), 0o755);
+        assert_eq!(mode(&dir), 0o700);
+        // Another user's and writable by others: refused.
+        std::fs::set_permissions(home.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        std::os::unix::fs::chown(home.path(), Some(4242), None).unwrap();
         denied_kind(read_private(store.path()), home.path());
-        // With the sticky bit (as /tmp): others cannot rename what is not theirs.
+        // With the sticky bit (as /tmp), root's: others cannot rename what
+        // is not theirs.
+        std::os::unix::fs::chown(home.path(), Some(0), None).unwrap();
         std::fs::set_permissions(home.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
         assert_eq!(read_private(store.path()).unwrap(), b"{}");
     }

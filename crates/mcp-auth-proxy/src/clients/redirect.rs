@@ -98,7 +98,7 @@ pub(super) fn is_uri_byte(b: u8) -> bool {
 /// Schemes a redirect URI may never use, whatever the operator allows:
 /// the web's own (with their own rules here, or none a client's app can
 /// own), and those a browser runs, reads locally or treats as its own.
-const NOT_PRIVATE_USE: [&str; 13] = [
+const NOT_PRIVATE_USE: [&str; 23] = [
     "http",
     "https",
     "ws",
@@ -112,6 +112,16 @@ const NOT_PRIVATE_USE: [&str; 13] = [
     "filesystem",
     "about",
     "view-source",
+    "chrome",
+    "chrome-extension",
+    "moz-extension",
+    "safari-web-extension",
+    "ms-browser-extension",
+    "edge",
+    "opera",
+    "intent",
+    "resource",
+    "jar",
 ];
 
 /// Why `scheme` cannot be allowed as a private-use redirect scheme (static
@@ -337,6 +347,8 @@ mod tests {
             "https",
             "javascript",
             "view-source",
+            "chrome-extension",
+            "intent",
         ] {
             assert!(check_private_use_scheme(scheme).is_err(), "{scheme:?}");
         }
