@@ -102,10 +102,14 @@ pub struct JwksStatus {
 
 impl JwksStatus {
     /// The key set as a readiness check named `name`: ready with at least
-    /// one key from a successful fetch within the hour (the cache refreshes
-    /// every 10 minutes). The detail names no URL.
+    /// one key from a successful fetch that is not past its
+    /// [`max_stale`](JwksCacheBuilder::max_stale), i.e. whenever tokens can
+    /// be verified (the detail says when the latest fetch failed). Not an
+    /// hour's limit of its own: every replica would go unready at once an
+    /// hour into an issuer's outage while still verifying tokens. The
+    /// detail names no URL.
     pub fn readiness(&self, name: &str) -> mcp_auth_core::Readiness {
-        let fresh = self.age.is_some_and(|a| a < Duration::from_secs(3600)) && !self.stale;
+        let fresh = self.age.is_some() && !self.stale;
         let detail = match (self.keys, self.age) {
             (0, _) => "no keys fetched from the issuer yet".to_owned(),
             (n, Some(age)) => format!(
@@ -251,13 +255,40 @@ impl JwksCacheBuilder {
     }
 }
 
+/// Longest wait between background attempts while no usable keys are
+/// held.
+const NO_KEYS_BACKOFF_MAX: Duration = Duration::from_secs(60);
+
 async fn background_refresh(weak: Weak<Inner>, every: Duration) {
+    // While no usable keys are held (the issuer was down at start, or the
+    // keys went past their maximum staleness), tried again after 1 s, 2 s,
+    // 4 s ... at most a minute: a replica started during an issuer's blip
+    // is taken out of rotation by its readiness probe, so no token would
+    // come to fetch them, and it waited for the next refresh (10 minutes).
+    let mut backoff = NO_KEYS_RETRY;
     loop {
-        tokio::time::sleep(every).await;
+        let usable = match weak.upgrade() {
+            Some(inner) => JwksCache { inner }.cached().is_some(),
+            None => return,
+        };
+        let wait = if usable {
+            backoff = NO_KEYS_RETRY;
+            every
+        } else {
+            let wait = backoff.min(every);
+            backoff = (backoff * 2).min(NO_KEYS_BACKOFF_MAX);
+            wait
+        };
+        tokio::time::sleep(wait).await;
         let Some(inner) = weak.upgrade() else { return };
         let cache = JwksCache { inner };
-        if let Err(e) = cache.refresh().await {
-            tracing::warn!(error = %e, "background JWKS refresh failed; keeping the last good keys");
+        if usable {
+            if let Err(e) = cache.refresh().await {
+                tracing::warn!(error = %e, "background JWKS refresh failed; keeping the last good keys");
+            }
+        } else {
+            // Gated: a token's own fetch in the meantime counts.
+            cache.refresh_gated().await;
         }
     }
 }
@@ -364,14 +395,30 @@ impl JwksCache {
     }
 
     /// Refetches because a token named an unknown `kid`, unless a fetch
-    /// happened within the cooldown. Returns the keys afterwards, or an error
-    /// when the latest fetch failed: then an unknown `kid` may be a rotation
-    /// the issuer could not tell us about yet, not a bad token.
+    /// happened within the cooldown. Returns the keys of a fetch made since
+    /// this call (its own or another's), or an error when the latest fetch
+    /// failed, or when none was made because one was moments ago: then an
+    /// unknown `kid` may be a rotation the issuer made since, not a bad
+    /// token (answered 503 with `Retry-After`, not 401, which the client
+    /// would take as its token refused, and which counts as a failed
+    /// login; anyone sending a token with a made-up kid now and then kept
+    /// every rotation's first seconds refused so).
     pub async fn keys_after_unknown_kid(&self) -> Result<Arc<KeySet>, JwksError> {
+        let asked = Instant::now();
         self.refresh_gated().await;
-        let (keys, error) = self.read_state(|s| (self.usable(s), s.last_error.clone()));
+        let (keys, error, fetched) = self.read_state(|s| {
+            (
+                self.usable(s),
+                s.last_error.clone(),
+                s.last_attempt.is_some_and(|t| t >= asked),
+            )
+        });
         match (keys, error) {
-            (Some(keys), None) => Ok(keys),
+            (Some(keys), None) if fetched => Ok(keys),
+            (Some(_), None) => Err(JwksError(
+                "the key set was fetched moments ago; a key it lacks is looked for again shortly"
+                    .to_owned(),
+            )),
             (_, Some(e)) => Err(JwksError(e)),
             (None, None) => Err(self.unusable()),
         }
@@ -512,6 +559,58 @@ impl JwksCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Ready whenever tokens can be verified: keys from a successful fetch
+    /// not past their maximum staleness, however old (an attack pass: an
+    /// hour's limit of its own took every replica out of rotation an hour
+    /// into an issuer's outage while they still verified tokens).
+    #[test]
+    fn readiness_follows_what_verifies() {
+        let status = |keys, age: Option<u64>, failed, stale| JwksStatus {
+            keys,
+            age: age.map(Duration::from_secs),
+            last_fetch_failed: failed,
+            stale,
+        };
+        assert!(status(2, Some(60), false, false).readiness("k").ok);
+        let old = status(2, Some(7200), true, false).readiness("k");
+        assert!(old.ok, "{}", old.detail);
+        assert!(
+            old.detail.contains("the latest fetch failed"),
+            "{}",
+            old.detail
+        );
+        assert!(!status(2, Some(7200), true, true).readiness("k").ok);
+        assert!(!status(0, None, true, false).readiness("k").ok);
+    }
+
+    /// Without usable keys (the issuer down at start) the background task
+    /// tries again within seconds, not at the next 10-minute refresh, so a
+    /// replica no token reaches becomes ready by itself.
+    #[tokio::test]
+    async fn keys_missing_at_start_are_fetched_again_within_seconds() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        let url: Url = format!("http://{addr}/jwks.json").parse().unwrap();
+        let cache = JwksCache::builder(url).build();
+        assert!(cache.keys().await.is_err(), "the issuer is down");
+        // The issuer comes up; no token arrives.
+        let jwks = serde_json::json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "kid": "a",
+            "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]});
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+        let app = axum::Router::new().route(
+            "/jwks.json",
+            axum::routing::get(move || async move { axum::Json(jwks) }),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while cache.status().keys == 0 {
+            assert!(Instant::now() < deadline, "still no keys");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert!(cache.status().readiness("k").ok);
+    }
 
     #[test]
     fn debug_output_shows_no_credentials_of_the_url() {

@@ -337,23 +337,36 @@ impl KeySet {
     }
 
     /// Candidate keys for a token header: the key with that `kid` when the
-    /// token names one (never a key with another or no kid), else every key
-    /// that may verify `alg`.
+    /// token names one some key carries (never a key with another kid);
+    /// for a `kid` no key carries, the keys that carry none and may verify
+    /// `alg` (a configured key, or a JWKS without kids: signers put a kid in
+    /// every token whether or not the verifier's copy of the key has one);
+    /// without a `kid`, every key that may verify `alg`.
     pub(crate) fn candidates<'a>(
         &'a self,
         kid: Option<&'a str>,
         alg: Algorithm,
     ) -> impl Iterator<Item = &'a VerifyKey> + 'a {
+        let named = kid.is_some_and(|kid| self.has_kid(kid));
         self.keys.iter().filter(move |k| match kid {
-            Some(kid) => k.kid.as_deref() == Some(kid),
+            Some(kid) if named => k.kid.as_deref() == Some(kid),
+            Some(_) => k.kid.is_none() && k.algorithms.contains(&alg),
             None => k.algorithms.contains(&alg),
         })
     }
 
     /// Whether some key carries this `kid`.
-    #[cfg_attr(not(feature = "fetch"), allow(dead_code))]
     pub(crate) fn has_kid(&self, kid: &str) -> bool {
         self.keys.iter().any(|k| k.kid.as_deref() == Some(kid))
+    }
+
+    /// Whether a token naming `kid` has a candidate here: a key with that
+    /// kid, or one without any ([`candidates`](Self::candidates)).
+    #[cfg_attr(not(feature = "fetch"), allow(dead_code))]
+    pub(crate) fn knows_kid(&self, kid: &str) -> bool {
+        self.keys
+            .iter()
+            .any(|k| k.kid.is_none() || k.kid.as_deref() == Some(kid))
     }
 
     /// Takes `previous`'s key in the place of each key read from the very
@@ -389,6 +402,45 @@ impl KeySet {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A token naming a kid goes to the key with that kid; to the keys
+    /// carrying none when no key has it (an attack pass: a configured
+    /// public key has no kid, and every external signer's token, which
+    /// names one, was refused as of an unknown key); never to a key with
+    /// another kid.
+    #[test]
+    fn a_kid_no_key_carries_goes_to_the_keys_without_one() {
+        let x = "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo";
+        let set = |keys: serde_json::Value| KeySet::from_jwks_json(&keys).unwrap().0;
+        let kids = |set: &KeySet, kid: Option<&str>| -> Vec<Option<String>> {
+            set.candidates(kid, Algorithm::EdDSA)
+                .map(|k| k.kid.clone())
+                .collect()
+        };
+        let mixed = set(serde_json::json!({"keys": [
+            {"kty": "OKP", "crv": "Ed25519", "kid": "a", "x": x},
+            {"kty": "OKP", "crv": "Ed25519", "x": x},
+        ]}));
+        assert_eq!(kids(&mixed, Some("a")), [Some("a".to_owned())]);
+        assert_eq!(kids(&mixed, Some("elsewhere")), [None]);
+        assert_eq!(kids(&mixed, None).len(), 2);
+        assert!(mixed.knows_kid("elsewhere"));
+        let named = set(serde_json::json!({"keys": [
+            {"kty": "OKP", "crv": "Ed25519", "kid": "a", "x": x},
+        ]}));
+        assert!(
+            kids(&named, Some("b")).is_empty(),
+            "never a key with another kid"
+        );
+        assert!(!named.knows_kid("b"));
+        // Not for another algorithm.
+        assert_eq!(
+            mixed
+                .candidates(Some("elsewhere"), Algorithm::RS256)
+                .count(),
+            0
+        );
+    }
 
     /// A JWKS fetched again keeps the keys of the JWKs that did not change
     /// (so the verified-token cache keeps answering their tokens), and takes

@@ -604,15 +604,16 @@ impl JwtVerifier {
             Keys::Static(k) => k.clone(),
             #[cfg(feature = "fetch")]
             Keys::Jwks(cache) if fetch == Fetch::Never => match cache.cached() {
-                Some(keys) if kid.is_none_or(|kid| keys.has_kid(kid)) => keys,
+                Some(keys) if kid.is_none_or(|kid| keys.knows_kid(kid)) => keys,
                 _ => return Err(JwtError::KeysUnavailable),
             },
             #[cfg(feature = "fetch")]
             Keys::Jwks(cache) => {
                 let keys = cache.keys().await.map_err(|_| JwtError::KeysUnavailable)?;
                 match kid {
-                    Some(kid) if !keys.has_kid(kid) => match cache.keys_after_unknown_kid().await {
-                        Ok(fresh) if fresh.has_kid(kid) => fresh,
+                    Some(kid) if !keys.knows_kid(kid) => match cache.keys_after_unknown_kid().await
+                    {
+                        Ok(fresh) if fresh.knows_kid(kid) => fresh,
                         Ok(_) => return Err(JwtError::UnknownKey),
                         Err(_) => return Err(JwtError::KeysUnavailable),
                     },
