@@ -717,21 +717,7 @@ impl Settings {
         let (end, still_open) = (ended.clone(), open.clone());
         tokio::spawn(async move {
             let _anonymous = anonymous;
-            let expired = async move {
-                match until {
-                    Some(at) => {
-                        // A credential accepted past its expiry, within the
-                        // strategy's clock-skew leeway, keeps the stream a
-                        // minute (ended at once, its client would reopen it
-                        // with the same credential, again and again).
-                        let left = at
-                            .duration_since(std::time::SystemTime::now())
-                            .unwrap_or(EXPIRED_STREAM_GRACE);
-                        tokio::time::sleep(left).await;
-                    }
-                    None => std::future::pending().await,
-                }
-            };
+            let expired = until_expired(until);
             tokio::pin!(expired);
             let gone = loop {
                 tokio::select! {
@@ -805,17 +791,7 @@ impl Settings {
         if let Some(opener) = opener {
             let until = opener.expires_at;
             tokio::spawn(async move {
-                let expired = async move {
-                    match until {
-                        Some(at) => {
-                            let left = at
-                                .duration_since(std::time::SystemTime::now())
-                                .unwrap_or(EXPIRED_STREAM_GRACE);
-                            tokio::time::sleep(left).await;
-                        }
-                        None => std::future::pending().await,
-                    }
-                };
+                let expired = until_expired(until);
                 tokio::pin!(expired);
                 loop {
                     tokio::select! {
@@ -1038,6 +1014,23 @@ impl RmcpStore for RmcpSessionState {
 /// How long an event stream opened with a credential already past its
 /// expiry (accepted within the strategy's leeway) stays open.
 const EXPIRED_STREAM_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Ends when a stream opened with a credential expiring `until` must end:
+/// at that time, or after [`EXPIRED_STREAM_GRACE`] for a credential
+/// accepted past it, within the strategy's clock-skew leeway (ended at
+/// once, its client would reopen it with the same credential, again and
+/// again); never without an expiry.
+async fn until_expired(until: Option<std::time::SystemTime>) {
+    match until {
+        Some(at) => {
+            let left = at
+                .duration_since(std::time::SystemTime::now())
+                .unwrap_or(EXPIRED_STREAM_GRACE);
+            tokio::time::sleep(left).await;
+        }
+        None => std::future::pending().await,
+    }
+}
 
 /// How often an open event stream's session is looked up
 /// ([`Settings::watched`]): half the idle timeout (so the lookups keep it
