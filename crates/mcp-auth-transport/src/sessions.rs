@@ -457,11 +457,17 @@ impl Settings {
                     )),
                 }
             }
-            // rmcp serves a message of a revision without sessions
-            // (2026-07-28) statelessly whatever session it names: so does
-            // this layer (a subscription stream sent so skipped its cap
-            // and its watch).
+            // A message of a revision without sessions (2026-07-28) goes
+            // the stateless way whatever session it names (a subscription
+            // stream sent so skipped its cap and its watch), and without
+            // the session header: rmcp serves such messages statelessly,
+            // but an `initialize` naming a session it takes to that
+            // session, whoever owns it (a review: another user's
+            // `initialize` reached someone else's worker and rewrote its
+            // client's information).
             Some(Ok(_)) if req.method() == Method::POST && sessionless(req.headers()) => {
+                let mut req = req;
+                req.headers_mut().remove(SESSION_HEADER);
                 self.without_session(inner, req, authenticated, owner).await
             }
             Some(Ok(sid)) => self.in_session(inner, req, authenticated, owner, sid).await,
