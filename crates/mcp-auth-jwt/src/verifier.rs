@@ -559,6 +559,22 @@ impl JwtVerifier {
             }
     }
 
+    /// Whether `token` claims (unverified) to be issued after `cache`'s
+    /// last successful fetch, within the leeway.
+    #[cfg(feature = "fetch")]
+    fn issued_since_fetch(&self, token: &str, cache: &JwksCache) -> bool {
+        let fetched = cache.status().age.and_then(|age| {
+            std::time::SystemTime::now()
+                .checked_sub(age)?
+                .duration_since(std::time::UNIX_EPOCH)
+                .ok()
+        });
+        match (fetched, unverified_iat(token)) {
+            (Some(fetched), Some(iat)) => iat.saturating_add(self.leeway) >= fetched.as_secs(),
+            _ => false,
+        }
+    }
+
     async fn verify_uncached(&self, token: &str, fetch: Fetch) -> Result<Cached, JwtError> {
         if token.split('.').count() != 3 {
             return Err(JwtError::Malformed);
@@ -611,11 +627,28 @@ impl JwtVerifier {
             Keys::Jwks(cache) => {
                 let keys = cache.keys().await.map_err(|_| JwtError::KeysUnavailable)?;
                 match kid {
-                    Some(kid) if !keys.knows_kid(kid) => match cache.keys_after_unknown_kid().await
-                    {
+                    // A kid no key carries is looked for (the keys without
+                    // one answer for it only when a fresh set has it not
+                    // either: a JWKS mixing both still takes new keys in).
+                    Some(kid) if !keys.has_kid(kid) => match cache.keys_after_unknown_kid().await {
                         Ok(fresh) if fresh.knows_kid(kid) => fresh,
                         Ok(_) => return Err(JwtError::UnknownKey),
-                        Err(_) => return Err(JwtError::KeysUnavailable),
+                        Err(_) if keys.knows_kid(kid) => keys,
+                        Err(_) if cache.status().last_fetch_failed => {
+                            return Err(JwtError::KeysUnavailable);
+                        }
+                        // Not looked for: a fetch was moments ago. A token
+                        // issued since may name a key published since (told
+                        // to come back, 503); an older one names a key the
+                        // fetch would have had (refused). Unverified `iat`:
+                        // a made-up one changes only its own token's answer.
+                        Err(_) => {
+                            return Err(if self.issued_since_fetch(token, cache) {
+                                JwtError::KeysUnavailable
+                            } else {
+                                JwtError::UnknownKey
+                            });
+                        }
                     },
                     _ => keys,
                 }
@@ -949,4 +982,21 @@ enum Fetch {
     WhenNeeded,
     /// Never: [`JwtVerifier::verify_sync`].
     Never,
+}
+
+/// The `iat` a token's payload claims, unverified (a whole number of
+/// seconds, or a fraction of one), for answers that need no trust in it.
+#[cfg(feature = "fetch")]
+fn unverified_iat(token: &str) -> Option<u64> {
+    use base64::Engine as _;
+    #[derive(serde::Deserialize)]
+    struct Issued {
+        iat: Option<f64>,
+    }
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    let iat = serde_json::from_slice::<Issued>(&bytes).ok()?.iat?;
+    (iat.is_finite() && iat >= 0.0 && iat < u64::MAX as f64).then_some(iat as u64)
 }

@@ -966,3 +966,66 @@ fn static_keys_verify_without_a_tokio_runtime() {
     let t = v.verify_sync(&token).unwrap();
     assert_eq!(t.str_claim("sub"), Some("s"));
 }
+
+/// A token naming a kid the keys lack, moments after a fetch (within the
+/// cooldown, so nothing is fetched for it): one issued since that fetch
+/// may name a key published since and is told to come back (503); one
+/// issued before it names a key the fetch would have had, and is refused
+/// (a review: every such token, expired ones and other issuers' included,
+/// was told to come back for as long as fetches kept happening).
+#[tokio::test]
+async fn an_unknown_kid_within_the_cooldown_is_refused_unless_issued_since_the_fetch() {
+    let rsa = TestKey::rsa("rsa");
+    let (issuer, v) = setup(&[&rsa]).await;
+    let c = claims(&issuer.base);
+    assert!(v.verify(&rsa.sign(&c)).await.is_ok());
+    let stranger = TestKey::load("attacker_rsa", Algorithm::RS256, "not-yet-known");
+    assert_eq!(
+        v.verify(&stranger.sign(&c)).await.unwrap_err(),
+        JwtError::KeysUnavailable,
+        "issued now: may be a key published since"
+    );
+    let mut old = c.clone();
+    old["iat"] = serde_json::json!(now() - 3600);
+    assert_eq!(
+        v.verify(&stranger.sign(&old)).await.unwrap_err(),
+        JwtError::UnknownKey,
+        "issued an hour before the fetch"
+    );
+    let mut without = c.clone();
+    without.as_object_mut().unwrap().remove("iat");
+    assert_eq!(
+        v.verify(&stranger.sign(&without)).await.unwrap_err(),
+        JwtError::UnknownKey
+    );
+    assert_eq!(issuer.hits(), 1, "nothing fetched within the cooldown");
+}
+
+/// A JWKS with a key without a kid still takes a key published under a
+/// new kid in (a review: the kid-less key answered for every kid, so a
+/// new one was never looked for and its tokens refused until the next
+/// refresh); a kid no fetched key has goes to the kid-less key.
+#[tokio::test]
+async fn a_jwks_with_a_kidless_key_still_takes_new_keys_in() {
+    let old = TestKey::rsa("old");
+    let kidless = TestKey::load("ec256", Algorithm::ES256, "unused");
+    let new = TestKey::load("rsa2", Algorithm::RS256, "new");
+    let mut bare = kidless.jwk(false);
+    bare.as_object_mut().unwrap().remove("kid");
+    let issuer = Issuer::start(vec![old.jwk(false), bare.clone()]).await;
+    let cache = JwksCache::builder(issuer.jwks_url())
+        .cooldown(Duration::from_millis(100))
+        .build();
+    let v = verifier(&issuer, cache);
+    let c = claims(&issuer.base);
+    assert!(v.verify(&old.sign(&c)).await.is_ok());
+    // The kid-less key's own tokens, whatever kid they name.
+    let mut h = kidless.header();
+    h.kid = Some("whatever".to_owned());
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert!(v.verify(&kidless.sign_with(&h, &c)).await.is_ok());
+    // A new key, published: looked for and taken in.
+    issuer.set_keys(vec![old.jwk(false), bare, new.jwk(false)]);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert!(v.verify(&new.sign(&c)).await.is_ok());
+}
