@@ -399,19 +399,37 @@ fn trusted_owner(path: &Path, meta: &std::fs::Metadata) -> std::io::Result<()> {
 
 /// Refuses the directory `parent` holding the `credentials` or
 /// `registrations` directory (the config directory) when someone else
-/// could rename those: another user's (not root's), or writable by group
-/// or others without the sticky bit (`/tmp` keeps others from renaming
-/// what is not theirs) unless it is this user's, when it is narrowed
-/// (group and others lose write; logged at info), as a umask of 002 leaves
-/// directories.
+/// could rename those: another user's (not root's), or writable by others
+/// without the sticky bit (`/tmp` keeps others from renaming what is not
+/// theirs), or by a group other than this user's own private group (a
+/// umask of 002 leaves directories group-writable, which is harmless when
+/// the group is the user's alone: its id is the user's and the user's
+/// primary group). Never changed here: it may be `$HOME` or a shared
+/// directory the user named in `MCP_AUTH_CLIENT_HOME`.
 #[cfg(unix)]
 fn trusted_parent(parent: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let meta = std::fs::metadata(parent)?;
     trusted_owner(parent, &meta)?;
     let mode = meta.permissions().mode();
-    if mode & 0o022 != 0 && mode & 0o1000 == 0 {
-        narrow_own(parent, &meta, mode & 0o7755)?;
+    let sticky = mode & 0o1000 != 0;
+    let private_group = {
+        let uid = rustix::process::geteuid().as_raw();
+        meta.gid() == uid && meta.gid() == rustix::process::getegid().as_raw()
+    };
+    let others = mode & 0o002 != 0 && !sticky;
+    let group = mode & 0o020 != 0 && !sticky && !private_group;
+    if others || group {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!(
+                "{} is writable by {} (mode {:o}): not using credentials kept there \
+                 (chmod go-w it, or set MCP_AUTH_CLIENT_HOME to a directory of your own)",
+                parent.display(),
+                if others { "others" } else { "its group" },
+                mode & 0o777
+            ),
+        ));
     }
     Ok(())
 }
@@ -477,15 +495,34 @@ pub(crate) fn read_private(path: &Path) -> std::io::Result<Vec<u8>> {
             Ok(())
         };
         if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            let meta = std::fs::metadata(dir)?;
-            trusted_owner(dir, &meta)?;
-            // This user's, open to others (an older version, a umask):
-            // narrowed as a write would, then read.
-            if meta.permissions().mode() & 0o022 != 0 {
-                narrow_own(dir, &meta, 0o700)?;
-            }
+            // The config directory first: once others cannot rename what
+            // it holds, the directory below is the one it names.
             if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
                 trusted_parent(parent)?;
+            }
+            let meta = std::fs::metadata(dir)?;
+            trusted_owner(dir, &meta)?;
+            // This user's, open to others (changed by hand, another tool):
+            // narrowed as a write would; what it holds may have been
+            // swapped meanwhile (one server's file under another's name),
+            // so it goes (tokens, keys and registrations are made again by
+            // the next login) and counts as absent.
+            if meta.permissions().mode() & 0o022 != 0 {
+                narrow_own(dir, &meta, 0o700)?;
+                let mut removed = 0;
+                for entry in std::fs::read_dir(dir)?.flatten() {
+                    if entry.file_type().is_ok_and(|t| !t.is_dir())
+                        && std::fs::remove_file(entry.path()).is_ok()
+                    {
+                        removed += 1;
+                    }
+                }
+                tracing::warn!(
+                    dir = %dir.display(),
+                    removed,
+                    "the directory was writable by group or others: what it held is not trusted and was removed"
+                );
+                return Err(std::io::Error::from(std::io::ErrorKind::NotFound));
             }
         }
         // The file opened, not the name (which may have changed since).
@@ -916,23 +953,39 @@ mod tests {
         std::os::unix::fs::chown(home.path(), Some(4242), None).unwrap();
         denied_kind(read_private(store.path()), home.path());
         assert!(private_dir(store.path().parent().unwrap()).is_err());
-        // This user's, writable by others (a umask of 002, an older
-        // version): narrowed, then read.
+        // The config directory writable by others, or by a group not the
+        // user's own: refused, and left as it is (it may be $HOME).
         let (home, store) = setup();
-        let dir = store.path().parent().unwrap().to_owned();
         std::fs::set_permissions(home.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
-        assert_eq!(read_private(store.path()).unwrap(), b"{}");
-        assert_eq!(mode(home.path()), 0o755);
-        assert_eq!(mode(&dir), 0o700);
-        // Another user's and writable by others: refused.
-        std::fs::set_permissions(home.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
-        std::os::unix::fs::chown(home.path(), Some(4242), None).unwrap();
         denied_kind(read_private(store.path()), home.path());
-        // With the sticky bit (as /tmp), root's: others cannot rename what
-        // is not theirs.
-        std::os::unix::fs::chown(home.path(), Some(0), None).unwrap();
+        assert_eq!(mode(home.path()), 0o777, "not changed");
+        std::fs::set_permissions(home.path(), std::fs::Permissions::from_mode(0o770)).unwrap();
+        std::os::unix::fs::chown(home.path(), None, Some(4242)).unwrap();
+        denied_kind(read_private(store.path()), home.path());
+        // Group-writable by the user's private group (a umask of 002):
+        // fine (the tests run as root: uid 0, primary group 0).
+        std::os::unix::fs::chown(home.path(), None, Some(0)).unwrap();
+        assert_eq!(read_private(store.path()).unwrap(), b"{}");
+        // With the sticky bit (as /tmp): others cannot rename what is not
+        // theirs.
         std::fs::set_permissions(home.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
         assert_eq!(read_private(store.path()).unwrap(), b"{}");
+        // The credentials directory this user's but writable by others (an
+        // older version): narrowed, and what it held taken as absent.
+        let (_home, store) = setup();
+        let dir = store.path().parent().unwrap().to_owned();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = read_private(store.path()).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::NotFound, "{e}");
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(
+            read_private(store.path()).unwrap_err().kind(),
+            std::io::ErrorKind::NotFound,
+            "removed, not trusted once narrowed"
+        );
+        // Another user's config directory: refused whatever its mode.
+        let (home, store) = setup();
+        std::os::unix::fs::chown(home.path(), Some(4242), None).unwrap();
+        denied_kind(read_private(store.path()), home.path());
     }
 }
