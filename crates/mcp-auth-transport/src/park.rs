@@ -49,6 +49,12 @@ pub(crate) fn shrink<K: std::hash::Hash + Eq, V>(m: &mut HashMap<K, V>) {
     }
 }
 
+/// Whether the session of `e` has had nothing in flight for `after` at
+/// `now`, and is not being parked or opened.
+fn idle_for(e: &Entry, now: Instant, after: Duration) -> bool {
+    e.busy == 0 && !e.parking && !e.opening && now.saturating_duration_since(e.idle_since) >= after
+}
+
 /// How many sessions one round parks at once.
 const PARK_CONCURRENCY: usize = 64;
 
@@ -235,24 +241,33 @@ impl Parking {
         let now = Instant::now();
         let after = self.after;
         let due: Vec<String> = self.with(|m| {
-            m.iter_mut()
-                .filter(|(_, e)| {
-                    e.busy == 0 && !e.parking && now.duration_since(e.idle_since) >= after
-                })
-                .map(|(sid, e)| {
-                    // Only a park holds the session's requests back: a
-                    // check (parking off) closes nothing that is live, and
-                    // a request for one found gone is answered 404 before
-                    // it gets here.
-                    // (Rounds do not overlap: one is not picked twice.)
-                    e.parking = self.parks;
-                    sid.clone()
-                })
+            m.iter()
+                .filter(|(_, e)| idle_for(e, now, after))
+                .map(|(sid, _)| sid.clone())
                 .collect()
         });
         // Many at once: each waits for the store and for its worker to
         // close, and sessions must be parked faster than they are opened.
+        // Each is marked as its own park begins, not all at the round's
+        // start: a request for a session far down a large round (or a
+        // round slowed by the store) is not held back by all before it.
         futures::stream::iter(due)
+            .filter(|sid| {
+                let now = Instant::now();
+                let begins = self.with(|m| match m.get_mut(sid) {
+                    Some(e) if idle_for(e, now, after) => {
+                        // Only a park holds the session's requests back: a
+                        // check (parking off) closes nothing that is live,
+                        // and a request for one found gone is answered 404
+                        // before it gets here.
+                        e.parking = self.parks;
+                        true
+                    }
+                    // Used (or ended) since the round began.
+                    _ => false,
+                });
+                futures::future::ready(begins)
+            })
             .map(|sid| self.park(sid))
             .buffer_unordered(PARK_CONCURRENCY)
             .filter(|&parked| futures::future::ready(parked))
@@ -449,7 +464,9 @@ pub(crate) struct ParkingSessions {
 /// left after the last time the old ones were dropped.
 #[derive(Default)]
 struct Strays {
-    map: HashMap<SessionId, Instant>,
+    /// By session: how many parked workers' last closes are to come, and
+    /// when the latest was parked.
+    map: HashMap<SessionId, (u32, Instant)>,
     kept: usize,
 }
 
@@ -464,24 +481,33 @@ impl Strays {
     fn parked(&mut self, id: SessionId, now: Instant) {
         if self.map.len() >= 64 && self.map.len() >= self.kept * 2 {
             self.map
-                .retain(|_, at| now.saturating_duration_since(*at) < STRAY_CLOSE_WITHIN);
+                .retain(|_, (_, at)| now.saturating_duration_since(*at) < STRAY_CLOSE_WITHIN);
             shrink(&mut self.map);
             self.kept = self.map.len();
         }
-        self.map.insert(id, now);
+        // Counted: a session parked again before its earlier worker's last
+        // close came (a handler still running holds a closing worker up
+        // to 5 s) has two to come, and the second must be swallowed too.
+        let e = self.map.entry(id).or_insert((0, now));
+        e.0 += 1;
+        e.1 = now;
     }
 
     /// Whether a close of `id` (at `now`) is the last close of a worker
     /// parked within [`STRAY_CLOSE_WITHIN`]: then it is swallowed, as it
     /// would otherwise close the worker restored since.
     fn closing(&mut self, id: &SessionId, now: Instant) -> bool {
-        let parked = self
-            .map
-            .remove(id)
-            .is_some_and(|at| now.saturating_duration_since(at) < STRAY_CLOSE_WITHIN);
-        shrink(&mut self.map);
+        let Some((count, at)) = self.map.get_mut(id) else {
+            return false;
+        };
+        let recent = now.saturating_duration_since(*at) < STRAY_CLOSE_WITHIN;
+        *count -= 1;
+        if *count == 0 || !recent {
+            self.map.remove(id);
+            shrink(&mut self.map);
+        }
         self.kept = self.kept.min(self.map.len());
-        parked
+        recent
     }
 }
 
@@ -702,6 +728,13 @@ mod tests {
         assert!(strays.closing(&id(0), now + Duration::from_secs(1)));
         assert!(!strays.closing(&id(0), now), "only once");
         assert!(!strays.closing(&id(1), now), "never parked");
+        // Parked twice before the first worker's last close came: both of
+        // theirs are swallowed, the next close goes through.
+        strays.parked(id(3), now);
+        strays.parked(id(3), now);
+        assert!(strays.closing(&id(3), now));
+        assert!(strays.closing(&id(3), now));
+        assert!(!strays.closing(&id(3), now), "the restored worker's own");
         strays.parked(id(2), now);
         assert!(
             !strays.closing(&id(2), now + STRAY_CLOSE_WITHIN),
@@ -901,5 +934,50 @@ mod tests {
         assert!(!second.is_finished());
         drop(first.hold(answer(202)));
         drop(second.await.unwrap());
+    }
+
+    /// A request waits only for its own session's park, not for the whole
+    /// round: sessions are marked as their park begins (an attack pass:
+    /// every session due was marked at the round's start, so a request
+    /// for one far down a large round waited for all before it).
+    #[tokio::test(start_paused = true)]
+    async fn a_request_waits_only_for_its_own_sessions_park() {
+        let ids: Vec<String> = (0..640).map(|i| format!("s{i}")).collect();
+        let (p, closed, _) = parking_counted(Duration::ZERO, store_with(&ids).await).await;
+        for sid in &ids {
+            drop(p.begin(sid).await);
+        }
+        let parker = {
+            let p = p.clone();
+            tokio::spawn(async move { p.park_idle().await })
+        };
+        // The round has begun: 64 closes at a time, 20 ms each (about
+        // 200 ms for all 640).
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        let started = tokio::time::Instant::now();
+        let waits: Vec<_> = ids
+            .iter()
+            .map(|sid| {
+                let p = p.clone();
+                let sid = sid.clone();
+                tokio::spawn(async move {
+                    let busy = p.begin(&sid).await;
+                    (started.elapsed(), busy)
+                })
+            })
+            .collect();
+        let mut longest = Duration::ZERO;
+        let mut held = Vec::new();
+        for w in waits {
+            let (waited, busy) = w.await.unwrap();
+            longest = longest.max(waited);
+            held.push(busy);
+        }
+        assert!(longest <= Duration::from_millis(40), "waited {longest:?}");
+        // Those in use are not parked.
+        let parked = parker.await.unwrap();
+        drop(held);
+        assert!(parked <= PARK_CONCURRENCY, "{parked} parked");
+        assert_eq!(closed.load(Ordering::SeqCst), parked);
     }
 }
