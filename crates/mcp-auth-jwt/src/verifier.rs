@@ -615,7 +615,7 @@ impl JwtVerifier {
         }
         let kid = header.kid.as_deref();
         #[cfg(not(feature = "fetch"))]
-        let _ = fetch;
+        let _ = (fetch, kid);
         let keys = match &self.keys {
             Keys::Static(k) => k.clone(),
             #[cfg(feature = "fetch")]
@@ -627,13 +627,13 @@ impl JwtVerifier {
             Keys::Jwks(cache) => {
                 let keys = cache.keys().await.map_err(|_| JwtError::KeysUnavailable)?;
                 match kid {
-                    // A kid no key carries is looked for (the keys without
-                    // one answer for it only when a fresh set has it not
-                    // either: a JWKS mixing both still takes new keys in).
-                    Some(kid) if !keys.has_kid(kid) => match cache.keys_after_unknown_kid().await {
+                    // A kid no key carries, and no key without a kid to
+                    // answer for it, is looked for (one the keys without a
+                    // kid refuse is looked for below).
+                    Some(kid) if !keys.knows_kid(kid) => match cache.keys_after_unknown_kid().await
+                    {
                         Ok(fresh) if fresh.knows_kid(kid) => fresh,
                         Ok(_) => return Err(JwtError::UnknownKey),
-                        Err(_) if keys.knows_kid(kid) => keys,
                         Err(_) if cache.status().last_fetch_failed => {
                             return Err(JwtError::KeysUnavailable);
                         }
@@ -654,6 +654,31 @@ impl JwtVerifier {
                 }
             }
         };
+        let verified = self.verify_with_keys(token, &header, &keys);
+        // Refused by the keys without a kid, answering for a kid no key
+        // carries: in a JWKS mixing both, it may be a key published since
+        // (they answered for every kid, so a new one was never looked
+        // for). Looked for once, then tried with it.
+        #[cfg(feature = "fetch")]
+        if let (Err(_), Some(kid), Keys::Jwks(cache)) = (&verified, kid, &self.keys)
+            && fetch != Fetch::Never
+            && !keys.has_kid(kid)
+            && let Ok(fresh) = cache.keys_after_unknown_kid().await
+            && fresh.has_kid(kid)
+        {
+            return self.verify_with_keys(token, &header, &fresh);
+        }
+        verified
+    }
+
+    /// Verifies `token` (its `header` read) with the candidates of `keys`.
+    fn verify_with_keys(
+        &self,
+        token: &str,
+        header: &jsonwebtoken::Header,
+        keys: &KeySet,
+    ) -> Result<Cached, JwtError> {
+        let kid = header.kid.as_deref();
         let validation = self
             .validations
             .iter()

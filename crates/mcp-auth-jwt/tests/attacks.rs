@@ -1029,3 +1029,27 @@ async fn a_jwks_with_a_kidless_key_still_takes_new_keys_in() {
     tokio::time::sleep(Duration::from_millis(150)).await;
     assert!(v.verify(&new.sign(&c)).await.is_ok());
 }
+
+/// A JWKS of keys without a kid answers tokens naming one without a fetch
+/// per cooldown (a review: every such token looked its kid up again, one
+/// fetch every cooldown under steady traffic, requests waiting on it).
+#[tokio::test]
+async fn kidless_keys_answer_any_kid_without_fetching_again() {
+    let kidless = TestKey::load("ec256", Algorithm::ES256, "unused");
+    let mut bare = kidless.jwk(false);
+    bare.as_object_mut().unwrap().remove("kid");
+    let issuer = Issuer::start(vec![bare]).await;
+    let cache = JwksCache::builder(issuer.jwks_url())
+        .cooldown(Duration::from_millis(50))
+        .build();
+    let v = verifier(&issuer, cache);
+    for i in 0..5 {
+        let mut c = claims(&issuer.base);
+        c["jti"] = serde_json::json!(i);
+        let mut h = kidless.header();
+        h.kid = Some(format!("signer-{i}"));
+        assert!(v.verify(&kidless.sign_with(&h, &c)).await.is_ok());
+        tokio::time::sleep(Duration::from_millis(60)).await;
+    }
+    assert_eq!(issuer.hits(), 1);
+}
