@@ -1122,7 +1122,7 @@ async fn a_session_belongs_to_the_principal_that_opened_it() {
     assert_eq!(del.send().await.unwrap().status(), 404);
     // Nor an `initialize` of the 2026-07-28 wire naming the session (a
     // review: it reached the owner's worker and rewrote its client's
-    // information): at most a session of its own.
+    // information): refused (400).
     let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2026-07-28","capabilities":{"sampling":{}},"clientInfo":{"name":"mallory","version":"1"}}}"#;
     let r = with(OTHER)
         .header("mcp-protocol-version", "2026-07-28")
@@ -1137,10 +1137,7 @@ async fn a_session_belongs_to_the_principal_that_opened_it() {
     let status = r.status();
     let body = r.text().await.unwrap();
     assert_ne!(given.as_deref(), Some(sid.as_str()), "{status} {body}");
-    assert!(
-        status.is_client_error() || given.is_some(),
-        "answered in the owner's session: {status} {body}"
-    );
+    assert_eq!(status, 400, "{body}");
     // The owner's session is untouched.
     let r = with(KEY).body(list).send().await.unwrap();
     assert_eq!(r.status(), 200);

@@ -468,11 +468,13 @@ impl Settings {
             Some(Ok(_)) if req.method() == Method::POST && sessionless(req.headers()) => {
                 let mut req = req;
                 req.headers_mut().remove(SESSION_HEADER);
-                self.without_session(inner, req, authenticated, owner).await
+                self.without_session(inner, req, authenticated, owner, true)
+                    .await
             }
             Some(Ok(sid)) => self.in_session(inner, req, authenticated, owner, sid).await,
             None if req.method() == Method::POST => {
-                self.without_session(inner, req, authenticated, owner).await
+                self.without_session(inner, req, authenticated, owner, false)
+                    .await
             }
             None => {
                 if !authenticated && self.policy.require_for_operations {
@@ -838,6 +840,7 @@ impl Settings {
         req: Request<Body>,
         authenticated: bool,
         owner: Option<String>,
+        named_session: bool,
     ) -> Result<Response, S::Error>
     where
         S: Service<Request<Body>, Response = Response> + Send + 'static,
@@ -850,7 +853,19 @@ impl Settings {
             Err(e) => return Ok(unreadable_body(&e)),
         };
         let req = Request::from_parts(parts, Body::from(bytes.clone()));
-        if !is_initialize(&bytes) {
+        let initialize = is_initialize(&bytes);
+        // An `initialize` naming a session (on the 2026-07-28 wire, which
+        // has none): refused, not opened as a session of its own, which
+        // the audit log, reading the header in front, would record under
+        // the session named.
+        if initialize && named_session {
+            return Ok(plain(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "an initialize request must not name a session (Mcp-Session-Id)",
+            ));
+        }
+        if !initialize {
             // Stateless (2026-07-28) requests: the policy applies per request.
             if !authenticated && self.policy.require_for_operations {
                 return Ok(self.needs_credentials(&req));
