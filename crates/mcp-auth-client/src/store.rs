@@ -333,20 +333,41 @@ fn private_dir_with(
     dir: &Path,
     set_mode: impl Fn(&Path, u32) -> std::io::Result<()>,
 ) -> std::io::Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)?;
-    let meta = std::fs::metadata(dir)?;
-    trusted_owner(dir, &meta)?;
+    secure_dir(dir, set_mode)
+}
+
+/// Checks the existing `credentials` or `registrations` directory `dir`
+/// before anything in it is read or written: the config directory holding
+/// it first ([`trusted_parent`]: once others cannot rename what it holds,
+/// `dir` is the one it names), then `dir` itself, this user's or root's.
+/// One open to others is narrowed to 0700; if others (or a group not the
+/// user's own) could write to it, what it held may have been swapped (one
+/// server's file under another's name), so its tokens, keys and
+/// registrations are removed (the next login makes them again; lock and
+/// temporary files stay). Not narrowable: refused if others could write
+/// to it, used with a warning if they can only read it (its files are
+/// 0600).
+#[cfg(unix)]
+fn secure_dir(
+    dir: &Path,
+    set_mode: impl Fn(&Path, u32) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
     if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
         trusted_parent(parent)?;
     }
+    let meta = std::fs::metadata(dir)?;
+    trusted_owner(dir, &meta)?;
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 == 0 {
         return Ok(());
     }
+    let writable = mode & 0o002 != 0 || (mode & 0o020 != 0 && !private_group(&meta));
     match set_mode(dir, 0o700) {
         Ok(()) => {
             tracing::info!(
@@ -354,9 +375,28 @@ fn private_dir_with(
                 old_mode = %format!("{mode:o}"),
                 "credentials directory was open to others; narrowed to 0700"
             );
+            if writable {
+                let mut removed = 0;
+                for entry in std::fs::read_dir(dir)?.flatten() {
+                    let name = entry.file_name();
+                    let name = name.to_string_lossy();
+                    let ours = name.ends_with(".json") || name.ends_with(".pem");
+                    if ours
+                        && entry.file_type().is_ok_and(|t| !t.is_dir())
+                        && std::fs::remove_file(entry.path()).is_ok()
+                    {
+                        removed += 1;
+                    }
+                }
+                tracing::warn!(
+                    dir = %dir.display(),
+                    removed,
+                    "the credentials directory was writable by others: what it held is not trusted and was removed"
+                );
+            }
             Ok(())
         }
-        Err(e) if mode & 0o022 != 0 => Err(std::io::Error::new(
+        Err(e) if writable => Err(std::io::Error::new(
             std::io::ErrorKind::PermissionDenied,
             format!(
                 "{} is writable by group or others (mode {mode:o}) and cannot be narrowed to \
@@ -365,7 +405,8 @@ fn private_dir_with(
             ),
         )),
         Err(e) => {
-            // Readable by others only: the files themselves are 0600.
+            // Readable by others only (or writable by the user's own
+            // group): the files themselves are 0600.
             tracing::warn!(
                 dir = %dir.display(),
                 mode = %format!("{mode:o}"),
@@ -375,6 +416,17 @@ fn private_dir_with(
             Ok(())
         }
     }
+}
+
+/// Whether `meta`'s group is the user's own private group (a umask of 002
+/// leaves directories writable by it, which is harmless): its id is the
+/// user's and the user's primary group. A heuristic: it does not prove the
+/// group has no other members.
+#[cfg(unix)]
+fn private_group(meta: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let uid = rustix::process::geteuid().as_raw();
+    meta.gid() == uid && meta.gid() == rustix::process::getegid().as_raw()
 }
 
 /// Refuses `path` (its metadata `meta`) unless this process's user owns it,
@@ -408,17 +460,13 @@ fn trusted_owner(path: &Path, meta: &std::fs::Metadata) -> std::io::Result<()> {
 /// directory the user named in `MCP_AUTH_CLIENT_HOME`.
 #[cfg(unix)]
 fn trusted_parent(parent: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::os::unix::fs::PermissionsExt;
     let meta = std::fs::metadata(parent)?;
     trusted_owner(parent, &meta)?;
     let mode = meta.permissions().mode();
     let sticky = mode & 0o1000 != 0;
-    let private_group = {
-        let uid = rustix::process::geteuid().as_raw();
-        meta.gid() == uid && meta.gid() == rustix::process::getegid().as_raw()
-    };
     let others = mode & 0o002 != 0 && !sticky;
-    let group = mode & 0o020 != 0 && !sticky && !private_group;
+    let group = mode & 0o020 != 0 && !sticky && !private_group(&meta);
     if others || group {
         return Err(std::io::Error::new(
             std::io::ErrorKind::PermissionDenied,
@@ -434,39 +482,6 @@ fn trusted_parent(parent: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Sets the open directory or file `path` (its metadata `meta`) to `mode`
-/// when this user owns it (logged at info); otherwise refuses it, naming
-/// it: another user who may write there could have replaced what it holds.
-#[cfg(unix)]
-fn narrow_own(path: &Path, meta: &std::fs::Metadata, mode: u32) -> std::io::Result<()> {
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    let old = meta.permissions().mode() & 0o7777;
-    let narrowed = if meta.uid() == rustix::process::geteuid().as_raw() {
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-    } else {
-        Err(std::io::Error::from(std::io::ErrorKind::PermissionDenied))
-    };
-    match narrowed {
-        Ok(()) => {
-            tracing::info!(
-                dir = %path.display(),
-                old_mode = %format!("{:o}", old & 0o777),
-                "a directory holding credentials was writable by group or others; narrowed"
-            );
-            Ok(())
-        }
-        Err(e) => Err(std::io::Error::new(
-            std::io::ErrorKind::PermissionDenied,
-            format!(
-                "{} is writable by group or others (mode {:o}) and cannot be narrowed ({e}): \
-                 not using credentials kept there",
-                path.display(),
-                old & 0o777
-            ),
-        )),
-    }
-}
-
 /// The contents of a file of tokens, a registration or a DPoP key, read
 /// only when neither it nor its directory could have been put there by
 /// someone else: the directory as [`private_dir`] leaves it (this user's
@@ -476,59 +491,37 @@ fn narrow_own(path: &Path, meta: &std::fs::Metadata, mode: u32) -> std::io::Resu
 /// path (never the contents).
 pub(crate) fn read_private(path: &Path) -> std::io::Result<Vec<u8>> {
     use std::io::Read;
+    // The directory first, whether or not the file is there: a write
+    // would check it anyway, after a read that found nothing.
+    #[cfg(unix)]
+    if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        use std::os::unix::fs::PermissionsExt;
+        if !dir.is_dir() {
+            return Err(std::io::Error::from(std::io::ErrorKind::NotFound));
+        }
+        secure_dir(dir, |d, mode| {
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(mode))
+        })?;
+    }
     let mut file = std::fs::File::open(path)?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let refuse_writable = |p: &Path, mode: u32| {
-            if mode & 0o022 != 0 {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::PermissionDenied,
-                    format!(
-                        "{} is writable by group or others (mode {:o}): not using credentials \
-                         kept there",
-                        p.display(),
-                        mode & 0o777
-                    ),
-                ));
-            }
-            Ok(())
-        };
-        if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            // The config directory first: once others cannot rename what
-            // it holds, the directory below is the one it names.
-            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-                trusted_parent(parent)?;
-            }
-            let meta = std::fs::metadata(dir)?;
-            trusted_owner(dir, &meta)?;
-            // This user's, open to others (changed by hand, another tool):
-            // narrowed as a write would; what it holds may have been
-            // swapped meanwhile (one server's file under another's name),
-            // so it goes (tokens, keys and registrations are made again by
-            // the next login) and counts as absent.
-            if meta.permissions().mode() & 0o022 != 0 {
-                narrow_own(dir, &meta, 0o700)?;
-                let mut removed = 0;
-                for entry in std::fs::read_dir(dir)?.flatten() {
-                    if entry.file_type().is_ok_and(|t| !t.is_dir())
-                        && std::fs::remove_file(entry.path()).is_ok()
-                    {
-                        removed += 1;
-                    }
-                }
-                tracing::warn!(
-                    dir = %dir.display(),
-                    removed,
-                    "the directory was writable by group or others: what it held is not trusted and was removed"
-                );
-                return Err(std::io::Error::from(std::io::ErrorKind::NotFound));
-            }
-        }
         // The file opened, not the name (which may have changed since).
         let meta = file.metadata()?;
         trusted_owner(path, &meta)?;
-        refuse_writable(path, meta.permissions().mode())?;
+        let mode = meta.permissions().mode();
+        if mode & 0o022 != 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!(
+                    "{} is writable by group or others (mode {:o}): not using it (remove it \
+                     and log in again)",
+                    path.display(),
+                    mode & 0o777
+                ),
+            ));
+        }
     }
     let mut bytes = Vec::new();
     file.read_to_end(&mut bytes)?;
@@ -880,6 +873,9 @@ mod tests {
         std::fs::create_dir(&dir).unwrap();
         let denied =
             |_: &Path, _: u32| Err(std::io::Error::from(std::io::ErrorKind::PermissionDenied));
+        // (A group not the user's own: the tests run as root, whose group
+        // 0 counts as its own.)
+        let _ = std::os::unix::fs::chown(&dir, None, Some(4242));
         for open in [0o777, 0o770, 0o702] {
             std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(open)).unwrap();
             let e = private_dir_with(&dir, denied).unwrap_err();
@@ -983,6 +979,31 @@ mod tests {
             std::io::ErrorKind::NotFound,
             "removed, not trusted once narrowed"
         );
+        // The same whatever comes first (a review: reading another
+        // server's file, absent, or writing, kept what it held): what it
+        // held goes, lock files stay.
+        for first in ["read another", "write"] {
+            let (home, store) = setup();
+            let dir = store.path().parent().unwrap().to_owned();
+            std::fs::write(dir.join("x.json.lock"), b"").unwrap();
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+            let other = FileCredentialStore::in_dir(home.path(), "https://b.example/mcp");
+            if first == "write" {
+                write_private(other.path(), b"{}").unwrap();
+            } else {
+                assert!(read_private(other.path()).is_err());
+            }
+            assert_eq!(mode(&dir), 0o700, "{first}");
+            assert!(!store.path().exists(), "{first}: kept what it held");
+            assert!(dir.join("x.json.lock").exists(), "{first}: a lock file");
+        }
+        // Writable by the user's own private group (a umask of 002; the
+        // tests run as root, group 0): narrowed, what it held kept.
+        let (_home, store) = setup();
+        let dir = store.path().parent().unwrap().to_owned();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o770)).unwrap();
+        assert_eq!(read_private(store.path()).unwrap(), b"{}");
+        assert_eq!(mode(&dir), 0o700);
         // Another user's config directory: refused whatever its mode.
         let (home, store) = setup();
         std::os::unix::fs::chown(home.path(), Some(4242), None).unwrap();
