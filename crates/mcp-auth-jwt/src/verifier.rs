@@ -569,8 +569,14 @@ impl JwtVerifier {
                 .duration_since(std::time::UNIX_EPOCH)
                 .ok()
         });
+        // Not one claiming to be issued in the future (refused as such
+        // once its key is known).
+        let now = now_secs();
         match (fetched, unverified_iat(token)) {
-            (Some(fetched), Some(iat)) => iat.saturating_add(self.leeway) >= fetched.as_secs(),
+            (Some(fetched), Some(iat)) => {
+                iat.saturating_add(self.leeway) >= fetched.as_secs()
+                    && iat <= now.saturating_add(self.leeway)
+            }
             _ => false,
         }
     }

@@ -992,6 +992,13 @@ async fn an_unknown_kid_within_the_cooldown_is_refused_unless_issued_since_the_f
         JwtError::UnknownKey,
         "issued an hour before the fetch"
     );
+    let mut future = c.clone();
+    future["iat"] = serde_json::json!(now() + 3600);
+    assert_eq!(
+        v.verify(&stranger.sign(&future)).await.unwrap_err(),
+        JwtError::UnknownKey,
+        "claiming to be issued in an hour"
+    );
     let mut without = c.clone();
     without.as_object_mut().unwrap().remove("iat");
     assert_eq!(
