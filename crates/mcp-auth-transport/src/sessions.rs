@@ -776,6 +776,7 @@ impl Settings {
                 body,
                 ended: Box::pin(ended.cancelled_owned()),
                 _open: open.drop_guard(),
+                _slot: None,
             })
         })
     }
@@ -821,13 +822,11 @@ impl Settings {
             });
         }
         resp.map(|body| {
-            Body::new(Listening {
-                watched: Watched {
-                    body,
-                    ended: Box::pin(ended.cancelled_owned()),
-                    _open: open.drop_guard(),
-                },
-                _slot: slot,
+            Body::new(Watched {
+                body,
+                ended: Box::pin(ended.cancelled_owned()),
+                _open: open.drop_guard(),
+                _slot: Some(slot),
             })
         })
     }
@@ -1099,6 +1098,9 @@ struct Watched {
     body: Body,
     ended: std::pin::Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
     _open: tokio_util::sync::DropGuard,
+    /// A subscription stream's slot among the open ones, held until it
+    /// ends.
+    _slot: Option<ListenStream>,
 }
 
 impl http_body::Body for Watched {
@@ -1113,25 +1115,6 @@ impl http_body::Body for Watched {
             return Poll::Ready(None);
         }
         std::pin::Pin::new(&mut self.body).poll_frame(cx)
-    }
-}
-
-/// A subscription stream's body: [`Watched`], holding its slot among the
-/// open ones until it ends.
-struct Listening {
-    watched: Watched,
-    _slot: ListenStream,
-}
-
-impl http_body::Body for Listening {
-    type Data = bytes::Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        std::pin::Pin::new(&mut self.watched).poll_frame(cx)
     }
 }
 
