@@ -58,8 +58,9 @@ fn idle_for(e: &Entry, now: Instant, after: Duration) -> bool {
 /// How many sessions one round parks at once.
 const PARK_CONCURRENCY: usize = 64;
 
-/// Closes a session's local worker (rmcp's `close_session`).
-pub(crate) type Close = Arc<dyn Fn(String) -> BoxFuture<'static, ()> + Send + Sync>;
+/// Closes a session's local worker (rmcp's `close_session`); whether it
+/// had one to close.
+pub(crate) type Close = Arc<dyn Fn(String) -> BoxFuture<'static, bool> + Send + Sync>;
 
 struct Entry {
     /// Requests in flight and open streams.
@@ -299,9 +300,8 @@ impl Parking {
             },
             Err(_) => Found::Unknown,
         };
-        if matches!(found, Found::Restorable | Found::Gone) {
-            (self.close)(sid.clone()).await;
-        }
+        let closed =
+            matches!(found, Found::Restorable | Found::Gone) && (self.close)(sid.clone()).await;
         // Each waiter goes on as soon as its own session is done.
         self.with(|m| match found {
             Found::Unknown | Found::Live => {
@@ -320,9 +320,14 @@ impl Parking {
         });
         let short = &sid[..sid.len().min(8)];
         match found {
-            Found::Restorable => {
+            // Counted only when a worker went (rmcp's own idle timeout
+            // may have closed it already).
+            Found::Restorable if closed => {
                 metrics::counter!("mcp_auth_sessions_parked_total").increment(1);
                 tracing::debug!(session = %short, "idle session parked");
+            }
+            Found::Restorable => {
+                tracing::debug!(session = %short, "idle session had no worker here: let go");
             }
             Found::Gone => {
                 tracing::debug!(session = %short, "session gone from the store: its worker closed");
@@ -528,14 +533,17 @@ impl ParkingSessions {
     }
 
     /// Closes the worker of `id` (if it has one) for parking.
-    pub(crate) async fn park(&self, id: &SessionId) {
+    /// Whether it had one to close.
+    pub(crate) async fn park(&self, id: &SessionId) -> bool {
         if !matches!(self.inner.has_session(id).await, Ok(true)) {
-            return;
+            return false;
         }
         self.stray(|s| s.parked(id.clone(), Instant::now()));
         if let Err(e) = self.inner.close_session(id).await {
             tracing::warn!(error = %e, "could not park an idle session");
+            return false;
         }
+        true
     }
 }
 
@@ -668,6 +676,7 @@ mod tests {
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 f.fetch_sub(1, Ordering::SeqCst);
                 c.fetch_add(1, Ordering::SeqCst);
+                true
             })
         });
         let limits = mcp_auth_session::SessionLimits::default();
