@@ -197,7 +197,6 @@ fuzz_target!(|data: &[u8]| {
     let file = dir.join("input");
     let known = known();
     if std::fs::create_dir_all(&dir).is_ok() && std::fs::write(&file, data).is_ok() {
-        let text = common::text(data);
         for as_toml in [false, true] {
             let sources = Sources::new(&known);
             let sources = if as_toml {
