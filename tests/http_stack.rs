@@ -1318,6 +1318,10 @@ async fn subscription_streams_end_with_their_credential_and_are_capped() {
                 Ok(p)
             }
             Some("Bearer long") => Ok(Principal::new("alice", "test")),
+            // The same user through other clients.
+            Some(t) if t.starts_with("Bearer client-") => {
+                Ok(Principal::new("alice", "test").with_client_id(&t["Bearer ".len()..]))
+            }
             Some(_) => Err(AuthError::invalid_token("not recognised")),
         }
     });
@@ -1325,6 +1329,7 @@ async fn subscription_streams_end_with_their_credential_and_are_capped() {
     let base = format!("http://{}", listener.local_addr().unwrap());
     let mut config = HttpConfig::new(format!("{base}/mcp").parse().unwrap());
     config.session_limits.max_per_principal = 3;
+    config.session_limits.max_per_subject = 5;
     let app = McpHttpApp::new(config, auth).unwrap();
     serve_app(listener, app.rmcp_router(|| Ok(Notifier)), &app);
 
@@ -1396,4 +1401,14 @@ async fn subscription_streams_end_with_their_credential_and_are_capped() {
         }
     }
     assert!(again.is_some(), "a closed stream gave its slot back");
+    // The same user through other clients: five in all (a review: a new
+    // client id each time gave three more).
+    let mut more = Vec::new();
+    for client in ["client-a", "client-b"] {
+        let r = listen(client).await.unwrap();
+        assert_eq!(r.status(), 200, "{client}");
+        more.push(r);
+    }
+    let r = listen("client-c").await.unwrap();
+    assert_eq!(r.status(), 429, "the user's sixth");
 }

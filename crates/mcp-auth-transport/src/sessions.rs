@@ -137,16 +137,18 @@ impl AnonymousStreams {
 
 /// The subscription streams (`subscriptions/listen`, the 2026-07-28
 /// wire's stream for what the server sends on its own, opened without a
-/// session) open in this process, by owner (`None`: anonymous), and in
-/// all: capped as sessions are (`max_per_principal`, `max_anonymous`,
-/// `max_sessions`), since each holds a handler and a connection for as
-/// long as its client keeps it.
+/// session) open in this process, by owner (`None`: anonymous), by user
+/// and in all: capped as sessions are (`max_per_principal`,
+/// `max_per_subject`, `max_anonymous`, `max_sessions`), since each holds a
+/// handler and a connection for as long as its client keeps it.
 #[derive(Clone, Default)]
 struct ListenStreams(Arc<std::sync::Mutex<ListenCounts>>);
 
 #[derive(Default)]
 struct ListenCounts {
     by_owner: HashMap<Option<String>, usize>,
+    /// By user (issuer and subject) over all their client ids.
+    by_subject: HashMap<String, usize>,
     total: usize,
 }
 
@@ -180,8 +182,21 @@ impl ListenStreams {
                 ),
             ),
         };
+        let theirs = owner
+            .map(|o| {
+                m.by_subject
+                    .get(mcp_auth_session::subject_of(o))
+                    .copied()
+                    .unwrap_or(0)
+            })
+            .unwrap_or(0);
         let refusal = if mine >= cap {
             Some(refusal)
+        } else if owner.is_some() && theirs >= limits.max_per_subject {
+            Some((
+                StatusCode::TOO_MANY_REQUESTS,
+                "you have too many open subscription streams across your clients; close one",
+            ))
         } else if m.total >= limits.max_sessions {
             Some((
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -195,6 +210,11 @@ impl ListenStreams {
             return Err(refusal);
         }
         *m.by_owner.entry(owner.map(str::to_owned)).or_insert(0) += 1;
+        if let Some(o) = owner {
+            *m.by_subject
+                .entry(mcp_auth_session::subject_of(o).to_owned())
+                .or_insert(0) += 1;
+        }
         m.total += 1;
         Ok(ListenStream {
             streams: self.clone(),
@@ -218,6 +238,15 @@ impl Drop for ListenStream {
             if *n == 0 {
                 m.by_owner.remove(&self.owner);
                 crate::park::shrink(&mut m.by_owner);
+            }
+        }
+        if let Some(subject) = self.owner.as_deref().map(mcp_auth_session::subject_of)
+            && let Some(n) = m.by_subject.get_mut(subject)
+        {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                m.by_subject.remove(subject);
+                crate::park::shrink(&mut m.by_subject);
             }
         }
     }
