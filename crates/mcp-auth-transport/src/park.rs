@@ -397,9 +397,7 @@ impl Busy {
             })
         })
     }
-}
 
-impl Busy {
     /// The answer says the session's worker may be gone here (rmcp did not
     /// find it, or failed): the next request goes alone, in case it
     /// restores it (rmcp's own worker also quits after its idle timeout,

@@ -233,21 +233,24 @@ impl Drop for ListenStream {
     fn drop(&mut self) {
         let mut m = self.streams.0.lock().unwrap_or_else(|p| p.into_inner());
         m.total = m.total.saturating_sub(1);
-        if let Some(n) = m.by_owner.get_mut(&self.owner) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                m.by_owner.remove(&self.owner);
-                crate::park::shrink(&mut m.by_owner);
-            }
+        count_down(&mut m.by_owner, &self.owner);
+        if let Some(subject) = self.owner.as_deref().map(mcp_auth_session::subject_of) {
+            count_down(&mut m.by_subject, subject);
         }
-        if let Some(subject) = self.owner.as_deref().map(mcp_auth_session::subject_of)
-            && let Some(n) = m.by_subject.get_mut(subject)
-        {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                m.by_subject.remove(subject);
-                crate::park::shrink(&mut m.by_subject);
-            }
+    }
+}
+
+/// One less under `key` in `counts`; a count that reaches zero goes.
+fn count_down<K, Q>(counts: &mut HashMap<K, usize>, key: &Q)
+where
+    K: std::borrow::Borrow<Q> + std::hash::Hash + Eq,
+    Q: std::hash::Hash + Eq + ?Sized,
+{
+    if let Some(n) = counts.get_mut(key) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            counts.remove(key);
+            crate::park::shrink(counts);
         }
     }
 }
@@ -406,7 +409,15 @@ impl<'a> Admission<'a> {
     }
 }
 
+#[cfg(any(test, fuzzing))]
 pub(crate) fn is_initialize(body: &[u8]) -> bool {
+    method_of(body).as_deref() == Some("initialize")
+}
+
+/// The `method` of a body that is one JSON object, escapes decoded
+/// (`"subscriptions\/listen"` is `subscriptions/listen`); `None` for
+/// anything else, a duplicate `method` key included.
+fn method_of(body: &[u8]) -> Option<std::borrow::Cow<'_, str>> {
     #[derive(serde::Deserialize)]
     struct Probe<'a> {
         #[serde(borrow, default)]
@@ -419,9 +430,10 @@ pub(crate) fn is_initialize(body: &[u8]) -> bool {
         .iter()
         .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
         == Some(&b'{');
-    object
-        && serde_json::from_slice::<Probe<'_>>(body)
-            .is_ok_and(|p| p.method.as_deref() == Some("initialize"))
+    if !object {
+        return None;
+    }
+    serde_json::from_slice::<Probe<'_>>(body).ok()?.method
 }
 
 impl<S> Service<Request<Body>> for SessionService<S>
@@ -881,7 +893,9 @@ impl Settings {
             Err(e) => return Ok(unreadable_body(&e)),
         };
         let req = Request::from_parts(parts, Body::from(bytes.clone()));
-        let initialize = is_initialize(&bytes);
+        // Read once for both questions below.
+        let method = method_of(&bytes);
+        let initialize = method.as_deref() == Some("initialize");
         // An `initialize` naming a session (on the 2026-07-28 wire, which
         // has none): refused, not opened as a session of its own, which
         // the audit log, reading the header in front, would record under
@@ -898,7 +912,7 @@ impl Settings {
             if !authenticated && self.policy.require_for_operations {
                 return Ok(self.needs_credentials(&req));
             }
-            if !is_listen(&bytes) {
+            if method.as_deref() != Some("subscriptions/listen") {
                 return inner.call(req).await;
             }
             // A subscription stream: capped, and watched as a session's
@@ -1092,25 +1106,23 @@ fn stream_check_every(limits: &SessionLimits) -> std::time::Duration {
     )
 }
 
-/// Whether `body` is a `subscriptions/listen` request (read only when it
-/// holds the name, or an escape that could spell it: most bodies are not).
-fn is_listen(body: &[u8]) -> bool {
-    const METHOD: &[u8] = b"subscriptions/listen";
-    (body.contains(&b'\\') || body.windows(METHOD.len()).any(|w| w == METHOD))
-        && crate::message::read(body).method.as_deref() == Some("subscriptions/listen")
-}
-
 /// Whether the request's `MCP-Protocol-Version` is a revision rmcp knows
 /// that has no sessions (2026-07-28): it serves such a message statelessly.
 fn sessionless(headers: &http::HeaderMap) -> bool {
-    headers
-        .get("mcp-protocol-version")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            rmcp::model::ProtocolVersion::KNOWN_VERSIONS
-                .iter()
-                .any(|known| known.as_str() == v && !known.has_initialize())
-        })
+    named_revision(headers).is_some_and(|known| known.is_some_and(|k| !k.has_initialize()))
+}
+
+/// The revision the request's `MCP-Protocol-Version` names: `None`
+/// without the header, `Some(None)` for one rmcp does not know.
+fn named_revision(
+    headers: &http::HeaderMap,
+) -> Option<Option<&'static rmcp::model::ProtocolVersion>> {
+    let named = headers.get("mcp-protocol-version")?;
+    Some(named.to_str().ok().and_then(|v| {
+        rmcp::model::ProtocolVersion::KNOWN_VERSIONS
+            .iter()
+            .find(|known| known.as_str() == v)
+    }))
 }
 
 fn is_event_stream(resp: &Response) -> bool {
@@ -1152,14 +1164,7 @@ impl http_body::Body for Watched {
 /// it knows that has sessions (the revisions before 2026-07-28). It
 /// refuses the others (400, 405), and such a DELETE must end nothing.
 fn rmcp_ends_sessions_for(headers: &http::HeaderMap) -> bool {
-    match headers.get("mcp-protocol-version") {
-        None => true,
-        Some(v) => v.to_str().is_ok_and(|v| {
-            rmcp::model::ProtocolVersion::KNOWN_VERSIONS
-                .iter()
-                .any(|known| known.as_str() == v && known.has_initialize())
-        }),
-    }
+    named_revision(headers).is_none_or(|known| known.is_some_and(|k| k.has_initialize()))
 }
 
 #[cfg(test)]
