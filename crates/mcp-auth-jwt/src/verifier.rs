@@ -563,19 +563,17 @@ impl JwtVerifier {
     /// last successful fetch, within the leeway.
     #[cfg(feature = "fetch")]
     fn issued_since_fetch(&self, token: &str, cache: &JwksCache) -> bool {
-        let fetched = cache.status().age.and_then(|age| {
-            std::time::SystemTime::now()
-                .checked_sub(age)?
-                .duration_since(std::time::UNIX_EPOCH)
-                .ok()
-        });
+        let now = now_secs();
+        let fetched = cache
+            .status()
+            .age
+            .map(|age| now.saturating_sub(age.as_secs()));
+        let iat = unverified_claims(token).and_then(|c| c.get("iat").and_then(numeric_date));
         // Not one claiming to be issued in the future (refused as such
         // once its key is known).
-        let now = now_secs();
-        match (fetched, unverified_iat(token)) {
+        match (fetched, iat) {
             (Some(fetched), Some(iat)) => {
-                iat.saturating_add(self.leeway) >= fetched.as_secs()
-                    && iat <= now.saturating_add(self.leeway)
+                iat.saturating_add(self.leeway) >= fetched && iat <= now.saturating_add(self.leeway)
             }
             _ => false,
         }
@@ -805,12 +803,7 @@ fn header_names_an_algorithm(segment: &str) -> bool {
 /// The first of `exp`, `iss`, `aud` that `validation` requires and the
 /// token's payload lacks.
 fn first_missing_claim(token: &str, validation: &Validation) -> Option<String> {
-    use base64::Engine;
-    let payload = token.split('.').nth(1)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .ok()?;
-    let claims: Map<String, Value> = serde_json::from_slice(&bytes).ok()?;
+    let claims = unverified_claims(token)?;
     ["exp", "iss", "aud"]
         .into_iter()
         .find(|c| validation.required_spec_claims.contains(*c) && !claims.contains_key(*c))
@@ -1015,19 +1008,13 @@ enum Fetch {
     Never,
 }
 
-/// The `iat` a token's payload claims, unverified (a whole number of
-/// seconds, or a fraction of one), for answers that need no trust in it.
-#[cfg(feature = "fetch")]
-fn unverified_iat(token: &str) -> Option<u64> {
-    use base64::Engine as _;
-    #[derive(serde::Deserialize)]
-    struct Issued {
-        iat: Option<f64>,
-    }
+/// A token's payload as a JSON object, unverified: for answers that need
+/// no trust in it.
+fn unverified_claims(token: &str) -> Option<Map<String, Value>> {
+    use base64::Engine;
     let payload = token.split('.').nth(1)?;
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(payload)
         .ok()?;
-    let iat = serde_json::from_slice::<Issued>(&bytes).ok()?.iat?;
-    (iat.is_finite() && iat >= 0.0 && iat < u64::MAX as f64).then_some(iat as u64)
+    serde_json::from_slice(&bytes).ok()
 }
