@@ -303,28 +303,27 @@ fn write_temporary(path: &Path, bytes: &[u8]) -> std::io::Result<PathBuf> {
     }
 }
 
-/// Creates `dir` and its missing parents with mode 0700 (on unix). If
-/// `dir` (the `credentials` directory) already exists with group or other
-/// permissions, e.g. from an older version that created it 0755, it is
-/// narrowed to 0700 (logged at info). When that is not allowed (root's
-/// directory), one others can only read is used with a warning (the
-/// files in it are 0600), but one that group or others can write to is
-/// refused, naming it: whoever can write there could replace the tokens,
-/// the DPoP key or the lock file. Another user's directory (not root's)
-/// is refused, and so is a config directory holding it that others could
-/// rename it in (one of this user's is narrowed instead).
+/// Creates `dir` and its missing parents with mode 0700 (on unix), then
+/// checks it as [`secure_dir`] does (an existing one open to others, e.g.
+/// from an older version that created it 0755, is narrowed to 0700;
+/// another user's is refused, and so is one in a config directory others
+/// could rename it in).
 pub(crate) fn private_dir(dir: &Path) -> std::io::Result<()> {
     #[cfg(unix)]
     {
-        use std::os::unix::fs::PermissionsExt;
-        private_dir_with(dir, |d, mode| {
-            std::fs::set_permissions(d, std::fs::Permissions::from_mode(mode))
-        })
+        private_dir_with(dir, set_mode)
     }
     #[cfg(not(unix))]
     {
         std::fs::create_dir_all(dir)
     }
+}
+
+/// Sets `path`'s permission bits to `mode`.
+#[cfg(unix)]
+fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
 }
 
 /// [`private_dir`], changing modes with `set_mode`.
@@ -484,24 +483,20 @@ fn trusted_parent(parent: &Path) -> std::io::Result<()> {
 
 /// The contents of a file of tokens, a registration or a DPoP key, read
 /// only when neither it nor its directory could have been put there by
-/// someone else: the directory as [`private_dir`] leaves it (this user's
-/// or root's, not writable by group or others, in a config directory
-/// others cannot rename it in) and the file this user's or root's, not
-/// writable by group or others. Otherwise `PermissionDenied`, naming the
-/// path (never the contents).
+/// someone else: the directory checked by [`secure_dir`] first (what it
+/// held is removed if others could write to it: `NotFound` then) and the
+/// file this user's or root's, not writable by group or others. Otherwise
+/// `PermissionDenied`, naming the path (never the contents).
 pub(crate) fn read_private(path: &Path) -> std::io::Result<Vec<u8>> {
     use std::io::Read;
     // The directory first, whether or not the file is there: a write
     // would check it anyway, after a read that found nothing.
     #[cfg(unix)]
     if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        use std::os::unix::fs::PermissionsExt;
         if !dir.is_dir() {
             return Err(std::io::Error::from(std::io::ErrorKind::NotFound));
         }
-        secure_dir(dir, |d, mode| {
-            std::fs::set_permissions(d, std::fs::Permissions::from_mode(mode))
-        })?;
+        secure_dir(dir, set_mode)?;
     }
     let mut file = std::fs::File::open(path)?;
     #[cfg(unix)]
