@@ -553,14 +553,19 @@ impl<A: Authenticator + ?Sized> Authenticator for Arc<A> {
 /// where `==` would let a caller find it byte by byte from the answer
 /// times.
 ///
+/// An empty expected secret matches nothing, not even an empty one: a
+/// secret left unset in the configuration (`INTERNAL_TOKEN=`) must not let
+/// in whoever sends the header empty.
+///
 /// ```
 /// use mcp_auth_core::secrets_equal;
 /// assert!(secrets_equal(b"s3cret-value", b"s3cret-value"));
 /// assert!(!secrets_equal(b"s3cret-valuX", b"s3cret-value"));
 /// assert!(!secrets_equal(b"s3cret", b"s3cret-value"));
+/// assert!(!secrets_equal(b"", b""));
 /// ```
 pub fn secrets_equal(presented: &[u8], expected: &[u8]) -> bool {
-    if presented.len() != expected.len() {
+    if expected.is_empty() || presented.len() != expected.len() {
         return false;
     }
     let difference = presented
