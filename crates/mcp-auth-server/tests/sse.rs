@@ -185,6 +185,80 @@ async fn posts_into_someone_elses_sse_session_are_refused_and_closing_frees_the_
     );
 }
 
+/// A stream opened without credentials is not bound by a message with
+/// them (an attack pass: the session was bound to the caller, and the
+/// anonymous stream, whoever held it, went on receiving the caller's
+/// answers, claims included). Messages without credentials still work.
+#[tokio::test(flavor = "current_thread")]
+async fn a_message_with_credentials_does_not_take_over_a_stream_opened_without() {
+    let s = Server::start(&[
+        ("MCP_TRANSPORT", "sse"),
+        ("MCP_API_KEYS", KEY),
+        ("MCP_SESSION_AUTH_REQUIRE_FOR_SESSION", "false"),
+        ("MCP_SESSION_AUTH_REQUIRE_FOR_OPERATIONS", "false"),
+    ]);
+    let c = reqwest::Client::new();
+    let r = c
+        .get(sse_url(&s))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mut stream = r.bytes_stream();
+    let mut seen = String::new();
+    let mut read_until = async |seen: &mut String, want: &str| {
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while !seen.contains(want) {
+                let chunk = stream.next().await.unwrap().unwrap();
+                seen.push_str(&String::from_utf8_lossy(&chunk));
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no {want:?} on the stream: {seen}"));
+    };
+    read_until(&mut seen, "event: endpoint").await;
+    let endpoint = seen
+        .lines()
+        .find_map(|l| l.strip_prefix("data: "))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let post = |body: &'static str, key: Option<&str>| {
+        let mut r = c
+            .post(format!("{}{endpoint}", s.base()))
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(k) = key {
+            r = r.header("x-api-key", k);
+        }
+        r.send()
+    };
+    let init = |id: u32| {
+        let body = common::INIT.replacen(r#""id":1"#, &format!(r#""id":{id}"#), 1);
+        Box::leak(body.into_boxed_str()) as &'static str
+    };
+    let r = post(init(71), Some(KEY)).await.unwrap();
+    assert_eq!(r.status(), 404, "refused, as a session not found");
+    let r = post(init(72), None).await.unwrap();
+    assert_eq!(r.status(), 202);
+    read_until(&mut seen, r#""id":72"#).await;
+    assert!(
+        !seen.contains(r#""id":71"#),
+        "the refused message reached the session: {seen}"
+    );
+    // The session is still the anonymous one's.
+    let r = post(common::INITIALIZED, None).await.unwrap();
+    assert_eq!(r.status(), 202);
+    let r = post(
+        r#"{"jsonrpc":"2.0","id":73,"method":"tools/call","params":{"name":"whoami","arguments":{}}}"#,
+        Some(KEY),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 404);
+}
+
 #[tokio::test]
 async fn idle_streams_get_keep_alive_comments() {
     let s = Server::start(&[
