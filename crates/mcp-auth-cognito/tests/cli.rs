@@ -52,3 +52,44 @@ fn without_a_region_it_says_where_to_set_one() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert_eq!(err, "error: set --region, COGNITO_REGION or AWS_REGION\n");
 }
+
+/// A scope name Cognito does not take is refused before any request,
+/// naming the flag (an attack pass: `--scopes 'a b'` was registered and
+/// printed as a required scope no token can carry).
+#[test]
+fn a_scope_name_cognito_does_not_take_is_refused_naming_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    for bad in ["tools,a b", "tools/read", "say\"hi\"", "back\\slash"] {
+        let out = cli(
+            dir.path(),
+            &[
+                "--region",
+                "eu-west-1",
+                "add-resource-server",
+                "--scopes",
+                bad,
+            ],
+        );
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(out.status.code(), Some(1), "{bad}: {err}");
+        assert!(
+            err.starts_with("error: --scopes: ") && err.contains("is not a Cognito scope name"),
+            "{bad}: {err}"
+        );
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
+    // A good name goes on to ask AWS (unreachable here).
+    let out = cli(
+        dir.path(),
+        &[
+            "--region",
+            "eu-west-1",
+            "add-resource-server",
+            "--scopes",
+            "tools,read:all",
+        ],
+    );
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(!err.contains("--scopes"), "{err}");
+    assert!(err.contains("AWS"), "{err}");
+}

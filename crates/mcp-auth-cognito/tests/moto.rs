@@ -17,7 +17,7 @@ use aws_sdk_cognitoidentityprovider::{
     Client,
     types::{
         AnalyticsConfigurationType, AuthFlowType, FeatureType, MessageActionType,
-        RefreshTokenRotationType, UserStatusType,
+        PreventUserExistenceErrorTypes, RefreshTokenRotationType, UserStatusType,
     },
 };
 use mcp_auth_cognito::{CognitoError, CognitoVerifier, CognitoVerifierBuilder, TokenUse};
@@ -251,6 +251,10 @@ async fn setup_is_idempotent_and_registers_the_resource_server() {
             out.contains(&format!("COGNITO_REQUIRED_SCOPES={url}/tools")),
             "{out}"
         );
+        assert!(
+            err.contains(&format!("can get {url}/admin")) && err.contains("not per user"),
+            "{err}"
+        );
     }
     let rs = sdk
         .describe_resource_server()
@@ -418,6 +422,102 @@ async fn a_client_gets_only_the_scopes_given_and_shared_names_are_refused() {
             .contains(&format!("{url}/admin")),
         "nothing granted"
     );
+}
+
+/// The pool `setup` creates takes no self sign-up and its app client does
+/// not say whether a user exists; an open pool found is warned about; a
+/// run without a server URL leaves an existing client's callbacks alone;
+/// `add-resource-server` registers `tools` only unless asked (an attack
+/// pass: the pool let anyone sign up, the facade let every user of it in,
+/// and `admin` went by default to the client every user logs in with).
+#[tokio::test]
+#[ignore = "needs moto (tests/run-all.sh installs it)"]
+async fn setup_closes_sign_up_and_grants_no_admin_by_default() {
+    let moto = Peer::moto();
+    let sdk = sdk(&moto).await;
+    let run = |args: &[&str]| {
+        let mut all = vec!["--pool-name", "closed-pool"];
+        all.extend_from_slice(args);
+        cli(&moto, &all)
+    };
+    let server = "https://mcp.example.com/mcp";
+    let (ok, out, err) = run(&["setup", "--no-user", "--server-url", server]);
+    assert!(ok, "{err}");
+    assert!(!err.contains("sign up"), "{err}");
+    let pool = env_value(&out, "COGNITO_USER_POOL_ID");
+    let client = env_value(&out, "COGNITO_APP_CLIENT_ID");
+    let described = sdk
+        .describe_user_pool()
+        .user_pool_id(&pool)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        described
+            .user_pool()
+            .and_then(|p| p.admin_create_user_config())
+            .map(|c| c.allow_admin_create_user_only()),
+        Some(true)
+    );
+    let c = app_client(&sdk, &pool, &client).await;
+    assert_eq!(
+        c.prevent_user_existence_errors(),
+        Some(&PreventUserExistenceErrorTypes::Enabled)
+    );
+    let callbacks = c.callback_urls().to_vec();
+    assert!(
+        callbacks.contains(&"https://mcp.example.com/oauth/callback".to_owned()),
+        "{callbacks:?}"
+    );
+    let (ok, out, _) = run(&["status"]);
+    assert!(
+        ok && out.contains("sign-up     administrators only"),
+        "{out}"
+    );
+
+    // Without a server URL the default's loopback callback is not added
+    // to the client set up for the real server.
+    let (ok, _, err) = run(&["setup", "--no-user"]);
+    assert!(ok, "{err}");
+    assert!(err.contains("left as it is"), "{err}");
+    assert_eq!(
+        app_client(&sdk, &pool, &client).await.callback_urls(),
+        callbacks
+    );
+
+    // Only `tools` unless asked: no admin scope, no admin tool line.
+    let (ok, out, err) = run(&["add-resource-server", "--server-url", server]);
+    assert!(ok, "{err}");
+    assert!(
+        !out.contains("admin") && !err.contains("admin"),
+        "{out}{err}"
+    );
+    assert_eq!(
+        env_value(&out, "MCP_OAUTH_SCOPES_SUPPORTED"),
+        format!("{server}/tools")
+    );
+    assert_eq!(
+        app_client(&sdk, &pool, &client)
+            .await
+            .allowed_o_auth_scopes()
+            .iter()
+            .filter(|s| s.starts_with(server))
+            .collect::<Vec<_>>(),
+        [&format!("{server}/tools")]
+    );
+
+    // A pool someone made with sign-up open (Cognito's default) is used,
+    // with a warning, and `status` says so.
+    sdk.create_user_pool()
+        .pool_name("open-pool")
+        .send()
+        .await
+        .unwrap();
+    let (ok, _, err) = cli(&moto, &["--pool-name", "open-pool", "setup", "--no-user"]);
+    assert!(ok, "{err}");
+    assert!(err.contains("lets anyone sign up"), "{err}");
+    let (ok, out, _) = cli(&moto, &["--pool-name", "open-pool", "status"]);
+    assert!(ok && out.contains("sign-up     open to anyone"), "{out}");
 }
 
 #[tokio::test]

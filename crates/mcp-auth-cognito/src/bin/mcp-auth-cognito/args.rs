@@ -54,7 +54,8 @@ pub(crate) enum Command {
         /// the server's own default].
         #[arg(long)]
         server_url: Option<String>,
-        /// Scope names, comma-separated [env: COGNITO_RESOURCE_SCOPES; default tools,admin].
+        /// Scope names, comma-separated [env: COGNITO_RESOURCE_SCOPES; default tools]; an app client
+        /// granted `admin` gives it to every user who logs in through it.
         #[arg(long)]
         scopes: Option<String>,
         /// App client name.

@@ -6,8 +6,9 @@ use std::io::{BufRead, IsTerminal, Write};
 use aws_sdk_cognitoidentityprovider::{
     Client,
     types::{
-        AttributeType, ExplicitAuthFlowsType, MessageActionType, OAuthFlowType, PasswordPolicyType,
-        ResourceServerScopeType, UserPoolClientType, UserPoolPolicyType, UserStatusType,
+        AdminCreateUserConfigType, AttributeType, ExplicitAuthFlowsType, MessageActionType,
+        OAuthFlowType, PasswordPolicyType, PreventUserExistenceErrorTypes, ResourceServerScopeType,
+        UserPoolClientType, UserPoolPolicyType, UserPoolType, UserStatusType,
         UsernameAttributeType, VerifiedAttributeType,
     },
 };
@@ -38,6 +39,16 @@ pub(crate) struct FacadeCallback {
     /// Whether `MCP_OAUTH_CALLBACK_URL` named it: printed, so the server
     /// serves it.
     pub(crate) explicit: bool,
+}
+
+impl FacadeCallback {
+    /// Whether the URL came from a setting, not the server's default: only
+    /// then is it added to an app client that exists (a run without
+    /// `--server-url` must not add the default's loopback callback to a
+    /// client set up for the real server).
+    pub(crate) fn given(&self) -> bool {
+        self.server_url.is_some() || self.explicit
+    }
 }
 
 impl FacadeCallback {
@@ -177,6 +188,15 @@ pub(crate) async fn setup(
                 .pool_name(pool_name)
                 .username_attributes(UsernameAttributeType::Email)
                 .auto_verified_attributes(VerifiedAttributeType::Email)
+                // Users are created by an administrator only: with sign-up
+                // open (Cognito's default) anyone who knows the app client's
+                // id, which is public, makes an account, and the server's
+                // login facade lets every user of the pool in.
+                .admin_create_user_config(
+                    AdminCreateUserConfigType::builder()
+                        .allow_admin_create_user_only(true)
+                        .build(),
+                )
                 .policies(
                     UserPoolPolicyType::builder()
                         .password_policy(policy)
@@ -201,6 +221,13 @@ pub(crate) async fn setup(
                 "app client {client_name:?} exists: {}",
                 c.client_id().unwrap_or_default()
             );
+            c
+        }
+        Some(c) if !facade.given() => {
+            warn(&format!(
+                "app client {client_name:?} has no callback {} (the server's default URL); left as it is: pass --server-url to register the login facade's callback for the server's URL",
+                facade.url
+            ));
             c
         }
         Some(c) => {
@@ -239,6 +266,9 @@ pub(crate) async fn setup(
                 .explicit_auth_flows(ExplicitAuthFlowsType::AllowRefreshTokenAuth)
                 .explicit_auth_flows(ExplicitAuthFlowsType::AllowUserSrpAuth)
                 .refresh_token_validity(30)
+                // Sign-in and password-reset errors do not tell whether a
+                // user exists.
+                .prevent_user_existence_errors(PreventUserExistenceErrorTypes::Enabled)
                 .send()
                 .await
                 .map_err(aws("create app client"))?;
@@ -264,6 +294,11 @@ pub(crate) async fn setup(
         .send()
         .await
         .map_err(aws("describe user pool"))?;
+    if !admin_only(described.user_pool()) {
+        warn(&format!(
+            "user pool {pool} lets anyone sign up (AllowAdminCreateUserOnly is off): whoever knows the app client's id can make an account, and the server's login facade lets every user of the pool in; turn self-registration off in the pool's sign-up settings unless that is meant"
+        ));
+    }
     let mut domain = described
         .user_pool()
         .and_then(|p| p.domain())
@@ -337,6 +372,12 @@ pub(crate) async fn setup(
         ),
     }
     Ok(())
+}
+
+/// Whether only administrators create the pool's users (no self sign-up).
+fn admin_only(pool: Option<&UserPoolType>) -> bool {
+    pool.and_then(|p| p.admin_create_user_config())
+        .is_some_and(|c| c.allow_admin_create_user_only())
 }
 
 /// Creates the test user `email` with a permanent `password` (generated
@@ -471,6 +512,7 @@ pub(crate) async fn add_resource_server(
     if scopes.is_empty() {
         return Err(Error::Usage("no scopes given".into()));
     }
+
     let existing = match client
         .describe_resource_server()
         .user_pool_id(pool)
@@ -597,6 +639,12 @@ pub(crate) async fn add_resource_server(
             others.join(" ")
         );
     }
+    // Cognito grants scopes to app clients, not to users.
+    if let Some(admin) = given.iter().find(|s| s.ends_with("/admin")) {
+        warn(&format!(
+            "every user who logs in through app client {client_name:?} can get {admin}, and through the server's login facade every user of the pool when MCP_OAUTH_SCOPES_SUPPORTED offers it: Cognito grants scopes per app client, not per user. To keep it for some users, grant it to an app client only they use (setup --client-name NAME, then add-resource-server --client-name NAME --scopes admin)"
+        ));
+    }
     if granted.len() != before {
         // UpdateUserPoolClient resets every field it is not given: pass them all.
         keep_client(client, pool, &app)
@@ -632,6 +680,25 @@ pub(crate) async fn add_resource_server(
     Ok(())
 }
 
+/// Refuses, before any request, a scope name Cognito does not take for a
+/// resource server's scope (1-256 of the printable ASCII characters but
+/// space, `"`, `/` and `\`): a name with a space was registered, and
+/// printed as a required scope no token can carry.
+pub(crate) fn check_scope_names(scopes: &[String]) -> Result<(), Error> {
+    let ok = |name: &str| {
+        (1..=256).contains(&name.len())
+            && name
+                .bytes()
+                .all(|b| matches!(b, 0x21 | 0x23..=0x2e | 0x30..=0x5b | 0x5d..=0x7e))
+    };
+    match scopes.iter().find(|s| !ok(s)) {
+        Some(bad) => Err(Error::Usage(format!(
+            "--scopes: {bad:?} is not a Cognito scope name (1-256 printable ASCII characters without spaces, quotes, / or \\)"
+        ))),
+        None => Ok(()),
+    }
+}
+
 pub(crate) async fn status(
     client: &Client,
     region: &str,
@@ -656,6 +723,14 @@ pub(crate) async fn status(
     println!(
         "issuer      {}",
         mcp_auth_cognito::issuer_for(region, &pool)
+    );
+    println!(
+        "sign-up     {}",
+        if admin_only(p) {
+            "administrators only"
+        } else {
+            "open to anyone (AllowAdminCreateUserOnly off)"
+        }
     );
     println!(
         "domain      {}",

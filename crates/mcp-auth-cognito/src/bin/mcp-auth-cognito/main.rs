@@ -96,11 +96,12 @@ async fn run(cli: Cli) -> Result<(), Error> {
             let url =
                 setting("MCP_SERVER_URL").unwrap_or_else(|| "http://127.0.0.1:8001/mcp".to_owned());
             let scopes: Vec<String> = setting("COGNITO_RESOURCE_SCOPES")
-                .unwrap_or_else(|| "tools,admin".to_owned())
+                .unwrap_or_else(|| "tools".to_owned())
                 .split(',')
                 .map(|s| s.trim().to_owned())
                 .filter(|s| !s.is_empty())
                 .collect();
+            commands::check_scope_names(&scopes)?;
             let pool = find_pool(&client, &wanted).await?.ok_or_else(|| {
                 Error::Usage(format!(
                     "no user pool named {:?}: run setup first",
