@@ -240,22 +240,27 @@ impl ServerSettings {
     /// the reason.
     pub fn ignored(m: &Merged) -> Vec<(&'static str, &'static str)> {
         // Over stdio there is no HTTP: nothing is authenticated, audited,
-        // counted or limited, and only the server's own settings and the
-        // tools' scopes are read.
+        // counted or limited, and only the server's own settings are read.
+        // The tools' scopes are checked but bind no one: the caller is the
+        // local user who started the process (an attack pass: a scoped
+        // admin_status ran over stdio without a word).
         if Lookup::get(m, "MCP_TRANSPORT").is_some_and(|t| t.eq_ignore_ascii_case("stdio")) {
             return known()
                 .into_iter()
                 .filter(|n| {
                     Lookup::get(m, n).is_some()
                         && !OWN.contains(n)
-                        && *n != "MCP_TOOL_SCOPES"
                         // OpenTelemetry's own (`OTEL_…`) set up the traces.
                         && n.split('_').next() != Some("OTEL")
                 })
                 .map(|n| {
                     (
                         n,
-                        "read only over HTTP (stdio has no authentication, audit log, metrics, sessions or limits)",
+                        if n == "MCP_TOOL_SCOPES" {
+                            "read only over HTTP (over stdio the caller is the local user who started the server, and may call every tool)"
+                        } else {
+                            "read only over HTTP (stdio has no authentication, audit log, metrics, sessions or limits)"
+                        },
                     )
                 })
                 .collect();
@@ -569,9 +574,6 @@ mod tests {
         }
     }
 
-    /// Over stdio, the HTTP stack's settings (authentication, audit log,
-    /// metrics, sessions) are reported as without effect; the server's own
-    /// and the tools' scopes are not.
     /// The transport is read trimmed, like every setting (an attack pass:
     /// `MCP_TRANSPORT="stdio "` in `.env` was refused).
     #[test]
@@ -580,6 +582,9 @@ mod tests {
         assert!(matches!(s.transport, Transport::Stdio));
     }
 
+    /// Over stdio, the HTTP stack's settings (authentication, audit log,
+    /// metrics, sessions) and the tools' scopes (the local user may call
+    /// every tool) are reported as without effect; the server's own are not.
     #[test]
     fn http_settings_have_no_effect_over_stdio() {
         let names = ignored_names(&[
@@ -600,7 +605,8 @@ mod tests {
                 "MCP_API_KEYS",
                 "MCP_AUDIT_LOG",
                 "MCP_AUTH_STRATEGY",
-                "MCP_METRICS_ADDR"
+                "MCP_METRICS_ADDR",
+                "MCP_TOOL_SCOPES"
             ]
         );
         assert!(ignored_names(&[("MCP_AUDIT_LOG", "stdout")]).is_empty());

@@ -616,7 +616,7 @@ async fn a_refused_legacy_sse_stream_says_when_to_retry_like_streamable_http() {
         assert_eq!(b["error"], "too_many_sessions");
         assert_eq!(
             b["error_description"],
-            "you have too many open sessions; end one (DELETE) or wait for one to expire"
+            "you have too many open sessions; end one (DELETE it, or close its SSE stream) or wait for one to expire"
         );
     }
     drop(first);

@@ -111,11 +111,11 @@ pub(crate) fn cap_reached(which: Full) -> Response {
     let (status, description) = match which {
         Full::Principal => (
             StatusCode::TOO_MANY_REQUESTS,
-            "you have too many open sessions; end one (DELETE) or wait for one to expire",
+            "you have too many open sessions; end one (DELETE it, or close its SSE stream) or wait for one to expire",
         ),
         Full::Subject => (
             StatusCode::TOO_MANY_REQUESTS,
-            "you have too many open sessions across your clients; end one (DELETE) or wait for one to expire",
+            "you have too many open sessions across your clients; end one (DELETE it, or close its SSE stream) or wait for one to expire",
         ),
         Full::Anonymous => (
             StatusCode::SERVICE_UNAVAILABLE,

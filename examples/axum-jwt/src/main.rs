@@ -24,11 +24,26 @@ async fn hello(who: Option<Principal>) -> String {
     }
 }
 
+/// Errors as one readable line (`main` returning them would print their
+/// `Debug` form).
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let secret = std::env::var("JWT_SECRET").map_err(|_| "set JWT_SECRET (32 bytes or more)")?;
     let verifier = JwtVerifier::builder()
-        .static_keys(vec![VerifyKey::hmac(secret.as_bytes(), Algorithm::HS256)?])
+        .static_keys(vec![
+            VerifyKey::hmac(secret.as_bytes(), Algorithm::HS256)
+                .map_err(|e| format!("JWT_SECRET: {e}"))?,
+        ])
         .issuer("https://issuer.example")
         .audience(Audience::OneOf(vec!["https://api.example".into()]))
         .build()?;

@@ -85,3 +85,22 @@ async fn api_routes_need_a_token_and_the_others_do_not() {
     let r = http.get(url("/health")).send().await.unwrap();
     assert_eq!(r.status(), 200);
 }
+
+/// A short secret stops the example with one readable line naming the
+/// variable (it printed `Error: ShortSecret`).
+#[test]
+fn a_short_secret_is_one_line_naming_the_variable() {
+    let out = Command::new(env!("CARGO_BIN_EXE_example-axum-jwt"))
+        .env("JWT_SECRET", "too-short")
+        .env("PORT", "0")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.starts_with("error: JWT_SECRET: the secret must be at least 32 bytes"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+}

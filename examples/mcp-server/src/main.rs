@@ -37,8 +37,20 @@ impl Notes {
 #[tool_handler(router = self.tool_router)]
 impl ServerHandler for Notes {}
 
+/// Errors as one readable line (`main` returning them would print their
+/// `Debug` form).
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let keys = ApiKeyAuthenticator::from_settings(&ProcessEnv)?
         .ok_or("set MCP_API_KEYS to a comma-separated list of keys (16+ characters each)")?;
     let mut auth = AnyOf::new().with(keys);
