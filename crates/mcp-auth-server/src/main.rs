@@ -15,7 +15,7 @@ use mcp_auth_strategies::{
     ApiKeyAuthenticator,
     settings::{Strategy, chain, dpop_from_settings, strategy_from_settings},
 };
-use mcp_auth_transport::{HttpConfig, McpHttpApp, ToolScopes, Transports};
+use mcp_auth_transport::{HttpConfig, McpHttpApp, ToolScopes, Transports, audit::AuditLog};
 use rmcp::ServiceExt;
 use settings::{ServerSettings, Transport};
 use tools::Tools;
@@ -103,7 +103,22 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    let mut audit_log = None;
+    let result = runtime.block_on(run(cli, &mut audit_log));
+    if let Some(log) = audit_log {
+        // Requests still in flight (on connections past the shutdown's
+        // grace) go with the runtime's tasks, each recorded as abandoned
+        // as it goes; then every record taken is written before the
+        // process ends (its writer thread would die with it).
+        runtime.shutdown_timeout(Duration::from_secs(1));
+        if !log.flush() {
+            tracing::error!(
+                "audit records lost: the log could not be written before the server stopped"
+            );
+        }
+        tracing::info!("stopped");
+    }
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
@@ -112,7 +127,9 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> Result<(), Error> {
+/// The server, its audit log (if any) left in `audit_log` for [`main`] to
+/// write out once the runtime is gone.
+async fn run(cli: Cli, audit_log: &mut Option<AuditLog>) -> Result<(), Error> {
     // Needs no settings: it only reads the files it is given.
     if let Some(Command::Audit(AuditCommand::Verify { files })) = &cli.command {
         std::process::exit(audit_verify(files));
@@ -182,9 +199,11 @@ async fn run(cli: Cli) -> Result<(), Error> {
             ))
             .await
         }
-        Transport::StreamableHttp => serve_http(&s, &merged, Transports::StreamableHttp).await,
-        Transport::Sse => serve_http(&s, &merged, Transports::Sse).await,
-        Transport::Both => serve_http(&s, &merged, Transports::Both).await,
+        Transport::StreamableHttp => {
+            serve_http(&s, &merged, Transports::StreamableHttp, audit_log).await
+        }
+        Transport::Sse => serve_http(&s, &merged, Transports::Sse, audit_log).await,
+        Transport::Both => serve_http(&s, &merged, Transports::Both, audit_log).await,
     }
 }
 
@@ -277,6 +296,7 @@ async fn serve_http(
     s: &ServerSettings,
     merged: &settings::Merged,
     transports: Transports,
+    audit_log: &mut Option<AuditLog>,
 ) -> Result<(), Error> {
     let addr = std::net::SocketAddr::new(s.host, s.port);
     let listener = tokio::net::TcpListener::bind(addr)
@@ -392,12 +412,10 @@ async fn serve_http(
     let mut app = McpHttpApp::shared(http, authenticator)?
         .with_store(store)
         .with_known_tools(tools.names());
-    let mut audit_log = None;
     if let Some(target) = audit_target {
-        let log = mcp_auth_transport::audit::AuditLog::open(&target)
-            .map_err(|source| Error::AuditOpen { source })?;
+        let log = AuditLog::open(&target).map_err(|source| Error::AuditOpen { source })?;
         tracing::info!(target = %target, "audit log");
-        audit_log = Some(log.clone());
+        *audit_log = Some(log.clone());
         app = app.with_audit(Arc::new(log));
     }
     if let (Some(proxy), Some(opts)) = (&facade, endpoints) {
@@ -456,11 +474,10 @@ async fn serve_http(
             tracing::warn!("connections still open 10 s after shutdown began; exiting");
         }
     }
-    // Every record taken is on disk before the process ends.
-    if let Some(log) = audit_log {
-        let _ = tokio::task::spawn_blocking(move || log.flush()).await;
+    // With an audit log, `main` says so once its records are written.
+    if audit_log.is_none() {
+        tracing::info!("stopped");
     }
-    tracing::info!("stopped");
     Ok(())
 }
 

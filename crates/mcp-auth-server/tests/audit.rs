@@ -346,6 +346,41 @@ async fn open_session(http: &reqwest::Client, url: &str, key: &str) -> String {
     sid
 }
 
+/// A request still in flight when the server stops (its body trickling in
+/// past the shutdown's 10 s grace) is recorded as abandoned by the server
+/// (an attack pass: it got no record at all; its record was made only as
+/// the process ended, after the log's last flush).
+#[tokio::test]
+async fn a_request_in_flight_when_the_server_stops_is_recorded() {
+    use tokio::io::AsyncWriteExt;
+    let (_logs, log, s) = audited(&[]);
+    let url = reqwest::Url::parse(&s.url()).unwrap();
+    let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", url.port().unwrap()))
+        .await
+        .unwrap();
+    let head = format!(
+        "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
+         Accept: application/json, text/event-stream\r\nX-API-Key: {OPS}\r\n\
+         X-Request-Id: req-in-flight\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{{\"jso\r\n",
+        url.path(),
+        url.authority()
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    // Let in, its body being read.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    stop(s).await;
+    let got = records(&log);
+    let r = got
+        .iter()
+        .find(|r| r["request_id"] == "req-in-flight")
+        .unwrap_or_else(|| panic!("no record of the request in flight: {got:#?}"));
+    assert_eq!(r["decision"], "abandoned", "{r}");
+    assert_eq!(r["reason"], "server_stopped", "{r}");
+    assert_eq!(r["subject"], "api-key:ops-bot", "{r}");
+    assert!(verify(&[&log]).0);
+    drop(conn);
+}
+
 /// Requests whose client goes away before the answer are recorded (an
 /// attack pass: a `DELETE` given up while Redis was slow ended the session
 /// with no record and no count, its worker left running; any request
@@ -815,6 +850,64 @@ async fn a_log_rotated_while_the_server_was_stopped_verifies_across_the_restart(
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&head).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
+}
+
+/// A log that changed while the server was stopped in ways `audit verify`
+/// cannot see is reported at the next start (an attack pass: records
+/// appended past the head kept beside the log, or a tail cut after the
+/// head was deleted, were taken silently and verified intact): records
+/// past the head, and records with no head beside them.
+#[tokio::test]
+async fn a_log_changed_while_stopped_beyond_what_verify_sees_is_reported() {
+    let logs = tempdir();
+    let log = logs.path().join("audit.jsonl");
+    let head = logs.path().join(".audit.jsonl.chain");
+    let http = reqwest::Client::new();
+    let run = async |n: usize| {
+        let s = audited_at(&log, &[]);
+        for _ in 0..n {
+            let r = post(&http, &s.url(), INIT).send().await.unwrap();
+            assert_eq!(r.status(), 401);
+        }
+        s
+    };
+    let s = run(2).await;
+    wait_for(&log, 2).await;
+    stop(s).await;
+    let older = std::fs::read(&head).unwrap();
+    let s = run(2).await;
+    wait_for(&log, 4).await;
+    stop(s).await;
+    // The head says two records fewer than the log has (as if two were
+    // appended by someone else).
+    std::fs::write(&head, &older).unwrap();
+    let s = run(0).await;
+    assert!(
+        s.logs_soon("records past the head kept beside it").await,
+        "{}",
+        s.stderr()
+    );
+    assert!(s.stderr().contains("from seq 2 on"), "{}", s.stderr());
+    stop(s).await;
+    // No head beside a log with records.
+    std::fs::remove_file(&head).unwrap();
+    let s = run(0).await;
+    assert!(
+        s.logs_soon("has records but no chain head beside it").await,
+        "{}",
+        s.stderr()
+    );
+    stop(s).await;
+    // As written by the server itself: nothing reported.
+    let s = run(1).await;
+    wait_for(&log, 5).await;
+    stop(s).await;
+    let s = run(0).await;
+    assert!(s.logs_soon("serving MCP").await, "{}", s.stderr());
+    assert!(!s.stderr().contains("chain head"), "{}", s.stderr());
+    assert!(!s.stderr().contains("past the head"), "{}", s.stderr());
+    stop(s).await;
+    assert!(verify(&[&log]).0);
 }
 
 /// `audit verify`'s exit codes: 1 a verdict (broken, or no record at all:

@@ -370,6 +370,7 @@ impl McpHttpApp {
                 cfg.max_request_bytes,
             )
             .forwarded_header(cfg.connections.forwarded_header)
+            .stopping_with(self.cancel.clone())
         });
         // The Host/Origin guard's refusals are recorded too, whatever the
         // path: they never reach the routes' observing layer.

@@ -551,13 +551,26 @@ impl AuditLog {
         } else {
             let path = PathBuf::from(target);
             let side = head_path(&path);
+            // Whether a head was kept (the lock below makes the file).
+            let had_head = side
+                .as_deref()
+                .and_then(|s| std::fs::metadata(s).ok())
+                .is_some_and(|m| m.len() > 0);
             // One writer per log, before its tail is read.
             let lock = match side.as_deref() {
                 Some(side) => lock_log(side)?,
                 None => None,
             };
             let (prev, seq) = match (chain_tail(&path)?, side.as_deref()) {
-                (Some((prev, seq)), Some(side)) => compare_head(side, prev, seq),
+                (Some((prev, seq)), Some(side)) if had_head => compare_head(side, prev, seq),
+                (Some((prev, seq)), Some(side)) => {
+                    tracing::warn!(
+                        head = %side.display(),
+                        log_next_seq = seq,
+                        "the audit log has records but no chain head beside it (deleted or emptied, or the log was moved here): records removed from its end while the server was stopped cannot be told; the chain goes on from its last line"
+                    );
+                    (prev, seq)
+                }
                 (Some((prev, seq)), None) => (prev, seq),
                 (None, Some(side)) => resume_from_head(side).unwrap_or((GENESIS.to_owned(), 0)),
                 (None, None) => (GENESIS.to_owned(), 0),
@@ -592,11 +605,13 @@ impl AuditLog {
         })
     }
 
-    /// Waits until every record taken so far is written.
-    pub fn flush(&self) {
+    /// Waits until every record taken so far is written, at most 5 s;
+    /// whether they were (not while writes fail: the writer goes on
+    /// trying, and says so in the server's log).
+    pub fn flush(&self) -> bool {
         let (done, wait) = mpsc::channel();
         self.writer.queue.with(|p| p.flushes.push(done));
-        let _ = wait.recv_timeout(Duration::from_secs(5));
+        wait.recv_timeout(Duration::from_secs(5)).is_ok()
     }
 }
 
@@ -1314,6 +1329,15 @@ fn compare_head(side: &Path, prev: String, seq: u64) -> (String, u64) {
             );
             (kept_prev, kept_seq)
         }
+        Ok(Some((_, kept_seq))) if kept_seq < seq => {
+            tracing::warn!(
+                head = %side.display(),
+                log_next_seq = seq,
+                head_next_seq = kept_seq,
+                "the audit log has records past the head kept beside it (written just before a crash, or appended by someone else while the server was stopped): check the records from seq {kept_seq} on; the chain goes on from its last line"
+            );
+            (prev, seq)
+        }
         Ok(Some((kept_prev, kept_seq))) if kept_seq == seq && kept_prev != prev => {
             tracing::warn!(
                 head = %side.display(),
@@ -1860,16 +1884,9 @@ fn nul_note(line: &[u8]) -> String {
 }
 
 /// A request id from the client's `X-Request-Id` when it is a plain token
-/// (letters, digits, `-`, `_`, `.`, at most 64), else a new random one.
+/// (letters, digits, `-`, `_`, `.`, at most 64) that does not begin as
+/// this server's own do, else a new one.
 fn request_id(headers: &http::HeaderMap) -> String {
-    if let Some(v) = headers.get(X_REQUEST_ID).and_then(|v| v.to_str().ok())
-        && !v.is_empty()
-        && v.len() <= 64
-        && v.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-    {
-        return v.to_owned();
-    }
     // A random prefix per process and a counter: unique without a system
     // call per request (ids name requests; they are not secrets).
     static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
@@ -1879,6 +1896,18 @@ fn request_id(headers: &http::HeaderMap) -> String {
         let _ = getrandom::fill(&mut bytes);
         to_hex(&bytes)
     });
+    // A client's id under the server's prefix could name a request of
+    // someone else's to come (an attack pass: read off any answer, the
+    // counter's next value was sent ahead, and two records shared an id).
+    if let Some(v) = headers.get(X_REQUEST_ID).and_then(|v| v.to_str().ok())
+        && !v.is_empty()
+        && v.len() <= 64
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        && !v.starts_with(prefix.as_str())
+    {
+        return v.to_owned();
+    }
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     // The counter as 16 hex digits, without the formatting machinery (a
     // measurable part of the audit layer's cost per request).
@@ -1899,6 +1928,9 @@ pub struct AuditLayer {
     trusted_proxies: Arc<Vec<IpNet>>,
     forwarded: crate::ForwardedHeader,
     max_body: usize,
+    /// Cancelled when the server stops: a request dropped after that was
+    /// given up by the server, not its client.
+    stopping: Option<tokio_util::sync::CancellationToken>,
 }
 
 impl std::fmt::Debug for AuditLayer {
@@ -1921,7 +1953,16 @@ impl AuditLayer {
             trusted_proxies: Arc::new(trusted_proxies),
             forwarded: crate::ForwardedHeader::Auto,
             max_body,
+            stopping: None,
         }
+    }
+
+    /// A request left unanswered once `token` is cancelled (the server
+    /// stopping) is recorded with `reason` `server_stopped`, not
+    /// `client_gone`.
+    pub fn stopping_with(mut self, token: tokio_util::sync::CancellationToken) -> Self {
+        self.stopping = Some(token);
+        self
     }
 
     /// Reads the client's address from `header` only
@@ -2144,7 +2185,10 @@ impl AuditLayer {
             event: "request",
             decision: "abandoned",
             status: 0,
-            reason: Some("client_gone"),
+            reason: Some(match &self.stopping {
+                Some(t) if t.is_cancelled() => "server_stopped",
+                _ => "client_gone",
+            }),
             method: facts.method.as_deref(),
             tool: facts.tool.as_deref(),
             session_id: session.as_deref(),
@@ -3136,6 +3180,17 @@ mod tests {
             next.bytes()
                 .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
         );
+        // Nothing under the server's prefix is taken from a client: not
+        // the id the server makes next, which the next request (someone
+        // else's) would share.
+        let ahead = format!("{}{:016x}", &next[..8], count(&next) + 1);
+        h.insert("x-request-id", HeaderValue::from_str(&ahead).unwrap());
+        let sent_ahead = request_id(&h);
+        let someone_elses = request_id(&http::HeaderMap::new());
+        assert_ne!(sent_ahead, someone_elses);
+        let odd = format!("{}-mine", &next[..8]);
+        h.insert("x-request-id", HeaderValue::from_str(&odd).unwrap());
+        assert_ne!(request_id(&h), odd);
     }
 
     #[test]
