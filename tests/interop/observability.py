@@ -831,6 +831,12 @@ def run(tmp: Path, procs: list, receiver: OtlpReceiver) -> list[str]:
             for k, v in list(s.attributes.items()) + list(s.resource.items()):
                 for what, secret in secrets_.items():
                     check(secret not in str(v), f"span {s.name} attribute {k} contains {what}")
+        # Log events are not exported: they carry fields chosen for the log,
+        # the client's address among them (a refused key's event did).
+        with_events = [(s.name, s.events) for s in spans if s.events]
+        check(not with_events, f"spans with events: {with_events[:3]}")
+        foreign = sorted({s.name for s in spans} - {"mcp.request", "store", "jwks.fetch", "introspection"})
+        check(not foreign, f"spans other than the documented ones exported: {foreign}")
 
     if problems:
         raise Failure(f"{len(problems)} part(s) failed:\n  - " + "\n  - ".join(problems))

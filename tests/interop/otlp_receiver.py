@@ -60,6 +60,8 @@ class ReceivedSpan:
     resource: dict[str, Any] = field(default_factory=dict)
     scope: str = ""
     status_code: int = 0
+    # Span events: (name, attributes) each.
+    events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
     def __str__(self) -> str:
         return (
@@ -156,6 +158,10 @@ class OtlpReceiver:
                             resource=resource,
                             scope=ss.scope.name,
                             status_code=s.status.code,
+                            events=[
+                                (e.name, {kv.key: any_value(kv.value) for kv in e.attributes})
+                                for e in s.events
+                            ],
                         )
                     )
         with self._cond:
