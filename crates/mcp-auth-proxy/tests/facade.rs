@@ -410,6 +410,23 @@ async fn refusals_issue_nothing_and_never_redirect_untrusted_errors() {
     let r = browser.get(&with(&remote, REMOTE_CB, &refusals[0].0)).await;
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     assert!(r.headers().get(header::LOCATION).is_none());
+    // Nor does Deny send it there (an attack pass: refusing a phishing app
+    // sent the user to it): a page saying nothing was shared.
+    let page = browser.get(&with(&remote, REMOTE_CB, &[])).await;
+    let html = page.text().await.unwrap();
+    let r = decide(&app, &mut browser, &html, "deny").await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.headers().get(header::LOCATION).is_none());
+    assert!(r.text().await.unwrap().contains("nothing was shared"));
+    // A `state` over the limit is refused and not sent back (an attack
+    // pass: 60 000 characters came back in the redirect).
+    let long = "s".repeat(600);
+    let r = browser
+        .get(&with(&client_id, CLIENT_CB, &[("state", long.as_str())]))
+        .await;
+    redirected(&r, CLIENT_CB, "invalid_request");
+    let back = Url::parse(r.headers()[header::LOCATION].to_str().unwrap()).unwrap();
+    assert!(!query(&back).contains_key("state"), "{back}");
 
     // The consent POST needs this browser's CSRF token.
     let html = consent_html(&app, &mut browser, &client_id).await;
@@ -711,34 +728,56 @@ async fn a_login_cannot_be_finished_in_another_browser() {
     let app = start("oidc").await;
     let client_id = register(&app).await;
     let mut attacker = Browser::new();
-    let html = consent_html(&app, &mut attacker, &client_id).await;
-    let approved = decide(&app, &mut attacker, &html, "allow").await;
-    let to_provider = approved.headers()[header::LOCATION]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    // The victim's browser follows the provider URL to the callback.
-    let mut victim = Browser::new();
-    let mut resp = victim.get(&to_provider).await;
-    for _ in 0..20 {
-        if !resp.status().is_redirection() {
-            break;
+    // The attacker approves, and hands the provider URL to a victim, whose
+    // browser follows it to the callback: refused there. Its URL (the
+    // provider's code for the victim's account) is returned.
+    let refused_in_the_victims_browser = async |attacker: &mut Browser| {
+        let html = consent_html(&app, attacker, &client_id).await;
+        let approved = decide(&app, attacker, &html, "allow").await;
+        let to_provider = approved.headers()[header::LOCATION]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let mut victim = Browser::new();
+        let mut resp = victim.get(&to_provider).await;
+        for _ in 0..20 {
+            if !resp.status().is_redirection() {
+                break;
+            }
+            let next = resp
+                .url()
+                .join(resp.headers()[header::LOCATION].to_str().unwrap())
+                .unwrap();
+            assert!(
+                !next.as_str().starts_with(CLIENT_CB),
+                "a code reached the client"
+            );
+            resp = victim.get(next.as_str()).await;
         }
-        let next = resp
-            .url()
-            .join(resp.headers()[header::LOCATION].to_str().unwrap())
-            .unwrap();
-        assert!(
-            !next.as_str().starts_with(CLIENT_CB),
-            "a code reached the client"
-        );
-        resp = victim.get(next.as_str()).await;
-    }
-    assert_eq!(resp.url().path(), "/oauth/callback");
-    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
-    // The refusal did not cancel the login: the browser that approved it
-    // still finishes it (a stranger who knows the provider URL, and with
-    // it the `state`, cannot end someone else's login).
+        assert_eq!(resp.url().path(), "/oauth/callback");
+        assert!(query(resp.url()).contains_key("code"), "{}", resp.url());
+        assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+        (to_provider, resp.url().to_string(), html)
+    };
+    // The victim's callback URL opened in the attacker's browser (an
+    // attack pass: it finished the login with the victim's code, a token
+    // as the victim): refused, and the login is over.
+    let (to_provider, victims_callback, _) = refused_in_the_victims_browser(&mut attacker).await;
+    let r = attacker.get(&victims_callback).await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert!(r.headers().get(header::LOCATION).is_none());
+    let first = attacker.get(&to_provider).await;
+    let (callback, _) = attacker
+        .follow_until(first, &format!("{}/oauth/callback", app.base))
+        .await;
+    let r = attacker.get(callback.as_str()).await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST, "the login is over");
+    assert!(r.headers().get(header::LOCATION).is_none());
+    // The refusal did not cancel the login otherwise: the browser that
+    // approved it still finishes it with a code of its own (a stranger who
+    // knows the provider URL, and with it the `state`, cannot end someone
+    // else's login).
+    let (to_provider, _, html) = refused_in_the_victims_browser(&mut attacker).await;
     let first = attacker.get(&to_provider).await;
     let (back, _) = attacker.follow_until(first, CLIENT_CB).await;
     assert!(query(&back).contains_key("code"), "{back}");
