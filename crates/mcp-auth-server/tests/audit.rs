@@ -1065,3 +1065,34 @@ async fn host_and_origin_refusals_are_recorded() {
     }
     assert!(verify(&[&log]).0);
 }
+
+/// A legacy SSE session opened anonymously and bound by its first
+/// authenticated message ends under its owner then, not the opener's
+/// nobody.
+#[tokio::test]
+async fn an_sse_session_ends_under_the_owner_it_was_bound_to() {
+    let (_logs, log, s) = audited(&[
+        ("MCP_TRANSPORT", "sse"),
+        ("MCP_SESSION_AUTH_REQUIRE_FOR_SESSION", "false"),
+        ("MCP_SESSION_AUTH_REQUIRE_FOR_OPERATIONS", "false"),
+    ]);
+    let c = reqwest::Client::new();
+    let (stream, path) = common::sse_stream_as(&c, &s, None).await;
+    let r = c
+        .post(format!("{}{path}", s.base()))
+        .header("content-type", "application/json")
+        .header("x-api-key", OPS)
+        .body(INIT)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    stream.abort();
+    let got = wait_until(&log, |r| r.iter().any(|r| r["event"] == "session_end")).await;
+    let end = got.iter().find(|r| r["event"] == "session_end").unwrap();
+    assert_eq!(end["subject"], "api-key:ops-bot", "{got:#?}");
+    assert!(
+        got[0].get("subject").is_none(),
+        "opened anonymously: {got:#?}"
+    );
+}

@@ -19,9 +19,7 @@
 //! id). `POST` there delivers client messages (202); responses and server
 //! notifications flow on the stream, with keep-alive comments while idle. A
 //! POST must come from the stream's owner (anyone else: 404, as for an
-//! unknown session); a stream opened without credentials (when the session
-//! policy allows it) takes messages without them only. Closing the stream
-//! ends the session and frees its slot.
+//! unknown session). Closing the stream ends the session and frees its slot.
 
 use std::{
     collections::HashMap,
@@ -43,7 +41,7 @@ use axum::{
 use futures::{SinkExt, Stream, StreamExt, channel::mpsc};
 use http::StatusCode;
 use mcp_auth_core::{AuthError, Principal};
-use mcp_auth_session::{SessionLimits, SessionPolicy, SharedStore, session_owner};
+use mcp_auth_session::{Bind, Full, SessionLimits, SessionPolicy, SharedStore, session_owner};
 use rmcp::{
     ServerHandler, ServiceExt,
     model::{ClientJsonRpcMessage, GetExtensions, ServerJsonRpcMessage},
@@ -179,7 +177,8 @@ fn random_sid() -> String {
 }
 
 use crate::refusal::{
-    jsonrpc_unreadable, refuse as error, session_not_found, store_unavailable, unreadable_body,
+    cap_reached, jsonrpc_unreadable, refuse as error, session_not_found, store_unavailable,
+    unreadable_body,
 };
 
 /// Ends the session when the event stream is dropped (client gone, server
@@ -423,15 +422,18 @@ pub(crate) async fn post_message(
     match (&owner, &stream_owner) {
         (Some(me), Some(o)) if me == o => {}
         (None, None) => {}
-        // A stream opened without credentials is not bound by a message
-        // with them, as a streamable session is: the stream is the
-        // session here, and whoever holds it (anyone who opened it and
-        // passed its id on) would read the caller's answers. The caller
-        // opens a stream of its own with its credentials.
-        (Some(_), None) => {
-            tracing::debug!(session = %short(&sid), "SSE message with credentials into a session opened without them refused");
-            return session_not_found();
-        }
+        (Some(me), None) => match state.store.bind(&sid, me, &state.limits).await {
+            Ok(Bind::Owner(o)) if o == *me => {
+                state.with(|s| {
+                    if let Some(x) = s.get_mut(&sid) {
+                        x.owner = Some(o);
+                    }
+                });
+            }
+            Ok(Bind::Full) => return cap_reached(Full::Principal),
+            Ok(_) => return session_not_found(),
+            Err(e) => return store_unavailable(&e),
+        },
         (None, Some(_)) if !authenticated => {
             return state
                 .auth
