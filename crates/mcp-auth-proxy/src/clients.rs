@@ -65,7 +65,7 @@ pub use cimd::{
     is_metadata_document_client_id,
 };
 pub use net::{AddressClass, InvalidNetwork, IpNetwork, classify_address};
-pub(crate) use redirect::is_local_redirect;
+pub(crate) use redirect::is_loopback_redirect;
 pub use redirect::redirect_uri_allowed;
 pub use registration::{RegistrationError, RegistrationPolicy, register};
 

@@ -912,11 +912,6 @@ struct PendingLogin {
     /// SHA-256 of the browser binding that started (and approved) the
     /// login: the callback must come back to the same browser.
     browser: String,
-    /// The redirect URI may be sent a refusal without an approval in this
-    /// browser (the client is pre-registered, or it is on loopback): see
-    /// `authorize`'s `fail`.
-    #[serde(default)]
-    trusted_redirect: bool,
 }
 
 /// The upstream half of a login, keyed by the state sent upstream.
@@ -930,14 +925,7 @@ struct UpstreamLeg {
     /// alone, which need no account, cannot fill the store).
     #[serde(default)]
     remember: bool,
-    /// SHA-256 of the provider's codes that came back to another browser:
-    /// never used to finish this login.
-    #[serde(default)]
-    refused_codes: Vec<String>,
 }
-
-/// Codes refused in other browsers one login keeps; past them, it ends.
-const MAX_REFUSED_CODES: usize = 8;
 
 /// An error page: for what cannot be trusted to the redirect URI.
 fn error_page(status: StatusCode, title: &str, message: &str) -> Response {
@@ -1050,13 +1038,13 @@ async fn authorize(
     // 9700 §4.11.2): anyone can register a client with any redirect URI,
     // so for one registered dynamically or named by a metadata document an
     // error before consent would make this server an open redirector. Its
-    // redirect URI is trusted when it is on loopback or an app's
-    // private-use scheme (it leads back to the user's own machine only,
-    // and a native app waits there for the answer), or once this browser
-    // approved it there (looked up only when there is an error to send).
+    // redirect URI is trusted when it is on loopback (it leads back to the
+    // user's own machine only, and a native app waits there for the
+    // answer), or once this browser approved it there (looked up only
+    // when there is an error to send).
     let fail = async |code: &str, why: &str| {
         let trusted = client.kind == crate::clients::ClientKind::Preregistered
-            || crate::clients::is_local_redirect(redirect_uri)
+            || crate::clients::is_loopback_redirect(redirect_uri)
             || match browser_binding(&app, &headers) {
                 Some(binding) => {
                     approved_here(&app, &binding, &client.client_id, redirect_uri).await
@@ -1163,8 +1151,6 @@ async fn authorize(
         scopes: scopes.clone(),
         resource,
         browser: digest_b64(binding.as_bytes()),
-        trusted_redirect: client.kind == crate::clients::ClientKind::Preregistered
-            || crate::clients::is_local_redirect(redirect_uri),
     };
     // Approved before in this browser, for this client, these scopes and
     // this redirect URI: straight on.
@@ -1326,25 +1312,14 @@ async fn consent_decision(
         );
     };
     if form.decision != "allow" {
-        // Sent back only where a refusal may go without an approval (an
-        // attack pass: denying a phishing app sent the user to it).
-        if pending.trusted_redirect
-            || approved_here(&app, &binding, &pending.client_id, &pending.redirect_uri).await
-        {
-            return back_to_client(
-                &pending.redirect_uri,
-                &[
-                    ("error", "access_denied"),
-                    ("error_description", "the user denied the request"),
-                ],
-                pending.state.as_deref(),
-                &cfg.issuer_id(),
-            );
-        }
-        return error_page(
-            StatusCode::OK,
-            "Access denied",
-            "You denied the request: nothing was shared with the application. You can close this page.",
+        return back_to_client(
+            &pending.redirect_uri,
+            &[
+                ("error", "access_denied"),
+                ("error_description", "the user denied the request"),
+            ],
+            pending.state.as_deref(),
+            &cfg.issuer_id(),
         );
     }
     // An approval of a login waiting for it (the form is single use: a
@@ -1372,7 +1347,6 @@ async fn to_upstream(app: &App, login: PendingLogin, remember: bool) -> Response
         pkce_verifier: start.pkce_verifier,
         nonce: start.nonce,
         remember,
-        refused_codes: Vec::new(),
     };
     let sealed = serde_json::to_vec(&leg)
         .ok()
@@ -1423,19 +1397,17 @@ async fn callback(
         return expired();
     };
     let key = format!("proxy:upstream:{}", digest_b64(state.as_bytes()));
-    // Read, and taken only once the browser is the one that started it: a
-    // stranger who learnt the `state` (it is in the provider's URL) cannot
-    // cancel someone else's login.
-    let open = |sealed: &[u8]| {
-        proxy
+    // Read, and taken once the browser is the one that started it, or when
+    // the provider's answer came to another one (below; a stranger who
+    // learnt the `state`, which is in the provider's URL, can so end a
+    // login with a made-up answer, not finish it).
+    let leg = match store.kv_get(&key).await {
+        Ok(Some(sealed)) => proxy
             .inner
             .sealer
-            .open(sealed, b"proxy:upstream")
+            .open(&sealed, b"proxy:upstream")
             .ok()
-            .and_then(|b| serde_json::from_slice::<UpstreamLeg>(&b).ok())
-    };
-    let leg = match store.kv_get(&key).await {
-        Ok(Some(sealed)) => open(&sealed),
+            .and_then(|b| serde_json::from_slice::<UpstreamLeg>(&b).ok()),
         _ => None,
     };
     let Some(leg) = leg else {
@@ -1453,30 +1425,15 @@ async fn callback(
         tracing::warn!(
             "a login came back in another browser than the one that started it; refused"
         );
-        // The provider's code that came here (for whoever signed in in this
-        // browser) is refused from now on: the same callback URL opened in
-        // the browser that started the login would finish it with that
-        // code (an attack pass: an attacker's provider URL opened by a
-        // victim, refused here, then the victim's callback URL opened by
-        // the attacker gave the attacker a token as the victim). The login
-        // goes on with a code of its own (a stranger who learnt the
-        // `state` cannot end it); one that cannot be so marked ends.
-        if let Some(code) = q.get("code") {
-            let mut marked = leg;
-            let sealed = (marked.refused_codes.len() < MAX_REFUSED_CODES)
-                .then(|| {
-                    marked.refused_codes.push(digest_b64(code.as_bytes()));
-                    serde_json::to_vec(&marked).ok()
-                })
-                .flatten()
-                .and_then(|b| proxy.inner.sealer.seal(&b, b"proxy:upstream").ok());
-            let kept = match sealed {
-                Some(sealed) => store.kv_put(&key, &sealed, cfg.login_ttl).await.is_ok(),
-                None => false,
-            };
-            if !kept {
-                let _ = store.kv_take(&key).await;
-            }
+        // The provider's answer came here (a code for whoever signed in in
+        // this browser, or an error): the login ends with it. Kept, the
+        // same callback URL opened in the browser that started the login
+        // would finish it with that code (an attack pass: an attacker's
+        // provider URL opened by a victim, refused here, then the victim's
+        // callback URL opened by the attacker gave the attacker a token as
+        // the victim). A request here without an answer ends nothing.
+        if q.contains_key("code") || q.contains_key("error") {
+            let _ = store.kv_take(&key).await;
         }
         return error_page(
             StatusCode::FORBIDDEN,
@@ -1484,26 +1441,9 @@ async fn callback(
             "This login was started in another browser. Start it again from the application, in this browser.",
         );
     }
-    // Single use: of two answers with the same `state`, one goes on (with
-    // the login as taken: codes refused since the read above included).
-    let leg = match store.kv_take(&key).await {
-        Ok(Some(sealed)) => open(&sealed),
-        _ => None,
-    };
-    let Some(leg) = leg else {
+    // Single use: of two answers with the same `state`, one goes on.
+    if !matches!(store.kv_take(&key).await, Ok(Some(_))) {
         return expired();
-    };
-    if q.get("code")
-        .is_some_and(|c| leg.refused_codes.contains(&digest_b64(c.as_bytes())))
-    {
-        tracing::warn!(
-            "a provider's answer refused in another browser came back to the one that started the login; the login ends"
-        );
-        return error_page(
-            StatusCode::FORBIDDEN,
-            "Login refused",
-            "This answer from the provider was opened in another browser first. Start the login again from the application.",
-        );
     }
     let pending = leg.login.clone();
     let issuer = cfg.issuer_id();

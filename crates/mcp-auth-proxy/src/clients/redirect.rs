@@ -44,21 +44,8 @@ pub fn redirect_uri_allowed(registered: &[String], presented: &str) -> bool {
 /// Whether `uri` is an `http` URI on a loopback host (any port): one that
 /// can only send the browser back to an application on the user's own
 /// machine.
-pub(super) fn is_loopback_redirect(uri: &str) -> bool {
+pub(crate) fn is_loopback_redirect(uri: &str) -> bool {
     split_loopback(uri).is_some()
-}
-
-/// Whether `uri` leads back to the user's own machine, not to a site: on
-/// loopback, or an app's private-use scheme (registration takes no other
-/// scheme than `https` and `http` to loopback, and no web or browser
-/// scheme). A refusal may be sent there without an approval in the
-/// browser: a native app waits there for the answer, and no page can be
-/// opened by it.
-pub(crate) fn is_local_redirect(uri: &str) -> bool {
-    is_loopback_redirect(uri)
-        || Url::parse(uri).is_ok_and(|u| {
-            !matches!(u.scheme(), "http" | "https") && check_private_use_scheme(u.scheme()).is_ok()
-        })
 }
 
 /// An `http` URI on a loopback host, split around its port.
@@ -221,30 +208,6 @@ pub(super) fn check_redirect_uri(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn local_redirects_are_loopback_and_app_schemes_only() {
-        for local in [
-            "http://127.0.0.1:8123/callback",
-            "http://localhost/cb",
-            "http://[::1]:9/cb",
-            "cursor://anysphere.cursor-retrieval/oauth/callback",
-            "com.example.app:/oauth",
-        ] {
-            assert!(is_local_redirect(local), "{local}");
-        }
-        for site in [
-            "https://app.example/callback",
-            "http://app.example/callback",
-            "http://127.0.0.1.evil.example/cb",
-            "javascript:alert(1)",
-            "data:text/html,x",
-            "chrome-extension://abc/cb",
-            "not a uri",
-        ] {
-            assert!(!is_local_redirect(site), "{site}");
-        }
-    }
 
     #[test]
     fn split_loopback_accepts_only_exact_hosts_and_digit_ports() {
