@@ -639,10 +639,14 @@ pub(crate) async fn add_resource_server(
             others.join(" ")
         );
     }
-    // Cognito grants scopes to app clients, not to users.
-    if let Some(admin) = given.iter().find(|s| s.ends_with("/admin")) {
+    // Cognito grants scopes to app clients, not to users: said when this
+    // run grants the admin scope.
+    if let Some(admin) = given
+        .iter()
+        .find(|s| s.ends_with("/admin") && !app.allowed_o_auth_scopes().contains(s))
+    {
         warn(&format!(
-            "every user who logs in through app client {client_name:?} can get {admin}, and through the server's login facade every user of the pool when MCP_OAUTH_SCOPES_SUPPORTED offers it: Cognito grants scopes per app client, not per user. To keep it for some users, grant it to an app client only they use (setup --client-name NAME, then add-resource-server --client-name NAME --scopes admin)"
+            "every user who logs in through app client {client_name:?} can now get {admin}: Cognito grants scopes per app client, not per user. To keep it for some users, grant it only to an app client they alone use (docs/COGNITO.md)"
         ));
     }
     if granted.len() != before {
@@ -676,6 +680,9 @@ pub(crate) async fn add_resource_server(
     // tool can be called and the metadata advertises only what Cognito issues.
     if let Some(admin) = registered.iter().find(|s| s.ends_with("/admin")) {
         println!("MCP_TOOL_SCOPES=admin_status={admin}");
+        warn(&format!(
+            "MCP_OAUTH_SCOPES_SUPPORTED above offers {admin}: these lines are for the cognito strategy; with the server's login facade (MCP_AUTH_STRATEGY=oauth2) every user of the pool gets what it offers, so leave {admin} out of it there unless they all may have it"
+        ));
     }
     Ok(())
 }
