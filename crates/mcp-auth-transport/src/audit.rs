@@ -563,7 +563,9 @@ impl AuditLog {
             };
             let (prev, seq) = match (chain_tail(&path)?, side.as_deref()) {
                 (Some((prev, seq)), Some(side)) if had_head => compare_head(side, prev, seq),
-                (Some((prev, seq)), Some(side)) => {
+                // (A side file that cannot be made is reported as it is
+                // opened below.)
+                (Some((prev, seq)), Some(side)) if lock.is_some() => {
                     tracing::warn!(
                         head = %side.display(),
                         log_next_seq = seq,
@@ -571,7 +573,7 @@ impl AuditLog {
                     );
                     (prev, seq)
                 }
-                (Some((prev, seq)), None) => (prev, seq),
+                (Some((prev, seq)), _) => (prev, seq),
                 (None, Some(side)) => resume_from_head(side).unwrap_or((GENESIS.to_owned(), 0)),
                 (None, None) => (GENESIS.to_owned(), 0),
             };
@@ -1884,8 +1886,8 @@ fn nul_note(line: &[u8]) -> String {
 }
 
 /// A request id from the client's `X-Request-Id` when it is a plain token
-/// (letters, digits, `-`, `_`, `.`, at most 64) that does not begin as
-/// this server's own do, else a new one.
+/// (letters, digits, `-`, `_`, `.`, at most 64) not shaped like the
+/// server's own (24 lowercase hex digits), else a new one.
 fn request_id(headers: &http::HeaderMap) -> String {
     // A random prefix per process and a counter: unique without a system
     // call per request (ids name requests; they are not secrets).
@@ -1896,15 +1898,16 @@ fn request_id(headers: &http::HeaderMap) -> String {
         let _ = getrandom::fill(&mut bytes);
         to_hex(&bytes)
     });
-    // A client's id under the server's prefix could name a request of
-    // someone else's to come (an attack pass: read off any answer, the
-    // counter's next value was sent ahead, and two records shared an id).
+    // A client's id shaped like the server's could name a request of
+    // someone else's to come, here or at another replica (an attack pass:
+    // read off any answer, the counter's next value was sent ahead, and
+    // two records shared an id).
     if let Some(v) = headers.get(X_REQUEST_ID).and_then(|v| v.to_str().ok())
         && !v.is_empty()
         && v.len() <= 64
         && v.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-        && !v.starts_with(prefix.as_str())
+        && !(v.len() == 24 && v.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
     {
         return v.to_owned();
     }
@@ -3188,9 +3191,14 @@ mod tests {
         let sent_ahead = request_id(&h);
         let someone_elses = request_id(&http::HeaderMap::new());
         assert_ne!(sent_ahead, someone_elses);
-        let odd = format!("{}-mine", &next[..8]);
-        h.insert("x-request-id", HeaderValue::from_str(&odd).unwrap());
-        assert_ne!(request_id(&h), odd);
+        // Nor one shaped like them (another replica's), while one that is
+        // not is taken.
+        let other_replica = "0123456789abcdef01234567";
+        h.insert("x-request-id", HeaderValue::from_static(other_replica));
+        assert_ne!(request_id(&h), other_replica);
+        let mine = format!("{}-mine", &next[..8]);
+        h.insert("x-request-id", HeaderValue::from_str(&mine).unwrap());
+        assert_eq!(request_id(&h), mine);
     }
 
     #[test]
