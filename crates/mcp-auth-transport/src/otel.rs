@@ -24,6 +24,10 @@
 //! children. A request carrying a W3C `traceparent` continues the caller's
 //! trace: its span's parent is the caller's span.
 //!
+//! What is exported: these crates' spans (any level), and your own spans
+//! at `INFO` or above; not rmcp's, and no log events (they carry fields
+//! chosen for the log, a client's address among them).
+//!
 //! The settings are OpenTelemetry's own: `OTEL_EXPORTER_OTLP_ENDPOINT` (a
 //! base URL, `/v1/traces` appended) or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`
 //! (used as it is), `OTEL_EXPORTER_OTLP_PROTOCOL` (`http/protobuf`, the
@@ -160,18 +164,23 @@ where
     let tracer = provider.tracer("mcp-auth");
     let layer = tracing_opentelemetry::layer()
         .with_tracer(tracer)
-        // The crates' spans only, whose fields are chosen for the trace:
-        // not log events, which became span events with whatever fields
-        // they carry (an attack pass: a refused API key's event exported
-        // the client's address, which traces leave out), nor other
-        // libraries' spans.
+        // Spans, whose fields are chosen for the trace: not log events,
+        // which became span events with whatever fields they carry (an
+        // attack pass: a refused API key's event exported the client's
+        // address, which traces leave out).
         .with_filter(filter_fn(is_exported));
     Ok(Some((Box::new(layer), OtelGuard { provider })))
 }
 
-/// What goes into the traces: the spans of this project's crates.
+/// What goes into the traces: spans only, this project's crates' at any
+/// level, an embedder's own at `INFO` or above, none of rmcp's (its
+/// per-session and per-request spans say nothing the `mcp.request` span
+/// does not).
 fn is_exported(m: &tracing::Metadata<'_>) -> bool {
-    m.is_span() && m.target().starts_with("mcp_auth")
+    let target = m.target();
+    m.is_span()
+        && (target.starts_with("mcp_auth")
+            || (*m.level() <= tracing::Level::INFO && target.split("::").next() != Some("rmcp")))
 }
 
 fn check_url(name: &str, value: &str) -> Result<(), ConfigError> {
@@ -314,6 +323,54 @@ mod tests {
             get(&resource(&m, "svc"), "service.name").as_deref(),
             Some("named")
         );
+    }
+
+    /// Spans of the crates (any level) and an embedder's (`INFO` or
+    /// above) go out; rmcp's spans and log events do not (an attack pass:
+    /// events carried a client's address into the trace).
+    #[test]
+    fn spans_are_exported_and_log_events_and_rmcp_spans_are_not() {
+        use std::sync::{Arc, Mutex};
+        use tracing::{Metadata, span};
+        type Seen = Arc<Mutex<Vec<&'static Metadata<'static>>>>;
+        struct Collect(Seen);
+        impl Subscriber for Collect {
+            fn register_callsite(
+                &self,
+                m: &'static Metadata<'static>,
+            ) -> tracing::subscriber::Interest {
+                self.0.lock().unwrap().push(m);
+                tracing::subscriber::Interest::always()
+            }
+            fn enabled(&self, _: &Metadata<'_>) -> bool {
+                true
+            }
+            fn new_span(&self, _: &span::Attributes<'_>) -> span::Id {
+                span::Id::from_u64(1)
+            }
+            fn record(&self, _: &span::Id, _: &span::Record<'_>) {}
+            fn record_follows_from(&self, _: &span::Id, _: &span::Id) {}
+            fn event(&self, _: &tracing::Event<'_>) {}
+            fn enter(&self, _: &span::Id) {}
+            fn exit(&self, _: &span::Id) {}
+        }
+        let seen = Seen::default();
+        tracing::subscriber::with_default(Collect(seen.clone()), || {
+            let _ = tracing::info_span!(target: "mcp_auth_transport::observe", "ours-info");
+            let _ = tracing::debug_span!(target: "mcp_auth_session::metered", "ours-debug");
+            let _ = tracing::info_span!(target: "my_server::tools", "embedder-info");
+            let _ = tracing::debug_span!(target: "my_server::tools", "embedder-debug");
+            let _ = tracing::info_span!(target: "rmcp::service", "rmcp-info");
+            tracing::warn!(target: "mcp_auth_transport::ratelimit", "an event");
+        });
+        let seen = seen.lock().unwrap();
+        let exported: Vec<&str> = seen
+            .iter()
+            .filter(|m| is_exported(m))
+            .map(|m| m.name())
+            .collect();
+        assert_eq!(exported, ["ours-info", "ours-debug", "embedder-info"]);
+        assert_eq!(seen.len(), 6, "every callsite was seen");
     }
 
     #[test]
