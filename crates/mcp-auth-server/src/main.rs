@@ -280,6 +280,7 @@ fn init_logging(
 }
 
 async fn serve_stdio(tools: Tools) -> Result<(), Error> {
+    let shutdown = shutdown_signal();
     tracing::info!("serving MCP over stdio");
     let service = tools
         .serve(rmcp::transport::stdio())
@@ -287,7 +288,7 @@ async fn serve_stdio(tools: Tools) -> Result<(), Error> {
         .map_err(|e| Error::Stdio(e.to_string()))?;
     tokio::select! {
         r = service.waiting() => { r.map_err(|e| Error::Stdio(e.to_string()))?; }
-        () = shutdown_signal() => {}
+        () = shutdown => {}
     }
     Ok(())
 }
@@ -432,6 +433,7 @@ async fn serve_http(
         Transports::Sse => "HTTP+SSE (/sse, /messages)",
         Transports::Both => "streamable HTTP and HTTP+SSE (/sse, /messages)",
     };
+    let shutdown = shutdown_signal();
     tracing::info!(%bound, url = %server_url, transports = what, "serving MCP");
     let cancel = app.cancellation_token();
     if let Some((endpoint, metrics)) = metrics {
@@ -464,7 +466,7 @@ async fn serve_http(
         listener,
         router,
         cancel.clone(),
-        shutdown_signal(),
+        shutdown,
         app.config().connections.clone(),
     );
     tokio::pin!(serving);
@@ -592,24 +594,39 @@ fn print_generated_key(key: &str, url: &url::Url) {
     );
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Ready when SIGINT (Ctrl-C) or SIGTERM arrives. The handlers are
+/// installed by this call, not when the future is first polled: the server
+/// says it is serving after it, and a signal from then on stops it
+/// gracefully (a SIGTERM just after that line killed it outright, its
+/// audit log unflushed).
+fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
+    let signals = {
+        use tokio::signal::unix::{SignalKind, signal};
+        (
+            signal(SignalKind::interrupt()).ok(),
+            signal(SignalKind::terminate()).ok(),
+        )
     };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
+    async move {
+        #[cfg(unix)]
+        {
+            let (mut int, mut term) = signals;
+            let wait = async |s: &mut Option<tokio::signal::unix::Signal>| match s {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            };
+            tokio::select! {
+                () = wait(&mut int) => {}
+                () = wait(&mut term) => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+        tracing::info!("shutting down");
     }
-    tracing::info!("shutting down");
 }
