@@ -139,6 +139,14 @@ impl AuthRequest {
     /// assert_eq!(req.bearer_token().unwrap(), Some("abc.def-ghi_~+/=="));
     /// let req = AuthRequest::builder().header("authorization", "Bearer a b").build();
     /// assert!(req.bearer_token().is_err());
+    /// // Malformed, not absent: an empty value, anything but spaces after the scheme.
+    /// for bad in ["", " ", "Bearer\tabc", "Bearer,abc", "Bearer"] {
+    ///     let req = AuthRequest::builder().header("authorization", bad).build();
+    ///     assert!(req.bearer_token().is_err(), "{bad:?}");
+    /// }
+    /// // Another scheme is none of this method's business.
+    /// let req = AuthRequest::builder().header("authorization", "Basic dTpw").build();
+    /// assert_eq!(req.bearer_token().unwrap(), None);
     /// ```
     pub fn bearer_token(&self) -> Result<Option<&str>, AuthError> {
         match self.access_token()? {
@@ -151,6 +159,7 @@ impl AuthRequest {
     /// `Bearer <token>` (RFC 6750) or `DPoP <token>` (RFC 9449 §7.1, where a
     /// `DPoP` proof header comes with it). `Ok(None)` without the header or
     /// with another scheme; `Err` (`invalid_request`) for a malformed value
+    /// (empty, or the scheme followed by anything but spaces and a token68)
     /// or more than one `Authorization` header.
     ///
     /// ```
@@ -172,7 +181,15 @@ impl AuthRequest {
         let value = value
             .to_str()
             .map_err(|_| AuthError::invalid_request("Authorization header is not ASCII"))?;
-        let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
+        // An empty value, or the scheme followed by anything but spaces
+        // (`Bearer<TAB>t`, `Bearer,`), is malformed (RFC 6750 §3.1), not
+        // "no credentials" (an attack pass: such a client was sent to log
+        // in, again and again).
+        if value.trim_matches([' ', '\t']).is_empty() {
+            return Err(AuthError::invalid_request("empty Authorization header"));
+        }
+        let end = value.find([' ', '\t', ',']).unwrap_or(value.len());
+        let (scheme, rest) = value.split_at(end);
         let scheme = if scheme.eq_ignore_ascii_case("bearer") {
             crate::TokenScheme::Bearer
         } else if scheme.eq_ignore_ascii_case("dpop") {
@@ -180,7 +197,16 @@ impl AuthRequest {
         } else {
             return Ok(None);
         };
-        let token = rest.trim_start_matches(' ');
+        let token = match rest.strip_prefix(' ') {
+            Some(after) => after.trim_start_matches(' '),
+            None if rest.is_empty() => rest,
+            None => {
+                return Err(AuthError::invalid_request(format!(
+                    "malformed Authorization header: expected `{} <token>`",
+                    scheme.as_str()
+                )));
+            }
+        };
         let body = token.trim_end_matches('=');
         let token68 = !body.is_empty()
             && body

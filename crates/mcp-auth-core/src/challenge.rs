@@ -106,6 +106,11 @@ impl Challenge {
         self
     }
 
+    /// Whether any parameter is set.
+    pub(crate) fn has_params(&self) -> bool {
+        !self.params.is_empty()
+    }
+
     /// The scheme.
     pub fn scheme(&self) -> &ChallengeScheme {
         &self.scheme

@@ -92,6 +92,10 @@ pub enum AuthError {
     },
 }
 
+/// The `realm` of a Bearer or DPoP challenge that would otherwise carry no
+/// parameter (RFC 6750 §3 wants at least one).
+const REALM: &str = "mcp";
+
 impl AuthError {
     /// An [`InvalidToken`](Self::InvalidToken) error.
     pub fn invalid_token(description: impl Into<String>) -> Self {
@@ -269,6 +273,13 @@ impl AuthError {
         }) {
             c = c.param("error_description", d);
         }
+        // RFC 6750 §3 (and RFC 9449 §7.1 after it): the scheme "MUST be
+        // followed by one or more auth-param values"; with nothing else to
+        // say (no credentials, no metadata, no scope), the protection space
+        // (an attack pass: a bare `Bearer` under the `bearer` strategy).
+        if is_bearer && !c.has_params() {
+            c = c.param("realm", REALM);
+        }
         c
     }
 
@@ -406,16 +417,22 @@ mod tests {
     const RM: &str = "http://127.0.0.1:8001/.well-known/oauth-protected-resource/mcp";
 
     #[test]
-    fn missing_credentials_is_a_bare_401_challenge() {
+    fn missing_credentials_is_a_401_challenge_with_what_there_is_to_say() {
         let e = AuthError::MissingCredentials;
         assert_eq!(e.status(), StatusCode::UNAUTHORIZED);
         assert_eq!(
             e.challenge(ChallengeScheme::Bearer, Some(RM), &[]).render(),
             format!(r#"Bearer resource_metadata="{RM}""#)
         );
+        // Never a bare scheme (RFC 6750 §3: one auth-param at least).
         assert_eq!(
             e.challenge(ChallengeScheme::Bearer, None, &[]).render(),
-            "Bearer"
+            r#"Bearer realm="mcp""#
+        );
+        assert_eq!(
+            e.challenge(ChallengeScheme::DPoP { algs: Vec::new() }, None, &[])
+                .render(),
+            r#"DPoP realm="mcp""#
         );
         assert_eq!(e.body().error, "unauthorized");
     }

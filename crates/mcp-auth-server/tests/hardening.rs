@@ -771,6 +771,86 @@ async fn a_refusal_before_the_body_is_read_says_the_connection_closes() {
     assert!(!answer.contains("connection: close"), "{answer}");
 }
 
+/// A body in a coding the server does not decode is refused before it is
+/// read: a content coding with 415 and `Accept-Encoding: identity`, a
+/// transfer coding besides `chunked` with 501 (an attack pass: both were
+/// read as they came, a session opened); `identity` and plain `chunked`
+/// pass. And a server URL ending in `/` has its metadata at the literal
+/// RFC 9728 path too.
+#[tokio::test]
+async fn bodies_in_codings_not_decoded_are_refused() {
+    let s = Server::start(&[("MCP_API_KEYS", KEY), ("MCP_AUTH_STRATEGY", "api_key")]);
+    let c = reqwest::Client::new();
+    for coding in ["gzip", "br", "x-foo", "identity, gzip"] {
+        let r = post(&c, &s.url(), INIT)
+            .header("x-api-key", KEY)
+            .header("content-encoding", coding)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 415, "{coding}");
+        assert_eq!(r.headers()["accept-encoding"], "identity", "{coding}");
+    }
+    let r = post(&c, &s.url(), INIT)
+        .header("x-api-key", KEY)
+        .header("content-encoding", "identity")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let raw = |te: &'static str| {
+        let port = s.port;
+        async move {
+            let mut tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+            let body = INIT.as_bytes();
+            let head = format!(
+                "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n\
+                 Accept: application/json, text/event-stream\r\nX-API-Key: {KEY}\r\n\
+                 Transfer-Encoding: {te}\r\n\r\n{:x}\r\n",
+                body.len()
+            );
+            tcp.write_all(head.as_bytes()).await.unwrap();
+            tcp.write_all(body).await.unwrap();
+            tcp.write_all(b"\r\n0\r\n\r\n").await.unwrap();
+            let mut buf = vec![0u8; 8192];
+            let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf))
+                .await
+                .unwrap()
+                .unwrap();
+            String::from_utf8_lossy(&buf[..n]).to_ascii_lowercase()
+        }
+    };
+    for te in ["foo, chunked", "gzip, chunked"] {
+        let answer = raw(te).await;
+        assert!(answer.starts_with("http/1.1 501"), "{te}: {answer}");
+    }
+    let answer = raw("chunked").await;
+    assert!(answer.starts_with("http/1.1 200"), "{answer}");
+
+    let port = mcp_auth_integration_tests::free_port().to_string();
+    let url = format!("http://127.0.0.1:{port}/mcp/");
+    let s = Server::start(&[
+        ("PORT", &port),
+        ("MCP_SERVER_URL", &url),
+        ("MCP_AUTH_STRATEGY", "oauth2"),
+        ("MCP_OAUTH_ISSUER", "http://127.0.0.1:9"),
+        ("MCP_OAUTH_JWKS_URL", "http://127.0.0.1:9/jwks"),
+    ]);
+    for path in ["/mcp", "/mcp/"] {
+        let r = c
+            .get(format!(
+                "{}/.well-known/oauth-protected-resource{path}",
+                s.base()
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        let md: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(md["resource"], url.as_str());
+    }
+}
+
 /// Behind a proxy that writes only `Forwarded` (`HTTP_FORWARDED_HEADER=
 /// forwarded`), a client's own `X-Forwarded-For` names nothing: a new
 /// address in it for each guess does not escape the failed-login limit,

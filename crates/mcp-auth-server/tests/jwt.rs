@@ -82,7 +82,7 @@ async fn the_token_command_mints_what_the_bearer_strategy_accepts() {
     // Without a token: a bare Bearer challenge (no metadata: no authorization server).
     let r = post(&http, &s.url(), INIT).send().await.unwrap();
     assert_eq!(r.status(), 401);
-    assert_eq!(challenges(&r), vec!["Bearer"]);
+    assert_eq!(challenges(&r), vec![r#"Bearer realm="mcp""#]);
     // Minted for another audience, or by another secret: invalid_token.
     let mut other = bearer_env();
     other.push(("MCP_SERVER_URL", "http://127.0.0.1:1/mcp"));

@@ -279,8 +279,8 @@ async fn a_hashed_named_key_meets_the_default_admin_scope() {
 #[tokio::test]
 async fn in_a_chain_the_error_goes_on_the_api_key_challenge_only() {
     // api_key,bearer: a key without the scope gets the error on the ApiKey
-    // challenge; the Bearer challenge stays bare (RFC 6750 §3.1: no error
-    // code for a scheme the client did not use).
+    // challenge; the Bearer challenge carries no error (RFC 6750 §3.1: no
+    // error code for a scheme the client did not use), only its realm.
     let keys = keys();
     let s = Server::start(&[
         ("MCP_AUTH_STRATEGY", "api_key,bearer"),
@@ -302,7 +302,7 @@ async fn in_a_chain_the_error_goes_on_the_api_key_challenge_only() {
         challenges(&r),
         vec![
             r#"ApiKey header="X-API-Key", error="insufficient_scope", scope="admin""#.to_owned(),
-            "Bearer".to_owned(),
+            r#"Bearer realm="mcp""#.to_owned(),
         ]
     );
     let c = client(s.url(), OPS).await;

@@ -486,6 +486,14 @@ impl McpHttpApp {
                 get(handler.clone()),
             );
             if inserted != "/.well-known/oauth-protected-resource" {
+                // A server URL whose path ends in `/` also at the literal
+                // RFC 9728 §3.1 path, which keeps that slash (challenges
+                // name the one without it, as the MCP SDKs derive it).
+                if cfg.server_url.path().ends_with('/') {
+                    let literal = format!("{inserted}/");
+                    open.push(literal.clone());
+                    router = router.route(&literal, get(handler.clone()));
+                }
                 router = router.route(&inserted, get(handler));
             }
         }
@@ -686,8 +694,9 @@ fn timed_out<E>(
     }
 }
 
-/// 413 when `Content-Length` exceeds the limit; the body is never read.
-/// (A service of its own, as [`Deadline`].)
+/// 413 when `Content-Length` exceeds the limit, 415 / 501 for a body in a
+/// coding not decoded here ([`unsupported_coding`]); the body is never
+/// read. (A service of its own, as [`Deadline`].)
 #[derive(Clone, Copy, Debug)]
 struct ContentLengthLimitLayer(usize);
 
@@ -722,6 +731,9 @@ where
     }
 
     fn call(&mut self, req: Request) -> Self::Future {
+        if let Some(refused) = unsupported_coding(req.headers()) {
+            return futures::future::Either::Left(futures::future::ready(Ok(refused)));
+        }
         let declared = req
             .headers()
             .get(header::CONTENT_LENGTH)
@@ -738,6 +750,46 @@ where
             _ => futures::future::Either::Right(self.inner.call(req)),
         }
     }
+}
+
+/// A body in a coding nothing here decodes, refused before it is read
+/// (an attack pass: a body declared gzip was read as it came, so a proxy
+/// decoding it saw other content than the server did): a content coding
+/// other than `identity`, 415 with `Accept-Encoding: identity` (RFC 9110
+/// §15.5.16); a transfer coding other than `chunked`, 501 (RFC 9112 §6.1;
+/// hyper frames by the final `chunked` and passes what precedes it on).
+fn unsupported_coding(headers: &http::HeaderMap) -> Option<Response> {
+    let codings = |name| {
+        headers
+            .get_all(name)
+            .iter()
+            .flat_map(|v| v.to_str().unwrap_or("?").split(','))
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+    };
+    if codings(header::CONTENT_ENCODING).any(|c| !c.eq_ignore_ascii_case("identity")) {
+        let mut r = crate::refusal::refuse(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "invalid_request",
+            "request bodies are not decoded: send them without a Content-Encoding",
+        );
+        r.headers_mut().insert(
+            header::ACCEPT_ENCODING,
+            http::HeaderValue::from_static("identity"),
+        );
+        return Some(r);
+    }
+    if codings(header::TRANSFER_ENCODING).any(|c| !c.eq_ignore_ascii_case("chunked")) {
+        let mut r = crate::refusal::refuse(
+            StatusCode::NOT_IMPLEMENTED,
+            "invalid_request",
+            "no transfer coding but chunked is supported",
+        );
+        r.headers_mut()
+            .insert(header::CONNECTION, http::HeaderValue::from_static("close"));
+        return Some(r);
+    }
+    None
 }
 
 /// The session store's readiness, asked at most once a second whatever

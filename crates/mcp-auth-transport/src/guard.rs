@@ -340,7 +340,8 @@ pub struct GuardService<S> {
 /// The authority is the request target's when it has one (absolute-form,
 /// HTTP/2 `:authority`), else the single `Host` header; several `Host`
 /// headers, one that is not an authority, or none on HTTP/1.1 are a bad
-/// request (RFC 9112 §3.2), whether or not hosts are checked.
+/// request (RFC 9112 §3.2), whether or not hosts are checked, and so is an
+/// HTTP/2 `Host` naming another authority than `:authority`.
 fn check(
     rules: &(HostRule, OriginRule),
     version: http::Version,
@@ -354,7 +355,23 @@ fn check(
         return Some((StatusCode::BAD_REQUEST, "more than one Host header"));
     }
     let authority = match (uri.authority(), first) {
-        (Some(a), _) => Some(a.as_str()),
+        // The target's authority decides, but the Host header must still be
+        // one (RFC 9112 §3.2: an HTTP/1.1 request without one, or with an
+        // invalid one, is a bad request, absolute-form or not) and, on
+        // HTTP/2, the same as `:authority` (RFC 9113 §8.3.1).
+        (Some(a), Some(h)) => {
+            let Some(h) = h.to_str().ok().filter(|h| parse_authority(h).is_some()) else {
+                return Some((StatusCode::BAD_REQUEST, "malformed Host header"));
+            };
+            if version == http::Version::HTTP_2 && !h.eq_ignore_ascii_case(a.as_str()) {
+                return Some((StatusCode::BAD_REQUEST, "Host and :authority differ"));
+            }
+            Some(a.as_str())
+        }
+        (Some(_), None) if version == http::Version::HTTP_11 => {
+            return Some((StatusCode::BAD_REQUEST, "missing Host header"));
+        }
+        (Some(a), None) => Some(a.as_str()),
         (None, Some(h)) => match h.to_str() {
             Ok(h) => Some(h),
             Err(_) => return Some((StatusCode::BAD_REQUEST, "malformed Host header")),
@@ -599,5 +616,53 @@ mod tests {
             check(&any, http::Version::HTTP_10, &uri, &HeaderMap::new(), false),
             None
         );
+    }
+
+    /// An absolute-form target does not excuse the Host header (an attack
+    /// pass: without one, or with `user@evil`, the request was served), and
+    /// on HTTP/2 a Host naming another authority than `:authority` is a bad
+    /// request (RFC 9112 §3.2, RFC 9113 §8.3.1).
+    #[test]
+    fn the_host_header_is_checked_beside_the_targets_authority() {
+        let uri: Uri = "http://localhost:8001/mcp".parse().unwrap();
+        for rule in [HostRule::list(["localhost"]), HostRule::Any] {
+            let rules = (rule, OriginRule::Any);
+            assert_eq!(
+                check(
+                    &rules,
+                    http::Version::HTTP_11,
+                    &uri,
+                    &HeaderMap::new(),
+                    false
+                ),
+                Some((StatusCode::BAD_REQUEST, "missing Host header"))
+            );
+            let mut h = HeaderMap::new();
+            h.insert(header::HOST, "user@evil".parse().unwrap());
+            assert_eq!(
+                check(&rules, http::Version::HTTP_11, &uri, &h, false),
+                Some((StatusCode::BAD_REQUEST, "malformed Host header"))
+            );
+            // HTTP/2 without Host (`:authority` only), or with the same one.
+            assert_eq!(
+                check(
+                    &rules,
+                    http::Version::HTTP_2,
+                    &uri,
+                    &HeaderMap::new(),
+                    false
+                ),
+                None
+            );
+            h.insert(header::HOST, "LOCALHOST:8001".parse().unwrap());
+            assert_eq!(check(&rules, http::Version::HTTP_2, &uri, &h, false), None);
+            h.insert(header::HOST, "evil.example".parse().unwrap());
+            assert_eq!(
+                check(&rules, http::Version::HTTP_2, &uri, &h, false),
+                Some((StatusCode::BAD_REQUEST, "Host and :authority differ"))
+            );
+            // HTTP/1.1: the target's authority decides (RFC 9112 §3.2.2).
+            assert_eq!(check(&rules, http::Version::HTTP_11, &uri, &h, false), None);
+        }
     }
 }

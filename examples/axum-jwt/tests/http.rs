@@ -56,7 +56,7 @@ async fn api_routes_need_a_token_and_the_others_do_not() {
 
     let r = http.get(url("/api/me")).send().await.unwrap();
     assert_eq!(r.status(), 401);
-    assert_eq!(r.headers()["www-authenticate"], "Bearer");
+    assert_eq!(r.headers()["www-authenticate"], r#"Bearer realm="mcp""#);
 
     let r = http
         .get(url("/api/me"))
