@@ -257,7 +257,7 @@ impl ServerSettings {
                     (
                         n,
                         if n == "MCP_TOOL_SCOPES" {
-                            "read only over HTTP (over stdio the caller is the local user who started the server, and may call every tool)"
+                            "checked, but binds no one over stdio (the caller is the local user who started the server, and may call every tool)"
                         } else {
                             "read only over HTTP (stdio has no authentication, audit log, metrics, sessions or limits)"
                         },
