@@ -188,7 +188,7 @@ impl AuthRequest {
         if value.trim_matches([' ', '\t']).is_empty() {
             return Err(AuthError::invalid_request("empty Authorization header"));
         }
-        let end = value.find([' ', '\t', ',']).unwrap_or(value.len());
+        let end = crate::challenge::auth_scheme(value.as_bytes()).len();
         let (scheme, rest) = value.split_at(end);
         let scheme = if scheme.eq_ignore_ascii_case("bearer") {
             crate::TokenScheme::Bearer

@@ -49,23 +49,34 @@ impl ChallengeScheme {
     /// h.insert("authorization", "bearer x".parse().unwrap());
     /// assert!(ChallengeScheme::Bearer.presented_in(&h));
     /// assert!(!ChallengeScheme::ApiKey { header: "X-API-Key".into() }.presented_in(&h));
+    /// // Malformed after the scheme, still that scheme's (the chain refuses
+    /// // it beside another credential).
+    /// h.insert("authorization", "Bearer\tjunk".parse().unwrap());
+    /// assert!(ChallengeScheme::Bearer.presented_in(&h));
     /// ```
     pub fn presented_in(&self, headers: &http::HeaderMap) -> bool {
         let auth_scheme_is = |name: &str| {
             headers
                 .get_all(http::header::AUTHORIZATION)
                 .iter()
-                .any(|v| {
-                    let v = v.as_bytes();
-                    let scheme = v.split(|b| *b == b' ').next().unwrap_or_default();
-                    scheme.eq_ignore_ascii_case(name.as_bytes())
-                })
+                .any(|v| auth_scheme(v.as_bytes()).eq_ignore_ascii_case(name.as_bytes()))
         };
         match self {
             Self::ApiKey { header } => headers.contains_key(header.as_str()),
             other => auth_scheme_is(other.as_str()),
         }
     }
+}
+
+/// The auth-scheme of an `Authorization` value: what comes before the
+/// first space, tab or comma (one reading for the chain's "two credentials"
+/// rule and [`AuthRequest::access_token`](crate::AuthRequest::access_token)).
+pub(crate) fn auth_scheme(value: &[u8]) -> &[u8] {
+    let end = value
+        .iter()
+        .position(|b| matches!(b, b' ' | b'\t' | b','))
+        .unwrap_or(value.len());
+    &value[..end]
 }
 
 /// One challenge: a scheme and its auth-params, in order.

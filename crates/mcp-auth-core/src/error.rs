@@ -315,8 +315,8 @@ impl AuthError {
     /// others, each group in the order of `schemes`.
     ///
     /// The error code goes only on the schemes whose credentials the request
-    /// carried (`headers`); the others get a bare challenge (RFC 6750 §3.1:
-    /// no error code for a scheme the client did not use). When the request
+    /// carried (`headers`); the others get their challenge without it (RFC
+    /// 6750 §3.1: no error code for a scheme the client did not use). When the request
     /// carried none of them, every challenge gets the error.
     pub fn challenge_headers(
         &self,

@@ -79,7 +79,8 @@ async fn the_token_command_mints_what_the_bearer_strategy_accepts() {
     c.cancel().await.unwrap();
 
     let http = reqwest::Client::new();
-    // Without a token: a bare Bearer challenge (no metadata: no authorization server).
+    // Without a token: a Bearer challenge with only its realm (no metadata:
+    // no authorization server).
     let r = post(&http, &s.url(), INIT).send().await.unwrap();
     assert_eq!(r.status(), 401);
     assert_eq!(challenges(&r), vec![r#"Bearer realm="mcp""#]);

@@ -503,6 +503,9 @@ impl McpHttpApp {
         let limit = if limit_streaming_bodies {
             tower::util::Either::Left(
                 ServiceBuilder::new()
+                    // No length to check in front (the body's limit is
+                    // below), but the codings all the same (a review).
+                    .layer(ContentLengthLimitLayer(usize::MAX))
                     .map_response(IntoResponse::into_response)
                     .layer(RequestBodyLimitLayer::new(cfg.max_request_bytes)),
             )
@@ -756,8 +759,9 @@ where
 /// (an attack pass: a body declared gzip was read as it came, so a proxy
 /// decoding it saw other content than the server did): a content coding
 /// other than `identity`, 415 with `Accept-Encoding: identity` (RFC 9110
-/// §15.5.16); a transfer coding other than `chunked`, 501 (RFC 9112 §6.1;
-/// hyper frames by the final `chunked` and passes what precedes it on).
+/// §15.5.16); a transfer coding other than one `chunked`, 501 (RFC 9112
+/// §6.1; hyper frames by the final `chunked` and passes what precedes it
+/// on).
 fn unsupported_coding(headers: &http::HeaderMap) -> Option<Response> {
     let codings = |name| {
         headers
@@ -779,7 +783,13 @@ fn unsupported_coding(headers: &http::HeaderMap) -> Option<Response> {
         );
         return Some(r);
     }
-    if codings(header::TRANSFER_ENCODING).any(|c| !c.eq_ignore_ascii_case("chunked")) {
+    // `chunked` once, alone (RFC 9112 §6.1: never applied twice).
+    let (mut n, mut other) = (0, false);
+    for c in codings(header::TRANSFER_ENCODING) {
+        n += 1;
+        other |= !c.eq_ignore_ascii_case("chunked");
+    }
+    if other || n > 1 {
         let mut r = crate::refusal::refuse(
             StatusCode::NOT_IMPLEMENTED,
             "invalid_request",

@@ -79,6 +79,27 @@ fn parse_authority(s: &str) -> Option<(String, Option<u16>)> {
     valid.then(|| (host.to_ascii_lowercase(), p))
 }
 
+/// Whether a Host header and `:authority` name one entity: the same host
+/// (case and a trailing dot aside) and port, a missing port being the
+/// scheme's default (RFC 9113 §8.3.1 asks for the comparison after that
+/// normalisation).
+fn same_entity(
+    host: &(String, Option<u16>),
+    authority: Option<(String, Option<u16>)>,
+    scheme: Option<&str>,
+) -> bool {
+    let Some(authority) = authority else {
+        return false;
+    };
+    let default = match scheme {
+        Some("https") => Some(443),
+        Some("http") => Some(80),
+        _ => None,
+    };
+    let norm = |(h, p): &(String, Option<u16>)| (h.trim_end_matches('.').to_owned(), p.or(default));
+    norm(host) == norm(&authority)
+}
+
 impl HostRule {
     /// A list rule; entries that are not `host[:port]` are dropped (use
     /// [`HostRule::parse_list`] to be told).
@@ -360,10 +381,12 @@ fn check(
         // invalid one, is a bad request, absolute-form or not) and, on
         // HTTP/2, the same as `:authority` (RFC 9113 §8.3.1).
         (Some(a), Some(h)) => {
-            let Some(h) = h.to_str().ok().filter(|h| parse_authority(h).is_some()) else {
+            let Some(host) = h.to_str().ok().and_then(parse_authority) else {
                 return Some((StatusCode::BAD_REQUEST, "malformed Host header"));
             };
-            if version == http::Version::HTTP_2 && !h.eq_ignore_ascii_case(a.as_str()) {
+            if version == http::Version::HTTP_2
+                && !same_entity(&host, parse_authority(a.as_str()), uri.scheme_str())
+            {
                 return Some((StatusCode::BAD_REQUEST, "Host and :authority differ"));
             }
             Some(a.as_str())
@@ -656,6 +679,22 @@ mod tests {
             );
             h.insert(header::HOST, "LOCALHOST:8001".parse().unwrap());
             assert_eq!(check(&rules, http::Version::HTTP_2, &uri, &h, false), None);
+            // The scheme's default port and a trailing dot name the same
+            // entity (a review: `localhost` and `localhost:443` differed).
+            let https: Uri = "https://localhost/mcp".parse().unwrap();
+            for same in ["localhost:443", "localhost.", "localhost"] {
+                h.insert(header::HOST, same.parse().unwrap());
+                assert_eq!(
+                    check(&rules, http::Version::HTTP_2, &https, &h, false),
+                    None,
+                    "{same}"
+                );
+            }
+            h.insert(header::HOST, "localhost:80".parse().unwrap());
+            assert_eq!(
+                check(&rules, http::Version::HTTP_2, &https, &h, false).map(|c| c.0),
+                Some(StatusCode::BAD_REQUEST)
+            );
             h.insert(header::HOST, "evil.example".parse().unwrap());
             assert_eq!(
                 check(&rules, http::Version::HTTP_2, &uri, &h, false),
