@@ -281,11 +281,14 @@ fn init_logging(
 
 async fn serve_stdio(tools: Tools) -> Result<(), Error> {
     let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
     tracing::info!("serving MCP over stdio");
-    let service = tools
-        .serve(rmcp::transport::stdio())
-        .await
-        .map_err(|e| Error::Stdio(e.to_string()))?;
+    // A signal stops it during the handshake too (with the handlers
+    // installed, nothing else would: a review).
+    let service = tokio::select! {
+        s = tools.serve(rmcp::transport::stdio()) => s.map_err(|e| Error::Stdio(e.to_string()))?,
+        () = &mut shutdown => return Ok(()),
+    };
     tokio::select! {
         r = service.waiting() => { r.map_err(|e| Error::Stdio(e.to_string()))?; }
         () = shutdown => {}
@@ -594,11 +597,11 @@ fn print_generated_key(key: &str, url: &url::Url) {
     );
 }
 
-/// Ready when SIGINT (Ctrl-C) or SIGTERM arrives. The handlers are
+/// Ready when SIGINT (Ctrl-C) or SIGTERM arrives. On Unix the handlers are
 /// installed by this call, not when the future is first polled: the server
 /// says it is serving after it, and a signal from then on stops it
 /// gracefully (a SIGTERM just after that line killed it outright, its
-/// audit log unflushed).
+/// audit log unflushed). Elsewhere Ctrl-C is watched from the first poll.
 fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
     let signals = {
