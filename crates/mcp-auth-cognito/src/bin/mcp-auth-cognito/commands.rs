@@ -639,6 +639,15 @@ pub(crate) async fn add_resource_server(
             others.join(" ")
         );
     }
+    if granted.len() != before {
+        // UpdateUserPoolClient resets every field it is not given: pass them all.
+        keep_client(client, pool, &app)
+            .set_allowed_o_auth_scopes(Some(granted))
+            .send()
+            .await
+            .map_err(aws("grant scopes to the app client"))?;
+        eprintln!("granted {} to app client {client_name:?}", given.join(" "));
+    }
     // Cognito grants scopes to app clients, not to users: said when this
     // run grants the admin scope.
     if let Some(admin) = given
@@ -648,15 +657,6 @@ pub(crate) async fn add_resource_server(
         warn(&format!(
             "every user who logs in through app client {client_name:?} can now get {admin}: Cognito grants scopes per app client, not per user. To keep it for some users, grant it only to an app client they alone use (docs/COGNITO.md)"
         ));
-    }
-    if granted.len() != before {
-        // UpdateUserPoolClient resets every field it is not given: pass them all.
-        keep_client(client, pool, &app)
-            .set_allowed_o_auth_scopes(Some(granted))
-            .send()
-            .await
-            .map_err(aws("grant scopes to the app client"))?;
-        eprintln!("granted {} to app client {client_name:?}", given.join(" "));
     }
     // The server's settings are the resource server's, whichever client
     // this run granted scopes to: every scope it has (a run that adds one
