@@ -1029,11 +1029,9 @@ async fn authorize(
     };
     // A `state` over the limit is refused below and not sent back (it
     // would make a redirect of any length).
-    let state = q
-        .get("state")
-        .map(String::as_str)
-        .filter(|s| s.len() <= 512);
-    let state_too_long = q.get("state").is_some_and(|s| s.len() > 512);
+    let sent_state = q.get("state").map(String::as_str);
+    let state_too_long = sent_state.is_some_and(|s| s.len() > 512);
+    let state = sent_state.filter(|_| !state_too_long);
     // An error goes back to the redirect URI only if it is trusted (RFC
     // 9700 §4.11.2): anyone can register a client with any redirect URI,
     // so for one registered dynamically or named by a metadata document an

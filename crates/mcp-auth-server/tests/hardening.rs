@@ -104,6 +104,16 @@ async fn thousands_of_idle_connections_do_not_lock_out_a_new_client() {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
 
+/// What the server first sends back on `tcp` (within 5 s), lowercased.
+async fn first_answer(tcp: &mut TcpStream) -> String {
+    let mut buf = vec![0u8; 8192];
+    let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    String::from_utf8_lossy(&buf[..n]).to_ascii_lowercase()
+}
+
 /// A connection from `from` busy with a request whose body never finishes.
 async fn busy_from(from: &str, port: u16) -> TcpStream {
     let mut c = connect_from(from, port).await.unwrap();
@@ -737,12 +747,7 @@ async fn a_refusal_before_the_body_is_read_says_the_connection_closes() {
             tcp.write_all(head.as_bytes()).await.unwrap();
             tokio::time::sleep(Duration::from_millis(100)).await;
             let _ = tcp.write_all(body).await;
-            let mut buf = vec![0u8; 8192];
-            let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf))
-                .await
-                .unwrap()
-                .unwrap();
-            String::from_utf8_lossy(&buf[..n]).to_ascii_lowercase()
+            first_answer(&mut tcp).await
         }
     };
     let close = "\r\nconnection: close\r\n";
@@ -761,12 +766,7 @@ async fn a_refusal_before_the_body_is_read_says_the_connection_closes() {
         s.port
     );
     tcp.write_all(get.as_bytes()).await.unwrap();
-    let mut buf = vec![0u8; 4096];
-    let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf))
-        .await
-        .unwrap()
-        .unwrap();
-    let answer = String::from_utf8_lossy(&buf[..n]).to_ascii_lowercase();
+    let answer = first_answer(&mut tcp).await;
     assert!(answer.starts_with("http/1.1 401"), "{answer}");
     assert!(!answer.contains("connection: close"), "{answer}");
 }
@@ -812,12 +812,7 @@ async fn bodies_in_codings_not_decoded_are_refused() {
             tcp.write_all(head.as_bytes()).await.unwrap();
             tcp.write_all(body).await.unwrap();
             tcp.write_all(b"\r\n0\r\n\r\n").await.unwrap();
-            let mut buf = vec![0u8; 8192];
-            let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf))
-                .await
-                .unwrap()
-                .unwrap();
-            String::from_utf8_lossy(&buf[..n]).to_ascii_lowercase()
+            first_answer(&mut tcp).await
         }
     };
     for te in ["foo, chunked", "gzip, chunked", "chunked, chunked"] {

@@ -1889,15 +1889,6 @@ fn nul_note(line: &[u8]) -> String {
 /// (letters, digits, `-`, `_`, `.`, at most 64) not shaped like the
 /// server's own (24 lowercase hex digits), else a new one.
 fn request_id(headers: &http::HeaderMap) -> String {
-    // A random prefix per process and a counter: unique without a system
-    // call per request (ids name requests; they are not secrets).
-    static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let prefix = PREFIX.get_or_init(|| {
-        let mut bytes = [0u8; 4];
-        let _ = getrandom::fill(&mut bytes);
-        to_hex(&bytes)
-    });
     // A client's id shaped like the server's could name a request of
     // someone else's to come, here or at another replica (an attack pass:
     // read off any answer, the counter's next value was sent ahead, and
@@ -1907,10 +1898,19 @@ fn request_id(headers: &http::HeaderMap) -> String {
         && v.len() <= 64
         && v.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-        && !(v.len() == 24 && v.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+        && !shaped_like_ours(v)
     {
         return v.to_owned();
     }
+    // A random prefix per process and a counter: unique without a system
+    // call per request (ids name requests; they are not secrets).
+    static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let prefix = PREFIX.get_or_init(|| {
+        let mut bytes = [0u8; 4];
+        let _ = getrandom::fill(&mut bytes);
+        to_hex(&bytes)
+    });
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     // The counter as 16 hex digits, without the formatting machinery (a
     // measurable part of the audit layer's cost per request).
@@ -1918,6 +1918,12 @@ fn request_id(headers: &http::HeaderMap) -> String {
     id.push_str(prefix);
     push_hex(&mut id, &n.to_be_bytes());
     id
+}
+
+/// Whether `id` has the shape of a server-made request id: the 4-byte
+/// prefix and the 8-byte counter of [`request_id`], in lowercase hex.
+fn shaped_like_ours(id: &str) -> bool {
+    id.len() == 2 * (4 + 8) && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 /// The response header that carries the request id back.
@@ -3183,8 +3189,8 @@ mod tests {
             next.bytes()
                 .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
         );
-        // Nothing under the server's prefix is taken from a client: not
-        // the id the server makes next, which the next request (someone
+        // No id shaped like the server's is taken from a client: not the
+        // one the server makes next, which the next request (someone
         // else's) would share.
         let ahead = format!("{}{:016x}", &next[..8], count(&next) + 1);
         h.insert("x-request-id", HeaderValue::from_str(&ahead).unwrap());
