@@ -10,7 +10,7 @@ use std::{
 use async_trait::async_trait;
 
 use crate::{
-    Bind, ExpiredSession, Reserve, SessionLimits, SessionRecord, SessionStore, SharedStore,
+    Bind, Ending, ExpiredSession, Reserve, SessionLimits, SessionRecord, SessionStore, SharedStore,
     StoreError, Ticket,
 };
 
@@ -269,6 +269,18 @@ impl SessionStore for Cached {
     async fn end_live(&self, sid: &str) -> Result<bool, StoreError> {
         self.ended_here(sid);
         let ended = self.inner.end_live(sid).await;
+        self.ended_here(sid);
+        ended
+    }
+
+    async fn end_live_as(
+        &self,
+        sid: &str,
+        caller: Option<&str>,
+        limits: &SessionLimits,
+    ) -> Result<Ending, StoreError> {
+        self.ended_here(sid);
+        let ended = self.inner.end_live_as(sid, caller, limits).await;
         self.ended_here(sid);
         ended
     }

@@ -62,6 +62,6 @@ pub use policy::{SessionLimits, SessionPolicy, owner_of, owner_parts, session_ow
 pub use redis_store::RedisStore;
 pub use shared::{StoreReplayCache, shared_secret};
 pub use store::{
-    Bind, ExpiredSession, Full, KV_MAX_TTL, Reserve, SessionRecord, SessionStore, SharedStore,
-    StoreError, Ticket, store_from_settings,
+    Bind, Ending, ExpiredSession, Full, KV_MAX_TTL, Reserve, SessionRecord, SessionStore,
+    SharedStore, StoreError, Ticket, store_from_settings,
 };

@@ -10,7 +10,7 @@ use std::{
 use async_trait::async_trait;
 
 use crate::{
-    Bind, Full, Reserve, SessionLimits, SessionRecord, SessionStore, StoreError, Ticket,
+    Bind, Ending, Full, Reserve, SessionLimits, SessionRecord, SessionStore, StoreError, Ticket,
     store::{ExpiredSession, kv_ttl},
     subject_of,
 };
@@ -347,6 +347,35 @@ impl MemoryStore {
         })
     }
 
+    /// Ends `sid` if `mine` says so of its owner; when not, changes
+    /// nothing ([`Ending::NotYours`]).
+    fn end_if(&self, sid: &str, mine: impl FnOnce(Option<&str>) -> bool) -> Ending {
+        let now = Instant::now();
+        self.with(|s| {
+            if let Some((owner, until)) = s.slots.get(sid)
+                && *until > now
+                && !sid.starts_with("pending:")
+                && !mine(owner.as_deref())
+            {
+                return Ending::NotYours;
+            }
+            s.saved.remove(sid);
+            let Some((owner, until)) = s.remove(sid) else {
+                return Ending::Gone;
+            };
+            if sid.starts_with("pending:") {
+                return Ending::Gone;
+            }
+            // One that expired before it was ended (not yet purged) is
+            // reported as expired, as it would have been a moment earlier.
+            if until <= now {
+                note_expired(&mut s.expired, &mut s.unreported, sid, owner);
+                return Ending::Gone;
+            }
+            Ending::Ended
+        })
+    }
+
     fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
         f(&mut lock(&self.state))
     }
@@ -488,23 +517,16 @@ impl SessionStore for MemoryStore {
     }
 
     async fn end_live(&self, sid: &str) -> Result<bool, StoreError> {
-        let now = Instant::now();
-        Ok(self.with(|s| {
-            s.saved.remove(sid);
-            let Some((owner, until)) = s.remove(sid) else {
-                return false;
-            };
-            if sid.starts_with("pending:") {
-                return false;
-            }
-            // One that expired before it was ended (not yet purged) is
-            // reported as expired, as it would have been a moment earlier.
-            if until <= now {
-                note_expired(&mut s.expired, &mut s.unreported, sid, owner);
-                return false;
-            }
-            true
-        }))
+        Ok(self.end_if(sid, |_| true) == Ending::Ended)
+    }
+
+    async fn end_live_as(
+        &self,
+        sid: &str,
+        caller: Option<&str>,
+        _limits: &SessionLimits,
+    ) -> Result<Ending, StoreError> {
+        Ok(self.end_if(sid, |owner| owner == caller))
     }
 
     async fn hit(&self, key: &str, window: Duration) -> Result<(u64, Duration), StoreError> {
@@ -750,8 +772,24 @@ mod tests {
             Reserve::Full(Full::Subject),
             "bob's user is at its cap through another client"
         );
+        // Ended as its owner only: an anonymous caller (who looked before
+        // the binding) or another principal changes nothing.
+        for caller in [None, Some("https://as\u{1f}carol\u{1f}app")] {
+            assert_eq!(
+                s.end_live_as("a1", caller, &long).await.unwrap(),
+                Ending::NotYours,
+                "{caller:?}"
+            );
+        }
+        assert!(s.lookup("a1", &long).await.unwrap().is_some(), "still live");
         assert!(s.end_live("a1").await.unwrap(), "ended while live");
         assert!(!s.end_live("a1").await.unwrap(), "already ended: not again");
+        assert_eq!(
+            s.end_live_as("a1", Some("https://as\u{1f}bob\u{1f}app"), &long)
+                .await
+                .unwrap(),
+            Ending::Gone
+        );
         assert!(!s.end_live("never-was").await.unwrap());
         assert!(matches!(
             s.reserve(Some("https://as\u{1f}bob\u{1f}other-app"), &long)

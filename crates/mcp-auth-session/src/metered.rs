@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use tracing::Instrument;
 
 use crate::{
-    Bind, ExpiredSession, Reserve, SessionLimits, SessionRecord, SessionStore, SharedStore,
+    Bind, Ending, ExpiredSession, Reserve, SessionLimits, SessionRecord, SessionStore, SharedStore,
     StoreError, Ticket,
 };
 
@@ -165,6 +165,15 @@ impl SessionStore for Metered {
 
     async fn end_live(&self, sid: &str) -> Result<bool, StoreError> {
         timed(&END, self.inner.end_live(sid)).await
+    }
+
+    async fn end_live_as(
+        &self,
+        sid: &str,
+        caller: Option<&str>,
+        limits: &SessionLimits,
+    ) -> Result<Ending, StoreError> {
+        timed(&END, self.inner.end_live_as(sid, caller, limits)).await
     }
 
     async fn hit(&self, key: &str, window: Duration) -> Result<(u64, Duration), StoreError> {

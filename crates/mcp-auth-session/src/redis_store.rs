@@ -14,7 +14,7 @@ use redis::{
 };
 
 use crate::{
-    Bind, Full, Reserve, SessionLimits, SessionRecord, SessionStore, StoreError, Ticket,
+    Bind, Ending, Full, Reserve, SessionLimits, SessionRecord, SessionStore, StoreError, Ticket,
     store::{ExpiredSession, kv_ttl},
     subject_of,
 };
@@ -150,12 +150,22 @@ return {owner, keep}
 ";
 
 /// Binds an anonymous session unless the owner (or its user) is at its cap.
-/// KEYS: sess, anon, own, user, expiry, owners, all. ARGV: idle_ms, sid,
-/// owner, max_group, max_user.
+/// KEYS: sess, anon, own, user, expiry, owners, all, state. ARGV: idle_ms,
+/// sid, owner, max_group, max_user.
 /// Returns the owner, '' when the owner is at its cap, false when gone.
+/// The session's saved state lives as long as its record from now on (a
+/// state expiring first would end the session at its next restore). A
+/// session already bound to the caller is written again (its owner, as it
+/// is): on Sentinel the caller then waits until a replica has this write,
+/// so the first binding too (a caller that wrote nothing would not wait at
+/// all, and could be served before the binding is safe).
 const BIND: &str = r"
 local owner = redis.call('HGET', KEYS[1], 'owner')
 if not owner then return false end
+if owner == ARGV[3] then
+  redis.call('HSET', KEYS[1], 'owner', owner)
+  return owner
+end
 if owner ~= '' then return owner end
 redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', now)
 if full(KEYS[3], KEYS[7], tonumber(ARGV[4])) then return '' end
@@ -163,6 +173,7 @@ if full(KEYS[4], KEYS[7], tonumber(ARGV[5])) then return '' end
 local exp = now + tonumber(ARGV[1])
 redis.call('HSET', KEYS[1], 'owner', ARGV[3], 'kept', now)
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
+redis.call('PEXPIRE', KEYS[8], ARGV[1])
 redis.call('ZREM', KEYS[2], ARGV[2])
 redis.call('ZADD', KEYS[3], exp, ARGV[2])
 keep(KEYS[3], ARGV[1] * 4 + 86400000)
@@ -284,9 +295,13 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// with `ROLE`) may take.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// On Sentinel, how long binding a session waits for a replica to have the
-/// binding.
+/// On Sentinel, how long a write that must survive a failover (a binding,
+/// an end, a single-use take or insert) waits for a replica to have it.
 const REPLICATION_WAIT: Duration = Duration::from_secs(1);
+
+/// On Sentinel, how many connections for those writes are kept between
+/// uses (more are made while more such writes run at once).
+const IDLE_WAITERS: usize = 8;
 
 /// After a failed connection attempt, operations fail at once for this long
 /// instead of each trying again.
@@ -425,13 +440,19 @@ enum Request<'a> {
 /// [`StoreError`]. Replication is asynchronous: what the old primary
 /// had not passed on when it died (a session just opened, a count, a
 /// touch) is lost; a lost session answers 404 to its owner, never to
-/// anyone else. Binding an anonymous session is the exception: it is
-/// answered only once a replica has it (`WAIT 1`, at most 1 s; else
-/// [`StoreError`], the binding staying on the primary), so a failover
-/// cannot bring a session back unbound for someone else to take. On a
-/// cluster, the client's own retries apply (it follows `MOVED`/`ASK` and
-/// reconnects after a failover; it may send a command again after a
-/// broken connection), and bindings are not waited for.
+/// anyone else. The writes a failover must not undo are the exception:
+/// binding an anonymous session, ending a session, and the key-value
+/// space's single-use writes (a `kv_take` that got the value, a
+/// `kv_put_new` that stored it) are answered only once a replica has them
+/// (`WAIT 1`, at most 1 s, on a connection of the write's own; else
+/// [`StoreError`], the write staying on the primary). So a failover cannot
+/// bring a session back unbound for someone else to take, nor an ended
+/// session, a redeemed code or a used DPoP proof back to life; the price is
+/// a replica's round trip on each of these writes, and with no replica
+/// reachable they fail. On a cluster, the client's own retries apply (it
+/// follows `MOVED`/`ASK` and reconnects after a failover; it may send a
+/// command again after a broken connection), and nothing is waited for:
+/// a shard's failover can undo any of these writes.
 ///
 /// The key-value space is plain Redis strings under `mcp-auth:kv:<key>`,
 /// each with its expiry: `SET key value PX ms` ([`kv_put`]), `SET ... NX PX
@@ -451,12 +472,23 @@ pub struct RedisStore {
     /// [`CLUSTER_PREFIX`]).
     sessions: &'static str,
     conn: tokio::sync::Mutex<Conn>,
-    /// On Sentinel, a second client for the writes that wait for a replica
-    /// (see `waiting_connection`).
-    binder: Option<tokio::sync::Mutex<SentinelClient>>,
+    /// On Sentinel, a second client, and the idle connections it made, for
+    /// the writes that wait for a replica (see `waiting_connection`).
+    binder: Option<tokio::sync::Mutex<Waiters>>,
     scripts: Scripts,
     /// What failed sweeps left for the next one.
     leftovers: std::sync::Mutex<SweepLeftovers>,
+}
+
+/// On Sentinel, where the writes that wait for a replica get their
+/// connections: one each while it waits (`WAIT` blocks the connection it
+/// is sent on), kept for the next such write afterwards.
+struct Waiters {
+    client: SentinelClient,
+    /// Idle connections, each with the number of the shared connection
+    /// current when it was made: once that one is replaced (the primary
+    /// went away), they are dropped unused.
+    idle: Vec<(MultiplexedConnection, u64)>,
 }
 
 /// What a failed sweep leaves for the next one (see `sweep_expired`). It
@@ -752,7 +784,10 @@ impl RedisStore {
                     .build()
                     .map_err(|e| format!("not a Sentinel URL: {e}"))
             };
-            binder = Some(tokio::sync::Mutex::new(client()?));
+            binder = Some(tokio::sync::Mutex::new(Waiters {
+                client: client()?,
+                idle: Vec::new(),
+            }));
             (
                 Target::Sentinel(Box::new(client()?)),
                 format!("redis+sentinel://{}/{master}/{db}", nodes.shown()),
@@ -850,17 +885,42 @@ impl RedisStore {
 
     /// On Sentinel, a connection of its own for one write that waits for a
     /// replica: `WAIT` blocks the connection it is sent on, so never the
-    /// one every other request shares, nor one other binds queue on. Only
-    /// these writes wait for the sentinels' answer (under their own lock).
-    async fn waiting_connection(&self) -> Result<Option<MultiplexedConnection>, StoreError> {
+    /// one every other request shares, nor one another such write waits
+    /// on. An idle one made while shared connection `n` was current, else
+    /// a new one (only these wait for the sentinels' answer, under their
+    /// own lock).
+    async fn waiting_connection(
+        &self,
+        n: u64,
+    ) -> Result<Option<MultiplexedConnection>, StoreError> {
         let Some(binder) = &self.binder else {
             return Ok(None);
         };
-        let mut client = binder.lock().await;
-        sentinel_connect(&mut client)
+        let mut w = binder.lock().await;
+        while let Some((c, m)) = w.idle.pop() {
+            if m == n {
+                return Ok(Some(c));
+            }
+        }
+        sentinel_connect(&mut w.client)
             .await
             .map(Some)
             .map_err(|e| self.err(e))
+    }
+
+    /// Keeps a waiting connection for the next write (`Some`, after it
+    /// answered), or drops every idle one (`None`, after a failure: the
+    /// primary they lead to may be gone).
+    async fn after_waiting(&self, used: Option<(MultiplexedConnection, u64)>) {
+        let Some(binder) = &self.binder else {
+            return;
+        };
+        let mut w = binder.lock().await;
+        match used {
+            Some(c) if w.idle.len() < IDLE_WAITERS => w.idle.push(c),
+            Some(_) => {}
+            None => w.idle.clear(),
+        }
     }
 
     /// On Sentinel: did `e` come from a primary that went away or is no
@@ -903,11 +963,13 @@ impl RedisStore {
         loop {
             let (mut link, n) = self.link().await?;
             let sentinel = matches!(link, Link::Sentinel(_));
+            let mut own = None;
             if sentinel
                 && replicate.is_some()
-                && let Some(own) = self.waiting_connection().await?
+                && let Some(c) = self.waiting_connection(n).await?
             {
-                link = Link::Sentinel(own);
+                link = Link::Sentinel(c.clone());
+                own = Some(c);
             }
             let r = match req {
                 Request::Script(s) => s.invoke_async(&mut link).await,
@@ -924,6 +986,9 @@ impl RedisStore {
                 Ok(v) => Ok((v, true)),
                 Err(e) => Err(e),
             };
+            if let Some(c) = own {
+                self.after_waiting(r.is_ok().then_some((c, n))).await;
+            }
             match r {
                 Ok((v, true)) => return Ok(v),
                 Ok((_, false)) => {
@@ -1013,11 +1078,22 @@ impl RedisStore {
             cmd.arg("NX");
         }
         cmd.arg("PX").arg(ms);
-        // A plain SET may be sent twice; SET NX may not (the second would
-        // find the first's value and answer "not stored").
-        let retry = if only_new { Retry::Never } else { Retry::Safe };
         // "OK" when set; nil when NX found the key taken.
-        let set: Option<String> = self.query(&Request::Cmd(cmd), retry).await?;
+        let set: Option<String> = if only_new {
+            // Never sent twice (the second would find the first's value
+            // and answer "not stored"). On Sentinel, answered "stored"
+            // once a replica has it: a failover cannot forget a used
+            // single-use marker (a DPoP proof's `jti`, say).
+            self.query_replicated(
+                &Request::Cmd(cmd),
+                Retry::Never,
+                Some(&|set: &Option<String>| set.is_some()),
+            )
+            .await?
+        } else {
+            // A plain SET may be sent twice.
+            self.query(&Request::Cmd(cmd), Retry::Safe).await?
+        };
         Ok(set.is_some())
     }
 
@@ -1031,24 +1107,40 @@ impl RedisStore {
             let mut cmd = redis::cmd("HGET");
             cmd.arg(self.skey(&["sess:", sid])).arg("owner");
             let owner: Option<String> = self.query(&Request::Cmd(cmd), Retry::Safe).await?;
-            let owner = owner.unwrap_or_default();
-            let named = (!owner.is_empty()).then_some(owner.as_str());
-            let mut inv = self.scripts.end.prepare_invoke();
-            self.session_keys(&mut inv, sid)
-                .key(self.group(named))
-                .key(self.user_group(named))
-                .key(self.skey(&["ended:", sid]))
-                .arg(sid)
-                .arg(&owner)
-                .arg(nonce);
-            // Sent twice (the first's answer lost), the second finds the
-            // session gone and this call's nonce on it: still ended here.
-            let ended: i64 = self.query(&Request::Script(inv), Retry::Safe).await?;
-            if ended != 1 {
-                return Ok(ended == 0);
+            match self
+                .end_once(sid, &owner.unwrap_or_default(), nonce)
+                .await?
+            {
+                Ending::NotYours => {}
+                ended => return Ok(ended == Ending::Ended),
             }
         }
         Err(self.err("session owner kept changing while it was ended"))
+    }
+
+    /// Ends `sid` if `owner` ('' = anonymous) owns it (the END script).
+    async fn end_once(&self, sid: &str, owner: &str, nonce: &str) -> Result<Ending, StoreError> {
+        let named = (!owner.is_empty()).then_some(owner);
+        let mut inv = self.scripts.end.prepare_invoke();
+        self.session_keys(&mut inv, sid)
+            .key(self.group(named))
+            .key(self.user_group(named))
+            .key(self.skey(&["ended:", sid]))
+            .arg(sid)
+            .arg(owner)
+            .arg(nonce);
+        // Sent twice (the first's answer lost), the second finds the
+        // session gone and this call's nonce on it: still ended here.
+        // On Sentinel, an end is answered once a replica has it: a
+        // failover cannot bring back a session its client saw ended.
+        let ended: i64 = self
+            .query_replicated(&Request::Script(inv), Retry::Safe, Some(&|e: &i64| *e == 0))
+            .await?;
+        Ok(match ended {
+            0 => Ending::Ended,
+            1 => Ending::NotYours,
+            _ => Ending::Gone,
+        })
     }
 
     /// Pops those of `ids` that are due (see [`SWEEP`]); `nonce` names
@@ -1311,6 +1403,7 @@ impl SessionStore for RedisStore {
             .key(self.skey(&["expiry"]))
             .key(self.skey(&["owners"]))
             .key(self.skey(&["all"]))
+            .key(self.skey(&["state:", sid]))
             .arg(ms(limits.idle_timeout))
             .arg(sid)
             .arg(owner)
@@ -1318,9 +1411,10 @@ impl SessionStore for RedisStore {
             .arg(limits.max_per_subject);
         // Sent twice, the second finds the session bound (to this owner,
         // or to whoever bound it first) and answers that owner. On
-        // Sentinel, a binding is answered only once a replica has it: a
-        // failover right after cannot bring the session back unbound, for
-        // someone else to take.
+        // Sentinel, a binding is answered only once a replica has it (one
+        // found already made by this owner, too: see BIND): a failover
+        // right after cannot bring the session back unbound, for someone
+        // else to take.
         let r: Option<String> = self
             .query_replicated(
                 &Request::Script(inv),
@@ -1341,6 +1435,16 @@ impl SessionStore for RedisStore {
 
     async fn end_live(&self, sid: &str) -> Result<bool, StoreError> {
         self.end_with(sid, &crate::store::unique_hex()).await
+    }
+
+    async fn end_live_as(
+        &self,
+        sid: &str,
+        caller: Option<&str>,
+        _limits: &SessionLimits,
+    ) -> Result<Ending, StoreError> {
+        self.end_once(sid, caller.unwrap_or(""), &crate::store::unique_hex())
+            .await
     }
 
     async fn hit(&self, key: &str, window: Duration) -> Result<(u64, Duration), StoreError> {
@@ -1402,9 +1506,16 @@ impl SessionStore for RedisStore {
 
     async fn kv_take(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         // One command, so atomic: of concurrent takes only one sees the value.
+        // On Sentinel, the value is handed out once a replica has seen it
+        // taken: a failover cannot bring back a redeemed code.
         let mut cmd = redis::cmd("GETDEL");
         cmd.arg(self.kv_key(key));
-        self.query(&Request::Cmd(cmd), Retry::Never).await
+        self.query_replicated(
+            &Request::Cmd(cmd),
+            Retry::Never,
+            Some(&|taken: &Option<Vec<u8>>| taken.is_some()),
+        )
+        .await
     }
 
     async fn kv_delete(&self, key: &str) -> Result<(), StoreError> {
@@ -1565,6 +1676,59 @@ mod tests {
             .find_map(|l| l.strip_prefix(&line))
             .and_then(|rest| rest.split(',').next())
             .map_or(0, |n| n.parse().unwrap())
+    }
+
+    /// A binding gives the saved state the record's life (else the state
+    /// could expire first, and the next restore end the session), and an
+    /// end made as an anonymous caller spares a session bound since.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "needs redis-server (tests/run-all.sh installs it)"]
+    async fn redis_binding_keeps_the_state_and_an_end_only_ends_the_callers() {
+        let redis = Peer::redis(free_port());
+        let s = RedisStore::new(&redis.redis_url()).unwrap();
+        let mut c = redis::Client::open(redis.redis_url().as_str())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let (short, l) = (
+            limits(Duration::from_secs(2)),
+            limits(Duration::from_secs(60)),
+        );
+        let alice = "https://as\u{1f}alice\u{1f}app";
+        open(&s, None, "a1", &l).await;
+        s.save_state("a1", "{}", &short).await.unwrap();
+        assert_eq!(
+            s.bind("a1", alice, &l).await.unwrap(),
+            Bind::Owner(alice.into())
+        );
+        let ttl: i64 = c.pttl("mcp-auth:state:a1").await.unwrap();
+        assert!(ttl > 50_000, "the state lives as long as the record: {ttl}");
+
+        for caller in [None, Some("https://as\u{1f}bob\u{1f}app")] {
+            assert_eq!(
+                s.end_live_as("a1", caller, &l).await.unwrap(),
+                Ending::NotYours,
+                "{caller:?}"
+            );
+        }
+        assert!(s.lookup("a1", &l).await.unwrap().is_some(), "still live");
+        assert_eq!(
+            s.end_live_as("a1", Some(alice), &l).await.unwrap(),
+            Ending::Ended
+        );
+        assert_eq!(
+            s.end_live_as("a1", Some(alice), &l).await.unwrap(),
+            Ending::Gone
+        );
+        let left: i64 = c.exists("mcp-auth:state:a1").await.unwrap();
+        assert_eq!(left, 0, "the state went with it");
+        open(&s, None, "a2", &l).await;
+        assert_eq!(
+            s.end_live_as("a2", None, &l).await.unwrap(),
+            Ending::Ended,
+            "an anonymous session, by an anonymous caller"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -2211,6 +2375,52 @@ mod tests {
                 .0,
             1
         );
+        // A second binding by the owner writes too (else its WAIT, on a
+        // connection that wrote nothing, would pass at once, before the
+        // first binding reached a replica).
+        let primary = setup.primary_port().unwrap();
+        let offset = |port| {
+            let info = mcp_auth_integration_tests::redis_cli(port, &["info", "replication"]);
+            info.lines()
+                .find_map(|l| l.strip_prefix("master_repl_offset:"))
+                .and_then(|n| n.trim().parse::<u64>().ok())
+                .unwrap()
+        };
+        let before = offset(primary);
+        assert_eq!(
+            safe.bind("bound", "bob", &l).await.unwrap(),
+            Bind::Owner("bob".into())
+        );
+        assert!(offset(primary) > before, "the second binding wrote");
+        // The writes that wait for a replica reuse their connections.
+        let connections = || {
+            let info = mcp_auth_integration_tests::redis_cli(primary, &["info", "stats"]);
+            info.lines()
+                .find_map(|l| l.strip_prefix("total_connections_received:"))
+                .and_then(|n| n.trim().parse::<u64>().ok())
+                .unwrap()
+        };
+        let before = connections();
+        for i in 0..10 {
+            let k = format!("once:{i}");
+            assert!(
+                safe.kv_put_new(&k, b"1", Duration::from_secs(60))
+                    .await
+                    .unwrap()
+            );
+            assert!(
+                !safe
+                    .kv_put_new(&k, b"2", Duration::from_secs(60))
+                    .await
+                    .unwrap()
+            );
+            assert_eq!(safe.kv_take(&k).await.unwrap().as_deref(), Some(&b"1"[..]));
+        }
+        let made = connections() - before;
+        assert!(made <= 2, "{made} connections for 20 waited writes");
+        safe.kv_put("taken-later", b"1", Duration::from_secs(60))
+            .await
+            .unwrap();
         assert!(setup.wait_replicated(Duration::from_secs(5)), "replicated");
         let old = setup.primary_port();
 
@@ -2287,5 +2497,24 @@ mod tests {
             looked.1 + REPLICATION_WAIT / 2 < bound.1,
             "the lookup waited for the bind's WAIT"
         );
+        // Nor is a single-use write, or an end, answered before a replica
+        // has it: a code taken, a proof's marker stored, a session ended.
+        let e = safe.kv_take("taken-later").await.unwrap_err();
+        assert!(e.reason.contains("replica"), "{e}");
+        let e = safe
+            .kv_put_new("marker", b"1", Duration::from_secs(60))
+            .await
+            .unwrap_err();
+        assert!(e.reason.contains("replica"), "{e}");
+        let e = safe.end_live("kept").await.unwrap_err();
+        assert!(e.reason.contains("replica"), "{e}");
+        // What is not single-use is not waited for.
+        assert_eq!(
+            safe.kv_get("marker").await.unwrap().as_deref(),
+            Some(&b"1"[..])
+        );
+        safe.kv_put("plain", b"1", Duration::from_secs(60))
+            .await
+            .unwrap();
     }
 }

@@ -67,6 +67,19 @@ pub enum Bind {
     Gone,
 }
 
+/// The outcome of ending a session as its owner
+/// ([`SessionStore::end_live_as`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// It was live, owned by the caller; it has ended now.
+    Ended,
+    /// It had already ended or expired.
+    Gone,
+    /// Someone other than the caller owns it (an anonymous session bound
+    /// since the caller looked): nothing changed.
+    NotYours,
+}
+
 /// A live session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionRecord {
@@ -234,6 +247,26 @@ pub trait SessionStore: Send + Sync + 'static {
     /// default, for stores that cannot tell, says `true`.
     async fn end_live(&self, sid: &str) -> Result<bool, StoreError> {
         self.end(sid).await.map(|()| true)
+    }
+
+    /// Ends `sid` like [`end_live`](Self::end_live), but only while
+    /// `caller` owns it (`None`: while it has no owner): a session bound to
+    /// someone else since the caller looked is left as it is. The default,
+    /// for stores that cannot check and end in one step, looks first and
+    /// then ends (a binding in between is missed); the stores of this
+    /// crate do both at once.
+    async fn end_live_as(
+        &self,
+        sid: &str,
+        caller: Option<&str>,
+        limits: &SessionLimits,
+    ) -> Result<Ending, StoreError> {
+        match self.lookup(sid, limits).await? {
+            None => Ok(Ending::Gone),
+            Some(r) if r.owner.as_deref() != caller => Ok(Ending::NotYours),
+            Some(_) if self.end_live(sid).await? => Ok(Ending::Ended),
+            Some(_) => Ok(Ending::Gone),
+        }
     }
 
     /// Counts one event for `key` in the current fixed window of `window`;

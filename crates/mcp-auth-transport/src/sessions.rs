@@ -42,7 +42,7 @@ use futures::future::BoxFuture;
 use http::{Method, Request, StatusCode};
 use mcp_auth_core::{AuthError, Principal};
 use mcp_auth_session::{
-    Bind, Full, Reserve, SessionLimits, SessionPolicy, SharedStore, session_owner,
+    Bind, Ending, Full, Reserve, SessionLimits, SessionPolicy, SharedStore, session_owner,
 };
 use rmcp::transport::streamable_http_server::session::{
     SessionState, SessionStore as RmcpStore, SessionStoreError,
@@ -607,8 +607,23 @@ impl Settings {
             // that ended it is answered 2xx (and recorded as its end): one
             // that finds it ended meanwhile (another DELETE, another replica,
             // the sweeper) gets 404 after closing what is left of it here.
-            let ended = match self.store.end_live(&sid).await {
-                Ok(ended) => ended,
+            // Ended only while it is the caller's: an anonymous session
+            // bound to someone since the lookup above is theirs now.
+            let ended = match self
+                .store
+                .end_live_as(&sid, owner.as_deref(), &self.limits)
+                .await
+            {
+                Ok(Ending::Ended) => true,
+                Ok(Ending::Gone) => false,
+                // As the lookup answers once it sees the binding.
+                Ok(Ending::NotYours) if !authenticated => {
+                    return Ok(self.needs_credentials(&req));
+                }
+                Ok(Ending::NotYours) => {
+                    tracing::debug!("session bound to someone else before its DELETE");
+                    return Ok(not_found());
+                }
                 Err(e) => return Ok(unavailable(&e)),
             };
             if ended {
