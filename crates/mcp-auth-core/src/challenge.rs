@@ -1,6 +1,6 @@
 //! `WWW-Authenticate` challenges (RFC 9110 §11.6.1, RFC 6750 §3).
 
-use std::fmt::Write as _;
+use std::{fmt::Write as _, time::Duration};
 
 use http::HeaderValue;
 
@@ -71,6 +71,23 @@ impl ChallengeScheme {
 /// The auth-scheme of an `Authorization` value: what comes before the
 /// first space, tab or comma (one reading for the chain's "two credentials"
 /// rule and [`AuthRequest::access_token`](crate::AuthRequest::access_token)).
+/// A `Retry-After` delay (RFC 9110 §10.2.3) in whole seconds: rounded up,
+/// so a client that waits exactly that long is not refused once more, and
+/// at least one.
+///
+/// ```
+/// use std::time::Duration;
+/// use mcp_auth_core::retry_after_secs;
+///
+/// assert_eq!(retry_after_secs(Duration::from_millis(899_970)), 900);
+/// assert_eq!(retry_after_secs(Duration::from_secs(5)), 5);
+/// assert_eq!(retry_after_secs(Duration::ZERO), 1);
+/// ```
+pub fn retry_after_secs(wait: Duration) -> u64 {
+    let whole = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    whole.max(1)
+}
+
 pub(crate) fn auth_scheme(value: &[u8]) -> &[u8] {
     let end = value
         .iter()

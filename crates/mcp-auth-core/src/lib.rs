@@ -56,7 +56,7 @@ pub use authenticator::{
     AuthRequest, AuthRequestBuilder, Authenticator, FnAuthenticator, Readiness,
     SharedAuthenticator, secrets_equal,
 };
-pub use challenge::{Challenge, ChallengeScheme};
+pub use challenge::{Challenge, ChallengeScheme, retry_after_secs};
 pub use dpop::{DpopInfo, MemoryReplayCache, ReplayCache, TokenScheme};
 pub use error::{AuthError, ErrorBody};
 pub use metadata::{ProtectedResourceMetadata, metadata_url_for};

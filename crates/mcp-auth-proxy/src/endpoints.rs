@@ -200,11 +200,11 @@ fn no_store(mut r: Response) -> Response {
     r
 }
 
-/// `r` with `Retry-After: wait` (whole seconds, at least one).
+/// `r` with `Retry-After: wait` (whole seconds, rounded up, at least one).
 fn retry_after(mut r: Response, wait: Duration) -> Response {
     r.headers_mut().insert(
         header::RETRY_AFTER,
-        HeaderValue::from(wait.as_secs().max(1)),
+        HeaderValue::from(mcp_auth_core::retry_after_secs(wait)),
     );
     r
 }

@@ -300,6 +300,52 @@ async fn a_dpop_server_serves_good_proofs_and_refuses_every_bad_one() {
 /// `use_dpop_nonce` and a `DPoP-Nonce` header; with it, the request is
 /// served; a made-up or stale nonce is refused the same way. With
 /// `MCP_DPOP=accept`, bearer tokens still work beside DPoP-bound ones.
+/// A refused proof tests no secret (it is signed with the client's own
+/// key, and checked before the token): it is not a failed login, so a
+/// client whose clock runs ahead does not lock out its address. A wrong
+/// token still is one.
+#[tokio::test]
+async fn refused_proofs_are_not_failed_logins_but_wrong_tokens_are() {
+    let (iss, enc) = issuer().await;
+    let s = server(
+        &iss,
+        &[("MCP_DPOP", "require"), ("HTTP_AUTH_FAILURE_LIMIT", "3")],
+    );
+    let url = s.url();
+    let ec = key("ec256.pem", Algorithm::ES256);
+    let token = access_token(&enc, &iss, &url, Some(&ec.jkt));
+    let dpop = format!("DPoP {token}");
+    for i in 0..5 {
+        let mut ahead = claims("POST", &url, &token);
+        ahead["iat"] = json!(now() + 60);
+        let early = jws(&ec, &header(&ec), &ahead);
+        let wrong_url = proof(&ec, &format!("{url}/elsewhere"), &token);
+        let p = if i % 2 == 0 { early } else { wrong_url };
+        refused(
+            call(&url, &dpop, &[&p]).await,
+            "invalid_dpop_proof",
+            "bad proof",
+        )
+        .await;
+    }
+    let r = call(&url, &dpop, &[&proof(&ec, &url, &token)]).await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+
+    // Another server's token: wrong for this one.
+    let forged = access_token(&enc, &iss, "https://elsewhere.example/mcp", Some(&ec.jkt));
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        let r = call(
+            &url,
+            &format!("DPoP {forged}"),
+            &[&proof(&ec, &url, &forged)],
+        )
+        .await;
+        statuses.push(r.status().as_u16());
+    }
+    assert_eq!(statuses, [401, 401, 401, 429], "wrong tokens count");
+}
+
 #[tokio::test]
 async fn nonces_are_required_and_bearer_tokens_still_work_when_only_accepted() {
     let (iss, enc) = issuer().await;

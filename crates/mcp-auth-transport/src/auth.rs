@@ -201,11 +201,13 @@ fn error_response(
     // Only presented-and-wrong credentials count as a failed login. A
     // request without any is how every OAuth client starts discovery, and
     // many clients behind one address would otherwise lock each other out.
+    // Nor does a refused DPoP proof: it is signed with the client's own key
+    // and tests no secret (one made before the token is checked guesses
+    // nothing about the token), and an honest client whose clock runs ahead
+    // would lock out everyone behind its address.
     if matches!(
         err,
-        AuthError::InvalidToken { .. }
-            | AuthError::InvalidRequest { .. }
-            | AuthError::InvalidDpopProof { .. }
+        AuthError::InvalidToken { .. } | AuthError::InvalidRequest { .. }
     ) {
         resp.extensions_mut().insert(AuthRejected);
     }

@@ -38,7 +38,7 @@ pub(crate) fn refuse_after(
 ) -> Response {
     let mut r = no_store((status, Json(ErrorBody::new(code, description))).into_response());
     if (status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS)
-        && let Ok(v) = HeaderValue::from_str(&retry.as_secs().max(1).to_string())
+        && let Ok(v) = HeaderValue::from_str(&mcp_auth_core::retry_after_secs(retry).to_string())
     {
         r.headers_mut().insert(header::RETRY_AFTER, v);
     }
@@ -355,6 +355,13 @@ mod tests {
             Duration::from_millis(10),
         );
         assert_eq!(r.headers()[header::RETRY_AFTER], "1", "never 0");
+        let r = refuse_after(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "x",
+            Duration::from_millis(899_970),
+        );
+        assert_eq!(r.headers()[header::RETRY_AFTER], "900", "rounded up");
         assert!(
             payload_too_large()
                 .headers()

@@ -683,6 +683,16 @@ impl Settings {
                 tracing::error!("session store unavailable while restoring a session; refusing");
                 return Ok(store_down());
             }
+            // A request that raced its session's end (a DELETE closed the
+            // worker under it: rmcp's "Session service terminated"): the
+            // session is gone, and so answered as any ended session.
+            if let Ok(None) = self
+                .store
+                .lookup_as(&sid, owner.as_deref(), &self.limits)
+                .await
+            {
+                return Ok(not_found());
+            }
             return Ok(Response::from_parts(parts, Body::from(bytes)));
         }
         if resp.status() != StatusCode::NOT_FOUND {
