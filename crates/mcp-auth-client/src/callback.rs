@@ -454,7 +454,12 @@ impl CallbackServer {
         expected_state: &str,
         timeout: Duration,
     ) -> Result<Redirect, CallbackError> {
-        let deadline = tokio::time::Instant::now() + timeout;
+        // A timeout too long to add to now (`Duration::MAX`) is a day's wait
+        // for the purpose: a login is over long before.
+        let now = tokio::time::Instant::now();
+        let deadline = now
+            .checked_add(timeout)
+            .unwrap_or_else(|| now + Duration::from_secs(86_400));
         let arrival = loop {
             let arrival = match tokio::time::timeout_at(deadline, self.rx.recv()).await {
                 Ok(Some(a)) => a,
@@ -584,6 +589,11 @@ mod tests {
             s.wait("s1", Duration::from_millis(50)).await.unwrap_err(),
             CallbackError::Timeout(Duration::from_millis(50))
         );
+        // A wait too long to add to the clock waits (an attack pass: it
+        // panicked, `--login-timeout 18446744073709551615`).
+        let s = CallbackServer::bind(0).await.unwrap();
+        let long = tokio::time::timeout(Duration::from_millis(100), s.wait("s1", Duration::MAX));
+        assert!(long.await.is_err(), "still waiting");
     }
 
     /// Issue #13: a redirect the client refuses must not be greeted with

@@ -395,6 +395,16 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// answer and the body it reads.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long starting MCP may take on each wire (`server/discover`, or the
+/// `initialize` handshake): a server that takes the request and never
+/// answers is given up on, not waited for forever.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long an MCP response, or an event stream, may stay silent before
+/// it is given up on (reset by every byte: a server's keep-alive comments
+/// keep an idle stream open).
+const READ_TIMEOUT: Duration = Duration::from_secs(300);
+
 /// The HTTP client MCP requests go out on. Redirects are followed only
 /// within the origin of the URL asked for (scheme, host and port), or from
 /// a plain-http URL to https on the same host's port 443, at most 10, so
@@ -403,9 +413,10 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
 /// http. (reqwest's default follows any redirect and drops only
 /// `Authorization` across hosts.)
 ///
-/// Connecting may take [`CONNECT_TIMEOUT`]; there is no overall timeout,
-/// since the MCP session's requests and SSE streams stay open as long as
-/// the server keeps them (the probes set their own, [`PROBE_TIMEOUT`]).
+/// Connecting may take [`CONNECT_TIMEOUT`], and a response may stay silent
+/// for [`READ_TIMEOUT`]; there is no overall timeout, since the MCP
+/// session's requests and SSE streams stay open as long as the server
+/// keeps them busy (the probes set their own, [`PROBE_TIMEOUT`]).
 pub(crate) fn mcp_http() -> reqwest::Client {
     let policy = reqwest::redirect::Policy::custom(|attempt| {
         let next = attempt.url();
@@ -427,6 +438,7 @@ pub(crate) fn mcp_http() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(policy)
         .connect_timeout(CONNECT_TIMEOUT)
+        .read_timeout(READ_TIMEOUT)
         .build()
         .unwrap_or_else(|e| {
             // Only when the TLS backend cannot start: no client would work.
@@ -451,7 +463,8 @@ pub(crate) async fn plain(
 /// a request without a session, or answers it with a JSON-RPC error), the
 /// `initialize` handshake of 2025-11-25 on a new transport. A refusal of
 /// the credentials (401/403) or an unreachable server ends it at once:
-/// the other wire would fare the same.
+/// the other wire would fare the same. Each wire's start may take
+/// [`START_TIMEOUT`].
 pub(crate) async fn start<C>(
     http: C,
     config: StreamableHttpClientTransportConfig,
@@ -461,6 +474,26 @@ pub(crate) async fn start<C>(
 where
     C: StreamableHttpClient + Clone + Send + Sync + 'static,
 {
+    start_within(http, config, presented, wire, START_TIMEOUT).await
+}
+
+/// [`start`], each wire's start given `limit`.
+async fn start_within<C>(
+    http: C,
+    config: StreamableHttpClientTransportConfig,
+    presented: Presented,
+    wire: Wire,
+    limit: Duration,
+) -> Result<Client, ClientError>
+where
+    C: StreamableHttpClient + Clone + Send + Sync + 'static,
+{
+    let silent = || {
+        ClientError::Mcp(format!(
+            "the server took the connection but did not answer within {} s",
+            limit.as_secs_f32()
+        ))
+    };
     if wire != Wire::Session {
         // On the stateless wire every request is self-contained: `_meta`
         // with the version and the client's capabilities,
@@ -470,7 +503,10 @@ where
             preferred_versions: vec![ProtocolVersion::V_2026_07_28],
         };
         let transport = StreamableHttpClientTransport::with_client(http.clone(), config.clone());
-        match ().serve_with_lifecycle(transport, modern).await {
+        let started = tokio::time::timeout(limit, ().serve_with_lifecycle(transport, modern))
+            .await
+            .map_err(|_| silent())?;
+        match started {
             Ok(client) => return Ok(client),
             Err(e) => {
                 let error = from_initialize_error(&e, presented);
@@ -487,9 +523,13 @@ where
             }
         }
     }
-    ().serve(StreamableHttpClientTransport::with_client(http, config))
-        .await
-        .map_err(|e| from_initialize_error(&e, presented))
+    tokio::time::timeout(
+        limit,
+        ().serve(StreamableHttpClientTransport::with_client(http, config)),
+    )
+    .await
+    .map_err(|_| silent())?
+    .map_err(|e| from_initialize_error(&e, presented))
 }
 
 /// Asks the server, without credentials, whether it wants any: `None` if
@@ -830,10 +870,13 @@ async fn from_store(
         );
         return Ok(None);
     }
-    if let Err(e) = crate::issuer::confirm(server_url, &metadata).await {
-        tracing::info!(error = %e, "the stored tokens' issuer is not confirmed; logging in again");
-        return Ok(None);
-    }
+    let metadata = match crate::issuer::confirm(server_url, metadata).await {
+        Ok(confirmed) => confirmed,
+        Err(e) => {
+            tracing::info!(error = %e, "the stored tokens' issuer is not confirmed; logging in again");
+            return Ok(None);
+        }
+    };
     if let (Some(http), Some(key)) = (&http, &key) {
         enable_dpop(http, &metadata.token_endpoint, key)?;
     }
@@ -894,8 +937,7 @@ pub async fn discover_issuer(server_url: &str, wire: Wire) -> Result<Option<Stri
         .await
         .map_err(|e| ClientError::Discovery(e.to_string()))?
         .metadata;
-    crate::issuer::confirm(server_url, &metadata).await?;
-    Ok(metadata.issuer)
+    Ok(crate::issuer::confirm(server_url, metadata).await?.issuer)
 }
 
 /// Whether the metadata lists PKCE's `S256` method (RFC 8414
@@ -993,7 +1035,7 @@ pub async fn connect_oauth(
     // page, never `file:`, `smb:` or a custom scheme a local application
     // handles.
     require_https(&metadata)?;
-    crate::issuer::confirm(server_url, &metadata).await?;
+    let metadata = crate::issuer::confirm(server_url, metadata).await?;
     let preregistered_here = opts
         .client_issuer
         .as_deref()
@@ -1358,6 +1400,41 @@ pub fn auth_challenge(error: &rmcp::service::ServiceError) -> Option<String> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    /// A server that takes the connection and never answers is given up on
+    /// at the start's limit, on either wire (an attack pass: the client
+    /// waited forever).
+    #[tokio::test]
+    async fn a_silent_server_is_given_up_on() {
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/mcp", silent.local_addr().unwrap());
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = silent.accept().await {
+                held.push(socket);
+            }
+        });
+        for wire in [Wire::Auto, Wire::Session] {
+            let config = StreamableHttpClientTransportConfig::with_uri(url.as_str());
+            let started = tokio::time::timeout(
+                Duration::from_secs(10),
+                start_within(
+                    mcp_http(),
+                    config,
+                    Presented::Nothing,
+                    wire,
+                    Duration::from_millis(300),
+                ),
+            )
+            .await
+            .expect("given up on within the limit");
+            let Err(e) = started else {
+                panic!("{wire:?}: a client from a silent server")
+            };
+            let e = e.to_string();
+            assert!(e.contains("did not answer within"), "{wire:?}: {e}");
+        }
+    }
 
     /// The headless login stops before a hop the MCP server's OAuth
     /// requests could not make (0.0.0.0 here, which Linux connects to this

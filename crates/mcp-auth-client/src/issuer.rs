@@ -19,7 +19,11 @@
 //! refresh token. [`confirm`] closes that: the issuer's own metadata, from
 //! the locations RFC 8414 §3.1 and OpenID Connect Discovery derive from
 //! it (in the MCP spec's order), must name the same issuer, authorization,
-//! token and registration endpoints.
+//! token and registration endpoints. What the client then reads from the
+//! metadata (PKCE methods, DPoP algorithms, whether `iss` comes back,
+//! client authentication methods, ...) is the issuer's own document, not
+//! the one the MCP server pointed to: a hostile MCP server naming a real
+//! issuer cannot talk the client out of S256, DPoP or the `iss` check.
 
 use rmcp::transport::auth::AuthorizationMetadata;
 use std::time::Duration;
@@ -31,15 +35,17 @@ use crate::{ClientError, oauth_http::OAuthHttp};
 const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Requires `metadata` (resolved for the MCP server at `server_url`) to be
-/// what its issuer publishes at its own well-known locations. Metadata
-/// without an issuer (the 2025-03-26 fallback endpoints) has nothing to
-/// confirm: nothing is kept or reused under an issuer for it.
+/// what its issuer publishes at its own well-known locations, and returns
+/// the issuer's own document that confirmed it (the same issuer and
+/// endpoints; its other fields are the issuer's word). Metadata without an
+/// issuer (the 2025-03-26 fallback endpoints) has nothing to confirm and
+/// comes back as it is: nothing is kept or reused under an issuer for it.
 pub(crate) async fn confirm(
     server_url: &str,
-    metadata: &AuthorizationMetadata,
-) -> Result<(), ClientError> {
+    metadata: AuthorizationMetadata,
+) -> Result<AuthorizationMetadata, ClientError> {
     let Some(issuer) = metadata.issuer.as_deref() else {
-        return Ok(());
+        return Ok(metadata);
     };
     let refused = |why: String| {
         ClientError::Discovery(format!(
@@ -71,8 +77,8 @@ pub(crate) async fn confirm(
         {
             continue;
         }
-        if same_endpoints(&published, metadata) {
-            return Ok(());
+        if same_endpoints(&published, &metadata) {
+            return Ok(published);
         }
         differing.get_or_insert(url);
     }
@@ -190,14 +196,27 @@ mod tests {
             serde_json::from_value::<AuthorizationMetadata>(document(&base, &token_endpoint))
                 .unwrap()
         };
-        // Either document confirms what it names.
+        // Either document confirms what it names, and what the client
+        // reads comes from it: fields the discovered document adds (a
+        // hostile MCP server's, claiming S256 and dropping DPoP, say) do
+        // not count.
         for token in ["/token", "/oauth/token"] {
-            confirm(&server, &discovered(format!("{base}{token}")))
-                .await
-                .unwrap();
+            let mut claimed = discovered(format!("{base}{token}"));
+            claimed.additional_fields.insert(
+                "code_challenge_methods_supported".into(),
+                serde_json::json!(["S256"]),
+            );
+            let confirmed = confirm(&server, claimed).await.unwrap();
+            assert_eq!(confirmed.token_endpoint, format!("{base}{token}"));
+            assert!(
+                !confirmed
+                    .additional_fields
+                    .contains_key("code_challenge_methods_supported"),
+                "{confirmed:?}"
+            );
         }
         // Endpoints neither names.
-        let e = confirm(&server, &discovered("https://evil.example/token".into()))
+        let e = confirm(&server, discovered("https://evil.example/token".into()))
             .await
             .unwrap_err()
             .to_string();
@@ -205,7 +224,7 @@ mod tests {
         // Another issuer's documents confirm nothing for this one.
         let mut elsewhere = discovered(format!("{base}/token"));
         elsewhere.issuer = Some(format!("{base}/tenant"));
-        let e = confirm(&server, &elsewhere).await.unwrap_err().to_string();
+        let e = confirm(&server, elsewhere).await.unwrap_err().to_string();
         assert!(e.contains("publishes no metadata naming itself"), "{e}");
     }
 
@@ -249,7 +268,7 @@ mod tests {
         let discovered: AuthorizationMetadata = serde_json::from_value(doc).unwrap();
         let server = format!("{base}/mcp");
         // The OpenID Connect location redirects within the origin: confirmed.
-        confirm(&server, &discovered).await.unwrap();
+        confirm(&server, discovered.clone()).await.unwrap();
         // Each location alone: the redirect to another origin gives nothing.
         let only_away: Vec<_> = well_known(&base).unwrap();
         assert_eq!(only_away.len(), 2);

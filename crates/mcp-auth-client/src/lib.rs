@@ -132,6 +132,7 @@ pub const VARIABLES: &[&str] = &[
     "COGNITO_APP_CLIENT_ID",
     "COGNITO_APP_CLIENT_SECRET",
     // From the process environment only.
+    "MCP_BEARER_TOKEN",
     "MCP_CLIENT_SECRET",
     "MCP_IDP_CLIENT_SECRET",
     "LOG_LEVEL",

@@ -388,7 +388,7 @@ async fn token(
         .await
         .map_err(|e| ClientError::Discovery(e.to_string()))?
         .metadata;
-    crate::issuer::confirm(server_url, &metadata).await?;
+    let metadata = crate::issuer::confirm(server_url, metadata).await?;
     if let Some(bound) = &opts.issuer
         && !metadata
             .issuer

@@ -50,6 +50,8 @@ else from ./.env (never exported; a .env that cannot be parsed is an error):
                                from the environment when it names an app client, else all from
                                ./.env (a server only ./.env names gets no app client of yours)
 Read from the environment only:
+  MCP_BEARER_TOKEN           a bearer token to send instead of OAuth, like --bearer (out of the
+                             process list, which other local users can read); flags win
   MCP_CLIENT_SECRET,         --client-secret and --idp-client-secret, read only with --client-id
   MCP_IDP_CLIENT_SECRET        (--idp-client-id), to keep them out of the process list
   MCP_AUTH_CLIENT_HOME       where tokens (credentials/, per server) and dynamic client
@@ -100,7 +102,8 @@ struct Cli {
     /// Send this API key (X-API-Key) instead of OAuth [env: MCP_API_KEY].
     #[arg(long)]
     api_key: Option<String>,
-    /// Send this bearer token instead of OAuth.
+    /// Send this bearer token instead of OAuth [env: MCP_BEARER_TOKEN,
+    /// which keeps it out of the process list].
     #[arg(long)]
     bearer: Option<String>,
     /// Machine-to-machine, no browser: an OAuth client_credentials grant as
@@ -582,6 +585,10 @@ async fn run(cli: Cli, settings: &Settings) -> Result<(), Failure> {
         opts.allow_http = cli.allow_http;
         opts.issuer = cli.issuer.clone();
         Auth::Machine(Box::new(opts))
+    } else if let Some(t) = ProcessEnv.get("MCP_BEARER_TOKEN") {
+        // The process environment only: a `.env` (a cloned project's) does
+        // not choose the token the user sends.
+        Auth::Bearer(t)
     } else if let Some(k) = Lookup::get(settings, "MCP_API_KEY") {
         Auth::ApiKey(k)
     } else {

@@ -314,8 +314,13 @@ impl OAuthHttp {
         redirect: OAuthHttpRedirectPolicy,
         timeout: Option<Duration>,
     ) -> Result<http::Response<Vec<u8>>, OAuthHttpClientError> {
+        // A request with a body (dynamic registration) follows redirects
+        // only within its origin: a 307 would send the body on, and the
+        // answer (a client secret) could come back from anywhere, over
+        // plain http too.
         let client = match redirect {
             OAuthHttpRedirectPolicy::Stop => &self.stop,
+            _ if request.method() != Method::GET => &self.same_origin,
             _ => &self.follow,
         };
         self.send_with(client, request, timeout).await
@@ -738,6 +743,57 @@ mod tests {
                 assert!(!policy.allows_url(&url(u)), "{u}");
             }
         }
+    }
+
+    /// A POST (dynamic registration) follows a redirect within its origin,
+    /// not to another one (an attack pass: a 307 elsewhere, over plain
+    /// http too, was followed with the body, and the client secret
+    /// answered from there).
+    #[tokio::test]
+    async fn a_post_follows_redirects_within_its_origin_only() {
+        use axum::{Router, response::Redirect, routing::post};
+        let (there, here) = (
+            tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        );
+        let elsewhere = format!("http://{}/register", there.local_addr().unwrap());
+        let base = format!("http://{}", here.local_addr().unwrap());
+        tokio::spawn(async move {
+            let app = Router::new().route("/register", post(|| async { "{\"client_id\":\"x\"}" }));
+            axum::serve(there, app).await.unwrap()
+        });
+        tokio::spawn(async move {
+            let app = Router::new()
+                .route(
+                    "/away",
+                    post(move || async move { Redirect::temporary(&elsewhere) }),
+                )
+                .route(
+                    "/moved",
+                    post(|| async { Redirect::temporary("/register") }),
+                )
+                .route("/register", post(|| async { "{\"client_id\":\"y\"}" }));
+            axum::serve(here, app).await.unwrap()
+        });
+        let http = OAuthHttp::new(&format!("{base}/mcp")).unwrap();
+        let register = |path: &str| {
+            http::Request::builder()
+                .method("POST")
+                .uri(format!("{base}{path}"))
+                .body(b"{}".to_vec())
+                .unwrap()
+        };
+        let e = http
+            .send(register("/away"), OAuthHttpRedirectPolicy::Follow, None)
+            .await
+            .unwrap_err();
+        let chain = crate::error_chain(e.as_ref());
+        assert!(chain.contains("another origin"), "{chain}");
+        let r = http
+            .send(register("/moved"), OAuthHttpRedirectPolicy::Follow, None)
+            .await
+            .unwrap();
+        assert_eq!(r.body(), br#"{"client_id":"y"}"#);
     }
 
     /// A name that resolves only to a refused address is refused at

@@ -199,6 +199,28 @@ async fn a_plain_http_server_off_this_machine_gets_no_credentials_unless_allowed
         );
         assert!(keys.lock().unwrap().is_empty(), "{args:?}: nothing sent");
     }
+    // A bearer token from the environment (out of the process list) is
+    // the user's too; one in ./.env is not read at all.
+    let out = client(
+        dir.path(),
+        &[
+            ("MCP_SERVER_URL", off.as_str()),
+            ("MCP_BEARER_TOKEN", "token-from-env"),
+        ],
+        &["list"],
+    )
+    .await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("the bearer token would cross"), "{stderr}");
+    std::fs::write(
+        dir.path().join(".env"),
+        "MCP_BEARER_TOKEN=token-from-dotenv\n",
+    )
+    .unwrap();
+    let out = client(dir.path(), &[("MCP_SERVER_URL", off.as_str())], &["list"]).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("the bearer token"), "{stderr}");
+    std::fs::remove_file(dir.path().join(".env")).unwrap();
     let out = client(
         dir.path(),
         &[("MCP_SERVER_URL", off.as_str())],
