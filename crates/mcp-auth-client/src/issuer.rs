@@ -60,6 +60,12 @@ pub(crate) async fn confirm(
     // 8414 and its OpenID Connect documents with different fields, so any
     // one naming these endpoints confirms them.
     let mut differing = None;
+    // The first of the issuer's documents naming these endpoints, unless
+    // one is the discovered document itself (an issuer may publish
+    // different fields in its RFC 8414 and OpenID Connect documents: the
+    // one discovery found stays what the client reads).
+    let mut confirmed = None;
+    let discovered = serde_json::to_value(&metadata).ok();
     for url in &candidates {
         // Redirects only within the issuer's origin: a document another
         // origin serves (through an open redirect at the issuer, say) is
@@ -78,9 +84,16 @@ pub(crate) async fn confirm(
             continue;
         }
         if same_endpoints(&published, &metadata) {
-            return Ok(published);
+            if discovered.is_some() && serde_json::to_value(&published).ok() == discovered {
+                return Ok(published);
+            }
+            confirmed.get_or_insert(published);
+            continue;
         }
         differing.get_or_insert(url);
+    }
+    if let Some(published) = confirmed {
+        return Ok(published);
     }
     Err(refused(match differing {
         Some(url) => {
@@ -202,16 +215,11 @@ mod tests {
         // not count.
         for token in ["/token", "/oauth/token"] {
             let mut claimed = discovered(format!("{base}{token}"));
-            claimed.additional_fields.insert(
-                "code_challenge_methods_supported".into(),
-                serde_json::json!(["S256"]),
-            );
+            claimed.code_challenge_methods_supported = Some(vec!["S256".into()]);
             let confirmed = confirm(&server, claimed).await.unwrap();
             assert_eq!(confirmed.token_endpoint, format!("{base}{token}"));
-            assert!(
-                !confirmed
-                    .additional_fields
-                    .contains_key("code_challenge_methods_supported"),
+            assert_eq!(
+                confirmed.code_challenge_methods_supported, None,
                 "{confirmed:?}"
             );
         }
@@ -226,6 +234,45 @@ mod tests {
         elsewhere.issuer = Some(format!("{base}/tenant"));
         let e = confirm(&server, elsewhere).await.unwrap_err().to_string();
         assert!(e.contains("publishes no metadata naming itself"), "{e}");
+    }
+
+    /// An issuer whose two documents name the same endpoints with other
+    /// fields: the one discovery found is what the client reads when it is
+    /// one of them; a discovered document that is neither (fields added on
+    /// the way) is replaced by the issuer's first.
+    #[tokio::test]
+    async fn the_discovered_document_stays_when_it_is_the_issuers_own() {
+        use axum::{Json, Router, routing::get};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
+        let rfc8414 = document(&base, &format!("{base}/token"));
+        let mut oidc = rfc8414.clone();
+        oidc["code_challenge_methods_supported"] = serde_json::json!(["S256"]);
+        let served = (rfc8414.clone(), oidc.clone());
+        let app = Router::new()
+            .route(
+                "/.well-known/oauth-authorization-server",
+                get(move || async move { Json(served.0) }),
+            )
+            .route(
+                "/.well-known/openid-configuration",
+                get(move || async move { Json(served.1) }),
+            );
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let server = format!("{base}/mcp");
+        let has_s256 = |m: &AuthorizationMetadata| m.code_challenge_methods_supported.is_some();
+        let found: AuthorizationMetadata = serde_json::from_value(oidc.clone()).unwrap();
+        assert!(has_s256(&confirm(&server, found).await.unwrap()));
+        let mut added = oidc;
+        added["dpop_signing_alg_values_supported"] = serde_json::json!(["ES256"]);
+        let added: AuthorizationMetadata = serde_json::from_value(added).unwrap();
+        let confirmed = confirm(&server, added).await.unwrap();
+        assert!(!has_s256(&confirmed), "the issuer's first document");
+        assert!(
+            !confirmed
+                .additional_fields
+                .contains_key("dpop_signing_alg_values_supported")
+        );
     }
 
     /// The issuer's documents are read at its own origin: a location that
