@@ -287,6 +287,16 @@ if n > 0 then redis.call('DECR', KEYS[1]) end
 return 0
 ";
 
+/// Takes a key-value entry: its value and what was left of its life (ms),
+/// or false when absent. KEYS: the entry.
+const TAKE: &str = r"
+local v = redis.call('GET', KEYS[1])
+if not v then return false end
+local left = redis.call('PTTL', KEYS[1])
+redis.call('DEL', KEYS[1])
+return {v, left}
+";
+
 /// How long a connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a reply may take.
@@ -302,6 +312,10 @@ const REPLICATION_WAIT: Duration = Duration::from_secs(1);
 /// On Sentinel, how many connections for those writes are kept between
 /// uses (more are made while more such writes run at once).
 const IDLE_WAITERS: usize = 8;
+
+/// On Sentinel, how long such a connection is kept unused (an idle TCP
+/// connection may have been dropped on the way, or by Redis's `timeout`).
+const WAITER_IDLE: Duration = Duration::from_secs(30);
 
 /// After a failed connection attempt, operations fail at once for this long
 /// instead of each trying again.
@@ -445,7 +459,8 @@ enum Request<'a> {
 /// space's single-use writes (a `kv_take` that got the value, a
 /// `kv_put_new` that stored it) are answered only once a replica has them
 /// (`WAIT 1`, at most 1 s, on a connection of the write's own; else
-/// [`StoreError`], the write staying on the primary). So a failover cannot
+/// [`StoreError`]: a take puts the value back, an insert removes it, a
+/// binding or an end stays on the primary). So a failover cannot
 /// bring a session back unbound for someone else to take, nor an ended
 /// session, a redeemed code or a used DPoP proof back to life; the price is
 /// a replica's round trip on each of these writes, and with no replica
@@ -456,9 +471,8 @@ enum Request<'a> {
 ///
 /// The key-value space is plain Redis strings under `mcp-auth:kv:<key>`,
 /// each with its expiry: `SET key value PX ms` ([`kv_put`]), `SET ... NX PX
-/// ms` ([`kv_put_new`]), `GET`, `GETDEL` ([`kv_take`]; Redis 6.2 or later,
-/// on an older server the take fails with [`StoreError`], never silently
-/// twice) and `DEL`. Its size is bounded by Redis's `maxmemory`: under the
+/// ms` ([`kv_put_new`]), `GET`, a script reading and deleting in one step
+/// ([`kv_take`]) and `DEL`. Its size is bounded by Redis's `maxmemory`: under the
 /// `noeviction` policy a full Redis refuses writes ([`StoreError`]), as the
 /// memory store does at its bound; other policies may evict live entries,
 /// single-use codes included.
@@ -474,21 +488,30 @@ pub struct RedisStore {
     conn: tokio::sync::Mutex<Conn>,
     /// On Sentinel, a second client, and the idle connections it made, for
     /// the writes that wait for a replica (see `waiting_connection`).
-    binder: Option<tokio::sync::Mutex<Waiters>>,
+    binder: Option<Waiters>,
     scripts: Scripts,
     /// What failed sweeps left for the next one.
     leftovers: std::sync::Mutex<SweepLeftovers>,
+}
+
+/// What a write that waits for a replica came to.
+enum Waited<T> {
+    /// Answered (and replicated, when it had to be).
+    Done(T),
+    /// Answered by the primary, but no replica took it in time.
+    Unreplicated(T),
 }
 
 /// On Sentinel, where the writes that wait for a replica get their
 /// connections: one each while it waits (`WAIT` blocks the connection it
 /// is sent on), kept for the next such write afterwards.
 struct Waiters {
-    client: SentinelClient,
+    /// Asks the sentinels for the primary: held only while connecting.
+    client: tokio::sync::Mutex<SentinelClient>,
     /// Idle connections, each with the number of the shared connection
-    /// current when it was made: once that one is replaced (the primary
-    /// went away), they are dropped unused.
-    idle: Vec<(MultiplexedConnection, u64)>,
+    /// current when it was made (once that one is replaced, the primary
+    /// went away: they are dropped unused) and when it was last used.
+    idle: std::sync::Mutex<Vec<(MultiplexedConnection, u64, Instant)>>,
 }
 
 /// What a failed sweep leaves for the next one (see `sweep_expired`). It
@@ -536,6 +559,7 @@ struct Scripts {
     sweep: Script,
     hit: Script,
     unhit: Script,
+    take: Script,
 }
 
 fn ms(d: Duration) -> u64 {
@@ -784,10 +808,10 @@ impl RedisStore {
                     .build()
                     .map_err(|e| format!("not a Sentinel URL: {e}"))
             };
-            binder = Some(tokio::sync::Mutex::new(Waiters {
-                client: client()?,
-                idle: Vec::new(),
-            }));
+            binder = Some(Waiters {
+                client: tokio::sync::Mutex::new(client()?),
+                idle: std::sync::Mutex::new(Vec::new()),
+            });
             (
                 Target::Sentinel(Box::new(client()?)),
                 format!("redis+sentinel://{}/{master}/{db}", nodes.shown()),
@@ -819,6 +843,7 @@ impl RedisStore {
                 sweep: Script::new(&format!("{NOW}{SWEEP}")),
                 hit: Script::new(HIT),
                 unhit: Script::new(UNHIT),
+                take: Script::new(TAKE),
             },
         })
     }
@@ -886,40 +911,58 @@ impl RedisStore {
     /// On Sentinel, a connection of its own for one write that waits for a
     /// replica: `WAIT` blocks the connection it is sent on, so never the
     /// one every other request shares, nor one another such write waits
-    /// on. An idle one made while shared connection `n` was current, else
-    /// a new one (only these wait for the sentinels' answer, under their
-    /// own lock).
+    /// on. An idle one made while shared connection `n` was current and
+    /// used in the last [`WAITER_IDLE`], else a new one (only these wait
+    /// for the sentinels' answer, one at a time; a write finding an idle
+    /// connection never waits for them).
     async fn waiting_connection(
         &self,
         n: u64,
     ) -> Result<Option<MultiplexedConnection>, StoreError> {
-        let Some(binder) = &self.binder else {
+        let Some(w) = &self.binder else {
             return Ok(None);
         };
-        let mut w = binder.lock().await;
-        while let Some((c, m)) = w.idle.pop() {
-            if m == n {
-                return Ok(Some(c));
-            }
+        if let Some(c) = self.idle_waiter(w, n) {
+            return Ok(Some(c));
         }
-        sentinel_connect(&mut w.client)
+        let mut client = w.client.lock().await;
+        // One returned while this one waited for the lock.
+        if let Some(c) = self.idle_waiter(w, n) {
+            return Ok(Some(c));
+        }
+        sentinel_connect(&mut client)
             .await
             .map(Some)
             .map_err(|e| self.err(e))
     }
 
-    /// Keeps a waiting connection for the next write (`Some`, after it
-    /// answered), or drops every idle one (`None`, after a failure: the
-    /// primary they lead to may be gone).
-    async fn after_waiting(&self, used: Option<(MultiplexedConnection, u64)>) {
-        let Some(binder) = &self.binder else {
+    /// The freshest idle waiting connection still good for shared
+    /// connection `n`; the stale ones go.
+    fn idle_waiter(&self, w: &Waiters, n: u64) -> Option<MultiplexedConnection> {
+        let mut idle = w
+            .idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        idle.retain(|(_, m, used)| *m == n && used.elapsed() < WAITER_IDLE);
+        idle.pop().map(|(c, _, _)| c)
+    }
+
+    /// Keeps a waiting connection for the next write (`Some`, after its
+    /// write was replicated), or drops every idle one (`None`, after a
+    /// failure or a write no replica took: the primary they lead to may be
+    /// gone or cut off).
+    fn after_waiting(&self, used: Option<(MultiplexedConnection, u64)>) {
+        let Some(w) = &self.binder else {
             return;
         };
-        let mut w = binder.lock().await;
+        let mut idle = w
+            .idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         match used {
-            Some(c) if w.idle.len() < IDLE_WAITERS => w.idle.push(c),
+            Some((c, n)) if idle.len() < IDLE_WAITERS => idle.push((c, n, Instant::now())),
             Some(_) => {}
-            None => w.idle.clear(),
+            None => idle.clear(),
         }
     }
 
@@ -959,6 +1002,29 @@ impl RedisStore {
         retry: Retry,
         replicate: Option<&(dyn Fn(&T) -> bool + Sync)>,
     ) -> Result<T, StoreError> {
+        match self.query_waited(req, retry, replicate).await? {
+            Waited::Done(v) => Ok(v),
+            Waited::Unreplicated(_) => Err(self.unreplicated()),
+        }
+    }
+
+    /// The error of a write no replica took in time.
+    fn unreplicated(&self) -> StoreError {
+        self.err(format!(
+            "no replica acknowledged the write within {} ms",
+            REPLICATION_WAIT.as_millis()
+        ))
+    }
+
+    /// [`query_replicated`](Self::query_replicated), a write no replica
+    /// took in time given back with its answer (it stays on the primary:
+    /// the caller may undo it).
+    async fn query_waited<T: FromRedisValue>(
+        &self,
+        req: &Request<'_>,
+        retry: Retry,
+        replicate: Option<&(dyn Fn(&T) -> bool + Sync)>,
+    ) -> Result<Waited<T>, StoreError> {
         let mut again = retry == Retry::Safe;
         loop {
             let (mut link, n) = self.link().await?;
@@ -987,16 +1053,16 @@ impl RedisStore {
                 Err(e) => Err(e),
             };
             if let Some(c) = own {
-                self.after_waiting(r.is_ok().then_some((c, n))).await;
+                self.after_waiting(matches!(r, Ok((_, true))).then_some((c, n)));
             }
             match r {
-                Ok((v, true)) => return Ok(v),
-                Ok((_, false)) => {
+                Ok((v, true)) => return Ok(Waited::Done(v)),
+                Ok((v, false)) => {
                     tracing::error!(store = %self.shown, "no replica took the write in time");
-                    return Err(self.err(format!(
-                        "no replica acknowledged the write within {} ms",
-                        REPLICATION_WAIT.as_millis()
-                    )));
+                    // The primary may be cut off from its replicas (and
+                    // from the sentinels): ask them again next time.
+                    self.forget(n).await;
+                    return Ok(Waited::Unreplicated(v));
                 }
                 Err(e) if sentinel && self.primary_gone(&e) => {
                     self.forget(n).await;
@@ -1083,13 +1149,27 @@ impl RedisStore {
             // Never sent twice (the second would find the first's value
             // and answer "not stored"). On Sentinel, answered "stored"
             // once a replica has it: a failover cannot forget a used
-            // single-use marker (a DPoP proof's `jti`, say).
-            self.query_replicated(
-                &Request::Cmd(cmd),
-                Retry::Never,
-                Some(&|set: &Option<String>| set.is_some()),
-            )
-            .await?
+            // single-use marker (a DPoP proof's `jti`, say). One no
+            // replica took is removed again (the caller is told it failed,
+            // so nothing was used under it).
+            let waited = self
+                .query_waited(
+                    &Request::Cmd(cmd),
+                    Retry::Never,
+                    Some(&|set: &Option<String>| set.is_some()),
+                )
+                .await?;
+            match waited {
+                Waited::Done(set) => set,
+                Waited::Unreplicated(_) => {
+                    let mut undo = redis::cmd("DEL");
+                    undo.arg(self.kv_key(key));
+                    if let Err(e) = self.query::<i64>(&Request::Cmd(undo), Retry::Never).await {
+                        tracing::warn!(error = %e, "an unreplicated insert could not be removed");
+                    }
+                    return Err(self.unreplicated());
+                }
+            }
         } else {
             // A plain SET may be sent twice.
             self.query(&Request::Cmd(cmd), Retry::Safe).await?
@@ -1505,17 +1585,40 @@ impl SessionStore for RedisStore {
     }
 
     async fn kv_take(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        // One command, so atomic: of concurrent takes only one sees the value.
-        // On Sentinel, the value is handed out once a replica has seen it
-        // taken: a failover cannot bring back a redeemed code.
-        let mut cmd = redis::cmd("GETDEL");
-        cmd.arg(self.kv_key(key));
-        self.query_replicated(
-            &Request::Cmd(cmd),
-            Retry::Never,
-            Some(&|taken: &Option<Vec<u8>>| taken.is_some()),
-        )
-        .await
+        // One script, so atomic: of concurrent takes only one sees the
+        // value. On Sentinel, the value is handed out once a replica has
+        // seen it taken: a failover cannot bring back a redeemed code. One
+        // no replica saw taken is put back for the rest of its life (the
+        // caller is told it failed: a code or refresh token not spent).
+        let mut inv = self.scripts.take.prepare_invoke();
+        inv.key(self.kv_key(key));
+        let waited = self
+            .query_waited(
+                &Request::Script(inv),
+                Retry::Never,
+                Some(&|taken: &Option<(Vec<u8>, i64)>| taken.is_some()),
+            )
+            .await?;
+        match waited {
+            Waited::Done(taken) => Ok(taken.map(|(v, _)| v)),
+            Waited::Unreplicated(taken) => {
+                if let Some((value, left)) = taken.filter(|(_, left)| *left > 0) {
+                    let mut undo = redis::cmd("SET");
+                    undo.arg(self.kv_key(key))
+                        .arg(value)
+                        .arg("NX")
+                        .arg("PX")
+                        .arg(left);
+                    if let Err(e) = self
+                        .query::<Option<String>>(&Request::Cmd(undo), Retry::Never)
+                        .await
+                    {
+                        tracing::warn!(error = %e, "an unreplicated take could not be put back");
+                    }
+                }
+                Err(self.unreplicated())
+            }
+        }
     }
 
     async fn kv_delete(&self, key: &str) -> Result<(), StoreError> {
@@ -2499,20 +2602,24 @@ mod tests {
         );
         // Nor is a single-use write, or an end, answered before a replica
         // has it: a code taken, a proof's marker stored, a session ended.
+        // What failed is undone: the value taken is back, the marker
+        // stored is gone (neither was used).
         let e = safe.kv_take("taken-later").await.unwrap_err();
         assert!(e.reason.contains("replica"), "{e}");
+        assert_eq!(
+            safe.kv_get("taken-later").await.unwrap().as_deref(),
+            Some(&b"1"[..]),
+            "put back"
+        );
         let e = safe
             .kv_put_new("marker", b"1", Duration::from_secs(60))
             .await
             .unwrap_err();
         assert!(e.reason.contains("replica"), "{e}");
+        assert_eq!(safe.kv_get("marker").await.unwrap(), None, "removed");
         let e = safe.end_live("kept").await.unwrap_err();
         assert!(e.reason.contains("replica"), "{e}");
         // What is not single-use is not waited for.
-        assert_eq!(
-            safe.kv_get("marker").await.unwrap().as_deref(),
-            Some(&b"1"[..])
-        );
         safe.kv_put("plain", b"1", Duration::from_secs(60))
             .await
             .unwrap();

@@ -261,7 +261,7 @@ pub trait SessionStore: Send + Sync + 'static {
         caller: Option<&str>,
         limits: &SessionLimits,
     ) -> Result<Ending, StoreError> {
-        match self.lookup(sid, limits).await? {
+        match self.lookup_as(sid, caller, limits).await? {
             None => Ok(Ending::Gone),
             Some(r) if r.owner.as_deref() != caller => Ok(Ending::NotYours),
             Some(_) if self.end_live(sid).await? => Ok(Ending::Ended),

@@ -691,6 +691,10 @@ impl Settings {
                 .lookup_as(&sid, owner.as_deref(), &self.limits)
                 .await
             {
+                if let Some(p) = &self.parking {
+                    p.forget(&sid);
+                }
+                close_in(&mut inner, &sid).await;
                 return Ok(not_found());
             }
             return Ok(Response::from_parts(parts, Body::from(bytes)));
