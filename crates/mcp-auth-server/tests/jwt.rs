@@ -215,6 +215,51 @@ async fn a_scoped_tool_answers_403_insufficient_scope_and_is_hidden_until_grante
     assert_eq!(r.status(), 400);
 }
 
+/// The request limit is per user: one user's tokens for several client
+/// ids (the login facade lets anyone register clients) share one budget
+/// (an attack pass: each client id had its own), while another user has
+/// their own.
+#[tokio::test]
+async fn the_request_limit_is_per_user_over_all_client_ids() {
+    let (iss, enc) = issuer().await;
+    let s = Server::start(&[
+        ("MCP_AUTH_STRATEGY", "oauth2"),
+        ("MCP_OAUTH_ISSUER", &iss),
+        ("MCP_OAUTH_SCOPES_SUPPORTED", "mcp:tools"),
+        ("HTTP_RATE_LIMIT_ENABLED", "true"),
+        ("HTTP_RATE_LIMIT_MAX_REQUESTS", "3"),
+        ("HTTP_RATE_LIMIT_WINDOW", "60000"),
+    ]);
+    let http = reqwest::Client::new();
+    let now = jsonwebtoken::get_current_timestamp();
+    let token = |sub: &str, client: &str| {
+        sign(
+            &enc,
+            json!({"sub": sub, "iss": iss, "aud": s.url(), "exp": now + 300, "scope": "mcp:tools", "client_id": client}),
+        )
+    };
+    let mut statuses = Vec::new();
+    for client in ["c1", "c2", "c3", "c4"] {
+        let r = post(&http, &s.url(), INIT)
+            .bearer_auth(token("dave", client))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(r.status().as_u16());
+    }
+    assert_eq!(
+        statuses,
+        [200, 200, 200, 429],
+        "dave's clients share a budget"
+    );
+    let r = post(&http, &s.url(), INIT)
+        .bearer_auth(token("erin", "c1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "another user");
+}
+
 #[tokio::test]
 async fn oauth2_accepts_only_tokens_of_its_issuer_minted_for_this_server() {
     let (iss, enc) = issuer().await;

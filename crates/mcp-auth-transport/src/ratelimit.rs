@@ -1,4 +1,4 @@
-//! Rate limits: requests per principal (or address), and failed
+//! Rate limits: requests per user (or address), and failed
 //! authentication attempts per address, counted in the session store so
 //! replicas share them.
 //!
@@ -29,7 +29,7 @@ use mcp_auth_core::{
     Principal,
     settings::{ConfigError, Lookup, parse_bool, parse_millis},
 };
-use mcp_auth_session::{SharedStore, session_owner};
+use mcp_auth_session::{SharedStore, session_owner, subject_of};
 
 use crate::net::{IpNet, client_network};
 use tower_layer::Layer;
@@ -38,7 +38,7 @@ use tower_service::Service;
 /// Rate-limit settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RateLimitConfig {
-    /// Limit requests per principal / address (`HTTP_RATE_LIMIT_ENABLED`, default false).
+    /// Limit requests per user / address (`HTTP_RATE_LIMIT_ENABLED`, default false).
     pub enabled: bool,
     /// The window (`HTTP_RATE_LIMIT_WINDOW`, ms; default 15 minutes).
     pub window: Duration,
@@ -411,8 +411,9 @@ impl AuthFailureLimitLayer {
     }
 }
 
-/// Limits requests per principal (or per address when anonymous). Goes
-/// behind the auth layer.
+/// Limits requests per user: the principal's issuer and subject, over all
+/// its client ids (one user registering more clients gets no more
+/// requests), or per address when anonymous. Goes behind the auth layer.
 #[derive(Clone)]
 pub struct RequestRateLimitLayer {
     shared: Arc<Shared>,
@@ -582,7 +583,7 @@ where
                 return Ok(resp);
             }
             let key = match session_owner(req.extensions().get::<Principal>()) {
-                Some(owner) => format!("req:p:{owner}"),
+                Some(owner) => format!("req:u:{}", subject_of(&owner)),
                 None => format!("req:ip:{ip}"),
             };
             match shared.store.hit(&key, cfg.window).await {
