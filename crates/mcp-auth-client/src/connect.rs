@@ -400,11 +400,6 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
 /// answers is given up on, not waited for forever.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// How long an MCP response, or an event stream, may stay silent before
-/// it is given up on (reset by every byte: a server's keep-alive comments
-/// keep an idle stream open).
-const READ_TIMEOUT: Duration = Duration::from_secs(300);
-
 /// The HTTP client MCP requests go out on. Redirects are followed only
 /// within the origin of the URL asked for (scheme, host and port), or from
 /// a plain-http URL to https on the same host's port 443, at most 10, so
@@ -413,10 +408,12 @@ const READ_TIMEOUT: Duration = Duration::from_secs(300);
 /// http. (reqwest's default follows any redirect and drops only
 /// `Authorization` across hosts.)
 ///
-/// Connecting may take [`CONNECT_TIMEOUT`], and a response may stay silent
-/// for [`READ_TIMEOUT`]; there is no overall timeout, since the MCP
-/// session's requests and SSE streams stay open as long as the server
-/// keeps them busy (the probes set their own, [`PROBE_TIMEOUT`]).
+/// Connecting may take [`CONNECT_TIMEOUT`]; there is no overall timeout,
+/// since the MCP session's requests and SSE streams stay open as long as
+/// the server keeps them (a tool call may take minutes, on a server that
+/// sends nothing meanwhile); starting MCP has [`START_TIMEOUT`], the
+/// binary's commands `--timeout`, and a library caller sets its own (the
+/// probes set theirs, [`PROBE_TIMEOUT`]).
 pub(crate) fn mcp_http() -> reqwest::Client {
     let policy = reqwest::redirect::Policy::custom(|attempt| {
         let next = attempt.url();
@@ -438,7 +435,6 @@ pub(crate) fn mcp_http() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(policy)
         .connect_timeout(CONNECT_TIMEOUT)
-        .read_timeout(READ_TIMEOUT)
         .build()
         .unwrap_or_else(|e| {
             // Only when the TLS backend cannot start: no client would work.

@@ -50,8 +50,9 @@ else from ./.env (never exported; a .env that cannot be parsed is an error):
                                from the environment when it names an app client, else all from
                                ./.env (a server only ./.env names gets no app client of yours)
 Read from the environment only:
-  MCP_BEARER_TOKEN           a bearer token to send instead of OAuth, like --bearer (out of the
-                             process list, which other local users can read); flags win
+  MCP_BEARER_TOKEN           a bearer token to send instead of a login, like --bearer (out of
+                             the process list, which other local users can read); --api-key,
+                             --bearer and a machine grant's flags win over it
   MCP_CLIENT_SECRET,         --client-secret and --idp-client-secret, read only with --client-id
   MCP_IDP_CLIENT_SECRET        (--idp-client-id), to keep them out of the process list
   MCP_AUTH_CLIENT_HOME       where tokens (credentials/, per server) and dynamic client
@@ -158,6 +159,10 @@ struct Cli {
     /// Seconds to wait for the browser login.
     #[arg(long, default_value_t = 300)]
     login_timeout: u64,
+    /// Seconds `list`, `call` and `whoami` wait for the server's answer
+    /// (a server that takes the request and never answers is given up on).
+    #[arg(long, default_value_t = 300)]
+    timeout: u64,
     /// The MCP wire: `2026-07-28` (stateless: `server/discover`, then
     /// self-contained requests), `2025-11-25` (an `initialize` session), or
     /// `auto`: 2026-07-28 when the server speaks it, else 2025-11-25.
@@ -651,9 +656,17 @@ async fn run(cli: Cli, settings: &Settings) -> Result<(), Failure> {
         Some(Command::Whoami) => Op::Call("whoami".into(), None),
         _ => Op::Repl,
     };
-    perform(&server, auth, &op, cli.protocol, cli.allow_http)
-        .await
-        .map_err(fail)
+    let answer_within = Duration::from_secs(cli.timeout);
+    perform(
+        &server,
+        auth,
+        &op,
+        cli.protocol,
+        cli.allow_http,
+        answer_within,
+    )
+    .await
+    .map_err(fail)
 }
 
 type Client = rmcp::service::RunningService<rmcp::RoleClient, ()>;
@@ -684,6 +697,19 @@ enum Op {
     Exercise(Box<Scenario>),
 }
 
+/// `op`, given up on after `limit` (`--timeout`).
+async fn within(
+    limit: Duration,
+    op: impl std::future::Future<Output = Result<(), OpErr>>,
+) -> Result<(), OpErr> {
+    tokio::time::timeout(limit, op).await.unwrap_or_else(|_| {
+        Err(OpErr::Other(ClientError::Mcp(format!(
+            "the server did not answer within {} s (--timeout)",
+            limit.as_secs()
+        ))))
+    })
+}
+
 /// Step-ups (re-authorizations after a 401/403 mid-session) at most.
 const MAX_STEP_UPS: usize = 2;
 
@@ -711,6 +737,7 @@ async fn perform(
     op: &Op,
     wire: Wire,
     allow_http: bool,
+    answer_within: Duration,
 ) -> Result<(), ClientError> {
     // The scopes asked for and granted so far.
     let mut held: Vec<String> = Vec::new();
@@ -730,8 +757,10 @@ async fn perform(
             other => connect_with(server, other.clone(), wire).await?,
         };
         let result = match op {
-            Op::List => list(&client).await,
-            Op::Call(tool, args) => call(&client, tool, args.as_deref()).await,
+            Op::List => within(answer_within, list(&client)).await,
+            Op::Call(tool, args) => {
+                within(answer_within, call(&client, tool, args.as_deref())).await
+            }
             Op::Repl => repl(&client, &auth).await.map_err(OpErr::Other),
             Op::Exercise(scenario) => exercise(&client, scenario).await,
         };
@@ -880,6 +909,7 @@ async fn conformance(url: &str) -> Result<(), ClientError> {
         &Op::Exercise(Box::new(scenario)),
         Wire::Auto,
         false,
+        Duration::from_secs(300),
     )
     .await
 }

@@ -401,3 +401,57 @@ async fn a_redirect_to_another_port_is_not_followed() {
         "the redirect was followed"
     );
 }
+
+/// A server that starts the session and then never answers a request is
+/// given up on at `--timeout` (an attack pass: `list` waited forever).
+#[tokio::test]
+async fn a_server_that_never_answers_is_given_up_on() {
+    let (listener, url) = common::mcp_listener().await;
+    let app = Router::new().route(
+        "/mcp",
+        post(|body: String| async move {
+            let msg: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            match msg["method"].as_str() {
+                Some("initialize") => (
+                    StatusCode::OK,
+                    [
+                        (header::CONTENT_TYPE, "application/json"),
+                        (header::HeaderName::from_static("mcp-session-id"), "s1"),
+                    ],
+                    json!({"jsonrpc": "2.0", "id": msg["id"], "result": {
+                        "protocolVersion": "2025-11-25",
+                        "capabilities": {"tools": {}},
+                        "serverInfo": {"name": "silent", "version": "1"}}})
+                    .to_string(),
+                )
+                    .into_response(),
+                Some(m) if m.starts_with("notifications/") => StatusCode::ACCEPTED.into_response(),
+                _ => {
+                    // Takes the request and never answers.
+                    std::future::pending::<()>().await;
+                    StatusCode::OK.into_response()
+                }
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let started = std::time::Instant::now();
+    let r = refused(&[
+        "--server",
+        &url,
+        "--api-key",
+        "the-key",
+        "--protocol",
+        "2025-11-25",
+        "--timeout",
+        "1",
+        "list",
+    ])
+    .await;
+    assert!(
+        r.stderr.contains("did not answer within 1 s (--timeout)"),
+        "{}",
+        r.stderr
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+}
