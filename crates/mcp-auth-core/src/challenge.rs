@@ -68,9 +68,6 @@ impl ChallengeScheme {
     }
 }
 
-/// The auth-scheme of an `Authorization` value: what comes before the
-/// first space, tab or comma (one reading for the chain's "two credentials"
-/// rule and [`AuthRequest::access_token`](crate::AuthRequest::access_token)).
 /// A `Retry-After` delay (RFC 9110 §10.2.3) in whole seconds: rounded up,
 /// so a client that waits exactly that long is not refused once more, and
 /// at least one.
@@ -88,6 +85,9 @@ pub fn retry_after_secs(wait: Duration) -> u64 {
     whole.max(1)
 }
 
+/// The auth-scheme of an `Authorization` value: what comes before the
+/// first space, tab or comma (one reading for the chain's "two credentials"
+/// rule and [`AuthRequest::access_token`](crate::AuthRequest::access_token)).
 pub(crate) fn auth_scheme(value: &[u8]) -> &[u8] {
     let end = value
         .iter()

@@ -296,10 +296,6 @@ async fn a_dpop_server_serves_good_proofs_and_refuses_every_bad_one() {
     assert!(!log.contains(&token) && !log.contains(&once), "{log}");
 }
 
-/// Issue #18: server nonces. A proof without the nonce gets 401
-/// `use_dpop_nonce` and a `DPoP-Nonce` header; with it, the request is
-/// served; a made-up or stale nonce is refused the same way. With
-/// `MCP_DPOP=accept`, bearer tokens still work beside DPoP-bound ones.
 /// A refused proof tests no secret (it is signed with the client's own
 /// key, and checked before the token): it is not a failed login, so a
 /// client whose clock runs ahead does not lock out its address. A wrong
@@ -346,6 +342,10 @@ async fn refused_proofs_are_not_failed_logins_but_wrong_tokens_are() {
     assert_eq!(statuses, [401, 401, 401, 429], "wrong tokens count");
 }
 
+/// Issue #18: server nonces. A proof without the nonce gets 401
+/// `use_dpop_nonce` and a `DPoP-Nonce` header; with it, the request is
+/// served; a made-up or stale nonce is refused the same way. With
+/// `MCP_DPOP=accept`, bearer tokens still work beside DPoP-bound ones.
 #[tokio::test]
 async fn nonces_are_required_and_bearer_tokens_still_work_when_only_accepted() {
     let (iss, enc) = issuer().await;
