@@ -1,6 +1,7 @@
 //! `mcp-auth-server`: an authenticated MCP server built from the `mcp-auth`
 //! crates. It only wires them together; see the README for the settings.
 
+mod logline;
 mod misspelt;
 mod settings;
 mod token;
@@ -264,6 +265,7 @@ fn init_logging(
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Logs go to stderr: stdout belongs to the stdio transport.
     let logs = tracing_subscriber::fmt::layer()
+        .fmt_fields(logline::ClippedFields)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_filter(filter);

@@ -905,3 +905,41 @@ async fn slow_and_cut_off_bodies_are_not_called_too_large_when_observed() {
     let cut = read_answer(cut).await;
     assert!(cut.starts_with("HTTP/1.1 400"), "{cut}");
 }
+
+/// What a client sends cannot stretch or split the server's log lines:
+/// rmcp logs a notification whole (at `info`) and a failed request with
+/// its method (at `warn`); each field is cut at 1024 characters, and
+/// control characters are escaped (an attack pass: one request wrote a
+/// body-sized line, each time it was sent).
+#[tokio::test]
+async fn what_clients_send_cannot_stretch_or_split_log_lines() {
+    let s = Server::start(&[("MCP_API_KEYS", KEY)]);
+    let c = reqwest::Client::new();
+    let sid = common::open(&c, &s, Some(KEY)).await.unwrap();
+    let huge = "n".repeat(200_000);
+    let send = |body: String| {
+        post(&c, &s.url(), &body)
+            .header("x-api-key", KEY)
+            .header("mcp-session-id", &sid)
+            .header("mcp-protocol-version", "2025-11-25")
+            .send()
+    };
+    let notification = format!(
+        r#"{{"jsonrpc":"2.0","method":"notifications/custom","params":{{"p":"{huge}","q":"line\nbreak\u001b[31m"}}}}"#
+    );
+    let r = send(notification).await.unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    let request = format!(r#"{{"jsonrpc":"2.0","id":7,"method":"x/{huge}","params":{{}}}}"#);
+    let r = send(request).await.unwrap();
+    let _ = r.text().await;
+    assert!(
+        s.logs_soon("received notification").await,
+        "{}",
+        s.stderr().len()
+    );
+    let log = s.stderr();
+    let longest = log.lines().map(str::len).max().unwrap_or(0);
+    assert!(longest < 4096, "a line of {longest} bytes");
+    assert!(!log.contains('\u{1b}'), "a terminal escape reached the log");
+    assert!(log.contains("…(cut)"), "{log}");
+}

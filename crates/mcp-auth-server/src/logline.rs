@@ -1,0 +1,160 @@
+//! Log lines a client cannot stretch or split: each field's value is cut
+//! at [`MAX_FIELD_CHARS`] characters, and control characters (newlines,
+//! terminal escapes) are written escaped.
+//!
+//! ```text
+//! received notification notification=CustomNotification { method: "x", params: Some(Object {"p": String("aaaa…(cut)
+//! ```
+//!
+//! What rmcp logs carries what clients send (a notification at `info`, the
+//! error of a request with its method name at `warn`): one request with a
+//! body-sized value would write a body-sized line, each time it is sent.
+
+use std::fmt::{self, Write as _};
+
+use tracing::field::{Field, Visit};
+use tracing_subscriber::{
+    field::RecordFields,
+    fmt::{FormatFields, format::Writer},
+};
+
+/// The most characters of one field's value a log line shows.
+pub(crate) const MAX_FIELD_CHARS: usize = 1024;
+
+/// The fields of a log line, each value clipped and escaped (see the
+/// [module docs](self)).
+pub(crate) struct ClippedFields;
+
+impl<'w> FormatFields<'w> for ClippedFields {
+    fn format_fields<R: RecordFields>(&self, writer: Writer<'w>, fields: R) -> fmt::Result {
+        let mut v = Fields {
+            writer,
+            first: true,
+            result: Ok(()),
+        };
+        fields.record(&mut v);
+        v.result
+    }
+}
+
+struct Fields<'w> {
+    writer: Writer<'w>,
+    first: bool,
+    result: fmt::Result,
+}
+
+impl Visit for Fields<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        // As the default format shows a string field: quoted.
+        self.record_debug(field, &value);
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        if self.result.is_err() {
+            return;
+        }
+        let mut clip = Clip::default();
+        // A value longer than the limit stops its formatting with an error,
+        // so a huge value is not rendered whole first.
+        let _ = write!(clip, "{value:?}");
+        let separator = if self.first { "" } else { " " };
+        self.first = false;
+        let name = field.name();
+        self.result = if name == "message" {
+            write!(self.writer, "{separator}{}", clip.out)
+        } else {
+            write!(self.writer, "{separator}{name}={}", clip.out)
+        };
+        if self.result.is_ok() && clip.cut {
+            self.result = self.writer.write_str("…(cut)");
+        }
+    }
+}
+
+/// A value's text, escaped and clipped at [`MAX_FIELD_CHARS`].
+#[derive(Default)]
+struct Clip {
+    out: String,
+    shown: usize,
+    /// Whether the value went on past the limit.
+    cut: bool,
+}
+
+impl fmt::Write for Clip {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        for c in s.chars() {
+            if self.shown >= MAX_FIELD_CHARS {
+                self.cut = true;
+                return Err(fmt::Error);
+            }
+            if c.is_control() {
+                self.out.extend(c.escape_default());
+            } else {
+                self.out.push(c);
+            }
+            self.shown += 1;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if let Ok(mut b) = self.0.lock() {
+                b.extend_from_slice(buf);
+            }
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// What `f` logs, through the server's format.
+    fn logged(f: impl FnOnce()) -> String {
+        let out = Captured::default();
+        let writer = out.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .fmt_fields(ClippedFields)
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        let bytes = out.0.lock().map(|b| b.clone()).unwrap_or_default();
+        String::from_utf8(bytes).unwrap_or_default()
+    }
+
+    #[test]
+    fn long_values_are_cut_and_control_characters_escaped() {
+        let huge = "a".repeat(50_000);
+        let params = vec![huge.clone(); 3];
+        let out = logged(|| {
+            tracing::warn!(method = %huge, ?params, "response error");
+            tracing::info!(name = "x\ny\u{1b}[31m", "two\nlines");
+        });
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 2, "{out}");
+        assert!(lines[0].len() < 3 * MAX_FIELD_CHARS, "{}", lines[0].len());
+        assert!(
+            lines[0].contains("response error method=aaa"),
+            "{}",
+            lines[0]
+        );
+        assert!(lines[0].contains("…(cut)"), "{}", lines[0]);
+        assert!(
+            lines[1].contains(r#"two\nlines name="x\ny\u{1b}[31m""#),
+            "{}",
+            lines[1]
+        );
+        assert!(!out.contains('\u{1b}'));
+    }
+}
