@@ -287,14 +287,11 @@ if n > 0 then redis.call('DECR', KEYS[1]) end
 return 0
 ";
 
-/// Takes a key-value entry: its value and what was left of its life (ms),
-/// or false when absent. KEYS: the entry.
-const TAKE: &str = r"
-local v = redis.call('GET', KEYS[1])
-if not v then return false end
-local left = redis.call('PTTL', KEYS[1])
-redis.call('DEL', KEYS[1])
-return {v, left}
+/// Removes a key-value entry if it still holds the given value (an insert
+/// no replica took, undone). KEYS: the entry. ARGV: the value.
+const UNDO_INSERT: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
 ";
 
 /// How long a connection attempt may take.
@@ -459,8 +456,9 @@ enum Request<'a> {
 /// space's single-use writes (a `kv_take` that got the value, a
 /// `kv_put_new` that stored it) are answered only once a replica has them
 /// (`WAIT 1`, at most 1 s, on a connection of the write's own; else
-/// [`StoreError`]: a take puts the value back, an insert removes it, a
-/// binding or an end stays on the primary). So a failover cannot
+/// [`StoreError`]: an insert is removed again, while it holds the value
+/// written; a take, a binding or an end stays on the primary, so a code or
+/// refresh token taken so is spent). So a failover cannot
 /// bring a session back unbound for someone else to take, nor an ended
 /// session, a redeemed code or a used DPoP proof back to life; the price is
 /// a replica's round trip on each of these writes, and with no replica
@@ -471,8 +469,9 @@ enum Request<'a> {
 ///
 /// The key-value space is plain Redis strings under `mcp-auth:kv:<key>`,
 /// each with its expiry: `SET key value PX ms` ([`kv_put`]), `SET ... NX PX
-/// ms` ([`kv_put_new`]), `GET`, a script reading and deleting in one step
-/// ([`kv_take`]) and `DEL`. Its size is bounded by Redis's `maxmemory`: under the
+/// ms` ([`kv_put_new`]), `GET`, `GETDEL` ([`kv_take`]; Redis 6.2 or later,
+/// on an older server the take fails with [`StoreError`], never silently
+/// twice) and `DEL`. Its size is bounded by Redis's `maxmemory`: under the
 /// `noeviction` policy a full Redis refuses writes ([`StoreError`]), as the
 /// memory store does at its bound; other policies may evict live entries,
 /// single-use codes included.
@@ -492,6 +491,15 @@ pub struct RedisStore {
     scripts: Scripts,
     /// What failed sweeps left for the next one.
     leftovers: std::sync::Mutex<SweepLeftovers>,
+}
+
+/// Whether the node `c` leads to still says it is a primary (`ROLE`).
+async fn still_primary(c: &mut MultiplexedConnection) -> bool {
+    let role: Result<Vec<Value>, _> = redis::cmd("ROLE").query_async(c).await;
+    role.ok()
+        .and_then(|r| r.into_iter().next())
+        .and_then(|first| String::from_redis_value(first).ok())
+        .is_some_and(|role| role == "master")
 }
 
 /// What a write that waits for a replica came to.
@@ -559,7 +567,7 @@ struct Scripts {
     sweep: Script,
     hit: Script,
     unhit: Script,
-    take: Script,
+    undo_insert: Script,
 }
 
 fn ms(d: Duration) -> u64 {
@@ -843,7 +851,7 @@ impl RedisStore {
                 sweep: Script::new(&format!("{NOW}{SWEEP}")),
                 hit: Script::new(HIT),
                 unhit: Script::new(UNHIT),
-                take: Script::new(TAKE),
+                undo_insert: Script::new(UNDO_INSERT),
             },
         })
     }
@@ -1052,16 +1060,25 @@ impl RedisStore {
                 Ok(v) => Ok((v, true)),
                 Err(e) => Err(e),
             };
+            // A write no replica took: the node may no longer be the
+            // primary (cut off, demoted); if it still says it is, its
+            // replicas are slow or gone, and the connections stay.
+            let demoted = match (&r, &mut own) {
+                (Ok((_, false)), Some(c)) => !still_primary(c).await,
+                _ => false,
+            };
             if let Some(c) = own {
-                self.after_waiting(matches!(r, Ok((_, true))).then_some((c, n)));
+                self.after_waiting(
+                    (matches!(r, Ok((_, true))) || (r.is_ok() && !demoted)).then_some((c, n)),
+                );
             }
             match r {
                 Ok((v, true)) => return Ok(Waited::Done(v)),
                 Ok((v, false)) => {
                     tracing::error!(store = %self.shown, "no replica took the write in time");
-                    // The primary may be cut off from its replicas (and
-                    // from the sentinels): ask them again next time.
-                    self.forget(n).await;
+                    if demoted {
+                        self.forget(n).await;
+                    }
                     return Ok(Waited::Unreplicated(v));
                 }
                 Err(e) if sentinel && self.primary_gone(&e) => {
@@ -1162,9 +1179,14 @@ impl RedisStore {
             match waited {
                 Waited::Done(set) => set,
                 Waited::Unreplicated(_) => {
-                    let mut undo = redis::cmd("DEL");
-                    undo.arg(self.kv_key(key));
-                    if let Err(e) = self.query::<i64>(&Request::Cmd(undo), Retry::Never).await {
+                    // Removed only while it holds this value (not one
+                    // written over it since).
+                    let mut undo = self.scripts.undo_insert.prepare_invoke();
+                    undo.key(self.kv_key(key)).arg(value);
+                    if let Err(e) = self
+                        .query::<i64>(&Request::Script(undo), Retry::Never)
+                        .await
+                    {
                         tracing::warn!(error = %e, "an unreplicated insert could not be removed");
                     }
                     return Err(self.unreplicated());
@@ -1585,40 +1607,20 @@ impl SessionStore for RedisStore {
     }
 
     async fn kv_take(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        // One script, so atomic: of concurrent takes only one sees the
-        // value. On Sentinel, the value is handed out once a replica has
-        // seen it taken: a failover cannot bring back a redeemed code. One
-        // no replica saw taken is put back for the rest of its life (the
-        // caller is told it failed: a code or refresh token not spent).
-        let mut inv = self.scripts.take.prepare_invoke();
-        inv.key(self.kv_key(key));
-        let waited = self
-            .query_waited(
-                &Request::Script(inv),
-                Retry::Never,
-                Some(&|taken: &Option<(Vec<u8>, i64)>| taken.is_some()),
-            )
-            .await?;
-        match waited {
-            Waited::Done(taken) => Ok(taken.map(|(v, _)| v)),
-            Waited::Unreplicated(taken) => {
-                if let Some((value, left)) = taken.filter(|(_, left)| *left > 0) {
-                    let mut undo = redis::cmd("SET");
-                    undo.arg(self.kv_key(key))
-                        .arg(value)
-                        .arg("NX")
-                        .arg("PX")
-                        .arg(left);
-                    if let Err(e) = self
-                        .query::<Option<String>>(&Request::Cmd(undo), Retry::Never)
-                        .await
-                    {
-                        tracing::warn!(error = %e, "an unreplicated take could not be put back");
-                    }
-                }
-                Err(self.unreplicated())
-            }
-        }
+        // One command, so atomic: of concurrent takes only one sees the value.
+        // On Sentinel, the value is handed out once a replica has seen it
+        // taken: a failover cannot bring back a redeemed code. One no
+        // replica saw taken in time stays taken and the caller is told it
+        // failed (a code or refresh token is spent: putting it back could
+        // undo a delete or revocation made meanwhile).
+        let mut cmd = redis::cmd("GETDEL");
+        cmd.arg(self.kv_key(key));
+        self.query_replicated(
+            &Request::Cmd(cmd),
+            Retry::Never,
+            Some(&|taken: &Option<Vec<u8>>| taken.is_some()),
+        )
+        .await
     }
 
     async fn kv_delete(&self, key: &str) -> Result<(), StoreError> {
@@ -2602,21 +2604,38 @@ mod tests {
         );
         // Nor is a single-use write, or an end, answered before a replica
         // has it: a code taken, a proof's marker stored, a session ended.
-        // What failed is undone: the value taken is back, the marker
-        // stored is gone (neither was used).
+        // A take that failed so stays taken (spent, not put back: that
+        // could undo a delete made meanwhile); an insert is removed again
+        // (nothing was used under it).
         let e = safe.kv_take("taken-later").await.unwrap_err();
         assert!(e.reason.contains("replica"), "{e}");
-        assert_eq!(
-            safe.kv_get("taken-later").await.unwrap().as_deref(),
-            Some(&b"1"[..]),
-            "put back"
-        );
+        assert_eq!(safe.kv_get("taken-later").await.unwrap(), None, "spent");
         let e = safe
             .kv_put_new("marker", b"1", Duration::from_secs(60))
             .await
             .unwrap_err();
         assert!(e.reason.contains("replica"), "{e}");
         assert_eq!(safe.kv_get("marker").await.unwrap(), None, "removed");
+        // A primary that still says it is one keeps its connections: no
+        // replica is no reason to ask the sentinels and connect again.
+        let primary = setup.replica_port();
+        let connections = || {
+            let info = mcp_auth_integration_tests::redis_cli(primary, &["info", "stats"]);
+            info.lines()
+                .find_map(|l| l.strip_prefix("total_connections_received:"))
+                .and_then(|n| n.trim().parse::<u64>().ok())
+                .unwrap()
+        };
+        let before = connections();
+        for i in 0..3 {
+            let e = safe
+                .kv_put_new(&format!("marker{i}"), b"1", Duration::from_secs(60))
+                .await
+                .unwrap_err();
+            assert!(e.reason.contains("replica"), "{e}");
+        }
+        let made = connections() - before;
+        assert!(made <= 1, "{made} connections for 3 unreplicated writes");
         let e = safe.end_live("kept").await.unwrap_err();
         assert!(e.reason.contains("replica"), "{e}");
         // What is not single-use is not waited for.

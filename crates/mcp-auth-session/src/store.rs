@@ -309,7 +309,10 @@ pub trait SessionStore: Send + Sync + 'static {
 
     /// Removes and returns the live value under `key`, atomically: of
     /// several concurrent takes of one key, on any number of replicas, at
-    /// most one gets the value (single-use authorization codes).
+    /// most one gets the value (single-use authorization codes). A take
+    /// that fails with [`StoreError`] may still have removed the value
+    /// (the Redis store on Sentinel, when no replica saw the take in time):
+    /// it is never handed out twice.
     async fn kv_take(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
 
     /// Removes `key` (nothing happens when it is absent).
