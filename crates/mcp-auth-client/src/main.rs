@@ -159,9 +159,10 @@ struct Cli {
     /// Seconds to wait for the browser login.
     #[arg(long, default_value_t = 300)]
     login_timeout: u64,
-    /// Seconds `list`, `call` and `whoami` wait for the server's answer
-    /// (a server that takes the request and never answers is given up on).
-    #[arg(long, default_value_t = 300)]
+    /// Seconds `list`, `call` and `whoami` (also at the interactive
+    /// prompt) wait for the server's answer (a server that takes the
+    /// request and never answers is given up on).
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
     timeout: u64,
     /// The MCP wire: `2026-07-28` (stateless: `server/discover`, then
     /// self-contained requests), `2025-11-25` (an `initialize` session), or
@@ -761,7 +762,9 @@ async fn perform(
             Op::Call(tool, args) => {
                 within(answer_within, call(&client, tool, args.as_deref())).await
             }
-            Op::Repl => repl(&client, &auth).await.map_err(OpErr::Other),
+            Op::Repl => repl(&client, &auth, answer_within)
+                .await
+                .map_err(OpErr::Other),
             Op::Exercise(scenario) => exercise(&client, scenario).await,
         };
         let _ = client.cancel().await;
@@ -853,7 +856,7 @@ async fn call(client: &Client, tool: &str, args: Option<&str>) -> Result<(), OpE
     Ok(())
 }
 
-async fn repl(client: &Client, auth: &Auth) -> Result<(), ClientError> {
+async fn repl(client: &Client, auth: &Auth, limit: Duration) -> Result<(), ClientError> {
     println!("Connected. Commands: list, call <tool> [json-args], whoami, help, quit");
     let stdin = std::io::stdin();
     loop {
@@ -872,8 +875,10 @@ async fn repl(client: &Client, auth: &Auth) -> Result<(), ClientError> {
                 println!("list | call <tool> [json-args] | whoami | quit");
                 Ok(())
             }
-            "list" => list(client).await.map_err(|e| e.into_client_error(auth)),
-            "whoami" => call(client, "whoami", None)
+            "list" => within(limit, list(client))
+                .await
+                .map_err(|e| e.into_client_error(auth)),
+            "whoami" => within(limit, call(client, "whoami", None))
                 .await
                 .map_err(|e| e.into_client_error(auth)),
             "call" => {
@@ -882,7 +887,8 @@ async fn repl(client: &Client, auth: &Auth) -> Result<(), ClientError> {
                     println!("usage: call <tool> [json-args]");
                     Ok(())
                 } else {
-                    call(client, tool, Some(args).filter(|a| !a.trim().is_empty()))
+                    let args = Some(args).filter(|a| !a.trim().is_empty());
+                    within(limit, call(client, tool, args))
                         .await
                         .map_err(|e| e.into_client_error(auth))
                 }

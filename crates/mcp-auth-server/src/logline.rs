@@ -1,6 +1,9 @@
 //! Log lines a client cannot stretch or split: each field's value is cut
 //! at [`MAX_FIELD_CHARS`] characters, and control characters (newlines,
-//! terminal escapes) are written escaped.
+//! terminal escapes), line and paragraph separators and bidirectional
+//! controls are written escaped. Otherwise as tracing-subscriber's default
+//! format writes fields (`message` first and bare, `name=value`, an
+//! error's sources, the `log` crate's metadata left out).
 //!
 //! ```text
 //! received notification notification=CustomNotification { method: "x", params: Some(Object {"p": String("aaaa…(cut)
@@ -45,21 +48,47 @@ struct Fields<'w> {
 
 impl Visit for Fields<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
-        // As the default format shows a string field: quoted.
-        self.record_debug(field, &value);
+        // As the default format shows a string field: quoted, but for the
+        // message.
+        if field.name() == "message" {
+            self.record_debug(field, &format_args!("{value}"));
+        } else {
+            self.record_debug(field, &value);
+        }
+    }
+
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        let mut sources = Vec::new();
+        let mut next = value.source();
+        while let Some(e) = next {
+            sources.push(e.to_string());
+            next = e.source();
+        }
+        if sources.is_empty() {
+            self.record_debug(field, &format_args!("{value}"));
+        } else {
+            let name = field.name();
+            let list = sources.join(", ");
+            self.record_debug(field, &format_args!("{value} {name}.sources=[{list}]"));
+        }
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         if self.result.is_err() {
             return;
         }
+        let name = field.name();
+        // The `log` crate's metadata, shown by the line itself.
+        if name.starts_with("log.") {
+            return;
+        }
+        let name = name.strip_prefix("r#").unwrap_or(name);
         let mut clip = Clip::default();
         // A value longer than the limit stops its formatting with an error,
         // so a huge value is not rendered whole first.
         let _ = write!(clip, "{value:?}");
         let separator = if self.first { "" } else { " " };
         self.first = false;
-        let name = field.name();
         self.result = if name == "message" {
             write!(self.writer, "{separator}{}", clip.out)
         } else {
@@ -87,7 +116,7 @@ impl fmt::Write for Clip {
                 self.cut = true;
                 return Err(fmt::Error);
             }
-            if c.is_control() {
+            if escaped(c) {
                 self.out.extend(c.escape_default());
             } else {
                 self.out.push(c);
@@ -96,6 +125,24 @@ impl fmt::Write for Clip {
         }
         Ok(())
     }
+}
+
+/// Characters written as `\u{…}`: controls (a newline would start a
+/// line of the client's making, an escape sequence drive a terminal),
+/// line and paragraph separators, and the bidirectional controls (which
+/// make a line read otherwise than it is).
+fn escaped(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{2028}'
+                | '\u{2029}'
+                | '\u{061c}'
+                | '\u{200e}'
+                | '\u{200f}'
+                | '\u{202a}'..='\u{202e}'
+                | '\u{2066}'..='\u{2069}'
+        )
 }
 
 #[cfg(test)]
@@ -137,12 +184,32 @@ mod tests {
     fn long_values_are_cut_and_control_characters_escaped() {
         let huge = "a".repeat(50_000);
         let params = vec![huge.clone(); 3];
+        #[derive(Debug)]
+        struct Outer(std::io::Error);
+        impl fmt::Display for Outer {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("outer")
+            }
+        }
+        impl std::error::Error for Outer {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let error = Outer(std::io::Error::other("the cause"));
         let out = logged(|| {
             tracing::warn!(method = %huge, ?params, "response error");
             tracing::info!(name = "x\ny\u{1b}[31m", "two\nlines");
+            tracing::info!(id = %"a\u{2028}b\u{202e}c", error = &error as &(dyn std::error::Error + 'static), message = "bare");
         });
         let lines: Vec<&str> = out.lines().collect();
-        assert_eq!(lines.len(), 2, "{out}");
+        assert_eq!(lines.len(), 3, "{out}");
+        assert!(
+            lines[2]
+                .contains(r#"id=a\u{2028}b\u{202e}c error=outer error.sources=[the cause] bare"#),
+            "{}",
+            lines[2]
+        );
         assert!(lines[0].len() < 3 * MAX_FIELD_CHARS, "{}", lines[0].len());
         assert!(
             lines[0].contains("response error method=aaa"),
