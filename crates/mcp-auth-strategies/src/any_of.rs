@@ -206,7 +206,12 @@ impl Authenticator for AnyOf {
             )));
         }
         // Members that read a credential first; the first to accept wins,
-        // and when none does, the first error (a wrong credential) decides.
+        // and when none does, the first error (a wrong credential) decides,
+        // unless a member could not decide (503: its issuer's keys or
+        // introspection unreachable): members of one scheme all read the
+        // same token, and one's "not mine" (say `bearer`'s unknown key id
+        // for an `oauth2` token) must not turn the other's outage into a
+        // refusal counted as a failed login.
         // Those whose schemes name all they read go first; the others (a
         // closure, a custom type) after them: when one of the first refused
         // the credential the request carries, such a member is let in only
@@ -253,6 +258,11 @@ impl Authenticator for AnyOf {
                         }
                     }
                     Err(AuthError::MissingCredentials) => {}
+                    Err(e @ AuthError::Unavailable { .. })
+                        if !matches!(first_error, Some(AuthError::Unavailable { .. })) =>
+                    {
+                        first_error = Some(e);
+                    }
                     Err(e) => {
                         first_error.get_or_insert(e);
                     }
@@ -383,6 +393,19 @@ mod tests {
         assert_eq!(
             chain.authenticate(&req).await.unwrap_err(),
             AuthError::invalid_token("first")
+        );
+
+        // A member that could not decide beats one that refused: with
+        // `bearer,oauth2`, the oauth2 issuer's outage is a 503, not
+        // `bearer`'s 401 for a token that is not its own (an attack pass:
+        // every user was refused, counted, then locked out).
+        let chain = AnyOf::new()
+            .with(fixed(Err(AuthError::invalid_token("not mine"))))
+            .with(fixed(Err(AuthError::unavailable("keys unreachable"))))
+            .with(fixed(Err(AuthError::unavailable("second outage"))));
+        assert_eq!(
+            chain.authenticate(&req).await.unwrap_err(),
+            AuthError::unavailable("keys unreachable")
         );
 
         let chain = AnyOf::new()
