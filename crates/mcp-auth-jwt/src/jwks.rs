@@ -27,7 +27,11 @@
 //!   (while no keys were ever fetched, at most once a second);
 //! - refreshes in the background (default every 10 minutes);
 //! - keeps the last good key set when the issuer is down, slow or answers
-//!   garbage (an empty or unparsable set never replaces a good one);
+//!   garbage (an error, a timeout, an unparsable document); a key set the
+//!   issuer does publish but with no key this cache can use (`{"keys":[]}`,
+//!   or only unsupported key types) is its word: the cached keys are
+//!   dropped, and tokens refused until it publishes usable ones (a key
+//!   withdrawn in an emergency must stop verifying);
 //! - replaces the whole set on every successful fetch, so a rotated-out key
 //!   stops verifying at once.
 
@@ -544,6 +548,16 @@ impl JwksCache {
             }
         };
         if set.is_empty() {
+            // The issuer's answer, not an outage: what it no longer
+            // publishes is no longer trusted.
+            let dropped = self.read_state(|s| s.keys.as_ref().map_or(0, |k| k.len()));
+            self.write_state(|s| s.keys = None);
+            tracing::error!(
+                jwks = %shown,
+                skipped,
+                dropped,
+                "the issuer publishes no usable signing keys: tokens are refused until it does"
+            );
             return Err(JwksError(format!(
                 "{shown} has no usable signing keys ({skipped} skipped)"
             )));

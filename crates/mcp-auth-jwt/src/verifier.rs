@@ -134,15 +134,22 @@ impl VerifiedToken {
     }
 
     /// Scopes from `scope` (space-separated string, RFC 8693 / RFC 9068) or
-    /// `scp` (array or string).
+    /// `scp` (array or string). Only RFC 6749 scope tokens count
+    /// ([`mcp_auth_core::scope_tokens`]: separated by single spaces, no
+    /// other whitespace or control characters in them).
     pub fn scopes(&self) -> Vec<String> {
         let mut out = Vec::new();
         for name in ["scope", "scp"] {
             match self.claims.get(name) {
-                Some(Value::String(s)) => out.extend(s.split_whitespace().map(str::to_owned)),
-                Some(Value::Array(a)) => {
-                    out.extend(a.iter().filter_map(Value::as_str).map(str::to_owned))
+                Some(Value::String(s)) => {
+                    out.extend(mcp_auth_core::scope_tokens(s).map(str::to_owned))
                 }
+                Some(Value::Array(a)) => out.extend(
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .filter(|t| mcp_auth_core::is_scope_token(t))
+                        .map(str::to_owned),
+                ),
                 _ => {}
             }
         }
