@@ -263,6 +263,29 @@ impl<S: Send + Sync> axum::extract::OptionalFromRequestParts<S> for Principal {
     }
 }
 
+/// The scope tokens of an OAuth `scope` value (RFC 6749 §3.3): separated
+/// by single spaces only, each made of the printable ASCII characters the
+/// RFC allows (no `"` or `\`). Anything else (a tab, a newline, a
+/// no-break space, an empty token) separates nothing: a token holding one
+/// is dropped, so `"x\tmcp:admin"` grants neither `x` nor `mcp:admin`.
+///
+/// ```
+/// use mcp_auth_core::scope_tokens;
+///
+/// let held: Vec<&str> = scope_tokens("mcp:tools  mcp:read x\tmcp:admin").collect();
+/// assert_eq!(held, ["mcp:tools", "mcp:read"]);
+/// ```
+pub fn scope_tokens(scope: &str) -> impl Iterator<Item = &str> {
+    scope.split(' ').filter(|t| is_scope_token(t))
+}
+
+/// Whether `t` is one RFC 6749 scope token (`1*( %x21 / %x23-5B / %x5D-7E )`).
+pub fn is_scope_token(t: &str) -> bool {
+    !t.is_empty()
+        && t.bytes()
+            .all(|b| matches!(b, 0x21 | 0x23..=0x5B | 0x5D..=0x7E))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

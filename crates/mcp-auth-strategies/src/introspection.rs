@@ -28,7 +28,7 @@ const SLOT_WAIT: Duration = Duration::from_secs(5);
 const CALL_TIMEOUT: Duration = mcp_auth_jwt::FetchLimits::DEFAULT_TOTAL_TIMEOUT;
 /// Largest introspection answer read.
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
-/// Clock-skew leeway for `nbf`.
+/// Clock-skew leeway for `nbf` and `iat`.
 const LEEWAY: u64 = 60;
 
 type Key = [u8; 32];
@@ -282,13 +282,15 @@ impl Introspector {
                 Some(v) => numeric_date(v).map(Some).ok_or(()),
             }
         };
-        let (Ok(exp), Ok(nbf)) = (date("exp"), date("nbf")) else {
-            return refuse("malformed exp or nbf");
+        let (Ok(exp), Ok(nbf), Ok(iat)) = (date("exp"), date("nbf"), date("iat")) else {
+            return refuse("malformed exp, nbf or iat");
         };
         if exp.is_some_and(|e| e <= now) {
             return refuse("token expired");
         }
-        if nbf.is_some_and(|n| n > now + LEEWAY) {
+        // Issued in the future beyond the leeway: not yet valid, as the JWT
+        // path says of such an `iat`.
+        if nbf.is_some_and(|n| n > now + LEEWAY) || iat.is_some_and(|i| i > now + LEEWAY) {
             return refuse("token not yet valid");
         }
         if let (Some(want), Some(got)) = (&self.issuer, body.get("iss"))
@@ -333,10 +335,7 @@ impl Introspector {
             return refuse("no subject");
         };
         let mut p = Principal::new(subject, strategy).with_scopes(
-            str_of("scope")
-                .unwrap_or_default()
-                .split_whitespace()
-                .map(str::to_owned),
+            mcp_auth_core::scope_tokens(str_of("scope").unwrap_or_default()).map(str::to_owned),
         );
         if let Some(iss) = str_of("iss").or(self.issuer.as_deref()) {
             p = p.with_issuer(iss);
@@ -479,6 +478,8 @@ mod tests {
             (with("exp", json!(format!("{}", now + 3600))), "string exp"),
             (with("exp", json!(u64::MAX)), "absurd exp"),
             (with("nbf", json!(now + 3000)), "future nbf"),
+            (with("iat", json!(now + 3000)), "future iat"),
+            (with("iat", json!("yesterday")), "string iat"),
             (with("token_type", json!("refresh_token")), "refresh token"),
             (with("iss", json!("https://evil")), "issuer"),
             (with("aud", json!("https://other")), "audience"),
@@ -503,6 +504,21 @@ mod tests {
         assert!(i.judge(&b, "oauth2", now).0.is_err(), "username and client");
         b.as_object_mut().unwrap().remove("client_id");
         assert!(i.judge(&b, "oauth2", now).0.is_err(), "username alone");
+        assert!(
+            i.judge(&with("iat", json!(now + 30)), "oauth2", now)
+                .0
+                .is_ok(),
+            "within the leeway"
+        );
+        // Scope tokens are separated by single spaces (RFC 6749 §3.3): one
+        // holding a tab grants nothing (an attack pass: split on any
+        // whitespace, it granted `mcp:admin`).
+        let (ok, _) = i.judge(
+            &with("scope", json!("mcp:tools x\tmcp:admin")),
+            "oauth2",
+            now,
+        );
+        assert_eq!(ok.unwrap().scopes, ["mcp:tools"]);
         let (ok, ttl) = i.judge(&with("token_type", json!("Bearer")), "oauth2", now);
         assert_eq!(ok.unwrap().subject, "u");
         assert_eq!(ttl, MAX_TTL);
