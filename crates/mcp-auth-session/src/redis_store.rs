@@ -1757,6 +1757,29 @@ mod tests {
         tokio::time::sleep(short.idle_timeout + Duration::from_millis(300)).await;
     }
 
+    /// The number `field` in section `section` of `INFO` on the Redis at
+    /// `port`.
+    fn info_number(port: u16, section: &str, field: &str) -> u64 {
+        let info = mcp_auth_integration_tests::redis_cli(port, &["info", section]);
+        let prefix = format!("{field}:");
+        info.lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {field} in INFO {section}"))
+    }
+
+    /// One Redis, a store on it and a connection of the test's own.
+    async fn redis_with_connection() -> (Peer, RedisStore, redis::aio::MultiplexedConnection) {
+        let redis = Peer::redis(free_port());
+        let s = RedisStore::new(&redis.redis_url()).unwrap();
+        let c = redis::Client::open(redis.redis_url().as_str())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        (redis, s, c)
+    }
+
     /// `CONFIG SET name value`.
     async fn config_set(c: &mut redis::aio::MultiplexedConnection, name: &str, value: &str) {
         let _: () = redis::cmd("CONFIG")
@@ -1789,13 +1812,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     #[ignore = "needs redis-server (tests/run-all.sh installs it)"]
     async fn redis_binding_keeps_the_state_and_an_end_only_ends_the_callers() {
-        let redis = Peer::redis(free_port());
-        let s = RedisStore::new(&redis.redis_url()).unwrap();
-        let mut c = redis::Client::open(redis.redis_url().as_str())
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap();
+        let (_redis, s, mut c) = redis_with_connection().await;
         let (short, l) = (
             limits(Duration::from_secs(2)),
             limits(Duration::from_secs(60)),
@@ -1839,13 +1856,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     #[ignore = "needs redis-server (tests/run-all.sh installs it)"]
     async fn redis_end_sent_again_after_a_lost_answer_is_still_counted_once() {
-        let redis = Peer::redis(free_port());
-        let s = RedisStore::new(&redis.redis_url()).unwrap();
-        let mut c = redis::Client::open(redis.redis_url().as_str())
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap();
+        let (_redis, s, mut c) = redis_with_connection().await;
         let l = limits(Duration::from_secs(60));
         open(&s, Some("https://as\u{1f}alice\u{1f}app"), "s1", &l).await;
         open(&s, None, "s2", &l).await;
@@ -2484,27 +2495,15 @@ mod tests {
         // connection that wrote nothing, would pass at once, before the
         // first binding reached a replica).
         let primary = setup.primary_port().unwrap();
-        let offset = |port| {
-            let info = mcp_auth_integration_tests::redis_cli(port, &["info", "replication"]);
-            info.lines()
-                .find_map(|l| l.strip_prefix("master_repl_offset:"))
-                .and_then(|n| n.trim().parse::<u64>().ok())
-                .unwrap()
-        };
-        let before = offset(primary);
+        let offset = || info_number(primary, "replication", "master_repl_offset");
+        let before = offset();
         assert_eq!(
             safe.bind("bound", "bob", &l).await.unwrap(),
             Bind::Owner("bob".into())
         );
-        assert!(offset(primary) > before, "the second binding wrote");
+        assert!(offset() > before, "the second binding wrote");
         // The writes that wait for a replica reuse their connections.
-        let connections = || {
-            let info = mcp_auth_integration_tests::redis_cli(primary, &["info", "stats"]);
-            info.lines()
-                .find_map(|l| l.strip_prefix("total_connections_received:"))
-                .and_then(|n| n.trim().parse::<u64>().ok())
-                .unwrap()
-        };
+        let connections = || info_number(primary, "stats", "total_connections_received");
         let before = connections();
         for i in 0..10 {
             let k = format!("once:{i}");
@@ -2619,13 +2618,7 @@ mod tests {
         // A primary that still says it is one keeps its connections: no
         // replica is no reason to ask the sentinels and connect again.
         let primary = setup.replica_port();
-        let connections = || {
-            let info = mcp_auth_integration_tests::redis_cli(primary, &["info", "stats"]);
-            info.lines()
-                .find_map(|l| l.strip_prefix("total_connections_received:"))
-                .and_then(|n| n.trim().parse::<u64>().ok())
-                .unwrap()
-        };
+        let connections = || info_number(primary, "stats", "total_connections_received");
         let before = connections();
         for i in 0..3 {
             let e = safe
