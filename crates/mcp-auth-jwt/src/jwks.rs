@@ -28,10 +28,11 @@
 //! - refreshes in the background (default every 10 minutes);
 //! - keeps the last good key set when the issuer is down, slow or answers
 //!   garbage (an error, a timeout, an unparsable document); a key set the
-//!   issuer does publish but with no key this cache can use (`{"keys":[]}`,
-//!   or only unsupported key types) is its word: the cached keys are
-//!   dropped, and tokens refused until it publishes usable ones (a key
-//!   withdrawn in an emergency must stop verifying);
+//!   issuer publishes with no key this cache can use (`{"keys":[]}`, or
+//!   only unsupported key types) twice, at least a cooldown apart, is its
+//!   word: the cached keys are dropped, and tokens refused until it
+//!   publishes usable ones (a key withdrawn in an emergency stops
+//!   verifying; one such answer alone, a hiccup, changes nothing);
 //! - replaces the whole set on every successful fetch, so a rotated-out key
 //!   stops verifying at once.
 
@@ -87,17 +88,21 @@ struct State {
     last_attempt: Option<Instant>,
     last_success: Option<Instant>,
     last_error: Option<String>,
+    /// Since when the issuer publishes no usable key (see `fetch_once`).
+    empty_since: Option<Instant>,
 }
 
 /// What a [`JwksCache`] holds, for readiness probes and metrics.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct JwksStatus {
-    /// Keys in the cached set (0: none fetched yet).
+    /// Keys in the cached set (0: none fetched yet, or the issuer publishes
+    /// none this cache can use).
     pub keys: usize,
     /// Time since the last successful fetch.
     pub age: Option<Duration>,
-    /// Whether the last fetch failed (the last good keys are kept).
+    /// Whether the last fetch failed (the last good keys are kept, unless
+    /// the issuer publishes no usable key).
     pub last_fetch_failed: bool,
     /// The keys are past their [`max_stale`](JwksCacheBuilder::max_stale)
     /// and not trusted.
@@ -115,7 +120,8 @@ impl JwksStatus {
     pub fn readiness(&self, name: &str) -> mcp_auth_core::Readiness {
         let fresh = self.age.is_some() && !self.stale;
         let detail = match (self.keys, self.age) {
-            (0, _) => "no keys fetched from the issuer yet".to_owned(),
+            (0, None) => "no keys fetched from the issuer yet".to_owned(),
+            (0, Some(_)) => "the issuer publishes no usable signing key".to_owned(),
             (n, Some(age)) => format!(
                 "{n} key(s), fetched {} s ago{}{}",
                 age.as_secs(),
@@ -246,6 +252,7 @@ impl JwksCacheBuilder {
                     last_attempt: None,
                     last_success: None,
                     last_error: None,
+                    empty_since: None,
                 }),
                 fetch_lock: Arc::new(tokio::sync::Mutex::new(())),
                 fetches: AtomicU64::new(0),
@@ -288,7 +295,7 @@ async fn background_refresh(weak: Weak<Inner>, every: Duration) {
         let cache = JwksCache { inner };
         if usable {
             if let Err(e) = cache.refresh().await {
-                tracing::warn!(error = %e, "background JWKS refresh failed; keeping the last good keys");
+                tracing::warn!(error = %e, "background JWKS refresh failed; the last good keys, if any, stay in use");
             }
         } else {
             // Gated: a token's own fetch in the meantime counts.
@@ -467,7 +474,9 @@ impl JwksCache {
     }
 
     /// Fetches now (single-flight with other refreshes), ignoring the
-    /// cooldown. On failure the last good keys stay.
+    /// cooldown. On failure the last good keys stay (but when the issuer
+    /// publishes no usable key twice, a cooldown apart: see the module
+    /// docs).
     pub async fn refresh(&self) -> Result<Arc<KeySet>, JwksError> {
         let _guard = self.inner.fetch_lock.lock().await;
         self.fetch_locked().await
@@ -490,6 +499,7 @@ impl JwksCache {
                     s.keys = Some(keys.clone());
                     s.last_success = Some(Instant::now());
                     s.last_error = None;
+                    s.empty_since = None;
                 }
                 Err(e) => s.last_error = Some(e.0.clone()),
             }
@@ -500,7 +510,7 @@ impl JwksCache {
                 Ok(keys)
             }
             Err(e) => {
-                tracing::warn!(error = %e.0, "JWKS fetch failed; keeping the last good keys");
+                tracing::warn!(error = %e.0, "JWKS fetch failed; the last good keys, if any, stay in use");
                 Err(e)
             }
         }
@@ -549,15 +559,26 @@ impl JwksCache {
         };
         if set.is_empty() {
             // The issuer's answer, not an outage: what it no longer
-            // publishes is no longer trusted.
-            let dropped = self.read_state(|s| s.keys.as_ref().map_or(0, |k| k.len()));
-            self.write_state(|s| s.keys = None);
-            tracing::error!(
-                jwks = %shown,
-                skipped,
-                dropped,
-                "the issuer publishes no usable signing keys: tokens are refused until it does"
-            );
+            // publishes is no longer trusted, once it says so again at
+            // least a cooldown later (one such answer may be a hiccup of
+            // its CDN).
+            let cooldown = inner.cooldown;
+            let mut dropped = 0;
+            self.write_state(|s| match s.empty_since {
+                Some(since) if since.elapsed() >= cooldown => {
+                    dropped = s.keys.take().map_or(0, |k| k.len());
+                }
+                Some(_) => {}
+                None => s.empty_since = Some(Instant::now()),
+            });
+            if dropped > 0 {
+                tracing::error!(
+                    jwks = %shown,
+                    skipped,
+                    dropped,
+                    "the issuer publishes no usable signing key: its former keys are dropped, and tokens refused until it publishes some"
+                );
+            }
             return Err(JwksError(format!(
                 "{shown} has no usable signing keys ({skipped} skipped)"
             )));

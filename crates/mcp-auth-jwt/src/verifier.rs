@@ -624,6 +624,18 @@ impl JwtVerifier {
         if !self.allowed.contains(&header.alg) {
             return Err(JwtError::Algorithm);
         }
+        // A token naming another issuer (read unverified, only ever to
+        // refuse) is refused before any key is looked up: in a chain,
+        // another issuer's tokens then never make this one fetch keys, nor
+        // get its 503 while its issuer is unreachable. (One naming none
+        // goes on, to be refused for what it lacks.)
+        if let Some(iss) = &self.issuer
+            && let Some(claims) = unverified_claims(token)
+            && let Some(named) = claims.get("iss").and_then(Value::as_str)
+            && named != iss
+        {
+            return Err(JwtError::Issuer);
+        }
         let kid = header.kid.as_deref();
         #[cfg(not(feature = "fetch"))]
         let _ = (fetch, kid);

@@ -597,22 +597,50 @@ async fn an_issuer_outage_keeps_cached_keys_working() {
     }
 }
 
+/// A token naming another issuer is refused before this issuer's keys are
+/// looked up: it neither makes them fetched nor gets their outage's 503
+/// (in a chain, another member's token would otherwise be answered 503,
+/// hiding that member's own answer: a review).
+#[tokio::test]
+async fn another_issuers_token_is_refused_before_any_key_is_looked_up() {
+    let rsa = TestKey::rsa("rsa");
+    let issuer = Issuer::start(vec![rsa.jwk(false)]).await;
+    let cache = JwksCache::builder(issuer.jwks_url()).build();
+    let v = verifier(&issuer, cache.clone());
+    issuer.set_mode(Mode::Error500);
+    let other = TestKey::rsa("other");
+    let foreign = other.sign(&claims("https://elsewhere.example"));
+    assert_eq!(v.verify(&foreign).await.unwrap_err(), JwtError::Issuer);
+    assert_eq!(issuer.hits(), 0, "no key fetched for it");
+    // This issuer's own token, during the outage: 503.
+    let own = rsa.sign(&claims(&issuer.base));
+    assert_eq!(v.verify(&own).await.unwrap_err(), JwtError::KeysUnavailable);
+}
+
 /// A key set the issuer publishes without a usable key (every key
-/// withdrawn, or only types this cache cannot use) is its word, not an
-/// outage: the cached keys stop verifying at once, a token already
-/// verified too (an attack pass: they stayed trusted for ever), until the
-/// issuer publishes usable keys again.
+/// withdrawn, or only types this cache cannot use), twice at least a
+/// cooldown apart, is its word, not an outage: the cached keys stop
+/// verifying, a token already verified too (an attack pass: they stayed
+/// trusted for ever), until the issuer publishes usable keys again. One
+/// such answer alone (a CDN's hiccup) changes nothing.
 #[tokio::test]
 async fn an_issuer_withdrawing_every_key_is_believed() {
     let rsa = TestKey::rsa("rsa");
     let issuer = Issuer::start(vec![rsa.jwk(false)]).await;
-    let cache = JwksCache::builder(issuer.jwks_url()).build();
+    let cache = JwksCache::builder(issuer.jwks_url())
+        .cooldown(Duration::from_millis(300))
+        .build();
     let v = verifier(&issuer, cache.clone());
     let token = rsa.sign(&claims(&issuer.base));
     assert!(v.verify(&token).await.is_ok());
     issuer.set_mode(Mode::Empty);
     let e = cache.refresh().await.unwrap_err();
     assert!(e.to_string().contains("no usable signing keys"), "{e}");
+    assert!(v.verify(&token).await.is_ok(), "one empty answer: kept");
+    assert!(cache.refresh().await.is_err());
+    assert!(v.verify(&token).await.is_ok(), "within the cooldown: kept");
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert!(cache.refresh().await.is_err());
     assert!(v.verify(&token).await.is_err(), "withdrawn");
     assert!(v.verify_sync(&token).is_err(), "not from the cache either");
     assert!(!cache.status().readiness("jwks").ok, "/ready says so");

@@ -11,7 +11,10 @@ use std::sync::Arc;
 /// A member that finds no credentials of its kind
 /// ([`AuthError::MissingCredentials`]) passes the request on. When no member
 /// accepts, the first *other* error is returned (a bad key, a bad token), so
-/// the client hears about the credential it actually sent; when no member
+/// the client hears about the credential it actually sent, ranked: a
+/// member that knew the caller and refused it (403: scope, group) first,
+/// then one that could not decide (503: its issuer unreachable), then any
+/// refusal of the credential (401); when no member
 /// saw credentials at all, the result is `MissingCredentials`, and the 401
 /// challenges every member's scheme.
 ///
@@ -174,6 +177,17 @@ fn without_credentials(req: &AuthRequest, presented: &[&ChallengeScheme]) -> Aut
     out
 }
 
+/// Which of the members' errors a chain answers with: a member that knew
+/// the caller and refused it (403) over one that could not decide (503)
+/// over a refusal of the credential (401, 400), the first of a rank.
+fn rank(e: &AuthError) -> u8 {
+    match e {
+        AuthError::InsufficientScope { .. } | AuthError::Forbidden { .. } => 2,
+        AuthError::Unavailable { .. } => 1,
+        _ => 0,
+    }
+}
+
 fn union<T: PartialEq>(lists: impl Iterator<Item = Vec<T>>) -> Vec<T> {
     let mut out = Vec::new();
     for item in lists.flatten() {
@@ -206,12 +220,11 @@ impl Authenticator for AnyOf {
             )));
         }
         // Members that read a credential first; the first to accept wins,
-        // and when none does, the first error (a wrong credential) decides,
-        // unless a member could not decide (503: its issuer's keys or
-        // introspection unreachable): members of one scheme all read the
-        // same token, and one's "not mine" (say `bearer`'s unknown key id
-        // for an `oauth2` token) must not turn the other's outage into a
-        // refusal counted as a failed login.
+        // and when none does, the first error of the highest rank decides
+        // (`rank`): members of one scheme all read the same token, and
+        // one's "not mine" (say `bearer`'s unknown key id for an `oauth2`
+        // token) must not turn the other's outage into a refusal counted
+        // as a failed login, nor an outage hide another member's 403.
         // Those whose schemes name all they read go first; the others (a
         // closure, a custom type) after them: when one of the first refused
         // the credential the request carries, such a member is let in only
@@ -258,14 +271,10 @@ impl Authenticator for AnyOf {
                         }
                     }
                     Err(AuthError::MissingCredentials) => {}
-                    Err(e @ AuthError::Unavailable { .. })
-                        if !matches!(first_error, Some(AuthError::Unavailable { .. })) =>
-                    {
+                    Err(e) if first_error.as_ref().is_none_or(|f| rank(&e) > rank(f)) => {
                         first_error = Some(e);
                     }
-                    Err(e) => {
-                        first_error.get_or_insert(e);
-                    }
+                    Err(_) => {}
                 }
             }
         }
@@ -407,6 +416,25 @@ mod tests {
             chain.authenticate(&req).await.unwrap_err(),
             AuthError::unavailable("keys unreachable")
         );
+        // But a member that knew the caller and refused it is the answer,
+        // whatever another's outage (a review: an outage elsewhere turned
+        // a Cognito user's 403 into a 503).
+        for forbidden_first in [true, false] {
+            let (a, b) = (
+                fixed(Err(AuthError::forbidden("not in the group"))),
+                fixed(Err(AuthError::unavailable("keys unreachable"))),
+            );
+            let chain = if forbidden_first {
+                AnyOf::new().with(a).with(b)
+            } else {
+                AnyOf::new().with(b).with(a)
+            };
+            assert_eq!(
+                chain.authenticate(&req).await.unwrap_err(),
+                AuthError::forbidden("not in the group"),
+                "{forbidden_first}"
+            );
+        }
 
         let chain = AnyOf::new()
             .with(fixed(Err(AuthError::invalid_token("bad"))))
