@@ -58,18 +58,13 @@ impl Visit for Fields<'_> {
     }
 
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        let mut sources = Vec::new();
-        let mut next = value.source();
-        while let Some(e) = next {
-            sources.push(e.to_string());
-            next = e.source();
-        }
-        if sources.is_empty() {
-            self.record_debug(field, &format_args!("{value}"));
-        } else {
-            let name = field.name();
-            let list = sources.join(", ");
-            self.record_debug(field, &format_args!("{value} {name}.sources=[{list}]"));
+        match value.source() {
+            None => self.record_debug(field, &format_args!("{value}")),
+            Some(first) => {
+                let name = field.name();
+                let sources = Sources(first);
+                self.record_debug(field, &format_args!("{value} {name}.sources=[{sources}]"));
+            }
         }
     }
 
@@ -97,6 +92,26 @@ impl Visit for Fields<'_> {
         if self.result.is_ok() && clip.cut {
             self.result = self.writer.write_str("…(cut)");
         }
+    }
+}
+
+/// An error's sources, `a, b, …`, written as they are formatted (so cut
+/// like any value, never rendered whole first).
+struct Sources<'e>(&'e (dyn std::error::Error + 'static));
+
+impl fmt::Display for Sources<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut next = Some(self.0);
+        let mut first = true;
+        while let Some(e) = next {
+            if !first {
+                f.write_str(", ")?;
+            }
+            first = false;
+            write!(f, "{e}")?;
+            next = e.source();
+        }
+        Ok(())
     }
 }
 

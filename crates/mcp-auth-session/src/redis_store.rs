@@ -310,6 +310,10 @@ const REPLICATION_WAIT: Duration = Duration::from_secs(1);
 /// uses (more are made while more such writes run at once).
 const IDLE_WAITERS: usize = 8;
 
+/// On Sentinel, how often a write no replica took, on a node that still
+/// says it is the primary, has the sentinels asked again.
+const RECHECK_EVERY: Duration = Duration::from_secs(5);
+
 /// On Sentinel, how long such a connection is kept unused (an idle TCP
 /// connection may have been dropped on the way, or by Redis's `timeout`).
 const WAITER_IDLE: Duration = Duration::from_secs(30);
@@ -491,6 +495,9 @@ pub struct RedisStore {
     scripts: Scripts,
     /// What failed sweeps left for the next one.
     leftovers: std::sync::Mutex<SweepLeftovers>,
+    /// When the sentinels were last asked again after a write no replica
+    /// took (see `RECHECK_EVERY`).
+    rechecked: std::sync::Mutex<Option<Instant>>,
 }
 
 /// Whether the node `c` leads to still says it is a primary (`ROLE`).
@@ -835,6 +842,7 @@ impl RedisStore {
             sessions,
             binder,
             leftovers: std::sync::Mutex::default(),
+            rechecked: std::sync::Mutex::default(),
             conn: tokio::sync::Mutex::new(Conn {
                 target,
                 link: None,
@@ -955,6 +963,20 @@ impl RedisStore {
         idle.pop().map(|(c, _, _)| c)
     }
 
+    /// Whether the sentinels are due to be asked again (see
+    /// `RECHECK_EVERY`); if so, the clock starts again.
+    fn recheck_due(&self) -> bool {
+        let mut last = self
+            .rechecked
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if last.is_some_and(|t| t.elapsed() < RECHECK_EVERY) {
+            return false;
+        }
+        *last = Some(Instant::now());
+        true
+    }
+
     /// Keeps a waiting connection for the next write (`Some`, after its
     /// write was replicated), or drops every idle one (`None`, after a
     /// failure or a write no replica took: the primary they lead to may be
@@ -1061,10 +1083,13 @@ impl RedisStore {
                 Err(e) => Err(e),
             };
             // A write no replica took: the node may no longer be the
-            // primary (cut off, demoted); if it still says it is, its
-            // replicas are slow or gone, and the connections stay.
+            // primary. Demoted (it says so), its connections go; cut off
+            // from the sentinels and replicas it still says it is one, so
+            // the sentinels are asked again too, at most every
+            // RECHECK_EVERY (a replica merely slow or gone would otherwise
+            // have every such write connect anew).
             let demoted = match (&r, &mut own) {
-                (Ok((_, false)), Some(c)) => !still_primary(c).await,
+                (Ok((_, false)), Some(c)) => !still_primary(c).await || self.recheck_due(),
                 _ => false,
             };
             if let Some(c) = own {
@@ -2616,19 +2641,32 @@ mod tests {
         assert!(e.reason.contains("replica"), "{e}");
         assert_eq!(safe.kv_get("marker").await.unwrap(), None, "removed");
         // A primary that still says it is one keeps its connections: no
-        // replica is no reason to ask the sentinels and connect again.
+        // replica is no reason to ask the sentinels and connect again for
+        // every write (only every few seconds, in case it was cut off).
+        // The first such write asks them again (and the next connects
+        // anew); the writes after it, within RECHECK_EVERY, connect no
+        // more.
         let primary = setup.replica_port();
         let connections = || info_number(primary, "stats", "total_connections_received");
-        let before = connections();
-        for i in 0..3 {
+        let unreplicated = async |i: usize| {
             let e = safe
                 .kv_put_new(&format!("marker{i}"), b"1", Duration::from_secs(60))
                 .await
                 .unwrap_err();
             assert!(e.reason.contains("replica"), "{e}");
-        }
+        };
+        // (The writes above asked last; the first here asks again.)
+        tokio::time::sleep(RECHECK_EVERY).await;
+        let started = Instant::now();
+        unreplicated(0).await;
+        unreplicated(1).await;
+        let before = connections();
+        unreplicated(2).await;
+        unreplicated(3).await;
         let made = connections() - before;
-        assert!(made <= 1, "{made} connections for 3 unreplicated writes");
+        if started.elapsed() < RECHECK_EVERY {
+            assert!(made <= 1, "{made} connections for 2 unreplicated writes");
+        }
         let e = safe.end_live("kept").await.unwrap_err();
         assert!(e.reason.contains("replica"), "{e}");
         // What is not single-use is not waited for.
