@@ -29,10 +29,12 @@
 //! - keeps the last good key set when the issuer is down, slow or answers
 //!   garbage (an error, a timeout, an unparsable document); a key set the
 //!   issuer publishes with no key this cache can use (`{"keys":[]}`, or
-//!   only unsupported key types) twice, at least a cooldown apart, is its
-//!   word: the cached keys are dropped, and tokens refused until it
-//!   publishes usable ones (a key withdrawn in an emergency stops
-//!   verifying; one such answer alone, a hiccup, changes nothing);
+//!   only unsupported key types) is its word once every fetch for at least
+//!   30 s ([`JwksCacheBuilder::withdrawal_after`]) has answered so: the cached keys are
+//!   dropped, and tokens refused until it publishes usable ones (a key
+//!   withdrawn in an emergency stops verifying within about a minute: the
+//!   background refresh asks again after 30 s; a shorter hiccup changes
+//!   nothing, and any other answer in between starts the count again);
 //! - replaces the whole set on every successful fetch, so a rotated-out key
 //!   stops verifying at once.
 
@@ -150,6 +152,10 @@ struct Inner {
     limits: FetchLimits,
     cooldown: Duration,
     max_stale: Option<Duration>,
+    withdrawal_after: Duration,
+    /// Wakes the background refresh early (the issuer just published no
+    /// usable key: it asks again after `withdrawal_after`).
+    wake: Arc<tokio::sync::Notify>,
     state: RwLock<State>,
     fetch_lock: Arc<tokio::sync::Mutex<()>>,
     fetches: AtomicU64,
@@ -193,9 +199,21 @@ pub struct JwksCacheBuilder {
     cooldown: Duration,
     refresh_every: Option<Duration>,
     max_stale: Option<Duration>,
+    withdrawal_after: Duration,
 }
 
 impl JwksCacheBuilder {
+    /// How long the issuer must keep publishing a key set with no usable
+    /// key (`{"keys":[]}`, or only unsupported types), every fetch
+    /// answering so, before the cached keys are dropped (default 30 s):
+    /// long enough that a hiccup of its CDN takes no replica down, short
+    /// enough that an emergency withdrawal takes effect within a minute
+    /// (the background refresh asks again after this long).
+    pub fn withdrawal_after(mut self, d: Duration) -> Self {
+        self.withdrawal_after = d;
+        self
+    }
+
     /// Stop trusting the cached keys once the last successful fetch is
     /// older than `max` (default: never). The cache keeps the last good
     /// keys through an outage of the issuer; without a bound, a key the
@@ -246,6 +264,8 @@ impl JwksCacheBuilder {
                 limits: self.limits,
                 cooldown: self.cooldown,
                 max_stale: self.max_stale,
+                withdrawal_after: self.withdrawal_after,
+                wake: Arc::new(tokio::sync::Notify::new()),
                 state: RwLock::new(State {
                     keys: None,
                     jwks_url: None,
@@ -260,17 +280,21 @@ impl JwksCacheBuilder {
         };
         if let (Some(every), Ok(rt)) = (self.refresh_every, tokio::runtime::Handle::try_current()) {
             let weak = Arc::downgrade(&cache.inner);
-            rt.spawn(background_refresh(weak, every));
+            rt.spawn(background_refresh(weak, cache.inner.wake.clone(), every));
         }
         cache
     }
 }
 
+/// How long an issuer must keep publishing no usable key (every fetch
+/// answering so) before the cached keys are dropped, by default.
+const WITHDRAWAL_AFTER: Duration = Duration::from_secs(30);
+
 /// Longest wait between background attempts while no usable keys are
 /// held.
 const NO_KEYS_BACKOFF_MAX: Duration = Duration::from_secs(60);
 
-async fn background_refresh(weak: Weak<Inner>, every: Duration) {
+async fn background_refresh(weak: Weak<Inner>, wake: Arc<tokio::sync::Notify>, every: Duration) {
     // While no usable keys are held (the issuer was down at start, or the
     // keys went past their maximum staleness), tried again after 1 s, 2 s,
     // 4 s ... at most a minute: a replica started during an issuer's blip
@@ -282,7 +306,20 @@ async fn background_refresh(weak: Weak<Inner>, every: Duration) {
             Some(inner) => JwksCache { inner }.cached().is_some(),
             None => return,
         };
-        let wait = if usable {
+        // The issuer published no usable key while keys are held: asked
+        // again when that would confirm it, not at the next refresh.
+        let confirm = match weak.upgrade() {
+            Some(inner) => {
+                let after = inner.withdrawal_after;
+                JwksCache { inner }
+                    .read_state(|s| s.empty_since.is_some())
+                    .then_some(after)
+            }
+            None => return,
+        };
+        let wait = if let Some(after) = confirm.filter(|_| usable) {
+            after.min(every)
+        } else if usable {
             backoff = NO_KEYS_RETRY;
             every
         } else {
@@ -290,7 +327,11 @@ async fn background_refresh(weak: Weak<Inner>, every: Duration) {
             backoff = (backoff * 2).min(NO_KEYS_BACKOFF_MAX);
             wait
         };
-        tokio::time::sleep(wait).await;
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            // Woken: the wait is chosen again.
+            () = wake.notified() => continue,
+        }
         let Some(inner) = weak.upgrade() else { return };
         let cache = JwksCache { inner };
         if usable {
@@ -323,6 +364,7 @@ impl JwksCache {
             cooldown: Duration::from_secs(10),
             refresh_every: Some(Duration::from_secs(600)),
             max_stale: None,
+            withdrawal_after: WITHDRAWAL_AFTER,
         }
     }
 
@@ -475,8 +517,9 @@ impl JwksCache {
 
     /// Fetches now (single-flight with other refreshes), ignoring the
     /// cooldown. On failure the last good keys stay (but when the issuer
-    /// publishes no usable key twice, a cooldown apart: see the module
-    /// docs).
+    /// has published no usable key for
+    /// [`withdrawal_after`](JwksCacheBuilder::withdrawal_after): see the
+    /// module docs).
     pub async fn refresh(&self) -> Result<Arc<KeySet>, JwksError> {
         let _guard = self.inner.fetch_lock.lock().await;
         self.fetch_locked().await
@@ -518,6 +561,10 @@ impl JwksCache {
 
     async fn fetch_once(&self) -> Result<Arc<KeySet>, JwksError> {
         let inner = &self.inner;
+        // Since when every fetch has found no usable key: cleared now, and
+        // kept only if this one finds none too.
+        let mut empty_since = None;
+        self.write_state(|s| empty_since = s.empty_since.take());
         let url = match self.read_state(|s| s.jwks_url.clone()) {
             Some(u) => u,
             None => {
@@ -559,17 +606,19 @@ impl JwksCache {
         };
         if set.is_empty() {
             // The issuer's answer, not an outage: what it no longer
-            // publishes is no longer trusted, once it says so again at
-            // least a cooldown later (one such answer may be a hiccup of
-            // its CDN).
-            let cooldown = inner.cooldown;
+            // publishes is no longer trusted, once it has said so for
+            // `withdrawal_after` (one such answer may be a hiccup of its
+            // CDN).
+            if empty_since.is_none() {
+                inner.wake.notify_one();
+            }
+            let since = empty_since.unwrap_or_else(Instant::now);
             let mut dropped = 0;
-            self.write_state(|s| match s.empty_since {
-                Some(since) if since.elapsed() >= cooldown => {
+            self.write_state(|s| {
+                s.empty_since = Some(since);
+                if since.elapsed() >= inner.withdrawal_after {
                     dropped = s.keys.take().map_or(0, |k| k.len());
                 }
-                Some(_) => {}
-                None => s.empty_since = Some(Instant::now()),
             });
             if dropped > 0 {
                 tracing::error!(

@@ -618,30 +618,51 @@ async fn another_issuers_token_is_refused_before_any_key_is_looked_up() {
 }
 
 /// A key set the issuer publishes without a usable key (every key
-/// withdrawn, or only types this cache cannot use), twice at least a
-/// cooldown apart, is its word, not an outage: the cached keys stop
-/// verifying, a token already verified too (an attack pass: they stayed
-/// trusted for ever), until the issuer publishes usable keys again. One
-/// such answer alone (a CDN's hiccup) changes nothing.
+/// withdrawn, or only types this cache cannot use), answered by every
+/// fetch for `withdrawal_after`, is its word, not an outage: the cached
+/// keys stop verifying, a token already verified too (an attack pass: they
+/// stayed trusted for ever), until the issuer publishes usable keys again.
+/// A shorter run of such answers (a CDN's hiccup) changes nothing, and any
+/// other answer in between (an error, a good key set) starts the count
+/// again. The background refresh asks again by itself to confirm.
 #[tokio::test]
 async fn an_issuer_withdrawing_every_key_is_believed() {
     let rsa = TestKey::rsa("rsa");
     let issuer = Issuer::start(vec![rsa.jwk(false)]).await;
+    let confirm = Duration::from_millis(400);
     let cache = JwksCache::builder(issuer.jwks_url())
-        .cooldown(Duration::from_millis(300))
+        .withdrawal_after(confirm)
         .build();
     let v = verifier(&issuer, cache.clone());
     let token = rsa.sign(&claims(&issuer.base));
     assert!(v.verify(&token).await.is_ok());
+    let kept = async |why: &str| {
+        assert!(v.verify(&token).await.is_ok(), "{why}");
+    };
+    // Empty, then an error or a good set, then empty again after the
+    // delay: each run is too short.
+    for between in [Mode::Error500, Mode::Normal] {
+        issuer.set_mode(Mode::Empty);
+        let e = cache.refresh().await.unwrap_err();
+        assert!(e.to_string().contains("no usable signing keys"), "{e}");
+        kept("one empty answer").await;
+        issuer.set_mode(between);
+        let _ = cache.refresh().await;
+        tokio::time::sleep(confirm + Duration::from_millis(100)).await;
+        issuer.set_mode(Mode::Empty);
+        assert!(cache.refresh().await.is_err());
+        kept(&format!("{between:?} in between: counted again")).await;
+        issuer.set_mode(Mode::Normal);
+        cache.refresh().await.unwrap();
+    }
+    // Empty and nothing else: the background refresh confirms it.
     issuer.set_mode(Mode::Empty);
-    let e = cache.refresh().await.unwrap_err();
-    assert!(e.to_string().contains("no usable signing keys"), "{e}");
-    assert!(v.verify(&token).await.is_ok(), "one empty answer: kept");
     assert!(cache.refresh().await.is_err());
-    assert!(v.verify(&token).await.is_ok(), "within the cooldown: kept");
-    tokio::time::sleep(Duration::from_millis(350)).await;
-    assert!(cache.refresh().await.is_err());
-    assert!(v.verify(&token).await.is_err(), "withdrawn");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while v.verify(&token).await.is_ok() {
+        assert!(std::time::Instant::now() < deadline, "never withdrawn");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert!(v.verify_sync(&token).is_err(), "not from the cache either");
     assert!(!cache.status().readiness("jwks").ok, "/ready says so");
     issuer.set_mode(Mode::Normal);

@@ -239,4 +239,46 @@ mod tests {
         );
         assert!(!out.contains('\u{1b}'));
     }
+
+    /// An error whose source writes a megabyte is cut like any value, and
+    /// the source is not rendered whole first: formatting stops at the
+    /// limit (counted here by the bytes the source was asked to write).
+    #[test]
+    fn an_errors_sources_are_cut_as_they_are_written() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static WRITTEN: AtomicUsize = AtomicUsize::new(0);
+        #[derive(Debug)]
+        struct Huge;
+        impl fmt::Display for Huge {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                for _ in 0..1_000 {
+                    WRITTEN.fetch_add(1024, Ordering::SeqCst);
+                    f.write_str(&"s".repeat(1024))?;
+                }
+                Ok(())
+            }
+        }
+        impl std::error::Error for Huge {}
+        #[derive(Debug)]
+        struct Outer(Huge);
+        impl fmt::Display for Outer {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("outer")
+            }
+        }
+        impl std::error::Error for Outer {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let out = logged(|| {
+            tracing::warn!(
+                error = &Outer(Huge) as &(dyn std::error::Error + 'static),
+                "failed"
+            );
+        });
+        assert!(out.len() < 2 * MAX_FIELD_CHARS, "{}", out.len());
+        assert!(out.contains("error=outer error.sources=[sss"), "{out}");
+        assert!(WRITTEN.load(Ordering::SeqCst) <= 2 * 1024, "rendered whole");
+    }
 }

@@ -2662,10 +2662,13 @@ mod tests {
         unreplicated(1).await;
         let before = connections();
         unreplicated(2).await;
-        unreplicated(3).await;
         let made = connections() - before;
-        if started.elapsed() < RECHECK_EVERY {
-            assert!(made <= 1, "{made} connections for 2 unreplicated writes");
+        // The recheck came after write 0's wait: the next is due that much
+        // later (a machine too slow for the window proves nothing here).
+        if started.elapsed() < RECHECK_EVERY + REPLICATION_WAIT {
+            assert!(made <= 1, "{made} connections for an unreplicated write");
+        } else {
+            eprintln!("too slow to measure the recheck window: {made} connections");
         }
         let e = safe.end_live("kept").await.unwrap_err();
         assert!(e.reason.contains("replica"), "{e}");

@@ -435,6 +435,14 @@ mod tests {
                 "{forbidden_first}"
             );
         }
+        // And over another member's 401 for a token that is not its own.
+        let chain = AnyOf::new()
+            .with(fixed(Err(AuthError::invalid_token("not mine"))))
+            .with(fixed(Err(AuthError::forbidden("not in the group"))));
+        assert_eq!(
+            chain.authenticate(&req).await.unwrap_err(),
+            AuthError::forbidden("not in the group")
+        );
 
         let chain = AnyOf::new()
             .with(fixed(Err(AuthError::invalid_token("bad"))))
