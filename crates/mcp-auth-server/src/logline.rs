@@ -195,22 +195,26 @@ mod tests {
         String::from_utf8(bytes).unwrap_or_default()
     }
 
+    /// An error "outer" caused by `E`.
+    #[derive(Debug)]
+    struct Outer<E>(E);
+
+    impl<E> fmt::Display for Outer<E> {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("outer")
+        }
+    }
+
+    impl<E: std::error::Error + 'static> std::error::Error for Outer<E> {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
     #[test]
     fn long_values_are_cut_and_control_characters_escaped() {
         let huge = "a".repeat(50_000);
         let params = vec![huge.clone(); 3];
-        #[derive(Debug)]
-        struct Outer(std::io::Error);
-        impl fmt::Display for Outer {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("outer")
-            }
-        }
-        impl std::error::Error for Outer {
-            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-                Some(&self.0)
-            }
-        }
         let error = Outer(std::io::Error::other("the cause"));
         let out = logged(|| {
             tracing::warn!(method = %huge, ?params, "response error");
@@ -259,18 +263,6 @@ mod tests {
             }
         }
         impl std::error::Error for Huge {}
-        #[derive(Debug)]
-        struct Outer(Huge);
-        impl fmt::Display for Outer {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("outer")
-            }
-        }
-        impl std::error::Error for Outer {
-            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-                Some(&self.0)
-            }
-        }
         let out = logged(|| {
             tracing::warn!(
                 error = &Outer(Huge) as &(dyn std::error::Error + 'static),
