@@ -319,7 +319,7 @@ impl ApiKeyAuthenticator {
         };
         let mut parsed_scopes: Vec<String> = Vec::new();
         for s in scopes {
-            if !is_scope_token(s) {
+            if !mcp_auth_core::is_scope_token(s) {
                 return Err(ApiKeyError::BadScope { position });
             }
             if !parsed_scopes.iter().any(|p| p == s) {
@@ -462,7 +462,7 @@ fn parse_entry(entry: &str, position: usize) -> Result<Parsed, ApiKeyError> {
     let mut parsed_scopes: Vec<String> = Vec::new();
     if let Some(scopes) = scopes {
         for s in scopes.split(' ').filter(|s| !s.is_empty()) {
-            if !is_scope_token(s) {
+            if !mcp_auth_core::is_scope_token(s) {
                 return Err(ApiKeyError::BadScope { position });
             }
             if !parsed_scopes.iter().any(|p| p == s) {
@@ -521,13 +521,6 @@ fn check_name(name: &str, position: usize) -> Result<(), ApiKeyError> {
         return Err(ApiKeyError::ReservedName { position });
     }
     Ok(())
-}
-
-/// RFC 6749 §3.3: `scope-token = 1*( %x21 / %x23-5B / %x5D-7E )`.
-fn is_scope_token(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| matches!(b, 0x21 | 0x23..=0x5B | 0x5D..=0x7E))
 }
 
 /// A short, non-reversible fingerprint of a key for logs: the first 12 hex

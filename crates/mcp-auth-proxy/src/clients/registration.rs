@@ -481,10 +481,7 @@ fn https_field(
 fn normalize_scope(raw: &str) -> Result<Option<String>, RegistrationError> {
     let mut tokens: Vec<&str> = Vec::new();
     for t in raw.split(' ').filter(|t| !t.is_empty()) {
-        if !t
-            .bytes()
-            .all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b))
-        {
+        if !mcp_auth_core::is_scope_token(t) {
             return Err(meta_err(
                 "scope must be space-separated scope tokens (RFC 6749 section 3.3)",
             ));
