@@ -10,7 +10,9 @@ use std::{
 
 use mcp_auth_integration_tests::{Peer, free_port};
 
-use mcp_auth_session::{Bind, Full, MemoryStore, RedisStore, Reserve, SessionLimits, SessionStore};
+use mcp_auth_session::{
+    Bind, Ending, Full, MemoryStore, RedisStore, Reserve, SessionLimits, SessionStore,
+};
 
 fn limits() -> SessionLimits {
     SessionLimits {
@@ -110,6 +112,48 @@ async fn conformance(s: &dyn SessionStore) {
     let lapsed = mcp_auth_session::Ticket::random();
     assert!(s.commit(&lapsed, "late", Some("q"), &l).await.unwrap());
     s.end("late").await.unwrap();
+}
+
+/// A session is ended as its owner only (`end_live_as`): an anonymous
+/// caller who looked before a binding, or another principal, changes
+/// nothing; the owner ends it once; an anonymous caller ends an anonymous
+/// session.
+async fn ending_as_the_owner(s: &dyn SessionStore) {
+    let l = limits();
+    let (alice, bob) = (
+        "https://as\u{1f}alice\u{1f}app",
+        "https://as\u{1f}bob\u{1f}app",
+    );
+    assert!(matches!(open(s, None, "e1").await, Reserve::Granted(_)));
+    assert_eq!(
+        s.bind("e1", alice, &l).await.unwrap(),
+        Bind::Owner(alice.into())
+    );
+    for caller in [None, Some(bob)] {
+        assert_eq!(
+            s.end_live_as("e1", caller, &l).await.unwrap(),
+            Ending::NotYours,
+            "{caller:?}"
+        );
+    }
+    assert!(s.lookup("e1", &l).await.unwrap().is_some(), "still live");
+    assert_eq!(
+        s.end_live_as("e1", Some(alice), &l).await.unwrap(),
+        Ending::Ended
+    );
+    for caller in [Some(alice), Some(bob), None] {
+        assert_eq!(
+            s.end_live_as("e1", caller, &l).await.unwrap(),
+            Ending::Gone,
+            "{caller:?}"
+        );
+    }
+    assert!(matches!(open(s, None, "e2").await, Reserve::Granted(_)));
+    assert_eq!(
+        s.end_live_as("e2", None, &l).await.unwrap(),
+        Ending::Ended,
+        "an anonymous session, by an anonymous caller"
+    );
 }
 
 /// One user through many client ids: the per-subject cap holds across
@@ -418,6 +462,10 @@ async fn only_those_who_may_use_a_session_keep_it_alive(s: &dyn SessionStore) {
 async fn memory_store_conformance() {
     conformance(&MemoryStore::new()).await;
     subject_caps(&MemoryStore::new()).await;
+    ending_as_the_owner(&MemoryStore::new()).await;
+    // Through the wrappers the server stacks on a store.
+    let metered = mcp_auth_session::metered(Arc::new(MemoryStore::new()));
+    ending_as_the_owner(&*mcp_auth_session::cached(metered, Duration::from_secs(1))).await;
 }
 
 #[tokio::test]
@@ -440,6 +488,8 @@ async fn redis_store_conformance_and_concurrent_caps() {
     let url = redis.redis_url();
     conformance(&RedisStore::new(&url).unwrap()).await;
     subject_caps(&RedisStore::new(&url).unwrap()).await;
+    let ending = Peer::redis(free_port());
+    ending_as_the_owner(&RedisStore::new(&ending.redis_url()).unwrap()).await;
     let fresh = Peer::redis(free_port());
     only_those_who_may_use_a_session_keep_it_alive(&RedisStore::new(&fresh.redis_url()).unwrap())
         .await;
