@@ -302,18 +302,15 @@ async fn background_refresh(weak: Weak<Inner>, wake: Arc<tokio::sync::Notify>, e
     // come to fetch them, and it waited for the next refresh (10 minutes).
     let mut backoff = NO_KEYS_RETRY;
     loop {
-        let usable = match weak.upgrade() {
-            Some(inner) => JwksCache { inner }.cached().is_some(),
-            None => return,
-        };
-        // The issuer published no usable key while keys are held: asked
-        // again when that would confirm it, not at the next refresh.
-        let confirm = match weak.upgrade() {
+        // Usable keys, and whether the issuer has published none since
+        // (then asked again when that would confirm it, not at the next
+        // refresh).
+        let (usable, confirm) = match weak.upgrade() {
             Some(inner) => {
                 let after = inner.withdrawal_after;
-                JwksCache { inner }
-                    .read_state(|s| s.empty_since.is_some())
-                    .then_some(after)
+                let cache = JwksCache { inner };
+                let empty = cache.read_state(|s| s.empty_since.is_some());
+                (cache.cached().is_some(), empty.then_some(after))
             }
             None => return,
         };

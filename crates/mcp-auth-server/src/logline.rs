@@ -78,18 +78,29 @@ impl Visit for Fields<'_> {
             return;
         }
         let name = name.strip_prefix("r#").unwrap_or(name);
-        let mut clip = Clip::default();
-        // A value longer than the limit stops its formatting with an error,
-        // so a huge value is not rendered whole first.
-        let _ = write!(clip, "{value:?}");
         let separator = if self.first { "" } else { " " };
         self.first = false;
         self.result = if name == "message" {
-            write!(self.writer, "{separator}{}", clip.out)
+            self.writer.write_str(separator)
         } else {
-            write!(self.writer, "{separator}{name}={}", clip.out)
+            write!(self.writer, "{separator}{name}=")
         };
-        if self.result.is_ok() && clip.cut {
+        if self.result.is_err() {
+            return;
+        }
+        let mut clip = Clip {
+            out: &mut self.writer,
+            shown: 0,
+            cut: false,
+            failed: false,
+        };
+        // A value longer than the limit stops its formatting with an error,
+        // so a huge value is not rendered whole first.
+        let _ = write!(clip, "{value:?}");
+        let (cut, failed) = (clip.cut, clip.failed);
+        if failed {
+            self.result = Err(fmt::Error);
+        } else if cut {
             self.result = self.writer.write_str("…(cut)");
         }
     }
@@ -115,26 +126,32 @@ impl fmt::Display for Sources<'_> {
     }
 }
 
-/// A value's text, escaped and clipped at [`MAX_FIELD_CHARS`].
-#[derive(Default)]
-struct Clip {
-    out: String,
+/// Writes a value's text to the line as it is formatted, escaped, and
+/// stops it (with an error) past [`MAX_FIELD_CHARS`] characters.
+struct Clip<'a, 'w> {
+    out: &'a mut Writer<'w>,
     shown: usize,
     /// Whether the value went on past the limit.
     cut: bool,
+    /// Whether writing to the line itself failed.
+    failed: bool,
 }
 
-impl fmt::Write for Clip {
+impl fmt::Write for Clip<'_, '_> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
         for c in s.chars() {
             if self.shown >= MAX_FIELD_CHARS {
                 self.cut = true;
                 return Err(fmt::Error);
             }
-            if escaped(c) {
-                self.out.extend(c.escape_default());
+            let written = if escaped(c) {
+                write!(self.out, "{}", c.escape_default())
             } else {
-                self.out.push(c);
+                self.out.write_char(c)
+            };
+            if written.is_err() {
+                self.failed = true;
+                return written;
             }
             self.shown += 1;
         }

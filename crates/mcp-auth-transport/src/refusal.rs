@@ -37,10 +37,11 @@ pub(crate) fn refuse_after(
     retry: Duration,
 ) -> Response {
     let mut r = no_store((status, Json(ErrorBody::new(code, description))).into_response());
-    if (status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS)
-        && let Ok(v) = HeaderValue::from_str(&mcp_auth_core::retry_after_secs(retry).to_string())
-    {
-        r.headers_mut().insert(header::RETRY_AFTER, v);
+    if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS {
+        r.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(mcp_auth_core::retry_after_secs(retry)),
+        );
     }
     r
 }
