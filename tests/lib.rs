@@ -619,6 +619,11 @@ pub mod browser {
         jar: HashMap<String, HashMap<String, String>>,
     }
 
+    /// How long a person takes to read the consent page before approving:
+    /// the facade takes no approval sooner (against double-clickjacking),
+    /// so a test waits this between showing the page and allowing.
+    pub const READ_THE_PAGE: std::time::Duration = std::time::Duration::from_millis(1000);
+
     impl Default for Browser {
         fn default() -> Self {
             Self::new()

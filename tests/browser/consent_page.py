@@ -288,6 +288,18 @@ class Checks:
             print(f"FAIL  {name} {detail}")
 
 
+def allow_armed(driver):
+    """Whether Allow takes clicks yet: its style sheet keeps it from them for
+    the page's first second (against double-clickjacking)."""
+    return driver.execute_script("""
+        const b = document.querySelector('button.allow');
+        return !!b && getComputedStyle(b).pointerEvents !== 'none';""")
+
+
+def wait_armed(driver):
+    return wait_until(lambda: allow_armed(driver), timeout=5)
+
+
 def wait_until(condition, timeout=10.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -323,6 +335,7 @@ def run(manifest_path):
                 driver.refresh()
                 csp_errors = [e["message"] for e in driver.get_log("browser") if "Content Security Policy" in e["message"]]
                 checks.check(f"{mode}: no CSP violation", not csp_errors, csp_errors)
+                checks.check(f"{mode}: Allow takes clicks within a few seconds", wait_armed(driver))
                 allow_bg = driver.execute_script(
                     "return getComputedStyle(document.querySelector('button.allow')).backgroundColor")
                 expected_bg = "rgb(143, 176, 255)" if dark else "rgb(29, 78, 216)"
@@ -343,6 +356,39 @@ def run(manifest_path):
                 suffix = "-dark" if dark else ""
                 target = (IMG if not dark else OUT) / f"consent-{name}{suffix}.png"
                 driver.save_screenshot(str(target))
+
+        # Double-clickjacking: another site opens this page on the first click of a double-click,
+        # and the second lands where Allow is. Allow takes no click for the page's first second;
+        # a click then lands on nothing. Tried twice, in case the first was not quick enough to say.
+        viewport(driver, DESKTOP)
+        early = None
+        for _ in range(2):
+            driver.get(f"{proxy}/full/")
+            servers.reset()
+            allow = driver.find_element(By.CSS_SELECTOR, "button.allow")
+            ActionChains(driver).move_to_element(allow).click().perform()
+            early = driver.execute_script("""
+                const b = document.querySelector('button.allow');
+                return [performance.now(), getComputedStyle(b).pointerEvents];""")
+            if early[0] < 900:
+                break
+        time.sleep(0.5)
+        checks.check("double-click guard: a click on Allow as the page appears does nothing",
+                     early[0] < 900 and early[1] == "none" and not servers.posts
+                     and driver.current_url.startswith(proxy), (early, servers.posts, driver.current_url))
+        if not driver.current_url.startswith(proxy):  # the early click went through: the page again
+            driver.get(f"{proxy}/full/")
+            servers.reset()
+            allow = driver.find_element(By.CSS_SELECTOR, "button.allow")
+        armed = wait_armed(driver)
+        armed_at = driver.execute_script("return performance.now()")
+        checks.check("double-click guard: Allow takes clicks a second after the page appears",
+                     armed and armed_at >= 900, armed_at)
+        ActionChains(driver).move_to_element(allow).click().perform()
+        arrived = wait_until(lambda: driver.current_url.startswith(client_callback))
+        checks.check("double-click guard: then a click on Allow goes through",
+                     arrived and len(servers.posts) == 1 and servers.posts[0].get("decision") == "allow",
+                     (driver.current_url, servers.posts))
 
         # Keyboard: Tab walks to the disclosure, Deny, then Allow, each with a visible ring.
         viewport(driver, DESKTOP)
@@ -397,6 +443,7 @@ def run(manifest_path):
         for variant, reaches_upstream in (("upstream-only", True), ("self-only", False)):
             driver.get(f"{proxy}/{variant}/")
             servers.reset()
+            wait_armed(driver)
             driver.find_element(By.CSS_SELECTOR, "button.allow").click()
             wait_until(lambda: len(servers.hits) >= (3 if reaches_upstream else 1), timeout=5)
             time.sleep(1)
@@ -505,7 +552,9 @@ def real_server(driver, servers, checks, manifest_path):
     GitHub-style provider: Deny brings it back with access_denied, Allow
     with a code that the token endpoint exchanges for a token the MCP
     endpoint accepts."""
+    from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
 
     port = free_port()
     origin = f"http://127.0.0.1:{port}"
@@ -560,8 +609,27 @@ def real_server(driver, servers, checks, manifest_path):
         def back_at_client():
             return wait_until(lambda: driver.current_url.startswith(client_callback))
 
-        # Deny first: an approval is remembered, and the page would not be shown again.
+        # An approval sooner than the page can be read (by keyboard, which the style sheet
+        # does not hold back): the server refuses it, and nothing goes to the client.
         viewport(driver, DESKTOP)
+        quick = None
+        for attempt in range(2):
+            driver.get(authorize(f"quick-{attempt}"))
+            for _ in range(4):
+                ActionChains(driver).send_keys(Keys.TAB).perform()
+                if driver.execute_script("return document.activeElement.value") == "allow":
+                    break
+            quick = driver.execute_script("return [performance.now(), document.activeElement.value]")
+            if quick[0] < 600:
+                break
+        ActionChains(driver).send_keys(Keys.ENTER).perform()
+        refused = wait_until(lambda: "Approval too quick" in driver.page_source, timeout=5)
+        checks.check("real server: an approval by keyboard as the page appears is refused",
+                     quick[0] < 600 and quick[1] == "allow" and refused
+                     and not driver.current_url.startswith(client_callback),
+                     (quick, driver.current_url, driver.page_source[:300]))
+
+        # Deny first: an approval is remembered, and the page would not be shown again.
         driver.get(authorize("deny-1"))
         buttons = driver.find_elements(By.CSS_SELECTOR, "button.deny")
         checks.check("real server: the consent page is shown", len(buttons) == 1, driver.page_source[:500])
@@ -574,7 +642,7 @@ def real_server(driver, servers, checks, manifest_path):
 
         driver.get(authorize("allow-1"))
         buttons = driver.find_elements(By.CSS_SELECTOR, "button.allow")
-        if buttons:
+        if buttons and wait_armed(driver):
             buttons[0].click()
         query = urllib.parse.parse_qs(urllib.parse.urlsplit(driver.current_url).query) if back_at_client() else {}
         checks.check("real server: allow reaches the client with a code, through the provider",

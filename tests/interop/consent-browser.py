@@ -10,6 +10,7 @@ import http.cookiejar
 import os
 import re
 import sys
+import time
 import urllib.parse
 import urllib.request
 
@@ -35,6 +36,9 @@ if form and 'name="csrf"' in body:
     if os.environ.get("CONSENT_LOG"):
         with open(os.environ["CONSENT_LOG"], "a") as f:
             f.write(resp.url + "\n")
+    # The facade takes an approval only once its page has been up for a
+    # moment (against double-clickjacking), as long as a person reads it.
+    time.sleep(1.0)
     data = urllib.parse.urlencode({
         "csrf": field("csrf"),
         "request": field("request"),

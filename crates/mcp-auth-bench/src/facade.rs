@@ -126,6 +126,10 @@ impl FacadeClient {
             .join("; ");
         let html = page.text().await.map_err(|e| e.to_string())?;
         let (csrf, request) = (field(&html, "csrf")?, field(&html, "request")?);
+        // The facade takes an approval only once its page has been up for
+        // a moment (against double-clickjacking): once per browser, before
+        // the measured logins.
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
         let r = client
             .http
             .post(format!("{}/oauth/consent", client.base))

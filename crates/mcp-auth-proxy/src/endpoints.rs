@@ -912,7 +912,19 @@ struct PendingLogin {
     /// SHA-256 of the browser binding that started (and approved) the
     /// login: the callback must come back to the same browser.
     browser: String,
+    /// When the consent page was shown (ms since the epoch; 0 when it was
+    /// not): an approval must come [`CONSENT_ARMED_AFTER_MS`] later.
+    #[serde(default)]
+    shown_ms: u64,
 }
+
+/// How long the consent page must have been up before its approval counts
+/// (a little under the second its style sheet keeps Allow unclickable,
+/// for the clocks of replicas). Against double-clickjacking: a page that
+/// asks for a double-click, and opens the consent page on its first click,
+/// would have the second land on Allow; no person reads the page and
+/// approves within this.
+const CONSENT_ARMED_AFTER_MS: u64 = 900;
 
 /// The upstream half of a login, keyed by the state sent upstream.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -959,6 +971,32 @@ fn back_to_client(
         q.append_pair("iss", issuer);
     }
     no_store(Redirect::to(url.as_str()).into_response())
+}
+
+/// Whether `c` can be an S256 PKCE challenge: the unpadded base64url of a
+/// SHA-256 digest, 43 characters (RFC 7636 §4.2). Anything else could
+/// never match a verifier, and would cost a provider login first.
+fn is_s256_challenge(c: &str) -> bool {
+    c.len() == 43
+        && c.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// The scopes a `scope` parameter asks for, each once: scope tokens
+/// separated by spaces (RFC 6749 §3.3; runs of spaces tolerated). A tab, a
+/// no-break space or any other character outside a scope token makes the
+/// whole value invalid, rather than separating scopes or being dropped.
+fn requested_scopes(scope: &str) -> Result<Vec<String>, ()> {
+    let mut asked: Vec<String> = Vec::new();
+    for t in scope.split(' ').filter(|t| !t.is_empty()) {
+        if !mcp_auth_core::is_scope_token(t) {
+            return Err(());
+        }
+        if !asked.iter().any(|a| a == t) {
+            asked.push(t.to_owned());
+        }
+    }
+    Ok(asked)
 }
 
 fn browser_binding(app: &App, headers: &HeaderMap) -> Option<String> {
@@ -1077,6 +1115,22 @@ async fn authorize(
         )
         .await;
     }
+    // Request objects (RFC 9101 §6.3) and other response modes are not
+    // supported: refused, not ignored, since a client that sends them
+    // expects them to be honoured.
+    if q.contains_key("request") {
+        return fail("request_not_supported", "request objects are not supported").await;
+    }
+    if q.contains_key("request_uri") {
+        return fail("request_uri_not_supported", "request_uri is not supported").await;
+    }
+    if q.get("response_mode").is_some_and(|m| m != "query") {
+        return fail(
+            "invalid_request",
+            "response_mode must be query, the only one supported",
+        )
+        .await;
+    }
     if !client.allows_grant_type(GrantType::AuthorizationCode) {
         return fail(
             "unauthorized_client",
@@ -1084,13 +1138,10 @@ async fn authorize(
         )
         .await;
     }
-    let Some(challenge) = q
-        .get("code_challenge")
-        .filter(|c| (43..=128).contains(&c.len()))
-    else {
+    let Some(challenge) = q.get("code_challenge").filter(|c| is_s256_challenge(c)) else {
         return fail(
             "invalid_request",
-            "PKCE is required: code_challenge with code_challenge_method=S256",
+            "PKCE is required: code_challenge (43 base64url characters) with code_challenge_method=S256",
         )
         .await;
     };
@@ -1118,8 +1169,15 @@ async fn authorize(
         )
         .await;
     }
-    let requested: Vec<String> = match q.get("scope") {
-        Some(s) if !s.trim().is_empty() => s.split_whitespace().map(str::to_owned).collect(),
+    let requested: Vec<String> = match q.get("scope").map(|s| requested_scopes(s)) {
+        Some(Ok(asked)) if !asked.is_empty() => asked,
+        Some(Err(())) => {
+            return fail(
+                "invalid_scope",
+                "scope must be scope tokens separated by spaces (RFC 6749 §3.3)",
+            )
+            .await;
+        }
         _ => cfg.scopes_supported.clone(),
     };
     let scopes: Vec<String> = requested
@@ -1149,6 +1207,7 @@ async fn authorize(
         scopes: scopes.clone(),
         resource,
         browser: digest_b64(binding.as_bytes()),
+        shown_ms: 0,
     };
     // Approved before in this browser, for this client, these scopes and
     // this redirect URI: straight on.
@@ -1159,6 +1218,10 @@ async fn authorize(
         return fail("server_error", "no randomness").await;
     };
     let store = &proxy.inner.store;
+    let pending = PendingLogin {
+        shown_ms: crate::facade::now_millis(),
+        ..pending
+    };
     let Ok(bytes) = serde_json::to_vec(&pending) else {
         return fail("server_error", "cannot keep the request").await;
     };
@@ -1318,6 +1381,20 @@ async fn consent_decision(
             ],
             pending.state.as_deref(),
             &cfg.issuer_id(),
+        );
+    }
+    // Too soon after the page appeared to be anyone's reading of it: a
+    // click meant for another page (the login is spent; the application
+    // can start it again).
+    if crate::facade::now_millis() < pending.shown_ms.saturating_add(CONSENT_ARMED_AFTER_MS) {
+        tracing::info!(
+            client = %pending.client_id,
+            "approval refused: it came before the consent page could be read"
+        );
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            "Approval too quick",
+            "This approval came before the page could be read, so it was not taken. Start the login again from the application.",
         );
     }
     // An approval of a login waiting for it (the form is single use: a
@@ -1920,10 +1997,17 @@ async fn token(
                 );
             };
             spent = Some(rt.clone());
-            asked = form
-                .get("scope")
-                .filter(|s| !s.trim().is_empty())
-                .map(|s| s.split_whitespace().map(str::to_owned).collect());
+            asked = match form.get("scope").map(|s| requested_scopes(s)) {
+                Some(Ok(asked)) if !asked.is_empty() => Some(asked),
+                Some(Err(())) => {
+                    return oauth_error(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_scope",
+                        "scope must be scope tokens separated by spaces (RFC 6749 §3.3)",
+                    );
+                }
+                _ => None,
+            };
             grants.use_refresh(rt, &client.client_id).await
         }
         Some(_) => {
@@ -2162,6 +2246,46 @@ mod resource_tests {
             "",
         ] {
             assert!(!same_resource(other, ours), "{other}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod parameter_tests {
+    use super::{is_s256_challenge, requested_scopes};
+
+    #[test]
+    fn scopes_are_scope_tokens_between_spaces_each_once() {
+        assert_eq!(
+            requested_scopes("  mcp:tools mcp:admin  mcp:tools"),
+            Ok(vec!["mcp:tools".to_owned(), "mcp:admin".to_owned()])
+        );
+        assert_eq!(requested_scopes(" "), Ok(vec![]));
+        for bad in [
+            "mcp:tools\tmcp:admin",
+            "mcp:tools\u{a0}mcp:admin",
+            "mcp:tools\u{3000}mcp:admin",
+            "mcp:tools\nmcp:admin",
+            "a\"b",
+            "a\\b",
+        ] {
+            assert_eq!(requested_scopes(bad), Err(()), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn an_s256_challenge_is_43_base64url_characters() {
+        assert!(is_s256_challenge(
+            &"aZ09-_".repeat(7).chars().chain(['x']).collect::<String>()
+        ));
+        for bad in [
+            "!".repeat(43),
+            "a".repeat(42),
+            "a".repeat(44),
+            format!("{}=", "a".repeat(42)),
+            format!("{}+", "a".repeat(42)),
+        ] {
+            assert!(!is_s256_challenge(&bad), "{bad}");
         }
     }
 }

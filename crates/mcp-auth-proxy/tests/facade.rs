@@ -257,6 +257,20 @@ async fn full_login_refresh_and_replays(mode: &str, subject: &str) {
     let code = login(&app, &mut browser, &client_id).await;
     let (_, tokens) = exchange(&app, &client_id, &code).await;
     let rt1 = tokens["refresh_token"].as_str().unwrap().to_owned();
+    // Scopes separated by an em space: not scope tokens (RFC 6749 §3.3),
+    // refused, and the refresh token is not spent by the refusal.
+    let (status, err) = token(
+        &app,
+        &[
+            ("grant_type", "refresh_token"),
+            ("client_id", &client_id),
+            ("refresh_token", &rt1),
+            ("scope", "mcp:tools\u{2003}mcp:tools"),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{err}");
+    assert_eq!(err["error"], "invalid_scope", "{err}");
     let (status, next) = token(
         &app,
         &[
@@ -350,8 +364,26 @@ async fn refusals_issue_nothing_and_never_redirect_untrusted_errors() {
     // never came).
     const REMOTE_CB: &str = "https://app.example/callback";
     let remote = support::register_for(&app, REMOTE_CB).await;
+    // A challenge that could never match a verifier (RFC 7636 §4.2: S256 is
+    // 43 base64url characters), request objects and other response modes,
+    // which a client expects honoured, and scopes separated by anything
+    // but spaces (RFC 6749 §3.3; an attack pass: a tab or a no-break space
+    // split them and both were granted): refused, not ignored.
+    let bang = "!".repeat(43);
     let refusals = [
         (vec![("code_challenge_method", "plain")], "invalid_request"),
+        (vec![("code_challenge", bang.as_str())], "invalid_request"),
+        (
+            vec![("request", "eyJhbGciOiJub25lIn0.e30.")],
+            "request_not_supported",
+        ),
+        (
+            vec![("request_uri", "urn:example:req")],
+            "request_uri_not_supported",
+        ),
+        (vec![("response_mode", "fragment")], "invalid_request"),
+        (vec![("scope", "mcp:tools\tmcp:admin")], "invalid_scope"),
+        (vec![("scope", "mcp:tools\u{a0}mcp:admin")], "invalid_scope"),
         (
             vec![("resource", "https://other.example/mcp")],
             "invalid_target",
@@ -699,6 +731,9 @@ async fn consent_html(app: &App, browser: &mut Browser, client_id: &str) -> Stri
 
 /// The consent page `html`'s form, posted from `browser` with `decision`.
 async fn decide(app: &App, browser: &mut Browser, html: &str, decision: &str) -> reqwest::Response {
+    if decision == "allow" {
+        tokio::time::sleep(support::READ_THE_PAGE).await;
+    }
     browser
         .post_form(
             &format!("{}/oauth/consent", app.base),

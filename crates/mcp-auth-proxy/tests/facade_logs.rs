@@ -158,6 +158,7 @@ async fn refused_at_the_provider(
     let page = browser.get(&authorize_url(app, client_id, &[])).await;
     let to_provider = if page.status() == StatusCode::OK {
         let html = page.text().await.unwrap();
+        tokio::time::sleep(support::READ_THE_PAGE).await;
         browser
             .post_form(
                 &format!("{}/oauth/consent", app.base),

@@ -1405,3 +1405,61 @@ async fn an_app_scheme_redirect_is_accepted_only_when_allowed() {
         );
     }
 }
+
+/// An approval sooner than a person could have read the consent page is
+/// refused, and spends the login: against double-clickjacking (an attack
+/// pass, in Chromium: a page asks for a double-click and opens the consent
+/// page on its first click, so the second lands on Allow and an attacker's
+/// client gets the user's tokens). Denying is never held back, and an
+/// approval once the page has been up goes on to the provider.
+#[tokio::test]
+async fn an_approval_sooner_than_the_page_can_be_read_is_refused() {
+    let app = start_local(Arc::new(MemoryStore::default()), &[], |_| {}).await;
+    let client = support::register(&app).await;
+    let mut browser = support::Browser::new();
+    let consent = async |browser: &mut support::Browser, html: &str, decision: &str| {
+        browser
+            .post_form(
+                &format!("{}/oauth/consent", app.base),
+                &[
+                    ("csrf", &support::field(html, "csrf")),
+                    ("request", &support::field(html, "request")),
+                    ("decision", decision),
+                ],
+            )
+            .await
+    };
+    let page = async |browser: &mut support::Browser| {
+        let page = browser.get(&authorize_url(&app, &client, &[])).await;
+        assert_eq!(page.status(), StatusCode::OK);
+        page.text().await.unwrap()
+    };
+
+    let html = page(&mut browser).await;
+    let quick = consent(&mut browser, &html, "allow").await;
+    assert_eq!(quick.status(), StatusCode::BAD_REQUEST);
+    assert!(quick.headers().get(header::LOCATION).is_none());
+    let text = quick.text().await.unwrap();
+    assert!(text.contains("Approval too quick"), "{text}");
+    // Spent: the same form, however late, finds nothing.
+    tokio::time::sleep(support::READ_THE_PAGE).await;
+    let again = consent(&mut browser, &html, "allow").await;
+    assert_eq!(again.status(), StatusCode::BAD_REQUEST);
+    assert!(again.text().await.unwrap().contains("Request expired"));
+
+    let html = page(&mut browser).await;
+    let denied = consent(&mut browser, &html, "deny").await;
+    assert_eq!(denied.status(), StatusCode::SEE_OTHER);
+    let to = denied.headers()[header::LOCATION].to_str().unwrap();
+    assert!(
+        to.starts_with(&format!("{}?error=access_denied", support::CLIENT_CB)),
+        "{to}"
+    );
+
+    let html = page(&mut browser).await;
+    tokio::time::sleep(support::READ_THE_PAGE).await;
+    let allowed = consent(&mut browser, &html, "allow").await;
+    assert_eq!(allowed.status(), StatusCode::SEE_OTHER);
+    let to = allowed.headers()[header::LOCATION].to_str().unwrap();
+    assert!(to.starts_with(support::LOCAL_PROVIDER_AUTH), "{to}");
+}

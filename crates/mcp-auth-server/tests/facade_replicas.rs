@@ -149,6 +149,7 @@ async fn login(
     let next = if consent_shown {
         let html = page.text().await.unwrap();
         let (csrf, request) = (field(&html, "csrf"), field(&html, "request"));
+        tokio::time::sleep(mcp_auth_integration_tests::browser::READ_THE_PAGE).await;
         browser
             .post_form(
                 &format!("{}/oauth/consent", consent.base()),

@@ -179,6 +179,10 @@ pub(super) fn check_redirect_uri(
             if end == 0 {
                 return Err("must name a host");
             }
+            // `host:` and port 0 parse, but lead nowhere.
+            if authority[..end].ends_with(':') || url.port() == Some(0) {
+                return Err("must name a port from 1 to 65535, or none");
+            }
             Ok(())
         }
         "http" => {
@@ -275,6 +279,9 @@ mod tests {
             "HTTPS://app.example/cb",
             "https:app.example/cb",
             "https:///cb",
+            "https://app.example:/cb",
+            "https://app.example:0/cb",
+            "https://app.example:65536/cb",
             "http://app.example/cb",
             "http://10.0.0.1/cb",
             "http://127.0.0.1.evil.example/cb",

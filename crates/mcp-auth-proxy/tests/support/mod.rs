@@ -15,7 +15,7 @@ pub trait Server {
     fn base(&self) -> &str;
 }
 
-pub use mcp_auth_integration_tests::browser::{Browser, field, query};
+pub use mcp_auth_integration_tests::browser::{Browser, READ_THE_PAGE, field, query};
 
 /// The PKCE verifier of every flow here.
 pub const VERIFIER: &str = "a-pkce-verifier-of-at-least-forty-three-characters-0123";
@@ -83,6 +83,7 @@ pub async fn login(app: &impl Server, browser: &mut Browser, client_id: &str) ->
             );
         }
         let (csrf, request) = (field(&html, "csrf"), field(&html, "request"));
+        tokio::time::sleep(READ_THE_PAGE).await;
         browser
             .post_form(
                 &format!("{}/oauth/consent", app.base()),
