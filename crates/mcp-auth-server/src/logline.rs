@@ -159,6 +159,25 @@ impl fmt::Write for Clip<'_, '_> {
     }
 }
 
+/// `s` as a log line shows a field: escaped, and cut past
+/// [`MAX_FIELD_CHARS`] characters (for text that did not come through
+/// `tracing`, such as the one-line error the server ends with).
+pub(crate) fn clipped(s: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i >= MAX_FIELD_CHARS {
+            out.push_str("…(cut)");
+            break;
+        }
+        if escaped(c) {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Characters written as `\u{…}`: controls (a newline would start a
 /// line of the client's making, an escape sequence drive a terminal),
 /// line and paragraph separators, and the bidirectional controls (which

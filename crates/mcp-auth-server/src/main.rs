@@ -4,6 +4,7 @@
 mod logline;
 mod misspelt;
 mod settings;
+mod stdio;
 mod token;
 mod tools;
 
@@ -106,12 +107,15 @@ fn main() -> ExitCode {
     };
     let mut audit_log = None;
     let result = runtime.block_on(run(cli, &mut audit_log));
+    // Requests still in flight (on connections past the shutdown's grace)
+    // go with the runtime's tasks, each recorded as abandoned as it goes.
+    // Not waited for past a second: a read of stdin from a terminal cannot
+    // be cancelled, and would hold a stopped server until a key was
+    // pressed (an attack pass: SIGTERM and Ctrl-C did nothing over stdio).
+    runtime.shutdown_timeout(Duration::from_secs(1));
     if let Some(log) = audit_log {
-        // Requests still in flight (on connections past the shutdown's
-        // grace) go with the runtime's tasks, each recorded as abandoned
-        // as it goes; then every record taken is written before the
-        // process ends (its writer thread would die with it).
-        runtime.shutdown_timeout(Duration::from_secs(1));
+        // Every record taken is written before the process ends (its
+        // writer thread would die with it).
         if !log.flush() {
             tracing::error!(
                 "audit records lost: the log could not be written before the server stopped"
@@ -287,12 +291,21 @@ async fn serve_stdio(tools: Tools) -> Result<(), Error> {
     tracing::info!("serving MCP over stdio");
     // A signal stops it during the handshake too (with the handlers
     // installed, nothing else would: a review).
+    // Pipes (as MCP clients start servers) are read without blocking a
+    // thread; each line bounded (`stdio.rs`). rmcp's errors can quote
+    // what the client sent: shown as a log field would be.
+    let (stdin, stdout) = rmcp::transport::stdio_pipes();
+    let transport = rmcp::transport::async_rw::AsyncRwTransport::new_server(
+        stdio::BoundedLines::new(stdin, stdio::MAX_LINE),
+        stdout,
+    );
+    let failed = |e: &dyn std::fmt::Display| Error::Stdio(logline::clipped(&e.to_string()));
     let service = tokio::select! {
-        s = tools.serve(rmcp::transport::stdio()) => s.map_err(|e| Error::Stdio(e.to_string()))?,
+        s = tools.serve(transport) => s.map_err(|e| failed(&e))?,
         () = &mut shutdown => return Ok(()),
     };
     tokio::select! {
-        r = service.waiting() => { r.map_err(|e| Error::Stdio(e.to_string()))?; }
+        r = service.waiting() => { r.map_err(|e| failed(&e))?; }
         () = shutdown => {}
     }
     Ok(())

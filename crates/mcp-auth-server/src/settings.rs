@@ -191,8 +191,9 @@ impl ServerSettings {
             Transport::Stdio => None,
             _ => proxy_signs(m)?,
         };
+        let bound_elsewhere = transport != Transport::Stdio && !host.is_loopback();
         if strategies.as_deref() == Some(&[Strategy::None])
-            && (!host.is_loopback() || public_url.is_some() || proxied.is_some())
+            && (bound_elsewhere || public_url.is_some() || proxied.is_some())
             && !parse_bool(m, "MCP_ALLOW_INSECURE_NONE", false)?
         {
             let place = match (&public_url, proxied) {
@@ -814,6 +815,7 @@ mod tests {
             "{e}"
         );
         assert!(none(&[("HOST", "0.0.0.0")]).is_err());
+        assert!(none(&[("HOST", "0.0.0.0"), ("MCP_TRANSPORT", "stdio")]).is_ok());
         assert!(
             none(&[
                 ("MCP_SERVER_URL", "https://mcp.example.com/mcp"),

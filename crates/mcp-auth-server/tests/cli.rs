@@ -62,6 +62,155 @@ fn stdio_answers_initialize_and_tools_on_stdout_with_logs_on_stderr() {
     assert!(logs.contains("serving MCP over stdio"), "{logs}");
 }
 
+/// The stdio server with its stdin from `stdin`, stdout read line by line
+/// on a thread: the child and the lines' receiver.
+fn stdio_server(stdin: Stdio) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    let dir = tempdir();
+    let mut child = command(dir.path(), &[])
+        .args(["--transport", "stdio"])
+        .stdin(stdin)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        while stdout.read_line(&mut line).unwrap_or(0) > 0 {
+            let _ = tx.send(std::mem::take(&mut line));
+        }
+    });
+    std::mem::forget(dir);
+    (child, rx)
+}
+
+/// Waits up to `secs` for `child` to exit.
+fn exits_within(child: &mut std::process::Child, secs: u64) -> Option<std::process::ExitStatus> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    while std::time::Instant::now() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+/// SIGTERM and SIGINT stop the stdio server while its client keeps stdin
+/// open, whether stdin is a pipe (read without blocking a thread) or
+/// anything else (a socket here, a terminal in use: read on a thread that
+/// cannot be cancelled). An attack pass: the server logged "shutting
+/// down" and went on waiting for stdin; Ctrl-C could not stop it.
+#[test]
+fn signals_stop_the_stdio_server_while_stdin_stays_open() {
+    for (signal, over_socket) in [
+        ("TERM", false),
+        ("INT", false),
+        ("TERM", true),
+        ("INT", true),
+    ] {
+        let (mut child, rx, _keep) = if over_socket {
+            let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+            let (child, rx) = stdio_server(Stdio::from(std::os::fd::OwnedFd::from(theirs)));
+            (child, rx, Some(ours))
+        } else {
+            let (child, rx) = stdio_server(Stdio::piped());
+            (child, rx, None)
+        };
+        let mut stdin: Box<dyn Write> = match &_keep {
+            Some(sock) => Box::new(sock.try_clone().unwrap()),
+            None => Box::new(child.stdin.take().unwrap()),
+        };
+        writeln!(stdin, "{INIT}").unwrap();
+        let reply = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("initialize answered");
+        assert!(reply.contains("\"serverInfo\""), "{reply}");
+        let killed = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        let status = exits_within(&mut child, 10);
+        if status.is_none() {
+            let _ = child.kill();
+        }
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "SIG{signal} (stdin a {}): {status:?}",
+            if over_socket { "socket" } else { "pipe" }
+        );
+        drop(stdin);
+    }
+}
+
+/// A message over the size or value limit (here a tool call whose
+/// arguments hold 100 000 numbers: rmcp would hold it as trees of values,
+/// ~230 bytes each) is answered with an "invalid request" error, and the
+/// session goes on; a message before `initialize` that ends the session
+/// is reported in one line, cut, whatever it held.
+#[test]
+fn stdio_messages_over_the_limits_are_refused_and_errors_are_cut() {
+    let (mut child, rx) = stdio_server(Stdio::piped());
+    let mut stdin = child.stdin.take().unwrap();
+    let next = || rx.recv_timeout(Duration::from_secs(20)).expect("a reply");
+    writeln!(stdin, "{INIT}").unwrap();
+    assert!(next().contains("\"serverInfo\""));
+    writeln!(
+        stdin,
+        r#"{{"jsonrpc":"2.0","method":"notifications/initialized"}}"#
+    )
+    .unwrap();
+    let zeros = format!("[{}0]", "0,".repeat(100_000));
+    writeln!(
+        stdin,
+        r#"{{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{{"name":"whoami","arguments":{{"x":{zeros}}}}}}}"#
+    )
+    .unwrap();
+    let reply: serde_json::Value = serde_json::from_str(&next()).unwrap();
+    assert_eq!(reply["error"]["code"], -32600, "{reply}");
+    assert!(reply["id"].is_null(), "{reply}");
+    writeln!(
+        stdin,
+        r#"{{"jsonrpc":"2.0","id":6,"method":"tools/call","params":{{"name":"whoami","arguments":{{}}}}}}"#
+    )
+    .unwrap();
+    let reply: serde_json::Value = serde_json::from_str(&next()).unwrap();
+    assert_eq!(reply["id"], 6, "{reply}");
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+
+    let dir = tempdir();
+    let mut child = command(dir.path(), &[])
+        .args(["--transport", "stdio"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let data = "A".repeat(100_000);
+    writeln!(
+        stdin,
+        r#"{{"jsonrpc":"2.0","method":"notifications/message","params":{{"level":"info","data":"{data}\u001b[2J"}}}}"#
+    )
+    .unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    let logs = String::from_utf8_lossy(&out.stderr);
+    let last = logs.lines().last().unwrap_or_default();
+    assert!(last.starts_with("error: stdio transport"), "{last}");
+    assert!(last.ends_with("…(cut)"), "{last}");
+    assert!(
+        last.chars().count() < 1200,
+        "{} characters",
+        last.chars().count()
+    );
+    assert!(logs.lines().all(|l| l.chars().count() < 1200));
+}
+
 /// Runs the binary with `env` and returns (exit success, stderr).
 fn run(env: &[(&str, &str)], args: &[&str]) -> (bool, String) {
     let dir = tempdir();

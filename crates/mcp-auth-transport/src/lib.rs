@@ -97,6 +97,23 @@ mod sse;
 
 #[cfg(feature = "mcp")]
 pub use app::McpHttpApp;
+
+/// Whether a JSON-RPC message holds more JSON values than a body within the
+/// limit `max_bytes` may on HTTP (one per 64 bytes of the limit, at least
+/// 1 024; rmcp holds a message as trees of values, ~230 bytes each): for a
+/// transport that frames messages itself, such as stdio's lines.
+///
+/// ```
+/// use mcp_auth_transport::too_many_json_values;
+///
+/// let zeros = format!("[{}0]", "0,".repeat(70_000));
+/// assert!(too_many_json_values(zeros.as_bytes(), 4 << 20));
+/// assert!(!too_many_json_values(br#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#, 4 << 20));
+/// ```
+#[cfg(feature = "mcp")]
+pub fn too_many_json_values(message: &[u8], max_bytes: usize) -> bool {
+    message::over_values(message, message::max_values(max_bytes))
+}
 pub use auth::{AuthLayer, AuthRejected, AuthService, ScopeHierarchy};
 #[cfg(feature = "mcp")]
 pub use config::{
