@@ -461,8 +461,21 @@ fn principal(t: VerifiedToken) -> Principal {
         .map(str::to_owned);
     let email = t.str_claim("email").map(str::to_owned);
     let groups = cognito_groups(&t);
+    // Scopes are an access token's `scope`, and nothing else: an ID token
+    // grants none, whatever claims a pre-token-generation trigger added to
+    // it (an attack pass: an ID token with `scp` passed
+    // MCP_OAUTH_REQUIRED_SCOPES and MCP_TOOL_SCOPES), and Cognito issues
+    // no `scp`.
+    let scopes: Vec<String> = if is_id {
+        Vec::new()
+    } else {
+        t.str_claim("scope")
+            .map(|s| mcp_auth_core::scope_tokens(s).map(str::to_owned).collect())
+            .unwrap_or_default()
+    };
     let mut p = t.into_principal("cognito");
     p.client_id = client;
+    p.scopes = scopes;
     // Cognito's own claim only: a `groups` or `roles` claim (which Cognito
     // never issues, but a pre-token-generation trigger could add) is no
     // Cognito group.

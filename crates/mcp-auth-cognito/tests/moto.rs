@@ -514,6 +514,42 @@ async fn setup_closes_sign_up_and_grants_no_admin_by_default() {
         [&format!("{server}/tools")]
     );
 
+    // Nothing changes at Cognito for an app client that does not exist,
+    // nor for a server URL whose scopes would not survive the printed
+    // comma-separated settings (an attack pass: the resource server was
+    // registered before the client was found missing).
+    let other = "https://other.example/mcp";
+    let (ok, _, err) = run(&[
+        "add-resource-server",
+        "--server-url",
+        other,
+        "--client-name",
+        "nosuch",
+    ]);
+    assert!(
+        !ok && err.contains("no app client named \"nosuch\""),
+        "{err}"
+    );
+    let (ok, _, err) = run(&[
+        "add-resource-server",
+        "--server-url",
+        "https://other.example/a,b",
+    ]);
+    assert!(!ok && err.contains("no query and no comma"), "{err}");
+    let listed = sdk
+        .list_resource_servers()
+        .user_pool_id(&pool)
+        .max_results(50)
+        .send()
+        .await
+        .unwrap();
+    let identifiers: Vec<&str> = listed
+        .resource_servers()
+        .iter()
+        .filter_map(|r| r.identifier())
+        .collect();
+    assert_eq!(identifiers, [server], "{identifiers:?}");
+
     // A pool someone made with sign-up open (Cognito's default) is used,
     // with a warning, and `status` says so.
     sdk.create_user_pool()
@@ -622,6 +658,21 @@ async fn moto_tokens_are_checked_for_use_client_and_expiry() {
         scoped.verify(&access).await.unwrap_err(),
         CognitoError::Scope(_)
     ));
+    // Scopes are an access token's `scope` only: an ID token holds none,
+    // whatever a pre-token-generation trigger adds to it (an attack pass:
+    // its `scp` passed MCP_OAUTH_REQUIRED_SCOPES and MCP_TOOL_SCOPES), and
+    // `scp`, which Cognito never issues, counts for nothing.
+    let id_scoped = resign(
+        &id,
+        &serde_json::json!({"scp": ["mcp:admin"], "scope": "mcp:admin"}),
+    );
+    let p = both.verify(&id_scoped).await.unwrap();
+    assert!(p.scopes.is_empty(), "{:?}", p.scopes);
+    let access_scp = resign(&access, &serde_json::json!({"scp": ["mcp:admin"]}));
+    assert_eq!(
+        both.verify(&access_scp).await.unwrap().scopes,
+        ["aws.cognito.signin.user.admin"]
+    );
 
     // The audience: Cognito's access tokens carry none unless the pool
     // issues them with resource indicators. Without indicators, a token

@@ -180,6 +180,21 @@ pub fn strategies_from_settings(l: &dyn Lookup) -> Result<Option<Vec<Strategy>>,
             "scopes come with credentials: needs the api_key (named keys with scopes), bearer, oauth2 or cognito strategy",
         ));
     }
+    // Cognito's ID tokens carry no scopes (an access token's `scope` is
+    // all the cognito strategy reads): with nothing else, no request could
+    // hold a required one.
+    let id_tokens_only = l
+        .get("COGNITO_TOKEN_USE")
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("id"));
+    if parse_list(l, "MCP_OAUTH_REQUIRED_SCOPES").is_some()
+        && id_tokens_only
+        && strategies == [Strategy::Cognito]
+    {
+        return Err(ConfigError::new(
+            "MCP_OAUTH_REQUIRED_SCOPES",
+            "Cognito ID tokens (COGNITO_TOKEN_USE=id) carry no scopes, so no request could hold these: accept access tokens (COGNITO_TOKEN_USE=access or both)",
+        ));
+    }
     Ok(Some(strategies))
 }
 
@@ -517,6 +532,14 @@ mod tests {
                 ],
                 "MCP_OAUTH_REQUIRED_SCOPES",
             ),
+            (
+                vec![
+                    ("MCP_AUTH_STRATEGY", "cognito"),
+                    ("COGNITO_TOKEN_USE", "ID"),
+                    ("MCP_OAUTH_REQUIRED_SCOPES", "mcp:tools"),
+                ],
+                "MCP_OAUTH_REQUIRED_SCOPES",
+            ),
         ] {
             let e = pick(&pairs).unwrap_err();
             assert_eq!(e.variable, variable, "{pairs:?}: {e}");
@@ -530,6 +553,24 @@ mod tests {
             .is_ok()
         );
         assert!(pick(&[("MCP_AUTH_STRATEGY", "none"), ("MCP_AUTH_REQUIRE", "false")]).is_ok());
+        // Cognito's access tokens carry scopes (`both` accepts them too),
+        // and another strategy in the chain may.
+        for (strategy, token_use) in [
+            ("cognito", "both"),
+            ("cognito", "access"),
+            ("cognito,api_key", "id"),
+        ] {
+            assert!(
+                pick(&[
+                    ("MCP_AUTH_STRATEGY", strategy),
+                    ("COGNITO_TOKEN_USE", token_use),
+                    ("MCP_API_KEYS", "k"),
+                    ("MCP_OAUTH_REQUIRED_SCOPES", "mcp:tools")
+                ])
+                .is_ok(),
+                "{strategy} {token_use}"
+            );
+        }
     }
 
     /// Cognito's groups without the cognito strategy, none at all

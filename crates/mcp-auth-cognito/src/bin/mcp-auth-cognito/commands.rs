@@ -60,28 +60,25 @@ impl FacadeCallback {
         server_url: Option<String>,
         callback: Option<String>,
     ) -> Result<Self, Error> {
-        let parse = |value: &str, var: &str| {
-            url::Url::parse(value)
-                .ok()
-                .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
-                .ok_or_else(|| Error::Usage(format!("{var} {value:?} is not an http(s) URL")))
-        };
-        let server = parse(
+        let server = http_url(
             server_url.as_deref().unwrap_or(DEFAULT_SERVER_URL),
             "MCP_SERVER_URL",
         )?;
         let url = match &callback {
             Some(c) => {
-                let u = parse(c, "MCP_OAUTH_CALLBACK_URL")?;
-                if u.fragment().is_some() {
-                    return Err(Error::Usage(
-                        "MCP_OAUTH_CALLBACK_URL must not have a fragment".into(),
-                    ));
-                }
-                if server_url.is_some() && u.origin() != server.origin() {
+                let u = http_url(c, "MCP_OAUTH_CALLBACK_URL")?;
+                // The server's default URL too when none is named: the
+                // facade refuses a callback off its origin either way (an
+                // attack pass: any origin was registered at Cognito).
+                if u.origin() != server.origin() {
                     return Err(Error::Usage(format!(
-                        "MCP_OAUTH_CALLBACK_URL must be on MCP_SERVER_URL's origin {} (the server's login facade serves it)",
-                        server.origin().ascii_serialization()
+                        "MCP_OAUTH_CALLBACK_URL must be on the server's origin {} (MCP_SERVER_URL{}; the server's login facade serves it there)",
+                        server.origin().ascii_serialization(),
+                        if server_url.is_some() {
+                            ""
+                        } else {
+                            "'s default"
+                        }
                     )));
                 }
                 u
@@ -495,6 +492,36 @@ async fn set_password(
         .map(|_| ())
 }
 
+/// `value` as the http(s) URL the setting `var` holds. Refused without
+/// repeating the value: whitespace or control characters (the URL parser
+/// drops tabs and newlines, while the text as given is printed into `.env`
+/// lines: an attack pass added a line `MCP_AUTH_STRATEGY=none`), a user
+/// name or password (printed, and registered at Cognito); and a fragment.
+fn http_url(value: &str, var: &str) -> Result<url::Url, Error> {
+    if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(Error::Usage(format!(
+            "{var} holds whitespace or control characters"
+        )));
+    }
+    let u = url::Url::parse(value)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+        .ok_or_else(|| {
+            Error::Usage(format!(
+                "{var} is not an http(s) URL like https://mcp.example.com/mcp"
+            ))
+        })?;
+    if !u.username().is_empty() || u.password().is_some() {
+        return Err(Error::Usage(format!(
+            "{var} must not hold a user name or password"
+        )));
+    }
+    if u.fragment().is_some() {
+        return Err(Error::Usage(format!("{var} must not have a fragment")));
+    }
+    Ok(u)
+}
+
 pub(crate) async fn add_resource_server(
     client: &Client,
     pool: &str,
@@ -502,16 +529,27 @@ pub(crate) async fn add_resource_server(
     identifier: &str,
     scopes: &[String],
 ) -> Result<(), Error> {
-    let url = url::Url::parse(identifier)
-        .map_err(|_| Error::Usage(format!("MCP_SERVER_URL {identifier:?} is not a URL")))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(Error::Usage(format!(
-            "MCP_SERVER_URL {identifier:?} must be http(s)"
-        )));
+    let url = http_url(identifier, "MCP_SERVER_URL")?;
+    // The identifier prefixes the scope names printed into comma-separated
+    // settings (an attack pass: `…/a,b` made two required scopes no token
+    // has).
+    if url.query().is_some() || identifier.contains([',', '?']) {
+        return Err(Error::Usage(
+            "MCP_SERVER_URL must have no query and no comma: it becomes the resource server's identifier and the prefix of its scopes".into(),
+        ));
     }
     if scopes.is_empty() {
         return Err(Error::Usage("no scopes given".into()));
     }
+    // The app client before anything is changed at Cognito (an attack pass:
+    // the resource server was registered, then the client found missing).
+    let app = find_client(client, pool, client_name)
+        .await?
+        .ok_or_else(|| {
+            Error::Usage(format!(
+                "no app client named {client_name:?}: run setup first"
+            ))
+        })?;
 
     let existing = match client
         .describe_resource_server()
@@ -614,13 +652,6 @@ pub(crate) async fn add_resource_server(
             scopes.join(" ")
         )));
     }
-    let app = find_client(client, pool, client_name)
-        .await?
-        .ok_or_else(|| {
-            Error::Usage(format!(
-                "no app client named {client_name:?}: run setup first"
-            ))
-        })?;
     let mut granted: Vec<String> = app.allowed_o_auth_scopes().to_vec();
     let before = granted.len();
     for s in &given {
@@ -980,10 +1011,37 @@ mod tests {
                 Some("https://elsewhere.example/cb"),
                 "origin https://mcp.example.com",
             ),
-            (None, Some("https://mcp.example.com/cb#x"), "fragment"),
+            (
+                Some("https://mcp.example.com/mcp"),
+                Some("https://mcp.example.com/cb#x"),
+                "fragment",
+            ),
+            // The default server URL's origin when none is named.
+            (
+                None,
+                Some("https://evil.example/cb"),
+                "origin http://127.0.0.1:8001 (MCP_SERVER_URL's default",
+            ),
+            // Lines of its own in the printed settings, credentials.
+            (
+                Some("http://127.0.0.1:18777/mcp\nMCP_AUTH_STRATEGY=none"),
+                None,
+                "MCP_SERVER_URL holds whitespace or control characters",
+            ),
+            (
+                Some("https://mcp.example.com/mcp"),
+                Some("https://mcp.example.com/cb\tx"),
+                "MCP_OAUTH_CALLBACK_URL holds whitespace",
+            ),
+            (
+                Some("https://user:pa55w0rd@mcp.example.com/mcp"),
+                None,
+                "MCP_SERVER_URL must not hold a user name or password",
+            ),
         ] {
             let e = callback(server, cb).unwrap_err().to_string();
             assert!(e.contains(says), "{server:?} {cb:?}: {e}");
+            assert!(!e.contains("pa55w0rd") && !e.contains('\n'), "{e}");
         }
     }
 }
