@@ -36,8 +36,9 @@ pub struct AuthServerMetadata {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum DiscoveryError {
-    /// The issuer is not a usable URL.
-    #[error("issuer {0:?} is not an http(s) URL without query or fragment")]
+    /// The issuer is not a usable URL. Shown without the value: it may
+    /// carry credentials (kept here for the caller).
+    #[error("the issuer is not an http(s) URL without user name, password, query or fragment")]
     BadIssuer(String),
     /// No well-known URL gave a document.
     #[error("no metadata found for issuer {issuer}: {last}")]
@@ -79,6 +80,11 @@ pub fn discovery_urls(issuer: &str) -> Result<Vec<Url>, DiscoveryError> {
     if !matches!(url.scheme(), "http" | "https")
         || url.query().is_some()
         || url.fragment().is_some()
+        // An issuer with credentials could never equal a token's `iss`,
+        // and would be logged and published in the metadata (an attack
+        // pass).
+        || !url.username().is_empty()
+        || url.password().is_some()
     {
         return Err(bad());
     }
@@ -147,5 +153,23 @@ mod tests {
         );
         assert!(discovery_urls("ftp://x").is_err());
         assert!(discovery_urls("https://x/?a=b").is_err());
+    }
+
+    /// An issuer with credentials is refused, and the refusal does not
+    /// repeat them (an attack pass: they were logged and published in
+    /// the protected-resource metadata).
+    #[test]
+    fn issuers_with_credentials_are_refused_without_repeating_them() {
+        for issuer in [
+            "https://admin:IssuerPa55@as.example.com/realm",
+            "https://admin@as.example.com/realm",
+            "https://as.example.com/realm?token=QuerySecret",
+        ] {
+            let e = discovery_urls(issuer).unwrap_err().to_string();
+            assert!(
+                !e.contains("IssuerPa55") && !e.contains("admin") && !e.contains("QuerySecret"),
+                "{e}"
+            );
+        }
     }
 }

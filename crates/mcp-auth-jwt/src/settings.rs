@@ -57,8 +57,24 @@ pub fn pem_setting(value: &str, var: &str) -> Result<Vec<u8>, ConfigError> {
     if value.contains("-----BEGIN") {
         return Ok(value.replace("\\n", "\n").into_bytes());
     }
-    std::fs::read(value)
-        .map_err(|e| ConfigError::new(var, format!("cannot read the file it names ({})", e.kind())))
+    // Read up to a bound: a key is a few KiB, and `/dev/zero` named by
+    // mistake would otherwise be read until memory runs out.
+    const MAX_PEM_FILE: u64 = 1 << 20;
+    let mut pem = Vec::new();
+    std::fs::File::open(value)
+        .and_then(|f| {
+            std::io::Read::read_to_end(&mut std::io::Read::take(f, MAX_PEM_FILE + 1), &mut pem)
+        })
+        .map_err(|e| {
+            ConfigError::new(var, format!("cannot read the file it names ({})", e.kind()))
+        })?;
+    if pem.len() as u64 > MAX_PEM_FILE {
+        return Err(ConfigError::new(
+            var,
+            "the file it names is over 1 MiB: not a PEM key",
+        ));
+    }
+    Ok(pem)
 }
 
 /// An HMAC secret setting (`MCP_JWT_SECRET`): at least
@@ -205,4 +221,21 @@ pub fn secure_url_setting(value: &str, var: &str, allow_http: bool) -> Result<Ur
         ));
     }
     Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file named by mistake is read up to a bound (an attack pass:
+    /// `/dev/zero` was read until memory ran out).
+    #[cfg(unix)]
+    #[test]
+    fn a_pem_file_is_read_up_to_a_bound() {
+        let e = pem_setting("/dev/zero", "KEY").unwrap_err();
+        assert_eq!(e.variable, "KEY");
+        assert!(e.message.contains("over 1 MiB"), "{e}");
+        let e = pem_setting("/no/such/key.pem", "KEY").unwrap_err();
+        assert!(e.message.contains("cannot read"), "{e}");
+    }
 }

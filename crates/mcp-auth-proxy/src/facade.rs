@@ -104,8 +104,9 @@ pub enum ProxyError {
     /// A key problem.
     #[error(transparent)]
     Key(#[from] KeyError),
-    /// The store cannot answer.
-    #[error(transparent)]
+    /// The store cannot answer (named by its setting, as the server's
+    /// other store errors are).
+    #[error("MCP_SESSION_STORE: {0}")]
     Store(#[from] mcp_auth_session::StoreError),
     /// The verifier for the facade's own tokens cannot be built.
     #[error("cannot build the token verifier: {0}")]

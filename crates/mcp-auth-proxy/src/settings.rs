@@ -520,6 +520,8 @@ impl ProxySettings {
         let userinfo = url_setting(l, "MCP_OAUTH_USERINFO_URL", allow_http)?;
         let issuer = l.get("MCP_OAUTH_ISSUER");
         if let Some(i) = &issuer {
+            mcp_auth_jwt::discovery_urls(i)
+                .map_err(|e| ConfigError::new("MCP_OAUTH_ISSUER", e.to_string()))?;
             mcp_auth_jwt::settings::secure_url_setting(i, "MCP_OAUTH_ISSUER", allow_http)?;
         }
         let (provider, identity) = match cognito {
@@ -765,9 +767,23 @@ fn preregistered_clients(
     policy: &crate::clients::RegistrationPolicy,
 ) -> Result<Vec<crate::clients::ClientInfo>, ConfigError> {
     let var = "MCP_PROXY_CLIENTS";
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        ConfigError::new(var, format!("cannot read the file it names ({})", e.kind()))
-    })?;
+    // Read up to a bound (a file named by mistake, `/dev/zero`, was read
+    // until memory ran out).
+    const MAX_CLIENTS_FILE: u64 = 16 << 20;
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| {
+            std::io::Read::read_to_string(
+                &mut std::io::Read::take(f, MAX_CLIENTS_FILE + 1),
+                &mut text,
+            )
+        })
+        .map_err(|e| {
+            ConfigError::new(var, format!("cannot read the file it names ({})", e.kind()))
+        })?;
+    if text.len() as u64 > MAX_CLIENTS_FILE {
+        return Err(ConfigError::new(var, "the file it names is over 16 MiB"));
+    }
     let entries: Vec<ClientEntry> = serde_json::from_str(&text).map_err(|e| {
         ConfigError::new(
             var,

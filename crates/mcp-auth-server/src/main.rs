@@ -250,11 +250,31 @@ fn audit_verify(files: &[PathBuf]) -> i32 {
 /// The tools' scopes: `admin_status` needs `mcp:admin` unless `MCP_TOOL_SCOPES`
 /// names it (an entry replaces a tool's default), plus the other entries;
 /// `whoami` needs a caller (under anonymous sessions, a login).
+///
+/// A tool the server does not have is refused, naming the near one: a
+/// misspelt name (`get-time`) left the tool meant open to every caller
+/// (an attack pass).
 fn tool_scopes(merged: &settings::Merged) -> Result<ToolScopes, ConfigError> {
-    ToolScopes::new()
+    let scopes = ToolScopes::new()
         .require("admin_status", ["mcp:admin"])
         .require_caller("whoami")
-        .with_settings(merged)
+        .with_settings(merged)?;
+    let ours = Tools::all_names();
+    let plain = |n: &str| n.replace('-', "_").to_ascii_lowercase();
+    for named in scopes.tool_names() {
+        if ours.contains(&named) {
+            continue;
+        }
+        let hint = match ours.iter().find(|t| plain(t) == plain(&named)) {
+            Some(near) => format!("did you mean {near}?"),
+            None => format!("the server's tools are {}", ours.join(", ")),
+        };
+        return Err(ConfigError::new(
+            "MCP_TOOL_SCOPES",
+            format!("no tool named {named:?}: {hint}"),
+        ));
+    }
+    Ok(scopes)
 }
 
 /// Logs to stderr at `level`, and spans to an OpenTelemetry collector when

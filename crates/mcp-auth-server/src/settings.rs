@@ -72,6 +72,18 @@ pub fn merge(
 ) -> Result<Merged, ConfigError> {
     let mut names = known();
     names.extend(NOT_YET.iter().chain(FOR_OTHERS));
+    // A value that is not UTF-8 reads as unset: refused instead, without
+    // repeating it (an attack pass: a required scope so set was dropped,
+    // and every token let in; a binary secret was "missing").
+    if let Some(name) = names
+        .iter()
+        .find(|n| matches!(std::env::var(n), Err(std::env::VarError::NotUnicode(_))))
+    {
+        return Err(ConfigError::new(
+            *name,
+            "is set in the environment to a value that is not UTF-8 text",
+        ));
+    }
     let mut sources = Sources::new(&names)
         .toml_file(config_file, "--config")
         .env(env);
@@ -192,7 +204,29 @@ impl ServerSettings {
             _ => proxy_signs(m)?,
         };
         let bound_elsewhere = transport != Transport::Stdio && !host.is_loopback();
-        if strategies.as_deref() == Some(&[Strategy::None])
+        // Or opened to every web page: a page in the user's browser calls
+        // the tools of a server on loopback (an attack pass: `*` or `null`
+        // in the origins let any site open a session).
+        let any_page = match transport {
+            Transport::Stdio => None,
+            _ => open_to_any_page(m),
+        };
+        let is_none = strategies.as_deref() == Some(&[Strategy::None]);
+        if is_none
+            && !bound_elsewhere
+            && public_url.is_none()
+            && proxied.is_none()
+            && let Some(page) = any_page
+            && !parse_bool(m, "MCP_ALLOW_INSECURE_NONE", false)?
+        {
+            return Err(ConfigError::new(
+                "MCP_AUTH_STRATEGY",
+                format!(
+                    "none with {page} would let any web page the user opens call the tools; name the origins that may, choose a strategy, or set MCP_ALLOW_INSECURE_NONE=true"
+                ),
+            ));
+        }
+        if is_none
             && (bound_elsewhere || public_url.is_some() || proxied.is_some())
             && !parse_bool(m, "MCP_ALLOW_INSECURE_NONE", false)?
         {
@@ -358,8 +392,56 @@ impl ServerSettings {
                 "MCP_JWT_PUBLIC_KEY",
                 "MCP_JWT_ALGORITHM",
                 "MCP_JWT_ISSUER",
+                "MCP_JWT_AUDIENCE",
             ],
             "read only with MCP_AUTH_STRATEGY=bearer (and by the token command)",
+        );
+        // The verifiers' shared rules and the issuers' (an attack pass:
+        // under api_key, none of these was reported).
+        unless(
+            strategy(Strategy::Bearer) || oauth2 || strategy(Strategy::Cognito),
+            &["MCP_JWT_LEEWAY", "MCP_JWT_MAX_LIFETIME"],
+            "read only with MCP_AUTH_STRATEGY=bearer, oauth2 or cognito",
+        );
+        unless(
+            oauth2,
+            &[
+                "MCP_OAUTH_ISSUER",
+                "MCP_OAUTH_JWKS_URL",
+                "MCP_OAUTH_AUDIENCE",
+                "MCP_OAUTH_INTROSPECTION_URL",
+            ],
+            "read only with MCP_AUTH_STRATEGY=oauth2",
+        );
+        unless(
+            oauth2 || strategy(Strategy::Cognito),
+            &["MCP_OAUTH_ALLOW_HTTP"],
+            "read only with MCP_AUTH_STRATEGY=oauth2 or cognito",
+        );
+        unless(
+            strategy(Strategy::Cognito) || facade_runs,
+            &[
+                "COGNITO_REGION",
+                "COGNITO_USER_POOL_ID",
+                "COGNITO_APP_CLIENT_ID",
+                "COGNITO_JWKS_URL",
+            ],
+            "read only with MCP_AUTH_STRATEGY=cognito, or by the login facade's Cognito preset",
+        );
+        unless(
+            switched_on("HTTP_DNS_REBINDING_PROTECTION", true),
+            &["HTTP_ALLOWED_HOSTS"],
+            "read only with Host checking on (HTTP_DNS_REBINDING_PROTECTION is false)",
+        );
+        unless(
+            Lookup::get(m, "HTTP_TRUSTED_PROXIES").is_some(),
+            &["HTTP_FORWARDED_HEADER"],
+            "read only with HTTP_TRUSTED_PROXIES (no proxy's header is believed without it)",
+        );
+        unless(
+            switched_on("MCP_SESSION_AUTH_ENABLED", true),
+            &["MCP_SESSION_AUTH_REQUIRE_FOR_SESSION"],
+            "read only with MCP_SESSION_AUTH_ENABLED=true",
         );
         unless(
             strategy(Strategy::None),
@@ -425,9 +507,9 @@ impl ServerSettings {
             })
             .collect();
         unless(
-            !oauth2 || facade_runs,
+            facade_runs,
             &facade_own,
-            "read only by the login facade, which runs when MCP_OAUTH_AUTH_URL, MCP_OAUTH_CALLBACK_URL or COGNITO_DOMAIN is set",
+            "read only by the login facade, which runs with MCP_AUTH_STRATEGY=oauth2 when MCP_OAUTH_AUTH_URL, MCP_OAUTH_CALLBACK_URL or COGNITO_DOMAIN is set",
         );
         named(NOT_YET, "not supported by this server")
             .chain(named(
@@ -448,7 +530,13 @@ impl ServerSettings {
                 "read by other programs, not by the server",
             ))
             .chain(conditional)
-            .collect()
+            // Each once, with the first reason found.
+            .fold(Vec::new(), |mut out, (n, why)| {
+                if !out.iter().any(|(seen, _)| *seen == n) {
+                    out.push((n, why));
+                }
+                out
+            })
     }
 
     /// `MCP_SERVER_URL`, or one derived from the bound address.
@@ -496,6 +584,10 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("MCP_PROXY_AUTHORIZATIONS_PER_MINUTE", "60"),
     ("MCP_PROXY_REGISTRATIONS_PER_HOUR", "20"),
     ("MCP_PROXY_LOGINS_PER_LIFETIME", "10000"),
+    ("MCP_JWT_LEEWAY", "60"),
+    ("MCP_OAUTH_ALLOW_HTTP", "false"),
+    ("MCP_SESSION_AUTH_REQUIRE_FOR_SESSION", "true"),
+    ("HTTP_FORWARDED_HEADER", "auto"),
 ];
 
 /// The setting that says a server on loopback is reached through a proxy
@@ -519,6 +611,19 @@ fn proxy_signs(m: &dyn Lookup) -> Result<Option<&'static str>, ConfigError> {
     } else {
         None
     })
+}
+
+/// The origins setting that lets every web page in (`*`, or `null`: sent
+/// by sandboxed frames and `file:` pages, which any site can make), if any.
+fn open_to_any_page(m: &dyn Lookup) -> Option<String> {
+    ["HTTP_ALLOWED_ORIGINS", "HTTP_CORS_ORIGINS"]
+        .into_iter()
+        .find_map(|var| {
+            let list = mcp_auth_core::settings::parse_list(m, var).unwrap_or_default();
+            list.iter()
+                .find(|o| *o == "*" || o.eq_ignore_ascii_case("null"))
+                .map(|o| format!("{o} in {var}"))
+        })
 }
 
 /// Whether `url`'s host is this machine (`localhost`, a loopback address).
@@ -677,6 +782,53 @@ mod tests {
         );
     }
 
+    /// Each strategy's settings, and settings another one turns off, are
+    /// reported under a setup that does not read them (an attack pass:
+    /// under api_key not one was).
+    #[test]
+    fn settings_of_strategies_not_chosen_are_named() {
+        let set = [
+            ("MCP_PROXY_SIGNING_KEY", "x"),
+            ("MCP_OAUTH_ISSUER", "https://as.example.com"),
+            ("MCP_OAUTH_JWKS_URL", "https://as.example.com/jwks"),
+            ("MCP_OAUTH_ALLOW_HTTP", "true"),
+            ("COGNITO_REGION", "eu-west-1"),
+            ("COGNITO_USER_POOL_ID", "eu-west-1_AbC123"),
+            ("MCP_JWT_AUDIENCE", "https://mcp.example.com/mcp"),
+            ("MCP_JWT_LEEWAY", "5"),
+            ("MCP_JWT_MAX_LIFETIME", "1h"),
+            ("HTTP_DNS_REBINDING_PROTECTION", "false"),
+            ("HTTP_ALLOWED_HOSTS", "mcp.example.com"),
+            ("HTTP_FORWARDED_HEADER", "forwarded"),
+            ("MCP_SESSION_AUTH_ENABLED", "false"),
+            ("MCP_SESSION_AUTH_REQUIRE_FOR_SESSION", "false"),
+        ];
+        let mut pairs = vec![("MCP_API_KEYS", "k-0123456789abcdef0123")];
+        pairs.extend(set);
+        let mut named = ignored_names(&pairs);
+        named.sort_unstable();
+        let mut want: Vec<&str> = set
+            .iter()
+            .map(|(n, _)| *n)
+            .filter(|n| {
+                !matches!(
+                    *n,
+                    "HTTP_DNS_REBINDING_PROTECTION" | "MCP_SESSION_AUTH_ENABLED"
+                )
+            })
+            .collect();
+        want.sort_unstable();
+        assert_eq!(named, want);
+        // Under the strategies that read them: none of the verifiers'.
+        let named = ignored_names(&[
+            ("MCP_AUTH_STRATEGY", "oauth2"),
+            ("MCP_OAUTH_ISSUER", "https://as.example.com"),
+            ("MCP_OAUTH_ALLOW_HTTP", "true"),
+            ("MCP_JWT_LEEWAY", "5"),
+        ]);
+        assert!(named.is_empty(), "{named:?}");
+    }
+
     /// Cognito's verifier settings under another strategy are reported as
     /// without effect (its groups are refused when the authenticator is
     /// built: `mcp_auth_strategies::settings::check_restrictions`).
@@ -815,6 +967,20 @@ mod tests {
             "{e}"
         );
         assert!(none(&[("HOST", "0.0.0.0")]).is_err());
+        // Every web page let in by the origins (an attack pass).
+        for (var, value) in [
+            ("HTTP_ALLOWED_ORIGINS", "*"),
+            ("HTTP_ALLOWED_ORIGINS", "http://localhost:3000, null"),
+            ("HTTP_CORS_ORIGINS", "*"),
+            ("HTTP_CORS_ORIGINS", "NULL"),
+        ] {
+            let e = none(&[(var, value)]).unwrap_err();
+            assert_eq!(e.variable, "MCP_AUTH_STRATEGY");
+            assert!(e.message.contains(&format!("in {var}")), "{e}");
+            assert!(none(&[(var, value), ("MCP_ALLOW_INSECURE_NONE", "true")]).is_ok());
+            assert!(none(&[(var, value), ("MCP_TRANSPORT", "stdio")]).is_ok());
+        }
+        assert!(none(&[("HTTP_ALLOWED_ORIGINS", "http://localhost:3000")]).is_ok());
         assert!(none(&[("HOST", "0.0.0.0"), ("MCP_TRANSPORT", "stdio")]).is_ok());
         assert!(
             none(&[

@@ -141,6 +141,18 @@ pub fn mint(args: &TokenArgs, l: &dyn Lookup, default_aud: &Url) -> Result<Strin
         "nbf": now,
         "exp": now + lifetime.as_secs(),
     });
+    // Scope tokens only (RFC 6749 §3.3): the server reads nothing else as
+    // a scope, so a token with `a"b` would not hold it.
+    if let Some(bad) = args
+        .scope
+        .split_whitespace()
+        .find(|t| !mcp_auth_core::is_scope_token(t))
+    {
+        return Err(ConfigError::new(
+            "--scope",
+            format!("{bad:?} is not a scope token (printable ASCII without spaces, \" or \\)"),
+        ));
+    }
     let scope = args.scope.split_whitespace().collect::<Vec<_>>().join(" ");
     if !scope.is_empty() {
         claims["scope"] = scope.into();
@@ -150,8 +162,34 @@ pub fn mint(args: &TokenArgs, l: &dyn Lookup, default_aud: &Url) -> Result<Strin
     }
     let mut header = Header::new(alg);
     header.typ = Some("at+jwt".to_owned());
-    jsonwebtoken::encode(&header, &claims, &key)
-        .map_err(|e| ConfigError::new("MCP_JWT_PRIVATE_KEY", format!("cannot sign: {e}")))
+    let token = jsonwebtoken::encode(&header, &claims, &key)
+        .map_err(|e| ConfigError::new("MCP_JWT_PRIVATE_KEY", format!("cannot sign: {e}")))?;
+    // With the server's public key at hand, the signature is checked
+    // with it: a private key of another pair signs tokens the server
+    // refuses (an attack pass).
+    if let Some(value) = l.get("MCP_JWT_PUBLIC_KEY") {
+        let pem = pem_setting(&value, "MCP_JWT_PUBLIC_KEY")?;
+        let mut rules = jsonwebtoken::Validation::new(alg);
+        rules.validate_exp = false;
+        rules.validate_nbf = false;
+        rules.validate_aud = false;
+        rules.required_spec_claims.clear();
+        let pairs = [
+            jsonwebtoken::DecodingKey::from_rsa_pem,
+            jsonwebtoken::DecodingKey::from_ec_pem,
+            jsonwebtoken::DecodingKey::from_ed_pem,
+        ]
+        .iter()
+        .filter_map(|read| read(&pem).ok())
+        .any(|k| jsonwebtoken::decode::<serde_json::Value>(&token, &k, &rules).is_ok());
+        if !pairs {
+            return Err(ConfigError::new(
+                "MCP_JWT_PRIVATE_KEY",
+                "does not pair with MCP_JWT_PUBLIC_KEY: the server would refuse the token",
+            ));
+        }
+    }
+    Ok(token)
 }
 
 /// Reads a private key of one type from PEM.
@@ -330,5 +368,57 @@ mod tests {
         ])
         .unwrap_err();
         assert_eq!(err.variable, "MCP_JWT_PUBLIC_KEY", "{err}");
+
+        // A private key of another pair than the server's public key (an
+        // attack pass); each key with its own public key mints.
+        let err = minted(&[
+            ("MCP_JWT_PRIVATE_KEY", &format!("{KEYS}rsa.pem")),
+            ("MCP_JWT_PUBLIC_KEY", &format!("{KEYS}rsa2.pub.pem")),
+        ])
+        .unwrap_err();
+        assert_eq!(err.variable, "MCP_JWT_PRIVATE_KEY", "{err}");
+        assert!(err.message.contains("does not pair"), "{err}");
+        for (private, public) in [
+            ("rsa.pem", "rsa.pub.pem"),
+            ("ec256.pem", "ec256.pub.pem"),
+            ("ec384.pem", "ec384.pub.pem"),
+            ("ed25519.pem", "ed25519.pub.pem"),
+        ] {
+            assert!(
+                minted(&[
+                    ("MCP_JWT_PRIVATE_KEY", &format!("{KEYS}{private}")),
+                    ("MCP_JWT_PUBLIC_KEY", &format!("{KEYS}{public}")),
+                ])
+                .is_ok(),
+                "{private}"
+            );
+        }
+    }
+
+    /// Scopes are RFC 6749 scope tokens: anything else the server would
+    /// not read as one (an attack pass).
+    #[test]
+    fn scopes_that_are_not_scope_tokens_are_refused() {
+        let l: std::collections::HashMap<String, String> =
+            [("MCP_JWT_SECRET", "0123456789abcdef0123456789abcdef")]
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect();
+        let url: Url = "http://127.0.0.1:8000/mcp".parse().unwrap();
+        let with = |scope: &str| TokenArgs {
+            sub: "alice".into(),
+            scope: scope.into(),
+            expires_in: None,
+            aud: None,
+            client_id: None,
+        };
+        for bad in ["a\"b", "mcp:tools a\\b", "x\u{1}"] {
+            assert_eq!(
+                mint(&with(bad), &l, &url).unwrap_err().variable,
+                "--scope",
+                "{bad:?}"
+            );
+        }
+        assert!(mint(&with("mcp:tools  mcp:admin"), &l, &url).is_ok());
     }
 }

@@ -39,6 +39,15 @@ impl Tools {
         }
     }
 
+    /// The names of the server's tools, before any is built.
+    pub fn all_names() -> Vec<String> {
+        Self::tool_router()
+            .list_all()
+            .into_iter()
+            .map(|t| t.name.to_string())
+            .collect()
+    }
+
     /// The names of the tools (the metrics count calls under these).
     pub fn names(&self) -> Vec<String> {
         self.tool_router

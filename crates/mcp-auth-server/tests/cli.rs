@@ -261,6 +261,39 @@ fn bad_configuration_exits_non_zero_with_one_line_naming_the_variable() {
         ),
         (&[("MCP_SERVER_URL", "not a url")], &[], "MCP_SERVER_URL: "),
         (&[("LOG_LEVEL", "[")], &[], "LOG_LEVEL: "),
+        // Credentials in the issuer were logged and published (an attack
+        // pass); the refusal does not repeat them (its whole line is
+        // checked against this prefix).
+        (
+            &[
+                ("MCP_AUTH_STRATEGY", "oauth2"),
+                ("MCP_OAUTH_ISSUER", "http://admin:Pa55@127.0.0.1:1/realm"),
+            ],
+            &[],
+            "MCP_OAUTH_ISSUER: the issuer is not an http(s) URL without user name, password, query or fragment",
+        ),
+        // A misspelt tool left the one meant open (an attack pass).
+        (
+            &[
+                ("MCP_API_KEYS", common::KEY),
+                ("MCP_TOOL_SCOPES", "get-time=mcp:tools"),
+            ],
+            &[],
+            "MCP_TOOL_SCOPES: no tool named \"get-time\": did you mean get_time?",
+        ),
+        (
+            &[
+                ("MCP_API_KEYS", common::KEY),
+                ("MCP_TOOL_SCOPES", "deploy=mcp:tools"),
+            ],
+            &[],
+            "MCP_TOOL_SCOPES: no tool named \"deploy\": the server's tools are ",
+        ),
+        (
+            &[("MCP_AUTH_STRATEGY", "none"), ("HTTP_ALLOWED_ORIGINS", "*")],
+            &[],
+            "MCP_AUTH_STRATEGY: none with * in HTTP_ALLOWED_ORIGINS",
+        ),
         (&[], &["--config", "missing.toml"], "--config: cannot read"),
     ];
     for (env, args, want) in cases {
@@ -268,11 +301,36 @@ fn bad_configuration_exits_non_zero_with_one_line_naming_the_variable() {
         assert!(!ok, "{env:?} {args:?} should fail");
         let lines: Vec<&str> = stderr.lines().collect();
         assert_eq!(lines.len(), 1, "{env:?} {args:?}: {stderr}");
+        assert!(!stderr.contains("Pa55"), "{stderr}");
         assert!(
             lines[0].starts_with(&format!("error: {want}")),
             "{env:?}: {stderr}"
         );
     }
+}
+
+/// A setting whose value in the environment is not UTF-8 is refused,
+/// naming it, not read as unset (an attack pass: a required scope so set
+/// was dropped and every token let in).
+#[test]
+fn a_setting_that_is_not_utf8_is_refused_naming_it() {
+    use std::os::unix::ffi::OsStringExt;
+    let dir = tempdir();
+    let out = command(dir.path(), &[("MCP_API_KEYS", common::KEY)])
+        .env(
+            "MCP_OAUTH_REQUIRED_SCOPES",
+            std::ffi::OsString::from_vec(b"mcp:admin\xe9".to_vec()),
+        )
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("error: MCP_OAUTH_REQUIRED_SCOPES: is set in the environment to a value that is not UTF-8"),
+        "{stderr}"
+    );
 }
 
 #[test]

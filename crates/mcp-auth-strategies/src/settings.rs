@@ -48,6 +48,8 @@ pub const VARIABLES: &[&str] = &[
     "MCP_AUTH_STRATEGY",
     "MCP_AUTH_REQUIRE",
     "MCP_OAUTH_REQUIRED_SCOPES",
+    // Read with it: Cognito's ID tokens carry no scopes.
+    "COGNITO_TOKEN_USE",
     "MCP_API_KEYS",
     "MCP_JWT_SECRET",
     "MCP_JWT_PUBLIC_KEY",
@@ -148,8 +150,17 @@ pub fn strategies_from_settings(l: &dyn Lookup) -> Result<Option<Vec<Strategy>>,
                     out.push(s);
                 }
             }
+            // Only commas: a list that went wrong, not "nothing configured"
+            // (an attack pass: the keys of MCP_API_KEYS were dropped for a
+            // generated one).
             if out.is_empty() {
-                return check_nothing_configured(l).map(|()| None);
+                return Err(ConfigError::new(
+                    "MCP_AUTH_STRATEGY",
+                    format!(
+                        "names no strategy: expected none, api_key, bearer, oauth2 or cognito (comma-separated to chain), got {:?}",
+                        list.trim()
+                    ),
+                ));
             }
             out
         }
@@ -525,6 +536,10 @@ mod tests {
                 "MCP_AUTH_REQUIRE",
             ),
             (vec![("MCP_AUTH_REQUIRE", "false")], "MCP_AUTH_REQUIRE"),
+            (
+                vec![("MCP_AUTH_STRATEGY", ", ,"), ("MCP_API_KEYS", "k")],
+                "MCP_AUTH_STRATEGY",
+            ),
             (
                 vec![
                     ("MCP_AUTH_STRATEGY", "none"),

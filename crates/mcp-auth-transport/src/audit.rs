@@ -550,6 +550,17 @@ impl AuditLog {
             (Target::Stdout, GENESIS.to_owned(), 0)
         } else {
             let path = PathBuf::from(target);
+            // What is in the log's place is looked at before the side file
+            // is made beside it (an attack pass: `/dev/null` was refused,
+            // and left `/dev/.null.chain` behind).
+            if let Ok(meta) = std::fs::symlink_metadata(&path)
+                && !meta.file_type().is_file()
+            {
+                return Err(own_file_error(
+                    &path,
+                    std::io::Error::other("not a regular file"),
+                ));
+            }
             let side = head_path(&path);
             // Whether a head was kept (the lock below makes the file).
             let had_head = side
@@ -2712,6 +2723,17 @@ mod tests {
         };
         assert!(e.to_string().contains("is a symbolic link"), "{e}");
         std::fs::remove_file(&path).unwrap();
+        // A directory in its place: refused, and no side file is left
+        // beside what was refused (an attack pass: `/dev/null` left
+        // `/dev/.null.chain`).
+        let sub = dir.path().join("adir");
+        std::fs::create_dir(&sub).unwrap();
+        let Err(e) = AuditLog::open(sub.to_str().unwrap()) else {
+            panic!("opened a directory")
+        };
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+        assert!(!dir.path().join(".adir.chain").exists());
+        assert!(!dir.path().join(".audit.jsonl.chain").exists());
         // A new log is made 0600; one that exists keeps its owner's and
         // group's bits (a rotation's `create 0640 mcp adm`), not others'.
         let (_, log) = log_in(dir.path());

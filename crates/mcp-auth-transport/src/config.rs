@@ -388,6 +388,7 @@ impl HttpConfig {
             cfg.hosts = HostRule::Any;
         } else if let Some(hosts) = parse_list(l, "HTTP_ALLOWED_HOSTS") {
             if hosts.iter().any(|h| h == "*") {
+                tracing::warn!("HTTP_ALLOWED_HOSTS=*: Host header validation is off");
                 cfg.hosts = HostRule::Any;
             } else if hosts.is_empty() {
                 return Err(ConfigError::new("HTTP_ALLOWED_HOSTS", "the list is empty"));

@@ -73,12 +73,23 @@ impl RateLimitConfig {
                 }),
             }
         };
-        Ok(Self {
+        let cfg = Self {
             enabled: parse_bool(l, "HTTP_RATE_LIMIT_ENABLED", d.enabled)?,
             window: parse_millis(l, "HTTP_RATE_LIMIT_WINDOW", d.window)?,
             max_requests: count("HTTP_RATE_LIMIT_MAX_REQUESTS", d.max_requests)?,
             max_auth_failures: count("HTTP_AUTH_FAILURE_LIMIT", d.max_auth_failures)?,
-        })
+        };
+        // The window is the failed-login limiter's too, which is always
+        // on (an attack pass: a 1 s window let one address try 2.6 million
+        // credentials a day without a word).
+        if cfg.window < d.window {
+            tracing::warn!(
+                window_ms = u64::try_from(cfg.window.as_millis()).unwrap_or(u64::MAX),
+                failures = cfg.max_auth_failures,
+                "HTTP_RATE_LIMIT_WINDOW is shorter than its default of 15 minutes: it is also the failed-login limiter's window, so each address may try HTTP_AUTH_FAILURE_LIMIT credentials that often"
+            );
+        }
+        Ok(cfg)
     }
 }
 
