@@ -22,7 +22,9 @@ in a virtualenv at target/browser-venv. Then:
    is tested) shows as text: no <b> element, no script ran, no event
    handler attribute; the form posts its hidden `csrf` and `request` fields
    and the cookie; Allow (by keyboard) reaches the client's callback through
-   the provider, Deny reaches it with error=access_denied; and, without the
+   the provider, Deny reaches it with error=access_denied; Allow takes no
+   click for the page's first second, nor (with a mouse) before the pointer
+   has been on the page for a second (double-clickjacking); and, without the
    provider's or the client's origin in form-action, Chromium stops the
    redirect chain (why `page_headers` takes them);
 4. saves docs/img/consent-desktop.png and docs/img/consent-phone.png, and
@@ -32,7 +34,8 @@ in a virtualenv at target/browser-venv. Then:
    command built), behind its Host/Origin guard, in front of a GitHub-style
    stand-in provider: a client registered dynamically is denied (back with
    access_denied), then allowed (back with a code, exchanged at the token
-   endpoint for a token the MCP endpoint accepts). A browser posts the form
+   endpoint for a token the MCP endpoint accepts), and an approval by keyboard
+   as the page appears is refused. A browser posts the form
    with the Origin the page's referrer policy allows, so only this shows
    that a user gets past the page.
 
@@ -230,8 +233,12 @@ def start_browser():
 
     options = webdriver.ChromeOptions()
     options.binary_location = shutil.which("chromium")
+    # A mouse, as on a desktop (headless Chromium has none: `(hover: hover)` would not match,
+    # and the consent page arms Allow by the pointer only with one).
     for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     "--hide-scrollbars", "--no-first-run", "--window-size=1280,800"):
+                     "--hide-scrollbars", "--no-first-run", "--window-size=1280,800",
+                     "--blink-settings=primaryHoverType=2,availableHoverTypes=2,"
+                     "primaryPointerType=4,availablePointerTypes=4"):
         options.add_argument(argument)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     return webdriver.Chrome(options=options, service=Service(executable_path=shutil.which("chromedriver")))
@@ -290,13 +297,19 @@ class Checks:
 
 def allow_armed(driver):
     """Whether Allow takes clicks yet: its style sheet keeps it from them for
-    the page's first second (against double-clickjacking)."""
+    the page's first second, with a mouse for the pointer's first second on
+    the page (against double-clickjacking)."""
     return driver.execute_script("""
         const b = document.querySelector('button.allow');
         return !!b && getComputedStyle(b).pointerEvents !== 'none';""")
 
 
 def wait_armed(driver):
+    """Puts the pointer on the page (on its heading, away from the buttons)
+    and waits for Allow to arm."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    ActionChains(driver).move_to_element(driver.find_element(By.TAG_NAME, "h1")).perform()
     return wait_until(lambda: allow_armed(driver), timeout=5)
 
 
@@ -325,6 +338,25 @@ def run(manifest_path):
         driver = start_browser()
         proxy = servers.origin("proxy")
         client_callback = f"{servers.origin('client')}/callback"
+
+        # With a mouse, Allow arms a second after the pointer reaches the page, not before: a page
+        # opened behind another window (which the first click of a double-click closes) is not
+        # armed for the second click, however long it has been open. The pointer has not been on
+        # any page yet in this browser.
+        viewport(driver, DESKTOP)
+        driver.get(f"{proxy}/full/")
+        time.sleep(1.5)
+        state = """
+            const s = getComputedStyle(document.querySelector('button.allow'));
+            return [matchMedia('(hover: hover)').matches, s.animationPlayState, s.pointerEvents];"""
+        unhovered = driver.execute_script(state)
+        checks.check("pointer guard: 1.5 s after load, the pointer never on the page, Allow takes no click",
+                     unhovered == [True, "paused", "none"], unhovered)
+        ActionChains(driver).move_to_element(driver.find_element(By.TAG_NAME, "h1")).perform()
+        hovered = driver.execute_script(state)
+        armed = wait_until(lambda: allow_armed(driver), timeout=5)
+        checks.check("pointer guard: once the pointer is on the page, Allow arms a second later",
+                     hovered == [True, "running", "none"] and armed, hovered)
 
         for name, size in (("desktop", DESKTOP), ("phone", PHONE)):
             for dark in (False, True):
@@ -380,6 +412,11 @@ def run(manifest_path):
             driver.get(f"{proxy}/full/")
             servers.reset()
             allow = driver.find_element(By.CSS_SELECTOR, "button.allow")
+        hover = driver.execute_script("""
+            return [matchMedia('(hover: hover)').matches,
+                    getComputedStyle(document.querySelector('button.allow')).animationPlayState];""")
+        checks.check("double-click guard: with a mouse, Allow arms while the pointer is on the page",
+                     hover == [True, "running"], hover)
         armed = wait_armed(driver)
         armed_at = driver.execute_script("return performance.now()")
         checks.check("double-click guard: Allow takes clicks a second after the page appears",
@@ -622,12 +659,17 @@ def real_server(driver, servers, checks, manifest_path):
             quick = driver.execute_script("return [performance.now(), document.activeElement.value]")
             if quick[0] < 600:
                 break
-        ActionChains(driver).send_keys(Keys.ENTER).perform()
-        refused = wait_until(lambda: "Approval too quick" in driver.page_source, timeout=5)
+        # Pressed only when quick enough to say (a slow machine's late press would be taken,
+        # and remembered for the checks below); the browser's binding is dropped after.
+        refused = False
+        if quick[0] < 600:
+            ActionChains(driver).send_keys(Keys.ENTER).perform()
+            refused = wait_until(lambda: "Approval too quick" in driver.page_source, timeout=5)
         checks.check("real server: an approval by keyboard as the page appears is refused",
                      quick[0] < 600 and quick[1] == "allow" and refused
                      and not driver.current_url.startswith(client_callback),
                      (quick, driver.current_url, driver.page_source[:300]))
+        driver.delete_all_cookies()
 
         # Deny first: an approval is remembered, and the page would not be shown again.
         driver.get(authorize("deny-1"))

@@ -407,7 +407,7 @@ impl CognitoVerifier {
             }
         }
         if is_access && !self.scopes.is_empty() {
-            let have = t.scopes();
+            let have = cognito_scopes(t, false);
             if self.scopes.iter().any(|s| !have.contains(s)) {
                 return Err(CognitoError::Scope(self.scopes.to_vec()));
             }
@@ -466,13 +466,7 @@ fn principal(t: VerifiedToken) -> Principal {
     // it (an attack pass: an ID token with `scp` passed
     // MCP_OAUTH_REQUIRED_SCOPES and MCP_TOOL_SCOPES), and Cognito issues
     // no `scp`.
-    let scopes: Vec<String> = if is_id {
-        Vec::new()
-    } else {
-        t.str_claim("scope")
-            .map(|s| mcp_auth_core::scope_tokens(s).map(str::to_owned).collect())
-            .unwrap_or_default()
-    };
+    let scopes = cognito_scopes(&t, is_id);
     let mut p = t.into_principal("cognito");
     p.client_id = client;
     p.scopes = scopes;
@@ -487,6 +481,17 @@ fn principal(t: VerifiedToken) -> Principal {
         Arc::make_mut(&mut p.claims).insert("email".into(), e.into());
     }
     p
+}
+
+/// The scopes a token holds: an access token's `scope`, and nothing else
+/// (not `scp`, which Cognito never issues); an ID token none.
+fn cognito_scopes(t: &VerifiedToken, is_id: bool) -> Vec<String> {
+    if is_id {
+        return Vec::new();
+    }
+    t.str_claim("scope")
+        .map(|s| mcp_auth_core::scope_tokens(s).map(str::to_owned).collect())
+        .unwrap_or_default()
 }
 
 /// The user-pool groups: `cognito:groups`, and nothing else.

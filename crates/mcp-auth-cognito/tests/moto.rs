@@ -231,7 +231,10 @@ async fn setup_is_idempotent_and_registers_the_resource_server() {
             "https://elsewhere.example/cb",
         ],
     );
-    assert!(!ok && err.contains("MCP_SERVER_URL's origin"), "{err}");
+    assert!(
+        !ok && err.contains("the server's origin https://mcp.example.com (MCP_SERVER_URL;"),
+        "{err}"
+    );
 
     // add-resource-server registers MCP_SERVER_URL, twice without harm.
     let url = "http://127.0.0.1:8001/mcp";
@@ -673,6 +676,15 @@ async fn moto_tokens_are_checked_for_use_client_and_expiry() {
         both.verify(&access_scp).await.unwrap().scopes,
         ["aws.cognito.signin.user.admin"]
     );
+    // Nor for COGNITO_REQUIRED_SCOPES (a review: the check read `scp`).
+    let scp_only = resign(
+        &access,
+        &serde_json::json!({"scp": ["http://127.0.0.1:8001/mcp/tools"]}),
+    );
+    assert!(matches!(
+        scoped.verify(&scp_only).await.unwrap_err(),
+        CognitoError::Scope(_)
+    ));
 
     // The audience: Cognito's access tokens carry none unless the pool
     // issues them with resource indicators. Without indicators, a token

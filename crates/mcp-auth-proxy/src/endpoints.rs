@@ -912,19 +912,22 @@ struct PendingLogin {
     /// SHA-256 of the browser binding that started (and approved) the
     /// login: the callback must come back to the same browser.
     browser: String,
-    /// When the consent page was shown (ms since the epoch; 0 when it was
-    /// not): an approval must come [`CONSENT_ARMED_AFTER_MS`] later.
-    #[serde(default)]
-    shown_ms: u64,
 }
 
-/// How long the consent page must have been up before its approval counts
-/// (a little under the second its style sheet keeps Allow unclickable,
-/// for the clocks of replicas). Against double-clickjacking: a page that
+/// How long after the consent page was made its approval is refused (a
+/// little under the second its style sheet keeps Allow unclickable once
+/// the pointer is on the page). Against double-clickjacking: a page that
 /// asks for a double-click, and opens the consent page on its first click,
 /// would have the second land on Allow; no person reads the page and
-/// approves within this.
-const CONSENT_ARMED_AFTER_MS: u64 = 900;
+/// approves within this. Kept as a key that lives this long in the store,
+/// so replicas' clocks play no part.
+const CONSENT_ARMED_AFTER: Duration = Duration::from_millis(900);
+
+/// The key that lives [`CONSENT_ARMED_AFTER`] from the consent page of
+/// the login `request`.
+fn consent_unarmed_key(request: &str) -> String {
+    format!("proxy:consent-unarmed:{request}")
+}
 
 /// The upstream half of a login, keyed by the state sent upstream.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -1010,6 +1013,18 @@ async fn authorize(
     headers: HeaderMap,
     axum::extract::RawQuery(raw): axum::extract::RawQuery,
 ) -> Response {
+    // A prefetch (speculation rules, `<link rel=prefetch>`) would make the
+    // consent page, and start the time it takes to arm, before anyone sees
+    // it: not served (the browser asks again when it navigates).
+    let prefetch = ["sec-purpose", "purpose"].iter().any(|h| {
+        headers
+            .get(*h)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.to_ascii_lowercase().contains("prefetch"))
+    });
+    if prefetch {
+        return no_store(StatusCode::SERVICE_UNAVAILABLE.into_response());
+    }
     let proxy = &app.proxy;
     let who = match app.network_budget(peer, &headers).await {
         Ok(who) => who,
@@ -1138,6 +1153,11 @@ async fn authorize(
         )
         .await;
     }
+    if q.contains_key("code_challenge")
+        && q.get("code_challenge_method").map(String::as_str) != Some("S256")
+    {
+        return fail("invalid_request", "PKCE code_challenge_method must be S256").await;
+    }
     let Some(challenge) = q.get("code_challenge").filter(|c| is_s256_challenge(c)) else {
         return fail(
             "invalid_request",
@@ -1145,9 +1165,6 @@ async fn authorize(
         )
         .await;
     };
-    if q.get("code_challenge_method").map(String::as_str) != Some("S256") {
-        return fail("invalid_request", "PKCE code_challenge_method must be S256").await;
-    }
     let resource = cfg.resource.to_string();
     if q.get("resource")
         .is_some_and(|r| !same_resource(r, &resource))
@@ -1207,7 +1224,6 @@ async fn authorize(
         scopes: scopes.clone(),
         resource,
         browser: digest_b64(binding.as_bytes()),
-        shown_ms: 0,
     };
     // Approved before in this browser, for this client, these scopes and
     // this redirect URI: straight on.
@@ -1218,18 +1234,21 @@ async fn authorize(
         return fail("server_error", "no randomness").await;
     };
     let store = &proxy.inner.store;
-    let pending = PendingLogin {
-        shown_ms: crate::facade::now_millis(),
-        ..pending
-    };
     let Ok(bytes) = serde_json::to_vec(&pending) else {
         return fail("server_error", "cannot keep the request").await;
     };
-    if store
-        .kv_put(&format!("proxy:login:{request_id}"), &bytes, cfg.login_ttl)
+    let kept = match store
+        .kv_put(&consent_unarmed_key(&request_id), b"1", CONSENT_ARMED_AFTER)
         .await
-        .is_err()
     {
+        Ok(()) => {
+            store
+                .kv_put(&format!("proxy:login:{request_id}"), &bytes, cfg.login_ttl)
+                .await
+        }
+        Err(e) => Err(e),
+    };
+    if kept.is_err() {
         return fail("temporarily_unavailable", "store unavailable").await;
     }
     let csrf = consent::csrf_token(&proxy.inner.csrf_secret, &binding, &request_id);
@@ -1385,8 +1404,18 @@ async fn consent_decision(
     }
     // Too soon after the page appeared to be anyone's reading of it: a
     // click meant for another page (the login is spent; the application
-    // can start it again).
-    if crate::facade::now_millis() < pending.shown_ms.saturating_add(CONSENT_ARMED_AFTER_MS) {
+    // can start it again). A store that cannot say refuses too.
+    let unarmed = match store.kv_get(&consent_unarmed_key(&form.request)).await {
+        Ok(found) => found.is_some(),
+        Err(_) => {
+            return error_page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Try again",
+                "This server cannot take approvals right now. Start the login again from the application in a moment.",
+            );
+        }
+    };
+    if unarmed {
         tracing::info!(
             client = %pending.client_id,
             "approval refused: it came before the consent page could be read"

@@ -658,6 +658,23 @@ impl ProxySettings {
                 d
             }
         };
+        // Scopes hold no spaces: commas or spaces separate them. Each must
+        // be a scope token (a review: another was granted by default and
+        // refused when asked for by name).
+        let scopes_supported: Vec<String> = parse_list(l, "MCP_OAUTH_SCOPES_SUPPORTED")
+            .unwrap_or_default()
+            .iter()
+            .flat_map(|s| s.split_whitespace().map(str::to_owned))
+            .collect();
+        if let Some(bad) = scopes_supported
+            .iter()
+            .find(|s| !mcp_auth_core::is_scope_token(s))
+        {
+            return Err(ConfigError::new(
+                "MCP_OAUTH_SCOPES_SUPPORTED",
+                format!("{bad:?} is not a scope token (printable ASCII without spaces, \" or \\)"),
+            ));
+        }
         Ok(Self {
             client_id,
             client_secret,
@@ -666,12 +683,7 @@ impl ProxySettings {
             callback,
             upstream_scopes,
             provider_name,
-            // Scopes hold no spaces: commas or spaces separate them.
-            scopes_supported: parse_list(l, "MCP_OAUTH_SCOPES_SUPPORTED")
-                .unwrap_or_default()
-                .iter()
-                .flat_map(|s| s.split_whitespace().map(str::to_owned))
-                .collect(),
+            scopes_supported,
             signing_key,
             encryption_key,
             access_token_ttl,
@@ -1152,6 +1164,17 @@ mod tests {
                     ("MCP_OAUTH_TOKEN_URL", "https://idp/t"),
                 ],
                 "MCP_OAUTH_AUTH_URL",
+            ),
+            (
+                vec![
+                    ("MCP_OAUTH_ISSUER", "https://idp"),
+                    ("MCP_OAUTH_SCOPES_SUPPORTED", "mcp:tools,a\"b"),
+                ],
+                "MCP_OAUTH_SCOPES_SUPPORTED",
+            ),
+            (
+                vec![("MCP_OAUTH_ISSUER", "https://user:pw@idp")],
+                "MCP_OAUTH_ISSUER",
             ),
         ] {
             let e = with(&extra).unwrap_err();

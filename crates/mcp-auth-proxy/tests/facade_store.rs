@@ -1435,6 +1435,19 @@ async fn an_approval_sooner_than_the_page_can_be_read_is_refused() {
         page.text().await.unwrap()
     };
 
+    // A prefetch would make the page, and start its time, before anyone
+    // sees it: not served.
+    for (name, value) in [("sec-purpose", "prefetch"), ("purpose", "prefetch")] {
+        let r = reqwest::Client::new()
+            .get(authorize_url(&app, &client, &[]))
+            .header(name, value)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE, "{name}");
+        assert!(r.headers().get(header::SET_COOKIE).is_none());
+    }
+
     let html = page(&mut browser).await;
     let quick = consent(&mut browser, &html, "allow").await;
     assert_eq!(quick.status(), StatusCode::BAD_REQUEST);

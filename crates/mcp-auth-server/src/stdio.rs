@@ -2,9 +2,10 @@
 //! and holds it as trees of values (an attack pass: one line of `[0,0,…]`
 //! took 1.8 GB). Here a line is at most [`MAX_LINE`] bytes and holds at
 //! most as many JSON values as an HTTP body within the same limit; a line
-//! over either is replaced by `{}`, which rmcp answers with an "invalid
-//! request" error (rmcp drops an over-long line without a word, and the
-//! caller would wait for an answer forever).
+//! over either, or not UTF-8 (JSON is, RFC 8259 §8.1), is replaced by
+//! `{}`, which rmcp answers with an "invalid request" error (rmcp drops an
+//! over-long line or one with invalid UTF-8 in a string without a word,
+//! and the caller would wait for an answer forever).
 //!
 //! ```text
 //! {"jsonrpc":"2.0","id":1,"method":"ping"}\n   -> passed on as it is
@@ -29,9 +30,11 @@ const REFUSED: &[u8] = b"{}\n";
 pub struct BoundedLines<R> {
     inner: R,
     max_line: usize,
-    /// Bytes read, not yet a whole line.
+    /// Bytes read; those before `start` are passed on already.
     pending: Vec<u8>,
-    /// How much of `pending` holds no newline.
+    start: usize,
+    /// Where the search for the next newline goes on (`pending` holds none
+    /// between `start` and here).
     scanned: usize,
     /// Bytes ready for the reader, from `ready_at` on.
     ready: Vec<u8>,
@@ -43,12 +46,14 @@ pub struct BoundedLines<R> {
 }
 
 impl<R> BoundedLines<R> {
-    /// Lines of `inner` of at most `max_line` bytes.
+    /// Lines of `inner` of at most `max_line` bytes (not counting the line
+    /// end, `\n` or `\r\n`).
     pub fn new(inner: R, max_line: usize) -> Self {
         Self {
             inner,
             max_line,
             pending: Vec::new(),
+            start: 0,
             scanned: 0,
             ready: Vec::new(),
             ready_at: 0,
@@ -57,45 +62,49 @@ impl<R> BoundedLines<R> {
         }
     }
 
-    /// Moves the first whole line of `pending`, if any, to `ready` (or what
-    /// replaces it); drops what an over-long line has so far.
+    /// Moves the next whole line of `pending`, if any, to `ready` (or what
+    /// replaces it); drops what an over-long line has so far. Each byte is
+    /// looked at once, and lines are not moved within `pending` (a stream
+    /// of empty lines cost time quadratic in a chunk: a review).
     fn take_line(&mut self) -> bool {
+        let from = self.scanned.max(self.start);
         let newline = self
             .pending
-            .get(self.scanned..)
+            .get(from..)
             .unwrap_or_default()
             .iter()
             .position(|&b| b == b'\n');
-        match newline {
-            Some(at) => {
-                let end = self.scanned + at;
-                self.scanned = 0;
-                let line: Vec<u8> = self.pending.drain(..=end).collect();
-                let refused = std::mem::take(&mut self.dropping)
-                    || line.len() > self.max_line
-                    || mcp_auth_transport::too_many_json_values(&line, self.max_line);
-                if refused {
-                    tracing::warn!(
-                        bytes = line.len(),
-                        "stdio: a message over the size or value limit was refused"
-                    );
-                    self.ready = REFUSED.to_vec();
-                } else {
-                    self.ready = line;
-                }
-                self.ready_at = 0;
-                true
+        let Some(at) = newline else {
+            self.scanned = self.pending.len();
+            // (A `\r` may still come before the newline.)
+            if self.pending.len() - self.start > self.max_line + 1 {
+                self.pending.clear();
+                (self.start, self.scanned) = (0, 0);
+                self.dropping = true;
             }
-            None => {
-                self.scanned = self.pending.len();
-                if self.pending.len() > self.max_line {
-                    self.pending.clear();
-                    self.scanned = 0;
-                    self.dropping = true;
-                }
-                false
-            }
+            return false;
+        };
+        let end = from + at + 1;
+        let line = self.pending.get(self.start..end).unwrap_or_default();
+        (self.start, self.scanned) = (end, end);
+        let text = line.strip_suffix(b"\n").unwrap_or(line);
+        let text = text.strip_suffix(b"\r").unwrap_or(text);
+        let refused = std::mem::take(&mut self.dropping)
+            || text.len() > self.max_line
+            || std::str::from_utf8(text).is_err()
+            || mcp_auth_transport::too_many_json_values(text, self.max_line);
+        self.ready.clear();
+        if refused {
+            tracing::warn!(
+                bytes = line.len(),
+                "stdio: a message over the size or value limit, or not UTF-8, was refused"
+            );
+            self.ready.extend_from_slice(REFUSED);
+        } else {
+            self.ready.extend_from_slice(line);
         }
+        self.ready_at = 0;
+        true
     }
 }
 
@@ -117,19 +126,16 @@ impl<R: AsyncRead + Unpin> AsyncRead for BoundedLines<R> {
                 continue;
             }
             if this.eof {
-                // A last line without its newline: passed on as read (rmcp
-                // takes only whole lines), unless it was too long.
-                let last = std::mem::take(&mut this.pending);
-                this.scanned = 0;
-                if !this.dropping
-                    && !last.is_empty()
-                    && !mcp_auth_transport::too_many_json_values(&last, this.max_line)
-                {
-                    this.ready = last;
-                    this.ready_at = 0;
-                    continue;
-                }
+                // A last line without its end is dropped, as rmcp drops it.
+                this.pending.clear();
+                (this.start, this.scanned) = (0, 0);
                 return Poll::Ready(Ok(()));
+            }
+            // What was passed on goes before more is read.
+            if this.start > 0 {
+                this.pending.drain(..this.start);
+                this.scanned -= this.start;
+                this.start = 0;
             }
             let mut chunk = [0u8; 8192];
             let mut read = ReadBuf::new(&mut chunk);
@@ -159,12 +165,29 @@ mod tests {
 
     #[tokio::test]
     async fn lines_within_the_limits_pass_unchanged() {
-        let input = b"{\"id\":1}\n{\"id\":2}\r\n\n{\"id\":3}";
+        let input = b"{\"id\":1}\n{\"id\":2}\r\n\n{\"id\":3}\n";
         assert_eq!(through(input, 64).await, input);
+        // The limit is the message's, without its line end.
+        let exact = format!("{{\"x\":\"{}\"}}", "a".repeat(92));
+        assert_eq!(exact.len(), 100);
+        for end in ["\n", "\r\n"] {
+            let line = format!("{exact}{end}");
+            assert_eq!(through(line.as_bytes(), 100).await, line.as_bytes());
+            let over = format!("{exact} {end}");
+            assert_eq!(through(over.as_bytes(), 100).await, b"{}\n");
+        }
+        // Many lines in one chunk, each passed on.
+        let empties = vec![b'\n'; 100_000];
+        assert_eq!(through(&empties, 64).await, empties);
+        // A last line without its end is dropped (as rmcp drops it).
+        assert_eq!(
+            through(b"{\"id\":1}\n{\"id\":2}", 64).await,
+            b"{\"id\":1}\n"
+        );
     }
 
     #[tokio::test]
-    async fn a_line_too_long_or_with_too_many_values_becomes_an_empty_object() {
+    async fn a_line_too_long_with_too_many_values_or_not_utf8_becomes_an_empty_object() {
         let long = format!("{{\"id\":1,\"x\":\"{}\"}}\n", "a".repeat(200));
         let input = format!("{{\"id\":0}}\n{long}{{\"id\":2}}\n");
         assert_eq!(
@@ -177,6 +200,11 @@ mod tests {
         assert_eq!(through(input.as_bytes(), 8192).await, b"{}\n{\"id\":2}\n");
         let fine = format!("[{}0]\n", "0,".repeat(1000));
         assert_eq!(through(fine.as_bytes(), 8192).await, fine.as_bytes());
+        // Not UTF-8.
+        assert_eq!(
+            through(b"{\"id\":1,\"x\":\"\xff\"}\n{\"id\":2}\n", 64).await,
+            b"{}\n{\"id\":2}\n"
+        );
     }
 
     #[tokio::test]

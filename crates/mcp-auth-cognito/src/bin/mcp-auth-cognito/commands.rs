@@ -23,8 +23,17 @@ const CALLBACKS: [&str; 2] = [
     "http://127.0.0.1:3030/callback",
 ];
 
-/// The MCP server's default URL (the server's own default).
-pub(crate) const DEFAULT_SERVER_URL: &str = "http://127.0.0.1:8001/mcp";
+/// The server's URL when `MCP_SERVER_URL` is unset, as the server derives
+/// it from `HOST` and `PORT`: `http://<host>:<port>/mcp`, this machine's
+/// loopback address for an unspecified host.
+pub(crate) fn default_server_url(host: Option<&str>, port: Option<&str>) -> String {
+    let host = match host.map(str::trim) {
+        None | Some("" | "0.0.0.0" | "::" | "[::]") => "127.0.0.1".to_owned(),
+        Some(h) if h.contains(':') && !h.starts_with('[') => format!("[{h}]"),
+        Some(h) => h.to_owned(),
+    };
+    format!("http://{host}:{}/mcp", port.map_or("8001", str::trim))
+}
 
 /// Where Cognito sends users back to the login facade of the MCP server
 /// (`MCP_AUTH_STRATEGY=oauth2` with `COGNITO_DOMAIN`): registered on the
@@ -59,9 +68,10 @@ impl FacadeCallback {
     pub(crate) fn from_settings(
         server_url: Option<String>,
         callback: Option<String>,
+        default_server_url: &str,
     ) -> Result<Self, Error> {
         let server = http_url(
-            server_url.as_deref().unwrap_or(DEFAULT_SERVER_URL),
+            server_url.as_deref().unwrap_or(default_server_url),
             "MCP_SERVER_URL",
         )?;
         let url = match &callback {
@@ -977,7 +987,11 @@ mod tests {
     }
 
     fn callback(server: Option<&str>, cb: Option<&str>) -> Result<FacadeCallback, Error> {
-        FacadeCallback::from_settings(server.map(str::to_owned), cb.map(str::to_owned))
+        FacadeCallback::from_settings(
+            server.map(str::to_owned),
+            cb.map(str::to_owned),
+            &default_server_url(None, None),
+        )
     }
 
     #[test]
@@ -998,6 +1012,24 @@ mod tests {
         .unwrap();
         assert_eq!(c.url, "https://mcp.example.com/auth/cognito");
         assert!(c.explicit);
+        // The server's own address when MCP_SERVER_URL is unset (a review:
+        // a server on PORT=9000 with its callback there was refused).
+        let c = FacadeCallback::from_settings(
+            None,
+            Some("http://127.0.0.1:9000/oauth/callback".into()),
+            &default_server_url(None, Some("9000")),
+        )
+        .unwrap();
+        assert_eq!(c.url, "http://127.0.0.1:9000/oauth/callback");
+        assert_eq!(default_server_url(None, None), "http://127.0.0.1:8001/mcp");
+        assert_eq!(
+            default_server_url(Some("0.0.0.0"), Some("8080")),
+            "http://127.0.0.1:8080/mcp"
+        );
+        assert_eq!(
+            default_server_url(Some("::1"), None),
+            "http://[::1]:8001/mcp"
+        );
     }
 
     #[test]

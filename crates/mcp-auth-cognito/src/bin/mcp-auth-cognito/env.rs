@@ -24,6 +24,9 @@ pub(crate) const KNOWN: &[&str] = &[
     "MCP_SERVER_URL",
     "MCP_OAUTH_CALLBACK_URL",
     "COGNITO_RESOURCE_SCOPES",
+    // The server's own address: its URL when MCP_SERVER_URL is unset.
+    "HOST",
+    "PORT",
 ];
 
 /// The merged settings, by variable name, with where each came from.

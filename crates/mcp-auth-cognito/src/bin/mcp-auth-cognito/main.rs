@@ -74,6 +74,10 @@ async fn run(cli: Cli) -> Result<(), Error> {
             let facade = commands::FacadeCallback::from_settings(
                 setting("MCP_SERVER_URL"),
                 setting("MCP_OAUTH_CALLBACK_URL"),
+                &commands::default_server_url(
+                    setting("HOST").as_deref(),
+                    setting("PORT").as_deref(),
+                ),
             )?;
             commands::setup(
                 &client,
@@ -93,8 +97,9 @@ async fn run(cli: Cli) -> Result<(), Error> {
             .await
         }
         Command::AddResourceServer { client_name, .. } => {
-            let url =
-                setting("MCP_SERVER_URL").unwrap_or_else(|| "http://127.0.0.1:8001/mcp".to_owned());
+            let url = setting("MCP_SERVER_URL").unwrap_or_else(|| {
+                commands::default_server_url(setting("HOST").as_deref(), setting("PORT").as_deref())
+            });
             let scopes: Vec<String> = setting("COGNITO_RESOURCE_SCOPES")
                 .unwrap_or_else(|| "tools".to_owned())
                 .split(',')
