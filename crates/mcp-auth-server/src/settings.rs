@@ -75,9 +75,10 @@ pub fn merge(
     // A value that is not UTF-8 reads as unset: refused instead, without
     // repeating it (an attack pass: a required scope so set was dropped,
     // and every token let in; a binary secret was "missing").
+    let flagged = |n: &str| flags.iter().any(|(f, v)| *f == n && v.is_some());
     if let Some(name) = names
         .iter()
-        .find(|n| matches!(std::env::var(n), Err(std::env::VarError::NotUnicode(_))))
+        .find(|n| !flagged(n) && matches!(std::env::var(n), Err(std::env::VarError::NotUnicode(_))))
     {
         return Err(ConfigError::new(
             *name,
@@ -440,7 +441,10 @@ impl ServerSettings {
         );
         unless(
             switched_on("MCP_SESSION_AUTH_ENABLED", true),
-            &["MCP_SESSION_AUTH_REQUIRE_FOR_SESSION"],
+            &[
+                "MCP_SESSION_AUTH_REQUIRE_FOR_SESSION",
+                "MCP_SESSION_AUTH_REQUIRE_FOR_OPERATIONS",
+            ],
             "read only with MCP_SESSION_AUTH_ENABLED=true",
         );
         unless(
@@ -587,6 +591,7 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("MCP_JWT_LEEWAY", "60"),
     ("MCP_OAUTH_ALLOW_HTTP", "false"),
     ("MCP_SESSION_AUTH_REQUIRE_FOR_SESSION", "true"),
+    ("MCP_SESSION_AUTH_REQUIRE_FOR_OPERATIONS", "true"),
     ("HTTP_FORWARDED_HEADER", "auto"),
 ];
 
@@ -616,14 +621,15 @@ fn proxy_signs(m: &dyn Lookup) -> Result<Option<&'static str>, ConfigError> {
 /// The origins setting that lets every web page in (`*`, or `null`: sent
 /// by sandboxed frames and `file:` pages, which any site can make), if any.
 fn open_to_any_page(m: &dyn Lookup) -> Option<String> {
-    ["HTTP_ALLOWED_ORIGINS", "HTTP_CORS_ORIGINS"]
+    // The list the server reads: the first of the two that is set (a
+    // review: `*` in a HTTP_CORS_ORIGINS that HTTP_ALLOWED_ORIGINS replaces
+    // was refused).
+    let (var, list) = ["HTTP_ALLOWED_ORIGINS", "HTTP_CORS_ORIGINS"]
         .into_iter()
-        .find_map(|var| {
-            let list = mcp_auth_core::settings::parse_list(m, var).unwrap_or_default();
-            list.iter()
-                .find(|o| *o == "*" || o.eq_ignore_ascii_case("null"))
-                .map(|o| format!("{o} in {var}"))
-        })
+        .find_map(|var| mcp_auth_core::settings::parse_list(m, var).map(|l| (var, l)))?;
+    list.iter()
+        .find(|o| *o == "*" || o.eq_ignore_ascii_case("null"))
+        .map(|o| format!("{o} in {var}"))
 }
 
 /// Whether `url`'s host is this machine (`localhost`, a loopback address).
@@ -802,6 +808,7 @@ mod tests {
             ("HTTP_FORWARDED_HEADER", "forwarded"),
             ("MCP_SESSION_AUTH_ENABLED", "false"),
             ("MCP_SESSION_AUTH_REQUIRE_FOR_SESSION", "false"),
+            ("MCP_SESSION_AUTH_REQUIRE_FOR_OPERATIONS", "false"),
         ];
         let mut pairs = vec![("MCP_API_KEYS", "k-0123456789abcdef0123")];
         pairs.extend(set);
@@ -981,6 +988,14 @@ mod tests {
             assert!(none(&[(var, value), ("MCP_TRANSPORT", "stdio")]).is_ok());
         }
         assert!(none(&[("HTTP_ALLOWED_ORIGINS", "http://localhost:3000")]).is_ok());
+        // Replaced by HTTP_ALLOWED_ORIGINS, HTTP_CORS_ORIGINS opens nothing.
+        assert!(
+            none(&[
+                ("HTTP_ALLOWED_ORIGINS", "http://localhost:3000"),
+                ("HTTP_CORS_ORIGINS", "*")
+            ])
+            .is_ok()
+        );
         assert!(none(&[("HOST", "0.0.0.0"), ("MCP_TRANSPORT", "stdio")]).is_ok());
         assert!(
             none(&[

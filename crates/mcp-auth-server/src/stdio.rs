@@ -126,9 +126,16 @@ impl<R: AsyncRead + Unpin> AsyncRead for BoundedLines<R> {
                 continue;
             }
             if this.eof {
-                // A last line without its end is dropped, as rmcp drops it.
+                // A last line without its end: rmcp takes it too (a
+                // review), so it is passed on, ended, or refused, as any
+                // line; an over-long one is dropped.
+                if !this.dropping && this.pending.len() > this.start {
+                    this.pending.push(b'\n');
+                    continue;
+                }
                 this.pending.clear();
                 (this.start, this.scanned) = (0, 0);
+                this.dropping = false;
                 return Poll::Ready(Ok(()));
             }
             // What was passed on goes before more is read.
@@ -179,11 +186,14 @@ mod tests {
         // Many lines in one chunk, each passed on.
         let empties = vec![b'\n'; 100_000];
         assert_eq!(through(&empties, 64).await, empties);
-        // A last line without its end is dropped (as rmcp drops it).
+        // A last line without its end is passed on, ended (rmcp takes it),
+        // or refused as any line.
         assert_eq!(
             through(b"{\"id\":1}\n{\"id\":2}", 64).await,
-            b"{\"id\":1}\n"
+            b"{\"id\":1}\n{\"id\":2}\n"
         );
+        let many = format!("[{}0]", "0,".repeat(1100));
+        assert_eq!(through(many.as_bytes(), 8192).await, b"{}\n");
     }
 
     #[tokio::test]

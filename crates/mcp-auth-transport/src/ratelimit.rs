@@ -82,11 +82,15 @@ impl RateLimitConfig {
         // The window is the failed-login limiter's too, which is always
         // on (an attack pass: a 1 s window let one address try 2.6 million
         // credentials a day without a word).
-        if cfg.window < d.window {
+        // Warned when it lets an address try credentials faster than the
+        // defaults do (30 per 15 minutes).
+        let faster = u128::from(cfg.max_auth_failures) * d.window.as_millis()
+            > u128::from(d.max_auth_failures) * cfg.window.as_millis();
+        if faster {
             tracing::warn!(
                 window_ms = u64::try_from(cfg.window.as_millis()).unwrap_or(u64::MAX),
                 failures = cfg.max_auth_failures,
-                "HTTP_RATE_LIMIT_WINDOW is shorter than its default of 15 minutes: it is also the failed-login limiter's window, so each address may try HTTP_AUTH_FAILURE_LIMIT credentials that often"
+                "HTTP_RATE_LIMIT_WINDOW is also the failed-login limiter's window: with HTTP_AUTH_FAILURE_LIMIT it lets each address try credentials faster than the default 30 per 15 minutes"
             );
         }
         Ok(cfg)

@@ -39,7 +39,8 @@ pub(crate) enum Command {
         no_user: bool,
         /// The MCP server's URL, whose origin serves the login facade's callback
         /// (<origin>/oauth/callback, registered on the app client) [env: MCP_SERVER_URL;
-        /// default http://127.0.0.1:8001/mcp, the server's own default].
+        /// default the server's own, http://<HOST>:<PORT>/mcp, http://127.0.0.1:8001/mcp
+        /// without them].
         #[arg(long)]
         server_url: Option<String>,
         /// The login facade's callback URL, when not <server origin>/oauth/callback
@@ -50,8 +51,8 @@ pub(crate) enum Command {
     /// Register MCP_SERVER_URL as a resource server with scopes, and grant
     /// them to the app client. Safe to run again.
     AddResourceServer {
-        /// The resource server identifier [env: MCP_SERVER_URL; default http://127.0.0.1:8001/mcp,
-        /// the server's own default].
+        /// The resource server identifier [env: MCP_SERVER_URL; default the server's own,
+        /// http://<HOST>:<PORT>/mcp, http://127.0.0.1:8001/mcp without them].
         #[arg(long)]
         server_url: Option<String>,
         /// Scope names, comma-separated [env: COGNITO_RESOURCE_SCOPES; default tools]; an app client

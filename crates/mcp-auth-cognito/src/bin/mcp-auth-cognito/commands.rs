@@ -1,7 +1,10 @@
 //! The subcommands: `setup`, `add-resource-server`, `status`, `teardown`,
 //! with the helpers only they use (test-user password, warnings).
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::{
+    io::{BufRead, IsTerminal, Write},
+    net::IpAddr,
+};
 
 use aws_sdk_cognitoidentityprovider::{
     Client,
@@ -24,15 +27,33 @@ const CALLBACKS: [&str; 2] = [
 ];
 
 /// The server's URL when `MCP_SERVER_URL` is unset, as the server derives
-/// it from `HOST` and `PORT`: `http://<host>:<port>/mcp`, this machine's
-/// loopback address for an unspecified host.
-pub(crate) fn default_server_url(host: Option<&str>, port: Option<&str>) -> String {
-    let host = match host.map(str::trim) {
-        None | Some("" | "0.0.0.0" | "::" | "[::]") => "127.0.0.1".to_owned(),
-        Some(h) if h.contains(':') && !h.starts_with('[') => format!("[{h}]"),
-        Some(h) => h.to_owned(),
+/// it from `HOST` and `PORT` (read as the server reads them):
+/// `http://<host>:<port>/mcp`, this machine's loopback address for
+/// `localhost` or an unspecified host. Port 0 (a port the system picks)
+/// cannot be known here: refused, pointing at `MCP_SERVER_URL`.
+pub(crate) fn default_server_url(host: Option<&str>, port: Option<&str>) -> Result<String, Error> {
+    let host = match host.map(str::trim).unwrap_or("127.0.0.1") {
+        "localhost" => IpAddr::from([127, 0, 0, 1]),
+        h => h.trim_matches(['[', ']']).parse::<IpAddr>().map_err(|_| {
+            Error::Usage(format!(
+                "HOST {h:?} is not an IP address (the server binds one): set MCP_SERVER_URL, or HOST as the server has it"
+            ))
+        })?,
     };
-    format!("http://{host}:{}/mcp", port.map_or("8001", str::trim))
+    let port = match port.map(str::trim) {
+        None => 8001,
+        Some(p) => p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| {
+            Error::Usage(format!(
+                "PORT {p:?} does not name the server's port: set MCP_SERVER_URL to the server's URL"
+            ))
+        })?,
+    };
+    let host = match host {
+        h if h.is_unspecified() => "127.0.0.1".to_owned(),
+        IpAddr::V6(h) => format!("[{h}]"),
+        IpAddr::V4(h) => h.to_string(),
+    };
+    Ok(format!("http://{host}:{port}/mcp"))
 }
 
 /// Where Cognito sends users back to the login facade of the MCP server
@@ -990,7 +1011,7 @@ mod tests {
         FacadeCallback::from_settings(
             server.map(str::to_owned),
             cb.map(str::to_owned),
-            &default_server_url(None, None),
+            &default_server_url(None, None).unwrap(),
         )
     }
 
@@ -1017,19 +1038,28 @@ mod tests {
         let c = FacadeCallback::from_settings(
             None,
             Some("http://127.0.0.1:9000/oauth/callback".into()),
-            &default_server_url(None, Some("9000")),
+            &default_server_url(None, Some("9000")).unwrap(),
         )
         .unwrap();
         assert_eq!(c.url, "http://127.0.0.1:9000/oauth/callback");
-        assert_eq!(default_server_url(None, None), "http://127.0.0.1:8001/mcp");
-        assert_eq!(
-            default_server_url(Some("0.0.0.0"), Some("8080")),
-            "http://127.0.0.1:8080/mcp"
-        );
-        assert_eq!(
-            default_server_url(Some("::1"), None),
-            "http://[::1]:8001/mcp"
-        );
+        for (host, port, url) in [
+            (None, None, "http://127.0.0.1:8001/mcp"),
+            (Some("0.0.0.0"), Some("8080"), "http://127.0.0.1:8080/mcp"),
+            (Some("0:0::0"), None, "http://127.0.0.1:8001/mcp"),
+            (Some("localhost"), None, "http://127.0.0.1:8001/mcp"),
+            (Some("::1"), None, "http://[::1]:8001/mcp"),
+            (Some("[::1]"), Some(" 9000 "), "http://[::1]:9000/mcp"),
+        ] {
+            assert_eq!(default_server_url(host, port).unwrap(), url, "{host:?}");
+        }
+        for (host, port, says) in [
+            (Some("myhost"), None, "HOST \"myhost\""),
+            (None, Some("abc"), "PORT \"abc\""),
+            (None, Some("0"), "PORT \"0\""),
+        ] {
+            let e = default_server_url(host, port).unwrap_err().to_string();
+            assert!(e.contains(says), "{e}");
+        }
     }
 
     #[test]

@@ -77,7 +77,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
                 &commands::default_server_url(
                     setting("HOST").as_deref(),
                     setting("PORT").as_deref(),
-                ),
+                )?,
             )?;
             commands::setup(
                 &client,
@@ -97,9 +97,13 @@ async fn run(cli: Cli) -> Result<(), Error> {
             .await
         }
         Command::AddResourceServer { client_name, .. } => {
-            let url = setting("MCP_SERVER_URL").unwrap_or_else(|| {
-                commands::default_server_url(setting("HOST").as_deref(), setting("PORT").as_deref())
-            });
+            let url = match setting("MCP_SERVER_URL") {
+                Some(u) => u,
+                None => commands::default_server_url(
+                    setting("HOST").as_deref(),
+                    setting("PORT").as_deref(),
+                )?,
+            };
             let scopes: Vec<String> = setting("COGNITO_RESOURCE_SCOPES")
                 .unwrap_or_else(|| "tools".to_owned())
                 .split(',')
