@@ -75,7 +75,12 @@ pub fn merge(
     // A value that is not UTF-8 reads as unset: refused instead, without
     // repeating it (an attack pass: a required scope so set was dropped,
     // and every token let in; a binary secret was "missing").
-    let flagged = |n: &str| flags.iter().any(|(f, v)| *f == n && v.is_some());
+    // (A blank flag is no value: the environment's is read.)
+    let flagged = |n: &str| {
+        flags
+            .iter()
+            .any(|(f, v)| *f == n && v.as_deref().is_some_and(|v| !v.trim().is_empty()))
+    };
     if let Some(name) = names
         .iter()
         .find(|n| !flagged(n) && matches!(std::env::var(n), Err(std::env::VarError::NotUnicode(_))))

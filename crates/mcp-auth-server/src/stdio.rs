@@ -126,16 +126,26 @@ impl<R: AsyncRead + Unpin> AsyncRead for BoundedLines<R> {
                 continue;
             }
             if this.eof {
-                // A last line without its end: rmcp takes it too (a
-                // review), so it is passed on, ended, or refused, as any
-                // line; an over-long one is dropped.
-                if !this.dropping && this.pending.len() > this.start {
+                // A last line without its end is ended here, and then
+                // passed on or refused as any line (rmcp's line reader
+                // takes only ended lines; the server's stdio answered such
+                // a line before this reader, and still does).
+                if this.dropping {
+                    this.dropping = false;
+                    this.pending.clear();
+                    (this.start, this.scanned) = (0, 0);
+                    tracing::warn!("stdio: a message over the size limit was refused");
+                    this.ready.clear();
+                    this.ready.extend_from_slice(REFUSED);
+                    this.ready_at = 0;
+                    continue;
+                }
+                if this.pending.len() > this.start {
                     this.pending.push(b'\n');
                     continue;
                 }
                 this.pending.clear();
                 (this.start, this.scanned) = (0, 0);
-                this.dropping = false;
                 return Poll::Ready(Ok(()));
             }
             // What was passed on goes before more is read.
@@ -186,8 +196,8 @@ mod tests {
         // Many lines in one chunk, each passed on.
         let empties = vec![b'\n'; 100_000];
         assert_eq!(through(&empties, 64).await, empties);
-        // A last line without its end is passed on, ended (rmcp takes it),
-        // or refused as any line.
+        // A last line without its end is passed on, ended, or refused as
+        // any line.
         assert_eq!(
             through(b"{\"id\":1}\n{\"id\":2}", 64).await,
             b"{\"id\":1}\n{\"id\":2}\n"
@@ -239,7 +249,9 @@ mod tests {
             out.extend_from_slice(&chunk[..n]);
         }
         assert_eq!(out, b"{}\n{\"id\":2}\n");
-        // Over-long and unfinished at the end: nothing.
-        assert_eq!(through(&line, 4096).await, b"");
+        // Over-long and unfinished at the end: refused as any line, however
+        // long.
+        assert_eq!(through(&line, 4096).await, b"{}\n");
+        assert_eq!(through(&line[..4097], 4096).await, b"{}\n");
     }
 }

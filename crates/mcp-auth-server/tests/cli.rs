@@ -174,8 +174,8 @@ fn stdio_messages_over_the_limits_are_refused_and_errors_are_cut() {
     .unwrap();
     let reply: serde_json::Value = serde_json::from_str(&next()).unwrap();
     assert_eq!(reply["id"], 6, "{reply}");
-    // A last message without its line end is answered too (a review: the
-    // bounded reader dropped it, which rmcp does not).
+    // A last message without its line end is answered too (as before the
+    // bounded reader, which at first dropped it: a review).
     write!(
         stdin,
         r#"{{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{{"name":"whoami","arguments":{{}}}}}}"#
@@ -336,6 +336,20 @@ fn a_setting_that_is_not_utf8_is_refused_naming_it() {
         stderr.starts_with("error: MCP_OAUTH_REQUIRED_SCOPES: is set in the environment to a value that is not UTF-8"),
         "{stderr}"
     );
+    // A setting its flag gives is not read from the environment: not
+    // refused (the stdio server starts; stdin closed, it ends).
+    let out = command(dir.path(), &[])
+        .env(
+            "MCP_TRANSPORT",
+            std::ffi::OsString::from_vec(b"http\xff".to_vec()),
+        )
+        .args(["--transport", "stdio"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("serving MCP over stdio"), "{stderr}");
+    assert!(!stderr.contains("UTF-8"), "{stderr}");
 }
 
 #[test]

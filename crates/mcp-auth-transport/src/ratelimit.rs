@@ -82,11 +82,7 @@ impl RateLimitConfig {
         // The window is the failed-login limiter's too, which is always
         // on (an attack pass: a 1 s window let one address try 2.6 million
         // credentials a day without a word).
-        // Warned when it lets an address try credentials faster than the
-        // defaults do (30 per 15 minutes).
-        let faster = u128::from(cfg.max_auth_failures) * d.window.as_millis()
-            > u128::from(d.max_auth_failures) * cfg.window.as_millis();
-        if faster {
+        if cfg.lets_faster_guessing() {
             tracing::warn!(
                 window_ms = u64::try_from(cfg.window.as_millis()).unwrap_or(u64::MAX),
                 failures = cfg.max_auth_failures,
@@ -94,6 +90,16 @@ impl RateLimitConfig {
             );
         }
         Ok(cfg)
+    }
+}
+
+impl RateLimitConfig {
+    /// Whether the failed-login limit and window let an address try
+    /// credentials faster than the defaults (30 per 15 minutes).
+    fn lets_faster_guessing(&self) -> bool {
+        let d = Self::default();
+        u128::from(self.max_auth_failures) * d.window.as_millis()
+            > u128::from(d.max_auth_failures) * self.window.as_millis()
     }
 }
 
@@ -616,6 +622,35 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The start-up warning fires when window and limit together let an
+    /// address try credentials faster than 30 per 15 minutes (a review:
+    /// a short window with a lower limit warned too).
+    #[test]
+    fn faster_guessing_is_told_by_window_and_limit_together() {
+        let cfg = |window_ms: u64, failures: u64| RateLimitConfig {
+            window: Duration::from_millis(window_ms),
+            max_auth_failures: failures,
+            ..RateLimitConfig::default()
+        };
+        for (window, failures, faster) in [
+            (1000, 30, true),
+            (900_000, 31, true),
+            (900_000, 30, false),
+            (60_000, 2, false),
+            (1_800_000, 60, false),
+            // No overflow at the ends.
+            (u64::MAX, 1, false),
+            (u64::MAX, u64::MAX, true),
+            (1, u64::MAX, true),
+        ] {
+            assert_eq!(
+                cfg(window, failures).lets_faster_guessing(),
+                faster,
+                "{window} ms, {failures}"
+            );
+        }
+    }
 
     /// A builder call on a layer that was cloned first takes effect on it
     /// (it was silently dropped: the settings were changed only when the

@@ -39,8 +39,8 @@ pub(crate) enum Command {
         no_user: bool,
         /// The MCP server's URL, whose origin serves the login facade's callback
         /// (<origin>/oauth/callback, registered on the app client) [env: MCP_SERVER_URL;
-        /// default the server's own, http://<HOST>:<PORT>/mcp, http://127.0.0.1:8001/mcp
-        /// without them].
+        /// default the server's own, http://<HOST or 127.0.0.1>:<PORT or 8001>/mcp, 127.0.0.1
+        /// for localhost or an unspecified HOST; a host name or PORT=0 needs MCP_SERVER_URL].
         #[arg(long)]
         server_url: Option<String>,
         /// The login facade's callback URL, when not <server origin>/oauth/callback
@@ -52,7 +52,8 @@ pub(crate) enum Command {
     /// them to the app client. Safe to run again.
     AddResourceServer {
         /// The resource server identifier [env: MCP_SERVER_URL; default the server's own,
-        /// http://<HOST>:<PORT>/mcp, http://127.0.0.1:8001/mcp without them].
+        /// http://<HOST or 127.0.0.1>:<PORT or 8001>/mcp; a host name or PORT=0 needs
+        /// MCP_SERVER_URL].
         #[arg(long)]
         server_url: Option<String>,
         /// Scope names, comma-separated [env: COGNITO_RESOURCE_SCOPES; default tools]; an app client

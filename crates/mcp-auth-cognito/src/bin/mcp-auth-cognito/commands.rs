@@ -89,12 +89,14 @@ impl FacadeCallback {
     pub(crate) fn from_settings(
         server_url: Option<String>,
         callback: Option<String>,
-        default_server_url: &str,
+        default_server_url: impl FnOnce() -> Result<String, Error>,
     ) -> Result<Self, Error> {
-        let server = http_url(
-            server_url.as_deref().unwrap_or(default_server_url),
-            "MCP_SERVER_URL",
-        )?;
+        // The default is made only when needed (a review: a HOST the
+        // default cannot use refused a setup that named its server URL).
+        let server = match &server_url {
+            Some(u) => http_url(u, "MCP_SERVER_URL")?,
+            None => http_url(&default_server_url()?, "MCP_SERVER_URL")?,
+        };
         let url = match &callback {
             Some(c) => {
                 let u = http_url(c, "MCP_OAUTH_CALLBACK_URL")?;
@@ -1008,11 +1010,9 @@ mod tests {
     }
 
     fn callback(server: Option<&str>, cb: Option<&str>) -> Result<FacadeCallback, Error> {
-        FacadeCallback::from_settings(
-            server.map(str::to_owned),
-            cb.map(str::to_owned),
-            &default_server_url(None, None).unwrap(),
-        )
+        FacadeCallback::from_settings(server.map(str::to_owned), cb.map(str::to_owned), || {
+            default_server_url(None, None)
+        })
     }
 
     #[test]
@@ -1038,10 +1038,18 @@ mod tests {
         let c = FacadeCallback::from_settings(
             None,
             Some("http://127.0.0.1:9000/oauth/callback".into()),
-            &default_server_url(None, Some("9000")).unwrap(),
+            || default_server_url(None, Some("9000")),
         )
         .unwrap();
         assert_eq!(c.url, "http://127.0.0.1:9000/oauth/callback");
+        // Not made when the server URL is named: a HOST or PORT it could
+        // not use does not matter then.
+        let c =
+            FacadeCallback::from_settings(Some("https://mcp.example.com/mcp".into()), None, || {
+                default_server_url(Some("mylaptop"), Some("0"))
+            })
+            .unwrap();
+        assert_eq!(c.url, "https://mcp.example.com/oauth/callback");
         for (host, port, url) in [
             (None, None, "http://127.0.0.1:8001/mcp"),
             (Some("0.0.0.0"), Some("8080"), "http://127.0.0.1:8080/mcp"),

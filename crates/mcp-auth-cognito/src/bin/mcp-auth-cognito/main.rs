@@ -74,10 +74,12 @@ async fn run(cli: Cli) -> Result<(), Error> {
             let facade = commands::FacadeCallback::from_settings(
                 setting("MCP_SERVER_URL"),
                 setting("MCP_OAUTH_CALLBACK_URL"),
-                &commands::default_server_url(
-                    setting("HOST").as_deref(),
-                    setting("PORT").as_deref(),
-                )?,
+                || {
+                    commands::default_server_url(
+                        setting("HOST").as_deref(),
+                        setting("PORT").as_deref(),
+                    )
+                },
             )?;
             commands::setup(
                 &client,
