@@ -60,5 +60,5 @@ pub use challenge::{Challenge, ChallengeScheme, retry_after_secs};
 pub use dpop::{DpopInfo, MemoryReplayCache, ReplayCache, TokenScheme};
 pub use error::{AuthError, ErrorBody};
 pub use metadata::{ProtectedResourceMetadata, metadata_url_for};
-pub use principal::{Principal, is_scope_token, scope_tokens};
+pub use principal::{Principal, distinct_scope_tokens, is_scope_token, scope_tokens};
 pub use throttle::LogThrottle;

@@ -279,6 +279,30 @@ pub fn scope_tokens(scope: &str) -> impl Iterator<Item = &str> {
     scope.split(' ').filter(|t| is_scope_token(t))
 }
 
+/// The scopes a `scope` parameter asks for, each once, in order: scope
+/// tokens separated by spaces (RFC 6749 §3.3; runs of spaces tolerated).
+/// `None` when anything else is between them (a tab, a no-break space, a
+/// `"`): such a value is invalid whole, rather than split or trimmed.
+///
+/// ```
+/// use mcp_auth_core::distinct_scope_tokens;
+///
+/// assert_eq!(distinct_scope_tokens(" a b  a "), Some(vec!["a", "b"]));
+/// assert_eq!(distinct_scope_tokens("a\tb"), None);
+/// ```
+pub fn distinct_scope_tokens(scope: &str) -> Option<Vec<&str>> {
+    let mut asked: Vec<&str> = Vec::new();
+    for t in scope.split(' ').filter(|t| !t.is_empty()) {
+        if !is_scope_token(t) {
+            return None;
+        }
+        if !asked.contains(&t) {
+            asked.push(t);
+        }
+    }
+    Some(asked)
+}
+
 /// Whether `t` is one RFC 6749 scope token (`1*( %x21 / %x23-5B / %x5D-7E )`).
 pub fn is_scope_token(t: &str) -> bool {
     !t.is_empty()

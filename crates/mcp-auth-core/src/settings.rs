@@ -183,6 +183,84 @@ pub fn parse_lifetime(v: &str, var: &str) -> Result<Duration, ConfigError> {
     Ok(Duration::from_secs(secs))
 }
 
+/// Refuses, naming `var`, the first of `tokens` that is not an RFC 6749
+/// scope token ([`is_scope_token`](crate::is_scope_token)): the server
+/// reads nothing else as a scope.
+///
+/// ```
+/// use mcp_auth_core::settings::check_scope_tokens;
+///
+/// assert!(check_scope_tokens("S", ["mcp:tools", "mcp:admin"]).is_ok());
+/// assert_eq!(check_scope_tokens("S", ["a\"b"]).unwrap_err().variable, "S");
+/// ```
+pub fn check_scope_tokens<'a>(
+    var: &str,
+    tokens: impl IntoIterator<Item = &'a str>,
+) -> Result<(), ConfigError> {
+    match tokens.into_iter().find(|t| !crate::is_scope_token(t)) {
+        Some(bad) => Err(ConfigError::new(
+            var,
+            format!("{bad:?} is not a scope token (printable ASCII without spaces, \" or \\)"),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The file at `path`, which the setting `var` names, read up to `max`
+/// bytes: a file named by mistake (`/dev/zero`) would otherwise be read
+/// until memory ran out. Errors name `var`, never the file's contents.
+pub fn read_file_setting(path: &str, var: &str, max: u64) -> Result<Vec<u8>, ConfigError> {
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| std::io::Read::read_to_end(&mut std::io::Read::take(f, max + 1), &mut bytes))
+        .map_err(|e| {
+            ConfigError::new(var, format!("cannot read the file it names ({})", e.kind()))
+        })?;
+    if bytes.len() as u64 > max {
+        return Err(ConfigError::new(
+            var,
+            format!("the file it names is over {} MiB", max.div_ceil(1 << 20)),
+        ));
+    }
+    Ok(bytes)
+}
+
+/// `HOST` as a server binds it: an IP address (an IPv6 one in brackets or
+/// not) or `localhost` (127.0.0.1); `None` for anything else.
+///
+/// ```
+/// use mcp_auth_core::settings::bind_host;
+///
+/// assert_eq!(bind_host("localhost"), Some([127, 0, 0, 1].into()));
+/// assert_eq!(bind_host("[::1]"), Some(std::net::Ipv6Addr::LOCALHOST.into()));
+/// assert_eq!(bind_host("my-laptop"), None);
+/// ```
+pub fn bind_host(text: &str) -> Option<std::net::IpAddr> {
+    match text {
+        "localhost" => Some([127, 0, 0, 1].into()),
+        h => h.trim_matches(['[', ']']).parse().ok(),
+    }
+}
+
+/// Where a server bound to `host`:`port` is reached on this machine when no
+/// URL is named for it: `http://<host>:<port>/mcp`, with 127.0.0.1 for an
+/// unspecified host.
+///
+/// ```
+/// use mcp_auth_core::settings::local_server_url;
+///
+/// assert_eq!(local_server_url([0, 0, 0, 0].into(), 8001), "http://127.0.0.1:8001/mcp");
+/// assert_eq!(local_server_url(std::net::Ipv6Addr::LOCALHOST.into(), 80), "http://[::1]:80/mcp");
+/// ```
+pub fn local_server_url(host: std::net::IpAddr, port: u16) -> String {
+    let host = match host {
+        h if h.is_unspecified() => "127.0.0.1".to_owned(),
+        std::net::IpAddr::V6(h) => format!("[{h}]"),
+        std::net::IpAddr::V4(h) => h.to_string(),
+    };
+    format!("http://{host}:{port}/mcp")
+}
+
 /// Reads a comma-separated list; items are trimmed and empty items dropped.
 pub fn parse_list(l: &dyn Lookup, name: &str) -> Option<Vec<String>> {
     l.get(name).map(|v| {

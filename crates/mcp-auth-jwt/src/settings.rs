@@ -57,24 +57,8 @@ pub fn pem_setting(value: &str, var: &str) -> Result<Vec<u8>, ConfigError> {
     if value.contains("-----BEGIN") {
         return Ok(value.replace("\\n", "\n").into_bytes());
     }
-    // Read up to a bound: a key is a few KiB, and `/dev/zero` named by
-    // mistake would otherwise be read until memory runs out.
-    const MAX_PEM_FILE: u64 = 1 << 20;
-    let mut pem = Vec::new();
-    std::fs::File::open(value)
-        .and_then(|f| {
-            std::io::Read::read_to_end(&mut std::io::Read::take(f, MAX_PEM_FILE + 1), &mut pem)
-        })
-        .map_err(|e| {
-            ConfigError::new(var, format!("cannot read the file it names ({})", e.kind()))
-        })?;
-    if pem.len() as u64 > MAX_PEM_FILE {
-        return Err(ConfigError::new(
-            var,
-            "the file it names is over 1 MiB: not a PEM key",
-        ));
-    }
-    Ok(pem)
+    // A key is a few KiB.
+    mcp_auth_core::settings::read_file_setting(value, var, 1 << 20)
 }
 
 /// An HMAC secret setting (`MCP_JWT_SECRET`): at least

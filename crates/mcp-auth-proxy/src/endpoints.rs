@@ -985,21 +985,14 @@ fn is_s256_challenge(c: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-/// The scopes a `scope` parameter asks for, each once: scope tokens
-/// separated by spaces (RFC 6749 §3.3; runs of spaces tolerated). A tab, a
-/// no-break space or any other character outside a scope token makes the
-/// whole value invalid, rather than separating scopes or being dropped.
+/// The scopes a `scope` parameter asks for, each once
+/// ([`mcp_auth_core::distinct_scope_tokens`]); `Err` when it holds anything
+/// but scope tokens between spaces (a tab or a no-break space makes the
+/// whole value invalid, rather than separating scopes or being dropped).
 fn requested_scopes(scope: &str) -> Result<Vec<String>, ()> {
-    let mut asked: Vec<String> = Vec::new();
-    for t in scope.split(' ').filter(|t| !t.is_empty()) {
-        if !mcp_auth_core::is_scope_token(t) {
-            return Err(());
-        }
-        if !asked.iter().any(|a| a == t) {
-            asked.push(t.to_owned());
-        }
-    }
-    Ok(asked)
+    mcp_auth_core::distinct_scope_tokens(scope)
+        .map(|asked| asked.into_iter().map(str::to_owned).collect())
+        .ok_or(())
 }
 
 fn browser_binding(app: &App, headers: &HeaderMap) -> Option<String> {

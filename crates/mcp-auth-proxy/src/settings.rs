@@ -666,15 +666,10 @@ impl ProxySettings {
             .iter()
             .flat_map(|s| s.split_whitespace().map(str::to_owned))
             .collect();
-        if let Some(bad) = scopes_supported
-            .iter()
-            .find(|s| !mcp_auth_core::is_scope_token(s))
-        {
-            return Err(ConfigError::new(
-                "MCP_OAUTH_SCOPES_SUPPORTED",
-                format!("{bad:?} is not a scope token (printable ASCII without spaces, \" or \\)"),
-            ));
-        }
+        mcp_auth_core::settings::check_scope_tokens(
+            "MCP_OAUTH_SCOPES_SUPPORTED",
+            scopes_supported.iter().map(String::as_str),
+        )?;
         Ok(Self {
             client_id,
             client_secret,
@@ -779,23 +774,20 @@ fn preregistered_clients(
     policy: &crate::clients::RegistrationPolicy,
 ) -> Result<Vec<crate::clients::ClientInfo>, ConfigError> {
     let var = "MCP_PROXY_CLIENTS";
-    // Read up to a bound (a file named by mistake, `/dev/zero`, was read
-    // until memory ran out).
-    const MAX_CLIENTS_FILE: u64 = 16 << 20;
-    let mut text = String::new();
-    std::fs::File::open(path)
-        .and_then(|f| {
-            std::io::Read::read_to_string(
-                &mut std::io::Read::take(f, MAX_CLIENTS_FILE + 1),
-                &mut text,
-            )
-        })
-        .map_err(|e| {
-            ConfigError::new(var, format!("cannot read the file it names ({})", e.kind()))
-        })?;
-    if text.len() as u64 > MAX_CLIENTS_FILE {
-        return Err(ConfigError::new(var, "the file it names is over 16 MiB"));
-    }
+    let text = String::from_utf8(mcp_auth_core::settings::read_file_setting(
+        path,
+        var,
+        16 << 20,
+    )?)
+    .map_err(|_| {
+        ConfigError::new(
+            var,
+            format!(
+                "cannot read the file it names ({})",
+                std::io::ErrorKind::InvalidData
+            ),
+        )
+    })?;
     let entries: Vec<ClientEntry> = serde_json::from_str(&text).map_err(|e| {
         ConfigError::new(
             var,

@@ -135,17 +135,14 @@ impl ServerSettings {
     /// `MCP_SERVER_URL` (checked), and nothing else.
     fn address(m: &Merged) -> Result<(IpAddr, u16, Option<Url>), ConfigError> {
         let host_text = Lookup::get(m, "HOST").unwrap_or_else(|| "127.0.0.1".to_owned());
-        let host: IpAddr = match host_text.as_str() {
-            "localhost" => IpAddr::from([127, 0, 0, 1]),
-            h => h.trim_matches(['[', ']']).parse().map_err(|_| {
-                ConfigError::new(
-                    "HOST",
-                    format!(
-                        "expected an IP address to bind (e.g. 127.0.0.1 or 0.0.0.0), got {h:?}"
-                    ),
-                )
-            })?,
-        };
+        let host: IpAddr = mcp_auth_core::settings::bind_host(&host_text).ok_or_else(|| {
+            ConfigError::new(
+                "HOST",
+                format!(
+                    "expected an IP address to bind (e.g. 127.0.0.1 or 0.0.0.0), got {host_text:?}"
+                ),
+            )
+        })?;
         let port = match Lookup::get(m, "PORT") {
             None => 8001,
             Some(p) => p.parse::<u16>().map_err(|_| {
@@ -560,13 +557,8 @@ impl ServerSettings {
 /// The server's URL when `MCP_SERVER_URL` is unset: `http://<host>:<port>/mcp`
 /// (this machine's loopback address for an unspecified host).
 fn derived_url(host: IpAddr, port: u16) -> Url {
-    let host = match host {
-        h if h.is_unspecified() => "127.0.0.1".to_owned(),
-        IpAddr::V6(h) => format!("[{h}]"),
-        IpAddr::V4(h) => h.to_string(),
-    };
     // Built from an IP and a port: always a valid URL.
-    Url::parse(&format!("http://{host}:{port}/mcp"))
+    Url::parse(&mcp_auth_core::settings::local_server_url(host, port))
         .unwrap_or_else(|_| Url::parse("http://127.0.0.1/mcp").expect("static URL parses"))
 }
 

@@ -143,16 +143,7 @@ pub fn mint(args: &TokenArgs, l: &dyn Lookup, default_aud: &Url) -> Result<Strin
     });
     // Scope tokens only (RFC 6749 §3.3): the server reads nothing else as
     // a scope, so a token with `a"b` would not hold it.
-    if let Some(bad) = args
-        .scope
-        .split_whitespace()
-        .find(|t| !mcp_auth_core::is_scope_token(t))
-    {
-        return Err(ConfigError::new(
-            "--scope",
-            format!("{bad:?} is not a scope token (printable ASCII without spaces, \" or \\)"),
-        ));
-    }
+    mcp_auth_core::settings::check_scope_tokens("--scope", args.scope.split_whitespace())?;
     let scope = args.scope.split_whitespace().collect::<Vec<_>>().join(" ");
     if !scope.is_empty() {
         claims["scope"] = scope.into();

@@ -479,17 +479,9 @@ fn https_field(
 /// by spaces. Normalized to single spaces without duplicates; `None` if
 /// empty.
 fn normalize_scope(raw: &str) -> Result<Option<String>, RegistrationError> {
-    let mut tokens: Vec<&str> = Vec::new();
-    for t in raw.split(' ').filter(|t| !t.is_empty()) {
-        if !mcp_auth_core::is_scope_token(t) {
-            return Err(meta_err(
-                "scope must be space-separated scope tokens (RFC 6749 section 3.3)",
-            ));
-        }
-        if !tokens.contains(&t) {
-            tokens.push(t);
-        }
-    }
+    let tokens = mcp_auth_core::distinct_scope_tokens(raw).ok_or_else(|| {
+        meta_err("scope must be space-separated scope tokens (RFC 6749 section 3.3)")
+    })?;
     Ok((!tokens.is_empty()).then(|| tokens.join(" ")))
 }
 

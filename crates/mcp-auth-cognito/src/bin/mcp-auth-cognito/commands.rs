@@ -1,10 +1,7 @@
 //! The subcommands: `setup`, `add-resource-server`, `status`, `teardown`,
 //! with the helpers only they use (test-user password, warnings).
 
-use std::{
-    io::{BufRead, IsTerminal, Write},
-    net::IpAddr,
-};
+use std::io::{BufRead, IsTerminal, Write};
 
 use aws_sdk_cognitoidentityprovider::{
     Client,
@@ -32,14 +29,12 @@ const CALLBACKS: [&str; 2] = [
 /// `localhost` or an unspecified host. Port 0 (a port the system picks)
 /// cannot be known here: refused, pointing at `MCP_SERVER_URL`.
 pub(crate) fn default_server_url(host: Option<&str>, port: Option<&str>) -> Result<String, Error> {
-    let host = match host.map(str::trim).unwrap_or("127.0.0.1") {
-        "localhost" => IpAddr::from([127, 0, 0, 1]),
-        h => h.trim_matches(['[', ']']).parse::<IpAddr>().map_err(|_| {
-            Error::Usage(format!(
-                "HOST {h:?} is not an IP address (the server binds one): set MCP_SERVER_URL, or HOST as the server has it"
-            ))
-        })?,
-    };
+    let host = host.map(str::trim).unwrap_or("127.0.0.1");
+    let host = mcp_auth_core::settings::bind_host(host).ok_or_else(|| {
+        Error::Usage(format!(
+            "HOST {host:?} is not an IP address (the server binds one): set MCP_SERVER_URL, or HOST as the server has it"
+        ))
+    })?;
     let port = match port.map(str::trim) {
         None => 8001,
         Some(p) => p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| {
@@ -48,12 +43,7 @@ pub(crate) fn default_server_url(host: Option<&str>, port: Option<&str>) -> Resu
             ))
         })?,
     };
-    let host = match host {
-        h if h.is_unspecified() => "127.0.0.1".to_owned(),
-        IpAddr::V6(h) => format!("[{h}]"),
-        IpAddr::V4(h) => h.to_string(),
-    };
-    Ok(format!("http://{host}:{port}/mcp"))
+    Ok(mcp_auth_core::settings::local_server_url(host, port))
 }
 
 /// Where Cognito sends users back to the login facade of the MCP server
